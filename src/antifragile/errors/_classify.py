@@ -1,0 +1,155 @@
+"""Classification of any outcome of a call into the exception tree.
+
+* a response with status 408, 425, 429, 500, 502, 503 or 504 is transient;
+* any other 4xx is permanent, as is a 5xx outside that list (501, 505, ...);
+* connect errors and connect/pool timeouts happened before the request was sent; read and write
+  timeouts and dropped connections happened after, so the request may have had its effect.
+
+``replay_safe`` on the result says whether re-sending is safe: the request never left this
+process, or it was idempotent (an idempotent method or an idempotency key).
+"""
+
+from __future__ import annotations
+
+import http
+import time
+from typing import Any
+
+import httpx
+
+from antifragile.errors._headers import retry_after_from_headers
+from antifragile.errors._tree import (
+    AuthenticationError,
+    ConflictError,
+    ErrorCode,
+    IntegrationError,
+    InvalidRequestError,
+    NetworkError,
+    NotFoundError,
+    PermanentError,
+    RateLimitedError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
+
+#: statuses a later attempt may succeed on
+RETRYABLE_STATUSES: frozenset[int] = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: methods that RFC 9110 defines as idempotent
+IDEMPOTENT_METHODS: frozenset[str] = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+_PERMANENT_BY_STATUS: dict[int, type[PermanentError]] = {
+    400: InvalidRequestError,
+    422: InvalidRequestError,
+    401: AuthenticationError,
+    403: AuthenticationError,
+    404: NotFoundError,
+    410: NotFoundError,
+    409: ConflictError,
+}
+
+# exceptions raised before any byte of the request was written
+_NOT_SENT: tuple[type[BaseException], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.UnsupportedProtocol,
+    ConnectionRefusedError,
+)
+
+
+def _reason(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown Status"
+
+
+def classify_response(
+    response: httpx.Response,
+    *,
+    provider: str | None = None,
+    operation: str | None = None,
+    idempotent: bool = True,
+    request_id: str | None = None,
+    now: float | None = None,
+    detail: str | None = None,
+) -> IntegrationError | None:
+    """The error a response stands for, or ``None`` for 1xx, 2xx and 3xx.
+
+    *detail* is an excerpt of the body to keep (it is redacted); when omitted and the body has
+    already been read, its first 500 characters are used.
+    """
+    status = response.status_code
+    if status < 400:
+        return None
+    if detail is None:
+        try:
+            detail = response.text[:500]
+        except (httpx.ResponseNotRead, UnicodeDecodeError):
+            detail = None
+    common: dict[str, Any] = {
+        "provider": provider,
+        "operation": operation,
+        "status": status,
+        "request_id": request_id,
+        "detail": detail,
+    }
+    message = f"HTTP {status} {_reason(status)}"
+    if status in RETRYABLE_STATUSES:
+        wall = time.time() if now is None else now
+        # 429 means the request was refused before it was processed, so re-sending is safe
+        # only when it would be safe anyway; we keep the strict rule.
+        common["replay_safe"] = idempotent
+        if status == 429:
+            return RateLimitedError(
+                message, retry_after=retry_after_from_headers(response.headers, wall), **common
+            )
+        if status == 408:
+            return UpstreamTimeoutError(message, **common)
+        return UpstreamUnavailableError(
+            message, retry_after=retry_after_from_headers(response.headers, wall), **common
+        )
+    common["replay_safe"] = idempotent
+    if status < 500:
+        return _PERMANENT_BY_STATUS.get(status, PermanentError)(message, **common)
+    return PermanentError(message, code=ErrorCode.UPSTREAM_ERROR, **common)
+
+
+def classify_exception(
+    exc: BaseException,
+    *,
+    provider: str | None = None,
+    operation: str | None = None,
+    idempotent: bool = True,
+    request_id: str | None = None,
+) -> IntegrationError | None:
+    """The error an exception stands for; ``None`` when it is not a known transport failure.
+
+    An :class:`IntegrationError` is returned unchanged. Unknown exceptions (a bug in the caller's
+    own code, say) are not classified: policies let them through untouched.
+    """
+    if isinstance(exc, IntegrationError):
+        return exc
+    sent = not isinstance(exc, _NOT_SENT)
+    common: dict[str, Any] = {
+        "provider": provider,
+        "operation": operation,
+        "request_id": request_id,
+        "replay_safe": idempotent or not sent,
+    }
+    name = type(exc).__name__
+    text = str(exc) or name
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        return UpstreamTimeoutError(f"{name}: {text}", **common)
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return PermanentError(f"{name}: {text}", code=ErrorCode.BAD_REQUEST, **common)
+    if isinstance(exc, httpx.TransportError | ConnectionError):
+        return NetworkError(f"{name}: {text}", **common)
+    if isinstance(exc, httpx.TooManyRedirects | httpx.DecodingError):
+        return PermanentError(f"{name}: {text}", code=ErrorCode.UPSTREAM_ERROR, **common)
+    return None
+
+
+def is_idempotent(method: str, idempotency_key: str | None = None) -> bool:
+    """Whether re-sending *method* cannot duplicate an effect."""
+    return idempotency_key is not None or method.upper() in IDEMPOTENT_METHODS

@@ -1,0 +1,391 @@
+"""ResilientClient: httpx behind a policy, one client per provider.
+
+For every request it
+
+* sends ``x-request-id`` (the current context's request id, or a new one per logical call, the
+  same for each of its attempts) and ``Idempotency-Key`` when given one;
+* bounds each attempt's httpx timeout by the policy's deadlines;
+* reads the provider's rate-limit headers and feeds them to the policy's rate limiter, so the
+  client slows down before the provider starts answering 429;
+* turns error responses and transport failures into the antifragile exception tree, with
+  provider, operation, status, request id and a redacted excerpt of the body;
+* retries only what is safe to send again: idempotent methods, requests carrying an idempotency
+  key, and failures that happened before the request was sent (``replay_safe=`` overrides).
+
+:class:`ResilientClient` is async; :class:`SyncResilientClient` has the same interface, blocking.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+import httpx
+
+from antifragile.errors import (
+    ConfigurationError,
+    IntegrationError,
+    classify_exception,
+    classify_response,
+    is_idempotent,
+    redact,
+)
+from antifragile.errors._envelope import Envelope, acapture, capture
+from antifragile.http._headers import parse_rate_limit
+from antifragile.observability._context import current_request_id, new_request_id
+from antifragile.policies import Policy, time_remaining
+
+_RATE_HEADER_HINTS = ("ratelimit", "rate-limit", "api-call-limit")
+
+Timeout = float | httpx.Timeout | None
+
+
+def _rate_headers(headers: httpx.Headers) -> dict[str, str] | None:
+    """The rate-limit related headers, lower-cased, or ``None`` when there are none."""
+    found: dict[str, str] | None = None
+    for name, value in headers.items():
+        if name == "retry-after" or any(hint in name for hint in _RATE_HEADER_HINTS):
+            if found is None:
+                found = {}
+            found[name] = value
+    return found
+
+
+class _ClientCore:
+    """What the sync and async clients share: request preparation and response handling."""
+
+    def __init__(
+        self,
+        provider: str,
+        *,
+        base_url: str,
+        policy: Policy | None,
+        timeout: Timeout,
+        idempotency_header: str,
+        request_id_header: str,
+        secrets: Iterable[str],
+    ) -> None:
+        if not provider:
+            raise ConfigurationError("a ResilientClient needs a provider name")
+        self.provider = provider
+        self.base_url = base_url
+        self.policy = policy if policy is not None else Policy(provider)
+        self.timeout = timeout
+        self.idempotency_header = idempotency_header
+        self.request_id_header = request_id_header
+        self._secrets = tuple(s for s in secrets if s)
+
+    def _timeout_for(self, timeout: Timeout) -> Timeout:
+        """The httpx timeout for one attempt: the configured one, cut to the deadline."""
+        remaining = time_remaining()
+        if remaining is None:
+            return timeout
+        remaining = max(remaining, 0.001)
+        if timeout is None:
+            return remaining
+        if isinstance(timeout, httpx.Timeout):
+            return httpx.Timeout(
+                connect=min(timeout.connect or remaining, remaining),
+                read=min(timeout.read or remaining, remaining),
+                write=min(timeout.write or remaining, remaining),
+                pool=min(timeout.pool or remaining, remaining),
+            )
+        return min(float(timeout), remaining)
+
+    def _prepare(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        idempotency_key: str | None,
+        operation: str | None,
+        replay_safe: bool | None,
+    ) -> tuple[dict[str, str], str, bool, str]:
+        request_id = current_request_id() or new_request_id()
+        merged = dict(headers) if headers else {}
+        merged[self.request_id_header] = request_id
+        if idempotency_key is not None:
+            if not 1 <= len(idempotency_key) <= 256:
+                raise ConfigurationError("an idempotency key must be 1 to 256 characters long")
+            merged[self.idempotency_header] = idempotency_key
+        method = method.upper()
+        if operation is None:
+            operation = f"{method} {urlsplit(url).path or '/'}"
+        safe = is_idempotent(method, idempotency_key) if replay_safe is None else replay_safe
+        return merged, request_id, safe, operation
+
+    def _scrub(self, error: IntegrationError) -> IntegrationError:
+        if self._secrets:
+            error.message = redact(error.message, secrets=self._secrets)
+            error.args = (error.message,)
+            if error.detail:
+                error.detail = redact(error.detail, secrets=self._secrets)
+        return error
+
+    def _transport_error(
+        self, exc: Exception, operation: str, safe: bool, request_id: str
+    ) -> IntegrationError | None:
+        error = classify_exception(
+            exc,
+            provider=self.provider,
+            operation=operation,
+            idempotent=safe,
+            request_id=request_id,
+        )
+        return None if error is None else self._scrub(error)
+
+    def _check(
+        self, response: httpx.Response, operation: str, safe: bool, request_id: str
+    ) -> IntegrationError | None:
+        """Feed rate-limit headers to the limiter; the error the response stands for, if any."""
+        rate_headers = _rate_headers(response.headers)
+        if rate_headers is not None and self.policy.rate is not None:
+            info = parse_rate_limit(rate_headers, time.time(), status=response.status_code)
+            self.policy.rate.observe(info, operation=operation)
+        if response.status_code < 400:
+            return None
+        error = classify_response(
+            response,
+            provider=self.provider,
+            operation=operation,
+            idempotent=safe,
+            request_id=request_id,
+        )
+        return None if error is None else self._scrub(error)
+
+
+class ResilientClient(_ClientCore):
+    """An async HTTP client for one provider, every request going through a policy.
+
+    >>> async with ResilientClient("shopify", base_url=url, policy=policy) as shopify:
+    ...     r = await shopify.post("/customers.json", json=body, idempotency_key=key)
+
+    Arguments besides the ones below go to :class:`httpx.AsyncClient` (``headers``, ``auth``,
+    ``transport``, ``limits``...), or pass a ready ``client=``. ``secrets`` are literal values
+    (tokens, keys) that must never appear in an error message, in addition to the patterns
+    :func:`~antifragile.redact` always removes.
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        *,
+        base_url: str = "",
+        policy: Policy | None = None,
+        timeout: Timeout = 10.0,
+        client: httpx.AsyncClient | None = None,
+        idempotency_header: str = "Idempotency-Key",
+        request_id_header: str = "x-request-id",
+        secrets: Iterable[str] = (),
+        **httpx_options: Any,
+    ) -> None:
+        super().__init__(
+            provider,
+            base_url=base_url,
+            policy=policy,
+            timeout=timeout,
+            idempotency_header=idempotency_header,
+            request_id_header=request_id_header,
+            secrets=secrets,
+        )
+        self._owns_client = client is None
+        self.client = client or httpx.AsyncClient(
+            base_url=base_url, timeout=timeout, **httpx_options
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self.client.aclose()
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        operation: str | None = None,
+        idempotency_key: str | None = None,
+        replay_safe: bool | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: Timeout | None = None,  # noqa: ASYNC109 - the httpx timeout of each attempt
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """Send a request through the policy; returns the (successful) response.
+
+        Raises an :class:`~antifragile.IntegrationError` subclass when the request fails for
+        good. ``kwargs`` go to :meth:`httpx.AsyncClient.request` (``json``, ``data``,
+        ``params``, ``content``...).
+        """
+        merged, request_id, safe, operation = self._prepare(
+            method, url, headers, idempotency_key, operation, replay_safe
+        )
+        attempt_timeout = self.timeout if timeout is None else timeout
+        client = self.client
+
+        async def attempt() -> httpx.Response:
+            try:
+                response = await client.request(
+                    method,
+                    url,
+                    headers=merged,
+                    timeout=self._timeout_for(attempt_timeout),
+                    **kwargs,
+                )
+            except Exception as exc:
+                error = self._transport_error(exc, operation, safe, request_id)
+                if error is None:
+                    raise
+                raise error from exc
+            error = self._check(response, operation, safe, request_id)
+            if error is not None:
+                raise error
+            return response
+
+        return await self.policy.arun(attempt, operation=operation, replay_safe=safe)
+
+    async def request_safe(self, method: str, url: str, **kwargs: Any) -> Envelope[httpx.Response]:
+        """Like :meth:`request`, but returns the response envelope and never raises."""
+        return await acapture(self.request, method, url, **kwargs)
+
+    async def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("GET", url, **kwargs)
+
+    async def head(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("HEAD", url, **kwargs)
+
+    async def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("POST", url, **kwargs)
+
+    async def put(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("PUT", url, **kwargs)
+
+    async def patch(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("PATCH", url, **kwargs)
+
+    async def delete(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("DELETE", url, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"ResilientClient({self.provider!r}, base_url={self.base_url!r})"
+
+
+class SyncResilientClient(_ClientCore):
+    """The blocking twin of :class:`ResilientClient` (same arguments, same behaviour)."""
+
+    def __init__(
+        self,
+        provider: str,
+        *,
+        base_url: str = "",
+        policy: Policy | None = None,
+        timeout: Timeout = 10.0,
+        client: httpx.Client | None = None,
+        idempotency_header: str = "Idempotency-Key",
+        request_id_header: str = "x-request-id",
+        secrets: Iterable[str] = (),
+        **httpx_options: Any,
+    ) -> None:
+        super().__init__(
+            provider,
+            base_url=base_url,
+            policy=policy,
+            timeout=timeout,
+            idempotency_header=idempotency_header,
+            request_id_header=request_id_header,
+            secrets=secrets,
+        )
+        self._owns_client = client is None
+        self.client = client or httpx.Client(base_url=base_url, timeout=timeout, **httpx_options)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._owns_client:
+            self.client.close()
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        operation: str | None = None,
+        idempotency_key: str | None = None,
+        replay_safe: bool | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: Timeout | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """Send a request through the policy (see :meth:`ResilientClient.request`)."""
+        merged, request_id, safe, operation = self._prepare(
+            method, url, headers, idempotency_key, operation, replay_safe
+        )
+        attempt_timeout = self.timeout if timeout is None else timeout
+        client = self.client
+
+        def attempt() -> httpx.Response:
+            try:
+                response = client.request(
+                    method,
+                    url,
+                    headers=merged,
+                    timeout=self._timeout_for(attempt_timeout),
+                    **kwargs,
+                )
+            except Exception as exc:
+                error = self._transport_error(exc, operation, safe, request_id)
+                if error is None:
+                    raise
+                raise error from exc
+            error = self._check(response, operation, safe, request_id)
+            if error is not None:
+                raise error
+            return response
+
+        return self.policy.run(attempt, operation=operation, replay_safe=safe)
+
+    def request_safe(self, method: str, url: str, **kwargs: Any) -> Envelope[httpx.Response]:
+        """Like :meth:`request`, but returns the response envelope and never raises."""
+        return capture(self.request, method, url, **kwargs)
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def head(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("HEAD", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", url, **kwargs)
+
+    def put(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("PUT", url, **kwargs)
+
+    def patch(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("PATCH", url, **kwargs)
+
+    def delete(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("DELETE", url, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"SyncResilientClient({self.provider!r}, base_url={self.base_url!r})"

@@ -1,0 +1,122 @@
+"""Reading providers' rate-limit headers into one :class:`~antifragile.RateLimitInfo`.
+
+Dialects understood (header names are case-insensitive):
+
+=====================================  ============================================================
+``X-Shopify-Shop-Api-Call-Limit``      ``used/size`` of Shopify's leaky bucket
+``RateLimit-Limit/-Remaining/-Reset``  IETF draft (Resend); reset in delta-seconds
+``RateLimit`` / ``RateLimit-Policy``   IETF draft 7+ structured fields (``r=``, ``t=``, ``q=``)
+``X-RateLimit-Limit/-Remaining/-Reset`` SendGrid, GitHub, many others; reset epoch or delta
+``X-HubSpot-RateLimit-*``              ``-Max``, ``-Remaining``, ``-Interval-Milliseconds``, and
+                                       ``-Daily``/``-Daily-Remaining``
+``Retry-After``                        delta-seconds, float, or HTTP-date
+=====================================  ============================================================
+
+When several are present, the one with the least room left wins.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from antifragile.errors import parse_reset, parse_retry_after
+from antifragile.policies import RateLimitInfo
+
+_PARAM = re.compile(r"\b([a-z]+)\s*=\s*\"?([0-9.]+)")
+
+
+def _float(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value.strip().split(",")[0])
+    except ValueError:
+        return None
+
+
+def _structured(value: str | None) -> dict[str, float]:
+    """Parameters of an IETF structured ``RateLimit`` field: ``"default";r=50;t=30``."""
+    if not value:
+        return {}
+    return {k: float(v) for k, v in _PARAM.findall(value.replace(";", " ").replace(",", " "))}
+
+
+def _candidates(headers: Mapping[str, str], now: float) -> list[RateLimitInfo]:
+    found: list[RateLimitInfo] = []
+    shopify = headers.get("x-shopify-shop-api-call-limit")
+    if shopify and "/" in shopify:
+        used, _, size = shopify.partition("/")
+        u, s = _float(used), _float(size)
+        if u is not None and s:
+            found.append(RateLimitInfo(limit=s, remaining=max(0.0, s - u)))
+    for prefix in ("ratelimit", "x-ratelimit"):
+        limit = _float(headers.get(f"{prefix}-limit"))
+        remaining = _float(headers.get(f"{prefix}-remaining"))
+        if limit is not None or remaining is not None:
+            found.append(
+                RateLimitInfo(
+                    limit=limit,
+                    remaining=remaining,
+                    reset_after=parse_reset(headers.get(f"{prefix}-reset"), now),
+                )
+            )
+    fields = _structured(headers.get("ratelimit"))
+    if "r" in fields or "remaining" in fields:
+        policy = _structured(headers.get("ratelimit-policy"))
+        found.append(
+            RateLimitInfo(
+                limit=policy.get("q", fields.get("limit")),
+                remaining=fields.get("r", fields.get("remaining")),
+                reset_after=fields.get("t", fields.get("reset")),
+            )
+        )
+    hub_max = _float(headers.get("x-hubspot-ratelimit-max"))
+    hub_remaining = _float(headers.get("x-hubspot-ratelimit-remaining"))
+    if hub_max is not None or hub_remaining is not None:
+        interval = _float(headers.get("x-hubspot-ratelimit-interval-milliseconds"))
+        found.append(
+            RateLimitInfo(
+                limit=hub_max,
+                remaining=hub_remaining,
+                reset_after=None if interval is None else interval / 1000.0,
+            )
+        )
+    daily_remaining = _float(headers.get("x-hubspot-ratelimit-daily-remaining"))
+    if daily_remaining is not None:
+        found.append(
+            RateLimitInfo(
+                limit=_float(headers.get("x-hubspot-ratelimit-daily")), remaining=daily_remaining
+            )
+        )
+    return found
+
+
+def _room(info: RateLimitInfo) -> float:
+    if info.remaining is None:
+        return float("inf")
+    if info.limit:
+        return info.remaining / info.limit
+    return info.remaining
+
+
+def parse_rate_limit(headers: Mapping[str, str], now: float, *, status: int = 200) -> RateLimitInfo:
+    """What *headers* say about the provider's rate limit; empty when they say nothing.
+
+    ``Retry-After`` is read on 429 and 503 responses (on others it has other meanings).
+    """
+    retry_after = None
+    if status in (429, 503):
+        retry_after = parse_retry_after(headers.get("retry-after"), now)
+    found = _candidates(headers, now)
+    if not found:
+        return RateLimitInfo(retry_after=retry_after)
+    tightest = min(found, key=_room)
+    if retry_after is None and status == 429 and tightest.reset_after is not None:
+        retry_after = tightest.reset_after
+    return RateLimitInfo(
+        limit=tightest.limit,
+        remaining=tightest.remaining,
+        reset_after=tightest.reset_after,
+        retry_after=retry_after,
+    )

@@ -1,0 +1,35 @@
+"""The request id that correlates an inbound request with everything it causes.
+
+It lives in a context variable, so it follows the code through ``await`` and into tasks created
+from it; the HTTP client sends it as ``x-request-id`` and errors carry it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from contextvars import ContextVar
+
+_request_id: ContextVar[str | None] = ContextVar("antifragile_request_id", default=None)
+
+
+def new_request_id() -> str:
+    """A fresh request id (32 hex characters)."""
+    return uuid.uuid4().hex
+
+
+def current_request_id() -> str | None:
+    """The request id of the current context, if one was set."""
+    return _request_id.get()
+
+
+@contextlib.contextmanager
+def request_context(request_id: str | None = None) -> Iterator[str]:
+    """Run a block with *request_id* (or a new one) as the current request id."""
+    rid = request_id or new_request_id()
+    token = _request_id.set(rid)
+    try:
+        yield rid
+    finally:
+        _request_id.reset(token)

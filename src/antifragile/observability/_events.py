@@ -1,0 +1,182 @@
+"""Typed events that every policy decision emits, and the observer protocol that receives them.
+
+Policies build an event only when an observer is attached, so an unobserved call pays nothing.
+Exporters for Prometheus, OpenTelemetry and structured logs implement :class:`Observer`.
+An observer must be quick and must not raise; an exception from one is logged and swallowed so
+that observing a call can never break it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+_log = logging.getLogger("antifragile.events")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Common fields: the policy's name (usually the provider) and the operation."""
+
+    policy: str
+    operation: str | None = None
+    request_id: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["kind"] = self.kind
+        return data
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptFinished(Event):
+    """One attempt ended. ``code`` is ``None`` on success; ``slow`` marks a slow call."""
+
+    number: int
+    duration: float
+    code: str | None = None
+    status: int | None = None
+    slow: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryScheduled(Event):
+    """Another attempt will follow after ``delay`` seconds."""
+
+    number: int
+    delay: float
+    code: str
+    from_retry_after: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GaveUp(Event):
+    """Retrying stopped; ``reason`` is one of the ``give_up_reason`` values."""
+
+    attempts: int
+    reason: str
+    code: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerTransition(Event):
+    """The circuit breaker changed state."""
+
+    from_state: str
+    to_state: str
+    reason: str
+    failure_rate: float | None = None
+    slow_call_rate: float | None = None
+    open_for: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimiterWait(Event):
+    """The rate limiter delayed a call by ``wait`` seconds."""
+
+    wait: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimiterAdjusted(Event):
+    """Provider rate-limit headers changed the limiter's pace or paused it."""
+
+    remaining: float | None
+    limit: float | None
+    reset_after: float | None
+    paused_for: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallRejected(Event):
+    """A local policy refused the call: ``by`` is ``circuit_breaker``, ``bulkhead``,
+    ``rate_limiter``, ``retry_budget`` or ``deadline``."""
+
+    by: str
+    code: str
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FallbackUsed(Event):
+    """A fallback answered instead of the call; ``source`` is ``value``, ``function`` or
+    ``stale``."""
+
+    source: str
+    code: str | None
+    age: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HedgeStarted(Event):
+    """A hedged copy of a slow idempotent call was launched."""
+
+    number: int
+    after: float
+
+
+@runtime_checkable
+class Observer(Protocol):
+    """Receives every event of the policies it is attached to."""
+
+    def on_event(self, event: Event) -> None: ...
+
+
+@dataclass
+class RecordingObserver:
+    """Keeps every event in a list: for tests and the demo."""
+
+    events: list[Event] = field(default_factory=list)
+
+    def on_event(self, event: Event) -> None:
+        self.events.append(event)
+
+    def of(self, kind: type[Event]) -> list[Any]:
+        """The recorded events of one type."""
+        return [e for e in self.events if isinstance(e, kind)]
+
+    def clear(self) -> None:
+        self.events.clear()
+
+
+class LoggingObserver:
+    """Logs each event through the standard library logger ``antifragile.events``."""
+
+    def __init__(self, logger: logging.Logger | None = None, level: int = logging.INFO) -> None:
+        self._logger = logger or _log
+        self._level = level
+
+    def on_event(self, event: Event) -> None:
+        if self._logger.isEnabledFor(self._level):
+            self._logger.log(self._level, "%s", event.kind, extra={"event": event.to_dict()})
+
+
+class Observers:
+    """Fans events out to several observers, isolating each from the others' failures."""
+
+    __slots__ = ("_observers",)
+
+    def __init__(self, observers: Iterable[Observer] = ()) -> None:
+        self._observers: tuple[Observer, ...] = tuple(observers)
+
+    def __bool__(self) -> bool:
+        return bool(self._observers)
+
+    def __iter__(self) -> Any:
+        return iter(self._observers)
+
+    def add(self, observer: Observer) -> None:
+        self._observers = (*self._observers, observer)
+
+    def on_event(self, event: Event) -> None:
+        for observer in self._observers:
+            try:
+                observer.on_event(event)
+            except Exception:  # an observer must never break the call it observes
+                _log.exception("observer %r failed on %s", observer, event.kind)

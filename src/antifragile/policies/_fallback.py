@@ -1,0 +1,125 @@
+"""Fallback: answer with something else when the call fails.
+
+* :class:`Fallback` returns a fixed value, or the result of a function of the exception, when the
+  call fails with a matching exception (by default any :class:`~antifragile.IntegrationError`).
+* :class:`StaleCache` keeps the last good result per key, with the semantics of HTTP's
+  ``Cache-Control``: within ``ttl`` the cached value is returned without calling; within
+  ``stale_while_revalidate`` after that the stale value is returned at once while one background
+  call refreshes it (async only); when the call fails, a value up to ``stale_if_error`` seconds
+  past its ``ttl`` is returned instead of the error.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from antifragile.errors import ConfigurationError, IntegrationError
+from antifragile.policies._clock import SYSTEM_CLOCK, Clock
+
+_MISSING: Any = object()
+
+
+def _matcher(
+    on: Callable[[BaseException], bool] | type[BaseException] | tuple[type[BaseException], ...],
+) -> Callable[[BaseException], bool]:
+    if isinstance(on, type | tuple):
+        types = on
+        return lambda exc: isinstance(exc, types)
+    return on
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """Return ``value`` (or ``factory(exc)``) instead of raising a matching exception.
+
+    ``factory`` may return an awaitable when the protected call is async.
+    """
+
+    value: Any = _MISSING
+    factory: Callable[[BaseException], Any] | None = None
+    on: Callable[[BaseException], bool] | type[BaseException] | tuple[type[BaseException], ...] = (
+        IntegrationError
+    )
+    _matches: Callable[[BaseException], bool] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if (self.value is _MISSING) == (self.factory is None):
+            raise ConfigurationError("Fallback needs exactly one of value= or factory=")
+        object.__setattr__(self, "_matches", _matcher(self.on))
+
+    def handles(self, exc: BaseException) -> bool:
+        return self._matches(exc)
+
+    def produce(self, exc: BaseException) -> Any:
+        if self.factory is not None:
+            return self.factory(exc)
+        return self.value
+
+    @property
+    def source(self) -> str:
+        return "function" if self.factory is not None else "value"
+
+
+def default_key(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Hashable:
+    """The cache key of a call: its arguments (they must be hashable)."""
+    return (args, tuple(sorted(kwargs.items()))) if kwargs else args
+
+
+class StaleCache:
+    """Last good result per key, served fresh, stale-while-revalidate or stale-if-error."""
+
+    def __init__(
+        self,
+        ttl: float,
+        *,
+        stale_if_error: float = 3600.0,
+        stale_while_revalidate: float = 0.0,
+        key: Callable[[tuple[Any, ...], Mapping[str, Any]], Hashable] = default_key,
+        max_entries: int = 1024,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        if not ttl >= 0 or not stale_if_error >= 0 or not stale_while_revalidate >= 0:
+            raise ConfigurationError("ttl, stale_if_error and stale_while_revalidate must be >= 0")
+        if not max_entries >= 1:
+            raise ConfigurationError("max_entries must be >= 1")
+        self.ttl = ttl
+        self.stale_if_error = stale_if_error
+        self.stale_while_revalidate = stale_while_revalidate
+        self.key = key
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: collections.OrderedDict[Hashable, tuple[float, Any]] = (
+            collections.OrderedDict()
+        )
+        self._lock = threading.Lock()
+        #: keys with a background refresh under way (stale-while-revalidate)
+        self.refreshing: set[Hashable] = set()
+
+    def lookup(self, key: Hashable) -> tuple[Any, float] | None:
+        """``(value, age)`` of the entry for *key*, if there is one."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+        stored_at, value = entry
+        return value, self._clock.monotonic() - stored_at
+
+    def store(self, key: Hashable, value: Any) -> None:
+        with self._lock:
+            self._entries[key] = (self._clock.monotonic(), value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def invalidate(self, key: Hashable | None = None) -> None:
+        """Forget one entry, or all of them."""
+        with self._lock:
+            if key is None:
+                self._entries.clear()
+            else:
+                self._entries.pop(key, None)

@@ -1,0 +1,243 @@
+"""Rate limiter: a token bucket that also listens to what the provider says about its limits.
+
+The bucket holds up to ``burst`` tokens and refills at ``rate`` tokens per second. A call takes
+one token; when none is left it waits for the next one, up to ``max_wait`` seconds, and beyond
+that is rejected at once with :class:`~antifragile.RateLimitedError` (``retry_after`` says when a
+token will be there). Reservations are made atomically, so concurrent callers are spaced out
+evenly instead of all waking at once.
+
+It adapts to provider rate-limit headers (:class:`RateLimitInfo`, parsed by the HTTP client):
+
+* ``remaining`` clamps the local tokens to what the provider says is left (other clients of the
+  same account use the quota too);
+* when ``remaining`` falls below ``low_watermark`` of ``limit`` and the reset time is known, the
+  pace drops to ``remaining / reset_after`` until the reset -- slowing down *before* the 429;
+* ``remaining == 0`` pauses until the reset (or one refill interval when it is unknown);
+* a 429's ``Retry-After`` pauses the bucket for that long.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from antifragile.errors import ConfigurationError, RateLimitedError
+from antifragile.observability._events import CallRejected, LimiterAdjusted, LimiterWait, Observer
+from antifragile.policies._clock import SYSTEM_CLOCK, Clock
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitInfo:
+    """What a provider's response said about its rate limit (any field may be unknown).
+
+    ``reset_after`` and ``retry_after`` are seconds from now.
+    """
+
+    limit: float | None = None
+    remaining: float | None = None
+    reset_after: float | None = None
+    retry_after: float | None = None
+
+    def __bool__(self) -> bool:
+        return not (
+            self.limit is None
+            and self.remaining is None
+            and self.reset_after is None
+            and self.retry_after is None
+        )
+
+
+class TokenBucket:
+    """A thread-safe, adaptive token-bucket rate limiter (see the module docs)."""
+
+    __slots__ = (
+        "_adaptive_until",
+        "_clock",
+        "_lock",
+        "_observer",
+        "_pace",
+        "_stamp",
+        "_tokens",
+        "burst",
+        "low_watermark",
+        "max_wait",
+        "name",
+        "rate",
+    )
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        burst: float | None = None,
+        max_wait: float = 10.0,
+        low_watermark: float = 0.1,
+        name: str = "default",
+        clock: Clock = SYSTEM_CLOCK,
+        observer: Observer | None = None,
+    ) -> None:
+        if not rate > 0:
+            raise ConfigurationError(f"rate must be > 0 tokens per second, got {rate!r}")
+        burst = max(1.0, rate) if burst is None else burst
+        if not burst >= 1:
+            raise ConfigurationError(f"burst must be >= 1, got {burst!r}")
+        if not max_wait >= 0:
+            raise ConfigurationError(f"max_wait must be >= 0 seconds, got {max_wait!r}")
+        if not 0 <= low_watermark < 1:
+            raise ConfigurationError("low_watermark must be within [0, 1)")
+        self.rate = float(rate)
+        self.burst = float(burst)
+        self.max_wait = float(max_wait)
+        self.low_watermark = low_watermark
+        self.name = name
+        self._clock = clock
+        self._observer = observer
+        self._lock = threading.Lock()
+        self._tokens = self.burst
+        self._stamp = clock.monotonic()
+        self._pace = self.rate
+        self._adaptive_until = 0.0
+
+    # -- taking tokens ------------------------------------------------------------------------
+
+    def _current_rate(self, now: float) -> float:
+        if now < self._adaptive_until:
+            return self._pace
+        return self.rate
+
+    def _available(self, now: float, rate: float) -> float:
+        tokens = self._tokens + (now - self._stamp) * rate
+        return self.burst if tokens > self.burst else tokens
+
+    def reserve(self, tokens: float = 1.0, operation: str | None = None) -> float:
+        """Take *tokens* now; returns how long to wait before using them.
+
+        Raises :class:`RateLimitedError` (taking nothing) when the wait would exceed ``max_wait``.
+        """
+        with self._lock:
+            now = self._clock.monotonic()
+            rate = self._pace if now < self._adaptive_until else self.rate
+            available = self._tokens + (now - self._stamp) * rate
+            if available > self.burst:
+                available = self.burst
+            if available >= tokens:
+                self._tokens = available - tokens
+                self._stamp = now
+                return 0.0
+            wait = (tokens - available) / rate
+            if wait > self.max_wait:
+                rejected = True
+            else:
+                rejected = False
+                self._tokens = available - tokens
+                self._stamp = now
+        if rejected:
+            if self._observer is not None:
+                self._observer.on_event(
+                    CallRejected(
+                        policy=self.name,
+                        operation=operation,
+                        by="rate_limiter",
+                        code="RATE_LIMITED",
+                        retry_after=wait,
+                    )
+                )
+            raise RateLimitedError(
+                f"rate limiter {self.name!r}: next token in {wait:.2f}s, beyond max_wait "
+                f"{self.max_wait:g}s",
+                provider=self.name,
+                operation=operation,
+                retry_after=wait,
+            )
+        if self._observer is not None:
+            self._observer.on_event(LimiterWait(policy=self.name, operation=operation, wait=wait))
+        return wait
+
+    def refund(self, tokens: float = 1.0) -> None:
+        """Give back tokens reserved for a call that was then not made."""
+        with self._lock:
+            self._tokens = min(self.burst, self._tokens + tokens)
+
+    def acquire(self, tokens: float = 1.0, *, operation: str | None = None) -> None:
+        """Take *tokens*, sleeping if needed (blocking)."""
+        wait = self.reserve(tokens, operation=operation)
+        if wait > 0:
+            self._clock.sleep(wait)
+
+    async def aacquire(self, tokens: float = 1.0, *, operation: str | None = None) -> None:
+        """Take *tokens*, suspending the task if needed."""
+        wait = self.reserve(tokens, operation=operation)
+        if wait > 0:
+            try:
+                await self._clock.asleep(wait)
+            except BaseException:
+                self.refund(tokens)
+                raise
+
+    # -- adapting -----------------------------------------------------------------------------
+
+    def pause(self, seconds: float) -> None:
+        """Hand out no token for *seconds* (after a 429 with ``Retry-After``, say)."""
+        if seconds <= 0:
+            return
+        with self._lock:
+            now = self._clock.monotonic()
+            rate = self._current_rate(now)
+            # one token is there when the pause ends, then the normal pace resumes
+            self._tokens = min(self._available(now, rate), 1.0)
+            self._stamp = max(self._stamp, now + seconds)
+
+    def observe(self, info: RateLimitInfo, *, operation: str | None = None) -> None:
+        """Adapt to what a provider's response said (see the module docs)."""
+        if not info:
+            return
+        paused_for: float | None = None
+        changed = False
+        if info.retry_after is not None and info.retry_after > 0:
+            paused_for = info.retry_after
+        elif info.remaining is not None:
+            remaining = max(0.0, info.remaining)
+            if remaining < 1:
+                paused_for = info.reset_after if info.reset_after else 1.0 / self.rate
+            else:
+                with self._lock:
+                    now = self._clock.monotonic()
+                    rate = self._current_rate(now)
+                    available = self._available(now, rate)
+                    if available > remaining:
+                        self._tokens, self._stamp = remaining, max(now, self._stamp)
+                        changed = True
+                    if (
+                        info.limit
+                        and info.reset_after
+                        and remaining / info.limit < self.low_watermark
+                    ):
+                        pace = remaining / info.reset_after
+                        if pace < self.rate:
+                            self._pace = pace
+                            self._adaptive_until = now + info.reset_after
+                            changed = True
+        if paused_for is not None:
+            self.pause(paused_for)
+            changed = True
+        if changed and self._observer is not None:
+            self._observer.on_event(
+                LimiterAdjusted(
+                    policy=self.name,
+                    operation=operation,
+                    remaining=info.remaining,
+                    limit=info.limit,
+                    reset_after=info.reset_after,
+                    paused_for=paused_for,
+                )
+            )
+
+    @property
+    def available(self) -> float:
+        """Tokens available right now (negative while reservations are outstanding)."""
+        with self._lock:
+            now = self._clock.monotonic()
+            return self._available(now, self._current_rate(now))
+
+    def __repr__(self) -> str:
+        return f"TokenBucket(rate={self.rate:g}, burst={self.burst:g}, max_wait={self.max_wait:g})"
