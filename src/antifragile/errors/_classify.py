@@ -6,7 +6,8 @@
   timeouts and dropped connections happened after, so the request may have had its effect.
 
 ``replay_safe`` on the result says whether re-sending is safe: the request never left this
-process, or it was idempotent (an idempotent method or an idempotency key).
+process, it was idempotent (an idempotent method or an idempotency key), or the provider refused
+it with 429 without acting on it.
 """
 
 from __future__ import annotations
@@ -97,10 +98,11 @@ def classify_response(
     message = f"HTTP {status} {_reason(status)}"
     if status in RETRYABLE_STATUSES:
         wall = time.time() if now is None else now
-        # 429 means the request was refused before it was processed, so re-sending is safe
-        # only when it would be safe anyway; we keep the strict rule.
         common["replay_safe"] = idempotent
         if status == 429:
+            # a 429 is a refusal: the provider did not act on the request, so sending it
+            # again cannot duplicate an effect, whatever the method
+            common["replay_safe"] = True
             return RateLimitedError(
                 message, retry_after=retry_after_from_headers(response.headers, wall), **common
             )

@@ -35,7 +35,11 @@ from antifragile.errors import (
 )
 from antifragile.errors._envelope import Envelope, acapture, capture
 from antifragile.http._headers import parse_rate_limit
-from antifragile.observability._context import current_request_id, new_request_id
+from antifragile.observability._context import (
+    current_request_id,
+    new_request_id,
+    request_context,
+)
 from antifragile.policies import Policy, time_remaining
 
 _RATE_HEADER_HINTS = ("ratelimit", "rate-limit", "api-call-limit")
@@ -254,7 +258,10 @@ class ResilientClient(_ClientCore):
                 raise error
             return response
 
-        return await self.policy.arun(attempt, operation=operation, replay_safe=safe)
+        if current_request_id() is not None:
+            return await self.policy.arun(attempt, operation=operation, replay_safe=safe)
+        with request_context(request_id):  # events and nested calls see this call's id
+            return await self.policy.arun(attempt, operation=operation, replay_safe=safe)
 
     async def request_safe(self, method: str, url: str, **kwargs: Any) -> Envelope[httpx.Response]:
         """Like :meth:`request`, but returns the response envelope and never raises."""
@@ -363,7 +370,10 @@ class SyncResilientClient(_ClientCore):
                 raise error
             return response
 
-        return self.policy.run(attempt, operation=operation, replay_safe=safe)
+        if current_request_id() is not None:
+            return self.policy.run(attempt, operation=operation, replay_safe=safe)
+        with request_context(request_id):  # events and nested calls see this call's id
+            return self.policy.run(attempt, operation=operation, replay_safe=safe)
 
     def request_safe(self, method: str, url: str, **kwargs: Any) -> Envelope[httpx.Response]:
         """Like :meth:`request`, but returns the response envelope and never raises."""

@@ -298,6 +298,12 @@ class CircuitBreaker:
         self._probe_failures = 0
         self._probe_slow = 0
 
+    def use_clock(self, clock: Clock) -> None:
+        """Switch to *clock* (a policy hands its clock to strategies built without one)."""
+        self._clock = clock
+        with self._lock:
+            self._window.reset()
+
     # -- inspection ---------------------------------------------------------------------------
 
     @property

@@ -80,6 +80,15 @@ class RetryBudget:
         self._epoch = int(clock.monotonic() / self._bucket_width)
         self._lock = threading.Lock()
 
+    def use_clock(self, clock: Clock) -> None:
+        """Switch to *clock* (a policy hands its clock to strategies built without one)."""
+        with self._lock:
+            self._clock = clock
+            self._epoch = int(clock.monotonic() / self._bucket_width)
+            self._requests = [0] * len(self._requests)
+            self._retries = [0] * len(self._retries)
+            self._total_requests = self._total_retries = 0
+
     def _rotate(self) -> int:
         """Expire buckets that fell out of the window; returns the current bucket index."""
         epoch = int(self._clock.monotonic() / self._bucket_width)

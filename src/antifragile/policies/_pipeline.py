@@ -230,7 +230,7 @@ class Policy:
             )
         self.order: tuple[Strategy, ...] = tuple(order)
         self.rng = rng or random.Random()
-        for component in (breaker, rate, bulkhead):
+        for component in (breaker, rate, bulkhead, budget):
             self._bind(component)
         self._sync: SyncNext | None = None
         self._async: AsyncNext | None = None
@@ -245,7 +245,7 @@ class Policy:
         if getattr(component, "_observer", "absent") is None and self.observer is not None:
             component._observer = self.observer
         if getattr(component, "_clock", None) is SYSTEM_CLOCK and self.clock is not SYSTEM_CLOCK:
-            component._clock = self.clock
+            component.use_clock(self.clock)
 
     def add_observer(self, observer: Observer) -> None:
         """Send this policy's events (and its strategies') to *observer* as well."""
@@ -803,8 +803,6 @@ class Policy:
                     delay = decide(info, exc, number, delay, history, mono() - start)
                 sleep(delay)
                 number += 1
-                if info.deadline is not None and mono() >= info.deadline:
-                    raise self._deadline_error(info)
 
         return call
 
@@ -864,6 +862,8 @@ class Policy:
                         return_when=asyncio.FIRST_COMPLETED,
                     )
                     for task in done:
+                        if task.cancelled():
+                            continue
                         if task.exception() is None:
                             return task.result()
                         last_error = task.exception()

@@ -98,6 +98,13 @@ class TokenBucket:
         self._pace = self.rate
         self._adaptive_until = 0.0
 
+    def use_clock(self, clock: Clock) -> None:
+        """Switch to *clock* (a policy hands its clock to strategies built without one)."""
+        with self._lock:
+            self._clock = clock
+            self._stamp = clock.monotonic()
+            self._adaptive_until = 0.0
+
     # -- taking tokens ------------------------------------------------------------------------
 
     def _current_rate(self, now: float) -> float:
