@@ -129,7 +129,7 @@ async def time_async(fn: Callable[[], Awaitable[Any]], n: int) -> float:
 def run_overhead(n: int, rounds: int) -> dict[str, dict[str, float | None]]:
     sync = sync_contenders()
     samples: dict[str, list[float]] = {name: [] for name in sync}
-    for name, fn in sync.items():  # warm-up
+    for fn in sync.values():  # warm-up
         time_sync(fn, max(1000, n // 10))
     for _ in range(rounds):
         for name, fn in sync.items():
@@ -147,7 +147,8 @@ def run_overhead(n: int, rounds: int) -> dict[str, dict[str, float | None]]:
             for name, fn in contenders.items():
                 async_samples[name].append(await time_async(fn, n))
         for name, v in async_samples.items():
-            result.setdefault(name, {"sync_us": None})["async_us"] = statistics.median(v)
+            row: dict[str, float | None] = result.setdefault(name, {"sync_us": None})
+            row["async_us"] = statistics.median(v)
 
     asyncio.run(measure_async())
     return result
@@ -186,9 +187,12 @@ async def _sample_async(send: Callable[[], Awaitable[Any]], n: int) -> list[floa
 
 def run_http(url: str, n: int, rounds: int) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
-    with httpx.Client(base_url=url) as bare, SyncResilientClient(
-        "bench-http", base_url=url, policy=full_policy("bench-http")
-    ) as resilient:
+    with (
+        httpx.Client(base_url=url) as bare,
+        SyncResilientClient(
+            "bench-http", base_url=url, policy=full_policy("bench-http")
+        ) as resilient,
+    ):
         contenders: dict[str, Callable[[], Any]] = {
             "httpx.Client": lambda: bare.get("/ping"),
             "SyncResilientClient": lambda: resilient.get("/ping"),
@@ -200,12 +204,18 @@ def run_http(url: str, n: int, rounds: int) -> dict[str, dict[str, float]]:
             for name, send in contenders.items():
                 samples[name].extend(_sample_sync(send, n))
         for name, values in samples.items():
-            results[name] = {"median_us": statistics.median(values), "mean_us": statistics.fmean(values)}
+            results[name] = {
+                "median_us": statistics.median(values),
+                "mean_us": statistics.fmean(values),
+            }
 
     async def measure() -> None:
-        async with httpx.AsyncClient(base_url=url) as abare, ResilientClient(
-            "bench-ahttp", base_url=url, policy=full_policy("bench-ahttp")
-        ) as aresilient:
+        async with (
+            httpx.AsyncClient(base_url=url) as abare,
+            ResilientClient(
+                "bench-ahttp", base_url=url, policy=full_policy("bench-ahttp")
+            ) as aresilient,
+        ):
             acontenders: dict[str, Callable[[], Awaitable[Any]]] = {
                 "httpx.AsyncClient": lambda: abare.get("/ping"),
                 "ResilientClient": lambda: aresilient.get("/ping"),
@@ -236,7 +246,7 @@ def report(overhead: dict[str, dict[str, float | None]], http: dict[str, dict[st
     lines = [
         "## Per-call overhead on the happy path (median of rounds, microseconds)",
         "",
-        "| contender | sync µs | × tenacity | async µs | × tenacity |",
+        "| contender | sync us | x tenacity | async us | x tenacity |",
         "|---|---:|---:|---:|---:|",
     ]
     for name, row in overhead.items():
@@ -248,19 +258,25 @@ def report(overhead: dict[str, dict[str, float | None]], http: dict[str, dict[st
         "",
         "## ResilientClient against bare httpx on one loopback server (microseconds per request)",
         "",
-        "| client | median µs | mean µs | overhead vs bare (median) |",
+        "| client | median us | mean us | overhead vs bare (median) |",
         "|---|---:|---:|---:|",
     ]
     pairs = {"SyncResilientClient": "httpx.Client", "ResilientClient": "httpx.AsyncClient"}
-    for name, row in http.items():
+    for name, stats in http.items():
         bare = pairs.get(name)
-        over = "" if bare is None else f"{(row['median_us'] / http[bare]['median_us'] - 1) * 100:+.1f}%"
-        lines.append(f"| {name} | {row['median_us']:.1f} | {row['mean_us']:.1f} | {over} |")
+        over = (
+            ""
+            if bare is None
+            else f"{(stats['median_us'] / http[bare]['median_us'] - 1) * 100:+.1f}%"
+        )
+        lines.append(f"| {name} | {stats['median_us']:.1f} | {stats['mean_us']:.1f} | {over} |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -288,7 +304,9 @@ def main() -> None:
         "machine": platform.machine(),
         "antifragile": antifragile.__version__,
         "peers": {
-            "tenacity": tenacity.__version__ if hasattr(tenacity, "__version__") else _version("tenacity"),
+            "tenacity": tenacity.__version__
+            if hasattr(tenacity, "__version__")
+            else _version("tenacity"),
             "stamina": _version("stamina"),
             "pybreaker": _version("pybreaker"),
             "httpx": httpx.__version__,
@@ -300,8 +318,12 @@ def main() -> None:
         "ratios": {
             "sync_full_pipeline_vs_tenacity": _ratio(overhead, "sync_us"),
             "async_full_pipeline_vs_tenacity": _ratio(overhead, "async_us"),
-            "sync_client_overhead": http["SyncResilientClient"]["median_us"] / http["httpx.Client"]["median_us"] - 1,
-            "async_client_overhead": http["ResilientClient"]["median_us"] / http["httpx.AsyncClient"]["median_us"] - 1,
+            "sync_client_overhead": http["SyncResilientClient"]["median_us"]
+            / http["httpx.Client"]["median_us"]
+            - 1,
+            "async_client_overhead": http["ResilientClient"]["median_us"]
+            / http["httpx.AsyncClient"]["median_us"]
+            - 1,
         },
     }
     suffix = "-quick" if args.quick else ""

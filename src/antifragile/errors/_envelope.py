@@ -98,7 +98,16 @@ def failure(
     """A failure envelope describing *exc* (redacted)."""
     duration = None if started is None else round((time.perf_counter() - started) * 1000, 3)
     rid = request_id or getattr(exc, "request_id", None) or current_request_id()
-    return ErrorEnvelope(error=error_body(exc), meta=Meta(request_id=rid, duration_ms=duration))
+    try:
+        body = error_body(exc)
+    except Exception:  # an exception whose str() raises is still reported, never re-raised
+        known = exc if isinstance(exc, AntifragileError) else None
+        body = ErrorBody(
+            code=known.code if known is not None else ErrorCode.INTERNAL,
+            message=type(exc).__name__,
+            retryable=known.retryable if known is not None else False,
+        )
+    return ErrorEnvelope(error=body, meta=Meta(request_id=rid, duration_ms=duration))
 
 
 def capture(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Envelope[T]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 #: values above this are epoch timestamps, not delta-seconds (2001-09-09)
@@ -42,8 +43,8 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         when = parsedate_to_datetime(value.strip())
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:  # RFC 9110 dates are GMT
-        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT, the asctime form says so implicitly
+        when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - now)
 
 

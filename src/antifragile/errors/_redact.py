@@ -9,7 +9,7 @@ message, a false negative leaks a credential.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 REDACTED = "[REDACTED]"
 
@@ -40,14 +40,14 @@ _SECRET_PARAM = (
     r"signature|sig|key|hub\.verify_token|verify_token)"
 )
 
-_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+_PATTERNS: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
     # Authorization-style header lines and JSON fields: "Authorization: Bearer xyz"
     (
         re.compile(
             r"(?i)\b(authorization|proxy-authorization|x-api-key|api-key|x-shopify-access-token)"
             r"(\"?\s*[:=]\s*\"?)(?:(bearer|basic|token)\s+)?[^\s\",;]+"
         ),
-        r"\1\2\3 " + REDACTED,
+        lambda m: f"{m.group(1)}{m.group(2)}{m.group(3) + ' ' if m.group(3) else ''}{REDACTED}",
     ),
     # Bare bearer / basic credentials anywhere
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}"), r"\1 " + REDACTED),

@@ -4,6 +4,10 @@ Every exception antifragile raises derives from :class:`AntifragileError`::
 
     AntifragileError                       code            retryable
     ├── ConfigurationError (ValueError)    CONFIGURATION   no   misuse: bad arguments, bad config
+    │   └── SchemaVersionError             SCHEMA_VERSION  no   the database schema is newer than
+    │                                                           this version of antifragile
+    ├── StoreError                                              a state store failed
+    │   └── StoreUnavailableError          STORE_UNAVAILABLE yes  cannot reach the store
     └── IntegrationError                   (varies)        (varies)  a call to a provider failed
         ├── TransientError                                 yes  may succeed if tried again later
         │   ├── RateLimitedError           RATE_LIMITED         .retry_after (seconds or None)
@@ -61,6 +65,8 @@ class ErrorCode(enum.StrEnum):
     BULKHEAD_FULL = "BULKHEAD_FULL"
     RETRY_BUDGET_EXHAUSTED = "RETRY_BUDGET_EXHAUSTED"
     CONFIGURATION = "CONFIGURATION"
+    SCHEMA_VERSION = "SCHEMA_VERSION"
+    STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
     INTERNAL = "INTERNAL"
 
 
@@ -130,6 +136,25 @@ class ConfigurationError(AntifragileError, ValueError):
     """The library was called or configured wrongly; fix the code, do not retry."""
 
     default_code = ErrorCode.CONFIGURATION
+
+
+class SchemaVersionError(ConfigurationError):
+    """The database was migrated by a newer antifragile; this version must not run on it."""
+
+    default_code = ErrorCode.SCHEMA_VERSION
+
+
+class StoreError(AntifragileError):
+    """A state store (SQLite, PostgreSQL, Redis) failed."""
+
+    default_code = ErrorCode.STORE_UNAVAILABLE
+
+
+class StoreUnavailableError(StoreError):
+    """The store cannot be reached (down, wrong address, timed out)."""
+
+    default_code = ErrorCode.STORE_UNAVAILABLE
+    default_retryable = True
 
 
 class IntegrationError(AntifragileError):

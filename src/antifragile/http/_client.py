@@ -265,7 +265,8 @@ class ResilientClient(_ClientCore):
 
     async def request_safe(self, method: str, url: str, **kwargs: Any) -> Envelope[httpx.Response]:
         """Like :meth:`request`, but returns the response envelope and never raises."""
-        return await acapture(self.request, method, url, **kwargs)
+        with request_context(current_request_id()):  # one id for the call and its envelope
+            return await acapture(self.request, method, url, **kwargs)
 
     async def get(self, url: str, **kwargs: Any) -> httpx.Response:
         return await self.request("GET", url, **kwargs)
@@ -377,7 +378,8 @@ class SyncResilientClient(_ClientCore):
 
     def request_safe(self, method: str, url: str, **kwargs: Any) -> Envelope[httpx.Response]:
         """Like :meth:`request`, but returns the response envelope and never raises."""
-        return capture(self.request, method, url, **kwargs)
+        with request_context(current_request_id()):  # one id for the call and its envelope
+            return capture(self.request, method, url, **kwargs)
 
     def get(self, url: str, **kwargs: Any) -> httpx.Response:
         return self.request("GET", url, **kwargs)

@@ -50,6 +50,16 @@ def _jitter(kind: Jitter, ceiling: float, rng: random.Random) -> float:
     return ceiling
 
 
+def _grow(initial: float, multiplier: float, retry: int, cap: float) -> float:
+    """``min(cap, initial * multiplier ** (retry - 1))``, without overflowing for huge *retry*."""
+    if initial == 0.0:
+        return 0.0
+    try:
+        return min(cap, initial * float(multiplier) ** max(0, retry - 1))
+    except OverflowError:  # the cap was reached long before
+        return cap
+
+
 def _check_jitter(jitter: str) -> None:
     if jitter not in _JITTERS:
         raise ConfigurationError(f"jitter must be one of {_JITTERS}, got {jitter!r}")
@@ -116,11 +126,7 @@ class Exponential:
         _check_jitter(self.jitter)
 
     def ceiling(self, retry: int) -> float:
-        exponent = max(0, retry - 1)
-        # beyond this the float overflows; the cap has long been reached anyway
-        if exponent > 1000:
-            return self.cap
-        return min(self.cap, self.initial * self.multiplier**exponent)
+        return _grow(self.initial, self.multiplier, retry, self.cap)
 
     def delay(self, retry: int, previous: float, rng: random.Random) -> float:
         return _jitter(self.jitter, self.ceiling(retry), rng)
@@ -142,10 +148,7 @@ class DecorrelatedJitter:
         _check("cap", self.cap)
 
     def ceiling(self, retry: int) -> float:
-        exponent = max(0, retry - 1)
-        if exponent > 1000:
-            return self.cap
-        return min(self.cap, self.initial * 3.0**exponent)
+        return _grow(self.initial, 3.0, retry, self.cap)
 
     def delay(self, retry: int, previous: float, rng: random.Random) -> float:
         upper = max(self.initial, previous * 3.0)

@@ -42,8 +42,9 @@ from antifragile.errors import (
     RateLimitedError,
     RejectedError,
 )
+from antifragile.observability._context import current_request_id
 from antifragile.observability._events import BreakerTransition, CallRejected, Observer
-from antifragile.policies._clock import SYSTEM_CLOCK, Clock
+from antifragile.policies._clock import SYSTEM_CLOCK, Clock, Duration, seconds
 
 
 class CircuitState(enum.StrEnum):
@@ -131,7 +132,11 @@ class BreakerStateHolder(Protocol):
         ...
 
     def compare_and_set(self, expected: BreakerSnapshot, new: BreakerSnapshot) -> BreakerSnapshot:
-        """Replace *expected* by *new* atomically; return whatever is current afterwards."""
+        """Replace *expected* by *new* atomically; return whatever is current afterwards.
+
+        When the swap happened, the object returned must be *new* itself: callers tell their
+        own win from a rival's identical transition by identity (``result is new``).
+        """
         ...
 
 
@@ -260,13 +265,13 @@ class CircuitBreaker:
         *,
         failure_rate: float = 0.5,
         slow_call_rate: float = 1.0,
-        slow_call_duration: float | None = None,
+        slow_call_duration: Duration | None = None,
         window: float = 20,
         window_type: Literal["count", "time"] = "count",
         minimum_calls: int = 10,
-        open_duration: float = 30.0,
+        open_duration: Duration = 30.0,
         open_duration_multiplier: float = 1.0,
-        max_open_duration: float = 600.0,
+        max_open_duration: Duration = 600.0,
         half_open_calls: int = 1,
         record: Callable[[BaseException], bool] = default_record,
         clock: Clock = SYSTEM_CLOCK,
@@ -277,13 +282,13 @@ class CircuitBreaker:
         self.config = BreakerConfig(
             failure_rate=failure_rate,
             slow_call_rate=slow_call_rate,
-            slow_call_duration=slow_call_duration,
+            slow_call_duration=None if slow_call_duration is None else seconds(slow_call_duration),
             window=window,
             window_type=window_type,
             minimum_calls=minimum_calls,
-            open_duration=open_duration,
+            open_duration=seconds(open_duration),
             open_duration_multiplier=open_duration_multiplier,
-            max_open_duration=max_open_duration,
+            max_open_duration=seconds(max_open_duration),
             half_open_calls=half_open_calls,
         )
         self._record = record
@@ -293,7 +298,8 @@ class CircuitBreaker:
         self._listeners: list[TransitionListener] = []
         self._lock = threading.Lock()  # guards the window and half-open tallies, never a call
         self._window = _Window(self.config)
-        self._slow_threshold = slow_call_duration
+        self._slow_threshold = self.config.slow_call_duration
+        self._probe_generation = -1  # the half-open generation the tallies below belong to
         self._probe_results = 0
         self._probe_failures = 0
         self._probe_slow = 0
@@ -363,16 +369,14 @@ class CircuitBreaker:
                     generation=snap.generation + 1,
                     probes_left=self.config.half_open_calls,
                 )
-                if self._cas(snap, half, "open duration elapsed"):
-                    with self._lock:
-                        self._probe_results = self._probe_failures = self._probe_slow = 0
+                self._cas(snap, half, "open duration elapsed")
                 snap = self._holder.get()
                 continue
             if snap.state is CircuitState.HALF_OPEN:
                 if snap.probes_left <= 0:
                     raise self._rejection(snap, operation)
                 taken = replace(snap, probes_left=snap.probes_left - 1)
-                if self._holder.compare_and_set(snap, taken) == taken:
+                if self._holder.compare_and_set(snap, taken) is taken:
                     return taken.generation
                 snap = self._holder.get()
                 continue
@@ -386,16 +390,15 @@ class CircuitBreaker:
                 CallRejected(
                     policy=self.name,
                     operation=operation,
+                    request_id=current_request_id(),
                     by="circuit_breaker",
                     code="CIRCUIT_OPEN",
                     retry_after=retry_after,
                 )
             )
-        detail = (
-            f"until {retry_after:.1f}s from now" if retry_after is not None else snap.state.value
-        )
+        detail = "" if retry_after is None else f" for another {retry_after:.1f}s"
         return CircuitOpenError(
-            f"circuit breaker {self.name!r} is {snap.state.value} ({detail})",
+            f"circuit breaker {self.name!r} is {snap.state.value}{detail}",
             provider=self.name,
             operation=operation,
             until=until,
@@ -441,8 +444,11 @@ class CircuitBreaker:
     def release(self, token: int) -> None:
         """The admitted call ended without an outcome (cancelled): return its probe permit."""
         snap = self._holder.get()
-        if snap.state is CircuitState.HALF_OPEN and snap.generation == token:
-            self._holder.compare_and_set(snap, replace(snap, probes_left=snap.probes_left + 1))
+        while snap.state is CircuitState.HALF_OPEN and snap.generation == token:
+            returned = replace(snap, probes_left=snap.probes_left + 1)
+            if self._holder.compare_and_set(snap, returned) is returned:
+                return
+            snap = self._holder.get()
 
     def _on_result(self, token: int, failure: bool, slow: bool) -> None:
         snap = self._holder.get()
@@ -470,6 +476,9 @@ class CircuitBreaker:
                 self._open(snap, reason, failure_rate, slow_rate)
         elif state is CircuitState.HALF_OPEN:
             with self._lock:
+                if self._probe_generation != token:  # the first result of this round
+                    self._probe_generation = token
+                    self._probe_results = self._probe_failures = self._probe_slow = 0
                 self._probe_results += 1
                 self._probe_failures += failure
                 self._probe_slow += slow
@@ -511,7 +520,7 @@ class CircuitBreaker:
         open_for: float | None = None,
     ) -> bool:
         """Compare-and-set a transition; notify listeners and observer when it wins."""
-        if self._holder.compare_and_set(expected, new) != new:
+        if self._holder.compare_and_set(expected, new) is not new:
             return False
         self._notify(expected.state, new.state, reason, failure_rate, slow_rate, open_for)
         return True
@@ -546,7 +555,7 @@ class CircuitBreaker:
         while True:
             snap = self._holder.get()
             new = BreakerSnapshot(state=state, generation=snap.generation + 1)
-            if self._holder.compare_and_set(snap, new) == new:
+            if self._holder.compare_and_set(snap, new) is new:
                 break
         with self._lock:
             self._window.reset()

@@ -17,7 +17,9 @@ import collections
 import threading
 
 from antifragile.errors import BulkheadFullError, ConfigurationError
+from antifragile.observability._context import current_request_id
 from antifragile.observability._events import CallRejected, Observer
+from antifragile.policies._clock import Duration, seconds
 
 
 class _Waiter:
@@ -51,12 +53,13 @@ class Bulkhead:
         self,
         max_concurrent: int,
         *,
-        max_wait: float = 0.0,
+        max_wait: Duration = 0.0,
         name: str = "default",
         observer: Observer | None = None,
     ) -> None:
         if not isinstance(max_concurrent, int) or max_concurrent < 1:
             raise ConfigurationError(f"max_concurrent must be an int >= 1, got {max_concurrent!r}")
+        max_wait = seconds(max_wait)
         if not max_wait >= 0:
             raise ConfigurationError(f"max_wait must be >= 0 seconds, got {max_wait!r}")
         self.max_concurrent = max_concurrent
@@ -76,7 +79,11 @@ class Bulkhead:
         if self._observer is not None:
             self._observer.on_event(
                 CallRejected(
-                    policy=self.name, operation=operation, by="bulkhead", code="BULKHEAD_FULL"
+                    policy=self.name,
+                    operation=operation,
+                    request_id=current_request_id(),
+                    by="bulkhead",
+                    code="BULKHEAD_FULL",
                 )
             )
         return BulkheadFullError(

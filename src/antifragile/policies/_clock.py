@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time as _time
+from datetime import timedelta
 from typing import Protocol, runtime_checkable
 
 
@@ -50,6 +51,14 @@ class SystemClock:
 
 
 SYSTEM_CLOCK = SystemClock()
+
+#: a duration: float seconds or a ``timedelta`` (never integer milliseconds)
+Duration = float | timedelta
+
+
+def seconds(value: Duration) -> float:
+    """*value* in float seconds."""
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
 class FakeClock:

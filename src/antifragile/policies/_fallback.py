@@ -1,7 +1,9 @@
 """Fallback: answer with something else when the call fails.
 
 * :class:`Fallback` returns a fixed value, or the result of a function of the exception, when the
-  call fails with a matching exception (by default any :class:`~antifragile.IntegrationError`).
+  call fails with a matching exception (by default any provider failure: an
+  :class:`~antifragile.IntegrationError`, or a transport exception such as ``httpx.ConnectError``
+  or a builtin ``ConnectionError`` / ``TimeoutError``).
 * :class:`StaleCache` keeps the last good result per key, with the semantics of HTTP's
   ``Cache-Control``: within ``ttl`` the cached value is returned without calling; within
   ``stale_while_revalidate`` after that the stale value is returned at once while one background
@@ -17,10 +19,15 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from antifragile.errors import ConfigurationError, IntegrationError
+from antifragile.errors import ConfigurationError, IntegrationError, classify_exception
 from antifragile.policies._clock import SYSTEM_CLOCK, Clock
 
 _MISSING: Any = object()
+
+
+def is_provider_failure(exc: BaseException) -> bool:
+    """An antifragile error, or an exception that classifies as a transport failure."""
+    return isinstance(exc, IntegrationError) or classify_exception(exc) is not None
 
 
 def _matcher(
@@ -42,7 +49,7 @@ class Fallback:
     value: Any = _MISSING
     factory: Callable[[BaseException], Any] | None = None
     on: Callable[[BaseException], bool] | type[BaseException] | tuple[type[BaseException], ...] = (
-        IntegrationError
+        is_provider_failure
     )
     _matches: Callable[[BaseException], bool] = field(init=False, repr=False, compare=False)
 
@@ -98,6 +105,12 @@ class StaleCache:
         self._lock = threading.Lock()
         #: keys with a background refresh under way (stale-while-revalidate)
         self.refreshing: set[Hashable] = set()
+
+    def use_clock(self, clock: Clock) -> None:
+        """Switch to *clock* (a policy hands its clock to strategies built without one)."""
+        with self._lock:
+            self._clock = clock
+            self._entries.clear()
 
     def lookup(self, key: Hashable) -> tuple[Any, float] | None:
         """``(value, age)`` of the entry for *key*, if there is one."""

@@ -24,7 +24,6 @@ import inspect
 import random
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from datetime import timedelta
 from typing import Any, Final, Literal, ParamSpec, TypeVar, cast, overload
 
 from antifragile.errors import (
@@ -53,9 +52,9 @@ from antifragile.observability._events import (
 from antifragile.policies._breaker import CircuitBreaker, CircuitState
 from antifragile.policies._budget import RetryBudget
 from antifragile.policies._bulkhead import Bulkhead
-from antifragile.policies._clock import SYSTEM_CLOCK, Clock
+from antifragile.policies._clock import SYSTEM_CLOCK, Clock, Duration, seconds
 from antifragile.policies._deadline import CallInfo, current_call
-from antifragile.policies._fallback import Fallback, StaleCache
+from antifragile.policies._fallback import Fallback, StaleCache, is_provider_failure
 from antifragile.policies._hedge import Hedge
 from antifragile.policies._ratelimit import TokenBucket
 from antifragile.policies._retry import Retry
@@ -97,16 +96,14 @@ class _Default:
 
 DEFAULT: Final[Any] = _Default()
 
-Duration = float | timedelta
-
 
 def _seconds(name: str, value: Duration | None) -> float | None:
     if value is None:
         return None
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if not seconds > 0:
+    result = seconds(value)
+    if not result > 0:
         raise ConfigurationError(f"{name} must be > 0 seconds, got {value!r}")
-    return seconds
+    return result
 
 
 SyncNext = Callable[[CallInfo, Callable[..., Any], tuple[Any, ...], dict[str, Any]], Any]
@@ -230,7 +227,7 @@ class Policy:
             )
         self.order: tuple[Strategy, ...] = tuple(order)
         self.rng = rng or random.Random()
-        for component in (breaker, rate, bulkhead, budget):
+        for component in (breaker, rate, bulkhead, budget, cache):
             self._bind(component)
         self._sync: SyncNext | None = None
         self._async: AsyncNext | None = None
@@ -517,8 +514,7 @@ class Policy:
     # cache (stale-if-error, stale-while-revalidate)
 
     def _stale_usable(self, cache: StaleCache, exc: BaseException, age: float) -> bool:
-        provider_failure = isinstance(exc, IntegrationError) or classify_exception(exc) is not None
-        return provider_failure and age <= cache.ttl + cache.stale_if_error
+        return is_provider_failure(exc) and age <= cache.ttl + cache.stale_if_error
 
     def _sync_cache(self, nxt: SyncNext) -> SyncNext:
         cache = cast(StaleCache, self.cache)
@@ -647,8 +643,13 @@ class Policy:
                     code="DEADLINE_EXCEEDED",
                 )
             )
+        limit = (
+            "deadline"
+            if self.total_timeout is None
+            else f"total timeout of {self.total_timeout:g}s"
+        )
         return DeadlineExceededError(
-            f"total timeout of {self.total_timeout:g}s exceeded",
+            f"{limit} exceeded",
             provider=self.name,
             operation=info.operation,
             request_id=current_request_id(),
@@ -676,8 +677,10 @@ class Policy:
         mono = self.clock.monotonic
         order = self.order
         # an attempt timeout further in enforces the deadline too: no second timer needed
-        enforced_inside = self.timeout is not None and order.index("attempt_timeout") > order.index(
-            "total_timeout"
+        enforced_inside = (
+            self.timeout is not None
+            and "attempt_timeout" in order
+            and order.index("attempt_timeout") > order.index("total_timeout")
         )
 
         async def call(
@@ -775,7 +778,7 @@ class Policy:
     def _retry_deadline(self, info: CallInfo) -> None:
         retry = cast(Retry, self.retry)
         if retry.deadline is not None:
-            deadline = self.clock.monotonic() + retry.deadline
+            deadline = self.clock.monotonic() + seconds(retry.deadline)
             if info.deadline is None or deadline < info.deadline:
                 info.deadline = deadline
 
@@ -878,12 +881,14 @@ class Policy:
                             HedgeStarted(
                                 policy=self.name,
                                 operation=info.operation,
+                                request_id=current_request_id(),
                                 number=launched,
                                 after=hedge.delay,
                             )
                         )
                     pending.add(asyncio.ensure_future(nxt(info, fn, args, kwargs)))
-                assert last_error is not None
+                if last_error is None:  # every copy was cancelled from elsewhere
+                    raise asyncio.CancelledError()
                 raise last_error
             finally:
                 for task in pending:
@@ -1021,10 +1026,11 @@ class Policy:
         ) -> Any:
             now = mono()
             deadline = now + timeout
+            by_total = False
             if info.deadline is not None and info.deadline <= deadline:
                 if info.deadline <= now:
                     raise self._deadline_error(info)
-                deadline = info.deadline
+                deadline, by_total = info.deadline, True
             info.attempt_deadline = deadline
             try:
                 if not threaded:
@@ -1035,6 +1041,8 @@ class Policy:
                     return future.result(timeout=deadline - now)
                 except concurrent.futures.TimeoutError:
                     future.cancel()
+                    if by_total:
+                        raise self._deadline_error(info) from None
                     raise self._timeout_error(info) from None
             finally:
                 info.attempt_deadline = None

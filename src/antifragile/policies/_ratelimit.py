@@ -22,8 +22,9 @@ import threading
 from dataclasses import dataclass
 
 from antifragile.errors import ConfigurationError, RateLimitedError
+from antifragile.observability._context import current_request_id
 from antifragile.observability._events import CallRejected, LimiterAdjusted, LimiterWait, Observer
-from antifragile.policies._clock import SYSTEM_CLOCK, Clock
+from antifragile.policies._clock import SYSTEM_CLOCK, Clock, Duration, seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +71,7 @@ class TokenBucket:
         rate: float,
         *,
         burst: float | None = None,
-        max_wait: float = 10.0,
+        max_wait: Duration = 10.0,
         low_watermark: float = 0.1,
         name: str = "default",
         clock: Clock = SYSTEM_CLOCK,
@@ -81,6 +82,7 @@ class TokenBucket:
         burst = max(1.0, rate) if burst is None else burst
         if not burst >= 1:
             raise ConfigurationError(f"burst must be >= 1, got {burst!r}")
+        max_wait = seconds(max_wait)
         if not max_wait >= 0:
             raise ConfigurationError(f"max_wait must be >= 0 seconds, got {max_wait!r}")
         if not 0 <= low_watermark < 1:
@@ -144,6 +146,7 @@ class TokenBucket:
                     CallRejected(
                         policy=self.name,
                         operation=operation,
+                        request_id=current_request_id(),
                         by="rate_limiter",
                         code="RATE_LIMITED",
                         retry_after=wait,
@@ -157,7 +160,14 @@ class TokenBucket:
                 retry_after=wait,
             )
         if self._observer is not None:
-            self._observer.on_event(LimiterWait(policy=self.name, operation=operation, wait=wait))
+            self._observer.on_event(
+                LimiterWait(
+                    policy=self.name,
+                    operation=operation,
+                    request_id=current_request_id(),
+                    wait=wait,
+                )
+            )
         return wait
 
     def refund(self, tokens: float = 1.0) -> None:
@@ -189,10 +199,13 @@ class TokenBucket:
             return
         with self._lock:
             now = self._clock.monotonic()
-            rate = self._current_rate(now)
-            # one token is there when the pause ends, then the normal pace resumes
-            self._tokens = min(self._available(now, rate), 1.0)
-            self._stamp = max(self._stamp, now + seconds)
+            until = now + seconds
+            # one token is there when the pause ends, then the normal pace resumes; what the
+            # bucket holds then is counted from its current state, so a pause that overlaps
+            # another one (or reservations already handed out) extends it instead of adding
+            # its length again
+            self._tokens = min(self._available(until, self._current_rate(now)), 1.0)
+            self._stamp = until
 
     def observe(self, info: RateLimitInfo, *, operation: str | None = None) -> None:
         """Adapt to what a provider's response said (see the module docs)."""
@@ -221,6 +234,9 @@ class TokenBucket:
                     ):
                         pace = remaining / info.reset_after
                         if pace < self.rate:
+                            if self._stamp < now:  # tokens earned so far, at the old pace
+                                self._tokens = min(available, remaining)
+                                self._stamp = now
                             self._pace = pace
                             self._adaptive_until = now + info.reset_after
                             changed = True

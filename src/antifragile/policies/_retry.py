@@ -37,6 +37,7 @@ from antifragile.errors import (
     classify_exception,
 )
 from antifragile.policies._backoff import Backoff, Exponential
+from antifragile.policies._clock import Duration, seconds
 
 RetryPredicate = Callable[[BaseException], bool]
 
@@ -80,19 +81,23 @@ class Retry:
 
     attempts: int = 3
     backoff: Backoff = field(default_factory=Exponential)
-    deadline: float | None = None
+    deadline: Duration | None = None
     retry_on: RetryPredicate | type[BaseException] | tuple[type[BaseException], ...] = (
         default_retry_on
     )
     respect_retry_after: bool = True
-    max_retry_after: float | None = None
+    max_retry_after: Duration | None = None
 
     def __post_init__(self) -> None:
+        if self.deadline is not None:
+            object.__setattr__(self, "deadline", seconds(self.deadline))
+        if self.max_retry_after is not None:
+            object.__setattr__(self, "max_retry_after", seconds(self.max_retry_after))
         if not isinstance(self.attempts, int) or self.attempts < 1:
             raise ConfigurationError(f"attempts must be an int >= 1, got {self.attempts!r}")
-        if self.deadline is not None and not self.deadline > 0:
+        if self.deadline is not None and not seconds(self.deadline) > 0:
             raise ConfigurationError(f"deadline must be > 0 seconds, got {self.deadline!r}")
-        if self.max_retry_after is not None and not self.max_retry_after >= 0:
+        if self.max_retry_after is not None and not seconds(self.max_retry_after) >= 0:
             raise ConfigurationError("max_retry_after must be >= 0 seconds")
         object.__setattr__(self, "_should_retry", _predicate(self.retry_on))
 
@@ -118,14 +123,19 @@ class Retry:
         """
         if not self.should_retry(exc):
             return RetryDecision(None, "not_retryable")
-        safe = exc.replay_safe if isinstance(exc, IntegrationError) else replay_safe
+        if isinstance(exc, IntegrationError):
+            safe = exc.replay_safe
+        else:  # a connect error, say, is safe to replay even when the request is not
+            error = classify_exception(exc, idempotent=replay_safe)
+            safe = replay_safe if error is None else error.replay_safe
         if not safe:
             return RetryDecision(None, "unsafe_to_replay")
         if attempt >= self.attempts:
             return RetryDecision(None, "attempts_exhausted")
         retry_after = getattr(exc, "retry_after", None) if self.respect_retry_after else None
         if isinstance(retry_after, int | float):
-            too_long = self.max_retry_after is not None and retry_after > self.max_retry_after
+            limit = self.max_retry_after
+            too_long = limit is not None and retry_after > seconds(limit)
             if too_long or (remaining is not None and retry_after > remaining):
                 return RetryDecision(None, "retry_after_beyond_deadline", from_retry_after=True)
             return RetryDecision(float(retry_after), from_retry_after=True)

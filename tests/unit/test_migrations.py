@@ -1,0 +1,244 @@
+"""Migrations: loading numbered SQL files, planning what to apply, splitting statements, and the
+schema the SQLite migrations build."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from antifragile import ConfigurationError, SchemaVersionError
+from antifragile.stores import _migrations
+from antifragile.stores._migrations import (
+    Migration,
+    latest_version,
+    load_migrations,
+    plan,
+    split_statements,
+)
+
+A = Migration(1, "first", "CREATE TABLE a (x INTEGER);")
+B = Migration(2, "second", "CREATE TABLE b (x INTEGER);")
+C = Migration(3, "third", "CREATE TABLE c (x INTEGER);")
+
+
+@pytest.fixture
+def sql_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fake package folder: migrations are loaded from ``tmp_path/sql/fake``."""
+    monkeypatch.setattr(_migrations, "files", lambda package: tmp_path)
+    folder = tmp_path / "sql" / "fake"
+    folder.mkdir(parents=True)
+    return folder
+
+
+# -- load -------------------------------------------------------------------------------------
+
+
+def test_load_orders_by_number_and_reads_names_and_sql(sql_folder: Path) -> None:
+    """Files named NNNN_name.sql load in numeric order with their number, name and text."""
+    (sql_folder / "0002_add_jobs.sql").write_text("CREATE TABLE jobs (id INTEGER);\n")
+    (sql_folder / "0001_state.sql").write_text("CREATE TABLE kv (k TEXT);\n")
+    loaded = load_migrations("fake")
+    assert [(m.version, m.name) for m in loaded] == [(1, "state"), (2, "add_jobs")]
+    assert loaded[1].sql == "CREATE TABLE jobs (id INTEGER);\n"
+    assert latest_version("fake") == 2
+
+
+def test_load_ignores_files_that_are_not_migrations(sql_folder: Path) -> None:
+    """README files, other extensions and malformed names are not migrations."""
+    (sql_folder / "0001_state.sql").write_text("SELECT 1;")
+    for name in ("README.md", "1_short.sql", "0002_Upper.sql", "0003-dash.sql", "0004_x.txt"):
+        (sql_folder / name).write_text("SELECT 1;")
+    assert [m.version for m in load_migrations("fake")] == [1]
+
+
+def test_load_of_an_empty_folder_is_empty(sql_folder: Path) -> None:
+    """A dialect without migrations has none, and latest version 0."""
+    assert load_migrations("fake") == []
+    assert latest_version("fake") == 0
+
+
+def test_load_refuses_a_gap_in_the_numbers(sql_folder: Path) -> None:
+    """Migrations must be numbered 1..n: a missing number is a ConfigurationError."""
+    (sql_folder / "0001_a.sql").write_text("SELECT 1;")
+    (sql_folder / "0003_c.sql").write_text("SELECT 1;")
+    with pytest.raises(ConfigurationError, match=r"1\.\.n"):
+        load_migrations("fake")
+
+
+def test_load_refuses_a_number_used_twice(sql_folder: Path) -> None:
+    """Two migrations with the same number are a ConfigurationError."""
+    (sql_folder / "0001_a.sql").write_text("SELECT 1;")
+    (sql_folder / "0001_b.sql").write_text("SELECT 1;")
+    with pytest.raises(ConfigurationError):
+        load_migrations("fake")
+
+
+def test_load_refuses_numbering_from_zero(sql_folder: Path) -> None:
+    """Numbering starts at 1."""
+    (sql_folder / "0000_zero.sql").write_text("SELECT 1;")
+    with pytest.raises(ConfigurationError):
+        load_migrations("fake")
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
+def test_shipped_migrations_load(dialect: str) -> None:
+    """Each dialect ships migrations numbered from 1, the first named ``state``."""
+    loaded = load_migrations(dialect)
+    assert loaded
+    assert loaded[0].version == 1
+    assert loaded[0].name == "state"
+    assert all(split_statements(m.sql) for m in loaded)
+
+
+# -- plan -------------------------------------------------------------------------------------
+
+
+def test_plan_of_an_empty_database_is_everything() -> None:
+    """Nothing applied: every migration, in order."""
+    assert plan(set(), [A, B, C]) == [A, B, C]
+
+
+def test_plan_applies_only_what_is_missing() -> None:
+    """Applied versions are skipped; the rest keep their order."""
+    assert plan({1}, [A, B, C]) == [B, C]
+    assert plan([1, 2, 3], [A, B, C]) == []
+    assert plan({2}, [A, B, C]) == [A, C]
+
+
+def test_plan_refuses_a_schema_newer_than_this_release() -> None:
+    """An applied version this release does not know raises SchemaVersionError, naming both
+    versions."""
+    with pytest.raises(SchemaVersionError, match=r"999.*\(3\)"):
+        plan({1, 2, 3, 999}, [A, B, C])
+    with pytest.raises(SchemaVersionError):
+        plan({1}, [])
+
+
+def test_schema_version_error_is_a_configuration_error() -> None:
+    """SchemaVersionError is a ConfigurationError (a misuse, not retryable)."""
+    with pytest.raises(ConfigurationError) as caught:
+        plan({4}, [A])
+    assert caught.value.retryable is False
+
+
+# -- split_statements -------------------------------------------------------------------------
+
+
+def test_split_on_semicolons_at_line_ends() -> None:
+    """Statements end with ``;`` at the end of a line; multi-line statements stay whole."""
+    sql = "CREATE TABLE a (\n    x INTEGER\n);\nCREATE INDEX a_x ON a (x);\n"
+    assert split_statements(sql) == [
+        "CREATE TABLE a (\n    x INTEGER\n);",
+        "CREATE INDEX a_x ON a (x);",
+    ]
+
+
+def test_split_skips_comment_lines_between_statements() -> None:
+    """Comment lines before a statement are dropped, even with a ``;`` inside them."""
+    sql = "-- header; with a semicolon\n\n-- more\nSELECT 1;\n\n-- trailing comment\n"
+    assert split_statements(sql) == ["SELECT 1;"]
+
+
+def test_split_keeps_comments_inside_a_statement() -> None:
+    """A comment line within a statement stays part of it."""
+    sql = "CREATE TABLE a (\n    -- the id\n    id INTEGER\n);"
+    assert split_statements(sql) == [sql]
+
+
+def test_split_keeps_a_last_statement_without_semicolon() -> None:
+    """A final statement with no ``;`` is still a statement."""
+    assert split_statements("SELECT 1;\nSELECT 2") == ["SELECT 1;", "SELECT 2"]
+
+
+def test_split_drops_empty_statements() -> None:
+    """Lone semicolons and blank text give no statements."""
+    assert split_statements(";\n\n  ;\n") == []
+    assert split_statements("") == []
+
+
+def test_split_keeps_dollar_quoted_bodies_whole() -> None:
+    """Semicolons inside a ``$$ ... $$`` body do not end the statement."""
+    sql = (
+        "CREATE FUNCTION f() RETURNS trigger AS $$\n"
+        "BEGIN\n"
+        "    NEW.x := 1;\n"
+        "    RETURN NEW;\n"
+        "END;\n"
+        "$$ LANGUAGE plpgsql;\n"
+        "SELECT 1;\n"
+    )
+    statements = split_statements(sql)
+    assert len(statements) == 2
+    assert statements[0].startswith("CREATE FUNCTION")
+    assert statements[0].endswith("$$ LANGUAGE plpgsql;")
+    assert statements[1] == "SELECT 1;"
+
+
+# -- the SQLite schema ------------------------------------------------------------------------
+
+EXPECTED_SQLITE_SCHEMA = {
+    "antifragile_migrations": ["version", "name", "applied_at"],
+    "antifragile_kv": ["key", "value", "version", "expires_at"],
+    "antifragile_idempotency": [
+        "key",
+        "status",
+        "owner",
+        "fingerprint",
+        "result",
+        "created_at",
+        "expires_at",
+    ],
+    "antifragile_leases": ["name", "owner", "token", "expires_at"],
+    "antifragile_rate_limits": ["key", "tokens", "stamp"],
+    "antifragile_breakers": [
+        "name",
+        "state",
+        "generation",
+        "open_until",
+        "consecutive_opens",
+        "probes_left",
+    ],
+    "antifragile_breaker_windows": ["name", "second", "calls", "failures", "slow"],
+}
+EXPECTED_SQLITE_INDEXES = {"antifragile_kv_expires_at", "antifragile_idempotency_expires_at"}
+
+
+async def test_sqlite_migrations_build_the_expected_schema(tmp_path: Path) -> None:
+    """All SQLite migrations applied to an empty database give exactly the expected tables,
+    columns and indexes, and record every version."""
+    from antifragile.stores._sqlite import SQLiteStore
+
+    db = tmp_path / "schema.db"
+    store = SQLiteStore(f"sqlite:///{db}")
+    await store.open()
+    await store.close()
+    with closing(sqlite3.connect(db)) as raw:
+        tables = {
+            row[0]
+            for row in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            if not row[0].startswith("sqlite_")
+        }
+        columns = {
+            table: [row[1] for row in raw.execute(f"PRAGMA table_info({table})")]
+            for table in tables
+        }
+        indexes = {
+            row[0]
+            for row in raw.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+            if not row[0].startswith("sqlite_autoindex")
+        }
+        versions = [row[0] for row in raw.execute("SELECT version FROM antifragile_migrations")]
+    assert columns == EXPECTED_SQLITE_SCHEMA
+    assert indexes == EXPECTED_SQLITE_INDEXES
+    assert versions == [m.version for m in load_migrations("sqlite")]
+
+
+async def test_sqlite_migrations_each_apply_in_order_on_a_raw_connection(tmp_path: Path) -> None:
+    """Every SQLite migration's statements run, in order, on a plain sqlite3 connection."""
+    with closing(sqlite3.connect(tmp_path / "raw.db")) as raw:
+        for migration in plan(set(), load_migrations("sqlite")):
+            for statement in split_statements(migration.sql):
+                raw.execute(statement)
