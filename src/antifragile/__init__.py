@@ -72,6 +72,7 @@ from antifragile.observability import (
     Observers,
     RecordingObserver,
     RetryScheduled,
+    StoreFallback,
     current_request_id,
     new_request_id,
     request_context,
@@ -113,6 +114,7 @@ from antifragile.policies import (
     resilient,
     time_remaining,
 )
+from antifragile.stores import SharedCircuitBreaker, SharedTokenBucket, open_store
 
 try:
     __version__ = version("antifragile")
@@ -189,8 +191,11 @@ __all__ = [
     "RetryDecision",
     "RetryScheduled",
     "SchemaVersionError",
+    "SharedCircuitBreaker",
+    "SharedTokenBucket",
     "StaleCache",
     "StoreError",
+    "StoreFallback",
     "StoreUnavailableError",
     "Strategy",
     "SuccessEnvelope",
@@ -212,6 +217,7 @@ __all__ = [
     "failure",
     "is_idempotent",
     "new_request_id",
+    "open_store",
     "parse_rate_limit",
     "parse_reset",
     "parse_retry_after",

@@ -200,6 +200,7 @@ EXPECTED_SQLITE_SCHEMA = {
         "open_until",
         "consecutive_opens",
         "probes_left",
+        "writer",
     ],
     "antifragile_breaker_windows": ["name", "second", "calls", "failures", "slow"],
 }

@@ -19,6 +19,7 @@ from antifragile.observability._events import (
     Observers,
     RecordingObserver,
     RetryScheduled,
+    StoreFallback,
 )
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "Observers",
     "RecordingObserver",
     "RetryScheduled",
+    "StoreFallback",
     "current_request_id",
     "new_request_id",
     "request_context",

@@ -121,6 +121,16 @@ class HedgeStarted(Event):
     after: float
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreFallback(Event):
+    """A breaker or rate limiter kept in a store lost it (``degraded``: now process-local) or
+    got it back. ``component`` is ``circuit_breaker`` or ``rate_limiter``."""
+
+    component: str
+    degraded: bool
+    error: str | None = None
+
+
 @runtime_checkable
 class Observer(Protocol):
     """Receives every event of the policies it is attached to."""

@@ -33,7 +33,7 @@ import enum
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Literal, Protocol
+from typing import ClassVar, Literal, Protocol
 
 from antifragile.errors import (
     CircuitOpenError,
@@ -548,6 +548,21 @@ class CircuitBreaker:
             )
         for listener in self._listeners:
             listener(before, after, reason)
+
+    # -- async hooks ----------------------------------------------------------------------------
+    # A breaker whose state lives in a store needs I/O on its slow paths (leaving open, taking
+    # a probe, recording a failure). ``shares_state`` tells the async pipeline to go through
+    # these coroutines; for a process-local breaker they are the sync methods themselves.
+
+    shares_state: ClassVar[bool] = False
+
+    async def aacquire(self, *, operation: str | None = None) -> int:
+        """:meth:`acquire`, for breakers that may need I/O to decide."""
+        return self.acquire(operation=operation)
+
+    async def aon_failure(self, token: int, exc: BaseException, duration: float = 0.0) -> None:
+        """:meth:`on_failure`, for breakers that may need I/O to record it."""
+        self.on_failure(token, exc, duration)
 
     # -- manual control -----------------------------------------------------------------------
 

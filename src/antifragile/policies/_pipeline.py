@@ -375,25 +375,44 @@ class Policy:
             return self.rate is not None
         return getattr(self, strategy) is not None
 
+    def _observed_after(self) -> Strategy | None:
+        """The strategy the attempt observer wraps: the attempt timeout when there is one (so a
+        timed-out attempt is reported as such), else nothing (it wraps the call itself)."""
+        if self.observer is None or not self._configured("attempt_timeout"):
+            return None
+        return "attempt_timeout"
+
     def _build_sync(self) -> SyncNext:
+        for component in (self.breaker, self.rate):
+            if component is not None and component.shares_state:
+                raise ConfigurationError(
+                    f"{type(component).__name__} keeps its state in a store and needs async "
+                    "calls; use a process-local one for sync code"
+                )
         chain: SyncNext = _sync_invoke
-        if self.observer is not None:
+        wrap_after = self._observed_after()
+        if self.observer is not None and wrap_after is None:
             chain = self._sync_observe(chain)
         for strategy in reversed(self.order):
             if strategy == "hedge" or not self._configured(strategy):
                 continue
             chain = getattr(self, f"_sync_{strategy}")(chain)
+            if strategy == wrap_after:
+                chain = self._sync_observe(chain)
         self._sync = chain
         return chain
 
     def _build_async(self) -> AsyncNext:
         chain: AsyncNext = _async_invoke
-        if self.observer is not None:
+        wrap_after = self._observed_after()
+        if self.observer is not None and wrap_after is None:
             chain = self._async_observe(chain)
         for strategy in reversed(self.order):
             if not self._configured(strategy):
                 continue
             chain = getattr(self, f"_async_{strategy}")(chain)
+            if strategy == wrap_after:
+                chain = self._async_observe(chain)
         self._async = chain
         return chain
 
@@ -610,8 +629,9 @@ class Policy:
         return call
 
     def _async_rate_limit(self, nxt: AsyncNext) -> AsyncNext:
-        reserve = cast(TokenBucket, self.rate).reserve
         rate = cast(TokenBucket, self.rate)
+        reserve = rate.reserve
+        areserve = rate.areserve if rate.shares_state else None
         asleep = self.clock.asleep
 
         async def call(
@@ -620,7 +640,10 @@ class Policy:
             args: tuple[Any, ...],
             kwargs: dict[str, Any],
         ) -> Any:
-            wait = reserve(1.0, info.operation)
+            if areserve is None:
+                wait = reserve(1.0, info.operation)
+            else:
+                wait = await areserve(1.0, info.operation)
             if wait > 0:
                 try:
                     await asleep(wait)
@@ -966,6 +989,8 @@ class Policy:
 
     def _async_breaker(self, nxt: AsyncNext) -> AsyncNext:
         breaker = cast(CircuitBreaker, self.breaker)
+        if breaker.shares_state:
+            return self._async_shared_breaker(nxt, breaker)
         acquire, ok, fail = breaker.acquire, breaker.on_success, breaker.on_failure
         release, snapshot = breaker.release, breaker.holder.get
         closed = CircuitState.CLOSED
@@ -985,6 +1010,38 @@ class Policy:
                 result = await nxt(info, fn, args, kwargs)
             except Exception as exc:
                 fail(token, exc, mono() - start)
+                raise
+            except BaseException:
+                release(token)
+                raise
+            ok(token, mono() - start)
+            return result
+
+        return call
+
+    def _async_shared_breaker(self, nxt: AsyncNext, breaker: CircuitBreaker) -> AsyncNext:
+        """The breaker layer for a breaker kept in a store: its slow paths are awaited."""
+        aacquire, ok, afail = breaker.aacquire, breaker.on_success, breaker.aon_failure
+        release, snapshot = breaker.release, breaker.holder.get
+        closed = CircuitState.CLOSED
+        mono = self.clock.monotonic if breaker.times_calls else _zero
+
+        async def call(
+            info: CallInfo,
+            fn: Callable[..., Awaitable[Any]],
+            args: tuple[Any, ...],
+            kwargs: dict[str, Any],
+        ) -> Any:
+            snap = snapshot()
+            if snap.state is closed:
+                token = snap.generation
+            else:
+                token = await aacquire(operation=info.operation)
+            start = mono()
+            try:
+                result = await nxt(info, fn, args, kwargs)
+            except Exception as exc:
+                await afail(token, exc, mono() - start)
                 raise
             except BaseException:
                 release(token)

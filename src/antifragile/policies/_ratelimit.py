@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import ClassVar
 
 from antifragile.errors import ConfigurationError, RateLimitedError
 from antifragile.observability._context import current_request_id
@@ -169,6 +170,14 @@ class TokenBucket:
                 )
             )
         return wait
+
+    #: whether :meth:`areserve` does I/O (a bucket kept in a store) -- the async pipeline then
+    #: awaits it; for a process-local bucket it is :meth:`reserve` itself
+    shares_state: ClassVar[bool] = False
+
+    async def areserve(self, tokens: float = 1.0, operation: str | None = None) -> float:
+        """:meth:`reserve`, for buckets that may need I/O to decide."""
+        return self.reserve(tokens, operation)
 
     def refund(self, tokens: float = 1.0) -> None:
         """Give back tokens reserved for a call that was then not made."""

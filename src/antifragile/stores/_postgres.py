@@ -1,0 +1,1083 @@
+"""The PostgreSQL backend: ``postgresql://user@host:5432/dbname`` (or ``postgres://``).
+
+Driver: psycopg 3 (async) with ``psycopg_pool``, chosen by measurement:
+``benchmarks/store_drivers.py`` runs this module's statements on both psycopg and asyncpg
+(results in ``benchmarks/results/store_drivers.md``). asyncpg's pool as shipped was no
+faster: it sends a reset query each time a connection goes back. With that reset turned off,
+asyncpg was about a quarter to a third faster on a loopback server, about 0.1 ms of client
+time per operation. That is small next to a network round trip and a commit, and these
+operations are not made on every call (breakers and limiters cache locally and write only
+transitions). So the simpler, sturdier code won: psycopg is typed (mypy --strict checks every
+parameter and row), takes named parameters, composes identifiers safely, accepts everything
+libpq accepts in a URL (sslmode, service files, several hosts), and is what the ``postgres``
+extra installs. Only :class:`_Database` knows the driver; the SQL runs unchanged on asyncpg.
+
+Atomicity. Every operation is one SQL statement on an autocommit connection: an
+``INSERT ... ON CONFLICT ... DO UPDATE ... WHERE ... RETURNING`` or a conditional
+``UPDATE ... RETURNING``; the row lock PostgreSQL takes for the write is the only lock. Where the
+losing side must report what it lost to (an idempotency claim, a breaker compare-and-set, a
+refused token reservation) the same statement also reads the current row in a ``UNION ALL``
+branch. That read sees the statement's snapshot, which can predate a write committed while this
+statement waited for the row lock; such an answer is recognised (it would not have lost to it)
+and the statement runs again with a fresh snapshot. No Python lock is held around any of it.
+
+Time. Every statement takes ``now`` from the caller (epoch seconds from its Clock); the server's
+``now()`` is never used, so a FakeClock drives expiry exactly as it does for the other backends.
+
+Schema. ``schema`` (default ``public``; also ``?schema=`` in the URL, the option wins) names the
+PostgreSQL schema holding the tables. Each connection sets ``search_path`` to it once when the
+pool opens it, so the SQL below never names a schema. ``drop_schema_on_close=True`` (for tests)
+drops the schema and everything in it on :meth:`PostgresStore.close`; it is refused for
+``public``.
+
+Migrations. Numbered files in ``sql/postgres/`` are applied by :meth:`PostgresStore.migrate`,
+each in its own transaction that first takes ``pg_advisory_xact_lock`` on a key derived from the
+schema name, so any number of processes may migrate at once and each migration runs exactly once.
+They are recorded in ``antifragile_migrations`` in the store's schema. A schema migrated by a
+newer antifragile is refused with SchemaVersionError.
+
+Unlike SQLite, opening a PostgreSQL store does not migrate a database that is already under
+management: schema changes on a shared server are an operator's decision (``antifragile
+migrate``, or ``migrate=True``). The one exception is a schema with no ``antifragile_migrations``
+table at all -- a brand-new database or a fresh per-test schema -- which :meth:`open` migrates
+when ``auto_migrate`` is true (the default), so that ``open_store(url)`` works on an empty
+database. An existing but outdated schema makes :meth:`open` fail with ConfigurationError naming
+the command to run.
+
+Errors. A server that cannot be reached, refuses the credentials, or drops the connection raises
+StoreUnavailableError naming host, port, database and user -- never the password, which is also
+masked in :attr:`PostgresStore.url`. Other database errors raise StoreError.
+
+Options: ``schema``, ``drop_schema_on_close``, ``min_size``/``max_size`` (pool sizes, default 1
+and 10), ``connect_timeout`` (seconds, default 5), ``acquire_timeout`` (seconds to wait for a
+pooled connection, default 10: also how long an operation waits while the server is down and
+the pool has no connection), ``migrate`` (migrate on open), ``auto_migrate`` (see above).
+Connections show up in ``pg_stat_activity`` as ``antifragile`` unless the URL sets
+``application_name``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import time
+from collections.abc import Mapping
+from typing import Any, LiteralString
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+import psycopg.errors
+from psycopg import AsyncConnection, sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool, PoolClosed
+
+from antifragile.errors import ConfigurationError, StoreError, StoreUnavailableError
+from antifragile.policies import SYSTEM_CLOCK, Clock
+from antifragile.stores._codec import decode, encode
+from antifragile.stores._common import (
+    Bucket,
+    breaker_matches,
+    check_breaker_names,
+    check_fields,
+    check_outcome,
+    check_rate,
+    check_window,
+    prefix_end,
+    take_tokens,
+)
+from antifragile.stores._migrations import (
+    MIGRATIONS_TABLE,
+    Migration,
+    load_migrations,
+    plan,
+    split_statements,
+)
+from antifragile.stores._protocols import (
+    JSON,
+    BreakerRecord,
+    Claim,
+    IdempotencyRecord,
+    IdempotencyStatus,
+    Lease,
+    TokenGrant,
+    Versioned,
+    WindowTotals,
+)
+
+DIALECT = "postgres"
+_OWN_URL_OPTIONS = ("schema",)
+#: how often an operation whose answer came from a stale snapshot runs again before the store
+#: reads the row outright (each retry needs a concurrent commit to land in a microseconds-wide
+#: window, so the bound is never reached in practice)
+_STALE_RETRIES = 20
+
+# -- SQL ------------------------------------------------------------------------------------
+# Parameters are named (``%(name)s``); casts pin every parameter's type so that the text is
+# unambiguous to the server whatever the driver sends (benchmarks/store_drivers.py runs the same
+# statements on asyncpg).
+
+KV_GET: LiteralString = """
+SELECT value, version, expires_at FROM antifragile_kv
+WHERE key = %(key)s AND (expires_at IS NULL OR expires_at > %(now)s::float8)
+"""
+
+KV_SET: LiteralString = """
+INSERT INTO antifragile_kv AS e (key, value, version, expires_at)
+VALUES (%(key)s, %(value)s, 1, %(expires_at)s::float8)
+ON CONFLICT (key) DO UPDATE SET
+    value = EXCLUDED.value,
+    version = CASE WHEN e.expires_at <= %(now)s::float8 THEN 1 ELSE e.version + 1 END,
+    expires_at = EXCLUDED.expires_at
+RETURNING version
+"""
+
+KV_CREATE: LiteralString = """
+INSERT INTO antifragile_kv AS e (key, value, version, expires_at)
+VALUES (%(key)s, %(value)s, 1, %(expires_at)s::float8)
+ON CONFLICT (key) DO UPDATE SET
+    value = EXCLUDED.value, version = 1, expires_at = EXCLUDED.expires_at
+WHERE e.expires_at <= %(now)s::float8
+RETURNING version
+"""
+
+KV_CAS: LiteralString = """
+UPDATE antifragile_kv
+SET value = %(value)s, version = version + 1, expires_at = %(expires_at)s::float8
+WHERE key = %(key)s AND version = %(expected)s::bigint
+  AND (expires_at IS NULL OR expires_at > %(now)s::float8)
+RETURNING version
+"""
+
+# an expired entry is replaced; a live one is merged into, but only when it holds an object
+KV_MERGE: LiteralString = """
+INSERT INTO antifragile_kv AS e (key, value, version, expires_at)
+VALUES (%(key)s, %(fields)s, 1, %(expires_at)s::float8)
+ON CONFLICT (key) DO UPDATE SET
+    value = CASE WHEN e.expires_at <= %(now)s::float8 THEN EXCLUDED.value
+                 ELSE (e.value::jsonb || EXCLUDED.value::jsonb)::text END,
+    version = CASE WHEN e.expires_at <= %(now)s::float8 THEN 1 ELSE e.version + 1 END,
+    expires_at = CASE WHEN e.expires_at <= %(now)s::float8 THEN EXCLUDED.expires_at
+                      WHEN %(keep_expiry)s::boolean THEN e.expires_at
+                      ELSE EXCLUDED.expires_at END
+WHERE e.expires_at <= %(now)s::float8 OR jsonb_typeof(e.value::jsonb) = 'object'
+RETURNING value, version, expires_at
+"""
+
+KV_DELETE: LiteralString = """
+DELETE FROM antifragile_kv
+WHERE key = %(key)s AND (%(expected)s::bigint IS NULL OR version = %(expected)s::bigint)
+RETURNING expires_at IS NULL OR expires_at > %(now)s::float8
+"""
+
+# keys use the "C" collation: a [lower, upper) range is an index range in code-point order
+KV_SCAN_RANGE: LiteralString = """
+SELECT key, value, version, expires_at FROM antifragile_kv
+WHERE key >= %(lower)s AND key < %(upper)s
+  AND (expires_at IS NULL OR expires_at > %(now)s::float8)
+ORDER BY key LIMIT %(limit)s::bigint
+"""
+
+KV_SCAN_FROM: LiteralString = """
+SELECT key, value, version, expires_at FROM antifragile_kv
+WHERE key >= %(lower)s AND starts_with(key, %(lower)s)
+  AND (expires_at IS NULL OR expires_at > %(now)s::float8)
+ORDER BY key LIMIT %(limit)s::bigint
+"""
+
+IDEM_CLAIM: LiteralString = """
+WITH claimed AS (
+    INSERT INTO antifragile_idempotency AS r
+        (key, status, owner, fingerprint, result, created_at, expires_at)
+    VALUES (%(key)s, 'processing', %(owner)s, %(fingerprint)s, NULL,
+            %(now)s::float8, %(expires_at)s::float8)
+    ON CONFLICT (key) DO UPDATE SET
+        status = EXCLUDED.status, owner = EXCLUDED.owner, fingerprint = EXCLUDED.fingerprint,
+        result = NULL, created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
+    WHERE r.expires_at <= %(now)s::float8
+    RETURNING status, owner, fingerprint, result, created_at, expires_at
+)
+SELECT status, owner, fingerprint, result, created_at, expires_at, true FROM claimed
+UNION ALL
+SELECT status, owner, fingerprint, result, created_at, expires_at, false
+FROM antifragile_idempotency
+WHERE key = %(key)s AND NOT EXISTS (SELECT FROM claimed)
+"""
+
+IDEM_COMPLETE: LiteralString = """
+UPDATE antifragile_idempotency
+SET status = %(status)s, result = %(result)s, expires_at = %(expires_at)s::float8
+WHERE key = %(key)s AND owner = %(owner)s AND status = 'processing'
+  AND expires_at > %(now)s::float8
+"""
+
+IDEM_GET: LiteralString = """
+SELECT status, owner, fingerprint, result, created_at, expires_at
+FROM antifragile_idempotency
+WHERE key = %(key)s AND expires_at > %(now)s::float8
+"""
+
+IDEM_RELEASE: LiteralString = """
+DELETE FROM antifragile_idempotency
+WHERE key = %(key)s AND owner = %(owner)s AND status = 'processing'
+"""
+
+# a released lease keeps its row (owner NULL) so that the next token is still larger
+LEASE_ACQUIRE: LiteralString = """
+INSERT INTO antifragile_leases AS l (name, owner, token, expires_at)
+VALUES (%(name)s, %(owner)s, 1, %(expires_at)s::float8)
+ON CONFLICT (name) DO UPDATE SET
+    token = CASE WHEN l.owner = EXCLUDED.owner AND l.expires_at > %(now)s::float8
+                 THEN l.token ELSE l.token + 1 END,
+    owner = EXCLUDED.owner,
+    expires_at = EXCLUDED.expires_at
+WHERE l.owner IS NULL OR l.owner = EXCLUDED.owner OR l.expires_at <= %(now)s::float8
+RETURNING token, expires_at
+"""
+
+LEASE_RENEW: LiteralString = """
+UPDATE antifragile_leases SET expires_at = %(expires_at)s::float8
+WHERE name = %(name)s AND owner = %(owner)s AND expires_at > %(now)s::float8
+RETURNING token, expires_at
+"""
+
+LEASE_RELEASE: LiteralString = """
+UPDATE antifragile_leases SET owner = NULL WHERE name = %(name)s AND owner = %(owner)s
+"""
+
+LEASE_HOLDER: LiteralString = """
+SELECT owner, token, expires_at FROM antifragile_leases
+WHERE name = %(name)s AND owner IS NOT NULL AND expires_at > %(now)s::float8
+"""
+
+# the arithmetic of stores._common.take_tokens, term for term, so that every backend rounds
+# alike: level = min(burst, tokens + (now - stamp) * rate); wait = (n - level) / rate; granted
+# when wait <= max_wait (also when wait <= 0), and then tokens = level - n, stamp = now.
+RATE_TAKE: LiteralString = """
+WITH taken AS (
+    INSERT INTO antifragile_rate_limits AS b (key, tokens, stamp)
+    SELECT %(key)s::text, %(burst)s::float8 - %(tokens)s::float8, %(now)s::float8
+    WHERE (%(tokens)s::float8 - %(burst)s::float8) / %(rate)s::float8 <= %(max_wait)s::float8
+    ON CONFLICT (key) DO UPDATE SET
+        tokens = LEAST(%(burst)s::float8,
+                       b.tokens + (%(now)s::float8 - b.stamp) * %(rate)s::float8)
+                 - %(tokens)s::float8,
+        stamp = %(now)s::float8
+    WHERE (%(tokens)s::float8
+           - LEAST(%(burst)s::float8, b.tokens + (%(now)s::float8 - b.stamp) * %(rate)s::float8))
+          / %(rate)s::float8 <= %(max_wait)s::float8
+    RETURNING b.tokens, b.stamp
+)
+SELECT tokens, stamp, true FROM taken
+UNION ALL
+SELECT tokens, stamp, false FROM antifragile_rate_limits
+WHERE key = %(key)s AND NOT EXISTS (SELECT FROM taken)
+"""
+
+# no token before until = now + seconds, and at most one then (the level at until, capped at 1)
+RATE_PAUSE: LiteralString = """
+INSERT INTO antifragile_rate_limits AS b (key, tokens, stamp)
+VALUES (%(key)s, LEAST(%(burst)s::float8, 1.0::float8), %(until)s::float8)
+ON CONFLICT (key) DO UPDATE SET
+    tokens = LEAST(%(burst)s::float8,
+                   b.tokens + (%(until)s::float8 - b.stamp) * %(rate)s::float8,
+                   1.0::float8),
+    stamp = EXCLUDED.stamp
+"""
+
+BREAKER_LOAD: LiteralString = """
+SELECT state, generation, open_until, consecutive_opens, probes_left
+FROM antifragile_breakers WHERE name = %(name)s
+"""
+
+# expected is the default record (what a missing row reads as): insert, or swap a stored one
+BREAKER_CAS_FROM_DEFAULT: LiteralString = """
+WITH swapped AS (
+    INSERT INTO antifragile_breakers AS b
+        (name, state, generation, open_until, consecutive_opens, probes_left)
+    VALUES (%(name)s, %(state)s, %(generation)s::bigint, %(open_until)s::float8,
+            %(consecutive_opens)s::integer, %(probes_left)s::integer)
+    ON CONFLICT (name) DO UPDATE SET
+        state = EXCLUDED.state, generation = EXCLUDED.generation,
+        open_until = EXCLUDED.open_until, consecutive_opens = EXCLUDED.consecutive_opens,
+        probes_left = EXCLUDED.probes_left
+    WHERE b.state = %(expected_state)s AND b.generation = %(expected_generation)s::bigint
+      AND b.probes_left = %(expected_probes_left)s::integer
+    RETURNING state, generation, open_until, consecutive_opens, probes_left
+)
+SELECT state, generation, open_until, consecutive_opens, probes_left, true FROM swapped
+UNION ALL
+SELECT state, generation, open_until, consecutive_opens, probes_left, false
+FROM antifragile_breakers WHERE name = %(name)s AND NOT EXISTS (SELECT FROM swapped)
+"""
+
+# expected is not the default record: only a stored row can match it
+BREAKER_CAS: LiteralString = """
+WITH swapped AS (
+    UPDATE antifragile_breakers SET
+        state = %(state)s, generation = %(generation)s::bigint,
+        open_until = %(open_until)s::float8, consecutive_opens = %(consecutive_opens)s::integer,
+        probes_left = %(probes_left)s::integer
+    WHERE name = %(name)s AND state = %(expected_state)s
+      AND generation = %(expected_generation)s::bigint
+      AND probes_left = %(expected_probes_left)s::integer
+    RETURNING state, generation, open_until, consecutive_opens, probes_left
+)
+SELECT state, generation, open_until, consecutive_opens, probes_left, true FROM swapped
+UNION ALL
+SELECT state, generation, open_until, consecutive_opens, probes_left, false
+FROM antifragile_breakers WHERE name = %(name)s AND NOT EXISTS (SELECT FROM swapped)
+"""
+
+# add to this second's bucket, drop buckets that left the window (skipping any another
+# statement holds, so two callers never wait on each other), and total (second - window, second]
+BREAKER_ADD: LiteralString = """
+WITH bucket AS (
+    INSERT INTO antifragile_breaker_windows AS w (name, second, calls, failures, slow)
+    VALUES (%(name)s, %(second)s::bigint, %(calls)s::bigint, %(failures)s::bigint,
+            %(slow)s::bigint)
+    ON CONFLICT (name, second) DO UPDATE SET
+        calls = w.calls + EXCLUDED.calls,
+        failures = w.failures + EXCLUDED.failures,
+        slow = w.slow + EXCLUDED.slow
+    RETURNING calls, failures, slow
+), stale AS (
+    SELECT second FROM antifragile_breaker_windows
+    WHERE name = %(name)s AND second <= %(second)s::bigint - %(window)s::bigint
+    FOR UPDATE SKIP LOCKED
+), dropped AS (
+    DELETE FROM antifragile_breaker_windows AS d USING stale
+    WHERE d.name = %(name)s AND d.second = stale.second
+), earlier AS (
+    SELECT COALESCE(SUM(calls), 0)::bigint AS calls,
+           COALESCE(SUM(failures), 0)::bigint AS failures,
+           COALESCE(SUM(slow), 0)::bigint AS slow
+    FROM antifragile_breaker_windows
+    WHERE name = %(name)s AND second > %(second)s::bigint - %(window)s::bigint
+      AND second < %(second)s::bigint
+)
+SELECT bucket.calls + earlier.calls, bucket.failures + earlier.failures,
+       bucket.slow + earlier.slow
+FROM bucket, earlier
+"""
+
+BREAKER_RESET: LiteralString = """
+DELETE FROM antifragile_breaker_windows WHERE name = %(name)s
+"""
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def _expiry(now: float, ttl: float | None) -> float | None:
+    return None if ttl is None else float(now) + float(ttl)
+
+
+def _lock_key(schema: str) -> int:
+    """The advisory-lock key serialising migrations of one schema (a signed 64-bit integer)."""
+    digest = hashlib.blake2b(f"antifragile.migrate:{schema}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _mask_url(url: str) -> str:
+    """*url* with any password replaced by ``***`` (in the authority and in the query)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostinfo = netloc.rpartition("@")
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{hostinfo}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if k.lower() == "password" else v) for k, v in pairs])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _split_url(url: str) -> tuple[str, dict[str, str]]:
+    """The libpq URL without antifragile's own query options, and those options."""
+    parts = urlsplit(url)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    own = {k: v for k, v in pairs if k in _OWN_URL_OPTIONS}
+    rest = urlencode([(k, v) for k, v in pairs if k not in _OWN_URL_OPTIONS])
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), own
+
+
+class _Database:
+    """The pool, the connection settings, and the translation of driver errors."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        schema: str,
+        min_size: int,
+        max_size: int,
+        connect_timeout: float,
+        acquire_timeout: float,
+    ) -> None:
+        self.conninfo = conninfo
+        self.schema = schema
+        self.min_size = min_size
+        self.max_size = max_size
+        self.connect_timeout = connect_timeout
+        self.acquire_timeout = acquire_timeout
+        self.pool: AsyncConnectionPool[AsyncConnection[TupleRow]] | None = None
+        try:
+            params = conninfo_to_dict(conninfo)
+        except psycopg.Error as exc:
+            raise ConfigurationError(
+                f"invalid PostgreSQL URL {_mask_url(conninfo)!r}: {_one_line(exc)}"
+            ) from None
+        self.password = str(params.get("password") or "")
+        #: shown in pg_stat_activity unless the URL names the application itself
+        self.application_name = str(params.get("application_name") or "antifragile")
+        host = str(params.get("host") or "localhost")
+        port = str(params.get("port") or "5432")
+        user = str(params.get("user") or "(default user)")
+        dbname = str(params.get("dbname") or user)
+        self.where = f"PostgreSQL at {host}:{port}, database {dbname!r}, user {user!r}"
+
+    # -- connections ------------------------------------------------------------------------
+
+    def _connect_kwargs(self) -> dict[str, Any]:
+        # libpq counts whole seconds and treats less than 2 as 2; asyncio.timeout bounds it too
+        return {
+            "autocommit": True,
+            "connect_timeout": max(2, math.ceil(self.connect_timeout)),
+            "application_name": self.application_name,
+        }
+
+    async def configure(self, conn: AsyncConnection[TupleRow]) -> None:
+        await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+
+    async def connect(self) -> AsyncConnection[TupleRow]:
+        """One connection outside the pool, with precise errors (used by open and migrate)."""
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                conn = await AsyncConnection.connect(self.conninfo, **self._connect_kwargs())
+        except TimeoutError:
+            raise StoreUnavailableError(
+                f"cannot connect to {self.where}: no answer within {self.connect_timeout:g}s"
+            ) from None
+        except psycopg.Error as exc:
+            raise StoreUnavailableError(
+                f"cannot connect to {self.where}: {self._reason(exc)}"
+            ) from None
+        try:
+            await self.configure(conn)
+        except psycopg.Error as exc:
+            await conn.close()
+            raise self.translate(exc) from exc
+        return conn
+
+    async def open_pool(self) -> None:
+        pool: AsyncConnectionPool[AsyncConnection[TupleRow]] = AsyncConnectionPool(
+            self.conninfo,
+            kwargs=self._connect_kwargs(),
+            min_size=self.min_size,
+            max_size=self.max_size,
+            configure=self.configure,
+            timeout=self.acquire_timeout,
+            name="antifragile",
+            open=False,
+        )
+        try:
+            await pool.open(wait=True, timeout=max(self.connect_timeout, 1.0))
+        except psycopg.Error as exc:
+            await pool.close()
+            raise StoreUnavailableError(
+                f"cannot open a connection pool to {self.where}: {self._reason(exc)}"
+            ) from None
+        self.pool = pool
+
+    async def close_pool(self) -> None:
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            await pool.close()
+
+    # -- statements -------------------------------------------------------------------------
+
+    def _pool(self) -> AsyncConnectionPool[AsyncConnection[TupleRow]]:
+        if self.pool is None:
+            raise ConfigurationError(
+                "the PostgreSQL store is not open: await store.open() (or use open_store) first"
+            )
+        return self.pool
+
+    async def fetchone(
+        self, query: LiteralString, params: Mapping[str, Any] | None = None
+    ) -> TupleRow | None:
+        try:
+            async with self._pool().connection() as conn:
+                cursor = await conn.execute(query, params)
+                return await cursor.fetchone()
+        except PoolClosed:
+            raise ConfigurationError("the PostgreSQL store is closed") from None
+        except psycopg.Error as exc:
+            raise self.translate(exc) from exc
+
+    async def fetchall(
+        self, query: LiteralString, params: Mapping[str, Any] | None = None
+    ) -> list[TupleRow]:
+        try:
+            async with self._pool().connection() as conn:
+                cursor = await conn.execute(query, params)
+                return await cursor.fetchall()
+        except PoolClosed:
+            raise ConfigurationError("the PostgreSQL store is closed") from None
+        except psycopg.Error as exc:
+            raise self.translate(exc) from exc
+
+    async def execute(self, query: LiteralString, params: Mapping[str, Any] | None = None) -> int:
+        """Run a statement; the number of rows it changed."""
+        try:
+            async with self._pool().connection() as conn:
+                cursor = await conn.execute(query, params)
+                return cursor.rowcount
+        except PoolClosed:
+            raise ConfigurationError("the PostgreSQL store is closed") from None
+        except psycopg.Error as exc:
+            raise self.translate(exc) from exc
+
+    # -- errors -----------------------------------------------------------------------------
+
+    def _reason(self, exc: BaseException) -> str:
+        reason = _one_line(exc)
+        if self.password:
+            reason = reason.replace(self.password, "***")
+        return reason
+
+    def translate(self, exc: psycopg.Error) -> StoreError:
+        reason = self._reason(exc)
+        if isinstance(exc, psycopg.errors.UndefinedTable):
+            return StoreError(
+                f"{self.where}: schema {self.schema!r} lacks antifragile's tables ({reason}); "
+                "run `antifragile migrate` or open the store with migrate=True"
+            )
+        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+            return StoreUnavailableError(f"{self.where} is unavailable: {reason}")
+        return StoreError(f"{self.where}, schema {self.schema!r}: {reason}")
+
+
+# -- the protocols ------------------------------------------------------------------------------
+
+
+class PostgresKeyValueStore:
+    """KeyValueStore on the table ``antifragile_kv``.
+
+    Values are stored as the JSON text the codec wrote, so they read back exactly; merge works
+    on them as ``jsonb``, which cannot hold the NUL character (such a merge is refused with
+    ConfigurationError)."""
+
+    def __init__(self, db: _Database) -> None:
+        self._db = db
+
+    async def get(self, key: str, *, now: float) -> Versioned | None:
+        row = await self._db.fetchone(KV_GET, {"key": key, "now": float(now)})
+        if row is None:
+            return None
+        return Versioned(key, decode(row[0]), row[1], row[2])
+
+    async def set(
+        self, key: str, value: JSON, *, now: float, ttl: float | None = None
+    ) -> Versioned:
+        text = encode(value)
+        expires_at = _expiry(now, ttl)
+        params = {"key": key, "value": text, "now": float(now), "expires_at": expires_at}
+        row = await self._db.fetchone(KV_SET, params)
+        assert row is not None
+        return Versioned(key, decode(text), row[0], expires_at)
+
+    async def compare_and_set(
+        self,
+        key: str,
+        value: JSON,
+        *,
+        expected_version: int | None,
+        now: float,
+        ttl: float | None = None,
+    ) -> Versioned | None:
+        text = encode(value)
+        expires_at = _expiry(now, ttl)
+        params: dict[str, Any] = {
+            "key": key,
+            "value": text,
+            "now": float(now),
+            "expires_at": expires_at,
+        }
+        if expected_version is None:
+            row = await self._db.fetchone(KV_CREATE, params)
+        else:
+            params["expected"] = int(expected_version)
+            row = await self._db.fetchone(KV_CAS, params)
+        if row is None:
+            return None
+        return Versioned(key, decode(text), row[0], expires_at)
+
+    async def merge(
+        self, key: str, fields: dict[str, JSON], *, now: float, ttl: float | None = None
+    ) -> Versioned:
+        check_fields(fields)
+        params = {
+            "key": key,
+            "fields": encode(fields),
+            "now": float(now),
+            "expires_at": _expiry(now, ttl),
+            "keep_expiry": ttl is None,
+        }
+        try:
+            row = await self._db.fetchone(KV_MERGE, params)
+        except StoreError as exc:
+            if isinstance(exc.__cause__, psycopg.errors.UntranslatableCharacter):
+                raise ConfigurationError(
+                    f"cannot merge into {key!r}: PostgreSQL JSON cannot hold the NUL character"
+                ) from None
+            raise
+        if row is None:
+            raise ConfigurationError(f"cannot merge fields into {key!r}: its value is not a dict")
+        return Versioned(key, decode(row[0]), row[1], row[2])
+
+    async def delete(self, key: str, *, expected_version: int | None = None, now: float) -> bool:
+        params = {
+            "key": key,
+            "expected": None if expected_version is None else int(expected_version),
+            "now": float(now),
+        }
+        row = await self._db.fetchone(KV_DELETE, params)
+        return bool(row is not None and row[0])
+
+    async def scan(self, prefix: str, *, now: float, limit: int = 100) -> list[Versioned]:
+        upper = prefix_end(prefix)
+        params = {"lower": prefix, "upper": upper, "now": float(now), "limit": int(limit)}
+        rows = await self._db.fetchall(KV_SCAN_FROM if upper is None else KV_SCAN_RANGE, params)
+        return [Versioned(r[0], decode(r[1]), r[2], r[3]) for r in rows]
+
+
+def _idempotency_record(key: str, row: TupleRow) -> IdempotencyRecord:
+    return IdempotencyRecord(
+        key=key,
+        status=IdempotencyStatus(row[0]),
+        owner=row[1],
+        fingerprint=row[2],
+        result=decode(row[3]),
+        created_at=row[4],
+        expires_at=row[5],
+    )
+
+
+class PostgresIdempotencyStore:
+    """IdempotencyStore on the table ``antifragile_idempotency``."""
+
+    def __init__(self, db: _Database) -> None:
+        self._db = db
+
+    async def claim(
+        self,
+        key: str,
+        *,
+        owner: str,
+        now: float,
+        ttl: float,
+        fingerprint: str | None = None,
+    ) -> Claim:
+        now = float(now)
+        params = {
+            "key": key,
+            "owner": owner,
+            "fingerprint": fingerprint,
+            "now": now,
+            "expires_at": now + float(ttl),
+        }
+        for _ in range(_STALE_RETRIES):
+            row = await self._db.fetchone(IDEM_CLAIM, params)
+            if row is not None and row[6]:
+                return Claim(True, _idempotency_record(key, row), fingerprint)
+            # lost: the snapshot shows the record it lost to, unless a commit landed meanwhile
+            if row is not None and row[5] > now:
+                return Claim(False, _idempotency_record(key, row), fingerprint)
+        raise StoreError(f"claim of {key!r} kept meeting concurrent changes; try again")
+
+    async def complete(
+        self,
+        key: str,
+        *,
+        owner: str,
+        status: IdempotencyStatus,
+        result: JSON = None,
+        now: float,
+        ttl: float,
+    ) -> bool:
+        status = check_outcome(status)
+        params = {
+            "key": key,
+            "owner": owner,
+            "status": status.value,
+            "result": encode(result),
+            "now": float(now),
+            "expires_at": float(now) + float(ttl),
+        }
+        return await self._db.execute(IDEM_COMPLETE, params) == 1
+
+    async def get(self, key: str, *, now: float) -> IdempotencyRecord | None:
+        row = await self._db.fetchone(IDEM_GET, {"key": key, "now": float(now)})
+        return None if row is None else _idempotency_record(key, row)
+
+    async def release(self, key: str, *, owner: str) -> bool:
+        return await self._db.execute(IDEM_RELEASE, {"key": key, "owner": owner}) == 1
+
+
+class PostgresLeaseStore:
+    """LeaseStore on the table ``antifragile_leases``."""
+
+    def __init__(self, db: _Database) -> None:
+        self._db = db
+
+    async def acquire(self, name: str, *, owner: str, now: float, ttl: float) -> Lease | None:
+        params = {
+            "name": name,
+            "owner": owner,
+            "now": float(now),
+            "expires_at": float(now) + float(ttl),
+        }
+        row = await self._db.fetchone(LEASE_ACQUIRE, params)
+        return None if row is None else Lease(name, owner, row[0], row[1])
+
+    async def renew(self, name: str, *, owner: str, now: float, ttl: float) -> Lease | None:
+        params = {
+            "name": name,
+            "owner": owner,
+            "now": float(now),
+            "expires_at": float(now) + float(ttl),
+        }
+        row = await self._db.fetchone(LEASE_RENEW, params)
+        return None if row is None else Lease(name, owner, row[0], row[1])
+
+    async def release(self, name: str, *, owner: str) -> bool:
+        return await self._db.execute(LEASE_RELEASE, {"name": name, "owner": owner}) == 1
+
+    async def holder(self, name: str, *, now: float) -> Lease | None:
+        row = await self._db.fetchone(LEASE_HOLDER, {"name": name, "now": float(now)})
+        return None if row is None else Lease(name, row[0], row[1], row[2])
+
+
+class PostgresRateLimitStore:
+    """RateLimitStore on the table ``antifragile_rate_limits``."""
+
+    def __init__(self, db: _Database) -> None:
+        self._db = db
+
+    async def take(
+        self,
+        key: str,
+        *,
+        tokens: float,
+        rate: float,
+        burst: float,
+        max_wait: float,
+        now: float,
+    ) -> TokenGrant:
+        check_rate(rate)
+        n, rate, burst, max_wait = float(tokens), float(rate), float(burst), float(max_wait)
+        params = {
+            "key": key,
+            "tokens": n,
+            "rate": rate,
+            "burst": burst,
+            "max_wait": max_wait,
+            "now": float(now),
+        }
+        for _ in range(_STALE_RETRIES):
+            row = await self._db.fetchone(RATE_TAKE, params)
+            if row is not None and row[2]:
+                left = row[0]
+                return TokenGrant(True, -left / rate if left < 0 else 0.0)
+            # refused: the snapshot must agree, or a commit landed while the statement waited
+            bucket = None if row is None else Bucket(row[0], row[1])
+            grant, _ = take_tokens(
+                bucket, tokens=n, rate=rate, burst=burst, max_wait=max_wait, now=now
+            )
+            if not grant.granted:
+                return grant
+        raise StoreError(f"take from bucket {key!r} kept meeting concurrent changes; try again")
+
+    async def pause(
+        self, key: str, *, seconds: float, rate: float, burst: float, now: float
+    ) -> None:
+        check_rate(rate)
+        if not seconds > 0:
+            return
+        params = {
+            "key": key,
+            "rate": float(rate),
+            "burst": float(burst),
+            "now": float(now),
+            "until": float(now) + float(seconds),
+        }
+        await self._db.execute(RATE_PAUSE, params)
+
+
+def _breaker_record(name: str, row: TupleRow) -> BreakerRecord:
+    return BreakerRecord(name, row[0], row[1], row[2], row[3], row[4])
+
+
+class PostgresBreakerStore:
+    """BreakerStore on the tables ``antifragile_breakers`` and ``antifragile_breaker_windows``."""
+
+    def __init__(self, db: _Database) -> None:
+        self._db = db
+
+    async def load(self, name: str) -> BreakerRecord:
+        row = await self._db.fetchone(BREAKER_LOAD, {"name": name})
+        return BreakerRecord(name) if row is None else _breaker_record(name, row)
+
+    async def compare_and_set(self, expected: BreakerRecord, new: BreakerRecord) -> BreakerRecord:
+        check_breaker_names(expected, new)
+        name = expected.name
+        default = BreakerRecord(name)
+        params = {
+            "name": name,
+            "state": str(new.state),
+            "generation": int(new.generation),
+            "open_until": float(new.open_until),
+            "consecutive_opens": int(new.consecutive_opens),
+            "probes_left": int(new.probes_left),
+            "expected_state": str(expected.state),
+            "expected_generation": int(expected.generation),
+            "expected_probes_left": int(expected.probes_left),
+        }
+        query = BREAKER_CAS_FROM_DEFAULT if breaker_matches(default, expected) else BREAKER_CAS
+        for _ in range(_STALE_RETRIES):
+            row = await self._db.fetchone(query, params)
+            current = default if row is None else _breaker_record(name, row)
+            if row is not None and row[5]:
+                return current
+            if not breaker_matches(current, expected):  # a real loss, not a stale snapshot
+                return current
+        return await self.load(name)
+
+    async def add_outcomes(
+        self,
+        name: str,
+        *,
+        second: int,
+        calls: int,
+        failures: int,
+        slow: int,
+        window: int,
+    ) -> WindowTotals:
+        check_window(window)
+        params = {
+            "name": name,
+            "second": int(second),
+            "calls": int(calls),
+            "failures": int(failures),
+            "slow": int(slow),
+            "window": int(window),
+        }
+        row = await self._db.fetchone(BREAKER_ADD, params)
+        assert row is not None
+        return WindowTotals(calls=row[0], failures=row[1], slow=row[2])
+
+    async def reset_window(self, name: str) -> None:
+        await self._db.execute(BREAKER_RESET, {"name": name})
+
+
+# -- the store ----------------------------------------------------------------------------------
+
+
+class PostgresStore:
+    """Every state protocol on one PostgreSQL schema (see the module docs for the options)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        schema: str | None = None,
+        drop_schema_on_close: bool = False,
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout: float = 5.0,
+        acquire_timeout: float = 10.0,
+        migrate: bool = False,
+        auto_migrate: bool = True,
+    ) -> None:
+        conninfo, own = _split_url(url)
+        schema = schema if schema is not None else own.get("schema", "public")
+        if not schema or len(schema.encode()) > 63 or "\x00" in schema:
+            raise ConfigurationError(f"invalid PostgreSQL schema name {schema!r}")
+        if drop_schema_on_close and schema == "public":
+            raise ConfigurationError("drop_schema_on_close is refused for the schema 'public'")
+        if not 0 <= min_size <= max_size or max_size < 1:
+            raise ConfigurationError(
+                f"pool sizes need 0 <= min_size <= max_size and max_size >= 1, "
+                f"got {min_size}, {max_size}"
+            )
+        if not connect_timeout > 0 or not acquire_timeout > 0:
+            raise ConfigurationError("connect_timeout and acquire_timeout must be > 0 seconds")
+        #: the URL with its password masked
+        self.url = _mask_url(url)
+        self.schema = schema
+        self._clock = clock
+        self._drop_schema_on_close = drop_schema_on_close
+        self._migrate_on_open = migrate
+        self._auto_migrate = auto_migrate
+        self._db = _Database(
+            conninfo,
+            schema=schema,
+            min_size=min_size,
+            max_size=max_size,
+            connect_timeout=float(connect_timeout),
+            acquire_timeout=float(acquire_timeout),
+        )
+        self.kv = PostgresKeyValueStore(self._db)
+        self.idempotency = PostgresIdempotencyStore(self._db)
+        self.leases = PostgresLeaseStore(self._db)
+        self.rate_limits = PostgresRateLimitStore(self._db)
+        self.breakers = PostgresBreakerStore(self._db)
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.url!r}, schema={self.schema!r})"
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, check (or create) the schema, then open the pool.
+
+        Raises StoreUnavailableError when the server cannot be reached or refuses the login,
+        SchemaVersionError for a schema migrated by a newer antifragile, and ConfigurationError
+        for an outdated one (run ``antifragile migrate``).
+        """
+        if self._db.pool is not None:
+            return
+        conn = await self._db.connect()
+        try:
+            applied = await self._applied(conn)
+            available = load_migrations(DIALECT)
+            if self._migrate_on_open or (applied is None and self._auto_migrate):
+                await self._migrate(conn, available)
+            else:
+                pending = plan(applied or set(), available)
+                if pending:
+                    raise ConfigurationError(
+                        f"{self._db.where}: schema {self.schema!r} is at version "
+                        f"{max(applied or {0})}, this antifragile needs {available[-1].version}; "
+                        "run `antifragile migrate` (or open the store with migrate=True)"
+                    )
+        except psycopg.Error as exc:
+            raise self._db.translate(exc) from exc
+        finally:
+            await conn.close()
+        await self._db.open_pool()
+
+    async def close(self) -> None:
+        """Close the pool (dropping the schema first when ``drop_schema_on_close``)."""
+        if self._db.pool is None:
+            return
+        try:
+            if self._drop_schema_on_close:
+                drop = sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                    sql.Identifier(self.schema)
+                )
+                try:
+                    async with self._db.pool.connection() as conn:
+                        await conn.execute(drop)
+                except psycopg.Error as exc:
+                    raise self._db.translate(exc) from exc
+        finally:
+            await self._db.close_pool()
+
+    async def ping(self) -> float:
+        """Round-trip time of ``SELECT 1`` in seconds; raises StoreUnavailableError."""
+        started = time.perf_counter()
+        await self._db.fetchone("SELECT 1")
+        return time.perf_counter() - started
+
+    # -- migrations -------------------------------------------------------------------------
+
+    async def migrate(self) -> list[int]:
+        """Apply the pending migrations (creating the schema if needed); the versions applied.
+
+        Safe to run from several processes at once: each migration is applied exactly once.
+        Works whether or not the store is open. Raises SchemaVersionError for a schema that a
+        newer antifragile migrated.
+        """
+        conn = await self._db.connect()
+        try:
+            return await self._migrate(conn, load_migrations(DIALECT))
+        except psycopg.Error as exc:
+            raise self._db.translate(exc) from exc
+        finally:
+            await conn.close()
+
+    async def schema_version(self) -> int:
+        """The newest migration applied to the schema (0 when it has none)."""
+        conn = await self._db.connect()
+        try:
+            applied = await self._applied(conn)
+        except psycopg.Error as exc:
+            raise self._db.translate(exc) from exc
+        finally:
+            await conn.close()
+        return max(applied, default=0) if applied else 0
+
+    async def _applied(self, conn: AsyncConnection[TupleRow]) -> set[int] | None:
+        """The versions recorded in the schema (None: there is no migrations table)."""
+        cursor = await conn.execute(
+            "SELECT to_regclass(format('%%I.%%I', %(schema)s::text, %(table)s::text))",
+            {"schema": self.schema, "table": MIGRATIONS_TABLE},
+        )
+        found = await cursor.fetchone()
+        if found is None or found[0] is None:
+            return None
+        cursor = await conn.execute("SELECT version FROM antifragile_migrations")
+        return {row[0] for row in await cursor.fetchall()}
+
+    async def _migrate(
+        self, conn: AsyncConnection[TupleRow], available: list[Migration]
+    ) -> list[int]:
+        applied_now: list[int] = []
+        while True:
+            async with conn.transaction():
+                # serialise with every other migrator of this schema until this commit
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(%(key)s::bigint)", {"key": _lock_key(self.schema)}
+                )
+                cursor = await conn.execute(
+                    "SELECT 1 FROM pg_namespace WHERE nspname = %(schema)s", {"schema": self.schema}
+                )
+                if await cursor.fetchone() is None:
+                    await conn.execute(
+                        sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(self.schema))
+                    )
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS antifragile_migrations ("
+                    " version INTEGER PRIMARY KEY,"
+                    " name TEXT NOT NULL,"
+                    " applied_at DOUBLE PRECISION NOT NULL)"
+                )
+                cursor = await conn.execute("SELECT version FROM antifragile_migrations")
+                pending = plan({row[0] for row in await cursor.fetchall()}, available)
+                if not pending:
+                    return applied_now
+                migration = pending[0]
+                for statement in split_statements(migration.sql):
+                    await conn.execute(statement.encode())
+                await conn.execute(
+                    "INSERT INTO antifragile_migrations (version, name, applied_at)"
+                    " VALUES (%(version)s, %(name)s, %(applied_at)s::float8)",
+                    {
+                        "version": migration.version,
+                        "name": migration.name,
+                        "applied_at": self._clock.time(),
+                    },
+                )
+            applied_now.append(migration.version)
