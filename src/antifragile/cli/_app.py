@@ -23,6 +23,7 @@ from antifragile.cli._demo import (
     run_resilient,
     timeline,
 )
+from antifragile.cli._migrate import migrate
 from antifragile.cli._report import board, summary_table, timeline_table
 from antifragile.sandbox import Fault, FlakyServer
 
@@ -32,6 +33,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+app.command()(migrate)
 
 _ORDER = Fault.ok(json={"id": "ord_1", "status": "accepted"})
 
