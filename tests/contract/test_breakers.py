@@ -196,3 +196,21 @@ async def test_concurrent_outcomes_are_all_counted(store: Store) -> None:
     assert await b.add_outcomes("b", second=300, calls=0, failures=0, slow=0, window=10) == (
         WindowTotals(50, 25, 0)
     )
+
+
+async def test_the_writer_id_tells_the_winner_of_equal_proposals(store: Store) -> None:
+    """Two identical transitions but for their writer id: only the winner reads its own id back,
+    the loser reads the winner's record (this is how exactly one process becomes the probe)."""
+    start = BreakerRecord("w", state="open", generation=3, open_until=10.0, probes_left=0)
+    await store.breakers.compare_and_set(BreakerRecord("w"), start)
+    proposals = [
+        BreakerRecord("w", state="half_open", generation=4, probes_left=0, writer=f"p{i}")
+        for i in range(8)
+    ]
+    results = await asyncio.gather(
+        *(store.breakers.compare_and_set(start, proposal) for proposal in proposals)
+    )
+    winners = [p.writer for p, r in zip(proposals, results, strict=True) if r.writer == p.writer]
+    assert len(winners) == 1
+    assert all(r.writer == winners[0] for r in results)
+    assert (await store.breakers.load("w")).writer == winners[0]

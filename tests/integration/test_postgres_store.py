@@ -22,6 +22,7 @@ import psycopg
 import pytest
 
 from antifragile import ConfigurationError, FakeClock, SchemaVersionError, StoreUnavailableError
+from antifragile.stores import _postgres as postgres_module
 from antifragile.stores import open_store
 from antifragile.stores._postgres import PostgresStore
 
@@ -67,6 +68,7 @@ EXPECTED_COLUMNS = {
         ("open_until", "double precision", "NO"),
         ("consecutive_opens", "integer", "NO"),
         ("probes_left", "integer", "NO"),
+        ("writer", "text", "NO"),
     ],
     "antifragile_breaker_windows": [
         ("name", "text", "NO"),
@@ -463,6 +465,69 @@ async def test_a_dropped_connection_surfaces_as_unavailable_then_recovers(
         got = await store.kv.get("k", now=0.0)
         assert got is not None
         assert got.value == 1
+    finally:
+        await store.close()
+
+
+# -- collecting expired rows -------------------------------------------------------------------
+
+
+def _row_counts(url: str, schema: str) -> tuple[int, int, int]:
+    rows = _admin_query(
+        url,
+        f'SELECT (SELECT count(*) FROM "{schema}".antifragile_kv),'
+        f' (SELECT count(*) FROM "{schema}".antifragile_idempotency),'
+        f' (SELECT count(*) FROM "{schema}".antifragile_leases)',
+    )
+    return rows[0]
+
+
+def _purging(store: PostgresStore) -> asyncio.Task[int] | None:
+    """The store's background collection of expired rows, if one was started."""
+    return store._db.purging
+
+
+async def test_purge_expired_deletes_only_expired_rows(postgres_url: str, migrated: str) -> None:
+    """purge_expired(now) deletes the key-value and idempotency rows expired at now, keeps
+    live and permanent ones, and keeps lease rows (their tokens must keep growing)."""
+    store = PostgresStore(postgres_url, schema=migrated)
+    await store.open()
+    try:
+        await store.kv.set("gone", 1, now=0.0, ttl=5)
+        await store.kv.set("live", 1, now=0.0, ttl=50)
+        await store.kv.set("forever", 1, now=0.0)
+        await store.idempotency.claim("gone", owner="w", now=0.0, ttl=5)
+        await store.idempotency.claim("live", owner="w", now=0.0, ttl=50)
+        await store.leases.acquire("old", owner="w", now=0.0, ttl=5)
+        assert await store.purge_expired(now=10.0) == 2
+        assert _row_counts(postgres_url, migrated) == (2, 1, 1)
+        lease = await store.leases.acquire("old", owner="v", now=10.0, ttl=5)
+        assert lease is not None
+        assert lease.token == 2
+    finally:
+        await store.close()
+
+
+async def test_writes_collect_expired_rows_now_and_then(
+    postgres_url: str, migrated: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every PURGE_EVERY writes the store deletes, in the background, the rows expired
+    PURGE_GRACE seconds before the writer's now; what is visible does not change."""
+    monkeypatch.setattr(postgres_module, "PURGE_EVERY", 4)
+    monkeypatch.setattr(postgres_module, "PURGE_GRACE", 10.0)
+    store = PostgresStore(postgres_url, schema=migrated)
+    await store.open()
+    try:
+        await store.kv.set("a", 1, now=0.0, ttl=1)
+        await store.kv.set("b", 1, now=0.0, ttl=15)
+        await store.kv.set("c", 1, now=0.0)
+        assert _purging(store) is None
+        await store.kv.set("c", 2, now=20.0)  # the 4th write: rows expired by 10.0 go
+        purging = _purging(store)
+        assert purging is not None
+        assert await purging == 1
+        assert _row_counts(postgres_url, migrated)[0] == 2
+        assert [v.key for v in await store.kv.scan("", now=20.0)] == ["c"]
     finally:
         await store.close()
 

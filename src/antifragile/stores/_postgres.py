@@ -45,6 +45,12 @@ when ``auto_migrate`` is true (the default), so that ``open_store(url)`` works o
 database. An existing but outdated schema makes :meth:`open` fail with ConfigurationError naming
 the command to run.
 
+Expired rows are invisible at once and deleted later: every ``PURGE_EVERY`` key-value and
+idempotency writes the store deletes, in a background task and in batches that skip rows
+another statement holds, the rows expired ``PURGE_GRACE`` seconds before the writer's own
+``now`` (never by the store's clock); or on demand with :meth:`PostgresStore.purge_expired`.
+Lease, bucket and breaker rows are few and are kept (fencing tokens must never repeat).
+
 Errors. A server that cannot be reached, refuses the credentials, or drops the connection raises
 StoreUnavailableError naming host, port, database and user -- never the password, which is also
 masked in :attr:`PostgresStore.url`. Other database errors raise StoreError.
@@ -113,6 +119,12 @@ _OWN_URL_OPTIONS = ("schema",)
 #: reads the row outright (each retry needs a concurrent commit to land in a microseconds-wide
 #: window, so the bound is never reached in practice)
 _STALE_RETRIES = 20
+#: every this many key-value and idempotency writes, expired rows are deleted
+PURGE_EVERY = 1000
+#: rows are deleted only once expired this many seconds before the writer's ``now``
+PURGE_GRACE = 300.0
+#: rows deleted per statement when purging (each batch is its own short transaction)
+PURGE_BATCH = 5000
 
 # -- SQL ------------------------------------------------------------------------------------
 # Parameters are named (``%(name)s``); casts pin every parameter's type so that the text is
@@ -288,7 +300,7 @@ ON CONFLICT (key) DO UPDATE SET
 """
 
 BREAKER_LOAD: LiteralString = """
-SELECT state, generation, open_until, consecutive_opens, probes_left
+SELECT state, generation, open_until, consecutive_opens, probes_left, writer
 FROM antifragile_breakers WHERE name = %(name)s
 """
 
@@ -296,20 +308,21 @@ FROM antifragile_breakers WHERE name = %(name)s
 BREAKER_CAS_FROM_DEFAULT: LiteralString = """
 WITH swapped AS (
     INSERT INTO antifragile_breakers AS b
-        (name, state, generation, open_until, consecutive_opens, probes_left)
+        (name, state, generation, open_until, consecutive_opens, probes_left, writer)
     VALUES (%(name)s, %(state)s, %(generation)s::bigint, %(open_until)s::float8,
-            %(consecutive_opens)s::integer, %(probes_left)s::integer)
+            %(consecutive_opens)s::integer, %(probes_left)s::integer, %(writer)s)
     ON CONFLICT (name) DO UPDATE SET
         state = EXCLUDED.state, generation = EXCLUDED.generation,
         open_until = EXCLUDED.open_until, consecutive_opens = EXCLUDED.consecutive_opens,
-        probes_left = EXCLUDED.probes_left
+        probes_left = EXCLUDED.probes_left, writer = EXCLUDED.writer
     WHERE b.state = %(expected_state)s AND b.generation = %(expected_generation)s::bigint
       AND b.probes_left = %(expected_probes_left)s::integer
-    RETURNING state, generation, open_until, consecutive_opens, probes_left
+    RETURNING state, generation, open_until, consecutive_opens, probes_left, writer
 )
-SELECT state, generation, open_until, consecutive_opens, probes_left, true FROM swapped
+SELECT state, generation, open_until, consecutive_opens, probes_left, writer, true
+FROM swapped
 UNION ALL
-SELECT state, generation, open_until, consecutive_opens, probes_left, false
+SELECT state, generation, open_until, consecutive_opens, probes_left, writer, false
 FROM antifragile_breakers WHERE name = %(name)s AND NOT EXISTS (SELECT FROM swapped)
 """
 
@@ -319,15 +332,16 @@ WITH swapped AS (
     UPDATE antifragile_breakers SET
         state = %(state)s, generation = %(generation)s::bigint,
         open_until = %(open_until)s::float8, consecutive_opens = %(consecutive_opens)s::integer,
-        probes_left = %(probes_left)s::integer
+        probes_left = %(probes_left)s::integer, writer = %(writer)s
     WHERE name = %(name)s AND state = %(expected_state)s
       AND generation = %(expected_generation)s::bigint
       AND probes_left = %(expected_probes_left)s::integer
-    RETURNING state, generation, open_until, consecutive_opens, probes_left
+    RETURNING state, generation, open_until, consecutive_opens, probes_left, writer
 )
-SELECT state, generation, open_until, consecutive_opens, probes_left, true FROM swapped
+SELECT state, generation, open_until, consecutive_opens, probes_left, writer, true
+FROM swapped
 UNION ALL
-SELECT state, generation, open_until, consecutive_opens, probes_left, false
+SELECT state, generation, open_until, consecutive_opens, probes_left, writer, false
 FROM antifragile_breakers WHERE name = %(name)s AND NOT EXISTS (SELECT FROM swapped)
 """
 
@@ -365,6 +379,19 @@ FROM bucket, earlier
 
 BREAKER_RESET: LiteralString = """
 DELETE FROM antifragile_breaker_windows WHERE name = %(name)s
+"""
+
+# expired rows, a batch at a time, skipping rows a concurrent claim or write has locked
+PURGE_KV: LiteralString = """
+DELETE FROM antifragile_kv WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM antifragile_kv WHERE expires_at <= %(before)s::float8
+    LIMIT %(batch)s::bigint FOR UPDATE SKIP LOCKED))
+"""
+
+PURGE_IDEMPOTENCY: LiteralString = """
+DELETE FROM antifragile_idempotency WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM antifragile_idempotency WHERE expires_at <= %(before)s::float8
+    LIMIT %(batch)s::bigint FOR UPDATE SKIP LOCKED))
 """
 
 
@@ -431,6 +458,8 @@ class _Database:
         self.connect_timeout = connect_timeout
         self.acquire_timeout = acquire_timeout
         self.pool: AsyncConnectionPool[AsyncConnection[TupleRow]] | None = None
+        self.writes = 0
+        self.purging: asyncio.Task[int] | None = None
         try:
             params = conninfo_to_dict(conninfo)
         except psycopg.Error as exc:
@@ -500,9 +529,43 @@ class _Database:
         self.pool = pool
 
     async def close_pool(self) -> None:
+        purging, self.purging = self.purging, None
+        if purging is not None and not purging.done():
+            purging.cancel()
+            await asyncio.wait([purging])  # its outcome is of no interest any more
         pool, self.pool = self.pool, None
         if pool is not None:
             await pool.close()
+
+    # -- collecting expired rows ------------------------------------------------------------
+
+    def wrote(self, now: float) -> None:
+        """Count a key-value or idempotency write made at the caller's *now*; now and then
+        start deleting expired rows in the background (one collection at a time)."""
+        self.writes += 1
+        if self.writes % PURGE_EVERY or self.pool is None:
+            return
+        if self.purging is None or self.purging.done():
+            self.purging = asyncio.get_running_loop().create_task(
+                self._purge_quietly(now - PURGE_GRACE), name="antifragile-postgres-purge"
+            )
+
+    async def purge(self, before: float) -> int:
+        """Delete key-value and idempotency rows expired at *before*; how many."""
+        deleted = 0
+        for query in (PURGE_KV, PURGE_IDEMPOTENCY):
+            while True:
+                count = await self.execute(query, {"before": before, "batch": PURGE_BATCH})
+                deleted += count
+                if count < PURGE_BATCH:
+                    break
+        return deleted
+
+    async def _purge_quietly(self, before: float) -> int:
+        try:
+            return await self.purge(before)
+        except (StoreError, ConfigurationError):  # best effort: the next collection retries
+            return 0
 
     # -- statements -------------------------------------------------------------------------
 
@@ -595,6 +658,7 @@ class PostgresKeyValueStore:
         params = {"key": key, "value": text, "now": float(now), "expires_at": expires_at}
         row = await self._db.fetchone(KV_SET, params)
         assert row is not None
+        self._db.wrote(now)
         return Versioned(key, decode(text), row[0], expires_at)
 
     async def compare_and_set(
@@ -621,6 +685,7 @@ class PostgresKeyValueStore:
             row = await self._db.fetchone(KV_CAS, params)
         if row is None:
             return None
+        self._db.wrote(now)
         return Versioned(key, decode(text), row[0], expires_at)
 
     async def merge(
@@ -644,6 +709,7 @@ class PostgresKeyValueStore:
             raise
         if row is None:
             raise ConfigurationError(f"cannot merge fields into {key!r}: its value is not a dict")
+        self._db.wrote(now)
         return Versioned(key, decode(row[0]), row[1], row[2])
 
     async def delete(self, key: str, *, expected_version: int | None = None, now: float) -> bool:
@@ -700,6 +766,7 @@ class PostgresIdempotencyStore:
         for _ in range(_STALE_RETRIES):
             row = await self._db.fetchone(IDEM_CLAIM, params)
             if row is not None and row[6]:
+                self._db.wrote(now)
                 return Claim(True, _idempotency_record(key, row), fingerprint)
             # lost: the snapshot shows the record it lost to, unless a commit landed meanwhile
             if row is not None and row[5] > now:
@@ -826,7 +893,7 @@ class PostgresRateLimitStore:
 
 
 def _breaker_record(name: str, row: TupleRow) -> BreakerRecord:
-    return BreakerRecord(name, row[0], row[1], row[2], row[3], row[4])
+    return BreakerRecord(name, row[0], row[1], row[2], row[3], row[4], row[5])
 
 
 class PostgresBreakerStore:
@@ -850,6 +917,7 @@ class PostgresBreakerStore:
             "open_until": float(new.open_until),
             "consecutive_opens": int(new.consecutive_opens),
             "probes_left": int(new.probes_left),
+            "writer": str(new.writer),
             "expected_state": str(expected.state),
             "expected_generation": int(expected.generation),
             "expected_probes_left": int(expected.probes_left),
@@ -858,7 +926,7 @@ class PostgresBreakerStore:
         for _ in range(_STALE_RETRIES):
             row = await self._db.fetchone(query, params)
             current = default if row is None else _breaker_record(name, row)
-            if row is not None and row[5]:
+            if row is not None and row[6]:
                 return current
             if not breaker_matches(current, expected):  # a real loss, not a stale snapshot
                 return current
@@ -1018,6 +1086,13 @@ class PostgresStore:
             raise self._db.translate(exc) from exc
         finally:
             await conn.close()
+
+    async def purge_expired(self, *, now: float) -> int:
+        """Delete the key-value and idempotency rows expired at *now*; how many.
+
+        Expired rows are invisible already; this only frees space. The store also does it by
+        itself every ``PURGE_EVERY`` writes, with a grace of ``PURGE_GRACE`` seconds."""
+        return await self._db.purge(float(now))
 
     async def schema_version(self) -> int:
         """The newest migration applied to the schema (0 when it has none)."""

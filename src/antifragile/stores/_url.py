@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from antifragile.errors import ConfigurationError
+from antifragile.errors import ConfigurationError, redact
 from antifragile.policies import SYSTEM_CLOCK, Clock
 from antifragile.stores._protocols import Store
 
@@ -40,7 +40,7 @@ def make_store(url: str, *, clock: Clock = SYSTEM_CLOCK, **options: Any) -> Stor
         return RedisStore(url, clock=clock, **options)
     expected = ", ".join(SCHEMES.values())
     raise ConfigurationError(
-        f"unknown store URL scheme {scheme!r} in {url!r}; expected one of: {expected}"
+        f"unknown store URL scheme {scheme!r} in {redact(url)!r}; expected one of: {expected}"
     )
 
 

@@ -49,7 +49,8 @@ CREATE TABLE antifragile_breakers (
     generation        BIGINT NOT NULL,
     open_until        DOUBLE PRECISION NOT NULL,
     consecutive_opens INTEGER NOT NULL,
-    probes_left       INTEGER NOT NULL
+    probes_left       INTEGER NOT NULL,
+    writer            TEXT NOT NULL DEFAULT ''
 );
 
 -- circuit breakers: outcomes counted in one-second buckets (epoch seconds)
