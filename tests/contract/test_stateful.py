@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from antifragile.stores import (
     Versioned,
     open_store,
 )
+from tests.conftest import POSTGRES_URL, REDIS_URL, require_service
 
 T = TypeVar("T")
 
@@ -339,23 +341,29 @@ class StoreModel(RuleBasedStateMachine):
         assert got == self.lease(name)
 
 
-@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "postgres", "redis"])
 def test_store_agrees_with_the_model(
     backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Any sequence of KV, idempotency and lease operations, with the clock advancing between
     them, gives exactly the results of the documented rules (SQLite also collecting expired
     rows every few writes, which must change nothing visible)."""
-    url = "memory://"
+    url, options = "memory://", {}
+    isolation = f"model{uuid.uuid4().hex[:10]}"
+    if backend == "postgres":
+        require_service("postgres", POSTGRES_URL)
+        url, options = POSTGRES_URL, {"schema": isolation, "drop_schema_on_close": True}
+    if backend == "redis":
+        require_service("redis", REDIS_URL)
+        url, options = REDIS_URL, {"prefix": f"{isolation}:", "flush_prefix_on_close": True}
     if backend == "sqlite":
         url = f"sqlite:///{tmp_path / 'model.db'}?synchronous=normal"
-    if backend == "sqlite":
         from antifragile.stores import _sqlite
 
         monkeypatch.setattr(_sqlite, "PURGE_EVERY", 5)
         monkeypatch.setattr(_sqlite, "PURGE_GRACE", 0.0)
     loop = asyncio.new_event_loop()
-    store = loop.run_until_complete(open_store(url))
+    store = loop.run_until_complete(open_store(url, **options))
 
     class Machine(StoreModel):
         pass
@@ -366,7 +374,7 @@ def test_store_agrees_with_the_model(
         run_state_machine_as_test(
             Machine,
             settings=settings(
-                max_examples=60 if backend == "memory" else 30,
+                max_examples={"memory": 60, "sqlite": 30}.get(backend, 20),
                 stateful_step_count=40,
                 deadline=None,
                 suppress_health_check=[HealthCheck.too_slow],

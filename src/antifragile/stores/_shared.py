@@ -3,27 +3,40 @@
 :class:`SharedCircuitBreaker` keeps a copy of the breaker record in the process and never pays a
 round trip for a successful call in the closed state:
 
-* successes are counted locally and written with the next batch (at most one batch per
-  ``sync_interval``), which also refreshes the cached record -- demand-driven, so an idle
-  process costs nothing;
-* a failure writes the pending batch at once and reads back the window's totals over every
+* a success is one comparison and one counter increment: successes are written with the next
+  batch, at most one batch per ``sync_interval`` and only when there is something to write or
+  read -- so an idle process costs nothing. The batch also re-reads the record, which is how a
+  process that only sees successes learns, within ``sync_interval``, that another one opened the
+  breaker;
+* a failure writes the pending outcomes at once and reads back the window's totals over every
   process; when the failure or slow-call rate crosses its threshold, the transition to open is
   a compare-and-set on the record, so exactly one process opens it and the others adopt the
-  record they read back;
+  record they read back. A failure that does not trip the breaker re-reads the record, so a
+  process whose calls fail learns at its next failure that someone else opened it;
 * leaving open is a compare-and-set too, and its winner is the one probe: exactly one half-open
-  probe goes out across all processes. A probe's result closes or re-opens the breaker for
-  everyone (with several probes allowed, the first result decides);
+  probe goes out across all processes. The probe's result closes or re-opens the breaker for
+  everyone (with several probes allowed, the first result decides). A probe that reports
+  nothing before its deadline -- the open duration of that round, stored in the record's
+  ``open_until`` -- is presumed lost (its process died, or the store was unreachable when it
+  finished), and the next call takes over as a new probe, so the breaker never stays half-open
+  for good;
 * when the store fails or is slower than ``store_timeout``, the breaker falls back to a
-  process-local breaker with the same settings, logs a warning, emits a ``StoreFallback``
-  event, and goes back to the shared state when the store answers again. A call is never
-  blocked or failed because the store is down.
+  process-local breaker with the same settings, starting from the last shared state it knew
+  (an open breaker stays open), logs a warning, emits a ``StoreFallback`` event, retries the
+  store in the background at most once per ``sync_interval``, and goes back to the shared state
+  when the store answers again. A call is never failed because the store is down, and after the
+  first store call that fails or times out, none waits for it.
 
 The shared window is time-based (``shared_window`` seconds of one-second buckets, summed across
-processes); ``minimum_calls`` and the rate thresholds apply to it.
+processes); ``minimum_calls`` and the rate thresholds apply to it. Results of calls admitted
+under an earlier generation of the record are ignored, as in the local breaker. Successes are
+counted without a lock: from several threads at once a success may occasionally go uncounted,
+which only makes the window a little more pessimistic; failures are always counted.
 
 :class:`SharedTokenBucket` takes its tokens from a bucket in the store -- one round trip per
 call, the reservation made atomically by the store, so R tokens per second are handed out across
-all processes -- and falls back to a process-local bucket in the same way.
+all processes -- and falls back to a process-local bucket in the same way (every process then
+allows the full rate on its own until the store is back).
 
 Both need async calls (the async pipeline awaits their I/O); a sync policy refuses them.
 """
@@ -31,29 +44,53 @@ Both need async calls (the async pipeline awaits their I/O); a sync policy refus
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
 from typing import Any, Literal, TypeVar
 
-from antifragile.errors import AntifragileError, CircuitOpenError, ConfigurationError
+from antifragile.errors import (
+    AntifragileError,
+    ConfigurationError,
+    RateLimitedError,
+    StoreUnavailableError,
+)
 from antifragile.observability._context import current_request_id
-from antifragile.observability._events import Observer, StoreFallback
+from antifragile.observability._events import CallRejected, LimiterWait, Observer, StoreFallback
 from antifragile.policies import (
     SYSTEM_CLOCK,
     BreakerSnapshot,
     CircuitBreaker,
     CircuitState,
     Clock,
+    LocalBreakerState,
     TokenBucket,
     default_record,
 )
 from antifragile.policies._clock import Duration, seconds
-from antifragile.stores._protocols import BreakerRecord, BreakerStore, RateLimitStore, Store
+from antifragile.stores._protocols import (
+    BreakerRecord,
+    BreakerStore,
+    RateLimitStore,
+    Store,
+    TokenGrant,
+    WindowTotals,
+)
 
 _log = logging.getLogger("antifragile.stores")
 T = TypeVar("T")
+
+_CLOSED = CircuitState.CLOSED.value
+_OPEN = CircuitState.OPEN.value
+_HALF_OPEN = CircuitState.HALF_OPEN.value
+_DISABLED = CircuitState.DISABLED.value
+
+
+def _writer() -> str:
+    return uuid.uuid4().hex
 
 
 def _snapshot(record: BreakerRecord) -> BreakerSnapshot:
@@ -66,29 +103,27 @@ def _snapshot(record: BreakerRecord) -> BreakerSnapshot:
     )
 
 
-def _as_record(name: str, snap: BreakerSnapshot) -> BreakerRecord:
-    return BreakerRecord(
-        name=name,
-        state=snap.state.value,
-        generation=snap.generation,
-        open_until=snap.open_until,
-        consecutive_opens=snap.consecutive_opens,
-        probes_left=snap.probes_left,
-        writer=uuid.uuid4().hex,
-    )
+def _positive(name: str, value: Duration) -> float:
+    result = seconds(value)
+    if not result > 0:
+        raise ConfigurationError(f"{name} must be > 0 seconds, got {value!r}")
+    return result
 
 
 class _CachedRecord:
-    """The breaker's view of the shared record: a plain attribute, read without I/O."""
+    """The breaker's view of its state, read without I/O: the shared record as last seen, or,
+    while the store is unavailable, the process-local fallback breaker's state."""
 
-    __slots__ = ("record", "snapshot")
+    __slots__ = ("local", "record", "snapshot")
 
     def __init__(self, name: str) -> None:
         self.record = BreakerRecord(name)
         self.snapshot = _snapshot(self.record)
+        self.local: LocalBreakerState | None = None
 
     def get(self) -> BreakerSnapshot:
-        return self.snapshot
+        local = self.local
+        return self.snapshot if local is None else local.get()
 
     def compare_and_set(self, expected: BreakerSnapshot, new: BreakerSnapshot) -> BreakerSnapshot:
         # sync transitions would bypass the store; a shared breaker only transitions async
@@ -103,11 +138,14 @@ class _Fallback:
     """Process-local mode while the store is unavailable: one warning and one event per
     outage, and a retry of the store at most every ``retry_interval`` seconds."""
 
-    def __init__(self, owner: str, kind: str, clock: Clock, retry_interval: float) -> None:
+    def __init__(
+        self, owner: str, kind: str, clock: Clock, retry_interval: float, store_timeout: float
+    ) -> None:
         self.owner = owner
         self.kind = kind
         self.clock = clock
         self.retry_interval = retry_interval
+        self.store_timeout = store_timeout
         self.active = False
         self.since = 0.0
         self.observer: Observer | None = None
@@ -117,11 +155,17 @@ class _Fallback:
         if self.active:
             return
         self.active = True
+        if isinstance(exc, TimeoutError):
+            reason = f"no answer within store_timeout={self.store_timeout:g}s"
+        elif isinstance(exc, AntifragileError):
+            reason = str(exc)
+        else:
+            reason = type(exc).__name__
         _log.warning(
             "%s %r: store unavailable (%s); falling back to process-local state",
             self.kind,
             self.owner,
-            exc if isinstance(exc, AntifragileError) else type(exc).__name__,
+            reason,
         )
         self._emit(True, exc)
 
@@ -153,6 +197,18 @@ async def _bounded(awaitable: Awaitable[T], limit: float) -> T:
         return await awaitable
 
 
+def _spawn(tasks: set[asyncio.Task[Any]], coro: Coroutine[Any, Any, Any]) -> None:
+    """Run *coro* in the background on the running loop (closed unrun without one)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        coro.close()
+        return
+    task: asyncio.Task[Any] = loop.create_task(coro)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+
+
 class SharedCircuitBreaker(CircuitBreaker):
     """A circuit breaker whose state is shared by every process using the same store.
 
@@ -160,11 +216,13 @@ class SharedCircuitBreaker(CircuitBreaker):
     >>> breaker = SharedCircuitBreaker("shopify", store, failure_rate=0.5, minimum_calls=10)
     >>> policy = Policy("shopify", breaker=breaker)
 
-    ``store`` is a :class:`~antifragile.stores.Store` (its ``breakers``) or a
+    ``name`` is also the record's key in the store. ``store`` is a
+    :class:`~antifragile.stores.Store` (its ``breakers``) or a
     :class:`~antifragile.stores.BreakerStore`. Other options are those of
     :class:`~antifragile.CircuitBreaker`, plus ``shared_window`` (seconds),
-    ``sync_interval`` (the longest a batch of successes waits before being written) and
-    ``store_timeout`` (beyond which the store counts as unavailable).
+    ``sync_interval`` (the longest a batch of successes waits before being written, and the
+    pause between two tries of an unavailable store) and ``store_timeout`` (beyond which the
+    store counts as unavailable). Change the state for every process with :meth:`aforce`.
     """
 
     shares_state = True
@@ -189,8 +247,8 @@ class SharedCircuitBreaker(CircuitBreaker):
         clock: Clock = SYSTEM_CLOCK,
         observer: Observer | None = None,
     ) -> None:
-        if not 1 <= shared_window <= 3600:
-            raise ConfigurationError("shared_window must be within [1, 3600] seconds")
+        if not 1 <= shared_window <= 3600 or shared_window != int(shared_window):
+            raise ConfigurationError("shared_window must be a whole number in [1, 3600] seconds")
         options: dict[str, Any] = {
             "failure_rate": failure_rate,
             "slow_call_rate": slow_call_rate,
@@ -207,81 +265,178 @@ class SharedCircuitBreaker(CircuitBreaker):
         }
         self._cache = _CachedRecord(name)
         super().__init__(name, state=self._cache, observer=observer, **options)
+        self._options = options
         self._store: BreakerStore = store.breakers if isinstance(store, Store) else store
-        self._shared_window = shared_window
-        self._sync_interval = seconds(sync_interval)
-        self._store_timeout = seconds(store_timeout)
+        #: the record's key in the store (fixed, even if a policy renames the breaker)
+        self.key = name
+        self._shared_window = int(shared_window)
+        self._sync_interval = _positive("sync_interval", sync_interval)
+        self._store_timeout = _positive("store_timeout", store_timeout)
+        # how stale a non-closed record may be before a call re-reads it
+        self._refresh_interval = min(0.1, self._sync_interval)
         #: the breaker used while the store is unavailable
         self.local = CircuitBreaker(name, **options)
-        self._fallback = _Fallback(name, "circuit_breaker", clock, self._sync_interval)
-        self._pending = [0, 0, 0]  # calls, failures, slow -- not yet written
-        self._synced_at = -float("inf")
+        self._fallback = _Fallback(
+            name, "circuit_breaker", clock, self._sync_interval, self._store_timeout
+        )
+        self._mono = clock.monotonic
+        self._slow_limit = math.inf if self._slow_threshold is None else self._slow_threshold
+        # the hot path: a success whose token equals ``_fast_token`` (the generation of a closed,
+        # shared record; -1 otherwise) only bumps ``_successes``
+        self._fast_token = 0
+        self._successes = 0
+        self._outcomes = [0, 0, 0]  # calls, failures, slow not yet written (besides successes)
+        self._sync_due = -math.inf  # monotonic time from which the next success starts a sync
+        self._synced_at = -math.inf  # when the cached record was last read from the store
         self._sync_task: asyncio.Task[None] | None = None
+        # every store call gets a ticket; a record read by an older call never replaces one
+        # read by a newer call (unless it has a higher generation)
+        self._tickets = itertools.count(1)
+        self._adopted = 0
+        self._probe: BreakerRecord | None = None  # the half-open round this process probes
+        self._probe_permits = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
     def degraded(self) -> bool:
         """Whether the breaker runs process-local because the store is unavailable."""
         return self._fallback.active
 
-    def _is_local(self) -> bool:
-        return self._fallback.active
-
     def use_clock(self, clock: Clock) -> None:
         super().use_clock(clock)
         self.local.use_clock(clock)
         self._fallback.clock = clock
+        self._options["clock"] = clock
+        self._mono = clock.monotonic
 
-    def _bind_observer(self) -> None:
-        self._fallback.observer = self._observer
-        self.local._observer = self._observer
+    def __repr__(self) -> str:
+        mode = ", degraded" if self._fallback.active else ""
+        return f"SharedCircuitBreaker({self.name!r}, state={self.state.value}{mode})"
 
-    # -- store access -------------------------------------------------------------------------
+    # -- the cached record and the store ---------------------------------------------------
+
+    def _adopt(self, record: BreakerRecord, ticket: int) -> None:
+        cached = self._cache.record
+        if ticket < self._adopted and record.generation <= cached.generation:
+            return  # an older read, overtaken by a newer one
+        self._adopted = max(ticket, self._adopted)
+        if record.generation != cached.generation:
+            self._drop_pending()  # outcomes of calls admitted under the earlier generation
+        self._cache.adopt(record)
+        self._synced_at = self._mono()
+        closed = record.state == _CLOSED and not self._fallback.active
+        self._fast_token = record.generation if closed else -1
 
     async def _call_store(self, awaitable: Awaitable[T]) -> T | None:
         """Run one store operation; on failure enter fallback mode and return ``None``."""
         try:
             result = await _bounded(awaitable, self._store_timeout)
-        except (Exception, TimeoutError) as exc:  # any store failure means: go local
-            self._bind_observer()
-            self._fallback.enter(exc)
+        except Exception as exc:  # any store failure (a timeout too) means: go local
+            self._enter_fallback(exc)
             return None
         if self._fallback.active:
-            self._bind_observer()
-            self._fallback.leave()
+            self._leave_fallback()
         return result
 
-    async def _cas_shared(
-        self, expected: BreakerRecord, new: BreakerRecord, reason: str, **rates: float | None
-    ) -> bool | None:
-        """Compare-and-set the shared record; ``None`` when the store is unavailable."""
+    async def _load(self) -> BreakerRecord | None:
+        ticket = next(self._tickets)
+        record = await self._call_store(self._store.load(self.key))
+        if record is not None:
+            self._adopt(record, ticket)
+        return record
+
+    async def _cas(self, expected: BreakerRecord, new: BreakerRecord) -> BreakerRecord | None:
+        """Compare-and-set; the record current afterwards (``new`` when it won), or ``None``
+        when the store is unavailable."""
+        ticket = next(self._tickets)
         current = await self._call_store(self._store.compare_and_set(expected, new))
-        if current is None:
-            return None
-        self._cache.adopt(current)
-        if current.writer != new.writer:
-            return False
-        self._notify(
-            CircuitState(expected.state),
-            CircuitState(new.state),
-            reason,
-            rates.get("failure_rate"),
-            rates.get("slow_rate"),
-            rates.get("open_for"),
+        if current is not None:
+            self._adopt(current, ticket)
+        return current
+
+    async def _transition(
+        self,
+        expected: BreakerRecord,
+        new: BreakerRecord,
+        reason: str,
+        failure_rate: float | None = None,
+        slow_rate: float | None = None,
+        open_for: float | None = None,
+    ) -> BreakerRecord | None:
+        """A compare-and-set that notifies listeners and the observer when it wins."""
+        current = await self._cas(expected, new)
+        if current is not None and current.writer == new.writer:
+            self._notify(
+                CircuitState(expected.state),
+                CircuitState(new.state),
+                reason,
+                failure_rate,
+                slow_rate,
+                open_for,
+            )
+        return current
+
+    # -- fallback ----------------------------------------------------------------------------
+
+    def _bind_observer(self) -> None:
+        self._fallback.owner = self.name
+        self._fallback.observer = self._observer
+        self.local._observer = self._observer
+
+    def _enter_fallback(self, exc: BaseException) -> None:
+        if not self._fallback.active:
+            self._fast_token = -1
+            self._start_local()
+        self._bind_observer()
+        self._fallback.enter(exc)
+
+    def _leave_fallback(self) -> None:
+        self._cache.local = None
+        self._bind_observer()
+        self._fallback.leave()
+        record = self._cache.record
+        self._fast_token = record.generation if record.state == _CLOSED else -1
+
+    def _start_local(self) -> None:
+        """A fresh local breaker that starts where the shared state was last seen.
+
+        It takes the shared generation too, so calls admitted just before the outage report
+        to it. An open (or half-open) record stays open locally until its ``open_until``.
+        """
+        snap = self._cache.snapshot
+        state = CircuitState.OPEN if snap.state is CircuitState.HALF_OPEN else snap.state
+        holder = LocalBreakerState()
+        seeded = BreakerSnapshot(
+            state=state,
+            generation=snap.generation,
+            open_until=snap.open_until if state is CircuitState.OPEN else 0.0,
+            consecutive_opens=snap.consecutive_opens,
         )
-        return True
+        holder.compare_and_set(holder.get(), seeded)
+        self.local = CircuitBreaker(
+            self.name, state=holder, observer=self._observer, **self._options
+        )
+        self._cache.local = holder
+
+    # -- outcomes and syncing ---------------------------------------------------------------
+
+    def _drop_pending(self) -> None:
+        with self._lock:
+            self._successes = 0
+            self._outcomes = [0, 0, 0]
 
     def _take_pending(self) -> tuple[int, int, int]:
         with self._lock:
-            calls, failures, slow = self._pending
-            self._pending = [0, 0, 0]
-        return calls, failures, slow
+            successes, self._successes = self._successes, 0
+            (calls, failures, slow), self._outcomes = self._outcomes, [0, 0, 0]
+        return calls + successes, failures, slow
 
-    async def _flush(self) -> tuple[int, int, int] | None:
+    async def _flush(self) -> WindowTotals | None:
         """Write the pending outcomes; the window totals across processes, or ``None``."""
         calls, failures, slow = self._take_pending()
-        totals = await self._call_store(
+        return await self._call_store(
             self._store.add_outcomes(
-                self.name,
+                self.key,
                 second=int(self._clock.time()),
                 calls=calls,
                 failures=failures,
@@ -289,148 +444,161 @@ class SharedCircuitBreaker(CircuitBreaker):
                 window=self._shared_window,
             )
         )
-        if totals is None:
-            return None
-        self._synced_at = self._clock.monotonic()
-        return totals.calls, totals.failures, totals.slow
 
-    async def _evaluate(self, totals: tuple[int, int, int]) -> None:
-        """Open the shared breaker when the window's rates cross a threshold."""
-        calls, failures, slow = totals
+    async def _evaluate(self, totals: WindowTotals) -> bool:
+        """Open the shared breaker when the window's rates cross a threshold; whether a
+        transition was tried (its compare-and-set also brought the current record)."""
         record = self._cache.record
-        if record.state != CircuitState.CLOSED.value or calls < self.config.minimum_calls:
-            return
-        failure_rate, slow_rate = failures / calls, slow / calls
-        if failure_rate >= self.config.failure_rate or slow_rate >= self.config.slow_call_rate:
-            reason = (
-                f"failure rate {failure_rate:.0%} >= {self.config.failure_rate:.0%}"
-                if failure_rate >= self.config.failure_rate
-                else f"slow-call rate {slow_rate:.0%} >= {self.config.slow_call_rate:.0%}"
-            )
-            await self._open_shared(record, reason, failure_rate, slow_rate)
+        calls = totals.calls
+        if record.state != _CLOSED or calls < self.config.minimum_calls:
+            return False
+        failure_rate, slow_rate = totals.failures / calls, totals.slow / calls
+        if failure_rate >= self.config.failure_rate:
+            reason = f"failure rate {failure_rate:.0%} >= {self.config.failure_rate:.0%}"
+        elif slow_rate >= self.config.slow_call_rate:
+            reason = f"slow-call rate {slow_rate:.0%} >= {self.config.slow_call_rate:.0%}"
+        else:
+            return False
+        await self._open_shared(record, reason, failure_rate, slow_rate)
+        return True
+
+    async def _report(self) -> None:
+        """After a failure: write the outcomes, open if the window says so, else re-read."""
+        totals = await self._flush()
+        if totals is not None and not await self._evaluate(totals):
+            await self._load()
 
     async def _open_shared(
         self, record: BreakerRecord, reason: str, failure_rate: float, slow_rate: float
-    ) -> None:
+    ) -> BreakerRecord | None:
         opens = record.consecutive_opens + 1
         open_for = self.config.open_for(opens)
-        opened = _as_record(
-            self.name,
-            BreakerSnapshot(
-                state=CircuitState.OPEN,
-                generation=record.generation + 1,
-                open_until=self._clock.time() + open_for,
-                consecutive_opens=opens,
-            ),
+        opened = BreakerRecord(
+            self.key,
+            _OPEN,
+            record.generation + 1,
+            self._clock.time() + open_for,
+            opens,
+            0,
+            _writer(),
         )
-        won = await self._cas_shared(
-            record,
-            opened,
-            reason,
-            failure_rate=failure_rate,
-            slow_rate=slow_rate,
-            open_for=open_for,
-        )
-        if won:
-            await self._call_store(self._store.reset_window(self.name))
+        current = await self._transition(record, opened, reason, failure_rate, slow_rate, open_for)
+        if current is not None and current.writer == opened.writer:
+            await self._call_store(self._store.reset_window(self.key))
+        return current
 
-    async def _close_shared(self, record: BreakerRecord) -> None:
-        closed = _as_record(
-            self.name, BreakerSnapshot(state=CircuitState.CLOSED, generation=record.generation + 1)
-        )
-        if await self._cas_shared(record, closed, "probe succeeded"):
-            self._take_pending()
-            await self._call_store(self._store.reset_window(self.name))
+    async def _close_shared(self, record: BreakerRecord) -> BreakerRecord | None:
+        closed = BreakerRecord(self.key, _CLOSED, record.generation + 1, writer=_writer())
+        current = await self._transition(record, closed, "probe succeeded")
+        if current is not None and current.writer == closed.writer:
+            await self._call_store(self._store.reset_window(self.key))
+        return current
 
     async def _sync(self) -> None:
         """Write pending outcomes and refresh the cached record (one batch)."""
         try:
-            pending = any(self._pending)
-            if pending:
+            if self._successes or any(self._outcomes):
                 totals = await self._flush()
-                if totals is not None:
-                    await self._evaluate(totals)
-            record = await self._call_store(self._store.load(self.name))
-            if record is not None:
-                self._cache.adopt(record)
-                self._synced_at = self._clock.monotonic()
+                if totals is None or await self._evaluate(totals):
+                    return
+            await self._load()
         finally:
-            self._sync_task = None
+            if self._sync_task is asyncio.current_task():
+                self._sync_task = None
+            self._sync_due = self._mono() + self._sync_interval
+
+    def _begin_sync(self, loop: asyncio.AbstractEventLoop) -> asyncio.Task[None]:
+        self._sync_due = math.inf  # no success needs to look at the clock meanwhile
+        task = self._sync_task = loop.create_task(self._sync())
+        return task
+
+    def _start_sync(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a sync caller: try again on a later call
+            self._sync_due = self._mono() + self._sync_interval
+            return
+        task = self._sync_task
+        if task is not None and not task.done() and task.get_loop() is loop:
+            return
+        self._begin_sync(loop)
 
     def _maybe_sync(self) -> None:
-        if self._sync_task is not None:
-            return
         if self._fallback.active:
             if not self._fallback.may_retry():
                 return
-        elif self._clock.monotonic() - self._synced_at < self._sync_interval:
+        elif self._mono() < self._sync_due:
             return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        self._sync_task = loop.create_task(self._sync())
+        self._start_sync()
 
     async def refresh(self) -> BreakerSnapshot:
         """Write pending outcomes and read the shared record now."""
-        if self._sync_task is not None:
-            await asyncio.shield(self._sync_task)
-        else:
-            self._sync_task = asyncio.get_running_loop().create_task(self._sync())
-            await self._sync_task
+        loop = asyncio.get_running_loop()
+        task = self._sync_task
+        if task is None or task.done() or task.get_loop() is not loop:
+            task = self._begin_sync(loop)
+        await asyncio.shield(task)
         return self.snapshot
 
     # -- the call protocol, async ---------------------------------------------------------------
+
+    def _probe_round(self, record: BreakerRecord, now: float) -> BreakerRecord:
+        """The half-open record of a new probing round; ``open_until`` is its deadline."""
+        return BreakerRecord(
+            self.key,
+            _HALF_OPEN,
+            record.generation + 1,
+            now + self.config.open_for(max(1, record.consecutive_opens)),
+            record.consecutive_opens,
+            self.config.half_open_calls - 1,
+            _writer(),
+        )
+
+    def _hold_probe(self, record: BreakerRecord) -> None:
+        probe = self._probe
+        if probe is not None and probe.generation == record.generation:
+            self._probe_permits += 1
+        else:
+            self._probe_permits = 1
+        self._probe = record
 
     async def aacquire(self, *, operation: str | None = None) -> int:
         if self._fallback.active:
             self._maybe_sync()
             return self.local.acquire(operation=operation)
-        if self._cache.snapshot.state is not CircuitState.CLOSED and (
-            self._clock.monotonic() - self._synced_at >= min(0.1, self._sync_interval)
+        if (
+            self._cache.record.state != _CLOSED
+            and self._mono() - self._synced_at >= self._refresh_interval
         ):
             await self.refresh()  # a non-closed record is worth re-reading before deciding
-            if self._is_local():
+            if self._fallback.active:
                 return self.local.acquire(operation=operation)
         while True:
             record = self._cache.record
-            state = CircuitState(record.state)
-            if state is CircuitState.CLOSED or state is CircuitState.DISABLED:
+            state = record.state
+            if state == _CLOSED or state == _DISABLED:
                 return record.generation
-            if state is CircuitState.OPEN:
-                if self._clock.time() < record.open_until:
-                    raise self._rejection(self._cache.snapshot, operation)
+            now = self._clock.time()
+            if state == _OPEN and now >= record.open_until:
                 # the winner of the transition is the (first) probe
-                probe = _as_record(
-                    self.name,
-                    replace(
-                        self._cache.snapshot,
-                        state=CircuitState.HALF_OPEN,
-                        generation=record.generation + 1,
-                        probes_left=self.config.half_open_calls - 1,
-                    ),
-                )
-                won = await self._cas_shared(record, probe, "open duration elapsed")
-                if won is None:
-                    return self.local.acquire(operation=operation)
-                if won:
-                    return probe.generation
-                continue
-            if state is CircuitState.HALF_OPEN:
-                if record.probes_left <= 0:
-                    raise self._rejection(self._cache.snapshot, operation)
-                taken = replace(record, probes_left=record.probes_left - 1, writer=uuid.uuid4().hex)
-                current = await self._call_store(self._store.compare_and_set(record, taken))
-                if current is None:
-                    return self.local.acquire(operation=operation)
-                self._cache.adopt(current)
-                if current.writer == taken.writer:
-                    return taken.generation
-                continue
-            raise self._rejection(self._cache.snapshot, operation)
+                claim = self._probe_round(record, now)
+                current = await self._transition(record, claim, "open duration elapsed")
+            elif state == _HALF_OPEN and record.probes_left > 0:
+                claim = replace(record, probes_left=record.probes_left - 1, writer=_writer())
+                current = await self._cas(record, claim)
+            elif state == _HALF_OPEN and now >= record.open_until:
+                claim = self._probe_round(record, now)
+                current = await self._transition(record, claim, "probe reported no result")
+            else:
+                raise self._rejection(self._cache.snapshot, operation)
+            if current is None:
+                return self.local.acquire(operation=operation)
+            if current.writer == claim.writer:
+                self._hold_probe(claim)
+                return claim.generation
 
     def acquire(self, *, operation: str | None = None) -> int:
-        """The sync form works only while the cached record is closed (see the module docs)."""
+        """The sync form only admits calls while the cached record is closed (or disabled)."""
         if self._fallback.active:
             return self.local.acquire(operation=operation)
         snap = self._cache.snapshot
@@ -439,19 +607,34 @@ class SharedCircuitBreaker(CircuitBreaker):
         raise self._rejection(snap, operation)
 
     def on_success(self, token: int, duration: float = 0.0) -> None:
+        if token == self._fast_token and duration < self._slow_limit:
+            self._successes += 1
+            if self._mono() >= self._sync_due:
+                self._start_sync()
+            return
+        self._other_success(token, duration)
+
+    def _other_success(self, token: int, duration: float) -> None:
         if self._fallback.active:
             self.local.on_success(token, duration)
             self._maybe_sync()
             return
-        slow = self._slow_threshold is not None and duration >= self._slow_threshold
-        with self._lock:
-            self._pending[0] += 1
-            if slow:
-                self._pending[2] += 1
+        slow = duration >= self._slow_limit
+        probe = self._probe
+        if probe is not None and probe.generation == token:
+            self._probe = None
+            _spawn(self._tasks, self._probe_done(probe, failure=False, slow=slow))
+            return
         record = self._cache.record
-        if record.generation == token and record.state == CircuitState.HALF_OPEN.value:
-            self._spawn(self._probe_done(record, failure=False, slow=slow))
-        self._maybe_sync()
+        if record.generation != token or record.state != _CLOSED:
+            return  # admitted under an earlier state, or the breaker records nothing
+        with self._lock:
+            self._outcomes[0] += 1
+            self._outcomes[2] += slow
+        if slow:
+            _spawn(self._tasks, self._report())
+        else:
+            self._maybe_sync()
 
     async def aon_failure(self, token: int, exc: BaseException, duration: float = 0.0) -> None:
         if self._fallback.active:
@@ -459,80 +642,115 @@ class SharedCircuitBreaker(CircuitBreaker):
             self._maybe_sync()
             return
         failure = self._record(exc)
-        slow = self._slow_threshold is not None and duration >= self._slow_threshold
-        with self._lock:
-            self._pending[0] += 1
-            self._pending[1] += failure
-            self._pending[2] += slow
-        record = self._cache.record
-        if record.generation != token:
-            self._maybe_sync()
+        slow = duration >= self._slow_limit
+        probe = self._probe
+        if probe is not None and probe.generation == token:
+            self._probe = None
+            await self._probe_done(probe, failure=failure, slow=slow)
             return
-        if record.state == CircuitState.HALF_OPEN.value:
-            await self._probe_done(record, failure=failure, slow=slow)
-        elif failure or slow:
-            totals = await self._flush()
-            if totals is not None:
-                await self._evaluate(totals)
+        if not self._count(token, failure, slow):
+            return
+        if failure or slow:
+            await self._report()
+        else:
+            self._maybe_sync()
 
     def on_failure(self, token: int, exc: BaseException, duration: float = 0.0) -> None:
-        """Sync form: the failure is counted and written with the next batch."""
+        """Sync form: counted now, written in the background (when an event loop runs)."""
         if self._fallback.active:
             self.local.on_failure(token, exc, duration)
             return
+        failure = self._record(exc)
+        slow = duration >= self._slow_limit
+        if not self._count(token, failure, slow):
+            return
+        if failure or slow:
+            _spawn(self._tasks, self._report())
+        else:
+            self._maybe_sync()
+
+    def _count(self, token: int, failure: bool, slow: bool) -> bool:
+        record = self._cache.record
+        if record.generation != token or record.state != _CLOSED:
+            return False
         with self._lock:
-            self._pending[0] += 1
-            self._pending[1] += self._record(exc)
-        self._maybe_sync()
+            outcomes = self._outcomes
+            outcomes[0] += 1
+            outcomes[1] += failure
+            outcomes[2] += slow
+        return True
 
     def release(self, token: int) -> None:
-        record = self._cache.record
-        if record.state == CircuitState.HALF_OPEN.value and record.generation == token:
-            returned = replace(record, probes_left=record.probes_left + 1, writer=uuid.uuid4().hex)
-            self._spawn(self._call_store(self._store.compare_and_set(record, returned)))
-
-    async def _probe_done(self, record: BreakerRecord, *, failure: bool, slow: bool) -> None:
-        if failure or slow:
-            rate = 1.0
-            await self._open_shared(record, "probe failed", rate if failure else 0.0, float(slow))
-        else:
-            await self._close_shared(record)
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            coro.close()
+        """The admitted call ended without an outcome: give its probe permit back."""
+        if self._fallback.active:
+            self.local.release(token)
             return
-        task: asyncio.Task[Any] = loop.create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        probe = self._probe
+        if probe is None or probe.generation != token:
+            return
+        self._probe_permits -= 1
+        if self._probe_permits <= 0:
+            self._probe = None
+        _spawn(self._tasks, self._return_permit(probe))
 
-    @property
-    def _background(self) -> set[asyncio.Task[Any]]:
-        tasks: set[asyncio.Task[Any]] | None = self.__dict__.get("_tasks")
-        if tasks is None:
-            tasks = self.__dict__["_tasks"] = set()
-        return tasks
+    async def _return_permit(self, probe: BreakerRecord) -> None:
+        expected = probe
+        while True:
+            returned = replace(expected, probes_left=expected.probes_left + 1, writer=_writer())
+            current = await self._cas(expected, returned)
+            if current is None or current.writer == returned.writer:
+                return
+            if current.state != _HALF_OPEN or current.generation != probe.generation:
+                return  # the round is over: nothing to give back
+            expected = current
+
+    async def _probe_done(self, probe: BreakerRecord, *, failure: bool, slow: bool) -> None:
+        """The first result of a probing round closes or re-opens the breaker for everyone."""
+        expected = probe
+        while True:
+            if failure or slow:
+                failure_rate = 1.0 if failure else 0.0
+                current = await self._open_shared(
+                    expected, "probe failed", failure_rate, float(slow)
+                )
+            else:
+                current = await self._close_shared(expected)
+            if (
+                current is None
+                or current.state != _HALF_OPEN
+                or current.generation != probe.generation
+            ):
+                return  # done (won, or the round is over), or the store is unavailable
+            # lost only because the probe permits changed meanwhile (another probe of the round)
+            expected = current
 
     # -- manual control ---------------------------------------------------------------------
 
     async def aforce(self, state: Literal["closed", "forced_open", "disabled"]) -> None:
-        """Set the shared state for every process (``reset``, ``force_open``, ``disable``)."""
+        """Set the shared state for every process: ``"closed"`` (reset: close and forget the
+        window), ``"forced_open"`` (reject every call) or ``"disabled"`` (let every call
+        through, record nothing). Raises StoreUnavailableError when the store cannot be used.
+        """
         target = CircuitState(state)
+        if target not in (CircuitState.CLOSED, CircuitState.FORCED_OPEN, CircuitState.DISABLED):
+            raise ConfigurationError(f"aforce takes closed, forced_open or disabled, not {state!r}")
         while True:
-            record = await self._call_store(self._store.load(self.name))
+            record = await self._load()
             if record is None:
-                raise CircuitOpenError(
-                    f"circuit breaker {self.name!r}: the store is unavailable", provider=self.name
-                )
-            new = _as_record(
-                self.name, BreakerSnapshot(state=target, generation=record.generation + 1)
-            )
-            won = await self._cas_shared(record, new, f"set to {state}")
-            if won:
-                await self._call_store(self._store.reset_window(self.name))
+                break
+            new = BreakerRecord(self.key, target.value, record.generation + 1, writer=_writer())
+            current = await self._cas(record, new)
+            if current is None:
+                break
+            if current.writer == new.writer:
+                self._probe = None
+                await self._call_store(self._store.reset_window(self.key))
+                if record.state != target.value:
+                    self._notify(CircuitState(record.state), target, f"set to {state}")
                 return
+        raise StoreUnavailableError(
+            f"circuit breaker {self.name!r}: the store is unavailable; its state was not changed"
+        )
 
     def _force(self, state: CircuitState, reason: str) -> None:
         raise ConfigurationError(
@@ -543,7 +761,9 @@ class SharedCircuitBreaker(CircuitBreaker):
 class SharedTokenBucket(TokenBucket):
     """A token bucket kept in a store and shared by every process (see the module docs).
 
-    ``key`` names the bucket in the store (default: the bucket's ``name``).
+    ``key`` names the bucket in the store (default: the bucket's ``name``). While the store is
+    unavailable the bucket works process-locally and tries the store again, in the background,
+    at most once a second.
     """
 
     shares_state = True
@@ -573,8 +793,10 @@ class SharedTokenBucket(TokenBucket):
         )
         self._rate_store: RateLimitStore = store.rate_limits if isinstance(store, Store) else store
         self._key = key
-        self._store_timeout = seconds(store_timeout)
-        self._fallback_state = _Fallback(name, "rate_limiter", clock, 1.0)
+        self._store_timeout = _positive("store_timeout", store_timeout)
+        self._fallback_state = _Fallback(name, "rate_limiter", clock, 1.0, self._store_timeout)
+        self._probing: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
     def key(self) -> str:
@@ -582,43 +804,83 @@ class SharedTokenBucket(TokenBucket):
 
     @property
     def degraded(self) -> bool:
+        """Whether the bucket runs process-local because the store is unavailable."""
         return self._fallback_state.active
 
     def use_clock(self, clock: Clock) -> None:
         super().use_clock(clock)
         self._fallback_state.clock = clock
 
+    def _enter_fallback(self, exc: BaseException) -> None:
+        fallback = self._fallback_state
+        fallback.owner = self.name
+        fallback.observer = self._observer
+        fallback.enter(exc)
+
+    def _leave_fallback(self) -> None:
+        fallback = self._fallback_state
+        fallback.observer = self._observer
+        fallback.leave()
+
+    async def _take(self, tokens: float, max_wait: float) -> TokenGrant:
+        coro = self._rate_store.take(
+            self.key,
+            tokens=tokens,
+            rate=self.rate,
+            burst=self.burst,
+            max_wait=max_wait,
+            now=self._clock.time(),
+        )
+        return await _bounded(coro, self._store_timeout)
+
+    async def _probe_store(self) -> None:
+        """Try the store without taking anything (a zero-token take changes no level)."""
+        try:
+            await self._take(0.0, 0.0)
+        except Exception as exc:
+            self._enter_fallback(exc)
+        else:
+            self._leave_fallback()
+        finally:
+            self._probing = None
+
     async def areserve(self, tokens: float = 1.0, operation: str | None = None) -> float:
         fallback = self._fallback_state
-        if fallback.active and not fallback.may_retry():
+        if fallback.active:
+            if self._probing is None and fallback.may_retry():
+                fallback.since = self._clock.monotonic()
+                self._probing = asyncio.get_running_loop().create_task(self._probe_store())
             return self.reserve(tokens, operation)
         try:
-            grant = await _bounded(
-                self._rate_store.take(
-                    self.key,
-                    tokens=tokens,
-                    rate=self.rate,
-                    burst=self.burst,
-                    max_wait=self.max_wait,
-                    now=self._clock.time(),
-                ),
-                self._store_timeout,
-            )
-        except (Exception, TimeoutError) as exc:
-            fallback.observer = self._observer
-            fallback.enter(exc)
+            grant = await self._take(tokens, self.max_wait)
+        except Exception as exc:  # any store failure (a timeout too) means: go local
+            self._enter_fallback(exc)
             return self.reserve(tokens, operation)
-        if fallback.active:
-            fallback.observer = self._observer
-            fallback.leave()
         if not grant.granted:
-            self._reject_shared(grant.wait, operation)
-        return grant.wait
+            raise self._rejection(grant.wait, operation)
+        wait: float = grant.wait
+        if wait > 0 and self._observer is not None:
+            self._observer.on_event(
+                LimiterWait(
+                    policy=self.name,
+                    operation=operation,
+                    request_id=current_request_id(),
+                    wait=wait,
+                )
+            )
+        return wait
 
-    def _reject_shared(self, wait: float, operation: str | None) -> None:
-        from antifragile.errors import RateLimitedError
-        from antifragile.observability._events import CallRejected
+    async def aacquire(self, tokens: float = 1.0, *, operation: str | None = None) -> None:
+        """Take *tokens* from the shared bucket, suspending the task if needed."""
+        wait = await self.areserve(tokens, operation)
+        if wait > 0:
+            try:
+                await self._clock.asleep(wait)
+            except BaseException:
+                self.refund(tokens)
+                raise
 
+    def _rejection(self, wait: float, operation: str | None) -> RateLimitedError:
         if self._observer is not None:
             self._observer.on_event(
                 CallRejected(
@@ -630,7 +892,7 @@ class SharedTokenBucket(TokenBucket):
                     retry_after=wait,
                 )
             )
-        raise RateLimitedError(
+        return RateLimitedError(
             f"rate limiter {self.name!r}: next token in {wait:.2f}s, beyond max_wait "
             f"{self.max_wait:g}s",
             provider=self.name,
@@ -644,22 +906,17 @@ class SharedTokenBucket(TokenBucket):
         if seconds <= 0 or self._fallback_state.active:
             return
         try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no event loop: the pause stays local
             return
         coro = self._rate_store.pause(
             self.key, seconds=seconds, rate=self.rate, burst=self.burst, now=self._clock.time()
         )
-        task = loop.create_task(_quiet(_bounded(coro, self._store_timeout)))
-        _PAUSES.add(task)
-        task.add_done_callback(_PAUSES.discard)
-
-
-_PAUSES: set[asyncio.Task[None]] = set()
+        _spawn(self._tasks, _quiet(_bounded(coro, self._store_timeout)))
 
 
 async def _quiet(awaitable: Awaitable[Any]) -> None:
     try:
         await awaitable
-    except (Exception, TimeoutError):
+    except Exception:
         _log.debug("could not write a rate-limit pause to the store", exc_info=True)
