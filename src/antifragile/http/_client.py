@@ -39,23 +39,42 @@ from antifragile.observability._context import (
     current_request_id,
     new_request_id,
     request_context,
+    reset_request_id,
+    set_request_id,
 )
 from antifragile.policies import Policy, time_remaining
 
-_RATE_HEADER_HINTS = ("ratelimit", "rate-limit", "api-call-limit")
-
 Timeout = float | httpx.Timeout | None
+
+#: a deadline this close to the configured timeout keeps the client's own timeout object
+_TIMEOUT_SLACK = 0.05
 
 
 def _rate_headers(headers: httpx.Headers) -> dict[str, str] | None:
-    """The rate-limit related headers, lower-cased, or ``None`` when there are none."""
+    """The rate-limit related headers, lower-cased, or ``None`` when there are none.
+
+    Reads the raw header list once: this runs on every response, and most have none.
+    """
     found: dict[str, str] | None = None
-    for name, value in headers.items():
-        if name == "retry-after" or any(hint in name for hint in _RATE_HEADER_HINTS):
+    for raw_name, raw_value in headers.raw:
+        name = raw_name.lower()
+        if (
+            (b"rate" in name and (b"ratelimit" in name or b"rate-limit" in name))
+            or b"api-call-limit" in name
+            or name == b"retry-after"
+        ):
             if found is None:
                 found = {}
-            found[name] = value
+            key = name.decode("latin-1")
+            value = raw_value.decode("latin-1")
+            found[key] = f"{found[key]}, {value}" if key in found else value
     return found
+
+
+def _path_of(url: str) -> str:
+    if url.startswith("/"):
+        return url.split("?", 1)[0].split("#", 1)[0]
+    return urlsplit(url).path or "/"
 
 
 class _ClientCore:
@@ -82,11 +101,16 @@ class _ClientCore:
         self.request_id_header = request_id_header
         self._secrets = tuple(s for s in secrets if s)
 
-    def _timeout_for(self, timeout: Timeout) -> Timeout:
+    def _timeout_for(self, timeout: Timeout) -> Timeout | httpx._client.UseClientDefault:
         """The httpx timeout for one attempt: the configured one, cut to the deadline."""
         remaining = time_remaining()
-        if remaining is None:
-            return timeout
+        if remaining is None or (
+            timeout is self.timeout
+            and isinstance(timeout, int | float)
+            and remaining >= timeout - _TIMEOUT_SLACK
+        ):
+            # the client's own timeout object already says it: no per-request copy
+            return httpx.USE_CLIENT_DEFAULT if timeout is self.timeout else timeout
         remaining = max(remaining, 0.001)
         if timeout is None:
             return remaining
@@ -117,7 +141,7 @@ class _ClientCore:
             merged[self.idempotency_header] = idempotency_key
         method = method.upper()
         if operation is None:
-            operation = f"{method} {urlsplit(url).path or '/'}"
+            operation = f"{method} {_path_of(url)}"
         safe = is_idempotent(method, idempotency_key) if replay_safe is None else replay_safe
         return merged, request_id, safe, operation
 
@@ -145,10 +169,12 @@ class _ClientCore:
         self, response: httpx.Response, operation: str, safe: bool, request_id: str
     ) -> IntegrationError | None:
         """Feed rate-limit headers to the limiter; the error the response stands for, if any."""
-        rate_headers = _rate_headers(response.headers)
-        if rate_headers is not None and self.policy.rate is not None:
-            info = parse_rate_limit(rate_headers, time.time(), status=response.status_code)
-            self.policy.rate.observe(info, operation=operation)
+        limiter = self.policy.rate
+        if limiter is not None:
+            rate_headers = _rate_headers(response.headers)
+            if rate_headers is not None:
+                info = parse_rate_limit(rate_headers, time.time(), status=response.status_code)
+                limiter.observe(info, operation=operation)
         if response.status_code < 400:
             return None
         error = classify_response(
@@ -260,8 +286,11 @@ class ResilientClient(_ClientCore):
 
         if current_request_id() is not None:
             return await self.policy.arun(attempt, operation=operation, replay_safe=safe)
-        with request_context(request_id):  # events and nested calls see this call's id
+        token = set_request_id(request_id)  # events and nested calls see this call's id
+        try:
             return await self.policy.arun(attempt, operation=operation, replay_safe=safe)
+        finally:
+            reset_request_id(token)
 
     async def request_safe(self, method: str, url: str, **kwargs: Any) -> Envelope[httpx.Response]:
         """Like :meth:`request`, but returns the response envelope and never raises."""
@@ -373,8 +402,11 @@ class SyncResilientClient(_ClientCore):
 
         if current_request_id() is not None:
             return self.policy.run(attempt, operation=operation, replay_safe=safe)
-        with request_context(request_id):  # events and nested calls see this call's id
+        token = set_request_id(request_id)  # events and nested calls see this call's id
+        try:
             return self.policy.run(attempt, operation=operation, replay_safe=safe)
+        finally:
+            reset_request_id(token)
 
     def request_safe(self, method: str, url: str, **kwargs: Any) -> Envelope[httpx.Response]:
         """Like :meth:`request`, but returns the response envelope and never raises."""

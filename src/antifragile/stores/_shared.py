@@ -345,7 +345,9 @@ class SharedCircuitBreaker(CircuitBreaker):
             self._adopt(record, ticket)
         return record
 
-    async def _cas(self, expected: BreakerRecord, new: BreakerRecord) -> BreakerRecord | None:
+    async def _cas_record(
+        self, expected: BreakerRecord, new: BreakerRecord
+    ) -> BreakerRecord | None:
         """Compare-and-set; the record current afterwards (``new`` when it won), or ``None``
         when the store is unavailable."""
         ticket = next(self._tickets)
@@ -364,7 +366,7 @@ class SharedCircuitBreaker(CircuitBreaker):
         open_for: float | None = None,
     ) -> BreakerRecord | None:
         """A compare-and-set that notifies listeners and the observer when it wins."""
-        current = await self._cas(expected, new)
+        current = await self._cas_record(expected, new)
         if current is not None and current.writer == new.writer:
             self._notify(
                 CircuitState(expected.state),
@@ -571,12 +573,12 @@ class SharedCircuitBreaker(CircuitBreaker):
             and self._mono() - self._synced_at >= self._refresh_interval
         ):
             await self.refresh()  # a non-closed record is worth re-reading before deciding
-            if self._fallback.active:
+            if self.degraded:  # the store failed meanwhile
                 return self.local.acquire(operation=operation)
         while True:
             record = self._cache.record
             state = record.state
-            if state == _CLOSED or state == _DISABLED:
+            if state in (_CLOSED, _DISABLED):
                 return record.generation
             now = self._clock.time()
             if state == _OPEN and now >= record.open_until:
@@ -585,7 +587,7 @@ class SharedCircuitBreaker(CircuitBreaker):
                 current = await self._transition(record, claim, "open duration elapsed")
             elif state == _HALF_OPEN and record.probes_left > 0:
                 claim = replace(record, probes_left=record.probes_left - 1, writer=_writer())
-                current = await self._cas(record, claim)
+                current = await self._cas_record(record, claim)
             elif state == _HALF_OPEN and now >= record.open_until:
                 claim = self._probe_round(record, now)
                 current = await self._transition(record, claim, "probe reported no result")
@@ -697,7 +699,7 @@ class SharedCircuitBreaker(CircuitBreaker):
         expected = probe
         while True:
             returned = replace(expected, probes_left=expected.probes_left + 1, writer=_writer())
-            current = await self._cas(expected, returned)
+            current = await self._cas_record(expected, returned)
             if current is None or current.writer == returned.writer:
                 return
             if current.state != _HALF_OPEN or current.generation != probe.generation:
@@ -739,7 +741,7 @@ class SharedCircuitBreaker(CircuitBreaker):
             if record is None:
                 break
             new = BreakerRecord(self.key, target.value, record.generation + 1, writer=_writer())
-            current = await self._cas(record, new)
+            current = await self._cas_record(record, new)
             if current is None:
                 break
             if current.writer == new.writer:
