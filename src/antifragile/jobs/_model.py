@@ -1,0 +1,196 @@
+"""What a durable job is: its states, its record, the outcomes a worker reports.
+
+Life of a job::
+
+    enqueue --(run_at in the future)--> scheduled --(run_at reached)--> (claimable)
+    enqueue ------------------------------------------------------------> queued
+    queued/scheduled/retrying --claim (lease)--> running
+    running --success--> succeeded
+    running --failure, attempts left--> retrying (run_at = next attempt)
+    running --defer (provider breaker open)--> queued (run_at = when it half-opens; the attempt
+                                                       is not counted)
+    running --permanent failure or attempts exhausted--> dead          (the dead-letter queue)
+    running --release (worker stopping)--> queued (attempt not counted)
+    running --lease expired (worker died)--> claimable again, automatically
+    dead --redrive--> queued (attempts start again; the history is kept)
+    dead --resolve/discard (with a reason)--> resolved
+
+Every state change is one atomic statement or transaction in the store. A job is delivered at
+least once; jobs whose effects must happen once carry an idempotency key and reach providers
+through idempotent operations.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+JSON = Any
+
+
+class JobState(enum.StrEnum):
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    DEAD = "dead"
+    RESOLVED = "resolved"
+
+
+#: states a worker may claim from (when ``run_at <= now``), besides an expired ``running``
+CLAIMABLE: frozenset[JobState] = frozenset(
+    {JobState.SCHEDULED, JobState.QUEUED, JobState.RETRYING}
+)
+#: states a job never leaves by itself
+FINAL: frozenset[JobState] = frozenset({JobState.SUCCEEDED, JobState.DEAD, JobState.RESOLVED})
+
+
+def new_job_id() -> str:
+    """A time-ordered id: 12 hex digits of milliseconds, then 20 random hex digits."""
+    return f"{int(time.time() * 1000):012x}{os.urandom(10).hex()}"
+
+
+@dataclass(frozen=True, slots=True)
+class StatusFlag:
+    """An entity flag the store updates in the same transaction as the job's state.
+
+    The KV entry ``key`` (a JSON object) gets ``field`` set to ``pending`` when the job is
+    enqueued (and while it is retried), ``succeeded`` when it succeeds and ``failed`` when it
+    goes dead -- so a flag never says "sent" for an email that was not sent.
+    """
+
+    key: str
+    field: str
+    pending: str = "pending"
+    succeeded: str = "sent"
+    failed: str = "failed"
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "key": self.key,
+            "field": self.field,
+            "pending": self.pending,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, str]) -> StatusFlag:
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job to enqueue (validated and encoded already)."""
+
+    name: str
+    queue: str
+    payload: JSON
+    run_at: float
+    max_attempts: int
+    id: str = field(default_factory=new_job_id)
+    priority: int = 0
+    payload_version: int = 1
+    idempotency_key: str | None = None
+    provider: str | None = None
+    timeout: float | None = None
+    status_flag: StatusFlag | None = None
+    state_data: JSON = None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job as stored."""
+
+    id: str
+    name: str
+    queue: str
+    state: JobState
+    priority: int
+    payload: JSON
+    payload_version: int
+    idempotency_key: str | None
+    attempts: int
+    max_attempts: int
+    run_at: float
+    created_at: float
+    updated_at: float
+    provider: str | None = None
+    timeout: float | None = None
+    lease_owner: str | None = None
+    lease_until: float | None = None
+    first_failed_at: float | None = None
+    last_failed_at: float | None = None
+    last_error_code: str | None = None
+    last_error: str | None = None
+    history: tuple[dict[str, Any], ...] = ()
+    result: JSON = None
+    resolution: str | None = None
+    status_flag: StatusFlag | None = None
+    state_data: JSON = None
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    """The result of enqueueing one job: its id, and whether this call created it (``False``
+    when a job with the same idempotency key already existed -- ``id`` is then that job's)."""
+
+    id: str
+    created: bool
+
+
+OutcomeKind = Literal["succeeded", "retry", "defer", "dead", "release"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a worker reports for a job it holds.
+
+    * ``succeeded``: ``result`` is stored;
+    * ``retry``: the attempt failed, the job runs again at ``run_at`` (attempts + 1);
+    * ``defer``: not attempted (the provider's breaker is open); runs at ``run_at``, attempts
+      unchanged;
+    * ``dead``: failed for good (attempts + 1): the job enters the dead-letter queue;
+    * ``release``: not finished (the worker is stopping): claimable again at once, attempts
+      unchanged.
+
+    ``attempt`` is the record appended to the job's history (``number``, ``started_at``,
+    ``duration``, ``code``, ``message``, ``status``; redacted) for ``retry`` and ``dead``, and
+    for ``succeeded`` when the caller wants it kept.
+    """
+
+    job_id: str
+    kind: OutcomeKind
+    run_at: float | None = None
+    result: JSON = None
+    attempt: dict[str, Any] | None = None
+    error_code: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Which jobs an operator means: every field that is set must match."""
+
+    states: tuple[JobState, ...] = ()
+    queue: str | None = None
+    name: str | None = None
+    provider: str | None = None
+    error_code: str | None = None
+    older_than: float | None = None  # updated_at < this (epoch seconds)
+    newer_than: float | None = None  # updated_at >= this
+    ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Depth and lag of one queue: jobs per state, and the age of the oldest ready job."""
+
+    queue: str
+    counts: dict[str, int]
+    oldest_ready_at: float | None

@@ -1,0 +1,97 @@
+"""The atomic operations a job-queue backend provides (SQLite and PostgreSQL).
+
+Each operation is one statement or one transaction in the database -- claims use
+``UPDATE ... RETURNING`` over a ``FOR UPDATE SKIP LOCKED`` selection on PostgreSQL and a
+``BEGIN IMMEDIATE`` transaction on SQLite -- so any number of worker processes may share a
+queue. Batches (several jobs claimed or completed in one transaction) are how the queue reaches
+its throughput; every method takes and returns lists.
+
+Time comes from the caller (``now``, wall-clock epoch seconds), as in the state stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from antifragile.jobs._model import Enqueued, Job, JobFilter, NewJob, Outcome, QueueStats
+
+
+@runtime_checkable
+class JobQueue(Protocol):
+    """A durable job queue with leases, retries, a dead-letter queue and status flags."""
+
+    async def enqueue(
+        self, jobs: Sequence[NewJob], *, now: float, connection: Any = None
+    ) -> list[Enqueued]:
+        """Insert *jobs* (one transaction). A job whose ``idempotency_key`` already exists is
+        not inserted again: its ``Enqueued`` names the existing job with ``created=False``.
+
+        A job gets state ``scheduled`` when ``run_at > now``, else ``queued``. Its status flag,
+        if any, is set to its ``pending`` value in the same transaction.
+
+        With *connection* -- a ``sqlite3.Connection`` / psycopg connection the caller holds, or an
+        SQLAlchemy ``Session`` / ``Connection`` on the same database -- the rows are written in
+        the caller's open transaction and are committed or rolled back with it (the
+        transactional outbox); the queue does not commit.
+        """
+        ...
+
+    async def claim(
+        self,
+        *,
+        worker: str,
+        limit: int,
+        lease: float,
+        now: float,
+        queues: Sequence[str] | None = None,
+    ) -> list[Job]:
+        """Lease up to *limit* runnable jobs to *worker* until ``now + lease``.
+
+        Runnable: state scheduled/queued/retrying with ``run_at <= now``, or ``running`` with an
+        expired lease (its worker died: it is taken over, automatically). Order: priority
+        (higher first), then ``run_at``, then id. Claimed jobs are ``running``."""
+        ...
+
+    async def heartbeat(
+        self, job_ids: Sequence[str], *, worker: str, lease: float, now: float
+    ) -> list[str]:
+        """Extend the leases *worker* still holds; returns the ids it still holds."""
+        ...
+
+    async def complete(self, outcomes: Sequence[Outcome], *, worker: str, now: float) -> list[str]:
+        """Record *outcomes* (one transaction) for jobs *worker* still holds (``running`` with
+        ``lease_owner == worker``); returns the ids recorded. Outcomes for jobs the worker no
+        longer holds (its lease expired and another worker took over) are ignored.
+
+        Status flags change in the same transaction: ``succeeded`` -> its succeeded value,
+        ``dead`` -> its failed value, ``retry``/``defer``/``release`` leave it pending."""
+        ...
+
+    async def save_progress(self, job_id: str, *, worker: str, state_data: Any, now: float) -> bool:
+        """Checkpoint a running job's ``state_data`` (sagas), only while *worker* holds it."""
+        ...
+
+    async def get(self, job_id: str) -> Job | None: ...
+
+    async def find(self, where: JobFilter, *, limit: int = 100, offset: int = 0) -> list[Job]:
+        """Jobs matching *where*, most recently updated first."""
+        ...
+
+    async def stats(self, *, now: float) -> list[QueueStats]:
+        """Per queue: jobs per state and the ``run_at`` of the oldest ready job (lag)."""
+        ...
+
+    async def redrive(self, where: JobFilter, *, now: float, delay: float = 0.0) -> int:
+        """Send dead jobs matching *where* back to ``queued`` (run at ``now + delay``, attempts
+        counted again from zero, history kept, status flags back to pending); the count."""
+        ...
+
+    async def resolve(self, where: JobFilter, *, reason: str, now: float) -> int:
+        """Mark dead jobs matching *where* ``resolved`` with *reason*; the count."""
+        ...
+
+    async def purge(self, where: JobFilter, *, now: float) -> int:
+        """Delete jobs in a final state matching *where* (e.g. resolved or succeeded older than
+        a week); the count. Jobs not in a final state are never purged."""
+        ...
