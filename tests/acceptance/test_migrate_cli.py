@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from antifragile.cli import app
+from antifragile.stores._migrations import latest_version
 
 runner = CliRunner()
 
@@ -29,7 +30,7 @@ def test_check_reports_pending_then_migrate_applies(tmp_path: Path) -> None:
     assert again.exit_code == 0, again.output
     with sqlite3.connect(tmp_path / "state.db") as conn:
         versions = [row[0] for row in conn.execute("SELECT version FROM antifragile_migrations")]
-    assert versions == [1]
+    assert versions == list(range(1, latest_version("sqlite") + 1))
 
 
 def test_database_url_comes_from_the_environment(tmp_path: Path) -> None:
@@ -84,7 +85,8 @@ def fresh_database(postgres_url: str) -> Iterator[str]:
 
 
 def test_postgres_migrates_explicitly(fresh_database: str) -> None:
-    """On PostgreSQL, migrate creates the schema in an empty database and records version 1."""
+    """On PostgreSQL, migrate creates the schema in an empty database and records the newest
+    version."""
     assert (
         runner.invoke(app, ["migrate", "--check", "--database-url", fresh_database]).exit_code == 1
     )
@@ -93,4 +95,4 @@ def test_postgres_migrates_explicitly(fresh_database: str) -> None:
     with psycopg.connect(fresh_database) as conn:
         row = conn.execute("SELECT max(version) FROM antifragile_migrations").fetchone()
     assert row is not None
-    assert row[0] == 1
+    assert row[0] == latest_version("postgres")

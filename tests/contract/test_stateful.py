@@ -348,7 +348,8 @@ def test_store_agrees_with_the_model(
     """Any sequence of KV, idempotency and lease operations, with the clock advancing between
     them, gives exactly the results of the documented rules (SQLite also collecting expired
     rows every few writes, which must change nothing visible)."""
-    url, options = "memory://", {}
+    url: str = "memory://"
+    options: dict[str, Any] = {}
     isolation = f"model{uuid.uuid4().hex[:10]}"
     if backend == "postgres":
         require_service("postgres", POSTGRES_URL)

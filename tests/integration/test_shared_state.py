@@ -400,6 +400,63 @@ async def test_a_lost_probe_is_replaced_after_its_deadline(store: Store, clock: 
     assert (await store.breakers.load(NAME)).state == "open"
 
 
+async def test_with_several_probes_the_first_result_decides(store: Store, clock: FakeClock) -> None:
+    """With half_open_calls=2, two processes may each hold a probe; the first result closes
+    the breaker even though the other probe changed the permits meanwhile, and the second
+    probe's result, now stale, changes nothing."""
+    a = breaker(store, clock, half_open_calls=2)
+    b = breaker(store, clock, half_open_calls=2)
+    await trip(policy(clock, breaker=a), Provider(), 4)
+    await b.refresh()
+    clock.advance(10.0)
+    first = await a.aacquire()
+    await b.refresh()
+    second = await b.aacquire()
+    assert first == second
+    assert (await store.breakers.load(NAME)).probes_left == 0
+    a.on_success(first)  # a's own copy still says one permit left: it must retry
+    await until(lambda: state(a) == "closed")
+    closed = await store.breakers.load(NAME)
+    await b.aon_failure(second, ProviderDown("late"))
+    assert await store.breakers.load(NAME) == closed
+
+
+async def test_a_policy_renaming_the_breaker_keeps_its_record(
+    store: Store, clock: FakeClock
+) -> None:
+    """A breaker named "default" takes its policy's name, but keeps sharing the record it
+    was created for."""
+    b = SharedCircuitBreaker("default", store, minimum_calls=4, clock=clock)
+    p = Policy("checkout", breaker=b, retry=None, timeout=None, total_timeout=None, clock=clock)
+    assert b.name == "checkout"
+    await trip(p, Provider(), 4)
+    assert not b.degraded
+    assert (await store.breakers.load("default")).state == "open"
+
+
+async def test_slow_successes_trip_the_slow_call_rate_with_the_next_batch(
+    store: Store, clock: FakeClock
+) -> None:
+    """Slow successes are counted like other successes and written with the batch (at most
+    one per sync_interval, never one per call); the batch that brings the window's slow-call
+    rate over its threshold opens the breaker."""
+    rec = RecordingObserver()
+    b = breaker(store, clock, slow_call_duration=1.0, slow_call_rate=0.5, observer=rec)
+    p = policy(clock, breaker=b)
+    await b.refresh()
+
+    async def slow() -> str:
+        await clock.asleep(2.0)  # the fake clock moves: the call took 2 s
+        return "ok"
+
+    for _ in range(6):  # each call moves the clock past sync_interval: a batch every other call
+        assert await p.acall(slow) == "ok"
+    await until(lambda: state(b) == "open")
+    [opened] = rec.of(BreakerTransition)
+    assert opened.slow_call_rate == 1.0
+    assert opened.reason.startswith("slow-call rate")
+
+
 async def test_aforce_sets_the_state_for_every_process(
     switch: Switchable, store: Store, clock: FakeClock
 ) -> None:

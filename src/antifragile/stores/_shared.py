@@ -223,6 +223,10 @@ class SharedCircuitBreaker(CircuitBreaker):
     ``sync_interval`` (the longest a batch of successes waits before being written, and the
     pause between two tries of an unavailable store) and ``store_timeout`` (beyond which the
     store counts as unavailable). Change the state for every process with :meth:`aforce`.
+
+    A new breaker takes the record for closed until it first reads the store, which its first
+    call starts; ``await breaker.refresh()`` reads it before the first call. While the store is
+    unavailable, listeners and the observer see the local breaker's transitions.
     """
 
     shares_state = True
@@ -418,6 +422,8 @@ class SharedCircuitBreaker(CircuitBreaker):
         self.local = CircuitBreaker(
             self.name, state=holder, observer=self._observer, **self._options
         )
+        for listener in self._listeners:
+            self.local.add_listener(listener)
         self._cache.local = holder
 
     # -- outcomes and syncing ---------------------------------------------------------------
@@ -575,8 +581,8 @@ class SharedCircuitBreaker(CircuitBreaker):
             await self.refresh()  # a non-closed record is worth re-reading before deciding
             if self.degraded:  # the store failed meanwhile
                 return self.local.acquire(operation=operation)
+        record = self._cache.record
         while True:
-            record = self._cache.record
             state = record.state
             if state in (_CLOSED, _DISABLED):
                 return record.generation
@@ -592,12 +598,13 @@ class SharedCircuitBreaker(CircuitBreaker):
                 claim = self._probe_round(record, now)
                 current = await self._transition(record, claim, "probe reported no result")
             else:
-                raise self._rejection(self._cache.snapshot, operation)
+                raise self._rejection(_snapshot(record), operation)
             if current is None:
                 return self.local.acquire(operation=operation)
             if current.writer == claim.writer:
                 self._hold_probe(claim)
                 return claim.generation
+            record = current  # someone else moved first: decide again on what they wrote
 
     def acquire(self, *, operation: str | None = None) -> int:
         """The sync form only admits calls while the cached record is closed (or disabled)."""
@@ -630,13 +637,10 @@ class SharedCircuitBreaker(CircuitBreaker):
         record = self._cache.record
         if record.generation != token or record.state != _CLOSED:
             return  # admitted under an earlier state, or the breaker records nothing
-        with self._lock:
+        with self._lock:  # a slow success: counted, and written with the next batch
             self._outcomes[0] += 1
             self._outcomes[2] += slow
-        if slow:
-            _spawn(self._tasks, self._report())
-        else:
-            self._maybe_sync()
+        self._maybe_sync()
 
     async def aon_failure(self, token: int, exc: BaseException, duration: float = 0.0) -> None:
         if self._fallback.active:
