@@ -57,6 +57,7 @@ from antifragile.http import (
     SyncResilientClient,
     parse_rate_limit,
 )
+from antifragile.jobs import DEFAULT_JOB_RETRY, JobContext, Jobs, StatusFlag, Worker
 from antifragile.observability import (
     AttemptFinished,
     BreakerTransition,
@@ -124,6 +125,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "DEFAULT",
+    "DEFAULT_JOB_RETRY",
     "DEFAULT_ORDER",
     "IDEMPOTENT_METHODS",
     "REDACTED",
@@ -167,6 +169,8 @@ __all__ = [
     "IntegrationError",
     "InvalidRequestError",
     "Jitter",
+    "JobContext",
+    "Jobs",
     "LimiterAdjusted",
     "LimiterWait",
     "Linear",
@@ -194,6 +198,7 @@ __all__ = [
     "SharedCircuitBreaker",
     "SharedTokenBucket",
     "StaleCache",
+    "StatusFlag",
     "StoreError",
     "StoreFallback",
     "StoreUnavailableError",
@@ -205,6 +210,7 @@ __all__ = [
     "TransientError",
     "UpstreamTimeoutError",
     "UpstreamUnavailableError",
+    "Worker",
     "__version__",
     "acapture",
     "capture",

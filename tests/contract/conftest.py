@@ -1,4 +1,5 @@
-"""The ``store`` fixture: every contract test runs once per backend.
+"""The ``store`` fixture: every contract test runs once per backend; ``job_queue``: every job
+queue contract test runs once per job-queue backend (SQLite and PostgreSQL).
 
 Each backend starts empty for each test: memory is new, SQLite is a new file, PostgreSQL gets a
 schema of its own, Redis a key prefix of its own; all share one FakeClock.
@@ -6,18 +7,23 @@ schema of its own, Redis a key prefix of its own; all share one FakeClock.
 
 from __future__ import annotations
 
+import importlib.util
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from antifragile import FakeClock
+from antifragile.jobs import JobQueue
+from antifragile.jobs._open import open_job_queue
 from antifragile.stores import Store, open_store
-from tests.conftest import POSTGRES_URL, REDIS_URL, require_service
+from tests.conftest import IN_CI, POSTGRES_URL, REDIS_URL, require_service
 
 BACKENDS = ["memory", "sqlite", "postgres", "redis"]
+JOB_BACKENDS = ["sqlite", "postgres"]
 
 
 @pytest.fixture
@@ -47,3 +53,54 @@ async def store(
         yield opened
     finally:
         await opened.close()
+
+
+# -- job queues --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobBackend:
+    """Where a job-queue test's database is: enough to open more stores on it (other
+    connections, other processes) besides the fixture's own."""
+
+    name: str
+    url: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def _require_module(module: str, what: str) -> None:
+    """Skip (or, in CI, fail) when *module* is not there yet."""
+    if importlib.util.find_spec(module) is not None:
+        return
+    message = f"{what} ({module}) is not available"
+    if IN_CI:
+        pytest.fail(f"{message}; CI requires it", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(params=JOB_BACKENDS)
+def job_backend(request: pytest.FixtureRequest, tmp_path: Path) -> JobBackend:
+    backend: str = request.param
+    if backend == "sqlite":
+        return JobBackend("sqlite", f"sqlite:///{tmp_path / 'jobs.db'}")
+    require_service("postgres", POSTGRES_URL)
+    _require_module("antifragile.jobs._postgres", "the PostgreSQL job queue")
+    return JobBackend("postgres", POSTGRES_URL, {"schema": f"t{uuid.uuid4().hex[:12]}"})
+
+
+@pytest.fixture
+async def job_store(job_backend: JobBackend, clock: FakeClock) -> AsyncIterator[Store]:
+    """The store the job queue lives in; a PostgreSQL schema is dropped afterwards."""
+    options = dict(job_backend.options)
+    if job_backend.name == "postgres":
+        options["drop_schema_on_close"] = True
+    opened = await open_store(job_backend.url, clock=clock, **options)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+async def job_queue(job_store: Store) -> JobQueue:
+    return await open_job_queue(job_store)

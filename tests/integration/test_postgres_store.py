@@ -24,6 +24,7 @@ import pytest
 from antifragile import ConfigurationError, FakeClock, SchemaVersionError, StoreUnavailableError
 from antifragile.stores import _postgres as postgres_module
 from antifragile.stores import open_store
+from antifragile.stores._migrations import load_migrations
 from antifragile.stores._postgres import PostgresStore
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -77,6 +78,34 @@ EXPECTED_COLUMNS = {
         ("failures", "bigint", "NO"),
         ("slow", "bigint", "NO"),
     ],
+    "antifragile_jobs": [
+        ("id", "text", "NO"),
+        ("name", "text", "NO"),
+        ("queue", "text", "NO"),
+        ("state", "text", "NO"),
+        ("priority", "integer", "NO"),
+        ("payload", "jsonb", "NO"),
+        ("payload_version", "integer", "NO"),
+        ("idempotency_key", "text", "YES"),
+        ("attempts", "integer", "NO"),
+        ("max_attempts", "integer", "NO"),
+        ("run_at", "double precision", "NO"),
+        ("created_at", "double precision", "NO"),
+        ("updated_at", "double precision", "NO"),
+        ("provider", "text", "YES"),
+        ("timeout", "double precision", "YES"),
+        ("lease_owner", "text", "YES"),
+        ("lease_until", "double precision", "YES"),
+        ("first_failed_at", "double precision", "YES"),
+        ("last_failed_at", "double precision", "YES"),
+        ("last_error_code", "text", "YES"),
+        ("last_error", "text", "YES"),
+        ("history", "jsonb", "NO"),
+        ("result", "jsonb", "YES"),
+        ("resolution", "text", "YES"),
+        ("status_flag", "jsonb", "YES"),
+        ("state_data", "jsonb", "YES"),
+    ],
 }
 
 EXPECTED_PRIMARY_KEYS = {
@@ -87,7 +116,42 @@ EXPECTED_PRIMARY_KEYS = {
     "antifragile_rate_limits": ["key"],
     "antifragile_breakers": ["name"],
     "antifragile_breaker_windows": ["name", "second"],
+    "antifragile_jobs": ["id"],
 }
+
+# every index besides the primary keys: (table, index, is unique, partial predicate or None)
+EXPECTED_INDEXES = {
+    ("antifragile_kv", "antifragile_kv_expires_at", False, "(expires_at IS NOT NULL)"),
+    ("antifragile_idempotency", "antifragile_idempotency_expires_at", False, None),
+    ("antifragile_jobs", "antifragile_jobs_idempotency_key", True, None),
+    (
+        "antifragile_jobs",
+        "antifragile_jobs_claim_queue",
+        False,
+        "(state = ANY (ARRAY['scheduled'::text, 'queued'::text, 'retrying'::text]))",
+    ),
+    (
+        "antifragile_jobs",
+        "antifragile_jobs_claim_any",
+        False,
+        "(state = ANY (ARRAY['scheduled'::text, 'queued'::text, 'retrying'::text]))",
+    ),
+    ("antifragile_jobs", "antifragile_jobs_leases", False, "(state = 'running'::text)"),
+    (
+        "antifragile_jobs",
+        "antifragile_jobs_finished",
+        False,
+        "(state = ANY (ARRAY['succeeded'::text, 'dead'::text, 'resolved'::text]))",
+    ),
+    ("antifragile_jobs", "antifragile_jobs_dead_queue", False, "(state = 'dead'::text)"),
+    ("antifragile_jobs", "antifragile_jobs_dead_name", False, "(state = 'dead'::text)"),
+    ("antifragile_jobs", "antifragile_jobs_dead_provider", False, "(state = 'dead'::text)"),
+    ("antifragile_jobs", "antifragile_jobs_dead_error_code", False, "(state = 'dead'::text)"),
+}
+
+#: every migration shipped for PostgreSQL, and what migrate() records for them
+VERSIONS = [m.version for m in load_migrations("postgres")]
+LATEST = VERSIONS[-1]
 
 
 # -- fixtures and helpers ---------------------------------------------------------------------
@@ -216,11 +280,12 @@ async def test_migrating_an_empty_schema_creates_exactly_the_expected_tables(
     postgres_url: str, schema: str
 ) -> None:
     """migrate() on a missing schema creates it with exactly the expected tables, columns,
-    types, nullability and primary keys, and records migration 1."""
+    types, nullability, primary keys and indexes (the job table's partial ones included), and
+    records every migration."""
     store = PostgresStore(postgres_url, schema=schema, clock=FakeClock())
     assert await store.schema_version() == 0
-    assert await store.migrate() == [1]
-    assert await store.schema_version() == 1
+    assert await store.migrate() == VERSIONS
+    assert await store.schema_version() == LATEST
 
     rows = _admin_query(
         postgres_url,
@@ -248,19 +313,30 @@ async def test_migrating_an_empty_schema_creates_exactly_the_expected_tables(
         primary.setdefault(table, []).append(column)
     assert primary == EXPECTED_PRIMARY_KEYS
 
-    recorded = _admin_query(
-        postgres_url, f'SELECT version, name, applied_at FROM "{schema}".antifragile_migrations'
+    indexes = _admin_query(
+        postgres_url,
+        "SELECT t.relname, i.relname, x.indisunique, pg_get_expr(x.indpred, x.indrelid)"
+        " FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
+        " JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace"
+        " WHERE n.nspname = %s AND NOT x.indisprimary",
+        (schema,),
     )
-    assert recorded == [(1, "state", FakeClock().time())]
+    assert set(indexes) == EXPECTED_INDEXES
+
+    recorded = _admin_query(
+        postgres_url,
+        f'SELECT version, name, applied_at FROM "{schema}".antifragile_migrations ORDER BY 1',
+    )
+    assert recorded == [(1, "state", FakeClock().time()), (2, "jobs", FakeClock().time())]
 
 
 async def test_migrating_again_applies_nothing(postgres_url: str, schema: str) -> None:
     """A second migrate() finds nothing pending and changes nothing."""
     store = PostgresStore(postgres_url, schema=schema)
-    assert await store.migrate() == [1]
+    assert await store.migrate() == VERSIONS
     assert await store.migrate() == []
     count = _admin_query(postgres_url, f'SELECT count(*) FROM "{schema}".antifragile_migrations')
-    assert count == [(1,)]
+    assert count == [(len(VERSIONS),)]
 
 
 async def test_a_schema_from_a_newer_release_is_refused(postgres_url: str, schema: str) -> None:
@@ -288,7 +364,7 @@ async def test_open_migrates_a_schema_without_a_migrations_table(
     """open() with auto_migrate (the default) migrates a schema that has no migrations table."""
     store = await open_store(postgres_url, schema=schema)
     try:
-        assert await store.schema_version() == 1  # type: ignore[attr-defined]
+        assert await store.schema_version() == LATEST  # type: ignore[attr-defined]
         assert await store.kv.get("anything", now=0.0) is None
     finally:
         await store.close()
@@ -322,7 +398,7 @@ async def test_open_does_not_upgrade_a_managed_schema(postgres_url: str, schema:
     store = PostgresStore(postgres_url, schema=schema, migrate=True)
     await store.open()
     try:
-        assert await store.schema_version() == 1
+        assert await store.schema_version() == LATEST
     finally:
         await store.close()
 
@@ -333,9 +409,11 @@ def test_processes_migrating_at_once_apply_each_migration_once(
     """Four processes calling migrate() on the same empty schema at once all succeed, and
     every migration is applied (and recorded) exactly once."""
     applied = workers.run(postgres_url, schema, "migrate")
-    assert sorted(v for versions in applied for v in versions) == [1]
-    recorded = _admin_query(postgres_url, f'SELECT version FROM "{schema}".antifragile_migrations')
-    assert recorded == [(1,)]
+    assert sorted(v for versions in applied for v in versions) == VERSIONS
+    recorded = _admin_query(
+        postgres_url, f'SELECT version FROM "{schema}".antifragile_migrations ORDER BY 1'
+    )
+    assert recorded == [(v,) for v in VERSIONS]
 
 
 # -- atomicity across processes -----------------------------------------------------------------

@@ -203,8 +203,47 @@ EXPECTED_SQLITE_SCHEMA = {
         "writer",
     ],
     "antifragile_breaker_windows": ["name", "second", "calls", "failures", "slow"],
+    "antifragile_jobs": [
+        "id",
+        "name",
+        "queue",
+        "state",
+        "priority",
+        "payload",
+        "payload_version",
+        "idempotency_key",
+        "attempts",
+        "max_attempts",
+        "run_at",
+        "created_at",
+        "updated_at",
+        "provider",
+        "timeout",
+        "lease_owner",
+        "lease_until",
+        "first_failed_at",
+        "last_failed_at",
+        "last_error_code",
+        "last_error",
+        "history",
+        "result",
+        "resolution",
+        "status_flag",
+        "state_data",
+    ],
 }
-EXPECTED_SQLITE_INDEXES = {"antifragile_kv_expires_at", "antifragile_idempotency_expires_at"}
+EXPECTED_SQLITE_INDEXES = {
+    "antifragile_kv_expires_at",
+    "antifragile_idempotency_expires_at",
+    "antifragile_jobs_idempotency_key",
+    "antifragile_jobs_claim_queue",
+    "antifragile_jobs_claim_any",
+    "antifragile_jobs_leases",
+    "antifragile_jobs_finished",
+    "antifragile_jobs_dead_queue",
+    "antifragile_jobs_dead_provider",
+    "antifragile_jobs_dead_error_code",
+}
 
 
 async def test_sqlite_migrations_build_the_expected_schema(tmp_path: Path) -> None:
@@ -243,3 +282,12 @@ async def test_sqlite_migrations_each_apply_in_order_on_a_raw_connection(tmp_pat
         for migration in plan(set(), load_migrations("sqlite")):
             for statement in split_statements(migration.sql):
                 raw.execute(statement)
+
+
+def test_the_jobs_table_has_a_column_per_job_field() -> None:
+    """antifragile_jobs mirrors jobs.Job: one column per field, in the same order."""
+    from dataclasses import fields
+
+    from antifragile.jobs import Job
+
+    assert EXPECTED_SQLITE_SCHEMA["antifragile_jobs"] == [f.name for f in fields(Job)]

@@ -34,6 +34,7 @@ def test_public_names_are_exactly_the_expected_set() -> None:
         "RetryBudget", "RetryBudgetConfig", "RetryBudgetExhaustedError", "RetryDecision",
         "RetryScheduled", "SENSITIVE_HEADERS", "SYSTEM_CLOCK", "SchemaVersionError",
         "SharedCircuitBreaker", "SharedTokenBucket",
+        "DEFAULT_JOB_RETRY", "JobContext", "Jobs", "StatusFlag", "Worker",
         "StaleCache", "StoreError", "StoreFallback", "StoreUnavailableError", "Strategy",
         "SuccessEnvelope", "SyncResilientClient", "SystemClock", "TokenBucket",
         "TransientError", "UpstreamTimeoutError", "UpstreamUnavailableError", "__version__",

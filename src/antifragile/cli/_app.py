@@ -23,8 +23,10 @@ from antifragile.cli._demo import (
     run_resilient,
     timeline,
 )
+from antifragile.cli._jobs import dlq_app, jobs_app, worker
 from antifragile.cli._migrate import migrate
 from antifragile.cli._report import board, summary_table, timeline_table
+from antifragile.cli._scheduler import scheduler
 from antifragile.sandbox import Fault, FlakyServer
 
 app = typer.Typer(
@@ -35,6 +37,10 @@ app = typer.Typer(
 )
 
 app.command()(migrate)
+app.command()(scheduler)
+app.command()(worker)
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(dlq_app, name="dlq")
 
 _ORDER = Fault.ok(json={"id": "ord_1", "status": "accepted"})
 

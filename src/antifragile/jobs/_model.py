@@ -43,9 +43,7 @@ class JobState(enum.StrEnum):
 
 
 #: states a worker may claim from (when ``run_at <= now``), besides an expired ``running``
-CLAIMABLE: frozenset[JobState] = frozenset(
-    {JobState.SCHEDULED, JobState.QUEUED, JobState.RETRYING}
-)
+CLAIMABLE: frozenset[JobState] = frozenset({JobState.SCHEDULED, JobState.QUEUED, JobState.RETRYING})
 #: states a job never leaves by itself
 FINAL: frozenset[JobState] = frozenset({JobState.SUCCEEDED, JobState.DEAD, JobState.RESOLVED})
 
@@ -161,7 +159,9 @@ class Outcome:
 
     ``attempt`` is the record appended to the job's history (``number``, ``started_at``,
     ``duration``, ``code``, ``message``, ``status``; redacted) for ``retry`` and ``dead``, and
-    for ``succeeded`` when the caller wants it kept.
+    for ``succeeded`` when the caller wants it kept. ``attempted=False`` on ``dead`` sends a job
+    to the dead-letter queue without counting an attempt (its attempts were already used up,
+    e.g. by workers that died running it).
     """
 
     job_id: str
@@ -171,6 +171,7 @@ class Outcome:
     attempt: dict[str, Any] | None = None
     error_code: str | None = None
     error: str | None = None
+    attempted: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,11 +15,17 @@ from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from antifragile.jobs._model import Enqueued, Job, JobFilter, NewJob, Outcome, QueueStats
+from antifragile.stores import Store
 
 
 @runtime_checkable
 class JobQueue(Protocol):
     """A durable job queue with leases, retries, a dead-letter queue and status flags."""
+
+    @property
+    def store(self) -> Store:
+        """The store the queue lives in (status flags are its ``kv`` entries)."""
+        ...
 
     async def enqueue(
         self, jobs: Sequence[NewJob], *, now: float, connection: Any = None

@@ -141,6 +141,27 @@ def parse_url(url: str) -> tuple[str, int, str]:
     return path, busy_timeout, synchronous
 
 
+def _set_wal(conn: sqlite3.Connection, timeout: float) -> Any:
+    """Switch to WAL, waiting out a concurrent switch or migration in another connection.
+
+    Changing the journal mode needs an exclusive moment and does not honour ``busy_timeout``
+    by itself: several processes opening a new file together would otherwise see "database is
+    locked" at once.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            return conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)  # in the store's own thread, before it serves anything
+            delay = min(delay * 2, 0.1)
+
+
 class _Database:
     """The connection and its thread; runs one function per operation in that thread."""
 
@@ -268,7 +289,7 @@ class _Database:
             raise self.translate(exc) from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms:d}")
-            row = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            row = _set_wal(conn, self.busy_timeout_ms / 1000)
             self.journal_mode = str(row[0]).lower() if row else None
             conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
             conn.execute("PRAGMA foreign_keys = ON")

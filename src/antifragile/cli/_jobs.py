@@ -1,0 +1,624 @@
+"""``antifragile worker``, ``antifragile jobs list`` and ``antifragile dlq ...``.
+
+Every command reads the database from ``--database-url`` or ``ANTIFRAGILE_DATABASE_URL``
+(default ``sqlite:///antifragile.db``). Errors are one line with a stable code and exit 1 --
+never a traceback; secrets in URLs, payloads and error messages are redacted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from antifragile.errors import AntifragileError, ConfigurationError, redact
+from antifragile.jobs._app import (
+    DATABASE_URL_ENV,
+    DEFAULT_DATABASE_URL,
+    DeadLetterFilter,
+    JobNotFoundError,
+    Jobs,
+)
+from antifragile.jobs._model import CLAIMABLE, Job, JobFilter, JobState
+from antifragile.jobs._payload import redact_payload
+
+T = TypeVar("T")
+
+APP_ENV = "ANTIFRAGILE_APP"
+
+jobs_app = typer.Typer(help="Inspect durable jobs.", no_args_is_help=True)
+dlq_app = typer.Typer(
+    help="The dead-letter queue: list, show, retry, resolve and purge failed jobs.",
+    no_args_is_help=True,
+)
+
+DatabaseUrl = Annotated[
+    str,
+    typer.Option(
+        "--database-url",
+        envvar=DATABASE_URL_ENV,
+        help="The job database (sqlite:///path or postgresql://...).",
+    ),
+]
+
+# -- helpers ------------------------------------------------------------------------------------
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``2h``, ``7d``, ``1w`` -> seconds."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise typer.BadParameter(f"{text!r} is not a duration (examples: 90s, 15m, 2h, 7d)")
+    return float(match.group(1)) * _UNITS[(match.group(2) or "s").lower()]
+
+
+def _duration_option(value: str | None) -> float | None:
+    return None if value is None else parse_duration(value)
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= 10 * size:
+            return f"{seconds // size:.0f}{unit}"
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _relative(epoch: float | None, now: float) -> str:
+    if epoch is None:
+        return "-"
+    delta = epoch - now
+    return f"in {_age(delta)}" if delta > 0 else f"{_age(-delta)} ago"
+
+
+def _fail(console: Console, exc: AntifragileError) -> typer.Exit:
+    console.print(f"[red]error[/] {exc.code}: {escape(str(exc))}")
+    return typer.Exit(1)
+
+
+def _check_database(url: str) -> None:
+    """Refuse to create an empty SQLite file just to look into it."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "sqlite":
+        return
+    path = unquote(parts.path)
+    if parts.netloc and parts.netloc != "localhost":
+        path = f"{parts.netloc}{path}"
+    path = path[1:] if path.startswith("/") else path
+    if path and path != ":memory:" and not Path(path).exists():
+        raise ConfigurationError(f"no database at {path!r} (check --database-url)")
+
+
+def _run(console: Console, url: str, action: Callable[[Jobs], Awaitable[T]]) -> T:
+    """Open the jobs of *url*, run *action*, close; errors become one line and exit 1."""
+
+    async def main() -> T:
+        _check_database(url)
+        async with Jobs(database_url=url) as jobs:
+            return await action(jobs)
+
+    try:
+        return asyncio.run(main())
+    except AntifragileError as exc:
+        raise _fail(console, exc) from None
+
+
+def _filter(
+    queue: str | None,
+    name: str | None,
+    provider: str | None,
+    code: str | None,
+    older_than: float | None,
+    newer_than: float | None,
+    ids: Sequence[str] = (),
+) -> DeadLetterFilter:
+    return DeadLetterFilter(
+        queue=queue,
+        name=name,
+        provider=provider,
+        error_code=code,
+        older_than=older_than,
+        newer_than=newer_than,
+        ids=tuple(ids),
+    )
+
+
+def _attempts(job: Job) -> list[dict[str, Any]]:
+    return [dict(record) for record in job.history if isinstance(record, dict)]
+
+
+def _reason(job: Job) -> str | None:
+    for record in reversed(_attempts(job)):
+        if record.get("reason"):
+            return str(record["reason"])
+    return None
+
+
+def _job_json(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "name": job.name,
+        "queue": job.queue,
+        "state": job.state.value,
+        "provider": job.provider,
+        "priority": job.priority,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "idempotency_key": job.idempotency_key,
+        "payload_version": job.payload_version,
+        "payload": redact_payload(job.payload),
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "run_at": job.run_at,
+        "first_failed_at": job.first_failed_at,
+        "last_failed_at": job.last_failed_at,
+        "last_error_code": job.last_error_code,
+        "last_error": None if job.last_error is None else redact(job.last_error),
+        "reason": _reason(job),
+        "resolution": job.resolution,
+        "history": [
+            {**record, "message": redact(str(record.get("message") or ""))}
+            for record in _attempts(job)
+        ],
+    }
+
+
+def _short(text: str | None, width: int = 60) -> str:
+    if not text:
+        return ""
+    text = " ".join(redact(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# -- antifragile worker -------------------------------------------------------------------------
+
+
+def load_jobs(spec: str) -> Jobs:
+    """The :class:`Jobs` object named by ``module:attribute`` (attribute defaults to ``jobs``)."""
+    module_name, _, attribute = spec.partition(":")
+    attribute = attribute or "jobs"
+    if not module_name:
+        raise ConfigurationError(f"--app {spec!r}: expected module:attribute")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"--app {spec!r}: cannot import {module_name!r}: {exc}") from None
+    target: Any = module
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            raise ConfigurationError(f"--app {spec!r}: {module_name} has no {attribute!r}")
+        target = getattr(target, part)
+    if not isinstance(target, Jobs):
+        target = getattr(target, "jobs", target)  # an application object holding its jobs
+    if not isinstance(target, Jobs):
+        raise ConfigurationError(
+            f"--app {spec!r} is a {type(target).__name__}, not an antifragile Jobs object"
+        )
+    return target
+
+
+def worker(
+    app: Annotated[
+        str | None,
+        typer.Option(
+            "--app",
+            envvar=APP_ENV,
+            help="Your Jobs object as module:attribute (e.g. myapp.jobs:jobs).",
+        ),
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            envvar=DATABASE_URL_ENV,
+            help=f"The job database [default: the app's own, else {DEFAULT_DATABASE_URL}].",
+        ),
+    ] = None,
+    queue: Annotated[
+        list[str] | None,
+        typer.Option("--queue", "-q", help="A queue to work (repeatable) [default: all]."),
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Jobs in flight at most.")] = 10,
+    lease: Annotated[float, typer.Option(min=0.1, help="Lease of a claimed job (s).")] = 30.0,
+    heartbeat: Annotated[
+        float | None,
+        typer.Option(min=0.05, help="Lease renewal period (s) [default: lease / 3]."),
+    ] = None,
+    poll_interval: Annotated[
+        float, typer.Option(min=0.01, help="Wait between looks at an empty queue (s).")
+    ] = 0.2,
+    batch: Annotated[int, typer.Option(min=1, help="Jobs claimed or completed per call.")] = 50,
+    grace: Annotated[
+        float,
+        typer.Option(min=0.0, help="On SIGTERM, time left to running jobs before release (s)."),
+    ] = 30.0,
+    log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
+) -> None:
+    """Run jobs: claim them with a lease, run them, retry or dead-letter failures.
+
+    SIGTERM or Ctrl+C stops claiming and lets running jobs finish for --grace seconds, then
+    releases the rest to other workers; a second signal releases at once.
+    """
+    from antifragile.jobs._worker import Worker
+
+    console = Console(stderr=True)
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if not app:
+            raise ConfigurationError(
+                f"no --app given: name your Jobs object as module:attribute (or set {APP_ENV})"
+            )
+        jobs = load_jobs(app)
+        if database_url:
+            if jobs.is_open:
+                raise ConfigurationError("--database-url given, but the app's queue is open")
+            jobs.database_url = database_url
+        runner = Worker(
+            jobs,
+            queues=queue or None,
+            concurrency=concurrency,
+            lease=lease,
+            heartbeat=heartbeat if heartbeat is not None else lease / 3,
+            poll_interval=poll_interval,
+            batch=batch,
+            shutdown_grace=grace,
+        )
+    except AntifragileError as exc:
+        raise _fail(console, exc) from None
+    shown = redact(jobs.database_url or os.environ.get(DATABASE_URL_ENV) or DEFAULT_DATABASE_URL)
+    console.print(
+        f"[bold]antifragile worker[/] {runner.id} on {escape(shown)}: "
+        f"{len(jobs.registry)} job function(s), queues {', '.join(queue or ['(all)'])}, "
+        f"concurrency {concurrency}"
+    )
+
+    async def main() -> None:
+        try:
+            await runner.run(handle_signals=True)
+        finally:
+            await jobs.close()
+
+    try:
+        asyncio.run(main())
+    except AntifragileError as exc:
+        raise _fail(console, exc) from None
+    except KeyboardInterrupt:  # pragma: no cover - signal handlers normally catch it
+        pass
+    console.print(f"worker stopped: {dict(runner.counts)}")
+
+
+# -- antifragile jobs list ----------------------------------------------------------------------
+
+
+@jobs_app.command("list")
+def jobs_list(
+    database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
+    state: Annotated[
+        list[JobState] | None,
+        typer.Option("--state", "-s", help="Only jobs in this state (repeatable)."),
+    ] = None,
+    queue: Annotated[str | None, typer.Option(help="Only jobs of this queue.")] = None,
+    name: Annotated[str | None, typer.Option(help="Only jobs of this job function.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Jobs to show at most.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Queues (jobs per state, lag) and the most recently changed jobs."""
+    console = Console()
+    where = JobFilter(states=tuple(state or ()), queue=queue, name=name)
+
+    async def action(jobs: Jobs) -> tuple[list[Any], list[Job], float]:
+        now = jobs.clock.time()
+        return await jobs.stats(), await jobs.find(where, limit=limit), now
+
+    stats, found, now = _run(console, database_url, action)
+    if as_json:
+        payload = {
+            "queues": [
+                {"queue": s.queue, "counts": s.counts, "oldest_ready_at": s.oldest_ready_at}
+                for s in stats
+            ],
+            "jobs": [_job_json(job) for job in found],
+        }
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    states = [s.value for s in JobState]
+    table = Table(title="queues", title_justify="left")
+    table.add_column("queue")
+    for s in states:
+        table.add_column(s, justify="right")
+    table.add_column("lag", justify="right")
+    for entry in stats:
+        lag = "-" if entry.oldest_ready_at is None else _age(now - entry.oldest_ready_at)
+        table.add_row(entry.queue, *(str(entry.counts.get(s, 0)) for s in states), lag)
+    console.print(table)
+    listing = Table(title=f"jobs ({len(found)} shown)", title_justify="left")
+    for column in ("id", "job", "queue", "state", "attempts", "run at", "updated", "last error"):
+        listing.add_column(column)
+    for job in found:
+        listing.add_row(
+            job.id,
+            job.name,
+            job.queue,
+            job.state.value,
+            f"{job.attempts}/{job.max_attempts}",
+            _relative(job.run_at, now) if job.state in CLAIMABLE else "-",
+            _relative(job.updated_at, now),
+            escape(job.last_error_code or ""),
+        )
+    console.print(listing)
+
+
+# -- antifragile dlq ... ------------------------------------------------------------------------
+
+QueueOpt = Annotated[str | None, typer.Option(help="Only jobs of this queue.")]
+NameOpt = Annotated[str | None, typer.Option(help="Only jobs of this job function.")]
+ProviderOpt = Annotated[str | None, typer.Option(help="Only jobs of this provider.")]
+CodeOpt = Annotated[
+    str | None, typer.Option("--code", help="Only jobs whose last error has this code.")
+]
+OlderOpt = Annotated[
+    str | None,
+    typer.Option("--older-than", help="Only jobs that died longer ago than this (e.g. 2h, 7d)."),
+]
+NewerOpt = Annotated[
+    str | None,
+    typer.Option("--newer-than", help="Only jobs that died within this (e.g. 30m, 1d)."),
+]
+
+
+async def _checked_ids(jobs: Jobs, ids: Sequence[str]) -> None:
+    """Every id names a dead job -- checked before anything changes."""
+    for job_id in ids:
+        job = await jobs.queue.get(job_id)
+        if job is None:
+            raise JobNotFoundError(f"no job with id {job_id!r}")
+        if job.state is not JobState.DEAD:
+            raise JobNotFoundError(
+                f"job {job_id!r} is not in the dead-letter queue (it is {job.state.value})"
+            )
+
+
+def _target(
+    ids: Sequence[str],
+    everything: bool,
+    flt: DeadLetterFilter,
+) -> DeadLetterFilter:
+    has_filter = flt != DeadLetterFilter()
+    if ids and (everything or has_filter):
+        raise ConfigurationError("give job ids, or filters / --all, not both")
+    if not ids and not everything and not has_filter:
+        raise ConfigurationError("name the jobs: give their ids, filters, or --all")
+    return DeadLetterFilter(ids=tuple(ids)) if ids else flt
+
+
+@dlq_app.command("list")
+def dlq_list(
+    database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
+    queue: QueueOpt = None,
+    name: NameOpt = None,
+    provider: ProviderOpt = None,
+    code: CodeOpt = None,
+    older_than: OlderOpt = None,
+    newer_than: NewerOpt = None,
+    resolved: Annotated[bool, typer.Option("--resolved", help="Include resolved jobs.")] = False,
+    limit: Annotated[int, typer.Option(min=1, help="Jobs to show at most.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Dead jobs, the most recent first, with their last error."""
+    console = Console()
+    flt = _filter(
+        queue, name, provider, code, _duration_option(older_than), _duration_option(newer_than)
+    )
+
+    async def action(jobs: Jobs) -> tuple[list[Job], float]:
+        found = await jobs.dlq.list(flt, limit=limit, include_resolved=resolved)
+        return found, jobs.clock.time()
+
+    found, now = _run(console, database_url, action)
+    if as_json:
+        typer.echo(json.dumps([_job_json(job) for job in found], indent=2))
+        return
+    table = Table(title=f"dead-letter queue ({len(found)} shown)", title_justify="left")
+    for column in ("id", "job", "queue", "provider", "attempts", "code", "HTTP", "error", "died"):
+        table.add_column(column)
+    for job in found:
+        last = _attempts(job)[-1] if job.history else {}
+        state = "" if job.state is JobState.DEAD else " (resolved)"
+        table.add_row(
+            job.id,
+            job.name,
+            job.queue,
+            job.provider or "-",
+            str(job.attempts),
+            escape(job.last_error_code or "-"),
+            str(last.get("status") or "-"),
+            escape(_short(job.last_error)),
+            _relative(job.updated_at, now) + state,
+        )
+    console.print(table)
+    if not found:
+        console.print("no dead jobs match")
+
+
+@dlq_app.command("show")
+def dlq_show(
+    job_id: Annotated[str, typer.Argument(help="The job's id.")],
+    database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """One dead job: its payload (redacted), every attempt, first and last failure."""
+    console = Console()
+
+    async def action(jobs: Jobs) -> Job:
+        return await jobs.dlq.show(job_id)
+
+    job = _run(console, database_url, action)
+    data = _job_json(job)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    info = Table(show_header=False, title=f"dead job {job.id}", title_justify="left")
+    info.add_column(style="bold")
+    info.add_column()
+    rows = [
+        ("job", job.name),
+        ("queue", job.queue),
+        ("provider", job.provider or "-"),
+        ("state", job.state.value),
+        ("attempts", f"{job.attempts} of {job.max_attempts}"),
+        ("idempotency key", job.idempotency_key or "-"),
+        ("created", _when(job.created_at)),
+        ("first failure", _when(job.first_failed_at)),
+        ("last failure", _when(job.last_failed_at)),
+        ("last error", f"{job.last_error_code or '-'}: {data['last_error'] or ''}"),
+        ("reason", data["reason"] or "-"),
+    ]
+    if job.resolution:
+        rows.append(("resolution", job.resolution))
+    for key, value in rows:
+        info.add_row(key, escape(str(value)))
+    console.print(info)
+    console.print("[bold]payload[/] (redacted)")
+    console.print(escape(json.dumps(data["payload"], indent=2, sort_keys=True)))
+    attempts = Table(title="attempts", title_justify="left")
+    for column in ("#", "started", "duration", "code", "HTTP", "message"):
+        attempts.add_column(column)
+    for record in data["history"]:
+        duration = record.get("duration")
+        attempts.add_row(
+            str(record.get("number", "")),
+            _when(record.get("started_at")),
+            "-" if duration is None else f"{float(duration):.3f}s",
+            escape(str(record.get("code") or "ok")),
+            str(record.get("status") or "-"),
+            escape(str(record.get("message") or "")),
+        )
+    console.print(attempts)
+
+
+@dlq_app.command("retry")
+def dlq_retry(
+    ids: Annotated[list[str] | None, typer.Argument(help="Ids of dead jobs.")] = None,
+    database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
+    everything: Annotated[
+        bool, typer.Option("--all", help="Every dead job matching the filters.")
+    ] = False,
+    queue: QueueOpt = None,
+    name: NameOpt = None,
+    provider: ProviderOpt = None,
+    code: CodeOpt = None,
+    older_than: OlderOpt = None,
+    newer_than: NewerOpt = None,
+    delay: Annotated[
+        str, typer.Option(help="Run them after this long (e.g. 5m) [default: now].")
+    ] = "0",
+) -> None:
+    """Redrive dead jobs: back to the queue, attempts counted again, history kept."""
+    console = Console()
+    wait = parse_duration(delay)
+    flt = _filter(
+        queue, name, provider, code, _duration_option(older_than), _duration_option(newer_than)
+    )
+
+    async def action(jobs: Jobs) -> int:
+        target = _target(ids or [], everything, flt)
+        if target.ids:
+            await _checked_ids(jobs, target.ids)
+            return await jobs.dlq.retry(list(target.ids), delay=wait)
+        return await jobs.dlq.retry(target, delay=wait)
+
+    count = _run(console, database_url, action)
+    console.print(f"redrove {count} job(s)" + (f", running in {delay}" if wait else ""))
+
+
+@dlq_app.command("resolve")
+def dlq_resolve(
+    ids: Annotated[list[str] | None, typer.Argument(help="Ids of dead jobs.")] = None,
+    reason: Annotated[
+        str,
+        typer.Option("--reason", "-r", help="Why: handled by hand, or discarded (required)."),
+    ] = "",
+    database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
+    everything: Annotated[
+        bool, typer.Option("--all", help="Every dead job matching the filters.")
+    ] = False,
+    queue: QueueOpt = None,
+    name: NameOpt = None,
+    provider: ProviderOpt = None,
+    code: CodeOpt = None,
+    older_than: OlderOpt = None,
+    newer_than: NewerOpt = None,
+) -> None:
+    """Close dead jobs with a reason (handled by hand, or not worth doing)."""
+    console = Console()
+    flt = _filter(
+        queue, name, provider, code, _duration_option(older_than), _duration_option(newer_than)
+    )
+
+    async def action(jobs: Jobs) -> int:
+        if not reason.strip():
+            raise ConfigurationError("--reason is required: say why these jobs are closed")
+        target = _target(ids or [], everything, flt)
+        if target.ids:
+            await _checked_ids(jobs, target.ids)
+            return await jobs.dlq.resolve(list(target.ids), reason=reason)
+        return await jobs.dlq.resolve(target, reason=reason)
+
+    count = _run(console, database_url, action)
+    console.print(f"resolved {count} job(s)")
+
+
+@dlq_app.command("purge")
+def dlq_purge(
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="Delete entries older than this (e.g. 30d).")
+    ],
+    database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
+    resolved_only: Annotated[
+        bool, typer.Option("--resolved-only", help="Keep dead jobs; delete resolved ones.")
+    ] = False,
+    queue: QueueOpt = None,
+    name: NameOpt = None,
+    provider: ProviderOpt = None,
+    code: CodeOpt = None,
+) -> None:
+    """Delete dead and resolved jobs whose last change is older than --older-than."""
+    console = Console()
+    age = parse_duration(older_than)
+    flt = _filter(queue, name, provider, code, None, None)
+
+    async def action(jobs: Jobs) -> int:
+        return await jobs.dlq.purge(age, where=flt, include_dead=not resolved_only)
+
+    count = _run(console, database_url, action)
+    console.print(f"purged {count} job(s) older than {older_than}")

@@ -1,0 +1,870 @@
+"""The PostgreSQL job queue: :class:`PostgresJobQueue` on a :class:`PostgresStore`'s pool.
+
+Table ``antifragile_jobs`` (migration ``0002_jobs.sql``) has a column per field of
+:class:`~antifragile.jobs.Job`; JSON fields are ``jsonb``, times are epoch seconds from the
+caller (the server's ``now()`` is never used, so a FakeClock drives leases and schedules).
+
+One statement per operation. Each method is one SQL statement -- common table expressions
+chain its steps -- so it is atomic on the store's autocommit connections and costs one round
+trip whatever the batch size; statements are prepared on the server once per connection:
+
+* ``claim`` locks up to *limit* ready rows with ``FOR UPDATE SKIP LOCKED`` (rows another worker
+  is claiming are passed over, never waited for) and marks them running in the same statement.
+  Rows whose lease ran out come from their own small index and share the claim order. The claim
+  runs in a transaction that first turns sorting off (``set_config(..., true)``, pipelined with
+  the claim: still one round trip), so that it walks the claim index and stops after *limit*
+  rows even when the planner's statistics think the backlog is small.
+* ``enqueue`` inserts its batch from parallel arrays (``unnest``) with ``ON CONFLICT DO
+  NOTHING``; only when some jobs were not created does a second statement read which existing
+  job each one names. ``heartbeat`` takes an id array. ``complete`` sends its batch as one
+  ``jsonb`` object keyed by job id and read per row, so its plan never joins the table with an
+  input whose size a prepared statement cannot know.
+* A job's status flag (a field of a JSON object in ``antifragile_kv``) is merged by the same
+  statement that records the job's outcome: ``value || {field: flag}`` and ``version + 1``
+  (the entry's expiry kept), or a new entry when there is none (an expired entry is replaced).
+  Several jobs of one batch that flag the same entry are folded into one write (the later
+  outcome in the batch wins a field). An entry that holds something other than a JSON object is
+  left alone, and the job's outcome is recorded all the same.
+* History grows by ``history || [attempt]`` in SQL; the row is never read back into Python.
+* A claim returns only the columns it does not know already; JSON columns travel as text and
+  are decoded here.
+
+Transactional outbox. ``enqueue(jobs, now=..., connection=c)`` writes with the caller's own
+connection, inside the caller's open transaction, and never commits or rolls back: the jobs
+(and their status flags) exist exactly when the caller's transaction commits. *c* may be a
+psycopg ``AsyncConnection`` or ``Connection``, or an SQLAlchemy ``Session``, ``AsyncSession``,
+``Connection`` or ``AsyncConnection`` (through ``text()``, so with any PostgreSQL driver
+SQLAlchemy supports). The connection must reach the same database as the store; the tables are
+named with the store's schema, so the connection's ``search_path`` does not matter. A sync
+connection or session blocks the event loop while its statement runs, as any sync call would. A
+psycopg connection in autocommit mode commits the rows at once (there is no transaction to
+join). When the caller has no transaction open yet, its driver begins one as usual for the
+statement (psycopg outside autocommit, SQLAlchemy's autobegin), and it is the caller's to end.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import psycopg
+import psycopg.errors
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow, tuple_row
+from psycopg_pool import PoolClosed
+
+from antifragile.errors import ConfigurationError, StoreError
+from antifragile.jobs._model import (
+    Enqueued,
+    Job,
+    JobFilter,
+    JobState,
+    NewJob,
+    Outcome,
+    QueueStats,
+    StatusFlag,
+)
+from antifragile.stores._codec import encode
+from antifragile.stores._postgres import PostgresStore
+
+__all__ = ["PostgresJobQueue"]
+
+#: how often enqueue tries again for jobs that were neither inserted nor found (their
+#: duplicate was deleted between the two statements)
+_ENQUEUE_ROUNDS = 5
+
+_STATES = {state.value: state for state in JobState}
+_OUTCOME_KINDS = frozenset({"succeeded", "retry", "defer", "dead", "release"})
+
+# -- SQL ----------------------------------------------------------------------------------------
+# {jobs} and {kv} become the schema-qualified table names. Every parameter carries a cast, so
+# the same text also runs through SQLAlchemy's text() once ``%(p)s::t`` becomes ``CAST(:p AS t)``.
+
+# JSON columns travel as text (decoded by _json; an empty history as NULL)
+_JSON_COLUMNS = {
+    "payload": "{t}payload::text",
+    "history": "NULLIF({t}history, '[]'::jsonb)::text",
+    "result": "{t}result::text",
+    "status_flag": "{t}status_flag::text",
+    "state_data": "{t}state_data::text",
+}
+
+#: every field of Job, in its order
+_JOB_FIELDS = (
+    "id", "name", "queue", "state", "priority", "payload", "payload_version", "idempotency_key",
+    "attempts", "max_attempts", "run_at", "created_at", "updated_at", "provider", "timeout",
+    "lease_owner", "lease_until", "first_failed_at", "last_failed_at", "last_error_code",
+    "last_error", "history", "result", "resolution", "status_flag", "state_data",
+)  # fmt: skip
+
+#: a claim knows state, lease and updated_at already: only the other fields travel back
+_CLAIMED_FIELDS = tuple(
+    f for f in _JOB_FIELDS if f not in ("state", "updated_at", "lease_owner", "lease_until")
+)
+
+
+def _columns(fields: Sequence[str], table: str = "") -> str:
+    prefix = f"{table}." if table else ""
+    return ", ".join(
+        f"{_JSON_COLUMNS[f].format(t=prefix)} AS {f}" if f in _JSON_COLUMNS else prefix + f
+        for f in fields
+    )
+
+
+_JOB_COLUMNS = _columns(_JOB_FIELDS)
+
+_CLAIMABLE_SQL = "('scheduled', 'queued', 'retrying')"
+
+
+def _merge_flags(source: str) -> str:
+    """An INSERT merging ``fields`` (jsonb) into the KV entry ``key`` for each row of *source*
+    (one row per key, in key order, so concurrent merges lock entries in the same order)."""
+    return f"""
+    INSERT INTO {{kv}} AS e (key, value, version, expires_at)
+    SELECT f.key, f.fields::text, 1, NULL FROM ({source}) AS f
+    ON CONFLICT (key) DO UPDATE SET
+        value = CASE WHEN e.expires_at <= %(now)s::float8 THEN EXCLUDED.value
+                     ELSE (e.value::jsonb || EXCLUDED.value::jsonb)::text END,
+        version = CASE WHEN e.expires_at <= %(now)s::float8 THEN 1 ELSE e.version + 1 END,
+        expires_at = CASE WHEN e.expires_at <= %(now)s::float8 THEN NULL ELSE e.expires_at END
+    WHERE e.expires_at <= %(now)s::float8 OR jsonb_typeof(e.value::jsonb) = 'object'
+    """
+
+
+ENQUEUE = f"""
+WITH input AS (
+    SELECT * FROM unnest(
+        %(ids)s::text[], %(names)s::text[], %(queues)s::text[], %(priorities)s::int4[],
+        %(payloads)s::text[], %(payload_versions)s::int4[], %(keys)s::text[],
+        %(max_attempts)s::int4[], %(run_ats)s::float8[], %(providers)s::text[],
+        %(timeouts)s::float8[], %(flags)s::text[], %(state_data)s::text[]
+    ) WITH ORDINALITY AS i(id, name, queue, priority, payload, payload_version,
+                           idempotency_key, max_attempts, run_at, provider, timeout,
+                           status_flag, state_data, ord)
+), inserted AS (
+    INSERT INTO {{jobs}} (id, name, queue, state, priority, payload, payload_version,
+        idempotency_key, attempts, max_attempts, run_at, created_at, updated_at, provider,
+        timeout, status_flag, state_data)
+    SELECT id, name, queue,
+           CASE WHEN run_at > %(now)s::float8 THEN 'scheduled' ELSE 'queued' END,
+           priority, payload::jsonb, payload_version, idempotency_key, 0, max_attempts, run_at,
+           %(now)s::float8, %(now)s::float8, provider, timeout, status_flag::jsonb,
+           state_data::jsonb
+    FROM input ORDER BY ord
+    ON CONFLICT DO NOTHING
+    RETURNING id, status_flag
+), flags AS ({
+    _merge_flags(
+        "SELECT n.status_flag ->> 'key' AS key,"
+        " jsonb_object_agg(n.status_flag ->> 'field', n.status_flag -> 'pending' ORDER BY n.id)"
+        " AS fields"
+        " FROM inserted AS n"
+        " WHERE n.status_flag IS NOT NULL GROUP BY 1 ORDER BY 1"
+    )
+})
+SELECT id FROM inserted
+"""
+
+# the jobs that were not inserted: which existing job each one names
+ENQUEUE_EXISTING = """
+SELECT id, idempotency_key FROM {jobs}
+WHERE idempotency_key = ANY(%(keys)s::text[]) OR id = ANY(%(ids)s::text[])
+"""
+
+
+#: a job taken over from a worker whose lease ran out: that run counts as a failed attempt, so
+#: a job that crashes its worker every time ends in the dead-letter queue instead of looping
+LEASE_EXPIRED_MESSAGE = "its worker stopped renewing the lease (crashed, killed or stalled)"
+_TAKEOVER = f"""
+        , attempts = j.attempts + (j.state = 'running')::int
+        , first_failed_at = CASE WHEN j.state = 'running'
+                            THEN coalesce(j.first_failed_at, %(now)s::float8)
+                            ELSE j.first_failed_at END
+        , last_failed_at = CASE WHEN j.state = 'running' THEN %(now)s::float8
+                           ELSE j.last_failed_at END
+        , last_error_code = CASE WHEN j.state = 'running' THEN 'LEASE_EXPIRED'
+                            ELSE j.last_error_code END
+        , last_error = CASE WHEN j.state = 'running' THEN '{LEASE_EXPIRED_MESSAGE}'
+                       ELSE j.last_error END
+        , history = CASE WHEN j.state = 'running' THEN j.history || jsonb_build_array(
+              jsonb_build_object('number', j.attempts + 1, 'started_at', NULL,
+                  'duration', NULL, 'code', 'LEASE_EXPIRED',
+                  'message', '{LEASE_EXPIRED_MESSAGE}', 'status', NULL, 'delay', NULL))
+              ELSE j.history END"""
+
+
+def _claim(queue_filter: str) -> str:
+    # ready rows and rows whose lease ran out come from two indexes; each side is locked with
+    # SKIP LOCKED, the best *limit* of both are taken (the rest unlock when the statement ends)
+    return f"""
+WITH ready AS MATERIALIZED (
+    SELECT id, priority, run_at FROM {{jobs}}
+    WHERE state IN {_CLAIMABLE_SQL} AND run_at <= %(now)s::float8{queue_filter}
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s::int8
+    FOR UPDATE SKIP LOCKED
+), expired AS MATERIALIZED (
+    SELECT id, priority, run_at FROM {{jobs}}
+    WHERE state = 'running' AND lease_until <= %(now)s::float8{queue_filter}
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s::int8
+    FOR UPDATE SKIP LOCKED
+), picked AS (
+    SELECT id FROM (SELECT * FROM ready UNION ALL SELECT * FROM expired) AS c
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s::int8
+), claimed AS (
+    UPDATE {{jobs}} AS j SET state = 'running', lease_owner = %(worker)s::text,
+        lease_until = %(until)s::float8, updated_at = %(now)s::float8{_TAKEOVER}
+    FROM picked WHERE j.id = picked.id
+    RETURNING {_columns(_CLAIMED_FIELDS, "j")}
+)
+SELECT * FROM claimed ORDER BY priority DESC, run_at, id
+"""
+
+
+CLAIM_ANY = _claim("")
+CLAIM_ONE = _claim(" AND queue = %(queue)s::text")
+CLAIM_SOME = _claim(" AND queue = ANY(%(queues)s::text[])")
+
+# set for the claim's transaction only (see PostgresJobQueue._claim_rows); JIT goes too, or
+# the cost that disables sorting would make the server compile the claim (hundreds of ms)
+_NO_SORT = b"SELECT set_config('enable_sort', 'off', true), set_config('jit', 'off', true)"
+
+HEARTBEAT = """
+UPDATE {jobs} SET lease_until = %(until)s::float8
+WHERE id = ANY(%(ids)s::text[]) AND state = 'running' AND lease_owner = %(worker)s::text
+RETURNING id
+"""
+
+# The batch is one jsonb object keyed by job id ({"n": position, "k": kind, "t": run_at,
+# "r": result, "a": attempt, "c": error code, "e": error}), read per row with ``->``: no join
+# with the input, whose size a prepared statement's plan cannot know. retry and dead count an
+# attempt and record the failure (its code and message); succeeded counts the attempt; defer
+# and release count nothing and record no failure. Every outcome ends the lease.
+COMPLETE = f"""
+WITH done AS (
+    UPDATE {{jobs}} AS j SET
+        state = CASE %(batch)s::jsonb -> j.id ->> 'k'
+                    WHEN 'succeeded' THEN 'succeeded' WHEN 'retry' THEN 'retrying'
+                    WHEN 'dead' THEN 'dead' ELSE 'queued' END,
+        attempts = j.attempts + CASE WHEN %(batch)s::jsonb -> j.id ? 'u' THEN 0
+                                     WHEN %(batch)s::jsonb -> j.id ->> 'k'
+                                          IN ('succeeded', 'retry', 'dead') THEN 1 ELSE 0 END,
+        run_at = CASE WHEN %(batch)s::jsonb -> j.id ->> 'k' IN ('retry', 'defer')
+                      THEN COALESCE((%(batch)s::jsonb -> j.id ->> 't')::float8, %(now)s::float8)
+                      ELSE j.run_at END,
+        result = CASE WHEN %(batch)s::jsonb -> j.id ->> 'k' = 'succeeded'
+                      THEN %(batch)s::jsonb -> j.id -> 'r' ELSE j.result END,
+        history = CASE WHEN %(batch)s::jsonb -> j.id -> 'a' IS NULL THEN j.history
+                       ELSE j.history || jsonb_build_array(%(batch)s::jsonb -> j.id -> 'a') END,
+        first_failed_at = CASE WHEN %(batch)s::jsonb -> j.id ->> 'k' IN ('retry', 'dead')
+                               THEN COALESCE(j.first_failed_at, %(now)s::float8)
+                               ELSE j.first_failed_at END,
+        last_failed_at = CASE WHEN %(batch)s::jsonb -> j.id ->> 'k' IN ('retry', 'dead')
+                              THEN %(now)s::float8 ELSE j.last_failed_at END,
+        last_error_code = CASE WHEN %(batch)s::jsonb -> j.id ->> 'k' IN ('retry', 'dead')
+                               THEN %(batch)s::jsonb -> j.id ->> 'c' ELSE j.last_error_code END,
+        last_error = CASE WHEN %(batch)s::jsonb -> j.id ->> 'k' IN ('retry', 'dead')
+                          THEN %(batch)s::jsonb -> j.id ->> 'e' ELSE j.last_error END,
+        lease_owner = NULL,
+        lease_until = NULL,
+        updated_at = %(now)s::float8
+    WHERE j.id = ANY(ARRAY(SELECT jsonb_object_keys(%(batch)s::jsonb)))
+      AND j.state = 'running' AND j.lease_owner = %(worker)s::text
+    RETURNING j.id, %(batch)s::jsonb -> j.id ->> 'k' AS kind, j.status_flag,
+              (%(batch)s::jsonb -> j.id ->> 'n')::int4 AS ord
+), flags AS ({
+    _merge_flags(
+        "SELECT d.status_flag ->> 'key' AS key,"
+        " jsonb_object_agg(d.status_flag ->> 'field',"
+        " d.status_flag -> CASE d.kind WHEN 'succeeded' THEN 'succeeded' ELSE 'failed' END"
+        " ORDER BY d.ord) AS fields"
+        " FROM done AS d"
+        " WHERE d.status_flag IS NOT NULL AND d.kind IN ('succeeded', 'dead')"
+        " GROUP BY 1 ORDER BY 1"
+    )
+})
+SELECT id FROM done
+"""
+
+SAVE_PROGRESS = """
+UPDATE {jobs} SET state_data = %(state_data)s::jsonb, updated_at = %(now)s::float8
+WHERE id = %(id)s::text AND state = 'running' AND lease_owner = %(worker)s::text
+"""
+
+GET = f"SELECT {_JOB_COLUMNS} FROM {{jobs}} WHERE id = %(id)s::text"
+
+FIND = f"""
+SELECT {_JOB_COLUMNS} FROM {{jobs}} WHERE {{where}}
+ORDER BY updated_at DESC, id DESC LIMIT %(limit)s::int8 OFFSET %(offset)s::int8
+"""
+
+STATS = f"""
+SELECT queue, state, count(*),
+       min(run_at) FILTER (WHERE (state IN {_CLAIMABLE_SQL} AND run_at <= %(now)s::float8)
+                              OR (state = 'running' AND lease_until <= %(now)s::float8))
+FROM {{jobs}} GROUP BY queue, state ORDER BY queue, state
+"""
+
+REDRIVE = f"""
+WITH redriven AS (
+    UPDATE {{jobs}} SET state = 'queued', attempts = 0, run_at = %(run_at)s::float8,
+        lease_owner = NULL, lease_until = NULL, updated_at = %(now)s::float8
+    WHERE state = 'dead' AND {{where}}
+    RETURNING id, status_flag
+), flags AS ({
+    _merge_flags(
+        "SELECT r.status_flag ->> 'key' AS key,"
+        " jsonb_object_agg(r.status_flag ->> 'field', r.status_flag -> 'pending' ORDER BY r.id)"
+        " AS fields"
+        " FROM redriven AS r WHERE r.status_flag IS NOT NULL GROUP BY 1 ORDER BY 1"
+    )
+})
+SELECT count(*) FROM redriven
+"""
+
+RESOLVE = """
+UPDATE {jobs} SET state = 'resolved', resolution = %(reason)s::text,
+    updated_at = %(now)s::float8
+WHERE state = 'dead' AND {where}
+"""
+
+PURGE = """
+DELETE FROM {jobs} WHERE state IN ('succeeded', 'dead', 'resolved') AND {where}
+"""
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+_CAST_PARAM = re.compile(r"%\((\w+)\)s::(\w+(?:\[\])?)")
+
+
+def _for_sqlalchemy(query: str) -> str:
+    """*query* with psycopg's ``%(p)s::t`` parameters written as ``CAST(:p AS t)`` (SQLAlchemy's
+    ``text()`` would read ``:p::t`` as literal text)."""
+    converted = _CAST_PARAM.sub(r"CAST(:\1 AS \2)", query)
+    assert "%(" not in converted, "every parameter needs a cast"
+    return converted
+
+
+def _filter(where: JobFilter) -> tuple[str, dict[str, Any]]:
+    """The SQL condition for *where* (``TRUE`` when nothing is set) and its parameters."""
+    parts: list[str] = []
+    params: dict[str, Any] = {}
+    if where.states:
+        parts.append("state = ANY(%(f_states)s::text[])")
+        params["f_states"] = [JobState(s).value for s in where.states]
+    for column, value in (
+        ("queue", where.queue),
+        ("name", where.name),
+        ("provider", where.provider),
+        ("last_error_code", where.error_code),
+    ):
+        if value is not None:
+            parts.append(f"{column} = %(f_{column})s::text")
+            params[f"f_{column}"] = value
+    if where.older_than is not None:
+        parts.append("updated_at < %(f_older)s::float8")
+        params["f_older"] = float(where.older_than)
+    if where.newer_than is not None:
+        parts.append("updated_at >= %(f_newer)s::float8")
+        params["f_newer"] = float(where.newer_than)
+    if where.ids:
+        parts.append("id = ANY(%(f_ids)s::text[])")
+        params["f_ids"] = list(where.ids)
+    return (" AND ".join(parts) or "TRUE"), params
+
+
+_raw_decode = json.JSONDecoder().raw_decode
+
+
+def _json(text: str | None) -> Any:
+    """A JSON column's value (the server's text of a jsonb is one value, no padding)."""
+    return None if text is None else _raw_decode(text)[0]
+
+
+def _flag(text: str | None) -> StatusFlag | None:
+    return None if text is None else StatusFlag.from_json(_raw_decode(text)[0])
+
+
+def _history(text: str | None) -> tuple[dict[str, Any], ...]:
+    return () if text is None else tuple(_raw_decode(text)[0])
+
+
+def _job(row: TupleRow) -> Job:
+    """A Job from a row of ``_JOB_FIELDS``."""
+    return Job(
+        row[0],
+        row[1],
+        row[2],
+        _STATES[row[3]],
+        row[4],
+        _json(row[5]),
+        row[6],
+        row[7],
+        row[8],
+        row[9],
+        row[10],
+        row[11],
+        row[12],
+        row[13],
+        row[14],
+        row[15],
+        row[16],
+        row[17],
+        row[18],
+        row[19],
+        row[20],
+        _history(row[21]),
+        _json(row[22]),
+        row[23],
+        _flag(row[24]),
+        _json(row[25]),
+    )
+
+
+def _claimed(row: TupleRow, worker: str, until: float, now: float) -> Job:
+    """A Job from a row of ``_CLAIMED_FIELDS`` that *worker* now holds until *until*."""
+    return Job(
+        row[0],
+        row[1],
+        row[2],
+        JobState.RUNNING,
+        row[3],
+        _json(row[4]),
+        row[5],
+        row[6],
+        row[7],
+        row[8],
+        row[9],
+        row[10],
+        now,
+        row[11],
+        row[12],
+        worker,
+        until,
+        row[13],
+        row[14],
+        row[15],
+        row[16],
+        _history(row[17]),
+        _json(row[18]),
+        row[19],
+        _flag(row[20]),
+        _json(row[21]),
+    )
+
+
+def _enqueue_params(jobs: Sequence[NewJob], now: float) -> dict[str, Any]:
+    return {
+        "now": now,
+        "ids": [j.id for j in jobs],
+        "names": [j.name for j in jobs],
+        "queues": [j.queue for j in jobs],
+        "priorities": [int(j.priority) for j in jobs],
+        "payloads": [encode(j.payload) for j in jobs],
+        "payload_versions": [int(j.payload_version) for j in jobs],
+        "keys": [j.idempotency_key for j in jobs],
+        "max_attempts": [int(j.max_attempts) for j in jobs],
+        "run_ats": [float(j.run_at) for j in jobs],
+        "providers": [j.provider for j in jobs],
+        "timeouts": [None if j.timeout is None else float(j.timeout) for j in jobs],
+        "flags": [None if j.status_flag is None else encode(j.status_flag.to_json()) for j in jobs],
+        "state_data": [None if j.state_data is None else encode(j.state_data) for j in jobs],
+    }
+
+
+def _complete_params(
+    outcomes: Sequence[Outcome], worker: str, now: float
+) -> tuple[dict[str, Any], list[str]]:
+    """COMPLETE's parameters (``batch`` is the JSON object it reads) and the job ids, in order
+    and each once."""
+    batch: dict[str, dict[str, Any]] = {}
+    for outcome in outcomes:
+        if outcome.kind not in _OUTCOME_KINDS:
+            raise ConfigurationError(
+                f"unknown outcome kind {outcome.kind!r} for job {outcome.job_id!r}"
+            )
+        if outcome.job_id in batch:  # the first outcome ends the lease; later ones find none
+            continue
+        entry: dict[str, Any] = {"n": len(batch), "k": outcome.kind}
+        if outcome.run_at is not None:
+            entry["t"] = float(outcome.run_at)
+        if outcome.result is not None:
+            entry["r"] = outcome.result
+        if outcome.attempt is not None:
+            entry["a"] = outcome.attempt
+        if outcome.error_code is not None:
+            entry["c"] = outcome.error_code
+        if outcome.error is not None:
+            entry["e"] = outcome.error
+        if not outcome.attempted:
+            entry["u"] = 1  # not attempted: attempts stay as they are
+        batch[outcome.job_id] = entry
+    return {"now": now, "worker": worker, "batch": encode(batch)}, list(batch)
+
+
+def _nul_error(exc: StoreError) -> ConfigurationError | None:
+    if isinstance(exc.__cause__, psycopg.errors.UntranslatableCharacter):
+        return ConfigurationError(
+            "a job's JSON cannot be stored: PostgreSQL jsonb cannot hold the NUL character"
+        )
+    return None
+
+
+# -- the queue --------------------------------------------------------------------------------
+
+
+class _Statements:
+    """The SQL with the store's schema-qualified table names, as psycopg and SQLAlchemy text."""
+
+    def __init__(self, schema: str) -> None:
+        self.jobs = f"{_quote(schema)}.antifragile_jobs"
+        self.kv = f"{_quote(schema)}.antifragile_kv"
+        self.enqueue = self.text(ENQUEUE)
+        self.enqueue_existing = self.text(ENQUEUE_EXISTING)
+        self.claim_any = self.text(CLAIM_ANY)
+        self.claim_one = self.text(CLAIM_ONE)
+        self.claim_some = self.text(CLAIM_SOME)
+        self.heartbeat = self.text(HEARTBEAT)
+        self.complete = self.text(COMPLETE)
+        self.save_progress = self.text(SAVE_PROGRESS)
+        self.get = self.text(GET)
+        self.stats = self.text(STATS)
+        self.sqlalchemy_enqueue = _for_sqlalchemy(self.enqueue)
+        self.sqlalchemy_enqueue_existing = _for_sqlalchemy(self.enqueue_existing)
+
+    def text(self, template: str, where: str = "") -> str:
+        return (
+            template.replace("{jobs}", self.jobs).replace("{kv}", self.kv).replace("{where}", where)
+        )
+
+
+class PostgresJobQueue:
+    """JobQueue on the table ``antifragile_jobs`` of a :class:`PostgresStore` (see the module
+    docs for the statements, the status flags and the transactional outbox).
+
+    The store must be open and migrated (version 2 or later); the queue uses its pool and
+    closes with it.
+    """
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+        self._db = store._db  # the store's pool and its error translation
+        self._sql = _Statements(store.schema)
+
+    def __repr__(self) -> str:
+        return f"PostgresJobQueue({self._store!r})"
+
+    @property
+    def store(self) -> PostgresStore:
+        """The store the queue lives in (status flags are its ``kv`` entries)."""
+        return self._store
+
+    # -- running statements -----------------------------------------------------------------
+
+    async def _fetch(self, query: str, params: Mapping[str, Any]) -> list[TupleRow]:
+        """Rows of one statement on a pooled connection (prepared on the server, by psycopg,
+        the first time each connection runs it)."""
+        try:
+            async with self._db._pool().connection() as conn:
+                cursor = await conn.execute(query.encode(), params, prepare=True)
+                return await cursor.fetchall() if cursor.description else []
+        except PoolClosed:
+            raise ConfigurationError("the PostgreSQL store is closed") from None
+        except psycopg.Error as exc:
+            raise self._db.translate(exc) from exc
+
+    async def _claim_rows(self, query: str, params: Mapping[str, Any]) -> list[TupleRow]:
+        """Rows of a claim, planned with sorting disabled for its transaction.
+
+        The claim must walk a claim index in order and stop after *limit* rows. Left to
+        itself the planner sorts every ready row instead whenever its statistics say that few
+        are ready -- a fresh table, or a backlog that arrived since the last ANALYZE -- which
+        costs a full sort per claim just when the backlog is largest. Both statements go out
+        in one pipeline: one round trip."""
+        try:
+            async with self._db._pool().connection() as conn, conn.pipeline():
+                async with conn.transaction():
+                    await conn.execute(_NO_SORT, prepare=True)
+                    cursor = await conn.execute(query.encode(), params, prepare=True)
+                return await cursor.fetchall()
+        except PoolClosed:
+            raise ConfigurationError("the PostgreSQL store is closed") from None
+        except psycopg.Error as exc:
+            raise self._db.translate(exc) from exc
+
+    async def _count(self, query: str, params: Mapping[str, Any]) -> int:
+        """The number of rows one statement changed, on a pooled connection."""
+        try:
+            async with self._db._pool().connection() as conn:
+                cursor = await conn.execute(query.encode(), params)
+                return cursor.rowcount
+        except PoolClosed:
+            raise ConfigurationError("the PostgreSQL store is closed") from None
+        except psycopg.Error as exc:
+            raise self._db.translate(exc) from exc
+
+    async def _fetch_on(
+        self, connection: Any, query: str, sqlalchemy_query: str, params: Mapping[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        """Rows of one statement run on the caller's *connection*, in its transaction."""
+        try:
+            if isinstance(connection, AsyncConnection):
+                async with connection.cursor(row_factory=tuple_row) as acursor:
+                    await acursor.execute(query.encode(), params)
+                    return await acursor.fetchall()
+            if isinstance(connection, psycopg.Connection):
+                with connection.cursor(row_factory=tuple_row) as cursor:
+                    cursor.execute(query.encode(), params)
+                    return cursor.fetchall()
+        except psycopg.Error as exc:
+            raise self._db.translate(exc) from exc
+        return await _sqlalchemy_fetch(connection, sqlalchemy_query, params)
+
+    # -- JobQueue ---------------------------------------------------------------------------
+
+    async def enqueue(
+        self, jobs: Sequence[NewJob], *, now: float, connection: Any = None
+    ) -> list[Enqueued]:
+        now = float(now)
+        if connection is not None:
+            _check_connection(connection)
+        # one row per id and per idempotency key: a repeat names the first one
+        first_by_key: dict[str, NewJob] = {}
+        first_by_id: dict[str, NewJob] = {}
+        unique: list[NewJob] = []
+        firsts: list[NewJob] = []
+        for job in jobs:
+            first = first_by_id.get(job.id)
+            if first is None and job.idempotency_key is not None:
+                first = first_by_key.get(job.idempotency_key)
+            if first is None:
+                first_by_id[job.id] = job
+                if job.idempotency_key is not None:
+                    first_by_key[job.idempotency_key] = job
+                unique.append(job)
+                first = job
+            firsts.append(first)
+        if not unique:
+            return []
+
+        outcome: dict[str, Enqueued] = {}  # by the id of each unique job
+        pending = unique
+        for _ in range(_ENQUEUE_ROUNDS):
+            params = _enqueue_params(pending, now)
+            try:
+                if connection is None:
+                    rows = await self._fetch(self._sql.enqueue, params)
+                else:
+                    rows = await self._fetch_on(
+                        connection, self._sql.enqueue, self._sql.sqlalchemy_enqueue, params
+                    )
+            except StoreError as exc:
+                raise (_nul_error(exc) or exc) from exc.__cause__
+            created = {row[0] for row in rows}
+            missed = [job for job in pending if job.id not in created]
+            for job in pending:
+                if job.id in created:
+                    outcome[job.id] = Enqueued(job.id, True)
+            if not missed:
+                break
+            lookup = {
+                "keys": [j.idempotency_key for j in missed if j.idempotency_key is not None],
+                "ids": [j.id for j in missed],
+            }
+            if connection is None:
+                found = await self._fetch(self._sql.enqueue_existing, lookup)
+            else:
+                found = await self._fetch_on(
+                    connection,
+                    self._sql.enqueue_existing,
+                    self._sql.sqlalchemy_enqueue_existing,
+                    lookup,
+                )
+            by_key = {row[1]: row[0] for row in found if row[1] is not None}
+            ids = {row[0] for row in found}
+            pending = []
+            for job in missed:
+                existing = by_key.get(job.idempotency_key) if job.idempotency_key else None
+                if existing is None and job.id in ids:
+                    existing = job.id
+                if existing is None:
+                    pending.append(job)  # its duplicate went away meanwhile: insert again
+                else:
+                    outcome[job.id] = Enqueued(existing, False)
+            if not pending:
+                break
+        else:
+            raise StoreError("enqueue kept meeting concurrent deletions; try again")
+        result: list[Enqueued] = []
+        for job, first in zip(jobs, firsts, strict=True):
+            made = outcome[first.id]
+            result.append(made if job is first else Enqueued(made.id, False))
+        return result
+
+    async def claim(
+        self,
+        *,
+        worker: str,
+        limit: int,
+        lease: float,
+        now: float,
+        queues: Sequence[str] | None = None,
+    ) -> list[Job]:
+        if limit <= 0:
+            return []
+        now = float(now)
+        until = now + float(lease)
+        params: dict[str, Any] = {"now": now, "until": until, "limit": limit, "worker": worker}
+        if queues is None:
+            query = self._sql.claim_any
+        else:
+            names = list(dict.fromkeys(queues))
+            if not names:
+                return []
+            if len(names) == 1:
+                query = self._sql.claim_one
+                params["queue"] = names[0]
+            else:
+                query = self._sql.claim_some
+                params["queues"] = names
+        rows = await self._claim_rows(query, params)
+        return [_claimed(row, worker, until, now) for row in rows]
+
+    async def heartbeat(
+        self, job_ids: Sequence[str], *, worker: str, lease: float, now: float
+    ) -> list[str]:
+        if not job_ids:
+            return []
+        ids = list(dict.fromkeys(job_ids))
+        params = {"ids": ids, "worker": worker, "until": float(now) + float(lease)}
+        held = {row[0] for row in await self._fetch(self._sql.heartbeat, params)}
+        return [job_id for job_id in ids if job_id in held]
+
+    async def complete(self, outcomes: Sequence[Outcome], *, worker: str, now: float) -> list[str]:
+        params, ids = _complete_params(outcomes, worker, float(now))
+        if not ids:
+            return []
+        try:
+            rows = await self._fetch(self._sql.complete, params)
+        except StoreError as exc:
+            raise (_nul_error(exc) or exc) from exc.__cause__
+        recorded = {row[0] for row in rows}
+        return [job_id for job_id in ids if job_id in recorded]
+
+    async def save_progress(self, job_id: str, *, worker: str, state_data: Any, now: float) -> bool:
+        params = {
+            "id": job_id,
+            "worker": worker,
+            "state_data": None if state_data is None else encode(state_data),
+            "now": float(now),
+        }
+        try:
+            return await self._count(self._sql.save_progress, params) == 1
+        except StoreError as exc:
+            raise (_nul_error(exc) or exc) from exc.__cause__
+
+    async def get(self, job_id: str) -> Job | None:
+        rows = await self._fetch(self._sql.get, {"id": job_id})
+        return _job(rows[0]) if rows else None
+
+    async def find(self, where: JobFilter, *, limit: int = 100, offset: int = 0) -> list[Job]:
+        condition, params = _filter(where)
+        params["limit"] = max(0, int(limit))
+        params["offset"] = max(0, int(offset))
+        rows = await self._fetch(self._sql.text(FIND, condition), params)
+        return [_job(row) for row in rows]
+
+    async def stats(self, *, now: float) -> list[QueueStats]:
+        rows = await self._fetch(self._sql.stats, {"now": float(now)})
+        counts: dict[str, dict[str, int]] = {}
+        oldest: dict[str, float | None] = {}
+        for queue, state, count, ready_at in rows:
+            per_state = counts.setdefault(queue, {s.value: 0 for s in JobState})
+            per_state[state] = count
+            if ready_at is not None:
+                known = oldest.get(queue)
+                oldest[queue] = ready_at if known is None else min(known, ready_at)
+        return [QueueStats(queue, counts[queue], oldest.get(queue)) for queue in sorted(counts)]
+
+    async def redrive(self, where: JobFilter, *, now: float, delay: float = 0.0) -> int:
+        condition, params = _filter(where)
+        params["now"] = float(now)
+        params["run_at"] = float(now) + float(delay)
+        rows = await self._fetch(self._sql.text(REDRIVE, condition), params)
+        return int(rows[0][0])
+
+    async def resolve(self, where: JobFilter, *, reason: str, now: float) -> int:
+        condition, params = _filter(where)
+        params["now"] = float(now)
+        params["reason"] = reason
+        return await self._count(self._sql.text(RESOLVE, condition), params)
+
+    async def purge(self, where: JobFilter, *, now: float) -> int:
+        condition, params = _filter(where)
+        return await self._count(self._sql.text(PURGE, condition), params)
+
+
+# -- the caller's connections (transactional outbox) -------------------------------------------
+
+
+def _sqlalchemy_kind(connection: Any) -> str | None:
+    """``sync``/``async`` for an SQLAlchemy session or connection, else None (SQLAlchemy is
+    only imported when the program already has, so the ``postgres`` extra does not need it)."""
+    if "sqlalchemy" not in sys.modules:
+        return None
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.ext.asyncio import AsyncConnection as SAAsyncConnection
+    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.orm import Session
+
+    if isinstance(connection, Session | Connection):
+        return "sync"
+    if isinstance(connection, AsyncSession | SAAsyncConnection):
+        return "async"
+    return None
+
+
+def _check_connection(connection: Any) -> None:
+    if isinstance(connection, AsyncConnection | psycopg.Connection):
+        return
+    if _sqlalchemy_kind(connection) is not None:
+        return
+    raise ConfigurationError(
+        "enqueue(connection=...) takes a psycopg Connection or AsyncConnection, or an "
+        "SQLAlchemy Session, AsyncSession, Connection or AsyncConnection; got "
+        f"{type(connection).__name__}"
+    )
+
+
+async def _sqlalchemy_fetch(
+    connection: Any, query: str, params: Mapping[str, Any]
+) -> list[tuple[Any, ...]]:
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    kind = _sqlalchemy_kind(connection)
+    statement = text(query)
+    try:
+        if kind == "async":
+            result = await connection.execute(statement, dict(params))
+        else:
+            result = connection.execute(statement, dict(params))
+    except DBAPIError as exc:
+        cause = exc.orig
+        if isinstance(cause, psycopg.errors.UntranslatableCharacter):
+            raise ConfigurationError(
+                "a job's JSON cannot be stored: PostgreSQL jsonb cannot hold the NUL character"
+            ) from exc
+        raise StoreError(f"enqueue on the caller's connection failed: {exc.orig}") from exc
+    return [tuple(row) for row in result.all()]

@@ -1,0 +1,712 @@
+"""The job queue on SQLite: :class:`SQLiteJobQueue`, on a :class:`~antifragile.stores.SQLiteStore`.
+
+The queue shares its store's one connection and thread: every operation is one function call in
+that thread (one thread hop) and, inside it, one ``BEGIN IMMEDIATE ... COMMIT`` transaction, so
+any number of processes may work the same database file. A claim is one
+``UPDATE ... WHERE rowid IN (SELECT ... LIMIT ?) RETURNING ...`` statement over the partial
+"ready" indexes (merged with the expired leases, after an index probe finds any). Heartbeats are
+one ``UPDATE`` for the whole batch, and completions at most two -- plain successes, and the
+other outcomes with their per-job values -- each batch passed as one JSON array and read with
+``json_each``. History is appended and status flags are merged with SQLite's JSON functions, in
+the same transaction as the job's state.
+
+Status flags live in the store's key-value table: the flag's field is merged into the JSON object
+at ``status_flag.key`` exactly as :meth:`~antifragile.stores.KeyValueStore.merge` would (the
+entry is created if absent or expired, its version grows by one, its expiry is kept). An entry
+holding something other than a JSON object is left alone.
+
+The transactional outbox: ``enqueue(..., connection=c)`` writes the jobs with the caller's own
+connection, in the caller's thread, inside the caller's transaction -- they commit or roll back
+with the caller's rows. *c* is a :class:`sqlite3.Connection`, or an SQLAlchemy ``Session`` or
+``Connection`` whose driver connection is one. The caller's connection must be open on the
+**same database file** as the store (checked: a connection to any other file is refused with a
+ConfigurationError). The jobs are written under a savepoint, so a failed enqueue leaves the
+caller's transaction as it was; a connection with no transaction open gets one begun (and not
+committed), except one in autocommit mode, which is refused -- its writes would commit one by
+one. While the caller's transaction holds the database's write lock, other writers (the store's
+own connection included) wait for it, up to their busy timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from antifragile.errors import ConfigurationError
+from antifragile.jobs._model import (
+    FINAL,
+    Enqueued,
+    Job,
+    JobFilter,
+    JobState,
+    NewJob,
+    Outcome,
+    QueueStats,
+    StatusFlag,
+)
+from antifragile.stores._codec import encode
+from antifragile.stores._sqlite import SQLiteStore, _immediate
+
+_COLUMNS = (
+    "id, name, queue, state, priority, payload, payload_version, idempotency_key, attempts, "
+    "max_attempts, run_at, created_at, updated_at, provider, timeout, lease_owner, lease_until, "
+    "first_failed_at, last_failed_at, last_error_code, last_error, history, result, resolution, "
+    "status_flag, state_data"
+)
+#: the WHERE terms that match the partial indexes' own, so the planner may use them
+_READY = "state IN ('scheduled', 'queued', 'retrying')"
+_FINISHED = "state IN ('succeeded', 'dead', 'resolved')"
+_STATES = {state.value: state for state in JobState}
+_KINDS = frozenset({"succeeded", "retry", "defer", "dead", "release"})
+_SAVEPOINT = "antifragile_enqueue"
+
+_loads = json.loads
+_dumps = json.dumps
+
+
+# -- SQL ---------------------------------------------------------------------------------------
+
+_INSERT = """
+INSERT INTO antifragile_jobs (
+    id, name, queue, state, priority, payload, payload_version, idempotency_key, attempts,
+    max_attempts, run_at, created_at, updated_at, provider, timeout, status_flag, state_data)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+_EXISTING_KEYS = """
+SELECT idempotency_key, id FROM antifragile_jobs
+WHERE idempotency_key IN (SELECT value FROM json_each(?))
+"""
+
+# (key, field, value, now): merge one field into a live JSON object, or create the entry; a
+# live entry that is not an object is left alone
+_LIVE_KV = "(antifragile_kv.expires_at IS NULL OR antifragile_kv.expires_at > ?4)"
+_MERGE_FLAG = f"""
+INSERT INTO antifragile_kv (key, value, version, expires_at)
+VALUES (?1, json_object(?2, ?3), 1, NULL)
+ON CONFLICT (key) DO UPDATE SET
+    value = CASE WHEN {_LIVE_KV} THEN json_patch(antifragile_kv.value, excluded.value)
+            ELSE excluded.value END,
+    version = CASE WHEN {_LIVE_KV} THEN antifragile_kv.version + 1 ELSE 1 END,
+    expires_at = CASE WHEN {_LIVE_KV} THEN antifragile_kv.expires_at ELSE NULL END
+WHERE NOT {_LIVE_KV} OR json_type(antifragile_kv.value) = 'object'
+"""
+
+
+#: a job taken over from a worker whose lease ran out: that run counts as a failed attempt, so
+#: a job that crashes its worker every time ends in the dead-letter queue instead of looping
+LEASE_EXPIRED_MESSAGE = "its worker stopped renewing the lease (crashed, killed or stalled)"
+_TAKEOVER = f"""
+    , attempts = attempts + (state = 'running')
+    , first_failed_at = CASE WHEN state = 'running' THEN coalesce(first_failed_at, :now)
+                        ELSE first_failed_at END
+    , last_failed_at = CASE WHEN state = 'running' THEN :now ELSE last_failed_at END
+    , last_error_code = CASE WHEN state = 'running' THEN 'LEASE_EXPIRED' ELSE last_error_code END
+    , last_error = CASE WHEN state = 'running' THEN '{LEASE_EXPIRED_MESSAGE}' ELSE last_error END
+    , history = CASE WHEN state = 'running' THEN json_insert(history, '$[#]', json_object(
+          'number', attempts + 1, 'started_at', NULL, 'duration', NULL,
+          'code', 'LEASE_EXPIRED', 'message', '{LEASE_EXPIRED_MESSAGE}',
+          'status', NULL, 'delay', NULL)) ELSE history END"""
+
+
+def _claim_sql(queue_term: str, *, expired: bool) -> str:
+    """Lease the first ``:limit`` runnable jobs in claim order. With *expired*, running jobs
+    whose lease ran out are runnable too: each kind is taken in order from its own index, and
+    the two are merged."""
+    ready = f"""
+            SELECT rowid AS rid, priority, run_at, id FROM antifragile_jobs
+            WHERE {_READY} AND run_at <= :now{queue_term}
+            ORDER BY priority DESC, run_at, id LIMIT :limit"""
+    if expired:
+        chosen = f"""
+    SELECT rid FROM (
+        SELECT * FROM ({ready})
+        UNION ALL
+        SELECT * FROM (
+            SELECT rowid AS rid, priority, run_at, id FROM antifragile_jobs
+            WHERE state = 'running' AND lease_until <= :now{queue_term}
+            ORDER BY priority DESC, run_at, id LIMIT :limit))
+    ORDER BY priority DESC, run_at, id LIMIT :limit"""
+    else:
+        chosen = f"SELECT rid FROM ({ready})"
+    return f"""
+UPDATE antifragile_jobs
+SET state = 'running', lease_owner = :worker, lease_until = :until, updated_at = :now{_TAKEOVER}
+WHERE rowid IN ({chosen})
+RETURNING {_COLUMNS}
+"""
+
+
+_ANY, _ONE, _SOME = (
+    "",
+    " AND queue = :queue",
+    " AND queue IN (SELECT value FROM json_each(:queues))",
+)
+#: (without, with) the running jobs whose lease ran out, per kind of queue filter
+_CLAIM_ANY = (_claim_sql(_ANY, expired=False), _claim_sql(_ANY, expired=True))
+_CLAIM_ONE = (_claim_sql(_ONE, expired=False), _claim_sql(_ONE, expired=True))
+_CLAIM_SOME = (_claim_sql(_SOME, expired=False), _claim_sql(_SOME, expired=True))
+#: whether any lease ran out (an index probe; claims skip the takeover branch when none did)
+_ANY_EXPIRED = "SELECT 1 FROM antifragile_jobs WHERE state = 'running' AND lease_until <= ? LIMIT 1"
+
+_HEARTBEAT = """
+UPDATE antifragile_jobs SET lease_until = ?
+WHERE id IN (SELECT value FROM json_each(?)) AND state = 'running' AND lease_owner = ?
+RETURNING id
+"""
+
+#: plain successes (no result, no attempt record): the common case, without per-row values
+_SUCCEED = """
+UPDATE antifragile_jobs SET state = 'succeeded', attempts = attempts + 1, lease_owner = NULL,
+    lease_until = NULL, updated_at = ?
+WHERE id IN (SELECT value FROM json_each(?)) AND state = 'running' AND lease_owner = ?
+RETURNING id, state, status_flag
+"""
+
+# each outcome is [id, state, counted, run_at, result, attempt, failed, error_code, error]
+_COMPLETE = """
+UPDATE antifragile_jobs AS j SET
+    state = o.state,
+    attempts = j.attempts + o.counted,
+    run_at = coalesce(o.run_at, j.run_at),
+    result = CASE WHEN o.state = 'succeeded' THEN o.result ELSE j.result END,
+    lease_owner = NULL,
+    lease_until = NULL,
+    updated_at = :now,
+    first_failed_at = CASE WHEN o.failed THEN coalesce(j.first_failed_at, :now)
+                      ELSE j.first_failed_at END,
+    last_failed_at = CASE WHEN o.failed THEN :now ELSE j.last_failed_at END,
+    last_error_code = CASE WHEN o.failed THEN o.error_code ELSE j.last_error_code END,
+    last_error = CASE WHEN o.failed THEN o.error ELSE j.last_error END,
+    history = CASE WHEN o.attempt IS NULL THEN j.history
+              ELSE json_insert(j.history, '$[#]', json(o.attempt)) END
+FROM (
+    SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS state,
+           json_extract(value, '$[2]') AS counted, json_extract(value, '$[3]') AS run_at,
+           json_extract(value, '$[4]') AS result, json_extract(value, '$[5]') AS attempt,
+           json_extract(value, '$[6]') AS failed, json_extract(value, '$[7]') AS error_code,
+           json_extract(value, '$[8]') AS error
+    FROM json_each(:outcomes)) AS o
+WHERE j.id = o.id AND j.state = 'running' AND j.lease_owner = :worker
+RETURNING id, state, status_flag
+"""
+
+_SAVE_PROGRESS = """
+UPDATE antifragile_jobs SET state_data = ?, updated_at = ?
+WHERE id = ? AND state = 'running' AND lease_owner = ?
+"""
+
+_GET = f"SELECT {_COLUMNS} FROM antifragile_jobs WHERE id = ?"
+
+_COUNTS = "SELECT queue, state, count(*) FROM antifragile_jobs GROUP BY queue, state"
+_OLDEST_READY = f"""
+SELECT queue, min(run_at) FROM antifragile_jobs WHERE {_READY} AND run_at <= ? GROUP BY queue
+"""
+_OLDEST_EXPIRED = """
+SELECT queue, min(run_at) FROM antifragile_jobs
+WHERE state = 'running' AND lease_until <= ? GROUP BY queue
+"""
+
+
+# -- rows --------------------------------------------------------------------------------------
+
+
+def _job(row: tuple[Any, ...]) -> Job:
+    # REAL columns are coerced: RETURNING hands back whole-number REALs as integers
+    (
+        id_,
+        name,
+        queue,
+        state,
+        priority,
+        payload,
+        payload_version,
+        idempotency_key,
+        attempts,
+        max_attempts,
+        run_at,
+        created_at,
+        updated_at,
+        provider,
+        timeout,
+        lease_owner,
+        lease_until,
+        first_failed_at,
+        last_failed_at,
+        last_error_code,
+        last_error,
+        history,
+        result,
+        resolution,
+        status_flag,
+        state_data,
+    ) = row
+    return Job(
+        id_,
+        name,
+        queue,
+        _STATES[state],
+        priority,
+        _loads(payload),
+        payload_version,
+        idempotency_key,
+        attempts,
+        max_attempts,
+        float(run_at),
+        float(created_at),
+        float(updated_at),
+        provider,
+        None if timeout is None else float(timeout),
+        lease_owner,
+        None if lease_until is None else float(lease_until),
+        None if first_failed_at is None else float(first_failed_at),
+        None if last_failed_at is None else float(last_failed_at),
+        last_error_code,
+        last_error,
+        () if history == "[]" else tuple(_loads(history)),
+        None if result is None else _loads(result),
+        resolution,
+        None if status_flag is None else _flag(status_flag),
+        None if state_data is None else _loads(state_data),
+    )
+
+
+def _flag(text: str) -> StatusFlag:
+    return StatusFlag.from_json(_loads(text))
+
+
+def _claim_order(job: Job) -> tuple[int, float, str]:
+    return (-job.priority, job.run_at, job.id)
+
+
+def _where(where: JobFilter) -> tuple[list[str], list[Any]]:
+    """SQL terms (ANDed) and their parameters for *where*."""
+    terms: list[str] = []
+    params: list[Any] = []
+    if where.states:
+        states = sorted({JobState(state) for state in where.states})
+        if len(states) == 1:
+            terms.append(f"state = '{states[0].value}'")
+        else:
+            terms.append("state IN ({})".format(", ".join(f"'{s.value}'" for s in states)))
+        if all(state in FINAL for state in states):
+            terms.append(_FINISHED)
+    for column, value in (
+        ("queue", where.queue),
+        ("name", where.name),
+        ("provider", where.provider),
+        ("last_error_code", where.error_code),
+    ):
+        if value is not None:
+            terms.append(f"{column} = ?")
+            params.append(value)
+    if where.older_than is not None:
+        terms.append("updated_at < ?")
+        params.append(where.older_than)
+    if where.newer_than is not None:
+        terms.append("updated_at >= ?")
+        params.append(where.newer_than)
+    if where.ids:
+        terms.append("id IN (SELECT value FROM json_each(?))")
+        params.append(_dumps(list(where.ids)))
+    return terms, params
+
+
+def _and(terms: list[str]) -> str:
+    return "".join(f" AND {term}" for term in terms)
+
+
+# -- operations (run in the store's thread, or the caller's for the outbox) ----------------------
+
+_Row = tuple[Any, ...]
+_FlagParams = tuple[str, str, str, float]
+
+
+def _insert(
+    conn: sqlite3.Connection, rows: list[_Row], flags: list[_FlagParams | None]
+) -> list[Enqueued]:
+    """Insert the rows whose idempotency key is new; set the status flags of those created."""
+    keys = [row[7] for row in rows if row[7] is not None]
+    existing: dict[str, str] = {}
+    if keys:
+        existing = dict(conn.execute(_EXISTING_KEYS, (_dumps(keys),)).fetchall())
+    enqueued: list[Enqueued] = []
+    created: list[_Row] = []
+    pending: list[_FlagParams] = []
+    for row, flag in zip(rows, flags, strict=True):
+        key = row[7]
+        if key is not None:
+            found = existing.get(key)
+            if found is not None:
+                enqueued.append(Enqueued(found, False))
+                continue
+            existing[key] = row[0]
+        enqueued.append(Enqueued(row[0], True))
+        created.append(row)
+        if flag is not None:
+            pending.append(flag)
+    if created:
+        conn.executemany(_INSERT, created)
+    if pending:
+        conn.executemany(_MERGE_FLAG, pending)
+    return enqueued
+
+
+def _enqueue(
+    conn: sqlite3.Connection, rows: list[_Row], flags: list[_FlagParams | None]
+) -> list[Enqueued]:
+    with _immediate(conn):
+        return _insert(conn, rows, flags)
+
+
+def _claim(conn: sqlite3.Connection, sql: tuple[str, str], params: dict[str, Any]) -> list[Job]:
+    with _immediate(conn):
+        expired = conn.execute(_ANY_EXPIRED, (params["now"],)).fetchone() is not None
+        rows = conn.execute(sql[expired], params).fetchall()
+    jobs = [_job(row) for row in rows]
+    jobs.sort(key=_claim_order)
+    return jobs
+
+
+def _heartbeat(conn: sqlite3.Connection, ids: str, worker: str, until: float) -> list[str]:
+    with _immediate(conn):
+        return [row[0] for row in conn.execute(_HEARTBEAT, (until, ids, worker)).fetchall()]
+
+
+def _complete(
+    conn: sqlite3.Connection, plain: str | None, others: str | None, worker: str, now: float
+) -> list[str]:
+    """Record the plain successes (a JSON list of ids) and the other outcomes (a JSON list of
+    rows for ``_COMPLETE``)."""
+    with _immediate(conn):
+        rows: list[Any] = []
+        if plain is not None:
+            rows = conn.execute(_SUCCEED, (now, plain, worker)).fetchall()
+        if others is not None:
+            params = {"outcomes": others, "worker": worker, "now": now}
+            rows.extend(conn.execute(_COMPLETE, params).fetchall())
+        flags: list[_FlagParams] = []
+        for _, state, flag_text in rows:
+            if flag_text is not None and (state == "succeeded" or state == "dead"):
+                flag = _loads(flag_text)
+                value = flag["succeeded"] if state == "succeeded" else flag["failed"]
+                flags.append((flag["key"], flag["field"], value, now))
+        if flags:
+            conn.executemany(_MERGE_FLAG, flags)
+    return [row[0] for row in rows]
+
+
+def _save_progress(
+    conn: sqlite3.Connection, job_id: str, worker: str, text: str | None, now: float
+) -> bool:
+    with _immediate(conn):
+        return conn.execute(_SAVE_PROGRESS, (text, now, job_id, worker)).rowcount > 0
+
+
+def _get(conn: sqlite3.Connection, job_id: str) -> Job | None:
+    row = conn.execute(_GET, (job_id,)).fetchone()
+    return None if row is None else _job(row)
+
+
+def _find(conn: sqlite3.Connection, sql: str, params: list[Any]) -> list[Job]:
+    return [_job(row) for row in conn.execute(sql, params).fetchall()]
+
+
+def _stats(conn: sqlite3.Connection, now: float) -> list[QueueStats]:
+    conn.execute("BEGIN")  # one snapshot for the counts and the lag
+    try:
+        counts = conn.execute(_COUNTS).fetchall()
+        ready = conn.execute(_OLDEST_READY, (now,)).fetchall()
+        expired = conn.execute(_OLDEST_EXPIRED, (now,)).fetchall()
+    finally:
+        conn.execute("COMMIT")
+    per_queue: dict[str, dict[str, int]] = {}
+    for queue, state, count in counts:
+        per_queue.setdefault(queue, dict.fromkeys(_STATES, 0))[state] = count
+    oldest: dict[str, float] = {}
+    for queue, run_at in [*ready, *expired]:
+        if queue not in oldest or run_at < oldest[queue]:
+            oldest[queue] = float(run_at)
+    return [QueueStats(queue, per_queue[queue], oldest.get(queue)) for queue in sorted(per_queue)]
+
+
+def _redrive(conn: sqlite3.Connection, sql: str, params: list[Any], now: float) -> int:
+    with _immediate(conn):
+        rows = conn.execute(sql, params).fetchall()
+        flags: list[_FlagParams] = []
+        for (flag_text,) in rows:
+            if flag_text is not None:
+                flag = _loads(flag_text)
+                flags.append((flag["key"], flag["field"], flag["pending"], now))
+        if flags:
+            conn.executemany(_MERGE_FLAG, flags)
+    return len(rows)
+
+
+def _change(conn: sqlite3.Connection, sql: str, params: list[Any]) -> int:
+    with _immediate(conn):
+        return conn.execute(sql, params).rowcount
+
+
+# -- the transactional outbox --------------------------------------------------------------------
+
+
+def _driver_connection(connection: Any) -> sqlite3.Connection:
+    """The :mod:`sqlite3` connection under *connection* (itself, or an SQLAlchemy session's or
+    connection's), in a transaction SQLAlchemy knows about."""
+    if isinstance(connection, sqlite3.Connection):
+        return connection
+    if type(connection).__module__.startswith("sqlalchemy."):
+        from sqlalchemy.engine import Connection as SAConnection
+        from sqlalchemy.orm import Session
+
+        if isinstance(connection, Session):
+            connection = connection.connection()  # begins the session's transaction
+        if isinstance(connection, SAConnection):
+            if not connection.in_transaction():
+                connection.begin()  # what the first execute would do: the caller commits it
+            driver: Any = connection.connection.dbapi_connection
+            if isinstance(driver, sqlite3.Connection):
+                return driver
+            raise ConfigurationError(
+                f"the SQLAlchemy connection given to enqueue() uses {type(driver).__name__}, "
+                "not sqlite3: a SQLite job queue writes through a sqlite3 connection"
+            )
+    raise ConfigurationError(
+        f"enqueue(connection=...) takes a sqlite3.Connection or an SQLAlchemy Session or "
+        f"Connection on the same database file, got {type(connection).__name__}"
+    )
+
+
+def _check_same_file(conn: sqlite3.Connection, path: str) -> None:
+    files = [row[2] for row in conn.execute("PRAGMA database_list") if row[1] == "main"]
+    theirs = files[0] if files else ""
+    same = False
+    if theirs and path != ":memory:":
+        try:
+            same = os.path.samefile(theirs, path)
+        except OSError:
+            same = False
+    if not same:
+        raise ConfigurationError(
+            f"the connection given to enqueue() is on {theirs or 'an in-memory database'!r}, "
+            f"not on the job queue's database {path!r}: the transactional outbox needs a "
+            "connection to the same file"
+        )
+
+
+def _begin_if_needed(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        return
+    autocommit = getattr(conn, "autocommit", -1)  # Python 3.12+; -1: legacy transactions
+    if autocommit is True or (autocommit == -1 and conn.isolation_level is None):
+        raise ConfigurationError(
+            "the sqlite3 connection given to enqueue() is in autocommit mode with no "
+            "transaction open: BEGIN first, so the jobs commit with your own writes"
+        )
+    level = (conn.isolation_level or "").upper()
+    conn.execute(f"BEGIN {level}" if level in ("DEFERRED", "IMMEDIATE", "EXCLUSIVE") else "BEGIN")
+
+
+def _enqueue_outbox(
+    conn: sqlite3.Connection, rows: list[_Row], flags: list[_FlagParams | None]
+) -> list[Enqueued]:
+    _begin_if_needed(conn)
+    conn.execute(f"SAVEPOINT {_SAVEPOINT}")
+    try:
+        enqueued = _insert(conn, rows, flags)
+    except BaseException:
+        conn.execute(f"ROLLBACK TO {_SAVEPOINT}")
+        conn.execute(f"RELEASE {_SAVEPOINT}")
+        raise
+    conn.execute(f"RELEASE {_SAVEPOINT}")
+    return enqueued
+
+
+# -- the queue -----------------------------------------------------------------------------------
+
+
+def _row(job: NewJob, now: float) -> _Row:
+    state = JobState.SCHEDULED if job.run_at > now else JobState.QUEUED
+    if job.max_attempts < 1:
+        raise ConfigurationError(f"max_attempts must be at least 1, got {job.max_attempts!r}")
+    return (
+        job.id,
+        job.name,
+        job.queue,
+        state.value,
+        job.priority,
+        encode(job.payload),
+        job.payload_version,
+        job.idempotency_key,
+        job.max_attempts,
+        job.run_at,
+        now,
+        now,
+        job.provider,
+        job.timeout,
+        None if job.status_flag is None else encode(job.status_flag.to_json()),
+        None if job.state_data is None else encode(job.state_data),
+    )
+
+
+def _outcome(outcome: Outcome, now: float) -> list[Any]:
+    kind = outcome.kind
+    if kind not in _KINDS:
+        raise ConfigurationError(
+            f"unknown outcome kind {kind!r}; expected one of {', '.join(sorted(_KINDS))}"
+        )
+    attempt = None if outcome.attempt is None else encode(outcome.attempt)
+    if kind == "succeeded":
+        result = None if outcome.result is None else encode(outcome.result)
+        return [outcome.job_id, "succeeded", 1, None, result, attempt, 0, None, None]
+    if kind == "release":
+        return [outcome.job_id, "queued", 0, None, None, attempt, 0, None, None]
+    run_at = now if outcome.run_at is None else outcome.run_at
+    if kind == "defer":
+        return [outcome.job_id, "queued", 0, run_at, None, attempt, 0, None, None]
+    if kind == "retry":
+        return [outcome.job_id, "retrying", 1, run_at, None, attempt, 1, *_error(outcome)]
+    counted = 1 if outcome.attempted else 0
+    return [outcome.job_id, "dead", counted, None, None, attempt, 1, *_error(outcome)]
+
+
+def _error(outcome: Outcome) -> tuple[str | None, str | None]:
+    return outcome.error_code, outcome.error
+
+
+class SQLiteJobQueue:
+    """:class:`~antifragile.jobs.JobQueue` on an open :class:`~antifragile.stores.SQLiteStore`;
+    see the module docs. The queue neither opens nor closes its store."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        if not isinstance(store, SQLiteStore):
+            raise ConfigurationError(
+                f"SQLiteJobQueue needs a SQLiteStore, got {type(store).__name__}"
+            )
+        self.store = store
+        self._db = store._db
+
+    def __repr__(self) -> str:
+        return f"SQLiteJobQueue({self.store!r})"
+
+    async def enqueue(
+        self, jobs: Sequence[NewJob], *, now: float, connection: Any = None
+    ) -> list[Enqueued]:
+        """See :meth:`JobQueue.enqueue`; *connection* as in the module docs."""
+        rows = [_row(job, now) for job in jobs]
+        flags: list[_FlagParams | None] = [
+            None
+            if job.status_flag is None
+            else (job.status_flag.key, job.status_flag.field, job.status_flag.pending, now)
+            for job in jobs
+        ]
+        if connection is None:
+            if not rows:
+                return []
+            return await self._db.run(_enqueue, rows, flags)
+        conn = _driver_connection(connection)
+        try:
+            _check_same_file(conn, self._db.path)
+            return _enqueue_outbox(conn, rows, flags)
+        except sqlite3.Error as exc:
+            raise self._db.translate(exc) from exc
+
+    async def claim(
+        self,
+        *,
+        worker: str,
+        limit: int,
+        lease: float,
+        now: float,
+        queues: Sequence[str] | None = None,
+    ) -> list[Job]:
+        if not lease > 0:
+            raise ConfigurationError(f"lease must be > 0 seconds, got {lease!r}")
+        if limit < 1 or (queues is not None and not queues):
+            return []
+        params: dict[str, Any] = {
+            "worker": worker,
+            "until": now + lease,
+            "now": now,
+            "limit": limit,
+        }
+        if queues is None:
+            sql = _CLAIM_ANY
+        elif len(queues) == 1:
+            sql, params["queue"] = _CLAIM_ONE, queues[0]
+        else:
+            sql, params["queues"] = _CLAIM_SOME, _dumps(list(queues))
+        return await self._db.run(_claim, sql, params)
+
+    async def heartbeat(
+        self, job_ids: Sequence[str], *, worker: str, lease: float, now: float
+    ) -> list[str]:
+        if not lease > 0:
+            raise ConfigurationError(f"lease must be > 0 seconds, got {lease!r}")
+        if not job_ids:
+            return []
+        return await self._db.run(_heartbeat, _dumps(list(job_ids)), worker, now + lease)
+
+    async def complete(self, outcomes: Sequence[Outcome], *, worker: str, now: float) -> list[str]:
+        if not outcomes:
+            return []
+        plain: dict[str, None] = {}
+        others: dict[str, list[Any]] = {}
+        for outcome in outcomes:  # a job named twice: its last outcome counts
+            if outcome.kind == "succeeded" and outcome.result is None and outcome.attempt is None:
+                plain[outcome.job_id] = None
+                others.pop(outcome.job_id, None)
+            else:
+                others[outcome.job_id] = _outcome(outcome, now)
+                plain.pop(outcome.job_id, None)
+        return await self._db.run(
+            _complete,
+            _dumps(list(plain)) if plain else None,
+            _dumps(list(others.values())) if others else None,
+            worker,
+            now,
+        )
+
+    async def save_progress(self, job_id: str, *, worker: str, state_data: Any, now: float) -> bool:
+        text = None if state_data is None else encode(state_data)
+        return await self._db.run(_save_progress, job_id, worker, text, now)
+
+    async def get(self, job_id: str) -> Job | None:
+        return await self._db.run(_get, job_id)
+
+    async def find(self, where: JobFilter, *, limit: int = 100, offset: int = 0) -> list[Job]:
+        terms, params = _where(where)
+        sql = (
+            f"SELECT {_COLUMNS} FROM antifragile_jobs WHERE 1{_and(terms)} "
+            "ORDER BY updated_at DESC, id DESC LIMIT ? OFFSET ?"
+        )
+        return await self._db.run(_find, sql, [*params, max(0, limit), max(0, offset)])
+
+    async def stats(self, *, now: float) -> list[QueueStats]:
+        return await self._db.run(_stats, now)
+
+    async def redrive(self, where: JobFilter, *, now: float, delay: float = 0.0) -> int:
+        terms, params = _where(where)
+        sql = (
+            "UPDATE antifragile_jobs SET state = 'queued', run_at = ?, attempts = 0, "
+            "lease_owner = NULL, lease_until = NULL, updated_at = ? "
+            f"WHERE state = 'dead' AND {_FINISHED}{_and(terms)} RETURNING status_flag"
+        )
+        return await self._db.run(_redrive, sql, [now + delay, now, *params], now)
+
+    async def resolve(self, where: JobFilter, *, reason: str, now: float) -> int:
+        terms, params = _where(where)
+        sql = (
+            "UPDATE antifragile_jobs SET state = 'resolved', resolution = ?, updated_at = ? "
+            f"WHERE state = 'dead' AND {_FINISHED}{_and(terms)}"
+        )
+        return await self._db.run(_change, sql, [reason, now, *params])
+
+    async def purge(self, where: JobFilter, *, now: float) -> int:
+        terms, params = _where(where)
+        sql = f"DELETE FROM antifragile_jobs WHERE {_FINISHED}{_and(terms)}"
+        return await self._db.run(_change, sql, params)

@@ -1,0 +1,299 @@
+"""``antifragile dlq ...``, ``antifragile jobs list`` and ``antifragile worker`` against a real
+SQLite file holding dead jobs made by a real worker.
+
+Two jobs die before the commands run: ``charge`` (queue payments, provider stripe) three days
+ago on a 422, at once; ``notify`` (queue email, provider resend) a minute ago after two 503s.
+Their payloads and errors carry credentials that must never be printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from antifragile import (
+    Constant,
+    FakeClock,
+    InvalidRequestError,
+    Retry,
+    UpstreamUnavailableError,
+)
+from antifragile.cli import app
+from antifragile.jobs import JobContext, Jobs, JobState, Worker
+
+runner = CliRunner()
+SECRET_NOTE = "Bearer abcdefghijklmnop"
+SECRET_KEY = "re_live0123456789abcdef"
+
+
+@dataclass
+class Dlq:
+    url: str
+    path: Path
+    charge: str  # dead three days ago (VALIDATION, 422)
+    notify: str  # dead a minute ago (UPSTREAM_UNAVAILABLE, 503 twice)
+    done: str  # succeeded
+
+    def state(self, job_id: str) -> tuple[str, int, str | None]:
+        with sqlite3.connect(self.path) as conn:
+            row = conn.execute(
+                "SELECT state, attempts, resolution FROM antifragile_jobs WHERE id = ?",
+                (job_id,),
+            ).fetchone()
+        assert row is not None
+        return row[0], row[1], row[2]
+
+
+def _declare(jobs: Jobs) -> None:
+    @jobs.job(queue="payments", provider="stripe", retry=Retry(attempts=5))
+    async def charge(ctx: JobContext, order_id: int, note: str) -> None:
+        raise InvalidRequestError("HTTP 422 card declined", status=422, provider="stripe")
+
+    @jobs.job(queue="email", provider="resend", retry=Retry(attempts=2, backoff=Constant(1)))
+    async def notify(ctx: JobContext, to: str) -> None:
+        raise UpstreamUnavailableError(
+            f"HTTP 503 from https://api.test/emails?api_key={SECRET_KEY}",
+            status=503,
+            provider="resend",
+        )
+
+    @jobs.job(queue="email")
+    async def hello(ctx: JobContext) -> str:
+        return "hi"
+
+
+async def _make(path: Path) -> Dlq:
+    url = f"sqlite:///{path}"
+    now = time.time()
+    old = Jobs(database_url=url, clock=FakeClock(start=0, wall_offset=now - 3 * 86400))
+    recent = Jobs(database_url=url, clock=FakeClock(start=0, wall_offset=now - 60))
+    for jobs in (old, recent):
+        _declare(jobs)
+    async with old:
+        charge = await old.registry["charge"].enqueue(7, SECRET_NOTE)
+        await Worker(old).run_until_idle()
+    async with recent:
+        notify = await recent.registry["notify"].enqueue("a@example.com")
+        done = await recent.registry["hello"].enqueue()
+        worker = Worker(recent)
+        await worker.run_until_idle()
+        assert isinstance(recent.clock, FakeClock)
+        recent.clock.advance(1)
+        await worker.run_until_idle()
+    return Dlq(url, path, charge.id, notify.id, done.id)
+
+
+@pytest.fixture
+def dlq(tmp_path: Path) -> Dlq:
+    made = asyncio.run(_make(tmp_path / "jobs.db"))
+    assert made.state(made.charge)[0] == "dead"
+    assert made.state(made.notify)[0] == "dead"
+    return made
+
+
+def cli(*args: str) -> Result:
+    result = runner.invoke(app, list(args), env={"COLUMNS": "250"})
+    assert "Traceback" not in result.output
+    return result
+
+
+def test_list_shows_dead_jobs_and_filters_them(dlq: Dlq) -> None:
+    """dlq list shows every dead job with its code and status; --queue, --provider, --code,
+    --older-than and --newer-than narrow it."""
+    everything = cli("dlq", "list", "--database-url", dlq.url)
+    assert everything.exit_code == 0, everything.output
+    assert dlq.charge in everything.output
+    assert dlq.notify in everything.output
+    assert dlq.done not in everything.output
+    assert "VALIDATION" in everything.output
+    assert "UPSTREAM_UNAVAILABLE" in everything.output
+    assert SECRET_KEY not in everything.output
+    narrowed = {
+        ("--queue", "payments"): dlq.charge,
+        ("--provider", "resend"): dlq.notify,
+        ("--code", "VALIDATION"): dlq.charge,
+        ("--older-than", "1d"): dlq.charge,
+        ("--newer-than", "1h"): dlq.notify,
+    }
+    for option, expected in narrowed.items():
+        result = cli("dlq", "list", "--database-url", dlq.url, *option)
+        assert result.exit_code == 0, result.output
+        other = dlq.notify if expected == dlq.charge else dlq.charge
+        assert expected in result.output, option
+        assert other not in result.output, option
+
+
+def test_list_json_is_machine_readable(dlq: Dlq) -> None:
+    """dlq list --json prints the entries as JSON, payloads redacted."""
+    result = cli("dlq", "list", "--database-url", dlq.url, "--json")
+    assert result.exit_code == 0, result.output
+    entries = {e["id"]: e for e in json.loads(result.output)}
+    assert set(entries) == {dlq.charge, dlq.notify}
+    assert entries[dlq.charge]["payload"] == {"order_id": 7, "note": "Bearer [REDACTED]"}
+    assert entries[dlq.notify]["reason"] == "attempts_exhausted"
+
+
+def test_show_gives_redacted_payload_and_every_attempt(dlq: Dlq) -> None:
+    """dlq show prints the payload redacted, each attempt (time, code, HTTP status, message),
+    the first and last failure and the reason."""
+    result = cli("dlq", "show", dlq.notify, "--database-url", dlq.url)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert SECRET_KEY not in out
+    assert "[REDACTED]" in out
+    assert out.count("UPSTREAM_UNAVAILABLE") >= 2
+    assert out.count("503") >= 2
+    assert "first failure" in out
+    assert "last failure" in out
+    assert "attempts_exhausted" in out
+    assert "a@example.com" in out
+    charge = cli("dlq", "show", dlq.charge, "--database-url", dlq.url)
+    assert charge.exit_code == 0
+    assert "abcdefghijklmnop" not in charge.output
+    assert "Bearer [REDACTED]" in charge.output
+    assert "not_retryable" in charge.output
+    assert "422" in charge.output
+
+
+def test_bad_ids_are_clear_errors_not_tracebacks(dlq: Dlq) -> None:
+    """An unknown id, or a job that is not dead, exits 1 with a NOT_FOUND line."""
+    for args in (
+        ("dlq", "show", "nope"),
+        ("dlq", "show", dlq.done),
+        ("dlq", "retry", "nope"),
+        ("dlq", "retry", dlq.charge, "nope"),
+        ("dlq", "resolve", "nope", "--reason", "x"),
+    ):
+        result = cli(*args, "--database-url", dlq.url)
+        assert result.exit_code == 1, (args, result.output)
+        assert "NOT_FOUND" in result.output, args
+    assert dlq.state(dlq.charge)[0] == "dead"  # nothing changed when one id was bad
+
+
+def test_retry_one_job_redrives_it(dlq: Dlq) -> None:
+    """dlq retry ID sends one dead job back to the queue with its attempts reset; a second
+    retry of the same id is refused (it is no longer dead)."""
+    result = cli("dlq", "retry", dlq.notify, "--database-url", dlq.url)
+    assert result.exit_code == 0, result.output
+    assert "redrove 1 job(s)" in result.output
+    assert dlq.state(dlq.notify)[:2] == ("queued", 0)
+    assert dlq.state(dlq.charge)[0] == "dead"
+    again = cli("dlq", "retry", dlq.notify, "--database-url", dlq.url)
+    assert again.exit_code == 1
+    assert "not in the dead-letter queue" in again.output
+
+
+def test_retry_matching_or_all(dlq: Dlq) -> None:
+    """dlq retry --queue Q redrives the matching dead jobs; --all every dead job; naming
+    nothing is refused."""
+    nothing = cli("dlq", "retry", "--database-url", dlq.url)
+    assert nothing.exit_code == 1
+    assert "name the jobs" in nothing.output
+    some = cli("dlq", "retry", "--queue", "payments", "--database-url", dlq.url)
+    assert some.exit_code == 0
+    assert "redrove 1 job(s)" in some.output
+    assert dlq.state(dlq.charge)[0] == "queued"
+    assert dlq.state(dlq.notify)[0] == "dead"
+    everything = cli("dlq", "retry", "--all", "--database-url", dlq.url)
+    assert everything.exit_code == 0
+    assert "redrove 1 job(s)" in everything.output
+    assert dlq.state(dlq.notify)[0] == "queued"
+
+
+def test_resolve_needs_a_reason_and_keeps_it(dlq: Dlq) -> None:
+    """dlq resolve ID --reason closes the job with the reason; without one it is refused;
+    list --resolved still shows it."""
+    missing = cli("dlq", "resolve", dlq.charge, "--database-url", dlq.url)
+    assert missing.exit_code == 1
+    assert "--reason is required" in missing.output
+    result = cli(
+        "dlq", "resolve", dlq.charge, "--reason", "refunded by hand", "--database-url", dlq.url
+    )
+    assert result.exit_code == 0
+    assert "resolved 1 job(s)" in result.output
+    assert dlq.state(dlq.charge) == ("resolved", 1, "refunded by hand")
+    listed = cli("dlq", "list", "--database-url", dlq.url)
+    assert dlq.charge not in listed.output
+    with_resolved = cli("dlq", "list", "--resolved", "--database-url", dlq.url)
+    assert dlq.charge in with_resolved.output
+    assert "(resolved)" in with_resolved.output
+
+
+def test_purge_deletes_only_entries_older_than_the_age(dlq: Dlq) -> None:
+    """dlq purge --older-than 2d deletes the three-day-old entry and keeps the recent one;
+    --resolved-only keeps dead entries."""
+    kept = cli("dlq", "purge", "--older-than", "2d", "--resolved-only", "--database-url", dlq.url)
+    assert kept.exit_code == 0
+    assert "purged 0 job(s)" in kept.output
+    result = cli("dlq", "purge", "--older-than", "2d", "--database-url", dlq.url)
+    assert result.exit_code == 0
+    assert "purged 1 job(s)" in result.output
+    with sqlite3.connect(dlq.path) as conn:
+        ids = {row[0] for row in conn.execute("SELECT id FROM antifragile_jobs")}
+    assert ids == {dlq.notify, dlq.done}
+
+
+def test_jobs_list_shows_queues_and_jobs(dlq: Dlq) -> None:
+    """jobs list shows per-queue counts and recent jobs; --state narrows the list."""
+    result = cli("jobs", "list", "--database-url", dlq.url)
+    assert result.exit_code == 0, result.output
+    assert "payments" in result.output
+    assert "email" in result.output
+    assert dlq.done in result.output
+    assert dlq.charge in result.output
+    dead = cli("jobs", "list", "--state", "succeeded", "--database-url", dlq.url, "--json")
+    assert dead.exit_code == 0, dead.output
+    listed = json.loads(dead.output)
+    assert [j["id"] for j in listed["jobs"]] == [dlq.done]
+    assert {q["queue"] for q in listed["queues"]} == {"payments", "email"}
+
+
+def test_a_missing_database_or_bad_options_fail_cleanly(tmp_path: Path) -> None:
+    """A database file that does not exist is an error (and is not created); a malformed
+    duration is a usage error; the worker without --app explains what it needs."""
+    missing = tmp_path / "absent.db"
+    result = cli("dlq", "list", "--database-url", f"sqlite:///{missing}")
+    assert result.exit_code == 1
+    assert "no database" in result.output
+    assert not missing.exists()
+    bad = cli("dlq", "list", "--older-than", "soon", "--database-url", f"sqlite:///{missing}")
+    assert bad.exit_code == 2
+    assert "not a duration" in bad.output
+    worker = cli("worker", "--database-url", f"sqlite:///{missing}")
+    assert worker.exit_code == 1
+    assert "--app" in worker.output
+    unknown = cli("worker", "--app", "no_such_module_here:jobs")
+    assert unknown.exit_code == 1
+    assert "cannot import" in unknown.output
+
+
+def test_database_url_comes_from_the_environment(dlq: Dlq) -> None:
+    """ANTIFRAGILE_DATABASE_URL names the database when --database-url is not given."""
+    result = runner.invoke(
+        app, ["dlq", "list"], env={"ANTIFRAGILE_DATABASE_URL": dlq.url, "COLUMNS": "250"}
+    )
+    assert result.exit_code == 0, result.output
+    assert dlq.notify in result.output
+
+
+def test_redriven_jobs_run_again_under_a_worker(dlq: Dlq) -> None:
+    """A job redriven from the CLI is picked up by a worker again, with its history kept."""
+    assert cli("dlq", "retry", dlq.charge, "--database-url", dlq.url).exit_code == 0
+
+    async def rerun() -> tuple[JobState, int]:
+        jobs = Jobs(database_url=dlq.url)
+        _declare(jobs)
+        async with jobs:
+            await Worker(jobs).run_until_idle()
+            job = await jobs.get(dlq.charge)
+            assert job is not None
+            return job.state, len(job.history)
+
+    assert asyncio.run(rerun()) == (JobState.DEAD, 2)

@@ -1,0 +1,337 @@
+"""PostgresJobQueue against a real PostgreSQL: what only PostgreSQL has.
+
+The contract suite (tests/contract/test_job_queue.py) proves the queue's semantics on every
+backend. These tests prove the PostgreSQL mechanics: claims by OS processes that share nothing
+but the server, ``SKIP LOCKED`` (a claim never waits on rows another transaction holds), the
+transactional outbox on the connection kinds the contract suite does not use (psycopg
+``AsyncConnection``, SQLAlchemy ``AsyncSession`` and ``AsyncConnection``), table names that do
+not depend on the caller's ``search_path``, and the claim's plan on a backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import fields
+from typing import Any
+
+import psycopg
+import pytest
+
+from antifragile import ConfigurationError, FakeClock
+from antifragile.jobs import Job, JobFilter, NewJob, Outcome, StatusFlag
+from antifragile.jobs._postgres import _JOB_FIELDS, _NO_SORT, CLAIM_ANY, PostgresJobQueue
+from antifragile.stores._postgres import PostgresStore
+
+SPAWN = multiprocessing.get_context("spawn")
+PROCESSES = 4
+LEASE = 30.0
+FLAG = StatusFlag("session:1", "email_status")
+
+
+def new_job(now: float, id: str, **fields: Any) -> NewJob:
+    fields.setdefault("queue", "default")
+    return NewJob(name="noop", payload={"id": id}, run_at=now, max_attempts=3, id=id, **fields)
+
+
+def _admin(url: str, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        cursor = conn.execute(query.encode(), params)
+        return cursor.fetchall() if cursor.description else []
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def schema(postgres_url: str) -> Iterator[str]:
+    """A schema of this test's own, dropped afterwards whatever happened."""
+    name = f"jobs_{uuid.uuid4().hex[:12]}"
+    yield name
+    _admin(postgres_url, f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+@pytest.fixture
+async def queue(
+    postgres_url: str, schema: str, clock: FakeClock
+) -> AsyncIterator[PostgresJobQueue]:
+    store = PostgresStore(postgres_url, schema=schema, clock=clock)
+    await store.open()
+    try:
+        yield PostgresJobQueue(store)
+    finally:
+        await store.close()
+
+
+# -- several OS processes ------------------------------------------------------------------------
+
+
+async def _drain(url: str, schema: str, worker: str, now: float, barrier: Any) -> list[str]:
+    store = PostgresStore(url, schema=schema, max_size=2)
+    await store.open()
+    try:
+        queue = PostgresJobQueue(store)
+        barrier.wait(30)  # start together, so that the processes really contend
+        claimed: list[str] = []
+        while jobs := await queue.claim(worker=worker, limit=25, lease=3600, now=now):
+            claimed.extend(job.id for job in jobs)
+            outcomes = [Outcome(job.id, "succeeded") for job in jobs]
+            recorded = await queue.complete(outcomes, worker=worker, now=now)
+            assert sorted(recorded) == sorted(job.id for job in jobs)
+        return claimed
+    finally:
+        await store.close()
+
+
+def _run_drain(url: str, schema: str, worker: str, now: float, barrier: Any) -> list[str]:
+    return asyncio.run(_drain(url, schema, worker, now, barrier))
+
+
+async def test_four_processes_claim_every_job_exactly_once(
+    postgres_url: str, schema: str, queue: PostgresJobQueue, clock: FakeClock
+) -> None:
+    """4 OS processes claiming batches of 25 from 3,000 jobs of mixed priorities at once: every
+    job is claimed by exactly one process and recorded once, every job ends succeeded, and
+    each process received its jobs in claim order (priority, then id)."""
+    now = clock.time()
+    total = 3000
+    for first in range(0, total, 1000):
+        batch = [new_job(now, f"j-{i:05d}", priority=i % 3) for i in range(first, first + 1000)]
+        await queue.enqueue(batch, now=now)
+    with SPAWN.Manager() as manager, ProcessPoolExecutor(PROCESSES, mp_context=SPAWN) as pool:
+        barrier = manager.Barrier(PROCESSES)
+        futures = [
+            pool.submit(_run_drain, postgres_url, schema, f"p{i}", now, barrier)
+            for i in range(PROCESSES)
+        ]
+        results = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+    claimed = Counter(job_id for got in results for job_id in got)
+    assert len(claimed) == total
+    assert set(claimed.values()) == {1}
+    [stats] = await queue.stats(now=now)
+    assert stats.counts["succeeded"] == total
+    for got in results:
+        order = [(-(int(i[2:]) % 3), i) for i in got]
+        assert order == sorted(order)
+
+
+# -- SKIP LOCKED ---------------------------------------------------------------------------------
+
+
+async def test_a_claim_skips_rows_another_transaction_holds_without_waiting(
+    postgres_url: str, schema: str, queue: PostgresJobQueue, clock: FakeClock
+) -> None:
+    """While another transaction holds row locks on the two first jobs in claim order, a claim
+    returns at once with the next ones; once that transaction ends, the two are claimable."""
+    now = clock.time()
+    await queue.enqueue([new_job(now, f"j-{i}") for i in range(5)], now=now)
+    with psycopg.connect(postgres_url) as holder:  # a transaction stays open until the end
+        holder.execute(
+            f"SELECT id FROM \"{schema}\".antifragile_jobs WHERE id IN ('j-0', 'j-1')"
+            " FOR UPDATE".encode()
+        )
+        started = time.monotonic()
+        claimed = await asyncio.wait_for(
+            queue.claim(worker="w1", limit=10, lease=LEASE, now=now), timeout=5
+        )
+        assert time.monotonic() - started < 1.0
+        assert [j.id for j in claimed] == ["j-2", "j-3", "j-4"]
+        holder.rollback()
+    rest = await queue.claim(worker="w2", limit=10, lease=LEASE, now=now)
+    assert [j.id for j in rest] == ["j-0", "j-1"]
+
+
+async def test_concurrent_claims_on_one_pool_split_the_jobs(
+    queue: PostgresJobQueue, clock: FakeClock
+) -> None:
+    """Ten claims in flight on the pool's connections at once hand out disjoint batches that
+    together are every job (each claim skips what the others locked)."""
+    now = clock.time()
+    await queue.enqueue([new_job(now, f"j-{i:03d}") for i in range(100)], now=now)
+    batches = await asyncio.gather(
+        *(queue.claim(worker=f"w{i}", limit=10, lease=LEASE, now=now) for i in range(10))
+    )
+    claimed = Counter(j.id for batch in batches for j in batch)
+    leftovers = await queue.claim(worker="late", limit=100, lease=LEASE, now=now)
+    claimed.update(j.id for j in leftovers)
+    assert len(claimed) == 100
+    assert set(claimed.values()) == {1}
+
+
+# -- the transactional outbox ----------------------------------------------------------------------
+
+
+async def _jobs(queue: PostgresJobQueue) -> list[Job]:
+    return await queue.find(JobFilter())
+
+
+async def test_outbox_on_a_psycopg_async_connection(
+    postgres_url: str, queue: PostgresJobQueue, clock: FakeClock
+) -> None:
+    """Jobs enqueued on the caller's psycopg AsyncConnection (whose search_path is not the
+    store's schema) appear, with their flag, only when the caller commits, and vanish with a
+    rollback; the queue never commits for the caller."""
+    now = clock.time()
+    store = queue.store
+    async with await psycopg.AsyncConnection.connect(postgres_url) as conn:
+        kept = new_job(now, "kept", status_flag=FLAG)
+        await queue.enqueue([kept], now=now, connection=conn)
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        assert await _jobs(queue) == []
+        assert await store.kv.get(FLAG.key, now=now) is None
+        await conn.commit()
+        assert [j.id for j in await _jobs(queue)] == ["kept"]
+        flag = await store.kv.get(FLAG.key, now=now)
+        assert flag is not None
+        assert flag.value == {"email_status": "pending"}
+
+        await queue.enqueue([new_job(now, "dropped")], now=now, connection=conn)
+        await conn.rollback()
+    assert [j.id for j in await _jobs(queue)] == ["kept"]
+
+
+def _async_url(url: str) -> str:
+    return url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+async def test_outbox_on_an_sqlalchemy_async_session(
+    postgres_url: str, queue: PostgresJobQueue, clock: FakeClock
+) -> None:
+    """Jobs enqueued through an SQLAlchemy AsyncSession are written in the session's
+    transaction: committed with it, or gone with its rollback."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+    now = clock.time()
+    engine = create_async_engine(_async_url(postgres_url))
+    try:
+        async with AsyncSession(engine) as session:
+            await session.execute(text("SELECT 1"))
+            await queue.enqueue([new_job(now, "committed")], now=now, connection=session)
+            assert await _jobs(queue) == []
+            await session.commit()
+            await queue.enqueue([new_job(now, "rolled-back")], now=now, connection=session)
+            await session.rollback()
+    finally:
+        await engine.dispose()
+    assert [j.id for j in await _jobs(queue)] == ["committed"]
+
+
+async def test_outbox_on_an_sqlalchemy_async_connection(
+    postgres_url: str, queue: PostgresJobQueue, clock: FakeClock
+) -> None:
+    """An SQLAlchemy AsyncConnection joins the outbox too; a known idempotency key there names
+    the existing job."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    now = clock.time()
+    engine = create_async_engine(_async_url(postgres_url))
+    try:
+        async with engine.connect() as conn:
+            first = new_job(now, "first", idempotency_key="order-1")
+            [made] = await queue.enqueue([first], now=now, connection=conn)
+            [again] = await queue.enqueue(
+                [new_job(now, "second", idempotency_key="order-1")], now=now, connection=conn
+            )
+            assert made.created
+            assert (again.id, again.created) == ("first", False)
+            assert await _jobs(queue) == []
+            await conn.commit()
+    finally:
+        await engine.dispose()
+    assert [j.id for j in await _jobs(queue)] == ["first"]
+
+
+async def test_outbox_refuses_an_object_that_is_no_connection(
+    queue: PostgresJobQueue, clock: FakeClock
+) -> None:
+    """A connection= that is neither psycopg nor SQLAlchemy is a ConfigurationError, and nothing
+    is written."""
+    now = clock.time()
+    with pytest.raises(ConfigurationError, match="psycopg"):
+        await queue.enqueue([new_job(now, "j")], now=now, connection=object())
+    assert await _jobs(queue) == []
+
+
+# -- what jsonb cannot hold, and flags folded in one batch ---------------------------------------
+
+
+async def test_a_nul_character_is_refused_and_nothing_is_written(
+    queue: PostgresJobQueue, clock: FakeClock
+) -> None:
+    """jsonb cannot hold U+0000: a payload with it is a ConfigurationError, and no job of its
+    batch is written."""
+    now = clock.time()
+    bad = NewJob(name="noop", queue="default", payload={"x": "a\x00b"}, run_at=now, max_attempts=1)
+    with pytest.raises(ConfigurationError, match="NUL"):
+        await queue.enqueue([new_job(now, "good"), bad], now=now)
+    assert await _jobs(queue) == []
+
+
+async def test_outcomes_flagging_one_field_in_one_batch_end_with_the_last(
+    queue: PostgresJobQueue, clock: FakeClock
+) -> None:
+    """Two jobs of one batch flag the same field of one entry: the entry is written once
+    (version + 1) and the field ends with the value of the later outcome in the batch."""
+    now = clock.time()
+    await queue.enqueue(
+        [new_job(now, "a", status_flag=FLAG), new_job(now, "b", status_flag=FLAG)], now=now
+    )
+    await queue.claim(worker="w1", limit=2, lease=LEASE, now=now)
+    await queue.complete([Outcome("a", "succeeded"), Outcome("b", "dead")], worker="w1", now=now)
+    entry = await queue.store.kv.get(FLAG.key, now=now)
+    assert entry is not None
+    assert (entry.value, entry.version) == ({"email_status": "failed"}, 2)
+
+
+# -- the row layout and the claim's plan -----------------------------------------------------------
+
+
+def test_rows_are_read_in_the_order_of_jobs_fields() -> None:
+    """The columns the queue selects are Job's fields in their order (rows become Jobs by
+    position)."""
+    assert tuple(f.name for f in fields(Job)) == _JOB_FIELDS
+
+
+async def test_a_claim_walks_the_claim_index_instead_of_sorting_the_backlog(
+    queue: PostgresJobQueue, clock: FakeClock
+) -> None:
+    """On a backlog of 5,000 ready jobs in a table never analyzed (statistics claim it is
+    nearly empty), a claim of 10 reads them in index order and stops: the ready rows come from
+    an ordered scan of the claim index, and no more than the claim's limit are read."""
+    now = clock.time()
+    for first in range(0, 5000, 1000):
+        await queue.enqueue(
+            [new_job(now, f"j-{i:05d}", priority=i % 5) for i in range(first, first + 1000)],
+            now=now,
+        )
+    store = queue.store
+    assert store._db.pool is not None
+    query = queue._sql.text(CLAIM_ANY)
+    params = {"now": now, "until": now + LEASE, "limit": 10, "worker": "w"}
+    # as the queue runs it (settings of its transaction), then rolled back: nothing is claimed
+    async with store._db.pool.connection() as conn, conn.transaction(force_rollback=True):
+        await conn.execute(_NO_SORT)
+        cursor = await conn.execute(("EXPLAIN (ANALYZE, FORMAT JSON) " + query).encode(), params)
+        row = await cursor.fetchone()
+        assert row is not None
+
+    def nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        yield node
+        for child in node.get("Plans", []):
+            yield from nodes(child)
+
+    ready = next(n for n in nodes(row[0][0]["Plan"]) if n.get("Subplan Name") == "CTE ready")
+    scans = [n for n in nodes(ready) if "Scan" in n["Node Type"]]
+    assert [(n["Node Type"], n.get("Index Name")) for n in scans] == [
+        ("Index Scan", "antifragile_jobs_claim_any")
+    ]
+    assert scans[0]["Actual Rows"] <= 10
+    assert not [n for n in nodes(ready) if n["Node Type"] == "Sort"]

@@ -1,0 +1,143 @@
+"""Three ``antifragile scheduler`` processes on one database enqueue each tick exactly once.
+
+The processes run the real command (``--app`` loading ``_scheduler_app``) for a few real
+seconds with a per-second schedule -- separate processes cannot share a FakeClock -- and print
+one line per tick they enqueued or found enqueued. The proof is counted twice: in their output
+(each tick created by exactly one process) and in the database (one job per tick key, every
+second of the run present).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import sys
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from antifragile.cli import app
+from antifragile.jobs import JobFilter, Jobs
+from antifragile.stores import open_store
+from tests.conftest import POSTGRES_URL, require_service
+
+ROOT = Path(__file__).resolve().parents[2]
+PROCESSES = 3
+RUN_FOR = 3.5  # seconds with every process running
+LINE = re.compile(r"^every_second tick=(\d+) \(\S+\) (enqueued|already enqueued) job=(\w+)$")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'scheduler.db'}"
+        return
+    require_service("postgres", POSTGRES_URL)
+    schema = f"t{uuid.uuid4().hex[:12]}"
+    store = await open_store(POSTGRES_URL, schema=schema, drop_schema_on_close=True)
+    try:  # the schema exists (and is migrated) before the processes start
+        separator = "&" if "?" in POSTGRES_URL else "?"
+        yield f"{POSTGRES_URL}{separator}schema={schema}"
+    finally:
+        await store.close()
+
+
+async def start_scheduler(url: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "from antifragile.cli import main; main()",
+        "scheduler",
+        "--app",
+        "tests.integration._scheduler_app:jobs",
+        "--database-url",
+        url,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def wait_until_running(process: asyncio.subprocess.Process) -> list[str]:
+    """Read the process's output up to its 'scheduler running' line."""
+    assert process.stdout is not None
+    lines = []
+    while True:
+        raw = await asyncio.wait_for(process.stdout.readline(), 30)
+        if not raw:
+            assert process.stderr is not None
+            pytest.fail(f"the scheduler did not start: {(await process.stderr.read()).decode()}")
+        line = raw.decode().rstrip()
+        lines.append(line)
+        if line.startswith("scheduler running"):
+            return lines
+
+
+async def test_three_schedulers_enqueue_each_tick_exactly_once(database_url: str) -> None:
+    """Three scheduler processes share one queue for a few seconds of a per-second schedule:
+    every tick of the run is enqueued, each exactly once -- one process creates its job, any
+    other that tries finds it there -- and the queue holds one job per tick key."""
+    processes = [await start_scheduler(database_url) for _ in range(PROCESSES)]
+    outputs: list[list[str]] = []
+    try:
+        for process in processes:
+            outputs.append(await wait_until_running(process))
+        await asyncio.sleep(RUN_FOR)
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for index, process in enumerate(processes):
+            out, err = await asyncio.wait_for(process.communicate(), 30)
+            assert process.returncode == 0, err.decode()
+            outputs[index] += out.decode().splitlines()
+            assert outputs[index][-1] == "scheduler stopped"
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+    created: Counter[int] = Counter()
+    seen_by: dict[int, set[int]] = {}
+    job_of: dict[int, str] = {}
+    for index, lines in enumerate(outputs):
+        for line in lines:
+            match = LINE.match(line)
+            if match is None:
+                continue
+            tick, what, job_id = int(match[1]), match[2], match[3]
+            seen_by.setdefault(tick, set()).add(index)
+            assert job_of.setdefault(tick, job_id) == job_id  # everyone names the same job
+            if what == "enqueued":
+                created[tick] += 1
+    ticks = sorted(seen_by)
+    assert len(ticks) >= RUN_FOR - 1
+    assert ticks == list(range(ticks[0], ticks[-1] + 1)), "a second was skipped"
+    assert all(created[tick] == 1 for tick in ticks), created
+    # they did compete: all of them tried to enqueue most ticks (they wake at the same instant)
+    assert sum(len(seen_by[t]) == PROCESSES for t in ticks) >= 2, seen_by
+
+    async with Jobs(database_url=database_url) as jobs:
+        found = await jobs.find(JobFilter(name="every_second"), limit=10_000)
+    per_key = Counter(job.idempotency_key for job in found)
+    assert per_key == Counter(f"cron:every_second:{tick}" for tick in ticks)
+    assert {job.id for job in found} == set(job_of.values())
+
+
+def test_the_command_refuses_an_app_it_cannot_load(tmp_path: Path) -> None:
+    """``antifragile scheduler`` names what is wrong with ``--app`` and exits with 1."""
+    runner = CliRunner()
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    for spec, message in [
+        ("no_colon", "must look like"),
+        ("tests.integration.nowhere:jobs", "cannot import"),
+        ("tests.integration._scheduler_app:nothing", "no attribute"),
+        ("tests.integration._scheduler_app:every_second", "Schedule, not a Jobs"),
+    ]:
+        result = runner.invoke(app, ["scheduler", "--app", spec, "--database-url", url])
+        assert result.exit_code == 1, result.output
+        assert message in result.output

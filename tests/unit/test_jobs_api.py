@@ -1,0 +1,467 @@
+"""The jobs API: declaring jobs, validating payloads at enqueue, enqueue options, and the pure
+failure decisions a worker takes (retry, defer, dead)."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from antifragile import (
+    CircuitOpenError,
+    ConfigurationError,
+    Constant,
+    Exponential,
+    FakeClock,
+    InvalidRequestError,
+    NetworkError,
+    RateLimitedError,
+    Retry,
+    RetryBudgetExhaustedError,
+    UpstreamUnavailableError,
+)
+from antifragile.jobs import (
+    DEFAULT_JOB_RETRY,
+    Job,
+    JobContext,
+    JobFilter,
+    Jobs,
+    JobState,
+    StatusFlag,
+    looks_secret,
+    redact_payload,
+)
+from antifragile.jobs._policy import decide_failure, describe_error, job_retry_on
+
+
+@pytest.fixture
+async def jobs(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Jobs]:
+    app = Jobs(database_url=f"sqlite:///{tmp_path / 'jobs.db'}", clock=clock)
+    async with app:
+        yield app
+
+
+# -- declaring ----------------------------------------------------------------------------------
+
+
+def test_decorator_registers_with_defaults() -> None:
+    """@jobs.job (bare) registers under the function's name with the documented defaults."""
+    jobs = Jobs(database_url="sqlite:///unused.db")
+
+    @jobs.job
+    async def ping(ctx: JobContext) -> str:
+        return "pong"
+
+    assert jobs.registry == {"ping": ping}
+    assert ping.name == "ping"
+    assert ping.queue == "default"
+    assert ping.retry is DEFAULT_JOB_RETRY
+    assert ping.timeout == 300.0
+    assert ping.priority == 0
+    assert ping.provider is None
+    assert ping.payload_version == 1
+
+
+def test_decorator_options_are_kept() -> None:
+    """Name, queue, retry, timeout, priority, provider and payload version are the job's."""
+    jobs = Jobs(database_url="sqlite:///unused.db")
+    retry = Retry(attempts=8)
+
+    @jobs.job(
+        "summary",
+        queue="email",
+        retry=retry,
+        timeout=20,
+        priority=5,
+        provider="resend",
+        payload_version=2,
+    )
+    async def send_summary(ctx: JobContext, session_id: str) -> None:
+        pass
+
+    assert jobs.registry["summary"] is send_summary
+    assert (send_summary.queue, send_summary.retry, send_summary.timeout) == ("email", retry, 20)
+    assert (send_summary.priority, send_summary.provider) == (5, "resend")
+    assert send_summary.payload_version == 2
+
+
+def test_misdeclared_jobs_are_refused() -> None:
+    """A duplicate name, a sync function, *args/**kwargs and a bad timeout are refused at once."""
+    jobs = Jobs(database_url="sqlite:///unused.db")
+
+    @jobs.job
+    async def once(ctx: JobContext) -> None:
+        pass
+
+    with pytest.raises(ConfigurationError, match="already declared"):
+
+        @jobs.job("once")
+        async def again(ctx: JobContext) -> None:
+            pass
+
+    def sync(ctx: JobContext) -> None:
+        pass
+
+    with pytest.raises(ConfigurationError, match="async def"):
+        jobs.job(sync)  # type: ignore[arg-type]
+
+    async def variadic(ctx: JobContext, *args: int) -> None:
+        pass
+
+    with pytest.raises(ConfigurationError, match=r"\*args"):
+        jobs.job(variadic)
+
+    async def slow(ctx: JobContext) -> None:
+        pass
+
+    with pytest.raises(ConfigurationError, match="timeout"):
+        jobs.job("slow", timeout=0)(slow)
+
+
+@pytest.mark.parametrize(
+    "field", ["token", "api_key", "password", "client_secret", "authorization", "apiKey"]
+)
+def test_secret_looking_parameters_are_refused_at_declaration(field: str) -> None:
+    """A payload parameter named like a credential is refused, and the error names it."""
+    jobs = Jobs(database_url="sqlite:///unused.db")
+    namespace: dict[str, Any] = {"JobContext": JobContext}
+    exec(f"async def leak(ctx, {field}: str) -> None:\n    pass\n", namespace)
+    with pytest.raises(ConfigurationError, match=field):
+        jobs.job(namespace["leak"])
+
+
+def test_secret_names_are_recognised_without_false_alarms() -> None:
+    """Credential names are caught in any case style; ordinary names are left alone."""
+    for name in ("access_token", "refreshToken", "API_KEY", "x-api-key", "private_key", "passwd"):
+        assert looks_secret(name), name
+    for name in ("idempotency_key", "max_tokens", "key_id", "session_id", "tokenizer", "email"):
+        assert not looks_secret(name), name
+
+
+# -- payload validation at enqueue --------------------------------------------------------------
+
+
+async def test_invalid_payloads_fail_at_enqueue_and_nothing_is_stored(jobs: Jobs) -> None:
+    """A wrong type, a missing or an unknown argument raise ConfigurationError in the caller,
+    naming the field, and no job is written."""
+
+    @jobs.job
+    async def charge(ctx: JobContext, order_id: int, amount: float, note: str = "") -> None:
+        pass
+
+    with pytest.raises(ConfigurationError, match="order_id"):
+        await charge.enqueue("not-a-number", 10.0)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="amount"):
+        await charge.enqueue(1)  # type: ignore[call-arg]
+    with pytest.raises(ConfigurationError, match="surprise"):
+        await charge.enqueue(1, 2.0, surprise=True)  # type: ignore[call-arg]
+    assert await jobs.find(JobFilter()) == []
+
+
+async def test_unserialisable_payloads_fail_at_enqueue(jobs: Jobs) -> None:
+    """Values that JSON cannot hold (an arbitrary object, NaN) are refused at enqueue."""
+
+    @jobs.job
+    async def store(ctx: JobContext, value: Any) -> None:
+        pass
+
+    with pytest.raises(ConfigurationError, match="JSON"):
+        await store.enqueue(object())
+    with pytest.raises(ConfigurationError, match="JSON"):
+        await store.enqueue(math.nan)
+
+
+async def test_nested_secret_fields_are_refused_without_echoing_the_value(jobs: Jobs) -> None:
+    """A secret-looking key anywhere in the payload is refused; the message names its path and
+    never contains the secret."""
+
+    @jobs.job
+    async def call(ctx: JobContext, request: dict[str, Any]) -> None:
+        pass
+
+    with pytest.raises(ConfigurationError) as info:
+        await call.enqueue({"headers": {"Authorization": "Bearer s3cr3t-value-123"}})
+    assert "headers.Authorization" in str(info.value)
+    assert "s3cr3t" not in str(info.value)
+
+
+async def test_payload_is_validated_encoded_and_revived(jobs: Jobs) -> None:
+    """The payload is stored as JSON (a datetime as ISO text, defaults filled in) and the job
+    function receives typed values again."""
+    seen: list[tuple[datetime, int]] = []
+
+    @jobs.job
+    async def remind(ctx: JobContext, at: datetime, times: int = 2) -> str:
+        seen.append((at, times))
+        return f"{ctx.attempt}:{ctx.idempotency_key.startswith('job:')}"
+
+    at = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    enqueued = await remind.enqueue(at)
+    stored = await jobs.get(enqueued.id)
+    assert stored is not None
+    assert stored.payload == {"at": "2030-01-02T03:04:05Z", "times": 2}
+    assert await remind.run_inline(at, times=3) == "1:True"
+    assert seen == [(at, 3)]
+
+
+async def test_positional_only_parameters_round_trip(jobs: Jobs) -> None:
+    """Positional-only payload parameters are passed back positionally."""
+
+    @jobs.job
+    async def add(ctx: JobContext, a: int, /, b: int) -> int:
+        return a + b
+
+    assert await add.run_inline(2, b=3) == 5
+
+
+# -- enqueue options ----------------------------------------------------------------------------
+
+
+async def test_idempotency_key_creates_one_job(jobs: Jobs) -> None:
+    """Enqueueing twice with the same idempotency key creates one job; the second call names it."""
+
+    @jobs.job
+    async def welcome(ctx: JobContext, email: str) -> None:
+        pass
+
+    first = await welcome.configure(idempotency_key="welcome:1").enqueue("a@example.com")
+    second = await welcome.configure(idempotency_key="welcome:1").enqueue("a@example.com")
+    assert first.created
+    assert not second.created
+    assert second.id == first.id
+    assert len(await jobs.find(JobFilter())) == 1
+    job = await jobs.get(first.id)
+    assert job is not None
+    assert job.idempotency_key == "welcome:1"
+
+
+async def test_delay_run_at_priority_and_queue(jobs: Jobs, clock: FakeClock) -> None:
+    """delay and run_at schedule the job; priority and queue override the declaration."""
+
+    @jobs.job(queue="email")
+    async def note(ctx: JobContext, n: int) -> None:
+        pass
+
+    now = clock.time()
+    later = await note.configure(delay=timedelta(minutes=5)).enqueue(1)
+    at = await note.configure(run_at=datetime.fromtimestamp(now + 3600, UTC)).enqueue(2)
+    urgent = await note.configure(priority=9, queue="urgent").enqueue(3)
+    jobs_by_id = {j.id: j for j in await jobs.find(JobFilter())}
+    assert jobs_by_id[later.id].run_at == pytest.approx(now + 300)
+    assert jobs_by_id[later.id].state is JobState.SCHEDULED
+    assert jobs_by_id[at.id].run_at == pytest.approx(now + 3600)
+    assert jobs_by_id[urgent.id].state is JobState.QUEUED
+    assert (jobs_by_id[urgent.id].priority, jobs_by_id[urgent.id].queue) == (9, "urgent")
+    with pytest.raises(ConfigurationError, match="either delay or run_at"):
+        note.configure(delay=1, run_at=now)
+    with pytest.raises(ConfigurationError, match="timezone"):
+        note.configure(run_at=datetime(2030, 1, 1))
+
+
+async def test_status_flag_is_pending_after_enqueue(jobs: Jobs, clock: FakeClock) -> None:
+    """A status flag given at enqueue is set to its pending value in the same transaction."""
+
+    @jobs.job
+    async def email(ctx: JobContext) -> None:
+        pass
+
+    flag = StatusFlag("session:42", "summary_email")
+    enqueued = await email.configure(status=flag).enqueue()
+    job = await jobs.get(enqueued.id)
+    assert job is not None
+    assert job.status_flag == flag
+    entry = await jobs.queue.store.kv.get("session:42", now=clock.time())
+    assert entry is not None
+    assert entry.value == {"summary_email": "pending"}
+
+
+async def test_prepare_and_enqueue_many(jobs: Jobs) -> None:
+    """prepare() validates without enqueueing; enqueue_many writes a batch in one call."""
+
+    @jobs.job
+    async def tick(ctx: JobContext, n: int) -> None:
+        pass
+
+    batch = [tick.prepare(n) for n in range(20)]
+    assert await jobs.find(JobFilter()) == []
+    results = await jobs.enqueue_many(batch)
+    assert len(results) == 20
+    assert all(r.created for r in results)
+    with pytest.raises(ConfigurationError):
+        tick.prepare("x")  # type: ignore[arg-type]
+
+
+async def test_payload_upgrades_run_in_order(jobs: Jobs) -> None:
+    """A payload stored at an older version is upgraded step by step before the job runs; a
+    missing step is a ConfigurationError."""
+
+    @jobs.job(payload_version=3)
+    async def greet(ctx: JobContext, full_name: str, lang: str) -> str:
+        return f"{lang}:{full_name}"
+
+    @greet.upgrade(1)
+    def v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
+        return {"full_name": payload.pop("name")}
+
+    @greet.upgrade(2)
+    def v2_to_v3(payload: dict[str, Any]) -> dict[str, Any]:
+        return {**payload, "lang": "en"}
+
+    old = _job(payload={"name": "Ada"}, payload_version=1, name="greet")
+    args, kwargs = greet.decode(old)
+    assert await greet(JobContext(job=old, jobs=jobs), *args, **kwargs) == "en:Ada"
+
+    @jobs.job(payload_version=2)
+    async def orphan(ctx: JobContext, x: int) -> None:
+        pass
+
+    with pytest.raises(ConfigurationError, match="no upgrade"):
+        orphan.decode(_job(payload={"x": 1}, payload_version=1, name="orphan"))
+
+
+def test_queue_use_before_open_and_both_sources_are_errors() -> None:
+    """A Jobs given both a queue and a URL is refused; its queue is not there before open()."""
+    jobs = Jobs(database_url="sqlite:///unused.db")
+    with pytest.raises(ConfigurationError, match="not open"):
+        _ = jobs.queue
+    with pytest.raises(ConfigurationError, match="not both"):
+        Jobs(jobs.queue if jobs.is_open else object(), database_url="sqlite:///x.db")  # type: ignore[arg-type]
+
+
+def test_context_idempotency_key_prefers_the_jobs_own() -> None:
+    """ctx.idempotency_key is the job's idempotency key, else job:<id>."""
+    jobs = Jobs(database_url="sqlite:///unused.db")
+    keyed = _job(idempotency_key="order-7")
+    assert JobContext(job=keyed, jobs=jobs).idempotency_key == "order-7"
+    bare = _job()
+    assert JobContext(job=bare, jobs=jobs).idempotency_key == f"job:{bare.id}"
+    assert JobContext(job=_job(attempts=2), jobs=jobs).attempt == 3
+
+
+def test_redact_payload_hides_secret_keys_and_values() -> None:
+    """Payloads shown to operators lose secret-looking keys' values and credentials in text."""
+    shown = redact_payload(
+        {"note": "call with Bearer abcdefghijkl", "nested": [{"api_key": "k-123"}], "n": 3}
+    )
+    assert shown == {
+        "note": "call with Bearer [REDACTED]",
+        "nested": [{"api_key": "[REDACTED]"}],
+        "n": 3,
+    }
+
+
+# -- failure decisions (pure) -------------------------------------------------------------------
+
+
+def _decide(exc: BaseException, retry: Retry = DEFAULT_JOB_RETRY, attempt: int = 1, **kw: Any):  # type: ignore[no-untyped-def]
+    return decide_failure(
+        retry,
+        exc,
+        attempt=attempt,
+        max_attempts=kw.pop("max_attempts", retry.attempts),
+        now=1000.0,
+        created_at=kw.pop("created_at", 1000.0),
+        rng=random.Random(1),
+        **kw,
+    )
+
+
+def test_open_breaker_defers_until_it_half_opens() -> None:
+    """CircuitOpenError defers the job to the breaker's half-open time: no attempt counted."""
+    decision = _decide(CircuitOpenError("open", until=1060.0), attempt=12)
+    assert (decision.kind, decision.run_at) == ("defer", 1060.0)
+    forced = _decide(CircuitOpenError("forced"), defer_for=15.0)
+    assert (forced.kind, forced.run_at) == ("defer", 1015.0)
+
+
+def test_permanent_errors_and_exhausted_attempts_are_dead() -> None:
+    """A permanent error is dead at once; a retryable one after the last attempt."""
+    assert _decide(InvalidRequestError("bad", status=422)).reason == "not_retryable"
+    last = _decide(NetworkError("reset"), attempt=12)
+    assert (last.kind, last.reason) == ("dead", "attempts_exhausted")
+
+
+def test_retry_after_becomes_the_next_run_time() -> None:
+    """A provider's Retry-After is the delay; beyond max_retry_after the job is dead."""
+    decision = _decide(RateLimitedError("slow down", retry_after=120.0))
+    assert (decision.kind, decision.run_at, decision.from_retry_after) == ("retry", 1120.0, True)
+    capped = Retry(attempts=5, max_retry_after=60)
+    too_long = _decide(RateLimitedError("slow down", retry_after=120.0), retry=capped)
+    assert (too_long.kind, too_long.reason) == ("dead", "retry_after_beyond_deadline")
+    ignoring = Retry(attempts=5, backoff=Constant(7), respect_retry_after=False)
+    assert _decide(RateLimitedError("x", retry_after=120.0), retry=ignoring).delay == 7
+
+
+def test_default_predicate_reads_as_the_job_predicate() -> None:
+    """Retry()'s default retry_on means, in a job: retry unknown exceptions and local
+    rejections; a custom retry_on is obeyed as given."""
+    plain = Retry(attempts=3, backoff=Constant(1))
+    assert _decide(KeyError("bug"), retry=plain).kind == "retry"
+    assert _decide(RetryBudgetExhaustedError("budget"), retry=plain).kind == "retry"
+    strict = Retry(attempts=3, retry_on=UpstreamUnavailableError)
+    assert _decide(KeyError("bug"), retry=strict).reason == "not_retryable"
+    assert job_retry_on(ConfigurationError("misuse")) is False
+    assert job_retry_on(TimeoutError()) is True
+
+
+def test_deadline_counts_from_creation() -> None:
+    """A retry that would run past the policy's deadline (from the job's creation) is dead."""
+    retry = Retry(attempts=10, backoff=Constant(100), deadline=150)
+    assert _decide(NetworkError("x"), retry=retry, created_at=1000.0).kind == "retry"
+    assert _decide(NetworkError("x"), retry=retry, created_at=900.0).reason == "deadline"
+
+
+def test_default_schedule_grows_to_its_cap() -> None:
+    """The default job schedule: 12 attempts, ceilings from 15 s doubling, capped at 6 h."""
+    backoff = DEFAULT_JOB_RETRY.backoff
+    assert isinstance(backoff, Exponential)
+    ceilings = [backoff.ceiling(n) for n in range(1, 12)]
+    assert ceilings[:3] == [15.0, 30.0, 60.0]
+    assert ceilings[-1] == 15360.0
+    assert backoff.ceiling(20) == 6 * 3600
+    assert sum(ceilings) == pytest.approx(30705.0)
+    assert DEFAULT_JOB_RETRY.attempts == 12
+
+
+def test_error_descriptions_are_redacted() -> None:
+    """The code, status and message kept for an attempt never carry a credential."""
+    info = describe_error(ValueError("failed: https://x.test/?api_key=sk_live_abcdef123456"))
+    assert (info.code, info.status) == ("INTERNAL", None)
+    assert "sk_live" not in info.message
+    assert "[REDACTED]" in info.message
+    upstream = describe_error(UpstreamUnavailableError("HTTP 503", status=503, provider="p"))
+    assert (upstream.code, upstream.status, upstream.retryable) == (
+        "UPSTREAM_UNAVAILABLE",
+        503,
+        True,
+    )
+
+
+def _job(
+    *,
+    payload: Any = None,
+    payload_version: int = 1,
+    name: str = "j",
+    idempotency_key: str | None = None,
+    attempts: int = 0,
+) -> Job:
+    return Job(
+        id="0" * 32,
+        name=name,
+        queue="default",
+        state=JobState.RUNNING,
+        priority=0,
+        payload=payload,
+        payload_version=payload_version,
+        idempotency_key=idempotency_key,
+        attempts=attempts,
+        max_attempts=3,
+        run_at=0.0,
+        created_at=0.0,
+        updated_at=0.0,
+    )
