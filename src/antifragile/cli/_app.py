@@ -30,6 +30,7 @@ from antifragile.cli._scheduler import scheduler
 from antifragile.sandbox import Fault, FlakyServer
 
 app = typer.Typer(
+    rich_markup_mode=None,
     name="antifragile",
     help="Keeps integrations working when the providers they call fail.",
     no_args_is_help=True,

@@ -40,8 +40,9 @@ T = TypeVar("T")
 
 APP_ENV = "ANTIFRAGILE_APP"
 
-jobs_app = typer.Typer(help="Inspect durable jobs.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Inspect durable jobs.", no_args_is_help=True, rich_markup_mode=None)
 dlq_app = typer.Typer(
+    rich_markup_mode=None,
     help="The dead-letter queue: list, show, retry, resolve and purge failed jobs.",
     no_args_is_help=True,
 )

@@ -784,6 +784,7 @@ class Jobs:
 
     async def wait_for_redrives(self) -> None:
         """Wait for redrives started by breaker listeners (tests)."""
+        await asyncio.sleep(0)  # a listener schedules its redrive with call_soon_threadsafe
         while self._redrives:
             await asyncio.gather(*list(self._redrives), return_exceptions=True)
 

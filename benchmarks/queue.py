@@ -1,0 +1,676 @@
+"""Job queues side by side: enqueue rate, drain rate and enqueue-to-start latency.
+
+Four contenders, each on a fresh database of its own, measured one after the other:
+
+* ``antifragile-sqlite`` -- antifragile's job queue on SQLite with its defaults (WAL,
+  ``synchronous=FULL``, leases), worked by ``antifragile worker`` with its defaults;
+* ``antifragile-postgres`` -- the same on PostgreSQL, in a schema of its own;
+* ``huey-sqlite`` -- huey's ``SqliteHuey`` with its defaults, worked by huey's consumer with
+  one worker thread (what ``huey_consumer app.huey --workers 1 --worker-type thread`` runs);
+* ``procrastinate-postgres`` -- procrastinate on PostgreSQL, in a database of its own with its
+  schema applied, worked by its worker with its default concurrency of 1 (what
+  ``procrastinate --app=app.app worker`` runs).
+
+For each contender:
+
+1. **Enqueue.** This process enqueues ``--jobs`` no-op jobs, one call per job (as an
+   application enqueues them), while no worker runs. Rate: jobs / elapsed time.
+2. **Drain.** One worker starts in a separate OS process, so that it does not share this
+   process's CPU. Every job appends ``n sent started`` to a file (one ``write`` on an
+   ``O_APPEND`` descriptor, the same for every contender). Rate: jobs / (the moment this process
+   sees every job finished -- recorded as succeeded in the database; for huey, which records
+   nothing after a task that returns ``None``, the moment every job has run -- minus the moment
+   the first job started). The worker's start-up is not counted.
+3. **Latency.** With that worker idle, ``--latency-jobs`` jobs are enqueued at a steady
+   ``--rate`` per second, after 20 warm-up jobs that are not counted; a job's latency is its start
+   time minus the time just before its enqueue call. It shows how soon an idle worker notices new
+   work: its polling interval (antifragile 0.2 s, huey 0.1 s) or LISTEN/NOTIFY (procrastinate).
+
+Every worker logs at WARNING (huey and procrastinate log two INFO lines per job by default;
+antifragile's worker logs none). With ``--rounds`` above 1 the contenders alternate round by
+round and the median of each figure is kept. Results go to ``benchmarks/results/queue.json``
+and a table to ``queue.md`` (``queue-quick.*`` with ``--quick``).
+
+    python benchmarks/queue.py                   # 10,000 jobs, 3 rounds: about 7 minutes
+    python benchmarks/queue.py --quick           # a smoke run: 2,000 jobs, one round
+    python benchmarks/queue.py --only huey-sqlite --only antifragile-sqlite
+    python benchmarks/queue.py --url postgresql://user@host:5432/db
+
+The PostgreSQL contenders need a server whose user may create schemas and databases; when none
+answers they are skipped, and the report says so. SQLite files go to a fresh folder in the
+system's temporary directory (``TMPDIR``): keep it on a real disk, since on a RAM-backed file
+system a commit's ``fsync`` costs nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# This file shares its name with the standard library's ``queue``. Run as a script, its folder
+# leads sys.path and would shadow that module for everything imported below (asyncio's thread
+# pool imports ``queue``); drop the folder first.
+if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    sys.path.pop(0)
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import platform
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import procrastinate
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from antifragile.errors import redact
+from antifragile.jobs import JobContext, Jobs
+
+RESULTS = Path(__file__).parent / "results"
+DEFAULT_URL = os.environ.get(
+    "ANTIFRAGILE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+CONTENDERS = ("antifragile-sqlite", "antifragile-postgres", "huey-sqlite", "procrastinate-postgres")
+LABELS = {
+    "antifragile-sqlite": "antifragile, SQLite",
+    "antifragile-postgres": "antifragile, PostgreSQL",
+    "huey-sqlite": "huey SqliteHuey",
+    "procrastinate-postgres": "procrastinate, PostgreSQL",
+}
+POSTGRES = frozenset({"antifragile-postgres", "procrastinate-postgres"})
+#: how each contender is configured and worked (printed with the results)
+SETUPS = {
+    "antifragile-sqlite": (
+        "`sqlite:///…` store defaults (WAL, synchronous=FULL); `antifragile worker` defaults "
+        "(concurrency 10, batch 50, lease 30 s, heartbeat 10 s, poll 0.2 s, adaptive prefetch)"
+    ),
+    "antifragile-postgres": (
+        "`postgresql://…?schema=…` store defaults (pool of 1-10); `antifragile worker` "
+        "defaults as above"
+    ),
+    "huey-sqlite": (
+        "`SqliteHuey(filename=…)` defaults (WAL, SQLite's default synchronous=FULL, pickle); "
+        "`huey.create_consumer(workers=1, worker_type='thread').run()` (consumer defaults: "
+        "poll 0.1 s, growing by 1.15 times while idle, up to 10 s)"
+    ),
+    "procrastinate-postgres": (
+        "`PsycopgConnector` defaults, schema applied to a fresh database; "
+        "`app.run_worker(concurrency=1)` (worker defaults: LISTEN/NOTIFY, poll 5 s, "
+        "finished jobs kept)"
+    ),
+}
+WARMUP_JOBS = 20
+#: targets from the issue: antifragile's drain over the contender's, on the same database
+TARGETS = {
+    "sqlite": ("antifragile-sqlite", "huey-sqlite", 1.5),
+    "postgres": ("antifragile-postgres", "procrastinate-postgres", 3.0),
+}
+POLL = 0.01  # how often this process looks at the record file and the database (seconds)
+STALL = 60.0  # give up when no job has started for this long (seconds)
+
+
+# -- the job every contender runs ---------------------------------------------------------------
+
+_record_fd: int | None = None
+
+
+def _record(n: int, sent: float) -> None:
+    """What the no-op job does: note its number, its enqueue time and its start time."""
+    started = time.time()
+    assert _record_fd is not None, "jobs run only in a worker process"
+    os.write(_record_fd, f"{n} {sent!r} {started!r}\n".encode())
+
+
+async def _antifragile_noop(ctx: JobContext, n: int, sent: float) -> None:
+    _record(n, sent)
+
+
+def _huey_noop(n: int, sent: float) -> None:
+    _record(n, sent)
+
+
+async def _procrastinate_noop(n: int, sent: float) -> None:
+    _record(n, sent)
+
+
+def antifragile_jobs(url: str) -> Jobs:
+    jobs = Jobs(database_url=url)
+    jobs.job("noop")(_antifragile_noop)
+    return jobs
+
+
+def huey_app(path: str) -> tuple[Any, Any]:
+    """``(huey, noop task)`` on the SQLite file *path*."""
+    from huey import SqliteHuey
+
+    huey = SqliteHuey("bench", filename=path)
+    return huey, huey.task(name="noop")(_huey_noop)
+
+
+def procrastinate_app(conninfo: str) -> tuple[procrastinate.App, Any]:
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo))
+    return app, app.task(name="noop")(_procrastinate_noop)
+
+
+# -- the worker process -------------------------------------------------------------------------
+
+#: the Jobs object ``antifragile worker --app __main__:WORKER_JOBS`` loads in a worker process
+WORKER_JOBS: Jobs | None = None
+
+
+def serve(key: str, target: str, record: str) -> None:
+    """Run *key*'s worker on *target* until SIGTERM, recording every job in *record*."""
+    global _record_fd, WORKER_JOBS
+    import logging
+
+    _record_fd = os.open(record, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    if key.startswith("antifragile"):
+        from antifragile.cli._app import app as cli
+
+        WORKER_JOBS = antifragile_jobs(target)
+        cli(["worker", "--app", "__main__:WORKER_JOBS", "--log-level", "WARNING"])
+    elif key == "huey-sqlite":
+        logging.basicConfig(level=logging.WARNING)
+        huey, _ = huey_app(target)
+        huey.create_consumer(workers=1, worker_type="thread").run()
+    elif key == "procrastinate-postgres":
+        logging.basicConfig(level=logging.WARNING)
+        app, _ = procrastinate_app(target)
+        app.run_worker(concurrency=1)
+    else:
+        raise SystemExit(f"unknown contender {key!r}")
+
+
+# -- the contenders, from the measuring side ----------------------------------------------------
+
+
+class Contender:
+    """One queue on a fresh database: enqueue from here, count what finished."""
+
+    key: str
+    target: str  # what the worker process opens
+
+    async def setup(self, scratch: Path) -> None:
+        raise NotImplementedError
+
+    async def enqueue(self, n: int, sent: float) -> None:
+        raise NotImplementedError
+
+    async def finished(self, records: int) -> int:
+        """Jobs recorded as done (*records*: how many have run, per the record file)."""
+        raise NotImplementedError
+
+    async def teardown(self) -> None:
+        raise NotImplementedError
+
+
+class AntifragileSQLite(Contender):
+    key = "antifragile-sqlite"
+
+    async def setup(self, scratch: Path) -> None:
+        self.target = f"sqlite:///{scratch / 'antifragile.db'}"
+        self.jobs = antifragile_jobs(self.target)
+        self.noop = self.jobs.registry["noop"]
+        await self.jobs.open()  # creates the file and its tables
+
+    async def enqueue(self, n: int, sent: float) -> None:
+        await self.noop.enqueue(n, sent)
+
+    async def finished(self, records: int) -> int:
+        return sum(s.counts.get("succeeded", 0) for s in await self.jobs.stats())
+
+    async def teardown(self) -> None:
+        await self.jobs.close()
+
+
+def _with_query(url: str, **params: str) -> str:
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.update(params)
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+class AntifragilePostgres(AntifragileSQLite):
+    key = "antifragile-postgres"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.schema = f"bench_queue_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+
+    async def setup(self, scratch: Path) -> None:
+        self.target = _with_query(self.url, schema=self.schema)
+        self.jobs = antifragile_jobs(self.target)
+        self.noop = self.jobs.registry["noop"]
+        await self.jobs.open()  # creates the schema and its tables
+
+    async def teardown(self) -> None:
+        await self.jobs.close()
+        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+            await conn.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema))
+            )
+
+
+class HueySQLite(Contender):
+    key = "huey-sqlite"
+
+    async def setup(self, scratch: Path) -> None:
+        self.target = str(scratch / "huey.db")
+        self.huey, self.noop = huey_app(self.target)  # creates the file and its tables
+        self.synchronous = self.huey.storage.conn.execute("PRAGMA synchronous").fetchone()[0]
+
+    async def enqueue(self, n: int, sent: float) -> None:
+        self.noop(n, sent)  # calling a huey task enqueues it
+
+    async def finished(self, records: int) -> int:
+        return records  # nothing is written once a task that returns None has run
+
+    async def teardown(self) -> None:
+        self.huey.storage.close()
+
+
+class ProcrastinatePostgres(Contender):
+    key = "procrastinate-postgres"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.database = f"bench_queue_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+        self.conn: psycopg.AsyncConnection[Any] | None = None
+        self.app: procrastinate.App | None = None
+
+    async def setup(self, scratch: Path) -> None:
+        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+            await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
+        self.target = make_conninfo(self.url, dbname=self.database)
+        self.app, self.noop = procrastinate_app(self.target)
+        await self.app.open_async()
+        await self.app.schema_manager.apply_schema_async()
+        self.conn = await psycopg.AsyncConnection.connect(self.target, autocommit=True)
+
+    async def enqueue(self, n: int, sent: float) -> None:
+        await self.noop.defer_async(n=n, sent=sent)
+
+    async def finished(self, records: int) -> int:
+        assert self.conn is not None
+        cursor = await self.conn.execute(
+            "SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'"
+        )
+        row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def teardown(self) -> None:
+        if self.conn is not None:
+            await self.conn.close()
+        if self.app is not None:
+            await self.app.close_async()
+        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+            await conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(self.database)
+                )
+            )
+
+
+def make(key: str, url: str) -> Contender:
+    if key == "antifragile-sqlite":
+        return AntifragileSQLite()
+    if key == "antifragile-postgres":
+        return AntifragilePostgres(url)
+    if key == "huey-sqlite":
+        return HueySQLite()
+    return ProcrastinatePostgres(url)
+
+
+# -- measuring ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Records:
+    """The record file the worker appends to, read as it grows."""
+
+    path: Path
+    offset: int = 0
+    partial: bytes = b""
+    rows: list[tuple[int, float, float]] = field(default_factory=list)
+
+    def poll(self) -> int:
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            data = f.read()
+        self.offset += len(data)
+        *lines, self.partial = (self.partial + data).split(b"\n")
+        for line in lines:
+            n, sent, started = line.split()
+            self.rows.append((int(n), float(sent), float(started)))
+        return len(self.rows)
+
+
+@dataclass
+class Round:
+    enqueue_per_s: float
+    drain_per_s: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    latency_max_ms: float
+    duplicates: int
+    details: dict[str, Any]
+
+
+def _percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:]
+
+
+async def _wait_for(
+    what: str,
+    check: Callable[[], Awaitable[bool]],
+    records: Records,
+    worker: asyncio.subprocess.Process,
+    log: Path,
+) -> None:
+    """Poll *check* until it holds; fail when the worker exits or no job starts for STALL s."""
+    seen, since = len(records.rows), time.monotonic()
+    while not await check():
+        if worker.returncode is not None:
+            tail = _tail(log)
+            raise RuntimeError(f"the worker exited ({worker.returncode}) {what}:\n{tail}")
+        if len(records.rows) != seen:
+            seen, since = len(records.rows), time.monotonic()
+        elif time.monotonic() - since > STALL:
+            raise RuntimeError(f"no job started for {STALL:g}s {what} ({seen} recorded)")
+        await asyncio.sleep(POLL)
+
+
+async def run_contender(contender: Contender, jobs: int, latency_jobs: int, rate: float) -> Round:
+    scratch = Path(tempfile.mkdtemp(prefix=f"bench-{contender.key}-"))
+    worker: asyncio.subprocess.Process | None = None
+    try:
+        await contender.setup(scratch)
+        # 1. enqueue, no worker running
+        started = time.perf_counter()
+        for n in range(jobs):
+            await contender.enqueue(n, time.time())
+        enqueue_s = time.perf_counter() - started
+
+        # 2. drain, by one worker in its own process
+        record = scratch / "records.txt"
+        record.touch()
+        records = Records(record)
+        log = scratch / "worker.log"
+        with log.open("wb") as out:
+            worker = await asyncio.create_subprocess_exec(
+                *(sys.executable, __file__, "--serve", contender.key),
+                *("--target", contender.target, "--record", str(record)),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+        async def all_ran() -> bool:
+            return records.poll() >= jobs
+
+        async def all_done() -> bool:
+            return await contender.finished(len(records.rows)) >= jobs
+
+        await _wait_for("while draining", all_ran, records, worker, log)
+        await _wait_for("before recording every job", all_done, records, worker, log)
+        done_at = time.time()
+        first_start = min(r[2] for r in records.rows)
+        drain_s = done_at - first_start
+
+        # 3. latency, the worker idle: a steady trickle of jobs
+        total = jobs + WARMUP_JOBS + latency_jobs
+        t0 = time.perf_counter()
+        for i, n in enumerate(range(jobs, total)):
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await contender.enqueue(n, time.time())
+
+        async def all_started() -> bool:
+            return records.poll() >= total
+
+        await _wait_for("during the latency run", all_started, records, worker, log)
+        measured = [r for r in records.rows if r[0] >= jobs + WARMUP_JOBS]
+        latencies = [(started - sent) * 1000 for _, sent, started in measured]
+        numbers = [r[0] for r in records.rows]
+        details: dict[str, Any] = {
+            "enqueue_seconds": enqueue_s,
+            "drain_seconds": drain_s,
+            "latency_mean_ms": statistics.fmean(latencies),
+        }
+        if isinstance(contender, HueySQLite):
+            details["sqlite_synchronous"] = contender.synchronous
+        return Round(
+            enqueue_per_s=jobs / enqueue_s,
+            drain_per_s=jobs / drain_s,
+            latency_p50_ms=_percentile(latencies, 50),
+            latency_p99_ms=_percentile(latencies, 99),
+            latency_max_ms=max(latencies),
+            duplicates=len(numbers) - len(set(numbers)),
+            details=details,
+        )
+    finally:
+        if worker is not None and worker.returncode is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(worker.wait(), 30)
+            except TimeoutError:
+                worker.kill()
+                await worker.wait()
+        with contextlib.suppress(Exception):
+            await contender.teardown()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+async def postgres_info(url: str) -> dict[str, str] | None:
+    """The server's version and durability settings, or ``None`` when it does not answer."""
+    try:
+        async with await psycopg.AsyncConnection.connect(
+            url, autocommit=True, connect_timeout=5
+        ) as conn:
+            info: dict[str, str] = {}
+            for setting in ("server_version", "fsync", "synchronous_commit", "wal_sync_method"):
+                cursor = await conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(setting)))
+                row = await cursor.fetchone()
+                info[setting] = str(row[0]) if row else "?"
+            return info
+    except psycopg.Error as exc:
+        print(f"PostgreSQL at {redact(url)} does not answer ({exc}); skipping it", file=sys.stderr)
+        return None
+
+
+async def measure(
+    keys: list[str], url: str, jobs: int, latency_jobs: int, rate: float, rounds: int
+) -> dict[str, Any]:
+    pg = await postgres_info(url) if POSTGRES & set(keys) else None
+    if pg is None:
+        keys = [k for k in keys if k not in POSTGRES]
+    per_key: dict[str, list[Round]] = {k: [] for k in keys}
+    for r in range(rounds):
+        order = keys if r % 2 == 0 else keys[::-1]
+        for key in order:
+            print(f"round {r + 1}/{rounds}: {LABELS[key]} ...", file=sys.stderr, flush=True)
+            result = await run_contender(make(key, url), jobs, latency_jobs, rate)
+            per_key[key].append(result)
+            print(
+                f"  enqueue {result.enqueue_per_s:,.0f}/s, drain {result.drain_per_s:,.0f}/s, "
+                f"latency p50 {result.latency_p50_ms:.1f} ms, p99 {result.latency_p99_ms:.1f} ms",
+                file=sys.stderr,
+                flush=True,
+            )
+    results: dict[str, Any] = {}
+    for key, runs in per_key.items():
+        results[key] = {
+            "label": LABELS[key],
+            "setup": SETUPS[key],
+            "enqueue_per_s": statistics.median(x.enqueue_per_s for x in runs),
+            "drain_per_s": statistics.median(x.drain_per_s for x in runs),
+            "latency_p50_ms": statistics.median(x.latency_p50_ms for x in runs),
+            "latency_p99_ms": statistics.median(x.latency_p99_ms for x in runs),
+            "latency_max_ms": max(x.latency_max_ms for x in runs),
+            "duplicates": sum(x.duplicates for x in runs),
+            "rounds": [
+                {
+                    "enqueue_per_s": x.enqueue_per_s,
+                    "drain_per_s": x.drain_per_s,
+                    "latency_p50_ms": x.latency_p50_ms,
+                    "latency_p99_ms": x.latency_p99_ms,
+                    **x.details,
+                }
+                for x in runs
+            ],
+        }
+    return {"postgres": pg, "results": results}
+
+
+def ratios(results: dict[str, Any]) -> dict[str, Any]:
+    """antifragile's drain over its peer's on the same database, against the issue's targets."""
+    out: dict[str, Any] = {}
+    for name, (ours, theirs, target) in TARGETS.items():
+        if ours in results and theirs in results:
+            ratio = results[ours]["drain_per_s"] / results[theirs]["drain_per_s"]
+            out[name] = {
+                "ours": ours,
+                "theirs": theirs,
+                "drain_ratio": ratio,
+                "target": target,
+                "met": ratio >= target,
+            }
+    return out
+
+
+def report(payload: dict[str, Any]) -> str:
+    results = payload["results"]
+    pg = payload.get("postgres")
+    lines = [
+        "## Job queues: enqueue, drain and latency",
+        "",
+        f"{payload['jobs']:,} no-op jobs per contender, each on a fresh database; one worker "
+        "process, started after the jobs were enqueued; median of "
+        f"{payload['rounds']} round(s). Latency: {payload['latency_jobs']:,} jobs enqueued at "
+        f"{payload['rate']:g}/s to an idle worker (after {WARMUP_JOBS} warm-up jobs).  ",
+        f"Python {payload['python']}, SQLite {payload['sqlite']}"
+        + (f", PostgreSQL {pg['server_version']}" if pg else "")
+        + f", {payload['cpus']} CPUs ({payload['machine']}), shared by the worker, this process"
+        + (" and the PostgreSQL server." if pg else "."),
+        "",
+        "| contender | enqueue jobs/s | drain jobs/s | latency p50 ms | latency p99 ms |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for result in results.values():
+        lines.append(
+            f"| {result['label']} | {result['enqueue_per_s']:,.0f} | "
+            f"{result['drain_per_s']:,.0f} | {result['latency_p50_ms']:.1f} | "
+            f"{result['latency_p99_ms']:.1f} |"
+        )
+    if payload["ratios"]:
+        lines += ["", "Drain rate, antifragile over its peer on the same database (this run):", ""]
+        for r in payload["ratios"].values():
+            verdict = "met" if r["met"] else "**missed**"
+            lines.append(
+                f"- {LABELS[r['ours']]}: {r['drain_ratio']:.2f}x {LABELS[r['theirs']]} "
+                f"(target ≥ {r['target']:g}x: {verdict})"
+            )
+    lines += [
+        "",
+        "Enqueue: one call per job, one transaction each. Drain: from the first job's start to "
+        "every job recorded as finished. Latency shows how an idle worker learns of new jobs: "
+        "antifragile and huey poll (every 0.2 s and 0.1 s by default), procrastinate listens for "
+        "PostgreSQL notifications.",
+        "",
+        "How each contender runs:",
+        "",
+    ]
+    for result in results.values():
+        lines.append(f"- {result['label']}: {result['setup']}")
+    if pg:
+        lines += [
+            "",
+            f"PostgreSQL settings: fsync={pg['fsync']}, "
+            f"synchronous_commit={pg['synchronous_commit']}, "
+            f"wal_sync_method={pg['wal_sync_method']}.",
+        ]
+    if payload.get("skipped"):
+        lines += ["", f"Skipped (no PostgreSQL server answered): {', '.join(payload['skipped'])}."]
+    duplicated = {k: r["duplicates"] for k, r in results.items() if r["duplicates"]}
+    if duplicated:
+        lines += ["", f"Jobs that ran more than once: {duplicated}."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--url", default=DEFAULT_URL, help="PostgreSQL URL (scratch schema/db)")
+    parser.add_argument("--jobs", type=int, help="jobs to enqueue and drain [10000; quick 2000]")
+    parser.add_argument("--latency-jobs", type=int, help="jobs of the latency run [1000; 200]")
+    parser.add_argument("--rate", type=float, default=50.0, help="latency run, jobs per second")
+    parser.add_argument("--rounds", type=int, help="rounds per contender [3; quick 1]")
+    parser.add_argument("--only", action="append", choices=CONTENDERS, help="repeatable")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--serve", choices=CONTENDERS, help=argparse.SUPPRESS)
+    parser.add_argument("--target", help=argparse.SUPPRESS)
+    parser.add_argument("--record", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.target, args.record)
+        return
+    jobs = args.jobs or (2_000 if args.quick else 10_000)
+    latency_jobs = args.latency_jobs or (200 if args.quick else 1_000)
+    rounds = args.rounds or (1 if args.quick else 3)
+    keys = [k for k in CONTENDERS if not args.only or k in args.only]
+
+    measured = asyncio.run(measure(keys, args.url, jobs, latency_jobs, args.rate, rounds))
+    results = measured["results"]
+    payload: dict[str, Any] = {
+        "benchmark": "queue",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "python": sys.version.split()[0],
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "sqlite": sqlite3.sqlite_version,
+        "postgres": measured["postgres"],
+        "versions": {
+            name: version(name) for name in ("antifragile", "huey", "procrastinate", "psycopg")
+        },
+        "jobs": jobs,
+        "latency_jobs": latency_jobs,
+        "rate": args.rate,
+        "rounds": rounds,
+        "skipped": [k for k in keys if k not in results],
+        "results": results,
+        "ratios": ratios(results),
+    }
+    table = report(payload)
+    print(table)
+    args.output.mkdir(parents=True, exist_ok=True)
+    suffix = "-quick" if args.quick else ""
+    (args.output / f"queue{suffix}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (args.output / f"queue{suffix}.md").write_text(table)
+
+
+if __name__ == "__main__":
+    main()
