@@ -12,6 +12,15 @@ batch size runs ``--rounds`` times on a fresh schema; the median is reported.
 
 from __future__ import annotations
 
+import os
+import sys
+
+# benchmarks/queue.py shares its name with the standard library's ``queue``: run as a script, a
+# file in this folder would have the folder first on sys.path and shadow that module for
+# everything imported below (asyncio's thread pool imports ``queue``); drop the folder first.
+if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    sys.path.pop(0)
+
 import argparse
 import asyncio
 import os

@@ -127,23 +127,24 @@ class _ClientCore:
         self,
         method: str,
         url: str,
-        headers: Mapping[str, str] | None,
         idempotency_key: str | None,
         operation: str | None,
         replay_safe: bool | None,
-    ) -> tuple[dict[str, str], str, bool, str]:
-        request_id = current_request_id() or new_request_id()
-        merged = dict(headers) if headers else {}
-        merged[self.request_id_header] = request_id
+    ) -> tuple[list[tuple[str, str]], str, bool, str, bool]:
+        """Our headers, the request id, replay safety, the operation's name, and whether the
+        request id is new (not from the context)."""
+        current = current_request_id()
+        request_id = current or new_request_id()
+        ours = [(self.request_id_header, request_id)]
         if idempotency_key is not None:
             if not 1 <= len(idempotency_key) <= 256:
                 raise ConfigurationError("an idempotency key must be 1 to 256 characters long")
-            merged[self.idempotency_header] = idempotency_key
+            ours.append((self.idempotency_header, idempotency_key))
         method = method.upper()
         if operation is None:
             operation = f"{method} {_path_of(url)}"
         safe = is_idempotent(method, idempotency_key) if replay_safe is None else replay_safe
-        return merged, request_id, safe, operation
+        return ours, request_id, safe, operation, current is None
 
     def _scrub(self, error: IntegrationError) -> IntegrationError:
         if self._secrets:
@@ -259,21 +260,26 @@ class ResilientClient(_ClientCore):
         good. ``kwargs`` go to :meth:`httpx.AsyncClient.request` (``json``, ``data``,
         ``params``, ``content``...).
         """
-        merged, request_id, safe, operation = self._prepare(
-            method, url, headers, idempotency_key, operation, replay_safe
+        ours, request_id, safe, operation, fresh_id = self._prepare(
+            method, url, idempotency_key, operation, replay_safe
         )
         attempt_timeout = self.timeout if timeout is None else timeout
         client = self.client
 
         async def attempt() -> httpx.Response:
             try:
-                response = await client.request(
+                # build, then add our headers: cheaper than merging a headers mapping
+                request = client.build_request(
                     method,
                     url,
-                    headers=merged,
+                    headers=headers,
                     timeout=self._timeout_for(attempt_timeout),
                     **kwargs,
                 )
+                request_headers = request.headers
+                for name, value in ours:
+                    request_headers[name] = value
+                response = await client.send(request)
             except Exception as exc:
                 error = self._transport_error(exc, operation, safe, request_id)
                 if error is None:
@@ -284,7 +290,7 @@ class ResilientClient(_ClientCore):
                 raise error
             return response
 
-        if current_request_id() is not None:
+        if not fresh_id:
             return await self.policy.arun(attempt, operation=operation, replay_safe=safe)
         token = set_request_id(request_id)  # events and nested calls see this call's id
         try:
@@ -375,21 +381,26 @@ class SyncResilientClient(_ClientCore):
         **kwargs: Any,
     ) -> httpx.Response:
         """Send a request through the policy (see :meth:`ResilientClient.request`)."""
-        merged, request_id, safe, operation = self._prepare(
-            method, url, headers, idempotency_key, operation, replay_safe
+        ours, request_id, safe, operation, fresh_id = self._prepare(
+            method, url, idempotency_key, operation, replay_safe
         )
         attempt_timeout = self.timeout if timeout is None else timeout
         client = self.client
 
         def attempt() -> httpx.Response:
             try:
-                response = client.request(
+                # build, then add our headers: cheaper than merging a headers mapping
+                request = client.build_request(
                     method,
                     url,
-                    headers=merged,
+                    headers=headers,
                     timeout=self._timeout_for(attempt_timeout),
                     **kwargs,
                 )
+                request_headers = request.headers
+                for name, value in ours:
+                    request_headers[name] = value
+                response = client.send(request)
             except Exception as exc:
                 error = self._transport_error(exc, operation, safe, request_id)
                 if error is None:
@@ -400,7 +411,7 @@ class SyncResilientClient(_ClientCore):
                 raise error
             return response
 
-        if current_request_id() is not None:
+        if not fresh_id:
             return self.policy.run(attempt, operation=operation, replay_safe=safe)
         token = set_request_id(request_id)  # events and nested calls see this call's id
         try:

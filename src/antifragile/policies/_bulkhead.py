@@ -161,8 +161,12 @@ class Bulkhead:
         """Give a slot back."""
         self._tokens.append(1)
         if self._waiters:
-            with self._lock:
-                self._handover_locked()
+            self.hand_over()
+
+    def hand_over(self) -> None:
+        """Give a free slot to the longest waiter, if any (after a slot was put back)."""
+        with self._lock:
+            self._handover_locked()
 
     def _handover_locked(self) -> None:
         while self._waiters:

@@ -618,12 +618,15 @@ class Policy:
     # rate limit
 
     def _sync_rate_limit(self, nxt: SyncNext) -> SyncNext:
-        acquire = cast(TokenBucket, self.rate).acquire
+        reserve = cast(TokenBucket, self.rate).reserve
+        sleep = self.clock.sleep
 
         def call(
             info: CallInfo, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
         ) -> Any:
-            acquire(operation=info.operation)
+            wait = reserve(1.0, info.operation)
+            if wait > 0:
+                sleep(wait)
             return nxt(info, fn, args, kwargs)
 
         return call
@@ -923,22 +926,30 @@ class Policy:
 
     def _sync_bulkhead(self, nxt: SyncNext) -> SyncNext:
         bulkhead = cast(Bulkhead, self.bulkhead)
-        acquire, release = bulkhead.acquire, bulkhead.release
+        # a free slot is one atomic deque pop and goes back with one append (see Bulkhead)
+        take, give, waiters = bulkhead._tokens.pop, bulkhead._tokens.append, bulkhead._waiters
+        acquire, hand_over = bulkhead.acquire, bulkhead.hand_over
 
         def call(
             info: CallInfo, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
         ) -> Any:
-            acquire(operation=info.operation)
+            try:
+                take()
+            except IndexError:
+                acquire(operation=info.operation)
             try:
                 return nxt(info, fn, args, kwargs)
             finally:
-                release()
+                give(1)
+                if waiters:
+                    hand_over()
 
         return call
 
     def _async_bulkhead(self, nxt: AsyncNext) -> AsyncNext:
         bulkhead = cast(Bulkhead, self.bulkhead)
-        try_acquire, acquire, release = bulkhead.try_acquire, bulkhead.aacquire, bulkhead.release
+        take, give, waiters = bulkhead._tokens.pop, bulkhead._tokens.append, bulkhead._waiters
+        acquire, hand_over = bulkhead.aacquire, bulkhead.hand_over
 
         async def call(
             info: CallInfo,
@@ -946,12 +957,16 @@ class Policy:
             args: tuple[Any, ...],
             kwargs: dict[str, Any],
         ) -> Any:
-            if not try_acquire():
+            try:
+                take()
+            except IndexError:
                 await acquire(operation=info.operation)
             try:
                 return await nxt(info, fn, args, kwargs)
             finally:
-                release()
+                give(1)
+                if waiters:
+                    hand_over()
 
         return call
 
@@ -962,27 +977,47 @@ class Policy:
         acquire, ok, fail = breaker.acquire, breaker.on_success, breaker.on_failure
         release, snapshot = breaker.release, breaker.holder.get
         closed = CircuitState.CLOSED
-        # durations are only measured when slow-call detection needs them
-        mono = self.clock.monotonic if breaker.times_calls else _zero
+        if breaker.times_calls:
+            mono = self.clock.monotonic
+
+            def timed(
+                info: CallInfo,
+                fn: Callable[..., Any],
+                args: tuple[Any, ...],
+                kwargs: dict[str, Any],
+            ) -> Any:
+                snap = snapshot()
+                token = (
+                    snap.generation if snap.state is closed else acquire(operation=info.operation)
+                )
+                start = mono()
+                try:
+                    result = nxt(info, fn, args, kwargs)
+                except Exception as exc:
+                    fail(token, exc, mono() - start)
+                    raise
+                except BaseException:
+                    release(token)
+                    raise
+                ok(token, mono() - start)
+                return result
+
+            return timed
 
         def call(
-            info: CallInfo,
-            fn: Callable[..., Any],
-            args: tuple[Any, ...],
-            kwargs: dict[str, Any],
+            info: CallInfo, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
         ) -> Any:
             snap = snapshot()
             token = snap.generation if snap.state is closed else acquire(operation=info.operation)
-            start = mono()
             try:
                 result = nxt(info, fn, args, kwargs)
             except Exception as exc:
-                fail(token, exc, mono() - start)
+                fail(token, exc, 0.0)
                 raise
             except BaseException:
                 release(token)
                 raise
-            ok(token, mono() - start)
+            ok(token, 0.0)
             return result
 
         return call
