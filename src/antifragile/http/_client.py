@@ -55,8 +55,12 @@ def _rate_headers(headers: httpx.Headers) -> dict[str, str] | None:
 
     Reads the raw header list once: this runs on every response, and most have none.
     """
+    raw = headers.raw
+    names = b"\n".join([name for name, _ in raw]).lower()
+    if b"rate" not in names and b"retry-after" not in names and b"call-limit" not in names:
+        return None  # the common case: one scan of the names, no per-header work
     found: dict[str, str] | None = None
-    for raw_name, raw_value in headers.raw:
+    for raw_name, raw_value in raw:
         name = raw_name.lower()
         if (
             (b"rate" in name and (b"ratelimit" in name or b"rate-limit" in name))

@@ -55,6 +55,7 @@ from antifragile.policies._bulkhead import Bulkhead
 from antifragile.policies._clock import SYSTEM_CLOCK, Clock, Duration, seconds
 from antifragile.policies._deadline import CallInfo, current_call
 from antifragile.policies._fallback import Fallback, StaleCache, is_provider_failure
+from antifragile.policies._fused import fusable, fused_async, fused_sync
 from antifragile.policies._hedge import Hedge
 from antifragile.policies._ratelimit import TokenBucket
 from antifragile.policies._retry import Retry
@@ -389,6 +390,9 @@ class Policy:
                     f"{type(component).__name__} keeps its state in a store and needs async "
                     "calls; use a process-local one for sync code"
                 )
+        if fusable(self, asynchronous=False):
+            self._sync = fused_sync(self)
+            return self._sync
         chain: SyncNext = _sync_invoke
         wrap_after = self._observed_after()
         if self.observer is not None and wrap_after is None:
@@ -403,6 +407,9 @@ class Policy:
         return chain
 
     def _build_async(self) -> AsyncNext:
+        if fusable(self, asynchronous=True):
+            self._async = fused_async(self)
+            return self._async
         chain: AsyncNext = _async_invoke
         wrap_after = self._observed_after()
         if self.observer is not None and wrap_after is None:
