@@ -33,13 +33,25 @@ def test_public_names() -> None:
     """The sandbox package exports exactly its public names, sorted."""
     assert antifragile.sandbox.__all__ == sorted(antifragile.sandbox.__all__)
     assert set(antifragile.sandbox.__all__) == {
+        "Call",
         "Chaos",
+        "Effect",
         "Fault",
         "FaultKind",
+        "FaultPlan",
         "FlakyServer",
+        "IncomingRequest",
         "Phase",
+        "ProviderFault",
+        "ProviderFaultKind",
+        "ProviderSandbox",
         "Quota",
         "RecordedRequest",
+        "Reply",
+        "RequestHandler",
+        "ResendSimulator",
+        "Route",
+        "Simulator",
     }
 
 

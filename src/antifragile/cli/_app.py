@@ -26,6 +26,7 @@ from antifragile.cli._demo import (
 from antifragile.cli._jobs import dlq_app, jobs_app, worker
 from antifragile.cli._migrate import migrate
 from antifragile.cli._report import board, summary_table, timeline_table
+from antifragile.cli._sandbox import sandbox
 from antifragile.cli._scheduler import scheduler
 from antifragile.sandbox import Fault, FlakyServer
 
@@ -38,6 +39,7 @@ app = typer.Typer(
 )
 
 app.command()(migrate)
+app.command()(sandbox)
 app.command()(scheduler)
 app.command()(worker)
 app.add_typer(jobs_app, name="jobs")

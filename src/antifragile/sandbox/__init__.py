@@ -5,9 +5,43 @@ request (:class:`Fault`), drawn at random (:class:`Chaos`), limited by a provide
 limit (:class:`Quota`) or played as a timeline (:class:`Phase`). Tests, the demo and the
 benchmarks use it to make a provider fail the way providers do: 5xx bursts, 429 with
 ``Retry-After``, slow answers, resets, hangs and outages.
+
+:class:`ProviderSandbox` serves provider simulators (:class:`ResendSimulator`, ...) on one such
+server, each under its own path prefix, with a fault engine per provider and endpoint
+(:class:`ProviderFault`, :class:`FaultPlan`) -- including the *ambiguous* failure, where the
+provider acts and the answer is lost -- and a record of every side effect it accepted.
 """
 
+from antifragile.sandbox._engine import FaultPlan, ProviderFault, ProviderFaultKind
 from antifragile.sandbox._faults import Chaos, Fault, FaultKind, Phase, Quota
-from antifragile.sandbox._server import FlakyServer, RecordedRequest
+from antifragile.sandbox._resend import ResendSimulator
+from antifragile.sandbox._sandbox import ProviderSandbox
+from antifragile.sandbox._server import (
+    FlakyServer,
+    IncomingRequest,
+    RecordedRequest,
+    RequestHandler,
+)
+from antifragile.sandbox._simulator import Call, Effect, Reply, Route, Simulator
 
-__all__ = ["Chaos", "Fault", "FaultKind", "FlakyServer", "Phase", "Quota", "RecordedRequest"]
+__all__ = [
+    "Call",
+    "Chaos",
+    "Effect",
+    "Fault",
+    "FaultKind",
+    "FaultPlan",
+    "FlakyServer",
+    "IncomingRequest",
+    "Phase",
+    "ProviderFault",
+    "ProviderFaultKind",
+    "ProviderSandbox",
+    "Quota",
+    "RecordedRequest",
+    "Reply",
+    "RequestHandler",
+    "ResendSimulator",
+    "Route",
+    "Simulator",
+]

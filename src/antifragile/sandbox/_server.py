@@ -12,6 +12,11 @@ first of:
 3. the ``chaos`` mix, when given and it draws a fault;
 4. the ``default`` fault (a plain ``200``).
 
+A ``handler`` (a function of the :class:`IncomingRequest`) answers before all of these when
+it returns a :class:`~antifragile.sandbox.Fault`; returning ``None`` falls through to the list
+above. The provider simulators of :class:`~antifragile.sandbox.ProviderSandbox` are served this
+way, so they share this server's connection handling, resets and hangs.
+
 ::
 
     server = FlakyServer(
@@ -30,12 +35,13 @@ import collections
 import contextlib
 import email.utils
 import json as _json
+import logging
 import math
 import socket
 import struct
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -46,6 +52,7 @@ from antifragile.errors import ConfigurationError
 from antifragile.sandbox._faults import Chaos, Fault, Phase, Quota, reason_phrase, seconds_text
 
 _READ_SIZE = 65536
+_log = logging.getLogger("antifragile.sandbox")
 _SERVER_HEADER = ("server", "antifragile-sandbox")
 
 
@@ -78,6 +85,25 @@ class RecordedRequest:
         return _json.loads(self.body)
 
 
+@dataclass(frozen=True, slots=True)
+class IncomingRequest:
+    """A request as a ``handler`` sees it: lower-case header names, raw query, whole body."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        """The body, decoded as JSON."""
+        return _json.loads(self.body)
+
+
+#: answers a request with a fault (any answer or non-answer), or ``None`` to fall through
+RequestHandler = Callable[[IncomingRequest], Fault | None]
+
+
 def _retry_after_value(seconds: float, http_date: bool) -> str:
     if http_date:
         return email.utils.formatdate(math.ceil(time.time() + seconds), usegmt=True)
@@ -100,7 +126,9 @@ class FlakyServer:
         phases: Iterable[Phase] = (),
         host: str = "127.0.0.1",
         port: int = 0,
+        handler: RequestHandler | None = None,
     ) -> None:
+        self.handler = handler
         self.default = default or Fault.ok()
         self.chaos = chaos
         self.phases: tuple[Phase, ...] = tuple(phases)
@@ -338,7 +366,14 @@ class FlakyServer:
                 key, text = name.decode("latin-1").lower(), value.decode("latin-1")
                 headers[key] = f"{headers[key]}, {text}" if key in headers else text
             method = request.method.decode("latin-1").upper()
-            fault, phase = self._choose(path)
+            handled = None
+            if self.handler is not None:
+                try:
+                    handled = self.handler(IncomingRequest(method, path, query, headers, body))
+                except Exception:  # a broken handler answers 500 instead of killing the task
+                    _log.exception("FlakyServer handler failed on %s %s", method, path)
+                    handled = Fault.status(500)
+            fault, phase = (handled, None) if handled is not None else self._choose(path)
             final = fault.final
             record = RecordedRequest(
                 method=method,
