@@ -339,8 +339,8 @@ async def test_an_expired_lease_is_taken_over_by_another_worker(
     job_queue: JobQueue, clock: FakeClock
 ) -> None:
     """Once its lease ran out, a running job is claimable (its worker died): another worker
-    takes it, the lost run counted as a failed attempt (LEASE_EXPIRED in the history, so a job
-    that kills every worker ends dead instead of looping); the first worker can no longer
+    takes it, the lost run recorded in the history as LEASE_EXPIRED (not counted as an attempt;
+    workers dead-letter a job that keeps losing them); the first worker can no longer
     heartbeat, checkpoint or complete it."""
     now = clock.time()
     job_id = await enqueue_one(job_queue, job(now), now)
@@ -356,7 +356,7 @@ async def test_an_expired_lease_is_taken_over_by_another_worker(
     assert taken.id == job_id
     assert taken.lease_owner == "w2"
     assert taken.lease_until == later + LEASE
-    assert taken.attempts == 1
+    assert taken.attempts == 0
     assert taken.last_error_code == "LEASE_EXPIRED"
     assert taken.last_failed_at == later
     assert [entry["code"] for entry in taken.history] == ["LEASE_EXPIRED"]

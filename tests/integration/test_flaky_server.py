@@ -33,13 +33,16 @@ def test_public_names() -> None:
     """The sandbox package exports exactly its public names, sorted."""
     assert antifragile.sandbox.__all__ == sorted(antifragile.sandbox.__all__)
     assert set(antifragile.sandbox.__all__) == {
+        "CalComSimulator",
         "Call",
         "Chaos",
+        "Delivery",
         "Effect",
         "Fault",
         "FaultKind",
         "FaultPlan",
         "FlakyServer",
+        "HubSpotSimulator",
         "IncomingRequest",
         "Phase",
         "ProviderFault",
@@ -51,7 +54,20 @@ def test_public_names() -> None:
         "RequestHandler",
         "ResendSimulator",
         "Route",
+        "SMTPSandbox",
+        "SendGridSimulator",
+        "ShopifySimulator",
         "Simulator",
+        "SlackSimulator",
+        "TwilioSimulator",
+        "WebhookSender",
+        "WhatsAppSimulator",
+        "shopify_signature",
+        "twilio_inbound_message",
+        "twilio_signature",
+        "whatsapp_signature",
+        "whatsapp_status",
+        "whatsapp_text_message",
     }
 
 

@@ -271,8 +271,9 @@ async def test_a_dead_workers_job_is_reclaimed_after_its_lease(
 
 
 async def test_a_job_that_keeps_losing_its_worker_ends_dead(jobs: Jobs, clock: FakeClock) -> None:
-    """Each takeover of an expired lease counts as a failed attempt (LEASE_EXPIRED), so a job
-    that crashes every worker that runs it ends in the dead-letter queue instead of looping."""
+    """Each takeover of an expired lease is recorded (LEASE_EXPIRED, not an attempt); a job that
+    has lost its worker max_lost_leases times ends in the dead-letter queue instead of running
+    again (a job that crashes every worker must not loop forever)."""
     runs: list[int] = []
 
     @jobs.job(retry=Retry(attempts=3, backoff=Constant(1.0)))
@@ -284,15 +285,15 @@ async def test_a_job_that_keeps_losing_its_worker_ends_dead(jobs: Jobs, clock: F
         [claimed] = await jobs.queue.claim(worker=ghost, limit=1, lease=30, now=clock.time())
         assert claimed.id == enqueued.id
         clock.advance(31)  # the ghost died holding it
-    worker = Worker(jobs, lease=30, heartbeat=10, name="alive")
+    worker = Worker(jobs, lease=30, heartbeat=10, name="alive", max_lost_leases=3)
     await worker.run_until_idle()
     job = await _job(jobs, enqueued.id)
     assert job.state is JobState.DEAD
     assert runs == []
-    assert job.attempts == 3
+    assert job.attempts == 0
     assert [entry["code"] for entry in job.history] == ["LEASE_EXPIRED"] * 3
     assert job.last_error is not None
-    assert "attempts exhausted" in job.last_error
+    assert "lost its worker 3 times" in job.last_error
 
 
 async def test_heartbeats_keep_long_jobs_leased(tmp_path: Path) -> None:

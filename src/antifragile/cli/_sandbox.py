@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 from pathlib import Path
@@ -9,7 +10,18 @@ from typing import Annotated
 
 import typer
 
-from antifragile.sandbox import ProviderSandbox, ResendSimulator
+from antifragile.sandbox import (
+    CalComSimulator,
+    HubSpotSimulator,
+    ProviderSandbox,
+    ResendSimulator,
+    SendGridSimulator,
+    ShopifySimulator,
+    SlackSimulator,
+    SMTPSandbox,
+    TwilioSimulator,
+    WhatsAppSimulator,
+)
 
 
 def sandbox(
@@ -24,6 +36,10 @@ def sandbox(
     resend_rate_limit: Annotated[
         int, typer.Option(min=1, help="Requests per second the Resend simulator accepts.")
     ] = 2,
+    smtp_port: Annotated[
+        int,
+        typer.Option(min=-1, max=65535, help="SMTP sandbox port (0: any free port, -1: none)."),
+    ] = 0,
 ) -> None:
     """Serve the provider simulators (Resend, ...) on one local HTTP server until Ctrl-C.
 
@@ -32,12 +48,32 @@ def sandbox(
     PUT /_sandbox/faults; GET /_sandbox/effects lists what the providers accepted.
     """
     server = ProviderSandbox(
-        [ResendSimulator(rate_limit=resend_rate_limit)], fault_file=faults, host=host, port=port
+        [
+            ResendSimulator(rate_limit=resend_rate_limit),
+            ShopifySimulator(),
+            WhatsAppSimulator(),
+            TwilioSimulator(),
+            HubSpotSimulator(),
+            SlackSimulator(),
+            SendGridSimulator(),
+            CalComSimulator(),
+        ],
+        fault_file=faults,
+        host=host,
+        port=port,
     )
-    with server:
+    # the SMTP sandbox records accepted messages in the same effect log (provider "smtp")
+    smtp = None if smtp_port < 0 else SMTPSandbox(host=host, port=smtp_port, log=server.log)
+    with server, smtp or contextlib.nullcontext():
         typer.echo(f"antifragile sandbox on {server.url} (Ctrl-C stops it)")
         for provider in server.providers:
+            if provider == "slack":  # a webhook URL, not a base URL; any T.../B.../... path
+                hook = f"{server.base_url(provider)}/services/T00000000/B00000000/XXXXXXXX"
+                typer.echo(f"  ANTIFRAGILE_SLACK_WEBHOOK_URL={hook}")
+                continue
             typer.echo(f"  ANTIFRAGILE_{provider.upper()}_BASE_URL={server.base_url(provider)}")
+        if smtp is not None:
+            typer.echo(f"  ANTIFRAGILE_SMTP_HOST={smtp.host} ANTIFRAGILE_SMTP_PORT={smtp.port}")
         typer.echo(f"  admin: {server.url}/_sandbox/faults, {server.url}/_sandbox/effects")
         sys.stdout.flush()
         try:

@@ -6,11 +6,69 @@ Resend: ``ANTIFRAGILE_RESEND_BASE_URL`` and ``ANTIFRAGILE_RESEND_API_KEY``), so 
 be pointed at the :class:`~antifragile.sandbox.ProviderSandbox` or any stand-in server.
 """
 
+from antifragile.connectors._calcom import Booking, CalComConnector, booking_link, calcom_policy
+from antifragile.connectors._hubspot import Contact, HubSpotConnector, hubspot_policy
+from antifragile.connectors._messaging import DeliveryUnknownError
+from antifragile.connectors._outcome import OutcomeUnknownError
 from antifragile.connectors._resend import (
     ResendConnector,
     SentEmail,
     idempotency_key_for,
     resend_policy,
 )
+from antifragile.connectors._sendgrid import SendGridConnector, SendGridSent, sendgrid_policy
+from antifragile.connectors._shopify import (
+    InventoryLevel,
+    ShopifyConnector,
+    ShopifyCustomer,
+    shopify_policy,
+)
+from antifragile.connectors._slack import SlackConnector, slack_policy
+from antifragile.connectors._smtp import SMTPConnector, SMTPSent, message_id_for, smtp_policy
+from antifragile.connectors._templates import (
+    DEFAULT_TEMPLATES,
+    EmailTemplate,
+    EmailTemplates,
+    RenderedEmail,
+)
+from antifragile.connectors._twilio import SentMessage, TwilioConnector, twilio_policy
+from antifragile.connectors._whatsapp import SentWhatsApp, WhatsAppConnector, whatsapp_policy
 
-__all__ = ["ResendConnector", "SentEmail", "idempotency_key_for", "resend_policy"]
+__all__ = [
+    "DEFAULT_TEMPLATES",
+    "Booking",
+    "CalComConnector",
+    "Contact",
+    "DeliveryUnknownError",
+    "EmailTemplate",
+    "EmailTemplates",
+    "HubSpotConnector",
+    "InventoryLevel",
+    "OutcomeUnknownError",
+    "RenderedEmail",
+    "ResendConnector",
+    "SMTPConnector",
+    "SMTPSent",
+    "SendGridConnector",
+    "SendGridSent",
+    "SentEmail",
+    "SentMessage",
+    "SentWhatsApp",
+    "ShopifyConnector",
+    "ShopifyCustomer",
+    "SlackConnector",
+    "TwilioConnector",
+    "WhatsAppConnector",
+    "booking_link",
+    "calcom_policy",
+    "hubspot_policy",
+    "idempotency_key_for",
+    "message_id_for",
+    "resend_policy",
+    "sendgrid_policy",
+    "shopify_policy",
+    "slack_policy",
+    "smtp_policy",
+    "twilio_policy",
+    "whatsapp_policy",
+]

@@ -175,11 +175,11 @@ WHERE idempotency_key = ANY(%(keys)s::text[]) OR id = ANY(%(ids)s::text[])
 """
 
 
-#: a job taken over from a worker whose lease ran out: that run counts as a failed attempt, so
-#: a job that crashes its worker every time ends in the dead-letter queue instead of looping
+#: a job taken over from a worker whose lease ran out: the lost run is recorded (LEASE_EXPIRED in
+#: the history, not counted as an attempt); the worker dead-letters a job that lost its worker
+#: too many times, so a job that crashes every worker cannot loop forever
 LEASE_EXPIRED_MESSAGE = "its worker stopped renewing the lease (crashed, killed or stalled)"
 _TAKEOVER = f"""
-        , attempts = j.attempts + (j.state = 'running')::int
         , first_failed_at = CASE WHEN j.state = 'running'
                             THEN coalesce(j.first_failed_at, %(now)s::float8)
                             ELSE j.first_failed_at END

@@ -96,11 +96,11 @@ WHERE NOT {_LIVE_KV} OR json_type(antifragile_kv.value) = 'object'
 """
 
 
-#: a job taken over from a worker whose lease ran out: that run counts as a failed attempt, so
-#: a job that crashes its worker every time ends in the dead-letter queue instead of looping
+#: a job taken over from a worker whose lease ran out: the lost run is recorded (LEASE_EXPIRED in
+#: the history, not counted as an attempt); the worker dead-letters a job that lost its worker
+#: too many times, so a job that crashes every worker cannot loop forever
 LEASE_EXPIRED_MESSAGE = "its worker stopped renewing the lease (crashed, killed or stalled)"
 _TAKEOVER = f"""
-    , attempts = attempts + (state = 'running')
     , first_failed_at = CASE WHEN state = 'running' THEN coalesce(first_failed_at, :now)
                         ELSE first_failed_at END
     , last_failed_at = CASE WHEN state = 'running' THEN :now ELSE last_failed_at END

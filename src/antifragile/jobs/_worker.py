@@ -99,7 +99,9 @@ class Worker:
     call; *prefetch* how many claimed jobs may wait in a local buffer (``None``: adapt to the
     jobs' measured duration; ``0``: never buffer); *queue_concurrency* and *queue_rates* limit
     queues one by one (their jobs are never buffered); *shutdown_grace* how long :meth:`stop`
-    lets running jobs finish before releasing them.
+    lets running jobs finish before releasing them; *max_lost_leases* how many times a job may
+    lose its worker (a crash, a kill, a stall past the lease) before it is dead-lettered
+    instead of run again -- lost runs are recorded as ``LEASE_EXPIRED`` but are not attempts.
     """
 
     def __init__(
@@ -119,7 +121,13 @@ class Worker:
         linger: float = 0.002,
         name: str | None = None,
         seed: int | None = None,
+        max_lost_leases: int = 5,
     ) -> None:
+        if not isinstance(max_lost_leases, int) or max_lost_leases < 1:
+            raise ConfigurationError(
+                f"max_lost_leases must be an int >= 1, got {max_lost_leases!r}"
+            )
+        self.max_lost_leases = max_lost_leases
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigurationError(f"concurrency must be an int >= 1, got {concurrency!r}")
         if not isinstance(batch, int) or batch < 1:
@@ -536,17 +544,18 @@ class Worker:
     async def _attempt(self, job: Job) -> Outcome:
         clock = self.jobs.clock
         now = clock.time()
-        if job.attempts >= job.max_attempts:
-            # every attempt so far lost its worker (the queue counts each takeover of an expired
-            # lease as a failed attempt): a job that crashes workers must not loop forever
+        lost = sum(1 for entry in job.history if entry.get("code") == "LEASE_EXPIRED")
+        if lost >= self.max_lost_leases:
+            # its workers keep dying while running it (a poison job): stop before it takes
+            # down another one; lost runs are not attempts, so this has its own limit
             return Outcome(
                 job.id,
                 "dead",
                 attempted=False,
-                error_code=job.last_error_code or "LEASE_EXPIRED",
+                error_code="LEASE_EXPIRED",
                 error=(
-                    f"attempts exhausted ({job.attempts} of {job.max_attempts}); the last "
-                    f"failure: {job.last_error or 'its worker stopped'}"
+                    f"lost its worker {lost} times (the limit is {self.max_lost_leases}); the "
+                    f"last time: {job.last_error or 'its worker stopped'}"
                 ),
             )
         fn = self.jobs.registry.get(job.name)

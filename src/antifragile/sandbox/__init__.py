@@ -12,26 +12,47 @@ server, each under its own path prefix, with a fault engine per provider and end
 provider acts and the answer is lost -- and a record of every side effect it accepted.
 """
 
+from antifragile.sandbox._calcom import CalComSimulator
 from antifragile.sandbox._engine import FaultPlan, ProviderFault, ProviderFaultKind
 from antifragile.sandbox._faults import Chaos, Fault, FaultKind, Phase, Quota
+from antifragile.sandbox._hubspot import HubSpotSimulator
 from antifragile.sandbox._resend import ResendSimulator
 from antifragile.sandbox._sandbox import ProviderSandbox
+from antifragile.sandbox._sendgrid import SendGridSimulator
 from antifragile.sandbox._server import (
     FlakyServer,
     IncomingRequest,
     RecordedRequest,
     RequestHandler,
 )
+from antifragile.sandbox._shopify import ShopifySimulator
 from antifragile.sandbox._simulator import Call, Effect, Reply, Route, Simulator
+from antifragile.sandbox._slack import SlackSimulator
+from antifragile.sandbox._smtp import SMTPSandbox
+from antifragile.sandbox._twilio import TwilioSimulator
+from antifragile.sandbox._webhooks import (
+    Delivery,
+    WebhookSender,
+    shopify_signature,
+    twilio_inbound_message,
+    twilio_signature,
+    whatsapp_signature,
+    whatsapp_status,
+    whatsapp_text_message,
+)
+from antifragile.sandbox._whatsapp import WhatsAppSimulator
 
 __all__ = [
+    "CalComSimulator",
     "Call",
     "Chaos",
+    "Delivery",
     "Effect",
     "Fault",
     "FaultKind",
     "FaultPlan",
     "FlakyServer",
+    "HubSpotSimulator",
     "IncomingRequest",
     "Phase",
     "ProviderFault",
@@ -43,5 +64,18 @@ __all__ = [
     "RequestHandler",
     "ResendSimulator",
     "Route",
+    "SMTPSandbox",
+    "SendGridSimulator",
+    "ShopifySimulator",
     "Simulator",
+    "SlackSimulator",
+    "TwilioSimulator",
+    "WebhookSender",
+    "WhatsAppSimulator",
+    "shopify_signature",
+    "twilio_inbound_message",
+    "twilio_signature",
+    "whatsapp_signature",
+    "whatsapp_status",
+    "whatsapp_text_message",
 ]

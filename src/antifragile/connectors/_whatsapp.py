@@ -1,0 +1,313 @@
+"""WhatsApp Cloud API: send text and template messages without ever sending one twice blindly.
+
+::
+
+    async with WhatsAppConnector() as whatsapp:     # ANTIFRAGILE_WHATSAPP_* from the environment
+        sent = await whatsapp.send_text("15551234567", "Your order has shipped.")
+        sent.id                                       # "wamid...."
+
+**Configuration.** ``ANTIFRAGILE_WHATSAPP_ACCESS_TOKEN`` holds the access token (system-user
+token), ``ANTIFRAGILE_WHATSAPP_PHONE_NUMBER_ID`` the sending number's id and
+``ANTIFRAGILE_WHATSAPP_BASE_URL`` the API's address (``https://graph.facebook.com`` when unset;
+point it at ``{sandbox.url}/whatsapp``). ``api_version`` (``v21.0`` by default) is the Graph
+version in the path. Arguments to :class:`WhatsAppConnector` override all of them.
+
+**Limits.** A text body is at most 4096 characters (checked before sending:
+:class:`~antifragile.ConfigurationError`). Cloud API sends 80 messages per second per phone
+number by default (more when upgraded) and about one message every 6 seconds to the same
+recipient.
+
+**Errors.** Cloud API signals throttling with Graph error *codes* in a 400 answer, not with 429:
+``130429`` (throughput), ``131056`` (pair rate), ``80007`` (account) and ``4`` (app-level
+Graph throttle) are raised as :class:`~antifragile.RateLimitedError` (``retry_after`` 6 s for
+``131056``), whatever the HTTP status; ``131048`` (spam rate limit) is a quality-policy block
+and stays an :class:`~antifragile.InvalidRequestError`. Other 400s are
+:class:`~antifragile.InvalidRequestError`, 401/403 :class:`~antifragile.AuthenticationError`;
+the Graph ``code`` and ``error_data.details`` are added to the error's message.
+
+**Default policy** (:func:`whatsapp_policy`): up to 5 attempts, exponential back-off from 1 s
+(capped at 30 s, full jitter), 10 s per attempt, 60 s per call, a circuit breaker.
+
+**Exactly once -- or flagged.** ``/messages`` has no idempotency key: a request sent twice is a
+message sent twice. So the connector retries only what certainly did not send -- a connection
+that was never made, a throttling refusal -- and raises
+:class:`~antifragile.connectors.DeliveryUnknownError` (not retryable: a durable job stops on
+it) when the message *may* have gone out: the connection dropped or timed out after the request
+was written, a 5xx, or a 200 without a ``wamid``. Reconcile those from the ``statuses``
+webhooks (a ``sent``/``delivered`` status for the recipient) before sending again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+from antifragile.connectors._messaging import (
+    DeliveryUnknownError,
+    messaging_policy,
+    send_once,
+    transport_policy,
+)
+from antifragile.errors import (
+    ConfigurationError,
+    IntegrationError,
+    RateLimitedError,
+    redact,
+)
+from antifragile.http import ResilientClient
+from antifragile.policies import SYSTEM_CLOCK, Clock, Policy
+
+BASE_URL_ENV = "ANTIFRAGILE_WHATSAPP_BASE_URL"
+ACCESS_TOKEN_ENV = "ANTIFRAGILE_WHATSAPP_ACCESS_TOKEN"
+PHONE_NUMBER_ID_ENV = "ANTIFRAGILE_WHATSAPP_PHONE_NUMBER_ID"
+DEFAULT_BASE_URL = "https://graph.facebook.com"
+DEFAULT_API_VERSION = "v21.0"
+PROVIDER = "whatsapp"
+
+#: the operation names in errors and events
+SEND_TEXT = "send_text"
+SEND_TEMPLATE = "send_template"
+
+#: the longest text body Cloud API accepts
+MAX_TEXT = 4096
+
+#: Graph error codes that are throttling refusals (the message was not sent)
+THROTTLING_CODES: frozenset[int] = frozenset({4, 80007, 130429, 131056})
+#: the pair rate limit allows about one message every 6 seconds to the same recipient
+PAIR_RATE_WAIT = 6.0
+
+
+def whatsapp_policy(*, clock: Clock = SYSTEM_CLOCK, timeout: float = 10.0) -> Policy:
+    """The default policy of :class:`WhatsAppConnector` (see the module docs)."""
+    return messaging_policy(PROVIDER, clock=clock, timeout=timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class SentWhatsApp:
+    """Cloud API accepted the message: its ``wamid`` and the recipient's ``wa_id``.
+
+    Accepted is not delivered: delivery arrives later in ``statuses`` webhooks.
+    """
+
+    id: str
+    wa_id: str | None
+    to: str
+
+
+def graph_error(detail: str | None) -> tuple[int | None, str | None, str | None]:
+    """The Graph error's ``code``, ``message`` and ``error_data.details`` from a body excerpt."""
+    if not detail:
+        return None, None, None
+    try:
+        body = json.loads(detail)
+    except ValueError:
+        return None, None, None
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return None, None, None
+    code, message = error.get("code"), error.get("message")
+    data = error.get("error_data")
+    details = data.get("details") if isinstance(data, dict) else None
+    return (
+        code if isinstance(code, int) and not isinstance(code, bool) else None,
+        message if isinstance(message, str) else None,
+        details if isinstance(details, str) else None,
+    )
+
+
+def _mapped(error: IntegrationError) -> IntegrationError:
+    """*error* with the Graph code and details; a throttling code made a RateLimitedError."""
+    code, message, details = graph_error(error.detail)
+    if code is None:
+        return error
+    text = redact(
+        f"{error.message}: code {code}"
+        + (f": {message}" if message else "")
+        + (f" ({details})" if details and details != message else "")
+    )
+    if code in THROTTLING_CODES and not isinstance(error, RateLimitedError):
+        return RateLimitedError(
+            text,
+            retry_after=PAIR_RATE_WAIT if code == 131056 else None,
+            provider=error.provider,
+            operation=error.operation,
+            status=error.status,
+            request_id=error.request_id,
+            replay_safe=True,  # a refusal: Cloud API did not send the message
+            attempts=error.attempts,
+            detail=error.detail,
+        )
+    error.message = text
+    error.args = (text,)
+    return error
+
+
+class WhatsAppConnector:
+    """WhatsApp Cloud API's send-message endpoint (see the module docs).
+
+    *access_token*, *phone_number_id* and *base_url* default to the ``ANTIFRAGILE_WHATSAPP_*``
+    environment variables; *policy* to :func:`whatsapp_policy` on *clock* with *timeout*
+    seconds per attempt. *client* is an ``httpx.AsyncClient`` to use (yours to close).
+    """
+
+    provider = PROVIDER
+
+    def __init__(
+        self,
+        access_token: str | None = None,
+        *,
+        phone_number_id: str | None = None,
+        base_url: str | None = None,
+        api_version: str = DEFAULT_API_VERSION,
+        policy: Policy | None = None,
+        timeout: float = 10.0,
+        clock: Clock = SYSTEM_CLOCK,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        token = access_token or os.environ.get(ACCESS_TOKEN_ENV)
+        if not token:
+            raise ConfigurationError(
+                f"WhatsApp needs an access token: pass access_token= or set {ACCESS_TOKEN_ENV}"
+            )
+        number = phone_number_id or os.environ.get(PHONE_NUMBER_ID_ENV)
+        if not number:
+            raise ConfigurationError(
+                "WhatsApp needs the sending phone number id: pass phone_number_id= or set "
+                f"{PHONE_NUMBER_ID_ENV}"
+            )
+        self.phone_number_id = number
+        self.api_version = api_version.strip("/")
+        self.base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+        self.policy = (
+            policy if policy is not None else whatsapp_policy(clock=clock, timeout=timeout)
+        )
+        self._auth = {"authorization": f"Bearer {token}"}
+        self.client = ResilientClient(
+            PROVIDER,
+            base_url=self.base_url,
+            policy=transport_policy(PROVIDER, clock=clock, timeout=timeout),
+            timeout=timeout,
+            client=client,
+            secrets=[token],
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def send_text(
+        self,
+        to: str,
+        body: str,
+        *,
+        preview_url: bool = False,
+        reply_to: str | None = None,
+    ) -> SentWhatsApp:
+        """Send a text message to *to* (E.164 digits or a ``wa_id``); *reply_to* a ``wamid``.
+
+        Raises :class:`~antifragile.connectors.DeliveryUnknownError` when the message may have
+        been sent (never sent again), else an :class:`~antifragile.IntegrationError` subclass
+        when Cloud API does not accept it (see the module docs).
+        """
+        if not body:
+            raise ConfigurationError("a WhatsApp text message needs a body")
+        if len(body) > MAX_TEXT:
+            raise ConfigurationError(
+                f"a WhatsApp text body is at most {MAX_TEXT} characters (got {len(body)})"
+            )
+        message: dict[str, Any] = {
+            "type": "text",
+            "text": {"body": body, "preview_url": preview_url},
+        }
+        if reply_to is not None:
+            message["context"] = {"message_id": reply_to}
+        return await self._send(to, message, SEND_TEXT)
+
+    async def send_template(
+        self,
+        to: str,
+        name: str,
+        *,
+        language: str = "en_US",
+        components: list[dict[str, Any]] | None = None,
+    ) -> SentWhatsApp:
+        """Send the approved template *name* in *language* (with its *components*) to *to*."""
+        template: dict[str, Any] = {"name": name, "language": {"code": language}}
+        if components:
+            template["components"] = components
+        return await self._send(to, {"type": "template", "template": template}, SEND_TEMPLATE)
+
+    async def _send(self, to: str, message: dict[str, Any], operation: str) -> SentWhatsApp:
+        payload: dict[str, Any] = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": to,
+            **message,
+        }
+        path = f"/{self.api_version}/{self.phone_number_id}/messages"
+
+        async def attempt() -> SentWhatsApp:
+            try:
+                response = await self.client.post(
+                    path, json=payload, headers=self._auth, operation=operation
+                )
+            except IntegrationError as exc:
+                mapped = _mapped(exc)
+                if mapped is exc:
+                    raise
+                raise mapped from exc
+            return self._accepted(response, to, operation)
+
+        return await send_once(
+            self.policy,
+            attempt,
+            provider=PROVIDER,
+            operation=operation,
+            to=to,
+            fields=payload,
+        )
+
+    def _accepted(self, response: httpx.Response, to: str, operation: str) -> SentWhatsApp:
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        messages = answer.get("messages") if isinstance(answer, dict) else None
+        first = messages[0] if isinstance(messages, list) and messages else None
+        wamid = first.get("id") if isinstance(first, dict) else None
+        if not isinstance(wamid, str) or not wamid:
+            raise DeliveryUnknownError(
+                "WhatsApp answered 200 without a message id (malformed body): the message "
+                "may have been sent; not sent again",
+                provider=PROVIDER,
+                operation=operation,
+                status=response.status_code,
+                request_id=response.request.headers.get("x-request-id"),
+                detail=response.text[:500],
+                to=to,
+            )
+        contacts = answer.get("contacts") if isinstance(answer, dict) else None
+        contact = contacts[0] if isinstance(contacts, list) and contacts else None
+        wa_id = contact.get("wa_id") if isinstance(contact, dict) else None
+        return SentWhatsApp(wamid, wa_id if isinstance(wa_id, str) else None, to)
+
+    def __repr__(self) -> str:
+        return (
+            f"WhatsAppConnector(base_url={self.base_url!r}, "
+            f"phone_number_id={self.phone_number_id!r})"
+        )

@@ -1,0 +1,384 @@
+"""A Shopify Admin REST simulator: customers, draft orders and inventory levels.
+
+Every path is under ``/admin/api/{version}`` (a version like ``2024-01``, or ``unstable``;
+anything else is 404).
+
+* **Auth** -- ``X-Shopify-Access-Token``. A missing token, or one outside ``access_tokens``
+  (when given), is 401 ``{"errors": "[API] Invalid API key or access token ..."}``.
+* **Customers** -- ``POST /customers.json`` with ``{"customer": {...}}`` answers 201
+  ``{"customer": {...}}`` and records the customer as an effect. The email is a natural key:
+  a second customer with the same address (case-insensitive) is 422
+  ``{"errors": {"email": ["has already been taken"]}}``, and the same goes for the phone. A
+  malformed email or phone is 422 ``is invalid``; a customer without a name, email or phone is
+  422 on ``base``. ``GET /customers/search.json?query=email:a@b.example`` finds customers
+  (``field:value`` terms -- ``email``, ``phone``, ``first_name``, ``last_name`` -- or bare words
+  matched against those fields).
+* **Draft orders** -- ``POST /draft_orders.json`` with ``{"draft_order": {"line_items": [...]}}``
+  (each line a ``variant_id`` or a ``title`` with a ``price``, and a positive ``quantity``)
+  answers 201 ``{"draft_order": {...}}`` (``note`` and ``note_attributes`` kept); recorded as an
+  effect.
+* **Inventory levels** -- ``GET /inventory_levels.json?inventory_item_ids=..&location_ids=..``
+  lists the levels given to the simulator (``inventory``); at least one filter is required
+  (422 otherwise).
+* **Rate limit** -- a leaky bucket of ``bucket_size`` requests (40) that leaks ``leak_rate``
+  per second (2). Every answer carries ``X-Shopify-Shop-Api-Call-Limit: <used>/<size>``; a
+  request that does not fit is 429 with ``Retry-After`` in float seconds (``2.0``) and
+  ``{"errors": "Exceeded 2 calls per second for api client. ..."}``.
+* **Errors** -- ``{"errors": "<message>"}`` (401, 404, 429, 5xx...) or ``{"errors": {field:
+  [messages]}}`` (422).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs
+
+from antifragile.sandbox._server import IncomingRequest
+from antifragile.sandbox._simulator import Call, Reply, Route, Simulator
+
+_PREFIX = "/admin/api/{version}"
+_VERSION = re.compile(r"^(\d{4}-\d{2}|unstable)$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_PHONE = re.compile(r"^\+?[0-9][0-9 ()-]{5,20}$")
+
+_MESSAGES: dict[int, str] = {
+    400: "Bad Request",
+    401: "[API] Invalid API key or access token (unrecognized login or wrong password)",
+    402: "Payment Required",
+    403: "[API] This action requires merchant approval for the required scope.",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    423: "This shop is unavailable",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+def _now_text() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+def _float_seconds(value: float) -> str:
+    """``2.0``, ``0.25``: the float form Shopify uses in ``Retry-After``."""
+    return str(float(round(max(0.0, value), 3)))
+
+
+class ShopifySimulator(Simulator):
+    """Shopify's Admin REST API: customers, draft orders, inventory levels, leaky bucket."""
+
+    name = "shopify"
+
+    def __init__(
+        self,
+        *,
+        access_tokens: Iterable[str] | None = None,
+        bucket_size: int = 40,
+        leak_rate: float = 2.0,
+        inventory: Iterable[tuple[int, int, int]] = (),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.access_tokens = None if access_tokens is None else frozenset(access_tokens)
+        self.bucket_size = bucket_size
+        self.leak_rate = leak_rate
+        self._inventory = [(int(i), int(loc), int(n)) for i, loc, n in inventory]
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._level = 0.0
+        self._stamp: float | None = None
+        self._ids = 0
+        self._customers: dict[int, dict[str, Any]] = {}
+        self._by_email: dict[str, int] = {}
+        self._by_phone: dict[str, int] = {}
+        self._draft_orders: dict[int, dict[str, Any]] = {}
+        super().__init__()
+
+    def routes(self) -> Iterable[Route]:
+        return [
+            Route("POST", f"{_PREFIX}/customers.json", self.create_customer),
+            Route("GET", f"{_PREFIX}/customers/search.json", self.search_customers),
+            Route("POST", f"{_PREFIX}/draft_orders.json", self.create_draft_order),
+            Route("GET", f"{_PREFIX}/inventory_levels.json", self.inventory_levels),
+        ]
+
+    def reset(self) -> None:
+        with self._lock:
+            self._level, self._stamp, self._ids = 0.0, None, 0
+            self._customers.clear()
+            self._by_email.clear()
+            self._by_phone.clear()
+            self._draft_orders.clear()
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def fill(self, used: float) -> None:
+        """Set the bucket to *used* requests (another app of the shop spent them, say)."""
+        with self._lock:
+            self._level, self._stamp = max(0.0, float(used)), self._clock()
+
+    @property
+    def customers(self) -> list[dict[str, Any]]:
+        """Every customer created so far, oldest first."""
+        with self._lock:
+            return [dict(c) for c in self._customers.values()]
+
+    def _leak(self, now: float) -> None:
+        """Drain the bucket up to *now* (lock held)."""
+        if self._stamp is not None:
+            self._level = max(0.0, self._level - (now - self._stamp) * self.leak_rate)
+        self._stamp = now
+
+    def _next_id(self) -> int:
+        self._ids += 1
+        return 7_000_000_000 + self._ids
+
+    # -- the provider's answers -----------------------------------------------------------------
+
+    def error(self, status: int, message: str | None = None) -> Reply:
+        default = _MESSAGES.get(status, "Internal Server Error" if status >= 500 else "Error")
+        return Reply(status, {"errors": message or default})
+
+    def invalid(self, errors: dict[str, list[str]]) -> Reply:
+        """A 422 with Shopify's field errors: ``{"errors": {field: [messages]}}``."""
+        return Reply(422, {"errors": errors})
+
+    def rate_limited(self, retry_after: float) -> Reply:
+        reply = self.error(
+            429,
+            f"Exceeded {self.leak_rate:g} calls per second for api client. "
+            "Reduce request rates to resume uninterrupted service.",
+        )
+        return reply.with_headers({"Retry-After": _float_seconds(retry_after)})
+
+    def decorate(self, request: IncomingRequest, reply: Reply) -> Reply:
+        with self._lock:
+            self._leak(self._clock())
+            used = min(self.bucket_size, math.ceil(self._level - 1e-9))
+        return reply.with_headers({"X-Shopify-Shop-Api-Call-Limit": f"{used}/{self.bucket_size}"})
+
+    def throttle(self, request: IncomingRequest) -> Reply | None:
+        with self._lock:
+            self._leak(self._clock())
+            if self._level + 1 <= self.bucket_size + 1e-9:
+                self._level += 1
+                return None
+            wait = (self._level + 1 - self.bucket_size) / self.leak_rate
+        return self.rate_limited(wait)
+
+    def authenticate(self, request: IncomingRequest) -> Reply | None:
+        token = request.headers.get("x-shopify-access-token", "").strip()
+        if not token or (self.access_tokens is not None and token not in self.access_tokens):
+            return self.error(401)
+        return None
+
+    # -- customers ------------------------------------------------------------------------------
+
+    def _customer_errors(self, fields: dict[str, Any]) -> dict[str, list[str]]:
+        """Field errors of a new customer (lock held)."""
+        errors: dict[str, list[str]] = {}
+        email, phone = fields.get("email"), fields.get("phone")
+        if email is not None:
+            if not isinstance(email, str) or not _EMAIL.match(email):
+                errors["email"] = ["is invalid"]
+            elif email.lower() in self._by_email:
+                errors["email"] = ["has already been taken"]
+        if phone is not None:
+            if not isinstance(phone, str) or not _PHONE.match(phone):
+                errors["phone"] = ["is invalid"]
+            elif _digits(phone) in self._by_phone:
+                errors["phone"] = ["has already been taken"]
+        for name in ("first_name", "last_name", "note"):
+            if name in fields and fields[name] is not None and not isinstance(fields[name], str):
+                errors[name] = ["is invalid"]
+        if not any(fields.get(k) for k in ("email", "phone", "first_name", "last_name")):
+            errors["base"] = ["Customer must have a name, phone number or email address"]
+        return errors
+
+    def create_customer(self, call: Call) -> Reply:
+        if not _VERSION.match(call.params["version"]):
+            return self.error(404)
+        try:
+            body = call.json()
+        except ValueError:
+            return self.error(400)
+        fields = body.get("customer") if isinstance(body, dict) else None
+        if not isinstance(fields, dict):
+            return self.error(400, "Required parameter missing or invalid: customer")
+        with self._lock:
+            errors = self._customer_errors(fields)
+            if errors:
+                return self.invalid(errors)
+            customer_id = self._next_id()
+            stamp = _now_text()
+            email = fields.get("email")
+            phone = fields.get("phone")
+            customer: dict[str, Any] = {
+                "id": customer_id,
+                "email": email.lower() if isinstance(email, str) else None,
+                "first_name": fields.get("first_name"),
+                "last_name": fields.get("last_name"),
+                "phone": phone,
+                "state": "disabled",
+                "orders_count": 0,
+                "total_spent": "0.00",
+                "verified_email": bool(fields.get("verified_email", False)),
+                "tags": fields.get("tags", "") or "",
+                "note": fields.get("note"),
+                "currency": "USD",
+                "addresses": list(fields.get("addresses") or []),
+                "admin_graphql_api_id": f"gid://shopify/Customer/{customer_id}",
+                "created_at": stamp,
+                "updated_at": stamp,
+            }
+            self._customers[customer_id] = customer
+            if isinstance(email, str):
+                self._by_email[email.lower()] = customer_id
+            if isinstance(phone, str):
+                self._by_phone[_digits(phone)] = customer_id
+            call.commit(str(customer_id), body)
+            return Reply(201, {"customer": dict(customer)})
+
+    def search_customers(self, call: Call) -> Reply:
+        if not _VERSION.match(call.params["version"]):
+            return self.error(404)
+        args = parse_qs(call.request.query)
+        query = (args.get("query") or [""])[0]
+        limit = _int((args.get("limit") or ["50"])[0], 50)
+        if not 1 <= limit <= 250:
+            return self.error(400, "limit must be within 1 and 250")
+        with self._lock:
+            found = [dict(c) for c in self._customers.values() if _matches(c, query)]
+        return Reply(200, {"customers": found[:limit]})
+
+    # -- draft orders ---------------------------------------------------------------------------
+
+    def create_draft_order(self, call: Call) -> Reply:
+        if not _VERSION.match(call.params["version"]):
+            return self.error(404)
+        try:
+            body = call.json()
+        except ValueError:
+            return self.error(400)
+        fields = body.get("draft_order") if isinstance(body, dict) else None
+        if not isinstance(fields, dict):
+            return self.error(400, "Required parameter missing or invalid: draft_order")
+        lines = fields.get("line_items")
+        if not isinstance(lines, list) or not lines:
+            return self.invalid({"line_items": ["must have at least one line item"]})
+        total = 0.0
+        for line in lines:
+            if not isinstance(line, dict):
+                return self.invalid({"line_items": ["is invalid"]})
+            quantity = line.get("quantity", 1)
+            if not isinstance(quantity, int) or quantity < 1:
+                return self.invalid({"line_items": ["quantity must be greater than 0"]})
+            if line.get("variant_id") is None:
+                if not isinstance(line.get("title"), str) or not line["title"]:
+                    return self.invalid({"line_items": ["title can't be blank"]})
+                price = _price(line.get("price"))
+                if price is None:
+                    return self.invalid({"line_items": ["price is invalid"]})
+                total += price * quantity
+        with self._lock:
+            customer = fields.get("customer")
+            if isinstance(customer, dict) and customer.get("id") is not None:
+                known = self._customers.get(_int(customer["id"], -1))
+                if known is None:
+                    return self.invalid({"customer": ["is invalid"]})
+                customer = dict(known)
+            order_id = self._next_id()
+            stamp = _now_text()
+            draft: dict[str, Any] = {
+                "id": order_id,
+                "name": f"#D{len(self._draft_orders) + 1}",
+                "status": "open",
+                "line_items": lines,
+                "customer": customer,
+                "note": fields.get("note"),
+                "note_attributes": list(fields.get("note_attributes") or []),
+                "currency": "USD",
+                "subtotal_price": f"{total:.2f}",
+                "total_price": f"{total:.2f}",
+                "admin_graphql_api_id": f"gid://shopify/DraftOrder/{order_id}",
+                "created_at": stamp,
+                "updated_at": stamp,
+            }
+            self._draft_orders[order_id] = draft
+            call.commit(str(order_id), body)
+            return Reply(201, {"draft_order": dict(draft)})
+
+    # -- inventory levels -----------------------------------------------------------------------
+
+    def inventory_levels(self, call: Call) -> Reply:
+        if not _VERSION.match(call.params["version"]):
+            return self.error(404)
+        args = parse_qs(call.request.query)
+        items = _ids(args.get("inventory_item_ids"))
+        locations = _ids(args.get("location_ids"))
+        if items is None and locations is None:
+            return self.invalid({"base": ["inventory_item_ids or location_ids must be specified"]})
+        levels = [
+            {
+                "inventory_item_id": item,
+                "location_id": location,
+                "available": available,
+                "admin_graphql_api_id": f"gid://shopify/InventoryLevel/{location}"
+                f"?inventory_item_id={item}",
+            }
+            for item, location, available in self._inventory
+            if (items is None or item in items) and (locations is None or location in locations)
+        ]
+        return Reply(200, {"inventory_levels": levels})
+
+
+def _digits(phone: str) -> str:
+    return "".join(ch for ch in phone if ch.isdigit())
+
+
+def _int(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _price(value: Any) -> float | None:
+    try:
+        price = float(value)
+    except (TypeError, ValueError):
+        return None
+    return price if price >= 0 and math.isfinite(price) else None
+
+
+def _ids(values: list[str] | None) -> set[int] | None:
+    if not values:
+        return None
+    return {_int(v, -1) for part in values for v in part.split(",") if v.strip()}
+
+
+def _matches(customer: dict[str, Any], query: str) -> bool:
+    """Whether *customer* matches every term of a search *query* (``email:a@b.c``, words)."""
+    for term in query.split():
+        field, sep, value = term.partition(":")
+        value = value.strip("\"'").lower()
+        if sep and field in ("email", "phone", "first_name", "last_name"):
+            have = customer.get(field)
+            if field == "phone":
+                if not isinstance(have, str) or _digits(have) != _digits(value):
+                    return False
+            elif not isinstance(have, str) or have.lower() != value:
+                return False
+            continue
+        word = term.strip("\"'").lower()
+        haystack = [customer.get(k) for k in ("email", "first_name", "last_name", "phone")]
+        if not any(isinstance(h, str) and word in h.lower() for h in haystack):
+            return False
+    return True

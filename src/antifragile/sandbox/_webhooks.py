@@ -1,0 +1,301 @@
+"""The inbound side: send correctly signed provider webhooks to a URL.
+
+A :class:`WebhookSender` POSTs the deliveries WhatsApp Cloud, Twilio and Shopify make to an
+application's endpoint, signed the way each provider signs them, so a receiver's verification,
+parsing and deduplication can be tested over real HTTP:
+
+* **WhatsApp Cloud** -- JSON, ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app secret, raw
+  body)>``; :func:`whatsapp_text_message` and :func:`whatsapp_status` build the payloads.
+* **Twilio** -- form-encoded, ``X-Twilio-Signature: base64(HMAC-SHA1(auth token, URL + each
+  parameter name sorted, followed by its sorted values))``; :func:`twilio_inbound_message`
+  builds the parameters.
+* **Shopify** -- JSON, ``X-Shopify-Hmac-Sha256: base64(HMAC-SHA256(client secret, raw body))``
+  with ``X-Shopify-Topic``, ``X-Shopify-Webhook-Id`` (the delivery id, to deduplicate on) and
+  ``X-Shopify-Shop-Domain``, ``X-Shopify-API-Version``, ``X-Shopify-Triggered-At``,
+  ``X-Shopify-Event-Id``.
+
+Each ``send_*`` returns a :class:`Delivery`: what was sent and the receiver's answer. A
+delivery can be sent again as is with :meth:`WebhookSender.redeliver` (providers retry, so
+receivers must deduplicate).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import urlencode
+
+import httpx
+
+FormParams = Mapping[str, str | Sequence[str]]
+
+
+# -- signatures ---------------------------------------------------------------------------------
+
+
+def whatsapp_signature(app_secret: str, body: bytes) -> str:
+    """``X-Hub-Signature-256`` for *body*: ``sha256=`` and the lowercase hex HMAC-SHA256."""
+    digest = hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def _pairs(params: FormParams) -> list[tuple[str, str]]:
+    pairs: list[tuple[str, str]] = []
+    for name, value in params.items():
+        values = [value] if isinstance(value, str) else list(value)
+        pairs.extend((name, v) for v in values)
+    return pairs
+
+
+def twilio_signature(auth_token: str, url: str, params: FormParams | None = None) -> str:
+    """``X-Twilio-Signature`` for a request to *url* (as requested, query included) with the
+    form *params*: base64 HMAC-SHA1 over the URL followed by every parameter's name and value,
+    names sorted, a name's values sorted and de-duplicated."""
+    message = url
+    for name in sorted((params or {}).keys()):
+        value = (params or {})[name]
+        values = [value] if isinstance(value, str) else list(value)
+        for item in sorted(set(values)):
+            message += name + item
+    digest = hmac.new(auth_token.encode(), message.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+def shopify_signature(secret: str, body: bytes) -> str:
+    """``X-Shopify-Hmac-Sha256`` for *body*: the base64 HMAC-SHA256."""
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+# -- payloads -----------------------------------------------------------------------------------
+
+
+def _wamid() -> str:
+    return "wamid." + secrets.token_urlsafe(36)
+
+
+def _whatsapp_envelope(
+    value: dict[str, Any], *, waba_id: str, phone_number_id: str, display_phone_number: str
+) -> dict[str, Any]:
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": {
+            "display_phone_number": display_phone_number,
+            "phone_number_id": phone_number_id,
+        },
+        **value,
+    }
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": waba_id, "changes": [{"field": "messages", "value": value}]}],
+    }
+
+
+def whatsapp_text_message(
+    *,
+    from_: str,
+    body: str,
+    name: str = "Test User",
+    message_id: str | None = None,
+    timestamp: int | None = None,
+    waba_id: str = "102290129340398",
+    phone_number_id: str = "106540352242922",
+    display_phone_number: str = "15550783881",
+) -> dict[str, Any]:
+    """The ``messages`` webhook of an inbound text from *from_* (a ``wa_id``)."""
+    message = {
+        "from": from_,
+        "id": message_id or _wamid(),
+        "timestamp": str(int(time.time()) if timestamp is None else timestamp),
+        "type": "text",
+        "text": {"body": body},
+    }
+    return _whatsapp_envelope(
+        {"contacts": [{"profile": {"name": name}, "wa_id": from_}], "messages": [message]},
+        waba_id=waba_id,
+        phone_number_id=phone_number_id,
+        display_phone_number=display_phone_number,
+    )
+
+
+def whatsapp_status(
+    *,
+    message_id: str,
+    recipient_id: str,
+    status: str = "delivered",
+    timestamp: int | None = None,
+    errors: Sequence[Mapping[str, Any]] = (),
+    waba_id: str = "102290129340398",
+    phone_number_id: str = "106540352242922",
+    display_phone_number: str = "15550783881",
+) -> dict[str, Any]:
+    """The ``statuses`` webhook for the sent message *message_id* (``sent``, ``delivered``,
+    ``read`` or ``failed`` -- with *errors*)."""
+    entry: dict[str, Any] = {
+        "id": message_id,
+        "status": status,
+        "timestamp": str(int(time.time()) if timestamp is None else timestamp),
+        "recipient_id": recipient_id,
+    }
+    if status != "failed":
+        entry["conversation"] = {
+            "id": secrets.token_hex(16),
+            "origin": {"type": "service"},
+        }
+        entry["pricing"] = {"billable": True, "pricing_model": "CBP", "category": "service"}
+    if errors:
+        entry["errors"] = [dict(e) for e in errors]
+    return _whatsapp_envelope(
+        {"statuses": [entry]},
+        waba_id=waba_id,
+        phone_number_id=phone_number_id,
+        display_phone_number=display_phone_number,
+    )
+
+
+def twilio_inbound_message(
+    *,
+    from_: str,
+    to: str,
+    body: str,
+    account_sid: str = "AC" + "0" * 32,
+    message_sid: str | None = None,
+    profile_name: str | None = None,
+) -> dict[str, str]:
+    """The form parameters of Twilio's inbound-message webhook (``whatsapp:`` numbers add
+    ``ProfileName`` and ``WaId``)."""
+    sid = message_sid or "SM" + secrets.token_hex(16)
+    params = {
+        "MessageSid": sid,
+        "SmsSid": sid,
+        "SmsMessageSid": sid,
+        "AccountSid": account_sid,
+        "From": from_,
+        "To": to,
+        "Body": body,
+        "NumMedia": "0",
+        "NumSegments": "1",
+        "ApiVersion": "2010-04-01",
+    }
+    if from_.startswith("whatsapp:"):
+        params["WaId"] = from_.removeprefix("whatsapp:").lstrip("+")
+        params["ProfileName"] = profile_name or "Test User"
+    return params
+
+
+# -- the sender ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One webhook delivery: where, what (the exact bytes and headers) and the answer."""
+
+    provider: str
+    url: str
+    body: bytes
+    headers: Mapping[str, str]
+    status: int
+    response: bytes = b""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class WebhookSender:
+    """POSTs signed webhooks (blocking). *client* is an ``httpx.Client`` to use (yours)."""
+
+    def __init__(self, *, timeout: float = 5.0, client: httpx.Client | None = None) -> None:
+        self._own = client is None
+        self.client = client if client is not None else httpx.Client(timeout=timeout)
+        self.deliveries: list[Delivery] = []
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._own:
+            self.client.close()
+
+    def _post(
+        self,
+        provider: str,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        extra: Mapping[str, Any] | None = None,
+    ) -> Delivery:
+        response = self.client.post(url, content=body, headers=headers)
+        delivery = Delivery(
+            provider, url, body, headers, response.status_code, response.content, extra or {}
+        )
+        self.deliveries.append(delivery)
+        return delivery
+
+    def redeliver(self, delivery: Delivery) -> Delivery:
+        """Send *delivery* again, byte for byte (a provider's retry)."""
+        return self._post(
+            delivery.provider, delivery.url, delivery.body, dict(delivery.headers), delivery.extra
+        )
+
+    def send_whatsapp(self, url: str, payload: Mapping[str, Any], *, app_secret: str) -> Delivery:
+        """POST the Cloud API webhook *payload* to *url*, signed with *app_secret*."""
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        headers = {
+            "content-type": "application/json",
+            "x-hub-signature-256": whatsapp_signature(app_secret, body),
+        }
+        return self._post("whatsapp", url, body, headers)
+
+    def send_twilio(self, url: str, params: FormParams, *, auth_token: str) -> Delivery:
+        """POST the form *params* to *url*, signed with *auth_token* over *url* as given."""
+        body = urlencode(_pairs(params)).encode()
+        headers = {
+            "content-type": "application/x-www-form-urlencoded",
+            "x-twilio-signature": twilio_signature(auth_token, url, params),
+        }
+        return self._post("twilio", url, body, headers)
+
+    def send_shopify(
+        self,
+        url: str,
+        payload: Mapping[str, Any],
+        *,
+        secret: str,
+        topic: str = "orders/create",
+        shop_domain: str = "example.myshopify.com",
+        api_version: str = "2024-01",
+        webhook_id: str | None = None,
+        event_id: str | None = None,
+    ) -> Delivery:
+        """POST the Shopify webhook *payload* for *topic* to *url*, signed with *secret*."""
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        headers = {
+            "content-type": "application/json",
+            "x-shopify-topic": topic,
+            "x-shopify-hmac-sha256": shopify_signature(secret, body),
+            "x-shopify-shop-domain": shop_domain,
+            "x-shopify-api-version": api_version,
+            "x-shopify-webhook-id": webhook_id or str(uuid.uuid4()),
+            "x-shopify-event-id": event_id or str(uuid.uuid4()),
+            "x-shopify-triggered-at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        }
+        return self._post("shopify", url, body, headers)
+
+    def sent(self, provider: str | None = None) -> list[Delivery]:
+        return [d for d in self.deliveries if provider is None or d.provider == provider]

@@ -1,0 +1,264 @@
+"""SlackConnector against the sandbox's Slack webhook simulator, over real HTTP.
+
+Policies run on a FakeClock. Slack has no idempotency: the tests check that the connector never
+sends a post again once it may have reached Slack (unless told to), and measure how many
+duplicates each choice produces under ambiguous failures.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from antifragile import (
+    AuthenticationError,
+    ConfigurationError,
+    FakeClock,
+    NotFoundError,
+    Policy,
+    Retry,
+)
+from antifragile.connectors import OutcomeUnknownError, SlackConnector
+from antifragile.connectors._slack import WEBHOOK_URL_ENV
+from antifragile.sandbox import ProviderFault, ProviderSandbox, SlackSimulator
+
+HOOK = "T0001/B0001/sEcReTtOkEn1234"
+SECRET = "sEcReTtOkEn1234"
+POST = "POST /services/{team}/{bot}/{secret}"
+
+Connect = Callable[..., SlackConnector]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def sandbox() -> Iterator[ProviderSandbox]:
+    simulator = SlackSimulator(hooks=[HOOK], gone=["T0001/B0002/gOnE"], rate=1e6, burst=1e6)
+    with ProviderSandbox([simulator]) as running:
+        yield running
+
+
+def hook_url(sandbox: ProviderSandbox, hook: str = HOOK) -> str:
+    return f"{sandbox.base_url('slack')}/services/{hook}"
+
+
+@pytest.fixture
+async def connect(sandbox: ProviderSandbox, clock: FakeClock) -> AsyncIterator[Connect]:
+    made: list[SlackConnector] = []
+
+    def factory(hook: str = HOOK, **options: Any) -> SlackConnector:
+        options.setdefault("timeout", 0.3)
+        connector = SlackConnector(hook_url(sandbox, hook), clock=clock, **options)
+        made.append(connector)
+        return connector
+
+    yield factory
+    for connector in made:
+        await connector.aclose()
+
+
+def posted(sandbox: ProviderSandbox) -> list[str]:
+    return [e.data["text"] for e in sandbox.effects("slack")]
+
+
+async def test_post_message_is_ok(sandbox: ProviderSandbox, connect: Connect) -> None:
+    """A post is 200 ``ok`` (text/plain); the connector returns the caller's reference."""
+    assert await connect().post_message("Order 1 is in.", reference="order/1") == "order/1"
+    assert posted(sandbox) == ["Order 1 is in."]
+    (request,) = sandbox.requests
+    assert request.status == 200
+    assert request.path == f"/slack/services/{HOOK}"
+
+
+async def test_unknown_hook_is_invalid_token_and_the_secret_never_shows(
+    sandbox: ProviderSandbox, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unknown webhook is 403 ``invalid_token``: a permanent AuthenticationError, tried
+    once; neither the URL nor its token appear in the error, its detail, or the logs."""
+    caplog.set_level(logging.DEBUG)
+    connector = connect("T0001/B0001/wRoNgSeCrEt")
+    with pytest.raises(AuthenticationError) as caught:
+        await connector.post_message("hi")
+    assert caught.value.status == 403
+    assert "invalid_token" in str(caught.value)
+    for text in (str(caught.value), caught.value.detail or "", caplog.text, repr(connector)):
+        assert "wRoNgSeCrEt" not in text
+        assert "/services/" not in text
+    assert len(sandbox.requests) == 1
+
+
+async def test_channel_not_found_and_plain_text_validation_errors(
+    sandbox: ProviderSandbox, connect: Connect
+) -> None:
+    """A hook whose channel is gone is 404 ``channel_not_found`` (NotFoundError); bodies that
+    are not JSON or have no text get Slack's plain-text ``invalid_payload`` / ``no_text``."""
+    with pytest.raises(NotFoundError) as caught:
+        await connect("T0001/B0002/gOnE").post_message("hi")
+    assert "channel_not_found" in str(caught.value)
+    async with httpx.AsyncClient() as raw:
+        bad = await raw.post(hook_url(sandbox), content=b"not json")
+        empty = await raw.post(hook_url(sandbox), json={"text": ""})
+        ok = await raw.post(hook_url(sandbox), json={"text": "hi"})
+    assert (bad.status_code, bad.text) == (400, "invalid_payload")
+    assert (empty.status_code, empty.text) == (400, "no_text")
+    assert (ok.status_code, ok.text) == (200, "ok")
+    assert ok.headers["content-type"].startswith("text/plain")
+
+
+async def test_429_with_retry_after_is_honoured(
+    sandbox: ProviderSandbox, connect: Connect, clock: FakeClock
+) -> None:
+    """A 429 is a refusal, safe to send again: ``Retry-After: 2`` is waited out and the post
+    goes through once."""
+    sandbox.faults("slack", POST, script=[ProviderFault.rate_limited(2)])
+    await connect().post_message("hi")
+    assert 2.0 in clock.sleeps
+    assert [r.status for r in sandbox.requests] == [429, 200]
+    assert posted(sandbox) == ["hi"]
+
+
+async def test_one_message_per_second_limit(clock: FakeClock) -> None:
+    """The simulator's own ~1/s limit answers a second immediate post with 429 and
+    ``Retry-After: 1``; the connector waits (on the shared fake clock) and posts it."""
+    with ProviderSandbox([SlackSimulator(clock=clock.monotonic)]) as small:
+        policy = Policy("slack", clock=clock, retry=Retry(attempts=3))
+        url = f"{small.base_url('slack')}/services/{HOOK}"
+        async with SlackConnector(url, policy=policy, timeout=1.0) as slack:
+            await slack.post_message("one")
+            await slack.post_message("two")
+        assert [r.status for r in small.requests] == [200, 429, 200]
+        assert 1.0 in clock.sleeps
+        assert len(small.effects("slack")) == 2
+
+
+async def test_default_limiter_paces_posts_before_slack_refuses(clock: FakeClock) -> None:
+    """The default policy's bucket (1/s) spaces posts so Slack's ~1/s limit is never hit."""
+    with ProviderSandbox([SlackSimulator(clock=clock.monotonic)]) as small:
+        url = f"{small.base_url('slack')}/services/{HOOK}"
+        async with SlackConnector(url, clock=clock, timeout=1.0) as slack:
+            for n in range(4):
+                await slack.post_message(f"m{n}")
+        assert [r.status for r in small.requests] == [200] * 4
+        assert sum(clock.sleeps) >= 2.9
+
+
+@pytest.mark.parametrize("lost", ["reset", "hang"])
+async def test_ambiguous_failure_is_outcome_unknown_and_not_sent_again(
+    sandbox: ProviderSandbox, connect: Connect, lost: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Slack posted, then the answer was lost: the connector does not post again; it raises
+    a non-retryable OutcomeUnknownError carrying the caller's reference. One message shows."""
+    caplog.set_level(logging.DEBUG)
+    sandbox.faults("slack", POST, script=[ProviderFault.ambiguous(lost=lost)])
+    with pytest.raises(OutcomeUnknownError) as caught:
+        await connect().post_message("Order 1 is in.", reference="order/1")
+    assert caught.value.reconcile_key == "order/1"
+    assert not caught.value.retryable
+    assert len(sandbox.requests) == 1
+    assert posted(sandbox) == ["Order 1 is in."]
+    assert SECRET not in str(caught.value) + caplog.text
+
+
+async def test_5xx_is_outcome_unknown_too(sandbox: ProviderSandbox, connect: Connect) -> None:
+    """A 5xx after the post reached Slack may or may not have posted it: outcome unknown,
+    not sent again."""
+    sandbox.faults("slack", POST, script=[ProviderFault.error(500)])
+    with pytest.raises(OutcomeUnknownError):
+        await connect().post_message("hi")
+    assert len(sandbox.requests) == 1
+
+
+async def test_retry_ambiguous_resends_and_duplicates(
+    sandbox: ProviderSandbox, connect: Connect
+) -> None:
+    """With ``retry_ambiguous=True`` the lost answer is retried: at least once -- and here
+    the message shows twice."""
+    sandbox.faults("slack", POST, script=[ProviderFault.ambiguous()])
+    await connect(retry_ambiguous=True).post_message("hi")
+    assert posted(sandbox) == ["hi", "hi"]
+
+
+def test_configuration_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ANTIFRAGILE_SLACK_WEBHOOK_URL`` configures the connector; a missing or malformed URL
+    is a ConfigurationError that does not echo the URL."""
+    monkeypatch.setenv(WEBHOOK_URL_ENV, f"https://hooks.example/services/{HOOK}")
+    connector = SlackConnector()
+    assert connector.base_url == "https://hooks.example"
+    assert SECRET not in repr(connector)
+    monkeypatch.setenv(WEBHOOK_URL_ENV, f"ftp://hooks.example/{SECRET}")
+    with pytest.raises(ConfigurationError) as caught:
+        SlackConnector()
+    assert SECRET not in str(caught.value)
+    monkeypatch.delenv(WEBHOOK_URL_ENV)
+    with pytest.raises(ConfigurationError):
+        SlackConnector()
+
+
+async def _run_posts(sandbox: ProviderSandbox, connector: SlackConnector, n: int) -> int:
+    """Post *n* numbered messages; the number that raised OutcomeUnknownError."""
+    unknown = 0
+    for i in range(n):
+        try:
+            await connector.post_message(f"post {i}", reference=f"post/{i}")
+        except OutcomeUnknownError:
+            unknown += 1
+    return unknown
+
+
+@pytest.mark.slow
+async def test_duplicate_rate_under_ambiguous_failures(
+    clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """300 posts while 30% of requests fail ambiguously (posted, answer lost) and 10% get a
+    5xx (not posted). By default the connector sends no duplicate and loses nothing silently:
+    every post is either acknowledged or flagged OutcomeUnknown (for review). With
+    ``retry_ambiguous`` every post arrives, and about half get a duplicate (a resend can be lost
+    again, and a 5xx is resent too)."""
+    n = 300
+    chaos = [(0.3, ProviderFault.ambiguous()), (0.1, ProviderFault.error(503))]
+    results: dict[str, tuple[int, int, int, int]] = {}
+    for mode in ("default", "retry_ambiguous"):
+        simulator = SlackSimulator(hooks=[HOOK], rate=1e6, burst=1e6)
+        with ProviderSandbox([simulator]) as sandbox:
+            sandbox.faults("slack", POST, chaos=chaos, seed=5)
+            policy = Policy(
+                "slack",
+                clock=clock,
+                retry=Retry(attempts=10),
+                budget=None,
+                breaker=None,
+                timeout=1.0,
+            )
+            async with SlackConnector(
+                hook_url(sandbox),
+                policy=policy,
+                timeout=1.0,
+                retry_ambiguous=mode == "retry_ambiguous",
+            ) as slack:
+                unknown = await _run_posts(sandbox, slack, n)
+            counts = collections.Counter(posted(sandbox))
+        delivered = len(counts)
+        duplicates = sum(c - 1 for c in counts.values())
+        results[mode] = (delivered, duplicates, unknown, len(sandbox.requests))
+        with capsys.disabled():
+            print(
+                f"\nslack {mode}: {n} posts, {delivered} delivered, {duplicates} duplicates "
+                f"({duplicates / n:.1%}), {unknown} outcome-unknown ({unknown / n:.1%}), "
+                f"{len(sandbox.requests)} requests"
+            )
+    delivered, duplicates, unknown, _ = results["default"]
+    assert duplicates == 0
+    assert n - unknown <= delivered <= n  # acknowledged posts all arrived; unknowns may have
+    assert 0.25 * n < unknown < 0.55 * n  # ~30% ambiguous + ~10% 5xx, flagged for review
+    delivered, duplicates, unknown, _ = results["retry_ambiguous"]
+    assert unknown == 0
+    assert delivered == n
+    assert 0.2 * n < duplicates < 0.8 * n
