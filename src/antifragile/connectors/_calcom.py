@@ -50,12 +50,12 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import httpx
 
+from antifragile.connectors._base import HTTPConnector, base_url_from
 from antifragile.connectors._outcome import OutcomeUnknownError, outcome_unknown
 from antifragile.connectors._resend import idempotency_key_for
 from antifragile.errors import ConfigurationError, IntegrationError, redact
@@ -157,7 +157,7 @@ def _start(value: str | datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class CalComConnector:
+class CalComConnector(HTTPConnector):
     """Cal.com's API v2 behind a :class:`~antifragile.ResilientClient` (see the module docs).
 
     *api_key* and *base_url* default to ``ANTIFRAGILE_CALCOM_API_KEY`` and
@@ -183,7 +183,7 @@ class CalComConnector:
             raise ConfigurationError(
                 f"Cal.com needs an API key: pass api_key= or set {API_KEY_ENV}"
             )
-        self.base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+        self.base_url = base_url_from(base_url, BASE_URL_ENV, DEFAULT_BASE_URL)
         self.policy = policy if policy is not None else calcom_policy(clock=clock, timeout=timeout)
         self._headers = {"authorization": f"Bearer {key}", "cal-api-version": api_version}
         self.client = ResilientClient(
@@ -194,20 +194,6 @@ class CalComConnector:
             client=client,
             secrets=[key],
         )
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
 
     async def create_booking(
         self,

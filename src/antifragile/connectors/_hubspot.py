@@ -48,11 +48,11 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import httpx
 
+from antifragile.connectors._base import HTTPConnector, base_url_from
 from antifragile.errors import (
     ConfigurationError,
     ConflictError,
@@ -159,7 +159,7 @@ def _properties(response: httpx.Response) -> tuple[str | None, dict[str, str]]:
     return (contact_id if isinstance(contact_id, str) and contact_id else None), props
 
 
-class HubSpotConnector:
+class HubSpotConnector(HTTPConnector):
     """HubSpot's CRM API behind a :class:`~antifragile.ResilientClient` (see the module docs).
 
     *access_token* and *base_url* default to ``ANTIFRAGILE_HUBSPOT_ACCESS_TOKEN`` and
@@ -185,7 +185,7 @@ class HubSpotConnector:
             raise ConfigurationError(
                 f"HubSpot needs an access token: pass access_token= or set {ACCESS_TOKEN_ENV}"
             )
-        self.base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+        self.base_url = base_url_from(base_url, BASE_URL_ENV, DEFAULT_BASE_URL)
         self.policy = policy if policy is not None else hubspot_policy(clock=clock, timeout=timeout)
         self._auth = {"authorization": f"Bearer {token}"}
         self.client = ResilientClient(
@@ -196,20 +196,6 @@ class HubSpotConnector:
             client=client,
             secrets=[token],
         )
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
 
     async def _send(
         self, method: str, url: str, body: dict[str, Any], operation: str, replay_safe: bool

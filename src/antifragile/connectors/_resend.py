@@ -54,11 +54,11 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import httpx
 
+from antifragile.connectors._base import HTTPConnector, base_url_from
 from antifragile.errors import (
     ConfigurationError,
     ConflictError,
@@ -164,7 +164,7 @@ def _mapped(error: IntegrationError) -> IntegrationError:
     return error
 
 
-class ResendConnector:
+class ResendConnector(HTTPConnector):
     """Resend's API behind a :class:`~antifragile.ResilientClient` (see the module docs).
 
     *api_key* and *base_url* default to ``ANTIFRAGILE_RESEND_API_KEY`` and
@@ -188,7 +188,7 @@ class ResendConnector:
         key = api_key or os.environ.get(API_KEY_ENV)
         if not key:
             raise ConfigurationError(f"Resend needs an API key: pass api_key= or set {API_KEY_ENV}")
-        self.base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+        self.base_url = base_url_from(base_url, BASE_URL_ENV, DEFAULT_BASE_URL)
         self.policy = policy if policy is not None else resend_policy(clock=clock, timeout=timeout)
         self._auth = {"authorization": f"Bearer {key}"}
         self.client = ResilientClient(
@@ -199,20 +199,6 @@ class ResendConnector:
             client=client,
             secrets=[key],
         )
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
 
     async def send_email(
         self,

@@ -47,11 +47,11 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import httpx
 
+from antifragile.connectors._base import HTTPConnector, base_url_from
 from antifragile.connectors._outcome import OutcomeUnknownError, outcome_unknown
 from antifragile.connectors._resend import idempotency_key_for
 from antifragile.errors import ConfigurationError, IntegrationError, redact
@@ -126,7 +126,7 @@ def _addresses(value: str | Mapping[str, str] | Sequence[str | Mapping[str, str]
 Address = str | Mapping[str, str]
 
 
-class SendGridConnector:
+class SendGridConnector(HTTPConnector):
     """SendGrid's v3 Mail Send behind a :class:`~antifragile.ResilientClient` (module docs).
 
     *api_key* and *base_url* default to ``ANTIFRAGILE_SENDGRID_API_KEY`` and
@@ -151,7 +151,7 @@ class SendGridConnector:
             raise ConfigurationError(
                 f"SendGrid needs an API key: pass api_key= or set {API_KEY_ENV}"
             )
-        self.base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+        self.base_url = base_url_from(base_url, BASE_URL_ENV, DEFAULT_BASE_URL)
         self.policy = (
             policy if policy is not None else sendgrid_policy(clock=clock, timeout=timeout)
         )
@@ -164,20 +164,6 @@ class SendGridConnector:
             client=client,
             secrets=[key],
         )
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
 
     async def send_email(
         self,

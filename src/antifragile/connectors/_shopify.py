@@ -65,11 +65,11 @@ import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import httpx
 
+from antifragile.connectors._base import HTTPConnector
 from antifragile.connectors._outcome import outcome_unknown
 from antifragile.errors import (
     ConfigurationError,
@@ -190,7 +190,7 @@ def _mapped(error: IntegrationError) -> None:
     error.args = (message,)
 
 
-class ShopifyConnector:
+class ShopifyConnector(HTTPConnector):
     """Shopify's Admin REST API behind a :class:`~antifragile.ResilientClient` (module docs).
 
     *access_token* and *base_url* default to ``ANTIFRAGILE_SHOPIFY_ACCESS_TOKEN`` and
@@ -236,20 +236,6 @@ class ShopifyConnector:
             client=client,
             secrets=[token],
         )
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
 
     def _path(self, resource: str) -> str:
         return f"/admin/api/{self.api_version}/{resource}"

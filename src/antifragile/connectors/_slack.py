@@ -50,12 +50,12 @@ import logging
 import os
 import uuid
 from collections.abc import Mapping, Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
+from antifragile.connectors._base import HTTPConnector
 from antifragile.connectors._outcome import outcome_unknown
 from antifragile.errors import ConfigurationError, IntegrationError, redact
 from antifragile.http import ResilientClient
@@ -119,7 +119,7 @@ def _split(url: str) -> tuple[str, str]:
     return f"{parts.scheme}://{parts.netloc}", path
 
 
-class SlackConnector:
+class SlackConnector(HTTPConnector):
     """A Slack incoming webhook behind a :class:`~antifragile.ResilientClient`.
 
     *webhook_url* defaults to ``ANTIFRAGILE_SLACK_WEBHOOK_URL``; *policy* to
@@ -161,17 +161,6 @@ class SlackConnector:
             secrets=self._secrets,
         )
         _HIDE_HOOKS.secrets[id(self)] = tuple(self._secrets)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         _HIDE_HOOKS.secrets.pop(id(self), None)

@@ -39,11 +39,10 @@ import base64
 import json
 import os
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
 import httpx
 
+from antifragile.connectors._base import HTTPConnector, base_url_from
 from antifragile.connectors._messaging import (
     DeliveryUnknownError,
     messaging_policy,
@@ -108,7 +107,7 @@ def _mapped(error: IntegrationError) -> IntegrationError:
     return error
 
 
-class TwilioConnector:
+class TwilioConnector(HTTPConnector):
     """Twilio's Messages resource (see the module docs).
 
     *account_sid*, *auth_token* and *base_url* default to the ``ANTIFRAGILE_TWILIO_*``
@@ -137,7 +136,7 @@ class TwilioConnector:
                 f"or set {ACCOUNT_SID_ENV} and {AUTH_TOKEN_ENV}"
             )
         self.account_sid = sid
-        self.base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+        self.base_url = base_url_from(base_url, BASE_URL_ENV, DEFAULT_BASE_URL)
         self.policy = policy if policy is not None else twilio_policy(clock=clock, timeout=timeout)
         basic = base64.b64encode(f"{sid}:{token}".encode()).decode()
         self._auth = {"authorization": f"Basic {basic}"}
@@ -149,20 +148,6 @@ class TwilioConnector:
             client=client,
             secrets=[token, basic],
         )
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
 
     async def send_message(
         self,

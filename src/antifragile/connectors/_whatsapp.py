@@ -42,11 +42,11 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import httpx
 
+from antifragile.connectors._base import HTTPConnector, base_url_from
 from antifragile.connectors._messaging import (
     DeliveryUnknownError,
     messaging_policy,
@@ -147,7 +147,7 @@ def _mapped(error: IntegrationError) -> IntegrationError:
     return error
 
 
-class WhatsAppConnector:
+class WhatsAppConnector(HTTPConnector):
     """WhatsApp Cloud API's send-message endpoint (see the module docs).
 
     *access_token*, *phone_number_id* and *base_url* default to the ``ANTIFRAGILE_WHATSAPP_*``
@@ -182,7 +182,7 @@ class WhatsAppConnector:
             )
         self.phone_number_id = number
         self.api_version = api_version.strip("/")
-        self.base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+        self.base_url = base_url_from(base_url, BASE_URL_ENV, DEFAULT_BASE_URL)
         self.policy = (
             policy if policy is not None else whatsapp_policy(clock=clock, timeout=timeout)
         )
@@ -195,20 +195,6 @@ class WhatsAppConnector:
             client=client,
             secrets=[token],
         )
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
 
     async def send_text(
         self,
