@@ -1,0 +1,157 @@
+"""What the inbound side works with: a verified, parsed provider event, a tenant, a
+classification.
+
+Every webhook body a provider sends is verified, then parsed into one or more
+:class:`InboundEvent` -- one per message, status update or commerce event it carries -- each with
+the provider's own id for it (``event_id``: a WhatsApp ``wamid``, a Twilio ``MessageSid``, a
+Shopify ``X-Shopify-Webhook-Id``), which is what deduplication keys on.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Channel(enum.StrEnum):
+    """Where an inbound event came from (and where a reply to it goes)."""
+
+    WHATSAPP = "whatsapp"
+    TWILIO = "twilio"
+    SHOPIFY = "shopify"
+    API = "api"  # pre-classified messages posted to /v1/ai-results
+
+
+class EventKind(enum.StrEnum):
+    MESSAGE = "message"  # a customer's message (text, or another type with its ``topic``)
+    STATUS = "status"  # a delivery status of a message we sent (sent/delivered/read/failed)
+    COMMERCE = "commerce"  # a Shopify topic: orders/create, customers/create, ...
+
+
+@dataclass(frozen=True, slots=True)
+class InboundEvent:
+    """One event a provider delivered, verified and parsed.
+
+    * ``event_id`` -- the provider's id of the event (dedup key, unique per ``channel``);
+    * ``tenant_key`` -- whom it was sent to: the WhatsApp ``phone_number_id``, the Twilio
+      ``To`` number (``whatsapp:`` prefix stripped, E.164 with ``+``), or the Shopify shop
+      domain;
+    * ``sender`` -- the customer's phone number, digits only with country code (no ``+``,
+      no ``whatsapp:``), or ``None`` (Shopify);
+    * ``text`` -- the message text, when there is one;
+    * ``topic`` -- the message type (``text``, ``image``...), the status (``delivered``...) or
+      the Shopify topic (``orders/create``);
+    * ``occurred_at`` -- when the provider says it happened (epoch seconds), if it says;
+    * ``data`` -- further JSON details (profile name, order id, the status's message id...).
+    """
+
+    channel: Channel
+    event_id: str
+    kind: EventKind
+    tenant_key: str
+    sender: str | None = None
+    text: str | None = None
+    topic: str | None = None
+    occurred_at: float | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "channel": self.channel.value,
+            "event_id": self.event_id,
+            "kind": self.kind.value,
+            "tenant_key": self.tenant_key,
+            "sender": self.sender,
+            "text": self.text,
+            "topic": self.topic,
+            "occurred_at": self.occurred_at,
+            "data": dict(self.data),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> InboundEvent:
+        return cls(
+            channel=Channel(data["channel"]),
+            event_id=str(data["event_id"]),
+            kind=EventKind(data["kind"]),
+            tenant_key=str(data["tenant_key"]),
+            sender=data.get("sender"),
+            text=data.get("text"),
+            topic=data.get("topic"),
+            occurred_at=data.get("occurred_at"),
+            data=dict(data.get("data") or {}),
+        )
+
+
+class Intent(enum.StrEnum):
+    """The intents the default classifier and handlers know; users add their own as strings."""
+
+    ORDER_REQUEST = "ORDER_REQUEST"
+    PRICING_INQUIRY = "PRICING_INQUIRY"
+    COMPLAINT = "COMPLAINT"
+    AVAILABILITY_INQUIRY = "AVAILABILITY_INQUIRY"
+    SCHEDULE_CALL = "SCHEDULE_CALL"
+    UNKNOWN = "UNKNOWN"
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """An intent with a confidence in [0, 1], the entities found, and who decided
+    (``source``: ``"keywords"`` for the default classifier, ``"ai"`` for posted results)."""
+
+    intent: str
+    confidence: float
+    entities: Mapping[str, Any] = field(default_factory=dict)
+    source: str = "keywords"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "intent": self.intent,
+            "confidence": self.confidence,
+            "entities": dict(self.entities),
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Classification:
+        return cls(
+            intent=str(data["intent"]),
+            confidence=float(data["confidence"]),
+            entities=dict(data.get("entities") or {}),
+            source=str(data.get("source", "keywords")),
+        )
+
+
+DEFAULT_GRACEFUL_REPLY = (
+    "All set! We'll make sure the team receives your info shortly. Thanks for your patience."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    """A business the service answers for, and how inbound events are routed to it.
+
+    An event belongs to the tenant whose ``whatsapp_phone_number_id``, ``twilio_number`` or
+    ``shop_domain`` equals its ``tenant_key``.
+    """
+
+    id: str
+    name: str = ""
+    whatsapp_phone_number_id: str | None = None
+    twilio_number: str | None = None
+    shop_domain: str | None = None
+    owner_email: str | None = None
+    flow: str | None = "intake"
+    graceful_reply: str = DEFAULT_GRACEFUL_REPLY
+
+    def matches(self, event: InboundEvent) -> bool:
+        key = event.tenant_key
+        if event.channel is Channel.WHATSAPP:
+            return key == self.whatsapp_phone_number_id
+        if event.channel is Channel.TWILIO:
+            return key == self.twilio_number
+        if event.channel is Channel.SHOPIFY:
+            return key == self.shop_domain
+        return key == self.id
