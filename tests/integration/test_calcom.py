@@ -34,6 +34,30 @@ KEY = "cal_test_key"
 BOOK = "POST /v2/bookings"
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
+FAULT_KINDS: dict[str, ProviderFault] = {
+    "latency": ProviderFault.latency(0.05),
+    "5xx": ProviderFault.error(503),
+    "429": ProviderFault.rate_limited(1.0),
+    "reset": ProviderFault.reset(),
+    "hang": ProviderFault.hang(),
+    "malformed": ProviderFault.malformed(),
+    "ambiguous": ProviderFault.ambiguous(),
+    "ambiguous_hang": ProviderFault.ambiguous("hang"),
+}
+
+#: fault kind -> (the call succeeds, effects recorded): a provider without idempotency
+#: retries only refusals (429); whatever may have reached it is flagged, never resent
+EXPECTED: dict[str, tuple[bool, int]] = {
+    "latency": (True, 1),
+    "5xx": (False, 0),
+    "429": (True, 1),
+    "reset": (False, 0),
+    "hang": (False, 0),
+    "malformed": (False, 0),
+    "ambiguous": (False, 1),
+    "ambiguous_hang": (False, 1),
+}
+
 Connect = Callable[..., CalComConnector]
 
 
@@ -295,3 +319,39 @@ def test_configuration_comes_from_the_environment(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(ConfigurationError):
         CalComConnector()
     assert CalComConnector("cal_x").base_url == "https://api.cal.com"
+
+
+@pytest.mark.parametrize("kind", list(FAULT_KINDS))
+async def test_every_fault_kind_is_sent_once_or_flagged(
+    sandbox: ProviderSandbox, connect: Connect, kind: str
+) -> None:
+    """Each fault the sandbox plays on the first request: latency and a 429 (a refusal, safe
+    to resend) end with the booking made once; after a 5xx, a reset, a hang, a malformed
+    answer or an ambiguous failure the booking may exist, so it is not sent again -- a
+    non-retryable OutcomeUnknownError -- and at most one exists."""
+    sandbox.faults("calcom", BOOK, script=[FAULT_KINDS[kind]])
+    succeeds, effects = EXPECTED[kind]
+    if succeeds:
+        await book(connect())
+    else:
+        with pytest.raises(OutcomeUnknownError) as caught:
+            await book(connect())
+        assert not caught.value.retryable
+    assert len(sandbox.effects("calcom")) == effects
+    assert sum(1 for r in sandbox.requests if r.method == "POST") == (2 if kind == "429" else 1)
+
+
+async def test_default_limiter_paces_bookings_before_calcom_refuses(clock: FakeClock) -> None:
+    """The default policy's token bucket (2 per second, burst 10) paces bookings below
+    Cal.com's 120 per minute: 40 bookings in a row, the client waits between them, the
+    simulator never answers 429, and every booking is made once."""
+    simulator = CalComSimulator(api_keys=[KEY], clock=clock.monotonic)
+    with ProviderSandbox([simulator]) as paced:
+        async with CalComConnector(
+            KEY, base_url=paced.base_url("calcom"), clock=clock, timeout=1.0
+        ) as connector:
+            for i in range(40):
+                await book(connector, key=f"paced/{i}", start=T0 + timedelta(hours=i))
+        assert [r.status for r in paced.requests] == [201] * 40
+        assert len(paced.effects("calcom")) == 40
+        assert sum(clock.sleeps) >= 14.0  # (40 - 10 burst) / 2 per second

@@ -106,6 +106,18 @@ EXPECTED_COLUMNS = {
         ("status_flag", "jsonb", "YES"),
         ("state_data", "jsonb", "YES"),
     ],
+    "antifragile_inbox": [
+        ("id", "text", "NO"),
+        ("channel", "text", "NO"),
+        ("event_id", "text", "NO"),
+        ("kind", "text", "NO"),
+        ("tenant_key", "text", "NO"),
+        ("payload", "json", "NO"),
+        ("received_at", "double precision", "NO"),
+        ("expires_at", "double precision", "NO"),
+        ("job_id", "text", "YES"),
+        ("request_id", "text", "YES"),
+    ],
 }
 
 EXPECTED_PRIMARY_KEYS = {
@@ -117,6 +129,7 @@ EXPECTED_PRIMARY_KEYS = {
     "antifragile_breakers": ["name"],
     "antifragile_breaker_windows": ["name", "second"],
     "antifragile_jobs": ["id"],
+    "antifragile_inbox": ["id"],
 }
 
 # every index besides the primary keys: (table, index, is unique, partial predicate or None)
@@ -147,6 +160,9 @@ EXPECTED_INDEXES = {
     ("antifragile_jobs", "antifragile_jobs_dead_name", False, "(state = 'dead'::text)"),
     ("antifragile_jobs", "antifragile_jobs_dead_provider", False, "(state = 'dead'::text)"),
     ("antifragile_jobs", "antifragile_jobs_dead_error_code", False, "(state = 'dead'::text)"),
+    ("antifragile_inbox", "antifragile_inbox_event", True, None),
+    ("antifragile_inbox", "antifragile_inbox_expires_at", False, None),
+    ("antifragile_inbox", "antifragile_inbox_received", False, None),
 }
 
 #: every migration shipped for PostgreSQL, and what migrate() records for them
@@ -327,7 +343,9 @@ async def test_migrating_an_empty_schema_creates_exactly_the_expected_tables(
         postgres_url,
         f'SELECT version, name, applied_at FROM "{schema}".antifragile_migrations ORDER BY 1',
     )
-    assert recorded == [(1, "state", FakeClock().time()), (2, "jobs", FakeClock().time())]
+    assert recorded == [
+        (m.version, m.name, FakeClock().time()) for m in load_migrations("postgres")
+    ]
 
 
 async def test_migrating_again_applies_nothing(postgres_url: str, schema: str) -> None:

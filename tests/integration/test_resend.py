@@ -28,12 +28,21 @@ from antifragile import (
 )
 from antifragile.connectors import ResendConnector, SentEmail, idempotency_key_for
 from antifragile.connectors._resend import API_KEY_ENV, BASE_URL_ENV
-from antifragile.jobs import JobContext, JobFilter, Jobs, JobState, Worker
-from antifragile.policies import Constant
 from antifragile.sandbox import Fault, FlakyServer, ProviderFault, ProviderSandbox, ResendSimulator
 
 KEY = "re_test_key"
 SEND = "POST /emails"
+
+FAULT_KINDS: dict[str, ProviderFault] = {
+    "latency": ProviderFault.latency(0.05),
+    "5xx": ProviderFault.error(503),
+    "429": ProviderFault.rate_limited(1.0),
+    "reset": ProviderFault.reset(),
+    "hang": ProviderFault.hang(),
+    "malformed": ProviderFault.malformed(),
+    "ambiguous": ProviderFault.ambiguous(),
+    "ambiguous_hang": ProviderFault.ambiguous("hang"),
+}
 
 Connect = Callable[..., ResendConnector]
 
@@ -272,48 +281,19 @@ def test_idempotency_key_derivation_is_stable_and_bounded() -> None:
         idempotency_key_for("send-email", "")
 
 
-@pytest.mark.slow
-async def test_exactly_once_through_durable_jobs_under_chaos(tmp_path: Path) -> None:
-    """500 emails sent by durable jobs while 30% of requests fail ambiguously (sent, answer
-    lost) and 10% get a 5xx: in-process retries and job retries all reuse each job's key, and
-    the sandbox records exactly 500 emails -- one per job."""
-    clock = FakeClock()  # the jobs' time; the connector's back-offs run on their own clock
-    simulator = ResendSimulator(api_keys=[KEY], rate_limit=100_000)
-    chaos = [(0.3, ProviderFault.ambiguous()), (0.1, ProviderFault.error(503))]
-    with ProviderSandbox([simulator]) as sandbox:
-        sandbox.faults("resend", SEND, chaos=chaos, seed=11)
-        jobs = Jobs(database_url=f"sqlite:///{tmp_path / 'jobs.db'}", clock=clock)
-        async with (
-            jobs,
-            ResendConnector(
-                KEY, base_url=sandbox.base_url("resend"), clock=FakeClock(), timeout=2.0
-            ) as resend,
-        ):
-
-            @jobs.job(retry=Retry(attempts=30, backoff=Constant(5)))
-            async def send_summary(ctx: JobContext, order: int) -> str:
-                sent = await resend.send_email(
-                    sender="Shop <shop@example.com>",
-                    to="owner@example.com",
-                    subject=f"Order {order}",
-                    text=f"Order {order} is in.",
-                    idempotency_key=ctx.idempotency_key,
-                )
-                return sent.id
-
-            for order in range(500):
-                await send_summary.configure(idempotency_key=f"summary/{order}").enqueue(order)
-            worker = Worker(jobs, concurrency=20)
-            for _ in range(100):
-                await worker.run_until_idle()
-                waiting = (JobState.QUEUED, JobState.RETRYING, JobState.SCHEDULED)
-                if not await jobs.find(JobFilter(states=waiting), limit=1):
-                    break
-                clock.advance(60)
-            done = await jobs.find(JobFilter(states=(JobState.SUCCEEDED,)), limit=1000)
-            assert len(done) == 500
-        effects = sandbox.effects("resend")
-        assert len(effects) == 500
-        assert len({e.idempotency_key for e in effects}) == 500
-        faults = [r.fault for r in sandbox.requests]
-        assert faults.count("reset") > 100  # the chaos really happened
+@pytest.mark.parametrize("kind", list(FAULT_KINDS))
+async def test_every_fault_kind_ends_with_exactly_one_email(
+    sandbox: ProviderSandbox, connect: Connect, kind: str
+) -> None:
+    """Each fault the sandbox plays on the first request -- latency, a 5xx, a 429 with Retry-After,
+    a reset, a hang, an ambiguous failure (acted, answer lost by reset or hang) -- ends with the
+    call succeeding and exactly one email (Resend replays safely under its Idempotency-Key). A
+    malformed 200 is a retryable UpstreamUnavailableError (a durable job tries again); the next
+    call makes the one email."""
+    sandbox.faults("resend", SEND, script=[FAULT_KINDS[kind]])
+    if kind == "malformed":
+        with pytest.raises(UpstreamUnavailableError) as caught:
+            await send(connect())
+        assert caught.value.retryable
+    await send(connect())
+    assert len(sandbox.effects("resend")) == 1

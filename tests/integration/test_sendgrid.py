@@ -8,6 +8,7 @@ record is the ground truth for how many emails went out, and the duplicate rates
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -30,6 +31,30 @@ from antifragile.sandbox import ProviderFault, ProviderSandbox, SendGridSimulato
 
 KEY = "SG.test-key"
 SEND = "POST /v3/mail/send"
+
+FAULT_KINDS: dict[str, ProviderFault] = {
+    "latency": ProviderFault.latency(0.05),
+    "5xx": ProviderFault.error(503),
+    "429": ProviderFault.rate_limited(1.0),
+    "reset": ProviderFault.reset(),
+    "hang": ProviderFault.hang(),
+    "malformed": ProviderFault.malformed(),
+    "ambiguous": ProviderFault.ambiguous(),
+    "ambiguous_hang": ProviderFault.ambiguous("hang"),
+}
+
+#: fault kind -> (the call succeeds, effects recorded): a provider without idempotency
+#: retries only refusals (429); whatever may have reached it is flagged, never resent
+EXPECTED: dict[str, tuple[bool, int]] = {
+    "latency": (True, 1),
+    "5xx": (False, 0),
+    "429": (True, 1),
+    "reset": (False, 0),
+    "hang": (False, 0),
+    "malformed": (False, 0),
+    "ambiguous": (False, 1),
+    "ambiguous_hang": (False, 1),
+}
 
 Connect = Callable[..., SendGridConnector]
 
@@ -254,3 +279,51 @@ def test_configuration_comes_from_the_environment(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(ConfigurationError):
         SendGridConnector()
     assert SendGridConnector("SG.x").base_url == "https://api.sendgrid.com"
+
+
+@pytest.mark.parametrize("kind", list(FAULT_KINDS))
+async def test_every_fault_kind_is_sent_once_or_flagged(
+    sandbox: ProviderSandbox, connect: Connect, kind: str
+) -> None:
+    """Each fault the sandbox plays on the first request: latency and a 429 (a refusal, safe
+    to resend) end with the email made once; after a 5xx, a reset, a hang, a malformed
+    answer or an ambiguous failure the email may exist, so it is not sent again -- a
+    non-retryable OutcomeUnknownError -- and at most one exists."""
+    sandbox.faults("sendgrid", SEND, script=[FAULT_KINDS[kind]])
+    succeeds, effects = EXPECTED[kind]
+    if succeeds:
+        await send(connect())
+    else:
+        with pytest.raises(OutcomeUnknownError) as caught:
+            await send(connect())
+        assert not caught.value.retryable
+    assert len(sandbox.effects("sendgrid")) == effects
+    assert sum(1 for r in sandbox.requests if r.method == "POST") == (2 if kind == "429" else 1)
+
+
+async def test_rate_limit_headers_slow_the_client_before_a_429() -> None:
+    """Every answer carries ``X-RateLimit-Remaining`` and an epoch ``X-RateLimit-Reset``: once
+    the remaining count reaches 0 the default policy holds the next send until the reset --
+    locally, a RateLimitedError with ``retry_after`` and no request (a durable job runs it
+    again then) -- so SendGrid never has to refuse one: 8 emails against a quota of 5 per
+    minute, no 429, each sent once. (The client reads epoch resets against the wall clock:
+    the fake clock starts at the real time, so both agree.)"""
+    clock = FakeClock(wall_offset=time.time() - 1_000.0)
+    simulator = SendGridSimulator(api_keys=[KEY], rate_limit=5, per=60.0, clock=clock.time)
+    with ProviderSandbox([simulator]) as small:
+        async with SendGridConnector(
+            KEY, base_url=small.base_url("sendgrid"), clock=clock, timeout=1.0
+        ) as connector:
+            for i in range(5):
+                await send(connector, key=f"paced/{i}")
+            with pytest.raises(RateLimitedError) as refused:
+                await send(connector, key="paced/5")
+            assert len(small.requests) == 5  # not sent: held back by the client
+            wait = refused.value.retry_after
+            assert wait is not None
+            assert 55.0 <= wait <= 61.0
+            clock.advance(wait)  # the job's retry, a minute later
+            for i in range(5, 8):
+                await send(connector, key=f"paced/{i}")
+        assert [r.status for r in small.requests] == [202] * 8
+        assert len(small.effects("sendgrid")) == 8

@@ -9,7 +9,6 @@ is the ground truth for "how many customers were created".
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,6 +22,7 @@ from antifragile import (
     NetworkError,
     NotFoundError,
     RateLimitedError,
+    UpstreamUnavailableError,
 )
 from antifragile.connectors import (
     InventoryLevel,
@@ -31,14 +31,26 @@ from antifragile.connectors import (
     ShopifyCustomer,
 )
 from antifragile.connectors._shopify import ACCESS_TOKEN_ENV, BASE_URL_ENV
-from antifragile.jobs import JobContext, JobFilter, Jobs, JobState, Worker
-from antifragile.policies import Constant, Retry
 from antifragile.sandbox import ProviderFault, ProviderSandbox, ShopifySimulator
 
 TOKEN = "shpat_test_token"
 CREATE = "POST /admin/api/{version}/customers.json"
 DRAFT = "POST /admin/api/{version}/draft_orders.json"
+DELETE_DRAFT = "DELETE /admin/api/{version}/draft_orders/{file}"
+ORDER = "POST /admin/api/{version}/orders.json"
+LIST_ORDERS = "GET /admin/api/{version}/orders.json"
 LIMIT_HEADER = "x-shopify-shop-api-call-limit"
+
+FAULT_KINDS: dict[str, ProviderFault] = {
+    "latency": ProviderFault.latency(0.05),
+    "5xx": ProviderFault.error(503),
+    "429": ProviderFault.rate_limited(1.0),
+    "reset": ProviderFault.reset(),
+    "hang": ProviderFault.hang(),
+    "malformed": ProviderFault.malformed(),
+    "ambiguous": ProviderFault.ambiguous(),
+    "ambiguous_hang": ProviderFault.ambiguous("hang"),
+}
 
 Connect = Callable[..., ShopifyConnector]
 
@@ -277,23 +289,203 @@ async def test_search_draft_order_and_inventory_levels(
         await connector.inventory_levels()
 
 
-async def test_ambiguous_draft_order_is_not_replayed(
-    sandbox: ProviderSandbox, connect: Connect
+@pytest.mark.parametrize("lost", ["reset", "hang"])
+async def test_ambiguous_draft_order_is_found_by_its_key_not_replayed(
+    sandbox: ProviderSandbox, connect: Connect, lost: Any
 ) -> None:
-    """Draft orders have no natural key: after an ambiguous failure the connector does not send
-    the draft again; the caller gets a non-retryable OutcomeUnknownError with the reconcile key,
-    which the created draft order carries in its ``note_attributes``."""
-    sandbox.faults("shopify", DRAFT, script=[ProviderFault.ambiguous()])
-    with pytest.raises(OutcomeUnknownError) as caught:
-        await connect().create_draft_order(
-            [{"title": "Lamp", "price": "5", "quantity": 1}], reconcile_key="cart/42"
-        )
-    assert not caught.value.retryable
-    assert caught.value.reconcile_key == "cart/42"
+    """A draft order created but whose answer was lost is looked up by the ``antifragile-key``
+    note attribute (``GET /draft_orders.json``) and returned: one POST, one draft order."""
+    sandbox.faults("shopify", DRAFT, script=[ProviderFault.ambiguous(lost=lost)])
+    draft = await connect().create_draft_order(
+        [{"title": "Lamp", "price": "5", "quantity": 1}], reconcile_key="cart/42"
+    )
     (effect,) = sandbox.effects("shopify", DRAFT)
+    assert draft["id"] == int(effect.id)
     attributes = effect.data["draft_order"]["note_attributes"]
     assert {"name": "antifragile-key", "value": "cart/42"} in attributes
+    assert [r.method for r in sandbox.requests] == ["POST", "GET"]
+
+
+async def test_ambiguous_draft_order_without_a_key_is_outcome_unknown(
+    sandbox: ProviderSandbox, connect: Connect
+) -> None:
+    """Without a reconcile key a draft order cannot be looked up: after an ambiguous failure
+    the caller gets a non-retryable OutcomeUnknownError and nothing is sent again."""
+    sandbox.faults("shopify", DRAFT, script=[ProviderFault.ambiguous()])
+    with pytest.raises(OutcomeUnknownError) as caught:
+        await connect().create_draft_order([{"title": "Lamp", "price": "5", "quantity": 1}])
+    assert not caught.value.retryable
     assert len(sandbox.requests) == 1
+    assert len(sandbox.effects("shopify", DRAFT)) == 1
+
+
+async def test_delete_draft_order_is_idempotent(sandbox: ProviderSandbox, connect: Connect) -> None:
+    """``delete_draft_order`` (a saga compensation) answers True when it deleted the draft and
+    False when Shopify no longer knows it (404): deleting twice has one effect."""
+    connector = connect()
+    draft = await connector.create_draft_order(
+        [{"title": "Lamp", "price": "5", "quantity": 1}], reconcile_key="cart/1"
+    )
+    assert await connector.delete_draft_order(draft["id"]) is True
+    assert await connector.delete_draft_order(draft["id"]) is False
+    assert len(sandbox.effects("shopify", DELETE_DRAFT)) == 1
+    assert await connector.find_draft_order("cart/1") is None
+
+
+async def test_create_order_is_201_tagged_with_the_key(
+    sandbox: ProviderSandbox, connect: Connect
+) -> None:
+    """``create_order`` answers Shopify's order (201, ``#1001``) for a known customer, with
+    the caller's key as the ``antifragile-key`` note attribute and the tags joined; one
+    effect; ``find_order`` finds it by the key."""
+    connector = connect()
+    customer = await connector.create_customer(email="ada@example.com")
+    order = await connector.create_order(
+        [{"title": "Radio", "price": "19.50", "quantity": 2}],
+        idempotency_key="order/7",
+        customer_id=customer.id,
+        tags=["web", "vip"],
+    )
+    assert order.name == "#1001"
+    assert not order.found_existing
+    assert order.data["total_price"] == "39.00"
+    assert order.data["email"] == "ada@example.com"
+    assert order.data["tags"] == "web, vip"
+    assert {"name": "antifragile-key", "value": "order/7"} in order.data["note_attributes"]
+    (effect,) = sandbox.effects("shopify", ORDER)
+    assert int(effect.id) == order.id
+    found = await connector.find_order("order/7")
+    assert found is not None
+    assert found.id == order.id
+    assert found.found_existing
+    assert await connector.find_order("order/8") is None
+
+
+@pytest.mark.parametrize("lost", ["reset", "hang"])
+async def test_ambiguous_order_ends_with_exactly_one_order(
+    sandbox: ProviderSandbox, connect: Connect, lost: Any
+) -> None:
+    """The order is created but the answer is lost (reset, or a hang past the attempt
+    timeout): the connector finds it by its key instead of sending again -- one POST, one
+    order, returned with ``found_existing``."""
+    sandbox.faults("shopify", ORDER, script=[ProviderFault.ambiguous(lost=lost)])
+    order = await connect().create_order(
+        [{"title": "Lamp", "price": "5", "quantity": 1}], idempotency_key="order/1"
+    )
+    (effect,) = sandbox.effects("shopify", ORDER)
+    assert order.id == int(effect.id)
+    assert order.found_existing
+    assert [r.method for r in sandbox.requests] == ["POST", "GET"]
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [ProviderFault.error(500), ProviderFault.error(503), ProviderFault.malformed()],
+    ids=["500", "503", "malformed"],
+)
+async def test_failure_without_an_order_is_looked_up_then_sent_again(
+    sandbox: ProviderSandbox, connect: Connect, clock: FakeClock, fault: ProviderFault
+) -> None:
+    """A 5xx or an unparsable 2xx may follow a create, so the key is looked up (twice, a grace
+    period apart) before sending again; as nothing was created, the second send makes the one
+    order."""
+    sandbox.faults("shopify", ORDER, script=[fault])
+    order = await connect().create_order(
+        [{"title": "Lamp", "price": "5", "quantity": 1}], idempotency_key="order/2"
+    )
+    assert not order.found_existing
+    assert len(sandbox.effects("shopify", ORDER)) == 1
+    assert [r.method for r in sandbox.requests] == ["POST", "GET", "GET", "POST"]
+    assert 2.0 in clock.sleeps
+
+
+async def test_ambiguous_order_whose_lookup_fails_is_outcome_unknown(
+    sandbox: ProviderSandbox, connect: Connect
+) -> None:
+    """When the lookup cannot answer (Shopify keeps failing the list), the order may exist and
+    is not sent again: a non-retryable OutcomeUnknownError carrying the key."""
+    sandbox.faults("shopify", ORDER, script=[ProviderFault.ambiguous()])
+    sandbox.faults("shopify", LIST_ORDERS, chaos=[(1.0, ProviderFault.error(503))])
+    with pytest.raises(OutcomeUnknownError) as caught:
+        await connect().create_order(
+            [{"title": "Lamp", "price": "5", "quantity": 1}], idempotency_key="order/3"
+        )
+    assert caught.value.reconcile_key == "order/3"
+    assert not caught.value.retryable
+    assert len(sandbox.effects("shopify", ORDER)) == 1
+    assert [r.method for r in sandbox.requests].count("POST") == 1
+
+
+async def test_check_first_returns_an_order_an_earlier_attempt_made(
+    sandbox: ProviderSandbox, connect: Connect
+) -> None:
+    """``check_first`` (a durable job's later attempt) looks the key up before sending: the
+    order an earlier attempt created is returned and nothing is posted."""
+    connector = connect()
+    first = await connector.create_order(
+        [{"title": "Lamp", "price": "5", "quantity": 1}], idempotency_key="order/4"
+    )
+    again = await connector.create_order(
+        [{"title": "Lamp", "price": "5", "quantity": 1}],
+        idempotency_key="order/4",
+        check_first=True,
+    )
+    assert again.id == first.id
+    assert again.found_existing
+    assert len(sandbox.effects("shopify", ORDER)) == 1
+
+
+async def test_refused_order_is_invalid_request_without_lookup(
+    sandbox: ProviderSandbox, connect: Connect
+) -> None:
+    """A 422 (a bad price, an unknown customer) is an InvalidRequestError with Shopify's field
+    errors: refused, so neither looked up nor sent again; an order without a key or lines is a
+    ConfigurationError before any request."""
+    connector = connect()
+    with pytest.raises(InvalidRequestError) as caught:
+        await connector.create_order(
+            [{"title": "Lamp", "price": "x", "quantity": 1}], idempotency_key="order/5"
+        )
+    assert "line_items price is invalid" in str(caught.value)
+    with pytest.raises(InvalidRequestError):
+        await connector.create_order(
+            [{"title": "Lamp", "price": "1", "quantity": 1}],
+            idempotency_key="order/6",
+            customer_id=1,
+        )
+    assert [r.method for r in sandbox.requests] == ["POST", "POST"]
+    with pytest.raises(ConfigurationError):
+        await connector.create_order([], idempotency_key="order/7")
+    with pytest.raises(ConfigurationError):
+        await connector.create_order([{"title": "A", "price": "1"}], idempotency_key="")
+    assert sandbox.effects("shopify") == []
+
+
+def test_order_and_draft_lists_page_by_since_id(clock: FakeClock) -> None:
+    """Over plain HTTP: ``GET /orders.json`` lists orders in ascending id order, ``since_id``
+    and ``limit`` page them, ``status=bogus`` is 400; ``DELETE`` of an unknown draft order is
+    404 with Shopify's string ``errors``."""
+    simulator = ShopifySimulator(access_tokens=[TOKEN], clock=clock.monotonic)
+    with ProviderSandbox([simulator]) as sandbox:
+        url = sandbox.base_url("shopify") + "/admin/api/2025-01"
+        auth = {"x-shopify-access-token": TOKEN}
+        line = {"title": "Lamp", "price": "5.00", "quantity": 1}
+        with httpx.Client(headers=auth) as http:
+            made = [
+                http.post(f"{url}/orders.json", json={"order": {"line_items": [line]}}).json()
+                for _ in range(3)
+            ]
+            first = http.get(f"{url}/orders.json", params={"status": "any", "limit": 2})
+            ids = [o["order"]["id"] for o in made]
+            rest = http.get(f"{url}/orders.json", params={"since_id": ids[1], "fields": "id,name"})
+            bogus = http.get(f"{url}/orders.json", params={"status": "bogus"})
+            gone = http.delete(f"{url}/draft_orders/123.json")
+    assert [o["order"]["name"] for o in made] == ["#1001", "#1002", "#1003"]
+    assert [o["id"] for o in first.json()["orders"]] == ids[:2]
+    assert rest.json() == {"orders": [{"id": ids[2], "name": "#1003"}]}
+    assert bogus.status_code == 400
+    assert gone.status_code == 404
+    assert gone.json() == {"errors": "Not Found"}
 
 
 def test_raw_answers_have_shopifys_shapes_and_headers(clock: FakeClock) -> None:
@@ -344,46 +536,19 @@ def test_configuration_comes_from_the_environment(monkeypatch: pytest.MonkeyPatc
         ShopifyConnector(base_url="http://127.0.0.1:9")
 
 
-@pytest.mark.slow
-async def test_exactly_once_through_durable_jobs_under_chaos(tmp_path: Path) -> None:
-    """500 customers created by durable jobs while 30% of create requests fail ambiguously
-    (created, answer lost) and 10% get a 5xx: replays are refused as duplicate emails and
-    resolved by lookup, and the sandbox records exactly 500 customers -- one per job."""
-    clock = FakeClock()  # the jobs' time; the connector's back-offs run on their own clock
-    simulator = ShopifySimulator(access_tokens=[TOKEN], bucket_size=1_000_000)
-    chaos = [(0.3, ProviderFault.ambiguous()), (0.1, ProviderFault.error(500))]
-    with ProviderSandbox([simulator]) as sandbox:
-        sandbox.faults("shopify", CREATE, chaos=chaos, seed=5)
-        jobs = Jobs(database_url=f"sqlite:///{tmp_path / 'jobs.db'}", clock=clock)
-        async with (
-            jobs,
-            ShopifyConnector(
-                TOKEN, base_url=sandbox.base_url("shopify"), clock=FakeClock(), timeout=2.0
-            ) as shopify,
-        ):
-
-            @jobs.job(retry=Retry(attempts=30, backoff=Constant(5)))
-            async def create_customer(ctx: JobContext, n: int) -> int:
-                customer = await shopify.create_customer(
-                    email=f"customer{n}@example.com", first_name=f"Customer {n}"
-                )
-                return customer.id
-
-            for n in range(500):
-                await create_customer.configure(idempotency_key=f"customer/{n}").enqueue(n)
-            worker = Worker(jobs, concurrency=20)
-            for _ in range(100):
-                await worker.run_until_idle()
-                waiting = (JobState.QUEUED, JobState.RETRYING, JobState.SCHEDULED)
-                if not await jobs.find(JobFilter(states=waiting), limit=1):
-                    break
-                clock.advance(60)
-            done = await jobs.find(JobFilter(states=(JobState.SUCCEEDED,)), limit=1000)
-            assert len(done) == 500
-        effects = customer_effects(sandbox)
-        assert len(effects) == 500
-        emails = {e.data["customer"]["email"] for e in effects}
-        assert len(emails) == 500
-        assert len(simulator.customers) == 500
-        faults = [r.fault for r in sandbox.requests]
-        assert faults.count("reset") > 100  # the chaos really happened
+@pytest.mark.parametrize("kind", list(FAULT_KINDS))
+async def test_every_fault_kind_ends_with_exactly_one_customer(
+    sandbox: ProviderSandbox, connect: Connect, kind: str
+) -> None:
+    """Each fault the sandbox plays on the first request -- latency, a 5xx, a 429 with Retry-After,
+    a reset, a hang, an ambiguous failure (acted, answer lost by reset or hang) -- ends with the
+    call succeeding and exactly one customer (the email is the customer's natural key). A
+    malformed 200 is a retryable UpstreamUnavailableError (a durable job tries again); the next
+    call makes the one customer."""
+    sandbox.faults("shopify", CREATE, script=[FAULT_KINDS[kind]])
+    if kind == "malformed":
+        with pytest.raises(UpstreamUnavailableError) as caught:
+            await connect().create_customer(email="ada@example.com")
+        assert caught.value.retryable
+    await connect().create_customer(email="ada@example.com")
+    assert len(customer_effects(sandbox)) == 1

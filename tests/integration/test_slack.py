@@ -31,6 +31,30 @@ HOOK = "T0001/B0001/sEcReTtOkEn1234"
 SECRET = "sEcReTtOkEn1234"
 POST = "POST /services/{team}/{bot}/{secret}"
 
+FAULT_KINDS: dict[str, ProviderFault] = {
+    "latency": ProviderFault.latency(0.05),
+    "5xx": ProviderFault.error(503),
+    "429": ProviderFault.rate_limited(1.0),
+    "reset": ProviderFault.reset(),
+    "hang": ProviderFault.hang(),
+    "malformed": ProviderFault.malformed(),
+    "ambiguous": ProviderFault.ambiguous(),
+    "ambiguous_hang": ProviderFault.ambiguous("hang"),
+}
+
+#: fault kind -> (the call succeeds, effects recorded): a provider without idempotency
+#: retries only refusals (429); whatever may have reached it is flagged, never resent
+EXPECTED: dict[str, tuple[bool, int]] = {
+    "latency": (True, 1),
+    "5xx": (False, 0),
+    "429": (True, 1),
+    "reset": (False, 0),
+    "hang": (False, 0),
+    "malformed": (False, 0),
+    "ambiguous": (False, 1),
+    "ambiguous_hang": (False, 1),
+}
+
 Connect = Callable[..., SlackConnector]
 
 
@@ -262,3 +286,37 @@ async def test_duplicate_rate_under_ambiguous_failures(
     assert unknown == 0
     assert delivered == n
     assert 0.2 * n < duplicates < 0.8 * n
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param(
+            kind,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="a 200 whose body is not 'ok' is taken for success (connector bug)",
+            ),
+        )
+        if kind == "malformed"
+        else kind
+        for kind in FAULT_KINDS
+    ],
+)
+async def test_every_fault_kind_is_sent_once_or_flagged(
+    sandbox: ProviderSandbox, connect: Connect, kind: str
+) -> None:
+    """Each fault the sandbox plays on the first request: latency and a 429 (a refusal, safe
+    to resend) end with the post made once; after a 5xx, a reset, a hang, a malformed
+    answer or an ambiguous failure the post may exist, so it is not sent again -- a
+    non-retryable OutcomeUnknownError -- and at most one exists."""
+    sandbox.faults("slack", POST, script=[FAULT_KINDS[kind]])
+    succeeds, effects = EXPECTED[kind]
+    if succeeds:
+        await connect().post_message("hi", reference="post/1")
+    else:
+        with pytest.raises(OutcomeUnknownError) as caught:
+            await connect().post_message("hi", reference="post/1")
+        assert not caught.value.retryable
+    assert len(sandbox.effects("slack")) == effects
+    assert sum(1 for r in sandbox.requests if r.method == "POST") == (2 if kind == "429" else 1)

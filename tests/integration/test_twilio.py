@@ -9,7 +9,9 @@ from __future__ import annotations
 import base64
 import collections
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -31,8 +33,20 @@ from antifragile.sandbox import ProviderFault, ProviderSandbox, TwilioSimulator
 SID = "AC" + "0123456789abcdef" * 2
 TOKEN = "test-auth-token"
 SEND = "POST /2010-04-01/Accounts/{AccountSid}/Messages.json"
+LIST = "GET /2010-04-01/Accounts/{AccountSid}/Messages.json"
 FROM = "+15551234567"
 TO = "+15557654321"
+
+FAULT_KINDS: dict[str, ProviderFault] = {
+    "latency": ProviderFault.latency(0.05),
+    "5xx": ProviderFault.error(503),
+    "429": ProviderFault.rate_limited(1.0),
+    "reset": ProviderFault.reset(),
+    "hang": ProviderFault.hang(),
+    "malformed": ProviderFault.malformed(),
+    "ambiguous": ProviderFault.ambiguous(),
+    "ambiguous_hang": ProviderFault.ambiguous("hang"),
+}
 
 Connect = Callable[..., TwilioConnector]
 
@@ -56,7 +70,8 @@ async def connect(sandbox: ProviderSandbox, clock: FakeClock) -> AsyncIterator[C
     def factory(account_sid: str = SID, auth_token: str = TOKEN, **options: Any) -> TwilioConnector:
         options.setdefault("timeout", 0.3)
         options.setdefault("base_url", sandbox.base_url("twilio"))
-        connector = TwilioConnector(account_sid, auth_token, clock=clock, **options)
+        options.setdefault("clock", clock)
+        connector = TwilioConnector(account_sid, auth_token, **options)
         made.append(connector)
         return connector
 
@@ -163,29 +178,119 @@ async def test_429_past_the_attempts_is_a_rate_limited_error(
 
 
 @pytest.mark.parametrize("lost", ["reset", "hang"])
-async def test_ambiguous_failure_is_not_resent_and_raises_delivery_unknown(
+async def test_ambiguous_send_is_reconciled_from_the_message_log(
     sandbox: ProviderSandbox, connect: Connect, lost: Any
 ) -> None:
-    """The message is created but the answer is lost: no second request, one message, and a
-    DeliveryUnknownError (OutcomeUnknownError, not retryable) carrying the form fields."""
+    """The message is created but the answer is lost (reset, or a hang past the attempt
+    timeout): the connector finds it in the account's message log (``GET Messages.json`` by
+    To/From, matched on the body) instead of sending again -- one POST, one message, returned
+    as ``reconciled``."""
     sandbox.faults("twilio", SEND, script=[ProviderFault.ambiguous(lost=lost)])
+    sent = await connect().send_message(TO, "hi", FROM)
+    (effect,) = sandbox.effects("twilio")
+    assert sent.sid == effect.id
+    assert sent.reconciled
+    assert [r.method for r in sandbox.requests] == ["POST", "GET"]
+    lookup = sandbox.requests[1]
+    assert "To=%2B15557654321" in lookup.query
+    assert "From=%2B15551234567" in lookup.query
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [ProviderFault.error(500), ProviderFault.error(503), ProviderFault.malformed()],
+    ids=["500", "503", "malformed"],
+)
+async def test_failure_without_a_message_is_looked_up_then_sent_again(
+    sandbox: ProviderSandbox, connect: Connect, clock: FakeClock, fault: ProviderFault
+) -> None:
+    """A 5xx or an unparsable answer may follow a create, so the log is read -- twice, a grace
+    period apart -- before sending again; as no message was created, the second send makes the
+    one message."""
+    sandbox.faults("twilio", SEND, script=[fault])
+    sent = await connect().send_message(TO, "hi", FROM)
+    assert not sent.reconciled
+    assert [e.id for e in sandbox.effects("twilio")] == [sent.sid]
+    assert [r.method for r in sandbox.requests] == ["POST", "GET", "GET", "POST"]
+    assert 2.0 in clock.sleeps
+
+
+async def test_an_older_identical_message_is_not_taken_for_this_one(
+    sandbox: ProviderSandbox, connect: Connect
+) -> None:
+    """The log match only counts messages created since the call began (less the skew
+    window): the same body sent to the same number an hour earlier does not hide a send that
+    failed, which is sent again."""
+    later = FakeClock(wall_offset=time.time() + 3600.0 - 1_000.0)  # an hour from now
+    earlier = await connect().send_message(TO, "hi", FROM)
+    sandbox.faults("twilio", SEND, script=[ProviderFault.error(503)])
+    sent = await connect(clock=later).send_message(TO, "hi", FROM)
+    assert not sent.reconciled
+    assert sent.sid != earlier.sid
+    assert len(sandbox.effects("twilio")) == 2
+
+
+async def test_failed_lookup_leaves_the_outcome_unknown(
+    sandbox: ProviderSandbox, connect: Connect
+) -> None:
+    """When the message log cannot be read, the message may exist and is not sent again: a
+    DeliveryUnknownError (OutcomeUnknownError, not retryable) with the form fields."""
+    sandbox.faults("twilio", SEND, script=[ProviderFault.ambiguous()])
+    sandbox.faults("twilio", LIST, chaos=[(1.0, ProviderFault.error(503))])
     with pytest.raises(DeliveryUnknownError) as caught:
         await connect().send_message(TO, "hi", FROM)
     assert isinstance(caught.value, OutcomeUnknownError)
+    assert not caught.value.retryable
+    assert caught.value.fields == {"To": TO, "Body": "hi", "From": FROM}
+    assert [r.method for r in sandbox.requests].count("POST") == 1
+    assert len(sandbox.effects("twilio")) == 1
+
+
+@pytest.mark.parametrize("lost", ["reset", "hang"])
+async def test_without_reconciliation_an_ambiguous_send_raises_delivery_unknown(
+    sandbox: ProviderSandbox, connect: Connect, lost: Any
+) -> None:
+    """``reconcile=False``: the message is created but the answer is lost -- no second
+    request, one message, and a DeliveryUnknownError (not retryable) carrying the fields."""
+    sandbox.faults("twilio", SEND, script=[ProviderFault.ambiguous(lost=lost)])
+    with pytest.raises(DeliveryUnknownError) as caught:
+        await connect(reconcile=False).send_message(TO, "hi", FROM)
     assert not caught.value.retryable
     assert caught.value.fields == {"To": TO, "Body": "hi", "From": FROM}
     assert len(sandbox.requests) == 1
     assert len(sandbox.effects("twilio")) == 1
 
 
-async def test_5xx_is_delivery_unknown_without_resend(
+async def test_5xx_without_reconciliation_is_delivery_unknown(
     sandbox: ProviderSandbox, connect: Connect
 ) -> None:
-    """A 500 may follow the message's creation: DeliveryUnknownError after one request."""
+    """A 500 may follow the message's creation: with ``reconcile=False`` it is a
+    DeliveryUnknownError after one request."""
     sandbox.faults("twilio", SEND, script=[ProviderFault.error(500)])
     with pytest.raises(DeliveryUnknownError):
-        await connect().send_message(TO, "hi", FROM)
+        await connect(reconcile=False).send_message(TO, "hi", FROM)
     assert len(sandbox.requests) == 1
+
+
+async def test_list_messages_filters_by_number_and_day(
+    sandbox: ProviderSandbox, connect: Connect
+) -> None:
+    """``list_messages`` reads the log newest first, filtered by To and From (and DateSent>):
+    the simulator logs a created message as sent."""
+    connector = connect()
+    first = await connector.send_message(TO, "one", FROM)
+    second = await connector.send_message(TO, "two", FROM)
+    await connector.send_message("+15550000000", "other", FROM)
+    listed = await connector.list_messages(to=TO, from_=FROM)
+    assert [m["sid"] for m in listed] == [second.sid, first.sid]
+    assert {m["status"] for m in listed} == {"sent"}
+    today = await connector.list_messages(
+        to=TO, date_sent_after=datetime.now(UTC) - timedelta(days=1)
+    )
+    assert len(today) == 2
+    assert (
+        await connector.list_messages(to=TO, date_sent_after=datetime(2999, 1, 1, tzinfo=UTC)) == []
+    )
 
 
 def test_configuration_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -208,17 +313,23 @@ async def test_duplicate_rate_over_200_sends_with_30_percent_ambiguous_failures(
     clock: FakeClock,
 ) -> None:
     """200 logical sends while 30% of requests fail ambiguously (created, answer lost): with
-    the default policy no message is created twice (duplicate rate 0), every ambiguous send
-    is a DeliveryUnknownError; a caller blindly resending on it duplicates them. (An open
-    circuit breaker refuses locally, sending nothing: the loop waits.)"""
+    the default policy every message is created exactly once (reconciled from the log, none
+    flagged); without reconciliation the ambiguous sends are flagged DeliveryUnknownError, and
+    a caller blindly resending on it duplicates them. (An open circuit breaker refuses
+    locally, sending nothing: the loop waits.)"""
     results: dict[str, tuple[int, int, int]] = {}
-    for strategy in ("default", "blind_resend"):
+    for strategy in ("default", "flag_only", "blind_resend"):
         simulator = TwilioSimulator(credentials={SID: TOKEN}, concurrency=10_000)
         with ProviderSandbox([simulator]) as sandbox:
             sandbox.faults("twilio", SEND, chaos=[(0.3, ProviderFault.ambiguous())], seed=7)
             unknown = 0
             async with TwilioConnector(
-                SID, TOKEN, base_url=sandbox.base_url("twilio"), clock=clock, timeout=2.0
+                SID,
+                TOKEN,
+                base_url=sandbox.base_url("twilio"),
+                clock=clock,
+                timeout=2.0,
+                reconcile=strategy == "default",
             ) as connector:
                 for n in range(200):
                     for _ in range(20):
@@ -229,12 +340,13 @@ async def test_duplicate_rate_over_200_sends_with_30_percent_ambiguous_failures(
                             clock.advance(60.0)
                         except DeliveryUnknownError:
                             unknown += 1
-                            if strategy == "default":
+                            if strategy != "blind_resend":
                                 break
             copies = collections.Counter(e.data["Body"] for e in sandbox.effects("twilio"))
         results[strategy] = (len(copies), sum(c - 1 for c in copies.values()), unknown)
     print(f"\ntwilio duplicate rates over 200 sends (30% ambiguous): {json.dumps(results)}")
-    delivered, duplicates, unknown = results["default"]
+    assert results["default"] == (200, 0, 0)
+    delivered, duplicates, unknown = results["flag_only"]
     assert delivered == 200
     assert duplicates == 0
     assert 30 <= unknown <= 90
@@ -257,3 +369,16 @@ async def test_simulator_concurrency_limit_answers_429_code_20429(clock: FakeClo
         assert "code 20429" in str(caught.value)
         assert caught.value.retry_after is None
         assert len(sandbox.effects("twilio")) == 1
+
+
+@pytest.mark.parametrize("kind", list(FAULT_KINDS))
+async def test_every_fault_kind_ends_with_exactly_one_message(
+    sandbox: ProviderSandbox, connect: Connect, kind: str
+) -> None:
+    """Each fault the sandbox plays on the first request -- latency, a 5xx, a 429 with Retry-After,
+    a reset, a hang, a malformed answer, an ambiguous failure (acted, answer lost by reset or
+    hang) -- ends with the call succeeding and exactly one message (an ambiguous send is
+    reconciled from the message log)."""
+    sandbox.faults("twilio", SEND, script=[FAULT_KINDS[kind]])
+    await connect().send_message(TO, "hi", FROM)
+    assert len(sandbox.effects("twilio", SEND)) == 1

@@ -45,6 +45,30 @@ PHONE = "106540352242922"
 SEND = "POST /{version}/{phone_number_id}/messages"
 TO = "15551234567"
 
+FAULT_KINDS: dict[str, ProviderFault] = {
+    "latency": ProviderFault.latency(0.05),
+    "5xx": ProviderFault.error(503),
+    "429": ProviderFault.rate_limited(1.0),
+    "reset": ProviderFault.reset(),
+    "hang": ProviderFault.hang(),
+    "malformed": ProviderFault.malformed(),
+    "ambiguous": ProviderFault.ambiguous(),
+    "ambiguous_hang": ProviderFault.ambiguous("hang"),
+}
+
+#: fault kind -> (the call succeeds, effects recorded): a provider without idempotency
+#: retries only refusals (429); whatever may have reached it is flagged, never resent
+EXPECTED: dict[str, tuple[bool, int]] = {
+    "latency": (True, 1),
+    "5xx": (False, 0),
+    "429": (True, 1),
+    "reset": (False, 0),
+    "hang": (False, 0),
+    "malformed": (False, 0),
+    "ambiguous": (False, 1),
+    "ambiguous_hang": (False, 1),
+}
+
 Connect = Callable[..., WhatsAppConnector]
 
 
@@ -364,3 +388,23 @@ async def test_simulator_throughput_limit_answers_130429(clock: FakeClock) -> No
         assert "throughput" in str(caught.value)
         assert sandbox.requests[1].status == 400
         assert len(sandbox.effects("whatsapp")) == 1
+
+
+@pytest.mark.parametrize("kind", list(FAULT_KINDS))
+async def test_every_fault_kind_is_sent_once_or_flagged(
+    sandbox: ProviderSandbox, connect: Connect, kind: str
+) -> None:
+    """Each fault the sandbox plays on the first request: latency and a 429 (a refusal, safe
+    to resend) end with the message made once; after a 5xx, a reset, a hang, a malformed
+    answer or an ambiguous failure the message may exist, so it is not sent again -- a
+    non-retryable DeliveryUnknownError -- and at most one exists."""
+    sandbox.faults("whatsapp", SEND, script=[FAULT_KINDS[kind]])
+    succeeds, effects = EXPECTED[kind]
+    if succeeds:
+        await connect().send_text(TO, "hi")
+    else:
+        with pytest.raises(DeliveryUnknownError) as caught:
+            await connect().send_text(TO, "hi")
+        assert not caught.value.retryable
+    assert len(sandbox.effects("whatsapp")) == effects
+    assert sum(1 for r in sandbox.requests if r.method == "POST") == (2 if kind == "429" else 1)

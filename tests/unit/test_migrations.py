@@ -231,6 +231,18 @@ EXPECTED_SQLITE_SCHEMA = {
         "status_flag",
         "state_data",
     ],
+    "antifragile_inbox": [
+        "id",
+        "channel",
+        "event_id",
+        "kind",
+        "tenant_key",
+        "payload",
+        "received_at",
+        "expires_at",
+        "job_id",
+        "request_id",
+    ],
 }
 EXPECTED_SQLITE_INDEXES = {
     "antifragile_kv_expires_at",
@@ -243,6 +255,8 @@ EXPECTED_SQLITE_INDEXES = {
     "antifragile_jobs_dead_queue",
     "antifragile_jobs_dead_provider",
     "antifragile_jobs_dead_error_code",
+    "antifragile_inbox_expires_at",
+    "antifragile_inbox_received",
 }
 
 
@@ -291,3 +305,12 @@ def test_the_jobs_table_has_a_column_per_job_field() -> None:
     from antifragile.jobs import Job
 
     assert EXPECTED_SQLITE_SCHEMA["antifragile_jobs"] == [f.name for f in fields(Job)]
+
+
+def test_the_inbox_table_has_a_column_per_inbox_entry_field() -> None:
+    """antifragile_inbox mirrors jobs.InboxEntry: one column per field, in the same order."""
+    from dataclasses import fields
+
+    from antifragile.jobs import InboxEntry
+
+    assert EXPECTED_SQLITE_SCHEMA["antifragile_inbox"] == [f.name for f in fields(InboxEntry)]

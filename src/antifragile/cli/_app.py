@@ -28,6 +28,7 @@ from antifragile.cli._migrate import migrate
 from antifragile.cli._report import board, summary_table, timeline_table
 from antifragile.cli._sandbox import sandbox
 from antifragile.cli._scheduler import scheduler
+from antifragile.cli._serve import breakers, health, serve
 from antifragile.sandbox import Fault, FlakyServer
 
 app = typer.Typer(
@@ -42,6 +43,9 @@ app.command()(migrate)
 app.command()(sandbox)
 app.command()(scheduler)
 app.command()(worker)
+app.command()(serve)
+app.command()(health)
+app.command()(breakers)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(dlq_app, name="dlq")
 

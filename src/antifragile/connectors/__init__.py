@@ -10,6 +10,15 @@ from antifragile.connectors._calcom import Booking, CalComConnector, booking_lin
 from antifragile.connectors._hubspot import Contact, HubSpotConnector, hubspot_policy
 from antifragile.connectors._messaging import DeliveryUnknownError
 from antifragile.connectors._outcome import OutcomeUnknownError
+from antifragile.connectors._overrides import (
+    PolicyOverrides,
+    apply_overrides,
+    load_overrides,
+    parse_overrides,
+    policies_for,
+    policy_for,
+)
+from antifragile.connectors._registry import PROVIDERS, Connectors
 from antifragile.connectors._resend import (
     ResendConnector,
     SentEmail,
@@ -21,6 +30,7 @@ from antifragile.connectors._shopify import (
     InventoryLevel,
     ShopifyConnector,
     ShopifyCustomer,
+    ShopifyOrder,
     shopify_policy,
 )
 from antifragile.connectors._slack import SlackConnector, slack_policy
@@ -36,8 +46,10 @@ from antifragile.connectors._whatsapp import SentWhatsApp, WhatsAppConnector, wh
 
 __all__ = [
     "DEFAULT_TEMPLATES",
+    "PROVIDERS",
     "Booking",
     "CalComConnector",
+    "Connectors",
     "Contact",
     "DeliveryUnknownError",
     "EmailTemplate",
@@ -45,6 +57,7 @@ __all__ = [
     "HubSpotConnector",
     "InventoryLevel",
     "OutcomeUnknownError",
+    "PolicyOverrides",
     "RenderedEmail",
     "ResendConnector",
     "SMTPConnector",
@@ -56,14 +69,20 @@ __all__ = [
     "SentWhatsApp",
     "ShopifyConnector",
     "ShopifyCustomer",
+    "ShopifyOrder",
     "SlackConnector",
     "TwilioConnector",
     "WhatsAppConnector",
+    "apply_overrides",
     "booking_link",
     "calcom_policy",
     "hubspot_policy",
     "idempotency_key_for",
+    "load_overrides",
     "message_id_for",
+    "parse_overrides",
+    "policies_for",
+    "policy_for",
     "resend_policy",
     "sendgrid_policy",
     "shopify_policy",

@@ -1,4 +1,5 @@
-"""Shopify Admin REST: customers (exactly once, by email), draft orders, inventory levels.
+"""Shopify Admin REST: customers (exactly once, by email), orders and draft orders (exactly
+once, by reconciliation), inventory levels.
 
 ::
 
@@ -52,11 +53,33 @@ Every path ends with exactly one customer per email. The price: "create" means "
 return the customer with this email" -- an existing customer's other fields are not updated.
 If Shopify says the email is taken but the search does not find it yet (Shopify's search index
 lags behind writes), a retryable :class:`~antifragile.TransientError` is raised so that a later
-try finds it. Draft orders have no natural key: :meth:`~ShopifyConnector.create_draft_order` is
-retried only when the request was surely not sent; after an ambiguous failure (a lost answer, a
-timeout, a 5xx) it raises :class:`~antifragile.connectors.OutcomeUnknownError` -- not retryable,
-so a durable job stops instead of creating a second draft -- carrying the caller's
-``reconcile_key`` (stored on the draft order's ``note_attributes``) to look it up by.
+try finds it.
+
+Orders and draft orders have no natural key and REST takes no idempotency key, so
+:meth:`~ShopifyConnector.create_order` and :meth:`~ShopifyConnector.create_draft_order` tag
+each one with the caller's key -- the ``note_attributes`` entry ``antifragile-key`` -- and
+reconcile instead of resending blindly:
+
+* the create is sent again in-process only when it surely was not sent (a connection never
+  made, a 429);
+* after an ambiguous failure (a lost answer, a timeout, a 5xx, a 2xx that does not parse) the
+  connector lists what was created since the call began (``GET /orders.json?status=any&
+  created_at_min=..`` or ``GET /draft_orders.json?updated_at_min=..``, paged by ``since_id``)
+  and looks for the key: found, that order is returned (``found_existing=True``); absent, it
+  waits *reconcile_grace* seconds and looks once more, then sends again -- up to
+  *reconcile_rounds* sends;
+* a lookup that fails turns the ambiguous failure into
+  :class:`~antifragile.connectors.OutcomeUnknownError` (not retryable: a durable job stops
+  rather than create a second order); when the last send failed and the lookup shows nothing
+  was created, that (retryable) failure is raised as it is;
+* ``check_first=True`` looks the key up *before* the first send -- pass it on a durable job's
+  later attempts (``ctx.attempt > 1``), when an earlier attempt may have created the order and
+  died before recording it.
+
+A draft order created without a *reconcile_key* cannot be looked up: after an ambiguous failure
+it raises :class:`~antifragile.connectors.OutcomeUnknownError` at once.
+:meth:`~ShopifyConnector.delete_draft_order` (a saga's compensation) is idempotent: deleting
+twice, or a draft already gone, answers ``False`` the second time.
 """
 
 from __future__ import annotations
@@ -65,16 +88,19 @@ import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
 from antifragile.connectors._base import HTTPConnector
-from antifragile.connectors._outcome import outcome_unknown
+from antifragile.connectors._outcome import OutcomeUnknownError, outcome_unknown
 from antifragile.errors import (
     ConfigurationError,
     IntegrationError,
     InvalidRequestError,
+    NotFoundError,
+    PermanentError,
     RateLimitedError,
     TransientError,
     UpstreamUnavailableError,
@@ -99,12 +125,20 @@ PROVIDER = "shopify"
 CREATE_CUSTOMER = "create_customer"
 SEARCH_CUSTOMERS = "search_customers"
 CREATE_DRAFT_ORDER = "create_draft_order"
+LIST_DRAFT_ORDERS = "list_draft_orders"
+CREATE_ORDER = "create_order"
+LIST_ORDERS = "list_orders"
+DELETE_DRAFT_ORDER = "delete_draft_order"
 INVENTORY_LEVELS = "inventory_levels"
 
 _TAKEN = "has already been taken"
 
-#: the ``note_attributes`` name a draft order's reconcile key is stored under
+#: the ``note_attributes`` name an order's (or draft order's) reconcile key is stored under
 RECONCILE_ATTRIBUTE = "antifragile-key"
+
+#: a lookup's page size (Shopify's maximum) and how many pages it reads at most
+_PAGE = 250
+_MAX_PAGES = 20
 
 
 def shopify_policy(*, clock: Clock = SYSTEM_CLOCK, timeout: float = 10.0) -> Policy:
@@ -130,6 +164,20 @@ class ShopifyCustomer:
 
     id: int
     email: str | None
+    data: dict[str, Any] = field(repr=False)
+    found_existing: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ShopifyOrder:
+    """A Shopify order: its ``id`` and ``name`` (``#1001``), Shopify's whole object in ``data``.
+
+    ``found_existing`` is true when the order was found by its key after an ambiguous failure
+    (or by ``check_first``) rather than returned by the create's own answer.
+    """
+
+    id: int
+    name: str | None
     data: dict[str, Any] = field(repr=False)
     found_existing: bool = False
 
@@ -196,7 +244,9 @@ class ShopifyConnector(HTTPConnector):
     *access_token* and *base_url* default to ``ANTIFRAGILE_SHOPIFY_ACCESS_TOKEN`` and
     ``ANTIFRAGILE_SHOPIFY_BASE_URL``; *api_version* is the Admin API version in every path;
     *policy* defaults to :func:`shopify_policy` on *clock* with *timeout* seconds per attempt.
-    *client* is an ``httpx.AsyncClient`` to use (yours to close).
+    *client* is an ``httpx.AsyncClient`` to use (yours to close). *reconcile_window* (seconds
+    before the call that a lookup scans, for clock skew), *reconcile_grace* and
+    *reconcile_rounds* tune the reconciliation of orders and draft orders (module docs).
     """
 
     provider = PROVIDER
@@ -211,7 +261,14 @@ class ShopifyConnector(HTTPConnector):
         timeout: float = 10.0,
         clock: Clock = SYSTEM_CLOCK,
         client: httpx.AsyncClient | None = None,
+        reconcile_window: float = 600.0,
+        reconcile_grace: float = 2.0,
+        reconcile_rounds: int = 3,
     ) -> None:
+        if reconcile_window < 0 or reconcile_grace < 0 or reconcile_rounds < 1:
+            raise ConfigurationError(
+                "reconcile_window and reconcile_grace must be >= 0 and reconcile_rounds >= 1"
+            )
         token = access_token or os.environ.get(ACCESS_TOKEN_ENV)
         if not token:
             raise ConfigurationError(
@@ -226,6 +283,10 @@ class ShopifyConnector(HTTPConnector):
             raise ConfigurationError(f"not an API version: {api_version!r}")
         self.base_url = url.rstrip("/")
         self.api_version = api_version
+        self.reconcile_window = float(reconcile_window)
+        self.reconcile_grace = float(reconcile_grace)
+        self.reconcile_rounds = int(reconcile_rounds)
+        self._clock = clock
         self.policy = policy if policy is not None else shopify_policy(clock=clock, timeout=timeout)
         self._auth = {"x-shopify-access-token": token}
         self.client = ResilientClient(
@@ -398,15 +459,15 @@ class ShopifyConnector(HTTPConnector):
         customer_id: int | None = None,
         note: str | None = None,
         reconcile_key: str | None = None,
+        check_first: bool = False,
         extra: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Create a draft order (``POST /draft_orders.json``); Shopify's ``draft_order``.
 
-        Draft orders have no natural key, so the request is never sent twice: after an
-        ambiguous failure (a lost answer, a timeout, a 5xx) an
-        :class:`~antifragile.connectors.OutcomeUnknownError` is raised, not retryable.
-        *reconcile_key*, when given, is stored on the draft order as the ``note_attributes``
-        entry ``antifragile-key`` to find it by.
+        *reconcile_key* is stored on the draft order as the ``note_attributes`` entry
+        ``antifragile-key``: after an ambiguous failure the draft is looked up by it and
+        returned, or sent again when absent (module docs). Without it, an ambiguous failure
+        raises :class:`~antifragile.connectors.OutcomeUnknownError` (not retryable).
         """
         if not line_items:
             raise ConfigurationError("a draft order needs at least one line item")
@@ -416,29 +477,199 @@ class ShopifyConnector(HTTPConnector):
             fields["customer"] = {"id": customer_id}
         if note is not None:
             fields["note"] = note
-        if reconcile_key is not None:
-            attributes = list(fields.get("note_attributes") or [])
-            attributes.append({"name": RECONCILE_ATTRIBUTE, "value": reconcile_key})
-            fields["note_attributes"] = attributes
-        try:
-            answer = await self._call(
-                "POST", "draft_orders.json", CREATE_DRAFT_ORDER, json={"draft_order": fields}
-            )
-        except IntegrationError as exc:
-            unknown = outcome_unknown(exc, reconcile_key or "")
-            if unknown is exc:
-                raise
-            raise unknown from exc
-        draft = answer.get("draft_order")
-        if not isinstance(draft, dict):
-            raise UpstreamUnavailableError(
-                "Shopify answered without a draft order (malformed body)",
-                provider=PROVIDER,
-                operation=CREATE_DRAFT_ORDER,
-                replay_safe=False,
-                detail=json.dumps(answer)[:500],
-            )
+        if reconcile_key is None:
+            try:
+                answer = await self._call(
+                    "POST", "draft_orders.json", CREATE_DRAFT_ORDER, json={"draft_order": fields}
+                )
+            except IntegrationError as exc:
+                unknown = outcome_unknown(exc, "")
+                if unknown is exc:
+                    raise
+                raise unknown from exc
+            draft = answer.get("draft_order")
+            if not isinstance(draft, dict):
+                raise OutcomeUnknownError(
+                    "Shopify answered without a draft order (malformed body)",
+                    provider=PROVIDER,
+                    operation=CREATE_DRAFT_ORDER,
+                    replay_safe=False,
+                    detail=json.dumps(answer)[:500],
+                )
+            return draft
+        _tag(fields, reconcile_key)
+        draft, _ = await self._create_reconciled(
+            "draft_orders",
+            "draft_order",
+            CREATE_DRAFT_ORDER,
+            fields,
+            reconcile_key,
+            check_first=check_first,
+        )
         return draft
+
+    async def find_draft_order(
+        self, reconcile_key: str, *, since: float | None = None
+    ) -> dict[str, Any] | None:
+        """The draft order whose ``antifragile-key`` note attribute is *reconcile_key*, among
+        those updated since *since* (epoch seconds; every one when ``None``), or ``None``."""
+        return await self._find("draft_orders", "draft_order", reconcile_key, since)
+
+    async def create_order(
+        self,
+        line_items: Sequence[Mapping[str, Any]],
+        *,
+        idempotency_key: str,
+        customer_id: int | None = None,
+        email: str | None = None,
+        tags: Sequence[str] | None = None,
+        note: str | None = None,
+        financial_status: str | None = None,
+        send_receipt: bool = False,
+        check_first: bool = False,
+        extra: Mapping[str, Any] | None = None,
+    ) -> ShopifyOrder:
+        """Create an order (``POST /orders.json``) exactly once per *idempotency_key*.
+
+        The key is stored on the order as the ``note_attributes`` entry ``antifragile-key``;
+        after an ambiguous failure the order is looked up by it before anything is sent again
+        (module docs). *extra* holds other fields of Shopify's order object
+        (``shipping_address``, ``transactions``...). Raises an
+        :class:`~antifragile.IntegrationError` subclass when Shopify refuses the order, and
+        :class:`~antifragile.connectors.OutcomeUnknownError` when it may exist and could not
+        be looked up.
+        """
+        if not line_items:
+            raise ConfigurationError("an order needs at least one line item")
+        if not idempotency_key:
+            raise ConfigurationError("create_order needs an idempotency_key to reconcile by")
+        fields: dict[str, Any] = dict(extra or {})
+        fields["line_items"] = [dict(line) for line in line_items]
+        optional: dict[str, Any] = {
+            "customer": None if customer_id is None else {"id": customer_id},
+            "email": email,
+            "tags": None if tags is None else ", ".join(tags),
+            "note": note,
+            "financial_status": financial_status,
+        }
+        fields.update({k: v for k, v in optional.items() if v is not None})
+        fields["send_receipt"] = send_receipt
+        _tag(fields, idempotency_key)
+        order, found = await self._create_reconciled(
+            "orders", "order", CREATE_ORDER, fields, idempotency_key, check_first=check_first
+        )
+        return _order(order, found_existing=found)
+
+    async def find_order(
+        self, idempotency_key: str, *, since: float | None = None
+    ) -> ShopifyOrder | None:
+        """The order whose ``antifragile-key`` note attribute is *idempotency_key*, among those
+        created since *since* (epoch seconds; every one when ``None``), or ``None``."""
+        found = await self._find("orders", "order", idempotency_key, since)
+        return None if found is None else _order(found, found_existing=True)
+
+    async def _create_reconciled(
+        self,
+        resource: str,
+        wrapper: str,
+        operation: str,
+        fields: dict[str, Any],
+        key: str,
+        *,
+        check_first: bool,
+    ) -> tuple[dict[str, Any], bool]:
+        """Create *fields* under *wrapper* at ``{resource}.json``, reconciling ambiguous
+        failures by *key* (module docs); the object and whether it was found existing."""
+        started = self._clock.time()
+        since = started - self.reconcile_window
+        if check_first:
+            existing = await self._find(resource, wrapper, key, since)
+            if existing is not None:
+                return existing, True
+        failure: IntegrationError | None = None
+        for _ in range(self.reconcile_rounds):
+            try:
+                answer = await self._call(
+                    "POST", f"{resource}.json", operation, replay_safe=False, json={wrapper: fields}
+                )
+                created = answer.get(wrapper)
+                if not isinstance(created, dict) or not isinstance(created.get("id"), int):
+                    raise UpstreamUnavailableError(
+                        f"Shopify answered without a {wrapper} (malformed body)",
+                        provider=PROVIDER,
+                        operation=operation,
+                        status=201,
+                        replay_safe=False,
+                        detail=json.dumps(answer)[:500],
+                    )
+                return created, False
+            except IntegrationError as exc:
+                if not _maybe_created(exc):
+                    raise
+                failure = exc
+            try:
+                existing = await self._find(resource, wrapper, key, since)
+                if existing is None and self.reconcile_grace > 0:
+                    await self._clock.asleep(self.reconcile_grace)
+                    existing = await self._find(resource, wrapper, key, since)
+            except IntegrationError as lookup:
+                unknown = outcome_unknown(failure, key)
+                if not isinstance(unknown, OutcomeUnknownError):
+                    unknown = _unknown(failure, key)
+                unknown.give_up_reason = "reconcile_failed"
+                raise unknown from lookup
+            if existing is not None:
+                return existing, True
+            # not created: sending again is safe
+        assert failure is not None
+        raise failure
+
+    async def _find(
+        self, resource: str, wrapper: str, key: str, since: float | None
+    ) -> dict[str, Any] | None:
+        """The first ``{resource}`` carrying *key* in its note attributes (paged by
+        ``since_id``), or ``None``."""
+        operation = LIST_ORDERS if resource == "orders" else LIST_DRAFT_ORDERS
+        params: dict[str, Any] = {"limit": _PAGE}
+        if resource == "orders":
+            params["status"] = "any"
+        if since is not None:
+            moment = datetime.fromtimestamp(since, UTC).isoformat(timespec="seconds")
+            params["created_at_min" if resource == "orders" else "updated_at_min"] = moment
+        cursor = 0
+        for _ in range(_MAX_PAGES):
+            answer = await self._call(
+                "GET", f"{resource}.json", operation, params={**params, "since_id": cursor}
+            )
+            page = answer.get(resource)
+            if not isinstance(page, list):
+                raise UpstreamUnavailableError(
+                    f"Shopify answered without a {resource} list (malformed body)",
+                    provider=PROVIDER,
+                    operation=operation,
+                    replay_safe=True,
+                    detail=json.dumps(answer)[:500],
+                )
+            for item in page:
+                if isinstance(item, dict) and _carries(item, key):
+                    return item
+            ids = [i["id"] for i in page if isinstance(i, dict) and isinstance(i.get("id"), int)]
+            if len(page) < _PAGE or not ids:
+                return None
+            cursor = max(ids)
+        return None
+
+    async def delete_draft_order(self, draft_order_id: int) -> bool:
+        """Delete a draft order (``DELETE /draft_orders/{id}.json``): ``True`` when deleted,
+        ``False`` when Shopify does not know it (deleted already). Replayed when ambiguous:
+        deleting twice has one effect."""
+        try:
+            await self._call(
+                "DELETE", f"draft_orders/{int(draft_order_id)}.json", DELETE_DRAFT_ORDER
+            )
+        except NotFoundError:
+            return False
+        return True
 
     async def inventory_levels(
         self,
@@ -489,4 +720,59 @@ def _customer(data: dict[str, Any], *, found_existing: bool) -> ShopifyCustomer:
         email if isinstance(email, str) else None,
         data,
         found_existing=found_existing,
+    )
+
+
+def _order(data: dict[str, Any], *, found_existing: bool) -> ShopifyOrder:
+    name = data.get("name")
+    return ShopifyOrder(
+        int(data["id"]),
+        name if isinstance(name, str) else None,
+        data,
+        found_existing=found_existing,
+    )
+
+
+def _tag(fields: dict[str, Any], key: str) -> None:
+    """Store *key* as the ``antifragile-key`` note attribute of *fields* (once)."""
+    attributes = [
+        a
+        for a in fields.get("note_attributes") or []
+        if not (isinstance(a, Mapping) and a.get("name") == RECONCILE_ATTRIBUTE)
+    ]
+    attributes.append({"name": RECONCILE_ATTRIBUTE, "value": key})
+    fields["note_attributes"] = attributes
+
+
+def _carries(item: dict[str, Any], key: str) -> bool:
+    attributes = item.get("note_attributes")
+    if not isinstance(attributes, list):
+        return False
+    return any(
+        isinstance(a, dict) and a.get("name") == RECONCILE_ATTRIBUTE and a.get("value") == key
+        for a in attributes
+    )
+
+
+def _maybe_created(error: IntegrationError) -> bool:
+    """Whether Shopify may have created the object although *error* was raised: a lost answer,
+    a timeout, a 5xx or a 2xx that does not parse -- not a refusal, nor a failure to connect."""
+    if isinstance(error, (RateLimitedError, PermanentError)) or not error.retryable:
+        return False
+    if error.status is not None and 200 <= error.status < 300:
+        return True
+    return not error.replay_safe
+
+
+def _unknown(error: IntegrationError, key: str) -> OutcomeUnknownError:
+    return OutcomeUnknownError(
+        f"outcome unknown, not sent again (reconcile with {key!r}): {error.message}",
+        provider=error.provider,
+        operation=error.operation,
+        status=error.status,
+        request_id=error.request_id,
+        replay_safe=False,
+        attempts=error.attempts,
+        detail=error.detail,
+        reconcile_key=key,
     )

@@ -25,12 +25,21 @@ error's message. 429 (Twilio ``20429``: not processed, always safe to retry) is
 (capped at 30 s, full jitter; a ``Retry-After`` is honoured when Twilio sends one), 10 s per
 attempt, 60 s per call, a circuit breaker.
 
-**Exactly once -- or flagged.** ``Messages.json`` takes no idempotency key: a create sent twice
-is two messages. The connector retries only what certainly did not send (a connection never
-made, a 429) and raises :class:`~antifragile.connectors.DeliveryUnknownError` (not retryable)
-when the message may exist: a dropped connection or a timeout after the request was written, a
-5xx, or a 201 without a ``sid``. Reconcile it (the status callback, or listing the account's
-messages to that number) before sending again.
+**Exactly once, by reconciliation.** ``Messages.json`` takes no idempotency key: a create
+sent twice is two messages. The connector retries only what certainly did not send (a
+connection never made, a 429). When the message *may* exist -- a dropped connection or a
+timeout after the request was written, a 5xx, or a 201 without a ``sid`` -- it does not send
+blindly: it looks the message up in the account's message log (``GET Messages.json?To=..&From=..``,
+newest first) for one with the same ``To``, ``From`` (or Messaging Service) and ``Body``,
+created since the call began (less *reconcile_window* seconds of clock skew). Found: that
+message is the answer (``SentMessage(reconciled=True)``). Not found: the connector waits
+*reconcile_grace* seconds (a create still in flight shows up) and looks again; still absent,
+the message was not created and is sent again -- up to *reconcile_rounds* sends in all. When the
+lookup itself fails, or the rounds run out, :class:`~antifragile.connectors.DeliveryUnknownError`
+(not retryable) is raised as before. The limit: Twilio cannot tag a message, so an identical
+message (same numbers, same body) created by someone else inside that window would be taken for
+ours -- keep bodies distinct (an order number, a code) when that matters. With
+``reconcile=False`` every ambiguous failure raises ``DeliveryUnknownError`` at once.
 """
 
 from __future__ import annotations
@@ -39,6 +48,9 @@ import base64
 import json
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
 
 import httpx
 
@@ -49,9 +61,14 @@ from antifragile.connectors._messaging import (
     send_once,
     transport_policy,
 )
-from antifragile.errors import ConfigurationError, IntegrationError, redact
+from antifragile.errors import (
+    ConfigurationError,
+    IntegrationError,
+    UpstreamUnavailableError,
+    redact,
+)
 from antifragile.http import ResilientClient
-from antifragile.policies import SYSTEM_CLOCK, Clock, Policy
+from antifragile.policies import SYSTEM_CLOCK, Clock, Exponential, Policy, Retry
 
 BASE_URL_ENV = "ANTIFRAGILE_TWILIO_BASE_URL"
 ACCOUNT_SID_ENV = "ANTIFRAGILE_TWILIO_ACCOUNT_SID"
@@ -59,8 +76,9 @@ AUTH_TOKEN_ENV = "ANTIFRAGILE_TWILIO_AUTH_TOKEN"
 DEFAULT_BASE_URL = "https://api.twilio.com"
 PROVIDER = "twilio"
 
-#: the operation name in errors and events
+#: the operation names in errors and events
 SEND_MESSAGE = "send_message"
+LIST_MESSAGES = "list_messages"
 
 #: the longest message body Twilio accepts
 MAX_BODY = 1600
@@ -73,11 +91,16 @@ def twilio_policy(*, clock: Clock = SYSTEM_CLOCK, timeout: float = 10.0) -> Poli
 
 @dataclass(frozen=True, slots=True)
 class SentMessage:
-    """Twilio created the message: its ``sid`` (``SM...``) and first ``status`` (``queued``)."""
+    """Twilio created the message: its ``sid`` (``SM...``) and first ``status`` (``queued``).
+
+    ``reconciled`` is true when the create's answer was lost and the message was found in the
+    account's message log instead.
+    """
 
     sid: str
     status: str
     to: str
+    reconciled: bool = False
 
 
 def twilio_error(detail: str | None) -> tuple[int | None, str | None]:
@@ -112,7 +135,9 @@ class TwilioConnector(HTTPConnector):
 
     *account_sid*, *auth_token* and *base_url* default to the ``ANTIFRAGILE_TWILIO_*``
     environment variables; *policy* to :func:`twilio_policy` on *clock* with *timeout* seconds
-    per attempt. *client* is an ``httpx.AsyncClient`` to use (yours to close).
+    per attempt. *client* is an ``httpx.AsyncClient`` to use (yours to close). *reconcile*,
+    *reconcile_grace*, *reconcile_window* and *reconcile_rounds* tune the lookup after an
+    ambiguous failure (see the module docs).
     """
 
     provider = PROVIDER
@@ -127,7 +152,15 @@ class TwilioConnector(HTTPConnector):
         timeout: float = 10.0,
         clock: Clock = SYSTEM_CLOCK,
         client: httpx.AsyncClient | None = None,
+        reconcile: bool = True,
+        reconcile_grace: float = 2.0,
+        reconcile_window: float = 60.0,
+        reconcile_rounds: int = 3,
     ) -> None:
+        if reconcile_grace < 0 or reconcile_window < 0 or reconcile_rounds < 1:
+            raise ConfigurationError(
+                "reconcile_grace and reconcile_window must be >= 0 and reconcile_rounds >= 1"
+            )
         sid = account_sid or os.environ.get(ACCOUNT_SID_ENV)
         token = auth_token or os.environ.get(AUTH_TOKEN_ENV)
         if not sid or not token:
@@ -136,6 +169,22 @@ class TwilioConnector(HTTPConnector):
                 f"or set {ACCOUNT_SID_ENV} and {AUTH_TOKEN_ENV}"
             )
         self.account_sid = sid
+        self.reconcile = reconcile
+        self.reconcile_grace = float(reconcile_grace)
+        self.reconcile_window = float(reconcile_window)
+        self.reconcile_rounds = int(reconcile_rounds)
+        self._clock = clock
+        # lookups are the safety net of ambiguous sends: retried, and not refused by the
+        # breaker that the failing sends may have opened
+        self._lookup_policy = Policy(
+            PROVIDER,
+            timeout=timeout,
+            total_timeout=30.0,
+            retry=Retry(attempts=3, backoff=Exponential(0.5, cap=5.0)),
+            budget=None,
+            breaker=None,
+            clock=clock,
+        )
         self.base_url = base_url_from(base_url, BASE_URL_ENV, DEFAULT_BASE_URL)
         self.policy = policy if policy is not None else twilio_policy(clock=clock, timeout=timeout)
         basic = base64.b64encode(f"{sid}:{token}".encode()).decode()
@@ -161,9 +210,11 @@ class TwilioConnector(HTTPConnector):
         """Send *body* to *to* (``+E.164`` for SMS, ``whatsapp:+E.164`` for WhatsApp) from
         *from_* (same channel) or through *messaging_service_sid*.
 
-        Raises :class:`~antifragile.connectors.DeliveryUnknownError` when the message may have
-        been created (never sent again), else an :class:`~antifragile.IntegrationError`
-        subclass when Twilio refuses it (see the module docs).
+        After an ambiguous failure the message is looked up in the account's message log
+        before it is sent again (see the module docs). Raises
+        :class:`~antifragile.connectors.DeliveryUnknownError` when the message may have been
+        created and the lookup could not tell, else an :class:`~antifragile.IntegrationError`
+        subclass when Twilio refuses it.
         """
         if not from_ and not messaging_service_sid:
             raise ConfigurationError("a Twilio message needs from_ or messaging_service_sid")
@@ -191,14 +242,95 @@ class TwilioConnector(HTTPConnector):
                 raise _mapped(exc) from exc.__cause__
             return self._created(response, to)
 
-        return await send_once(
-            self.policy,
-            attempt,
-            provider=PROVIDER,
-            operation=SEND_MESSAGE,
-            to=to,
-            fields=dict(form),
-        )
+        started = self._clock.time()
+        rounds = self.reconcile_rounds if self.reconcile else 1
+        for round_ in range(1, rounds + 1):
+            try:
+                return await send_once(
+                    self.policy,
+                    attempt,
+                    provider=PROVIDER,
+                    operation=SEND_MESSAGE,
+                    to=to,
+                    fields=dict(form),
+                )
+            except DeliveryUnknownError as unknown:
+                if not self.reconcile:
+                    raise
+                try:
+                    found = await self._reconcile(form, started)
+                except IntegrationError as lookup:
+                    unknown.give_up_reason = "reconcile_failed"
+                    raise unknown from lookup
+                if found is not None:
+                    return found
+                if round_ == rounds:
+                    raise
+                # not in the message log after the grace period: it was never created
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def list_messages(
+        self,
+        *,
+        to: str | None = None,
+        from_: str | None = None,
+        date_sent_after: datetime | None = None,
+        page_size: int = 50,
+    ) -> list[dict[str, Any]]:
+        """The account's messages, newest first (one page of *page_size*): ``GET
+        Messages.json`` filtered by ``To``, ``From`` and ``DateSent>`` (the UTC day of
+        *date_sent_after*). Safe to replay: retried (3 attempts), without the sends' breaker."""
+        params: dict[str, str] = {"PageSize": str(page_size)}
+        if to:
+            params["To"] = to
+        if from_:
+            params["From"] = from_
+        if date_sent_after is not None:
+            params["DateSent>"] = date_sent_after.astimezone(UTC).date().isoformat()
+        path = f"/2010-04-01/Accounts/{self.account_sid}/Messages.json"
+
+        async def attempt() -> list[dict[str, Any]]:
+            try:
+                response = await self.client.get(
+                    path, params=params, headers=self._auth, operation=LIST_MESSAGES
+                )
+            except IntegrationError as exc:
+                raise _mapped(exc) from exc.__cause__
+            try:
+                answer = response.json()
+            except ValueError:
+                answer = None
+            messages = answer.get("messages") if isinstance(answer, dict) else None
+            if not isinstance(messages, list):
+                raise UpstreamUnavailableError(
+                    "Twilio answered without a messages list (malformed body)",
+                    provider=PROVIDER,
+                    operation=LIST_MESSAGES,
+                    status=response.status_code,
+                    replay_safe=True,
+                    detail=response.text[:200],
+                )
+            return [m for m in messages if isinstance(m, dict)]
+
+        return await self._lookup_policy.arun(attempt, operation=LIST_MESSAGES, replay_safe=True)
+
+    async def _reconcile(self, form: dict[str, str], started: float) -> SentMessage | None:
+        """The message of *form* created since *started*, from the message log, or ``None``
+        when it is still absent after the grace period."""
+        since = datetime.fromtimestamp(started - self.reconcile_window, UTC)
+        for look in range(2):
+            if look:
+                if self.reconcile_grace <= 0:
+                    break
+                await self._clock.asleep(self.reconcile_grace)
+            found = _match(
+                await self.list_messages(to=form["To"], from_=form.get("From"), page_size=50),
+                form,
+                since,
+            )
+            if found is not None:
+                return found
+        return None
 
     def _created(self, response: httpx.Response, to: str) -> SentMessage:
         try:
@@ -222,3 +354,51 @@ class TwilioConnector(HTTPConnector):
 
     def __repr__(self) -> str:
         return f"TwilioConnector(base_url={self.base_url!r}, account_sid={self.account_sid!r})"
+
+
+def _created_at(message: dict[str, Any]) -> datetime | None:
+    value = message.get("date_created")
+    if not isinstance(value, str):
+        return None
+    try:
+        return parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _match(
+    messages: list[dict[str, Any]], form: dict[str, str], since: datetime
+) -> SentMessage | None:
+    """The oldest message of the log that is *form*'s (same To, From or Messaging Service,
+    Body) and was created at or after *since*."""
+    sender = form.get("From")
+    service = form.get("MessagingServiceSid")
+    candidates: list[tuple[datetime, SentMessage]] = []
+    for message in messages:
+        created = _created_at(message)
+        sid = message.get("sid")
+        if created is None or created < since - timedelta(seconds=1):
+            continue
+        if not isinstance(sid, str) or message.get("to") != form["To"]:
+            continue
+        if message.get("body") != form["Body"]:
+            continue
+        if sender and message.get("from") != sender:
+            continue
+        if not sender and message.get("messaging_service_sid") != service:
+            continue
+        status = message.get("status")
+        candidates.append(
+            (
+                created,
+                SentMessage(
+                    sid,
+                    status if isinstance(status, str) else "queued",
+                    form["To"],
+                    reconciled=True,
+                ),
+            )
+        )
+    if not candidates:
+        return None
+    return min(candidates, key=lambda pair: pair[0])[1]

@@ -23,11 +23,14 @@ through idempotent operations.
 from __future__ import annotations
 
 import enum
+import math
 import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from antifragile.errors import ConfigurationError
 
 JSON = Any
 
@@ -195,3 +198,69 @@ class QueueStats:
     queue: str
     counts: dict[str, int]
     oldest_ready_at: float | None
+
+
+# -- the inbox ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewInboxEntry:
+    """An inbound event to record (see :meth:`~antifragile.jobs.JobQueue.record_inbound`).
+
+    ``(channel, event_id)`` identifies the event: while an entry for it lives (``ttl`` seconds
+    from when it was recorded) a redelivery is a duplicate. ``payload`` is the event itself
+    (it may hold personal data, which is why it stays here and is never copied into the job:
+    the job's payload names this entry's ``id``). ``job`` is enqueued in the same transaction
+    when the entry is new, and not at all for a duplicate.
+    """
+
+    channel: str
+    event_id: str
+    kind: str
+    tenant_key: str
+    payload: JSON
+    ttl: float
+    job: NewJob | None
+    id: str = field(default_factory=new_job_id)
+    request_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.channel or not self.event_id:
+            raise ConfigurationError(
+                "an inbox entry needs a non-empty channel and event id, got "
+                f"{self.channel!r} and {self.event_id!r}"
+            )
+        if isinstance(self.ttl, bool) or not 0 < self.ttl < math.inf:
+            raise ConfigurationError(
+                f"an inbox entry's ttl must be a positive number of seconds, got {self.ttl!r}"
+            )
+        for name in ("channel", "event_id", "kind", "tenant_key"):
+            if "\x00" in getattr(self, name):
+                raise ConfigurationError(f"an inbox entry's {name} holds a NUL character")
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEntry:
+    """An inbound event as recorded; ``job_id`` names the job enqueued with it (if any)."""
+
+    id: str
+    channel: str
+    event_id: str
+    kind: str
+    tenant_key: str
+    payload: JSON
+    received_at: float
+    expires_at: float
+    job_id: str | None
+    request_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What recording one inbound event did: ``created=True`` when the entry is new (its job, if
+    any, was enqueued with it); ``created=False`` for a duplicate -- ``id`` and ``job_id`` are
+    then the first entry's, and nothing was enqueued."""
+
+    id: str
+    created: bool
+    job_id: str | None

@@ -25,6 +25,14 @@ trip whatever the batch size; statements are prepared on the server once per con
   Several jobs of one batch that flag the same entry are folded into one write (the later
   outcome in the batch wins a field). An entry that holds something other than a JSON object is
   left alone, and the job's outcome is recorded all the same.
+* The inbox (table ``antifragile_inbox``, migration ``0003_inbox.sql``): ``record_inbound`` is
+  one statement too, its batch sent as two JSON arrays (entries, jobs). It first deletes the
+  batch's expired entries, then inserts the entries with ``ON CONFLICT (channel, event_id) DO
+  NOTHING`` -- a live entry is neither changed nor locked, so a duplicate writes nothing, and a
+  concurrent writer of the same event waits for the first, then finds it -- and inserts the
+  jobs of the entries it created through the same CTEs as ``enqueue``. Every lookup goes
+  through a unique index (``LATERAL`` per entry), whatever the planner thinks of the batch
+  size. Repeats of an event within a batch are folded before the statement is sent.
 * History grows by ``history || [attempt]`` in SQL; the row is never read back into Python.
 * A claim returns only the columns it does not know already; JSON columns travel as text and
   are decoded here.
@@ -59,12 +67,15 @@ from psycopg_pool import PoolClosed
 from antifragile.errors import ConfigurationError, StoreError
 from antifragile.jobs._model import (
     Enqueued,
+    InboxEntry,
     Job,
     JobFilter,
     JobState,
+    NewInboxEntry,
     NewJob,
     Outcome,
     QueueStats,
+    Recorded,
     StatusFlag,
 )
 from antifragile.stores._codec import encode
@@ -134,8 +145,8 @@ def _merge_flags(source: str) -> str:
     """
 
 
-ENQUEUE = f"""
-WITH input AS (
+#: the jobs of a batch, one row each (``ord`` is its position)
+_JOBS_INPUT = """
     SELECT * FROM unnest(
         %(ids)s::text[], %(names)s::text[], %(queues)s::text[], %(priorities)s::int4[],
         %(payloads)s::text[], %(payload_versions)s::int4[], %(keys)s::text[],
@@ -143,8 +154,14 @@ WITH input AS (
         %(timeouts)s::float8[], %(flags)s::text[], %(state_data)s::text[]
     ) WITH ORDINALITY AS i(id, name, queue, priority, payload, payload_version,
                            idempotency_key, max_attempts, run_at, provider, timeout,
-                           status_flag, state_data, ord)
-), inserted AS (
+                           status_flag, state_data, ord)"""
+
+
+def _insert_jobs(source: str) -> str:
+    """The CTEs ``inserted`` (the jobs of *source*, rows of ``_JOBS_INPUT``, whose id and
+    idempotency key are new) and ``flags`` (their status flags set pending): how every job
+    enters the queue, by enqueue or with an inbox entry."""
+    return f"""inserted AS (
     INSERT INTO {{jobs}} (id, name, queue, state, priority, payload, payload_version,
         idempotency_key, attempts, max_attempts, run_at, created_at, updated_at, provider,
         timeout, status_flag, state_data)
@@ -153,20 +170,118 @@ WITH input AS (
            priority, payload::jsonb, payload_version, idempotency_key, 0, max_attempts, run_at,
            %(now)s::float8, %(now)s::float8, provider, timeout, status_flag::jsonb,
            state_data::jsonb
-    FROM input ORDER BY ord
+    FROM {source} ORDER BY ord
     ON CONFLICT DO NOTHING
     RETURNING id, status_flag
 ), flags AS ({
-    _merge_flags(
-        "SELECT n.status_flag ->> 'key' AS key,"
-        " jsonb_object_agg(n.status_flag ->> 'field', n.status_flag -> 'pending' ORDER BY n.id)"
-        " AS fields"
-        " FROM inserted AS n"
-        " WHERE n.status_flag IS NOT NULL GROUP BY 1 ORDER BY 1"
-    )
-})
+        _merge_flags(
+            "SELECT n.status_flag ->> 'key' AS key,"
+            " jsonb_object_agg(n.status_flag ->> 'field', n.status_flag -> 'pending'"
+            " ORDER BY n.id) AS fields"
+            " FROM inserted AS n"
+            " WHERE n.status_flag IS NOT NULL GROUP BY 1 ORDER BY 1"
+        )
+    })"""
+
+
+ENQUEUE = f"""
+WITH input AS ({_JOBS_INPUT}
+), {_insert_jobs("input")}
 SELECT id FROM inserted
 """
+
+# -- the inbox --
+# Each new entry names its own job -- or, when the job's idempotency key is known already, the
+# job that has it. The results say, per entry: whether it was created, its id and job id (the
+# first entry's for a duplicate, when this statement's snapshot sees it) and whether its job
+# was inserted (to find the entries whose job id must be corrected, see record_inbound).
+#: the batch of record_inbound: one JSON array of entries and one of their jobs. One parameter
+#: each costs far less to send and parse than an array per column, and as the server cannot
+#: see how many rows a JSON array holds, its generic plan is as good as a custom one: the
+#: prepared statement soon runs without being planned again. Payloads travel as JSON text.
+_ENTRIES_INPUT = """
+    SELECT * FROM json_to_recordset(%(entries)s::json) AS e(
+        id text, channel text, event_id text, kind text, tenant_key text, payload text,
+        expires_at float8, job_id text, job_key text, request_id text, ord int8)"""
+_ENTRY_JOBS_INPUT = """
+    SELECT * FROM json_to_recordset(%(jobs)s::json) AS i(
+        id text, name text, queue text, priority int4, payload text, payload_version int4,
+        idempotency_key text, max_attempts int4, run_at float8, provider text, timeout float8,
+        status_flag text, state_data text, ord int8)"""
+
+RECORD_INBOUND = f"""
+WITH entries AS ({_ENTRIES_INPUT}
+), expired AS (
+    DELETE FROM {{inbox}}
+    WHERE id = ANY(ARRAY(
+            SELECT x.id FROM entries AS e
+            CROSS JOIN LATERAL (
+                SELECT x.id FROM {{inbox}} AS x
+                WHERE x.channel = e.channel AND x.event_id = e.event_id
+                  AND x.expires_at <= %(now)s::float8) AS x))
+      AND expires_at <= %(now)s::float8
+    RETURNING id
+), recorded AS (
+    INSERT INTO {{inbox}} (id, channel, event_id, kind, tenant_key, payload, received_at,
+        expires_at, job_id, request_id)
+    SELECT e.id, e.channel, e.event_id, e.kind, e.tenant_key, e.payload::json,
+           %(now)s::float8, e.expires_at,
+           CASE WHEN e.job_key IS NULL THEN e.job_id
+                ELSE coalesce((SELECT k.id FROM {{jobs}} AS k WHERE k.idempotency_key = e.job_key),
+                              e.job_id) END,
+           e.request_id
+    FROM entries AS e
+    WHERE (SELECT count(*) FROM expired) >= 0  -- the expired entries go first
+    ORDER BY e.channel, e.event_id
+    ON CONFLICT (channel, event_id) DO NOTHING
+    RETURNING id, job_id
+), input AS (
+    SELECT i.* FROM ({_ENTRY_JOBS_INPUT}) AS i
+    WHERE i.id IN (SELECT e.job_id FROM entries AS e JOIN recorded AS r ON r.id = e.id)
+), {_insert_jobs("input")}
+SELECT e.ord, r.id IS NOT NULL, coalesce(r.id, d.id), coalesce(r.job_id, d.job_id),
+       EXISTS (SELECT 1 FROM inserted AS n WHERE n.id = e.job_id)
+FROM entries AS e
+LEFT JOIN recorded AS r ON r.id = e.id
+LEFT JOIN LATERAL (
+    SELECT d.id, d.job_id FROM {{inbox}} AS d
+    WHERE d.channel = e.channel AND d.event_id = e.event_id
+      AND d.expires_at > %(now)s::float8) AS d ON TRUE
+ORDER BY e.ord
+"""
+
+# the first entries of duplicates the statement above could not see (committed while it ran)
+INBOUND_FIRST = """
+SELECT f.ord, x.id, x.job_id
+FROM unnest(%(channels)s::text[], %(event_ids)s::text[])
+     WITH ORDINALITY AS f(channel, event_id, ord)
+JOIN {inbox} AS x ON x.channel = f.channel AND x.event_id = f.event_id
+WHERE x.expires_at > %(now)s::float8
+"""
+
+# new entries whose job id is in doubt: the job that has the idempotency key, else their own
+INBOUND_SET_JOB = """
+UPDATE {inbox} AS x
+SET job_id = coalesce((SELECT k.id FROM {jobs} AS k WHERE k.idempotency_key = f.job_key), f.job_id)
+FROM unnest(%(ids)s::text[], %(keys)s::text[], %(jobs)s::text[]) AS f(id, job_key, job_id)
+WHERE x.id = f.id
+RETURNING x.id, x.job_id
+"""
+
+_INBOX_COLUMNS = (
+    "id, channel, event_id, kind, tenant_key, payload::text, received_at, expires_at, job_id, "
+    "request_id"
+)
+GET_INBOUND = f"SELECT {_INBOX_COLUMNS} FROM {{inbox}} WHERE id = %(id)s::text"
+FIND_INBOUND = f"""
+SELECT {_INBOX_COLUMNS} FROM {{inbox}}
+ORDER BY received_at DESC, id DESC LIMIT %(limit)s::int8 OFFSET %(offset)s::int8
+"""
+FIND_INBOUND_CHANNEL = f"""
+SELECT {_INBOX_COLUMNS} FROM {{inbox}} WHERE channel = %(channel)s::text
+ORDER BY received_at DESC, id DESC LIMIT %(limit)s::int8 OFFSET %(offset)s::int8
+"""
+PURGE_INBOUND = "DELETE FROM {inbox} WHERE expires_at <= %(now)s::float8"
 
 # the jobs that were not inserted: which existing job each one names
 ENQUEUE_EXISTING = """
@@ -483,6 +598,67 @@ def _enqueue_params(jobs: Sequence[NewJob], now: float) -> dict[str, Any]:
     }
 
 
+def _record_params(entries: Sequence[NewInboxEntry], now: float) -> dict[str, Any]:
+    """RECORD_INBOUND's parameters: the entries, and the jobs of those that have one (the same
+    values as enqueue sends)."""
+    records: list[dict[str, Any]] = []
+    jobs: list[dict[str, Any]] = []
+    for position, entry in enumerate(entries, 1):
+        job = entry.job
+        records.append(
+            {
+                "id": entry.id,
+                "channel": entry.channel,
+                "event_id": entry.event_id,
+                "kind": entry.kind,
+                "tenant_key": entry.tenant_key,
+                "payload": encode(entry.payload),
+                "expires_at": now + float(entry.ttl),
+                "job_id": None if job is None else job.id,
+                "job_key": None if job is None else job.idempotency_key,
+                "request_id": entry.request_id,
+                "ord": position,
+            }
+        )
+        if job is not None:
+            jobs.append(
+                {
+                    "id": job.id,
+                    "name": job.name,
+                    "queue": job.queue,
+                    "priority": int(job.priority),
+                    "payload": encode(job.payload),
+                    "payload_version": int(job.payload_version),
+                    "idempotency_key": job.idempotency_key,
+                    "max_attempts": int(job.max_attempts),
+                    "run_at": float(job.run_at),
+                    "provider": job.provider,
+                    "timeout": None if job.timeout is None else float(job.timeout),
+                    "status_flag": None
+                    if job.status_flag is None
+                    else encode(job.status_flag.to_json()),
+                    "state_data": None if job.state_data is None else encode(job.state_data),
+                    "ord": len(jobs) + 1,
+                }
+            )
+    return {"now": now, "entries": encode(records), "jobs": encode(jobs)}
+
+
+def _inbox_entry(row: TupleRow) -> InboxEntry:
+    return InboxEntry(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        _json(row[5]),
+        row[6],
+        row[7],
+        row[8],
+        row[9],
+    )
+
+
 def _complete_params(
     outcomes: Sequence[Outcome], worker: str, now: float
 ) -> tuple[dict[str, Any], list[str]]:
@@ -530,6 +706,7 @@ class _Statements:
     def __init__(self, schema: str) -> None:
         self.jobs = f"{_quote(schema)}.antifragile_jobs"
         self.kv = f"{_quote(schema)}.antifragile_kv"
+        self.inbox = f"{_quote(schema)}.antifragile_inbox"
         self.enqueue = self.text(ENQUEUE)
         self.enqueue_existing = self.text(ENQUEUE_EXISTING)
         self.claim_any = self.text(CLAIM_ANY)
@@ -540,21 +717,31 @@ class _Statements:
         self.save_progress = self.text(SAVE_PROGRESS)
         self.get = self.text(GET)
         self.stats = self.text(STATS)
+        self.record_inbound = self.text(RECORD_INBOUND)
+        self.inbound_first = self.text(INBOUND_FIRST)
+        self.inbound_set_job = self.text(INBOUND_SET_JOB)
+        self.get_inbound = self.text(GET_INBOUND)
+        self.find_inbound = self.text(FIND_INBOUND)
+        self.find_inbound_channel = self.text(FIND_INBOUND_CHANNEL)
+        self.purge_inbound = self.text(PURGE_INBOUND)
         self.sqlalchemy_enqueue = _for_sqlalchemy(self.enqueue)
         self.sqlalchemy_enqueue_existing = _for_sqlalchemy(self.enqueue_existing)
 
     def text(self, template: str, where: str = "") -> str:
         return (
-            template.replace("{jobs}", self.jobs).replace("{kv}", self.kv).replace("{where}", where)
+            template.replace("{jobs}", self.jobs)
+            .replace("{kv}", self.kv)
+            .replace("{inbox}", self.inbox)
+            .replace("{where}", where)
         )
 
 
 class PostgresJobQueue:
     """JobQueue on the table ``antifragile_jobs`` of a :class:`PostgresStore` (see the module
-    docs for the statements, the status flags and the transactional outbox).
+    docs for the statements, the status flags, the inbox and the transactional outbox).
 
-    The store must be open and migrated (version 2 or later); the queue uses its pool and
-    closes with it.
+    The store must be open and migrated (version 2 or later; 3 for the inbox); the queue uses
+    its pool and closes with it.
     """
 
     def __init__(self, store: PostgresStore) -> None:
@@ -813,6 +1000,122 @@ class PostgresJobQueue:
     async def purge(self, where: JobFilter, *, now: float) -> int:
         condition, params = _filter(where)
         return await self._count(self._sql.text(PURGE, condition), params)
+
+    # -- the inbox ----------------------------------------------------------------------------
+
+    async def record_inbound(
+        self, entries: Sequence[NewInboxEntry], *, now: float
+    ) -> list[Recorded]:
+        """See :meth:`JobQueue.record_inbound`.
+
+        One statement (``RECORD_INBOUND``: one round trip, atomic on its own) records the
+        batch and enqueues the jobs of its new entries. Two rare cases take one more statement
+        each, after it: a duplicate whose first entry was committed by another writer while
+        the statement ran (the statement waited for it, but its snapshot does not show it: the
+        entry is read afterwards), and a new entry whose job was not inserted because another
+        job has its idempotency key -- one inserted meanwhile by another writer, or by an
+        earlier entry of the same batch -- or was inserted although the statement's snapshot
+        named an existing one. The entries and jobs are committed together all the same; only
+        such an entry's ``job_id`` is then corrected to the job that has the key.
+        """
+        if not entries:
+            return []
+        now = float(now)
+        firsts: dict[tuple[str, str], int] = {}  # the first entry of each event in the batch
+        for index, entry in enumerate(entries):
+            firsts.setdefault((entry.channel, entry.event_id), index)
+        results: dict[int, Recorded] = {}
+        pending = list(firsts.values())
+        for _ in range(_ENQUEUE_ROUNDS):
+            batch = [entries[index] for index in pending]
+            try:
+                rows = await self._fetch(self._sql.record_inbound, _record_params(batch, now))
+            except StoreError as exc:
+                raise (_nul_error(exc) or exc) from exc.__cause__
+            unseen: list[int] = []
+            doubtful: list[int] = []
+            for position, created, inbox_id, job_id, job_inserted in rows:
+                index = pending[position - 1]
+                if inbox_id is None:
+                    unseen.append(index)
+                    continue
+                results[index] = Recorded(inbox_id, created, job_id)
+                job = entries[index].job
+                if created and job is not None:
+                    if job_inserted:  # named an existing job that was deleted meanwhile
+                        in_doubt = job_id != job.id
+                    else:  # another job may have taken its key
+                        in_doubt = job_id == job.id and job.idempotency_key is not None
+                    if in_doubt:
+                        doubtful.append(index)
+            if doubtful:
+                await self._correct_jobs(entries, doubtful, results)
+            pending = await self._find_firsts(entries, unseen, results, now) if unseen else []
+            if not pending:
+                break
+        else:
+            raise StoreError("record_inbound kept meeting concurrent deletions; try again")
+        recorded: list[Recorded] = []
+        for index, entry in enumerate(entries):
+            at = firsts[(entry.channel, entry.event_id)]
+            first = results[at]
+            recorded.append(first if at == index else Recorded(first.id, False, first.job_id))
+        return recorded
+
+    async def _correct_jobs(
+        self, entries: Sequence[NewInboxEntry], doubtful: list[int], results: dict[int, Recorded]
+    ) -> None:
+        """Point the new entries at *doubtful* at the job that has their job's key."""
+        jobs = [entries[index].job for index in doubtful]
+        params = {
+            "ids": [results[index].id for index in doubtful],
+            "keys": [None if job is None else job.idempotency_key for job in jobs],
+            "jobs": [None if job is None else job.id for job in jobs],
+        }
+        rows = await self._fetch(self._sql.inbound_set_job, params)
+        corrected: dict[str, str | None] = {row[0]: row[1] for row in rows}
+        for index in doubtful:
+            entry = results[index]
+            results[index] = Recorded(entry.id, True, corrected.get(entry.id, entry.job_id))
+
+    async def _find_firsts(
+        self,
+        entries: Sequence[NewInboxEntry],
+        unseen: list[int],
+        results: dict[int, Recorded],
+        now: float,
+    ) -> list[int]:
+        """Read the first entries of the duplicates at *unseen*; those still missing (deleted
+        or expired meanwhile) are returned, to be recorded again."""
+        params = {
+            "channels": [entries[index].channel for index in unseen],
+            "event_ids": [entries[index].event_id for index in unseen],
+            "now": now,
+        }
+        missing = set(unseen)
+        for position, inbox_id, job_id in await self._fetch(self._sql.inbound_first, params):
+            index = unseen[position - 1]
+            results[index] = Recorded(inbox_id, False, job_id)
+            missing.discard(index)
+        return [index for index in unseen if index in missing]
+
+    async def get_inbound(self, inbox_id: str) -> InboxEntry | None:
+        rows = await self._fetch(self._sql.get_inbound, {"id": inbox_id})
+        return _inbox_entry(rows[0]) if rows else None
+
+    async def find_inbound(
+        self, *, channel: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[InboxEntry]:
+        params: dict[str, Any] = {"limit": max(0, int(limit)), "offset": max(0, int(offset))}
+        if channel is None:
+            query = self._sql.find_inbound
+        else:
+            query = self._sql.find_inbound_channel
+            params["channel"] = channel
+        return [_inbox_entry(row) for row in await self._fetch(query, params)]
+
+    async def purge_inbound(self, *, now: float) -> int:
+        return await self._count(self._sql.purge_inbound, {"now": float(now)})
 
 
 # -- the caller's connections (transactional outbox) -------------------------------------------

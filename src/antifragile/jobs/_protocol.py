@@ -7,6 +7,10 @@ queue. Batches (several jobs claimed or completed in one transaction) are how th
 its throughput; every method takes and returns lists.
 
 Time comes from the caller (``now``, wall-clock epoch seconds), as in the state stores.
+
+The queue also keeps the inbox: inbound events recorded in the same transaction as the jobs
+that handle them (:meth:`JobQueue.record_inbound`), so an event is handled once per delivery
+window however often its provider delivers it, and never lost once acknowledged.
 """
 
 from __future__ import annotations
@@ -14,7 +18,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from antifragile.jobs._model import Enqueued, Job, JobFilter, NewJob, Outcome, QueueStats
+from antifragile.jobs._model import (
+    Enqueued,
+    InboxEntry,
+    Job,
+    JobFilter,
+    NewInboxEntry,
+    NewJob,
+    Outcome,
+    QueueStats,
+    Recorded,
+)
 from antifragile.stores import Store
 
 
@@ -100,4 +114,38 @@ class JobQueue(Protocol):
     async def purge(self, where: JobFilter, *, now: float) -> int:
         """Delete jobs in a final state matching *where* (e.g. resolved or succeeded older than
         a week); the count. Jobs not in a final state are never purged."""
+        ...
+
+    # -- the inbox ----------------------------------------------------------------------------
+
+    async def record_inbound(
+        self, entries: Sequence[NewInboxEntry], *, now: float
+    ) -> list[Recorded]:
+        """Record *entries* and enqueue their jobs, all in one transaction; one result each,
+        in order.
+
+        An entry is new unless an entry for its ``(channel, event_id)`` exists and has not
+        expired (``expires_at > now``); an expired one is replaced by the new entry. A new
+        entry is stored with ``received_at = now`` and ``expires_at = now + ttl``, and its job
+        (if any) is enqueued exactly as :meth:`enqueue` would (idempotency key, state, status
+        flag); ``job_id`` is the job it names (an existing job for a known idempotency key).
+        A duplicate -- also a repeat of an event earlier in the same batch -- stores and
+        enqueues nothing: its ``Recorded`` has ``created=False`` and the first entry's ``id``
+        and ``job_id``. Any number of processes may record the same event at once: exactly one
+        creates it. When anything fails, nothing of the batch is kept.
+        """
+        ...
+
+    async def get_inbound(self, inbox_id: str) -> InboxEntry | None:
+        """The entry *inbox_id*, until it is purged (expired entries included)."""
+        ...
+
+    async def find_inbound(
+        self, *, channel: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[InboxEntry]:
+        """Entries, newest (``received_at``) first, of *channel* or of every channel."""
+        ...
+
+    async def purge_inbound(self, *, now: float) -> int:
+        """Delete the entries expired at *now* (``expires_at <= now``); the count."""
         ...

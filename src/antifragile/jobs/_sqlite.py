@@ -25,6 +25,16 @@ caller's transaction as it was; a connection with no transaction open gets one b
 committed), except one in autocommit mode, which is refused -- its writes would commit one by
 one. While the caller's transaction holds the database's write lock, other writers (the store's
 own connection included) wait for it, up to their busy timeout.
+
+The inbox (table ``antifragile_inbox``): :meth:`SQLiteJobQueue.record_inbound` is one thread hop
+and one ``BEGIN IMMEDIATE`` transaction for the whole batch. Each entry is one
+``INSERT ... ON CONFLICT (channel, event_id) DO UPDATE ... WHERE expired RETURNING id``: a row
+comes back when the entry is new or replaced an expired one, none for a duplicate (whose first
+entry is then read by its unique key). The jobs of the new entries go through the same insert
+as :meth:`~SQLiteJobQueue.enqueue`; an entry names its own job when it is inserted, and is
+pointed at the existing job only when the job's idempotency key was known already. Holding the
+write lock from the start, the transaction sees every committed entry: a concurrent writer of
+the same event waits, then finds this one.
 """
 
 from __future__ import annotations
@@ -35,16 +45,19 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from antifragile.errors import ConfigurationError
+from antifragile.errors import ConfigurationError, StoreError
 from antifragile.jobs._model import (
     FINAL,
     Enqueued,
+    InboxEntry,
     Job,
     JobFilter,
     JobState,
+    NewInboxEntry,
     NewJob,
     Outcome,
     QueueStats,
+    Recorded,
     StatusFlag,
 )
 from antifragile.stores._codec import encode
@@ -211,6 +224,33 @@ WHERE state = 'running' AND lease_until <= ? GROUP BY queue
 """
 
 
+# -- the inbox ----------------------------------------------------------------------------------
+
+_INBOX_COLUMNS = (
+    "id, channel, event_id, kind, tenant_key, payload, received_at, expires_at, job_id, request_id"
+)
+# a new entry, or one replacing the expired entry of its event (?7 is now): its id comes back;
+# nothing for a duplicate
+_INBOX_INSERT = f"""
+INSERT INTO antifragile_inbox ({_INBOX_COLUMNS})
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+ON CONFLICT (channel, event_id) DO UPDATE SET
+    id = excluded.id, kind = excluded.kind, tenant_key = excluded.tenant_key,
+    payload = excluded.payload, received_at = excluded.received_at,
+    expires_at = excluded.expires_at, job_id = excluded.job_id, request_id = excluded.request_id
+WHERE antifragile_inbox.expires_at <= ?7
+RETURNING id
+"""
+_INBOX_FIRST = "SELECT id, job_id FROM antifragile_inbox WHERE channel = ? AND event_id = ?"
+_INBOX_SET_JOB = "UPDATE antifragile_inbox SET job_id = ? WHERE id = ?"
+_INBOX_GET = f"SELECT {_INBOX_COLUMNS} FROM antifragile_inbox WHERE id = ?"
+_INBOX_FIND = (
+    f"SELECT {_INBOX_COLUMNS} FROM antifragile_inbox{{where}} "
+    "ORDER BY received_at DESC, id DESC LIMIT ? OFFSET ?"
+)
+_INBOX_PURGE = "DELETE FROM antifragile_inbox WHERE expires_at <= ?"
+
+
 # -- rows --------------------------------------------------------------------------------------
 
 
@@ -271,6 +311,22 @@ def _job(row: tuple[Any, ...]) -> Job:
         resolution,
         None if status_flag is None else _flag(status_flag),
         None if state_data is None else _loads(state_data),
+    )
+
+
+def _inbox_entry(row: tuple[Any, ...]) -> InboxEntry:
+    id_, channel, event_id, kind, tenant_key, payload, received_at, expires_at, job, request = row
+    return InboxEntry(
+        id_,
+        channel,
+        event_id,
+        kind,
+        tenant_key,
+        _loads(payload),
+        float(received_at),
+        float(expires_at),
+        job,
+        request,
     )
 
 
@@ -362,6 +418,54 @@ def _enqueue(
         return _insert(conn, rows, flags)
 
 
+def _record(
+    conn: sqlite3.Connection,
+    entries: list[_Row],
+    jobs: list[_Row | None],
+    flags: list[_FlagParams | None],
+) -> list[Recorded]:
+    """Record the inbox rows (``_INBOX_INSERT`` parameters, each naming its own job), and
+    insert the jobs of the new ones; one transaction."""
+    with _immediate(conn):
+        recorded: list[Recorded] = []
+        first: dict[tuple[str, str], int] = {}  # the first entry of each event in the batch
+        new_jobs: list[_Row] = []
+        new_flags: list[_FlagParams | None] = []
+        new_at: list[int] = []
+        for index, (row, job, flag) in enumerate(zip(entries, jobs, flags, strict=True)):
+            event = (row[1], row[2])
+            earlier = first.get(event)
+            if earlier is not None:  # a repeat within the batch: resolved below
+                recorded.append(Recorded("", False, None))
+                continue
+            first[event] = index
+            if conn.execute(_INBOX_INSERT, row).fetchall():
+                recorded.append(Recorded(row[0], True, row[8]))
+                if job is not None:
+                    new_jobs.append(job)
+                    new_flags.append(flag)
+                    new_at.append(index)
+                continue
+            found = conn.execute(_INBOX_FIRST, event).fetchone()
+            if found is None:  # cannot happen while this transaction holds the write lock
+                raise StoreError(f"the inbox entry of a {row[1]} event vanished; try again")
+            recorded.append(Recorded(found[0], False, found[1]))
+        if new_jobs:
+            fixes: list[tuple[str, str]] = []
+            for index, made in zip(new_at, _insert(conn, new_jobs, new_flags), strict=True):
+                entry = recorded[index]
+                if made.id != entry.job_id:  # the job's idempotency key named an existing job
+                    recorded[index] = Recorded(entry.id, True, made.id)
+                    fixes.append((made.id, entry.id))
+            if fixes:
+                conn.executemany(_INBOX_SET_JOB, fixes)
+    for index, row in enumerate(entries):
+        at = first[(row[1], row[2])]
+        if at != index:
+            recorded[index] = Recorded(recorded[at].id, False, recorded[at].job_id)
+    return recorded
+
+
 def _claim(conn: sqlite3.Connection, sql: tuple[str, str], params: dict[str, Any]) -> list[Job]:
     with _immediate(conn):
         expired = conn.execute(_ANY_EXPIRED, (params["now"],)).fetchone() is not None
@@ -413,6 +517,10 @@ def _get(conn: sqlite3.Connection, job_id: str) -> Job | None:
 
 def _find(conn: sqlite3.Connection, sql: str, params: list[Any]) -> list[Job]:
     return [_job(row) for row in conn.execute(sql, params).fetchall()]
+
+
+def _select(conn: sqlite3.Connection, sql: str, params: list[Any]) -> list[_Row]:
+    return conn.execute(sql, params).fetchall()
 
 
 def _stats(conn: sqlite3.Connection, now: float) -> list[QueueStats]:
@@ -574,6 +682,26 @@ def _outcome(outcome: Outcome, now: float) -> list[Any]:
     return [outcome.job_id, "dead", counted, None, None, attempt, 1, *_error(outcome)]
 
 
+def _inbox_row(entry: NewInboxEntry, now: float) -> _Row:
+    return (
+        entry.id,
+        entry.channel,
+        entry.event_id,
+        entry.kind,
+        entry.tenant_key,
+        encode(entry.payload),
+        now,
+        now + entry.ttl,
+        None if entry.job is None else entry.job.id,
+        entry.request_id,
+    )
+
+
+def _flag_params(job: NewJob, now: float) -> _FlagParams | None:
+    flag = job.status_flag
+    return None if flag is None else (flag.key, flag.field, flag.pending, now)
+
+
 def _error(outcome: Outcome) -> tuple[str | None, str | None]:
     return outcome.error_code, outcome.error
 
@@ -598,12 +726,7 @@ class SQLiteJobQueue:
     ) -> list[Enqueued]:
         """See :meth:`JobQueue.enqueue`; *connection* as in the module docs."""
         rows = [_row(job, now) for job in jobs]
-        flags: list[_FlagParams | None] = [
-            None
-            if job.status_flag is None
-            else (job.status_flag.key, job.status_flag.field, job.status_flag.pending, now)
-            for job in jobs
-        ]
+        flags = [_flag_params(job, now) for job in jobs]
         if connection is None:
             if not rows:
                 return []
@@ -710,3 +833,34 @@ class SQLiteJobQueue:
         terms, params = _where(where)
         sql = f"DELETE FROM antifragile_jobs WHERE {_FINISHED}{_and(terms)}"
         return await self._db.run(_change, sql, params)
+
+    # -- the inbox ------------------------------------------------------------------------------
+
+    async def record_inbound(
+        self, entries: Sequence[NewInboxEntry], *, now: float
+    ) -> list[Recorded]:
+        """See :meth:`JobQueue.record_inbound` and the module docs."""
+        if not entries:
+            return []
+        rows = [_inbox_row(entry, now) for entry in entries]
+        jobs = [None if e.job is None else _row(e.job, now) for e in entries]
+        flags = [None if e.job is None else _flag_params(e.job, now) for e in entries]
+        return await self._db.run(_record, rows, jobs, flags)
+
+    async def get_inbound(self, inbox_id: str) -> InboxEntry | None:
+        rows = await self._db.run(_select, _INBOX_GET, [inbox_id])
+        return _inbox_entry(rows[0]) if rows else None
+
+    async def find_inbound(
+        self, *, channel: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[InboxEntry]:
+        params: list[Any] = [max(0, limit), max(0, offset)]
+        if channel is None:
+            sql = _INBOX_FIND.format(where="")
+        else:
+            sql = _INBOX_FIND.format(where=" WHERE channel = ?")
+            params.insert(0, channel)
+        return [_inbox_entry(row) for row in await self._db.run(_select, sql, params)]
+
+    async def purge_inbound(self, *, now: float) -> int:
+        return await self._db.run(_change, _INBOX_PURGE, [now])

@@ -1,4 +1,4 @@
-"""A Shopify Admin REST simulator: customers, draft orders and inventory levels.
+"""A Shopify Admin REST simulator: customers, orders, draft orders and inventory levels.
 
 Every path is under ``/admin/api/{version}`` (a version like ``2024-01``, or ``unstable``;
 anything else is 404).
@@ -13,10 +13,18 @@ anything else is 404).
   422 on ``base``. ``GET /customers/search.json?query=email:a@b.example`` finds customers
   (``field:value`` terms -- ``email``, ``phone``, ``first_name``, ``last_name`` -- or bare words
   matched against those fields).
+* **Orders** -- ``POST /orders.json`` with ``{"order": {"line_items": [...]}}`` (lines as for
+  draft orders; ``customer`` ``{"id"}``, ``email``, ``tags``, ``note``, ``note_attributes``,
+  ``financial_status`` kept) answers 201 ``{"order": {...}}`` with ``name`` ``#1001``,
+  ``#1002``...; recorded as an effect. ``GET /orders.json`` lists them (``status``
+  ``open``/``any``..., ``ids``, ``since_id``, ``created_at_min``, ``limit`` 1..250 (50),
+  ``fields``) -- in ascending ``id`` order, as ``since_id`` paging needs.
 * **Draft orders** -- ``POST /draft_orders.json`` with ``{"draft_order": {"line_items": [...]}}``
   (each line a ``variant_id`` or a ``title`` with a ``price``, and a positive ``quantity``)
   answers 201 ``{"draft_order": {...}}`` (``note`` and ``note_attributes`` kept); recorded as an
-  effect.
+  effect. ``GET /draft_orders.json`` lists them (``ids``, ``since_id``, ``status``,
+  ``updated_at_min``, ``limit``, ``fields``); ``DELETE /draft_orders/{id}.json`` answers 200
+  ``{}`` (recorded as an effect of that endpoint) or 404 when there is no such draft.
 * **Inventory levels** -- ``GET /inventory_levels.json?inventory_item_ids=..&location_ids=..``
   lists the levels given to the simulator (``inventory``); at least one filter is required
   (422 otherwise).
@@ -99,13 +107,19 @@ class ShopifySimulator(Simulator):
         self._by_email: dict[str, int] = {}
         self._by_phone: dict[str, int] = {}
         self._draft_orders: dict[int, dict[str, Any]] = {}
+        self._orders: dict[int, dict[str, Any]] = {}
+        self._created: dict[int, float] = {}
         super().__init__()
 
     def routes(self) -> Iterable[Route]:
         return [
             Route("POST", f"{_PREFIX}/customers.json", self.create_customer),
             Route("GET", f"{_PREFIX}/customers/search.json", self.search_customers),
+            Route("POST", f"{_PREFIX}/orders.json", self.create_order),
+            Route("GET", f"{_PREFIX}/orders.json", self.list_orders),
             Route("POST", f"{_PREFIX}/draft_orders.json", self.create_draft_order),
+            Route("GET", f"{_PREFIX}/draft_orders.json", self.list_draft_orders),
+            Route("DELETE", f"{_PREFIX}/draft_orders/{{file}}", self.delete_draft_order),
             Route("GET", f"{_PREFIX}/inventory_levels.json", self.inventory_levels),
         ]
 
@@ -116,6 +130,8 @@ class ShopifySimulator(Simulator):
             self._by_email.clear()
             self._by_phone.clear()
             self._draft_orders.clear()
+            self._orders.clear()
+            self._created.clear()
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -129,6 +145,18 @@ class ShopifySimulator(Simulator):
         """Every customer created so far, oldest first."""
         with self._lock:
             return [dict(c) for c in self._customers.values()]
+
+    @property
+    def orders(self) -> list[dict[str, Any]]:
+        """Every order created so far, oldest first."""
+        with self._lock:
+            return [dict(o) for o in self._orders.values()]
+
+    @property
+    def draft_orders(self) -> list[dict[str, Any]]:
+        """Every draft order not deleted, oldest first."""
+        with self._lock:
+            return [dict(d) for d in self._draft_orders.values()]
 
     def _leak(self, now: float) -> None:
         """Drain the bucket up to *now* (lock held)."""
@@ -260,6 +288,36 @@ class ShopifySimulator(Simulator):
 
     # -- draft orders ---------------------------------------------------------------------------
 
+    def _lines(self, lines: Any) -> tuple[float, Reply | None]:
+        """The total of *lines* (a list of line items), or a 422 refusing them."""
+        if not isinstance(lines, list) or not lines:
+            return 0.0, self.invalid({"line_items": ["must have at least one line item"]})
+        total = 0.0
+        for line in lines:
+            if not isinstance(line, dict):
+                return 0.0, self.invalid({"line_items": ["is invalid"]})
+            quantity = line.get("quantity", 1)
+            if not isinstance(quantity, int) or quantity < 1:
+                return 0.0, self.invalid({"line_items": ["quantity must be greater than 0"]})
+            if line.get("variant_id") is None:
+                if not isinstance(line.get("title"), str) or not line["title"]:
+                    return 0.0, self.invalid({"line_items": ["title can't be blank"]})
+                price = _price(line.get("price"))
+                if price is None:
+                    return 0.0, self.invalid({"line_items": ["price is invalid"]})
+                total += price * quantity
+        return total, None
+
+    def _customer_of(self, fields: dict[str, Any]) -> tuple[Any, Reply | None]:
+        """The order's customer, expanded from ``{"id"}`` (lock held), or a 422."""
+        customer = fields.get("customer")
+        if isinstance(customer, dict) and customer.get("id") is not None:
+            known = self._customers.get(_int(customer["id"], -1))
+            if known is None:
+                return None, self.invalid({"customer": ["is invalid"]})
+            return dict(known), None
+        return customer, None
+
     def create_draft_order(self, call: Call) -> Reply:
         if not _VERSION.match(call.params["version"]):
             return self.error(404)
@@ -271,29 +329,13 @@ class ShopifySimulator(Simulator):
         if not isinstance(fields, dict):
             return self.error(400, "Required parameter missing or invalid: draft_order")
         lines = fields.get("line_items")
-        if not isinstance(lines, list) or not lines:
-            return self.invalid({"line_items": ["must have at least one line item"]})
-        total = 0.0
-        for line in lines:
-            if not isinstance(line, dict):
-                return self.invalid({"line_items": ["is invalid"]})
-            quantity = line.get("quantity", 1)
-            if not isinstance(quantity, int) or quantity < 1:
-                return self.invalid({"line_items": ["quantity must be greater than 0"]})
-            if line.get("variant_id") is None:
-                if not isinstance(line.get("title"), str) or not line["title"]:
-                    return self.invalid({"line_items": ["title can't be blank"]})
-                price = _price(line.get("price"))
-                if price is None:
-                    return self.invalid({"line_items": ["price is invalid"]})
-                total += price * quantity
+        total, refused = self._lines(lines)
+        if refused is not None:
+            return refused
         with self._lock:
-            customer = fields.get("customer")
-            if isinstance(customer, dict) and customer.get("id") is not None:
-                known = self._customers.get(_int(customer["id"], -1))
-                if known is None:
-                    return self.invalid({"customer": ["is invalid"]})
-                customer = dict(known)
+            customer, refused = self._customer_of(fields)
+            if refused is not None:
+                return refused
             order_id = self._next_id()
             stamp = _now_text()
             draft: dict[str, Any] = {
@@ -312,8 +354,139 @@ class ShopifySimulator(Simulator):
                 "updated_at": stamp,
             }
             self._draft_orders[order_id] = draft
+            self._created[order_id] = time.time()
             call.commit(str(order_id), body)
             return Reply(201, {"draft_order": dict(draft)})
+
+    def list_draft_orders(self, call: Call) -> Reply:
+        if not _VERSION.match(call.params["version"]):
+            return self.error(404)
+        args = {k: v[-1] for k, v in parse_qs(call.request.query).items()}
+        status = args.get("status")
+        if status is not None and status not in ("open", "invoice_sent", "completed"):
+            return self.error(400, "status is invalid")
+        with self._lock:
+            drafts = [dict(d) for d in self._draft_orders.values()]
+            created = dict(self._created)
+        if status is not None:
+            drafts = [d for d in drafts if d.get("status") == status]
+        return self._listed("draft_orders", drafts, created, args, "updated_at_min")
+
+    def delete_draft_order(self, call: Call) -> Reply:
+        if not _VERSION.match(call.params["version"]):
+            return self.error(404)
+        name, dot, suffix = call.params["file"].partition(".")
+        if dot != "." or suffix != "json" or not name.isdigit():
+            return self.error(404)
+        with self._lock:
+            draft = self._draft_orders.pop(int(name), None)
+            if draft is None:
+                return self.error(404)
+            call.commit(name, {"draft_order": {"id": int(name)}})
+        return Reply(200, {})
+
+    # -- orders ---------------------------------------------------------------------------------
+
+    def create_order(self, call: Call) -> Reply:
+        if not _VERSION.match(call.params["version"]):
+            return self.error(404)
+        try:
+            body = call.json()
+        except ValueError:
+            return self.error(400)
+        fields = body.get("order") if isinstance(body, dict) else None
+        if not isinstance(fields, dict):
+            return self.error(400, "Required parameter missing or invalid: order")
+        lines = fields.get("line_items")
+        total, refused = self._lines(lines)
+        if refused is not None:
+            return refused
+        email = fields.get("email")
+        if email is not None and (not isinstance(email, str) or not _EMAIL.match(email)):
+            return self.invalid({"email": ["is invalid"]})
+        with self._lock:
+            customer, refused = self._customer_of(fields)
+            if refused is not None:
+                return refused
+            order_id = self._next_id()
+            number = 1000 + len(self._orders) + 1
+            stamp = _now_text()
+            if email is None and isinstance(customer, dict):
+                email = customer.get("email")
+            order: dict[str, Any] = {
+                "id": order_id,
+                "name": f"#{number}",
+                "order_number": number,
+                "email": email,
+                "financial_status": fields.get("financial_status") or "paid",
+                "fulfillment_status": None,
+                "line_items": [{"id": self._next_id(), **line} for line in lines or ()],
+                "customer": customer,
+                "tags": fields.get("tags", "") or "",
+                "note": fields.get("note"),
+                "note_attributes": list(fields.get("note_attributes") or []),
+                "currency": "USD",
+                "subtotal_price": f"{total:.2f}",
+                "total_price": f"{total:.2f}",
+                "test": bool(fields.get("test", False)),
+                "cancelled_at": None,
+                "closed_at": None,
+                "admin_graphql_api_id": f"gid://shopify/Order/{order_id}",
+                "created_at": stamp,
+                "updated_at": stamp,
+            }
+            self._orders[order_id] = order
+            self._created[order_id] = time.time()
+            call.commit(str(order_id), body)
+            return Reply(201, {"order": dict(order)})
+
+    def list_orders(self, call: Call) -> Reply:
+        if not _VERSION.match(call.params["version"]):
+            return self.error(404)
+        args = {k: v[-1] for k, v in parse_qs(call.request.query).items()}
+        status = args.get("status", "open")
+        if status not in ("open", "closed", "cancelled", "any"):
+            return self.error(400, "status is invalid")
+        with self._lock:
+            orders = [dict(o) for o in self._orders.values()]
+            created = dict(self._created)
+        if status != "any":  # orders are never closed or cancelled here: all are open
+            orders = [o for o in orders if status == "open"]
+        return self._listed("orders", orders, created, args, "created_at_min")
+
+    def _listed(
+        self,
+        key: str,
+        items: list[dict[str, Any]],
+        created: dict[int, float],
+        args: dict[str, str],
+        since_arg: str,
+    ) -> Reply:
+        """A list answer: ``ids``, ``since_id``, *since_arg* (a time), ``limit``, ``fields``."""
+        limit = _int(args.get("limit", "50"), -1)
+        if not 1 <= limit <= 250:
+            return self.error(400, "limit must be within 1 and 250")
+        ids = _ids([args["ids"]]) if "ids" in args else None
+        since_id = _int(args.get("since_id", "0"), -1)
+        if since_id < 0:
+            return self.error(400, "since_id is invalid")
+        floor: float | None = None
+        if since_arg in args:
+            try:
+                floor = datetime.fromisoformat(args[since_arg].replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                return self.error(400, f"{since_arg} is invalid")
+        chosen = [
+            item
+            for item in sorted(items, key=lambda i: int(i["id"]))
+            if int(item["id"]) > since_id
+            and (ids is None or int(item["id"]) in ids)
+            and (floor is None or created.get(int(item["id"]), 0.0) >= floor)
+        ][:limit]
+        wanted = [f.strip() for f in args.get("fields", "").split(",") if f.strip()]
+        if wanted:
+            chosen = [{f: item[f] for f in wanted if f in item} for item in chosen]
+        return Reply(200, {key: chosen})
 
     # -- inventory levels -----------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""A Twilio Messaging simulator: ``POST /2010-04-01/Accounts/{AccountSid}/Messages.json``.
+"""A Twilio Messaging simulator: ``/2010-04-01/Accounts/{AccountSid}/Messages.json``.
 
 * **Auth** -- HTTP Basic ``AccountSid:AuthToken``. No or malformed credentials, or a pair not
   in ``credentials`` (when given), are 401 with Twilio code ``20003``; credentials for another
@@ -8,9 +8,16 @@
   ``MediaUrl`` nor ``ContentSid`` is 400 ``21602``; a ``To`` that is not ``+E.164`` (or
   ``whatsapp:+E.164``) is 400 ``21211``; a ``Body`` over 1600 characters is 400 ``21617``;
   a WhatsApp ``From`` with an SMS ``To`` (or the reverse) is 400 ``21910``.
-* **Success** -- **201** with the Message resource: ``sid`` ``SM...``, ``status`` ``queued``
-  (``accepted`` with a Messaging Service), ``direction`` ``outbound-api`` and the rest of its
-  fields; the message is recorded as an effect.
+* **Create** -- ``POST``: **201** with the Message resource: ``sid`` ``SM...``, ``status``
+  ``queued`` (``accepted`` with a Messaging Service), ``direction`` ``outbound-api`` and the
+  rest of its fields; the message is recorded as an effect.
+* **Message log** -- ``GET`` on the same path lists the account's messages, newest first, in
+  Twilio's page shape (``{"messages": [...], "page", "page_size", "start", "end", "uri",
+  "first_page_uri", "next_page_uri", "previous_page_uri"}``), filtered by ``To``, ``From`` and
+  ``DateSent`` (``YYYY-MM-DD``; ``DateSent<`` on or before, ``DateSent>`` on or after), paged
+  by ``PageSize`` (1..1000, 50 by default) and ``Page``. A created message is logged as sent at
+  once (``status`` ``sent``, ``date_sent`` its creation time), although the create's own answer
+  says ``queued`` -- so a client can look a message up after losing the create's answer.
 * **Errors** -- the 2010 API's ``{"code", "message", "more_info", "status"}``.
 * **Rate limit** -- at most ``concurrency`` requests per second (a stand-in for Twilio's
   unpublished concurrency limit); a refused request gets 429 code ``20429``, not processed.
@@ -22,11 +29,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import re
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, date, datetime
 from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qs
@@ -96,16 +105,26 @@ class TwilioSimulator(Simulator):
         self._lock = threading.Lock()
         self._window: float | None = None
         self._used = 0
+        self._messages: list[tuple[int, float, dict[str, Any]]] = []
+        self._order = itertools.count()
         super().__init__()
 
     def routes(self) -> Iterable[Route]:
         return [
-            Route("POST", "/2010-04-01/Accounts/{AccountSid}/Messages.json", self.create_message)
+            Route("POST", "/2010-04-01/Accounts/{AccountSid}/Messages.json", self.create_message),
+            Route("GET", "/2010-04-01/Accounts/{AccountSid}/Messages.json", self.list_messages),
         ]
 
     def reset(self) -> None:
         with self._lock:
             self._window, self._used = None, 0
+            self._messages.clear()
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """Every message created so far, oldest first (as the message log lists them)."""
+        with self._lock:
+            return [dict(m) for _, _, m in self._messages]
 
     # -- the provider's answers -----------------------------------------------------------------
 
@@ -179,7 +198,8 @@ class TwilioSimulator(Simulator):
             )
         return None
 
-    def create_message(self, call: Call) -> Reply:
+    def _account(self, call: Call) -> Reply | None:
+        """The refusal of a request for another account or a malformed SID, else ``None``."""
         account = call.params["AccountSid"]
         pair = _credentials(call.headers.get("authorization", ""))
         if pair is not None and pair[0].startswith("AC") and pair[0] != account:
@@ -190,6 +210,13 @@ class TwilioSimulator(Simulator):
                 f"The requested resource /2010-04-01/Accounts/{account}/Messages.json "
                 "was not found",
             )
+        return None
+
+    def create_message(self, call: Call) -> Reply:
+        account = call.params["AccountSid"]
+        refused = self._account(call)
+        if refused is not None:
+            return refused
         try:
             parsed = parse_qs(
                 call.request.body.decode(), keep_blank_values=True, strict_parsing=False
@@ -201,7 +228,8 @@ class TwilioSimulator(Simulator):
         if invalid is not None:
             return invalid
         sid = _sid("SM")
-        now = formatdate(time.time(), usegmt=True)
+        created = time.time()
+        now = formatdate(created, usegmt=True)
         body = form.get("Body", "")
         service = form.get("MessagingServiceSid")
         message: dict[str, Any] = {
@@ -229,4 +257,69 @@ class TwilioSimulator(Simulator):
             "uri": f"/2010-04-01/Accounts/{account}/Messages/{sid}.json",
         }
         call.commit(sid, form)
+        logged = {**message, "status": "sent", "date_sent": now}
+        with self._lock:
+            self._messages.append((next(self._order), created, logged))
         return Reply(201, message)
+
+    # -- GET /2010-04-01/Accounts/{AccountSid}/Messages.json ------------------------------------
+
+    def list_messages(self, call: Call) -> Reply:
+        account = call.params["AccountSid"]
+        refused = self._account(call)
+        if refused is not None:
+            return refused
+        args = {k: v[-1] for k, v in parse_qs(call.request.query, keep_blank_values=True).items()}
+        bounds: dict[str, date] = {}
+        for name in ("DateSent", "DateSent<", "DateSent>"):
+            if name in args:
+                try:
+                    bounds[name] = date.fromisoformat(args[name])
+                except ValueError:
+                    return self.error(
+                        400, f"{name} must be a date in YYYY-MM-DD format.", code=20001
+                    )
+        try:
+            size = int(args.get("PageSize", "50"))
+            page = int(args.get("Page", "0"))
+        except ValueError:
+            return self.error(400, "PageSize and Page must be integers.", code=20001)
+        if not 1 <= size <= 1000 or page < 0:
+            return self.error(400, "PageSize must be within 1 and 1000.", code=20001)
+        with self._lock:
+            logged = sorted(self._messages, key=lambda entry: entry[0], reverse=True)
+        found: list[dict[str, Any]] = []
+        for _, created, message in logged:
+            if message["account_sid"] != account:
+                continue
+            if "To" in args and message["to"] != args["To"]:
+                continue
+            if "From" in args and message["from"] != args["From"]:
+                continue
+            day = datetime.fromtimestamp(created, UTC).date()
+            if "DateSent" in bounds and day != bounds["DateSent"]:
+                continue
+            if "DateSent<" in bounds and day > bounds["DateSent<"]:
+                continue
+            if "DateSent>" in bounds and day < bounds["DateSent>"]:
+                continue
+            found.append(dict(message))
+        chunk = found[page * size : (page + 1) * size]
+        uri = f"/2010-04-01/Accounts/{account}/Messages.json"
+        more = (page + 1) * size < len(found)
+        return Reply(
+            200,
+            {
+                "messages": chunk,
+                "page": page,
+                "page_size": size,
+                "start": page * size,
+                "end": page * size + max(0, len(chunk) - 1),
+                "uri": f"{uri}?PageSize={size}&Page={page}",
+                "first_page_uri": f"{uri}?PageSize={size}&Page=0",
+                "next_page_uri": f"{uri}?PageSize={size}&Page={page + 1}" if more else None,
+                "previous_page_uri": (
+                    f"{uri}?PageSize={size}&Page={page - 1}" if page > 0 else None
+                ),
+            },
+        )

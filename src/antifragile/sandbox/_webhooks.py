@@ -8,7 +8,8 @@ parsing and deduplication can be tested over real HTTP:
   body)>``; :func:`whatsapp_text_message` and :func:`whatsapp_status` build the payloads.
 * **Twilio** -- form-encoded, ``X-Twilio-Signature: base64(HMAC-SHA1(auth token, URL + each
   parameter name sorted, followed by its sorted values))``; :func:`twilio_inbound_message`
-  builds the parameters.
+  builds the parameters. A JSON delivery (:meth:`WebhookSender.send_twilio_json`) adds
+  ``bodySHA256=<hex SHA-256 of the body>`` to the URL and is signed over that URL alone.
 * **Shopify** -- JSON, ``X-Shopify-Hmac-Sha256: base64(HMAC-SHA256(client secret, raw body))``
   with ``X-Shopify-Topic``, ``X-Shopify-Webhook-Id`` (the delivery id, to deduplicate on) and
   ``X-Shopify-Shop-Domain``, ``X-Shopify-API-Version``, ``X-Shopify-Triggered-At``,
@@ -21,9 +22,6 @@ receivers must deduplicate).
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import secrets
 import time
@@ -33,20 +31,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import httpx
+
+from antifragile.inbound import shopify_signature as shopify_signature
+from antifragile.inbound import twilio_body_hash
+from antifragile.inbound import twilio_signature as twilio_signature
+from antifragile.inbound import whatsapp_signature as whatsapp_signature
 
 FormParams = Mapping[str, str | Sequence[str]]
 
 
 # -- signatures ---------------------------------------------------------------------------------
 
-
-def whatsapp_signature(app_secret: str, body: bytes) -> str:
-    """``X-Hub-Signature-256`` for *body*: ``sha256=`` and the lowercase hex HMAC-SHA256."""
-    digest = hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
-    return f"sha256={digest}"
+# The signing maths lives in antifragile.inbound, one implementation for the verifier and the
+# sender; the sandbox re-exports it under the same names.
 
 
 def _pairs(params: FormParams) -> list[tuple[str, str]]:
@@ -57,24 +57,10 @@ def _pairs(params: FormParams) -> list[tuple[str, str]]:
     return pairs
 
 
-def twilio_signature(auth_token: str, url: str, params: FormParams | None = None) -> str:
-    """``X-Twilio-Signature`` for a request to *url* (as requested, query included) with the
-    form *params*: base64 HMAC-SHA1 over the URL followed by every parameter's name and value,
-    names sorted, a name's values sorted and de-duplicated."""
-    message = url
-    for name in sorted((params or {}).keys()):
-        value = (params or {})[name]
-        values = [value] if isinstance(value, str) else list(value)
-        for item in sorted(set(values)):
-            message += name + item
-    digest = hmac.new(auth_token.encode(), message.encode(), hashlib.sha1).digest()
-    return base64.b64encode(digest).decode()
-
-
-def shopify_signature(secret: str, body: bytes) -> str:
-    """``X-Shopify-Hmac-Sha256`` for *body*: the base64 HMAC-SHA256."""
-    digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
-    return base64.b64encode(digest).decode()
+def _with_body_hash(url: str, body: bytes) -> str:
+    """*url* with the ``bodySHA256`` query parameter of a JSON delivery of *body*."""
+    separator = "&" if urlsplit(url).query else ("" if url.endswith("?") else "?")
+    return f"{url}{separator}bodySHA256={twilio_body_hash(body)}"
 
 
 # -- payloads -----------------------------------------------------------------------------------
@@ -270,6 +256,19 @@ class WebhookSender:
             "x-twilio-signature": twilio_signature(auth_token, url, params),
         }
         return self._post("twilio", url, body, headers)
+
+    def send_twilio_json(
+        self, url: str, payload: Mapping[str, Any], *, auth_token: str
+    ) -> Delivery:
+        """POST the JSON *payload* to *url* the way Twilio delivers JSON bodies: the URL gains
+        ``bodySHA256=<hex SHA-256 of the body>`` and the signature covers that URL alone."""
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        signed_url = _with_body_hash(url, body)
+        headers = {
+            "content-type": "application/json",
+            "x-twilio-signature": twilio_signature(auth_token, signed_url),
+        }
+        return self._post("twilio", signed_url, body, headers)
 
     def send_shopify(
         self,

@@ -1,0 +1,318 @@
+"""``antifragile serve``, ``antifragile health`` and ``antifragile breakers``.
+
+``serve`` runs the service: the HTTP API (uvicorn), a worker and a scheduler, all in one process
+by default -- on SQLite (``sqlite:///antifragile.db``) unless ``ANTIFRAGILE_DATABASE_URL`` says
+otherwise. ``--no-worker`` / ``--no-scheduler`` leave those to separate processes
+(``antifragile worker`` / ``antifragile scheduler``); ``--no-api`` runs only them.
+
+``health`` asks a running service for ``/health`` and exits 1 when it is unhealthy or does not
+answer. ``breakers`` lists the providers' circuit breakers: from a running service (``--url``)
+or straight from the store that shares them between processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from antifragile.errors import AntifragileError, ConfigurationError, ErrorCode
+
+if TYPE_CHECKING:
+    from antifragile.service._settings import Settings
+
+URL_ENV = "ANTIFRAGILE_URL"
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        envvar="ANTIFRAGILE_CONFIG",
+        dir_okay=False,
+        help="A TOML file: [service], [tenants.*], [flows.*], [providers.*], [features].",
+    ),
+]
+UrlOption = Annotated[
+    str,
+    typer.Option("--url", envvar=URL_ENV, help="The running service's base URL."),
+]
+
+
+def _fail(console: Console, exc: AntifragileError) -> typer.Exit:
+    console.print(f"[red]error[/] {exc.code}: {escape(str(exc))}")
+    return typer.Exit(1)
+
+
+def _settings(config: Path | None) -> Settings:
+    from antifragile.service._settings import Settings
+
+    return Settings.from_env(config_path=config)
+
+
+# -- antifragile serve --------------------------------------------------------------------------
+
+
+async def _run_background(settings: Settings, worker: bool, scheduler: bool) -> None:
+    """The worker and/or scheduler without the API, until SIGTERM or Ctrl-C."""
+    from antifragile.service._assistant import Assistant
+
+    assistant = Assistant(settings)
+    await assistant.open()
+    runners: list[Any] = []
+    try:
+        if worker:
+            runners.append(assistant.worker())
+        if scheduler:
+            runners.append(assistant.scheduler())
+        loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            for runner in runners:
+                runner.stop()
+
+        installed = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop)
+                installed.append(sig)
+        try:
+            await asyncio.gather(*(runner.run() for runner in runners))
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+    finally:
+        await assistant.close()
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="The interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="The port to listen on.")] = 8000,
+    worker: Annotated[
+        bool, typer.Option("--worker/--no-worker", help="Run a worker in this process.")
+    ] = True,
+    scheduler: Annotated[
+        bool, typer.Option("--scheduler/--no-scheduler", help="Run the scheduler here.")
+    ] = True,
+    api: Annotated[bool, typer.Option("--api/--no-api", help="Serve the HTTP API.")] = True,
+    config: ConfigOption = None,
+    log_level: Annotated[str, typer.Option(help="Logging level.")] = "info",
+    proxy_headers: Annotated[
+        bool,
+        typer.Option(
+            "--proxy-headers/--no-proxy-headers",
+            help="Trust X-Forwarded-Proto/For from --forwarded-allow-ips (behind a proxy).",
+        ),
+    ] = False,
+    forwarded_allow_ips: Annotated[
+        str, typer.Option(help="Proxies trusted for X-Forwarded-* headers.")
+    ] = "127.0.0.1",
+) -> None:
+    """Run the service: HTTP API, worker and scheduler (all three by default).
+
+    Configuration comes from ANTIFRAGILE_* environment variables and the --config file.
+    SIGTERM or Ctrl-C stops gracefully: the API stops accepting, running jobs finish.
+    """
+    console = Console(stderr=True)
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if not (api or worker or scheduler):
+        raise _fail(
+            console,
+            ConfigurationError(
+                "nothing to run: --no-api, --no-worker and --no-scheduler all given"
+            ),
+        )
+    try:
+        settings = _settings(config)
+        from antifragile.service._settings import safe_url
+
+        parts = [
+            name for name, on in (("api", api), ("worker", worker), ("scheduler", scheduler)) if on
+        ]
+        where = f" on http://{host}:{port}" if api else ""
+        console.print(
+            f"[bold]antifragile serve[/]{where}: {', '.join(parts)}; "
+            f"database {escape(safe_url(settings.database_url))}",
+            soft_wrap=True,
+        )
+        if not api:
+            asyncio.run(_run_background(settings, worker, scheduler))
+            return
+        import uvicorn
+
+        from antifragile.service._app import create_app
+
+        app = create_app(settings, run_worker=worker, run_scheduler=scheduler)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_level=log_level.lower(),
+                lifespan="on",
+                proxy_headers=proxy_headers,
+                forwarded_allow_ips=forwarded_allow_ips,
+                server_header=False,
+            )
+        )
+        with contextlib.suppress(SystemExit):  # uvicorn exits when the start-up fails
+            server.run()
+        if not server.started:
+            console.print("[red]error[/] the service did not start (see the log above)")
+            raise typer.Exit(1)
+    except AntifragileError as exc:
+        raise _fail(console, exc) from None
+
+
+# -- antifragile health -------------------------------------------------------------------------
+
+
+def _get(url: str, timeout: float) -> httpx.Response:
+    try:
+        return httpx.get(url, timeout=timeout, headers={"accept": "application/json"})
+    except httpx.HTTPError as exc:
+        raise AntifragileError(
+            f"no answer from {url}: {type(exc).__name__}", code=ErrorCode.NETWORK, retryable=True
+        ) from None
+
+
+def _report(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, dict) or "status" not in data:
+        raise AntifragileError(
+            f"{response.request.url} answered HTTP {response.status_code} without a health report",
+            code=ErrorCode.UPSTREAM_ERROR,
+        )
+    return data
+
+
+def health(
+    url: UrlOption = DEFAULT_URL,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for an answer.")] = 5.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Ask a running service for its health; exit 1 when it is unhealthy or does not answer."""
+    console = Console()
+    try:
+        report = _report(_get(url.rstrip("/") + "/health", timeout))
+    except AntifragileError as exc:
+        raise _fail(Console(stderr=True), exc) from None
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        colour = {"healthy": "green", "degraded": "yellow"}.get(str(report["status"]), "red")
+        console.print(
+            f"[{colour}]{escape(str(report['status']))}[/] version {report.get('version')} "
+            f"up {report.get('uptime')}s"
+        )
+        table = Table(show_header=True)
+        table.add_column("dependency")
+        table.add_column("status")
+        for name, status in (report.get("dependencies") or {}).items():
+            table.add_row(escape(str(name)), escape(str(status)))
+        console.print(table)
+    if report["status"] == "unhealthy":
+        raise typer.Exit(1)
+
+
+# -- antifragile breakers -----------------------------------------------------------------------
+
+
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+async def _stored_breakers(store_url: str) -> list[dict[str, Any]]:
+    from antifragile.connectors._registry import PROVIDERS
+    from antifragile.stores import open_store
+
+    store = await open_store(store_url)
+    try:
+        rows = []
+        for provider in PROVIDERS:
+            record = await store.breakers.load(provider)
+            rows.append(
+                {
+                    "provider": provider,
+                    "state": record.state,
+                    "open_until": record.open_until if record.state == "open" else None,
+                    "generation": record.generation,
+                    "consecutive_opens": record.consecutive_opens,
+                }
+            )
+        return rows
+    finally:
+        await store.close()
+
+
+def breakers(
+    url: Annotated[
+        str | None,
+        typer.Option("--url", envvar=URL_ENV, help="Ask this running service instead."),
+    ] = None,
+    store_url: Annotated[
+        str | None,
+        typer.Option(
+            "--store-url",
+            help="The store sharing the breakers [default: ANTIFRAGILE_REDIS_URL, else "
+            "ANTIFRAGILE_DATABASE_URL].",
+        ),
+    ] = None,
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The providers' circuit breakers: state, and until when an open one stays open."""
+    console = Console()
+    try:
+        if url:
+            report = _report(_get(url.rstrip("/") + "/health", 5.0))
+            rows = [
+                {"provider": name.removeprefix("breaker:"), "state": state}
+                for name, state in (report.get("dependencies") or {}).items()
+                if str(name).startswith("breaker:")
+            ]
+        else:
+            from antifragile.cli._jobs import _check_database
+
+            settings = _settings(config)
+            target = store_url or settings.redis_url or settings.database_url
+            _check_database(target)
+            rows = asyncio.run(_stored_breakers(target))
+    except AntifragileError as exc:
+        raise _fail(Console(stderr=True), exc) from None
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="circuit breakers", title_justify="left")
+    for column in ("provider", "state", "open until", "opened (times in a row)"):
+        table.add_column(column)
+    for row in rows:
+        until = row.get("open_until")
+        table.add_row(
+            escape(str(row["provider"])),
+            escape(str(row["state"])),
+            _when(until) if until else "-",
+            str(row.get("consecutive_opens", "-")),
+        )
+    console.print(table)
+    if not rows:
+        console.print("no breakers reported")
+    sys.stdout.flush()

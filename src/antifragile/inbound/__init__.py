@@ -1,0 +1,142 @@
+"""Inbound layer: verified, parsed provider events and what the service does with them.
+
+Webhook deliveries from WhatsApp Cloud, Twilio and Shopify are verified and parsed into
+:class:`InboundEvent` values (:mod:`antifragile.inbound._webhooks`); the event model, tenants and
+classifications live in :mod:`antifragile.inbound._model`. Conversation flows
+(:mod:`antifragile.inbound._flows`) are run per contact by :class:`Sessions`
+(:mod:`antifragile.inbound._sessions`), and answers go out as durable jobs through
+:class:`Replies` (:mod:`antifragile.inbound._replies`).
+"""
+
+from antifragile.inbound._actions import (
+    ActionContext,
+    Actions,
+    InboxEntryMissingError,
+    RegisteredAction,
+)
+from antifragile.inbound._flags import DEFAULT_FLAGS, FeatureFlags
+from antifragile.inbound._flows import (
+    DEFAULT_FLOW,
+    DEFAULT_FLOWS,
+    Flow,
+    FlowStep,
+    flows_from_mapping,
+    load_flows,
+    parse_flows,
+)
+from antifragile.inbound._handlers import (
+    BookingSettings,
+    HandlerResult,
+    Handlers,
+    MessageContext,
+    RegisteredHandler,
+)
+from antifragile.inbound._intents import (
+    DEFAULT_RULES,
+    Classifier,
+    KeywordClassifier,
+    extract_entities,
+    find_emails,
+)
+from antifragile.inbound._model import (
+    DEFAULT_GRACEFUL_REPLY,
+    Channel,
+    Classification,
+    EventKind,
+    InboundEvent,
+    Intent,
+    Tenant,
+)
+from antifragile.inbound._replies import (
+    ConnectorSource,
+    Replies,
+    mask_email,
+    mask_phone,
+)
+from antifragile.inbound._sessions import (
+    SessionConflictError,
+    Sessions,
+    SessionTurn,
+    SweepReport,
+)
+from antifragile.inbound._tasks import (
+    InvalidTaskError,
+    TaskConflictError,
+    TaskNotFoundError,
+    Tasks,
+)
+from antifragile.inbound._webhooks import (
+    MalformedPayloadError,
+    SignatureError,
+    WebhookError,
+    parse_shopify,
+    parse_twilio,
+    parse_whatsapp,
+    shopify_signature,
+    twilio_body_hash,
+    twilio_signature,
+    verify_shopify,
+    verify_twilio,
+    verify_whatsapp,
+    whatsapp_handshake,
+    whatsapp_signature,
+)
+
+__all__ = [
+    "DEFAULT_FLAGS",
+    "DEFAULT_FLOW",
+    "DEFAULT_FLOWS",
+    "DEFAULT_GRACEFUL_REPLY",
+    "DEFAULT_RULES",
+    "ActionContext",
+    "Actions",
+    "BookingSettings",
+    "Channel",
+    "Classification",
+    "Classifier",
+    "ConnectorSource",
+    "EventKind",
+    "FeatureFlags",
+    "Flow",
+    "FlowStep",
+    "HandlerResult",
+    "Handlers",
+    "InboundEvent",
+    "InboxEntryMissingError",
+    "Intent",
+    "InvalidTaskError",
+    "KeywordClassifier",
+    "MalformedPayloadError",
+    "MessageContext",
+    "RegisteredAction",
+    "RegisteredHandler",
+    "Replies",
+    "SessionConflictError",
+    "SessionTurn",
+    "Sessions",
+    "SignatureError",
+    "SweepReport",
+    "TaskConflictError",
+    "TaskNotFoundError",
+    "Tasks",
+    "Tenant",
+    "WebhookError",
+    "extract_entities",
+    "find_emails",
+    "flows_from_mapping",
+    "load_flows",
+    "mask_email",
+    "mask_phone",
+    "parse_flows",
+    "parse_shopify",
+    "parse_twilio",
+    "parse_whatsapp",
+    "shopify_signature",
+    "twilio_body_hash",
+    "twilio_signature",
+    "verify_shopify",
+    "verify_twilio",
+    "verify_whatsapp",
+    "whatsapp_handshake",
+    "whatsapp_signature",
+]

@@ -1,0 +1,678 @@
+"""Actions: the side effects a handled message has, run as one durable saga per handler.
+
+::
+
+    actions = Actions(connectors, tenants=tenants)       # the built-in actions are registered
+
+    @actions.action("create_lead", provider="hubspot", compensate=delete_lead)
+    async def create_lead(ctx: ActionContext) -> dict[str, Any]:
+        emails = find_emails(ctx.event.text)
+        ...
+        return {"lead_id": lead.id}                      # JSON, kept in the saga's results
+
+    actions.declare(jobs, handlers)                      # in every process that runs workers
+    await actions.start(jobs, handler, inbox_id=..., tenant_id=..., classification=...)
+
+**One saga per handler.** :meth:`Actions.saga_for` declares (once per :class:`Jobs`, cached) the
+saga ``actions.<handler name>`` whose steps are the handler's actions, in order, each with its
+compensation. :meth:`Actions.start` enqueues a run with the data
+``{"inbox_id", "tenant_id", "handler", "classification", "data"}`` -- the classification
+without personal data (entities never hold any), ``data`` the handler's -- under the
+idempotency key ``actions:<inbox id>``, so a message's actions run once however often it is
+handled. The saga's result (:class:`~antifragile.jobs.SagaResult`) lists the actions executed,
+the one that failed and the compensations run.
+
+**A step** loads the message from the inbox (``jobs.queue.get_inbound``: personal data stays in
+the inbox record, never in job payloads), finds its tenant and calls the action with an
+:class:`ActionContext`; ``ctx.idempotency_key`` is the step's own (``saga:<job id>:<step>``),
+handed to providers so that a step run twice has one effect. A provider's failure follows the
+saga's rules: a transient one is retried with back-off (the saga job is rescheduled, no worker
+waits), a permanent one -- or the retries running out -- compensates the steps before it. An
+action whose *provider* is not configured is skipped (its result says so) rather than failed:
+a missing integration must not undo the others.
+
+**Built-in actions**
+
+=========================  ========  =====================================================
+``notify_sales``           slack     a Slack message: intent, confidence, masked phone,
+                                     entities, a scrubbed excerpt, what earlier steps did
+``create_order``           shopify   a Shopify draft order from the quantity in the message;
+                                     compensation: delete it
+``create_support_ticket``  --        a high-priority ``support_ticket`` task (kept even when
+                                     a later step fails: a complaint stays recorded)
+``flag_for_review``        --        a ``review`` task; compensation: cancel it
+``send_email``             resend    an email to the tenant's owner, with the message
+``create_shopify_customer`` shopify  a Shopify customer from the email in the message
+``create_hubspot_contact`` hubspot   a HubSpot contact from the email in the message
+``book_call``              calcom    a Cal.com booking when the message names a day, a time
+                                     and an email (and an event type is configured), else
+                                     the booking link
+=========================  ========  =====================================================
+
+An outcome the provider leaves unknown (Slack or Shopify may or may not have acted, and neither
+can be asked) becomes a task for a person instead of a retry that could act twice.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from antifragile.connectors import Connectors, OutcomeUnknownError
+from antifragile.errors import AntifragileError, ConfigurationError, ConflictError, ErrorCode
+from antifragile.inbound._handlers import BookingSettings, Handlers, RegisteredHandler
+from antifragile.inbound._intents import find_emails
+from antifragile.inbound._model import Classification, InboundEvent, Tenant
+from antifragile.inbound._replies import mask_phone, scrub
+from antifragile.inbound._tasks import Tasks
+from antifragile.jobs import Enqueued, Jobs, Saga, Step, StepContext
+from antifragile.policies import Clock, Retry
+
+EMAIL_FROM_ENV = "ANTIFRAGILE_EMAIL_FROM"
+DEFAULT_EMAIL_FROM = "Assistant <assistant@antifragile.local>"
+#: the queue the action sagas wait on
+ACTIONS_QUEUE = "actions"
+#: entity keys that are never copied out of a message (defence in depth: the classifier's
+#: entities hold none, but a classification posted by an AI service might)
+PII_ENTITIES = frozenset({"email", "emails", "phone", "phones", "name", "address"})
+
+_EMAIL_TEXT = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+_NUMBER_TEXT = re.compile(r"\+?\d[\d\s().-]{5,}\d")
+
+
+class InboxEntryMissingError(AntifragileError, LookupError):
+    """The message a saga's actions are about is no longer in the inbox (purged)."""
+
+    default_code = ErrorCode.NOT_FOUND
+
+
+def _scrub_text(text: str | None, *, limit: int = 200) -> str:
+    """*text* without email addresses and phone-like numbers, cut to *limit* characters."""
+    cleaned = _NUMBER_TEXT.sub("[number]", _EMAIL_TEXT.sub("[email]", text or ""))
+    cleaned = " ".join(cleaned.split())
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
+
+
+def public_classification(classification: Classification) -> dict[str, Any]:
+    """The classification as JSON, without personal data in its entities."""
+    data = classification.to_json()
+    data["entities"] = {k: v for k, v in data["entities"].items() if k not in PII_ENTITIES}
+    return data
+
+
+@dataclass(eq=False)
+class ActionContext:
+    """What an action knows: the saga step, the message and its tenant, the classification,
+    the handler's data, and the services. ``idempotency_key`` is the step's own; in a
+    compensation, ``result`` is what the action returned."""
+
+    step: StepContext
+    event: InboundEvent
+    tenant: Tenant
+    classification: Classification
+    inbox_id: str
+    data: dict[str, Any]
+    connectors: Connectors
+    tasks: Tasks
+    booking: BookingSettings
+    email_sender: str
+    handler: str = ""
+
+    @property
+    def idempotency_key(self) -> str:
+        return self.step.idempotency_key
+
+    @property
+    def clock(self) -> Clock:
+        return self.step.clock
+
+    @property
+    def results(self) -> dict[str, Any]:
+        """What the earlier actions returned, by name."""
+        return self.step.results
+
+    @property
+    def result(self) -> Any:
+        """In a compensation: what its action returned."""
+        return self.step.results.get(self.step.step_name)
+
+    @property
+    def source(self) -> str:
+        return f"inbox:{self.inbox_id}"
+
+
+ActionFunction = Callable[[ActionContext], Awaitable[Any]]
+A = TypeVar("A", bound=ActionFunction)
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredAction:
+    """An action as registered: its name, function, provider and compensation."""
+
+    name: str
+    fn: ActionFunction
+    provider: str | None = None
+    compensate: ActionFunction | None = None
+    retry: Retry | None = None
+
+
+@dataclass(eq=False)
+class _Declared:
+    sagas: dict[str, Saga] = field(default_factory=dict)
+
+
+class Actions:
+    """The registry of actions, and the sagas that run them (see the module docs).
+
+    *connectors* reach the providers; *tasks* keep task records (default: the store of the
+    jobs a saga runs on); *tenants* (by id; a live mapping is fine) give ``send_email`` its
+    owner address; *booking* configures ``book_call`` (default: from the environment);
+    *email_sender* is the ``from`` of emails (``ANTIFRAGILE_EMAIL_FROM``); *queue* and
+    *step_retry* are the sagas'; *skip_unconfigured* skips (rather than fails) an action whose
+    provider is not configured. *builtins* registers the built-in actions.
+    """
+
+    def __init__(
+        self,
+        connectors: Connectors,
+        *,
+        tasks: Tasks | None = None,
+        tenants: Mapping[str, Tenant] | None = None,
+        booking: BookingSettings | None = None,
+        email_sender: str | None = None,
+        queue: str = ACTIONS_QUEUE,
+        step_retry: Retry | None = None,
+        skip_unconfigured: bool = True,
+        builtins: bool = True,
+    ) -> None:
+        self.connectors = connectors
+        self.tasks = tasks
+        self.tenants: Mapping[str, Tenant] = tenants if tenants is not None else {}
+        self.booking = booking if booking is not None else BookingSettings.from_env()
+        self.email_sender = email_sender or os.environ.get(EMAIL_FROM_ENV) or DEFAULT_EMAIL_FROM
+        self.queue = queue
+        self.step_retry = step_retry
+        self.skip_unconfigured = skip_unconfigured
+        self.registry: dict[str, RegisteredAction] = {}
+        self._declared: weakref.WeakKeyDictionary[Jobs, _Declared] = weakref.WeakKeyDictionary()
+        if builtins:
+            _register_builtins(self)
+
+    def __repr__(self) -> str:
+        return f"Actions({sorted(self.registry)!r})"
+
+    # -- registering ----------------------------------------------------------------------------
+
+    def register(
+        self,
+        name: str,
+        fn: ActionFunction,
+        *,
+        provider: str | None = None,
+        compensate: ActionFunction | None = None,
+        retry: Retry | None = None,
+        replace: bool = False,
+    ) -> RegisteredAction:
+        """Register *fn* as the action *name* (``replace=True`` to override one)."""
+        if not name or not isinstance(name, str):
+            raise ConfigurationError("an action needs a non-empty name")
+        if name in self.registry and not replace:
+            raise ConfigurationError(
+                f"an action named {name!r} is already registered (replace=True overrides it)"
+            )
+        if retry is not None and not isinstance(retry, Retry):
+            raise ConfigurationError(f"action {name!r}: retry must be a Retry")
+        action = RegisteredAction(name, fn, provider, compensate, retry)
+        self.registry[name] = action
+        return action
+
+    def action(
+        self,
+        name: str,
+        *,
+        provider: str | None = None,
+        compensate: ActionFunction | None = None,
+        retry: Retry | None = None,
+        replace: bool = False,
+    ) -> Callable[[A], A]:
+        """Decorator: ``@actions.action("create_lead", provider="hubspot", compensate=undo)``
+        on an ``async def action(ctx: ActionContext)``; the function is returned unchanged."""
+
+        def decorate(fn: A) -> A:
+            self.register(
+                name, fn, provider=provider, compensate=compensate, retry=retry, replace=replace
+            )
+            return fn
+
+        return decorate
+
+    # -- sagas ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def saga_name(handler: RegisteredHandler) -> str:
+        return f"actions.{handler.name}"
+
+    def saga_for(self, jobs: Jobs, handler: RegisteredHandler) -> Saga:
+        """The saga of *handler*'s actions on *jobs* (declared on first use, then cached)."""
+        declared = self._declared.setdefault(jobs, _Declared())
+        name = self.saga_name(handler)
+        saga = declared.sagas.get(name)
+        if saga is not None:
+            return saga
+        if not handler.actions:
+            raise ConfigurationError(f"handler {handler.name!r} has no actions: no saga to run")
+        missing = [a for a in handler.actions if a not in self.registry]
+        if missing:
+            raise ConfigurationError(
+                f"handler {handler.name!r} names unknown action(s) {', '.join(missing)}; "
+                f"registered: {', '.join(sorted(self.registry))}"
+            )
+        if name in jobs.registry:
+            raise ConfigurationError(
+                f"a job named {name!r} is already declared on these jobs by something else "
+                "(one Actions per Jobs declares the action sagas)"
+            )
+        steps = [self._step(self.registry[a]) for a in handler.actions]
+        saga = jobs.saga(name, steps=steps, queue=self.queue, step_retry=self.step_retry)
+        declared.sagas[name] = saga
+        return saga
+
+    def declare(self, jobs: Jobs, handlers: Handlers | Iterable[RegisteredHandler]) -> list[Saga]:
+        """Declare the sagas of every handler that has actions (a worker process must, before
+        it runs them)."""
+        listed = handlers.all() if isinstance(handlers, Handlers) else list(handlers)
+        return [self.saga_for(jobs, h) for h in listed if h.actions]
+
+    @staticmethod
+    def saga_data(
+        *,
+        inbox_id: str,
+        tenant_id: str,
+        classification: Classification,
+        handler: str = "",
+        data: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The data of an action saga (no personal data; see the module docs)."""
+        return {
+            "inbox_id": inbox_id,
+            "tenant_id": tenant_id,
+            "handler": handler,
+            "classification": public_classification(classification),
+            "data": dict(data or {}),
+        }
+
+    async def start(
+        self,
+        jobs: Jobs,
+        handler: RegisteredHandler,
+        *,
+        inbox_id: str,
+        tenant_id: str,
+        classification: Classification,
+        data: Mapping[str, Any] | None = None,
+        connection: Any = None,
+    ) -> Enqueued | None:
+        """Enqueue the saga of *handler*'s actions for the message *inbox_id* (once per
+        message: key ``actions:<inbox id>``); ``None`` when the handler has no actions."""
+        if not handler.actions:
+            return None
+        saga = self.saga_for(jobs, handler)
+        payload = self.saga_data(
+            inbox_id=inbox_id,
+            tenant_id=tenant_id,
+            classification=classification,
+            handler=handler.name,
+            data=data,
+        )
+        return await saga.start(
+            payload, idempotency_key=f"actions:{inbox_id}", connection=connection
+        )
+
+    # -- running a step -------------------------------------------------------------------------
+
+    def _step(self, action: RegisteredAction) -> Step:
+        async def run(ctx: StepContext, data: Any) -> Any:
+            if (
+                action.provider is not None
+                and self.skip_unconfigured
+                and not self.connectors.configured(action.provider)
+            ):
+                return {"skipped": f"{action.provider} is not configured"}
+            return await _call(action.fn, await self._context(ctx, data))
+
+        run.__name__ = action.name
+        undo: Callable[[StepContext, Any], Awaitable[Any]] | None = None
+        compensate = action.compensate
+        if compensate is not None:
+
+            async def undo_step(ctx: StepContext, data: Any) -> Any:
+                result = ctx.results.get(ctx.step_name)
+                if isinstance(result, Mapping) and "skipped" in result:
+                    return {"skipped": "the action was skipped"}
+                return await _call(compensate, await self._context(ctx, data))
+
+            undo_step.__name__ = f"undo_{action.name}"
+            undo = undo_step
+        return Step(run, compensate=undo, name=action.name, retry=action.retry)
+
+    async def _context(self, ctx: StepContext, data: Any) -> ActionContext:
+        if not isinstance(data, Mapping) or not isinstance(data.get("inbox_id"), str):
+            raise ConfigurationError("an action saga's data must name its inbox_id")
+        inbox_id = data["inbox_id"]
+        entry = await ctx.jobs.queue.get_inbound(inbox_id)
+        if entry is None:
+            raise InboxEntryMissingError(f"inbox entry {inbox_id} is gone (purged?)")
+        event = InboundEvent.from_json(entry.payload)
+        tenant_id = str(data.get("tenant_id") or "")
+        tenant = self.tenants.get(tenant_id) or Tenant(id=tenant_id)
+        raw = data.get("classification")
+        classification = (
+            Classification.from_json(raw)
+            if isinstance(raw, Mapping)
+            else Classification("UNKNOWN", 0.0)
+        )
+        return ActionContext(
+            step=ctx,
+            event=event,
+            tenant=tenant,
+            classification=classification,
+            inbox_id=inbox_id,
+            data=dict(data.get("data") or {}),
+            connectors=self.connectors,
+            tasks=self.tasks if self.tasks is not None else Tasks(ctx.jobs, clock=ctx.clock),
+            booking=self.booking,
+            email_sender=self.email_sender,
+            handler=str(data.get("handler") or ""),
+        )
+
+
+async def _call(fn: ActionFunction, ctx: ActionContext) -> Any:
+    """Run an action; its error leaves with the message's personal data masked (the saga
+    keeps errors in the job's history and the dead-letter queue)."""
+    try:
+        return await fn(ctx)
+    except Exception as exc:
+        sender = ctx.event.sender
+        personal = [sender, f"+{sender}" if sender else None, _profile_name(ctx.event)]
+        scrub(exc, [*personal, *find_emails(ctx.event.text)])
+        raise
+
+
+# -- the built-in actions -----------------------------------------------------------------------
+
+
+def _describe(ctx: ActionContext) -> str:
+    entities = ctx.classification.entities
+    parts: list[str] = []
+    if entities.get("quantity"):
+        parts.append(f"{entities['quantity']} {entities.get('unit', '')}".strip())
+    if entities.get("amount") is not None:
+        parts.append(f"{entities['amount']} {entities.get('currency', '')}".strip())
+    when = " ".join(str(entities[k]) for k in ("date", "time") if entities.get(k))
+    if when:
+        parts.append(when)
+    return ", ".join(parts)
+
+
+def _masked(event: InboundEvent) -> str:
+    return mask_phone(event.sender) or "unknown"
+
+
+def _profile_name(event: InboundEvent) -> str | None:
+    for key in ("profile_name", "name", "ProfileName"):
+        value = event.data.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+async def notify_sales(ctx: ActionContext) -> dict[str, Any]:
+    c = ctx.classification
+    lines = [
+        f"New {c.intent} ({c.confidence:.0%}) from {_masked(ctx.event)} via "
+        f"{ctx.event.channel.value} for {ctx.tenant.name or ctx.tenant.id}",
+    ]
+    details = _describe(ctx)
+    if details:
+        lines.append(f"Details: {details}")
+    excerpt = _scrub_text(ctx.event.text)
+    if excerpt:
+        lines.append(f"Message: {excerpt}")
+    for name, result in ctx.results.items():
+        if isinstance(result, Mapping):
+            shown = {k: v for k, v in result.items() if k in _SHOWN_RESULTS and v is not None}
+            if shown:
+                lines.append(f"{name}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+    lines.append(f"Inbox: {ctx.inbox_id}")
+    try:
+        reference = await ctx.connectors.slack.post_message(
+            "\n".join(lines), reference=ctx.idempotency_key
+        )
+    except OutcomeUnknownError:
+        # it may be in the channel: posting again could show it twice; a person decides
+        task = await ctx.tasks.create(
+            type="reconcile",
+            title=f"Check Slack for the {c.intent} notification of inbox {ctx.inbox_id}",
+            source=ctx.source,
+            key=f"{ctx.idempotency_key}:unknown",
+        )
+        return {"posted": "unknown", "task_id": task["id"]}
+    return {"posted": True, "reference": reference}
+
+
+_SHOWN_RESULTS = frozenset({"draft_order_id", "name", "task_id", "booking_uid", "link", "start"})
+
+
+async def create_order(ctx: ActionContext) -> dict[str, Any]:
+    entities = ctx.classification.entities
+    quantity = entities.get("quantity")
+    unit = entities.get("unit")
+    items = entities.get("items") or (
+        [{"quantity": quantity, "unit": unit}] if isinstance(quantity, int) else []
+    )
+    lines = [
+        {
+            "title": f"Requested: {item.get('unit') or 'item'}",
+            "price": "0.00",
+            "quantity": int(item.get("quantity") or 1),
+        }
+        for item in items
+        if isinstance(item, Mapping)
+    ] or [{"title": "Requested by message", "price": "0.00", "quantity": 1}]
+    try:
+        draft = await ctx.connectors.shopify.create_draft_order(
+            lines,
+            note=f"Requested via {ctx.event.channel.value}; inbox {ctx.inbox_id}",
+            reconcile_key=ctx.idempotency_key,
+        )
+    except OutcomeUnknownError:
+        task = await ctx.tasks.create(
+            type="reconcile",
+            title=(
+                f"Check whether a draft order with note attribute antifragile-key = "
+                f"{ctx.idempotency_key} exists (inbox {ctx.inbox_id})"
+            ),
+            priority="high",
+            source=ctx.source,
+            key=f"{ctx.idempotency_key}:unknown",
+        )
+        return {"outcome": "unknown", "task_id": task["id"]}
+    return {"draft_order_id": draft.get("id"), "name": draft.get("name")}
+
+
+async def undo_create_order(ctx: ActionContext) -> dict[str, Any]:
+    result = ctx.result if isinstance(ctx.result, Mapping) else {}
+    draft_id = result.get("draft_order_id")
+    if isinstance(draft_id, int):
+        deleted = await ctx.connectors.shopify.delete_draft_order(draft_id)
+        return {"deleted": deleted, "draft_order_id": draft_id}
+    # the outcome was unknown: whoever reconciles it must cancel rather than keep it
+    task = await ctx.tasks.create(
+        type="cancel_draft_order",
+        title=f"Cancel the draft order of inbox {ctx.inbox_id} if it exists",
+        priority="high",
+        source=ctx.source,
+        key=ctx.idempotency_key,
+    )
+    return {"task_id": task["id"]}
+
+
+async def create_support_ticket(ctx: ActionContext) -> dict[str, Any]:
+    task = await ctx.tasks.create(
+        type="support_ticket",
+        title=(
+            f"Complaint via {ctx.event.channel.value} from {_masked(ctx.event)} "
+            f"(inbox {ctx.inbox_id})"
+        ),
+        priority="high",
+        source=ctx.source,
+        key=ctx.idempotency_key,
+    )
+    return {"task_id": task["id"]}
+
+
+async def flag_for_review(ctx: ActionContext) -> dict[str, Any]:
+    c = ctx.classification
+    task = await ctx.tasks.create(
+        type="review",
+        title=(
+            f"Review a {c.intent} message ({c.confidence:.0%}) via {ctx.event.channel.value} "
+            f"from {_masked(ctx.event)} (inbox {ctx.inbox_id})"
+        ),
+        source=ctx.source,
+        key=ctx.idempotency_key,
+    )
+    return {"task_id": task["id"]}
+
+
+async def undo_flag_for_review(ctx: ActionContext) -> dict[str, Any]:
+    result = ctx.result if isinstance(ctx.result, Mapping) else {}
+    task_id = result.get("task_id")
+    if isinstance(task_id, str) and await ctx.tasks.get(task_id) is not None:
+        await ctx.tasks.update(task_id, status="cancelled")
+    return {"cancelled": task_id}
+
+
+async def send_email(ctx: ActionContext) -> dict[str, Any]:
+    owner = ctx.tenant.owner_email
+    if not owner:
+        return {"skipped": "the tenant has no owner email"}
+    c = ctx.classification
+    sender = f"+{ctx.event.sender}" if ctx.event.sender else "unknown"
+    body = "\n".join(
+        [
+            f"A {c.intent} message ({c.confidence:.0%}) arrived via {ctx.event.channel.value}.",
+            f"From: {sender}"
+            + (f" ({_profile_name(ctx.event)})" if _profile_name(ctx.event) else ""),
+            f"Details: {_describe(ctx) or '-'}",
+            "",
+            ctx.event.text or "(no text)",
+            "",
+            f"Inbox: {ctx.inbox_id}",
+        ]
+    )
+    sent = await ctx.connectors.resend.send_email(
+        sender=ctx.email_sender,
+        to=owner,
+        subject=f"[{ctx.tenant.name or ctx.tenant.id}] New {c.intent} message",
+        text=body,
+        idempotency_key=ctx.idempotency_key,
+    )
+    return {"email_id": sent.id}
+
+
+async def create_shopify_customer(ctx: ActionContext) -> dict[str, Any]:
+    emails = find_emails(ctx.event.text)
+    if not emails:
+        return {"skipped": "no email in the message"}
+    name = _profile_name(ctx.event)
+    customer = await ctx.connectors.shopify.create_customer(
+        email=emails[0],
+        first_name=name,
+        phone=f"+{ctx.event.sender}" if ctx.event.sender else None,
+        tags=["antifragile", ctx.event.channel.value],
+    )
+    return {"customer_id": customer.id, "found_existing": customer.found_existing}
+
+
+async def create_hubspot_contact(ctx: ActionContext) -> dict[str, Any]:
+    emails = find_emails(ctx.event.text)
+    if not emails:
+        return {"skipped": "no email in the message"}
+    properties: dict[str, str] = {}
+    name = _profile_name(ctx.event)
+    if name:
+        properties["firstname"] = name
+    if ctx.event.sender:
+        properties["phone"] = f"+{ctx.event.sender}"
+    contact = await ctx.connectors.hubspot.create_contact(emails[0], properties)
+    return {"contact_id": contact.id, "created": contact.created}
+
+
+def _start_utc(day: str, time: str, zone: str) -> str | None:
+    try:
+        local = datetime.fromisoformat(f"{day}T{time}").replace(tzinfo=ZoneInfo(zone))
+    except (ValueError, ZoneInfoNotFoundError):
+        return None
+    return local.astimezone(ZoneInfo("UTC")).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def book_call(ctx: ActionContext) -> dict[str, Any]:
+    link = ctx.booking.link()
+    entities = ctx.classification.entities
+    emails = find_emails(ctx.event.text)
+    day, time = entities.get("date"), entities.get("time")
+    settings = ctx.booking
+    can_book = settings.event_type_id is not None or settings.username is not None
+    if not (can_book and emails and isinstance(day, str) and isinstance(time, str)):
+        return {"link": link}
+    if not ctx.connectors.configured("calcom"):
+        return {"link": link}
+    start = _start_utc(day, time, settings.time_zone)
+    if start is None:
+        return {"link": link}
+    try:
+        booking = await ctx.connectors.calcom.create_booking(
+            start=start,
+            attendee_name=_profile_name(ctx.event) or "Customer",
+            attendee_email=emails[0],
+            attendee_time_zone=settings.time_zone,
+            idempotency_key=ctx.idempotency_key,
+            event_type_id=settings.event_type_id,
+            event_type_slug=None
+            if settings.event_type_id is not None
+            else settings.event_type_slug,
+            username=None if settings.event_type_id is not None else settings.username,
+        )
+    except ConflictError:  # the slot is taken: the customer picks another with the link
+        return {"link": link, "booked": False, "reason": "slot taken"}
+    except OutcomeUnknownError as exc:
+        task = await ctx.tasks.create(
+            type="reconcile",
+            title=(
+                f"Check Cal.com for a booking with metadata {exc.reconcile_key} "
+                f"(inbox {ctx.inbox_id})"
+            ),
+            priority="high",
+            source=ctx.source,
+            key=f"{ctx.idempotency_key}:unknown",
+        )
+        return {"link": link, "outcome": "unknown", "task_id": task["id"]}
+    return {"link": link, "booking_uid": booking.uid, "start": booking.start}
+
+
+def _register_builtins(actions: Actions) -> None:
+    actions.register("notify_sales", notify_sales, provider="slack")
+    actions.register("create_order", create_order, provider="shopify", compensate=undo_create_order)
+    actions.register("create_support_ticket", create_support_ticket)
+    actions.register("flag_for_review", flag_for_review, compensate=undo_flag_for_review)
+    actions.register("send_email", send_email, provider="resend")
+    actions.register("create_shopify_customer", create_shopify_customer, provider="shopify")
+    actions.register("create_hubspot_contact", create_hubspot_contact, provider="hubspot")
+    actions.register("book_call", book_call)

@@ -1,0 +1,347 @@
+"""The message pipeline: what happens to a recorded inbound event.
+
+A webhook's events are verified, deduplicated and recorded (the inbox) before the provider gets
+its 200; each recorded event is then processed by one durable job, ``inbound.process``, which
+runs :meth:`MessagePipeline.process`::
+
+    load the event from the inbox
+      -> validate (a message needs a sender)
+      -> resolve the tenant (WhatsApp phone-number id / Twilio number / shop domain)
+      -> per-sender rate limit
+      -> classify (pluggable; pre-classified results posted to /v1/ai-results skip this)
+      -> the tenant's conversation flow, while the sender is in one
+         otherwise the intent handler chosen by intent, priority and minimum confidence
+      -> the handler's actions, started as one saga (a durable job of their own)
+      -> a reply to the sender (a durable job of its own)
+
+The job's result (:class:`PipelineResult`) says what was decided: the intent and confidence,
+the handler, the saga job running the actions, the reply job. Everything that talks to a
+provider runs as its own job, so a provider that is down delays an effect, never the reply; when
+the pipeline itself fails, the sender still gets the tenant's graceful reply.
+
+Job payloads hold only the inbox id: the message text and the phone number stay in the inbox
+record (and the session), never in a job, a dead-letter entry or a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from antifragile.errors import PermanentError
+from antifragile.inbound._model import (
+    Channel,
+    Classification,
+    EventKind,
+    InboundEvent,
+    Intent,
+    Tenant,
+)
+from antifragile.jobs import JobContext, Jobs
+from antifragile.policies import SYSTEM_CLOCK, Clock
+
+_log = logging.getLogger("antifragile.inbound")
+
+#: the job that processes one recorded inbound event
+PROCESS_JOB = "inbound.process"
+
+
+class SenderLimiter(Protocol):
+    """Decides whether a sender may be answered now (inbound rate limiting per sender)."""
+
+    def allow_sender(self, tenant_id: str, sender: str) -> bool: ...
+
+
+CommerceHandler = Callable[["CommerceContext"], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class CommerceContext:
+    """What a handler of a Shopify topic receives."""
+
+    event: InboundEvent
+    tenant: Tenant
+    inbox_id: str
+    jobs: Jobs
+
+
+@dataclass(slots=True)
+class PipelineResult:
+    """What processing one inbound event decided (the ``inbound.process`` job's result).
+
+    ``status``: ``replied`` (a reply was queued), ``handled`` (handled, nothing to answer),
+    ``status_recorded`` (a delivery status), ``commerce_recorded`` (a Shopify event),
+    ``rate_limited``, ``unknown_tenant``, ``invalid`` or ``missing`` (the inbox entry expired
+    before it was processed).
+    """
+
+    inbox_id: str
+    status: str
+    channel: str | None = None
+    kind: str | None = None
+    tenant: str | None = None
+    intent: str | None = None
+    confidence: float | None = None
+    classified_by: str | None = None
+    handler: str | None = None
+    actions: tuple[str, ...] = ()
+    actions_job: str | None = None
+    reply_message: str | None = None
+    session_step: int | None = None
+    session_completed: bool = False
+    graceful: bool = False
+    detail: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "inbox_id": self.inbox_id,
+            "status": self.status,
+            "channel": self.channel,
+            "kind": self.kind,
+            "tenant": self.tenant,
+            "intent": self.intent,
+            "confidence": self.confidence,
+            "classified_by": self.classified_by,
+            "handler": self.handler,
+            "actions": list(self.actions),
+            "actions_job": self.actions_job,
+            "reply_message": self.reply_message,
+            "session_step": self.session_step,
+            "session_completed": self.session_completed,
+            "graceful": self.graceful,
+            "detail": self.detail,
+            **self.extra,
+        }
+
+
+def resolve_tenant(tenants: Sequence[Tenant], event: InboundEvent) -> Tenant | None:
+    """The tenant *event* was sent to: the first whose routing key matches; with one tenant that
+    names no routing key at all, that tenant (a single-business install)."""
+    for tenant in tenants:
+        if tenant.matches(event):
+            return tenant
+    if len(tenants) == 1:
+        only = tenants[0]
+        if not (only.whatsapp_phone_number_id or only.twilio_number or only.shop_domain):
+            return only
+    if event.channel is Channel.API:
+        for tenant in tenants:
+            if tenant.id == event.tenant_key:
+                return tenant
+    return None
+
+
+class MessagePipeline:
+    """Processes recorded inbound events; see the module docs.
+
+    The parts are the assistant's: a classifier, the handler and action registries, the
+    sessions, the replies, the tasks, the connectors and the feature flags. They are typed
+    loosely here (``Any``) so that each can be replaced by a user's own with the same methods.
+    """
+
+    def __init__(
+        self,
+        jobs: Jobs,
+        *,
+        tenants: Sequence[Tenant],
+        classifier: Any,
+        handlers: Any,
+        actions: Any,
+        sessions: Any,
+        replies: Any,
+        tasks: Any,
+        connectors: Any,
+        limiter: SenderLimiter | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.jobs = jobs
+        self.tenants = list(tenants)
+        self.classifier = classifier
+        self.handlers = handlers
+        self.actions = actions
+        self.sessions = sessions
+        self.replies = replies
+        self.tasks = tasks
+        self.connectors = connectors
+        self.limiter = limiter
+        self.clock = clock
+        self._commerce: dict[str, list[CommerceHandler]] = {}
+
+    # -- registration -------------------------------------------------------------------------
+
+    def on_event(self, topic: str) -> Callable[[CommerceHandler], CommerceHandler]:
+        """Register ``async def f(ctx: CommerceContext)`` for a Shopify topic
+        (``orders/create``, ``customers/create``, ``inventory_levels/update``...)."""
+
+        def register(fn: CommerceHandler) -> CommerceHandler:
+            self._commerce.setdefault(topic, []).append(fn)
+            return fn
+
+        return register
+
+    # -- processing ---------------------------------------------------------------------------
+
+    async def process(self, ctx: JobContext, inbox_id: str) -> PipelineResult:
+        """Process the inbox entry *inbox_id* (the body of the ``inbound.process`` job)."""
+        entry = await self.jobs.queue.get_inbound(inbox_id)
+        if entry is None:
+            return PipelineResult(inbox_id, "missing", detail="the inbox entry has expired")
+        event = InboundEvent.from_json(entry.payload)
+        result = PipelineResult(
+            inbox_id, "handled", channel=event.channel.value, kind=event.kind.value
+        )
+        tenant = resolve_tenant(self.tenants, event)
+        if tenant is None:
+            _log.warning(
+                "inbound event for no known tenant",
+                extra={"channel": event.channel.value, "inbox_id": inbox_id},
+            )
+            result.status = "unknown_tenant"
+            return result
+        result.tenant = tenant.id
+        if event.kind is EventKind.STATUS:
+            await self._record_status(event)
+            result.status = "status_recorded"
+            return result
+        if event.kind is EventKind.COMMERCE:
+            for handler in self._commerce.get(event.topic or "", ()):
+                await handler(CommerceContext(event, tenant, inbox_id, self.jobs))
+            result.status = "commerce_recorded"
+            return result
+        if not event.sender:
+            result.status = "invalid"
+            result.detail = "a message without a sender"
+            return result
+        if self.limiter is not None and not self.limiter.allow_sender(tenant.id, event.sender):
+            result.status = "rate_limited"
+            return result
+        try:
+            await self._converse(ctx, event, tenant, inbox_id, result)
+        except Exception as exc:
+            if ctx.attempt < ctx.job.max_attempts and not isinstance(exc, PermanentError):
+                raise  # retried; the sender is answered when it works, or at the last attempt
+            _log.warning(
+                "processing failed; answering with the graceful reply",
+                extra={"inbox_id": inbox_id, "error": type(exc).__name__},
+            )
+            result.graceful = True
+            result.detail = type(exc).__name__
+            result.reply_message = await self._reply(tenant, event, inbox_id, _graceful(tenant))
+            result.status = "replied"
+        return result
+
+    async def _converse(
+        self,
+        ctx: JobContext,
+        event: InboundEvent,
+        tenant: Tenant,
+        inbox_id: str,
+        result: PipelineResult,
+    ) -> None:
+        classification = await self._classify(event)
+        result.intent = classification.intent
+        result.confidence = classification.confidence
+        result.classified_by = classification.source
+        reply: str | None = None
+        turn = None
+        if self.sessions is not None and event.channel is not Channel.API:
+            turn = await self.sessions.handle(tenant, event)
+        if turn is not None:
+            reply = turn.reply
+            result.handler = "session"
+            result.session_step = turn.step
+            result.session_completed = turn.completed
+        else:
+            handler = self.handlers.choose(classification)
+            result.handler = handler.name
+            session = None
+            message_ctx = self._message_context(
+                event, tenant, classification, inbox_id, session=session
+            )
+            outcome = await handler.fn(message_ctx)
+            reply, data = _unpack(outcome)
+            enqueued = await self.actions.start(
+                self.jobs,
+                handler,
+                inbox_id=inbox_id,
+                tenant_id=tenant.id,
+                classification=classification,
+                data=data,
+            )
+            if enqueued is not None:
+                result.actions = tuple(handler.actions)
+                result.actions_job = enqueued.id
+        if reply:
+            result.reply_message = await self._reply(tenant, event, inbox_id, reply)
+            result.status = "replied"
+
+    def _message_context(
+        self,
+        event: InboundEvent,
+        tenant: Tenant,
+        classification: Classification,
+        inbox_id: str,
+        *,
+        session: Mapping[str, Any] | None,
+    ) -> Any:
+        from antifragile.inbound._handlers import MessageContext
+
+        return MessageContext(
+            event=event,
+            tenant=tenant,
+            classification=classification,
+            inbox_id=inbox_id,
+            jobs=self.jobs,
+            connectors=self.connectors,
+            tasks=self.tasks,
+            session=session,
+        )
+
+    async def _classify(self, event: InboundEvent) -> Classification:
+        given = event.data.get("classification") if event.data else None
+        if isinstance(given, Mapping):
+            return Classification.from_json({**given, "source": given.get("source", "ai")})
+        if not event.text:
+            return Classification(Intent.UNKNOWN.value, 0.0, source="none")
+        classification: Classification = await self.classifier.classify(event.text)
+        return classification
+
+    async def _reply(self, tenant: Tenant, event: InboundEvent, inbox_id: str, text: str) -> str:
+        key = f"reply:{inbox_id}"
+        if event.channel is Channel.API:
+            channel = Channel(str(event.data.get("reply_channel") or Channel.WHATSAPP.value))
+            assert event.sender is not None
+            sent: str = await self.replies.send(
+                tenant=tenant, channel=channel, to=event.sender, text=text, key=key
+            )
+            return sent
+        message_id: str = await self.replies.reply(tenant, event, text, key=key)
+        return message_id
+
+    async def _record_status(self, event: InboundEvent) -> None:
+        """Keep the latest delivery status of a message we sent (``delivery:<message id>``)."""
+        message_id = str(event.data.get("message_id") or event.event_id.split(":", 1)[0])
+        status = event.topic or str(event.data.get("status") or "unknown")
+        kv = self.jobs.queue.store.kv
+        now = self.clock.time()
+        await kv.merge(
+            f"delivery:{message_id}",
+            {"status": status, "channel": event.channel.value, "updated_at": now},
+            now=now,
+            ttl=30 * 86400.0,
+        )
+
+
+def _graceful(tenant: Tenant) -> str:
+    return tenant.graceful_reply
+
+
+def _unpack(outcome: Any) -> tuple[str | None, dict[str, Any]]:
+    if outcome is None:
+        return None, {}
+    if isinstance(outcome, str):
+        return outcome, {}
+    return getattr(outcome, "reply", None), dict(getattr(outcome, "data", None) or {})

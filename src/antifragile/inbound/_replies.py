@@ -1,0 +1,354 @@
+"""Replies to contacts, sent by durable jobs: a reply survives a provider outage and a restart.
+
+::
+
+    replies = Replies(jobs, connectors)
+    message_id = await replies.send(
+        tenant=tenant, channel=Channel.WHATSAPP, to="447700900123", text="Thanks!",
+        key=f"reply:{event.event_id}",
+    )
+    await replies.reply(tenant, event, "Thanks!")     # the same, addressed from the event
+
+:meth:`Replies.send` keeps the message -- channel, tenant, recipient, text -- in the store's
+key-value table under ``outmsg:{id}`` (for ``retention`` seconds, 30 days by default) and
+enqueues the job ``replies.send`` (queue ``replies``, provider ``whatsapp`` or ``twilio`` so
+that the provider's circuit breaker defers it) whose payload is only the message id: the phone
+number and the text never enter a job payload, a job's history or the dead-letter queue.
+
+**Once per key.** The message id is derived from *key* (and the tenant), and the job carries
+*key* as its idempotency key: sending with the same key again stores and enqueues nothing new,
+so a message handler that runs twice replies once.
+
+**Never twice blindly.** Neither WhatsApp Cloud nor Twilio deduplicates a send. The job marks
+the record ``sending_since`` before it calls the provider and clears it once the outcome is
+known. A run that finds the mark still set (the previous run was killed or timed out in the
+middle of the call) does not send again: it fails with
+:class:`~antifragile.connectors.OutcomeUnknownError` (not retryable), and the message waits in
+the dead-letter queue to be reconciled, like a
+:class:`~antifragile.connectors.DeliveryUnknownError` from the connector itself.
+
+The record's ``status`` is a :class:`~antifragile.jobs.StatusFlag` the queue keeps in step with
+the job (``pending``, ``sent``, ``failed``); the job adds ``provider``,
+``provider_message_id`` (the ``wamid`` or ``SM...`` sid), ``provider_status`` and ``sent_at``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any, Protocol
+
+from antifragile.connectors import (
+    HubSpotConnector,
+    OutcomeUnknownError,
+    ResendConnector,
+    ShopifyConnector,
+    SlackConnector,
+    TwilioConnector,
+    WhatsAppConnector,
+)
+from antifragile.errors import AntifragileError, ConfigurationError, IntegrationError
+from antifragile.inbound._model import Channel, InboundEvent, Tenant
+from antifragile.jobs import JobContext, JobFunction, Jobs, StatusFlag
+from antifragile.policies import Clock, Exponential, Retry
+from antifragile.stores import KeyValueStore
+
+_log = logging.getLogger("antifragile.inbound.replies")
+
+#: key prefix of the stored outbound messages
+OUTMSG_PREFIX = "outmsg:"
+#: the job that sends a reply
+SEND_JOB = "replies.send"
+#: the queue replies wait in
+REPLIES_QUEUE = "replies"
+#: how long an outbound message record is kept (seconds)
+DEFAULT_RETENTION = 30 * 24 * 3600.0
+#: a reply is worth little when hours late: 8 attempts over about two hours at most
+REPLY_RETRY = Retry(attempts=8, backoff=Exponential(5.0, cap=1800.0))
+
+_MASK = "\u2022"
+
+
+class ConnectorSource(Protocol):
+    """What replies and sessions need of the connectors registry
+    (:class:`~antifragile.connectors.Connectors` provides it; any object with these
+    attributes does)."""
+
+    @property
+    def whatsapp(self) -> WhatsAppConnector: ...
+    @property
+    def twilio(self) -> TwilioConnector: ...
+    @property
+    def resend(self) -> ResendConnector: ...
+    @property
+    def shopify(self) -> ShopifyConnector: ...
+    @property
+    def hubspot(self) -> HubSpotConnector: ...
+    @property
+    def slack(self) -> SlackConnector: ...
+
+
+def mask_phone(phone: str | None) -> str:
+    """A phone number fit for a log line or a chat message: ``+4477•••••23``."""
+    if not phone:
+        return ""
+    digits = "".join(c for c in phone if c.isdigit())
+    if len(digits) < 7:
+        return _MASK * 3 + digits[-2:]
+    return f"+{digits[:4]}{_MASK * (len(digits) - 6)}{digits[-2:]}"
+
+
+def mask_email(email: str | None) -> str:
+    """An email address fit for a log line: ``a•••@example.com``."""
+    if not email:
+        return ""
+    local, at, domain = email.partition("@")
+    return f"{local[:1]}{_MASK * 3}{at}{domain}"
+
+
+def scrub(error: BaseException, values: Iterable[str | None]) -> None:
+    """Replace personal *values* (phone numbers, emails, names) in *error*'s message and
+    detail with masks, in place, so that a job's history and the dead-letter queue never keep
+    them."""
+    if not isinstance(error, AntifragileError):
+        return
+    replacements: list[tuple[str, str]] = []
+    for value in values:
+        if not value or len(value) < 3:
+            continue
+        masked = mask_email(value) if "@" in value else mask_phone(value)
+        if not any(c.isdigit() for c in value) and "@" not in value:
+            masked = _MASK * 3
+        replacements.append((value, masked))
+        digits = "".join(c for c in value if c.isdigit())
+        if "@" not in value and len(digits) >= 7 and digits != value:
+            replacements.append((digits, mask_phone(digits)))
+    replacements.sort(key=lambda pair: -len(pair[0]))
+
+    def clean(text: str) -> str:
+        for value, masked in replacements:
+            text = text.replace(value, masked)
+        return text
+
+    message = clean(error.message)
+    error.message = message
+    error.args = (message, *error.args[1:]) if error.args else (message,)
+    if isinstance(error, IntegrationError) and error.detail is not None:
+        error.detail = clean(error.detail)
+    for name in ("to", "fields"):
+        if hasattr(error, name):
+            setattr(error, name, None if name == "to" else {})
+
+
+@contextmanager
+def scrubbed(*values: str | None) -> Iterator[None]:
+    """Re-raise any error raised inside with *values* masked (see :func:`scrub`)."""
+    try:
+        yield
+    except BaseException as exc:
+        scrub(exc, values)
+        raise
+
+
+def kv_of(jobs: Jobs) -> KeyValueStore:
+    """The key-value store beside the queue of *jobs* (where status flags land)."""
+    kv = getattr(getattr(jobs.queue, "store", None), "kv", None)
+    if not isinstance(kv, KeyValueStore):
+        raise ConfigurationError(
+            "replies and sessions keep their records in the key-value store beside the job "
+            "queue; this queue has none"
+        )
+    return kv
+
+
+def twilio_address(sender: str, data: Any) -> str:
+    """Where a reply to a Twilio contact goes: ``whatsapp:+E164`` when the message came in
+    over WhatsApp (the event's ``data`` has ``from`` with that prefix, or ``whatsapp: true``),
+    else ``+E164`` (SMS)."""
+    raw = data.get("from") if isinstance(data, dict) else None
+    whatsapp = isinstance(data, dict) and bool(data.get("whatsapp"))
+    if isinstance(raw, str) and raw.startswith("whatsapp:"):
+        whatsapp = True
+    digits = sender.lstrip("+")
+    return f"whatsapp:+{digits}" if whatsapp else f"+{digits}"
+
+
+class Replies:
+    """Durable replies over WhatsApp Cloud or Twilio (see the module docs).
+
+    Declares the job ``replies.send`` on *jobs* (one :class:`Replies` per :class:`Jobs`);
+    *connectors* provides ``whatsapp`` and ``twilio``. *clock* defaults to the jobs' clock;
+    *retention* is how long a message record is kept (seconds); *retry* the job's policy.
+    """
+
+    def __init__(
+        self,
+        jobs: Jobs,
+        connectors: ConnectorSource,
+        *,
+        clock: Clock | None = None,
+        retention: float = DEFAULT_RETENTION,
+        retry: Retry = REPLY_RETRY,
+    ) -> None:
+        if not retention > 0:
+            raise ConfigurationError(f"retention must be > 0 seconds, got {retention!r}")
+        self.jobs = jobs
+        self.connectors = connectors
+        self.clock = clock or jobs.clock
+        self.retention = float(retention)
+
+        async def send_reply(ctx: JobContext, message_id: str) -> dict[str, Any]:
+            """Send a stored reply (``outmsg:{message_id}``) through its provider."""
+            return await self._deliver(message_id)
+
+        self.job: JobFunction[..., dict[str, Any]] = jobs.job(
+            SEND_JOB, queue=REPLIES_QUEUE, retry=retry, timeout=60.0
+        )(send_reply)
+
+    @staticmethod
+    def message_id(tenant_id: str, key: str) -> str:
+        """The id of the message sent with *key* for *tenant_id* (the same for the same key)."""
+        return hashlib.sha256(f"{tenant_id}\x00{key}".encode()).hexdigest()[:32]
+
+    async def send(self, *, tenant: Tenant, channel: Channel, to: str, text: str, key: str) -> str:
+        """Store the reply and enqueue its job; the message id (see the module docs).
+
+        *to* is the recipient as the provider takes it (WhatsApp: digits with country code;
+        Twilio: ``+E164`` or ``whatsapp:+E164``); *key* makes the send happen once.
+        """
+        channel = Channel(channel)
+        if channel not in (Channel.WHATSAPP, Channel.TWILIO):
+            raise ConfigurationError(f"replies go over whatsapp or twilio, not {channel.value}")
+        if not key:
+            raise ConfigurationError("a reply needs a key (it makes the send happen once)")
+        if not to or not text or not text.strip():
+            raise ConfigurationError("a reply needs a recipient and a text")
+        sender: str | None = None
+        if channel is Channel.TWILIO:
+            if to.isdigit():
+                to = f"+{to}"  # an inbound sender (digits only) made E.164
+            if not tenant.twilio_number:
+                raise ConfigurationError(
+                    f"tenant {tenant.id!r} has no twilio_number to send a Twilio reply from"
+                )
+            sender = tenant.twilio_number
+            if to.startswith("whatsapp:") and not sender.startswith("whatsapp:"):
+                sender = f"whatsapp:{sender}"
+        else:
+            to = to.lstrip("+")
+            sender = tenant.whatsapp_phone_number_id
+        message_id = self.message_id(tenant.id, key)
+        await self.jobs.open()
+        kv = kv_of(self.jobs)
+        now = self.clock.time()
+        record = {
+            "id": message_id,
+            "channel": channel.value,
+            "tenant_id": tenant.id,
+            "to": to,
+            "from": sender,
+            "text": text,
+            "status": "new",
+            "created_at": now,
+        }
+        # keep the first record of this key (a second send with the key changes nothing)
+        await kv.compare_and_set(
+            OUTMSG_PREFIX + message_id, record, expected_version=None, now=now, ttl=self.retention
+        )
+        new = self.job.configure(
+            idempotency_key=key,
+            status=StatusFlag(OUTMSG_PREFIX + message_id, "status"),
+        ).prepare(message_id=message_id)
+        enqueued = await self.jobs.enqueue_many([replace(new, provider=channel.value)])
+        if enqueued[0].created:
+            _log.info("reply %s to %s enqueued", message_id, mask_phone(to))
+        return message_id
+
+    async def reply(
+        self, tenant: Tenant, event: InboundEvent, text: str, *, key: str | None = None
+    ) -> str:
+        """Reply to the sender of *event* on its channel (see :meth:`send`); *key* defaults to
+        ``reply:{channel}:{event_id}`` -- one reply per inbound event."""
+        if not event.sender:
+            raise ConfigurationError("this event has no sender to reply to")
+        if event.channel is Channel.TWILIO:
+            to = twilio_address(event.sender, dict(event.data))
+        else:
+            to = event.sender.lstrip("+")
+        return await self.send(
+            tenant=tenant,
+            channel=event.channel,
+            to=to,
+            text=text,
+            key=key or f"reply:{event.channel.value}:{event.event_id}",
+        )
+
+    async def get(self, message_id: str) -> dict[str, Any] | None:
+        """The stored message (with its status and provider id), or ``None``."""
+        await self.jobs.open()
+        found = await kv_of(self.jobs).get(OUTMSG_PREFIX + message_id, now=self.clock.time())
+        return dict(found.value) if found is not None and isinstance(found.value, dict) else None
+
+    # -- the job ----------------------------------------------------------------------------
+
+    async def _deliver(self, message_id: str) -> dict[str, Any]:
+        kv = kv_of(self.jobs)
+        key = OUTMSG_PREFIX + message_id
+        now = self.clock.time()
+        found = await kv.get(key, now=now)
+        if found is None or not isinstance(found.value, dict):
+            _log.warning("reply %s: its record is gone (expired?); nothing to send", message_id)
+            return {"status": "expired"}
+        record = found.value
+        if record.get("provider_message_id"):
+            return {"status": "sent", "provider_message_id": record["provider_message_id"]}
+        channel = Channel(record["channel"])
+        if record.get("sending_since") is not None:
+            raise OutcomeUnknownError(
+                f"reply {message_id}: an earlier run stopped while sending it; it may have been "
+                "sent, so it is not sent again",
+                provider=channel.value,
+                operation="send_reply",
+                replay_safe=False,
+                reconcile_key=message_id,
+            )
+        to, text = str(record["to"]), str(record["text"])
+        await kv.merge(key, {"sending_since": now}, now=now)
+        try:
+            with scrubbed(to, to.removeprefix("whatsapp:")):
+                if channel is Channel.TWILIO:
+                    sent_twilio = await self.connectors.twilio.send_message(
+                        to, text, from_=record.get("from")
+                    )
+                    provider_id, provider_status = sent_twilio.sid, sent_twilio.status
+                else:
+                    sent_whatsapp = await self.connectors.whatsapp.send_text(to, text)
+                    provider_id, provider_status = sent_whatsapp.id, "accepted"
+        except IntegrationError as exc:
+            if not isinstance(exc, OutcomeUnknownError):
+                # refused or not sent: a later run may send it
+                await kv.merge(
+                    key, {"sending_since": None, "error_code": exc.code}, now=self.clock.time()
+                )
+            raise
+        except ConfigurationError:
+            await kv.merge(key, {"sending_since": None}, now=self.clock.time())
+            raise
+        done = self.clock.time()
+        await kv.merge(
+            key,
+            {
+                "sending_since": None,
+                "provider": channel.value,
+                "provider_message_id": provider_id,
+                "provider_status": provider_status,
+                "sent_at": done,
+                "error_code": None,
+            },
+            now=done,
+        )
+        _log.info("reply %s sent (%s %s)", message_id, channel.value, provider_id)
+        return {"status": "sent", "provider_message_id": provider_id}

@@ -1,0 +1,636 @@
+"""The admin API under ``/v1/admin``: dead letters, jobs, breakers, sessions, tasks, flags, keys.
+
+Every route needs an admin credential (:func:`~antifragile.service._auth.require_admin`), counts
+against the client's IP limit (:func:`~antifragile.service._limits.limit_by_ip`, when the app has
+``app.state.limits``) and answers the envelope. The router reads the running assistant from
+``app.state.assistant`` (``jobs``, ``breakers()``, ``sessions``, ``tasks``, ``flags``).
+
+* ``GET /dlq`` -- dead jobs (``queue``, ``name``, ``provider``, ``error_code``, ``limit``,
+  ``offset``, ``include_resolved``); ``GET /dlq/{id}`` -- one, with every attempt;
+* ``POST /dlq/{id}/retry`` (``{"delay": "5m"}`` optional) and ``POST /dlq/retry`` (``ids``, or
+  filters, or ``"all": true``) -- redrive; ``POST /dlq/{id}/resolve`` and ``POST /dlq/resolve``
+  -- close with a ``reason``; ``POST /dlq/purge`` -- delete old ones (``older_than``);
+* ``GET /jobs`` (``state`` repeatable, ``queue``, ``name``, ``provider``), ``GET /jobs/stats``,
+  ``GET /jobs/{id}``;
+* ``GET /breakers``; ``POST /breakers/{provider}/open`` (force open), ``/close`` (force closed:
+  every call passes, nothing recorded), ``/reset`` (closed, working normally again);
+* ``GET /sessions``, ``GET /sessions/{key}``, ``POST /sessions/{key}/reset``;
+* ``GET /tasks?status=``, ``GET /tasks/{id}``, ``PATCH /tasks/{id}`` (status, assignee,
+  priority, due);
+* ``GET /flags``, ``GET /flags/{name}``, ``PUT /flags/{name}`` ``{"enabled": true}``;
+* ``POST /api-keys`` (the plaintext key is in that response only), ``GET /api-keys``,
+  ``DELETE /api-keys/{id}`` (revoke); ``GET /whoami``.
+
+Payloads, errors and histories are redacted (credentials) and personal data masked (phone
+numbers, emails) before they are answered. A missing resource is ``404 NOT_FOUND``; a bad
+body or query ``400 VALIDATION``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, is_dataclass
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from antifragile.errors import ConfigurationError, ErrorCode, redact
+from antifragile.inbound._flags import FeatureFlags, check_flag_name
+from antifragile.inbound._replies import mask_email, mask_phone
+from antifragile.jobs import (
+    DeadLetterFilter,
+    Job,
+    JobFilter,
+    JobNotFoundError,
+    Jobs,
+    JobState,
+    redact_payload,
+)
+from antifragile.policies import CircuitBreaker
+from antifragile.service._auth import Principal, admin_auth_for, require_admin
+from antifragile.service._envelope import ApiError, error_responses, ok
+from antifragile.service._limits import limit_by_ip
+
+# -- views ----------------------------------------------------------------------------------------
+
+_PHONE = re.compile(r"^\+?[\d\s().-]{7,20}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_PII_KEYS = ("phone", "email", "sender", "wa_id", "msisdn", "from", "to", "recipient")
+
+
+def mask_personal(value: Any, key: str | None = None) -> Any:
+    """A copy of *value* (JSON) with phone numbers and emails masked, and credentials redacted."""
+    if isinstance(value, Mapping):
+        return {k: mask_personal(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask_personal(item, key) for item in value]
+    if isinstance(value, str):
+        text = value.strip()
+        if _EMAIL.match(text):
+            return mask_email(text)
+        digits = sum(c.isdigit() for c in text)
+        if _PHONE.match(text) and digits >= 7:
+            return mask_phone(text)
+        lowered = (key or "").lower()
+        if any(part in lowered for part in _PII_KEYS) and digits >= 7:
+            return mask_phone(text)
+        return redact(value)
+    return value
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    """A job as the API shows it: payload and history redacted, personal data masked."""
+    history = [dict(record) for record in job.history if isinstance(record, dict)]
+    reason = next((str(r["reason"]) for r in reversed(history) if r.get("reason")), None)
+    return {
+        "id": job.id,
+        "name": job.name,
+        "queue": job.queue,
+        "state": job.state.value,
+        "provider": job.provider,
+        "priority": job.priority,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "idempotency_key": job.idempotency_key,
+        "payload_version": job.payload_version,
+        "payload": mask_personal(redact_payload(job.payload)),
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "run_at": job.run_at,
+        "first_failed_at": job.first_failed_at,
+        "last_failed_at": job.last_failed_at,
+        "last_error_code": job.last_error_code,
+        "last_error": None if job.last_error is None else redact(job.last_error),
+        "reason": None if reason is None else redact(reason),
+        "resolution": None if job.resolution is None else redact(job.resolution),
+        "history": [
+            mask_personal(
+                redact_payload({**record, "message": redact(str(record.get("message") or ""))})
+            )
+            for record in history
+        ],
+    }
+
+
+def breaker_view(name: str, breaker: CircuitBreaker) -> dict[str, Any]:
+    snapshot = breaker.snapshot
+    return {
+        "provider": name,
+        "state": breaker.state.value,
+        "generation": snapshot.generation,
+        "open_until": snapshot.open_until or None,
+        "consecutive_opens": snapshot.consecutive_opens,
+        "metrics": breaker.metrics(),
+    }
+
+
+# -- bodies ---------------------------------------------------------------------------------------
+
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
+
+DurationValue = Annotated[
+    float | str,
+    Field(description="seconds, or a duration such as 90s, 15m, 2h, 7d, 1w", examples=["7d"]),
+]
+
+
+def _seconds(value: float | str | None, field: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value >= 0 and value != float("inf"):
+            return float(value)
+    elif isinstance(value, str):
+        match = _DURATION.match(value)
+        if match is not None:
+            return float(match.group(1)) * _UNITS[match.group(2).lower()]
+    raise ApiError(
+        400, ErrorCode.VALIDATION, f"{field}: not a duration (seconds, or e.g. 90s, 15m, 2h, 7d)"
+    )
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeadLetterSelection(_Body):
+    """Which dead jobs: their ``ids``, or filters (every one set must match), or ``all``."""
+
+    ids: list[str] = Field(default_factory=list, max_length=1000)
+    queue: str | None = None
+    name: str | None = None
+    provider: str | None = None
+    error_code: str | None = None
+    older_than: DurationValue | None = None
+    newer_than: DurationValue | None = None
+    all: bool = Field(False, description="every dead job matching the filters (or every one)")
+
+    def target(self) -> DeadLetterFilter:
+        flt = DeadLetterFilter(
+            queue=self.queue,
+            name=self.name,
+            provider=self.provider,
+            error_code=self.error_code,
+            older_than=_seconds(self.older_than, "older_than"),
+            newer_than=_seconds(self.newer_than, "newer_than"),
+        )
+        has_filter = flt != DeadLetterFilter()
+        if self.ids and (self.all or has_filter):
+            raise ApiError(400, ErrorCode.VALIDATION, "give ids, or filters / all, not both")
+        if not self.ids and not self.all and not has_filter:
+            raise ApiError(
+                400, ErrorCode.VALIDATION, "name the jobs: give ids, filters, or all: true"
+            )
+        return DeadLetterFilter(ids=tuple(self.ids)) if self.ids else flt
+
+
+class RetryBody(DeadLetterSelection):
+    delay: DurationValue = Field(0.0, description="run them after this long")
+
+
+class ResolveBody(DeadLetterSelection):
+    reason: str = Field(min_length=1, max_length=1000, description="why they are closed")
+
+
+class RetryOne(_Body):
+    delay: DurationValue = Field(0.0, description="run it after this long")
+
+
+class ResolveOne(_Body):
+    reason: str = Field(min_length=1, max_length=1000, description="why it is closed")
+
+
+class PurgeBody(_Body):
+    """Delete dead and resolved jobs whose last change is older than ``older_than``."""
+
+    older_than: DurationValue
+    queue: str | None = None
+    name: str | None = None
+    provider: str | None = None
+    error_code: str | None = None
+    resolved_only: bool = False
+
+
+class TaskChanges(_Body):
+    status: str | None = Field(None, min_length=1, max_length=50)
+    assignee: str | None = Field(None, max_length=200)
+    priority: str | None = Field(None, min_length=1, max_length=50)
+    due: float | None = Field(None, description="epoch seconds", allow_inf_nan=False)
+
+
+class FlagBody(_Body):
+    enabled: bool = Field(strict=True)
+
+
+class NewKeyBody(_Body):
+    name: str = Field(min_length=1, max_length=100, description="who or what uses the key")
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def _assistant(request: Request) -> Any:
+    assistant = getattr(request.app.state, "assistant", None)
+    if assistant is None:
+        raise ApiError(503, ErrorCode.STORE_UNAVAILABLE, "the service is starting; retry later")
+    return assistant
+
+
+def _jobs(request: Request) -> Jobs:
+    jobs = getattr(_assistant(request), "jobs", None)
+    if not isinstance(jobs, Jobs):
+        raise ApiError(503, ErrorCode.STORE_UNAVAILABLE, "the job queue is not available")
+    return jobs
+
+
+def _part(request: Request, name: str) -> Any:
+    part = getattr(_assistant(request), name, None)
+    if part is None:
+        raise ApiError(404, ErrorCode.NOT_FOUND, f"this service has no {name}")
+    return part
+
+
+def _not_found(what: str) -> ApiError:
+    return ApiError(404, ErrorCode.NOT_FOUND, what)
+
+
+async def _dead(jobs: Jobs, job_id: str) -> Job:
+    job = await jobs.get(job_id)
+    if job is None or job.state is not JobState.DEAD:
+        state = "" if job is None else f" (it is {job.state.value})"
+        raise _not_found(f"no dead job with id {job_id!r}{state}")
+    return job
+
+
+def _bad(exc: ConfigurationError) -> ApiError:
+    return ApiError(400, ErrorCode.VALIDATION, exc.message)
+
+
+def _dump(value: Any) -> Any:
+    """A record (dict, dataclass with ``to_json``/``to_dict``) as JSON."""
+    for method in ("to_json", "to_dict"):
+        fn = getattr(value, method, None)
+        if callable(fn):
+            return fn()
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    return value
+
+
+Limit = Annotated[int, Query(ge=1, le=500, description="items per page")]
+Offset = Annotated[int, Query(ge=0, description="items to skip")]
+JobId = Annotated[str, Path(min_length=1, max_length=100)]
+
+router = APIRouter(
+    prefix="/v1/admin",
+    tags=["admin"],
+    # the client's IP limit first: it also bounds guessing at credentials
+    dependencies=[Depends(limit_by_ip), Depends(require_admin)],
+    responses=error_responses(400, 401, 404, 429, 500, 503),
+)
+
+# -- the dead-letter queue ----------------------------------------------------------------------
+
+
+@router.get("/dlq", summary="List dead jobs")
+async def list_dead(
+    request: Request,
+    queue: str | None = None,
+    name: str | None = None,
+    provider: str | None = None,
+    error_code: str | None = None,
+    include_resolved: bool = False,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> JSONResponse:
+    """Dead jobs, the most recent first, with their last error (payloads redacted)."""
+    jobs = _jobs(request)
+    flt = DeadLetterFilter(queue=queue, name=name, provider=provider, error_code=error_code)
+    found = await jobs.dlq.list(flt, limit=limit, offset=offset, include_resolved=include_resolved)
+    return ok({"items": [job_view(job) for job in found], "limit": limit, "offset": offset})
+
+
+@router.post("/dlq/retry", summary="Redrive dead jobs by ids or filter")
+async def retry_dead(request: Request, body: RetryBody) -> JSONResponse:
+    """Send the dead jobs named back to the queue (attempts counted again, history kept)."""
+    jobs = _jobs(request)
+    target = body.target()
+    delay = _seconds(body.delay, "delay") or 0.0
+    if target.ids:
+        for job_id in target.ids:
+            await _dead(jobs, job_id)
+        count = await jobs.dlq.retry(list(target.ids), delay=delay)
+    else:
+        count = await jobs.dlq.retry(target, delay=delay)
+    return ok({"retried": count})
+
+
+@router.post("/dlq/resolve", summary="Resolve dead jobs by ids or filter")
+async def resolve_dead(request: Request, body: ResolveBody) -> JSONResponse:
+    """Close the dead jobs named, with a reason."""
+    jobs = _jobs(request)
+    target = body.target()
+    if not body.reason.strip():
+        raise ApiError(400, ErrorCode.VALIDATION, "reason: say why these jobs are closed")
+    if target.ids:
+        for job_id in target.ids:
+            await _dead(jobs, job_id)
+        count = await jobs.dlq.resolve(list(target.ids), reason=body.reason)
+    else:
+        count = await jobs.dlq.resolve(target, reason=body.reason)
+    return ok({"resolved": count})
+
+
+@router.post("/dlq/purge", summary="Delete old dead and resolved jobs")
+async def purge_dead(request: Request, body: PurgeBody) -> JSONResponse:
+    """Delete dead (unless ``resolved_only``) and resolved jobs older than ``older_than``."""
+    jobs = _jobs(request)
+    age = _seconds(body.older_than, "older_than")
+    assert age is not None
+    flt = DeadLetterFilter(
+        queue=body.queue, name=body.name, provider=body.provider, error_code=body.error_code
+    )
+    count = await jobs.dlq.purge(age, where=flt, include_dead=not body.resolved_only)
+    return ok({"purged": count})
+
+
+@router.get("/dlq/{job_id}", summary="Show one dead job")
+async def show_dead(request: Request, job_id: JobId) -> JSONResponse:
+    """One dead (or resolved) job with its redacted payload and every attempt."""
+    try:
+        job = await _jobs(request).dlq.show(job_id)
+    except JobNotFoundError as exc:
+        raise _not_found(exc.message) from None
+    return ok(job_view(job))
+
+
+@router.post("/dlq/{job_id}/retry", summary="Redrive one dead job")
+async def retry_one(
+    request: Request, job_id: JobId, body: Annotated[RetryOne | None, Body()] = None
+) -> JSONResponse:
+    jobs = _jobs(request)
+    await _dead(jobs, job_id)
+    delay = _seconds(body.delay if body is not None else 0.0, "delay") or 0.0
+    count = await jobs.dlq.retry([job_id], delay=delay)
+    job = await jobs.get(job_id)
+    return ok({"retried": count, "job": None if job is None else job_view(job)})
+
+
+@router.post("/dlq/{job_id}/resolve", summary="Resolve one dead job")
+async def resolve_one(request: Request, job_id: JobId, body: ResolveOne) -> JSONResponse:
+    jobs = _jobs(request)
+    await _dead(jobs, job_id)
+    if not body.reason.strip():
+        raise ApiError(400, ErrorCode.VALIDATION, "reason: say why this job is closed")
+    count = await jobs.dlq.resolve([job_id], reason=body.reason)
+    job = await jobs.get(job_id)
+    return ok({"resolved": count, "job": None if job is None else job_view(job)})
+
+
+# -- jobs -----------------------------------------------------------------------------------------
+
+
+@router.get("/jobs", summary="List jobs")
+async def list_jobs(
+    request: Request,
+    state: Annotated[list[JobState] | None, Query()] = None,
+    queue: str | None = None,
+    name: str | None = None,
+    provider: str | None = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> JSONResponse:
+    """Jobs, the most recently changed first; ``state`` may be repeated."""
+    where = JobFilter(states=tuple(state or ()), queue=queue, name=name, provider=provider)
+    found = await _jobs(request).find(where, limit=limit, offset=offset)
+    return ok({"items": [job_view(job) for job in found], "limit": limit, "offset": offset})
+
+
+@router.get("/jobs/stats", summary="Queue depth and lag")
+async def job_stats(request: Request) -> JSONResponse:
+    """Jobs per state and the age of the oldest ready job, per queue."""
+    jobs = _jobs(request)
+    stats = await jobs.stats()
+    now = jobs.clock.time()
+    return ok(
+        [
+            {
+                "queue": entry.queue,
+                "counts": entry.counts,
+                "oldest_ready_at": entry.oldest_ready_at,
+                "lag": None
+                if entry.oldest_ready_at is None
+                else max(0.0, now - entry.oldest_ready_at),
+            }
+            for entry in stats
+        ]
+    )
+
+
+@router.get("/jobs/{job_id}", summary="Show one job")
+async def show_job(request: Request, job_id: JobId) -> JSONResponse:
+    job = await _jobs(request).get(job_id)
+    if job is None:
+        raise _not_found(f"no job with id {job_id!r}")
+    return ok(job_view(job))
+
+
+# -- breakers -------------------------------------------------------------------------------------
+
+BreakerAction = Literal["open", "close", "reset"]
+
+
+def _breakers(request: Request) -> dict[str, CircuitBreaker]:
+    assistant = _assistant(request)
+    source = getattr(assistant, "breakers", None)
+    found = source() if callable(source) else source
+    return dict(found or {})
+
+
+@router.get("/breakers", summary="Circuit breaker state per provider")
+async def list_breakers(request: Request) -> JSONResponse:
+    breakers = _breakers(request)
+    return ok({name: breaker_view(name, breakers[name]) for name in sorted(breakers)})
+
+
+async def _force(breaker: CircuitBreaker, action: BreakerAction) -> None:
+    shared = getattr(breaker, "aforce", None)
+    target = {"open": "forced_open", "close": "disabled", "reset": "closed"}[action]
+    if shared is not None and getattr(breaker, "shares_state", False):
+        await shared(target)
+    elif action == "open":
+        breaker.force_open()
+    elif action == "close":
+        breaker.disable()
+    else:
+        breaker.reset()
+
+
+@router.post("/breakers/{provider}/{action}", summary="Force a breaker open, closed, or reset it")
+async def force_breaker(request: Request, provider: str, action: BreakerAction) -> JSONResponse:
+    """``open``: reject every call to the provider until reset; ``close``: let every call
+    through and record nothing (forced closed) until reset; ``reset``: closed, window
+    forgotten -- the breaker works normally again."""
+    breakers = _breakers(request)
+    breaker = breakers.get(provider)
+    if breaker is None:
+        raise _not_found(f"no circuit breaker for provider {provider!r}")
+    await _force(breaker, action)
+    return ok(breaker_view(provider, breaker))
+
+
+# -- sessions -------------------------------------------------------------------------------------
+
+
+@router.get("/sessions", summary="List conversation sessions")
+async def list_sessions(
+    request: Request,
+    tenant_id: str | None = None,
+    status: str | None = None,
+    limit: Limit = 100,
+) -> JSONResponse:
+    """Sessions (of a tenant, with a progress status), phones masked, answers left out."""
+    sessions = _part(request, "sessions")
+    options: dict[str, Any] = {"tenant_id": tenant_id, "limit": limit}
+    if status is not None:
+        options["status"] = status
+    found = await sessions.list(**options)
+    return ok({"items": [mask_personal(_dump(item)) for item in found]})
+
+
+@router.get("/sessions/{key}", summary="Show one session")
+async def show_session(request: Request, key: str) -> JSONResponse:
+    """One session: its answers with phones and emails masked; the recent messages left out."""
+    session = await _part(request, "sessions").get(key)
+    if session is None:
+        raise _not_found(f"no session {key!r}")
+    record = _dump(session)
+    if isinstance(record, Mapping):
+        record = {k: v for k, v in record.items() if k != "recent"}
+    return ok(mask_personal(record))
+
+
+@router.post("/sessions/{key}/reset", summary="Forget a session")
+async def reset_session(request: Request, key: str) -> JSONResponse:
+    sessions = _part(request, "sessions")
+    if await sessions.get(key) is None:
+        raise _not_found(f"no session {key!r}")
+    await sessions.reset(key)
+    return ok({"key": key, "reset": True})
+
+
+# -- tasks ----------------------------------------------------------------------------------------
+
+
+@router.get("/tasks", summary="List tasks")
+async def list_tasks(
+    request: Request, status: str | None = None, limit: Limit = 100
+) -> JSONResponse:
+    found = await _part(request, "tasks").list(status=status, limit=limit)
+    return ok({"items": [mask_personal(_dump(item)) for item in found]})
+
+
+@router.get("/tasks/{task_id}", summary="Show one task")
+async def show_task(request: Request, task_id: str) -> JSONResponse:
+    task = await _part(request, "tasks").get(task_id)
+    if task is None:
+        raise _not_found(f"no task {task_id!r}")
+    return ok(mask_personal(_dump(task)))
+
+
+@router.patch("/tasks/{task_id}", summary="Change a task's status, assignee, priority or due date")
+async def update_task(request: Request, task_id: str, body: TaskChanges) -> JSONResponse:
+    tasks = _part(request, "tasks")
+    changes = body.model_dump(exclude_unset=True)
+    if not changes:
+        raise ApiError(
+            400, ErrorCode.VALIDATION, "nothing to change: give status, assignee, priority or due"
+        )
+    if await tasks.get(task_id) is None:
+        raise _not_found(f"no task {task_id!r}")
+    try:
+        task = await tasks.update(task_id, **changes)
+    except ConfigurationError as exc:
+        raise _bad(exc) from None
+    except LookupError:
+        raise _not_found(f"no task {task_id!r}") from None
+    return ok(mask_personal(_dump(task)))
+
+
+# -- feature flags --------------------------------------------------------------------------------
+
+
+def _flags(request: Request) -> FeatureFlags:
+    flags = _part(request, "flags")
+    if not isinstance(flags, FeatureFlags):
+        raise _not_found("this service has no feature flags")
+    return flags
+
+
+def _flag_name(name: str) -> str:
+    try:
+        return check_flag_name(name)
+    except ConfigurationError as exc:
+        raise _bad(exc) from None
+
+
+@router.get("/flags", summary="Feature flags")
+async def list_flags(request: Request) -> JSONResponse:
+    return ok(await _flags(request).all())
+
+
+@router.get("/flags/{name}", summary="One feature flag")
+async def show_flag(request: Request, name: str) -> JSONResponse:
+    flags = _flags(request)
+    _flag_name(name)
+    return ok(
+        {"name": name, "enabled": await flags.is_enabled(name), "default": flags.default(name)}
+    )
+
+
+@router.put("/flags/{name}", summary="Turn a feature flag on or off")
+async def set_flag(request: Request, name: str, body: FlagBody) -> JSONResponse:
+    flags = _flags(request)
+    _flag_name(name)
+    await flags.set(name, body.enabled)
+    return ok({"name": name, "enabled": body.enabled, "default": flags.default(name)})
+
+
+# -- API keys -------------------------------------------------------------------------------------
+
+
+@router.post("/api-keys", summary="Create an admin API key", status_code=201)
+async def create_key(request: Request, body: NewKeyBody) -> JSONResponse:
+    """The key's plaintext is in this response only: store it now."""
+    try:
+        created = await admin_auth_for(request).keys.create(body.name)
+    except ConfigurationError as exc:
+        raise _bad(exc) from None
+    return ok({**created.info.to_json(), "key": created.key}, status=201)
+
+
+@router.get("/api-keys", summary="List admin API keys (no secrets)")
+async def list_keys(request: Request, include_revoked: bool = True) -> JSONResponse:
+    keys = await admin_auth_for(request).keys.list(include_revoked=include_revoked)
+    return ok({"items": [info.to_json() for info in keys]})
+
+
+@router.delete("/api-keys/{key_id}", summary="Revoke an admin API key")
+async def revoke_key(request: Request, key_id: str) -> JSONResponse:
+    revoked = await admin_auth_for(request).keys.revoke(key_id)
+    if revoked is None:
+        raise _not_found(f"no API key {key_id!r}")
+    return ok(revoked.to_json())
+
+
+@router.get("/whoami", summary="The caller's identity")
+async def whoami(principal: Annotated[Principal, Depends(require_admin)]) -> JSONResponse:
+    return ok({"kind": principal.kind, "subject": principal.subject, "name": principal.name})
+
+
+#: the admin router (``app.include_router(admin_router)``)
+admin_router = router

@@ -1,0 +1,296 @@
+"""The assistant: every part of the service, built from one :class:`Settings`.
+
+The composition root the FastAPI app, ``antifragile serve``, ``antifragile worker`` and
+``antifragile scheduler`` share -- so a worker process declares exactly the jobs the API process
+enqueues::
+
+    assistant = Assistant(Settings.from_env())
+    await assistant.open()
+    recorded = await assistant.ingest(events, request_id=rid)   # inbox + one job per new event
+    worker = assistant.worker(concurrency=8)                     # processes them
+
+Users extend it before opening it: ``@assistant.on_message(intent=...)`` registers an intent
+handler, ``@assistant.action(name)`` an action, ``@assistant.on_event(topic)`` a Shopify topic
+handler, ``@assistant.job(...)`` / ``@assistant.every(...)`` their own jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from antifragile.connectors import PROVIDERS, Connectors
+from antifragile.errors import ConfigurationError
+from antifragile.inbound import (
+    Actions,
+    Classifier,
+    FeatureFlags,
+    Flow,
+    Handlers,
+    InboundEvent,
+    KeywordClassifier,
+    Replies,
+    Sessions,
+    Tasks,
+    Tenant,
+    flows_from_mapping,
+)
+from antifragile.inbound._pipeline import (
+    PROCESS_JOB,
+    CommerceHandler,
+    MessagePipeline,
+    PipelineResult,
+    SenderLimiter,
+)
+from antifragile.jobs import (
+    DEFAULT_JOB_RETRY,
+    JobContext,
+    Jobs,
+    NewInboxEntry,
+    Recorded,
+    Scheduler,
+    Worker,
+    new_job_id,
+)
+from antifragile.policies import (
+    SYSTEM_CLOCK,
+    CircuitBreaker,
+    Clock,
+    Exponential,
+    Policy,
+    Retry,
+)
+from antifragile.service._limits import InboundLimits
+from antifragile.service._settings import Settings
+
+#: how the processing of one inbound event is retried: quickly, since a person is waiting
+PROCESS_RETRY = Retry(attempts=5, backoff=Exponential(1.0, multiplier=2.0, cap=60.0))
+
+#: the default tenant of a single-business install (no tenants configured)
+DEFAULT_TENANT = Tenant(id="default", name="default")
+
+
+class Assistant:
+    """Every part of the service, built from *settings*; see the module docs."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        connectors: Connectors | None = None,
+        jobs: Jobs | None = None,
+        classifier: Classifier | None = None,
+        limiter: SenderLimiter | None = None,
+        integration_retry: Retry | None = None,
+        policies: Mapping[str, Policy] | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else Settings.from_env()
+        self.clock = clock
+        self.started_at = time.time()
+        self.jobs = (
+            jobs if jobs is not None else Jobs(database_url=self.settings.database_url, clock=clock)
+        )
+        self.connectors = (
+            connectors if connectors is not None else Connectors(clock=clock, policies=policies)
+        )
+        self._owns_connectors = connectors is None
+        self.tenants: list[Tenant] = list(self.settings.tenant_list()) or [DEFAULT_TENANT]
+        self.flows: dict[str, Flow] = flows_from_mapping(self.settings.flows)
+        self.classifier: Classifier = classifier if classifier is not None else KeywordClassifier()
+        self.handlers = Handlers()
+        self.handlers.register_defaults()
+        self.flags = FeatureFlags(self.jobs, clock=clock, defaults=self.settings.features)
+        self.tasks = Tasks(self.jobs, clock=clock)
+        tenants_by_id = {tenant.id: tenant for tenant in self.tenants}
+        self.actions = Actions(self.connectors, tasks=self.tasks, tenants=tenants_by_id)
+        self.replies = Replies(self.jobs, self.connectors, clock=clock)
+        self.sessions = Sessions(
+            self.jobs,
+            self.connectors,
+            self.flows,
+            tenants=tenants_by_id,
+            replies=self.replies,
+            flags=self.flags,
+            clock=clock,
+            retry=integration_retry if integration_retry is not None else DEFAULT_JOB_RETRY,
+        )
+        self.pipeline = MessagePipeline(
+            self.jobs,
+            tenants=self.tenants,
+            classifier=self.classifier,
+            handlers=self.handlers,
+            actions=self.actions,
+            sessions=self.sessions,
+            replies=self.replies,
+            tasks=self.tasks,
+            connectors=self.connectors,
+            limiter=limiter
+            if limiter is not None
+            else InboundLimits.from_settings(self.settings, clock=clock),
+            clock=clock,
+        )
+        pipeline = self.pipeline
+
+        @self.jobs.job(name=PROCESS_JOB, queue="inbound", retry=PROCESS_RETRY, timeout=60.0)
+        async def process(ctx: JobContext, inbox_id: str) -> dict[str, Any]:
+            result: PipelineResult = await pipeline.process(ctx, inbox_id)
+            return result.to_json()
+
+        self._process = process
+        self._inbox = _GroupCommit(self)
+
+    # -- extension points ---------------------------------------------------------------------
+
+    @property
+    def on_message(self) -> Callable[..., Any]:
+        """``@assistant.on_message(intent, min_confidence=..., priority=..., actions=...)``."""
+        return self.handlers.on_message
+
+    @property
+    def action(self) -> Callable[..., Any]:
+        """``@assistant.action(name, provider=..., compensate=...)``."""
+        return self.actions.action
+
+    def on_event(self, topic: str) -> Callable[[CommerceHandler], CommerceHandler]:
+        """``@assistant.on_event("orders/create")`` for a Shopify topic."""
+        return self.pipeline.on_event(topic)
+
+    @property
+    def job(self) -> Callable[..., Any]:
+        return self.jobs.job
+
+    @property
+    def every(self) -> Callable[..., Any]:
+        return self.jobs.every
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the queue and build the configured connectors (safe to call again)."""
+        await self.jobs.open()
+        if self._owns_connectors and self.connectors.store is None:
+            self.connectors.store = self.jobs.queue.store  # breakers shared across processes
+        for provider in PROVIDERS:
+            if self.connectors.configured(provider):
+                self.connectors.get(provider)
+        self.jobs.breakers = self.breakers()
+        self.actions.declare(self.jobs, self.handlers)
+
+    async def close(self) -> None:
+        try:
+            if self._owns_connectors:
+                await self.connectors.aclose()
+        finally:
+            await self.jobs.close()
+
+    async def __aenter__(self) -> Assistant:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- the inbound path ---------------------------------------------------------------------
+
+    async def ingest(
+        self, events: Sequence[InboundEvent], *, request_id: str | None = None
+    ) -> list[Recorded]:
+        """Record *events* in the inbox -- deduplicated by the provider's event id -- and
+        enqueue one ``inbound.process`` job per new one, in one transaction."""
+        if not events:
+            return []
+        ttl = self.settings.inbox_ttl
+        entries = []
+        for event in events:
+            entry_id = new_job_id()
+            job = self._process.configure(idempotency_key=f"inbound:{entry_id}").prepare(entry_id)
+            entries.append(
+                NewInboxEntry(
+                    channel=event.channel.value,
+                    event_id=event.event_id,
+                    kind=event.kind.value,
+                    tenant_key=event.tenant_key,
+                    payload=event.to_json(),
+                    ttl=ttl,
+                    job=job,
+                    id=entry_id,
+                    request_id=request_id,
+                )
+            )
+        return await self._inbox.record(entries)
+
+    # -- processes ----------------------------------------------------------------------------
+
+    def worker(self, **options: Any) -> Worker:
+        """A worker for every queue of the assistant (``Worker`` options pass through)."""
+        options.setdefault("concurrency", self.settings.worker_concurrency)
+        return self.jobs.worker(**options)
+
+    def scheduler(self, **options: Any) -> Scheduler:
+        from antifragile.jobs import Scheduler
+
+        return Scheduler(self.jobs, **options)
+
+    def breakers(self) -> dict[str, CircuitBreaker]:
+        """The circuit breaker of each provider's connector, by provider name."""
+        return dict(self.connectors.breakers())
+
+    def tenant(self, tenant_id: str) -> Tenant:
+        for tenant in self.tenants:
+            if tenant.id == tenant_id:
+                return tenant
+        raise ConfigurationError(f"no tenant {tenant_id!r}")
+
+
+class _GroupCommit:
+    """Records concurrent webhooks' inbox entries in shared transactions (group commit).
+
+    While one ``record_inbound`` transaction is in flight, the entries of the requests that
+    arrive meanwhile wait together and go into the next transaction as one batch; each request
+    still waits for the commit of its own entries before its 200. Under load this turns many
+    small durable transactions (one ``fsync`` each on SQLite) into a few larger ones, without
+    ever delaying a lone request.
+    """
+
+    def __init__(self, assistant: Assistant) -> None:
+        self._assistant = assistant
+        self._pending: list[tuple[list[NewInboxEntry], asyncio.Future[list[Recorded]]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def record(self, entries: list[NewInboxEntry]) -> list[Recorded]:
+        future: asyncio.Future[list[Recorded]] = asyncio.get_running_loop().create_future()
+        self._pending.append((entries, future))
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+        return await asyncio.shield(future)
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                await self._flush(batch)
+        finally:
+            self._task = None
+
+    async def _flush(
+        self, batch: list[tuple[list[NewInboxEntry], asyncio.Future[list[Recorded]]]]
+    ) -> None:
+        flat = [entry for entries, _ in batch for entry in entries]
+        assistant = self._assistant
+        try:
+            recorded = await assistant.jobs.queue.record_inbound(flat, now=assistant.clock.time())
+        except BaseException as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        start = 0
+        for entries, future in batch:
+            if not future.done():
+                future.set_result(recorded[start : start + len(entries)])
+            start += len(entries)

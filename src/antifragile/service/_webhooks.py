@@ -1,0 +1,439 @@
+"""The provider webhook routes: ``/v1/webhooks/{whatsapp,twilio,shopify}``.
+
+Every delivery goes the same way, and nothing is recorded unless all of it succeeds:
+
+1. **size** -- a ``Content-Length`` above ``ANTIFRAGILE_WEBHOOK_MAX_BYTES`` is refused at once
+   (``413 PAYLOAD_TOO_LARGE``), and the body is read in chunks, refused as soon as it grows past
+   the limit (a body sent without a length is never buffered whole);
+2. **content type** -- JSON for WhatsApp and Shopify, a form (or JSON) for Twilio, else
+   ``415 UNSUPPORTED_MEDIA_TYPE``;
+3. **signature** -- checked over the raw bytes *before* anything is parsed; a missing or wrong
+   one is ``401 SIGNATURE_INVALID``. Twilio signs the URL it called: ``ANTIFRAGILE_PUBLIC_URL``
+   plus the path and query when set (behind a proxy), else the URL as received;
+4. **parse** into events (``400 MALFORMED_PAYLOAD`` when the body is not what the provider
+   sends), then **record** them in the inbox with their processing jobs, in one transaction,
+   deduplicated by the provider's event id -- a redelivery is answered 200 as a duplicate.
+
+The answer is the envelope ``{"received": n, "recorded": [inbox ids], "duplicates": [inbox
+ids]}`` -- except to Twilio, which expects TwiML: an empty ``<Response/>`` (``text/xml``), so
+that it sends no reply of its own. The replies to customers go out through the job queue.
+
+Before all of it, when the app has inbound limits (``app.state.limits``), the client address
+takes a token (``429 RATE_LIMITED`` with ``Retry-After`` when it has none left).
+
+This is the hot path of the service: :class:`WebhookFastPath` answers these POSTs in pure
+ASGI, ahead of the framework's routing and dependency resolution; headers are read straight
+from the scope, and no pydantic model touches the request or the response. The FastAPI routes
+of the same paths do the same work through the same :class:`WebhookHandlers` and document it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel
+from starlette.datastructures import URL
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from antifragile.errors import AntifragileError, ErrorCode
+from antifragile.inbound._model import InboundEvent
+from antifragile.inbound._webhooks import (
+    MalformedPayloadError,
+    parse_shopify,
+    parse_twilio,
+    parse_whatsapp,
+    verify_shopify,
+    verify_twilio,
+    verify_whatsapp,
+    whatsapp_handshake,
+)
+from antifragile.observability import current_request_id
+from antifragile.service._envelope import (
+    ApiError,
+    ApiMeta,
+    api_error_response,
+    error_responses,
+    ok,
+)
+from antifragile.service._settings import Settings
+from antifragile.service._state import ServiceState
+
+#: what Twilio is answered with: TwiML that sends nothing back on its own
+EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
+
+PREFIX = "/v1/webhooks"
+
+_CONTENT_TYPE = b"content-type"
+_CONTENT_LENGTH = b"content-length"
+_JSON = "application/json"
+_FORM = "application/x-www-form-urlencoded"
+_WHATSAPP_SIGNATURE = (b"x-hub-signature-256",)
+_TWILIO_SIGNATURE = (b"x-twilio-signature",)
+_SHOPIFY_SIGNATURE = (b"x-shopify-hmac-sha256", b"shopify-hmac-sha256")
+
+
+class WebhookResult(BaseModel):
+    received: int
+    recorded: list[str]
+    duplicates: list[str]
+
+
+class WebhookEnvelope(BaseModel):
+    success: bool
+    data: WebhookResult
+    meta: ApiMeta
+
+
+_ERRORS = error_responses(400, 401, 413, 415, 429, 500, 503)
+_ACCEPTED: dict[int | str, dict[str, Any]] = {
+    200: {"model": WebhookEnvelope, "description": "Verified and recorded (or a duplicate)"},
+    **_ERRORS,
+}
+
+
+def _body_doc(media_type: str, header: str, description: str) -> dict[str, Any]:
+    return {
+        "parameters": [
+            {
+                "name": header,
+                "in": "header",
+                "required": True,
+                "description": description,
+                "schema": {"type": "string"},
+            }
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {media_type: {"schema": {"type": "object", "additionalProperties": True}}},
+        },
+    }
+
+
+# -- reading the request ------------------------------------------------------------------------
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(
+        413, ErrorCode.PAYLOAD_TOO_LARGE, f"the body is larger than the limit of {limit} bytes"
+    )
+
+
+def _scan(
+    scope: Mapping[str, Any], signature_names: Sequence[bytes]
+) -> tuple[str, int | None, str | None]:
+    """The content type (lowercase, no parameters), the content length and the signature
+    header (the first of *signature_names* present), in one pass over the raw headers."""
+    content_type = ""
+    length: bytes | None = None
+    signature: bytes | None = None
+    for name, value in scope["headers"]:
+        if name == _CONTENT_TYPE:
+            content_type = value.decode("latin-1").partition(";")[0].strip().lower()
+        elif name == _CONTENT_LENGTH:
+            length = value
+        elif signature is None and name in signature_names:
+            signature = value
+    size: int | None = None
+    if length is not None:
+        try:
+            size = int(length)
+        except ValueError:
+            size = -1
+        if size < 0:
+            raise ApiError(400, ErrorCode.BAD_REQUEST, "the Content-Length header is not valid")
+    return content_type, size, None if signature is None else signature.decode("latin-1")
+
+
+async def read_body(receive: Receive, limit: int, length: int | None) -> bytes:
+    """The raw body, refused with 413 as soon as it is known to exceed *limit* bytes."""
+    if length is not None and length > limit:
+        raise _too_large(limit)
+    message = await receive()
+    if message["type"] != "http.request":
+        raise ApiError(400, ErrorCode.BAD_REQUEST, "the client disconnected")
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(body) > limit:
+            raise _too_large(limit)
+        return body
+    chunks = [body]
+    size = len(body)
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ApiError(400, ErrorCode.BAD_REQUEST, "the client disconnected")
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _unsupported(content_type: str, expected: str) -> ApiError:
+    shown = content_type[:100] or "none"
+    return ApiError(
+        415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, f"content type {shown!r} is not {expected}"
+    )
+
+
+def signed_url(scope: Scope, public_url: str | None) -> str:
+    """The URL a provider called, as it signed it: *public_url* + the path and query when a
+    public URL is configured, else the URL as this server received it."""
+    if not public_url:
+        return str(URL(scope=scope))
+    raw_path = scope.get("raw_path")
+    path = raw_path.decode("latin-1") if raw_path else scope["path"]
+    query = scope.get("query_string", b"")
+    url = public_url.rstrip("/") + path
+    return f"{url}?{query.decode('latin-1')}" if query else url
+
+
+def _accepted(events: int, recorded: list[Any]) -> JSONResponse:
+    created: list[str] = []
+    duplicates: list[str] = []
+    for item in recorded:
+        (created if item.created else duplicates).append(item.id)
+    return ok({"received": events, "recorded": created, "duplicates": duplicates})
+
+
+def _form(body: bytes) -> dict[str, list[str]]:
+    return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+
+
+def _json_params(body: bytes) -> dict[str, list[str]]:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedPayloadError("the Twilio body is not valid JSON") from exc
+    if not isinstance(data, dict):
+        raise MalformedPayloadError("the Twilio body is not a JSON object")
+    params: dict[str, list[str]] = {}
+    for name, value in data.items():
+        items = value if isinstance(value, list) else [value]
+        params[str(name)] = ["" if v is None else str(v) for v in items]
+    return params
+
+
+_SHOPIFY_HEADERS = {
+    b"x-shopify-topic": "x-shopify-topic",
+    b"x-shopify-webhook-id": "x-shopify-webhook-id",
+    b"x-shopify-shop-domain": "x-shopify-shop-domain",
+    b"x-shopify-api-version": "x-shopify-api-version",
+    b"x-shopify-triggered-at": "x-shopify-triggered-at",
+    b"x-shopify-event-id": "x-shopify-event-id",
+    # the newer "events" deliveries use the same names without the X- prefix
+    b"shopify-topic": "x-shopify-topic",
+    b"shopify-webhook-id": "x-shopify-webhook-id",
+    b"shopify-shop-domain": "x-shopify-shop-domain",
+    b"shopify-api-version": "x-shopify-api-version",
+    b"shopify-triggered-at": "x-shopify-triggered-at",
+    b"shopify-event-id": "x-shopify-event-id",
+}
+
+
+def _shopify_headers(scope: Mapping[str, Any]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        key = _SHOPIFY_HEADERS.get(name)
+        if key is not None and key not in found:
+            found[key] = value.decode("utf-8", "replace")
+    return found
+
+
+# -- the handlers -------------------------------------------------------------------------------
+
+
+class WebhookHandlers:
+    """The three deliveries' handling, on the raw ASGI scope and receive channel: shared by the
+    documented FastAPI routes and the fast path (:class:`WebhookFastPath`).
+
+    Secrets are read once, here. When ``app_state.limits`` holds an
+    :class:`~antifragile.service.InboundLimits`, each delivery first takes a token from its
+    client address's limit (429 ``RATE_LIMITED`` with ``Retry-After`` when none is left).
+    """
+
+    def __init__(self, state: ServiceState, app_state: Any = None) -> None:
+        settings = state.settings
+        self.state = state
+        self.app_state = app_state
+        self.limit = settings.webhook_max_bytes
+        self.public_url = settings.public_url
+        self.whatsapp_secrets = Settings.reveal(settings.whatsapp_app_secrets)
+        self.verify_tokens = Settings.reveal(settings.whatsapp_verify_tokens)
+        self.twilio_tokens = Settings.reveal(settings.twilio_auth_tokens)
+        self.shopify_secrets = Settings.reveal(settings.shopify_webhook_secrets)
+        #: POST handlers by path, for the fast path
+        self.by_path = {
+            f"{PREFIX}/whatsapp": self.whatsapp,
+            f"{PREFIX}/twilio": self.twilio,
+            f"{PREFIX}/shopify": self.shopify,
+        }
+
+    async def _check_ip(self, scope: Scope) -> None:
+        limits = getattr(self.app_state, "limits", None)
+        if limits is None:
+            return
+        client = scope.get("client")
+        wait = await limits.check_ip(client[0] if client else "unknown")
+        if wait > 0.0:
+            raise ApiError(
+                429,
+                ErrorCode.RATE_LIMITED,
+                "too many requests from this address; retry later",
+                retryable=True,
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+
+    async def _ingest(self, events: list[InboundEvent]) -> list[Any]:
+        assistant = self.state.require_assistant()
+        if not events:
+            return []
+        return list(await assistant.ingest(events, request_id=current_request_id()))
+
+    async def whatsapp(self, scope: Scope, receive: Receive) -> Response:
+        await self._check_ip(scope)
+        content_type, length, signature = _scan(scope, _WHATSAPP_SIGNATURE)
+        if content_type != _JSON:
+            raise _unsupported(content_type, _JSON)
+        body = await read_body(receive, self.limit, length)
+        verify_whatsapp(body, signature, self.whatsapp_secrets)
+        events = parse_whatsapp(body)
+        return _accepted(len(events), await self._ingest(events))
+
+    async def twilio(self, scope: Scope, receive: Receive) -> Response:
+        await self._check_ip(scope)
+        content_type, length, signature = _scan(scope, _TWILIO_SIGNATURE)
+        if content_type not in (_FORM, _JSON):
+            raise _unsupported(content_type, f"{_FORM} or {_JSON}")
+        body = await read_body(receive, self.limit, length)
+        url = signed_url(scope, self.public_url)
+        if content_type == _FORM:
+            params = _form(body)
+            verify_twilio(url, params, signature, self.twilio_tokens)
+        else:
+            verify_twilio(url, {}, signature, self.twilio_tokens, body=body)
+            params = _json_params(body)
+        events = parse_twilio(params)
+        await self._ingest(events)
+        return Response(EMPTY_TWIML, media_type="text/xml")
+
+    async def shopify(self, scope: Scope, receive: Receive) -> Response:
+        await self._check_ip(scope)
+        content_type, length, signature = _scan(scope, _SHOPIFY_SIGNATURE)
+        if content_type != _JSON:
+            raise _unsupported(content_type, _JSON)
+        body = await read_body(receive, self.limit, length)
+        verify_shopify(body, signature, self.shopify_secrets)
+        events = parse_shopify(body, _shopify_headers(scope))
+        return _accepted(len(events), await self._ingest(events))
+
+
+class WebhookFastPath:
+    """Pure ASGI: answers ``POST /v1/webhooks/{whatsapp,twilio,shopify}`` straight from the
+    handlers, skipping the framework's routing and dependency machinery (the webhook path is
+    the service's hot path). Anything else -- and these paths under a ``root_path`` -- goes on
+    to the app, whose routes of the same paths do the same work (and document it in OpenAPI).
+
+    Errors answer the same envelopes as the app's exception handlers; an unexpected exception
+    propagates to :class:`RequestContextMiddleware` (500 ``INTERNAL``). Router dependencies are
+    not applied here: the IP limit is checked by the handlers themselves.
+    """
+
+    def __init__(self, app: ASGIApp, handlers: WebhookHandlers) -> None:
+        self.app = app
+        self.by_path = handlers.by_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            handler = self.by_path.get(scope["path"])
+            if handler is not None:
+                try:
+                    response = await handler(scope, receive)
+                except (ApiError, AntifragileError) as exc:
+                    response = api_error_response(exc)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+# -- the routes ---------------------------------------------------------------------------------
+
+
+def webhooks_router(handlers: WebhookHandlers) -> APIRouter:
+    """The webhook routes (documented in OpenAPI) doing the work of *handlers*."""
+    router = APIRouter(prefix=PREFIX, tags=["webhooks"])
+    verify_tokens = handlers.verify_tokens
+
+    @router.get(
+        "/whatsapp",
+        summary="WhatsApp subscription handshake",
+        response_class=PlainTextResponse,
+        responses={
+            200: {"content": {"text/plain": {}}, "description": "The hub.challenge, echoed"},
+            **error_responses(400, 403, 500),
+        },
+    )
+    async def whatsapp_verify(request: Request) -> Response:
+        """Answer Meta's ``hub.mode=subscribe`` check with ``hub.challenge`` when
+        ``hub.verify_token`` is one of ``ANTIFRAGILE_WHATSAPP_VERIFY_TOKEN``."""
+        query = request.query_params
+        challenge = whatsapp_handshake(
+            query.get("hub.mode"),
+            query.get("hub.verify_token"),
+            query.get("hub.challenge"),
+            verify_tokens,
+        )
+        return PlainTextResponse(challenge, headers={"X-Content-Type-Options": "nosniff"})
+
+    @router.post(
+        "/whatsapp",
+        summary="WhatsApp Cloud API webhook",
+        responses=_ACCEPTED,
+        openapi_extra=_body_doc(
+            _JSON, "X-Hub-Signature-256", "sha256=<hex HMAC-SHA256 of the body, app secret>"
+        ),
+    )
+    async def whatsapp(request: Request) -> Response:
+        """Verify ``X-Hub-Signature-256``, then record the messages and statuses."""
+        return await handlers.whatsapp(request.scope, request.receive)
+
+    @router.post(
+        "/twilio",
+        summary="Twilio messaging webhook",
+        responses={
+            200: {"content": {"text/xml": {}}, "description": "Recorded: an empty TwiML answer"},
+            **_ERRORS,
+        },
+        openapi_extra=_body_doc(
+            _FORM,
+            "X-Twilio-Signature",
+            "base64 HMAC-SHA1 of the URL and the sorted parameters, auth token",
+        ),
+    )
+    async def twilio(request: Request) -> Response:
+        """Verify ``X-Twilio-Signature`` over the URL Twilio called, then record the message
+        or status; answered with an empty TwiML ``<Response/>``."""
+        return await handlers.twilio(request.scope, request.receive)
+
+    @router.post(
+        "/shopify",
+        summary="Shopify webhook",
+        responses=_ACCEPTED,
+        openapi_extra=_body_doc(
+            _JSON, "X-Shopify-Hmac-Sha256", "base64 HMAC-SHA256 of the body, client secret"
+        ),
+    )
+    async def shopify(request: Request) -> Response:
+        """Verify ``X-Shopify-Hmac-Sha256``, then record the event (deduplicated on
+        ``X-Shopify-Webhook-Id``)."""
+        return await handlers.shopify(request.scope, request.receive)
+
+    return router

@@ -1,0 +1,474 @@
+"""Each default handler's actions, run as a saga through a real SQLite queue and a Worker
+against the provider sandbox over real HTTP.
+
+The message is recorded in the inbox first (the saga's data holds only its id, never the phone
+number or the text); the sandbox's effect log is the ground truth for what each provider did,
+and the saga's result says which actions ran, failed and were compensated. Time is a FakeClock:
+back-offs and rate-limit waits advance it instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from antifragile import FakeClock, InvalidRequestError
+from antifragile.connectors import Connectors
+from antifragile.inbound import (
+    ActionContext,
+    Actions,
+    BookingSettings,
+    Channel,
+    Classification,
+    EventKind,
+    HandlerResult,
+    Handlers,
+    InboundEvent,
+    KeywordClassifier,
+    MessageContext,
+    Tasks,
+    Tenant,
+    find_emails,
+)
+from antifragile.jobs import FINAL, Job, Jobs, JobState, NewInboxEntry, SagaResult, Worker
+from antifragile.sandbox import (
+    CalComSimulator,
+    HubSpotSimulator,
+    ProviderFault,
+    ProviderSandbox,
+    ResendSimulator,
+    ShopifySimulator,
+    SlackSimulator,
+)
+from antifragile.sandbox._calcom import EventType
+
+SHOPIFY_TOKEN = "shpat_actions_token"
+RESEND_KEY = "re_actions_key_123"
+HUBSPOT_TOKEN = "pat-actions-token"
+CAL_KEY = "cal_test_actionskey1"
+HOOK = "T000/B000/XXXX"
+GONE_HOOK = "T000/B000/GONE"
+PHONE = "447700900123"
+EMAIL = "ada@example.com"
+DRAFTS = "POST /admin/api/{version}/draft_orders.json"
+DELETE_DRAFT = "DELETE /admin/api/{version}/draft_orders/{file}"
+TENANT = Tenant(
+    "shop", name="Corner Shop", whatsapp_phone_number_id="1234", owner_email="owner@shop.example"
+)
+BOOKING = BookingSettings(username="alice", event_type_slug="intro", event_type_id=7)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def sandbox() -> Iterator[ProviderSandbox]:
+    simulators = [
+        ShopifySimulator(access_tokens=[SHOPIFY_TOKEN], bucket_size=100_000),
+        SlackSimulator(hooks=[HOOK, GONE_HOOK], gone=[GONE_HOOK], rate=1000.0, burst=1000.0),
+        ResendSimulator(api_keys=[RESEND_KEY], rate_limit=1000),
+        HubSpotSimulator(tokens=[HUBSPOT_TOKEN]),
+        CalComSimulator(api_keys=[CAL_KEY], event_types=[EventType(7, "intro", "alice")]),
+    ]
+    with ProviderSandbox(simulators) as running:
+        yield running
+
+
+def connectors_for(
+    sandbox: ProviderSandbox, clock: FakeClock, *, hook: str = HOOK, without: str = ""
+) -> Connectors:
+    base_urls = {
+        "shopify": sandbox.base_url("shopify"),
+        "slack": f"{sandbox.base_url('slack')}/services/{hook}",
+        "resend": sandbox.base_url("resend"),
+        "hubspot": sandbox.base_url("hubspot"),
+        "calcom": sandbox.base_url("calcom"),
+    }
+    options: dict[str, dict[str, Any]] = {
+        "shopify": {"access_token": SHOPIFY_TOKEN},
+        "resend": {"api_key": RESEND_KEY},
+        "hubspot": {"access_token": HUBSPOT_TOKEN},
+        "calcom": {"api_key": CAL_KEY},
+    }
+    base_urls.pop(without, None)
+    options.pop(without, None)
+    return Connectors(base_urls=base_urls, options=options, clock=clock, timeout=5.0)
+
+
+@pytest.fixture
+async def connectors(
+    sandbox: ProviderSandbox, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Connectors]:
+    monkeypatch.delenv("ANTIFRAGILE_SLACK_WEBHOOK_URL", raising=False)
+    built = connectors_for(sandbox, clock)
+    yield built
+    await built.aclose()
+
+
+@pytest.fixture
+async def jobs(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Jobs]:
+    async with Jobs(database_url=f"sqlite:///{tmp_path / 'actions.db'}", clock=clock) as opened:
+        yield opened
+
+
+@pytest.fixture
+def handlers() -> Handlers:
+    registry = Handlers()
+    registry.register_defaults(booking=BOOKING)
+    return registry
+
+
+@pytest.fixture
+def actions(connectors: Connectors) -> Actions:
+    return Actions(connectors, tenants={TENANT.id: TENANT}, booking=BOOKING)
+
+
+class Run:
+    """One message through the pieces the pipeline uses: record, classify, handle, start."""
+
+    def __init__(self, jobs: Jobs, handlers: Handlers, actions: Actions, clock: FakeClock):
+        self.jobs, self.handlers, self.actions, self.clock = jobs, handlers, actions, clock
+        self.classifier = KeywordClassifier(clock=clock)
+        self.count = 0
+
+    async def record(self, event: InboundEvent) -> str:
+        entry = NewInboxEntry(
+            channel=event.channel.value,
+            event_id=event.event_id,
+            kind=event.kind.value,
+            tenant_key=event.tenant_key,
+            payload=event.to_json(),
+            ttl=7 * 86400.0,
+            job=None,
+        )
+        (recorded,) = await self.jobs.queue.record_inbound([entry], now=self.clock.time())
+        return recorded.id
+
+    async def message(
+        self, text: str, *, handler: str | None = None
+    ) -> tuple[SagaResult, Job, HandlerResult, str]:
+        self.count += 1
+        event = InboundEvent(
+            Channel.WHATSAPP,
+            f"wamid.{self.count}",
+            EventKind.MESSAGE,
+            "1234",
+            sender=PHONE,
+            text=text,
+            data={"profile_name": "Ada"},
+        )
+        inbox_id = await self.record(event)
+        classification = self.classifier.classify_text(text)
+        chosen = self.handlers.get(handler) if handler else self.handlers.choose(classification)
+        ctx = MessageContext(
+            event=event,
+            tenant=TENANT,
+            classification=classification,
+            inbox_id=inbox_id,
+            jobs=self.jobs,
+            connectors=self.actions.connectors,
+            tasks=Tasks(self.jobs),
+        )
+        answer = await chosen.run(ctx)
+        started = await self.actions.start(
+            self.jobs,
+            chosen,
+            inbox_id=inbox_id,
+            tenant_id=TENANT.id,
+            classification=classification,
+            data=answer.data,
+        )
+        assert started is not None
+        job = await self.settle(started.id)
+        result = SagaResult.from_job(job)
+        assert result is not None, job
+        return result, job, answer, inbox_id
+
+    async def settle(self, job_id: str) -> Job:
+        worker = Worker(self.jobs)
+        for _ in range(30):
+            await worker.run_until_idle()
+            job = await self.jobs.get(job_id)
+            assert job is not None
+            if job.state in FINAL:
+                return job
+            self.clock.advance(600)
+        raise AssertionError(f"the saga never finished: {job}")
+
+
+@pytest.fixture
+def run(jobs: Jobs, handlers: Handlers, actions: Actions, clock: FakeClock) -> Run:
+    return Run(jobs, handlers, actions, clock)
+
+
+def slack_texts(sandbox: ProviderSandbox) -> list[str]:
+    return [str(e.data["text"]) for e in sandbox.effects("slack")]
+
+
+def assert_no_pii(value: Any) -> None:
+    dumped = json.dumps(value, default=str)
+    assert PHONE not in dumped
+    assert EMAIL not in dumped
+
+
+async def test_order_request_notifies_sales_and_drafts_an_order(
+    run: Run, sandbox: ProviderSandbox, jobs: Jobs
+) -> None:
+    """ORDER_REQUEST: a Slack message (intent, confidence, masked phone, quantity -- no phone
+    number, no email) and a Shopify draft order for the quantity asked, carrying the step's
+    idempotency key; the saga completes with both actions, and its payload holds no PII."""
+    text = f"Hi, I'd like to order 3 boxes for tomorrow, write to {EMAIL}"
+    result, job, answer, inbox_id = await run.message(text)
+
+    assert job.state is JobState.SUCCEEDED
+    assert job.name == "actions.order_request"
+    assert result.status == "completed"
+    assert result.executed == ("notify_sales", "create_order")
+    assert answer.reply is not None
+    assert "3 boxes" in answer.reply
+    (posted,) = slack_texts(sandbox)
+    assert "ORDER_REQUEST" in posted
+    assert "+4477••••••23" in posted
+    assert "3 boxes" in posted
+    assert f"Inbox: {inbox_id}" in posted
+    assert "[email]" in posted
+    assert PHONE not in posted
+    assert EMAIL not in posted
+    (draft,) = sandbox.effects("shopify", DRAFTS)
+    fields = draft.data["draft_order"]
+    assert fields["line_items"] == [{"title": "Requested: boxes", "price": "0.00", "quantity": 3}]
+    assert {"name": "antifragile-key", "value": f"saga:{job.id}:2"} in fields["note_attributes"]
+    assert result.results["create_order"]["draft_order_id"] == int(draft.id)
+    assert_no_pii(job.payload)
+    assert_no_pii(job.result)
+
+
+async def test_the_same_message_runs_its_actions_once(
+    run: Run, handlers: Handlers, actions: Actions, jobs: Jobs, sandbox: ProviderSandbox
+) -> None:
+    """Starting the actions of one inbox entry again (a redelivered job) enqueues nothing new:
+    the saga's idempotency key is the inbox id."""
+    _, job, _, inbox_id = await run.message("How much is the price?")
+    again = await actions.start(
+        jobs,
+        handlers.get("pricing_inquiry"),
+        inbox_id=inbox_id,
+        tenant_id=TENANT.id,
+        classification=Classification("PRICING_INQUIRY", 0.9),
+    )
+    assert again is not None
+    assert (again.id, again.created) == (job.id, False)
+    assert len(sandbox.effects("slack")) == 1
+
+
+async def test_pricing_inquiry_notifies_sales(run: Run, sandbox: ProviderSandbox) -> None:
+    """PRICING_INQUIRY: one Slack message with the amount the customer mentioned."""
+    result, _, _, _ = await run.message("How much does it cost? Is $25 possible?")
+    assert result.executed == ("notify_sales",)
+    (posted,) = slack_texts(sandbox)
+    assert "PRICING_INQUIRY" in posted
+    assert "25.0 USD" in posted
+
+
+async def test_complaint_opens_a_support_ticket_and_notifies_sales(
+    run: Run, sandbox: ProviderSandbox, jobs: Jobs
+) -> None:
+    """COMPLAINT: a high-priority support ticket (a task in the store, no phone number in it)
+    and a Slack message that names the ticket."""
+    result, _, _, inbox_id = await run.message("My order arrived broken, I want a refund")
+    assert result.executed == ("create_support_ticket", "notify_sales")
+    task_id = result.results["create_support_ticket"]["task_id"]
+    task = await Tasks(jobs).get(task_id)
+    assert task is not None
+    assert (task["type"], task["priority"], task["status"]) == ("support_ticket", "high", "open")
+    assert task["source"] == f"inbox:{inbox_id}"
+    assert_no_pii(task)
+    (posted,) = slack_texts(sandbox)
+    assert f"task_id={task_id}" in posted
+
+
+async def test_availability_inquiry_is_flagged_for_review(
+    run: Run, sandbox: ProviderSandbox, jobs: Jobs
+) -> None:
+    """AVAILABILITY_INQUIRY: a review task, no provider call."""
+    result, _, _, _ = await run.message("Do you have the blue one in stock?")
+    assert result.executed == ("flag_for_review",)
+    (task,) = await Tasks(jobs).list(status="open")
+    assert task["type"] == "review"
+    assert "AVAILABILITY_INQUIRY" in task["title"]
+    assert sandbox.effects() == []
+
+
+async def test_schedule_call_books_the_slot_named_and_replies_with_the_link(
+    run: Run, sandbox: ProviderSandbox
+) -> None:
+    """SCHEDULE_CALL with a day, a time and an email: a Cal.com booking for that slot (its
+    metadata carries the step's key); the reply holds the booking link; sales are told the
+    booking."""
+    result, job, answer, _ = await run.message(f"Can we schedule a call tomorrow at 3pm? {EMAIL}")
+    assert result.executed == ("book_call", "notify_sales")
+    assert answer.reply is not None
+    assert "https://cal.com/alice/intro" in answer.reply
+    (booking,) = sandbox.effects("calcom")
+    assert booking.data["start"] == "2023-11-15T15:00:00Z"
+    assert booking.data["eventTypeId"] == 7
+    assert booking.data["attendee"]["email"] == EMAIL
+    assert booking.idempotency_key == f"create-booking/saga:{job.id}:1"
+    assert result.results["book_call"]["booking_uid"]
+    (posted,) = slack_texts(sandbox)
+    assert "booking_uid=" in posted
+
+
+async def test_schedule_call_without_a_time_gives_the_link_only(
+    run: Run, sandbox: ProviderSandbox
+) -> None:
+    """SCHEDULE_CALL without a slot: no booking, the action returns the booking link."""
+    result, _, _, _ = await run.message("Can we book a call?")
+    assert result.results["book_call"] == {"link": "https://cal.com/alice/intro"}
+    assert sandbox.effects("calcom") == []
+
+
+async def test_unknown_messages_are_flagged_for_review(run: Run, jobs: Jobs) -> None:
+    """UNKNOWN: a review task that names the intent and the inbox entry."""
+    result, job, answer, inbox_id = await run.message("hello there")
+    assert job.name == "actions.unknown"
+    assert result.executed == ("flag_for_review",)
+    (task,) = await Tasks(jobs).list()
+    assert task["source"] == f"inbox:{inbox_id}"
+    assert answer.reply
+
+
+async def test_contact_actions_create_the_customer_contact_and_owner_email(
+    run: Run, handlers: Handlers, sandbox: ProviderSandbox
+) -> None:
+    """send_email, create_shopify_customer and create_hubspot_contact use the email in the
+    stored message: one Resend email to the tenant's owner (Idempotency-Key from the step),
+    one Shopify customer, one HubSpot contact."""
+
+    @handlers.on_message(
+        "LEAD",
+        actions=["send_email", "create_shopify_customer", "create_hubspot_contact"],
+        name="lead",
+    )
+    async def lead(ctx: MessageContext) -> str:
+        return "Thanks!"
+
+    result, job, _, _ = await run.message(f"I'm interested, reach me at {EMAIL}", handler="lead")
+    assert result.status == "completed", result
+    (email,) = sandbox.effects("resend")
+    assert email.data["to"] == ["owner@shop.example"]
+    assert email.idempotency_key == f"send-email/saga:{job.id}:1"
+    assert EMAIL in email.data["text"]
+    (customer,) = sandbox.effects("shopify", "POST /admin/api/{version}/customers.json")
+    assert customer.data["customer"]["email"] == EMAIL
+    assert customer.data["customer"]["phone"] == f"+{PHONE}"
+    (contact,) = sandbox.effects("hubspot")
+    assert contact.data["properties"]["email"] == EMAIL
+    assert result.results["create_hubspot_contact"]["created"] is True
+
+
+async def test_a_step_failing_for_good_compensates_the_order(
+    jobs: Jobs, handlers: Handlers, clock: FakeClock, sandbox: ProviderSandbox
+) -> None:
+    """create_order then notify_sales, with the Slack channel gone (404, permanent): the draft
+    order is deleted again (compensation), and the saga's result lists the executed action,
+    the failed one with its code, and the compensation."""
+
+    @handlers.on_message("ORDER_REQUEST", priority=5, actions=["create_order", "notify_sales"])
+    async def order_then_notify(ctx: MessageContext) -> str:
+        return "ok"
+
+    connectors = connectors_for(sandbox, clock, hook=GONE_HOOK)
+    try:
+        actions = Actions(connectors, tenants={TENANT.id: TENANT}, booking=BOOKING)
+        result, job, _, _ = await Run(jobs, handlers, actions, clock).message(
+            "I want to order 2 boxes"
+        )
+    finally:
+        await connectors.aclose()
+
+    assert job.state is JobState.SUCCEEDED
+    assert result.status == "compensated"
+    assert result.executed == ("create_order",)
+    assert result.failed is not None
+    assert (result.failed.name, result.failed.code) == ("notify_sales", "NOT_FOUND")
+    assert result.compensated == ("create_order",)
+    (draft,) = sandbox.effects("shopify", DRAFTS)
+    (deleted,) = sandbox.effects("shopify", DELETE_DRAFT)
+    assert deleted.id == draft.id
+    assert sandbox.effects("slack") == []
+
+
+async def test_an_unconfigured_provider_is_skipped_not_failed(
+    jobs: Jobs, handlers: Handlers, clock: FakeClock, sandbox: ProviderSandbox
+) -> None:
+    """Without Slack settings, notify_sales is skipped (its result says why) and the order
+    is still drafted: a missing integration does not undo the others."""
+    connectors = connectors_for(sandbox, clock, without="slack")
+    try:
+        actions = Actions(connectors, tenants={TENANT.id: TENANT}, booking=BOOKING)
+        result, _, _, _ = await Run(jobs, handlers, actions, clock).message("order 4 boxes")
+    finally:
+        await connectors.aclose()
+    assert result.status == "completed"
+    assert result.results["notify_sales"] == {"skipped": "slack is not configured"}
+    assert len(sandbox.effects("shopify", DRAFTS)) == 1
+
+
+async def test_an_ambiguous_draft_order_becomes_a_reconcile_task(
+    run: Run, sandbox: ProviderSandbox, jobs: Jobs
+) -> None:
+    """Shopify creates the draft order but the answer is lost: the action does not send it
+    again (that could draft it twice) but opens a high-priority task to check, naming the
+    reconcile key; the saga completes."""
+    sandbox.faults("shopify", DRAFTS, script=[ProviderFault.ambiguous()])
+    result, job, _, _ = await run.message("I want to order 5 boxes")
+    assert result.status == "completed"
+    outcome = result.results["create_order"]
+    assert outcome["outcome"] == "unknown"
+    assert len(sandbox.effects("shopify", DRAFTS)) == 1
+    task = await Tasks(jobs).get(outcome["task_id"])
+    assert task is not None
+    assert (task["type"], task["priority"]) == ("reconcile", "high")
+    assert f"saga:{job.id}:2" in task["title"]
+
+
+async def test_delete_draft_order_deletes_once(
+    connectors: Connectors, sandbox: ProviderSandbox
+) -> None:
+    """The compensation's connector call: deleting a draft order is True once, then False
+    (Shopify no longer knows it), with one recorded effect."""
+    draft = await connectors.shopify.create_draft_order([{"title": "x", "price": "1.00"}])
+    assert await connectors.shopify.delete_draft_order(draft["id"]) is True
+    assert await connectors.shopify.delete_draft_order(draft["id"]) is False
+    assert len(sandbox.effects("shopify", DELETE_DRAFT)) == 1
+
+
+async def test_action_errors_leave_without_personal_data(
+    run: Run, handlers: Handlers, actions: Actions
+) -> None:
+    """When an action fails for good with the customer's email and phone in its error (a
+    provider echoing them back), the error kept in the saga's result and the job's history
+    has them masked."""
+
+    @actions.action("echoing")
+    async def echoing(ctx: ActionContext) -> None:
+        raise InvalidRequestError(f"refused {find_emails(ctx.event.text)[0]} / +{PHONE}")
+
+    @handlers.on_message("LEAD", actions=["echoing"], name="lead_only")
+    async def lead_only(ctx: MessageContext) -> None:
+        return None
+
+    result, job, _, _ = await run.message(f"Contact me: {EMAIL}", handler="lead_only")
+    assert result.status == "compensated"
+    assert result.failed is not None
+    assert result.failed.code == "VALIDATION"
+    assert "a•••@example.com" in result.failed.error
+    assert_no_pii(result.to_json())
+    assert_no_pii(list(job.history))

@@ -1,0 +1,548 @@
+"""The admin API over a real SQLite job database with dead jobs made by a real worker.
+
+The app is the admin router with the service's envelope and error handlers, reached through
+``httpx.ASGITransport``; jobs, flags, tasks and sessions live in one SQLite file. Two jobs die
+before each test: ``charge`` (queue payments, provider stripe) at once on a 422, and ``notify``
+(queue email, provider resend) after two 503s; their payloads and errors carry credentials and
+a phone number that must never be answered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from jwt.algorithms import RSAAlgorithm
+
+from antifragile import (
+    CircuitBreaker,
+    CircuitOpenError,
+    Constant,
+    FakeClock,
+    InvalidRequestError,
+    Retry,
+    UpstreamUnavailableError,
+)
+from antifragile.connectors import Connectors
+from antifragile.inbound._flags import FeatureFlags
+from antifragile.inbound._replies import Replies
+from antifragile.inbound._sessions import Sessions
+from antifragile.inbound._tasks import Tasks
+from antifragile.jobs import JobContext, Jobs, JobState, Worker
+from antifragile.sandbox import Fault, FlakyServer
+from antifragile.service._admin import admin_router
+from antifragile.service._auth import NOT_CONFIGURED
+from antifragile.service._envelope import RequestContextMiddleware, install_error_handlers
+from antifragile.service._limits import InboundLimits
+from antifragile.service._settings import Settings
+
+BOOTSTRAP = "bootstrap-admin-key-0123456789"
+SECRET_NOTE = "Bearer abcdefghijklmnop"
+SECRET_KEY = "re_live0123456789abcdef"
+PHONE = "+447700900123"
+
+
+@dataclass
+class Backend:
+    """What the admin router reads from ``app.state.assistant``."""
+
+    settings: Settings
+    jobs: Jobs
+    clock: FakeClock
+    flags: FeatureFlags
+    tasks: Tasks
+    sessions: Sessions
+    connectors: Connectors
+    circuit: dict[str, CircuitBreaker] = field(default_factory=dict)
+
+    def breakers(self) -> dict[str, CircuitBreaker]:
+        return self.circuit
+
+
+@dataclass
+class Admin:
+    client: httpx.AsyncClient
+    backend: Backend
+    app: FastAPI
+    charge: str
+    notify: str
+    done: str
+
+    @property
+    def jobs(self) -> Jobs:
+        return self.backend.jobs
+
+    async def state(self, job_id: str) -> JobState:
+        job = await self.jobs.get(job_id)
+        assert job is not None
+        return job.state
+
+
+def _declare(jobs: Jobs) -> None:
+    @jobs.job(queue="payments", provider="stripe", retry=Retry(attempts=5))
+    async def charge(ctx: JobContext, order_id: int, note: str, phone: str) -> None:
+        raise InvalidRequestError("HTTP 422 card declined", status=422, provider="stripe")
+
+    @jobs.job(queue="email", provider="resend", retry=Retry(attempts=2, backoff=Constant(1)))
+    async def notify(ctx: JobContext, to: str) -> None:
+        raise UpstreamUnavailableError(
+            f"HTTP 503 from https://api.test/emails?api_key={SECRET_KEY}",
+            status=503,
+            provider="resend",
+        )
+
+    @jobs.job(queue="email")
+    async def hello(ctx: JobContext) -> str:
+        return "hi"
+
+
+def build_app(backend: Backend) -> FastAPI:
+    app = FastAPI()
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    app.include_router(admin_router)
+    app.state.settings = backend.settings
+    app.state.assistant = backend
+    return app
+
+
+async def _backend(path: Path, settings: Settings) -> Backend:
+    clock = FakeClock()
+    jobs = Jobs(database_url=f"sqlite:///{path}", clock=clock)
+    _declare(jobs)
+    await jobs.open()
+    connectors = Connectors(clock=clock)
+    replies = Replies(jobs, connectors, clock=clock)
+    sessions = Sessions(jobs, connectors, {}, tenants={}, replies=replies, clock=clock)
+    return Backend(
+        settings=settings,
+        jobs=jobs,
+        clock=clock,
+        flags=FeatureFlags(jobs, clock=clock),
+        tasks=Tasks(jobs, clock=clock),
+        sessions=sessions,
+        connectors=connectors,
+        circuit={"shopify": CircuitBreaker("shopify", clock=clock)},
+    )
+
+
+def _client(app: FastAPI, **headers: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app), base_url="http://admin.test", headers=headers
+    )
+
+
+@pytest.fixture
+async def admin(tmp_path: Path) -> AsyncIterator[Admin]:
+    settings = Settings.from_env({"ANTIFRAGILE_ADMIN_API_KEYS": BOOTSTRAP})
+    backend = await _backend(tmp_path / "admin.db", settings)
+    jobs = backend.jobs
+    charge = await jobs.registry["charge"].enqueue(7, SECRET_NOTE, PHONE)
+    notify = await jobs.registry["notify"].enqueue("a@example.com")
+    done = await jobs.registry["hello"].enqueue()
+    worker = Worker(jobs)
+    await worker.run_until_idle()
+    backend.clock.advance(1)
+    await worker.run_until_idle()
+    app = build_app(backend)
+    async with _client(app, authorization=f"Bearer {BOOTSTRAP}") as client:
+        made = Admin(client, backend, app, charge.id, notify.id, done.id)
+        assert await made.state(charge.id) is JobState.DEAD
+        assert await made.state(notify.id) is JobState.DEAD
+        yield made
+    await backend.connectors.aclose()
+    await jobs.close()
+
+
+def _data(response: httpx.Response, status: int = 200) -> Any:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["success"] is True
+    assert "request_id" in body["meta"]
+    return body["data"]
+
+
+def _error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["success"] is False
+    assert body["error"]["code"] == code
+    error: dict[str, Any] = body["error"]
+    return error
+
+
+# -- authentication -------------------------------------------------------------------------------
+
+
+async def test_every_admin_route_refuses_without_credentials(admin: Admin) -> None:
+    """Each route of the router answers 401 AUTH with WWW-Authenticate: Bearer when no
+    credential, or a wrong one, is sent."""
+    routes = [r for r in admin_router.routes if isinstance(r, APIRoute)]
+    assert len(routes) >= 25
+    async with (
+        _client(admin.app) as anonymous,
+        _client(admin.app, **{"x-api-key": "af_0123456789abcdef_wrong"}) as wrong,
+    ):
+        for route in routes:
+            path = route.path.replace("{action}", "open")
+            for name in ("job_id", "provider", "key", "task_id", "name", "key_id"):
+                path = path.replace("{" + name + "}", "x")
+            for method in route.methods or ():
+                for client in (anonymous, wrong):
+                    response = await client.request(method, path, json={})
+                    _error(response, 401, "AUTH")
+                    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_bearer_and_x_api_key_both_work(admin: Admin) -> None:
+    """A bootstrap key works as a bearer token and as X-API-Key."""
+    async with _client(admin.app, **{"x-api-key": BOOTSTRAP}) as client:
+        me = _data(await client.get("/v1/admin/whoami"))
+    assert me["kind"] == "bootstrap_key"
+    assert _data(await admin.client.get("/v1/admin/whoami"))["kind"] == "bootstrap_key"
+
+
+async def test_guessing_keys_is_rate_limited_per_ip(admin: Admin) -> None:
+    """With inbound limits on the app, an address that keeps sending wrong keys gets 429
+    RATE_LIMITED with Retry-After before its credentials are even checked."""
+    admin.app.state.limits = InboundLimits(ip_rate=(3, 60), clock=admin.backend.clock)
+    async with _client(admin.app, **{"x-api-key": "af_0123456789abcdef_guess"}) as guesser:
+        for _ in range(3):
+            _error(await guesser.get("/v1/admin/dlq"), 401, "AUTH")
+        refused = await guesser.get("/v1/admin/dlq")
+        _error(refused, 429, "RATE_LIMITED")
+        assert refused.headers["retry-after"] == "20"
+
+
+async def test_unconfigured_auth_says_how_to_configure(tmp_path: Path) -> None:
+    """With no admin keys and no JWT settings, admin routes refuse with the instructions."""
+    backend = await _backend(tmp_path / "bare.db", Settings.from_env({}))
+    try:
+        async with _client(build_app(backend), **{"x-api-key": BOOTSTRAP}) as client:
+            error = _error(await client.get("/v1/admin/dlq"), 401, "AUTH")
+        assert error["message"] == NOT_CONFIGURED
+        assert "ANTIFRAGILE_ADMIN_API_KEYS" in error["message"]
+    finally:
+        await backend.jobs.close()
+
+
+async def test_api_key_lifecycle_over_http(admin: Admin) -> None:
+    """POST /api-keys returns the plaintext once; the key works; GET lists it without any
+    secret; DELETE revokes it and it stops working; an unknown id is 404."""
+    created = _data(await admin.client.post("/v1/admin/api-keys", json={"name": "ops"}), 201)
+    key = created["key"]
+    assert key.startswith(f"af_{created['id']}_")
+    async with _client(admin.app, **{"x-api-key": key}) as client:
+        assert _data(await client.get("/v1/admin/whoami"))["subject"] == created["id"]
+        listed = await admin.client.get("/v1/admin/api-keys")
+        assert key not in listed.text
+        assert key.split("_", 2)[2] not in listed.text
+        assert [item["id"] for item in _data(listed)["items"]] == [created["id"]]
+        revoked = _data(await admin.client.delete(f"/v1/admin/api-keys/{created['id']}"))
+        assert revoked["active"] is False
+        _error(await client.get("/v1/admin/whoami"), 401, "AUTH")
+    _error(await admin.client.delete("/v1/admin/api-keys/ffffffff"), 404, "NOT_FOUND")
+    _error(await admin.client.post("/v1/admin/api-keys", json={}), 400, "VALIDATION")
+
+
+async def test_jwt_from_a_jwks_served_over_http(tmp_path: Path) -> None:
+    """An RS256 token whose key is in a JWKS served over real HTTP is accepted; one with the
+    wrong authorized party is refused."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = {**RSAAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": "k1", "alg": "RS256"}
+    with FlakyServer(default=Fault.ok(json={"keys": [jwk]})) as server:
+        settings = Settings.from_env(
+            {
+                "ANTIFRAGILE_JWT_JWKS_URL": f"{server.url}/.well-known/jwks.json",
+                "ANTIFRAGILE_JWT_ISSUER": "https://issuer.test",
+                "ANTIFRAGILE_JWT_AUTHORIZED_PARTIES": "https://admin.test, https://other.test",
+            }
+        )
+        backend = await _backend(tmp_path / "jwt.db", settings)
+        try:
+            now = int(backend.clock.time())
+            claims = {"sub": "user_9", "iss": "https://issuer.test", "iat": now, "exp": now + 60}
+            good = jwt.encode(
+                {**claims, "azp": "https://admin.test"}, key, "RS256", headers={"kid": "k1"}
+            )
+            bad = jwt.encode(
+                {**claims, "azp": "https://evil.test"}, key, "RS256", headers={"kid": "k1"}
+            )
+            app = build_app(backend)
+            async with _client(app, authorization=f"Bearer {good}") as client:
+                me = _data(await client.get("/v1/admin/whoami"))
+                assert (me["kind"], me["subject"]) == ("jwt", "user_9")
+            async with _client(app, authorization=f"Bearer {bad}") as client:
+                _error(await client.get("/v1/admin/whoami"), 401, "AUTH")
+        finally:
+            await backend.jobs.close()
+
+
+# -- the dead-letter queue ------------------------------------------------------------------------
+
+
+async def test_dlq_list_filters_and_redacts(admin: Admin) -> None:
+    """GET /dlq lists the dead jobs (not the succeeded one), narrows by queue, provider and
+    error code, and never shows credentials or the phone number."""
+    response = await admin.client.get("/v1/admin/dlq")
+    items = _data(response)["items"]
+    assert {item["id"] for item in items} == {admin.charge, admin.notify}
+    for secret in (SECRET_KEY, "abcdefghijklmnop", PHONE, "447700900123"):
+        assert secret not in response.text
+    for query, expected in (
+        ("queue=payments", admin.charge),
+        ("provider=resend", admin.notify),
+        ("error_code=VALIDATION", admin.charge),
+    ):
+        found = _data(await admin.client.get(f"/v1/admin/dlq?{query}"))["items"]
+        assert [item["id"] for item in found] == [expected]
+    _error(await admin.client.get("/v1/admin/dlq?limit=0"), 400, "VALIDATION")
+
+
+async def test_dlq_show_has_the_history_redacted(admin: Admin) -> None:
+    """GET /dlq/{id} shows one dead job with every attempt, redacted; a job that is not dead
+    or does not exist is 404."""
+    response = await admin.client.get(f"/v1/admin/dlq/{admin.notify}")
+    job = _data(response)
+    assert job["state"] == "dead"
+    assert job["last_error_code"] == "UPSTREAM_UNAVAILABLE"
+    assert len(job["history"]) == 2
+    assert SECRET_KEY not in response.text
+    assert "a@example.com" not in response.text
+    _error(await admin.client.get(f"/v1/admin/dlq/{admin.done}"), 404, "NOT_FOUND")
+    _error(await admin.client.get("/v1/admin/dlq/nope"), 404, "NOT_FOUND")
+
+
+async def test_dlq_retry_one_and_by_filter(admin: Admin) -> None:
+    """POST /dlq/{id}/retry redrives one dead job; POST /dlq/retry redrives by filter;
+    naming nothing, or a job that is not dead, is refused."""
+    retried = _data(await admin.client.post(f"/v1/admin/dlq/{admin.notify}/retry"))
+    assert retried["retried"] == 1
+    assert await admin.state(admin.notify) is JobState.QUEUED
+    _error(await admin.client.post(f"/v1/admin/dlq/{admin.notify}/retry"), 404, "NOT_FOUND")
+    by_filter = _data(
+        await admin.client.post("/v1/admin/dlq/retry", json={"provider": "stripe", "delay": "5m"})
+    )
+    assert by_filter["retried"] == 1
+    charge = await admin.jobs.get(admin.charge)
+    assert charge is not None
+    assert charge.state is JobState.QUEUED
+    assert charge.run_at == pytest.approx(admin.backend.clock.time() + 300)
+    _error(await admin.client.post("/v1/admin/dlq/retry", json={}), 400, "VALIDATION")
+    _error(
+        await admin.client.post("/v1/admin/dlq/retry", json={"ids": [admin.done]}),
+        404,
+        "NOT_FOUND",
+    )
+    _error(
+        await admin.client.post("/v1/admin/dlq/retry", json={"all": True, "delay": "soon"}),
+        400,
+        "VALIDATION",
+    )
+
+
+async def test_dlq_resolve_needs_a_reason(admin: Admin) -> None:
+    """POST /dlq/{id}/resolve closes a dead job with its reason; no reason is 400; resolve by
+    filter closes the rest."""
+    _error(
+        await admin.client.post(f"/v1/admin/dlq/{admin.charge}/resolve", json={}),
+        400,
+        "VALIDATION",
+    )
+    _error(
+        await admin.client.post(f"/v1/admin/dlq/{admin.charge}/resolve", json={"reason": ""}),
+        400,
+        "VALIDATION",
+    )
+    done = _data(
+        await admin.client.post(
+            f"/v1/admin/dlq/{admin.charge}/resolve", json={"reason": "refunded by hand"}
+        )
+    )
+    assert done["resolved"] == 1
+    assert done["job"]["state"] == "resolved"
+    assert done["job"]["resolution"] == "refunded by hand"
+    rest = _data(
+        await admin.client.post("/v1/admin/dlq/resolve", json={"all": True, "reason": "noise"})
+    )
+    assert rest["resolved"] == 1
+    assert _data(await admin.client.get("/v1/admin/dlq"))["items"] == []
+    everything = _data(await admin.client.get("/v1/admin/dlq?include_resolved=true"))
+    assert len(everything["items"]) == 2
+
+
+async def test_dlq_purge_older_than(admin: Admin) -> None:
+    """POST /dlq/purge deletes dead jobs older than older_than (only those), and needs it."""
+    assert _data(await admin.client.post("/v1/admin/dlq/purge", json={"older_than": "1h"})) == {
+        "purged": 0
+    }
+    admin.backend.clock.advance(2 * 3600)
+    purged = _data(
+        await admin.client.post(
+            "/v1/admin/dlq/purge", json={"older_than": "1h", "provider": "stripe"}
+        )
+    )
+    assert purged == {"purged": 1}
+    assert await admin.jobs.get(admin.charge) is None
+    assert await admin.state(admin.notify) is JobState.DEAD
+    _error(await admin.client.post("/v1/admin/dlq/purge", json={}), 400, "VALIDATION")
+    _error(
+        await admin.client.post("/v1/admin/dlq/purge", json={"older_than": -5}),
+        400,
+        "VALIDATION",
+    )
+    _error(
+        await admin.client.post("/v1/admin/dlq/purge", json={"older_than": "1h", "x": 1}),
+        400,
+        "VALIDATION",
+    )
+
+
+# -- jobs -----------------------------------------------------------------------------------------
+
+
+async def test_jobs_list_show_and_stats(admin: Admin) -> None:
+    """GET /jobs filters by state and queue; GET /jobs/{id} shows one (404 when unknown);
+    GET /jobs/stats counts jobs per state per queue."""
+    dead = _data(await admin.client.get("/v1/admin/jobs?state=dead"))["items"]
+    assert {item["id"] for item in dead} == {admin.charge, admin.notify}
+    both = _data(await admin.client.get("/v1/admin/jobs?state=dead&state=succeeded&queue=email"))
+    assert {item["id"] for item in both["items"]} == {admin.notify, admin.done}
+    assert _data(await admin.client.get(f"/v1/admin/jobs/{admin.done}"))["state"] == "succeeded"
+    _error(await admin.client.get("/v1/admin/jobs/unknown"), 404, "NOT_FOUND")
+    _error(await admin.client.get("/v1/admin/jobs?state=sleeping"), 400, "VALIDATION")
+    stats = {
+        entry["queue"]: entry for entry in _data(await admin.client.get("/v1/admin/jobs/stats"))
+    }
+    assert stats["email"]["counts"]["dead"] == 1
+    assert stats["email"]["counts"]["succeeded"] == 1
+    assert stats["payments"]["counts"]["dead"] == 1
+
+
+# -- breakers -------------------------------------------------------------------------------------
+
+
+async def test_breakers_force_open_close_and_reset(admin: Admin) -> None:
+    """POST /breakers/{p}/open rejects calls; /close lets every call through (forced closed);
+    /reset closes it normally; an unknown provider is 404, an unknown action 400."""
+    breaker = admin.backend.circuit["shopify"]
+    listed = _data(await admin.client.get("/v1/admin/breakers"))
+    assert listed["shopify"]["state"] == "closed"
+    opened = _data(await admin.client.post("/v1/admin/breakers/shopify/open"))
+    assert opened["state"] == "forced_open"
+    with pytest.raises(CircuitOpenError):
+        breaker.acquire()
+    closed = _data(await admin.client.post("/v1/admin/breakers/shopify/close"))
+    assert closed["state"] == "disabled"
+    breaker.acquire()
+    reset = _data(await admin.client.post("/v1/admin/breakers/shopify/reset"))
+    assert reset["state"] == "closed"
+    _error(await admin.client.post("/v1/admin/breakers/hubspot/open"), 404, "NOT_FOUND")
+    _error(await admin.client.post("/v1/admin/breakers/shopify/melt"), 400, "VALIDATION")
+
+
+# -- flags ----------------------------------------------------------------------------------------
+
+
+async def test_flags_read_and_change(admin: Admin) -> None:
+    """GET /flags lists the documented flags; PUT turns one off (the app sees it at once);
+    a non-bool body or a bad name is 400."""
+    flags = _data(await admin.client.get("/v1/admin/flags"))
+    assert flags["hubspot_sync"] is True
+    changed = _data(await admin.client.put("/v1/admin/flags/hubspot_sync", json={"enabled": False}))
+    assert changed == {"name": "hubspot_sync", "enabled": False, "default": True}
+    assert await admin.backend.flags.is_enabled("hubspot_sync") is False
+    one = _data(await admin.client.get("/v1/admin/flags/hubspot_sync"))
+    assert one["enabled"] is False
+    _error(
+        await admin.client.put("/v1/admin/flags/hubspot_sync", json={"enabled": "no"}),
+        400,
+        "VALIDATION",
+    )
+    _error(
+        await admin.client.put("/v1/admin/flags/Bad%20Name", json={"enabled": True}),
+        400,
+        "VALIDATION",
+    )
+
+
+# -- sessions and tasks ---------------------------------------------------------------------------
+
+
+async def test_sessions_masked_and_reset(admin: Admin) -> None:
+    """GET /sessions and /sessions/{key} mask the phone and email; POST reset starts the
+    session over; an unknown key is 404."""
+    key = Sessions.key_for("acme", PHONE)
+    kv = admin.backend.tasks.kv
+    await kv.set(
+        key,
+        {
+            "key": key,
+            "tenant_id": "acme",
+            "phone": PHONE,
+            "flow": "intake",
+            "step": 2,
+            "progress_status": "in_progress",
+            "fields": {"name": "Ada", "email": "ada@example.com"},
+            "round": 1,
+            "created_at": 1.0,
+        },
+        now=admin.backend.clock.time(),
+    )
+    listed = await admin.client.get("/v1/admin/sessions?tenant_id=acme")
+    assert [item["key"] for item in _data(listed)["items"]] == [key]
+    shown = await admin.client.get(f"/v1/admin/sessions/{key}")
+    assert _data(shown)["progress_status"] == "in_progress"
+    for response in (listed, shown):
+        assert "447700900123" not in response.text
+        assert "ada@example.com" not in response.text
+    assert _data(await admin.client.post(f"/v1/admin/sessions/{key}/reset"))["reset"] is True
+    assert _data(await admin.client.get(f"/v1/admin/sessions/{key}"))["progress_status"] == "new"
+    _error(await admin.client.get("/v1/admin/sessions/session:acme:nope"), 404, "NOT_FOUND")
+    _error(await admin.client.post("/v1/admin/sessions/session:acme:nope/reset"), 404, "NOT_FOUND")
+
+
+async def test_tasks_list_show_and_update(admin: Admin) -> None:
+    """GET /tasks filters by status; PATCH changes status/assignee/priority; an invalid
+    status or an empty change is 400; an unknown task 404."""
+    task = await admin.backend.tasks.create(type="callback", title="Call the customer back")
+    tasks = _data(await admin.client.get("/v1/admin/tasks?status=open"))["items"]
+    assert [t["id"] for t in tasks] == [task["id"]]
+    assert _data(await admin.client.get(f"/v1/admin/tasks/{task['id']}"))["title"]
+    changed = _data(
+        await admin.client.patch(
+            f"/v1/admin/tasks/{task['id']}",
+            json={"status": "done", "assignee": "sam", "priority": "high"},
+        )
+    )
+    assert (changed["status"], changed["assignee"], changed["priority"]) == ("done", "sam", "high")
+    assert _data(await admin.client.get("/v1/admin/tasks?status=open"))["items"] == []
+    _error(
+        await admin.client.patch(f"/v1/admin/tasks/{task['id']}", json={"status": "maybe"}),
+        400,
+        "VALIDATION",
+    )
+    _error(await admin.client.patch(f"/v1/admin/tasks/{task['id']}", json={}), 400, "VALIDATION")
+    _error(
+        await admin.client.patch("/v1/admin/tasks/nope", json={"status": "done"}), 404, "NOT_FOUND"
+    )
+    _error(await admin.client.get("/v1/admin/tasks/nope"), 404, "NOT_FOUND")
+    _error(await admin.client.get("/v1/admin/tasks?status=maybe"), 400, "VALIDATION")
+
+
+def test_openapi_documents_the_admin_routes(admin: Admin) -> None:
+    """The OpenAPI schema lists the admin routes with their error envelopes and the two
+    security schemes."""
+    schema = admin.app.openapi()
+    assert "/v1/admin/dlq/{job_id}/retry" in schema["paths"]
+    get_dlq = schema["paths"]["/v1/admin/dlq"]["get"]
+    assert {"401", "404"} <= set(get_dlq["responses"])
+    assert {"AdminBearer", "AdminApiKey"} <= set(schema["components"]["securitySchemes"])

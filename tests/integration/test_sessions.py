@@ -1,0 +1,667 @@
+"""Sessions, the intake flow and replies on a real SQLite queue, with every provider behind the
+sandbox over real HTTP and a FakeClock for time (nudges, retry back-offs).
+
+The sandbox's effect log is the ground truth for "what happened at the provider": one email,
+one customer, one contact, one Slack post, one WhatsApp message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from antifragile import FakeClock, StoreUnavailableError
+from antifragile.connectors import (
+    HubSpotConnector,
+    ResendConnector,
+    ShopifyConnector,
+    SlackConnector,
+    TwilioConnector,
+    WhatsAppConnector,
+)
+from antifragile.inbound import (
+    DEFAULT_FLOW,
+    DEFAULT_GRACEFUL_REPLY,
+    Channel,
+    EventKind,
+    Flow,
+    FlowStep,
+    InboundEvent,
+    Replies,
+    Sessions,
+    SessionTurn,
+    Tenant,
+    mask_phone,
+)
+from antifragile.inbound._flags import FeatureFlags
+from antifragile.jobs import Job, JobFilter, Jobs, JobState, Worker
+from antifragile.policies import Constant, Policy, Retry
+from antifragile.sandbox import (
+    HubSpotSimulator,
+    ProviderFault,
+    ProviderSandbox,
+    ResendSimulator,
+    ShopifySimulator,
+    SlackSimulator,
+    TwilioSimulator,
+    WhatsAppSimulator,
+)
+from antifragile.stores import KeyValueStore, Versioned
+
+WA_TOKEN = "EAAG-test-token"
+PHONE_ID = "106540352242922"
+TWILIO_SID = "AC" + "0" * 32
+TWILIO_TOKEN = "twilio-auth-token"
+RESEND_KEY = "re_test_key_12345"
+SHOPIFY_TOKEN = "shpat_test_token"
+HUBSPOT_TOKEN = "pat-test-token"
+HOOK = "T0001/B0001/sEcReTtOkEn1234"
+
+CONTACT = "447700900123"
+OWNER = "owner@acme.example"
+CUSTOMERS = "POST /admin/api/{version}/customers.json"
+
+TENANT = Tenant(
+    "acme",
+    name="Acme Bakery",
+    whatsapp_phone_number_id=PHONE_ID,
+    twilio_number="+15550001111",
+    owner_email=OWNER,
+)
+
+ANSWERS = ["Ada Lovelace", "ada@example.com", "A cake for 20 people", "weekday mornings"]
+
+
+@dataclass
+class Providers:
+    """The connectors, pointed at the sandbox (what the connectors registry provides)."""
+
+    whatsapp: WhatsAppConnector
+    twilio: TwilioConnector
+    resend: ResendConnector
+    shopify: ShopifyConnector
+    hubspot: HubSpotConnector
+    slack: SlackConnector
+
+    async def aclose(self) -> None:
+        for connector in (
+            self.whatsapp,
+            self.twilio,
+            self.resend,
+            self.shopify,
+            self.hubspot,
+            self.slack,
+        ):
+            await connector.aclose()
+
+
+@dataclass
+class World:
+    clock: FakeClock
+    sandbox: ProviderSandbox
+    jobs: Jobs
+    replies: Replies
+    sessions: Sessions
+    worker: Worker
+    counter: list[int] = field(default_factory=lambda: [0])
+
+    def event(
+        self, text: str | None, *, sender: str = CONTACT, channel: Channel = Channel.WHATSAPP
+    ) -> InboundEvent:
+        self.counter[0] += 1
+        tenant_key = PHONE_ID if channel is Channel.WHATSAPP else "+15550001111"
+        return InboundEvent(
+            channel,
+            f"wamid.{self.counter[0]}",
+            EventKind.MESSAGE,
+            tenant_key,
+            sender=sender,
+            text=text,
+        )
+
+    async def say(self, text: str | None, **options: Any) -> SessionTurn:
+        turn = await self.sessions.handle(TENANT, self.event(text, **options))
+        assert turn is not None
+        return turn
+
+    async def complete(self, sender: str = CONTACT) -> SessionTurn:
+        turn = await self.say("Hello", sender=sender)
+        for answer in ANSWERS:
+            turn = await self.say(answer, sender=sender)
+        assert turn.completed
+        return turn
+
+    async def record(self, sender: str = CONTACT) -> dict[str, Any]:
+        found = await self.sessions.get(Sessions.key_for(TENANT.id, sender))
+        assert found is not None
+        return found
+
+    async def all_jobs(self, name: str | None = None) -> list[Job]:
+        return await self.jobs.find(JobFilter(name=name), limit=1000)
+
+    def effects(self, provider: str) -> list[Any]:
+        return self.sandbox.effects(provider)
+
+
+def no_retry(name: str, clock: FakeClock) -> Policy:
+    """One attempt per call, no breaker: the job's retries are what the tests watch."""
+    return Policy(
+        name, timeout=5.0, retry=Retry(attempts=1), breaker=None, budget=None, clock=clock
+    )
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def sandbox() -> Iterator[ProviderSandbox]:
+    simulators = [
+        WhatsAppSimulator(access_tokens=[WA_TOKEN], phone_number_ids=[PHONE_ID], throughput=10**6),
+        TwilioSimulator(credentials={TWILIO_SID: TWILIO_TOKEN}, concurrency=10**6),
+        ResendSimulator(api_keys=[RESEND_KEY], rate_limit=10**6),
+        ShopifySimulator(access_tokens=[SHOPIFY_TOKEN], bucket_size=10**6),
+        HubSpotSimulator(tokens=[HUBSPOT_TOKEN], burst=10**6),
+        SlackSimulator(hooks=[HOOK], rate=1e6, burst=1e6),
+    ]
+    with ProviderSandbox(simulators) as running:
+        yield running
+
+
+@pytest.fixture
+async def providers(sandbox: ProviderSandbox, clock: FakeClock) -> AsyncIterator[Providers]:
+    made = Providers(
+        whatsapp=WhatsAppConnector(
+            WA_TOKEN,
+            phone_number_id=PHONE_ID,
+            base_url=sandbox.base_url("whatsapp"),
+            policy=no_retry("whatsapp", clock),
+            clock=clock,
+        ),
+        twilio=TwilioConnector(
+            TWILIO_SID,
+            TWILIO_TOKEN,
+            base_url=sandbox.base_url("twilio"),
+            policy=no_retry("twilio", clock),
+            clock=clock,
+        ),
+        resend=ResendConnector(
+            RESEND_KEY, base_url=sandbox.base_url("resend"), policy=no_retry("resend", clock)
+        ),
+        shopify=ShopifyConnector(
+            SHOPIFY_TOKEN, base_url=sandbox.base_url("shopify"), policy=no_retry("shopify", clock)
+        ),
+        hubspot=HubSpotConnector(
+            HUBSPOT_TOKEN, base_url=sandbox.base_url("hubspot"), policy=no_retry("hubspot", clock)
+        ),
+        slack=SlackConnector(
+            f"{sandbox.base_url('slack')}/services/{HOOK}", policy=no_retry("slack", clock)
+        ),
+    )
+    yield made
+    await made.aclose()
+
+
+def build(
+    tmp_path: Path,
+    clock: FakeClock,
+    sandbox: ProviderSandbox,
+    providers: Providers,
+    *,
+    flows: dict[str, Flow] | None = None,
+    kv: KeyValueStore | None = None,
+    name: str = "sessions.db",
+    tenant: Tenant = TENANT,
+    with_flags: bool = False,
+) -> World:
+    jobs = Jobs(database_url=f"sqlite:///{tmp_path / name}", clock=clock)
+    replies = Replies(jobs, providers)
+    sessions = Sessions(
+        jobs,
+        providers,
+        flows or {"intake": DEFAULT_FLOW},
+        tenants={tenant.id: tenant},
+        replies=replies,
+        retry=Retry(attempts=2, backoff=Constant(30.0)),
+        kv=kv,
+        flags=FeatureFlags(jobs, clock=clock) if with_flags else None,
+    )
+    worker = jobs.worker(concurrency=4, lease=60.0, heartbeat=20.0)
+    return World(clock, sandbox, jobs, replies, sessions, worker)
+
+
+@pytest.fixture
+async def world(
+    tmp_path: Path, clock: FakeClock, sandbox: ProviderSandbox, providers: Providers
+) -> AsyncIterator[World]:
+    made = build(tmp_path, clock, sandbox, providers)
+    async with made.jobs:
+        yield made
+
+
+async def test_full_intake_runs_four_jobs_with_one_effect_each(world: World) -> None:
+    """A whole conversation: greeting and first question, an invalid email re-asked, the
+    completion text; then four durable jobs (payload: the session key only) whose effects
+    happen once at the providers, and whose status flags end ``sent``."""
+    first = await world.say("Hello")
+    assert first.reply.startswith(DEFAULT_FLOW.greeting)
+    assert first.reply.endswith(DEFAULT_FLOW.steps[0].question)
+    assert (first.step, first.completed) == (0, False)
+    turn = await world.say("Ada Lovelace")
+    assert turn.reply == "Thanks, Ada Lovelace! What's the best email address to reach you?"
+    invalid = await world.say("ada at example dot com")
+    assert invalid.step == 1
+    assert invalid.reply.startswith(DEFAULT_FLOW.steps[1].error)
+    assert invalid.reply.endswith("What's the best email address to reach you?")
+    for answer in ANSWERS[1:]:
+        turn = await world.say(answer)
+    assert turn.completed
+    assert turn.reply.startswith("Thank you, Ada Lovelace!")
+    assert turn.step == len(DEFAULT_FLOW.steps)
+
+    key = turn.session_key
+    assert CONTACT not in key
+    record = await world.record()
+    assert record["progress_status"] == "completed"
+    assert record["fields"] == dict(
+        zip(["name", "email", "need", "contact_time"], ANSWERS, strict=True)
+    )
+    assert {record[f"{i}_status"] for i in ("email", "shopify", "hubspot", "slack")} == {"pending"}
+    queued = await world.all_jobs()
+    assert sorted(j.name for j in queued) == [
+        "sessions.hubspot_contact",
+        "sessions.shopify_customer",
+        "sessions.slack_message",
+        "sessions.summary_email",
+    ]
+    for job in queued:
+        assert job.payload == {"session_key": key}
+        assert job.idempotency_key == f"{job.name}:{key}:1"
+        assert set(record["jobs"].values()) >= {job.id}
+    assert CONTACT not in json.dumps([j.payload for j in queued])
+
+    await world.worker.run_until_idle()
+    assert {j.state for j in await world.all_jobs()} == {JobState.SUCCEEDED}
+    record = await world.record()
+    for integration in ("email", "shopify", "hubspot", "slack"):
+        assert record[f"{integration}_status"] == "sent"
+    assert record["summary_email_sent"] is True
+
+    (email,) = world.effects("resend")
+    assert email.data["to"] == [OWNER]
+    assert "Ada Lovelace" in email.data["subject"]
+    assert "ada@example.com" in email.data["text"]
+    assert "+447700900123" in email.data["text"]
+    (customer,) = world.effects("shopify")
+    assert customer.data["customer"]["email"] == "ada@example.com"
+    assert customer.data["customer"]["first_name"] == "Ada"
+    assert record["shopify_customer_id"] == int(customer.id)
+    (contact,) = world.effects("hubspot")
+    assert contact.data["properties"]["email"] == "ada@example.com"
+    (post,) = world.effects("slack")
+    assert "Ada" in post.data["text"]
+    assert mask_phone(CONTACT) in post.data["text"]
+    for secret in ("Lovelace", "ada@example.com", CONTACT, "cake"):
+        assert secret not in post.data["text"]
+
+    # the completed contact is the intent pipeline's; the last message handled again changes
+    # nothing and enqueues nothing
+    assert await world.sessions.handle(TENANT, world.event("one more thing")) is None
+    replay = InboundEvent(
+        Channel.WHATSAPP,
+        f"wamid.{world.counter[0] - 1}",
+        EventKind.MESSAGE,
+        PHONE_ID,
+        sender=CONTACT,
+        text=ANSWERS[-1],
+    )
+    assert await world.sessions.handle(TENANT, replay) == turn
+    assert len(await world.all_jobs()) == 4
+
+
+async def test_shopify_down_marks_failed_and_the_sweep_redrives_after_recovery(
+    world: World,
+) -> None:
+    """With Shopify answering 503, the contact still gets the completion text; the Shopify job
+    retries (``pending``), then dies (``failed``) while the other integrations are ``sent``.
+    After Shopify recovers, the sweep redrives the dead job (same job, same key): ``sent``,
+    and exactly one customer exists."""
+    world.sandbox.faults("shopify", CUSTOMERS, chaos=[(1.0, ProviderFault.error(503))])
+    turn = await world.complete()
+    assert turn.reply.startswith("Thank you, Ada Lovelace!")
+
+    await world.worker.run_until_idle()
+    record = await world.record()
+    assert record["shopify_status"] == "pending"
+    assert {record[f"{i}_status"] for i in ("email", "hubspot", "slack")} == {"sent"}
+    world.clock.advance(60)
+    await world.worker.run_until_idle()
+    record = await world.record()
+    assert record["shopify_status"] == "failed"
+    (dead,) = await world.jobs.dlq.list()
+    assert dead.last_error_code == "UPSTREAM_UNAVAILABLE"
+    assert "ada@example.com" not in (dead.last_error or "")
+
+    # still down: the sweep redrives once more, and it dies again
+    report = await world.sessions.sweep()
+    assert report.redriven == 1
+    await world.worker.run_until_idle()
+    world.clock.advance(60)
+    await world.worker.run_until_idle()
+    assert (await world.record())["shopify_status"] == "failed"
+
+    world.sandbox.clear_faults("shopify")
+    report = await world.sessions.sweep()
+    assert report.redriven == 1
+    record = await world.record()
+    assert record["shopify_status"] == "pending"
+    await world.worker.run_until_idle()
+    record = await world.record()
+    assert record["shopify_status"] == "sent"
+    assert record["redrives"] == {"shopify": 2}
+    (job,) = await world.all_jobs("sessions.shopify_customer")
+    assert job.id == record["jobs"]["shopify"]
+    assert job.state is JobState.SUCCEEDED
+    assert len(world.effects("shopify")) == 1
+    assert len(world.effects("resend")) == 1
+    assert (await world.sessions.sweep()).redriven == 0
+
+
+async def test_sweep_leaves_permanent_failures_to_an_operator(world: World) -> None:
+    """A job that died of a permanent error (Shopify 422) is not redriven by the sweep."""
+    world.sandbox.faults("shopify", CUSTOMERS, chaos=[(1.0, ProviderFault.error(422))])
+    await world.complete()
+    await world.worker.run_until_idle()
+    assert (await world.record())["shopify_status"] == "failed"
+    report = await world.sessions.sweep()
+    assert (report.redriven, report.left) == (0, 1)
+
+
+async def test_jobs_that_could_not_be_enqueued_are_enqueued_by_the_sweep(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the queue refuses the integration jobs, the contact still gets the completion
+    text and the flags stay ``none``; a sweep a minute later enqueues them under their
+    original keys, and they run once."""
+
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailableError("the database is down")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(world.jobs, "enqueue_many", refuse)
+        turn = await world.complete()
+    assert turn.completed
+    assert turn.reply.startswith("Thank you")
+    record = await world.record()
+    assert record["shopify_status"] == "none"
+    assert await world.all_jobs() == []
+
+    assert (await world.sessions.sweep()).enqueued == 0  # too early: completion may be running
+    world.clock.advance(120)
+    assert (await world.sessions.sweep()).enqueued == 4
+    assert (await world.sessions.sweep()).enqueued == 0
+    await world.worker.run_until_idle()
+    record = await world.record()
+    assert {record[f"{i}_status"] for i in ("email", "shopify", "hubspot", "slack")} == {"sent"}
+    assert all(
+        j.idempotency_key and j.idempotency_key.endswith(":1") for j in await world.all_jobs()
+    )
+    assert len(world.effects("hubspot")) == 1
+
+
+async def test_nudge_is_sent_once_after_two_hours_of_silence(world: World) -> None:
+    """A contact who stops answering gets one nudge (the waiting question again) after two
+    hours, through the scheduled job; later runs, and later silences, send nothing more."""
+    await world.say("Hello")
+    await world.say("Ada Lovelace")
+    world.clock.advance(3600)
+    assert await world.sessions.nudge_inactive() == 0
+    world.clock.advance(3601)
+    result = await world.sessions.nudge_schedule.function.run_inline(tick=0)
+    assert result == {"nudged": 1}
+    assert await world.sessions.nudge_inactive() == 0
+    record = await world.record()
+    assert record["nudge_sent"] is True
+
+    await world.worker.run_until_idle()
+    (message,) = world.effects("whatsapp")
+    assert message.data["to"] == CONTACT
+    assert message.data["text"]["body"] == (
+        "Just checking in -- are you still there? "
+        "Thanks, Ada Lovelace! What's the best email address to reach you?"
+    )
+    (job,) = await world.all_jobs("replies.send")
+    assert CONTACT not in json.dumps(job.payload)
+
+    await world.say("ada@example.com")
+    world.clock.advance(3 * 3600)
+    assert await world.sessions.nudge_inactive() == 0
+    await world.worker.run_until_idle()
+    assert len(world.effects("whatsapp")) == 1
+
+
+async def test_completed_sessions_are_never_nudged(world: World) -> None:
+    """Only sessions in progress are nudged."""
+    await world.complete()
+    world.clock.advance(5 * 3600)
+    assert await world.sessions.nudge_inactive() == 0
+
+
+class RacingKV:
+    """The real store, except that the first ``get`` of two callers waits for the other, so
+    both read the same version before either writes -- the race, every time."""
+
+    def __init__(self, kv: KeyValueStore) -> None:
+        self.kv = kv
+        self.barrier = asyncio.Barrier(2)
+        self.racing = True
+
+    async def get(self, key: str, *, now: float) -> Versioned | None:
+        found = await self.kv.get(key, now=now)
+        if self.racing:
+            await self.barrier.wait()
+            self.racing = False
+        return found
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.kv, name)
+
+
+async def test_concurrent_answers_of_one_contact_are_both_kept(
+    tmp_path: Path, clock: FakeClock, sandbox: ProviderSandbox, providers: Providers
+) -> None:
+    """Two messages of one contact handled at the same moment, both having read the same
+    version: one compare-and-set loses, is retried on the new record, and both answers are
+    stored (no lost update)."""
+    flow = Flow("intake", tuple(FlowStep(f"q{n}", f"Question {n}?") for n in range(4)))
+    world = build(tmp_path, clock, sandbox, providers, flows={"intake": flow}, name="race.db")
+    async with world.jobs:
+        await world.say("Hello")
+        world.sessions._kv = RacingKV(_queue_kv(world.jobs))
+        turns = await asyncio.gather(world.say("red"), world.say("blue"))
+        assert sorted(t.step for t in turns) == [1, 2]
+        assert world.sessions.conflicts >= 1
+        record = await world.record()
+        assert record["step"] == 2
+        assert sorted(record["fields"].values()) == ["blue", "red"]
+
+        # and many at once, without the barrier
+        world.sessions._kv = None
+        world.sessions.flows["intake"] = Flow(
+            "intake", tuple(FlowStep(f"q{n}", f"Q{n}?") for n in range(12))
+        )
+        await world.sessions.reset(Sessions.key_for(TENANT.id, CONTACT))
+        await world.say("start")
+        answers = [f"answer {n}" for n in range(10)]
+        await asyncio.gather(*(world.say(a) for a in answers))
+        record = await world.record()
+        assert record["step"] == 10
+        assert sorted(record["fields"].values()) == sorted(answers)
+
+
+def _queue_kv(jobs: Jobs) -> KeyValueStore:
+    kv = jobs.queue.store.kv
+    assert isinstance(kv, KeyValueStore)
+    return kv
+
+
+async def test_replies_go_out_through_the_whatsapp_simulator_once_per_key(world: World) -> None:
+    """A reply is stored (``outmsg:{id}``), sent by a durable job whose payload is only the
+    id, and recorded with the provider's message id; the same key sends nothing more."""
+    event = world.event("Hello")
+    turn = await world.sessions.handle(TENANT, event)
+    assert turn is not None
+    message_id = await world.replies.reply(TENANT, event, turn.reply)
+    assert await world.replies.reply(TENANT, event, turn.reply) == message_id
+    (job,) = await world.all_jobs("replies.send")
+    assert job.payload == {"message_id": message_id}
+    assert (job.queue, job.provider) == ("replies", "whatsapp")
+    stored = await world.replies.get(message_id)
+    assert stored is not None
+    assert stored["to"] == CONTACT
+    assert stored["status"] == "pending"
+
+    await world.worker.run_until_idle()
+    (sent,) = world.effects("whatsapp")
+    assert sent.data["to"] == CONTACT
+    assert sent.data["text"]["body"] == turn.reply
+    stored = await world.replies.get(message_id)
+    assert stored is not None
+    assert stored["status"] == "sent"
+    assert stored["provider_message_id"] == sent.id
+    assert stored["sending_since"] is None
+
+
+async def test_twilio_replies_go_from_the_tenant_number(world: World) -> None:
+    """A contact who wrote over Twilio is answered over Twilio, from the tenant's number, to
+    the sender's E.164 number."""
+    event = world.event("Hello", channel=Channel.TWILIO)
+    turn = await world.sessions.handle(TENANT, event)
+    assert turn is not None
+    assert turn.step == 0
+    message_id = await world.replies.reply(TENANT, event, turn.reply)
+    await world.worker.run_until_idle()
+    (sent,) = world.effects("twilio")
+    assert sent.data["To"] == "+447700900123"
+    assert sent.data["From"] == TENANT.twilio_number
+    stored = await world.replies.get(message_id)
+    assert stored is not None
+    assert stored["provider_message_id"] == sent.id
+
+
+async def test_a_reply_whose_delivery_is_unknown_is_not_sent_again(world: World) -> None:
+    """WhatsApp answering 503 may have sent the message: the job dies at once (never sent
+    twice blindly), the flag says ``failed``, the dead job's error masks the phone, and a
+    redrive does not send it either until someone reconciles it."""
+    world.sandbox.faults(
+        "whatsapp", "POST /{version}/{phone_number_id}/messages", script=[ProviderFault.error(503)]
+    )
+    message_id = await world.replies.send(
+        tenant=TENANT, channel=Channel.WHATSAPP, to=CONTACT, text="Hi!", key="k1"
+    )
+    await world.worker.run_until_idle()
+    (dead,) = await world.jobs.dlq.list()
+    assert dead.state is JobState.DEAD
+    assert dead.attempts == 1
+    assert CONTACT not in (dead.last_error or "")
+    assert mask_phone(CONTACT) in (dead.last_error or "")
+    stored = await world.replies.get(message_id)
+    assert stored is not None
+    assert stored["status"] == "failed"
+    assert stored["sending_since"] is not None  # to be reconciled: it may have gone out
+    # a blind redrive does not send it either: the mark says it may have gone out
+    await world.jobs.dlq.retry([dead.id])
+    await world.worker.run_until_idle()
+    job = await world.jobs.get(dead.id)
+    assert job is not None
+    assert job.state is JobState.DEAD
+    assert job.last_error_code == "UPSTREAM_ERROR"
+    assert world.effects("whatsapp") == []
+
+
+async def test_graceful_reply_and_sessions_without_a_flow(world: World) -> None:
+    """The graceful reply is the tenant's own when set, else its flow's; a tenant without a
+    flow, a status event and a Shopify event are not the flow's business (``None``)."""
+    assert world.sessions.graceful_reply(TENANT) == DEFAULT_FLOW.graceful_reply
+    own = Tenant("b", graceful_reply="We'll be right with you.")
+    assert world.sessions.graceful_reply(own) == "We'll be right with you."
+    none = Tenant("c", flow=None)
+    assert world.sessions.graceful_reply(none) == DEFAULT_GRACEFUL_REPLY
+    assert await world.sessions.handle(none, world.event("Hello")) is None
+    status = InboundEvent(Channel.WHATSAPP, "s1", EventKind.STATUS, PHONE_ID, sender=CONTACT)
+    assert await world.sessions.handle(TENANT, status) is None
+
+
+async def test_list_get_and_reset(world: World) -> None:
+    """``list`` masks the phone and leaves the answers out; ``reset`` starts the contact over
+    in a new round, whose integration jobs get new keys."""
+    await world.complete()
+    await world.say("Hi", sender="15551234567")
+    listed = await world.sessions.list(TENANT.id)
+    assert len(listed) == 2
+    assert all("\u2022" in item["phone"] for item in listed)
+    assert {tuple(item["fields"]) for item in listed} == {
+        ("contact_time", "email", "name", "need"),
+        (),
+    }
+    assert CONTACT not in json.dumps(listed)
+    assert len(await world.sessions.list(status="completed")) == 1
+    assert len(await world.sessions.list(limit=1)) == 1
+
+    key = Sessions.key_for(TENANT.id, CONTACT)
+    assert await world.sessions.reset(key)
+    assert not await world.sessions.reset(Sessions.key_for(TENANT.id, "1"))
+    record = await world.record()
+    assert (record["progress_status"], record["round"], record["fields"]) == ("new", 1, {})
+    await world.complete()
+    record = await world.record()
+    assert record["round"] == 2
+    keys = sorted(j.idempotency_key or "" for j in await world.all_jobs("sessions.slack_message"))
+    assert keys == [f"sessions.slack_message:{key}:1", f"sessions.slack_message:{key}:2"]
+
+
+async def test_integrations_that_do_not_apply_are_skipped(
+    tmp_path: Path, clock: FakeClock, sandbox: ProviderSandbox, providers: Providers
+) -> None:
+    """No owner email: no summary email; a feature flag switched off: no Slack post. Their
+    flags say ``skipped`` and no job is enqueued for them."""
+    world = build(
+        tmp_path,
+        clock,
+        sandbox,
+        providers,
+        tenant=Tenant("acme", whatsapp_phone_number_id=PHONE_ID),
+        with_flags=True,
+    )
+    async with world.jobs:
+        assert world.sessions.flags is not None
+        await world.sessions.flags.set("slack_notify", False)
+        await world.complete()
+        await world.worker.run_until_idle()
+        record = await world.record()
+        assert (record["email_status"], record["slack_status"]) == ("skipped", "skipped")
+        assert (record["shopify_status"], record["hubspot_status"]) == ("sent", "sent")
+        assert sorted(j.name for j in await world.all_jobs()) == [
+            "sessions.hubspot_contact",
+            "sessions.shopify_customer",
+        ]
+        world.clock.advance(3600)
+        assert (await world.sessions.sweep()).enqueued == 0
+        assert world.effects("slack") == []
+        assert world.effects("resend") == []
+
+
+def test_schedules_are_declared_on_the_jobs(world: World) -> None:
+    """The nudge runs every 15 minutes and the sweep every 10, as periodic jobs of the queue."""
+    assert world.sessions.nudge_schedule.name == "sessions.nudge"
+    assert world.sessions.nudge_schedule.expression == "*/15 * * * *"
+    assert world.sessions.sweep_schedule.name == "sessions.sweep"
+    assert world.sessions.sweep_schedule.expression == "*/10 * * * *"
+    assert {"sessions.nudge", "sessions.sweep", "replies.send"} <= set(world.jobs.registry)

@@ -1,0 +1,64 @@
+"""How users register handlers and actions and classify messages, checked by ``mypy --strict``
+only (never executed).
+
+The decorators hand back the very function, typed as written; a handler or action with the
+wrong signature fails type-checking.
+"""
+
+from __future__ import annotations
+
+from typing import Any, assert_type
+
+from antifragile.connectors import Connectors
+from antifragile.inbound import (
+    ActionContext,
+    Actions,
+    Classification,
+    Classifier,
+    HandlerResult,
+    Handlers,
+    KeywordClassifier,
+    MessageContext,
+    RegisteredHandler,
+    Tasks,
+)
+from antifragile.jobs import Enqueued, Jobs, Saga
+
+jobs = Jobs(database_url="sqlite:///antifragile.db")
+handlers = Handlers()
+actions = Actions(Connectors())
+
+
+@handlers.on_message("ORDER_REQUEST", min_confidence=0.7, priority=5, actions=["notify_sales"])
+async def order(ctx: MessageContext) -> HandlerResult:
+    return HandlerResult(reply=f"Thanks, {ctx.tenant.name}!", data={"rush": True})
+
+
+@handlers.on_message(["PRICING_INQUIRY", "AVAILABILITY_INQUIRY"])
+async def question(ctx: MessageContext) -> str | None:
+    return None
+
+
+async def undo_lead(ctx: ActionContext) -> None:
+    assert_type(ctx.result, Any)
+
+
+@actions.action("create_lead", provider="hubspot", compensate=undo_lead)
+async def create_lead(ctx: ActionContext) -> dict[str, str]:
+    return {"key": ctx.idempotency_key}
+
+
+async def usage(classification: Classification) -> None:
+    classifier: Classifier = KeywordClassifier(threshold=0.6)
+    assert_type(await classifier.classify("hi"), Classification)
+    handler = handlers.choose(classification)
+    assert_type(handler, RegisteredHandler)
+    assert_type(actions.saga_for(jobs, handler), Saga)
+    started = await actions.start(
+        jobs, handler, inbox_id="i", tenant_id="t", classification=classification
+    )
+    assert_type(started, Enqueued | None)
+    assert_type(await order(MessageContext.__new__(MessageContext)), HandlerResult)
+    assert_type(await create_lead(ActionContext.__new__(ActionContext)), dict[str, str])
+    task = await Tasks(jobs).create(type="review", title="x", key="k")
+    assert_type(task, dict[str, Any])
