@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from antifragile.inbound import Sessions
-from antifragile.policies import Constant, Policy, Retry
+from antifragile.policies import Constant, Retry
 from antifragile.sandbox import (
     HubSpotSimulator,
     ProviderFault,
@@ -113,6 +113,8 @@ def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service
         config.write_text(
             f'[tenants.acme]\nname = "Acme Bakery"\nwhatsapp_phone_number_id = "{PHONE_ID}"\n'
             f'owner_email = "{OWNER}"\n'
+            # one attempt per call for Shopify: the job's retries are what the test watches
+            "[providers.shopify]\nattempts = 1\nbreaker = false\n"
         )
         settings = Settings.from_env(
             {
@@ -123,11 +125,8 @@ def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service
                 "ANTIFRAGILE_CONFIG": str(config),
             }
         )
-        # one attempt per call for Shopify: the job's retries are what the test watches
-        shopify_policy = Policy("shopify", timeout=5.0, retry=Retry(attempts=1), breaker=None)
         assistant = Assistant(
             settings,
-            policies={"shopify": shopify_policy},
             integration_retry=Retry(attempts=3, backoff=Constant(0.3)),
         )
         app = create_app(
@@ -225,3 +224,57 @@ def test_bad_signatures_are_401_and_record_nothing(service: Service) -> None:
     assert jobs == []
     time.sleep(0.3)
     assert service.effects("whatsapp") == 0
+
+
+def test_a_pre_classified_message_runs_its_handler_actions_and_reply(service: Service) -> None:
+    """A message posted to /v1/ai-results with intent COMPLAINT skips the classifier: a support
+    ticket (a task) is opened, sales are told on Slack, the customer gets a reply; posting it
+    again is a duplicate that changes nothing."""
+    body = {
+        "message_id": "ai-msg-1",
+        "tenant": "acme",
+        "channel": "whatsapp",
+        "sender": "+447700900321",
+        "text": "My order arrived broken",
+        "intent": "COMPLAINT",
+        "confidence": 0.97,
+        "entities": {"order": "1001"},
+    }
+    first = service.admin.post("/v1/ai-results", json=body)
+    assert first.status_code == 202, first.text
+    assert first.json()["data"]["duplicate"] is False
+    again = service.admin.post("/v1/ai-results", json=body)
+    assert again.json()["data"] == {**first.json()["data"], "duplicate": True}
+    wait_for(lambda: service.effects("whatsapp") >= 1, what="the reply")
+    wait_for(lambda: service.effects("slack") >= 1, what="the Slack notice")
+
+    def tickets() -> list[dict[str, Any]]:
+        found = service.admin.get("/v1/admin/tasks").json()["data"]["items"]
+        return [task for task in found if task["type"] == "support_ticket"]
+
+    wait_for(lambda: len(tickets()) == 1, what="the support ticket")
+    time.sleep(0.3)
+    assert service.effects("whatsapp") == 1
+    assert service.effects("slack") == 1
+    process = service.admin.get("/v1/admin/jobs", params={"name": "inbound.process"})
+    (listed,) = process.json()["data"]["items"]
+    job = service.admin.get(f"/v1/admin/jobs/{listed['id']}").json()["data"]
+    assert job["result"]["intent"] == "COMPLAINT"
+    assert job["result"]["classified_by"] == "ai"
+
+
+def test_ai_results_need_credentials_and_a_valid_body(service: Service) -> None:
+    """Without a credential: 401; with a bad body: 400 VALIDATION; an unknown tenant: 404."""
+    body = {
+        "message_id": "m",
+        "tenant": "acme",
+        "sender": "447700900321",
+        "intent": "X",
+        "confidence": 0.5,
+    }
+    assert httpx.post(f"{service.url}/v1/ai-results", json=body).status_code == 401
+    bad = service.admin.post("/v1/ai-results", json={**body, "confidence": 2})
+    assert bad.status_code == 400
+    assert bad.json()["error"]["code"] == "VALIDATION"
+    unknown = service.admin.post("/v1/ai-results", json={**body, "tenant": "nope"})
+    assert unknown.status_code == 404

@@ -105,6 +105,7 @@ EXPECTED_COLUMNS = {
         ("resolution", "text", "YES"),
         ("status_flag", "jsonb", "YES"),
         ("state_data", "jsonb", "YES"),
+        ("context", "json", "YES"),
     ],
     "antifragile_inbox": [
         ("id", "text", "NO"),

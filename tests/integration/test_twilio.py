@@ -25,6 +25,7 @@ from antifragile import (
     Policy,
     RateLimitedError,
     Retry,
+    UpstreamUnavailableError,
 )
 from antifragile.connectors import DeliveryUnknownError, OutcomeUnknownError, TwilioConnector
 from antifragile.connectors._twilio import ACCOUNT_SID_ENV, AUTH_TOKEN_ENV, BASE_URL_ENV
@@ -382,3 +383,18 @@ async def test_every_fault_kind_ends_with_exactly_one_message(
     sandbox.faults("twilio", SEND, script=[FAULT_KINDS[kind]])
     await connect().send_message(TO, "hi", FROM)
     assert len(sandbox.effects("twilio", SEND)) == 1
+
+
+async def test_failures_that_never_created_a_message_end_retryable(
+    sandbox: ProviderSandbox, connect: Connect
+) -> None:
+    """Three 503s in a row, each followed by lookups that find nothing: no message exists, so
+    after ``reconcile_rounds`` sends the caller gets the retryable 5xx (a durable job tries
+    again later), not a DeliveryUnknownError for review."""
+    sandbox.faults("twilio", SEND, script=[ProviderFault.error(503)] * 3)
+    with pytest.raises(UpstreamUnavailableError) as caught:
+        await connect().send_message(TO, "hi", FROM)
+    assert caught.value.retryable
+    assert not isinstance(caught.value, DeliveryUnknownError)
+    assert [r.method for r in sandbox.requests].count("POST") == 3
+    assert sandbox.effects("twilio") == []

@@ -230,6 +230,7 @@ EXPECTED_SQLITE_SCHEMA = {
         "resolution",
         "status_flag",
         "state_data",
+        "context",
     ],
     "antifragile_inbox": [
         "id",
@@ -314,3 +315,43 @@ def test_the_inbox_table_has_a_column_per_inbox_entry_field() -> None:
     from antifragile.jobs import InboxEntry
 
     assert EXPECTED_SQLITE_SCHEMA["antifragile_inbox"] == [f.name for f in fields(InboxEntry)]
+
+
+async def test_jobs_written_before_the_context_column_read_back_with_an_empty_context(
+    tmp_path: Path,
+) -> None:
+    """A database at schema version 3 with a job in it upgrades to the latest version when a
+    store opens it; the old job reads back (and is claimed) with an empty context."""
+    from antifragile.jobs._sqlite import SQLiteJobQueue
+    from antifragile.stores._sqlite import SQLiteStore
+
+    db = tmp_path / "v3.db"
+    with closing(sqlite3.connect(db)) as raw:
+        raw.execute(
+            "CREATE TABLE antifragile_migrations ("
+            "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+        for migration in load_migrations("sqlite")[:3]:
+            for statement in split_statements(migration.sql):
+                raw.execute(statement)
+            raw.execute(
+                "INSERT INTO antifragile_migrations VALUES (?, ?, 0)",
+                (migration.version, migration.name),
+            )
+        raw.execute(
+            "INSERT INTO antifragile_jobs (id, name, queue, state, payload, max_attempts, run_at,"
+            " created_at, updated_at) VALUES ('old', 'noop', 'default', 'queued', '{}', 3, 0, 0, 0)"
+        )
+        raw.commit()
+    store = SQLiteStore(f"sqlite:///{db}")
+    await store.open()
+    try:
+        assert await store.schema_version() == latest_version("sqlite")
+        queue = SQLiteJobQueue(store)
+        old = await queue.get("old")
+        assert old is not None
+        assert old.context == {}
+        [claimed] = await queue.claim(worker="w", limit=1, lease=30.0, now=1.0)
+        assert claimed.context == {}
+    finally:
+        await store.close()

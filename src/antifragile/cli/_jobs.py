@@ -8,12 +8,9 @@ never a traceback; secrets in URLs, payloads and error messages are redacted.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
-import logging
 import os
 import re
-import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from antifragile.cli._load import APP_ENV, load_target
 from antifragile.errors import AntifragileError, ConfigurationError, redact
 from antifragile.jobs._app import (
     DATABASE_URL_ENV,
@@ -38,7 +36,6 @@ from antifragile.jobs._payload import redact_payload
 
 T = TypeVar("T")
 
-APP_ENV = "ANTIFRAGILE_APP"
 
 jobs_app = typer.Typer(help="Inspect durable jobs.", no_args_is_help=True, rich_markup_mode=None)
 dlq_app = typer.Typer(
@@ -171,6 +168,7 @@ def _job_json(job: Job) -> dict[str, Any]:
         "attempts": job.attempts,
         "max_attempts": job.max_attempts,
         "idempotency_key": job.idempotency_key,
+        "request_id": job.context.get("request_id"),
         "payload_version": job.payload_version,
         "payload": redact_payload(job.payload),
         "created_at": job.created_at,
@@ -199,39 +197,14 @@ def _short(text: str | None, width: int = 60) -> str:
 # -- antifragile worker -------------------------------------------------------------------------
 
 
-def load_jobs(spec: str) -> Jobs:
-    """The :class:`Jobs` object named by ``module:attribute`` (attribute defaults to ``jobs``)."""
-    module_name, _, attribute = spec.partition(":")
-    attribute = attribute or "jobs"
-    if not module_name:
-        raise ConfigurationError(f"--app {spec!r}: expected module:attribute")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(f"--app {spec!r}: cannot import {module_name!r}: {exc}") from None
-    target: Any = module
-    for part in attribute.split("."):
-        if not hasattr(target, part):
-            raise ConfigurationError(f"--app {spec!r}: {module_name} has no {attribute!r}")
-        target = getattr(target, part)
-    if not isinstance(target, Jobs):
-        target = getattr(target, "jobs", target)  # an application object holding its jobs
-    if not isinstance(target, Jobs):
-        raise ConfigurationError(
-            f"--app {spec!r} is a {type(target).__name__}, not an antifragile Jobs object"
-        )
-    return target
-
-
 def worker(
     app: Annotated[
         str | None,
         typer.Option(
             "--app",
             envvar=APP_ENV,
-            help="Your Jobs object as module:attribute (e.g. myapp.jobs:jobs).",
+            help="Your Jobs object as module:attribute (e.g. myapp.jobs:jobs) "
+            "[default: the service's own jobs, from the ANTIFRAGILE_* settings].",
         ),
     ] = None,
     database_url: Annotated[
@@ -270,16 +243,12 @@ def worker(
     from antifragile.jobs._worker import Worker
 
     console = Console(stderr=True)
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from antifragile.observability._logging import configure_process
+
+    configure_process(log_level.upper())  # JSON logs (ANTIFRAGILE_LOG_FORMAT), tracing
     try:
-        if not app:
-            raise ConfigurationError(
-                f"no --app given: name your Jobs object as module:attribute (or set {APP_ENV})"
-            )
-        jobs = load_jobs(app)
+        target = load_target(app)
+        jobs = target.jobs
         if database_url:
             if jobs.is_open:
                 raise ConfigurationError("--database-url given, but the app's queue is open")
@@ -305,9 +274,10 @@ def worker(
 
     async def main() -> None:
         try:
+            await target.open()
             await runner.run(handle_signals=True)
         finally:
-            await jobs.close()
+            await target.close()
 
     try:
         asyncio.run(main())
@@ -498,6 +468,7 @@ def dlq_show(
         ("state", job.state.value),
         ("attempts", f"{job.attempts} of {job.max_attempts}"),
         ("idempotency key", job.idempotency_key or "-"),
+        ("request id", data["request_id"] or "-"),
         ("created", _when(job.created_at)),
         ("first failure", _when(job.first_failed_at)),
         ("last failure", _when(job.last_failed_at)),

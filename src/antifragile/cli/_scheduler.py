@@ -8,49 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import signal
 import sys
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from antifragile.cli._load import APP_ENV, Target, load_target
 from antifragile.errors import AntifragileError, ConfigurationError, redact
-from antifragile.jobs._app import DATABASE_URL_ENV, DEFAULT_DATABASE_URL, Jobs
+from antifragile.jobs._app import DATABASE_URL_ENV, DEFAULT_DATABASE_URL
 from antifragile.jobs._scheduler import Fired, Scheduler, schedules_of
-
-APP_ENV = "ANTIFRAGILE_APP"
-
-
-def load_jobs(spec: str) -> Jobs:
-    """The :class:`Jobs` named by *spec*, ``package.module:attribute`` (the attribute may be a
-    dotted path; an object with a ``jobs`` attribute, such as an application, also works).
-
-    The current directory is importable, as for ``python -m``."""
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise ConfigurationError(f"--app must look like 'package.module:jobs', got {spec!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        target: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(f"cannot import {module_name!r}: {exc}") from exc
-    for part in attribute.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise ConfigurationError(f"{module_name!r} has no attribute {attribute!r}") from None
-    if not isinstance(target, Jobs):
-        target = getattr(target, "jobs", target)
-    if not isinstance(target, Jobs):
-        raise ConfigurationError(f"{spec!r} is a {type(target).__name__}, not a Jobs")
-    return target
 
 
 def _when(tick: int) -> str:
@@ -65,8 +37,10 @@ def _print_fired(fired: Fired) -> None:
     sys.stdout.flush()
 
 
-async def _run(jobs: Jobs, tick_interval: float, grace: float | None, console: Console) -> None:
-    async with jobs:
+async def _run(target: Target, tick_interval: float, grace: float | None, console: Console) -> None:
+    jobs = target.jobs
+    await target.open()
+    try:
         scheduler = Scheduler(jobs, tick_interval=tick_interval, grace=grace, on_fired=_print_fired)
         now = jobs.clock.time()
         table = Table(title="schedules", title_justify="left")
@@ -96,17 +70,20 @@ async def _run(jobs: Jobs, tick_interval: float, grace: float | None, console: C
             for sig in installed:
                 loop.remove_signal_handler(sig)
         typer.echo("scheduler stopped")
+    finally:
+        await target.close()
 
 
 def scheduler(
     app: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--app",
             envvar=APP_ENV,
-            help="Where the Jobs object is: 'package.module:attribute'.",
+            help="Where the Jobs object is: 'package.module:attribute' "
+            "[default: the service's own jobs, from the ANTIFRAGILE_* settings].",
         ),
-    ],
+    ] = None,
     database_url: Annotated[
         str | None,
         typer.Option(
@@ -133,7 +110,8 @@ def scheduler(
     console = Console()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        jobs = load_jobs(app)
+        target = load_target(app)
+        jobs = target.jobs
         if not schedules_of(jobs):
             raise ConfigurationError(f"{app!r} declares no periodic job (@jobs.every)")
         if database_url is not None:
@@ -143,7 +121,7 @@ def scheduler(
                 jobs.database_url = database_url
         shown = redact(jobs.database_url or os.environ.get(DATABASE_URL_ENV, DEFAULT_DATABASE_URL))
         console.print(f"[bold]antifragile scheduler[/] on {shown}")
-        asyncio.run(_run(jobs, tick_interval, grace, console))
+        asyncio.run(_run(target, tick_interval, grace, console))
     except AntifragileError as exc:
         console.print(f"[red]error[/] {exc.code}: {exc}")
         raise typer.Exit(1) from None

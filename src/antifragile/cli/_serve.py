@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import signal
 import sys
 from datetime import UTC, datetime
@@ -126,9 +125,9 @@ def serve(
     SIGTERM or Ctrl-C stops gracefully: the API stops accepting, running jobs finish.
     """
     console = Console(stderr=True)
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from antifragile.observability._logging import configure_process
+
+    configure_process(log_level.upper())  # JSON logs (ANTIFRAGILE_LOG_FORMAT), tracing
     if not (api or worker or scheduler):
         raise _fail(
             console,
@@ -163,6 +162,7 @@ def serve(
                 host=host,
                 port=port,
                 log_level=log_level.lower(),
+                log_config=None,  # uvicorn's records go through the JSON logging too
                 lifespan="on",
                 proxy_headers=proxy_headers,
                 forwarded_allow_ips=forwarded_allow_ips,

@@ -144,11 +144,30 @@ class Connectors:
             )
         kwargs = self._kwargs(provider)
         connector = factory(**kwargs)
-        if self.store is not None and "policy" not in kwargs:
+        if self.store is not None and "policy" not in self._options.get(provider, {}):
             policy = getattr(connector, "policy", None)
-            if isinstance(policy, Policy) and policy.breaker is not None:
-                # before the first call (the policy builds its chain lazily), so it takes effect
-                policy.breaker = SharedCircuitBreaker(provider, self.store, clock=self.clock)
+            breaker = getattr(policy, "breaker", None)
+            if (
+                isinstance(policy, Policy)
+                and isinstance(breaker, CircuitBreaker)
+                and not isinstance(breaker, SharedCircuitBreaker)
+            ):
+                # before the first call (the policy builds its chain lazily), so it takes
+                # effect; the default or overridden thresholds carry over
+                config = breaker.config
+                policy.breaker = SharedCircuitBreaker(
+                    provider,
+                    self.store,
+                    clock=self.clock,
+                    failure_rate=config.failure_rate,
+                    slow_call_rate=config.slow_call_rate,
+                    slow_call_duration=config.slow_call_duration,
+                    minimum_calls=config.minimum_calls,
+                    open_duration=config.open_duration,
+                    open_duration_multiplier=config.open_duration_multiplier,
+                    max_open_duration=config.max_open_duration,
+                    half_open_calls=config.half_open_calls,
+                )
         self._built[provider] = connector
         return connector
 

@@ -25,21 +25,22 @@ error's message. 429 (Twilio ``20429``: not processed, always safe to retry) is
 (capped at 30 s, full jitter; a ``Retry-After`` is honoured when Twilio sends one), 10 s per
 attempt, 60 s per call, a circuit breaker.
 
-**Exactly once, by reconciliation.** ``Messages.json`` takes no idempotency key: a create
-sent twice is two messages. The connector retries only what certainly did not send (a
-connection never made, a 429). When the message *may* exist -- a dropped connection or a
-timeout after the request was written, a 5xx, or a 201 without a ``sid`` -- it does not send
-blindly: it looks the message up in the account's message log (``GET Messages.json?To=..&From=..``,
-newest first) for one with the same ``To``, ``From`` (or Messaging Service) and ``Body``,
-created since the call began (less *reconcile_window* seconds of clock skew). Found: that
-message is the answer (``SentMessage(reconciled=True)``). Not found: the connector waits
-*reconcile_grace* seconds (a create still in flight shows up) and looks again; still absent,
-the message was not created and is sent again -- up to *reconcile_rounds* sends in all. When the
-lookup itself fails, or the rounds run out, :class:`~antifragile.connectors.DeliveryUnknownError`
-(not retryable) is raised as before. The limit: Twilio cannot tag a message, so an identical
-message (same numbers, same body) created by someone else inside that window would be taken for
-ours -- keep bodies distinct (an order number, a code) when that matters. With
-``reconcile=False`` every ambiguous failure raises ``DeliveryUnknownError`` at once.
+**Exactly once, by reconciliation.** ``Messages.json`` takes no idempotency key: a create sent
+twice is two messages. The connector retries only what certainly did not send (a connection
+never made, a 429). When the message *may* exist -- a dropped connection or a timeout after the
+request was written, a 5xx, or a 201 without a ``sid`` -- it does not send blindly: it looks the
+message up in the account's message log (``GET Messages.json?To=..&From=..``, newest first) for
+one with the same ``To``, ``From`` (or Messaging Service) and ``Body``, created since the call
+began (less *reconcile_window* seconds of clock skew). Found: that message is the answer
+(``SentMessage(reconciled=True)``). Not found: the connector waits *reconcile_grace* seconds (a
+create still in flight shows up) and looks again; still absent, the message was not created and
+is sent again -- up to *reconcile_rounds* sends in all. When the lookup itself fails,
+:class:`~antifragile.connectors.DeliveryUnknownError` (not retryable) is raised as before; when
+the rounds run out with nothing created, the last (retryable) failure. The limit: Twilio cannot
+tag a message, so an identical message (same numbers, same body) created by someone else inside
+that window would be taken for ours -- keep bodies distinct (an order number, a code) when that
+matters. With ``reconcile=False`` every ambiguous failure raises ``DeliveryUnknownError`` at
+once.
 """
 
 from __future__ import annotations
@@ -264,9 +265,12 @@ class TwilioConnector(HTTPConnector):
                     raise unknown from lookup
                 if found is not None:
                     return found
-                if round_ == rounds:
-                    raise
                 # not in the message log after the grace period: it was never created
+                if round_ == rounds:
+                    cause = unknown.__cause__
+                    if isinstance(cause, IntegrationError) and cause.retryable:
+                        raise cause from None  # nothing was sent: a later try may send
+                    raise
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def list_messages(

@@ -42,6 +42,7 @@ from antifragile.observability._context import (
     reset_request_id,
     set_request_id,
 )
+from antifragile.observability._tracing import outbound_span
 from antifragile.policies import Policy, time_remaining
 
 Timeout = float | httpx.Timeout | None
@@ -283,7 +284,9 @@ class ResilientClient(_ClientCore):
                 request_headers = request.headers
                 for name, value in ours:
                     request_headers[name] = value
-                response = await client.send(request)
+                with outbound_span(self.provider, operation, request) as attempt_span:
+                    response = await client.send(request)
+                    attempt_span.set_attribute("http.response.status_code", response.status_code)
             except Exception as exc:
                 error = self._transport_error(exc, operation, safe, request_id)
                 if error is None:
@@ -404,7 +407,9 @@ class SyncResilientClient(_ClientCore):
                 request_headers = request.headers
                 for name, value in ours:
                     request_headers[name] = value
-                response = client.send(request)
+                with outbound_span(self.provider, operation, request) as attempt_span:
+                    response = client.send(request)
+                    attempt_span.set_attribute("http.response.status_code", response.status_code)
             except Exception as exc:
                 error = self._transport_error(exc, operation, safe, request_id)
                 if error is None:

@@ -14,6 +14,13 @@ from antifragile.inbound._actions import (
     InboxEntryMissingError,
     RegisteredAction,
 )
+from antifragile.inbound._alerts import (
+    AlertConfig,
+    AlertFired,
+    Alerts,
+    AlertsObserver,
+    ErrorRate,
+)
 from antifragile.inbound._flags import DEFAULT_FLAGS, FeatureFlags
 from antifragile.inbound._flows import (
     DEFAULT_FLOW,
@@ -90,11 +97,16 @@ __all__ = [
     "DEFAULT_RULES",
     "ActionContext",
     "Actions",
+    "AlertConfig",
+    "AlertFired",
+    "Alerts",
+    "AlertsObserver",
     "BookingSettings",
     "Channel",
     "Classification",
     "Classifier",
     "ConnectorSource",
+    "ErrorRate",
     "EventKind",
     "FeatureFlags",
     "Flow",

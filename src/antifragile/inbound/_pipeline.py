@@ -40,6 +40,7 @@ from antifragile.inbound._model import (
     Tenant,
 )
 from antifragile.jobs import JobContext, Jobs
+from antifragile.observability import IntentDetected, current_request_id
 from antifragile.policies import SYSTEM_CLOCK, Clock
 
 _log = logging.getLogger("antifragile.inbound")
@@ -242,6 +243,17 @@ class MessagePipeline:
         result: PipelineResult,
     ) -> None:
         classification = await self._classify(event)
+        if self.jobs.observer is not None:
+            self.jobs.observer.on_event(
+                IntentDetected(
+                    policy=tenant.id,
+                    operation=event.channel.value,
+                    request_id=current_request_id(),
+                    intent=classification.intent,
+                    confidence=classification.confidence,
+                    source=classification.source,
+                )
+            )
         result.intent = classification.intent
         result.confidence = classification.confidence
         result.classified_by = classification.source

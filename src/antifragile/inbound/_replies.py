@@ -53,6 +53,9 @@ from antifragile.connectors import (
 from antifragile.errors import AntifragileError, ConfigurationError, IntegrationError
 from antifragile.inbound._model import Channel, InboundEvent, Tenant
 from antifragile.jobs import JobContext, JobFunction, Jobs, StatusFlag
+from antifragile.observability._redaction import MASK
+from antifragile.observability._redaction import mask_email as mask_email  # kept here too
+from antifragile.observability._redaction import mask_phone as mask_phone
 from antifragile.policies import Clock, Exponential, Retry
 from antifragile.stores import KeyValueStore
 
@@ -69,7 +72,7 @@ DEFAULT_RETENTION = 30 * 24 * 3600.0
 #: a reply is worth little when hours late: 8 attempts over about two hours at most
 REPLY_RETRY = Retry(attempts=8, backoff=Exponential(5.0, cap=1800.0))
 
-_MASK = "\u2022"
+_MASK = MASK
 
 
 class ConnectorSource(Protocol):
@@ -89,24 +92,6 @@ class ConnectorSource(Protocol):
     def hubspot(self) -> HubSpotConnector: ...
     @property
     def slack(self) -> SlackConnector: ...
-
-
-def mask_phone(phone: str | None) -> str:
-    """A phone number fit for a log line or a chat message: ``+4477•••••23``."""
-    if not phone:
-        return ""
-    digits = "".join(c for c in phone if c.isdigit())
-    if len(digits) < 7:
-        return _MASK * 3 + digits[-2:]
-    return f"+{digits[:4]}{_MASK * (len(digits) - 6)}{digits[-2:]}"
-
-
-def mask_email(email: str | None) -> str:
-    """An email address fit for a log line: ``a•••@example.com``."""
-    if not email:
-        return ""
-    local, at, domain = email.partition("@")
-    return f"{local[:1]}{_MASK * 3}{at}{domain}"
 
 
 def scrub(error: BaseException, values: Iterable[str | None]) -> None:

@@ -403,6 +403,17 @@ class Sessions:
 
         written = await self._update(key, change)
         turn = outcome[0]
+        if turn is not None:
+            _log.info(
+                "session completed" if turn.completed else "session advanced",
+                extra={
+                    "session": key,
+                    "tenant": tenant.id,
+                    "flow": flow.name,
+                    "phone": mask_phone(event.sender),
+                    "step": turn.step,
+                },
+            )
         if written is not None and turn is not None and turn.completed:
             await self._start_integrations(key, written)
         return turn
@@ -745,9 +756,22 @@ def _job(effect: Effect) -> Effect:
     annotations)."""
 
     async def run(ctx: JobContext, session_key: str) -> dict[str, Any]:
-        return await effect(ctx, session_key)
+        try:
+            return await effect(ctx, session_key)
+        except Exception as exc:
+            _log.warning(
+                "session integration failed",
+                extra={
+                    "session": session_key,
+                    "integration": name,
+                    "attempt": ctx.attempt,
+                    "reason": getattr(exc, "code", None) or type(exc).__name__,
+                },
+            )
+            raise
 
-    run.__name__ = getattr(effect, "__name__", "run").lstrip("_")
+    name = getattr(effect, "__name__", "run").lstrip("_")
+    run.__name__ = name
     return run
 
 

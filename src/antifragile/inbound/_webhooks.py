@@ -364,6 +364,34 @@ def _e164(address: str) -> str:
     return bare.strip().replace(" ", "")
 
 
+def _storable(value: Any, where: str) -> None:
+    """Refuse text no store can hold: a NUL character (PostgreSQL text and jsonb refuse it) or
+    an unpaired surrogate (a lone ``\\ud800`` escape in JSON: not encodable as UTF-8)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise MalformedPayloadError(f"{where} holds a NUL character")
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise MalformedPayloadError(f"{where} holds an unpaired surrogate") from None
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _storable(key, where)
+            _storable(item, where)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _storable(item, where)
+
+
+def _checked(events: list[InboundEvent]) -> list[InboundEvent]:
+    """*events*, once every text they carry is known to be storable (see :func:`_storable`)."""
+    for event in events:
+        for name in ("event_id", "tenant_key", "sender", "text", "topic", "data"):
+            _storable(getattr(event, name), f"the event's {name}")
+    return events
+
+
 # -- WhatsApp -----------------------------------------------------------------------------------
 
 
@@ -518,7 +546,7 @@ def parse_whatsapp(body: bytes) -> list[InboundEvent]:
             for s, status in enumerate(statuses):
                 where_s = f"{where}.value.statuses[{s}]"
                 events.append(_whatsapp_status(status, where_s, tenant_key))
-    return events
+    return _checked(events)
 
 
 # -- Twilio -------------------------------------------------------------------------------------
@@ -589,16 +617,18 @@ def parse_twilio(params: FormParams) -> list[InboundEvent]:
         data.update(
             {"message_id": sid, "status": state, "recipient_id": _digits(to), "errors": errors}
         )
-        return [
-            InboundEvent(
-                channel=Channel.TWILIO,
-                event_id=f"{sid}:{state}",
-                kind=EventKind.STATUS,
-                tenant_key=_e164(from_),  # a status is about a message the business sent
-                topic=state,
-                data=data,
-            )
-        ]
+        return _checked(
+            [
+                InboundEvent(
+                    channel=Channel.TWILIO,
+                    event_id=f"{sid}:{state}",
+                    kind=EventKind.STATUS,
+                    tenant_key=_e164(from_),  # a status is about a message the business sent
+                    topic=state,
+                    data=data,
+                )
+            ]
+        )
     raw_count = (_param(params, "NumMedia") or "0").strip()
     if not raw_count.isascii() or not raw_count.isdigit() or len(raw_count) > 3:
         raise MalformedPayloadError("the NumMedia parameter is not a small whole number")
@@ -620,18 +650,20 @@ def parse_twilio(params: FormParams) -> list[InboundEvent]:
         topic = "location"
     else:
         topic = "text"
-    return [
-        InboundEvent(
-            channel=Channel.TWILIO,
-            event_id=sid,
-            kind=EventKind.MESSAGE,
-            tenant_key=_e164(to),
-            sender=_digits(from_),
-            text=body if body else None,
-            topic=topic,
-            data=data,
-        )
-    ]
+    return _checked(
+        [
+            InboundEvent(
+                channel=Channel.TWILIO,
+                event_id=sid,
+                kind=EventKind.MESSAGE,
+                tenant_key=_e164(to),
+                sender=_digits(from_),
+                text=body if body else None,
+                topic=topic,
+                data=data,
+            )
+        ]
+    )
 
 
 # -- Shopify ------------------------------------------------------------------------------------
@@ -737,14 +769,16 @@ def parse_shopify(body: bytes, headers: Mapping[str, str]) -> list[InboundEvent]
         "api_version": _header(lowered, "x-shopify-api-version"),
     }
     data.update(_shopify_data(topic, resource))
-    return [
-        InboundEvent(
-            channel=Channel.SHOPIFY,
-            event_id=webhook_id,
-            kind=EventKind.COMMERCE,
-            tenant_key=shop.lower(),
-            topic=topic,
-            occurred_at=_triggered_at(triggered_at),
-            data=data,
-        )
-    ]
+    return _checked(
+        [
+            InboundEvent(
+                channel=Channel.SHOPIFY,
+                event_id=webhook_id,
+                kind=EventKind.COMMERCE,
+                tenant_key=shop.lower(),
+                topic=topic,
+                occurred_at=_triggered_at(triggered_at),
+                data=data,
+            )
+        ]
+    )

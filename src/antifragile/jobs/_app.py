@@ -51,7 +51,13 @@ from antifragile.jobs._model import (
 from antifragile.jobs._payload import PayloadCodec
 from antifragile.jobs._policy import DEFAULT_JOB_RETRY
 from antifragile.jobs._protocol import JobQueue
-from antifragile.observability import Observer
+from antifragile.observability import (
+    JobEnqueued,
+    Observer,
+    activate,
+    capture_context,
+    current_request_id,
+)
 from antifragile.policies import SYSTEM_CLOCK, CircuitBreaker, CircuitState, Clock, Retry
 from antifragile.policies._clock import Duration, seconds
 
@@ -102,7 +108,7 @@ class JobContext:
     ``idempotency_key`` the key to hand to providers so that a job run twice (a worker died
     after the provider acted) has one effect: the job's own idempotency key, else
     ``job:<id>``. ``state_data`` holds what :meth:`save_progress` last stored (sagas resume
-    from it).
+    from it). ``request_id`` correlates the run with the request that caused it.
     """
 
     job: Job
@@ -125,6 +131,12 @@ class JobContext:
     @property
     def idempotency_key(self) -> str:
         return self.job.idempotency_key or f"job:{self.job.id}"
+
+    @property
+    def request_id(self) -> str | None:
+        """The request id the job runs with: the one of the request that enqueued it (the
+        worker makes it current, so outbound calls send it), else the one the worker drew."""
+        return self.job.context.get("request_id") or current_request_id()
 
     async def save_progress(self, data: JSON) -> bool:
         """Checkpoint *data* (JSON) with the job, so that a later run can resume from it.
@@ -172,6 +184,19 @@ class EnqueueOptions:
     status: StatusFlag | None = None
     connection: Any = None
     queue: str | None = None
+    context: Mapping[str, str] | None = None
+
+
+def _checked_context(context: Mapping[str, str]) -> dict[str, str]:
+    """*context* as a plain dict of strings (ConfigurationError otherwise)."""
+    checked = dict(context)
+    for key, value in checked.items():
+        if not isinstance(key, str) or not isinstance(value, str) or not key:
+            raise ConfigurationError(
+                f"a job's context maps non-empty strings to strings, got {key!r}: "
+                f"{type(value).__name__}"
+            )
+    return checked
 
 
 class JobFunction(Generic[P, R]):
@@ -271,6 +296,7 @@ class JobFunction(Generic[P, R]):
     ) -> NewJob:
         payload = self.codec.encode(args, kwargs)
         now = self.jobs.clock.time()
+        context = capture_context() if options.context is None else options.context
         return NewJob(
             name=self.name,
             queue=options.queue or self.queue,
@@ -283,11 +309,13 @@ class JobFunction(Generic[P, R]):
             provider=self.provider,
             timeout=self.timeout,
             status_flag=options.status,
+            context=context or None,
         )
 
     def prepare(self, *args: P.args, **kwargs: P.kwargs) -> NewJob:
         """Validate a payload and build the job to enqueue, without enqueueing it (for
-        :meth:`Jobs.enqueue_many`)."""
+        :meth:`Jobs.enqueue_many`). The job carries the current request's context (see
+        :func:`~antifragile.observability.capture_context`)."""
         return self._prepare(EnqueueOptions(), args, kwargs)
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Enqueued:
@@ -305,6 +333,7 @@ class JobFunction(Generic[P, R]):
         status: StatusFlag | None = None,
         connection: Any = None,
         queue: str | None = None,
+        context: Mapping[str, str] | None = None,
     ) -> ConfiguredJob[P, R]:
         """Options for one enqueue: ``.configure(delay=60).enqueue(...)``.
 
@@ -315,10 +344,14 @@ class JobFunction(Generic[P, R]):
         * *priority*: higher runs first; *queue*: another queue than the declared one;
         * *status*: a :class:`StatusFlag` kept in step with the job (pending, then sent or
           failed);
-        * *connection*: enqueue inside the caller's open transaction (the outbox pattern).
+        * *connection*: enqueue inside the caller's open transaction (the outbox pattern);
+        * *context*: the context the job runs in (strings: ``request_id``, trace context),
+          instead of the one captured from the current request when the job is prepared.
         """
         if idempotency_key is not None and not idempotency_key:
             raise ConfigurationError("idempotency_key must not be empty")
+        if context is not None:
+            context = _checked_context(context)
         options = EnqueueOptions(
             idempotency_key=idempotency_key,
             delay=delay,
@@ -327,6 +360,7 @@ class JobFunction(Generic[P, R]):
             status=status,
             connection=connection,
             queue=queue,
+            context=context,
         )
         _run_at(0.0, delay, run_at)  # reject contradictory timing now
         return ConfiguredJob(self, options)
@@ -352,10 +386,12 @@ class JobFunction(Generic[P, R]):
             updated_at=now,
             provider=self.provider,
             timeout=self.timeout,
+            context=capture_context(),
         )
         call_args, call_kwargs = self.codec.decode(payload)
         ctx = JobContext(job=job, jobs=self.jobs, clock=self.jobs.clock)
-        return await self.fn(ctx, *call_args, **call_kwargs)
+        with activate(job.context):
+            return await self.fn(ctx, *call_args, **call_kwargs)
 
 
 class _NewerPayload(AntifragileError):
@@ -798,7 +834,24 @@ class Jobs:
         if not batch:
             return []
         await self.open()
-        return await self.queue.enqueue(batch, now=self.clock.time(), connection=connection)
+        enqueued = await self.queue.enqueue(batch, now=self.clock.time(), connection=connection)
+        if self.observer is not None:
+            self.observed_enqueue(batch, [e.created for e in enqueued])
+        return enqueued
+
+    def observed_enqueue(self, jobs: Sequence[NewJob], created: Sequence[bool]) -> None:
+        """Tell the observer that the *created* ones of *jobs* were enqueued (one
+        :class:`~antifragile.observability.JobEnqueued` per job name and queue)."""
+        observer = self.observer
+        if observer is None:
+            return
+        counts: dict[tuple[str, str], int] = {}
+        for job, new in zip(jobs, created, strict=False):
+            if new:
+                key = (job.name, job.queue)
+                counts[key] = counts.get(key, 0) + 1
+        for (name, queue), count in counts.items():
+            observer.on_event(JobEnqueued(policy=name, operation=queue, count=count))
 
     async def get(self, job_id: str) -> Job | None:
         await self.open()

@@ -87,7 +87,12 @@ class StatusFlag:
 
 @dataclass(frozen=True, slots=True)
 class NewJob:
-    """A job to enqueue (validated and encoded already)."""
+    """A job to enqueue (validated and encoded already).
+
+    ``context`` is the context of the request that caused the job (``request_id``, trace
+    context, small string keys; see :mod:`antifragile.observability`): the worker runs the job
+    in it. ``None`` or empty: nothing to carry.
+    """
 
     name: str
     queue: str
@@ -102,11 +107,12 @@ class NewJob:
     timeout: float | None = None
     status_flag: StatusFlag | None = None
     state_data: JSON = None
+    context: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """A job as stored."""
+    """A job as stored; ``context`` is the one it was enqueued with (empty when none)."""
 
     id: str
     name: str
@@ -134,6 +140,7 @@ class Job:
     resolution: str | None = None
     status_flag: StatusFlag | None = None
     state_data: JSON = None
+    context: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

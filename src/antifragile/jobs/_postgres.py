@@ -1,7 +1,8 @@
 """The PostgreSQL job queue: :class:`PostgresJobQueue` on a :class:`PostgresStore`'s pool.
 
 Table ``antifragile_jobs`` (migration ``0002_jobs.sql``) has a column per field of
-:class:`~antifragile.jobs.Job`; JSON fields are ``jsonb``, times are epoch seconds from the
+:class:`~antifragile.jobs.Job`; JSON fields are ``jsonb`` -- except ``context`` (migration
+``0004_job_context.sql``), ``json`` stored as sent --, times are epoch seconds from the
 caller (the server's ``now()`` is never used, so a FakeClock drives leases and schedules).
 
 One statement per operation. Each method is one SQL statement -- common table expressions
@@ -101,6 +102,7 @@ _JSON_COLUMNS = {
     "result": "{t}result::text",
     "status_flag": "{t}status_flag::text",
     "state_data": "{t}state_data::text",
+    "context": "{t}context::text",
 }
 
 #: every field of Job, in its order
@@ -108,7 +110,7 @@ _JOB_FIELDS = (
     "id", "name", "queue", "state", "priority", "payload", "payload_version", "idempotency_key",
     "attempts", "max_attempts", "run_at", "created_at", "updated_at", "provider", "timeout",
     "lease_owner", "lease_until", "first_failed_at", "last_failed_at", "last_error_code",
-    "last_error", "history", "result", "resolution", "status_flag", "state_data",
+    "last_error", "history", "result", "resolution", "status_flag", "state_data", "context",
 )  # fmt: skip
 
 #: a claim knows state, lease and updated_at already: only the other fields travel back
@@ -151,10 +153,11 @@ _JOBS_INPUT = """
         %(ids)s::text[], %(names)s::text[], %(queues)s::text[], %(priorities)s::int4[],
         %(payloads)s::text[], %(payload_versions)s::int4[], %(keys)s::text[],
         %(max_attempts)s::int4[], %(run_ats)s::float8[], %(providers)s::text[],
-        %(timeouts)s::float8[], %(flags)s::text[], %(state_data)s::text[]
+        %(timeouts)s::float8[], %(flags)s::text[], %(state_data)s::text[],
+        %(contexts)s::text[]
     ) WITH ORDINALITY AS i(id, name, queue, priority, payload, payload_version,
                            idempotency_key, max_attempts, run_at, provider, timeout,
-                           status_flag, state_data, ord)"""
+                           status_flag, state_data, context, ord)"""
 
 
 def _insert_jobs(source: str) -> str:
@@ -164,12 +167,12 @@ def _insert_jobs(source: str) -> str:
     return f"""inserted AS (
     INSERT INTO {{jobs}} (id, name, queue, state, priority, payload, payload_version,
         idempotency_key, attempts, max_attempts, run_at, created_at, updated_at, provider,
-        timeout, status_flag, state_data)
+        timeout, status_flag, state_data, context)
     SELECT id, name, queue,
            CASE WHEN run_at > %(now)s::float8 THEN 'scheduled' ELSE 'queued' END,
            priority, payload::jsonb, payload_version, idempotency_key, 0, max_attempts, run_at,
            %(now)s::float8, %(now)s::float8, provider, timeout, status_flag::jsonb,
-           state_data::jsonb
+           state_data::jsonb, context::json
     FROM {source} ORDER BY ord
     ON CONFLICT DO NOTHING
     RETURNING id, status_flag
@@ -207,7 +210,7 @@ _ENTRY_JOBS_INPUT = """
     SELECT * FROM json_to_recordset(%(jobs)s::json) AS i(
         id text, name text, queue text, priority int4, payload text, payload_version int4,
         idempotency_key text, max_attempts int4, run_at float8, provider text, timeout float8,
-        status_flag text, state_data text, ord int8)"""
+        status_flag text, state_data text, context text, ord int8)"""
 
 RECORD_INBOUND = f"""
 WITH entries AS ({_ENTRIES_INPUT}
@@ -500,6 +503,7 @@ def _filter(where: JobFilter) -> tuple[str, dict[str, Any]]:
 
 
 _raw_decode = json.JSONDecoder().raw_decode
+_json_loads = json.loads
 
 
 def _json(text: str | None) -> Any:
@@ -509,6 +513,14 @@ def _json(text: str | None) -> Any:
 
 def _flag(text: str | None) -> StatusFlag | None:
     return None if text is None else StatusFlag.from_json(_raw_decode(text)[0])
+
+
+def _context(text: str | None) -> dict[str, str]:
+    """A job's context (json, stored as sent: compact text, so one plain parse)."""
+    if text is None:
+        return {}
+    context: dict[str, str] = _json_loads(text)
+    return context
 
 
 def _history(text: str | None) -> tuple[dict[str, Any], ...]:
@@ -544,6 +556,7 @@ def _job(row: TupleRow) -> Job:
         row[23],
         _flag(row[24]),
         _json(row[25]),
+        _context(row[26]),
     )
 
 
@@ -576,6 +589,7 @@ def _claimed(row: TupleRow, worker: str, until: float, now: float) -> Job:
         row[19],
         _flag(row[20]),
         _json(row[21]),
+        _context(row[22]),
     )
 
 
@@ -595,6 +609,7 @@ def _enqueue_params(jobs: Sequence[NewJob], now: float) -> dict[str, Any]:
         "timeouts": [None if j.timeout is None else float(j.timeout) for j in jobs],
         "flags": [None if j.status_flag is None else encode(j.status_flag.to_json()) for j in jobs],
         "state_data": [None if j.state_data is None else encode(j.state_data) for j in jobs],
+        "contexts": [encode(dict(j.context)) if j.context else None for j in jobs],
     }
 
 
@@ -638,6 +653,7 @@ def _record_params(entries: Sequence[NewInboxEntry], now: float) -> dict[str, An
                     if job.status_flag is None
                     else encode(job.status_flag.to_json()),
                     "state_data": None if job.state_data is None else encode(job.state_data),
+                    "context": encode(dict(job.context)) if job.context else None,
                     "ord": len(jobs) + 1,
                 }
             )
@@ -740,8 +756,8 @@ class PostgresJobQueue:
     """JobQueue on the table ``antifragile_jobs`` of a :class:`PostgresStore` (see the module
     docs for the statements, the status flags, the inbox and the transactional outbox).
 
-    The store must be open and migrated (version 2 or later; 3 for the inbox); the queue uses
-    its pool and closes with it.
+    The store must be open and migrated (version 4 or later: 3 brought the inbox, 4 the jobs'
+    context); the queue uses its pool and closes with it.
     """
 
     def __init__(self, store: PostgresStore) -> None:

@@ -63,6 +63,7 @@ from antifragile.jobs._app import JobContext, JobFunction, Jobs
 from antifragile.jobs._model import JSON, Enqueued, Job, StatusFlag
 from antifragile.jobs._payload import redact_payload
 from antifragile.jobs._policy import decide_failure, describe_error, job_retry_on
+from antifragile.observability import SagaCompensated
 from antifragile.policies import Constant, Exponential, Retry
 from antifragile.policies._clock import Duration
 
@@ -362,17 +363,20 @@ class Saga:
         run_at: float | datetime | None = None,
         status: StatusFlag | None = None,
         connection: Any = None,
+        context: Mapping[str, str] | None = None,
     ) -> Enqueued:
         """Enqueue a run of the saga with *data* (JSON; a dict for job-function steps).
 
-        With *idempotency_key*, starting the same saga twice runs it once. The other options are
-        those of :meth:`JobFunction.configure`."""
+        With *idempotency_key*, starting the same saga twice runs it once. The run carries the
+        current request's context (its request id...) unless *context* is given. The other
+        options are those of :meth:`JobFunction.configure`."""
         return await self.function.configure(
             idempotency_key=idempotency_key,
             delay=delay,
             run_at=run_at,
             status=status,
             connection=connection,
+            context=context,
         ).enqueue(data=data)
 
     # -- running ----------------------------------------------------------------------------
@@ -451,6 +455,7 @@ class Saga:
                 info = describe_error(exc)
                 state["dead"] = True
                 await self._save(ctx, state)
+                _observe_compensation(ctx, self.name, step.label, succeeded=False)
                 owed = [
                     s.label for s in reversed(self.steps[: index + 1]) if s.compensate is not None
                 ]
@@ -467,6 +472,7 @@ class Saga:
             state["attempts"], state["delays"] = {}, {}
             state["progress"] = {}
             await self._save(ctx, state)
+            _observe_compensation(ctx, self.name, step.label, succeeded=True)
         state["phase"] = "compensated"
 
     async def _give_up_or_raise(
@@ -588,3 +594,9 @@ class Saga:
             skipped=tuple(state["skipped"]),
             results=dict(state["results"]),
         )
+
+
+def _observe_compensation(ctx: JobContext, saga: str, step: str, *, succeeded: bool) -> None:
+    observer = ctx.jobs.observer
+    if observer is not None:
+        observer.on_event(SagaCompensated(policy=saga, operation=step, succeeded=succeeded))

@@ -56,6 +56,7 @@ from antifragile.errors import ConfigurationError
 from antifragile.jobs._app import JobContext, JobFunction, Jobs
 from antifragile.jobs._cron import MAX_CATCH_UP, CatchUp, Cron, check_catch_up, due_ticks
 from antifragile.jobs._policy import DEFAULT_JOB_RETRY
+from antifragile.observability import current_request_id, request_context
 from antifragile.policies import Clock, Retry
 from antifragile.stores import KeyValueStore
 
@@ -290,7 +291,14 @@ class Scheduler:
 
     async def run_once(self, now: float | None = None) -> list[Fired]:
         """One pass at *now* (wall-clock epoch seconds; the clock's time by default): enqueue
-        the due ticks of every schedule and record them. Returns the ticks enqueued."""
+        the due ticks of every schedule and record them. Returns the ticks enqueued.
+
+        A pass has a request id (the current one, else a new one): its log records and the
+        jobs it enqueues carry it."""
+        with request_context(current_request_id()):
+            return await self._run_once(now)
+
+    async def _run_once(self, now: float | None) -> list[Fired]:
         await self.jobs.open()
         now = self.clock.time() if now is None else now
         records = self._records_store()

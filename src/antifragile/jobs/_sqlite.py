@@ -67,7 +67,7 @@ _COLUMNS = (
     "id, name, queue, state, priority, payload, payload_version, idempotency_key, attempts, "
     "max_attempts, run_at, created_at, updated_at, provider, timeout, lease_owner, lease_until, "
     "first_failed_at, last_failed_at, last_error_code, last_error, history, result, resolution, "
-    "status_flag, state_data"
+    "status_flag, state_data, context"
 )
 #: the WHERE terms that match the partial indexes' own, so the planner may use them
 _READY = "state IN ('scheduled', 'queued', 'retrying')"
@@ -85,8 +85,9 @@ _dumps = json.dumps
 _INSERT = """
 INSERT INTO antifragile_jobs (
     id, name, queue, state, priority, payload, payload_version, idempotency_key, attempts,
-    max_attempts, run_at, created_at, updated_at, provider, timeout, status_flag, state_data)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)
+    max_attempts, run_at, created_at, updated_at, provider, timeout, status_flag, state_data,
+    context)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 _EXISTING_KEYS = """
@@ -283,6 +284,7 @@ def _job(row: tuple[Any, ...]) -> Job:
         resolution,
         status_flag,
         state_data,
+        context,
     ) = row
     return Job(
         id_,
@@ -311,6 +313,7 @@ def _job(row: tuple[Any, ...]) -> Job:
         resolution,
         None if status_flag is None else _flag(status_flag),
         None if state_data is None else _loads(state_data),
+        {} if context is None else _loads(context),
     )
 
 
@@ -658,6 +661,7 @@ def _row(job: NewJob, now: float) -> _Row:
         job.timeout,
         None if job.status_flag is None else encode(job.status_flag.to_json()),
         None if job.state_data is None else encode(job.state_data),
+        encode(dict(job.context)) if job.context else None,
     )
 
 

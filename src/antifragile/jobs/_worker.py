@@ -28,6 +28,11 @@ One loop, on one event loop::
 * **Failures.** :func:`~antifragile.jobs._policy.decide_failure` picks retry (with back-off or
   the provider's ``Retry-After``), defer or dead; the attempt (time, duration, code, redacted
   message, HTTP status) joins the job's history.
+* **Context.** Each job runs in the context it was enqueued with
+  (:func:`~antifragile.observability.activate`): the request id of the request that caused it
+  is current again -- a new one when it has none --, so its outbound calls send it as
+  ``x-request-id``, its errors and log records carry it, and the jobs it enqueues inherit it;
+  registered activators (trace context) wrap the run too.
 * **Stopping.** :meth:`Worker.stop` (SIGTERM or SIGINT under the CLI) stops claiming, gives
   running jobs ``shutdown_grace`` seconds to finish, then cancels the rest and releases them
   (claimable again at once, no attempt counted). A second stop releases at once.
@@ -66,7 +71,15 @@ from antifragile.jobs._policy import (
     describe_error,
     previous_delay,
 )
-from antifragile.observability import AttemptFinished, GaveUp, RetryScheduled
+from antifragile.observability import (
+    AttemptFinished,
+    GaveUp,
+    JobFinished,
+    JobStarted,
+    RetryScheduled,
+    activate,
+    current_request_id,
+)
 from antifragile.policies import CircuitState, TokenBucket
 
 _log = logging.getLogger("antifragile.jobs.worker")
@@ -495,7 +508,9 @@ class Worker:
         loop = asyncio.get_running_loop()
         began = loop.time()
         try:
-            outcome = await self._attempt(job)
+            with activate(job.context):  # the enqueuing request's id (and trace) is current
+                self._observe_start(job)
+                outcome = await self._attempt(job)
         except asyncio.CancelledError:
             if job.id not in self._lost:
                 outcome = Outcome(job.id, "release")
@@ -510,6 +525,8 @@ class Worker:
             if outcome is not None:
                 self._outcomes.append(outcome)
             took = loop.time() - began
+            if outcome is not None:
+                self._observe_finish(job, outcome, took)
             self._pace = took if self._pace is None else 0.8 * self._pace + 0.2 * took
             if self._ready:
                 self._fill()  # the freed slot goes to a buffered job at once
@@ -584,7 +601,12 @@ class Worker:
             worker=self.id,
             logger=logging.LoggerAdapter(
                 logging.getLogger("antifragile.jobs.run"),
-                {"job_id": job.id, "job": job.name, "attempt": job.attempts + 1},
+                {
+                    "job_id": job.id,
+                    "job": job.name,
+                    "attempt": job.attempts + 1,
+                    "request_id": current_request_id(),
+                },
             ),
         )
         started_at = clock.time()
@@ -725,3 +747,32 @@ class Worker:
                     status=status,
                 )
             )
+
+    def _observe_start(self, job: Job) -> None:
+        observer = self.jobs.observer
+        if observer is not None:
+            observer.on_event(
+                JobStarted(
+                    policy=job.name,
+                    operation=job.queue,
+                    request_id=current_request_id(),
+                    attempt=job.attempts + 1,
+                    delay=max(0.0, self.jobs.clock.time() - job.run_at),
+                )
+            )
+
+    def _observe_finish(self, job: Job, outcome: Outcome, duration: float) -> None:
+        observer = self.jobs.observer
+        if observer is not None:
+            try:
+                observer.on_event(
+                    JobFinished(
+                        policy=job.name,
+                        operation=job.queue,
+                        outcome=outcome.kind,
+                        duration=duration,
+                        code=outcome.error_code,
+                    )
+                )
+            except Exception:  # observing must never break the worker's bookkeeping
+                _log.exception("the jobs observer failed")

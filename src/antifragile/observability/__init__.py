@@ -1,7 +1,18 @@
-"""Observability: request context and the typed events every policy decision emits.
+"""Observability: request context, the typed events every policy decision emits, and the
+exporters that turn them into metrics, traces and logs.
 
-Exporters (Prometheus, OpenTelemetry, structlog) subscribe to events through :class:`Observer`.
+Exporters subscribe to events through :class:`Observer`: :class:`Metrics` (Prometheus, its
+``observer`` for policies and ``jobs_observer`` for ``Jobs(observer=...)``), the OpenTelemetry
+spans of :func:`configure_tracing` (optional: the ``otel`` extra), and the structured JSON logs of
+:func:`configure_logging`. Jobs carry the context of the request that caused them
+(:func:`capture_context`, :func:`activate`); other context carriers plug in with
+:func:`register_injector` and :func:`register_activator`.
+
+:class:`Metrics`, :class:`MetricsObserver`, :func:`configure_logging` and :func:`add_secrets`
+are imported on first use (``prometheus_client`` and ``structlog`` load only then).
 """
+
+from typing import TYPE_CHECKING, Any
 
 from antifragile.observability._context import current_request_id, new_request_id, request_context
 from antifragile.observability._events import (
@@ -12,6 +23,10 @@ from antifragile.observability._events import (
     FallbackUsed,
     GaveUp,
     HedgeStarted,
+    IntentDetected,
+    JobEnqueued,
+    JobFinished,
+    JobStarted,
     LimiterAdjusted,
     LimiterWait,
     LoggingObserver,
@@ -19,10 +34,59 @@ from antifragile.observability._events import (
     Observers,
     RecordingObserver,
     RetryScheduled,
+    SagaCompensated,
     StoreFallback,
 )
+from antifragile.observability._propagation import (
+    Activator,
+    Injector,
+    activate,
+    capture_context,
+    register_activator,
+    register_injector,
+)
+from antifragile.observability._redaction import mask_email, mask_phone, mask_pii
+from antifragile.observability._tracing import (
+    TracingMiddleware,
+    TracingObserver,
+    configure_tracing,
+    current_trace_id,
+    outbound_span,
+    shutdown_tracing,
+    span,
+    tracing_enabled,
+)
+
+if TYPE_CHECKING:
+    from antifragile.observability._logging import (
+        add_secrets,
+        configure_logging,
+        configure_process,
+    )
+    from antifragile.observability._metrics import Metrics, MetricsObserver
+
+_LAZY = {
+    "Metrics": "antifragile.observability._metrics",
+    "MetricsObserver": "antifragile.observability._metrics",
+    "add_secrets": "antifragile.observability._logging",
+    "configure_logging": "antifragile.observability._logging",
+    "configure_process": "antifragile.observability._logging",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
+    "Activator",
     "AttemptFinished",
     "BreakerTransition",
     "CallRejected",
@@ -30,15 +94,41 @@ __all__ = [
     "FallbackUsed",
     "GaveUp",
     "HedgeStarted",
+    "Injector",
+    "IntentDetected",
+    "JobEnqueued",
+    "JobFinished",
+    "JobStarted",
     "LimiterAdjusted",
     "LimiterWait",
     "LoggingObserver",
+    "Metrics",
+    "MetricsObserver",
     "Observer",
     "Observers",
     "RecordingObserver",
     "RetryScheduled",
+    "SagaCompensated",
     "StoreFallback",
+    "TracingMiddleware",
+    "TracingObserver",
+    "activate",
+    "add_secrets",
+    "capture_context",
+    "configure_logging",
+    "configure_process",
+    "configure_tracing",
     "current_request_id",
+    "current_trace_id",
+    "mask_email",
+    "mask_phone",
+    "mask_pii",
     "new_request_id",
+    "outbound_span",
+    "register_activator",
+    "register_injector",
     "request_context",
+    "shutdown_tracing",
+    "span",
+    "tracing_enabled",
 ]

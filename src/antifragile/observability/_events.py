@@ -131,6 +131,56 @@ class StoreFallback(Event):
     error: str | None = None
 
 
+# -- events of the jobs, the inbound pipeline and the sagas --------------------------------------
+# Emitted to ``Jobs.observer`` (the application's observer), not to a policy's: ``policy`` names
+# the job (or the tenant, or the saga) and ``operation`` its queue (or channel, or step).
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobEnqueued(Event):
+    """``count`` new jobs named ``policy`` were enqueued on queue ``operation`` (an enqueue
+    that found its idempotency key taken creates none and is not counted)."""
+
+    count: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobStarted(Event):
+    """A worker started running job ``policy`` of queue ``operation``; ``delay`` is how long
+    after it was due (seconds, by the jobs' clock)."""
+
+    attempt: int
+    delay: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobFinished(Event):
+    """A run of job ``policy`` (queue ``operation``) ended with ``outcome`` -- ``succeeded``,
+    ``retry``, ``defer``, ``dead`` or ``release`` -- after ``duration`` seconds; ``code`` is
+    the error code of a failed run."""
+
+    outcome: str
+    duration: float
+    code: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IntentDetected(Event):
+    """The pipeline classified a message for tenant ``policy`` on channel ``operation``."""
+
+    intent: str
+    confidence: float
+    source: str = "classifier"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SagaCompensated(Event):
+    """Saga ``policy`` ran the compensation of step ``operation``: ``succeeded`` is ``False``
+    when it failed for good (the saga goes to the dead-letter queue)."""
+
+    succeeded: bool
+
+
 @runtime_checkable
 class Observer(Protocol):
     """Receives every event of the policies it is attached to."""

@@ -20,6 +20,7 @@ from antifragile.service._auth import (
     SigningKeysUnavailable,
     require_admin,
 )
+from antifragile.service._dashboard import dashboard_router
 from antifragile.service._envelope import (
     ERROR_RESPONSES,
     ApiError,
@@ -54,6 +55,7 @@ __all__ = [
     "SigningKeysUnavailable",
     "admin_router",
     "create_app",
+    "dashboard_router",
     "error_response",
     "error_responses",
     "health_report",

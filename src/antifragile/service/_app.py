@@ -30,9 +30,13 @@ from fastapi.openapi.utils import get_openapi
 import antifragile
 from antifragile.policies import SYSTEM_CLOCK, Clock
 from antifragile.service._admin import admin_router
+from antifragile.service._ai import router as ai_router
+from antifragile.service._alerts_api import alerts_router
+from antifragile.service._dashboard import dashboard_router
 from antifragile.service._envelope import RequestContextMiddleware, install_error_handlers
 from antifragile.service._health import health_router
 from antifragile.service._limits import InboundLimits
+from antifragile.service._metrics import install_observability
 from antifragile.service._settings import Settings
 from antifragile.service._state import ServiceAssistant, ServiceState
 from antifragile.service._webhooks import WebhookFastPath, WebhookHandlers, webhooks_router
@@ -155,10 +159,14 @@ def create_app(
     webhooks = WebhookHandlers(state, app.state)
     # the last middleware added is the outermost: request ids and timing wrap the fast path
     app.add_middleware(WebhookFastPath, handlers=webhooks)
+    install_observability(app)  # the tracing middleware (inside the request id's) and /metrics
     app.add_middleware(RequestContextMiddleware)
     app.include_router(webhooks_router(webhooks))
     app.include_router(health_router(state))
     app.include_router(admin_router)
+    app.include_router(alerts_router)
+    app.include_router(dashboard_router)
+    app.include_router(ai_router)
     for router in routers:
         app.include_router(router)
     _document_errors(app)

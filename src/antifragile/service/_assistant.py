@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from antifragile.connectors import PROVIDERS, Connectors
+from antifragile.connectors import PROVIDERS, Connectors, parse_overrides, policies_for
 from antifragile.errors import ConfigurationError
 from antifragile.inbound import (
     Actions,
@@ -37,6 +37,7 @@ from antifragile.inbound import (
     Tenant,
     flows_from_mapping,
 )
+from antifragile.inbound._alerts import Alerts
 from antifragile.inbound._pipeline import (
     PROCESS_JOB,
     CommerceHandler,
@@ -54,6 +55,7 @@ from antifragile.jobs import (
     Worker,
     new_job_id,
 )
+from antifragile.observability import current_request_id, request_context, span
 from antifragile.policies import (
     SYSTEM_CLOCK,
     CircuitBreaker,
@@ -62,7 +64,9 @@ from antifragile.policies import (
     Policy,
     Retry,
 )
+from antifragile.service._alerts_api import alert_config
 from antifragile.service._limits import InboundLimits
+from antifragile.service._metrics import metrics_for, observe_connectors
 from antifragile.service._settings import Settings
 
 #: how the processing of one inbound event is retried: quickly, since a person is waiting
@@ -94,15 +98,27 @@ class Assistant:
             jobs if jobs is not None else Jobs(database_url=self.settings.database_url, clock=clock)
         )
         self.connectors = (
-            connectors if connectors is not None else Connectors(clock=clock, policies=policies)
+            connectors
+            if connectors is not None
+            else Connectors(
+                clock=clock,
+                policies={
+                    **policies_for(parse_overrides(self.settings.providers), clock=clock),
+                    **(policies or {}),
+                },
+            )
         )
         self._owns_connectors = connectors is None
+        self.metrics = metrics_for(self.jobs, clock=clock)  # Prometheus: GET /metrics
         self.tenants: list[Tenant] = list(self.settings.tenant_list()) or [DEFAULT_TENANT]
         self.flows: dict[str, Flow] = flows_from_mapping(self.settings.flows)
         self.classifier: Classifier = classifier if classifier is not None else KeywordClassifier()
         self.handlers = Handlers()
         self.handlers.register_defaults()
         self.flags = FeatureFlags(self.jobs, clock=clock, defaults=self.settings.features)
+        self.alerts = Alerts(
+            self.jobs, self.connectors, config=alert_config(self.settings), clock=clock
+        )
         self.tasks = Tasks(self.jobs, clock=clock)
         tenants_by_id = {tenant.id: tenant for tenant in self.tenants}
         self.actions = Actions(self.connectors, tasks=self.tasks, tenants=tenants_by_id)
@@ -136,10 +152,18 @@ class Assistant:
 
         @self.jobs.job(name=PROCESS_JOB, queue="inbound", retry=PROCESS_RETRY, timeout=60.0)
         async def process(ctx: JobContext, inbox_id: str) -> dict[str, Any]:
-            result: PipelineResult = await pipeline.process(ctx, inbox_id)
+            with span("inbound.pipeline", attributes={"antifragile.inbox_id": inbox_id}):
+                result: PipelineResult = await pipeline.process(ctx, inbox_id)
             return result.to_json()
 
         self._process = process
+
+        @self.jobs.every("17 * * * *", name="inbound.purge", queue="maintenance")
+        async def purge_inbox(ctx: JobContext) -> dict[str, int]:
+            """Drop the inbox entries whose deduplication window has passed (hourly)."""
+            purged = await ctx.jobs.queue.purge_inbound(now=ctx.clock.time())
+            return {"purged": purged}
+
         self._inbox = _GroupCommit(self)
 
     # -- extension points ---------------------------------------------------------------------
@@ -177,6 +201,8 @@ class Assistant:
             if self.connectors.configured(provider):
                 self.connectors.get(provider)
         self.jobs.breakers = self.breakers()
+        observe_connectors(self.metrics, self.connectors)
+        self.alerts.install()  # error rates from the connectors' policies, breaker listeners
         self.actions.declare(self.jobs, self.handlers)
 
     async def close(self) -> None:
@@ -199,27 +225,29 @@ class Assistant:
         self, events: Sequence[InboundEvent], *, request_id: str | None = None
     ) -> list[Recorded]:
         """Record *events* in the inbox -- deduplicated by the provider's event id -- and
-        enqueue one ``inbound.process`` job per new one, in one transaction."""
+        enqueue one ``inbound.process`` job per new one, in one transaction. The jobs carry
+        *request_id* (else the current one) in their context."""
         if not events:
             return []
         ttl = self.settings.inbox_ttl
         entries = []
-        for event in events:
-            entry_id = new_job_id()
-            job = self._process.configure(idempotency_key=f"inbound:{entry_id}").prepare(entry_id)
-            entries.append(
-                NewInboxEntry(
-                    channel=event.channel.value,
-                    event_id=event.event_id,
-                    kind=event.kind.value,
-                    tenant_key=event.tenant_key,
-                    payload=event.to_json(),
-                    ttl=ttl,
-                    job=job,
-                    id=entry_id,
-                    request_id=request_id,
+        with request_context(request_id or current_request_id()):  # captured by prepare()
+            for event in events:
+                entry_id = new_job_id()
+                configured = self._process.configure(idempotency_key=f"inbound:{entry_id}")
+                entries.append(
+                    NewInboxEntry(
+                        channel=event.channel.value,
+                        event_id=event.event_id,
+                        kind=event.kind.value,
+                        tenant_key=event.tenant_key,
+                        payload=event.to_json(),
+                        ttl=ttl,
+                        job=configured.prepare(entry_id),
+                        id=entry_id,
+                        request_id=request_id,
+                    )
                 )
-            )
         return await self._inbox.record(entries)
 
     # -- processes ----------------------------------------------------------------------------
@@ -289,6 +317,10 @@ class _GroupCommit:
             if not isinstance(exc, Exception):
                 raise
             return
+        assistant.jobs.observed_enqueue(  # the inbox's processing jobs, for the metrics
+            [e.job for e in flat if e.job is not None],
+            [r.created for e, r in zip(flat, recorded, strict=False) if e.job is not None],
+        )
         start = 0
         for entries, future in batch:
             if not future.done():

@@ -94,6 +94,15 @@ class Settings(BaseModel):
     #: jobs in flight at most in the service's own worker
     worker_concurrency: Annotated[int, Field(ge=1)] = 10
 
+    #: alerts (antifragile.inbound._alerts): post them to Slack (the Slack connector's
+    #: webhook), email them to these recipients (Resend), the dead jobs and the failure rate
+    #: that fire them, and the window a condition fires at most once in (seconds)
+    alert_slack: bool = False
+    alert_email: tuple[SecretStr, ...] = ()
+    alert_dlq_threshold: Annotated[int, Field(ge=1)] = 10
+    alert_error_rate: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.5
+    alert_window: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 900.0
+
     #: the raw tables of the config file
     service: dict[str, Any] = {}
     tenants: dict[str, Tenant] = {}
@@ -218,6 +227,30 @@ def _seconds(raw: str, env: str) -> float:
     return value
 
 
+def _switch(raw: str, env: str) -> bool:
+    text = raw.strip().lower()
+    if text in ("1", "on", "true", "yes"):
+        return True
+    if text in ("0", "off", "false", "no", ""):
+        return False
+    raise ConfigurationError(f"{env} must be on or off, got {raw.strip()!r}")
+
+
+def _fraction(raw: str, env: str) -> float:
+    """``0.5`` or ``50%`` -> 0.5."""
+    text = raw.strip()
+    scale = 100.0 if text.endswith("%") else 1.0
+    try:
+        value = float(text.rstrip("%").strip()) / scale
+    except ValueError:
+        value = math.nan
+    if not 0.0 < value <= 1.0:
+        raise ConfigurationError(
+            f"{env} must be a fraction in (0, 1] or a percentage, got {text!r}"
+        )
+    return value
+
+
 def parse_rate(raw: str, env: str = "rate") -> Rate | None:
     """``"600/60"`` -> ``Rate(600, 60.0)``; ``""``, ``"off"`` or ``"0"`` -> ``None``."""
     text = raw.strip().lower()
@@ -256,6 +289,11 @@ _FIELDS: dict[str, _Field] = {
     "inbound_ip_rate": _Field("ANTIFRAGILE_INBOUND_IP_RATE", parse_rate),
     "inbound_sender_rate": _Field("ANTIFRAGILE_INBOUND_SENDER_RATE", parse_rate),
     "worker_concurrency": _Field("ANTIFRAGILE_WORKER_CONCURRENCY", _positive_int),
+    "alert_slack": _Field("ANTIFRAGILE_ALERT_SLACK", _switch),
+    "alert_email": _Field("ANTIFRAGILE_ALERT_EMAIL", _secrets, True),
+    "alert_dlq_threshold": _Field("ANTIFRAGILE_ALERT_DLQ_THRESHOLD", _positive_int),
+    "alert_error_rate": _Field("ANTIFRAGILE_ALERT_ERROR_RATE", _fraction),
+    "alert_window": _Field("ANTIFRAGILE_ALERT_WINDOW", _seconds),
 }
 # variables whose empty value means "none" (rather than "not set")
 _BLANK_MEANS_NONE = frozenset({"inbound_ip_rate", "inbound_sender_rate"})
@@ -306,6 +344,8 @@ def _coerce_file_value(name: str, value: Any, path: Path) -> Any:
         return _list(value, where)
     if spec is not None and spec.parse is _seconds and isinstance(value, str):
         return _seconds(value, where)
+    if spec is not None and spec.parse in (_fraction, _switch) and isinstance(value, str):
+        return spec.parse(value, where)
     return value
 
 

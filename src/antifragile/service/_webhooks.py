@@ -29,9 +29,10 @@ of the same paths do the same work through the same :class:`WebhookHandlers` and
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -211,14 +212,17 @@ def _form(body: bytes) -> dict[str, list[str]]:
 def _json_params(body: bytes) -> dict[str, list[str]]:
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # too deep: RecursionError
         raise MalformedPayloadError("the Twilio body is not valid JSON") from exc
     if not isinstance(data, dict):
         raise MalformedPayloadError("the Twilio body is not a JSON object")
     params: dict[str, list[str]] = {}
-    for name, value in data.items():
-        items = value if isinstance(value, list) else [value]
-        params[str(name)] = ["" if v is None else str(v) for v in items]
+    try:
+        for name, value in data.items():
+            items = value if isinstance(value, list) else [value]
+            params[str(name)] = ["" if v is None else str(v) for v in items]
+    except RecursionError as exc:  # str() of a deeply nested value
+        raise MalformedPayloadError("the Twilio body nests values too deeply") from exc
     return params
 
 
@@ -249,6 +253,25 @@ def _shopify_headers(scope: Mapping[str, Any]) -> dict[str, str]:
 
 
 # -- the handlers -------------------------------------------------------------------------------
+
+_Handler = Callable[["WebhookHandlers", Scope, Receive], Awaitable[Response]]
+
+
+def _counted(channel: str) -> Callable[[_Handler], _Handler]:
+    """Count the deliveries a handler refuses (by error code) in the metrics."""
+
+    def wrap(handler: _Handler) -> _Handler:
+        @functools.wraps(handler)
+        async def counted(self: WebhookHandlers, scope: Scope, receive: Receive) -> Response:
+            try:
+                return await handler(self, scope, receive)
+            except (ApiError, AntifragileError) as exc:
+                self.rejected(channel, exc)
+                raise
+
+        return counted
+
+    return wrap
 
 
 class WebhookHandlers:
@@ -296,8 +319,20 @@ class WebhookHandlers:
         assistant = self.state.require_assistant()
         if not events:
             return []
-        return list(await assistant.ingest(events, request_id=current_request_id()))
+        recorded = list(await assistant.ingest(events, request_id=current_request_id()))
+        metrics = getattr(assistant, "metrics", None)
+        if metrics is not None:  # counters only: the hot path
+            new = sum(1 for item in recorded if item.created)
+            metrics.inbound(events[0].channel.value, received=new, duplicates=len(recorded) - new)
+        return recorded
 
+    def rejected(self, channel: str, exc: ApiError | AntifragileError) -> None:
+        """Count a refused delivery (``antifragile_inbound_rejected_total``)."""
+        metrics = getattr(self.state.assistant, "metrics", None)
+        if metrics is not None:
+            metrics.rejected(channel, exc.code)
+
+    @_counted("whatsapp")
     async def whatsapp(self, scope: Scope, receive: Receive) -> Response:
         await self._check_ip(scope)
         content_type, length, signature = _scan(scope, _WHATSAPP_SIGNATURE)
@@ -308,6 +343,7 @@ class WebhookHandlers:
         events = parse_whatsapp(body)
         return _accepted(len(events), await self._ingest(events))
 
+    @_counted("twilio")
     async def twilio(self, scope: Scope, receive: Receive) -> Response:
         await self._check_ip(scope)
         content_type, length, signature = _scan(scope, _TWILIO_SIGNATURE)
@@ -325,6 +361,7 @@ class WebhookHandlers:
         await self._ingest(events)
         return Response(EMPTY_TWIML, media_type="text/xml")
 
+    @_counted("shopify")
     async def shopify(self, scope: Scope, receive: Receive) -> Response:
         await self._check_ip(scope)
         content_type, length, signature = _scan(scope, _SHOPIFY_SIGNATURE)

@@ -1,0 +1,240 @@
+"""Structured logs: one JSON object per line, with the request id, the trace id, and nothing
+secret or personal.
+
+``antifragile serve`` and ``antifragile worker`` call :func:`configure_logging`; a program of
+your own may too::
+
+    configure_logging(json=True, level="INFO", secrets=[api_key])
+
+Every record -- from :mod:`structlog` loggers and from the standard library's ``logging`` (which
+the project's modules use) -- goes through the same processors:
+
+* ``timestamp`` (ISO 8601, UTC), ``level``, ``logger``, the message as ``event``, and the
+  fields given with ``extra={...}`` (``session``, ``step``, ``reason``, ``phone``...);
+* ``request_id`` (the current one) and ``trace_id`` (when tracing is on);
+* **redaction**, last before rendering: every string goes through
+  :func:`antifragile.redact` (tokens, keys, signatures, ``Authorization`` values, and the
+  literal *secrets* given here or to :func:`add_secrets`), then phone numbers and email
+  addresses are masked (``+4477•••••23``, ``a•••@example.com``); fields named like a
+  credential (``token``, ``api_key``, ``password``...) are replaced whole.
+
+Redaction is a safety net, not a licence: log masked values (``mask_phone``) in the first place.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterable, Mapping, MutableMapping
+from typing import IO, Any
+
+import structlog
+
+from antifragile.errors._redact import REDACTED, redact
+from antifragile.observability._context import current_request_id
+from antifragile.observability._redaction import mask_email, mask_phone, mask_pii
+from antifragile.observability._tracing import current_trace_id
+
+__all__ = [
+    "LOG_FORMAT_ENV",
+    "add_secrets",
+    "configure_logging",
+    "configure_process",
+    "redact_event",
+    "secrets_from_env",
+]
+
+#: field names whose value is a credential: replaced whole
+SECRET_FIELDS = frozenset(
+    {
+        "authorization",
+        "token",
+        "access_token",
+        "auth_token",
+        "api_key",
+        "apikey",
+        "secret",
+        "client_secret",
+        "password",
+        "signature",
+        "verify_token",
+        "cookie",
+    }
+)
+#: field names whose value is a phone number or an email address: masked whole
+PII_FIELDS = frozenset({"phone", "to", "from", "sender", "recipient", "email", "contact"})
+#: fields the processors add themselves: never scanned
+_OWN_FIELDS = frozenset({"timestamp", "level", "logger", "request_id", "trace_id", "span_id"})
+#: attributes of a :class:`logging.LogRecord` that are not ``extra=`` fields
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+_secrets: tuple[str, ...] = ()
+_HANDLER_NAME = "antifragile-structlog"
+
+
+def add_secrets(values: Iterable[str | None]) -> None:
+    """Literal values (tokens, keys) that must never appear in a log line, in addition to the
+    patterns :func:`antifragile.redact` always removes."""
+    global _secrets
+    found = {v for v in values if v and len(v) >= 4}
+    _secrets = tuple(sorted({*_secrets, *found}, key=len, reverse=True))
+
+
+def _clean(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return mask_pii(redact(value, secrets=_secrets))
+    if depth > 4:
+        return value
+    if isinstance(value, Mapping):
+        return {k: _clean_field(str(k), v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v, depth + 1) for v in value]
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    return _clean(str(value), depth)
+
+
+def _clean_field(key: str, value: Any, depth: int = 0) -> Any:
+    lowered = key.lower()
+    if lowered in SECRET_FIELDS or lowered.endswith(("_token", "_secret", "_key", "password")):
+        return REDACTED if value else value
+    if lowered in PII_FIELDS and isinstance(value, str) and value:
+        if "\u2022" in value:  # masked already
+            return value
+        return mask_email(value) if "@" in value else mask_phone(value)
+    return _clean(value, depth)
+
+
+def redact_event(
+    logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """The redaction processor (see the module docs): secrets out, phones and emails
+    masked, in every field."""
+    for key in list(event_dict):
+        if key in _OWN_FIELDS or key.startswith("_"):
+            continue
+        event_dict[key] = _clean_field(key, event_dict[key])
+    return event_dict
+
+
+def add_context(
+    logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Add ``request_id`` and ``trace_id`` when there are current ones."""
+    if "request_id" not in event_dict:
+        request_id = current_request_id()
+        if request_id is not None:
+            event_dict["request_id"] = request_id
+    trace_id = current_trace_id()
+    if trace_id is not None:
+        event_dict.setdefault("trace_id", trace_id)
+    return event_dict
+
+
+def _add_extra(
+    logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Copy a standard-library record's ``extra=`` fields into the event (``event`` and
+    ``level``-like names are prefixed, never overwritten)."""
+    record = event_dict.get("_record")
+    if record is None:
+        return event_dict
+    for key, value in vars(record).items():
+        if key in _RECORD_FIELDS or key.startswith("_"):
+            continue
+        if key in event_dict:
+            key = f"extra_{key}"
+        event_dict[key] = value
+    return event_dict
+
+
+def configure_logging(
+    *,
+    json: bool = True,
+    level: int | str = "INFO",
+    stream: IO[str] | None = None,
+    secrets: Iterable[str | None] = (),
+) -> logging.Handler:
+    """Send every log record to *stream* (standard error) as one JSON object per line
+    (``json=False``: readable key=value lines for a terminal), at *level* and above.
+
+    Replaces the handler a previous call installed (so calling it twice is safe) and returns
+    the new one. *secrets* are added with :func:`add_secrets`.
+    """
+    add_secrets(secrets)
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_context,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer(sort_keys=False, ensure_ascii=False)
+        if json
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, _add_extra],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            redact_event,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if old.get_name() == _HANDLER_NAME:
+            root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level if isinstance(level, int) else level.upper())
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    return handler
+
+
+#: ``json`` (the default) or ``text``: how :func:`configure_process` renders logs
+LOG_FORMAT_ENV = "ANTIFRAGILE_LOG_FORMAT"
+_SECRET_NAME_PARTS = ("TOKEN", "SECRET", "KEY", "PASSWORD", "PASSWD")
+
+
+def secrets_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The values of the ``ANTIFRAGILE_*`` variables named like a credential (``..._TOKEN``,
+    ``..._SECRET``, ``..._API_KEY``, ``..._PASSWORD``), each comma-separated part apart."""
+    env = os.environ if environ is None else environ
+    found: list[str] = []
+    for name, value in env.items():
+        upper = name.upper()
+        if upper.startswith("ANTIFRAGILE_") and any(p in upper for p in _SECRET_NAME_PARTS):
+            found.extend(part.strip() for part in value.split(",") if part.strip())
+    return found
+
+
+def configure_process(level: int | str = "INFO", *, secrets: Iterable[str | None] = ()) -> None:
+    """What ``antifragile serve`` and ``antifragile worker`` call at start-up: logs as JSON
+    (``ANTIFRAGILE_LOG_FORMAT=text`` for key=value lines), with the credentials of the
+    environment and *secrets* redacted; tracing as ``ANTIFRAGILE_OTEL_EXPORTER`` says."""
+    from antifragile.observability._tracing import configure_tracing
+
+    text = os.environ.get(LOG_FORMAT_ENV, "json").strip().lower() == "text"
+    configure_logging(json=not text, level=level, secrets=[*secrets_from_env(), *secrets])
+    configure_tracing()

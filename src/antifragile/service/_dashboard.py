@@ -1,0 +1,607 @@
+"""The operator's dashboard at ``/dashboard``: one server-rendered page that refreshes itself.
+
+It shows the circuit breaker of each provider, the depth and lag of each queue, the dead-letter
+queue (filtered by queue, provider and error code, with a *Retry* and a *Resolve* button per
+job), the recent failures and the conversation sessions with their status flags. Every value
+comes from the same views as the admin API (:func:`~antifragile.service._admin.job_view`,
+:func:`~antifragile.service._admin.breaker_view`, masked session records): phone numbers and
+emails are masked, credentials redacted. The buttons call the admin API's own route functions,
+so a redrive from the page is exactly ``POST /v1/admin/dlq/{id}/retry``.
+
+Routes (none of them in the OpenAPI document):
+
+* ``GET /dashboard`` -- the page; ``GET /dashboard/panels`` -- its data as an HTML fragment
+  (``queue``, ``provider``, ``error_code`` filter the dead letters), fetched again every
+  :data:`REFRESH_SECONDS` by the page's script; ``GET /dashboard/assets/{name}`` -- that script
+  and the style sheet (nothing is loaded from anywhere else);
+* ``GET /dashboard/login``, ``POST /dashboard/login`` (form field ``api_key``: an admin API key
+  or JWT), ``POST /dashboard/logout``;
+* ``POST /dashboard/dlq/{id}/retry`` and ``POST /dashboard/dlq/{id}/resolve`` (form field
+  ``reason``): JSON envelopes for the page's script (``Accept: application/json``), else a
+  redirect back to the page.
+
+**Authentication.** The login form checks the credential with the admin API's
+:class:`~antifragile.service._auth.AdminAuth` and opens a dashboard session: a random token in
+an ``HttpOnly``, ``SameSite=Strict`` cookie (``Secure`` over HTTPS) scoped to ``/dashboard``;
+the store's key-value part keeps only the token's SHA-256 (``dashboard:session:<hash>``) with
+the principal and the session's CSRF token, expiring after :data:`SESSION_TTL` (or with the
+JWT). A session of a stored API key ends as soon as that key is revoked. Every ``POST`` must
+carry the session's CSRF token (form field ``csrf`` or header ``X-CSRF-Token``) and, when the
+browser sends an ``Origin``, come from the dashboard's own origin. An admin credential in the
+``Authorization`` or ``X-API-Key`` header works too (no cookie, no CSRF token needed). Without
+a credential the page redirects to the login form; the fragment and the buttons answer ``401``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from importlib import resources
+from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+from antifragile.errors import ErrorCode
+from antifragile.jobs import DeadLetterFilter, JobFilter, Jobs
+from antifragile.observability._redaction import mask_email, mask_phone
+from antifragile.service._admin import (
+    ResolveOne,
+    breaker_view,
+    job_view,
+    mask_personal,
+    resolve_one,
+    retry_one,
+)
+from antifragile.service._auth import AdminAuth, Principal, admin_auth_for
+from antifragile.service._envelope import ApiError
+from antifragile.service._limits import limit_by_ip
+from antifragile.stores import KeyValueStore
+
+#: the cookie that carries a dashboard session's token
+COOKIE = "af_dashboard"
+#: the key-value prefix of dashboard sessions (followed by the SHA-256 of the token)
+SESSION_PREFIX = "dashboard:session:"
+#: how long a dashboard session lasts (seconds)
+SESSION_TTL = 8 * 3600.0
+#: how often the page fetches its data again (seconds)
+REFRESH_SECONDS = 3
+#: the largest form body accepted (bytes)
+MAX_FORM_BYTES = 16 * 1024
+
+#: rows per table
+DLQ_ROWS = 100
+FAILURE_ROWS = 20
+SESSION_ROWS = 50
+
+_ASSETS = {"dashboard.css": "text/css; charset=utf-8", "dashboard.js": "text/javascript"}
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+_NOTICES = {
+    "retried": "The job is back in the queue.",
+    "resolved": "The job is resolved.",
+    "gone": "That job is no longer in the dead-letter queue.",
+    "stale": "The form was stale; try again.",
+    "invalid": "Give a reason to resolve a job.",
+}
+_FILTERS = ("queue", "provider", "error_code")
+_INTEGRATIONS = ("email", "shopify", "hubspot", "slack")
+_STATES = ("queued", "scheduled", "running", "retrying", "dead", "succeeded", "resolved")
+_LOGIN_FAILED = "Those credentials were not accepted."
+
+
+# -- rendering ------------------------------------------------------------------------------------
+
+
+def _when(value: Any) -> str:
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        return "—"
+    return datetime.fromtimestamp(float(value), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _age(seconds: Any) -> str:
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+@cache
+def _templates() -> Environment:
+    env = Environment(
+        loader=PackageLoader("antifragile.service", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["when"] = _when
+    env.filters["age"] = _age
+    return env
+
+
+@cache
+def _asset(name: str) -> bytes:
+    return resources.files("antifragile.service").joinpath("templates", name).read_bytes()
+
+
+def _html(template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
+    text = _templates().get_template(template).render(**context)
+    return HTMLResponse(text, status_code=status, headers=_SECURITY_HEADERS)
+
+
+def _redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303, headers=_SECURITY_HEADERS)
+
+
+# -- masking --------------------------------------------------------------------------------------
+
+_EMAIL_IN_TEXT = re.compile(r"[^\s@<>\"'(),;:]+@[^\s@<>\"'(),;:]+\.[A-Za-z]{2,}")
+_PHONE_IN_TEXT = re.compile(r"(?<![\w+])\+?\d[\d\s().-]{5,18}\d(?!\w)")
+
+
+def mask_text(text: str | None) -> str:
+    """Free text (an error message) with email addresses and phone numbers inside it masked."""
+    if not text:
+        return ""
+    masked = _EMAIL_IN_TEXT.sub(lambda m: mask_email(m.group(0)), text)
+
+    def phone(match: re.Match[str]) -> str:
+        found = match.group(0)
+        return mask_phone(found) if sum(c.isdigit() for c in found) >= 7 else found
+
+    return _PHONE_IN_TEXT.sub(phone, masked)
+
+
+def _compact(value: Any, limit: int = 160) -> str:
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -- sessions -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardSession:
+    """Who is looking at the dashboard. ``csrf`` is ``None`` for a request authenticated by a
+    header credential (which a browser never sends by itself, so it needs no CSRF token)."""
+
+    principal: Principal
+    csrf: str | None = None
+    key: str | None = None  # the session's key-value key (cookie sessions only)
+
+
+def _token_key(token: str) -> str:
+    return SESSION_PREFIX + hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _assistant(request: Request) -> Any:
+    assistant = getattr(request.app.state, "assistant", None)
+    if assistant is None:
+        raise ApiError(
+            503,
+            ErrorCode.STORE_UNAVAILABLE,
+            "the service is starting or stopping; try again shortly",
+            retryable=True,
+            headers={"Retry-After": "1"},
+        )
+    return assistant
+
+
+def _jobs(request: Request) -> Jobs:
+    jobs = getattr(_assistant(request), "jobs", None)
+    if not isinstance(jobs, Jobs):
+        raise ApiError(503, ErrorCode.STORE_UNAVAILABLE, "the job queue is not available")
+    return jobs
+
+
+def _kv(request: Request) -> KeyValueStore:
+    kv = getattr(getattr(_jobs(request).queue, "store", None), "kv", None)
+    if kv is None:
+        raise ApiError(
+            503, ErrorCode.STORE_UNAVAILABLE, "dashboard sessions need a key-value store"
+        )
+    return kv  # type: ignore[no-any-return]
+
+
+def _now(request: Request) -> float:
+    return _jobs(request).clock.time()
+
+
+async def _still_allowed(auth: AdminAuth, record: Mapping[str, Any]) -> bool:
+    kind = record.get("kind")
+    if kind == "api_key":
+        info = await auth.keys.get(str(record.get("subject") or ""))
+        return info is not None and info.active
+    if kind == "bootstrap_key":
+        return auth.keys.has_bootstrap
+    return kind == "jwt" and auth.jwt is not None
+
+
+async def _from_cookie(request: Request) -> DashboardSession | None:
+    token = request.cookies.get(COOKIE)
+    if not token or len(token) > 200:
+        return None
+    kv = _kv(request)
+    key = _token_key(token)
+    now = _now(request)
+    found = await kv.get(key, now=now)
+    record = found.value if found is not None else None
+    if not isinstance(record, Mapping) or not isinstance(record.get("csrf"), str):
+        return None
+    expires = record.get("expires_at")
+    if not isinstance(expires, int | float) or expires <= now:
+        await kv.delete(key, now=now)
+        return None
+    if not await _still_allowed(admin_auth_for(request), record):
+        await kv.delete(key, now=now)
+        return None
+    principal = Principal(
+        record["kind"], str(record.get("subject") or ""), name=record.get("name") or None
+    )
+    return DashboardSession(principal, csrf=record["csrf"], key=key)
+
+
+def _header_credential(request: Request) -> str | None:
+    authorization = request.headers.get("authorization", "")
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    api_key = request.headers.get("x-api-key", "").strip()
+    return api_key or None
+
+
+async def current_session(request: Request) -> DashboardSession | None:
+    """The dashboard session of *request* (cookie, else header credential), or ``None``.
+    A header credential that does not authenticate is a 401."""
+    session = await _from_cookie(request)
+    if session is not None:
+        return session
+    credential = _header_credential(request)
+    if credential is None:
+        return None
+    principal = await admin_auth_for(request).authenticate(credential)
+    return DashboardSession(principal)
+
+
+async def require_session(request: Request) -> DashboardSession:
+    """FastAPI dependency of the data routes: the session, or a 401 envelope."""
+    session = await current_session(request)
+    if session is None:
+        raise ApiError(
+            401,
+            ErrorCode.AUTH,
+            "sign in at /dashboard/login, or send an admin credential",
+            headers={"WWW-Authenticate": 'Bearer realm="antifragile-admin"'},
+        )
+    request.state.principal = session.principal
+    return session
+
+
+async def _open_session(request: Request, principal: Principal) -> tuple[str, float]:
+    now = _now(request)
+    ttl = SESSION_TTL
+    exp = principal.claims.get("exp") if principal.kind == "jwt" else None
+    if isinstance(exp, int | float) and not isinstance(exp, bool):
+        ttl = max(1.0, min(ttl, float(exp) - now))
+    token = secrets.token_urlsafe(32)
+    record = {
+        "kind": principal.kind,
+        "subject": principal.subject,
+        "name": principal.name,
+        "csrf": secrets.token_urlsafe(32),
+        "created_at": now,
+        "expires_at": now + ttl,
+    }
+    await _kv(request).set(_token_key(token), record, now=now, ttl=ttl)
+    return token, ttl
+
+
+# -- forms and CSRF -------------------------------------------------------------------------------
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """The request's URL-encoded form (bounded; the last value of a repeated field wins)."""
+    content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if content_type not in ("", "application/x-www-form-urlencoded"):
+        raise ApiError(
+            415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, "send an application/x-www-form-urlencoded form"
+        )
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise ApiError(413, ErrorCode.PAYLOAD_TOO_LARGE, "the form is too large")
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
+    except (UnicodeDecodeError, ValueError):
+        raise ApiError(400, ErrorCode.BAD_REQUEST, "the form could not be read") from None
+    return dict(pairs)
+
+
+def _check_origin(request: Request) -> None:
+    origin = request.headers.get("origin")
+    if origin is None:
+        return
+    host = request.headers.get("host", "")
+    if origin == "null" or urlsplit(origin).netloc.lower() != host.lower():
+        raise ApiError(403, ErrorCode.FORBIDDEN, "cross-origin form posts are refused")
+
+
+def _check_csrf(request: Request, session: DashboardSession, form: Mapping[str, str]) -> None:
+    _check_origin(request)
+    if session.csrf is None:
+        return
+    presented = request.headers.get("x-csrf-token") or form.get("csrf") or ""
+    if not hmac.compare_digest(presented.encode(), session.csrf.encode()):
+        raise ApiError(
+            403, ErrorCode.FORBIDDEN, "missing or stale CSRF token: reload the dashboard"
+        )
+
+
+def _wants_json(request: Request) -> bool:
+    return "application/json" in request.headers.get("accept", "")
+
+
+def _back(form: Mapping[str, str], notice: str) -> RedirectResponse:
+    query = {name: form[name] for name in _FILTERS if form.get(name)}
+    query["notice"] = notice
+    return _redirect("/dashboard?" + urlencode(query))
+
+
+# -- the data -------------------------------------------------------------------------------------
+
+
+def _filters(queue: str | None, provider: str | None, error_code: str | None) -> dict[str, str]:
+    given = {"queue": queue, "provider": provider, "error_code": error_code}
+    return {k: v.strip()[:100] for k, v in given.items() if v and v.strip()}
+
+
+def _dead_row(view: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "id": view["id"],
+        "name": view["name"],
+        "queue": view["queue"],
+        "provider": view["provider"] or "",
+        "attempts": view["attempts"],
+        "error_code": view["last_error_code"] or "",
+        "error": mask_text(view["last_error"] or view["reason"]),
+        "died_at": view["updated_at"],
+        "payload": _compact(view["payload"]),
+    }
+
+
+def _session_row(record: Mapping[str, Any]) -> dict[str, Any]:
+    safe = mask_personal(dict(record))
+    return {
+        "key": str(safe.get("key") or "")[-12:],
+        "tenant": safe.get("tenant_id") or "",
+        "flow": safe.get("flow") or "",
+        "channel": safe.get("channel") or "",
+        "phone": safe.get("phone") or "",
+        "progress": safe.get("progress_status") or "",
+        "flags": {name: safe.get(f"{name}_status") or "none" for name in _INTEGRATIONS},
+        "fields": len(safe.get("fields") or ()),
+        "last_active": safe.get("last_active"),
+    }
+
+
+async def _panels(request: Request, filters: Mapping[str, str]) -> dict[str, Any]:
+    assistant = _assistant(request)
+    jobs = _jobs(request)
+    now = jobs.clock.time()
+    source = getattr(assistant, "breakers", None)
+    found = source() if callable(source) else source
+    breakers = dict(found or {})
+    stats = await jobs.stats()
+    queues = [
+        {
+            "queue": entry.queue,
+            "counts": {state: entry.counts.get(state, 0) for state in _STATES},
+            "depth": sum(entry.counts.get(s, 0) for s in ("queued", "scheduled", "retrying")),
+            "lag": None if entry.oldest_ready_at is None else max(0.0, now - entry.oldest_ready_at),
+        }
+        for entry in stats
+    ]
+    flt = DeadLetterFilter(
+        queue=filters.get("queue"),
+        provider=filters.get("provider"),
+        error_code=filters.get("error_code"),
+    )
+    dead = [_dead_row(job_view(job)) for job in await jobs.dlq.list(flt, limit=DLQ_ROWS)]
+    recent = await jobs.find(JobFilter(newer_than=now - 86400.0), limit=500)
+    failures = sorted(
+        (job for job in recent if job.last_failed_at is not None),
+        key=lambda job: job.last_failed_at or 0.0,
+        reverse=True,
+    )[:FAILURE_ROWS]
+    sessions_part = getattr(assistant, "sessions", None)
+    sessions: Sequence[Mapping[str, Any]] = []
+    if sessions_part is not None:
+        sessions = await sessions_part.list(limit=SESSION_ROWS)
+    return {
+        "now": now,
+        "filters": filters,
+        "breakers": [breaker_view(name, breakers[name]) for name in sorted(breakers)],
+        "queues": queues,
+        "dead": dead,
+        "failures": [
+            {
+                "id": job.id,
+                "name": job.name,
+                "queue": job.queue,
+                "provider": job.provider or "",
+                "state": job.state.value,
+                "attempts": job.attempts,
+                "error_code": job.last_error_code or "",
+                "error": mask_text(job_view(job)["last_error"]),
+                "failed_at": job.last_failed_at,
+            }
+            for job in failures
+        ],
+        "sessions": [_session_row(record) for record in sessions],
+    }
+
+
+# -- routes ---------------------------------------------------------------------------------------
+
+router = APIRouter(
+    prefix="/dashboard", include_in_schema=False, dependencies=[Depends(limit_by_ip)]
+)
+Session = Annotated[DashboardSession, Depends(require_session)]
+Filter = Annotated[str | None, Query(max_length=200)]
+JobId = Annotated[str, Path(min_length=1, max_length=100)]
+
+
+@router.get("")
+async def page(
+    request: Request,
+    queue: Filter = None,
+    provider: Filter = None,
+    error_code: Filter = None,
+    notice: Annotated[str | None, Query(max_length=20)] = None,
+) -> Response:
+    """The dashboard, or a redirect to the login form."""
+    session = await current_session(request)
+    if session is None:
+        response = _redirect("/dashboard/login")
+        if COOKIE in request.cookies:
+            response.delete_cookie(COOKIE, path="/dashboard")
+        return response
+    filters = _filters(queue, provider, error_code)
+    data = await _panels(request, filters)
+    return _html(
+        "dashboard.html",
+        session=session,
+        refresh=REFRESH_SECONDS,
+        notice=_NOTICES.get(notice or "", ""),
+        **data,
+    )
+
+
+@router.get("/panels")
+async def panels(
+    request: Request,
+    session: Session,
+    queue: Filter = None,
+    provider: Filter = None,
+    error_code: Filter = None,
+) -> HTMLResponse:
+    """The page's data as an HTML fragment (the page's script swaps it in)."""
+    data = await _panels(request, _filters(queue, provider, error_code))
+    return _html("dashboard_panels.html", session=session, **data)
+
+
+@router.get("/assets/{name}")
+async def asset(name: str) -> Response:
+    media_type = _ASSETS.get(name)
+    if media_type is None:
+        raise ApiError(404, ErrorCode.NOT_FOUND, f"no dashboard asset {name[:40]!r}")
+    headers = {**_SECURITY_HEADERS, "Cache-Control": "no-cache"}
+    return Response(_asset(name), media_type=media_type, headers=headers)
+
+
+@router.get("/login")
+async def login_form(request: Request) -> Response:
+    if await _from_cookie(request) is not None:
+        return _redirect("/dashboard")
+    return _html("dashboard_login.html", error="")
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    """Check the credential in the form; on success open a session and go to the page."""
+    _check_origin(request)
+    form = await _form(request)
+    credential = form.get("api_key", "").strip()
+    try:
+        principal = await admin_auth_for(request).authenticate(credential or None)
+    except ApiError as exc:
+        if exc.status != 401:
+            raise
+        message = _LOGIN_FAILED if credential else "Enter an admin API key."
+        if not admin_auth_for(request).configured:
+            message = exc.message
+        return _html("dashboard_login.html", status=401, error=message)
+    token, ttl = await _open_session(request, principal)
+    response = _redirect("/dashboard")
+    response.set_cookie(
+        COOKIE,
+        token,
+        max_age=int(ttl),
+        path="/dashboard",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, session: Session) -> Response:
+    form = await _form(request)
+    _check_csrf(request, session, form)
+    if session.key is not None:
+        await _kv(request).delete(session.key, now=_now(request))
+    response = _redirect("/dashboard/login")
+    response.delete_cookie(COOKIE, path="/dashboard")
+    return response
+
+
+@router.post("/dlq/{job_id}/retry")
+async def retry(request: Request, session: Session, job_id: JobId) -> Response:
+    """Redrive one dead job -- the admin API's ``POST /v1/admin/dlq/{id}/retry``."""
+    form = await _form(request)
+    _check_csrf(request, session, form)
+    try:
+        answer = await retry_one(request, job_id, None)
+    except ApiError as exc:
+        if _wants_json(request) or exc.status != 404:
+            raise
+        return _back(form, "gone")
+    return answer if _wants_json(request) else _back(form, "retried")
+
+
+@router.post("/dlq/{job_id}/resolve")
+async def resolve(request: Request, session: Session, job_id: JobId) -> Response:
+    """Close one dead job with a reason -- the admin API's ``POST /v1/admin/dlq/{id}/resolve``."""
+    form = await _form(request)
+    _check_csrf(request, session, form)
+    reason = form.get("reason", "").strip()
+    if not reason or len(reason) > 1000:
+        if _wants_json(request):
+            raise ApiError(400, ErrorCode.VALIDATION, "reason: say why this job is closed")
+        return _back(form, "invalid")
+    try:
+        answer = await resolve_one(request, job_id, ResolveOne(reason=reason))
+    except ApiError as exc:
+        if _wants_json(request) or exc.status != 404:
+            raise
+        return _back(form, "gone")
+    return answer if _wants_json(request) else _back(form, "resolved")
+
+
+#: the dashboard's router (``app.include_router(dashboard_router)``)
+dashboard_router = router
