@@ -65,35 +65,53 @@ def _settings(config: Path | None) -> Settings:
 
 
 async def _run_background(settings: Settings, worker: bool, scheduler: bool) -> None:
-    """The worker and/or scheduler without the API, until SIGTERM or Ctrl-C."""
+    """The worker and/or scheduler without the API, until SIGTERM or Ctrl-C (a signal that
+    arrives while the service is still opening stops it as soon as it is open)."""
     from antifragile.service._assistant import Assistant
 
-    assistant = Assistant(settings)
-    await assistant.open()
+    loop = asyncio.get_running_loop()
     runners: list[Any] = []
+    stopping = False
+
+    def stop() -> None:
+        nonlocal stopping
+        stopping = True
+        for runner in runners:
+            runner.stop()
+
+    installed = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop)
+            installed.append(sig)
     try:
-        if worker:
-            runners.append(assistant.worker())
-        if scheduler:
-            runners.append(assistant.scheduler())
-        loop = asyncio.get_running_loop()
-
-        def stop() -> None:
-            for runner in runners:
-                runner.stop()
-
-        installed = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop)
-                installed.append(sig)
+        assistant = Assistant(settings)
+        await assistant.open()
         try:
-            await asyncio.gather(*(runner.run() for runner in runners))
+            if worker:
+                runners.append(assistant.worker())
+            if scheduler:
+                runners.append(assistant.scheduler())
+            if not stopping:
+                await asyncio.gather(*(runner.run() for runner in runners))
         finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
+            await assistant.close()
     finally:
-        await assistant.close()
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def _uvicorn_server(config: Any) -> Any:
+    """uvicorn's server, exiting with status 0 when a signal asked it to stop (uvicorn raises
+    the signal again after its graceful shutdown, which ends the process with -SIGTERM)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            self._captured_signals.clear()
+
+    return Server(config)
 
 
 def serve(
@@ -156,7 +174,7 @@ def serve(
         from antifragile.service._app import create_app
 
         app = create_app(settings, run_worker=worker, run_scheduler=scheduler)
-        server = uvicorn.Server(
+        server = _uvicorn_server(
             uvicorn.Config(
                 app,
                 host=host,
