@@ -36,8 +36,11 @@ from antifragile.service._settings import Settings
 class StandInAssistant:
     """Records inbound events with their jobs; see the module docs."""
 
-    def __init__(self, settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self, settings: Settings, *, clock: Clock = SYSTEM_CLOCK, limiter: Any = None
+    ) -> None:
         self.settings = settings
+        self.limiter = limiter
         self.clock = clock
         self.jobs = Jobs(database_url=settings.database_url, clock=clock)
         self.breakers_by_name: dict[str, CircuitBreaker] = {}

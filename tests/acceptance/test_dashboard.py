@@ -29,7 +29,7 @@ from antifragile.policies import Retry
 from antifragile.sandbox import whatsapp_text_message
 from antifragile.service import Settings, create_app
 from antifragile.service._assistant import Assistant
-from antifragile.service._dashboard import COOKIE
+from antifragile.service._dashboard import COOKIE, mask_text
 from tests._service_standin import running_server
 from tests.conftest import IN_CI
 
@@ -251,6 +251,20 @@ def test_the_session_cookie_is_strict_and_posts_need_its_csrf_token(dashboard: D
         out = client.post("/dashboard/logout", data={"csrf": csrf})
         assert out.status_code == 303
         assert client.get("/dashboard/panels").status_code == 401
+
+
+def test_error_texts_on_the_page_have_phones_and_emails_masked() -> None:
+    """The free text the page shows (errors) has phone numbers and emails masked inside it,
+    while job ids and HTTP status codes stay readable."""
+    text = "contact +44 7700 900123 (ada@example.com) refused: HTTP 422 for job 01a2f3b4c5d6e7f8"
+    masked = mask_text(text)
+    assert "7700 900123" not in masked
+    assert "+4477" in masked
+    assert "ada@example.com" not in masked
+    assert "a•••@example.com" in masked
+    assert "HTTP 422" in masked
+    assert "01a2f3b4c5d6e7f8" in masked
+    assert mask_text(None) == ""
 
 
 def test_revoking_an_api_key_ends_the_dashboard_sessions_it_opened(dashboard: Dashboard) -> None:

@@ -55,6 +55,7 @@ GONE_HOOK = "T000/B000/GONE"
 PHONE = "447700900123"
 EMAIL = "ada@example.com"
 DRAFTS = "POST /admin/api/{version}/draft_orders.json"
+LIST_DRAFTS = "GET /admin/api/{version}/draft_orders.json"
 DELETE_DRAFT = "DELETE /admin/api/{version}/draft_orders/{file}"
 TENANT = Tenant(
     "shop", name="Corner Shop", whatsapp_phone_number_id="1234", owner_email="owner@shop.example"
@@ -421,13 +422,36 @@ async def test_an_unconfigured_provider_is_skipped_not_failed(
     assert len(sandbox.effects("shopify", DRAFTS)) == 1
 
 
-async def test_an_ambiguous_draft_order_becomes_a_reconcile_task(
+async def test_an_ambiguous_draft_order_is_reconciled_by_its_key(
     run: Run, sandbox: ProviderSandbox, jobs: Jobs
 ) -> None:
-    """Shopify creates the draft order but the answer is lost: the action does not send it
-    again (that could draft it twice) but opens a high-priority task to check, naming the
-    reconcile key; the saga completes."""
+    """Shopify creates the draft order but the answer is lost: the action looks the draft up
+    by the step's reconcile key (a note attribute) and returns it -- exactly one draft order,
+    no second POST that could draft it twice, and no task for a person."""
     sandbox.faults("shopify", DRAFTS, script=[ProviderFault.ambiguous()])
+    result, job, _, _ = await run.message("I want to order 5 boxes")
+    assert result.status == "completed"
+    outcome = result.results["create_order"]
+    assert "outcome" not in outcome
+    drafts = sandbox.effects("shopify", DRAFTS)
+    assert len(drafts) == 1
+    simulator = sandbox.simulator("shopify")
+    assert isinstance(simulator, ShopifySimulator)
+    (draft,) = simulator.draft_orders
+    assert outcome["draft_order_id"] == draft["id"]
+    assert {"name": "antifragile-key", "value": f"saga:{job.id}:2"} in draft["note_attributes"]
+    assert await Tasks(jobs).list() == []
+
+
+async def test_an_ambiguous_draft_order_that_cannot_be_looked_up_becomes_a_reconcile_task(
+    run: Run, sandbox: ProviderSandbox, jobs: Jobs
+) -> None:
+    """Shopify creates the draft order, the answer is lost and looking it up fails too (the
+    draft-order list answers 503): the action does not send it again (that could draft it
+    twice) but opens a high-priority task to check, naming the reconcile key; the saga
+    completes."""
+    sandbox.faults("shopify", DRAFTS, script=[ProviderFault.ambiguous()])
+    sandbox.faults("shopify", LIST_DRAFTS, chaos=[(1.0, ProviderFault.error(503))])
     result, job, _, _ = await run.message("I want to order 5 boxes")
     assert result.status == "completed"
     outcome = result.results["create_order"]

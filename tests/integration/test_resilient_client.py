@@ -309,6 +309,42 @@ async def test_provider_rate_limit_headers_make_the_limiter_wait(
     assert server.count("/orders") == 2
 
 
+async def test_epoch_reset_headers_are_read_on_the_policy_clock(
+    server: FlakyServer, connect: Connect, clock: FakeClock
+) -> None:
+    """``x-ratelimit-reset`` as epoch seconds 3 s after the policy clock's wall time (a
+    FakeClock, years away from the system's) holds the next call for 3 s: the reset is read
+    against the injected clock, not ``time.time()``."""
+    reset = str(int(clock.time()) + 3)
+    exhausted = {
+        "x-ratelimit-limit": "10",
+        "x-ratelimit-remaining": "0",
+        "x-ratelimit-reset": reset,
+    }
+    server.script("/orders", [Fault.ok(json={"n": 1}, headers=exhausted)])
+    client = connect(policy(clock, rate=TokenBucket(5, burst=5)))
+    await client.request("GET", "/orders")
+    await client.request("GET", "/orders")
+    assert clock.sleeps == [pytest.approx(3.0, abs=1.0)]
+
+
+async def test_named_rate_limit_headers_make_the_limiter_wait(
+    server: FlakyServer, connect: Connect, clock: FakeClock
+) -> None:
+    """Cal.com's named variant (``X-RateLimit-Remaining-Default: 0`` with
+    ``X-RateLimit-Reset-Default: 4``) holds the next call for 4 s."""
+    exhausted = {
+        "X-RateLimit-Limit-Default": "120",
+        "X-RateLimit-Remaining-Default": "0",
+        "X-RateLimit-Reset-Default": "4",
+    }
+    server.script("/bookings", [Fault.ok(json={"n": 1}, headers=exhausted)])
+    client = connect(policy(clock, rate=TokenBucket(5, burst=5)))
+    await client.request("GET", "/bookings")
+    await client.request("GET", "/bookings")
+    assert clock.sleeps == [pytest.approx(4.0)]
+
+
 # -- redaction --------------------------------------------------------------------------------
 
 

@@ -5,11 +5,12 @@ by the lifespan (a SQLite file, every webhook secret, an admin bootstrap key), s
 Every documented operation is called with generated requests -- valid and invalid -- once
 without credentials and once with the admin API key, so the admin handlers are reached past
 authentication. What it proves: no generated request gets a 5xx, and every answer is one the
-schema documents (the envelope for JSON).
+schema documents (the envelope for JSON), and the server logs no error.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,11 @@ from tests._service_standin import running_server
 ADMIN_KEY = "fuzz-admin-key-0123456789abcdef"
 CHECKS: list[Any] = [not_a_server_error, response_schema_conformance]
 
-#: generated cases per operation (and credential mode): enough to reach the handlers' edges,
-#: few enough for the whole module to run in well under a minute on two busy cores
-EXAMPLES = 12
+#: generated cases per operation with the admin key (enough to reach the handlers' edges) and
+#: without credentials (mostly refused at once): the module runs in well under a minute on two
+#: busy cores
+EXAMPLES = 10
+EXAMPLES_WITHOUT_CREDENTIALS = 5
 
 
 def fuzz_settings(database: Path) -> Settings:
@@ -50,13 +53,47 @@ def fuzz_settings(database: Path) -> Settings:
     )
 
 
+class LogErrors(logging.Handler):
+    """Collects every ERROR record of the server (the app's and uvicorn's loggers)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 @pytest.fixture(scope="module")
-def service_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_errors() -> Iterator[LogErrors]:
+    errors = LogErrors()
+    loggers = [logging.getLogger(name) for name in ("", "antifragile", "uvicorn", "uvicorn.error")]
+    for logger in loggers:
+        logger.addHandler(errors)
+    try:
+        yield errors
+    finally:
+        for logger in loggers:
+            logger.removeHandler(errors)
+
+
+@pytest.fixture(scope="module")
+def service_url(
+    tmp_path_factory: pytest.TempPathFactory, server_errors: LogErrors
+) -> Iterator[str]:
     database = tmp_path_factory.mktemp("schema-fuzz") / "service.db"
     app = create_app(fuzz_settings(database))
     with running_server(app) as url:
         assert app.state.assistant is not None  # the lifespan opened the real assistant
         yield url
+
+
+@pytest.fixture(autouse=True)
+def no_server_errors(server_errors: LogErrors) -> Iterator[None]:
+    """Each test ends with nothing logged as an error by the server (no unhandled exception)."""
+    server_errors.records.clear()
+    yield
+    assert [f"{r.name}: {r.getMessage()}" for r in server_errors.records] == []
 
 
 @pytest.fixture(scope="module")
@@ -77,16 +114,10 @@ def _operations() -> list[tuple[str, str]]:
 
 OPERATIONS = _operations()
 
-_FUZZ = settings(
-    max_examples=EXAMPLES,
-    derandomize=True,
-    deadline=None,
-    database=None,
-    suppress_health_check=list(HealthCheck),
-)
 
-
-def fuzz(api_schema: Any, method: str, path: str, headers: dict[str, str]) -> None:
+def fuzz(
+    api_schema: Any, method: str, path: str, headers: dict[str, str], *, examples: int
+) -> None:
     """Call *method* *path* with generated valid and invalid requests, checking each answer."""
     operation = api_schema[path][method]
     modes = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
@@ -94,7 +125,13 @@ def fuzz(api_schema: Any, method: str, path: str, headers: dict[str, str]) -> No
     with requests.Session() as session:
 
         @given(case=cases)
-        @_FUZZ
+        @settings(
+            max_examples=examples,
+            derandomize=True,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
         def call(case: schemathesis.Case[Any]) -> None:
             case.call_and_validate(session=session, headers=headers, checks=CHECKS, timeout=10)
 
@@ -106,7 +143,7 @@ def test_no_operation_answers_5xx_without_credentials(
     api_schema: Any, method: str, path: str
 ) -> None:
     """Generated requests without credentials: never a 5xx, always a documented answer."""
-    fuzz(api_schema, method, path, {})
+    fuzz(api_schema, method, path, {}, examples=EXAMPLES_WITHOUT_CREDENTIALS)
 
 
 @pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
@@ -115,4 +152,4 @@ def test_no_operation_answers_5xx_with_the_admin_key(
 ) -> None:
     """Generated requests with the admin API key (handlers reached past auth): never a 5xx,
     always a documented answer."""
-    fuzz(api_schema, method, path, {"Authorization": f"Bearer {ADMIN_KEY}"})
+    fuzz(api_schema, method, path, {"Authorization": f"Bearer {ADMIN_KEY}"}, examples=EXAMPLES)

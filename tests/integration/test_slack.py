@@ -19,13 +19,15 @@ from antifragile import (
     AuthenticationError,
     ConfigurationError,
     FakeClock,
+    InvalidRequestError,
     NotFoundError,
     Policy,
     Retry,
+    UpstreamUnavailableError,
 )
 from antifragile.connectors import OutcomeUnknownError, SlackConnector
 from antifragile.connectors._slack import WEBHOOK_URL_ENV
-from antifragile.sandbox import ProviderFault, ProviderSandbox, SlackSimulator
+from antifragile.sandbox import Fault, FlakyServer, ProviderFault, ProviderSandbox, SlackSimulator
 
 HOOK = "T0001/B0001/sEcReTtOkEn1234"
 SECRET = "sEcReTtOkEn1234"
@@ -290,18 +292,7 @@ async def test_duplicate_rate_under_ambiguous_failures(
 
 @pytest.mark.parametrize(
     "kind",
-    [
-        pytest.param(
-            kind,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="a 200 whose body is not 'ok' is taken for success (connector bug)",
-            ),
-        )
-        if kind == "malformed"
-        else kind
-        for kind in FAULT_KINDS
-    ],
+    list(FAULT_KINDS),
 )
 async def test_every_fault_kind_is_sent_once_or_flagged(
     sandbox: ProviderSandbox, connect: Connect, kind: str
@@ -320,3 +311,74 @@ async def test_every_fault_kind_is_sent_once_or_flagged(
         assert not caught.value.retryable
     assert len(sandbox.effects("slack")) == effects
     assert sum(1 for r in sandbox.requests if r.method == "POST") == (2 if kind == "429" else 1)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"", "text/plain"),
+        (b"OK then", "text/plain"),
+        (b'{"ok": true}', "application/json"),
+        (b"<html>captive portal</html>", "text/html"),
+    ],
+)
+async def test_a_200_without_ok_is_never_taken_for_success(
+    clock: FakeClock, body: bytes, content_type: str
+) -> None:
+    """Slack's success is 200 with the body ``ok`` and nothing else: a 200 with any other body
+    (empty, JSON, a page from something in between) may or may not have posted, so the post
+    is flagged -- a non-retryable OutcomeUnknownError with the reference, sent once -- and the
+    webhook's secret stays out of the error."""
+    answer = Fault.ok(body=body, headers={"content-type": content_type})
+    with FlakyServer(default=answer) as server:
+        async with SlackConnector(
+            f"{server.url}/services/{HOOK}", clock=clock, timeout=1.0
+        ) as slack:
+            with pytest.raises(OutcomeUnknownError) as caught:
+                await slack.post_message("hi", reference="post/1")
+        assert server.count() == 1
+    error = caught.value
+    assert not error.retryable
+    assert error.reconcile_key == "post/1"
+    assert error.status == 200
+    assert "without 'ok'" in str(error)
+    for text in (str(error), error.detail or ""):
+        assert SECRET not in text
+
+
+async def test_a_200_without_ok_is_retryable_when_retrying_ambiguous_posts(
+    clock: FakeClock,
+) -> None:
+    """With ``retry_ambiguous`` (at least once), a 200 without ``ok`` is a transient
+    UpstreamUnavailableError a durable job retries, not a success."""
+    with FlakyServer(default=Fault.ok(body=b"")) as server:
+        async with SlackConnector(
+            f"{server.url}/services/{HOOK}", clock=clock, timeout=1.0, retry_ambiguous=True
+        ) as slack:
+            with pytest.raises(UpstreamUnavailableError) as caught:
+                await slack.post_message("hi", reference="post/1")
+    assert caught.value.retryable
+    assert not isinstance(caught.value, OutcomeUnknownError)
+
+
+@pytest.mark.parametrize(
+    ("answer", "error_type"),
+    [
+        ("invalid_payload", InvalidRequestError),
+        ("no_text", InvalidRequestError),
+        ("invalid_token", AuthenticationError),
+        ("channel_is_archived", NotFoundError),
+    ],
+)
+async def test_a_200_carrying_a_slack_error_string_is_that_refusal(
+    clock: FakeClock, answer: str, error_type: type[Exception]
+) -> None:
+    """A 200 whose body is one of Slack's webhook error strings is that refusal (nothing was
+    posted): the permanent error the string stands for, naming it, sent once."""
+    with FlakyServer(default=Fault.ok(body=answer.encode())) as server:
+        async with SlackConnector(f"{server.url}/services/{HOOK}", clock=clock) as slack:
+            with pytest.raises(error_type) as caught:
+                await slack.post_message("hi")
+        assert server.count() == 1
+    assert answer in str(caught.value)
+    assert not isinstance(caught.value, OutcomeUnknownError)

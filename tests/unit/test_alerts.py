@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from antifragile import FakeClock
+from antifragile.connectors import Connectors
 from antifragile.errors import ConfigurationError
-from antifragile.inbound import AlertConfig, AlertsObserver
-from antifragile.inbound._alerts import BREAKER_OPEN, DLQ_BACKLOG, ERROR_RATE, render
+from antifragile.inbound import AlertConfig, Alerts, AlertsObserver
+from antifragile.inbound._alerts import BREAKER_OPEN, DLQ_BACKLOG, ERROR_RATE, _top, render
+from antifragile.jobs import Jobs
 from antifragile.observability import AttemptFinished, BreakerTransition
 from antifragile.service._alerts_api import alert_config
 from antifragile.service._settings import Settings
@@ -175,3 +177,19 @@ def test_settings_from_the_file(tmp_path: Path) -> None:
         3600.0,
     )
     assert settings.service["alert_email"] == "***"
+
+
+def test_notification_payloads_survive_any_queue_name(tmp_path: Path) -> None:
+    """Queues and codes travel as ``[name, count]`` pairs, so a queue whose name looks like a
+    credential (refused as a payload key) still makes a valid ``alerts.notify`` payload."""
+    alerts = Alerts(Jobs(database_url=f"sqlite:///{tmp_path / 'a.db'}"), Connectors())
+    details = {"dead": 3, "threshold": 1, "queues": [["api_key_rotation", 3]], "codes": []}
+    job = alerts.notify_job.prepare(DLQ_BACKLOG, "all", 0, details)
+    assert job.payload == {
+        "condition": DLQ_BACKLOG,
+        "subject": "all",
+        "window_start": 0,
+        "details": details,
+    }
+    assert "api_key_rotation=3" in render(DLQ_BACKLOG, "all", 0, details)
+    assert _top({"B": 1, "A": 1, "C": 5}, 2) == [["C", 5], ["A", 1]]

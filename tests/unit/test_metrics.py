@@ -109,8 +109,7 @@ async def test_permanent_failure_gives_up_with_its_reason(
         await made.arun(bad, operation="customers.create")
     labels = {"provider": "shopify", "operation": "customers.create"}
     assert (
-        value(metrics, "antifragile_outbound_attempts_total", **labels, outcome="VALIDATION")
-        == 1
+        value(metrics, "antifragile_outbound_attempts_total", **labels, outcome="VALIDATION") == 1
     )
     assert (
         value(metrics, "antifragile_outbound_gave_up_total", **labels, reason="not_retryable") == 1

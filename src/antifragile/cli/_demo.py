@@ -117,8 +117,14 @@ def demo(
     )
     console.print(script_table(script))
     progress = Progress(customers=config.customers)
-    with Live(get_renderable=lambda: board(progress), console=console, refresh_per_second=4):
-        result = asyncio.run(run_demo(config, progress))
+    try:
+        with Live(get_renderable=lambda: board(progress), console=console, refresh_per_second=4):
+            result = asyncio.run(run_demo(config, progress))
+    except KeyboardInterrupt:
+        console.print("Interrupted: no report written.")
+        raise typer.Exit(130) from None
+    except ConfigurationError as exc:
+        raise typer.BadParameter(exc.message) from None
     if not console.is_terminal:
         console.line()
     console.print(summary(result))

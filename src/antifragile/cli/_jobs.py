@@ -234,6 +234,18 @@ def worker(
         typer.Option(min=0.0, help="On SIGTERM, time left to running jobs before release (s)."),
     ] = 30.0,
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            envvar="ANTIFRAGILE_WORKER_METRICS_PORT",
+            help="Serve this worker's Prometheus metrics on this port [default: none].",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="The interface the metrics port listens on.")
+    ] = "127.0.0.1",
 ) -> None:
     """Run jobs: claim them with a lease, run them, retry or dead-letter failures.
 
@@ -275,6 +287,8 @@ def worker(
     async def main() -> None:
         try:
             await target.open()
+            if metrics_port is not None:
+                _serve_metrics(target, metrics_host, metrics_port)
             await runner.run(handle_signals=True)
         finally:
             await target.close()
@@ -286,6 +300,24 @@ def worker(
     except KeyboardInterrupt:  # pragma: no cover - signal handlers normally catch it
         pass
     console.print(f"worker stopped: {dict(runner.counts)}")
+
+
+def _serve_metrics(target: Any, host: str, port: int) -> Any:
+    """Serve the worker's metrics (its job runs and outbound calls; the queue gauges are left
+    to the API's ``/metrics``) from a thread; the server (``shutdown()`` stops it)."""
+    from prometheus_client import start_http_server
+
+    from antifragile.service._metrics import metrics_for, observe_connectors
+
+    metrics = getattr(target.assistant, "metrics", None)
+    if metrics is None:  # an application of your own: count its jobs here
+        metrics = metrics_for(target.jobs)
+    connectors = getattr(target.assistant, "connectors", None)
+    if connectors is not None:
+        observe_connectors(metrics, connectors)
+    metrics.watch_queues(None)
+    server, _ = start_http_server(port, addr=host, registry=metrics.registry)
+    return server
 
 
 # -- antifragile jobs list ----------------------------------------------------------------------

@@ -55,7 +55,7 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
-from antifragile.connectors._base import HTTPConnector, base_url_from
+from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii
 from antifragile.connectors._outcome import OutcomeUnknownError, outcome_unknown
 from antifragile.connectors._resend import idempotency_key_for
 from antifragile.errors import ConfigurationError, IntegrationError, redact
@@ -195,6 +195,7 @@ class CalComConnector(HTTPConnector):
             secrets=[key],
         )
 
+    @masks_pii("attendee_email", "guests")
     async def create_booking(
         self,
         *,

@@ -52,7 +52,7 @@ from typing import Any
 
 import httpx
 
-from antifragile.connectors._base import HTTPConnector, base_url_from
+from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii
 from antifragile.errors import (
     ConfigurationError,
     ConflictError,
@@ -224,6 +224,7 @@ class HubSpotConnector(HTTPConnector):
             detail=response.text[:500],
         )
 
+    @masks_pii("email", "properties")
     async def create_contact(
         self, email: str, properties: Mapping[str, str] | None = None
     ) -> Contact:
@@ -251,6 +252,7 @@ class HubSpotConnector(HTTPConnector):
             raise self._malformed(response, CREATE_CONTACT)
         return Contact(contact_id, created=True, properties=answered)
 
+    @masks_pii("properties")
     async def update_contact(self, contact_id: str, properties: Mapping[str, str]) -> Contact:
         """Set *properties* of contact *contact_id* (``PATCH .../contacts/{id}``).
 

@@ -17,7 +17,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from antifragile.connectors._outcome import OutcomeUnknownError
-from antifragile.errors import IntegrationError, RejectedError, TransientError
+from antifragile.errors import (
+    IntegrationError,
+    RejectedError,
+    TransientError,
+    mask_phone,
+    mask_values,
+)
 from antifragile.policies import SYSTEM_CLOCK, Clock, Exponential, Policy, Retry
 
 T = TypeVar("T")
@@ -28,7 +34,8 @@ class DeliveryUnknownError(OutcomeUnknownError):
 
     An :class:`~antifragile.connectors.OutcomeUnknownError`: not retryable (a durable job
     stops on it). ``to`` is the recipient and ``fields`` what was asked, so that the send can
-    be reconciled or reviewed; ``__cause__`` is the failure that made the outcome unknown.
+    be reconciled or reviewed (attributes only: the message names the recipient masked,
+    ``+4477•••••23``); ``__cause__`` is the failure that made the outcome unknown.
     """
 
     def __init__(
@@ -101,14 +108,15 @@ async def send_once(
         if not is_ambiguous(exc):
             raise
         unknown = DeliveryUnknownError(
-            f"the message to {to} may have been sent ({type(exc).__name__}: {exc.message}); "
+            f"the message to {mask_phone(to)} may have been sent "
+            f"({type(exc).__name__}: {mask_values(exc.message, [to])}); "
             "not sent again",
             provider=provider,
             operation=operation,
             status=exc.status,
             request_id=exc.request_id,
             attempts=exc.attempts,
-            detail=exc.detail,
+            detail=None if exc.detail is None else mask_values(exc.detail, [to]),
             to=to,
             fields=fields,
         )

@@ -58,7 +58,7 @@ from typing import Any
 
 import httpx
 
-from antifragile.connectors._base import HTTPConnector, base_url_from
+from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii
 from antifragile.errors import (
     ConfigurationError,
     ConflictError,
@@ -200,6 +200,7 @@ class ResendConnector(HTTPConnector):
             secrets=[key],
         )
 
+    @masks_pii("sender", "to", "cc", "bcc", "reply_to")
     async def send_email(
         self,
         *,

@@ -51,7 +51,7 @@ from typing import Any
 
 import httpx
 
-from antifragile.connectors._base import HTTPConnector, base_url_from
+from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii
 from antifragile.connectors._outcome import OutcomeUnknownError, outcome_unknown
 from antifragile.connectors._resend import idempotency_key_for
 from antifragile.errors import ConfigurationError, IntegrationError, redact
@@ -165,6 +165,7 @@ class SendGridConnector(HTTPConnector):
             secrets=[key],
         )
 
+    @masks_pii("sender", "to", "cc", "bcc", "reply_to")
     async def send_email(
         self,
         *,

@@ -93,7 +93,7 @@ from typing import Any
 
 import httpx
 
-from antifragile.connectors._base import HTTPConnector
+from antifragile.connectors._base import HTTPConnector, masks_pii
 from antifragile.connectors._outcome import OutcomeUnknownError, outcome_unknown
 from antifragile.errors import (
     ConfigurationError,
@@ -341,6 +341,7 @@ class ShopifyConnector(HTTPConnector):
 
     # -- customers ------------------------------------------------------------------------------
 
+    @masks_pii("email", "phone", "extra")
     async def create_customer(
         self,
         *,
@@ -418,6 +419,7 @@ class ShopifyConnector(HTTPConnector):
             )
         return _customer(customer, found_existing=False)
 
+    @masks_pii("query")
     async def search_customers(self, query: str, *, limit: int = 50) -> list[dict[str, Any]]:
         """Customers matching Shopify's search *query* (``email:a@b.example``), at most *limit*."""
         answer = await self._call(
@@ -437,6 +439,7 @@ class ShopifyConnector(HTTPConnector):
             )
         return [c for c in customers if isinstance(c, dict)]
 
+    @masks_pii("email")
     async def find_customer_by_email(self, email: str) -> ShopifyCustomer | None:
         """The customer whose email is *email* (case-insensitive), or ``None``."""
         wanted = email.strip().lower()
@@ -452,6 +455,7 @@ class ShopifyConnector(HTTPConnector):
 
     # -- draft orders and inventory -------------------------------------------------------------
 
+    @masks_pii("extra")
     async def create_draft_order(
         self,
         line_items: Sequence[Mapping[str, Any]],
@@ -515,6 +519,7 @@ class ShopifyConnector(HTTPConnector):
         those updated since *since* (epoch seconds; every one when ``None``), or ``None``."""
         return await self._find("draft_orders", "draft_order", reconcile_key, since)
 
+    @masks_pii("email", "extra")
     async def create_order(
         self,
         line_items: Sequence[Mapping[str, Any]],

@@ -27,6 +27,11 @@ antifragile error: 400 :class:`~antifragile.InvalidRequestError`, 403
 :class:`~antifragile.AuthenticationError`, 404/410 :class:`~antifragile.NotFoundError` (all
 permanent: do not retry), 429 :class:`~antifragile.RateLimitedError`.
 
+**Success is 200 with the body ``ok``** and nothing else. A 200 whose body is one of Slack's
+error strings is that refusal (the post was not made: the error class above for the string's
+usual status). Any other 200 body -- empty, JSON, an HTML page from something in between -- does
+not say whether the post was made: it is an ambiguous failure (below), never taken for success.
+
 **At most once, by default.** Slack has no idempotency key and no way to look a webhook post
 up: a post sent again after its answer was lost shows twice. So the connector only sends a post
 again when Slack certainly did not act on it -- a 429 (a refusal), or a failure before the
@@ -57,7 +62,15 @@ import httpx
 
 from antifragile.connectors._base import HTTPConnector
 from antifragile.connectors._outcome import outcome_unknown
-from antifragile.errors import ConfigurationError, IntegrationError, redact
+from antifragile.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    IntegrationError,
+    InvalidRequestError,
+    NotFoundError,
+    UpstreamUnavailableError,
+    redact,
+)
 from antifragile.http import ResilientClient
 from antifragile.policies import (
     SYSTEM_CLOCK,
@@ -73,6 +86,33 @@ PROVIDER = "slack"
 
 #: the operation name in errors and events (never the URL: it is the secret)
 POST_MESSAGE = "post_message"
+
+#: Slack's success answer: HTTP 200, ``text/plain`` body ``ok``
+_OK = "ok"
+
+#: Slack's webhook error strings (refusals: nothing was posted) -> the error for their status
+_REFUSALS: dict[str, type[IntegrationError]] = {
+    **dict.fromkeys(
+        ("invalid_payload", "no_text", "too_many_attachments", "user_not_found"),
+        InvalidRequestError,
+    ),
+    **dict.fromkeys(
+        ("action_prohibited", "invalid_token", "posting_to_general_channel_denied"),
+        AuthenticationError,
+    ),
+    **dict.fromkeys(
+        (
+            "channel_not_found",
+            "channel_is_archived",
+            "no_service",
+            "no_service_id",
+            "no_team",
+            "team_disabled",
+            "no_active_hooks",
+        ),
+        NotFoundError,
+    ),
+}
 
 
 class _HideHooks(logging.Filter):
@@ -206,7 +246,7 @@ class SlackConnector(HTTPConnector):
         }
         body.update({k: v for k, v in optional.items() if v is not None})
         try:
-            await self.client.post(
+            response = await self.client.post(
                 self._path,
                 json=body,
                 operation=POST_MESSAGE,
@@ -217,7 +257,37 @@ class SlackConnector(HTTPConnector):
             if mapped is exc:
                 raise
             raise mapped from exc
+        answer = response.text.strip()
+        if answer != _OK:
+            raise self._not_ok(response, answer, reference)
         return reference
+
+    def _not_ok(self, response: httpx.Response, answer: str, reference: str) -> IntegrationError:
+        """The error a 2xx answer other than ``ok`` stands for (module docs)."""
+        request_id = response.request.headers.get(self.client.request_id_header)
+        refusal = _REFUSALS.get(answer)
+        if refusal is not None:
+            return refusal(
+                f"Slack refused the post: {answer}",
+                provider=PROVIDER,
+                operation=POST_MESSAGE,
+                status=response.status_code,
+                request_id=request_id,
+                detail=answer,
+            )
+        error = UpstreamUnavailableError(
+            f"Slack answered {response.status_code} without 'ok': the post may or may not "
+            "have been made",
+            provider=PROVIDER,
+            operation=POST_MESSAGE,
+            status=response.status_code,
+            request_id=request_id,
+            replay_safe=False,
+            detail=redact(answer[:500], secrets=self._secrets) or "(empty body)",
+        )
+        # at least once (retry_ambiguous): a transient error a durable job retries;
+        # otherwise an OutcomeUnknownError carrying the reference
+        return self._mapped(error, reference)
 
     def __repr__(self) -> str:
         return f"SlackConnector(host={self.base_url!r})"

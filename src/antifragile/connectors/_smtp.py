@@ -55,6 +55,7 @@ from typing import Self
 
 import aiosmtplib
 
+from antifragile.connectors._base import masks_pii
 from antifragile.connectors._outcome import OutcomeUnknownError, outcome_unknown
 from antifragile.errors import (
     AuthenticationError,
@@ -209,6 +210,7 @@ class SMTPConnector:
             message.set_content(html, subtype="html")
         return message
 
+    @masks_pii("sender", "to", "cc", "bcc", "reply_to")
     async def send_email(
         self,
         *,

@@ -55,7 +55,7 @@ from typing import Any
 
 import httpx
 
-from antifragile.connectors._base import HTTPConnector, base_url_from
+from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii
 from antifragile.connectors._messaging import (
     DeliveryUnknownError,
     messaging_policy,
@@ -199,6 +199,7 @@ class TwilioConnector(HTTPConnector):
             secrets=[token, basic],
         )
 
+    @masks_pii("to", "from_")
     async def send_message(
         self,
         to: str,
@@ -273,6 +274,7 @@ class TwilioConnector(HTTPConnector):
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
+    @masks_pii("to", "from_")
     async def list_messages(
         self,
         *,

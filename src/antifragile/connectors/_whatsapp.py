@@ -46,7 +46,7 @@ from typing import Any
 
 import httpx
 
-from antifragile.connectors._base import HTTPConnector, base_url_from
+from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii
 from antifragile.connectors._messaging import (
     DeliveryUnknownError,
     messaging_policy,
@@ -196,6 +196,7 @@ class WhatsAppConnector(HTTPConnector):
             secrets=[token],
         )
 
+    @masks_pii("to")
     async def send_text(
         self,
         to: str,
@@ -224,6 +225,7 @@ class WhatsAppConnector(HTTPConnector):
             message["context"] = {"message_id": reply_to}
         return await self._send(to, message, SEND_TEXT)
 
+    @masks_pii("to")
     async def send_template(
         self,
         to: str,

@@ -13,6 +13,7 @@ import base64
 import html
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from rich.text import Text
 from antifragile.demo._run import NAIVE_RETRIES, DemoResult, Progress, Sample
 from antifragile.demo._scenario import IDEMPOTENT, PROVIDERS
 
+#: what differs between two dead letters of the same cause: ids, masked phone numbers
+_IDS = re.compile(r"[0-9a-f]{12,}|\+?\d+[\u2022\d]*")
 _STATE_STYLE = {"closed": "green", "half_open": "yellow", "open": "bold red", "forced_open": "red"}
 _STATE_COLOUR = {
     "closed": "#4caf50",
@@ -95,7 +98,7 @@ def run_table(result: DemoResult) -> Table:
         ("conversations completed", f"{result.conversations}/{result.config.customers}"),
         ("worker restarts", restarts or "none"),
         ("recovery (last fault window ends)", f"{result.recovery:g} s"),
-        ("time to drain after recovery", _seconds(result.drain_seconds)),
+        ("time to drain after recovery (all done, backlog 0)", _seconds(result.drain_seconds)),
         ("wall time", f"{result.wall_seconds:.1f} s"),
     ]
     for name, value in rows:
@@ -105,22 +108,21 @@ def run_table(result: DemoResult) -> Table:
 
 def effects_table(result: DemoResult) -> Table:
     table = Table(
-        title="Side effects per provider: expected vs recorded at the provider",
+        title="Side effects at each provider: expected vs recorded",
         title_justify="left",
-        caption="recorded: accepted by the provider (the sandbox's effect log); duplicates and "
-        "missing are counted per customer",
+        caption="* idempotent: must be exactly once. Recorded: accepted by the provider (the "
+        "sandbox's effect log); duplicates and missing counted per customer.",
         caption_justify="left",
     )
-    for name in ("provider", "expected", "recorded", "duplicates", "missing", "exactly once"):
+    for name in ("provider", "expected", "recorded", "dup", "missing", "exact"):
         table.add_column(name, justify="left" if name == "provider" else "right")
     if result.naive:
-        for name in ("naive recorded", "naive duplicates", "naive missing"):
+        for name in ("naive rec", "naive dup", "naive miss"):
             table.add_column(name, justify="right")
     for provider in PROVIDERS:
         tally = result.effects[provider]
-        label = provider + (" (idempotent)" if provider in IDEMPOTENT else "")
         row: list[Any] = [
-            label,
+            provider + (" *" if provider in IDEMPOTENT else ""),
             str(tally.expected),
             str(tally.recorded),
             str(tally.duplicates),
@@ -162,27 +164,41 @@ def attempts_table(result: DemoResult) -> Table:
 
 
 def dlq_table(result: DemoResult) -> Table:
-    table = Table(
-        title=f"Dead-letter queue ({len(result.dead_letters)} jobs, waiting for an operator)",
-        title_justify="left",
-        caption="a WhatsApp send whose outcome is unknown (5xx, lost answer, killed mid-call) "
-        "is never sent twice blindly: it waits here to be reconciled",
-        caption_justify="left",
-    )
-    for name in ("job", "provider", "attempts", "code", "reason"):
-        table.add_column(name)
+    """Dead jobs grouped by job, provider and error code, with one error as an example."""
+    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
     for entry in result.dead_letters:
-        table.add_row(
+        key = (
             entry["name"],
             str(entry["provider"] or "-"),
-            str(entry["attempts"]),
             str(entry["code"] or "-"),
-            _short(entry["reason"]),
+            _IDS.sub("…", _why(entry))[:60],
         )
+        groups.setdefault(key, []).append(entry)
+    table = Table(
+        title=f"Dead-letter queue: {len(result.dead_letters)} jobs waiting for an operator",
+        title_justify="left",
+        caption="A WhatsApp send whose outcome is unknown (a 5xx, a lost answer, a worker "
+        "stopped mid-call) is never sent twice blindly: it waits here to be reconciled.",
+        caption_justify="left",
+    )
+    for name in ("jobs", "job", "provider", "code", "why (one of them)"):
+        table.add_column(name, justify="right" if name == "jobs" else "left")
+    for (name, provider, code, _), entries in groups.items():
+        first = entries[0]
+        why = _why(first)
+        table.add_row(str(len(entries)), name, provider, code, _short(why))
     return table
 
 
-def _short(text: str, limit: int = 90) -> str:
+def _why(entry: dict[str, Any]) -> str:
+    error = str(entry.get("error") or "")
+    reason = str(entry.get("reason") or "")
+    _, _, message = error.partition(": ")
+    text = message or error or reason
+    return text.split(" [request_id=")[0]
+
+
+def _short(text: str, limit: int = 120) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -226,7 +242,7 @@ def timeline_png(result: DemoResult) -> bytes:
     from matplotlib.patches import Patch
 
     samples = result.samples
-    end = max([s.t for s in samples] + [result.recovery + 1.0])
+    end = max([s.t for s in samples] + [result.recovery, result.drained_at or 0.0]) + 0.5
     figure = Figure(figsize=(11, 9.5), dpi=100, layout="constrained")
     health, breakers, backlog, load = figure.subplots(
         4, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2.2, 2, 2]}
@@ -246,16 +262,18 @@ def timeline_png(result: DemoResult) -> bytes:
         health.broken_barh(ok, (y - 0.15, 0.3), color="#66bb6a")
         health.broken_barh(bad, (y - 0.15, 0.3), color="#c62828")
     health.set_yticks(list(lanes.values()), list(lanes.keys()))
-    health.set_title("Provider health: fault windows (shaded), requests answered / failed")
+    health.set_title("Provider health", loc="left")
     health.legend(
         handles=[
             Patch(color="#ffcdd2", label="fault window"),
             Patch(color="#66bb6a", label="answered"),
             Patch(color="#c62828", label="429 / 5xx / no answer"),
         ],
-        loc="upper right",
+        loc="lower right",
+        bbox_to_anchor=(1.0, 1.0),
         fontsize=8,
         ncols=3,
+        frameon=False,
     )
 
     # breaker states
@@ -269,12 +287,14 @@ def timeline_png(result: DemoResult) -> bytes:
                 color=_STATE_COLOUR.get(state, "#90a4ae"),
             )
     breakers.set_yticks(list(lanes.values()), list(lanes.keys()))
-    breakers.set_title("Circuit breakers")
+    breakers.set_title("Circuit breakers", loc="left")
     breakers.legend(
         handles=[Patch(color=_STATE_COLOUR[s], label=s) for s in ("closed", "half_open", "open")],
-        loc="upper right",
+        loc="lower right",
+        bbox_to_anchor=(1.0, 1.0),
         fontsize=8,
         ncols=3,
+        frameon=False,
     )
 
     # backlog
@@ -282,15 +302,15 @@ def timeline_png(result: DemoResult) -> bytes:
     backlog.plot(ts, [s.pending for s in samples], label="pending", color="#1e88e5")
     backlog.plot(ts, [s.retrying for s in samples], label="retrying", color="#fb8c00")
     backlog.plot(ts, [s.dead for s in samples], label="dead (DLQ)", color="#8e24aa")
-    backlog.set_title("Job backlog")
+    backlog.set_title("Job backlog", loc="left")
     backlog.set_ylabel("jobs")
-    backlog.legend(loc="upper right", fontsize=8, ncols=3)
+    backlog.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=8, ncols=3, frameon=False)
 
     # load on the providers
     load.plot(ts, [s.attempts for s in samples], label="antifragile", color="#1e88e5")
     if result.naive:
         load.plot(ts, [s.naive_attempts for s in samples], label="naive", color="#e53935")
-    load.set_title("Requests the providers received (cumulative)")
+    load.set_title("Requests the providers received (cumulative)", loc="left")
     load.set_ylabel("requests")
     load.set_xlabel("seconds since the first customer wrote")
     load.legend(loc="upper left", fontsize=8)
@@ -302,11 +322,21 @@ def timeline_png(result: DemoResult) -> bytes:
         if result.drained_at is not None:
             axis.axvline(result.drained_at, color="#1e88e5", linestyle="--", linewidth=1)
         axis.set_xlim(0, end)
-    top = health.secondary_xaxis("top")
-    ticks = [(result.recovery, "recovery")] + [(at, "worker restart") for at in marks]
+    notes = [(result.recovery, "recovery")] + [(at, "worker restart") for at in marks]
     if result.drained_at is not None:
-        ticks.append((result.drained_at, "drained"))
-    top.set_xticks([t for t, _ in ticks], [label for _, label in ticks], fontsize=8)
+        notes.append((result.drained_at, "drained"))
+    for at, label in notes:
+        backlog.text(
+            at,
+            0.97,
+            f" {label}",
+            transform=backlog.get_xaxis_transform(),
+            rotation=90,
+            va="top",
+            ha="right",
+            fontsize=8,
+            color="#555555",
+        )
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()
@@ -370,22 +400,22 @@ def report_html(result: DemoResult, png: bytes) -> str:
             n = result.naive[p]
             row += [n.recorded, n.duplicates, n.missing]
         effects_rows.append(row)
-    attempts_rows = [
+    attempts_rows: list[list[Any]] = [
         [p, result.effects[p].attempts] + ([result.naive[p].attempts] if result.naive else [])
         for p in PROVIDERS
     ]
-    run_rows = [
+    run_rows: list[list[Any]] = [
         ["customers", result.config.customers],
         ["messages in", result.messages_in],
         ["replies out", result.replies_out],
         ["conversations completed", result.conversations],
         ["worker restarts", ", ".join(f"{r['at']:g} s" for r in result.restarts) or "none"],
         ["recovery", f"{result.recovery:g} s"],
-        ["time to drain after recovery", _seconds(result.drain_seconds)],
+        ["time to drain after recovery (all done, backlog 0)", _seconds(result.drain_seconds)],
         ["wall time", f"{result.wall_seconds:.1f} s"],
     ]
     dlq_rows = [
-        [e["name"], e["provider"] or "-", e["attempts"], e["code"] or "-", e["reason"]]
+        [e["name"], e["provider"] or "-", e["attempts"], e["code"] or "-", _why(e)]
         for e in result.dead_letters
     ]
     windows = [

@@ -53,7 +53,7 @@ from antifragile.demo._scenario import (
     Pace,
     make_customers,
 )
-from antifragile.errors import redact
+from antifragile.errors import ConfigurationError, redact
 from antifragile.inbound import Sessions
 from antifragile.jobs import Job, JobFilter, JobState, Worker
 from antifragile.policies import CircuitBreaker, Exponential, Policy, Retry
@@ -69,6 +69,7 @@ from antifragile.sandbox import (
 )
 from antifragile.sandbox._simulator import Effect
 from antifragile.service import Settings, create_app
+from antifragile.service._admin import mask_personal
 from antifragile.service._assistant import Assistant
 
 _log = logging.getLogger("antifragile.demo")
@@ -482,10 +483,16 @@ class DemoRun:
         self._worker_task: asyncio.Task[None] | None = None
         self._customers_done = 0
         self._dead_before = 0
-        self._sandbox: ProviderSandbox | None = None
         self._main_counter: _RequestCounter | None = None
         self.url = ""
         self._assistant: Assistant | None = None
+
+    @property
+    def counter(self) -> _RequestCounter:
+        """The request counter of the service's sandbox (once the run has started)."""
+        if self._main_counter is None:
+            raise RuntimeError("the run has not started")
+        return self._main_counter
 
     def now(self) -> float:
         return asyncio.get_running_loop().time() - self._t0
@@ -612,10 +619,7 @@ class DemoRun:
         ok, failed = main.step()
         if naive is not None:
             naive.step()
-        counts: dict[str, int] = {}
-        for entry in await assistant.jobs.stats():
-            for state, n in entry.counts.items():
-                counts[state] = counts.get(state, 0) + n
+        counts = await _job_counts(assistant)
         t = self.now()
         breakers = {p: b.state.value for p, b in sorted(assistant.breakers().items())}
         sample = Sample(
@@ -628,7 +632,7 @@ class DemoRun:
             retrying=counts.get("retrying", 0),
             dead=counts.get("dead", 0) - self._dead_before,
             conversations=self.progress.conversations,
-            replies=len(self._sandbox.effects("whatsapp")),
+            replies=len(self.counter.sandbox.effects("whatsapp")),
             attempts=main.attempts,
             naive_attempts=0 if naive is None else naive.attempts,
         )
@@ -677,8 +681,8 @@ class DemoRun:
             else:
                 self.progress.phase = "running"
             if customers.done() and t >= self.script.recovery and self._worker is not None:
-                sample = await self._sample(assistant, self._main_counter, None)
-                if sample.pending == 0 and sample.retrying == 0:
+                counts = await _job_counts(assistant)
+                if not any(counts.get(s, 0) for s in _UNFINISHED):
                     self.result.drained_at = t
                     return
             await asyncio.sleep(0.1)
@@ -699,7 +703,8 @@ class DemoRun:
                     "provider": job.provider,
                     "attempts": job.attempts,
                     "code": job.last_error_code,
-                    "reason": redact(reason or job.last_error or ""),
+                    "reason": reason or "",
+                    "error": mask_personal(redact(job.last_error or "")),
                 }
             )
         return out
@@ -708,6 +713,7 @@ class DemoRun:
 
     async def run(self) -> DemoResult:
         config, pace = self.config, self.pace
+        check_endpoints(self.script)
         started = time.perf_counter()
         with (
             _quiet_logs() as warnings,
@@ -720,7 +726,6 @@ class DemoRun:
                     if config.baseline
                     else None
                 )
-                self._sandbox = sandbox
                 settings = _settings(Path(tmp), config.database_url)
                 connectors = _connectors(sandbox, pace)
                 stack.push_async_callback(connectors.aclose)
@@ -737,9 +742,7 @@ class DemoRun:
                 stack.push_async_callback(assistant.close)
                 self._assistant = assistant
                 await self._serve(stack, assistant, settings)
-                self._dead_before = sum(
-                    entry.counts.get("dead", 0) for entry in await assistant.jobs.stats()
-                )
+                self._dead_before = (await _job_counts(assistant)).get("dead", 0)
                 self._main_counter = _RequestCounter(sandbox)
                 naive_counter = None if naive_box is None else _RequestCounter(naive_box)
                 await self._play(stack, assistant, sandbox, naive_box, naive_counter)
@@ -807,7 +810,7 @@ class DemoRun:
         background = [
             asyncio.create_task(self._restarts(assistant), name="demo-restarts"),
             asyncio.create_task(
-                self._sampler(assistant, self._main_counter, naive_counter), name="demo-sampler"
+                self._sampler(assistant, self.counter, naive_counter), name="demo-sampler"
             ),
         ]
         try:
@@ -816,9 +819,7 @@ class DemoRun:
                 remaining = max(1.0, self.pace.max_seconds - self.now())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(naive), remaining)
-            self.result.samples.append(
-                await self._sample(assistant, self._main_counter, naive_counter)
-            )
+            self.result.samples.append(await self._sample(assistant, self.counter, naive_counter))
         finally:
             for task in background:
                 task.cancel()
@@ -834,14 +835,13 @@ class DemoRun:
         naive_box: ProviderSandbox | None,
         naive_counter: _RequestCounter | None,
     ) -> None:
-        self._main_counter.step()
+        self.counter.step()
         result = self.result
         result.conversations = self.progress.conversations
         result.naive_conversations = self.progress.naive_conversations
         result.replies_out = len(sandbox.effects("whatsapp"))
         result.effects = {
-            p: tally(sandbox, self.customers, p, attempts=self._main_counter.total[p])
-            for p in PROVIDERS
+            p: tally(sandbox, self.customers, p, attempts=self.counter.total[p]) for p in PROVIDERS
         }
         if naive_box is not None and naive_counter is not None:
             naive_counter.step()
@@ -851,14 +851,35 @@ class DemoRun:
             }
 
 
+#: job states that still need a worker
+_UNFINISHED = ("scheduled", "queued", "running", "retrying")
+
+
+async def _job_counts(assistant: Assistant) -> dict[str, int]:
+    """Jobs per state, every queue together."""
+    counts: dict[str, int] = {}
+    for entry in await assistant.jobs.stats():
+        for state, n in entry.counts.items():
+            counts[state] = counts.get(state, 0) + n
+    return counts
+
+
+def check_endpoints(script: FaultScript) -> None:
+    """A ConfigurationError when a window names an endpoint its provider does not have."""
+    endpoints = {s.name: s.endpoints for s in simulators()}
+    for window in script.faults:
+        known = endpoints[window.provider]
+        if window.endpoint != "*" and window.endpoint not in known:
+            raise ConfigurationError(
+                f"fault script: {window.provider} has no endpoint {window.endpoint!r}; "
+                f"one of {', '.join(known)} (or '*')"
+            )
+
+
 def _set_faults(sandbox: ProviderSandbox, script: FaultScript, seed: int) -> None:
     sandbox.clear_faults()
     for provider, by_endpoint in script.document(seed=seed).items():
-        simulator = sandbox.simulator(provider)
         for endpoint, plans in by_endpoint.items():
-            if endpoint != "*" and endpoint not in simulator.endpoints:
-                known = ", ".join(simulator.endpoints)
-                raise ValueError(f"{provider} has no endpoint {endpoint!r}; one of {known}")
             sandbox.engine.set(provider, endpoint, plans)
 
 

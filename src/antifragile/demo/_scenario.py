@@ -150,6 +150,12 @@ class FaultScript:
         )
 
 
+def _seconds(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
 def _window(entry: Any, index: int, source: str) -> FaultWindow:
     where = f"{source}: fault {index + 1}"
     if not isinstance(entry, Mapping):
@@ -160,16 +166,15 @@ def _window(entry: Any, index: int, source: str) -> FaultWindow:
     provider = entry.get("provider")
     if provider not in PROVIDERS:
         raise ConfigurationError(f"{where}: 'provider' is one of {', '.join(PROVIDERS)}")
-    start, end = entry.get("start"), entry.get("end")
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (start, end)):
+    start, end = _seconds(entry.get("start")), _seconds(entry.get("end"))
+    if start is None or end is None:
         raise ConfigurationError(f"{where}: 'start' and 'end' are seconds")
-    assert isinstance(start, int | float) and isinstance(end, int | float)
     if not 0 <= start < end:
         raise ConfigurationError(f"{where}: needs 0 <= start < end")
     window = FaultWindow(
         provider=str(provider),
-        start=float(start),
-        end=float(end),
+        start=start,
+        end=end,
         plan={k: v for k, v in entry.items() if k in _PLAN_FIELDS},
         endpoint=str(entry.get("endpoint") or ANY_ENDPOINT),
         label=str(entry.get("label") or ""),

@@ -23,7 +23,18 @@ from antifragile.errors._envelope import (
     success,
 )
 from antifragile.errors._headers import parse_reset, parse_retry_after, retry_after_from_headers
-from antifragile.errors._redact import REDACTED, SENSITIVE_HEADERS, redact, redact_headers
+from antifragile.errors._redact import (
+    MASK,
+    REDACTED,
+    SENSITIVE_HEADERS,
+    mask_email,
+    mask_phone,
+    mask_pii,
+    mask_values,
+    personal_values,
+    redact,
+    redact_headers,
+)
 from antifragile.errors._tree import (
     AntifragileError,
     AttemptRecord,
@@ -52,6 +63,7 @@ from antifragile.errors._tree import (
 
 __all__ = [
     "IDEMPOTENT_METHODS",
+    "MASK",
     "REDACTED",
     "RETRYABLE_STATUSES",
     "SENSITIVE_HEADERS",
@@ -90,8 +102,13 @@ __all__ = [
     "error_body",
     "failure",
     "is_idempotent",
+    "mask_email",
+    "mask_phone",
+    "mask_pii",
+    "mask_values",
     "parse_reset",
     "parse_retry_after",
+    "personal_values",
     "redact",
     "redact_headers",
     "retry_after_from_headers",

@@ -1,9 +1,16 @@
-"""Removal of secrets from text, URLs and header mappings before they reach a message.
+"""Removal of secrets from text, URLs and header mappings before they reach a message, and
+masking of personal data (phone numbers, email addresses).
 
 Every string that an antifragile exception, event or log line carries about a request goes
 through :func:`redact` first, so a token pasted into a URL or echoed back in an error body never
 persists. The rules are deliberately broad: a false positive costs a few characters of an error
 message, a false negative leaks a credential.
+
+Personal data is masked, not removed, so that a person can still tell two contacts apart:
+:func:`mask_phone` and :func:`mask_email` mask one known value (``+4477•••••23``,
+``a•••@example.com``); :func:`mask_values` masks the known values wherever they appear in a
+text (every spelling of a phone number's digits); :func:`mask_pii` finds and masks every phone
+number and email address in a free text. Pure functions: every layer may use them.
 """
 
 from __future__ import annotations
@@ -12,6 +19,9 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 
 REDACTED = "[REDACTED]"
+
+#: the character that stands for a hidden one in masked personal data
+MASK = "\u2022"
 
 #: Header names whose values are never shown (compared case-insensitively).
 SENSITIVE_HEADERS: frozenset[str] = frozenset(
@@ -104,3 +114,90 @@ def redact_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> di
         name: (REDACTED if name.lower() in SENSITIVE_HEADERS else redact(value))
         for name, value in items
     }
+
+
+# -- personal data ------------------------------------------------------------------------------
+
+# a phone number: "+" and 7 to 15 digits (spaces, dots, dashes, brackets between them), or a bare
+# run of 10 to 15 digits (WhatsApp sends numbers without the "+") that is not part of a longer
+# word, number or hex id
+_PHONE = re.compile(r"(?<![\w.\-/+])(?:\+\d(?:[\s().-]?\d){6,14}|\d{10,15})(?![\w.]*\d)(?![\w@])")
+_EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+# a value that is a phone number: an optional scheme ("whatsapp:", "tel:"), then digits and
+# separators only
+_PHONE_VALUE = re.compile(r"(?i)(?:[a-z]+:)?\s*\+?[\d\s().-]+")
+
+
+def mask_phone(phone: str | None) -> str:
+    """A phone number fit for a log line or a chat message: ``+4477•••••23``."""
+    if not phone:
+        return ""
+    digits = "".join(c for c in phone if c.isdigit())
+    if len(digits) < 7:
+        return MASK * 3 + digits[-2:]
+    return f"+{digits[:4]}{MASK * (len(digits) - 6)}{digits[-2:]}"
+
+
+def mask_email(email: str | None) -> str:
+    """An email address fit for a log line: ``a•••@example.com``."""
+    if not email:
+        return ""
+    local, at, domain = email.partition("@")
+    return f"{local[:1]}{MASK * 3}{at}{domain}"
+
+
+def mask_pii(text: str) -> str:
+    """*text* with every email address and phone number in it masked.
+
+    Cheap when there is nothing to mask (two regular-expression scans); broad on purpose: a
+    long run of digits that is not a phone number is masked too.
+    """
+    if "@" in text:
+        text = _EMAIL.sub(lambda m: mask_email(m.group(0)), text)
+    if any(c.isdigit() for c in text):
+        text = _PHONE.sub(lambda m: mask_phone(m.group(0)), text)
+    return text
+
+
+def personal_values(values: Iterable[object]) -> list[str]:
+    """The phone numbers and email addresses among *values*: strings (an address list such as
+    ``"Ada <ada@example.com>"`` gives its addresses; a phone number may carry a scheme such as
+    ``whatsapp:``), and the items of sequences and the values of mappings, recursively."""
+    found: list[str] = []
+
+    def visit(value: object, depth: int) -> None:
+        if isinstance(value, str):
+            found.extend(_EMAIL.findall(value))
+            if _PHONE_VALUE.fullmatch(value.strip()):
+                digits = sum(c.isdigit() for c in value)
+                if 7 <= digits <= 15:
+                    found.append(value.strip())
+        elif depth < 4 and isinstance(value, Mapping):
+            for item in value.values():
+                visit(item, depth + 1)
+        elif depth < 4 and isinstance(value, Iterable) and not isinstance(value, bytes):
+            for item in value:
+                visit(item, depth + 1)
+
+    for value in values:
+        visit(value, 0)
+    return found
+
+
+def mask_values(text: str, values: Iterable[str | None]) -> str:
+    """*text* with each of the known phone numbers and email addresses in *values* masked.
+
+    An email address is matched whatever its case; a phone number by its digits, with or
+    without ``+``, a scheme or separators between them (``whatsapp:+44 7700 900123`` masks
+    ``447700900123`` too). Other values are ignored (see :func:`personal_values`).
+    """
+    if not text:
+        return text
+    for value in personal_values(v for v in values if v):
+        if "@" in value:
+            text = re.sub(re.escape(value), mask_email(value), text, flags=re.IGNORECASE)
+            continue
+        digits = [c for c in value if c.isdigit()]
+        spelled = r"[\s().-]*".join(digits)
+        text = re.sub(rf"(?<!\d)\+?{spelled}(?!\d)", mask_phone("".join(digits)), text)
+    return text

@@ -17,7 +17,6 @@ For every request it
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self
@@ -174,12 +173,16 @@ class _ClientCore:
     def _check(
         self, response: httpx.Response, operation: str, safe: bool, request_id: str
     ) -> IntegrationError | None:
-        """Feed rate-limit headers to the limiter; the error the response stands for, if any."""
+        """Feed rate-limit headers to the limiter; the error the response stands for, if any.
+
+        The limiter reads epoch reset headers against the policy's clock (a ``FakeClock`` in
+        tests), never the system's."""
         limiter = self.policy.rate
         if limiter is not None:
             rate_headers = _rate_headers(response.headers)
             if rate_headers is not None:
-                info = parse_rate_limit(rate_headers, time.time(), status=response.status_code)
+                now = self.policy.clock.time()
+                info = parse_rate_limit(rate_headers, now, status=response.status_code)
                 limiter.observe(info, operation=operation)
         if response.status_code < 400:
             return None

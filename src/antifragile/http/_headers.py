@@ -7,6 +7,9 @@ Dialects understood (header names are case-insensitive):
 ``RateLimit-Limit/-Remaining/-Reset``  IETF draft (Resend); reset in delta-seconds
 ``RateLimit`` / ``RateLimit-Policy``   IETF draft 7+ structured fields (``r=``, ``t=``, ``q=``)
 ``X-RateLimit-Limit/-Remaining/-Reset`` SendGrid, GitHub, many others; reset epoch or delta
+``X-RateLimit-Limit-<Name>`` ...       named limits (Cal.com: ``-Limit-Default``,
+                                       ``-Remaining-Default``, ``-Reset-Default``); each name is
+                                       one limit; reset epoch or delta, as above
 ``X-HubSpot-RateLimit-*``              ``-Max``, ``-Remaining``, ``-Interval-Milliseconds``, and
                                        ``-Daily``/``-Daily-Remaining``
 ``Retry-After``                        delta-seconds, float, or HTTP-date
@@ -24,6 +27,8 @@ from antifragile.errors import parse_reset, parse_retry_after
 from antifragile.policies import RateLimitInfo
 
 _PARAM = re.compile(r"\b([a-z]+)\s*=\s*\"?([0-9.]+)")
+# a named limit's header: x-ratelimit-{limit,remaining,reset}-<name> (Cal.com)
+_NAMED = re.compile(r"x-ratelimit-(limit|remaining|reset)-([a-z0-9_.-]+)")
 
 
 def _float(value: str | None) -> float | None:
@@ -59,6 +64,22 @@ def _candidates(headers: Mapping[str, str], now: float) -> list[RateLimitInfo]:
                     limit=limit,
                     remaining=remaining,
                     reset_after=parse_reset(headers.get(f"{prefix}-reset"), now),
+                )
+            )
+    named: dict[str, dict[str, str]] = {}
+    for name, value in headers.items():
+        match = _NAMED.fullmatch(name.lower())
+        if match is not None:
+            named.setdefault(match.group(2), {})[match.group(1)] = value
+    for limits in named.values():
+        limit = _float(limits.get("limit"))
+        remaining = _float(limits.get("remaining"))
+        if limit is not None or remaining is not None:
+            found.append(
+                RateLimitInfo(
+                    limit=limit,
+                    remaining=remaining,
+                    reset_after=parse_reset(limits.get("reset"), now),
                 )
             )
     fields = _structured(headers.get("ratelimit"))

@@ -36,8 +36,8 @@ a missing integration must not undo the others.
 =========================  ========  =====================================================
 ``notify_sales``           slack     a Slack message: intent, confidence, masked phone,
                                      entities, a scrubbed excerpt, what earlier steps did
-``create_order``           shopify   a Shopify draft order from the quantity in the message;
-                                     compensation: delete it
+``create_order``           shopify   a Shopify draft order from the quantity in the message,
+                                     reconciled by the step's key; compensation: delete it
 ``create_support_ticket``  --        a high-priority ``support_ticket`` task (kept even when
                                      a later step fails: a complaint stays recorded)
 ``flag_for_review``        --        a ``review`` task; compensation: cancel it
@@ -49,8 +49,11 @@ a missing integration must not undo the others.
                                      the booking link
 =========================  ========  =====================================================
 
-An outcome the provider leaves unknown (Slack or Shopify may or may not have acted, and neither
-can be asked) becomes a task for a person instead of a retry that could act twice.
+An outcome the provider leaves unknown becomes a task for a person instead of a retry that could
+act twice: Slack may or may not have posted and cannot be asked. A Shopify draft order carries
+the step's idempotency key as its ``antifragile-key`` note attribute, so after an ambiguous
+failure the connector looks it up by that key (and sends it again only when it is absent); the
+task is opened only when that lookup fails too.
 """
 
 from __future__ import annotations

@@ -321,13 +321,20 @@ class AlertFired:
         }
 
 
-def _top(codes: Mapping[str, int], n: int = 5) -> dict[str, int]:
+def _top(codes: Mapping[str, int], n: int = 5) -> list[list[Any]]:
+    """The *n* most frequent codes as ``[code, count]`` pairs (pairs, not a mapping: payload
+    keys must never look like credentials, whatever a queue or code is called)."""
     ordered = sorted(codes.items(), key=lambda item: (-item[1], item[0]))
-    return {_name(code): count for code, count in ordered[:n]}
+    return [[_name(code), count] for code, count in ordered[:n]]
 
 
-def _listing(counts: Mapping[str, Any]) -> str:
-    return ", ".join(f"{_name(k)}={int(v)}" for k, v in counts.items()) or "none"
+def _listing(counts: Any) -> str:
+    """``a=1, b=2`` from ``[name, count]`` pairs (or a mapping)."""
+    pairs = counts.items() if isinstance(counts, Mapping) else counts
+    try:
+        return ", ".join(f"{_name(k)}={int(v)}" for k, v in pairs) or "none"
+    except (TypeError, ValueError):
+        return "?"
 
 
 def render(condition: str, subject: str, window_start: int, details: Mapping[str, Any]) -> str:
@@ -337,8 +344,8 @@ def render(condition: str, subject: str, window_start: int, details: Mapping[str
         body = (
             f"{int(details.get('dead', 0))} dead job(s) in the dead-letter queue "
             f"(threshold {int(details.get('threshold', 0))}). "
-            f"By queue: {_listing(details.get('queues') or {})}. "
-            f"Top error codes: {_listing(details.get('codes') or {})}."
+            f"By queue: {_listing(details.get('queues') or ())}. "
+            f"Top error codes: {_listing(details.get('codes') or ())}."
         )
     elif condition == ERROR_RATE:
         calls, failures = int(details.get("calls", 0)), int(details.get("failures", 0))
@@ -347,7 +354,7 @@ def render(condition: str, subject: str, window_start: int, details: Mapping[str
             f"{subject}: {failures} of {calls} attempts failed ({rate:.0%}) over the last "
             f"{float(details.get('window', 0)) / 60:g} min "
             f"(threshold {float(details.get('threshold', 0)):.0%}). "
-            f"Top error codes: {_listing(details.get('codes') or {})}."
+            f"Top error codes: {_listing(details.get('codes') or ())}."
         )
     elif condition == BREAKER_OPEN:
         reason = re.sub(r"[^A-Za-z0-9 %.,:=<>_-]", "", str(details.get("reason") or ""))[:80]
@@ -444,6 +451,11 @@ class Alerts:
                 self._observed.append(policy)
         for provider, breaker in self.connectors.breakers().items():
             self.watch(provider, breaker)
+        for channel, provider in (("slack", "slack"), ("email", "resend")):
+            if channel in self.config.channels and not self.connectors.configured(provider):
+                _log.warning(
+                    "alerts go to %s but the %s connector is not configured", channel, provider
+                )
 
     def watch(self, provider: str, breaker: CircuitBreaker) -> None:
         """Fire ``breaker_open`` for *provider* when *breaker* opens (and resolve it when it
@@ -505,15 +517,20 @@ class Alerts:
         """Fire ``dlq_backlog`` when ``dlq_threshold`` jobs or more are dead, else resolve it."""
         stats = await self.jobs.stats()
         dead = {s.queue: s.counts.get(JobState.DEAD.value, 0) for s in stats}
-        by_queue = {_name(q): n for q, n in sorted(dead.items()) if n}
-        total = sum(by_queue.values())
+        by_queue: list[list[Any]] = [[_name(q), n] for q, n in sorted(dead.items()) if n]
+        total = sum(dead.values())
         threshold = self.config.dlq_threshold
         if total < threshold:
             await self.resolve(DLQ_BACKLOG, ALL, {"dead": total, "threshold": threshold})
             return []
         sample = await self.jobs.find(JobFilter(states=(JobState.DEAD,)), limit=200)
         codes = Counter(j.last_error_code or "UNKNOWN" for j in sample)
-        details = {"dead": total, "threshold": threshold, "queues": by_queue, "codes": _top(codes)}
+        details: dict[str, Any] = {
+            "dead": total,
+            "threshold": threshold,
+            "queues": by_queue,
+            "codes": _top(codes),
+        }
         return [await self.fire(DLQ_BACKLOG, ALL, details)]
 
     async def check_error_rates(self) -> list[AlertFired]:

@@ -26,6 +26,8 @@ exceptions raised are :class:`WebhookError` subclasses, each with a stable ``cod
     │                                      FORBIDDEN          403  wrong handshake verify token
     └── MalformedPayloadError              MALFORMED_PAYLOAD  400  not the JSON/fields expected
 
+An event carrying text no store can hold -- a NUL character, or an unpaired surrogate from a
+lone ``\\ud800`` JSON escape -- is refused as malformed too, rather than failing when recorded.
 Messages never contain a secret, a signature or a phone number.
 """
 

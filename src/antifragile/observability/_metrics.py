@@ -343,10 +343,12 @@ class Metrics:
 
     # -- collect-time readers -------------------------------------------------------------------
 
-    def watch_queues(self, reader: StatsReader) -> None:
+    def watch_queues(self, reader: StatsReader | None) -> None:
         """Export depth, lag and DLQ size from *reader* (``jobs.stats``), fetched by
-        :meth:`refresh`."""
+        :meth:`refresh`; ``None`` stops exporting them (a worker process leaves them to the
+        API's scrape)."""
         self._stats_reader = reader
+        self._stats = ()
         self._stats_at = None
 
     def watch_breakers(self, reader: BreakersReader) -> None:

@@ -1,0 +1,162 @@
+"""``antifragile demo --quick`` end to end, through the installed console script: the service,
+its worker, the sandbox and the customers in one real run, the fault script playing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+IDEMPOTENT = ("resend", "shopify", "hubspot")
+
+
+def _command() -> list[str]:
+    script = Path(sys.executable).with_name("antifragile")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from antifragile.cli import main; main()"]
+
+
+@pytest.fixture(scope="module")
+def quick_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """One ``antifragile demo --quick`` run (about 15 s), shared by the tests below."""
+    folder = tmp_path_factory.mktemp("demo")
+    report = folder / "report"
+    env = {**os.environ, "COLUMNS": "120"}
+    done = subprocess.run(
+        [*_command(), "demo", "--quick", "--seed", "11", "--report-dir", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+        cwd=folder,
+        env=env,
+    )
+    return done, report
+
+
+def _summary(report: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((report / "summary.json").read_text(encoding="utf-8"))
+    return data
+
+
+def test_quick_demo_exits_0_and_says_effects_match(
+    quick_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    """The quick demo ends with exit code 0 and prints that the idempotent providers'
+    effects match what the customers caused, exactly once."""
+    done, _ = quick_run
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Effects match for the idempotent providers (resend, shopify, hubspot)" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_quick_demo_writes_the_report_files(
+    quick_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    """report.html (self-contained, the plot embedded), timeline.png and summary.json exist."""
+    _, report = quick_run
+    page = (report / "report.html").read_text(encoding="utf-8")
+    assert "data:image/png;base64," in page
+    assert "<script" not in page
+    assert "http://" not in page.replace("http://127.0.0.1", "")
+    assert (report / "timeline.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert _summary(report)["quick"] is True
+
+
+def test_quick_demo_counts_every_effect_and_the_baseline(
+    quick_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    """Every customer completed the flow; each idempotent provider recorded exactly one effect
+    per customer; the naive baseline, on the same script, sent more requests in all; the worker
+    was restarted once and the backlog drained after recovery."""
+    _, report = quick_run
+    summary = _summary(report)
+    customers = summary["customers"]
+    assert summary["conversations"] == customers
+    assert summary["messages_in"] == 5 * customers
+    for provider in IDEMPOTENT:
+        effects = summary["effects"][provider]
+        assert effects["expected"] == customers
+        assert effects["recorded"] == customers
+        assert effects["duplicates"] == effects["missing"] == 0
+        assert effects["exactly_once"] is True
+    attempts = sum(t["attempts"] for t in summary["effects"].values())
+    naive_attempts = sum(t["attempts"] for t in summary["naive"].values())
+    assert naive_attempts > attempts
+    assert len(summary["restarts"]) == 1
+    assert summary["drain_seconds"] is not None
+    assert summary["samples"], "the timeline has samples"
+    # a WhatsApp reply is never sent twice: what did not go out is in the DLQ, not duplicated
+    whatsapp = summary["effects"]["whatsapp"]
+    assert whatsapp["duplicates"] == 0
+    dead_replies = [d for d in summary["dead_letters"] if d["name"] == "replies.send"]
+    assert whatsapp["missing"] <= len(dead_replies)
+
+
+def test_a_fault_script_file_replaces_the_default(tmp_path: Path) -> None:
+    """``--faults FILE`` plays the given script (here: only HubSpot timing out after acting,
+    no baseline, two customers) and the effects still match."""
+    script = tmp_path / "faults.yaml"
+    script.write_text(
+        "name: hubspot only\n"
+        "faults:\n"
+        "  - provider: hubspot\n"
+        "    endpoint: POST /crm/v3/objects/contacts\n"
+        "    start: 0\n"
+        "    end: 3\n"
+        "    chaos: [{p: 0.5, kind: ambiguous, lost: hang}]\n",
+        encoding="utf-8",
+    )
+    report = tmp_path / "report"
+    done = subprocess.run(
+        [
+            *_command(),
+            "demo",
+            "--quick",
+            "--customers",
+            "2",
+            "--no-baseline",
+            "--faults",
+            str(script),
+            "--report-dir",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = _summary(report)
+    assert summary["script"]["name"] == "hubspot only"
+    assert summary["naive"] is None
+    assert summary["effects"]["hubspot"]["exactly_once"] is True
+
+
+def test_a_bad_fault_script_is_a_clear_error(tmp_path: Path) -> None:
+    """A fault script naming an unknown provider stops the demo with exit code 2 and a message
+    that names the problem, not a traceback."""
+    script = tmp_path / "faults.json"
+    script.write_text('{"faults": [{"provider": "myspace", "start": 0, "end": 1}]}')
+    done = subprocess.run(
+        [*_command(), "demo", "--faults", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert "provider" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
