@@ -133,10 +133,10 @@ def test_the_command_refuses_an_app_it_cannot_load(tmp_path: Path) -> None:
     runner = CliRunner()
     url = f"sqlite:///{tmp_path / 'x.db'}"
     for spec, message in [
-        ("no_colon", "must look like"),
+        (":jobs", "expected module:attribute"),
         ("tests.integration.nowhere:jobs", "cannot import"),
-        ("tests.integration._scheduler_app:nothing", "no attribute"),
-        ("tests.integration._scheduler_app:every_second", "Schedule, not a Jobs"),
+        ("tests.integration._scheduler_app:nothing", "has no 'nothing'"),
+        ("tests.integration._scheduler_app:every_second", "not an antifragile Jobs"),
     ]:
         result = runner.invoke(app, ["scheduler", "--app", spec, "--database-url", url])
         assert result.exit_code == 1, result.output

@@ -42,21 +42,15 @@ _STATE_COLOUR = {
 
 def board(progress: Progress) -> RenderableType:
     """Live progress: conversations, replies, backlog, breakers, the faults playing."""
-    table = Table(box=None, padding=(0, 1), header_style="dim")
-    for name in ("t", "phase", "conversations", "messages in", "replies", "pending", "retrying",
-                 "dead", "naive done"):  # fmt: skip
-        table.add_column(name, no_wrap=True)
-    table.add_row(
-        f"{progress.t:5.1f}s",
-        Text(progress.phase, style="bold"),
-        f"{progress.conversations}/{progress.customers}",
-        str(progress.messages_in),
-        str(progress.replies),
-        str(progress.pending),
-        str(progress.retrying),
-        Text(str(progress.dead), style="red" if progress.dead else ""),
-        f"{progress.naive_conversations}/{progress.customers}",
-    )
+    head = Text()
+    head.append(f"{progress.t:5.1f}s ", style="dim")
+    head.append(f"{progress.phase}\n", style="bold")
+    head.append(f"conversations {progress.conversations}/{progress.customers}  ")
+    head.append(f"messages in {progress.messages_in}  replies sent {progress.replies}  ")
+    head.append(f"naive done {progress.naive_conversations}/{progress.customers}\n")
+    head.append(f"jobs: pending {progress.pending}  retrying {progress.retrying}  dead ")
+    head.append(str(progress.dead), style="red" if progress.dead else "")
+    head.append(f"  worker restarts {progress.restarts}")
     breakers = Text("breakers: ")
     for provider in PROVIDERS:
         state = progress.breakers.get(provider, "-")
@@ -64,7 +58,7 @@ def board(progress: Progress) -> RenderableType:
         breakers.append(state, style=_STATE_STYLE.get(state, ""))
         breakers.append("  ")
     faults = Text("faults: " + (", ".join(progress.faults) or "none"), style="dim")
-    return Group(table, breakers, faults)
+    return Group(head, breakers, faults)
 
 
 def verdict(result: DemoResult) -> str:
@@ -138,11 +132,12 @@ def effects_table(result: DemoResult) -> Table:
 
 def attempts_table(result: DemoResult) -> Table:
     table = Table(
-        title="Requests each provider received (same customers, same fault script)",
+        title="Requests at each provider",
         title_justify="left",
-        caption=f"naive: plain httpx, every call sent again at once on any error, up to "
-        f"{NAIVE_RETRIES} times; no breaker, no idempotency key, no job queue",
+        caption=f"same customers, same faults; naive: retried at once on any error, up to "
+        f"{NAIVE_RETRIES} times, no breaker, no idempotency key, no job queue",
         caption_justify="left",
+        min_width=60,
     )
     table.add_column("provider")
     table.add_column("antifragile", justify="right")
@@ -376,7 +371,8 @@ def _row(cells: list[Any], *, head: bool = False) -> str:
 
 
 def _table(head: list[str], rows: list[list[Any]]) -> str:
-    return "<table>" + _row(head, head=True) + "".join(_row(r) for r in rows) + "</table>"
+    header = _row(head, head=True) if any(head) else ""
+    return "<table>" + header + "".join(_row(r) for r in rows) + "</table>"
 
 
 def report_html(result: DemoResult, png: bytes) -> str:

@@ -277,7 +277,7 @@ FULL_PACE = Pace(
     job_backoff_cap=2.0,
     open_duration=1.5,
     restart_gap=1.0,
-    max_seconds=50.0,
+    max_seconds=55.0,
     script_scale=1.0,
 )
 QUICK_PACE = Pace(
@@ -291,7 +291,7 @@ QUICK_PACE = Pace(
     job_backoff_cap=1.0,
     open_duration=0.8,
     restart_gap=0.4,
-    max_seconds=30.0,
+    max_seconds=45.0,
     script_scale=0.45,
 )
 

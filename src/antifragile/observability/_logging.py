@@ -71,6 +71,7 @@ _RECORD_FIELDS = frozenset(vars(logging.LogRecord("x", logging.INFO, "x", 0, "x"
     "message",
     "asctime",
     "taskName",
+    "color_message",  # uvicorn's colored copy of the message
 }
 
 _secrets: tuple[str, ...] = ()
