@@ -9,6 +9,7 @@
 
 from antifragile.service._admin import admin_router
 from antifragile.service._app import create_app
+from antifragile.service._assistant import Assistant
 from antifragile.service._auth import (
     AdminAuth,
     ApiKeyInfo,
@@ -33,15 +34,24 @@ from antifragile.service._envelope import (
 )
 from antifragile.service._health import health_report
 from antifragile.service._limits import InboundLimits, limit_by_ip
+from antifragile.service._metrics import (
+    METRICS_TOKEN_ENV,
+    install_observability,
+    metrics_for,
+    metrics_router,
+    observe_connectors,
+)
 from antifragile.service._settings import Rate, Settings, parse_rate
 from antifragile.service._state import ServiceAssistant, ServiceState
 
 __all__ = [
     "ERROR_RESPONSES",
+    "METRICS_TOKEN_ENV",
     "AdminAuth",
     "ApiError",
     "ApiKeyInfo",
     "ApiKeys",
+    "Assistant",
     "CredentialsRejected",
     "InboundLimits",
     "JwtVerifier",
@@ -60,7 +70,11 @@ __all__ = [
     "error_responses",
     "health_report",
     "install_error_handlers",
+    "install_observability",
     "limit_by_ip",
+    "metrics_for",
+    "metrics_router",
+    "observe_connectors",
     "ok",
     "parse_rate",
     "request_id",
