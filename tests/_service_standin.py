@@ -9,6 +9,7 @@ message pipeline. Breakers are whatever the test puts in ``breakers_by_name``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -31,6 +32,7 @@ from antifragile.jobs import (
 )
 from antifragile.policies import SYSTEM_CLOCK, CircuitBreaker, Clock
 from antifragile.service._settings import Settings
+from antifragile.stores import Store, open_store
 
 
 class StandInAssistant:
@@ -49,6 +51,8 @@ class StandInAssistant:
         self.closed = 0
         self.workers: list[Worker] = []
         self.schedulers: list[Scheduler] = []
+        #: the Redis store when configured and reachable (as the assistant's ``state_store``)
+        self.state_store: Store | None = None
         processed = self.processed
 
         @self.jobs.job(name="inbound.process", queue="inbound")
@@ -60,9 +64,15 @@ class StandInAssistant:
     async def open(self) -> None:
         self.opened += 1
         await self.jobs.open()
+        if self.settings.redis_url and self.state_store is None:
+            with contextlib.suppress(Exception):  # unreachable: /health reports it down
+                self.state_store = await asyncio.wait_for(open_store(self.settings.redis_url), 5)
 
     async def close(self) -> None:
         self.closed += 1
+        store, self.state_store = self.state_store, None
+        if store is not None:
+            await store.close()
         await self.jobs.close()
 
     async def ingest(

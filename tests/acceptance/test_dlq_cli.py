@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
+import subprocess
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -294,3 +298,49 @@ def test_redriven_jobs_run_again_under_a_worker(dlq: Dlq) -> None:
             return job.state, len(job.history)
 
     assert asyncio.run(rerun()) == (JobState.DEAD, 2)
+
+
+def test_worker_concurrency_defaults_from_the_environment(tmp_path: Path) -> None:
+    """``antifragile worker`` takes its --concurrency from ANTIFRAGILE_WORKER_CONCURRENCY (the
+    setting the service's own worker reads): a real worker process says so when it starts; the
+    flag still wins; an invalid value is a usage error that names the variable."""
+    (tmp_path / "tiny_worker_app.py").write_text(
+        "from antifragile.jobs import Jobs\n"
+        f"jobs = Jobs(database_url='sqlite:///{tmp_path / 'w.db'}')\n"
+    )
+    env = {**os.environ, "ANTIFRAGILE_WORKER_CONCURRENCY": "3", "COLUMNS": "250"}
+    env.pop("ANTIFRAGILE_WORKER_METRICS_PORT", None)
+
+    def banner(*extra: str) -> str:
+        process = subprocess.Popen(
+            [sys.executable, "-c", "from antifragile.cli import main; main()", "worker"]
+            + ["--app", "tiny_worker_app:jobs", *extra],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        watchdog = threading.Timer(30.0, process.kill)
+        watchdog.start()
+        try:
+            assert process.stderr is not None
+            line = ""
+            while "antifragile worker" not in line:
+                line = process.stderr.readline()
+                assert line, "the worker exited before saying how it runs"
+        finally:
+            watchdog.cancel()
+            process.terminate()
+            process.communicate(timeout=20)
+        return line
+
+    assert "concurrency 3" in banner()
+    assert "concurrency 5" in banner("--concurrency", "5")
+    bad = runner.invoke(
+        app,
+        ["worker", "--app", "tiny_worker_app:jobs"],
+        env={"ANTIFRAGILE_WORKER_CONCURRENCY": "0", "COLUMNS": "250"},
+    )
+    assert bad.exit_code == 2
+    assert "ANTIFRAGILE_WORKER_CONCURRENCY" in bad.output

@@ -155,8 +155,8 @@ def test_api_and_two_workers_on_postgres_run_each_integration_once(
                 )
             except AssertionError:
                 seen = {p: len(sandbox.effects(p)) for p in counts}
-                logs = "\n".join(_stop(process)[-3000:] for process in processes)
-                raise AssertionError(f"effects {seen}\n{logs}") from None
+                tails = "\n".join(_stop(process)[-3000:] for process in processes)
+                raise AssertionError(f"effects {seen}\n{tails}") from None
             time.sleep(0.5)
             assert {p: len(sandbox.effects(p)) for p in counts} == counts
         finally:

@@ -39,7 +39,7 @@ from antifragile.inbound._tasks import Tasks
 from antifragile.jobs import JobContext, Jobs, JobState, Worker
 from antifragile.sandbox import Fault, FlakyServer
 from antifragile.service._admin import admin_router
-from antifragile.service._auth import NOT_CONFIGURED
+from antifragile.service._auth import MISSING, NOT_CONFIGURED
 from antifragile.service._envelope import RequestContextMiddleware, install_error_handlers
 from antifragile.service._limits import InboundLimits
 from antifragile.service._settings import Settings
@@ -184,7 +184,8 @@ def _error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
 
 async def test_every_admin_route_refuses_without_credentials(admin: Admin) -> None:
     """Each route of the router answers 401 AUTH with WWW-Authenticate: Bearer when no
-    credential, or a wrong one, is sent."""
+    credential, or a wrong one, is sent; without one, the message says how to send one and
+    reaches the client whole (redaction leaves it alone)."""
     routes = [r for r in admin_router.routes if isinstance(r, APIRoute)]
     assert len(routes) >= 25
     async with (
@@ -198,8 +199,10 @@ async def test_every_admin_route_refuses_without_credentials(admin: Admin) -> No
             for method in route.methods or ():
                 for client in (anonymous, wrong):
                     response = await client.request(method, path, json={})
-                    _error(response, 401, "AUTH")
+                    error = _error(response, 401, "AUTH")
                     assert response.headers["www-authenticate"].startswith("Bearer")
+                    if client is anonymous:
+                        assert error["message"] == MISSING, "the message is whole, unredacted"
 
 
 async def test_bearer_and_x_api_key_both_work(admin: Admin) -> None:
@@ -508,6 +511,46 @@ async def test_sessions_masked_and_reset(admin: Admin) -> None:
     assert _data(await admin.client.get(f"/v1/admin/sessions/{key}"))["progress_status"] == "new"
     _error(await admin.client.get("/v1/admin/sessions/session:acme:nope"), 404, "NOT_FOUND")
     _error(await admin.client.post("/v1/admin/sessions/session:acme:nope/reset"), 404, "NOT_FOUND")
+
+
+async def test_session_ids_stay_readable_while_personal_data_is_masked(admin: Admin) -> None:
+    """GET /sessions/{key} masks by the shape of a value: ids under a key that names email
+    or phone (``jobs.email``, ``summary_email_id``, a wamid, a uuid, a numeric order id) come
+    back as they are, while phone numbers (``+44...``, ``whatsapp:+44...``, bare digits under
+    a personal key) and emails, in fields or in a free text, are masked."""
+    key = Sessions.key_for("acme", PHONE)
+    job_id = "019a4f2c8e7b0123456789abcdef0123"
+    resend_id = "4ef9a417-02e9-4d39-ad75-9611e0fcc33c"
+    wamid = "wamid.HBgMNDQ3NzAwOTAwMTIzFQIAERgSQzA1"
+    await admin.backend.tasks.kv.set(
+        key,
+        {
+            "key": key,
+            "tenant_id": "acme",
+            "phone": "447700900123",
+            "from": f"whatsapp:{PHONE}",
+            "flow": "intake",
+            "progress_status": "completed",
+            "fields": {"email": "ada@example.com", "mobile": "07700 900456", "order": "5678901"},
+            "jobs": {"email": job_id, "shopify": "019a4f2c8e7b0123456789abcdef4567"},
+            "summary_email_id": resend_id,
+            "last_message_id": wamid,
+            "note": "call 07700900789 or mail bob@example.com",
+            "created_at": 1.0,
+        },
+        now=admin.backend.clock.time(),
+    )
+    response = await admin.client.get(f"/v1/admin/sessions/{key}")
+    shown = _data(response)
+    assert shown["jobs"]["email"] == job_id
+    assert shown["summary_email_id"] == resend_id
+    assert shown["last_message_id"] == wamid
+    assert shown["fields"]["order"] == "5678901"
+    assert shown["from"] == "+4477••••••23"
+    assert shown["phone"] == "+4477••••••23"
+    assert shown["fields"]["email"] == "a•••@example.com"
+    for personal in ("447700900123", "ada@example.com", "900456", "900789", "bob@example.com"):
+        assert personal not in response.text
 
 
 async def test_tasks_list_show_and_update(admin: Admin) -> None:

@@ -8,16 +8,18 @@ one customer, one contact, one Slack post, one WhatsApp message.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from antifragile import FakeClock, StoreUnavailableError
+from antifragile import FakeClock, PermanentError, StoreUnavailableError
 from antifragile.connectors import (
+    Connectors,
     HubSpotConnector,
     ResendConnector,
     ShopifyConnector,
@@ -39,8 +41,19 @@ from antifragile.inbound import (
     Tenant,
     mask_phone,
 )
+from antifragile.connectors._slack import WEBHOOK_URL_ENV as SLACK_WEBHOOK_URL_ENV
 from antifragile.inbound._flags import FeatureFlags
-from antifragile.jobs import Job, JobFilter, Jobs, JobState, Worker
+from antifragile.inbound._pipeline import PROCESS_JOB, MessagePipeline
+from antifragile.jobs import (
+    Job,
+    JobContext,
+    JobFilter,
+    Jobs,
+    JobState,
+    NewInboxEntry,
+    Worker,
+    new_job_id,
+)
 from antifragile.policies import Constant, Policy, Retry
 from antifragile.sandbox import (
     HubSpotSimulator,
@@ -599,6 +612,69 @@ async def test_graceful_reply_and_sessions_without_a_flow(world: World) -> None:
     assert await world.sessions.handle(TENANT, status) is None
 
 
+class _BrokenClassifier:
+    """A classifier that always fails for good: the pipeline must answer gracefully."""
+
+    async def classify(self, text: str) -> Any:
+        raise PermanentError("the classifier is broken")
+
+
+async def test_the_pipeline_answers_a_failure_with_the_flow_graceful_reply(
+    tmp_path: Path, clock: FakeClock, sandbox: ProviderSandbox, providers: Providers
+) -> None:
+    """When processing a message fails for good, the ``inbound.process`` job answers the
+    contact with the graceful reply of the tenant's flow (the tenant sets none of its own),
+    sent once through the WhatsApp simulator; a tenant's own text wins over the flow's."""
+    flow_text = "Sorry -- the bakery team will call you back today."
+    flow = dataclasses.replace(DEFAULT_FLOW, graceful_reply=flow_text)
+    world = build(tmp_path, clock, sandbox, providers, flows={"intake": flow})
+    pipeline = MessagePipeline(
+        world.jobs,
+        tenants=[TENANT],
+        classifier=_BrokenClassifier(),
+        handlers=None,
+        actions=None,
+        sessions=world.sessions,
+        replies=world.replies,
+        tasks=None,
+        connectors=providers,
+        clock=clock,
+    )
+
+    @world.jobs.job(name=PROCESS_JOB, queue="inbound", retry=Retry(attempts=1))
+    async def process(ctx: JobContext, inbox_id: str) -> dict[str, Any]:
+        return (await pipeline.process(ctx, inbox_id)).to_json()
+
+    async with world.jobs:
+        event = world.event("Hello")
+        entry_id = new_job_id()
+        await world.jobs.queue.record_inbound(
+            [
+                NewInboxEntry(
+                    channel=event.channel.value,
+                    event_id=event.event_id,
+                    kind=event.kind.value,
+                    tenant_key=event.tenant_key,
+                    payload=event.to_json(),
+                    ttl=3600.0,
+                    job=process.prepare(entry_id),
+                    id=entry_id,
+                )
+            ],
+            now=clock.time(),
+        )
+        await world.worker.run_until_idle()
+        (job,) = await world.all_jobs(PROCESS_JOB)
+        assert job.state is JobState.SUCCEEDED
+        assert job.result is not None
+        assert (job.result["status"], job.result["graceful"]) == ("replied", True)
+        (sent,) = world.effects("whatsapp")
+        assert sent.data["to"] == CONTACT
+        assert sent.data["text"]["body"] == flow_text
+    own = Tenant("b", graceful_reply="We'll be right with you.")
+    assert pipeline.graceful_reply(own) == "We'll be right with you."
+
+
 async def test_list_get_and_reset(world: World) -> None:
     """``list`` masks the phone and leaves the answers out; ``reset`` starts the contact over
     in a new round, whose integration jobs get new keys."""
@@ -656,6 +732,43 @@ async def test_integrations_that_do_not_apply_are_skipped(
         assert (await world.sessions.sweep()).enqueued == 0
         assert world.effects("slack") == []
         assert world.effects("resend") == []
+
+
+async def test_an_integration_whose_provider_is_not_configured_is_skipped(
+    tmp_path: Path,
+    clock: FakeClock,
+    sandbox: ProviderSandbox,
+    providers: Providers,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the connectors registry and no Slack webhook configured, a completed session's
+    ``slack_status`` says ``skipped`` -- no job is enqueued, none dies with CONFIGURATION --
+    while the configured providers run as usual; the sweep enqueues nothing for it later."""
+    monkeypatch.delenv(SLACK_WEBHOOK_URL_ENV, raising=False)
+    registry = Connectors(
+        instances={
+            "whatsapp": providers.whatsapp,
+            "twilio": providers.twilio,
+            "resend": providers.resend,
+            "shopify": providers.shopify,
+            "hubspot": providers.hubspot,
+        },
+        clock=clock,
+    )
+    assert not registry.configured("slack")
+    world = build(tmp_path, clock, sandbox, cast(Providers, registry))
+    async with world.jobs:
+        await world.complete()
+        await world.worker.run_until_idle()
+        record = await world.record()
+        assert record["slack_status"] == "skipped"
+        assert {record[f"{i}_status"] for i in ("email", "shopify", "hubspot")} == {"sent"}
+        assert "slack" not in record["jobs"]
+        assert "sessions.slack_message" not in {j.name for j in await world.all_jobs()}
+        assert await world.jobs.dlq.list() == []
+        world.clock.advance(3600)
+        assert (await world.sessions.sweep()).enqueued == 0
+    await registry.aclose()
 
 
 def test_schedules_are_declared_on_the_jobs(world: World) -> None:

@@ -310,6 +310,28 @@ def test_configuration_comes_from_the_environment(monkeypatch: pytest.MonkeyPatc
     assert TOKEN not in repr(connector)
 
 
+async def test_a_rotating_token_list_calls_the_api_with_the_current_token(
+    sandbox: ProviderSandbox, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the auth token is rotated ANTIFRAGILE_TWILIO_AUTH_TOKEN is ``"new,old"`` (the
+    webhook secrets): the connector sends with the first token alone, and the simulator,
+    which knows only the new one, accepts it; neither token shows in the connector's repr."""
+    monkeypatch.setenv(ACCOUNT_SID_ENV, SID)
+    monkeypatch.setenv(AUTH_TOKEN_ENV, f" {TOKEN} , old-auth-token")
+    monkeypatch.setenv(BASE_URL_ENV, sandbox.base_url("twilio"))
+    async with TwilioConnector(clock=clock, timeout=0.3) as connector:
+        sent = await connector.send_message(TO, "hi", FROM)
+        assert TOKEN not in repr(connector)
+        assert "old-auth-token" not in repr(connector)
+    assert [e.id for e in sandbox.effects("twilio")] == [sent.sid]
+    (request,) = sandbox.requests
+    expected = base64.b64encode(f"{SID}:{TOKEN}".encode()).decode()
+    assert request.headers["authorization"] == f"Basic {expected}"
+    monkeypatch.setenv(AUTH_TOKEN_ENV, " , ")
+    with pytest.raises(ConfigurationError):
+        TwilioConnector()
+
+
 async def test_duplicate_rate_over_200_sends_with_30_percent_ambiguous_failures(
     clock: FakeClock,
 ) -> None:

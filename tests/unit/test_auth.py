@@ -17,10 +17,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from antifragile import FakeClock
-from antifragile.errors import ConfigurationError
+from antifragile.errors import ConfigurationError, redact
 from antifragile.sandbox import Fault, FlakyServer, IncomingRequest
 from antifragile.service._auth import (
     APIKEY_PREFIX,
+    MISSING,
     NOT_CONFIGURED,
     AdminAuth,
     ApiKeys,
@@ -435,6 +436,19 @@ async def test_nothing_configured_refuses_with_instructions(clock: FakeClock) ->
         assert caught.value.message == NOT_CONFIGURED
         assert caught.value.headers is not None
         assert caught.value.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+async def test_missing_credentials_message_survives_redaction(clock: FakeClock) -> None:
+    """Without a credential a configured check answers 401 with a message that says how to
+    send one, and that the redaction every error message goes through leaves whole."""
+    auth = AdminAuth(ApiKeys(MemoryStore().kv, clock=clock, bootstrap=["bootstrap-key-0123456789"]))
+    with pytest.raises(ApiError) as caught:
+        await auth.authenticate(None)
+    assert caught.value.status == 401
+    assert caught.value.message == MISSING
+    assert redact(MISSING) == MISSING
+    for words in ("API key", "JWT", "Bearer", "Authorization header", "X-API-Key"):
+        assert words in MISSING
 
 
 async def test_failures_do_not_say_what_was_wrong(

@@ -81,8 +81,8 @@ async def test_shared_buckets_span_instances_and_hold_no_phone_numbers(
     """With a store, two InboundLimits (two processes) share one bucket; store keys hash the
     sender and the IP."""
     store = RecordingStore()
-    one = InboundLimits(sender_rate=(2, 60), store=store, clock=clock)
-    two = InboundLimits(sender_rate=(2, 60), store=store, clock=clock)
+    one = InboundLimits(sender_rate=(2, 60), store=store, share_ip=True, clock=clock)
+    two = InboundLimits(sender_rate=(2, 60), store=store, share_ip=True, clock=clock)
     assert await one.aallow_sender("acme", PHONE)
     assert await two.aallow_sender("acme", PHONE)
     assert not await one.aallow_sender("acme", PHONE)
@@ -92,11 +92,25 @@ async def test_shared_buckets_span_instances_and_hold_no_phone_numbers(
     assert not any("203.0.113.9" in key for key in store.keys)
 
 
+async def test_the_ip_limit_stays_local_unless_shared(clock: FakeClock) -> None:
+    """With a store but no share_ip, the per-IP check never touches the store (the webhook
+    path stays I/O-free) while the per-sender check goes through it."""
+    store = RecordingStore()
+    limits = InboundLimits(ip_rate=(1, 60), sender_rate=(1, 60), store=store, clock=clock)
+    assert await limits.check_ip("10.0.0.1") == 0.0
+    assert await limits.check_ip("10.0.0.1") > 0
+    assert store.keys == []
+    assert await limits.aallow_sender("acme", PHONE)
+    assert [key.split(":")[1] for key in store.keys] == ["sender"]
+    assert limits.describe()["shared"] is True
+    assert limits.describe()["ip_shared"] is False
+
+
 async def test_a_failing_store_falls_back_to_local_buckets(clock: FakeClock) -> None:
     """When the store fails, checks go on with the process's own buckets (never an error)."""
     store = RecordingStore()
     store.failing = True
-    limits = InboundLimits(ip_rate=(2, 60), store=store, clock=clock)
+    limits = InboundLimits(ip_rate=(2, 60), store=store, share_ip=True, clock=clock)
     assert await limits.check_ip("10.0.0.1") == 0.0
     assert await limits.check_ip("10.0.0.1") == 0.0
     assert await limits.check_ip("10.0.0.1") > 0

@@ -36,6 +36,9 @@ from antifragile.jobs._payload import redact_payload
 
 T = TypeVar("T")
 
+#: the default of ``worker --concurrency``; the service's own worker reads it too
+WORKER_CONCURRENCY_ENV = "ANTIFRAGILE_WORKER_CONCURRENCY"
+
 
 jobs_app = typer.Typer(help="Inspect durable jobs.", no_args_is_help=True, rich_markup_mode=None)
 dlq_app = typer.Typer(
@@ -219,7 +222,14 @@ def worker(
         list[str] | None,
         typer.Option("--queue", "-q", help="A queue to work (repeatable) [default: all]."),
     ] = None,
-    concurrency: Annotated[int, typer.Option(min=1, help="Jobs in flight at most.")] = 10,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            envvar=WORKER_CONCURRENCY_ENV,
+            help="Jobs in flight at most (the setting the service's own worker uses too).",
+        ),
+    ] = 10,
     lease: Annotated[float, typer.Option(min=0.1, help="Lease of a claimed job (s).")] = 30.0,
     heartbeat: Annotated[
         float | None,

@@ -10,7 +10,9 @@
 **Configuration.** ``ANTIFRAGILE_TWILIO_ACCOUNT_SID`` (``AC...``) and
 ``ANTIFRAGILE_TWILIO_AUTH_TOKEN`` are the HTTP Basic credentials and
 ``ANTIFRAGILE_TWILIO_BASE_URL`` the API's address (``https://api.twilio.com`` when unset; point
-it at ``{sandbox.url}/twilio``). Arguments to :class:`TwilioConnector` override them.
+it at ``{sandbox.url}/twilio``). Arguments to :class:`TwilioConnector` override them. While the
+auth token is rotated the variable holds ``"new,old"`` (the service checks webhook signatures
+against each): the connector calls the API with the first, the current one.
 
 **Limits.** A body is at most 1600 characters (checked before sending:
 :class:`~antifragile.ConfigurationError`). Twilio limits REST *concurrency* per account without
@@ -131,14 +133,24 @@ def _mapped(error: IntegrationError) -> IntegrationError:
     return error
 
 
+def current_tokens(value: str | None) -> list[str]:
+    """The auth tokens of a ``ANTIFRAGILE_TWILIO_AUTH_TOKEN`` value, the current one first.
+
+    While a token is rotated the variable holds ``"new,old"``: webhook signatures are checked
+    against each, and the API is called with the first.
+    """
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
 class TwilioConnector(HTTPConnector):
     """Twilio's Messages resource (see the module docs).
 
     *account_sid*, *auth_token* and *base_url* default to the ``ANTIFRAGILE_TWILIO_*``
-    environment variables; *policy* to :func:`twilio_policy` on *clock* with *timeout* seconds
-    per attempt. *client* is an ``httpx.AsyncClient`` to use (yours to close). *reconcile*,
-    *reconcile_grace*, *reconcile_window* and *reconcile_rounds* tune the lookup after an
-    ambiguous failure (see the module docs).
+    environment variables (of comma-separated tokens, the first: :func:`current_tokens`);
+    *policy* to :func:`twilio_policy` on *clock* with *timeout* seconds per attempt. *client*
+    is an ``httpx.AsyncClient`` to use (yours to close). *reconcile*, *reconcile_grace*,
+    *reconcile_window* and *reconcile_rounds* tune the lookup after an ambiguous failure (see
+    the module docs).
     """
 
     provider = PROVIDER
@@ -163,7 +175,8 @@ class TwilioConnector(HTTPConnector):
                 "reconcile_grace and reconcile_window must be >= 0 and reconcile_rounds >= 1"
             )
         sid = account_sid or os.environ.get(ACCOUNT_SID_ENV)
-        token = auth_token or os.environ.get(AUTH_TOKEN_ENV)
+        tokens = current_tokens(auth_token or os.environ.get(AUTH_TOKEN_ENV))
+        token = tokens[0] if tokens else None
         if not sid or not token:
             raise ConfigurationError(
                 "Twilio needs an account SID and auth token: pass account_sid= and auth_token= "
@@ -196,7 +209,7 @@ class TwilioConnector(HTTPConnector):
             policy=transport_policy(PROVIDER, clock=clock, timeout=timeout),
             timeout=timeout,
             client=client,
-            secrets=[token, basic],
+            secrets=[*tokens, basic],
         )
 
     @masks_pii("to", "from_")

@@ -17,7 +17,8 @@ runs :meth:`MessagePipeline.process`::
 The job's result (:class:`PipelineResult`) says what was decided: the intent and confidence,
 the handler, the saga job running the actions, the reply job. Everything that talks to a
 provider runs as its own job, so a provider that is down delays an effect, never the reply; when
-the pipeline itself fails, the sender still gets the tenant's graceful reply.
+the pipeline itself fails, the sender still gets a graceful reply (the tenant's own text when it
+sets one, else its conversation flow's, else the default).
 
 Job payloads hold only the inbox id: the message text and the phone number stay in the inbox
 record (and the session), never in a job, a dead-letter entry or a log line.
@@ -32,6 +33,7 @@ from typing import Any, Protocol
 
 from antifragile.errors import PermanentError
 from antifragile.inbound._model import (
+    DEFAULT_GRACEFUL_REPLY,
     Channel,
     Classification,
     EventKind,
@@ -50,7 +52,12 @@ PROCESS_JOB = "inbound.process"
 
 
 class SenderLimiter(Protocol):
-    """Decides whether a sender may be answered now (inbound rate limiting per sender)."""
+    """Decides whether a sender may be answered now (inbound rate limiting per sender).
+
+    A limiter that also has ``async def aallow_sender(tenant_id, sender) -> bool`` (as
+    :class:`~antifragile.service.InboundLimits` does, sharing its buckets between processes
+    through a store) is asked through that instead.
+    """
 
     def allow_sender(self, tenant_id: str, sender: str) -> bool: ...
 
@@ -216,7 +223,7 @@ class MessagePipeline:
             result.status = "invalid"
             result.detail = "a message without a sender"
             return result
-        if self.limiter is not None and not self.limiter.allow_sender(tenant.id, event.sender):
+        if self.limiter is not None and not await self._allow_sender(tenant.id, event.sender):
             result.status = "rate_limited"
             return result
         try:
@@ -230,9 +237,29 @@ class MessagePipeline:
             )
             result.graceful = True
             result.detail = type(exc).__name__
-            result.reply_message = await self._reply(tenant, event, inbox_id, _graceful(tenant))
+            text = self.graceful_reply(tenant)
+            result.reply_message = await self._reply(tenant, event, inbox_id, text)
             result.status = "replied"
         return result
+
+    def graceful_reply(self, tenant: Tenant) -> str:
+        """What *tenant*'s contact is told when processing their message fails for good: the
+        sessions' choice when they make one (the tenant's own text, else its flow's), else the
+        tenant's graceful reply."""
+        choose = getattr(self.sessions, "graceful_reply", None)
+        if callable(choose):
+            text = choose(tenant)
+            if isinstance(text, str) and text.strip():
+                return text
+        return tenant.graceful_reply or DEFAULT_GRACEFUL_REPLY
+
+    async def _allow_sender(self, tenant_id: str, sender: str) -> bool:
+        limiter = self.limiter
+        assert limiter is not None
+        shared = getattr(limiter, "aallow_sender", None)
+        if shared is not None:  # the buckets every process shares
+            return bool(await shared(tenant_id, sender))
+        return limiter.allow_sender(tenant_id, sender)
 
     async def _converse(
         self,
@@ -345,10 +372,6 @@ class MessagePipeline:
             now=now,
             ttl=30 * 86400.0,
         )
-
-
-def _graceful(tenant: Tenant) -> str:
-    return tenant.graceful_reply
 
 
 def _unpack(outcome: Any) -> tuple[str | None, dict[str, Any]]:

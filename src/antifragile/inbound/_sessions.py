@@ -20,7 +20,7 @@ conversation's number), ``step`` (the question waiting for an answer), ``fields`
 ``progress_status`` (``new`` | ``in_progress`` | ``completed``), ``email_status``,
 ``shopify_status``, ``hubspot_status``, ``slack_status`` (``none`` | ``pending`` | ``sent`` |
 ``failed``, or ``skipped`` when the integration does not apply: no owner email, no email
-collected, switched off), ``nudge_sent``, ``summary_email_sent``, ``last_active``,
+collected, switched off, its provider not configured), ``nudge_sent``, ``summary_email_sent``, ``last_active``,
 ``created_at``, ``completed_at``, ``jobs`` (the integration jobs' ids), ``redrives`` and
 ``recent`` (the last events handled, so a message handled twice is answered the same way
 and changes nothing).
@@ -128,6 +128,13 @@ FLAG_NAMES: Mapping[str, str] = {
     "shopify": "shopify_sync",
     "hubspot": "hubspot_sync",
     "slack": "slack_notify",
+}
+#: the provider each integration calls: not configured, the integration is skipped
+PROVIDERS: Mapping[str, str] = {
+    "email": "resend",
+    "shopify": "shopify",
+    "hubspot": "hubspot",
+    "slack": "slack",
 }
 NUDGE_JOB = "sessions.nudge"
 SWEEP_JOB = "sessions.sweep"
@@ -425,6 +432,9 @@ class Sessions:
             return False
         if self.flags is not None and not await self.flags.is_enabled(FLAG_NAMES[integration]):
             return False
+        configured = getattr(self.connectors, "configured", None)
+        if callable(configured) and not configured(PROVIDERS[integration]):
+            return False  # its job could only die of CONFIGURATION
         if integration == "email":
             tenant = self.tenants.get(str(record.get("tenant_id")))
             return tenant is not None and bool(tenant.owner_email)

@@ -37,7 +37,7 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from antifragile.errors import ConfigurationError, ErrorCode, redact
+from antifragile.errors import ConfigurationError, ErrorCode, mask_pii, redact
 from antifragile.inbound._flags import FeatureFlags, check_flag_name
 from antifragile.inbound._replies import mask_email, mask_phone
 from antifragile.jobs import (
@@ -56,13 +56,39 @@ from antifragile.service._limits import limit_by_ip
 
 # -- views ----------------------------------------------------------------------------------------
 
-_PHONE = re.compile(r"^\+?[\d\s().-]{7,20}$")
+# a value that is a phone number: an optional scheme ("whatsapp:", "tel:"), a "+", then 7 to 15
+# digits with separators between them -- masked wherever it appears
+_PHONE = re.compile(r"^(?:[a-z]+:)?\s*\+\d[\d\s().-]*$", re.IGNORECASE)
+# the same without the "+" (WhatsApp sends "447700900123"): a phone only under a personal key,
+# as a bare run of digits is as likely to be an order number or a timestamp
+_BARE_PHONE = re.compile(r"^(?:[a-z]+:)?\s*\(?\d[\d\s().-]*$", re.IGNORECASE)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_PII_KEYS = ("phone", "email", "sender", "wa_id", "msisdn", "from", "to", "recipient")
+# keys whose values are personal data when they look like it: words found anywhere in the key,
+# and short words that must be a whole part of it ("to", not "total")
+_PII_WORDS = ("phone", "email", "sender", "msisdn", "recipient", "mobile", "whatsapp")
+_PII_PARTS = frozenset({"wa", "waid", "from", "to", "tel", "contact"})
+
+
+def _digits(text: str) -> int:
+    return sum(c.isdigit() for c in text)
+
+
+def _personal_key(key: str | None) -> bool:
+    lowered = (key or "").lower()
+    if any(word in lowered for word in _PII_WORDS):
+        return True
+    return any(part in _PII_PARTS for part in re.split(r"[^a-z0-9]+", lowered))
 
 
 def mask_personal(value: Any, key: str | None = None) -> Any:
-    """A copy of *value* (JSON) with phone numbers and emails masked, and credentials redacted."""
+    """A copy of *value* (JSON) with phone numbers and emails masked, and credentials redacted.
+
+    A string is masked by its shape: an email address, or a phone number (``+4477...``,
+    ``whatsapp:+4477...``) wherever it is; a bare run of 7 to 15 digits only under a personal
+    key (``phone``, ``wa_id``, ``to``...). A value that does not look like personal data stays
+    readable whatever its key (``jobs.email``, ``summary_email_id``: job ids, wamids, uuids);
+    phone numbers and emails inside a free text (an error message) are masked in place.
+    """
     if isinstance(value, Mapping):
         return {k: mask_personal(v, str(k)) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -71,12 +97,13 @@ def mask_personal(value: Any, key: str | None = None) -> Any:
         text = value.strip()
         if _EMAIL.match(text):
             return mask_email(text)
-        digits = sum(c.isdigit() for c in text)
-        if _PHONE.match(text) and digits >= 7:
+        phone_digits = 7 <= _digits(text) <= 15
+        if phone_digits and _PHONE.match(text):
             return mask_phone(text)
-        lowered = (key or "").lower()
-        if any(part in lowered for part in _PII_KEYS) and digits >= 7:
+        if phone_digits and _personal_key(key) and _BARE_PHONE.match(text):
             return mask_phone(text)
+        if any(c.isspace() for c in text):  # a free text, never an id
+            return mask_pii(redact(value))
         return redact(value)
     return value
 

@@ -57,18 +57,6 @@ def _log_crash(task: asyncio.Task[Any]) -> None:
         _log.error("the background %s stopped: %s %s", task.get_name(), name, code or "")
 
 
-async def _open_redis(state: ServiceState) -> None:
-    url = state.settings.redis_url
-    if not url:
-        return
-    try:
-        from antifragile.stores import open_store
-
-        state.redis = await asyncio.wait_for(open_store(url), 5.0)
-    except Exception as exc:  # reported as down by /health; the service runs without it
-        _log.warning("cannot open the Redis store: %s", type(exc).__name__)
-
-
 async def _stop(tasks: Sequence[asyncio.Task[Any]], grace: float) -> None:
     if not tasks:
         return
@@ -115,7 +103,6 @@ def create_app(
         tasks: list[asyncio.Task[Any]] = []
         worker = scheduler = None
         try:
-            await _open_redis(state)
             if run_worker:
                 worker = current.worker(**(worker_options or {}))
                 tasks.append(asyncio.create_task(worker.run(), name="worker"))
@@ -137,13 +124,8 @@ def create_app(
                 await _stop(tasks, grace)
             finally:
                 state.assistant = None
-                redis, state.redis = state.redis, None
-                try:
-                    if redis is not None:
-                        await redis.close()
-                finally:
-                    if given is None:
-                        await current.close()
+                if given is None:
+                    await current.close()
 
     app = FastAPI(
         title="antifragile",

@@ -17,6 +17,7 @@ handler, ``@assistant.job(...)`` / ``@assistant.every(...)`` their own jobs.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -68,9 +69,22 @@ from antifragile.service._alerts_api import alert_config
 from antifragile.service._limits import InboundLimits
 from antifragile.service._metrics import metrics_for, observe_connectors
 from antifragile.service._settings import Settings
+from antifragile.stores import Store, open_store
+
+_log = logging.getLogger("antifragile.service")
+
+
+def state_store_url(settings: Settings) -> str:
+    """Where the state shared by every process (breakers, inbound limits) lives: the Redis
+    store when ``redis_url`` is set, else the job database."""
+    return settings.redis_url or settings.database_url
+
 
 #: how the processing of one inbound event is retried: quickly, since a person is waiting
 PROCESS_RETRY = Retry(attempts=5, backoff=Exponential(1.0, multiplier=2.0, cap=60.0))
+
+#: how long opening the Redis store may take before the service starts without it (seconds)
+REDIS_OPEN_TIMEOUT = 5.0
 
 #: the default tenant of a single-business install (no tenants configured)
 DEFAULT_TENANT = Tenant(id="default", name="default")
@@ -133,6 +147,21 @@ class Assistant:
             clock=clock,
             retry=integration_retry if integration_retry is not None else DEFAULT_JOB_RETRY,
         )
+        #: the inbound rate limits (per client IP, per sender), given or built from the
+        #: settings; :meth:`open` shares their per-sender buckets through :attr:`state_store`
+        self.limits: InboundLimits | None = (
+            limiter
+            if isinstance(limiter, InboundLimits)
+            else InboundLimits.from_settings(self.settings, clock=clock)
+            if limiter is None
+            else None
+        )
+        #: the store holding the state every process shares -- the breakers and the inbound
+        #: limits: Redis when ``settings.redis_url`` is set, else the job database's store
+        #: (``None`` before :meth:`open`, and while a configured Redis could not be opened)
+        self.state_store: Store | None = None
+        self._owned_store: Store | None = None
+        self._wired_limits = False
         self.pipeline = MessagePipeline(
             self.jobs,
             tenants=self.tenants,
@@ -143,9 +172,7 @@ class Assistant:
             replies=self.replies,
             tasks=self.tasks,
             connectors=self.connectors,
-            limiter=limiter
-            if limiter is not None
-            else InboundLimits.from_settings(self.settings, clock=clock),
+            limiter=limiter if limiter is not None else self.limits,
             clock=clock,
         )
         pipeline = self.pipeline
@@ -193,10 +220,26 @@ class Assistant:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Open the queue and build the configured connectors (safe to call again)."""
+        """Open the queue and the shared-state store, and build the configured connectors
+        (safe to call again).
+
+        The shared state -- each provider's circuit breaker (a
+        :class:`~antifragile.SharedCircuitBreaker`) and the per-sender limit -- lives in
+        :attr:`state_store`: Redis when ``settings.redis_url`` is set, else the job database.
+        A configured Redis that cannot be opened does not stop the service: this process then
+        keeps that state to itself (``/health`` reports ``redis: down``, ``degraded``) until
+        it is restarted.
+        """
         await self.jobs.open()
-        if self._owns_connectors and self.connectors.store is None:
-            self.connectors.store = self.jobs.queue.store  # breakers shared across processes
+        if self.state_store is None:
+            self.state_store = await self._open_state_store()
+        store = self.state_store
+        if store is not None:
+            if self._owns_connectors and self.connectors.store is None:
+                self.connectors.store = store  # every process trips and recovers together
+            if self.limits is not None and self.limits.store is None:
+                self.limits.store = store.rate_limits  # the per-sender limit is global
+                self._wired_limits = True
         for provider in PROVIDERS:
             if self.connectors.configured(provider):
                 self.connectors.get(provider)
@@ -205,12 +248,35 @@ class Assistant:
         self.alerts.install()  # error rates from the connectors' policies, breaker listeners
         self.actions.declare(self.jobs, self.handlers)
 
+    async def _open_state_store(self) -> Store | None:
+        url = self.settings.redis_url
+        if not url:
+            return self.jobs.queue.store
+        try:
+            store = await asyncio.wait_for(open_store(url, clock=self.clock), REDIS_OPEN_TIMEOUT)
+        except Exception as exc:  # reported by /health; the service runs without it
+            _log.warning(
+                "cannot open the Redis store (%s): breakers and limits stay in this process",
+                getattr(exc, "code", None) or type(exc).__name__,
+            )
+            return None
+        self._owned_store = store
+        return store
+
     async def close(self) -> None:
         try:
             if self._owns_connectors:
                 await self.connectors.aclose()
         finally:
-            await self.jobs.close()
+            owned, self._owned_store = self._owned_store, None
+            self.state_store = None
+            if self._wired_limits and self.limits is not None:
+                self.limits.store, self._wired_limits = None, False
+            try:
+                if owned is not None:
+                    await owned.close()
+            finally:
+                await self.jobs.close()
 
     async def __aenter__(self) -> Assistant:
         await self.open()

@@ -70,7 +70,12 @@ NOT_CONFIGURED = (
     "admin API authentication is not configured: set ANTIFRAGILE_ADMIN_API_KEYS (one or more "
     "API keys) or ANTIFRAGILE_JWT_JWKS_URL / ANTIFRAGILE_JWT_PUBLIC_KEY (JWTs), then restart"
 )
-MISSING = "credentials required: send 'Authorization: Bearer <API key or JWT>' or 'X-API-Key'"
+#: the 401 message without credentials; worded so that redaction (which hides whatever follows
+#: "Authorization:" or "Bearer") leaves it whole
+MISSING = (
+    "credentials required: send an API key or a JWT as a Bearer token in the Authorization "
+    "header, or an API key in the X-API-Key header"
+)
 INVALID = "invalid or expired credentials"
 
 

@@ -75,6 +75,12 @@ async def _ping(store: Any, within: float) -> str:
     return "up"
 
 
+def _redis_store(state: ServiceState) -> Any:
+    """The assistant's shared-state store (Redis, as configured): the one its breakers and
+    limits use, so ``down`` means they run process-local."""
+    return getattr(state.assistant, "state_store", None)
+
+
 def _database_store(state: ServiceState) -> Any:
     assistant = state.assistant
     if assistant is None or not assistant.jobs.is_open:
@@ -103,7 +109,7 @@ async def health_report(
     dependency has *within* seconds to answer."""
     checks: list[Any] = [_ping(_database_store(state), within)]
     if state.settings.redis_url:
-        checks.append(_ping(state.redis, within))
+        checks.append(_ping(_redis_store(state), within))
     checks.append(_breaker_states(state, within))
     results = await asyncio.gather(*checks)
     dependencies: dict[str, str] = {"database": results[0]}

@@ -63,7 +63,7 @@ def metrics_router(token: str | None = None) -> APIRouter:
                 "description": "Every metric in the Prometheus text format "
                 "(see the metrics reference in the docs)",
             },
-            **error_responses(401, 503),
+            **error_responses(401, 500, 503),
         },
     )
     async def metrics(request: Request) -> Response:

@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     from antifragile.jobs import Jobs, Recorded, Scheduler, Worker
     from antifragile.policies import CircuitBreaker
     from antifragile.service._settings import Settings
-    from antifragile.stores import Store
 
 
 class ServiceAssistant(Protocol):
@@ -41,6 +40,9 @@ class ServiceAssistant(Protocol):
 
     def breakers(self) -> dict[str, CircuitBreaker]: ...
 
+    # optional: ``state_store`` -- the open store shared by every process (Redis when
+    # configured); ``/health`` pings it as the ``redis`` dependency when Redis is configured
+
 
 @dataclass(eq=False)
 class ServiceState:
@@ -53,8 +55,6 @@ class ServiceState:
     started: float = field(default_factory=time.monotonic)
     #: True between the end of the lifespan's start-up and the start of its shutdown
     ready: bool = False
-    #: a store opened on ``settings.redis_url`` for the health check (when configured)
-    redis: Store | None = None
 
     def require_assistant(self) -> ServiceAssistant:
         """The open assistant, or a 503 while the service starts or stops."""
