@@ -35,6 +35,7 @@ from antifragile.jobs import JobContext, Jobs, JobState, Worker
 runner = CliRunner()
 SECRET_NOTE = "Bearer abcdefghijklmnop"
 SECRET_KEY = "re_live0123456789abcdef"
+LAUNCH = "from antifragile.cli import main; main()"
 
 
 @dataclass
@@ -313,8 +314,7 @@ def test_worker_concurrency_defaults_from_the_environment(tmp_path: Path) -> Non
 
     def banner(*extra: str) -> str:
         process = subprocess.Popen(
-            [sys.executable, "-c", "from antifragile.cli import main; main()", "worker"]
-            + ["--app", "tiny_worker_app:jobs", *extra],
+            [sys.executable, "-c", LAUNCH, "worker", "--app", "tiny_worker_app:jobs", *extra],
             cwd=tmp_path,
             env=env,
             stdout=subprocess.DEVNULL,

@@ -27,6 +27,7 @@ from antifragile.connectors import (
     TwilioConnector,
     WhatsAppConnector,
 )
+from antifragile.connectors._slack import WEBHOOK_URL_ENV as SLACK_WEBHOOK_URL_ENV
 from antifragile.inbound import (
     DEFAULT_FLOW,
     DEFAULT_GRACEFUL_REPLY,
@@ -41,7 +42,6 @@ from antifragile.inbound import (
     Tenant,
     mask_phone,
 )
-from antifragile.connectors._slack import WEBHOOK_URL_ENV as SLACK_WEBHOOK_URL_ENV
 from antifragile.inbound._flags import FeatureFlags
 from antifragile.inbound._pipeline import PROCESS_JOB, MessagePipeline
 from antifragile.jobs import (

@@ -465,3 +465,41 @@ def _job(
         created_at=0.0,
         updated_at=0.0,
     )
+
+
+def test_scalar_payloads_take_the_quick_path_with_the_same_result() -> None:
+    """Arguments of exactly their parameter's scalar type are stored as given (no validation
+    pass), and give the same payload the validating path gives; anything else -- a coercion, a
+    keyword-only argument passed by position, a non-finite float, a missing or unknown
+    argument -- takes the validating path and its errors."""
+    from antifragile.jobs._payload import PayloadCodec
+
+    async def job(
+        ctx: JobContext, name: str, count: int, ratio: float, on: bool, *, tag: str
+    ) -> None:
+        return None
+
+    codec = PayloadCodec(job, "quick")
+    slow = PayloadCodec(job, "slow")
+    slow._build()
+    slow._scalars = None  # force the validating path
+    rng = random.Random(7)
+    for _ in range(200):
+        drawn = (
+            "n" * rng.randint(0, 3),
+            rng.randint(-5, 5),
+            rng.uniform(-1, 1),
+            rng.random() < 0.5,
+        )
+        assert codec.encode(drawn, {"tag": "t"}) == slow.encode(drawn, {"tag": "t"})
+    assert codec._scalars is not None
+    assert codec.encode(("a", "3", 1.0, True), {"tag": "t"})["count"] == 3  # coerced (slow)
+    bad: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+        (("a", 1, math.nan, True), {"tag": "t"}),
+        (("a", 1, 1.0, True, "t"), {}),
+        (("a", 1, 1.0), {"tag": "t"}),
+        (("a", 1, 1.0, True), {"tag": "t", "extra": 1}),
+    ]
+    for args, kwargs in bad:
+        with pytest.raises(ConfigurationError):
+            codec.encode(args, kwargs)

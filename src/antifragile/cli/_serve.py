@@ -7,7 +7,8 @@ otherwise. ``--no-worker`` / ``--no-scheduler`` leave those to separate processe
 
 ``health`` asks a running service for ``/health`` and exits 1 when it is unhealthy or does not
 answer. ``breakers`` lists the providers' circuit breakers: from a running service (``--url``)
-or straight from the store that shares them between processes.
+or straight from the store that shares them between processes -- as the service does, Redis
+when ``ANTIFRAGILE_REDIS_URL`` is set, else the database.
 """
 
 from __future__ import annotations
@@ -309,9 +310,9 @@ def breakers(
             ]
         else:
             from antifragile.cli._jobs import _check_database
+            from antifragile.service._assistant import state_store_url
 
-            settings = _settings(config)
-            target = store_url or settings.redis_url or settings.database_url
+            target = store_url or state_store_url(_settings(config))  # where the service keeps them
             _check_database(target)
             rows = asyncio.run(_stored_breakers(target))
     except AntifragileError as exc:

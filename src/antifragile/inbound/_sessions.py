@@ -20,10 +20,10 @@ conversation's number), ``step`` (the question waiting for an answer), ``fields`
 ``progress_status`` (``new`` | ``in_progress`` | ``completed``), ``email_status``,
 ``shopify_status``, ``hubspot_status``, ``slack_status`` (``none`` | ``pending`` | ``sent`` |
 ``failed``, or ``skipped`` when the integration does not apply: no owner email, no email
-collected, switched off, its provider not configured), ``nudge_sent``, ``summary_email_sent``, ``last_active``,
-``created_at``, ``completed_at``, ``jobs`` (the integration jobs' ids), ``redrives`` and
-``recent`` (the last events handled, so a message handled twice is answered the same way
-and changes nothing).
+collected, switched off, its provider not configured), ``nudge_sent``, ``summary_email_sent``,
+``last_active``, ``created_at``, ``completed_at``, ``jobs`` (the integration jobs' ids),
+``redrives`` and ``recent`` (the last events handled, so a message handled twice is answered
+the same way and changes nothing).
 
 **A turn.** The first message of a contact starts the tenant's flow (greeting and first
 question); every later message answers the waiting question: a valid answer is stored and the

@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import json
+import math
 import re
 import typing
 from collections.abc import Callable, Mapping
@@ -41,6 +42,10 @@ _SECRET_WORDS = frozenset(
     }
 )
 _SECRET_PAIRS = frozenset({("api", "key"), ("private", "key"), ("access", "key")})
+
+
+#: parameter types whose exactly-typed arguments are stored as they are
+_SCALARS: frozenset[type] = frozenset({str, int, bool, float})
 
 
 def looks_secret(name: str) -> bool:
@@ -139,8 +144,15 @@ class PayloadCodec:
         self._positional = [
             p.name for p in self.params if p.kind is inspect.Parameter.POSITIONAL_ONLY
         ]
+        self._max_positional = sum(
+            p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            for p in self.params
+        )
         self._fn = fn
         self._model: type[pydantic.BaseModel] | None = None
+        #: parameter names and types when every parameter is a required str/int/bool/float:
+        #: arguments of exactly those types are their own payload (no validation needed)
+        self._scalars: tuple[tuple[str, type], ...] | None = None
         if self.params:
             try:
                 self._build()
@@ -159,10 +171,18 @@ class PayloadCodec:
                 f"job {self.job!r}: cannot read its annotations: {exc}"
             ) from None
         fields: dict[str, Any] = {}
+        scalars: list[tuple[str, type]] = []
         for param in self.params:
             annotation = hints.get(param.name, Any)
             default = ... if param.default is inspect.Parameter.empty else param.default
             fields[param.name] = (annotation, default)
+            if (
+                annotation in _SCALARS
+                and default is ...
+                and param.kind is not inspect.Parameter.VAR_POSITIONAL
+                and param.kind is not inspect.Parameter.VAR_KEYWORD
+            ):
+                scalars.append((param.name, annotation))
         try:
             model: type[pydantic.BaseModel] = pydantic.create_model(
                 f"{self.job}_payload",
@@ -177,6 +197,8 @@ class PayloadCodec:
                 f"stored as JSON: {exc.message}"
             ) from None
         self._model = model
+        if len(scalars) == len(self.params):
+            self._scalars = tuple(scalars)
         return model
 
     def _model_or_error(self) -> type[pydantic.BaseModel]:
@@ -189,6 +211,10 @@ class PayloadCodec:
 
     def encode(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Validate a call's arguments and return its payload (a JSON object)."""
+        if self._scalars is not None:
+            quick = self._scalar_payload(args, kwargs)
+            if quick is not None:
+                return quick
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
@@ -214,6 +240,33 @@ class PayloadCodec:
                 f"job {self.job!r}: the payload cannot be stored as JSON: {exc}"
             ) from None
         check_no_secrets(payload, job=self.job)
+        return payload
+
+    def _scalar_payload(
+        self, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """The payload of a call whose arguments all have exactly their parameter's scalar
+        type (what validation would return unchanged); ``None`` for any other call, which
+        takes the validating path."""
+        scalars = self._scalars
+        assert scalars is not None
+        if len(args) + len(kwargs) != len(scalars) or len(args) > self._max_positional:
+            return None
+        payload: dict[str, Any] = {}
+        for (name, kind), value in zip(scalars, args, strict=False):
+            if type(value) is not kind:
+                return None
+            payload[name] = value
+        for name, kind in scalars[len(args) :]:
+            if name in self._positional or name not in kwargs:
+                return None
+            value = kwargs[name]
+            if type(value) is not kind:
+                return None
+            payload[name] = value
+        for value in payload.values():
+            if type(value) is float and not math.isfinite(value):
+                return None  # the validating path refuses it with its message
         return payload
 
     def decode(self, payload: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
