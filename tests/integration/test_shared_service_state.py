@@ -7,6 +7,7 @@ Both assistants run on one FakeClock; nothing sleeps.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -183,3 +184,42 @@ async def test_an_unreachable_redis_leaves_the_state_in_the_process(
         assert assistant.limits.store is None
         breaker = assistant.breakers()[PROVIDER]
         assert not isinstance(breaker, SharedCircuitBreaker)
+
+
+def test_the_breakers_command_reads_where_the_breakers_live(tmp_path: Path, redis_url: str) -> None:
+    """``antifragile breakers`` follows the assistant's rule: with ANTIFRAGILE_REDIS_URL it
+    reads Redis (where a running assistant opened the breaker), else the database (where that
+    assistant wrote nothing)."""
+    import json
+
+    import redis
+    from typer.testing import CliRunner
+
+    from antifragile.cli import app
+
+    settings = settings_for(tmp_path, redis_url)
+
+    async def open_the_breaker() -> None:
+        async with Assistant(settings, clock=FakeClock()) as one:
+            breaker = one.breakers()[PROVIDER]
+            assert isinstance(breaker, SharedCircuitBreaker)
+            await trip(breaker)
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.delete(*BREAKER_KEYS)
+        asyncio.run(open_the_breaker())
+        runner = CliRunner()
+        env = {"ANTIFRAGILE_DATABASE_URL": settings.database_url}
+        states = {}
+        for name, redis_env in (("redis", redis_url), ("database", None)):
+            result = runner.invoke(
+                app, ["breakers", "--json"], env={**env, "ANTIFRAGILE_REDIS_URL": redis_env}
+            )
+            assert result.exit_code == 0, result.output
+            rows = {row["provider"]: row for row in json.loads(result.output)}
+            states[name] = rows[PROVIDER]["state"]
+        assert states == {"redis": "open", "database": "closed"}
+    finally:
+        client.delete(*BREAKER_KEYS)
+        client.close()
