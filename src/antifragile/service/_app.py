@@ -136,7 +136,14 @@ def create_app(
     app.state.service = state
     app.state.settings = settings
     app.state.assistant = assistant
-    app.state.limits = InboundLimits.from_settings(settings, clock=clock)
+    # one InboundLimits for the app's per-IP checks and the assistant's per-sender ones: the
+    # assistant shares the latter through its state store once open (see Assistant.open)
+    limits = getattr(assistant, "limits", None)
+    app.state.limits = (
+        limits
+        if isinstance(limits, InboundLimits)
+        else InboundLimits.from_settings(settings, clock=clock)
+    )
     install_error_handlers(app)
     webhooks = WebhookHandlers(state, app.state)
     # the last middleware added is the outermost: request ids and timing wrap the fast path

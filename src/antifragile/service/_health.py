@@ -4,8 +4,9 @@
 
 * ``database`` -- the job queue's store answers a ping within the timeout (``up``/``down``);
   down makes the service ``unhealthy`` (HTTP 503): nothing can be recorded;
-* ``redis`` -- when ``ANTIFRAGILE_REDIS_URL`` is set; down makes it ``degraded`` (breakers and
-  limits fall back to process-local state);
+* ``redis`` -- when ``ANTIFRAGILE_REDIS_URL`` is set: the assistant's shared-state store, which
+  holds the breakers and the per-sender limit; down makes it ``degraded`` (they fall back to
+  process-local state);
 * ``breaker:<provider>`` -- each provider breaker's state (``closed``, ``open``,
   ``half_open``...); an open one makes it ``degraded`` (its jobs wait; nothing is lost).
 

@@ -61,7 +61,8 @@ class Settings(BaseModel):
 
     #: the job queue's and inbox's database (``sqlite:///...`` or ``postgresql://...``)
     database_url: str = DEFAULT_DATABASE_URL
-    #: a Redis store for shared breakers and rate limits (optional)
+    #: a Redis store for the state every process shares -- the providers' circuit breakers and
+    #: the per-sender limit (optional; without it the job database holds them)
     redis_url: str | None = None
     #: the TOML file these settings were read from
     config_path: Path | None = None
@@ -87,7 +88,8 @@ class Settings(BaseModel):
     jwt_authorized_parties: tuple[str, ...] = ()
     jwt_leeway: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 5.0
 
-    #: inbound requests per client IP, and messages per sender (``None``: unlimited)
+    #: inbound requests per client IP (counted in each process), and messages per sender
+    #: (counted across processes in the shared-state store) (``None``: unlimited)
     inbound_ip_rate: Rate | None = Rate(6000, 60.0)
     inbound_sender_rate: Rate | None = Rate(30, 60.0)
 
