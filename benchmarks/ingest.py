@@ -320,11 +320,17 @@ async def _load(port: int, *, duration: float, connections: int, figures: Figure
 
 
 def measure(
-    contender: str, database_url: str, *, duration: float, connections: int, cpus: list[int]
+    contender: str,
+    database_url: str,
+    *,
+    duration: float,
+    connections: int,
+    cpus: list[int],
+    pin: bool = True,
 ) -> Figures:
     port = _free_port()
     kind = "bare" if contender == "bare-fastapi" else "service"
-    server_cpu = cpus[0] if len(cpus) > 1 else None
+    server_cpu = cpus[0] if len(cpus) > 1 and pin else None
     cmd = [sys.executable, __file__, "--serve", kind, "--port", str(port), "--db", database_url]
     if server_cpu is not None:
         cmd += ["--cpu", str(server_cpu)]
@@ -358,7 +364,7 @@ def _table(results: list[Figures], bare: Figures | None) -> str:
 
 def run(args: argparse.Namespace) -> None:
     cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) > 1:
+    if len(cpus) > 1 and args.pin:
         os.sched_setaffinity(0, set(cpus[1:]))
     tmp = Path(tempfile.mkdtemp(prefix="af-ingest-"))
     contenders: list[tuple[str, str]] = [("bare-fastapi", "")]
@@ -382,11 +388,14 @@ def run(args: argparse.Namespace) -> None:
     bare = next((r for r in results if r.contender == "bare-fastapi"), None)
     table = _table(results, bare)
     stem = "ingest-quick" if args.quick else "ingest"
+    if not args.pin:
+        stem += "-unpinned"
     RESULTS.mkdir(exist_ok=True)
     meta = {
         "duration_s": args.duration,
         "connections": args.connections,
         "cpus": len(cpus),
+        "pinned": args.pin and len(cpus) > 1,
         "python": sys.version.split()[0],
         "skipped": skipped,
     }
@@ -396,7 +405,9 @@ def run(args: argparse.Namespace) -> None:
     notes = "\n".join(f"- skipped: {s}" for s in skipped)
     (RESULTS / f"{stem}.md").write_text(
         f"# Inbound webhook ingest ({args.duration:g} s per phase, {args.connections} "
-        f"connections, one uvicorn worker)\n\n{table}\n\n{notes}\n"
+        f"connections, one uvicorn worker, "
+        f"{'server and load generator pinned to different CPUs' if args.pin else 'unpinned'})"
+        f"\n\n{table}\n\n{notes}\n"
     )
     print(table)
 
@@ -412,6 +423,12 @@ def main() -> None:
     parser.add_argument("--url", default=os.environ.get("ANTIFRAGILE_BENCH_PG", DEFAULT_PG))
     parser.add_argument("--only", action="append", default=[])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="let the server and the load generator share every CPU (pinned apart by default)",
+    )
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.port, args.db, args.cpu)

@@ -359,11 +359,15 @@ class _GroupCommit:
         self._pending.append((entries, future))
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._drain())
-        return await asyncio.shield(future)
+        # a request cancelled meanwhile (its client went away) leaves its entries in the batch
+        return await future
 
     async def _drain(self) -> None:
         try:
             while self._pending:
+                # one pass of the event loop first: requests already under way add their
+                # entries to this batch (one thread hop and one commit for all of them)
+                await asyncio.sleep(0)
                 batch, self._pending = self._pending, []
                 await self._flush(batch)
         finally:
