@@ -146,7 +146,8 @@ def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service
 def test_a_whole_intake_conversation_runs_every_integration_exactly_once(
     service: Service,
 ) -> None:
-    """Five signed messages -> five replies; on completion one summary email, one Shopify
+    """Five signed messages sent back to back -> five replies, the answers stored in order; on
+    completion one summary email, one Shopify
     customer, one HubSpot contact and one Slack post at the providers, and every status flag
     of the session ends ``sent``."""
     phone = "447700900123"
@@ -167,6 +168,10 @@ def test_a_whole_intake_conversation_runs_every_integration_exactly_once(
     session = service.session(phone)
     assert session["progress_status"] == "completed"
     assert session["summary_email_sent"] is True
+    # the answers arrived back to back and reached the flow in the order they were sent
+    assert session["fields"]["name"] == ANSWERS[0]
+    assert session["fields"]["need"] == ANSWERS[2]
+    assert session["fields"]["contact_time"] == ANSWERS[3]
 
 
 def test_shopify_down_still_answers_then_syncs_after_recovery(service: Service) -> None:

@@ -275,16 +275,18 @@ def worker(
             if jobs.is_open:
                 raise ConfigurationError("--database-url given, but the app's queue is open")
             jobs.database_url = database_url
-        runner = Worker(
-            jobs,
-            queues=queue or None,
-            concurrency=concurrency,
-            lease=lease,
-            heartbeat=heartbeat if heartbeat is not None else lease / 3,
-            poll_interval=poll_interval,
-            batch=batch,
-            shutdown_grace=grace,
-        )
+        options: dict[str, Any] = {
+            "queues": queue or None,
+            "concurrency": concurrency,
+            "lease": lease,
+            "heartbeat": heartbeat if heartbeat is not None else lease / 3,
+            "poll_interval": poll_interval,
+            "batch": batch,
+            "shutdown_grace": grace,
+        }
+        # the service's worker keeps each customer's messages in order (see Assistant.worker)
+        make = getattr(target.assistant, "worker", None)
+        runner = make(**options) if callable(make) else Worker(jobs, **options)
     except AntifragileError as exc:
         raise _fail(console, exc) from None
     shown = redact(jobs.database_url or os.environ.get(DATABASE_URL_ENV) or DEFAULT_DATABASE_URL)

@@ -86,6 +86,9 @@ PROCESS_RETRY = Retry(attempts=5, backoff=Exponential(1.0, multiplier=2.0, cap=6
 #: how long opening the Redis store may take before the service starts without it (seconds)
 REDIS_OPEN_TIMEOUT = 5.0
 
+#: the queue of the inbound events' processing jobs (one at a time per worker, in order)
+INBOUND_QUEUE = "inbound"
+
 #: the default tenant of a single-business install (no tenants configured)
 DEFAULT_TENANT = Tenant(id="default", name="default")
 
@@ -177,7 +180,7 @@ class Assistant:
         )
         pipeline = self.pipeline
 
-        @self.jobs.job(name=PROCESS_JOB, queue="inbound", retry=PROCESS_RETRY, timeout=60.0)
+        @self.jobs.job(name=PROCESS_JOB, queue=INBOUND_QUEUE, retry=PROCESS_RETRY, timeout=60.0)
         async def process(ctx: JobContext, inbox_id: str) -> dict[str, Any]:
             with span("inbound.pipeline", attributes={"antifragile.inbox_id": inbox_id}):
                 result: PipelineResult = await pipeline.process(ctx, inbox_id)
@@ -319,8 +322,15 @@ class Assistant:
     # -- processes ----------------------------------------------------------------------------
 
     def worker(self, **options: Any) -> Worker:
-        """A worker for every queue of the assistant (``Worker`` options pass through)."""
+        """A worker for every queue of the assistant (``Worker`` options pass through).
+
+        Inbound events are processed one at a time per worker, in the order they arrived
+        (``queue_concurrency={"inbound": 1}`` unless given): a customer's answers must reach
+        the conversation in the order they were sent. Everything else runs concurrently."""
         options.setdefault("concurrency", self.settings.worker_concurrency)
+        limits = dict(options.get("queue_concurrency") or {})
+        limits.setdefault(INBOUND_QUEUE, 1)
+        options["queue_concurrency"] = limits
         return self.jobs.worker(**options)
 
     def scheduler(self, **options: Any) -> Scheduler:
