@@ -29,34 +29,13 @@ from antifragile import (
 from antifragile.connectors import Booking, CalComConnector, OutcomeUnknownError, booking_link
 from antifragile.connectors._calcom import API_KEY_ENV, BASE_URL_ENV
 from antifragile.sandbox import CalComSimulator, ProviderFault, ProviderSandbox
+from tests.integration._faults import FAULT_KINDS
+from tests.integration._faults import NOT_RESENT as EXPECTED
 
 KEY = "cal_test_key"
 BOOK = "POST /v2/bookings"
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
-FAULT_KINDS: dict[str, ProviderFault] = {
-    "latency": ProviderFault.latency(0.05),
-    "5xx": ProviderFault.error(503),
-    "429": ProviderFault.rate_limited(1.0),
-    "reset": ProviderFault.reset(),
-    "hang": ProviderFault.hang(),
-    "malformed": ProviderFault.malformed(),
-    "ambiguous": ProviderFault.ambiguous(),
-    "ambiguous_hang": ProviderFault.ambiguous("hang"),
-}
-
-#: fault kind -> (the call succeeds, effects recorded): a provider without idempotency
-#: retries only refusals (429); whatever may have reached it is flagged, never resent
-EXPECTED: dict[str, tuple[bool, int]] = {
-    "latency": (True, 1),
-    "5xx": (False, 0),
-    "429": (True, 1),
-    "reset": (False, 0),
-    "hang": (False, 0),
-    "malformed": (False, 0),
-    "ambiguous": (False, 1),
-    "ambiguous_hang": (False, 1),
-}
 
 Connect = Callable[..., CalComConnector]
 

@@ -26,20 +26,11 @@ from antifragile import (
 from antifragile.connectors import Contact, HubSpotConnector
 from antifragile.connectors._hubspot import ACCESS_TOKEN_ENV, BASE_URL_ENV
 from antifragile.sandbox import HubSpotSimulator, ProviderFault, ProviderSandbox
+from tests.integration._faults import FAULT_KINDS
 
 TOKEN = "pat-na1-test-token"
 CREATE = "POST /crm/v3/objects/contacts"
 
-FAULT_KINDS: dict[str, ProviderFault] = {
-    "latency": ProviderFault.latency(0.05),
-    "5xx": ProviderFault.error(503),
-    "429": ProviderFault.rate_limited(1.0),
-    "reset": ProviderFault.reset(),
-    "hang": ProviderFault.hang(),
-    "malformed": ProviderFault.malformed(),
-    "ambiguous": ProviderFault.ambiguous(),
-    "ambiguous_hang": ProviderFault.ambiguous("hang"),
-}
 
 Connect = Callable[..., HubSpotConnector]
 

@@ -29,20 +29,11 @@ from antifragile import (
 from antifragile.connectors import ResendConnector, SentEmail, idempotency_key_for
 from antifragile.connectors._resend import API_KEY_ENV, BASE_URL_ENV
 from antifragile.sandbox import Fault, FlakyServer, ProviderFault, ProviderSandbox, ResendSimulator
+from tests.integration._faults import FAULT_KINDS
 
 KEY = "re_test_key"
 SEND = "POST /emails"
 
-FAULT_KINDS: dict[str, ProviderFault] = {
-    "latency": ProviderFault.latency(0.05),
-    "5xx": ProviderFault.error(503),
-    "429": ProviderFault.rate_limited(1.0),
-    "reset": ProviderFault.reset(),
-    "hang": ProviderFault.hang(),
-    "malformed": ProviderFault.malformed(),
-    "ambiguous": ProviderFault.ambiguous(),
-    "ambiguous_hang": ProviderFault.ambiguous("hang"),
-}
 
 Connect = Callable[..., ResendConnector]
 

@@ -32,6 +32,7 @@ from antifragile.connectors import (
 )
 from antifragile.connectors._shopify import ACCESS_TOKEN_ENV, BASE_URL_ENV
 from antifragile.sandbox import ProviderFault, ProviderSandbox, ShopifySimulator
+from tests.integration._faults import FAULT_KINDS
 
 TOKEN = "shpat_test_token"
 CREATE = "POST /admin/api/{version}/customers.json"
@@ -41,16 +42,6 @@ ORDER = "POST /admin/api/{version}/orders.json"
 LIST_ORDERS = "GET /admin/api/{version}/orders.json"
 LIMIT_HEADER = "x-shopify-shop-api-call-limit"
 
-FAULT_KINDS: dict[str, ProviderFault] = {
-    "latency": ProviderFault.latency(0.05),
-    "5xx": ProviderFault.error(503),
-    "429": ProviderFault.rate_limited(1.0),
-    "reset": ProviderFault.reset(),
-    "hang": ProviderFault.hang(),
-    "malformed": ProviderFault.malformed(),
-    "ambiguous": ProviderFault.ambiguous(),
-    "ambiguous_hang": ProviderFault.ambiguous("hang"),
-}
 
 Connect = Callable[..., ShopifyConnector]
 

@@ -28,34 +28,13 @@ from antifragile import (
 from antifragile.connectors import OutcomeUnknownError, SlackConnector
 from antifragile.connectors._slack import WEBHOOK_URL_ENV
 from antifragile.sandbox import Fault, FlakyServer, ProviderFault, ProviderSandbox, SlackSimulator
+from tests.integration._faults import FAULT_KINDS
+from tests.integration._faults import NOT_RESENT as EXPECTED
 
 HOOK = "T0001/B0001/sEcReTtOkEn1234"
 SECRET = "sEcReTtOkEn1234"
 POST = "POST /services/{team}/{bot}/{secret}"
 
-FAULT_KINDS: dict[str, ProviderFault] = {
-    "latency": ProviderFault.latency(0.05),
-    "5xx": ProviderFault.error(503),
-    "429": ProviderFault.rate_limited(1.0),
-    "reset": ProviderFault.reset(),
-    "hang": ProviderFault.hang(),
-    "malformed": ProviderFault.malformed(),
-    "ambiguous": ProviderFault.ambiguous(),
-    "ambiguous_hang": ProviderFault.ambiguous("hang"),
-}
-
-#: fault kind -> (the call succeeds, effects recorded): a provider without idempotency
-#: retries only refusals (429); whatever may have reached it is flagged, never resent
-EXPECTED: dict[str, tuple[bool, int]] = {
-    "latency": (True, 1),
-    "5xx": (False, 0),
-    "429": (True, 1),
-    "reset": (False, 0),
-    "hang": (False, 0),
-    "malformed": (False, 0),
-    "ambiguous": (False, 1),
-    "ambiguous_hang": (False, 1),
-}
 
 Connect = Callable[..., SlackConnector]
 

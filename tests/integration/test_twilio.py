@@ -30,6 +30,7 @@ from antifragile import (
 from antifragile.connectors import DeliveryUnknownError, OutcomeUnknownError, TwilioConnector
 from antifragile.connectors._twilio import ACCOUNT_SID_ENV, AUTH_TOKEN_ENV, BASE_URL_ENV
 from antifragile.sandbox import ProviderFault, ProviderSandbox, TwilioSimulator
+from tests.integration._faults import FAULT_KINDS
 
 SID = "AC" + "0123456789abcdef" * 2
 TOKEN = "test-auth-token"
@@ -38,16 +39,6 @@ LIST = "GET /2010-04-01/Accounts/{AccountSid}/Messages.json"
 FROM = "+15551234567"
 TO = "+15557654321"
 
-FAULT_KINDS: dict[str, ProviderFault] = {
-    "latency": ProviderFault.latency(0.05),
-    "5xx": ProviderFault.error(503),
-    "429": ProviderFault.rate_limited(1.0),
-    "reset": ProviderFault.reset(),
-    "hang": ProviderFault.hang(),
-    "malformed": ProviderFault.malformed(),
-    "ambiguous": ProviderFault.ambiguous(),
-    "ambiguous_hang": ProviderFault.ambiguous("hang"),
-}
 
 Connect = Callable[..., TwilioConnector]
 
