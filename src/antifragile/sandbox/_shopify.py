@@ -318,16 +318,24 @@ class ShopifySimulator(Simulator):
             return dict(known), None
         return customer, None
 
-    def create_draft_order(self, call: Call) -> Reply:
+    def _resource(self, call: Call, key: str) -> tuple[dict[str, Any], Reply | None]:
+        """The ``{key: {...}}`` object of a create request, or the answer refusing it (an
+        unknown API version, a body that is not JSON, the object missing)."""
         if not _VERSION.match(call.params["version"]):
-            return self.error(404)
+            return {}, self.error(404)
         try:
             body = call.json()
         except ValueError:
-            return self.error(400)
-        fields = body.get("draft_order") if isinstance(body, dict) else None
+            return {}, self.error(400)
+        fields = body.get(key) if isinstance(body, dict) else None
         if not isinstance(fields, dict):
-            return self.error(400, "Required parameter missing or invalid: draft_order")
+            return {}, self.error(400, f"Required parameter missing or invalid: {key}")
+        return fields, None
+
+    def create_draft_order(self, call: Call) -> Reply:
+        fields, refused = self._resource(call, "draft_order")
+        if refused is not None:
+            return refused
         lines = fields.get("line_items")
         total, refused = self._lines(lines)
         if refused is not None:
@@ -355,7 +363,7 @@ class ShopifySimulator(Simulator):
             }
             self._draft_orders[order_id] = draft
             self._created[order_id] = time.time()
-            call.commit(str(order_id), body)
+            call.commit(str(order_id), {"draft_order": fields})
             return Reply(201, {"draft_order": dict(draft)})
 
     def list_draft_orders(self, call: Call) -> Reply:
@@ -388,15 +396,9 @@ class ShopifySimulator(Simulator):
     # -- orders ---------------------------------------------------------------------------------
 
     def create_order(self, call: Call) -> Reply:
-        if not _VERSION.match(call.params["version"]):
-            return self.error(404)
-        try:
-            body = call.json()
-        except ValueError:
-            return self.error(400)
-        fields = body.get("order") if isinstance(body, dict) else None
-        if not isinstance(fields, dict):
-            return self.error(400, "Required parameter missing or invalid: order")
+        fields, refused = self._resource(call, "order")
+        if refused is not None:
+            return refused
         lines = fields.get("line_items")
         total, refused = self._lines(lines)
         if refused is not None:
@@ -437,7 +439,7 @@ class ShopifySimulator(Simulator):
             }
             self._orders[order_id] = order
             self._created[order_id] = time.time()
-            call.commit(str(order_id), body)
+            call.commit(str(order_id), {"order": fields})
             return Reply(201, {"order": dict(order)})
 
     def list_orders(self, call: Call) -> Reply:
