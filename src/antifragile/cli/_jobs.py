@@ -32,7 +32,7 @@ from antifragile.jobs._app import (
     Jobs,
 )
 from antifragile.jobs._model import CLAIMABLE, Job, JobFilter, JobState
-from antifragile.jobs._payload import redact_payload
+from antifragile.jobs._view import attempts_of, job_view
 
 T = TypeVar("T")
 
@@ -147,47 +147,6 @@ def _filter(
         newer_than=newer_than,
         ids=tuple(ids),
     )
-
-
-def _attempts(job: Job) -> list[dict[str, Any]]:
-    return [dict(record) for record in job.history if isinstance(record, dict)]
-
-
-def _reason(job: Job) -> str | None:
-    for record in reversed(_attempts(job)):
-        if record.get("reason"):
-            return str(record["reason"])
-    return None
-
-
-def _job_json(job: Job) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "name": job.name,
-        "queue": job.queue,
-        "state": job.state.value,
-        "provider": job.provider,
-        "priority": job.priority,
-        "attempts": job.attempts,
-        "max_attempts": job.max_attempts,
-        "idempotency_key": job.idempotency_key,
-        "request_id": job.context.get("request_id"),
-        "payload_version": job.payload_version,
-        "payload": redact_payload(job.payload),
-        "created_at": job.created_at,
-        "updated_at": job.updated_at,
-        "run_at": job.run_at,
-        "first_failed_at": job.first_failed_at,
-        "last_failed_at": job.last_failed_at,
-        "last_error_code": job.last_error_code,
-        "last_error": None if job.last_error is None else redact(job.last_error),
-        "reason": _reason(job),
-        "resolution": job.resolution,
-        "history": [
-            {**record, "message": redact(str(record.get("message") or ""))}
-            for record in _attempts(job)
-        ],
-    }
 
 
 def _short(text: str | None, width: int = 60) -> str:
@@ -362,7 +321,7 @@ def jobs_list(
                 {"queue": s.queue, "counts": s.counts, "oldest_ready_at": s.oldest_ready_at}
                 for s in stats
             ],
-            "jobs": [_job_json(job) for job in found],
+            "jobs": [job_view(job) for job in found],
         }
         typer.echo(json.dumps(payload, indent=2))
         return
@@ -461,13 +420,13 @@ def dlq_list(
 
     found, now = _run(console, database_url, action)
     if as_json:
-        typer.echo(json.dumps([_job_json(job) for job in found], indent=2))
+        typer.echo(json.dumps([job_view(job) for job in found], indent=2))
         return
     table = Table(title=f"dead-letter queue ({len(found)} shown)", title_justify="left")
     for column in ("id", "job", "queue", "provider", "attempts", "code", "HTTP", "error", "died"):
         table.add_column(column)
     for job in found:
-        last = _attempts(job)[-1] if job.history else {}
+        last = attempts_of(job)[-1] if job.history else {}
         state = "" if job.state is JobState.DEAD else " (resolved)"
         table.add_row(
             job.id,
@@ -498,7 +457,7 @@ def dlq_show(
         return await jobs.dlq.show(job_id)
 
     job = _run(console, database_url, action)
-    data = _job_json(job)
+    data = job_view(job)
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return

@@ -47,8 +47,8 @@ from antifragile.jobs import (
     JobNotFoundError,
     Jobs,
     JobState,
-    redact_payload,
 )
+from antifragile.jobs._view import job_view as _job_view
 from antifragile.policies import CircuitBreaker
 from antifragile.service._auth import Principal, admin_auth_for, require_admin
 from antifragile.service._envelope import ApiError, error_responses, ok
@@ -110,38 +110,7 @@ def mask_personal(value: Any, key: str | None = None) -> Any:
 
 def job_view(job: Job) -> dict[str, Any]:
     """A job as the API shows it: payload and history redacted, personal data masked."""
-    history = [dict(record) for record in job.history if isinstance(record, dict)]
-    reason = next((str(r["reason"]) for r in reversed(history) if r.get("reason")), None)
-    return {
-        "id": job.id,
-        "name": job.name,
-        "queue": job.queue,
-        "state": job.state.value,
-        "provider": job.provider,
-        "priority": job.priority,
-        "attempts": job.attempts,
-        "max_attempts": job.max_attempts,
-        "idempotency_key": job.idempotency_key,
-        "request_id": job.context.get("request_id"),
-        "payload_version": job.payload_version,
-        "payload": mask_personal(redact_payload(job.payload)),
-        "result": mask_personal(redact_payload(job.result)),
-        "created_at": job.created_at,
-        "updated_at": job.updated_at,
-        "run_at": job.run_at,
-        "first_failed_at": job.first_failed_at,
-        "last_failed_at": job.last_failed_at,
-        "last_error_code": job.last_error_code,
-        "last_error": None if job.last_error is None else redact(job.last_error),
-        "reason": None if reason is None else redact(reason),
-        "resolution": None if job.resolution is None else redact(job.resolution),
-        "history": [
-            mask_personal(
-                redact_payload({**record, "message": redact(str(record.get("message") or ""))})
-            )
-            for record in history
-        ],
-    }
+    return _job_view(job, mask=mask_personal)
 
 
 def breaker_view(name: str, breaker: CircuitBreaker) -> dict[str, Any]:
