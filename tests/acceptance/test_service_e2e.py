@@ -23,6 +23,7 @@ from antifragile.sandbox import (
     ProviderSandbox,
     ResendSimulator,
     ShopifySimulator,
+    Simulator,
     SlackSimulator,
     WebhookSender,
     WhatsAppSimulator,
@@ -84,29 +85,38 @@ def wait_for(condition: Callable[[], bool], *, timeout: float = 30.0, what: str 
         time.sleep(0.05)
 
 
-@pytest.fixture
-def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
-    simulators = [
+def simulators() -> list[Simulator]:
+    """The providers of an intake conversation, with the credentials the service gets."""
+    return [
         WhatsAppSimulator(access_tokens=[WA_TOKEN], phone_number_ids=[PHONE_ID], throughput=10**6),
         ResendSimulator(api_keys=[RESEND_KEY], rate_limit=10**6),
         ShopifySimulator(access_tokens=[SHOPIFY_TOKEN], bucket_size=10**6),
         HubSpotSimulator(tokens=[HUBSPOT_TOKEN], burst=10**6),
         SlackSimulator(hooks=[HOOK], rate=1e6, burst=1e6),
     ]
-    with ProviderSandbox(simulators) as sandbox:
-        env = {
-            "ANTIFRAGILE_WHATSAPP_BASE_URL": sandbox.base_url("whatsapp"),
-            "ANTIFRAGILE_WHATSAPP_ACCESS_TOKEN": WA_TOKEN,
-            "ANTIFRAGILE_WHATSAPP_PHONE_NUMBER_ID": PHONE_ID,
-            "ANTIFRAGILE_RESEND_BASE_URL": sandbox.base_url("resend"),
-            "ANTIFRAGILE_RESEND_API_KEY": RESEND_KEY,
-            "ANTIFRAGILE_SHOPIFY_BASE_URL": sandbox.base_url("shopify"),
-            "ANTIFRAGILE_SHOPIFY_ACCESS_TOKEN": SHOPIFY_TOKEN,
-            "ANTIFRAGILE_HUBSPOT_BASE_URL": sandbox.base_url("hubspot"),
-            "ANTIFRAGILE_HUBSPOT_ACCESS_TOKEN": HUBSPOT_TOKEN,
-            "ANTIFRAGILE_SLACK_WEBHOOK_URL": f"{sandbox.base_url('slack')}/services/{HOOK}",
-            "ANTIFRAGILE_EMAIL_FROM": "assistant@acme.example",
-        }
+
+
+def sandbox_env(sandbox: ProviderSandbox) -> dict[str, str]:
+    """The connectors' settings pointing at *sandbox*."""
+    return {
+        "ANTIFRAGILE_WHATSAPP_BASE_URL": sandbox.base_url("whatsapp"),
+        "ANTIFRAGILE_WHATSAPP_ACCESS_TOKEN": WA_TOKEN,
+        "ANTIFRAGILE_WHATSAPP_PHONE_NUMBER_ID": PHONE_ID,
+        "ANTIFRAGILE_RESEND_BASE_URL": sandbox.base_url("resend"),
+        "ANTIFRAGILE_RESEND_API_KEY": RESEND_KEY,
+        "ANTIFRAGILE_SHOPIFY_BASE_URL": sandbox.base_url("shopify"),
+        "ANTIFRAGILE_SHOPIFY_ACCESS_TOKEN": SHOPIFY_TOKEN,
+        "ANTIFRAGILE_HUBSPOT_BASE_URL": sandbox.base_url("hubspot"),
+        "ANTIFRAGILE_HUBSPOT_ACCESS_TOKEN": HUBSPOT_TOKEN,
+        "ANTIFRAGILE_SLACK_WEBHOOK_URL": f"{sandbox.base_url('slack')}/services/{HOOK}",
+        "ANTIFRAGILE_EMAIL_FROM": "assistant@acme.example",
+    }
+
+
+@pytest.fixture
+def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
+    with ProviderSandbox(simulators()) as sandbox:
+        env = sandbox_env(sandbox)
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         config = tmp_path / "antifragile.toml"

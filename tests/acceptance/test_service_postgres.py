@@ -18,13 +18,8 @@ import psycopg
 import pytest
 
 from antifragile.sandbox import (
-    HubSpotSimulator,
     ProviderSandbox,
-    ResendSimulator,
-    ShopifySimulator,
-    SlackSimulator,
     WebhookSender,
-    WhatsAppSimulator,
     whatsapp_text_message,
 )
 from tests._service_standin import free_port
@@ -32,13 +27,10 @@ from tests.acceptance.test_service_e2e import (
     ADMIN_KEY,
     ANSWERS,
     APP_SECRET,
-    HOOK,
-    HUBSPOT_TOKEN,
     OWNER,
     PHONE_ID,
-    RESEND_KEY,
-    SHOPIFY_TOKEN,
-    WA_TOKEN,
+    sandbox_env,
+    simulators,
     wait_for,
 )
 
@@ -70,36 +62,19 @@ def test_api_and_two_workers_on_postgres_run_each_integration_once(
     """Two customers complete the intake through the API process; two separate worker
     processes share the jobs: ten replies, and one email, customer, contact and Slack post per
     customer at the providers."""
-    simulators = [
-        WhatsAppSimulator(access_tokens=[WA_TOKEN], phone_number_ids=[PHONE_ID], throughput=10**6),
-        ResendSimulator(api_keys=[RESEND_KEY], rate_limit=10**6),
-        ShopifySimulator(access_tokens=[SHOPIFY_TOKEN], bucket_size=10**6),
-        HubSpotSimulator(tokens=[HUBSPOT_TOKEN], burst=10**6),
-        SlackSimulator(hooks=[HOOK], rate=1e6, burst=1e6),
-    ]
     config = tmp_path / "antifragile.toml"
     config.write_text(
         f'[tenants.acme]\nwhatsapp_phone_number_id = "{PHONE_ID}"\nowner_email = "{OWNER}"\n'
     )
     port = free_port()
-    with ProviderSandbox(simulators) as sandbox:
+    with ProviderSandbox(simulators()) as sandbox:
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("ANTIFRAGILE_")},
             "ANTIFRAGILE_DATABASE_URL": f"{postgres_url}?schema={schema}",
             "ANTIFRAGILE_CONFIG": str(config),
             "ANTIFRAGILE_WHATSAPP_APP_SECRET": APP_SECRET,
             "ANTIFRAGILE_ADMIN_API_KEYS": ADMIN_KEY,
-            "ANTIFRAGILE_WHATSAPP_BASE_URL": sandbox.base_url("whatsapp"),
-            "ANTIFRAGILE_WHATSAPP_ACCESS_TOKEN": WA_TOKEN,
-            "ANTIFRAGILE_WHATSAPP_PHONE_NUMBER_ID": PHONE_ID,
-            "ANTIFRAGILE_RESEND_BASE_URL": sandbox.base_url("resend"),
-            "ANTIFRAGILE_RESEND_API_KEY": RESEND_KEY,
-            "ANTIFRAGILE_SHOPIFY_BASE_URL": sandbox.base_url("shopify"),
-            "ANTIFRAGILE_SHOPIFY_ACCESS_TOKEN": SHOPIFY_TOKEN,
-            "ANTIFRAGILE_HUBSPOT_BASE_URL": sandbox.base_url("hubspot"),
-            "ANTIFRAGILE_HUBSPOT_ACCESS_TOKEN": HUBSPOT_TOKEN,
-            "ANTIFRAGILE_SLACK_WEBHOOK_URL": f"{sandbox.base_url('slack')}/services/{HOOK}",
-            "ANTIFRAGILE_EMAIL_FROM": "assistant@acme.example",
+            **sandbox_env(sandbox),
         }
 
         def spawn(*args: str) -> subprocess.Popen[str]:
