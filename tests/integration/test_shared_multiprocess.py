@@ -200,7 +200,9 @@ async def test_processes_trip_together_and_send_exactly_one_probe(
 
 async def test_shared_rate_limit_holds_the_global_rate(backend: Backend, workers: Workers) -> None:
     """A shared rate limit of R/s over N processes keeps the rate at which requests reach the
-    server within 5 % of R (measured from the arrival times, burst 1)."""
+    server at most 5 % above R (measured from the arrival times, burst 1), and near R: a busy
+    machine may slow the processes down (fewer requests is not a breach), never speed them up
+    past the limit."""
     rate = 50.0
     async with FlakyServer(default=Fault.ok()) as server:
         await workers.start(
@@ -218,6 +220,6 @@ async def test_shared_rate_limit_holds_the_global_rate(backend: Backend, workers
         arrivals = sorted(r.at for r in server.requests)
     steady = arrivals[3:]  # leave out the start, while the workers get going
     measured = (len(steady) - 1) / (steady[-1] - steady[0])
-    assert measured == pytest.approx(rate, rel=0.05)
+    assert rate * 0.8 <= measured <= rate * 1.05
     assert all(result["sent"] > 5 for result in results)  # every process took its share
     assert not any(result["degraded"] for result in results)
