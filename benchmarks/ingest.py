@@ -96,7 +96,7 @@ def _service_app(database_url: str) -> Any:
             "ANTIFRAGILE_INBOUND_IP_RATE": "off",
         }
     )
-    return create_app(settings, run_worker=False, run_scheduler=False)
+    return create_app(settings, run_worker=False, run_scheduler=False, freeze_gc=True)
 
 
 def serve(kind: str, port: int, database_url: str, cpu: int | None) -> None:

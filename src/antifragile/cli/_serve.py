@@ -174,7 +174,7 @@ def serve(
 
         from antifragile.service._app import create_app
 
-        app = create_app(settings, run_worker=worker, run_scheduler=scheduler)
+        app = create_app(settings, run_worker=worker, run_scheduler=scheduler, freeze_gc=True)
         server = _uvicorn_server(
             uvicorn.Config(
                 app,

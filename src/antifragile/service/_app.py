@@ -77,13 +77,16 @@ def create_app(
     worker_options: dict[str, Any] | None = None,
     scheduler_options: dict[str, Any] | None = None,
     routers: Sequence[APIRouter] = (),
+    freeze_gc: bool = False,
 ) -> FastAPI:
     """The service's FastAPI app (see the module docs).
 
     *settings* default to the assistant's, else :meth:`Settings.from_env`. *clock* is the
     clock of the assistant built here. *worker_options* / *scheduler_options* go to
     ``assistant.worker()`` / ``assistant.scheduler()``. *routers* are included after the
-    built-in ones (the admin API, say).
+    built-in ones (the admin API, say). *freeze_gc* (what ``antifragile serve`` does, in a
+    process of its own) moves everything alive once the app has started out of the garbage
+    collector's view (``gc.freeze``), which keeps full collections short.
     """
     if settings is None:
         settings = assistant.settings if assistant is not None else Settings.from_env()
@@ -112,10 +115,11 @@ def create_app(
                 tasks.append(asyncio.create_task(scheduler.run(), name="scheduler"))
             for task in tasks:
                 task.add_done_callback(_log_crash)
-            # Everything built so far lives as long as the app: take it out of the garbage
-            # collector's view, so that a full collection stays short (tail latency).
-            gc.collect()
-            gc.freeze()
+            if freeze_gc:
+                # Everything built so far lives as long as the process: take it out of the
+                # garbage collector's view, so that a full collection stays short (tail latency)
+                gc.collect()
+                gc.freeze()
             state.ready = True
             yield
         finally:
