@@ -26,6 +26,7 @@ record (and the session), never in a job, a dead-letter entry or a log line.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ from antifragile.inbound._model import (
     Intent,
     Tenant,
 )
-from antifragile.jobs import JobContext, Jobs
+from antifragile.jobs import JobContext, JobDeferred, Jobs
 from antifragile.observability import IntentDetected, current_request_id
 from antifragile.policies import SYSTEM_CLOCK, Clock
 
@@ -49,6 +50,11 @@ _log = logging.getLogger("antifragile.inbound")
 
 #: the job that processes one recorded inbound event
 PROCESS_JOB = "inbound.process"
+
+#: how long a worker may hold a sender's messages (seconds; a worker that dies lets go then)
+SENDER_LEASE = 120.0
+#: how soon a message whose sender another worker is answering is tried again (seconds)
+SENDER_WAIT = 0.2
 
 
 class SenderLimiter(Protocol):
@@ -226,6 +232,15 @@ class MessagePipeline:
         if self.limiter is not None and not await self._allow_sender(tenant.id, event.sender):
             result.status = "rate_limited"
             return result
+        lease = f"inbound:{tenant.id}:{hashlib.sha256(event.sender.encode()).hexdigest()[:24]}"
+        leases = self.jobs.queue.store.leases
+        owner = ctx.job.id
+        if (
+            await leases.acquire(lease, owner=owner, now=self.clock.time(), ttl=SENDER_LEASE)
+            is None
+        ):
+            # another worker is answering this sender: its messages are handled one at a time
+            raise JobDeferred("another worker is handling this sender", delay=SENDER_WAIT)
         try:
             await self._converse(ctx, event, tenant, inbox_id, result)
         except Exception as exc:
@@ -240,6 +255,8 @@ class MessagePipeline:
             text = self.graceful_reply(tenant)
             result.reply_message = await self._reply(tenant, event, inbox_id, text)
             result.status = "replied"
+        finally:
+            await leases.release(lease, owner=owner)
         return result
 
     def graceful_reply(self, tenant: Tenant) -> str:

@@ -27,7 +27,7 @@ from antifragile.jobs._model import (
     new_job_id,
 )
 from antifragile.jobs._payload import looks_secret, redact_payload
-from antifragile.jobs._policy import DEFAULT_JOB_RETRY, job_retry_on
+from antifragile.jobs._policy import DEFAULT_JOB_RETRY, JobDeferred, job_retry_on
 from antifragile.jobs._protocol import JobQueue
 from antifragile.jobs._saga import (
     DEFAULT_STEP_RETRY,
@@ -56,6 +56,7 @@ __all__ = [
     "InboxEntry",
     "Job",
     "JobContext",
+    "JobDeferred",
     "JobFilter",
     "JobFunction",
     "JobNotFoundError",

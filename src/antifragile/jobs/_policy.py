@@ -95,6 +95,15 @@ DEFAULT_JOB_RETRY = Retry(
 DEFAULT_DEFER = 30.0
 
 
+class JobDeferred(AntifragileError):
+    """Raised by a job that cannot run yet (a resource another job holds): the worker runs it
+    again *delay* seconds later without counting an attempt."""
+
+    def __init__(self, message: str, *, delay: float = 1.0) -> None:
+        super().__init__(message, code="DEFERRED", retryable=True)
+        self.delay = max(0.0, float(delay))
+
+
 @dataclass(frozen=True, slots=True)
 class FailureDecision:
     """``retry`` at ``run_at``; ``defer`` to ``run_at`` (no attempt counted); or ``dead`` with a
@@ -135,6 +144,8 @@ def decide_failure(
     if isinstance(exc, CircuitOpenError):
         until = exc.until if exc.until is not None and exc.until > now else now + defer_for
         return FailureDecision("defer", run_at=until, delay=until - now)
+    if isinstance(exc, JobDeferred):
+        return FailureDecision("defer", run_at=now + exc.delay, delay=exc.delay)
     if not _should_retry(retry, exc):
         return FailureDecision("dead", reason="not_retryable")
     if attempt >= max_attempts:
