@@ -29,8 +29,7 @@ from antifragile import (
 from antifragile.connectors import Booking, CalComConnector, OutcomeUnknownError, booking_link
 from antifragile.connectors._calcom import API_KEY_ENV, BASE_URL_ENV
 from antifragile.sandbox import CalComSimulator, ProviderFault, ProviderSandbox
-from tests.integration._faults import FAULT_KINDS
-from tests.integration._faults import NOT_RESENT as EXPECTED
+from tests.integration._faults import FAULT_KINDS, sent_once_or_flagged
 
 KEY = "cal_test_key"
 BOOK = "POST /v2/bookings"
@@ -308,16 +307,7 @@ async def test_every_fault_kind_is_sent_once_or_flagged(
     to resend) end with the booking made once; after a 5xx, a reset, a hang, a malformed
     answer or an ambiguous failure the booking may exist, so it is not sent again -- a
     non-retryable OutcomeUnknownError -- and at most one exists."""
-    sandbox.faults("calcom", BOOK, script=[FAULT_KINDS[kind]])
-    succeeds, effects = EXPECTED[kind]
-    if succeeds:
-        await book(connect())
-    else:
-        with pytest.raises(OutcomeUnknownError) as caught:
-            await book(connect())
-        assert not caught.value.retryable
-    assert len(sandbox.effects("calcom")) == effects
-    assert sum(1 for r in sandbox.requests if r.method == "POST") == (2 if kind == "429" else 1)
+    await sent_once_or_flagged(sandbox, "calcom", BOOK, kind, lambda: book(connect()))
 
 
 async def test_default_limiter_paces_bookings_before_calcom_refuses(clock: FakeClock) -> None:

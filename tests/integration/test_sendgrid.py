@@ -28,8 +28,7 @@ from antifragile import (
 from antifragile.connectors import OutcomeUnknownError, SendGridConnector, SendGridSent
 from antifragile.connectors._sendgrid import API_KEY_ENV, BASE_URL_ENV
 from antifragile.sandbox import ProviderFault, ProviderSandbox, SendGridSimulator
-from tests.integration._faults import FAULT_KINDS
-from tests.integration._faults import NOT_RESENT as EXPECTED
+from tests.integration._faults import FAULT_KINDS, sent_once_or_flagged
 
 KEY = "SG.test-key"
 SEND = "POST /v3/mail/send"
@@ -268,16 +267,7 @@ async def test_every_fault_kind_is_sent_once_or_flagged(
     to resend) end with the email made once; after a 5xx, a reset, a hang, a malformed
     answer or an ambiguous failure the email may exist, so it is not sent again -- a
     non-retryable OutcomeUnknownError -- and at most one exists."""
-    sandbox.faults("sendgrid", SEND, script=[FAULT_KINDS[kind]])
-    succeeds, effects = EXPECTED[kind]
-    if succeeds:
-        await send(connect())
-    else:
-        with pytest.raises(OutcomeUnknownError) as caught:
-            await send(connect())
-        assert not caught.value.retryable
-    assert len(sandbox.effects("sendgrid")) == effects
-    assert sum(1 for r in sandbox.requests if r.method == "POST") == (2 if kind == "429" else 1)
+    await sent_once_or_flagged(sandbox, "sendgrid", SEND, kind, lambda: send(connect()))
 
 
 async def test_rate_limit_headers_slow_the_client_before_a_429() -> None:

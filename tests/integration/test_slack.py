@@ -28,8 +28,7 @@ from antifragile import (
 from antifragile.connectors import OutcomeUnknownError, SlackConnector
 from antifragile.connectors._slack import WEBHOOK_URL_ENV
 from antifragile.sandbox import Fault, FlakyServer, ProviderFault, ProviderSandbox, SlackSimulator
-from tests.integration._faults import FAULT_KINDS
-from tests.integration._faults import NOT_RESENT as EXPECTED
+from tests.integration._faults import FAULT_KINDS, sent_once_or_flagged
 
 HOOK = "T0001/B0001/sEcReTtOkEn1234"
 SECRET = "sEcReTtOkEn1234"
@@ -280,16 +279,9 @@ async def test_every_fault_kind_is_sent_once_or_flagged(
     to resend) end with the post made once; after a 5xx, a reset, a hang, a malformed
     answer or an ambiguous failure the post may exist, so it is not sent again -- a
     non-retryable OutcomeUnknownError -- and at most one exists."""
-    sandbox.faults("slack", POST, script=[FAULT_KINDS[kind]])
-    succeeds, effects = EXPECTED[kind]
-    if succeeds:
-        await connect().post_message("hi", reference="post/1")
-    else:
-        with pytest.raises(OutcomeUnknownError) as caught:
-            await connect().post_message("hi", reference="post/1")
-        assert not caught.value.retryable
-    assert len(sandbox.effects("slack")) == effects
-    assert sum(1 for r in sandbox.requests if r.method == "POST") == (2 if kind == "429" else 1)
+    await sent_once_or_flagged(
+        sandbox, "slack", POST, kind, lambda: connect().post_message("hi", reference="post/1")
+    )
 
 
 @pytest.mark.parametrize(

@@ -39,8 +39,7 @@ from antifragile.sandbox import (
     ProviderSandbox,
     WhatsAppSimulator,
 )
-from tests.integration._faults import FAULT_KINDS
-from tests.integration._faults import NOT_RESENT as EXPECTED
+from tests.integration._faults import FAULT_KINDS, sent_once_or_flagged
 
 TOKEN = "EAAG-test-token"
 PHONE = "106540352242922"
@@ -377,13 +376,11 @@ async def test_every_fault_kind_is_sent_once_or_flagged(
     to resend) end with the message made once; after a 5xx, a reset, a hang, a malformed
     answer or an ambiguous failure the message may exist, so it is not sent again -- a
     non-retryable DeliveryUnknownError -- and at most one exists."""
-    sandbox.faults("whatsapp", SEND, script=[FAULT_KINDS[kind]])
-    succeeds, effects = EXPECTED[kind]
-    if succeeds:
-        await connect().send_text(TO, "hi")
-    else:
-        with pytest.raises(DeliveryUnknownError) as caught:
-            await connect().send_text(TO, "hi")
-        assert not caught.value.retryable
-    assert len(sandbox.effects("whatsapp")) == effects
-    assert sum(1 for r in sandbox.requests if r.method == "POST") == (2 if kind == "429" else 1)
+    await sent_once_or_flagged(
+        sandbox,
+        "whatsapp",
+        SEND,
+        kind,
+        lambda: connect().send_text(TO, "hi"),
+        unknown=DeliveryUnknownError,
+    )
