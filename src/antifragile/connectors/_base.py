@@ -11,7 +11,13 @@ from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import ParamSpec, Self, TypeVar
 
-from antifragile.errors import AntifragileError, IntegrationError, mask_values, personal_values
+from antifragile.errors import (
+    AntifragileError,
+    ConfigurationError,
+    IntegrationError,
+    mask_values,
+    personal_values,
+)
 from antifragile.http import ResilientClient
 
 P = ParamSpec("P")
@@ -72,6 +78,15 @@ def masks_pii(
 def base_url_from(value: str | None, env: str, default: str) -> str:
     """The base URL given, else the one in the environment variable *env*, else *default*."""
     return (value or os.environ.get(env) or default).rstrip("/")
+
+
+def required_from(value: str | None, env: str, *, needs: str, arg: str) -> str:
+    """*value*, else the environment variable *env*; neither is a ConfigurationError saying
+    what the connector *needs* (``"Resend needs an API key"``) and how to give it."""
+    found = value or os.environ.get(env)
+    if not found:
+        raise ConfigurationError(f"{needs}: pass {arg}= or set {env}")
+    return found
 
 
 class HTTPConnector:

@@ -46,7 +46,6 @@ strategy, since it cannot tell our booking from someone else's.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -55,7 +54,7 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
-from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii
+from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii, required_from
 from antifragile.connectors._outcome import OutcomeUnknownError, outcome_unknown
 from antifragile.connectors._resend import idempotency_key_for
 from antifragile.errors import ConfigurationError, IntegrationError, redact
@@ -178,11 +177,7 @@ class CalComConnector(HTTPConnector):
         client: httpx.AsyncClient | None = None,
         api_version: str = API_VERSION,
     ) -> None:
-        key = api_key or os.environ.get(API_KEY_ENV)
-        if not key:
-            raise ConfigurationError(
-                f"Cal.com needs an API key: pass api_key= or set {API_KEY_ENV}"
-            )
+        key = required_from(api_key, API_KEY_ENV, needs="Cal.com needs an API key", arg="api_key")
         self.base_url = base_url_from(base_url, BASE_URL_ENV, DEFAULT_BASE_URL)
         self.policy = policy if policy is not None else calcom_policy(clock=clock, timeout=timeout)
         self._headers = {"authorization": f"Bearer {key}", "cal-api-version": api_version}

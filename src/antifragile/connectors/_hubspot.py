@@ -44,7 +44,6 @@ idempotent, so it is replayed too.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -52,7 +51,7 @@ from typing import Any
 
 import httpx
 
-from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii
+from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii, required_from
 from antifragile.errors import (
     ConfigurationError,
     ConflictError,
@@ -180,11 +179,12 @@ class HubSpotConnector(HTTPConnector):
         clock: Clock = SYSTEM_CLOCK,
         client: httpx.AsyncClient | None = None,
     ) -> None:
-        token = access_token or os.environ.get(ACCESS_TOKEN_ENV)
-        if not token:
-            raise ConfigurationError(
-                f"HubSpot needs an access token: pass access_token= or set {ACCESS_TOKEN_ENV}"
-            )
+        token = required_from(
+            access_token,
+            ACCESS_TOKEN_ENV,
+            needs="HubSpot needs an access token",
+            arg="access_token",
+        )
         self.base_url = base_url_from(base_url, BASE_URL_ENV, DEFAULT_BASE_URL)
         self.policy = policy if policy is not None else hubspot_policy(clock=clock, timeout=timeout)
         self._auth = {"authorization": f"Bearer {token}"}

@@ -51,14 +51,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii
+from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii, required_from
 from antifragile.errors import (
     ConfigurationError,
     ConflictError,
@@ -185,9 +184,7 @@ class ResendConnector(HTTPConnector):
         clock: Clock = SYSTEM_CLOCK,
         client: httpx.AsyncClient | None = None,
     ) -> None:
-        key = api_key or os.environ.get(API_KEY_ENV)
-        if not key:
-            raise ConfigurationError(f"Resend needs an API key: pass api_key= or set {API_KEY_ENV}")
+        key = required_from(api_key, API_KEY_ENV, needs="Resend needs an API key", arg="api_key")
         self.base_url = base_url_from(base_url, BASE_URL_ENV, DEFAULT_BASE_URL)
         self.policy = policy if policy is not None else resend_policy(clock=clock, timeout=timeout)
         self._auth = {"authorization": f"Bearer {key}"}

@@ -44,14 +44,13 @@ webhook's delay means it was not -- send again with the same key). The guarantee
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii
+from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii, required_from
 from antifragile.connectors._outcome import OutcomeUnknownError, outcome_unknown
 from antifragile.connectors._resend import idempotency_key_for
 from antifragile.errors import ConfigurationError, IntegrationError, redact
@@ -146,11 +145,7 @@ class SendGridConnector(HTTPConnector):
         clock: Clock = SYSTEM_CLOCK,
         client: httpx.AsyncClient | None = None,
     ) -> None:
-        key = api_key or os.environ.get(API_KEY_ENV)
-        if not key:
-            raise ConfigurationError(
-                f"SendGrid needs an API key: pass api_key= or set {API_KEY_ENV}"
-            )
+        key = required_from(api_key, API_KEY_ENV, needs="SendGrid needs an API key", arg="api_key")
         self.base_url = base_url_from(base_url, BASE_URL_ENV, DEFAULT_BASE_URL)
         self.policy = (
             policy if policy is not None else sendgrid_policy(clock=clock, timeout=timeout)

@@ -85,7 +85,6 @@ twice, or a draft already gone, answers ``False`` the second time.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -93,7 +92,7 @@ from typing import Any
 
 import httpx
 
-from antifragile.connectors._base import HTTPConnector, masks_pii
+from antifragile.connectors._base import HTTPConnector, masks_pii, required_from
 from antifragile.connectors._outcome import OutcomeUnknownError, outcome_unknown
 from antifragile.errors import (
     ConfigurationError,
@@ -269,16 +268,15 @@ class ShopifyConnector(HTTPConnector):
             raise ConfigurationError(
                 "reconcile_window and reconcile_grace must be >= 0 and reconcile_rounds >= 1"
             )
-        token = access_token or os.environ.get(ACCESS_TOKEN_ENV)
-        if not token:
-            raise ConfigurationError(
-                f"Shopify needs an access token: pass access_token= or set {ACCESS_TOKEN_ENV}"
-            )
-        url = base_url or os.environ.get(BASE_URL_ENV)
-        if not url:
-            raise ConfigurationError(
-                f"Shopify needs the shop's address: pass base_url= or set {BASE_URL_ENV}"
-            )
+        token = required_from(
+            access_token,
+            ACCESS_TOKEN_ENV,
+            needs="Shopify needs an access token",
+            arg="access_token",
+        )
+        url = required_from(
+            base_url, BASE_URL_ENV, needs="Shopify needs the shop's address", arg="base_url"
+        )
         if not api_version or "/" in api_version:
             raise ConfigurationError(f"not an API version: {api_version!r}")
         self.base_url = url.rstrip("/")

@@ -52,7 +52,6 @@ where a duplicate is harmless and a missing message is not.
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -60,7 +59,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from antifragile.connectors._base import HTTPConnector
+from antifragile.connectors._base import HTTPConnector, required_from
 from antifragile.connectors._outcome import outcome_unknown
 from antifragile.errors import (
     AuthenticationError,
@@ -181,11 +180,9 @@ class SlackConnector(HTTPConnector):
         retry_ambiguous: bool = False,
         client: httpx.AsyncClient | None = None,
     ) -> None:
-        url = webhook_url or os.environ.get(WEBHOOK_URL_ENV)
-        if not url:
-            raise ConfigurationError(
-                f"Slack needs a webhook URL: pass webhook_url= or set {WEBHOOK_URL_ENV}"
-            )
+        url = required_from(
+            webhook_url, WEBHOOK_URL_ENV, needs="Slack needs a webhook URL", arg="webhook_url"
+        )
         self.base_url, self._path = _split(url)
         self.retry_ambiguous = retry_ambiguous
         self.policy = policy if policy is not None else slack_policy(clock=clock, timeout=timeout)

@@ -40,13 +40,12 @@ webhooks (a ``sent``/``delivered`` status for the recipient) before sending agai
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii
+from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii, required_from
 from antifragile.connectors._messaging import (
     DeliveryUnknownError,
     messaging_policy,
@@ -169,17 +168,18 @@ class WhatsAppConnector(HTTPConnector):
         clock: Clock = SYSTEM_CLOCK,
         client: httpx.AsyncClient | None = None,
     ) -> None:
-        token = access_token or os.environ.get(ACCESS_TOKEN_ENV)
-        if not token:
-            raise ConfigurationError(
-                f"WhatsApp needs an access token: pass access_token= or set {ACCESS_TOKEN_ENV}"
-            )
-        number = phone_number_id or os.environ.get(PHONE_NUMBER_ID_ENV)
-        if not number:
-            raise ConfigurationError(
-                "WhatsApp needs the sending phone number id: pass phone_number_id= or set "
-                f"{PHONE_NUMBER_ID_ENV}"
-            )
+        token = required_from(
+            access_token,
+            ACCESS_TOKEN_ENV,
+            needs="WhatsApp needs an access token",
+            arg="access_token",
+        )
+        number = required_from(
+            phone_number_id,
+            PHONE_NUMBER_ID_ENV,
+            needs="WhatsApp needs the sending phone number id",
+            arg="phone_number_id",
+        )
         self.phone_number_id = number
         self.api_version = api_version.strip("/")
         self.base_url = base_url_from(base_url, BASE_URL_ENV, DEFAULT_BASE_URL)
