@@ -222,6 +222,11 @@ async def _job(url: str, schema: str, job: str, index: int, barrier: Any) -> Any
     if job == "migrate":
         barrier.wait(30)
         return await store.migrate()
+    if job == "open":  # the first open of an empty schema migrates it
+        barrier.wait(30)
+        await store.open()
+        await store.close()
+        return await store.schema_version()
     await store.open()
     try:
         now = FakeClock().time()
@@ -433,6 +438,16 @@ def test_processes_migrating_at_once_apply_each_migration_once(
         postgres_url, f'SELECT version FROM "{schema}".antifragile_migrations ORDER BY 1'
     )
     assert recorded == [(v,) for v in VERSIONS]
+
+
+def test_processes_opening_an_empty_schema_at_once_all_open(
+    workers: Workers, postgres_url: str, schema: str
+) -> None:
+    """Four processes opening the same empty schema at once (a service's API and workers
+    starting together) all open it: one migrates it, the others wait for the whole run instead
+    of finding it half migrated."""
+    versions = workers.run(postgres_url, schema, "open")
+    assert versions == [VERSIONS[-1]] * len(versions)
 
 
 # -- atomicity across processes -----------------------------------------------------------------

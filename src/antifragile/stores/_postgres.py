@@ -66,10 +66,11 @@ Connections show up in ``pg_stat_activity`` as ``antifragile`` unless the URL se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, LiteralString
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -1029,18 +1030,22 @@ class PostgresStore:
             return
         conn = await self._db.connect()
         try:
-            applied = await self._applied(conn)
-            available = load_migrations(DIALECT)
-            if self._migrate_on_open or (applied is None and self._auto_migrate):
-                await self._migrate(conn, available)
-            else:
-                pending = plan(applied or set(), available)
-                if pending:
-                    raise ConfigurationError(
-                        f"{self._db.where}: schema {self.schema!r} is at version "
-                        f"{max(applied or {0})}, this antifragile needs {available[-1].version}; "
-                        "run `antifragile migrate` (or open the store with migrate=True)"
-                    )
+            # wait for a migration run under way (another process creating this schema) to
+            # finish before judging the schema's version
+            async with self._migration_lock(conn):
+                applied = await self._applied(conn)
+                available = load_migrations(DIALECT)
+                if self._migrate_on_open or (applied is None and self._auto_migrate):
+                    await self._migrate(conn, available)
+                else:
+                    pending = plan(applied or set(), available)
+                    if pending:
+                        raise ConfigurationError(
+                            f"{self._db.where}: schema {self.schema!r} is at version "
+                            f"{max(applied or {0})}, this antifragile needs "
+                            f"{available[-1].version}; run `antifragile migrate` (or open the "
+                            "store with migrate=True)"
+                        )
         except psycopg.Error as exc:
             raise self._db.translate(exc) from exc
         finally:
@@ -1117,7 +1122,24 @@ class PostgresStore:
         cursor = await conn.execute("SELECT version FROM antifragile_migrations")
         return {row[0] for row in await cursor.fetchall()}
 
+    @contextlib.asynccontextmanager
+    async def _migration_lock(self, conn: AsyncConnection[TupleRow]) -> AsyncIterator[None]:
+        """Hold this schema's migration lock on *conn* (a session lock, re-entrant): a whole
+        migration run, or a look at the version, never interleaves with another run."""
+        key = {"key": _lock_key(self.schema)}
+        await conn.execute("SELECT pg_advisory_lock(%(key)s::bigint)", key)
+        try:
+            yield
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(%(key)s::bigint)", key)
+
     async def _migrate(
+        self, conn: AsyncConnection[TupleRow], available: list[Migration]
+    ) -> list[int]:
+        async with self._migration_lock(conn):
+            return await self._migrate_steps(conn, available)
+
+    async def _migrate_steps(
         self, conn: AsyncConnection[TupleRow], available: list[Migration]
     ) -> list[int]:
         applied_now: list[int] = []
