@@ -28,7 +28,7 @@ from antifragile.jobs._model import (
 )
 from antifragile.jobs._payload import looks_secret, redact_payload
 from antifragile.jobs._policy import DEFAULT_JOB_RETRY, JobDeferred, job_retry_on
-from antifragile.jobs._protocol import JobQueue
+from antifragile.jobs._protocol import JobQueue, RecordQueue
 from antifragile.jobs._saga import (
     DEFAULT_STEP_RETRY,
     Saga,
@@ -67,6 +67,7 @@ __all__ = [
     "NewJob",
     "Outcome",
     "QueueStats",
+    "RecordQueue",
     "Recorded",
     "Saga",
     "SagaCompensationError",

@@ -79,7 +79,8 @@ from antifragile.jobs._model import (
     Recorded,
     StatusFlag,
 )
-from antifragile.stores._codec import encode
+from antifragile.stores import Versioned
+from antifragile.stores._codec import decode, encode
 from antifragile.stores._postgres import PostgresStore
 
 __all__ = ["PostgresJobQueue"]
@@ -285,6 +286,24 @@ SELECT {_INBOX_COLUMNS} FROM {{inbox}} WHERE channel = %(channel)s::text
 ORDER BY received_at DESC, id DESC LIMIT %(limit)s::int8 OFFSET %(offset)s::int8
 """
 PURGE_INBOUND = "DELETE FROM {inbox} WHERE expires_at <= %(now)s::float8"
+
+# save_and_enqueue: the compare-and-set of a key-value entry, in the transaction of the jobs
+SAVE_CREATE = """
+INSERT INTO {kv} AS e (key, value, version, expires_at)
+VALUES (%(key)s, %(value)s, 1, %(expires_at)s::float8)
+ON CONFLICT (key) DO UPDATE SET
+    value = EXCLUDED.value, version = 1, expires_at = EXCLUDED.expires_at
+WHERE e.expires_at <= %(now)s::float8
+RETURNING version
+"""
+SAVE_UPDATE = """
+UPDATE {kv}
+SET value = %(value)s, version = version + 1, expires_at = %(expires_at)s::float8
+WHERE key = %(key)s AND version = %(expected)s::bigint
+  AND (expires_at IS NULL OR expires_at > %(now)s::float8)
+RETURNING version
+"""
+SAVED = "SELECT value, version, expires_at FROM {kv} WHERE key = %(key)s"
 
 # the jobs that were not inserted: which existing job each one names
 ENQUEUE_EXISTING = """
@@ -914,6 +933,47 @@ class PostgresJobQueue:
             made = outcome[first.id]
             result.append(made if job is first else Enqueued(made.id, False))
         return result
+
+    async def save_and_enqueue(
+        self,
+        key: str,
+        value: Any,
+        *,
+        expected_version: int | None,
+        jobs: Sequence[NewJob],
+        now: float,
+        ttl: float | None = None,
+    ) -> tuple[Versioned, list[Enqueued]] | None:
+        """See :meth:`~antifragile.jobs.RecordQueue.save_and_enqueue`: one transaction on
+        one pooled connection -- the compare-and-set, then the statements of
+        ``enqueue(connection=...)``, then the entry read back."""
+        now = float(now)
+        params: dict[str, Any] = {
+            "key": key,
+            "value": encode(value),
+            "now": now,
+            "expires_at": None if ttl is None else now + float(ttl),
+        }
+        if expected_version is None:
+            query = self._sql.text(SAVE_CREATE)
+        else:
+            query, params["expected"] = self._sql.text(SAVE_UPDATE), int(expected_version)
+        try:
+            async with self._db._pool().connection() as conn, conn.transaction():
+                cursor = await conn.execute(query.encode(), params)
+                if await cursor.fetchone() is None:
+                    return None
+                enqueued = await self.enqueue(jobs, now=now, connection=conn) if jobs else []
+                cursor = await conn.execute(self._sql.text(SAVED).encode(), {"key": key})
+                row = await cursor.fetchone()
+        except PoolClosed:
+            raise ConfigurationError("the PostgreSQL store is closed") from None
+        except psycopg.Error as exc:
+            raise self._db.translate(exc) from exc
+        if row is None:  # cannot happen: written in this very transaction
+            raise StoreError(f"the entry {key!r} vanished while it was written; try again")
+        self._db.wrote(now)
+        return Versioned(key, decode(row[0]), row[1], row[2]), enqueued
 
     async def claim(
         self,

@@ -29,7 +29,7 @@ from antifragile.jobs._model import (
     QueueStats,
     Recorded,
 )
-from antifragile.stores import Store
+from antifragile.stores import Store, Versioned
 
 
 @runtime_checkable
@@ -148,4 +148,31 @@ class JobQueue(Protocol):
 
     async def purge_inbound(self, *, now: float) -> int:
         """Delete the entries expired at *now* (``expires_at <= now``); the count."""
+        ...
+
+
+@runtime_checkable
+class RecordQueue(Protocol):
+    """A queue that can write a record of its store and enqueue jobs in one transaction (the
+    SQLite and PostgreSQL queues): a state change and the jobs it causes exist together or not
+    at all -- no crash between the two can leave one without the other."""
+
+    async def save_and_enqueue(
+        self,
+        key: str,
+        value: Any,
+        *,
+        expected_version: int | None,
+        jobs: Sequence[NewJob],
+        now: float,
+        ttl: float | None = None,
+    ) -> tuple[Versioned, list[Enqueued]] | None:
+        """Compare-and-set the key-value entry *key* to *value* -- created when
+        *expected_version* is ``None`` (and no live entry exists), else replaced only at that
+        version -- and enqueue *jobs* exactly as :meth:`JobQueue.enqueue` would (idempotency
+        keys, status flags set pending), all in one transaction.
+
+        Returns the entry as stored (after the jobs' status flags were set) and one
+        ``Enqueued`` per job, or ``None`` when the version did not match: then nothing was
+        written and nothing enqueued. When anything fails, nothing is kept."""
         ...

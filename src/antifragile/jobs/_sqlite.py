@@ -60,8 +60,15 @@ from antifragile.jobs._model import (
     Recorded,
     StatusFlag,
 )
+from antifragile.stores import Versioned
 from antifragile.stores._codec import encode
-from antifragile.stores._sqlite import SQLiteStore, _immediate
+from antifragile.stores._sqlite import (
+    SQLiteStore,
+    _immediate,
+    _kv_create,
+    _kv_get,
+    _kv_update_at,
+)
 
 _COLUMNS = (
     "id, name, queue, state, priority, payload, payload_version, idempotency_key, attempts, "
@@ -469,6 +476,32 @@ def _record(
     return recorded
 
 
+def _save_and_enqueue(
+    conn: sqlite3.Connection,
+    key: str,
+    text: str,
+    expected: int | None,
+    now: float,
+    expires_at: float | None,
+    rows: list[_Row],
+    flags: list[_FlagParams | None],
+) -> tuple[Versioned, list[Enqueued]] | None:
+    """Compare-and-set the entry *key*, then insert the jobs; one transaction (nothing of
+    either when the version does not match)."""
+    with _immediate(conn):
+        if expected is None:
+            version = _kv_create(conn, key, text, now, expires_at)
+        else:
+            version = _kv_update_at(conn, key, text, expected, now, expires_at)
+        if version is None:
+            return None
+        enqueued = _insert(conn, rows, flags) if rows else []
+        saved = _kv_get(conn, key, now)
+    if saved is None:  # cannot happen: written in this very transaction
+        raise StoreError(f"the entry {key!r} vanished while it was written; try again")
+    return saved, enqueued
+
+
 def _claim(conn: sqlite3.Connection, sql: tuple[str, str], params: dict[str, Any]) -> list[Job]:
     with _immediate(conn):
         expired = conn.execute(_ANY_EXPIRED, (params["now"],)).fetchone() is not None
@@ -837,6 +870,28 @@ class SQLiteJobQueue:
         terms, params = _where(where)
         sql = f"DELETE FROM antifragile_jobs WHERE {_FINISHED}{_and(terms)}"
         return await self._db.run(_change, sql, params)
+
+    async def save_and_enqueue(
+        self,
+        key: str,
+        value: Any,
+        *,
+        expected_version: int | None,
+        jobs: Sequence[NewJob],
+        now: float,
+        ttl: float | None = None,
+    ) -> tuple[Versioned, list[Enqueued]] | None:
+        """See :meth:`~antifragile.jobs.RecordQueue.save_and_enqueue`: one ``BEGIN
+        IMMEDIATE`` transaction for the compare-and-set and the jobs."""
+        text = encode(value)
+        expires_at = None if ttl is None else now + ttl
+        rows = [_row(job, now) for job in jobs]
+        flags = [_flag_params(job, now) for job in jobs]
+        saved = await self._db.run(
+            _save_and_enqueue, key, text, expected_version, now, expires_at, rows, flags
+        )
+        self._db.wrote(now)
+        return saved
 
     # -- the inbox ------------------------------------------------------------------------------
 

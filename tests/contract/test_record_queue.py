@@ -1,0 +1,126 @@
+"""Contract: ``save_and_enqueue`` writes a key-value record and enqueues the jobs it causes in one
+transaction (a conversation completed together with its action jobs), on each job-queue backend
+(SQLite and PostgreSQL). Time is a FakeClock.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from antifragile import FakeClock
+from antifragile.errors import StoreError
+from antifragile.jobs import JobFilter, JobQueue, NewJob, RecordQueue, StatusFlag
+from tests.contract.conftest import JobBackend
+from tests.contract.test_inbox import _make_job_inserts_fail
+
+KEY = "session:acme:0123abcd"
+
+
+def job(name: str, key: str, field: str = "") -> NewJob:
+    flag = StatusFlag(KEY, field) if field else None
+    return NewJob(
+        name=name,
+        queue="integrations",
+        run_at=0.0,
+        max_attempts=3,
+        payload={"session_key": KEY},
+        idempotency_key=key,
+        status_flag=flag,
+    )
+
+
+def record(step: int) -> dict[str, object]:
+    return {"key": KEY, "step": step, "email_status": "none"}
+
+
+async def test_the_record_and_its_jobs_are_written_together(
+    job_queue: JobQueue, clock: FakeClock
+) -> None:
+    """Created, then replaced at its version: each time the entry and the new jobs are there
+    together, the jobs' status flags pending in the entry returned; a known idempotency key
+    names the existing job (created False)."""
+    assert isinstance(job_queue, RecordQueue)
+    now = clock.time()
+    created = await job_queue.save_and_enqueue(
+        KEY, record(1), expected_version=None, jobs=[], now=now, ttl=3600.0
+    )
+    assert created is not None
+    saved, enqueued = created
+    assert (saved.value, saved.version, enqueued) == (record(1), 1, [])
+
+    first = job("sessions.summary_email", "email:1", "email_status")
+    done = await job_queue.save_and_enqueue(
+        KEY,
+        record(2),
+        expected_version=saved.version,
+        jobs=[first, job("sessions.slack", "slack:1")],
+        now=now,
+        ttl=3600.0,
+    )
+    assert done is not None
+    saved, enqueued = done
+    assert [e.created for e in enqueued] == [True, True]
+    assert enqueued[0].id == first.id
+    assert saved.value == {**record(2), "email_status": "pending"}
+    assert saved.expires_at == pytest.approx(now + 3600.0)
+    stored = await job_queue.store.kv.get(KEY, now=now)
+    assert stored is not None
+    assert (stored.value, stored.version) == (saved.value, saved.version)
+    assert len(await job_queue.find(JobFilter())) == 2
+
+    again = await job_queue.save_and_enqueue(
+        KEY, record(3), expected_version=saved.version, jobs=[job("x", "email:1")], now=now
+    )
+    assert again is not None
+    assert again[1][0].id == first.id
+    assert not again[1][0].created
+
+
+async def test_a_stale_version_writes_nothing_and_enqueues_nothing(
+    job_queue: JobQueue, clock: FakeClock
+) -> None:
+    """A compare-and-set that loses (another writer changed the entry) keeps neither the
+    record nor the jobs: ``None``, and the queue is as it was."""
+    assert isinstance(job_queue, RecordQueue)
+    now = clock.time()
+    await job_queue.store.kv.set(KEY, record(1), now=now)
+    assert (
+        await job_queue.save_and_enqueue(
+            KEY, record(9), expected_version=None, jobs=[job("a", "a:1")], now=now
+        )
+        is None
+    )
+    assert (
+        await job_queue.save_and_enqueue(
+            KEY, record(9), expected_version=7, jobs=[job("a", "a:1")], now=now
+        )
+        is None
+    )
+    stored = await job_queue.store.kv.get(KEY, now=now)
+    assert stored is not None
+    assert stored.value == record(1)
+    assert await job_queue.find(JobFilter()) == []
+
+
+async def test_a_failing_job_insert_keeps_the_record_unchanged(
+    job_queue: JobQueue, job_backend: JobBackend, clock: FakeClock
+) -> None:
+    """When a job cannot be inserted (a trigger refuses it mid-transaction), the record's
+    change is rolled back with it: the entry keeps its old value and version, no job and no
+    status flag is left -- a completed record never exists without its jobs."""
+    assert isinstance(job_queue, RecordQueue)
+    await _make_job_inserts_fail(job_backend)
+    now = clock.time()
+    before = await job_queue.store.kv.set(KEY, record(1), now=now)
+    with pytest.raises(StoreError):
+        await job_queue.save_and_enqueue(
+            KEY,
+            record(2),
+            expected_version=before.version,
+            jobs=[job("ok", "ok:1", "email_status"), job("explode", "boom:1")],
+            now=now,
+        )
+    stored = await job_queue.store.kv.get(KEY, now=now)
+    assert stored is not None
+    assert (stored.value, stored.version) == (record(1), before.version)
+    assert await job_queue.find(JobFilter()) == []
