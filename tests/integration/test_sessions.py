@@ -31,12 +31,14 @@ from antifragile.connectors._slack import WEBHOOK_URL_ENV as SLACK_WEBHOOK_URL_E
 from antifragile.inbound import (
     DEFAULT_FLOW,
     DEFAULT_GRACEFUL_REPLY,
+    DEFAULT_ON_COMPLETE,
     Channel,
     EventKind,
     Flow,
     FlowStep,
     InboundEvent,
     Replies,
+    SessionRecord,
     Sessions,
     SessionTurn,
     Tenant,
@@ -65,7 +67,7 @@ from antifragile.sandbox import (
     TwilioSimulator,
     WhatsAppSimulator,
 )
-from antifragile.stores import KeyValueStore, Versioned
+from antifragile.stores import KeyValueStore, Versioned, open_store
 
 WA_TOKEN = "EAAG-test-token"
 PHONE_ID = "106540352242922"
@@ -151,9 +153,10 @@ class World:
         return turn
 
     async def record(self, sender: str = CONTACT) -> dict[str, Any]:
+        """The session record in its stored shape (what the admin API shows)."""
         found = await self.sessions.get(Sessions.key_for(TENANT.id, sender))
         assert found is not None
-        return found
+        return found.to_json()
 
     async def all_jobs(self, name: str | None = None) -> list[Job]:
         return await self.jobs.find(JobFilter(name=name), limit=1000)
@@ -281,6 +284,14 @@ async def test_full_intake_runs_four_jobs_with_one_effect_each(world: World) -> 
 
     key = turn.session_key
     assert CONTACT not in key
+    typed = await world.sessions.get(key)
+    assert typed is not None
+    assert (typed.progress_status, typed.round, typed.phone) == ("completed", 1, CONTACT)
+    assert typed.actions == DEFAULT_ON_COMPLETE
+    assert typed.flag("email_status") == "pending"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        typed.step = 0  # type: ignore[misc]
+    assert SessionRecord.from_json(typed.to_json()) == typed
     record = await world.record()
     assert record["progress_status"] == "completed"
     assert record["fields"] == dict(
@@ -378,9 +389,9 @@ async def test_shopify_down_marks_failed_and_the_sweep_redrives_after_recovery(
     await world.worker.run_until_idle()
     record = await world.record()
     assert record["shopify_status"] == "sent"
-    assert record["redrives"] == {"shopify": 2}
+    assert record["redrives"] == {"create_shopify_customer": 2}
     (job,) = await world.all_jobs("sessions.shopify_customer")
-    assert job.id == record["jobs"]["shopify"]
+    assert job.id == record["jobs"]["create_shopify_customer"]
     assert job.state is JobState.SUCCEEDED
     assert len(world.effects("shopify")) == 1
     assert len(world.effects("resend")) == 1
@@ -397,36 +408,63 @@ async def test_sweep_leaves_permanent_failures_to_an_operator(world: World) -> N
     assert (report.redriven, report.left) == (0, 1)
 
 
-async def test_jobs_that_could_not_be_enqueued_are_enqueued_by_the_sweep(
-    world: World, monkeypatch: pytest.MonkeyPatch
+async def test_records_in_another_store_get_their_jobs_from_the_replay_or_the_sweep(
+    tmp_path: Path,
+    clock: FakeClock,
+    sandbox: ProviderSandbox,
+    providers: Providers,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """When the queue refuses the integration jobs, the contact still gets the completion
-    text and the flags stay ``none``; a sweep a minute later enqueues them under their
-    original keys, and they run once."""
+    """Records kept in a store of their own cannot share the jobs' transaction: the
+    completion is written first, its flags ``none``; when the queue then refuses the jobs the
+    turn fails, and the replay of the same message enqueues them under their original keys.
+    A second contact's completion whose replay never comes is enqueued by the sweep once a
+    minute has passed. Every effect happens once."""
+    records = await open_store(f"sqlite:///{tmp_path / 'records.db'}", clock=clock)
+    world = build(tmp_path, clock, sandbox, providers, kv=records.kv)
 
     async def refuse(*args: Any, **kwargs: Any) -> Any:
         raise StoreUnavailableError("the database is down")
 
-    with monkeypatch.context() as patch:
-        patch.setattr(world.jobs, "enqueue_many", refuse)
-        turn = await world.complete()
-    assert turn.completed
-    assert turn.reply.startswith("Thank you")
-    record = await world.record()
-    assert record["shopify_status"] == "none"
-    assert await world.all_jobs() == []
+    try:
+        async with world.jobs:
+            await world.say("Hello")
+            for answer in ANSWERS[:-1]:
+                await world.say(answer)
+            last = world.event(ANSWERS[-1])
+            with monkeypatch.context() as patch:
+                patch.setattr(world.jobs, "enqueue_many", refuse)
+                with pytest.raises(StoreUnavailableError):
+                    await world.sessions.handle(TENANT, last)
+            record = await world.record()
+            assert record["progress_status"] == "completed"
+            assert record["shopify_status"] == "none"
+            assert await world.all_jobs() == []
 
-    assert (await world.sessions.sweep()).enqueued == 0  # too early: completion may be running
-    world.clock.advance(120)
-    assert (await world.sessions.sweep()).enqueued == 4
-    assert (await world.sessions.sweep()).enqueued == 0
-    await world.worker.run_until_idle()
-    record = await world.record()
-    assert {record[f"{i}_status"] for i in ("email", "shopify", "hubspot", "slack")} == {"sent"}
-    assert all(
-        j.idempotency_key and j.idempotency_key.endswith(":1") for j in await world.all_jobs()
-    )
-    assert len(world.effects("hubspot")) == 1
+            turn = await world.sessions.handle(TENANT, last)  # the replay
+            assert turn is not None
+            assert turn.completed
+            assert len(await world.all_jobs()) == 4
+            assert await world.sessions.handle(TENANT, last) == turn  # nothing more
+            assert len(await world.all_jobs()) == 4
+
+            other = "15551234567"
+            with monkeypatch.context() as patch:
+                patch.setattr(world.jobs, "enqueue_many", refuse)
+                with pytest.raises(StoreUnavailableError):
+                    await world.complete(sender=other)
+            assert (await world.sessions.sweep()).enqueued == 0  # too early
+            world.clock.advance(120)
+            assert (await world.sessions.sweep()).enqueued == 4
+            assert (await world.sessions.sweep()).enqueued == 0
+            await world.worker.run_until_idle()
+            jobs = await world.all_jobs()
+            assert len(jobs) == 8
+            assert {j.state for j in jobs} == {JobState.SUCCEEDED}
+            assert all(j.idempotency_key and j.idempotency_key.endswith(":1") for j in jobs)
+            assert len(world.effects("slack")) == len(world.effects("resend")) == 2
+    finally:
+        await records.close()
 
 
 async def test_nudge_is_sent_once_after_two_hours_of_silence(world: World) -> None:
@@ -763,7 +801,7 @@ async def test_an_integration_whose_provider_is_not_configured_is_skipped(
         record = await world.record()
         assert record["slack_status"] == "skipped"
         assert {record[f"{i}_status"] for i in ("email", "shopify", "hubspot")} == {"sent"}
-        assert "slack" not in record["jobs"]
+        assert "notify_slack" not in record["jobs"]
         assert "sessions.slack_message" not in {j.name for j in await world.all_jobs()}
         assert await world.jobs.dlq.list() == []
         world.clock.advance(3600)
@@ -778,3 +816,57 @@ def test_schedules_are_declared_on_the_jobs(world: World) -> None:
     assert world.sessions.sweep_schedule.name == "sessions.sweep"
     assert world.sessions.sweep_schedule.expression == "*/10 * * * *"
     assert {"sessions.nudge", "sessions.sweep", "replies.send"} <= set(world.jobs.registry)
+
+
+def _hold_job_inserts(database: Path, *, on: bool) -> None:
+    """Make every INSERT into the job table fail (a database trigger), or stop doing so: the
+    enqueue of the completion's jobs fails inside the database, where a crash would cut it."""
+    import sqlite3
+
+    conn = sqlite3.connect(database)
+    try:
+        if on:
+            conn.execute(
+                "CREATE TRIGGER hold_jobs BEFORE INSERT ON antifragile_jobs "
+                "BEGIN SELECT RAISE(ABORT, 'job inserts are held up'); END"
+            )
+        else:
+            conn.execute("DROP TRIGGER hold_jobs")
+        conn.commit()
+    finally:
+        conn.close()
+
+
+async def test_a_completion_whose_jobs_cannot_be_enqueued_is_not_recorded_and_its_replay_enqueues(
+    tmp_path: Path, world: World
+) -> None:
+    """The last answer is stored and the session completed in the same transaction as the
+    enqueue of its action jobs: when the enqueue fails (job inserts held up in the database),
+    the turn fails and nothing of it is kept -- no session completed without jobs. The replay
+    of the same event (the ``inbound.process`` job's retry) completes the session and enqueues
+    the four jobs, with no sweep."""
+    await world.say("Hello")
+    for answer in ANSWERS[:-1]:
+        await world.say(answer)
+    last = world.event(ANSWERS[-1])
+    _hold_job_inserts(tmp_path / "sessions.db", on=True)
+    with pytest.raises(Exception, match="held up"):
+        await world.sessions.handle(TENANT, last)
+    record = await world.record()
+    assert record["progress_status"] == "in_progress"
+    assert await world.all_jobs() == []
+
+    _hold_job_inserts(tmp_path / "sessions.db", on=False)
+    turn = await world.sessions.handle(TENANT, last)  # the replay
+    assert turn is not None
+    assert turn.completed
+    record = await world.record()
+    assert record["progress_status"] == "completed"
+    assert sorted(j.name for j in await world.all_jobs()) == [
+        "sessions.hubspot_contact",
+        "sessions.shopify_customer",
+        "sessions.slack_message",
+        "sessions.summary_email",
+    ]
+    await world.worker.run_until_idle()
+    assert len(world.effects("hubspot")) == 1

@@ -11,11 +11,13 @@ from antifragile import ConfigurationError
 from antifragile.inbound import (
     DEFAULT_FLOW,
     DEFAULT_FLOWS,
+    DEFAULT_ON_COMPLETE,
     Channel,
     EventKind,
     Flow,
     FlowStep,
     InboundEvent,
+    SessionRecord,
     Tenant,
     flows_from_mapping,
     load_flows,
@@ -274,7 +276,7 @@ def test_advance_walks_the_flow_and_replays_a_repeated_event() -> None:
     assert turn is not None
     assert record is not None
     assert turn.reply == "Hello!\n\nName?"
-    assert (turn.step, turn.completed, record["progress_status"], record["round"]) == (
+    assert (turn.step, turn.completed, record.progress_status, record.round) == (
         0,
         False,
         "in_progress",
@@ -300,7 +302,75 @@ def test_advance_walks_the_flow_and_replays_a_repeated_event() -> None:
     assert turn is not None
     assert record is not None
     assert (turn.reply, turn.completed, turn.step) == ("Done, Ada.", True, 2)
-    assert record["progress_status"] == "completed"
-    assert record["completed_at"] == 15.0
-    assert record["fields"] == {"name": "Ada", "email": "a@b.io"}
+    assert record.progress_status == "completed"
+    assert record.completed_at == 15.0
+    assert record.fields == {"name": "Ada", "email": "a@b.io"}
     assert advance(record, FLOW, TENANT, message("m6", "hi"), key="k", now=16.0) == (None, None)
+
+
+def test_on_complete_names_the_actions_of_a_completed_flow() -> None:
+    """``on_complete`` defaults to the summary email, the Shopify customer, the HubSpot
+    contact and the Slack message; a flow may name its own (or none); a non-list, a non-name
+    or an action named twice is a CONFIGURATION error naming the flow."""
+    flows = flows_from_mapping(
+        {
+            "plain": {"steps": [{"field": "name", "question": "Name?"}]},
+            "crm": {
+                "steps": [{"field": "name", "question": "Name?"}],
+                "on_complete": ["create_hubspot_contact", "book_oven"],
+            },
+            "quiet": {"steps": [{"field": "name", "question": "Name?"}], "on_complete": []},
+        }
+    )
+    assert (
+        flows["plain"].on_complete
+        == DEFAULT_ON_COMPLETE
+        == (
+            "send_summary_email",
+            "create_shopify_customer",
+            "create_hubspot_contact",
+            "notify_slack",
+        )
+    )
+    assert flows["crm"].on_complete == ("create_hubspot_contact", "book_oven")
+    assert flows["quiet"].on_complete == ()
+    for bad, says in (
+        ("notify_slack", "list of action names"),
+        ([1], "list of action names"),
+        (["a", "a"], "twice"),
+        ([" "], "list of action names"),
+    ):
+        with pytest.raises(ConfigurationError, match=says):
+            flows_from_mapping(
+                {"x": {"steps": [{"field": "n", "question": "?"}], "on_complete": bad}}
+            )
+
+
+def test_a_session_record_round_trips_through_its_stored_json() -> None:
+    """The record is frozen; ``to_json`` writes the flat stored shape (status flags as
+    top-level fields) and ``from_json`` reads it back equal, keeping fields it does not model
+    (what an action remembered) in ``extra``; garbage in a field reads as its default."""
+    record, turn = advance(
+        None,
+        FLOW,
+        TENANT,
+        message("m1", "hi"),
+        key="k",
+        now=10.0,
+        flags=("email_status", "slack_status"),
+    )
+    assert record is not None and turn is not None
+    stored = record.to_json()
+    assert stored["email_status"] == stored["slack_status"] == "none"
+    assert stored["recent"] == [
+        {"event_id": "m1", "reply": "Hello!\n\nName?", "completed": False, "step": 0}
+    ]
+    assert SessionRecord.from_json(stored) == record
+    with pytest.raises(AttributeError):
+        record.step = 3  # type: ignore[misc]
+    remembered = SessionRecord.from_json({**stored, "shopify_customer_id": 42, "round": "x"})
+    assert remembered.extra == {"shopify_customer_id": 42}
+    assert remembered.to_json()["shopify_customer_id"] == 42
+    assert SessionRecord.from_json({"progress_status": "weird", "fields": []}).progress_status == (
+        "new"
+    )

@@ -544,8 +544,7 @@ class DemoRun:
         if self._assistant is None:
             return True
         record = await self._assistant.sessions.get(Sessions.key_for(TENANT, customer.phone))
-        recent = (record or {}).get("recent") or []
-        return any(isinstance(r, dict) and r.get("event_id") == wamid for r in recent)
+        return record is not None and any(r.event_id == wamid for r in record.recent)
 
     async def _say(self, http: httpx.AsyncClient, customer: Customer, text: str, n: int) -> str:
         wamid = f"wamid.demo{customer.phone}{n:02d}{self.config.seed}"

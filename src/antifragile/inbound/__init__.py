@@ -9,8 +9,10 @@ classifications live in :mod:`antifragile.inbound._model`. Conversation flows
 """
 
 from antifragile.inbound._actions import (
+    SUMMARY_TEMPLATE,
     ActionContext,
     Actions,
+    Contact,
     InboxEntryMissingError,
     RegisteredAction,
 )
@@ -25,6 +27,7 @@ from antifragile.inbound._flags import DEFAULT_FLAGS, FeatureFlags
 from antifragile.inbound._flows import (
     DEFAULT_FLOW,
     DEFAULT_FLOWS,
+    DEFAULT_ON_COMPLETE,
     Flow,
     FlowStep,
     flows_from_mapping,
@@ -60,6 +63,7 @@ from antifragile.inbound._replies import (
     mask_email,
     mask_phone,
 )
+from antifragile.inbound._session_record import RecentTurn, SessionRecord
 from antifragile.inbound._sessions import (
     SessionConflictError,
     Sessions,
@@ -94,7 +98,9 @@ __all__ = [
     "DEFAULT_FLOW",
     "DEFAULT_FLOWS",
     "DEFAULT_GRACEFUL_REPLY",
+    "DEFAULT_ON_COMPLETE",
     "DEFAULT_RULES",
+    "SUMMARY_TEMPLATE",
     "ActionContext",
     "Actions",
     "AlertConfig",
@@ -106,6 +112,7 @@ __all__ = [
     "Classification",
     "Classifier",
     "ConnectorSource",
+    "Contact",
     "ErrorRate",
     "EventKind",
     "FeatureFlags",
@@ -120,10 +127,12 @@ __all__ = [
     "KeywordClassifier",
     "MalformedPayloadError",
     "MessageContext",
+    "RecentTurn",
     "RegisteredAction",
     "RegisteredHandler",
     "Replies",
     "SessionConflictError",
+    "SessionRecord",
     "SessionTurn",
     "Sessions",
     "SignatureError",

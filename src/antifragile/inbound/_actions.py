@@ -63,18 +63,26 @@ import re
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, TypeVar
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from antifragile.connectors import Connectors, OutcomeUnknownError
+from antifragile.connectors import (
+    DEFAULT_TEMPLATES,
+    Connectors,
+    EmailTemplate,
+    EmailTemplates,
+    OutcomeUnknownError,
+)
 from antifragile.errors import AntifragileError, ConfigurationError, ConflictError, ErrorCode
+from antifragile.inbound._flows import Flow
 from antifragile.inbound._handlers import BookingSettings, Handlers, RegisteredHandler
 from antifragile.inbound._intents import find_emails
-from antifragile.inbound._model import Classification, InboundEvent, Tenant
+from antifragile.inbound._model import Channel, Classification, EventKind, InboundEvent, Tenant
 from antifragile.inbound._replies import mask_phone, scrub
+from antifragile.inbound._session_record import SessionRecord
 from antifragile.inbound._tasks import Tasks
-from antifragile.jobs import Enqueued, Jobs, Saga, Step, StepContext
+from antifragile.jobs import Enqueued, JobContext, Jobs, Saga, Step, StepContext
 from antifragile.policies import Clock, Retry
 
 EMAIL_FROM_ENV = "ANTIFRAGILE_EMAIL_FROM"
@@ -84,6 +92,34 @@ ACTIONS_QUEUE = "actions"
 #: entity keys that are never copied out of a message (defence in depth: the classifier's
 #: entities hold none, but a classification posted by an AI service might)
 PII_ENTITIES = frozenset({"email", "emails", "phone", "phones", "name", "address"})
+
+#: what an action does when a provider leaves its outcome unknown (the request may or may not
+#: have acted): ``reconcile`` -- look the effect up at the provider by the action's key;
+#: ``resend`` -- send again (harmless or deduplicated by the provider); ``review`` -- a person
+#: decides (a task, or the dead-letter queue)
+OnUnknown = Literal["reconcile", "resend", "review"]
+ON_UNKNOWN: tuple[str, ...] = get_args(OnUnknown)
+
+#: the email template of the owner's summary (override it in the store like any template)
+SUMMARY_TEMPLATE = EmailTemplate(
+    "session_summary",
+    subject="{{ business }}: new {{ flow }} from {{ name }}",
+    text=(
+        "A contact just finished the {{ flow }} conversation.\n\n"
+        "{% for label, value in answers %}{{ label }}: {{ value }}\n{% endfor %}"
+        "Phone: {{ phone }}\n"
+        "Channel: {{ channel }}\n"
+        "Completed: {{ completed_at }}\n"
+    ),
+    html=(
+        "<p>A contact just finished the {{ flow }} conversation.</p>\n<table>\n"
+        '{% for label, value in answers %}<tr><th align="left">{{ label }}</th>'
+        "<td>{{ value }}</td></tr>\n{% endfor %}"
+        '<tr><th align="left">Phone</th><td>{{ phone }}</td></tr>\n'
+        '<tr><th align="left">Channel</th><td>{{ channel }}</td></tr>\n'
+        '<tr><th align="left">Completed</th><td>{{ completed_at }}</td></tr>\n</table>\n'
+    ),
+)
 
 _EMAIL_TEXT = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _NUMBER_TEXT = re.compile(r"\+?\d[\d\s().-]{5,}\d")
@@ -109,11 +145,54 @@ def public_classification(classification: Classification) -> dict[str, Any]:
     return data
 
 
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """Who an action is about, whatever started it: the *phone* (as the channel gave it),
+    *name*, *email* (``None`` when none is known) and *channel*. From a message: the sender,
+    the profile name and the first email address in the text; from a completed session: the
+    phone, the name answer and the email answer."""
+
+    phone: str
+    name: str
+    email: str | None
+    channel: str
+
+    @property
+    def e164(self) -> str:
+        """The phone as ``+digits`` when it is bare digits, else as it is."""
+        return f"+{self.phone}" if self.phone.isdigit() else self.phone
+
+    @property
+    def first_name(self) -> str:
+        return _split_name(self.name)[0]
+
+    @property
+    def last_name(self) -> str:
+        return _split_name(self.name)[1]
+
+
+def session_contact(record: SessionRecord, flow: Flow | None) -> Contact:
+    """The contact of a completed session: its phone, the name answer, the email answer (the
+    field of *flow*'s first ``email`` step, else ``email``)."""
+    return Contact(
+        phone=record.phone,
+        name=_name_of(record.fields),
+        email=_email_of(record.fields, flow),
+        channel=record.channel,
+    )
+
+
 @dataclass(eq=False)
 class ActionContext:
-    """What an action knows: the saga step, the message and its tenant, the classification,
-    the handler's data, and the services. ``idempotency_key`` is the step's own; in a
-    compensation, ``result`` is what the action returned."""
+    """What an action knows: the step (of the saga, or of the action's own job), the message
+    and its tenant, the classification, the handler's data, and the services.
+    ``idempotency_key`` is the step's own; in a compensation, ``result`` is what the action
+    returned.
+
+    An action run on a flow's completion has the *session* record and its *flow*; its
+    ``event`` is the contact's last message as the session knows it (sender and channel, no
+    text) and its classification ``FLOW_COMPLETED``. :attr:`contact` reads either alike.
+    """
 
     step: StepContext
     event: InboundEvent
@@ -126,6 +205,44 @@ class ActionContext:
     booking: BookingSettings
     email_sender: str
     handler: str = ""
+    session: SessionRecord | None = None
+    flow: Flow | None = None
+    templates: EmailTemplates | None = None
+    remember_fields: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+
+    @property
+    def contact(self) -> Contact:
+        """The person this action is about (see :class:`Contact`)."""
+        if self.session is not None:
+            return session_contact(self.session, self.flow)
+        emails = find_emails(self.event.text)
+        return Contact(
+            phone=self.event.sender or "",
+            name=_profile_name(self.event) or "",
+            email=emails[0] if emails else None,
+            channel=self.event.channel.value,
+        )
+
+    def personal_data(self) -> list[str]:
+        """Every personal value this action may handle -- masked out of its errors."""
+        values: list[str] = []
+        phone = self.session.phone if self.session is not None else (self.event.sender or "")
+        if phone:
+            values += [phone, f"+{phone}"]
+        if self.session is not None:
+            values += [str(v) for v in self.session.fields.values()]
+        else:
+            values += [v for v in (_profile_name(self.event),) if v]
+            values += find_emails(self.event.text)
+        if self.tenant.owner_email:
+            values.append(self.tenant.owner_email)
+        return values
+
+    async def remember(self, **fields: Any) -> None:
+        """Keep *fields* (JSON, ids rather than personal data) on the session record of a
+        completed flow, for the admin views; nothing for a message."""
+        if self.remember_fields is not None:
+            await self.remember_fields(fields)
 
     @property
     def idempotency_key(self) -> str:
@@ -147,22 +264,45 @@ class ActionContext:
 
     @property
     def source(self) -> str:
+        if self.session is not None:
+            return f"session:{self.session.key}"
         return f"inbox:{self.inbox_id}"
 
 
 ActionFunction = Callable[[ActionContext], Awaitable[Any]]
 A = TypeVar("A", bound=ActionFunction)
+#: whether an action applies to a completed session's contact (``False``: ``skipped``)
+Applies = Callable[[Tenant, Contact], bool]
 
 
 @dataclass(frozen=True, slots=True)
 class RegisteredAction:
-    """An action as registered: its name, function, provider and compensation."""
+    """An action as registered: its name, function, provider and compensation; and, for its
+    run as a job of its own (a flow's completion), its status *flag* field on the session
+    (default ``<name>_status``), the *feature* flag that switches it off, its *job* name
+    (default ``actions.<name>``), whether it *applies* to a contact, and what it does with an
+    unknown outcome (*on_unknown*)."""
 
     name: str
     fn: ActionFunction
     provider: str | None = None
     compensate: ActionFunction | None = None
     retry: Retry | None = None
+    flag: str | None = None
+    feature: str | None = None
+    job: str | None = None
+    applies: Applies | None = None
+    on_unknown: OnUnknown = "review"
+
+    @property
+    def flag_field(self) -> str:
+        """The status flag field on the session record."""
+        return self.flag or f"{self.name}_status"
+
+    @property
+    def job_name(self) -> str:
+        """The name of the action's own job."""
+        return self.job or f"actions.{self.name}"
 
 
 @dataclass(eq=False)
@@ -221,8 +361,14 @@ class Actions:
         compensate: ActionFunction | None = None,
         retry: Retry | None = None,
         replace: bool = False,
+        flag: str | None = None,
+        feature: str | None = None,
+        job: str | None = None,
+        applies: Applies | None = None,
+        on_unknown: OnUnknown = "review",
     ) -> RegisteredAction:
-        """Register *fn* as the action *name* (``replace=True`` to override one)."""
+        """Register *fn* as the action *name* (``replace=True`` to override one); the other
+        options are :class:`RegisteredAction`'s."""
         if not name or not isinstance(name, str):
             raise ConfigurationError("an action needs a non-empty name")
         if name in self.registry and not replace:
@@ -231,7 +377,26 @@ class Actions:
             )
         if retry is not None and not isinstance(retry, Retry):
             raise ConfigurationError(f"action {name!r}: retry must be a Retry")
-        action = RegisteredAction(name, fn, provider, compensate, retry)
+        if on_unknown not in ON_UNKNOWN:
+            raise ConfigurationError(
+                f"action {name!r}: on_unknown is one of {', '.join(ON_UNKNOWN)}, not {on_unknown!r}"
+            )
+        if flag is not None and (not flag.endswith("_status") or flag == "progress_status"):
+            raise ConfigurationError(
+                f"action {name!r}: a status flag field ends in '_status' (got {flag!r})"
+            )
+        action = RegisteredAction(
+            name,
+            fn,
+            provider,
+            compensate,
+            retry,
+            flag=flag,
+            feature=feature,
+            job=job,
+            applies=applies,
+            on_unknown=on_unknown,
+        )
         self.registry[name] = action
         return action
 
@@ -243,13 +408,28 @@ class Actions:
         compensate: ActionFunction | None = None,
         retry: Retry | None = None,
         replace: bool = False,
+        flag: str | None = None,
+        feature: str | None = None,
+        job: str | None = None,
+        applies: Applies | None = None,
+        on_unknown: OnUnknown = "review",
     ) -> Callable[[A], A]:
         """Decorator: ``@actions.action("create_lead", provider="hubspot", compensate=undo)``
         on an ``async def action(ctx: ActionContext)``; the function is returned unchanged."""
 
         def decorate(fn: A) -> A:
             self.register(
-                name, fn, provider=provider, compensate=compensate, retry=retry, replace=replace
+                name,
+                fn,
+                provider=provider,
+                compensate=compensate,
+                retry=retry,
+                replace=replace,
+                flag=flag,
+                feature=feature,
+                job=job,
+                applies=applies,
+                on_unknown=on_unknown,
             )
             return fn
 
@@ -394,16 +574,77 @@ class Actions:
             handler=str(data.get("handler") or ""),
         )
 
+    def get(self, name: str) -> RegisteredAction:
+        """The action *name* (ConfigurationError naming the registered ones when unknown)."""
+        action = self.registry.get(name)
+        if action is None:
+            raise ConfigurationError(
+                f"unknown action {name!r}; registered: {', '.join(sorted(self.registry))}"
+            )
+        return action
+
+    async def run_for_session(
+        self,
+        ctx: JobContext,
+        name: str,
+        *,
+        session: SessionRecord,
+        tenant: Tenant,
+        flow: Flow | None,
+        templates: EmailTemplates | None = None,
+        email_sender: str | None = None,
+        remember: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+    ) -> Any:
+        """Run the action *name* for a completed *session*, as the body of its own job
+        (*ctx*): the job's idempotency key is the action's."""
+        action = self.get(name)
+        step = StepContext(
+            job=ctx.job,
+            jobs=ctx.jobs,
+            clock=ctx.clock,
+            worker=ctx.worker,
+            logger=ctx.logger,
+            state_data=ctx.state_data,
+            step=1,
+            step_name=name,
+            step_key=ctx.idempotency_key,
+            step_attempt=ctx.attempt,
+            checkpoint=ctx.save_progress,
+        )
+        recent = session.recent[-1].event_id if session.recent else session.key
+        channel = Channel(session.channel) if session.channel in _CHANNELS else Channel.API
+        event = InboundEvent(
+            channel, recent, EventKind.MESSAGE, session.tenant_id, sender=session.phone
+        )
+        action_ctx = ActionContext(
+            step=step,
+            event=event,
+            tenant=tenant,
+            classification=Classification("FLOW_COMPLETED", 1.0, source="flow"),
+            inbox_id="",
+            data={},
+            connectors=self.connectors,
+            tasks=self.tasks if self.tasks is not None else Tasks(ctx.jobs, clock=ctx.clock),
+            booking=self.booking,
+            email_sender=email_sender or self.email_sender,
+            session=session,
+            flow=flow,
+            templates=templates,
+            remember_fields=remember,
+        )
+        return await _call(action.fn, action_ctx)
+
+
+_CHANNELS = frozenset(c.value for c in Channel)
+
 
 async def _call(fn: ActionFunction, ctx: ActionContext) -> Any:
-    """Run an action; its error leaves with the message's personal data masked (the saga
-    keeps errors in the job's history and the dead-letter queue)."""
+    """Run an action; its error leaves with the personal data of its context masked (the
+    saga or the job keeps errors in its history and the dead-letter queue)."""
     try:
         return await fn(ctx)
     except Exception as exc:
-        sender = ctx.event.sender
-        personal = [sender, f"+{sender}" if sender else None, _profile_name(ctx.event)]
-        scrub(exc, [*personal, *find_emails(ctx.event.text)])
+        scrub(exc, ctx.personal_data())
         raise
 
 
@@ -591,31 +832,136 @@ async def send_email(ctx: ActionContext) -> dict[str, Any]:
 
 
 async def create_shopify_customer(ctx: ActionContext) -> dict[str, Any]:
-    emails = find_emails(ctx.event.text)
-    if not emails:
-        return {"skipped": "no email in the message"}
-    name = _profile_name(ctx.event)
+    contact = ctx.contact
+    if not contact.email:
+        return {"skipped": "no email collected" if ctx.session else "no email in the message"}
+    tag = ctx.session.flow if ctx.session is not None else contact.channel
     customer = await ctx.connectors.shopify.create_customer(
-        email=emails[0],
-        first_name=name,
-        phone=f"+{ctx.event.sender}" if ctx.event.sender else None,
-        tags=["antifragile", ctx.event.channel.value],
+        email=contact.email,
+        first_name=contact.first_name or None,
+        last_name=contact.last_name or None,
+        phone=contact.e164 or None,
+        tags=["antifragile", tag or "intake"],
     )
+    await ctx.remember(shopify_customer_id=customer.id)
     return {"customer_id": customer.id, "found_existing": customer.found_existing}
 
 
 async def create_hubspot_contact(ctx: ActionContext) -> dict[str, Any]:
-    emails = find_emails(ctx.event.text)
-    if not emails:
-        return {"skipped": "no email in the message"}
-    properties: dict[str, str] = {}
-    name = _profile_name(ctx.event)
-    if name:
-        properties["firstname"] = name
-    if ctx.event.sender:
-        properties["phone"] = f"+{ctx.event.sender}"
-    contact = await ctx.connectors.hubspot.create_contact(emails[0], properties)
-    return {"contact_id": contact.id, "created": contact.created}
+    contact = ctx.contact
+    if not contact.email:
+        return {"skipped": "no email collected" if ctx.session else "no email in the message"}
+    properties = {
+        "firstname": contact.first_name,
+        "lastname": contact.last_name,
+        "phone": contact.e164,
+    }
+    created = await ctx.connectors.hubspot.create_contact(
+        contact.email, {k: v for k, v in properties.items() if v}
+    )
+    await ctx.remember(hubspot_contact_id=created.id)
+    return {"contact_id": created.id, "created": created.created}
+
+
+async def send_summary_email(ctx: ActionContext) -> dict[str, Any]:
+    """The owner's summary (template ``session_summary``): a completed session's answers in
+    the flow's order, or a message's text."""
+    owner = ctx.tenant.owner_email
+    if not owner:
+        return {"skipped": "no owner email"}
+    contact = ctx.contact
+    record = ctx.session
+    if record is not None:
+        order = [s.field for s in ctx.flow.steps] if ctx.flow is not None else []
+        order += [f for f in record.fields if f not in order]
+        answers = [(_label(f), record.fields[f]) for f in order if f in record.fields]
+        flow = record.flow or "conversation"
+        completed = record.completed_at
+    else:
+        answers = [("Message", ctx.event.text or "")]
+        flow = ctx.classification.intent
+        completed = ctx.clock.time()
+    variables = {
+        "business": ctx.tenant.name or ctx.tenant.id,
+        "flow": flow,
+        "name": contact.name or "a new contact",
+        "answers": answers,
+        "phone": contact.e164,
+        "channel": contact.channel,
+        "completed_at": _iso(completed),
+        "fields": dict(record.fields) if record is not None else {},
+    }
+    templates = ctx.templates or EmailTemplates(
+        None, defaults={**DEFAULT_TEMPLATES, SUMMARY_TEMPLATE.name: SUMMARY_TEMPLATE}
+    )
+    email = await templates.render(SUMMARY_TEMPLATE.name, variables)
+    sent = await ctx.connectors.resend.send_email(
+        sender=ctx.email_sender,
+        to=owner,
+        subject=email.subject,
+        text=email.text,
+        html=email.html,
+        idempotency_key=ctx.idempotency_key,
+    )
+    await ctx.remember(summary_email_sent=True, summary_email_id=sent.id)
+    return {"email_id": sent.id}
+
+
+async def notify_slack(ctx: ActionContext) -> dict[str, Any]:
+    """A short Slack message: what happened, the first name and the masked phone, nothing
+    more."""
+    contact = ctx.contact
+    what = (
+        f"{ctx.session.flow or 'conversation'} completed"
+        if ctx.session is not None
+        else f"{ctx.classification.intent} message"
+    )
+    text = (
+        f"New {what} for {ctx.tenant.name or ctx.tenant.id}: "
+        f"{contact.first_name or 'a contact'} ({mask_phone(contact.phone)}) via "
+        f"{contact.channel}."
+    )
+    reference = await ctx.connectors.slack.post_message(text, reference=ctx.idempotency_key)
+    return {"reference": reference}
+
+
+def _has_owner_email(tenant: Tenant, contact: Contact) -> bool:
+    return bool(tenant.owner_email)
+
+
+def _has_email(tenant: Tenant, contact: Contact) -> bool:
+    return bool(contact.email)
+
+
+def _label(field: str) -> str:
+    return field.replace("_", " ").strip().capitalize()
+
+
+def _iso(epoch: float | None) -> str:
+    if epoch is None:
+        return ""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _email_of(fields: Mapping[str, str], flow: Flow | None) -> str | None:
+    name = flow.field_of("email") if flow is not None else None
+    value = fields.get(name or "email") or fields.get("email")
+    return str(value) if value else None
+
+
+def _name_of(fields: Mapping[str, str]) -> str:
+    for name in ("name", "full_name", "first_name"):
+        value = fields.get(name)
+        if value:
+            return str(value)
+    return ""
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    parts = name.split()
+    if not parts:
+        return "", ""
+    return parts[0], " ".join(parts[1:])
 
 
 def _start_utc(day: str, time: str, zone: str) -> str | None:
@@ -672,10 +1018,53 @@ async def book_call(ctx: ActionContext) -> dict[str, Any]:
 
 def _register_builtins(actions: Actions) -> None:
     actions.register("notify_sales", notify_sales, provider="slack")
-    actions.register("create_order", create_order, provider="shopify", compensate=undo_create_order)
+    actions.register(
+        "create_order",
+        create_order,
+        provider="shopify",
+        compensate=undo_create_order,
+        on_unknown="reconcile",
+    )
     actions.register("create_support_ticket", create_support_ticket)
     actions.register("flag_for_review", flag_for_review, compensate=undo_flag_for_review)
-    actions.register("send_email", send_email, provider="resend")
-    actions.register("create_shopify_customer", create_shopify_customer, provider="shopify")
-    actions.register("create_hubspot_contact", create_hubspot_contact, provider="hubspot")
+    actions.register("send_email", send_email, provider="resend", on_unknown="resend")
+    actions.register(
+        "create_shopify_customer",
+        create_shopify_customer,
+        provider="shopify",
+        flag="shopify_status",
+        feature="shopify_sync",
+        job="sessions.shopify_customer",
+        applies=_has_email,
+        on_unknown="reconcile",
+    )
+    actions.register(
+        "create_hubspot_contact",
+        create_hubspot_contact,
+        provider="hubspot",
+        flag="hubspot_status",
+        feature="hubspot_sync",
+        job="sessions.hubspot_contact",
+        applies=_has_email,
+        on_unknown="reconcile",
+    )
     actions.register("book_call", book_call)
+    actions.register(
+        "send_summary_email",
+        send_summary_email,
+        provider="resend",
+        flag="email_status",
+        feature="summary_email",
+        job="sessions.summary_email",
+        applies=_has_owner_email,
+        on_unknown="resend",
+    )
+    actions.register(
+        "notify_slack",
+        notify_slack,
+        provider="slack",
+        flag="slack_status",
+        feature="slack_notify",
+        job="sessions.slack_message",
+        on_unknown="resend",
+    )

@@ -37,6 +37,14 @@ Flows come from a TOML or YAML file (:func:`load_flows`)::
     validate = "email"
     error = "That doesn't look like an email address."
 
+What happens when a contact completes a flow is a list of registered actions (see
+:mod:`antifragile.inbound._actions`), each run as its own durable job with a status flag on the
+session: ``on_complete`` (default :data:`DEFAULT_ON_COMPLETE`, the summary email, the Shopify
+customer, the HubSpot contact and the Slack message)::
+
+    [flows.intake]
+    on_complete = ["send_summary_email", "create_hubspot_contact"]
+
 The YAML form has the same shape (a ``flows`` mapping of flow names). ``greeting``,
 ``completion`` and ``nudge`` may name collected fields in braces (``{name}``); ``nudge`` may
 also use ``{question}`` (the question waiting for an answer).
@@ -65,6 +73,13 @@ DEFAULT_ERROR = "Sorry, I didn't catch that."
 DEFAULT_GREETING = "Hi! Thanks for getting in touch."
 DEFAULT_COMPLETION = "Thank you! We have everything we need and will be in touch soon."
 DEFAULT_NUDGE = "Just checking in -- are you still there? {question}"
+#: the actions a completed flow runs unless it names its own
+DEFAULT_ON_COMPLETE: tuple[str, ...] = (
+    "send_summary_email",
+    "create_shopify_customer",
+    "create_hubspot_contact",
+    "notify_slack",
+)
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]{2,}")
 _NUMBER = re.compile(r"[-+]?\d+(?:[.,]\d+)?")
@@ -211,7 +226,8 @@ class Flow:
     """A named sequence of questions with its greeting, completion and graceful reply.
 
     *nudge* is sent once to a contact who stopped answering (``{question}``: the question
-    waiting for an answer).
+    waiting for an answer). *on_complete* names the actions a completed flow runs, in order
+    (each a durable job of its own); empty, completion runs none.
     """
 
     name: str
@@ -220,10 +236,19 @@ class Flow:
     completion: str = DEFAULT_COMPLETION
     graceful_reply: str = DEFAULT_GRACEFUL_REPLY
     nudge: str = DEFAULT_NUDGE
+    on_complete: tuple[str, ...] = DEFAULT_ON_COMPLETE
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ConfigurationError("a flow needs a name")
+        if not isinstance(self.on_complete, tuple) or not all(
+            isinstance(a, str) and a.strip() for a in self.on_complete
+        ):
+            raise ConfigurationError(
+                f"flow {self.name!r}: on_complete must be a list of action names"
+            )
+        if len(set(self.on_complete)) != len(self.on_complete):
+            raise ConfigurationError(f"flow {self.name!r}: on_complete names an action twice")
         if not isinstance(self.steps, tuple) or not self.steps:
             raise ConfigurationError(f"flow {self.name!r}: needs at least one step")
         if not all(isinstance(step, FlowStep) for step in self.steps):
@@ -279,7 +304,9 @@ DEFAULT_FLOW = Flow(
 DEFAULT_FLOWS: Mapping[str, Flow] = {DEFAULT_FLOW.name: DEFAULT_FLOW}
 
 _STEP_KEYS = frozenset({"field", "question", "validate", "error"})
-_FLOW_KEYS = frozenset({"greeting", "completion", "graceful_reply", "nudge", "steps"})
+_FLOW_KEYS = frozenset(
+    {"greeting", "completion", "graceful_reply", "nudge", "steps", "on_complete"}
+)
 
 
 def _step(flow: str, index: int, data: Any, source: str) -> FlowStep:
@@ -311,7 +338,7 @@ def _flow(name: str, data: Any, source: str) -> Flow:
     if unknown:
         raise ConfigurationError(
             f"{source}: flow {name!r}: unknown key(s) {', '.join(unknown)}; a flow has "
-            "greeting, completion, graceful_reply, nudge and steps"
+            "greeting, completion, graceful_reply, nudge, steps and on_complete"
         )
     steps = data.get("steps")
     if not isinstance(steps, list) or not steps:
@@ -323,8 +350,13 @@ def _flow(name: str, data: Any, source: str) -> Flow:
                 raise ConfigurationError(f"{source}: flow {name!r}: {key!r} must be text")
             texts[key] = data[key]
     parsed = tuple(_step(name, i, step, source) for i, step in enumerate(steps))
+    actions = data.get("on_complete", list(DEFAULT_ON_COMPLETE))
+    if not isinstance(actions, list) or not all(isinstance(a, str) for a in actions):
+        raise ConfigurationError(
+            f"{source}: flow {name!r}: 'on_complete' must be a list of action names"
+        )
     try:
-        return Flow(name=name, steps=parsed, **texts)
+        return Flow(name=name, steps=parsed, on_complete=tuple(actions), **texts)
     except ConfigurationError as exc:
         raise ConfigurationError(f"{source}: {exc.message}") from None
 
