@@ -359,7 +359,8 @@ def test_a_session_record_round_trips_through_its_stored_json() -> None:
         now=10.0,
         flags=("email_status", "slack_status"),
     )
-    assert record is not None and turn is not None
+    assert record is not None
+    assert turn is not None
     stored = record.to_json()
     assert stored["email_status"] == stored["slack_status"] == "none"
     assert stored["recent"] == [
