@@ -374,6 +374,30 @@ async def test_contact_actions_create_the_customer_contact_and_owner_email(
     assert result.results["create_hubspot_contact"]["created"] is True
 
 
+async def test_the_actions_a_flow_completes_with_run_from_a_handler_too(
+    run: Run, handlers: Handlers, sandbox: ProviderSandbox
+) -> None:
+    """One registry serves both: ``send_summary_email`` and ``notify_slack`` -- what a
+    completed flow runs -- named by an intent handler run as its saga's steps, on the
+    message: the owner's summary email carries the message, the Slack post only the first
+    name and the masked phone."""
+
+    @handlers.on_message("LEAD", actions=["send_summary_email", "notify_slack"], name="lead2")
+    async def lead(ctx: MessageContext) -> str:
+        return "Thanks!"
+
+    result, job, _, _ = await run.message(f"Ada Byron here, reach me at {EMAIL}", handler="lead2")
+    assert result.status == "completed", result
+    (email,) = sandbox.effects("resend")
+    assert email.data["to"] == ["owner@shop.example"]
+    assert email.idempotency_key == f"send-email/saga:{job.id}:1"
+    assert "Message: Ada Byron here" in email.data["text"]
+    assert f"+{PHONE}" in email.data["text"]
+    (post,) = slack_texts(sandbox)
+    assert post.startswith("New UNKNOWN message for Corner Shop: Ada (+4477")
+    assert_no_pii(post)
+
+
 async def test_a_step_failing_for_good_compensates_the_order(
     jobs: Jobs, handlers: Handlers, clock: FakeClock, sandbox: ProviderSandbox
 ) -> None:

@@ -17,7 +17,13 @@ from typing import Any, cast
 
 import pytest
 
-from antifragile import FakeClock, PermanentError, StoreUnavailableError
+from antifragile import (
+    ConfigurationError,
+    FakeClock,
+    InvalidRequestError,
+    PermanentError,
+    StoreUnavailableError,
+)
 from antifragile.connectors import (
     Connectors,
     HubSpotConnector,
@@ -32,6 +38,8 @@ from antifragile.inbound import (
     DEFAULT_FLOW,
     DEFAULT_GRACEFUL_REPLY,
     DEFAULT_ON_COMPLETE,
+    ActionContext,
+    Actions,
     Channel,
     EventKind,
     Flow,
@@ -236,6 +244,7 @@ def build(
     name: str = "sessions.db",
     tenant: Tenant = TENANT,
     with_flags: bool = False,
+    actions: Actions | None = None,
 ) -> World:
     jobs = Jobs(database_url=f"sqlite:///{tmp_path / name}", clock=clock)
     replies = Replies(jobs, providers)
@@ -248,6 +257,7 @@ def build(
         retry=Retry(attempts=2, backoff=Constant(30.0)),
         kv=kv,
         flags=FeatureFlags(jobs, clock=clock) if with_flags else None,
+        actions=actions,
     )
     worker = jobs.worker(concurrency=4, lease=60.0, heartbeat=20.0)
     return World(clock, sandbox, jobs, replies, sessions, worker)
@@ -870,3 +880,56 @@ async def test_a_completion_whose_jobs_cannot_be_enqueued_is_not_recorded_and_it
     ]
     await world.worker.run_until_idle()
     assert len(world.effects("hubspot")) == 1
+
+
+async def test_an_integration_is_one_action_registration(
+    tmp_path: Path, clock: FakeClock, sandbox: ProviderSandbox, providers: Providers
+) -> None:
+    """A user's action, registered once with its status flag, feature flag, job name, check
+    and unknown-outcome policy and named in a flow's ``on_complete``, runs on completion as
+    its own durable job (payload: the session key) beside a built-in one, with nothing in
+    the sessions naming it. It sees the contact as the session knows it; an error it raises
+    reaches the dead-letter queue with the contact's answers and phone masked, and its flag
+    says ``failed``. A flow naming an action no one registered fails ``declare()``."""
+    actions = Actions(cast(Connectors, providers), tenants={TENANT.id: TENANT})
+    seen: list[tuple[str | None, str, str]] = []
+
+    @actions.action(
+        "create_lead",
+        flag="lead_status",
+        feature="lead_sync",
+        job="crm.lead",
+        applies=lambda tenant, contact: contact.email is not None,
+        on_unknown="reconcile",
+    )
+    async def create_lead(ctx: ActionContext) -> None:
+        seen.append((ctx.contact.email, ctx.idempotency_key, ctx.source))
+        raise InvalidRequestError(f"refused {ctx.contact.email} / {ctx.contact.e164}")
+
+    assert actions.registry["create_lead"].on_unknown == "reconcile"
+    flow = dataclasses.replace(DEFAULT_FLOW, on_complete=("create_lead", "notify_slack"))
+    world = build(tmp_path, clock, sandbox, providers, flows={"intake": flow}, actions=actions)
+    assert set(world.sessions.declare()) == {"create_lead", "notify_slack"}
+    async with world.jobs:
+        turn = await world.complete()
+        key = turn.session_key
+        record = await world.record()
+        assert (record["lead_status"], record["slack_status"]) == ("pending", "pending")
+        assert "email_status" not in record
+        (lead,) = await world.all_jobs("crm.lead")
+        assert (lead.queue, lead.payload) == ("integrations", {"session_key": key})
+        assert lead.idempotency_key == f"crm.lead:{key}:1"
+        await world.worker.run_until_idle()
+        record = await world.record()
+        assert (record["lead_status"], record["slack_status"]) == ("failed", "sent")
+        assert seen == [("ada@example.com", f"crm.lead:{key}:1", f"session:{key}")]
+        (dead,) = await world.jobs.dlq.list()
+        for personal in ("ada@example.com", CONTACT):
+            assert personal not in (dead.last_error or "")
+        assert "a•••@example.com" in (dead.last_error or "")
+        assert len(world.effects("slack")) == 1
+
+    broken = dataclasses.replace(DEFAULT_FLOW, on_complete=("no_such_action",))
+    other = build(tmp_path, clock, sandbox, providers, flows={"intake": broken}, name="b.db")
+    with pytest.raises(ConfigurationError, match="no_such_action"):
+        other.sessions.declare()

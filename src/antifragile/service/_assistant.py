@@ -10,8 +10,10 @@ enqueues::
     worker = assistant.worker(concurrency=8)                     # processes them
 
 Users extend it before opening it: ``@assistant.on_message(intent=...)`` registers an intent
-handler, ``@assistant.action(name)`` an action, ``@assistant.on_event(topic)`` a Shopify topic
-handler, ``@assistant.job(...)`` / ``@assistant.every(...)`` their own jobs.
+handler, ``@assistant.action(name)`` an action -- which handlers and flows' ``on_complete``
+alike may name: one registry for the pipeline's sagas and the flows' completions --,
+``@assistant.on_event(topic)`` a Shopify topic handler, ``@assistant.job(...)`` /
+``@assistant.every(...)`` their own jobs.
 """
 
 from __future__ import annotations
@@ -146,6 +148,7 @@ class Assistant:
             self.flows,
             tenants=tenants_by_id,
             replies=self.replies,
+            actions=self.actions,
             flags=self.flags,
             clock=clock,
             retry=integration_retry if integration_retry is not None else DEFAULT_JOB_RETRY,
@@ -205,7 +208,8 @@ class Assistant:
 
     @property
     def action(self) -> Callable[..., Any]:
-        """``@assistant.action(name, provider=..., compensate=...)``."""
+        """``@assistant.action(name, provider=..., compensate=..., flag=..., feature=...,
+        job=..., applies=..., on_unknown=...)`` (see :class:`~antifragile.inbound.Actions`)."""
         return self.actions.action
 
     def on_event(self, topic: str) -> Callable[[CommerceHandler], CommerceHandler]:
@@ -250,6 +254,7 @@ class Assistant:
         observe_connectors(self.metrics, self.connectors)
         self.alerts.install()  # error rates from the connectors' policies, breaker listeners
         self.actions.declare(self.jobs, self.handlers)
+        self.sessions.declare()  # the flows' on_complete actions, each a job of its own
 
     async def _open_state_store(self) -> Store | None:
         url = self.settings.redis_url
