@@ -75,6 +75,7 @@ from antifragile.connectors import (
     OutcomeUnknownError,
 )
 from antifragile.errors import AntifragileError, ConfigurationError, ConflictError, ErrorCode
+from antifragile.inbound._flags import check_flag_name
 from antifragile.inbound._flows import Flow
 from antifragile.inbound._handlers import BookingSettings, Handlers, RegisteredHandler
 from antifragile.inbound._intents import find_emails
@@ -381,6 +382,8 @@ class Actions:
             raise ConfigurationError(
                 f"action {name!r}: on_unknown is one of {', '.join(ON_UNKNOWN)}, not {on_unknown!r}"
             )
+        if feature is not None:
+            check_flag_name(feature)
         if flag is not None and (not flag.endswith("_status") or flag == "progress_status"):
             raise ConfigurationError(
                 f"action {name!r}: a status flag field ends in '_status' (got {flag!r})"

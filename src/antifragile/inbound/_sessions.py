@@ -291,6 +291,9 @@ class Sessions:
         function = self.functions.get(action.name)
         if function is not None:
             return function
+        if self.flags is not None and action.feature is not None:
+            # an action's feature flag is on until someone turns it off
+            self.flags.defaults.setdefault(action.feature, True)
         sessions = self
 
         async def run(ctx: JobContext, session_key: str) -> dict[str, Any]:
