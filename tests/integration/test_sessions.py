@@ -933,3 +933,58 @@ async def test_an_integration_is_one_action_registration(
     other = build(tmp_path, clock, sandbox, providers, flows={"intake": broken}, name="b.db")
     with pytest.raises(ConfigurationError, match="no_such_action"):
         other.sessions.declare()
+
+
+async def test_on_postgres_a_held_up_job_insert_keeps_the_session_as_it_was(
+    postgres_url: str, clock: FakeClock, sandbox: ProviderSandbox, providers: Providers
+) -> None:
+    """The same on PostgreSQL: while job inserts are refused (a trigger), the completing
+    answer fails and the session stays in progress with no job; once they are accepted, the
+    replay of the answer completes the session with its four jobs in one transaction."""
+    import psycopg
+
+    from antifragile.jobs._postgres import PostgresJobQueue
+    from antifragile.stores._postgres import PostgresStore
+
+    schema = f"sessions_{new_job_id()[-12:]}"
+    store = PostgresStore(postgres_url, schema=schema, clock=clock, drop_schema_on_close=True)
+    await store.open()
+    try:
+        jobs = Jobs(queue=PostgresJobQueue(store), clock=clock)
+        replies = Replies(jobs, providers)
+        sessions = Sessions(
+            jobs, providers, {"intake": DEFAULT_FLOW}, tenants={TENANT.id: TENANT}, replies=replies
+        )
+        world = World(clock, sandbox, jobs, replies, sessions, jobs.worker(concurrency=4))
+        async with jobs:
+            await world.say("Hello")
+            for answer in ANSWERS[:-1]:
+                await world.say(answer)
+            last = world.event(ANSWERS[-1])
+            table = f'"{schema}".antifragile_jobs'
+            async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as c:
+                await c.execute(
+                    f'CREATE FUNCTION "{schema}".hold() RETURNS trigger LANGUAGE plpgsql AS $$ '
+                    "BEGIN RAISE EXCEPTION 'job inserts are held up'; END $$"
+                )
+                await c.execute(
+                    f"CREATE TRIGGER hold BEFORE INSERT ON {table} "
+                    f'FOR EACH ROW EXECUTE FUNCTION "{schema}".hold()'
+                )
+                with pytest.raises(Exception, match="held up"):
+                    await sessions.handle(TENANT, last)
+                assert (await world.record())["progress_status"] == "in_progress"
+                assert await world.all_jobs() == []
+                await c.execute(f"DROP TRIGGER hold ON {table}")
+            turn = await sessions.handle(TENANT, last)
+            assert turn is not None
+            assert turn.completed
+            record = await world.record()
+            assert record["progress_status"] == "completed"
+            assert {record[f"{i}_status"] for i in ("email", "shopify", "hubspot", "slack")} == {
+                "pending"
+            }
+            assert sorted(record["jobs"].values()) == sorted(j.id for j in await world.all_jobs())
+            assert len(record["jobs"]) == 4
+    finally:
+        await store.close()
