@@ -1,4 +1,12 @@
-"""Actions: the side effects a handled message has, run as one durable saga per handler.
+"""Actions: every side effect -- of a handled message, or of a completed conversation flow.
+
+There is one registry. An intent handler names actions, run as the steps of one durable saga
+per handler; a flow names actions in ``on_complete``, each run as a durable job of its own with
+a status flag on the session (:mod:`antifragile.inbound._sessions`,
+:meth:`Actions.run_for_session`). An action reads what it is about alike in both:
+:attr:`ActionContext.contact` (a message's sender, profile name and first email address, or a
+session's phone and answers), and its error leaves with the personal data of its context
+masked (:meth:`ActionContext.personal_data`), one way for both.
 
 ::
 
@@ -42,12 +50,26 @@ a missing integration must not undo the others.
                                      a later step fails: a complaint stays recorded)
 ``flag_for_review``        --        a ``review`` task; compensation: cancel it
 ``send_email``             resend    an email to the tenant's owner, with the message
-``create_shopify_customer`` shopify  a Shopify customer from the email in the message
-``create_hubspot_contact`` hubspot   a HubSpot contact from the email in the message
+``create_shopify_customer`` shopify  a Shopify customer from the contact's email
+``create_hubspot_contact`` hubspot   a HubSpot contact from the contact's email
+``send_summary_email``     resend    the owner's summary (template ``session_summary``): a
+                                     completed flow's answers, or the message
+``notify_slack``           slack     a short Slack message: first name, masked phone
 ``book_call``              calcom    a Cal.com booking when the message names a day, a time
                                      and an email (and an event type is configured), else
                                      the booking link
 =========================  ========  =====================================================
+
+The last four are what a flow completes with by default: each registers the status flag, the
+feature flag, the job name and the check (``applies``) its run as a flow's job uses
+(``email_status``/``summary_email``/``sessions.summary_email``, ``shopify_status``/
+``shopify_sync``/``sessions.shopify_customer``, ``hubspot_status``/``hubspot_sync``/
+``sessions.hubspot_contact``, ``slack_status``/``slack_notify``/``sessions.slack_message``).
+
+Every action declares what an unknown outcome calls for (*on_unknown*: ``reconcile`` -- look
+it up by the action's key --, ``resend`` -- harmless or deduplicated by the provider --, or
+``review`` -- a person decides, the default). It is recorded on the registration; today an
+action handles an unknown outcome itself, as below, and a job's retries follow its policy.
 
 An outcome the provider leaves unknown becomes a task for a person instead of a retry that could
 act twice: Slack may or may not have posted and cannot be asked. A Shopify draft order carries
