@@ -15,15 +15,17 @@ a conflict, so two messages of one contact processed at once both count, and the
 the queue writes in the same record are never overwritten. Records expire ``retention``
 seconds (30 days by default) after their last change.
 
-Record fields: ``key``, ``tenant_id``, ``flow``, ``channel``, ``phone``, ``round`` (the
-conversation's number), ``step`` (the question waiting for an answer), ``fields`` (the answers),
-``progress_status`` (``new`` | ``in_progress`` | ``completed``), ``email_status``,
-``shopify_status``, ``hubspot_status``, ``slack_status`` (``none`` | ``pending`` | ``sent`` |
-``failed``, or ``skipped`` when the integration does not apply: no owner email, no email
-collected, switched off, its provider not configured), ``nudge_sent``, ``summary_email_sent``,
-``last_active``, ``created_at``, ``completed_at``, ``jobs`` (the integration jobs' ids),
-``redrives`` and ``recent`` (the last events handled, so a message handled twice is answered
-the same way and changes nothing).
+The record is a typed, frozen :class:`~antifragile.inbound.SessionRecord` (its stored JSON is
+written and read only by its ``to_json``/``from_json``): ``key``, ``tenant_id``, ``flow``,
+``channel``, ``phone``, ``round`` (the conversation's number), ``step`` (the question waiting
+for an answer), ``fields`` (the answers), ``progress_status`` (``new`` | ``in_progress`` |
+``completed``), one status flag per action of the flow (``email_status``, ``shopify_status``,
+``hubspot_status``, ``slack_status`` for the default ones: ``none`` | ``pending`` | ``sent`` |
+``failed``, or ``skipped`` when the action does not apply), ``actions`` (what the completion
+runs), ``jobs`` and ``redrives`` (by action name), ``nudge_sent``, ``last_active``,
+``created_at``, ``completed_at``, and ``recent`` (the last events handled, so a message
+handled twice is answered the same way and changes nothing). What an action remembers
+(``summary_email_sent``, ``shopify_customer_id``...) is kept as it was written.
 
 **A turn.** The first message of a contact starts the tenant's flow (greeting and first
 question); every later message answers the waiting question: a valid answer is stored and the
