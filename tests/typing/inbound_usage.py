@@ -20,6 +20,8 @@ from antifragile.inbound import (
     KeywordClassifier,
     MessageContext,
     RegisteredHandler,
+    SessionRecord,
+    Sessions,
     Tasks,
 )
 from antifragile.jobs import Enqueued, Jobs, Saga
@@ -46,6 +48,28 @@ async def undo_lead(ctx: ActionContext) -> None:
 @actions.action("create_lead", provider="hubspot", compensate=undo_lead)
 async def create_lead(ctx: ActionContext) -> dict[str, str]:
     return {"key": ctx.idempotency_key}
+
+
+@actions.action(
+    "create_crm_lead",
+    provider="hubspot",
+    flag="lead_status",
+    feature="lead_sync",
+    applies=lambda tenant, contact: contact.email is not None,
+    on_unknown="reconcile",  # "resend" | "review"; anything else fails type-checking
+)
+async def create_crm_lead(ctx: ActionContext) -> None:
+    assert_type(ctx.contact.email, str | None)
+    assert_type(ctx.session, SessionRecord | None)
+    await ctx.remember(lead_id="42")
+
+
+async def sessions_usage(sessions: Sessions) -> None:
+    record = await sessions.get(Sessions.key_for("acme", "447700900123"))
+    assert_type(record, SessionRecord | None)
+    if record is not None:
+        assert_type(record.flag("email_status"), str)
+        assert_type(record.to_json(), dict[str, Any])
 
 
 async def usage(classification: Classification) -> None:
