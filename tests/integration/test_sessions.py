@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,8 @@ from antifragile.sandbox import (
 )
 from antifragile.stores import KeyValueStore, Versioned, open_store
 
+#: the checkout, where ``python -m tests.integration._session_turn`` runs
+ROOT = Path(__file__).resolve().parents[2]
 WA_TOKEN = "EAAG-test-token"
 PHONE_ID = "106540352242922"
 TWILIO_SID = "AC" + "0" * 32
@@ -986,5 +989,93 @@ async def test_on_postgres_a_held_up_job_insert_keeps_the_session_as_it_was(
             }
             assert sorted(record["jobs"].values()) == sorted(j.id for j in await world.all_jobs())
             assert len(record["jobs"]) == 4
+    finally:
+        await store.close()
+
+
+async def test_a_worker_killed_inside_the_completion_leaves_no_completed_session_without_jobs(
+    postgres_url: str, clock: FakeClock, sandbox: ProviderSandbox, providers: Providers
+) -> None:
+    """The crash itself, on PostgreSQL: a process handling the completing answer is killed
+    (SIGKILL) while its transaction is held up in the job insert (a trigger sleeping), and
+    the server ends its session. Nothing of the turn is kept -- not a session completed with
+    no job, no dead letter and nothing to show for it, which is what a crash between the
+    completion write and the enqueue used to leave, and which the replay of the message then
+    took for handled. The replay (the message's processing retried) completes the session
+    with its four jobs."""
+    import psycopg
+
+    from antifragile.jobs._postgres import PostgresJobQueue
+    from antifragile.stores._postgres import PostgresStore
+
+    schema = f"crash_{new_job_id()[-12:]}"
+    store = PostgresStore(postgres_url, schema=schema, clock=clock, drop_schema_on_close=True)
+    await store.open()
+    try:
+        jobs = Jobs(queue=PostgresJobQueue(store), clock=clock)
+        replies = Replies(jobs, providers)
+        sessions = Sessions(
+            jobs, providers, {"intake": DEFAULT_FLOW}, tenants={TENANT.id: TENANT}, replies=replies
+        )
+        world = World(clock, sandbox, jobs, replies, sessions, jobs.worker(concurrency=4))
+        async with jobs:
+            await world.say("Hello")
+            for answer in ANSWERS[:-1]:
+                await world.say(answer)
+            last = world.event(ANSWERS[-1])
+            table = f'"{schema}".antifragile_jobs'
+            async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as c:
+                await c.execute(
+                    f'CREATE FUNCTION "{schema}".hold() RETURNS trigger LANGUAGE plpgsql AS $$ '
+                    "BEGIN PERFORM pg_sleep(60); RETURN NEW; END $$"
+                )
+                await c.execute(
+                    f"CREATE TRIGGER hold BEFORE INSERT ON {table} "
+                    f'FOR EACH ROW EXECUTE FUNCTION "{schema}".hold()'
+                )
+                child = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "tests.integration._session_turn",
+                    postgres_url,
+                    schema,
+                    str(clock.monotonic()),
+                    CONTACT,
+                    last.event_id,
+                    ANSWERS[-1],
+                    cwd=ROOT,
+                    stderr=asyncio.subprocess.PIPE,
+                )
+                held: list[Any] = []
+                for _ in range(600):  # until the child's job insert sleeps in the trigger
+                    cursor = await c.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+                        "AND position(%s in query) > 0",
+                        (f'"{schema}"',),
+                    )
+                    held = await cursor.fetchall()
+                    if held or child.returncode is not None:
+                        break
+                    await asyncio.sleep(0.05)
+                if not held:
+                    if child.returncode is None:
+                        child.kill()
+                    _, err = await child.communicate()
+                    pytest.fail(f"the child never reached the job insert: {err.decode()[-2000:]}")
+                child.kill()
+                await child.wait()
+                await c.execute("SELECT pg_terminate_backend(%s)", (held[0][0],))
+                await c.execute(f"DROP TRIGGER hold ON {table}")
+            record = await world.record()
+            assert record["progress_status"] == "in_progress"
+            assert record["step"] == len(ANSWERS) - 1
+            assert await world.all_jobs() == []
+
+            turn = await sessions.handle(TENANT, last)  # the replay
+            assert turn is not None
+            assert turn.completed
+            record = await world.record()
+            assert record["progress_status"] == "completed"
+            assert len(await world.all_jobs()) == len(record["jobs"]) == 4
     finally:
         await store.close()
