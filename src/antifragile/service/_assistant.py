@@ -11,7 +11,8 @@ enqueues::
 
 Users extend it before opening it: ``@assistant.on_message(intent=...)`` registers an intent
 handler, ``@assistant.action(name)`` an action, ``@assistant.on_event(topic)`` a Shopify topic
-handler, ``@assistant.job(...)`` / ``@assistant.every(...)`` their own jobs.
+handler, ``@assistant.on_delivery_status`` a hook on the providers' delivery statuses,
+``@assistant.job(...)`` / ``@assistant.every(...)`` their own jobs.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from antifragile.errors import ConfigurationError
 from antifragile.inbound import (
     Actions,
     Classifier,
+    DeliveryHook,
+    DeliveryStatuses,
     FeatureFlags,
     Flow,
     Handlers,
@@ -139,7 +142,9 @@ class Assistant:
         self.tasks = Tasks(self.jobs, clock=clock)
         tenants_by_id = {tenant.id: tenant for tenant in self.tenants}
         self.actions = Actions(self.connectors, tasks=self.tasks, tenants=tenants_by_id)
-        self.replies = Replies(self.jobs, self.connectors, clock=clock)
+        #: records the providers' delivery statuses on the outbound messages
+        self.deliveries = DeliveryStatuses(self.jobs, clock=clock)
+        self.replies = Replies(self.jobs, self.connectors, clock=clock, deliveries=self.deliveries)
         self.sessions = Sessions(
             self.jobs,
             self.connectors,
@@ -177,6 +182,7 @@ class Assistant:
             connectors=self.connectors,
             limiter=limiter if limiter is not None else self.limits,
             clock=clock,
+            deliveries=self.deliveries,
         )
         pipeline = self.pipeline
 
@@ -211,6 +217,12 @@ class Assistant:
     def on_event(self, topic: str) -> Callable[[CommerceHandler], CommerceHandler]:
         """``@assistant.on_event("orders/create")`` for a Shopify topic."""
         return self.pipeline.on_event(topic)
+
+    def on_delivery_status(self, hook: DeliveryHook) -> DeliveryHook:
+        """``@assistant.on_delivery_status`` registers ``async def hook(status, match)``,
+        called after each provider delivery status is recorded (see
+        :class:`~antifragile.inbound.DeliveryStatuses`)."""
+        return self.deliveries.on_status(hook)
 
     @property
     def job(self) -> Callable[..., Any]:
