@@ -27,6 +27,8 @@ from antifragile.inbound import (
     parse_hubspot,
     parse_resend,
     parse_sendgrid,
+    parse_twilio,
+    parse_whatsapp,
     svix_signature,
     verify_calcom,
     verify_hubspot,
@@ -365,3 +367,41 @@ def test_statuses_never_move_a_message_backwards() -> None:
     assert (failed["delivery_status"], failed["delivery_error_code"]) == ("failed", "131026")
     assert advance({"delivery_status": "failed"}, _s("other"), now=1.0) == {}
     assert STATUS_RANK["read"] > STATUS_RANK["delivered"] > STATUS_RANK["sent"]
+
+
+def test_whatsapp_and_twilio_statuses_carry_their_correlation() -> None:
+    """A WhatsApp status's ``biz_opaque_callback_data`` and a Twilio status callback's
+    ``antifragile_key`` URL parameter become the correlation; Twilio's statuses are
+    normalised (``sending`` -> queued, ``undelivered`` -> failed with its ErrorCode)."""
+    body = {
+        "entry": [
+            {
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "metadata": {"phone_number_id": "P1"},
+                            "statuses": [
+                                {"id": "wamid.1", "status": "read", "timestamp": "5",
+                                 "recipient_id": "447700900123",
+                                 "biz_opaque_callback_data": "outmsg-id-1"}
+                            ],
+                        },
+                    }
+                ]
+            }
+        ]
+    }  # fmt: skip
+    [event] = parse_whatsapp(json.dumps(body).encode())
+    status = _status(event)
+    assert (status.provider_message_id, status.status, status.correlation) == (
+        "wamid.1",
+        "read",
+        "outmsg-id-1",
+    )
+    base = {"MessageSid": "SM1", "From": "+15550001111", "To": "+447700900123"}
+    sending = _status(parse_twilio({**base, "MessageStatus": "sending"}, correlation="k")[0])
+    assert (sending.status, sending.correlation) == ("queued", "k")
+    failed = parse_twilio({**base, "MessageStatus": "undelivered", "ErrorCode": "30008"})
+    assert (_status(failed[0]).status, _status(failed[0]).error_code) == ("failed", "30008")
+    assert _status(failed[0]).correlation is None
