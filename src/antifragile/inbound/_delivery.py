@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from antifragile.errors import ConfigurationError, TransientError
 from antifragile.inbound._model import Channel, EventKind, InboundEvent
@@ -171,6 +171,7 @@ class DeliveryMatch:
 
 #: ``async def hook(status, match)``: called for every recorded status
 DeliveryHook = Callable[[DeliveryStatus, DeliveryMatch], Awaitable[None]]
+H = TypeVar("H", bound=DeliveryHook)
 
 
 def status_key(provider: str, provider_message_id: str) -> str:
@@ -218,7 +219,7 @@ class DeliveryStatuses:
         self.clock = clock or jobs.clock
         self._hooks: list[DeliveryHook] = []
 
-    def on_status(self, hook: DeliveryHook) -> DeliveryHook:
+    def on_status(self, hook: H) -> H:
         """Register ``async def hook(status: DeliveryStatus, match: DeliveryMatch)``, called
         after every status is recorded (usable as a decorator). A hook that raises makes the
         processing job fail and retry: hooks must be idempotent."""

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from antifragile.connectors import PROVIDERS, Connectors, parse_overrides, policies_for
 from antifragile.errors import ConfigurationError
@@ -75,6 +75,8 @@ from antifragile.service._settings import Settings
 from antifragile.stores import Store, open_store
 
 _log = logging.getLogger("antifragile.service")
+
+_Hook = TypeVar("_Hook", bound=DeliveryHook)
 
 
 def state_store_url(settings: Settings) -> str:
@@ -218,7 +220,7 @@ class Assistant:
         """``@assistant.on_event("orders/create")`` for a Shopify topic."""
         return self.pipeline.on_event(topic)
 
-    def on_delivery_status(self, hook: DeliveryHook) -> DeliveryHook:
+    def on_delivery_status(self, hook: _Hook) -> _Hook:
         """``@assistant.on_delivery_status`` registers ``async def hook(status, match)``,
         called after each provider delivery status is recorded (see
         :class:`~antifragile.inbound.DeliveryStatuses`)."""
