@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from antifragile.inbound import (
     Channel,
+    DeliveryMatch,
     DeliveryStatus,
     InboundEvent,
     calcom_signature,
@@ -208,6 +209,12 @@ async def test_whatsapp_statuses_move_the_reply_forward_only(world: World) -> No
     delivered, then sent) and read twice: each distinct one is recorded once, the duplicate is
     answered 200 as such, and the reply's record ends ``read`` with each status's time -- never
     moved back to ``delivered``."""
+    seen: list[tuple[str, str | None]] = []
+
+    @world.assistant.on_delivery_status
+    async def hook(status: DeliveryStatus, match: DeliveryMatch) -> None:
+        seen.append((status.status, match.delivery_status))
+
     tenant = world.assistant.tenants[0]
     message_id = await world.assistant.replies.send(
         tenant=tenant, channel=Channel.WHATSAPP, to=CONTACT, text="Thanks!", key="reply-1"
@@ -229,6 +236,8 @@ async def test_whatsapp_statuses_move_the_reply_forward_only(world: World) -> No
     matched = [r["delivery"] for r in await world.results() if r.get("delivery")]
     assert [m["message_id"] for m in matched] == [message_id] * 3
     assert sorted(m["applied"] for m in matched) == [False, False, True]  # only read moved it
+    # the hook saw every status, each with the message's status after it: read throughout
+    assert sorted(seen) == [("delivered", "read"), ("read", "read"), ("sent", "read")]
 
 
 async def test_a_failed_status_with_the_correlation_and_a_rotated_secret(world: World) -> None:
