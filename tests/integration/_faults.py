@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from antifragile.connectors import OutcomeUnknownError
-from antifragile.sandbox import ProviderFault, ProviderSandbox
+from antifragile.sandbox import Fault, ProviderFault, ProviderSandbox
 
 FAULT_KINDS: dict[str, ProviderFault] = {
     "latency": ProviderFault.latency(0.05),
@@ -22,10 +22,11 @@ FAULT_KINDS: dict[str, ProviderFault] = {
 }
 
 #: fault kind -> (the call succeeds, effects recorded): a provider without idempotency
-#: retries only refusals (429); whatever may have reached it is flagged, never resent
+#: retries only what it was told was not processed -- a refusal (429), a 5xx in the provider's
+#: own error format; whatever may have reached it without an answer is flagged, never resent
 NOT_RESENT: dict[str, tuple[bool, int]] = {
     "latency": (True, 1),
-    "5xx": (False, 0),
+    "5xx": (True, 1),
     "429": (True, 1),
     "reset": (False, 0),
     "hang": (False, 0),
@@ -46,7 +47,8 @@ async def sent_once_or_flagged(
 ) -> None:
     """Play fault *kind* on the next request to *provider*'s *endpoint*, then *call* the
     operation once, and check what :data:`NOT_RESENT` says: the call succeeds or raises a
-    non-retryable *unknown*, the effects recorded, and one request sent (two after a 429)."""
+    non-retryable *unknown*, the effects recorded, and one request sent (two after a 429 or a
+    5xx in the provider's error format: the provider said it did not act)."""
     sandbox.faults(provider, endpoint, script=[FAULT_KINDS[kind]])
     succeeds, effects = NOT_RESENT[kind]
     if succeeds:
@@ -56,4 +58,18 @@ async def sent_once_or_flagged(
             await call()
         assert not caught.value.retryable
     assert len(sandbox.effects(provider)) == effects
-    assert sum(1 for r in sandbox.requests if r.method == "POST") == (2 if kind == "429" else 1)
+    assert sum(1 for r in sandbox.requests if r.method == "POST") == (
+        2 if kind in ("429", "5xx") else 1
+    )
+
+
+#: what a gateway in front of a provider answers when it lost the provider's answer: not the
+#: provider speaking, so the request may have been handled -- the outcome is unknown
+GATEWAY_FAULTS: dict[str, Fault] = {
+    "bodiless 502": Fault.ok(502),
+    "html 504": Fault.ok(
+        504,
+        body=b"<html><body><h1>504 Gateway Time-out</h1></body></html>",
+        headers={"content-type": "text/html"},
+    ),
+}

@@ -28,8 +28,8 @@ from antifragile import (
 )
 from antifragile.connectors import Booking, CalComConnector, OutcomeUnknownError, booking_link
 from antifragile.connectors._calcom import API_KEY_ENV, BASE_URL_ENV
-from antifragile.sandbox import CalComSimulator, ProviderFault, ProviderSandbox
-from tests.integration._faults import FAULT_KINDS, sent_once_or_flagged
+from antifragile.sandbox import CalComSimulator, FlakyServer, ProviderFault, ProviderSandbox
+from tests.integration._faults import FAULT_KINDS, GATEWAY_FAULTS, sent_once_or_flagged
 
 KEY = "cal_test_key"
 BOOK = "POST /v2/bookings"
@@ -179,13 +179,13 @@ async def test_120_per_minute_quota_with_default_headers(clock: FakeClock) -> No
 
 @pytest.mark.parametrize(
     "fault",
-    [ProviderFault.ambiguous("reset"), ProviderFault.ambiguous("hang"), ProviderFault.error(502)],
-    ids=["reset", "hang", "502"],
+    [ProviderFault.ambiguous("reset"), ProviderFault.ambiguous("hang")],
+    ids=["reset", "hang"],
 )
 async def test_ambiguous_failure_is_outcome_unknown_and_never_resent(
     sandbox: ProviderSandbox, connect: Connect, fault: ProviderFault
 ) -> None:
-    """After a failure Cal.com may have acted on (answer lost, timeout, 5xx) the connector
+    """After a failure Cal.com may have acted on (answer lost, timeout) the connector
     does not book again: one request, an OutcomeUnknownError with the metadata key."""
     sandbox.faults("calcom", BOOK, script=[fault])
     with pytest.raises(OutcomeUnknownError) as caught:
@@ -193,6 +193,29 @@ async def test_ambiguous_failure_is_outcome_unknown_and_never_resent(
     assert caught.value.reconcile_key == "create-booking/lead/1"
     assert not caught.value.retryable
     assert len(sandbox.requests) == 1
+
+
+async def test_5xx_in_calcom_error_format_is_retried_and_booked_once(
+    sandbox: ProviderSandbox, connect: Connect
+) -> None:
+    """A 502 carrying Cal.com's ``{"status": "error", "error": {...}}`` body says nothing was
+    booked: the booking is sent again after a back-off and exactly one exists."""
+    sandbox.faults("calcom", BOOK, script=[ProviderFault.error(502)])
+    await book(connect())
+    assert [r.status for r in sandbox.requests] == [502, 201]
+    assert len(sandbox.effects("calcom")) == 1
+
+
+@pytest.mark.parametrize("gateway", list(GATEWAY_FAULTS))
+async def test_gateway_5xx_is_outcome_unknown(clock: FakeClock, gateway: str) -> None:
+    """A bodiless 502 or an HTML 504 is a gateway that may have lost Cal.com's answer: an
+    OutcomeUnknownError with the metadata key, after one request."""
+    with FlakyServer(default=GATEWAY_FAULTS[gateway]) as server:
+        async with CalComConnector(KEY, base_url=server.url, clock=clock) as connector:
+            with pytest.raises(OutcomeUnknownError) as caught:
+                await book(connector)
+        assert caught.value.reconcile_key == "create-booking/lead/1"
+        assert len(server.requests) == 1
 
 
 async def test_duplicate_rate_with_reconciliation_vs_blind_resend(

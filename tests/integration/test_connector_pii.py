@@ -17,7 +17,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from antifragile import FakeClock, IntegrationError
+from antifragile import FakeClock, IntegrationError, UpstreamUnavailableError
 from antifragile.connectors import (
     CalComConnector,
     DeliveryUnknownError,
@@ -40,6 +40,7 @@ MASKED_EMAIL = mask_email(EMAIL)
 SID = "AC" + "0123456789abcdef" * 2
 
 Call = Callable[[str, FakeClock], Awaitable[Any]]
+HTML = {"content-type": "text/html"}
 
 
 def texts_of(error: BaseException) -> list[str]:
@@ -150,10 +151,10 @@ CASES: dict[str, tuple[Call, Fault, type[IntegrationError], tuple[str, ...]]] = 
         IntegrationError,
         (MASKED_PHONE,),
     ),
-    "twilio unknown": (
+    "twilio unavailable": (
         _twilio,
         Fault.status(503, json={"code": 20500, "message": f"failed for {PHONE}", "status": 503}),
-        DeliveryUnknownError,
+        UpstreamUnavailableError,
         (MASKED_PHONE,),
     ),
     "whatsapp refused": (
@@ -172,9 +173,15 @@ CASES: dict[str, tuple[Call, Fault, type[IntegrationError], tuple[str, ...]]] = 
         IntegrationError,
         (MASKED_PHONE,),
     ),
-    "whatsapp unknown": (
+    "whatsapp unavailable": (
         _whatsapp,
         Fault.status(503, json={"error": {"message": f"down for {DIGITS}", "code": 2}}),
+        UpstreamUnavailableError,
+        (MASKED_PHONE,),
+    ),
+    "whatsapp unknown": (
+        _whatsapp,
+        Fault.ok(502, body=b"<html><h1>502 Bad Gateway</h1></html>", headers=HTML),
         DeliveryUnknownError,
         (MASKED_PHONE,),
     ),

@@ -27,8 +27,8 @@ from antifragile import (
 )
 from antifragile.connectors import OutcomeUnknownError, SendGridConnector, SendGridSent
 from antifragile.connectors._sendgrid import API_KEY_ENV, BASE_URL_ENV
-from antifragile.sandbox import ProviderFault, ProviderSandbox, SendGridSimulator
-from tests.integration._faults import FAULT_KINDS, sent_once_or_flagged
+from antifragile.sandbox import FlakyServer, ProviderFault, ProviderSandbox, SendGridSimulator
+from tests.integration._faults import FAULT_KINDS, GATEWAY_FAULTS, sent_once_or_flagged
 
 KEY = "SG.test-key"
 SEND = "POST /v3/mail/send"
@@ -172,16 +172,15 @@ async def test_quota_exhaustion_is_rate_limited_with_epoch_reset_headers(clock: 
     [
         ProviderFault.ambiguous("reset"),
         ProviderFault.ambiguous("hang"),
-        ProviderFault.error(500),
         ProviderFault.malformed(),
     ],
-    ids=["reset", "hang", "500", "malformed"],
+    ids=["reset", "hang", "malformed"],
 )
 async def test_ambiguous_failure_is_outcome_unknown_and_never_resent(
     sandbox: ProviderSandbox, connect: Connect, fault: ProviderFault
 ) -> None:
-    """After a failure SendGrid may have acted on (answer lost, timeout, 5xx, an answer
-    without ``X-Message-Id``), the connector does not send again: one request, and an
+    """After a failure SendGrid may have acted on (answer lost, timeout, an answer without
+    ``X-Message-Id``), the connector does not send again: one request, and an
     OutcomeUnknownError carrying the key to reconcile with, not retryable."""
     sandbox.faults("sendgrid", SEND, script=[fault])
     with pytest.raises(OutcomeUnknownError) as caught:
@@ -190,6 +189,29 @@ async def test_ambiguous_failure_is_outcome_unknown_and_never_resent(
     assert not caught.value.retryable
     assert len(sandbox.requests) == 1
     assert len(sandbox.effects("sendgrid")) <= 1
+
+
+async def test_5xx_in_sendgrid_error_format_is_retried_and_sent_once(
+    sandbox: ProviderSandbox, connect: Connect
+) -> None:
+    """A 500 carrying SendGrid's ``{"errors": [{"message"}]}`` body says the mail was not
+    accepted: it is sent again after a back-off and exactly one email exists."""
+    sandbox.faults("sendgrid", SEND, script=[ProviderFault.error(500)])
+    await send(connect())
+    assert [r.status for r in sandbox.requests] == [500, 202]
+    assert len(sandbox.effects("sendgrid")) == 1
+
+
+@pytest.mark.parametrize("gateway", list(GATEWAY_FAULTS))
+async def test_gateway_5xx_is_outcome_unknown(clock: FakeClock, gateway: str) -> None:
+    """A bodiless 502 or an HTML 504 is a gateway that may have lost SendGrid's answer: an
+    OutcomeUnknownError with the key to reconcile with, after one request."""
+    with FlakyServer(default=GATEWAY_FAULTS[gateway]) as server:
+        async with SendGridConnector(KEY, base_url=server.url, clock=clock) as connector:
+            with pytest.raises(OutcomeUnknownError) as caught:
+                await send(connector)
+        assert caught.value.reconcile_key == "send-email/order/1"
+        assert len(server.requests) == 1
 
 
 async def test_duplicate_rate_with_reconciliation_vs_blind_resend(

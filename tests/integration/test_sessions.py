@@ -621,11 +621,12 @@ async def test_twilio_replies_go_from_the_tenant_number(world: World) -> None:
 
 
 async def test_a_reply_whose_delivery_is_unknown_is_not_sent_again(world: World) -> None:
-    """WhatsApp answering 503 may have sent the message: the job dies at once (never sent
-    twice blindly), the flag says ``failed``, the dead job's error masks the phone, and a
-    redrive does not send it either until someone reconciles it."""
+    """WhatsApp dropping the connection after the request was written may have sent the
+    message: the job dies at once (never sent twice blindly), the flag says ``failed``, the
+    dead job's error masks the phone, and a redrive does not send it either until someone
+    reconciles it."""
     world.sandbox.faults(
-        "whatsapp", "POST /{version}/{phone_number_id}/messages", script=[ProviderFault.error(503)]
+        "whatsapp", "POST /{version}/{phone_number_id}/messages", script=[ProviderFault.reset()]
     )
     message_id = await world.replies.send(
         tenant=TENANT, channel=Channel.WHATSAPP, to=CONTACT, text="Hi!", key="k1"
@@ -648,6 +649,33 @@ async def test_a_reply_whose_delivery_is_unknown_is_not_sent_again(world: World)
     assert job.state is JobState.DEAD
     assert job.last_error_code == "UPSTREAM_ERROR"
     assert world.effects("whatsapp") == []
+
+
+async def test_a_reply_refused_with_a_graph_503_is_sent_once(world: World) -> None:
+    """WhatsApp answering 503 with Graph's error body (``code 2``: not processed) is retried
+    like any transient failure -- the job tries again after its back-off -- and the reply goes
+    out once: the record holds its ``wamid``, no ``sending_since`` mark is left behind, and
+    nothing reaches the dead-letter queue."""
+    world.sandbox.faults(
+        "whatsapp", "POST /{version}/{phone_number_id}/messages", script=[ProviderFault.error(503)]
+    )
+    message_id = await world.replies.send(
+        tenant=TENANT, channel=Channel.WHATSAPP, to=CONTACT, text="Hi!", key="k2"
+    )
+    await world.worker.run_until_idle()
+    assert world.effects("whatsapp") == []
+    waiting = await world.replies.get(message_id)
+    assert waiting is not None
+    assert waiting["sending_since"] is None  # refused, not maybe-sent: a later run may send
+    world.clock.advance(60.0)  # past the job's retry back-off
+    await world.worker.run_until_idle()
+    (sent,) = world.effects("whatsapp")
+    stored = await world.replies.get(message_id)
+    assert stored is not None
+    assert stored["provider_message_id"] == sent.id
+    assert stored["sending_since"] is None
+    assert stored["status"] == "sent"
+    assert await world.jobs.dlq.list() == []
 
 
 async def test_graceful_reply_and_sessions_without_a_flow(world: World) -> None:

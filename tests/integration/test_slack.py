@@ -28,7 +28,7 @@ from antifragile import (
 from antifragile.connectors import OutcomeUnknownError, SlackConnector
 from antifragile.connectors._slack import WEBHOOK_URL_ENV
 from antifragile.sandbox import Fault, FlakyServer, ProviderFault, ProviderSandbox, SlackSimulator
-from tests.integration._faults import FAULT_KINDS, sent_once_or_flagged
+from tests.integration._faults import FAULT_KINDS, GATEWAY_FAULTS, sent_once_or_flagged
 
 HOOK = "T0001/B0001/sEcReTtOkEn1234"
 SECRET = "sEcReTtOkEn1234"
@@ -171,13 +171,27 @@ async def test_ambiguous_failure_is_outcome_unknown_and_not_sent_again(
     assert SECRET not in str(caught.value) + caplog.text
 
 
-async def test_5xx_is_outcome_unknown_too(sandbox: ProviderSandbox, connect: Connect) -> None:
-    """A 5xx after the post reached Slack may or may not have posted it: outcome unknown,
-    not sent again."""
+async def test_5xx_with_a_slack_error_string_is_retried_and_posted_once(
+    sandbox: ProviderSandbox, connect: Connect
+) -> None:
+    """A 500 whose body is Slack's own error string (``internal_error``) says the message was
+    not posted: it is posted again after a back-off and shows once."""
     sandbox.faults("slack", POST, script=[ProviderFault.error(500)])
-    with pytest.raises(OutcomeUnknownError):
-        await connect().post_message("hi")
-    assert len(sandbox.requests) == 1
+    await connect().post_message("hi")
+    assert [r.status for r in sandbox.requests] == [500, 200]
+    assert len(sandbox.effects("slack")) == 1
+
+
+@pytest.mark.parametrize("gateway", list(GATEWAY_FAULTS))
+async def test_gateway_5xx_is_outcome_unknown(clock: FakeClock, gateway: str) -> None:
+    """A bodiless 502 or an HTML 504 after the post reached a gateway may or may not have
+    posted it: outcome unknown, not sent again."""
+    with FlakyServer(default=GATEWAY_FAULTS[gateway]) as server:
+        url = f"{server.url}/services/T000/B000/XXXX"
+        async with SlackConnector(url, clock=clock) as slack:
+            with pytest.raises(OutcomeUnknownError):
+                await slack.post_message("hi")
+        assert len(server.requests) == 1
 
 
 async def test_retry_ambiguous_resends_and_duplicates(

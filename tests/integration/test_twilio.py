@@ -29,8 +29,8 @@ from antifragile import (
 )
 from antifragile.connectors import DeliveryUnknownError, OutcomeUnknownError, TwilioConnector
 from antifragile.connectors._twilio import ACCOUNT_SID_ENV, AUTH_TOKEN_ENV, BASE_URL_ENV
-from antifragile.sandbox import ProviderFault, ProviderSandbox, TwilioSimulator
-from tests.integration._faults import FAULT_KINDS
+from antifragile.sandbox import FlakyServer, ProviderFault, ProviderSandbox, TwilioSimulator
+from tests.integration._faults import FAULT_KINDS, GATEWAY_FAULTS
 
 SID = "AC" + "0123456789abcdef" * 2
 TOKEN = "test-auth-token"
@@ -188,18 +188,13 @@ async def test_ambiguous_send_is_reconciled_from_the_message_log(
     assert "From=%2B15551234567" in lookup.query
 
 
-@pytest.mark.parametrize(
-    "fault",
-    [ProviderFault.error(500), ProviderFault.error(503), ProviderFault.malformed()],
-    ids=["500", "503", "malformed"],
-)
 async def test_failure_without_a_message_is_looked_up_then_sent_again(
-    sandbox: ProviderSandbox, connect: Connect, clock: FakeClock, fault: ProviderFault
+    sandbox: ProviderSandbox, connect: Connect, clock: FakeClock
 ) -> None:
-    """A 5xx or an unparsable answer may follow a create, so the log is read -- twice, a grace
-    period apart -- before sending again; as no message was created, the second send makes the
-    one message."""
-    sandbox.faults("twilio", SEND, script=[fault])
+    """An unparsable answer may follow a create, so the log is read -- twice, a grace period
+    apart -- before sending again; as no message was created, the second send makes the one
+    message."""
+    sandbox.faults("twilio", SEND, script=[ProviderFault.malformed()])
     sent = await connect().send_message(TO, "hi", FROM)
     assert not sent.reconciled
     assert [e.id for e in sandbox.effects("twilio")] == [sent.sid]
@@ -253,15 +248,32 @@ async def test_without_reconciliation_an_ambiguous_send_raises_delivery_unknown(
     assert len(sandbox.effects("twilio")) == 1
 
 
-async def test_5xx_without_reconciliation_is_delivery_unknown(
-    sandbox: ProviderSandbox, connect: Connect
+@pytest.mark.parametrize("status", [500, 503])
+async def test_5xx_in_twilio_error_format_is_sent_again_without_lookup(
+    sandbox: ProviderSandbox, connect: Connect, status: int
 ) -> None:
-    """A 500 may follow the message's creation: with ``reconcile=False`` it is a
-    DeliveryUnknownError after one request."""
-    sandbox.faults("twilio", SEND, script=[ProviderFault.error(500)])
-    with pytest.raises(DeliveryUnknownError):
-        await connect(reconcile=False).send_message(TO, "hi", FROM)
-    assert len(sandbox.requests) == 1
+    """A 5xx carrying Twilio's JSON error body (``code``, ``message``, ``more_info``) says the
+    message was not created: it is sent again after a back-off, with no log lookup, and
+    exactly one message exists."""
+    sandbox.faults("twilio", SEND, script=[ProviderFault.error(status)])
+    sent = await connect().send_message(TO, "hi", FROM)
+    assert [e.id for e in sandbox.effects("twilio")] == [sent.sid]
+    assert [(r.method, r.status) for r in sandbox.requests] == [("POST", status), ("POST", 201)]
+
+
+@pytest.mark.parametrize("gateway", list(GATEWAY_FAULTS))
+async def test_gateway_5xx_without_reconciliation_is_delivery_unknown(
+    clock: FakeClock, gateway: str
+) -> None:
+    """A bodiless 502 or an HTML 504 from a gateway may follow the message's creation: with
+    ``reconcile=False`` it is a DeliveryUnknownError after one request."""
+    with FlakyServer(default=GATEWAY_FAULTS[gateway]) as server:
+        async with TwilioConnector(
+            SID, TOKEN, base_url=server.url, clock=clock, reconcile=False
+        ) as twilio:
+            with pytest.raises(DeliveryUnknownError):
+                await twilio.send_message(TO, "hi", FROM)
+        assert len(server.requests) == 1
 
 
 async def test_list_messages_filters_by_number_and_day(
@@ -401,13 +413,13 @@ async def test_every_fault_kind_ends_with_exactly_one_message(
 async def test_failures_that_never_created_a_message_end_retryable(
     sandbox: ProviderSandbox, connect: Connect
 ) -> None:
-    """Three 503s in a row, each followed by lookups that find nothing: no message exists, so
-    after ``reconcile_rounds`` sends the caller gets the retryable 5xx (a durable job tries
-    again later), not a DeliveryUnknownError for review."""
-    sandbox.faults("twilio", SEND, script=[ProviderFault.error(503)] * 3)
+    """Twilio answering 503 in its error format on every attempt: no message exists, so the
+    caller gets the retryable 5xx after the policy's 5 attempts (a durable job tries again
+    later), never a lookup nor a DeliveryUnknownError for review."""
+    sandbox.faults("twilio", SEND, script=[ProviderFault.error(503)] * 5)
     with pytest.raises(UpstreamUnavailableError) as caught:
         await connect().send_message(TO, "hi", FROM)
     assert caught.value.retryable
     assert not isinstance(caught.value, DeliveryUnknownError)
-    assert [r.method for r in sandbox.requests].count("POST") == 3
+    assert [r.method for r in sandbox.requests] == ["POST"] * 5
     assert sandbox.effects("twilio") == []

@@ -24,6 +24,7 @@ from antifragile import (
     Policy,
     RateLimitedError,
     Retry,
+    UpstreamUnavailableError,
 )
 from antifragile.connectors import DeliveryUnknownError, OutcomeUnknownError, WhatsAppConnector
 from antifragile.connectors._whatsapp import (
@@ -39,7 +40,7 @@ from antifragile.sandbox import (
     ProviderSandbox,
     WhatsAppSimulator,
 )
-from tests.integration._faults import FAULT_KINDS, sent_once_or_flagged
+from tests.integration._faults import FAULT_KINDS, GATEWAY_FAULTS, sent_once_or_flagged
 
 TOKEN = "EAAG-test-token"
 PHONE = "106540352242922"
@@ -248,15 +249,48 @@ async def test_ambiguous_failure_is_not_resent_and_raises_delivery_unknown(
     assert len(sandbox.effects("whatsapp")) == 1
 
 
-async def test_5xx_is_delivery_unknown_without_resend(
+@pytest.mark.parametrize("status", [500, 503])
+async def test_5xx_with_a_graph_error_body_is_retried_and_sent_once(
+    sandbox: ProviderSandbox, connect: Connect, clock: FakeClock, status: int
+) -> None:
+    """A 5xx carrying Graph's own error body (``code 2``, "service temporarily unavailable")
+    says Cloud API did not process the request: it is retried after a back-off, not flagged
+    as unknown, and the message goes out once."""
+    sandbox.faults("whatsapp", SEND, script=[ProviderFault.error(status)])
+    sent = await connect().send_text(TO, "hi")
+    assert [r.status for r in sandbox.requests] == [status, 200]
+    assert [e.id for e in sandbox.effects("whatsapp")] == [sent.id]
+    assert len(clock.sleeps) == 1
+
+
+async def test_5xx_with_a_graph_body_every_time_ends_retryable_not_unknown(
     sandbox: ProviderSandbox, connect: Connect
 ) -> None:
-    """A 503 may have come after the message was handed over: DeliveryUnknownError, one
-    request."""
-    sandbox.faults("whatsapp", SEND, script=[ProviderFault.error(503)])
-    with pytest.raises(DeliveryUnknownError):
+    """Graph answering 503 with its error body on every attempt: the caller gets the
+    retryable UpstreamUnavailableError after 5 attempts (a durable job tries again later),
+    never a DeliveryUnknownError; nothing was sent."""
+    sandbox.faults("whatsapp", SEND, script=[ProviderFault.error(503)] * 5)
+    with pytest.raises(UpstreamUnavailableError) as caught:
         await connect().send_text(TO, "hi")
-    assert len(sandbox.requests) == 1
+    assert caught.value.retryable
+    assert not isinstance(caught.value, OutcomeUnknownError)
+    assert len(sandbox.requests) == 5
+    assert sandbox.effects("whatsapp") == []
+
+
+@pytest.mark.parametrize("gateway", list(GATEWAY_FAULTS))
+async def test_gateway_5xx_without_a_graph_body_is_delivery_unknown(
+    clock: FakeClock, gateway: str
+) -> None:
+    """A bodiless 502 or an HTML 504 is a gateway that may have lost Cloud API's answer: the
+    message may have gone out, so it is DeliveryUnknownError after one request."""
+    with FlakyServer(default=GATEWAY_FAULTS[gateway]) as server:
+        async with WhatsAppConnector(
+            TOKEN, phone_number_id=PHONE, base_url=server.url, clock=clock
+        ) as wa:
+            with pytest.raises(DeliveryUnknownError):
+                await wa.send_text(TO, "hi")
+        assert len(server.requests) == 1
 
 
 async def test_malformed_success_is_delivery_unknown(
@@ -372,10 +406,10 @@ async def test_simulator_throughput_limit_answers_130429(clock: FakeClock) -> No
 async def test_every_fault_kind_is_sent_once_or_flagged(
     sandbox: ProviderSandbox, connect: Connect, kind: str
 ) -> None:
-    """Each fault the sandbox plays on the first request: latency and a 429 (a refusal, safe
-    to resend) end with the message made once; after a 5xx, a reset, a hang, a malformed
-    answer or an ambiguous failure the message may exist, so it is not sent again -- a
-    non-retryable DeliveryUnknownError -- and at most one exists."""
+    """Each fault the sandbox plays on the first request: latency, a 429 (a refusal) and a 5xx
+    in Graph's error format (not processed) end with the message made once; after a reset, a
+    hang, a malformed answer or an ambiguous failure the message may exist, so it is not sent
+    again -- a non-retryable DeliveryUnknownError -- and at most one exists."""
     await sent_once_or_flagged(
         sandbox,
         "whatsapp",

@@ -15,6 +15,10 @@ from antifragile.inbound import (
     Actions,
     Classification,
     Classifier,
+    DeliveryHook,
+    DeliveryMatch,
+    DeliveryStatus,
+    DeliveryStatuses,
     HandlerResult,
     Handlers,
     KeywordClassifier,
@@ -86,3 +90,17 @@ async def usage(classification: Classification) -> None:
     assert_type(await create_lead(ActionContext.__new__(ActionContext)), dict[str, str])
     task = await Tasks(jobs).create(type="review", title="x", key="k")
     assert_type(task, dict[str, Any])
+
+
+deliveries = DeliveryStatuses(jobs)
+
+
+@deliveries.on_status
+async def settle(status: DeliveryStatus, match: DeliveryMatch) -> None:
+    """A hook on delivery statuses: the status typed, what it matched, nothing returned."""
+    assert_type(status.status, str)
+    assert_type(status.correlation, str | None)
+    assert_type(match.message_id, str | None)
+
+
+hook: DeliveryHook = settle  # the decorator hands back the function itself

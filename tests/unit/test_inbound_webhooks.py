@@ -18,6 +18,7 @@ import antifragile.sandbox
 from antifragile.errors import AntifragileError, ErrorCode
 from antifragile.inbound import (
     Channel,
+    DeliveryStatus,
     EventKind,
     InboundEvent,
     MalformedPayloadError,
@@ -380,8 +381,13 @@ def test_parse_whatsapp_sandbox_message_and_statuses() -> None:
     assert status.data == {
         "message_id": "wamid.B",
         "status": "delivered",
+        "provider_status": "delivered",
+        "correlation": None,
+        "error_code": None,
         "recipient_id": "447700900123",
         "errors": [],
+        "pricing": {"billable": True, "pricing_model": "CBP", "category": "service"},
+        "conversation_origin": "service",
     }
     failed = whatsapp_status(
         message_id="wamid.B",
@@ -399,6 +405,7 @@ def test_parse_whatsapp_sandbox_message_and_statuses() -> None:
     )
     [failure] = parse_whatsapp(_dump(failed))
     assert failure.event_id == "wamid.B:failed"
+    assert (failure.data["status"], failure.data["error_code"]) == ("failed", "131026")
     assert failure.data["errors"] == [
         {
             "code": 131026,
@@ -457,13 +464,28 @@ def test_parse_whatsapp_non_text_types() -> None:
 
 
 def test_parse_whatsapp_yields_nothing_without_messages() -> None:
-    """Empty ``messages``, other change fields and value-level errors give no events."""
+    """Empty ``messages`` and other change fields give no events."""
     assert parse_whatsapp(_with_messages()) == []
     assert parse_whatsapp(_dump({"object": "whatsapp_business_account", "entry": []})) == []
     other = {"entry": [{"changes": [{"field": "account_update", "value": {"event": "X"}}]}]}
     assert parse_whatsapp(_dump(other)) == []
-    errors_only = _with_messages(errors=[{"code": 1}])
-    assert parse_whatsapp(errors_only) == []
+
+
+def test_parse_whatsapp_value_errors_are_failed_statuses_about_no_message() -> None:
+    """``value.errors`` is a ``failed`` status without a message id, its code kept, its id
+    the same for the same body (a redelivery is a duplicate) and different per error."""
+    body = _with_messages(errors=[{"code": 131000, "title": "Something went wrong"}, {"code": 1}])
+    first, second = parse_whatsapp(body)
+    status = DeliveryStatus.from_event(first)
+    assert (status.status, status.provider_status, status.error_code) == (
+        "failed",
+        "error",
+        "131000",
+    )
+    assert status.provider_message_id is None
+    assert first.event_id != second.event_id
+    assert [e.event_id for e in parse_whatsapp(body)] == [first.event_id, second.event_id]
+    _roundtrips(first)
 
 
 def test_parse_whatsapp_several_entries_in_order() -> None:
@@ -615,7 +637,10 @@ def test_parse_twilio_status_callbacks() -> None:
     assert event.data == {
         "account_sid": "AC1",
         "message_id": "SM4",
-        "status": "undelivered",
+        "status": "failed",
+        "provider_status": "undelivered",
+        "correlation": None,
+        "error_code": "63016",
         "recipient_id": "447700900123",
         "errors": [{"code": "63016"}],
     }

@@ -67,6 +67,26 @@ def test_environment_variables() -> None:
     assert settings.worker_concurrency == 4
 
 
+def test_status_webhook_secrets_are_rotatable_lists() -> None:
+    """The status webhooks' secrets are comma-separated secret lists (never in ``repr``); the
+    SendGrid verification keys, public, a plain list."""
+    settings = Settings.from_env(
+        {
+            "ANTIFRAGILE_SENDGRID_WEBHOOK_PUBLIC_KEY": "MFkwkey1, MFkwkey2",
+            "ANTIFRAGILE_RESEND_WEBHOOK_SECRET": "whsec_new,whsec_old",
+            "ANTIFRAGILE_CALCOM_WEBHOOK_SECRET": "cal1",
+            "ANTIFRAGILE_HUBSPOT_WEBHOOK_SECRET": "hs-new,hs-old",
+        }
+    )
+    assert settings.sendgrid_webhook_public_keys == ("MFkwkey1", "MFkwkey2")
+    assert Settings.reveal(settings.resend_webhook_secrets) == ("whsec_new", "whsec_old")
+    assert Settings.reveal(settings.calcom_webhook_secrets) == ("cal1",)
+    assert Settings.reveal(settings.hubspot_webhook_secrets) == ("hs-new", "hs-old")
+    shown = repr(settings)
+    for secret in ("whsec_new", "whsec_old", "cal1", "hs-new", "hs-old"):
+        assert secret not in shown
+
+
 def test_secrets_never_show_in_repr() -> None:
     """repr/str of the settings show neither secrets nor database passwords."""
     settings = Settings.from_env(

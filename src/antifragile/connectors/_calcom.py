@@ -55,7 +55,11 @@ from urllib.parse import quote, urlencode
 import httpx
 
 from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii, required_from
-from antifragile.connectors._outcome import OutcomeUnknownError, outcome_unknown
+from antifragile.connectors._outcome import (
+    OutcomeUnknownError,
+    calcom_error_answer,
+    outcome_unknown,
+)
 from antifragile.connectors._resend import idempotency_key_for
 from antifragile.errors import ConfigurationError, IntegrationError, redact
 from antifragile.http import ResilientClient
@@ -188,6 +192,7 @@ class CalComConnector(HTTPConnector):
             timeout=timeout,
             client=client,
             secrets=[key],
+            not_processed=calcom_error_answer,
         )
 
     @masks_pii("attendee_email", "guests")

@@ -52,6 +52,7 @@ from typing import Any
 import httpx
 
 from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii, required_from
+from antifragile.connectors._outcome import hubspot_error_answer
 from antifragile.errors import (
     ConfigurationError,
     ConflictError,
@@ -195,6 +196,7 @@ class HubSpotConnector(HTTPConnector):
             timeout=timeout,
             client=client,
             secrets=[token],
+            not_processed=hubspot_error_answer,
         )
 
     async def _send(

@@ -58,6 +58,7 @@ from typing import Any
 import httpx
 
 from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii, required_from
+from antifragile.connectors._outcome import resend_error_answer
 from antifragile.errors import (
     ConfigurationError,
     ConflictError,
@@ -195,6 +196,7 @@ class ResendConnector(HTTPConnector):
             timeout=timeout,
             client=client,
             secrets=[key],
+            not_processed=resend_error_answer,
         )
 
     @masks_pii("sender", "to", "cc", "bcc", "reply_to")

@@ -51,7 +51,11 @@ from typing import Any
 import httpx
 
 from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii, required_from
-from antifragile.connectors._outcome import OutcomeUnknownError, outcome_unknown
+from antifragile.connectors._outcome import (
+    OutcomeUnknownError,
+    outcome_unknown,
+    sendgrid_error_answer,
+)
 from antifragile.connectors._resend import idempotency_key_for
 from antifragile.errors import ConfigurationError, IntegrationError, redact
 from antifragile.http import ResilientClient
@@ -158,6 +162,7 @@ class SendGridConnector(HTTPConnector):
             timeout=timeout,
             client=client,
             secrets=[key],
+            not_processed=sendgrid_error_answer,
         )
 
     @masks_pii("sender", "to", "cc", "bcc", "reply_to")

@@ -93,7 +93,11 @@ from typing import Any
 import httpx
 
 from antifragile.connectors._base import HTTPConnector, masks_pii, required_from
-from antifragile.connectors._outcome import OutcomeUnknownError, outcome_unknown
+from antifragile.connectors._outcome import (
+    OutcomeUnknownError,
+    outcome_unknown,
+    shopify_error_answer,
+)
 from antifragile.errors import (
     ConfigurationError,
     IntegrationError,
@@ -294,6 +298,7 @@ class ShopifyConnector(HTTPConnector):
             timeout=timeout,
             client=client,
             secrets=[token],
+            not_processed=shopify_error_answer,
         )
 
     def _path(self, resource: str) -> str:

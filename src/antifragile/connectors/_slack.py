@@ -60,7 +60,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from antifragile.connectors._base import HTTPConnector, required_from
-from antifragile.connectors._outcome import outcome_unknown
+from antifragile.connectors._outcome import outcome_unknown, slack_error_answer
 from antifragile.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -196,6 +196,7 @@ class SlackConnector(HTTPConnector):
             timeout=timeout,
             client=client,
             secrets=self._secrets,
+            not_processed=slack_error_answer,
         )
         _HIDE_HOOKS.secrets[id(self)] = tuple(self._secrets)
 

@@ -64,6 +64,7 @@ from antifragile.connectors._messaging import (
     send_once,
     transport_policy,
 )
+from antifragile.connectors._outcome import twilio_error_answer
 from antifragile.errors import (
     ConfigurationError,
     IntegrationError,
@@ -210,6 +211,7 @@ class TwilioConnector(HTTPConnector):
             timeout=timeout,
             client=client,
             secrets=[*tokens, basic],
+            not_processed=twilio_error_answer,
         )
 
     @masks_pii("to", "from_")

@@ -52,6 +52,7 @@ from antifragile.connectors._messaging import (
     send_once,
     transport_policy,
 )
+from antifragile.connectors._outcome import graph_error_answer
 from antifragile.errors import (
     ConfigurationError,
     IntegrationError,
@@ -194,6 +195,7 @@ class WhatsAppConnector(HTTPConnector):
             timeout=timeout,
             client=client,
             secrets=[token],
+            not_processed=graph_error_answer,
         )
 
     @masks_pii("to")

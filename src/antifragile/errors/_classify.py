@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from antifragile.errors._headers import retry_after_from_headers
+from antifragile.errors._headers import parse_retry_after, retry_after_from_headers
 from antifragile.errors._tree import (
     AuthenticationError,
     ConflictError,
@@ -108,8 +108,12 @@ def classify_response(
             )
         if status == 408:
             return UpstreamTimeoutError(message, **common)
+        # only Retry-After says when an unavailable service comes back: the rate-limit reset
+        # headers some providers put on every answer (SendGrid) time their quota window
         return UpstreamUnavailableError(
-            message, retry_after=retry_after_from_headers(response.headers, wall), **common
+            message,
+            retry_after=parse_retry_after(response.headers.get("retry-after"), wall),
+            **common,
         )
     common["replay_safe"] = idempotent
     if status < 500:

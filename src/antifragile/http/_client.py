@@ -10,14 +10,17 @@ For every request it
 * turns error responses and transport failures into the antifragile exception tree, with
   provider, operation, status, request id and a redacted excerpt of the body;
 * retries only what is safe to send again: idempotent methods, requests carrying an idempotency
-  key, and failures that happened before the request was sent (``replay_safe=`` overrides).
+  key, and failures that happened before the request was sent (``replay_safe=`` overrides);
+* when given the provider's rule (``not_processed=``), treats a 5xx that carries the provider's
+  own error body as an answer that the request was **not** processed -- safe to send again --
+  rather than one whose outcome is unknown (a bodiless or HTML gateway 502/504 stays unknown).
 
 :class:`ResilientClient` is async; :class:`SyncResilientClient` has the same interface, blocking.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -45,6 +48,9 @@ from antifragile.observability._tracing import outbound_span
 from antifragile.policies import Policy, time_remaining
 
 Timeout = float | httpx.Timeout | None
+
+#: a provider's rule: whether a 5xx response carries its own error body (it was not processed)
+NotProcessedRule = Callable[[httpx.Response], bool]
 
 #: a deadline this close to the configured timeout keeps the client's own timeout object
 _TIMEOUT_SLACK = 0.05
@@ -94,6 +100,7 @@ class _ClientCore:
         idempotency_header: str,
         request_id_header: str,
         secrets: Iterable[str],
+        not_processed: NotProcessedRule | None = None,
     ) -> None:
         if not provider:
             raise ConfigurationError("a ResilientClient needs a provider name")
@@ -104,6 +111,7 @@ class _ClientCore:
         self.idempotency_header = idempotency_header
         self.request_id_header = request_id_header
         self._secrets = tuple(s for s in secrets if s)
+        self.not_processed = not_processed
 
     def _timeout_for(self, timeout: Timeout) -> Timeout | httpx._client.UseClientDefault:
         """The httpx timeout for one attempt: the configured one, cut to the deadline."""
@@ -193,7 +201,28 @@ class _ClientCore:
             idempotent=safe,
             request_id=request_id,
         )
-        return None if error is None else self._scrub(error)
+        if error is None:
+            return None
+        if (
+            response.status_code >= 500
+            and not error.replay_safe
+            and self.not_processed is not None
+            and _answered(self.not_processed, response)
+        ):
+            # the provider itself answered that it failed: it did not act on the request
+            error.replay_safe = True
+            error.message = f"{error.message} (the provider's error answer: not processed)"
+            error.args = (error.message,)
+        return self._scrub(error)
+
+
+def _answered(rule: NotProcessedRule, response: httpx.Response) -> bool:
+    """Whether *rule* recognises *response* as the provider's own error answer (a rule that
+    fails, on a body it cannot read, says no: the outcome stays unknown)."""
+    try:
+        return bool(rule(response))
+    except (httpx.ResponseNotRead, ValueError, TypeError, AttributeError, RecursionError):
+        return False
 
 
 class ResilientClient(_ClientCore):
@@ -219,6 +248,7 @@ class ResilientClient(_ClientCore):
         idempotency_header: str = "Idempotency-Key",
         request_id_header: str = "x-request-id",
         secrets: Iterable[str] = (),
+        not_processed: NotProcessedRule | None = None,
         **httpx_options: Any,
     ) -> None:
         super().__init__(
@@ -229,6 +259,7 @@ class ResilientClient(_ClientCore):
             idempotency_header=idempotency_header,
             request_id_header=request_id_header,
             secrets=secrets,
+            not_processed=not_processed,
         )
         self._owns_client = client is None
         self.client = client or httpx.AsyncClient(
@@ -349,6 +380,7 @@ class SyncResilientClient(_ClientCore):
         idempotency_header: str = "Idempotency-Key",
         request_id_header: str = "x-request-id",
         secrets: Iterable[str] = (),
+        not_processed: NotProcessedRule | None = None,
         **httpx_options: Any,
     ) -> None:
         super().__init__(
@@ -359,6 +391,7 @@ class SyncResilientClient(_ClientCore):
             idempotency_header=idempotency_header,
             request_id_header=request_id_header,
             secrets=secrets,
+            not_processed=not_processed,
         )
         self._owns_client = client is None
         self.client = client or httpx.Client(base_url=base_url, timeout=timeout, **httpx_options)

@@ -1,7 +1,10 @@
 """Inbound layer: verified, parsed provider events and what the service does with them.
 
 Webhook deliveries from WhatsApp Cloud, Twilio and Shopify are verified and parsed into
-:class:`InboundEvent` values (:mod:`antifragile.inbound._webhooks`); the event model, tenants and
+:class:`InboundEvent` values (:mod:`antifragile.inbound._webhooks`), and so are the status webhooks
+of SendGrid, Resend, Cal.com and HubSpot (:mod:`antifragile.inbound._status_webhooks`): every
+status is a :class:`DeliveryStatus`, recorded on the outbound message by
+:class:`DeliveryStatuses` (:mod:`antifragile.inbound._delivery`); the event model, tenants and
 classifications live in :mod:`antifragile.inbound._model`. Conversation flows
 (:mod:`antifragile.inbound._flows`) are run per contact by :class:`Sessions`
 (:mod:`antifragile.inbound._sessions`), and answers go out as durable jobs through
@@ -22,6 +25,15 @@ from antifragile.inbound._alerts import (
     Alerts,
     AlertsObserver,
     ErrorRate,
+)
+from antifragile.inbound._delivery import (
+    CORRELATION_KEY,
+    STATUS_RANK,
+    STATUSES,
+    DeliveryHook,
+    DeliveryMatch,
+    DeliveryStatus,
+    DeliveryStatuses,
 )
 from antifragile.inbound._flags import DEFAULT_FLAGS, FeatureFlags
 from antifragile.inbound._flows import (
@@ -70,6 +82,19 @@ from antifragile.inbound._sessions import (
     SessionTurn,
     SweepReport,
 )
+from antifragile.inbound._status_webhooks import (
+    calcom_signature,
+    hubspot_signature,
+    parse_calcom,
+    parse_hubspot,
+    parse_resend,
+    parse_sendgrid,
+    svix_signature,
+    verify_calcom,
+    verify_hubspot,
+    verify_sendgrid,
+    verify_svix,
+)
 from antifragile.inbound._tasks import (
     InvalidTaskError,
     TaskConflictError,
@@ -94,12 +119,15 @@ from antifragile.inbound._webhooks import (
 )
 
 __all__ = [
+    "CORRELATION_KEY",
     "DEFAULT_FLAGS",
     "DEFAULT_FLOW",
     "DEFAULT_FLOWS",
     "DEFAULT_GRACEFUL_REPLY",
     "DEFAULT_ON_COMPLETE",
     "DEFAULT_RULES",
+    "STATUSES",
+    "STATUS_RANK",
     "SUMMARY_TEMPLATE",
     "ActionContext",
     "Actions",
@@ -113,6 +141,10 @@ __all__ = [
     "Classifier",
     "ConnectorSource",
     "Contact",
+    "DeliveryHook",
+    "DeliveryMatch",
+    "DeliveryStatus",
+    "DeliveryStatuses",
     "ErrorRate",
     "EventKind",
     "FeatureFlags",
@@ -142,20 +174,31 @@ __all__ = [
     "Tasks",
     "Tenant",
     "WebhookError",
+    "calcom_signature",
     "extract_entities",
     "find_emails",
     "flows_from_mapping",
+    "hubspot_signature",
     "load_flows",
     "mask_email",
     "mask_phone",
+    "parse_calcom",
     "parse_flows",
+    "parse_hubspot",
+    "parse_resend",
+    "parse_sendgrid",
     "parse_shopify",
     "parse_twilio",
     "parse_whatsapp",
     "shopify_signature",
+    "svix_signature",
     "twilio_body_hash",
     "twilio_signature",
+    "verify_calcom",
+    "verify_hubspot",
+    "verify_sendgrid",
     "verify_shopify",
+    "verify_svix",
     "verify_twilio",
     "verify_whatsapp",
     "whatsapp_handshake",

@@ -4,7 +4,9 @@ classification.
 Every webhook body a provider sends is verified, then parsed into one or more
 :class:`InboundEvent` -- one per message, status update or commerce event it carries -- each with
 the provider's own id for it (``event_id``: a WhatsApp ``wamid``, a Twilio ``MessageSid``, a
-Shopify ``X-Shopify-Webhook-Id``), which is what deduplication keys on.
+Shopify ``X-Shopify-Webhook-Id``, a SendGrid ``sg_event_id``, a Svix ``svix-id``...), which is
+what deduplication keys on. A ``status`` event's ``data`` has one shape for every provider: read
+it with :meth:`~antifragile.inbound.DeliveryStatus.from_event`.
 """
 
 from __future__ import annotations
@@ -21,12 +23,17 @@ class Channel(enum.StrEnum):
     WHATSAPP = "whatsapp"
     TWILIO = "twilio"
     SHOPIFY = "shopify"
+    # providers that only report on what was sent (status webhooks)
+    SENDGRID = "sendgrid"
+    RESEND = "resend"
+    CALCOM = "calcom"
+    HUBSPOT = "hubspot"
     API = "api"  # pre-classified messages posted to /v1/ai-results
 
 
 class EventKind(enum.StrEnum):
     MESSAGE = "message"  # a customer's message (text, or another type with its ``topic``)
-    STATUS = "status"  # a delivery status of a message we sent (sent/delivered/read/failed)
+    STATUS = "status"  # a delivery status of something we sent (see DeliveryStatus)
     COMMERCE = "commerce"  # a Shopify topic: orders/create, customers/create, ...
 
 

@@ -5,6 +5,7 @@ its 200; each recorded event is then processed by one durable job, ``inbound.pro
 runs :meth:`MessagePipeline.process`::
 
     load the event from the inbox
+      -> a delivery status: recorded on the outbound message (DeliveryStatuses), done
       -> validate (a message needs a sender)
       -> resolve the tenant (WhatsApp phone-number id / Twilio number / shop domain)
       -> per-sender rate limit
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from antifragile.errors import PermanentError
+from antifragile.inbound._delivery import DeliveryStatus, DeliveryStatuses
 from antifragile.inbound._model import (
     DEFAULT_GRACEFUL_REPLY,
     Channel,
@@ -86,7 +88,8 @@ class PipelineResult:
     """What processing one inbound event decided (the ``inbound.process`` job's result).
 
     ``status``: ``replied`` (a reply was queued), ``handled`` (handled, nothing to answer),
-    ``status_recorded`` (a delivery status), ``commerce_recorded`` (a Shopify event),
+    ``status_recorded`` (a delivery status; ``delivery`` says what it matched),
+    ``commerce_recorded`` (a Shopify event),
     ``rate_limited``, ``unknown_tenant``, ``invalid`` or ``missing`` (the inbox entry expired
     before it was processed).
     """
@@ -170,6 +173,7 @@ class MessagePipeline:
         connectors: Any,
         limiter: SenderLimiter | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        deliveries: DeliveryStatuses | None = None,
     ) -> None:
         self.jobs = jobs
         self.tenants = list(tenants)
@@ -182,6 +186,12 @@ class MessagePipeline:
         self.connectors = connectors
         self.limiter = limiter
         self.clock = clock
+        #: records delivery statuses (status events) on the outbound messages
+        self.deliveries = (
+            deliveries
+            if deliveries is not None
+            else getattr(replies, "deliveries", None) or DeliveryStatuses(jobs, clock=clock)
+        )
         self._commerce: dict[str, list[CommerceHandler]] = {}
 
     # -- registration -------------------------------------------------------------------------
@@ -207,6 +217,12 @@ class MessagePipeline:
         result = PipelineResult(
             inbox_id, "handled", channel=event.channel.value, kind=event.kind.value
         )
+        if event.kind is EventKind.STATUS:
+            # about something we sent, whichever tenant sent it: recorded in any case
+            match = await self.deliveries.record(DeliveryStatus.from_event(event))
+            result.status = "status_recorded"
+            result.extra["delivery"] = match.to_json()
+            return result
         tenant = resolve_tenant(self.tenants, event)
         if tenant is None:
             _log.warning(
@@ -216,10 +232,6 @@ class MessagePipeline:
             result.status = "unknown_tenant"
             return result
         result.tenant = tenant.id
-        if event.kind is EventKind.STATUS:
-            await self._record_status(event)
-            result.status = "status_recorded"
-            return result
         if event.kind is EventKind.COMMERCE:
             for handler in self._commerce.get(event.topic or "", ()):
                 await handler(CommerceContext(event, tenant, inbox_id, self.jobs))
@@ -376,19 +388,6 @@ class MessagePipeline:
             return sent
         message_id: str = await self.replies.reply(tenant, event, text, key=key)
         return message_id
-
-    async def _record_status(self, event: InboundEvent) -> None:
-        """Keep the latest delivery status of a message we sent (``delivery:<message id>``)."""
-        message_id = str(event.data.get("message_id") or event.event_id.split(":", 1)[0])
-        status = event.topic or str(event.data.get("status") or "unknown")
-        kv = self.jobs.queue.store.kv
-        now = self.clock.time()
-        await kv.merge(
-            f"delivery:{message_id}",
-            {"status": status, "channel": event.channel.value, "updated_at": now},
-            now=now,
-            ttl=30 * 86400.0,
-        )
 
 
 def _unpack(outcome: Any) -> tuple[str | None, dict[str, Any]]:

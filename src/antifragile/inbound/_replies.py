@@ -30,6 +30,12 @@ the dead-letter queue to be reconciled, like a
 The record's ``status`` is a :class:`~antifragile.jobs.StatusFlag` the queue keeps in step with
 the job (``pending``, ``sent``, ``failed``); the job adds ``provider``,
 ``provider_message_id`` (the ``wamid`` or ``SM...`` sid), ``provider_status`` and ``sent_at``.
+
+**Delivery.** What the provider later reports -- ``sent``, ``delivered``, ``read``, ``failed`` in
+its status webhooks -- lands in the record's ``delivery_status`` (forward only),
+``delivery_times`` and ``delivery_error_code`` (see :class:`~antifragile.inbound.DeliveryStatuses`).
+Once the send returns, the job notes the provider's message id so that the statuses find the
+record, including those that arrived before the answer did.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from antifragile.connectors import (
 from antifragile.errors import MASK, AntifragileError, ConfigurationError, IntegrationError
 from antifragile.errors import mask_email as mask_email  # re-exported: imported from here too
 from antifragile.errors import mask_phone as mask_phone
+from antifragile.inbound._delivery import DeliveryStatuses
 from antifragile.inbound._model import Channel, InboundEvent, Tenant
 from antifragile.jobs import JobContext, JobFunction, Jobs, StatusFlag
 from antifragile.policies import Clock, Exponential, Retry
@@ -165,7 +172,8 @@ class Replies:
 
     Declares the job ``replies.send`` on *jobs* (one :class:`Replies` per :class:`Jobs`);
     *connectors* provides ``whatsapp`` and ``twilio``. *clock* defaults to the jobs' clock;
-    *retention* is how long a message record is kept (seconds); *retry* the job's policy.
+    *retention* is how long a message record is kept (seconds); *retry* the job's policy;
+    *deliveries* the delivery statuses' recorder (a new one by default).
     """
 
     def __init__(
@@ -176,6 +184,7 @@ class Replies:
         clock: Clock | None = None,
         retention: float = DEFAULT_RETENTION,
         retry: Retry = REPLY_RETRY,
+        deliveries: DeliveryStatuses | None = None,
     ) -> None:
         if not retention > 0:
             raise ConfigurationError(f"retention must be > 0 seconds, got {retention!r}")
@@ -183,6 +192,10 @@ class Replies:
         self.connectors = connectors
         self.clock = clock or jobs.clock
         self.retention = float(retention)
+        #: where the provider's delivery statuses are recorded (see the module docs)
+        self.deliveries = (
+            deliveries if deliveries is not None else DeliveryStatuses(jobs, clock=self.clock)
+        )
 
         async def send_reply(ctx: JobContext, message_id: str) -> dict[str, Any]:
             """Send a stored reply (``outmsg:{message_id}``) through its provider."""
@@ -288,7 +301,9 @@ class Replies:
             return {"status": "expired"}
         record = found.value
         if record.get("provider_message_id"):
-            return {"status": "sent", "provider_message_id": record["provider_message_id"]}
+            provider_id = str(record["provider_message_id"])
+            await self.deliveries.settle(message_id, str(record["channel"]), provider_id)
+            return {"status": "sent", "provider_message_id": provider_id}
         channel = Channel(record["channel"])
         if record.get("sending_since") is not None:
             raise OutcomeUnknownError(
@@ -334,5 +349,7 @@ class Replies:
             },
             now=done,
         )
+        # statuses find the record by the provider's id; any that came early apply now
+        await self.deliveries.settle(message_id, channel.value, provider_id)
         _log.info("reply %s sent (%s %s)", message_id, channel.value, provider_id)
         return {"status": "sent", "provider_message_id": provider_id}

@@ -4,8 +4,8 @@ Three providers deliver to the service, each signing its deliveries its own way:
 
 * **WhatsApp Cloud** -- ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app secret, raw body)>``
   (:func:`verify_whatsapp`), plus the ``GET`` subscription handshake
-  (:func:`whatsapp_handshake`); :func:`parse_whatsapp` reads the ``messages`` and ``statuses``
-  of every ``entry[].changes[].value``.
+  (:func:`whatsapp_handshake`); :func:`parse_whatsapp` reads the ``messages``, ``statuses``
+  and ``errors`` of every ``entry[].changes[].value``.
 * **Twilio** -- ``X-Twilio-Signature: base64(HMAC-SHA1(auth token, URL + each parameter name
   sorted, followed by its sorted values))`` (:func:`verify_twilio`). Twilio signs sometimes
   with the default port in the URL and sometimes without, so both forms are tried. A JSON
@@ -15,6 +15,10 @@ Three providers deliver to the service, each signing its deliveries its own way:
 * **Shopify** -- ``X-Shopify-Hmac-Sha256: base64(HMAC-SHA256(client secret, raw body))``
   (:func:`verify_shopify`); :func:`parse_shopify` reads the topic, delivery id and shop from the
   headers and keeps only ids and amounts from the body (no e-mail addresses or phone numbers).
+
+The providers that only report on what was sent -- SendGrid, Resend, Cal.com, HubSpot -- are
+verified and parsed in :mod:`antifragile.inbound._status_webhooks`; every status, whoever sent
+it, is a :class:`~antifragile.inbound.DeliveryStatus` carried by a ``status`` event.
 
 Every function takes several secrets at once, so a secret can be rotated without dropping
 deliveries, and compares with :func:`hmac.compare_digest`. Whatever the input, the only
@@ -43,6 +47,7 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from antifragile.errors import AntifragileError, ErrorCode
+from antifragile.inbound._delivery import DeliveryStatus
 from antifragile.inbound._model import Channel, EventKind, InboundEvent
 
 #: Form parameters: each name with one value or several.
@@ -480,25 +485,71 @@ def _errors(value: Any, where: str) -> list[dict[str, Any]]:
     return errors
 
 
+#: WhatsApp's statuses, normalised (see antifragile.inbound DeliveryStatus)
+_WHATSAPP_STATUSES = {"sent": "sent", "delivered": "delivered", "read": "read", "failed": "failed"}
+
+
+def _error_code(errors: list[dict[str, Any]]) -> str | None:
+    code = errors[0].get("code") if errors else None
+    return None if code is None else str(code)
+
+
 def _whatsapp_status(status: Any, where: str, tenant_key: str) -> InboundEvent:
     status = _object(status, where)
     message_id = _id(status.get("id"), f"{where}.id")
     state = _id(status.get("status"), f"{where}.status")
     recipient = _optional_id(status.get("recipient_id"), f"{where}.recipient_id")
-    return InboundEvent(
-        channel=Channel.WHATSAPP,
-        event_id=f"{message_id}:{state}",
-        kind=EventKind.STATUS,
-        tenant_key=tenant_key,
-        topic=state,
-        occurred_at=_epoch(status.get("timestamp"), f"{where}.timestamp"),
-        data={
-            "message_id": message_id,
-            "status": state,
-            "recipient_id": None if recipient is None else _digits(recipient),
-            "errors": _errors(status.get("errors"), f"{where}.errors"),
-        },
+    errors = _errors(status.get("errors"), f"{where}.errors")
+    correlation = _optional_str(
+        status.get("biz_opaque_callback_data"), f"{where}.biz_opaque_callback_data"
     )
+    details: dict[str, Any] = {
+        "recipient_id": None if recipient is None else _digits(recipient),
+        "errors": errors,
+    }
+    pricing = status.get("pricing")
+    if isinstance(pricing, dict):
+        details["pricing"] = {
+            k: pricing[k]
+            for k in ("billable", "pricing_model", "category", "type")
+            if isinstance(pricing.get(k), str | bool)
+        }
+    conversation = status.get("conversation")
+    if isinstance(conversation, dict):
+        origin = conversation.get("origin")
+        if isinstance(origin, dict) and isinstance(origin.get("type"), str):
+            details["conversation_origin"] = origin["type"]
+    return DeliveryStatus(
+        provider=Channel.WHATSAPP.value,
+        event_id=f"{message_id}:{state}",
+        status=_WHATSAPP_STATUSES.get(state.lower(), "other"),
+        provider_status=state,
+        provider_message_id=message_id,
+        correlation=correlation or None,
+        error_code=_error_code(errors),
+        occurred_at=_epoch(status.get("timestamp"), f"{where}.timestamp"),
+        details=details,
+    ).event(Channel.WHATSAPP, tenant_key)
+
+
+def _whatsapp_value_errors(
+    errors: list[dict[str, Any]], where: str, tenant_key: str, body: bytes
+) -> list[InboundEvent]:
+    """``value.errors``: errors of the account or the webhook, about no one message -- each a
+    ``failed`` status without a message id, so that it is recorded and counted. Its id is
+    derived from the body (a redelivery of the same body is a duplicate)."""
+    digest = hashlib.sha256(body).hexdigest()[:24]
+    return [
+        DeliveryStatus(
+            provider=Channel.WHATSAPP.value,
+            event_id=f"error:{digest}:{where}[{i}]",
+            status="failed",
+            provider_status="error",
+            error_code=None if error.get("code") is None else str(error["code"]),
+            details={"errors": [error]},
+        ).event(Channel.WHATSAPP, tenant_key)
+        for i, error in enumerate(errors)
+    ]
 
 
 def _profile_names(contacts: Any, where: str) -> dict[str, str]:
@@ -516,7 +567,9 @@ def _profile_names(contacts: Any, where: str) -> dict[str, str]:
 
 def parse_whatsapp(body: bytes) -> list[InboundEvent]:
     """The events of a WhatsApp Cloud API webhook *body*: one per message (``text`` and every
-    other type, its type as ``topic``) and one per status update, in order.
+    other type, its type as ``topic``), one per status update (a ``status`` event: its
+    ``biz_opaque_callback_data`` as correlation, the first error's code, the pricing) and one
+    per ``value.errors`` entry (a ``failed`` status about no message), in order.
 
     Changes other than ``messages`` and unknown fields are ignored; a body without messages or
     statuses gives no events. Raise :class:`MalformedPayloadError` when the body is not the
@@ -535,12 +588,16 @@ def parse_whatsapp(body: bytes) -> list[InboundEvent]:
             value = _object(change.get("value"), f"{where}.value")
             messages = _list(value.get("messages"), f"{where}.value.messages")
             statuses = _list(value.get("statuses"), f"{where}.value.statuses")
-            if not messages and not statuses:
+            errors = _errors(value.get("errors"), f"{where}.value.errors")
+            if not messages and not statuses and not errors:
                 continue
-            metadata = _object(value.get("metadata"), f"{where}.value.metadata")
-            tenant_key = _id(
-                metadata.get("phone_number_id"), f"{where}.value.metadata.phone_number_id"
-            )
+            if messages or statuses or value.get("metadata") is not None:
+                metadata = _object(value.get("metadata"), f"{where}.value.metadata")
+                tenant_key = _id(
+                    metadata.get("phone_number_id"), f"{where}.value.metadata.phone_number_id"
+                )
+            else:  # an account-level error: the business account's id
+                tenant_key = _id(entry.get("id"), f"entry[{e}].id")
             names = _profile_names(value.get("contacts"), f"{where}.value.contacts")
             for m, message in enumerate(messages):
                 where_m = f"{where}.value.messages[{m}]"
@@ -548,6 +605,7 @@ def parse_whatsapp(body: bytes) -> list[InboundEvent]:
             for s, status in enumerate(statuses):
                 where_s = f"{where}.value.statuses[{s}]"
                 events.append(_whatsapp_status(status, where_s, tenant_key))
+            events.extend(_whatsapp_value_errors(errors, f"{where}.value.errors", tenant_key, body))
     return _checked(events)
 
 
@@ -584,10 +642,28 @@ def _media_topic(content_type: str | None) -> str:
     return major if major in {"image", "audio", "video"} else "document"
 
 
-def parse_twilio(params: FormParams) -> list[InboundEvent]:
+#: Twilio's message statuses, normalised (see antifragile.inbound DeliveryStatus)
+_TWILIO_STATUSES = {
+    "accepted": "queued",
+    "scheduled": "queued",
+    "queued": "queued",
+    "sending": "queued",
+    "sent": "sent",
+    "delivered": "delivered",
+    "partially_delivered": "delivered",
+    "read": "read",
+    "undelivered": "failed",
+    "failed": "failed",
+    "canceled": "failed",
+}
+
+
+def parse_twilio(params: FormParams, *, correlation: str | None = None) -> list[InboundEvent]:
     """The event of a Twilio messaging webhook, from its form *params*: an inbound message
     (``MessageSid``/``SmsSid``, ``From``, ``To``, ``Body``, ``NumMedia``...) or, when
-    ``MessageStatus`` is present and ``Body`` is not, a status callback for a message sent.
+    ``MessageStatus`` is present and ``Body`` is not, a status callback for a message sent
+    (*correlation*: the ``antifragile_key`` query parameter of the ``StatusCallback`` URL the
+    send gave, which Twilio calls back).
 
     Numbers lose their ``whatsapp:`` prefix: the sender becomes digits only, the tenant key
     (the business's number) stays ``+E.164``. Raise :class:`MalformedPayloadError` when a
@@ -616,19 +692,19 @@ def parse_twilio(params: FormParams) -> list[InboundEvent]:
             if message:
                 error["message"] = message
             errors.append(error)
-        data.update(
-            {"message_id": sid, "status": state, "recipient_id": _digits(to), "errors": errors}
-        )
+        data.update({"recipient_id": _digits(to), "errors": errors})
         return _checked(
             [
-                InboundEvent(
-                    channel=Channel.TWILIO,
+                DeliveryStatus(
+                    provider=Channel.TWILIO.value,
                     event_id=f"{sid}:{state}",
-                    kind=EventKind.STATUS,
-                    tenant_key=_e164(from_),  # a status is about a message the business sent
-                    topic=state,
-                    data=data,
-                )
+                    status=_TWILIO_STATUSES.get(state.lower(), "other"),
+                    provider_status=state,
+                    provider_message_id=sid,
+                    correlation=correlation or None,
+                    error_code=code or None,
+                    details=data,
+                ).event(Channel.TWILIO, _e164(from_))  # about a message the business sent
             ]
         )
     raw_count = (_param(params, "NumMedia") or "0").strip()

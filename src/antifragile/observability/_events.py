@@ -174,6 +174,14 @@ class IntentDetected(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryStatusRecorded(Event):
+    """A provider's delivery status (``operation``: the normalised status) of provider
+    ``policy`` was recorded; ``matched`` is ``False`` when it belongs to no known message."""
+
+    matched: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SagaCompensated(Event):
     """Saga ``policy`` ran the compensation of step ``operation``: ``succeeded`` is ``False``
     when it failed for good (the saga goes to the dead-letter queue)."""

@@ -26,6 +26,7 @@ name                                           type       labels
 ``inbound_rejected_total``                     counter    channel, code
 ``intents_total``                              counter    intent, source
 ``intent_confidence``                          histogram  intent
+``delivery_statuses_total``                    counter    provider, status, matched
 ``outbound_attempts_total``                    counter    provider, operation, outcome
 ``outbound_attempt_duration_seconds``          histogram  provider, operation
 ``outbound_retries_total``                     counter    provider, operation, code
@@ -69,6 +70,7 @@ from antifragile.observability._events import (
     AttemptFinished,
     BreakerTransition,
     CallRejected,
+    DeliveryStatusRecorded,
     Event,
     FallbackUsed,
     GaveUp,
@@ -114,6 +116,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "antifragile_inbound_rejected_total",
     "antifragile_intents_total",
     "antifragile_intent_confidence",
+    "antifragile_delivery_statuses_total",
     "antifragile_outbound_attempts_total",
     "antifragile_outbound_attempt_duration_seconds",
     "antifragile_outbound_retries_total",
@@ -228,6 +231,12 @@ class Metrics:
         )
         self.intent_confidence = histogram(
             "intent_confidence", "Confidence of detected intents", ["intent"], CONFIDENCE_BUCKETS
+        )
+        self.delivery_statuses = counter(
+            "delivery_statuses",
+            "Delivery statuses recorded, by provider, normalised status and whether they "
+            "belonged to a known message",
+            ["provider", "status", "matched"],
         )
         # outbound
         self.outbound_attempts = counter(
@@ -494,6 +503,7 @@ class _JobsObserver:
             JobStarted: self._started,
             JobFinished: self._finished,
             IntentDetected: self._intent,
+            DeliveryStatusRecorded: self._delivery,
             SagaCompensated: self._compensated,
         }
 
@@ -532,6 +542,10 @@ class _JobsObserver:
         m = self.metrics
         m.intents.labels(e.intent, e.source).inc()
         m.intent_confidence.labels(e.intent).observe(e.confidence)
+
+    def _delivery(self, e: DeliveryStatusRecorded) -> None:
+        matched = "true" if e.matched else "false"
+        self.metrics.delivery_statuses.labels(e.policy, e.operation or "other", matched).inc()
 
     def _compensated(self, e: SagaCompensated) -> None:
         outcome = "succeeded" if e.succeeded else "failed"

@@ -12,8 +12,9 @@ enqueues::
 Users extend it before opening it: ``@assistant.on_message(intent=...)`` registers an intent
 handler, ``@assistant.action(name)`` an action -- which handlers and flows' ``on_complete``
 alike may name: one registry for the pipeline's sagas and the flows' completions --,
-``@assistant.on_event(topic)`` a Shopify topic handler, ``@assistant.job(...)`` /
-``@assistant.every(...)`` their own jobs.
+``@assistant.on_event(topic)`` a Shopify topic handler, ``@assistant.on_delivery_status`` a hook
+on the providers' delivery statuses, ``@assistant.job(...)`` / ``@assistant.every(...)`` their
+own jobs.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from antifragile.connectors import PROVIDERS, Connectors, parse_overrides, policies_for
 from antifragile.errors import ConfigurationError
 from antifragile.inbound import (
     Actions,
     Classifier,
+    DeliveryHook,
+    DeliveryStatuses,
     FeatureFlags,
     Flow,
     Handlers,
@@ -74,6 +77,8 @@ from antifragile.service._settings import Settings
 from antifragile.stores import Store, open_store
 
 _log = logging.getLogger("antifragile.service")
+
+_Hook = TypeVar("_Hook", bound=DeliveryHook)
 
 
 def state_store_url(settings: Settings) -> str:
@@ -141,7 +146,9 @@ class Assistant:
         self.tasks = Tasks(self.jobs, clock=clock)
         tenants_by_id = {tenant.id: tenant for tenant in self.tenants}
         self.actions = Actions(self.connectors, tasks=self.tasks, tenants=tenants_by_id)
-        self.replies = Replies(self.jobs, self.connectors, clock=clock)
+        #: records the providers' delivery statuses on the outbound messages
+        self.deliveries = DeliveryStatuses(self.jobs, clock=clock)
+        self.replies = Replies(self.jobs, self.connectors, clock=clock, deliveries=self.deliveries)
         self.sessions = Sessions(
             self.jobs,
             self.connectors,
@@ -180,6 +187,7 @@ class Assistant:
             connectors=self.connectors,
             limiter=limiter if limiter is not None else self.limits,
             clock=clock,
+            deliveries=self.deliveries,
         )
         pipeline = self.pipeline
 
@@ -215,6 +223,12 @@ class Assistant:
     def on_event(self, topic: str) -> Callable[[CommerceHandler], CommerceHandler]:
         """``@assistant.on_event("orders/create")`` for a Shopify topic."""
         return self.pipeline.on_event(topic)
+
+    def on_delivery_status(self, hook: _Hook) -> _Hook:
+        """``@assistant.on_delivery_status`` registers ``async def hook(status, match)``,
+        called after each provider delivery status is recorded (see
+        :class:`~antifragile.inbound.DeliveryStatuses`)."""
+        return self.deliveries.on_status(hook)
 
     @property
     def job(self) -> Callable[..., Any]:

@@ -74,6 +74,11 @@ class Settings(BaseModel):
     whatsapp_verify_tokens: tuple[SecretStr, ...] = ()
     twilio_auth_tokens: tuple[SecretStr, ...] = ()
     shopify_webhook_secrets: tuple[SecretStr, ...] = ()
+    #: the SendGrid Event Webhook's verification public keys (base64 DER, or PEM): not secret
+    sendgrid_webhook_public_keys: tuple[str, ...] = ()
+    resend_webhook_secrets: tuple[SecretStr, ...] = ()
+    calcom_webhook_secrets: tuple[SecretStr, ...] = ()
+    hubspot_webhook_secrets: tuple[SecretStr, ...] = ()
 
     #: the largest webhook body accepted (bytes)
     webhook_max_bytes: Annotated[int, Field(ge=1)] = DEFAULT_WEBHOOK_MAX_BYTES
@@ -279,6 +284,10 @@ _FIELDS: dict[str, _Field] = {
     "whatsapp_verify_tokens": _Field("ANTIFRAGILE_WHATSAPP_VERIFY_TOKEN", _secrets, True),
     "twilio_auth_tokens": _Field("ANTIFRAGILE_TWILIO_AUTH_TOKEN", _secrets, True),
     "shopify_webhook_secrets": _Field("ANTIFRAGILE_SHOPIFY_WEBHOOK_SECRET", _secrets, True),
+    "sendgrid_webhook_public_keys": _Field("ANTIFRAGILE_SENDGRID_WEBHOOK_PUBLIC_KEY", _list),
+    "resend_webhook_secrets": _Field("ANTIFRAGILE_RESEND_WEBHOOK_SECRET", _secrets, True),
+    "calcom_webhook_secrets": _Field("ANTIFRAGILE_CALCOM_WEBHOOK_SECRET", _secrets, True),
+    "hubspot_webhook_secrets": _Field("ANTIFRAGILE_HUBSPOT_WEBHOOK_SECRET", _secrets, True),
     "webhook_max_bytes": _Field("ANTIFRAGILE_WEBHOOK_MAX_BYTES", _positive_int),
     "inbox_ttl": _Field("ANTIFRAGILE_INBOX_TTL", _seconds),
     "admin_api_keys": _Field("ANTIFRAGILE_ADMIN_API_KEYS", _secrets, True),

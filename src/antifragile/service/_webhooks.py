@@ -1,15 +1,17 @@
-"""The provider webhook routes: ``/v1/webhooks/{whatsapp,twilio,shopify}``.
+"""The provider webhook routes: ``/v1/webhooks/{whatsapp,twilio,shopify}`` and the status
+webhooks ``/v1/webhooks/{sendgrid,resend,calcom,hubspot}``.
 
 Every delivery goes the same way, and nothing is recorded unless all of it succeeds:
 
 1. **size** -- a ``Content-Length`` above ``ANTIFRAGILE_WEBHOOK_MAX_BYTES`` is refused at once
    (``413 PAYLOAD_TOO_LARGE``), and the body is read in chunks, refused as soon as it grows past
    the limit (a body sent without a length is never buffered whole);
-2. **content type** -- JSON for WhatsApp and Shopify, a form (or JSON) for Twilio, else
+2. **content type** -- JSON for all but Twilio, a form (or JSON) for Twilio, else
    ``415 UNSUPPORTED_MEDIA_TYPE``;
-3. **signature** -- checked over the raw bytes *before* anything is parsed; a missing or wrong
-   one is ``401 SIGNATURE_INVALID``. Twilio signs the URL it called: ``ANTIFRAGILE_PUBLIC_URL``
-   plus the path and query when set (behind a proxy), else the URL as received;
+3. **signature** -- checked over the raw bytes *before* anything is parsed; a missing, wrong or
+   (SendGrid, Resend, HubSpot) stale one is ``401 SIGNATURE_INVALID``. Twilio and HubSpot sign
+   the URL they called: ``ANTIFRAGILE_PUBLIC_URL`` plus the path and query when set (behind a
+   proxy), else the URL as received;
 4. **parse** into events (``400 MALFORMED_PAYLOAD`` when the body is not what the provider
    sends), then **record** them in the inbox with their processing jobs, in one transaction,
    deduplicated by the provider's event id -- a redelivery is answered 200 as a duplicate.
@@ -43,7 +45,26 @@ from starlette.datastructures import URL
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from antifragile.errors import AntifragileError, ErrorCode
+from antifragile.inbound._delivery import CORRELATION_KEY
 from antifragile.inbound._model import InboundEvent
+from antifragile.inbound._status_webhooks import (
+    CALCOM_SIGNATURE,
+    HUBSPOT_SIGNATURE,
+    HUBSPOT_TIMESTAMP,
+    SENDGRID_SIGNATURE,
+    SENDGRID_TIMESTAMP,
+    SVIX_ID,
+    SVIX_SIGNATURE,
+    SVIX_TIMESTAMP,
+    parse_calcom,
+    parse_hubspot,
+    parse_resend,
+    parse_sendgrid,
+    verify_calcom,
+    verify_hubspot,
+    verify_sendgrid,
+    verify_svix,
+)
 from antifragile.inbound._webhooks import (
     MalformedPayloadError,
     parse_shopify,
@@ -55,6 +76,7 @@ from antifragile.inbound._webhooks import (
     whatsapp_handshake,
 )
 from antifragile.observability import current_request_id
+from antifragile.policies import SYSTEM_CLOCK, Clock
 from antifragile.service._envelope import (
     ApiError,
     ApiMeta,
@@ -77,6 +99,10 @@ _FORM = "application/x-www-form-urlencoded"
 _WHATSAPP_SIGNATURE = (b"x-hub-signature-256",)
 _TWILIO_SIGNATURE = (b"x-twilio-signature",)
 _SHOPIFY_SIGNATURE = (b"x-shopify-hmac-sha256", b"shopify-hmac-sha256")
+_SENDGRID_SIGNATURE = (SENDGRID_SIGNATURE.lower().encode(),)
+_SVIX_SIGNATURE = (SVIX_SIGNATURE.encode(),)
+_CALCOM_SIGNATURE = (CALCOM_SIGNATURE.lower().encode(),)
+_HUBSPOT_SIGNATURE = (HUBSPOT_SIGNATURE.lower().encode(),)
 
 
 class WebhookResult(BaseModel):
@@ -252,6 +278,24 @@ def _shopify_headers(scope: Mapping[str, Any]) -> dict[str, str]:
     return found
 
 
+def _header(scope: Mapping[str, Any], name: str) -> str | None:
+    """The first value of the (lower-case) header *name*, or ``None``."""
+    wanted = name.lower().encode("latin-1")
+    for key, value in scope["headers"]:
+        if key == wanted:
+            text: str = value.decode("latin-1")
+            return text
+    return None
+
+
+def _query_value(scope: Mapping[str, Any], name: str) -> str | None:
+    query = scope.get("query_string", b"")
+    if not query:
+        return None
+    values = parse_qs(query.decode("latin-1"), keep_blank_values=False).get(name)
+    return values[0] if values else None
+
+
 # -- the handlers -------------------------------------------------------------------------------
 
 _Handler = Callable[["WebhookHandlers", Scope, Receive], Awaitable[Response]]
@@ -275,7 +319,7 @@ def _counted(channel: str) -> Callable[[_Handler], _Handler]:
 
 
 class WebhookHandlers:
-    """The three deliveries' handling, on the raw ASGI scope and receive channel: shared by the
+    """The deliveries' handling, on the raw ASGI scope and receive channel: shared by the
     documented FastAPI routes and the fast path (:class:`WebhookFastPath`).
 
     Secrets are read once, here. When ``app_state.limits`` holds an
@@ -283,21 +327,33 @@ class WebhookHandlers:
     client address's limit (429 ``RATE_LIMITED`` with ``Retry-After`` when none is left).
     """
 
-    def __init__(self, state: ServiceState, app_state: Any = None) -> None:
+    def __init__(
+        self, state: ServiceState, app_state: Any = None, *, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         settings = state.settings
         self.state = state
         self.app_state = app_state
+        #: the time signed timestamps are checked against
+        self.clock = clock
         self.limit = settings.webhook_max_bytes
         self.public_url = settings.public_url
         self.whatsapp_secrets = Settings.reveal(settings.whatsapp_app_secrets)
         self.verify_tokens = Settings.reveal(settings.whatsapp_verify_tokens)
         self.twilio_tokens = Settings.reveal(settings.twilio_auth_tokens)
         self.shopify_secrets = Settings.reveal(settings.shopify_webhook_secrets)
+        self.sendgrid_keys = tuple(settings.sendgrid_webhook_public_keys)
+        self.resend_secrets = Settings.reveal(settings.resend_webhook_secrets)
+        self.calcom_secrets = Settings.reveal(settings.calcom_webhook_secrets)
+        self.hubspot_secrets = Settings.reveal(settings.hubspot_webhook_secrets)
         #: POST handlers by path, for the fast path
         self.by_path = {
             f"{PREFIX}/whatsapp": self.whatsapp,
             f"{PREFIX}/twilio": self.twilio,
             f"{PREFIX}/shopify": self.shopify,
+            f"{PREFIX}/sendgrid": self.sendgrid,
+            f"{PREFIX}/resend": self.resend,
+            f"{PREFIX}/calcom": self.calcom,
+            f"{PREFIX}/hubspot": self.hubspot,
         }
 
     async def _check_ip(self, scope: Scope) -> None:
@@ -357,7 +413,7 @@ class WebhookHandlers:
         else:
             verify_twilio(url, {}, signature, self.twilio_tokens, body=body)
             params = _json_params(body)
-        events = parse_twilio(params)
+        events = parse_twilio(params, correlation=_query_value(scope, CORRELATION_KEY))
         await self._ingest(events)
         return Response(EMPTY_TWIML, media_type="text/xml")
 
@@ -372,11 +428,71 @@ class WebhookHandlers:
         events = parse_shopify(body, _shopify_headers(scope))
         return _accepted(len(events), await self._ingest(events))
 
+    async def _json_body(
+        self, scope: Scope, receive: Receive, signature_names: Sequence[bytes]
+    ) -> tuple[bytes, str | None]:
+        await self._check_ip(scope)
+        content_type, length, signature = _scan(scope, signature_names)
+        if content_type != _JSON:
+            raise _unsupported(content_type, _JSON)
+        return await read_body(receive, self.limit, length), signature
+
+    @_counted("sendgrid")
+    async def sendgrid(self, scope: Scope, receive: Receive) -> Response:
+        body, signature = await self._json_body(scope, receive, _SENDGRID_SIGNATURE)
+        verify_sendgrid(
+            body,
+            signature,
+            _header(scope, SENDGRID_TIMESTAMP),
+            self.sendgrid_keys,
+            now=self.clock.time(),
+        )
+        events = parse_sendgrid(body)
+        return _accepted(len(events), await self._ingest(events))
+
+    @_counted("resend")
+    async def resend(self, scope: Scope, receive: Receive) -> Response:
+        body, signature = await self._json_body(scope, receive, _SVIX_SIGNATURE)
+        msg_id = _header(scope, SVIX_ID)
+        verify_svix(
+            body,
+            msg_id,
+            _header(scope, SVIX_TIMESTAMP),
+            signature,
+            self.resend_secrets,
+            now=self.clock.time(),
+        )
+        assert msg_id is not None  # verify_svix refuses a delivery without it
+        events = parse_resend(body, msg_id.strip())
+        return _accepted(len(events), await self._ingest(events))
+
+    @_counted("calcom")
+    async def calcom(self, scope: Scope, receive: Receive) -> Response:
+        body, signature = await self._json_body(scope, receive, _CALCOM_SIGNATURE)
+        verify_calcom(body, signature, self.calcom_secrets)
+        events = parse_calcom(body)
+        return _accepted(len(events), await self._ingest(events))
+
+    @_counted("hubspot")
+    async def hubspot(self, scope: Scope, receive: Receive) -> Response:
+        body, signature = await self._json_body(scope, receive, _HUBSPOT_SIGNATURE)
+        verify_hubspot(
+            scope["method"],
+            signed_url(scope, self.public_url),
+            body,
+            signature,
+            _header(scope, HUBSPOT_TIMESTAMP),
+            self.hubspot_secrets,
+            now=self.clock.time(),
+        )
+        events = parse_hubspot(body)
+        return _accepted(len(events), await self._ingest(events))
+
 
 class WebhookFastPath:
-    """Pure ASGI: answers ``POST /v1/webhooks/{whatsapp,twilio,shopify}`` straight from the
-    handlers, skipping the framework's routing and dependency machinery (the webhook path is
-    the service's hot path). Anything else -- and these paths under a ``root_path`` -- goes on
+    """Pure ASGI: answers ``POST /v1/webhooks/<provider>`` straight from the handlers,
+    skipping the framework's routing and dependency machinery (the webhook path is the
+    service's hot path). Anything else -- and these paths under a ``root_path`` -- goes on
     to the app, whose routes of the same paths do the same work (and document it in OpenAPI).
 
     Errors answer the same envelopes as the app's exception handlers; an unexpected exception
@@ -472,5 +588,61 @@ def webhooks_router(handlers: WebhookHandlers) -> APIRouter:
         """Verify ``X-Shopify-Hmac-Sha256``, then record the event (deduplicated on
         ``X-Shopify-Webhook-Id``)."""
         return await handlers.shopify(request.scope, request.receive)
+
+    @router.post(
+        "/sendgrid",
+        summary="SendGrid Event Webhook (delivery statuses)",
+        responses=_ACCEPTED,
+        openapi_extra=_body_doc(
+            _JSON,
+            SENDGRID_SIGNATURE,
+            f"base64 ECDSA P-256 signature of {SENDGRID_TIMESTAMP} + the body",
+        ),
+    )
+    async def sendgrid(request: Request) -> Response:
+        """Verify the Event Webhook's ECDSA signature (timestamp within 5 minutes), then record
+        each event as a delivery status (deduplicated on ``sg_event_id``)."""
+        return await handlers.sendgrid(request.scope, request.receive)
+
+    @router.post(
+        "/resend",
+        summary="Resend webhook (Svix; delivery statuses)",
+        responses=_ACCEPTED,
+        openapi_extra=_body_doc(
+            _JSON, "svix-signature", "v1,<base64 HMAC-SHA256 of svix-id.svix-timestamp.body>"
+        ),
+    )
+    async def resend(request: Request) -> Response:
+        """Verify the Svix signature (``svix-id``, ``svix-timestamp`` within 5 minutes), then
+        record the ``email.*`` event as a delivery status (deduplicated on ``svix-id``)."""
+        return await handlers.resend(request.scope, request.receive)
+
+    @router.post(
+        "/calcom",
+        summary="Cal.com webhook (booking statuses)",
+        responses=_ACCEPTED,
+        openapi_extra=_body_doc(
+            _JSON, CALCOM_SIGNATURE, "hex HMAC-SHA256 of the body, subscription secret"
+        ),
+    )
+    async def calcom(request: Request) -> Response:
+        """Verify ``X-Cal-Signature-256``, then record the booking trigger as a status
+        (deduplicated on the booking uid and trigger)."""
+        return await handlers.calcom(request.scope, request.receive)
+
+    @router.post(
+        "/hubspot",
+        summary="HubSpot webhook (v3 signature; object statuses)",
+        responses=_ACCEPTED,
+        openapi_extra=_body_doc(
+            _JSON,
+            HUBSPOT_SIGNATURE,
+            "base64 HMAC-SHA256 of method + URI + body + timestamp, client secret",
+        ),
+    )
+    async def hubspot(request: Request) -> Response:
+        """Verify ``X-HubSpot-Signature-v3`` (timestamp within 5 minutes), then record each
+        subscription event (deduplicated on ``eventId``)."""
+        return await handlers.hubspot(request.scope, request.receive)
 
     return router
