@@ -316,8 +316,7 @@ class FlakyServer:
         try:
             await self._stopping.wait()
         finally:
-            server.close()
-            await drain_loop(self._close_connections)
+            await close_server(server, self._close_connections)
 
     def _close_connections(self) -> list[Awaitable[object]]:
         """Abort every open connection and cancel its task; what to await for them."""
@@ -470,13 +469,32 @@ class FlakyServer:
         await writer.drain()
 
 
+async def close_server(
+    server: asyncio.Server, close: Callable[[], Iterable[Awaitable[object]]]
+) -> None:
+    """Stop *server*, in a loop that serves it alone, leaving nothing open or pending.
+
+    It first stops accepting (the listening sockets stay open for now) and lets the
+    connections accepted so far be set up: closing the server while asyncio still sets one up
+    would leave that one's socket open for good (Python 3.11). Then :func:`drain_loop` closes
+    them all with *close*, and the server is closed."""
+    loop = asyncio.get_running_loop()
+    for sock in server.sockets:
+        with contextlib.suppress(NotImplementedError, ValueError, OSError):
+            loop.remove_reader(sock.fileno())
+    await drain_loop(close)
+    server.close()
+    await server.wait_closed()
+    await drain_loop(close)
+
+
 async def drain_loop(close: Callable[[], Iterable[Awaitable[object]]]) -> None:
-    """End a server whose listening socket is closed, in a loop that serves it alone: *close*
+    """End the connections of a server that accepts no more, in a loop that serves it alone: *close*
     closes every connection still open and returns what to await for them; that and every
     other task of the loop are awaited, round after round, until the loop holds nothing but
-    the caller. The tasks asyncio runs to set up connections accepted just before the
-    listening socket closed are awaited too (never cancelled: a cancelled one would leave its
-    socket open), and the connections they make are closed in the next round."""
+    the caller. The tasks asyncio runs to set up connections accepted just before are awaited
+    too (never cancelled: a cancelled one would leave its socket open), and the connections
+    they make are closed in the next round."""
     me = asyncio.current_task()
     while True:
         waits = list(close())

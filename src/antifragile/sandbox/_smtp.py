@@ -46,7 +46,7 @@ from typing import Any, Literal, Self
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from antifragile.errors import ConfigurationError
-from antifragile.sandbox._server import drain_loop
+from antifragile.sandbox._server import close_server
 from antifragile.sandbox._simulator import Effect, EffectLog
 
 SMTPFault = Literal["tempfail", "throttle", "reject", "disconnect", "ambiguous"]
@@ -221,8 +221,7 @@ class SMTPSandbox:
         try:
             await self._stopping.wait()
         finally:
-            server.close()
-            await drain_loop(self._close_connections)
+            await close_server(server, self._close_connections)
 
     def _close_connections(self) -> list[Awaitable[object]]:
         """Abort every open connection (its protocol cancels its own task); what to await."""
