@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from antifragile.sandbox import Fault, FlakyServer, SMTPSandbox
 from tests.integration.test_shared_state import Proxy
 
-ROUNDS = 25
+ROUNDS = 20
 AT_ONCE = 24  # connections opened before the stop
 RACING = 150  # at most, opened by a thread while the server stops
 
