@@ -8,10 +8,12 @@ to the standard error of the moment, never to a stream that may be closed by the
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
 import logging
+import signal
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ import structlog
 from typer.testing import CliRunner
 
 from antifragile.cli import app
+from antifragile.cli._process import stop_on_signals
 from antifragile.observability._logging import configure_logging, configure_process
 from tests.conftest import ProcessState
 
@@ -121,3 +124,30 @@ def test_restoring_puts_back_what_was_there() -> None:
         logging.getLogger("antifragile.after").warning("to the first")
     assert "to the first" in first_stream.getvalue()
     assert before.changes(ProcessState.now()) == []
+
+
+def test_signal_handlers_in_place_before_are_put_back() -> None:
+    """While ``scheduler`` or ``serve --no-api`` runs, SIGTERM stops it; once it has stopped,
+    the SIGTERM handler of the program it ran in is back (not the default, which would end
+    that program on the next SIGTERM)."""
+    received: list[int] = []
+
+    def host_handler(signum: int, frame: object) -> None:
+        received.append(signum)
+
+    previous = signal.signal(signal.SIGTERM, host_handler)
+    try:
+
+        async def main() -> None:
+            stopped = asyncio.Event()
+            with stop_on_signals(stopped.set):
+                signal.raise_signal(signal.SIGTERM)
+                await stopped.wait()
+
+        asyncio.run(main())
+        assert received == []  # the command's handler took that one
+        assert signal.getsignal(signal.SIGTERM) is host_handler
+        signal.raise_signal(signal.SIGTERM)
+        assert received == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)

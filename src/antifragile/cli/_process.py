@@ -9,9 +9,13 @@ program (a test, say) leaves its logging as it found it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Iterator
+import signal
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -44,3 +48,23 @@ def process_setup(console: Console, level: str) -> Iterator[None]:
         raise typer.Exit(1) from None
     with setup:
         yield
+
+
+@contextmanager
+def stop_on_signals(callback: Callable[[], object]) -> Iterator[None]:
+    """SIGTERM and SIGINT call *callback* (in the running loop) while the block runs; the
+    handlers in place before are put back after it (asyncio alone would leave the defaults)."""
+    loop = asyncio.get_running_loop()
+    installed: list[tuple[signal.Signals, Any]] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, callback)
+            installed.append((sig, previous))
+    try:
+        yield
+    finally:
+        for sig, previous in installed:
+            loop.remove_signal_handler(sig)
+            if previous is not None:
+                signal.signal(sig, previous)

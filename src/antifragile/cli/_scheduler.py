@@ -7,9 +7,7 @@ by the queue's idempotency keys (see :mod:`antifragile.jobs._scheduler`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
 import sys
 from datetime import UTC, datetime
 from typing import Annotated
@@ -19,7 +17,12 @@ from rich.console import Console
 from rich.table import Table
 
 from antifragile.cli._load import APP_ENV, Target, load_target
-from antifragile.cli._process import LOG_LEVELS, check_log_level, process_setup
+from antifragile.cli._process import (
+    LOG_LEVELS,
+    check_log_level,
+    process_setup,
+    stop_on_signals,
+)
 from antifragile.errors import AntifragileError, ConfigurationError, redact
 from antifragile.jobs._app import DATABASE_URL_ENV, DEFAULT_DATABASE_URL
 from antifragile.jobs._scheduler import Fired, Scheduler, schedules_of
@@ -56,19 +59,10 @@ async def _run(target: Target, tick_interval: float, grace: float | None, consol
                 _when(schedule.next_tick(now)),
             )
         console.print(table)
-        loop = asyncio.get_running_loop()
-        installed = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, scheduler.stop)
-                installed.append(sig)
-        typer.echo(f"scheduler running (pid {os.getpid()}); stop with Ctrl-C or SIGTERM")
-        sys.stdout.flush()
-        try:
+        with stop_on_signals(scheduler.stop):
+            typer.echo(f"scheduler running (pid {os.getpid()}); stop with Ctrl-C or SIGTERM")
+            sys.stdout.flush()
             await scheduler.run()
-        finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
         typer.echo("scheduler stopped")
     finally:
         await target.close()

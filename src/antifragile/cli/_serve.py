@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +27,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from antifragile.cli._process import LOG_LEVELS, check_log_level, process_setup
+from antifragile.cli._process import (
+    LOG_LEVELS,
+    check_log_level,
+    process_setup,
+    stop_on_signals,
+)
 from antifragile.errors import AntifragileError, ConfigurationError, ErrorCode
 
 if TYPE_CHECKING:
@@ -71,7 +75,6 @@ async def _run_background(settings: Settings, worker: bool, scheduler: bool) -> 
     arrives while the service is still opening stops it as soon as it is open)."""
     from antifragile.service._assistant import Assistant
 
-    loop = asyncio.get_running_loop()
     runners: list[Any] = []
     stopping = False
 
@@ -81,12 +84,7 @@ async def _run_background(settings: Settings, worker: bool, scheduler: bool) -> 
         for runner in runners:
             runner.stop()
 
-    installed = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop)
-            installed.append(sig)
-    try:
+    with stop_on_signals(stop):
         assistant = Assistant(settings)
         await assistant.open()
         try:
@@ -98,9 +96,6 @@ async def _run_background(settings: Settings, worker: bool, scheduler: bool) -> 
                 await asyncio.gather(*(runner.run() for runner in runners))
         finally:
             await assistant.close()
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
 
 
 def _uvicorn_server(config: Any) -> Any:
