@@ -489,10 +489,10 @@ async def close_server(
 
 
 async def drain_loop(close: Callable[[], Iterable[Awaitable[object]]]) -> None:
-    """End the connections of a server that accepts no more, in a loop that serves it alone: *close*
-    closes every connection still open and returns what to await for them; that and every
-    other task of the loop are awaited, round after round, until the loop holds nothing but
-    the caller. The tasks asyncio runs to set up connections accepted just before are awaited
+    """End the connections of a server that accepts no more, in a loop that serves it alone:
+    *close* closes every connection still open and returns what to await for them; that and
+    every other task of the loop are awaited, round after round, until the loop holds nothing
+    but the caller. The tasks asyncio runs to set up connections accepted just before are awaited
     too (never cancelled: a cancelled one would leave its socket open), and the connections
     they make are closed in the next round."""
     me = asyncio.current_task()
