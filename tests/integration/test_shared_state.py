@@ -9,11 +9,13 @@ machine; only store timeouts and a real Redis behind a TCP proxy that can be cut
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
 import pytest
@@ -30,6 +32,7 @@ from antifragile import (
     StoreFallback,
     StoreUnavailableError,
 )
+from antifragile.sandbox._server import close_server
 from antifragile.stores import (
     BreakerRecord,
     SharedCircuitBreaker,
@@ -710,28 +713,89 @@ async def test_bucket_falls_back_to_a_local_bucket_and_recovers(
 
 class Proxy:
     """A TCP proxy to Redis that can be stopped (dropping every connection) and restarted on
-    the same port."""
+    the same port.
+
+    It runs its own event loop in a thread, like the sandbox's servers: each connection is
+    registered as it is made, and stopping closes every one (both sides) and ends every task
+    before that loop closes -- connections that arrive during the stop included."""
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
         self.port = 0
-        self._server: asyncio.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._serve, "127.0.0.1", self.port, reuse_address=True
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+        await asyncio.to_thread(self._start)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        for writer in list(self._writers):
+        await asyncio.to_thread(self._stop)
+
+    def _start(self) -> None:
+        self._ready.clear()
+        self._thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        error, self._error = self._error, None
+        if error is not None:
+            self._thread.join()
+            self._thread = None
+            raise error
+
+    def _stop(self) -> None:
+        thread, loop, stopping = self._thread, self._loop, self._stopping
+        if thread is None:
+            return
+        if loop is not None and stopping is not None:
+            loop.call_soon_threadsafe(stopping.set)
+        thread.join()
+        self._thread = None
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        try:
+            server = await asyncio.start_server(
+                self._accept, "127.0.0.1", self.port, reuse_address=True
+            )
+        except OSError as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        try:
+            await self._stopping.wait()
+        finally:
+            await close_server(server, self._close_connections)
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # a plain callback: called as the connection is made, so none escapes the stop
+        self._writers.add(writer)
+        if self._stopping is None or self._stopping.is_set():
             writer.transport.abort()
-        self._writers.clear()
+            return
+        task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _close_connections(self) -> list[Awaitable[object]]:
+        writers = list(self._writers)
+        for writer in writers:
+            writer.transport.abort()
+        for task in list(self._tasks):
+            task.cancel()
+        return [self._closed(writer) for writer in writers]
+
+    async def _closed(self, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+        self._writers.discard(writer)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -739,7 +803,7 @@ class Proxy:
         except OSError:
             writer.transport.abort()
             return
-        self._writers.update((writer, up_writer))
+        self._writers.add(up_writer)
         await asyncio.gather(
             self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
         )
@@ -751,7 +815,6 @@ class Proxy:
                 await writer.drain()
         finally:
             writer.transport.abort()
-            self._writers.discard(writer)
 
 
 @pytest.fixture

@@ -58,15 +58,8 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     stream = io.StringIO()
-    root = logging.getLogger()
-    level = root.level
-    handler = configure_logging(json=True, level="DEBUG", stream=stream, secrets=secrets_from_env())
-    try:
+    with configure_logging(json=True, level="DEBUG", stream=stream, secrets=secrets_from_env()):
         yield stream
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
-        structlog.reset_defaults()
 
 
 @pytest.fixture

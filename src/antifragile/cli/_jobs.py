@@ -23,6 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from antifragile.cli._load import APP_ENV, load_target
+from antifragile.cli._process import LOG_LEVELS, check_log_level, process_setup
 from antifragile.errors import AntifragileError, ConfigurationError, redact
 from antifragile.jobs._app import (
     DATABASE_URL_ENV,
@@ -202,7 +203,10 @@ def worker(
         float,
         typer.Option(min=0.0, help="On SIGTERM, time left to running jobs before release (s)."),
     ] = 30.0,
-    log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
+    log_level: Annotated[
+        str,
+        typer.Option(callback=check_log_level, help=f"Logging level ({', '.join(LOG_LEVELS)})."),
+    ] = "INFO",
     metrics_port: Annotated[
         int | None,
         typer.Option(
@@ -224,9 +228,6 @@ def worker(
     from antifragile.jobs._worker import Worker
 
     console = Console(stderr=True)
-    from antifragile.observability._logging import configure_process
-
-    configure_process(log_level.upper())  # JSON logs (ANTIFRAGILE_LOG_FORMAT), tracing
     try:
         target = load_target(app)
         jobs = target.jobs
@@ -256,20 +257,28 @@ def worker(
     )
 
     async def main() -> None:
+        metrics: Any = None
         try:
             await target.open()
             if metrics_port is not None:
-                _serve_metrics(target, metrics_host, metrics_port)
+                metrics = _serve_metrics(target, metrics_host, metrics_port)
             await runner.run(handle_signals=True)
         finally:
-            await target.close()
+            try:
+                await target.close()
+            finally:
+                if metrics is not None:
+                    await asyncio.to_thread(_stop_metrics, metrics)
 
-    try:
-        asyncio.run(main())
-    except AntifragileError as exc:
-        raise _fail(console, exc) from None
-    except KeyboardInterrupt:  # pragma: no cover - signal handlers normally catch it
-        pass
+    # the arguments are good: JSON logs (ANTIFRAGILE_LOG_FORMAT) and tracing from here on,
+    # put back when the worker stops
+    with process_setup(console, log_level):
+        try:
+            asyncio.run(main())
+        except AntifragileError as exc:
+            raise _fail(console, exc) from None
+        except KeyboardInterrupt:  # pragma: no cover - signal handlers normally catch it
+            pass
     console.print(f"worker stopped: {dict(runner.counts)}")
 
 
@@ -289,6 +298,12 @@ def _serve_metrics(target: Any, host: str, port: int) -> Any:
     metrics.watch_queues(None)
     server, _ = start_http_server(port, addr=host, registry=metrics.registry)
     return server
+
+
+def _stop_metrics(server: Any) -> None:
+    """Stop the metrics server of :func:`_serve_metrics` and close its socket."""
+    server.shutdown()
+    server.server_close()
 
 
 # -- antifragile jobs list ----------------------------------------------------------------------

@@ -7,10 +7,7 @@ by the queue's idempotency keys (see :mod:`antifragile.jobs._scheduler`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import os
-import signal
 import sys
 from datetime import UTC, datetime
 from typing import Annotated
@@ -20,6 +17,12 @@ from rich.console import Console
 from rich.table import Table
 
 from antifragile.cli._load import APP_ENV, Target, load_target
+from antifragile.cli._process import (
+    LOG_LEVELS,
+    check_log_level,
+    process_setup,
+    stop_on_signals,
+)
 from antifragile.errors import AntifragileError, ConfigurationError, redact
 from antifragile.jobs._app import DATABASE_URL_ENV, DEFAULT_DATABASE_URL
 from antifragile.jobs._scheduler import Fired, Scheduler, schedules_of
@@ -56,19 +59,10 @@ async def _run(target: Target, tick_interval: float, grace: float | None, consol
                 _when(schedule.next_tick(now)),
             )
         console.print(table)
-        loop = asyncio.get_running_loop()
-        installed = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, scheduler.stop)
-                installed.append(sig)
-        typer.echo(f"scheduler running (pid {os.getpid()}); stop with Ctrl-C or SIGTERM")
-        sys.stdout.flush()
-        try:
+        with stop_on_signals(scheduler.stop):
+            typer.echo(f"scheduler running (pid {os.getpid()}); stop with Ctrl-C or SIGTERM")
+            sys.stdout.flush()
             await scheduler.run()
-        finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
         typer.echo("scheduler stopped")
     finally:
         await target.close()
@@ -102,13 +96,16 @@ def scheduler(
             help="How late a tick may fire and count as on time (default: max(10, 3 x interval)).",
         ),
     ] = None,
+    log_level: Annotated[
+        str,
+        typer.Option(callback=check_log_level, help=f"Logging level ({', '.join(LOG_LEVELS)})."),
+    ] = "WARNING",
 ) -> None:
     """Enqueue the ticks of the app's periodic jobs (@jobs.every) until stopped.
 
     Any number of schedulers may run at once: each tick is enqueued exactly once.
     """
     console = Console()
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         target = load_target(app)
         jobs = target.jobs
@@ -121,7 +118,14 @@ def scheduler(
                 jobs.database_url = database_url
         shown = redact(jobs.database_url or os.environ.get(DATABASE_URL_ENV, DEFAULT_DATABASE_URL))
         console.print(f"[bold]antifragile scheduler[/] on {shown}")
-        asyncio.run(_run(target, tick_interval, grace, console))
     except AntifragileError as exc:
         console.print(f"[red]error[/] {exc.code}: {exc}")
         raise typer.Exit(1) from None
+    # the arguments are good: JSON logs (ANTIFRAGILE_LOG_FORMAT, standard error) and tracing
+    # from here on, put back when the scheduler stops
+    with process_setup(console, log_level):
+        try:
+            asyncio.run(_run(target, tick_interval, grace, console))
+        except AntifragileError as exc:
+            console.print(f"[red]error[/] {exc.code}: {exc}")
+            raise typer.Exit(1) from None

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +27,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from antifragile.cli._process import (
+    LOG_LEVELS,
+    check_log_level,
+    process_setup,
+    stop_on_signals,
+)
 from antifragile.errors import AntifragileError, ConfigurationError, ErrorCode
 
 if TYPE_CHECKING:
@@ -70,7 +75,6 @@ async def _run_background(settings: Settings, worker: bool, scheduler: bool) -> 
     arrives while the service is still opening stops it as soon as it is open)."""
     from antifragile.service._assistant import Assistant
 
-    loop = asyncio.get_running_loop()
     runners: list[Any] = []
     stopping = False
 
@@ -80,12 +84,7 @@ async def _run_background(settings: Settings, worker: bool, scheduler: bool) -> 
         for runner in runners:
             runner.stop()
 
-    installed = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop)
-            installed.append(sig)
-    try:
+    with stop_on_signals(stop):
         assistant = Assistant(settings)
         await assistant.open()
         try:
@@ -97,9 +96,6 @@ async def _run_background(settings: Settings, worker: bool, scheduler: bool) -> 
                 await asyncio.gather(*(runner.run() for runner in runners))
         finally:
             await assistant.close()
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
 
 
 def _uvicorn_server(config: Any) -> Any:
@@ -126,7 +122,10 @@ def serve(
     ] = True,
     api: Annotated[bool, typer.Option("--api/--no-api", help="Serve the HTTP API.")] = True,
     config: ConfigOption = None,
-    log_level: Annotated[str, typer.Option(help="Logging level.")] = "info",
+    log_level: Annotated[
+        str,
+        typer.Option(callback=check_log_level, help=f"Logging level ({', '.join(LOG_LEVELS)})."),
+    ] = "info",
     proxy_headers: Annotated[
         bool,
         typer.Option(
@@ -144,9 +143,6 @@ def serve(
     SIGTERM or Ctrl-C stops gracefully: the API stops accepting, running jobs finish.
     """
     console = Console(stderr=True)
-    from antifragile.observability._logging import configure_process
-
-    configure_process(log_level.upper())  # JSON logs (ANTIFRAGILE_LOG_FORMAT), tracing
     if not (api or worker or scheduler):
         raise _fail(
             console,
@@ -156,45 +152,73 @@ def serve(
         )
     try:
         settings = _settings(config)
-        from antifragile.service._settings import safe_url
-
-        parts = [
-            name for name, on in (("api", api), ("worker", worker), ("scheduler", scheduler)) if on
-        ]
-        where = f" on http://{host}:{port}" if api else ""
-        console.print(
-            f"[bold]antifragile serve[/]{where}: {', '.join(parts)}; "
-            f"database {escape(safe_url(settings.database_url))}",
-            soft_wrap=True,
-        )
-        if not api:
-            asyncio.run(_run_background(settings, worker, scheduler))
-            return
-        import uvicorn
-
-        from antifragile.service._app import create_app
-
-        app = create_app(settings, run_worker=worker, run_scheduler=scheduler, freeze_gc=True)
-        server = _uvicorn_server(
-            uvicorn.Config(
-                app,
-                host=host,
-                port=port,
-                log_level=log_level.lower(),
-                log_config=None,  # uvicorn's records go through the JSON logging too
-                lifespan="on",
-                proxy_headers=proxy_headers,
-                forwarded_allow_ips=forwarded_allow_ips,
-                server_header=False,
-            )
-        )
-        with contextlib.suppress(SystemExit):  # uvicorn exits when the start-up fails
-            server.run()
-        if not server.started:
-            console.print("[red]error[/] the service did not start (see the log above)")
-            raise typer.Exit(1)
     except AntifragileError as exc:
         raise _fail(console, exc) from None
+    # the arguments are good: JSON logs (ANTIFRAGILE_LOG_FORMAT) and tracing from here on, put
+    # back when the service stops
+    with process_setup(console, log_level):
+        try:
+            _serve(
+                console,
+                settings,
+                host=host,
+                port=port,
+                parts={"api": api, "worker": worker, "scheduler": scheduler},
+                log_level=log_level,
+                proxy_headers=proxy_headers,
+                forwarded_allow_ips=forwarded_allow_ips,
+            )
+        except AntifragileError as exc:
+            raise _fail(console, exc) from None
+
+
+def _serve(
+    console: Console,
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    parts: dict[str, bool],
+    log_level: str,
+    proxy_headers: bool,
+    forwarded_allow_ips: str,
+) -> None:
+    from antifragile.service._settings import safe_url
+
+    api, worker, scheduler = parts["api"], parts["worker"], parts["scheduler"]
+    where = f" on http://{host}:{port}" if api else ""
+    running = ", ".join(name for name, on in parts.items() if on)
+    console.print(
+        f"[bold]antifragile serve[/]{where}: {running}; "
+        f"database {escape(safe_url(settings.database_url))}",
+        soft_wrap=True,
+    )
+    if not api:
+        asyncio.run(_run_background(settings, worker, scheduler))
+        return
+    import uvicorn
+
+    from antifragile.service._app import create_app
+
+    app = create_app(settings, run_worker=worker, run_scheduler=scheduler, freeze_gc=True)
+    server = _uvicorn_server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level=log_level.lower(),
+            log_config=None,  # uvicorn's records go through the JSON logging too
+            lifespan="on",
+            proxy_headers=proxy_headers,
+            forwarded_allow_ips=forwarded_allow_ips,
+            server_header=False,
+        )
+    )
+    with contextlib.suppress(SystemExit):  # uvicorn exits when the start-up fails
+        server.run()
+    if not server.started:
+        console.print("[red]error[/] the service did not start (see the log above)")
+        raise typer.Exit(1)
 
 
 # -- antifragile health -------------------------------------------------------------------------

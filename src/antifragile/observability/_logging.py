@@ -1,10 +1,15 @@
 """Structured logs: one JSON object per line, with the request id, the trace id, and nothing
 secret or personal.
 
-``antifragile serve`` and ``antifragile worker`` call :func:`configure_logging`; a program of
-your own may too::
+``antifragile serve``, ``worker`` and ``scheduler`` call :func:`configure_process` once their
+arguments are checked; a program of your own may call :func:`configure_logging` where it
+starts::
 
-    configure_logging(json=True, level="INFO", secrets=[api_key])
+    with configure_logging(json=True, level="INFO", secrets=[api_key]):
+        main()
+
+Both change the whole process (the root logger, structlog, tracing) and return a handle that
+puts it all back (``restore()``, or the end of the ``with`` block).
 
 Every record -- from :mod:`structlog` loggers and from the standard library's ``logging`` (which
 the project's modules use) -- goes through the same processors:
@@ -27,7 +32,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterable, Mapping, MutableMapping
-from typing import IO, Any
+from typing import IO, Any, Self
 
 import structlog
 
@@ -38,6 +43,8 @@ from antifragile.observability._tracing import current_trace_id
 
 __all__ = [
     "LOG_FORMAT_ENV",
+    "LoggingSetup",
+    "ProcessSetup",
     "add_secrets",
     "configure_logging",
     "configure_process",
@@ -154,20 +161,79 @@ def _add_extra(
     return event_dict
 
 
+class _StandardError(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (never to a stream that was
+    standard error once and may be closed since: a test runner swaps and closes its own)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: IO[str]) -> None:
+        pass  # always the current sys.stderr
+
+
+class LoggingSetup:
+    """What :func:`configure_logging` changed, and how to put it back.
+
+    ``handler`` is the handler it added to the root logger. :meth:`restore` (or leaving the
+    ``with`` block) removes it, puts back the handler a previous call had installed, the root
+    logger's level and structlog's configuration as they were. The literal secrets stay known
+    (redaction only ever learns more). Restoring twice is harmless.
+    """
+
+    def __init__(self, handler: logging.Handler) -> None:
+        root = logging.getLogger()
+        self.handler = handler
+        self._replaced = [h for h in root.handlers if h.get_name() == _HANDLER_NAME]
+        self._level = root.level
+        self._structlog = structlog.get_config() if structlog.is_configured() else None
+        self._restored = False
+
+    def restore(self) -> None:
+        """Put the root logger and structlog back as they were before."""
+        if self._restored:
+            return
+        self._restored = True
+        root = logging.getLogger()
+        root.removeHandler(self.handler)
+        self.handler.close()
+        for old in self._replaced:
+            root.addHandler(old)
+        root.setLevel(self._level)
+        if self._structlog is None:
+            structlog.reset_defaults()
+        else:
+            structlog.configure(**self._structlog)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore()
+
+
 def configure_logging(
     *,
     json: bool = True,
     level: int | str = "INFO",
     stream: IO[str] | None = None,
     secrets: Iterable[str | None] = (),
-) -> logging.Handler:
-    """Send every log record to *stream* (standard error) as one JSON object per line
-    (``json=False``: readable key=value lines for a terminal), at *level* and above.
+) -> LoggingSetup:
+    """Send every log record to *stream* (default: standard error, looked up at each record) as
+    one JSON object per line (``json=False``: readable key=value lines for a terminal), at
+    *level* and above.
 
-    Replaces the handler a previous call installed (so calling it twice is safe) and returns
-    the new one. *secrets* are added with :func:`add_secrets`.
+    This changes the whole process (the root logger and structlog): call it once, where your
+    program starts. It replaces the handler a previous call installed (so calling it twice is
+    safe); *secrets* are added with :func:`add_secrets`. The :class:`LoggingSetup` it returns
+    puts everything back (``setup.restore()``, or use it as a context manager); its
+    ``handler`` is the handler added.
     """
-    add_secrets(secrets)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -189,9 +255,11 @@ def configure_logging(
             renderer,
         ],
     )
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler: logging.Handler = _StandardError() if stream is None else logging.StreamHandler(stream)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(formatter)
+    setup = LoggingSetup(handler)  # what to put back, taken before anything changes
+    add_secrets(secrets)
     root = logging.getLogger()
     for old in list(root.handlers):
         if old.get_name() == _HANDLER_NAME:
@@ -210,7 +278,7 @@ def configure_logging(
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
-    return handler
+    return setup
 
 
 #: ``json`` (the default) or ``text``: how :func:`configure_process` renders logs
@@ -230,12 +298,53 @@ def secrets_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
     return found
 
 
-def configure_process(level: int | str = "INFO", *, secrets: Iterable[str | None] = ()) -> None:
-    """What ``antifragile serve`` and ``antifragile worker`` call at start-up: logs as JSON
-    (``ANTIFRAGILE_LOG_FORMAT=text`` for key=value lines), with the credentials of the
-    environment and *secrets* redacted; tracing as ``ANTIFRAGILE_OTEL_EXPORTER`` says."""
+class ProcessSetup:
+    """What :func:`configure_process` changed: the logging (``logging``, a
+    :class:`LoggingSetup`) and whether it turned tracing on (``tracing``). :meth:`restore`
+    (or leaving the ``with`` block) flushes and stops the spans it started and puts the
+    logging back."""
+
+    def __init__(self, logging_setup: LoggingSetup, tracing: bool) -> None:
+        self.logging = logging_setup
+        self.tracing = tracing
+
+    def restore(self) -> None:
+        """Stop the tracing this set-up started (flushing its last spans), then put the logging
+        back as it was."""
+        from antifragile.observability._tracing import shutdown_tracing
+
+        try:
+            if self.tracing:
+                self.tracing = False
+                shutdown_tracing()
+        finally:
+            self.logging.restore()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore()
+
+
+def configure_process(
+    level: int | str = "INFO", *, secrets: Iterable[str | None] = ()
+) -> ProcessSetup:
+    """What ``antifragile serve``, ``worker`` and ``scheduler`` do once their arguments are
+    checked, around everything they run: logs as JSON (``ANTIFRAGILE_LOG_FORMAT=text`` for
+    key=value lines) on standard error, with the credentials of the environment and *secrets*
+    redacted; tracing as ``ANTIFRAGILE_OTEL_EXPORTER`` says.
+
+    Use the :class:`ProcessSetup` it returns as a context manager (or call its ``restore()``):
+    on the way out the last spans are flushed and the logging is put back.
+    """
     from antifragile.observability._tracing import configure_tracing
 
     text = os.environ.get(LOG_FORMAT_ENV, "json").strip().lower() == "text"
-    configure_logging(json=not text, level=level, secrets=[*secrets_from_env(), *secrets])
-    configure_tracing()
+    setup = configure_logging(json=not text, level=level, secrets=[*secrets_from_env(), *secrets])
+    try:
+        tracing = configure_tracing()
+    except BaseException:
+        setup.restore()
+        raise
+    return ProcessSetup(setup, tracing)
