@@ -18,7 +18,6 @@ from antifragile.sandbox import (
     SendGridSimulator,
     ShopifySimulator,
     SlackSimulator,
-    SMTPSandbox,
     TwilioSimulator,
     WhatsAppSimulator,
 )
@@ -62,6 +61,8 @@ def sandbox(
         host=host,
         port=port,
     )
+    from antifragile.sandbox import SMTPSandbox  # aiosmtpd: the sandbox extra
+
     # the SMTP sandbox records accepted messages in the same effect log (provider "smtp")
     smtp = None if smtp_port < 0 else SMTPSandbox(host=host, port=smtp_port, log=server.log)
     with server, smtp or contextlib.nullcontext():
