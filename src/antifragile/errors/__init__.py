@@ -23,7 +23,7 @@ from antifragile.errors._envelope import (
     success,
 )
 from antifragile.errors._headers import parse_reset, parse_retry_after, retry_after_from_headers
-from antifragile.errors._redact import (
+from antifragile.observability._redaction import (
     MASK,
     REDACTED,
     SENSITIVE_HEADERS,

@@ -20,7 +20,7 @@ from typing import Generic, Literal, ParamSpec, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from antifragile.errors._classify import classify_exception
-from antifragile.errors._redact import redact
+from antifragile.observability._redaction import redact
 from antifragile.errors._tree import AntifragileError, ErrorCode
 from antifragile.observability._context import current_request_id
 
