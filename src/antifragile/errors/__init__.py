@@ -23,18 +23,6 @@ from antifragile.errors._envelope import (
     success,
 )
 from antifragile.errors._headers import parse_reset, parse_retry_after, retry_after_from_headers
-from antifragile.observability._redaction import (
-    MASK,
-    REDACTED,
-    SENSITIVE_HEADERS,
-    mask_email,
-    mask_phone,
-    mask_pii,
-    mask_values,
-    personal_values,
-    redact,
-    redact_headers,
-)
 from antifragile.errors._tree import (
     AntifragileError,
     AttemptRecord,
@@ -59,6 +47,18 @@ from antifragile.errors._tree import (
     TransientError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
+)
+from antifragile.observability._redaction import (
+    MASK,
+    REDACTED,
+    SENSITIVE_HEADERS,
+    mask_email,
+    mask_phone,
+    mask_pii,
+    mask_values,
+    personal_values,
+    redact,
+    redact_headers,
 )
 
 __all__ = [

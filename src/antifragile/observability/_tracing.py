@@ -116,9 +116,7 @@ def configure_tracing(
     """
     choice = (exporter or os.environ.get(EXPORTER_ENV) or "none").strip().lower()
     if choice not in EXPORTERS:
-        raise ValueError(
-            f"{EXPORTER_ENV} must be one of {', '.join(EXPORTERS)}, got {choice!r}"
-        )
+        raise ValueError(f"{EXPORTER_ENV} must be one of {', '.join(EXPORTERS)}, got {choice!r}")
     shutdown_tracing()
     if choice == "none" and span_exporter is None:
         return False

@@ -42,7 +42,7 @@ from pydantic import BaseModel
 from starlette.datastructures import URL
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from antifragile.errors import AntifragileError, ErrorCode
+from antifragile.errors import AntifragileError, ErrorCode, SuccessEnvelope
 from antifragile.inbound._model import InboundEvent
 from antifragile.inbound._webhooks import (
     MalformedPayloadError,
@@ -55,13 +55,7 @@ from antifragile.inbound._webhooks import (
     whatsapp_handshake,
 )
 from antifragile.observability import current_request_id
-from antifragile.service._envelope import (
-    ApiError,
-    ApiMeta,
-    api_error_response,
-    error_responses,
-    ok,
-)
+from antifragile.service._envelope import ApiError, api_error_response, error_responses, ok
 from antifragile.service._settings import Settings
 from antifragile.service._state import ServiceState
 
@@ -85,10 +79,7 @@ class WebhookResult(BaseModel):
     duplicates: list[str]
 
 
-class WebhookEnvelope(BaseModel):
-    success: bool
-    data: WebhookResult
-    meta: ApiMeta
+WebhookEnvelope = SuccessEnvelope[WebhookResult]
 
 
 _ERRORS = error_responses(400, 401, 413, 415, 429, 500, 503)
