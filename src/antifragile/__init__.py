@@ -213,25 +213,28 @@ def _version() -> str:
         return "0.0.0"
 
 
-def __getattr__(name: str) -> _typing.Any:
-    module = _EXPORTS.get(name)
-    if module is not None:
-        value = getattr(_importlib.import_module(module), name)
-        globals()[name] = value
-        return value
-    if name == "__version__":
-        value = globals()["__version__"] = _version()
-        return value
-    moved = _DEPRECATED.get(name)
-    if moved is not None:
-        _warnings.warn(
-            f"antifragile.{name} is deprecated and will be removed in the next release; "
-            f"use `from {moved} import {name}`",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return getattr(_importlib.import_module(moved), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# hidden from type checkers: a name that is not declared above is an error for them
+if not _typing.TYPE_CHECKING:
+
+    def __getattr__(name: str) -> _typing.Any:
+        module = _EXPORTS.get(name)
+        if module is not None:
+            value = getattr(_importlib.import_module(module), name)
+            globals()[name] = value
+            return value
+        if name == "__version__":
+            value = globals()["__version__"] = _version()
+            return value
+        moved = _DEPRECATED.get(name)
+        if moved is not None:
+            _warnings.warn(
+                f"antifragile.{name} is deprecated and will be removed in the next release; "
+                f"use `from {moved} import {name}`",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return getattr(_importlib.import_module(moved), name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:

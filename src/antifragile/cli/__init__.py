@@ -87,12 +87,15 @@ def main() -> None:
         raise SystemExit(1) from None
 
 
-def __getattr__(name: str) -> _typing.Any:
-    if name == "app":
-        value = _importlib.import_module("antifragile.cli._app").app
-        globals()["app"] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# hidden from type checkers: a name that is not declared above is an error for them
+if not _typing.TYPE_CHECKING:
+
+    def __getattr__(name: str) -> _typing.Any:
+        if name == "app":
+            value = _importlib.import_module("antifragile.cli._app").app
+            globals()["app"] = value
+            return value
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["COMMAND_EXTRAS", "EXTRA_MODULES", "app", "main", "missing_extra"]

@@ -3,6 +3,10 @@
 See :mod:`antifragile.errors._tree` for the tree itself.
 """
 
+import importlib as _importlib
+import typing as _typing
+import warnings as _warnings
+
 from antifragile.errors._classify import (
     IDEMPOTENT_METHODS,
     RETRYABLE_STATUSES,
@@ -14,6 +18,7 @@ from antifragile.errors._envelope import (
     Envelope,
     ErrorBody,
     ErrorEnvelope,
+    FieldError,
     Meta,
     SuccessEnvelope,
     acapture,
@@ -49,21 +54,43 @@ from antifragile.errors._tree import (
     UpstreamUnavailableError,
 )
 from antifragile.observability._redaction import (
-    MASK,
     REDACTED,
     SENSITIVE_HEADERS,
-    mask_email,
-    mask_phone,
-    mask_pii,
-    mask_values,
-    personal_values,
     redact,
     redact_headers,
 )
 
+#: names this package exported before 0.2 that are now internal (or live elsewhere); they keep
+#: working, with a DeprecationWarning, until the release after
+_MOVED: dict[str, tuple[str, str | None]] = {
+    "MASK": ("antifragile.observability._redaction", None),
+    "mask_email": ("antifragile.observability._redaction", "antifragile.observability"),
+    "mask_phone": ("antifragile.observability._redaction", "antifragile.observability"),
+    "mask_pii": ("antifragile.observability._redaction", "antifragile.observability"),
+    "mask_values": ("antifragile.observability._redaction", None),
+    "personal_values": ("antifragile.observability._redaction", None),
+}
+
+
+# hidden from type checkers: a name that is not declared above is an error for them
+if not _typing.TYPE_CHECKING:
+
+    def __getattr__(name: str) -> _typing.Any:
+        moved = _MOVED.get(name)
+        if moved is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        module, public = moved
+        advice = f"use `from {public} import {name}`" if public else "it is internal"
+        _warnings.warn(
+            f"{__name__}.{name} is deprecated and will be removed in the next release; {advice}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(_importlib.import_module(module), name)
+
+
 __all__ = [
     "IDEMPOTENT_METHODS",
-    "MASK",
     "REDACTED",
     "RETRYABLE_STATUSES",
     "SENSITIVE_HEADERS",
@@ -79,6 +106,7 @@ __all__ = [
     "ErrorBody",
     "ErrorCode",
     "ErrorEnvelope",
+    "FieldError",
     "IntegrationError",
     "InvalidRequestError",
     "Meta",
@@ -102,13 +130,8 @@ __all__ = [
     "error_body",
     "failure",
     "is_idempotent",
-    "mask_email",
-    "mask_phone",
-    "mask_pii",
-    "mask_values",
     "parse_reset",
     "parse_retry_after",
-    "personal_values",
     "redact",
     "redact_headers",
     "retry_after_from_headers",
