@@ -14,7 +14,7 @@ if _typing.TYPE_CHECKING:
 #: the extra each command needs
 COMMAND_EXTRAS: dict[str, str] = {
     "serve": "service",
-    "health": "service",
+    "health": "cli",
     "breakers": "service",
     "sandbox": "sandbox",
     "demo": "demo",
@@ -38,13 +38,15 @@ _SERVICE = _CLI | {
     "yaml",
     "aiosmtplib",
 }
-_SANDBOX = _CLI | {"aiosmtpd", "yaml", "h11"}
+# the simulators sign and parse webhooks with the inbound layer (templates, flows, SMTP client)
+_SANDBOX = _CLI | {"aiosmtpd", "h11", "yaml", "jinja2", "aiosmtplib"}
 
-#: the top-level modules each extra installs (smallest first: the first match is reported)
+#: the top-level modules each extra installs (a module outside the command's extra is reported
+#: with the first extra here that has it)
 EXTRA_MODULES: dict[str, frozenset[str]] = {
     "cli": _CLI,
-    "sandbox": _SANDBOX,
     "service": _SERVICE,
+    "sandbox": _SANDBOX,
     "demo": _SERVICE | _SANDBOX,
     "postgres": frozenset({"psycopg", "psycopg_pool"}),
     "redis": frozenset({"redis"}),
