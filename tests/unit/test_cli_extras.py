@@ -38,6 +38,10 @@ LAUNCH = textwrap.dedent(
 )
 
 
+#: what the service extra installs beyond the cli extra
+SERVICE_ONLY = "fastapi,starlette,uvicorn,prometheus_client,jinja2,jwt,yaml,aiosmtplib"
+
+
 def run_without(blocked: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", LAUNCH, blocked, *args],
@@ -51,8 +55,8 @@ def run_without(blocked: str, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("blocked", "args", "extra"),
     [
-        ("fastapi,uvicorn,structlog,prometheus_client,jinja2,jwt", ["serve"], "service"),
-        ("fastapi,uvicorn,structlog,prometheus_client,jinja2,jwt", ["breakers"], "service"),
+        (SERVICE_ONLY, ["serve"], "service"),
+        (SERVICE_ONLY, ["breakers"], "service"),
         ("aiosmtpd", ["sandbox", "--port", "0"], "sandbox"),
         ("matplotlib,fastapi,uvicorn", ["demo", "--quick"], "demo"),
         ("typer,rich,click", ["worker", "--app", "x:jobs"], "cli"),
@@ -74,12 +78,15 @@ def test_a_command_whose_extra_is_missing_names_the_extra(
 def test_a_core_command_runs_without_the_service_extras() -> None:
     """``antifragile --version`` and ``migrate --help`` work with only the ``cli`` extra: no
     service, sandbox or demo module is imported to start the command line."""
-    blocked = "fastapi,uvicorn,structlog,prometheus_client,jinja2,jwt,aiosmtpd,matplotlib,yaml"
+    blocked = f"{SERVICE_ONLY},aiosmtpd,matplotlib"
     version = run_without(blocked, "--version")
     assert version.returncode == 0, version.stderr
     assert version.stdout.startswith("antifragile ")
     helped = run_without(blocked, "migrate", "--help")
     assert helped.returncode == 0, helped.stderr
+    worker = run_without(blocked, "worker", "--app", "no_such_module_here:jobs")
+    assert "no_such_module_here" in worker.stdout + worker.stderr
+    assert "extra" not in worker.stderr
 
 
 def test_a_missing_module_outside_every_extra_is_not_hidden() -> None:

@@ -25,7 +25,7 @@ COMMAND_EXTRAS: dict[str, str] = {
     "migrate": "cli",
 }
 
-_CLI = frozenset({"typer", "rich", "click"})
+_CLI = frozenset({"typer", "rich", "click", "structlog"})
 _SERVICE = _CLI | {
     "fastapi",
     "starlette",
@@ -34,7 +34,6 @@ _SERVICE = _CLI | {
     "jwt",
     "cryptography",
     "prometheus_client",
-    "structlog",
     "yaml",
     "aiosmtplib",
 }

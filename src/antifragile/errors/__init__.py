@@ -1,6 +1,8 @@
 """Errors layer: the exception tree, outcome classification, redaction and the envelope.
 
-See :mod:`antifragile.errors._tree` for the tree itself.
+See :mod:`antifragile.errors._tree` for the tree itself. The envelope models
+(:class:`SuccessEnvelope`, :class:`ErrorEnvelope`, ... built on pydantic) are imported on first
+use, so raising and catching errors never loads pydantic.
 """
 
 import importlib as _importlib
@@ -13,19 +15,6 @@ from antifragile.errors._classify import (
     classify_exception,
     classify_response,
     is_idempotent,
-)
-from antifragile.errors._envelope import (
-    Envelope,
-    ErrorBody,
-    ErrorEnvelope,
-    FieldError,
-    Meta,
-    SuccessEnvelope,
-    acapture,
-    capture,
-    error_body,
-    failure,
-    success,
 )
 from antifragile.errors._headers import parse_reset, parse_retry_after, retry_after_from_headers
 from antifragile.errors._tree import (
@@ -62,6 +51,37 @@ from antifragile.observability._redaction import (
 
 #: names this package exported before 0.2 that are now internal (or live elsewhere); they keep
 #: working, with a DeprecationWarning, until the release after
+_ENVELOPE = frozenset(
+    {
+        "Envelope",
+        "ErrorBody",
+        "ErrorEnvelope",
+        "FieldError",
+        "Meta",
+        "SuccessEnvelope",
+        "acapture",
+        "capture",
+        "error_body",
+        "failure",
+        "success",
+    }
+)
+
+if _typing.TYPE_CHECKING:
+    from antifragile.errors._envelope import (
+        Envelope,
+        ErrorBody,
+        ErrorEnvelope,
+        FieldError,
+        Meta,
+        SuccessEnvelope,
+        acapture,
+        capture,
+        error_body,
+        failure,
+        success,
+    )
+
 _MOVED: dict[str, tuple[str, str | None]] = {
     "MASK": ("antifragile.observability._redaction", None),
     "mask_email": ("antifragile.observability._redaction", "antifragile.observability"),
@@ -76,6 +96,10 @@ _MOVED: dict[str, tuple[str, str | None]] = {
 if not _typing.TYPE_CHECKING:
 
     def __getattr__(name: str) -> _typing.Any:
+        if name in _ENVELOPE:
+            value = getattr(_importlib.import_module("antifragile.errors._envelope"), name)
+            globals()[name] = value
+            return value
         moved = _MOVED.get(name)
         if moved is None:
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
