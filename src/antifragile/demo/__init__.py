@@ -3,7 +3,7 @@
 :func:`run_demo` starts the provider sandbox, the service (API and worker) and simulated
 customers who go through the intake flow over signed WhatsApp webhooks while a
 :class:`FaultScript` plays; :func:`write_report` turns its :class:`DemoResult` into
-``report.html``, ``timeline.png`` and ``summary.json``.
+``report.html``, ``timeline.svg`` and ``summary.json``.
 """
 
 import importlib as _importlib
