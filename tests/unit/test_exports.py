@@ -157,11 +157,36 @@ def test_import_antifragile_loads_no_dependency() -> None:
 
 def test_the_policy_core_loads_neither_http_nor_jobs() -> None:
     """A program that only wants ``Policy`` loads the policies (and errors, observability) --
-    not the HTTP client, the stores, the jobs, or any web framework."""
-    loaded = _loaded_after("from antifragile import Policy")
+    not the HTTP client, the stores, the jobs, httpx, pydantic or any web framework."""
+    loaded = _loaded_after("from antifragile import Policy, Retry, FakeClock, RateLimitedError")
     assert "antifragile.policies" in loaded
-    for heavy in ("antifragile.http", "antifragile.jobs", "antifragile.stores", "fastapi"):
+    for heavy in (
+        "antifragile.http",
+        "antifragile.jobs",
+        "antifragile.stores",
+        "antifragile.errors._envelope",
+        "httpx",
+        "pydantic",
+        "fastapi",
+    ):
         assert heavy not in loaded, heavy
+
+
+def test_classification_without_httpx_still_knows_timeouts_and_resets() -> None:
+    """In a process that never imported httpx, a plain ``TimeoutError`` or
+    ``ConnectionResetError`` is still classified (and no httpx exception can exist there)."""
+    code = (
+        "from antifragile.errors import classify_exception\n"
+        "import sys\n"
+        "assert 'httpx' not in sys.modules\n"
+        "print(classify_exception(TimeoutError()).code,"
+        " classify_exception(ConnectionResetError()).code,"
+        " classify_exception(ValueError()))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["TIMEOUT", "NETWORK", "None"]
 
 
 def test_observability_loads_without_the_errors_layer() -> None:
