@@ -10,10 +10,13 @@ only wants :class:`Policy` never loads the HTTP client or the job queues.
 """
 
 import importlib as _importlib
-import typing as _typing
 import warnings as _warnings
 
-if _typing.TYPE_CHECKING:
+# not ``typing.TYPE_CHECKING``: importing typing would be most of what ``import antifragile``
+# costs (type checkers read any name TYPE_CHECKING as true); deleted below
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
     from antifragile.errors import (
         AntifragileError,
         AuthenticationError,
@@ -214,9 +217,9 @@ def _version() -> str:
 
 
 # hidden from type checkers: a name that is not declared above is an error for them
-if not _typing.TYPE_CHECKING:
+if not TYPE_CHECKING:
 
-    def __getattr__(name: str) -> _typing.Any:
+    def __getattr__(name: str) -> object:
         module = _EXPORTS.get(name)
         if module is not None:
             value = getattr(_importlib.import_module(module), name)
@@ -235,6 +238,9 @@ if not _typing.TYPE_CHECKING:
             )
             return getattr(_importlib.import_module(moved), name)
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+del TYPE_CHECKING
 
 
 def __dir__() -> list[str]:
