@@ -80,7 +80,8 @@ import pybreaker
 import redis
 
 import antifragile
-from antifragile import CircuitBreaker, CircuitState, SharedCircuitBreaker
+from antifragile import CircuitBreaker, SharedCircuitBreaker
+from antifragile.policies import CircuitState
 from antifragile.stores import BreakerRecord, BreakerStore, Store, WindowTotals, open_store
 
 RESULTS = Path(__file__).parent / "results"

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 
@@ -63,13 +64,18 @@ def test_quick_demo_exits_0_and_says_effects_match(
 def test_quick_demo_writes_the_report_files(
     quick_run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
-    """report.html (self-contained, the plot embedded), timeline.png and summary.json exist."""
+    """report.html (self-contained, the plot embedded), timeline.svg (a well-formed SVG with the
+    four panels) and summary.json exist."""
     _, report = quick_run
     page = (report / "report.html").read_text(encoding="utf-8")
-    assert "data:image/png;base64," in page
+    assert "data:image/svg+xml;base64," in page
     assert "<script" not in page
     assert "http://" not in page.replace("http://127.0.0.1", "")
-    assert (report / "timeline.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    svg = ElementTree.fromstring((report / "timeline.svg").read_text(encoding="utf-8"))
+    assert svg.tag == "{http://www.w3.org/2000/svg}svg"
+    titles = [t.text for t in svg.iter("{http://www.w3.org/2000/svg}text")]
+    for panel in ("Provider health", "Circuit breakers", "Job backlog", "recovery"):
+        assert panel in titles, panel
     assert _summary(report)["quick"] is True
 
 

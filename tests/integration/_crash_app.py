@@ -13,7 +13,8 @@ import random
 
 import httpx
 
-from antifragile import Constant, Retry, classify_response
+from antifragile import Constant, Retry
+from antifragile.errors import classify_response
 from antifragile.jobs import JobContext, Jobs
 
 jobs = Jobs()

@@ -17,7 +17,6 @@ from typing import Any
 
 from antifragile import (
     CircuitOpenError,
-    CircuitState,
     IntegrationError,
     Policy,
     ResilientClient,
@@ -25,6 +24,7 @@ from antifragile import (
     SharedTokenBucket,
     open_store,
 )
+from antifragile.policies import CircuitState
 from antifragile.stores import Store
 
 

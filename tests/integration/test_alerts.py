@@ -18,19 +18,13 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from antifragile import (
-    CircuitBreaker,
-    CircuitState,
-    FakeClock,
-    InvalidRequestError,
-    Policy,
-    Retry,
-)
+from antifragile import CircuitBreaker, FakeClock, InvalidRequestError, Policy, Retry
 from antifragile.connectors import Connectors, ResendConnector, SlackConnector
 from antifragile.errors import IntegrationError
 from antifragile.inbound import AlertConfig, Alerts
 from antifragile.inbound._alerts import ALERTS_QUEUE, CHECK_JOB, NOTIFY_JOB
 from antifragile.jobs import DeadLetterFilter, JobContext, JobFilter, Jobs, JobState, Scheduler
+from antifragile.policies import CircuitState
 from antifragile.sandbox import ProviderFault, ProviderSandbox, ResendSimulator, SlackSimulator
 from antifragile.service._alerts_api import alerts_router
 from antifragile.service._envelope import RequestContextMiddleware, install_error_handlers

@@ -29,7 +29,8 @@ from antifragile.connectors import (
     TwilioConnector,
     WhatsAppConnector,
 )
-from antifragile.errors import MASK, mask_email, mask_phone, mask_values
+from antifragile.observability import mask_email, mask_phone
+from antifragile.observability._redaction import MASK, mask_values
 from antifragile.sandbox import Fault, FlakyServer
 
 PHONE = "+447700900123"

@@ -15,27 +15,23 @@ import httpx
 import pytest
 
 from antifragile import (
-    REDACTED,
     AuthenticationError,
-    BreakerTransition,
     CircuitBreaker,
     CircuitOpenError,
-    Envelope,
-    ErrorEnvelope,
     Exponential,
     FakeClock,
     NetworkError,
     Policy,
-    RecordingObserver,
     ResilientClient,
     Retry,
-    SuccessEnvelope,
     SyncResilientClient,
     TokenBucket,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
     request_context,
 )
+from antifragile.errors import REDACTED, Envelope, ErrorEnvelope, SuccessEnvelope
+from antifragile.observability import BreakerTransition, RecordingObserver
 from antifragile.sandbox import Fault, FlakyServer
 
 Kind = Literal["async", "sync"]

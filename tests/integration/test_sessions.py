@@ -51,7 +51,6 @@ from antifragile.inbound import (
     Sessions,
     SessionTurn,
     Tenant,
-    mask_phone,
 )
 from antifragile.inbound._flags import FeatureFlags
 from antifragile.inbound._pipeline import PROCESS_JOB, MessagePipeline
@@ -65,6 +64,7 @@ from antifragile.jobs import (
     Worker,
     new_job_id,
 )
+from antifragile.observability import mask_phone
 from antifragile.policies import Constant, Policy, Retry
 from antifragile.sandbox import (
     HubSpotSimulator,

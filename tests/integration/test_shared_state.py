@@ -21,17 +21,15 @@ from typing import Any, Literal
 import pytest
 
 from antifragile import (
-    BreakerTransition,
     CircuitBreaker,
     CircuitOpenError,
     ConfigurationError,
     FakeClock,
     Policy,
     RateLimitedError,
-    RecordingObserver,
-    StoreFallback,
     StoreUnavailableError,
 )
+from antifragile.observability import BreakerTransition, RecordingObserver, StoreFallback
 from antifragile.sandbox._server import close_server
 from antifragile.stores import (
     BreakerRecord,

@@ -23,17 +23,17 @@ import pytest
 from antifragile import (
     CircuitBreaker,
     CircuitOpenError,
-    CircuitState,
     Constant,
     FakeClock,
     InvalidRequestError,
     RateLimitedError,
-    RecordingObserver,
     Retry,
     TokenBucket,
     UpstreamUnavailableError,
 )
 from antifragile.jobs import Job, JobContext, JobFilter, Jobs, JobState, StatusFlag, Worker
+from antifragile.observability import RecordingObserver
+from antifragile.policies import CircuitState
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,6 +10,9 @@ from typing import assert_type
 import httpx
 
 import antifragile as af
+from antifragile.errors import AttemptRecord
+from antifragile.observability import RecordingObserver
+from antifragile.policies import time_remaining
 
 
 def sync_fetch(customer_id: int, *, verbose: bool = False) -> dict[str, int]:
@@ -31,7 +34,7 @@ async def usage() -> None:
         rate=af.TokenBucket(2, burst=40),
         bulkhead=af.Bulkhead(10, max_wait=1.0),
         clock=clock,
-        observer=af.RecordingObserver(),
+        observer=RecordingObserver(),
     )
 
     # the decorator keeps the signature of sync and async functions
@@ -63,7 +66,7 @@ async def usage() -> None:
         await policy.acall(async_fetch, 4)
     except af.RateLimitedError as exc:
         assert_type(exc.retry_after, float | None)
-        assert_type(exc.attempts, tuple[af.AttemptRecord, ...])
+        assert_type(exc.attempts, tuple[AttemptRecord, ...])
     except af.CircuitOpenError as exc:
         assert_type(exc.until, float | None)
     except af.IntegrationError as exc:
@@ -72,4 +75,4 @@ async def usage() -> None:
 
     with af.request_context("req-1") as rid:
         assert_type(rid, str)
-    assert_type(af.time_remaining(), float | None)
+    assert_type(time_remaining(), float | None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import assert_type
 
 import antifragile as af
-from antifragile.jobs import DeadLetterFilter, Enqueued, NewJob
+from antifragile.jobs import DEFAULT_JOB_RETRY, DeadLetterFilter, Enqueued, NewJob, StatusFlag
 
 jobs = af.Jobs(database_url="sqlite:///antifragile.db")
 
@@ -48,6 +48,6 @@ async def usage() -> None:
     await jobs.dlq.retry([job.id for job in dead])
     await jobs.dlq.resolve(DeadLetterFilter(queue="email"), reason="sent by hand")
     await jobs.dlq.purge(7 * 86400)
-    flag = af.StatusFlag("session:s-1", "summary_email")
+    flag = StatusFlag("session:s-1", "summary_email")
     await send_summary.configure(status=flag).enqueue("s-1")
-    assert_type(af.DEFAULT_JOB_RETRY, af.Retry)
+    assert_type(DEFAULT_JOB_RETRY, af.Retry)

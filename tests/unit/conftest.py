@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from antifragile import FakeClock, RecordingObserver
+from antifragile import FakeClock
+from antifragile.observability import RecordingObserver
 
 
 @pytest.fixture

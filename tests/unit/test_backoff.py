@@ -10,14 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from antifragile import (
-    Backoff,
-    ConfigurationError,
-    Constant,
-    DecorrelatedJitter,
-    Exponential,
-    Linear,
-)
+from antifragile import ConfigurationError, Constant, DecorrelatedJitter, Exponential, Linear
+from antifragile.policies import Backoff
 
 
 def test_constant_is_the_same_every_time() -> None:

@@ -12,26 +12,26 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from antifragile import (
-    BreakerConfig,
-    BreakerSnapshot,
-    BreakerTransition,
     BulkheadFullError,
-    CallRejected,
     CircuitBreaker,
     CircuitOpenError,
-    CircuitState,
     ConfigurationError,
     ConflictError,
     FakeClock,
     InvalidRequestError,
-    LocalBreakerState,
     NetworkError,
     NotFoundError,
     PermanentError,
     RateLimitedError,
-    RecordingObserver,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
+)
+from antifragile.observability import BreakerTransition, CallRejected, RecordingObserver
+from antifragile.policies import (
+    BreakerConfig,
+    BreakerSnapshot,
+    CircuitState,
+    LocalBreakerState,
     default_record,
 )
 

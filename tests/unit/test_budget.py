@@ -9,13 +9,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from antifragile import (
-    ConfigurationError,
-    FakeClock,
-    RetryBudget,
-    RetryBudgetConfig,
-    RetryBudgetExhaustedError,
-)
+from antifragile import ConfigurationError, FakeClock, RetryBudget, RetryBudgetExhaustedError
+from antifragile.policies import RetryBudgetConfig
 
 
 def test_floor_allows_retries_without_traffic(clock: FakeClock) -> None:

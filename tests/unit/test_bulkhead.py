@@ -9,13 +9,8 @@ from collections.abc import Callable
 
 import pytest
 
-from antifragile import (
-    Bulkhead,
-    BulkheadFullError,
-    CallRejected,
-    ConfigurationError,
-    RecordingObserver,
-)
+from antifragile import Bulkhead, BulkheadFullError, ConfigurationError
+from antifragile.observability import CallRejected, RecordingObserver
 
 
 class _Gauge:

@@ -13,23 +13,24 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from antifragile import (
-    REDACTED,
     AntifragileError,
     ConfigurationError,
-    ErrorBody,
-    ErrorEnvelope,
     NotFoundError,
     RateLimitedError,
+    request_context,
+)
+from antifragile.errors import (
+    REDACTED,
+    ErrorBody,
+    ErrorEnvelope,
     SuccessEnvelope,
     acapture,
     capture,
-    current_request_id,
     error_body,
     failure,
-    new_request_id,
-    request_context,
     success,
 )
+from antifragile.observability import current_request_id, new_request_id
 
 
 def _raise(exc: BaseException) -> None:

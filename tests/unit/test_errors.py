@@ -14,11 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from antifragile import (
-    IDEMPOTENT_METHODS,
-    REDACTED,
-    RETRYABLE_STATUSES,
     AntifragileError,
-    AttemptRecord,
     AuthenticationError,
     BulkheadFullError,
     CircuitOpenError,
@@ -37,6 +33,12 @@ from antifragile import (
     TransientError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
+)
+from antifragile.errors import (
+    IDEMPOTENT_METHODS,
+    REDACTED,
+    RETRYABLE_STATUSES,
+    AttemptRecord,
     classify_exception,
     classify_response,
     error_body,

@@ -12,14 +12,13 @@ from antifragile import (
     ConfigurationError,
     FakeClock,
     Fallback,
-    FallbackUsed,
     NetworkError,
     NotFoundError,
     Policy,
-    RecordingObserver,
     StaleCache,
     UpstreamUnavailableError,
 )
+from antifragile.observability import FallbackUsed, RecordingObserver
 
 
 def _policy(clock: FakeClock, recorder: RecordingObserver | None = None, **kw: Any) -> Policy:

@@ -21,12 +21,11 @@ from antifragile.inbound import (
     Tenant,
     flows_from_mapping,
     load_flows,
-    mask_email,
-    mask_phone,
     parse_flows,
 )
 from antifragile.inbound._flows import render
 from antifragile.inbound._sessions import advance
+from antifragile.observability import mask_email, mask_phone
 
 TOML = """
 [flows.bakery]

@@ -16,11 +16,11 @@ from antifragile import (
     IntegrationError,
     InvalidRequestError,
     Policy,
-    RecordingObserver,
     Retry,
     TokenBucket,
     UpstreamUnavailableError,
 )
+from antifragile.observability import RecordingObserver
 from antifragile.policies._fused import fusable
 
 Script = list[BaseException | str]

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from antifragile import FakeClock, parse_reset, parse_retry_after, retry_after_from_headers
+from antifragile import FakeClock
+from antifragile.errors import parse_reset, parse_retry_after, retry_after_from_headers
 
 NOW = FakeClock().time()  # a fixed wall-clock instant: 1_700_001_000.0
 

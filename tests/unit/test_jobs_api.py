@@ -33,9 +33,8 @@ from antifragile.jobs import (
     Jobs,
     JobState,
     StatusFlag,
-    looks_secret,
-    redact_payload,
 )
+from antifragile.jobs._payload import looks_secret, redact_payload
 from antifragile.jobs._policy import decide_failure, describe_error, job_retry_on
 
 

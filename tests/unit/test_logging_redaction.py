@@ -134,8 +134,8 @@ async def test_a_conversation_with_failing_integrations_logs_no_secret_and_no_pi
     assert [r["step"] for r in advanced] == [0, 1, 2, 3, 4]
     assert advanced[-1]["event"] == "session completed"
     assert advanced[0]["request_id"] == "req-0"
-    failed = [r for r in records if r["event"] == "session integration failed"]
-    assert {r["integration"] for r in failed} >= {"summary_email"}
+    failed = [r for r in records if r["event"] == "session action failed"]
+    assert {r["action"] for r in failed} >= {"send_summary_email"}
     assert all(r["reason"] for r in failed)
     assert masked in output
     assert mask_email(EMAIL) in output

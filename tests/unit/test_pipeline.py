@@ -15,43 +15,42 @@ import httpx
 import pytest
 
 from antifragile import (
-    DEFAULT_ORDER,
-    AttemptFinished,
-    BreakerTransition,
     Bulkhead,
     BulkheadFullError,
-    CallRejected,
     CircuitBreaker,
     CircuitOpenError,
-    CircuitState,
     ConfigurationError,
     Constant,
     DeadlineExceededError,
-    ErrorEnvelope,
-    Event,
     Exponential,
     FakeClock,
     Fallback,
-    GaveUp,
     Hedge,
-    HedgeStarted,
     NetworkError,
     NotFoundError,
     Policy,
     RateLimitedError,
-    RecordingObserver,
     Retry,
     RetryBudget,
-    RetryScheduled,
     StaleCache,
-    SuccessEnvelope,
     TokenBucket,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
     request_context,
     resilient,
-    time_remaining,
 )
+from antifragile.errors import ErrorEnvelope, SuccessEnvelope
+from antifragile.observability import (
+    AttemptFinished,
+    BreakerTransition,
+    CallRejected,
+    Event,
+    GaveUp,
+    HedgeStarted,
+    RecordingObserver,
+    RetryScheduled,
+)
+from antifragile.policies import DEFAULT_ORDER, CircuitState, time_remaining
 
 
 def _policy(clock: FakeClock, recorder: RecordingObserver | None = None, **kw: Any) -> Policy:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from antifragile import parse_rate_limit
+from antifragile.http import parse_rate_limit
 
 NOW = 1_700_000_000.0
 

@@ -8,17 +8,9 @@ from collections.abc import Callable
 
 import pytest
 
-from antifragile import (
-    CallRejected,
-    ConfigurationError,
-    FakeClock,
-    LimiterAdjusted,
-    LimiterWait,
-    RateLimitedError,
-    RateLimitInfo,
-    RecordingObserver,
-    TokenBucket,
-)
+from antifragile import ConfigurationError, FakeClock, RateLimitedError, TokenBucket
+from antifragile.observability import CallRejected, LimiterAdjusted, LimiterWait, RecordingObserver
+from antifragile.policies import RateLimitInfo
 
 
 def _bucket(clock: FakeClock, rate: float = 10.0, **kw: object) -> TokenBucket:

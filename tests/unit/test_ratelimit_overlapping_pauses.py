@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from antifragile import FakeClock, RateLimitInfo, TokenBucket
+from antifragile import FakeClock, TokenBucket
+from antifragile.policies import RateLimitInfo
 
 
 def test_overlapping_pauses_do_not_add_up(clock: FakeClock) -> None:

@@ -14,22 +14,19 @@ from antifragile import (
     ConfigurationError,
     Constant,
     FakeClock,
-    GaveUp,
     InvalidRequestError,
     NetworkError,
     NotFoundError,
     Policy,
     RateLimitedError,
-    RecordingObserver,
     Retry,
     RetryBudget,
     RetryBudgetExhaustedError,
-    RetryDecision,
-    RetryScheduled,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
-    default_retry_on,
 )
+from antifragile.observability import GaveUp, RecordingObserver, RetryScheduled
+from antifragile.policies import RetryDecision, default_retry_on
 
 RNG = random.Random(0)
 

@@ -10,19 +10,6 @@ from typing import Annotated
 
 import typer
 
-from antifragile.sandbox import (
-    CalComSimulator,
-    HubSpotSimulator,
-    ProviderSandbox,
-    ResendSimulator,
-    SendGridSimulator,
-    ShopifySimulator,
-    SlackSimulator,
-    SMTPSandbox,
-    TwilioSimulator,
-    WhatsAppSimulator,
-)
-
 
 def sandbox(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -47,6 +34,19 @@ def sandbox(
     ANTIFRAGILE_<PROVIDER>_BASE_URL. Faults change at run time through
     PUT /_sandbox/faults; GET /_sandbox/effects lists what the providers accepted.
     """
+    from antifragile.sandbox import (  # the sandbox extra
+        CalComSimulator,
+        HubSpotSimulator,
+        ProviderSandbox,
+        ResendSimulator,
+        SendGridSimulator,
+        ShopifySimulator,
+        SlackSimulator,
+        SMTPSandbox,
+        TwilioSimulator,
+        WhatsAppSimulator,
+    )
+
     server = ProviderSandbox(
         [
             ResendSimulator(rate_limit=resend_rate_limit),
@@ -62,6 +62,7 @@ def sandbox(
         host=host,
         port=port,
     )
+
     # the SMTP sandbox records accepted messages in the same effect log (provider "smtp")
     smtp = None if smtp_port < 0 else SMTPSandbox(host=host, port=smtp_port, log=server.log)
     with server, smtp or contextlib.nullcontext():

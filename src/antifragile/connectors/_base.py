@@ -15,10 +15,9 @@ from antifragile.errors import (
     AntifragileError,
     ConfigurationError,
     IntegrationError,
-    mask_values,
-    personal_values,
 )
 from antifragile.http import ResilientClient
+from antifragile.observability._redaction import mask_values, personal_values
 
 P = ParamSpec("P")
 R = TypeVar("R")

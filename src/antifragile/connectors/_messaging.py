@@ -21,9 +21,8 @@ from antifragile.errors import (
     IntegrationError,
     RejectedError,
     TransientError,
-    mask_phone,
-    mask_values,
 )
+from antifragile.observability._redaction import mask_phone, mask_values
 from antifragile.policies import SYSTEM_CLOCK, Clock, Exponential, Policy, Retry
 
 T = TypeVar("T")

@@ -3,10 +3,14 @@
 :func:`run_demo` starts the provider sandbox, the service (API and worker) and simulated
 customers who go through the intake flow over signed WhatsApp webhooks while a
 :class:`FaultScript` plays; :func:`write_report` turns its :class:`DemoResult` into
-``report.html``, ``timeline.png`` and ``summary.json``.
+``report.html``, ``timeline.svg`` and ``summary.json``.
 """
 
-from antifragile.demo._run import DemoConfig, DemoResult, Progress, Sample, Tally, run_demo
+import importlib as _importlib
+import typing as _typing
+import warnings as _warnings
+
+from antifragile.demo._run import DemoConfig, DemoResult, Progress, run_demo
 from antifragile.demo._scenario import (
     DEFAULT_SCRIPT,
     FULL_PACE,
@@ -19,6 +23,31 @@ from antifragile.demo._scenario import (
     make_customers,
 )
 
+#: names this package exported before 0.2 that are now internal (or live elsewhere); they keep
+#: working, with a DeprecationWarning, until the release after
+_MOVED: dict[str, tuple[str, str | None]] = {
+    "Sample": ("antifragile.demo._run", None),
+    "Tally": ("antifragile.demo._run", None),
+}
+
+
+# hidden from type checkers: a name that is not declared above is an error for them
+if not _typing.TYPE_CHECKING:
+
+    def __getattr__(name: str) -> _typing.Any:
+        moved = _MOVED.get(name)
+        if moved is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        module, public = moved
+        advice = f"use `from {public} import {name}`" if public else "it is internal"
+        _warnings.warn(
+            f"{__name__}.{name} is deprecated and will be removed in the next release; {advice}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(_importlib.import_module(module), name)
+
+
 __all__ = [
     "DEFAULT_SCRIPT",
     "FULL_PACE",
@@ -30,8 +59,6 @@ __all__ = [
     "FaultWindow",
     "Pace",
     "Progress",
-    "Sample",
-    "Tally",
     "load_fault_script",
     "make_customers",
     "run_demo",

@@ -1,17 +1,16 @@
-"""How the demo reports: the live board, the closing tables, ``report.html`` and ``timeline.png``.
+"""How the demo reports: the live board, the closing tables, ``report.html`` and ``timeline.svg``.
 
 The HTML report is one file with no external assets: its tables, the fault script and the
-timeline plot (embedded as a PNG). The plot has four panels sharing the time axis: provider
-health (the script's fault windows shaded, each sample's answered and failed requests), the
-breaker state of each provider, the job backlog, and the requests the providers received so
-far, from antifragile and from the naive baseline.
+timeline plot (an SVG drawn here, without a plotting library, embedded in the page). The plot
+has four panels sharing the time axis: provider health (the script's fault windows shaded, each
+sample's answered and failed requests), the breaker state of each provider, the job backlog, and
+the requests the providers received so far, from antifragile and from the naive baseline.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import re
 from dataclasses import dataclass
@@ -214,6 +213,14 @@ def summary(result: DemoResult) -> RenderableType:
 
 # -- the plot ---------------------------------------------------------------------------------
 
+_WIDTH = 1100
+_LEFT = 90  # room for the lane labels
+_RIGHT = 16
+_LANE = 26  # height of one provider's lane
+_CHART = 130  # height of a line chart
+_TITLE = 30  # room above a panel for its title and legend
+_GAP = 14
+
 
 def _segments(samples: list[Sample], value: Any) -> list[tuple[float, float, Any]]:
     """Runs of equal ``value(sample)``: (start, end, value)."""
@@ -228,113 +235,219 @@ def _segments(samples: list[Sample], value: Any) -> list[tuple[float, float, Any
     return out
 
 
-def timeline_png(result: DemoResult) -> bytes:
-    """The timeline plot as PNG bytes (matplotlib, Agg backend)."""
-    import matplotlib
+def _health(provider: str) -> Any:
+    def outcome(sample: Sample) -> str | None:
+        if sample.failed.get(provider):
+            return "failed"
+        return "answered" if sample.ok.get(provider) else None
 
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
+    return outcome
 
+
+def _tick_step(end: float) -> float:
+    return next((s for s in (1, 2, 5, 10, 15, 20, 30, 60, 120, 300) if end / s <= 12), 600)
+
+
+class _Canvas:
+    """A few SVG primitives on a time axis from 0 to *end* seconds."""
+
+    def __init__(self, end: float) -> None:
+        self.end = end
+        self.parts: list[str] = []
+
+    def x(self, t: float) -> float:
+        return round(_LEFT + (_WIDTH - _LEFT - _RIGHT) * min(max(t, 0.0), self.end) / self.end, 2)
+
+    def rect(self, t0: float, t1: float, y: float, height: float, fill: str) -> None:
+        x0, x1 = self.x(t0), self.x(t1)
+        self.parts.append(
+            f'<rect x="{x0}" y="{y:.2f}" width="{max(x1 - x0, 0.5):.2f}" '
+            f'height="{height:.2f}" fill="{fill}"/>'
+        )
+
+    def text(self, x: float, y: float, text: str, **attributes: str) -> None:
+        extra = "".join(f' {k.replace("_", "-")}="{v}"' for k, v in attributes.items())
+        self.parts.append(f'<text x="{x:.2f}" y="{y:.2f}"{extra}>{html.escape(text)}</text>')
+
+    def line(
+        self, x0: float, y0: float, x1: float, y1: float, stroke: str, **attributes: str
+    ) -> None:
+        extra = "".join(f' {k.replace("_", "-")}="{v}"' for k, v in attributes.items())
+        self.parts.append(
+            f'<line x1="{x0:.2f}" y1="{y0:.2f}" x2="{x1:.2f}" y2="{y1:.2f}" '
+            f'stroke="{stroke}"{extra}/>'
+        )
+
+    def title(self, y: float, text: str, legend: list[tuple[str, str]]) -> None:
+        self.text(_LEFT, y + 18, text, font_size="14", font_weight="bold")
+        x = _WIDTH - _RIGHT
+        for label, colour in reversed(legend):
+            x -= 7 * len(label) + 30
+            self.parts.append(
+                f'<rect x="{x:.2f}" y="{y + 8:.2f}" width="12" height="12" fill="{colour}"/>'
+            )
+            self.text(x + 16, y + 18, label, font_size="11")
+
+    def frame(self, y: float, height: float) -> None:
+        self.parts.append(
+            f'<rect x="{_LEFT}" y="{y:.2f}" width="{_WIDTH - _LEFT - _RIGHT}" '
+            f'height="{height:.2f}" fill="none" stroke="#bdbdbd"/>'
+        )
+
+    def lanes(self, y: float) -> dict[str, float]:
+        """The top of each provider's lane, labelled."""
+        tops = {p: y + i * _LANE for i, p in enumerate(PROVIDERS)}
+        for provider, top in tops.items():
+            self.text(_LEFT - 8, top + _LANE / 2 + 4, provider, font_size="12", text_anchor="end")
+        return tops
+
+    def series(
+        self, y: float, values: list[tuple[list[float], list[int], str, str]], label: str
+    ) -> None:
+        """Line charts of (times, values, colour, dash) sharing one y axis from 0."""
+        top = max([max(v, default=0) for _, v, _, _ in values] + [1]) * 1.1
+        for ts, vs, colour, dash in values:
+            points = " ".join(
+                f"{self.x(t)},{y + _CHART - _CHART * v / top:.2f}"
+                for t, v in zip(ts, vs, strict=True)
+            )
+            extra = f' stroke-dasharray="{dash}"' if dash else ""
+            self.parts.append(
+                f'<polyline points="{points}" fill="none" stroke="{colour}" '
+                f'stroke-width="1.6"{extra}/>'
+            )
+        for value in (0, round(top / 1.1)):
+            at = y + _CHART - _CHART * value / top
+            self.text(_LEFT - 6, at + 4, str(value), font_size="11", text_anchor="end")
+            self.line(_LEFT, at, _WIDTH - _RIGHT, at, "#eeeeee")
+        self.text(
+            14, y + _CHART / 2, label, font_size="11", transform=f"rotate(-90 14 {y + _CHART / 2})"
+        )
+
+    def markers(self, y: float, height: float, marks: list[tuple[float, str, str]]) -> None:
+        for at, colour, dash in marks:
+            self.line(self.x(at), y, self.x(at), y + height, colour, stroke_dasharray=dash)
+
+
+def timeline_svg(result: DemoResult) -> str:
+    """The timeline plot as an SVG document, drawn here (no plotting library)."""
     samples = result.samples
-    end = max([s.t for s in samples] + [result.recovery, result.drained_at or 0.0]) + 0.5
-    figure = Figure(figsize=(11, 9.5), dpi=100, layout="constrained")
-    health, breakers, backlog, load = figure.subplots(
-        4, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2.2, 2, 2]}
-    )
-    lanes = {p: i for i, p in enumerate(reversed(PROVIDERS))}
-    marks = [r["at"] for r in result.restarts]
+    end = max([s.t for s in samples] + [result.recovery, result.drained_at or 0.0, 1.0]) + 0.5
+    canvas = _Canvas(end)
+    marks = [(result.recovery, "#43a047", "6 4")]
+    marks += [(r["at"], "#6d4c41", "2 3") for r in result.restarts]
+    if result.drained_at is not None:
+        marks.append((result.drained_at, "#1e88e5", "6 4"))
+    lanes_height = _LANE * len(PROVIDERS)
+    y = 0.0
 
     # provider health: fault windows, then each sample's outcome
-    for window in result.config.script.faults:
-        y = lanes[window.provider]
-        health.broken_barh(
-            [(window.start, window.end - window.start)], (y - 0.4, 0.8), color="#ffcdd2"
-        )
-    for provider, y in lanes.items():
-        ok = [(s.t, 0.25) for s in samples if s.ok.get(provider) and not s.failed.get(provider)]
-        bad = [(s.t, 0.25) for s in samples if s.failed.get(provider)]
-        health.broken_barh(ok, (y - 0.15, 0.3), color="#66bb6a")
-        health.broken_barh(bad, (y - 0.15, 0.3), color="#c62828")
-    health.set_yticks(list(lanes.values()), list(lanes.keys()))
-    health.set_title("Provider health", loc="left")
-    health.legend(
-        handles=[
-            Patch(color="#ffcdd2", label="fault window"),
-            Patch(color="#66bb6a", label="answered"),
-            Patch(color="#c62828", label="429 / 5xx / no answer"),
+    canvas.title(
+        y,
+        "Provider health",
+        [
+            ("fault window", "#ffcdd2"),
+            ("answered", "#66bb6a"),
+            ("429 / 5xx / no answer", "#c62828"),
         ],
-        loc="lower right",
-        bbox_to_anchor=(1.0, 1.0),
-        fontsize=8,
-        ncols=3,
-        frameon=False,
     )
+    y += _TITLE
+    tops = canvas.lanes(y)
+    for window in result.config.script.faults:
+        top = tops[window.provider]
+        canvas.rect(window.start, window.end, top + 0.1 * _LANE, 0.8 * _LANE, "#ffcdd2")
+    for provider, top in tops.items():
+        for start, stop, outcome in _segments(samples, _health(provider)):
+            if outcome is not None:
+                colour = "#c62828" if outcome == "failed" else "#66bb6a"
+                canvas.rect(start, stop, top + 0.35 * _LANE, 0.3 * _LANE, colour)
+    canvas.markers(y, lanes_height, marks)
+    canvas.frame(y, lanes_height)
+    y += lanes_height + _GAP
 
     # breaker states
-    for provider, y in lanes.items():
-        for start, stop, state in _segments(samples, lambda s, p=provider: s.breakers.get(p)):
-            if state is None:
-                continue
-            breakers.broken_barh(
-                [(start, stop - start)],
-                (y - 0.35, 0.7),
-                color=_STATE_COLOUR.get(state, "#90a4ae"),
-            )
-    breakers.set_yticks(list(lanes.values()), list(lanes.keys()))
-    breakers.set_title("Circuit breakers", loc="left")
-    breakers.legend(
-        handles=[Patch(color=_STATE_COLOUR[s], label=s) for s in ("closed", "half_open", "open")],
-        loc="lower right",
-        bbox_to_anchor=(1.0, 1.0),
-        fontsize=8,
-        ncols=3,
-        frameon=False,
+    canvas.title(
+        y, "Circuit breakers", [(s, _STATE_COLOUR[s]) for s in ("closed", "half_open", "open")]
     )
+    y += _TITLE
+    tops = canvas.lanes(y)
+    for provider, top in tops.items():
+        for start, stop, state in _segments(samples, lambda s, p=provider: s.breakers.get(p)):
+            if state is not None:
+                colour = _STATE_COLOUR.get(state, "#90a4ae")
+                canvas.rect(start, stop, top + 0.15 * _LANE, 0.7 * _LANE, colour)
+    canvas.markers(y, lanes_height, marks)
+    canvas.frame(y, lanes_height)
+    y += lanes_height + _GAP
 
-    # backlog
+    # backlog, with the markers' names
     ts = [s.t for s in samples]
-    backlog.plot(ts, [s.pending for s in samples], label="pending", color="#1e88e5")
-    backlog.plot(ts, [s.retrying for s in samples], label="retrying", color="#fb8c00")
-    backlog.plot(ts, [s.dead for s in samples], label="dead (DLQ)", color="#8e24aa")
-    backlog.set_title("Job backlog", loc="left")
-    backlog.set_ylabel("jobs")
-    backlog.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=8, ncols=3, frameon=False)
-
-    # load on the providers
-    load.plot(ts, [s.attempts for s in samples], label="antifragile", color="#1e88e5")
-    if result.naive:
-        load.plot(ts, [s.naive_attempts for s in samples], label="naive", color="#e53935")
-    load.set_title("Requests the providers received (cumulative)", loc="left")
-    load.set_ylabel("requests")
-    load.set_xlabel("seconds since the first customer wrote")
-    load.legend(loc="upper left", fontsize=8)
-
-    for axis in (health, breakers, backlog, load):
-        axis.axvline(result.recovery, color="#43a047", linestyle="--", linewidth=1)
-        for at in marks:
-            axis.axvline(at, color="#6d4c41", linestyle=":", linewidth=1.2)
-        if result.drained_at is not None:
-            axis.axvline(result.drained_at, color="#1e88e5", linestyle="--", linewidth=1)
-        axis.set_xlim(0, end)
-    notes = [(result.recovery, "recovery")] + [(at, "worker restart") for at in marks]
+    canvas.title(
+        y,
+        "Job backlog",
+        [("pending", "#1e88e5"), ("retrying", "#fb8c00"), ("dead (DLQ)", "#8e24aa")],
+    )
+    y += _TITLE
+    canvas.series(
+        y,
+        [
+            (ts, [s.pending for s in samples], "#1e88e5", ""),
+            (ts, [s.retrying for s in samples], "#fb8c00", ""),
+            (ts, [s.dead for s in samples], "#8e24aa", ""),
+        ],
+        "jobs",
+    )
+    canvas.markers(y, _CHART, marks)
+    notes = [(result.recovery, "recovery")] + [(r["at"], "worker restart") for r in result.restarts]
     if result.drained_at is not None:
         notes.append((result.drained_at, "drained"))
     for at, label in notes:
-        backlog.text(
-            at,
-            0.97,
-            f" {label}",
-            transform=backlog.get_xaxis_transform(),
-            rotation=90,
-            va="top",
-            ha="right",
-            fontsize=8,
-            color="#555555",
+        x = canvas.x(at) - 3
+        canvas.text(
+            x,
+            y + 4,
+            label,
+            font_size="10",
+            fill="#555555",
+            text_anchor="end",
+            transform=f"rotate(-90 {x:.2f} {y + 4:.2f})",
         )
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    canvas.frame(y, _CHART)
+    y += _CHART + _GAP
+
+    # load on the providers
+    legend = [("antifragile", "#1e88e5")] + ([("naive", "#e53935")] if result.naive else [])
+    canvas.title(y, "Requests the providers received (cumulative)", legend)
+    y += _TITLE
+    lines = [(ts, [s.attempts for s in samples], "#1e88e5", "")]
+    if result.naive:
+        lines.append((ts, [s.naive_attempts for s in samples], "#e53935", ""))
+    canvas.series(y, lines, "requests")
+    canvas.markers(y, _CHART, marks)
+    canvas.frame(y, _CHART)
+    y += _CHART
+
+    # the time axis
+    step = _tick_step(end)
+    tick = 0.0
+    while tick <= end:
+        x = canvas.x(tick)
+        canvas.line(x, y, x, y + 5, "#757575")
+        canvas.text(x, y + 18, f"{tick:g}", font_size="11", text_anchor="middle")
+        tick += step
+    canvas.text(
+        (_LEFT + _WIDTH - _RIGHT) / 2,
+        y + 38,
+        "seconds since the first customer wrote",
+        font_size="12",
+        text_anchor="middle",
+    )
+    height = y + 48
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_WIDTH}" height="{height:.0f}" '
+        f'viewBox="0 0 {_WIDTH} {height:.0f}" font-family="system-ui, sans-serif">'
+        f'<rect width="100%" height="100%" fill="#ffffff"/>' + "".join(canvas.parts) + "</svg>\n"
+    )
 
 
 # -- the files --------------------------------------------------------------------------------
@@ -343,8 +456,13 @@ def timeline_png(result: DemoResult) -> bytes:
 @dataclass(frozen=True, slots=True)
 class ReportFiles:
     html: Path
-    png: Path
+    timeline: Path
     json: Path
+
+    @property
+    def png(self) -> Path:
+        """The timeline's file (an SVG since 0.2; the name is kept for 0.1's callers)."""
+        return self.timeline
 
 
 _CSS = """
@@ -353,7 +471,7 @@ h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem}
 table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ddd;padding:.3rem .6rem}
 th{background:#f5f5f5;text-align:left}td.n{text-align:right}
 .ok{color:#2e7d32;font-weight:bold}.bad{color:#c62828;font-weight:bold}
-.caption{color:#666;font-size:.9rem}img{max-width:100%}pre{background:#f7f7f7;padding:1rem}
+.caption{color:#666;font-size:.9rem}img{max-width:100%;height:auto}pre{background:#f7f7f7;padding:1rem}
 """
 
 
@@ -375,7 +493,7 @@ def _table(head: list[str], rows: list[list[Any]]) -> str:
     return "<table>" + header + "".join(_row(r) for r in rows) + "</table>"
 
 
-def report_html(result: DemoResult, png: bytes) -> str:
+def report_html(result: DemoResult, svg: str) -> str:
     """The whole report as one HTML page (the plot embedded)."""
     data = result.to_dict()
     effects_head = ["provider", "expected", "recorded", "duplicates", "missing", "exactly once"]
@@ -418,7 +536,7 @@ def report_html(result: DemoResult, png: bytes) -> str:
         [w.label or w.provider, w.provider, w.endpoint, f"{w.start:g}", f"{w.end:g}"]
         for w in result.config.script.faults
     ]
-    image = base64.b64encode(png).decode("ascii")
+    image = base64.b64encode(svg.encode("utf-8")).decode("ascii")
     klass = "ok" if result.exactly_once else "bad"
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
@@ -431,7 +549,7 @@ def report_html(result: DemoResult, png: bytes) -> str:
         f"{', quick' if result.config.quick else ''}.</p>",
         "<h2>Timeline</h2>",
         f"<img alt='timeline: provider health, breakers, backlog, load' "
-        f"src='data:image/png;base64,{image}'>",
+        f"src='data:image/svg+xml;base64,{image}'>",
         "<h2>The run</h2>",
         _table(["", ""], run_rows),
         "<h2>Side effects per provider: expected vs recorded</h2>",
@@ -453,14 +571,14 @@ def report_html(result: DemoResult, png: bytes) -> str:
 
 
 def write_report(result: DemoResult, directory: str | Path) -> ReportFiles:
-    """Write ``report.html``, ``timeline.png`` and ``summary.json`` into *directory*."""
+    """Write ``report.html``, ``timeline.svg`` and ``summary.json`` into *directory*."""
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
-    png = timeline_png(result)
+    svg = timeline_svg(result)
     files = ReportFiles(
-        html=folder / "report.html", png=folder / "timeline.png", json=folder / "summary.json"
+        html=folder / "report.html", timeline=folder / "timeline.svg", json=folder / "summary.json"
     )
-    files.png.write_bytes(png)
-    files.html.write_text(report_html(result, png), encoding="utf-8")
+    files.timeline.write_text(svg, encoding="utf-8")
+    files.html.write_text(report_html(result, svg), encoding="utf-8")
     files.json.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
     return files

@@ -1,7 +1,13 @@
 """Errors layer: the exception tree, outcome classification, redaction and the envelope.
 
-See :mod:`antifragile.errors._tree` for the tree itself.
+See :mod:`antifragile.errors._tree` for the tree itself. The envelope models
+(:class:`SuccessEnvelope`, :class:`ErrorEnvelope`, ... built on pydantic) are imported on first
+use, so raising and catching errors never loads pydantic.
 """
+
+import importlib as _importlib
+import typing as _typing
+import warnings as _warnings
 
 from antifragile.errors._classify import (
     IDEMPOTENT_METHODS,
@@ -10,31 +16,7 @@ from antifragile.errors._classify import (
     classify_response,
     is_idempotent,
 )
-from antifragile.errors._envelope import (
-    Envelope,
-    ErrorBody,
-    ErrorEnvelope,
-    Meta,
-    SuccessEnvelope,
-    acapture,
-    capture,
-    error_body,
-    failure,
-    success,
-)
 from antifragile.errors._headers import parse_reset, parse_retry_after, retry_after_from_headers
-from antifragile.errors._redact import (
-    MASK,
-    REDACTED,
-    SENSITIVE_HEADERS,
-    mask_email,
-    mask_phone,
-    mask_pii,
-    mask_values,
-    personal_values,
-    redact,
-    redact_headers,
-)
 from antifragile.errors._tree import (
     AntifragileError,
     AttemptRecord,
@@ -60,10 +42,79 @@ from antifragile.errors._tree import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
+from antifragile.observability._redaction import (
+    REDACTED,
+    SENSITIVE_HEADERS,
+    redact,
+    redact_headers,
+)
+
+#: names this package exported before 0.2 that are now internal (or live elsewhere); they keep
+#: working, with a DeprecationWarning, until the release after
+_ENVELOPE = frozenset(
+    {
+        "Envelope",
+        "ErrorBody",
+        "ErrorEnvelope",
+        "FieldError",
+        "Meta",
+        "SuccessEnvelope",
+        "acapture",
+        "capture",
+        "error_body",
+        "failure",
+        "success",
+    }
+)
+
+if _typing.TYPE_CHECKING:
+    from antifragile.errors._envelope import (
+        Envelope,
+        ErrorBody,
+        ErrorEnvelope,
+        FieldError,
+        Meta,
+        SuccessEnvelope,
+        acapture,
+        capture,
+        error_body,
+        failure,
+        success,
+    )
+
+_MOVED: dict[str, tuple[str, str | None]] = {
+    "MASK": ("antifragile.observability._redaction", None),
+    "mask_email": ("antifragile.observability._redaction", "antifragile.observability"),
+    "mask_phone": ("antifragile.observability._redaction", "antifragile.observability"),
+    "mask_pii": ("antifragile.observability._redaction", "antifragile.observability"),
+    "mask_values": ("antifragile.observability._redaction", None),
+    "personal_values": ("antifragile.observability._redaction", None),
+}
+
+
+# hidden from type checkers: a name that is not declared above is an error for them
+if not _typing.TYPE_CHECKING:
+
+    def __getattr__(name: str) -> _typing.Any:
+        if name in _ENVELOPE:
+            value = getattr(_importlib.import_module("antifragile.errors._envelope"), name)
+            globals()[name] = value
+            return value
+        moved = _MOVED.get(name)
+        if moved is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        module, public = moved
+        advice = f"use `from {public} import {name}`" if public else "it is internal"
+        _warnings.warn(
+            f"{__name__}.{name} is deprecated and will be removed in the next release; {advice}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(_importlib.import_module(module), name)
+
 
 __all__ = [
     "IDEMPOTENT_METHODS",
-    "MASK",
     "REDACTED",
     "RETRYABLE_STATUSES",
     "SENSITIVE_HEADERS",
@@ -79,6 +130,7 @@ __all__ = [
     "ErrorBody",
     "ErrorCode",
     "ErrorEnvelope",
+    "FieldError",
     "IntegrationError",
     "InvalidRequestError",
     "Meta",
@@ -102,13 +154,8 @@ __all__ = [
     "error_body",
     "failure",
     "is_idempotent",
-    "mask_email",
-    "mask_phone",
-    "mask_pii",
-    "mask_values",
     "parse_reset",
     "parse_retry_after",
-    "personal_values",
     "redact",
     "redact_headers",
     "retry_after_from_headers",

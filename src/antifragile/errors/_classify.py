@@ -8,15 +8,18 @@
 ``replay_safe`` on the result says whether re-sending is safe: the request never left this
 process, it was idempotent (an idempotent method or an idempotency key), or the provider refused
 it with 429 without acting on it.
+
+httpx is not imported here: an httpx exception exists only in a process that imported httpx, so
+:func:`classify_exception` looks for it in ``sys.modules`` (a program that only uses policies
+never loads it).
 """
 
 from __future__ import annotations
 
 import http
+import sys
 import time
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from antifragile.errors._headers import parse_retry_after, retry_after_from_headers
 from antifragile.errors._tree import (
@@ -33,6 +36,9 @@ from antifragile.errors._tree import (
     UpstreamUnavailableError,
 )
 
+if TYPE_CHECKING:
+    import httpx
+
 #: statuses a later attempt may succeed on
 RETRYABLE_STATUSES: frozenset[int] = frozenset({408, 425, 429, 500, 502, 503, 504})
 #: methods that RFC 9110 defines as idempotent
@@ -48,14 +54,18 @@ _PERMANENT_BY_STATUS: dict[int, type[PermanentError]] = {
     409: ConflictError,
 }
 
-# exceptions raised before any byte of the request was written
-_NOT_SENT: tuple[type[BaseException], ...] = (
-    httpx.ConnectError,
-    httpx.ConnectTimeout,
-    httpx.PoolTimeout,
-    httpx.UnsupportedProtocol,
-    ConnectionRefusedError,
-)
+
+def _not_sent(httpx: Any) -> tuple[type[BaseException], ...]:
+    """The exceptions raised before any byte of the request was written."""
+    if httpx is None:
+        return (ConnectionRefusedError,)
+    return (
+        httpx.ConnectError,
+        httpx.ConnectTimeout,
+        httpx.PoolTimeout,
+        httpx.UnsupportedProtocol,
+        ConnectionRefusedError,
+    )
 
 
 def _reason(status: int) -> str:
@@ -84,6 +94,8 @@ def classify_response(
     if status < 400:
         return None
     if detail is None:
+        import httpx  # loaded already: *response* is one of its objects
+
         try:
             detail = response.text[:500]
         except (httpx.ResponseNotRead, UnicodeDecodeError):
@@ -136,7 +148,8 @@ def classify_exception(
     """
     if isinstance(exc, IntegrationError):
         return exc
-    sent = not isinstance(exc, _NOT_SENT)
+    httpx: Any = sys.modules.get("httpx")
+    sent = not isinstance(exc, _not_sent(httpx))
     common: dict[str, Any] = {
         "provider": provider,
         "operation": operation,
@@ -145,6 +158,12 @@ def classify_exception(
     }
     name = type(exc).__name__
     text = str(exc) or name
+    if httpx is None:
+        if isinstance(exc, TimeoutError):
+            return UpstreamTimeoutError(f"{name}: {text}", **common)
+        if isinstance(exc, ConnectionError):
+            return NetworkError(f"{name}: {text}", **common)
+        return None
     if isinstance(exc, httpx.TimeoutException | TimeoutError):
         return UpstreamTimeoutError(f"{name}: {text}", **common)
     if isinstance(exc, httpx.UnsupportedProtocol):

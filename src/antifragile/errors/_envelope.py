@@ -1,10 +1,14 @@
 """The response envelope, and the never-raising call form built on it.
 
-Every JSON response of the service, and every result of :func:`capture` / :func:`acapture`, is
-one of::
+Every JSON response of the service (:mod:`antifragile.service`), and every result of
+:func:`capture` / :func:`acapture`, is one of these models::
 
     {"success": true,  "data": ...,  "meta": {"request_id": ..., "duration_ms": ...}}
     {"success": false, "error": {"code", "message", "retryable"}, "meta": {"request_id": ...}}
+
+A failure the service answers for an invalid request also lists the invalid fields
+(``error.details``: location, message and type, never the input value); the member is left out
+when there are none.
 
 ``capture`` is for callers that must never see an exception: a messaging assistant's integration
 wrapper, say, where a failed CRM sync must not break the conversation. It still lets
@@ -17,25 +21,36 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, Literal, ParamSpec, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from antifragile.errors._classify import classify_exception
-from antifragile.errors._redact import redact
 from antifragile.errors._tree import AntifragileError, ErrorCode
 from antifragile.observability._context import current_request_id
+from antifragile.observability._redaction import redact
 
 T = TypeVar("T")
 P = ParamSpec("P")
 
 
-class ErrorBody(BaseModel):
-    """The ``error`` member of a failure envelope."""
+class FieldError(BaseModel):
+    """One invalid field of a request (``VALIDATION`` errors): where, what, never the value."""
 
     model_config = ConfigDict(frozen=True)
 
-    code: str
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """The ``error`` member of a failure envelope; ``code`` is one of the stable codes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str = Field(json_schema_extra={"enum": [code.value for code in ErrorCode]})
     message: str
     retryable: bool
+    details: list[FieldError] | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class Meta(BaseModel):

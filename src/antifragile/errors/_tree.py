@@ -44,7 +44,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from antifragile.errors._redact import redact
+from antifragile.observability._redaction import redact
 
 
 class ErrorCode(enum.StrEnum):

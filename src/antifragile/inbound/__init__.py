@@ -11,13 +11,15 @@ classifications live in :mod:`antifragile.inbound._model`. Conversation flows
 :class:`Replies` (:mod:`antifragile.inbound._replies`).
 """
 
+import importlib as _importlib
+import typing as _typing
+import warnings as _warnings
+
 from antifragile.inbound._actions import (
     SUMMARY_TEMPLATE,
     ActionContext,
     Actions,
     Contact,
-    InboxEntryMissingError,
-    RegisteredAction,
 )
 from antifragile.inbound._alerts import (
     AlertConfig,
@@ -35,7 +37,7 @@ from antifragile.inbound._delivery import (
     DeliveryStatus,
     DeliveryStatuses,
 )
-from antifragile.inbound._flags import DEFAULT_FLAGS, FeatureFlags
+from antifragile.inbound._flags import FeatureFlags
 from antifragile.inbound._flows import (
     DEFAULT_FLOW,
     DEFAULT_FLOWS,
@@ -70,17 +72,13 @@ from antifragile.inbound._model import (
     Tenant,
 )
 from antifragile.inbound._replies import (
-    ConnectorSource,
     Replies,
-    mask_email,
-    mask_phone,
 )
 from antifragile.inbound._session_record import RecentTurn, SessionRecord
 from antifragile.inbound._sessions import (
     SessionConflictError,
     Sessions,
     SessionTurn,
-    SweepReport,
 )
 from antifragile.inbound._status_webhooks import (
     calcom_signature,
@@ -118,9 +116,38 @@ from antifragile.inbound._webhooks import (
     whatsapp_signature,
 )
 
+#: names this package exported before 0.2 that are now internal (or live elsewhere); they keep
+#: working, with a DeprecationWarning, until the release after
+_MOVED: dict[str, tuple[str, str | None]] = {
+    "DEFAULT_FLAGS": ("antifragile.inbound._flags", None),
+    "ConnectorSource": ("antifragile.inbound._replies", None),
+    "InboxEntryMissingError": ("antifragile.inbound._actions", None),
+    "RegisteredAction": ("antifragile.inbound._actions", None),
+    "SweepReport": ("antifragile.inbound._sessions", None),
+    "mask_email": ("antifragile.observability._redaction", "antifragile.observability"),
+    "mask_phone": ("antifragile.observability._redaction", "antifragile.observability"),
+}
+
+
+# hidden from type checkers: a name that is not declared above is an error for them
+if not _typing.TYPE_CHECKING:
+
+    def __getattr__(name: str) -> _typing.Any:
+        moved = _MOVED.get(name)
+        if moved is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        module, public = moved
+        advice = f"use `from {public} import {name}`" if public else "it is internal"
+        _warnings.warn(
+            f"{__name__}.{name} is deprecated and will be removed in the next release; {advice}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(_importlib.import_module(module), name)
+
+
 __all__ = [
     "CORRELATION_KEY",
-    "DEFAULT_FLAGS",
     "DEFAULT_FLOW",
     "DEFAULT_FLOWS",
     "DEFAULT_GRACEFUL_REPLY",
@@ -139,7 +166,6 @@ __all__ = [
     "Channel",
     "Classification",
     "Classifier",
-    "ConnectorSource",
     "Contact",
     "DeliveryHook",
     "DeliveryMatch",
@@ -153,14 +179,12 @@ __all__ = [
     "HandlerResult",
     "Handlers",
     "InboundEvent",
-    "InboxEntryMissingError",
     "Intent",
     "InvalidTaskError",
     "KeywordClassifier",
     "MalformedPayloadError",
     "MessageContext",
     "RecentTurn",
-    "RegisteredAction",
     "RegisteredHandler",
     "Replies",
     "SessionConflictError",
@@ -168,7 +192,6 @@ __all__ = [
     "SessionTurn",
     "Sessions",
     "SignatureError",
-    "SweepReport",
     "TaskConflictError",
     "TaskNotFoundError",
     "Tasks",
@@ -180,8 +203,6 @@ __all__ = [
     "flows_from_mapping",
     "hubspot_signature",
     "load_flows",
-    "mask_email",
-    "mask_phone",
     "parse_calcom",
     "parse_flows",
     "parse_hubspot",

@@ -56,12 +56,13 @@ from antifragile.connectors import (
     TwilioConnector,
     WhatsAppConnector,
 )
-from antifragile.errors import MASK, AntifragileError, ConfigurationError, IntegrationError
-from antifragile.errors import mask_email as mask_email  # re-exported: imported from here too
-from antifragile.errors import mask_phone as mask_phone
+from antifragile.errors import AntifragileError, ConfigurationError, IntegrationError
 from antifragile.inbound._delivery import DeliveryStatuses
 from antifragile.inbound._model import Channel, InboundEvent, Tenant
 from antifragile.jobs import JobContext, JobFunction, Jobs, StatusFlag
+from antifragile.observability._redaction import MASK
+from antifragile.observability._redaction import mask_email as mask_email  # imported from here too
+from antifragile.observability._redaction import mask_phone as mask_phone
 from antifragile.policies import Clock, Exponential, Retry
 from antifragile.stores import KeyValueStore
 

@@ -1,5 +1,9 @@
 """Jobs layer: durable jobs with leases, retries, a dead-letter queue, a scheduler and sagas."""
 
+import importlib as _importlib
+import typing as _typing
+import warnings as _warnings
+
 from antifragile.jobs._app import (
     ConfiguredJob,
     DeadLetterFilter,
@@ -11,7 +15,6 @@ from antifragile.jobs._app import (
 )
 from antifragile.jobs._cron import Cron
 from antifragile.jobs._model import (
-    CLAIMABLE,
     FINAL,
     Enqueued,
     InboxEntry,
@@ -26,7 +29,6 @@ from antifragile.jobs._model import (
     StatusFlag,
     new_job_id,
 )
-from antifragile.jobs._payload import looks_secret, redact_payload
 from antifragile.jobs._policy import DEFAULT_JOB_RETRY, JobDeferred, job_retry_on
 from antifragile.jobs._protocol import JobQueue, RecordQueue
 from antifragile.jobs._saga import (
@@ -42,8 +44,33 @@ from antifragile.jobs._saga import (
 from antifragile.jobs._scheduler import Fired, Schedule, Scheduler
 from antifragile.jobs._worker import Worker
 
+#: names this package exported before 0.2 that are now internal (or live elsewhere); they keep
+#: working, with a DeprecationWarning, until the release after
+_MOVED: dict[str, tuple[str, str | None]] = {
+    "CLAIMABLE": ("antifragile.jobs._model", None),
+    "looks_secret": ("antifragile.jobs._payload", None),
+    "redact_payload": ("antifragile.jobs._payload", None),
+}
+
+
+# hidden from type checkers: a name that is not declared above is an error for them
+if not _typing.TYPE_CHECKING:
+
+    def __getattr__(name: str) -> _typing.Any:
+        moved = _MOVED.get(name)
+        if moved is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        module, public = moved
+        advice = f"use `from {public} import {name}`" if public else "it is internal"
+        _warnings.warn(
+            f"{__name__}.{name} is deprecated and will be removed in the next release; {advice}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(_importlib.import_module(module), name)
+
+
 __all__ = [
-    "CLAIMABLE",
     "DEFAULT_JOB_RETRY",
     "DEFAULT_STEP_RETRY",
     "FINAL",
@@ -81,7 +108,5 @@ __all__ = [
     "StepTimeoutError",
     "Worker",
     "job_retry_on",
-    "looks_secret",
     "new_job_id",
-    "redact_payload",
 ]

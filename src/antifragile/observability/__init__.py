@@ -10,9 +10,15 @@ spans of :func:`configure_tracing` (optional: the ``otel`` extra), and the struc
 
 :class:`Metrics`, :class:`MetricsObserver`, :func:`configure_logging` and :func:`add_secrets`
 are imported on first use (``prometheus_client`` and ``structlog`` load only then).
+
+This is the bottom layer: every other layer may import it, and it imports none of them (not even
+:mod:`antifragile.errors`); personal-data masking (:func:`mask_email`, :func:`mask_phone`,
+:func:`mask_pii`) and secret redaction live here for that reason.
 """
 
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+import typing as _typing
+import warnings as _warnings
 
 from antifragile.observability._context import current_request_id, new_request_id, request_context
 from antifragile.observability._events import (
@@ -52,18 +58,13 @@ from antifragile.observability._tracing import (
     TracingObserver,
     configure_tracing,
     current_trace_id,
-    outbound_span,
     shutdown_tracing,
     span,
     tracing_enabled,
 )
 
-if TYPE_CHECKING:
-    from antifragile.observability._logging import (
-        add_secrets,
-        configure_logging,
-        configure_process,
-    )
+if _typing.TYPE_CHECKING:
+    from antifragile.observability._logging import add_secrets, configure_logging
     from antifragile.observability._metrics import Metrics, MetricsObserver
 
 _LAZY = {
@@ -71,19 +72,36 @@ _LAZY = {
     "MetricsObserver": "antifragile.observability._metrics",
     "add_secrets": "antifragile.observability._logging",
     "configure_logging": "antifragile.observability._logging",
-    "configure_process": "antifragile.observability._logging",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
+#: names exported before 0.2 that are now internal; they keep working, with a
+#: DeprecationWarning, until the release after
+_MOVED = {
+    "configure_process": "antifragile.observability._logging",
+    "outbound_span": "antifragile.observability._tracing",
+}
 
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+
+# hidden from type checkers: a name that is not declared above is an error for them
+if not _typing.TYPE_CHECKING:
+
+    def __getattr__(name: str) -> _typing.Any:
+        module = _LAZY.get(name)
+        if module is not None:
+            value = getattr(_importlib.import_module(module), name)
+            globals()[name] = value
+            return value
+        internal = _MOVED.get(name)
+        if internal is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        _warnings.warn(
+            f"{__name__}.{name} is deprecated and will be removed in the next release; "
+            "it is internal",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(_importlib.import_module(internal), name)
 
 
 __all__ = [
@@ -118,7 +136,6 @@ __all__ = [
     "add_secrets",
     "capture_context",
     "configure_logging",
-    "configure_process",
     "configure_tracing",
     "current_request_id",
     "current_trace_id",
@@ -126,7 +143,6 @@ __all__ = [
     "mask_phone",
     "mask_pii",
     "new_request_id",
-    "outbound_span",
     "register_activator",
     "register_injector",
     "request_context",

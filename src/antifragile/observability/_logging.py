@@ -36,9 +36,8 @@ from typing import IO, Any, Self
 
 import structlog
 
-from antifragile.errors._redact import REDACTED, redact
 from antifragile.observability._context import current_request_id
-from antifragile.observability._redaction import mask_email, mask_phone, mask_pii
+from antifragile.observability._redaction import REDACTED, mask_email, mask_phone, mask_pii, redact
 from antifragile.observability._tracing import current_trace_id
 
 __all__ = [

@@ -114,13 +114,9 @@ def configure_tracing(
     Calling it again replaces the previous set-up. Without the ``otel`` extra it logs a
     warning and leaves tracing off (the service runs the same).
     """
-    from antifragile.errors import ConfigurationError
-
     choice = (exporter or os.environ.get(EXPORTER_ENV) or "none").strip().lower()
     if choice not in EXPORTERS:
-        raise ConfigurationError(
-            f"{EXPORTER_ENV} must be one of {', '.join(EXPORTERS)}, got {choice!r}"
-        )
+        raise ValueError(f"{EXPORTER_ENV} must be one of {', '.join(EXPORTERS)}, got {choice!r}")
     shutdown_tracing()
     if choice == "none" and span_exporter is None:
         return False

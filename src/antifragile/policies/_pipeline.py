@@ -24,7 +24,7 @@ import inspect
 import random
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, Final, Literal, ParamSpec, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Final, Literal, ParamSpec, TypeVar, cast, overload
 
 from antifragile.errors import (
     AttemptRecord,
@@ -36,7 +36,6 @@ from antifragile.errors import (
     classify_exception,
     redact,
 )
-from antifragile.errors._envelope import Envelope, acapture, capture
 from antifragile.observability._context import current_request_id
 from antifragile.observability._events import (
     AttemptFinished,
@@ -60,6 +59,9 @@ from antifragile.policies._hedge import Hedge
 from antifragile.policies._ratelimit import TokenBucket
 from antifragile.policies._retry import Retry
 from antifragile.policies._timeout import watchdog
+
+if TYPE_CHECKING:
+    from antifragile.errors._envelope import Envelope
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -332,12 +334,16 @@ class Policy:
 
     def call_safe(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Envelope[T]:
         """Like :meth:`call`, but returns the response envelope and never raises."""
+        from antifragile.errors._envelope import capture  # pydantic: only for this form
+
         return capture(self.call, fn, *args, **kwargs)
 
     async def acall_safe(
         self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
     ) -> Envelope[T]:
         """Like :meth:`acall`, but returns the response envelope and never raises."""
+        from antifragile.errors._envelope import acapture
+
         return await acapture(self.acall, fn, *args, **kwargs)
 
     @overload

@@ -10,7 +10,13 @@ benchmarks use it to make a provider fail the way providers do: 5xx bursts, 429 
 server, each under its own path prefix, with a fault engine per provider and endpoint
 (:class:`ProviderFault`, :class:`FaultPlan`) -- including the *ambiguous* failure, where the
 provider acts and the answer is lost -- and a record of every side effect it accepted.
+
+:class:`SMTPSandbox` (a mail server on ``127.0.0.1``) is imported on first use: it needs
+``aiosmtpd``, which the ``sandbox`` extra installs.
 """
+
+import importlib as _importlib
+import typing as _typing
 
 from antifragile.sandbox._calcom import CalComSimulator
 from antifragile.sandbox._engine import FaultPlan, ProviderFault, ProviderFaultKind
@@ -28,7 +34,6 @@ from antifragile.sandbox._server import (
 from antifragile.sandbox._shopify import ShopifySimulator
 from antifragile.sandbox._simulator import Call, Effect, Reply, Route, Simulator
 from antifragile.sandbox._slack import SlackSimulator
-from antifragile.sandbox._smtp import SMTPSandbox
 from antifragile.sandbox._twilio import TwilioSimulator
 from antifragile.sandbox._webhooks import (
     Delivery,
@@ -41,6 +46,21 @@ from antifragile.sandbox._webhooks import (
     whatsapp_text_message,
 )
 from antifragile.sandbox._whatsapp import WhatsAppSimulator
+
+if _typing.TYPE_CHECKING:
+    from antifragile.sandbox._smtp import SMTPSandbox
+
+
+# hidden from type checkers: a name that is not declared above is an error for them
+if not _typing.TYPE_CHECKING:
+
+    def __getattr__(name: str) -> _typing.Any:
+        if name != "SMTPSandbox":
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = _importlib.import_module("antifragile.sandbox._smtp").SMTPSandbox
+        globals()[name] = value
+        return value
+
 
 __all__ = [
     "CalComSimulator",

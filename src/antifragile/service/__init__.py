@@ -7,21 +7,20 @@
     app = create_app(Settings.from_env(), run_worker=True, run_scheduler=True)
 """
 
-from antifragile.service._admin import admin_router
+import importlib as _importlib
+import typing as _typing
+import warnings as _warnings
+
 from antifragile.service._app import create_app
 from antifragile.service._assistant import Assistant
 from antifragile.service._auth import (
-    AdminAuth,
     ApiKeyInfo,
     ApiKeys,
     CredentialsRejected,
     JwtVerifier,
     NewApiKey,
     Principal,
-    SigningKeysUnavailable,
-    require_admin,
 )
-from antifragile.service._dashboard import dashboard_router
 from antifragile.service._envelope import (
     ERROR_RESPONSES,
     ApiError,
@@ -32,51 +31,64 @@ from antifragile.service._envelope import (
     ok,
     request_id,
 )
-from antifragile.service._health import health_report
-from antifragile.service._limits import InboundLimits, limit_by_ip
-from antifragile.service._metrics import (
-    METRICS_TOKEN_ENV,
-    install_observability,
-    metrics_for,
-    metrics_router,
-    observe_connectors,
-)
 from antifragile.service._settings import Rate, Settings, parse_rate
-from antifragile.service._state import ServiceAssistant, ServiceState
+
+#: names this package exported before 0.2 that are now internal (or live elsewhere); they keep
+#: working, with a DeprecationWarning, until the release after
+_MOVED: dict[str, tuple[str, str | None]] = {
+    "METRICS_TOKEN_ENV": ("antifragile.service._metrics", None),
+    "AdminAuth": ("antifragile.service._auth", None),
+    "InboundLimits": ("antifragile.service._limits", None),
+    "ServiceAssistant": ("antifragile.service._state", None),
+    "ServiceState": ("antifragile.service._state", None),
+    "SigningKeysUnavailable": ("antifragile.service._auth", None),
+    "admin_router": ("antifragile.service._admin", None),
+    "dashboard_router": ("antifragile.service._dashboard", None),
+    "health_report": ("antifragile.service._health", None),
+    "install_observability": ("antifragile.service._metrics", None),
+    "limit_by_ip": ("antifragile.service._limits", None),
+    "metrics_for": ("antifragile.service._metrics", None),
+    "metrics_router": ("antifragile.service._metrics", None),
+    "observe_connectors": ("antifragile.service._metrics", None),
+    "require_admin": ("antifragile.service._auth", None),
+}
+
+
+# hidden from type checkers: a name that is not declared above is an error for them
+if not _typing.TYPE_CHECKING:
+
+    def __getattr__(name: str) -> _typing.Any:
+        moved = _MOVED.get(name)
+        if moved is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        module, public = moved
+        advice = f"use `from {public} import {name}`" if public else "it is internal"
+        _warnings.warn(
+            f"{__name__}.{name} is deprecated and will be removed in the next release; {advice}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(_importlib.import_module(module), name)
+
 
 __all__ = [
     "ERROR_RESPONSES",
-    "METRICS_TOKEN_ENV",
-    "AdminAuth",
     "ApiError",
     "ApiKeyInfo",
     "ApiKeys",
     "Assistant",
     "CredentialsRejected",
-    "InboundLimits",
     "JwtVerifier",
     "NewApiKey",
     "Principal",
     "Rate",
     "RequestContextMiddleware",
-    "ServiceAssistant",
-    "ServiceState",
     "Settings",
-    "SigningKeysUnavailable",
-    "admin_router",
     "create_app",
-    "dashboard_router",
     "error_response",
     "error_responses",
-    "health_report",
     "install_error_handlers",
-    "install_observability",
-    "limit_by_ip",
-    "metrics_for",
-    "metrics_router",
-    "observe_connectors",
     "ok",
     "parse_rate",
     "request_id",
-    "require_admin",
 ]

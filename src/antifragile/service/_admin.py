@@ -37,7 +37,7 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from antifragile.errors import ConfigurationError, ErrorCode, mask_pii, redact
+from antifragile.errors import ConfigurationError, ErrorCode, redact
 from antifragile.inbound._flags import FeatureFlags, check_flag_name
 from antifragile.inbound._replies import mask_email, mask_phone
 from antifragile.jobs import (
@@ -49,6 +49,7 @@ from antifragile.jobs import (
     JobState,
 )
 from antifragile.jobs._view import job_view as _job_view
+from antifragile.observability import mask_pii
 from antifragile.policies import CircuitBreaker
 from antifragile.service._auth import Principal, admin_auth_for, require_admin
 from antifragile.service._envelope import ApiError, error_responses, ok

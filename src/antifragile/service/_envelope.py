@@ -1,6 +1,7 @@
 """The response envelope of every JSON answer, the request id, and the error handlers.
 
-Every JSON response is one of::
+Every JSON response is one of the envelope models of :mod:`antifragile.errors`
+(:class:`~antifragile.errors.SuccessEnvelope`, :class:`~antifragile.errors.ErrorEnvelope`)::
 
     {"success": true,  "data": ..., "meta": {"request_id": ..., "duration_ms": ...}}
     {"success": false, "error": {"code", "message", "retryable"}, "meta": {"request_id": ...}}
@@ -20,7 +21,6 @@ locations, never the input values) and Starlette's HTTP exceptions (``404 NOT_FO
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -29,12 +29,11 @@ import traceback
 from collections.abc import Mapping
 from contextvars import ContextVar
 from http import HTTPStatus
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -48,6 +47,7 @@ from antifragile.errors import (
     UpstreamUnavailableError,
     redact,
 )
+from antifragile.errors._envelope import ErrorBody, ErrorEnvelope, FieldError, Meta, SuccessEnvelope
 from antifragile.observability._context import (
     current_request_id,
     new_request_id,
@@ -81,21 +81,10 @@ def duration_ms() -> float | None:
 
 def ok(data: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> JSONResponse:
     """The success envelope of *data*, with the request id and the time spent so far."""
-    started = _started.get()
-    return JSONResponse(
-        {
-            "success": True,
-            "data": data,
-            "meta": {
-                "request_id": current_request_id(),
-                "duration_ms": None
-                if started is None
-                else round((time.perf_counter() - started) * 1000, 3),
-            },
-        },
-        status_code=status,
-        headers=headers,
+    envelope = SuccessEnvelope[Any](
+        data=data, meta=Meta(request_id=current_request_id(), duration_ms=duration_ms())
     )
+    return JSONResponse(envelope.model_dump(mode="json"), status_code=status, headers=headers)
 
 
 # -- failure ------------------------------------------------------------------------------------
@@ -135,18 +124,16 @@ def error_response(
     details: list[dict[str, Any]] | None = None,
 ) -> JSONResponse:
     """The failure envelope as a response."""
-    error: dict[str, Any] = {"code": code, "message": message, "retryable": retryable}
-    if details is not None:
-        error["details"] = details
-    return JSONResponse(
-        {
-            "success": False,
-            "error": error,
-            "meta": {"request_id": current_request_id(), "duration_ms": duration_ms()},
-        },
-        status_code=status,
-        headers=headers,
+    envelope = ErrorEnvelope(
+        error=ErrorBody(
+            code=code,
+            message=message,
+            retryable=retryable,
+            details=None if details is None else [FieldError.model_validate(d) for d in details],
+        ),
+        meta=Meta(request_id=current_request_id(), duration_ms=duration_ms()),
     )
+    return JSONResponse(envelope.model_dump(mode="json"), status_code=status, headers=headers)
 
 
 #: the HTTP status answered for an error code
@@ -336,14 +323,16 @@ class RequestContextMiddleware:
             _log.error("request %s: unhandled %s\n%s", rid, type(exc).__name__, frames)
             if response_started:
                 raise
-            body = json.dumps(
-                {
-                    "success": False,
-                    "error": {"code": "INTERNAL", "message": _INTERNAL_MESSAGE, "retryable": False},
-                    "meta": {"request_id": rid, "duration_ms": duration_ms()},
-                },
-                separators=(",", ":"),
-            ).encode()
+            body = (
+                ErrorEnvelope(
+                    error=ErrorBody(
+                        code=ErrorCode.INTERNAL, message=_INTERNAL_MESSAGE, retryable=False
+                    ),
+                    meta=Meta(request_id=rid, duration_ms=duration_ms()),
+                )
+                .model_dump_json()
+                .encode()
+            )
             await send_with_id(
                 {
                     "type": "http.response.start",
@@ -363,38 +352,6 @@ class RequestContextMiddleware:
 # -- OpenAPI ------------------------------------------------------------------------------------
 
 
-class FieldError(BaseModel):
-    """One invalid field of a request (``VALIDATION`` errors)."""
-
-    loc: list[str | int]
-    msg: str
-    type: str
-
-
-class ApiErrorBody(BaseModel):
-    """The ``error`` member of a failure envelope; ``code`` is one of the stable codes."""
-
-    code: ErrorCode
-    message: str
-    retryable: bool
-    details: list[FieldError] | None = None
-
-
-class ApiMeta(BaseModel):
-    """The ``meta`` member of every envelope."""
-
-    request_id: str | None = None
-    duration_ms: float | None = None
-
-
-class ApiErrorEnvelope(BaseModel):
-    """``{"success": false, "error": {...}, "meta": {...}}``"""
-
-    success: Literal[False] = False
-    error: ApiErrorBody
-    meta: ApiMeta
-
-
 def _codes_for(status: int) -> list[str]:
     codes = [code for code, s in STATUS_BY_CODE.items() if s == status]
     extra = CODE_BY_STATUS.get(status)
@@ -405,7 +362,7 @@ def _codes_for(status: int) -> list[str]:
 
 def _describe(status: int, what: str) -> dict[str, Any]:
     codes = ", ".join(f"`{c}`" for c in _codes_for(status))
-    return {"model": ApiErrorEnvelope, "description": f"{what}. Error codes: {codes}."}
+    return {"model": ErrorEnvelope, "description": f"{what}. Error codes: {codes}."}
 
 
 #: OpenAPI ``responses=`` documenting the failure envelopes a route may answer

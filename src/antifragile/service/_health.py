@@ -26,16 +26,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 import antifragile
-from antifragile.errors import ErrorCode
+from antifragile.errors import ErrorCode, ErrorEnvelope, SuccessEnvelope
 from antifragile.observability import current_request_id
 from antifragile.policies import CircuitBreaker, CircuitState
-from antifragile.service._envelope import (
-    ApiErrorEnvelope,
-    ApiMeta,
-    duration_ms,
-    error_responses,
-    ok,
-)
+from antifragile.service._envelope import duration_ms, error_responses, ok
 from antifragile.service._state import ServiceState
 
 _log = logging.getLogger("antifragile.service")
@@ -53,13 +47,10 @@ class HealthData(BaseModel):
     dependencies: dict[str, str]
 
 
-class HealthEnvelope(BaseModel):
-    success: bool
-    data: HealthData
-    meta: ApiMeta
+HealthEnvelope = SuccessEnvelope[HealthData]
 
 
-class UnhealthyEnvelope(ApiErrorEnvelope):
+class UnhealthyEnvelope(ErrorEnvelope):
     """The failure envelope of an unhealthy service, with the health report in ``data``."""
 
     data: HealthData

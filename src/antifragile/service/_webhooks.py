@@ -44,7 +44,7 @@ from pydantic import BaseModel
 from starlette.datastructures import URL
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from antifragile.errors import AntifragileError, ErrorCode
+from antifragile.errors import AntifragileError, ErrorCode, SuccessEnvelope
 from antifragile.inbound._delivery import CORRELATION_KEY
 from antifragile.inbound._model import InboundEvent
 from antifragile.inbound._status_webhooks import (
@@ -77,13 +77,7 @@ from antifragile.inbound._webhooks import (
 )
 from antifragile.observability import current_request_id
 from antifragile.policies import SYSTEM_CLOCK, Clock
-from antifragile.service._envelope import (
-    ApiError,
-    ApiMeta,
-    api_error_response,
-    error_responses,
-    ok,
-)
+from antifragile.service._envelope import ApiError, api_error_response, error_responses, ok
 from antifragile.service._settings import Settings
 from antifragile.service._state import ServiceState
 
@@ -111,10 +105,7 @@ class WebhookResult(BaseModel):
     duplicates: list[str]
 
 
-class WebhookEnvelope(BaseModel):
-    success: bool
-    data: WebhookResult
-    meta: ApiMeta
+WebhookEnvelope = SuccessEnvelope[WebhookResult]
 
 
 _ERRORS = error_responses(400, 401, 413, 415, 429, 500, 503)

@@ -295,7 +295,7 @@ class RateLimitStore(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class BreakerRecord:
-    """The shared part of a breaker's state (see :class:`~antifragile.BreakerSnapshot`).
+    """The shared part of a breaker's state (see :class:`~antifragile.policies.BreakerSnapshot`).
 
     ``writer`` is an opaque id the writer puts in each record it proposes: two processes may
     propose equal transitions, and only the writer id tells the winner of a compare-and-set
