@@ -13,7 +13,7 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +37,20 @@ PHONE_ID = "106540352242922"
 SCRAPE_TOKEN = "scrape-token-0123456789"
 
 
+class QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves the process's signal handlers alone: a test's loop owns
+    them (started inside a fixture, uvicorn would put back the fixture runner's handler)."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 @asynccontextmanager
 async def serving(app: FastAPI) -> AsyncIterator[str]:
     """Serve *app* with uvicorn as a task of the running loop; yields its base URL."""
     port = free_port()
-    server = uvicorn.Server(
+    server = QuietServer(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )
     task = asyncio.create_task(server.serve())
