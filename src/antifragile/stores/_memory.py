@@ -26,6 +26,7 @@ from antifragile.stores._common import (
     check_window,
     merge_fields,
     pause_bucket,
+    refund_bucket,
     take_tokens,
 )
 from antifragile.stores._protocols import (
@@ -305,6 +306,16 @@ class MemoryRateLimitStore:
             if bucket is not None:
                 self._data[key] = bucket
             return grant
+
+    async def refund(
+        self, key: str, *, tokens: float, rate: float, burst: float, now: float
+    ) -> None:
+        with self._lock:
+            bucket = refund_bucket(
+                self._data.get(key), tokens=tokens, rate=rate, burst=burst, now=now
+            )
+            if bucket is not None:
+                self._data[key] = bucket
 
     async def pause(
         self, key: str, *, seconds: float, rate: float, burst: float, now: float

@@ -300,6 +300,19 @@ ON CONFLICT (key) DO UPDATE SET
     stamp = EXCLUDED.stamp
 """
 
+# give tokens back: at max(now, stamp) (a pause keeps its end), the level plus the tokens,
+# capped at burst; a missing bucket is full and stays absent
+RATE_REFUND: LiteralString = """
+UPDATE antifragile_rate_limits AS b SET
+    tokens = LEAST(%(burst)s::float8,
+                   LEAST(%(burst)s::float8,
+                         b.tokens + (GREATEST(%(now)s::float8, b.stamp) - b.stamp)
+                                    * %(rate)s::float8)
+                   + %(tokens)s::float8),
+    stamp = GREATEST(%(now)s::float8, b.stamp)
+WHERE b.key = %(key)s
+"""
+
 BREAKER_LOAD: LiteralString = """
 SELECT state, generation, open_until, consecutive_opens, probes_left, writer
 FROM antifragile_breakers WHERE name = %(name)s
@@ -876,6 +889,21 @@ class PostgresRateLimitStore:
             if not grant.granted:
                 return grant
         raise StoreError(f"take from bucket {key!r} kept meeting concurrent changes; try again")
+
+    async def refund(
+        self, key: str, *, tokens: float, rate: float, burst: float, now: float
+    ) -> None:
+        check_rate(rate)
+        if not tokens > 0:
+            return
+        params = {
+            "key": key,
+            "tokens": float(tokens),
+            "rate": float(rate),
+            "burst": float(burst),
+            "now": float(now),
+        }
+        await self._db.execute(RATE_REFUND, params)
 
     async def pause(
         self, key: str, *, seconds: float, rate: float, burst: float, now: float

@@ -279,6 +279,17 @@ class RateLimitStore(Protocol):
         get waits spaced exactly ``tokens / rate`` apart."""
         ...
 
+    async def refund(
+        self, key: str, *, tokens: float, rate: float, burst: float, now: float
+    ) -> None:
+        """Give back *tokens* of a grant that was not used (its caller stopped waiting).
+
+        At ``at = max(now, stamp)`` -- a pause under way keeps its end -- it stores
+        ``min(burst, level at at + tokens)``, in one atomic step, so the next caller's wait is
+        what it would have been had the grant never been made. A missing bucket is full and
+        stays as it is; ``tokens <= 0`` does nothing."""
+        ...
+
     async def pause(
         self, key: str, *, seconds: float, rate: float, burst: float, now: float
     ) -> None:

@@ -877,7 +877,8 @@ class SharedTokenBucket(TokenBucket):
         return wait
 
     async def aacquire(self, tokens: float = 1.0, *, operation: str | None = None) -> None:
-        """Take *tokens* from the shared bucket, suspending the task if needed."""
+        """Take *tokens* from the shared bucket, suspending the task if needed; a wait that
+        is cancelled gives the tokens back (see :meth:`refund`)."""
         wait = await self.areserve(tokens, operation)
         if wait > 0:
             try:
@@ -885,6 +886,31 @@ class SharedTokenBucket(TokenBucket):
             except BaseException:
                 self.refund(tokens)
                 raise
+
+    def refund(self, tokens: float = 1.0) -> None:
+        """Give back tokens reserved for a call that was then not made.
+
+        They go back to the bucket they came from: to the store -- atomically, in the
+        background, so a cancelled caller does not wait for it (:meth:`settle` does) -- or,
+        while the store is unavailable, to the process-local bucket.
+        """
+        if self._fallback_state.active:
+            super().refund(tokens)
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no event loop: nothing was taken from the store here
+            super().refund(tokens)
+            return
+        coro = self._rate_store.refund(
+            self.key, tokens=tokens, rate=self.rate, burst=self.burst, now=self._clock.time()
+        )
+        _spawn(self._tasks, _quiet(_bounded(coro, self._store_timeout)))
+
+    async def settle(self) -> None:
+        """Wait for the store writes started in the background (refunds and pauses)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _rejection(self, wait: float, operation: str | None) -> RateLimitedError:
         if self._observer is not None:
@@ -925,4 +951,4 @@ async def _quiet(awaitable: Awaitable[Any]) -> None:
     try:
         await awaitable
     except Exception:
-        _log.debug("could not write a rate-limit pause to the store", exc_info=True)
+        _log.debug("could not write a rate-limit refund or pause to the store", exc_info=True)

@@ -50,11 +50,13 @@ from antifragile.stores._common import (
     Bucket,
     breaker_matches,
     check_breaker_names,
+    check_rate,
     check_fields,
     check_outcome,
     check_window,
     merge_fields,
     pause_bucket,
+    refund_bucket,
     prefix_end,
     take_tokens,
 )
@@ -800,6 +802,15 @@ def _rate_pause(
             _store_bucket(conn, key, bucket)
 
 
+def _rate_refund(
+    conn: sqlite3.Connection, key: str, tokens: float, rate: float, burst: float, now: float
+) -> None:
+    with _immediate(conn):
+        bucket = refund_bucket(_bucket(conn, key), tokens=tokens, rate=rate, burst=burst, now=now)
+        if bucket is not None:
+            _store_bucket(conn, key, bucket)
+
+
 class SQLiteRateLimitStore:
     """:class:`~antifragile.stores.RateLimitStore` on SQLite."""
 
@@ -818,6 +829,14 @@ class SQLiteRateLimitStore:
     ) -> TokenGrant:
         take_tokens(None, tokens=tokens, rate=rate, burst=burst, max_wait=max_wait, now=now)
         return await self._db.run(_rate_take, key, tokens, rate, burst, max_wait, now)
+
+    async def refund(
+        self, key: str, *, tokens: float, rate: float, burst: float, now: float
+    ) -> None:
+        check_rate(rate)
+        if not tokens > 0:
+            return
+        await self._db.run(_rate_refund, key, tokens, rate, burst, now)
 
     async def pause(
         self, key: str, *, seconds: float, rate: float, burst: float, now: float
