@@ -285,9 +285,7 @@ async def test_concurrent_refunds_are_all_counted(store: Store, clock: FakeClock
     assert grant == TokenGrant(True, approx(1.0))
 
 
-async def test_a_refund_with_a_non_positive_rate_is_refused(
-    store: Store, clock: FakeClock
-) -> None:
+async def test_a_refund_with_a_non_positive_rate_is_refused(store: Store, clock: FakeClock) -> None:
     """rate must be > 0 for a refund too."""
     with pytest.raises(ConfigurationError):
         await store.rate_limits.refund("b", tokens=1, rate=0, burst=1, now=clock.time())

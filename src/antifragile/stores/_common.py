@@ -133,6 +133,13 @@ def check_window(window: int) -> None:
         raise ConfigurationError(f"window must be at least 1 second, got {window!r}")
 
 
+def probe_key(name: str) -> str:
+    """Where SQL backends count a breaker's half-open results: rows of the window table under
+    the breaker's name and a unit separator (U+001F), which no breaker name written by hand
+    contains (PostgreSQL text cannot hold a NUL)."""
+    return f"{name}\x1fprobes"
+
+
 def breaker_matches(current: BreakerRecord, expected: BreakerRecord) -> bool:
     """Whether *current* still is *expected* in the fields compare-and-set looks at."""
     return (

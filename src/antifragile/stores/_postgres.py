@@ -93,6 +93,7 @@ from antifragile.stores._common import (
     check_rate,
     check_window,
     prefix_end,
+    probe_key,
     take_tokens,
 )
 from antifragile.stores._migrations import (
@@ -986,6 +987,22 @@ class PostgresBreakerStore:
 
     async def reset_window(self, name: str) -> None:
         await self._db.execute(BREAKER_RESET, {"name": name})
+
+    async def add_probe_result(
+        self, name: str, *, generation: int, failure: bool, slow: bool
+    ) -> WindowTotals:
+        # the window's statement on rows of their own: one bucket per round (see SQLite)
+        params = {
+            "name": probe_key(name),
+            "second": int(generation),
+            "calls": 1,
+            "failures": int(bool(failure)),
+            "slow": int(bool(slow)),
+            "window": 1,
+        }
+        row = await self._db.fetchone(BREAKER_ADD, params)
+        assert row is not None
+        return WindowTotals(calls=row[0], failures=row[1], slow=row[2])
 
 
 # -- the store ----------------------------------------------------------------------------------

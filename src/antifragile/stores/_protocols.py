@@ -366,6 +366,17 @@ class BreakerStore(Protocol):
         """Forget the outcomes (on close after a probe, or on reset)."""
         ...
 
+    async def add_probe_result(
+        self, name: str, *, generation: int, failure: bool, slow: bool
+    ) -> WindowTotals:
+        """Count one result of the half-open round *generation* (the record's generation
+        while it probes) and return the round's totals so far, atomically: of N results
+        reported concurrently, exactly one sees ``calls == N``.
+
+        Rounds are counted apart from the window and from each other; counts of earlier
+        rounds may be dropped. They are kept at least as long as the breaker record."""
+        ...
+
 
 # -- the store -------------------------------------------------------------------------------
 

@@ -1148,3 +1148,23 @@ class RedisBreakerStore(_Part):
     async def reset_window(self, name: str) -> None:
         store = self._store
         await store._delete(store._key("breaker", name) + ":w")
+
+    async def add_probe_result(
+        self, name: str, *, generation: int, failure: bool, slow: bool
+    ) -> WindowTotals:
+        # the window's script on a hash of its own, one bucket per round, kept as long as
+        # the record
+        store = self._store
+        calls, failures, slow_calls = await store._run(
+            "breaker_add",
+            [store._key("breaker", name) + ":p"],
+            [
+                str(int(generation)),
+                "1",
+                str(int(bool(failure))),
+                str(int(bool(slow))),
+                "1",
+                store._retention_ms,
+            ],
+        )
+        return WindowTotals(int(calls), int(failures), int(slow_calls))

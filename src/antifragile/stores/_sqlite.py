@@ -50,14 +50,15 @@ from antifragile.stores._common import (
     Bucket,
     breaker_matches,
     check_breaker_names,
-    check_rate,
     check_fields,
     check_outcome,
+    check_rate,
     check_window,
     merge_fields,
     pause_bucket,
-    refund_bucket,
     prefix_end,
+    probe_key,
+    refund_bucket,
     take_tokens,
 )
 from antifragile.stores._migrations import (
@@ -958,6 +959,14 @@ class SQLiteBreakerStore:
 
     async def reset_window(self, name: str) -> None:
         await self._db.run(_breaker_reset, name)
+
+    async def add_probe_result(
+        self, name: str, *, generation: int, failure: bool, slow: bool
+    ) -> WindowTotals:
+        # a round's results are a bucket of their own row set: the record's name plus a
+        # character no breaker name has, one "second" per generation (earlier ones dropped)
+        counts = (1, int(bool(failure)), int(bool(slow)))
+        return await self._db.run(_breaker_add, probe_key(name), int(generation), counts, 1)
 
 
 # -- the store ---------------------------------------------------------------------------------
