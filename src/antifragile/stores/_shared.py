@@ -842,6 +842,17 @@ class SharedCircuitBreaker(CircuitBreaker):
             # lost only because the probe permits changed meanwhile (another probe of the round)
             expected = current
 
+    async def settle(self) -> None:
+        """Wait for the store writes started in the background (results of probes and of
+        sync-reported calls, batches of outcomes)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            pending = [task for task in (*self._tasks, self._sync_task) if task is not None]
+            pending = [task for task in pending if not task.done() and task.get_loop() is loop]
+            if not pending:
+                return
+            await asyncio.gather(*pending, return_exceptions=True)
+
     # -- manual control ---------------------------------------------------------------------
 
     async def aforce(self, state: Literal["closed", "forced_open", "disabled"]) -> None:
