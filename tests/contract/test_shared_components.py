@@ -38,10 +38,16 @@ class Provider:
 
 
 class HeldClock(FakeClock):
-    """A FakeClock whose ``asleep`` waits, without moving time, until it is cancelled."""
+    """A FakeClock whose ``asleep`` waits, without moving time, until it is cancelled;
+    ``sleeping`` is set once something sleeps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sleeping = asyncio.Event()
 
     async def asleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
+        self.sleeping.set()
         await asyncio.Event().wait()
 
 
@@ -225,8 +231,7 @@ async def test_a_cancelled_wait_gives_its_token_back_to_the_store(
     p = policy(clock, rate=here)
     await p.acall(Provider())
     waiting = asyncio.create_task(p.acall(Provider()))
-    while not clock.sleeps:
-        await asyncio.sleep(0)
+    await clock.sleeping.wait()
     assert clock.sleeps == [pytest.approx(1.0)]
     clock.advance(0.05)
     waiting.cancel()
@@ -245,8 +250,7 @@ async def test_a_cancelled_aacquire_gives_its_token_back_to_the_store(
     there = SharedTokenBucket(1, peer_store, burst=1, key="shared", clock=clock)
     await here.aacquire()
     waiting = asyncio.create_task(here.aacquire())
-    while not clock.sleeps:
-        await asyncio.sleep(0)
+    await clock.sleeping.wait()
     clock.advance(0.05)
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
