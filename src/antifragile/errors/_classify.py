@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from antifragile.errors._headers import retry_after_from_headers
+from antifragile.errors._headers import parse_retry_after, retry_after_from_headers
 from antifragile.errors._tree import (
     AuthenticationError,
     ConflictError,
@@ -78,7 +78,11 @@ def classify_response(
     """The error a response stands for, or ``None`` for 1xx, 2xx and 3xx.
 
     *detail* is an excerpt of the body to keep (it is redacted); when omitted and the body has
-    already been read, its first 500 characters are used.
+    already been read, its first 500 characters are used. *now* (wall-clock epoch seconds, by
+    default ``time.time()``) reads HTTP-date and epoch headers: pass the caller's clock.
+
+    ``retry_after`` comes from ``Retry-After``; on a 429 alone, failing that, from the quota's
+    reset header (``RateLimit-Reset``, ``X-RateLimit-Reset``).
     """
     status = response.status_code
     if status < 400:
@@ -108,8 +112,13 @@ def classify_response(
             )
         if status == 408:
             return UpstreamTimeoutError(message, **common)
+        # only Retry-After says when to come back from a failure: a quota's reset headers
+        # (RateLimit-Reset, X-RateLimit-Reset) say when the quota renews, which matters to
+        # a 429 and to nothing else
         return UpstreamUnavailableError(
-            message, retry_after=retry_after_from_headers(response.headers, wall), **common
+            message,
+            retry_after=parse_retry_after(response.headers.get("retry-after"), wall),
+            **common,
         )
     common["replay_safe"] = idempotent
     if status < 500:
