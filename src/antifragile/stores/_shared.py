@@ -15,11 +15,12 @@ round trip for a successful call in the closed state:
   process whose calls fail learns at its next failure that someone else opened it;
 * leaving open is a compare-and-set too, and its winner is the one probe: exactly one half-open
   probe goes out across all processes. The probe's result closes or re-opens the breaker for
-  everyone (with several probes allowed, the first result decides). A probe that reports
-  nothing before its deadline -- the open duration of that round, stored in the record's
-  ``open_until`` -- is presumed lost (its process died, or the store was unreachable when it
-  finished), and the next call takes over as a new probe, so the breaker never stays half-open
-  for good;
+  everyone (with several probes allowed, each result is counted in the store, and the one that
+  completes ``half_open_calls`` judges the round's rates, as a local breaker does). A probe
+  that reports nothing before its deadline -- the open duration of that round, stored in the
+  record's ``open_until`` -- is presumed lost (its process died, or the store was unreachable
+  when it finished), and the next call takes over as a new probe, so the breaker never stays
+  half-open for good;
 * when the store fails or is slower than ``store_timeout``, the breaker falls back to a
   process-local breaker with the same settings, starting from the last shared state it knew
   (an open breaker stays open), logs a warning, emits a ``StoreFallback`` event, retries the
@@ -36,7 +37,8 @@ which only makes the window a little more pessimistic; failures are always count
 :class:`SharedTokenBucket` takes its tokens from a bucket in the store -- one round trip per
 call, the reservation made atomically by the store, so R tokens per second are handed out across
 all processes -- and falls back to a process-local bucket in the same way (every process then
-allows the full rate on its own until the store is back).
+allows the full rate on its own until the store is back). A reservation whose caller stops
+waiting (a cancelled task) is given back to the store, atomically.
 
 Both need async calls (the async pipeline awaits their I/O); a sync policy refuses them.
 """
@@ -240,8 +242,8 @@ class SharedCircuitBreaker(CircuitBreaker):
     pause between two tries of an unavailable store) and ``store_timeout`` (beyond which the
     store counts as unavailable). Change the state for every process with :meth:`aforce`.
 
-    A new breaker takes the record for closed until it first reads the store, which its first
-    call starts; ``await breaker.refresh()`` reads it before the first call. While the store is
+    A new breaker reads the record before it admits its first call (concurrent first callers
+    wait for that one read); ``await breaker.refresh()`` reads it at once. While the store is
     unavailable, listeners and the observer see the local breaker's transitions.
     """
 
