@@ -5,8 +5,9 @@ For every request it
 * sends ``x-request-id`` (the current context's request id, or a new one per logical call, the
   same for each of its attempts) and ``Idempotency-Key`` when given one;
 * bounds each attempt by the policy's deadlines: its httpx timeouts, and the reading of the
-  body, which stops at the first chunk that arrives after the deadline (httpx's read timeout
-  starts again with every chunk, so a body that trickles in would otherwise never time out);
+  body -- httpx's read timeout starts again with every chunk, so a body that trickles in would
+  never trip it. The async client's attempt is cancelled at the deadline, wherever it is; the
+  sync client reads the body chunk by chunk and stops at the first chunk after the deadline;
 * reads the provider's rate-limit headers and feeds them to the policy's rate limiter, so the
   client slows down before the provider starts answering 429;
 * turns error responses and transport failures into the antifragile exception tree, with
@@ -19,7 +20,7 @@ For every request it
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Self, cast
 from urllib.parse import urlsplit
@@ -102,26 +103,11 @@ class _DeadlineStream(httpx.SyncByteStream):
         self._stream.close()
 
 
-class _AsyncDeadlineStream(httpx.AsyncByteStream):
-    """The async twin of :class:`_DeadlineStream`."""
-
-    def __init__(self, stream: httpx.AsyncByteStream, request: httpx.Request) -> None:
-        self._stream = stream
-        self._request = request
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream:
-            late = _past_deadline(self._request)
-            if late is not None:
-                raise late
-            yield chunk
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-
 def _send_within(client: httpx.Client, request: httpx.Request) -> httpx.Response:
-    """Send *request*; under a deadline, read the body chunk by chunk against it."""
+    """Send *request*; under a deadline, read the body chunk by chunk against it.
+
+    Only the sync client needs this: an async attempt is cancelled when its deadline passes,
+    wherever it is -- reading the body included."""
     if time_remaining() is None:
         return client.send(request)
     response = client.send(request, stream=True)
@@ -130,20 +116,6 @@ def _send_within(client: httpx.Client, request: httpx.Request) -> httpx.Response
         response.read()
     finally:
         response.close()
-    return response
-
-
-async def _asend_within(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
-    """:func:`_send_within`, async."""
-    if time_remaining() is None:
-        return await client.send(request)
-    response = await client.send(request, stream=True)
-    try:
-        stream = cast(httpx.AsyncByteStream, response.stream)
-        response.stream = _AsyncDeadlineStream(stream, request)
-        await response.aread()
-    finally:
-        await response.aclose()
     return response
 
 
@@ -363,7 +335,7 @@ class ResilientClient(_ClientCore):
                 for name, value in ours:
                     request_headers[name] = value
                 with outbound_span(self.provider, operation, request) as attempt_span:
-                    response = await _asend_within(client, request)
+                    response = await client.send(request)
                     attempt_span.set_attribute("http.response.status_code", response.status_code)
             except Exception as exc:
                 error = self._transport_error(exc, operation, safe, request_id)
