@@ -430,7 +430,7 @@ async def test_with_several_probes_all_results_decide(store: Store, clock: FakeC
     half_open = await store.breakers.load(NAME)
     assert (half_open.state, half_open.probes_left) == ("half_open", 0)
     a.on_success(first)  # counted in the background
-    await until(lambda: not a._tasks)
+    await a.settle()
     assert await store.breakers.load(NAME) == half_open
     await b.aon_failure(second, ProviderDown("down"))
     reopened = await store.breakers.load(NAME)
