@@ -182,6 +182,14 @@ class CountingBreakerStore:
         self.operations += 1
         await self.inner.reset_window(name)
 
+    async def add_probe_result(
+        self, name: str, *, generation: int, failure: bool, slow: bool
+    ) -> WindowTotals:
+        self.operations += 1
+        return await self.inner.add_probe_result(
+            name, generation=generation, failure=failure, slow=slow
+        )
+
 
 def _free_port() -> int:
     with socket.socket() as sock:

@@ -31,24 +31,57 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@dataclass(frozen=True)
+class StoreTarget:
+    """Where a contract test's backend is: enough to open more stores on it (other
+    connections, standing for other processes) besides the fixture's own."""
+
+    name: str
+    url: str
+    options: dict[str, Any] = field(default_factory=dict)
+    cleanup: dict[str, Any] = field(default_factory=dict)
+
+
 @pytest.fixture(params=BACKENDS)
-async def store(
-    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
-) -> AsyncIterator[Store]:
+def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> StoreTarget:
     backend: str = request.param
     isolation = f"t{uuid.uuid4().hex[:12]}"
-    options: dict[str, Any]
     if backend == "memory":
-        url, options = "memory://", {}
-    elif backend == "sqlite":
-        url, options = f"sqlite:///{tmp_path / 'state.db'}", {}
-    elif backend == "postgres":
+        return StoreTarget(backend, "memory://")
+    if backend == "sqlite":
+        return StoreTarget(backend, f"sqlite:///{tmp_path / 'state.db'}")
+    if backend == "postgres":
         require_service("postgres", POSTGRES_URL)
-        url, options = POSTGRES_URL, {"schema": isolation, "drop_schema_on_close": True}
-    else:
-        require_service("redis", REDIS_URL)
-        url, options = REDIS_URL, {"prefix": f"{isolation}:", "flush_prefix_on_close": True}
-    opened = await open_store(url, clock=clock, **options)
+        return StoreTarget(
+            backend, POSTGRES_URL, {"schema": isolation}, {"drop_schema_on_close": True}
+        )
+    require_service("redis", REDIS_URL)
+    return StoreTarget(
+        backend, REDIS_URL, {"prefix": f"{isolation}:"}, {"flush_prefix_on_close": True}
+    )
+
+
+@pytest.fixture
+async def store(store_target: StoreTarget, clock: FakeClock) -> AsyncIterator[Store]:
+    opened = await open_store(
+        store_target.url, clock=clock, **store_target.options, **store_target.cleanup
+    )
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+async def peer_store(
+    store: Store, store_target: StoreTarget, clock: FakeClock
+) -> AsyncIterator[Store]:
+    """A second store on the same data, as another process opens it: its own connections
+    (the same object for memory://, which lives in one process only)."""
+    if store_target.name == "memory":
+        yield store
+        return
+    opened = await open_store(store_target.url, clock=clock, **store_target.options)
     try:
         yield opened
     finally:

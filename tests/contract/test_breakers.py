@@ -214,3 +214,51 @@ async def test_the_writer_id_tells_the_winner_of_equal_proposals(store: Store) -
     assert len(winners) == 1
     assert all(r.writer == winners[0] for r in results)
     assert (await store.breakers.load("w")).writer == winners[0]
+
+
+async def test_probe_results_are_counted_per_round(store: Store) -> None:
+    """Half-open results add up within their round; a new round starts from zero."""
+    b = store.breakers
+    assert await b.add_probe_result("p", generation=5, failure=False, slow=False) == (
+        WindowTotals(1, 0, 0)
+    )
+    assert await b.add_probe_result("p", generation=5, failure=True, slow=True) == (
+        WindowTotals(2, 1, 1)
+    )
+    assert await b.add_probe_result("p", generation=7, failure=True, slow=False) == (
+        WindowTotals(1, 1, 0)
+    )
+
+
+async def test_probe_results_are_apart_from_the_window_and_other_breakers(
+    store: Store,
+) -> None:
+    """Probe results neither show in the breaker's window nor in another breaker's round, and
+    resetting the window does not touch them."""
+    b = store.breakers
+    await b.add_outcomes("p", second=5, calls=3, failures=1, slow=0, window=10)
+    await b.add_probe_result("p", generation=5, failure=True, slow=False)
+    assert await b.add_outcomes("p", second=5, calls=0, failures=0, slow=0, window=10) == (
+        WindowTotals(3, 1, 0)
+    )
+    assert await b.add_probe_result("q", generation=5, failure=False, slow=False) == (
+        WindowTotals(1, 0, 0)
+    )
+    await b.reset_window("p")
+    assert await b.add_probe_result("p", generation=5, failure=False, slow=False) == (
+        WindowTotals(2, 1, 0)
+    )
+
+
+async def test_concurrent_probe_results_see_each_count_once(store: Store) -> None:
+    """Of N results reported at once, each sees a different running total: exactly one sees
+    all N (the one that decides the round)."""
+    results = await asyncio.gather(
+        *(
+            store.breakers.add_probe_result("p", generation=2, failure=i % 2 == 0, slow=False)
+            for i in range(6)
+        )
+    )
+    assert sorted(r.calls for r in results) == [1, 2, 3, 4, 5, 6]
+    final = next(r for r in results if r.calls == 6)
+    assert final.failures == 3

@@ -211,3 +211,81 @@ async def test_concurrent_takes_beyond_max_wait_are_refused(store: Store, clock:
     granted = sorted(g.wait for g in grants if g.granted)
     assert granted == [approx(max(0, i - 4) / 10) for i in range(15)]
     assert all(g.wait == approx(1.1) for g in grants if not g.granted)
+
+
+# -- refunds -----------------------------------------------------------------------------------
+
+
+async def test_a_refund_gives_an_unused_reservation_back(store: Store, clock: FakeClock) -> None:
+    """A grant whose caller stopped waiting, refunded, no longer delays the next caller: with
+    rate 1/s and one token taken, a reservation (wait 1 s) refunded after 0.05 s leaves the
+    next caller 0.95 s to wait, not 1.95 s."""
+    limits = store.rate_limits
+    first = await limits.take("b", tokens=1, rate=1, burst=1, max_wait=10, now=clock.time())
+    second = await limits.take("b", tokens=1, rate=1, burst=1, max_wait=10, now=clock.time())
+    assert (first.wait, second.wait) == (0.0, approx(1.0))
+    clock.advance(0.05)
+    await limits.refund("b", tokens=1, rate=1, burst=1, now=clock.time())
+    third = await limits.take("b", tokens=1, rate=1, burst=1, max_wait=10, now=clock.time())
+    assert third == TokenGrant(True, approx(0.95))
+
+
+async def test_a_refund_never_fills_beyond_burst(store: Store, clock: FakeClock) -> None:
+    """Refunding more than was taken leaves the bucket at burst, no fuller."""
+    limits = store.rate_limits
+    await limits.take("b", tokens=1, rate=1, burst=2, max_wait=10, now=clock.time())
+    await limits.refund("b", tokens=5, rate=1, burst=2, now=clock.time())
+    waits = [
+        (await limits.take("b", tokens=1, rate=1, burst=2, max_wait=10, now=clock.time())).wait
+        for _ in range(3)
+    ]
+    assert waits == [0.0, 0.0, approx(1.0)]
+
+
+async def test_a_refund_to_an_unknown_bucket_changes_nothing(
+    store: Store, clock: FakeClock
+) -> None:
+    """A bucket never taken from is full: a refund leaves it full (burst, not more)."""
+    await store.rate_limits.refund("b", tokens=3, rate=1, burst=2, now=clock.time())
+    waits = [
+        (
+            await store.rate_limits.take(
+                "b", tokens=1, rate=1, burst=2, max_wait=10, now=clock.time()
+            )
+        ).wait
+        for _ in range(3)
+    ]
+    assert waits == [0.0, 0.0, approx(1.0)]
+
+
+async def test_a_refund_during_a_pause_keeps_the_pause(store: Store, clock: FakeClock) -> None:
+    """A reservation made during a pause and refunded gives its token back without cutting
+    the pause short: the next token still comes when the pause ends."""
+    limits = store.rate_limits
+    now = clock.time()
+    await limits.pause("b", seconds=5, rate=1, burst=5, now=now)
+    reserved = await limits.take("b", tokens=1, rate=1, burst=5, max_wait=10, now=now)
+    assert reserved == TokenGrant(True, approx(5.0))
+    clock.advance(1)
+    await limits.refund("b", tokens=1, rate=1, burst=5, now=clock.time())
+    after = await limits.take("b", tokens=1, rate=1, burst=5, max_wait=10, now=clock.time())
+    assert after == TokenGrant(True, approx(4.0))
+
+
+async def test_concurrent_refunds_are_all_counted(store: Store, clock: FakeClock) -> None:
+    """Refunds racing each other are atomic: ten reservations refunded at once all come back."""
+    limits = store.rate_limits
+    now = clock.time()
+    for _ in range(11):
+        await limits.take("b", tokens=1, rate=1, burst=1, max_wait=60, now=now)
+    await asyncio.gather(
+        *(limits.refund("b", tokens=1, rate=1, burst=1, now=now) for _ in range(10))
+    )
+    grant = await limits.take("b", tokens=1, rate=1, burst=1, max_wait=60, now=now)
+    assert grant == TokenGrant(True, approx(1.0))
+
+
+async def test_a_refund_with_a_non_positive_rate_is_refused(store: Store, clock: FakeClock) -> None:
+    """rate must be > 0 for a refund too."""
+    with pytest.raises(ConfigurationError):
+        await store.rate_limits.refund("b", tokens=1, rate=0, burst=1, now=clock.time())

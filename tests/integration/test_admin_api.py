@@ -28,6 +28,7 @@ from antifragile import (
     Constant,
     FakeClock,
     InvalidRequestError,
+    Policy,
     Retry,
     UpstreamUnavailableError,
 )
@@ -43,6 +44,7 @@ from antifragile.service._auth import MISSING, NOT_CONFIGURED
 from antifragile.service._envelope import RequestContextMiddleware, install_error_handlers
 from antifragile.service._limits import InboundLimits
 from antifragile.service._settings import Settings
+from antifragile.stores import SharedCircuitBreaker, open_store
 
 BOOTSTRAP = "bootstrap-admin-key-0123456789"
 SECRET_NOTE = "Bearer abcdefghijklmnop"
@@ -450,6 +452,42 @@ async def test_breakers_force_open_close_and_reset(admin: Admin) -> None:
     assert reset["state"] == "closed"
     _error(await admin.client.post("/v1/admin/breakers/hubspot/open"), 404, "NOT_FOUND")
     _error(await admin.client.post("/v1/admin/breakers/shopify/melt"), 400, "VALIDATION")
+
+
+async def test_a_shared_breaker_is_listed_as_other_processes_left_it(
+    admin: Admin, tmp_path: Path
+) -> None:
+    """GET /breakers shows a shared breaker as it is now, though this process made no call:
+    the window's calls and failures of another process (not zeros), and the state it set."""
+    clock = admin.backend.clock
+    url = f"sqlite:///{tmp_path / 'breakers.db'}"
+    here, there = await open_store(url, clock=clock), await open_store(url, clock=clock)
+    try:
+        options: dict[str, Any] = {"minimum_calls": 100, "clock": clock}
+        admin.backend.circuit["crm"] = SharedCircuitBreaker("crm", here, **options)
+        other = SharedCircuitBreaker("crm", there, **options)
+        elsewhere = Policy("crm", breaker=other, retry=None, clock=clock)
+
+        async def fails() -> None:
+            raise ConnectionError("crm down")
+
+        async def works() -> str:
+            return "ok"
+
+        for _ in range(2):
+            await elsewhere.acall(works)
+        for _ in range(3):
+            with pytest.raises(ConnectionError):
+                await elsewhere.acall(fails)
+        listed = _data(await admin.client.get("/v1/admin/breakers"))["crm"]
+        assert listed["state"] == "closed"
+        assert (listed["metrics"]["calls"], listed["metrics"]["failures"]) == (5, 3)
+        await other.aforce("forced_open")
+        listed = _data(await admin.client.get("/v1/admin/breakers"))["crm"]
+        assert listed["state"] == "forced_open"
+    finally:
+        await here.close()
+        await there.close()
 
 
 # -- flags ----------------------------------------------------------------------------------------

@@ -8,6 +8,10 @@ attempt timeouts take (a tenth of a second of) real time.
 from __future__ import annotations
 
 import asyncio
+import math
+import socket
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Literal
 
@@ -18,10 +22,12 @@ from antifragile import (
     AuthenticationError,
     CircuitBreaker,
     CircuitOpenError,
+    DeadlineExceededError,
     Exponential,
     FakeClock,
     NetworkError,
     Policy,
+    RateLimitedError,
     ResilientClient,
     Retry,
     SyncResilientClient,
@@ -31,7 +37,7 @@ from antifragile import (
     request_context,
 )
 from antifragile.errors import REDACTED, Envelope, ErrorEnvelope, SuccessEnvelope
-from antifragile.observability import BreakerTransition, RecordingObserver
+from antifragile.observability import BreakerTransition, LimiterAdjusted, RecordingObserver
 from antifragile.sandbox import Fault, FlakyServer
 
 Kind = Literal["async", "sync"]
@@ -131,15 +137,42 @@ async def test_retry_after_delta_seconds_is_honoured(
 
 
 async def test_retry_after_http_date_is_honoured(
-    server: FlakyServer, connect: Connect, clock: FakeClock
+    server: FlakyServer, connect: Connect, recorder: RecordingObserver
 ) -> None:
-    """A 429 whose ``Retry-After`` is an HTTP-date 20 s ahead makes the retry wait ~20 s."""
+    """A 429 whose ``Retry-After`` is an HTTP-date 20 s ahead makes the retry wait ~20 s. The
+    date is read once, on the policy's clock (here a FakeClock whose wall time starts at the
+    real one, as the server's dates do): the rate limiter pauses exactly as long as the retry
+    waits, so no second wait follows."""
+    started = time.time()
+    clock = FakeClock(wall_offset=started - 1000.0)  # its wall time is `started` until it sleeps
+    limiter = TokenBucket(100, name="provider")
     server.script("/orders", [Fault.rate_limited(20, http_date=True)])
-    response = await connect(policy(clock)).request("GET", "/orders")
+    client = connect(policy(clock, rate=limiter, observer=recorder))
+    response = await client.request("GET", "/orders")
+    finished = time.time()
     assert response.status_code == 200
     [wait] = clock.sleeps
-    assert 18.5 <= wait <= 21.0
+    # the server wrote now + 20 s, rounded up to a whole second, at some time in between
+    assert 20.0 <= wait <= math.ceil(finished + 20.0) - started
+    [adjusted] = recorder.of(LimiterAdjusted)
+    assert adjusted.paused_for == wait
     assert server.count("/orders") == 2
+
+
+async def test_an_http_date_is_read_on_the_policy_clock_only(
+    server: FlakyServer, connect: Connect, clock: FakeClock, recorder: RecordingObserver
+) -> None:
+    """With a FakeClock years away from the server's dates, the error's ``retry_after`` and
+    the limiter's pause are the same span, both read on the policy's clock -- never one on
+    the system clock and one on the policy's."""
+    limiter = TokenBucket(100, name="provider")
+    server.script("/orders", [Fault.rate_limited(20, http_date=True)])
+    client = connect(policy(clock, rate=limiter, observer=recorder, retry=None))
+    with pytest.raises(RateLimitedError) as info:
+        await client.request("GET", "/orders")
+    [adjusted] = recorder.of(LimiterAdjusted)
+    assert adjusted.paused_for is not None
+    assert info.value.retry_after == adjusted.paused_for
 
 
 async def test_rate_limited_post_without_key_is_retried(
@@ -151,6 +184,26 @@ async def test_rate_limited_post_without_key_is_retried(
     assert response.status_code == 200
     assert clock.sleeps == [1.0]
     assert server.count("/orders") == 2
+
+
+async def test_a_5xx_with_a_quota_reset_header_is_retried_on_the_back_off(
+    server: FlakyServer, connect: Connect, clock: FakeClock
+) -> None:
+    """Quota reset headers on a 5xx do not set the wait: a 503 with a 40-minute
+    ``RateLimit-Reset`` is retried, and a 500 with ``RateLimit-Reset: 20`` waits the back-off,
+    not 20 s."""
+    server.script(
+        "/orders",
+        [
+            Fault.status(503, headers={"RateLimit-Reset": "2400"}),
+            Fault.status(500, headers={"RateLimit-Reset": "20"}),
+        ],
+    )
+    response = await connect(policy(clock, total_timeout=60)).request("GET", "/orders")
+    assert response.status_code == 200
+    assert server.count("/orders") == 3
+    assert len(clock.sleeps) == 2
+    assert all(wait < 20 for wait in clock.sleeps)
 
 
 # -- 5xx, timeouts, resets --------------------------------------------------------------------
@@ -413,3 +466,74 @@ async def test_request_safe_returns_envelopes(
     assert isinstance(fine, SuccessEnvelope)
     assert fine.success is True
     assert fine.data.json() == {"ok": True}
+
+
+# -- a body that trickles in --------------------------------------------------------------------
+
+
+class TrickleServer:
+    """A raw HTTP server that answers 200 with a body of ``size`` bytes, one byte every
+    ``interval`` seconds, recording how far it got: ``finished`` when it sent the whole body,
+    ``disconnected`` when the client hung up first."""
+
+    def __init__(self, size: int = 200, interval: float = 0.05) -> None:
+        self.size = size
+        self.interval = interval
+        self.sent = 0
+        self.finished = threading.Event()
+        self.disconnected = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self._listener.accept()
+        except OSError:  # closed before anyone connected
+            return
+        with conn:
+            received = b""
+            while b"\r\n\r\n" not in received:
+                data = conn.recv(4096)
+                if not data:
+                    return
+                received += data
+            head = f"HTTP/1.1 200 OK\r\nContent-Length: {self.size}\r\n\r\n"
+            try:
+                conn.sendall(head.encode())
+                for _ in range(self.size):
+                    time.sleep(self.interval)
+                    conn.sendall(b"x")
+                    self.sent += 1
+            except OSError:  # the client hung up: the next bytes found no one
+                self.disconnected.set()
+                return
+            self.finished.set()
+
+    def __enter__(self) -> TrickleServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._listener.close()
+        self._thread.join()
+
+
+async def test_the_total_timeout_bounds_a_body_that_trickles_in(kind: Kind) -> None:
+    """httpx's read timeout starts again with every byte, so a body that trickles in never
+    trips it; the total timeout bounds the whole attempt, reading the body included: the call
+    fails with a timeout while the server is still sending, and the server finds the
+    connection closed before it could finish."""
+    with TrickleServer(size=200, interval=0.05) as server:
+        policy = Policy("provider", retry=None, timeout=None, total_timeout=0.3)
+        client = Client(kind, server.url, policy, timeout=10.0)
+        try:
+            with pytest.raises((UpstreamTimeoutError, DeadlineExceededError)):
+                await client.request("GET", "/report")
+            assert not server.finished.is_set()
+            assert server.sent < server.size
+        finally:
+            await client.aclose()
+        await asyncio.to_thread(server.disconnected.wait, 30)
+        assert server.disconnected.is_set()
+        assert not server.finished.is_set()

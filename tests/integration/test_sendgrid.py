@@ -43,8 +43,10 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def sandbox() -> Iterator[ProviderSandbox]:
-    with ProviderSandbox([SendGridSimulator(api_keys=[KEY], rate_limit=100_000)]) as running:
+def sandbox(clock: FakeClock) -> Iterator[ProviderSandbox]:
+    """SendGrid on the policies' clock: its epoch ``X-RateLimit-Reset`` is read on that clock."""
+    simulator = SendGridSimulator(api_keys=[KEY], rate_limit=100_000, clock=clock.time)
+    with ProviderSandbox([simulator]) as running:
         yield running
 
 

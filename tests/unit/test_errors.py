@@ -507,6 +507,35 @@ def test_429_falls_back_to_the_reset_header() -> None:
     assert error.retry_after == 30.0
 
 
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"RateLimit-Reset": "20"},
+        {"X-RateLimit-Reset": "2400"},
+        {"X-RateLimit-Reset": "1700002400"},  # an epoch 40 minutes ahead
+        {"RateLimit-Limit": "100", "RateLimit-Remaining": "0", "RateLimit-Reset": "2400"},
+    ],
+)
+def test_a_5xx_ignores_quota_reset_headers(status: int, headers: dict[str, str]) -> None:
+    """A quota's reset header says when the quota renews, not when a failing server comes
+    back: on a 5xx it leaves ``retry_after`` unset (the back-off decides), so a 503 with a
+    40-minute reset is still retried and a 500 with ``RateLimit-Reset: 20`` does not wait
+    20 s."""
+    error = classify_response(httpx.Response(status, headers=headers), now=1_700_000_000.0)
+    assert isinstance(error, UpstreamUnavailableError)
+    assert error.retry_after is None
+
+
+def test_a_503_still_honours_retry_after_beside_a_reset_header() -> None:
+    """``Retry-After`` on a 503 is the server's own word: it is kept, whatever the quota's
+    reset header says."""
+    response = httpx.Response(503, headers={"Retry-After": "3", "RateLimit-Reset": "2400"})
+    error = classify_response(response, now=0.0)
+    assert isinstance(error, UpstreamUnavailableError)
+    assert error.retry_after == 3.0
+
+
 def test_response_detail_is_a_redacted_excerpt_of_the_body() -> None:
     """The body excerpt is kept, redacted; an unread streaming body is not read."""
     error = classify_response(httpx.Response(400, text="bad field; token=abcd1234 " + "x" * 900))

@@ -40,6 +40,11 @@ class RecordingStore:
     ) -> None:
         await self.inner.pause(key, seconds=seconds, rate=rate, burst=burst, now=now)
 
+    async def refund(
+        self, key: str, *, tokens: float, rate: float, burst: float, now: float
+    ) -> None:
+        await self.inner.refund(key, tokens=tokens, rate=rate, burst=burst, now=now)
+
 
 async def test_ip_bucket_allows_a_burst_then_refills(clock: FakeClock) -> None:
     """(3, 60): three requests at once, the fourth waits 20 s; after 20 s one more passes."""

@@ -88,7 +88,11 @@ def classify_response(
     """The error a response stands for, or ``None`` for 1xx, 2xx and 3xx.
 
     *detail* is an excerpt of the body to keep (it is redacted); when omitted and the body has
-    already been read, its first 500 characters are used.
+    already been read, its first 500 characters are used. *now* (wall-clock epoch seconds, by
+    default ``time.time()``) reads HTTP-date and epoch headers: pass the caller's clock.
+
+    ``retry_after`` comes from ``Retry-After``; on a 429 alone, failing that, from the quota's
+    reset header (``RateLimit-Reset``, ``X-RateLimit-Reset``).
     """
     status = response.status_code
     if status < 400:
@@ -120,8 +124,9 @@ def classify_response(
             )
         if status == 408:
             return UpstreamTimeoutError(message, **common)
-        # only Retry-After says when an unavailable service comes back: the rate-limit reset
-        # headers some providers put on every answer (SendGrid) time their quota window
+        # only Retry-After says when to come back from a failure: a quota's reset headers
+        # (RateLimit-Reset, X-RateLimit-Reset) say when the quota renews, which matters to
+        # a 429 and to nothing else
         return UpstreamUnavailableError(
             message,
             retry_after=parse_retry_after(response.headers.get("retry-after"), wall),

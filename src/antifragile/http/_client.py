@@ -4,7 +4,10 @@ For every request it
 
 * sends ``x-request-id`` (the current context's request id, or a new one per logical call, the
   same for each of its attempts) and ``Idempotency-Key`` when given one;
-* bounds each attempt's httpx timeout by the policy's deadlines;
+* bounds each attempt by the policy's deadlines: its httpx timeouts, and the reading of the
+  body -- httpx's read timeout starts again with every chunk, so a body that trickles in would
+  never trip it. The async client's attempt is cancelled at the deadline, wherever it is; the
+  sync client reads the body chunk by chunk and stops at the first chunk after the deadline;
 * reads the provider's rate-limit headers and feeds them to the policy's rate limiter, so the
   client slows down before the provider starts answering 429;
 * turns error responses and transport failures into the antifragile exception tree, with
@@ -20,9 +23,9 @@ For every request it
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -79,6 +82,47 @@ def _rate_headers(headers: httpx.Headers) -> dict[str, str] | None:
             value = raw_value.decode("latin-1")
             found[key] = f"{found[key]}, {value}" if key in found else value
     return found
+
+
+def _past_deadline(request: httpx.Request) -> httpx.ReadTimeout | None:
+    remaining = time_remaining()
+    if remaining is None or remaining > 0:
+        return None
+    return httpx.ReadTimeout("the deadline passed while the body was read", request=request)
+
+
+class _DeadlineStream(httpx.SyncByteStream):
+    """A response body that gives up at the first chunk arriving after the deadline."""
+
+    def __init__(self, stream: httpx.SyncByteStream, request: httpx.Request) -> None:
+        self._stream = stream
+        self._request = request
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._stream:
+            late = _past_deadline(self._request)
+            if late is not None:
+                raise late
+            yield chunk
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+def _send_within(client: httpx.Client, request: httpx.Request) -> httpx.Response:
+    """Send *request*; under a deadline, read the body chunk by chunk against it.
+
+    Only the sync client needs this: an async attempt is cancelled when its deadline passes,
+    wherever it is -- reading the body included."""
+    if time_remaining() is None:
+        return client.send(request)
+    response = client.send(request, stream=True)
+    try:
+        response.stream = _DeadlineStream(cast(httpx.SyncByteStream, response.stream), request)
+        response.read()
+    finally:
+        response.close()
+    return response
 
 
 def _path_of(url: str) -> str:
@@ -183,9 +227,11 @@ class _ClientCore:
     ) -> IntegrationError | None:
         """Feed rate-limit headers to the limiter; the error the response stands for, if any.
 
-        The limiter reads epoch reset headers against the policy's clock (a ``FakeClock`` in
-        tests), never the system's."""
+        HTTP-date and epoch headers are read once, against one time: the policy's clock (a
+        ``FakeClock`` in tests), never the system's -- so the limiter's pause and the error's
+        ``retry_after`` are the same number of seconds."""
         limiter = self.policy.rate
+        now: float | None = None
         if limiter is not None:
             rate_headers = _rate_headers(response.headers)
             if rate_headers is not None:
@@ -200,6 +246,7 @@ class _ClientCore:
             operation=operation,
             idempotent=safe,
             request_id=request_id,
+            now=self.policy.clock.time() if now is None else now,
         )
         if error is None:
             return None
@@ -444,7 +491,7 @@ class SyncResilientClient(_ClientCore):
                 for name, value in ours:
                     request_headers[name] = value
                 with outbound_span(self.provider, operation, request) as attempt_span:
-                    response = client.send(request)
+                    response = _send_within(client, request)
                     attempt_span.set_attribute("http.response.status_code", response.status_code)
             except Exception as exc:
                 error = self._transport_error(exc, operation, safe, request_id)

@@ -28,8 +28,9 @@ body or query ``400 VALIDATION``.
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import asdict, is_dataclass
 from typing import Annotated, Any, Literal
 
@@ -112,6 +113,20 @@ def mask_personal(value: Any, key: str | None = None) -> Any:
 def job_view(job: Job) -> dict[str, Any]:
     """A job as the API shows it: payload and history redacted, personal data masked."""
     return _job_view(job, mask=mask_personal)
+
+
+async def fresh_breaker_views(breakers: Mapping[str, CircuitBreaker]) -> list[dict[str, Any]]:
+    """The views of *breakers*, in name order, each as judged now: a breaker whose state lives
+    in a store (``shares_state``) reads its record and window totals first, so that another
+    process's transitions and calls show."""
+    reads: list[Awaitable[Any]] = []
+    for breaker in breakers.values():
+        refresh = getattr(breaker, "refresh", None) if breaker.shares_state else None
+        if refresh is not None:
+            reads.append(refresh())
+    if reads:
+        await asyncio.gather(*reads)
+    return [breaker_view(name, breakers[name]) for name in sorted(breakers)]
 
 
 def breaker_view(name: str, breaker: CircuitBreaker) -> dict[str, Any]:
@@ -452,8 +467,8 @@ def _breakers(request: Request) -> dict[str, CircuitBreaker]:
 
 @router.get("/breakers", summary="Circuit breaker state per provider")
 async def list_breakers(request: Request) -> JSONResponse:
-    breakers = _breakers(request)
-    return ok({name: breaker_view(name, breakers[name]) for name in sorted(breakers)})
+    views = await fresh_breaker_views(_breakers(request))
+    return ok({view["provider"]: view for view in views})
 
 
 async def _force(breaker: CircuitBreaker, action: BreakerAction) -> None:

@@ -56,7 +56,7 @@ from antifragile.jobs import DeadLetterFilter, JobFilter, Jobs
 from antifragile.observability._redaction import mask_email, mask_phone
 from antifragile.service._admin import (
     ResolveOne,
-    breaker_view,
+    fresh_breaker_views,
     job_view,
     mask_personal,
     resolve_one,
@@ -444,7 +444,7 @@ async def _panels(request: Request, filters: Mapping[str, str]) -> dict[str, Any
     return {
         "now": now,
         "filters": filters,
-        "breakers": [breaker_view(name, breakers[name]) for name in sorted(breakers)],
+        "breakers": await fresh_breaker_views(breakers),
         "queues": queues,
         "dead": dead,
         "failures": [

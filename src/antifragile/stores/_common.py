@@ -73,6 +73,22 @@ def pause_bucket(
     return Bucket(level if level < 1.0 else 1.0, until)
 
 
+def refund_bucket(
+    bucket: Bucket | None, *, tokens: float, rate: float, burst: float, now: float
+) -> Bucket | None:
+    """The bucket to store after *tokens* are given back (``None``: nothing changes).
+
+    The level grows by *tokens*, never beyond *burst*, at ``now`` -- or at the end of a pause
+    still under way (the stamp never moves back). A missing bucket is full already.
+    """
+    check_rate(rate)
+    if bucket is None or not tokens > 0:
+        return None
+    at = now if now > bucket.stamp else bucket.stamp
+    level = bucket.level(at, rate, burst) + tokens
+    return Bucket(burst if level > burst else level, at)
+
+
 def merge_fields(
     key: str, fields: dict[str, JSON], *, exists: bool, current: JSON = None
 ) -> dict[str, JSON]:
@@ -115,6 +131,13 @@ def check_breaker_names(expected: BreakerRecord, new: BreakerRecord) -> None:
 def check_window(window: int) -> None:
     if not window >= 1:
         raise ConfigurationError(f"window must be at least 1 second, got {window!r}")
+
+
+def probe_key(name: str) -> str:
+    """Where SQL backends count a breaker's half-open results: rows of the window table under
+    the breaker's name and a unit separator (U+001F), which no breaker name written by hand
+    contains (PostgreSQL text cannot hold a NUL)."""
+    return f"{name}\x1fprobes"
 
 
 def breaker_matches(current: BreakerRecord, expected: BreakerRecord) -> bool:

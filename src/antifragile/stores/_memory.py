@@ -26,6 +26,7 @@ from antifragile.stores._common import (
     check_window,
     merge_fields,
     pause_bucket,
+    refund_bucket,
     take_tokens,
 )
 from antifragile.stores._protocols import (
@@ -306,6 +307,16 @@ class MemoryRateLimitStore:
                 self._data[key] = bucket
             return grant
 
+    async def refund(
+        self, key: str, *, tokens: float, rate: float, burst: float, now: float
+    ) -> None:
+        with self._lock:
+            bucket = refund_bucket(
+                self._data.get(key), tokens=tokens, rate=rate, burst=burst, now=now
+            )
+            if bucket is not None:
+                self._data[key] = bucket
+
     async def pause(
         self, key: str, *, seconds: float, rate: float, burst: float, now: float
     ) -> None:
@@ -324,6 +335,7 @@ class MemoryBreakerStore:
         self._lock = lock
         self._records: dict[str, BreakerRecord] = {}
         self._windows: dict[str, dict[int, tuple[int, int, int]]] = {}
+        self._probes: dict[str, tuple[int, int, int, int]] = {}  # generation, counts
 
     async def load(self, name: str) -> BreakerRecord:
         with self._lock:
@@ -367,6 +379,17 @@ class MemoryBreakerStore:
     async def reset_window(self, name: str) -> None:
         with self._lock:
             self._windows.pop(name, None)
+
+    async def add_probe_result(
+        self, name: str, *, generation: int, failure: bool, slow: bool
+    ) -> WindowTotals:
+        with self._lock:
+            counted, calls, failures, slow_calls = self._probes.get(name, (generation, 0, 0, 0))
+            if counted != generation:
+                calls = failures = slow_calls = 0
+            totals = (calls + 1, failures + bool(failure), slow_calls + bool(slow))
+            self._probes[name] = (generation, *totals)
+            return WindowTotals(*totals)
 
 
 class MemoryStore:

@@ -93,6 +93,7 @@ from antifragile.stores._common import (
     check_rate,
     check_window,
     prefix_end,
+    probe_key,
     take_tokens,
 )
 from antifragile.stores._migrations import (
@@ -298,6 +299,19 @@ ON CONFLICT (key) DO UPDATE SET
                    b.tokens + (%(until)s::float8 - b.stamp) * %(rate)s::float8,
                    1.0::float8),
     stamp = EXCLUDED.stamp
+"""
+
+# give tokens back: at max(now, stamp) (a pause keeps its end), the level plus the tokens,
+# capped at burst; a missing bucket is full and stays absent
+RATE_REFUND: LiteralString = """
+UPDATE antifragile_rate_limits AS b SET
+    tokens = LEAST(%(burst)s::float8,
+                   LEAST(%(burst)s::float8,
+                         b.tokens + (GREATEST(%(now)s::float8, b.stamp) - b.stamp)
+                                    * %(rate)s::float8)
+                   + %(tokens)s::float8),
+    stamp = GREATEST(%(now)s::float8, b.stamp)
+WHERE b.key = %(key)s
 """
 
 BREAKER_LOAD: LiteralString = """
@@ -877,6 +891,21 @@ class PostgresRateLimitStore:
                 return grant
         raise StoreError(f"take from bucket {key!r} kept meeting concurrent changes; try again")
 
+    async def refund(
+        self, key: str, *, tokens: float, rate: float, burst: float, now: float
+    ) -> None:
+        check_rate(rate)
+        if not tokens > 0:
+            return
+        params = {
+            "key": key,
+            "tokens": float(tokens),
+            "rate": float(rate),
+            "burst": float(burst),
+            "now": float(now),
+        }
+        await self._db.execute(RATE_REFUND, params)
+
     async def pause(
         self, key: str, *, seconds: float, rate: float, burst: float, now: float
     ) -> None:
@@ -958,6 +987,22 @@ class PostgresBreakerStore:
 
     async def reset_window(self, name: str) -> None:
         await self._db.execute(BREAKER_RESET, {"name": name})
+
+    async def add_probe_result(
+        self, name: str, *, generation: int, failure: bool, slow: bool
+    ) -> WindowTotals:
+        # the window's statement on rows of their own: one bucket per round (see SQLite)
+        params = {
+            "name": probe_key(name),
+            "second": int(generation),
+            "calls": 1,
+            "failures": int(bool(failure)),
+            "slow": int(bool(slow)),
+            "window": 1,
+        }
+        row = await self._db.fetchone(BREAKER_ADD, params)
+        assert row is not None
+        return WindowTotals(calls=row[0], failures=row[1], slow=row[2])
 
 
 # -- the store ----------------------------------------------------------------------------------

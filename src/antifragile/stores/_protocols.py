@@ -279,6 +279,17 @@ class RateLimitStore(Protocol):
         get waits spaced exactly ``tokens / rate`` apart."""
         ...
 
+    async def refund(
+        self, key: str, *, tokens: float, rate: float, burst: float, now: float
+    ) -> None:
+        """Give back *tokens* of a grant that was not used (its caller stopped waiting).
+
+        At ``at = max(now, stamp)`` -- a pause under way keeps its end -- it stores
+        ``min(burst, level at at + tokens)``, in one atomic step, so the next caller's wait is
+        what it would have been had the grant never been made. A missing bucket is full and
+        stays as it is; ``tokens <= 0`` does nothing."""
+        ...
+
     async def pause(
         self, key: str, *, seconds: float, rate: float, burst: float, now: float
     ) -> None:
@@ -353,6 +364,17 @@ class BreakerStore(Protocol):
 
     async def reset_window(self, name: str) -> None:
         """Forget the outcomes (on close after a probe, or on reset)."""
+        ...
+
+    async def add_probe_result(
+        self, name: str, *, generation: int, failure: bool, slow: bool
+    ) -> WindowTotals:
+        """Count one result of the half-open round *generation* (the record's generation
+        while it probes) and return the round's totals so far, atomically: of N results
+        reported concurrently, exactly one sees ``calls == N``.
+
+        Rounds are counted apart from the window and from each other; counts of earlier
+        rounds may be dropped. They are kept at least as long as the breaker record."""
         ...
 
 

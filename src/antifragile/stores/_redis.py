@@ -437,6 +437,23 @@ return 1
 """
 )
 
+# KEYS: bucket; ARGV: tokens rate burst now margin_ms
+#
+# Tokens of an unused grant go back at max(now, stamp): a pause under way keeps its end. A
+# missing bucket is full, and stays absent.
+_RATE_REFUND = (
+    _BUCKET_PRELUDE
+    + r"""
+if not r[1] then return 0 end
+local at = tonumber(r[2])
+if now > at then at = now end
+local tokens = level(at) + tonumber(ARGV[1])
+if tokens > burst then tokens = burst end
+store(tokens, at)
+return 1
+"""
+)
+
 _BREAKER_FIELDS = (
     "state",
     "generation",
@@ -515,6 +532,7 @@ _SCRIPTS: dict[str, str] = {
     "lease_release": _LEASE_RELEASE,
     "rate_take": _RATE_TAKE,
     "rate_pause": _RATE_PAUSE,
+    "rate_refund": _RATE_REFUND,
     "breaker_load": _BREAKER_LOAD,
     "breaker_cas": _BREAKER_CAS,
     "breaker_add": _BREAKER_ADD,
@@ -1026,6 +1044,19 @@ class RedisRateLimitStore(_Part):
         )
         return TokenGrant(granted=bool(granted), wait=float(wait))
 
+    async def refund(
+        self, key: str, *, tokens: float, rate: float, burst: float, now: float
+    ) -> None:
+        check_rate(rate)
+        if not tokens > 0:
+            return
+        store = self._store
+        await store._run(
+            "rate_refund",
+            [store._key("rate", key)],
+            [_num(tokens), _num(rate), _num(burst), _num(now), store._margin_ms],
+        )
+
     async def pause(
         self, key: str, *, seconds: float, rate: float, burst: float, now: float
     ) -> None:
@@ -1117,3 +1148,23 @@ class RedisBreakerStore(_Part):
     async def reset_window(self, name: str) -> None:
         store = self._store
         await store._delete(store._key("breaker", name) + ":w")
+
+    async def add_probe_result(
+        self, name: str, *, generation: int, failure: bool, slow: bool
+    ) -> WindowTotals:
+        # the window's script on a hash of its own, one bucket per round, kept as long as
+        # the record
+        store = self._store
+        calls, failures, slow_calls = await store._run(
+            "breaker_add",
+            [store._key("breaker", name) + ":p"],
+            [
+                str(int(generation)),
+                "1",
+                str(int(bool(failure))),
+                str(int(bool(slow))),
+                "1",
+                store._retention_ms,
+            ],
+        )
+        return WindowTotals(int(calls), int(failures), int(slow_calls))

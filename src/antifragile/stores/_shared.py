@@ -15,11 +15,12 @@ round trip for a successful call in the closed state:
   process whose calls fail learns at its next failure that someone else opened it;
 * leaving open is a compare-and-set too, and its winner is the one probe: exactly one half-open
   probe goes out across all processes. The probe's result closes or re-opens the breaker for
-  everyone (with several probes allowed, the first result decides). A probe that reports
-  nothing before its deadline -- the open duration of that round, stored in the record's
-  ``open_until`` -- is presumed lost (its process died, or the store was unreachable when it
-  finished), and the next call takes over as a new probe, so the breaker never stays half-open
-  for good;
+  everyone (with several probes allowed, each result is counted in the store, and the one that
+  completes ``half_open_calls`` judges the round's rates, as a local breaker does). A probe
+  that reports nothing before its deadline -- the open duration of that round, stored in the
+  record's ``open_until`` -- is presumed lost (its process died, or the store was unreachable
+  when it finished), and the next call takes over as a new probe, so the breaker never stays
+  half-open for good;
 * when the store fails or is slower than ``store_timeout``, the breaker falls back to a
   process-local breaker with the same settings, starting from the last shared state it knew
   (an open breaker stays open), logs a warning, emits a ``StoreFallback`` event, retries the
@@ -36,7 +37,8 @@ which only makes the window a little more pessimistic; failures are always count
 :class:`SharedTokenBucket` takes its tokens from a bucket in the store -- one round trip per
 call, the reservation made atomically by the store, so R tokens per second are handed out across
 all processes -- and falls back to a process-local bucket in the same way (every process then
-allows the full rate on its own until the store is back).
+allows the full rate on its own until the store is back). A reservation whose caller stops
+waiting (a cancelled task) is given back to the store, atomically.
 
 Both need async calls (the async pipeline awaits their I/O); a sync policy refuses them.
 """
@@ -110,18 +112,33 @@ def _positive(name: str, value: Duration) -> float:
     return result
 
 
+#: what the holder shows before the record was first read: not closed, so that the pipeline's
+#: closed fast path does not admit calls on a record nobody has read -- it asks ``aacquire``,
+#: which reads it first
+_UNREAD = BreakerSnapshot(state=CircuitState.HALF_OPEN, generation=-1)
+
+
 class _CachedRecord:
     """The breaker's view of its state, read without I/O: the shared record as last seen, or,
     while the store is unavailable, the process-local fallback breaker's state."""
 
-    __slots__ = ("local", "record", "snapshot")
+    __slots__ = ("local", "read", "record", "snapshot")
 
     def __init__(self, name: str) -> None:
         self.record = BreakerRecord(name)
         self.snapshot = _snapshot(self.record)
         self.local: LocalBreakerState | None = None
+        self.read = False  # whether the record has been read from the store yet
 
     def get(self) -> BreakerSnapshot:
+        local = self.local
+        if local is not None:
+            return local.get()
+        return self.snapshot if self.read else _UNREAD
+
+    def current(self) -> BreakerSnapshot:
+        """The state as known: the record as last seen (the default one before the first
+        read), or the fallback breaker's."""
         local = self.local
         return self.snapshot if local is None else local.get()
 
@@ -132,6 +149,7 @@ class _CachedRecord:
     def adopt(self, record: BreakerRecord) -> None:
         self.record = record
         self.snapshot = _snapshot(record)
+        self.read = True
 
 
 class _Fallback:
@@ -224,8 +242,8 @@ class SharedCircuitBreaker(CircuitBreaker):
     pause between two tries of an unavailable store) and ``store_timeout`` (beyond which the
     store counts as unavailable). Change the state for every process with :meth:`aforce`.
 
-    A new breaker takes the record for closed until it first reads the store, which its first
-    call starts; ``await breaker.refresh()`` reads it before the first call. While the store is
+    A new breaker reads the record before it admits its first call (concurrent first callers
+    wait for that one read); ``await breaker.refresh()`` reads it at once. While the store is
     unavailable, listeners and the observer see the local breaker's transitions.
     """
 
@@ -300,6 +318,10 @@ class SharedCircuitBreaker(CircuitBreaker):
         self._probe: BreakerRecord | None = None  # the half-open round this process probes
         self._probe_permits = 0
         self._tasks: set[asyncio.Task[Any]] = set()
+        # the shared window's totals as last read (of the cached record's generation), and
+        # the epoch second they were read at
+        self._totals = WindowTotals(0, 0, 0)
+        self._totals_second = 0
 
     @property
     def degraded(self) -> bool:
@@ -326,6 +348,7 @@ class SharedCircuitBreaker(CircuitBreaker):
         self._adopted = max(ticket, self._adopted)
         if record.generation != cached.generation:
             self._drop_pending()  # outcomes of calls admitted under the earlier generation
+            self._totals = WindowTotals(0, 0, 0)  # a transition starts a new window
         self._cache.adopt(record)
         self._synced_at = self._mono()
         closed = record.state == _CLOSED and not self._fallback.active
@@ -442,16 +465,21 @@ class SharedCircuitBreaker(CircuitBreaker):
     async def _flush(self) -> WindowTotals | None:
         """Write the pending outcomes; the window totals across processes, or ``None``."""
         calls, failures, slow = self._take_pending()
-        return await self._call_store(
+        second = int(self._clock.time())
+        generation = self._cache.record.generation
+        totals = await self._call_store(
             self._store.add_outcomes(
                 self.key,
-                second=int(self._clock.time()),
+                second=second,
                 calls=calls,
                 failures=failures,
                 slow=slow,
                 window=self._shared_window,
             )
         )
+        if totals is not None and generation == self._cache.record.generation:
+            self._totals, self._totals_second = totals, second
+        return totals
 
     async def _evaluate(self, totals: WindowTotals) -> bool:
         """Open the shared breaker when the window's rates cross a threshold; whether a
@@ -502,12 +530,13 @@ class SharedCircuitBreaker(CircuitBreaker):
             await self._call_store(self._store.reset_window(self.key))
         return current
 
-    async def _sync(self) -> None:
-        """Write pending outcomes and refresh the cached record (one batch)."""
+    async def _sync(self, *, totals: bool = False) -> None:
+        """Write pending outcomes and refresh the cached record (one batch); with *totals*,
+        read the window's totals even when there is nothing to write."""
         try:
-            if self._successes or any(self._outcomes):
-                totals = await self._flush()
-                if totals is None or await self._evaluate(totals):
+            if self._successes or any(self._outcomes) or totals:
+                window = await self._flush()
+                if window is None or await self._evaluate(window):
                     return
             await self._load()
         finally:
@@ -515,12 +544,14 @@ class SharedCircuitBreaker(CircuitBreaker):
                 self._sync_task = None
             self._sync_due = self._mono() + self._sync_interval
 
-    def _begin_sync(self, loop: asyncio.AbstractEventLoop) -> asyncio.Task[None]:
+    def _begin_sync(
+        self, loop: asyncio.AbstractEventLoop, *, totals: bool = False
+    ) -> asyncio.Task[None]:
         self._sync_due = math.inf  # no success needs to look at the clock meanwhile
-        task = self._sync_task = loop.create_task(self._sync())
+        task = self._sync_task = loop.create_task(self._sync(totals=totals))
         return task
 
-    def _start_sync(self) -> None:
+    def _start_sync(self, *, totals: bool = False) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # a sync caller: try again on a later call
@@ -529,7 +560,7 @@ class SharedCircuitBreaker(CircuitBreaker):
         task = self._sync_task
         if task is not None and not task.done() and task.get_loop() is loop:
             return
-        self._begin_sync(loop)
+        self._begin_sync(loop, totals=totals)
 
     def _maybe_sync(self) -> None:
         if self._fallback.active:
@@ -540,13 +571,69 @@ class SharedCircuitBreaker(CircuitBreaker):
         self._start_sync()
 
     async def refresh(self) -> BreakerSnapshot:
-        """Write pending outcomes and read the shared record now."""
+        """Write pending outcomes and read the shared record and window totals now (what
+        :attr:`state` and :meth:`metrics` report)."""
+        await self._refresh(totals=True)
+        return self.snapshot
+
+    async def _refresh(self, *, totals: bool = False) -> None:
+        """Join the sync under way, or start one; concurrent callers share one read."""
         loop = asyncio.get_running_loop()
         task = self._sync_task
         if task is None or task.done() or task.get_loop() is not loop:
-            task = self._begin_sync(loop)
+            task = self._begin_sync(loop, totals=totals)
         await asyncio.shield(task)
-        return self.snapshot
+
+    # -- inspection ---------------------------------------------------------------------------
+
+    @property
+    def snapshot(self) -> BreakerSnapshot:
+        """The shared record as last read (the default closed one before the first read), or
+        the process-local breaker's state while the store is unavailable."""
+        return self._cache.current()
+
+    @property
+    def state(self) -> CircuitState:
+        """The state as a call would find it now, from the record as last read: an open
+        breaker whose time is up reports ``half_open``.
+
+        A record never read, or a non-closed one older than ``sync_interval``, is re-read in
+        the background (when an event loop runs), so an inspection that repeats -- a
+        dashboard -- follows the other processes; ``await refresh()`` reads it at once.
+        """
+        if not self._fallback.active:
+            stale = self._mono() - self._synced_at >= self._sync_interval
+            if stale and (self._cache.record.state != _CLOSED or not self._cache.read):
+                self._start_sync()
+        snap = self._cache.current()
+        if snap.state is CircuitState.OPEN and self._clock.time() >= snap.open_until:
+            return CircuitState.HALF_OPEN
+        return snap.state
+
+    def metrics(self) -> dict[str, float]:
+        """Calls, failures and slow calls in the shared window -- every process's, as last
+        read from the store, plus this process's not yet written -- and their rates.
+
+        While the store is unavailable: those of the process-local breaker.
+        """
+        if self._fallback.active:
+            return self.local.metrics()
+        totals = self._totals
+        if self._totals_second <= int(self._clock.time()) - self._shared_window:
+            totals = WindowTotals(0, 0, 0)  # read so long ago that it has left the window
+        with self._lock:
+            calls = totals.calls + self._successes + self._outcomes[0]
+            failures = totals.failures + self._outcomes[1]
+            slow = totals.slow + self._outcomes[2]
+        if self._mono() >= self._sync_due:
+            self._start_sync(totals=True)  # fresher totals for the next look
+        return {
+            "calls": calls,
+            "failures": failures,
+            "slow_calls": slow,
+            "failure_rate": failures / calls if calls else 0.0,
+            "slow_call_rate": slow / calls if calls else 0.0,
+        }
 
     # -- the call protocol, async ---------------------------------------------------------------
 
@@ -562,6 +649,16 @@ class SharedCircuitBreaker(CircuitBreaker):
             _writer(),
         )
 
+    def _take_probe(self, token: int) -> BreakerRecord | None:
+        """The probing round a result of *token* belongs to (one permit used), or ``None``."""
+        probe = self._probe
+        if probe is None or probe.generation != token:
+            return None
+        self._probe_permits -= 1
+        if self._probe_permits <= 0:
+            self._probe = None
+        return probe
+
     def _hold_probe(self, record: BreakerRecord) -> None:
         probe = self._probe
         if probe is not None and probe.generation == record.generation:
@@ -574,11 +671,17 @@ class SharedCircuitBreaker(CircuitBreaker):
         if self._fallback.active:
             self._maybe_sync()
             return self.local.acquire(operation=operation)
+        if not self._cache.read:
+            # the first use: decide on the shared record, never on the default closed one
+            # (concurrent first callers all wait for the one read)
+            await self._refresh()
+            if self.degraded:
+                return self.local.acquire(operation=operation)
         if (
             self._cache.record.state != _CLOSED
             and self._mono() - self._synced_at >= self._refresh_interval
         ):
-            await self.refresh()  # a non-closed record is worth re-reading before deciding
+            await self._refresh()  # a non-closed record is worth re-reading before deciding
             if self.degraded:  # the store failed meanwhile
                 return self.local.acquire(operation=operation)
         record = self._cache.record
@@ -629,9 +732,8 @@ class SharedCircuitBreaker(CircuitBreaker):
             self._maybe_sync()
             return
         slow = duration >= self._slow_limit
-        probe = self._probe
-        if probe is not None and probe.generation == token:
-            self._probe = None
+        probe = self._take_probe(token)
+        if probe is not None:
             _spawn(self._tasks, self._probe_done(probe, failure=False, slow=slow))
             return
         record = self._cache.record
@@ -649,9 +751,8 @@ class SharedCircuitBreaker(CircuitBreaker):
             return
         failure = self._record(exc)
         slow = duration >= self._slow_limit
-        probe = self._probe
-        if probe is not None and probe.generation == token:
-            self._probe = None
+        probe = self._take_probe(token)
+        if probe is not None:
             await self._probe_done(probe, failure=failure, slow=slow)
             return
         if not self._count(token, failure, slow):
@@ -711,14 +812,27 @@ class SharedCircuitBreaker(CircuitBreaker):
             expected = current
 
     async def _probe_done(self, probe: BreakerRecord, *, failure: bool, slow: bool) -> None:
-        """The first result of a probing round closes or re-opens the breaker for everyone."""
+        """Once all ``half_open_calls`` results of a probing round are in (counted atomically
+        in the store, across processes), their rates close or re-open the breaker for
+        everyone -- as a local breaker judges its probes."""
+        needed = self.config.half_open_calls
+        if needed > 1:
+            totals = await self._call_store(
+                self._store.add_probe_result(
+                    self.key, generation=probe.generation, failure=failure, slow=slow
+                )
+            )
+            if totals is None or totals.calls < needed:
+                return  # the store is unavailable, or the round is still waiting for results
+            failure_rate = totals.failures / totals.calls
+            slow_rate = totals.slow / totals.calls
+        else:
+            failure_rate, slow_rate = float(failure), float(slow)
+        reopen = failure_rate >= self.config.failure_rate or slow_rate >= self.config.slow_call_rate
         expected = probe
         while True:
-            if failure or slow:
-                failure_rate = 1.0 if failure else 0.0
-                current = await self._open_shared(
-                    expected, "probe failed", failure_rate, float(slow)
-                )
+            if reopen:
+                current = await self._open_shared(expected, "probe failed", failure_rate, slow_rate)
             else:
                 current = await self._close_shared(expected)
             if (
@@ -729,6 +843,17 @@ class SharedCircuitBreaker(CircuitBreaker):
                 return  # done (won, or the round is over), or the store is unavailable
             # lost only because the probe permits changed meanwhile (another probe of the round)
             expected = current
+
+    async def settle(self) -> None:
+        """Wait for the store writes started in the background (results of probes and of
+        sync-reported calls, batches of outcomes)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            pending = [task for task in (*self._tasks, self._sync_task) if task is not None]
+            pending = [task for task in pending if not task.done() and task.get_loop() is loop]
+            if not pending:
+                return
+            await asyncio.gather(*pending, return_exceptions=True)
 
     # -- manual control ---------------------------------------------------------------------
 
@@ -877,7 +1002,8 @@ class SharedTokenBucket(TokenBucket):
         return wait
 
     async def aacquire(self, tokens: float = 1.0, *, operation: str | None = None) -> None:
-        """Take *tokens* from the shared bucket, suspending the task if needed."""
+        """Take *tokens* from the shared bucket, suspending the task if needed; a wait that
+        is cancelled gives the tokens back (see :meth:`refund`)."""
         wait = await self.areserve(tokens, operation)
         if wait > 0:
             try:
@@ -885,6 +1011,31 @@ class SharedTokenBucket(TokenBucket):
             except BaseException:
                 self.refund(tokens)
                 raise
+
+    def refund(self, tokens: float = 1.0) -> None:
+        """Give back tokens reserved for a call that was then not made.
+
+        They go back to the bucket they came from: to the store -- atomically, in the
+        background, so a cancelled caller does not wait for it (:meth:`settle` does) -- or,
+        while the store is unavailable, to the process-local bucket.
+        """
+        if self._fallback_state.active:
+            super().refund(tokens)
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no event loop: nothing was taken from the store here
+            super().refund(tokens)
+            return
+        coro = self._rate_store.refund(
+            self.key, tokens=tokens, rate=self.rate, burst=self.burst, now=self._clock.time()
+        )
+        _spawn(self._tasks, _quiet(_bounded(coro, self._store_timeout)))
+
+    async def settle(self) -> None:
+        """Wait for the store writes started in the background (refunds and pauses)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _rejection(self, wait: float, operation: str | None) -> RateLimitedError:
         if self._observer is not None:
@@ -925,4 +1076,4 @@ async def _quiet(awaitable: Awaitable[Any]) -> None:
     try:
         await awaitable
     except Exception:
-        _log.debug("could not write a rate-limit pause to the store", exc_info=True)
+        _log.debug("could not write a rate-limit refund or pause to the store", exc_info=True)

@@ -52,10 +52,13 @@ from antifragile.stores._common import (
     check_breaker_names,
     check_fields,
     check_outcome,
+    check_rate,
     check_window,
     merge_fields,
     pause_bucket,
     prefix_end,
+    probe_key,
+    refund_bucket,
     take_tokens,
 )
 from antifragile.stores._migrations import (
@@ -800,6 +803,15 @@ def _rate_pause(
             _store_bucket(conn, key, bucket)
 
 
+def _rate_refund(
+    conn: sqlite3.Connection, key: str, tokens: float, rate: float, burst: float, now: float
+) -> None:
+    with _immediate(conn):
+        bucket = refund_bucket(_bucket(conn, key), tokens=tokens, rate=rate, burst=burst, now=now)
+        if bucket is not None:
+            _store_bucket(conn, key, bucket)
+
+
 class SQLiteRateLimitStore:
     """:class:`~antifragile.stores.RateLimitStore` on SQLite."""
 
@@ -818,6 +830,14 @@ class SQLiteRateLimitStore:
     ) -> TokenGrant:
         take_tokens(None, tokens=tokens, rate=rate, burst=burst, max_wait=max_wait, now=now)
         return await self._db.run(_rate_take, key, tokens, rate, burst, max_wait, now)
+
+    async def refund(
+        self, key: str, *, tokens: float, rate: float, burst: float, now: float
+    ) -> None:
+        check_rate(rate)
+        if not tokens > 0:
+            return
+        await self._db.run(_rate_refund, key, tokens, rate, burst, now)
 
     async def pause(
         self, key: str, *, seconds: float, rate: float, burst: float, now: float
@@ -939,6 +959,14 @@ class SQLiteBreakerStore:
 
     async def reset_window(self, name: str) -> None:
         await self._db.run(_breaker_reset, name)
+
+    async def add_probe_result(
+        self, name: str, *, generation: int, failure: bool, slow: bool
+    ) -> WindowTotals:
+        # a round's results are a bucket of their own row set: the record's name plus a
+        # character no breaker name has, one "second" per generation (earlier ones dropped)
+        counts = (1, int(bool(failure)), int(bool(slow)))
+        return await self._db.run(_breaker_add, probe_key(name), int(generation), counts, 1)
 
 
 # -- the store ---------------------------------------------------------------------------------
