@@ -41,7 +41,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -144,7 +144,6 @@ class FlakyServer:
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
         self._connections = 0
         for path, faults in (script or {}).items():
             self.script(path, faults)
@@ -302,9 +301,7 @@ class FlakyServer:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         try:
-            # a plain callback: asyncio calls it as the connection is made, so every connection
-            # is known (and closed at stop) from the moment it exists
-            server = await asyncio.start_server(self._accept, self.host, self._port)
+            server = await asyncio.start_server(self._connection, self.host, self._port)
         except OSError as exc:
             self._startup_error = exc
             self._ready.set()
@@ -317,45 +314,32 @@ class FlakyServer:
             await self._stopping.wait()
         finally:
             server.close()
-            await drain_loop(self._close_connections)
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await server.wait_closed()
 
-    def _close_connections(self) -> list[Awaitable[object]]:
-        """Abort every open connection and cancel its task; what to await for them."""
-        writers = list(self._writers)
-        for writer in writers:
-            writer.transport.abort()
-        for task in list(self._tasks):
-            task.cancel()
-        return [_closed(writer, self._writers) for writer in writers]
-
-    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """A new connection: serve it in a task of its own -- or, once stopping, drop it."""
-        self._writers.add(writer)
-        if self._stopping is None or self._stopping.is_set():
-            writer.transport.abort()
-            return
-        self._connections += 1
-        task = asyncio.get_running_loop().create_task(
-            self._connection(reader, writer, self._connections)
-        )
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int
-    ) -> None:
+        self._connections += 1
         try:
-            await self._serve(h11.Connection(h11.SERVER), reader, writer, number)
+            await self._serve(h11.Connection(h11.SERVER), reader, writer, self._connections)
         except (ConnectionError, OSError, h11.LocalProtocolError):
             pass  # the client went away, or the connection is unusable: just close it
-        except Exception:  # a bug here must not end the server; say what it was
-            _log.exception("FlakyServer connection %d failed", number)
+        except asyncio.CancelledError:
+            if self._stopping is None or not self._stopping.is_set():
+                raise
+            # stop() ended this connection; finishing quietly keeps asyncio's stream callback
+            # (Python 3.11) from logging the cancellation as an error
         finally:
+            self._tasks.discard(task)
             if not writer.is_closing():
                 writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
-            self._writers.discard(writer)
 
     async def _serve(
         self,
@@ -468,28 +452,6 @@ class FlakyServer:
         out.append(conn.send(h11.EndOfMessage()))
         writer.write(b"".join(data for data in out if data))
         await writer.drain()
-
-
-async def drain_loop(close: Callable[[], Iterable[Awaitable[object]]]) -> None:
-    """End a server whose listening socket is closed, in a loop that serves it alone: *close*
-    closes every connection still open and returns what to await for them; that and every
-    other task of the loop are awaited, round after round, until the loop holds nothing but
-    the caller. The tasks asyncio runs to set up connections accepted just before the
-    listening socket closed are awaited too (never cancelled: a cancelled one would leave its
-    socket open), and the connections they make are closed in the next round."""
-    me = asyncio.current_task()
-    while True:
-        waits = list(close())
-        others = [task for task in asyncio.all_tasks() if task is not me]
-        if not waits and not others:
-            return
-        await asyncio.gather(*waits, *others, return_exceptions=True)
-
-
-async def _closed(writer: asyncio.StreamWriter, writers: set[asyncio.StreamWriter]) -> None:
-    with contextlib.suppress(Exception):
-        await writer.wait_closed()
-    writers.discard(writer)
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:

@@ -32,21 +32,21 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import email
 import email.policy
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Iterable, Mapping
+import warnings
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal, Self
 
+from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from antifragile.errors import ConfigurationError
-from antifragile.sandbox._server import drain_loop
 from antifragile.sandbox._simulator import Effect, EffectLog
 
 SMTPFault = Literal["tempfail", "throttle", "reject", "disconnect", "ambiguous"]
@@ -63,48 +63,13 @@ def _free_port(host: str) -> int:
         return port
 
 
-class _Connection(SMTP):
-    """aiosmtpd's SMTP protocol, one per connection, known to its sandbox from the moment the
-    connection is made until it is lost (so that stopping closes every one)."""
-
-    def __init__(
-        self,
-        handler: _Handler,
-        *,
-        open_connections: set[_Connection],
-        require_login: bool,
-        **options: Any,
-    ) -> None:
-        super().__init__(handler, **options)
-        self._open = open_connections
-        self._require_login = require_login
-        self.closed: asyncio.Future[None] = self.loop.create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self._open.add(self)
-
-    def connection_lost(self, error: Exception | None) -> None:
-        try:
-            super().connection_lost(error)
-        finally:
-            self._open.discard(self)
-            if not self.closed.done():
-                self.closed.set_result(None)
-
-    async def check_auth_needed(self, caller_method: str) -> bool:
-        # logging in is required, over plain text on purpose (a local sandbox): checked here
-        # rather than with aiosmtpd's auth_required, which warns about it on every connection
-        assert self.session is not None
-        if self._require_login and not self.session.authenticated:
-            await self.push("530 5.7.0 Authentication required")
-            return True
-        return bool(await super().check_auth_needed(caller_method))
-
-    def abort(self) -> None:
-        transport = self.transport
-        if transport is not None:
-            transport.abort()  # type: ignore[attr-defined]
+class _Controller(Controller):
+    def factory(self) -> SMTP:
+        # a local sandbox logs in over plain text on purpose: silence aiosmtpd's warning
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
+            server: SMTP = super().factory()  # type: ignore[no-untyped-call]
+            return server
 
 
 class _Handler:
@@ -145,91 +110,27 @@ class SMTPSandbox:
         self.log = log if log is not None else EffectLog()
         self._lock = threading.Lock()
         self._script: collections.deque[SMTPFault | None] = collections.deque()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._startup_error: BaseException | None = None
-        self._open: set[_Connection] = set()
+        self._controller: Controller | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> Self:
-        """Start serving in a background thread; returns once the port is bound."""
-        if self._thread is not None:
+        if self._controller is not None:
             return self
-        self._ready.clear()
-        self._thread = threading.Thread(target=self._run, name="smtp-sandbox", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10.0):  # pragma: no cover - the thread failed to come up
-            raise RuntimeError("SMTPSandbox did not start within 10 s")
-        error, self._startup_error = self._startup_error, None
-        if error is not None:
-            self._thread.join()
-            self._thread = None
-            raise error
+        options: dict[str, Any] = {}
+        if self.users is not None:
+            options.update(
+                authenticator=self._authenticate, auth_required=True, auth_require_tls=False
+            )
+        controller = _Controller(_Handler(self), hostname=self.host, port=self.port, **options)
+        controller.start()
+        self._controller = controller
         return self
 
     def stop(self) -> None:
-        """Stop serving: close every connection (mid-message ones included) and join the
-        thread."""
-        thread, loop, stopping = self._thread, self._loop, self._stopping
-        if thread is None:
-            return
-        if loop is not None and stopping is not None:
-            with contextlib.suppress(RuntimeError):  # the loop already ended
-                loop.call_soon_threadsafe(stopping.set)
-        thread.join(10.0)
-        self._thread = None
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        try:
-            loop.run_until_complete(self._main())
-        except BaseException as exc:  # pragma: no cover - reported to start() when it can be
-            if not self._ready.is_set():
-                self._startup_error = exc
-                self._ready.set()
-        finally:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-            self._loop = None
-
-    async def _main(self) -> None:
-        loop = self._loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
-        handler = _Handler(self)
-        options: dict[str, Any] = {"enable_SMTPUTF8": True, "loop": loop}
-        if self.users is not None:
-            options.update(authenticator=self._authenticate, auth_require_tls=False)
-
-        def connection() -> _Connection:
-            return _Connection(
-                handler,
-                open_connections=self._open,
-                require_login=self.users is not None,
-                **options,
-            )
-
-        try:
-            server = await loop.create_server(connection, self.host, self.port)
-        except OSError as exc:
-            self._startup_error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        try:
-            await self._stopping.wait()
-        finally:
-            server.close()
-            await drain_loop(self._close_connections)
-
-    def _close_connections(self) -> list[Awaitable[object]]:
-        """Abort every open connection (its protocol cancels its own task); what to await."""
-        connections = list(self._open)
-        for connection in connections:
-            connection.abort()
-        return [connection.closed for connection in connections]
+        controller, self._controller = self._controller, None
+        if controller is not None:
+            controller.stop()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -255,7 +156,7 @@ class SMTPSandbox:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None
+        return self._controller is not None
 
     # -- faults and effects ---------------------------------------------------------------------
 
