@@ -122,7 +122,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(app: FastAPI, *, timeout: float = 10.0) -> Iterator[str]:
+def running_server(app: FastAPI, *, timeout: float = 60.0) -> Iterator[str]:
     """Serve *app* with uvicorn in a thread on a free port; yields its base URL."""
     port = free_port()
     server = uvicorn.Server(

@@ -51,7 +51,7 @@ class Dashboard:
     dead: dict[str, str]
 
 
-def wait_for(condition: Callable[[], bool], *, timeout: float = 10.0, what: str = "") -> None:
+def wait_for(condition: Callable[[], bool], *, timeout: float = 60.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:

@@ -35,7 +35,7 @@ async def effect(ctx: JobContext, n: int, kind: str) -> int:
     await asyncio.sleep(random.uniform(0, 0.005))
     response = await _http().post(
         f"/effects/{kind}/{n}",
-        json={"n": n},
+        json={"n": n, "pid": os.getpid()},
         headers={"Idempotency-Key": ctx.idempotency_key},
     )
     error = classify_response(response, provider="sandbox", operation="effect")

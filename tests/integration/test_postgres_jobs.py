@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -129,7 +128,9 @@ async def test_a_claim_skips_rows_another_transaction_holds_without_waiting(
     postgres_url: str, schema: str, queue: PostgresJobQueue, clock: FakeClock
 ) -> None:
     """While another transaction holds row locks on the two first jobs in claim order, a claim
-    returns at once with the next ones; once that transaction ends, the two are claimable."""
+    returns with the next ones without waiting for that transaction (which only ends after the
+    claim returned: a claim that waited would never return); once it ends, the two are
+    claimable."""
     now = clock.time()
     await queue.enqueue([new_job(now, f"j-{i}") for i in range(5)], now=now)
     with psycopg.connect(postgres_url) as holder:  # a transaction stays open until the end
@@ -137,11 +138,9 @@ async def test_a_claim_skips_rows_another_transaction_holds_without_waiting(
             f"SELECT id FROM \"{schema}\".antifragile_jobs WHERE id IN ('j-0', 'j-1')"
             " FOR UPDATE".encode()
         )
-        started = time.monotonic()
         claimed = await asyncio.wait_for(
-            queue.claim(worker="w1", limit=10, lease=LEASE, now=now), timeout=5
+            queue.claim(worker="w1", limit=10, lease=LEASE, now=now), timeout=60
         )
-        assert time.monotonic() - started < 1.0
         assert [j.id for j in claimed] == ["j-2", "j-3", "j-4"]
         holder.rollback()
     rest = await queue.claim(worker="w2", limit=10, lease=LEASE, now=now)

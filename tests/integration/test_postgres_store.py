@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import socket
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -513,15 +512,15 @@ def test_a_lease_contended_by_several_processes_has_one_holder(
 
 
 async def test_an_unreachable_port_raises_store_unavailable_quickly(postgres_url: str) -> None:
-    """Nothing listening: open() raises StoreUnavailableError within a second, naming host,
-    port and database but never the password (which the store's url masks too)."""
+    """Nothing listening: open() raises StoreUnavailableError at once -- from the refused
+    connection, not after waiting out connect_timeout (a minute here) -- naming host, port and
+    database but never the password (which the store's url masks too)."""
     port = _free_port()
-    store = PostgresStore(_url_with(postgres_url, port=port), schema="unused")
-    started = time.monotonic()
+    store = PostgresStore(_url_with(postgres_url, port=port), schema="unused", connect_timeout=60)
     with pytest.raises(StoreUnavailableError) as raised:
         await store.open()
-    assert time.monotonic() - started < 1.0
     message = str(raised.value)
+    assert "Connection refused" in message
     assert f"127.0.0.1:{port}" in message
     assert "database 'test'" in message
     assert "s3cret-pw" not in message
@@ -538,10 +537,8 @@ async def test_a_server_that_never_answers_times_out(postgres_url: str) -> None:
         silent.listen()
         port = silent.getsockname()[1]
         store = PostgresStore(_url_with(postgres_url, port=port), connect_timeout=0.3)
-        started = time.monotonic()
         with pytest.raises(StoreUnavailableError, match=r"no answer within 0\.3s"):
             await store.open()
-        assert time.monotonic() - started < 2.0
 
 
 async def test_a_refused_login_raises_store_unavailable(postgres_url: str) -> None:

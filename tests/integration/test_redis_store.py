@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import socket
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -623,15 +622,15 @@ def _free_port() -> int:
     ids=["userinfo", "query"],
 )
 async def test_an_unreachable_server_raises_store_unavailable_quickly(template: str) -> None:
-    """Nothing listening: open raises StoreUnavailableError at once, naming the address but
-    never the password."""
+    """Nothing listening: open raises StoreUnavailableError at once -- from the refused
+    connection, not after waiting out a timeout (a minute here) or retrying -- naming the
+    address but never the password."""
     port = _free_port()
-    s = make_store(template.format(port=port), socket_timeout=2)
-    started = time.perf_counter()
+    s = make_store(template.format(port=port), socket_timeout=60)
     with pytest.raises(StoreUnavailableError) as caught:
         await s.open()
-    assert time.perf_counter() - started < 1.5
     message = str(caught.value)
+    assert "timeout" not in message.lower()
     assert f"127.0.0.1:{port}" in message
     assert "hunter2" not in message
     assert "hunter2" not in s.url
@@ -642,8 +641,8 @@ async def test_an_unreachable_server_raises_store_unavailable_quickly(template: 
 
 
 async def test_a_server_that_never_answers_times_out() -> None:
-    """A peer that accepts the connection but never replies: StoreUnavailableError after about
-    socket_timeout, not a hang."""
+    """A peer that accepts the connection but never replies: StoreUnavailableError when
+    socket_timeout runs out, not a hang."""
     accepted: list[asyncio.StreamWriter] = []
 
     async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -653,10 +652,8 @@ async def test_a_server_that_never_answers_times_out() -> None:
     port = server.sockets[0].getsockname()[1]
     try:
         s = RedisStore(f"redis://127.0.0.1:{port}/0", socket_timeout=0.3)
-        started = time.perf_counter()
-        with pytest.raises(StoreUnavailableError):
+        with pytest.raises(StoreUnavailableError, match="Timeout"):
             await s.open()
-        assert time.perf_counter() - started < 2.0
     finally:
         for writer in accepted:
             writer.close()

@@ -25,6 +25,7 @@ from antifragile.sandbox import (
     ProviderSandbox,
     ResendSimulator,
 )
+from tests._waiting import wait_until
 
 AUTH = {"authorization": "Bearer re_test_key"}
 EMAIL = {"from": "Shop <shop@example.com>", "to": "owner@example.com", "subject": "Hi", "text": "x"}
@@ -342,18 +343,20 @@ def test_a_failing_handler_answers_500() -> None:
 def test_plans_with_windows_play_as_a_timeline(
     sandbox: ProviderSandbox, resend: httpx.Client
 ) -> None:
-    """Plans with time windows on one endpoint play in turn: an outage for the first 0.3 s,
-    then normal service, then 429s from 0.6 s on; the document round-trips as a list."""
+    """Plans with time windows on one endpoint play in turn: an outage for the first second,
+    then normal service, then 429s from 2 s on; the document round-trips as a list. (Each
+    request is sent a second before its window ends, so that a busy machine keeps it there.)"""
     outage = [(1.0, ProviderFault.error(503))]
-    sandbox.faults("resend", SEND, chaos=outage, end=0.3)
-    sandbox.faults("resend", SEND, chaos=[(1.0, ProviderFault.rate_limited())], start=0.6, add=True)
+    sandbox.faults("resend", SEND, chaos=outage, end=1.0)
+    sandbox.faults("resend", SEND, chaos=[(1.0, ProviderFault.rate_limited())], start=2.0, add=True)
+    set_at = time.monotonic()  # the windows count from a moment before this one
     assert send(resend).status_code == 503
-    time.sleep(0.35)
+    wait_until(lambda: time.monotonic() - set_at >= 1.0, interval=0.01)
     assert send(resend).status_code == 200
-    time.sleep(0.3)
+    wait_until(lambda: time.monotonic() - set_at >= 2.0, interval=0.01)
     assert send(resend).status_code == 429
     document = sandbox.engine.to_dict()
-    assert [plan.get("end") for plan in document["resend"][SEND]] == [0.3, None]
+    assert [plan.get("end") for plan in document["resend"][SEND]] == [1.0, None]
     sandbox.clear_faults()
     sandbox.load_faults(document)
     assert len(sandbox.engine.to_dict()["resend"][SEND]) == 2

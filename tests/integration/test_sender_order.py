@@ -15,6 +15,7 @@ from antifragile.inbound import Channel, EventKind, InboundEvent
 from antifragile.jobs import JobFilter, JobState
 from antifragile.sandbox import ProviderSandbox
 from antifragile.service import Assistant, Settings
+from tests._waiting import eventually
 from tests.acceptance.test_service_e2e import PHONE_ID, sandbox_env, simulators
 
 SENDER = "447700900555"
@@ -45,17 +46,14 @@ async def test_a_sender_held_by_another_worker_is_deferred_then_answered(
             (recorded,) = await assistant.ingest([event])
             worker = assistant.worker(poll_interval=0.02)
             running = asyncio.create_task(worker.run())
-            await asyncio.sleep(0.6)
+            await eventually(lambda: worker.counts["defer"] >= 1)  # it tried, and deferred
             job = await assistant.jobs.get(str(recorded.job_id))
             assert job is not None
             assert job.state is JobState.QUEUED
             assert job.attempts == 0
             assert sandbox.effects("whatsapp") == []
             assert await leases.release(name, owner="another-worker")
-            for _ in range(200):  # up to 10 s
-                if sandbox.effects("whatsapp"):
-                    break
-                await asyncio.sleep(0.05)
+            await eventually(lambda: bool(sandbox.effects("whatsapp")), interval=0.05)
             worker.stop()
             await running
             job = await assistant.jobs.get(str(recorded.job_id))

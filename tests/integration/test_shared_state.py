@@ -72,13 +72,18 @@ class Switchable:
         self._rates = store.rate_limits
         self.mode: Literal["up", "fail", "hang"] = "up"
         self.ops: Counter[str] = Counter()
+        self.hanging = 0  # operations hanging right now
 
     async def _gate(self, op: str) -> None:
         self.ops[op] += 1
         if self.mode == "fail":
             raise StoreUnavailableError("the test store is down")
         if self.mode == "hang":
-            await asyncio.sleep(3600)
+            self.hanging += 1
+            try:
+                await asyncio.sleep(3600)
+            finally:
+                self.hanging -= 1
 
     async def load(self, name: str) -> BreakerRecord:
         await self._gate("load")
@@ -169,7 +174,7 @@ def policy(
     )
 
 
-async def until(condition: Callable[[], bool], *, seconds: float = 2.0) -> None:
+async def until(condition: Callable[[], bool], *, seconds: float = 60.0) -> None:
     """Let background tasks (batched syncs, probe results, store retries) run until
     *condition* holds."""
     deadline = time.monotonic() + seconds
@@ -654,8 +659,9 @@ async def test_hanging_store_costs_one_store_timeout_then_nothing(
     switch: Switchable, clock: FakeClock
 ) -> None:
     """A store that does not answer within store_timeout counts as unavailable: the call that
-    found out waited store_timeout at most, later calls do not wait for the store at all, and
-    both breaker and bucket recover when it answers again."""
+    found out gave up on the store (which would have hung for an hour) after store_timeout,
+    later calls do not ask the store at all, and both breaker and bucket recover when it
+    answers again. (How long each costs is measured by benchmarks/failure_latency.py.)"""
     rec = RecordingObserver()
     b = breaker(switch, clock, store_timeout=0.05)
     bucket = SharedTokenBucket(1000, switch, burst=1000, store_timeout=0.05, clock=clock)
@@ -666,23 +672,25 @@ async def test_hanging_store_costs_one_store_timeout_then_nothing(
     switch.mode = "hang"
     started = time.perf_counter()
     assert await p.acall(provider) == "ok"  # the bucket's take times out
-    assert 0.04 < time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started >= 0.04  # it did wait for the store (0.05 s)
     assert bucket.degraded
-    started = time.perf_counter()
+    asked = sum(switch.ops.values())
     for _ in range(20):
         assert await p.acall(provider) == "ok"
+    assert sum(switch.ops.values()) == asked  # the bucket no longer asks the store
     provider.failing = True
     with pytest.raises(ProviderDown):
         await p.acall(provider)  # the breaker's failure report times out
     assert b.degraded
+    asked = sum(switch.ops.values())
     for _ in range(5):
         with pytest.raises((ProviderDown, CircuitOpenError)):
             await p.acall(provider)
-    assert time.perf_counter() - started < 0.05 + 0.2
+    assert sum(switch.ops.values()) == asked  # nor does the breaker
     assert fallbacks(rec, "rate_limiter") == [True]
     assert fallbacks(rec, "circuit_breaker") == [True]
     switch.mode = "up"
-    await asyncio.sleep(0.06)  # the background tries still hanging time out
+    await until(lambda: switch.hanging == 0)  # the background tries still hanging time out
     clock.advance(1.0)
     with pytest.raises(CircuitOpenError):
         await p.acall(provider)  # the local breaker opened; both retry in the background
@@ -884,13 +892,13 @@ async def test_redis_outage_serves_locally_and_recovers(
     assert fallbacks(rec, "rate_limiter") == [True]
     assert fallbacks(rec, "circuit_breaker") == [True]
     await proxy.start()
-    for _ in range(20):  # local and open; both retry Redis in the background, once a second
+    deadline = time.monotonic() + 60
+    while degraded(b, bucket) and time.monotonic() < deadline:
+        # local and open; both retry Redis in the background, once a (fake) second
         clock.advance(1.0)
         with pytest.raises((CircuitOpenError, ProviderDown)):
             await p.acall(provider)
         await asyncio.sleep(0.05)
-        if not degraded(b, bucket):
-            break
     assert fallbacks(rec, "rate_limiter") == [True, False]
     assert fallbacks(rec, "circuit_breaker") == [True, False]
     provider.failing = False

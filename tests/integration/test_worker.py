@@ -34,6 +34,7 @@ from antifragile import (
 from antifragile.jobs import Job, JobContext, JobFilter, Jobs, JobState, StatusFlag, Worker
 from antifragile.observability import RecordingObserver
 from antifragile.policies import CircuitState
+from tests._waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -296,27 +297,48 @@ async def test_a_job_that_keeps_losing_its_worker_ends_dead(jobs: Jobs, clock: F
     assert "lost its worker 3 times" in job.last_error
 
 
-async def test_heartbeats_keep_long_jobs_leased(tmp_path: Path) -> None:
-    """A job running longer than its lease keeps it: the heartbeat renews it, so no other
-    worker takes it over (real time: lease 0.3 s, heartbeat 0.1 s, job 0.8 s)."""
-    jobs = Jobs(database_url=f"sqlite:///{tmp_path / 'hb.db'}")
+async def _lease_until(jobs: Jobs, job_id: str) -> float:
+    job = await _job(jobs, job_id)
+    assert job.lease_until is not None
+    return job.lease_until
+
+
+async def test_heartbeats_keep_long_jobs_leased(tmp_path: Path, clock: FakeClock) -> None:
+    """A job running longer than its lease keeps it: the heartbeat renews it, so the other
+    worker, polling all along, never takes it over. The job moves the jobs' clock 20 s at a
+    time (lease 30 s), each time once a heartbeat has renewed the lease: 60 s later, long past
+    the first lease, it is still the one worker's, and ran once."""
+    jobs = Jobs(database_url=f"sqlite:///{tmp_path / 'hb.db'}", clock=clock)
     runs: list[str] = []
+    renewed_for: list[float] = []
 
     @jobs.job
     async def long(ctx: JobContext) -> None:
         runs.append(ctx.worker or "")
-        await asyncio.sleep(0.8)
+        for _ in range(3):
+            leased = await _lease_until(jobs, ctx.job.id)
+            clock.advance(20)
+
+            async def renewed(before: float = leased) -> bool:
+                return await _lease_until(jobs, ctx.job.id) > before
+
+            await eventually(renewed)
+            renewed_for.append(await _lease_until(jobs, ctx.job.id) - clock.time())
+
+    async def finished(job_id: str) -> bool:
+        return (await _job(jobs, job_id)).state is JobState.SUCCEEDED
 
     async with jobs:
-        await long.enqueue()
-        first = Worker(jobs, lease=0.3, heartbeat=0.1, poll_interval=0.02, name="first")
-        second = Worker(jobs, lease=0.3, heartbeat=0.1, poll_interval=0.02, name="second")
+        enqueued = await long.enqueue()
+        first = Worker(jobs, lease=30, heartbeat=0.02, poll_interval=0.01, name="first")
+        second = Worker(jobs, lease=30, heartbeat=0.02, poll_interval=0.01, name="second")
         tasks = [asyncio.create_task(w.run()) for w in (first, second)]
-        await asyncio.sleep(1.2)
+        await eventually(lambda: finished(enqueued.id))
         for w in (first, second):
             w.stop()
         await asyncio.gather(*tasks)
     assert runs == ["first"] or runs == ["second"]
+    assert renewed_for == pytest.approx([30.0] * 3)  # each renewal: 30 s from the moved clock
 
 
 async def test_stop_releases_in_flight_jobs_without_counting_an_attempt(
@@ -351,19 +373,22 @@ async def test_stop_lets_running_jobs_finish_within_the_grace(jobs: Jobs) -> Non
     """A graceful stop claims nothing new but lets a running job finish and records it."""
     started = asyncio.Event()
 
+    finish = asyncio.Event()
+
     @jobs.job
     async def brief(ctx: JobContext, n: int) -> int:
         started.set()
-        await asyncio.sleep(0.05)
+        await finish.wait()
         return n
 
     first = await brief.enqueue(1)
-    worker = Worker(jobs, concurrency=1, shutdown_grace=5, poll_interval=0.01)
+    worker = Worker(jobs, concurrency=1, shutdown_grace=60, poll_interval=0.01)
     running = asyncio.create_task(worker.run())
-    await asyncio.wait_for(started.wait(), 5)
+    await asyncio.wait_for(started.wait(), 60)
     second = await brief.enqueue(2)
     worker.stop()
-    await asyncio.wait_for(running, 5)
+    finish.set()  # the running job ends only after the stop
+    await asyncio.wait_for(running, 60)
     assert (await _job(jobs, first.id)).state is JobState.SUCCEEDED
     assert (await _job(jobs, second.id)).state is JobState.QUEUED
 
@@ -572,12 +597,9 @@ async def test_the_real_loop_drains_a_queue(tmp_path: Path) -> None:
         await jobs.enqueue_many([b.prepare(n) for n in range(250, 500)])
         worker = Worker(jobs, concurrency=20, poll_interval=0.01)
         running = asyncio.create_task(worker.run())
-        for _ in range(500):
-            if len(done) == 500:
-                break
-            await asyncio.sleep(0.02)
+        await eventually(lambda: len(done) == 500, interval=0.02)
         worker.stop()
-        await asyncio.wait_for(running, 10)
+        await asyncio.wait_for(running, 60)
         assert sorted(done) == list(range(500))
         succeeded = await jobs.find(JobFilter(states=(JobState.SUCCEEDED,)), limit=1000)
         assert len(succeeded) == 500
@@ -597,10 +619,17 @@ async def test_prefetched_jobs_are_leased_and_released_on_stop(jobs: Jobs) -> No
     await jobs.enqueue_many([hold.prepare(n) for n in range(10)])
     worker = Worker(jobs, concurrency=1, prefetch=4, shutdown_grace=0, poll_interval=0.01)
     running = asyncio.create_task(worker.run())
-    await asyncio.wait_for(started.wait(), 5)
-    await asyncio.sleep(0.05)
-    held = await jobs.find(JobFilter(states=(JobState.RUNNING,)))
-    assert len(held) == 5  # one running, four buffered
+    await asyncio.wait_for(started.wait(), 60)
+
+    async def running_jobs() -> list[Job]:
+        return await jobs.find(JobFilter(states=(JobState.RUNNING,)))
+
+    async def all_held() -> bool:
+        return len(await running_jobs()) == 5  # one running, four buffered
+
+    await eventually(all_held)
+    held = await running_jobs()
+    assert len(held) == 5
     assert {job.lease_owner for job in held} == {worker.id}
     worker.stop()
     await asyncio.wait_for(running, 5)
