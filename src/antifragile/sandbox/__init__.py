@@ -13,7 +13,7 @@ provider acts and the answer is lost -- and a record of every side effect it acc
 """
 
 from antifragile.sandbox._calcom import CalComSimulator
-from antifragile.sandbox._engine import FaultPlan, ProviderFault, ProviderFaultKind
+from antifragile.sandbox._engine import WEBHOOKS, FaultPlan, ProviderFault, ProviderFaultKind
 from antifragile.sandbox._faults import Chaos, Fault, FaultKind, Phase, Quota
 from antifragile.sandbox._hubspot import HubSpotSimulator
 from antifragile.sandbox._resend import ResendSimulator
@@ -29,6 +29,15 @@ from antifragile.sandbox._shopify import ShopifySimulator
 from antifragile.sandbox._simulator import Call, Effect, Reply, Route, Simulator
 from antifragile.sandbox._slack import SlackSimulator
 from antifragile.sandbox._smtp import SMTPSandbox
+from antifragile.sandbox._status import (
+    RETRY_DELAYS,
+    DeliveryStatus,
+    EventWebhookKey,
+    StatusWebhooks,
+    WebhookAttempt,
+    calcom_signature,
+    svix_signature,
+)
 from antifragile.sandbox._twilio import TwilioSimulator
 from antifragile.sandbox._webhooks import (
     Delivery,
@@ -43,11 +52,15 @@ from antifragile.sandbox._webhooks import (
 from antifragile.sandbox._whatsapp import WhatsAppSimulator
 
 __all__ = [
+    "RETRY_DELAYS",
+    "WEBHOOKS",
     "CalComSimulator",
     "Call",
     "Chaos",
     "Delivery",
+    "DeliveryStatus",
     "Effect",
+    "EventWebhookKey",
     "Fault",
     "FaultKind",
     "FaultPlan",
@@ -69,10 +82,14 @@ __all__ = [
     "ShopifySimulator",
     "Simulator",
     "SlackSimulator",
+    "StatusWebhooks",
     "TwilioSimulator",
+    "WebhookAttempt",
     "WebhookSender",
     "WhatsAppSimulator",
+    "calcom_signature",
     "shopify_signature",
+    "svix_signature",
     "twilio_inbound_message",
     "twilio_signature",
     "whatsapp_signature",
