@@ -21,7 +21,7 @@ whoever waits for an echo computes it from the key it holds.
 from __future__ import annotations
 
 import hashlib
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urldefrag, urlencode, urlsplit
 
 from antifragile.errors import ConfigurationError
 
@@ -51,9 +51,12 @@ def is_correlation(value: object) -> bool:
 
 
 def with_ref(url: str, correlation: str) -> str:
-    """*url* with ``ref=<correlation>`` added to its query."""
-    separator = "&" if urlsplit(url).query else ("" if url.endswith("?") else "?")
-    return f"{url}{separator}{urlencode({REF_QUERY: correlation})}"
+    """*url* with ``ref=<correlation>`` added to its query (before any ``#`` fragment: Twilio's
+    connection overrides)."""
+    base, fragment = urldefrag(url)
+    separator = "&" if urlsplit(base).query else ("" if base.endswith("?") else "?")
+    ref = f"{base}{separator}{urlencode({REF_QUERY: correlation})}"
+    return f"{ref}#{fragment}" if fragment else ref
 
 
 def status_callback_url(public_url: str, correlation: str) -> str:
