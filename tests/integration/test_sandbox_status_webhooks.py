@@ -162,7 +162,7 @@ def hub_signature_ok(body: bytes, header: str) -> bool:
 
 
 def statuses_of(received: list[Received]) -> list[str]:
-    out = []
+    out: list[str] = []
     for r in received:
         value = r.json()["entry"][0]["changes"][0]["value"]
         out.extend(s["status"] for s in value["statuses"])
