@@ -36,6 +36,7 @@ from antifragile.connectors import (
 )
 from antifragile.sandbox import (
     CalComSimulator,
+    HubSpotSimulator,
     ProviderFault,
     ProviderSandbox,
     ResendSimulator,
@@ -46,6 +47,7 @@ from antifragile.sandbox import (
 
 APP_SECRET = "test-app-secret"
 CAL_SECRET = "test-cal-secret"
+HUBSPOT_SECRET = "test-client-secret"
 SID = "AC" + "0123456789abcdef" * 2
 TOKEN = "test-auth-token"
 TO = "15557654321"
@@ -126,12 +128,14 @@ def sandbox(receiver: Receiver) -> Iterator[ProviderSandbox]:
         SendGridSimulator(),
         ResendSimulator(rate_limit=1000),
         CalComSimulator(webhook_secret=CAL_SECRET),
+        HubSpotSimulator(client_secret=HUBSPOT_SECRET),
     ]
     urls = {
         "whatsapp": f"{receiver.url}/v1/webhooks/whatsapp",
         "sendgrid": f"{receiver.url}/v1/webhooks/sendgrid",
         "resend": f"{receiver.url}/v1/webhooks/resend",
         "calcom": f"{receiver.url}/v1/webhooks/calcom",
+        "hubspot": f"{receiver.url}/v1/webhooks/hubspot",
     }
     with ProviderSandbox(
         simulators, webhook_urls=urls, time_scale=0.001, webhook_interval=0.005
@@ -549,3 +553,41 @@ def test_an_unknown_webhook_provider_is_a_configuration_error() -> None:
     """Callback URLs are only for simulators that send status webhooks."""
     with pytest.raises(ConfigurationError):
         ProviderSandbox([WhatsAppSimulator()], webhook_urls={"resend": "http://x"})
+
+
+def create_contact(sandbox: ProviderSandbox, email: str) -> str:
+    response = httpx.post(
+        f"{sandbox.base_url('hubspot')}/crm/v3/objects/contacts",
+        headers={"authorization": "Bearer pat-test"},
+        json={"properties": {"email": email}},
+    )
+    assert response.status_code == 201
+    return str(response.json()["id"])
+
+
+def test_hubspot_contact_creation_is_v3_signed_and_counts_its_attempts(
+    sandbox: ProviderSandbox, receiver: Receiver
+) -> None:
+    """A created contact is followed by a ``contact.creation`` event for its id, signed
+    X-HubSpot-Signature-v3 (base64 HMAC-SHA256 of method + URL + body + millisecond
+    timestamp); answered 500 it is retried with ``attemptNumber`` 1, 2...; answered 404 it is
+    not retried."""
+    receiver.refusals = [[lambda r: True, 2, 500]]
+    contact_id = create_contact(sandbox, "ada@example.com")
+    settle(sandbox)
+    assert len(receiver.received) == 3
+    for n, r in enumerate(receiver.received):
+        timestamp = r.headers["x-hubspot-request-timestamp"]
+        source = b"POST" + (receiver.url + r.path).encode() + r.body + timestamp.encode()
+        digest = hmac.new(HUBSPOT_SECRET.encode(), source, hashlib.sha256).digest()
+        assert r.headers["x-hubspot-signature-v3"] == base64.b64encode(digest).decode()
+        (event,) = r.json()
+        assert event["subscriptionType"] == "contact.creation"
+        assert event["objectId"] == int(contact_id)
+        assert event["attemptNumber"] == n
+    assert len({r.json()[0]["eventId"] for r in receiver.received}) == 1
+    receiver.received.clear()
+    receiver.refusals = [[lambda r: True, 1, 404]]
+    create_contact(sandbox, "grace@example.com")
+    settle(sandbox)
+    assert len(receiver.received) == 1

@@ -46,7 +46,7 @@ def sandbox(
         typer.Option(
             envvar="ANTIFRAGILE_SANDBOX_WEBHOOK_URLS",
             help="Where a provider's status webhooks go: PROVIDER=URL (repeatable; "
-            "whatsapp, twilio, sendgrid, resend, calcom).",
+            "whatsapp, twilio, sendgrid, resend, calcom, hubspot).",
         ),
     ] = None,
     time_scale: Annotated[

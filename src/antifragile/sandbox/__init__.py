@@ -36,6 +36,7 @@ from antifragile.sandbox._status import (
     StatusWebhooks,
     WebhookAttempt,
     calcom_signature,
+    hubspot_signature,
     svix_signature,
 )
 from antifragile.sandbox._twilio import TwilioSimulator
@@ -88,6 +89,7 @@ __all__ = [
     "WebhookSender",
     "WhatsAppSimulator",
     "calcom_signature",
+    "hubspot_signature",
     "shopify_signature",
     "svix_signature",
     "twilio_inbound_message",

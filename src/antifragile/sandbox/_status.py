@@ -12,6 +12,7 @@ Twilio    form POST ``MessageStatus`` ``sent``, ``delivered`` (``read`` on Whats
 SendGrid  Event Webhook arrays: ``processed``, ``delivered`` (``bounce``)              SendGrid
 Resend    Svix-signed ``email.sent``, ``email.delivered`` (``email.bounced``)          Resend
 Cal.com   ``BOOKING_CREATED`` with the booking's ``metadata``                          Cal.com
+HubSpot   ``contact.creation`` events (v3 signature)                                  HubSpot
 ========  ==========================================================================  ==========
 
 Every webhook echoes the send's correlation (``biz_opaque_callback_data``, the
@@ -79,6 +80,8 @@ RETRY_DELAYS: Mapping[str, tuple[float, ...]] = {
     "resend": (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0),
     # Cal.com: not documented; the sandbox retries like Svix's first steps
     "calcom": (5.0, 300.0, 1800.0),
+    # HubSpot Webhooks API: up to 10 retries spread over 24 h: doubling from 1 min
+    "hubspot": tuple(60.0 * 2**n for n in range(10)),
 }
 
 
@@ -100,7 +103,10 @@ Signer = Callable[[bytes], dict[str, str]]
 @dataclass(frozen=True, slots=True)
 class Notice:
     """One status webhook to send: the status it reports, where, the exact body, and how to
-    sign it (called at each attempt: a signature with a timestamp is made afresh)."""
+    sign it (called at each attempt: a signature with a timestamp is made afresh).
+
+    *render*, when given, makes the body of each attempt (HubSpot counts ``attemptNumber`` in
+    it); *final_statuses* are answers never retried (HubSpot: 400, 401, 403, 404, 405)."""
 
     provider: str
     status: str
@@ -112,6 +118,8 @@ class Notice:
     sign: Signer
     retry_delays: tuple[float, ...] = ()
     retry_on_status: bool = True
+    render: Callable[[int], bytes] | None = None
+    final_statuses: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,10 +373,11 @@ class StatusWebhooks:
 
     def _deliver(self, client: httpx.Client, job: _Job) -> None:
         notice = job.notice
-        headers = {"content-type": notice.content_type, **notice.sign(notice.body)}
+        body = notice.body if notice.render is None else notice.render(job.attempt - 1)
+        headers = {"content-type": notice.content_type, **notice.sign(body)}
         answered: int | None
         try:
-            response = client.post(notice.url, content=notice.body, headers=headers)
+            response = client.post(notice.url, content=body, headers=headers)
             answered = response.status_code
         except httpx.HTTPError as exc:
             _log.info("status webhook to %s not answered: %s", notice.url, type(exc).__name__)
@@ -384,7 +393,9 @@ class StatusWebhooks:
             job.copy,
             time.time(),
         )
-        retry = not attempt.ok and (answered is None or notice.retry_on_status)
+        retry = not attempt.ok and (
+            answered is None or (notice.retry_on_status and answered not in notice.final_statuses)
+        )
         with self._cond:
             self._attempts.append(attempt)
             if retry and job.attempt <= len(notice.retry_delays):
@@ -453,3 +464,13 @@ class EventWebhookKey:
             "x-twilio-email-event-webhook-signature": self.sign(timestamp, body),
             "x-twilio-email-event-webhook-timestamp": timestamp,
         }
+
+
+def hubspot_signature(
+    client_secret: str, method: str, uri: str, body: bytes, timestamp: str
+) -> str:
+    """HubSpot's ``X-HubSpot-Signature-v3``: base64 HMAC-SHA256 of ``method + uri + body +
+    timestamp`` with the app's client secret."""
+    source = method.encode() + uri.encode() + body + timestamp.encode()
+    digest = hmac.new(client_secret.encode(), source, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
