@@ -78,6 +78,13 @@ def sandbox(
             help="The secret Cal.com webhooks are signed with.",
         ),
     ] = None,
+    hubspot_client_secret: Annotated[
+        str,
+        typer.Option(
+            envvar="ANTIFRAGILE_SANDBOX_HUBSPOT_CLIENT_SECRET",
+            help="The app client secret HubSpot webhooks are signed with (v3).",
+        ),
+    ] = "sandbox-client-secret",
 ) -> None:
     """Serve the provider simulators (Resend, ...) on one local HTTP server until Ctrl-C.
 
@@ -102,7 +109,7 @@ def sandbox(
                 ShopifySimulator(),
                 WhatsAppSimulator(app_secret=whatsapp_app_secret),
                 TwilioSimulator(),
-                HubSpotSimulator(),
+                HubSpotSimulator(client_secret=hubspot_client_secret),
                 SlackSimulator(),
                 sendgrid,
                 CalComSimulator(webhook_secret=calcom_webhook_secret),
