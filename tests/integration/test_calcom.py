@@ -26,7 +26,13 @@ from antifragile import (
     RateLimitedError,
     Retry,
 )
-from antifragile.connectors import Booking, CalComConnector, OutcomeUnknownError, booking_link
+from antifragile.connectors import (
+    Booking,
+    CalComConnector,
+    OutcomeUnknownError,
+    booking_link,
+    correlation_for,
+)
 from antifragile.connectors._calcom import API_KEY_ENV, BASE_URL_ENV
 from antifragile.sandbox import CalComSimulator, FlakyServer, ProviderFault, ProviderSandbox
 from tests.integration._faults import FAULT_KINDS, GATEWAY_FAULTS, sent_once_or_flagged
@@ -90,7 +96,10 @@ async def test_create_booking_is_201_with_version_header_and_key_in_metadata(
     assert booking.status == "accepted"
     assert booking.start == "2026-12-01T09:00:00.000Z"
     assert booking.end == "2026-12-01T09:30:00.000Z"
-    assert booking.data["metadata"] == {"antifragile_key": "create-booking/lead/1"}
+    assert booking.data["metadata"] == {
+        "antifragile_key": "create-booking/lead/1",
+        "antifragile_ref": correlation_for("create-booking/lead/1"),
+    }
     assert effect.idempotency_key == "create-booking/lead/1"
     (request,) = sandbox.requests
     assert request.headers["authorization"] == f"Bearer {KEY}"

@@ -26,7 +26,12 @@ from antifragile import (
     TransientError,
     UpstreamUnavailableError,
 )
-from antifragile.connectors import ResendConnector, SentEmail, idempotency_key_for
+from antifragile.connectors import (
+    ResendConnector,
+    SentEmail,
+    correlation_for,
+    idempotency_key_for,
+)
 from antifragile.connectors._resend import API_KEY_ENV, BASE_URL_ENV
 from antifragile.sandbox import Fault, FlakyServer, ProviderFault, ProviderSandbox, ResendSimulator
 from tests.integration._faults import FAULT_KINDS
@@ -92,7 +97,10 @@ async def test_send_email_succeeds_with_key_auth_and_one_effect(
     (effect,) = sandbox.effects("resend")
     assert sent == SentEmail(effect.id, "send-email/order/1")
     assert effect.data["to"] == ["owner@example.com"]
-    assert effect.data["tags"] == [{"name": "kind", "value": "order"}]
+    assert effect.data["tags"] == [
+        {"name": "kind", "value": "order"},
+        {"name": "antifragile_ref", "value": correlation_for("send-email/order/1")},
+    ]
     (request,) = sandbox.requests
     assert request.headers["authorization"] == f"Bearer {KEY}"
     assert request.headers["idempotency-key"] == "send-email/order/1"

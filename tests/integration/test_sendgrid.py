@@ -25,7 +25,12 @@ from antifragile import (
     RateLimitedError,
     Retry,
 )
-from antifragile.connectors import OutcomeUnknownError, SendGridConnector, SendGridSent
+from antifragile.connectors import (
+    OutcomeUnknownError,
+    SendGridConnector,
+    SendGridSent,
+    correlation_for,
+)
 from antifragile.connectors._sendgrid import API_KEY_ENV, BASE_URL_ENV
 from antifragile.sandbox import FlakyServer, ProviderFault, ProviderSandbox, SendGridSimulator
 from tests.integration._faults import FAULT_KINDS, GATEWAY_FAULTS, sent_once_or_flagged
@@ -89,7 +94,10 @@ async def test_send_email_is_202_with_message_id_and_reconciliation_key(
     (effect,) = sandbox.effects("sendgrid")
     assert sent == SendGridSent(effect.id, "send-email/order/1")
     assert effect.idempotency_key == "send-email/order/1"
-    assert effect.data["custom_args"] == {"antifragile_key": "send-email/order/1"}
+    assert effect.data["custom_args"] == {
+        "antifragile_key": "send-email/order/1",
+        "antifragile_ref": correlation_for("send-email/order/1"),
+    }
     assert [c["type"] for c in effect.data["content"]] == ["text/plain", "text/html"]
     (request,) = sandbox.requests
     assert request.headers["authorization"] == f"Bearer {KEY}"

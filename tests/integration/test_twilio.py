@@ -27,7 +27,12 @@ from antifragile import (
     Retry,
     UpstreamUnavailableError,
 )
-from antifragile.connectors import DeliveryUnknownError, OutcomeUnknownError, TwilioConnector
+from antifragile.connectors import (
+    DeliveryUnknownError,
+    OutcomeUnknownError,
+    TwilioConnector,
+    correlation_for,
+)
 from antifragile.connectors._twilio import ACCOUNT_SID_ENV, AUTH_TOKEN_ENV, BASE_URL_ENV
 from antifragile.sandbox import FlakyServer, ProviderFault, ProviderSandbox, TwilioSimulator
 from tests.integration._faults import FAULT_KINDS, GATEWAY_FAULTS
@@ -423,3 +428,35 @@ async def test_failures_that_never_created_a_message_end_retryable(
     assert not isinstance(caught.value, DeliveryUnknownError)
     assert [r.method for r in sandbox.requests] == ["POST"] * 5
     assert sandbox.effects("twilio") == []
+
+
+async def test_status_callback_carries_the_correlation_of_the_reference(
+    sandbox: ProviderSandbox, connect: Connect
+) -> None:
+    """With a public URL, each message asks Twilio to call the service's Twilio webhook with
+    ``ref=<correlation of the reference>`` in the query; an explicit StatusCallback gets the
+    ref added to its own query; the result names the reference and its correlation."""
+    connector = connect(public_url="https://hooks.example/base/")
+    sent = await connector.send_message(TO, "Your code is 1234", FROM, reference="reply/42")
+    assert sent.reference == "reply/42"
+    assert sent.correlation == correlation_for("reply/42")
+    other = await connector.send_message(
+        TO, "Second", FROM, status_callback="https://cb.example/s?x=1", reference="reply/43"
+    )
+    first, second = sandbox.effects("twilio")
+    assert first.data["StatusCallback"] == (
+        f"https://hooks.example/base/v1/webhooks/twilio?ref={sent.correlation}"
+    )
+    assert second.data["StatusCallback"] == f"https://cb.example/s?x=1&ref={other.correlation}"
+    assert "reply" not in first.data["StatusCallback"]
+
+
+async def test_an_ambiguous_send_names_its_reference_for_reconciliation(
+    sandbox: ProviderSandbox, connect: Connect
+) -> None:
+    """When the message may exist and reconciliation is off, the DeliveryUnknownError carries
+    the reference as its reconcile key: the status callbacks' correlation is derived from it."""
+    sandbox.faults("twilio", SEND, script=[ProviderFault.ambiguous()])
+    with pytest.raises(DeliveryUnknownError) as caught:
+        await connect(reconcile=False).send_message(TO, "Hi", FROM, reference="reply/7")
+    assert caught.value.reconcile_key == "reply/7"

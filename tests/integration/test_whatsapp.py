@@ -26,7 +26,13 @@ from antifragile import (
     Retry,
     UpstreamUnavailableError,
 )
-from antifragile.connectors import DeliveryUnknownError, OutcomeUnknownError, WhatsAppConnector
+from antifragile.connectors import (
+    DeliveryUnknownError,
+    OutcomeUnknownError,
+    WhatsAppConnector,
+    correlation_for,
+    is_correlation,
+)
 from antifragile.connectors._whatsapp import (
     ACCESS_TOKEN_ENV,
     BASE_URL_ENV,
@@ -110,6 +116,7 @@ async def test_send_text_succeeds_with_bearer_auth_and_one_effect(
         "to": TO,
         "type": "text",
         "text": {"body": "Your order has shipped.", "preview_url": False},
+        "biz_opaque_callback_data": sent.correlation,
     }
     (request,) = sandbox.requests
     assert request.headers["authorization"] == f"Bearer {TOKEN}"
@@ -418,3 +425,40 @@ async def test_every_fault_kind_is_sent_once_or_flagged(
         lambda: connect().send_text(TO, "hi"),
         unknown=DeliveryUnknownError,
     )
+
+
+async def test_every_message_carries_the_correlation_of_its_reference(
+    sandbox: ProviderSandbox, connect: Connect
+) -> None:
+    """Texts and templates carry ``biz_opaque_callback_data`` = the correlation of the
+    caller's reference (a digest: no personal data); without a reference a random one is
+    used and returned; the result names both."""
+    connector = connect()
+    text = await connector.send_text(TO, "hi", reference="reply/1")
+    template = await connector.send_template(TO, "order_update", reference="reply/2")
+    anonymous = await connector.send_text(TO, "hello")
+    effects = sandbox.effects("whatsapp")
+    assert [e.data["biz_opaque_callback_data"] for e in effects] == [
+        correlation_for("reply/1"),
+        correlation_for("reply/2"),
+        anonymous.correlation,
+    ]
+    assert (text.reference, text.correlation) == ("reply/1", correlation_for("reply/1"))
+    assert template.correlation == correlation_for("reply/2")
+    assert anonymous.reference is not None
+    assert anonymous.correlation == correlation_for(anonymous.reference)
+    assert is_correlation(anonymous.correlation)
+    assert TO not in str(effects[0].data["biz_opaque_callback_data"])
+
+
+async def test_an_ambiguous_send_names_its_reference_for_reconciliation(
+    sandbox: ProviderSandbox, connect: Connect
+) -> None:
+    """A DeliveryUnknownError carries the reference as its reconcile key, so whoever waits
+    for the status webhook knows which correlation to expect."""
+    sandbox.faults("whatsapp", SEND, script=[ProviderFault.ambiguous()])
+    with pytest.raises(DeliveryUnknownError) as caught:
+        await connect().send_text(TO, "hi", reference="reply/9")
+    assert caught.value.reconcile_key == "reply/9"
+    (effect,) = sandbox.effects("whatsapp")
+    assert effect.data["biz_opaque_callback_data"] == correlation_for("reply/9")

@@ -7,6 +7,7 @@ be pointed at the :class:`~antifragile.sandbox.ProviderSandbox` or any stand-in 
 """
 
 from antifragile.connectors._calcom import Booking, CalComConnector, booking_link, calcom_policy
+from antifragile.connectors._correlation import REF_ARG, correlation_for, is_correlation
 from antifragile.connectors._hubspot import Contact, HubSpotConnector, hubspot_policy
 from antifragile.connectors._messaging import DeliveryUnknownError
 from antifragile.connectors._outcome import OutcomeUnknownError
@@ -47,6 +48,7 @@ from antifragile.connectors._whatsapp import SentWhatsApp, WhatsAppConnector, wh
 __all__ = [
     "DEFAULT_TEMPLATES",
     "PROVIDERS",
+    "REF_ARG",
     "Booking",
     "CalComConnector",
     "Connectors",
@@ -76,8 +78,10 @@ __all__ = [
     "apply_overrides",
     "booking_link",
     "calcom_policy",
+    "correlation_for",
     "hubspot_policy",
     "idempotency_key_for",
+    "is_correlation",
     "load_overrides",
     "message_id_for",
     "parse_overrides",

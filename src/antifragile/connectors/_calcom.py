@@ -32,15 +32,16 @@ to the message. A failure after the request may have reached Cal.com -- a 5xx, a
 timeout, a 201 without a booking -- is :class:`OutcomeUnknownError`.
 
 **Exactly once.** Cal.com has no idempotency key, so a booking request is never sent again once
-Cal.com may have received it: refusals (429) and failures before sending are retried; an
-ambiguous failure raises :class:`OutcomeUnknownError` (not retryable: a durable job stops on it
-rather than book twice). Every booking carries the caller's key in ``metadata``
-(``{"antifragile_key": "create-booking/<key>"}``), which Cal.com returns with the booking and in
-its ``BOOKING_CREATED`` webhook: reconcile an unknown outcome by looking for the key there
+Cal.com may have received it: refusals (429) and failures before sending are retried; an ambiguous
+failure raises :class:`OutcomeUnknownError` (not retryable: a durable job stops on it rather than
+book twice). Every booking carries the caller's key in ``metadata`` (``{"antifragile_key":
+"create-booking/<key>"}``) and its correlation (``"antifragile_ref"``:
+:func:`~antifragile.connectors.correlation_for` of that key), which Cal.com returns with the booking
+and in its ``BOOKING_CREATED`` webhook: reconcile an unknown outcome by looking for the key there
 (found: the booking exists; absent: book again with the same key). Cal.com also refuses a second
 booking of the same slot for the same host, so a mistaken resend would meet a
-:class:`~antifragile.ConflictError` rather than a double booking -- a backstop, not the
-strategy, since it cannot tell our booking from someone else's.
+:class:`~antifragile.ConflictError` rather than a double booking -- a backstop, not the strategy,
+since it cannot tell our booking from someone else's.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from urllib.parse import quote, urlencode
 import httpx
 
 from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii, required_from
+from antifragile.connectors._correlation import REF_ARG, correlation_for
 from antifragile.connectors._outcome import (
     OutcomeUnknownError,
     calcom_error_answer,
@@ -232,7 +234,7 @@ class CalComConnector(HTTPConnector):
         body: dict[str, Any] = {
             "start": _start(start),
             "attendee": attendee,
-            "metadata": {**(metadata or {}), KEY_ARG: key},
+            "metadata": {**(metadata or {}), KEY_ARG: key, REF_ARG: correlation_for(key)},
         }
         if event_type_id is not None:
             body["eventTypeId"] = event_type_id

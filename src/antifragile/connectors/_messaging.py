@@ -99,8 +99,10 @@ async def send_once(
     operation: str,
     to: str,
     fields: dict[str, Any],
+    reconcile_key: str | None = None,
 ) -> T:
-    """Run *attempt* through *policy* without blind resends (see the module docs)."""
+    """Run *attempt* through *policy* without blind resends (see the module docs); an
+    ambiguous failure raises :class:`DeliveryUnknownError` with *reconcile_key*."""
     try:
         return await policy.arun(attempt, operation=operation, replay_safe=False)
     except IntegrationError as exc:
@@ -118,6 +120,7 @@ async def send_once(
             detail=None if exc.detail is None else mask_values(exc.detail, [to]),
             to=to,
             fields=fields,
+            reconcile_key=reconcile_key,
         )
         unknown.give_up_reason = "unsafe_to_replay"
         raise unknown from exc

@@ -45,6 +45,10 @@ goes to the caller (a durable job retries it later, again with the same key: use
 by Resend, and the email is sent once -- as long as the retries happen within 24 hours and the
 payload is the same. A changed payload under the same key is refused with 409
 (:class:`~antifragile.ConflictError`), never sent twice.
+
+**Correlation.** Every email carries the tag ``antifragile_ref`` =
+:func:`~antifragile.connectors.correlation_for` of its ``Idempotency-Key``, which Resend echoes
+in the ``tags`` of each of its webhook events (``email.sent``, ``email.delivered``...).
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ from typing import Any
 import httpx
 
 from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii, required_from
+from antifragile.connectors._correlation import REF_ARG, correlation_for
 from antifragile.connectors._outcome import resend_error_answer
 from antifragile.errors import (
     ConfigurationError,
@@ -224,6 +229,7 @@ class ResendConnector(HTTPConnector):
         """
         if html is None and text is None:
             raise ConfigurationError("an email needs html or text")
+        key = idempotency_key_for("send-email", idempotency_key)
         body: dict[str, Any] = {"from": sender, "to": _listed(to), "subject": subject}
         optional: dict[str, Any] = {
             "html": html,
@@ -232,11 +238,13 @@ class ResendConnector(HTTPConnector):
             "bcc": None if bcc is None else _listed(bcc),
             "reply_to": None if reply_to is None else _listed(reply_to),
             "headers": None if headers is None else dict(headers),
-            "tags": None if tags is None else [{"name": k, "value": v} for k, v in tags.items()],
+            "tags": [
+                *({"name": k, "value": v} for k, v in (tags or {}).items() if k != REF_ARG),
+                {"name": REF_ARG, "value": correlation_for(key)},
+            ],
             "scheduled_at": scheduled_at,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
-        key = idempotency_key_for("send-email", idempotency_key)
         try:
             response = await self.client.post(
                 "/emails",

@@ -29,16 +29,18 @@ the request was sent (connection refused, circuit open) is retried or raised as 
 failure *after* it may have reached SendGrid -- a 5xx, a reset, a timeout, a 202 without
 ``X-Message-Id`` -- is :class:`OutcomeUnknownError`.
 
-**Exactly once.** SendGrid has no idempotency key: the same request sent twice is two emails.
-So the connector never sends a request again once SendGrid may have received it: a 429 (SendGrid
-refused it) is retried, a failure before sending is retried, but an ambiguous failure raises
+**Exactly once.** SendGrid has no idempotency key: the same request sent twice is two emails. So the
+connector never sends a request again once SendGrid may have received it: a 429 (SendGrid refused
+it) is retried, a failure before sending is retried, but an ambiguous failure raises
 :class:`OutcomeUnknownError` -- not retryable, so a durable job parks it in the dead-letter queue
 instead of sending again. Every request is tagged for reconciliation with the caller's key in
-``custom_args`` (``{"antifragile_key": "send-email/<key>"}``), which SendGrid echoes in every
-Event Webhook event of the message: an ``OutcomeUnknownError`` is resolved by looking for that
-key among the events (``processed`` means it was sent -- do nothing; no event within the
-webhook's delay means it was not -- send again with the same key). The guarantee is therefore
-*at most once* automatically, *exactly once* after reconciliation.
+``custom_args`` (``{"antifragile_key": "send-email/<key>"}``) and its correlation
+(``"antifragile_ref"``: :func:`~antifragile.connectors.correlation_for` of that key, no personal
+data), which SendGrid merges into every Event Webhook event of the message: an
+``OutcomeUnknownError`` is resolved by looking for that key among the events (``processed`` means it
+was sent -- do nothing; no event within the webhook's delay means it was not -- send again with the
+same key). The guarantee is therefore *at most once* automatically, *exactly once* after
+reconciliation.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from typing import Any
 import httpx
 
 from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii, required_from
+from antifragile.connectors._correlation import REF_ARG, correlation_for
 from antifragile.connectors._outcome import (
     OutcomeUnknownError,
     outcome_unknown,
@@ -205,7 +208,7 @@ class SendGridConnector(HTTPConnector):
             "from": _address(sender),
             "subject": subject,
             "content": content,
-            "custom_args": {**(custom_args or {}), KEY_ARG: key},
+            "custom_args": {**(custom_args or {}), KEY_ARG: key, REF_ARG: correlation_for(key)},
         }
         if reply_to is not None:
             body["reply_to"] = _address(reply_to)

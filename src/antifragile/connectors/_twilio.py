@@ -43,6 +43,16 @@ tag a message, so an identical message (same numbers, same body) created by some
 that window would be taken for ours -- keep bodies distinct (an order number, a code) when that
 matters. With ``reconcile=False`` every ambiguous failure raises ``DeliveryUnknownError`` at
 once.
+
+**Correlation.** Twilio echoes nothing of a message but calls the ``StatusCallback`` URL it was
+given, on every status change (``queued``, ``sent``, ``delivered``, ``undelivered``,
+``failed``, ``read``), signed over that URL. So every message whose status callbacks can reach
+the service carries ``StatusCallback=<public_url>/v1/webhooks/twilio?ref=<correlation>``:
+*public_url* (``ANTIFRAGILE_PUBLIC_URL`` when not given, the service's external address) and
+the correlation :func:`~antifragile.connectors.correlation_for` of the message's *reference*
+(the caller's key: a job's idempotency key; a random one when not given). An explicit
+*status_callback* gets ``ref=<correlation>`` added to its query instead. Without either, the
+message carries no status callback.
 """
 
 from __future__ import annotations
@@ -50,7 +60,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -58,6 +69,7 @@ from typing import Any
 import httpx
 
 from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii
+from antifragile.connectors._correlation import correlation_for, status_callback_url, with_ref
 from antifragile.connectors._messaging import (
     DeliveryUnknownError,
     messaging_policy,
@@ -77,6 +89,8 @@ from antifragile.policies import SYSTEM_CLOCK, Clock, Exponential, Policy, Retry
 BASE_URL_ENV = "ANTIFRAGILE_TWILIO_BASE_URL"
 ACCOUNT_SID_ENV = "ANTIFRAGILE_TWILIO_ACCOUNT_SID"
 AUTH_TOKEN_ENV = "ANTIFRAGILE_TWILIO_AUTH_TOKEN"
+#: the service's external base URL, where Twilio's status callbacks are sent
+PUBLIC_URL_ENV = "ANTIFRAGILE_PUBLIC_URL"
 DEFAULT_BASE_URL = "https://api.twilio.com"
 PROVIDER = "twilio"
 
@@ -98,13 +112,16 @@ class SentMessage:
     """Twilio created the message: its ``sid`` (``SM...``) and first ``status`` (``queued``).
 
     ``reconciled`` is true when the create's answer was lost and the message was found in the
-    account's message log instead.
+    account's message log instead. ``reference`` is the caller's key for the message,
+    ``correlation`` the token its status callbacks carry (``ref=`` in their URL).
     """
 
     sid: str
     status: str
     to: str
     reconciled: bool = False
+    reference: str | None = None
+    correlation: str | None = None
 
 
 def twilio_error(detail: str | None) -> tuple[int | None, str | None]:
@@ -170,6 +187,7 @@ class TwilioConnector(HTTPConnector):
         reconcile_grace: float = 2.0,
         reconcile_window: float = 60.0,
         reconcile_rounds: int = 3,
+        public_url: str | None = None,
     ) -> None:
         if reconcile_grace < 0 or reconcile_window < 0 or reconcile_rounds < 1:
             raise ConfigurationError(
@@ -184,6 +202,8 @@ class TwilioConnector(HTTPConnector):
                 f"or set {ACCOUNT_SID_ENV} and {AUTH_TOKEN_ENV}"
             )
         self.account_sid = sid
+        public = public_url or os.environ.get(PUBLIC_URL_ENV)
+        self.public_url = public.rstrip("/") if public else None
         self.reconcile = reconcile
         self.reconcile_grace = float(reconcile_grace)
         self.reconcile_window = float(reconcile_window)
@@ -223,9 +243,11 @@ class TwilioConnector(HTTPConnector):
         *,
         messaging_service_sid: str | None = None,
         status_callback: str | None = None,
+        reference: str | None = None,
     ) -> SentMessage:
         """Send *body* to *to* (``+E.164`` for SMS, ``whatsapp:+E.164`` for WhatsApp) from
-        *from_* (same channel) or through *messaging_service_sid*.
+        *from_* (same channel) or through *messaging_service_sid*. *reference* is the caller's
+        key for the message; its correlation rides in the ``StatusCallback`` URL (module docs).
 
         After an ambiguous failure the message is looked up in the account's message log
         before it is sent again (see the module docs). Raises
@@ -246,8 +268,12 @@ class TwilioConnector(HTTPConnector):
             form["From"] = from_
         if messaging_service_sid:
             form["MessagingServiceSid"] = messaging_service_sid
+        reference = reference or str(uuid.uuid4())
+        correlation = correlation_for(reference)
         if status_callback:
-            form["StatusCallback"] = status_callback
+            form["StatusCallback"] = with_ref(status_callback, correlation)
+        elif self.public_url:
+            form["StatusCallback"] = status_callback_url(self.public_url, correlation)
         path = f"/2010-04-01/Accounts/{self.account_sid}/Messages.json"
 
         async def attempt() -> SentMessage:
@@ -263,14 +289,16 @@ class TwilioConnector(HTTPConnector):
         rounds = self.reconcile_rounds if self.reconcile else 1
         for round_ in range(1, rounds + 1):
             try:
-                return await send_once(
+                sent = await send_once(
                     self.policy,
                     attempt,
                     provider=PROVIDER,
                     operation=SEND_MESSAGE,
                     to=to,
                     fields=dict(form),
+                    reconcile_key=reference,
                 )
+                return replace(sent, reference=reference, correlation=correlation)
             except DeliveryUnknownError as unknown:
                 if not self.reconcile:
                     raise
@@ -280,7 +308,7 @@ class TwilioConnector(HTTPConnector):
                     unknown.give_up_reason = "reconcile_failed"
                     raise unknown from lookup
                 if found is not None:
-                    return found
+                    return replace(found, reference=reference, correlation=correlation)
                 # not in the message log after the grace period: it was never created
                 if round_ == rounds:
                     cause = unknown.__cause__

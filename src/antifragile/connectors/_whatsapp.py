@@ -35,17 +35,25 @@ that was never made, a throttling refusal -- and raises
 it) when the message *may* have gone out: the connection dropped or timed out after the request
 was written, a 5xx, or a 200 without a ``wamid``. Reconcile those from the ``statuses``
 webhooks (a ``sent``/``delivered`` status for the recipient) before sending again.
+
+**Correlation.** Every message carries ``biz_opaque_callback_data`` =
+:func:`~antifragile.connectors.correlation_for` of its *reference* (the caller's key for it: a
+job's idempotency key; a random one when not given), which Cloud API echoes in each of its
+``statuses[]`` webhooks. The result and a :class:`DeliveryUnknownError` carry the reference
+(``reconcile_key``), so whoever waits for the echo knows what to look for.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii, required_from
+from antifragile.connectors._correlation import correlation_for
 from antifragile.connectors._messaging import (
     DeliveryUnknownError,
     messaging_policy,
@@ -91,12 +99,15 @@ def whatsapp_policy(*, clock: Clock = SYSTEM_CLOCK, timeout: float = 10.0) -> Po
 class SentWhatsApp:
     """Cloud API accepted the message: its ``wamid`` and the recipient's ``wa_id``.
 
-    Accepted is not delivered: delivery arrives later in ``statuses`` webhooks.
+    Accepted is not delivered: delivery arrives later in ``statuses`` webhooks, which echo
+    ``correlation`` (:func:`~antifragile.connectors.correlation_for` of ``reference``).
     """
 
     id: str
     wa_id: str | None
     to: str
+    reference: str | None = None
+    correlation: str | None = None
 
 
 def graph_error(detail: str | None) -> tuple[int | None, str | None, str | None]:
@@ -206,8 +217,10 @@ class WhatsAppConnector(HTTPConnector):
         *,
         preview_url: bool = False,
         reply_to: str | None = None,
+        reference: str | None = None,
     ) -> SentWhatsApp:
-        """Send a text message to *to* (E.164 digits or a ``wa_id``); *reply_to* a ``wamid``.
+        """Send a text message to *to* (E.164 digits or a ``wa_id``); *reply_to* a ``wamid``;
+        *reference* the caller's key for it (its correlation is echoed in status webhooks).
 
         Raises :class:`~antifragile.connectors.DeliveryUnknownError` when the message may have
         been sent (never sent again), else an :class:`~antifragile.IntegrationError` subclass
@@ -225,7 +238,7 @@ class WhatsAppConnector(HTTPConnector):
         }
         if reply_to is not None:
             message["context"] = {"message_id": reply_to}
-        return await self._send(to, message, SEND_TEXT)
+        return await self._send(to, message, SEND_TEXT, reference)
 
     @masks_pii("to")
     async def send_template(
@@ -235,19 +248,28 @@ class WhatsAppConnector(HTTPConnector):
         *,
         language: str = "en_US",
         components: list[dict[str, Any]] | None = None,
+        reference: str | None = None,
     ) -> SentWhatsApp:
-        """Send the approved template *name* in *language* (with its *components*) to *to*."""
+        """Send the approved template *name* in *language* (with its *components*) to *to*;
+        *reference* as for :meth:`send_text`."""
         template: dict[str, Any] = {"name": name, "language": {"code": language}}
         if components:
             template["components"] = components
-        return await self._send(to, {"type": "template", "template": template}, SEND_TEMPLATE)
+        return await self._send(
+            to, {"type": "template", "template": template}, SEND_TEMPLATE, reference
+        )
 
-    async def _send(self, to: str, message: dict[str, Any], operation: str) -> SentWhatsApp:
+    async def _send(
+        self, to: str, message: dict[str, Any], operation: str, reference: str | None
+    ) -> SentWhatsApp:
+        reference = reference or str(uuid.uuid4())
+        correlation = correlation_for(reference)
         payload: dict[str, Any] = {
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
             "to": to,
             **message,
+            "biz_opaque_callback_data": correlation,
         }
         path = f"/{self.api_version}/{self.phone_number_id}/messages"
 
@@ -261,18 +283,22 @@ class WhatsAppConnector(HTTPConnector):
                 if mapped is exc:
                     raise
                 raise mapped from exc
-            return self._accepted(response, to, operation)
+            return self._accepted(response, to, operation, reference)
 
-        return await send_once(
+        sent = await send_once(
             self.policy,
             attempt,
             provider=PROVIDER,
             operation=operation,
             to=to,
             fields=payload,
+            reconcile_key=reference,
         )
+        return SentWhatsApp(sent.id, sent.wa_id, sent.to, reference, correlation)
 
-    def _accepted(self, response: httpx.Response, to: str, operation: str) -> SentWhatsApp:
+    def _accepted(
+        self, response: httpx.Response, to: str, operation: str, reference: str
+    ) -> SentWhatsApp:
         try:
             answer = response.json()
         except ValueError:
@@ -290,6 +316,7 @@ class WhatsAppConnector(HTTPConnector):
                 request_id=response.request.headers.get("x-request-id"),
                 detail=response.text[:500],
                 to=to,
+                reconcile_key=reference,
             )
         contacts = answer.get("contacts") if isinstance(answer, dict) else None
         contact = contacts[0] if isinstance(contacts, list) and contacts else None

@@ -19,7 +19,7 @@ import importlib as _importlib
 import typing as _typing
 
 from antifragile.sandbox._calcom import CalComSimulator
-from antifragile.sandbox._engine import FaultPlan, ProviderFault, ProviderFaultKind
+from antifragile.sandbox._engine import WEBHOOKS, FaultPlan, ProviderFault, ProviderFaultKind
 from antifragile.sandbox._faults import Chaos, Fault, FaultKind, Phase, Quota
 from antifragile.sandbox._hubspot import HubSpotSimulator
 from antifragile.sandbox._resend import ResendSimulator
@@ -34,6 +34,16 @@ from antifragile.sandbox._server import (
 from antifragile.sandbox._shopify import ShopifySimulator
 from antifragile.sandbox._simulator import Call, Effect, Reply, Route, Simulator
 from antifragile.sandbox._slack import SlackSimulator
+from antifragile.sandbox._status import (
+    RETRY_DELAYS,
+    DeliveryStatus,
+    EventWebhookKey,
+    StatusWebhooks,
+    WebhookAttempt,
+    calcom_signature,
+    hubspot_signature,
+    svix_signature,
+)
 from antifragile.sandbox._twilio import TwilioSimulator
 from antifragile.sandbox._webhooks import (
     Delivery,
@@ -63,11 +73,15 @@ if not _typing.TYPE_CHECKING:
 
 
 __all__ = [
+    "RETRY_DELAYS",
+    "WEBHOOKS",
     "CalComSimulator",
     "Call",
     "Chaos",
     "Delivery",
+    "DeliveryStatus",
     "Effect",
+    "EventWebhookKey",
     "Fault",
     "FaultKind",
     "FaultPlan",
@@ -89,10 +103,15 @@ __all__ = [
     "ShopifySimulator",
     "Simulator",
     "SlackSimulator",
+    "StatusWebhooks",
     "TwilioSimulator",
+    "WebhookAttempt",
     "WebhookSender",
     "WhatsAppSimulator",
+    "calcom_signature",
+    "hubspot_signature",
     "shopify_signature",
+    "svix_signature",
     "twilio_inbound_message",
     "twilio_signature",
     "whatsapp_signature",

@@ -21,11 +21,18 @@
   for API keys); every answer carries ``X-RateLimit-Limit-Default``,
   ``X-RateLimit-Remaining-Default`` and ``X-RateLimit-Reset-Default`` (seconds); a refused
   request gets 429 ``ThrottlerException`` with ``Retry-After``.
+* **Webhook** -- once a booking is made, and when the sandbox has a callback URL for
+  ``calcom``: ``{"triggerEvent": "BOOKING_CREATED", "createdAt", "payload": {title, startTime,
+  endTime, organizer, attendees, uid, bookingId, status: "ACCEPTED", metadata, location}}``,
+  the booking's ``metadata`` (and so its correlation) included, signed ``X-Cal-Signature-256:
+  <hex HMAC-SHA256(webhook_secret, body)>`` (the literal ``no-secret-provided`` without a
+  secret).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import re
 import secrets
@@ -38,6 +45,7 @@ from typing import Any
 
 from antifragile.sandbox._server import IncomingRequest
 from antifragile.sandbox._simulator import Call, Reply, Route, Simulator
+from antifragile.sandbox._status import RETRY_DELAYS, Notice, calcom_signature
 
 _ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 PATH = "/v2/bookings"
@@ -88,10 +96,12 @@ class CalComSimulator(Simulator):
     """Cal.com's ``POST /v2/bookings`` with its auth, version header, validation and limit."""
 
     name = "calcom"
+    sends_webhooks = True
 
     def __init__(
         self,
         *,
+        webhook_secret: str | None = None,
         api_keys: Iterable[str] | None = None,
         event_types: Iterable[EventType] | None = None,
         versions: Iterable[str] = ("2024-08-13",),
@@ -100,6 +110,7 @@ class CalComSimulator(Simulator):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.api_keys = None if api_keys is None else frozenset(api_keys)
+        self.webhook_secret = webhook_secret
         types = list(event_types or [EventType(1, "30min", "alice")])
         self.event_types: Mapping[int, EventType] = {t.id: t for t in types}
         self.versions = frozenset(versions)
@@ -280,4 +291,68 @@ class CalComSimulator(Simulator):
         }
         key = metadata.get(KEY_ARG)
         call.commit(uid, body, key if isinstance(key, str) else None)
+        self._report(data)
         return Reply(201, {"status": "success", "data": data})
+
+    # -- webhook --------------------------------------------------------------------------------
+
+    def _report(self, data: dict[str, Any]) -> None:
+        hooks = self.webhooks
+        if hooks is None:
+            return
+        url = hooks.url(self.name)
+        fault = hooks.decide(self.name)
+        ref = data["metadata"].get("antifragile_ref")
+        correlation = ref if isinstance(ref, str) else None
+        notices: list[Notice] = []
+        if url:
+            body = json.dumps(self.booking_created(data), separators=(",", ":")).encode()
+            notices.append(
+                Notice(
+                    self.name,
+                    "BOOKING_CREATED",
+                    data["uid"],
+                    correlation,
+                    url,
+                    body,
+                    "application/json",
+                    self._sign,
+                    RETRY_DELAYS[self.name],
+                )
+            )
+        hooks.emit(
+            self.name,
+            data["uid"],
+            correlation,
+            notices,
+            statuses=["BOOKING_CREATED"],
+            fault=None if fault is not None and fault.kind == "undeliverable" else fault,
+        )
+
+    def _sign(self, body: bytes) -> dict[str, str]:
+        return {"x-cal-signature-256": calcom_signature(self.webhook_secret, body)}
+
+    @staticmethod
+    def booking_created(data: Mapping[str, Any]) -> dict[str, Any]:
+        """The ``BOOKING_CREATED`` webhook of the booking *data* (Cal.com's default body)."""
+        host = data["hosts"][0]
+        return {
+            "triggerEvent": "BOOKING_CREATED",
+            "createdAt": _iso(datetime.now(UTC)),
+            "payload": {
+                "title": data["title"],
+                "startTime": data["start"],
+                "endTime": data["end"],
+                "organizer": {"name": host["name"], "username": host["username"]},
+                "attendees": [
+                    {"name": a["name"], "email": a["email"], "timeZone": a["timeZone"]}
+                    for a in data["attendees"]
+                ],
+                "uid": data["uid"],
+                "bookingId": data["id"],
+                "eventTypeId": data["eventTypeId"],
+                "status": "ACCEPTED",
+                "metadata": data["metadata"],
+                "location": data["location"],
+            },
+        }

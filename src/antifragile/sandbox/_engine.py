@@ -36,6 +36,23 @@ the JSON shape used by fault files and by ``PUT /_sandbox/faults``::
         "latency": 0.01, "seed": 7}}}
 
 An endpoint's value may also be a list of plans (a timeline of windows).
+
+The endpoint ``"webhooks"`` of a provider scripts its **status webhooks** instead (see
+:mod:`antifragile.sandbox._status`): one fault is drawn per accepted send, and decides how the
+status webhooks of that send go out:
+
+===============================  ============================================================
+``delayed(s)``                   every status webhook of the send goes out *s* seconds late
+``lost()``                       none of them is sent (the statuses are still decided)
+``duplicated()``                 each is sent twice
+``out_of_order()``               they are sent last status first (``read`` before ``sent``)
+``undeliverable(code)``          the message fails: a ``failed`` status (WhatsApp ``131026``,
+                                 Twilio ``undelivered`` ``30003``, a SendGrid ``bounce``, a
+                                 Resend ``email.bounced``) instead of delivered
+===============================  ============================================================
+
+Webhook faults belong to ``"webhooks"`` only, request faults to request endpoints only, and a
+provider's ``"*"`` plans never apply to its webhooks.
 """
 
 from __future__ import annotations
@@ -53,16 +70,34 @@ from typing import Any, Literal, cast
 from antifragile.errors import ConfigurationError
 
 ProviderFaultKind = Literal[
-    "latency", "error", "rate_limited", "reset", "hang", "malformed", "ambiguous"
+    "latency",
+    "error",
+    "rate_limited",
+    "reset",
+    "hang",
+    "malformed",
+    "ambiguous",
+    "delayed",
+    "lost",
+    "duplicated",
+    "out_of_order",
+    "undeliverable",
 ]
 Lost = Literal["reset", "hang"]
 
-_KINDS: frozenset[str] = frozenset(
+_REQUEST_KINDS: frozenset[str] = frozenset(
     ("latency", "error", "rate_limited", "reset", "hang", "malformed", "ambiguous")
 )
+#: the fault kinds of status webhooks (endpoint ``"webhooks"``)
+WEBHOOK_KINDS: frozenset[str] = frozenset(
+    ("delayed", "lost", "duplicated", "out_of_order", "undeliverable")
+)
+_KINDS: frozenset[str] = _REQUEST_KINDS | WEBHOOK_KINDS
 
 #: the endpoint name that matches every endpoint of a provider
 ANY_ENDPOINT = "*"
+#: the endpoint name of a provider's status webhooks in the fault engine
+WEBHOOKS = "webhooks"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +109,7 @@ class ProviderFault:
     seconds: float = 0.0
     retry_after: float = 1.0
     lost: Lost = "reset"
+    code: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -120,10 +156,41 @@ class ProviderFault:
         """Handle the request (commit its effect), then lose the answer: reset or hang."""
         return cls("ambiguous", lost=lost)
 
+    @classmethod
+    def delayed(cls, seconds: float) -> ProviderFault:
+        """Status webhooks: send those of the send *seconds* late."""
+        return cls("delayed", seconds=seconds)
+
+    @classmethod
+    def lost_webhooks(cls) -> ProviderFault:
+        """Status webhooks: send none of those of the send."""
+        return cls("lost")
+
+    @classmethod
+    def duplicated(cls) -> ProviderFault:
+        """Status webhooks: send each of those of the send twice."""
+        return cls("duplicated")
+
+    @classmethod
+    def out_of_order(cls) -> ProviderFault:
+        """Status webhooks: send those of the send last status first."""
+        return cls("out_of_order")
+
+    @classmethod
+    def undeliverable(cls, code: int | None = None) -> ProviderFault:
+        """Status webhooks: the message fails (with the provider's error *code*, or its usual
+        one for an undeliverable message)."""
+        return cls("undeliverable", code=code)
+
+    @property
+    def webhook(self) -> bool:
+        """Whether this fault scripts status webhooks (rather than a request)."""
+        return self.kind in WEBHOOK_KINDS
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of this fault (only the fields its kind uses)."""
         out: dict[str, Any] = {"kind": self.kind}
-        if self.kind == "latency":
+        if self.kind in ("latency", "delayed"):
             out["seconds"] = self.seconds
         elif self.kind == "error":
             out["status"] = self.status
@@ -131,12 +198,14 @@ class ProviderFault:
             out["retry_after"] = self.retry_after
         elif self.kind == "ambiguous":
             out["lost"] = self.lost
+        elif self.kind == "undeliverable" and self.code is not None:
+            out["code"] = self.code
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ProviderFault:
         """Read the JSON shape: ``{"kind": "error", "status": 503}`` and so on."""
-        known = {"kind", "status", "seconds", "retry_after", "lost", "p"}
+        known = {"kind", "status", "seconds", "retry_after", "lost", "code", "p"}
         unknown = set(data) - known
         if unknown:
             raise ConfigurationError(f"unknown fault field(s): {sorted(unknown)}")
@@ -152,6 +221,7 @@ class ProviderFault:
             seconds=float(data.get("seconds", 0.0)),
             retry_after=float(data.get("retry_after", 1.0)),
             lost=cast(Lost, data.get("lost", "reset")),
+            code=None if data.get("code") is None else int(data["code"]),
         )
 
 
@@ -257,11 +327,25 @@ class FaultEngine:
         self._lock = threading.Lock()
         self._plans: dict[tuple[str, str], list[FaultPlan]] = {}
 
+    @staticmethod
+    def _check(endpoint: str, plans: Sequence[FaultPlan]) -> None:
+        """Webhook faults on ``"webhooks"`` only, request faults anywhere else."""
+        for plan in plans:
+            for fault in [*plan.script, *(f for _, f in plan.chaos)]:
+                if fault.webhook != (endpoint == WEBHOOKS):
+                    where = "status webhooks" if endpoint == WEBHOOKS else "requests"
+                    raise ConfigurationError(
+                        f"a {fault.kind!r} fault does not apply to {where} (endpoint "
+                        f"{endpoint!r}); webhook faults are {sorted(WEBHOOK_KINDS)} on "
+                        f"{WEBHOOKS!r}"
+                    )
+
     def set(
         self, provider: str, endpoint: str, plans: FaultPlan | Sequence[FaultPlan] | None
     ) -> None:
         """Give *endpoint* of *provider* these plans (``None`` or ``[]`` removes them)."""
         listed = [plans] if isinstance(plans, FaultPlan) else list(plans or ())
+        self._check(endpoint, listed)
         with self._lock:
             if listed:
                 self._plans[(provider, endpoint)] = listed
@@ -270,6 +354,7 @@ class FaultEngine:
 
     def add(self, provider: str, endpoint: str, plan: FaultPlan) -> None:
         """Add *plan* after the endpoint's other plans."""
+        self._check(endpoint, [plan])
         with self._lock:
             self._plans.setdefault((provider, endpoint), []).append(plan)
 
@@ -283,10 +368,13 @@ class FaultEngine:
     def pick(self, provider: str, endpoint: str) -> tuple[ProviderFault | None, float]:
         """The fault for a request to *endpoint* (or ``None``) and the latency to add."""
         now = time.monotonic()
+        keys = [(provider, endpoint)]
+        if endpoint != WEBHOOKS:
+            keys.append((provider, ANY_ENDPOINT))
         with self._lock:
             latency = 0.0
             chosen: ProviderFault | None = None
-            for key in ((provider, endpoint), (provider, ANY_ENDPOINT)):
+            for key in keys:
                 for plan in self._plans.get(key, ()):
                     if not plan.active(now):
                         continue
@@ -321,7 +409,7 @@ class FaultEngine:
             if endpoints is not None:
                 if provider not in endpoints:
                     raise ConfigurationError(f"no simulator for provider {provider!r}")
-                known = {*endpoints[provider], ANY_ENDPOINT}
+                known = {*endpoints[provider], ANY_ENDPOINT, WEBHOOKS}
             if not isinstance(plans_by_endpoint, Mapping):
                 raise ConfigurationError(f"faults of {provider!r} are an object by endpoint")
             for endpoint, value in plans_by_endpoint.items():
@@ -330,7 +418,9 @@ class FaultEngine:
                         f"{provider} has no endpoint {endpoint!r}; one of {sorted(known)}"
                     )
                 shapes = [] if value is None else value if isinstance(value, list) else [value]
-                parsed.append((provider, endpoint, [FaultPlan.from_dict(v) for v in shapes]))
+                plans = [FaultPlan.from_dict(v) for v in shapes]
+                self._check(endpoint, plans)
+                parsed.append((provider, endpoint, plans))
         for provider, endpoint, plans in parsed:
             self.set(provider, endpoint, plans)
 

@@ -18,11 +18,21 @@
   ``-Remaining`` and ``-Interval-Milliseconds``. A refused request gets 429 with
   ``errorType: "RATE_LIMIT"`` and ``policyName: "TEN_SECONDLY_ROLLING"``. Whether HubSpot adds
   ``Retry-After`` to it is not documented: ``retry_after_header`` chooses (off by default).
+* **Webhooks** -- once a contact is created, and when the sandbox has a callback URL for
+  ``hubspot``: a JSON array with one ``contact.creation`` event (``eventId``,
+  ``subscriptionId``, ``portalId``, ``appId``, ``occurredAt`` in ms, ``subscriptionType``,
+  ``attemptNumber`` -- 0, then 1, 2... on retries --, ``objectId``, ``changeFlag: "CREATED"``,
+  ``changeSource``), signed ``X-HubSpot-Signature-v3: base64(HMAC-SHA256(client_secret,
+  "POST" + URL + body + timestamp))`` with ``X-HubSpot-Request-Timestamp`` (ms). Up to 10
+  retries; an answer 400, 401, 403, 404 or 405 is not retried.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
+import itertools
+import json
 import math
 import threading
 import time
@@ -33,6 +43,10 @@ from typing import Any
 
 from antifragile.sandbox._server import IncomingRequest
 from antifragile.sandbox._simulator import Call, Reply, Route, Simulator
+from antifragile.sandbox._status import RETRY_DELAYS, Notice, hubspot_signature
+
+#: answers HubSpot does not retry a webhook after
+_FINAL = frozenset({400, 401, 403, 404, 405})
 
 CONTACTS = "/crm/v3/objects/contacts"
 
@@ -59,10 +73,14 @@ class HubSpotSimulator(Simulator):
     """HubSpot's contacts endpoints with its auth, errors, 409 on email and burst limit."""
 
     name = "hubspot"
+    sends_webhooks = True
 
     def __init__(
         self,
         *,
+        client_secret: str = "sandbox-client-secret",
+        portal_id: int = 12345678,
+        app_id: int = 987654,
         tokens: Iterable[str] | None = None,
         burst: int = 100,
         interval: float = 10.0,
@@ -71,6 +89,10 @@ class HubSpotSimulator(Simulator):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.tokens = None if tokens is None else frozenset(tokens)
+        self.client_secret = client_secret
+        self.portal_id = portal_id
+        self.app_id = app_id
+        self._events = itertools.count(1)
         self.burst = burst
         self.interval = interval
         self.retry_after_header = retry_after_header
@@ -230,7 +252,72 @@ class HubSpotSimulator(Simulator):
             if email:
                 self._by_email[email] = contact_id
             call.commit(contact_id, {"properties": dict(properties)})
-            return Reply(201, self._object(contact_id))
+            reply = Reply(201, self._object(contact_id))
+        self._report(contact_id)
+        return reply
+
+    # -- webhooks -------------------------------------------------------------------------------
+
+    def _report(self, contact_id: str) -> None:
+        hooks = self.webhooks
+        if hooks is None:
+            return
+        url = hooks.url(self.name)
+        fault = hooks.decide(self.name)
+        notices: list[Notice] = []
+        if url:
+            event = self.creation_event(contact_id)
+            notices.append(
+                Notice(
+                    self.name,
+                    "contact.creation",
+                    contact_id,
+                    None,
+                    url,
+                    json.dumps([event], separators=(",", ":")).encode(),
+                    "application/json",
+                    functools.partial(self._sign, url),
+                    RETRY_DELAYS[self.name],
+                    render=functools.partial(self._render, event),
+                    final_statuses=_FINAL,
+                )
+            )
+        hooks.emit(
+            self.name,
+            contact_id,
+            None,
+            notices,
+            statuses=["contact.creation"],
+            fault=None if fault is not None and fault.kind == "undeliverable" else fault,
+        )
+
+    @staticmethod
+    def _render(event: dict[str, Any], attempt: int) -> bytes:
+        return json.dumps([{**event, "attemptNumber": attempt}], separators=(",", ":")).encode()
+
+    def _sign(self, url: str, body: bytes) -> dict[str, str]:
+        timestamp = str(int(time.time() * 1000))
+        return {
+            "x-hubspot-signature-v3": hubspot_signature(
+                self.client_secret, "POST", url, body, timestamp
+            ),
+            "x-hubspot-request-timestamp": timestamp,
+        }
+
+    def creation_event(self, contact_id: str) -> dict[str, Any]:
+        """The ``contact.creation`` event of *contact_id* (attempt 0)."""
+        return {
+            "eventId": next(self._events),
+            "subscriptionId": 234567,
+            "portalId": self.portal_id,
+            "appId": self.app_id,
+            "occurredAt": int(time.time() * 1000),
+            "subscriptionType": "contact.creation",
+            "attemptNumber": 0,
+            "objectId": int(contact_id),
+            "changeFlag": "CREATED",
+            "changeSource": "INTEGRATION",
+        }
 
     def update_contact(self, call: Call) -> Reply:
         properties = self._properties(call)

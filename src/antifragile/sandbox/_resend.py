@@ -17,22 +17,33 @@
   ``invalid_idempotency_key``) is kept for ``idempotency_ttl`` seconds (24 h): the same key with
   the same body gets the first answer again and sends nothing; the same key with another body is
   409 ``invalid_idempotent_request``.
+* **Webhooks** -- once an email is sent (not for an idempotent replay), and when the sandbox has
+  a callback URL for ``resend``: ``email.sent`` then ``email.delivered`` (``email.bounced``
+  instead when the webhook faults make it undeliverable), ``{"type", "created_at", "data":
+  {"email_id", "from", "to", "subject", "created_at", "tags": {name: value}}}``, signed the Svix
+  way: ``svix-id`` (``msg_...``, the same on every retry), ``svix-timestamp`` (Unix seconds) and
+  ``svix-signature: v1,<base64 HMAC-SHA256(secret, "{id}.{timestamp}.{body}")>`` with
+  :attr:`ResendSimulator.webhook_secret` (``whsec_<base64>``).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import re
+import secrets
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from antifragile.sandbox._server import IncomingRequest
 from antifragile.sandbox._simulator import Call, Reply, Route, Simulator
+from antifragile.sandbox._status import RETRY_DELAYS, Notice, svix_secret, svix_signature
 
 _ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 _NAMED = re.compile(r"^[^<>]*<([^<>]+)>$")
@@ -69,6 +80,7 @@ class ResendSimulator(Simulator):
     """Resend's ``POST /emails`` with its auth, validation, rate limit and idempotency keys."""
 
     name = "resend"
+    sends_webhooks = True
 
     def __init__(
         self,
@@ -77,8 +89,10 @@ class ResendSimulator(Simulator):
         rate_limit: int = 2,
         per: float = 1.0,
         idempotency_ttl: float = 24 * 3600.0,
+        webhook_secret: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.webhook_secret = webhook_secret or svix_secret()
         self.api_keys = None if api_keys is None else frozenset(api_keys)
         self.rate_limit = rate_limit
         self.per = per
@@ -246,4 +260,70 @@ class ResendSimulator(Simulator):
             call.commit(email_id, body, key)
             if key is not None:
                 self._keys[key] = (fingerprint, reply, now)
+        self._report(email_id, body)
         return reply
+
+    # -- webhooks -------------------------------------------------------------------------------
+
+    def _report(self, email_id: str, body: dict[str, Any]) -> None:
+        hooks = self.webhooks
+        if hooks is None:
+            return
+        url = hooks.url(self.name)
+        fault = hooks.decide(self.name)
+        failed = fault is not None and fault.kind == "undeliverable"
+        statuses = ["email.sent", "email.bounced" if failed else "email.delivered"]
+        tags = {t["name"]: t["value"] for t in body.get("tags", [])}
+        ref = tags.get("antifragile_ref")
+        notices: list[Notice] = []
+        if url:
+            for status in statuses:
+                payload = self.event(email_id, body, status, tags)
+                msg_id = "msg_" + secrets.token_urlsafe(18)
+                notices.append(
+                    Notice(
+                        self.name,
+                        status,
+                        email_id,
+                        ref,
+                        url,
+                        json.dumps(payload, separators=(",", ":")).encode(),
+                        "application/json",
+                        functools.partial(self._sign, msg_id),
+                        RETRY_DELAYS[self.name],
+                    )
+                )
+        hooks.emit(
+            self.name, email_id, ref, notices, statuses=statuses, fault=fault, error_code=None
+        )
+
+    def _sign(self, msg_id: str, body: bytes) -> dict[str, str]:
+        timestamp = str(int(time.time()))
+        return {
+            "svix-id": msg_id,
+            "svix-timestamp": timestamp,
+            "svix-signature": svix_signature(self.webhook_secret, msg_id, timestamp, body),
+        }
+
+    @staticmethod
+    def event(
+        email_id: str, body: dict[str, Any], kind: str, tags: dict[str, str]
+    ) -> dict[str, Any]:
+        """The webhook event *kind* (``email.delivered``...) of the email *body*."""
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        to = body["to"]
+        data: dict[str, Any] = {
+            "email_id": email_id,
+            "from": body["from"],
+            "to": [to] if isinstance(to, str) else list(to),
+            "subject": body["subject"],
+            "created_at": now,
+            "tags": tags,
+        }
+        if kind == "email.bounced":
+            data["bounce"] = {
+                "type": "Permanent",
+                "subType": "General",
+                "message": "The recipient's email provider sent a hard bounce.",
+            }
+        return {"type": kind, "created_at": now, "data": data}

@@ -21,7 +21,19 @@ Faults are set from Python (:meth:`ProviderSandbox.faults`), from a JSON (or YAM
 ``DELETE /_sandbox/faults``        remove every plan (``?provider=`` for one provider)
 ``GET /_sandbox/effects``          ``{"count", "effects": [...]}``, ``?provider=&endpoint=``
 ``POST /_sandbox/reset``           forget effects, faults and every simulator's state
+``GET /_sandbox/webhooks``         status-webhook callback URLs per provider, the time scale
+                                   and SendGrid's Event Webhook verification key
+``PUT /_sandbox/webhooks``         set callback URLs: ``{"whatsapp": "http://...", ...}``
+                                   (``null`` stops a provider's webhooks)
+``GET /_sandbox/deliveries``       what the sandbox decided for each accepted send:
+                                   ``{"count", "by_final", "by_fate", "deliveries": [...]}``,
+                                   ``?provider=``
+``GET /_sandbox/webhooks/attempts``  every POST of a status webhook and its answer
 =================================  ===========================================================
+
+After accepting a send, simulators report its fate with the provider's status webhooks to the
+callback URL configured for the provider (see :mod:`antifragile.sandbox._status`); the fault
+engine scripts them under the endpoint ``"webhooks"``.
 """
 
 from __future__ import annotations
@@ -39,6 +51,7 @@ from urllib.parse import parse_qs
 from antifragile.errors import ConfigurationError
 from antifragile.sandbox._engine import (
     ANY_ENDPOINT,
+    WEBHOOKS,
     FaultEngine,
     FaultPlan,
     ProviderFault,
@@ -47,6 +60,7 @@ from antifragile.sandbox._engine import (
 from antifragile.sandbox._faults import Fault
 from antifragile.sandbox._server import FlakyServer, IncomingRequest, RecordedRequest
 from antifragile.sandbox._simulator import Call, Effect, EffectLog, Reply, Simulator
+from antifragile.sandbox._status import DeliveryStatus, StatusWebhooks
 
 _log = logging.getLogger("antifragile.sandbox")
 
@@ -80,7 +94,10 @@ class ProviderSandbox:
             assert len(sandbox.effects("resend")) == 1
 
     *simulators* defaults to every simulator antifragile ships; *faults* (a fault document) or
-    *fault_file* set the initial faults.
+    *fault_file* set the initial faults. *webhook_urls* are the status-webhook callback URLs by
+    provider; *time_scale* multiplies the providers' webhook retry delays (``0.001`` turns
+    Resend's 5-minute retry into 0.3 s); *webhook_interval* seconds separate the statuses of
+    one send.
     """
 
     def __init__(
@@ -91,6 +108,9 @@ class ProviderSandbox:
         fault_file: str | Path | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        webhook_urls: Mapping[str, str] | None = None,
+        time_scale: float = 1.0,
+        webhook_interval: float = 0.02,
     ) -> None:
         if simulators is None:
             from antifragile.sandbox._resend import ResendSimulator
@@ -103,6 +123,16 @@ class ProviderSandbox:
             self._simulators[simulator.name] = simulator
         self.engine = FaultEngine()
         self.log = EffectLog()
+        unknown = set(webhook_urls or {}) - {
+            n for n, s in self._simulators.items() if s.sends_webhooks
+        }
+        if unknown:
+            raise ConfigurationError(f"no status webhooks for provider(s) {sorted(unknown)}")
+        self.webhooks = StatusWebhooks(
+            self.engine, urls=webhook_urls, time_scale=time_scale, interval=webhook_interval
+        )
+        for simulator in self._simulators.values():
+            simulator.webhooks = self.webhooks
         self.server = FlakyServer(handler=self._handle, host=host, port=port)
         if fault_file is not None:
             self.load_faults(fault_file)
@@ -113,9 +143,11 @@ class ProviderSandbox:
 
     def start(self) -> Self:
         self.server.start()
+        self.webhooks.start()
         return self
 
     def stop(self) -> None:
+        self.webhooks.stop()
         self.server.stop()
 
     def __enter__(self) -> Self:
@@ -183,10 +215,9 @@ class ProviderSandbox:
         replaces the endpoint's plans, or with *add* comes after them (a timeline).
         """
         simulator = self.simulator(provider)
-        if endpoint != ANY_ENDPOINT and endpoint not in simulator.endpoints:
-            raise ConfigurationError(
-                f"{provider} has no endpoint {endpoint!r}; one of {simulator.endpoints}"
-            )
+        known = [*simulator.endpoints, *([WEBHOOKS] if simulator.sends_webhooks else [])]
+        if endpoint != ANY_ENDPOINT and endpoint not in known:
+            raise ConfigurationError(f"{provider} has no endpoint {endpoint!r}; one of {known}")
         plan = FaultPlan(
             script=list(script),
             chaos=list(chaos),
@@ -209,6 +240,11 @@ class ProviderSandbox:
         data = source if isinstance(source, Mapping) else read_fault_file(source)
         self.engine.load(data, endpoints={n: s.endpoints for n, s in self._simulators.items()})
 
+    def deliveries(self, provider: str | None = None) -> list[DeliveryStatus]:
+        """What the sandbox decided for each accepted send (statuses, final status, fate of
+        its webhooks), oldest first (of *provider* when given)."""
+        return self.webhooks.deliveries(provider)
+
     def effects(self, provider: str | None = None, endpoint: str | None = None) -> list[Effect]:
         """Side effects accepted so far, oldest first (of *provider* / *endpoint* when given)."""
         return self.log.list(provider, endpoint)
@@ -223,6 +259,7 @@ class ProviderSandbox:
         self.log.clear()
         self.engine.clear()
         self.server.reset()
+        self.webhooks.reset()
         for simulator in self._simulators.values():
             simulator.reset()
 
@@ -293,15 +330,69 @@ class ProviderSandbox:
         elif what == "effects" and method == "GET":
             effects = self.effects(query.get("provider"), query.get("endpoint"))
             return _admin(200, {"count": len(effects), "effects": [e.to_dict() for e in effects]})
+        elif what.startswith("webhooks") or what == "deliveries":
+            return self._admin_webhooks(what, method, query, request.body)
         elif what == "reset" and method == "POST":
             self.log.clear()
             self.engine.clear()
+            self.webhooks.reset()
             for simulator in self._simulators.values():
                 simulator.reset()
             return _admin(200, {"reset": True})
         elif what == "" and method == "GET":
             return _admin(200, {"providers": {n: s.endpoints for n, s in self._simulators.items()}})
         return _admin(404, {"error": f"no admin endpoint {method} {request.path}"})
+
+    def _admin_webhooks(self, what: str, method: str, query: dict[str, str], body: bytes) -> Fault:
+        if what == "deliveries" and method == "GET":
+            deliveries = self.deliveries(query.get("provider"))
+            by_final: dict[str, int] = {}
+            by_fate: dict[str, int] = {}
+            for d in deliveries:
+                by_final[d.final] = by_final.get(d.final, 0) + 1
+                by_fate[d.fate] = by_fate.get(d.fate, 0) + 1
+            return _admin(
+                200,
+                {
+                    "count": len(deliveries),
+                    "by_final": by_final,
+                    "by_fate": by_fate,
+                    "deliveries": [d.to_dict() for d in deliveries],
+                },
+            )
+        if what == "webhooks/attempts" and method == "GET":
+            attempts = [
+                a for a in self.webhooks.attempts if query.get("provider") in (None, a.provider)
+            ]
+            return _admin(
+                200, {"count": len(attempts), "attempts": [a.to_dict() for a in attempts]}
+            )
+        if what == "webhooks" and method == "PUT":
+            try:
+                urls = json.loads(body or b"null")
+                if not isinstance(urls, dict):
+                    raise ConfigurationError("a JSON object of callback URLs by provider")
+                for provider, url in urls.items():
+                    if not self.simulator(provider).sends_webhooks:
+                        raise ConfigurationError(f"{provider} sends no status webhooks")
+                    if url is not None and not isinstance(url, str):
+                        raise ConfigurationError(f"the callback URL of {provider} is a string")
+            except (ValueError, ConfigurationError) as exc:
+                return _admin(400, {"error": str(exc)})
+            for provider, url in urls.items():
+                self.webhooks.configure(provider, url)
+            method = "GET"
+        if what == "webhooks" and method == "GET":
+            providers: dict[str, dict[str, Any]] = {}
+            for name, simulator in self._simulators.items():
+                if simulator.sends_webhooks:
+                    entry: dict[str, Any] = {"url": self.webhooks.url(name)}
+                    public_key = getattr(simulator, "event_webhook_public_key", None)
+                    if public_key is not None:
+                        entry["public_key"] = public_key
+                    providers[name] = entry
+            return _admin(200, {"time_scale": self.webhooks.time_scale, "providers": providers})
+        return _admin(404, {"error": f"no admin endpoint {method} /_sandbox/{what}"})
 
     def __repr__(self) -> str:
         where = self.server.url if self.server.running else "stopped"

@@ -17,10 +17,20 @@
   carries ``X-RateLimit-Limit``, ``X-RateLimit-Remaining`` and ``X-RateLimit-Reset`` (Unix epoch
   seconds); a refused request gets 429 ``too many requests`` (no ``Retry-After``: the reset
   header says when).
+* **Event Webhook** -- once an email is accepted, and when the sandbox has a callback URL for
+  ``sendgrid``: a POST per status, each a JSON array of one event per recipient --
+  ``processed`` then ``delivered`` (``bounce`` instead when the webhook faults make it
+  undeliverable) -- with ``email``, ``timestamp``, ``event``, ``smtp-id``, ``sg_event_id``,
+  ``sg_message_id`` (``<X-Message-Id>.filter...``), ``category`` and the request's
+  ``custom_args`` merged in as top-level fields (reserved names are not overridden). Signed
+  ECDSA P-256 over ``timestamp + body``: ``X-Twilio-Email-Event-Webhook-Signature`` (base64
+  DER) and ``X-Twilio-Email-Event-Webhook-Timestamp``, with a key pair made by the simulator;
+  configure the receiver with :attr:`SendGridSimulator.event_webhook_public_key`.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import secrets
@@ -31,6 +41,7 @@ from typing import Any
 
 from antifragile.sandbox._server import IncomingRequest
 from antifragile.sandbox._simulator import Call, Reply, Route, Simulator
+from antifragile.sandbox._status import RETRY_DELAYS, EventWebhookKey, Notice
 
 _ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 _HELP = "https://www.twilio.com/docs/sendgrid/api-reference/mail-send/errors"
@@ -38,6 +49,12 @@ _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 #: the key of ``custom_args`` that carries the sender's idempotency key
 KEY_ARG = "antifragile_key"
+#: the key of ``custom_args`` that carries the sender's correlation
+REF_ARG = "antifragile_ref"
+#: event fields ``custom_args`` never override
+_RESERVED = frozenset(
+    {"email", "timestamp", "event", "smtp-id", "sg_event_id", "sg_message_id", "category"}
+)
 
 _MESSAGES: dict[int, str] = {
     400: "Bad Request",
@@ -62,6 +79,7 @@ class SendGridSimulator(Simulator):
     """SendGrid's ``POST /v3/mail/send`` with its auth, validation and rate-limit headers."""
 
     name = "sendgrid"
+    sends_webhooks = True
 
     def __init__(
         self,
@@ -78,7 +96,13 @@ class SendGridSimulator(Simulator):
         self._lock = threading.Lock()
         self._window: float | None = None
         self._used = 0
+        self.event_webhook_key = EventWebhookKey()
         super().__init__()
+
+    @property
+    def event_webhook_public_key(self) -> str:
+        """The Event Webhook's verification key: base64 DER SubjectPublicKeyInfo (P-256)."""
+        return self.event_webhook_key.public_key
 
     def routes(self) -> Iterable[Route]:
         return [Route("POST", "/v3/mail/send", self.send_mail)]
@@ -252,4 +276,85 @@ class SendGridSimulator(Simulator):
         key = custom.get(KEY_ARG) if isinstance(custom, dict) else None
         message_id = _message_id()
         call.commit(message_id, body, key if isinstance(key, str) else None)
+        self._report(message_id, body)
         return Reply(202, headers={"X-Message-Id": message_id})
+
+    # -- Event Webhook --------------------------------------------------------------------------
+
+    def _report(self, message_id: str, body: dict[str, Any]) -> None:
+        hooks = self.webhooks
+        if hooks is None:
+            return
+        url = hooks.url(self.name)
+        fault = hooks.decide(self.name)
+        failed = fault is not None and fault.kind == "undeliverable"
+        code = ((fault.code if fault is not None else None) or 550) if failed else None
+        statuses = ["processed", "bounce" if failed else "delivered"]
+        custom = body.get("custom_args")
+        custom = custom if isinstance(custom, dict) else {}
+        ref = custom.get(REF_ARG)
+        correlation = ref if isinstance(ref, str) else None
+        notices: list[Notice] = []
+        if url:
+            start = int(time.time())
+            for i, status in enumerate(statuses):
+                events = self.events(message_id, body, status, start + i, code)
+                notices.append(
+                    Notice(
+                        self.name,
+                        status,
+                        message_id,
+                        correlation,
+                        url,
+                        json.dumps(events, separators=(",", ":")).encode(),
+                        "application/json",
+                        self.event_webhook_key.headers,
+                        RETRY_DELAYS[self.name],
+                    )
+                )
+        hooks.emit(
+            self.name,
+            message_id,
+            correlation,
+            notices,
+            statuses=statuses,
+            fault=fault,
+            error_code=code,
+        )
+
+    @staticmethod
+    def events(
+        message_id: str, body: dict[str, Any], event: str, timestamp: int, code: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The Event Webhook events of *event* for every recipient of the email *body*."""
+        custom = body.get("custom_args")
+        custom = custom if isinstance(custom, dict) else {}
+        out: list[dict[str, Any]] = []
+        for n, person in enumerate(body.get("personalizations", [])):
+            for kind in ("to", "cc", "bcc"):
+                for entry in person.get(kind, []):
+                    item: dict[str, Any] = {
+                        "email": entry["email"],
+                        "timestamp": timestamp,
+                        "event": event,
+                        "smtp-id": f"<{message_id}@sandbox.sendgrid.net>",
+                        "sg_event_id": secrets.token_urlsafe(16),
+                        "sg_message_id": f"{message_id}.filter0001.{n}.0",
+                    }
+                    if body.get("categories"):
+                        item["category"] = body["categories"]
+                    if event == "bounce":
+                        item.update(
+                            {
+                                "reason": f"{code or 550} 5.1.1 The email account does not exist.",
+                                "status": "5.1.1",
+                                "type": "bounce",
+                            }
+                        )
+                    elif event == "delivered":
+                        item["response"] = "250 OK"
+                    for name, value in custom.items():
+                        if name not in _RESERVED and name not in item:
+                            item[name] = value
+                    out.append(item)
+        return out

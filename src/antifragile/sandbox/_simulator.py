@@ -15,10 +15,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from antifragile.errors import ConfigurationError
 from antifragile.sandbox._server import IncomingRequest
+
+if TYPE_CHECKING:
+    from antifragile.sandbox._status import StatusWebhooks
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,11 +165,15 @@ class Simulator:
     """
 
     name: str = ""
+    #: whether the simulator sends status webhooks after a send (see ``_status``)
+    sends_webhooks: bool = False
 
     def __init__(self) -> None:
         if not self.name or "/" in self.name:
             raise ConfigurationError("a simulator needs a name without '/'")
         self._routes: tuple[Route, ...] = tuple(self.routes())
+        #: the sandbox's status-webhook sender, set when the simulator is served
+        self.webhooks: StatusWebhooks | None = None
 
     def routes(self) -> Iterable[Route]:
         return ()

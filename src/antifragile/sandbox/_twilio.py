@@ -23,12 +23,21 @@
   unpublished concurrency limit); a refused request gets 429 code ``20429``, not processed.
   ``Retry-After`` is sent only when ``send_retry_after`` (not documented for this API).
 * **Idempotency** -- none: a repeated request sends the message again.
+* **Status callbacks** -- once a message is created, to its ``StatusCallback`` (or, without
+  one, the sandbox's callback URL for ``twilio``): form POSTs with ``MessageSid``,
+  ``MessageStatus`` (``sent``, ``delivered``, and ``read`` on WhatsApp; ``sent`` then
+  ``undelivered`` with ``ErrorCode`` ``30003`` when the webhook faults make it undeliverable),
+  ``AccountSid``, ``From``, ``To``, ``ApiVersion``, signed ``X-Twilio-Signature`` with the auth
+  token the request was made with, over the URL as given (its ``#`` connection overrides
+  removed). No callback for the initial ``queued``. Retries follow the URL's connection
+  overrides (``#rc=1&rp=ct`` by default: once, on a connection failure only).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import itertools
 import re
 import secrets
@@ -38,10 +47,15 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime
 from email.utils import formatdate
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
+from antifragile.inbound import twilio_signature
 from antifragile.sandbox._server import IncomingRequest
 from antifragile.sandbox._simulator import Call, Reply, Route, Simulator
+from antifragile.sandbox._status import Notice, twilio_notice_target
+
+#: the ``ErrorCode`` of an undelivered message (unreachable destination handset)
+UNDELIVERED = 30003
 
 #: the longest message body Twilio accepts
 MAX_BODY = 1600
@@ -73,6 +87,10 @@ def _address(value: str) -> tuple[str, str] | None:
     return ("whatsapp" if channel else "sms", number)
 
 
+def _signed(token: str, url: str, params: dict[str, str], body: bytes) -> dict[str, str]:
+    return {"x-twilio-signature": twilio_signature(token, url, params)}
+
+
 def _credentials(header: str) -> tuple[str, str] | None:
     scheme, _, encoded = header.partition(" ")
     if scheme.lower() != "basic":
@@ -89,6 +107,7 @@ class TwilioSimulator(Simulator):
     """Twilio's Messages resource (create) with its auth, validation and 20429 refusals."""
 
     name = "twilio"
+    sends_webhooks = True
 
     def __init__(
         self,
@@ -260,7 +279,79 @@ class TwilioSimulator(Simulator):
         logged = {**message, "status": "sent", "date_sent": now}
         with self._lock:
             self._messages.append((next(self._order), created, logged))
+        pair = _credentials(call.headers.get("authorization", ""))
+        self._report(message, form, pair[1] if pair else "")
         return Reply(201, message)
+
+    # -- status callbacks -----------------------------------------------------------------------
+
+    def _report(self, message: dict[str, Any], form: dict[str, str], token: str) -> None:
+        hooks = self.webhooks
+        if hooks is None:
+            return
+        url = form.get("StatusCallback") or hooks.url(self.name)
+        fault = hooks.decide(self.name)
+        failed = fault is not None and fault.kind == "undeliverable"
+        code = ((fault.code if fault is not None else None) or UNDELIVERED) if failed else None
+        whatsapp = str(message["to"]).startswith("whatsapp:")
+        statuses = (
+            ["sent", "undelivered"]
+            if failed
+            else ["sent", "delivered", *(["read"] if whatsapp else [])]
+        )
+        notices: list[Notice] = []
+        correlation = None
+        if url:
+            target, delays, on_status = twilio_notice_target(url)
+            query = parse_qs(target.partition("?")[2])
+            correlation = query["ref"][-1] if "ref" in query else None
+            for status in statuses:
+                params = self.callback_params(message, status, code)
+                notices.append(
+                    Notice(
+                        self.name,
+                        status,
+                        message["sid"],
+                        correlation,
+                        target,
+                        urlencode(params).encode(),
+                        "application/x-www-form-urlencoded",
+                        functools.partial(_signed, token, target, params),
+                        delays,
+                        on_status,
+                    )
+                )
+        hooks.emit(
+            self.name,
+            message["sid"],
+            correlation,
+            notices,
+            statuses=statuses,
+            fault=fault,
+            error_code=code,
+        )
+
+    @staticmethod
+    def callback_params(
+        message: dict[str, Any], status: str, code: int | None = None
+    ) -> dict[str, str]:
+        """The form parameters of the status callback reporting *status* for *message*."""
+        params = {
+            "MessageSid": message["sid"],
+            "SmsSid": message["sid"],
+            "MessageStatus": status,
+            "SmsStatus": status,
+            "AccountSid": message["account_sid"],
+            "To": message["to"],
+            "ApiVersion": "2010-04-01",
+        }
+        if message.get("from"):
+            params["From"] = message["from"]
+        if message.get("messaging_service_sid"):
+            params["MessagingServiceSid"] = message["messaging_service_sid"]
+        if status in ("failed", "undelivered"):
+            params["ErrorCode"] = str(code or UNDELIVERED)
+        return params
 
     # -- GET /2010-04-01/Accounts/{AccountSid}/Messages.json ------------------------------------
 

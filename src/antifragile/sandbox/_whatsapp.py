@@ -17,18 +17,29 @@
   level). The HTTP status of these answers is ``throttle_status`` (400 by default: integrators
   report 400, Meta's table was not confirmed). There is no ``Retry-After`` and no idempotency
   key: a repeated request sends the message again.
+* **Status webhooks** -- once a message is accepted, and when the sandbox has a callback URL
+  for ``whatsapp``: ``statuses[]`` webhooks ``sent``, ``delivered`` and (with ``read``)
+  ``read``, or a ``failed`` status with ``errors[{code: 131026, ...}]`` when the webhook faults
+  make it undeliverable; each echoes the message's ``biz_opaque_callback_data`` and is signed
+  ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app_secret, body)>``.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from antifragile.inbound import whatsapp_signature
 from antifragile.sandbox._server import IncomingRequest
 from antifragile.sandbox._simulator import Call, Reply, Route, Simulator
+from antifragile.sandbox._status import RETRY_DELAYS, Notice
+
+#: the error of an undeliverable message in a ``failed`` status
+UNDELIVERABLE = 131026
 
 #: the longest text body Cloud API accepts
 MAX_TEXT = 4096
@@ -69,10 +80,15 @@ class WhatsAppSimulator(Simulator):
     """Cloud API's send-message endpoint with its auth, validation and throttling codes."""
 
     name = "whatsapp"
+    sends_webhooks = True
 
     def __init__(
         self,
         *,
+        app_secret: str = "sandbox-app-secret",
+        read: bool = True,
+        waba_id: str = "102290129340398",
+        display_phone_number: str = "15550783881",
         access_tokens: Iterable[str] | None = None,
         phone_number_ids: Iterable[str] | None = None,
         throughput: int = 80,
@@ -85,6 +101,10 @@ class WhatsAppSimulator(Simulator):
         self.throughput = throughput
         self.pair_interval = pair_interval
         self.throttle_status = throttle_status
+        self.app_secret = app_secret
+        self.read = read
+        self.waba_id = waba_id
+        self.display_phone_number = display_phone_number
         self._clock = clock
         self._lock = threading.Lock()
         self._window: float | None = None
@@ -231,6 +251,8 @@ class WhatsAppSimulator(Simulator):
                 self._last_to[(phone, to)] = now
             message_id = _wamid()
             call.commit(message_id, body)
+        correlation = body.get("biz_opaque_callback_data")
+        self._report(phone, to, message_id, correlation if isinstance(correlation, str) else None)
         return Reply(
             200,
             {
@@ -239,3 +261,103 @@ class WhatsAppSimulator(Simulator):
                 "messages": [{"id": message_id}],
             },
         )
+
+    # -- status webhooks ------------------------------------------------------------------------
+
+    def _report(self, phone: str, to: str, message_id: str, correlation: str | None) -> None:
+        hooks = self.webhooks
+        if hooks is None:
+            return
+        url = hooks.url(self.name)
+        fault = hooks.decide(self.name)
+        failed = fault is not None and fault.kind == "undeliverable"
+        code = ((fault.code if fault is not None else None) or UNDELIVERABLE) if failed else None
+        statuses = ["failed"] if failed else ["sent", "delivered", *(["read"] if self.read else [])]
+        notices: list[Notice] = []
+        if url:
+            start = int(time.time())
+            for i, status in enumerate(statuses):
+                body = self.status_body(phone, to, message_id, status, start + i, correlation, code)
+                notices.append(
+                    Notice(
+                        self.name,
+                        status,
+                        message_id,
+                        correlation,
+                        url,
+                        body,
+                        "application/json",
+                        self._sign,
+                        RETRY_DELAYS[self.name],
+                    )
+                )
+        hooks.emit(
+            self.name,
+            message_id,
+            correlation,
+            notices,
+            statuses=statuses,
+            fault=fault,
+            error_code=code,
+        )
+
+    def _sign(self, body: bytes) -> dict[str, str]:
+        return {"x-hub-signature-256": whatsapp_signature(self.app_secret, body)}
+
+    def status_body(
+        self,
+        phone: str,
+        to: str,
+        message_id: str,
+        status: str,
+        timestamp: int,
+        correlation: str | None,
+        code: int | None = None,
+    ) -> bytes:
+        """The ``statuses`` webhook of *message_id* (Cloud API's shape), as sent."""
+        entry: dict[str, Any] = {
+            "id": message_id,
+            "status": status,
+            "timestamp": str(timestamp),
+            "recipient_id": to,
+        }
+        if correlation is not None:
+            entry["biz_opaque_callback_data"] = correlation
+        if status == "failed":
+            entry["errors"] = [
+                {
+                    "code": code or UNDELIVERABLE,
+                    "title": "Message undeliverable",
+                    "message": "Message undeliverable",
+                    "error_data": {"details": "Message failed to send."},
+                }
+            ]
+        else:
+            entry["pricing"] = {
+                "billable": True,
+                "pricing_model": "PMP",
+                "type": "free_customer_service",
+                "category": "service",
+            }
+        payload = {
+            "object": "whatsapp_business_account",
+            "entry": [
+                {
+                    "id": self.waba_id,
+                    "changes": [
+                        {
+                            "field": "messages",
+                            "value": {
+                                "messaging_product": "whatsapp",
+                                "metadata": {
+                                    "display_phone_number": self.display_phone_number,
+                                    "phone_number_id": phone,
+                                },
+                                "statuses": [entry],
+                            },
+                        }
+                    ],
+                }
+            ],
+        }
+        return json.dumps(payload, separators=(",", ":")).encode()
