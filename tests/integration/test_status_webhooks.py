@@ -12,6 +12,7 @@ is recorded and counted, not an error.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -27,6 +28,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from antifragile.connectors import correlation_for
 from antifragile.inbound import (
     Channel,
     DeliveryMatch,
@@ -93,7 +95,10 @@ async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
     sendgrid_key = ec.generate_private_key(ec.SECP256R1())
     sendgrid_old_key = ec.generate_private_key(ec.SECP256R1())
     simulator = WhatsAppSimulator(
-        access_tokens=[WA_TOKEN], phone_number_ids=[PHONE_ID], throughput=10**6
+        access_tokens=[WA_TOKEN],
+        phone_number_ids=[PHONE_ID],
+        throughput=10**6,
+        app_secret=WA_SECRET,
     )
     with ProviderSandbox([simulator]) as sandbox:
         monkeypatch.setenv("ANTIFRAGILE_WHATSAPP_BASE_URL", sandbox.base_url("whatsapp"))
@@ -240,6 +245,31 @@ async def test_whatsapp_statuses_move_the_reply_forward_only(world: World) -> No
     assert sorted(seen) == [("delivered", "read"), ("read", "read"), ("sent", "read")]
 
 
+async def test_the_sandbox_statuses_settle_the_reply_through_its_correlation(world: World) -> None:
+    """The loop closed end to end: a reply goes out through the sandbox carrying
+    ``biz_opaque_callback_data`` = the correlation of its message id; the sandbox then posts
+    its signed ``sent``, ``delivered`` and ``read`` webhooks to the service, which finds the
+    reply through the correlation and moves its record to ``read``."""
+    world.sandbox.webhooks.configure("whatsapp", f"{world.url}/v1/webhooks/whatsapp")
+    tenant = world.assistant.tenants[0]
+    message_id = await world.assistant.replies.send(
+        tenant=tenant, channel=Channel.WHATSAPP, to=CONTACT, text="Thanks!", key="reply-loop"
+    )
+    await world.work()
+    (effect,) = world.sandbox.effects("whatsapp")
+    assert effect.data["biz_opaque_callback_data"] == correlation_for(message_id)
+    # the service answers in this loop: wait for the sender's thread from another thread
+    assert await asyncio.to_thread(world.sandbox.webhooks.wait_idle, 60)
+    attempts = world.sandbox.webhooks.attempts
+    assert [a.ok for a in attempts] == [True, True, True]
+    await world.work()
+    record = await world.record(message_id)
+    assert record["delivery_status"] == "read"
+    assert set(record["delivery_times"]) == {"sent", "delivered", "read"}
+    matched = [r["delivery"] for r in await world.results() if r.get("delivery")]
+    assert {m["message_id"] for m in matched} == {message_id}
+
+
 async def test_a_failed_status_with_the_correlation_and_a_rotated_secret(world: World) -> None:
     """A ``failed`` status signed with the previous app secret, carrying the reply's id in
     ``biz_opaque_callback_data``, finds the reply by that correlation -- before any send
@@ -266,7 +296,7 @@ async def test_a_failed_status_with_the_correlation_and_a_rotated_secret(world: 
 
 
 async def test_twilio_status_callback_carries_the_correlation_in_its_url(world: World) -> None:
-    """Twilio calls the ``StatusCallback`` URL the send gave, ``?antifragile_key=<id>``: the
+    """Twilio calls the ``StatusCallback`` URL the send gave, ``?ref=<correlation>``: the
     signature covers that URL; ``undelivered`` with ``ErrorCode`` is recorded (deduplicated on
     MessageSid + MessageStatus) and marks the message ``failed`` with the code."""
     message_id = await world.assistant.replies.send(
@@ -276,7 +306,7 @@ async def test_twilio_status_callback_carries_the_correlation_in_its_url(world: 
         text="Your booking",
         key="reply-3",
     )
-    url = f"{world.url}/v1/webhooks/twilio?{urlencode({'antifragile_key': message_id})}"
+    url = f"{world.url}/v1/webhooks/twilio?{urlencode({'ref': message_id})}"
     params = {
         "MessageSid": "SM" + uuid.uuid4().hex,
         "MessageStatus": "undelivered",
@@ -333,7 +363,7 @@ def sendgrid_body(key: str, *events: str) -> bytes:
                 "sg_event_id": f"{key}-{event}",
                 "sg_message_id": f"{key}.filter0001",
                 "timestamp": 1700000000 + i,
-                "antifragile_key": key,
+                "antifragile_ref": key,
             }
             for i, event in enumerate(events)
         ]
@@ -411,7 +441,7 @@ async def test_resend_webhook(world: World) -> None:
     body = json.dumps(
         {"type": "email.delivered", "created_at": "2026-01-01T00:00:00.000Z",
          "data": {"email_id": "em-1", "to": ["a@example.com"],
-                  "tags": [{"name": "antifragile_key", "value": "k-re-1"}]}}
+                  "tags": [{"name": "antifragile_ref", "value": "k-re-1"}]}}
     ).encode()  # fmt: skip
     msg_id = "msg_" + uuid.uuid4().hex
     assert (
@@ -465,7 +495,7 @@ async def test_calcom_webhook(world: World) -> None:
         return json.dumps(
             {"triggerEvent": trigger, "createdAt": "2026-01-01T00:00:00Z",
              "payload": {"uid": "bk-1", "bookingId": 9,
-                         "metadata": {"antifragile_key": "create-booking/lead/1"},
+                         "metadata": {"antifragile_ref": "create-booking/lead/1"},
                          "attendees": [{"email": "ada@example.com", "name": "Ada"}]}}
         ).encode()  # fmt: skip
 

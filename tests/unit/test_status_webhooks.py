@@ -225,15 +225,15 @@ def _status(event: InboundEvent) -> DeliveryStatus:
 
 def test_parse_sendgrid_batch() -> None:
     """Each Event Webhook entry is a status: ``sg_event_id`` as id, the ``X-Message-Id`` part
-    of ``sg_message_id`` as provider id, the ``antifragile_key`` custom arg as correlation,
+    of ``sg_message_id`` as provider id, the ``antifragile_ref`` custom arg as correlation,
     normalised (processed -> queued, open -> read, bounce -> bounced with its SMTP status);
     no email address is kept."""
     body = json.dumps(
         [
             {"event": "processed", "sg_event_id": "e1", "sg_message_id": "M1.filter",
-             "email": "a@example.com", "timestamp": 1700000000, "antifragile_key": "k1"},
+             "email": "a@example.com", "timestamp": 1700000000, "antifragile_ref": "k1"},
             {"event": "open", "sg_event_id": "e2", "sg_message_id": "M1.filter",
-             "email": "a@example.com", "antifragile_key": "k1"},
+             "email": "a@example.com", "antifragile_ref": "k1"},
             {"event": "bounce", "sg_event_id": "e3", "sg_message_id": "M2.x", "type": "blocked",
              "status": "5.1.1", "reason": "no such user a@example.com"},
             {"event": "group_unsubscribe", "sg_event_id": "e4"},
@@ -256,9 +256,9 @@ def test_parse_sendgrid_batch() -> None:
 
 def test_parse_resend_event_and_tags_in_both_shapes() -> None:
     """A Resend ``email.*`` event is one status with the ``svix-id`` as id, ``email_id`` as
-    provider id and the ``antifragile_key`` tag (object or ``[{name, value}]``) as correlation;
+    provider id and the ``antifragile_ref`` tag (object or ``[{name, value}]``) as correlation;
     other types give nothing."""
-    for tags in ({"antifragile_key": "k9"}, [{"name": "antifragile_key", "value": "k9"}]):
+    for tags in ({"antifragile_ref": "k9"}, [{"name": "antifragile_ref", "value": "k9"}]):
         body = json.dumps(
             {"type": "email.bounced", "created_at": "2026-01-01T00:00:00.000Z",
              "data": {"email_id": "em_1", "to": ["a@example.com"], "tags": tags,
@@ -280,12 +280,12 @@ def test_parse_resend_event_and_tags_in_both_shapes() -> None:
 
 def test_parse_calcom_booking_triggers() -> None:
     """A booking trigger is a status of the booking ``uid`` (id ``{uid}:{trigger}``), its
-    ``antifragile_key`` metadata the correlation; created is ``confirmed``, cancelled
+    ``antifragile_ref`` metadata the correlation; created is ``confirmed``, cancelled
     ``cancelled``; a trigger without a booking gives nothing; attendees are not kept."""
     body = json.dumps(
         {"triggerEvent": "BOOKING_CANCELLED", "createdAt": "2026-01-01T00:00:00Z",
          "payload": {"uid": "bk1", "bookingId": 7, "status": "CANCELLED",
-                     "metadata": {"antifragile_key": "create-booking/lead/1"},
+                     "metadata": {"antifragile_ref": "create-booking/lead/1"},
                      "attendees": [{"email": "ada@example.com", "name": "Ada"}]}}
     ).encode()  # fmt: skip
     [event] = parse_calcom(body)
@@ -371,7 +371,7 @@ def test_statuses_never_move_a_message_backwards() -> None:
 
 def test_whatsapp_and_twilio_statuses_carry_their_correlation() -> None:
     """A WhatsApp status's ``biz_opaque_callback_data`` and a Twilio status callback's
-    ``antifragile_key`` URL parameter become the correlation; Twilio's statuses are
+    ``ref`` URL parameter become the correlation; Twilio's statuses are
     normalised (``sending`` -> queued, ``undelivered`` -> failed with its ErrorCode)."""
     body = {
         "entry": [

@@ -12,8 +12,8 @@ every provider; :meth:`DeliveryStatus.from_event` reads it back as a typed value
 
 ``status`` is normalised (:data:`STATUSES`); ``provider_status`` is the provider's own word;
 ``correlation`` is the value the send carried and the provider echoes back -- WhatsApp
-``biz_opaque_callback_data``, the ``antifragile_key`` query parameter of a Twilio
-``StatusCallback`` URL, the ``antifragile_key`` SendGrid ``custom_args`` entry, Resend tag and
+``biz_opaque_callback_data``, the ``ref`` query parameter of a Twilio
+``StatusCallback`` URL, the ``antifragile_ref`` SendGrid ``custom_args`` entry, Resend tag and
 Cal.com ``metadata`` entry (:data:`CORRELATION_KEY`).
 
 :class:`DeliveryStatuses` records them (the ``inbound.process`` job calls
@@ -39,6 +39,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from antifragile.connectors._correlation import REF_ARG, REF_QUERY
 from antifragile.errors import ConfigurationError, TransientError
 from antifragile.inbound._model import Channel, EventKind, InboundEvent
 from antifragile.jobs import Jobs
@@ -49,8 +50,10 @@ from antifragile.stores import KeyValueStore
 _log = logging.getLogger("antifragile.inbound.delivery")
 
 #: the name under which a send carries its correlation value (SendGrid ``custom_args``, Resend
-#: tags, Cal.com ``metadata``, the Twilio ``StatusCallback`` query parameter)
-CORRELATION_KEY = "antifragile_key"
+#: tags, Cal.com ``metadata``); the Twilio ``StatusCallback`` URL carries it as ``ref=``
+CORRELATION_KEY = REF_ARG
+#: the query parameter of a Twilio ``StatusCallback`` URL that carries the correlation
+CORRELATION_QUERY = REF_QUERY
 
 #: normalised statuses, by how far along they say the message (or effect) is; a record never
 #: moves to a lower rank. ``other`` (an event that says nothing about delivery: an unsubscribe,
@@ -73,6 +76,8 @@ STATUSES: tuple[str, ...] = (*STATUS_RANK, "other")
 #: key prefixes in the key-value store
 DELIVERY_PREFIX = "delivery:"
 OUTMSG_PREFIX = "outmsg:"
+#: key prefix of the index from the correlation a reply carries to its record
+OUTREF_PREFIX = "outref:"
 BY_PROVIDER_PREFIX = "outmsg-by-provider:"
 #: how long a status record is kept (seconds)
 DELIVERY_RETENTION = 30 * 24 * 3600.0
@@ -313,6 +318,12 @@ class DeliveryStatuses:
             found = await kv.get(OUTMSG_PREFIX + status.correlation, now=now)
             if found is not None and isinstance(found.value, dict):
                 return status.correlation
+            # a reply carries correlation_for(its message id): the index leads back to it
+            indexed = await kv.get(OUTREF_PREFIX + status.correlation, now=now)
+            if indexed is not None and isinstance(indexed.value, dict):
+                message_id = indexed.value.get("message_id")
+                if isinstance(message_id, str) and message_id:
+                    return message_id
         if status.provider_message_id:
             index = await kv.get(
                 provider_index_key(status.provider, status.provider_message_id), now=now

@@ -56,8 +56,9 @@ from antifragile.connectors import (
     TwilioConnector,
     WhatsAppConnector,
 )
+from antifragile.connectors._correlation import correlation_for
 from antifragile.errors import AntifragileError, ConfigurationError, IntegrationError
-from antifragile.inbound._delivery import DeliveryStatuses
+from antifragile.inbound._delivery import OUTREF_PREFIX, DeliveryStatuses
 from antifragile.inbound._model import Channel, InboundEvent, Tenant
 from antifragile.jobs import JobContext, JobFunction, Jobs, StatusFlag
 from antifragile.observability._redaction import MASK
@@ -80,6 +81,11 @@ DEFAULT_RETENTION = 30 * 24 * 3600.0
 REPLY_RETRY = Retry(attempts=8, backoff=Exponential(5.0, cap=1800.0))
 
 _MASK = MASK
+
+
+def correlation_index_key(message_id: str) -> str:
+    """Where the index from the correlation a reply carries to its record is kept."""
+    return OUTREF_PREFIX + correlation_for(message_id)
 
 
 class ConnectorSource(Protocol):
@@ -256,6 +262,15 @@ class Replies:
         await kv.compare_and_set(
             OUTMSG_PREFIX + message_id, record, expected_version=None, now=now, ttl=self.retention
         )
+        # the provider echoes correlation_for(message_id) in its status webhooks: an index from
+        # that correlation back to the message lets a status find it before the send returns
+        await kv.compare_and_set(
+            correlation_index_key(message_id),
+            {"message_id": message_id},
+            expected_version=None,
+            now=now,
+            ttl=self.retention,
+        )
         new = self.job.configure(
             idempotency_key=key,
             status=StatusFlag(OUTMSG_PREFIX + message_id, "status"),
@@ -321,11 +336,13 @@ class Replies:
             with scrubbed(to, to.removeprefix("whatsapp:")):
                 if channel is Channel.TWILIO:
                     sent_twilio = await self.connectors.twilio.send_message(
-                        to, text, from_=record.get("from")
+                        to, text, from_=record.get("from"), reference=message_id
                     )
                     provider_id, provider_status = sent_twilio.sid, sent_twilio.status
                 else:
-                    sent_whatsapp = await self.connectors.whatsapp.send_text(to, text)
+                    sent_whatsapp = await self.connectors.whatsapp.send_text(
+                        to, text, reference=message_id
+                    )
                     provider_id, provider_status = sent_whatsapp.id, "accepted"
         except IntegrationError as exc:
             if not isinstance(exc, OutcomeUnknownError):

@@ -178,7 +178,7 @@ def _sendgrid_event(item: Any, where: str) -> InboundEvent:
 def parse_sendgrid(body: bytes) -> list[InboundEvent]:
     """The events of a SendGrid Event Webhook *body* (a JSON array): one ``status`` event per
     entry, its ``sg_event_id`` as event id, ``sg_message_id`` (to its first dot: the send's
-    ``X-Message-Id``) as the provider message id, the ``antifragile_key`` custom arg as
+    ``X-Message-Id``) as the provider message id, the ``antifragile_ref`` custom arg as
     correlation. Email addresses, reasons and URLs are not kept."""
     events = _list(_load_json(body, "SendGrid"), "the SendGrid body", required=True)
     return _checked([_sendgrid_event(item, f"[{i}]") for i, item in enumerate(events)])
@@ -247,7 +247,7 @@ _RESEND_STATUSES = {
 
 
 def _resend_tag(tags: Any) -> str | None:
-    """The ``antifragile_key`` tag, from tags given as an object or as ``[{name, value}]``."""
+    """The ``antifragile_ref`` tag, from tags given as an object or as ``[{name, value}]``."""
     if isinstance(tags, dict):
         value = tags.get(CORRELATION_KEY)
         return value if isinstance(value, str) and value else None
@@ -271,7 +271,7 @@ def _iso(value: Any) -> float | None:
 def parse_resend(body: bytes, msg_id: str) -> list[InboundEvent]:
     """The event of a Resend webhook: ``{"type": "email.delivered", "created_at", "data":
     {"email_id", "tags", ...}}``, its ``svix-id`` *msg_id* as event id, ``email_id`` as the
-    provider message id, the ``antifragile_key`` tag as correlation. Events other than
+    provider message id, the ``antifragile_ref`` tag as correlation. Events other than
     ``email.*`` (contacts, domains) give no event."""
     payload = _object(_load_json(body, "Resend"), "the Resend body")
     kind = _id(payload.get("type"), "type")
@@ -342,7 +342,7 @@ _CALCOM_STATUSES = {
 def parse_calcom(body: bytes) -> list[InboundEvent]:
     """The event of a Cal.com webhook: ``{"triggerEvent", "createdAt", "payload": {"uid",
     "bookingId", "status", "metadata", ...}}``, ``{uid}:{triggerEvent}`` as event id, the
-    booking ``uid`` as provider id, the ``antifragile_key`` metadata entry as correlation. A
+    booking ``uid`` as provider id, the ``antifragile_ref`` metadata entry as correlation. A
     trigger about no booking (no ``uid``: a ping, an out-of-office entry) gives no event.
     Attendees, organiser and responses are not kept."""
     payload = _object(_load_json(body, "Cal.com"), "the Cal.com body")

@@ -662,7 +662,7 @@ def parse_twilio(params: FormParams, *, correlation: str | None = None) -> list[
     """The event of a Twilio messaging webhook, from its form *params*: an inbound message
     (``MessageSid``/``SmsSid``, ``From``, ``To``, ``Body``, ``NumMedia``...) or, when
     ``MessageStatus`` is present and ``Body`` is not, a status callback for a message sent
-    (*correlation*: the ``antifragile_key`` query parameter of the ``StatusCallback`` URL the
+    (*correlation*: the ``ref`` query parameter of the ``StatusCallback`` URL the
     send gave, which Twilio calls back).
 
     Numbers lose their ``whatsapp:`` prefix: the sender becomes digits only, the tenant key

@@ -45,7 +45,7 @@ from starlette.datastructures import URL
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from antifragile.errors import AntifragileError, ErrorCode, SuccessEnvelope
-from antifragile.inbound._delivery import CORRELATION_KEY
+from antifragile.inbound._delivery import CORRELATION_QUERY
 from antifragile.inbound._model import InboundEvent
 from antifragile.inbound._status_webhooks import (
     CALCOM_SIGNATURE,
@@ -404,7 +404,7 @@ class WebhookHandlers:
         else:
             verify_twilio(url, {}, signature, self.twilio_tokens, body=body)
             params = _json_params(body)
-        events = parse_twilio(params, correlation=_query_value(scope, CORRELATION_KEY))
+        events = parse_twilio(params, correlation=_query_value(scope, CORRELATION_QUERY))
         await self._ingest(events)
         return Response(EMPTY_TWIML, media_type="text/xml")
 
