@@ -1,4 +1,5 @@
-"""The fused pipeline (the default order, nothing observing) behaves exactly as the chain."""
+"""An observed policy behaves exactly as the same policy unobserved (the attempt events are the
+only difference in its chain)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from antifragile import (
     TokenBucket,
     UpstreamUnavailableError,
 )
-from antifragile.policies._fused import fusable
 
 Script = list[BaseException | str]
 
@@ -60,14 +60,13 @@ def _outcome(policy: Policy, clock: FakeClock, run: Callable[[], Any]) -> tuple[
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
-def test_sync_fused_equals_chain(name: str) -> None:
+def test_sync_observed_equals_unobserved(name: str) -> None:
     """Every scripted outcome (result or error, give-up reason, attempts, sleeps, bulkhead slots
-    and breaker state) is the same through the fused function and through the chain."""
+    and breaker state) is the same with and without an observer."""
     outcomes = []
     for observed in (False, True):
         clock = FakeClock()
         policy = _policy(clock, observed)
-        assert fusable(policy, asynchronous=False) is not observed
         script = list(SCRIPTS[name])
 
         def work(script: Script = script) -> str:
@@ -84,13 +83,12 @@ def test_sync_fused_equals_chain(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
-def test_async_fused_equals_chain(name: str) -> None:
-    """The same, for async calls (the fused path enforces the timeouts with the watchdog)."""
+def test_async_observed_equals_unobserved(name: str) -> None:
+    """The same, for async calls (the timeouts are enforced with the watchdog)."""
     outcomes = []
     for observed in (False, True):
         clock = FakeClock()
         policy = _policy(clock, observed)
-        assert fusable(policy, asynchronous=True) is not observed
         script = list(SCRIPTS[name])
 
         async def work(script: Script = script) -> str:
@@ -106,8 +104,8 @@ def test_async_fused_equals_chain(name: str) -> None:
     assert outcomes[0] == outcomes[1]
 
 
-def test_async_attempt_timeout_through_the_fused_path() -> None:
-    """A hung attempt is cancelled by the attempt timeout and retried, on the fused path."""
+def test_async_attempt_timeout_cancels_and_retries() -> None:
+    """A hung attempt is cancelled by the attempt timeout and retried."""
     calls: list[int] = []
 
     async def slow() -> str:
@@ -117,6 +115,5 @@ def test_async_attempt_timeout_through_the_fused_path() -> None:
         return "ok"
 
     policy = Policy("p", timeout=0.05, retry=Retry(attempts=2), clock=FakeClock())
-    assert fusable(policy, asynchronous=True)
     assert asyncio.run(policy.acall(slow)) == "ok"
     assert len(calls) == 2
