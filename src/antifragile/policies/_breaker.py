@@ -589,24 +589,47 @@ class CircuitBreaker:
         acquire, ok, fail = self.acquire, self.on_success, self.on_failure
         release, snapshot = self.release, self._holder.get
         closed = CircuitState.CLOSED
-        # durations are only measured when slow-call detection needs them
-        mono = chain.clock.monotonic if self.times_calls else _zero
+        if self.times_calls:  # durations are only measured when slow-call detection needs them
+            mono = chain.clock.monotonic
+
+            def timed(
+                info: CallInfo,
+                fn: Callable[..., Any],
+                args: tuple[Any, ...],
+                kwargs: dict[str, Any],
+            ) -> Any:
+                snap = snapshot()
+                token = (
+                    snap.generation if snap.state is closed else acquire(operation=info.operation)
+                )
+                start = mono()
+                try:
+                    result = nxt(info, fn, args, kwargs)
+                except Exception as exc:
+                    fail(token, exc, mono() - start)
+                    raise
+                except BaseException:
+                    release(token)
+                    raise
+                ok(token, mono() - start)
+                return result
+
+            return timed
 
         def call(
             info: CallInfo, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
         ) -> Any:
             snap = snapshot()
             token = snap.generation if snap.state is closed else acquire(operation=info.operation)
-            start = mono()
             try:
                 result = nxt(info, fn, args, kwargs)
             except Exception as exc:
-                fail(token, exc, mono() - start)
+                fail(token, exc, 0.0)
                 raise
             except BaseException:
                 release(token)
                 raise
-            ok(token, mono() - start)
+            ok(token, 0.0)
             return result
 
         return call
@@ -616,7 +639,8 @@ class CircuitBreaker:
         acquire, ok, fail = self.acquire, self.on_success, self.on_failure
         release, snapshot = self.release, self._holder.get
         closed = CircuitState.CLOSED
-        mono = chain.clock.monotonic if self.times_calls else _zero
+        timed = self.times_calls
+        mono = chain.clock.monotonic
 
         async def call(
             info: CallInfo,
@@ -626,16 +650,16 @@ class CircuitBreaker:
         ) -> Any:
             snap = snapshot()
             token = snap.generation if snap.state is closed else acquire(operation=info.operation)
-            start = mono()
+            start = mono() if timed else 0.0
             try:
                 result = await nxt(info, fn, args, kwargs)
             except Exception as exc:
-                fail(token, exc, mono() - start)
+                fail(token, exc, mono() - start if timed else 0.0)
                 raise
             except BaseException:
                 release(token)
                 raise
-            ok(token, mono() - start)
+            ok(token, mono() - start if timed else 0.0)
             return result
 
         return call
@@ -667,7 +691,3 @@ class CircuitBreaker:
 
     def __repr__(self) -> str:
         return f"CircuitBreaker({self.name!r}, state={self.state.value})"
-
-
-def _zero() -> float:
-    return 0.0

@@ -123,13 +123,11 @@ STAGES: Final[Mapping[Strategy, Callable[[Policy], Stage | None]]] = MappingProx
 
 
 class _Runtime:
-    """What a policy builds lazily: its two chains and its worker threads."""
+    """The worker threads a policy starts when it first needs them."""
 
-    __slots__ = ("async_chain", "executor", "lock", "sync_chain")
+    __slots__ = ("executor", "lock")
 
     def __init__(self) -> None:
-        self.sync_chain: SyncNext | None = None
-        self.async_chain: AsyncNext | None = None
         self.executor: concurrent.futures.ThreadPoolExecutor | None = None
         self.lock = threading.Lock()
 
@@ -176,6 +174,9 @@ class Policy:
     rng: random.Random
     _observers: Observers
     _runtime: _Runtime
+    # the chains, built on first use (and again after add_observer)
+    _sync_chain: SyncNext | None
+    _async_chain: AsyncNext | None
 
     def __init__(
         self,
@@ -237,6 +238,8 @@ class Policy:
             "rng": rng or random.Random(),
             "_observers": observers,
             "_runtime": _Runtime(),
+            "_sync_chain": None,
+            "_async_chain": None,
         }
         for key, value in fields.items():
             object.__setattr__(self, key, value)
@@ -311,15 +314,15 @@ class Policy:
     def add_observer(self, observer: Observer) -> None:
         """Send this policy's events (and its strategies') to *observer* as well."""
         self._observers.add(observer)
-        runtime = self._runtime
-        runtime.sync_chain = runtime.async_chain = None  # rebuilt with the observer in place
+        object.__setattr__(self, "_sync_chain", None)  # rebuilt with the observer in place
+        object.__setattr__(self, "_async_chain", None)
 
     # -- running ------------------------------------------------------------------------------
 
     def _enter_sync(
         self, info: CallInfo, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        chain = self._runtime.sync_chain or self._build_sync()
+        chain = self._sync_chain or self._build_sync()
         parent = current_call.get()
         if parent is not None:
             info.inherit(parent)
@@ -336,7 +339,7 @@ class Policy:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        chain = self._runtime.async_chain or self._build_async()
+        chain = self._async_chain or self._build_async()
         parent = current_call.get()
         if parent is not None:
             info.inherit(parent)
@@ -492,7 +495,7 @@ class Policy:
             chain = stage.wrap_sync(chain, context)
             if strategy == wrap_after:
                 chain = observe_sync(chain, context)
-        self._runtime.sync_chain = chain
+        object.__setattr__(self, "_sync_chain", chain)
         return chain
 
     def _build_async(self) -> AsyncNext:
@@ -506,7 +509,7 @@ class Policy:
             chain = stage.wrap_async(chain, context)
             if strategy == wrap_after:
                 chain = observe_async(chain, context)
-        self._runtime.async_chain = chain
+        object.__setattr__(self, "_async_chain", chain)
         return chain
 
     def _thread_pool(self) -> concurrent.futures.ThreadPoolExecutor:

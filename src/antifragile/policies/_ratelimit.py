@@ -309,10 +309,38 @@ class TokenBucket:
 
     def wrap_async(self, nxt: AsyncNext, chain: Chain) -> AsyncNext:
         """:meth:`wrap_sync` for async calls; a cancelled wait gives its token back."""
-        reserve = self.reserve
-        areserve = self.areserve if self.shares_state else None
+        reserve, areserve = self.reserve, self.areserve
         refund = self.refund
         asleep = chain.clock.asleep
+
+        if not self.shares_state:
+
+            async def wait_then(
+                wait: float,
+                info: CallInfo,
+                fn: Callable[..., Awaitable[Any]],
+                args: tuple[Any, ...],
+                kwargs: dict[str, Any],
+            ) -> Any:
+                try:
+                    await asleep(wait)
+                except BaseException:
+                    refund()
+                    raise
+                return await nxt(info, fn, args, kwargs)
+
+            def local(
+                info: CallInfo,
+                fn: Callable[..., Awaitable[Any]],
+                args: tuple[Any, ...],
+                kwargs: dict[str, Any],
+            ) -> Awaitable[Any]:
+                wait = reserve(1.0, info.operation)
+                if wait > 0:
+                    return wait_then(wait, info, fn, args, kwargs)
+                return nxt(info, fn, args, kwargs)  # a token was there: nothing to await here
+
+            return local
 
         async def call(
             info: CallInfo,
@@ -320,10 +348,7 @@ class TokenBucket:
             args: tuple[Any, ...],
             kwargs: dict[str, Any],
         ) -> Any:
-            if areserve is None:
-                wait = reserve(1.0, info.operation)
-            else:
-                wait = await areserve(1.0, info.operation)
+            wait = await areserve(1.0, info.operation)  # a bucket kept in a store
             if wait > 0:
                 try:
                     await asleep(wait)

@@ -317,11 +317,15 @@ class Retry:
         mono, sleep = chain.clock.monotonic, chain.clock.sleep
         start_call, failed, rejected = self.start, self.after_failure, self.after_result
         on_result = self.retry_on_result
+        budget, has_deadline = chain.budget, self.deadline is not None
 
         def call(
             info: CallInfo, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
         ) -> Any:
-            start_call(chain, info)
+            if has_deadline:
+                start_call(chain, info)
+            elif budget is not None:
+                budget.record_request()
             number, delay = 1, 0.0
             history: list[AttemptRecord] = []
             while True:
@@ -349,6 +353,7 @@ class Retry:
         mono, asleep = chain.clock.monotonic, chain.clock.asleep
         start_call, failed, rejected = self.start, self.after_failure, self.after_result
         on_result = self.retry_on_result
+        budget, has_deadline = chain.budget, self.deadline is not None
 
         async def call(
             info: CallInfo,
@@ -356,7 +361,10 @@ class Retry:
             args: tuple[Any, ...],
             kwargs: dict[str, Any],
         ) -> Any:
-            start_call(chain, info)
+            if has_deadline:
+                start_call(chain, info)
+            elif budget is not None:
+                budget.record_request()
             number, delay = 1, 0.0
             history: list[AttemptRecord] = []
             while True:

@@ -151,6 +151,21 @@ class TotalTimeout:
             and order.index("attempt_timeout") > order.index("total_timeout")
         )
 
+        if enforced_inside:
+
+            def publish(
+                info: CallInfo,
+                fn: Callable[..., Awaitable[Any]],
+                args: tuple[Any, ...],
+                kwargs: dict[str, Any],
+            ) -> Awaitable[Any]:
+                deadline = mono() + total
+                if info.deadline is None or deadline < info.deadline:
+                    info.deadline = deadline
+                return nxt(info, fn, args, kwargs)
+
+            return publish
+
         async def call(
             info: CallInfo,
             fn: Callable[..., Awaitable[Any]],
@@ -161,8 +176,6 @@ class TotalTimeout:
             deadline = now + total
             if info.deadline is None or deadline < info.deadline:
                 info.deadline = deadline
-            if enforced_inside:
-                return await nxt(info, fn, args, kwargs)
             dog = watchdog()
             scope = dog.enter(dog.loop_time() + (info.deadline - now))
             try:

@@ -200,10 +200,6 @@ async def _bounded(awaitable: Awaitable[T], limit: float) -> T:
         return await awaitable
 
 
-def _zero() -> float:
-    return 0.0
-
-
 def _spawn(tasks: set[asyncio.Task[Any]], coro: Coroutine[Any, Any, Any]) -> None:
     """Run *coro* in the background on the running loop (closed unrun without one)."""
     try:
@@ -372,7 +368,8 @@ class SharedCircuitBreaker(CircuitBreaker):
         aacquire, ok, afail = self.aacquire, self.on_success, self.aon_failure
         release, snapshot = self.release, self.holder.get
         closed = CircuitState.CLOSED
-        mono = chain.clock.monotonic if self.times_calls else _zero
+        timed = self.times_calls
+        mono = chain.clock.monotonic
 
         async def call(
             info: CallInfo,
@@ -385,16 +382,16 @@ class SharedCircuitBreaker(CircuitBreaker):
                 token = snap.generation
             else:
                 token = await aacquire(operation=info.operation)
-            start = mono()
+            start = mono() if timed else 0.0
             try:
                 result = await nxt(info, fn, args, kwargs)
             except Exception as exc:
-                await afail(token, exc, mono() - start)
+                await afail(token, exc, mono() - start if timed else 0.0)
                 raise
             except BaseException:
                 release(token)
                 raise
-            ok(token, mono() - start)
+            ok(token, mono() - start if timed else 0.0)
             return result
 
         return call
