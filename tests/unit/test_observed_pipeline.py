@@ -4,12 +4,14 @@ only difference in its chain)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from antifragile import (
+    AttemptFinished,
     Bulkhead,
     CircuitBreaker,
     Exponential,
@@ -22,6 +24,7 @@ from antifragile import (
     TokenBucket,
     UpstreamUnavailableError,
 )
+from antifragile.observability._events import attempt_finished_event
 
 Script = list[BaseException | str]
 
@@ -117,3 +120,25 @@ def test_async_attempt_timeout_cancels_and_retries() -> None:
     policy = Policy("p", timeout=0.05, retry=Retry(attempts=2), clock=FakeClock())
     assert asyncio.run(policy.acall(slow)) == "ok"
     assert len(calls) == 2
+
+
+def test_the_fast_attempt_event_is_the_same_frozen_event() -> None:
+    """The positional constructor of the per-attempt hot path builds an event equal to (and as
+    frozen as) the one the dataclass constructor builds."""
+    fast = attempt_finished_event("crm", "get", "req-1", 2, 0.25, "TIMEOUT", 504, True)
+    slow = AttemptFinished(
+        policy="crm",
+        operation="get",
+        request_id="req-1",
+        number=2,
+        duration=0.25,
+        code="TIMEOUT",
+        status=504,
+        slow=True,
+    )
+    assert fast == slow
+    assert hash(fast) == hash(slow)
+    assert repr(fast) == repr(slow)
+    assert fast.to_dict() == slow.to_dict()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.code = None  # type: ignore[misc]

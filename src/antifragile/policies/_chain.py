@@ -26,7 +26,12 @@ from antifragile.errors import (
     classify_exception,
 )
 from antifragile.observability._context import current_request_id
-from antifragile.observability._events import AttemptFinished, CallRejected, Event, Observers
+from antifragile.observability._events import (
+    CallRejected,
+    Event,
+    Observers,
+    attempt_finished_event,
+)
 from antifragile.policies._clock import Clock
 from antifragile.policies._deadline import CallInfo
 
@@ -142,15 +147,15 @@ def attempt_finished(
     """Report one finished attempt (*exc*: how it failed, ``None`` when it succeeded)."""
     slow_after = chain.slow_call_duration
     chain.emit(
-        AttemptFinished(
-            policy=chain.name,
-            operation=info.operation,
-            request_id=current_request_id(),
-            number=number,
-            duration=duration,
-            code=None if exc is None else code_of(exc),
-            status=exc.status if isinstance(exc, IntegrationError) else None,
-            slow=slow_after is not None and duration >= slow_after,
+        attempt_finished_event(
+            chain.name,
+            info.operation,
+            current_request_id(),
+            number,
+            duration,
+            None if exc is None else code_of(exc),
+            exc.status if isinstance(exc, IntegrationError) else None,
+            slow_after is not None and duration >= slow_after,
         )
     )
 

@@ -332,23 +332,6 @@ class Policy:
         finally:
             current_call.reset(token)
 
-    async def _enter_async(
-        self,
-        info: CallInfo,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        chain = self._async_chain or self._build_async()
-        parent = current_call.get()
-        if parent is not None:
-            info.inherit(parent)
-        token = current_call.set(info)
-        try:
-            return await chain(info, fn, args, kwargs)
-        finally:
-            current_call.reset(token)
-
     def run(
         self,
         fn: Callable[..., T],
@@ -376,8 +359,17 @@ class Policy:
         replay_safe: bool = True,
     ) -> T:
         """Await ``fn(*args, **kwargs)`` through the pipeline (see :meth:`run`)."""
+        # the entry points run the chain themselves: one coroutine per call, not two
         info = CallInfo(self.clock, operation, replay_safe)
-        return await self._enter_async(info, fn, args, kwargs or {})  # type: ignore[no-any-return]
+        chain = self._async_chain or self._build_async()
+        parent = current_call.get()
+        if parent is not None:
+            info.inherit(parent)
+        token = current_call.set(info)
+        try:
+            return await chain(info, fn, args, kwargs or {})  # type: ignore[no-any-return]
+        finally:
+            current_call.reset(token)
 
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """``fn(*args, **kwargs)`` through the pipeline (blocking)."""
@@ -386,7 +378,15 @@ class Policy:
     async def acall(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """``await fn(*args, **kwargs)`` through the pipeline."""
         info = CallInfo(self.clock)
-        return await self._enter_async(info, fn, args, kwargs)  # type: ignore[no-any-return]
+        chain = self._async_chain or self._build_async()
+        parent = current_call.get()
+        if parent is not None:
+            info.inherit(parent)
+        token = current_call.set(info)
+        try:
+            return await chain(info, fn, args, kwargs)  # type: ignore[no-any-return]
+        finally:
+            current_call.reset(token)
 
     def call_safe(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Envelope[T]:
         """Like :meth:`call`, but returns the response envelope and never raises."""
@@ -413,7 +413,16 @@ class Policy:
 
             @functools.wraps(fn)
             async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                return await self._enter_async(CallInfo(self.clock, operation), fn, args, kwargs)
+                info = CallInfo(self.clock, operation)
+                chain = self._async_chain or self._build_async()
+                parent = current_call.get()
+                if parent is not None:
+                    info.inherit(parent)
+                token = current_call.set(info)
+                try:
+                    return await chain(info, fn, args, kwargs)
+                finally:
+                    current_call.reset(token)
 
             return async_wrapper
 
