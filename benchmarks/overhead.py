@@ -2,7 +2,10 @@
 
 Part 1 -- per-call overhead of wrapping a function that returns at once, sync and async:
 bare call, antifragile's full pipeline (rate limiter, total timeout, retry with budget,
-bulkhead, breaker, attempt timeout), tenacity, stamina, pybreaker, tenacity + pybreaker.
+bulkhead, breaker, attempt timeout), the same pipeline as the service ships it (with its
+metrics observer, and async with a :class:`~antifragile.SharedCircuitBreaker` on an in-memory
+store; a shared breaker is async only, so the sync row keeps a process-local one), tenacity,
+stamina, pybreaker, tenacity + pybreaker.
 
 Part 2 -- ResilientClient against bare httpx, sync and async, on the same loopback server
 (a separate process, so its work is not counted in ours).
@@ -71,6 +74,36 @@ def full_policy(name: str) -> Policy:
     )
 
 
+SERVICE_ROW = "antifragile (as the service ships it)"
+
+
+def service_policy(name: str, *, shared: bool) -> tuple[Policy, Any]:
+    """The full pipeline with what the service adds: the metrics observer on every policy and,
+    for async code, a breaker shared through a store (an in-memory one here, so the figure is
+    the pipeline's, not a database's). Returns the policy and the store to close."""
+    from antifragile.observability import Metrics
+    from antifragile.stores import SharedCircuitBreaker, make_store
+
+    policy = full_policy(name)
+    store = None
+    breaker: CircuitBreaker = CircuitBreaker(name, failure_rate=0.5, window=100, minimum_calls=20)
+    if shared:
+        store = make_store("memory://")
+        breaker = SharedCircuitBreaker(name, store, failure_rate=0.5, minimum_calls=20)
+    metrics = Metrics()
+    made = Policy(
+        name,
+        timeout=policy.timeout,
+        total_timeout=policy.total_timeout,
+        retry=policy.retry,
+        breaker=breaker,
+        rate=TokenBucket(1e9, burst=1e9),
+        bulkhead=Bulkhead(1000),
+        observer=metrics.observer,
+    )
+    return made, store
+
+
 def _noop() -> int:
     return 1
 
@@ -86,6 +119,7 @@ def sync_contenders() -> dict[str, Callable[[], Any]]:
     stamina_fn = stamina.retry(on=Exception, attempts=3)(_noop)
     breaker = pybreaker.CircuitBreaker(fail_max=10, reset_timeout=30)
     breaker_fn = breaker(_noop)
+    service = service_policy("bench-service-sync", shared=False)[0](_noop)
 
     def tenacity_call() -> Any:
         return retrying(_noop)
@@ -96,6 +130,7 @@ def sync_contenders() -> dict[str, Callable[[], Any]]:
     return {
         "bare call": _noop,
         "antifragile (full pipeline)": decorated,
+        SERVICE_ROW: service,
         "tenacity": tenacity_call,
         "stamina": stamina_fn,
         "pybreaker": breaker_fn,
@@ -108,6 +143,7 @@ def async_contenders() -> dict[str, Callable[[], Awaitable[Any]]]:
     decorated = policy(_anoop)
     retrying = tenacity.AsyncRetrying(stop=tenacity.stop_after_attempt(3), reraise=True)
     stamina_fn = stamina.retry(on=Exception, attempts=3)(_anoop)
+    service = service_policy("bench-service-async", shared=True)[0](_anoop)
 
     async def tenacity_call() -> Any:
         return await retrying(_anoop)
@@ -116,6 +152,7 @@ def async_contenders() -> dict[str, Callable[[], Awaitable[Any]]]:
     return {
         "bare call": _anoop,
         "antifragile (full pipeline)": decorated,
+        SERVICE_ROW: service,
         "tenacity": tenacity_call,
         "stamina": stamina_fn,
     }
@@ -370,6 +407,8 @@ def main() -> None:
         "ratios": {
             "sync_full_pipeline_vs_tenacity": _ratio(overhead, "sync_us"),
             "async_full_pipeline_vs_tenacity": _ratio(overhead, "async_us"),
+            "sync_service_vs_tenacity": _ratio(overhead, "sync_us", SERVICE_ROW),
+            "async_service_vs_tenacity": _ratio(overhead, "async_us", SERVICE_ROW),
             "sync_client_overhead": http["SyncResilientClient"]["vs_bare"],
             "async_client_overhead": http["ResilientClient"]["vs_bare"],
             "sync_client_overhead_same_headers": http["SyncResilientClient"]["vs_same_headers"],
@@ -385,8 +424,12 @@ def main() -> None:
     (args.output / f"overhead{suffix}.md").write_text(table)
 
 
-def _ratio(overhead: dict[str, dict[str, float | None]], column: str) -> float | None:
-    ours, theirs = overhead["antifragile (full pipeline)"][column], overhead["tenacity"][column]
+def _ratio(
+    overhead: dict[str, dict[str, float | None]],
+    column: str,
+    row: str = "antifragile (full pipeline)",
+) -> float | None:
+    ours, theirs = overhead[row][column], overhead["tenacity"][column]
     return None if ours is None or not theirs else ours / theirs
 
 

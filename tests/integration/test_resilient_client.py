@@ -175,6 +175,21 @@ async def test_an_http_date_is_read_on_the_policy_clock_only(
     assert info.value.retry_after == adjusted.paused_for
 
 
+async def test_retry_after_equal_to_the_time_left_gives_up_at_once(
+    server: FlakyServer, connect: Connect, clock: FakeClock
+) -> None:
+    """``Retry-After: 60`` with 60 s left of the total timeout: no wait of the whole deadline
+    and no DeadlineExceededError -- the 429 comes back at once, with its ``retry_after``."""
+    server.script("/orders", [Fault.rate_limited(60)])
+    client = connect(policy(clock, total_timeout=60.0))
+    with pytest.raises(RateLimitedError) as caught:
+        await client.request("GET", "/orders")
+    assert caught.value.retry_after == 60.0
+    assert caught.value.give_up_reason == "retry_after_beyond_deadline"
+    assert clock.sleeps == []
+    assert server.count("/orders") == 1
+
+
 async def test_rate_limited_post_without_key_is_retried(
     server: FlakyServer, connect: Connect, clock: FakeClock
 ) -> None:

@@ -73,6 +73,35 @@ async def usage() -> None:
         assert_type(exc.code, str)
         assert_type(exc.retryable, bool)
 
+    # a policy is immutable: replace() returns a new one
+    quicker = policy.replace(timeout=2, hedge=None)
+    assert_type(quicker, af.Policy)
+    assert_type(quicker.timeout, float | None)
+    if policy.breaker is not None:
+        from antifragile.stores import make_store
+
+        shared = af.SharedCircuitBreaker.from_config(
+            policy.breaker.config, make_store("memory://"), name="shopify"
+        )
+        assert_type(policy.replace(breaker=shared), af.Policy)
+
+    # retry on a returned value (polling): the last value comes back when retries run out
+    polling = af.Policy(
+        "exports", retry=af.Retry(attempts=10, retry_on_result=lambda status: status == "pending")
+    )
+    assert_type(polling.call(lambda: "pending"), str)
+
+    # retrying a block of code
+    from antifragile.policies import Attempt
+
+    for attempt in policy.attempts(operation="sync_contact"):
+        with attempt as entered:
+            assert_type(entered, Attempt)
+            assert_type(attempt.number, int)
+    async for async_attempt in policy.attempts_async(replay_safe=False):
+        with async_attempt:
+            await async_fetch(async_attempt.number)
+
     with af.request_context("req-1") as rid:
         assert_type(rid, str)
     assert_type(time_remaining(), float | None)

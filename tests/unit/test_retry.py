@@ -184,6 +184,14 @@ def test_decide_gives_up_when_retry_after_is_beyond_the_deadline() -> None:
     assert decision == RetryDecision(None, "retry_after_beyond_deadline", from_retry_after=True)
 
 
+def test_decide_gives_up_when_retry_after_equals_the_time_left() -> None:
+    """A wait that ends exactly at the deadline leaves no time for the next attempt: give up
+    at once with the rate-limit error rather than sleep the whole deadline."""
+    retry = Retry(attempts=5)
+    decision = _decide(retry, RateLimitedError("429", retry_after=10.0), remaining=10.0)
+    assert decision == RetryDecision(None, "retry_after_beyond_deadline", from_retry_after=True)
+
+
 def test_decide_gives_up_when_retry_after_exceeds_max_retry_after() -> None:
     """``max_retry_after`` bounds the wait even without a deadline."""
     retry = Retry(max_retry_after=5.0)
@@ -286,6 +294,45 @@ async def test_retry_after_beyond_the_deadline_gives_up_at_once_async(clock: Fak
     assert caught.value.retry_after == 90.0
     assert caught.value.give_up_reason == "retry_after_beyond_deadline"
     assert clock.sleeps == []
+
+
+def test_retry_after_equal_to_the_time_left_gives_up_at_once(clock: FakeClock) -> None:
+    """``Retry-After`` equal to what is left of the total timeout: no sleep, no
+    DeadlineExceededError -- the caller gets the 429 itself with its ``retry_after``."""
+    error = RateLimitedError("429", provider="resend", retry_after=60.0)
+
+    def send() -> None:
+        raise error
+
+    with pytest.raises(RateLimitedError) as caught:
+        _policy(clock, total_timeout=60.0).call(send)
+    assert caught.value is error
+    assert caught.value.retry_after == 60.0
+    assert caught.value.give_up_reason == "retry_after_beyond_deadline"
+    assert clock.sleeps == []
+
+
+async def test_retry_after_equal_to_the_time_left_gives_up_at_once_async(
+    clock: FakeClock,
+) -> None:
+    """The same in async code, after time has passed: 20 s into a 60 s budget, a
+    ``Retry-After: 40`` ends the loop at once."""
+    error = RateLimitedError("429", retry_after=40.0)
+    calls = 0
+
+    async def send() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            clock.advance(20.0)
+            raise UpstreamUnavailableError("503", retry_after=0.0)
+        raise error
+
+    with pytest.raises(RateLimitedError) as caught:
+        await _policy(clock, total_timeout=60.0).acall(send)
+    assert caught.value is error
+    assert caught.value.retry_after == 40.0
+    assert clock.sleeps == [0.0]
 
 
 def test_retry_deadline_bounds_the_loop(clock: FakeClock) -> None:

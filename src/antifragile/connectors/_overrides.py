@@ -299,25 +299,14 @@ def apply_overrides(policy: Policy, overrides: PolicyOverrides) -> Policy:
             name=policy.name,
             observer=observer,
         )
-    made = Policy(
-        policy.name,
+    return policy.replace(
         timeout=o.timeout if o.timeout is not None else policy.timeout,
         total_timeout=o.total_timeout if o.total_timeout is not None else policy.total_timeout,
         retry=retry,
-        budget=policy.budget,
         breaker=breaker,
         rate=rate,
         bulkhead=bulkhead,
-        fallback=policy.fallback,
-        cache=policy.cache,
-        hedge=policy.hedge,
-        order=policy.order,
-        timeout_strategy=policy.timeout_strategy,
-        clock=policy.clock,
-        rng=policy.rng,
     )
-    made.observer = observer
-    return made
 
 
 def policy_for(

@@ -33,16 +33,16 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
-from antifragile.connectors._calcom import CalComConnector
-from antifragile.connectors._hubspot import HubSpotConnector
-from antifragile.connectors._resend import ResendConnector
-from antifragile.connectors._sendgrid import SendGridConnector
-from antifragile.connectors._shopify import ShopifyConnector
-from antifragile.connectors._slack import SlackConnector
+from antifragile.connectors._calcom import CalComConnector, calcom_policy
+from antifragile.connectors._hubspot import HubSpotConnector, hubspot_policy
+from antifragile.connectors._resend import ResendConnector, resend_policy
+from antifragile.connectors._sendgrid import SendGridConnector, sendgrid_policy
+from antifragile.connectors._shopify import ShopifyConnector, shopify_policy
+from antifragile.connectors._slack import SlackConnector, slack_policy
 from antifragile.connectors._smtp import HOST_ENV as SMTP_HOST_ENV
-from antifragile.connectors._smtp import SMTPConnector
-from antifragile.connectors._twilio import TwilioConnector
-from antifragile.connectors._whatsapp import WhatsAppConnector
+from antifragile.connectors._smtp import SMTPConnector, smtp_policy
+from antifragile.connectors._twilio import TwilioConnector, twilio_policy
+from antifragile.connectors._whatsapp import WhatsAppConnector, whatsapp_policy
 from antifragile.errors import ConfigurationError
 from antifragile.policies import SYSTEM_CLOCK, CircuitBreaker, Clock, Policy
 from antifragile.stores import SharedCircuitBreaker, Store
@@ -57,6 +57,20 @@ _FACTORIES: Mapping[str, Callable[..., Any]] = {
     "sendgrid": SendGridConnector,
     "smtp": SMTPConnector,
     "calcom": CalComConnector,
+}
+
+# each connector's default policy, built here when its breaker is to be shared (the keyword
+# arguments are those of the connector that concern the policy: clock and timeout)
+_DEFAULT_POLICIES: Mapping[str, Callable[..., Policy]] = {
+    "whatsapp": whatsapp_policy,
+    "twilio": twilio_policy,
+    "shopify": shopify_policy,
+    "hubspot": hubspot_policy,
+    "slack": slack_policy,
+    "resend": resend_policy,
+    "sendgrid": sendgrid_policy,
+    "smtp": lambda *, clock, timeout=None: smtp_policy(clock=clock),
+    "calcom": calcom_policy,
 }
 
 #: the providers a :class:`Connectors` knows, by name
@@ -143,33 +157,29 @@ class Connectors:
                 f"no connector for provider {provider!r}; known: {', '.join(PROVIDERS)}"
             )
         kwargs = self._kwargs(provider)
-        connector = factory(**kwargs)
         if self.store is not None and "policy" not in self._options.get(provider, {}):
-            policy = getattr(connector, "policy", None)
-            breaker = getattr(policy, "breaker", None)
-            if (
-                isinstance(policy, Policy)
-                and isinstance(breaker, CircuitBreaker)
-                and not isinstance(breaker, SharedCircuitBreaker)
-            ):
-                # before the first call (the policy builds its chain lazily), so it takes
-                # effect; the default or overridden thresholds carry over
-                config = breaker.config
-                policy.breaker = SharedCircuitBreaker(
-                    provider,
-                    self.store,
-                    clock=self.clock,
-                    failure_rate=config.failure_rate,
-                    slow_call_rate=config.slow_call_rate,
-                    slow_call_duration=config.slow_call_duration,
-                    minimum_calls=config.minimum_calls,
-                    open_duration=config.open_duration,
-                    open_duration_multiplier=config.open_duration_multiplier,
-                    max_open_duration=config.max_open_duration,
-                    half_open_calls=config.half_open_calls,
+            # before the connector is built, so it runs on the shared breaker from the start;
+            # the default or overridden thresholds carry over
+            policy = kwargs.get("policy")
+            if policy is None:
+                timeout = kwargs.get("timeout")
+                policy = _DEFAULT_POLICIES[provider](
+                    clock=kwargs["clock"], **({} if timeout is None else {"timeout": timeout})
                 )
+            kwargs["policy"] = self._share_breaker(provider, policy, self.store)
+        connector = factory(**kwargs)
         self._built[provider] = connector
         return connector
+
+    def _share_breaker(self, provider: str, policy: Policy, store: Store) -> Policy:
+        """*policy* with its process-local breaker replaced by one shared through *store*."""
+        breaker = policy.breaker
+        if not isinstance(breaker, CircuitBreaker) or isinstance(breaker, SharedCircuitBreaker):
+            return policy
+        shared = SharedCircuitBreaker.from_config(
+            breaker.config, store, name=provider, clock=self.clock
+        )
+        return policy.replace(breaker=shared)
 
     def configured(self, provider: str) -> bool:
         """Whether *provider*'s connector exists or can be built (its settings are there)."""

@@ -436,10 +436,13 @@ class MetricsObserver:
     """The observer of outbound policies: turns their events into samples (see
     :class:`Metrics`; ``metrics.observer`` is one)."""
 
-    __slots__ = ("_handlers", "metrics")
+    __slots__ = ("_attempt_samples", "_handlers", "metrics")
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
+        # the labelled samples of each (policy, operation, outcome) seen, so an attempt costs
+        # two updates rather than two label lookups as well (the hot path of every call)
+        self._attempt_samples: dict[tuple[str, str | None, str | None], tuple[Any, Any]] = {}
         self._handlers: dict[type[Event], Callable[[Any], None]] = {
             AttemptFinished: self._attempt,
             RetryScheduled: self._retry,
@@ -457,9 +460,19 @@ class MetricsObserver:
             handler(event)
 
     def _attempt(self, e: AttemptFinished) -> None:
-        m, op = self.metrics, e.operation or ""
-        m.outbound_attempts.labels(e.policy, op, _outcome(e.code)).inc()
-        m.outbound_duration.labels(e.policy, op).observe(e.duration)
+        key = (e.policy, e.operation, e.code)
+        samples = self._attempt_samples.get(key)
+        if samples is None:
+            m, op = self.metrics, e.operation or ""
+            samples = (
+                m.outbound_attempts.labels(e.policy, op, _outcome(e.code)),
+                m.outbound_duration.labels(e.policy, op),
+            )
+            if len(self._attempt_samples) < 10_000:  # bounded, whatever the label values
+                self._attempt_samples[key] = samples
+        count, duration = samples
+        count.inc()
+        duration.observe(e.duration)
 
     def _retry(self, e: RetryScheduled) -> None:
         self.metrics.outbound_retries.labels(e.policy, e.operation or "", e.code).inc()

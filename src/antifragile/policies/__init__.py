@@ -4,6 +4,7 @@ Each strategy lives in its own private module with the same shape: an immutable,
 configuration; a state machine or pure decision function; events emitted to an observer.
 """
 
+from antifragile.policies._attempts import AsyncAttempts, Attempt, SyncAttempts
 from antifragile.policies._backoff import (
     Backoff,
     Constant,
@@ -23,24 +24,39 @@ from antifragile.policies._breaker import (
 )
 from antifragile.policies._budget import RetryBudget, RetryBudgetConfig
 from antifragile.policies._bulkhead import Bulkhead
+from antifragile.policies._chain import Chain, Stage
 from antifragile.policies._clock import SYSTEM_CLOCK, Clock, FakeClock, SystemClock
 from antifragile.policies._deadline import CallInfo, time_remaining
 from antifragile.policies._fallback import Fallback, StaleCache
 from antifragile.policies._hedge import Hedge
-from antifragile.policies._pipeline import DEFAULT, DEFAULT_ORDER, Policy, Strategy, resilient
+from antifragile.policies._pipeline import (
+    DEFAULT,
+    DEFAULT_ORDER,
+    KEEP,
+    STAGES,
+    Policy,
+    Strategy,
+    resilient,
+)
 from antifragile.policies._ratelimit import RateLimitInfo, TokenBucket
-from antifragile.policies._retry import Retry, RetryDecision, default_retry_on
+from antifragile.policies._retry import RETRY_ON_RESULT, Retry, RetryDecision, default_retry_on
 
 __all__ = [
     "DEFAULT",
     "DEFAULT_ORDER",
+    "KEEP",
+    "RETRY_ON_RESULT",
+    "STAGES",
     "SYSTEM_CLOCK",
+    "AsyncAttempts",
+    "Attempt",
     "Backoff",
     "BreakerConfig",
     "BreakerSnapshot",
     "BreakerStateHolder",
     "Bulkhead",
     "CallInfo",
+    "Chain",
     "CircuitBreaker",
     "CircuitState",
     "Clock",
@@ -59,8 +75,10 @@ __all__ = [
     "RetryBudget",
     "RetryBudgetConfig",
     "RetryDecision",
+    "Stage",
     "StaleCache",
     "Strategy",
+    "SyncAttempts",
     "SystemClock",
     "TokenBucket",
     "default_record",

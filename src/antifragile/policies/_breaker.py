@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from antifragile.errors import (
     CircuitOpenError,
@@ -45,6 +45,10 @@ from antifragile.errors import (
 from antifragile.observability._context import current_request_id
 from antifragile.observability._events import BreakerTransition, CallRejected, Observer
 from antifragile.policies._clock import SYSTEM_CLOCK, Clock, Duration, seconds
+from antifragile.policies._deadline import CallInfo
+
+if TYPE_CHECKING:
+    from antifragile.policies._chain import AsyncNext, Chain, SyncNext
 
 
 class CircuitState(enum.StrEnum):
@@ -563,6 +567,102 @@ class CircuitBreaker:
     async def aon_failure(self, token: int, exc: BaseException, duration: float = 0.0) -> None:
         """:meth:`on_failure`, for breakers that may need I/O to record it."""
         self.on_failure(token, exc, duration)
+
+    # -- in a policy ----------------------------------------------------------------------------
+
+    def adopt(self, *, name: str, clock: Clock, observer: Observer | None) -> None:
+        """Take a policy's name, clock and observer where this breaker was built without them."""
+        if self.name == "default":
+            self.name = name
+        if self._observer is None:
+            self._observer = observer
+        if self._clock is SYSTEM_CLOCK and clock is not SYSTEM_CLOCK:
+            self.use_clock(clock)
+
+    def wrap_sync(self, nxt: SyncNext, chain: Chain) -> SyncNext:
+        """Admit each call through *nxt* (or fail fast) and record its outcome."""
+        if self.shares_state:
+            raise ConfigurationError(
+                f"{type(self).__name__} keeps its state in a store and needs async "
+                "calls; use a process-local one for sync code"
+            )
+        acquire, ok, fail = self.acquire, self.on_success, self.on_failure
+        release, snapshot = self.release, self._holder.get
+        closed = CircuitState.CLOSED
+        if self.times_calls:  # durations are only measured when slow-call detection needs them
+            mono = chain.clock.monotonic
+
+            def timed(
+                info: CallInfo,
+                fn: Callable[..., Any],
+                args: tuple[Any, ...],
+                kwargs: dict[str, Any],
+            ) -> Any:
+                snap = snapshot()
+                token = (
+                    snap.generation if snap.state is closed else acquire(operation=info.operation)
+                )
+                start = mono()
+                try:
+                    result = nxt(info, fn, args, kwargs)
+                except Exception as exc:
+                    fail(token, exc, mono() - start)
+                    raise
+                except BaseException:
+                    release(token)
+                    raise
+                ok(token, mono() - start)
+                return result
+
+            return timed
+
+        def call(
+            info: CallInfo, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> Any:
+            snap = snapshot()
+            token = snap.generation if snap.state is closed else acquire(operation=info.operation)
+            try:
+                result = nxt(info, fn, args, kwargs)
+            except Exception as exc:
+                fail(token, exc, 0.0)
+                raise
+            except BaseException:
+                release(token)
+                raise
+            ok(token, 0.0)
+            return result
+
+        return call
+
+    def wrap_async(self, nxt: AsyncNext, chain: Chain) -> AsyncNext:
+        """:meth:`wrap_sync` for async calls (a breaker kept in a store provides its own)."""
+        acquire, ok, fail = self.acquire, self.on_success, self.on_failure
+        release, snapshot = self.release, self._holder.get
+        closed = CircuitState.CLOSED
+        timed = self.times_calls
+        mono = chain.clock.monotonic
+
+        async def call(
+            info: CallInfo,
+            fn: Callable[..., Awaitable[Any]],
+            args: tuple[Any, ...],
+            kwargs: dict[str, Any],
+        ) -> Any:
+            snap = snapshot()
+            token = snap.generation if snap.state is closed else acquire(operation=info.operation)
+            start = mono() if timed else 0.0
+            try:
+                result = await nxt(info, fn, args, kwargs)
+            except Exception as exc:
+                fail(token, exc, mono() - start if timed else 0.0)
+                raise
+            except BaseException:
+                release(token)
+                raise
+            ok(token, mono() - start if timed else 0.0)
+            return result
+
+        return call
 
     # -- manual control -----------------------------------------------------------------------
 

@@ -89,6 +89,11 @@ class RetryBudget:
             self._retries = [0] * len(self._retries)
             self._total_requests = self._total_retries = 0
 
+    def adopt(self, *, name: str, clock: Clock, observer: object = None) -> None:
+        """Take a policy's clock when this budget was built without one."""
+        if self._clock is SYSTEM_CLOCK and clock is not SYSTEM_CLOCK:
+            self.use_clock(clock)
+
     def _rotate(self) -> int:
         """Expire buckets that fell out of the window; returns the current bucket index."""
         epoch = int(self._clock.monotonic() / self._bucket_width)

@@ -15,11 +15,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from antifragile.errors import BulkheadFullError, ConfigurationError
 from antifragile.observability._context import current_request_id
 from antifragile.observability._events import CallRejected, Observer
-from antifragile.policies._clock import Duration, seconds
+from antifragile.policies._clock import Clock, Duration, seconds
+from antifragile.policies._deadline import CallInfo
+
+if TYPE_CHECKING:
+    from antifragile.policies._chain import AsyncNext, Chain, SyncNext
 
 
 class _Waiter:
@@ -179,6 +185,59 @@ class Bulkhead:
             elif waiter.event is not None:
                 waiter.event.set()
             return
+
+    def adopt(self, *, name: str, clock: Clock, observer: Observer | None) -> None:
+        """Take a policy's name and observer where this bulkhead was built without one."""
+        if self.name == "default":
+            self.name = name
+        if self._observer is None:
+            self._observer = observer
+
+    def wrap_sync(self, nxt: SyncNext, chain: Chain) -> SyncNext:
+        """Hold a slot while *nxt* runs (waiting up to ``max_wait`` for one)."""
+        # a free slot is one atomic deque pop and goes back with one append
+        take, give, waiters = self._tokens.pop, self._tokens.append, self._waiters
+        acquire, hand_over = self.acquire, self.hand_over
+
+        def call(
+            info: CallInfo, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> Any:
+            try:
+                take()
+            except IndexError:
+                acquire(operation=info.operation)
+            try:
+                return nxt(info, fn, args, kwargs)
+            finally:
+                give(1)
+                if waiters:
+                    hand_over()
+
+        return call
+
+    def wrap_async(self, nxt: AsyncNext, chain: Chain) -> AsyncNext:
+        """:meth:`wrap_sync` for async calls."""
+        take, give, waiters = self._tokens.pop, self._tokens.append, self._waiters
+        acquire, hand_over = self.aacquire, self.hand_over
+
+        async def call(
+            info: CallInfo,
+            fn: Callable[..., Awaitable[Any]],
+            args: tuple[Any, ...],
+            kwargs: dict[str, Any],
+        ) -> Any:
+            try:
+                take()
+            except IndexError:
+                await acquire(operation=info.operation)
+            try:
+                return await nxt(info, fn, args, kwargs)
+            finally:
+                give(1)
+                if waiters:
+                    hand_over()
+
+        return call
 
     def __repr__(self) -> str:
         return f"Bulkhead(max_concurrent={self.max_concurrent}, in_use={self.in_use})"

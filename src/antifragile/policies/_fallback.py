@@ -13,14 +13,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import inspect
 import threading
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from antifragile.errors import ConfigurationError, IntegrationError, classify_exception
+from antifragile.observability._context import current_request_id
+from antifragile.observability._events import FallbackUsed
+from antifragile.policies._chain import AsyncNext, Chain, SyncNext, code_of
 from antifragile.policies._clock import SYSTEM_CLOCK, Clock
+from antifragile.policies._deadline import CallInfo
 
 _MISSING: Any = object()
 
@@ -69,6 +75,63 @@ class Fallback:
     @property
     def source(self) -> str:
         return "function" if self.factory is not None else "value"
+
+    def wrap_sync(self, nxt: SyncNext, chain: Chain) -> SyncNext:
+        """Return the fallback instead of raising an exception this fallback handles."""
+        handles, produce, source = self.handles, self.produce, self.source
+
+        def call(
+            info: CallInfo, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> Any:
+            try:
+                return nxt(info, fn, args, kwargs)
+            except Exception as exc:
+                if not handles(exc):
+                    raise
+                fallback_used(chain, info, source, exc)
+                return produce(exc)
+
+        return call
+
+    def wrap_async(self, nxt: AsyncNext, chain: Chain) -> AsyncNext:
+        """:meth:`wrap_sync` for async calls (an awaitable fallback value is awaited)."""
+        handles, produce, source = self.handles, self.produce, self.source
+
+        async def call(
+            info: CallInfo,
+            fn: Callable[..., Awaitable[Any]],
+            args: tuple[Any, ...],
+            kwargs: dict[str, Any],
+        ) -> Any:
+            try:
+                return await nxt(info, fn, args, kwargs)
+            except Exception as exc:
+                if not handles(exc):
+                    raise
+                fallback_used(chain, info, source, exc)
+                value = produce(exc)
+                if inspect.isawaitable(value):
+                    value = await value
+                return value
+
+        return call
+
+
+def fallback_used(
+    chain: Chain, info: CallInfo, source: str, exc: BaseException | None, age: float | None = None
+) -> None:
+    """Report that a call was answered by a fallback (*source*: value, function or stale)."""
+    if chain.observed:
+        chain.emit(
+            FallbackUsed(
+                policy=chain.name,
+                operation=info.operation,
+                request_id=current_request_id(),
+                source=source,
+                code=None if exc is None else code_of(exc),
+                age=age,
+            )
+        )
 
 
 def default_key(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Hashable:
@@ -136,3 +199,93 @@ class StaleCache:
                 self._entries.clear()
             else:
                 self._entries.pop(key, None)
+
+    # -- in a policy ----------------------------------------------------------------------------
+
+    def adopt(self, *, name: str, clock: Clock, observer: object = None) -> None:
+        """Take a policy's clock when this cache was built without one."""
+        if self._clock is SYSTEM_CLOCK and clock is not SYSTEM_CLOCK:
+            self.use_clock(clock)
+
+    def _stale_usable(self, exc: BaseException, age: float) -> bool:
+        return is_provider_failure(exc) and age <= self.ttl + self.stale_if_error
+
+    def wrap_sync(self, nxt: SyncNext, chain: Chain) -> SyncNext:
+        """Serve fresh entries, store good results, serve a stale one when the call fails."""
+
+        def call(
+            info: CallInfo, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> Any:
+            key = self.key(args, kwargs)
+            hit = self.lookup(key)
+            if hit is not None and hit[1] < self.ttl:
+                return hit[0]
+            try:
+                value = nxt(info, fn, args, kwargs)
+            except Exception as exc:
+                if hit is None or not self._stale_usable(exc, hit[1]):
+                    raise
+                fallback_used(chain, info, "stale", exc, hit[1])
+                return hit[0]
+            self.store(key, value)
+            return value
+
+        return call
+
+    def wrap_async(self, nxt: AsyncNext, chain: Chain) -> AsyncNext:
+        """:meth:`wrap_sync` for async calls, plus stale-while-revalidate in the background."""
+        background: set[asyncio.Task[Any]] = set()
+
+        async def refresh(
+            key: Hashable,
+            info: CallInfo,
+            fn: Callable[..., Awaitable[Any]],
+            args: tuple[Any, ...],
+            kwargs: dict[str, Any],
+        ) -> None:
+            try:
+                self.store(key, await nxt(info, fn, args, kwargs))
+            except Exception:  # the stale value stays; the next caller tries again
+                pass
+            finally:
+                self.refreshing.discard(key)
+
+        async def call(
+            info: CallInfo,
+            fn: Callable[..., Awaitable[Any]],
+            args: tuple[Any, ...],
+            kwargs: dict[str, Any],
+        ) -> Any:
+            key = self.key(args, kwargs)
+            hit = self.lookup(key)
+            if hit is not None:
+                value, age = hit
+                if age < self.ttl:
+                    return value
+                if age < self.ttl + self.stale_while_revalidate:
+                    if key not in self.refreshing:
+                        self.refreshing.add(key)
+                        task = asyncio.create_task(
+                            refresh(
+                                key,
+                                CallInfo(chain.clock, info.operation, info.replay_safe),
+                                fn,
+                                args,
+                                kwargs,
+                            )
+                        )
+                        background.add(task)
+                        task.add_done_callback(background.discard)
+                    fallback_used(chain, info, "stale", None, age)
+                    return value
+            try:
+                value = await nxt(info, fn, args, kwargs)
+            except Exception as exc:
+                if hit is None or not self._stale_usable(exc, hit[1]):
+                    raise
+                fallback_used(chain, info, "stale", exc, hit[1])
+                return hit[0]
+            self.store(key, value)
+            return value
+
+        return call

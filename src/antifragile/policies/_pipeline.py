@@ -1,7 +1,7 @@
 """Policy: the resilience strategies composed into one pipeline, with sync and async runners.
 
-The default order, from the outside in (that of Polly v8 and Microsoft's HTTP resilience, plus
-the strategies they leave to the caller)::
+The order, from the outside in (that of Polly v8 and Microsoft's HTTP resilience, plus the
+strategies they leave to the caller)::
 
     fallback -> cache -> rate_limit -> total_timeout -> retry -> hedge -> bulkhead -> breaker
              -> attempt_timeout -> the call
@@ -10,84 +10,62 @@ so the rate limiter admits each logical call once, the total timeout bounds ever
 wait, each attempt (and each hedged copy) takes a bulkhead slot only while it runs, and the
 breaker sees every attempt. ``order=`` overrides it (the names above).
 
-Each strategy is a small function wrapping the next; the chain is built once per policy, for
-sync and for async, and only for the strategies configured, so an unused one costs nothing.
+The policy only composes. Each strategy owns its two shells, ``wrap_sync`` and ``wrap_async``
+(:class:`~antifragile.policies._chain.Stage`), and :data:`STAGES` -- a table from strategy
+name to the policy's stage for it -- is all the policy knows about them: the chain is built
+once for sync calls and once for async ones, from the inside out, with only the strategies
+configured, so an unused one costs nothing. When the policy is observed, one more shell reports
+every attempt (around the attempt timeout, so a timed-out attempt is reported as such).
+
+A policy is immutable: :meth:`Policy.replace` returns a new one, which shares the stateful
+strategies (breaker, rate limiter, bulkhead, budget, cache) and the observers it does not
+replace.
 """
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
-import contextvars
 import functools
 import inspect
 import random
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, Final, Literal, ParamSpec, TypeVar, cast, overload
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, ParamSpec, TypeVar, overload
 
-from antifragile.errors import (
-    AttemptRecord,
-    ConfigurationError,
-    DeadlineExceededError,
-    ErrorCode,
-    IntegrationError,
-    UpstreamTimeoutError,
-    classify_exception,
-    redact,
-)
-from antifragile.observability._context import current_request_id
-from antifragile.observability._events import (
-    AttemptFinished,
-    CallRejected,
-    Event,
-    FallbackUsed,
-    GaveUp,
-    HedgeStarted,
-    Observer,
-    Observers,
-    RetryScheduled,
-)
-from antifragile.policies._breaker import CircuitBreaker, CircuitState
+from antifragile.errors import ConfigurationError
+from antifragile.observability._events import Observer, Observers
+from antifragile.policies._breaker import CircuitBreaker
 from antifragile.policies._budget import RetryBudget
 from antifragile.policies._bulkhead import Bulkhead
+from antifragile.policies._chain import (
+    DEFAULT_ORDER,
+    AsyncNext,
+    Chain,
+    Stage,
+    Strategy,
+    SyncNext,
+    invoke_async,
+    invoke_sync,
+    observe_async,
+    observe_sync,
+)
 from antifragile.policies._clock import SYSTEM_CLOCK, Clock, Duration, seconds
 from antifragile.policies._deadline import CallInfo, current_call
-from antifragile.policies._fallback import Fallback, StaleCache, is_provider_failure
-from antifragile.policies._fused import fusable, fused_async, fused_sync
+from antifragile.policies._fallback import Fallback, StaleCache
 from antifragile.policies._hedge import Hedge
 from antifragile.policies._ratelimit import TokenBucket
 from antifragile.policies._retry import Retry
-from antifragile.policies._timeout import watchdog
+from antifragile.policies._timeout import AttemptTimeout, TotalTimeout
 
 if TYPE_CHECKING:
     from antifragile.errors._envelope import Envelope
+    from antifragile.policies._attempts import AsyncAttempts, SyncAttempts
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-Strategy = Literal[
-    "fallback",
-    "cache",
-    "rate_limit",
-    "total_timeout",
-    "retry",
-    "hedge",
-    "bulkhead",
-    "breaker",
-    "attempt_timeout",
-]
-DEFAULT_ORDER: Final[tuple[Strategy, ...]] = (
-    "fallback",
-    "cache",
-    "rate_limit",
-    "total_timeout",
-    "retry",
-    "hedge",
-    "bulkhead",
-    "breaker",
-    "attempt_timeout",
-)
+__all__ = ["DEFAULT", "DEFAULT_ORDER", "KEEP", "STAGES", "Policy", "Strategy", "resilient"]
 
 
 class _Default:
@@ -97,7 +75,15 @@ class _Default:
         return "DEFAULT"
 
 
+class _Keep:
+    """Marks a :meth:`Policy.replace` argument left as it is."""
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
 DEFAULT: Final[Any] = _Default()
+KEEP: Final[Any] = _Keep()
 
 
 def _seconds(name: str, value: Duration | None) -> float | None:
@@ -109,50 +95,41 @@ def _seconds(name: str, value: Duration | None) -> float | None:
     return result
 
 
-SyncNext = Callable[[CallInfo, Callable[..., Any], tuple[Any, ...], dict[str, Any]], Any]
-AsyncNext = Callable[
-    [CallInfo, Callable[..., Awaitable[Any]], tuple[Any, ...], dict[str, Any]], Awaitable[Any]
-]
+def _total_timeout(policy: Policy) -> Stage | None:
+    return None if policy.total_timeout is None else TotalTimeout(policy.total_timeout)
 
 
-def _attach_history(exc: BaseException, history: list[AttemptRecord], reason: str) -> None:
-    """Attach the attempt history to the error that ends a retry loop (never wrap it)."""
-    records = tuple(history)
-    if isinstance(exc, IntegrationError):
-        exc.attempts = records
-        exc.give_up_reason = reason
-    else:
-        try:
-            exc.attempts = records  # type: ignore[attr-defined]
-            exc.give_up_reason = reason  # type: ignore[attr-defined]
-        except AttributeError:  # exceptions with __slots__
-            pass
-    if len(records) > 1 or reason not in ("not_retryable", "attempts_exhausted"):
-        exc.add_note(f"antifragile: gave up after {len(records)} attempt(s): {reason}")
+def _attempt_timeout(policy: Policy) -> Stage | None:
+    if policy.timeout is None:
+        return None
+    return AttemptTimeout(policy.timeout, policy.timeout_strategy)
 
 
-def _record(
-    exc: BaseException, number: int, duration: float, clock: Clock, delay: float | None
-) -> AttemptRecord:
-    error = exc if isinstance(exc, IntegrationError) else classify_exception(exc)
-    if error is not None:
-        code, status, message = error.code, error.status, error.message
-    else:
-        code, status, message = ErrorCode.INTERNAL.value, None, f"{type(exc).__name__}: {exc}"
-    return AttemptRecord(
-        number=number,
-        started_at=clock.time() - duration,
-        duration=duration,
-        code=code,
-        message=redact(message)[:300],
-        status=status,
-        delay=delay,
-    )
+#: strategy name -> the policy's stage for it (``None``: not configured); the chain is built
+#: from this table in the policy's ``order``
+STAGES: Final[Mapping[Strategy, Callable[[Policy], Stage | None]]] = MappingProxyType(
+    {
+        "fallback": lambda policy: policy.fallback,
+        "cache": lambda policy: policy.cache,
+        "rate_limit": lambda policy: policy.rate,
+        "total_timeout": _total_timeout,
+        "retry": lambda policy: policy.retry,
+        "hedge": lambda policy: policy.hedge,
+        "bulkhead": lambda policy: policy.bulkhead,
+        "breaker": lambda policy: policy.breaker,
+        "attempt_timeout": _attempt_timeout,
+    }
+)
 
 
-def _code_of(exc: BaseException) -> str:
-    error = exc if isinstance(exc, IntegrationError) else classify_exception(exc)
-    return error.code if error is not None else ErrorCode.INTERNAL.value
+class _Runtime:
+    """The worker threads a policy starts when it first needs them."""
+
+    __slots__ = ("executor", "lock")
+
+    def __init__(self) -> None:
+        self.executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self.lock = threading.Lock()
 
 
 class Policy:
@@ -173,8 +150,33 @@ class Policy:
 
     The stateful strategies (breaker, rate limiter, bulkhead, budget, cache) belong to the policy
     and are shared by every call through it. Strategies constructed without a name, observer or
-    clock of their own take the policy's.
+    clock of their own take the policy's (their ``adopt`` method).
+
+    A policy is immutable: assigning an attribute raises ``AttributeError``; use
+    :meth:`replace`. The one thing that can be added later is an observer
+    (:meth:`add_observer`).
     """
+
+    name: str
+    clock: Clock
+    timeout: float | None
+    total_timeout: float | None
+    retry: Retry | None
+    budget: RetryBudget | None
+    breaker: CircuitBreaker | None
+    rate: TokenBucket | None
+    bulkhead: Bulkhead | None
+    fallback: Fallback | None
+    cache: StaleCache | None
+    hedge: Hedge | None
+    order: tuple[Strategy, ...]
+    timeout_strategy: Literal["cooperative", "thread"]
+    rng: random.Random
+    _observers: Observers
+    _runtime: _Runtime
+    # the chains, built on first use (and again after add_observer)
+    _sync_chain: SyncNext | None
+    _async_chain: AsyncNext | None
 
     def __init__(
         self,
@@ -196,100 +198,137 @@ class Policy:
         observer: Observer | Sequence[Observer] | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        self.name = name
-        self.clock = clock
-        if observer is None:
-            self.observer: Observers | None = None
-        elif isinstance(observer, Sequence):
-            self.observer = Observers(observer) if observer else None
-        else:
-            self.observer = Observers([observer])
-        self.timeout = _seconds("timeout", 10.0 if timeout is DEFAULT else timeout)
-        self.total_timeout = _seconds(
-            "total_timeout", 60.0 if total_timeout is DEFAULT else total_timeout
-        )
-        self.retry = Retry() if retry is DEFAULT else retry
-        if budget is DEFAULT:
-            budget = RetryBudget(clock=clock) if self.retry is not None else None
-        self.budget = budget
-        if breaker is DEFAULT:
-            breaker = CircuitBreaker(name, clock=clock)
-        self.breaker = breaker
-        self.rate = rate
-        self.bulkhead = bulkhead
-        self.fallback = fallback
-        self.cache = cache
-        self.hedge = hedge
         if timeout_strategy not in ("cooperative", "thread"):
             raise ConfigurationError("timeout_strategy must be 'cooperative' or 'thread'")
-        self.timeout_strategy = timeout_strategy
         unknown = set(order) - set(DEFAULT_ORDER)
         if unknown or len(set(order)) != len(order):
             raise ConfigurationError(
                 f"order must name each of {DEFAULT_ORDER} at most once, got {tuple(order)!r}"
             )
-        self.order: tuple[Strategy, ...] = tuple(order)
-        self.rng = rng or random.Random()
+        if isinstance(observer, Observers):  # shared as it is (how replace() keeps observers)
+            observers = observer
+        elif observer is None:
+            observers = Observers()
+        elif isinstance(observer, Sequence):
+            observers = Observers(observer)
+        else:
+            observers = Observers([observer])
+        retry = Retry() if retry is DEFAULT else retry
+        if budget is DEFAULT:
+            budget = RetryBudget(clock=clock) if retry is not None else None
+        if breaker is DEFAULT:
+            breaker = CircuitBreaker(name, clock=clock)
+        fields: dict[str, Any] = {
+            "name": name,
+            "clock": clock,
+            "timeout": _seconds("timeout", 10.0 if timeout is DEFAULT else timeout),
+            "total_timeout": _seconds(
+                "total_timeout", 60.0 if total_timeout is DEFAULT else total_timeout
+            ),
+            "retry": retry,
+            "budget": budget,
+            "breaker": breaker,
+            "rate": rate,
+            "bulkhead": bulkhead,
+            "fallback": fallback,
+            "cache": cache,
+            "hedge": hedge,
+            "order": tuple(order),
+            "timeout_strategy": timeout_strategy,
+            "rng": rng or random.Random(),
+            "_observers": observers,
+            "_runtime": _Runtime(),
+            "_sync_chain": None,
+            "_async_chain": None,
+        }
+        for key, value in fields.items():
+            object.__setattr__(self, key, value)
         for component in (breaker, rate, bulkhead, budget, cache):
-            self._bind(component)
-        self._sync: SyncNext | None = None
-        self._async: AsyncNext | None = None
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._executor_lock = threading.Lock()
+            if component is not None:
+                component.adopt(name=name, clock=clock, observer=observers)
 
-    def _bind(self, component: Any) -> None:
-        if component is None:
-            return
-        if getattr(component, "name", None) == "default":
-            component.name = self.name
-        if getattr(component, "_observer", "absent") is None and self.observer is not None:
-            component._observer = self.observer
-        if getattr(component, "_clock", None) is SYSTEM_CLOCK and self.clock is not SYSTEM_CLOCK:
-            component.use_clock(self.clock)
+    def __setattr__(self, key: str, value: object) -> NoReturn:
+        raise AttributeError(f"a Policy is immutable: use policy.replace({key}=...) for a new one")
+
+    def __delattr__(self, key: str) -> NoReturn:
+        raise AttributeError("a Policy is immutable")
+
+    def replace(
+        self,
+        *,
+        name: str = KEEP,
+        timeout: Duration | None = KEEP,
+        total_timeout: Duration | None = KEEP,
+        retry: Retry | None = KEEP,
+        budget: RetryBudget | None = KEEP,
+        breaker: CircuitBreaker | None = KEEP,
+        rate: TokenBucket | None = KEEP,
+        bulkhead: Bulkhead | None = KEEP,
+        fallback: Fallback | None = KEEP,
+        cache: StaleCache | None = KEEP,
+        hedge: Hedge | None = KEEP,
+        order: Sequence[Strategy] = KEEP,
+        timeout_strategy: Literal["cooperative", "thread"] = KEEP,
+        clock: Clock = KEEP,
+        observer: Observer | Sequence[Observer] | None = KEEP,
+        rng: random.Random | None = KEEP,
+    ) -> Policy:
+        """A new policy: this one with the arguments given changed (``None`` turns a strategy
+        off, as in the constructor).
+
+        What is not replaced is shared with this policy, not copied: the stateful strategies
+        (a breaker keeps its state, a bulkhead its slots) and the observers (one added to
+        either policy later reaches both)::
+
+            shared = policy.replace(breaker=SharedCircuitBreaker.from_config(
+                policy.breaker.config, store, name="shopify"))
+        """
+
+        def pick(value: Any, current: Any) -> Any:
+            return current if value is KEEP else value
+
+        return Policy(
+            pick(name, self.name),
+            timeout=pick(timeout, self.timeout),
+            total_timeout=pick(total_timeout, self.total_timeout),
+            retry=pick(retry, self.retry),
+            budget=pick(budget, self.budget),
+            breaker=pick(breaker, self.breaker),
+            rate=pick(rate, self.rate),
+            bulkhead=pick(bulkhead, self.bulkhead),
+            fallback=pick(fallback, self.fallback),
+            cache=pick(cache, self.cache),
+            hedge=pick(hedge, self.hedge),
+            order=pick(order, self.order),
+            timeout_strategy=pick(timeout_strategy, self.timeout_strategy),
+            clock=pick(clock, self.clock),
+            observer=pick(observer, self._observers),
+            rng=pick(rng, self.rng),
+        )
+
+    @property
+    def observer(self) -> Observers | None:
+        """The observers of this policy's events (``None`` when there are none)."""
+        return self._observers if self._observers else None
 
     def add_observer(self, observer: Observer) -> None:
         """Send this policy's events (and its strategies') to *observer* as well."""
-        if self.observer is None:
-            self.observer = Observers([observer])
-            for component in (self.breaker, self.rate, self.bulkhead):
-                self._bind(component)
-        else:
-            self.observer.add(observer)
-        self._sync = self._async = None  # rebuild chains with the observer in place
-
-    def _emit(self, event: Event) -> None:
-        if self.observer is not None:
-            self.observer.on_event(event)
+        self._observers.add(observer)
+        object.__setattr__(self, "_sync_chain", None)  # rebuilt with the observer in place
+        object.__setattr__(self, "_async_chain", None)
 
     # -- running ------------------------------------------------------------------------------
 
     def _enter_sync(
         self, info: CallInfo, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        chain = self._sync or self._build_sync()
+        chain = self._sync_chain or self._build_sync()
         parent = current_call.get()
         if parent is not None:
             info.inherit(parent)
         token = current_call.set(info)
         try:
             return chain(info, fn, args, kwargs)
-        finally:
-            current_call.reset(token)
-
-    async def _enter_async(
-        self,
-        info: CallInfo,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        chain = self._async or self._build_async()
-        parent = current_call.get()
-        if parent is not None:
-            info.inherit(parent)
-        token = current_call.set(info)
-        try:
-            return await chain(info, fn, args, kwargs)
         finally:
             current_call.reset(token)
 
@@ -320,8 +359,17 @@ class Policy:
         replay_safe: bool = True,
     ) -> T:
         """Await ``fn(*args, **kwargs)`` through the pipeline (see :meth:`run`)."""
+        # the entry points run the chain themselves: one coroutine per call, not two
         info = CallInfo(self.clock, operation, replay_safe)
-        return await self._enter_async(info, fn, args, kwargs or {})  # type: ignore[no-any-return]
+        chain = self._async_chain or self._build_async()
+        parent = current_call.get()
+        if parent is not None:
+            info.inherit(parent)
+        token = current_call.set(info)
+        try:
+            return await chain(info, fn, args, kwargs or {})  # type: ignore[no-any-return]
+        finally:
+            current_call.reset(token)
 
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """``fn(*args, **kwargs)`` through the pipeline (blocking)."""
@@ -330,7 +378,15 @@ class Policy:
     async def acall(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """``await fn(*args, **kwargs)`` through the pipeline."""
         info = CallInfo(self.clock)
-        return await self._enter_async(info, fn, args, kwargs)  # type: ignore[no-any-return]
+        chain = self._async_chain or self._build_async()
+        parent = current_call.get()
+        if parent is not None:
+            info.inherit(parent)
+        token = current_call.set(info)
+        try:
+            return await chain(info, fn, args, kwargs)  # type: ignore[no-any-return]
+        finally:
+            current_call.reset(token)
 
     def call_safe(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Envelope[T]:
         """Like :meth:`call`, but returns the response envelope and never raises."""
@@ -361,7 +417,16 @@ class Policy:
 
             @functools.wraps(fn)
             async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                return await self._enter_async(CallInfo(self.clock, operation), fn, args, kwargs)
+                info = CallInfo(self.clock, operation)
+                chain = self._async_chain or self._build_async()
+                parent = current_call.get()
+                if parent is not None:
+                    info.inherit(parent)
+                token = current_call.set(info)
+                try:
+                    return await chain(info, fn, args, kwargs)
+                finally:
+                    current_call.reset(token)
 
             return async_wrapper
 
@@ -371,848 +436,114 @@ class Policy:
 
         return wrapper
 
+    # -- retrying a block of code -------------------------------------------------------------
+
+    def attempts(self, *, operation: str | None = None, replay_safe: bool = True) -> SyncAttempts:
+        """Attempts at a block of code, for code that is not one function call::
+
+            for attempt in policy.attempts():
+                with attempt:
+                    response = client.get(url)
+                    response.raise_for_status()
+
+        A failure inside ``with attempt`` that the retry policy retries is swallowed and the
+        loop waits (back-off or ``Retry-After``) before the next attempt; otherwise -- or when
+        attempts, deadline or budget run out -- the block's own exception propagates, with its
+        attempt history. Each attempt passes the breaker (an open breaker raises
+        ``CircuitOpenError`` at ``with attempt``); the rate limiter admits the loop once;
+        ``total_timeout`` (or ``Retry.deadline``) bounds the whole loop and is published to the
+        block (:func:`~antifragile.policies.time_remaining`). Waits run on the policy's clock.
+        """
+        from antifragile.policies._attempts import SyncAttempts
+
+        return SyncAttempts(self._context(), self, CallInfo(self.clock, operation, replay_safe))
+
+    def attempts_async(
+        self, *, operation: str | None = None, replay_safe: bool = True
+    ) -> AsyncAttempts:
+        """:meth:`attempts` for async code: ``async for attempt in policy.attempts_async():
+        with attempt: ...`` (waits are awaited; a breaker kept in a store is asked with I/O)."""
+        from antifragile.policies._attempts import AsyncAttempts
+
+        return AsyncAttempts(self._context(), self, CallInfo(self.clock, operation, replay_safe))
+
     # -- building the chains ------------------------------------------------------------------
 
-    def _configured(self, strategy: Strategy) -> bool:
-        if strategy == "attempt_timeout":
-            return self.timeout is not None
-        if strategy == "total_timeout":
-            return self.total_timeout is not None
-        if strategy == "rate_limit":
-            return self.rate is not None
-        return getattr(self, strategy) is not None
+    def _context(self) -> Chain:
+        return Chain(
+            name=self.name,
+            clock=self.clock,
+            observers=self._observers,
+            timeout=self.timeout,
+            total_timeout=self.total_timeout,
+            budget=self.budget,
+            rng=self.rng,
+            order=self.order,
+            slow_call_duration=self.breaker.config.slow_call_duration if self.breaker else None,
+            thread_pool=self._thread_pool,
+        )
+
+    def stages(self) -> Iterator[tuple[Strategy, Stage]]:
+        """The configured strategies in order, from the outside in, with their stages."""
+        for strategy in self.order:
+            stage = STAGES[strategy](self)
+            if stage is not None:
+                yield strategy, stage
 
     def _observed_after(self) -> Strategy | None:
         """The strategy the attempt observer wraps: the attempt timeout when there is one (so a
         timed-out attempt is reported as such), else nothing (it wraps the call itself)."""
-        if self.observer is None or not self._configured("attempt_timeout"):
+        if self.timeout is None or "attempt_timeout" not in self.order:
             return None
         return "attempt_timeout"
 
     def _build_sync(self) -> SyncNext:
-        for component in (self.breaker, self.rate):
-            if component is not None and component.shares_state:
-                raise ConfigurationError(
-                    f"{type(component).__name__} keeps its state in a store and needs async "
-                    "calls; use a process-local one for sync code"
-                )
-        if fusable(self, asynchronous=False):
-            self._sync = fused_sync(self)
-            return self._sync
-        chain: SyncNext = _sync_invoke
-        wrap_after = self._observed_after()
-        if self.observer is not None and wrap_after is None:
-            chain = self._sync_observe(chain)
-        for strategy in reversed(self.order):
-            if strategy == "hedge" or not self._configured(strategy):
-                continue
-            chain = getattr(self, f"_sync_{strategy}")(chain)
+        context = self._context()
+        observed = context.observed
+        wrap_after = self._observed_after() if observed else None
+        chain: SyncNext = invoke_sync
+        if observed and wrap_after is None:
+            chain = observe_sync(chain, context)
+        for strategy, stage in reversed(list(self.stages())):
+            chain = stage.wrap_sync(chain, context)
             if strategy == wrap_after:
-                chain = self._sync_observe(chain)
-        self._sync = chain
+                chain = observe_sync(chain, context)
+        object.__setattr__(self, "_sync_chain", chain)
         return chain
 
     def _build_async(self) -> AsyncNext:
-        if fusable(self, asynchronous=True):
-            self._async = fused_async(self)
-            return self._async
-        chain: AsyncNext = _async_invoke
-        wrap_after = self._observed_after()
-        if self.observer is not None and wrap_after is None:
-            chain = self._async_observe(chain)
-        for strategy in reversed(self.order):
-            if not self._configured(strategy):
-                continue
-            chain = getattr(self, f"_async_{strategy}")(chain)
+        context = self._context()
+        observed = context.observed
+        wrap_after = self._observed_after() if observed else None
+        chain: AsyncNext = invoke_async
+        if observed and wrap_after is None:
+            chain = observe_async(chain, context)
+        for strategy, stage in reversed(list(self.stages())):
+            chain = stage.wrap_async(chain, context)
             if strategy == wrap_after:
-                chain = self._async_observe(chain)
-        self._async = chain
+                chain = observe_async(chain, context)
+        object.__setattr__(self, "_async_chain", chain)
         return chain
 
-    # observe: one AttemptFinished per attempt (only built when an observer is attached)
-
-    def _attempt_event(
-        self, info: CallInfo, number: int, duration: float, exc: BaseException | None
-    ) -> None:
-        slow_after = self.breaker.config.slow_call_duration if self.breaker else None
-        status = exc.status if isinstance(exc, IntegrationError) else None
-        self._emit(
-            AttemptFinished(
-                policy=self.name,
-                operation=info.operation,
-                request_id=current_request_id(),
-                number=number,
-                duration=duration,
-                code=None if exc is None else _code_of(exc),
-                status=status,
-                slow=slow_after is not None and duration >= slow_after,
-            )
-        )
-
-    def _sync_observe(self, nxt: SyncNext) -> SyncNext:
-        mono = self.clock.monotonic
-
-        def call(
-            info: CallInfo, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-        ) -> Any:
-            info.attempt += 1
-            number, start = info.attempt, mono()
-            try:
-                result = nxt(info, fn, args, kwargs)
-            except Exception as exc:
-                self._attempt_event(info, number, mono() - start, exc)
-                raise
-            self._attempt_event(info, number, mono() - start, None)
-            return result
-
-        return call
-
-    def _async_observe(self, nxt: AsyncNext) -> AsyncNext:
-        mono = self.clock.monotonic
-
-        async def call(
-            info: CallInfo,
-            fn: Callable[..., Awaitable[Any]],
-            args: tuple[Any, ...],
-            kwargs: dict[str, Any],
-        ) -> Any:
-            info.attempt += 1
-            number, start = info.attempt, mono()
-            try:
-                result = await nxt(info, fn, args, kwargs)
-            except Exception as exc:
-                self._attempt_event(info, number, mono() - start, exc)
-                raise
-            self._attempt_event(info, number, mono() - start, None)
-            return result
-
-        return call
-
-    # fallback
-
-    def _fallback_used(
-        self, info: CallInfo, source: str, exc: BaseException | None, age: float | None = None
-    ) -> None:
-        if self.observer is not None:
-            self._emit(
-                FallbackUsed(
-                    policy=self.name,
-                    operation=info.operation,
-                    request_id=current_request_id(),
-                    source=source,
-                    code=None if exc is None else _code_of(exc),
-                    age=age,
-                )
-            )
-
-    def _sync_fallback(self, nxt: SyncNext) -> SyncNext:
-        fallback = cast(Fallback, self.fallback)
-
-        def call(
-            info: CallInfo, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-        ) -> Any:
-            try:
-                return nxt(info, fn, args, kwargs)
-            except Exception as exc:
-                if not fallback.handles(exc):
-                    raise
-                self._fallback_used(info, fallback.source, exc)
-                return fallback.produce(exc)
-
-        return call
-
-    def _async_fallback(self, nxt: AsyncNext) -> AsyncNext:
-        fallback = cast(Fallback, self.fallback)
-
-        async def call(
-            info: CallInfo,
-            fn: Callable[..., Awaitable[Any]],
-            args: tuple[Any, ...],
-            kwargs: dict[str, Any],
-        ) -> Any:
-            try:
-                return await nxt(info, fn, args, kwargs)
-            except Exception as exc:
-                if not fallback.handles(exc):
-                    raise
-                self._fallback_used(info, fallback.source, exc)
-                value = fallback.produce(exc)
-                if inspect.isawaitable(value):
-                    value = await value
-                return value
-
-        return call
-
-    # cache (stale-if-error, stale-while-revalidate)
-
-    def _stale_usable(self, cache: StaleCache, exc: BaseException, age: float) -> bool:
-        return is_provider_failure(exc) and age <= cache.ttl + cache.stale_if_error
-
-    def _sync_cache(self, nxt: SyncNext) -> SyncNext:
-        cache = cast(StaleCache, self.cache)
-
-        def call(
-            info: CallInfo, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-        ) -> Any:
-            key = cache.key(args, kwargs)
-            hit = cache.lookup(key)
-            if hit is not None and hit[1] < cache.ttl:
-                return hit[0]
-            try:
-                value = nxt(info, fn, args, kwargs)
-            except Exception as exc:
-                if hit is None or not self._stale_usable(cache, exc, hit[1]):
-                    raise
-                self._fallback_used(info, "stale", exc, hit[1])
-                return hit[0]
-            cache.store(key, value)
-            return value
-
-        return call
-
-    def _async_cache(self, nxt: AsyncNext) -> AsyncNext:
-        cache = cast(StaleCache, self.cache)
-        background: set[asyncio.Task[Any]] = set()
-
-        async def refresh(
-            key: Any,
-            info: CallInfo,
-            fn: Callable[..., Awaitable[Any]],
-            args: tuple[Any, ...],
-            kwargs: dict[str, Any],
-        ) -> None:
-            try:
-                cache.store(key, await nxt(info, fn, args, kwargs))
-            except Exception:  # the stale value stays; the next caller tries again
-                pass
-            finally:
-                cache.refreshing.discard(key)
-
-        async def call(
-            info: CallInfo,
-            fn: Callable[..., Awaitable[Any]],
-            args: tuple[Any, ...],
-            kwargs: dict[str, Any],
-        ) -> Any:
-            key = cache.key(args, kwargs)
-            hit = cache.lookup(key)
-            if hit is not None:
-                value, age = hit
-                if age < cache.ttl:
-                    return value
-                if age < cache.ttl + cache.stale_while_revalidate:
-                    if key not in cache.refreshing:
-                        cache.refreshing.add(key)
-                        task = asyncio.create_task(
-                            refresh(
-                                key,
-                                CallInfo(self.clock, info.operation, info.replay_safe),
-                                fn,
-                                args,
-                                kwargs,
-                            )
-                        )
-                        background.add(task)
-                        task.add_done_callback(background.discard)
-                    self._fallback_used(info, "stale", None, age)
-                    return value
-            try:
-                value = await nxt(info, fn, args, kwargs)
-            except Exception as exc:
-                if hit is None or not self._stale_usable(cache, exc, hit[1]):
-                    raise
-                self._fallback_used(info, "stale", exc, hit[1])
-                return hit[0]
-            cache.store(key, value)
-            return value
-
-        return call
-
-    # rate limit
-
-    def _sync_rate_limit(self, nxt: SyncNext) -> SyncNext:
-        reserve = cast(TokenBucket, self.rate).reserve
-        sleep = self.clock.sleep
-
-        def call(
-            info: CallInfo, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-        ) -> Any:
-            wait = reserve(1.0, info.operation)
-            if wait > 0:
-                sleep(wait)
-            return nxt(info, fn, args, kwargs)
-
-        return call
-
-    def _async_rate_limit(self, nxt: AsyncNext) -> AsyncNext:
-        rate = cast(TokenBucket, self.rate)
-        reserve = rate.reserve
-        areserve = rate.areserve if rate.shares_state else None
-        asleep = self.clock.asleep
-
-        async def call(
-            info: CallInfo,
-            fn: Callable[..., Awaitable[Any]],
-            args: tuple[Any, ...],
-            kwargs: dict[str, Any],
-        ) -> Any:
-            if areserve is None:
-                wait = reserve(1.0, info.operation)
-            else:
-                wait = await areserve(1.0, info.operation)
-            if wait > 0:
-                try:
-                    await asleep(wait)
-                except BaseException:
-                    rate.refund()
-                    raise
-            return await nxt(info, fn, args, kwargs)
-
-        return call
-
-    # total timeout
-
-    def _deadline_error(self, info: CallInfo) -> DeadlineExceededError:
-        if self.observer is not None:
-            self._emit(
-                CallRejected(
-                    policy=self.name,
-                    operation=info.operation,
-                    by="deadline",
-                    code="DEADLINE_EXCEEDED",
-                )
-            )
-        limit = (
-            "deadline"
-            if self.total_timeout is None
-            else f"total timeout of {self.total_timeout:g}s"
-        )
-        return DeadlineExceededError(
-            f"{limit} exceeded",
-            provider=self.name,
-            operation=info.operation,
-            request_id=current_request_id(),
-        )
-
-    def _sync_total_timeout(self, nxt: SyncNext) -> SyncNext:
-        total = cast(float, self.total_timeout)
-        mono = self.clock.monotonic
-
-        def call(
-            info: CallInfo,
-            fn: Callable[..., Any],
-            args: tuple[Any, ...],
-            kwargs: dict[str, Any],
-        ) -> Any:
-            deadline = mono() + total
-            if info.deadline is None or deadline < info.deadline:
-                info.deadline = deadline
-            return nxt(info, fn, args, kwargs)
-
-        return call
-
-    def _async_total_timeout(self, nxt: AsyncNext) -> AsyncNext:
-        total = cast(float, self.total_timeout)
-        mono = self.clock.monotonic
-        order = self.order
-        # an attempt timeout further in enforces the deadline too: no second timer needed
-        enforced_inside = (
-            self.timeout is not None
-            and "attempt_timeout" in order
-            and order.index("attempt_timeout") > order.index("total_timeout")
-        )
-
-        async def call(
-            info: CallInfo,
-            fn: Callable[..., Awaitable[Any]],
-            args: tuple[Any, ...],
-            kwargs: dict[str, Any],
-        ) -> Any:
-            now = mono()
-            deadline = now + total
-            if info.deadline is None or deadline < info.deadline:
-                info.deadline = deadline
-            if enforced_inside:
-                return await nxt(info, fn, args, kwargs)
-            dog = watchdog()
-            scope = dog.enter(dog.loop_time() + (info.deadline - now))
-            try:
-                return await nxt(info, fn, args, kwargs)
-            except asyncio.CancelledError:
-                if scope.expired and scope.task.uncancel() == 0:
-                    raise self._deadline_error(info) from None
-                raise
-            finally:
-                dog.exit(scope)
-
-        return call
-
-    # retry
-
-    def _retry_decision(
-        self,
-        info: CallInfo,
-        exc: BaseException,
-        number: int,
-        previous: float,
-        history: list[AttemptRecord],
-        duration: float,
-    ) -> float:
-        """Record the failed attempt and return the delay before the next, or re-raise."""
-        retry = cast(Retry, self.retry)
-        now = self.clock.monotonic()
-        remaining = None if info.deadline is None else info.deadline - now
-        decision = retry.decide(
-            exc,
-            attempt=number,
-            previous_delay=previous,
-            remaining=remaining,
-            rng=self.rng,
-            replay_safe=info.replay_safe,
-        )
-        reason = decision.give_up
-        if reason is None and self.budget is not None and not self.budget.try_spend():
-            reason = "retry_budget_exhausted"
-            if self.observer is not None:
-                self._emit(
-                    CallRejected(
-                        policy=self.name,
-                        operation=info.operation,
-                        by="retry_budget",
-                        code="RETRY_BUDGET_EXHAUSTED",
-                    )
-                )
-        history.append(
-            _record(exc, number, duration, self.clock, None if reason else decision.delay)
-        )
-        if reason is not None:
-            if self.observer is not None:
-                self._emit(
-                    GaveUp(
-                        policy=self.name,
-                        operation=info.operation,
-                        request_id=current_request_id(),
-                        attempts=number,
-                        reason=reason,
-                        code=_code_of(exc),
-                    )
-                )
-            _attach_history(exc, history, reason)
-            raise exc
-        delay = cast(float, decision.delay)
-        if self.observer is not None:
-            self._emit(
-                RetryScheduled(
-                    policy=self.name,
-                    operation=info.operation,
-                    request_id=current_request_id(),
-                    number=number,
-                    delay=delay,
-                    code=_code_of(exc),
-                    from_retry_after=decision.from_retry_after,
-                )
-            )
-        return delay
-
-    def _retry_deadline(self, info: CallInfo) -> None:
-        retry = cast(Retry, self.retry)
-        if retry.deadline is not None:
-            deadline = self.clock.monotonic() + seconds(retry.deadline)
-            if info.deadline is None or deadline < info.deadline:
-                info.deadline = deadline
-
-    def _sync_retry(self, nxt: SyncNext) -> SyncNext:
-        budget = self.budget
-        mono = self.clock.monotonic
-        sleep = self.clock.sleep
-        decide = self._retry_decision
-        has_deadline = cast(Retry, self.retry).deadline is not None
-
-        def call(
-            info: CallInfo, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-        ) -> Any:
-            if budget is not None:
-                budget.record_request()
-            if has_deadline:
-                self._retry_deadline(info)
-            number, delay = 1, 0.0
-            history: list[AttemptRecord] = []
-            while True:
-                start = mono()
-                try:
-                    return nxt(info, fn, args, kwargs)
-                except Exception as exc:
-                    delay = decide(info, exc, number, delay, history, mono() - start)
-                sleep(delay)
-                number += 1
-
-        return call
-
-    def _async_retry(self, nxt: AsyncNext) -> AsyncNext:
-        budget = self.budget
-        mono = self.clock.monotonic
-        asleep = self.clock.asleep
-        decide = self._retry_decision
-        has_deadline = cast(Retry, self.retry).deadline is not None
-
-        async def call(
-            info: CallInfo,
-            fn: Callable[..., Awaitable[Any]],
-            args: tuple[Any, ...],
-            kwargs: dict[str, Any],
-        ) -> Any:
-            if budget is not None:
-                budget.record_request()
-            if has_deadline:
-                self._retry_deadline(info)
-            number, delay = 1, 0.0
-            history: list[AttemptRecord] = []
-            while True:
-                start = mono()
-                try:
-                    return await nxt(info, fn, args, kwargs)
-                except Exception as exc:
-                    delay = decide(info, exc, number, delay, history, mono() - start)
-                await asleep(delay)
-                number += 1
-
-        return call
-
-    # hedge (async only)
-
-    def _async_hedge(self, nxt: AsyncNext) -> AsyncNext:
-        hedge = cast(Hedge, self.hedge)
-        budget = self.budget
-
-        async def call(
-            info: CallInfo,
-            fn: Callable[..., Awaitable[Any]],
-            args: tuple[Any, ...],
-            kwargs: dict[str, Any],
-        ) -> Any:
-            if not info.replay_safe:
-                return await nxt(info, fn, args, kwargs)
-            pending: set[asyncio.Task[Any]] = {asyncio.ensure_future(nxt(info, fn, args, kwargs))}
-            launched = 0
-            last_error: BaseException | None = None
-            try:
-                while pending:
-                    can_hedge = launched < hedge.max_hedges
-                    done, pending = await asyncio.wait(
-                        pending,
-                        timeout=hedge.delay if can_hedge else None,
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
-                    for task in done:
-                        if task.cancelled():
-                            continue
-                        if task.exception() is None:
-                            return task.result()
-                        last_error = task.exception()
-                    if not can_hedge:
-                        continue
-                    if budget is not None and not budget.try_spend():
-                        launched = hedge.max_hedges  # the budget said no: stop hedging
-                        continue
-                    launched += 1
-                    if self.observer is not None:
-                        self._emit(
-                            HedgeStarted(
-                                policy=self.name,
-                                operation=info.operation,
-                                request_id=current_request_id(),
-                                number=launched,
-                                after=hedge.delay,
-                            )
-                        )
-                    pending.add(asyncio.ensure_future(nxt(info, fn, args, kwargs)))
-                if last_error is None:  # every copy was cancelled from elsewhere
-                    raise asyncio.CancelledError()
-                raise last_error
-            finally:
-                for task in pending:
-                    task.cancel()
-
-        return call
-
-    # bulkhead
-
-    def _sync_bulkhead(self, nxt: SyncNext) -> SyncNext:
-        bulkhead = cast(Bulkhead, self.bulkhead)
-        # a free slot is one atomic deque pop and goes back with one append (see Bulkhead)
-        take, give, waiters = bulkhead._tokens.pop, bulkhead._tokens.append, bulkhead._waiters
-        acquire, hand_over = bulkhead.acquire, bulkhead.hand_over
-
-        def call(
-            info: CallInfo, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-        ) -> Any:
-            try:
-                take()
-            except IndexError:
-                acquire(operation=info.operation)
-            try:
-                return nxt(info, fn, args, kwargs)
-            finally:
-                give(1)
-                if waiters:
-                    hand_over()
-
-        return call
-
-    def _async_bulkhead(self, nxt: AsyncNext) -> AsyncNext:
-        bulkhead = cast(Bulkhead, self.bulkhead)
-        take, give, waiters = bulkhead._tokens.pop, bulkhead._tokens.append, bulkhead._waiters
-        acquire, hand_over = bulkhead.aacquire, bulkhead.hand_over
-
-        async def call(
-            info: CallInfo,
-            fn: Callable[..., Awaitable[Any]],
-            args: tuple[Any, ...],
-            kwargs: dict[str, Any],
-        ) -> Any:
-            try:
-                take()
-            except IndexError:
-                await acquire(operation=info.operation)
-            try:
-                return await nxt(info, fn, args, kwargs)
-            finally:
-                give(1)
-                if waiters:
-                    hand_over()
-
-        return call
-
-    # breaker
-
-    def _sync_breaker(self, nxt: SyncNext) -> SyncNext:
-        breaker = cast(CircuitBreaker, self.breaker)
-        acquire, ok, fail = breaker.acquire, breaker.on_success, breaker.on_failure
-        release, snapshot = breaker.release, breaker.holder.get
-        closed = CircuitState.CLOSED
-        if breaker.times_calls:
-            mono = self.clock.monotonic
-
-            def timed(
-                info: CallInfo,
-                fn: Callable[..., Any],
-                args: tuple[Any, ...],
-                kwargs: dict[str, Any],
-            ) -> Any:
-                snap = snapshot()
-                token = (
-                    snap.generation if snap.state is closed else acquire(operation=info.operation)
-                )
-                start = mono()
-                try:
-                    result = nxt(info, fn, args, kwargs)
-                except Exception as exc:
-                    fail(token, exc, mono() - start)
-                    raise
-                except BaseException:
-                    release(token)
-                    raise
-                ok(token, mono() - start)
-                return result
-
-            return timed
-
-        def call(
-            info: CallInfo, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-        ) -> Any:
-            snap = snapshot()
-            token = snap.generation if snap.state is closed else acquire(operation=info.operation)
-            try:
-                result = nxt(info, fn, args, kwargs)
-            except Exception as exc:
-                fail(token, exc, 0.0)
-                raise
-            except BaseException:
-                release(token)
-                raise
-            ok(token, 0.0)
-            return result
-
-        return call
-
-    def _async_breaker(self, nxt: AsyncNext) -> AsyncNext:
-        breaker = cast(CircuitBreaker, self.breaker)
-        if breaker.shares_state:
-            return self._async_shared_breaker(nxt, breaker)
-        acquire, ok, fail = breaker.acquire, breaker.on_success, breaker.on_failure
-        release, snapshot = breaker.release, breaker.holder.get
-        closed = CircuitState.CLOSED
-        # durations are only measured when slow-call detection needs them
-        mono = self.clock.monotonic if breaker.times_calls else _zero
-
-        async def call(
-            info: CallInfo,
-            fn: Callable[..., Awaitable[Any]],
-            args: tuple[Any, ...],
-            kwargs: dict[str, Any],
-        ) -> Any:
-            snap = snapshot()
-            token = snap.generation if snap.state is closed else acquire(operation=info.operation)
-            start = mono()
-            try:
-                result = await nxt(info, fn, args, kwargs)
-            except Exception as exc:
-                fail(token, exc, mono() - start)
-                raise
-            except BaseException:
-                release(token)
-                raise
-            ok(token, mono() - start)
-            return result
-
-        return call
-
-    def _async_shared_breaker(self, nxt: AsyncNext, breaker: CircuitBreaker) -> AsyncNext:
-        """The breaker layer for a breaker kept in a store: its slow paths are awaited."""
-        aacquire, ok, afail = breaker.aacquire, breaker.on_success, breaker.aon_failure
-        release, snapshot = breaker.release, breaker.holder.get
-        closed = CircuitState.CLOSED
-        mono = self.clock.monotonic if breaker.times_calls else _zero
-
-        async def call(
-            info: CallInfo,
-            fn: Callable[..., Awaitable[Any]],
-            args: tuple[Any, ...],
-            kwargs: dict[str, Any],
-        ) -> Any:
-            snap = snapshot()
-            if snap.state is closed:
-                token = snap.generation
-            else:
-                token = await aacquire(operation=info.operation)
-            start = mono()
-            try:
-                result = await nxt(info, fn, args, kwargs)
-            except Exception as exc:
-                await afail(token, exc, mono() - start)
-                raise
-            except BaseException:
-                release(token)
-                raise
-            ok(token, mono() - start)
-            return result
-
-        return call
-
-    # attempt timeout
-
-    def _timeout_error(self, info: CallInfo) -> UpstreamTimeoutError:
-        return UpstreamTimeoutError(
-            f"attempt timed out after {self.timeout:g}s",
-            provider=self.name,
-            operation=info.operation,
-            request_id=current_request_id(),
-            replay_safe=info.replay_safe,
-        )
-
     def _thread_pool(self) -> concurrent.futures.ThreadPoolExecutor:
-        with self._executor_lock:
-            if self._executor is None:
-                self._executor = concurrent.futures.ThreadPoolExecutor(
+        runtime = self._runtime
+        with runtime.lock:
+            if runtime.executor is None:
+                runtime.executor = concurrent.futures.ThreadPoolExecutor(
                     thread_name_prefix=f"antifragile-{self.name}"
                 )
-            return self._executor
-
-    def _sync_attempt_timeout(self, nxt: SyncNext) -> SyncNext:
-        timeout = cast(float, self.timeout)
-        mono = self.clock.monotonic
-        threaded = self.timeout_strategy == "thread"
-
-        def call(
-            info: CallInfo,
-            fn: Callable[..., Any],
-            args: tuple[Any, ...],
-            kwargs: dict[str, Any],
-        ) -> Any:
-            now = mono()
-            deadline = now + timeout
-            by_total = False
-            if info.deadline is not None and info.deadline <= deadline:
-                if info.deadline <= now:
-                    raise self._deadline_error(info)
-                deadline, by_total = info.deadline, True
-            info.attempt_deadline = deadline
-            try:
-                if not threaded:
-                    return nxt(info, fn, args, kwargs)
-                context = contextvars.copy_context()
-                future = self._thread_pool().submit(context.run, nxt, info, fn, args, kwargs)
-                try:
-                    return future.result(timeout=deadline - now)
-                except concurrent.futures.TimeoutError:
-                    future.cancel()
-                    if by_total:
-                        raise self._deadline_error(info) from None
-                    raise self._timeout_error(info) from None
-            finally:
-                info.attempt_deadline = None
-
-        return call
-
-    def _async_attempt_timeout(self, nxt: AsyncNext) -> AsyncNext:
-        timeout = cast(float, self.timeout)
-        mono = self.clock.monotonic
-
-        async def call(
-            info: CallInfo,
-            fn: Callable[..., Awaitable[Any]],
-            args: tuple[Any, ...],
-            kwargs: dict[str, Any],
-        ) -> Any:
-            now = mono()
-            deadline = now + timeout
-            by_total = False
-            if info.deadline is not None and info.deadline <= deadline:
-                if info.deadline <= now:
-                    raise self._deadline_error(info)
-                deadline, by_total = info.deadline, True
-            info.attempt_deadline = deadline
-            dog = watchdog()
-            scope = dog.enter(dog.loop_time() + (deadline - now))
-            try:
-                return await nxt(info, fn, args, kwargs)
-            except asyncio.CancelledError:
-                if scope.expired and scope.task.uncancel() == 0:
-                    if by_total:
-                        raise self._deadline_error(info) from None
-                    raise self._timeout_error(info) from None
-                raise
-            finally:
-                dog.exit(scope)
-                info.attempt_deadline = None
-
-        return call
+            return runtime.executor
 
     def close(self) -> None:
         """Release the worker threads of ``timeout_strategy="thread"``, if any were started."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        runtime = self._runtime
+        with runtime.lock:
+            executor, runtime.executor = runtime.executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
 
     def __repr__(self) -> str:
-        parts = [s for s in self.order if self._configured(s)]
-        return f"Policy({self.name!r}, {' -> '.join(parts)})"
-
-
-def _zero() -> float:
-    return 0.0
-
-
-def _sync_invoke(
-    info: CallInfo, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    return fn(*args, **kwargs)
-
-
-async def _async_invoke(
-    info: CallInfo, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    return await fn(*args, **kwargs)
+        return f"Policy({self.name!r}, {' -> '.join(name for name, _ in self.stages())})"
 
 
 def resilient(policy: Policy | None = None, /, **options: Any) -> Policy:

@@ -19,13 +19,18 @@ It adapts to provider rate-limit headers (:class:`RateLimitInfo`, parsed by the 
 from __future__ import annotations
 
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from antifragile.errors import ConfigurationError, RateLimitedError
 from antifragile.observability._context import current_request_id
 from antifragile.observability._events import CallRejected, LimiterAdjusted, LimiterWait, Observer
 from antifragile.policies._clock import SYSTEM_CLOCK, Clock, Duration, seconds
+from antifragile.policies._deadline import CallInfo
+
+if TYPE_CHECKING:
+    from antifragile.policies._chain import AsyncNext, Chain, SyncNext
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +275,89 @@ class TokenBucket:
         with self._lock:
             now = self._clock.monotonic()
             return self._available(now, self._current_rate(now))
+
+    # -- in a policy ----------------------------------------------------------------------------
+
+    def adopt(self, *, name: str, clock: Clock, observer: Observer | None) -> None:
+        """Take a policy's name, clock and observer where this bucket was built without them."""
+        if self.name == "default":
+            self.name = name
+        if self._observer is None:
+            self._observer = observer
+        if self._clock is SYSTEM_CLOCK and clock is not SYSTEM_CLOCK:
+            self.use_clock(clock)
+
+    def wrap_sync(self, nxt: SyncNext, chain: Chain) -> SyncNext:
+        """Take a token (waiting for one on the policy's clock) before each call through *nxt*."""
+        if self.shares_state:
+            raise ConfigurationError(
+                f"{type(self).__name__} keeps its state in a store and needs async "
+                "calls; use a process-local one for sync code"
+            )
+        reserve = self.reserve
+        sleep = chain.clock.sleep
+
+        def call(
+            info: CallInfo, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> Any:
+            wait = reserve(1.0, info.operation)
+            if wait > 0:
+                sleep(wait)
+            return nxt(info, fn, args, kwargs)
+
+        return call
+
+    def wrap_async(self, nxt: AsyncNext, chain: Chain) -> AsyncNext:
+        """:meth:`wrap_sync` for async calls; a cancelled wait gives its token back."""
+        reserve, areserve = self.reserve, self.areserve
+        refund = self.refund
+        asleep = chain.clock.asleep
+
+        if not self.shares_state:
+
+            async def wait_then(
+                wait: float,
+                info: CallInfo,
+                fn: Callable[..., Awaitable[Any]],
+                args: tuple[Any, ...],
+                kwargs: dict[str, Any],
+            ) -> Any:
+                try:
+                    await asleep(wait)
+                except BaseException:
+                    refund()
+                    raise
+                return await nxt(info, fn, args, kwargs)
+
+            def local(
+                info: CallInfo,
+                fn: Callable[..., Awaitable[Any]],
+                args: tuple[Any, ...],
+                kwargs: dict[str, Any],
+            ) -> Awaitable[Any]:
+                wait = reserve(1.0, info.operation)
+                if wait > 0:
+                    return wait_then(wait, info, fn, args, kwargs)
+                return nxt(info, fn, args, kwargs)  # a token was there: nothing to await here
+
+            return local
+
+        async def call(
+            info: CallInfo,
+            fn: Callable[..., Awaitable[Any]],
+            args: tuple[Any, ...],
+            kwargs: dict[str, Any],
+        ) -> Any:
+            wait = await areserve(1.0, info.operation)  # a bucket kept in a store
+            if wait > 0:
+                try:
+                    await asleep(wait)
+                except BaseException:
+                    refund()
+                    raise
+            return await nxt(info, fn, args, kwargs)
+
+        return call
 
     def __repr__(self) -> str:
         return f"TokenBucket(rate={self.rate:g}, burst={self.burst:g}, max_wait={self.max_wait:g})"

@@ -1,4 +1,12 @@
-"""Async timeouts at a fraction of the cost of one timer per call.
+"""Timeouts: the total timeout and the per-attempt timeout, and the watchdog behind them.
+
+:class:`TotalTimeout` bounds the whole call, retries and waits included; :class:`AttemptTimeout`
+bounds each attempt (and never outlives the total one). Sync shells publish the deadline in the
+call info (cooperative: code that can bound its waits reads
+:func:`~antifragile.policies.time_remaining`), or, with ``strategy="thread"``, run the attempt in
+a worker thread that is abandoned when time is up. Async shells cancel the call.
+
+Async timeouts cost a fraction of one timer per call.
 
 ``asyncio.timeout`` schedules and cancels a timer handle for every call, which costs more than
 the rest of the pipeline put together on a fast call. Here every event loop has one watchdog: a
@@ -15,7 +23,17 @@ as ``asyncio.timeout`` does.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from antifragile.errors import UpstreamTimeoutError
+from antifragile.observability._context import current_request_id
+from antifragile.policies._chain import AsyncNext, Chain, SyncNext
+from antifragile.policies._deadline import CallInfo
 
 
 class TimeoutScope:
@@ -99,3 +117,184 @@ def watchdog() -> Watchdog:
         dog = _watchdogs[loop] = Watchdog(loop)
     _last = (loop, dog)
     return dog
+
+
+@dataclass(frozen=True, slots=True)
+class TotalTimeout:
+    """The deadline of the whole call: *seconds* from its start, retries and waits included."""
+
+    seconds: float
+
+    def wrap_sync(self, nxt: SyncNext, chain: Chain) -> SyncNext:
+        total = self.seconds
+        mono = chain.clock.monotonic
+
+        def call(
+            info: CallInfo, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> Any:
+            deadline = mono() + total
+            if info.deadline is None or deadline < info.deadline:
+                info.deadline = deadline
+            return nxt(info, fn, args, kwargs)
+
+        return call
+
+    def wrap_async(self, nxt: AsyncNext, chain: Chain) -> AsyncNext:
+        total = self.seconds
+        mono = chain.clock.monotonic
+        order = chain.order
+        deadline_error = chain.deadline_error
+        # an attempt timeout further in enforces the deadline too: no second timer needed
+        enforced_inside = (
+            chain.timeout is not None
+            and "attempt_timeout" in order
+            and order.index("attempt_timeout") > order.index("total_timeout")
+        )
+
+        if enforced_inside:
+
+            def publish(
+                info: CallInfo,
+                fn: Callable[..., Awaitable[Any]],
+                args: tuple[Any, ...],
+                kwargs: dict[str, Any],
+            ) -> Awaitable[Any]:
+                deadline = mono() + total
+                if info.deadline is None or deadline < info.deadline:
+                    info.deadline = deadline
+                return nxt(info, fn, args, kwargs)
+
+            return publish
+
+        async def call(
+            info: CallInfo,
+            fn: Callable[..., Awaitable[Any]],
+            args: tuple[Any, ...],
+            kwargs: dict[str, Any],
+        ) -> Any:
+            now = mono()
+            deadline = now + total
+            if info.deadline is None or deadline < info.deadline:
+                info.deadline = deadline
+            dog = watchdog()
+            scope = dog.enter(dog.loop_time() + (info.deadline - now))
+            try:
+                return await nxt(info, fn, args, kwargs)
+            except asyncio.CancelledError:
+                if scope.expired and scope.task.uncancel() == 0:
+                    raise deadline_error(info) from None
+                raise
+            finally:
+                dog.exit(scope)
+
+        return call
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptTimeout:
+    """The deadline of one attempt: *seconds*, or the call's deadline when that comes first.
+
+    ``strategy="thread"`` enforces it on sync code that does not cooperate (see the module docs).
+    """
+
+    seconds: float
+    strategy: Literal["cooperative", "thread"] = "cooperative"
+
+    def _error(self, chain: Chain, info: CallInfo) -> UpstreamTimeoutError:
+        return UpstreamTimeoutError(
+            f"attempt timed out after {self.seconds:g}s",
+            provider=chain.name,
+            operation=info.operation,
+            request_id=current_request_id(),
+            replay_safe=info.replay_safe,
+        )
+
+    def wrap_sync(self, nxt: SyncNext, chain: Chain) -> SyncNext:
+        timeout = self.seconds
+        mono = chain.clock.monotonic
+        deadline_error = chain.deadline_error
+        if self.strategy == "cooperative":
+
+            def cooperative(
+                info: CallInfo,
+                fn: Callable[..., Any],
+                args: tuple[Any, ...],
+                kwargs: dict[str, Any],
+            ) -> Any:
+                now = mono()
+                deadline = now + timeout
+                limit = info.deadline
+                if limit is not None and limit <= deadline:
+                    if limit <= now:
+                        raise deadline_error(info)
+                    deadline = limit
+                info.attempt_deadline = deadline
+                try:
+                    return nxt(info, fn, args, kwargs)
+                finally:
+                    info.attempt_deadline = None
+
+            return cooperative
+
+        pool = chain.thread_pool
+
+        def threaded(
+            info: CallInfo, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> Any:
+            now = mono()
+            deadline = now + timeout
+            by_total = False
+            if info.deadline is not None and info.deadline <= deadline:
+                if info.deadline <= now:
+                    raise deadline_error(info)
+                deadline, by_total = info.deadline, True
+            info.attempt_deadline = deadline
+            try:
+                context = contextvars.copy_context()
+                future = pool().submit(context.run, nxt, info, fn, args, kwargs)
+                try:
+                    return future.result(timeout=deadline - now)
+                except concurrent.futures.TimeoutError:
+                    future.cancel()
+                    if by_total:
+                        raise deadline_error(info) from None
+                    raise self._error(chain, info) from None
+            finally:
+                info.attempt_deadline = None
+
+        return threaded
+
+    def wrap_async(self, nxt: AsyncNext, chain: Chain) -> AsyncNext:
+        timeout = self.seconds
+        mono = chain.clock.monotonic
+        deadline_error = chain.deadline_error
+
+        async def call(
+            info: CallInfo,
+            fn: Callable[..., Awaitable[Any]],
+            args: tuple[Any, ...],
+            kwargs: dict[str, Any],
+        ) -> Any:
+            now = mono()
+            deadline = now + timeout
+            by_total = False
+            if info.deadline is not None and info.deadline <= deadline:
+                if info.deadline <= now:
+                    raise deadline_error(info)
+                deadline, by_total = info.deadline, True
+            info.attempt_deadline = deadline
+            dog = watchdog()
+            scope = dog.enter(dog.loop_time() + (deadline - now))
+            try:
+                return await nxt(info, fn, args, kwargs)
+            except asyncio.CancelledError:
+                if scope.expired and scope.task.uncancel() == 0:
+                    if by_total:
+                        raise deadline_error(info) from None
+                    raise self._error(chain, info) from None
+                raise
+            finally:
+                dog.exit(scope)
+                info.attempt_deadline = None
+
+        return call

@@ -64,6 +64,7 @@ from antifragile.observability._context import current_request_id
 from antifragile.observability._events import CallRejected, LimiterWait, Observer, StoreFallback
 from antifragile.policies import (
     SYSTEM_CLOCK,
+    BreakerConfig,
     BreakerSnapshot,
     CircuitBreaker,
     CircuitState,
@@ -72,7 +73,9 @@ from antifragile.policies import (
     TokenBucket,
     default_record,
 )
+from antifragile.policies._chain import AsyncNext, Chain
 from antifragile.policies._clock import Duration, seconds
+from antifragile.policies._deadline import CallInfo
 from antifragile.stores._protocols import (
     BreakerRecord,
     BreakerStore,
@@ -338,6 +341,82 @@ class SharedCircuitBreaker(CircuitBreaker):
     def __repr__(self) -> str:
         mode = ", degraded" if self._fallback.active else ""
         return f"SharedCircuitBreaker({self.name!r}, state={self.state.value}{mode})"
+
+    @classmethod
+    def from_config(
+        cls,
+        config: BreakerConfig,
+        store: Store | BreakerStore,
+        *,
+        name: str,
+        record: Callable[[BaseException], bool] = default_record,
+        shared_window: int = 30,
+        sync_interval: Duration = 1.0,
+        store_timeout: Duration = 0.5,
+        clock: Clock = SYSTEM_CLOCK,
+        observer: Observer | None = None,
+    ) -> SharedCircuitBreaker:
+        """A shared breaker with the thresholds of *config* (a local breaker's ``config``)::
+
+            shared = SharedCircuitBreaker.from_config(policy.breaker.config, store, name="shopify")
+            policy = policy.replace(breaker=shared)
+
+        Failure and slow-call rates, minimum calls, open durations and half-open probes carry
+        over; the window is the shared one (``shared_window`` seconds), since a count window
+        cannot be shared between processes.
+        """
+        return cls(
+            name,
+            store,
+            failure_rate=config.failure_rate,
+            slow_call_rate=config.slow_call_rate,
+            slow_call_duration=config.slow_call_duration,
+            shared_window=shared_window,
+            minimum_calls=config.minimum_calls,
+            open_duration=config.open_duration,
+            open_duration_multiplier=config.open_duration_multiplier,
+            max_open_duration=config.max_open_duration,
+            half_open_calls=config.half_open_calls,
+            record=record,
+            sync_interval=sync_interval,
+            store_timeout=store_timeout,
+            clock=clock,
+            observer=observer,
+        )
+
+    def wrap_async(self, nxt: AsyncNext, chain: Chain) -> AsyncNext:
+        """The breaker's shell in an async policy: admission and failures may need the store
+        (they are awaited); a success on a closed breaker is counted without I/O."""
+        aacquire, ok, afail = self.aacquire, self.on_success, self.aon_failure
+        release, snapshot = self.release, self.holder.get
+        closed = CircuitState.CLOSED
+        timed = self.times_calls
+        mono = chain.clock.monotonic
+
+        async def call(
+            info: CallInfo,
+            fn: Callable[..., Awaitable[Any]],
+            args: tuple[Any, ...],
+            kwargs: dict[str, Any],
+        ) -> Any:
+            snap = snapshot()
+            if snap.state is closed:
+                token = snap.generation
+            else:
+                token = await aacquire(operation=info.operation)
+            start = mono() if timed else 0.0
+            try:
+                result = await nxt(info, fn, args, kwargs)
+            except Exception as exc:
+                await afail(token, exc, mono() - start if timed else 0.0)
+                raise
+            except BaseException:
+                release(token)
+                raise
+            ok(token, mono() - start if timed else 0.0)
+            return result
+
+        return call
 
     # -- the cached record and the store ---------------------------------------------------
 

@@ -1,8 +1,10 @@
-"""The fused pipeline (the default order, nothing observing) behaves exactly as the chain."""
+"""An observed policy behaves exactly as the same policy unobserved (the attempt events are the
+only difference in its chain)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -20,8 +22,8 @@ from antifragile import (
     TokenBucket,
     UpstreamUnavailableError,
 )
-from antifragile.observability import RecordingObserver
-from antifragile.policies._fused import fusable
+from antifragile.observability import AttemptFinished, RecordingObserver
+from antifragile.observability._events import attempt_finished_event
 
 Script = list[BaseException | str]
 
@@ -60,14 +62,13 @@ def _outcome(policy: Policy, clock: FakeClock, run: Callable[[], Any]) -> tuple[
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
-def test_sync_fused_equals_chain(name: str) -> None:
+def test_sync_observed_equals_unobserved(name: str) -> None:
     """Every scripted outcome (result or error, give-up reason, attempts, sleeps, bulkhead slots
-    and breaker state) is the same through the fused function and through the chain."""
+    and breaker state) is the same with and without an observer."""
     outcomes = []
     for observed in (False, True):
         clock = FakeClock()
         policy = _policy(clock, observed)
-        assert fusable(policy, asynchronous=False) is not observed
         script = list(SCRIPTS[name])
 
         def work(script: Script = script) -> str:
@@ -84,13 +85,12 @@ def test_sync_fused_equals_chain(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
-def test_async_fused_equals_chain(name: str) -> None:
-    """The same, for async calls (the fused path enforces the timeouts with the watchdog)."""
+def test_async_observed_equals_unobserved(name: str) -> None:
+    """The same, for async calls (the timeouts are enforced with the watchdog)."""
     outcomes = []
     for observed in (False, True):
         clock = FakeClock()
         policy = _policy(clock, observed)
-        assert fusable(policy, asynchronous=True) is not observed
         script = list(SCRIPTS[name])
 
         async def work(script: Script = script) -> str:
@@ -106,8 +106,8 @@ def test_async_fused_equals_chain(name: str) -> None:
     assert outcomes[0] == outcomes[1]
 
 
-def test_async_attempt_timeout_through_the_fused_path() -> None:
-    """A hung attempt is cancelled by the attempt timeout and retried, on the fused path."""
+def test_async_attempt_timeout_cancels_and_retries() -> None:
+    """A hung attempt is cancelled by the attempt timeout and retried."""
     calls: list[int] = []
 
     async def slow() -> str:
@@ -117,6 +117,27 @@ def test_async_attempt_timeout_through_the_fused_path() -> None:
         return "ok"
 
     policy = Policy("p", timeout=0.05, retry=Retry(attempts=2), clock=FakeClock())
-    assert fusable(policy, asynchronous=True)
     assert asyncio.run(policy.acall(slow)) == "ok"
     assert len(calls) == 2
+
+
+def test_the_fast_attempt_event_is_the_same_frozen_event() -> None:
+    """The positional constructor of the per-attempt hot path builds an event equal to (and as
+    frozen as) the one the dataclass constructor builds."""
+    fast = attempt_finished_event("crm", "get", "req-1", 2, 0.25, "TIMEOUT", 504, True)
+    slow = AttemptFinished(
+        policy="crm",
+        operation="get",
+        request_id="req-1",
+        number=2,
+        duration=0.25,
+        code="TIMEOUT",
+        status=504,
+        slow=True,
+    )
+    assert fast == slow
+    assert hash(fast) == hash(slow)
+    assert repr(fast) == repr(slow)
+    assert fast.to_dict() == slow.to_dict()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.code = None  # type: ignore[misc]
