@@ -87,7 +87,7 @@ _MOVED: dict[str, tuple[str, str | None]] = {
     "mask_email": ("antifragile.observability._redaction", "antifragile.observability"),
     "mask_phone": ("antifragile.observability._redaction", "antifragile.observability"),
     "mask_pii": ("antifragile.observability._redaction", "antifragile.observability"),
-    "mask_values": ("antifragile.observability._redaction", None),
+    "mask_values": ("antifragile.observability._redaction", "antifragile.observability"),
     "personal_values": ("antifragile.observability._redaction", None),
 }
 

@@ -52,7 +52,7 @@ from antifragile.observability._propagation import (
     register_activator,
     register_injector,
 )
-from antifragile.observability._redaction import mask_email, mask_phone, mask_pii
+from antifragile.observability._redaction import mask_email, mask_phone, mask_pii, mask_values
 from antifragile.observability._tracing import (
     TracingMiddleware,
     TracingObserver,
@@ -142,6 +142,7 @@ __all__ = [
     "mask_email",
     "mask_phone",
     "mask_pii",
+    "mask_values",
     "new_request_id",
     "register_activator",
     "register_injector",
