@@ -13,6 +13,7 @@ from antifragile.jobs._cron import Cron
 from antifragile.jobs._model import (
     CLAIMABLE,
     FINAL,
+    UNFINISHED,
     Enqueued,
     InboxEntry,
     Job,
@@ -26,6 +27,7 @@ from antifragile.jobs._model import (
     StatusFlag,
     new_job_id,
 )
+from antifragile.jobs._memory import MemoryJobQueue
 from antifragile.jobs._payload import looks_secret, redact_payload
 from antifragile.jobs._policy import DEFAULT_JOB_RETRY, JobDeferred, job_retry_on
 from antifragile.jobs._protocol import JobQueue
@@ -47,6 +49,7 @@ __all__ = [
     "DEFAULT_JOB_RETRY",
     "DEFAULT_STEP_RETRY",
     "FINAL",
+    "UNFINISHED",
     "ConfiguredJob",
     "Cron",
     "DeadLetterFilter",
@@ -63,6 +66,7 @@ __all__ = [
     "JobQueue",
     "JobState",
     "Jobs",
+    "MemoryJobQueue",
     "NewInboxEntry",
     "NewJob",
     "Outcome",

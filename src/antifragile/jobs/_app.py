@@ -185,6 +185,7 @@ class EnqueueOptions:
     connection: Any = None
     queue: str | None = None
     context: Mapping[str, str] | None = None
+    ordering_key: str | None = None
 
 
 def _checked_context(context: Mapping[str, str]) -> dict[str, str]:
@@ -310,6 +311,7 @@ class JobFunction(Generic[P, R]):
             timeout=self.timeout,
             status_flag=options.status,
             context=context or None,
+            ordering_key=options.ordering_key,
         )
 
     def prepare(self, *args: P.args, **kwargs: P.kwargs) -> NewJob:
@@ -334,6 +336,7 @@ class JobFunction(Generic[P, R]):
         connection: Any = None,
         queue: str | None = None,
         context: Mapping[str, str] | None = None,
+        ordering_key: str | None = None,
     ) -> ConfiguredJob[P, R]:
         """Options for one enqueue: ``.configure(delay=60).enqueue(...)``.
 
@@ -346,10 +349,18 @@ class JobFunction(Generic[P, R]):
           failed);
         * *connection*: enqueue inside the caller's open transaction (the outbox pattern);
         * *context*: the context the job runs in (strings: ``request_id``, trace context),
-          instead of the one captured from the current request when the job is prepared.
+          instead of the one captured from the current request when the job is prepared;
+        * *ordering_key*: jobs with the same key start one at a time, in the order they were
+          enqueued, whichever workers and processes run them (SQS FIFO message groups, Kafka
+          partition keys); a job waiting for a retry still holds its key, a dead one lets it
+          go. An opaque string: hash anything personal (a phone number) into it.
         """
         if idempotency_key is not None and not idempotency_key:
             raise ConfigurationError("idempotency_key must not be empty")
+        if ordering_key is not None and (not ordering_key or "\x00" in ordering_key):
+            raise ConfigurationError(
+                "ordering_key must be a non-empty string without NUL characters"
+            )
         if context is not None:
             context = _checked_context(context)
         options = EnqueueOptions(
@@ -361,6 +372,7 @@ class JobFunction(Generic[P, R]):
             connection=connection,
             queue=queue,
             context=context,
+            ordering_key=ordering_key,
         )
         _run_at(0.0, delay, run_at)  # reject contradictory timing now
         return ConfiguredJob(self, options)
