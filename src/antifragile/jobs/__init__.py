@@ -10,6 +10,7 @@ from antifragile.jobs._app import (
     Jobs,
 )
 from antifragile.jobs._cron import Cron
+from antifragile.jobs._memory import MemoryJobQueue
 from antifragile.jobs._model import (
     CLAIMABLE,
     FINAL,
@@ -27,7 +28,6 @@ from antifragile.jobs._model import (
     StatusFlag,
     new_job_id,
 )
-from antifragile.jobs._memory import MemoryJobQueue
 from antifragile.jobs._payload import looks_secret, redact_payload
 from antifragile.jobs._policy import DEFAULT_JOB_RETRY, JobDeferred, job_retry_on
 from antifragile.jobs._protocol import JobQueue

@@ -301,9 +301,7 @@ class MemoryJobQueue:
                 recorded.append(job.id)
         return recorded
 
-    def _outcome(
-        self, job: Job, outcome: Outcome, result: Any, attempt: Any, now: float
-    ) -> Job:
+    def _outcome(self, job: Job, outcome: Outcome, result: Any, attempt: Any, now: float) -> Job:
         kind = outcome.kind
         history = job.history if attempt is None else (*job.history, attempt)
         done = replace(job, lease_owner=None, lease_until=None, updated_at=now, history=history)
@@ -311,9 +309,7 @@ class MemoryJobQueue:
         if kind == "succeeded":
             if flag is not None:
                 self._flag(flag, flag.succeeded, now)
-            return replace(
-                done, state=JobState.SUCCEEDED, attempts=job.attempts + 1, result=result
-            )
+            return replace(done, state=JobState.SUCCEEDED, attempts=job.attempts + 1, result=result)
         if kind == "release":
             return replace(done, state=JobState.QUEUED)
         run_at = now if outcome.run_at is None else outcome.run_at

@@ -123,9 +123,7 @@ class NewJob:
     ordering_key: str | None = None
 
     def __post_init__(self) -> None:
-        if self.ordering_key is not None and (
-            not self.ordering_key or "\x00" in self.ordering_key
-        ):
+        if self.ordering_key is not None and (not self.ordering_key or "\x00" in self.ordering_key):
             raise ConfigurationError(
                 "an ordering key must be a non-empty string without NUL characters"
             )
