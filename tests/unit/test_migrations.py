@@ -259,7 +259,7 @@ EXPECTED_SQLITE_INDEXES = {
     "antifragile_jobs_dead_provider",
     "antifragile_jobs_dead_error_code",
     "antifragile_jobs_ordering_open",
-    "antifragile_jobs_ordering",
+    "antifragile_jobs_ordering_seq",
     "antifragile_inbox_expires_at",
     "antifragile_inbox_received",
 }

@@ -82,8 +82,8 @@ _dumps = json.dumps
 
 # -- SQL ---------------------------------------------------------------------------------------
 
-#: a job with an ordering key takes the next place in its key's order (one writer at a time:
-#: the place is unique within the key)
+#: a job with an ordering key takes the next place: one more than any keyed job's (one writer at
+#: a time: places grow in enqueue order)
 _INSERT = """
 INSERT INTO antifragile_jobs (
     id, name, queue, state, priority, payload, payload_version, idempotency_key, attempts,
@@ -92,7 +92,7 @@ INSERT INTO antifragile_jobs (
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
     CASE WHEN ?18 IS NOT NULL THEN (
         SELECT coalesce(max(ordering_seq), 0) + 1 FROM antifragile_jobs
-        WHERE ordering_key = ?18 AND ordering_key IS NOT NULL) END)
+        WHERE ordering_seq IS NOT NULL) END)
 """
 
 _EXISTING_KEYS = """

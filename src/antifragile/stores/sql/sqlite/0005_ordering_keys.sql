@@ -1,8 +1,11 @@
 -- Ordering keys: jobs with the same ordering_key run one at a time, in the order they were
--- enqueued. ordering_seq is a job's place in its key's order (the key's highest place + 1,
--- taken when the job is inserted; SQLite's one writer at a time makes it unique per key).
+-- enqueued. ordering_seq is a job's place in that order: one more than the highest place of
+-- any keyed job, taken when the job is inserted (SQLite's one writer at a time makes it grow
+-- with every keyed job, so within a key it is the enqueue order).
 -- Nullable columns without a default: adding them rewrites no row, and jobs without a key
--- stay out of the new indexes.
+-- stay out of the new indexes. A claim reads a ready job's key from the row it already visits
+-- (the claim indexes do not cover the state), and checks the key's unfinished jobs only when
+-- it has one.
 
 ALTER TABLE antifragile_jobs ADD COLUMN ordering_key TEXT;
 ALTER TABLE antifragile_jobs ADD COLUMN ordering_seq INTEGER;
@@ -12,18 +15,6 @@ CREATE INDEX antifragile_jobs_ordering_open ON antifragile_jobs (ordering_key, o
     WHERE ordering_key IS NOT NULL
       AND state IN ('scheduled', 'queued', 'running', 'retrying');
 
--- every job of a key: the next place in the key's order is its highest + 1
-CREATE INDEX antifragile_jobs_ordering ON antifragile_jobs (ordering_key, ordering_seq)
-    WHERE ordering_key IS NOT NULL;
-
--- the claim indexes cover the ordering key too, so a claim reads whether a ready job has one
--- from the index alone (rebuilt over the ready jobs only)
-DROP INDEX antifragile_jobs_claim_queue;
-CREATE INDEX antifragile_jobs_claim_queue
-    ON antifragile_jobs (queue, priority DESC, run_at, id, ordering_key)
-    WHERE state IN ('scheduled', 'queued', 'retrying');
-
-DROP INDEX antifragile_jobs_claim_any;
-CREATE INDEX antifragile_jobs_claim_any
-    ON antifragile_jobs (priority DESC, run_at, id, queue, ordering_key)
-    WHERE state IN ('scheduled', 'queued', 'retrying');
+-- the highest place taken: the next keyed job's is one more
+CREATE INDEX antifragile_jobs_ordering_seq ON antifragile_jobs (ordering_seq)
+    WHERE ordering_seq IS NOT NULL;
