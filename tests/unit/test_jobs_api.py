@@ -7,7 +7,6 @@ import math
 import random
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,8 +39,9 @@ from antifragile.jobs._policy import decide_failure, describe_error, job_retry_o
 
 
 @pytest.fixture
-async def jobs(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Jobs]:
-    app = Jobs(database_url=f"sqlite:///{tmp_path / 'jobs.db'}", clock=clock)
+async def jobs(clock: FakeClock) -> AsyncIterator[Jobs]:
+    """Jobs on the in-memory queue (the same contract as the database queues)."""
+    app = Jobs(database_url="memory://", clock=clock)
     async with app:
         yield app
 
