@@ -4,7 +4,6 @@ failure decisions a worker takes (retry, defer, dead)."""
 from __future__ import annotations
 
 import asyncio
-
 import math
 import random
 from collections.abc import AsyncIterator
