@@ -20,7 +20,10 @@ decorator returns a :class:`JobFunction`, typed like the function it wraps.
 
 :class:`Jobs` holds the registry of job functions, the queue (any :class:`JobQueue` backend,
 or one opened from a database URL), the circuit breakers by provider that a worker consults
-before running a provider's jobs, and the dead-letter queue API (:class:`DeadLetters`).
+before running a provider's jobs, and the dead-letter queue API (:class:`DeadLetters`). Job
+functions and their context live in :mod:`antifragile.jobs._function`, the dead-letter queue
+in :mod:`antifragile.jobs._dlq`; the worker, the scheduler and sagas need :class:`Jobs` only
+for their types.
 """
 
 from __future__ import annotations

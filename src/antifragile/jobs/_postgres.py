@@ -11,7 +11,11 @@ trip whatever the batch size; statements are prepared on the server once per con
 
 * ``claim`` locks up to *limit* ready rows with ``FOR UPDATE SKIP LOCKED`` (rows another worker
   is claiming are passed over, never waited for) and marks them running in the same statement.
-  Rows whose lease ran out come from their own small index and share the claim order. The claim
+  Rows whose lease ran out come from their own small index and share the claim order. A row
+  with an ordering key is taken only in its turn: ``NOT EXISTS`` an earlier unfinished job of
+  its key, or one running under a live lease, in the claim's snapshot (index
+  ``antifragile_jobs_ordering_open``, migration ``0005_ordering_keys.sql``); rows without a key
+  skip the check. The claim
   runs in a transaction that first turns sorting off (``set_config(..., true)``, pipelined with
   the claim: still one round trip), so that it walks the claim index and stops after *limit*
   rows even when the planner's statistics think the backlog is small.

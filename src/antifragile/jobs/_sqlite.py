@@ -4,7 +4,10 @@ The queue shares its store's one connection and thread: every operation is one f
 that thread (one thread hop) and, inside it, one ``BEGIN IMMEDIATE ... COMMIT`` transaction, so
 any number of processes may work the same database file. A claim is one
 ``UPDATE ... WHERE rowid IN (SELECT ... LIMIT ?) RETURNING ...`` statement over the partial
-"ready" indexes (merged with the expired leases, after an index probe finds any). Heartbeats are
+"ready" indexes (merged with the expired leases, after an index probe finds any). A job with an
+ordering key is taken only in its turn: a ``NOT EXISTS`` over its key's unfinished jobs (index
+``antifragile_jobs_ordering_open``), evaluated only for jobs that have a key; a keyed job's place
+is one more than the highest taken (``antifragile_jobs_ordering_seq``). Heartbeats are
 one ``UPDATE`` for the whole batch, and completions at most two -- plain successes, and the
 other outcomes with their per-job values -- each batch passed as one JSON array and read with
 ``json_each``. History is appended and status flags are merged with SQLite's JSON functions, in
