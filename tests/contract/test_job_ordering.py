@@ -2,8 +2,9 @@
 before it with the same key is unfinished (scheduled, queued, running, retrying), nor while a
 job of its key runs under a live lease; a dead job lets its key go on.
 
-Every test runs on each job-queue backend (memory, SQLite and PostgreSQL); the test with
-claimers on separate connections on SQLite and PostgreSQL. Time is a FakeClock.
+Every test runs on each job-queue backend (memory, SQLite and PostgreSQL); the tests with
+claimers on separate connections and in separate processes on SQLite and PostgreSQL. Time is a
+FakeClock.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import defaultdict
+from pathlib import Path
 
 from antifragile import FakeClock
 from antifragile.jobs import JobFilter, JobQueue, JobState, NewInboxEntry, NewJob, Outcome
 from antifragile.jobs._open import open_job_queue
 from antifragile.stores import open_store
 from tests.contract.conftest import JobBackend
+from tests.contract.test_job_queue import _run_claimers
 
 LEASE = 30.0
 
@@ -274,3 +277,26 @@ async def test_claimers_on_separate_connections_keep_every_key_in_order(
         for store in others:
             await store.close()
     assert done == per_key
+
+
+async def test_three_processes_start_each_keys_jobs_in_order(
+    job_backend: JobBackend, job_queue: JobQueue, clock: FakeClock, tmp_path: Path
+) -> None:
+    """3 OS processes claim from one queue at once and note each job when it starts (before
+    completing it): every job is claimed once, and each key's jobs started in enqueue order."""
+    now = clock.time()
+    jobs, per_key = _interleaved(now, 20, 10)
+    await job_queue.enqueue(jobs, now=now)
+    log = tmp_path / "started.log"
+    results = await asyncio.to_thread(
+        _run_claimers, job_backend, now, 3, log=str(log), idle_rounds=50
+    )
+    assert sorted(i for got in results for i in got) == sorted(
+        i for ids in per_key.values() for i in ids
+    )
+    started = log.read_text().split()
+    key_of = {job_id: key for key, ids in per_key.items() for job_id in ids}
+    in_order: dict[str, list[str]] = defaultdict(list)
+    for job_id in started:
+        in_order[key_of[job_id]].append(job_id)
+    assert in_order == per_key

@@ -1296,9 +1296,9 @@ async def test_claimers_on_separate_connections_never_share_a_job(
     assert set(claimed.values()) == {1}
 
 
-def _run_claimers(backend: JobBackend, now: float, count: int) -> list[list[str]]:
-    """Start *count* claimer processes, release them together, and collect what each
-    claimed."""
+def _run_claimers(backend: JobBackend, now: float, count: int, **extra: Any) -> list[list[str]]:
+    """Start *count* claimer processes (*extra*: more of their config), release them together,
+    and collect what each claimed."""
     workers = [
         subprocess.Popen(
             [
@@ -1312,6 +1312,7 @@ def _run_claimers(backend: JobBackend, now: float, count: int) -> list[list[str]
                         "worker": f"p{i}",
                         "now": now,
                         "limit": 25,
+                        **extra,
                     }
                 ),
             ],
