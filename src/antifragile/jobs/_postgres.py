@@ -168,8 +168,8 @@ _JOBS_INPUT = """
 def _insert_jobs(source: str) -> str:
     """The CTEs ``inserted`` (the jobs of *source*, rows of ``_JOBS_INPUT``, whose id and
     idempotency key are new) and ``flags`` (their status flags set pending): how every job
-    enters the queue, by enqueue or with an inbox entry. A job with an ordering key takes the
-    place after its key's highest, jobs of one key in one batch in batch order."""
+    enters the queue, by enqueue or with an inbox entry. A job with an ordering key draws its
+    place from the jobs' ordering sequence, in batch order."""
     return f"""inserted AS (
     INSERT INTO {{jobs}} (id, name, queue, state, priority, payload, payload_version,
         idempotency_key, attempts, max_attempts, run_at, created_at, updated_at, provider,
@@ -179,10 +179,7 @@ def _insert_jobs(source: str) -> str:
            s.priority, s.payload::jsonb, s.payload_version, s.idempotency_key, 0,
            s.max_attempts, s.run_at, %(now)s::float8, %(now)s::float8, s.provider, s.timeout,
            s.status_flag::jsonb, s.state_data::jsonb, s.context::json, s.ordering_key,
-           CASE WHEN s.ordering_key IS NOT NULL THEN
-               coalesce((SELECT max(k.ordering_seq) FROM {{jobs}} AS k
-                         WHERE k.ordering_key = s.ordering_key), 0)
-               + row_number() OVER (PARTITION BY s.ordering_key ORDER BY s.ord) END
+           CASE WHEN s.ordering_key IS NOT NULL THEN nextval('{{ordering_seq}}') END
     FROM {source} AS s ORDER BY s.ord
     ON CONFLICT DO NOTHING
     RETURNING id, status_flag
@@ -325,7 +322,7 @@ _TAKEOVER = f"""
 
 
 #: a job with an ordering key runs only when no job of its key enqueued before it (a lower
-#: place; the id breaks a tie) is unfinished, and no job of its key is running under a live
+#: place) is unfinished, and no job of its key is running under a live
 #: lease (see jobs._model). Checked against the claim's snapshot: a job another claimer is
 #: taking right now is still unfinished there, so two claimers never start one key twice.
 _IN_ORDER = """ AND (c.ordering_key IS NULL OR NOT EXISTS (
@@ -333,7 +330,6 @@ _IN_ORDER = """ AND (c.ordering_key IS NULL OR NOT EXISTS (
         WHERE o.ordering_key = c.ordering_key
           AND o.state IN ('scheduled', 'queued', 'running', 'retrying')
           AND (o.ordering_seq < c.ordering_seq
-               OR (o.ordering_seq = c.ordering_seq AND o.id < c.id)
                OR (o.state = 'running' AND o.lease_until > %(now)s::float8 AND o.id <> c.id))))"""
 
 
@@ -758,6 +754,8 @@ class _Statements:
         self.jobs = f"{_quote(schema)}.antifragile_jobs"
         self.kv = f"{_quote(schema)}.antifragile_kv"
         self.inbox = f"{_quote(schema)}.antifragile_inbox"
+        # inside a string literal (nextval's argument)
+        self.ordering_seq = f"{_quote(schema)}.antifragile_jobs_ordering_seq".replace("'", "''")
         self.enqueue = self.text(ENQUEUE)
         self.enqueue_existing = self.text(ENQUEUE_EXISTING)
         self.claim_any = self.text(CLAIM_ANY)
@@ -783,6 +781,7 @@ class _Statements:
             template.replace("{jobs}", self.jobs)
             .replace("{kv}", self.kv)
             .replace("{inbox}", self.inbox)
+            .replace("{ordering_seq}", self.ordering_seq)
             .replace("{where}", where)
         )
 
