@@ -37,6 +37,7 @@ from antifragile.jobs import (
     redact_payload,
 )
 from antifragile.jobs._policy import decide_failure, describe_error, job_retry_on
+from antifragile.jobs._view import job_view
 
 
 @pytest.fixture
@@ -266,7 +267,8 @@ async def test_delay_run_at_priority_and_queue(jobs: Jobs, clock: FakeClock) -> 
 
 async def test_ordering_key_runs_a_keys_jobs_one_at_a_time_in_order(jobs: Jobs) -> None:
     """Jobs enqueued with one ordering key run in enqueue order, one at a time, even on a
-    worker with room for all of them; an empty key or one with a NUL is refused."""
+    worker with room for all of them; the job's view shows its key; an empty key or one with a
+    NUL is refused."""
     ran: list[int] = []
     running: set[str] = set()
 
@@ -283,6 +285,7 @@ async def test_ordering_key_runs_a_keys_jobs_one_at_a_time_in_order(jobs: Jobs) 
     job = await jobs.get(enqueued.id)
     assert job is not None
     assert job.ordering_key == "order-7"
+    assert job_view(job)["ordering_key"] == "order-7"  # as the CLI and the admin API show it
     await jobs.worker(concurrency=10).run_until_idle()
     assert ran == [0, 1, 2, 3, 4]
     for bad in ("", "a\x00b"):
