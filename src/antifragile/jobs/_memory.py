@@ -184,16 +184,20 @@ class MemoryJobQueue:
                 return False
         return True
 
-    def _delete(self, job: Job) -> None:
-        del self._jobs[job.id]
-        if job.idempotency_key is not None and self._keys.get(job.idempotency_key) == job.id:
-            del self._keys[job.idempotency_key]
+    def _unorder(self, job: Job) -> None:
+        """Forget *job* in its key's order (it is finished for good, or gone)."""
         if job.ordering_key is not None:
             ids = self._ordered.get(job.ordering_key)
             if ids is not None:
                 ids.pop(job.id, None)
                 if not ids:
                     del self._ordered[job.ordering_key]
+
+    def _delete(self, job: Job) -> None:
+        del self._jobs[job.id]
+        if job.idempotency_key is not None and self._keys.get(job.idempotency_key) == job.id:
+            del self._keys[job.idempotency_key]
+        self._unorder(job)
 
     # -- JobQueue ---------------------------------------------------------------------------------
 
@@ -309,6 +313,7 @@ class MemoryJobQueue:
         if kind == "succeeded":
             if flag is not None:
                 self._flag(flag, flag.succeeded, now)
+            self._unorder(job)  # never unfinished again (a dead job may be redriven: kept)
             return replace(done, state=JobState.SUCCEEDED, attempts=job.attempts + 1, result=result)
         if kind == "release":
             return replace(done, state=JobState.QUEUED)
@@ -392,6 +397,7 @@ class MemoryJobQueue:
                     self._jobs[job.id] = replace(
                         job, state=JobState.RESOLVED, resolution=reason, updated_at=now
                     )
+                    self._unorder(job)
                     count += 1
         return count
 
