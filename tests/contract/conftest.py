@@ -1,5 +1,8 @@
 """The ``store`` fixture: every contract test runs once per backend; ``job_queue``: every job
-queue contract test runs once per job-queue backend (SQLite and PostgreSQL).
+queue contract test runs once per job-queue backend (memory, SQLite and PostgreSQL) -- except
+a test that asks for ``job_backend`` or ``caller`` itself: it reaches the database another way
+(its URL, another connection or process, the caller's transaction) and runs on SQLite and
+PostgreSQL only.
 
 Each backend starts empty for each test: memory is new, SQLite is a new file, PostgreSQL gets a
 schema of its own, Redis a key prefix of its own; all share one FakeClock.
@@ -8,6 +11,7 @@ schema of its own, Redis a key prefix of its own; all share one FakeClock.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -23,7 +27,18 @@ from antifragile.stores import Store, open_store
 from tests.conftest import IN_CI, POSTGRES_URL, REDIS_URL, require_service
 
 BACKENDS = ["memory", "sqlite", "postgres", "redis"]
-JOB_BACKENDS = ["sqlite", "postgres"]
+JOB_BACKENDS = ["memory", "sqlite", "postgres"]
+SQL_JOB_BACKENDS = ["sqlite", "postgres"]
+#: fixtures that reach a job queue's database itself: tests asking for them need SQL backends
+_NEEDS_DATABASE = frozenset({"job_backend", "caller"})
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "job_backend" not in metafunc.fixturenames:
+        return
+    asked = set(inspect.signature(metafunc.function).parameters)
+    names = SQL_JOB_BACKENDS if asked & _NEEDS_DATABASE else JOB_BACKENDS
+    metafunc.parametrize("job_backend", names, indirect=True)
 
 
 @pytest.fixture
@@ -111,9 +126,11 @@ def _require_module(module: str, what: str) -> None:
     pytest.skip(message)
 
 
-@pytest.fixture(params=JOB_BACKENDS)
+@pytest.fixture
 def job_backend(request: pytest.FixtureRequest, tmp_path: Path) -> JobBackend:
     backend: str = request.param
+    if backend == "memory":
+        return JobBackend("memory", "memory://")
     if backend == "sqlite":
         return JobBackend("sqlite", f"sqlite:///{tmp_path / 'jobs.db'}")
     require_service("postgres", POSTGRES_URL)

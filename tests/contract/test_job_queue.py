@@ -1,7 +1,9 @@
 """Contract: JobQueue -- enqueue, claims and leases, outcomes, status flags, the dead-letter
 queue, progress checkpoints, the transactional outbox and concurrent claimers.
 
-Every test runs on each job-queue backend (SQLite and PostgreSQL). Time is a FakeClock: ``now``
+Every test runs on each job-queue backend (memory, SQLite and PostgreSQL); those that reach the
+database another way (the caller's connection, other connections and processes) on SQLite and
+PostgreSQL. Time is a FakeClock: ``now``
 is always ``clock.time()``, and leases run out because the clock is advanced, never by waiting.
 """
 
@@ -1294,9 +1296,9 @@ async def test_claimers_on_separate_connections_never_share_a_job(
     assert set(claimed.values()) == {1}
 
 
-def _run_claimers(backend: JobBackend, now: float, count: int) -> list[list[str]]:
-    """Start *count* claimer processes, release them together, and collect what each
-    claimed."""
+def _run_claimers(backend: JobBackend, now: float, count: int, **extra: Any) -> list[list[str]]:
+    """Start *count* claimer processes (*extra*: more of their config), release them together,
+    and collect what each claimed."""
     workers = [
         subprocess.Popen(
             [
@@ -1310,6 +1312,7 @@ def _run_claimers(backend: JobBackend, now: float, count: int) -> list[list[str]
                         "worker": f"p{i}",
                         "now": now,
                         "limit": 25,
+                        **extra,
                     }
                 ),
             ],
@@ -1414,8 +1417,9 @@ async def test_sqlite_outbox_refuses_other_kinds_of_connection(
 async def test_open_job_queue_picks_the_backend_of_the_store(
     tmp_path: Path, clock: FakeClock
 ) -> None:
-    """A SQLite URL or store gives a queue on that store; memory and Redis hold no queue, and
-    store options are only for URLs -- each a ConfigurationError."""
+    """A SQLite URL or store gives a queue on that store, a memory URL or store a memory queue;
+    Redis holds no queue, and store options are only for URLs -- each a ConfigurationError."""
+    from antifragile.jobs import MemoryJobQueue
     from antifragile.jobs._sqlite import SQLiteJobQueue
 
     queue = await open_job_queue(f"sqlite:///{tmp_path / 'a.db'}", clock=clock)
@@ -1428,12 +1432,13 @@ async def test_open_job_queue_picks_the_backend_of_the_store(
             await open_job_queue(queue.store, migrate=False)
     finally:
         await queue.store.close()
-    for url in ("memory://", "redis://127.0.0.1:6379/0"):
-        with pytest.raises(ConfigurationError, match="sqlite:// or postgresql://"):
-            await open_job_queue(url)
+    with pytest.raises(ConfigurationError, match="sqlite://, postgresql:// or memory://"):
+        await open_job_queue("redis://127.0.0.1:6379/0")
+    in_memory = await open_job_queue("memory://", clock=clock)
+    assert isinstance(in_memory, MemoryJobQueue)
     memory = await open_store("memory://")
     try:
-        with pytest.raises(ConfigurationError, match="no job queue"):
-            await open_job_queue(memory)
+        assert (await open_job_queue(memory)).store is memory
     finally:
         await memory.close()
+        await in_memory.store.close()

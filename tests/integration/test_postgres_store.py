@@ -105,6 +105,8 @@ EXPECTED_COLUMNS = {
         ("status_flag", "jsonb", "YES"),
         ("state_data", "jsonb", "YES"),
         ("context", "json", "YES"),
+        ("ordering_key", "text", "YES"),
+        ("ordering_seq", "bigint", "YES"),
     ],
     "antifragile_inbox": [
         ("id", "text", "NO"),
@@ -160,6 +162,13 @@ EXPECTED_INDEXES = {
     ("antifragile_jobs", "antifragile_jobs_dead_name", False, "(state = 'dead'::text)"),
     ("antifragile_jobs", "antifragile_jobs_dead_provider", False, "(state = 'dead'::text)"),
     ("antifragile_jobs", "antifragile_jobs_dead_error_code", False, "(state = 'dead'::text)"),
+    (
+        "antifragile_jobs",
+        "antifragile_jobs_ordering_open",
+        False,
+        "((ordering_key IS NOT NULL) AND (state = ANY (ARRAY['scheduled'::text, 'queued'::text,"
+        " 'running'::text, 'retrying'::text])))",
+    ),
     ("antifragile_inbox", "antifragile_inbox_event", True, None),
     ("antifragile_inbox", "antifragile_inbox_expires_at", False, None),
     ("antifragile_inbox", "antifragile_inbox_received", False, None),
@@ -343,6 +352,12 @@ async def test_migrating_an_empty_schema_creates_exactly_the_expected_tables(
         (schema,),
     )
     assert set(indexes) == EXPECTED_INDEXES
+    sequences = _admin_query(
+        postgres_url,
+        "SELECT sequence_name FROM information_schema.sequences WHERE sequence_schema = %s",
+        (schema,),
+    )
+    assert sequences == [("antifragile_jobs_ordering_seq",)]
 
     recorded = _admin_query(
         postgres_url,

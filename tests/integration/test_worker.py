@@ -32,6 +32,7 @@ from antifragile import (
     UpstreamUnavailableError,
 )
 from antifragile.jobs import Job, JobContext, JobFilter, Jobs, JobState, StatusFlag, Worker
+from antifragile.jobs.testing import wait_for_redrives
 from antifragile.observability import RecordingObserver
 from antifragile.policies import CircuitState
 from tests._waiting import eventually
@@ -236,7 +237,7 @@ async def test_dead_jobs_are_redriven_when_the_breaker_closes(jobs: Jobs, clock:
     breaker.on_success(breaker.acquire())  # the probe succeeds: closed
     assert breaker.state is CircuitState.CLOSED
     await asyncio.sleep(0)
-    await jobs.wait_for_redrives()
+    await wait_for_redrives(jobs)
     assert (await _job(jobs, transient.id)).state is JobState.QUEUED
     assert (await _job(jobs, permanent.id)).state is JobState.DEAD
     await Worker(jobs).run_until_idle()

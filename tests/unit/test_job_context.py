@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
@@ -29,8 +28,9 @@ TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 @pytest.fixture
-async def jobs(tmp_path: Path) -> AsyncIterator[Jobs]:
-    app = Jobs(database_url=f"sqlite:///{tmp_path / 'jobs.db'}", clock=FakeClock())
+async def jobs() -> AsyncIterator[Jobs]:
+    """Jobs on the in-memory queue (the same contract as the database queues)."""
+    app = Jobs(database_url="memory://", clock=FakeClock())
     async with app:
         yield app
 

@@ -3,11 +3,11 @@ failure decisions a worker takes (retry, defer, dead)."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,11 +36,13 @@ from antifragile.jobs import (
 )
 from antifragile.jobs._payload import looks_secret, redact_payload
 from antifragile.jobs._policy import decide_failure, describe_error, job_retry_on
+from antifragile.jobs._view import job_view
 
 
 @pytest.fixture
-async def jobs(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Jobs]:
-    app = Jobs(database_url=f"sqlite:///{tmp_path / 'jobs.db'}", clock=clock)
+async def jobs(clock: FakeClock) -> AsyncIterator[Jobs]:
+    """Jobs on the in-memory queue (the same contract as the database queues)."""
+    app = Jobs(database_url="memory://", clock=clock)
     async with app:
         yield app
 
@@ -260,6 +262,34 @@ async def test_delay_run_at_priority_and_queue(jobs: Jobs, clock: FakeClock) -> 
         note.configure(delay=1, run_at=now)
     with pytest.raises(ConfigurationError, match="timezone"):
         note.configure(run_at=datetime(2030, 1, 1))
+
+
+async def test_ordering_key_runs_a_keys_jobs_one_at_a_time_in_order(jobs: Jobs) -> None:
+    """Jobs enqueued with one ordering key run in enqueue order, one at a time, even on a
+    worker with room for all of them; the job's view shows its key; an empty key or one with a
+    NUL is refused."""
+    ran: list[int] = []
+    running: set[str] = set()
+
+    @jobs.job
+    async def step(ctx: JobContext, key: str, n: int) -> None:
+        assert key not in running
+        running.add(key)
+        await asyncio.sleep(0)
+        ran.append(n)
+        running.discard(key)
+
+    for n in range(5):
+        enqueued = await step.configure(ordering_key="order-7").enqueue("order-7", n)
+    job = await jobs.get(enqueued.id)
+    assert job is not None
+    assert job.ordering_key == "order-7"
+    assert job_view(job)["ordering_key"] == "order-7"  # as the CLI and the admin API show it
+    await jobs.worker(concurrency=10).run_until_idle()
+    assert ran == [0, 1, 2, 3, 4]
+    for bad in ("", "a\x00b"):
+        with pytest.raises(ConfigurationError, match="ordering_key"):
+            step.configure(ordering_key=bad)
 
 
 async def test_status_flag_is_pending_after_enqueue(jobs: Jobs, clock: FakeClock) -> None:

@@ -41,9 +41,9 @@ def metrics(clock: FakeClock) -> Metrics:
 
 
 @pytest.fixture
-async def jobs(tmp_path: Path, clock: FakeClock, metrics: Metrics) -> AsyncIterator[Jobs]:
+async def jobs(clock: FakeClock, metrics: Metrics) -> AsyncIterator[Jobs]:
     app = Jobs(
-        database_url=f"sqlite:///{tmp_path / 'jobs.db'}",
+        database_url="memory://",
         clock=clock,
         observer=metrics.jobs_observer,
     )

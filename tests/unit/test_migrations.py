@@ -231,6 +231,8 @@ EXPECTED_SQLITE_SCHEMA = {
         "status_flag",
         "state_data",
         "context",
+        "ordering_key",
+        "ordering_seq",
     ],
     "antifragile_inbox": [
         "id",
@@ -256,6 +258,8 @@ EXPECTED_SQLITE_INDEXES = {
     "antifragile_jobs_dead_queue",
     "antifragile_jobs_dead_provider",
     "antifragile_jobs_dead_error_code",
+    "antifragile_jobs_ordering_open",
+    "antifragile_jobs_ordering_seq",
     "antifragile_inbox_expires_at",
     "antifragile_inbox_received",
 }
@@ -353,5 +357,51 @@ async def test_jobs_written_before_the_context_column_read_back_with_an_empty_co
         assert old.context == {}
         [claimed] = await queue.claim(worker="w", limit=1, lease=30.0, now=1.0)
         assert claimed.context == {}
+    finally:
+        await store.close()
+
+
+async def test_jobs_written_before_ordering_keys_run_unordered_beside_keyed_ones(
+    tmp_path: Path,
+) -> None:
+    """A database at schema version 4 with a job in it upgrades to the latest version; the old
+    job has no ordering key and is claimed together with the first job of a new key."""
+    from antifragile.jobs import NewJob
+    from antifragile.jobs._sqlite import SQLiteJobQueue
+    from antifragile.stores._sqlite import SQLiteStore
+
+    db = tmp_path / "v4.db"
+    with closing(sqlite3.connect(db)) as raw:
+        raw.execute(
+            "CREATE TABLE antifragile_migrations ("
+            "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+        for migration in load_migrations("sqlite")[:4]:
+            for statement in split_statements(migration.sql):
+                raw.execute(statement)
+            raw.execute(
+                "INSERT INTO antifragile_migrations VALUES (?, ?, 0)",
+                (migration.version, migration.name),
+            )
+        raw.execute(
+            "INSERT INTO antifragile_jobs (id, name, queue, state, payload, max_attempts, run_at,"
+            " created_at, updated_at) VALUES ('old', 'noop', 'default', 'queued', '{}', 3, 0, 0, 0)"
+        )
+        raw.commit()
+    store = SQLiteStore(f"sqlite:///{db}")
+    await store.open()
+    try:
+        assert await store.schema_version() == latest_version("sqlite")
+        queue = SQLiteJobQueue(store)
+        new = [
+            NewJob("noop", "default", {}, run_at=0.0, max_attempts=3, id=f"k{n}", ordering_key="k")
+            for n in range(2)
+        ]
+        await queue.enqueue(new, now=1.0)
+        claimed = await queue.claim(worker="w", limit=5, lease=30.0, now=1.0)
+        assert sorted((j.id, j.ordering_key, j.ordering_seq) for j in claimed) == [
+            ("k0", "k", 1),
+            ("old", None, None),
+        ]
     finally:
         await store.close()

@@ -33,8 +33,9 @@ def db(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-async def jobs(db: str, clock: FakeClock) -> AsyncIterator[Jobs]:
-    async with Jobs(database_url=db, clock=clock) as opened:
+async def jobs(clock: FakeClock) -> AsyncIterator[Jobs]:
+    """Jobs on the in-memory queue; tests of several processes share a SQLite file (``db``)."""
+    async with Jobs(database_url="memory://", clock=clock) as opened:
         yield opened
 
 

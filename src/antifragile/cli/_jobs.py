@@ -244,7 +244,7 @@ def worker(
             "batch": batch,
             "shutdown_grace": grace,
         }
-        # the service's worker keeps each customer's messages in order (see Assistant.worker)
+        # the service's worker: the assistant's own options (its concurrency setting)
         make = getattr(target.assistant, "worker", None)
         runner = make(**options) if callable(make) else Worker(jobs, **options)
     except AntifragileError as exc:

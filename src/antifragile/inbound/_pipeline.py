@@ -23,6 +23,12 @@ sets one, else its conversation flow's, else the default).
 
 Job payloads hold only the inbox id: the message text and the phone number stay in the inbox
 record (and the session), never in a job, a dead-letter entry or a log line.
+
+A customer's messages are processed one at a time, in the order they were recorded: each
+message's job carries the ordering key :func:`sender_ordering_key` (a hash of the tenant and the
+sender), and the job queue starts a key's job only once the key's earlier jobs finished --
+across workers and processes, and when a worker dies holding one (its replay comes first).
+Different customers' messages run concurrently.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ from antifragile.inbound._model import (
     Intent,
     Tenant,
 )
-from antifragile.jobs import JobContext, JobDeferred, Jobs
+from antifragile.jobs import JobContext, Jobs
 from antifragile.observability import IntentDetected, current_request_id
 from antifragile.policies import SYSTEM_CLOCK, Clock
 
@@ -53,10 +59,12 @@ _log = logging.getLogger("antifragile.inbound")
 #: the job that processes one recorded inbound event
 PROCESS_JOB = "inbound.process"
 
-#: how long a worker may hold a sender's messages (seconds; a worker that dies lets go then)
-SENDER_LEASE = 120.0
-#: how soon a message whose sender another worker is answering is tried again (seconds)
-SENDER_WAIT = 0.2
+
+def sender_ordering_key(tenant_id: str, sender: str) -> str:
+    """The ordering key of a sender's messages to *tenant_id*: a hash (never the phone number
+    itself), so that a job, a log line or the dead-letter queue can show it."""
+    digest = hashlib.sha256(f"{tenant_id}\x00{sender}".encode()).hexdigest()[:32]
+    return f"inbound:{digest}"
 
 
 class SenderLimiter(Protocol):
@@ -244,15 +252,6 @@ class MessagePipeline:
         if self.limiter is not None and not await self._allow_sender(tenant.id, event.sender):
             result.status = "rate_limited"
             return result
-        lease = f"inbound:{tenant.id}:{hashlib.sha256(event.sender.encode()).hexdigest()[:24]}"
-        leases = self.jobs.queue.store.leases
-        owner = ctx.job.id
-        if (
-            await leases.acquire(lease, owner=owner, now=self.clock.time(), ttl=SENDER_LEASE)
-            is None
-        ):
-            # another worker is answering this sender: its messages are handled one at a time
-            raise JobDeferred("another worker is handling this sender", delay=SENDER_WAIT)
         try:
             await self._converse(ctx, event, tenant, inbox_id, result)
         except Exception as exc:
@@ -267,8 +266,6 @@ class MessagePipeline:
             text = self.graceful_reply(tenant)
             result.reply_message = await self._reply(tenant, event, inbox_id, text)
             result.status = "replied"
-        finally:
-            await leases.release(lease, owner=owner)
         return result
 
     def graceful_reply(self, tenant: Tenant) -> str:

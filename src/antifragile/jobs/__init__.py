@@ -14,8 +14,10 @@ from antifragile.jobs._app import (
     Jobs,
 )
 from antifragile.jobs._cron import Cron
+from antifragile.jobs._memory import MemoryJobQueue
 from antifragile.jobs._model import (
     FINAL,
+    UNFINISHED,
     Enqueued,
     InboxEntry,
     Job,
@@ -74,6 +76,7 @@ __all__ = [
     "DEFAULT_JOB_RETRY",
     "DEFAULT_STEP_RETRY",
     "FINAL",
+    "UNFINISHED",
     "ConfiguredJob",
     "Cron",
     "DeadLetterFilter",
@@ -90,6 +93,7 @@ __all__ = [
     "JobQueue",
     "JobState",
     "Jobs",
+    "MemoryJobQueue",
     "NewInboxEntry",
     "NewJob",
     "Outcome",

@@ -15,6 +15,14 @@ Life of a job::
     dead --redrive--> queued (attempts start again; the history is kept)
     dead --resolve/discard (with a reason)--> resolved
 
+Ordering keys: a job enqueued with an ``ordering_key`` is claimed only when no job enqueued
+before it with the same key is unfinished (scheduled, queued, running or retrying -- a job
+waiting for its next attempt still holds its place) and no job of the key is running under a
+live lease. A dead job lets the key go on (its later jobs run; redriven, it takes its place
+again ahead of the jobs of its key still waiting); succeeded and resolved jobs are finished.
+The store decides this at claim time, in the claim's own statement, so it holds across workers,
+processes and crashes: a job taken over from a dead worker runs again before the jobs behind it.
+
 Every state change is one atomic statement or transaction in the store. A job is delivered at
 least once; jobs whose effects must happen once carry an idempotency key and reach providers
 through idempotent operations.
@@ -47,6 +55,10 @@ class JobState(enum.StrEnum):
 
 #: states a worker may claim from (when ``run_at <= now``), besides an expired ``running``
 CLAIMABLE: frozenset[JobState] = frozenset({JobState.SCHEDULED, JobState.QUEUED, JobState.RETRYING})
+#: states in which a job holds back the later jobs of its ordering key
+UNFINISHED: frozenset[JobState] = frozenset(
+    {JobState.SCHEDULED, JobState.QUEUED, JobState.RUNNING, JobState.RETRYING}
+)
 #: states a job never leaves by itself
 FINAL: frozenset[JobState] = frozenset({JobState.SUCCEEDED, JobState.DEAD, JobState.RESOLVED})
 
@@ -108,11 +120,21 @@ class NewJob:
     status_flag: StatusFlag | None = None
     state_data: JSON = None
     context: Mapping[str, str] | None = None
+    ordering_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.ordering_key is not None and (not self.ordering_key or "\x00" in self.ordering_key):
+            raise ConfigurationError(
+                "an ordering key must be a non-empty string without NUL characters"
+            )
 
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """A job as stored; ``context`` is the one it was enqueued with (empty when none)."""
+    """A job as stored; ``context`` is the one it was enqueued with (empty when none).
+
+    ``ordering_seq`` is the job's place among the jobs of its ``ordering_key`` (growing in
+    enqueue order; ``None`` without a key)."""
 
     id: str
     name: str
@@ -141,6 +163,8 @@ class Job:
     status_flag: StatusFlag | None = None
     state_data: JSON = None
     context: dict[str, str] = field(default_factory=dict)
+    ordering_key: str | None = None
+    ordering_seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,11 @@ trip whatever the batch size; statements are prepared on the server once per con
 
 * ``claim`` locks up to *limit* ready rows with ``FOR UPDATE SKIP LOCKED`` (rows another worker
   is claiming are passed over, never waited for) and marks them running in the same statement.
-  Rows whose lease ran out come from their own small index and share the claim order. The claim
+  Rows whose lease ran out come from their own small index and share the claim order. A row
+  with an ordering key is taken only in its turn: ``NOT EXISTS`` an earlier unfinished job of
+  its key, or one running under a live lease, in the claim's snapshot (index
+  ``antifragile_jobs_ordering_open``, migration ``0005_ordering_keys.sql``); rows without a key
+  skip the check. The claim
   runs in a transaction that first turns sorting off (``set_config(..., true)``, pipelined with
   the claim: still one round trip), so that it walks the claim index and stops after *limit*
   rows even when the planner's statistics think the backlog is small.
@@ -112,6 +116,7 @@ _JOB_FIELDS = (
     "attempts", "max_attempts", "run_at", "created_at", "updated_at", "provider", "timeout",
     "lease_owner", "lease_until", "first_failed_at", "last_failed_at", "last_error_code",
     "last_error", "history", "result", "resolution", "status_flag", "state_data", "context",
+    "ordering_key", "ordering_seq",
 )  # fmt: skip
 
 #: a claim knows state, lease and updated_at already: only the other fields travel back
@@ -155,26 +160,28 @@ _JOBS_INPUT = """
         %(payloads)s::text[], %(payload_versions)s::int4[], %(keys)s::text[],
         %(max_attempts)s::int4[], %(run_ats)s::float8[], %(providers)s::text[],
         %(timeouts)s::float8[], %(flags)s::text[], %(state_data)s::text[],
-        %(contexts)s::text[]
+        %(contexts)s::text[], %(ordering_keys)s::text[]
     ) WITH ORDINALITY AS i(id, name, queue, priority, payload, payload_version,
                            idempotency_key, max_attempts, run_at, provider, timeout,
-                           status_flag, state_data, context, ord)"""
+                           status_flag, state_data, context, ordering_key, ord)"""
 
 
 def _insert_jobs(source: str) -> str:
     """The CTEs ``inserted`` (the jobs of *source*, rows of ``_JOBS_INPUT``, whose id and
     idempotency key are new) and ``flags`` (their status flags set pending): how every job
-    enters the queue, by enqueue or with an inbox entry."""
+    enters the queue, by enqueue or with an inbox entry. A job with an ordering key draws its
+    place from the jobs' ordering sequence, in batch order."""
     return f"""inserted AS (
     INSERT INTO {{jobs}} (id, name, queue, state, priority, payload, payload_version,
         idempotency_key, attempts, max_attempts, run_at, created_at, updated_at, provider,
-        timeout, status_flag, state_data, context)
-    SELECT id, name, queue,
-           CASE WHEN run_at > %(now)s::float8 THEN 'scheduled' ELSE 'queued' END,
-           priority, payload::jsonb, payload_version, idempotency_key, 0, max_attempts, run_at,
-           %(now)s::float8, %(now)s::float8, provider, timeout, status_flag::jsonb,
-           state_data::jsonb, context::json
-    FROM {source} ORDER BY ord
+        timeout, status_flag, state_data, context, ordering_key, ordering_seq)
+    SELECT s.id, s.name, s.queue,
+           CASE WHEN s.run_at > %(now)s::float8 THEN 'scheduled' ELSE 'queued' END,
+           s.priority, s.payload::jsonb, s.payload_version, s.idempotency_key, 0,
+           s.max_attempts, s.run_at, %(now)s::float8, %(now)s::float8, s.provider, s.timeout,
+           s.status_flag::jsonb, s.state_data::jsonb, s.context::json, s.ordering_key,
+           CASE WHEN s.ordering_key IS NOT NULL THEN nextval('{{ordering_seq}}') END
+    FROM {source} AS s ORDER BY s.ord
     ON CONFLICT DO NOTHING
     RETURNING id, status_flag
 ), flags AS ({
@@ -211,7 +218,7 @@ _ENTRY_JOBS_INPUT = """
     SELECT * FROM json_to_recordset(%(jobs)s::json) AS i(
         id text, name text, queue text, priority int4, payload text, payload_version int4,
         idempotency_key text, max_attempts int4, run_at float8, provider text, timeout float8,
-        status_flag text, state_data text, context text, ord int8)"""
+        status_flag text, state_data text, context text, ordering_key text, ord int8)"""
 
 RECORD_INBOUND = f"""
 WITH entries AS ({_ENTRIES_INPUT}
@@ -333,19 +340,31 @@ _TAKEOVER = f"""
               ELSE j.history END"""
 
 
+#: a job with an ordering key runs only when no job of its key enqueued before it (a lower
+#: place) is unfinished, and no job of its key is running under a live
+#: lease (see jobs._model). Checked against the claim's snapshot: a job another claimer is
+#: taking right now is still unfinished there, so two claimers never start one key twice.
+_IN_ORDER = """ AND (c.ordering_key IS NULL OR NOT EXISTS (
+        SELECT 1 FROM {jobs} AS o
+        WHERE o.ordering_key = c.ordering_key
+          AND o.state IN ('scheduled', 'queued', 'running', 'retrying')
+          AND (o.ordering_seq < c.ordering_seq
+               OR (o.state = 'running' AND o.lease_until > %(now)s::float8 AND o.id <> c.id))))"""
+
+
 def _claim(queue_filter: str) -> str:
     # ready rows and rows whose lease ran out come from two indexes; each side is locked with
     # SKIP LOCKED, the best *limit* of both are taken (the rest unlock when the statement ends)
     return f"""
 WITH ready AS MATERIALIZED (
-    SELECT id, priority, run_at FROM {{jobs}}
-    WHERE state IN {_CLAIMABLE_SQL} AND run_at <= %(now)s::float8{queue_filter}
+    SELECT id, priority, run_at FROM {{jobs}} AS c
+    WHERE state IN {_CLAIMABLE_SQL} AND run_at <= %(now)s::float8{queue_filter}{_IN_ORDER}
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s::int8
     FOR UPDATE SKIP LOCKED
 ), expired AS MATERIALIZED (
-    SELECT id, priority, run_at FROM {{jobs}}
-    WHERE state = 'running' AND lease_until <= %(now)s::float8{queue_filter}
+    SELECT id, priority, run_at FROM {{jobs}} AS c
+    WHERE state = 'running' AND lease_until <= %(now)s::float8{queue_filter}{_IN_ORDER}
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s::int8
     FOR UPDATE SKIP LOCKED
@@ -368,8 +387,14 @@ CLAIM_ONE = _claim(" AND queue = %(queue)s::text")
 CLAIM_SOME = _claim(" AND queue = ANY(%(queues)s::text[])")
 
 # set for the claim's transaction only (see PostgresJobQueue._claim_rows); JIT goes too, or
-# the cost that disables sorting would make the server compile the claim (hundreds of ms)
-_NO_SORT = b"SELECT set_config('enable_sort', 'off', true), set_config('jit', 'off', true)"
+# the cost that disables sorting would make the server compile the claim (hundreds of ms). The
+# claim's plan is generic: with sorting off it walks the claim index whatever the parameters,
+# and planning it again for every claim (the ordering-key check makes it costlier to plan)
+# would cost more than running it
+_NO_SORT = (
+    b"SELECT set_config('enable_sort', 'off', true), set_config('jit', 'off', true),"
+    b" set_config('plan_cache_mode', 'force_generic_plan', true)"
+)
 
 HEARTBEAT = """
 UPDATE {jobs} SET lease_until = %(until)s::float8
@@ -576,6 +601,8 @@ def _job(row: TupleRow) -> Job:
         _flag(row[24]),
         _json(row[25]),
         _context(row[26]),
+        row[27],
+        row[28],
     )
 
 
@@ -609,6 +636,8 @@ def _claimed(row: TupleRow, worker: str, until: float, now: float) -> Job:
         _flag(row[20]),
         _json(row[21]),
         _context(row[22]),
+        row[23],
+        row[24],
     )
 
 
@@ -629,6 +658,7 @@ def _enqueue_params(jobs: Sequence[NewJob], now: float) -> dict[str, Any]:
         "flags": [None if j.status_flag is None else encode(j.status_flag.to_json()) for j in jobs],
         "state_data": [None if j.state_data is None else encode(j.state_data) for j in jobs],
         "contexts": [encode(dict(j.context)) if j.context else None for j in jobs],
+        "ordering_keys": [j.ordering_key for j in jobs],
     }
 
 
@@ -673,6 +703,7 @@ def _record_params(entries: Sequence[NewInboxEntry], now: float) -> dict[str, An
                     else encode(job.status_flag.to_json()),
                     "state_data": None if job.state_data is None else encode(job.state_data),
                     "context": encode(dict(job.context)) if job.context else None,
+                    "ordering_key": job.ordering_key,
                     "ord": len(jobs) + 1,
                 }
             )
@@ -742,6 +773,8 @@ class _Statements:
         self.jobs = f"{_quote(schema)}.antifragile_jobs"
         self.kv = f"{_quote(schema)}.antifragile_kv"
         self.inbox = f"{_quote(schema)}.antifragile_inbox"
+        # inside a string literal (nextval's argument)
+        self.ordering_seq = f"{_quote(schema)}.antifragile_jobs_ordering_seq".replace("'", "''")
         self.enqueue = self.text(ENQUEUE)
         self.enqueue_existing = self.text(ENQUEUE_EXISTING)
         self.claim_any = self.text(CLAIM_ANY)
@@ -767,6 +800,7 @@ class _Statements:
             template.replace("{jobs}", self.jobs)
             .replace("{kv}", self.kv)
             .replace("{inbox}", self.inbox)
+            .replace("{ordering_seq}", self.ordering_seq)
             .replace("{where}", where)
         )
 

@@ -48,7 +48,9 @@ class JobQueue(Protocol):
         not inserted again: its ``Enqueued`` names the existing job with ``created=False``.
 
         A job gets state ``scheduled`` when ``run_at > now``, else ``queued``. Its status flag,
-        if any, is set to its ``pending`` value in the same transaction.
+        if any, is set to its ``pending`` value in the same transaction. A job with an
+        ``ordering_key`` takes the next place (``ordering_seq``) in its key's order; jobs of one
+        key in one batch in batch order.
 
         With *connection* -- a ``sqlite3.Connection`` / psycopg connection the caller holds, or an
         SQLAlchemy ``Session`` / ``Connection`` on the same database -- the rows are written in
@@ -70,7 +72,13 @@ class JobQueue(Protocol):
 
         Runnable: state scheduled/queued/retrying with ``run_at <= now``, or ``running`` with an
         expired lease (its worker died: it is taken over, automatically). Order: priority
-        (higher first), then ``run_at``, then id. Claimed jobs are ``running``."""
+        (higher first), then ``run_at``, then id. Claimed jobs are ``running``.
+
+        A job with an ``ordering_key`` is runnable only when no job of its key enqueued before
+        it is unfinished (:data:`~antifragile.jobs.UNFINISHED`) and none of its key runs under a
+        live lease -- judged in the claim's own statement or transaction, so a claim takes at
+        most one job per key and never one ahead of its turn (see :mod:`antifragile.jobs._model`).
+        """
         ...
 
     async def heartbeat(

@@ -54,18 +54,21 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pydantic_core
 
 from antifragile.errors import AntifragileError, ConfigurationError, ErrorCode
-from antifragile.jobs._app import JobContext, JobFunction, Jobs
+from antifragile.jobs._function import JobContext, JobFunction
 from antifragile.jobs._model import JSON, Enqueued, Job, StatusFlag
 from antifragile.jobs._payload import redact_payload
 from antifragile.jobs._policy import decide_failure, describe_error, job_retry_on
 from antifragile.observability import SagaCompensated
 from antifragile.policies import Constant, Exponential, Retry
 from antifragile.policies._clock import Duration
+
+if TYPE_CHECKING:
+    from antifragile.jobs._app import Jobs
 
 #: the retry policy of a step given as a plain callable, when neither the step nor the saga
 #: names one: 5 attempts, waits growing from 2 s (full jitter) up to 5 min

@@ -50,15 +50,18 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from antifragile.errors import ConfigurationError
-from antifragile.jobs._app import JobContext, JobFunction, Jobs
 from antifragile.jobs._cron import MAX_CATCH_UP, CatchUp, Cron, check_catch_up, due_ticks
+from antifragile.jobs._function import JobContext, JobFunction
 from antifragile.jobs._policy import DEFAULT_JOB_RETRY
 from antifragile.observability import current_request_id, request_context
 from antifragile.policies import Clock, Retry
 from antifragile.stores import KeyValueStore
+
+if TYPE_CHECKING:
+    from antifragile.jobs._app import Jobs
 
 _log = logging.getLogger("antifragile.jobs.scheduler")
 

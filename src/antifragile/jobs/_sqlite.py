@@ -4,7 +4,10 @@ The queue shares its store's one connection and thread: every operation is one f
 that thread (one thread hop) and, inside it, one ``BEGIN IMMEDIATE ... COMMIT`` transaction, so
 any number of processes may work the same database file. A claim is one
 ``UPDATE ... WHERE rowid IN (SELECT ... LIMIT ?) RETURNING ...`` statement over the partial
-"ready" indexes (merged with the expired leases, after an index probe finds any). Heartbeats are
+"ready" indexes (merged with the expired leases, after an index probe finds any). A job with an
+ordering key is taken only in its turn: a ``NOT EXISTS`` over its key's unfinished jobs (index
+``antifragile_jobs_ordering_open``), evaluated only for jobs that have a key; a keyed job's place
+is one more than the highest taken (``antifragile_jobs_ordering_seq``). Heartbeats are
 one ``UPDATE`` for the whole batch, and completions at most two -- plain successes, and the
 other outcomes with their per-job values -- each batch passed as one JSON array and read with
 ``json_each``. History is appended and status flags are merged with SQLite's JSON functions, in
@@ -74,7 +77,7 @@ _COLUMNS = (
     "id, name, queue, state, priority, payload, payload_version, idempotency_key, attempts, "
     "max_attempts, run_at, created_at, updated_at, provider, timeout, lease_owner, lease_until, "
     "first_failed_at, last_failed_at, last_error_code, last_error, history, result, resolution, "
-    "status_flag, state_data, context"
+    "status_flag, state_data, context, ordering_key, ordering_seq"
 )
 #: the WHERE terms that match the partial indexes' own, so the planner may use them
 _READY = "state IN ('scheduled', 'queued', 'retrying')"
@@ -89,12 +92,17 @@ _dumps = json.dumps
 
 # -- SQL ---------------------------------------------------------------------------------------
 
+#: a job with an ordering key takes the next place: one more than any keyed job's (one writer at
+#: a time: places grow in enqueue order)
 _INSERT = """
 INSERT INTO antifragile_jobs (
     id, name, queue, state, priority, payload, payload_version, idempotency_key, attempts,
     max_attempts, run_at, created_at, updated_at, provider, timeout, status_flag, state_data,
-    context)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    context, ordering_key, ordering_seq)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+    CASE WHEN ?18 IS NOT NULL THEN (
+        SELECT coalesce(max(ordering_seq), 0) + 1 FROM antifragile_jobs
+        WHERE ordering_seq IS NOT NULL) END)
 """
 
 _EXISTING_KEYS = """
@@ -133,13 +141,26 @@ _TAKEOVER = f"""
           'status', NULL, 'delay', NULL)) ELSE history END"""
 
 
+#: a job with an ordering key runs only when no job of its key enqueued before it is
+#: unfinished, and no job of its key is running under a live lease (see jobs._model)
+_IN_ORDER = """ AND (ordering_key IS NULL OR NOT EXISTS (
+                SELECT 1 FROM antifragile_jobs AS o
+                WHERE o.ordering_key = antifragile_jobs.ordering_key
+                  AND o.ordering_key IS NOT NULL
+                  AND o.state IN ('scheduled', 'queued', 'running', 'retrying')
+                  AND (o.ordering_seq < antifragile_jobs.ordering_seq
+                       OR (o.state = 'running' AND o.lease_until > :now))))"""
+
+
 def _claim_sql(queue_term: str, *, expired: bool) -> str:
     """Lease the first ``:limit`` runnable jobs in claim order. With *expired*, running jobs
     whose lease ran out are runnable too: each kind is taken in order from its own index, and
-    the two are merged."""
+    the two are merged. A job with an ordering key is runnable only in its turn
+    (``_IN_ORDER``); within one claim, its key's earlier job -- itself still unfinished --
+    holds it back, so a claim takes at most one job per key."""
     ready = f"""
             SELECT rowid AS rid, priority, run_at, id FROM antifragile_jobs
-            WHERE {_READY} AND run_at <= :now{queue_term}
+            WHERE {_READY} AND run_at <= :now{queue_term}{_IN_ORDER}
             ORDER BY priority DESC, run_at, id LIMIT :limit"""
     if expired:
         chosen = f"""
@@ -148,7 +169,7 @@ def _claim_sql(queue_term: str, *, expired: bool) -> str:
         UNION ALL
         SELECT * FROM (
             SELECT rowid AS rid, priority, run_at, id FROM antifragile_jobs
-            WHERE state = 'running' AND lease_until <= :now{queue_term}
+            WHERE state = 'running' AND lease_until <= :now{queue_term}{_IN_ORDER}
             ORDER BY priority DESC, run_at, id LIMIT :limit))
     ORDER BY priority DESC, run_at, id LIMIT :limit"""
     else:
@@ -292,6 +313,8 @@ def _job(row: tuple[Any, ...]) -> Job:
         status_flag,
         state_data,
         context,
+        ordering_key,
+        ordering_seq,
     ) = row
     return Job(
         id_,
@@ -321,6 +344,8 @@ def _job(row: tuple[Any, ...]) -> Job:
         None if status_flag is None else _flag(status_flag),
         None if state_data is None else _loads(state_data),
         {} if context is None else _loads(context),
+        ordering_key,
+        ordering_seq,
     )
 
 
@@ -695,6 +720,7 @@ def _row(job: NewJob, now: float) -> _Row:
         None if job.status_flag is None else encode(job.status_flag.to_json()),
         None if job.state_data is None else encode(job.state_data),
         encode(dict(job.context)) if job.context else None,
+        job.ordering_key,
     )
 
 

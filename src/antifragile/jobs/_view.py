@@ -41,6 +41,7 @@ def job_view(job: Job, *, mask: Callable[[Any], Any] = _same) -> dict[str, Any]:
         "attempts": job.attempts,
         "max_attempts": job.max_attempts,
         "idempotency_key": job.idempotency_key,
+        "ordering_key": job.ordering_key,
         "request_id": job.context.get("request_id"),
         "payload_version": job.payload_version,
         "payload": mask(redact_payload(job.payload)),

@@ -57,12 +57,12 @@ import socket
 import uuid
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic_core
 
 from antifragile.errors import AntifragileError, ConfigurationError, ErrorCode, RateLimitedError
-from antifragile.jobs._app import JobContext, JobFunction, Jobs
+from antifragile.jobs._function import JobContext, JobFunction
 from antifragile.jobs._model import Job, Outcome
 from antifragile.jobs._policy import (
     DEFAULT_DEFER,
@@ -81,6 +81,9 @@ from antifragile.observability import (
     current_request_id,
 )
 from antifragile.policies import CircuitState, TokenBucket
+
+if TYPE_CHECKING:
+    from antifragile.jobs._app import Jobs
 
 _log = logging.getLogger("antifragile.jobs.worker")
 

@@ -32,6 +32,7 @@ from antifragile.inbound import (
     Classifier,
     DeliveryHook,
     DeliveryStatuses,
+    EventKind,
     FeatureFlags,
     Flow,
     Handlers,
@@ -50,6 +51,8 @@ from antifragile.inbound._pipeline import (
     MessagePipeline,
     PipelineResult,
     SenderLimiter,
+    resolve_tenant,
+    sender_ordering_key,
 )
 from antifragile.jobs import (
     DEFAULT_JOB_RETRY,
@@ -93,7 +96,7 @@ PROCESS_RETRY = Retry(attempts=5, backoff=Exponential(1.0, multiplier=2.0, cap=6
 #: how long opening the Redis store may take before the service starts without it (seconds)
 REDIS_OPEN_TIMEOUT = 5.0
 
-#: the queue of the inbound events' processing jobs (one at a time per worker, in order)
+#: the queue of the inbound events' processing jobs (each sender's one at a time, in order)
 INBOUND_QUEUE = "inbound"
 
 #: the default tenant of a single-business install (no tenants configured)
@@ -314,7 +317,12 @@ class Assistant:
     ) -> list[Recorded]:
         """Record *events* in the inbox -- deduplicated by the provider's event id -- and
         enqueue one ``inbound.process`` job per new one, in one transaction. The jobs carry
-        *request_id* (else the current one) in their context."""
+        *request_id* (else the current one) in their context.
+
+        A customer's message gets the ordering key of its tenant and sender
+        (:func:`~antifragile.inbound._pipeline.sender_ordering_key`): one customer's messages
+        are processed one at a time, in the order they were recorded, whichever worker takes
+        them; different customers' run concurrently."""
         if not events:
             return []
         ttl = self.settings.inbox_ttl
@@ -322,7 +330,9 @@ class Assistant:
         with request_context(request_id or current_request_id()):  # captured by prepare()
             for event in events:
                 entry_id = new_job_id()
-                configured = self._process.configure(idempotency_key=f"inbound:{entry_id}")
+                configured = self._process.configure(
+                    idempotency_key=f"inbound:{entry_id}", ordering_key=self._ordering_key(event)
+                )
                 entries.append(
                     NewInboxEntry(
                         channel=event.channel.value,
@@ -338,18 +348,23 @@ class Assistant:
                 )
         return await self._inbox.record(entries)
 
+    def _ordering_key(self, event: InboundEvent) -> str | None:
+        """The ordering key of *event*'s job: its tenant's and sender's for a customer's
+        message (the tenant's routing key when no tenant is configured for it), none else."""
+        if event.kind is not EventKind.MESSAGE or not event.sender:
+            return None
+        tenant = resolve_tenant(self.tenants, event)
+        tenant_id = tenant.id if tenant is not None else f"{event.channel.value}:{event.tenant_key}"
+        return sender_ordering_key(tenant_id, event.sender)
+
     # -- processes ----------------------------------------------------------------------------
 
     def worker(self, **options: Any) -> Worker:
         """A worker for every queue of the assistant (``Worker`` options pass through).
 
-        Inbound events are processed one at a time per worker, in the order they arrived
-        (``queue_concurrency={"inbound": 1}`` unless given): a customer's answers must reach
-        the conversation in the order they were sent. Everything else runs concurrently."""
+        Inbound events run concurrently, each customer's one at a time in the order they
+        arrived (their jobs' ordering key, see :meth:`ingest`)."""
         options.setdefault("concurrency", self.settings.worker_concurrency)
-        limits = dict(options.get("queue_concurrency") or {})
-        limits.setdefault(INBOUND_QUEUE, 1)
-        options["queue_concurrency"] = limits
         return self.jobs.worker(**options)
 
     def scheduler(self, **options: Any) -> Scheduler:

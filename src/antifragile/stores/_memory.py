@@ -153,6 +153,21 @@ class MemoryKeyValueStore:
                 expires_at = None if current is None else current.expires_at
             return self._write(key, encode(merged), current, expires_at)
 
+    def set_field(self, key: str, field: str, value: JSON, *, now: float) -> None:
+        """Set one *field* of the JSON object at *key*, at once (no ``await``): what a job
+        queue's status flag does in the same step as the job's state. The entry is created
+        (without expiry) when absent or expired; a live one keeps its expiry and its version
+        grows by one; a live entry that is not a JSON object is left alone."""
+        with self._lock:
+            current = self._live_entry(key, now)
+            if current is None:
+                self._write(key, encode({field: value}), None, None)
+                return
+            merged = decode(current.text)
+            if isinstance(merged, dict):
+                merged[field] = value
+                self._write(key, encode(merged), current, current.expires_at)
+
     async def delete(self, key: str, *, expected_version: int | None = None, now: float) -> bool:
         with self._lock:
             current = self._live_entry(key, now)
