@@ -1,6 +1,6 @@
 """Contract: ``save_and_enqueue`` writes a key-value record and enqueues the jobs it causes in one
 transaction (a conversation completed together with its action jobs), on each job-queue backend
-(SQLite and PostgreSQL). Time is a FakeClock.
+(SQLite, PostgreSQL and memory). Time is a FakeClock.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ from antifragile.jobs._model import (
 from antifragile.policies import SYSTEM_CLOCK, Clock
 from antifragile.stores._codec import decode, encode
 from antifragile.stores._memory import MemoryStore
+from antifragile.stores._protocols import Versioned
 
 __all__ = ["MemoryJobQueue"]
 
@@ -212,6 +213,35 @@ class MemoryJobQueue:
         prepared = [self._prepared(job) for job in jobs]
         with self._lock:
             return [self._insert(job, now) for job in prepared]
+
+    async def save_and_enqueue(
+        self,
+        key: str,
+        value: Any,
+        *,
+        expected_version: int | None,
+        jobs: Sequence[NewJob],
+        now: float,
+        ttl: float | None = None,
+    ) -> tuple[Versioned, list[Enqueued]] | None:
+        """See :meth:`~antifragile.jobs.RecordQueue.save_and_enqueue`: the entry and the jobs in
+        one step under the queue's lock (the entry put back if the jobs cannot be written)."""
+        prepared = [self._prepared(job) for job in jobs]
+        kv = self._store.kv
+        with self._lock:
+            swapped = kv.swap(key, value, expected_version=expected_version, now=now, ttl=ttl)
+            if swapped is None:
+                return None
+            _, undo = swapped
+            try:
+                enqueued = [self._insert(job, now) for job in prepared]
+            except BaseException:
+                undo()
+                raise
+        saved = await kv.get(key, now=now)
+        if saved is None:  # cannot happen: written in this very step
+            raise ConfigurationError(f"the entry {key!r} vanished while it was written")
+        return saved, enqueued
 
     async def claim(
         self,

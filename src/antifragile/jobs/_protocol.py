@@ -162,8 +162,8 @@ class JobQueue(Protocol):
 @runtime_checkable
 class RecordQueue(Protocol):
     """A queue that can write a record of its store and enqueue jobs in one transaction (the
-    SQLite and PostgreSQL queues): a state change and the jobs it causes exist together or not
-    at all -- no crash between the two can leave one without the other."""
+    SQLite, PostgreSQL and memory queues): a state change and the jobs it causes exist together
+    or not at all -- no crash between the two can leave one without the other."""
 
     async def save_and_enqueue(
         self,

@@ -11,6 +11,7 @@ Nothing is shared between two :class:`MemoryStore` objects, and nothing survives
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,6 +153,37 @@ class MemoryKeyValueStore:
             else:
                 expires_at = None if current is None else current.expires_at
             return self._write(key, encode(merged), current, expires_at)
+
+    def swap(
+        self,
+        key: str,
+        value: JSON,
+        *,
+        expected_version: int | None,
+        now: float,
+        ttl: float | None = None,
+    ) -> tuple[Versioned, Callable[[], None]] | None:
+        """:meth:`compare_and_set` at once (no ``await``), for a job queue that writes an entry
+        and its jobs in one step; with the entry, a function that puts back what was there
+        (should the rest of that step fail)."""
+        text = encode(value)
+        expires_at = None if ttl is None else now + ttl
+        with self._lock:
+            current = self._live_entry(key, now)
+            found = None if current is None else current.version
+            if found != expected_version:
+                return None
+            previous = self._data.get(key)
+            saved = self._write(key, text, current, expires_at)
+
+        def undo() -> None:
+            with self._lock:
+                if previous is None:
+                    self._data.pop(key, None)
+                else:
+                    self._data[key] = previous
+
+        return saved, undo
 
     def set_field(self, key: str, field: str, value: JSON, *, now: float) -> None:
         """Set one *field* of the JSON object at *key*, at once (no ``await``): what a job
