@@ -66,7 +66,7 @@ def demo(
     ] = None,
     report_dir: Annotated[
         Path,
-        typer.Option(file_okay=False, help="Where report.html, timeline.png, summary.json go."),
+        typer.Option(file_okay=False, help="Where report.html, timeline.svg, summary.json go."),
     ] = DEFAULT_REPORT_DIR,
     baseline: Annotated[
         bool,
