@@ -281,7 +281,7 @@ class ResilientClient(_ClientCore):
     Arguments besides the ones below go to :class:`httpx.AsyncClient` (``headers``, ``auth``,
     ``transport``, ``limits``...), or pass a ready ``client=``. ``secrets`` are literal values
     (tokens, keys) that must never appear in an error message, in addition to the patterns
-    :func:`~antifragile.redact` always removes.
+    :func:`~antifragile.errors.redact` always removes.
     """
 
     def __init__(

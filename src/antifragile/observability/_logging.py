@@ -18,7 +18,7 @@ the project's modules use) -- goes through the same processors:
   fields given with ``extra={...}`` (``session``, ``step``, ``reason``, ``phone``...);
 * ``request_id`` (the current one) and ``trace_id`` (when tracing is on);
 * **redaction**, last before rendering: every string goes through
-  :func:`antifragile.redact` (tokens, keys, signatures, ``Authorization`` values, and the
+  :func:`antifragile.errors.redact` (tokens, keys, signatures, ``Authorization`` values, and the
   literal *secrets* given here or to :func:`add_secrets`), then phone numbers and email
   addresses are masked (``+4477•••••23``, ``a•••@example.com``); fields named like a
   credential (``token``, ``api_key``, ``password``...) are replaced whole.
@@ -86,7 +86,7 @@ _HANDLER_NAME = "antifragile-structlog"
 
 def add_secrets(values: Iterable[str | None]) -> None:
     """Literal values (tokens, keys) that must never appear in a log line, in addition to the
-    patterns :func:`antifragile.redact` always removes."""
+    patterns :func:`antifragile.errors.redact` always removes."""
     global _secrets
     found = {v for v in values if v and len(v) >= 4}
     _secrets = tuple(sorted({*_secrets, *found}, key=len, reverse=True))
