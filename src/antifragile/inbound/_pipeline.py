@@ -37,7 +37,7 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from antifragile.errors import PermanentError
 from antifragile.inbound._delivery import DeliveryStatus, DeliveryStatuses
@@ -79,6 +79,7 @@ class SenderLimiter(Protocol):
 
 
 CommerceHandler = Callable[["CommerceContext"], Awaitable[None]]
+_C = TypeVar("_C", bound=CommerceHandler)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,11 +205,12 @@ class MessagePipeline:
 
     # -- registration -------------------------------------------------------------------------
 
-    def on_event(self, topic: str) -> Callable[[CommerceHandler], CommerceHandler]:
+    def on_event(self, topic: str) -> Callable[[_C], _C]:
         """Register ``async def f(ctx: CommerceContext)`` for a Shopify topic
-        (``orders/create``, ``customers/create``, ``inventory_levels/update``...)."""
+        (``orders/create``, ``customers/create``, ``inventory_levels/update``...); the function
+        is returned unchanged."""
 
-        def register(fn: CommerceHandler) -> CommerceHandler:
+        def register(fn: _C) -> _C:
             self._commerce.setdefault(topic, []).append(fn)
             return fn
 

@@ -43,8 +43,8 @@ from antifragile.jobs._saga import (
     StepContext,
     StepTimeoutError,
 )
-from antifragile.jobs._scheduler import Fired, Schedule, Scheduler
-from antifragile.jobs._worker import Worker
+from antifragile.jobs._scheduler import Fired, Schedule, Scheduler, SchedulerOptions
+from antifragile.jobs._worker import Worker, WorkerOptions
 
 #: names this package exported before 0.2 that are now internal (or live elsewhere); they keep
 #: working, with a DeprecationWarning, until the release after
@@ -106,11 +106,13 @@ __all__ = [
     "SagaResult",
     "Schedule",
     "Scheduler",
+    "SchedulerOptions",
     "StatusFlag",
     "Step",
     "StepContext",
     "StepTimeoutError",
     "Worker",
+    "WorkerOptions",
     "job_retry_on",
     "new_job_id",
 ]

@@ -34,7 +34,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Concatenate, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Unpack, overload
 
 from antifragile.errors import ConfigurationError
 from antifragile.jobs._model import (
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from antifragile.jobs._cron import CatchUp
     from antifragile.jobs._saga import Saga, Step
     from antifragile.jobs._scheduler import PeriodicFunction, Schedule
-    from antifragile.jobs._worker import Worker
+    from antifragile.jobs._worker import Worker, WorkerOptions
 
 from antifragile.jobs._dlq import RETRYABLE_CODES, DeadLetterFilter, DeadLetters, Target
 from antifragile.jobs._function import (
@@ -255,7 +255,7 @@ class Jobs:
         priority: int = 0,
         provider: str | None = None,
         max_catch_up: int = 100,
-    ) -> Callable[[PeriodicFunction], Schedule]:
+    ) -> Callable[[PeriodicFunction[R]], Schedule[R]]:
         """Declare a periodic job: ``@jobs.every("*/5 * * * *")`` on ``async def f(ctx)``.
 
         The :class:`~antifragile.jobs.Scheduler` (``antifragile scheduler``) enqueues it once
@@ -403,8 +403,10 @@ class Jobs:
         await self.open()
         return await self.queue.stats(now=self.clock.time())
 
-    def worker(self, **options: Any) -> Worker:
-        """A :class:`~antifragile.jobs.Worker` for these jobs (keyword options as its own)."""
+    def worker(self, **options: Unpack[WorkerOptions]) -> Worker:
+        """A :class:`~antifragile.jobs.Worker` for these jobs; *options* are the worker's own
+        (:class:`~antifragile.jobs.WorkerOptions`: a misspelt or mistyped one fails
+        type-checking)."""
         from antifragile.jobs._worker import Worker
 
         return Worker(self, **options)

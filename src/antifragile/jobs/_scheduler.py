@@ -50,7 +50,9 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypedDict
+
+from typing_extensions import TypeVar
 
 from antifragile.errors import ConfigurationError
 from antifragile.jobs._cron import MAX_CATCH_UP, CatchUp, Cron, check_catch_up, due_ticks
@@ -70,23 +72,28 @@ _SCHEDULE_ATTR = "__antifragile_schedule__"
 #: key prefix of the per-schedule records in the key-value store
 RECORD_PREFIX = "scheduler:"
 
-PeriodicFunction = Callable[[JobContext], Awaitable[Any]]
+#: what a periodic job returns (``Any`` where a schedule is named without it)
+R = TypeVar("R", default=Any)
+
+#: the function ``@jobs.every(...)`` decorates: ``async def f(ctx: JobContext) -> R``
+PeriodicFunction = Callable[[JobContext], Awaitable[R]]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class Schedule:
+class Schedule(Generic[R]):
     """A periodic job: its cron expression, catch-up policy and the job it enqueues.
 
     Returned by ``@jobs.every(...)``. ``function`` is the job declared under the schedule's
-    name (its payload is the tick); calling the schedule runs the decorated function directly.
+    name (its payload is the tick); calling the schedule runs the decorated function directly,
+    and returns what it returns (``R``).
     """
 
     name: str
     cron: Cron
     catch_up: CatchUp
     max_catch_up: int
-    function: JobFunction[..., Any]
-    fn: PeriodicFunction
+    function: JobFunction[..., R]
+    fn: PeriodicFunction[R]
 
     @property
     def expression(self) -> str:
@@ -104,7 +111,7 @@ class Schedule:
         """The first tick strictly after *after* (epoch seconds)."""
         return self.cron.next_after(after)
 
-    async def __call__(self, ctx: JobContext) -> Any:
+    async def __call__(self, ctx: JobContext) -> R:
         return await self.fn(ctx)
 
     def __repr__(self) -> str:
@@ -127,7 +134,7 @@ def every(
     priority: int = 0,
     provider: str | None = None,
     max_catch_up: int = MAX_CATCH_UP,
-) -> Callable[[PeriodicFunction], Schedule]:
+) -> Callable[[PeriodicFunction[R]], Schedule[R]]:
     """Declare a periodic job on *jobs* (what ``@jobs.every(...)`` does).
 
     *cron* has five fields, or six with a trailing seconds field, evaluated in *timezone*; an
@@ -138,14 +145,14 @@ def every(
     parsed = Cron(cron, timezone)
     check_catch_up(catch_up, max_catch_up)
 
-    def register(fn: PeriodicFunction) -> Schedule:
+    def register(fn: PeriodicFunction[R]) -> Schedule[R]:
         if not inspect.iscoroutinefunction(fn):
             raise ConfigurationError("a periodic job must be an async def taking the context")
         schedule_name = name or getattr(fn, "__name__", None)
         if not schedule_name:
             raise ConfigurationError("cannot name this schedule: pass name=")
 
-        async def periodic(ctx: JobContext, tick: int) -> Any:
+        async def periodic(ctx: JobContext, tick: int) -> R:
             return await fn(ctx)
 
         periodic.__name__ = schedule_name
@@ -173,9 +180,9 @@ def every(
     return register
 
 
-def schedules_of(jobs: Jobs) -> list[Schedule]:
+def schedules_of(jobs: Jobs) -> list[Schedule[Any]]:
     """The schedules declared on *jobs*, by name."""
-    found: list[Schedule] = []
+    found: list[Schedule[Any]] = []
     for function in jobs.registry.values():
         schedule = getattr(function.fn, _SCHEDULE_ATTR, None)
         if isinstance(schedule, Schedule):
@@ -200,14 +207,14 @@ class _Records:
     def __init__(self, kv: KeyValueStore) -> None:
         self.kv = kv
 
-    async def last_tick(self, schedule: Schedule, *, now: float) -> float | None:
+    async def last_tick(self, schedule: Schedule[Any], *, now: float) -> float | None:
         record = await self.kv.get(RECORD_PREFIX + schedule.name, now=now)
         if record is None or not isinstance(record.value, dict):
             return None
         value = record.value.get("last_tick")
         return float(value) if isinstance(value, int | float) else None
 
-    async def advance(self, schedule: Schedule, tick: float, *, now: float) -> None:
+    async def advance(self, schedule: Schedule[Any], tick: float, *, now: float) -> None:
         """Record *tick* unless a newer one is recorded already (compare-and-set, retried)."""
         key = RECORD_PREFIX + schedule.name
         value = {
@@ -242,6 +249,18 @@ def _kv_of(jobs: Jobs) -> KeyValueStore:
     return kv
 
 
+class SchedulerOptions(TypedDict, total=False):
+    """The keyword options of :class:`Scheduler`, each optional (see the class for their
+    meaning); ``assistant.scheduler(**options)`` takes them."""
+
+    tick_interval: float
+    clock: Clock | None
+    grace: float | None
+    store: KeyValueStore | None
+    schedules: Sequence[Schedule[Any]] | None
+    on_fired: Callable[[Fired], None] | None
+
+
 class Scheduler:
     """Enqueues the ticks of every schedule declared on *jobs* (see the module docs).
 
@@ -264,7 +283,7 @@ class Scheduler:
         clock: Clock | None = None,
         grace: float | None = None,
         store: KeyValueStore | None = None,
-        schedules: Sequence[Schedule] | None = None,
+        schedules: Sequence[Schedule[Any]] | None = None,
         on_fired: Callable[[Fired], None] | None = None,
     ) -> None:
         if not tick_interval > 0:
@@ -282,7 +301,7 @@ class Scheduler:
         self._stop = asyncio.Event()
 
     @property
-    def schedules(self) -> list[Schedule]:
+    def schedules(self) -> list[Schedule[Any]]:
         if self._schedules is not None:
             return list(self._schedules)
         return schedules_of(self.jobs)

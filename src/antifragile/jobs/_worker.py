@@ -57,7 +57,7 @@ import socket
 import uuid
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import pydantic_core
 
@@ -103,6 +103,29 @@ def _jsonable(value: Any) -> Any:
         return pydantic_core.to_jsonable_python(value)
     except pydantic_core.PydanticSerializationError:
         return repr(value)[:1000]
+
+
+class WorkerOptions(TypedDict, total=False):
+    """The keyword options of :class:`Worker`, each optional (see the class for their meaning).
+
+    ``jobs.worker(**options)`` and ``assistant.worker(**options)`` take them, so a misspelt or
+    mistyped option is a type error where the worker is made, not only when it starts.
+    """
+
+    queues: Sequence[str] | None
+    concurrency: int
+    lease: float
+    heartbeat: float
+    poll_interval: float
+    batch: int
+    prefetch: int | None
+    queue_concurrency: Mapping[str, int] | None
+    queue_rates: Mapping[str, TokenBucket] | None
+    shutdown_grace: float
+    linger: float
+    name: str | None
+    seed: int | None
+    max_lost_leases: int
 
 
 class Worker:

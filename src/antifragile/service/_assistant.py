@@ -22,8 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypedDict, TypeVar, Unpack, overload
 
 from antifragile.connectors import PROVIDERS, Connectors, parse_overrides, policies_for
 from antifragile.errors import ConfigurationError
@@ -44,7 +44,9 @@ from antifragile.inbound import (
     Tenant,
     flows_from_mapping,
 )
+from antifragile.inbound._actions import ActionFunction, Applies, OnUnknown
 from antifragile.inbound._alerts import Alerts
+from antifragile.inbound._handlers import HandlerFunction
 from antifragile.inbound._pipeline import (
     PROCESS_JOB,
     CommerceHandler,
@@ -57,6 +59,7 @@ from antifragile.inbound._pipeline import (
 from antifragile.jobs import (
     DEFAULT_JOB_RETRY,
     JobContext,
+    JobFunction,
     Jobs,
     NewInboxEntry,
     Recorded,
@@ -82,6 +85,40 @@ from antifragile.stores import Store, open_store
 _log = logging.getLogger("antifragile.service")
 
 _Hook = TypeVar("_Hook", bound=DeliveryHook)
+_Handler = TypeVar("_Handler", bound=HandlerFunction)
+_Action = TypeVar("_Action", bound=ActionFunction)
+_Commerce = TypeVar("_Commerce", bound=CommerceHandler)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+if TYPE_CHECKING:
+    from antifragile.jobs import Schedule, SchedulerOptions, WorkerOptions
+    from antifragile.jobs._cron import CatchUp
+
+
+class _JobOptions(TypedDict, total=False):
+    """The keyword options of ``Jobs.job`` (see :meth:`antifragile.jobs.Jobs.job`)."""
+
+    queue: str
+    retry: Retry
+    timeout: float | None
+    priority: int
+    provider: str | None
+    payload_version: int
+
+
+class _ScheduleOptions(TypedDict, total=False):
+    """The keyword options of ``Jobs.every`` (see :meth:`antifragile.jobs.Jobs.every`)."""
+
+    name: str | None
+    queue: str
+    catch_up: CatchUp
+    timezone: str
+    retry: Retry
+    timeout: float | None
+    priority: int
+    provider: str | None
+    max_catch_up: int
 
 
 def state_store_url(settings: Settings) -> str:
@@ -212,19 +249,55 @@ class Assistant:
 
     # -- extension points ---------------------------------------------------------------------
 
-    @property
-    def on_message(self) -> Callable[..., Any]:
-        """``@assistant.on_message(intent, min_confidence=..., priority=..., actions=...)``."""
-        return self.handlers.on_message
+    def on_message(
+        self,
+        intent: str | Sequence[str],
+        *,
+        min_confidence: float = 0.0,
+        priority: int = 0,
+        actions: Sequence[str] = (),
+        name: str | None = None,
+    ) -> Callable[[_Handler], _Handler]:
+        """``@assistant.on_message(intent, min_confidence=..., priority=..., actions=...)`` on
+        an ``async def handler(ctx: MessageContext)``, returned unchanged (see
+        :meth:`~antifragile.inbound.Handlers.on_message`)."""
+        return self.handlers.on_message(
+            intent, min_confidence=min_confidence, priority=priority, actions=actions, name=name
+        )
 
-    @property
-    def action(self) -> Callable[..., Any]:
+    def action(
+        self,
+        name: str,
+        *,
+        provider: str | None = None,
+        compensate: ActionFunction | None = None,
+        retry: Retry | None = None,
+        replace: bool = False,
+        flag: str | None = None,
+        feature: str | None = None,
+        job: str | None = None,
+        applies: Applies | None = None,
+        on_unknown: OnUnknown = "review",
+    ) -> Callable[[_Action], _Action]:
         """``@assistant.action(name, provider=..., compensate=..., flag=..., feature=...,
-        job=..., applies=..., on_unknown=...)`` (see :class:`~antifragile.inbound.Actions`)."""
-        return self.actions.action
+        job=..., applies=..., on_unknown=...)`` on an ``async def action(ctx: ActionContext)``,
+        returned unchanged (see :class:`~antifragile.inbound.Actions`)."""
+        return self.actions.action(
+            name,
+            provider=provider,
+            compensate=compensate,
+            retry=retry,
+            replace=replace,
+            flag=flag,
+            feature=feature,
+            job=job,
+            applies=applies,
+            on_unknown=on_unknown,
+        )
 
-    def on_event(self, topic: str) -> Callable[[CommerceHandler], CommerceHandler]:
-        """``@assistant.on_event("orders/create")`` for a Shopify topic."""
+    def on_event(self, topic: str) -> Callable[[_Commerce], _Commerce]:
+        """``@assistant.on_event("orders/create")`` on an ``async def f(ctx: CommerceContext)``
+        for a Shopify topic, returned unchanged."""
         return self.pipeline.on_event(topic)
 
     def on_delivery_status(self, hook: _Hook) -> _Hook:
@@ -233,13 +306,35 @@ class Assistant:
         :class:`~antifragile.inbound.DeliveryStatuses`)."""
         return self.deliveries.on_status(hook)
 
-    @property
-    def job(self) -> Callable[..., Any]:
-        return self.jobs.job
+    @overload
+    def job(
+        self, name: Callable[Concatenate[JobContext, _P], Awaitable[_R]], /
+    ) -> JobFunction[_P, _R]: ...
 
-    @property
-    def every(self) -> Callable[..., Any]:
-        return self.jobs.every
+    @overload
+    def job(
+        self, name: str | None = None, **options: Unpack[_JobOptions]
+    ) -> Callable[[Callable[Concatenate[JobContext, _P], Awaitable[_R]]], JobFunction[_P, _R]]: ...
+
+    def job(
+        self,
+        name: str | Callable[Concatenate[JobContext, _P], Awaitable[_R]] | None = None,
+        **options: Unpack[_JobOptions],
+    ) -> Any:
+        """``@assistant.job`` or ``@assistant.job("name", queue=..., retry=...)``: a job of the
+        assistant's :class:`~antifragile.jobs.Jobs` (see :meth:`~antifragile.jobs.Jobs.job`),
+        typed like the function it wraps."""
+        if callable(name):
+            return self.jobs.job(name)
+        return self.jobs.job(name, **options)
+
+    def every(
+        self, cron: str, **options: Unpack[_ScheduleOptions]
+    ) -> Callable[[Callable[[JobContext], Awaitable[_R]]], Schedule[_R]]:
+        """``@assistant.every("*/5 * * * *", ...)`` on ``async def f(ctx)``: a periodic job of
+        the assistant's :class:`~antifragile.jobs.Jobs` (see
+        :meth:`~antifragile.jobs.Jobs.every`)."""
+        return self.jobs.every(cron, **options)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -359,7 +454,7 @@ class Assistant:
 
     # -- processes ----------------------------------------------------------------------------
 
-    def worker(self, **options: Any) -> Worker:
+    def worker(self, **options: Unpack[WorkerOptions]) -> Worker:
         """A worker for every queue of the assistant (``Worker`` options pass through).
 
         Inbound events run concurrently, each customer's one at a time in the order they
@@ -367,9 +462,9 @@ class Assistant:
         options.setdefault("concurrency", self.settings.worker_concurrency)
         return self.jobs.worker(**options)
 
-    def scheduler(self, **options: Any) -> Scheduler:
-        from antifragile.jobs import Scheduler
-
+    def scheduler(self, **options: Unpack[SchedulerOptions]) -> Scheduler:
+        """A :class:`~antifragile.jobs.Scheduler` of the assistant's periodic jobs
+        (``Scheduler`` options pass through)."""
         return Scheduler(self.jobs, **options)
 
     def breakers(self) -> dict[str, CircuitBreaker]:

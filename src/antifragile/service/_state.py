@@ -5,14 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol, Unpack
 
 from antifragile.errors import ErrorCode
 from antifragile.service._envelope import ApiError
 
 if TYPE_CHECKING:
     from antifragile.inbound._model import InboundEvent
-    from antifragile.jobs import Jobs, Recorded, Scheduler, Worker
+    from antifragile.jobs import Jobs, Recorded, Scheduler, SchedulerOptions, Worker, WorkerOptions
     from antifragile.policies import CircuitBreaker
     from antifragile.service._settings import Settings
 
@@ -34,9 +34,9 @@ class ServiceAssistant(Protocol):
         self, events: Sequence[InboundEvent], *, request_id: str | None = None
     ) -> list[Recorded]: ...
 
-    def worker(self, **options: Any) -> Worker: ...
+    def worker(self, **options: Unpack[WorkerOptions]) -> Worker: ...
 
-    def scheduler(self, **options: Any) -> Scheduler: ...
+    def scheduler(self, **options: Unpack[SchedulerOptions]) -> Scheduler: ...
 
     def breakers(self) -> dict[str, CircuitBreaker]: ...
 
