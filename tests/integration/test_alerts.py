@@ -23,6 +23,7 @@ from antifragile.connectors import Connectors, ResendConnector, SlackConnector
 from antifragile.errors import IntegrationError
 from antifragile.inbound import AlertConfig, Alerts
 from antifragile.inbound._alerts import ALERTS_QUEUE, CHECK_JOB, NOTIFY_JOB
+from antifragile.inbound.testing import wait_for_breaker_alerts
 from antifragile.jobs import DeadLetterFilter, JobContext, JobFilter, Jobs, JobState, Scheduler
 from antifragile.policies import CircuitState
 from antifragile.sandbox import ProviderFault, ProviderSandbox, ResendSimulator, SlackSimulator
@@ -367,7 +368,7 @@ async def test_a_breaker_opening_notifies_once_and_closing_resolves(world: World
     for n in range(4):
         await send(world, n)
     assert state(breaker) is CircuitState.OPEN
-    await world.alerts.wait_for_breaker_alerts()
+    await wait_for_breaker_alerts(world.alerts)
     (job,) = await world.jobs.find(JobFilter(name=NOTIFY_JOB))
     assert job.idempotency_key == (f"alert:breaker_open:resend:{world.alerts.window_start()}")
     await world.drain()
@@ -381,7 +382,7 @@ async def test_a_breaker_opening_notifies_once_and_closing_resolves(world: World
     world.clock.advance(31)  # half-open; the probe fails: open again
     await send(world, 10)
     assert state(breaker) is CircuitState.OPEN
-    await world.alerts.wait_for_breaker_alerts()
+    await wait_for_breaker_alerts(world.alerts)
     await world.drain()
     assert len(world.posts()) == 1
     assert (await world.record("alert:breaker_open:resend"))["state"] == "firing"
@@ -390,7 +391,7 @@ async def test_a_breaker_opening_notifies_once_and_closing_resolves(world: World
     world.clock.advance(120)
     assert await send(world, 11) is None
     assert state(breaker) is CircuitState.CLOSED
-    await world.alerts.wait_for_breaker_alerts()
+    await wait_for_breaker_alerts(world.alerts)
     record = await world.record("alert:breaker_open:resend")
     assert record["state"] == "resolved"
     assert record["last_resolved_at"] == world.clock.time()
@@ -403,6 +404,21 @@ async def test_a_breaker_opening_notifies_once_and_closing_resolves(world: World
     sent = await world.jobs.get(job.id)
     assert sent is not None
     assert sent.state is JobState.SUCCEEDED
+
+
+async def test_the_old_wait_method_still_waits_with_a_deprecation_warning(world: World) -> None:
+    """``alerts.wait_for_breaker_alerts()`` keeps working for one release: it warns, names the
+    function in ``antifragile.inbound.testing`` to use instead, and waits like it -- the
+    firing's notification job is there when it returns."""
+    breaker = CircuitBreaker("stripe", minimum_calls=1, window=1, clock=world.clock)
+    world.alerts.watch("stripe", breaker)
+    breaker.on_failure(breaker.acquire(), IntegrationError("boom", provider="stripe"))
+    assert breaker.state is CircuitState.OPEN
+    with pytest.warns(DeprecationWarning, match=r"from antifragile\.inbound\.testing import"):
+        await world.alerts.wait_for_breaker_alerts()
+    assert world.alerts.firings_under_way() == []
+    (job,) = await world.jobs.find(JobFilter(name=NOTIFY_JOB))
+    assert (job.payload["condition"], job.payload["subject"]) == ("breaker_open", "stripe")
 
 
 # -- the admin endpoint -------------------------------------------------------------------------
@@ -473,7 +489,7 @@ async def test_the_assistant_wires_alerts_from_its_settings(
         sandbox.faults("resend", EMAILS, chaos=[(1.0, ProviderFault.error(503))])
         for n in range(4):
             assert await send(connectors, n) == "UPSTREAM_UNAVAILABLE"
-        await assistant.alerts.wait_for_breaker_alerts()
+        await wait_for_breaker_alerts(assistant.alerts)
         (job,) = await assistant.jobs.find(JobFilter(name=NOTIFY_JOB))
         assert job.payload["condition"] == "breaker_open"
         assert job.payload["subject"] == "resend"

@@ -58,6 +58,7 @@ import math
 import os
 import re
 import threading
+import warnings
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -499,11 +500,23 @@ class Alerts:
             code = getattr(exc, "code", type(exc).__name__)
             _log.warning("a breaker alert could not be recorded: %s", code)
 
+    def firings_under_way(self) -> list[asyncio.Task[Any]]:
+        """The firings and resolutions that breaker listeners started and that have not ended
+        yet (:func:`antifragile.inbound.testing.wait_for_breaker_alerts` waits for them)."""
+        return list(self._tasks)
+
     async def wait_for_breaker_alerts(self) -> None:
-        """Wait for the firings started by breaker listeners (tests)."""
-        await asyncio.sleep(0)  # listeners schedule their work with call_soon_threadsafe
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        """Deprecated: use :func:`antifragile.inbound.testing.wait_for_breaker_alerts`."""
+        warnings.warn(
+            "Alerts.wait_for_breaker_alerts() is deprecated and will be removed in the next "
+            "release; use `from antifragile.inbound.testing import wait_for_breaker_alerts` "
+            "and `await wait_for_breaker_alerts(alerts)`",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        from antifragile.inbound.testing import wait_for_breaker_alerts
+
+        await wait_for_breaker_alerts(self)
 
     # -- checking -----------------------------------------------------------------------------
 
