@@ -23,7 +23,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
@@ -41,6 +41,9 @@ from antifragile.service._metrics import install_observability
 from antifragile.service._settings import Settings
 from antifragile.service._state import ServiceAssistant, ServiceState
 from antifragile.service._webhooks import WebhookFastPath, WebhookHandlers, webhooks_router
+
+if TYPE_CHECKING:
+    from antifragile.jobs import SchedulerOptions, WorkerOptions
 
 _log = logging.getLogger("antifragile.service")
 
@@ -74,8 +77,8 @@ def create_app(
     run_worker: bool = False,
     run_scheduler: bool = False,
     clock: Clock = SYSTEM_CLOCK,
-    worker_options: dict[str, Any] | None = None,
-    scheduler_options: dict[str, Any] | None = None,
+    worker_options: WorkerOptions | None = None,
+    scheduler_options: SchedulerOptions | None = None,
     routers: Sequence[APIRouter] = (),
     freeze_gc: bool = False,
 ) -> FastAPI:
