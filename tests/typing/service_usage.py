@@ -12,12 +12,12 @@ from typing import assert_type
 
 from antifragile.inbound import (
     ActionContext,
+    CommerceContext,
     DeliveryMatch,
     DeliveryStatus,
     HandlerResult,
     MessageContext,
 )
-from antifragile.inbound._pipeline import CommerceContext
 from antifragile.jobs import (
     Enqueued,
     Fired,

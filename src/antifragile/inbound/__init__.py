@@ -71,6 +71,7 @@ from antifragile.inbound._model import (
     Intent,
     Tenant,
 )
+from antifragile.inbound._pipeline import CommerceContext
 from antifragile.inbound._replies import (
     Replies,
 )
@@ -166,6 +167,7 @@ __all__ = [
     "Channel",
     "Classification",
     "Classifier",
+    "CommerceContext",
     "Contact",
     "DeliveryHook",
     "DeliveryMatch",
