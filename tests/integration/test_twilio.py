@@ -327,7 +327,7 @@ async def test_a_rotating_token_list_calls_the_api_with_the_current_token(
     monkeypatch.setenv(ACCOUNT_SID_ENV, SID)
     monkeypatch.setenv(AUTH_TOKEN_ENV, f" {TOKEN} , old-auth-token")
     monkeypatch.setenv(BASE_URL_ENV, sandbox.base_url("twilio"))
-    async with TwilioConnector(clock=clock, timeout=0.3) as connector:
+    async with TwilioConnector(clock=clock, timeout=10.0) as connector:
         sent = await connector.send_message(TO, "hi", FROM)
         assert TOKEN not in repr(connector)
         assert "old-auth-token" not in repr(connector)
