@@ -13,6 +13,7 @@ from antifragile.jobs._cron import Cron
 from antifragile.jobs._model import (
     CLAIMABLE,
     FINAL,
+    WAKE_CODES,
     Enqueued,
     InboxEntry,
     Job,
@@ -47,6 +48,7 @@ __all__ = [
     "DEFAULT_JOB_RETRY",
     "DEFAULT_STEP_RETRY",
     "FINAL",
+    "WAKE_CODES",
     "ConfiguredJob",
     "Cron",
     "DeadLetterFilter",

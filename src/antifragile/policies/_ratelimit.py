@@ -14,10 +14,21 @@ It adapts to provider rate-limit headers (:class:`RateLimitInfo`, parsed by the 
   pace drops to ``remaining / reset_after`` until the reset -- slowing down *before* the 429;
 * ``remaining == 0`` pauses until the reset (or one refill interval when it is unknown);
 * a 429's ``Retry-After`` pauses the bucket for that long.
+
+A **rolling window** (``window`` in the info: HubSpot's "100 per 10 s") has no reset moment: a
+slot comes free when a request leaves the window. Once the headers say so, the bucket keeps the
+times of its last ``limit`` reservations and hands out a token only when the window has room for
+it as well (the ``limit``-th reservation back is more than ``window`` seconds old, with a small
+margin) -- a burst of ``limit``, then the next as the first ones leave, the provider's own
+schedule. Near the limit the pace is ``limit / window``, never ``remaining / window``, and
+``remaining == 0`` pauses for one slot at that pace (``window / limit``), not the whole window:
+the drain runs steadily instead of a window on, a window off. The window is counted for this
+process's calls; what other clients use shows in ``remaining``.
 """
 
 from __future__ import annotations
 
+import collections
 import threading
 from dataclasses import dataclass
 from typing import ClassVar
@@ -32,13 +43,15 @@ from antifragile.policies._clock import SYSTEM_CLOCK, Clock, Duration, seconds
 class RateLimitInfo:
     """What a provider's response said about its rate limit (any field may be unknown).
 
-    ``reset_after`` and ``retry_after`` are seconds from now.
+    ``reset_after`` and ``retry_after`` are seconds from now; ``window`` is the length in
+    seconds of the rolling window ``limit`` counts over, when the limit is one (no reset moment).
     """
 
     limit: float | None = None
     remaining: float | None = None
     reset_after: float | None = None
     retry_after: float | None = None
+    window: float | None = None
 
     def __bool__(self) -> bool:
         return not (
@@ -46,7 +59,14 @@ class RateLimitInfo:
             and self.remaining is None
             and self.reset_after is None
             and self.retry_after is None
+            and self.window is None
         )
+
+
+def window_margin(window: float) -> float:
+    """How much later than ``window`` seconds after a request the next one may take its slot
+    (loopback and scheduling jitter: the provider counts arrivals, the bucket counts grants)."""
+    return max(0.05, 0.01 * window)
 
 
 class TokenBucket:
@@ -60,6 +80,8 @@ class TokenBucket:
         "_pace",
         "_stamp",
         "_tokens",
+        "_window",
+        "_window_log",
         "burst",
         "low_watermark",
         "max_wait",
@@ -100,6 +122,10 @@ class TokenBucket:
         self._stamp = clock.monotonic()
         self._pace = self.rate
         self._adaptive_until = 0.0
+        #: a rolling window learnt from the provider: (limit, seconds); the grant times of the
+        #: last ``limit`` reservations (monotonic seconds)
+        self._window: tuple[int, float] | None = None
+        self._window_log: collections.deque[float] = collections.deque()
 
     def use_clock(self, clock: Clock) -> None:
         """Switch to *clock* (a policy hands its clock to strategies built without one)."""
@@ -107,6 +133,7 @@ class TokenBucket:
             self._clock = clock
             self._stamp = clock.monotonic()
             self._adaptive_until = 0.0
+            self._window_log.clear()
 
     # -- taking tokens ------------------------------------------------------------------------
 
@@ -124,6 +151,8 @@ class TokenBucket:
 
         Raises :class:`RateLimitedError` (taking nothing) when the wait would exceed ``max_wait``.
         """
+        if self._window is not None:
+            return self._reserve_windowed(tokens, operation)
         with self._lock:
             now = self._clock.monotonic()
             rate = self._pace if now < self._adaptive_until else self.rate
@@ -159,8 +188,64 @@ class TokenBucket:
                 provider=self.name,
                 operation=operation,
                 retry_after=wait,
+                local=True,
             )
         if self._observer is not None:
+            self._observer.on_event(
+                LimiterWait(
+                    policy=self.name,
+                    operation=operation,
+                    request_id=current_request_id(),
+                    wait=wait,
+                )
+            )
+        return wait
+
+    def _reserve_windowed(self, tokens: float, operation: str | None) -> float:
+        """:meth:`reserve` under a rolling window: the token must be there *and* the window must
+        have room (see the module docs)."""
+        with self._lock:
+            now = self._clock.monotonic()
+            rate = self._pace if now < self._adaptive_until else self.rate
+            available = self._available(now, rate)
+            wait = 0.0 if available >= tokens else (tokens - available) / rate
+            window = self._window
+            log = self._window_log
+            if window is not None and len(log) >= window[0]:
+                limit, seconds_ = window
+                free_at = log[len(log) - limit] + seconds_ + window_margin(seconds_)
+                wait = max(wait, free_at - now)
+            if wait <= self.max_wait:
+                self._tokens = available - tokens
+                self._stamp = now
+                log.append(now + wait)
+                if window is not None:
+                    while len(log) > window[0]:
+                        log.popleft()
+                rejected = False
+            else:
+                rejected = True
+        if rejected:
+            if self._observer is not None:
+                self._observer.on_event(
+                    CallRejected(
+                        policy=self.name,
+                        operation=operation,
+                        request_id=current_request_id(),
+                        by="rate_limiter",
+                        code="RATE_LIMITED",
+                        retry_after=wait,
+                    )
+                )
+            raise RateLimitedError(
+                f"rate limiter {self.name!r}: next slot in {wait:.2f}s, beyond max_wait "
+                f"{self.max_wait:g}s",
+                provider=self.name,
+                operation=operation,
+                retry_after=wait,
+                local=True,
+            )
+        if wait > 0 and self._observer is not None:
             self._observer.on_event(
                 LimiterWait(
                     policy=self.name,
@@ -222,12 +307,18 @@ class TokenBucket:
             return
         paused_for: float | None = None
         changed = False
+        if info.window and info.limit and info.limit >= 1:
+            self._learn_window(int(info.limit), float(info.window))
+        rolling = info.limit / info.window if info.limit and info.window else None
         if info.retry_after is not None and info.retry_after > 0:
             paused_for = info.retry_after
         elif info.remaining is not None:
             remaining = max(0.0, info.remaining)
             if remaining < 1:
-                paused_for = info.reset_after if info.reset_after else 1.0 / self.rate
+                if rolling is not None:  # one slot comes free at the window's pace
+                    paused_for = 1.0 / min(self.rate, rolling)
+                else:
+                    paused_for = info.reset_after if info.reset_after else 1.0 / self.rate
             else:
                 with self._lock:
                     now = self._clock.monotonic()
@@ -237,7 +328,8 @@ class TokenBucket:
                         self._tokens, self._stamp = remaining, max(now, self._stamp)
                         changed = True
                     if (
-                        info.limit
+                        rolling is None
+                        and info.limit
                         and info.reset_after
                         and remaining / info.limit < self.low_watermark
                     ):
@@ -263,6 +355,15 @@ class TokenBucket:
                     paused_for=paused_for,
                 )
             )
+
+    def _learn_window(self, limit: int, window: float) -> None:
+        """Count reservations against a rolling window of *limit* per *window* seconds."""
+        if self._window == (limit, window):
+            return
+        with self._lock:
+            self._window = (limit, window)
+            while len(self._window_log) > limit:
+                self._window_log.popleft()
 
     @property
     def available(self) -> float:
