@@ -19,6 +19,7 @@ from antifragile import (
     RecordingObserver,
     TokenBucket,
 )
+from antifragile.policies._ratelimit import WINDOW_SETTLED, window_margin
 
 
 def _bucket(clock: FakeClock, rate: float = 10.0, **kw: object) -> TokenBucket:
@@ -303,3 +304,86 @@ def test_invalid_limiters_are_rejected(make: Callable[[], TokenBucket]) -> None:
     """Non-positive rates, bursts below one, negative waits and bad watermarks are misuse."""
     with pytest.raises(ConfigurationError):
         make()
+
+
+# -- rolling windows ------------------------------------------------------------------------------
+
+
+def test_rolling_window_spends_the_burst_then_follows_the_window(clock: FakeClock) -> None:
+    """Told the limit is a rolling window (100 per 10 s), the bucket lets a full window go at
+    once, then hands out the next slot only when the first request leaves the window (plus a
+    small margin) -- the provider's own schedule, without a 429 -- and the next hundred go as
+    the first hundred leave."""
+    bucket = _bucket(clock, 10.0, burst=100, max_wait=60)
+    bucket.observe(RateLimitInfo(limit=100, remaining=100, window=10.0))
+    assert [bucket.reserve() for _ in range(100)] == [0.0] * 100
+    margin = window_margin(10.0)
+    assert bucket.reserve() == pytest.approx(10.0 + margin)
+    clock.advance(10.0 + margin)
+    waits = [bucket.reserve() for _ in range(99)]
+    assert max(waits) == pytest.approx(0.0, abs=1e-9)  # the bucket refilled meanwhile
+
+
+def test_rolling_window_at_zero_pauses_one_slot_not_the_window(clock: FakeClock) -> None:
+    """``remaining == 0`` under a rolling window pauses for one slot at the window's pace
+    (``window / limit``: 0.1 s for 100 per 10 s), not for the whole 10 s interval."""
+    observer = RecordingObserver()
+    bucket = _bucket(clock, 10.0, burst=100, observer=observer)
+    bucket.observe(RateLimitInfo(limit=100, remaining=0, window=10.0))
+    assert bucket.reserve() == pytest.approx(0.1)
+    (event,) = observer.of(LimiterAdjusted)
+    assert event.paused_for == pytest.approx(0.1)
+
+
+def test_rolling_window_paces_at_the_limit_not_the_remainder(clock: FakeClock) -> None:
+    """Near the limit of a rolling window the pace stays ``limit / window``: a slot comes free
+    as each request leaves, whatever is left now (``remaining / window`` would crawl)."""
+    bucket = _bucket(clock, 10.0, burst=10, low_watermark=0.1)
+    bucket.observe(RateLimitInfo(limit=100, remaining=5, window=10.0))
+    assert bucket.available == 5.0
+    for _ in range(5):
+        assert bucket.reserve() == 0.0
+    assert bucket.reserve() == pytest.approx(0.1)  # 10 per second, not 0.5
+
+
+def test_a_steady_drain_under_a_rolling_window_runs_at_the_limit(clock: FakeClock) -> None:
+    """Draining 500 requests against 100 per 10 s: a window at once, then a window per 10 s;
+    the last one goes 40 s (and four margins) after the first -- never a window on, a window
+    off -- and no more than 100 fall within any 10 s."""
+    bucket = _bucket(clock, 10.0, burst=100, max_wait=60)
+    bucket.observe(RateLimitInfo(limit=100, remaining=100, window=10.0))
+    sent: list[float] = []
+    for _ in range(500):
+        wait = bucket.reserve()
+        clock.advance(wait)
+        sent.append(clock.monotonic())
+    start = sent[0]
+    assert sent[-1] - start == pytest.approx(40.0 + 4 * window_margin(10.0), abs=0.01)
+    assert all(sent[i + 100] - sent[i] >= 10.0 for i in range(400))
+
+
+def test_reservations_the_provider_did_not_count_leave_the_window(clock: FakeClock) -> None:
+    """Reservations whose calls never reached the provider (an open breaker refused them, the
+    provider was down) leave the window once the provider's ``remaining`` says they were not
+    counted and they are older than ``WINDOW_SETTLED``: they do not hold back the drain."""
+    bucket = _bucket(clock, 10.0, burst=100, max_wait=60)
+    bucket.observe(RateLimitInfo(limit=100, remaining=100, window=10.0))
+    for _ in range(100):
+        bucket.reserve()
+    clock.advance(WINDOW_SETTLED + 0.5)
+    bucket.observe(RateLimitInfo(limit=100, remaining=100, window=10.0))  # none was counted
+    clock.advance(10.0)  # the bucket refills; the window is free
+    assert [bucket.reserve() for _ in range(100)] == [0.0] * 100
+
+
+def test_fresh_reservations_stay_in_the_window_whatever_a_late_answer_says(
+    clock: FakeClock,
+) -> None:
+    """An answer to the first request of a burst reports an older state (99 left): it does not
+    free the slots of reservations made since, still in flight."""
+    bucket = _bucket(clock, 10.0, burst=100, max_wait=60)
+    bucket.observe(RateLimitInfo(limit=100, remaining=100, window=10.0))
+    for _ in range(100):
+        bucket.reserve()
+    bucket.observe(RateLimitInfo(limit=100, remaining=99, window=10.0))
+    assert bucket.reserve() == pytest.approx(10.0 + window_margin(10.0))

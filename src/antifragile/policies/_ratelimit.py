@@ -29,6 +29,7 @@ process's calls; what other clients use shows in ``remaining``.
 from __future__ import annotations
 
 import collections
+import math
 import threading
 from dataclasses import dataclass
 from typing import ClassVar
@@ -61,6 +62,11 @@ class RateLimitInfo:
             and self.retry_after is None
             and self.window is None
         )
+
+
+#: how old (seconds) a reservation must be before a provider's ``remaining`` may say it was
+#: never counted: answers to requests still in flight report an older state
+WINDOW_SETTLED = 1.0
 
 
 def window_margin(window: float) -> float:
@@ -308,7 +314,7 @@ class TokenBucket:
         paused_for: float | None = None
         changed = False
         if info.window and info.limit and info.limit >= 1:
-            self._learn_window(int(info.limit), float(info.window))
+            self._learn_window(int(info.limit), float(info.window), info.remaining)
         rolling = info.limit / info.window if info.limit and info.window else None
         if info.retry_after is not None and info.retry_after > 0:
             paused_for = info.retry_after
@@ -356,14 +362,24 @@ class TokenBucket:
                 )
             )
 
-    def _learn_window(self, limit: int, window: float) -> None:
-        """Count reservations against a rolling window of *limit* per *window* seconds."""
-        if self._window == (limit, window):
-            return
+    def _learn_window(self, limit: int, window: float, remaining: float | None) -> None:
+        """Count reservations against a rolling window of *limit* per *window* seconds; forget
+        those the provider did not count (see :data:`WINDOW_SETTLED`)."""
         with self._lock:
             self._window = (limit, window)
-            while len(self._window_log) > limit:
-                self._window_log.popleft()
+            log = self._window_log
+            while len(log) > limit:
+                log.popleft()
+            if remaining is None or not log:
+                return
+            # a reservation settled a while ago reached the provider if it was sent at all:
+            # beyond the provider's count, the oldest ones never did (refused by a breaker,
+            # answered by a failure the provider does not count) -- forget them
+            settled_before = self._clock.monotonic() - WINDOW_SETTLED
+            settled = sum(1 for at in log if at <= settled_before)
+            excess = settled - max(0, limit - math.ceil(remaining))
+            for _ in range(max(0, excess)):
+                log.popleft()
 
     @property
     def available(self) -> float:
