@@ -329,6 +329,7 @@ def test_rolling_window_at_zero_pauses_one_slot_not_the_window(clock: FakeClock)
     (``window / limit``: 0.1 s for 100 per 10 s), not for the whole 10 s interval."""
     observer = RecordingObserver()
     bucket = _bucket(clock, 10.0, burst=100, observer=observer)
+    bucket.observe(RateLimitInfo(limit=100, remaining=100, window=10.0))
     bucket.observe(RateLimitInfo(limit=100, remaining=0, window=10.0))
     assert bucket.reserve() == pytest.approx(0.1)
     (event,) = observer.of(LimiterAdjusted)
@@ -339,6 +340,7 @@ def test_rolling_window_paces_at_the_limit_not_the_remainder(clock: FakeClock) -
     """Near the limit of a rolling window the pace stays ``limit / window``: a slot comes free
     as each request leaves, whatever is left now (``remaining / window`` would crawl)."""
     bucket = _bucket(clock, 10.0, burst=10, low_watermark=0.1)
+    bucket.observe(RateLimitInfo(limit=100, remaining=100, window=10.0))
     bucket.observe(RateLimitInfo(limit=100, remaining=5, window=10.0))
     assert bucket.available == 5.0
     for _ in range(5):
@@ -386,4 +388,15 @@ def test_fresh_reservations_stay_in_the_window_whatever_a_late_answer_says(
     for _ in range(100):
         bucket.reserve()
     bucket.observe(RateLimitInfo(limit=100, remaining=99, window=10.0))
+    assert bucket.reserve() == pytest.approx(10.0 + window_margin(10.0))
+
+
+def test_what_the_provider_counted_before_the_window_was_known_fills_it(clock: FakeClock) -> None:
+    """The first answer that tells of a rolling window (3 per 10 s, 2 left) counts the one
+    request made before the bucket knew as made just now: two more go, the fourth waits for
+    the window."""
+    bucket = _bucket(clock, 100.0, burst=100, max_wait=60)
+    assert bucket.reserve() == 0.0
+    bucket.observe(RateLimitInfo(limit=3, remaining=2, window=10.0))
+    assert [bucket.reserve(), bucket.reserve()] == [0.0, 0.0]
     assert bucket.reserve() == pytest.approx(10.0 + window_margin(10.0))

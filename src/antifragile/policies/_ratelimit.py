@@ -366,8 +366,14 @@ class TokenBucket:
         """Count reservations against a rolling window of *limit* per *window* seconds; forget
         those the provider did not count (see :data:`WINDOW_SETTLED`)."""
         with self._lock:
+            learnt = self._window != (limit, window)
             self._window = (limit, window)
             log = self._window_log
+            if learnt and remaining is not None:
+                # what the provider counted before the bucket knew: as if made just now
+                now = self._clock.monotonic()
+                while len(log) < limit - math.ceil(remaining):
+                    log.appendleft(now)
             while len(log) > limit:
                 log.popleft()
             if remaining is None or not log:
