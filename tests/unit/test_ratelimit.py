@@ -324,28 +324,33 @@ def test_rolling_window_spends_the_burst_then_follows_the_window(clock: FakeCloc
     assert max(waits) == pytest.approx(0.0, abs=1e-9)  # the bucket refilled meanwhile
 
 
-def test_rolling_window_at_zero_pauses_one_slot_not_the_window(clock: FakeClock) -> None:
-    """``remaining == 0`` under a rolling window pauses for one slot at the window's pace
-    (``window / limit``: 0.1 s for 100 per 10 s), not for the whole 10 s interval."""
+def test_rolling_window_at_zero_does_not_pause_for_the_window(clock: FakeClock) -> None:
+    """``remaining == 0`` under a rolling window, after this bucket's own burst, changes
+    nothing: the window already says when the next slot comes free (as the first request
+    leaves it), and the tokens earned meanwhile go then -- no pause of the whole interval, no
+    clamp to a steady trickle."""
     observer = RecordingObserver()
-    bucket = _bucket(clock, 10.0, burst=100, observer=observer)
+    bucket = _bucket(clock, 10.0, burst=100, max_wait=60, observer=observer)
     bucket.observe(RateLimitInfo(limit=100, remaining=100, window=10.0))
+    for _ in range(100):
+        bucket.reserve()
     bucket.observe(RateLimitInfo(limit=100, remaining=0, window=10.0))
-    assert bucket.reserve() == pytest.approx(0.1)
-    (event,) = observer.of(LimiterAdjusted)
-    assert event.paused_for == pytest.approx(0.1)
+    assert not observer.of(LimiterAdjusted)
+    clock.advance(10.0 + window_margin(10.0))
+    assert [bucket.reserve() for _ in range(100)] == [0.0] * 100
 
 
-def test_rolling_window_paces_at_the_limit_not_the_remainder(clock: FakeClock) -> None:
-    """Near the limit of a rolling window the pace stays ``limit / window``: a slot comes free
-    as each request leaves, whatever is left now (``remaining / window`` would crawl)."""
-    bucket = _bucket(clock, 10.0, burst=10, low_watermark=0.1)
+def test_others_use_of_a_rolling_window_fills_it(clock: FakeClock) -> None:
+    """The provider counting more than this bucket handed out (other clients: 95 of 100 used)
+    fills the window as if those requests were made now: five go, the sixth waits for them to
+    leave -- no 429."""
+    bucket = _bucket(clock, 10.0, burst=10, max_wait=60)
     bucket.observe(RateLimitInfo(limit=100, remaining=100, window=10.0))
+    clock.advance(1.0)
     bucket.observe(RateLimitInfo(limit=100, remaining=5, window=10.0))
-    assert bucket.available == 5.0
     for _ in range(5):
         assert bucket.reserve() == 0.0
-    assert bucket.reserve() == pytest.approx(0.1)  # 10 per second, not 0.5
+    assert bucket.reserve() == pytest.approx(10.0 + window_margin(10.0))
 
 
 def test_a_steady_drain_under_a_rolling_window_runs_at_the_limit(clock: FakeClock) -> None:

@@ -20,10 +20,10 @@ slot comes free when a request leaves the window. Once the headers say so, the b
 times of its last ``limit`` reservations and hands out a token only when the window has room for
 it as well (the ``limit``-th reservation back is more than ``window`` seconds old, with a small
 margin) -- a burst of ``limit``, then the next as the first ones leave, the provider's own
-schedule. Near the limit the pace is ``limit / window``, never ``remaining / window``, and
-``remaining == 0`` pauses for one slot at that pace (``window / limit``), not the whole window:
-the drain runs steadily instead of a window on, a window off. The window is counted for this
-process's calls; what other clients use shows in ``remaining``.
+schedule. ``remaining`` then neither clamps the tokens nor pauses the bucket (``remaining == 0``
+would otherwise stop it for the whole window, and a drain would run a window on, a window off);
+it reconciles the window instead: reservations the provider did not count, once settled, leave
+it, and requests it counted beyond this bucket's (other clients') join it as if made now.
 """
 
 from __future__ import annotations
@@ -318,13 +318,10 @@ class TokenBucket:
         rolling = info.limit / info.window if info.limit and info.window else None
         if info.retry_after is not None and info.retry_after > 0:
             paused_for = info.retry_after
-        elif info.remaining is not None:
+        elif info.remaining is not None and rolling is None:  # (a rolling window: see above)
             remaining = max(0.0, info.remaining)
             if remaining < 1:
-                if rolling is not None:  # one slot comes free at the window's pace
-                    paused_for = 1.0 / min(self.rate, rolling)
-                else:
-                    paused_for = info.reset_after if info.reset_after else 1.0 / self.rate
+                paused_for = info.reset_after if info.reset_after else 1.0 / self.rate
             else:
                 with self._lock:
                     now = self._clock.monotonic()
@@ -334,8 +331,7 @@ class TokenBucket:
                         self._tokens, self._stamp = remaining, max(now, self._stamp)
                         changed = True
                     if (
-                        rolling is None
-                        and info.limit
+                        info.limit
                         and info.reset_after
                         and remaining / info.limit < self.low_watermark
                     ):
@@ -363,28 +359,30 @@ class TokenBucket:
             )
 
     def _learn_window(self, limit: int, window: float, remaining: float | None) -> None:
-        """Count reservations against a rolling window of *limit* per *window* seconds; forget
-        those the provider did not count (see :data:`WINDOW_SETTLED`)."""
+        """Count reservations against a rolling window of *limit* per *window* seconds, and
+        reconcile them with what the provider counted (*remaining*, see the module docs)."""
         with self._lock:
-            learnt = self._window != (limit, window)
             self._window = (limit, window)
             log = self._window_log
-            if learnt and remaining is not None:
-                # what the provider counted before the bucket knew: as if made just now
+            if remaining is not None:
                 now = self._clock.monotonic()
-                while len(log) < limit - math.ceil(remaining):
-                    log.appendleft(now)
+                used = max(0, limit - math.ceil(max(0.0, remaining)))
+                # a reservation settled a while ago reached the provider if it was sent at all:
+                # beyond the provider's count, the oldest ones never did (refused by a breaker,
+                # answered by a failure the provider does not count) -- forget them
+                settled = sum(1 for at in log if at <= now - WINDOW_SETTLED)
+                for _ in range(max(0, settled - used)):
+                    log.popleft()
+                # the provider counts more than this bucket handed out: other clients (or calls
+                # made before the window was known) -- as if made just now
+                missing = used - sum(1 for at in log if at > now - window)
+                if missing > 0:
+                    at = len(log)
+                    while at > 0 and log[at - 1] > now:
+                        at -= 1
+                    for _ in range(missing):
+                        log.insert(at, now)
             while len(log) > limit:
-                log.popleft()
-            if remaining is None or not log:
-                return
-            # a reservation settled a while ago reached the provider if it was sent at all:
-            # beyond the provider's count, the oldest ones never did (refused by a breaker,
-            # answered by a failure the provider does not count) -- forget them
-            settled_before = self._clock.monotonic() - WINDOW_SETTLED
-            settled = sum(1 for at in log if at <= settled_before)
-            excess = settled - max(0, limit - math.ceil(remaining))
-            for _ in range(max(0, excess)):
                 log.popleft()
 
     @property
