@@ -70,9 +70,11 @@ WINDOW_SETTLED = 1.0
 
 
 def window_margin(window: float) -> float:
-    """How much later than ``window`` seconds after a request the next one may take its slot
-    (loopback and scheduling jitter: the provider counts arrivals, the bucket counts grants)."""
-    return max(0.05, 0.01 * window)
+    """How much later than ``window`` seconds after a request the next one may take its slot:
+    the provider counts arrivals, the bucket counts grants, and a busy client's requests reach
+    the provider a few hundred milliseconds after their grant (5 % of the window, at least
+    0.25 s)."""
+    return max(0.25, 0.05 * window)
 
 
 class TokenBucket:
@@ -374,8 +376,9 @@ class TokenBucket:
                 for _ in range(max(0, settled - used)):
                     log.popleft()
                 # the provider counts more than this bucket handed out: other clients (or calls
-                # made before the window was known) -- as if made just now
-                missing = used - sum(1 for at in log if at > now - window)
+                # made before the window was known) -- as if made just now; a grant up to
+                # WINDOW_SETTLED older than the window may still be counted (it arrived later)
+                missing = used - sum(1 for at in log if at > now - window - WINDOW_SETTLED)
                 if missing > 0:
                     at = len(log)
                     while at > 0 and log[at - 1] > now:
