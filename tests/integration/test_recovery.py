@@ -1,13 +1,14 @@
-"""Recovery after an outage, through a real SQLite queue and a Worker: a closed breaker makes its
-provider's deferred jobs due at once; an open breaker is probed by one job per probe interval;
-a half-open breaker's probe holds other jobs back only briefly; waiting for a token or a breaker
-never costs an attempt.
+"""Recovery after an outage, through a real queue (SQLite, PostgreSQL) and a Worker: a closed
+breaker makes its provider's deferred jobs due at once; an open breaker is probed by one job per
+probe interval; a half-open breaker's probe holds other jobs back only briefly; waiting for a
+token or a breaker never costs an attempt.
 
 Time is a FakeClock shared by the jobs, the breaker and the limiter: nothing waits in real time.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,8 +25,11 @@ from antifragile import (
     UpstreamUnavailableError,
 )
 from antifragile.jobs import Job, JobContext, Jobs, JobState, Worker
+from antifragile.jobs._open import open_job_queue
 from antifragile.jobs._policy import PROBE_WAIT
 from antifragile.policies import Constant
+from antifragile.stores import open_store
+from tests.conftest import POSTGRES_URL, require_service
 
 
 @pytest.fixture
@@ -33,11 +37,25 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture
-async def jobs(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Jobs]:
-    app = Jobs(database_url=f"sqlite:///{tmp_path / 'jobs.db'}", clock=clock)
-    async with app:
-        yield app
+@pytest.fixture(params=["sqlite", "postgres"])
+async def jobs(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> AsyncIterator[Jobs]:
+    """Jobs on a SQLite file, or on a PostgreSQL schema of the test's own (dropped after)."""
+    if request.param == "sqlite":
+        store = await open_store(f"sqlite:///{tmp_path / 'jobs.db'}", clock=clock)
+    else:
+        require_service("postgres", POSTGRES_URL)
+        schema = f"t{uuid.uuid4().hex[:12]}"
+        store = await open_store(
+            POSTGRES_URL, clock=clock, schema=schema, drop_schema_on_close=True
+        )
+    try:
+        app = Jobs(await open_job_queue(store), clock=clock)
+        async with app:
+            yield app
+    finally:
+        await store.close()
 
 
 async def _job(jobs: Jobs, job_id: str) -> Job:
