@@ -617,11 +617,11 @@ class Worker:
             run_at = until if until > now else now + self.poll_interval
         elif state is CircuitState.FORCED_OPEN:
             run_at = now + breaker.config.open_duration
-        elif state is CircuitState.HALF_OPEN and breaker.snapshot.probes_left <= 0:
-            # half-open, its probe out: wait for the probe's outcome, not an open duration
-            if breaker.snapshot.state is not CircuitState.HALF_OPEN:
-                return None  # open with its time up: this job may be the probe
-            run_at = now + PROBE_WAIT
+        elif state is CircuitState.HALF_OPEN:
+            snap = breaker.snapshot
+            if snap.state is not CircuitState.HALF_OPEN or snap.probes_left > 0:
+                return None  # its open period is over, or a probe permit is left: it may probe
+            run_at = now + PROBE_WAIT  # its probe is out: wait for the outcome, not a duration
         else:
             return None
         return Outcome(
