@@ -148,6 +148,8 @@ class Run:
     probes: int | None
     retried_jobs: int | None
     seconds: float
+    #: effects per second after the provider's return (second -> count)
+    timeline: dict[int, int] | None = None
 
     @property
     def share_429(self) -> float:
@@ -349,6 +351,9 @@ async def measure(
         probes=probes,
         retried_jobs=retried,
         seconds=round(time.perf_counter() - began, 1),
+        timeline=dict(
+            sorted(Counter(int(at - back_at) for at in created if at >= back_at).items())
+        ),
     )
 
 
