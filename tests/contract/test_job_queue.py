@@ -543,6 +543,87 @@ async def test_defer_does_not_count_an_attempt(job_queue: JobQueue, clock: FakeC
     assert (await claim_one(job_queue, now + 30)).id == job_id
 
 
+async def test_a_defer_records_its_cause_not_a_failure(
+    job_queue: JobQueue, clock: FakeClock
+) -> None:
+    """A defer with an error code records it (and its message) as the job's last error -- why
+    it waits -- without failure times or an attempt; a later defer without one keeps it."""
+    now = clock.time()
+    job_id = await enqueue_one(job_queue, job(now, provider="crm"), now)
+    await claim_one(job_queue, now)
+    deferred = Outcome(
+        job_id, "defer", run_at=now + 30, error_code="CIRCUIT_OPEN", error="breaker open"
+    )
+    await job_queue.complete([deferred], worker="w1", now=now)
+    waiting = await get(job_queue, job_id)
+    assert (waiting.state, waiting.attempts, waiting.run_at) == (JobState.QUEUED, 0, now + 30)
+    assert (waiting.last_error_code, waiting.last_error) == ("CIRCUIT_OPEN", "breaker open")
+    assert (waiting.first_failed_at, waiting.last_failed_at, waiting.history) == (None, None, ())
+    await claim_one(job_queue, now + 30)
+    await job_queue.complete([Outcome(job_id, "defer", run_at=now + 60)], worker="w1", now=now)
+    assert (await get(job_queue, job_id)).last_error_code == "CIRCUIT_OPEN"
+
+
+async def _deferred(
+    queue: JobQueue, now: float, code: str | None, *, provider: str = "crm", until: float = 300
+) -> str:
+    """A job of *provider* claimed and deferred to ``now + until`` with cause *code*."""
+    job_id = await enqueue_one(queue, job(now, provider=provider), now)
+    [claimed] = await queue.claim(worker="w1", limit=1, lease=LEASE, now=now)
+    assert claimed.id == job_id
+    outcome = Outcome(job_id, "defer", run_at=now + until, error_code=code, error=code)
+    await queue.complete([outcome], worker="w1", now=now)
+    return job_id
+
+
+async def test_wake_deferred_makes_a_providers_breaker_and_limiter_deferrals_due(
+    job_queue: JobQueue, clock: FakeClock
+) -> None:
+    """wake_deferred(provider) makes the provider's jobs deferred by its breaker
+    (CIRCUIT_OPEN) or rate limiter (RATE_LIMITED) due now, in one statement; a job in its own
+    back-off after a real failure, one deferred for another reason, another provider's and a
+    scheduled job keep their times."""
+    now = clock.time()
+    breaker = await _deferred(job_queue, now, "CIRCUIT_OPEN")
+    limiter = await _deferred(job_queue, now, "RATE_LIMITED", until=20)
+    held = await _deferred(job_queue, now, "DEFERRED")
+    silent = await _deferred(job_queue, now, None)
+    other = await _deferred(job_queue, now, "CIRCUIT_OPEN", provider="mail")
+    failing = await enqueue_one(job_queue, job(now, provider="crm"), now)
+    await claim_one(job_queue, now)
+    retry = Outcome(failing, "retry", run_at=now + 300, error_code="UPSTREAM_UNAVAILABLE")
+    await job_queue.complete([retry], worker="w1", now=now)
+    later = await enqueue_one(job_queue, job(now, provider="crm", delay=300), now)
+
+    clock.advance(5)
+    woken_at = clock.time()
+    assert await job_queue.wake_deferred("crm", now=woken_at) == 2
+    runs = {i: (await get(job_queue, i)).run_at for i in (breaker, limiter)}
+    assert runs == {breaker: woken_at, limiter: woken_at}
+    for kept in (held, silent, other, failing, later):
+        assert (await get(job_queue, kept)).run_at == now + 300
+    claimed = await job_queue.claim(worker="w2", limit=10, lease=LEASE, now=woken_at)
+    assert {j.id for j in claimed} == {breaker, limiter}
+    assert all(j.attempts == 0 for j in claimed)
+    assert await job_queue.wake_deferred("crm", now=woken_at) == 0  # nothing left to wake
+
+
+async def test_wake_deferred_with_a_limit_wakes_the_earliest(
+    job_queue: JobQueue, clock: FakeClock
+) -> None:
+    """With ``limit=1`` (a probe) only the job deferred to the earliest time is woken; a job
+    already due is not counted, and a limit below 1 wakes nothing."""
+    now = clock.time()
+    late = await _deferred(job_queue, now, "CIRCUIT_OPEN", until=90)
+    early = await _deferred(job_queue, now, "CIRCUIT_OPEN", until=60)
+    assert await job_queue.wake_deferred("crm", now=now + 1, limit=0) == 0
+    assert await job_queue.wake_deferred("crm", now=now + 1, limit=1) == 1
+    assert (await get(job_queue, early)).run_at == now + 1
+    assert (await get(job_queue, late)).run_at == now + 90
+    assert await job_queue.wake_deferred("crm", now=now + 1, limit=1) == 1
+    assert (await get(job_queue, late)).run_at == now + 1
+
+
 async def test_dead_sends_the_job_to_the_dead_letter_queue(
     job_queue: JobQueue, clock: FakeClock
 ) -> None:

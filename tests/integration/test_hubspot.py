@@ -149,8 +149,9 @@ async def test_429_retry_after_is_configurable_and_honoured(clock: FakeClock) ->
 
 
 async def test_rate_limit_headers_slow_the_client(clock: FakeClock) -> None:
-    """``X-HubSpot-RateLimit-Remaining`` clamps the local bucket and its reaching 0 pauses it
-    for the interval, so the client waits *before* HubSpot answers 429."""
+    """The ``X-HubSpot-RateLimit-*`` headers make the local bucket count HubSpot's rolling
+    window (the first answer's count included): once the window is full the client waits for
+    its first request to leave it, *before* HubSpot would answer 429."""
     simulator = HubSpotSimulator(burst=3, interval=10, clock=clock.monotonic)
     with ProviderSandbox([simulator]) as small:
         bucket = TokenBucket(100, burst=100, max_wait=60)
@@ -159,7 +160,6 @@ async def test_rate_limit_headers_slow_the_client(clock: FakeClock) -> None:
             TOKEN, base_url=small.base_url("hubspot"), policy=policy, timeout=1.0
         ) as connector:
             await connector.create_contact("a@example.com")
-            assert bucket.available <= 2
             for n in range(5):
                 await connector.create_contact(f"c{n}@example.com")
         assert all(r.status == 201 for r in small.requests)

@@ -165,7 +165,8 @@ async def test_attempts_exhausted_is_dead(jobs: Jobs, clock: FakeClock) -> None:
 
 async def test_open_breaker_defers_without_burning_attempts(jobs: Jobs, clock: FakeClock) -> None:
     """While the provider's breaker is open the job is deferred to its half-open time, attempts
-    unchanged, the provider untouched; it runs once the breaker half-opens."""
+    unchanged, the provider untouched; it runs once the breaker half-opens (early probes off:
+    the breaker's own open duration decides)."""
     breaker = CircuitBreaker("resend", minimum_calls=1, window=1, open_duration=120, clock=clock)
     jobs.breakers = {"resend": breaker}
     calls: list[int] = []
@@ -177,7 +178,7 @@ async def test_open_breaker_defers_without_burning_attempts(jobs: Jobs, clock: F
     breaker.on_failure(breaker.acquire(), UpstreamUnavailableError("down"))
     assert breaker.state is CircuitState.OPEN
     enqueued = await send.enqueue()
-    worker = Worker(jobs)
+    worker = Worker(jobs, probe_interval=None)
     for _ in range(3):  # deferred once, to the half-open time: not claimed again before it
         await worker.run_until_idle()
         clock.advance(30)

@@ -719,3 +719,38 @@ class BreakerMachine(RuleBasedStateMachine):
 
 TestBreakerMachine = BreakerMachine.TestCase
 TestBreakerMachine.settings = settings(max_examples=80, stateful_step_count=50, deadline=None)
+
+
+def test_allow_probe_ends_an_open_period_early_after_a_while(clock: FakeClock) -> None:
+    """``allow_probe(after=1)`` refuses within a second of opening, then ends the 30 s open
+    period so that the next call is the half-open probe; while that probe is out it refuses; a
+    failed probe opens the breaker again and the second counts from then."""
+    breaker = _breaker(clock, minimum_calls=1, window=1)
+    breaker.on_failure(breaker.acquire(), FAIL)
+    assert not breaker.allow_probe(after=1.0)
+    clock.advance(1.0)
+    assert breaker.allow_probe(after=1.0)
+    assert _state(breaker) is CircuitState.HALF_OPEN
+    probe = breaker.acquire()
+    assert not breaker.allow_probe(after=1.0)  # its probe is out
+    breaker.on_failure(probe, FAIL)
+    assert _state(breaker) is CircuitState.OPEN
+    assert not breaker.allow_probe(after=1.0)
+    clock.advance(1.0)
+    assert breaker.allow_probe(after=1.0)
+    breaker.on_success(breaker.acquire())
+    assert _state(breaker) is CircuitState.CLOSED
+
+
+def test_allow_probe_leaves_closed_forced_and_disabled_breakers_alone(clock: FakeClock) -> None:
+    """Only an open (or half-open) breaker may be probed early: closed, forced open and
+    disabled breakers answer no and stay as they are."""
+    breaker = _breaker(clock)
+    assert not breaker.allow_probe(after=0.0)
+    breaker.force_open()
+    clock.advance(60)
+    assert not breaker.allow_probe(after=1.0)
+    assert _state(breaker) is CircuitState.FORCED_OPEN
+    breaker.disable()
+    assert not breaker.allow_probe(after=1.0)
+    assert _state(breaker) is CircuitState.DISABLED

@@ -35,7 +35,13 @@ from antifragile.jobs import (
     StatusFlag,
 )
 from antifragile.jobs._payload import looks_secret, redact_payload
-from antifragile.jobs._policy import decide_failure, describe_error, job_retry_on
+from antifragile.jobs._policy import (
+    PROBE_WAIT,
+    decide_failure,
+    describe_error,
+    is_local_rate_limit,
+    job_retry_on,
+)
 from antifragile.jobs._view import job_view
 
 
@@ -401,11 +407,26 @@ def _decide(exc: BaseException, retry: Retry = DEFAULT_JOB_RETRY, attempt: int =
 
 
 def test_open_breaker_defers_until_it_half_opens() -> None:
-    """CircuitOpenError defers the job to the breaker's half-open time: no attempt counted."""
+    """CircuitOpenError defers the job to the breaker's half-open time: no attempt counted;
+    without an ``until`` (half-open, its probe out) it waits only for the probe's outcome."""
     decision = _decide(CircuitOpenError("open", until=1060.0), attempt=12)
     assert (decision.kind, decision.run_at) == ("defer", 1060.0)
-    forced = _decide(CircuitOpenError("forced"), defer_for=15.0)
-    assert (forced.kind, forced.run_at) == ("defer", 1015.0)
+    probing = _decide(CircuitOpenError("half-open"), attempt=12)
+    assert (probing.kind, probing.run_at) == ("defer", 1000.0 + PROBE_WAIT)
+    assert _decide(CircuitOpenError("half-open"), probe_wait=0.25).run_at == 1000.25
+
+
+def test_a_local_rate_limit_defers_and_a_providers_429_counts() -> None:
+    """The local limiter refusing a token (``local=True``: nothing was sent) defers the job to
+    when the token is there, without an attempt, even on its last one; a provider's 429 is an
+    answer: a retry that counts, as before."""
+    local = RateLimitedError("no token within max_wait", retry_after=12.5, local=True)
+    assert is_local_rate_limit(local)
+    waited = _decide(local, attempt=12)
+    assert (waited.kind, waited.run_at, waited.delay) == ("defer", 1012.5, 12.5)
+    provider = RateLimitedError("HTTP 429", retry_after=3.0, status=429)
+    assert not is_local_rate_limit(provider)
+    assert (_decide(provider).kind, _decide(provider, attempt=12).kind) == ("retry", "dead")
 
 
 def test_permanent_errors_and_exhausted_attempts_are_dead() -> None:

@@ -51,3 +51,20 @@ def test_unnamed_headers_are_not_taken_for_named_ones() -> None:
     info = parse_rate_limit({"x-ratelimit-remaining": "3", "x-ratelimit-limit": "9"}, NOW)
     assert (info.limit, info.remaining) == (9.0, 3.0)
     assert not parse_rate_limit({"x-ratelimit-remaining-default": "soon"}, NOW)
+
+
+def test_hubspot_interval_is_a_rolling_window_not_a_reset() -> None:
+    """HubSpot's ``-Interval-Milliseconds`` is a rolling window (TEN_SECONDLY_ROLLING): it is
+    read as ``window``, never as a time until a reset; a 429 without ``Retry-After`` waits one
+    slot at the window's pace (``window / max``)."""
+    headers = {
+        "x-hubspot-ratelimit-max": "100",
+        "x-hubspot-ratelimit-remaining": "0",
+        "x-hubspot-ratelimit-interval-milliseconds": "10000",
+    }
+    info = parse_rate_limit(headers, NOW)
+    assert (info.limit, info.remaining, info.window, info.reset_after) == (100, 0, 10.0, None)
+    assert info.retry_after is None
+    assert parse_rate_limit(headers, NOW, status=429).retry_after == pytest.approx(0.1)
+    with_retry_after = {**headers, "retry-after": "3"}
+    assert parse_rate_limit(with_retry_after, NOW, status=429).retry_after == 3.0

@@ -11,6 +11,7 @@ import pytest
 from antifragile import ConfigurationError, FakeClock, RateLimitedError, TokenBucket
 from antifragile.observability import CallRejected, LimiterAdjusted, LimiterWait, RecordingObserver
 from antifragile.policies import RateLimitInfo
+from antifragile.policies._ratelimit import WINDOW_SETTLED, window_margin
 
 
 def _bucket(clock: FakeClock, rate: float = 10.0, **kw: object) -> TokenBucket:
@@ -295,3 +296,104 @@ def test_invalid_limiters_are_rejected(make: Callable[[], TokenBucket]) -> None:
     """Non-positive rates, bursts below one, negative waits and bad watermarks are misuse."""
     with pytest.raises(ConfigurationError):
         make()
+
+
+# -- rolling windows ------------------------------------------------------------------------------
+
+
+def test_rolling_window_spends_the_burst_then_follows_the_window(clock: FakeClock) -> None:
+    """Told the limit is a rolling window (100 per 10 s), the bucket lets a full window go at
+    once, then hands out the next slot only when the first request leaves the window (plus a
+    small margin) -- the provider's own schedule, without a 429 -- and the next hundred go as
+    the first hundred leave."""
+    bucket = _bucket(clock, 10.0, burst=100, max_wait=60)
+    bucket.observe(RateLimitInfo(limit=100, remaining=100, window=10.0))
+    assert [bucket.reserve() for _ in range(100)] == [0.0] * 100
+    margin = window_margin(10.0)
+    assert bucket.reserve() == pytest.approx(10.0 + margin)
+    clock.advance(10.0 + margin)
+    waits = [bucket.reserve() for _ in range(99)]
+    assert max(waits) == pytest.approx(0.0, abs=1e-9)  # the bucket refilled meanwhile
+
+
+def test_rolling_window_at_zero_does_not_pause_for_the_window(clock: FakeClock) -> None:
+    """``remaining == 0`` under a rolling window, after this bucket's own burst, changes
+    nothing: the window already says when the next slot comes free (as the first request
+    leaves it), and the tokens earned meanwhile go then -- no pause of the whole interval, no
+    clamp to a steady trickle."""
+    observer = RecordingObserver()
+    bucket = _bucket(clock, 10.0, burst=100, max_wait=60, observer=observer)
+    bucket.observe(RateLimitInfo(limit=100, remaining=100, window=10.0))
+    for _ in range(100):
+        bucket.reserve()
+    bucket.observe(RateLimitInfo(limit=100, remaining=0, window=10.0))
+    assert not observer.of(LimiterAdjusted)
+    clock.advance(10.0 + window_margin(10.0))
+    assert [bucket.reserve() for _ in range(100)] == [0.0] * 100
+
+
+def test_others_use_of_a_rolling_window_fills_it(clock: FakeClock) -> None:
+    """The provider counting more than this bucket handed out (other clients: 95 of 100 used)
+    fills the window as if those requests were made now: five go, the sixth waits for them to
+    leave -- no 429."""
+    bucket = _bucket(clock, 10.0, burst=10, max_wait=60)
+    bucket.observe(RateLimitInfo(limit=100, remaining=100, window=10.0))
+    clock.advance(1.0)
+    bucket.observe(RateLimitInfo(limit=100, remaining=5, window=10.0))
+    for _ in range(5):
+        assert bucket.reserve() == 0.0
+    assert bucket.reserve() == pytest.approx(10.0 + window_margin(10.0))
+
+
+def test_a_steady_drain_under_a_rolling_window_runs_at_the_limit(clock: FakeClock) -> None:
+    """Draining 500 requests against 100 per 10 s: a window at once, then a window per 10 s;
+    the last one goes 40 s (and four margins) after the first -- never a window on, a window
+    off -- and no more than 100 fall within any 10 s."""
+    bucket = _bucket(clock, 10.0, burst=100, max_wait=60)
+    bucket.observe(RateLimitInfo(limit=100, remaining=100, window=10.0))
+    sent: list[float] = []
+    for _ in range(500):
+        wait = bucket.reserve()
+        clock.advance(wait)
+        sent.append(clock.monotonic())
+    start = sent[0]
+    assert sent[-1] - start == pytest.approx(40.0 + 4 * window_margin(10.0), abs=0.01)
+    assert all(sent[i + 100] - sent[i] >= 10.0 for i in range(400))
+
+
+def test_reservations_the_provider_did_not_count_leave_the_window(clock: FakeClock) -> None:
+    """Reservations whose calls never reached the provider (an open breaker refused them, the
+    provider was down) leave the window once the provider's ``remaining`` says they were not
+    counted and they are older than ``WINDOW_SETTLED``: they do not hold back the drain."""
+    bucket = _bucket(clock, 10.0, burst=100, max_wait=60)
+    bucket.observe(RateLimitInfo(limit=100, remaining=100, window=10.0))
+    for _ in range(100):
+        bucket.reserve()
+    clock.advance(WINDOW_SETTLED + 0.5)
+    bucket.observe(RateLimitInfo(limit=100, remaining=100, window=10.0))  # none was counted
+    clock.advance(10.0)  # the bucket refills; the window is free
+    assert [bucket.reserve() for _ in range(100)] == [0.0] * 100
+
+
+def test_fresh_reservations_stay_in_the_window_whatever_a_late_answer_says(
+    clock: FakeClock,
+) -> None:
+    """An answer to the first request of a burst reports an older state (99 left): it does not
+    free the slots of reservations made since, still in flight."""
+    bucket = _bucket(clock, 10.0, burst=100, max_wait=60)
+    bucket.observe(RateLimitInfo(limit=100, remaining=100, window=10.0))
+    for _ in range(100):
+        bucket.reserve()
+    bucket.observe(RateLimitInfo(limit=100, remaining=99, window=10.0))
+    assert bucket.reserve() == pytest.approx(10.0 + window_margin(10.0))
+
+
+def test_what_the_provider_counted_before_the_window_was_known_fills_it(clock: FakeClock) -> None:
+    """The first answer that tells of a rolling window (3 per 10 s, 2 left) counts the one
+    request made before the bucket knew as made just now: two more go, the fourth waits for
+    the window."""
+    bucket = _bucket(clock, 100.0, burst=100, max_wait=60)
+    assert bucket.reserve() == 0.0
+    bucket.observe(RateLimitInfo(limit=3, remaining=2, window=10.0))
+    assert [bucket.reserve(), bucket.reserve()] == [0.0, 0.0]
+    assert bucket.reserve() == pytest.approx(10.0 + window_margin(10.0))

@@ -228,9 +228,19 @@ class RateLimitedError(TransientError):
 
     default_code = ErrorCode.RATE_LIMITED
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        local: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(message, **kwargs)
         self.retry_after = retry_after
+        #: True when this process's own rate limiter refused a token: no request was made (a
+        #: durable job waits for it without using up an attempt)
+        self.local = local
 
 
 class UpstreamUnavailableError(TransientError):

@@ -10,7 +10,8 @@ Dialects understood (header names are case-insensitive):
 ``X-RateLimit-Limit-<Name>`` ...       named limits (Cal.com: ``-Limit-Default``,
                                        ``-Remaining-Default``, ``-Reset-Default``); each name is
                                        one limit; reset epoch or delta, as above
-``X-HubSpot-RateLimit-*``              ``-Max``, ``-Remaining``, ``-Interval-Milliseconds``, and
+``X-HubSpot-RateLimit-*``              ``-Max``, ``-Remaining``, ``-Interval-Milliseconds`` (a
+                                       *rolling* window: ``window``, no reset moment), and
                                        ``-Daily``/``-Daily-Remaining``
 ``Retry-After``                        delta-seconds, float, or HTTP-date
 =====================================  ============================================================
@@ -96,11 +97,13 @@ def _candidates(headers: Mapping[str, str], now: float) -> list[RateLimitInfo]:
     hub_remaining = _float(headers.get("x-hubspot-ratelimit-remaining"))
     if hub_max is not None or hub_remaining is not None:
         interval = _float(headers.get("x-hubspot-ratelimit-interval-milliseconds"))
+        # HubSpot's interval is a rolling window (TEN_SECONDLY_ROLLING): a slot comes free
+        # whenever a request leaves it, so the interval is no time to wait for a reset
         found.append(
             RateLimitInfo(
                 limit=hub_max,
                 remaining=hub_remaining,
-                reset_after=None if interval is None else interval / 1000.0,
+                window=None if not interval else interval / 1000.0,
             )
         )
     daily_remaining = _float(headers.get("x-hubspot-ratelimit-daily-remaining"))
@@ -133,11 +136,15 @@ def parse_rate_limit(headers: Mapping[str, str], now: float, *, status: int = 20
     if not found:
         return RateLimitInfo(retry_after=retry_after)
     tightest = min(found, key=_room)
-    if retry_after is None and status == 429 and tightest.reset_after is not None:
-        retry_after = tightest.reset_after
+    if retry_after is None and status == 429:
+        if tightest.reset_after is not None:
+            retry_after = tightest.reset_after
+        elif tightest.window and tightest.limit:  # a rolling window: one slot at its pace
+            retry_after = tightest.window / tightest.limit
     return RateLimitInfo(
         limit=tightest.limit,
         remaining=tightest.remaining,
         reset_after=tightest.reset_after,
         retry_after=retry_after,
+        window=tightest.window,
     )

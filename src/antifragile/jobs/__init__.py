@@ -18,6 +18,7 @@ from antifragile.jobs._memory import MemoryJobQueue
 from antifragile.jobs._model import (
     FINAL,
     UNFINISHED,
+    WAKE_CODES,
     Enqueued,
     InboxEntry,
     Job,
@@ -77,6 +78,7 @@ __all__ = [
     "DEFAULT_STEP_RETRY",
     "FINAL",
     "UNFINISHED",
+    "WAKE_CODES",
     "ConfiguredJob",
     "Cron",
     "DeadLetterFilter",

@@ -29,6 +29,7 @@ from antifragile.jobs._model import (
     CLAIMABLE,
     FINAL,
     UNFINISHED,
+    WAKE_CODES,
     Enqueued,
     InboxEntry,
     Job,
@@ -349,7 +350,12 @@ class MemoryJobQueue:
             return replace(done, state=JobState.QUEUED)
         run_at = now if outcome.run_at is None else outcome.run_at
         if kind == "defer":
-            return replace(done, state=JobState.QUEUED, run_at=run_at)
+            deferred = replace(done, state=JobState.QUEUED, run_at=run_at)
+            if outcome.error_code is not None:  # why, as the last error (not a failure)
+                deferred = replace(
+                    deferred, last_error_code=outcome.error_code, last_error=outcome.error
+                )
+            return deferred
         failed = replace(
             done,
             first_failed_at=now if job.first_failed_at is None else job.first_failed_at,
@@ -365,6 +371,26 @@ class MemoryJobQueue:
             self._flag(flag, flag.failed, now)
         counted = 1 if outcome.attempted else 0
         return replace(failed, state=JobState.DEAD, attempts=job.attempts + counted)
+
+    async def wake_deferred(self, provider: str, *, now: float, limit: int | None = None) -> int:
+        """See :meth:`~antifragile.jobs.JobQueue.wake_deferred`: under the queue's lock."""
+        with self._lock:
+            waiting = sorted(
+                (
+                    job
+                    for job in self._jobs.values()
+                    if job.state is JobState.QUEUED
+                    and job.provider == provider
+                    and job.run_at > now
+                    and job.last_error_code in WAKE_CODES
+                ),
+                key=lambda job: (job.run_at, job.id),
+            )
+            if limit is not None:
+                waiting = waiting[: max(limit, 0)]
+            for job in waiting:
+                self._jobs[job.id] = replace(job, run_at=now, updated_at=now)
+            return len(waiting)
 
     async def save_progress(self, job_id: str, *, worker: str, state_data: Any, now: float) -> bool:
         data = _json(state_data)

@@ -9,6 +9,7 @@ Life of a job::
     running --failure, attempts left--> retrying (run_at = next attempt)
     running --defer (provider breaker open)--> queued (run_at = when it half-opens; the attempt
                                                        is not counted)
+    queued (deferred by the breaker or limiter) --wake_deferred (the breaker closed)--> due now
     running --permanent failure or attempts exhausted--> dead          (the dead-letter queue)
     running --release (worker stopping)--> queued (attempt not counted)
     running --lease expired (worker died)--> claimable again, automatically
@@ -59,6 +60,11 @@ CLAIMABLE: frozenset[JobState] = frozenset({JobState.SCHEDULED, JobState.QUEUED,
 UNFINISHED: frozenset[JobState] = frozenset(
     {JobState.SCHEDULED, JobState.QUEUED, JobState.RUNNING, JobState.RETRYING}
 )
+#: the causes of a deferral (``last_error_code`` of a job deferred without an attempt) that
+#: :meth:`~antifragile.jobs.JobQueue.wake_deferred` ends when the provider is back: its circuit
+#: breaker, its rate limiter. A job in its own back-off after a real failure is ``retrying``,
+#: and one deferred for another reason (a resource another job holds) keeps its time.
+WAKE_CODES: tuple[str, ...] = ("CIRCUIT_OPEN", "RATE_LIMITED")
 #: states a job never leaves by itself
 FINAL: frozenset[JobState] = frozenset({JobState.SUCCEEDED, JobState.DEAD, JobState.RESOLVED})
 
@@ -186,7 +192,9 @@ class Outcome:
     * ``succeeded``: ``result`` is stored;
     * ``retry``: the attempt failed, the job runs again at ``run_at`` (attempts + 1);
     * ``defer``: not attempted (the provider's breaker is open); runs at ``run_at``, attempts
-      unchanged;
+      unchanged; ``error_code`` (when given) records why -- ``CIRCUIT_OPEN`` or
+      ``RATE_LIMITED`` make the job one that :meth:`~antifragile.jobs.JobQueue.wake_deferred`
+      brings forward -- as the job's last error, not as a failure;
     * ``dead``: failed for good (attempts + 1): the job enters the dead-letter queue;
     * ``release``: not finished (the worker is stopping): claimable again at once, attempts
       unchanged.

@@ -7,7 +7,14 @@ with this exception" into a :class:`FailureDecision`, which the worker reports a
 In order:
 
 1. an open circuit breaker (:class:`~antifragile.CircuitOpenError`) **defers** the job to the
-   moment the breaker half-opens; nothing reached the provider, so no attempt is counted;
+   moment the breaker half-opens; nothing reached the provider, so no attempt is counted. A
+   breaker that is half-open with its probe already out (no ``until``) defers the job only
+   briefly (``probe_wait``, 1 s): the probe's outcome settles it -- a success closes the breaker
+   and the worker makes the job due at once, a failure opens it and the job is deferred again;
+   the local rate limiter (a :class:`~antifragile.RateLimitedError` with ``local=True``, raised
+   before any request) defers the job until its ``retry_after``, without an attempt either --
+   waiting for a token or for a breaker never uses up a job's attempts. A provider's own 429 is
+   an answer, and counts;
 2. a failure the policy's ``retry_on`` does not retry goes to the **dead-letter queue** at once
    (``not_retryable``) -- with the default predicate (:func:`job_retry_on`) that is a
    :class:`~antifragile.PermanentError` (a 4xx), a :class:`~antifragile.ConfigurationError`
@@ -60,6 +67,7 @@ from antifragile.errors import (
     CircuitOpenError,
     ErrorCode,
     IntegrationError,
+    RateLimitedError,
     classify_exception,
     redact,
 )
@@ -83,6 +91,12 @@ def job_retry_on(exc: BaseException) -> bool:
     return True
 
 
+def is_local_rate_limit(exc: BaseException) -> bool:
+    """Whether *exc* is this process's own rate limiter refusing a token (no request was
+    made), rather than a provider's 429."""
+    return isinstance(exc, RateLimitedError) and exc.local
+
+
 #: the retry policy of a job declared without one (see the table in the module docs)
 DEFAULT_JOB_RETRY = Retry(
     attempts=12,
@@ -90,9 +104,13 @@ DEFAULT_JOB_RETRY = Retry(
     retry_on=job_retry_on,
 )
 
-#: how long a job waits when a breaker refuses it without saying until when (half-open with its
-#: probes taken, or forced open) and its open duration is unknown
+#: how long a job waits when a breaker refuses it without saying until when (forced open) and
+#: its open duration is unknown
 DEFAULT_DEFER = 30.0
+#: how long a job waits when it meets a half-open breaker whose probe is out: about as long as
+#: a probe takes to settle; a success makes the job due at once anyway (the worker wakes the
+#: provider's deferred jobs when its breaker closes)
+PROBE_WAIT = 1.0
 
 
 class JobDeferred(AntifragileError):
@@ -133,17 +151,21 @@ def decide_failure(
     created_at: float,
     previous_delay: float = 0.0,
     rng: random.Random | None = None,
-    defer_for: float = DEFAULT_DEFER,
+    probe_wait: float = PROBE_WAIT,
 ) -> FailureDecision:
     """What to do after attempt number *attempt* (1-based) of a job failed with *exc*.
 
     *max_attempts* is the job's own bound (stored when it was enqueued); *now* and
-    *created_at* are wall-clock epoch seconds; *defer_for* is how long to wait when an open
-    breaker does not say until when.
+    *created_at* are wall-clock epoch seconds; *probe_wait* is how long to wait when an open
+    breaker does not say until when (it is half-open, its probe out).
     """
     if isinstance(exc, CircuitOpenError):
-        until = exc.until if exc.until is not None and exc.until > now else now + defer_for
+        # no until: half-open, its probe out -- wait for the probe, not an open duration
+        until = exc.until if exc.until is not None and exc.until > now else now + probe_wait
         return FailureDecision("defer", run_at=until, delay=until - now)
+    if is_local_rate_limit(exc):
+        wait = getattr(exc, "retry_after", None) or probe_wait
+        return FailureDecision("defer", run_at=now + wait, delay=wait)
     if isinstance(exc, JobDeferred):
         return FailureDecision("defer", run_at=now + exc.delay, delay=exc.delay)
     if not _should_retry(retry, exc):

@@ -71,6 +71,7 @@ from psycopg_pool import PoolClosed
 
 from antifragile.errors import ConfigurationError, StoreError
 from antifragile.jobs._model import (
+    WAKE_CODES,
     Enqueued,
     InboxEntry,
     Job,
@@ -406,7 +407,8 @@ RETURNING id
 # "r": result, "a": attempt, "c": error code, "e": error}), read per row with ``->``: no join
 # with the input, whose size a prepared statement's plan cannot know. retry and dead count an
 # attempt and record the failure (its code and message); succeeded counts the attempt; defer
-# and release count nothing and record no failure. Every outcome ends the lease.
+# and release count nothing and record no failure -- a defer with a code ("w": why) records it
+# as the last error, without the failure times. Every outcome ends the lease.
 COMPLETE = f"""
 WITH done AS (
     UPDATE {{jobs}} AS j SET
@@ -429,8 +431,10 @@ WITH done AS (
         last_failed_at = CASE WHEN %(batch)s::jsonb -> j.id ->> 'k' IN ('retry', 'dead')
                               THEN %(now)s::float8 ELSE j.last_failed_at END,
         last_error_code = CASE WHEN %(batch)s::jsonb -> j.id ->> 'k' IN ('retry', 'dead')
+                                    OR %(batch)s::jsonb -> j.id ? 'w'
                                THEN %(batch)s::jsonb -> j.id ->> 'c' ELSE j.last_error_code END,
         last_error = CASE WHEN %(batch)s::jsonb -> j.id ->> 'k' IN ('retry', 'dead')
+                               OR %(batch)s::jsonb -> j.id ? 'w'
                           THEN %(batch)s::jsonb -> j.id ->> 'e' ELSE j.last_error END,
         lease_owner = NULL,
         lease_until = NULL,
@@ -451,6 +455,18 @@ WITH done AS (
     )
 })
 SELECT id FROM done
+"""
+
+# the jobs of a provider deferred by its breaker or rate limiter become due (wake_deferred); a
+# NULL limit takes them all
+WAKE_DEFERRED = f"""
+UPDATE {{jobs}} SET run_at = %(now)s::float8, updated_at = %(now)s::float8
+WHERE id IN (
+    SELECT id FROM {{jobs}}
+    WHERE state = 'queued' AND provider = %(provider)s::text AND run_at > %(now)s::float8
+      AND last_error_code IN ({", ".join(f"'{c}'" for c in WAKE_CODES)})
+    ORDER BY run_at, id LIMIT %(limit)s::int8
+    FOR UPDATE SKIP LOCKED)
 """
 
 SAVE_PROGRESS = """
@@ -751,6 +767,8 @@ def _complete_params(
             entry["e"] = outcome.error
         if not outcome.attempted:
             entry["u"] = 1  # not attempted: attempts stay as they are
+        if outcome.kind == "defer" and outcome.error_code is not None:
+            entry["w"] = 1  # why it waits: recorded as its last error
         batch[outcome.job_id] = entry
     return {"now": now, "worker": worker, "batch": encode(batch)}, list(batch)
 
@@ -783,6 +801,7 @@ class _Statements:
         self.heartbeat = self.text(HEARTBEAT)
         self.complete = self.text(COMPLETE)
         self.save_progress = self.text(SAVE_PROGRESS)
+        self.wake_deferred = self.text(WAKE_DEFERRED)
         self.get = self.text(GET)
         self.stats = self.text(STATS)
         self.record_inbound = self.text(RECORD_INBOUND)
@@ -1058,6 +1077,13 @@ class PostgresJobQueue:
             raise (_nul_error(exc) or exc) from exc.__cause__
         recorded = {row[0] for row in rows}
         return [job_id for job_id in ids if job_id in recorded]
+
+    async def wake_deferred(self, provider: str, *, now: float, limit: int | None = None) -> int:
+        """See :meth:`JobQueue.wake_deferred`: one ``UPDATE`` (rows a claim holds are skipped)."""
+        if limit is not None and limit < 1:
+            return 0
+        params = {"provider": provider, "now": float(now), "limit": limit}
+        return await self._count(self._sql.wake_deferred, params)
 
     async def save_progress(self, job_id: str, *, worker: str, state_data: Any, now: float) -> bool:
         params = {

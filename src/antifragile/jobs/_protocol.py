@@ -93,7 +93,21 @@ class JobQueue(Protocol):
         longer holds (its lease expired and another worker took over) are ignored.
 
         Status flags change in the same transaction: ``succeeded`` -> its succeeded value,
-        ``dead`` -> its failed value, ``retry``/``defer``/``release`` leave it pending."""
+        ``dead`` -> its failed value, ``retry``/``defer``/``release`` leave it pending. A
+        ``defer`` with an ``error_code`` records it (and ``error``) as the job's last error,
+        without the failure times: why the job waits."""
+        ...
+
+    async def wake_deferred(self, provider: str, *, now: float, limit: int | None = None) -> int:
+        """Make the jobs of *provider* that were deferred by its circuit breaker or rate limiter
+        due now, in one statement: state ``queued``, ``run_at > now`` and ``last_error_code`` in
+        :data:`~antifragile.jobs.WAKE_CODES` -> ``run_at = now``; the count. At most *limit*
+        jobs (``None``: all), earliest ``run_at`` first.
+
+        A worker calls it when the provider's breaker closes (every deferred job runs at once,
+        paced by the limiter, instead of each waiting out its own deferral) and, with
+        ``limit=1``, to have one job probe a breaker whose open period is over. Jobs in their
+        own back-off after a real failure (``retrying``) keep their time."""
         ...
 
     async def save_progress(self, job_id: str, *, worker: str, state_data: Any, now: float) -> bool:

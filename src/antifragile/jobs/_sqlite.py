@@ -51,6 +51,7 @@ from typing import Any
 from antifragile.errors import ConfigurationError, StoreError
 from antifragile.jobs._model import (
     FINAL,
+    WAKE_CODES,
     Enqueued,
     InboxEntry,
     Job,
@@ -221,8 +222,10 @@ UPDATE antifragile_jobs AS j SET
     first_failed_at = CASE WHEN o.failed THEN coalesce(j.first_failed_at, :now)
                       ELSE j.first_failed_at END,
     last_failed_at = CASE WHEN o.failed THEN :now ELSE j.last_failed_at END,
-    last_error_code = CASE WHEN o.failed THEN o.error_code ELSE j.last_error_code END,
-    last_error = CASE WHEN o.failed THEN o.error ELSE j.last_error END,
+    last_error_code = CASE WHEN o.failed OR o.error_code IS NOT NULL THEN o.error_code
+                      ELSE j.last_error_code END,
+    last_error = CASE WHEN o.failed OR o.error_code IS NOT NULL THEN o.error
+                 ELSE j.last_error END,
     history = CASE WHEN o.attempt IS NULL THEN j.history
               ELSE json_insert(j.history, '$[#]', json(o.attempt)) END
 FROM (
@@ -234,6 +237,16 @@ FROM (
     FROM json_each(:outcomes)) AS o
 WHERE j.id = o.id AND j.state = 'running' AND j.lease_owner = :worker
 RETURNING id, state, status_flag
+"""
+
+#: the jobs of a provider deferred by its breaker or rate limiter become due (see wake_deferred)
+_WAKE = f"""
+UPDATE antifragile_jobs SET run_at = :now, updated_at = :now
+WHERE rowid IN (
+    SELECT rowid FROM antifragile_jobs
+    WHERE state = 'queued' AND provider = :provider AND run_at > :now
+      AND last_error_code IN ({", ".join(f"'{c}'" for c in WAKE_CODES)})
+    ORDER BY run_at, id LIMIT :limit)
 """
 
 _SAVE_PROGRESS = """
@@ -564,6 +577,11 @@ def _complete(
     return [row[0] for row in rows]
 
 
+def _wake(conn: sqlite3.Connection, provider: str, now: float, limit: int) -> int:
+    with _immediate(conn):
+        return conn.execute(_WAKE, {"provider": provider, "now": now, "limit": limit}).rowcount
+
+
 def _save_progress(
     conn: sqlite3.Connection, job_id: str, worker: str, text: str | None, now: float
 ) -> bool:
@@ -737,8 +755,8 @@ def _outcome(outcome: Outcome, now: float) -> list[Any]:
     if kind == "release":
         return [outcome.job_id, "queued", 0, None, None, attempt, 0, None, None]
     run_at = now if outcome.run_at is None else outcome.run_at
-    if kind == "defer":
-        return [outcome.job_id, "queued", 0, run_at, None, attempt, 0, None, None]
+    if kind == "defer":  # its cause, when given, is recorded (not as a failure)
+        return [outcome.job_id, "queued", 0, run_at, None, attempt, 0, *_cause(outcome)]
     if kind == "retry":
         return [outcome.job_id, "retrying", 1, run_at, None, attempt, 1, *_error(outcome)]
     counted = 1 if outcome.attempted else 0
@@ -766,6 +784,13 @@ def _flag_params(job: NewJob, now: float) -> _FlagParams | None:
 
 
 def _error(outcome: Outcome) -> tuple[str | None, str | None]:
+    return outcome.error_code, outcome.error
+
+
+def _cause(outcome: Outcome) -> tuple[str | None, str | None]:
+    """A deferral's cause: its code and message, or nothing (the job's last error stays)."""
+    if outcome.error_code is None:
+        return None, None
     return outcome.error_code, outcome.error
 
 
@@ -856,6 +881,12 @@ class SQLiteJobQueue:
             worker,
             now,
         )
+
+    async def wake_deferred(self, provider: str, *, now: float, limit: int | None = None) -> int:
+        """See :meth:`JobQueue.wake_deferred`: one ``UPDATE`` over the ready jobs."""
+        if limit is not None and limit < 1:
+            return 0
+        return await self._db.run(_wake, provider, now, -1 if limit is None else limit)
 
     async def save_progress(self, job_id: str, *, worker: str, state_data: Any, now: float) -> bool:
         text = None if state_data is None else encode(state_data)

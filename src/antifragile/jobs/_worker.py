@@ -24,7 +24,18 @@ One loop, on one event loop::
   from a limited queue no more jobs than it may start now.
 * **Breakers.** Before running a job of a provider whose breaker (``jobs.breakers``) is open,
   the worker defers it to the moment the breaker half-opens; no attempt is counted. A job that
-  fails with :class:`~antifragile.CircuitOpenError` is deferred alike.
+  fails with :class:`~antifragile.CircuitOpenError` is deferred alike; one that meets a
+  half-open breaker whose probe is out waits only for the probe (about a second).
+* **Recovery.** While a provider's breaker is open the worker lets one job probe it every
+  ``probe_interval`` seconds (1 s), whatever the breaker's open duration
+  (:meth:`~antifragile.CircuitBreaker.allow_probe`, then
+  :meth:`~antifragile.jobs.JobQueue.wake_deferred` with ``limit=1``): the probes are the only
+  requests a dead provider sees, and the first success comes within about a second of its
+  return. When the breaker closes, every job deferred by that provider's breaker or rate
+  limiter becomes due at once (one statement); they drain at the pace the provider's limiter
+  allows -- waiting for a token never costs a job an attempt (a token beyond ``max_wait``
+  defers the job to when it is there). Jobs in their own back-off after a real failure keep
+  their time.
 * **Failures.** :func:`~antifragile.jobs._policy.decide_failure` picks retry (with back-off or
   the provider's ``Retry-After``), defer or dead; the attempt (time, duration, code, redacted
   message, HTTP status) joins the job's history.
@@ -65,8 +76,8 @@ from antifragile.errors import AntifragileError, ConfigurationError, ErrorCode, 
 from antifragile.jobs._function import JobContext, JobFunction
 from antifragile.jobs._model import Job, Outcome
 from antifragile.jobs._policy import (
-    DEFAULT_DEFER,
     DEFAULT_JOB_RETRY,
+    PROBE_WAIT,
     decide_failure,
     describe_error,
     previous_delay,
@@ -91,6 +102,10 @@ _log = logging.getLogger("antifragile.jobs.worker")
 DISCOVER_INTERVAL = 2.0
 #: automatic prefetch keeps no more buffered jobs than would all start within this (seconds)
 PREFETCH_HORIZON = 0.05
+#: how often a worker lets a job probe a provider whose breaker is open (seconds)
+PROBE_INTERVAL = 1.0
+#: breaker states in which the worker holds a provider's jobs back
+_HOLDING = frozenset({CircuitState.OPEN, CircuitState.HALF_OPEN, CircuitState.FORCED_OPEN})
 
 
 class _JobTimeout(AntifragileError):
@@ -126,6 +141,7 @@ class WorkerOptions(TypedDict, total=False):
     name: str | None
     seed: int | None
     max_lost_leases: int
+    probe_interval: float | None
 
 
 class Worker:
@@ -140,7 +156,9 @@ class Worker:
     queues one by one (their jobs are never buffered); *shutdown_grace* how long :meth:`stop`
     lets running jobs finish before releasing them; *max_lost_leases* how many times a job may
     lose its worker (a crash, a kill, a stall past the lease) before it is dead-lettered
-    instead of run again -- lost runs are recorded as ``LEASE_EXPIRED`` but are not attempts.
+    instead of run again -- lost runs are recorded as ``LEASE_EXPIRED`` but are not attempts;
+    *probe_interval* how often a job may probe a provider whose breaker is open (seconds;
+    ``None``: only when the breaker's own open duration ends).
     """
 
     def __init__(
@@ -161,12 +179,20 @@ class Worker:
         name: str | None = None,
         seed: int | None = None,
         max_lost_leases: int = 5,
+        probe_interval: float | None = PROBE_INTERVAL,
     ) -> None:
         if not isinstance(max_lost_leases, int) or max_lost_leases < 1:
             raise ConfigurationError(
                 f"max_lost_leases must be an int >= 1, got {max_lost_leases!r}"
             )
         self.max_lost_leases = max_lost_leases
+        if probe_interval is not None and not probe_interval > 0:
+            raise ConfigurationError(f"probe_interval must be > 0 seconds, got {probe_interval!r}")
+        self.probe_interval = probe_interval
+        #: per provider: the breaker state seen last, and (generation, loop time) of the last
+        #: job woken to probe it
+        self._breaker_seen: dict[str, CircuitState] = {}
+        self._probe_woken: dict[str, tuple[int, float]] = {}
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigurationError(f"concurrency must be an int >= 1, got {concurrency!r}")
         if not isinstance(batch, int) or batch < 1:
@@ -309,6 +335,8 @@ class Worker:
             if self._outcomes and not await self._flush(raise_errors=until_idle):
                 await self._pause()
                 continue
+            if self.jobs.breakers:
+                await self._watch_breakers(raise_errors=until_idle)
             started = await self._claim_round(raise_errors=until_idle)
             if started < 0:  # the store failed
                 await self._pause()
@@ -372,6 +400,52 @@ class Worker:
                 len(self._outcomes),
             )
             self._outcomes.clear()
+
+    # -- recovery -----------------------------------------------------------------------------
+
+    async def _watch_breakers(self, *, raise_errors: bool) -> None:
+        """Wake a provider's deferred jobs when its breaker closed; wake one to probe it while
+        it is open (see the module docs)."""
+        loop_now = asyncio.get_running_loop().time()
+        interval = self.probe_interval
+        for provider, breaker in list(self.jobs.breakers.items()):
+            state = breaker.state
+            before = self._breaker_seen.get(provider)
+            self._breaker_seen[provider] = state
+            limit: int | None
+            if state is CircuitState.CLOSED or state is CircuitState.DISABLED:
+                self._probe_woken.pop(provider, None)
+                if before not in _HOLDING:
+                    continue
+                limit = None
+            elif (
+                state is CircuitState.FORCED_OPEN
+                or interval is None
+                or not breaker.allow_probe(after=interval)
+            ):
+                continue
+            else:
+                generation = breaker.snapshot.generation
+                last = self._probe_woken.get(provider)
+                if last is not None and last[0] == generation and loop_now < last[1]:
+                    continue  # a job was woken for this probe already
+                limit = 1
+            try:
+                woken = await self.jobs.queue.wake_deferred(
+                    provider, now=self.jobs.clock.time(), limit=limit
+                )
+            except Exception as exc:
+                if raise_errors:
+                    raise
+                _log.warning("waking the deferred jobs of %s failed: %s", provider, exc)
+                continue
+            if limit is None:
+                if woken:
+                    _log.info("%s is back: %d deferred job(s) due now", provider, woken)
+                continue
+            # look again after a while if the woken job never probed (or none was waiting)
+            patience = (interval or PROBE_INTERVAL) * (10 if woken else 1)
+            self._probe_woken[provider] = (breaker.snapshot.generation, loop_now + patience)
 
     # -- claiming -----------------------------------------------------------------------------
 
@@ -559,10 +633,6 @@ class Worker:
             if self._wake is not None:
                 self._wake.set()
 
-    def _defer_for(self, job: Job) -> float:
-        breaker = self.jobs.breakers.get(job.provider) if job.provider else None
-        return breaker.config.open_duration if breaker is not None else DEFAULT_DEFER
-
     def _breaker_defer(self, job: Job, now: float) -> Outcome | None:
         """Defer *job* when its provider's breaker is open (no attempt counted)."""
         breaker = self.jobs.breakers.get(job.provider) if job.provider else None
@@ -574,6 +644,11 @@ class Worker:
             run_at = until if until > now else now + self.poll_interval
         elif state is CircuitState.FORCED_OPEN:
             run_at = now + breaker.config.open_duration
+        elif state is CircuitState.HALF_OPEN:
+            snap = breaker.snapshot
+            if snap.state is not CircuitState.HALF_OPEN or snap.probes_left > 0:
+                return None  # its open period is over, or a probe permit is left: it may probe
+            run_at = now + PROBE_WAIT  # its probe is out: wait for the outcome, not a duration
         else:
             return None
         return Outcome(
@@ -619,7 +694,13 @@ class Worker:
                 await bucket.aacquire(operation=job.name)
             except RateLimitedError as exc:
                 wait = exc.retry_after if exc.retry_after is not None else self.poll_interval
-                return Outcome(job.id, "defer", run_at=clock.time() + wait)
+                return Outcome(
+                    job.id,
+                    "defer",
+                    run_at=clock.time() + wait,
+                    error_code=str(ErrorCode.RATE_LIMITED),
+                    error=f"queue {job.queue!r}: waiting for a token",
+                )
         ctx = JobContext(
             job=job,
             jobs=self.jobs,
@@ -689,7 +770,6 @@ class Worker:
             created_at=job.created_at,
             previous_delay=previous_delay(job.history),
             rng=self._rng,
-            defer_for=self._defer_for(job),
         )
         if decision.kind == "defer":
             return Outcome(

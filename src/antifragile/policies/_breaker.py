@@ -677,6 +677,33 @@ class CircuitBreaker:
         if snap.state is not state:
             self._notify(snap.state, state, reason)
 
+    def allow_probe(self, *, after: Duration) -> bool:
+        """End an open period early, once the breaker has been open for *after* seconds, so
+        that the next call probes the provider (half-open); whether a probe may go now.
+
+        A worker calls it to probe a provider that is down every few seconds, whatever the open
+        duration: a probe is one request, and the first success after the provider is back
+        closes the breaker within about *after* seconds. ``True`` also when the open period is
+        over already, or the breaker is half-open with a probe permit left; ``False`` while it
+        is closed, forced open, disabled, within *after* of opening, or its probe is out.
+        """
+        after = seconds(after)
+        while True:
+            snap = self._holder.get()
+            if snap.state is CircuitState.HALF_OPEN:
+                return snap.probes_left > 0
+            if snap.state is not CircuitState.OPEN:
+                return False
+            now = self._clock.time()
+            if now >= snap.open_until:
+                return True
+            opened_at = snap.open_until - self.config.open_for(snap.consecutive_opens)
+            if now - opened_at < after:
+                return False
+            due = replace(snap, open_until=now)
+            if self._holder.compare_and_set(snap, due) is due:
+                return True
+
     def force_open(self) -> None:
         """Reject every call until :meth:`reset` (for maintenance windows, say)."""
         self._force(CircuitState.FORCED_OPEN, "forced open")

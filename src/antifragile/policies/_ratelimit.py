@@ -14,10 +14,22 @@ It adapts to provider rate-limit headers (:class:`RateLimitInfo`, parsed by the 
   pace drops to ``remaining / reset_after`` until the reset -- slowing down *before* the 429;
 * ``remaining == 0`` pauses until the reset (or one refill interval when it is unknown);
 * a 429's ``Retry-After`` pauses the bucket for that long.
+
+A **rolling window** (``window`` in the info: HubSpot's "100 per 10 s") has no reset moment: a
+slot comes free when a request leaves the window. Once the headers say so, the bucket keeps the
+times of its last ``limit`` reservations and hands out a token only when the window has room for
+it as well (the ``limit``-th reservation back is more than ``window`` seconds old, with a small
+margin) -- a burst of ``limit``, then the next as the first ones leave, the provider's own
+schedule. ``remaining`` then neither clamps the tokens nor pauses the bucket (``remaining == 0``
+would otherwise stop it for the whole window, and a drain would run a window on, a window off);
+it reconciles the window instead: reservations the provider did not count, once settled, leave
+it, and requests it counted beyond this bucket's (other clients') join it as if made now.
 """
 
 from __future__ import annotations
 
+import collections
+import math
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -37,13 +49,15 @@ if TYPE_CHECKING:
 class RateLimitInfo:
     """What a provider's response said about its rate limit (any field may be unknown).
 
-    ``reset_after`` and ``retry_after`` are seconds from now.
+    ``reset_after`` and ``retry_after`` are seconds from now; ``window`` is the length in
+    seconds of the rolling window ``limit`` counts over, when the limit is one (no reset moment).
     """
 
     limit: float | None = None
     remaining: float | None = None
     reset_after: float | None = None
     retry_after: float | None = None
+    window: float | None = None
 
     def __bool__(self) -> bool:
         return not (
@@ -51,7 +65,21 @@ class RateLimitInfo:
             and self.remaining is None
             and self.reset_after is None
             and self.retry_after is None
+            and self.window is None
         )
+
+
+#: how old (seconds) a reservation must be before a provider's ``remaining`` may say it was
+#: never counted: answers to requests still in flight report an older state
+WINDOW_SETTLED = 1.0
+
+
+def window_margin(window: float) -> float:
+    """How much later than ``window`` seconds after a request the next one may take its slot:
+    the provider counts arrivals, the bucket counts grants, and a busy client's requests reach
+    the provider a few hundred milliseconds after their grant (5 % of the window, at least
+    0.25 s)."""
+    return max(0.25, 0.05 * window)
 
 
 class TokenBucket:
@@ -65,6 +93,8 @@ class TokenBucket:
         "_pace",
         "_stamp",
         "_tokens",
+        "_window",
+        "_window_log",
         "burst",
         "low_watermark",
         "max_wait",
@@ -105,6 +135,10 @@ class TokenBucket:
         self._stamp = clock.monotonic()
         self._pace = self.rate
         self._adaptive_until = 0.0
+        #: a rolling window learnt from the provider: (limit, seconds); the grant times of the
+        #: last ``limit`` reservations (monotonic seconds)
+        self._window: tuple[int, float] | None = None
+        self._window_log: collections.deque[float] = collections.deque()
 
     def use_clock(self, clock: Clock) -> None:
         """Switch to *clock* (a policy hands its clock to strategies built without one)."""
@@ -112,6 +146,7 @@ class TokenBucket:
             self._clock = clock
             self._stamp = clock.monotonic()
             self._adaptive_until = 0.0
+            self._window_log.clear()
 
     # -- taking tokens ------------------------------------------------------------------------
 
@@ -129,6 +164,8 @@ class TokenBucket:
 
         Raises :class:`RateLimitedError` (taking nothing) when the wait would exceed ``max_wait``.
         """
+        if self._window is not None:
+            return self._reserve_windowed(tokens, operation)
         with self._lock:
             now = self._clock.monotonic()
             rate = self._pace if now < self._adaptive_until else self.rate
@@ -164,8 +201,64 @@ class TokenBucket:
                 provider=self.name,
                 operation=operation,
                 retry_after=wait,
+                local=True,
             )
         if self._observer is not None:
+            self._observer.on_event(
+                LimiterWait(
+                    policy=self.name,
+                    operation=operation,
+                    request_id=current_request_id(),
+                    wait=wait,
+                )
+            )
+        return wait
+
+    def _reserve_windowed(self, tokens: float, operation: str | None) -> float:
+        """:meth:`reserve` under a rolling window: the token must be there *and* the window must
+        have room (see the module docs)."""
+        with self._lock:
+            now = self._clock.monotonic()
+            rate = self._pace if now < self._adaptive_until else self.rate
+            available = self._available(now, rate)
+            wait = 0.0 if available >= tokens else (tokens - available) / rate
+            window = self._window
+            log = self._window_log
+            if window is not None and len(log) >= window[0]:
+                limit, seconds_ = window
+                free_at = log[len(log) - limit] + seconds_ + window_margin(seconds_)
+                wait = max(wait, free_at - now)
+            if wait <= self.max_wait:
+                self._tokens = available - tokens
+                self._stamp = now
+                log.append(now + wait)
+                if window is not None:
+                    while len(log) > window[0]:
+                        log.popleft()
+                rejected = False
+            else:
+                rejected = True
+        if rejected:
+            if self._observer is not None:
+                self._observer.on_event(
+                    CallRejected(
+                        policy=self.name,
+                        operation=operation,
+                        request_id=current_request_id(),
+                        by="rate_limiter",
+                        code="RATE_LIMITED",
+                        retry_after=wait,
+                    )
+                )
+            raise RateLimitedError(
+                f"rate limiter {self.name!r}: next slot in {wait:.2f}s, beyond max_wait "
+                f"{self.max_wait:g}s",
+                provider=self.name,
+                operation=operation,
+                retry_after=wait,
+                local=True,
+            )
+        if wait > 0 and self._observer is not None:
             self._observer.on_event(
                 LimiterWait(
                     policy=self.name,
@@ -227,9 +320,12 @@ class TokenBucket:
             return
         paused_for: float | None = None
         changed = False
+        if info.window and info.limit and info.limit >= 1:
+            self._learn_window(int(info.limit), float(info.window), info.remaining)
+        rolling = info.limit / info.window if info.limit and info.window else None
         if info.retry_after is not None and info.retry_after > 0:
             paused_for = info.retry_after
-        elif info.remaining is not None:
+        elif info.remaining is not None and rolling is None:  # (a rolling window: see above)
             remaining = max(0.0, info.remaining)
             if remaining < 1:
                 paused_for = info.reset_after if info.reset_after else 1.0 / self.rate
@@ -268,6 +364,34 @@ class TokenBucket:
                     paused_for=paused_for,
                 )
             )
+
+    def _learn_window(self, limit: int, window: float, remaining: float | None) -> None:
+        """Count reservations against a rolling window of *limit* per *window* seconds, and
+        reconcile them with what the provider counted (*remaining*, see the module docs)."""
+        with self._lock:
+            self._window = (limit, window)
+            log = self._window_log
+            if remaining is not None:
+                now = self._clock.monotonic()
+                used = max(0, limit - math.ceil(max(0.0, remaining)))
+                # a reservation settled a while ago reached the provider if it was sent at all:
+                # beyond the provider's count, the oldest ones never did (refused by a breaker,
+                # answered by a failure the provider does not count) -- forget them
+                settled = sum(1 for at in log if at <= now - WINDOW_SETTLED)
+                for _ in range(max(0, settled - used)):
+                    log.popleft()
+                # the provider counts more than this bucket handed out: other clients (or calls
+                # made before the window was known) -- as if made just now; a grant up to
+                # WINDOW_SETTLED older than the window may still be counted (it arrived later)
+                missing = used - sum(1 for at in log if at > now - window - WINDOW_SETTLED)
+                if missing > 0:
+                    at = len(log)
+                    while at > 0 and log[at - 1] > now:
+                        at -= 1
+                    for _ in range(missing):
+                        log.insert(at, now)
+            while len(log) > limit:
+                log.popleft()
 
     @property
     def available(self) -> float:

@@ -1134,6 +1134,7 @@ class SharedTokenBucket(TokenBucket):
             provider=self.name,
             operation=operation,
             retry_after=wait,
+            local=True,
         )
 
     def pause(self, seconds: float) -> None:
