@@ -193,6 +193,13 @@ class _StateCollector(Collector):
         yield from self._metrics._breaker_families()
 
 
+def _labels(policy: str, key: Any) -> tuple[str, str, str]:
+    """(provider, operation, outcome) of a cell's key: an operation (a success) or an
+    (operation, code) pair."""
+    operation, code = key if isinstance(key, tuple) else (key, None)
+    return policy, "" if operation is None else str(operation), _outcome(code)
+
+
 class AttemptMetrics(Collector):
     """``antifragile_outbound_attempts_total`` and
     ``antifragile_outbound_attempt_duration_seconds``, kept in plain Python and exported at
@@ -225,7 +232,8 @@ class AttemptMetrics(Collector):
         self._width = len(self.bounds) + 2
         # guards the lists below and the shards' registration, never an update
         self._lock = threading.Lock()
-        self._shards: list[tuple[threading.Thread, str, dict[tuple[Any, Any], list[float]]]] = []
+        # per thread and policy: its cells, keyed by operation (a success) or (operation, code)
+        self._shards: list[tuple[threading.Thread, str, dict[Any, list[float]]]] = []
         self._retired: dict[tuple[str, str, str], list[float]] = {}
         self._count_created: dict[tuple[str, str, str], float] = {}
         self._histogram_created: dict[tuple[str, str], float] = {}
@@ -245,22 +253,22 @@ class AttemptMetrics(Collector):
         lock, shards, width = self._lock, self._shards, self._width
         count_created, histogram_created = self._count_created, self._histogram_created
 
-        def cells_of_this_thread() -> dict[tuple[Any, Any], list[float]]:
-            cells: dict[tuple[Any, Any], list[float]] = {}
+        def cells_of_this_thread() -> dict[Any, list[float]]:
+            cells: dict[Any, list[float]] = {}
             local.cells = cells
             with lock:
                 shards.append((threading.current_thread(), policy, cells))
             return cells
 
         def new_cell(
-            cells: dict[tuple[Any, Any], list[float]], operation: str | None, code: str | None
+            cells: dict[Any, list[float]], operation: str | None, code: str | None
         ) -> list[float]:
             op = "" if operation is None else str(operation)
             now = time.time()
             with lock:
                 count_created.setdefault((policy, op, _outcome(code)), now)
                 histogram_created.setdefault((policy, op), now)
-            cell = cells[(operation, code)] = [0.0] * width
+            cell = cells[operation if code is None else (operation, code)] = [0.0] * width
             return cell
 
         def record(
@@ -276,7 +284,8 @@ class AttemptMetrics(Collector):
                 cells = local.cells
             except AttributeError:
                 cells = cells_of_this_thread()
-            cell = cells.get((operation, code))
+            # a success is keyed by its operation alone: no tuple to build on the common path
+            cell = cells.get(operation if code is None else (operation, code))
             if cell is None:
                 cell = new_cell(cells, operation, code)
             cell[bisect_left(bounds, duration)] += 1
@@ -314,18 +323,16 @@ class AttemptMetrics(Collector):
                 if thread.is_alive():
                     alive.append(shard)
                     continue
-                for (operation, code), cell in cells.copy().items():  # it writes no more
-                    op = "" if operation is None else str(operation)
-                    add(self._retired, (policy, op, _outcome(code)), cell)
+                for key, cell in cells.copy().items():  # it writes no more
+                    add(self._retired, _labels(policy, key), cell)
             self._shards[:] = alive
             for key, cell in self._retired.items():
                 add(totals, key, cell)
             count_created = dict(self._count_created)
             histogram_created = dict(self._histogram_created)
         for _thread, policy, cells in alive:
-            for (operation, code), cell in cells.copy().items():
-                op = "" if operation is None else str(operation)
-                add(totals, (policy, op, _outcome(code)), list(cell))
+            for key, cell in cells.copy().items():
+                add(totals, _labels(policy, key), list(cell))
         return totals, count_created, histogram_created
 
     def describe(self) -> Iterable[Metric]:
