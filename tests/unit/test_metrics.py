@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 
 from antifragile import (
     Bulkhead,
@@ -359,3 +362,105 @@ async def test_every_metric_is_named_and_documented(metrics: Metrics) -> None:
         short = name.removeprefix("antifragile_")
         assert short in table, name
         assert name in reference, name
+
+
+def _attempt_families(registry: Any) -> str:
+    """The attempt counter and duration histogram of *registry* as scraped, ``_created``
+    times blanked."""
+    text = generate_latest(registry).decode()
+    lines = [
+        re.sub(r"^(\S+_created\{.*\}) \S+$", r"\1 T", line)
+        for line in text.splitlines()
+        if "outbound_attempt" in line
+    ]
+    return "\n".join(lines)
+
+
+def test_the_attempt_series_are_what_the_client_library_would_export() -> None:
+    """The attempt counter and histogram, kept in plain Python, scrape exactly as a
+    ``prometheus_client`` Counter and Histogram fed the same attempts: names, help, types,
+    labels, series order, cumulative buckets (values on a bound included), counts and sums."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    from antifragile.observability._metrics import DURATION_BUCKETS, NAMESPACE
+
+    reference = CollectorRegistry()
+    counter = Counter(
+        "outbound_attempts",
+        "Outbound attempts by provider, operation and outcome (success or error code)",
+        ["provider", "operation", "outcome"],
+        namespace=NAMESPACE,
+        registry=reference,
+    )
+    histogram = Histogram(
+        "outbound_attempt_duration_seconds",
+        "Duration of outbound attempts",
+        ["provider", "operation"],
+        namespace=NAMESPACE,
+        registry=reference,
+        buckets=DURATION_BUCKETS,
+    )
+    metrics = Metrics()
+    attempts = [
+        ("shopify", "orders.get", 0.125, None),
+        ("shopify", None, 0.25, "TIMEOUT"),
+        ("twilio", "messages.create", 0.5, None),
+        ("shopify", "orders.get", 2.5, "UPSTREAM_UNAVAILABLE"),
+        ("shopify", "", 60.0, None),  # "" and None are the same operation label
+        ("shopify", "orders.get", 61.0, None),
+        ("twilio", "messages.create", 0.0, "RATE_LIMITED"),
+        ("shopify", "orders.get", 1.0, None),
+    ]
+    for provider, operation, duration, code in attempts:
+        metrics.observer.attempt_recorder(provider)(operation, 1, duration, code, None, False)
+        outcome = "success" if code is None else code
+        counter.labels(provider, operation or "", outcome).inc()
+        histogram.labels(provider, operation or "").observe(duration)
+    ours = _attempt_families(metrics.registry)
+    assert ours == _attempt_families(reference)
+    assert 'le="60.0",operation="orders.get",provider="shopify"} 3.0' in ours
+
+
+def test_attempts_from_many_threads_are_all_counted() -> None:
+    """Attempts recorded concurrently by several threads through real policies are all counted
+    (none lost without a lock), and still counted once those threads have ended."""
+    metrics = Metrics()
+    policy = Policy("crm", retry=None, breaker=None, observer=metrics.observer)
+    threads, per_thread = 8, 500
+    start = threading.Barrier(threads)
+
+    def work() -> None:
+        start.wait()
+        for _ in range(per_thread):
+            policy.call(lambda: None)
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    labels = {"provider": "crm", "operation": ""}
+    total = "antifragile_outbound_attempts_total"
+    count = "antifragile_outbound_attempt_duration_seconds_count"
+    for _ in range(2):  # the ended threads' counts are folded, not dropped
+        assert value(metrics, total, **labels, outcome="success") == threads * per_thread
+        assert value(metrics, count, **labels) == threads * per_thread
+    policy.call(lambda: None)
+    assert value(metrics, total, **labels, outcome="success") == threads * per_thread + 1
+
+
+def test_an_attempt_event_sent_to_the_metrics_observer_is_counted() -> None:
+    """``AttemptFinished`` events given to the observer directly (not through a policy) are
+    counted like attempts reported by a policy."""
+    from antifragile.observability import AttemptFinished
+
+    metrics = Metrics()
+    metrics.observer.on_event(
+        AttemptFinished(policy="crm", operation="get", number=1, duration=0.02, code="TIMEOUT")
+    )
+    labels = {"provider": "crm", "operation": "get"}
+    assert value(metrics, "antifragile_outbound_attempts_total", **labels, outcome="TIMEOUT") == 1
+    hist = "antifragile_outbound_attempt_duration_seconds"
+    assert value(metrics, f"{hist}_bucket", **labels, le="0.01") == 0
+    assert value(metrics, f"{hist}_bucket", **labels, le="0.025") == 1
+    assert value(metrics, f"{hist}_sum", **labels) == pytest.approx(0.02)

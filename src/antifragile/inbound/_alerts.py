@@ -69,7 +69,7 @@ from antifragile.connectors import Connectors, OutcomeUnknownError
 from antifragile.errors import AntifragileError, ConfigurationError, ErrorCode, redact
 from antifragile.inbound._replies import kv_of, scrubbed
 from antifragile.jobs import Enqueued, JobContext, JobFilter, JobFunction, Jobs, JobState
-from antifragile.observability import AttemptFinished, Event
+from antifragile.observability import AttemptFinished, AttemptRecorder, Event
 from antifragile.policies import (
     SYSTEM_CLOCK,
     CircuitBreaker,
@@ -266,6 +266,24 @@ class AlertsObserver:
     def on_event(self, event: Event) -> None:
         if isinstance(event, AttemptFinished):
             self.record(event.policy, event.code)
+
+    def attempt_recorder(self, policy: str) -> AttemptRecorder:
+        """The attempts of *policy* without their events (see
+        :class:`~antifragile.observability.AttemptRecorder`)."""
+        record = self.record
+
+        def attempt(
+            operation: str | None,
+            number: int,
+            duration: float,
+            code: str | None,
+            status: int | None,
+            slow: bool,
+            /,
+        ) -> None:
+            record(policy, code)
+
+        return attempt
 
     def record(self, provider: str, code: str | None) -> None:
         """Count one attempt of *provider*; *code* is its error code (``None``: it succeeded)."""

@@ -23,6 +23,7 @@ import warnings as _warnings
 from antifragile.observability._context import current_request_id, new_request_id, request_context
 from antifragile.observability._events import (
     AttemptFinished,
+    AttemptRecorder,
     BreakerTransition,
     CallRejected,
     DeliveryStatusRecorded,
@@ -107,6 +108,7 @@ if not _typing.TYPE_CHECKING:
 __all__ = [
     "Activator",
     "AttemptFinished",
+    "AttemptRecorder",
     "BreakerTransition",
     "CallRejected",
     "DeliveryStatusRecorded",

@@ -4,14 +4,23 @@ Policies build an event only when an observer is attached, so an unobserved call
 Exporters for Prometheus, OpenTelemetry and structured logs implement :class:`Observer`.
 An observer must be quick and must not raise; an exception from one is logged and swallowed so
 that observing a call can never break it.
+
+Attempts are the one event of every call. An observer that aggregates them (a metrics exporter)
+may take them without the event object: given an ``attempt_recorder(policy)`` method returning
+an :class:`AttemptRecorder`, it receives each attempt of that policy as a plain call with the
+fields of :class:`AttemptFinished` (the request id is the current one,
+:func:`~antifragile.observability.current_request_id`), and no ``AttemptFinished`` is built for
+it. Every other observer still receives every ``AttemptFinished``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+from antifragile.observability._context import current_request_id
 
 _log = logging.getLogger("antifragile.events")
 
@@ -280,13 +289,155 @@ class LoggingObserver:
             self._logger.log(self._level, "%s", event.kind, extra={"event": event.to_dict()})
 
 
+class AttemptRecorder(Protocol):
+    """Takes one finished attempt of a policy, as an :class:`AttemptFinished` would carry it:
+    ``(operation, number, duration, code, status, slow)``."""
+
+    def __call__(
+        self,
+        operation: str | None,
+        number: int,
+        duration: float,
+        code: str | None,
+        status: int | None,
+        slow: bool,
+        /,
+    ) -> None: ...
+
+
+class AttemptsObserver(Observer, Protocol):
+    """An observer that takes a policy's attempts without events (see the module docs):
+    ``attempt_recorder(policy)`` returns the function to call for each attempt of the policy
+    named *policy*, or ``None`` to receive them as :class:`AttemptFinished` events."""
+
+    def attempt_recorder(self, policy: str) -> AttemptRecorder | None: ...
+
+
+def _ignore_attempt(
+    operation: str | None,
+    number: int,
+    duration: float,
+    code: str | None,
+    status: int | None,
+    slow: bool,
+    /,
+) -> None:
+    return None
+
+
+def _event_recorder(policy: str, observers: tuple[Observer, ...]) -> AttemptRecorder:
+    """Report attempts of *policy* to *observers* as :class:`AttemptFinished` events (built
+    once per attempt, whatever their number)."""
+    if len(observers) == 1:
+        on_event = observers[0].on_event
+
+        def record_one(
+            operation: str | None,
+            number: int,
+            duration: float,
+            code: str | None,
+            status: int | None,
+            slow: bool,
+            /,
+        ) -> None:
+            on_event(
+                attempt_finished_event(
+                    policy, operation, current_request_id(), number, duration, code, status, slow
+                )
+            )
+
+        return record_one
+
+    def record_all(
+        operation: str | None,
+        number: int,
+        duration: float,
+        code: str | None,
+        status: int | None,
+        slow: bool,
+        /,
+    ) -> None:
+        event = attempt_finished_event(
+            policy, operation, current_request_id(), number, duration, code, status, slow
+        )
+        for observer in observers:
+            try:
+                observer.on_event(event)
+            except Exception:  # an observer must never break the call it observes
+                _log.exception("observer %r failed on %s", observer, event.kind)
+
+    return record_all
+
+
+def _fan_out(sinks: tuple[tuple[Observer, AttemptRecorder], ...]) -> AttemptRecorder:
+    def record(
+        operation: str | None,
+        number: int,
+        duration: float,
+        code: str | None,
+        status: int | None,
+        slow: bool,
+        /,
+    ) -> None:
+        for observer, sink in sinks:
+            try:
+                sink(operation, number, duration, code, status, slow)
+            except Exception:  # an observer must never break the call it observes
+                _log.exception("observer %r failed on AttemptFinished", observer)
+
+    return record
+
+
+class AttemptSink:
+    """Where the attempts of one policy go: ``record`` reports one to every observer (without
+    an event for those that take attempts directly). It follows the observers: one added later
+    is reached by the next attempt. ``record`` may raise what an observer raised; the caller
+    then calls :meth:`failed` (which logs it) and carries on."""
+
+    __slots__ = ("observers", "policy", "record")
+
+    def __init__(self, policy: str, observers: tuple[Observer, ...]) -> None:
+        self.policy = policy
+        self.observers = observers
+        self.record: AttemptRecorder = _ignore_attempt
+        self.bind(observers)
+
+    def bind(self, observers: tuple[Observer, ...]) -> None:
+        sinks: list[tuple[Observer, AttemptRecorder]] = []
+        evented: list[Observer] = []
+        for observer in observers:
+            attempt_recorder: Callable[[str], AttemptRecorder | None] | None = getattr(
+                observer, "attempt_recorder", None
+            )
+            recorder = attempt_recorder(self.policy) if attempt_recorder is not None else None
+            if recorder is None:
+                evented.append(observer)
+            else:
+                sinks.append((observer, recorder))
+        if evented:
+            sinks.append((evented[0], _event_recorder(self.policy, tuple(evented))))
+        self.observers = observers
+        if not sinks:
+            self.record = _ignore_attempt
+        elif len(sinks) == 1:
+            self.record = sinks[0][1]
+        else:
+            self.record = _fan_out(tuple(sinks))
+
+    def failed(self) -> None:
+        """Log the exception an observer raised from :attr:`record` (call it in ``except``)."""
+        names = ", ".join(repr(observer) for observer in self.observers)
+        _log.exception("observer %s failed on AttemptFinished", names)
+
+
 class Observers:
     """Fans events out to several observers, isolating each from the others' failures."""
 
-    __slots__ = ("_observers",)
+    __slots__ = ("_attempts", "_observers")
 
     def __init__(self, observers: Iterable[Observer] = ()) -> None:
         self._observers: tuple[Observer, ...] = tuple(observers)
+        self._attempts: dict[str, AttemptSink] = {}
 
     def __bool__(self) -> bool:
         return bool(self._observers)
@@ -296,6 +447,8 @@ class Observers:
 
     def add(self, observer: Observer) -> None:
         self._observers = (*self._observers, observer)
+        for sink in list(self._attempts.values()):
+            sink.bind(self._observers)
 
     def on_event(self, event: Event) -> None:
         for observer in self._observers:
@@ -303,3 +456,30 @@ class Observers:
                 observer.on_event(event)
             except Exception:  # an observer must never break the call it observes
                 _log.exception("observer %r failed on %s", observer, event.kind)
+
+    def attempts(self, policy: str) -> AttemptSink:
+        """Where the attempts of *policy* go (one sink per policy name, kept up to date)."""
+        sink = self._attempts.get(policy)
+        if sink is None:
+            sink = self._attempts.setdefault(policy, AttemptSink(policy, self._observers))
+        return sink
+
+    def attempt_recorder(self, policy: str) -> AttemptRecorder | None:
+        """Attempts of *policy* for every observer (observers nested in observers)."""
+        sink = self.attempts(policy)
+
+        def record(
+            operation: str | None,
+            number: int,
+            duration: float,
+            code: str | None,
+            status: int | None,
+            slow: bool,
+            /,
+        ) -> None:
+            try:
+                sink.record(operation, number, duration, code, status, slow)
+            except Exception:  # an observer must never break the call it observes
+                sink.failed()
+
+        return record

@@ -58,16 +58,22 @@ name                                           type       labels
 
 from __future__ import annotations
 
+import math
+import threading
 import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import metrics as _client_metrics
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from antifragile.observability._events import (
     AttemptFinished,
+    AttemptRecorder,
     BreakerTransition,
     CallRejected,
     DeliveryStatusRecorded,
@@ -187,6 +193,191 @@ class _StateCollector(Collector):
         yield from self._metrics._breaker_families()
 
 
+def _labels(policy: str, key: Any) -> tuple[str, str, str]:
+    """(provider, operation, outcome) of a cell's key: an operation (a success) or an
+    (operation, code) pair."""
+    operation, code = key if isinstance(key, tuple) else (key, None)
+    return policy, "" if operation is None else str(operation), _outcome(code)
+
+
+class AttemptMetrics(Collector):
+    """``antifragile_outbound_attempts_total`` and
+    ``antifragile_outbound_attempt_duration_seconds``, kept in plain Python and exported at
+    scrape time.
+
+    They are updated on every attempt of every observed call, so an update is a dictionary
+    look-up, a ``bisect`` on the bucket bounds and two increments on a list -- no lock and no
+    label resolution. Each thread counts in cells of its own (a :class:`threading.local` per
+    policy): only that thread writes them, so no update is ever lost, and a scrape adds the
+    threads' cells up (those of finished threads are folded into one total). What a scrape
+    exports is what :class:`~prometheus_client.Counter` and
+    :class:`~prometheus_client.Histogram` would: the same names, help, labels, cumulative
+    buckets, ``_count``, ``_sum`` and ``_created`` samples, series in the order first seen.
+    """
+
+    COUNTER = f"{NAMESPACE}_outbound_attempts"
+    COUNTER_HELP = "Outbound attempts by provider, operation and outcome (success or error code)"
+    HISTOGRAM = f"{NAMESPACE}_outbound_attempt_duration_seconds"
+    HISTOGRAM_HELP = "Duration of outbound attempts"
+
+    def __init__(self, buckets: Sequence[float] = DURATION_BUCKETS) -> None:
+        self.bounds = tuple(float(b) for b in buckets)
+        if list(self.bounds) != sorted(self.bounds) or math.inf in self.bounds:
+            raise ValueError("buckets must be finite and sorted")
+        self._le: tuple[str, ...] = tuple(
+            floatToGoString(bound)  # type: ignore[no-untyped-call]  # the client's own spelling
+            for bound in (*self.bounds, math.inf)
+        )
+        # a cell: one count per bucket (the last is +Inf), then the sum of the durations
+        self._width = len(self.bounds) + 2
+        # guards the lists below and the shards' registration, never an update
+        self._lock = threading.Lock()
+        # per thread and policy: its cells, keyed by operation (a success) or (operation, code)
+        self._shards: list[tuple[threading.Thread, str, dict[Any, list[float]]]] = []
+        self._retired: dict[tuple[str, str, str], list[float]] = {}
+        self._count_created: dict[tuple[str, str, str], float] = {}
+        self._histogram_created: dict[tuple[str, str], float] = {}
+        self._recorders: dict[str, AttemptRecorder] = {}
+
+    def recorder(self, policy: str) -> AttemptRecorder:
+        """The function that records one attempt of *policy* (see
+        :class:`~antifragile.observability.AttemptRecorder`)."""
+        found = self._recorders.get(policy)
+        if found is None:
+            found = self._recorders.setdefault(policy, self._recorder(str(policy)))
+        return found
+
+    def _recorder(self, policy: str) -> AttemptRecorder:
+        local = threading.local()
+        bounds, total = self.bounds, self._width - 1
+        lock, shards, width = self._lock, self._shards, self._width
+        count_created, histogram_created = self._count_created, self._histogram_created
+
+        def cells_of_this_thread() -> dict[Any, list[float]]:
+            cells: dict[Any, list[float]] = {}
+            local.cells = cells
+            with lock:
+                shards.append((threading.current_thread(), policy, cells))
+            return cells
+
+        def new_cell(
+            cells: dict[Any, list[float]], operation: str | None, code: str | None
+        ) -> list[float]:
+            op = "" if operation is None else str(operation)
+            now = time.time()
+            with lock:
+                count_created.setdefault((policy, op, _outcome(code)), now)
+                histogram_created.setdefault((policy, op), now)
+            cell = cells[operation if code is None else (operation, code)] = [0.0] * width
+            return cell
+
+        def record(
+            operation: str | None,
+            number: int,
+            duration: float,
+            code: str | None,
+            status: int | None,
+            slow: bool,
+            /,
+        ) -> None:
+            try:
+                cells = local.cells
+            except AttributeError:
+                cells = cells_of_this_thread()
+            # a success is keyed by its operation alone: no tuple to build on the common path
+            cell = cells.get(operation if code is None else (operation, code))
+            if cell is None:
+                cell = new_cell(cells, operation, code)
+            cell[bisect_left(bounds, duration)] += 1
+            cell[total] += duration
+
+        return record
+
+    def _totals(
+        self,
+    ) -> tuple[
+        dict[tuple[str, str, str], list[float]],
+        dict[tuple[str, str, str], float],
+        dict[tuple[str, str], float],
+    ]:
+        """Every thread's cells added up, by (provider, operation, outcome); the finished
+        threads' folded into the retired totals on the way."""
+        totals: dict[tuple[str, str, str], list[float]] = {}
+
+        def add(
+            into: dict[tuple[str, str, str], list[float]],
+            key: tuple[str, str, str],
+            cell: list[float],
+        ) -> None:
+            found = into.get(key)
+            if found is None:
+                into[key] = list(cell)
+            else:
+                for i, value in enumerate(cell):
+                    found[i] += value
+
+        with self._lock:
+            alive = []
+            for shard in self._shards:
+                thread, policy, cells = shard
+                if thread.is_alive():
+                    alive.append(shard)
+                    continue
+                for key, cell in cells.copy().items():  # it writes no more
+                    add(self._retired, _labels(policy, key), cell)
+            self._shards[:] = alive
+            for key, cell in self._retired.items():
+                add(totals, key, cell)
+            count_created = dict(self._count_created)
+            histogram_created = dict(self._histogram_created)
+        for _thread, policy, cells in alive:
+            for key, cell in cells.copy().items():
+                add(totals, _labels(policy, key), list(cell))
+        return totals, count_created, histogram_created
+
+    def describe(self) -> Iterable[Metric]:
+        return [
+            Metric(self.COUNTER, self.COUNTER_HELP, "counter"),
+            Metric(self.HISTOGRAM, self.HISTOGRAM_HELP, "histogram"),
+        ]
+
+    def collect(self) -> Iterable[Metric]:
+        totals, count_created, histogram_created = self._totals()
+        created = _client_metrics._use_created  # PROMETHEUS_DISABLE_CREATED_SERIES, as the client
+        last = self._width - 1
+        counter = Metric(self.COUNTER, self.COUNTER_HELP, "counter")
+        per_operation: dict[tuple[str, str], list[float]] = {}
+        for key, since in count_created.items():
+            policy, op, outcome = key
+            cell = totals.get(key)
+            labels = {"provider": policy, "operation": op, "outcome": outcome}
+            counter.add_sample(
+                f"{self.COUNTER}_total", labels, float(sum(cell[:last])) if cell else 0.0
+            )
+            if created:
+                counter.add_sample(f"{self.COUNTER}_created", labels, since)
+            if cell is not None:
+                found = per_operation.setdefault((policy, op), [0.0] * self._width)
+                for i, value in enumerate(cell):
+                    found[i] += value
+        histogram = Metric(self.HISTOGRAM, self.HISTOGRAM_HELP, "histogram")
+        for (policy, op), since in histogram_created.items():
+            cell = per_operation.get((policy, op), [0.0] * self._width)
+            acc = 0.0
+            for le, value in zip(self._le, cell, strict=False):
+                acc += value
+                histogram.add_sample(
+                    f"{self.HISTOGRAM}_bucket", {"provider": policy, "operation": op, "le": le}, acc
+                )
+            labels = {"provider": policy, "operation": op}
+            histogram.add_sample(f"{self.HISTOGRAM}_count", labels, acc)
+            if self.bounds[0] >= 0:
+                histogram.add_sample(f"{self.HISTOGRAM}_sum", labels, cell[last])
+            if created:
+                histogram.add_sample(f"{self.HISTOGRAM}_created", labels, since)
+        return [counter, histogram]
+
+
 class Metrics:
     """The metrics of one application (see the module docs).
 
@@ -239,17 +430,9 @@ class Metrics:
             ["provider", "status", "matched"],
         )
         # outbound
-        self.outbound_attempts = counter(
-            "outbound_attempts",
-            "Outbound attempts by provider, operation and outcome (success or error code)",
-            ["provider", "operation", "outcome"],
-        )
-        self.outbound_duration = histogram(
-            "outbound_attempt_duration_seconds",
-            "Duration of outbound attempts",
-            ["provider", "operation"],
-            DURATION_BUCKETS,
-        )
+        # attempts and their durations: the per-attempt hot path, kept in plain Python
+        self.attempts = AttemptMetrics()
+        reg.register(self.attempts)
         self.outbound_retries = counter(
             "outbound_retries", "Outbound retries scheduled", ["provider", "operation", "code"]
         )
@@ -436,13 +619,10 @@ class MetricsObserver:
     """The observer of outbound policies: turns their events into samples (see
     :class:`Metrics`; ``metrics.observer`` is one)."""
 
-    __slots__ = ("_attempt_samples", "_handlers", "metrics")
+    __slots__ = ("_handlers", "metrics")
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
-        # the labelled samples of each (policy, operation, outcome) seen, so an attempt costs
-        # two updates rather than two label lookups as well (the hot path of every call)
-        self._attempt_samples: dict[tuple[str, str | None, str | None], tuple[Any, Any]] = {}
         self._handlers: dict[type[Event], Callable[[Any], None]] = {
             AttemptFinished: self._attempt,
             RetryScheduled: self._retry,
@@ -459,20 +639,14 @@ class MetricsObserver:
         if handler is not None:
             handler(event)
 
+    def attempt_recorder(self, policy: str) -> AttemptRecorder:
+        """Attempts of *policy* straight into the counters, without events (the hot path)."""
+        return self.metrics.attempts.recorder(policy)
+
     def _attempt(self, e: AttemptFinished) -> None:
-        key = (e.policy, e.operation, e.code)
-        samples = self._attempt_samples.get(key)
-        if samples is None:
-            m, op = self.metrics, e.operation or ""
-            samples = (
-                m.outbound_attempts.labels(e.policy, op, _outcome(e.code)),
-                m.outbound_duration.labels(e.policy, op),
-            )
-            if len(self._attempt_samples) < 10_000:  # bounded, whatever the label values
-                self._attempt_samples[key] = samples
-        count, duration = samples
-        count.inc()
-        duration.observe(e.duration)
+        self.metrics.attempts.recorder(e.policy)(
+            e.operation, e.number, e.duration, e.code, e.status, e.slow
+        )
 
     def _retry(self, e: RetryScheduled) -> None:
         self.metrics.outbound_retries.labels(e.policy, e.operation or "", e.code).inc()

@@ -14,6 +14,7 @@ may rearrange it.
 from __future__ import annotations
 
 import concurrent.futures
+import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,12 +27,7 @@ from antifragile.errors import (
     classify_exception,
 )
 from antifragile.observability._context import current_request_id
-from antifragile.observability._events import (
-    CallRejected,
-    Event,
-    Observers,
-    attempt_finished_event,
-)
+from antifragile.observability._events import CallRejected, Event, Observers
 from antifragile.policies._clock import Clock
 from antifragile.policies._deadline import CallInfo
 
@@ -138,31 +134,35 @@ def code_of(exc: BaseException) -> str:
     return error.code if error is not None else ErrorCode.INTERNAL.value
 
 
-# -- attempt events: one AttemptFinished per attempt (only in the chain when observed) ------------
+# -- attempt events: one per attempt (only in the chain when observed) ----------------------------
+# An observer that takes attempts directly (``attempt_recorder``) gets a plain call; the others get
+# an ``AttemptFinished`` event (see :class:`~antifragile.observability.AttemptSink`).
 
 
 def attempt_finished(
     chain: Chain, info: CallInfo, number: int, duration: float, exc: BaseException | None
 ) -> None:
     """Report one finished attempt (*exc*: how it failed, ``None`` when it succeeded)."""
+    sink = chain.observers.attempts(chain.name)
     slow_after = chain.slow_call_duration
-    chain.emit(
-        attempt_finished_event(
-            chain.name,
+    try:
+        sink.record(
             info.operation,
-            current_request_id(),
             number,
             duration,
             None if exc is None else code_of(exc),
             exc.status if isinstance(exc, IntegrationError) else None,
             slow_after is not None and duration >= slow_after,
         )
-    )
+    except Exception:  # an observer must never break the call it observes
+        sink.failed()
 
 
 def observe_sync(nxt: SyncNext, chain: Chain) -> SyncNext:
     """Report every attempt through *nxt* to the policy's observers."""
     mono = chain.clock.monotonic
+    sink = chain.observers.attempts(chain.name)
+    slow_after = math.inf if chain.slow_call_duration is None else chain.slow_call_duration
 
     def call(
         info: CallInfo, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -174,7 +174,11 @@ def observe_sync(nxt: SyncNext, chain: Chain) -> SyncNext:
         except Exception as exc:
             attempt_finished(chain, info, number, mono() - start, exc)
             raise
-        attempt_finished(chain, info, number, mono() - start, None)
+        duration = mono() - start
+        try:
+            sink.record(info.operation, number, duration, None, None, duration >= slow_after)
+        except Exception:  # an observer must never break the call it observes
+            sink.failed()
         return result
 
     return call
@@ -183,6 +187,8 @@ def observe_sync(nxt: SyncNext, chain: Chain) -> SyncNext:
 def observe_async(nxt: AsyncNext, chain: Chain) -> AsyncNext:
     """:func:`observe_sync` for async calls."""
     mono = chain.clock.monotonic
+    sink = chain.observers.attempts(chain.name)
+    slow_after = math.inf if chain.slow_call_duration is None else chain.slow_call_duration
 
     async def call(
         info: CallInfo,
@@ -197,7 +203,11 @@ def observe_async(nxt: AsyncNext, chain: Chain) -> AsyncNext:
         except Exception as exc:
             attempt_finished(chain, info, number, mono() - start, exc)
             raise
-        attempt_finished(chain, info, number, mono() - start, None)
+        duration = mono() - start
+        try:
+            sink.record(info.operation, number, duration, None, None, duration >= slow_after)
+        except Exception:  # an observer must never break the call it observes
+            sink.failed()
         return result
 
     return call
