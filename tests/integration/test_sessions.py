@@ -33,6 +33,7 @@ from antifragile.connectors import (
     SlackConnector,
     TwilioConnector,
     WhatsAppConnector,
+    correlation_for,
 )
 from antifragile.connectors._slack import WEBHOOK_URL_ENV as SLACK_WEBHOOK_URL_ENV
 from antifragile.inbound import (
@@ -622,9 +623,10 @@ async def test_twilio_replies_go_from_the_tenant_number(world: World) -> None:
 
 async def test_a_reply_whose_delivery_is_unknown_is_not_sent_again(world: World) -> None:
     """WhatsApp dropping the connection after the request was written may have sent the
-    message: the job dies at once (never sent twice blindly), the flag says ``failed``, the
-    dead job's error masks the phone, and a redrive does not send it either until someone
-    reconciles it."""
+    message: the job is deferred, not failed -- it awaits the echo of its correlation without
+    counting an attempt; with no status within WhatsApp's 10-minute window it goes to the
+    dead-letter queue for review (the flag says ``failed``, the error masks the phone), and a
+    blind redrive does not send it either."""
     world.sandbox.faults(
         "whatsapp", "POST /{version}/{phone_number_id}/messages", script=[ProviderFault.reset()]
     )
@@ -632,11 +634,24 @@ async def test_a_reply_whose_delivery_is_unknown_is_not_sent_again(world: World)
         tenant=TENANT, channel=Channel.WHATSAPP, to=CONTACT, text="Hi!", key="k1"
     )
     await world.worker.run_until_idle()
+    assert await world.jobs.dlq.list() == []
+    (waiting,) = await world.all_jobs("replies.send")
+    assert (waiting.state, waiting.attempts) == (JobState.QUEUED, 0)
+    stored = await world.replies.get(message_id)
+    assert stored is not None
+    assert stored["status"] == "pending"
+    assert stored["awaiting_since"] == stored["sending_since"]
+    assert stored["correlation"] == correlation_for(message_id)
+    world.clock.advance(599.0)  # within the window: it keeps waiting
+    await world.worker.run_until_idle()
+    assert await world.jobs.dlq.list() == []
+    world.clock.advance(2.0)  # past it: nothing came back, a person decides
+    await world.worker.run_until_idle()
     (dead,) = await world.jobs.dlq.list()
-    assert dead.state is JobState.DEAD
     assert dead.attempts == 1
+    assert dead.last_error_code == "UPSTREAM_ERROR"
     assert CONTACT not in (dead.last_error or "")
-    assert mask_phone(CONTACT) in (dead.last_error or "")
+    assert "Hi!" not in (dead.last_error or "")
     stored = await world.replies.get(message_id)
     assert stored is not None
     assert stored["status"] == "failed"
@@ -647,8 +662,7 @@ async def test_a_reply_whose_delivery_is_unknown_is_not_sent_again(world: World)
     job = await world.jobs.get(dead.id)
     assert job is not None
     assert job.state is JobState.DEAD
-    assert job.last_error_code == "UPSTREAM_ERROR"
-    assert world.effects("whatsapp") == []
+    assert world.effects("whatsapp") == []  # never sent blindly
 
 
 async def test_a_reply_refused_with_a_graph_503_is_sent_once(world: World) -> None:
