@@ -1121,3 +1121,33 @@ async def test_a_worker_killed_inside_the_completion_leaves_no_completed_session
             assert len(await world.all_jobs()) == len(record["jobs"]) == 4
     finally:
         await store.close()
+
+
+async def test_a_slack_ping_whose_outcome_is_unknown_is_posted_again_and_says_so(
+    world: World,
+) -> None:
+    """``notify_slack`` declares ``on_unknown=resend`` (an internal ping, and Slack's incoming
+    webhooks offer no lookup): a post whose answer is lost after Slack acted leaves its
+    ``sending`` mark, the job is retried rather than dead-lettered, and the next run posts again
+    -- the declared policy -- with the result saying it may repeat the first (the time of the
+    run that stopped mid-call); the mark is gone once the outcome is known."""
+    world.sandbox.faults(
+        "slack", "POST /services/{team}/{bot}/{secret}", script=[ProviderFault.ambiguous()]
+    )
+    await world.complete()
+    await world.worker.run_until_idle()
+    (job,) = await world.all_jobs("sessions.slack_message")
+    assert job.state is JobState.RETRYING
+    assert job.idempotency_key is not None
+    kv = _queue_kv(world.jobs)
+    mark = await kv.get(f"sending:{job.idempotency_key}", now=world.clock.time())
+    assert mark is not None
+    started = mark.value["since"]
+    world.clock.advance(3600.0)
+    await world.worker.run_until_idle()
+    (job,) = await world.all_jobs("sessions.slack_message")
+    assert job.state is JobState.SUCCEEDED
+    assert job.result["repeat_of_unknown"] == started
+    assert len(world.effects("slack")) == 2  # resend is the declared policy for this ping
+    assert await kv.get(f"sending:{job.idempotency_key}", now=world.clock.time()) is None
+    assert await world.jobs.dlq.list() == []

@@ -80,6 +80,7 @@ task is opened only when that lookup fails too.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import weakref
@@ -96,7 +97,13 @@ from antifragile.connectors import (
     EmailTemplates,
     OutcomeUnknownError,
 )
-from antifragile.errors import AntifragileError, ConfigurationError, ConflictError, ErrorCode
+from antifragile.errors import (
+    AntifragileError,
+    ConfigurationError,
+    ConflictError,
+    ErrorCode,
+    TransientError,
+)
 from antifragile.inbound._flags import check_flag_name
 from antifragile.inbound._flows import Flow
 from antifragile.inbound._handlers import BookingSettings, Handlers, RegisteredHandler
@@ -107,6 +114,9 @@ from antifragile.inbound._session_record import SessionRecord
 from antifragile.inbound._tasks import Tasks
 from antifragile.jobs import Enqueued, JobContext, Jobs, Saga, Step, StepContext
 from antifragile.policies import Clock, Retry
+from antifragile.stores import KeyValueStore
+
+_logger = logging.getLogger("antifragile.inbound.actions")
 
 EMAIL_FROM_ENV = "ANTIFRAGILE_EMAIL_FROM"
 DEFAULT_EMAIL_FROM = "Assistant <assistant@antifragile.local>"
@@ -701,6 +711,41 @@ def _profile_name(event: InboundEvent) -> str | None:
     return None
 
 
+#: key prefix of the mark a Slack post writes before its call (see :func:`_begin_post`)
+SENDING_PREFIX = "sending:"
+#: how long a post's mark is kept (seconds)
+SENDING_RETENTION = 7 * 24 * 3600.0
+
+
+def _post_kv(ctx: ActionContext) -> KeyValueStore | None:
+    kv = getattr(getattr(ctx.step.jobs.queue, "store", None), "kv", None)
+    return kv if isinstance(kv, KeyValueStore) else None
+
+
+async def _begin_post(ctx: ActionContext) -> float | None:
+    """Mark the action's post as in flight (``sending:<its key>``); the time an earlier run
+    marked it -- that run stopped in the middle of the call, so the post may exist -- else
+    ``None``. Slack's incoming webhooks take no key and offer no lookup: the mark is how a run
+    killed mid-call is known at all."""
+    kv = _post_kv(ctx)
+    if kv is None:
+        return None
+    now = ctx.clock.time()
+    key = SENDING_PREFIX + ctx.idempotency_key
+    found = await kv.get(key, now=now)
+    value = found.value if found is not None and isinstance(found.value, dict) else {}
+    earlier = value.get("since")
+    await kv.set(key, {"since": now}, now=now, ttl=SENDING_RETENTION)
+    return float(earlier) if isinstance(earlier, int | float) else None
+
+
+async def _end_post(ctx: ActionContext) -> None:
+    """The post's outcome is known (or handed to a person): its mark goes."""
+    kv = _post_kv(ctx)
+    if kv is not None:
+        await kv.delete(SENDING_PREFIX + ctx.idempotency_key, now=ctx.clock.time())
+
+
 async def notify_sales(ctx: ActionContext) -> dict[str, Any]:
     c = ctx.classification
     lines = [
@@ -720,9 +765,15 @@ async def notify_sales(ctx: ActionContext) -> dict[str, Any]:
                 lines.append(f"{name}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
     lines.append(f"Inbox: {ctx.inbox_id}")
     try:
+        if await _begin_post(ctx) is not None:
+            # an earlier run stopped in the middle of the call: the post may exist
+            raise OutcomeUnknownError(
+                "an earlier run stopped while posting to Slack", provider="slack"
+            )
         reference = await ctx.connectors.slack.post_message(
             "\n".join(lines), reference=ctx.idempotency_key
         )
+        await _end_post(ctx)
     except OutcomeUnknownError:
         # it may be in the channel: posting again could show it twice; a person decides
         task = await ctx.tasks.create(
@@ -731,6 +782,7 @@ async def notify_sales(ctx: ActionContext) -> dict[str, Any]:
             source=ctx.source,
             key=f"{ctx.idempotency_key}:unknown",
         )
+        await _end_post(ctx)
         return {"posted": "unknown", "task_id": task["id"]}
     return {"posted": True, "reference": reference}
 
@@ -946,7 +998,27 @@ async def notify_slack(ctx: ActionContext) -> dict[str, Any]:
         f"{contact.first_name or 'a contact'} ({mask_phone(contact.phone)}) via "
         f"{contact.channel}."
     )
-    reference = await ctx.connectors.slack.post_message(text, reference=ctx.idempotency_key)
+    earlier = await _begin_post(ctx)
+    if earlier is not None:
+        # on_unknown=resend: an internal ping is posted again, and says it may be a repeat
+        _logger.warning(
+            "notify_slack %s: an earlier run stopped mid-post (at %.3f); posting again",
+            ctx.idempotency_key,
+            earlier,
+        )
+    try:
+        reference = await ctx.connectors.slack.post_message(text, reference=ctx.idempotency_key)
+    except OutcomeUnknownError as exc:
+        # the mark stays: the next run posts again and says so
+        raise TransientError(
+            "Slack may or may not have posted (the answer was lost); posted again on the next "
+            "run (on_unknown=resend)",
+            provider="slack",
+            operation="post_message",
+        ) from exc
+    await _end_post(ctx)
+    if earlier is not None:
+        return {"reference": reference, "repeat_of_unknown": earlier}
     return {"reference": reference}
 
 
