@@ -253,6 +253,7 @@ class Echoes:
         *,
         on_unknown: Literal["review", "resend"] = "review",
         lookup: Callable[[], Awaitable[T | None]] | None = None,
+        reference: str | None = None,
     ) -> T | Echo:
         """Run *send* (which carries ``correlation_for(key)``) once, as the body of a job:
         the send's result, or the :class:`Echo` that confirmed it. An unknown outcome defers the
@@ -260,8 +261,13 @@ class Echoes:
         a permanent failure raises :class:`~antifragile.errors.PermanentError`; nothing within
         the window: *lookup* (when given; a found result is the answer), then *on_unknown* --
         ``resend`` sends again, ``review`` raises
-        :class:`~antifragile.connectors.OutcomeUnknownError` with *key* to reconcile."""
-        echo = await self.check(key, provider)
+        :class:`~antifragile.connectors.OutcomeUnknownError` with *key* to reconcile.
+
+        *reference* is the key whose correlation the send carries when it is not *key* (the
+        SendGrid connector carries ``send-email/<key>``, Cal.com ``create-booking/<key>``: the
+        ``reconcile_key`` of their errors)."""
+        ref = reference or key
+        echo = await self.check(ref, provider)
         if echo.state != "waiting" or echo.since is not None:
             if echo.state == "confirmed":
                 return echo
@@ -274,10 +280,10 @@ class Echoes:
                         code="DELIVERY_FAILED",
                         detail=f"error code {echo.error_code}",
                     )
-                await self.forget(key)
+                await self.forget(ref)
             elif echo.state == "waiting":
                 assert echo.since is not None
-                raise self.deferred(key, provider, echo.since)
+                raise self.deferred(ref, provider, echo.since)
             else:  # expired
                 found = await lookup() if lookup is not None else None
                 if found is not None:
@@ -291,16 +297,16 @@ class Echoes:
                         replay_safe=False,
                         reconcile_key=key,
                     )
-                await self.forget(key)
+                await self.forget(ref)
         kv = self._kv()
-        entry = ECHO_PREFIX + correlation_for(key)
+        entry = ECHO_PREFIX + correlation_for(ref)
         now = self.clock.time()
         await kv.merge(entry, {"sending_since": now}, now=now, ttl=DELIVERY_RETENTION)
         try:
             result = await send()
         except OutcomeUnknownError as exc:
-            since = await self.expect(key, provider)
-            raise self.deferred(key, provider, since) from exc
+            since = await self.expect(ref, provider)
+            raise self.deferred(ref, provider, since) from exc
         except (IntegrationError, ConfigurationError):
             # refused, or never left: a later run may send it (a timeout or a cancellation
             # keeps the mark: the call may have acted)
