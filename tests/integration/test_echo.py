@@ -24,8 +24,8 @@ import pytest
 
 from antifragile import FakeClock
 from antifragile.connectors import correlation_for
-from antifragile.inbound import Channel
-from antifragile.jobs import JobFilter, JobState
+from antifragile.inbound import Channel, Echo, Echoes
+from antifragile.jobs import JobContext, JobFilter, JobState
 from antifragile.sandbox import ProviderFault, ProviderSandbox, WhatsAppSimulator
 from antifragile.service import Settings, create_app
 from antifragile.service._assistant import Assistant
@@ -177,3 +177,49 @@ async def test_a_failure_worth_retrying_sends_the_reply_again(world: World) -> N
     record = await world.record(message_id)
     assert record["status"] == "sent"
     assert record["delivery_status"] == "read"
+
+
+async def test_any_job_sends_once_through_echoes(world: World) -> None:
+    """A job of its own sends through :meth:`Echoes.send_once`: its ambiguous send is deferred
+    (no attempt spent) and confirmed by the echo -- one message; a second one whose statuses
+    are all lost goes to review once WhatsApp's window has passed, with its key to reconcile,
+    and is never sent again."""
+    echoes = Echoes(world.assistant.deliveries)
+    connector = world.assistant.connectors.whatsapp
+
+    @world.assistant.jobs.job("notices.send")
+    async def send_notice(ctx: JobContext, n: int) -> dict[str, Any]:
+        assert ctx.idempotency_key is not None
+        outcome = await echoes.send_once(
+            ctx.idempotency_key,
+            "whatsapp",
+            lambda: connector.send_text(
+                f"4477008{n:05d}", f"Notice {n}", reference=ctx.idempotency_key
+            ),
+        )
+        return {"echoed": isinstance(outcome, Echo)}
+
+    world.sandbox.faults("whatsapp", SEND, script=[ProviderFault.ambiguous()] * 2)
+    world.sandbox.faults(
+        "whatsapp", "webhooks", script=[ProviderFault.delayed(0.0), ProviderFault.lost_webhooks()]
+    )
+    await send_notice.configure(idempotency_key="notice-1").enqueue(1)
+    await send_notice.configure(idempotency_key="notice-2").enqueue(2)
+    await world.round(15.0)
+    await world.round(15.0)
+    jobs = {
+        job.idempotency_key: job
+        for job in await world.assistant.jobs.find(JobFilter(name="notices.send"))
+    }
+    assert jobs["notice-1"].state is JobState.SUCCEEDED
+    assert jobs["notice-1"].result == {"echoed": True}
+    assert jobs["notice-1"].attempts == 1
+    assert jobs["notice-2"].state is JobState.QUEUED  # still waiting, no attempt spent
+    assert jobs["notice-2"].attempts == 0
+    for _ in range(41):
+        await world.round(15.0)
+    (dead,) = await world.assistant.jobs.dlq.list()
+    assert dead.idempotency_key == "notice-2"
+    assert dead.last_error_code == "UPSTREAM_ERROR"
+    refs = [e.data.get("biz_opaque_callback_data") for e in world.sandbox.effects("whatsapp")]
+    assert sorted(refs) == sorted([correlation_for("notice-1"), correlation_for("notice-2")])
