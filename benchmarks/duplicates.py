@@ -565,10 +565,15 @@ async def measure(
                 # open breaker half-opens)
                 jobs_clock.advance(60)
                 target.clock.advance(60)
+            name = f"duplicates.{provider}"  # not the service's own jobs (with webhooks on)
             succeeded = len(
-                await jobs.find(JobFilter(states=(JobState.SUCCEEDED,)), limit=operations + 1)
+                await jobs.find(
+                    JobFilter(states=(JobState.SUCCEEDED,), name=name), limit=operations + 1
+                )
             )
-            dead = len(await jobs.find(JobFilter(states=(JobState.DEAD,)), limit=operations + 1))
+            dead = len(
+                await jobs.find(JobFilter(states=(JobState.DEAD,), name=name), limit=operations + 1)
+            )
             effects = target.effects()
             requests = target.requests()
             faults = target.ambiguous()
