@@ -22,6 +22,15 @@ Two strategies are measured for the providers without an idempotency key:
 * ``blind_resend`` -- the naive job: it treats an unknown outcome like any failure and sends
   again on its next attempt (Twilio's reconciliation switched off).
 
+With ``--status-webhooks``, a third strategy runs for the providers whose status webhooks echo a
+send's correlation (WhatsApp, Twilio, SendGrid, Cal.com):
+
+* ``echo`` -- the sandbox posts the provider's signed status webhooks (with their retries) to the
+  service, served by uvicorn on the same SQLite file; the job sends through
+  :meth:`~antifragile.inbound.Echoes.send_once`, so an unknown outcome defers the job (no
+  attempt spent) until the status carrying its correlation settles it; nothing within the
+  provider's window (10 minutes of the jobs' clock) would go to review.
+
 Resend, Shopify and HubSpot have an idempotency key or a natural key; only ``default`` runs for
 them. The sandbox's effect record is the ground truth: ``effects`` counts the effects recorded,
 ``duplicates`` the effects beyond the first of an operation, ``review`` the jobs dead-lettered
@@ -35,6 +44,7 @@ Results go to ``benchmarks/results/duplicates.json`` and a table to ``duplicates
     python benchmarks/duplicates.py                  # 500 operations per provider and strategy
     python benchmarks/duplicates.py --quick          # 100 operations, a smoke run
     python benchmarks/duplicates.py --only twilio --only slack
+    python benchmarks/duplicates.py --status-webhooks   # echo: duplicates-webhooks.*
 
 ``tests/integration/test_duplicates.py`` runs the same scenarios (:func:`measure`) and asserts
 on them.
