@@ -92,6 +92,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from antifragile.connectors import (
     DEFAULT_TEMPLATES,
+    Booking,
     Connectors,
     EmailTemplate,
     EmailTemplates,
@@ -104,6 +105,7 @@ from antifragile.errors import (
     ErrorCode,
     TransientError,
 )
+from antifragile.inbound._echo import Echo, Echoes
 from antifragile.inbound._flags import check_flag_name
 from antifragile.inbound._flows import Flow
 from antifragile.inbound._handlers import BookingSettings, Handlers, RegisteredHandler
@@ -242,6 +244,7 @@ class ActionContext:
     flow: Flow | None = None
     templates: EmailTemplates | None = None
     remember_fields: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+    echoes: Echoes | None = None
 
     @property
     def contact(self) -> Contact:
@@ -351,7 +354,9 @@ class Actions:
     owner address; *booking* configures ``book_call`` (default: from the environment);
     *email_sender* is the ``from`` of emails (``ANTIFRAGILE_EMAIL_FROM``); *queue* and
     *step_retry* are the sagas'; *skip_unconfigured* skips (rather than fails) an action whose
-    provider is not configured. *builtins* registers the built-in actions.
+    provider is not configured. *builtins* registers the built-in actions. *echoes*, when set,
+    lets an action whose outcome is unknown wait for the provider's status webhook
+    (``book_call``: Cal.com's ``BOOKING_CREATED``) before it asks a person.
     """
 
     def __init__(
@@ -366,8 +371,10 @@ class Actions:
         step_retry: Retry | None = None,
         skip_unconfigured: bool = True,
         builtins: bool = True,
+        echoes: Echoes | None = None,
     ) -> None:
         self.connectors = connectors
+        self.echoes = echoes
         self.tasks = tasks
         self.tenants: Mapping[str, Tenant] = tenants if tenants is not None else {}
         self.booking = booking if booking is not None else BookingSettings.from_env()
@@ -607,6 +614,7 @@ class Actions:
             booking=self.booking,
             email_sender=self.email_sender,
             handler=str(data.get("handler") or ""),
+            echoes=self.echoes,
         )
 
     def get(self, name: str) -> RegisteredAction:
@@ -666,6 +674,7 @@ class Actions:
             flow=flow,
             templates=templates,
             remember_fields=remember,
+            echoes=self.echoes,
         )
         return await _call(action.fn, action_ctx)
 
@@ -1083,8 +1092,9 @@ async def book_call(ctx: ActionContext) -> dict[str, Any]:
     start = _start_utc(day, time, settings.time_zone)
     if start is None:
         return {"link": link}
-    try:
-        booking = await ctx.connectors.calcom.create_booking(
+
+    async def create() -> Booking:
+        return await ctx.connectors.calcom.create_booking(
             start=start,
             attendee_name=_profile_name(ctx.event) or "Customer",
             attendee_email=emails[0],
@@ -1096,6 +1106,25 @@ async def book_call(ctx: ActionContext) -> dict[str, Any]:
             else settings.event_type_slug,
             username=None if settings.event_type_id is not None else settings.username,
         )
+
+    try:
+        if ctx.echoes is not None:
+            # a lost answer waits (deferred) for Cal.com's BOOKING_CREATED carrying its key
+            outcome = await ctx.echoes.send_once(
+                ctx.idempotency_key,
+                "calcom",
+                create,
+                reference=f"create-booking/{ctx.idempotency_key}",
+            )
+            if isinstance(outcome, Echo):
+                return {
+                    "link": link,
+                    "booking_uid": outcome.provider_message_id,
+                    "outcome": "confirmed by Cal.com",
+                }
+            booking = outcome
+        else:
+            booking = await create()
     except ConflictError:  # the slot is taken: the customer picks another with the link
         return {"link": link, "booked": False, "reason": "slot taken"}
     except OutcomeUnknownError as exc:

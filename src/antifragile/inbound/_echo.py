@@ -261,7 +261,8 @@ class Echoes:
         a permanent failure raises :class:`~antifragile.errors.PermanentError`; nothing within
         the window: *lookup* (when given; a found result is the answer), then *on_unknown* --
         ``resend`` sends again, ``review`` raises
-        :class:`~antifragile.connectors.OutcomeUnknownError` with *key* to reconcile.
+        :class:`~antifragile.connectors.OutcomeUnknownError` with the key to reconcile (the
+        one the send carries).
 
         *reference* is the key whose correlation the send carries when it is not *key* (the
         SendGrid connector carries ``send-email/<key>``, Cal.com ``create-booking/<key>``: the
@@ -295,7 +296,7 @@ class Echoes:
                         "was lost; it may have acted, so it is not sent again",
                         provider=provider,
                         replay_safe=False,
-                        reconcile_key=key,
+                        reconcile_key=ref,
                     )
                 await self.forget(ref)
         kv = self._kv()

@@ -45,6 +45,7 @@ from antifragile.inbound import (
     flows_from_mapping,
 )
 from antifragile.inbound._alerts import Alerts
+from antifragile.inbound._echo import Echoes
 from antifragile.inbound._pipeline import (
     PROCESS_JOB,
     CommerceHandler,
@@ -151,6 +152,7 @@ class Assistant:
         self.actions = Actions(self.connectors, tasks=self.tasks, tenants=tenants_by_id)
         #: records the providers' delivery statuses on the outbound messages
         self.deliveries = DeliveryStatuses(self.jobs, clock=clock)
+        self.actions.echoes = Echoes(self.deliveries)  # unknown outcomes wait for statuses
         self.replies = Replies(self.jobs, self.connectors, clock=clock, deliveries=self.deliveries)
         self.sessions = Sessions(
             self.jobs,
