@@ -68,8 +68,13 @@ feature flag, the job name and the check (``applies``) its run as a flow's job u
 
 Every action declares what an unknown outcome calls for (*on_unknown*: ``reconcile`` -- look
 it up by the action's key --, ``resend`` -- harmless or deduplicated by the provider --, or
-``review`` -- a person decides, the default). It is recorded on the registration; today an
-action handles an unknown outcome itself, as below, and a job's retries follow its policy.
+``review`` -- a person decides, the default). It is recorded on the registration; an action
+handles an unknown outcome itself, as below, and a job's retries follow its policy. Slack's
+actions write a *sending* mark (``sending:<key>``) before they post, so a run killed in the
+middle of the call is known to the next one: ``notify_slack`` (``resend``) posts again and says
+so in its result (``repeat_of_unknown``), ``notify_sales`` opens a reconcile task. With
+*echoes* (the service's actions have them), ``book_call`` waits for Cal.com's
+``BOOKING_CREATED`` echoing the booking's key before it opens a task.
 
 An outcome the provider leaves unknown becomes a task for a person instead of a retry that could
 act twice: Slack may or may not have posted and cannot be asked. A Shopify draft order carries
