@@ -204,7 +204,11 @@ def advance(record: Mapping[str, Any], status: DeliveryStatus, now: float) -> di
     if status.status != "other" and status.status not in times:
         times[status.status] = status.occurred_at if status.occurred_at is not None else now
         update["delivery_times"] = times
-    if status.provider_message_id and not record.get("delivery_provider_message_id"):
+    if (
+        status.status != "other"
+        and status.provider_message_id
+        and not record.get("delivery_provider_message_id")
+    ):
         # the send's answer may have been lost: the status names the provider's message
         update["delivery_provider_message_id"] = status.provider_message_id
     if status.rank > current_rank:
