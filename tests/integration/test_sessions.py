@@ -1151,3 +1151,35 @@ async def test_a_slack_ping_whose_outcome_is_unknown_is_posted_again_and_says_so
     assert len(world.effects("slack")) == 2  # resend is the declared policy for this ping
     assert await kv.get(f"sending:{job.idempotency_key}", now=world.clock.time()) is None
     assert await world.jobs.dlq.list() == []
+
+
+async def test_a_twilio_reply_whose_worker_died_mid_call_is_found_in_the_message_log(
+    world: World,
+) -> None:
+    """A worker killed after Twilio created the message leaves the reply's ``sending`` mark:
+    the next run does not send; it awaits the status callback, and with none within Twilio's
+    10-minute window it finds the message in Twilio's log -- the reply is settled as sent with
+    that sid, and Twilio holds one message, not two."""
+    message_id = await world.replies.send(
+        tenant=TENANT, channel=Channel.TWILIO, to="+447700900123", text="Booked!", key="tw-1"
+    )
+    # what the killed run did: the mark, then Twilio's side of the call
+    kv = _queue_kv(world.jobs)
+    await kv.merge(
+        f"outmsg:{message_id}", {"sending_since": world.clock.time()}, now=world.clock.time()
+    )
+    async with TwilioConnector(
+        TWILIO_SID, TWILIO_TOKEN, base_url=world.sandbox.base_url("twilio")
+    ) as direct:
+        sent = await direct.send_message("+447700900123", "Booked!", TENANT.twilio_number)
+    await world.worker.run_until_idle()
+    (job,) = await world.all_jobs("replies.send")
+    assert (job.state, job.attempts) == (JobState.QUEUED, 0)
+    world.clock.advance(601.0)
+    await world.worker.run_until_idle()
+    (job,) = await world.all_jobs("replies.send")
+    assert job.state is JobState.SUCCEEDED
+    stored = await world.replies.get(message_id)
+    assert stored is not None
+    assert (stored["status"], stored["provider_message_id"]) == ("sent", sent.sid)
+    assert len(world.effects("twilio")) == 1
