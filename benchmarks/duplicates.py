@@ -22,6 +22,15 @@ Two strategies are measured for the providers without an idempotency key:
 * ``blind_resend`` -- the naive job: it treats an unknown outcome like any failure and sends
   again on its next attempt (Twilio's reconciliation switched off).
 
+With ``--status-webhooks``, a third strategy runs for the providers whose status webhooks echo a
+send's correlation (WhatsApp, Twilio, SendGrid, Cal.com):
+
+* ``echo`` -- the sandbox posts the provider's signed status webhooks (with their retries) to the
+  service, served by uvicorn on the same SQLite file; the job sends through
+  :meth:`~antifragile.inbound.Echoes.send_once`, so an unknown outcome defers the job (no
+  attempt spent) until the status carrying its correlation settles it; nothing within the
+  provider's window (10 minutes of the jobs' clock) would go to review.
+
 Resend, Shopify and HubSpot have an idempotency key or a natural key; only ``default`` runs for
 them. The sandbox's effect record is the ground truth: ``effects`` counts the effects recorded,
 ``duplicates`` the effects beyond the first of an operation, ``review`` the jobs dead-lettered
@@ -35,6 +44,7 @@ Results go to ``benchmarks/results/duplicates.json`` and a table to ``duplicates
     python benchmarks/duplicates.py                  # 500 operations per provider and strategy
     python benchmarks/duplicates.py --quick          # 100 operations, a smoke run
     python benchmarks/duplicates.py --only twilio --only slack
+    python benchmarks/duplicates.py --status-webhooks   # echo: duplicates-webhooks.*
 
 ``tests/integration/test_duplicates.py`` runs the same scenarios (:func:`measure`) and asserts
 on them.
@@ -58,14 +68,17 @@ import logging
 import platform
 import random
 import re
+import socket
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
+
+import uvicorn
 
 from antifragile import FakeClock, Retry, TransientError
 from antifragile.connectors import (
@@ -80,6 +93,7 @@ from antifragile.connectors import (
     TwilioConnector,
     WhatsAppConnector,
 )
+from antifragile.inbound import Echoes
 from antifragile.jobs import JobContext, JobFilter, Jobs, JobState, Worker
 from antifragile.policies import Constant
 from antifragile.sandbox import (
@@ -98,10 +112,12 @@ from antifragile.sandbox import (
     WhatsAppSimulator,
 )
 from antifragile.sandbox._smtp import SMTPFault
+from antifragile.service import Settings, create_app
+from antifragile.service._assistant import Assistant
 
 RESULTS = Path(__file__).parent / "results"
 
-Strategy = Literal["default", "blind_resend"]
+Strategy = Literal["default", "blind_resend", "echo"]
 
 #: every provider measured, in the order of the report
 PROVIDERS: tuple[str, ...] = (
@@ -118,6 +134,8 @@ PROVIDERS: tuple[str, ...] = (
 #: providers whose connector replays safely (an idempotency key, or a natural key)
 IDEMPOTENT: frozenset[str] = frozenset({"resend", "shopify", "hubspot"})
 STRATEGIES: tuple[Strategy, ...] = ("default", "blind_resend")
+#: providers whose status webhooks echo a send's correlation (measured ``--status-webhooks``)
+ECHOING: tuple[str, ...] = ("whatsapp", "twilio", "sendgrid", "calcom")
 
 #: the endpoint whose requests draw the faults and whose effects are counted
 ENDPOINTS: dict[str, str] = {
@@ -145,7 +163,11 @@ _TWILIO_SID = "AC" + "0123456789abcdef" * 2
 _WHATSAPP_PHONE = "106540352242922"
 _SLACK_HOOK = "T0001/B0001/sEcReTtOkEn1234"
 _SMTP_USERS = {"app": "s3cret"}
+_WHATSAPP_SECRET = "bench-app-secret"
+_CALCOM_SECRET = "bench-cal-secret"
 _T0 = datetime(2027, 1, 4, 9, 0, tzinfo=UTC)
+#: the prefix of the key whose correlation a provider's send carries (the connector's own)
+_REFERENCES = {"sendgrid": "send-email/", "calcom": "create-booking/"}
 _OP = re.compile(r"op-(\d+)(?!\d)")
 
 
@@ -186,6 +208,7 @@ class _Target:
     requests: Callable[[], int | None]
     ambiguous: Callable[[], int | None]
     clock: FakeClock
+    sandbox: ProviderSandbox | None = None
 
 
 def _http_faults(sandbox: ProviderSandbox, provider: str, seed: int, p: float, q: float) -> None:
@@ -221,8 +244,10 @@ async def _target(
     ambiguous: float,
     errors: float,
     operations: int,
+    service_url: str | None = None,
 ) -> _Target:
-    """The sandbox, connector and operation of *provider*, opened on *stack*."""
+    """The sandbox, connector and operation of *provider*, opened on *stack*; with
+    *service_url*, the sandbox posts its signed status webhooks to the service there."""
     clock = FakeClock()  # the connector's back-offs and limiter waits: never waited out
     if provider == "smtp":
         smtp = stack.enter_context(SMTPSandbox(users=_SMTP_USERS))
@@ -268,15 +293,26 @@ async def _target(
             access_tokens=[_TOKENS["whatsapp"]],
             phone_number_ids=[_WHATSAPP_PHONE],
             throughput=1_000_000,
+            app_secret=_WHATSAPP_SECRET,
         ),
         "twilio": lambda: TwilioSimulator(
             credentials={_TWILIO_SID: _TOKENS["twilio"]}, concurrency=1_000_000
         ),
         "slack": lambda: SlackSimulator(hooks=[_SLACK_HOOK], rate=1e9, burst=1e9),
         "sendgrid": lambda: SendGridSimulator(api_keys=[_TOKENS["sendgrid"]], rate_limit=1_000_000),
-        "calcom": lambda: CalComSimulator(api_keys=[_TOKENS["calcom"]], rate_limit=1_000_000),
+        "calcom": lambda: CalComSimulator(
+            api_keys=[_TOKENS["calcom"]], rate_limit=1_000_000, webhook_secret=_CALCOM_SECRET
+        ),
     }
-    sandbox = stack.enter_context(ProviderSandbox([simulators[provider]()]))
+    urls = {}
+    if service_url is not None and provider != "twilio":  # Twilio: the StatusCallback URL
+        urls[provider] = f"{service_url}/v1/webhooks/{provider}"
+    timing: dict[str, Any] = (
+        {"time_scale": 0.001, "webhook_interval": 0.001} if service_url is not None else {}
+    )
+    sandbox = stack.enter_context(
+        ProviderSandbox([simulators[provider]()], webhook_urls=urls, **timing)
+    )
     _http_faults(sandbox, provider, seed, ambiguous, errors)
     base = sandbox.base_url(provider)
     requests, ambiguous_count = _counted(sandbox, provider)
@@ -327,7 +363,9 @@ async def _target(
         )
 
         async def operation(ctx: JobContext, n: int) -> object:
-            return await whatsapp.send_text(f"1555{n:07d}", f"Your order op-{n} has shipped.")
+            return await whatsapp.send_text(
+                f"1555{n:07d}", f"Your order op-{n} has shipped.", reference=ctx.idempotency_key
+            )
 
     elif provider == "twilio":
         twilio = await stack.enter_async_context(
@@ -337,13 +375,17 @@ async def _target(
                 base_url=base,
                 clock=clock,
                 timeout=2.0,
-                reconcile=strategy == "default",
+                reconcile=strategy != "blind_resend",
+                public_url=service_url,
             )
         )
 
         async def operation(ctx: JobContext, n: int) -> object:
             return await twilio.send_message(
-                f"+1555{n:07d}", f"Your order op-{n} has shipped.", "+15551234567"
+                f"+1555{n:07d}",
+                f"Your order op-{n} has shipped.",
+                "+15551234567",
+                reference=ctx.idempotency_key,
             )
 
     elif provider == "slack":
@@ -385,7 +427,63 @@ async def _target(
 
     else:
         raise ValueError(f"unknown provider {provider!r}; one of {PROVIDERS}")
-    return _Target(operation, effects, requests, ambiguous_count, clock)
+    return _Target(operation, effects, requests, ambiguous_count, clock, sandbox)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn leaving the process's signal handlers alone."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _service(
+    stack: contextlib.AsyncExitStack,
+    jobs: Jobs,
+    clock: FakeClock,
+    sandbox: ProviderSandbox,
+    provider: str,
+    port: int,
+    database: str,
+) -> Echoes:
+    """The service receiving *provider*'s status webhooks on *port* (its inbox and jobs in
+    *jobs*), and the echoes the operations wait for."""
+    env = {
+        "ANTIFRAGILE_DATABASE_URL": database,
+        "ANTIFRAGILE_WHATSAPP_APP_SECRET": _WHATSAPP_SECRET,
+        "ANTIFRAGILE_TWILIO_AUTH_TOKEN": _TOKENS["twilio"],
+        "ANTIFRAGILE_CALCOM_WEBHOOK_SECRET": _CALCOM_SECRET,
+    }
+    if provider == "sendgrid":
+        simulator = sandbox.simulator("sendgrid")
+        assert isinstance(simulator, SendGridSimulator)
+        env["ANTIFRAGILE_SENDGRID_WEBHOOK_PUBLIC_KEY"] = simulator.event_webhook_public_key
+    settings = Settings.from_env(env)
+    assistant = Assistant(settings, jobs=jobs)
+    app = create_app(settings, assistant=assistant)
+    server = _QuietServer(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="on")
+    )
+    task = asyncio.create_task(server.serve())
+
+    async def stop() -> None:
+        server.should_exit = True
+        await task
+
+    stack.push_async_callback(stop)
+    while not server.started:
+        if task.done():
+            raise RuntimeError("the status webhook receiver did not start")
+        await asyncio.sleep(0.01)
+    return Echoes(assistant.deliveries, clock=clock)
 
 
 def _operation_of(effect: Effect) -> int | None:
@@ -407,18 +505,22 @@ async def measure(
     """Run *operations* durable jobs of *provider* under the fault mix (module docs)."""
     if strategy == "blind_resend" and provider in IDEMPOTENT:
         raise ValueError(f"{provider} replays safely: only the default strategy is measured")
+    if strategy == "echo" and provider not in ECHOING:
+        raise ValueError(f"{provider} sends no status webhooks; one of {ECHOING}")
     started = time.perf_counter()
     review: set[int] = set()
     with contextlib.ExitStack() as files:
         if directory is None:
             directory = Path(files.enter_context(tempfile.TemporaryDirectory()))
-        jobs_clock = FakeClock()  # the jobs' time: retries come due when it is advanced
-        jobs = Jobs(
-            database_url=f"sqlite:///{directory / f'duplicates-{provider}-{strategy}.db'}",
-            clock=jobs_clock,
-        )
+        # the jobs' time: retries come due when it is advanced (near the wall clock, where the
+        # service's signature checks look for fresh timestamps)
+        jobs_clock = FakeClock(start=time.time() - 1_700_000_000.0)
+        database = f"sqlite:///{directory / f'duplicates-{provider}-{strategy}.db'}"
+        jobs = Jobs(database_url=database, clock=jobs_clock)
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(jobs)
+            port = _free_port() if strategy == "echo" else None
+            service_url = f"http://127.0.0.1:{port}" if port is not None else None
             target = await _target(
                 provider,
                 strategy,
@@ -427,11 +529,26 @@ async def measure(
                 ambiguous=ambiguous,
                 errors=errors,
                 operations=operations,
+                service_url=service_url,
             )
+            echoes = None
+            if port is not None and target.sandbox is not None:
+                echoes = await _service(
+                    stack, jobs, jobs_clock, target.sandbox, provider, port, database
+                )
 
             @jobs.job(f"duplicates.{provider}", retry=Retry(attempts=30, backoff=Constant(5)))
-            async def operate(ctx: JobContext, n: int) -> None:
+            async def operate(ctx: JobContext, n: int) -> object:
                 try:
+                    if echoes is not None:
+                        assert ctx.idempotency_key is not None
+                        await echoes.send_once(
+                            ctx.idempotency_key,
+                            provider,
+                            lambda: target.operation(ctx, n),
+                            reference=_REFERENCES.get(provider, "") + ctx.idempotency_key,
+                        )
+                        return None
                     await target.operation(ctx, n)
                 except OutcomeUnknownError as unknown:
                     if strategy == "blind_resend":  # the naive job: any failure, send again
@@ -440,6 +557,7 @@ async def measure(
                         ) from unknown
                     review.add(n)
                     raise
+                return None
 
             for n in range(operations):
                 await operate.configure(idempotency_key=f"{provider}/op-{n}").enqueue(n)
@@ -447,16 +565,25 @@ async def measure(
             waiting = (JobState.QUEUED, JobState.RETRYING, JobState.SCHEDULED)
             for _ in range(400):
                 await worker.run_until_idle()
+                if target.sandbox is not None and echoes is not None:
+                    # the statuses reach the service, whose jobs record them
+                    await asyncio.to_thread(target.sandbox.webhooks.wait_idle, 60)
+                    await worker.run_until_idle()
                 if not await jobs.find(JobFilter(states=waiting), limit=1):
                     break
                 # a minute passes for the jobs (retries come due) and for the connector (an
                 # open breaker half-opens)
                 jobs_clock.advance(60)
                 target.clock.advance(60)
+            name = f"duplicates.{provider}"  # not the service's own jobs (with webhooks on)
             succeeded = len(
-                await jobs.find(JobFilter(states=(JobState.SUCCEEDED,)), limit=operations + 1)
+                await jobs.find(
+                    JobFilter(states=(JobState.SUCCEEDED,), name=name), limit=operations + 1
+                )
             )
-            dead = len(await jobs.find(JobFilter(states=(JobState.DEAD,)), limit=operations + 1))
+            dead = len(
+                await jobs.find(JobFilter(states=(JobState.DEAD,), name=name), limit=operations + 1)
+            )
             effects = target.effects()
             requests = target.requests()
             faults = target.ambiguous()
@@ -521,10 +648,27 @@ def report(figures: Sequence[Figures], *, operations: int, seed: int) -> str:
     )
 
 
-async def run(providers: Sequence[str], *, operations: int, seed: int) -> list[Figures]:
+_ECHO_NOTE = (
+    "\n*echo* (``--status-webhooks``): the sandbox posts each provider's signed status "
+    "webhooks (Twilio: to the ``StatusCallback`` URL the send carried) to the service served "
+    "by uvicorn on the same SQLite file; its ``inbound.process`` jobs record them, and a job "
+    "whose outcome is unknown waits for the echo of its correlation "
+    "(``Echoes.send_once``: deferred, no attempt spent) -- confirmed: done; failed: by the "
+    "code; nothing within 10 minutes of the jobs' clock: review.\n"
+)
+
+
+async def run(
+    providers: Sequence[str], *, operations: int, seed: int, status_webhooks: bool = False
+) -> list[Figures]:
     figures: list[Figures] = []
     for provider in providers:
-        for strategy in STRATEGIES:
+        strategies: tuple[Strategy, ...] = STRATEGIES
+        if status_webhooks:
+            if provider not in ECHOING:
+                continue
+            strategies = ("echo",)
+        for strategy in strategies:
             if strategy == "blind_resend" and provider in IDEMPOTENT:
                 continue
             result = await measure(provider, strategy=strategy, operations=operations, seed=seed)
@@ -548,14 +692,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--only", action="append", choices=PROVIDERS, default=None)
     parser.add_argument("--quick", action="store_true", help="100 operations, -quick files")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--status-webhooks",
+        action="store_true",
+        help="the providers whose status webhooks echo a send (WhatsApp, Twilio, SendGrid, "
+        "Cal.com), with the sandbox posting them to the service: -webhooks files",
+    )
     args = parser.parse_args(argv)
     # dead-lettered jobs are the point of the measurement; the SMTP server chats at INFO
     logging.getLogger("antifragile").setLevel(logging.ERROR)
     logging.getLogger("mail.log").setLevel(logging.ERROR)
     operations = 100 if args.quick else args.operations
     providers = tuple(args.only or PROVIDERS)
-    figures = asyncio.run(run(providers, operations=operations, seed=args.seed))
+    figures = asyncio.run(
+        run(providers, operations=operations, seed=args.seed, status_webhooks=args.status_webhooks)
+    )
     name = "duplicates-quick" if args.quick else "duplicates"
+    if args.status_webhooks:
+        name += "-webhooks"
     args.output.mkdir(parents=True, exist_ok=True)
     document = {
         "benchmark": "duplicates",
@@ -568,7 +722,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         "results": [f.to_dict() for f in figures],
     }
     (args.output / f"{name}.json").write_text(json.dumps(document, indent=2) + "\n")
-    (args.output / f"{name}.md").write_text(report(figures, operations=operations, seed=args.seed))
+    text = report(figures, operations=operations, seed=args.seed)
+    if args.status_webhooks:
+        text += _ECHO_NOTE
+    (args.output / f"{name}.md").write_text(text)
     print(f"wrote {args.output / name}.json and .md", file=sys.stderr)
 
 

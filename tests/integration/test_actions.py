@@ -17,13 +17,16 @@ from typing import Any
 import pytest
 
 from antifragile import FakeClock, InvalidRequestError
-from antifragile.connectors import Connectors
+from antifragile.connectors import Connectors, correlation_for
 from antifragile.inbound import (
     ActionContext,
     Actions,
     BookingSettings,
     Channel,
     Classification,
+    DeliveryStatus,
+    DeliveryStatuses,
+    Echoes,
     EventKind,
     HandlerResult,
     Handlers,
@@ -154,6 +157,16 @@ class Run:
     async def message(
         self, text: str, *, handler: str | None = None
     ) -> tuple[SagaResult, Job, HandlerResult, str]:
+        job_id, answer, inbox_id = await self.begin(text, handler=handler)
+        job = await self.settle(job_id)
+        result = SagaResult.from_job(job)
+        assert result is not None, job
+        return result, job, answer, inbox_id
+
+    async def begin(
+        self, text: str, *, handler: str | None = None
+    ) -> tuple[str, HandlerResult, str]:
+        """Record, classify and handle *text*; start its saga: the saga's job id."""
         self.count += 1
         event = InboundEvent(
             Channel.WHATSAPP,
@@ -186,10 +199,7 @@ class Run:
             data=answer.data,
         )
         assert started is not None
-        job = await self.settle(started.id)
-        result = SagaResult.from_job(job)
-        assert result is not None, job
-        return result, job, answer, inbox_id
+        return started.id, answer, inbox_id
 
     async def settle(self, job_id: str) -> Job:
         worker = Worker(self.jobs)
@@ -520,3 +530,42 @@ async def test_action_errors_leave_without_personal_data(
     assert "a•••@example.com" in result.failed.error
     assert_no_pii(result.to_json())
     assert_no_pii(list(job.history))
+
+
+async def test_an_unknown_booking_waits_for_cal_com_to_confirm_it(
+    run: Run, sandbox: ProviderSandbox, jobs: Jobs, clock: FakeClock
+) -> None:
+    """With echoes, a booking whose answer is lost does not open a task at once: the saga is
+    deferred (no attempt spent) until Cal.com's ``BOOKING_CREATED`` carrying the booking's
+    correlation says it exists; then the action returns that booking -- one booking, no task,
+    no second request."""
+    deliveries = DeliveryStatuses(jobs, clock=clock)
+    run.actions.echoes = Echoes(deliveries)
+    sandbox.faults("calcom", "POST /v2/bookings", script=[ProviderFault.ambiguous()])
+    job_id, _, _ = await run.begin(f"Can we schedule a call tomorrow at 3pm? {EMAIL}")
+    worker = Worker(jobs)
+    await worker.run_until_idle()
+    waiting = await jobs.get(job_id)
+    assert waiting is not None
+    assert (waiting.state, waiting.attempts) == (JobState.QUEUED, 0)
+    (booking,) = sandbox.effects("calcom")
+    correlation = correlation_for(f"create-booking/saga:{job_id}:1")
+    assert booking.data["metadata"]["antifragile_ref"] == correlation
+    created = DeliveryStatus(
+        "calcom",
+        f"{booking.id}:BOOKING_CREATED",
+        "confirmed",
+        "BOOKING_CREATED",
+        provider_message_id=str(booking.id),
+        correlation=correlation,
+    )
+    await deliveries.record(created)
+    await deliveries.record(created)  # a redelivery changes nothing
+    job = await run.settle(job_id)
+    result = SagaResult.from_job(job)
+    assert result is not None
+    assert result.executed == ("book_call", "notify_sales")
+    assert result.results["book_call"]["booking_uid"] == str(booking.id)
+    assert result.results["book_call"]["outcome"] == "confirmed by Cal.com"
+    assert len(sandbox.effects("calcom")) == 1
+    assert await Tasks(jobs).list(status="open") == []

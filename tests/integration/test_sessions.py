@@ -33,6 +33,7 @@ from antifragile.connectors import (
     SlackConnector,
     TwilioConnector,
     WhatsAppConnector,
+    correlation_for,
 )
 from antifragile.connectors._slack import WEBHOOK_URL_ENV as SLACK_WEBHOOK_URL_ENV
 from antifragile.inbound import (
@@ -622,9 +623,10 @@ async def test_twilio_replies_go_from_the_tenant_number(world: World) -> None:
 
 async def test_a_reply_whose_delivery_is_unknown_is_not_sent_again(world: World) -> None:
     """WhatsApp dropping the connection after the request was written may have sent the
-    message: the job dies at once (never sent twice blindly), the flag says ``failed``, the
-    dead job's error masks the phone, and a redrive does not send it either until someone
-    reconciles it."""
+    message: the job is deferred, not failed -- it awaits the echo of its correlation without
+    counting an attempt; with no status within WhatsApp's 10-minute window it goes to the
+    dead-letter queue for review (the flag says ``failed``, the error masks the phone), and a
+    blind redrive does not send it either."""
     world.sandbox.faults(
         "whatsapp", "POST /{version}/{phone_number_id}/messages", script=[ProviderFault.reset()]
     )
@@ -632,11 +634,24 @@ async def test_a_reply_whose_delivery_is_unknown_is_not_sent_again(world: World)
         tenant=TENANT, channel=Channel.WHATSAPP, to=CONTACT, text="Hi!", key="k1"
     )
     await world.worker.run_until_idle()
+    assert await world.jobs.dlq.list() == []
+    (waiting,) = await world.all_jobs("replies.send")
+    assert (waiting.state, waiting.attempts) == (JobState.QUEUED, 0)
+    stored = await world.replies.get(message_id)
+    assert stored is not None
+    assert stored["status"] == "pending"
+    assert stored["awaiting_since"] == stored["sending_since"]
+    assert stored["correlation"] == correlation_for(message_id)
+    world.clock.advance(599.0)  # within the window: it keeps waiting
+    await world.worker.run_until_idle()
+    assert await world.jobs.dlq.list() == []
+    world.clock.advance(2.0)  # past it: nothing came back, a person decides
+    await world.worker.run_until_idle()
     (dead,) = await world.jobs.dlq.list()
-    assert dead.state is JobState.DEAD
     assert dead.attempts == 1
+    assert dead.last_error_code == "UPSTREAM_ERROR"
     assert CONTACT not in (dead.last_error or "")
-    assert mask_phone(CONTACT) in (dead.last_error or "")
+    assert "Hi!" not in (dead.last_error or "")
     stored = await world.replies.get(message_id)
     assert stored is not None
     assert stored["status"] == "failed"
@@ -647,8 +662,7 @@ async def test_a_reply_whose_delivery_is_unknown_is_not_sent_again(world: World)
     job = await world.jobs.get(dead.id)
     assert job is not None
     assert job.state is JobState.DEAD
-    assert job.last_error_code == "UPSTREAM_ERROR"
-    assert world.effects("whatsapp") == []
+    assert world.effects("whatsapp") == []  # never sent blindly
 
 
 async def test_a_reply_refused_with_a_graph_503_is_sent_once(world: World) -> None:
@@ -1107,3 +1121,65 @@ async def test_a_worker_killed_inside_the_completion_leaves_no_completed_session
             assert len(await world.all_jobs()) == len(record["jobs"]) == 4
     finally:
         await store.close()
+
+
+async def test_a_slack_ping_whose_outcome_is_unknown_is_posted_again_and_says_so(
+    world: World,
+) -> None:
+    """``notify_slack`` declares ``on_unknown=resend`` (an internal ping, and Slack's incoming
+    webhooks offer no lookup): a post whose answer is lost after Slack acted leaves its
+    ``sending`` mark, the job is retried rather than dead-lettered, and the next run posts again
+    -- the declared policy -- with the result saying it may repeat the first (the time of the
+    run that stopped mid-call); the mark is gone once the outcome is known."""
+    world.sandbox.faults(
+        "slack", "POST /services/{team}/{bot}/{secret}", script=[ProviderFault.ambiguous()]
+    )
+    await world.complete()
+    await world.worker.run_until_idle()
+    (job,) = await world.all_jobs("sessions.slack_message")
+    assert job.state is JobState.RETRYING
+    assert job.idempotency_key is not None
+    kv = _queue_kv(world.jobs)
+    mark = await kv.get(f"sending:{job.idempotency_key}", now=world.clock.time())
+    assert mark is not None
+    started = mark.value["since"]
+    world.clock.advance(3600.0)
+    await world.worker.run_until_idle()
+    (job,) = await world.all_jobs("sessions.slack_message")
+    assert job.state is JobState.SUCCEEDED
+    assert job.result["repeat_of_unknown"] == started
+    assert len(world.effects("slack")) == 2  # resend is the declared policy for this ping
+    assert await kv.get(f"sending:{job.idempotency_key}", now=world.clock.time()) is None
+    assert await world.jobs.dlq.list() == []
+
+
+async def test_a_twilio_reply_whose_worker_died_mid_call_is_found_in_the_message_log(
+    world: World,
+) -> None:
+    """A worker killed after Twilio created the message leaves the reply's ``sending`` mark:
+    the next run does not send; it awaits the status callback, and with none within Twilio's
+    10-minute window it finds the message in Twilio's log -- the reply is settled as sent with
+    that sid, and Twilio holds one message, not two."""
+    message_id = await world.replies.send(
+        tenant=TENANT, channel=Channel.TWILIO, to="+447700900123", text="Booked!", key="tw-1"
+    )
+    # what the killed run did: the mark, then Twilio's side of the call
+    kv = _queue_kv(world.jobs)
+    await kv.merge(
+        f"outmsg:{message_id}", {"sending_since": world.clock.time()}, now=world.clock.time()
+    )
+    async with TwilioConnector(
+        TWILIO_SID, TWILIO_TOKEN, base_url=world.sandbox.base_url("twilio")
+    ) as direct:
+        sent = await direct.send_message("+447700900123", "Booked!", TENANT.twilio_number)
+    await world.worker.run_until_idle()
+    (job,) = await world.all_jobs("replies.send")
+    assert (job.state, job.attempts) == (JobState.QUEUED, 0)
+    world.clock.advance(601.0)
+    await world.worker.run_until_idle()
+    (job,) = await world.all_jobs("replies.send")
+    assert job.state is JobState.SUCCEEDED
+    stored = await world.replies.get(message_id)
+    assert stored is not None
+    assert (stored["status"], stored["provider_message_id"]) == ("sent", sent.sid)
+    assert len(world.effects("twilio")) == 1

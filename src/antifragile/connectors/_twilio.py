@@ -363,6 +363,18 @@ class TwilioConnector(HTTPConnector):
 
         return await self._lookup_policy.arun(attempt, operation=LIST_MESSAGES, replay_safe=True)
 
+    async def find_sent(
+        self, to: str, body: str, *, from_: str | None = None, since: float
+    ) -> SentMessage | None:
+        """The message to *to* with *body* (from *from_*) created at or after *since* (epoch
+        seconds, less *reconcile_window* of clock skew), from the message log; ``None`` when
+        absent. How a send whose outcome stayed unknown is looked up later."""
+        form = {"To": to, "Body": body}
+        if from_:
+            form["From"] = from_
+        started = datetime.fromtimestamp(since - self.reconcile_window, UTC)
+        return _match(await self.list_messages(to=to, from_=from_, page_size=50), form, started)
+
     async def _reconcile(self, form: dict[str, str], started: float) -> SentMessage | None:
         """The message of *form* created since *started*, from the message log, or ``None``
         when it is still absent after the grace period."""

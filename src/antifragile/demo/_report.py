@@ -171,8 +171,9 @@ def dlq_table(result: DemoResult) -> Table:
     table = Table(
         title=f"Dead-letter queue: {len(result.dead_letters)} jobs waiting for an operator",
         title_justify="left",
-        caption="A WhatsApp send whose outcome is unknown (a 5xx, a lost answer, a worker "
-        "stopped mid-call) is never sent twice blindly: it waits here to be reconciled.",
+        caption="A WhatsApp send whose outcome is unknown (a lost answer, a worker stopped "
+        "mid-call) is never sent twice blindly: it waits for WhatsApp's status webhook (10 "
+        "minutes), and only without one waits here to be reconciled.",
         caption_justify="left",
     )
     for name in ("jobs", "job", "provider", "code", "why (one of them)"):

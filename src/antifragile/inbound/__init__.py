@@ -37,6 +37,7 @@ from antifragile.inbound._delivery import (
     DeliveryStatus,
     DeliveryStatuses,
 )
+from antifragile.inbound._echo import ECHO_POLL, ECHO_WINDOWS, Echo, Echoes
 from antifragile.inbound._flags import FeatureFlags
 from antifragile.inbound._flows import (
     DEFAULT_FLOW,
@@ -154,6 +155,8 @@ __all__ = [
     "DEFAULT_GRACEFUL_REPLY",
     "DEFAULT_ON_COMPLETE",
     "DEFAULT_RULES",
+    "ECHO_POLL",
+    "ECHO_WINDOWS",
     "STATUSES",
     "STATUS_RANK",
     "SUMMARY_TEMPLATE",
@@ -173,6 +176,8 @@ __all__ = [
     "DeliveryMatch",
     "DeliveryStatus",
     "DeliveryStatuses",
+    "Echo",
+    "Echoes",
     "ErrorRate",
     "EventKind",
     "FeatureFlags",

@@ -68,8 +68,13 @@ feature flag, the job name and the check (``applies``) its run as a flow's job u
 
 Every action declares what an unknown outcome calls for (*on_unknown*: ``reconcile`` -- look
 it up by the action's key --, ``resend`` -- harmless or deduplicated by the provider --, or
-``review`` -- a person decides, the default). It is recorded on the registration; today an
-action handles an unknown outcome itself, as below, and a job's retries follow its policy.
+``review`` -- a person decides, the default). It is recorded on the registration; an action
+handles an unknown outcome itself, as below, and a job's retries follow its policy. Slack's
+actions write a *sending* mark (``sending:<key>``) before they post, so a run killed in the
+middle of the call is known to the next one: ``notify_slack`` (``resend``) posts again and says
+so in its result (``repeat_of_unknown``), ``notify_sales`` opens a reconcile task. With
+*echoes* (the service's actions have them), ``book_call`` waits for Cal.com's
+``BOOKING_CREATED`` echoing the booking's key before it opens a task.
 
 An outcome the provider leaves unknown becomes a task for a person instead of a retry that could
 act twice: Slack may or may not have posted and cannot be asked. A Shopify draft order carries
@@ -80,6 +85,7 @@ task is opened only when that lookup fails too.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import weakref
@@ -91,12 +97,20 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from antifragile.connectors import (
     DEFAULT_TEMPLATES,
+    Booking,
     Connectors,
     EmailTemplate,
     EmailTemplates,
     OutcomeUnknownError,
 )
-from antifragile.errors import AntifragileError, ConfigurationError, ConflictError, ErrorCode
+from antifragile.errors import (
+    AntifragileError,
+    ConfigurationError,
+    ConflictError,
+    ErrorCode,
+    TransientError,
+)
+from antifragile.inbound._echo import Echo, Echoes
 from antifragile.inbound._flags import check_flag_name
 from antifragile.inbound._flows import Flow
 from antifragile.inbound._handlers import BookingSettings, Handlers, RegisteredHandler
@@ -107,6 +121,9 @@ from antifragile.inbound._session_record import SessionRecord
 from antifragile.inbound._tasks import Tasks
 from antifragile.jobs import Enqueued, JobContext, Jobs, Saga, Step, StepContext
 from antifragile.policies import Clock, Retry
+from antifragile.stores import KeyValueStore
+
+_logger = logging.getLogger("antifragile.inbound.actions")
 
 EMAIL_FROM_ENV = "ANTIFRAGILE_EMAIL_FROM"
 DEFAULT_EMAIL_FROM = "Assistant <assistant@antifragile.local>"
@@ -232,6 +249,7 @@ class ActionContext:
     flow: Flow | None = None
     templates: EmailTemplates | None = None
     remember_fields: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+    echoes: Echoes | None = None
 
     @property
     def contact(self) -> Contact:
@@ -341,7 +359,9 @@ class Actions:
     owner address; *booking* configures ``book_call`` (default: from the environment);
     *email_sender* is the ``from`` of emails (``ANTIFRAGILE_EMAIL_FROM``); *queue* and
     *step_retry* are the sagas'; *skip_unconfigured* skips (rather than fails) an action whose
-    provider is not configured. *builtins* registers the built-in actions.
+    provider is not configured. *builtins* registers the built-in actions. *echoes*, when set,
+    lets an action whose outcome is unknown wait for the provider's status webhook
+    (``book_call``: Cal.com's ``BOOKING_CREATED``) before it asks a person.
     """
 
     def __init__(
@@ -356,8 +376,10 @@ class Actions:
         step_retry: Retry | None = None,
         skip_unconfigured: bool = True,
         builtins: bool = True,
+        echoes: Echoes | None = None,
     ) -> None:
         self.connectors = connectors
+        self.echoes = echoes
         self.tasks = tasks
         self.tenants: Mapping[str, Tenant] = tenants if tenants is not None else {}
         self.booking = booking if booking is not None else BookingSettings.from_env()
@@ -597,6 +619,7 @@ class Actions:
             booking=self.booking,
             email_sender=self.email_sender,
             handler=str(data.get("handler") or ""),
+            echoes=self.echoes,
         )
 
     def get(self, name: str) -> RegisteredAction:
@@ -656,6 +679,7 @@ class Actions:
             flow=flow,
             templates=templates,
             remember_fields=remember,
+            echoes=self.echoes,
         )
         return await _call(action.fn, action_ctx)
 
@@ -701,6 +725,41 @@ def _profile_name(event: InboundEvent) -> str | None:
     return None
 
 
+#: key prefix of the mark a Slack post writes before its call (see :func:`_begin_post`)
+SENDING_PREFIX = "sending:"
+#: how long a post's mark is kept (seconds)
+SENDING_RETENTION = 7 * 24 * 3600.0
+
+
+def _post_kv(ctx: ActionContext) -> KeyValueStore | None:
+    kv = getattr(getattr(ctx.step.jobs.queue, "store", None), "kv", None)
+    return kv if isinstance(kv, KeyValueStore) else None
+
+
+async def _begin_post(ctx: ActionContext) -> float | None:
+    """Mark the action's post as in flight (``sending:<its key>``); the time an earlier run
+    marked it -- that run stopped in the middle of the call, so the post may exist -- else
+    ``None``. Slack's incoming webhooks take no key and offer no lookup: the mark is how a run
+    killed mid-call is known at all."""
+    kv = _post_kv(ctx)
+    if kv is None:
+        return None
+    now = ctx.clock.time()
+    key = SENDING_PREFIX + ctx.idempotency_key
+    found = await kv.get(key, now=now)
+    value = found.value if found is not None and isinstance(found.value, dict) else {}
+    earlier = value.get("since")
+    await kv.set(key, {"since": now}, now=now, ttl=SENDING_RETENTION)
+    return float(earlier) if isinstance(earlier, int | float) else None
+
+
+async def _end_post(ctx: ActionContext) -> None:
+    """The post's outcome is known (or handed to a person): its mark goes."""
+    kv = _post_kv(ctx)
+    if kv is not None:
+        await kv.delete(SENDING_PREFIX + ctx.idempotency_key, now=ctx.clock.time())
+
+
 async def notify_sales(ctx: ActionContext) -> dict[str, Any]:
     c = ctx.classification
     lines = [
@@ -720,9 +779,15 @@ async def notify_sales(ctx: ActionContext) -> dict[str, Any]:
                 lines.append(f"{name}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
     lines.append(f"Inbox: {ctx.inbox_id}")
     try:
+        if await _begin_post(ctx) is not None:
+            # an earlier run stopped in the middle of the call: the post may exist
+            raise OutcomeUnknownError(
+                "an earlier run stopped while posting to Slack", provider="slack"
+            )
         reference = await ctx.connectors.slack.post_message(
             "\n".join(lines), reference=ctx.idempotency_key
         )
+        await _end_post(ctx)
     except OutcomeUnknownError:
         # it may be in the channel: posting again could show it twice; a person decides
         task = await ctx.tasks.create(
@@ -731,6 +796,7 @@ async def notify_sales(ctx: ActionContext) -> dict[str, Any]:
             source=ctx.source,
             key=f"{ctx.idempotency_key}:unknown",
         )
+        await _end_post(ctx)
         return {"posted": "unknown", "task_id": task["id"]}
     return {"posted": True, "reference": reference}
 
@@ -946,7 +1012,27 @@ async def notify_slack(ctx: ActionContext) -> dict[str, Any]:
         f"{contact.first_name or 'a contact'} ({mask_phone(contact.phone)}) via "
         f"{contact.channel}."
     )
-    reference = await ctx.connectors.slack.post_message(text, reference=ctx.idempotency_key)
+    earlier = await _begin_post(ctx)
+    if earlier is not None:
+        # on_unknown=resend: an internal ping is posted again, and says it may be a repeat
+        _logger.warning(
+            "notify_slack %s: an earlier run stopped mid-post (at %.3f); posting again",
+            ctx.idempotency_key,
+            earlier,
+        )
+    try:
+        reference = await ctx.connectors.slack.post_message(text, reference=ctx.idempotency_key)
+    except OutcomeUnknownError as exc:
+        # the mark stays: the next run posts again and says so
+        raise TransientError(
+            "Slack may or may not have posted (the answer was lost); posted again on the next "
+            "run (on_unknown=resend)",
+            provider="slack",
+            operation="post_message",
+        ) from exc
+    await _end_post(ctx)
+    if earlier is not None:
+        return {"reference": reference, "repeat_of_unknown": earlier}
     return {"reference": reference}
 
 
@@ -1011,8 +1097,9 @@ async def book_call(ctx: ActionContext) -> dict[str, Any]:
     start = _start_utc(day, time, settings.time_zone)
     if start is None:
         return {"link": link}
-    try:
-        booking = await ctx.connectors.calcom.create_booking(
+
+    async def create() -> Booking:
+        return await ctx.connectors.calcom.create_booking(
             start=start,
             attendee_name=_profile_name(ctx.event) or "Customer",
             attendee_email=emails[0],
@@ -1024,6 +1111,25 @@ async def book_call(ctx: ActionContext) -> dict[str, Any]:
             else settings.event_type_slug,
             username=None if settings.event_type_id is not None else settings.username,
         )
+
+    try:
+        if ctx.echoes is not None:
+            # a lost answer waits (deferred) for Cal.com's BOOKING_CREATED carrying its key
+            outcome = await ctx.echoes.send_once(
+                ctx.idempotency_key,
+                "calcom",
+                create,
+                reference=f"create-booking/{ctx.idempotency_key}",
+            )
+            if isinstance(outcome, Echo):
+                return {
+                    "link": link,
+                    "booking_uid": outcome.provider_message_id,
+                    "outcome": "confirmed by Cal.com",
+                }
+            booking = outcome
+        else:
+            booking = await create()
     except ConflictError:  # the slot is taken: the customer picks another with the link
         return {"link": link, "booked": False, "reason": "slot taken"}
     except OutcomeUnknownError as exc:

@@ -194,7 +194,8 @@ def advance(record: Mapping[str, Any], status: DeliveryStatus, now: float) -> di
 
     ``delivery_status`` changes only to a status of a higher rank; ``delivery_times`` keeps the
     first time each status was reported (the provider's time when it gives one);
-    ``delivery_error_code`` the error code of a failure.
+    ``delivery_error_code`` the error code of a failure; ``delivery_provider_message_id`` the
+    provider's message id the first status named (what settles a send whose answer was lost).
     """
     current = record.get("delivery_status")
     current_rank = STATUS_RANK.get(str(current), -1) if current else -1
@@ -203,6 +204,13 @@ def advance(record: Mapping[str, Any], status: DeliveryStatus, now: float) -> di
     if status.status != "other" and status.status not in times:
         times[status.status] = status.occurred_at if status.occurred_at is not None else now
         update["delivery_times"] = times
+    if (
+        status.status != "other"
+        and status.provider_message_id
+        and not record.get("delivery_provider_message_id")
+    ):
+        # the send's answer may have been lost: the status names the provider's message
+        update["delivery_provider_message_id"] = status.provider_message_id
     if status.rank > current_rank:
         update["delivery_status"] = status.status
         update["delivery_provider_status"] = status.provider_status

@@ -21,11 +21,20 @@ so a message handler that runs twice replies once.
 
 **Never twice blindly.** Neither WhatsApp Cloud nor Twilio deduplicates a send. The job marks
 the record ``sending_since`` before it calls the provider and clears it once the outcome is
-known. A run that finds the mark still set (the previous run was killed or timed out in the
-middle of the call) does not send again: it fails with
-:class:`~antifragile.connectors.OutcomeUnknownError` (not retryable), and the message waits in
-the dead-letter queue to be reconciled, like a
-:class:`~antifragile.connectors.DeliveryUnknownError` from the connector itself.
+known. When the outcome stays unknown -- the connector raises
+:class:`~antifragile.connectors.DeliveryUnknownError` (the answer was lost), or a run finds the
+mark still set (the previous run was killed or timed out in the middle of the call) -- the job
+does not send again and does not hold a worker either: it **waits for the echo**
+(:mod:`antifragile.inbound._echo`). The record says ``awaiting_since`` (and the correlation the
+provider will echo, ``correlation``); the job is deferred (no attempt counted) and looks again
+every ``poll`` seconds. A ``sent``/``delivered``/``read`` status that finds the record settles
+the reply as sent (the status's message id becomes ``provider_message_id``); a ``failed`` one
+sends it again, or fails it for good when its error code says it can never be delivered
+(WhatsApp ``131026``...); nothing within the provider's window (``windows``, 10 minutes by
+default) -- Twilio's message list is looked up, then the channel's ``on_unknown`` decides:
+``review`` (the default) puts the job in the dead-letter queue with
+:class:`~antifragile.connectors.OutcomeUnknownError` and the message id as its reconcile key,
+``resend`` sends again.
 
 The record's ``status`` is a :class:`~antifragile.jobs.StatusFlag` the queue keeps in step with
 the job (``pending``, ``sent``, ``failed``); the job adds ``provider``,
@@ -42,7 +51,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Protocol
@@ -57,10 +66,22 @@ from antifragile.connectors import (
     WhatsAppConnector,
 )
 from antifragile.connectors._correlation import correlation_for
-from antifragile.errors import AntifragileError, ConfigurationError, IntegrationError
+from antifragile.errors import (
+    AntifragileError,
+    ConfigurationError,
+    IntegrationError,
+    PermanentError,
+)
 from antifragile.inbound._delivery import OUTREF_PREFIX, DeliveryStatuses
+from antifragile.inbound._echo import (
+    CONFIRMED,
+    ECHO_POLL,
+    FAILED,
+    echo_window,
+    failure_is_permanent,
+)
 from antifragile.inbound._model import Channel, InboundEvent, Tenant
-from antifragile.jobs import JobContext, JobFunction, Jobs, StatusFlag
+from antifragile.jobs import JobContext, JobDeferred, JobFunction, Jobs, StatusFlag
 from antifragile.observability._redaction import MASK
 from antifragile.observability._redaction import mask_email as mask_email  # imported from here too
 from antifragile.observability._redaction import mask_phone as mask_phone
@@ -79,6 +100,17 @@ REPLIES_QUEUE = "replies"
 DEFAULT_RETENTION = 30 * 24 * 3600.0
 #: a reply is worth little when hours late: 8 attempts over about two hours at most
 REPLY_RETRY = Retry(attempts=8, backoff=Exponential(5.0, cap=1800.0))
+#: what a reply whose outcome stayed unknown past its window does, per channel
+REPLY_ON_UNKNOWN: Mapping[str, str] = {"whatsapp": "review", "twilio": "review"}
+#: the fields a failed status left, cleared before the reply is sent again
+_DELIVERY_FIELDS = (
+    "delivery_status",
+    "delivery_provider_status",
+    "delivery_error_code",
+    "delivery_provider_message_id",
+    "delivery_updated_at",
+    "delivery_times",
+)
 
 _MASK = MASK
 
@@ -180,7 +212,9 @@ class Replies:
     Declares the job ``replies.send`` on *jobs* (one :class:`Replies` per :class:`Jobs`);
     *connectors* provides ``whatsapp`` and ``twilio``. *clock* defaults to the jobs' clock;
     *retention* is how long a message record is kept (seconds); *retry* the job's policy;
-    *deliveries* the delivery statuses' recorder (a new one by default).
+    *deliveries* the delivery statuses' recorder (a new one by default). *windows* (seconds per
+    channel), *on_unknown* (``review`` or ``resend`` per channel) and *poll* (seconds) tune the
+    wait for the echo of a send whose outcome is unknown (see the module docs).
     """
 
     def __init__(
@@ -192,9 +226,25 @@ class Replies:
         retention: float = DEFAULT_RETENTION,
         retry: Retry = REPLY_RETRY,
         deliveries: DeliveryStatuses | None = None,
+        windows: Mapping[str, float] | None = None,
+        on_unknown: Mapping[str, str] | None = None,
+        poll: float = ECHO_POLL,
     ) -> None:
         if not retention > 0:
             raise ConfigurationError(f"retention must be > 0 seconds, got {retention!r}")
+        if not poll > 0:
+            raise ConfigurationError(f"poll must be > 0 seconds, got {poll!r}")
+        policies = {**REPLY_ON_UNKNOWN, **(on_unknown or {})}
+        for channel, policy in policies.items():
+            if policy not in ("review", "resend"):
+                raise ConfigurationError(
+                    f"on_unknown of {channel!r} replies is review or resend, not {policy!r}"
+                )
+        #: per channel, how long an unknown outcome waits for the echo (seconds)
+        self.windows = {c: echo_window(c, windows) for c in ("whatsapp", "twilio")}
+        #: per channel, what an outcome still unknown after its window does
+        self.on_unknown = policies
+        self.poll = float(poll)
         self.jobs = jobs
         self.connectors = connectors
         self.clock = clock or jobs.clock
@@ -321,17 +371,13 @@ class Replies:
             await self.deliveries.settle(message_id, str(record["channel"]), provider_id)
             return {"status": "sent", "provider_message_id": provider_id}
         channel = Channel(record["channel"])
-        if record.get("sending_since") is not None:
-            raise OutcomeUnknownError(
-                f"reply {message_id}: an earlier run stopped while sending it; it may have been "
-                "sent, so it is not sent again",
-                provider=channel.value,
-                operation="send_reply",
-                replay_safe=False,
-                reconcile_key=message_id,
-            )
         to, text = str(record["to"]), str(record["text"])
-        await kv.merge(key, {"sending_since": now}, now=now)
+        if record.get("sending_since") is not None:
+            settled = await self._unknown(kv, message_id, record, channel)
+            if settled is not None:
+                return settled
+        now = self.clock.time()
+        await kv.merge(key, {"sending_since": now, "awaiting_since": None}, now=now)
         try:
             with scrubbed(to, to.removeprefix("whatsapp:")):
                 if channel is Channel.TWILIO:
@@ -344,21 +390,41 @@ class Replies:
                         to, text, reference=message_id
                     )
                     provider_id, provider_status = sent_whatsapp.id, "accepted"
+        except OutcomeUnknownError as exc:
+            # the provider may have acted: keep the mark and wait for its status webhooks
+            since = self.clock.time()
+            await kv.merge(
+                key,
+                {"awaiting_since": since, "correlation": correlation_for(message_id)},
+                now=since,
+            )
+            raise self._waiting(message_id, since, since, channel) from exc
         except IntegrationError as exc:
-            if not isinstance(exc, OutcomeUnknownError):
-                # refused or not sent: a later run may send it
-                await kv.merge(
-                    key, {"sending_since": None, "error_code": exc.code}, now=self.clock.time()
-                )
+            # refused or not sent: a later run may send it
+            await kv.merge(
+                key, {"sending_since": None, "error_code": exc.code}, now=self.clock.time()
+            )
             raise
         except ConfigurationError:
             await kv.merge(key, {"sending_since": None}, now=self.clock.time())
             raise
+        return await self._sent(kv, message_id, channel, provider_id, provider_status)
+
+    async def _sent(
+        self,
+        kv: KeyValueStore,
+        message_id: str,
+        channel: Channel,
+        provider_id: str | None,
+        provider_status: str,
+    ) -> dict[str, Any]:
+        """Record that the reply was sent (answered, echoed or found) and settle its statuses."""
         done = self.clock.time()
         await kv.merge(
-            key,
+            OUTMSG_PREFIX + message_id,
             {
                 "sending_since": None,
+                "awaiting_since": None,
                 "provider": channel.value,
                 "provider_message_id": provider_id,
                 "provider_status": provider_status,
@@ -367,7 +433,84 @@ class Replies:
             },
             now=done,
         )
-        # statuses find the record by the provider's id; any that came early apply now
-        await self.deliveries.settle(message_id, channel.value, provider_id)
+        if provider_id:
+            # statuses find the record by the provider's id; any that came early apply now
+            await self.deliveries.settle(message_id, channel.value, provider_id)
         _log.info("reply %s sent (%s %s)", message_id, channel.value, provider_id)
-        return {"status": "sent", "provider_message_id": provider_id}
+        return {"status": "sent", "provider_message_id": provider_id, "how": provider_status}
+
+    def _waiting(self, message_id: str, since: float, now: float, channel: Channel) -> JobDeferred:
+        window_ends = since + self.windows[channel.value]
+        delay = max(0.0, min(self.poll, window_ends - now))
+        return JobDeferred(
+            f"reply {message_id}: awaiting echo of {correlation_for(message_id)} since {since:.3f}",
+            delay=delay,
+        )
+
+    async def _unknown(
+        self, kv: KeyValueStore, message_id: str, record: dict[str, Any], channel: Channel
+    ) -> dict[str, Any] | None:
+        """Settle a reply whose outcome is unknown from what its record holds: the result when it
+        was sent, ``None`` to send it again; raises :class:`~antifragile.jobs.JobDeferred` while
+        it waits for the echo, :class:`~antifragile.errors.PermanentError` when it failed for
+        good, :class:`~antifragile.connectors.OutcomeUnknownError` when it stays unknowable."""
+        key = OUTMSG_PREFIX + message_id
+        provider = channel.value
+        now = self.clock.time()
+        status = record.get("delivery_status")
+        if status in CONFIRMED:
+            provider_id = record.get("delivery_provider_message_id")
+            return await self._sent(
+                kv, message_id, channel, str(provider_id) if provider_id else None, "echoed"
+            )
+        clear = {"sending_since": None, "awaiting_since": None}
+        if status in FAILED:
+            code = record.get("delivery_error_code")
+            code = None if code is None else str(code)
+            if failure_is_permanent(provider, code):
+                await kv.merge(key, {**clear, "error_code": code}, now=now)
+                raise PermanentError(
+                    f"reply {message_id}: {provider} reported it failed with code {code}; "
+                    "sending it again cannot deliver it",
+                    provider=provider,
+                    operation="send_reply",
+                    code="DELIVERY_FAILED",
+                    detail=f"error code {code}",
+                )
+            # failed and worth another try: the old statuses go, the reply is sent again
+            await kv.merge(
+                key, {**clear, **dict.fromkeys(_DELIVERY_FIELDS), "error_code": code}, now=now
+            )
+            _log.info("reply %s: %s reported failure %s; sending again", message_id, provider, code)
+            return None
+        since = float(record.get("awaiting_since") or record["sending_since"])
+        if now < since + self.windows[provider]:
+            if record.get("awaiting_since") is None:
+                # a run stopped in the middle of the call: its echo is awaited from then on
+                await kv.merge(
+                    key,
+                    {"awaiting_since": since, "correlation": correlation_for(message_id)},
+                    now=now,
+                )
+            raise self._waiting(message_id, since, now, channel)
+        if channel is Channel.TWILIO:
+            to, text = str(record["to"]), str(record["text"])
+            with scrubbed(to, to.removeprefix("whatsapp:")):
+                found = await self.connectors.twilio.find_sent(
+                    to, text, from_=record.get("from"), since=float(record["sending_since"])
+                )
+            if found is not None:
+                return await self._sent(kv, message_id, channel, found.sid, found.status)
+        if self.on_unknown.get(provider, "review") == "resend":
+            await kv.merge(key, clear, now=now)
+            _log.info("reply %s: no echo within its window; sending again", message_id)
+            return None
+        raise OutcomeUnknownError(
+            f"reply {message_id}: no status from {provider} within "
+            f"{self.windows[provider]:.0f} s of a send whose answer was lost; it may have been "
+            "sent, so it is not sent again",
+            provider=provider,
+            operation="send_reply",
+            replay_safe=False,
+            reconcile_key=message_id,
+        )

@@ -46,6 +46,7 @@ from antifragile.inbound import (
 )
 from antifragile.inbound._actions import ActionFunction, Applies, OnUnknown
 from antifragile.inbound._alerts import Alerts
+from antifragile.inbound._echo import Echoes
 from antifragile.inbound._handlers import HandlerFunction
 from antifragile.inbound._pipeline import (
     PROCESS_JOB,
@@ -188,6 +189,7 @@ class Assistant:
         self.actions = Actions(self.connectors, tasks=self.tasks, tenants=tenants_by_id)
         #: records the providers' delivery statuses on the outbound messages
         self.deliveries = DeliveryStatuses(self.jobs, clock=clock)
+        self.actions.echoes = Echoes(self.deliveries)  # unknown outcomes wait for statuses
         self.replies = Replies(self.jobs, self.connectors, clock=clock, deliveries=self.deliveries)
         self.sessions = Sessions(
             self.jobs,
