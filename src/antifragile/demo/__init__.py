@@ -6,9 +6,7 @@ customers who go through the intake flow over signed WhatsApp webhooks while a
 ``report.html``, ``timeline.svg`` and ``summary.json``.
 """
 
-import importlib as _importlib
 import typing as _typing
-import warnings as _warnings
 
 from antifragile.demo._run import DemoConfig, DemoResult, Progress, run_demo
 from antifragile.demo._scenario import (
@@ -22,6 +20,7 @@ from antifragile.demo._scenario import (
     load_fault_script,
     make_customers,
 )
+from antifragile.observability._moved import moved_attribute as _moved_attribute
 
 #: names this package exported before 0.2 that are now internal (or live elsewhere); they keep
 #: working, with a DeprecationWarning, until the release after
@@ -35,17 +34,7 @@ _MOVED: dict[str, tuple[str, str | None]] = {
 if not _typing.TYPE_CHECKING:
 
     def __getattr__(name: str) -> _typing.Any:
-        moved = _MOVED.get(name)
-        if moved is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        module, public = moved
-        advice = f"use `from {public} import {name}`" if public else "it is internal"
-        _warnings.warn(
-            f"{__name__}.{name} is deprecated and will be removed in the next release; {advice}",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return getattr(_importlib.import_module(module), name)
+        return _moved_attribute(__name__, name, _MOVED)
 
 
 __all__ = [

@@ -7,7 +7,6 @@ use, so raising and catching errors never loads pydantic.
 
 import importlib as _importlib
 import typing as _typing
-import warnings as _warnings
 
 from antifragile.errors._classify import (
     IDEMPOTENT_METHODS,
@@ -42,6 +41,7 @@ from antifragile.errors._tree import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
+from antifragile.observability._moved import moved_attribute as _moved_attribute
 from antifragile.observability._redaction import (
     REDACTED,
     SENSITIVE_HEADERS,
@@ -100,17 +100,7 @@ if not _typing.TYPE_CHECKING:
             value = getattr(_importlib.import_module("antifragile.errors._envelope"), name)
             globals()[name] = value
             return value
-        moved = _MOVED.get(name)
-        if moved is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        module, public = moved
-        advice = f"use `from {public} import {name}`" if public else "it is internal"
-        _warnings.warn(
-            f"{__name__}.{name} is deprecated and will be removed in the next release; {advice}",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return getattr(_importlib.import_module(module), name)
+        return _moved_attribute(__name__, name, _MOVED)
 
 
 __all__ = [

@@ -11,9 +11,7 @@ classifications live in :mod:`antifragile.inbound._model`. Conversation flows
 :class:`Replies` (:mod:`antifragile.inbound._replies`).
 """
 
-import importlib as _importlib
 import typing as _typing
-import warnings as _warnings
 
 from antifragile.inbound._actions import (
     SUMMARY_TEMPLATE,
@@ -117,6 +115,7 @@ from antifragile.inbound._webhooks import (
     whatsapp_handshake,
     whatsapp_signature,
 )
+from antifragile.observability._moved import moved_attribute as _moved_attribute
 
 #: names this package exported before 0.2 that are now internal (or live elsewhere); they keep
 #: working, with a DeprecationWarning, until the release after
@@ -135,17 +134,7 @@ _MOVED: dict[str, tuple[str, str | None]] = {
 if not _typing.TYPE_CHECKING:
 
     def __getattr__(name: str) -> _typing.Any:
-        moved = _MOVED.get(name)
-        if moved is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        module, public = moved
-        advice = f"use `from {public} import {name}`" if public else "it is internal"
-        _warnings.warn(
-            f"{__name__}.{name} is deprecated and will be removed in the next release; {advice}",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return getattr(_importlib.import_module(module), name)
+        return _moved_attribute(__name__, name, _MOVED)
 
 
 __all__ = [

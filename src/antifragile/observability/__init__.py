@@ -18,7 +18,6 @@ This is the bottom layer: every other layer may import it, and it imports none o
 
 import importlib as _importlib
 import typing as _typing
-import warnings as _warnings
 
 from antifragile.observability._context import current_request_id, new_request_id, request_context
 from antifragile.observability._events import (
@@ -45,6 +44,7 @@ from antifragile.observability._events import (
     SagaCompensated,
     StoreFallback,
 )
+from antifragile.observability._moved import moved_attribute as _moved_attribute
 from antifragile.observability._propagation import (
     Activator,
     Injector,
@@ -94,15 +94,9 @@ if not _typing.TYPE_CHECKING:
             globals()[name] = value
             return value
         internal = _MOVED.get(name)
-        if internal is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        _warnings.warn(
-            f"{__name__}.{name} is deprecated and will be removed in the next release; "
-            "it is internal",
-            DeprecationWarning,
-            stacklevel=2,
+        return _moved_attribute(
+            __name__, name, {} if internal is None else {name: (internal, None)}
         )
-        return getattr(_importlib.import_module(internal), name)
 
 
 __all__ = [

@@ -7,10 +7,9 @@
     app = create_app(Settings.from_env(), run_worker=True, run_scheduler=True)
 """
 
-import importlib as _importlib
 import typing as _typing
-import warnings as _warnings
 
+from antifragile.observability._moved import moved_attribute as _moved_attribute
 from antifragile.service._app import create_app
 from antifragile.service._assistant import Assistant
 from antifragile.service._auth import (
@@ -58,17 +57,7 @@ _MOVED: dict[str, tuple[str, str | None]] = {
 if not _typing.TYPE_CHECKING:
 
     def __getattr__(name: str) -> _typing.Any:
-        moved = _MOVED.get(name)
-        if moved is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        module, public = moved
-        advice = f"use `from {public} import {name}`" if public else "it is internal"
-        _warnings.warn(
-            f"{__name__}.{name} is deprecated and will be removed in the next release; {advice}",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return getattr(_importlib.import_module(module), name)
+        return _moved_attribute(__name__, name, _MOVED)
 
 
 __all__ = [
