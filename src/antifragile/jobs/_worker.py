@@ -421,7 +421,7 @@ class Worker:
             elif (
                 state is CircuitState.FORCED_OPEN
                 or interval is None
-                or not breaker.allow_probe(after=interval)
+                or not await breaker.aallow_probe(after=interval)
             ):
                 continue
             else:

@@ -704,6 +704,10 @@ class CircuitBreaker:
             if self._holder.compare_and_set(snap, due) is due:
                 return True
 
+    async def aallow_probe(self, *, after: Duration) -> bool:
+        """:meth:`allow_probe` for async callers (a shared breaker writes through its store)."""
+        return self.allow_probe(after=after)
+
     def force_open(self) -> None:
         """Reject every call until :meth:`reset` (for maintenance windows, say)."""
         self._force(CircuitState.FORCED_OPEN, "forced open")

@@ -788,6 +788,48 @@ class SharedCircuitBreaker(CircuitBreaker):
                 return claim.generation
             record = current  # someone else moved first: decide again on what they wrote
 
+    def allow_probe(self, *, after: Duration) -> bool:
+        """The sync form only reads the cached record: ``True`` once its open period is over,
+        or while it is half-open with a probe permit left (:meth:`aallow_probe` also ends an
+        open period early, through the store)."""
+        snap = self._cache.snapshot if not self._fallback.active else self.local.snapshot
+        if snap.state is CircuitState.HALF_OPEN:
+            return snap.probes_left > 0
+        return snap.state is CircuitState.OPEN and self._clock.time() >= snap.open_until
+
+    async def aallow_probe(self, *, after: Duration) -> bool:
+        """See :meth:`~antifragile.policies.CircuitBreaker.allow_probe`: the open period is ended
+        early with one compare-and-set in the store, so every process sees the probe is due."""
+        if self._fallback.active:
+            return self.local.allow_probe(after=after)
+        if not self._cache.read or (
+            self._cache.record.state != _CLOSED
+            and self._mono() - self._synced_at >= self._refresh_interval
+        ):
+            await self._refresh()
+            if self.degraded:
+                return self.local.allow_probe(after=after)
+        wait = seconds(after)
+        record = self._cache.record
+        while True:
+            if record.state == _HALF_OPEN:
+                return record.probes_left > 0
+            if record.state != _OPEN:
+                return False
+            now = self._clock.time()
+            if now >= record.open_until:
+                return True
+            opened_at = record.open_until - self.config.open_for(record.consecutive_opens)
+            if now - opened_at < wait:
+                return False
+            due = replace(record, open_until=now, writer=_writer())
+            current = await self._cas_record(record, due)
+            if current is None:  # the store failed: decide locally from here on
+                return self.local.allow_probe(after=after)
+            if current.writer == due.writer:
+                return True
+            record = current
+
     def acquire(self, *, operation: str | None = None) -> int:
         """The sync form only admits calls while the cached record is closed (or disabled)."""
         if self._fallback.active:
