@@ -255,3 +255,27 @@ async def test_a_cancelled_aacquire_gives_its_token_back_to_the_store(
         await waiting
     await here.settle()
     assert await there.areserve() == pytest.approx(0.95)
+
+
+# -- a worker's early probe --------------------------------------------------------------------
+
+
+async def test_an_early_probe_ends_the_open_period_for_every_process(
+    store: Store, peer_store: Store, clock: FakeClock
+) -> None:
+    """``aallow_probe(after=1)`` on a shared breaker open for 10 s: refused within the first
+    second, then it ends the open period in the store, so another process's breaker admits
+    exactly one probe at once instead of waiting out the 10 s (the provider is still down, so
+    the probe fails and the breaker opens again, whatever order the calls take)."""
+    breaker = shared(store, clock)
+    await trip(breaker, clock)
+    assert not await breaker.aallow_probe(after=1.0)
+    clock.advance(1.5)
+    assert await breaker.aallow_probe(after=1.0)
+    other = shared(peer_store, clock)
+    provider = Provider(failing=True)
+    p = policy(clock, breaker=other)
+    results = await asyncio.gather(*(p.acall(provider) for _ in range(5)), return_exceptions=True)
+    assert provider.calls == 1
+    assert sum(isinstance(r, ProviderDown) for r in results) == 1
+    assert sum(isinstance(r, CircuitOpenError) for r in results) == 4
