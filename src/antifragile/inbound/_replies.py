@@ -355,6 +355,85 @@ class Replies:
         found = await kv_of(self.jobs).get(OUTMSG_PREFIX + message_id, now=self.clock.time())
         return dict(found.value) if found is not None and isinstance(found.value, dict) else None
 
+    async def recent(
+        self,
+        *,
+        tenant_id: str | None = None,
+        status: str | None = None,
+        delivery_status: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        scan_limit: int = 5000,
+    ) -> list[dict[str, Any]]:
+        """Stored messages matching every filter given, the most recent first; at most *limit*
+        after skipping *offset*. Reads at most *scan_limit* records."""
+        await self.jobs.open()
+        found = await kv_of(self.jobs).scan(OUTMSG_PREFIX, now=self.clock.time(), limit=scan_limit)
+        records = [dict(item.value) for item in found if isinstance(item.value, dict)]
+        records = [
+            record
+            for record in records
+            if (tenant_id is None or record.get("tenant_id") == tenant_id)
+            and (status is None or record.get("status") == status)
+            and (delivery_status is None or record.get("delivery_status") == delivery_status)
+        ]
+        records.sort(key=lambda record: -float(record.get("created_at") or 0.0))
+        return records[offset : offset + limit]
+
+    @staticmethod
+    def unknown_outcome(record: Mapping[str, Any]) -> bool:
+        """Whether *record* is a reply whose send may have happened (a ``sending_since`` or
+        ``awaiting_since`` mark is set and no provider message id is known)."""
+        marked = record.get("sending_since") is not None or record.get("awaiting_since") is not None
+        return marked and not record.get("provider_message_id")
+
+    async def force(self, message_id: str, *, by: str) -> dict[str, Any]:
+        """Let the reply be sent again although its earlier send may have happened ("send
+        anyway"): its ``sending_since``/``awaiting_since`` marks are cleared, and who asked
+        when is noted (``forced_by``, ``forced_at``). The record after the change."""
+        await self.jobs.open()
+        kv = kv_of(self.jobs)
+        now = self.clock.time()
+        changes = {
+            "sending_since": None,
+            "awaiting_since": None,
+            **dict.fromkeys(_DELIVERY_FIELDS),
+            "forced_by": by,
+            "forced_at": now,
+        }
+        merged = await kv.merge(OUTMSG_PREFIX + message_id, changes, now=now)
+        _log.info("reply %s: sending again, asked by %s", message_id, by)
+        return dict(merged.value) if isinstance(merged.value, dict) else {}
+
+    async def wait_again(self, message_id: str) -> None:
+        """Start a fresh wait for the echo of a reply whose outcome is unknown (its window
+        counts from now): a retried job waits and looks up again instead of failing at once."""
+        await self.jobs.open()
+        now = self.clock.time()
+        await kv_of(self.jobs).merge(
+            OUTMSG_PREFIX + message_id,
+            {"awaiting_since": now, "correlation": correlation_for(message_id)},
+            now=now,
+        )
+
+    async def mark_sent(self, message_id: str, *, by: str) -> dict[str, Any]:
+        """Record that an operator knows the reply reached the customer: its status flag
+        ``sent``, the marks cleared, who and when noted (``marked_sent_by``,
+        ``marked_sent_at``). The record after the change."""
+        await self.jobs.open()
+        kv = kv_of(self.jobs)
+        now = self.clock.time()
+        changes = {
+            "status": "sent",
+            "sending_since": None,
+            "awaiting_since": None,
+            "marked_sent_by": by,
+            "marked_sent_at": now,
+        }
+        merged = await kv.merge(OUTMSG_PREFIX + message_id, changes, now=now)
+        _log.info("reply %s: marked as sent by %s", message_id, by)
+        return dict(merged.value) if isinstance(merged.value, dict) else {}
+
     # -- the job ----------------------------------------------------------------------------
 
     async def _deliver(self, message_id: str) -> dict[str, Any]:
