@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from antifragile.errors import UpstreamUnavailableError
+from antifragile.inbound._model import Channel
 from antifragile.inbound._webhooks import parse_whatsapp
 from antifragile.jobs import JobContext, JobFunction
 from antifragile.policies import Retry
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 ADMIN_KEY = "dashboard-admin-key-0123456789"
 PHONE = "447700900123"
 EMAIL = "ada@example.com"
+REPLY = "Thanks, we will be in touch"
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "assets" / "dashboard.png"
 
@@ -91,6 +93,9 @@ async def seed(settings: Settings, flags: Path, contacts: list[str]) -> None:
             body = whatsapp_text_message(from_=PHONE, body=text, message_id=f"wamid.seed{number}")
             for event in parse_whatsapp(json.dumps(body).encode()):
                 await setup.sessions.handle(tenant, event)
+        await setup.replies.send(
+            tenant=tenant, channel=Channel.WHATSAPP, to=PHONE, text=REPLY, key="seed-reply"
+        )
     finally:
         await setup.close()
 
@@ -251,6 +256,23 @@ def test_the_session_cookie_is_strict_and_posts_need_its_csrf_token(dashboard: D
         out = client.post("/dashboard/logout", data={"csrf": csrf})
         assert out.status_code == 303
         assert client.get("/dashboard/panels").status_code == 401
+
+
+def test_the_replies_panel_shows_each_reply_with_its_number_masked(dashboard: Dashboard) -> None:
+    """The page's Replies panel lists the replies the admin API lists, each with its text and
+    delivery status and its number masked (the seeded conversation's replies)."""
+    listed = dashboard.admin.get("/v1/admin/messages")
+    assert listed.status_code == 200, listed.text
+    items = listed.json()["data"]["items"]
+    assert items, "the seeded conversation was answered"
+    fragment = dashboard.admin.get("/dashboard/panels")
+    assert fragment.status_code == 200
+    assert '<section id="messages">' in fragment.text
+    for item in items:
+        assert f'data-message-id="{item["id"]}"' in fragment.text
+        assert item["to"] in fragment.text
+    assert REPLY in fragment.text
+    assert PHONE not in fragment.text
 
 
 def test_error_texts_on_the_page_have_phones_and_emails_masked() -> None:
