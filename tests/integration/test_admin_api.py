@@ -33,11 +33,12 @@ from antifragile import (
     UpstreamUnavailableError,
 )
 from antifragile.connectors import Connectors
+from antifragile.inbound._delivery import DeliveryStatus
 from antifragile.inbound._flags import FeatureFlags
 from antifragile.inbound._model import Channel, Tenant
 from antifragile.inbound._replies import OUTMSG_PREFIX, Replies, kv_of
 from antifragile.inbound._sessions import Sessions
-from antifragile.inbound._tasks import Tasks
+from antifragile.inbound._tasks import Tasks, task_id_for
 from antifragile.jobs import JobContext, JobFilter, Jobs, JobState, Worker
 from antifragile.sandbox import Fault, FlakyServer
 from antifragile.service._admin import admin_router
@@ -124,14 +125,15 @@ async def _backend(path: Path, settings: Settings) -> Backend:
     _declare(jobs)
     await jobs.open()
     connectors = Connectors(clock=clock)
-    replies = Replies(jobs, connectors, clock=clock)
+    tasks = Tasks(jobs, clock=clock)
+    replies = Replies(jobs, connectors, clock=clock, tasks=tasks)
     sessions = Sessions(jobs, connectors, {}, tenants={}, replies=replies, clock=clock)
     return Backend(
         settings=settings,
         jobs=jobs,
         clock=clock,
         flags=FeatureFlags(jobs, clock=clock),
-        tasks=Tasks(jobs, clock=clock),
+        tasks=tasks,
         sessions=sessions,
         connectors=connectors,
         replies=replies,
@@ -760,3 +762,34 @@ async def test_mark_sent_resolves_the_job_and_flags_the_reply_sent(admin: Admin)
     _error(await admin.client.post(f"/v1/admin/dlq/{job_id}/mark-sent"), 404, "NOT_FOUND")
     _error(await admin.client.post(f"/v1/admin/dlq/{admin.charge}/mark-sent"), 409, "NOT_A_REPLY")
     _error(await admin.client.post("/v1/admin/dlq/nope/mark-sent"), 404, "NOT_FOUND")
+
+
+async def test_a_dead_reply_and_a_permanently_failed_one_each_make_one_task(admin: Admin) -> None:
+    """A reply dead-lettered, and a reply whose provider reports a permanent failure (WhatsApp
+    131026, reported twice), each leave exactly one follow-up task (number masked), listed by
+    GET /tasks and named on the message."""
+    _, dead_id = await _dead_reply(admin)
+    replies = admin.backend.replies
+    failed_id = await replies.send(
+        tenant=TENANT, channel=Channel.WHATSAPP, to=PHONE, text=REPLY_TEXT, key="reply:2"
+    )
+    for event_id in ("e1", "e2"):
+        status = DeliveryStatus(
+            provider="whatsapp",
+            event_id=event_id,
+            status="failed",
+            provider_status="failed",
+            correlation=failed_id,
+            error_code="131026",
+        )
+        await replies.deliveries.record(status)
+    tasks = _data(await admin.client.get("/v1/admin/tasks"))["items"]
+    follow_ups = [task for task in tasks if task["type"] == "reply_failed"]
+    assert sorted(task["id"] for task in follow_ups) == sorted(
+        task_id_for(f"reply-failed:{message_id}") for message_id in (dead_id, failed_id)
+    )
+    assert PHONE.lstrip("+") not in str(follow_ups)
+    assert all(task["priority"] == "high" for task in follow_ups)
+    for message_id in (dead_id, failed_id):
+        shown = _data(await admin.client.get(f"/v1/admin/messages/{message_id}"))
+        assert shown["task_id"] == task_id_for(f"reply-failed:{message_id}")

@@ -72,7 +72,12 @@ from antifragile.errors import (
     IntegrationError,
     PermanentError,
 )
-from antifragile.inbound._delivery import OUTREF_PREFIX, DeliveryStatuses
+from antifragile.inbound._delivery import (
+    OUTREF_PREFIX,
+    DeliveryMatch,
+    DeliveryStatus,
+    DeliveryStatuses,
+)
 from antifragile.inbound._echo import (
     CONFIRMED,
     ECHO_POLL,
@@ -81,7 +86,9 @@ from antifragile.inbound._echo import (
     failure_is_permanent,
 )
 from antifragile.inbound._model import Channel, InboundEvent, Tenant
+from antifragile.inbound._tasks import Tasks
 from antifragile.jobs import JobContext, JobDeferred, JobFunction, Jobs, StatusFlag
+from antifragile.jobs._policy import decide_failure
 from antifragile.observability._redaction import MASK
 from antifragile.observability._redaction import mask_email as mask_email  # imported from here too
 from antifragile.observability._redaction import mask_phone as mask_phone
@@ -113,6 +120,11 @@ _DELIVERY_FIELDS = (
 )
 
 _MASK = MASK
+
+
+def _code(exc: BaseException) -> str:
+    code = getattr(exc, "code", None)
+    return str(code) if code else type(exc).__name__
 
 
 def correlation_index_key(message_id: str) -> str:
@@ -229,6 +241,7 @@ class Replies:
         windows: Mapping[str, float] | None = None,
         on_unknown: Mapping[str, str] | None = None,
         poll: float = ECHO_POLL,
+        tasks: Tasks | None = None,
     ) -> None:
         if not retention > 0:
             raise ConfigurationError(f"retention must be > 0 seconds, got {retention!r}")
@@ -254,13 +267,72 @@ class Replies:
             deliveries if deliveries is not None else DeliveryStatuses(jobs, clock=self.clock)
         )
 
+        #: where a reply the customer will not get becomes a task to follow up (``None``: no
+        #: tasks)
+        self.tasks = tasks
+        if tasks is not None:
+            self.deliveries.on_status(self._on_status)
+
         async def send_reply(ctx: JobContext, message_id: str) -> dict[str, Any]:
             """Send a stored reply (``outmsg:{message_id}``) through its provider."""
-            return await self._deliver(message_id)
+            try:
+                return await self._deliver(message_id)
+            except Exception as exc:
+                if self.tasks is not None and self._dies(ctx, retry, exc):
+                    await self.follow_up(message_id, f"the reply could not be sent ({_code(exc)})")
+                raise
 
         self.job: JobFunction[..., dict[str, Any]] = jobs.job(
             SEND_JOB, queue=REPLIES_QUEUE, retry=retry, timeout=60.0
         )(send_reply)
+
+    def _dies(self, ctx: JobContext, retry: Retry, exc: BaseException) -> bool:
+        """Whether this failure puts the job in the dead-letter queue (the worker's rule)."""
+        decision = decide_failure(
+            retry,
+            exc,
+            attempt=ctx.attempt,
+            max_attempts=ctx.job.max_attempts,
+            now=self.clock.time(),
+            created_at=ctx.job.created_at,
+        )
+        return decision.kind == "dead"
+
+    async def _on_status(self, status: DeliveryStatus, match: DeliveryMatch) -> None:
+        """A ``failed`` status the customer is left with becomes a task: the failure is
+        permanent (its code says sending again cannot deliver it), or the reply's job is done
+        and nothing will send it again."""
+        if match.message_id is None or status.status != "failed":
+            return
+        record = await self.get(match.message_id)
+        if record is None:
+            return
+        permanent = failure_is_permanent(status.provider, status.error_code)
+        finished = record.get("status") == "sent" and not self.unknown_outcome(record)
+        if permanent or finished:
+            code = status.error_code or status.provider_status or "failed"
+            await self.follow_up(match.message_id, f"{status.provider} reported it failed ({code})")
+
+    async def follow_up(self, message_id: str, why: str) -> dict[str, Any] | None:
+        """Create the task to follow up with the customer of a reply they will not get (once
+        per message: the task's key is ``reply-failed:{message_id}``); ``None`` without
+        tasks."""
+        if self.tasks is None:
+            return None
+        record = await self.get(message_id) or {}
+        to = str(record.get("to") or "")
+        who = mask_phone(to.removeprefix("whatsapp:")) if to else "a contact"
+        task = await self.tasks.create(
+            type="reply_failed",
+            title=f"Follow up with {who}: {why} (message {message_id})",
+            priority="high",
+            source=f"{OUTMSG_PREFIX}{message_id}",
+            key=f"reply-failed:{message_id}",
+        )
+        await kv_of(self.jobs).merge(
+            OUTMSG_PREFIX + message_id, {"task_id": task["id"]}, now=self.clock.time()
+        )
+        return task
 
     @staticmethod
     def message_id(tenant_id: str, key: str) -> str:

@@ -357,6 +357,7 @@ _MESSAGE_FIELDS = (
     "forced_at",
     "marked_sent_by",
     "marked_sent_at",
+    "task_id",
 )
 
 
