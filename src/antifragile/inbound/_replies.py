@@ -45,6 +45,13 @@ its status webhooks -- lands in the record's ``delivery_status`` (forward only),
 ``delivery_times`` and ``delivery_error_code`` (see :class:`~antifragile.inbound.DeliveryStatuses`).
 Once the send returns, the job notes the provider's message id so that the statuses find the
 record, including those that arrived before the answer did.
+
+**Operators.** :meth:`Replies.recent` lists the records; :meth:`Replies.force` clears the marks
+of a reply whose outcome is unknown so that its job sends it again ("send anyway");
+:meth:`Replies.wait_again` starts a fresh wait for its echo; :meth:`Replies.mark_sent` records
+that an operator knows it arrived. With *tasks*, a reply the customer will not get -- its job
+dead-lettered, or a ``failed`` status that is permanent or comes after the job finished --
+becomes one task (``reply_failed``, key ``reply-failed:{id}``; :meth:`Replies.follow_up`).
 """
 
 from __future__ import annotations

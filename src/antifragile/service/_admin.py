@@ -1,4 +1,4 @@
-"""The admin API under ``/v1/admin``: dead letters, jobs, breakers, sessions, tasks, flags, keys.
+"""The admin API under ``/v1/admin``: dead letters, replies, jobs, breakers, sessions, tasks, ...
 
 Every route needs an admin credential (:func:`~antifragile.service._auth.require_admin`), counts
 against the client's IP limit (:func:`~antifragile.service._limits.limit_by_ip`, when the app has
@@ -10,6 +10,12 @@ against the client's IP limit (:func:`~antifragile.service._limits.limit_by_ip`,
 * ``POST /dlq/{id}/retry`` (``{"delay": "5m"}`` optional) and ``POST /dlq/retry`` (``ids``, or
   filters, or ``"all": true``) -- redrive; ``POST /dlq/{id}/resolve`` and ``POST /dlq/resolve``
   -- close with a ``reason``; ``POST /dlq/purge`` -- delete old ones (``older_than``);
+* a dead reply (``replies.send``) whose outcome is unknown: ``POST /dlq/{id}/retry`` waits for
+  the provider's echo again, ``{"force": true}`` sends it anyway (its marks cleared);
+  ``POST /dlq/{id}/mark-sent`` resolves it as sent by the operator;
+* ``GET /messages`` (``status``, ``delivery_status``, ``tenant_id``, ``limit``, ``offset``),
+  ``GET /messages/{id}`` -- outbound replies: number masked, text, job status flag, delivery
+  status and times, provider message id;
 * ``GET /jobs`` (``state`` repeatable, ``queue``, ``name``, ``provider``), ``GET /jobs/stats``,
   ``GET /jobs/{id}``;
 * ``GET /breakers``; ``POST /breakers/{provider}/open`` (force open), ``/close`` (force closed:
