@@ -689,8 +689,9 @@ async def test_messages_list_and_show_mask_the_number_and_show_the_text(admin: A
 
 
 async def test_retry_without_force_waits_for_the_echo_again(admin: Admin) -> None:
-    """Retrying a dead unknown-outcome reply without force starts a fresh wait for the echo:
-    the job is deferred (not dead again at once) and its send marks stay."""
+    """Retrying a dead unknown-outcome reply without force, one by id or in bulk by filter,
+    starts a fresh wait for the echo: the job is deferred (not dead again at once) and its
+    send marks stay."""
     job_id, message_id = await _dead_reply(admin)
     _data(await admin.client.post(f"/v1/admin/dlq/{job_id}/retry"))
     await Worker(admin.jobs).run_until_idle()
@@ -701,6 +702,14 @@ async def test_retry_without_force_waits_for_the_echo_again(admin: Admin) -> Non
     assert record is not None
     assert record["sending_since"] is not None
     assert record["awaiting_since"] == pytest.approx(admin.backend.clock.time())
+    # no echo within the fresh window: dead again; a redrive by filter waits afresh as well
+    admin.backend.clock.advance(admin.backend.replies.windows["whatsapp"] + 1)
+    await Worker(admin.jobs).run_until_idle()
+    assert await admin.state(job_id) is JobState.DEAD
+    bulk = _data(await admin.client.post("/v1/admin/dlq/retry", json={"name": "replies.send"}))
+    assert bulk["retried"] == 1
+    await Worker(admin.jobs).run_until_idle()
+    assert await admin.state(job_id) is not JobState.DEAD
 
 
 async def test_retry_with_force_clears_the_marks_so_the_reply_is_sent(admin: Admin) -> None:

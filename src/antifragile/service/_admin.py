@@ -423,12 +423,28 @@ async def retry_dead(request: Request, body: RetryBody) -> JSONResponse:
     target = body.target()
     delay = _seconds(body.delay, "delay") or 0.0
     if target.ids:
-        for job_id in target.ids:
-            await _dead(jobs, job_id)
+        named = [await _dead(jobs, job_id) for job_id in target.ids]
+        await _wait_again(request, named)
         count = await jobs.dlq.retry(list(target.ids), delay=delay)
     else:
+        if target.name in (None, SEND_JOB):
+            await _wait_again(request, await jobs.dlq.list(target, limit=1000))
         count = await jobs.dlq.retry(target, delay=delay)
     return ok({"retried": count})
+
+
+async def _wait_again(request: Request, dead: list[Job]) -> None:
+    """Before a redrive: each reply among *dead* whose outcome is unknown waits for its echo
+    afresh (rather than dying again at once)."""
+    replies = getattr(_assistant(request), "replies", None)
+    if not isinstance(replies, Replies):
+        return
+    for job in dead:
+        if job.name != SEND_JOB:
+            continue
+        _, message_id, record = await _reply_of(request, job)
+        if record is not None and Replies.unknown_outcome(record):
+            await replies.wait_again(message_id)
 
 
 @router.post("/dlq/resolve", summary="Resolve dead jobs by ids or filter")
@@ -505,13 +521,9 @@ async def retry_one(
                 f"job {job_id!r} is not a reply whose outcome is unknown; retry it without force",
             )
         await replies.force(message_id, by=_who(principal))
-    elif job.name == SEND_JOB:
-        replies_part = getattr(_assistant(request), "replies", None)
-        if isinstance(replies_part, Replies):
-            _, message_id, record = await _reply_of(request, job)
-            if record is not None and Replies.unknown_outcome(record):
-                # without force: a fresh wait for the echo (and the lookup), not a death at once
-                await replies_part.wait_again(message_id)
+    else:
+        # without force: a fresh wait for the echo (and the lookup), not a death at once
+        await _wait_again(request, [job])
     count = await jobs.dlq.retry([job_id], delay=delay)
     after = await jobs.get(job_id)
     return ok({"retried": count, "job": None if after is None else job_view(after)})
