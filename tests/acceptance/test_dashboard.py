@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -273,6 +273,36 @@ def test_the_replies_panel_shows_each_reply_with_its_number_masked(dashboard: Da
         assert item["to"] in fragment.text
     assert REPLY in fragment.text
     assert PHONE not in fragment.text
+
+
+def test_a_dead_reply_shows_its_text_and_is_marked_as_sent_from_the_page(
+    dashboard: Dashboard,
+) -> None:
+    """A dead reply's row shows its text and masked number with a Mark as sent button; the
+    button (a plain form post) resolves the job and flags the reply sent."""
+
+    def dead_replies() -> list[dict[str, Any]]:
+        answer = dashboard.admin.get("/v1/admin/dlq", params={"name": "replies.send"})
+        items: list[dict[str, Any]] = answer.json()["data"]["items"]
+        return items
+
+    wait_for(lambda: len(dead_replies()) == 1, what="the seeded reply to die")
+    (job,) = dead_replies()
+    with signed_in(dashboard) as (client, _, csrf):
+        fragment = client.get("/dashboard/panels").text
+        row = fragment[fragment.index(f'data-job-id="{job["id"]}"') :]
+        assert REPLY in row.split("</tr>")[0]
+        assert f"/dashboard/dlq/{job['id']}/mark-sent" in row.split("</tr>")[0]
+        assert PHONE not in fragment
+        marked = client.post(
+            f"/dashboard/dlq/{job['id']}/mark-sent", data={"csrf": csrf, "note": "phoned"}
+        )
+        assert marked.status_code == 303
+        assert marked.headers["location"] == "/dashboard?notice=marked"
+    assert state_of(dashboard, job["id"]) == "resolved"
+    shown = dashboard.admin.get(f"/v1/admin/dlq/{job['id']}").json()["data"]
+    assert shown["message"]["status"] == "sent"
+    assert "phoned" in shown["resolution"]
 
 
 def test_error_texts_on_the_page_have_phones_and_emails_masked() -> None:
