@@ -17,12 +17,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
 from antifragile.errors import UpstreamUnavailableError
+from antifragile.inbound._model import Channel
 from antifragile.inbound._webhooks import parse_whatsapp
 from antifragile.jobs import JobContext, JobFunction
 from antifragile.policies import Retry
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 ADMIN_KEY = "dashboard-admin-key-0123456789"
 PHONE = "447700900123"
 EMAIL = "ada@example.com"
+REPLY = "Thanks, we will be in touch"
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "assets" / "dashboard.png"
 
@@ -91,6 +93,9 @@ async def seed(settings: Settings, flags: Path, contacts: list[str]) -> None:
             body = whatsapp_text_message(from_=PHONE, body=text, message_id=f"wamid.seed{number}")
             for event in parse_whatsapp(json.dumps(body).encode()):
                 await setup.sessions.handle(tenant, event)
+        await setup.replies.send(
+            tenant=tenant, channel=Channel.WHATSAPP, to=PHONE, text=REPLY, key="seed-reply"
+        )
     finally:
         await setup.close()
 
@@ -251,6 +256,53 @@ def test_the_session_cookie_is_strict_and_posts_need_its_csrf_token(dashboard: D
         out = client.post("/dashboard/logout", data={"csrf": csrf})
         assert out.status_code == 303
         assert client.get("/dashboard/panels").status_code == 401
+
+
+def test_the_replies_panel_shows_each_reply_with_its_number_masked(dashboard: Dashboard) -> None:
+    """The page's Replies panel lists the replies the admin API lists, each with its text and
+    delivery status and its number masked (the seeded conversation's replies)."""
+    listed = dashboard.admin.get("/v1/admin/messages")
+    assert listed.status_code == 200, listed.text
+    items = listed.json()["data"]["items"]
+    assert items, "the seeded conversation was answered"
+    fragment = dashboard.admin.get("/dashboard/panels")
+    assert fragment.status_code == 200
+    assert '<section id="messages">' in fragment.text
+    for item in items:
+        assert f'data-message-id="{item["id"]}"' in fragment.text
+        assert item["to"] in fragment.text
+    assert REPLY in fragment.text
+    assert PHONE not in fragment.text
+
+
+def test_a_dead_reply_shows_its_text_and_is_marked_as_sent_from_the_page(
+    dashboard: Dashboard,
+) -> None:
+    """A dead reply's row shows its text and masked number with a Mark as sent button; the
+    button (a plain form post) resolves the job and flags the reply sent."""
+
+    def dead_replies() -> list[dict[str, Any]]:
+        answer = dashboard.admin.get("/v1/admin/dlq", params={"name": "replies.send"})
+        items: list[dict[str, Any]] = answer.json()["data"]["items"]
+        return items
+
+    wait_for(lambda: len(dead_replies()) == 1, what="the seeded reply to die")
+    (job,) = dead_replies()
+    with signed_in(dashboard) as (client, _, csrf):
+        fragment = client.get("/dashboard/panels").text
+        row = fragment[fragment.index(f'data-job-id="{job["id"]}"') :]
+        assert REPLY in row.split("</tr>")[0]
+        assert f"/dashboard/dlq/{job['id']}/mark-sent" in row.split("</tr>")[0]
+        assert PHONE not in fragment
+        marked = client.post(
+            f"/dashboard/dlq/{job['id']}/mark-sent", data={"csrf": csrf, "note": "phoned"}
+        )
+        assert marked.status_code == 303
+        assert marked.headers["location"] == "/dashboard?notice=marked"
+    assert state_of(dashboard, job["id"]) == "resolved"
+    shown = dashboard.admin.get(f"/v1/admin/dlq/{job['id']}").json()["data"]
+    assert shown["message"]["status"] == "sent"
+    assert "phoned" in shown["resolution"]
 
 
 def test_error_texts_on_the_page_have_phones_and_emails_masked() -> None:

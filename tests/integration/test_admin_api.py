@@ -33,11 +33,13 @@ from antifragile import (
     UpstreamUnavailableError,
 )
 from antifragile.connectors import Connectors
+from antifragile.inbound._delivery import DeliveryStatus
 from antifragile.inbound._flags import FeatureFlags
-from antifragile.inbound._replies import Replies
+from antifragile.inbound._model import Channel, Tenant
+from antifragile.inbound._replies import OUTMSG_PREFIX, Replies, kv_of
 from antifragile.inbound._sessions import Sessions
-from antifragile.inbound._tasks import Tasks
-from antifragile.jobs import JobContext, Jobs, JobState, Worker
+from antifragile.inbound._tasks import Tasks, task_id_for
+from antifragile.jobs import JobContext, JobFilter, Jobs, JobState, Worker
 from antifragile.sandbox import Fault, FlakyServer
 from antifragile.service._admin import admin_router
 from antifragile.service._auth import MISSING, NOT_CONFIGURED
@@ -63,6 +65,7 @@ class Backend:
     tasks: Tasks
     sessions: Sessions
     connectors: Connectors
+    replies: Replies
     circuit: dict[str, CircuitBreaker] = field(default_factory=dict)
 
     def breakers(self) -> dict[str, CircuitBreaker]:
@@ -122,16 +125,18 @@ async def _backend(path: Path, settings: Settings) -> Backend:
     _declare(jobs)
     await jobs.open()
     connectors = Connectors(clock=clock)
-    replies = Replies(jobs, connectors, clock=clock)
+    tasks = Tasks(jobs, clock=clock)
+    replies = Replies(jobs, connectors, clock=clock, tasks=tasks)
     sessions = Sessions(jobs, connectors, {}, tenants={}, replies=replies, clock=clock)
     return Backend(
         settings=settings,
         jobs=jobs,
         clock=clock,
         flags=FeatureFlags(jobs, clock=clock),
-        tasks=Tasks(jobs, clock=clock),
+        tasks=tasks,
         sessions=sessions,
         connectors=connectors,
+        replies=replies,
         circuit={"shopify": CircuitBreaker("shopify", clock=clock)},
     )
 
@@ -196,7 +201,7 @@ async def test_every_admin_route_refuses_without_credentials(admin: Admin) -> No
     ):
         for route in routes:
             path = route.path.replace("{action}", "open")
-            for name in ("job_id", "provider", "key", "task_id", "name", "key_id"):
+            for name in ("job_id", "provider", "key", "task_id", "name", "key_id", "message_id"):
                 path = path.replace("{" + name + "}", "x")
             for method in route.methods or ():
                 for client in (anonymous, wrong):
@@ -627,3 +632,173 @@ def test_openapi_documents_the_admin_routes(admin: Admin) -> None:
     get_dlq = schema["paths"]["/v1/admin/dlq"]["get"]
     assert {"401", "404"} <= set(get_dlq["responses"])
     assert {"AdminBearer", "AdminApiKey"} <= set(schema["components"]["securitySchemes"])
+
+
+# -- outbound replies -----------------------------------------------------------------------------
+
+REPLY_TEXT = "Your table for two is booked at 8pm"
+TENANT = Tenant(id="bistro", whatsapp_phone_number_id="1234567890")
+
+
+async def _dead_reply(admin: Admin, key: str = "reply:1") -> tuple[str, str]:
+    """A WhatsApp reply whose send may have happened (its marks set an hour ago, no echo
+    since): a real worker runs its job, which dead-letters it as an unknown outcome."""
+    replies = admin.backend.replies
+    message_id = await replies.send(
+        tenant=TENANT, channel=Channel.WHATSAPP, to=PHONE, text=REPLY_TEXT, key=key
+    )
+    kv = kv_of(admin.jobs)
+    now = admin.backend.clock.time()
+    marks = {"sending_since": now - 3600, "awaiting_since": now - 3600}
+    await kv.merge(OUTMSG_PREFIX + message_id, marks, now=now)
+    await Worker(admin.jobs).run_until_idle()
+    found = await admin.jobs.find(JobFilter(name="replies.send"), limit=100)
+    (job,) = [job for job in found if job.payload == {"message_id": message_id}]
+    assert job.state is JobState.DEAD
+    return job.id, message_id
+
+
+async def test_messages_list_and_show_mask_the_number_and_show_the_text(admin: Admin) -> None:
+    """GET /messages lists replies with their status, delivery status and masked number
+    (filters and paging in the envelope); GET /messages/{id} adds the text; the DLQ detail of
+    the reply's job shows the message (masked number, text); an unknown id is 404."""
+    job_id, message_id = await _dead_reply(admin)
+    listed = _data(await admin.client.get("/v1/admin/messages", params={"limit": 10}))
+    assert listed["limit"] == 10
+    assert listed["offset"] == 0
+    (item,) = listed["items"]
+    assert item["id"] == message_id
+    assert item["tenant_id"] == "bistro"
+    assert item["status"] == "failed"
+    assert item["unknown_outcome"] is True
+    assert "text" not in item
+    assert PHONE.lstrip("+") not in str(listed)
+    assert item["to"].endswith("23")
+    for params in ({"status": "sent"}, {"tenant_id": "other"}, {"delivery_status": "read"}):
+        assert _data(await admin.client.get("/v1/admin/messages", params=params))["items"] == []
+    assert _data(await admin.client.get("/v1/admin/messages", params={"offset": 1}))["items"] == []
+    shown = _data(await admin.client.get(f"/v1/admin/messages/{message_id}"))
+    assert shown["text"] == REPLY_TEXT
+    assert shown["channel"] == "whatsapp"
+    assert PHONE.lstrip("+") not in str(shown)
+    dead = _data(await admin.client.get(f"/v1/admin/dlq/{job_id}"))
+    assert dead["message"]["text"] == REPLY_TEXT
+    assert PHONE.lstrip("+") not in str(dead)
+    _error(await admin.client.get("/v1/admin/messages/nope"), 404, "NOT_FOUND")
+    _error(await admin.client.get("/v1/admin/messages", params={"limit": 0}), 400, "VALIDATION")
+
+
+async def test_retry_without_force_waits_for_the_echo_again(admin: Admin) -> None:
+    """Retrying a dead unknown-outcome reply without force, one by id or in bulk by filter,
+    starts a fresh wait for the echo: the job is deferred (not dead again at once) and its
+    send marks stay."""
+    job_id, message_id = await _dead_reply(admin)
+    _data(await admin.client.post(f"/v1/admin/dlq/{job_id}/retry"))
+    await Worker(admin.jobs).run_until_idle()
+    job = await admin.jobs.get(job_id)
+    assert job is not None
+    assert job.state is not JobState.DEAD
+    record = await admin.backend.replies.get(message_id)
+    assert record is not None
+    assert record["sending_since"] is not None
+    assert record["awaiting_since"] == pytest.approx(admin.backend.clock.time())
+    # no echo within the fresh window: dead again; a redrive by filter waits afresh as well
+    admin.backend.clock.advance(admin.backend.replies.windows["whatsapp"] + 1)
+    await Worker(admin.jobs).run_until_idle()
+    assert await admin.state(job_id) is JobState.DEAD
+    bulk = _data(await admin.client.post("/v1/admin/dlq/retry", json={"name": "replies.send"}))
+    assert bulk["retried"] == 1
+    await Worker(admin.jobs).run_until_idle()
+    assert await admin.state(job_id) is not JobState.DEAD
+
+
+async def test_retry_with_force_clears_the_marks_so_the_reply_is_sent(admin: Admin) -> None:
+    """POST /dlq/{id}/retry {"force": true} on an unknown-outcome reply clears its marks,
+    notes who asked and requeues the job, whose next run calls the provider again; force on a
+    job that is no reply is 409 NOT_A_REPLY, on a reply whose outcome is known 409."""
+    job_id, message_id = await _dead_reply(admin)
+    retried = _data(await admin.client.post(f"/v1/admin/dlq/{job_id}/retry", json={"force": True}))
+    assert retried["retried"] == 1
+    assert retried["job"]["state"] == "queued"
+    record = await admin.backend.replies.get(message_id)
+    assert record is not None
+    assert record["sending_since"] is None
+    assert record["awaiting_since"] is None
+    assert record["forced_by"]
+    assert record["forced_at"] == admin.backend.clock.time()
+    _error(
+        await admin.client.post(f"/v1/admin/dlq/{admin.notify}/retry", json={"force": True}),
+        409,
+        "NOT_A_REPLY",
+    )
+    # the next run sends: no WhatsApp credentials here, so it fails as a configuration error,
+    # not as an unknown outcome
+    await Worker(admin.jobs).run_until_idle()
+    job = await admin.jobs.get(job_id)
+    assert job is not None
+    assert job.state is JobState.DEAD
+    assert job.last_error_code == "CONFIGURATION"
+    record = await admin.backend.replies.get(message_id)
+    assert record is not None
+    assert record["awaiting_since"] is None
+    _error(
+        await admin.client.post(f"/v1/admin/dlq/{job_id}/retry", json={"force": True}),
+        409,
+        "NOT_UNKNOWN_OUTCOME",
+    )
+
+
+async def test_mark_sent_resolves_the_job_and_flags_the_reply_sent(admin: Admin) -> None:
+    """POST /dlq/{id}/mark-sent resolves the dead reply job with who marked it, and the
+    reply's status flag becomes sent with who and when; a job that is no reply is 409, an
+    unknown or no longer dead job 404."""
+    job_id, message_id = await _dead_reply(admin)
+    marked = _data(
+        await admin.client.post(
+            f"/v1/admin/dlq/{job_id}/mark-sent", json={"note": "customer confirmed by phone"}
+        )
+    )
+    assert marked["job"]["state"] == "resolved"
+    assert "customer confirmed by phone" in marked["job"]["resolution"]
+    assert marked["message"]["status"] == "sent"
+    assert marked["message"]["marked_sent_by"]
+    assert marked["message"]["marked_sent_at"] == admin.backend.clock.time()
+    record = await admin.backend.replies.get(message_id)
+    assert record is not None
+    assert record["status"] == "sent"
+    assert record["sending_since"] is None
+    assert record["awaiting_since"] is None
+    _error(await admin.client.post(f"/v1/admin/dlq/{job_id}/mark-sent"), 404, "NOT_FOUND")
+    _error(await admin.client.post(f"/v1/admin/dlq/{admin.charge}/mark-sent"), 409, "NOT_A_REPLY")
+    _error(await admin.client.post("/v1/admin/dlq/nope/mark-sent"), 404, "NOT_FOUND")
+
+
+async def test_a_dead_reply_and_a_permanently_failed_one_each_make_one_task(admin: Admin) -> None:
+    """A reply dead-lettered, and a reply whose provider reports a permanent failure (WhatsApp
+    131026, reported twice), each leave exactly one follow-up task (number masked), listed by
+    GET /tasks and named on the message."""
+    _, dead_id = await _dead_reply(admin)
+    replies = admin.backend.replies
+    failed_id = await replies.send(
+        tenant=TENANT, channel=Channel.WHATSAPP, to=PHONE, text=REPLY_TEXT, key="reply:2"
+    )
+    for event_id in ("e1", "e2"):
+        status = DeliveryStatus(
+            provider="whatsapp",
+            event_id=event_id,
+            status="failed",
+            provider_status="failed",
+            correlation=failed_id,
+            error_code="131026",
+        )
+        await replies.deliveries.record(status)
+    tasks = _data(await admin.client.get("/v1/admin/tasks"))["items"]
+    follow_ups = [task for task in tasks if task["type"] == "reply_failed"]
+    assert sorted(task["id"] for task in follow_ups) == sorted(
+        task_id_for(f"reply-failed:{message_id}") for message_id in (dead_id, failed_id)
+    )
+    assert PHONE.lstrip("+") not in str(follow_ups)
+    assert all(task["priority"] == "high" for task in follow_ups)
+    for message_id in (dead_id, failed_id):
+        shown = _data(await admin.client.get(f"/v1/admin/messages/{message_id}"))
+        assert shown["task_id"] == task_id_for(f"reply-failed:{message_id}")

@@ -45,6 +45,13 @@ its status webhooks -- lands in the record's ``delivery_status`` (forward only),
 ``delivery_times`` and ``delivery_error_code`` (see :class:`~antifragile.inbound.DeliveryStatuses`).
 Once the send returns, the job notes the provider's message id so that the statuses find the
 record, including those that arrived before the answer did.
+
+**Operators.** :meth:`Replies.recent` lists the records; :meth:`Replies.force` clears the marks
+of a reply whose outcome is unknown so that its job sends it again ("send anyway");
+:meth:`Replies.wait_again` starts a fresh wait for its echo; :meth:`Replies.mark_sent` records
+that an operator knows it arrived. With *tasks*, a reply the customer will not get -- its job
+dead-lettered, or a ``failed`` status that is permanent or comes after the job finished --
+becomes one task (``reply_failed``, key ``reply-failed:{id}``; :meth:`Replies.follow_up`).
 """
 
 from __future__ import annotations
@@ -72,7 +79,12 @@ from antifragile.errors import (
     IntegrationError,
     PermanentError,
 )
-from antifragile.inbound._delivery import OUTREF_PREFIX, DeliveryStatuses
+from antifragile.inbound._delivery import (
+    OUTREF_PREFIX,
+    DeliveryMatch,
+    DeliveryStatus,
+    DeliveryStatuses,
+)
 from antifragile.inbound._echo import (
     CONFIRMED,
     ECHO_POLL,
@@ -81,7 +93,9 @@ from antifragile.inbound._echo import (
     failure_is_permanent,
 )
 from antifragile.inbound._model import Channel, InboundEvent, Tenant
+from antifragile.inbound._tasks import Tasks
 from antifragile.jobs import JobContext, JobDeferred, JobFunction, Jobs, StatusFlag
+from antifragile.jobs._policy import decide_failure
 from antifragile.observability._redaction import MASK
 from antifragile.observability._redaction import mask_email as mask_email  # imported from here too
 from antifragile.observability._redaction import mask_phone as mask_phone
@@ -113,6 +127,11 @@ _DELIVERY_FIELDS = (
 )
 
 _MASK = MASK
+
+
+def _code(exc: BaseException) -> str:
+    code = getattr(exc, "code", None)
+    return str(code) if code else type(exc).__name__
 
 
 def correlation_index_key(message_id: str) -> str:
@@ -229,6 +248,7 @@ class Replies:
         windows: Mapping[str, float] | None = None,
         on_unknown: Mapping[str, str] | None = None,
         poll: float = ECHO_POLL,
+        tasks: Tasks | None = None,
     ) -> None:
         if not retention > 0:
             raise ConfigurationError(f"retention must be > 0 seconds, got {retention!r}")
@@ -254,13 +274,72 @@ class Replies:
             deliveries if deliveries is not None else DeliveryStatuses(jobs, clock=self.clock)
         )
 
+        #: where a reply the customer will not get becomes a task to follow up (``None``: no
+        #: tasks)
+        self.tasks = tasks
+        if tasks is not None:
+            self.deliveries.on_status(self._on_status)
+
         async def send_reply(ctx: JobContext, message_id: str) -> dict[str, Any]:
             """Send a stored reply (``outmsg:{message_id}``) through its provider."""
-            return await self._deliver(message_id)
+            try:
+                return await self._deliver(message_id)
+            except Exception as exc:
+                if self.tasks is not None and self._dies(ctx, retry, exc):
+                    await self.follow_up(message_id, f"the reply could not be sent ({_code(exc)})")
+                raise
 
         self.job: JobFunction[..., dict[str, Any]] = jobs.job(
             SEND_JOB, queue=REPLIES_QUEUE, retry=retry, timeout=60.0
         )(send_reply)
+
+    def _dies(self, ctx: JobContext, retry: Retry, exc: BaseException) -> bool:
+        """Whether this failure puts the job in the dead-letter queue (the worker's rule)."""
+        decision = decide_failure(
+            retry,
+            exc,
+            attempt=ctx.attempt,
+            max_attempts=ctx.job.max_attempts,
+            now=self.clock.time(),
+            created_at=ctx.job.created_at,
+        )
+        return decision.kind == "dead"
+
+    async def _on_status(self, status: DeliveryStatus, match: DeliveryMatch) -> None:
+        """A ``failed`` status the customer is left with becomes a task: the failure is
+        permanent (its code says sending again cannot deliver it), or the reply's job is done
+        and nothing will send it again."""
+        if match.message_id is None or status.status != "failed":
+            return
+        record = await self.get(match.message_id)
+        if record is None:
+            return
+        permanent = failure_is_permanent(status.provider, status.error_code)
+        finished = record.get("status") == "sent" and not self.unknown_outcome(record)
+        if permanent or finished:
+            code = status.error_code or status.provider_status or "failed"
+            await self.follow_up(match.message_id, f"{status.provider} reported it failed ({code})")
+
+    async def follow_up(self, message_id: str, why: str) -> dict[str, Any] | None:
+        """Create the task to follow up with the customer of a reply they will not get (once
+        per message: the task's key is ``reply-failed:{message_id}``); ``None`` without
+        tasks."""
+        if self.tasks is None:
+            return None
+        record = await self.get(message_id) or {}
+        to = str(record.get("to") or "")
+        who = mask_phone(to.removeprefix("whatsapp:")) if to else "a contact"
+        task = await self.tasks.create(
+            type="reply_failed",
+            title=f"Follow up with {who}: {why} (message {message_id})",
+            priority="high",
+            source=f"{OUTMSG_PREFIX}{message_id}",
+            key=f"reply-failed:{message_id}",
+        )
+        await kv_of(self.jobs).merge(
+            OUTMSG_PREFIX + message_id, {"task_id": task["id"]}, now=self.clock.time()
+        )
+        return task
 
     @staticmethod
     def message_id(tenant_id: str, key: str) -> str:
@@ -354,6 +433,85 @@ class Replies:
         await self.jobs.open()
         found = await kv_of(self.jobs).get(OUTMSG_PREFIX + message_id, now=self.clock.time())
         return dict(found.value) if found is not None and isinstance(found.value, dict) else None
+
+    async def recent(
+        self,
+        *,
+        tenant_id: str | None = None,
+        status: str | None = None,
+        delivery_status: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        scan_limit: int = 5000,
+    ) -> list[dict[str, Any]]:
+        """Stored messages matching every filter given, the most recent first; at most *limit*
+        after skipping *offset*. Reads at most *scan_limit* records."""
+        await self.jobs.open()
+        found = await kv_of(self.jobs).scan(OUTMSG_PREFIX, now=self.clock.time(), limit=scan_limit)
+        records = [dict(item.value) for item in found if isinstance(item.value, dict)]
+        records = [
+            record
+            for record in records
+            if (tenant_id is None or record.get("tenant_id") == tenant_id)
+            and (status is None or record.get("status") == status)
+            and (delivery_status is None or record.get("delivery_status") == delivery_status)
+        ]
+        records.sort(key=lambda record: -float(record.get("created_at") or 0.0))
+        return records[offset : offset + limit]
+
+    @staticmethod
+    def unknown_outcome(record: Mapping[str, Any]) -> bool:
+        """Whether *record* is a reply whose send may have happened (a ``sending_since`` or
+        ``awaiting_since`` mark is set and no provider message id is known)."""
+        marked = record.get("sending_since") is not None or record.get("awaiting_since") is not None
+        return marked and not record.get("provider_message_id")
+
+    async def force(self, message_id: str, *, by: str) -> dict[str, Any]:
+        """Let the reply be sent again although its earlier send may have happened ("send
+        anyway"): its ``sending_since``/``awaiting_since`` marks are cleared, and who asked
+        when is noted (``forced_by``, ``forced_at``). The record after the change."""
+        await self.jobs.open()
+        kv = kv_of(self.jobs)
+        now = self.clock.time()
+        changes = {
+            "sending_since": None,
+            "awaiting_since": None,
+            **dict.fromkeys(_DELIVERY_FIELDS),
+            "forced_by": by,
+            "forced_at": now,
+        }
+        merged = await kv.merge(OUTMSG_PREFIX + message_id, changes, now=now)
+        _log.info("reply %s: sending again, asked by %s", message_id, by)
+        return dict(merged.value) if isinstance(merged.value, dict) else {}
+
+    async def wait_again(self, message_id: str) -> None:
+        """Start a fresh wait for the echo of a reply whose outcome is unknown (its window
+        counts from now): a retried job waits and looks up again instead of failing at once."""
+        await self.jobs.open()
+        now = self.clock.time()
+        await kv_of(self.jobs).merge(
+            OUTMSG_PREFIX + message_id,
+            {"awaiting_since": now, "correlation": correlation_for(message_id)},
+            now=now,
+        )
+
+    async def mark_sent(self, message_id: str, *, by: str) -> dict[str, Any]:
+        """Record that an operator knows the reply reached the customer: its status flag
+        ``sent``, the marks cleared, who and when noted (``marked_sent_by``,
+        ``marked_sent_at``). The record after the change."""
+        await self.jobs.open()
+        kv = kv_of(self.jobs)
+        now = self.clock.time()
+        changes = {
+            "status": "sent",
+            "sending_since": None,
+            "awaiting_since": None,
+            "marked_sent_by": by,
+            "marked_sent_at": now,
+        }
+        merged = await kv.merge(OUTMSG_PREFIX + message_id, changes, now=now)
+        _log.info("reply %s: marked as sent by %s", message_id, by)
+        return dict(merged.value) if isinstance(merged.value, dict) else {}
 
     # -- the job ----------------------------------------------------------------------------
 

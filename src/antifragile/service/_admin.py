@@ -1,4 +1,4 @@
-"""The admin API under ``/v1/admin``: dead letters, jobs, breakers, sessions, tasks, flags, keys.
+"""The admin API under ``/v1/admin``: dead letters, replies, jobs, breakers, sessions, tasks, ...
 
 Every route needs an admin credential (:func:`~antifragile.service._auth.require_admin`), counts
 against the client's IP limit (:func:`~antifragile.service._limits.limit_by_ip`, when the app has
@@ -10,6 +10,12 @@ against the client's IP limit (:func:`~antifragile.service._limits.limit_by_ip`,
 * ``POST /dlq/{id}/retry`` (``{"delay": "5m"}`` optional) and ``POST /dlq/retry`` (``ids``, or
   filters, or ``"all": true``) -- redrive; ``POST /dlq/{id}/resolve`` and ``POST /dlq/resolve``
   -- close with a ``reason``; ``POST /dlq/purge`` -- delete old ones (``older_than``);
+* a dead reply (``replies.send``) whose outcome is unknown: ``POST /dlq/{id}/retry`` waits for
+  the provider's echo again, ``{"force": true}`` sends it anyway (its marks cleared);
+  ``POST /dlq/{id}/mark-sent`` resolves it as sent by the operator;
+* ``GET /messages`` (``status``, ``delivery_status``, ``tenant_id``, ``limit``, ``offset``),
+  ``GET /messages/{id}`` -- outbound replies: number masked, text, job status flag, delivery
+  status and times, provider message id;
 * ``GET /jobs`` (``state`` repeatable, ``queue``, ``name``, ``provider``), ``GET /jobs/stats``,
   ``GET /jobs/{id}``;
 * ``GET /breakers``; ``POST /breakers/{provider}/open`` (force open), ``/close`` (force closed:
@@ -40,7 +46,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from antifragile.errors import ConfigurationError, ErrorCode, redact
 from antifragile.inbound._flags import FeatureFlags, check_flag_name
-from antifragile.inbound._replies import mask_email, mask_phone
+from antifragile.inbound._replies import (
+    SEND_JOB,
+    Replies,
+    mask_email,
+    mask_phone,
+)
 from antifragile.jobs import (
     DeadLetterFilter,
     Job,
@@ -214,6 +225,20 @@ class RetryOne(_Body):
     delay: DurationValue = Field(0.0, description="run it after this long")
 
 
+class RetryOneForce(_Body):
+    delay: DurationValue = Field(0.0, description="run it after this long")
+    force: bool = Field(
+        False,
+        description="send anyway: a reply whose earlier send may have happened is sent again "
+        "(its sending/awaiting marks cleared); without it the retried job waits for the "
+        "provider's status echo again",
+    )
+
+
+class MarkSentBody(_Body):
+    note: str | None = Field(None, max_length=1000, description="how the operator knows")
+
+
 class ResolveOne(_Body):
     reason: str = Field(min_length=1, max_length=1000, description="why it is closed")
 
@@ -295,6 +320,69 @@ def _dump(value: Any) -> Any:
     return value
 
 
+def _who(principal: Principal) -> str:
+    return principal.name or principal.subject
+
+
+def _replies(request: Request) -> Replies:
+    replies = _part(request, "replies")
+    if not isinstance(replies, Replies):
+        raise _not_found("this service sends no replies")
+    return replies
+
+
+async def _reply_of(request: Request, job: Job) -> tuple[Replies, str, dict[str, Any] | None]:
+    """The replies, message id and stored record a ``replies.send`` job sends (record
+    ``None`` when the job is no such job or its record is gone)."""
+    payload = job.payload if isinstance(job.payload, dict) else {}
+    message_id = payload.get("message_id")
+    if job.name != SEND_JOB or not isinstance(message_id, str):
+        raise ApiError(409, "NOT_A_REPLY", f"job {job.id!r} is not a {SEND_JOB} job")
+    replies = _replies(request)
+    return replies, message_id, await replies.get(message_id)
+
+
+_MESSAGE_FIELDS = (
+    "id",
+    "tenant_id",
+    "channel",
+    "status",
+    "provider",
+    "provider_message_id",
+    "provider_status",
+    "delivery_status",
+    "delivery_times",
+    "delivery_error_code",
+    "error_code",
+    "created_at",
+    "sent_at",
+    "sending_since",
+    "awaiting_since",
+    "correlation",
+    "forced_by",
+    "forced_at",
+    "marked_sent_by",
+    "marked_sent_at",
+    "task_id",
+)
+
+
+def message_view(
+    record: Mapping[str, Any], *, text: bool = True, job: Job | None = None
+) -> dict[str, Any]:
+    """A stored reply as admins see it: the number masked, the text (when *text*), the job's
+    status flag and the delivery status and times."""
+    view: dict[str, Any] = {name: record.get(name) for name in _MESSAGE_FIELDS}
+    to = str(record.get("to") or "")
+    view["to"] = mask_phone(to.removeprefix("whatsapp:")) if to else None
+    view["unknown_outcome"] = Replies.unknown_outcome(record)
+    if text:
+        view["text"] = record.get("text")
+    if job is not None:
+        view["job"] = {"id": job.id, "state": job.state.value}
+    return view
+
+
 Limit = Annotated[int, Query(ge=1, le=500, description="items per page")]
 Offset = Annotated[int, Query(ge=0, description="items to skip")]
 JobId = Annotated[str, Path(min_length=1, max_length=100)]
@@ -335,12 +423,28 @@ async def retry_dead(request: Request, body: RetryBody) -> JSONResponse:
     target = body.target()
     delay = _seconds(body.delay, "delay") or 0.0
     if target.ids:
-        for job_id in target.ids:
-            await _dead(jobs, job_id)
+        named = [await _dead(jobs, job_id) for job_id in target.ids]
+        await _wait_again(request, named)
         count = await jobs.dlq.retry(list(target.ids), delay=delay)
     else:
+        if target.name in (None, SEND_JOB):
+            await _wait_again(request, await jobs.dlq.list(target, limit=1000))
         count = await jobs.dlq.retry(target, delay=delay)
     return ok({"retried": count})
+
+
+async def _wait_again(request: Request, dead: list[Job]) -> None:
+    """Before a redrive: each reply among *dead* whose outcome is unknown waits for its echo
+    afresh (rather than dying again at once)."""
+    replies = getattr(_assistant(request), "replies", None)
+    if not isinstance(replies, Replies):
+        return
+    for job in dead:
+        if job.name != SEND_JOB:
+            continue
+        _, message_id, record = await _reply_of(request, job)
+        if record is not None and Replies.unknown_outcome(record):
+            await replies.wait_again(message_id)
 
 
 @router.post("/dlq/resolve", summary="Resolve dead jobs by ids or filter")
@@ -374,24 +478,55 @@ async def purge_dead(request: Request, body: PurgeBody) -> JSONResponse:
 
 @router.get("/dlq/{job_id}", summary="Show one dead job")
 async def show_dead(request: Request, job_id: JobId) -> JSONResponse:
-    """One dead (or resolved) job with its redacted payload and every attempt."""
+    """One dead (or resolved) job with its redacted payload and every attempt; a
+    ``replies.send`` job also shows its ``message`` (number masked, text, delivery status)."""
     try:
         job = await _jobs(request).dlq.show(job_id)
     except JobNotFoundError as exc:
         raise _not_found(exc.message) from None
-    return ok(job_view(job))
+    return ok(await _with_message(request, job))
+
+
+async def _with_message(request: Request, job: Job) -> dict[str, Any]:
+    view = job_view(job)
+    if job.name == SEND_JOB and getattr(_assistant(request), "replies", None) is not None:
+        try:
+            _, _, record = await _reply_of(request, job)
+        except ApiError:
+            record = None
+        if record is not None:
+            view["message"] = message_view(record)
+    return view
 
 
 @router.post("/dlq/{job_id}/retry", summary="Redrive one dead job")
 async def retry_one(
-    request: Request, job_id: JobId, body: Annotated[RetryOne | None, Body()] = None
+    request: Request,
+    job_id: JobId,
+    principal: Annotated[Principal, Depends(require_admin)],
+    body: Annotated[RetryOneForce | None, Body()] = None,
 ) -> JSONResponse:
+    """Send the dead job back to the queue. ``force`` ("send anyway") is for a reply whose
+    outcome is unknown: its marks are cleared so the job really sends again; a job that is
+    not such a reply answers ``409 NOT_UNKNOWN_OUTCOME``."""
     jobs = _jobs(request)
-    await _dead(jobs, job_id)
+    job = await _dead(jobs, job_id)
     delay = _seconds(body.delay if body is not None else 0.0, "delay") or 0.0
+    if body is not None and body.force:
+        replies, message_id, record = await _reply_of(request, job)
+        if record is None or not Replies.unknown_outcome(record):
+            raise ApiError(
+                409,
+                "NOT_UNKNOWN_OUTCOME",
+                f"job {job_id!r} is not a reply whose outcome is unknown; retry it without force",
+            )
+        await replies.force(message_id, by=_who(principal))
+    else:
+        # without force: a fresh wait for the echo (and the lookup), not a death at once
+        await _wait_again(request, [job])
     count = await jobs.dlq.retry([job_id], delay=delay)
-    job = await jobs.get(job_id)
-    return ok({"retried": count, "job": None if job is None else job_view(job)})
+    after = await jobs.get(job_id)
+    return ok({"retried": count, "job": None if after is None else job_view(after)})
 
 
 @router.post("/dlq/{job_id}/resolve", summary="Resolve one dead job")
@@ -403,6 +538,71 @@ async def resolve_one(request: Request, job_id: JobId, body: ResolveOne) -> JSON
     count = await jobs.dlq.resolve([job_id], reason=body.reason)
     job = await jobs.get(job_id)
     return ok({"resolved": count, "job": None if job is None else job_view(job)})
+
+
+@router.post("/dlq/{job_id}/mark-sent", summary="Close a dead reply as sent by the operator")
+async def mark_sent(
+    request: Request,
+    job_id: JobId,
+    principal: Annotated[Principal, Depends(require_admin)],
+    body: Annotated[MarkSentBody | None, Body()] = None,
+) -> JSONResponse:
+    """The operator knows the reply reached the customer: the job is resolved ("sent, marked
+    by ..."), the reply's status flag becomes ``sent`` with who and when noted. A dead job
+    that is not a reply answers ``409 NOT_A_REPLY``."""
+    jobs = _jobs(request)
+    job = await _dead(jobs, job_id)
+    replies, message_id, record = await _reply_of(request, job)
+    if record is None:
+        raise ApiError(409, "NOT_A_REPLY", f"job {job_id!r} sends no stored reply")
+    who = _who(principal)
+    note = (body.note or "").strip() if body is not None else ""
+    reason = f"sent (marked by {who})" + (f": {note}" if note else "")
+    await jobs.dlq.resolve([job_id], reason=reason)
+    message = await replies.mark_sent(message_id, by=who)
+    found = await jobs.get(job_id)
+    return ok(
+        {
+            "job": None if found is None else job_view(found),
+            "message": message_view(message, job=found),
+        }
+    )
+
+
+# -- outbound messages ----------------------------------------------------------------------------
+
+
+@router.get("/messages", summary="List outbound replies with their delivery status")
+async def list_messages(
+    request: Request,
+    status: str | None = None,
+    delivery_status: str | None = None,
+    tenant_id: str | None = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> JSONResponse:
+    """Replies, the most recent first: number masked, job status flag, delivery status and
+    times, provider message id (the text only in ``GET /messages/{id}``)."""
+    replies = _replies(request)
+    found = await replies.recent(
+        tenant_id=tenant_id,
+        status=status,
+        delivery_status=delivery_status,
+        limit=limit,
+        offset=offset,
+    )
+    items = [message_view(record, text=False) for record in found]
+    return ok({"items": items, "limit": limit, "offset": offset})
+
+
+@router.get("/messages/{message_id}", summary="Show one outbound reply")
+async def show_message(request: Request, message_id: JobId) -> JSONResponse:
+    """One reply: number masked, its text, job status flag, delivery status and times,
+    provider message id, and any operator action on it."""
+    record = await _replies(request).get(message_id)
+    if record is None:
+        raise _not_found(f"no message with id {message_id!r}")
+    return ok(message_view(record))
 
 
 # -- jobs -----------------------------------------------------------------------------------------
@@ -450,7 +650,7 @@ async def show_job(request: Request, job_id: JobId) -> JSONResponse:
     job = await _jobs(request).get(job_id)
     if job is None:
         raise _not_found(f"no job with id {job_id!r}")
-    return ok(job_view(job))
+    return ok(await _with_message(request, job))
 
 
 # -- breakers -------------------------------------------------------------------------------------

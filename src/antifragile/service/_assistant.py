@@ -190,7 +190,9 @@ class Assistant:
         #: records the providers' delivery statuses on the outbound messages
         self.deliveries = DeliveryStatuses(self.jobs, clock=clock)
         self.actions.echoes = Echoes(self.deliveries)  # unknown outcomes wait for statuses
-        self.replies = Replies(self.jobs, self.connectors, clock=clock, deliveries=self.deliveries)
+        self.replies = Replies(
+            self.jobs, self.connectors, clock=clock, deliveries=self.deliveries, tasks=self.tasks
+        )
         self.sessions = Sessions(
             self.jobs,
             self.connectors,

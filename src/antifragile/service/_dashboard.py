@@ -16,9 +16,10 @@ Routes (none of them in the OpenAPI document):
   and the style sheet (nothing is loaded from anywhere else);
 * ``GET /dashboard/login``, ``POST /dashboard/login`` (form field ``api_key``: an admin API key
   or JWT), ``POST /dashboard/logout``;
-* ``POST /dashboard/dlq/{id}/retry`` and ``POST /dashboard/dlq/{id}/resolve`` (form field
-  ``reason``): JSON envelopes for the page's script (``Accept: application/json``), else a
-  redirect back to the page.
+* ``POST /dashboard/dlq/{id}/retry`` (form field ``force``: send a reply whose outcome is
+  unknown anyway), ``POST /dashboard/dlq/{id}/mark-sent`` (form field ``note``) and
+  ``POST /dashboard/dlq/{id}/resolve`` (form field ``reason``): JSON envelopes for the page's
+  script (``Accept: application/json``), else a redirect back to the page.
 
 **Authentication.** The login form checks the credential with the admin API's
 :class:`~antifragile.service._auth.AdminAuth` and opens a dashboard session: a random token in
@@ -52,15 +53,22 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from antifragile.errors import ErrorCode
+from antifragile.inbound._replies import SEND_JOB, Replies
 from antifragile.jobs import DeadLetterFilter, JobFilter, Jobs
 from antifragile.observability._redaction import mask_email, mask_phone
 from antifragile.service._admin import (
+    MarkSentBody,
     ResolveOne,
+    RetryOneForce,
     fresh_breaker_views,
     job_view,
     mask_personal,
+    message_view,
     resolve_one,
     retry_one,
+)
+from antifragile.service._admin import (
+    mark_sent as mark_sent_one,
 )
 from antifragile.service._auth import AdminAuth, Principal, admin_auth_for
 from antifragile.service._envelope import ApiError
@@ -82,6 +90,8 @@ MAX_FORM_BYTES = 16 * 1024
 DLQ_ROWS = 100
 FAILURE_ROWS = 20
 SESSION_ROWS = 50
+#: how many recent replies the messages panel shows
+MESSAGE_ROWS = 50
 
 _ASSETS = {"dashboard.css": "text/css; charset=utf-8", "dashboard.js": "text/javascript"}
 _SECURITY_HEADERS = {
@@ -97,6 +107,8 @@ _SECURITY_HEADERS = {
 _NOTICES = {
     "retried": "The job is back in the queue.",
     "resolved": "The job is resolved.",
+    "marked": "The reply is marked as sent.",
+    "refused": "That action does not apply to this job.",
     "gone": "That job is no longer in the dead-letter queue.",
     "stale": "The form was stale; try again.",
     "invalid": "Give a reason to resolve a job.",
@@ -379,8 +391,9 @@ def _filters(queue: str | None, provider: str | None, error_code: str | None) ->
     return {k: v.strip()[:100] for k, v in given.items() if v and v.strip()}
 
 
-def _dead_row(view: Mapping[str, Any]) -> dict[str, Any]:
+def _dead_row(view: Mapping[str, Any], message: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return {
+        "message": None if message is None else dict(message),
         "id": view["id"],
         "name": view["name"],
         "queue": view["queue"],
@@ -430,7 +443,20 @@ async def _panels(request: Request, filters: Mapping[str, str]) -> dict[str, Any
         provider=filters.get("provider"),
         error_code=filters.get("error_code"),
     )
-    dead = [_dead_row(job_view(job)) for job in await jobs.dlq.list(flt, limit=DLQ_ROWS)]
+    replies = getattr(assistant, "replies", None)
+    replies = replies if isinstance(replies, Replies) else None
+    dead = []
+    for job in await jobs.dlq.list(flt, limit=DLQ_ROWS):
+        message = None
+        payload = job.payload if isinstance(job.payload, dict) else {}
+        message_id = payload.get("message_id")
+        if replies is not None and job.name == SEND_JOB and isinstance(message_id, str):
+            record = await replies.get(message_id)
+            message = None if record is None else message_view(record)
+        dead.append(_dead_row(job_view(job), message))
+    messages = []
+    if replies is not None:
+        messages = [message_view(r) for r in await replies.recent(limit=MESSAGE_ROWS)]
     recent = await jobs.find(JobFilter(newer_than=now - 86400.0), limit=500)
     failures = sorted(
         (job for job in recent if job.last_failed_at is not None),
@@ -462,6 +488,7 @@ async def _panels(request: Request, filters: Mapping[str, str]) -> dict[str, Any
             for job in failures
         ],
         "sessions": [_session_row(record) for record in sessions],
+        "messages": messages,
     }
 
 
@@ -572,16 +599,35 @@ async def logout(request: Request, session: Session) -> Response:
 
 @router.post("/dlq/{job_id}/retry")
 async def retry(request: Request, session: Session, job_id: JobId) -> Response:
-    """Redrive one dead job -- the admin API's ``POST /v1/admin/dlq/{id}/retry``."""
+    """Redrive one dead job -- the admin API's ``POST /v1/admin/dlq/{id}/retry`` (form field
+    ``force`` set: "send anyway", for a reply whose outcome is unknown)."""
     form = await _form(request)
     _check_csrf(request, session, form)
+    force = form.get("force", "") not in ("", "0", "false")
     try:
-        answer = await retry_one(request, job_id, None)
+        answer = await retry_one(
+            request, job_id, session.principal, RetryOneForce(delay=0.0, force=force)
+        )
     except ApiError as exc:
-        if _wants_json(request) or exc.status != 404:
+        if _wants_json(request) or exc.status not in (404, 409):
             raise
-        return _back(form, "gone")
+        return _back(form, "gone" if exc.status == 404 else "refused")
     return answer if _wants_json(request) else _back(form, "retried")
+
+
+@router.post("/dlq/{job_id}/mark-sent")
+async def mark_sent(request: Request, session: Session, job_id: JobId) -> Response:
+    """Close a dead reply as sent -- the admin API's ``POST /v1/admin/dlq/{id}/mark-sent``."""
+    form = await _form(request)
+    _check_csrf(request, session, form)
+    note = form.get("note", "").strip()[:1000] or None
+    try:
+        answer = await mark_sent_one(request, job_id, session.principal, MarkSentBody(note=note))
+    except ApiError as exc:
+        if _wants_json(request) or exc.status not in (404, 409):
+            raise
+        return _back(form, "gone" if exc.status == 404 else "refused")
+    return answer if _wants_json(request) else _back(form, "marked")
 
 
 @router.post("/dlq/{job_id}/resolve")

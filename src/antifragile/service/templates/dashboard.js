@@ -76,7 +76,8 @@
       .then(function (response) {
         return response.json().then(function (body) {
           if (body.success) {
-            var what = form.getAttribute("data-action") === "retry" ? "back in the queue" : "resolved";
+            var action = form.getAttribute("data-action");
+            var what = action === "retry" ? "back in the queue" : action === "mark-sent" ? "resolved, its reply marked as sent" : "resolved";
             say("Job " + body.data.job.id.slice(-10) + " is " + what + ".");
           } else {
             say(body.error.message);
