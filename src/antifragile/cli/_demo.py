@@ -130,5 +130,5 @@ def demo(
     console.print(summary(result))
     files = write_report(result, report_dir)
     console.print(f"Report written to {files.html} (timeline: {files.png}, data: {files.json})")
-    if not result.exactly_once:
+    if not result.truthful:
         raise typer.Exit(1)
