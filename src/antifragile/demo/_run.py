@@ -545,6 +545,7 @@ class DemoRun:
         self._main_counter: _RequestCounter | None = None
         self.url = ""
         self._assistant: Assistant | None = None
+        self._sandbox: ProviderSandbox | None = None
 
     @property
     def counter(self) -> _RequestCounter:
@@ -723,7 +724,8 @@ class DemoRun:
             await asyncio.sleep(SAMPLE_EVERY)
 
     async def _drain(self, assistant: Assistant, customers: asyncio.Future[Any]) -> None:
-        """Wait for the customers, the recovery and an empty backlog (or the time limit)."""
+        """Wait for the customers, the end of the script and an idle service: no job waiting,
+        no reply awaiting its echo, no status webhook on its way (or the drain cap)."""
         last_sweep = -SWEEP_EVERY
         self.result.deadline = deadline = self.deadline
         while self.now() < deadline:
@@ -748,7 +750,10 @@ class DemoRun:
                 self.progress.phase = "running"
             if customers.done() and t >= self.script.recovery and self._worker is not None:
                 counts = await _job_counts(assistant)
-                if not any(counts.get(s, 0) for s in _UNFINISHED):
+                # idle: no job waiting (nor any reply awaiting its echo, a deferred job) and no
+                # status webhook still on its way to the service
+                webhooks_idle = self._sandbox is None or self._sandbox.webhooks.wait_idle(0)
+                if webhooks_idle and not any(counts.get(s, 0) for s in _UNFINISHED):
                     self.result.drained_at = t
                     return
             await asyncio.sleep(0.1)
@@ -818,6 +823,7 @@ class DemoRun:
                 self._assistant = assistant
                 await self._serve(stack, assistant, settings)
                 sandbox.webhooks.configure("whatsapp", f"{self.url}/v1/webhooks/whatsapp")
+                self._sandbox = sandbox
                 self._dead_before = (await _job_counts(assistant)).get("dead", 0)
                 self._main_counter = _RequestCounter(sandbox)
                 naive_counter = None if naive_box is None else _RequestCounter(naive_box)
