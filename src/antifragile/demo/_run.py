@@ -5,9 +5,10 @@ One event loop holds everything but the provider sandbox (a server thread of its
 * the **service** -- :func:`~antifragile.service.create_app` with an
   :class:`~antifragile.service.Assistant` on a temporary SQLite file (or ``--database-url``),
   served by uvicorn on a free local port; its connectors point at the sandbox;
-* its **worker**, a task the run cancels at each of the script's ``worker_restarts`` (the jobs
-  it was running are released and claimed again by the next worker) and starts anew after
-  ``restart_gap`` seconds;
+* its **worker**, stopped at each of the script's ``worker_restarts`` as SIGTERM stops it on a
+  deploy (it claims no more jobs and lets the calls under way finish; jobs it had claimed but
+  not started are released and claimed again by the next worker) and started anew
+  ``restart_gap`` seconds after it stopped;
 * the **customers**: each a phone that sends its messages as signed WhatsApp webhooks, waits
   for the next question to reach the phone (at most ``patience`` seconds), thinks, answers;
 * the **fault script**, set on the sandbox as time windows when the first customer writes;
@@ -17,10 +18,17 @@ One event loop holds everything but the provider sandbox (a server thread of its
   call made directly by plain httpx, retried at once up to five times, with no breaker, no
   idempotency key and no job queue.
 
+The service's sandbox sends WhatsApp's signed **status webhooks** (sent, delivered, read) to the
+service's ``/v1/webhooks/whatsapp``, as the script lets it (delayed, lost, duplicated); a reply
+whose outcome is unknown waits ``echo_window`` seconds for them (production: 10 minutes).
+
 After the last fault window (the *recovery*), the run waits for the backlog to drain -- the
 sessions' sweep, every ten minutes in production, runs every two seconds here -- and then
 counts, from the sandbox's record of accepted side effects, what each provider did per
-customer: expected, recorded, duplicated, missing.
+customer: expected, recorded, duplicated, missing; and, from the sandbox's delivery statuses,
+the replies delivered. Drained means no job waiting (a reply awaiting its echo is a deferred
+job), no status webhook on its way; the run waits for it until the script's end plus the pace's
+``drain_cap`` (reported when hit), so a longer script plays to its end.
 
 Back-offs and breaker timings are scaled down so that an incident plays in seconds; the code
 paths are those of production.
@@ -577,16 +585,22 @@ class DemoRun:
             poll_interval=0.05,
             lease=5.0,
             heartbeat=1.0,
-            shutdown_grace=0.5,
+            # a restart lets the calls under way finish (as SIGTERM does on a deploy): a send
+            # cut off mid-call has an outcome nobody can know unless its status webhook comes
+            shutdown_grace=self.pace.call_timeout + 1.0,
             seed=self.config.seed,
         )
         self._worker_task = asyncio.create_task(self._worker.run(), name="demo-worker")
 
-    async def _kill_worker(self) -> int:
+    async def _kill_worker(self, *, graceful: bool = False) -> int:
         task, worker = self._worker_task, self._worker
         if task is None or worker is None:
             return 0
         running = worker.running
+        if graceful:
+            worker.stop()  # claims no more; running jobs finish within the grace period
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), worker.shutdown_grace + 2.0)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -596,8 +610,8 @@ class DemoRun:
     async def _restarts(self, assistant: Assistant) -> None:
         for at in self.script.worker_restarts:
             await self._until(at)
-            in_flight = await self._kill_worker()
             self.progress.phase = "worker restarting"
+            in_flight = await self._kill_worker(graceful=True)
             await asyncio.sleep(self.pace.restart_gap)
             self._start_worker(assistant)
             self.progress.restarts += 1
