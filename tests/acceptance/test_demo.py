@@ -29,7 +29,7 @@ def _command() -> list[str]:
 def quick_run(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """One ``antifragile demo --quick`` run (about 15 s), shared by the tests below."""
+    """One ``antifragile demo --quick`` run (about 10 s), shared by the tests below."""
     folder = tmp_path_factory.mktemp("demo")
     report = folder / "report"
     env = {**os.environ, "COLUMNS": "120"}
