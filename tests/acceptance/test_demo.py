@@ -29,7 +29,7 @@ def _command() -> list[str]:
 def quick_run(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """One ``antifragile demo --quick`` run (about 15 s), shared by the tests below."""
+    """One ``antifragile demo --quick`` run (about 10 s), shared by the tests below."""
     folder = tmp_path_factory.mktemp("demo")
     report = folder / "report"
     env = {**os.environ, "COLUMNS": "120"}
@@ -59,6 +59,36 @@ def test_quick_demo_exits_0_and_says_effects_match(
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Effects match for the idempotent providers (resend, shopify, hubspot)" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_quick_demo_ends_with_every_reply_delivered_and_nothing_for_an_operator(
+    quick_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    """With WhatsApp answering 5xx and its status webhooks delayed, lost and duplicated, every
+    reply is delivered by the sandbox's own delivery statuses, and the report ends with
+    ``replies delivered N/N``, ``replies missing 0`` and no dead-letter entry for an operator;
+    no red headline."""
+    done, report = quick_run
+    summary = _summary(report)
+    expected = 5 * summary["customers"]
+    assert summary["replies_expected"] == expected
+    assert summary["replies_delivered"] == expected
+    assert summary["replies_missing"] == 0
+    assert summary["dlq_needing_operator"] == 0
+    assert summary["cap_hit"] is False
+    # the status webhooks really were played with: some lost, delayed or duplicated
+    fates = summary["status_webhooks"]
+    assert sum(fates.values()) >= expected
+    assert set(fates) & {"lost", "delayed", "duplicated"}
+    lines = [line.strip() for line in done.stdout.splitlines() if line.strip()]
+    closing = lines.index(f"replies delivered {expected}/{expected}")
+    assert lines[closing + 1 : closing + 3] == [
+        "replies missing 0",
+        "DLQ entries needing an operator 0",
+    ]
+    page = (report / "report.html").read_text(encoding="utf-8")
+    assert "class='headline'" not in page
+    assert f"replies delivered {expected}/{expected}" in page
 
 
 def test_quick_demo_writes_the_report_files(

@@ -23,6 +23,20 @@ def test_the_default_script_plays_every_fault_the_demo_promises() -> None:
     assert ("hubspot", "ambiguous") in kinds
     assert ("whatsapp", "error") in kinds
     assert DEFAULT_SCRIPT.worker_restarts
+    webhooks = {
+        c["kind"]
+        for w in DEFAULT_SCRIPT.faults
+        if w.provider == "whatsapp" and w.endpoint == "webhooks"
+        for c in w.plan.get("chaos", [])
+    }
+    assert webhooks >= {"delayed", "lost", "duplicated"}
+    statuses = {
+        c.get("status")
+        for w in DEFAULT_SCRIPT.faults
+        if w.provider == "whatsapp" and w.endpoint != "webhooks"
+        for c in w.plan.get("chaos", [])
+    }
+    assert statuses >= {500, 503}
     assert DEFAULT_SCRIPT.recovery == max(w.end for w in DEFAULT_SCRIPT.faults)
 
 
@@ -122,3 +136,41 @@ def test_customers_are_distinct_and_follow_the_seed() -> None:
     assert all(0.1 <= t <= 0.2 for c in first for t in c.thinks)
     with pytest.raises(ConfigurationError):
         make_customers(0, seed=1, arrivals=1.0, think=(0.1, 0.2))
+
+
+def test_a_long_script_runs_to_its_end_plus_the_drain_cap() -> None:
+    """A script whose last window ends after the pace's ``max_seconds`` moves the run's
+    deadline to its end plus the drain cap; a short one keeps ``max_seconds``."""
+    from antifragile.demo import QUICK_PACE, DemoConfig
+    from antifragile.demo._run import DemoRun
+
+    long = FaultScript.from_dict(
+        {"faults": [{"provider": "shopify", "start": 10, "end": 90, "chaos": []}]}
+    )
+    run = DemoRun(DemoConfig(customers=2, seed=1, script=long, pace=QUICK_PACE))
+    assert run.deadline == 90 + QUICK_PACE.drain_cap
+    short = DemoRun(DemoConfig(customers=2, seed=1, script=long.scaled(0.01), pace=QUICK_PACE))
+    assert short.deadline == QUICK_PACE.max_seconds
+
+
+def test_status_webhook_faults_are_accepted_for_whatsapp_only() -> None:
+    """``endpoint: webhooks`` scripts the WhatsApp status webhooks; Shopify sends none, so a
+    window there is a configuration error naming the endpoint."""
+    from antifragile.demo._run import check_endpoints
+
+    check_endpoints(DEFAULT_SCRIPT)
+    wrong = FaultScript.from_dict(
+        {
+            "faults": [
+                {
+                    "provider": "shopify",
+                    "endpoint": "webhooks",
+                    "start": 0,
+                    "end": 1,
+                    "chaos": [{"p": 1.0, "kind": "error", "status": 503}],
+                }
+            ]
+        }
+    )
+    with pytest.raises(ConfigurationError, match="webhooks"):
+        check_endpoints(wrong)

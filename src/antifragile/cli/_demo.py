@@ -59,7 +59,7 @@ def demo(
     ] = None,
     quick: Annotated[
         bool,
-        typer.Option("--quick", help="A run of about 15 s: fewer customers, a faster script."),
+        typer.Option("--quick", help="A run of about 10 s: fewer customers, a faster script."),
     ] = False,
     seed: Annotated[
         int | None, typer.Option(help="Seed of the customers and fault draws [default: random].")
@@ -77,10 +77,13 @@ def demo(
 
     Starts the provider sandbox, the service (API and worker, on a temporary SQLite file) and
     simulated customers who go through the intake flow over signed WhatsApp webhooks, while a
-    fault script plays: Shopify down, Resend 429 bursts, HubSpot timing out after acting, a
-    WhatsApp send outage, a worker restart. The same customers and faults hit a naive client
-    (retry at once, no breaker, no idempotency key) on a second sandbox. The report compares
-    the side effects each provider recorded with those expected, and what it cost them.
+    fault script plays: Shopify down, Resend 429 bursts, HubSpot timing out after acting,
+    WhatsApp 5xx and its status webhooks delayed, lost or duplicated, a worker restart. The same
+    customers and faults hit a naive client (retry at once, no breaker, no idempotency key) on a
+    second sandbox. The report compares the side effects each provider recorded with those
+    expected, and what it cost them, and ends with the replies delivered and the dead-letter
+    entries left for an operator (exit status 1 when any reply is missing or any entry is
+    left).
     """
     # imported here: the service and its dependencies load only for the demo
     from antifragile.demo import (
@@ -130,5 +133,5 @@ def demo(
     console.print(summary(result))
     files = write_report(result, report_dir)
     console.print(f"Report written to {files.html} (timeline: {files.png}, data: {files.json})")
-    if not result.exactly_once:
+    if not result.truthful:
         raise typer.Exit(1)

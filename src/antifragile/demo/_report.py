@@ -69,6 +69,30 @@ def verdict(result: DemoResult) -> str:
     return f"Effects do NOT match for: {wrong}."
 
 
+def headline(result: DemoResult) -> str | None:
+    """What is left undone, in one line, or ``None`` when every reply was delivered and
+    nothing waits for an operator (the report shows it above everything else)."""
+    left = []
+    if result.replies_missing:
+        left.append(f"{result.replies_missing} of {result.replies_expected} replies NOT delivered")
+    if result.needs_operator:
+        left.append(f"{result.needs_operator} dead-letter entries need an operator")
+    if not result.exactly_once:
+        left.append("effects NOT exactly once")
+    if result.cap_hit:
+        left.append(f"the drain cap was hit at {result.deadline:g} s with work still waiting")
+    return "; ".join(left) + "." if left else None
+
+
+def closing(result: DemoResult) -> list[str]:
+    """The last lines of the report: replies delivered, missing, entries for an operator."""
+    return [
+        f"replies delivered {result.replies_delivered}/{result.replies_expected}",
+        f"replies missing {result.replies_missing}",
+        f"DLQ entries needing an operator {result.needs_operator}",
+    ]
+
+
 def _mark(ok: bool) -> Text:
     return Text("yes", style="green") if ok else Text("no", style="bold red")
 
@@ -87,16 +111,30 @@ def run_table(result: DemoResult) -> Table:
     rows = [
         ("customers", str(result.config.customers)),
         ("messages in (signed webhooks, 200)", str(result.messages_in)),
-        ("replies out (WhatsApp messages delivered)", str(result.replies_out)),
+        ("replies sent (WhatsApp accepted)", str(result.replies_out)),
+        (
+            "replies delivered (WhatsApp's delivery statuses)",
+            f"{result.replies_delivered}/{result.replies_expected}",
+        ),
+        ("status webhooks of the sends, by fate", _fates(result)),
         ("conversations completed", f"{result.conversations}/{result.config.customers}"),
         ("worker restarts", restarts or "none"),
         ("recovery (last fault window ends)", f"{result.recovery:g} s"),
         ("time to drain after recovery (all done, backlog 0)", _seconds(result.drain_seconds)),
+        ("drain cap (the run waits until)", _cap(result)),
         ("wall time", f"{result.wall_seconds:.1f} s"),
     ]
     for name, value in rows:
         table.add_row(name, value)
     return table
+
+
+def _fates(result: DemoResult) -> str:
+    return ", ".join(f"{k} {v}" for k, v in result.status_webhooks.items()) or "none"
+
+
+def _cap(result: DemoResult) -> str:
+    return f"{result.deadline:g} s" + (" (HIT: work still waiting)" if result.cap_hit else "")
 
 
 def effects_table(result: DemoResult) -> Table:
@@ -173,7 +211,8 @@ def dlq_table(result: DemoResult) -> Table:
         title_justify="left",
         caption="A WhatsApp send whose outcome is unknown (a lost answer, a worker stopped "
         "mid-call) is never sent twice blindly: it waits for WhatsApp's status webhook (10 "
-        "minutes), and only without one waits here to be reconciled.",
+        "minutes in production, a few seconds in the demo), and only without one waits here "
+        "to be reconciled.",
         caption_justify="left",
     )
     for name in ("jobs", "job", "provider", "code", "why (one of them)"):
@@ -201,7 +240,11 @@ def _short(text: str, limit: int = 120) -> str:
 def summary(result: DemoResult) -> RenderableType:
     """Every closing table and the verdict."""
     style = "bold green" if result.exactly_once else "bold red"
-    parts: list[RenderableType] = [
+    parts: list[RenderableType] = []
+    top = headline(result)
+    if top is not None:
+        parts.append(Text(top, style="bold white on red"))
+    parts += [
         run_table(result),
         effects_table(result),
         attempts_table(result),
@@ -209,6 +252,8 @@ def summary(result: DemoResult) -> RenderableType:
     if result.dead_letters:
         parts.append(dlq_table(result))
     parts.append(Text(verdict(result), style=style))
+    for line in closing(result):
+        parts.append(Text(line, style="bold green" if top is None else "bold red"))
     return Group(*parts)
 
 
@@ -472,6 +517,7 @@ h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem}
 table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ddd;padding:.3rem .6rem}
 th{background:#f5f5f5;text-align:left}td.n{text-align:right}
 .ok{color:#2e7d32;font-weight:bold}.bad{color:#c62828;font-weight:bold}
+.headline{background:#c62828;color:#fff;font-weight:bold;font-size:1.2rem;padding:.6rem 1rem}
 .caption{color:#666;font-size:.9rem}img{max-width:100%;height:auto}pre{background:#f7f7f7;padding:1rem}
 """
 
@@ -522,11 +568,14 @@ def report_html(result: DemoResult, svg: str) -> str:
     run_rows: list[list[Any]] = [
         ["customers", result.config.customers],
         ["messages in", result.messages_in],
-        ["replies out", result.replies_out],
+        ["replies sent", result.replies_out],
+        ["replies delivered", f"{result.replies_delivered}/{result.replies_expected}"],
+        ["status webhooks of the sends, by fate", _fates(result)],
         ["conversations completed", result.conversations],
         ["worker restarts", ", ".join(f"{r['at']:g} s" for r in result.restarts) or "none"],
         ["recovery", f"{result.recovery:g} s"],
         ["time to drain after recovery (all done, backlog 0)", _seconds(result.drain_seconds)],
+        ["drain cap (the run waits until)", _cap(result)],
         ["wall time", f"{result.wall_seconds:.1f} s"],
     ]
     dlq_rows = [
@@ -539,10 +588,12 @@ def report_html(result: DemoResult, svg: str) -> str:
     ]
     image = base64.b64encode(svg.encode("utf-8")).decode("ascii")
     klass = "ok" if result.exactly_once else "bad"
+    top = headline(result)
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         "<title>antifragile demo report</title>",
         f"<style>{_CSS}</style></head><body>",
+        f"<p class='headline'>{html.escape(top)}</p>" if top is not None else "",
         "<h1>antifragile demo report</h1>",
         f"<p class='{klass}'>{html.escape(verdict(result))}</p>",
         f"<p class='caption'>fault script “{html.escape(result.config.script.name)}”, "
@@ -566,6 +617,10 @@ def report_html(result: DemoResult, svg: str) -> str:
         "<h2>Fault script</h2>",
         _table(["window", "provider", "endpoint", "from (s)", "to (s)"], windows),
         "<pre>" + html.escape(json.dumps(data["script"], indent=2)) + "</pre>",
+        "<h2>In the end</h2>",
+        f"<ul class='{'bad' if top else 'ok'}' id='closing'>"
+        + "".join(f"<li>{html.escape(line)}</li>" for line in closing(result))
+        + "</ul>",
         "</body></html>",
     ]
     return "\n".join(parts)

@@ -5,9 +5,10 @@ One event loop holds everything but the provider sandbox (a server thread of its
 * the **service** -- :func:`~antifragile.service.create_app` with an
   :class:`~antifragile.service.Assistant` on a temporary SQLite file (or ``--database-url``),
   served by uvicorn on a free local port; its connectors point at the sandbox;
-* its **worker**, a task the run cancels at each of the script's ``worker_restarts`` (the jobs
-  it was running are released and claimed again by the next worker) and starts anew after
-  ``restart_gap`` seconds;
+* its **worker**, stopped at each of the script's ``worker_restarts`` as SIGTERM stops it on a
+  deploy (it claims no more jobs and lets the calls under way finish; jobs it had claimed but
+  not started are released and claimed again by the next worker) and started anew
+  ``restart_gap`` seconds after it stopped;
 * the **customers**: each a phone that sends its messages as signed WhatsApp webhooks, waits
   for the next question to reach the phone (at most ``patience`` seconds), thinks, answers;
 * the **fault script**, set on the sandbox as time windows when the first customer writes;
@@ -17,10 +18,17 @@ One event loop holds everything but the provider sandbox (a server thread of its
   call made directly by plain httpx, retried at once up to five times, with no breaker, no
   idempotency key and no job queue.
 
+The service's sandbox sends WhatsApp's signed **status webhooks** (sent, delivered, read) to the
+service's ``/v1/webhooks/whatsapp``, as the script lets it (delayed, lost, duplicated); a reply
+whose outcome is unknown waits ``echo_window`` seconds for them (production: 10 minutes).
+
 After the last fault window (the *recovery*), the run waits for the backlog to drain -- the
 sessions' sweep, every ten minutes in production, runs every two seconds here -- and then
 counts, from the sandbox's record of accepted side effects, what each provider did per
-customer: expected, recorded, duplicated, missing.
+customer: expected, recorded, duplicated, missing; and, from the sandbox's delivery statuses,
+the replies delivered. Drained means no job waiting (a reply awaiting its echo is a deferred
+job), no status webhook on its way; the run waits for it until the script's end plus the pace's
+``drain_cap`` (reported when hit), so a longer script plays to its end.
 
 Back-offs and breaker timings are scaled down so that an incident plays in seconds; the code
 paths are those of production.
@@ -205,6 +213,15 @@ class DemoResult:
     naive_conversations: int = 0
     recovery: float = 0.0
     drained_at: float | None = None
+    #: the run waited for the drain until this moment at most (the script's end + drain cap)
+    deadline: float = 0.0
+    #: whether the run stopped at its deadline with work still waiting
+    cap_hit: bool = False
+    #: WhatsApp replies the sandbox reported delivered (or read), at most five per customer
+    replies_delivered: int = 0
+    replies_expected: int = 0
+    #: what became of the status webhooks of the WhatsApp sends, by fate (sent, lost, ...)
+    status_webhooks: dict[str, int] = field(default_factory=dict)
     restarts: list[dict[str, Any]] = field(default_factory=list)
     sweeps: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
@@ -216,6 +233,25 @@ class DemoResult:
         if self.drained_at is None:
             return None
         return max(0.0, self.drained_at - self.recovery)
+
+    @property
+    def replies_missing(self) -> int:
+        return max(0, self.replies_expected - self.replies_delivered)
+
+    @property
+    def needs_operator(self) -> int:
+        """Dead-letter entries this run left for an operator."""
+        return len(self.dead_letters)
+
+    @property
+    def truthful(self) -> bool:
+        """Every reply delivered, nothing left for an operator, effects exactly once."""
+        return (
+            self.replies_missing == 0
+            and self.needs_operator == 0
+            and self.exactly_once
+            and not self.cap_hit
+        )
 
     @property
     def exactly_once(self) -> bool:
@@ -233,6 +269,13 @@ class DemoResult:
             "messages_in": self.messages_in,
             "conversations": self.conversations,
             "replies_out": self.replies_out,
+            "replies_expected": self.replies_expected,
+            "replies_delivered": self.replies_delivered,
+            "replies_missing": self.replies_missing,
+            "dlq_needing_operator": self.needs_operator,
+            "status_webhooks": self.status_webhooks,
+            "deadline": round(self.deadline, 3),
+            "cap_hit": self.cap_hit,
             "effects": {p: t.to_dict() for p, t in self.effects.items()},
             "naive": {p: t.to_dict() for p, t in self.naive.items()} if self.naive else None,
             "naive_retries": NAIVE_RETRIES,
@@ -256,7 +299,12 @@ class DemoResult:
 def simulators() -> list[Any]:
     """The providers the intake flow uses; their own limits out of the way of the script."""
     return [
-        WhatsAppSimulator(access_tokens=[WA_TOKEN], phone_number_ids=[PHONE_ID], throughput=10**6),
+        WhatsAppSimulator(
+            access_tokens=[WA_TOKEN],
+            phone_number_ids=[PHONE_ID],
+            throughput=10**6,
+            app_secret=APP_SECRET,
+        ),
         ResendSimulator(api_keys=[RESEND_KEY], rate_limit=10**6),
         ShopifySimulator(access_tokens=[SHOPIFY_TOKEN], bucket_size=10**6),
         HubSpotSimulator(tokens=[HUBSPOT_TOKEN], burst=10**6),
@@ -406,6 +454,25 @@ def tally(
     )
 
 
+#: the final statuses of a WhatsApp message that reached the phone
+DELIVERED = frozenset({"delivered", "read"})
+
+
+def delivered(sandbox: ProviderSandbox, customers: Sequence[Customer]) -> int:
+    """WhatsApp replies the sandbox reports delivered (or read), at most five per customer:
+    a reply sent twice is not two replies delivered."""
+    to = {}
+    for effect in sandbox.effects("whatsapp"):
+        data = effect.data if isinstance(effect.data, dict) else {}
+        to[effect.id] = str(data.get("to", "")).lstrip("+")
+    per_phone: dict[str, int] = {}
+    for status in sandbox.deliveries("whatsapp"):
+        phone = to.get(status.message_id)
+        if phone is not None and status.final in DELIVERED:
+            per_phone[phone] = per_phone.get(phone, 0) + 1
+    return sum(min(REPLIES_PER_CONVERSATION, per_phone.get(c.phone, 0)) for c in customers)
+
+
 def _provider_of(path: str) -> str | None:
     head = path.lstrip("/").partition("/")[0]
     return head if head in PROVIDERS else None
@@ -486,6 +553,7 @@ class DemoRun:
         self._main_counter: _RequestCounter | None = None
         self.url = ""
         self._assistant: Assistant | None = None
+        self._sandbox: ProviderSandbox | None = None
 
     @property
     def counter(self) -> _RequestCounter:
@@ -493,6 +561,13 @@ class DemoRun:
         if self._main_counter is None:
             raise RuntimeError("the run has not started")
         return self._main_counter
+
+    @property
+    def deadline(self) -> float:
+        """When the run stops waiting: the script's end (or the last customer's start) plus
+        the drain cap, and never before the pace's ``max_seconds``."""
+        last = max([self.script.recovery] + [c.arrival for c in self.customers])
+        return max(self.pace.max_seconds, last + self.pace.drain_cap)
 
     def now(self) -> float:
         return asyncio.get_running_loop().time() - self._t0
@@ -510,16 +585,22 @@ class DemoRun:
             poll_interval=0.05,
             lease=5.0,
             heartbeat=1.0,
-            shutdown_grace=0.5,
+            # a restart lets the calls under way finish (as SIGTERM does on a deploy): a send
+            # cut off mid-call has an outcome nobody can know unless its status webhook comes
+            shutdown_grace=self.pace.call_timeout + 1.0,
             seed=self.config.seed,
         )
         self._worker_task = asyncio.create_task(self._worker.run(), name="demo-worker")
 
-    async def _kill_worker(self) -> int:
+    async def _kill_worker(self, *, graceful: bool = False) -> int:
         task, worker = self._worker_task, self._worker
         if task is None or worker is None:
             return 0
         running = worker.running
+        if graceful:
+            worker.stop()  # claims no more; running jobs finish within the grace period
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), worker.shutdown_grace + 2.0)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -529,8 +610,8 @@ class DemoRun:
     async def _restarts(self, assistant: Assistant) -> None:
         for at in self.script.worker_restarts:
             await self._until(at)
-            in_flight = await self._kill_worker()
             self.progress.phase = "worker restarting"
+            in_flight = await self._kill_worker(graceful=True)
             await asyncio.sleep(self.pace.restart_gap)
             self._start_worker(assistant)
             self.progress.restarts += 1
@@ -657,9 +738,11 @@ class DemoRun:
             await asyncio.sleep(SAMPLE_EVERY)
 
     async def _drain(self, assistant: Assistant, customers: asyncio.Future[Any]) -> None:
-        """Wait for the customers, the recovery and an empty backlog (or the time limit)."""
+        """Wait for the customers, the end of the script and an idle service: no job waiting,
+        no reply awaiting its echo, no status webhook on its way (or the drain cap)."""
         last_sweep = -SWEEP_EVERY
-        while self.now() < self.pace.max_seconds:
+        self.result.deadline = deadline = self.deadline
+        while self.now() < deadline:
             t = self.now()
             if t >= self.script.recovery:
                 if self.progress.phase != "worker restarting":
@@ -681,11 +764,15 @@ class DemoRun:
                 self.progress.phase = "running"
             if customers.done() and t >= self.script.recovery and self._worker is not None:
                 counts = await _job_counts(assistant)
-                if not any(counts.get(s, 0) for s in _UNFINISHED):
+                # idle: no job waiting (nor any reply awaiting its echo, a deferred job) and no
+                # status webhook still on its way to the service
+                webhooks_idle = self._sandbox is None or self._sandbox.webhooks.wait_idle(0)
+                if webhooks_idle and not any(counts.get(s, 0) for s in _UNFINISHED):
                     self.result.drained_at = t
                     return
             await asyncio.sleep(0.1)
-        self.progress.phase = "time limit reached"
+        self.progress.phase = "drain cap reached"
+        self.result.cap_hit = True
 
     async def _dead_letters(self, assistant: Assistant) -> list[dict[str, Any]]:
         found: list[Job] = await assistant.jobs.find(
@@ -719,7 +806,11 @@ class DemoRun:
             tempfile.TemporaryDirectory(prefix="antifragile-demo-") as tmp,
         ):
             async with contextlib.AsyncExitStack() as stack:
-                sandbox = await stack.enter_async_context(ProviderSandbox(simulators()))
+                # the service's sandbox reports each WhatsApp send's fate in signed status
+                # webhooks; their retry schedule (minutes) plays a hundred times as fast
+                sandbox = await stack.enter_async_context(
+                    ProviderSandbox(simulators(), time_scale=0.01)
+                )
                 naive_box = (
                     await stack.enter_async_context(ProviderSandbox(simulators()))
                     if config.baseline
@@ -738,9 +829,15 @@ class DemoRun:
                 assistant.replies.job.retry = Retry(
                     attempts=12, backoff=Exponential(pace.backoff, cap=pace.job_backoff_cap)
                 )
+                # a reply whose outcome is unknown waits for its status webhook (production: 10
+                # minutes) for a few seconds here, and looks at its record more often
+                assistant.replies.windows["whatsapp"] = pace.echo_window
+                assistant.replies.poll = pace.echo_poll
                 stack.push_async_callback(assistant.close)
                 self._assistant = assistant
                 await self._serve(stack, assistant, settings)
+                sandbox.webhooks.configure("whatsapp", f"{self.url}/v1/webhooks/whatsapp")
+                self._sandbox = sandbox
                 self._dead_before = (await _job_counts(assistant)).get("dead", 0)
                 self._main_counter = _RequestCounter(sandbox)
                 naive_counter = None if naive_box is None else _RequestCounter(naive_box)
@@ -815,7 +912,7 @@ class DemoRun:
         try:
             await self._drain(assistant, customers)
             if naive is not None:
-                remaining = max(1.0, self.pace.max_seconds - self.now())
+                remaining = max(1.0, self.deadline - self.now())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(naive), remaining)
             self.result.samples.append(await self._sample(assistant, self.counter, naive_counter))
@@ -839,6 +936,12 @@ class DemoRun:
         result.conversations = self.progress.conversations
         result.naive_conversations = self.progress.naive_conversations
         result.replies_out = len(sandbox.effects("whatsapp"))
+        result.replies_expected = REPLIES_PER_CONVERSATION * len(self.customers)
+        result.replies_delivered = delivered(sandbox, self.customers)
+        fates: dict[str, int] = {}
+        for status in sandbox.deliveries("whatsapp"):
+            fates[status.fate] = fates.get(status.fate, 0) + 1
+        result.status_webhooks = dict(sorted(fates.items()))
         result.effects = {
             p: tally(sandbox, self.customers, p, attempts=self.counter.total[p]) for p in PROVIDERS
         }
@@ -865,7 +968,9 @@ async def _job_counts(assistant: Assistant) -> dict[str, int]:
 
 def check_endpoints(script: FaultScript) -> None:
     """A ConfigurationError when a window names an endpoint its provider does not have."""
-    endpoints = {s.name: s.endpoints for s in simulators()}
+    endpoints = {
+        s.name: [*s.endpoints, *(["webhooks"] if s.sends_webhooks else [])] for s in simulators()
+    }
     for window in script.faults:
         known = endpoints[window.provider]
         if window.endpoint != "*" and window.endpoint not in known:

@@ -227,10 +227,25 @@ DEFAULT_SCRIPT = FaultScript.from_dict(
             },
             {
                 "provider": "whatsapp",
-                "label": "WhatsApp send outage",
+                "endpoint": "webhooks",
+                "label": "WhatsApp status webhooks delayed, lost, duplicated",
+                "start": 1.0,
+                "end": 16.0,
+                "chaos": [
+                    {"p": 0.15, "kind": "delayed", "seconds": 2},
+                    {"p": 0.1, "kind": "lost"},
+                    {"p": 0.15, "kind": "duplicated"},
+                ],
+            },
+            {
+                "provider": "whatsapp",
+                "label": "WhatsApp 5xx burst (Graph error body, code 2)",
                 "start": 6.0,
                 "end": 10.0,
-                "chaos": [{"p": 1.0, "kind": "error", "status": 503}],
+                "chaos": [
+                    {"p": 0.8, "kind": "error", "status": 503},
+                    {"p": 0.2, "kind": "error", "status": 500},
+                ],
             },
             {
                 "provider": "resend",
@@ -262,8 +277,11 @@ class Pace:
     job_backoff_cap: float  # longest wait between two attempts of a job
     open_duration: float  # how long a breaker stays open before probing
     restart_gap: float  # how long the worker is down when it restarts
-    max_seconds: float  # the run stops waiting for the drain after this long
+    max_seconds: float  # the least time the run waits for the customers and the drain
     script_scale: float  # the default script is played this many times as fast
+    drain_cap: float = 40.0  # after the script ends, the run waits at most this for the drain
+    echo_window: float = 3.0  # how long a reply whose outcome is unknown waits for its status
+    echo_poll: float = 0.25  # how often such a reply looks at its record again
 
 
 FULL_PACE = Pace(
@@ -293,6 +311,9 @@ QUICK_PACE = Pace(
     restart_gap=0.4,
     max_seconds=45.0,
     script_scale=0.45,
+    drain_cap=30.0,
+    echo_window=2.0,
+    echo_poll=0.2,
 )
 
 _FIRST = (
