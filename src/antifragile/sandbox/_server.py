@@ -110,7 +110,99 @@ def _retry_after_value(seconds: float, http_date: bool) -> str:
     return seconds_text(seconds)
 
 
-class FlakyServer:
+class LoopThread:
+    """A server that runs its own event loop in a background thread: :meth:`start` returns once
+    :meth:`_main` has bound its port (or re-raises why it could not), :meth:`stop` sets
+    ``_stopping`` and joins the thread; :meth:`_main` closes every connection before it
+    returns, so nothing outlives the loop. Usable as a sync or async context manager."""
+
+    #: the background thread's name
+    thread_name = "server"
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+
+    def _start_again(self) -> Self:
+        """What :meth:`start` does when the server runs already (nothing, by default)."""
+        return self
+
+    def start(self) -> Self:
+        """Start serving in a background thread; returns once the port is bound."""
+        if self._thread is not None:
+            return self._start_again()
+        self._ready.clear()
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10.0):  # pragma: no cover - the thread failed to come up
+            raise RuntimeError(f"{type(self).__name__} did not start within 10 s")
+        error, self._startup_error = self._startup_error, None
+        if error is not None:
+            self._thread.join()
+            self._thread = None
+            raise error
+        return self
+
+    def stop(self) -> None:
+        """Stop serving: close every connection (hanging ones included) and join the thread."""
+        thread, loop, stopping = self._thread, self._loop, self._stopping
+        if thread is None:
+            return
+        if loop is not None and stopping is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already ended
+                loop.call_soon_threadsafe(stopping.set)
+        thread.join(10.0)
+        self._thread = None
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._main())
+        except BaseException as exc:  # pragma: no cover - reported to start() when it can be
+            if not self._ready.is_set():
+                self._startup_error = exc
+                self._ready.set()
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+            self._loop = None
+
+    async def _main(self) -> None:
+        """Bind, set ``_ready`` (or ``_startup_error`` then ``_ready``), serve until
+        ``_stopping`` is set, then close every connection."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Self:
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.stop)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+
+class FlakyServer(LoopThread):
     """A local HTTP server on ``127.0.0.1`` (ephemeral port) that fails on cue.
 
     Start and stop it with ``with``, ``async with`` or :meth:`start` / :meth:`stop`. Everything
@@ -138,11 +230,7 @@ class FlakyServer:
         self._queues: dict[str, collections.deque[Fault]] = {}
         self._records: list[RecordedRequest] = []
         self._origin = time.monotonic()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._startup_error: BaseException | None = None
+        super().__init__()
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._connections = 0
@@ -151,58 +239,10 @@ class FlakyServer:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def start(self) -> Self:
-        """Start serving in a background thread; returns once the port is bound."""
-        if self._thread is not None:
-            raise ConfigurationError("this FlakyServer is already running")
-        self._ready.clear()
-        self._thread = threading.Thread(target=self._run, name="flaky-server", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10.0):  # pragma: no cover - the thread failed to come up
-            raise RuntimeError("FlakyServer did not start within 10 s")
-        error, self._startup_error = self._startup_error, None
-        if error is not None:
-            self._thread.join()
-            self._thread = None
-            raise error
-        return self
+    thread_name = "flaky-server"
 
-    def stop(self) -> None:
-        """Stop serving: close every connection (hanging ones included) and join the thread."""
-        thread, loop, stopping = self._thread, self._loop, self._stopping
-        if thread is None:
-            return
-        if loop is not None and stopping is not None:
-            with contextlib.suppress(RuntimeError):  # the loop already ended
-                loop.call_soon_threadsafe(stopping.set)
-        thread.join(10.0)
-        self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> Self:
-        return await asyncio.to_thread(self.start)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await asyncio.to_thread(self.stop)
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None
+    def _start_again(self) -> Self:
+        raise ConfigurationError("this FlakyServer is already running")
 
     @property
     def port(self) -> int:
@@ -284,19 +324,6 @@ class FlakyServer:
         return self.default, None
 
     # -- the server thread ----------------------------------------------------------------------
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        try:
-            loop.run_until_complete(self._main())
-        except BaseException as exc:  # pragma: no cover - reported to start() when it can be
-            if not self._ready.is_set():
-                self._startup_error = exc
-                self._ready.set()
-        finally:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-            self._loop = None
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import email
 import email.policy
 import socket
@@ -40,13 +39,12 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Iterable, Mapping
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from antifragile.errors import ConfigurationError
-from antifragile.sandbox._server import close_server
+from antifragile.sandbox._server import LoopThread, close_server
 from antifragile.sandbox._simulator import Effect, EffectLog
 
 SMTPFault = Literal["tempfail", "throttle", "reject", "disconnect", "ambiguous"]
@@ -128,7 +126,7 @@ class _Handler:
         return "250 2.0.0 OK: queued"
 
 
-class SMTPSandbox:
+class SMTPSandbox(LoopThread):
     """A real SMTP server on ``host`` (a free port unless *port* is given) in a thread."""
 
     def __init__(
@@ -145,55 +143,12 @@ class SMTPSandbox:
         self.log = log if log is not None else EffectLog()
         self._lock = threading.Lock()
         self._script: collections.deque[SMTPFault | None] = collections.deque()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._startup_error: BaseException | None = None
+        super().__init__()
         self._open: set[_Connection] = set()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def start(self) -> Self:
-        """Start serving in a background thread; returns once the port is bound."""
-        if self._thread is not None:
-            return self
-        self._ready.clear()
-        self._thread = threading.Thread(target=self._run, name="smtp-sandbox", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10.0):  # pragma: no cover - the thread failed to come up
-            raise RuntimeError("SMTPSandbox did not start within 10 s")
-        error, self._startup_error = self._startup_error, None
-        if error is not None:
-            self._thread.join()
-            self._thread = None
-            raise error
-        return self
-
-    def stop(self) -> None:
-        """Stop serving: close every connection (mid-message ones included) and join the
-        thread."""
-        thread, loop, stopping = self._thread, self._loop, self._stopping
-        if thread is None:
-            return
-        if loop is not None and stopping is not None:
-            with contextlib.suppress(RuntimeError):  # the loop already ended
-                loop.call_soon_threadsafe(stopping.set)
-        thread.join(10.0)
-        self._thread = None
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        try:
-            loop.run_until_complete(self._main())
-        except BaseException as exc:  # pragma: no cover - reported to start() when it can be
-            if not self._ready.is_set():
-                self._startup_error = exc
-                self._ready.set()
-        finally:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-            self._loop = None
+    thread_name = "smtp-sandbox"
 
     async def _main(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
@@ -229,32 +184,6 @@ class SMTPSandbox:
         for connection in connections:
             connection.abort()
         return [connection.closed for connection in connections]
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> Self:
-        return await asyncio.to_thread(self.start)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await asyncio.to_thread(self.stop)
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None
 
     # -- faults and effects ---------------------------------------------------------------------
 
