@@ -634,6 +634,83 @@ def test_openapi_documents_the_admin_routes(admin: Admin) -> None:
     assert {"AdminBearer", "AdminApiKey"} <= set(schema["components"]["securitySchemes"])
 
 
+def _documented_model(method: str, path: str, status: int) -> Any:
+    for route in admin_router.routes:
+        if isinstance(route, APIRoute) and route.path == path and method in (route.methods or ()):
+            return route.responses[status]["model"]
+    raise AssertionError(f"no route {method} {path}")
+
+
+async def test_every_admin_answer_matches_its_documented_model(admin: Admin) -> None:
+    """Each admin route's real answer validates against the model its OpenAPI ``2xx``
+    documents: the documented schemas describe what the routes send."""
+    task = await admin.backend.tasks.create(type="callback", title="Call the customer back")
+    await admin.backend.flags.set("new_menu", True)
+    calls: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
+        ("GET", "/v1/admin/dlq", "/v1/admin/dlq", None, 200),
+        ("GET", "/v1/admin/dlq/{job_id}", f"/v1/admin/dlq/{admin.charge}", None, 200),
+        ("GET", "/v1/admin/jobs", "/v1/admin/jobs", None, 200),
+        ("GET", "/v1/admin/jobs/stats", "/v1/admin/jobs/stats", None, 200),
+        ("GET", "/v1/admin/jobs/{job_id}", f"/v1/admin/jobs/{admin.done}", None, 200),
+        ("GET", "/v1/admin/messages", "/v1/admin/messages", None, 200),
+        ("GET", "/v1/admin/breakers", "/v1/admin/breakers", None, 200),
+        (
+            "POST",
+            "/v1/admin/breakers/{provider}/{action}",
+            "/v1/admin/breakers/shopify/open",
+            None,
+            200,
+        ),
+        ("GET", "/v1/admin/sessions", "/v1/admin/sessions", None, 200),
+        ("GET", "/v1/admin/tasks", "/v1/admin/tasks", None, 200),
+        ("GET", "/v1/admin/tasks/{task_id}", f"/v1/admin/tasks/{task['id']}", None, 200),
+        (
+            "PATCH",
+            "/v1/admin/tasks/{task_id}",
+            f"/v1/admin/tasks/{task['id']}",
+            {"status": "done"},
+            200,
+        ),
+        ("GET", "/v1/admin/flags", "/v1/admin/flags", None, 200),
+        ("GET", "/v1/admin/flags/{name}", "/v1/admin/flags/new_menu", None, 200),
+        ("PUT", "/v1/admin/flags/{name}", "/v1/admin/flags/new_menu", {"enabled": False}, 200),
+        ("POST", "/v1/admin/api-keys", "/v1/admin/api-keys", {"name": "ci"}, 201),
+        ("GET", "/v1/admin/api-keys", "/v1/admin/api-keys", None, 200),
+        ("GET", "/v1/admin/whoami", "/v1/admin/whoami", None, 200),
+        ("POST", "/v1/admin/dlq/{job_id}/retry", f"/v1/admin/dlq/{admin.charge}/retry", {}, 200),
+        (
+            "POST",
+            "/v1/admin/dlq/{job_id}/resolve",
+            f"/v1/admin/dlq/{admin.notify}/resolve",
+            {"reason": "sent by hand"},
+            200,
+        ),
+        ("POST", "/v1/admin/dlq/retry", "/v1/admin/dlq/retry", {"all": True}, 200),
+        (
+            "POST",
+            "/v1/admin/dlq/resolve",
+            "/v1/admin/dlq/resolve",
+            {"all": True, "reason": "done"},
+            200,
+        ),
+        ("POST", "/v1/admin/dlq/purge", "/v1/admin/dlq/purge", {"older_than": "1w"}, 200),
+    ]
+    checked = 0
+    for method, template, url, body, status in calls:
+        answer = await admin.client.request(method, url, json=body)
+        assert answer.status_code == status, (method, url, answer.text)
+        model = _documented_model(method, template, status)
+        envelope = model.model_validate(answer.json())
+        assert envelope.success is True
+        checked += 1
+    created = await admin.client.get("/v1/admin/api-keys")
+    key_id = created.json()["data"]["items"][0]["id"]
+    revoked = await admin.client.delete(f"/v1/admin/api-keys/{key_id}")
+    model = _documented_model("DELETE", "/v1/admin/api-keys/{key_id}", 200)
+    assert model.model_validate(revoked.json()).data.active is False
+    assert checked == len(calls)
+
+
 # -- outbound replies -----------------------------------------------------------------------------
 
 REPLY_TEXT = "Your table for two is booked at 8pm"

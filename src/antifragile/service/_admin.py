@@ -66,6 +66,31 @@ from antifragile.policies import CircuitBreaker
 from antifragile.service._auth import Principal, admin_auth_for, require_admin
 from antifragile.service._envelope import ApiError, error_responses, ok
 from antifragile.service._limits import limit_by_ip
+from antifragile.service._schemas import (
+    ApiKeyList,
+    ApiKeyView,
+    BreakerView,
+    FlagView,
+    Identity,
+    JobPage,
+    JobView,
+    MarkedSent,
+    MessagePage,
+    MessageView,
+    NewApiKeyView,
+    Purged,
+    QueueStats,
+    Resolved,
+    ResolvedOne,
+    Retried,
+    RetriedOne,
+    SessionList,
+    SessionReset,
+    SessionView,
+    TaskList,
+    TaskView,
+    answers,
+)
 
 # -- views ----------------------------------------------------------------------------------------
 
@@ -398,7 +423,9 @@ router = APIRouter(
 # -- the dead-letter queue ----------------------------------------------------------------------
 
 
-@router.get("/dlq", summary="List dead jobs")
+@router.get(
+    "/dlq", summary="List dead jobs", responses=answers(JobPage, "Dead jobs, most recent first")
+)
 async def list_dead(
     request: Request,
     queue: str | None = None,
@@ -416,7 +443,11 @@ async def list_dead(
     return ok({"items": [job_view(job) for job in found], "limit": limit, "offset": offset})
 
 
-@router.post("/dlq/retry", summary="Redrive dead jobs by ids or filter")
+@router.post(
+    "/dlq/retry",
+    summary="Redrive dead jobs by ids or filter",
+    responses=answers(Retried, "How many jobs were redriven"),
+)
 async def retry_dead(request: Request, body: RetryBody) -> JSONResponse:
     """Send the dead jobs named back to the queue (attempts counted again, history kept)."""
     jobs = _jobs(request)
@@ -447,7 +478,11 @@ async def _wait_again(request: Request, dead: list[Job]) -> None:
             await replies.wait_again(message_id)
 
 
-@router.post("/dlq/resolve", summary="Resolve dead jobs by ids or filter")
+@router.post(
+    "/dlq/resolve",
+    summary="Resolve dead jobs by ids or filter",
+    responses=answers(Resolved, "How many jobs were resolved"),
+)
 async def resolve_dead(request: Request, body: ResolveBody) -> JSONResponse:
     """Close the dead jobs named, with a reason."""
     jobs = _jobs(request)
@@ -463,7 +498,11 @@ async def resolve_dead(request: Request, body: ResolveBody) -> JSONResponse:
     return ok({"resolved": count})
 
 
-@router.post("/dlq/purge", summary="Delete old dead and resolved jobs")
+@router.post(
+    "/dlq/purge",
+    summary="Delete old dead and resolved jobs",
+    responses=answers(Purged, "How many jobs were deleted"),
+)
 async def purge_dead(request: Request, body: PurgeBody) -> JSONResponse:
     """Delete dead (unless ``resolved_only``) and resolved jobs older than ``older_than``."""
     jobs = _jobs(request)
@@ -476,7 +515,11 @@ async def purge_dead(request: Request, body: PurgeBody) -> JSONResponse:
     return ok({"purged": count})
 
 
-@router.get("/dlq/{job_id}", summary="Show one dead job")
+@router.get(
+    "/dlq/{job_id}",
+    summary="Show one dead job",
+    responses=answers(JobView, "The dead job with every attempt"),
+)
 async def show_dead(request: Request, job_id: JobId) -> JSONResponse:
     """One dead (or resolved) job with its redacted payload and every attempt; a
     ``replies.send`` job also shows its ``message`` (number masked, text, delivery status)."""
@@ -499,7 +542,11 @@ async def _with_message(request: Request, job: Job) -> dict[str, Any]:
     return view
 
 
-@router.post("/dlq/{job_id}/retry", summary="Redrive one dead job")
+@router.post(
+    "/dlq/{job_id}/retry",
+    summary="Redrive one dead job",
+    responses=answers(RetriedOne, "The job, back in the queue"),
+)
 async def retry_one(
     request: Request,
     job_id: JobId,
@@ -529,8 +576,13 @@ async def retry_one(
     return ok({"retried": count, "job": None if after is None else job_view(after)})
 
 
-@router.post("/dlq/{job_id}/resolve", summary="Resolve one dead job")
+@router.post(
+    "/dlq/{job_id}/resolve",
+    summary="Resolve one dead job",
+    responses=answers(ResolvedOne, "The job, resolved"),
+)
 async def resolve_one(request: Request, job_id: JobId, body: ResolveOne) -> JSONResponse:
+    """Close the dead job with a ``reason`` (it stays listed with ``include_resolved``)."""
     jobs = _jobs(request)
     await _dead(jobs, job_id)
     if not body.reason.strip():
@@ -540,7 +592,11 @@ async def resolve_one(request: Request, job_id: JobId, body: ResolveOne) -> JSON
     return ok({"resolved": count, "job": None if job is None else job_view(job)})
 
 
-@router.post("/dlq/{job_id}/mark-sent", summary="Close a dead reply as sent by the operator")
+@router.post(
+    "/dlq/{job_id}/mark-sent",
+    summary="Close a dead reply as sent by the operator",
+    responses=answers(MarkedSent, "The job resolved and its reply marked sent"),
+)
 async def mark_sent(
     request: Request,
     job_id: JobId,
@@ -572,7 +628,11 @@ async def mark_sent(
 # -- outbound messages ----------------------------------------------------------------------------
 
 
-@router.get("/messages", summary="List outbound replies with their delivery status")
+@router.get(
+    "/messages",
+    summary="List outbound replies with their delivery status",
+    responses=answers(MessagePage, "Replies, most recent first"),
+)
 async def list_messages(
     request: Request,
     status: str | None = None,
@@ -595,7 +655,11 @@ async def list_messages(
     return ok({"items": items, "limit": limit, "offset": offset})
 
 
-@router.get("/messages/{message_id}", summary="Show one outbound reply")
+@router.get(
+    "/messages/{message_id}",
+    summary="Show one outbound reply",
+    responses=answers(MessageView, "The reply"),
+)
 async def show_message(request: Request, message_id: JobId) -> JSONResponse:
     """One reply: number masked, its text, job status flag, delivery status and times,
     provider message id, and any operator action on it."""
@@ -608,7 +672,9 @@ async def show_message(request: Request, message_id: JobId) -> JSONResponse:
 # -- jobs -----------------------------------------------------------------------------------------
 
 
-@router.get("/jobs", summary="List jobs")
+@router.get(
+    "/jobs", summary="List jobs", responses=answers(JobPage, "Jobs, most recently changed first")
+)
 async def list_jobs(
     request: Request,
     state: Annotated[list[JobState] | None, Query()] = None,
@@ -624,7 +690,11 @@ async def list_jobs(
     return ok({"items": [job_view(job) for job in found], "limit": limit, "offset": offset})
 
 
-@router.get("/jobs/stats", summary="Queue depth and lag")
+@router.get(
+    "/jobs/stats",
+    summary="Queue depth and lag",
+    responses=answers(list[QueueStats], "One entry per queue"),
+)
 async def job_stats(request: Request) -> JSONResponse:
     """Jobs per state and the age of the oldest ready job, per queue."""
     jobs = _jobs(request)
@@ -645,8 +715,14 @@ async def job_stats(request: Request) -> JSONResponse:
     )
 
 
-@router.get("/jobs/{job_id}", summary="Show one job")
+@router.get(
+    "/jobs/{job_id}",
+    summary="Show one job",
+    responses=answers(JobView, "The job with every attempt"),
+)
 async def show_job(request: Request, job_id: JobId) -> JSONResponse:
+    """One job in any state, with its redacted payload and every attempt; a ``replies.send``
+    job also shows its ``message``."""
     job = await _jobs(request).get(job_id)
     if job is None:
         raise _not_found(f"no job with id {job_id!r}")
@@ -665,8 +741,13 @@ def _breakers(request: Request) -> dict[str, CircuitBreaker]:
     return dict(found or {})
 
 
-@router.get("/breakers", summary="Circuit breaker state per provider")
+@router.get(
+    "/breakers",
+    summary="Circuit breaker state per provider",
+    responses=answers(dict[str, BreakerView], "Breakers by provider"),
+)
 async def list_breakers(request: Request) -> JSONResponse:
+    """Each provider's breaker as judged now: state, window counts and failure rate."""
     views = await fresh_breaker_views(_breakers(request))
     return ok({view["provider"]: view for view in views})
 
@@ -684,7 +765,11 @@ async def _force(breaker: CircuitBreaker, action: BreakerAction) -> None:
         breaker.reset()
 
 
-@router.post("/breakers/{provider}/{action}", summary="Force a breaker open, closed, or reset it")
+@router.post(
+    "/breakers/{provider}/{action}",
+    summary="Force a breaker open, closed, or reset it",
+    responses=answers(BreakerView, "The breaker after the change"),
+)
 async def force_breaker(request: Request, provider: str, action: BreakerAction) -> JSONResponse:
     """``open``: reject every call to the provider until reset; ``close``: let every call
     through and record nothing (forced closed) until reset; ``reset``: closed, window
@@ -700,7 +785,11 @@ async def force_breaker(request: Request, provider: str, action: BreakerAction) 
 # -- sessions -------------------------------------------------------------------------------------
 
 
-@router.get("/sessions", summary="List conversation sessions")
+@router.get(
+    "/sessions",
+    summary="List conversation sessions",
+    responses=answers(SessionList, "Sessions, phones masked"),
+)
 async def list_sessions(
     request: Request,
     tenant_id: str | None = None,
@@ -716,7 +805,11 @@ async def list_sessions(
     return ok({"items": [mask_personal(_dump(item)) for item in found]})
 
 
-@router.get("/sessions/{key}", summary="Show one session")
+@router.get(
+    "/sessions/{key}",
+    summary="Show one session",
+    responses=answers(SessionView, "The session, personal data masked"),
+)
 async def show_session(request: Request, key: str) -> JSONResponse:
     """One session: its answers with phones and emails masked; the recent messages left out."""
     session = await _part(request, "sessions").get(key)
@@ -728,8 +821,13 @@ async def show_session(request: Request, key: str) -> JSONResponse:
     return ok(mask_personal(record))
 
 
-@router.post("/sessions/{key}/reset", summary="Forget a session")
+@router.post(
+    "/sessions/{key}/reset",
+    summary="Forget a session",
+    responses=answers(SessionReset, "The session is forgotten"),
+)
 async def reset_session(request: Request, key: str) -> JSONResponse:
+    """Forget the session: the contact's next message starts the flow afresh."""
     sessions = _part(request, "sessions")
     if await sessions.get(key) is None:
         raise _not_found(f"no session {key!r}")
@@ -740,24 +838,31 @@ async def reset_session(request: Request, key: str) -> JSONResponse:
 # -- tasks ----------------------------------------------------------------------------------------
 
 
-@router.get("/tasks", summary="List tasks")
+@router.get("/tasks", summary="List tasks", responses=answers(TaskList, "Tasks, newest first"))
 async def list_tasks(
     request: Request, status: str | None = None, limit: Limit = 100
 ) -> JSONResponse:
+    """Tasks for a person (``status``: open, done or cancelled), newest first."""
     found = await _part(request, "tasks").list(status=status, limit=limit)
     return ok({"items": [mask_personal(_dump(item)) for item in found]})
 
 
-@router.get("/tasks/{task_id}", summary="Show one task")
+@router.get("/tasks/{task_id}", summary="Show one task", responses=answers(TaskView, "The task"))
 async def show_task(request: Request, task_id: str) -> JSONResponse:
+    """One task, personal data masked."""
     task = await _part(request, "tasks").get(task_id)
     if task is None:
         raise _not_found(f"no task {task_id!r}")
     return ok(mask_personal(_dump(task)))
 
 
-@router.patch("/tasks/{task_id}", summary="Change a task's status, assignee, priority or due date")
+@router.patch(
+    "/tasks/{task_id}",
+    summary="Change a task's status, assignee, priority or due date",
+    responses=answers(TaskView, "The task after the change"),
+)
 async def update_task(request: Request, task_id: str, body: TaskChanges) -> JSONResponse:
+    """Change the fields given (status, assignee, priority, due); the others stay."""
     tasks = _part(request, "tasks")
     changes = body.model_dump(exclude_unset=True)
     if not changes:
@@ -792,13 +897,19 @@ def _flag_name(name: str) -> str:
         raise _bad(exc) from None
 
 
-@router.get("/flags", summary="Feature flags")
+@router.get(
+    "/flags",
+    summary="Feature flags",
+    responses=answers(dict[str, bool], "Every known flag with its value"),
+)
 async def list_flags(request: Request) -> JSONResponse:
+    """Every known feature flag (defaults and stored values) with its value."""
     return ok(await _flags(request).all())
 
 
-@router.get("/flags/{name}", summary="One feature flag")
+@router.get("/flags/{name}", summary="One feature flag", responses=answers(FlagView, "The flag"))
 async def show_flag(request: Request, name: str) -> JSONResponse:
+    """One flag: its value now and its default."""
     flags = _flags(request)
     _flag_name(name)
     return ok(
@@ -806,8 +917,13 @@ async def show_flag(request: Request, name: str) -> JSONResponse:
     )
 
 
-@router.put("/flags/{name}", summary="Turn a feature flag on or off")
+@router.put(
+    "/flags/{name}",
+    summary="Turn a feature flag on or off",
+    responses=answers(FlagView, "The flag after the change"),
+)
 async def set_flag(request: Request, name: str, body: FlagBody) -> JSONResponse:
+    """Store the flag's value; every process sees it within its cache time."""
     flags = _flags(request)
     _flag_name(name)
     await flags.set(name, body.enabled)
@@ -817,7 +933,12 @@ async def set_flag(request: Request, name: str, body: FlagBody) -> JSONResponse:
 # -- API keys -------------------------------------------------------------------------------------
 
 
-@router.post("/api-keys", summary="Create an admin API key", status_code=201)
+@router.post(
+    "/api-keys",
+    summary="Create an admin API key",
+    status_code=201,
+    responses=answers(NewApiKeyView, "The new key, with its plaintext (shown once)", status=201),
+)
 async def create_key(request: Request, body: NewKeyBody) -> JSONResponse:
     """The key's plaintext is in this response only: store it now."""
     try:
@@ -827,22 +948,37 @@ async def create_key(request: Request, body: NewKeyBody) -> JSONResponse:
     return ok({**created.info.to_json(), "key": created.key}, status=201)
 
 
-@router.get("/api-keys", summary="List admin API keys (no secrets)")
+@router.get(
+    "/api-keys",
+    summary="List admin API keys (no secrets)",
+    responses=answers(ApiKeyList, "The keys, without secrets"),
+)
 async def list_keys(request: Request, include_revoked: bool = True) -> JSONResponse:
+    """Stored admin API keys: id, name, when created and revoked; never a secret."""
     keys = await admin_auth_for(request).keys.list(include_revoked=include_revoked)
     return ok({"items": [info.to_json() for info in keys]})
 
 
-@router.delete("/api-keys/{key_id}", summary="Revoke an admin API key")
+@router.delete(
+    "/api-keys/{key_id}",
+    summary="Revoke an admin API key",
+    responses=answers(ApiKeyView, "The key, revoked"),
+)
 async def revoke_key(request: Request, key_id: str) -> JSONResponse:
+    """Revoke the key: it and the dashboard sessions it opened stop working at once."""
     revoked = await admin_auth_for(request).keys.revoke(key_id)
     if revoked is None:
         raise _not_found(f"no API key {key_id!r}")
     return ok(revoked.to_json())
 
 
-@router.get("/whoami", summary="The caller's identity")
+@router.get(
+    "/whoami",
+    summary="The caller's identity",
+    responses=answers(Identity, "Who the credential belongs to"),
+)
 async def whoami(principal: Annotated[Principal, Depends(require_admin)]) -> JSONResponse:
+    """The kind, subject and name of the credential that made this request."""
     return ok({"kind": principal.kind, "subject": principal.subject, "name": principal.name})
 
 

@@ -21,6 +21,7 @@ from antifragile.inbound import Channel, EventKind, InboundEvent
 from antifragile.service._auth import require_admin
 from antifragile.service._envelope import ApiError, error_responses, ok, request_id
 from antifragile.service._limits import limit_by_ip
+from antifragile.service._schemas import AIAccepted, answers
 
 
 class AIResult(BaseModel):
@@ -70,6 +71,7 @@ router = APIRouter(
     "/ai-results",
     summary="Process a message an AI service has classified",
     status_code=202,
+    responses=answers(AIAccepted, "Recorded (or a duplicate) and queued for processing", 202),
 )
 async def post_ai_result(request: Request, body: AIResult) -> JSONResponse:
     """Record the message (deduplicated by ``message_id``) and process it with the posted

@@ -18,6 +18,7 @@ from antifragile.inbound._alerts import CONDITIONS, AlertConfig, Alerts
 from antifragile.service._auth import require_admin
 from antifragile.service._envelope import ApiError, error_responses, ok
 from antifragile.service._limits import limit_by_ip
+from antifragile.service._schemas import AlertsView, answers
 from antifragile.service._settings import Settings
 
 
@@ -50,12 +51,18 @@ def _alerts(request: Request) -> Alerts:
     return alerts
 
 
-@router.get("/alerts", summary="Alert records: state, last fired and resolved")
+@router.get(
+    "/alerts",
+    summary="Alert records: state, last fired and resolved",
+    responses=answers(AlertsView, "The alert records and the alert settings"),
+)
 async def list_alerts(
     request: Request,
     condition: Annotated[str | None, Query(description="only this condition")] = None,
     state: Annotated[str | None, Query(description="firing or resolved")] = None,
 ) -> JSONResponse:
+    """One record per condition and subject (``firing`` or ``resolved``, when it last fired
+    and resolved), with the channels, window and thresholds alerts are sent with."""
     if condition is not None and condition not in CONDITIONS:
         raise ApiError(
             400, ErrorCode.VALIDATION, f"condition must be one of {', '.join(CONDITIONS)}"

@@ -33,6 +33,7 @@ from antifragile.policies import SYSTEM_CLOCK, Clock
 from antifragile.service._admin import admin_router
 from antifragile.service._ai import router as ai_router
 from antifragile.service._alerts_api import alerts_router
+from antifragile.service._api_docs import api_docs_router
 from antifragile.service._dashboard import dashboard_router
 from antifragile.service._envelope import RequestContextMiddleware, install_error_handlers
 from antifragile.service._health import health_router
@@ -144,6 +145,8 @@ def create_app(
         version=antifragile.__version__,
         summary="Keeps conversations and integrations working when providers fail.",
         lifespan=lifespan,
+        docs_url=None,  # /docs is rendered from the package (_api_docs), never from a CDN
+        redoc_url=None,
     )
     app.state.service = state
     app.state.settings = settings
@@ -168,6 +171,8 @@ def create_app(
     app.include_router(alerts_router)
     app.include_router(dashboard_router)
     app.include_router(ai_router)
+    if settings.api_docs:
+        app.include_router(api_docs_router)
     for router in routers:
         app.include_router(router)
     _document_errors(app)

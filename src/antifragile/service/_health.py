@@ -30,6 +30,7 @@ from antifragile.errors import ErrorCode, ErrorEnvelope, SuccessEnvelope
 from antifragile.observability import current_request_id
 from antifragile.policies import CircuitBreaker, CircuitState
 from antifragile.service._envelope import duration_ms, error_responses, ok
+from antifragile.service._schemas import Readiness
 from antifragile.service._state import ServiceState
 
 _log = logging.getLogger("antifragile.service")
@@ -137,6 +138,8 @@ def health_router(state: ServiceState, *, timeout: float = DEFAULT_CHECK_TIMEOUT
         },
     )
     async def health() -> JSONResponse:
+        """``healthy``, ``degraded`` (a breaker open, Redis down) or ``unhealthy`` (the
+        database does not answer: ``503``), with the version, uptime and each dependency."""
         report = await health_report(state, within=timeout)
         if report["status"] != "unhealthy":
             return ok(report)
@@ -158,11 +161,16 @@ def health_router(state: ServiceState, *, timeout: float = DEFAULT_CHECK_TIMEOUT
         "/ready",
         summary="Whether the service has started and can record events",
         responses={
-            200: {"description": "Ready: `data.ready` is true"},
+            200: {
+                "model": SuccessEnvelope[Readiness],
+                "description": "Ready: `data.ready` is true",
+            },
             **error_responses(500, 503),
         },
     )
     async def ready() -> JSONResponse:
+        """``200`` once the service has started and its database answers, else a retryable
+        ``503`` (a load balancer's readiness check)."""
         if not state.ready:
             message = "the service is starting or stopping"
         elif await _ping(_database_store(state), timeout) != "up":

@@ -110,6 +110,9 @@ class Settings(BaseModel):
     alert_error_rate: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.5
     alert_window: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 900.0
 
+    #: the API reference at /docs, rendered from the package (off: no /docs page)
+    api_docs: bool = True
+
     #: the raw tables of the config file
     service: dict[str, Any] = {}
     tenants: dict[str, Tenant] = {}
@@ -301,6 +304,7 @@ _FIELDS: dict[str, _Field] = {
     "inbound_sender_rate": _Field("ANTIFRAGILE_INBOUND_SENDER_RATE", parse_rate),
     "worker_concurrency": _Field("ANTIFRAGILE_WORKER_CONCURRENCY", _positive_int),
     "alert_slack": _Field("ANTIFRAGILE_ALERT_SLACK", _switch),
+    "api_docs": _Field("ANTIFRAGILE_API_DOCS", _switch),
     "alert_email": _Field("ANTIFRAGILE_ALERT_EMAIL", _secrets, True),
     "alert_dlq_threshold": _Field("ANTIFRAGILE_ALERT_DLQ_THRESHOLD", _positive_int),
     "alert_error_rate": _Field("ANTIFRAGILE_ALERT_ERROR_RATE", _fraction),

@@ -99,6 +99,12 @@ _CALCOM_SIGNATURE = (CALCOM_SIGNATURE.lower().encode(),)
 _HUBSPOT_SIGNATURE = (HUBSPOT_SIGNATURE.lower().encode(),)
 
 
+class TwimlResponse(Response):
+    """Twilio's answer: TwiML (documented as ``text/xml``, not JSON)."""
+
+    media_type = "text/xml"
+
+
 class WebhookResult(BaseModel):
     received: int
     recorded: list[str]
@@ -552,6 +558,7 @@ def webhooks_router(handlers: WebhookHandlers) -> APIRouter:
     @router.post(
         "/twilio",
         summary="Twilio messaging webhook",
+        response_class=TwimlResponse,
         responses={
             200: {"content": {"text/xml": {}}, "description": "Recorded: an empty TwiML answer"},
             **_ERRORS,
