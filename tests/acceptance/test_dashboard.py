@@ -30,7 +30,8 @@ from antifragile.policies import Retry
 from antifragile.sandbox import whatsapp_text_message
 from antifragile.service import Settings, create_app
 from antifragile.service._assistant import Assistant
-from antifragile.service._dashboard import COOKIE, mask_text
+from antifragile.service._dashboard import COOKIE
+from antifragile.service._dashboard_views import mask_text
 from tests._service_standin import running_server
 from tests.conftest import IN_CI
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from typing import Annotated, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -54,23 +53,35 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from antifragile.errors import ErrorCode
 from antifragile.inbound._replies import SEND_JOB, Replies
-from antifragile.jobs import DeadLetterFilter, JobFilter, Jobs
-from antifragile.observability._redaction import mask_email, mask_phone
+from antifragile.jobs import DeadLetterFilter, JobFilter, Jobs, JobState
 from antifragile.service._admin import (
     MarkSentBody,
+    ResolveBody,
     ResolveOne,
+    RetryBody,
     RetryOneForce,
     fresh_breaker_views,
     job_view,
     mask_personal,
     message_view,
+    resolve_dead,
     resolve_one,
+    retry_dead,
     retry_one,
 )
 from antifragile.service._admin import (
     mark_sent as mark_sent_one,
 )
 from antifragile.service._auth import AdminAuth, Principal, admin_auth_for
+from antifragile.service._dashboard_views import (
+    conversation,
+    graphs,
+    job_page,
+    mask_text,
+    recent_activity,
+    task_rows,
+    worker_rows,
+)
 from antifragile.service._envelope import ApiError
 from antifragile.service._limits import limit_by_ip
 from antifragile.stores import KeyValueStore
@@ -112,6 +123,9 @@ _NOTICES = {
     "gone": "That job is no longer in the dead-letter queue.",
     "stale": "The form was stale; try again.",
     "invalid": "Give a reason to resolve a job.",
+    "none": "Tick at least one job first.",
+    "bulk_retried": "The selected jobs are back in the queue.",
+    "bulk_resolved": "The selected jobs are resolved.",
 }
 _FILTERS = ("queue", "provider", "error_code")
 _INTEGRATIONS = ("email", "shopify", "hubspot", "slack")
@@ -166,25 +180,6 @@ def _html(template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
 
 def _redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303, headers=_SECURITY_HEADERS)
-
-
-# -- masking --------------------------------------------------------------------------------------
-
-_EMAIL_IN_TEXT = re.compile(r"[^\s@<>\"'(),;:]+@[^\s@<>\"'(),;:]+\.[A-Za-z]{2,}")
-_PHONE_IN_TEXT = re.compile(r"(?<![\w+])\+?\d[\d\s().-]{5,18}\d(?!\w)")
-
-
-def mask_text(text: str | None) -> str:
-    """Free text (an error message) with email addresses and phone numbers inside it masked."""
-    if not text:
-        return ""
-    masked = _EMAIL_IN_TEXT.sub(lambda m: mask_email(m.group(0)), text)
-
-    def phone(match: re.Match[str]) -> str:
-        found = match.group(0)
-        return mask_phone(found) if sum(c.isdigit() for c in found) >= 7 else found
-
-    return _PHONE_IN_TEXT.sub(phone, masked)
 
 
 def _compact(value: Any, limit: int = 160) -> str:
@@ -336,6 +331,11 @@ async def _open_session(request: Request, principal: Principal) -> tuple[str, fl
 
 async def _form(request: Request) -> dict[str, str]:
     """The request's URL-encoded form (bounded; the last value of a repeated field wins)."""
+    return dict(await _form_pairs(request))
+
+
+async def _form_pairs(request: Request, fields: int = 20) -> list[tuple[str, str]]:
+    """The request's URL-encoded form as (name, value) pairs, at most *fields* of them."""
     content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if content_type not in ("", "application/x-www-form-urlencoded"):
         raise ApiError(
@@ -347,10 +347,9 @@ async def _form(request: Request) -> dict[str, str]:
         if len(body) > MAX_FORM_BYTES:
             raise ApiError(413, ErrorCode.PAYLOAD_TOO_LARGE, "the form is too large")
     try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
+        return parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=fields)
     except (UnicodeDecodeError, ValueError):
         raise ApiError(400, ErrorCode.BAD_REQUEST, "the form could not be read") from None
-    return dict(pairs)
 
 
 def _check_origin(request: Request) -> None:
@@ -377,7 +376,11 @@ def _wants_json(request: Request) -> bool:
     return "application/json" in request.headers.get("accept", "")
 
 
-def _back(form: Mapping[str, str], notice: str) -> RedirectResponse:
+def _back(form: Mapping[str, str], notice: str, job_id: str | None = None) -> RedirectResponse:
+    """Back to the page the form was on: the job's page (form field ``back=job``), else the
+    dashboard with its filters."""
+    if job_id is not None and form.get("back") == "job":
+        return _redirect(f"/dashboard/jobs/{quote(job_id, safe='')}?notice={notice}")
     query = {name: form[name] for name in _FILTERS if form.get(name)}
     query["notice"] = notice
     return _redirect("/dashboard?" + urlencode(query))
@@ -410,6 +413,7 @@ def _session_row(record: Mapping[str, Any]) -> dict[str, Any]:
     safe = mask_personal(dict(record))
     return {
         "key": str(safe.get("key") or "")[-12:],
+        "full_key": str(record.get("key") or ""),
         "tenant": safe.get("tenant_id") or "",
         "flow": safe.get("flow") or "",
         "channel": safe.get("channel") or "",
@@ -467,8 +471,13 @@ async def _panels(request: Request, filters: Mapping[str, str]) -> dict[str, Any
     sessions: Sequence[Mapping[str, Any]] = []
     if sessions_part is not None:
         sessions = await sessions_part.list(limit=SESSION_ROWS)
+    ready = [entry.oldest_ready_at for entry in stats if entry.oldest_ready_at is not None]
+    found = await recent_activity(jobs, now=now, oldest_ready_at=min(ready, default=None))
     return {
         "now": now,
+        "graphs": graphs(found),
+        "workers": await worker_rows(jobs, now=now),
+        "tasks": await task_rows(getattr(assistant, "tasks", None)),
         "filters": filters,
         "breakers": await fresh_breaker_views(breakers),
         "queues": queues,
@@ -611,8 +620,8 @@ async def retry(request: Request, session: Session, job_id: JobId) -> Response:
     except ApiError as exc:
         if _wants_json(request) or exc.status not in (404, 409):
             raise
-        return _back(form, "gone" if exc.status == 404 else "refused")
-    return answer if _wants_json(request) else _back(form, "retried")
+        return _back(form, "gone" if exc.status == 404 else "refused", job_id)
+    return answer if _wants_json(request) else _back(form, "retried", job_id)
 
 
 @router.post("/dlq/{job_id}/mark-sent")
@@ -626,8 +635,8 @@ async def mark_sent(request: Request, session: Session, job_id: JobId) -> Respon
     except ApiError as exc:
         if _wants_json(request) or exc.status not in (404, 409):
             raise
-        return _back(form, "gone" if exc.status == 404 else "refused")
-    return answer if _wants_json(request) else _back(form, "marked")
+        return _back(form, "gone" if exc.status == 404 else "refused", job_id)
+    return answer if _wants_json(request) else _back(form, "marked", job_id)
 
 
 @router.post("/dlq/{job_id}/resolve")
@@ -639,14 +648,117 @@ async def resolve(request: Request, session: Session, job_id: JobId) -> Response
     if not reason or len(reason) > 1000:
         if _wants_json(request):
             raise ApiError(400, ErrorCode.VALIDATION, "reason: say why this job is closed")
-        return _back(form, "invalid")
+        return _back(form, "invalid", job_id)
     try:
         answer = await resolve_one(request, job_id, ResolveOne(reason=reason))
     except ApiError as exc:
         if _wants_json(request) or exc.status != 404:
             raise
-        return _back(form, "gone")
-    return answer if _wants_json(request) else _back(form, "resolved")
+        return _back(form, "gone", job_id)
+    return answer if _wants_json(request) else _back(form, "resolved", job_id)
+
+
+async def _page_session(request: Request) -> DashboardSession | Response:
+    session = await current_session(request)
+    if session is None:
+        return _redirect("/dashboard/login")
+    return session
+
+
+@router.get("/jobs/{job_id}")
+async def job_detail(
+    request: Request, job_id: JobId, notice: Annotated[str | None, Query(max_length=20)] = None
+) -> Response:
+    """One job: its state, masked payload and result, every attempt with its error, and the
+    actions that apply (retry, resolve, mark as sent)."""
+    session = await _page_session(request)
+    if not isinstance(session, DashboardSession):
+        return session
+    jobs = _jobs(request)
+    job = await jobs.get(job_id)
+    if job is None:
+        return _html(
+            "dashboard_missing.html", status=404, session=session, what=f"job {job_id[-10:]}"
+        )
+    message = None
+    replies = getattr(_assistant(request), "replies", None)
+    payload = job.payload if isinstance(job.payload, dict) else {}
+    if isinstance(replies, Replies) and job.name == SEND_JOB:
+        record = await replies.get(str(payload.get("message_id") or ""))
+        message = None if record is None else message_view(record)
+    return _html(
+        "dashboard_job.html",
+        session=session,
+        notice=_NOTICES.get(notice or "", ""),
+        now=_now(request),
+        **job_page(job, message),
+    )
+
+
+@router.get("/sessions/{key}")
+async def conversation_page(
+    request: Request, key: Annotated[str, Path(min_length=1, max_length=200)]
+) -> Response:
+    """One customer's conversation: their messages and the replies sent to them, with each
+    reply's delivery status; numbers, emails and phone numbers in texts masked."""
+    session = await current_session(request)
+    if session is None:
+        return _redirect("/dashboard/login")
+    sessions = getattr(_assistant(request), "sessions", None)
+    record = None if sessions is None else await sessions.get(key)
+    if record is None:
+        return _html("dashboard_missing.html", status=404, session=session, what="session")
+    raw = record.to_json() if hasattr(record, "to_json") else dict(record)
+    replies = getattr(_assistant(request), "replies", None)
+    turns = await conversation(
+        _jobs(request), replies if isinstance(replies, Replies) else None, raw
+    )
+    return _html(
+        "dashboard_conversation.html",
+        session=session,
+        customer=_session_row(raw),
+        turns=turns,
+        now=_now(request),
+    )
+
+
+_BULK_ACTIONS = ("retry", "resolve")
+
+
+@router.post("/dlq/bulk")
+async def bulk(request: Request, session: Session) -> Response:
+    """Retry or resolve the dead jobs ticked in the table (form fields ``action``, ``id``
+    repeated, ``reason`` to resolve). The first post answers a confirmation page listing the
+    jobs; that page's post (``confirm=1``) acts, through the admin API's
+    ``POST /v1/admin/dlq/retry`` and ``POST /v1/admin/dlq/resolve``."""
+    pairs = await _form_pairs(request, fields=DLQ_ROWS + 20)
+    form = dict(pairs)
+    _check_csrf(request, session, form)
+    action = form.get("action", "")
+    if action not in _BULK_ACTIONS:
+        raise ApiError(400, ErrorCode.VALIDATION, "action: retry or resolve")
+    jobs = _jobs(request)
+    ids = list(dict.fromkeys(value[:100] for name, value in pairs if name == "id" and value))
+    dead = [job for job in [await jobs.get(i) for i in ids] if job is not None]
+    dead = [job for job in dead if job.state is JobState.DEAD]
+    if not dead:
+        return _back(form, "none" if not ids else "gone")
+    reason = form.get("reason", "").strip()[:1000]
+    if form.get("confirm") != "1" or (action == "resolve" and not reason):
+        return _html(
+            "dashboard_confirm.html",
+            session=session,
+            action=action,
+            jobs=[_dead_row(job_view(job)) for job in dead],
+            reason=reason,
+            filters={name: form[name] for name in _FILTERS if form.get(name)},
+        )
+    selected = [job.id for job in dead]
+    if action == "retry":
+        await retry_dead(request, RetryBody.model_validate({"ids": selected}))
+        return _back(form, "bulk_retried")
+    await resolve_dead(request, ResolveBody.model_validate({"ids": selected, "reason": reason}))
+    return _back(form, "bulk_resolved")
 
 
 #: the dashboard's router (``app.include_router(dashboard_router)``)

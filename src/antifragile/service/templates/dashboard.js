@@ -21,6 +21,8 @@
     // an open "Resolve" form or a focused field is never replaced under the operator's hands
     var active = document.activeElement;
     if (active && panels.contains(active) && active.tagName === "INPUT") return true;
+    // nor are ticked jobs (bulk actions) or an open "Resolve" form
+    if (panels.querySelector('input[type="checkbox"]:checked') !== null) return true;
     return panels.querySelector("details[open]") !== null;
   }
 
