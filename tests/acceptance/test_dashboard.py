@@ -3,7 +3,7 @@ really dies, and headless Chromium (the Debian package) driven by Playwright.
 
 Chromium is ``/usr/bin/chromium``; without it the browser test skips, or fails in CI
 (``CI=true``) with the command that installs it. Set ``ANTIFRAGILE_UPDATE_SCREENSHOTS=1`` to
-write the documentation's screenshot (``docs/assets/dashboard.png``) again.
+write the documentation's screenshots (``docs/assets/dashboard*.png``) again.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import pytest
 from antifragile.errors import UpstreamUnavailableError
 from antifragile.inbound._model import Channel
 from antifragile.inbound._webhooks import parse_whatsapp
-from antifragile.jobs import JobContext, JobFunction
+from antifragile.jobs import JobContext, JobFunction, NewInboxEntry
 from antifragile.policies import Retry
 from antifragile.sandbox import whatsapp_text_message
 from antifragile.service import Settings, create_app
@@ -43,7 +43,14 @@ PHONE = "447700900123"
 EMAIL = "ada@example.com"
 REPLY = "Thanks, we will be in touch"
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "assets" / "dashboard.png"
+ASSETS = Path(__file__).resolve().parents[2] / "docs" / "assets"
+#: the documentation's screenshots: the page at a desktop's and a phone's width, a job's page
+SCREENSHOTS = {
+    1280: ASSETS / "dashboard.png",
+    390: ASSETS / "dashboard-phone.png",
+}
+JOB_SCREENSHOT = ASSETS / "dashboard-job.png"
+PHONE_CARD_SCREENSHOT = ASSETS / "dashboard-phone-card.png"
 
 
 @dataclass
@@ -93,7 +100,24 @@ async def seed(settings: Settings, flags: Path, contacts: list[str]) -> None:
         for number, text in enumerate(["Hello there", "Ada Lovelace", EMAIL]):
             body = whatsapp_text_message(from_=PHONE, body=text, message_id=f"wamid.seed{number}")
             for event in parse_whatsapp(json.dumps(body).encode()):
+                # kept in the inbox as a webhook would leave it (no processing job), and handled
+                entry = NewInboxEntry(
+                    channel=event.channel.value,
+                    event_id=event.event_id,
+                    kind=event.kind.value,
+                    tenant_key=event.tenant_key,
+                    payload=event.to_json(),
+                    ttl=3600.0,
+                    job=None,
+                )
+                await setup.jobs.queue.record_inbound([entry], now=setup.jobs.clock.time())
                 await setup.sessions.handle(tenant, event)
+        await setup.tasks.create(
+            type="support_ticket",
+            title=f"Call back {PHONE} about the booking",
+            priority="high",
+            key="seed-task",
+        )
         await setup.replies.send(
             tenant=tenant, channel=Channel.WHATSAPP, to=PHONE, text=REPLY, key="seed-reply"
         )
@@ -117,7 +141,8 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
                 "ANTIFRAGILE_ADMIN_API_KEYS": ADMIN_KEY,
             }
         )
-        contacts = ["c-browser", "c-http", "c-resolve"]
+        contacts = ["c-browser", "c-http", "c-resolve", "c-layout", "c-page", "c-bulk1", "c-bulk2"]
+        contacts += ["c-bulk3"]
         asyncio.run(seed(settings, flags, contacts))
         assistant = Assistant(settings)
         declare_sync(assistant, flags)
@@ -367,9 +392,6 @@ def test_an_operator_retries_a_dead_job_from_the_browser(
         assert PHONE not in html
         assert EMAIL not in html
         page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
-        if os.environ.get("ANTIFRAGILE_UPDATE_SCREENSHOTS") or not SCREENSHOT.exists():
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
 
         page.fill('#filters input[name="provider"]', "slack")
         page.click("#filters button[type=submit]")
@@ -386,5 +408,254 @@ def test_an_operator_retries_a_dead_job_from_the_browser(
             "succeeded", timeout=8000
         )
         assert state_of(dashboard, job_id) == "succeeded"
+    finally:
+        page.close()
+
+
+# -- the job page, bulk actions, the conversation ----------------------------------------------
+
+
+def test_a_job_page_shows_attempts_masked_payload_and_acts_on_the_job(
+    dashboard: Dashboard,
+) -> None:
+    """/dashboard/jobs/{id}: the job's state, every attempt with its error code and message,
+    its payload, and Retry / Resolve buttons that come back to the same page; it needs a
+    session; an unknown id is a 404 page."""
+    job_id = dashboard.dead["c-page"]
+    with httpx.Client(base_url=dashboard.url, timeout=10) as anonymous:
+        refused = anonymous.get(f"/dashboard/jobs/{job_id}")
+        assert refused.status_code == 303
+        assert refused.headers["location"] == "/dashboard/login"
+    with signed_in(dashboard) as (client, _, csrf):
+        page = client.get(f"/dashboard/jobs/{job_id}")
+        assert page.status_code == 200
+        assert "default-src 'none'" in page.headers["content-security-policy"]
+        attempts = page.text[page.text.index('id="job-attempts"') :]
+        assert "UPSTREAM_UNAVAILABLE" in attempts.split("</section>")[0]
+        assert "the CRM answered 503" in attempts.split("</section>")[0]
+        assert "c-page" in page.text[page.text.index('id="job-payload"') :]
+        assert f'action="/dashboard/dlq/{job_id}/retry"' in page.text
+        assert 'name="back" value="job"' in page.text
+        assert client.get("/dashboard/jobs/no-such-job").status_code == 404
+        retried = client.post(f"/dashboard/dlq/{job_id}/retry", data={"csrf": csrf, "back": "job"})
+        assert retried.status_code == 303
+        assert retried.headers["location"] == f"/dashboard/jobs/{job_id}?notice=retried"
+        wait_for(lambda: state_of(dashboard, job_id) == "succeeded", what="the redrive to run")
+        after = client.get(retried.headers["location"]).text
+        assert "The job is back in the queue." in after
+        assert "state-succeeded" in after
+        assert f'action="/dashboard/dlq/{job_id}/retry"' not in after  # not dead: no actions
+
+
+def test_bulk_retry_and_resolve_ask_for_confirmation_first(dashboard: Dashboard) -> None:
+    """Ticking jobs and pressing Retry selected answers a confirmation page listing them
+    (nothing changed yet); its button retries them. Resolve needs a reason on that page. A
+    bulk post without the session's CSRF token is a 403."""
+    first, second = dashboard.dead["c-bulk1"], dashboard.dead["c-bulk2"]
+    third = dashboard.dead["c-bulk3"]
+    with signed_in(dashboard) as (client, _, csrf):
+        fragment = client.get("/dashboard/panels").text
+        assert 'form="bulk"' in fragment
+        assert f'value="{first}"' in fragment
+        forged = client.post("/dashboard/dlq/bulk", data={"action": "retry", "id": first})
+        assert forged.status_code == 403
+        ask = client.post(
+            "/dashboard/dlq/bulk",
+            data={"csrf": csrf, "action": "retry", "id": [first, second]},
+        )
+        assert ask.status_code == 200
+        assert "Retry 2 dead jobs?" in ask.text
+        assert f'data-job-id="{first}"' in ask.text
+        assert f'data-job-id="{second}"' in ask.text
+        assert 'name="confirm" value="1"' in ask.text
+        assert (state_of(dashboard, first), state_of(dashboard, second)) == ("dead", "dead")
+        done = client.post(
+            "/dashboard/dlq/bulk",
+            data={"csrf": csrf, "action": "retry", "confirm": "1", "id": [first, second]},
+        )
+        assert done.status_code == 303
+        assert done.headers["location"] == "/dashboard?notice=bulk_retried"
+        for job_id in (first, second):
+            wait_for(lambda j=job_id: state_of(dashboard, j) == "succeeded", what="the redrive")
+        unreasoned = client.post(
+            "/dashboard/dlq/bulk",
+            data={"csrf": csrf, "action": "resolve", "confirm": "1", "id": third},
+        )
+        assert unreasoned.status_code == 200  # the confirmation again, asking for the reason
+        assert 'name="reason" required' in unreasoned.text
+        assert state_of(dashboard, third) == "dead"
+        resolved = client.post(
+            "/dashboard/dlq/bulk",
+            data={
+                "csrf": csrf,
+                "action": "resolve",
+                "confirm": "1",
+                "reason": "synced by hand",
+                "id": third,
+            },
+        )
+        assert resolved.headers["location"] == "/dashboard?notice=bulk_resolved"
+        assert state_of(dashboard, third) == "resolved"
+        nothing = client.post("/dashboard/dlq/bulk", data={"csrf": csrf, "action": "retry"})
+        assert nothing.headers["location"] == "/dashboard?notice=none"
+
+
+def test_the_conversation_view_shows_messages_and_replies_masked(dashboard: Dashboard) -> None:
+    """A session's link opens its conversation: the customer's messages and the replies with
+    their status, oldest first, with the number and the email in a message masked."""
+    sessions = dashboard.admin.get("/v1/admin/sessions").json()["data"]["items"]
+    (session,) = [s for s in sessions if s.get("channel") == "whatsapp"]
+    with signed_in(dashboard) as (client, _, _csrf):
+        fragment = client.get("/dashboard/panels").text
+        assert f"/dashboard/sessions/{session['key'].replace(':', '%3A')}" in fragment
+        page = client.get(f"/dashboard/sessions/{session['key']}")
+        assert page.status_code == 200
+        text = page.text
+        assert PHONE not in text
+        assert EMAIL not in text
+        assert "a•••@example.com" in text
+        assert text.index("Hello there") < text.index("Ada Lovelace")
+        assert 'data-direction="out"' in text
+        assert REPLY in text
+        assert client.get("/dashboard/sessions/session:nobody").status_code == 404
+
+
+def test_the_panels_show_graphs_workers_and_tasks(dashboard: Dashboard) -> None:
+    """The fragment draws three inline SVG graphs (no script, no external URL), a workers
+    panel (or its "no data" line) and the operator tasks with phone numbers masked."""
+    fragment = dashboard.admin.get("/dashboard/panels").text
+    for graph in ("graph-throughput", "graph-failures", "graph-lag"):
+        block = fragment[fragment.index(f'id="{graph}"') :].split("</figure>")[0]
+        assert "<svg" in block
+    failures = fragment[fragment.index('id="graph-failures"') :].split("</figure>")[0]
+    assert 'class="bar bar-bad"' in failures  # the seeded jobs failed within the hour
+    assert "<script" not in fragment
+    assert 'href="http' not in fragment
+    workers = fragment[fragment.index('<section id="workers">') :].split("</section>")[0]
+    assert "<table>" in workers or "No data" in workers
+    tasks = fragment[fragment.index('<section id="tasks">') :].split("</section>")[0]
+    assert "support_ticket" in tasks
+    assert PHONE not in tasks
+    assert "+4477" in tasks
+
+
+# -- the page at a desktop's and a phone's width ---------------------------------------------------
+
+
+def sign_in(page: Any, dashboard: Dashboard) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(f"{dashboard.url}/dashboard/login")
+    page.fill("#api_key", ADMIN_KEY)
+    page.click("button[type=submit]")
+    expect(page).to_have_url(re.compile(r"/dashboard$"))
+
+
+def assert_fits(page: Any, width: int, where: str) -> None:
+    """Nothing scrolls the page sideways, and every visible button is inside the viewport."""
+    scroll_width = page.evaluate("document.documentElement.scrollWidth")
+    wide = page.evaluate(
+        """(width) => Array.from(document.querySelectorAll("body *"))
+            .filter((e) => e.getBoundingClientRect().right > width + 0.5)
+            .filter((e) => !Array.from(e.children).some(
+                (c) => c.getBoundingClientRect().right > width + 0.5))
+            .slice(0, 5).map((e) => e.outerHTML.slice(0, 120))""",
+        width,
+    )
+    assert scroll_width <= width, f"{where}: {scroll_width}px wide at {width}px: {wide}"
+    boxes = page.evaluate(
+        """() => Array.from(document.querySelectorAll("button, summary"))
+            .filter((e) => e.getClientRects().length > 0)
+            .map((e) => { const r = e.getBoundingClientRect();
+                          return [e.textContent.trim(), r.left, r.right]; })"""
+    )
+    assert boxes, f"{where}: no button on the page"
+    outside = [box for box in boxes if box[1] < 0 or box[2] > width]
+    assert not outside, f"{where}: buttons outside the {width}px viewport: {outside}"
+
+
+@pytest.mark.parametrize("width", sorted(SCREENSHOTS, reverse=True))
+def test_the_dashboard_fits_a_desktop_and_a_phone(
+    dashboard: Dashboard, browser: Browser, width: int
+) -> None:
+    """At 1280 px and at 390 px the page, a job's page and a conversation are no wider than
+    the screen and every button (Retry, Resolve, the bulk actions, Sign out) is on it; the
+    documentation's screenshots are taken here."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=10_000)
+    job_id = dashboard.dead["c-layout"]
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    try:
+        sign_in(page, dashboard)
+        row = page.locator(f'#dlq tr[data-job-id="{job_id}"]')
+        expect(row.get_by_role("button", name="Retry")).to_be_visible()
+        expect(page.locator("#graph-throughput svg")).to_be_visible()
+        assert_fits(page, width, "the dashboard")
+        shot = SCREENSHOTS[width]
+        if os.environ.get("ANTIFRAGILE_UPDATE_SCREENSHOTS") or not shot.exists():
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shot), full_page=width > 400)
+            if width < 400:  # a dead job's card, its buttons on the screen
+                row.screenshot(path=str(PHONE_CARD_SCREENSHOT))
+        row.locator("summary").click()  # the Resolve form opens inside the row
+        expect(row.locator('input[name="reason"]')).to_be_visible()
+        assert_fits(page, width, "the dashboard with a Resolve form open")
+        row.locator("a").first.click()
+        expect(page).to_have_url(re.compile(rf"/dashboard/jobs/{job_id}$"))
+        expect(page.locator("#job-attempts")).to_contain_text("UPSTREAM_UNAVAILABLE")
+        assert_fits(page, width, "a job's page")
+        if width > 400 and (
+            os.environ.get("ANTIFRAGILE_UPDATE_SCREENSHOTS") or not JOB_SCREENSHOT.exists()
+        ):
+            page.screenshot(path=str(JOB_SCREENSHOT), full_page=True)
+        page.goto(f"{dashboard.url}/dashboard")
+        page.locator("#sessions a").first.click()
+        expect(page.locator("#conversation .turn").first).to_be_visible()
+        assert_fits(page, width, "a conversation")
+    finally:
+        page.close()
+
+
+def test_the_api_reference_renders_offline_in_a_browser(
+    dashboard: Dashboard, browser: Browser
+) -> None:
+    """/docs in Chromium with every request to another host refused: nothing is asked of
+    another host, and every operation of /openapi.json is on the page."""
+    from playwright.sync_api import expect
+
+    schema = dashboard.admin.get("/openapi.json").json()
+    count = sum(
+        1
+        for item in schema["paths"].values()
+        for method in item
+        if method in ("get", "head", "post", "put", "patch", "delete")
+    )
+    local = dashboard.url.split("//", 1)[1].split("/", 1)[0]
+    elsewhere: list[str] = []
+
+    def only_local(route: Any) -> None:
+        url = route.request.url
+        if url.split("//", 1)[-1].split("/", 1)[0] == local:
+            route.continue_()
+        else:
+            elsewhere.append(url)
+            route.abort()
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        page.route("**/*", only_local)
+        page.goto(f"{dashboard.url}/docs")
+        operations = page.locator("article.operation")
+        expect(operations).to_have_count(count)
+        expect(page.locator('[data-operation="get /v1/admin/dlq"] .summary')).to_have_text(
+            "List dead jobs"
+        )
+        expect(page.locator("#model-JobView")).to_contain_text("history")
+        color = page.evaluate(
+            "getComputedStyle(document.querySelector('.method-get')).backgroundColor"
+        )
+        assert color != "rgba(0, 0, 0, 0)"  # the package's style sheet applied
+        assert elsewhere == []
     finally:
         page.close()
