@@ -475,8 +475,10 @@ def test_bulk_retry_and_resolve_ask_for_confirmation_first(dashboard: Dashboard)
         )
         assert done.status_code == 303
         assert done.headers["location"] == "/dashboard?notice=bulk_retried"
-        for job_id in (first, second):
-            wait_for(lambda j=job_id: state_of(dashboard, j) == "succeeded", what="the redrive")
+        wait_for(
+            lambda: {state_of(dashboard, first), state_of(dashboard, second)} == {"succeeded"},
+            what="the redriven jobs to run",
+        )
         unreasoned = client.post(
             "/dashboard/dlq/bulk",
             data={"csrf": csrf, "action": "resolve", "confirm": "1", "id": third},
