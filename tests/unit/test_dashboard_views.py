@@ -1,0 +1,117 @@
+"""The dashboard's last-hour graphs and workers, from job records (pure logic, no store).
+
+``activity`` buckets succeeded jobs, failed attempts and waits per minute; ``bar_chart``
+draws them as SVG that parses and carries no script or external reference.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import replace
+from typing import Any
+
+from antifragile.jobs import Job, JobState
+from antifragile.service._dashboard_views import GRAPH_BUCKET, activity, bar_chart, task_row
+
+NOW = 1_800_000_000.0
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def job(**changes: Any) -> Job:
+    base = Job(
+        id="01a2",
+        name="crm.sync_contact",
+        queue="integrations",
+        state=JobState.SUCCEEDED,
+        priority=0,
+        payload={},
+        payload_version=1,
+        idempotency_key=None,
+        attempts=1,
+        max_attempts=3,
+        run_at=NOW - 600,
+        created_at=NOW - 600,
+        updated_at=NOW - 590,
+    )
+    return replace(base, **changes)
+
+
+def test_activity_counts_successes_failures_and_the_longest_wait_per_minute() -> None:
+    first_try = job()  # due at -600, done at -590: waited about 10 s
+    retried = job(
+        id="01a3",
+        created_at=NOW - 1200,
+        run_at=NOW - 1080,  # due again after its failed attempt (started -1190, 5 s, delay 105 s)
+        updated_at=NOW - 1000,
+        history=(
+            {
+                "number": 1,
+                "started_at": NOW - 1190,
+                "duration": 5.0,
+                "code": "TIMEOUT",
+                "delay": 105.0,
+            },
+            {"number": 2, "started_at": NOW - 1020, "duration": 1.0, "code": None},
+        ),
+    )
+    dead = job(
+        id="01a4",
+        state=JobState.DEAD,
+        updated_at=NOW - 30,
+        history=({"number": 1, "started_at": NOW - 40, "duration": 2.0, "code": "HTTP_503"},),
+        run_at=NOW - 45,
+    )
+    old = job(id="01a5", updated_at=NOW - 7200, created_at=NOW - 7300, run_at=NOW - 7300)
+    found = activity([first_try, retried, dead, old], now=NOW, oldest_ready_at=NOW - 90)
+    assert len(found.succeeded) == len(found.failed) == len(found.lag) == 60
+
+    def minute(at: float) -> int:
+        return int((at - (NOW - 3600)) // GRAPH_BUCKET)
+
+    assert sum(found.succeeded) == 2  # the one from two hours ago is outside the window
+    assert found.succeeded[minute(NOW - 590)] == 1
+    assert found.succeeded[minute(NOW - 1000)] == 1
+    assert sum(found.failed) == 2
+    assert found.failed[minute(NOW - 1185)] == 1
+    assert found.failed[minute(NOW - 38)] == 1
+    assert found.lag[minute(NOW - 590)] == 10.0
+    assert found.lag[minute(NOW - 1190)] == 10.0  # created -1200, started -1190
+    assert found.lag[minute(NOW - 1020)] == 60.0  # due -1080, started -1020
+    assert found.lag[-1] == 90.0  # the oldest job still waiting
+
+
+def test_a_bar_chart_is_svg_with_a_tooltip_per_bar_and_nothing_external() -> None:
+    values = [0.0] * 58 + [3.0, 7.0]
+    drawn = str(bar_chart(values, start=NOW - 3600, title="Failed attempts", kind="bad"))
+    root = ET.fromstring(drawn)
+    assert root.tag == f"{SVG}svg"
+    bars = root.findall(f"{SVG}rect")
+    assert len(bars) == 2  # an empty minute draws nothing
+    assert all(bar.get("class") == "bar bar-bad" for bar in bars)
+    heights = [float(bar.get("height") or 0) for bar in bars]
+    assert heights[0] < heights[1]
+    assert [bar.find(f"{SVG}title").text for bar in bars] == [  # type: ignore[union-attr]
+        "07:58 UTC: 3",
+        "07:59 UTC: 7",
+    ]
+    assert "10 in the last hour" in (root.get("aria-label") or "")
+    for forbidden in ("<script", "href", "style="):
+        assert forbidden not in drawn
+    empty = ET.fromstring(str(bar_chart([0.0] * 60, start=NOW, title="Lag", unit="s")))
+    assert empty.findall(f"{SVG}rect") == []
+
+
+def test_a_task_row_masks_phones_and_emails_in_its_title() -> None:
+    row = task_row(
+        {
+            "id": "t1",
+            "type": "support_ticket",
+            "title": "Call +44 7700 900123 or mail ada@example.com",
+            "status": "open",
+            "priority": "high",
+            "created_at": NOW,
+        }
+    )
+    assert "900123" not in row["title"]
+    assert "ada@example.com" not in row["title"]
+    assert "a•••@example.com" in row["title"]
