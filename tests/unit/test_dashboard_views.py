@@ -10,8 +10,15 @@ import xml.etree.ElementTree as ET
 from dataclasses import replace
 from typing import Any
 
-from antifragile.jobs import Job, JobState
-from antifragile.service._dashboard_views import GRAPH_BUCKET, activity, bar_chart, task_row
+from antifragile import FakeClock
+from antifragile.jobs import Job, JobContext, Jobs, JobState
+from antifragile.service._dashboard_views import (
+    GRAPH_BUCKET,
+    activity,
+    bar_chart,
+    task_row,
+    worker_rows,
+)
 
 NOW = 1_800_000_000.0
 SVG = "{http://www.w3.org/2000/svg}"
@@ -115,3 +122,31 @@ def test_a_task_row_masks_phones_and_emails_in_its_title() -> None:
     assert "900123" not in row["title"]
     assert "ada@example.com" not in row["title"]
     assert "a•••@example.com" in row["title"]
+
+
+async def test_the_workers_are_the_owners_of_live_leases() -> None:
+    """A worker shows while it holds a lease on a running job (its jobs counted, its queues
+    listed); once its leases expire it no longer shows; with no lease the list is empty."""
+    clock = FakeClock()
+    async with Jobs(database_url="memory://", clock=clock) as jobs:
+
+        @jobs.job(queue="email")
+        async def send(ctx: JobContext, n: int) -> None: ...
+
+        @jobs.job(queue="crm")
+        async def sync(ctx: JobContext, n: int) -> None: ...
+
+        assert await worker_rows(jobs, now=clock.time()) == []
+        for n in range(3):
+            await send.enqueue(n)
+        await sync.enqueue(1)
+        now = clock.time()
+        await jobs.queue.claim(worker="host-a:1:aa", limit=3, lease=30, now=now)
+        await jobs.queue.claim(worker="host-b:2:bb", limit=1, lease=60, now=now)
+        rows = await worker_rows(jobs, now=now)
+        assert [(row.name, row.jobs) for row in rows] == [("host-a:1:aa", 3), ("host-b:2:bb", 1)]
+        assert rows[0].lease_until == now + 30
+        assert set(rows[0].queues) | set(rows[1].queues) == {"email", "crm"}
+        clock.advance(45)  # host-a's leases ran out: it may be gone
+        later = await worker_rows(jobs, now=clock.time())
+        assert [row.name for row in later] == ["host-b:2:bb"]
