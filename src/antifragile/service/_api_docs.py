@@ -2,10 +2,11 @@
 
 Nothing is loaded from anywhere else -- no script at all, one style sheet served from the
 package (``/docs/assets/api_docs.css``) -- so the page works offline and under a strict
-``Content-Security-Policy``. It lists every operation by tag (method, path, summary,
-description, parameters, request body, answers with their models) and every model with its
-fields; ``/openapi.json`` stays the machine-readable source. ``ANTIFRAGILE_API_DOCS=off``
-leaves the page out (the service then answers ``404`` on ``/docs``).
+``Content-Security-Policy``; it counts against the client's IP limit like every route. It
+lists every operation by tag (method, path, summary, description, parameters, request body,
+answers with their models) and every model with its fields; ``/openapi.json`` stays the
+machine-readable source. ``ANTIFRAGILE_API_DOCS=off`` leaves the page out (the service then
+answers ``404`` on ``/docs``).
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
+
+from antifragile.service._limits import limit_by_ip
 
 #: where the page is served
 DOCS_PATH = "/docs"
@@ -139,7 +142,7 @@ def _style() -> bytes:
     return resources.files("antifragile.service").joinpath("templates", "api_docs.css").read_bytes()
 
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, dependencies=[Depends(limit_by_ip)])
 
 
 @router.get(DOCS_PATH)
