@@ -1,8 +1,9 @@
 """The operator's dashboard at ``/dashboard``: one server-rendered page that refreshes itself.
 
-It shows the circuit breaker of each provider, the depth and lag of each queue, the dead-letter
-queue (filtered by queue, provider and error code, with a *Retry* and a *Resolve* button per
-job), the recent failures and the conversation sessions with their status flags. Every value
+It shows the last hour's graphs, the circuit breaker of each provider, the depth and lag of
+each queue, the workers, the dead-letter queue (filtered by queue, provider and error code,
+with a *Retry* and a *Resolve* button per job and bulk actions), the operator tasks, the
+replies, the recent failures and the conversation sessions with their status flags. Every value
 comes from the same views as the admin API (:func:`~antifragile.service._admin.job_view`,
 :func:`~antifragile.service._admin.breaker_view`, masked session records): phone numbers and
 emails are masked, credentials redacted. The buttons call the admin API's own route functions,
@@ -16,10 +17,16 @@ Routes (none of them in the OpenAPI document):
   and the style sheet (nothing is loaded from anywhere else);
 * ``GET /dashboard/login``, ``POST /dashboard/login`` (form field ``api_key``: an admin API key
   or JWT), ``POST /dashboard/logout``;
+* ``GET /dashboard/jobs/{id}`` -- one job's page (attempts, masked payload, actions);
+  ``GET /dashboard/sessions/{key}`` -- one customer's conversation (see
+  :mod:`._dashboard_views`, which also draws the graphs and lists workers and tasks);
 * ``POST /dashboard/dlq/{id}/retry`` (form field ``force``: send a reply whose outcome is
   unknown anyway), ``POST /dashboard/dlq/{id}/mark-sent`` (form field ``note``) and
   ``POST /dashboard/dlq/{id}/resolve`` (form field ``reason``): JSON envelopes for the page's
-  script (``Accept: application/json``), else a redirect back to the page.
+  script (``Accept: application/json``), else a redirect back to the page (to the job's page
+  with form field ``back=job``);
+* ``POST /dashboard/dlq/bulk`` (``action`` retry or resolve, ``id`` repeated, ``reason``):
+  a confirmation page listing the jobs; its own post (``confirm=1``) acts.
 
 **Authentication.** The login form checks the credential with the admin API's
 :class:`~antifragile.service._auth.AdminAuth` and opens a dashboard session: a random token in
