@@ -12,7 +12,6 @@ import re
 from typing import Any
 
 import httpx
-import pytest
 
 from antifragile.service import Settings, create_app
 
@@ -77,9 +76,8 @@ async def test_docs_render_every_operation_with_nothing_from_elsewhere() -> None
     assert style.headers["content-type"].startswith("text/css")
 
 
-@pytest.mark.parametrize("value", ["off", "0", "false"])
-async def test_api_docs_off_leaves_the_page_out(value: str) -> None:
-    async with client_for({"ANTIFRAGILE_API_DOCS": value}) as client:
+async def test_api_docs_off_leaves_the_page_out() -> None:
+    async with client_for({"ANTIFRAGILE_API_DOCS": "off"}) as client:
         page = await client.get("/docs")
         redoc = await client.get("/redoc")
         schema = await client.get("/openapi.json")
