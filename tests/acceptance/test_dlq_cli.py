@@ -31,6 +31,7 @@ from antifragile import (
 )
 from antifragile.cli import app
 from antifragile.jobs import JobContext, Jobs, JobState, Worker
+from antifragile.jobs._ids import short_id
 
 runner = CliRunner()
 SECRET_NOTE = "Bearer abcdefghijklmnop"
@@ -114,9 +115,9 @@ def test_list_shows_dead_jobs_and_filters_them(dlq: Dlq) -> None:
     --older-than and --newer-than narrow it."""
     everything = cli("dlq", "list", "--database-url", dlq.url)
     assert everything.exit_code == 0, everything.output
-    assert dlq.charge in everything.output
-    assert dlq.notify in everything.output
-    assert dlq.done not in everything.output
+    assert short_id(dlq.charge) in everything.output
+    assert short_id(dlq.notify) in everything.output
+    assert short_id(dlq.done) not in everything.output
     assert "VALIDATION" in everything.output
     assert "UPSTREAM_UNAVAILABLE" in everything.output
     assert SECRET_KEY not in everything.output
@@ -131,8 +132,8 @@ def test_list_shows_dead_jobs_and_filters_them(dlq: Dlq) -> None:
         result = cli("dlq", "list", "--database-url", dlq.url, *option)
         assert result.exit_code == 0, result.output
         other = dlq.notify if expected == dlq.charge else dlq.charge
-        assert expected in result.output, option
-        assert other not in result.output, option
+        assert short_id(expected) in result.output, option
+        assert short_id(other) not in result.output, option
 
 
 def test_list_json_is_machine_readable(dlq: Dlq) -> None:
@@ -168,17 +169,20 @@ def test_show_gives_redacted_payload_and_every_attempt(dlq: Dlq) -> None:
 
 
 def test_bad_ids_are_clear_errors_not_tracebacks(dlq: Dlq) -> None:
-    """An unknown id, or a job that is not dead, exits 1 with a NOT_FOUND line."""
-    for args in (
-        ("dlq", "show", "nope"),
-        ("dlq", "show", dlq.done),
-        ("dlq", "retry", "nope"),
-        ("dlq", "retry", dlq.charge, "nope"),
-        ("dlq", "resolve", "nope", "--reason", "x"),
+    """An unknown id, or a job that is not dead, exits 1 with a NOT_FOUND line; text that
+    cannot be an id with a BAD_REQUEST line."""
+    for args, code in (
+        (("dlq", "show", "ffffffff"), "NOT_FOUND"),
+        (("dlq", "show", dlq.done), "NOT_FOUND"),
+        (("dlq", "retry", "ffffffff"), "NOT_FOUND"),
+        (("dlq", "retry", dlq.charge, "ffffffff"), "NOT_FOUND"),
+        (("dlq", "resolve", "ffffffff", "--reason", "x"), "NOT_FOUND"),
+        (("dlq", "show", "nope"), "BAD_REQUEST"),
+        (("dlq", "retry", dlq.charge, "nope"), "BAD_REQUEST"),
     ):
         result = cli(*args, "--database-url", dlq.url)
         assert result.exit_code == 1, (args, result.output)
-        assert "NOT_FOUND" in result.output, args
+        assert code in result.output, args
     assert dlq.state(dlq.charge)[0] == "dead"  # nothing changed when one id was bad
 
 
@@ -201,12 +205,12 @@ def test_retry_matching_or_all(dlq: Dlq) -> None:
     nothing = cli("dlq", "retry", "--database-url", dlq.url)
     assert nothing.exit_code == 1
     assert "name the jobs" in nothing.output
-    some = cli("dlq", "retry", "--queue", "payments", "--database-url", dlq.url)
+    some = cli("dlq", "retry", "--queue", "payments", "--yes", "--database-url", dlq.url)
     assert some.exit_code == 0
     assert "redrove 1 job(s)" in some.output
     assert dlq.state(dlq.charge)[0] == "queued"
     assert dlq.state(dlq.notify)[0] == "dead"
-    everything = cli("dlq", "retry", "--all", "--database-url", dlq.url)
+    everything = cli("dlq", "retry", "--all", "--yes", "--database-url", dlq.url)
     assert everything.exit_code == 0
     assert "redrove 1 job(s)" in everything.output
     assert dlq.state(dlq.notify)[0] == "queued"
@@ -225,19 +229,21 @@ def test_resolve_needs_a_reason_and_keeps_it(dlq: Dlq) -> None:
     assert "resolved 1 job(s)" in result.output
     assert dlq.state(dlq.charge) == ("resolved", 1, "refunded by hand")
     listed = cli("dlq", "list", "--database-url", dlq.url)
-    assert dlq.charge not in listed.output
+    assert short_id(dlq.charge) not in listed.output
     with_resolved = cli("dlq", "list", "--resolved", "--database-url", dlq.url)
-    assert dlq.charge in with_resolved.output
+    assert short_id(dlq.charge) in with_resolved.output
     assert "(resolved)" in with_resolved.output
 
 
 def test_purge_deletes_only_entries_older_than_the_age(dlq: Dlq) -> None:
     """dlq purge --older-than 2d deletes the three-day-old entry and keeps the recent one;
     --resolved-only keeps dead entries."""
-    kept = cli("dlq", "purge", "--older-than", "2d", "--resolved-only", "--database-url", dlq.url)
+    kept = cli(
+        "dlq", "purge", "--older-than", "2d", "--resolved-only", "--yes", "--database-url", dlq.url
+    )
     assert kept.exit_code == 0
-    assert "purged 0 job(s)" in kept.output
-    result = cli("dlq", "purge", "--older-than", "2d", "--database-url", dlq.url)
+    assert "nothing to purge" in kept.output
+    result = cli("dlq", "purge", "--older-than", "2d", "--yes", "--database-url", dlq.url)
     assert result.exit_code == 0
     assert "purged 1 job(s)" in result.output
     with sqlite3.connect(dlq.path) as conn:
@@ -251,8 +257,8 @@ def test_jobs_list_shows_queues_and_jobs(dlq: Dlq) -> None:
     assert result.exit_code == 0, result.output
     assert "payments" in result.output
     assert "email" in result.output
-    assert dlq.done in result.output
-    assert dlq.charge in result.output
+    assert short_id(dlq.done) in result.output
+    assert short_id(dlq.charge) in result.output
     dead = cli("jobs", "list", "--state", "succeeded", "--database-url", dlq.url, "--json")
     assert dead.exit_code == 0, dead.output
     listed = json.loads(dead.output)
@@ -282,7 +288,7 @@ def test_database_url_comes_from_the_environment(dlq: Dlq) -> None:
         app, ["dlq", "list"], env={"ANTIFRAGILE_DATABASE_URL": dlq.url, "COLUMNS": "250"}
     )
     assert result.exit_code == 0, result.output
-    assert dlq.notify in result.output
+    assert short_id(dlq.notify) in result.output
 
 
 def test_redriven_jobs_run_again_under_a_worker(dlq: Dlq) -> None:

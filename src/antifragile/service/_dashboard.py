@@ -55,6 +55,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from antifragile.errors import ErrorCode
 from antifragile.inbound._replies import SEND_JOB, Replies
 from antifragile.jobs import DeadLetterFilter, JobFilter, Jobs
+from antifragile.jobs._ids import short_id
 from antifragile.observability._redaction import mask_email, mask_phone
 from antifragile.service._admin import (
     MarkSentBody,
@@ -151,6 +152,7 @@ def _templates() -> Environment:
     )
     env.filters["when"] = _when
     env.filters["age"] = _age
+    env.filters["short_id"] = short_id
     return env
 
 
