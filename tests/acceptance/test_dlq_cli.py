@@ -31,6 +31,7 @@ from antifragile import (
 )
 from antifragile.cli import app
 from antifragile.jobs import JobContext, Jobs, JobState, Worker
+from antifragile.jobs._ids import short_id
 
 runner = CliRunner()
 SECRET_NOTE = "Bearer abcdefghijklmnop"
@@ -114,9 +115,9 @@ def test_list_shows_dead_jobs_and_filters_them(dlq: Dlq) -> None:
     --older-than and --newer-than narrow it."""
     everything = cli("dlq", "list", "--database-url", dlq.url)
     assert everything.exit_code == 0, everything.output
-    assert dlq.charge in everything.output
-    assert dlq.notify in everything.output
-    assert dlq.done not in everything.output
+    assert short_id(dlq.charge) in everything.output
+    assert short_id(dlq.notify) in everything.output
+    assert short_id(dlq.done) not in everything.output
     assert "VALIDATION" in everything.output
     assert "UPSTREAM_UNAVAILABLE" in everything.output
     assert SECRET_KEY not in everything.output
@@ -131,8 +132,8 @@ def test_list_shows_dead_jobs_and_filters_them(dlq: Dlq) -> None:
         result = cli("dlq", "list", "--database-url", dlq.url, *option)
         assert result.exit_code == 0, result.output
         other = dlq.notify if expected == dlq.charge else dlq.charge
-        assert expected in result.output, option
-        assert other not in result.output, option
+        assert short_id(expected) in result.output, option
+        assert short_id(other) not in result.output, option
 
 
 def test_list_json_is_machine_readable(dlq: Dlq) -> None:
@@ -168,17 +169,20 @@ def test_show_gives_redacted_payload_and_every_attempt(dlq: Dlq) -> None:
 
 
 def test_bad_ids_are_clear_errors_not_tracebacks(dlq: Dlq) -> None:
-    """An unknown id, or a job that is not dead, exits 1 with a NOT_FOUND line."""
-    for args in (
-        ("dlq", "show", "nope"),
-        ("dlq", "show", dlq.done),
-        ("dlq", "retry", "nope"),
-        ("dlq", "retry", dlq.charge, "nope"),
-        ("dlq", "resolve", "nope", "--reason", "x"),
+    """An unknown id, or a job that is not dead, exits 1 with a NOT_FOUND line; text that
+    cannot be an id with a BAD_REQUEST line."""
+    for args, code in (
+        (("dlq", "show", "ffffffff"), "NOT_FOUND"),
+        (("dlq", "show", dlq.done), "NOT_FOUND"),
+        (("dlq", "retry", "ffffffff"), "NOT_FOUND"),
+        (("dlq", "retry", dlq.charge, "ffffffff"), "NOT_FOUND"),
+        (("dlq", "resolve", "ffffffff", "--reason", "x"), "NOT_FOUND"),
+        (("dlq", "show", "nope"), "BAD_REQUEST"),
+        (("dlq", "retry", dlq.charge, "nope"), "BAD_REQUEST"),
     ):
         result = cli(*args, "--database-url", dlq.url)
         assert result.exit_code == 1, (args, result.output)
-        assert "NOT_FOUND" in result.output, args
+        assert code in result.output, args
     assert dlq.state(dlq.charge)[0] == "dead"  # nothing changed when one id was bad
 
 
@@ -201,12 +205,12 @@ def test_retry_matching_or_all(dlq: Dlq) -> None:
     nothing = cli("dlq", "retry", "--database-url", dlq.url)
     assert nothing.exit_code == 1
     assert "name the jobs" in nothing.output
-    some = cli("dlq", "retry", "--queue", "payments", "--database-url", dlq.url)
+    some = cli("dlq", "retry", "--queue", "payments", "--yes", "--database-url", dlq.url)
     assert some.exit_code == 0
     assert "redrove 1 job(s)" in some.output
     assert dlq.state(dlq.charge)[0] == "queued"
     assert dlq.state(dlq.notify)[0] == "dead"
-    everything = cli("dlq", "retry", "--all", "--database-url", dlq.url)
+    everything = cli("dlq", "retry", "--all", "--yes", "--database-url", dlq.url)
     assert everything.exit_code == 0
     assert "redrove 1 job(s)" in everything.output
     assert dlq.state(dlq.notify)[0] == "queued"
@@ -225,19 +229,21 @@ def test_resolve_needs_a_reason_and_keeps_it(dlq: Dlq) -> None:
     assert "resolved 1 job(s)" in result.output
     assert dlq.state(dlq.charge) == ("resolved", 1, "refunded by hand")
     listed = cli("dlq", "list", "--database-url", dlq.url)
-    assert dlq.charge not in listed.output
+    assert short_id(dlq.charge) not in listed.output
     with_resolved = cli("dlq", "list", "--resolved", "--database-url", dlq.url)
-    assert dlq.charge in with_resolved.output
+    assert short_id(dlq.charge) in with_resolved.output
     assert "(resolved)" in with_resolved.output
 
 
 def test_purge_deletes_only_entries_older_than_the_age(dlq: Dlq) -> None:
     """dlq purge --older-than 2d deletes the three-day-old entry and keeps the recent one;
     --resolved-only keeps dead entries."""
-    kept = cli("dlq", "purge", "--older-than", "2d", "--resolved-only", "--database-url", dlq.url)
+    kept = cli(
+        "dlq", "purge", "--older-than", "2d", "--resolved-only", "--yes", "--database-url", dlq.url
+    )
     assert kept.exit_code == 0
-    assert "purged 0 job(s)" in kept.output
-    result = cli("dlq", "purge", "--older-than", "2d", "--database-url", dlq.url)
+    assert "nothing to purge" in kept.output
+    result = cli("dlq", "purge", "--older-than", "2d", "--yes", "--database-url", dlq.url)
     assert result.exit_code == 0
     assert "purged 1 job(s)" in result.output
     with sqlite3.connect(dlq.path) as conn:
@@ -251,8 +257,8 @@ def test_jobs_list_shows_queues_and_jobs(dlq: Dlq) -> None:
     assert result.exit_code == 0, result.output
     assert "payments" in result.output
     assert "email" in result.output
-    assert dlq.done in result.output
-    assert dlq.charge in result.output
+    assert short_id(dlq.done) in result.output
+    assert short_id(dlq.charge) in result.output
     dead = cli("jobs", "list", "--state", "succeeded", "--database-url", dlq.url, "--json")
     assert dead.exit_code == 0, dead.output
     listed = json.loads(dead.output)
@@ -282,7 +288,7 @@ def test_database_url_comes_from_the_environment(dlq: Dlq) -> None:
         app, ["dlq", "list"], env={"ANTIFRAGILE_DATABASE_URL": dlq.url, "COLUMNS": "250"}
     )
     assert result.exit_code == 0, result.output
-    assert dlq.notify in result.output
+    assert short_id(dlq.notify) in result.output
 
 
 def test_redriven_jobs_run_again_under_a_worker(dlq: Dlq) -> None:
@@ -344,3 +350,115 @@ def test_worker_concurrency_defaults_from_the_environment(tmp_path: Path) -> Non
     )
     assert bad.exit_code == 2
     assert "ANTIFRAGILE_WORKER_CONCURRENCY" in bad.output
+
+
+# -- ids, confirmation, --dry-run, --json, piped tables -----------------------------------------
+
+
+def test_jobs_are_named_by_short_id_or_prefix(dlq: Dlq) -> None:
+    """dlq show and jobs show take the full id, the short id the tables show (any case) or a
+    prefix; a prefix several jobs share is refused with every candidate named; text that
+    cannot be an id is a BAD_REQUEST."""
+    by_short = cli("dlq", "show", short_id(dlq.charge).upper(), "--json", "--database-url", dlq.url)
+    assert by_short.exit_code == 0, by_short.output
+    assert json.loads(by_short.output)["id"] == dlq.charge
+    assert json.loads(by_short.output)["short_id"] == short_id(dlq.charge)
+    by_prefix = cli("jobs", "show", dlq.done[:-4], "--json", "--database-url", dlq.url)
+    assert by_prefix.exit_code == 0, by_prefix.output
+    assert json.loads(by_prefix.output)["state"] == "succeeded"
+    shared = dlq.notify[:6]  # made in the same second: their ids begin with the same time
+    assert dlq.done.startswith(shared)
+    ambiguous = cli("dlq", "show", shared, "--database-url", dlq.url)
+    assert ambiguous.exit_code == 1
+    assert "CONFLICT" in ambiguous.output
+    assert dlq.notify in ambiguous.output
+    assert dlq.done in ambiguous.output
+    malformed = cli("jobs", "show", "01a-", "--database-url", dlq.url)
+    assert malformed.exit_code == 1
+    assert "BAD_REQUEST" in malformed.output
+    retried = cli("dlq", "retry", short_id(dlq.notify), "--json", "--database-url", dlq.url)
+    assert json.loads(retried.output)["ids"] == [dlq.notify]
+    assert dlq.state(dlq.notify)[0] == "queued"
+
+
+def test_bulk_changes_without_yes_are_refused_when_nobody_can_answer(dlq: Dlq) -> None:
+    """purge, retry --all/filters and resolve --all, with input that is not a terminal and
+    no --yes: exit 2, one line, nothing changed."""
+    for args in (
+        ("dlq", "purge", "--older-than", "0s"),
+        ("dlq", "retry", "--all"),
+        ("dlq", "retry", "--queue", "payments"),
+        ("dlq", "resolve", "--all", "--reason", "x"),
+    ):
+        result = cli(*args, "--database-url", dlq.url)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.output.count("\n") == 1, result.output
+        assert "CONFIRMATION_REQUIRED" in result.output
+    assert dlq.state(dlq.charge)[0] == "dead"
+    assert dlq.state(dlq.notify)[0] == "dead"
+
+
+def test_dry_run_lists_what_would_change_and_changes_nothing(dlq: Dlq) -> None:
+    """--dry-run lists the jobs a purge or a bulk retry would touch, as a table or JSON, and
+    leaves them as they are; --yes then does exactly that."""
+    table_out = cli("dlq", "purge", "--older-than", "0s", "--dry-run", "--database-url", dlq.url)
+    assert table_out.exit_code == 0, table_out.output
+    assert short_id(dlq.charge) in table_out.output
+    assert short_id(dlq.notify) in table_out.output
+    assert "nothing changed (2 job(s) match)" in table_out.output
+    plan = cli("dlq", "retry", "--all", "--dry-run", "--json", "--database-url", dlq.url)
+    data = json.loads(plan.output)
+    assert data["dry_run"] is True
+    assert data["count"] == 0
+    assert set(data["ids"]) == {dlq.charge, dlq.notify}
+    assert dlq.state(dlq.charge)[0] == "dead"
+    purged = cli("dlq", "purge", "--older-than", "0s", "--yes", "--json", "--database-url", dlq.url)
+    assert json.loads(purged.output)["count"] == 2
+    with sqlite3.connect(dlq.path) as conn:
+        left = {row[0] for row in conn.execute("SELECT id FROM antifragile_jobs")}
+    assert left == {dlq.done}
+
+
+def test_on_a_terminal_the_operator_is_asked(dlq: Dlq, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a terminal, a bulk change asks first: "n" changes nothing (exit 1), "y" goes
+    ahead; --json on resolve reports the reason and the ids."""
+    monkeypatch.setattr("antifragile.cli._output.stdin_is_terminal", lambda: True)
+    args = ["dlq", "resolve", "--all", "--reason", "refunded", "--json", "--database-url", dlq.url]
+    declined = runner.invoke(app, args, input="n\n")
+    assert declined.exit_code == 1, declined.output
+    assert "resolve 2 job(s)?" in declined.output
+    assert dlq.state(dlq.charge)[0] == "dead"
+    accepted = runner.invoke(app, args, input="y\n")
+    assert accepted.exit_code == 0, accepted.output
+    answer = json.loads(accepted.output[accepted.output.index("{") :])
+    assert answer["count"] == 2
+    assert answer["reason"] == "refunded"
+    assert dlq.state(dlq.charge) == ("resolved", 1, "refunded")
+
+
+def test_piped_tables_are_never_cut(dlq: Dlq) -> None:
+    """Piped into another program (no terminal, no COLUMNS), every row of dlq list is one
+    whole line with the job's short id and its age; --wide shows full ids and errors."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    args = [sys.executable, "-c", LAUNCH, "dlq", "list", "--database-url", dlq.url]
+    piped = subprocess.run(args, env=env, capture_output=True, text=True, check=True)
+    rows = [line for line in piped.stdout.splitlines() if "payments" in line or "email" in line]
+    assert len(rows) == 2, piped.stdout
+    assert any(short_id(dlq.charge) in row and "ago" in row for row in rows)
+    assert max(len(line) for line in piped.stdout.splitlines()) > 80
+    wide = subprocess.run([*args, "--wide"], env=env, capture_output=True, text=True, check=True)
+    assert dlq.charge in wide.stdout
+    assert dlq.notify in wide.stdout
+    assert "[REDACTED]" in wide.stdout  # the whole error, its secret redacted
+    assert SECRET_KEY not in wide.stdout
+
+
+def test_migrate_reports_as_json(tmp_path: Path) -> None:
+    """migrate --json says which migrations it applied and where the schema stands."""
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    first = json.loads(cli("migrate", "--json", "--database-url", url).output)
+    assert first["applied"]
+    assert first["version"] == first["latest"]
+    assert first["pending"] == []
+    again = json.loads(cli("migrate", "--check", "--json", "--database-url", url).output)
+    assert again["applied"] == []

@@ -932,6 +932,23 @@ async def test_find_by_every_filter(job_queue: JobQueue, clock: FakeClock) -> No
     assert await ids(JobFilter(states=(JobState.RUNNING,))) == []
 
 
+async def test_find_by_part_of_an_id(job_queue: JobQueue, clock: FakeClock) -> None:
+    """JobFilter(id_part=...) selects the jobs whose id starts or ends with it (a prefix, or
+    the short id an operator copied from a table), and combines with the other fields."""
+    now = clock.time()
+    for job_id in ("01a2aaaa00beef", "01a2bbbb00cafe", "01a3cccc00beef"):
+        await enqueue_one(job_queue, job(now, id=job_id), now)
+
+    async def ids(where: JobFilter) -> set[str]:
+        return {j.id for j in await job_queue.find(where)}
+
+    assert await ids(JobFilter(id_part="01a2")) == {"01a2aaaa00beef", "01a2bbbb00cafe"}
+    assert await ids(JobFilter(id_part="00beef")) == {"01a2aaaa00beef", "01a3cccc00beef"}
+    assert await ids(JobFilter(id_part="01a3cccc00beef")) == {"01a3cccc00beef"}
+    assert await ids(JobFilter(id_part="bbbb")) == set()  # neither a start nor an end
+    assert await ids(JobFilter(id_part="01a2", states=(JobState.DEAD,))) == set()
+
+
 async def test_find_pages_with_limit_and_offset(job_queue: JobQueue, clock: FakeClock) -> None:
     """limit and offset page through the same order."""
     for i in range(5):

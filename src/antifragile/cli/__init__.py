@@ -23,6 +23,8 @@ COMMAND_EXTRAS: dict[str, str] = {
     "jobs": "cli",
     "dlq": "cli",
     "migrate": "cli",
+    "backup": "cli",
+    "restore": "cli",
 }
 
 _CLI = frozenset({"typer", "rich", "click", "structlog"})

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 import antifragile
+from antifragile.cli._backup import backup, restore
 from antifragile.cli._demo import demo
 from antifragile.cli._jobs import dlq_app, jobs_app, worker
 from antifragile.cli._migrate import migrate
@@ -30,6 +31,8 @@ app.command()(worker)
 app.command()(serve)
 app.command()(health)
 app.command()(breakers)
+app.command()(backup)
+app.command()(restore)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(dlq_app, name="dlq")
 

@@ -12,6 +12,7 @@ import json
 import os
 import re
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -20,9 +21,18 @@ from urllib.parse import unquote, urlsplit
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from antifragile.cli._load import APP_ENV, load_target
+from antifragile.cli._output import (
+    DryRunOpt,
+    JsonOpt,
+    WideOpt,
+    YesOpt,
+    confirm,
+    console_for,
+    echo_json,
+    table,
+)
 from antifragile.cli._process import LOG_LEVELS, check_log_level, process_setup
 from antifragile.errors import AntifragileError, ConfigurationError, redact
 from antifragile.jobs._app import (
@@ -32,6 +42,7 @@ from antifragile.jobs._app import (
     JobNotFoundError,
     Jobs,
 )
+from antifragile.jobs._ids import SHORT_ID_LENGTH, find_job, short_id
 from antifragile.jobs._model import CLAIMABLE, Job, JobFilter, JobState
 from antifragile.jobs._view import attempts_of, job_view
 
@@ -306,7 +317,11 @@ def _stop_metrics(server: Any) -> None:
     server.server_close()
 
 
-# -- antifragile jobs list ----------------------------------------------------------------------
+# -- antifragile jobs list / show ---------------------------------------------------------------
+
+
+def _ident(job_id: str, wide: bool) -> str:
+    return job_id if wide else short_id(job_id)
 
 
 @jobs_app.command("list")
@@ -319,10 +334,11 @@ def jobs_list(
     queue: Annotated[str | None, typer.Option(help="Only jobs of this queue.")] = None,
     name: Annotated[str | None, typer.Option(help="Only jobs of this job function.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="Jobs to show at most.")] = 50,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOpt = False,
+    wide: WideOpt = False,
 ) -> None:
     """Queues (jobs per state, lag) and the most recently changed jobs."""
-    console = Console()
+    console = console_for(wide)
     where = JobFilter(states=tuple(state or ()), queue=queue, name=name)
 
     async def action(jobs: Jobs) -> tuple[list[Any], list[Job], float]:
@@ -338,24 +354,24 @@ def jobs_list(
             ],
             "jobs": [job_view(job) for job in found],
         }
-        typer.echo(json.dumps(payload, indent=2))
+        echo_json(payload)
         return
     states = [s.value for s in JobState]
-    table = Table(title="queues", title_justify="left")
-    table.add_column("queue")
+    queues = table("queues")
+    queues.add_column("queue")
     for s in states:
-        table.add_column(s, justify="right")
-    table.add_column("lag", justify="right")
+        queues.add_column(s, justify="right")
+    queues.add_column("lag", justify="right")
     for entry in stats:
         lag = "-" if entry.oldest_ready_at is None else _age(now - entry.oldest_ready_at)
-        table.add_row(entry.queue, *(str(entry.counts.get(s, 0)) for s in states), lag)
-    console.print(table)
-    listing = Table(title=f"jobs ({len(found)} shown)", title_justify="left")
-    for column in ("id", "job", "queue", "state", "attempts", "run at", "updated", "last error"):
+        queues.add_row(entry.queue, *(str(entry.counts.get(s, 0)) for s in states), lag)
+    console.print(queues)
+    listing = table(f"jobs ({len(found)} shown)", id_width=SHORT_ID_LENGTH)
+    for column in ("job", "queue", "state", "attempts", "run at", "updated", "last error"):
         listing.add_column(column)
     for job in found:
         listing.add_row(
-            job.id,
+            _ident(job.id, wide),
             job.name,
             job.queue,
             job.state.value,
@@ -365,6 +381,80 @@ def jobs_list(
             escape(job.last_error_code or ""),
         )
     console.print(listing)
+
+
+def _print_job(console: Console, job: Job, title: str) -> None:
+    """*job* in full: its fields, payload (redacted) and every attempt."""
+    data = job_view(job)
+    info = table(f"{title} {job.id}", show_header=False)
+    info.add_column(style="bold")
+    info.add_column()
+    rows = [
+        ("short id", data["short_id"]),
+        ("job", job.name),
+        ("queue", job.queue),
+        ("provider", job.provider or "-"),
+        ("state", job.state.value),
+        ("attempts", f"{job.attempts} of {job.max_attempts}"),
+        ("idempotency key", job.idempotency_key or "-"),
+        ("request id", data["request_id"] or "-"),
+        ("created", _when(job.created_at)),
+        ("run at", _when(job.run_at)),
+        ("first failure", _when(job.first_failed_at)),
+        ("last failure", _when(job.last_failed_at)),
+        ("last error", f"{job.last_error_code or '-'}: {data['last_error'] or ''}"),
+        ("reason", data["reason"] or "-"),
+    ]
+    if job.resolution:
+        rows.append(("resolution", job.resolution))
+    for key, value in rows:
+        info.add_row(key, escape(str(value)))
+    console.print(info)
+    console.print("[bold]payload[/] (redacted)")
+    console.print(escape(json.dumps(data["payload"], indent=2, sort_keys=True)))
+    attempts = table("attempts")
+    for column in ("#", "started", "duration", "code", "HTTP", "message"):
+        attempts.add_column(column)
+    for record in data["history"]:
+        duration = record.get("duration")
+        attempts.add_row(
+            str(record.get("number", "")),
+            _when(record.get("started_at")),
+            "-" if duration is None else f"{float(duration):.3f}s",
+            escape(str(record.get("code") or "ok")),
+            str(record.get("status") or "-"),
+            escape(str(record.get("message") or "")),
+        )
+    console.print(attempts)
+
+
+IdArg = Annotated[
+    str,
+    typer.Argument(
+        help=f"The job's id, its short form (last {SHORT_ID_LENGTH} characters) or a prefix.",
+        show_default=False,
+    ),
+]
+
+
+@jobs_app.command("show")
+def jobs_show(
+    job_id: IdArg,
+    database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
+    as_json: JsonOpt = False,
+    wide: WideOpt = False,
+) -> None:
+    """One job in any state: its payload (redacted) and every attempt."""
+    console = console_for(wide)
+
+    async def action(jobs: Jobs) -> Job:
+        return await find_job(jobs.queue, job_id)
+
+    job = _run(console, database_url, action)
+    if as_json:
+        echo_json(job_view(job))
+        return
+    _print_job(console, job, "job")
 
 
 # -- antifragile dlq ... ------------------------------------------------------------------------
@@ -383,31 +473,123 @@ NewerOpt = Annotated[
     str | None,
     typer.Option("--newer-than", help="Only jobs that died within this (e.g. 30m, 1d)."),
 ]
+IdsArg = Annotated[
+    list[str] | None,
+    typer.Argument(help="Dead jobs: ids, short ids or prefixes.", show_default=False),
+]
+#: jobs read per page when a command lists what it is about to change
+_PAGE = 500
 
 
-async def _checked_ids(jobs: Jobs, ids: Sequence[str]) -> None:
-    """Every id names a dead job -- checked before anything changes."""
-    for job_id in ids:
-        job = await jobs.queue.get(job_id)
-        if job is None:
-            raise JobNotFoundError(f"no job with id {job_id!r}")
+async def _dead_jobs(jobs: Jobs, texts: Sequence[str]) -> list[Job]:
+    """The dead jobs *texts* name -- every one checked before anything changes (unknown,
+    malformed, ambiguous or not dead: an error)."""
+    found: dict[str, Job] = {}
+    for text in texts:
+        job = await find_job(jobs.queue, text)
         if job.state is not JobState.DEAD:
             raise JobNotFoundError(
-                f"job {job_id!r} is not in the dead-letter queue (it is {job.state.value})"
+                f"job {job.id!r} is not in the dead-letter queue (it is {job.state.value})"
             )
+        found[job.id] = job
+    return list(found.values())
 
 
-def _target(
-    ids: Sequence[str],
-    everything: bool,
-    flt: DeadLetterFilter,
-) -> DeadLetterFilter:
+async def _matching(jobs: Jobs, where: JobFilter) -> list[Job]:
+    """Every job *where* matches, page by page."""
+    found: list[Job] = []
+    while True:
+        page = await jobs.queue.find(where, limit=_PAGE, offset=len(found))
+        found.extend(page)
+        if len(page) < _PAGE:
+            return found
+
+
+def _check_target(ids: Sequence[str], everything: bool, flt: DeadLetterFilter) -> None:
     has_filter = flt != DeadLetterFilter()
     if ids and (everything or has_filter):
         raise ConfigurationError("give job ids, or filters / --all, not both")
     if not ids and not everything and not has_filter:
         raise ConfigurationError("name the jobs: give their ids, filters, or --all")
-    return DeadLetterFilter(ids=tuple(ids)) if ids else flt
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a dlq command is about to change: the jobs (listed for --dry-run and the
+    question), whether to ask first, and the verb to say."""
+
+    verb: str
+    jobs: list[Job]
+    ask: bool
+
+    @property
+    def ids(self) -> list[str]:
+        return [job.id for job in self.jobs]
+
+    @property
+    def question(self) -> str:
+        return f"{self.verb} {len(self.jobs)} job(s)"
+
+
+def _preview(console: Console, plan: _Plan, now: float, wide: bool) -> None:
+    """What *plan* would do, as a table."""
+    listing = table(f"would {plan.question}", id_width=SHORT_ID_LENGTH)
+    for column in ("job", "queue", "state", "code", "changed"):
+        listing.add_column(column)
+    for job in plan.jobs:
+        listing.add_row(
+            _ident(job.id, wide),
+            job.name,
+            job.queue,
+            job.state.value,
+            escape(job.last_error_code or "-"),
+            _relative(job.updated_at, now),
+        )
+    console.print(listing)
+
+
+def _go_ahead(plan: _Plan, *, dry_run: bool, yes: bool) -> bool:
+    """Whether to change anything: not on --dry-run nor when nothing matches; a bulk change
+    is confirmed first (see :func:`~antifragile.cli._output.confirm`)."""
+    if dry_run or not plan.jobs:
+        return False
+    if plan.ask:
+        confirm(plan.question, yes=yes)
+    return True
+
+
+def _report(
+    console: Console,
+    plan: _Plan,
+    count: int,
+    *,
+    done: bool,
+    dry_run: bool,
+    as_json: bool,
+    wide: bool,
+    now: float,
+    extra: dict[str, Any] | None = None,
+    said: str = "",
+) -> None:
+    if as_json:
+        echo_json(
+            {
+                "action": plan.verb,
+                "dry_run": dry_run,
+                "matched": len(plan.jobs),
+                "count": count,
+                "ids": plan.ids,
+                **(extra or {}),
+            }
+        )
+        return
+    if dry_run:
+        _preview(console, plan, now, wide)
+        console.print(f"dry run: nothing changed ({len(plan.jobs)} job(s) match)")
+    elif not done:
+        console.print(f"no dead jobs match: nothing to {plan.verb}")
+    else:
+        console.print(said)
 
 
 @dlq_app.command("list")
@@ -421,10 +603,11 @@ def dlq_list(
     newer_than: NewerOpt = None,
     resolved: Annotated[bool, typer.Option("--resolved", help="Include resolved jobs.")] = False,
     limit: Annotated[int, typer.Option(min=1, help="Jobs to show at most.")] = 50,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOpt = False,
+    wide: WideOpt = False,
 ) -> None:
     """Dead jobs, the most recent first, with their last error."""
-    console = Console()
+    console = console_for(wide)
     flt = _filter(
         queue, name, provider, code, _duration_option(older_than), _duration_option(newer_than)
     )
@@ -435,90 +618,66 @@ def dlq_list(
 
     found, now = _run(console, database_url, action)
     if as_json:
-        typer.echo(json.dumps([job_view(job) for job in found], indent=2))
+        echo_json([job_view(job) for job in found])
         return
-    table = Table(title=f"dead-letter queue ({len(found)} shown)", title_justify="left")
-    for column in ("id", "job", "queue", "provider", "attempts", "code", "HTTP", "error", "died"):
-        table.add_column(column)
+    listing = table(f"dead-letter queue ({len(found)} shown)", id_width=SHORT_ID_LENGTH)
+    for column in ("job", "queue", "provider", "attempts", "code", "HTTP", "error", "died"):
+        listing.add_column(column)
     for job in found:
         last = attempts_of(job)[-1] if job.history else {}
         state = "" if job.state is JobState.DEAD else " (resolved)"
-        table.add_row(
-            job.id,
+        listing.add_row(
+            _ident(job.id, wide),
             job.name,
             job.queue,
             job.provider or "-",
             str(job.attempts),
             escape(job.last_error_code or "-"),
             str(last.get("status") or "-"),
-            escape(_short(job.last_error)),
+            escape(_short(job.last_error, 100_000 if wide else 60)),
             _relative(job.updated_at, now) + state,
         )
-    console.print(table)
+    console.print(listing)
     if not found:
         console.print("no dead jobs match")
 
 
 @dlq_app.command("show")
 def dlq_show(
-    job_id: Annotated[str, typer.Argument(help="The job's id.")],
+    job_id: IdArg,
     database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOpt = False,
+    wide: WideOpt = False,
 ) -> None:
     """One dead job: its payload (redacted), every attempt, first and last failure."""
-    console = Console()
+    console = console_for(wide)
 
     async def action(jobs: Jobs) -> Job:
-        return await jobs.dlq.show(job_id)
+        job = await find_job(jobs.queue, job_id)
+        return await jobs.dlq.show(job.id)
 
     job = _run(console, database_url, action)
-    data = job_view(job)
     if as_json:
-        typer.echo(json.dumps(data, indent=2))
+        echo_json(job_view(job))
         return
-    info = Table(show_header=False, title=f"dead job {job.id}", title_justify="left")
-    info.add_column(style="bold")
-    info.add_column()
-    rows = [
-        ("job", job.name),
-        ("queue", job.queue),
-        ("provider", job.provider or "-"),
-        ("state", job.state.value),
-        ("attempts", f"{job.attempts} of {job.max_attempts}"),
-        ("idempotency key", job.idempotency_key or "-"),
-        ("request id", data["request_id"] or "-"),
-        ("created", _when(job.created_at)),
-        ("first failure", _when(job.first_failed_at)),
-        ("last failure", _when(job.last_failed_at)),
-        ("last error", f"{job.last_error_code or '-'}: {data['last_error'] or ''}"),
-        ("reason", data["reason"] or "-"),
-    ]
-    if job.resolution:
-        rows.append(("resolution", job.resolution))
-    for key, value in rows:
-        info.add_row(key, escape(str(value)))
-    console.print(info)
-    console.print("[bold]payload[/] (redacted)")
-    console.print(escape(json.dumps(data["payload"], indent=2, sort_keys=True)))
-    attempts = Table(title="attempts", title_justify="left")
-    for column in ("#", "started", "duration", "code", "HTTP", "message"):
-        attempts.add_column(column)
-    for record in data["history"]:
-        duration = record.get("duration")
-        attempts.add_row(
-            str(record.get("number", "")),
-            _when(record.get("started_at")),
-            "-" if duration is None else f"{float(duration):.3f}s",
-            escape(str(record.get("code") or "ok")),
-            str(record.get("status") or "-"),
-            escape(str(record.get("message") or "")),
-        )
-    console.print(attempts)
+    _print_job(console, job, "dead job")
+
+
+async def _plan(
+    jobs: Jobs, verb: str, ids: Sequence[str], everything: bool, flt: DeadLetterFilter
+) -> _Plan:
+    """The dead jobs a retry or resolve names: by ids (no question asked), or by filters /
+    --all (asked)."""
+    _check_target(ids, everything, flt)
+    if ids:
+        return _Plan(verb, await _dead_jobs(jobs, ids), False)
+    where = flt.to_job_filter(jobs.clock.time(), (JobState.DEAD,))
+    return _Plan(verb, await _matching(jobs, where), True)
 
 
 @dlq_app.command("retry")
 def dlq_retry(
-    ids: Annotated[list[str] | None, typer.Argument(help="Ids of dead jobs.")] = None,
+    ids: IdsArg = None,
     database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
     everything: Annotated[
         bool, typer.Option("--all", help="Every dead job matching the filters.")
@@ -532,28 +691,46 @@ def dlq_retry(
     delay: Annotated[
         str, typer.Option(help="Run them after this long (e.g. 5m) [default: now].")
     ] = "0",
+    yes: YesOpt = False,
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+    wide: WideOpt = False,
 ) -> None:
-    """Redrive dead jobs: back to the queue, attempts counted again, history kept."""
-    console = Console()
+    """Redrive dead jobs: back to the queue, attempts counted again, history kept.
+
+    With --all or filters, asks first (--yes to skip the question; --dry-run lists them).
+    """
+    console = console_for(wide)
     wait = parse_duration(delay)
     flt = _filter(
         queue, name, provider, code, _duration_option(older_than), _duration_option(newer_than)
     )
 
-    async def action(jobs: Jobs) -> int:
-        target = _target(ids or [], everything, flt)
-        if target.ids:
-            await _checked_ids(jobs, target.ids)
-            return await jobs.dlq.retry(list(target.ids), delay=wait)
-        return await jobs.dlq.retry(target, delay=wait)
+    async def action(jobs: Jobs) -> tuple[_Plan, int, bool, float]:
+        plan = await _plan(jobs, "retry", ids or [], everything, flt)
+        now = jobs.clock.time()
+        if not _go_ahead(plan, dry_run=dry_run, yes=yes):
+            return plan, 0, False, now
+        return plan, await jobs.dlq.retry(plan.ids, delay=wait), True, now
 
-    count = _run(console, database_url, action)
-    console.print(f"redrove {count} job(s)" + (f", running in {delay}" if wait else ""))
+    plan, count, done, now = _run(console, database_url, action)
+    _report(
+        console,
+        plan,
+        count,
+        done=done,
+        dry_run=dry_run,
+        as_json=as_json,
+        wide=wide,
+        now=now,
+        extra={"delay": wait},
+        said=f"redrove {count} job(s)" + (f", running in {delay}" if wait else ""),
+    )
 
 
 @dlq_app.command("resolve")
 def dlq_resolve(
-    ids: Annotated[list[str] | None, typer.Argument(help="Ids of dead jobs.")] = None,
+    ids: IdsArg = None,
     reason: Annotated[
         str,
         typer.Option("--reason", "-r", help="Why: handled by hand, or discarded (required)."),
@@ -568,24 +745,42 @@ def dlq_resolve(
     code: CodeOpt = None,
     older_than: OlderOpt = None,
     newer_than: NewerOpt = None,
+    yes: YesOpt = False,
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+    wide: WideOpt = False,
 ) -> None:
-    """Close dead jobs with a reason (handled by hand, or not worth doing)."""
-    console = Console()
+    """Close dead jobs with a reason (handled by hand, or not worth doing).
+
+    With --all or filters, asks first (--yes to skip the question; --dry-run lists them).
+    """
+    console = console_for(wide)
     flt = _filter(
         queue, name, provider, code, _duration_option(older_than), _duration_option(newer_than)
     )
 
-    async def action(jobs: Jobs) -> int:
+    async def action(jobs: Jobs) -> tuple[_Plan, int, bool, float]:
         if not reason.strip():
             raise ConfigurationError("--reason is required: say why these jobs are closed")
-        target = _target(ids or [], everything, flt)
-        if target.ids:
-            await _checked_ids(jobs, target.ids)
-            return await jobs.dlq.resolve(list(target.ids), reason=reason)
-        return await jobs.dlq.resolve(target, reason=reason)
+        plan = await _plan(jobs, "resolve", ids or [], everything, flt)
+        now = jobs.clock.time()
+        if not _go_ahead(plan, dry_run=dry_run, yes=yes):
+            return plan, 0, False, now
+        return plan, await jobs.dlq.resolve(plan.ids, reason=reason), True, now
 
-    count = _run(console, database_url, action)
-    console.print(f"resolved {count} job(s)")
+    plan, count, done, now = _run(console, database_url, action)
+    _report(
+        console,
+        plan,
+        count,
+        done=done,
+        dry_run=dry_run,
+        as_json=as_json,
+        wide=wide,
+        now=now,
+        extra={"reason": reason.strip()},
+        said=f"resolved {count} job(s)",
+    )
 
 
 @dlq_app.command("purge")
@@ -601,14 +796,40 @@ def dlq_purge(
     name: NameOpt = None,
     provider: ProviderOpt = None,
     code: CodeOpt = None,
+    yes: YesOpt = False,
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+    wide: WideOpt = False,
 ) -> None:
-    """Delete dead and resolved jobs whose last change is older than --older-than."""
-    console = Console()
+    """Delete dead and resolved jobs whose last change is older than --older-than.
+
+    Asks first (--yes to skip the question; --dry-run lists what would be deleted).
+    """
+    console = console_for(wide)
     age = parse_duration(older_than)
-    flt = _filter(queue, name, provider, code, None, None)
+    flt = _filter(queue, name, provider, code, age, None)
+    states = (JobState.RESOLVED,) if resolved_only else (JobState.DEAD, JobState.RESOLVED)
 
-    async def action(jobs: Jobs) -> int:
-        return await jobs.dlq.purge(age, where=flt, include_dead=not resolved_only)
+    async def action(jobs: Jobs) -> tuple[_Plan, int, bool, float]:
+        now = jobs.clock.time()
+        plan = _Plan("purge", await _matching(jobs, flt.to_job_filter(now, states)), True)
+        if not _go_ahead(plan, dry_run=dry_run, yes=yes):
+            return plan, 0, False, now
+        # exactly the jobs listed and confirmed (those still old enough and dead or resolved)
+        where = DeadLetterFilter(ids=tuple(plan.ids))
+        count = await jobs.dlq.purge(age, where=where, include_dead=not resolved_only)
+        return plan, count, True, now
 
-    count = _run(console, database_url, action)
-    console.print(f"purged {count} job(s) older than {older_than}")
+    plan, count, done, now = _run(console, database_url, action)
+    _report(
+        console,
+        plan,
+        count,
+        done=done,
+        dry_run=dry_run,
+        as_json=as_json,
+        wide=wide,
+        now=now,
+        extra={"older_than": age},
+        said=f"purged {count} job(s) older than {older_than}",
+    )

@@ -7,9 +7,8 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from antifragile.cli._output import JsonOpt, console_for, echo_json, table
 from antifragile.errors import AntifragileError, redact
 from antifragile.stores import make_store
 from antifragile.stores._migrations import latest_version, load_migrations
@@ -50,12 +49,16 @@ def migrate(
         bool,
         typer.Option("--check", help="Only report; exit with 1 when migrations are pending."),
     ] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Apply pending schema migrations to the SQLite or PostgreSQL store."""
-    console = Console()
+    console = console_for()
     shown = redact(database_url)
     scheme = urlsplit(database_url).scheme.lower()
     if scheme not in _DIALECTS:
+        if as_json:
+            echo_json({"database": shown, "schema": False, "applied": []})
+            return
         console.print(f"[bold]{shown}[/]: {scheme or 'this'} store keeps no schema; nothing to do.")
         return
     try:
@@ -65,10 +68,25 @@ def migrate(
         raise typer.Exit(1) from None
     dialect = _DIALECTS[scheme]
     latest = latest_version(dialect)
-    table = Table(title=f"schema of {shown}", title_justify="left")
-    table.add_column("version", justify="right")
-    table.add_column("migration")
-    table.add_column("status")
+    if as_json:
+        echo_json(
+            {
+                "database": shown,
+                "schema": True,
+                "version_before": before,
+                "version": after,
+                "latest": latest,
+                "applied": applied,
+                "pending": [m.version for m in load_migrations(dialect) if m.version > after],
+            }
+        )
+        if check and before < latest:
+            raise typer.Exit(1)
+        return
+    listing = table(f"schema of {shown}")
+    listing.add_column("version", justify="right")
+    listing.add_column("migration")
+    listing.add_column("status")
     for migration in load_migrations(dialect):
         if migration.version in applied:
             status = "[green]applied now[/]"
@@ -76,8 +94,8 @@ def migrate(
             status = "applied"
         else:
             status = "[yellow]pending[/]"
-        table.add_row(str(migration.version), migration.name, status)
-    console.print(table)
+        listing.add_row(str(migration.version), migration.name, status)
+    console.print(listing)
     if check and before < latest:
         console.print(f"[yellow]{latest - before} migration(s) pending[/]")
         raise typer.Exit(1)

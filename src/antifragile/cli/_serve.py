@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from antifragile.cli._output import console_for
 from antifragile.cli._process import (
     LOG_LEVELS,
     check_log_level,
@@ -253,7 +254,7 @@ def health(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Ask a running service for its health; exit 1 when it is unhealthy or does not answer."""
-    console = Console()
+    console = console_for()  # tables piped at their natural width
     try:
         report = _report(_get(url.rstrip("/") + "/health", timeout))
     except AntifragileError as exc:
@@ -323,7 +324,7 @@ def breakers(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The providers' circuit breakers: state, and until when an open one stays open."""
-    console = Console()
+    console = console_for()  # tables piped at their natural width
     try:
         if url:
             report = _report(_get(url.rstrip("/") + "/health", 5.0))

@@ -74,6 +74,10 @@ def _matches(job: Job, where: JobFilter) -> bool:
         return False
     if where.newer_than is not None and not job.updated_at >= where.newer_than:
         return False
+    if where.id_part is not None and not (
+        job.id.startswith(where.id_part) or job.id.endswith(where.id_part)
+    ):
+        return False
     return not where.ids or job.id in where.ids
 
 

@@ -228,6 +228,8 @@ class JobFilter:
     older_than: float | None = None  # updated_at < this (epoch seconds)
     newer_than: float | None = None  # updated_at >= this
     ids: tuple[str, ...] = ()
+    #: jobs whose id starts or ends with this (lower-case hex: a prefix or the short id)
+    id_part: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

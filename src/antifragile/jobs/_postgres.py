@@ -559,6 +559,10 @@ def _filter(where: JobFilter) -> tuple[str, dict[str, Any]]:
     if where.ids:
         parts.append("id = ANY(%(f_ids)s::text[])")
         params["f_ids"] = list(where.ids)
+    if where.id_part is not None:
+        parts.append("(id LIKE %(f_id_head)s::text OR id LIKE %(f_id_tail)s::text)")
+        params["f_id_head"] = f"{where.id_part}%"
+        params["f_id_tail"] = f"%{where.id_part}"
     return (" AND ".join(parts) or "TRUE"), params
 
 

@@ -416,6 +416,9 @@ def _where(where: JobFilter) -> tuple[list[str], list[Any]]:
     if where.ids:
         terms.append("id IN (SELECT value FROM json_each(?))")
         params.append(_dumps(list(where.ids)))
+    if where.id_part is not None:
+        terms.append("(id LIKE ? OR id LIKE ?)")
+        params.extend((f"{where.id_part}%", f"%{where.id_part}"))
     return terms, params
 
 

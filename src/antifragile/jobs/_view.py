@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from antifragile.errors import redact
+from antifragile.jobs._ids import short_id
 from antifragile.jobs._model import Job
 from antifragile.jobs._payload import redact_payload
 
@@ -33,6 +34,7 @@ def job_view(job: Job, *, mask: Callable[[Any], Any] = _same) -> dict[str, Any]:
     reason = reason_of(job)
     return {
         "id": job.id,
+        "short_id": short_id(job.id),
         "name": job.name,
         "queue": job.queue,
         "state": job.state.value,

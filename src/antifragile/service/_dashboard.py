@@ -61,6 +61,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from antifragile.errors import ErrorCode
 from antifragile.inbound._replies import SEND_JOB, Replies
 from antifragile.jobs import DeadLetterFilter, JobFilter, Jobs, JobState
+from antifragile.jobs._ids import short_id
 from antifragile.service._admin import (
     MarkSentBody,
     ResolveBody,
@@ -172,6 +173,7 @@ def _templates() -> Environment:
     )
     env.filters["when"] = _when
     env.filters["age"] = _age
+    env.filters["short_id"] = short_id
     return env
 
 
@@ -685,7 +687,7 @@ async def job_detail(
     job = await jobs.get(job_id)
     if job is None:
         return _html(
-            "dashboard_missing.html", status=404, session=session, what=f"job {job_id[-10:]}"
+            "dashboard_missing.html", status=404, session=session, what=f"job {short_id(job_id)}"
         )
     message = None
     replies = getattr(_assistant(request), "replies", None)
