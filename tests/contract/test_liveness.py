@@ -12,6 +12,7 @@ import pytest
 from antifragile import FakeClock
 from antifragile.errors import ConfigurationError
 from antifragile.jobs import JobFilter, JobQueue, JobState, NewJob, Outcome, ProcessBeat
+from antifragile.jobs._model import OutcomeKind
 
 
 def process(id: str, kind: str = "worker", *, started_at: float = 0.0) -> ProcessBeat:
@@ -62,7 +63,7 @@ def test_a_process_kind_is_checked() -> None:
         ProcessBeat("", "worker", "host", 1, None, 0.0, 0.0)
 
 
-async def _finish(queue: JobQueue, clock: FakeClock, ids: list[str], kind: str) -> None:
+async def _finish(queue: JobQueue, clock: FakeClock, ids: list[str], kind: OutcomeKind) -> None:
     now = clock.time()
     jobs = [
         NewJob(name="send", queue="email", payload={"n": i}, run_at=now, max_attempts=1, id=i)

@@ -33,6 +33,7 @@ from antifragile.jobs._model import (
 )
 from antifragile.jobs._policy import DEFAULT_JOB_RETRY, JobDeferred, job_retry_on
 from antifragile.jobs._protocol import JobQueue, RecordQueue
+from antifragile.jobs._retention import Pruned, Retention
 from antifragile.jobs._saga import (
     DEFAULT_STEP_RETRY,
     Saga,
@@ -90,9 +91,11 @@ __all__ = [
     "NewJob",
     "Outcome",
     "ProcessBeat",
+    "Pruned",
     "QueueStats",
     "RecordQueue",
     "Recorded",
+    "Retention",
     "Saga",
     "SagaCompensationError",
     "SagaFailure",
