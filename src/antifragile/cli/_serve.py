@@ -74,6 +74,7 @@ async def _run_background(settings: Settings, worker: bool, scheduler: bool) -> 
     """The worker and/or scheduler without the API, until SIGTERM or Ctrl-C (a signal that
     arrives while the service is still opening stops it as soon as it is open)."""
     from antifragile.service._assistant import Assistant
+    from antifragile.service._watchdog import watchdog_for
 
     runners: list[Any] = []
     stopping = False
@@ -92,6 +93,9 @@ async def _run_background(settings: Settings, worker: bool, scheduler: bool) -> 
                 runners.append(assistant.worker())
             if scheduler:
                 runners.append(assistant.scheduler())
+                watchdog = watchdog_for(assistant)  # alerts no worker is there to judge
+                if watchdog is not None:
+                    runners.append(watchdog)
             if not stopping:
                 await asyncio.gather(*(runner.run() for runner in runners))
         finally:
