@@ -10,6 +10,7 @@ import antifragile
 from antifragile.cli._demo import demo
 from antifragile.cli._jobs import dlq_app, jobs_app, worker
 from antifragile.cli._migrate import migrate
+from antifragile.cli._prune import jobs_prune
 from antifragile.cli._sandbox import sandbox
 from antifragile.cli._scheduler import scheduler
 from antifragile.cli._serve import breakers, health, serve
@@ -30,6 +31,7 @@ app.command()(worker)
 app.command()(serve)
 app.command()(health)
 app.command()(breakers)
+jobs_app.command("prune")(jobs_prune)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(dlq_app, name="dlq")
 

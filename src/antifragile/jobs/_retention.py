@@ -75,6 +75,26 @@ async def _delete_all(queue: JobQueue, where: JobFilter, *, now: float, batch: i
             return deleted
 
 
+async def _count(queue: JobQueue, where: JobFilter, *, batch: int) -> int:
+    counted = 0
+    while True:
+        page = await queue.find(where, limit=batch, offset=counted)
+        counted += len(page)
+        if len(page) < batch:
+            return counted
+
+
+async def prunable(queue: JobQueue, retention: Retention, *, now: float) -> Pruned:
+    """What :func:`prune` would delete at *now* (counted; nothing is deleted)."""
+    counts = {
+        kind: await _count(queue, where, batch=max(retention.batch, 1000))
+        for kind, where in prune_filters(retention, now=now).items()
+    }
+    before = now - retention.processes
+    processes = sum(1 for p in await queue.processes() if p.last_seen < before)
+    return Pruned(counts.get("succeeded", 0), counts.get("resolved", 0), processes)
+
+
 async def prune(queue: JobQueue, retention: Retention, *, now: float) -> Pruned:
     """Delete what *retention* no longer keeps at *now*, in bounded batches."""
     counts = {
