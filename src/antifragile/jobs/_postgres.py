@@ -876,7 +876,7 @@ class PostgresJobQueue:
         """Rows of one statement on a pooled connection (prepared on the server, by psycopg,
         the first time each connection runs it)."""
         try:
-            async with self._db._pool().connection() as conn:
+            async with self._db.connection() as conn:
                 cursor = await conn.execute(query.encode(), params, prepare=True)
                 return await cursor.fetchall() if cursor.description else []
         except PoolClosed:
@@ -893,7 +893,7 @@ class PostgresJobQueue:
         costs a full sort per claim just when the backlog is largest. Both statements go out
         in one pipeline: one round trip."""
         try:
-            async with self._db._pool().connection() as conn, conn.pipeline():
+            async with self._db.connection() as conn, conn.pipeline():
                 async with conn.transaction():
                     await conn.execute(_NO_SORT, prepare=True)
                     cursor = await conn.execute(query.encode(), params, prepare=True)
@@ -906,7 +906,7 @@ class PostgresJobQueue:
     async def _count(self, query: str, params: Mapping[str, Any]) -> int:
         """The number of rows one statement changed, on a pooled connection."""
         try:
-            async with self._db._pool().connection() as conn:
+            async with self._db.connection() as conn:
                 cursor = await conn.execute(query.encode(), params)
                 return cursor.rowcount
         except PoolClosed:
@@ -1037,7 +1037,7 @@ class PostgresJobQueue:
         else:
             query, params["expected"] = self._sql.text(SAVE_UPDATE), int(expected_version)
         try:
-            async with self._db._pool().connection() as conn, conn.transaction():
+            async with self._db.connection() as conn, conn.transaction():
                 cursor = await conn.execute(query.encode(), params)
                 if await cursor.fetchone() is None:
                     return None
