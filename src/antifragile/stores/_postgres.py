@@ -57,8 +57,16 @@ masked in :attr:`PostgresStore.url`. Other database errors raise StoreError.
 
 Options: ``schema``, ``drop_schema_on_close``, ``min_size``/``max_size`` (pool sizes, default 1
 and 10), ``connect_timeout`` (seconds, default 5), ``acquire_timeout`` (seconds to wait for a
-pooled connection, default 10: also how long an operation waits while the server is down and
-the pool has no connection), ``migrate`` (migrate on open), ``auto_migrate`` (see above).
+pooled connection, default 10), ``reconnect_timeout`` (seconds the pool retries one lost
+connection before giving up, default 2: the next operation starts a new attempt at once),
+``migrate`` (migrate on open), ``auto_migrate`` (see above). The three timeouts may also come
+from the URL -- ``?pool_timeout=1&connect_timeout=2&reconnect_timeout=2`` -- the keywords win.
+
+Outages. An operation that finds the server unreachable (a connection dropped or refused, the
+server shutting down: not a busy pool) marks it down: until a new connection succeeds, an
+operation waits at most :data:`DOWN_WAIT` for a connection before StoreUnavailableError (the
+service answers webhooks 503 at once instead of after the acquire timeout), and every pooled
+connection is replaced.
 Connections show up in ``pg_stat_activity`` as ``antifragile`` unless the URL sets
 ``application_name``.
 """
