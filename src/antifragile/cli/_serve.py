@@ -158,6 +158,9 @@ def serve(
         settings = _settings(config)
     except AntifragileError as exc:
         raise _fail(console, exc) from None
+    if api and not worker and "expect_workers" not in settings.model_fields_set:
+        # workers run elsewhere: /health and the alerts say so when none is alive
+        settings = settings.model_copy(update={"expect_workers": True})
     # the arguments are good: JSON logs (ANTIFRAGILE_LOG_FORMAT) and tracing from here on, put
     # back when the service stops
     with process_setup(console, log_level):
