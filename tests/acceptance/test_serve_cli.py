@@ -58,19 +58,24 @@ def stop(process: subprocess.Popen[str]) -> tuple[str, str]:
     return out, err
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """``antifragile serve`` in its own process, in an empty directory (default database)."""
-    workdir = tmp_path_factory.mktemp("serve")
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-c", LAUNCH, "serve", "--port", str(port), "--log-level", "warning"],
+def spawn_serve(workdir: Path, port: int, *options: str) -> subprocess.Popen[str]:
+    """``antifragile serve --port PORT *options`` in its own process, in *workdir*."""
+    return subprocess.Popen(
+        [sys.executable, "-c", LAUNCH, "serve", "--port", str(port), *options],
         cwd=workdir,
         env=clean_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """``antifragile serve`` in its own process, in an empty directory (default database)."""
+    workdir = tmp_path_factory.mktemp("serve")
+    port = free_port()
+    process = spawn_serve(workdir, port, "--log-level", "warning")
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process)
@@ -194,3 +199,21 @@ def test_health_command_exits_1_when_unhealthy(tmp_path: Path) -> None:
     assert result.exit_code == 1, result.output
     assert "unhealthy" in result.output
     assert "down" in result.output
+
+
+def test_serve_without_a_worker_expects_workers(tmp_path: Path) -> None:
+    """``serve --no-worker``: workers run elsewhere, so /health is degraded while none is alive
+    (and says why); the in-process scheduler is listed; HEAD /health answers 200."""
+    port = free_port()
+    process = spawn_serve(tmp_path, port, "--no-worker")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process)
+        data = httpx.get(f"{url}/health").json()["data"]
+        assert data["status"] == "degraded"
+        assert data["workers"]["alive"] == 0
+        assert data["problems"] == ["no worker is alive: jobs are recorded but not run"]
+        assert httpx.head(f"{url}/health").status_code == 200
+    finally:
+        out, err = stop(process)
+    assert process.returncode == 0, f"{out}\n{err}"

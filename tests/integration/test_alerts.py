@@ -25,11 +25,13 @@ from antifragile.inbound import AlertConfig, Alerts
 from antifragile.inbound._alerts import ALERTS_QUEUE, CHECK_JOB, NOTIFY_JOB
 from antifragile.inbound.testing import wait_for_breaker_alerts
 from antifragile.jobs import DeadLetterFilter, JobContext, JobFilter, Jobs, JobState, Scheduler
+from antifragile.jobs._liveness import Presence
 from antifragile.policies import CircuitState
 from antifragile.sandbox import ProviderFault, ProviderSandbox, ResendSimulator, SlackSimulator
 from antifragile.service._alerts_api import alerts_router
 from antifragile.service._envelope import RequestContextMiddleware, install_error_handlers
 from antifragile.service._settings import Settings
+from antifragile.service._watchdog import Watchdog
 
 RESEND_KEY = "re_test_key_12345"
 HOOK = "T0001/B0001/sEcReTtOkEn1234"
@@ -493,3 +495,49 @@ async def test_the_assistant_wires_alerts_from_its_settings(
         (job,) = await assistant.jobs.find(JobFilter(name=NOTIFY_JOB))
         assert job.payload["condition"] == "breaker_open"
         assert job.payload["subject"] == "resend"
+
+
+# -- the watchdog (serve and the scheduler judge what no worker is there to) --------------------
+
+
+async def test_watchdogs_alert_no_worker_once_and_send_it_themselves(
+    world: World, connectors: Connectors
+) -> None:
+    """Two processes' watchdogs, no worker alive while workers are expected: one ``no_worker``
+    notification for the window, sent by the watchdogs themselves (no worker would), once; when
+    a worker beats again the condition is resolved."""
+    other = build(world.path, world.clock, world.sandbox, connectors, CONFIG)
+    async with other.jobs:
+        dogs = [Watchdog(w.alerts, expect_workers=True) for w in (world, other)]
+        results = await asyncio.gather(*(dog.evaluate() for dog in dogs for _ in range(3)))
+    fired = [f for batch in results for f in batch if f.condition == "no_worker"]
+    assert len(fired) == 6
+    assert sum(f.created for f in fired) == 1
+    (post,) = world.posts()
+    assert "No worker alive" in post
+    assert len(world.emails()) == 1
+    (job,) = await world.jobs.find(JobFilter(name=NOTIFY_JOB))
+    assert job.state is JobState.SUCCEEDED
+
+    presence = Presence(lambda: world.jobs.queue, kind="worker", clock=world.clock)
+    await presence.beat()
+    assert [f.condition for f in await dogs[0].evaluate()] == []
+    assert (await world.record("alert:no_worker:all"))["state"] == "resolved"
+
+
+async def test_watchdog_alerts_queue_lag_and_leaves_it_to_a_live_worker(world: World) -> None:
+    """A job due for longer than the threshold fires ``queue_lag``; with a worker alive the
+    watchdog only enqueues the notification, the worker sends it."""
+    presence = Presence(lambda: world.jobs.queue, kind="worker", clock=world.clock, interval=1)
+    await world.jobs.registry["charge"].enqueue(1, PHONE, CUSTOMER)
+    world.clock.advance(400)
+    await presence.beat()
+    dog = Watchdog(world.alerts, lag_threshold=300)
+    (fired,) = await dog.evaluate()
+    assert (fired.condition, fired.created) == ("queue_lag", True)
+    assert world.posts() == []
+    await world.drain()
+    (post,) = world.posts()
+    assert "Queue lag" in post
+    assert "waited 400s" in post
+    assert_clean(post)

@@ -120,6 +120,15 @@ EXPECTED_COLUMNS = {
         ("job_id", "text", "YES"),
         ("request_id", "text", "YES"),
     ],
+    "antifragile_processes": [
+        ("id", "text", "NO"),
+        ("kind", "text", "NO"),
+        ("host", "text", "NO"),
+        ("pid", "integer", "NO"),
+        ("queues", "jsonb", "YES"),
+        ("started_at", "double precision", "NO"),
+        ("last_seen", "double precision", "NO"),
+    ],
 }
 
 EXPECTED_PRIMARY_KEYS = {
@@ -132,6 +141,7 @@ EXPECTED_PRIMARY_KEYS = {
     "antifragile_breaker_windows": ["name", "second"],
     "antifragile_jobs": ["id"],
     "antifragile_inbox": ["id"],
+    "antifragile_processes": ["id"],
 }
 
 # every index besides the primary keys: (table, index, is unique, partial predicate or None)
@@ -172,6 +182,7 @@ EXPECTED_INDEXES = {
     ("antifragile_inbox", "antifragile_inbox_event", True, None),
     ("antifragile_inbox", "antifragile_inbox_expires_at", False, None),
     ("antifragile_inbox", "antifragile_inbox_received", False, None),
+    ("antifragile_processes", "antifragile_processes_last_seen", False, None),
 }
 
 #: every migration shipped for PostgreSQL, and what migrate() records for them

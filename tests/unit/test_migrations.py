@@ -246,6 +246,15 @@ EXPECTED_SQLITE_SCHEMA = {
         "job_id",
         "request_id",
     ],
+    "antifragile_processes": [
+        "id",
+        "kind",
+        "host",
+        "pid",
+        "queues",
+        "started_at",
+        "last_seen",
+    ],
 }
 EXPECTED_SQLITE_INDEXES = {
     "antifragile_kv_expires_at",
@@ -262,6 +271,7 @@ EXPECTED_SQLITE_INDEXES = {
     "antifragile_jobs_ordering_seq",
     "antifragile_inbox_expires_at",
     "antifragile_inbox_received",
+    "antifragile_processes_last_seen",
 }
 
 

@@ -11,6 +11,7 @@ from antifragile.cli._backup import backup, restore
 from antifragile.cli._demo import demo
 from antifragile.cli._jobs import dlq_app, jobs_app, worker
 from antifragile.cli._migrate import migrate
+from antifragile.cli._prune import jobs_prune
 from antifragile.cli._sandbox import sandbox
 from antifragile.cli._scheduler import scheduler
 from antifragile.cli._serve import breakers, health, serve
@@ -33,6 +34,7 @@ app.command()(health)
 app.command()(breakers)
 app.command()(backup)
 app.command()(restore)
+jobs_app.command("prune")(jobs_prune)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(dlq_app, name="dlq")
 

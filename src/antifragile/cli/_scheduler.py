@@ -44,7 +44,19 @@ async def _run(target: Target, tick_interval: float, grace: float | None, consol
     jobs = target.jobs
     await target.open()
     try:
-        scheduler = Scheduler(jobs, tick_interval=tick_interval, grace=grace, on_fired=_print_fired)
+        if target.assistant is not None:  # the service's: its retention settings apply
+            scheduler = target.assistant.scheduler(
+                tick_interval=tick_interval, grace=grace, on_fired=_print_fired
+            )
+        else:
+            scheduler = Scheduler(
+                jobs, tick_interval=tick_interval, grace=grace, on_fired=_print_fired
+            )
+        watchdog = None
+        if target.assistant is not None:  # alerts no worker may be there to judge
+            from antifragile.service._watchdog import watchdog_for
+
+            watchdog = watchdog_for(target.assistant)
         now = jobs.clock.time()
         table = Table(title="schedules", title_justify="left")
         for column in ("name", "cron", "time zone", "catch-up", "queue", "next tick"):
@@ -59,10 +71,16 @@ async def _run(target: Target, tick_interval: float, grace: float | None, consol
                 _when(schedule.next_tick(now)),
             )
         console.print(table)
-        with stop_on_signals(scheduler.stop):
+
+        def stop() -> None:
+            scheduler.stop()
+            if watchdog is not None:
+                watchdog.stop()
+
+        with stop_on_signals(stop):
             typer.echo(f"scheduler running (pid {os.getpid()}); stop with Ctrl-C or SIGTERM")
             sys.stdout.flush()
-            await scheduler.run()
+            await asyncio.gather(scheduler.run(), *([] if watchdog is None else [watchdog.run()]))
         typer.echo("scheduler stopped")
     finally:
         await target.close()

@@ -75,6 +75,7 @@ async def _run_background(settings: Settings, worker: bool, scheduler: bool) -> 
     """The worker and/or scheduler without the API, until SIGTERM or Ctrl-C (a signal that
     arrives while the service is still opening stops it as soon as it is open)."""
     from antifragile.service._assistant import Assistant
+    from antifragile.service._watchdog import watchdog_for
 
     runners: list[Any] = []
     stopping = False
@@ -93,6 +94,9 @@ async def _run_background(settings: Settings, worker: bool, scheduler: bool) -> 
                 runners.append(assistant.worker())
             if scheduler:
                 runners.append(assistant.scheduler())
+                watchdog = watchdog_for(assistant)  # alerts no worker is there to judge
+                if watchdog is not None:
+                    runners.append(watchdog)
             if not stopping:
                 await asyncio.gather(*(runner.run() for runner in runners))
         finally:
@@ -155,6 +159,9 @@ def serve(
         settings = _settings(config)
     except AntifragileError as exc:
         raise _fail(console, exc) from None
+    if api and not worker and "expect_workers" not in settings.model_fields_set:
+        # workers run elsewhere: /health and the alerts say so when none is alive
+        settings = settings.model_copy(update={"expect_workers": True})
     # the arguments are good: JSON logs (ANTIFRAGILE_LOG_FORMAT) and tracing from here on, put
     # back when the service stops
     with process_setup(console, log_level):

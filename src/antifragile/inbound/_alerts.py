@@ -86,8 +86,11 @@ _log = logging.getLogger("antifragile.inbound.alerts")
 DLQ_BACKLOG = "dlq_backlog"
 ERROR_RATE = "error_rate"
 BREAKER_OPEN = "breaker_open"
-#: the conditions alerts watch
-CONDITIONS: tuple[str, ...] = (DLQ_BACKLOG, ERROR_RATE, BREAKER_OPEN)
+NO_WORKER = "no_worker"
+QUEUE_LAG = "queue_lag"
+#: the conditions alerts watch (the last two are judged by the watchdog of ``serve`` and the
+#: scheduler, :mod:`antifragile.service._watchdog`, since no worker may be there to judge them)
+CONDITIONS: tuple[str, ...] = (DLQ_BACKLOG, ERROR_RATE, BREAKER_OPEN, NO_WORKER, QUEUE_LAG)
 
 #: the key prefix of alert records in the key-value store
 ALERT_PREFIX = "alert:"
@@ -112,6 +115,8 @@ _TITLES = {
     DLQ_BACKLOG: "Dead-letter queue backlog",
     ERROR_RATE: "High error rate",
     BREAKER_OPEN: "Circuit breaker open",
+    NO_WORKER: "No worker alive",
+    QUEUE_LAG: "Queue lag",
 }
 _NAME = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
 _EMAIL = re.compile(r"^[^@\s,]+@[^@\s,]+\.[^@\s,]+$")
@@ -380,6 +385,18 @@ def render(condition: str, subject: str, window_start: int, details: Mapping[str
         body = (
             f"{subject}: the circuit breaker opened ({reason or 'no reason given'}); calls to "
             f"{subject} are refused and its jobs wait until it recovers."
+        )
+    elif condition == NO_WORKER:
+        body = (
+            f"no worker has been seen for {float(details.get('dead_after', 0)):g}s "
+            f"({int(details.get('dead', 0))} silent); events are still recorded, but no job runs "
+            "until a worker starts."
+        )
+    elif condition == QUEUE_LAG:
+        body = (
+            f"the oldest due job has waited {float(details.get('lag', 0)):g}s "
+            f"(threshold {float(details.get('threshold', 0)):g}s) with "
+            f"{int(details.get('workers', 0))} worker(s) alive."
         )
     else:
         body = f"{subject}: {condition}."

@@ -25,6 +25,7 @@ from antifragile.jobs._model import (
     NewInboxEntry,
     NewJob,
     Outcome,
+    ProcessBeat,
     QueueStats,
     Recorded,
     StatusFlag,
@@ -32,6 +33,7 @@ from antifragile.jobs._model import (
 )
 from antifragile.jobs._policy import DEFAULT_JOB_RETRY, JobDeferred, job_retry_on
 from antifragile.jobs._protocol import JobQueue, RecordQueue
+from antifragile.jobs._retention import Pruned, Retention
 from antifragile.jobs._saga import (
     DEFAULT_STEP_RETRY,
     Saga,
@@ -88,9 +90,12 @@ __all__ = [
     "NewInboxEntry",
     "NewJob",
     "Outcome",
+    "ProcessBeat",
+    "Pruned",
     "QueueStats",
     "RecordQueue",
     "Recorded",
+    "Retention",
     "Saga",
     "SagaCompensationError",
     "SagaFailure",

@@ -38,6 +38,7 @@ from antifragile.jobs._model import (
     NewInboxEntry,
     NewJob,
     Outcome,
+    ProcessBeat,
     QueueStats,
     Recorded,
     StatusFlag,
@@ -108,6 +109,7 @@ class MemoryJobQueue:
         self._places: dict[str, int] = {}  # ordering key -> the last place taken
         self._inbox: dict[str, InboxEntry] = {}
         self._events: dict[tuple[str, str], str] = {}  # (channel, event id) -> entry id
+        self._processes: dict[str, ProcessBeat] = {}
 
     def __repr__(self) -> str:
         return f"MemoryJobQueue({self._store!r})"
@@ -461,13 +463,39 @@ class MemoryJobQueue:
                     count += 1
         return count
 
-    async def purge(self, where: JobFilter, *, now: float) -> int:
+    async def purge(self, where: JobFilter, *, now: float, limit: int | None = None) -> int:
+        if limit is not None and limit < 1:
+            return 0
         with self._lock:
             doomed = [
                 job for job in self._jobs.values() if job.state in FINAL and _matches(job, where)
             ]
+            if limit is not None:
+                doomed = sorted(doomed, key=lambda job: (job.updated_at, job.id))[:limit]
             for job in doomed:
                 self._delete(job)
+        return len(doomed)
+
+    # -- liveness ---------------------------------------------------------------------------------
+
+    async def beat(self, process: ProcessBeat, *, now: float) -> None:
+        with self._lock:
+            self._processes[process.id] = replace(process, last_seen=now)
+
+    async def leave(self, process_id: str) -> bool:
+        with self._lock:
+            return self._processes.pop(process_id, None) is not None
+
+    async def processes(self) -> list[ProcessBeat]:
+        with self._lock:
+            found = list(self._processes.values())
+        return sorted(found, key=lambda p: (p.kind, p.id))
+
+    async def forget_processes(self, *, before: float) -> int:
+        with self._lock:
+            doomed = [p.id for p in self._processes.values() if p.last_seen < before]
+            for process_id in doomed:
+                del self._processes[process_id]
         return len(doomed)
 
     # -- the inbox --------------------------------------------------------------------------------

@@ -305,3 +305,38 @@ class Recorded:
     id: str
     created: bool
     job_id: str | None
+
+
+# -- liveness ------------------------------------------------------------------------------------
+
+#: the kinds of process that record heartbeats
+PROCESS_KINDS = frozenset({"worker", "scheduler", "service"})
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessBeat:
+    """A worker's, scheduler's or service's heartbeat record (see
+    :meth:`~antifragile.jobs.JobQueue.beat`): who it is, since when it runs, when it was last
+    seen. ``queues`` is ``None`` for a process serving every queue."""
+
+    id: str
+    kind: str
+    host: str
+    pid: int
+    queues: tuple[str, ...] | None
+    started_at: float
+    last_seen: float
+
+    def __post_init__(self) -> None:
+        if self.kind not in PROCESS_KINDS:
+            raise ConfigurationError(
+                f"a process kind is one of {sorted(PROCESS_KINDS)}, got {self.kind!r}"
+            )
+        for name in ("id", "host"):
+            value = getattr(self, name)
+            if not value or "\x00" in value:
+                raise ConfigurationError(f"a process's {name} must be a non-empty text")
+
+    def alive(self, *, now: float, threshold: float) -> bool:
+        """Whether the process was seen within *threshold* seconds of *now*."""
+        return self.last_seen > now - threshold

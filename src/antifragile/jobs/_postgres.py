@@ -80,6 +80,7 @@ from antifragile.jobs._model import (
     NewInboxEntry,
     NewJob,
     Outcome,
+    ProcessBeat,
     QueueStats,
     Recorded,
     StatusFlag,
@@ -294,6 +295,20 @@ SELECT {_INBOX_COLUMNS} FROM {{inbox}} WHERE channel = %(channel)s::text
 ORDER BY received_at DESC, id DESC LIMIT %(limit)s::int8 OFFSET %(offset)s::int8
 """
 PURGE_INBOUND = "DELETE FROM {inbox} WHERE expires_at <= %(now)s::float8"
+
+PROCESS_BEAT = """
+INSERT INTO {processes} (id, kind, host, pid, queues, started_at, last_seen)
+VALUES (%(id)s::text, %(kind)s::text, %(host)s::text, %(pid)s::int4, %(queues)s::jsonb,
+        %(started_at)s::float8, %(now)s::float8)
+ON CONFLICT (id) DO UPDATE SET
+    kind = EXCLUDED.kind, host = EXCLUDED.host, pid = EXCLUDED.pid, queues = EXCLUDED.queues,
+    started_at = EXCLUDED.started_at, last_seen = EXCLUDED.last_seen
+"""
+PROCESS_LEAVE = "DELETE FROM {processes} WHERE id = %(id)s::text"
+PROCESS_LIST = """
+SELECT id, kind, host, pid, queues::text, started_at, last_seen FROM {processes} ORDER BY kind, id
+"""
+PROCESS_FORGET = "DELETE FROM {processes} WHERE last_seen < %(before)s::float8"
 
 # save_and_enqueue: the compare-and-set of a key-value entry, in the transaction of the jobs
 SAVE_CREATE = """
@@ -513,6 +528,14 @@ WHERE state = 'dead' AND {where}
 
 PURGE = """
 DELETE FROM {jobs} WHERE state IN ('succeeded', 'dead', 'resolved') AND {where}
+"""
+
+# a bounded batch: the oldest matching rows no other statement holds
+PURGE_BATCH = """
+DELETE FROM {jobs} WHERE id IN (
+    SELECT id FROM {jobs} WHERE state IN ('succeeded', 'dead', 'resolved') AND {where}
+    ORDER BY updated_at, id LIMIT %(limit)s::int8 FOR UPDATE SKIP LOCKED
+)
 """
 
 
@@ -795,6 +818,7 @@ class _Statements:
         self.jobs = f"{_quote(schema)}.antifragile_jobs"
         self.kv = f"{_quote(schema)}.antifragile_kv"
         self.inbox = f"{_quote(schema)}.antifragile_inbox"
+        self.processes = f"{_quote(schema)}.antifragile_processes"
         # inside a string literal (nextval's argument)
         self.ordering_seq = f"{_quote(schema)}.antifragile_jobs_ordering_seq".replace("'", "''")
         self.enqueue = self.text(ENQUEUE)
@@ -823,6 +847,7 @@ class _Statements:
             template.replace("{jobs}", self.jobs)
             .replace("{kv}", self.kv)
             .replace("{inbox}", self.inbox)
+            .replace("{processes}", self.processes)
             .replace("{ordering_seq}", self.ordering_seq)
             .replace("{where}", where)
         )
@@ -855,7 +880,7 @@ class PostgresJobQueue:
         """Rows of one statement on a pooled connection (prepared on the server, by psycopg,
         the first time each connection runs it)."""
         try:
-            async with self._db._pool().connection() as conn:
+            async with self._db.connection() as conn:
                 cursor = await conn.execute(query.encode(), params, prepare=True)
                 return await cursor.fetchall() if cursor.description else []
         except PoolClosed:
@@ -872,7 +897,7 @@ class PostgresJobQueue:
         costs a full sort per claim just when the backlog is largest. Both statements go out
         in one pipeline: one round trip."""
         try:
-            async with self._db._pool().connection() as conn, conn.pipeline():
+            async with self._db.connection() as conn, conn.pipeline():
                 async with conn.transaction():
                     await conn.execute(_NO_SORT, prepare=True)
                     cursor = await conn.execute(query.encode(), params, prepare=True)
@@ -885,7 +910,7 @@ class PostgresJobQueue:
     async def _count(self, query: str, params: Mapping[str, Any]) -> int:
         """The number of rows one statement changed, on a pooled connection."""
         try:
-            async with self._db._pool().connection() as conn:
+            async with self._db.connection() as conn:
                 cursor = await conn.execute(query.encode(), params)
                 return cursor.rowcount
         except PoolClosed:
@@ -1016,7 +1041,7 @@ class PostgresJobQueue:
         else:
             query, params["expected"] = self._sql.text(SAVE_UPDATE), int(expected_version)
         try:
-            async with self._db._pool().connection() as conn, conn.transaction():
+            async with self._db.connection() as conn, conn.transaction():
                 cursor = await conn.execute(query.encode(), params)
                 if await cursor.fetchone() is None:
                     return None
@@ -1137,9 +1162,50 @@ class PostgresJobQueue:
         params["reason"] = reason
         return await self._count(self._sql.text(RESOLVE, condition), params)
 
-    async def purge(self, where: JobFilter, *, now: float) -> int:
+    async def purge(self, where: JobFilter, *, now: float, limit: int | None = None) -> int:
         condition, params = _filter(where)
-        return await self._count(self._sql.text(PURGE, condition), params)
+        if limit is None:
+            return await self._count(self._sql.text(PURGE, condition), params)
+        if limit < 1:
+            return 0
+        params["limit"] = int(limit)
+        return await self._count(self._sql.text(PURGE_BATCH, condition), params)
+
+    # -- liveness -----------------------------------------------------------------------------
+
+    async def beat(self, process: ProcessBeat, *, now: float) -> None:
+        queues = None if process.queues is None else json.dumps(list(process.queues))
+        params = {
+            "id": process.id,
+            "kind": process.kind,
+            "host": process.host,
+            "pid": process.pid,
+            "queues": queues,
+            "started_at": float(process.started_at),
+            "now": float(now),
+        }
+        await self._count(self._sql.text(PROCESS_BEAT), params)
+
+    async def leave(self, process_id: str) -> bool:
+        return await self._count(self._sql.text(PROCESS_LEAVE), {"id": process_id}) > 0
+
+    async def processes(self) -> list[ProcessBeat]:
+        rows = await self._fetch(self._sql.text(PROCESS_LIST), {})
+        return [
+            ProcessBeat(
+                r[0],
+                r[1],
+                r[2],
+                int(r[3]),
+                None if r[4] is None else tuple(json.loads(r[4])),
+                float(r[5]),
+                float(r[6]),
+            )
+            for r in rows
+        ]
+
+    async def forget_processes(self, *, before: float) -> int:
+        return await self._count(self._sql.text(PROCESS_FORGET), {"before": float(before)})
 
     # -- the inbox ----------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from antifragile.jobs._model import (
     NewInboxEntry,
     NewJob,
     Outcome,
+    ProcessBeat,
     QueueStats,
     Recorded,
 )
@@ -133,9 +134,31 @@ class JobQueue(Protocol):
         """Mark dead jobs matching *where* ``resolved`` with *reason*; the count."""
         ...
 
-    async def purge(self, where: JobFilter, *, now: float) -> int:
+    async def purge(self, where: JobFilter, *, now: float, limit: int | None = None) -> int:
         """Delete jobs in a final state matching *where* (e.g. resolved or succeeded older than
-        a week); the count. Jobs not in a final state are never purged."""
+        a week); the count. Jobs not in a final state are never purged. With *limit*, at most
+        that many (the least recently updated first) in one statement: retention deletes in
+        bounded batches so that no statement holds the table for long."""
+        ...
+
+    # -- liveness -----------------------------------------------------------------------------
+
+    async def beat(self, process: ProcessBeat, *, now: float) -> None:
+        """Record that *process* is alive at *now* (one upsert): its row is created, or its
+        ``last_seen`` (and queues) updated; ``started_at`` is the one given."""
+        ...
+
+    async def leave(self, process_id: str) -> bool:
+        """Delete the row of *process_id* (a graceful stop); whether there was one."""
+        ...
+
+    async def processes(self) -> list[ProcessBeat]:
+        """Every recorded process, alive or not (the caller judges by ``last_seen``), by kind
+        then id."""
+        ...
+
+    async def forget_processes(self, *, before: float) -> int:
+        """Delete the rows of processes last seen before *before* (dead ones); the count."""
         ...
 
     # -- the inbox ----------------------------------------------------------------------------

@@ -57,7 +57,9 @@ from typing_extensions import TypeVar
 from antifragile.errors import ConfigurationError
 from antifragile.jobs._cron import MAX_CATCH_UP, CatchUp, Cron, check_catch_up, due_ticks
 from antifragile.jobs._function import JobContext, JobFunction
+from antifragile.jobs._liveness import BEAT_INTERVAL, Presence
 from antifragile.jobs._policy import DEFAULT_JOB_RETRY
+from antifragile.jobs._retention import Pruned, Retention, prune
 from antifragile.observability import current_request_id, request_context
 from antifragile.policies import Clock, Retry
 from antifragile.stores import KeyValueStore
@@ -259,6 +261,7 @@ class SchedulerOptions(TypedDict, total=False):
     store: KeyValueStore | None
     schedules: Sequence[Schedule[Any]] | None
     on_fired: Callable[[Fired], None] | None
+    retention: Retention | None
 
 
 class Scheduler:
@@ -273,6 +276,10 @@ class Scheduler:
     ``max(10, 3 * tick_interval)``). *store*: where the per-schedule records live (by default
     the key-value store of the queue's database). *schedules*: a subset to run (by default all
     of *jobs*' schedules). *on_fired* is called with each tick a pass enqueued.
+
+    While :meth:`run` runs, the scheduler keeps a heartbeat row (:attr:`presence`, see
+    :mod:`antifragile.jobs._liveness`) and, every ``retention.interval`` seconds of its clock,
+    deletes what *retention* no longer keeps (:meth:`prune`; ``None``: never).
     """
 
     def __init__(
@@ -285,6 +292,7 @@ class Scheduler:
         store: KeyValueStore | None = None,
         schedules: Sequence[Schedule[Any]] | None = None,
         on_fired: Callable[[Fired], None] | None = None,
+        retention: Retention | None = Retention(),  # noqa: B008 (frozen, shared safely)
     ) -> None:
         if not tick_interval > 0:
             raise ConfigurationError(f"tick_interval must be > 0 seconds, got {tick_interval!r}")
@@ -298,7 +306,12 @@ class Scheduler:
         self._records: _Records | None = None
         self._schedules = None if schedules is None else list(schedules)
         self.on_fired = on_fired
+        self.retention = retention
         self._stop = asyncio.Event()
+        self.presence = Presence(
+            lambda: self.jobs.queue, kind="scheduler", clock=self.clock, interval=BEAT_INTERVAL
+        )
+        self._pruned_at: float | None = None
 
     @property
     def schedules(self) -> list[Schedule[Any]]:
@@ -380,17 +393,43 @@ class Scheduler:
         self._stop.clear()
         if not self.schedules:
             _log.warning("the scheduler has no schedules to run")
-        while not self._stop.is_set():
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                _log.exception("scheduler pass failed; trying again at the next wakeup")
-            now = self.clock.time()
-            # wake a little after the tick, never before it
-            delay = max(0.0, self.next_wakeup(now) - now) + 0.005
-            await self._sleep(delay)
+        try:
+            while not self._stop.is_set():
+                try:
+                    await self.run_once()
+                    await self.presence.beat()
+                    await self._prune_when_due()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    _log.exception("scheduler pass failed; trying again at the next wakeup")
+                now = self.clock.time()
+                # wake a little after the tick, never before it
+                delay = max(0.0, self.next_wakeup(now) - now) + 0.005
+                await self._sleep(delay)
+        finally:
+            await self.presence.leave()
+
+    async def prune(self, now: float | None = None) -> Pruned:
+        """Delete what the retention no longer keeps at *now* (the clock's time by default)."""
+        if self.retention is None:
+            return Pruned()
+        await self.jobs.open()
+        pruned = await prune(
+            self.jobs.queue, self.retention, now=self.clock.time() if now is None else now
+        )
+        if pruned.succeeded or pruned.resolved or pruned.processes:
+            _log.info("retention: deleted %s", pruned.to_json())
+        return pruned
+
+    async def _prune_when_due(self) -> None:
+        if self.retention is None:
+            return
+        moment = self.clock.monotonic()
+        if self._pruned_at is not None and moment - self._pruned_at < self.retention.interval:
+            return
+        self._pruned_at = moment
+        await self.prune()
 
     async def _sleep(self, delay: float) -> None:
         sleeper = asyncio.ensure_future(self.clock.asleep(delay))

@@ -60,6 +60,7 @@ from antifragile.jobs._model import (
     NewInboxEntry,
     NewJob,
     Outcome,
+    ProcessBeat,
     QueueStats,
     Recorded,
     StatusFlag,
@@ -292,6 +293,20 @@ _INBOX_FIND = (
 )
 _INBOX_PURGE = "DELETE FROM antifragile_inbox WHERE expires_at <= ?"
 
+_PROCESS_BEAT = """
+INSERT INTO antifragile_processes (id, kind, host, pid, queues, started_at, last_seen)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    kind = excluded.kind, host = excluded.host, pid = excluded.pid, queues = excluded.queues,
+    started_at = excluded.started_at, last_seen = excluded.last_seen
+"""
+_PROCESS_LEAVE = "DELETE FROM antifragile_processes WHERE id = ?"
+_PROCESS_LIST = (
+    "SELECT id, kind, host, pid, queues, started_at, last_seen FROM antifragile_processes "
+    "ORDER BY kind, id"
+)
+_PROCESS_FORGET = "DELETE FROM antifragile_processes WHERE last_seen < ?"
+
 
 # -- rows --------------------------------------------------------------------------------------
 
@@ -420,6 +435,11 @@ def _where(where: JobFilter) -> tuple[list[str], list[Any]]:
         terms.append("(id LIKE ? OR id LIKE ?)")
         params.extend((f"{where.id_part}%", f"%{where.id_part}"))
     return terms, params
+
+
+def _process(row: tuple[Any, ...]) -> ProcessBeat:
+    queues = None if row[4] is None else tuple(_loads(row[4]))
+    return ProcessBeat(row[0], row[1], row[2], int(row[3]), queues, float(row[5]), float(row[6]))
 
 
 def _and(terms: list[str]) -> str:
@@ -926,10 +946,34 @@ class SQLiteJobQueue:
         )
         return await self._db.run(_change, sql, [reason, now, *params])
 
-    async def purge(self, where: JobFilter, *, now: float) -> int:
+    async def purge(self, where: JobFilter, *, now: float, limit: int | None = None) -> int:
         terms, params = _where(where)
-        sql = f"DELETE FROM antifragile_jobs WHERE {_FINISHED}{_and(terms)}"
-        return await self._db.run(_change, sql, params)
+        if limit is None:
+            sql = f"DELETE FROM antifragile_jobs WHERE {_FINISHED}{_and(terms)}"
+            return await self._db.run(_change, sql, params)
+        if limit < 1:
+            return 0
+        sql = (
+            "DELETE FROM antifragile_jobs WHERE id IN (SELECT id FROM antifragile_jobs "
+            f"WHERE {_FINISHED}{_and(terms)} ORDER BY updated_at, id LIMIT ?)"
+        )
+        return await self._db.run(_change, sql, [*params, limit])
+
+    # -- liveness -------------------------------------------------------------------------------
+
+    async def beat(self, process: ProcessBeat, *, now: float) -> None:
+        queues = None if process.queues is None else _dumps(list(process.queues))
+        params = [process.id, process.kind, process.host, process.pid, queues]
+        await self._db.run(_change, _PROCESS_BEAT, [*params, process.started_at, now])
+
+    async def leave(self, process_id: str) -> bool:
+        return await self._db.run(_change, _PROCESS_LEAVE, [process_id]) > 0
+
+    async def processes(self) -> list[ProcessBeat]:
+        return [_process(row) for row in await self._db.run(_select, _PROCESS_LIST, [])]
+
+    async def forget_processes(self, *, before: float) -> int:
+        return await self._db.run(_change, _PROCESS_FORGET, [before])
 
     async def save_and_enqueue(
         self,

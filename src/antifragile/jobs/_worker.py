@@ -74,6 +74,7 @@ import pydantic_core
 
 from antifragile.errors import AntifragileError, ConfigurationError, ErrorCode, RateLimitedError
 from antifragile.jobs._function import JobContext, JobFunction
+from antifragile.jobs._liveness import Presence
 from antifragile.jobs._model import Job, Outcome
 from antifragile.jobs._policy import (
     DEFAULT_JOB_RETRY,
@@ -244,6 +245,17 @@ class Worker:
         self._known: list[str] | None = None
         self._known_at = 0.0
         self._failures = 0  # consecutive store failures (claim or complete)
+        #: the worker's heartbeat row (written while :meth:`run` runs, every *heartbeat*
+        #: seconds of the jobs' clock)
+        self.presence = Presence(
+            lambda: self.jobs.queue,
+            kind="worker",
+            clock=jobs.clock,
+            queues=self.queues,
+            interval=self.heartbeat,
+            id=self.id,
+        )
+        self._present = False
 
     def __repr__(self) -> str:
         return f"Worker({self.id!r}, running={len(self._running)})"
@@ -288,9 +300,13 @@ class Worker:
                     loop.add_signal_handler(sig, self._on_signal, int(sig))
                     installed.append(sig)
         _log.info("worker %s started (queues: %s)", self.id, ", ".join(self.queues or ["all"]))
+        self._present = True
+        await self.presence.beat(force=True)
         try:
             await self._loop(until_idle=False)
         finally:
+            self._present = False
+            await self.presence.leave()
             for sig in installed:
                 loop.remove_signal_handler(sig)
             _log.info("worker %s stopped: %s", self.id, dict(self.counts))
@@ -579,6 +595,8 @@ class Worker:
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat)
+            if self._present:
+                await self.presence.beat()
             ids = [*self._running, *(job.id for job in self._ready)]
             if not ids:
                 continue

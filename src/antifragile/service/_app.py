@@ -41,6 +41,7 @@ from antifragile.service._limits import InboundLimits
 from antifragile.service._metrics import install_observability
 from antifragile.service._settings import Settings
 from antifragile.service._state import ServiceAssistant, ServiceState
+from antifragile.service._watchdog import watchdog_for
 from antifragile.service._webhooks import WebhookFastPath, WebhookHandlers, webhooks_router
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ def create_app(
         state.assistant = current
         app.state.assistant = current
         tasks: list[asyncio.Task[Any]] = []
-        worker = scheduler = None
+        worker = scheduler = watchdog = None
         try:
             if run_worker:
                 worker = current.worker(**(worker_options or {}))
@@ -117,6 +118,9 @@ def create_app(
             if run_scheduler:
                 scheduler = current.scheduler(**(scheduler_options or {}))
                 tasks.append(asyncio.create_task(scheduler.run(), name="scheduler"))
+            watchdog = watchdog_for(current)  # alert conditions no worker may be there to judge
+            if watchdog is not None:
+                tasks.append(asyncio.create_task(watchdog.run(), name="watchdog"))
             for task in tasks:
                 task.add_done_callback(_log_crash)
             if freeze_gc:
@@ -132,6 +136,8 @@ def create_app(
                 worker.stop()
             if scheduler is not None:
                 scheduler.stop()
+            if watchdog is not None:
+                watchdog.stop()
             grace = (worker.shutdown_grace if worker is not None else 0.0) + STOP_MARGIN
             try:
                 await _stop(tasks, grace)

@@ -64,6 +64,7 @@ from antifragile.jobs import (
     Jobs,
     NewInboxEntry,
     Recorded,
+    Retention,
     Scheduler,
     Worker,
     new_job_id,
@@ -468,7 +469,12 @@ class Assistant:
 
     def scheduler(self, **options: Unpack[SchedulerOptions]) -> Scheduler:
         """A :class:`~antifragile.jobs.Scheduler` of the assistant's periodic jobs
-        (``Scheduler`` options pass through)."""
+        (``Scheduler`` options pass through); its retention is the settings' unless given."""
+        if "retention" not in options:
+            options["retention"] = Retention(
+                succeeded=self.settings.retention_succeeded,
+                resolved=self.settings.retention_resolved,
+            )
         return Scheduler(self.jobs, **options)
 
     def breakers(self) -> dict[str, CircuitBreaker]:

@@ -44,6 +44,7 @@ from antifragile.errors import (
     ErrorCode,
     IntegrationError,
     RateLimitedError,
+    StoreUnavailableError,
     UpstreamUnavailableError,
     redact,
 )
@@ -193,10 +194,17 @@ def status_for(exc: AntifragileError) -> int:
     return STATUS_BY_CODE.get(exc.code, 500)
 
 
+#: the ``Retry-After`` of a 503 answered while the service's own database does not answer
+#: (seconds): about how long the store takes to reconnect once the database is back
+STORE_RETRY_AFTER = 2.0
+
+
 def _retry_after(exc: AntifragileError) -> dict[str, str] | None:
     seconds: float | None = None
     if isinstance(exc, RateLimitedError | UpstreamUnavailableError):
         seconds = exc.retry_after
+    elif isinstance(exc, StoreUnavailableError):
+        seconds = STORE_RETRY_AFTER
     elif isinstance(exc, CircuitOpenError) and exc.until is not None:
         seconds = exc.until - time.time()
     if seconds is None or not math.isfinite(seconds):

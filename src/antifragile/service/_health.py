@@ -10,8 +10,16 @@
 * ``breaker:<provider>`` -- each provider breaker's state (``closed``, ``open``,
   ``half_open``...); an open one makes it ``degraded`` (its jobs wait; nothing is lost).
 
+Liveness (when the database answers): ``workers`` and ``schedulers`` -- how many are alive
+(their heartbeat rows, see :mod:`antifragile.jobs._liveness`), how many rows are stale and when
+one was last seen -- and ``queue_lag``, the age in seconds of the oldest job that is due and not
+running. The service is ``degraded`` when no worker is alive while workers are expected
+(``ANTIFRAGILE_EXPECT_WORKERS``, or a worker was seen and went silent), or when the lag passes
+``ANTIFRAGILE_QUEUE_LAG_THRESHOLD``; ``problems`` says why, one short line each.
+
 ``degraded`` answers 200: the service still accepts and records everything. ``/ready`` answers
-200 once the app has finished starting and the database answers, else 503.
+200 once the app has finished starting and the database answers, else 503. ``HEAD`` on either
+answers the same status without a body (for load balancers and container health checks).
 """
 
 from __future__ import annotations
@@ -22,11 +30,12 @@ import time
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 import antifragile
 from antifragile.errors import ErrorCode, ErrorEnvelope, SuccessEnvelope
+from antifragile.jobs._liveness import liveness
 from antifragile.observability import current_request_id
 from antifragile.policies import CircuitBreaker, CircuitState
 from antifragile.service._envelope import duration_ms, error_responses, ok
@@ -41,11 +50,23 @@ DEFAULT_CHECK_TIMEOUT = 1.0
 _OPEN_STATES = frozenset({CircuitState.OPEN, CircuitState.FORCED_OPEN})
 
 
+class ProcessCounts(BaseModel):
+    """The processes of one kind: alive, stale (dead) rows, last seen (epoch seconds)."""
+
+    alive: int
+    dead: int
+    last_seen: float | None
+
+
 class HealthData(BaseModel):
     status: str
     version: str
     uptime: float
     dependencies: dict[str, str]
+    workers: ProcessCounts | None = None
+    schedulers: ProcessCounts | None = None
+    queue_lag: float | None = None
+    problems: list[str] = []
 
 
 HealthEnvelope = SuccessEnvelope[HealthData]
@@ -95,6 +116,40 @@ async def _breaker_states(state: ServiceState, within: float) -> dict[str, Circu
     return {name: breaker.state for name, breaker in sorted(breakers.items())}
 
 
+async def _liveness(state: ServiceState, within: float) -> dict[str, Any]:
+    """Workers, schedulers, queue lag and the problems they show (empty when unreadable)."""
+    assistant = state.assistant
+    if assistant is None:
+        return {}
+    now = assistant.jobs.clock.time()
+    try:
+        queue = assistant.jobs.queue
+        async with asyncio.timeout(within):
+            processes = await queue.processes()
+            stats = await queue.stats(now=now)
+    except Exception as exc:  # reported as the database's state
+        _log.warning("health: liveness not readable: %s", type(exc).__name__)
+        return {}
+    settings = state.settings
+    kinds = liveness(processes, now=now, dead_after=settings.worker_dead_after)
+    oldest = min((s.oldest_ready_at for s in stats if s.oldest_ready_at is not None), default=None)
+    lag = 0.0 if oldest is None else round(max(0.0, now - oldest), 3)
+    problems: list[str] = []
+    workers = kinds["worker"]
+    if workers.alive == 0 and (settings.expect_workers or workers.dead):
+        problems.append("no worker is alive: jobs are recorded but not run")
+    if lag > settings.queue_lag_threshold:
+        problems.append(
+            f"queue lag {lag:g}s is over {settings.queue_lag_threshold:g}s: workers fall behind"
+        )
+    return {
+        "workers": workers.to_json(),
+        "schedulers": kinds["scheduler"].to_json(),
+        "queue_lag": lag,
+        "problems": problems,
+    }
+
+
 async def health_report(
     state: ServiceState, *, within: float = DEFAULT_CHECK_TIMEOUT
 ) -> dict[str, Any]:
@@ -116,11 +171,15 @@ async def health_report(
         dependencies[f"breaker:{name}"] = breaker_state.value
         if breaker_state in _OPEN_STATES and status == "healthy":
             status = "degraded"
+    live = await _liveness(state, within) if results[0] == "up" else {}
+    if live.get("problems") and status == "healthy":
+        status = "degraded"
     return {
         "status": status,
         "version": antifragile.__version__,
         "uptime": round(time.monotonic() - state.started, 3),
         "dependencies": dependencies,
+        **live,
     }
 
 
@@ -156,6 +215,17 @@ def health_router(state: ServiceState, *, timeout: float = DEFAULT_CHECK_TIMEOUT
             },
             status_code=503,
         )
+
+    @router.head("/health", include_in_schema=False)
+    async def health_head() -> Response:
+        report = await health_report(state, within=timeout)
+        return Response(status_code=503 if report["status"] == "unhealthy" else 200)
+
+    @router.head("/ready", include_in_schema=False)
+    async def ready_head() -> Response:
+        if state.ready and await _ping(_database_store(state), timeout) == "up":
+            return Response(status_code=200)
+        return Response(status_code=503, headers={"Retry-After": "1"})
 
     @router.get(
         "/ready",

@@ -112,6 +112,16 @@ class Settings(BaseModel):
 
     #: the API reference at /docs, rendered from the package (off: no /docs page)
     api_docs: bool = True
+    #: liveness (antifragile.jobs._liveness): whether /health expects workers in other
+    #: processes (degraded while none is alive), when a silent process counts as dead, and the
+    #: queue lag (age of the oldest due job) that degrades /health (seconds)
+    expect_workers: bool = False
+    worker_dead_after: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 60.0
+    queue_lag_threshold: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 300.0
+    #: retention (antifragile.jobs._retention): how long the scheduler keeps succeeded jobs
+    #: and resolved dead-letter jobs (seconds)
+    retention_succeeded: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 7 * 86400.0
+    retention_resolved: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 30 * 86400.0
 
     #: the raw tables of the config file
     service: dict[str, Any] = {}
@@ -309,6 +319,11 @@ _FIELDS: dict[str, _Field] = {
     "alert_dlq_threshold": _Field("ANTIFRAGILE_ALERT_DLQ_THRESHOLD", _positive_int),
     "alert_error_rate": _Field("ANTIFRAGILE_ALERT_ERROR_RATE", _fraction),
     "alert_window": _Field("ANTIFRAGILE_ALERT_WINDOW", _seconds),
+    "expect_workers": _Field("ANTIFRAGILE_EXPECT_WORKERS", _switch),
+    "worker_dead_after": _Field("ANTIFRAGILE_WORKER_DEAD_AFTER", _seconds),
+    "queue_lag_threshold": _Field("ANTIFRAGILE_QUEUE_LAG_THRESHOLD", _seconds),
+    "retention_succeeded": _Field("ANTIFRAGILE_RETENTION_SUCCEEDED", _seconds),
+    "retention_resolved": _Field("ANTIFRAGILE_RETENTION_RESOLVED", _seconds),
 }
 # variables whose empty value means "none" (rather than "not set")
 _BLANK_MEANS_NONE = frozenset({"inbound_ip_rate", "inbound_sender_rate"})

@@ -57,8 +57,16 @@ masked in :attr:`PostgresStore.url`. Other database errors raise StoreError.
 
 Options: ``schema``, ``drop_schema_on_close``, ``min_size``/``max_size`` (pool sizes, default 1
 and 10), ``connect_timeout`` (seconds, default 5), ``acquire_timeout`` (seconds to wait for a
-pooled connection, default 10: also how long an operation waits while the server is down and
-the pool has no connection), ``migrate`` (migrate on open), ``auto_migrate`` (see above).
+pooled connection, default 10), ``reconnect_timeout`` (seconds the pool retries one lost
+connection before giving up, default 2: the next operation starts a new attempt at once),
+``migrate`` (migrate on open), ``auto_migrate`` (see above). The three timeouts may also come
+from the URL -- ``?pool_timeout=1&connect_timeout=2&reconnect_timeout=2`` -- the keywords win.
+
+Outages. An operation that finds the server unreachable (a connection dropped or refused, the
+server shutting down: not a busy pool) marks it down: until a new connection succeeds, an
+operation waits at most :data:`DOWN_WAIT` for a connection before StoreUnavailableError (the
+service answers webhooks 503 at once instead of after the acquire timeout), and every pooled
+connection is replaced.
 Connections show up in ``pg_stat_activity`` as ``antifragile`` unless the URL sets
 ``application_name``.
 """
@@ -79,7 +87,7 @@ import psycopg.errors
 from psycopg import AsyncConnection, sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
-from psycopg_pool import AsyncConnectionPool, PoolClosed
+from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout, TooManyRequests
 
 from antifragile.errors import ConfigurationError, StoreError, StoreUnavailableError
 from antifragile.policies import SYSTEM_CLOCK, Clock
@@ -116,7 +124,13 @@ from antifragile.stores._protocols import (
 )
 
 DIALECT = "postgres"
-_OWN_URL_OPTIONS = ("schema",)
+_OWN_URL_OPTIONS = ("schema", "pool_timeout", "connect_timeout", "reconnect_timeout")
+#: while the server is known to be unreachable, an operation waits at most this long for a
+#: pooled connection (seconds; or the acquire timeout when that is shorter)
+DOWN_WAIT = 0.5
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_ACQUIRE_TIMEOUT = 10.0
+DEFAULT_RECONNECT_TIMEOUT = 2.0
 #: how often an operation whose answer came from a stale snapshot runs again before the store
 #: reads the row outright (each retry needs a concurrent commit to land in a microseconds-wide
 #: window, so the bound is never reached in practice)
@@ -444,6 +458,36 @@ def _mask_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+def _is_outage(exc: psycopg.Error) -> bool:
+    """Whether *exc* says the server cannot be reached (a broken or refused connection, a
+    server shutting down) -- not a busy pool, not a cancelled statement."""
+    if isinstance(exc, PoolTimeout | TooManyRequests):
+        return False
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")
+
+
+def _seconds_option(
+    given: float | None, own: Mapping[str, str], name: str, default: float
+) -> float:
+    """*given*, else the URL option *name* in seconds, else *default*; ConfigurationError for a
+    URL value that is not a number of seconds > 0."""
+    if given is not None:
+        return float(given)
+    raw = own.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not value > 0 or math.isinf(value):
+        raise ConfigurationError(
+            f"the PostgreSQL URL option {name}= must be a number of seconds > 0, got {raw!r}"
+        )
+    return value
+
+
 def _split_url(url: str) -> tuple[str, dict[str, str]]:
     """The libpq URL without antifragile's own query options, and those options."""
     parts = urlsplit(url)
@@ -465,6 +509,7 @@ class _Database:
         max_size: int,
         connect_timeout: float,
         acquire_timeout: float,
+        reconnect_timeout: float,
     ) -> None:
         self.conninfo = conninfo
         self.schema = schema
@@ -472,9 +517,14 @@ class _Database:
         self.max_size = max_size
         self.connect_timeout = connect_timeout
         self.acquire_timeout = acquire_timeout
+        self.reconnect_timeout = reconnect_timeout
+        #: ``time.monotonic()`` when the server was last found unreachable, until a new
+        #: connection to it succeeds (``None``: it answers, as far as is known)
+        self.down_since: float | None = None
         self.pool: AsyncConnectionPool[AsyncConnection[TupleRow]] | None = None
         self.writes = 0
         self.purging: asyncio.Task[int] | None = None
+        self.draining: asyncio.Task[None] | None = None
         try:
             params = conninfo_to_dict(conninfo)
         except psycopg.Error as exc:
@@ -502,6 +552,35 @@ class _Database:
 
     async def configure(self, conn: AsyncConnection[TupleRow]) -> None:
         await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+        self.down_since = None  # a new connection works: the server is back
+
+    def mark_down(self) -> None:
+        """The server was found unreachable: from now until a new connection succeeds,
+        operations wait at most :data:`DOWN_WAIT` for a connection (a webhook is answered 503
+        at once instead of after the acquire timeout), and the pooled connections -- all
+        broken by the outage -- are replaced by new ones."""
+        if self.down_since is not None:
+            return
+        self.down_since = time.monotonic()
+        pool = self.pool
+        if pool is not None and not pool.closed:
+            # replace every pooled connection (those in use are closed when returned)
+            self.draining = asyncio.get_running_loop().create_task(
+                pool.drain(), name="antifragile-postgres-drain"
+            )
+
+    async def _reconnect_failed(self, pool: Any) -> None:
+        self.mark_down()
+
+    def wait(self) -> float:
+        """How long an operation waits for a pooled connection now."""
+        if self.down_since is None:
+            return self.acquire_timeout
+        return min(self.acquire_timeout, DOWN_WAIT)
+
+    def connection(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection[TupleRow]]:
+        """A pooled connection, waited for at most :meth:`wait` seconds."""
+        return self._pool().connection(timeout=self.wait())
 
     async def connect(self) -> AsyncConnection[TupleRow]:
         """One connection outside the pool, with precise errors (used by open and migrate)."""
@@ -531,6 +610,11 @@ class _Database:
             max_size=self.max_size,
             configure=self.configure,
             timeout=self.acquire_timeout,
+            # give up a reconnection attempt soon: the next operation starts a new one at once,
+            # so the pool reconnects within about a second of the server's return instead of
+            # after an exponential back-off grown through the whole outage
+            reconnect_timeout=self.reconnect_timeout,
+            reconnect_failed=self._reconnect_failed,
             name="antifragile",
             open=False,
         )
@@ -544,6 +628,10 @@ class _Database:
         self.pool = pool
 
     async def close_pool(self) -> None:
+        draining, self.draining = self.draining, None
+        if draining is not None and not draining.done():
+            draining.cancel()
+            await asyncio.wait([draining])
         purging, self.purging = self.purging, None
         if purging is not None and not purging.done():
             purging.cancel()
@@ -595,7 +683,7 @@ class _Database:
         self, query: LiteralString, params: Mapping[str, Any] | None = None
     ) -> TupleRow | None:
         try:
-            async with self._pool().connection() as conn:
+            async with self.connection() as conn:
                 cursor = await conn.execute(query, params)
                 return await cursor.fetchone()
         except PoolClosed:
@@ -607,7 +695,7 @@ class _Database:
         self, query: LiteralString, params: Mapping[str, Any] | None = None
     ) -> list[TupleRow]:
         try:
-            async with self._pool().connection() as conn:
+            async with self.connection() as conn:
                 cursor = await conn.execute(query, params)
                 return await cursor.fetchall()
         except PoolClosed:
@@ -618,7 +706,7 @@ class _Database:
     async def execute(self, query: LiteralString, params: Mapping[str, Any] | None = None) -> int:
         """Run a statement; the number of rows it changed."""
         try:
-            async with self._pool().connection() as conn:
+            async with self.connection() as conn:
                 cursor = await conn.execute(query, params)
                 return cursor.rowcount
         except PoolClosed:
@@ -642,6 +730,8 @@ class _Database:
                 "run `antifragile migrate` or open the store with migrate=True"
             )
         if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+            if _is_outage(exc):
+                self.mark_down()
             return StoreUnavailableError(f"{self.where} is unavailable: {reason}")
         return StoreError(f"{self.where}, schema {self.schema!r}: {reason}")
 
@@ -1020,13 +1110,24 @@ class PostgresStore:
         drop_schema_on_close: bool = False,
         min_size: int = 1,
         max_size: int = 10,
-        connect_timeout: float = 5.0,
-        acquire_timeout: float = 10.0,
+        connect_timeout: float | None = None,
+        acquire_timeout: float | None = None,
+        reconnect_timeout: float | None = None,
         migrate: bool = False,
         auto_migrate: bool = True,
     ) -> None:
         conninfo, own = _split_url(url)
         schema = schema if schema is not None else own.get("schema", "public")
+        # the options win over the URL's, which win over the defaults
+        connect_timeout = _seconds_option(
+            connect_timeout, own, "connect_timeout", DEFAULT_CONNECT_TIMEOUT
+        )
+        acquire_timeout = _seconds_option(
+            acquire_timeout, own, "pool_timeout", DEFAULT_ACQUIRE_TIMEOUT
+        )
+        reconnect_timeout = _seconds_option(
+            reconnect_timeout, own, "reconnect_timeout", DEFAULT_RECONNECT_TIMEOUT
+        )
         if not schema or len(schema.encode()) > 63 or "\x00" in schema:
             raise ConfigurationError(f"invalid PostgreSQL schema name {schema!r}")
         if drop_schema_on_close and schema == "public":
@@ -1036,8 +1137,10 @@ class PostgresStore:
                 f"pool sizes need 0 <= min_size <= max_size and max_size >= 1, "
                 f"got {min_size}, {max_size}"
             )
-        if not connect_timeout > 0 or not acquire_timeout > 0:
-            raise ConfigurationError("connect_timeout and acquire_timeout must be > 0 seconds")
+        if not connect_timeout > 0 or not acquire_timeout > 0 or not reconnect_timeout > 0:
+            raise ConfigurationError(
+                "connect_timeout, acquire_timeout and reconnect_timeout must be > 0 seconds"
+            )
         #: the URL with its password masked
         self.url = _mask_url(url)
         self.schema = schema
@@ -1052,6 +1155,7 @@ class PostgresStore:
             max_size=max_size,
             connect_timeout=float(connect_timeout),
             acquire_timeout=float(acquire_timeout),
+            reconnect_timeout=float(reconnect_timeout),
         )
         self.kv = PostgresKeyValueStore(self._db)
         self.idempotency = PostgresIdempotencyStore(self._db)
