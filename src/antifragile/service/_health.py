@@ -8,7 +8,10 @@
   holds the breakers and the per-sender limit; down makes it ``degraded`` (they fall back to
   process-local state);
 * ``breaker:<provider>`` -- each provider breaker's state (``closed``, ``open``,
-  ``half_open``...); an open one makes it ``degraded`` (its jobs wait; nothing is lost).
+  ``half_open``...); an open one makes it ``degraded`` (its jobs wait; nothing is lost);
+* ``secret:<VARIABLE>`` -- ``missing`` when a configured channel lacks the secret its webhooks
+  are verified with (``ANTIFRAGILE_WHATSAPP_APP_SECRET``...): ``degraded``, those webhooks are
+  refused (see :mod:`antifragile.service._checks`).
 
 ``degraded`` answers 200: the service still accepts and records everything. ``/ready`` answers
 200 once the app has finished starting and the database answers, else 503.
@@ -94,6 +97,15 @@ async def _breaker_states(state: ServiceState, within: float) -> dict[str, Circu
     return {name: breaker.state for name, breaker in sorted(breakers.items())}
 
 
+def _missing_secrets(state: ServiceState) -> list[str]:
+    """The webhook secrets a configured channel lacks (:func:`missing_secrets`)."""
+    from antifragile.service._checks import missing_secrets
+
+    assistant = state.assistant
+    tenants = getattr(assistant, "tenants", None) or state.settings.tenant_list()
+    return missing_secrets(state.settings, tenants, getattr(assistant, "connectors", None))
+
+
 async def health_report(
     state: ServiceState, *, within: float = DEFAULT_CHECK_TIMEOUT
 ) -> dict[str, Any]:
@@ -114,6 +126,10 @@ async def health_report(
     for name, breaker_state in breakers.items():
         dependencies[f"breaker:{name}"] = breaker_state.value
         if breaker_state in _OPEN_STATES and status == "healthy":
+            status = "degraded"
+    for variable in _missing_secrets(state):
+        dependencies[f"secret:{variable}"] = "missing"
+        if status == "healthy":
             status = "degraded"
     return {
         "status": status,
