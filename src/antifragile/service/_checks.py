@@ -128,7 +128,10 @@ def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]
         base = name.removesuffix("_FILE")
         if name in KNOWN_VARIABLES or base in KNOWN_VARIABLES:
             continue
-        found.append((name, closest(base, KNOWN_VARIABLES)))
+        # compared without the prefix all of them share (which would make anything similar)
+        suffixes = {known.removeprefix(PREFIX): known for known in KNOWN_VARIABLES}
+        match = closest(base.removeprefix(PREFIX), suffixes)
+        found.append((name, suffixes[match] if match else None))
     return found
 
 
