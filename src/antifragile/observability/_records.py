@@ -8,7 +8,9 @@ safety net with holes; instead :func:`structure_record` rebuilds such a record's
 fields worth keeping and nothing else:
 
 * httpx (``logger`` ``httpx``): ``event`` ``"outbound request"``, ``method``, ``host``, ``path``
-  (no query string, no fragment) and ``status``;
+  (no query string, no fragment), ``status`` and, for a request sent inside
+  :func:`timed_request` (every attempt of a :class:`~antifragile.http.ResilientClient`),
+  ``duration_ms``: the time until the response's headers arrived (httpx logs then);
 * uvicorn's access log (``logger`` ``uvicorn.access``): ``event`` ``"inbound request"``,
   ``client``, ``method``, ``path`` (no query string) and ``status``.
 
@@ -20,13 +22,31 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import MutableMapping
+import time
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import urlsplit
 
 from antifragile.observability._redaction import redact
 
-__all__ = ["structure_record"]
+__all__ = ["structure_record", "timed_request"]
+
+#: when the request being sent in this context started (``time.perf_counter()``)
+_request_started: ContextVar[float | None] = ContextVar("antifragile_request_started", default=None)
+
+
+@contextmanager
+def timed_request() -> Iterator[None]:
+    """Mark the start of a request sent in the block: httpx's line for it gets its
+    ``duration_ms``."""
+    token = _request_started.set(time.perf_counter())
+    try:
+        yield
+    finally:
+        _request_started.reset(token)
+
 
 # httpx: 'HTTP Request: %s %s "%s %d %s"' (method, URL, HTTP version, status, reason)
 _HTTPX = re.compile(r'^HTTP Request: (?P<method>[A-Z]+) (?P<url>\S+) "\S+ (?P<status>\d{3})\b')
@@ -51,6 +71,9 @@ def _outbound(event_dict: MutableMapping[str, Any], message: str) -> None:
         path=path,
         status=int(match["status"]),
     )
+    started = _request_started.get()
+    if started is not None:
+        event_dict["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)
 
 
 def _inbound(event_dict: MutableMapping[str, Any], args: Any) -> None:
