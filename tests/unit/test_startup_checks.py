@@ -130,6 +130,9 @@ def test_a_configured_channel_without_its_secret_is_reported() -> None:
         "ANTIFRAGILE_TWILIO_AUTH_TOKEN"
     ]
     assert missing_secrets(Settings(), [Tenant(id="a")], FakeConnectors("shopify")) == []
+    assert missing_secrets(
+        Settings(), [Tenant(id="a", shop_domain="acme.myshopify.com")], None
+    ) == ["ANTIFRAGILE_SHOPIFY_WEBHOOK_SECRET"]
     with_secret = Settings.from_env({"ANTIFRAGILE_WHATSAPP_APP_SECRET": "s3cret-value"})
     assert missing_secrets(with_secret, routed, None) == []
 

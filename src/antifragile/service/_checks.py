@@ -9,7 +9,8 @@
   otherwise ignored without a word.
 * **Secrets** (:func:`missing_secrets`): a channel that is set up without the secret its
   webhooks are verified with (WhatsApp without ``ANTIFRAGILE_WHATSAPP_APP_SECRET``, Twilio
-  without ``ANTIFRAGILE_TWILIO_AUTH_TOKEN``) is a warning at start and a ``missing`` entry in
+  without ``ANTIFRAGILE_TWILIO_AUTH_TOKEN``, a tenant's shop without
+  ``ANTIFRAGILE_SHOPIFY_WEBHOOK_SECRET``) is a warning at start and a ``missing`` entry in
   ``/health``, which makes the service ``degraded``: its inbound messages are refused.
 """
 
@@ -90,10 +91,12 @@ _OTHER_VARIABLES = frozenset(
 KNOWN_VARIABLES: frozenset[str] = frozenset(ENVIRONMENT.values()) | _OTHER_VARIABLES
 
 #: a channel's webhook secret: (provider, the tenant field that routes it to a tenant, the
-#: setting holding the secret)
+#: setting holding the secret, whether the provider's connector settings alone mean its
+#: webhooks are expected -- a Shopify access token is for outbound calls only)
 _CHANNEL_SECRETS = (
-    ("whatsapp", "whatsapp_phone_number_id", "whatsapp_app_secrets"),
-    ("twilio", "twilio_number", "twilio_auth_tokens"),
+    ("whatsapp", "whatsapp_phone_number_id", "whatsapp_app_secrets", True),
+    ("twilio", "twilio_number", "twilio_auth_tokens", True),
+    ("shopify", "shop_domain", "shopify_webhook_secrets", False),
 )
 
 
@@ -137,14 +140,16 @@ def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]
 
 def missing_secrets(settings: Settings, tenants: Iterable[Tenant], connectors: Any) -> list[str]:
     """The variables of the webhook secrets a configured channel lacks: the channel is
-    configured when a tenant is routed through it or its connector has its settings."""
+    configured when a tenant is routed through it (or, for WhatsApp and Twilio, when its
+    connector has its settings)."""
     tenant_list = list(tenants)
     missing: list[str] = []
-    for provider, routing_field, secret_field in _CHANNEL_SECRETS:
+    for provider, routing_field, secret_field, by_connector in _CHANNEL_SECRETS:
         if getattr(settings, secret_field):
             continue
         routed = any(getattr(tenant, routing_field) for tenant in tenant_list)
-        if routed or (connectors is not None and connectors.configured(provider)):
+        built = by_connector and connectors is not None and connectors.configured(provider)
+        if routed or built:
             missing.append(ENVIRONMENT[secret_field])
     return missing
 
