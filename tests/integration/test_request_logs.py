@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+
+import pytest
 
 from antifragile import ResilientClient
 from antifragile.observability import configure_logging
 from antifragile.sandbox import Fault, FlakyServer
 
 
-async def test_a_resilient_client_call_is_logged_with_its_duration_and_no_query() -> None:
+async def test_a_resilient_client_call_is_logged_with_its_duration_and_no_query(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A real HTTP call through the client: httpx's line for it has the allow-listed fields and
     the time until the response's headers came."""
+    httpx_logger = logging.getLogger("httpx")  # as it is when nothing else configured it
+    monkeypatch.setattr(httpx_logger, "propagate", True)
+    monkeypatch.setattr(httpx_logger, "level", logging.NOTSET)
     stream = io.StringIO()
     with (
         FlakyServer(default=Fault.ok(json={"ok": True})) as server,

@@ -8,12 +8,26 @@ import json
 import logging
 import re
 
+import pytest
+
 from antifragile.observability import configure_logging
 from antifragile.observability._redaction import mask_pii
 
 
 def lines(stream: io.StringIO) -> list[dict[str, object]]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+@pytest.fixture(autouse=True)
+def propagating(monkeypatch: pytest.MonkeyPatch) -> None:
+    """httpx's and uvicorn's loggers pass their records to the root logger, whatever a server
+    started earlier in this process set on them (uvicorn's own log configuration stops them)."""
+    for name in ("httpx", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "propagate", True)
+        monkeypatch.setattr(logger, "disabled", False)
+        monkeypatch.setattr(logger, "level", logging.NOTSET)
+        monkeypatch.setattr(logger, "handlers", [])
 
 
 def test_an_httpx_request_line_keeps_method_host_path_and_status_only() -> None:
