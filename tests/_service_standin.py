@@ -126,7 +126,9 @@ def running_server(app: FastAPI, *, timeout: float = 60.0) -> Iterator[str]:
     """Serve *app* with uvicorn in a thread on a free port; yields its base URL."""
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", log_config=None
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

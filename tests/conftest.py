@@ -69,6 +69,9 @@ def redis_url() -> str:
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+_NAMED_LOGGERS = ("uvicorn", "uvicorn.access", "uvicorn.error", "httpx")
+
+
 def _own_handlers(root: logging.Logger) -> list[logging.Handler]:
     """The root logger's handlers, without the capturing ones pytest swaps at every phase."""
     return [h for h in root.handlers if type(h).__module__ != "_pytest.logging"]
@@ -87,6 +90,9 @@ class ProcessState:
     gc_threshold: tuple[int, ...]
     gc_frozen: int
     tracing: bool
+    #: the named loggers a library configures for itself (uvicorn's default log config makes
+    #: them stop propagating): (propagate, handlers) each
+    named: tuple[tuple[bool, tuple[logging.Handler, ...]], ...]
 
     @classmethod
     def now(cls) -> ProcessState:
@@ -101,6 +107,10 @@ class ProcessState:
             gc_threshold=gc.get_threshold(),
             gc_frozen=gc.get_freeze_count(),
             tracing=tracing_enabled(),
+            named=tuple(
+                (logger.propagate, tuple(logger.handlers))
+                for logger in map(logging.getLogger, _NAMED_LOGGERS)
+            ),
         )
 
     def changes(self, after: ProcessState) -> list[str]:
@@ -135,6 +145,10 @@ class ProcessState:
             gc.unfreeze()
         if tracing_enabled() and not self.tracing:
             shutdown_tracing()
+        for name, (propagate, handlers) in zip(_NAMED_LOGGERS, self.named, strict=True):
+            logger = logging.getLogger(name)
+            logger.propagate = propagate
+            logger.handlers[:] = handlers
 
 
 def check_process_state(before: ProcessState, fail: Callable[[str], object]) -> None:

@@ -51,7 +51,9 @@ async def serving(app: FastAPI) -> AsyncIterator[str]:
     """Serve *app* with uvicorn as a task of the running loop; yields its base URL."""
     port = free_port()
     server = QuietServer(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", log_config=None
+        )
     )
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -8,7 +8,9 @@ never a traceback; secrets in URLs, payloads and error messages are redacted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -33,7 +35,19 @@ from antifragile.cli._output import (
     echo_json,
     table,
 )
-from antifragile.cli._process import LOG_LEVELS, check_log_level, process_setup
+from antifragile.cli._process import process_setup
+from antifragile.cli._startup import (
+    ConfigOption,
+    DatabaseUrlOption,
+    DebugOption,
+    EnvFileOption,
+    LogFormatOption,
+    LogLevelOption,
+    MetricsHostOption,
+    MetricsPortOption,
+    failures_reported,
+    log_warnings,
+)
 from antifragile.errors import AntifragileError, ConfigurationError, redact
 from antifragile.jobs._app import (
     DATABASE_URL_ENV,
@@ -51,6 +65,8 @@ T = TypeVar("T")
 #: the default of ``worker --concurrency``; the service's own worker reads it too
 WORKER_CONCURRENCY_ENV = "ANTIFRAGILE_WORKER_CONCURRENCY"
 
+
+_log = logging.getLogger("antifragile.cli")
 
 jobs_app = typer.Typer(help="Inspect durable jobs.", no_args_is_help=True, rich_markup_mode=None)
 dlq_app = typer.Typer(
@@ -181,14 +197,9 @@ def worker(
             "[default: the service's own jobs, from the ANTIFRAGILE_* settings].",
         ),
     ] = None,
-    database_url: Annotated[
-        str | None,
-        typer.Option(
-            "--database-url",
-            envvar=DATABASE_URL_ENV,
-            help=f"The job database [default: the app's own, else {DEFAULT_DATABASE_URL}].",
-        ),
-    ] = None,
+    database_url: DatabaseUrlOption = None,
+    config: ConfigOption = None,
+    env_file: EnvFileOption = None,
     queue: Annotated[
         list[str] | None,
         typer.Option("--queue", "-q", help="A queue to work (repeatable) [default: all]."),
@@ -214,22 +225,11 @@ def worker(
         float,
         typer.Option(min=0.0, help="On SIGTERM, time left to running jobs before release (s)."),
     ] = 30.0,
-    log_level: Annotated[
-        str,
-        typer.Option(callback=check_log_level, help=f"Logging level ({', '.join(LOG_LEVELS)})."),
-    ] = "INFO",
-    metrics_port: Annotated[
-        int | None,
-        typer.Option(
-            min=0,
-            max=65535,
-            envvar="ANTIFRAGILE_WORKER_METRICS_PORT",
-            help="Serve this worker's Prometheus metrics on this port [default: none].",
-        ),
-    ] = None,
-    metrics_host: Annotated[
-        str, typer.Option(help="The interface the metrics port listens on.")
-    ] = "127.0.0.1",
+    log_level: LogLevelOption = "info",
+    log_format: LogFormatOption = "json",
+    metrics_port: MetricsPortOption = None,
+    metrics_host: MetricsHostOption = "127.0.0.1",
+    debug: DebugOption = False,
 ) -> None:
     """Run jobs: claim them with a lease, run them, retry or dead-letter failures.
 
@@ -239,8 +239,8 @@ def worker(
     from antifragile.jobs._worker import Worker
 
     console = Console(stderr=True)
-    try:
-        target = load_target(app)
+    with failures_reported(debug=debug):
+        target = load_target(app, config=config)
         jobs = target.jobs
         if database_url:
             if jobs.is_open:
@@ -258,14 +258,7 @@ def worker(
         # the service's worker: the assistant's own options (its concurrency setting)
         make = getattr(target.assistant, "worker", None)
         runner = make(**options) if callable(make) else Worker(jobs, **options)
-    except AntifragileError as exc:
-        raise _fail(console, exc) from None
     shown = redact(jobs.database_url or os.environ.get(DATABASE_URL_ENV) or DEFAULT_DATABASE_URL)
-    console.print(
-        f"[bold]antifragile worker[/] {runner.id} on {escape(shown)}: "
-        f"{len(jobs.registry)} job function(s), queues {', '.join(queue or ['(all)'])}, "
-        f"concurrency {concurrency}"
-    )
 
     async def main() -> None:
         metrics: Any = None
@@ -281,16 +274,20 @@ def worker(
                 if metrics is not None:
                     await asyncio.to_thread(_stop_metrics, metrics)
 
-    # the arguments are good: JSON logs (ANTIFRAGILE_LOG_FORMAT) and tracing from here on,
-    # put back when the worker stops
-    with process_setup(console, log_level):
-        try:
+    # the arguments are good: JSON logs (--log-format) and tracing from here on, put back when
+    # the worker stops
+    with process_setup(console, log_level, log_format), failures_reported(debug=debug):
+        _log.info(
+            "antifragile worker %s on %s: %d job function(s), queues %s, concurrency %d",
+            runner.id,
+            shown,
+            len(jobs.registry),
+            ", ".join(queue or ["(all)"]),
+            concurrency,
+        )
+        log_warnings(target.assistant)
+        with contextlib.suppress(KeyboardInterrupt):  # signal handlers normally catch it
             asyncio.run(main())
-        except AntifragileError as exc:
-            raise _fail(console, exc) from None
-        except KeyboardInterrupt:  # pragma: no cover - signal handlers normally catch it
-            pass
-    console.print(f"worker stopped: {dict(runner.counts)}")
 
 
 def _serve_metrics(target: Any, host: str, port: int) -> Any:

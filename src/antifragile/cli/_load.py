@@ -13,6 +13,7 @@ import importlib
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from antifragile.errors import ConfigurationError
@@ -43,13 +44,15 @@ class Target:
             await self.jobs.close()
 
 
-def load_target(spec: str | None) -> Target:
+def load_target(spec: str | None, *, config: str | Path | None = None) -> Target:
     """The application named by *spec* (``module:attribute``; the attribute may be dotted and
-    defaults to ``jobs``), or the service's assistant when *spec* is empty."""
+    defaults to ``jobs``), or the service's assistant when *spec* is empty (its settings from
+    the environment and the TOML file *config*, default ``ANTIFRAGILE_CONFIG``)."""
     if not spec:
         from antifragile.service._assistant import Assistant
+        from antifragile.service._settings import Settings
 
-        assistant = Assistant()
+        assistant = Assistant(Settings.from_env(config_path=config))
         return Target(assistant.jobs, assistant)
     module_name, _, attribute = spec.partition(":")
     attribute = attribute or "jobs"

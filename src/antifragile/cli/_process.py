@@ -36,13 +36,14 @@ def check_log_level(value: str) -> str:
 
 
 @contextmanager
-def process_setup(console: Console, level: str) -> Iterator[None]:
+def process_setup(console: Console, level: str, log_format: str | None = None) -> Iterator[None]:
     """Logs and tracing for the command's process while the block runs, put back after it; a
-    bad tracing setting is one error line and exit 1."""
+    bad tracing setting is one error line and exit 1. *log_format* is ``json`` or ``text``
+    (default: ``ANTIFRAGILE_LOG_FORMAT``, else ``json``)."""
     from antifragile.observability._logging import configure_process
 
     try:
-        setup = configure_process(level)
+        setup = configure_process(level, log_format=log_format)
     except AntifragileError as exc:
         console.print(f"[red]error[/] {exc.code}: {escape(str(exc))}")
         raise typer.Exit(1) from None

@@ -7,6 +7,7 @@ by the queue's idempotency keys (see :mod:`antifragile.jobs._scheduler`).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 from datetime import UTC, datetime
@@ -17,15 +18,24 @@ from rich.console import Console
 from rich.table import Table
 
 from antifragile.cli._load import APP_ENV, Target, load_target
-from antifragile.cli._process import (
-    LOG_LEVELS,
-    check_log_level,
-    process_setup,
-    stop_on_signals,
+from antifragile.cli._process import process_setup, stop_on_signals
+from antifragile.cli._startup import (
+    ConfigOption,
+    DatabaseUrlOption,
+    DebugOption,
+    EnvFileOption,
+    LogFormatOption,
+    LogLevelOption,
+    MetricsHostOption,
+    MetricsPortOption,
+    failures_reported,
+    log_warnings,
 )
-from antifragile.errors import AntifragileError, ConfigurationError, redact
+from antifragile.errors import ConfigurationError, redact
 from antifragile.jobs._app import DATABASE_URL_ENV, DEFAULT_DATABASE_URL
 from antifragile.jobs._scheduler import Fired, Scheduler, schedules_of
+
+_log = logging.getLogger("antifragile.cli")
 
 
 def _when(tick: int) -> str:
@@ -40,9 +50,18 @@ def _print_fired(fired: Fired) -> None:
     sys.stdout.flush()
 
 
-async def _run(target: Target, tick_interval: float, grace: float | None, console: Console) -> None:
+async def _run(
+    target: Target,
+    tick_interval: float,
+    grace: float | None,
+    console: Console,
+    metrics: tuple[str, int | None],
+) -> None:
+    from antifragile.cli._jobs import _serve_metrics, _stop_metrics
+
     jobs = target.jobs
     await target.open()
+    server = _serve_metrics(target, metrics[0], metrics[1]) if metrics[1] is not None else None
     try:
         if target.assistant is not None:  # the service's: its retention settings apply
             scheduler = target.assistant.scheduler(
@@ -83,7 +102,11 @@ async def _run(target: Target, tick_interval: float, grace: float | None, consol
             await asyncio.gather(scheduler.run(), *([] if watchdog is None else [watchdog.run()]))
         typer.echo("scheduler stopped")
     finally:
-        await target.close()
+        try:
+            await target.close()
+        finally:
+            if server is not None:
+                await asyncio.to_thread(_stop_metrics, server)
 
 
 def scheduler(
@@ -96,14 +119,9 @@ def scheduler(
             "[default: the service's own jobs, from the ANTIFRAGILE_* settings].",
         ),
     ] = None,
-    database_url: Annotated[
-        str | None,
-        typer.Option(
-            "--database-url",
-            envvar=DATABASE_URL_ENV,
-            help=f"The job queue's database (default: the app's own, else {DEFAULT_DATABASE_URL}).",
-        ),
-    ] = None,
+    database_url: DatabaseUrlOption = None,
+    config: ConfigOption = None,
+    env_file: EnvFileOption = None,
     tick_interval: Annotated[
         float, typer.Option(min=0.01, help="Seconds between passes at most.")
     ] = 1.0,
@@ -114,18 +132,20 @@ def scheduler(
             help="How late a tick may fire and count as on time (default: max(10, 3 x interval)).",
         ),
     ] = None,
-    log_level: Annotated[
-        str,
-        typer.Option(callback=check_log_level, help=f"Logging level ({', '.join(LOG_LEVELS)})."),
-    ] = "WARNING",
+    log_level: LogLevelOption = "info",
+    log_format: LogFormatOption = "json",
+    metrics_port: MetricsPortOption = None,
+    metrics_host: MetricsHostOption = "127.0.0.1",
+    debug: DebugOption = False,
 ) -> None:
     """Enqueue the ticks of the app's periodic jobs (@jobs.every) until stopped.
 
-    Any number of schedulers may run at once: each tick is enqueued exactly once.
+    Any number of schedulers may run at once: each tick is enqueued exactly once. Each tick
+    is a line on standard output (and a log line on standard error).
     """
     console = Console()
-    try:
-        target = load_target(app)
+    with failures_reported(debug=debug):
+        target = load_target(app, config=config)
         jobs = target.jobs
         if not schedules_of(jobs):
             raise ConfigurationError(f"{app!r} declares no periodic job (@jobs.every)")
@@ -136,14 +156,9 @@ def scheduler(
                 jobs.database_url = database_url
         shown = redact(jobs.database_url or os.environ.get(DATABASE_URL_ENV, DEFAULT_DATABASE_URL))
         console.print(f"[bold]antifragile scheduler[/] on {shown}")
-    except AntifragileError as exc:
-        console.print(f"[red]error[/] {exc.code}: {exc}")
-        raise typer.Exit(1) from None
-    # the arguments are good: JSON logs (ANTIFRAGILE_LOG_FORMAT, standard error) and tracing
-    # from here on, put back when the scheduler stops
-    with process_setup(console, log_level):
-        try:
-            asyncio.run(_run(target, tick_interval, grace, console))
-        except AntifragileError as exc:
-            console.print(f"[red]error[/] {exc.code}: {exc}")
-            raise typer.Exit(1) from None
+    # the arguments are good: JSON logs (--log-format, standard error) and tracing from here
+    # on, put back when the scheduler stops
+    with process_setup(console, log_level, log_format), failures_reported(debug=debug):
+        _log.info("antifragile scheduler on %s", shown, extra={"database": shown})
+        log_warnings(target.assistant)
+        asyncio.run(_run(target, tick_interval, grace, console, (metrics_host, metrics_port)))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,29 +29,30 @@ from rich.markup import escape
 from rich.table import Table
 
 from antifragile.cli._output import console_for
-from antifragile.cli._process import (
-    LOG_LEVELS,
-    check_log_level,
-    process_setup,
-    stop_on_signals,
+from antifragile.cli._process import process_setup, stop_on_signals
+from antifragile.cli._startup import (
+    ConfigOption,
+    DatabaseUrlOption,
+    DebugOption,
+    EnvFileOption,
+    LogFormatOption,
+    LogLevelOption,
+    MetricsHostOption,
+    MetricsPortOption,
+    bind_port,
+    check_service,
+    failures_reported,
 )
 from antifragile.errors import AntifragileError, ConfigurationError, ErrorCode
 
 if TYPE_CHECKING:
     from antifragile.service._settings import Settings
 
+_log = logging.getLogger("antifragile.cli")
+
 URL_ENV = "ANTIFRAGILE_URL"
 DEFAULT_URL = "http://127.0.0.1:8000"
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        envvar="ANTIFRAGILE_CONFIG",
-        dir_okay=False,
-        help="A TOML file: [service], [tenants.*], [flows.*], [providers.*], [features].",
-    ),
-]
 UrlOption = Annotated[
     str,
     typer.Option("--url", envvar=URL_ENV, help="The running service's base URL."),
@@ -71,9 +73,13 @@ def _settings(config: Path | None) -> Settings:
 # -- antifragile serve --------------------------------------------------------------------------
 
 
-async def _run_background(settings: Settings, worker: bool, scheduler: bool) -> None:
+async def _run_background(
+    settings: Settings, worker: bool, scheduler: bool, metrics: tuple[str, int | None]
+) -> None:
     """The worker and/or scheduler without the API, until SIGTERM or Ctrl-C (a signal that
     arrives while the service is still opening stops it as soon as it is open)."""
+    from antifragile.cli._jobs import _serve_metrics, _stop_metrics
+    from antifragile.cli._load import Target
     from antifragile.service._assistant import Assistant
     from antifragile.service._watchdog import watchdog_for
 
@@ -89,7 +95,11 @@ async def _run_background(settings: Settings, worker: bool, scheduler: bool) -> 
     with stop_on_signals(stop):
         assistant = Assistant(settings)
         await assistant.open()
+        server = None
         try:
+            if metrics[1] is not None:
+                target = Target(assistant.jobs, assistant)
+                server = _serve_metrics(target, metrics[0], metrics[1])
             if worker:
                 runners.append(assistant.worker())
             if scheduler:
@@ -100,18 +110,43 @@ async def _run_background(settings: Settings, worker: bool, scheduler: bool) -> 
             if not stopping:
                 await asyncio.gather(*(runner.run() for runner in runners))
         finally:
-            await assistant.close()
+            try:
+                await assistant.close()
+            finally:
+                if server is not None:
+                    await asyncio.to_thread(_stop_metrics, server)
 
 
-def _uvicorn_server(config: Any) -> Any:
+def _uvicorn_server(config: Any, metrics: tuple[str, int | None] = ("", None)) -> Any:
     """uvicorn's server, exiting with status 0 when a signal asked it to stop (uvicorn raises
-    the signal again after its graceful shutdown, which ends the process with -SIGTERM)."""
+    the signal again after its graceful shutdown, which ends the process with -SIGTERM); with
+    a metrics port, the app's metrics are served there too once it has started."""
     import uvicorn
 
+    from antifragile.cli._jobs import _serve_metrics, _stop_metrics
+    from antifragile.cli._load import Target
+
     class Server(uvicorn.Server):
+        metrics_server: Any = None
+
         def handle_exit(self, sig: int, frame: Any) -> None:
             super().handle_exit(sig, frame)
             self._captured_signals.clear()
+
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            app: Any = self.config.app
+            assistant = getattr(app.state, "assistant", None)
+            if self.started and metrics[1] is not None and assistant is not None:
+                target = Target(assistant.jobs, assistant)
+                self.metrics_server = _serve_metrics(target, metrics[0], metrics[1])
+
+        async def shutdown(self, sockets: Any = None) -> None:
+            try:
+                await super().shutdown(sockets)
+            finally:
+                if self.metrics_server is not None:
+                    await asyncio.to_thread(_stop_metrics, self.metrics_server)
 
     return Server(config)
 
@@ -126,11 +161,14 @@ def serve(
         bool, typer.Option("--scheduler/--no-scheduler", help="Run the scheduler here.")
     ] = True,
     api: Annotated[bool, typer.Option("--api/--no-api", help="Serve the HTTP API.")] = True,
+    database_url: DatabaseUrlOption = None,
     config: ConfigOption = None,
-    log_level: Annotated[
-        str,
-        typer.Option(callback=check_log_level, help=f"Logging level ({', '.join(LOG_LEVELS)})."),
-    ] = "info",
+    env_file: EnvFileOption = None,
+    log_level: LogLevelOption = "info",
+    log_format: LogFormatOption = "json",
+    metrics_port: MetricsPortOption = None,
+    metrics_host: MetricsHostOption = "127.0.0.1",
+    debug: DebugOption = False,
     proxy_headers: Annotated[
         bool,
         typer.Option(
@@ -144,40 +182,37 @@ def serve(
 ) -> None:
     """Run the service: HTTP API, worker and scheduler (all three by default).
 
-    Configuration comes from ANTIFRAGILE_* environment variables and the --config file.
-    SIGTERM or Ctrl-C stops gracefully: the API stops accepting, running jobs finish.
+    Configuration comes from ANTIFRAGILE_* environment variables (and --env-file) and the
+    --config file. SIGTERM or Ctrl-C stops gracefully: the API stops accepting, running jobs
+    finish. A failure to start is one line on standard error and exit status 1.
     """
     console = Console(stderr=True)
-    if not (api or worker or scheduler):
-        raise _fail(
-            console,
-            ConfigurationError(
+    with failures_reported(debug=debug):
+        if not (api or worker or scheduler):
+            raise ConfigurationError(
                 "nothing to run: --no-api, --no-worker and --no-scheduler all given"
-            ),
-        )
-    try:
-        settings = _settings(config)
-    except AntifragileError as exc:
-        raise _fail(console, exc) from None
-    if api and not worker and "expect_workers" not in settings.model_fields_set:
-        # workers run elsewhere: /health and the alerts say so when none is alive
-        settings = settings.model_copy(update={"expect_workers": True})
-    # the arguments are good: JSON logs (ANTIFRAGILE_LOG_FORMAT) and tracing from here on, put
-    # back when the service stops
-    with process_setup(console, log_level):
-        try:
-            _serve(
-                console,
-                settings,
-                host=host,
-                port=port,
-                parts={"api": api, "worker": worker, "scheduler": scheduler},
-                log_level=log_level,
-                proxy_headers=proxy_headers,
-                forwarded_allow_ips=forwarded_allow_ips,
             )
-        except AntifragileError as exc:
-            raise _fail(console, exc) from None
+        settings = _settings(config)
+        if database_url:
+            settings = settings.model_copy(update={"database_url": database_url})
+        if api and not worker and "expect_workers" not in settings.model_fields_set:
+            # workers run elsewhere: /health and the alerts say so when none is alive
+            settings = settings.model_copy(update={"expect_workers": True})
+    # the arguments are good: JSON logs (--log-format) and tracing from here on, put back when
+    # the service stops
+    with process_setup(console, log_level, log_format), failures_reported(debug=debug):
+        asyncio.run(check_service(settings))  # tenants, flows, warnings, the database opens
+        _serve(
+            console,
+            settings,
+            host=host,
+            port=port,
+            parts={"api": api, "worker": worker, "scheduler": scheduler},
+            log_level=log_level,
+            proxy_headers=proxy_headers,
+            forwarded_allow_ips=forwarded_allow_ips,
+            metrics=(metrics_host, metrics_port),
+        )
 
 
 def _serve(
@@ -190,24 +225,27 @@ def _serve(
     log_level: str,
     proxy_headers: bool,
     forwarded_allow_ips: str,
+    metrics: tuple[str, int | None],
 ) -> None:
     from antifragile.service._settings import safe_url
 
     api, worker, scheduler = parts["api"], parts["worker"], parts["scheduler"]
-    where = f" on http://{host}:{port}" if api else ""
     running = ", ".join(name for name, on in parts.items() if on)
-    console.print(
-        f"[bold]antifragile serve[/]{where}: {running}; "
-        f"database {escape(safe_url(settings.database_url))}",
-        soft_wrap=True,
+    _log.info(
+        "antifragile serve%s: %s; database %s",
+        f" on http://{host}:{port}" if api else "",
+        running,
+        safe_url(settings.database_url),
+        extra={"parts": running, "database": safe_url(settings.database_url)},
     )
     if not api:
-        asyncio.run(_run_background(settings, worker, scheduler))
+        asyncio.run(_run_background(settings, worker, scheduler, metrics))
         return
     import uvicorn
 
     from antifragile.service._app import create_app
 
+    sock = bind_port(host, port)  # a port in use is one error line, before anything starts
     app = create_app(settings, run_worker=worker, run_scheduler=scheduler, freeze_gc=True)
     server = _uvicorn_server(
         uvicorn.Config(
@@ -220,13 +258,19 @@ def _serve(
             proxy_headers=proxy_headers,
             forwarded_allow_ips=forwarded_allow_ips,
             server_header=False,
-        )
+        ),
+        metrics,
     )
-    with contextlib.suppress(SystemExit):  # uvicorn exits when the start-up fails
-        server.run()
+    try:
+        with contextlib.suppress(SystemExit):  # uvicorn exits when the start-up fails
+            server.run(sockets=[sock])
+    finally:
+        sock.close()
     if not server.started:
-        console.print("[red]error[/] the service did not start (see the log above)")
-        raise typer.Exit(1)
+        raise AntifragileError(
+            "the service did not start (its log says why); run again with --debug for more",
+            code=ErrorCode.INTERNAL,
+        )
 
 
 # -- antifragile health -------------------------------------------------------------------------

@@ -857,7 +857,14 @@ class DemoRun:
         sock = _listening_socket()
         port = sock.getsockname()[1]
         server = _Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=port,
+                log_level="warning",
+                lifespan="on",
+                log_config=None,
+            )
         )
         task = asyncio.create_task(server.serve(sockets=[sock]), name="demo-service")
 

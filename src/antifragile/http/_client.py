@@ -47,6 +47,7 @@ from antifragile.observability._context import (
     reset_request_id,
     set_request_id,
 )
+from antifragile.observability._records import timed_request
 from antifragile.observability._tracing import outbound_span
 from antifragile.policies import Policy, time_remaining
 
@@ -366,7 +367,8 @@ class ResilientClient(_ClientCore):
                 for name, value in ours:
                     request_headers[name] = value
                 with outbound_span(self.provider, operation, request) as attempt_span:
-                    response = await client.send(request)
+                    with timed_request():  # httpx's line for it gets its duration
+                        response = await client.send(request)
                     attempt_span.set_attribute("http.response.status_code", response.status_code)
             except Exception as exc:
                 error = self._transport_error(exc, operation, safe, request_id)
@@ -491,7 +493,8 @@ class SyncResilientClient(_ClientCore):
                 for name, value in ours:
                     request_headers[name] = value
                 with outbound_span(self.provider, operation, request) as attempt_span:
-                    response = _send_within(client, request)
+                    with timed_request():  # httpx's line for it gets its duration
+                        response = _send_within(client, request)
                     attempt_span.set_attribute("http.response.status_code", response.status_code)
             except Exception as exc:
                 error = self._transport_error(exc, operation, safe, request_id)

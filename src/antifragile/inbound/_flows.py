@@ -45,13 +45,17 @@ customer, the HubSpot contact and the Slack message)::
     [flows.intake]
     on_complete = ["send_summary_email", "create_hubspot_contact"]
 
-The YAML form has the same shape (a ``flows`` mapping of flow names). ``greeting``,
-``completion`` and ``nudge`` may name collected fields in braces (``{name}``); ``nudge`` may
-also use ``{question}`` (the question waiting for an answer).
+The YAML form has the same shape (a ``flows`` mapping of flow names). A step's ``question``
+and ``error`` may name the fields collected before it in braces (``{name}``), ``completion``
+and ``nudge`` any field of the flow, ``nudge`` also ``{question}`` (the question waiting for an
+answer); ``greeting`` and ``graceful_reply`` are sent as written. Any other placeholder is a
+:class:`~antifragile.ConfigurationError` when the flow is built, naming the flow, the step and
+the closest allowed name (``{{`` writes a literal brace).
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
 import re
 import string
@@ -186,6 +190,43 @@ def render(text: str, values: Mapping[str, Any]) -> str:
         return text
 
 
+def placeholders(text: str) -> list[str]:
+    """The names of the ``{placeholders}`` in *text* (``{{`` is a literal brace; the name of
+    ``{order.number}`` is ``order``); none when *text* is not a valid format string, which
+    :func:`render` sends as written."""
+    names: list[str] = []
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError:
+        return names
+    for _literal, field, _spec, _conversion in parsed:
+        if field is None:
+            continue
+        match = _FIELD.match(field)
+        names.append(match.group(0) if match else field)
+    return names
+
+
+def placeholder_scopes(flow: Flow) -> list[tuple[str, str, frozenset[str]]]:
+    """Each text of *flow* that may hold placeholders: (where, the text, the names it is
+    rendered with). A step's question and error see the fields of the steps before it; the
+    completion and the nudge every field (the nudge ``{question}`` too); the greeting and
+    the graceful reply are sent as written."""
+    scopes: list[tuple[str, str, frozenset[str]]] = [
+        ("greeting", flow.greeting, frozenset()),
+        ("graceful_reply", flow.graceful_reply, frozenset()),
+    ]
+    earlier: set[str] = set()
+    for index, step in enumerate(flow.steps):
+        where = f"step {index + 1} ({step.field})"
+        scopes.append((f"{where} question", step.question, frozenset(earlier)))
+        scopes.append((f"{where} error", step.error, frozenset(earlier)))
+        earlier.add(step.field)
+    scopes.append(("completion", flow.completion, frozenset(earlier)))
+    scopes.append(("nudge", flow.nudge, frozenset({*earlier, "question"})))
+    return scopes
+
+
 @dataclass(frozen=True, slots=True)
 class FlowStep:
     """One question: the *field* its answer is stored under, the *question*, how the answer
@@ -264,6 +305,22 @@ class Flow:
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise ConfigurationError(f"flow {self.name!r}: {name} must be non-empty text")
+        self._check_placeholders()
+
+    def _check_placeholders(self) -> None:
+        """Every ``{placeholder}`` names a value the text is rendered with (see
+        :func:`placeholder_scopes`); a misspelt one would reach the customer as written."""
+        for where, text, known in placeholder_scopes(self):
+            for name in placeholders(text):
+                if name in known:
+                    continue
+                match = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+                hint = f"did you mean {{{match[0]}}}? " if match else ""
+                allowed = ", ".join(f"{{{k}}}" for k in sorted(known)) or "none (sent as written)"
+                raise ConfigurationError(
+                    f"flow {self.name!r}, {where}: unknown placeholder {{{name}}}; {hint}"
+                    f"allowed here: {allowed}"
+                )
 
     def field_of(self, kind: str) -> str | None:
         """The field of the first step validated as *kind* (``email``, ``phone``...)."""

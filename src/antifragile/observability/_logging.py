@@ -17,6 +17,9 @@ the project's modules use) -- goes through the same processors:
 * ``timestamp`` (ISO 8601, UTC), ``level``, ``logger``, the message as ``event``, and the
   fields given with ``extra={...}`` (``session``, ``step``, ``reason``, ``phone``...);
 * ``request_id`` (the current one) and ``trace_id`` (when tracing is on);
+* httpx's and uvicorn's request lines rebuilt from allow-listed fields (method, host, path
+  without its query string, status: :mod:`antifragile.observability._records`), never their
+  free text;
 * **redaction**, last before rendering: every string goes through
   :func:`antifragile.errors.redact` (tokens, keys, signatures, ``Authorization`` values, and the
   literal *secrets* given here or to :func:`add_secrets`), then phone numbers and email
@@ -37,6 +40,7 @@ from typing import IO, Any, Self
 import structlog
 
 from antifragile.observability._context import current_request_id
+from antifragile.observability._records import structure_record
 from antifragile.observability._redaction import REDACTED, mask_email, mask_phone, mask_pii, redact
 from antifragile.observability._tracing import current_trace_id
 
@@ -79,6 +83,9 @@ _RECORD_FIELDS = frozenset(vars(logging.LogRecord("x", logging.INFO, "x", 0, "x"
     "taskName",
     "color_message",  # uvicorn's colored copy of the message
 }
+
+#: the first keys of a ``text`` (logfmt) line; the record's other fields follow
+TEXT_KEY_ORDER = ("timestamp", "level", "logger", "event")
 
 _secrets: tuple[str, ...] = ()
 _HANDLER_NAME = "antifragile-structlog"
@@ -224,8 +231,8 @@ def configure_logging(
     secrets: Iterable[str | None] = (),
 ) -> LoggingSetup:
     """Send every log record to *stream* (default: standard error, looked up at each record) as
-    one JSON object per line (``json=False``: readable key=value lines for a terminal), at
-    *level* and above.
+    one JSON object per line (``json=False``: one logfmt line per record, ``key=value`` pairs
+    starting with ``timestamp``, ``level``, ``logger`` and ``event``), at *level* and above.
 
     This changes the whole process (the root logger and structlog): call it once, where your
     program starts. It replaces the handler a previous call installed (so calling it twice is
@@ -243,10 +250,11 @@ def configure_logging(
     renderer: Any = (
         structlog.processors.JSONRenderer(sort_keys=False, ensure_ascii=False)
         if json
-        else structlog.dev.ConsoleRenderer(colors=False)
+        else structlog.processors.LogfmtRenderer(key_order=list(TEXT_KEY_ORDER), drop_missing=True)
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, _add_extra],
+        foreign_pre_chain=[*shared, _add_extra, structure_record],
+        pass_foreign_args=True,  # for structure_record, which removes them
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
@@ -327,19 +335,24 @@ class ProcessSetup:
 
 
 def configure_process(
-    level: int | str = "INFO", *, secrets: Iterable[str | None] = ()
+    level: int | str = "INFO",
+    *,
+    secrets: Iterable[str | None] = (),
+    log_format: str | None = None,
 ) -> ProcessSetup:
     """What ``antifragile serve``, ``worker`` and ``scheduler`` do once their arguments are
-    checked, around everything they run: logs as JSON (``ANTIFRAGILE_LOG_FORMAT=text`` for
-    key=value lines) on standard error, with the credentials of the environment and *secrets*
-    redacted; tracing as ``ANTIFRAGILE_OTEL_EXPORTER`` says.
+    checked, around everything they run: logs as JSON on standard error (*log_format*
+    ``text``, by default ``ANTIFRAGILE_LOG_FORMAT``: logfmt ``key=value`` lines), with the
+    credentials of the environment and *secrets* redacted; tracing as
+    ``ANTIFRAGILE_OTEL_EXPORTER`` says.
 
     Use the :class:`ProcessSetup` it returns as a context manager (or call its ``restore()``):
     on the way out the last spans are flushed and the logging is put back.
     """
     from antifragile.observability._tracing import configure_tracing
 
-    text = os.environ.get(LOG_FORMAT_ENV, "json").strip().lower() == "text"
+    chosen = log_format if log_format is not None else os.environ.get(LOG_FORMAT_ENV, "json")
+    text = chosen.strip().lower() == "text"
     setup = configure_logging(json=not text, level=level, secrets=[*secrets_from_env(), *secrets])
     try:
         tracing = configure_tracing()

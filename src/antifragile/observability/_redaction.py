@@ -151,13 +151,26 @@ def mask_pii(text: str) -> str:
     """*text* with every email address and phone number in it masked.
 
     Cheap when there is nothing to mask (two regular-expression scans); broad on purpose: a
-    long run of digits that is not a phone number is masked too.
+    long run of digits that is not a phone number is masked too -- except a Unix time in
+    seconds or milliseconds (a bare run of 10 or 13 digits starting with ``1``, which no phone
+    number written without ``+`` can be).
     """
     if "@" in text:
         text = _EMAIL.sub(lambda m: mask_email(m.group(0)), text)
     if any(c.isdigit() for c in text):
-        text = _PHONE.sub(lambda m: mask_phone(m.group(0)), text)
+        text = _PHONE.sub(_mask_phone_match, text)
     return text
+
+
+def _mask_phone_match(match: re.Match[str]) -> str:
+    """A found phone number masked -- unless it is a bare run of digits that cannot be one
+    and is a Unix time: ``1765113600`` (seconds) or ``1765113600123`` (milliseconds). A number
+    written without ``+`` that starts with ``1`` is a NANP number only with exactly 11 digits
+    (country code 1, then an area code that never starts with 0 or 1)."""
+    found = match.group(0)
+    if found[0] == "1" and len(found) != 11 and found.isdigit():
+        return found
+    return mask_phone(found)
 
 
 def personal_values(values: Iterable[object]) -> list[str]:

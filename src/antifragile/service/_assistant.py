@@ -79,6 +79,7 @@ from antifragile.policies import (
     Retry,
 )
 from antifragile.service._alerts_api import alert_config
+from antifragile.service._checks import check_tenants
 from antifragile.service._limits import InboundLimits
 from antifragile.service._metrics import metrics_for, observe_connectors
 from antifragile.service._settings import Settings
@@ -178,6 +179,7 @@ class Assistant:
         self.metrics = metrics_for(self.jobs, clock=clock)  # Prometheus: GET /metrics
         self.tenants: list[Tenant] = list(self.settings.tenant_list()) or [DEFAULT_TENANT]
         self.flows: dict[str, Flow] = flows_from_mapping(self.settings.flows)
+        check_tenants(self.tenants, self.flows)  # a misspelt flow stops the start, not intake
         self.classifier: Classifier = classifier if classifier is not None else KeywordClassifier()
         self.handlers = Handlers()
         self.handlers.register_defaults()

@@ -8,7 +8,10 @@
   holds the breakers and the per-sender limit; down makes it ``degraded`` (they fall back to
   process-local state);
 * ``breaker:<provider>`` -- each provider breaker's state (``closed``, ``open``,
-  ``half_open``...); an open one makes it ``degraded`` (its jobs wait; nothing is lost).
+  ``half_open``...); an open one makes it ``degraded`` (its jobs wait; nothing is lost);
+* ``secret:<VARIABLE>`` -- ``missing`` when a configured channel lacks the secret its webhooks
+  are verified with (``ANTIFRAGILE_WHATSAPP_APP_SECRET``...): ``degraded``, those webhooks are
+  refused (see :mod:`antifragile.service._checks`).
 
 Liveness (when the database answers): ``workers`` and ``schedulers`` -- how many are alive
 (their heartbeat rows, see :mod:`antifragile.jobs._liveness`), how many rows are stale and when
@@ -150,6 +153,15 @@ async def _liveness(state: ServiceState, within: float) -> dict[str, Any]:
     }
 
 
+def _missing_secrets(state: ServiceState) -> list[str]:
+    """The webhook secrets a configured channel lacks (:func:`missing_secrets`)."""
+    from antifragile.service._checks import missing_secrets
+
+    assistant = state.assistant
+    tenants = getattr(assistant, "tenants", None) or state.settings.tenant_list()
+    return missing_secrets(state.settings, tenants, getattr(assistant, "connectors", None))
+
+
 async def health_report(
     state: ServiceState, *, within: float = DEFAULT_CHECK_TIMEOUT
 ) -> dict[str, Any]:
@@ -174,6 +186,10 @@ async def health_report(
     live = await _liveness(state, within) if results[0] == "up" else {}
     if live.get("problems") and status == "healthy":
         status = "degraded"
+    for variable in _missing_secrets(state):
+        dependencies[f"secret:{variable}"] = "missing"
+        if status == "healthy":
+            status = "degraded"
     return {
         "status": status,
         "version": antifragile.__version__,
