@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,9 +81,23 @@ PROVIDER = "whatsapp"
 #: the operation names in errors and events
 SEND_TEXT = "send_text"
 SEND_TEMPLATE = "send_template"
+SEND_INTERACTIVE = "send_interactive"
 
 #: the longest text body Cloud API accepts
 MAX_TEXT = 4096
+
+#: reply buttons: at most 3, each title at most 20 characters, each id at most 256
+MAX_BUTTONS = 3
+MAX_BUTTON_TITLE = 20
+MAX_BUTTON_ID = 256
+#: list messages: at most 10 rows, each title at most 24 characters, description 72, id 200
+MAX_ROWS = 10
+MAX_ROW_TITLE = 24
+MAX_ROW_DESCRIPTION = 72
+MAX_ROW_ID = 200
+#: the body of an interactive message, and the list's menu button label
+MAX_INTERACTIVE_BODY = 1024
+MAX_LIST_BUTTON = 20
 
 #: Graph error codes that are throttling refusals (the message was not sent)
 THROTTLING_CODES: frozenset[int] = frozenset({4, 80007, 130429, 131056})
@@ -129,6 +144,61 @@ def graph_error(detail: str | None) -> tuple[int | None, str | None, str | None]
         message if isinstance(message, str) else None,
         details if isinstance(details, str) else None,
     )
+
+
+def _shortened(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "\u2026"
+
+
+def interactive_choice(
+    body: str,
+    options: Sequence[str],
+    *,
+    ids: Sequence[str] | None = None,
+    list_button: str = "Choose",
+) -> dict[str, Any] | None:
+    """The ``interactive`` message asking to pick one of *options* (see
+    :meth:`WhatsAppConnector.send_choice`), or ``None`` when they fit neither reply buttons
+    nor a list message. Empty or repeated options, or *ids* of another length, raise
+    :class:`~antifragile.ConfigurationError`."""
+    labels = [" ".join(option.split()) for option in options]
+    keys = list(ids) if ids is not None else [str(i) for i in range(1, len(labels) + 1)]
+    if not labels or not all(labels) or len(set(labels)) != len(labels):
+        raise ConfigurationError("a choice needs distinct, non-empty options")
+    if len(keys) != len(labels) or len(set(keys)) != len(keys) or not all(keys):
+        raise ConfigurationError("a choice needs one distinct, non-empty id per option")
+    if not body.strip() or len(body) > MAX_INTERACTIVE_BODY:
+        return None
+    if len(labels) <= MAX_BUTTONS and all(len(t) <= MAX_BUTTON_TITLE for t in labels):
+        if any(len(k) > MAX_BUTTON_ID for k in keys):
+            return None
+        buttons = [
+            {"type": "reply", "reply": {"id": key, "title": title}}
+            for key, title in zip(keys, labels, strict=True)
+        ]
+        action: dict[str, Any] = {"buttons": buttons}
+        kind = "button"
+    else:
+        titles = [_shortened(t, MAX_ROW_TITLE) for t in labels]
+        if (
+            len(labels) > MAX_ROWS
+            or len(set(titles)) != len(titles)
+            or any(len(k) > MAX_ROW_ID for k in keys)
+        ):
+            return None
+        rows: list[dict[str, Any]] = []
+        for key, title, label in zip(keys, titles, labels, strict=True):
+            row = {"id": key, "title": title}
+            if title != label:
+                row["description"] = _shortened(label, MAX_ROW_DESCRIPTION)
+            rows.append(row)
+        button = _shortened(" ".join(list_button.split()) or "Choose", MAX_LIST_BUTTON)
+        action = {"button": button, "sections": [{"rows": rows}]}
+        kind = "list"
+    return {
+        "type": "interactive",
+        "interactive": {"type": kind, "body": {"text": body}, "action": action},
+    }
 
 
 def _mapped(error: IntegrationError) -> IntegrationError:
@@ -258,6 +328,32 @@ class WhatsAppConnector(HTTPConnector):
         return await self._send(
             to, {"type": "template", "template": template}, SEND_TEMPLATE, reference
         )
+
+    @masks_pii("to")
+    async def send_choice(
+        self,
+        to: str,
+        body: str,
+        options: Sequence[str],
+        *,
+        ids: Sequence[str] | None = None,
+        list_button: str = "Choose",
+        reference: str | None = None,
+    ) -> SentWhatsApp:
+        """Ask *to* to pick one of *options*: reply buttons when there are at most 3 whose
+        labels fit in 20 characters, else a list message (at most 10 rows; a label over 24
+        characters is shortened and given in full as the row's description), else -- more
+        than 10 options, or a body over 1024 characters -- a text with the options numbered.
+
+        *ids* (default ``"1"``, ``"2"``...) come back in the contact's ``button_reply`` /
+        ``list_reply``; *list_button* labels the list's menu (at most 20 characters).
+        *reference* as for :meth:`send_text`.
+        """
+        message = interactive_choice(body, options, ids=ids, list_button=list_button)
+        if message is None:
+            numbered = "\n".join(f"{i}. {option}" for i, option in enumerate(options, 1))
+            return await self.send_text(to, f"{body}\n\n{numbered}", reference=reference)
+        return await self._send(to, message, SEND_INTERACTIVE, reference)
 
     async def _send(
         self, to: str, message: dict[str, Any], operation: str, reference: str | None

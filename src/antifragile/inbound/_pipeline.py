@@ -313,11 +313,12 @@ class MessagePipeline:
         result.confidence = classification.confidence
         result.classified_by = classification.source
         reply: str | None = None
+        choices: tuple[tuple[str, str], ...] = ()
         turn = None
         if self.sessions is not None and event.channel is not Channel.API:
             turn = await self.sessions.handle(tenant, event)
         if turn is not None:
-            reply = turn.reply
+            reply, choices = turn.reply, turn.choices
             result.handler = "session"
             result.session_step = turn.step
             result.session_completed = turn.completed
@@ -342,7 +343,7 @@ class MessagePipeline:
                 result.actions = tuple(handler.actions)
                 result.actions_job = enqueued.id
         if reply:
-            result.reply_message = await self._reply(tenant, event, inbox_id, reply)
+            result.reply_message = await self._reply(tenant, event, inbox_id, reply, choices)
             result.status = "replied"
 
     def _message_context(
@@ -376,7 +377,14 @@ class MessagePipeline:
         classification: Classification = await self.classifier.classify(event.text)
         return classification
 
-    async def _reply(self, tenant: Tenant, event: InboundEvent, inbox_id: str, text: str) -> str:
+    async def _reply(
+        self,
+        tenant: Tenant,
+        event: InboundEvent,
+        inbox_id: str,
+        text: str,
+        choices: tuple[tuple[str, str], ...] = (),
+    ) -> str:
         key = f"reply:{inbox_id}"
         if event.channel is Channel.API:
             channel = Channel(str(event.data.get("reply_channel") or Channel.WHATSAPP.value))
@@ -385,7 +393,7 @@ class MessagePipeline:
                 tenant=tenant, channel=channel, to=event.sender, text=text, key=key
             )
             return sent
-        message_id: str = await self.replies.reply(tenant, event, text, key=key)
+        message_id: str = await self.replies.reply(tenant, event, text, key=key, choices=choices)
         return message_id
 
 

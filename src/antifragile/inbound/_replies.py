@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Protocol
@@ -346,11 +346,23 @@ class Replies:
         """The id of the message sent with *key* for *tenant_id* (the same for the same key)."""
         return hashlib.sha256(f"{tenant_id}\x00{key}".encode()).hexdigest()[:32]
 
-    async def send(self, *, tenant: Tenant, channel: Channel, to: str, text: str, key: str) -> str:
+    async def send(
+        self,
+        *,
+        tenant: Tenant,
+        channel: Channel,
+        to: str,
+        text: str,
+        key: str,
+        choices: Sequence[tuple[str, str]] = (),
+    ) -> str:
         """Store the reply and enqueue its job; the message id (see the module docs).
 
         *to* is the recipient as the provider takes it (WhatsApp: digits with country code;
         Twilio: ``+E164`` or ``whatsapp:+E164``); *key* makes the send happen once.
+        *choices* (``(id, label)`` pairs) make a WhatsApp Cloud reply ask with reply buttons
+        or a list (:meth:`~antifragile.connectors.WhatsAppConnector.send_choice`); Twilio
+        sends the text alone.
         """
         channel = Channel(channel)
         if channel not in (Channel.WHATSAPP, Channel.TWILIO):
@@ -384,6 +396,7 @@ class Replies:
             "to": to,
             "from": sender,
             "text": text,
+            "choices": [list(choice) for choice in choices] if choices else None,
             "status": "new",
             "created_at": now,
         }
@@ -410,7 +423,13 @@ class Replies:
         return message_id
 
     async def reply(
-        self, tenant: Tenant, event: InboundEvent, text: str, *, key: str | None = None
+        self,
+        tenant: Tenant,
+        event: InboundEvent,
+        text: str,
+        *,
+        key: str | None = None,
+        choices: Sequence[tuple[str, str]] = (),
     ) -> str:
         """Reply to the sender of *event* on its channel (see :meth:`send`); *key* defaults to
         ``reply:{channel}:{event_id}`` -- one reply per inbound event."""
@@ -426,6 +445,7 @@ class Replies:
             to=to,
             text=text,
             key=key or f"reply:{event.channel.value}:{event.event_id}",
+            choices=choices,
         )
 
     async def get(self, message_id: str) -> dict[str, Any] | None:
@@ -543,6 +563,12 @@ class Replies:
                         to, text, from_=record.get("from"), reference=message_id
                     )
                     provider_id, provider_status = sent_twilio.sid, sent_twilio.status
+                elif record.get("choices"):
+                    ids, labels = zip(*record["choices"], strict=True)
+                    sent_whatsapp = await self.connectors.whatsapp.send_choice(
+                        to, text, labels, ids=ids, reference=message_id
+                    )
+                    provider_id, provider_status = sent_whatsapp.id, "accepted"
                 else:
                     sent_whatsapp = await self.connectors.whatsapp.send_text(
                         to, text, reference=message_id

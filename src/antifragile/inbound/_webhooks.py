@@ -427,6 +427,23 @@ def _whatsapp_text(kind: str, message: Mapping[str, Any], where: str) -> str | N
     return caption if isinstance(caption, str) else None
 
 
+def _whatsapp_reply_id(kind: str, content: Any) -> str | None:
+    """The machine-readable id of a tapped button or picked row: an interactive reply's
+    ``id``, a template quick-reply button's ``payload``."""
+    if not isinstance(content, dict):
+        return None
+    if kind == "button":
+        payload = content.get("payload")
+        return payload if isinstance(payload, str) and payload else None
+    if kind == "interactive":
+        for reply in ("button_reply", "list_reply"):
+            chosen = content.get(reply)
+            if isinstance(chosen, dict) and isinstance(chosen.get("id"), str) and chosen["id"]:
+                value: str = chosen["id"]
+                return value
+    return None
+
+
 def _whatsapp_message(
     message: Any, where: str, tenant_key: str, names: Mapping[str, str]
 ) -> InboundEvent:
@@ -446,6 +463,9 @@ def _whatsapp_message(
             data["media_id"] = content["id"]
         if isinstance(content.get("mime_type"), str):
             data["mime_type"] = content["mime_type"]
+    reply_id = _whatsapp_reply_id(kind, content)
+    if reply_id is not None:
+        data["reply_id"] = reply_id
     context = message.get("context")
     if isinstance(context, dict) and isinstance(context.get("id"), str):
         data["reply_to"] = context["id"]

@@ -4,8 +4,10 @@
   ``190``; a token outside ``access_tokens`` (when given) is 401 code ``190`` too.
 * **Validation** -- a body that is not a JSON object, ``messaging_product`` other than
   ``"whatsapp"``, a missing ``to``, an unknown ``type``, a text without ``body`` or one longer
-  than 4096 characters, or a template without ``name``/``language.code`` is 400 with Graph code
-  ``100`` (invalid parameter). An unknown ``phone_number_id`` (when ``phone_number_ids`` is
+  than 4096 characters, a template without ``name``/``language.code``, or an ``interactive``
+  message (reply buttons, list) over Cloud API's limits (see
+  :mod:`antifragile.sandbox._whatsapp_payloads`) is 400 with Graph code ``100`` (invalid
+  parameter). An unknown ``phone_number_id`` (when ``phone_number_ids`` is
   given) is 400 code ``100`` too.
 * **Success** -- 200 ``{"messaging_product": "whatsapp", "contacts": [{"input", "wa_id"}],
   "messages": [{"id": "wamid...."}]}``; the message is recorded as an effect.
@@ -37,6 +39,7 @@ from antifragile.inbound import whatsapp_signature
 from antifragile.sandbox._server import IncomingRequest
 from antifragile.sandbox._simulator import Call, Reply, Route, Simulator
 from antifragile.sandbox._status import RETRY_DELAYS, Notice
+from antifragile.sandbox._whatsapp_payloads import interactive_problem
 
 #: the error of an undeliverable message in a ``failed`` status
 UNDELIVERABLE = 131026
@@ -65,7 +68,7 @@ _THROTTLE_TEXT: dict[int, tuple[str, str]] = {
     ),
 }
 
-_TYPES = frozenset({"text", "template"})
+_TYPES = frozenset({"text", "template", "interactive"})
 
 
 def _trace() -> str:
@@ -212,6 +215,10 @@ class WhatsAppSimulator(Simulator):
                 return self._invalid(
                     f"Param text['body'] must be at most {MAX_TEXT} characters long."
                 )
+        elif kind == "interactive":
+            problem = interactive_problem(body.get("interactive"))
+            if problem is not None:
+                return self._invalid(problem)
         else:
             template = body.get("template")
             language = template.get("language") if isinstance(template, dict) else None
