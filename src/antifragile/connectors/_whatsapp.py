@@ -99,6 +99,11 @@ MAX_ROW_ID = 200
 MAX_INTERACTIVE_BODY = 1024
 MAX_LIST_BUTTON = 20
 
+#: the customer-service window: free-form messages only within 24 hours of the contact's last
+CUSTOMER_SERVICE_WINDOW = 24 * 3600.0
+#: the Graph code of a free-form message outside that window ("Re-engagement message")
+OUTSIDE_WINDOW = 131047
+
 #: Graph error codes that are throttling refusals (the message was not sent)
 THROTTLING_CODES: frozenset[int] = frozenset({4, 80007, 130429, 131056})
 #: the pair rate limit allows about one message every 6 seconds to the same recipient
@@ -123,6 +128,45 @@ class SentWhatsApp:
     to: str
     reference: str | None = None
     correlation: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WhatsAppTemplate:
+    """An approved message template: its *name*, *language* code and the text *parameters*
+    of its body, in order (``{{1}}``, ``{{2}}``...)."""
+
+    name: str
+    language: str = "en_US"
+    parameters: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ConfigurationError("a WhatsApp template needs a name")
+        if not isinstance(self.language, str) or not self.language.strip():
+            raise ConfigurationError("a WhatsApp template needs a language code")
+
+    def components(self) -> list[dict[str, Any]]:
+        """The ``components`` of a template send: the body's text parameters."""
+        if not self.parameters:
+            return []
+        parameters = [{"type": "text", "text": value} for value in self.parameters]
+        return [{"type": "body", "parameters": parameters}]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "language": self.language, "parameters": list(self.parameters)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> WhatsAppTemplate:
+        return cls(str(data["name"]), str(data["language"]), tuple(map(str, data["parameters"])))
+
+
+def outside_window(error: BaseException) -> bool:
+    """Whether *error* is Cloud API refusing a free-form message outside the customer-service
+    window (Graph code ``131047``): not sent, and not sendable as it is until the contact
+    writes again -- only a template is."""
+    if not isinstance(error, IntegrationError) or isinstance(error, RateLimitedError):
+        return False
+    return graph_error(error.detail)[0] == OUTSIDE_WINDOW
 
 
 def graph_error(detail: str | None) -> tuple[int | None, str | None, str | None]:
@@ -263,6 +307,7 @@ class WhatsAppConnector(HTTPConnector):
             arg="phone_number_id",
         )
         self.phone_number_id = number
+        self.clock = clock
         self.api_version = api_version.strip("/")
         self.base_url = base_url_from(base_url, BASE_URL_ENV, DEFAULT_BASE_URL)
         self.policy = (
@@ -354,6 +399,53 @@ class WhatsAppConnector(HTTPConnector):
             numbered = "\n".join(f"{i}. {option}" for i, option in enumerate(options, 1))
             return await self.send_text(to, f"{body}\n\n{numbered}", reference=reference)
         return await self._send(to, message, SEND_INTERACTIVE, reference)
+
+    async def send_within_window(
+        self,
+        to: str,
+        body: str,
+        template: WhatsAppTemplate | None,
+        *,
+        last_inbound: float | None = None,
+        template_only: bool = False,
+        options: Sequence[str] = (),
+        ids: Sequence[str] | None = None,
+        reference: str | None = None,
+    ) -> SentWhatsApp:
+        """Send *body* (a choice of *options* when given) as a free-form message while the
+        customer-service window is open, else *template*.
+
+        The window is open for 24 hours after the contact's last message, *last_inbound*
+        (epoch seconds, by the connector's clock). Known to be closed -- or *template_only*
+        (a nudge) -- *template* is sent straight away; open or unknown, the free-form message
+        is tried, and when Cloud API refuses it with ``131047`` (the window closed after all)
+        *template* is sent instead, under the same *reference*. Without a *template* this is
+        :meth:`send_text` / :meth:`send_choice`.
+        """
+        closed = last_inbound is not None and (
+            self.clock.time() - last_inbound >= CUSTOMER_SERVICE_WINDOW
+        )
+        if template is not None and (template_only or closed):
+            return await self._template(to, template, reference)
+        try:
+            if options:
+                return await self.send_choice(to, body, options, ids=ids, reference=reference)
+            return await self.send_text(to, body, reference=reference)
+        except IntegrationError as exc:
+            if template is None or not outside_window(exc):
+                raise
+        return await self._template(to, template, reference)
+
+    async def _template(
+        self, to: str, template: WhatsAppTemplate, reference: str | None
+    ) -> SentWhatsApp:
+        return await self.send_template(
+            to,
+            template.name,
+            language=template.language,
+            components=template.components(),
+            reference=reference,
+        )
 
     async def _send(
         self, to: str, message: dict[str, Any], operation: str, reference: str | None

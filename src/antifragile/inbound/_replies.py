@@ -67,10 +67,12 @@ from antifragile.connectors import (
     HubSpotConnector,
     OutcomeUnknownError,
     ResendConnector,
+    SentWhatsApp,
     ShopifyConnector,
     SlackConnector,
     TwilioConnector,
     WhatsAppConnector,
+    WhatsAppTemplate,
 )
 from antifragile.connectors._correlation import correlation_for
 from antifragile.errors import (
@@ -92,6 +94,7 @@ from antifragile.inbound._echo import (
     echo_window,
     failure_is_permanent,
 )
+from antifragile.inbound._flows import render
 from antifragile.inbound._model import Channel, InboundEvent, Tenant
 from antifragile.inbound._tasks import Tasks
 from antifragile.jobs import JobContext, JobDeferred, JobFunction, Jobs, StatusFlag
@@ -211,6 +214,18 @@ def kv_of(jobs: Jobs) -> KeyValueStore:
             "queue; this queue has none"
         )
     return kv
+
+
+def whatsapp_template_for(tenant: Tenant, values: Mapping[str, Any]) -> WhatsAppTemplate | None:
+    """*tenant*'s WhatsApp template with its parameters rendered from *values* (``{text}``,
+    session fields...), or ``None`` when the tenant has none."""
+    if not tenant.whatsapp_template:
+        return None
+    raw = tenant.whatsapp_template_parameters
+    parameters = tuple(render(p, values) for p in raw.split("|")) if raw else ()
+    return WhatsAppTemplate(
+        tenant.whatsapp_template, tenant.whatsapp_template_language or "en_US", parameters
+    )
 
 
 def twilio_address(sender: str, data: Any) -> str:
@@ -355,6 +370,9 @@ class Replies:
         text: str,
         key: str,
         choices: Sequence[tuple[str, str]] = (),
+        last_inbound: float | None = None,
+        template_only: bool = False,
+        values: Mapping[str, Any] | None = None,
     ) -> str:
         """Store the reply and enqueue its job; the message id (see the module docs).
 
@@ -363,6 +381,12 @@ class Replies:
         *choices* (``(id, label)`` pairs) make a WhatsApp Cloud reply ask with reply buttons
         or a list (:meth:`~antifragile.connectors.WhatsAppConnector.send_choice`); Twilio
         sends the text alone.
+
+        **The 24-hour window.** When *tenant* has a ``whatsapp_template``, a WhatsApp Cloud
+        reply goes out as that template (its parameters rendered from *values* and ``{text}``)
+        when *last_inbound* (the contact's last message, epoch seconds) is 24 hours old or
+        more, when *template_only* (a nudge), or when Cloud API refuses the free-form message
+        with ``131047`` (:meth:`~antifragile.connectors.WhatsAppConnector.send_within_window`).
         """
         channel = Channel(channel)
         if channel not in (Channel.WHATSAPP, Channel.TWILIO):
@@ -372,6 +396,7 @@ class Replies:
         if not to or not text or not text.strip():
             raise ConfigurationError("a reply needs a recipient and a text")
         sender: str | None = None
+        template: WhatsAppTemplate | None = None
         if channel is Channel.TWILIO:
             if to.isdigit():
                 to = f"+{to}"  # an inbound sender (digits only) made E.164
@@ -385,6 +410,7 @@ class Replies:
         else:
             to = to.lstrip("+")
             sender = tenant.whatsapp_phone_number_id
+            template = whatsapp_template_for(tenant, {**(values or {}), "text": text})
         message_id = self.message_id(tenant.id, key)
         await self.jobs.open()
         kv = kv_of(self.jobs)
@@ -397,6 +423,9 @@ class Replies:
             "from": sender,
             "text": text,
             "choices": [list(choice) for choice in choices] if choices else None,
+            "last_inbound": last_inbound,
+            "template_only": template_only,
+            "template": None if template is None else template.to_json(),
             "status": "new",
             "created_at": now,
         }
@@ -446,6 +475,7 @@ class Replies:
             text=text,
             key=key or f"reply:{event.channel.value}:{event.event_id}",
             choices=choices,
+            last_inbound=event.occurred_at,
         )
 
     async def get(self, message_id: str) -> dict[str, Any] | None:
@@ -563,16 +593,8 @@ class Replies:
                         to, text, from_=record.get("from"), reference=message_id
                     )
                     provider_id, provider_status = sent_twilio.sid, sent_twilio.status
-                elif record.get("choices"):
-                    ids, labels = zip(*record["choices"], strict=True)
-                    sent_whatsapp = await self.connectors.whatsapp.send_choice(
-                        to, text, labels, ids=ids, reference=message_id
-                    )
-                    provider_id, provider_status = sent_whatsapp.id, "accepted"
                 else:
-                    sent_whatsapp = await self.connectors.whatsapp.send_text(
-                        to, text, reference=message_id
-                    )
+                    sent_whatsapp = await self._send_whatsapp(record, message_id)
                     provider_id, provider_status = sent_whatsapp.id, "accepted"
         except OutcomeUnknownError as exc:
             # the provider may have acted: keep the mark and wait for its status webhooks
@@ -593,6 +615,26 @@ class Replies:
             await kv.merge(key, {"sending_since": None}, now=self.clock.time())
             raise
         return await self._sent(kv, message_id, channel, provider_id, provider_status)
+
+    async def _send_whatsapp(self, record: Mapping[str, Any], message_id: str) -> SentWhatsApp:
+        """Send the stored WhatsApp Cloud reply: a choice, a text, or the tenant's template
+        outside the customer-service window (see :meth:`send`)."""
+        to, text = str(record["to"]), str(record["text"])
+        choices = record.get("choices") or ()
+        ids, labels = zip(*choices, strict=True) if choices else ((), ())
+        stored = record.get("template")
+        template = None if stored is None else WhatsAppTemplate.from_json(stored)
+        last = record.get("last_inbound")
+        return await self.connectors.whatsapp.send_within_window(
+            to,
+            text,
+            template,
+            last_inbound=None if last is None else float(last),
+            template_only=bool(record.get("template_only")),
+            options=labels,
+            ids=ids or None,
+            reference=message_id,
+        )
 
     async def _sent(
         self,

@@ -722,9 +722,12 @@ class Sessions:
             step = min(claimed.step, len(flow.steps) - 1)
             fields = dict(claimed.fields)
             question = render(flow.steps[step].question, fields)
-            text = render(flow.nudge, {**fields, "question": question})
+            values = {**fields, "question": question}
+            text = render(flow.nudge, values)
             try:
-                await self._send(tenant, claimed, text, key=f"nudge:{record.key}:{claimed.round}")
+                await self._send(
+                    tenant, claimed, text, key=f"nudge:{record.key}:{claimed.round}", values=values
+                )
             except Exception:
                 # give the next run a chance: the nudge was not enqueued
                 await self._merge(record.key, {"nudge_sent": False, "nudged_at": None})
@@ -745,13 +748,31 @@ class Sessions:
 
         return await self._update(key, claim)
 
-    async def _send(self, tenant: Tenant, record: SessionRecord, text: str, *, key: str) -> str:
+    async def _send(
+        self,
+        tenant: Tenant,
+        record: SessionRecord,
+        text: str,
+        *,
+        key: str,
+        values: Mapping[str, Any],
+    ) -> str:
         channel = Channel(record.channel)
         if channel is Channel.TWILIO:
             to = twilio_address(record.phone, {"whatsapp": bool(record.twilio_whatsapp)})
         else:
             to = record.phone
-        return await self.replies.send(tenant=tenant, channel=channel, to=to, text=text, key=key)
+        # a nudge goes out as the tenant's WhatsApp template when it has one
+        return await self.replies.send(
+            tenant=tenant,
+            channel=channel,
+            to=to,
+            text=text,
+            key=key,
+            last_inbound=record.last_active,
+            template_only=True,
+            values=values,
+        )
 
     async def sweep(self) -> SweepReport:
         """Retry the failed (or never enqueued) actions of completed sessions, as the module

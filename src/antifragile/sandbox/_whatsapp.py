@@ -19,6 +19,12 @@
   level). The HTTP status of these answers is ``throttle_status`` (400 by default: integrators
   report 400, Meta's table was not confirmed). There is no ``Retry-After`` and no idempotency
   key: a repeated request sends the message again.
+* **Window and templates** -- with ``window`` (seconds; ``24 * 3600`` as Cloud API), a
+  free-form message (anything but a template) to a contact who has not written within it
+  (:meth:`WhatsAppSimulator.customer_wrote`) is 400 code ``131047``; with ``templates``
+  (``{name: {language: body parameter count}}``) a template send is checked: an unknown
+  name or language is 404 code ``132001``, another number of body parameters 400 ``132000``,
+  a template in ``paused_templates`` 400 ``132015``.
 * **Status webhooks** -- once a message is accepted, and when the sandbox has a callback URL
   for ``whatsapp``: ``statuses[]`` webhooks ``sent``, ``delivered`` and (with ``read``)
   ``read``, or a ``failed`` status with ``errors[{code: 131026, ...}]`` when the webhook faults
@@ -32,17 +38,20 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from antifragile.inbound import whatsapp_signature
 from antifragile.sandbox._server import IncomingRequest
 from antifragile.sandbox._simulator import Call, Reply, Route, Simulator
 from antifragile.sandbox._status import RETRY_DELAYS, Notice
-from antifragile.sandbox._whatsapp_payloads import interactive_problem
+from antifragile.sandbox._whatsapp_payloads import interactive_problem, template_problem
 
 #: the error of an undeliverable message in a ``failed`` status
 UNDELIVERABLE = 131026
+
+#: a free-form message outside the customer-service window
+REENGAGEMENT = 131047
 
 #: the longest text body Cloud API accepts
 MAX_TEXT = 4096
@@ -97,6 +106,9 @@ class WhatsAppSimulator(Simulator):
         throughput: int = 80,
         pair_interval: float = 0.0,
         throttle_status: int = 400,
+        window: float | None = None,
+        templates: Mapping[str, Mapping[str, int]] | None = None,
+        paused_templates: Iterable[str] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.access_tokens = None if access_tokens is None else frozenset(access_tokens)
@@ -113,10 +125,42 @@ class WhatsAppSimulator(Simulator):
         self._window: float | None = None
         self._used = 0
         self._last_to: dict[tuple[str, str], float] = {}
+        self.window = window
+        self.templates = None if templates is None else {k: dict(v) for k, v in templates.items()}
+        self.paused_templates = frozenset(paused_templates)
+        self._inbound: dict[str, float] = {}
         super().__init__()
 
     def routes(self) -> Iterable[Route]:
-        return [Route("POST", "/{version}/{phone_number_id}/messages", self.send_message)]
+        return [
+            Route("POST", "/{version}/{phone_number_id}/messages", self.send_message),
+            Route("POST", "/_sandbox/customers/{wa_id}", self._customer_route),
+        ]
+
+    def customer_wrote(self, wa_id: str, *, ago: float = 0.0) -> None:
+        """Record that *wa_id* last wrote *ago* seconds ago: it opens (or, 24 hours old,
+        closes) the customer-service window free-form messages need when ``window`` is set.
+        Over HTTP: ``POST /whatsapp/_sandbox/customers/{wa_id}`` with ``{"ago": seconds}``."""
+        with self._lock:
+            self._inbound[wa_id.lstrip("+")] = self._clock() - ago
+
+    def _customer_route(self, call: Call) -> Reply:
+        try:
+            body = call.json() if call.request.body else {}
+            ago = float(body.get("ago", 0.0)) if isinstance(body, dict) else None
+        except (TypeError, ValueError):
+            ago = None
+        if ago is None:
+            return self._invalid('The body is {"ago": <seconds>}.')
+        self.customer_wrote(call.params["wa_id"], ago=ago)
+        return Reply(200, {"success": True})
+
+    def _window_closed(self, to: str) -> bool:
+        if self.window is None:
+            return False
+        with self._lock:
+            last = self._inbound.get(to)
+        return last is None or self._clock() - last >= self.window
 
     def reset(self) -> None:
         with self._lock:
@@ -231,6 +275,27 @@ class WhatsAppSimulator(Simulator):
                 return self._invalid("The parameter template['name'] and language are required.")
         return None
 
+    def _policy(self, body: dict[str, Any], to: str) -> Reply | None:
+        """A template send checked against ``templates``; a free-form one against the
+        customer-service ``window`` (``131047``)."""
+        if body.get("type") == "template":
+            if self.templates is None:
+                return None
+            problem = template_problem(body["template"], self.templates, self.paused_templates)
+            if problem is None:
+                return None
+            (code, status, message), details = problem
+            return self.graph_error(status, code, message, details=details)
+        if self._window_closed(to):
+            return self.graph_error(
+                400,
+                REENGAGEMENT,
+                "(#131047) Re-engagement message",
+                details="Message failed to send because more than 24 hours have passed since "
+                "the customer last replied to this number.",
+            )
+        return None
+
     def send_message(self, call: Call) -> Reply:
         phone = call.params["phone_number_id"]
         if self.phone_number_ids is not None and phone not in self.phone_number_ids:
@@ -249,6 +314,9 @@ class WhatsAppSimulator(Simulator):
         if invalid is not None:
             return invalid
         to = str(body["to"]).lstrip("+")
+        refused = self._policy(body, to)
+        if refused is not None:
+            return refused
         now = self._clock()
         with self._lock:
             if self.pair_interval > 0:

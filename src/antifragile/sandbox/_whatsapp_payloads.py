@@ -1,4 +1,5 @@
-"""What Cloud API checks in the body of an ``interactive`` message (reply buttons, list).
+"""What Cloud API checks in the body of an ``interactive`` message (reply buttons, list), and
+in a ``template`` message against the approved templates.
 
 Limits (Meta's interactive reply-buttons and list-message pages, and the archived official
 Node SDK's ``ButtonObject``/``RowObject``/``ActionObject`` types):
@@ -17,6 +18,7 @@ code for an over-limit interactive message was not confirmed.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from typing import Any
 
 MAX_BODY = 1024
@@ -110,3 +112,47 @@ def interactive_problem(interactive: Any) -> str | None:
     if not isinstance(action, dict):
         return "The parameter interactive['action'] is required."
     return _buttons(action) if kind == "button" else _list(action)
+
+
+#: template errors (Graph code, HTTP status, message) -- a transcription of Meta's error table
+TEMPLATE_MISSING = (132001, 404, "(#132001) Template name does not exist in the translation")
+TEMPLATE_PARAMETERS = (
+    132000,
+    400,
+    "(#132000) Number of parameters does not match the expected number of params",
+)
+TEMPLATE_PAUSED = (132015, 400, "(#132015) Template is Paused")
+
+
+def _body_parameters(template: dict[str, Any]) -> int:
+    count = 0
+    for component in template.get("components") or ():
+        if isinstance(component, dict) and component.get("type") == "body":
+            parameters = component.get("parameters")
+            count += len(parameters) if isinstance(parameters, list) else 0
+    return count
+
+
+def template_problem(
+    template: dict[str, Any],
+    approved: Mapping[str, Mapping[str, int]],
+    paused: Collection[str] = (),
+) -> tuple[tuple[int, int, str], str] | None:
+    """The template error a send of *template* gets, with its details, or ``None``.
+
+    *approved* maps a template's name to its languages, each with the number of its body's
+    parameters; *paused* names templates paused for low quality.
+    """
+    name = str(template.get("name"))
+    language = str((template.get("language") or {}).get("code"))
+    languages = approved.get(name)
+    if languages is None or language not in languages:
+        return TEMPLATE_MISSING, f"template name ({name}) does not exist in {language}"
+    if name in paused:
+        return TEMPLATE_PAUSED, f"Template {name} is paused due to low quality."
+    expected, given = languages[language], _body_parameters(template)
+    if expected != given:
+        return TEMPLATE_PARAMETERS, f"body: number of localizable_params ({given}) does not " + (
+            f"match the expected number of params ({expected})"
+        )
+    return None
