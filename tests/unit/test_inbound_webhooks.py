@@ -456,7 +456,10 @@ def test_parse_whatsapp_non_text_types() -> None:
         "profile_name": "Test User",
         "media_id": "m1",
         "mime_type": "image/jpeg",
+        "sha256": "x",
     }
+    assert events[2].data["reply_id"] == "b"  # the tapped button's id
+    assert events[3].data["reply_id"] == "p"  # a template quick reply's payload
     assert events[5].data["errors"] == [{"code": 131051, "title": "Message type unknown"}]
     assert events[6].data["reply_to"] == "wamid.prev"
     for event in events:

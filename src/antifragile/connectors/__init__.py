@@ -46,6 +46,7 @@ from antifragile.connectors._twilio import SentMessage, TwilioConnector, twilio_
 from antifragile.connectors._whatsapp import (
     SentWhatsApp,
     WhatsAppConnector,
+    WhatsAppMedia,
     WhatsAppTemplate,
     whatsapp_policy,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "SlackConnector",
     "TwilioConnector",
     "WhatsAppConnector",
+    "WhatsAppMedia",
     "WhatsAppTemplate",
     "apply_overrides",
     "booking_link",

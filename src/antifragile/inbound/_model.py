@@ -148,6 +148,10 @@ class Tenant:
     that nudges use; ``whatsapp_template_parameters`` are its body's parameters separated by
     ``|``, each of which may name ``{text}`` (the message that could not go out as it is) and,
     for nudges, the session's fields and ``{question}``.
+
+    ``whatsapp_read_receipts`` is what the service does with each WhatsApp Cloud message it
+    processes: ``"read"`` marks it read (blue ticks), ``"typing"`` also shows the typing
+    indicator until the reply; unset (or ``"off"``), neither.
     """
 
     id: str
@@ -161,6 +165,7 @@ class Tenant:
     whatsapp_template: str | None = None
     whatsapp_template_language: str = "en_US"
     whatsapp_template_parameters: str = "{text}"
+    whatsapp_read_receipts: str | None = None
 
     def matches(self, event: InboundEvent) -> bool:
         key = event.tenant_key

@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from antifragile.errors import PermanentError
+from antifragile.errors import AntifragileError, PermanentError
 from antifragile.inbound._delivery import DeliveryStatus, DeliveryStatuses
 from antifragile.inbound._model import (
     DEFAULT_GRACEFUL_REPLY,
@@ -254,6 +254,7 @@ class MessagePipeline:
         if self.limiter is not None and not await self._allow_sender(tenant.id, event.sender):
             result.status = "rate_limited"
             return result
+        await self._acknowledge(event, tenant)
         try:
             await self._converse(ctx, event, tenant, inbox_id, result)
         except Exception as exc:
@@ -376,6 +377,20 @@ class MessagePipeline:
             return Classification(Intent.UNKNOWN.value, 0.0, source="none")
         classification: Classification = await self.classifier.classify(event.text)
         return classification
+
+    async def _acknowledge(self, event: InboundEvent, tenant: Tenant) -> None:
+        """Mark a WhatsApp Cloud message read (and show the typing indicator) as the tenant's
+        ``whatsapp_read_receipts`` says; a failure is logged and changes nothing else."""
+        mode = (tenant.whatsapp_read_receipts or "off").strip().lower()
+        if event.channel is not Channel.WHATSAPP or mode not in ("read", "typing"):
+            return
+        try:
+            await self.connectors.whatsapp.mark_read(event.event_id, typing=mode == "typing")
+        except AntifragileError as exc:
+            _log.warning(
+                "could not mark a WhatsApp message read",
+                extra={"tenant": tenant.id, "error": type(exc).__name__},
+            )
 
     async def _reply(
         self,

@@ -461,8 +461,9 @@ def _whatsapp_message(
     if isinstance(content, dict):
         if isinstance(content.get("id"), str):
             data["media_id"] = content["id"]
-        if isinstance(content.get("mime_type"), str):
-            data["mime_type"] = content["mime_type"]
+        for key in ("mime_type", "sha256", "filename"):
+            if isinstance(content.get(key), str):
+                data[key] = content[key]
     reply_id = _whatsapp_reply_id(kind, content)
     if reply_id is not None:
         data["reply_id"] = reply_id

@@ -5,8 +5,8 @@ application's endpoint, signed the way each provider signs them, so a receiver's
 parsing and deduplication can be tested over real HTTP:
 
 * **WhatsApp Cloud** -- JSON, ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app secret, raw
-  body)>``; :func:`whatsapp_text_message`, :func:`whatsapp_interactive_reply` and
-  :func:`whatsapp_status` build the payloads.
+  body)>``; :func:`whatsapp_text_message`, :func:`whatsapp_interactive_reply`,
+  :func:`whatsapp_media_message` and :func:`whatsapp_status` build the payloads.
 * **Twilio** -- form-encoded, ``X-Twilio-Signature: base64(HMAC-SHA1(auth token, URL + each
   parameter name sorted, followed by its sorted values))``; :func:`twilio_inbound_message`
   builds the parameters. A JSON delivery (:meth:`WebhookSender.send_twilio_json`) adds
@@ -169,6 +169,31 @@ def whatsapp_interactive_reply(
         chosen["description"] = description
     content = {"type": kind, kind: chosen}
     return _whatsapp_inbound(from_, "interactive", content, context_id=context_id, **message)
+
+
+def whatsapp_media_message(
+    *,
+    from_: str,
+    media_id: str,
+    kind: str = "image",
+    mime_type: str = "image/jpeg",
+    sha256: str | None = None,
+    caption: str | None = None,
+    filename: str | None = None,
+    **message: Any,
+) -> dict[str, Any]:
+    """The ``messages`` webhook of a contact's ``image``, ``document``, ``audio``, ``video``
+    or ``sticker`` (*kind*): ``{kind: {"id", "mime_type", "sha256", "caption"?,
+    "filename"?}}``; *message* as for :func:`whatsapp_interactive_reply`. Store the bytes with
+    :meth:`~antifragile.sandbox.WhatsAppSimulator.add_media` for *media_id*."""
+    content: dict[str, Any] = {"id": media_id, "mime_type": mime_type}
+    if sha256 is not None:
+        content["sha256"] = sha256
+    if caption is not None:
+        content["caption"] = caption
+    if filename is not None:
+        content["filename"] = filename
+    return _whatsapp_inbound(from_, kind, content, **message)
 
 
 def whatsapp_status(

@@ -19,6 +19,13 @@
   level). The HTTP status of these answers is ``throttle_status`` (400 by default: integrators
   report 400, Meta's table was not confirmed). There is no ``Retry-After`` and no idempotency
   key: a repeated request sends the message again.
+* **Media and receipts** -- ``image``, ``document``, ``audio``, ``video`` and ``sticker``
+  messages by ``link`` (http/https) or ``id`` (one stored with :meth:`add_media`), a caption
+  at most 1024 characters (image, document, video), a ``filename`` only on a document; a
+  mark-as-read body (``{"status": "read", "message_id", "typing_indicator"?: {"type":
+  "text"}}``) answers ``{"success": true}`` and is kept in ``read_receipts``. The media
+  endpoint ``GET /{version}/{media_id}`` answers ``{"url", "mime_type", "sha256",
+  "file_size", "id"}``, the URL serving the bytes.
 * **Window and templates** -- with ``window`` (seconds; ``24 * 3600`` as Cloud API), a
   free-form message (anything but a template) to a contact who has not written within it
   (:meth:`WhatsAppSimulator.customer_wrote`) is 400 code ``131047``; with ``templates``
@@ -34,6 +41,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import threading
@@ -45,7 +53,11 @@ from antifragile.inbound import whatsapp_signature
 from antifragile.sandbox._server import IncomingRequest
 from antifragile.sandbox._simulator import Call, Reply, Route, Simulator
 from antifragile.sandbox._status import RETRY_DELAYS, Notice
-from antifragile.sandbox._whatsapp_payloads import interactive_problem, template_problem
+from antifragile.sandbox._whatsapp_payloads import (
+    interactive_problem,
+    media_problem,
+    template_problem,
+)
 
 #: the error of an undeliverable message in a ``failed`` status
 UNDELIVERABLE = 131026
@@ -77,7 +89,8 @@ _THROTTLE_TEXT: dict[int, tuple[str, str]] = {
     ),
 }
 
-_TYPES = frozenset({"text", "template", "interactive"})
+_MEDIA = frozenset({"image", "document", "audio", "video", "sticker"})
+_TYPES = frozenset({"text", "template", "interactive"}) | _MEDIA
 
 
 def _trace() -> str:
@@ -129,13 +142,71 @@ class WhatsAppSimulator(Simulator):
         self.templates = None if templates is None else {k: dict(v) for k, v in templates.items()}
         self.paused_templates = frozenset(paused_templates)
         self._inbound: dict[str, float] = {}
+        self._media: dict[str, tuple[bytes, str]] = {}
+        #: ``(message_id, typing)`` of each mark-as-read request, in order
+        self.read_receipts: list[tuple[str, bool]] = []
         super().__init__()
 
     def routes(self) -> Iterable[Route]:
         return [
             Route("POST", "/{version}/{phone_number_id}/messages", self.send_message),
             Route("POST", "/_sandbox/customers/{wa_id}", self._customer_route),
+            Route("GET", "/_media/{media_id}", self._media_download),
+            Route("GET", "/{version}/{media_id}", self._media_info),
         ]
+
+    def add_media(self, content: bytes, mime_type: str = "image/jpeg") -> str:
+        """Store a medium (as a contact's upload would be) and return its media id, for an
+        inbound webhook (:func:`~antifragile.sandbox.whatsapp_media_message`)."""
+        media_id = str(secrets.randbelow(10**15) + 10**15)
+        with self._lock:
+            self._media[media_id] = (content, mime_type)
+        return media_id
+
+    def _media_info(self, call: Call) -> Reply:
+        media_id = call.params["media_id"]
+        with self._lock:
+            found = self._media.get(media_id)
+        if found is None:
+            return self.graph_error(
+                400,
+                100,
+                f"Unsupported get request. Object with ID '{media_id}' does not exist.",
+                type="GraphMethodException",
+                subcode=33,
+            )
+        content, mime = found
+        host = call.headers.get("host", "127.0.0.1")
+        return Reply(
+            200,
+            {
+                "messaging_product": "whatsapp",
+                "url": f"http://{host}/{self.name}/_media/{media_id}",
+                "mime_type": mime,
+                "sha256": hashlib.sha256(content).hexdigest(),
+                "file_size": str(len(content)),
+                "id": media_id,
+            },
+        )
+
+    def _media_download(self, call: Call) -> Reply:
+        with self._lock:
+            found = self._media.get(call.params["media_id"])
+        if found is None:
+            return self.graph_error(404, 100, "Media not found.")
+        content, mime = found
+        return Reply(200, body=content, headers={"content-type": mime})
+
+    def _mark_read(self, body: dict[str, Any]) -> Reply:
+        message_id = body.get("message_id")
+        if not isinstance(message_id, str) or not message_id:
+            return self._invalid("The parameter message_id is required.")
+        typing = body.get("typing_indicator")
+        if typing is not None and typing != {"type": "text"}:
+            return self._invalid("typing_indicator must be {'type': 'text'}.")
+        with self._lock:
+            self.read_receipts.append((message_id, typing is not None))
+        return Reply(200, {"success": True})
 
     def customer_wrote(self, wa_id: str, *, ago: float = 0.0) -> None:
         """Record that *wa_id* last wrote *ago* seconds ago: it opens (or, 24 hours old,
@@ -263,6 +334,10 @@ class WhatsAppSimulator(Simulator):
             problem = interactive_problem(body.get("interactive"))
             if problem is not None:
                 return self._invalid(problem)
+        elif kind in _MEDIA:
+            problem = media_problem(kind, body.get(kind), self._media)
+            if problem is not None:
+                return self._invalid(problem)
         else:
             template = body.get("template")
             language = template.get("language") if isinstance(template, dict) else None
@@ -310,6 +385,8 @@ class WhatsAppSimulator(Simulator):
             body = call.json()
         except ValueError:
             return self._invalid("The request body is not valid JSON.")
+        if isinstance(body, dict) and body.get("status") == "read":
+            return self._mark_read(body)
         invalid = self._validate(body)
         if invalid is not None:
             return invalid

@@ -156,3 +156,31 @@ def template_problem(
             f"match the expected number of params ({expected})"
         )
     return None
+
+
+MAX_CAPTION = 1024
+_CAPTIONED = frozenset({"image", "document", "video"})
+
+
+def media_problem(kind: str, media: Any, known: Collection[str]) -> str | None:
+    """What is wrong with the *kind* object of a media message (an ``image``, a
+    ``document``...): exactly one of an http(s) ``link`` and a *known* ``id``; a ``caption``
+    of at most 1024 characters on an image, document or video; a ``filename`` on a document
+    only."""
+    if not isinstance(media, dict):
+        return f"The parameter {kind} is required."
+    link, media_id = media.get("link"), media.get("id")
+    if (link is None) == (media_id is None):
+        return f"{kind} needs exactly one of link and id."
+    if link is not None and (
+        not isinstance(link, str) or not link.startswith(("https://", "http://"))
+    ):
+        return f"{kind}['link'] must be an http(s) URL."
+    if media_id is not None and media_id not in known:
+        return f"{kind}['id'] is not a valid media id."
+    caption = media.get("caption")
+    if caption is not None and (kind not in _CAPTIONED or not _text(caption, MAX_CAPTION)):
+        return f"A caption goes with an image, document or video, at most {MAX_CAPTION} chars."
+    if media.get("filename") is not None and kind != "document":
+        return "Only a document has a filename."
+    return None
