@@ -22,7 +22,7 @@ from antifragile import (
     TokenBucket,
 )
 from antifragile.connectors import HubSpotConnector
-from antifragile.connectors._hubspot import until_daily_reset
+from antifragile.connectors._quota import until_daily_reset
 from antifragile.sandbox import HubSpotSimulator, ProviderFault, ProviderSandbox
 
 TOKEN = "pat-na1-test-token"

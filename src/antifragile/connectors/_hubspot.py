@@ -47,8 +47,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
-from datetime import time as dt_time
+from datetime import tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -56,6 +55,7 @@ import httpx
 
 from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii, required_from
 from antifragile.connectors._outcome import hubspot_error_answer
+from antifragile.connectors._quota import until_daily_reset
 from antifragile.errors import (
     ConfigurationError,
     ConflictError,
@@ -98,14 +98,6 @@ DEFAULT_INTERVAL = 10.0
 #: the 429 ``policyName`` values of the burst limit (``SECONDLY`` is the older name)
 BURST_POLICIES: dict[str, float] = {"TEN_SECONDLY_ROLLING": DEFAULT_INTERVAL, "SECONDLY": 1.0}
 DAILY_POLICY = "DAILY"
-
-
-def until_daily_reset(now: float, zone: tzinfo) -> float:
-    """Seconds from *now* (epoch) to the next midnight in *zone*, when HubSpot's daily limit
-    resets (midnight in the account's time zone)."""
-    moment = datetime.fromtimestamp(now, tz=zone)
-    midnight = datetime.combine(moment.date() + timedelta(days=1), dt_time(0), tzinfo=zone)
-    return max(1.0, midnight.timestamp() - now)
 
 
 def hubspot_policy(*, clock: Clock = SYSTEM_CLOCK, timeout: float = 10.0) -> Policy:
