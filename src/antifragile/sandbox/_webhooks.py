@@ -330,12 +330,15 @@ class WebhookSender:
         }
         return self._post("whatsapp", url, body, headers)
 
-    def send_twilio(self, url: str, params: FormParams, *, auth_token: str) -> Delivery:
-        """POST the form *params* to *url*, signed with *auth_token* over *url* as given."""
+    def send_twilio(
+        self, url: str, params: FormParams, *, auth_token: str, algorithm: str = "sha1"
+    ) -> Delivery:
+        """POST the form *params* to *url*, signed with *auth_token* over *url* as given
+        (HMAC-SHA1, or HMAC-SHA256 with ``algorithm="sha256"``)."""
         body = urlencode(_pairs(params)).encode()
         headers = {
             "content-type": "application/x-www-form-urlencoded",
-            "x-twilio-signature": twilio_signature(auth_token, url, params),
+            "x-twilio-signature": twilio_signature(auth_token, url, params, algorithm=algorithm),
         }
         return self._post("twilio", url, body, headers)
 
