@@ -16,9 +16,10 @@
 * **Throttling** -- Cloud API refuses with error *codes*, not HTTP 429: ``130429`` (throughput,
   ``throughput`` messages per second per phone number), ``131056`` (pair rate: more than one
   message to the same recipient within ``pair_interval`` seconds) and ``80007`` (account
-  level). The HTTP status of these answers is ``throttle_status`` (400 by default: integrators
-  report 400, Meta's table was not confirmed). There is no ``Retry-After`` and no idempotency
-  key: a repeated request sends the message again.
+  level); a fault with a ``code`` (``{"kind": "error", "status": 400, "code": 80007}`` in a
+  fault file) plays any Graph code. The HTTP status of these answers is ``throttle_status``
+  (400 by default: integrators report 400, Meta's table was not confirmed). There is no
+  ``Retry-After`` and no idempotency key: a repeated request sends the message again.
 * **Media and receipts** -- ``image``, ``document``, ``audio``, ``video`` and ``sticker``
   messages by ``link`` (http/https) or ``id`` (one stored with :meth:`add_media`), a caption
   at most 1024 characters (image, document, video), a ``filename`` only on a document; a
@@ -264,6 +265,15 @@ class WhatsAppSimulator(Simulator):
             code, (f"(#{code}) Rate limit hit", "Rate limit hit.")
         )
         return self.graph_error(self.throttle_status, code, message, details=details)
+
+    def coded_error(self, status: int, code: int) -> Reply:
+        """A Graph error with *code* (a fault's ``code``: ``80007``, ``131056``, ``131047``...):
+        a throttling code under ``throttle_status`` when the fault says 429."""
+        if code in _THROTTLE_TEXT:
+            message, details = _THROTTLE_TEXT[code]
+            answer = self.throttle_status if status == 429 else status
+            return self.graph_error(answer, code, message, details=details)
+        return self.graph_error(status, code, f"(#{code}) Error {code}")
 
     def error(self, status: int, message: str | None = None) -> Reply:
         if status == 401:
