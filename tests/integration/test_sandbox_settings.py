@@ -127,3 +127,26 @@ def test_the_sandbox_command_takes_the_slack_burst() -> None:
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=15)
     assert process.returncode == 0
+
+
+async def test_response_header_names_keep_the_provider_casing() -> None:
+    """Clients that look headers up case-sensitively (``shopify.Limits.credit_used()``) find
+    ``X-Shopify-Shop-Api-Call-Limit`` and ``X-HubSpot-RateLimit-*`` as the providers write
+    them."""
+    from antifragile.sandbox import HubSpotSimulator, ShopifySimulator
+
+    with ProviderSandbox([ShopifySimulator(), HubSpotSimulator()]) as sandbox:
+        async with httpx.AsyncClient() as client:
+            shopify = await client.get(
+                f"{sandbox.base_url('shopify')}/admin/api/2025-01/customers/search.json",
+                params={"query": "email:ada@example.com"},
+                headers={"x-shopify-access-token": "shpat_x"},
+            )
+            hubspot = await client.get(
+                f"{sandbox.base_url('hubspot')}/crm/v3/objects/contacts/1",
+                headers={"authorization": "Bearer pat"},
+            )
+    assert shopify.status_code == 200
+    assert b"X-Shopify-Shop-Api-Call-Limit" in dict(shopify.headers.raw)
+    names = {name for name, _ in hubspot.headers.raw}
+    assert {b"X-HubSpot-RateLimit-Max", b"X-HubSpot-RateLimit-Daily"} <= names

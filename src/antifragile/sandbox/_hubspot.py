@@ -203,11 +203,11 @@ class HubSpotSimulator(Simulator):
             daily_remaining = max(0, self.daily_limit - self._daily_used)
         return reply.with_headers(
             {
-                "x-hubspot-ratelimit-daily": str(self.daily_limit),
-                "x-hubspot-ratelimit-daily-remaining": str(daily_remaining),
-                "x-hubspot-ratelimit-max": str(self.burst),
-                "x-hubspot-ratelimit-remaining": str(remaining),
-                "x-hubspot-ratelimit-interval-milliseconds": str(round(self.interval * 1000)),
+                "X-HubSpot-RateLimit-Daily": str(self.daily_limit),
+                "X-HubSpot-RateLimit-Daily-Remaining": str(daily_remaining),
+                "X-HubSpot-RateLimit-Max": str(self.burst),
+                "X-HubSpot-RateLimit-Remaining": str(remaining),
+                "X-HubSpot-RateLimit-Interval-Milliseconds": str(round(self.interval * 1000)),
             }
         )
 
