@@ -16,8 +16,14 @@ import pytest
 
 from antifragile import FakeClock, IntegrationError, InvalidRequestError
 from antifragile.connectors import WhatsAppConnector, WhatsAppTemplate
-from antifragile.inbound import Channel, EventKind, InboundEvent
-from antifragile.sandbox import ProviderSandbox, WhatsAppSimulator
+from antifragile.inbound import (
+    Channel,
+    DeliveryStatus,
+    EventKind,
+    InboundEvent,
+    parse_whatsapp,
+)
+from antifragile.sandbox import ProviderSandbox, WhatsAppSimulator, whatsapp_status
 from tests.integration import test_sessions as base
 from tests.integration.test_sessions import CONTACT, PHONE_ID, WA_TOKEN, World
 
@@ -219,3 +225,38 @@ async def test_a_nudge_is_the_tenant_template(simulator: WhatsAppSimulator, worl
     (parameter,) = nudge.data["template"]["components"][0]["parameters"]
     assert parameter["text"].startswith("Just checking in")
     assert "Ada" in parameter["text"]
+
+
+async def test_a_later_131047_failure_sends_the_reply_again_as_the_template(
+    simulator: WhatsAppSimulator, world: World
+) -> None:
+    """Cloud API accepted the free-form reply, then reported it ``failed`` with 131047 (the
+    window had closed): the reply goes out again, once, as the tenant's template."""
+    simulator.customer_wrote(CONTACT)
+    event = message(world, "Hello", at=world.clock.time())
+    message_id = await world.replies.reply(ACME, event, "We open at nine.")
+    await world.worker.run_until_idle()
+    (free_form,) = world.effects("whatsapp")
+    body = whatsapp_status(
+        message_id=free_form.id,
+        recipient_id=CONTACT,
+        status="failed",
+        errors=[{"code": 131047, "title": "Re-engagement message"}],
+        phone_number_id=PHONE_ID,
+    )
+    (failed,) = parse_whatsapp(json.dumps(body).encode())
+    for _ in range(2):  # a redelivered status changes nothing more
+        await world.replies.deliveries.record(DeliveryStatus.from_event(failed))
+        await world.worker.run_until_idle()
+    free, template = world.effects("whatsapp")
+    assert free.data["type"] == "text"
+    assert template.data["type"] == "template"
+    assert template.data["template"]["components"][0]["parameters"] == [
+        {"type": "text", "text": "We open at nine."}
+    ]
+    original = await world.replies.get(message_id)
+    assert original is not None
+    resent = await world.replies.get(original["resent_as"])
+    assert resent is not None
+    assert resent["status"] == "sent"
+    assert resent["template_only"] is True

@@ -75,6 +75,7 @@ from antifragile.connectors import (
     WhatsAppTemplate,
 )
 from antifragile.connectors._correlation import correlation_for
+from antifragile.connectors._whatsapp import OUTSIDE_WINDOW
 from antifragile.errors import (
     AntifragileError,
     ConfigurationError,
@@ -216,6 +217,17 @@ def kv_of(jobs: Jobs) -> KeyValueStore:
     return kv
 
 
+def _template_fallback(record: Mapping[str, Any], code: str | None) -> bool:
+    """Whether a WhatsApp failure with *code* is the closed window (``131047``) of a reply
+    that has a template and was not sent as one: it is sent again as the template."""
+    return (
+        code == str(OUTSIDE_WINDOW)
+        and record.get("channel") == Channel.WHATSAPP.value
+        and bool(record.get("template"))
+        and not record.get("template_only")
+    )
+
+
 def whatsapp_template_for(tenant: Tenant, values: Mapping[str, Any]) -> WhatsAppTemplate | None:
     """*tenant*'s WhatsApp template with its parameters rendered from *values* (``{text}``,
     session fields...), or ``None`` when the tenant has none."""
@@ -292,8 +304,8 @@ class Replies:
         #: where a reply the customer will not get becomes a task to follow up (``None``: no
         #: tasks)
         self.tasks = tasks
-        if tasks is not None:
-            self.deliveries.on_status(self._on_status)
+        # failed statuses: the template fallback (131047), and tasks to follow up
+        self.deliveries.on_status(self._on_status)
 
         async def send_reply(ctx: JobContext, message_id: str) -> dict[str, Any]:
             """Send a stored reply (``outmsg:{message_id}``) through its provider."""
@@ -329,11 +341,31 @@ class Replies:
         record = await self.get(match.message_id)
         if record is None:
             return
+        if _template_fallback(record, status.error_code):
+            if record.get("status") == "sent" and not self.unknown_outcome(record):
+                await self._resend_as_template(match.message_id, record)
+            return  # a job still waiting for its echo sends the template itself
+        if self.tasks is None:
+            return
         permanent = failure_is_permanent(status.provider, status.error_code)
         finished = record.get("status") == "sent" and not self.unknown_outcome(record)
         if permanent or finished:
             code = status.error_code or status.provider_status or "failed"
             await self.follow_up(match.message_id, f"{status.provider} reported it failed ({code})")
+
+    async def _resend_as_template(self, message_id: str, record: Mapping[str, Any]) -> str:
+        """Send a reply that failed with ``131047`` (the window had closed) again, as its
+        tenant's template: a new message, once (key ``template:{message_id}``)."""
+        keep = ("channel", "tenant_id", "to", "from", "text", "last_inbound", "template")
+        fields = {k: record.get(k) for k in keep}
+        new_id = await self._store_and_enqueue(
+            {**fields, "choices": None, "template_only": True}, f"template:{message_id}"
+        )
+        await kv_of(self.jobs).merge(
+            OUTMSG_PREFIX + message_id, {"resent_as": new_id}, now=self.clock.time()
+        )
+        _log.info("reply %s failed outside the window; sent again as %s", message_id, new_id)
+        return new_id
 
     async def follow_up(self, message_id: str, why: str) -> dict[str, Any] | None:
         """Create the task to follow up with the customer of a reply they will not get (once
@@ -411,12 +443,7 @@ class Replies:
             to = to.lstrip("+")
             sender = tenant.whatsapp_phone_number_id
             template = whatsapp_template_for(tenant, {**(values or {}), "text": text})
-        message_id = self.message_id(tenant.id, key)
-        await self.jobs.open()
-        kv = kv_of(self.jobs)
-        now = self.clock.time()
-        record = {
-            "id": message_id,
+        fields = {
             "channel": channel.value,
             "tenant_id": tenant.id,
             "to": to,
@@ -426,9 +453,18 @@ class Replies:
             "last_inbound": last_inbound,
             "template_only": template_only,
             "template": None if template is None else template.to_json(),
-            "status": "new",
-            "created_at": now,
         }
+        return await self._store_and_enqueue(fields, key)
+
+    async def _store_and_enqueue(self, fields: Mapping[str, Any], key: str) -> str:
+        """Keep the message (*fields*: channel, tenant, recipient, text...) under the id of
+        *key* and enqueue its job, once per key; its id."""
+        tenant_id, channel, to = str(fields["tenant_id"]), Channel(fields["channel"]), fields["to"]
+        message_id = self.message_id(tenant_id, key)
+        await self.jobs.open()
+        kv = kv_of(self.jobs)
+        now = self.clock.time()
+        record = {"id": message_id, **fields, "status": "new", "created_at": now}
         # keep the first record of this key (a second send with the key changes nothing)
         await kv.compare_and_set(
             OUTMSG_PREFIX + message_id, record, expected_version=None, now=now, ttl=self.retention
@@ -584,6 +620,9 @@ class Replies:
             settled = await self._unknown(kv, message_id, record, channel)
             if settled is not None:
                 return settled
+            again = await kv.get(key, now=self.clock.time())  # as _unknown left it
+            if again is not None and isinstance(again.value, dict):
+                record = again.value
         now = self.clock.time()
         await kv.merge(key, {"sending_since": now, "awaiting_since": None}, now=now)
         try:
@@ -693,6 +732,12 @@ class Replies:
         if status in FAILED:
             code = record.get("delivery_error_code")
             code = None if code is None else str(code)
+            if _template_fallback(record, code):
+                # the window had closed: the same reply goes again, as the tenant's template
+                fallback = {**clear, **dict.fromkeys(_DELIVERY_FIELDS), "template_only": True}
+                await kv.merge(key, {**fallback, "error_code": code}, now=now)
+                _log.info("reply %s: failed outside the window; sending the template", message_id)
+                return None
             if failure_is_permanent(provider, code):
                 await kv.merge(key, {**clear, "error_code": code}, now=now)
                 raise PermanentError(
