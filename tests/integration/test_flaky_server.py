@@ -74,6 +74,8 @@ def test_public_names() -> None:
         "svix_signature",
         "twilio_inbound_message",
         "twilio_signature",
+        "whatsapp_interactive_reply",
+        "whatsapp_media_message",
         "whatsapp_signature",
         "whatsapp_status",
         "whatsapp_text_message",

@@ -314,6 +314,23 @@ def test_twilio_message_is_recorded_and_answered_with_empty_twiml(
     assert entry.tenant_key == "+15550001111"
 
 
+def test_twilio_hmac_sha256_signatures_are_accepted_alongside_sha1(
+    service: Service, sender: WebhookSender
+) -> None:
+    """A delivery signed with HMAC-SHA256 over the same text verifies too; a SHA-256 signature
+    made with another token does not."""
+    sid = "SM" + uuid.uuid4().hex
+    params = twilio_inbound_message(
+        from_="+447700900123", to="+15550001111", body="hi", message_sid=sid
+    )
+    url = service.hook("twilio")
+    wrong = sender.send_twilio(url, params, auth_token="not-the-token", algorithm="sha256")
+    assert wrong.status == 401
+    delivery = sender.send_twilio(url, params, auth_token=TWILIO_TOKEN, algorithm="sha256")
+    assert delivery.status == 200, delivery.response
+    assert len(service.by_event(sid)) == 1
+
+
 def test_twilio_json_delivery_with_body_hash(service: Service, sender: WebhookSender) -> None:
     """A JSON delivery signed over the URL with bodySHA256 is verified and recorded."""
     sid = "SM" + uuid.uuid4().hex

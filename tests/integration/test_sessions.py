@@ -73,6 +73,7 @@ from antifragile.sandbox import (
     ProviderSandbox,
     ResendSimulator,
     ShopifySimulator,
+    Simulator,
     SlackSimulator,
     TwilioSimulator,
     WhatsAppSimulator,
@@ -189,17 +190,24 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture
-def sandbox() -> Iterator[ProviderSandbox]:
-    simulators = [
-        WhatsAppSimulator(access_tokens=[WA_TOKEN], phone_number_ids=[PHONE_ID], throughput=10**6),
+def simulators(whatsapp: WhatsAppSimulator | None = None) -> list[Simulator]:
+    """The simulators of every provider a session uses (*whatsapp* instead of the default)."""
+    default = WhatsAppSimulator(
+        access_tokens=[WA_TOKEN], phone_number_ids=[PHONE_ID], throughput=10**6
+    )
+    return [
+        whatsapp or default,
         TwilioSimulator(credentials={TWILIO_SID: TWILIO_TOKEN}, concurrency=10**6),
         ResendSimulator(api_keys=[RESEND_KEY], rate_limit=10**6),
         ShopifySimulator(access_tokens=[SHOPIFY_TOKEN], bucket_size=10**6),
         HubSpotSimulator(tokens=[HUBSPOT_TOKEN], burst=10**6),
         SlackSimulator(hooks=[HOOK], rate=1e6, burst=1e6),
     ]
-    with ProviderSandbox(simulators) as running:
+
+
+@pytest.fixture
+def sandbox() -> Iterator[ProviderSandbox]:
+    with ProviderSandbox(simulators()) as running:
         yield running
 
 

@@ -456,11 +456,50 @@ def test_parse_whatsapp_non_text_types() -> None:
         "profile_name": "Test User",
         "media_id": "m1",
         "mime_type": "image/jpeg",
+        "sha256": "x",
     }
+    assert events[2].data["reply_id"] == "b"  # the tapped button's id
+    assert events[3].data["reply_id"] == "p"  # a template quick reply's payload
     assert events[5].data["errors"] == [{"code": 131051, "title": "Message type unknown"}]
     assert events[6].data["reply_to"] == "wamid.prev"
     for event in events:
         _roundtrips(event)
+
+
+def test_parse_whatsapp_documented_interactive_replies_and_document() -> None:
+    """The shapes of Meta's webhook reference for a tapped reply button, a picked list row
+    (both with ``context`` naming the message that asked) and a document: the reply's id, the
+    asking message, and the document's media id, type, hash and file name are kept."""
+    asked = "wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBI3N0EyQUJDMjFEQzZCQUMzODMA"
+    base = {"from": "16505551234", "timestamp": "1749416383"}
+    context = {"from": "15550783881", "id": asked}
+    body = _with_messages(
+        {**base, "id": "wamid.b1", "type": "interactive", "context": context,
+         "interactive": {"type": "button_reply",
+                         "button_reply": {"id": "size:2", "title": "Medium"}}},
+        {**base, "id": "wamid.l1", "type": "interactive", "context": context,
+         "interactive": {"type": "list_reply",
+                         "list_reply": {"id": "slot:3", "title": "Tue am",
+                                        "description": "Tuesday morning"}}},
+        {**base, "id": "wamid.d1", "type": "document",
+         "document": {"caption": "my quote", "filename": "quote.pdf",
+                      "mime_type": "application/pdf", "sha256": "3f2a", "id": "1003383421387256"}},
+    )  # fmt: skip
+    button, row, document = parse_whatsapp(body)
+    assert (button.text, button.data["reply_id"], button.data["reply_to"]) == (
+        "Medium",
+        "size:2",
+        asked,
+    )
+    assert (row.text, row.data["reply_id"]) == ("Tue am", "slot:3")
+    assert document.topic == "document"
+    assert document.text == "my quote"
+    assert {k: document.data[k] for k in ("media_id", "mime_type", "sha256", "filename")} == {
+        "media_id": "1003383421387256",
+        "mime_type": "application/pdf",
+        "sha256": "3f2a",
+        "filename": "quote.pdf",
+    }
 
 
 def test_parse_whatsapp_yields_nothing_without_messages() -> None:

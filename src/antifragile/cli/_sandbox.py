@@ -25,6 +25,12 @@ def sandbox(
     resend_rate_limit: Annotated[
         int, typer.Option(min=1, help="Requests per second the Resend simulator accepts.")
     ] = 2,
+    slack_rate: Annotated[
+        float, typer.Option(min=0.001, help="Messages per second a Slack hook accepts.")
+    ] = 1.0,
+    slack_burst: Annotated[
+        float, typer.Option(min=1, help="Messages a Slack hook accepts at once (its burst).")
+    ] = 1.0,
     smtp_port: Annotated[
         int,
         typer.Option(min=-1, max=65535, help="SMTP sandbox port (0: any free port, -1: none)."),
@@ -111,7 +117,7 @@ def sandbox(
                 WhatsAppSimulator(app_secret=whatsapp_app_secret),
                 TwilioSimulator(),
                 HubSpotSimulator(client_secret=hubspot_client_secret),
-                SlackSimulator(),
+                SlackSimulator(rate=slack_rate, burst=slack_burst),
                 sendgrid,
                 CalComSimulator(webhook_secret=calcom_webhook_secret),
             ],

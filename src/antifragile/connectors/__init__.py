@@ -43,7 +43,13 @@ from antifragile.connectors._templates import (
     RenderedEmail,
 )
 from antifragile.connectors._twilio import SentMessage, TwilioConnector, twilio_policy
-from antifragile.connectors._whatsapp import SentWhatsApp, WhatsAppConnector, whatsapp_policy
+from antifragile.connectors._whatsapp import (
+    SentWhatsApp,
+    WhatsAppConnector,
+    WhatsAppMedia,
+    WhatsAppTemplate,
+    whatsapp_policy,
+)
 
 __all__ = [
     "DEFAULT_TEMPLATES",
@@ -75,6 +81,8 @@ __all__ = [
     "SlackConnector",
     "TwilioConnector",
     "WhatsAppConnector",
+    "WhatsAppMedia",
+    "WhatsAppTemplate",
     "apply_overrides",
     "booking_link",
     "calcom_policy",

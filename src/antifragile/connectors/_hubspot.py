@@ -45,18 +45,23 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 
 from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii, required_from
 from antifragile.connectors._outcome import hubspot_error_answer
+from antifragile.connectors._quota import until_daily_reset
 from antifragile.errors import (
     ConfigurationError,
     ConflictError,
     IntegrationError,
+    InvalidRequestError,
+    RateLimitedError,
     UpstreamUnavailableError,
     redact,
 )
@@ -79,9 +84,20 @@ PROVIDER = "hubspot"
 CREATE_CONTACT = "create_contact"
 UPDATE_CONTACT = "update_contact"
 
+UPSERT_CONTACTS = "upsert_contacts"
+FIND_CONTACT = "find_contact"
+
 CONTACTS = "/crm/v3/objects/contacts"
+#: the inputs one batch request carries at most
+BATCH_LIMIT = 100
 
 _EXISTING_ID = re.compile(r"Existing ID: (\d+)")
+
+#: HubSpot's burst window when a 429 names it without the interval header
+DEFAULT_INTERVAL = 10.0
+#: the 429 ``policyName`` values of the burst limit (``SECONDLY`` is the older name)
+BURST_POLICIES: dict[str, float] = {"TEN_SECONDLY_ROLLING": DEFAULT_INTERVAL, "SECONDLY": 1.0}
+DAILY_POLICY = "DAILY"
 
 
 def hubspot_policy(*, clock: Clock = SYSTEM_CLOCK, timeout: float = 10.0) -> Policy:
@@ -179,7 +195,17 @@ class HubSpotConnector(HTTPConnector):
         timeout: float = 10.0,
         clock: Clock = SYSTEM_CLOCK,
         client: httpx.AsyncClient | None = None,
+        daily_reset_timezone: str = "UTC",
     ) -> None:
+        try:
+            self.daily_reset_zone: tzinfo = ZoneInfo(daily_reset_timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigurationError(
+                f"daily_reset_timezone {daily_reset_timezone!r} is not a known time zone"
+            ) from None
+        self.clock = clock
+        #: epoch seconds until which HubSpot's daily limit is spent (``None``: not known to be)
+        self.daily_paused_until: float | None = None
         token = required_from(
             access_token,
             ACCESS_TOKEN_ENV,
@@ -198,6 +224,34 @@ class HubSpotConnector(HTTPConnector):
             secrets=[token],
             not_processed=hubspot_error_answer,
         )
+        self.client.refine = self._refine
+
+    def _refine(self, error: IntegrationError, response: httpx.Response) -> IntegrationError:
+        """A 429's real wait: the burst window (``X-HubSpot-RateLimit-Interval-Milliseconds``,
+        else 10 s) when HubSpot sends no ``Retry-After``; the next daily reset for ``DAILY``,
+        with the limiter paused until then."""
+        if not isinstance(error, RateLimitedError):
+            return error
+        policy_name = _hubspot_error(response.text).get("policyName")
+        wait: float | None = None
+        if policy_name == DAILY_POLICY:
+            now = self.clock.time()
+            wait = until_daily_reset(now, self.daily_reset_zone)
+            self.daily_paused_until = now + wait
+        elif policy_name in BURST_POLICIES and "retry-after" not in response.headers:
+            announced = response.headers.get("x-hubspot-ratelimit-interval-milliseconds", "")
+            try:
+                wait = float(announced) / 1000.0
+            except ValueError:
+                wait = BURST_POLICIES[str(policy_name)]
+            if not wait > 0:
+                wait = BURST_POLICIES[str(policy_name)]
+        if wait is None:
+            return error
+        error.retry_after = wait
+        if self.policy.rate is not None:
+            self.policy.rate.pause(wait)
+        return error
 
     async def _send(
         self, method: str, url: str, body: dict[str, Any], operation: str, replay_safe: bool
@@ -276,6 +330,110 @@ class HubSpotConnector(HTTPConnector):
         if answered_id is None:
             raise self._malformed(response, UPDATE_CONTACT)
         return Contact(answered_id, created=False, properties=answered)
+
+    @masks_pii("contacts")
+    async def upsert_contacts(
+        self, contacts: Mapping[str, Mapping[str, str]] | Sequence[tuple[str, Mapping[str, str]]]
+    ) -> list[Contact]:
+        """Create or update several contacts by email (``POST .../contacts/batch/upsert`` with
+        ``idProperty: "email"``), at most 100 per request: what draining a backlog needs, in
+        one request per 100 contacts instead of one each.
+
+        *contacts* maps each email to its properties. Upserting by email is naturally
+        idempotent, so an ambiguous failure is retried. Returns one :class:`Contact` per
+        email, in order (``created`` is HubSpot's ``new``); a batch HubSpot answers with
+        errors (207) raises :class:`~antifragile.InvalidRequestError` naming how many failed.
+        """
+        items = list(contacts.items()) if isinstance(contacts, Mapping) else list(contacts)
+        inputs: list[dict[str, Any]] = []
+        for email, properties in items:
+            if not email or not email.strip():
+                raise ConfigurationError("upsert_contacts needs an email for each contact")
+            props = {str(k): str(v) for k, v in properties.items()}
+            inputs.append({"idProperty": "email", "id": email.strip(), "properties": props})
+        if len({i["id"].lower() for i in inputs}) != len(inputs):
+            raise ConfigurationError("upsert_contacts got the same email twice")
+        found: list[Contact] = []
+        for start in range(0, len(inputs), BATCH_LIMIT):
+            chunk = inputs[start : start + BATCH_LIMIT]
+            response = await self._send(
+                "POST",
+                f"{CONTACTS}/batch/upsert",
+                {"inputs": chunk},
+                UPSERT_CONTACTS,
+                replay_safe=True,
+            )
+            found.extend(self._upserted(response, chunk))
+        return found
+
+    def _upserted(self, response: httpx.Response, chunk: list[dict[str, Any]]) -> list[Contact]:
+        expected = len(chunk)
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        results = answer.get("results") if isinstance(answer, dict) else None
+        errors = answer.get("errors") if isinstance(answer, dict) else None
+        if errors:
+            raise InvalidRequestError(
+                f"HubSpot upserted {len(results or [])} of {expected} contacts; "
+                f"{len(errors)} failed",
+                provider=PROVIDER,
+                operation=UPSERT_CONTACTS,
+                status=response.status_code,
+                detail=redact(json.dumps(errors)[:500]),
+            )
+        if not isinstance(results, list) or len(results) != expected:
+            raise self._malformed(response, UPSERT_CONTACTS)
+        contacts: list[Contact] = []
+        for result in results:
+            contact_id = result.get("id") if isinstance(result, dict) else None
+            if not isinstance(contact_id, str):
+                raise self._malformed(response, UPSERT_CONTACTS)
+            properties = result.get("properties") or {}
+            contacts.append(
+                Contact(
+                    contact_id,
+                    created=bool(result.get("new")),
+                    properties={str(k): str(v) for k, v in properties.items() if v is not None},
+                )
+            )
+        # HubSpot's results are not promised in input order: put them back in it
+        by_email = {c.properties.get("email", "").lower(): c for c in contacts}
+        return [
+            by_email.get(str(item["id"]).lower(), contact)
+            for item, contact in zip(chunk, contacts, strict=True)
+        ]
+
+    @masks_pii("email")
+    async def find_contact(self, email: str) -> Contact | None:
+        """The contact with *email* (``POST .../contacts/search``, ``email EQ``), or ``None``.
+        HubSpot's search index lags writes by a few seconds."""
+        if not email or not email.strip():
+            raise ConfigurationError("find_contact needs an email")
+        body = {
+            "filterGroups": [
+                {"filters": [{"propertyName": "email", "operator": "EQ", "value": email.strip()}]}
+            ],
+            "properties": ["email", "firstname", "lastname"],
+            "limit": 1,
+        }
+        response = await self._send(
+            "POST", f"{CONTACTS}/search", body, FIND_CONTACT, replay_safe=True
+        )
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        results = answer.get("results") if isinstance(answer, dict) else None
+        if not isinstance(results, list):
+            raise self._malformed(response, FIND_CONTACT)
+        if not results:
+            return None
+        contact_id, properties = results[0].get("id"), results[0].get("properties") or {}
+        if not isinstance(contact_id, str):
+            raise self._malformed(response, FIND_CONTACT)
+        return Contact(contact_id, created=False, properties=dict(properties))
 
     def __repr__(self) -> str:
         return f"HubSpotConnector(base_url={self.base_url!r})"

@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,10 +64,12 @@ import httpx
 from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii, required_from
 from antifragile.connectors._correlation import REF_ARG, correlation_for
 from antifragile.connectors._outcome import resend_error_answer
+from antifragile.connectors._quota import until_daily_reset, until_monthly_reset
 from antifragile.errors import (
     ConfigurationError,
     ConflictError,
     IntegrationError,
+    RateLimitedError,
     TransientError,
     UpstreamUnavailableError,
     redact,
@@ -169,6 +171,13 @@ def _mapped(error: IntegrationError) -> IntegrationError:
     return error
 
 
+#: Resend's quota errors (HTTP 429): a plan's sending quota, not a burst to wait out
+QUOTAS: dict[str, Callable[[float], float]] = {
+    "daily_quota_exceeded": until_daily_reset,
+    "monthly_quota_exceeded": until_monthly_reset,
+}
+
+
 class ResendConnector(HTTPConnector):
     """Resend's API behind a :class:`~antifragile.ResilientClient` (see the module docs).
 
@@ -203,6 +212,47 @@ class ResendConnector(HTTPConnector):
             secrets=[key],
             not_processed=resend_error_answer,
         )
+        self.client.refine = self._refine
+        self.clock = clock
+        #: epoch seconds until which sends are paused by a spent quota (``None``: they are not)
+        self.quota_paused_until: float | None = None
+
+    def _refine(self, error: IntegrationError, response: httpx.Response) -> IntegrationError:
+        """A quota 429 (``daily_quota_exceeded``, ``monthly_quota_exceeded``) pauses sends
+        until the quota resets: its ``Retry-After`` when Resend sends one, else the next
+        midnight UTC (daily) or the 1st of next month (monthly)."""
+        if not isinstance(error, RateLimitedError):
+            return error
+        name, _ = _resend_error(response.text)
+        until_reset = QUOTAS.get(name or "")
+        if until_reset is None:
+            return error
+        now = self.clock.time()
+        wait = error.retry_after if "retry-after" in response.headers else None
+        if wait is None or wait <= 0:
+            wait = until_reset(now)
+        error.retry_after = wait
+        self.quota_paused_until = now + wait
+        if self.policy.rate is not None:
+            self.policy.rate.pause(wait)
+        return error
+
+    def _paused(self) -> RateLimitedError | None:
+        """The refusal of a send while a spent quota pauses sends (nothing is sent)."""
+        until = self.quota_paused_until
+        now = self.clock.time()
+        if until is None or now >= until:
+            return None
+        return RateLimitedError(
+            f"resend.send_email: the sending quota is spent; sends paused for {until - now:.0f} s "
+            "until it resets",
+            provider=PROVIDER,
+            operation=SEND_EMAIL,
+            status=429,
+            retry_after=until - now,
+            replay_safe=True,
+            local=True,  # nothing was asked of Resend: a job waiting here keeps its attempts
+        )
 
     @masks_pii("sender", "to", "cc", "bcc", "reply_to")
     async def send_email(
@@ -229,6 +279,9 @@ class ResendConnector(HTTPConnector):
         """
         if html is None and text is None:
             raise ConfigurationError("an email needs html or text")
+        paused = self._paused()
+        if paused is not None:
+            raise paused
         key = idempotency_key_for("send-email", idempotency_key)
         body: dict[str, Any] = {"from": sender, "to": _listed(to), "subject": subject}
         optional: dict[str, Any] = {

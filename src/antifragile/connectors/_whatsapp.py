@@ -45,8 +45,10 @@ job's idempotency key; a random one when not given), which Cloud API echoes in e
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +67,7 @@ from antifragile.errors import (
     ConfigurationError,
     IntegrationError,
     RateLimitedError,
+    UpstreamUnavailableError,
     redact,
 )
 from antifragile.http import ResilientClient
@@ -80,9 +83,37 @@ PROVIDER = "whatsapp"
 #: the operation names in errors and events
 SEND_TEXT = "send_text"
 SEND_TEMPLATE = "send_template"
+SEND_INTERACTIVE = "send_interactive"
+SEND_MEDIA = "send_media"
+MARK_READ = "mark_read"
+GET_MEDIA = "get_media"
+DOWNLOAD_MEDIA = "download_media"
+
+#: the media types a message may carry by link or id, and those that take a caption
+MEDIA_KINDS = frozenset({"image", "document", "audio", "video", "sticker"})
+CAPTIONED = frozenset({"image", "document", "video"})
+MAX_CAPTION = 1024
 
 #: the longest text body Cloud API accepts
 MAX_TEXT = 4096
+
+#: reply buttons: at most 3, each title at most 20 characters, each id at most 256
+MAX_BUTTONS = 3
+MAX_BUTTON_TITLE = 20
+MAX_BUTTON_ID = 256
+#: list messages: at most 10 rows, each title at most 24 characters, description 72, id 200
+MAX_ROWS = 10
+MAX_ROW_TITLE = 24
+MAX_ROW_DESCRIPTION = 72
+MAX_ROW_ID = 200
+#: the body of an interactive message, and the list's menu button label
+MAX_INTERACTIVE_BODY = 1024
+MAX_LIST_BUTTON = 20
+
+#: the customer-service window: free-form messages only within 24 hours of the contact's last
+CUSTOMER_SERVICE_WINDOW = 24 * 3600.0
+#: the Graph code of a free-form message outside that window ("Re-engagement message")
+OUTSIDE_WINDOW = 131047
 
 #: Graph error codes that are throttling refusals (the message was not sent)
 THROTTLING_CODES: frozenset[int] = frozenset({4, 80007, 130429, 131056})
@@ -110,6 +141,60 @@ class SentWhatsApp:
     correlation: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class WhatsAppTemplate:
+    """An approved message template: its *name*, *language* code and the text *parameters*
+    of its body, in order (``{{1}}``, ``{{2}}``...)."""
+
+    name: str
+    language: str = "en_US"
+    parameters: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ConfigurationError("a WhatsApp template needs a name")
+        if not isinstance(self.language, str) or not self.language.strip():
+            raise ConfigurationError("a WhatsApp template needs a language code")
+
+    def components(self) -> list[dict[str, Any]]:
+        """The ``components`` of a template send: the body's text parameters."""
+        if not self.parameters:
+            return []
+        parameters = [{"type": "text", "text": value} for value in self.parameters]
+        return [{"type": "body", "parameters": parameters}]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "language": self.language, "parameters": list(self.parameters)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> WhatsAppTemplate:
+        return cls(str(data["name"]), str(data["language"]), tuple(map(str, data["parameters"])))
+
+
+@dataclass(frozen=True, slots=True)
+class WhatsAppMedia:
+    """A medium downloaded through the media endpoint: its *id*, bytes, MIME type, the SHA-256
+    Cloud API gave for it (checked) and its size."""
+
+    id: str
+    content: bytes
+    mime_type: str | None
+    sha256: str | None
+
+    @property
+    def size(self) -> int:
+        return len(self.content)
+
+
+def outside_window(error: BaseException) -> bool:
+    """Whether *error* is Cloud API refusing a free-form message outside the customer-service
+    window (Graph code ``131047``): not sent, and not sendable as it is until the contact
+    writes again -- only a template is."""
+    if not isinstance(error, IntegrationError) or isinstance(error, RateLimitedError):
+        return False
+    return graph_error(error.detail)[0] == OUTSIDE_WINDOW
+
+
 def graph_error(detail: str | None) -> tuple[int | None, str | None, str | None]:
     """The Graph error's ``code``, ``message`` and ``error_data.details`` from a body excerpt."""
     if not detail:
@@ -129,6 +214,61 @@ def graph_error(detail: str | None) -> tuple[int | None, str | None, str | None]
         message if isinstance(message, str) else None,
         details if isinstance(details, str) else None,
     )
+
+
+def _shortened(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "\u2026"
+
+
+def interactive_choice(
+    body: str,
+    options: Sequence[str],
+    *,
+    ids: Sequence[str] | None = None,
+    list_button: str = "Choose",
+) -> dict[str, Any] | None:
+    """The ``interactive`` message asking to pick one of *options* (see
+    :meth:`WhatsAppConnector.send_choice`), or ``None`` when they fit neither reply buttons
+    nor a list message. Empty or repeated options, or *ids* of another length, raise
+    :class:`~antifragile.ConfigurationError`."""
+    labels = [" ".join(option.split()) for option in options]
+    keys = list(ids) if ids is not None else [str(i) for i in range(1, len(labels) + 1)]
+    if not labels or not all(labels) or len(set(labels)) != len(labels):
+        raise ConfigurationError("a choice needs distinct, non-empty options")
+    if len(keys) != len(labels) or len(set(keys)) != len(keys) or not all(keys):
+        raise ConfigurationError("a choice needs one distinct, non-empty id per option")
+    if not body.strip() or len(body) > MAX_INTERACTIVE_BODY:
+        return None
+    if len(labels) <= MAX_BUTTONS and all(len(t) <= MAX_BUTTON_TITLE for t in labels):
+        if any(len(k) > MAX_BUTTON_ID for k in keys):
+            return None
+        buttons = [
+            {"type": "reply", "reply": {"id": key, "title": title}}
+            for key, title in zip(keys, labels, strict=True)
+        ]
+        action: dict[str, Any] = {"buttons": buttons}
+        kind = "button"
+    else:
+        titles = [_shortened(t, MAX_ROW_TITLE) for t in labels]
+        if (
+            len(labels) > MAX_ROWS
+            or len(set(titles)) != len(titles)
+            or any(len(k) > MAX_ROW_ID for k in keys)
+        ):
+            return None
+        rows: list[dict[str, Any]] = []
+        for key, title, label in zip(keys, titles, labels, strict=True):
+            row = {"id": key, "title": title}
+            if title != label:
+                row["description"] = _shortened(label, MAX_ROW_DESCRIPTION)
+            rows.append(row)
+        button = _shortened(" ".join(list_button.split()) or "Choose", MAX_LIST_BUTTON)
+        action = {"button": button, "sections": [{"rows": rows}]}
+        kind = "list"
+    return {
+        "type": "interactive",
+        "interactive": {"type": kind, "body": {"text": body}, "action": action},
+    }
 
 
 def _mapped(error: IntegrationError) -> IntegrationError:
@@ -193,6 +333,7 @@ class WhatsAppConnector(HTTPConnector):
             arg="phone_number_id",
         )
         self.phone_number_id = number
+        self.clock = clock
         self.api_version = api_version.strip("/")
         self.base_url = base_url_from(base_url, BASE_URL_ENV, DEFAULT_BASE_URL)
         self.policy = (
@@ -257,6 +398,178 @@ class WhatsAppConnector(HTTPConnector):
             template["components"] = components
         return await self._send(
             to, {"type": "template", "template": template}, SEND_TEMPLATE, reference
+        )
+
+    @masks_pii("to")
+    async def send_choice(
+        self,
+        to: str,
+        body: str,
+        options: Sequence[str],
+        *,
+        ids: Sequence[str] | None = None,
+        list_button: str = "Choose",
+        reference: str | None = None,
+    ) -> SentWhatsApp:
+        """Ask *to* to pick one of *options*: reply buttons when there are at most 3 whose
+        labels fit in 20 characters, else a list message (at most 10 rows; a label over 24
+        characters is shortened and given in full as the row's description), else -- more
+        than 10 options, or a body over 1024 characters -- a text with the options numbered.
+
+        *ids* (default ``"1"``, ``"2"``...) come back in the contact's ``button_reply`` /
+        ``list_reply``; *list_button* labels the list's menu (at most 20 characters).
+        *reference* as for :meth:`send_text`.
+        """
+        message = interactive_choice(body, options, ids=ids, list_button=list_button)
+        if message is None:
+            numbered = "\n".join(f"{i}. {option}" for i, option in enumerate(options, 1))
+            return await self.send_text(to, f"{body}\n\n{numbered}", reference=reference)
+        return await self._send(to, message, SEND_INTERACTIVE, reference)
+
+    @masks_pii("to")
+    async def send_media(
+        self,
+        to: str,
+        kind: str,
+        *,
+        link: str | None = None,
+        media_id: str | None = None,
+        caption: str | None = None,
+        filename: str | None = None,
+        reference: str | None = None,
+    ) -> SentWhatsApp:
+        """Send an ``image``, ``document``, ``audio``, ``video`` or ``sticker`` to *to* by its
+        public https *link* or an uploaded *media_id* (exactly one); *caption* (at most 1024
+        characters; image, document, video) and *filename* (document) as Cloud API takes them.
+        *reference* as for :meth:`send_text`."""
+        if kind not in MEDIA_KINDS:
+            raise ConfigurationError(f"a WhatsApp media message is one of {sorted(MEDIA_KINDS)}")
+        if (link is None) == (media_id is None):
+            raise ConfigurationError("a WhatsApp media message needs a link or a media id")
+        if link is not None and not link.startswith(("https://", "http://")):
+            raise ConfigurationError("a WhatsApp media link is an http(s) URL")
+        media: dict[str, Any] = {"link": link} if link is not None else {"id": media_id}
+        if caption is not None:
+            if kind not in CAPTIONED or len(caption) > MAX_CAPTION:
+                raise ConfigurationError(
+                    f"a caption goes with an image, document or video, at most {MAX_CAPTION} "
+                    "characters"
+                )
+            media["caption"] = caption
+        if filename is not None:
+            if kind != "document":
+                raise ConfigurationError("only a document has a filename")
+            media["filename"] = filename
+        return await self._send(to, {"type": kind, kind: media}, SEND_MEDIA, reference)
+
+    async def mark_read(self, message_id: str, *, typing: bool = False) -> None:
+        """Mark the contact's message *message_id* (a ``wamid``) read -- blue ticks, and every
+        earlier message of the conversation with it -- and, with *typing*, show the typing
+        indicator (until the reply, or 25 seconds). Repeating it is harmless."""
+        body: dict[str, Any] = {
+            "messaging_product": "whatsapp",
+            "status": "read",
+            "message_id": message_id,
+        }
+        if typing:
+            body["typing_indicator"] = {"type": "text"}
+        path = f"/{self.api_version}/{self.phone_number_id}/messages"
+
+        async def attempt() -> None:
+            await self.client.post(
+                path, json=body, headers=self._auth, operation=MARK_READ, replay_safe=True
+            )
+
+        await self.policy.arun(attempt, operation=MARK_READ, replay_safe=True)
+
+    async def download_media(self, media_id: str) -> WhatsAppMedia:
+        """Download the medium *media_id* of an inbound message (ids from webhooks live 7 days):
+        ``GET /{version}/{media_id}`` for its short-lived URL, then that URL with the same
+        token; the bytes are checked against the ``sha256`` Cloud API gives."""
+
+        async def attempt() -> WhatsAppMedia:
+            info = await self.client.get(
+                f"/{self.api_version}/{media_id}",
+                params={"phone_number_id": self.phone_number_id},
+                headers=self._auth,
+                operation=GET_MEDIA,
+                replay_safe=True,
+            )
+            answer = info.json() if info.content else {}
+            url = answer.get("url") if isinstance(answer, dict) else None
+            if not isinstance(url, str) or not url:
+                raise UpstreamUnavailableError(
+                    "WhatsApp answered the media lookup without a URL",
+                    provider=PROVIDER,
+                    operation=GET_MEDIA,
+                    status=info.status_code,
+                )
+            got = await self.client.get(
+                url, headers=self._auth, operation=DOWNLOAD_MEDIA, replay_safe=True
+            )
+            digest = answer.get("sha256")
+            if isinstance(digest, str) and hashlib.sha256(got.content).hexdigest() != digest:
+                raise UpstreamUnavailableError(
+                    "the downloaded medium does not match its sha256",
+                    provider=PROVIDER,
+                    operation=DOWNLOAD_MEDIA,
+                    status=got.status_code,
+                )
+            mime = answer.get("mime_type")
+            return WhatsAppMedia(
+                media_id,
+                got.content,
+                mime if isinstance(mime, str) else None,
+                digest if isinstance(digest, str) else None,
+            )
+
+        return await self.policy.arun(attempt, operation=DOWNLOAD_MEDIA, replay_safe=True)
+
+    async def send_within_window(
+        self,
+        to: str,
+        body: str,
+        template: WhatsAppTemplate | None,
+        *,
+        last_inbound: float | None = None,
+        template_only: bool = False,
+        options: Sequence[str] = (),
+        ids: Sequence[str] | None = None,
+        reference: str | None = None,
+    ) -> SentWhatsApp:
+        """Send *body* (a choice of *options* when given) as a free-form message while the
+        customer-service window is open, else *template*.
+
+        The window is open for 24 hours after the contact's last message, *last_inbound*
+        (epoch seconds, by the connector's clock). Known to be closed -- or *template_only*
+        (a nudge) -- *template* is sent straight away; open or unknown, the free-form message
+        is tried, and when Cloud API refuses it with ``131047`` (the window closed after all)
+        *template* is sent instead, under the same *reference*. Without a *template* this is
+        :meth:`send_text` / :meth:`send_choice`.
+        """
+        closed = last_inbound is not None and (
+            self.clock.time() - last_inbound >= CUSTOMER_SERVICE_WINDOW
+        )
+        if template is not None and (template_only or closed):
+            return await self._template(to, template, reference)
+        try:
+            if options:
+                return await self.send_choice(to, body, options, ids=ids, reference=reference)
+            return await self.send_text(to, body, reference=reference)
+        except IntegrationError as exc:
+            if template is None or not outside_window(exc):
+                raise
+        return await self._template(to, template, reference)
+
+    async def _template(
+        self, to: str, template: WhatsAppTemplate, reference: str | None
+    ) -> SentWhatsApp:
+        return await self.send_template(
+            to,
+            template.name,
+            language=template.language,
+            components=template.components(),
+            reference=reference,
         )
 
     async def _send(

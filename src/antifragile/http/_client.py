@@ -56,6 +56,9 @@ Timeout = float | httpx.Timeout | None
 #: a provider's rule: whether a 5xx response carries its own error body (it was not processed)
 NotProcessedRule = Callable[[httpx.Response], bool]
 
+#: a provider's reading of an error answer: the error refined (a 429's real wait...), or as is
+ErrorRefiner = Callable[[IntegrationError, httpx.Response], IntegrationError]
+
 #: a deadline this close to the configured timeout keeps the client's own timeout object
 _TIMEOUT_SLACK = 0.05
 
@@ -157,6 +160,8 @@ class _ClientCore:
         self.request_id_header = request_id_header
         self._secrets = tuple(s for s in secrets if s)
         self.not_processed = not_processed
+        #: the provider's own reading of an error answer, applied before any retry decides
+        self.refine: ErrorRefiner | None = None
 
     def _timeout_for(self, timeout: Timeout) -> Timeout | httpx._client.UseClientDefault:
         """The httpx timeout for one attempt: the configured one, cut to the deadline."""
@@ -261,6 +266,8 @@ class _ClientCore:
             error.replay_safe = True
             error.message = f"{error.message} (the provider's error answer: not processed)"
             error.args = (error.message,)
+        if self.refine is not None:
+            error = self.refine(error, response)
         return self._scrub(error)
 
 

@@ -14,7 +14,9 @@ answer is stored under and how the answer is validated:
 ``number``             an integer or decimal (``12``, ``-3.5``, ``2,5``; stored as written,
                        a decimal comma made a dot)
 ``choice:a,b,c``       one of the options, case-insensitively, or its number (``2``); the
-                       option is stored as written in the flow
+                       option is stored as written in the flow. On WhatsApp Cloud the
+                       question is sent as reply buttons or a list message, and the tapped
+                       button or picked row is the answer
 ``regex:<pattern>``    text the pattern matches in full (stored trimmed)
 =====================  ===================================================================
 
@@ -254,6 +256,14 @@ class FlowStep:
     def kind(self) -> str:
         """The validation kind (``email``, ``choice``...), without its argument."""
         return self.validate.partition(":")[0].strip()
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The options of a ``choice`` step, in order (empty for other kinds)."""
+        if self.kind != "choice":
+            return ()
+        argument = self.validate.partition(":")[2]
+        return tuple(o.strip() for o in argument.split(",") if o.strip())
 
     def check(self, answer: str | None) -> str | None:
         """The value to store for *answer*, or ``None`` when it is invalid."""

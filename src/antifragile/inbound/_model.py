@@ -142,6 +142,16 @@ class Tenant:
 
     An event belongs to the tenant whose ``whatsapp_phone_number_id``, ``twilio_number`` or
     ``shop_domain`` equals its ``tenant_key``.
+
+    ``whatsapp_template`` names the approved template (in ``whatsapp_template_language``)
+    that WhatsApp Cloud messages fall back to outside the 24-hour customer-service window, and
+    that nudges use; ``whatsapp_template_parameters`` are its body's parameters separated by
+    ``|``, each of which may name ``{text}`` (the message that could not go out as it is) and,
+    for nudges, the session's fields and ``{question}``.
+
+    ``whatsapp_read_receipts`` is what the service does with each WhatsApp Cloud message it
+    processes: ``"read"`` marks it read (blue ticks), ``"typing"`` also shows the typing
+    indicator until the reply; unset (or ``"off"``), neither.
     """
 
     id: str
@@ -152,6 +162,10 @@ class Tenant:
     owner_email: str | None = None
     flow: str | None = "intake"
     graceful_reply: str = DEFAULT_GRACEFUL_REPLY
+    whatsapp_template: str | None = None
+    whatsapp_template_language: str = "en_US"
+    whatsapp_template_parameters: str = "{text}"
+    whatsapp_read_receipts: str | None = None
 
     def matches(self, event: InboundEvent) -> bool:
         key = event.tenant_key

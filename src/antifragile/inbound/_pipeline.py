@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from antifragile.errors import PermanentError
+from antifragile.errors import AntifragileError, PermanentError
 from antifragile.inbound._delivery import DeliveryStatus, DeliveryStatuses
 from antifragile.inbound._model import (
     DEFAULT_GRACEFUL_REPLY,
@@ -254,6 +254,7 @@ class MessagePipeline:
         if self.limiter is not None and not await self._allow_sender(tenant.id, event.sender):
             result.status = "rate_limited"
             return result
+        await self._acknowledge(event, tenant)
         try:
             await self._converse(ctx, event, tenant, inbox_id, result)
         except Exception as exc:
@@ -313,11 +314,12 @@ class MessagePipeline:
         result.confidence = classification.confidence
         result.classified_by = classification.source
         reply: str | None = None
+        choices: tuple[tuple[str, str], ...] = ()
         turn = None
         if self.sessions is not None and event.channel is not Channel.API:
             turn = await self.sessions.handle(tenant, event)
         if turn is not None:
-            reply = turn.reply
+            reply, choices = turn.reply, turn.choices
             result.handler = "session"
             result.session_step = turn.step
             result.session_completed = turn.completed
@@ -342,7 +344,7 @@ class MessagePipeline:
                 result.actions = tuple(handler.actions)
                 result.actions_job = enqueued.id
         if reply:
-            result.reply_message = await self._reply(tenant, event, inbox_id, reply)
+            result.reply_message = await self._reply(tenant, event, inbox_id, reply, choices)
             result.status = "replied"
 
     def _message_context(
@@ -376,7 +378,28 @@ class MessagePipeline:
         classification: Classification = await self.classifier.classify(event.text)
         return classification
 
-    async def _reply(self, tenant: Tenant, event: InboundEvent, inbox_id: str, text: str) -> str:
+    async def _acknowledge(self, event: InboundEvent, tenant: Tenant) -> None:
+        """Mark a WhatsApp Cloud message read (and show the typing indicator) as the tenant's
+        ``whatsapp_read_receipts`` says; a failure is logged and changes nothing else."""
+        mode = (tenant.whatsapp_read_receipts or "off").strip().lower()
+        if event.channel is not Channel.WHATSAPP or mode not in ("read", "typing"):
+            return
+        try:
+            await self.connectors.whatsapp.mark_read(event.event_id, typing=mode == "typing")
+        except AntifragileError as exc:
+            _log.warning(
+                "could not mark a WhatsApp message read",
+                extra={"tenant": tenant.id, "error": type(exc).__name__},
+            )
+
+    async def _reply(
+        self,
+        tenant: Tenant,
+        event: InboundEvent,
+        inbox_id: str,
+        text: str,
+        choices: tuple[tuple[str, str], ...] = (),
+    ) -> str:
         key = f"reply:{inbox_id}"
         if event.channel is Channel.API:
             channel = Channel(str(event.data.get("reply_channel") or Channel.WHATSAPP.value))
@@ -385,7 +408,7 @@ class MessagePipeline:
                 tenant=tenant, channel=channel, to=event.sender, text=text, key=key
             )
             return sent
-        message_id: str = await self.replies.reply(tenant, event, text, key=key)
+        message_id: str = await self.replies.reply(tenant, event, text, key=key, choices=choices)
         return message_id
 
 

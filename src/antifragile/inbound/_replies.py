@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Protocol
@@ -67,12 +67,15 @@ from antifragile.connectors import (
     HubSpotConnector,
     OutcomeUnknownError,
     ResendConnector,
+    SentWhatsApp,
     ShopifyConnector,
     SlackConnector,
     TwilioConnector,
     WhatsAppConnector,
+    WhatsAppTemplate,
 )
 from antifragile.connectors._correlation import correlation_for
+from antifragile.connectors._whatsapp import OUTSIDE_WINDOW
 from antifragile.errors import (
     AntifragileError,
     ConfigurationError,
@@ -92,6 +95,7 @@ from antifragile.inbound._echo import (
     echo_window,
     failure_is_permanent,
 )
+from antifragile.inbound._flows import render
 from antifragile.inbound._model import Channel, InboundEvent, Tenant
 from antifragile.inbound._tasks import Tasks
 from antifragile.jobs import JobContext, JobDeferred, JobFunction, Jobs, StatusFlag
@@ -213,6 +217,29 @@ def kv_of(jobs: Jobs) -> KeyValueStore:
     return kv
 
 
+def _template_fallback(record: Mapping[str, Any], code: str | None) -> bool:
+    """Whether a WhatsApp failure with *code* is the closed window (``131047``) of a reply
+    that has a template and was not sent as one: it is sent again as the template."""
+    return (
+        code == str(OUTSIDE_WINDOW)
+        and record.get("channel") == Channel.WHATSAPP.value
+        and bool(record.get("template"))
+        and not record.get("template_only")
+    )
+
+
+def whatsapp_template_for(tenant: Tenant, values: Mapping[str, Any]) -> WhatsAppTemplate | None:
+    """*tenant*'s WhatsApp template with its parameters rendered from *values* (``{text}``,
+    session fields...), or ``None`` when the tenant has none."""
+    if not tenant.whatsapp_template:
+        return None
+    raw = tenant.whatsapp_template_parameters
+    parameters = tuple(render(p, values) for p in raw.split("|")) if raw else ()
+    return WhatsAppTemplate(
+        tenant.whatsapp_template, tenant.whatsapp_template_language or "en_US", parameters
+    )
+
+
 def twilio_address(sender: str, data: Any) -> str:
     """Where a reply to a Twilio contact goes: ``whatsapp:+E164`` when the message came in
     over WhatsApp (the event's ``data`` has ``from`` with that prefix, or ``whatsapp: true``),
@@ -277,8 +304,8 @@ class Replies:
         #: where a reply the customer will not get becomes a task to follow up (``None``: no
         #: tasks)
         self.tasks = tasks
-        if tasks is not None:
-            self.deliveries.on_status(self._on_status)
+        # failed statuses: the template fallback (131047), and tasks to follow up
+        self.deliveries.on_status(self._on_status)
 
         async def send_reply(ctx: JobContext, message_id: str) -> dict[str, Any]:
             """Send a stored reply (``outmsg:{message_id}``) through its provider."""
@@ -314,11 +341,31 @@ class Replies:
         record = await self.get(match.message_id)
         if record is None:
             return
+        if _template_fallback(record, status.error_code):
+            if record.get("status") == "sent" and not self.unknown_outcome(record):
+                await self._resend_as_template(match.message_id, record)
+            return  # a job still waiting for its echo sends the template itself
+        if self.tasks is None:
+            return
         permanent = failure_is_permanent(status.provider, status.error_code)
         finished = record.get("status") == "sent" and not self.unknown_outcome(record)
         if permanent or finished:
             code = status.error_code or status.provider_status or "failed"
             await self.follow_up(match.message_id, f"{status.provider} reported it failed ({code})")
+
+    async def _resend_as_template(self, message_id: str, record: Mapping[str, Any]) -> str:
+        """Send a reply that failed with ``131047`` (the window had closed) again, as its
+        tenant's template: a new message, once (key ``template:{message_id}``)."""
+        keep = ("channel", "tenant_id", "to", "from", "text", "last_inbound", "template")
+        fields = {k: record.get(k) for k in keep}
+        new_id = await self._store_and_enqueue(
+            {**fields, "choices": None, "template_only": True}, f"template:{message_id}"
+        )
+        await kv_of(self.jobs).merge(
+            OUTMSG_PREFIX + message_id, {"resent_as": new_id}, now=self.clock.time()
+        )
+        _log.info("reply %s failed outside the window; sent again as %s", message_id, new_id)
+        return new_id
 
     async def follow_up(self, message_id: str, why: str) -> dict[str, Any] | None:
         """Create the task to follow up with the customer of a reply they will not get (once
@@ -346,11 +393,32 @@ class Replies:
         """The id of the message sent with *key* for *tenant_id* (the same for the same key)."""
         return hashlib.sha256(f"{tenant_id}\x00{key}".encode()).hexdigest()[:32]
 
-    async def send(self, *, tenant: Tenant, channel: Channel, to: str, text: str, key: str) -> str:
+    async def send(
+        self,
+        *,
+        tenant: Tenant,
+        channel: Channel,
+        to: str,
+        text: str,
+        key: str,
+        choices: Sequence[tuple[str, str]] = (),
+        last_inbound: float | None = None,
+        template_only: bool = False,
+        values: Mapping[str, Any] | None = None,
+    ) -> str:
         """Store the reply and enqueue its job; the message id (see the module docs).
 
         *to* is the recipient as the provider takes it (WhatsApp: digits with country code;
         Twilio: ``+E164`` or ``whatsapp:+E164``); *key* makes the send happen once.
+        *choices* (``(id, label)`` pairs) make a WhatsApp Cloud reply ask with reply buttons
+        or a list (:meth:`~antifragile.connectors.WhatsAppConnector.send_choice`); Twilio
+        sends the text alone.
+
+        **The 24-hour window.** When *tenant* has a ``whatsapp_template``, a WhatsApp Cloud
+        reply goes out as that template (its parameters rendered from *values* and ``{text}``)
+        when *last_inbound* (the contact's last message, epoch seconds) is 24 hours old or
+        more, when *template_only* (a nudge), or when Cloud API refuses the free-form message
+        with ``131047`` (:meth:`~antifragile.connectors.WhatsAppConnector.send_within_window`).
         """
         channel = Channel(channel)
         if channel not in (Channel.WHATSAPP, Channel.TWILIO):
@@ -360,6 +428,7 @@ class Replies:
         if not to or not text or not text.strip():
             raise ConfigurationError("a reply needs a recipient and a text")
         sender: str | None = None
+        template: WhatsAppTemplate | None = None
         if channel is Channel.TWILIO:
             if to.isdigit():
                 to = f"+{to}"  # an inbound sender (digits only) made E.164
@@ -373,20 +442,29 @@ class Replies:
         else:
             to = to.lstrip("+")
             sender = tenant.whatsapp_phone_number_id
-        message_id = self.message_id(tenant.id, key)
-        await self.jobs.open()
-        kv = kv_of(self.jobs)
-        now = self.clock.time()
-        record = {
-            "id": message_id,
+            template = whatsapp_template_for(tenant, {**(values or {}), "text": text})
+        fields = {
             "channel": channel.value,
             "tenant_id": tenant.id,
             "to": to,
             "from": sender,
             "text": text,
-            "status": "new",
-            "created_at": now,
+            "choices": [list(choice) for choice in choices] if choices else None,
+            "last_inbound": last_inbound,
+            "template_only": template_only,
+            "template": None if template is None else template.to_json(),
         }
+        return await self._store_and_enqueue(fields, key)
+
+    async def _store_and_enqueue(self, fields: Mapping[str, Any], key: str) -> str:
+        """Keep the message (*fields*: channel, tenant, recipient, text...) under the id of
+        *key* and enqueue its job, once per key; its id."""
+        tenant_id, channel, to = str(fields["tenant_id"]), Channel(fields["channel"]), fields["to"]
+        message_id = self.message_id(tenant_id, key)
+        await self.jobs.open()
+        kv = kv_of(self.jobs)
+        now = self.clock.time()
+        record = {"id": message_id, **fields, "status": "new", "created_at": now}
         # keep the first record of this key (a second send with the key changes nothing)
         await kv.compare_and_set(
             OUTMSG_PREFIX + message_id, record, expected_version=None, now=now, ttl=self.retention
@@ -410,7 +488,13 @@ class Replies:
         return message_id
 
     async def reply(
-        self, tenant: Tenant, event: InboundEvent, text: str, *, key: str | None = None
+        self,
+        tenant: Tenant,
+        event: InboundEvent,
+        text: str,
+        *,
+        key: str | None = None,
+        choices: Sequence[tuple[str, str]] = (),
     ) -> str:
         """Reply to the sender of *event* on its channel (see :meth:`send`); *key* defaults to
         ``reply:{channel}:{event_id}`` -- one reply per inbound event."""
@@ -426,6 +510,8 @@ class Replies:
             to=to,
             text=text,
             key=key or f"reply:{event.channel.value}:{event.event_id}",
+            choices=choices,
+            last_inbound=event.occurred_at,
         )
 
     async def get(self, message_id: str) -> dict[str, Any] | None:
@@ -534,6 +620,9 @@ class Replies:
             settled = await self._unknown(kv, message_id, record, channel)
             if settled is not None:
                 return settled
+            again = await kv.get(key, now=self.clock.time())  # as _unknown left it
+            if again is not None and isinstance(again.value, dict):
+                record = again.value
         now = self.clock.time()
         await kv.merge(key, {"sending_since": now, "awaiting_since": None}, now=now)
         try:
@@ -544,9 +633,7 @@ class Replies:
                     )
                     provider_id, provider_status = sent_twilio.sid, sent_twilio.status
                 else:
-                    sent_whatsapp = await self.connectors.whatsapp.send_text(
-                        to, text, reference=message_id
-                    )
+                    sent_whatsapp = await self._send_whatsapp(record, message_id)
                     provider_id, provider_status = sent_whatsapp.id, "accepted"
         except OutcomeUnknownError as exc:
             # the provider may have acted: keep the mark and wait for its status webhooks
@@ -567,6 +654,26 @@ class Replies:
             await kv.merge(key, {"sending_since": None}, now=self.clock.time())
             raise
         return await self._sent(kv, message_id, channel, provider_id, provider_status)
+
+    async def _send_whatsapp(self, record: Mapping[str, Any], message_id: str) -> SentWhatsApp:
+        """Send the stored WhatsApp Cloud reply: a choice, a text, or the tenant's template
+        outside the customer-service window (see :meth:`send`)."""
+        to, text = str(record["to"]), str(record["text"])
+        choices = record.get("choices") or ()
+        ids, labels = zip(*choices, strict=True) if choices else ((), ())
+        stored = record.get("template")
+        template = None if stored is None else WhatsAppTemplate.from_json(stored)
+        last = record.get("last_inbound")
+        return await self.connectors.whatsapp.send_within_window(
+            to,
+            text,
+            template,
+            last_inbound=None if last is None else float(last),
+            template_only=bool(record.get("template_only")),
+            options=labels,
+            ids=ids or None,
+            reference=message_id,
+        )
 
     async def _sent(
         self,
@@ -625,6 +732,12 @@ class Replies:
         if status in FAILED:
             code = record.get("delivery_error_code")
             code = None if code is None else str(code)
+            if _template_fallback(record, code):
+                # the window had closed: the same reply goes again, as the tenant's template
+                fallback = {**clear, **dict.fromkeys(_DELIVERY_FIELDS), "template_only": True}
+                await kv.merge(key, {**fallback, "error_code": code}, now=now)
+                _log.info("reply %s: failed outside the window; sending the template", message_id)
+                return None
             if failure_is_permanent(provider, code):
                 await kv.merge(key, {**clear, "error_code": code}, now=now)
                 raise PermanentError(

@@ -101,7 +101,13 @@ from antifragile.inbound._actions import (
     session_contact,
 )
 from antifragile.inbound._flags import FeatureFlags
-from antifragile.inbound._flows import DEFAULT_FLOWS, DEFAULT_ON_COMPLETE, Flow, render
+from antifragile.inbound._flows import (
+    DEFAULT_FLOWS,
+    DEFAULT_ON_COMPLETE,
+    Flow,
+    FlowStep,
+    render,
+)
 from antifragile.inbound._model import (
     DEFAULT_GRACEFUL_REPLY,
     Channel,
@@ -172,6 +178,9 @@ class SessionTurn:
     completed: bool
     session_key: str
     step: int
+    #: ``(id, label)`` of each option when the reply asks a ``choice`` question: sent as
+    #: WhatsApp reply buttons or a list, whose tapped id comes back as the answer
+    choices: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -713,9 +722,12 @@ class Sessions:
             step = min(claimed.step, len(flow.steps) - 1)
             fields = dict(claimed.fields)
             question = render(flow.steps[step].question, fields)
-            text = render(flow.nudge, {**fields, "question": question})
+            values = {**fields, "question": question}
+            text = render(flow.nudge, values)
             try:
-                await self._send(tenant, claimed, text, key=f"nudge:{record.key}:{claimed.round}")
+                await self._send(
+                    tenant, claimed, text, key=f"nudge:{record.key}:{claimed.round}", values=values
+                )
             except Exception:
                 # give the next run a chance: the nudge was not enqueued
                 await self._merge(record.key, {"nudge_sent": False, "nudged_at": None})
@@ -736,13 +748,31 @@ class Sessions:
 
         return await self._update(key, claim)
 
-    async def _send(self, tenant: Tenant, record: SessionRecord, text: str, *, key: str) -> str:
+    async def _send(
+        self,
+        tenant: Tenant,
+        record: SessionRecord,
+        text: str,
+        *,
+        key: str,
+        values: Mapping[str, Any],
+    ) -> str:
         channel = Channel(record.channel)
         if channel is Channel.TWILIO:
             to = twilio_address(record.phone, {"whatsapp": bool(record.twilio_whatsapp)})
         else:
             to = record.phone
-        return await self.replies.send(tenant=tenant, channel=channel, to=to, text=text, key=key)
+        # a nudge goes out as the tenant's WhatsApp template when it has one
+        return await self.replies.send(
+            tenant=tenant,
+            channel=channel,
+            to=to,
+            text=text,
+            key=key,
+            last_inbound=record.last_active,
+            template_only=True,
+            values=values,
+        )
 
     async def sweep(self) -> SweepReport:
         """Retry the failed (or never enqueued) actions of completed sessions, as the module
@@ -846,7 +876,7 @@ def advance(
     if record is not None:
         for seen in record.recent:
             if seen.event_id == event.event_id:
-                return None, SessionTurn(seen.reply, seen.completed, key, seen.step)
+                return None, _turn(flow, seen.reply, seen.completed, key, seen.step)
         if record.progress_status == "completed":
             return None, None
     if record is None or record.progress_status != "in_progress":
@@ -871,27 +901,53 @@ def advance(
             twilio_whatsapp=twilio if twilio is not None else base.twilio_whatsapp,
         )
         question = render(flow.steps[0].question, {})
-        turn = SessionTurn(f"{flow.greeting}\n\n{question}", False, key, 0)
+        turn = _turn(flow, f"{flow.greeting}\n\n{question}", False, key, 0)
         return _remember(new, event, turn), turn
     fields = dict(record.fields)
     step = record.step
     new = record.replace(last_active=now)
     if step < len(flow.steps):
         current = flow.steps[step]
-        value = current.check(event.text)
+        value = current.check(_answer(current, event))
         if value is None:
             question = render(current.question, fields)
-            turn = SessionTurn(f"{render(current.error, fields)}\n\n{question}", False, key, step)
+            reply = f"{render(current.error, fields)}\n\n{question}"
+            turn = _turn(flow, reply, False, key, step)
             return _remember(new, event, turn), turn
         fields[current.field] = value
         step += 1
     new = new.replace(fields=fields, step=step)
     if step < len(flow.steps):
-        turn = SessionTurn(render(flow.steps[step].question, fields), False, key, step)
+        turn = _turn(flow, render(flow.steps[step].question, fields), False, key, step)
         return _remember(new, event, turn), turn
     new = new.replace(step=len(flow.steps), progress_status="completed", completed_at=now)
     turn = SessionTurn(render(flow.completion, fields), True, key, len(flow.steps))
     return _remember(new, event, turn), turn
+
+
+def _turn(flow: Flow, reply: str, completed: bool, key: str, step: int) -> SessionTurn:
+    """The turn whose *reply* asks step *step*: with its choices when it is a ``choice``."""
+    choices: tuple[tuple[str, str], ...] = ()
+    if not completed and step < len(flow.steps):
+        current = flow.steps[step]
+        choices = tuple((choice_id(current, i), o) for i, o in enumerate(current.options, 1))
+    return SessionTurn(reply, completed, key, step, choices)
+
+
+def choice_id(step: FlowStep, number: int) -> str:
+    """The id the button or row of option *number* (from 1) of *step* carries."""
+    return f"{step.field}:{number}"
+
+
+def _answer(step: FlowStep, event: InboundEvent) -> str | None:
+    """The answer *event* gives to *step*: the option of a tapped button or picked row of this
+    step (its id), else the message's text (typed, or the button's label)."""
+    reply_id = event.data.get("reply_id")
+    if step.options and isinstance(reply_id, str):
+        field, _, number = reply_id.rpartition(":")
+        if field == step.field and number.isdigit():
+            return number
+    return event.text
 
 
 def _remember(record: SessionRecord, event: InboundEvent, turn: SessionTurn) -> SessionRecord:

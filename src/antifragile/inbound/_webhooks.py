@@ -114,17 +114,26 @@ def _twilio_message(url: str, params: FormParams | None, *, dedupe: bool = True)
     return "".join(parts)
 
 
-def _twilio_digest(auth_token: str, message: str) -> str:
-    digest = hmac.new(_utf8(auth_token), _utf8(message), hashlib.sha1).digest()
+#: the HMAC digests Twilio signs webhooks with: SHA-1, and SHA-256 alongside it
+TWILIO_ALGORITHMS = ("sha1", "sha256")
+
+
+def _twilio_digest(auth_token: str, message: str, algorithm: str = "sha1") -> str:
+    digest = hmac.new(_utf8(auth_token), _utf8(message), algorithm).digest()
     return base64.b64encode(digest).decode()
 
 
-def twilio_signature(auth_token: str, url: str, params: FormParams | None = None) -> str:
+def twilio_signature(
+    auth_token: str, url: str, params: FormParams | None = None, *, algorithm: str = "sha1"
+) -> str:
     """``X-Twilio-Signature`` for a request to *url* (as requested, query included) with the
-    form *params*: base64 HMAC-SHA1 over the URL followed by every parameter's name and value,
-    names sorted, a name's values sorted and de-duplicated. A JSON delivery is signed over its
-    URL alone (which carries ``bodySHA256``): pass no *params*."""
-    return _twilio_digest(auth_token, _twilio_message(url, params))
+    form *params*: base64 HMAC (SHA-1, or SHA-256 with ``algorithm="sha256"``) over the URL
+    followed by every parameter's name and value, names sorted, a name's values sorted and
+    de-duplicated. A JSON delivery is signed over its URL alone (which carries
+    ``bodySHA256``): pass no *params*."""
+    if algorithm not in TWILIO_ALGORITHMS:
+        raise ValueError(f"algorithm is one of {TWILIO_ALGORITHMS}")
+    return _twilio_digest(auth_token, _twilio_message(url, params), algorithm)
 
 
 def shopify_signature(secret: str, body: bytes) -> str:
@@ -227,7 +236,9 @@ def verify_twilio(
     """Check ``X-Twilio-Signature`` (*signature*) for a request to *url* (the full URL Twilio
     requested, query included) with the form *params*, with each of *auth_tokens*.
 
-    The URL is tried as given, without its port and with the default port (``:443``/``:80``).
+    The signature is base64 HMAC-SHA1 or, alongside it, HMAC-SHA256 over the same text (told
+    apart by its length). The URL is tried as given, without its port and with the default
+    port (``:443``/``:80``).
     When the URL carries ``bodySHA256`` (a JSON delivery), the signature covers the URL alone
     and the SHA-256 hex of *body* must equal that value. Raise :class:`SignatureError` unless
     everything matches.
@@ -249,10 +260,12 @@ def verify_twilio(
         messages = [_twilio_message(v, params) for v in variants]
         if _has_duplicates(params):  # some signers keep repeated values: accept both forms
             messages += [_twilio_message(v, params, dedupe=False) for v in variants]
+    # the digest's length tells the algorithm: 28 base64 characters for SHA-1, 44 for SHA-256
+    algorithm = "sha256" if len(presented) > 28 else "sha1"
     matched = False
     for token in tokens:
         for message in messages:
-            matched |= _equal(_twilio_digest(token, message), presented)
+            matched |= _equal(_twilio_digest(token, message, algorithm), presented)
     if not matched:
         raise SignatureError(f"the {header} header does not match the request")
     if not body_ok:
@@ -427,6 +440,23 @@ def _whatsapp_text(kind: str, message: Mapping[str, Any], where: str) -> str | N
     return caption if isinstance(caption, str) else None
 
 
+def _whatsapp_reply_id(kind: str, content: Any) -> str | None:
+    """The machine-readable id of a tapped button or picked row: an interactive reply's
+    ``id``, a template quick-reply button's ``payload``."""
+    if not isinstance(content, dict):
+        return None
+    if kind == "button":
+        payload = content.get("payload")
+        return payload if isinstance(payload, str) and payload else None
+    if kind == "interactive":
+        for reply in ("button_reply", "list_reply"):
+            chosen = content.get(reply)
+            if isinstance(chosen, dict) and isinstance(chosen.get("id"), str) and chosen["id"]:
+                value: str = chosen["id"]
+                return value
+    return None
+
+
 def _whatsapp_message(
     message: Any, where: str, tenant_key: str, names: Mapping[str, str]
 ) -> InboundEvent:
@@ -444,8 +474,12 @@ def _whatsapp_message(
     if isinstance(content, dict):
         if isinstance(content.get("id"), str):
             data["media_id"] = content["id"]
-        if isinstance(content.get("mime_type"), str):
-            data["mime_type"] = content["mime_type"]
+        for key in ("mime_type", "sha256", "filename"):
+            if isinstance(content.get(key), str):
+                data[key] = content[key]
+    reply_id = _whatsapp_reply_id(kind, content)
+    if reply_id is not None:
+        data["reply_id"] = reply_id
     context = message.get("context")
     if isinstance(context, dict) and isinstance(context.get("id"), str):
         data["reply_to"] = context["id"]

@@ -19,6 +19,9 @@ A :class:`ProviderFault` is one of
 ``error(503)``                   a 5xx (or any status) in the provider's own error format;
                                  nothing happens on the provider's side
 ``rate_limited(2)``              429 with ``retry-after: 2``, in the provider's format
+``error(400, code=80007)``       an error carrying the provider's own code (WhatsApp: a Graph
+                                 code such as ``80007``, ``131056``, ``131047``), also in a
+                                 fault file: ``{"kind": "error", "status": 400, "code": 80007}``
 ``reset()``                      the connection is reset before the request is handled
 ``hang()``                       no answer ever; the request is not handled
 ``malformed()``                  200 whose JSON body does not parse; not handled
@@ -127,14 +130,16 @@ class ProviderFault:
         return cls("latency", seconds=seconds)
 
     @classmethod
-    def error(cls, status: int = 503) -> ProviderFault:
-        """Answer *status* in the provider's error format, without handling the request."""
-        return cls("error", status=status)
+    def error(cls, status: int = 503, *, code: int | None = None) -> ProviderFault:
+        """Answer *status* in the provider's error format (with the provider's own error
+        *code* when given), without handling the request."""
+        return cls("error", status=status, code=code)
 
     @classmethod
-    def rate_limited(cls, retry_after: float = 1.0) -> ProviderFault:
-        """Answer 429 with ``retry-after`` (seconds), in the provider's format."""
-        return cls("rate_limited", status=429, retry_after=retry_after)
+    def rate_limited(cls, retry_after: float = 1.0, *, code: int | None = None) -> ProviderFault:
+        """Answer 429 with ``retry-after`` (seconds), in the provider's format (with its own
+        throttling *code* when given: WhatsApp ``80007``...)."""
+        return cls("rate_limited", status=429, retry_after=retry_after, code=code)
 
     @classmethod
     def reset(cls) -> ProviderFault:
@@ -198,7 +203,7 @@ class ProviderFault:
             out["retry_after"] = self.retry_after
         elif self.kind == "ambiguous":
             out["lost"] = self.lost
-        elif self.kind == "undeliverable" and self.code is not None:
+        if self.kind in ("error", "rate_limited", "undeliverable") and self.code is not None:
             out["code"] = self.code
         return out
 

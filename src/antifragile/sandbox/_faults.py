@@ -16,7 +16,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -29,11 +29,17 @@ Headers = tuple[tuple[str, str], ...]
 _JSON_TYPE = ("content-type", "application/json")
 
 
+def _merged(base: Iterable[tuple[str, str]], headers: Mapping[str, str] | None) -> Headers:
+    """*base* with *headers* over it: one entry per name (compared case-insensitively), each
+    name written as its provider writes it (``X-Shopify-Shop-Api-Call-Limit``)."""
+    merged = {name.lower(): (name, value) for name, value in base}
+    for name, value in (headers or {}).items():
+        merged[name.lower()] = (name, value)
+    return tuple(merged.values())
+
+
 def _headers(headers: Mapping[str, str] | None, *extra: tuple[str, str]) -> Headers:
-    merged = dict(extra)
-    if headers:
-        merged.update({k.lower(): v for k, v in headers.items()})
-    return tuple(merged.items())
+    return _merged(extra, headers)
 
 
 def _json_body(value: Any) -> bytes:
@@ -91,9 +97,7 @@ class Fault:
             return replace(self, then=(self.then or Fault.ok()).with_headers(headers))
         if self.kind in ("reset", "hang"):
             return self
-        merged = dict(self.headers)
-        merged.update({k.lower(): v for k, v in headers.items()})
-        return replace(self, headers=tuple(merged.items()))
+        return replace(self, headers=_merged(self.headers, headers))
 
     @property
     def answers(self) -> bool:

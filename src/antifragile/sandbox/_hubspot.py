@@ -11,6 +11,11 @@
 * **Update** -- ``PATCH /crm/v3/objects/contacts/{id}`` merges the properties and answers 200
   with the contact; an unknown id is 404 ``OBJECT_NOT_FOUND``; an email taken by another
   contact is 409. ``GET /crm/v3/objects/contacts/{id}`` reads a contact.
+* **Batch upsert and search** -- ``POST .../contacts/batch/upsert`` with up to 100 inputs
+  ``{"idProperty": "email", "id": <email>, "properties"}`` updates or creates each contact
+  (200 ``{"status": "COMPLETE", "results": [{..., "new"}]}``; more inputs, another
+  ``idProperty`` or a repeated email is 400); ``POST .../contacts/search`` with ``EQ``
+  filters answers ``{"total", "results"}``.
 * **Errors** -- ``{"status": "error", "message", "correlationId", "category"}``; a body that is
   not a JSON object, or properties that are not strings, is 400 ``VALIDATION_ERROR``.
 * **Rate limit** -- a rolling window of ``burst`` requests per ``interval`` seconds (100 per
@@ -18,6 +23,9 @@
   ``-Remaining`` and ``-Interval-Milliseconds``. A refused request gets 429 with
   ``errorType: "RATE_LIMIT"`` and ``policyName: "TEN_SECONDLY_ROLLING"``. Whether HubSpot adds
   ``Retry-After`` to it is not documented: ``retry_after_header`` chooses (off by default).
+  A daily limit of ``daily_limit`` requests (250,000 by default) is announced on every answer
+  (``X-HubSpot-RateLimit-Daily``, ``-Daily-Remaining``); once spent, every request is 429 with
+  ``policyName: "DAILY"`` ("You have reached your daily limit.") until :meth:`reset`.
 * **Webhooks** -- once a contact is created, and when the sandbox has a callback URL for
   ``hubspot``: a JSON array with one ``contact.creation`` event (``eventId``,
   ``subscriptionId``, ``portalId``, ``appId``, ``occurredAt`` in ms, ``subscriptionType``,
@@ -64,6 +72,29 @@ _CATEGORIES: dict[int, tuple[str, str]] = {
 }
 
 
+#: the inputs one batch request may carry
+BATCH_LIMIT = 100
+
+
+def _equal(held: Any, value: str) -> bool:
+    return isinstance(held, str) and held.casefold() == value.casefold()
+
+
+def _limit_reply(policy_name: str, what: str) -> Reply:
+    """HubSpot's 429 for the limit *policy_name*."""
+    return Reply(
+        429,
+        {
+            "status": "error",
+            "message": f"You have reached your {what}.",
+            "errorType": "RATE_LIMIT",
+            "correlationId": str(uuid.uuid4()),
+            "policyName": policy_name,
+            "requestId": str(uuid.uuid4()),
+        },
+    )
+
+
 def _stamp(epoch: float) -> str:
     moment = datetime.fromtimestamp(epoch, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
@@ -85,6 +116,7 @@ class HubSpotSimulator(Simulator):
         burst: int = 100,
         interval: float = 10.0,
         retry_after_header: bool = False,
+        daily_limit: int = 250_000,
         first_id: int = 100_001,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -96,6 +128,8 @@ class HubSpotSimulator(Simulator):
         self.burst = burst
         self.interval = interval
         self.retry_after_header = retry_after_header
+        self.daily_limit = daily_limit
+        self._daily_used = 0
         self.first_id = first_id
         self._clock = clock
         self._lock = threading.Lock()
@@ -108,6 +142,8 @@ class HubSpotSimulator(Simulator):
     def routes(self) -> Iterable[Route]:
         return [
             Route("POST", CONTACTS, self.create_contact),
+            Route("POST", CONTACTS + "/batch/upsert", self.batch_upsert),
+            Route("POST", CONTACTS + "/search", self.search_contacts),
             Route("PATCH", CONTACTS + "/{id}", self.update_contact),
             Route("GET", CONTACTS + "/{id}", self.read_contact),
         ]
@@ -115,6 +151,7 @@ class HubSpotSimulator(Simulator):
     def reset(self) -> None:
         with self._lock:
             self._hits.clear()
+            self._daily_used = 0
             self._next_id = self.first_id
             self._contacts.clear()
             self._by_email.clear()
@@ -145,20 +182,14 @@ class HubSpotSimulator(Simulator):
         )
 
     def rate_limited(self, retry_after: float) -> Reply:
-        reply = Reply(
-            429,
-            {
-                "status": "error",
-                "message": "You have reached your ten_secondly_rolling limit.",
-                "errorType": "RATE_LIMIT",
-                "correlationId": str(uuid.uuid4()),
-                "policyName": "TEN_SECONDLY_ROLLING",
-                "requestId": str(uuid.uuid4()),
-            },
-        )
+        reply = _limit_reply("TEN_SECONDLY_ROLLING", "ten_secondly_rolling limit")
         if self.retry_after_header:
             reply = reply.with_headers({"retry-after": str(max(1, math.ceil(retry_after)))})
         return reply
+
+    def daily_limited(self) -> Reply:
+        """The 429 of a spent daily limit (``policyName: "DAILY"``, no ``Retry-After``)."""
+        return _limit_reply("DAILY", "daily limit")
 
     def _expire(self, now: float) -> None:
         """Drop hits older than the rolling window (lock held)."""
@@ -169,11 +200,14 @@ class HubSpotSimulator(Simulator):
         with self._lock:
             self._expire(self._clock())
             remaining = max(0, self.burst - len(self._hits))
+            daily_remaining = max(0, self.daily_limit - self._daily_used)
         return reply.with_headers(
             {
-                "x-hubspot-ratelimit-max": str(self.burst),
-                "x-hubspot-ratelimit-remaining": str(remaining),
-                "x-hubspot-ratelimit-interval-milliseconds": str(round(self.interval * 1000)),
+                "X-HubSpot-RateLimit-Daily": str(self.daily_limit),
+                "X-HubSpot-RateLimit-Daily-Remaining": str(daily_remaining),
+                "X-HubSpot-RateLimit-Max": str(self.burst),
+                "X-HubSpot-RateLimit-Remaining": str(remaining),
+                "X-HubSpot-RateLimit-Interval-Milliseconds": str(round(self.interval * 1000)),
             }
         )
 
@@ -181,8 +215,11 @@ class HubSpotSimulator(Simulator):
         now = self._clock()
         with self._lock:
             self._expire(now)
+            if self._daily_used >= self.daily_limit:
+                return self.daily_limited()
             if len(self._hits) < self.burst:
                 self._hits.append(now)
+                self._daily_used += 1
                 return None
             wait = self._hits[0] + self.interval - now
         return self.rate_limited(wait)
@@ -255,6 +292,103 @@ class HubSpotSimulator(Simulator):
             reply = Reply(201, self._object(contact_id))
         self._report(contact_id)
         return reply
+
+    def _upsert_inputs(self, call: Call) -> list[tuple[str, dict[str, str]]] | Reply:
+        try:
+            body = call.json()
+        except ValueError:
+            return self.error(400)
+        inputs = body.get("inputs") if isinstance(body, dict) else None
+        if not isinstance(inputs, list) or not inputs:
+            return self.error(400, "The request body must have a non-empty list of inputs.")
+        if len(inputs) > BATCH_LIMIT:
+            return self.error(400, f"Batch input limit is {BATCH_LIMIT}; got {len(inputs)}.")
+        parsed: list[tuple[str, dict[str, str]]] = []
+        for item in inputs:
+            if not isinstance(item, dict) or item.get("idProperty") != "email":
+                return self.error(400, "Each input needs idProperty 'email' (others not played).")
+            email, properties = item.get("id"), item.get("properties", {})
+            if not isinstance(email, str) or "@" not in email:
+                return self.error(400, "Each input needs its email as id.")
+            if not isinstance(properties, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in properties.items()
+            ):
+                return self.error(400, "Property values were not valid: values must be strings.")
+            parsed.append((email.strip().lower(), dict(properties)))
+        if len({email for email, _ in parsed}) != len(parsed):
+            return self.error(400, "Duplicate IDs found in batch input.")
+        return parsed
+
+    def batch_upsert(self, call: Call) -> Reply:
+        """``POST .../contacts/batch/upsert`` by ``idProperty: "email"``: each input updates
+        the contact with that email or creates it (``new``)."""
+        inputs = self._upsert_inputs(call)
+        if isinstance(inputs, Reply):
+            return inputs
+        started = _stamp(time.time())
+        results: list[dict[str, Any]] = []
+        created: list[str] = []
+        with self._lock:
+            for email, properties in inputs:
+                contact_id = self._by_email.get(email)
+                new = contact_id is None
+                if contact_id is None:
+                    contact_id = str(self._next_id)
+                    self._next_id += 1
+                    self._contacts[contact_id] = {
+                        "properties": {"createdate": started, "hs_object_id": contact_id},
+                        "createdAt": started,
+                    }
+                    self._by_email[email] = contact_id
+                    created.append(contact_id)
+                record = self._contacts[contact_id]
+                record["properties"].update(properties)
+                record["properties"].update({"email": email, "lastmodifieddate": started})
+                record["updatedAt"] = started
+                call.commit(contact_id, {"properties": dict(properties), "new": new})
+                results.append({**self._object(contact_id), "new": new})
+        for contact_id in created:
+            self._report(contact_id)
+        return Reply(
+            200,
+            {
+                "status": "COMPLETE",
+                "results": results,
+                "startedAt": started,
+                "completedAt": _stamp(time.time()),
+            },
+        )
+
+    def search_contacts(self, call: Call) -> Reply:
+        """``POST .../contacts/search``: ``EQ`` filters (AND within a group, OR across
+        groups), ``limit`` at most 100."""
+        try:
+            body = call.json()
+        except ValueError:
+            return self.error(400)
+        groups = body.get("filterGroups", []) if isinstance(body, dict) else None
+        limit = body.get("limit", 10) if isinstance(body, dict) else None
+        if not isinstance(groups, list) or not isinstance(limit, int) or not 0 < limit <= 100:
+            return self.error(400, "filterGroups must be a list and limit 1 to 100.")
+        wanted: list[list[tuple[str, str]]] = []
+        for group in groups:
+            filters = group.get("filters") if isinstance(group, dict) else None
+            if not isinstance(filters, list) or not all(
+                isinstance(f, dict) and f.get("operator") == "EQ" for f in filters
+            ):
+                return self.error(400, "Only EQ filters are played by the sandbox.")
+            wanted.append([(str(f.get("propertyName")), str(f.get("value"))) for f in filters])
+        with self._lock:
+            found = [
+                self._object(contact_id)
+                for contact_id, record in self._contacts.items()
+                if not wanted
+                or any(
+                    all(_equal(record["properties"].get(name), value) for name, value in group)
+                    for group in wanted
+                )
+            ]
+        return Reply(200, {"total": len(found), "results": found[:limit]})
 
     # -- webhooks -------------------------------------------------------------------------------
 

@@ -13,6 +13,9 @@
   default is 2 per second per team); every answer carries ``ratelimit-limit``,
   ``ratelimit-remaining`` and ``ratelimit-reset`` (seconds), and a refused request gets 429
   ``rate_limit_exceeded`` with ``retry-after``.
+* **Quota** -- with ``daily_quota``, the emails beyond that many (until :meth:`reset`) get 429
+  ``daily_quota_exceeded`` ("You have reached your daily email sending quota."), without
+  ``retry-after`` (whether Resend sends one on quota errors is not documented).
 * **Idempotency** -- ``Idempotency-Key`` (1 to 256 characters, else 400
   ``invalid_idempotency_key``) is kept for ``idempotency_ttl`` seconds (24 h): the same key with
   the same body gets the first answer again and sends nothing; the same key with another body is
@@ -90,6 +93,7 @@ class ResendSimulator(Simulator):
         per: float = 1.0,
         idempotency_ttl: float = 24 * 3600.0,
         webhook_secret: str | None = None,
+        daily_quota: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.webhook_secret = webhook_secret or svix_secret()
@@ -102,6 +106,8 @@ class ResendSimulator(Simulator):
         self._window: float | None = None
         self._used = 0
         self._keys: dict[str, tuple[str, Reply, float]] = {}
+        self.daily_quota = daily_quota
+        self._sent_today = 0
         super().__init__()
 
     def routes(self) -> Iterable[Route]:
@@ -111,6 +117,7 @@ class ResendSimulator(Simulator):
         with self._lock:
             self._window, self._used = None, 0
             self._keys.clear()
+            self._sent_today = 0
 
     # -- the provider's answers -----------------------------------------------------------------
 
@@ -255,6 +262,13 @@ class ResendSimulator(Simulator):
                             name="invalid_idempotent_request",
                         )
                     return seen[1]
+            if self.daily_quota is not None and self._sent_today >= self.daily_quota:
+                return self.error(
+                    429,
+                    "You have reached your daily email sending quota.",
+                    name="daily_quota_exceeded",
+                )
+            self._sent_today += 1
             email_id = str(uuid.uuid4())
             reply = Reply(200, {"id": email_id})
             call.commit(email_id, body, key)

@@ -59,6 +59,7 @@ from antifragile.sandbox._engine import (
 )
 from antifragile.sandbox._faults import Fault
 from antifragile.sandbox._server import FlakyServer, IncomingRequest, RecordedRequest
+from antifragile.sandbox._settings import configure_simulators
 from antifragile.sandbox._simulator import Call, Effect, EffectLog, Reply, Simulator
 from antifragile.sandbox._status import DeliveryStatus, StatusWebhooks
 
@@ -238,6 +239,7 @@ class ProviderSandbox:
     def load_faults(self, source: Mapping[str, Any] | str | Path) -> None:
         """Set fault plans from a fault document or a ``.json`` (``.yaml``) file."""
         data = source if isinstance(source, Mapping) else read_fault_file(source)
+        data = configure_simulators(data, self._simulators)  # its "simulators" section
         self.engine.load(data, endpoints={n: s.endpoints for n, s in self._simulators.items()})
 
     def deliveries(self, provider: str | None = None) -> list[DeliveryStatus]:
@@ -295,6 +297,9 @@ class ProviderSandbox:
                 return _delayed(Fault.hang(), latency)
             elif fault.kind == "malformed":
                 return _delayed(Fault.malformed(), latency)
+            elif fault.kind in ("error", "rate_limited") and fault.code is not None:
+                reply = simulator.coded_error(fault.status, fault.code)
+                return _delayed(_answer(simulator.decorate(request, reply)), latency)
             elif fault.kind == "error":
                 reply = simulator.error(fault.status)
                 return _delayed(_answer(simulator.decorate(request, reply)), latency)

@@ -215,6 +215,34 @@ class Simulator:
         """Headers every answer of this provider carries; the reply unchanged by default."""
         return reply
 
+    def coded_error(self, status: int, code: int) -> Reply:
+        """The provider's error answer for *status* carrying its own error *code* (a fault
+        with a ``code``); the plain :meth:`error` unless the provider has codes."""
+        return self.error(status)
+
+    #: the settings a fault document's ``simulators`` section may change (see :meth:`configure`)
+    settable: frozenset[str] = frozenset()
+
+    def configure(self, settings: Mapping[str, Any]) -> None:
+        """Change *settings* (names in :attr:`settable`, numbers > 0) while the sandbox runs;
+        a bad one is a ConfigurationError and changes nothing."""
+        self.check_settings(settings)
+        for key, value in settings.items():
+            setattr(self, key, type(getattr(self, key))(value))
+
+    def check_settings(self, settings: Mapping[str, Any]) -> None:
+        """Raise ConfigurationError unless :meth:`configure` would take *settings*."""
+        unknown = sorted(set(settings) - self.settable)
+        if unknown:
+            allowed = ", ".join(sorted(self.settable)) or "none"
+            raise ConfigurationError(
+                f"{self.name}: unknown simulator setting(s) {', '.join(unknown)} "
+                f"(settable: {allowed})"
+            )
+        for key, value in settings.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ConfigurationError(f"{self.name}.{key} must be a number > 0")
+
     def reset(self) -> None:
         """Forget the simulator's state (idempotency keys, quotas...)."""
 

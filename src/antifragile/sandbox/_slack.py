@@ -10,6 +10,8 @@
 * **Errors** -- a plain-text error string, never JSON.
 * **Rate limit** -- about one message per second per hook: a token bucket of ``rate`` per
   second with ``burst`` tokens; a refused post gets 429 with ``Retry-After`` in whole seconds.
+  Both can change while the sandbox runs: ``{"simulators": {"slack": {"burst": 5}}}`` in a fault
+  document (file or ``PUT /_sandbox/faults``), or ``antifragile sandbox --slack-burst``.
 * **Idempotency** -- none: posting the same message twice shows it twice.
 """
 
@@ -63,6 +65,9 @@ class SlackSimulator(Simulator):
         self._buckets: dict[str, tuple[float, float]] = {}
         self._count = 0
         super().__init__()
+
+    #: a fault document's ``simulators.slack`` may change the pace and the burst allowance
+    settable = frozenset({"rate", "burst"})
 
     def routes(self) -> Iterable[Route]:
         return [Route("POST", "/services/{team}/{bot}/{secret}", self.post_message)]

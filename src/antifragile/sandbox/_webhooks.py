@@ -5,7 +5,8 @@ application's endpoint, signed the way each provider signs them, so a receiver's
 parsing and deduplication can be tested over real HTTP:
 
 * **WhatsApp Cloud** -- JSON, ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app secret, raw
-  body)>``; :func:`whatsapp_text_message` and :func:`whatsapp_status` build the payloads.
+  body)>``; :func:`whatsapp_text_message`, :func:`whatsapp_interactive_reply`,
+  :func:`whatsapp_media_message` and :func:`whatsapp_status` build the payloads.
 * **Twilio** -- form-encoded, ``X-Twilio-Signature: base64(HMAC-SHA1(auth token, URL + each
   parameter name sorted, followed by its sorted values))``; :func:`twilio_inbound_message`
   builds the parameters. A JSON delivery (:meth:`WebhookSender.send_twilio_json`) adds
@@ -70,8 +71,15 @@ def _wamid() -> str:
     return "wamid." + secrets.token_urlsafe(36)
 
 
+DISPLAY_PHONE_NUMBER = "15550783881"
+
+
 def _whatsapp_envelope(
-    value: dict[str, Any], *, waba_id: str, phone_number_id: str, display_phone_number: str
+    value: dict[str, Any],
+    *,
+    waba_id: str = "102290129340398",
+    phone_number_id: str = "106540352242922",
+    display_phone_number: str = DISPLAY_PHONE_NUMBER,
 ) -> dict[str, Any]:
     value = {
         "messaging_product": "whatsapp",
@@ -87,6 +95,33 @@ def _whatsapp_envelope(
     }
 
 
+def _whatsapp_inbound(
+    from_: str,
+    kind: str,
+    content: dict[str, Any],
+    *,
+    context_id: str | None = None,
+    name: str = "Test User",
+    message_id: str | None = None,
+    timestamp: int | None = None,
+    **envelope: str,
+) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "from": from_,
+        "id": message_id or _wamid(),
+        "timestamp": str(int(time.time()) if timestamp is None else timestamp),
+        "type": kind,
+        kind: content,
+    }
+    if context_id is not None:
+        business = envelope.get("display_phone_number", DISPLAY_PHONE_NUMBER)
+        message["context"] = {"from": business, "id": context_id}
+    return _whatsapp_envelope(
+        {"contacts": [{"profile": {"name": name}, "wa_id": from_}], "messages": [message]},
+        **envelope,
+    )
+
+
 def whatsapp_text_message(
     *,
     from_: str,
@@ -99,19 +134,66 @@ def whatsapp_text_message(
     display_phone_number: str = "15550783881",
 ) -> dict[str, Any]:
     """The ``messages`` webhook of an inbound text from *from_* (a ``wa_id``)."""
-    message = {
-        "from": from_,
-        "id": message_id or _wamid(),
-        "timestamp": str(int(time.time()) if timestamp is None else timestamp),
-        "type": "text",
-        "text": {"body": body},
-    }
-    return _whatsapp_envelope(
-        {"contacts": [{"profile": {"name": name}, "wa_id": from_}], "messages": [message]},
+    return _whatsapp_inbound(
+        from_,
+        "text",
+        {"body": body},
+        name=name,
+        message_id=message_id,
+        timestamp=timestamp,
         waba_id=waba_id,
         phone_number_id=phone_number_id,
         display_phone_number=display_phone_number,
     )
+
+
+def whatsapp_interactive_reply(
+    *,
+    from_: str,
+    reply_id: str,
+    title: str,
+    kind: str = "button_reply",
+    context_id: str | None = None,
+    description: str | None = None,
+    **message: Any,
+) -> dict[str, Any]:
+    """The ``messages`` webhook of a contact tapping a reply button (*kind*
+    ``button_reply``) or picking a list row (``list_reply``, with its *description*) of the
+    message *context_id*: ``{"type": "interactive", "interactive": {"type": kind, kind:
+    {"id", "title"}}}``. *message* takes ``name``, ``message_id``, ``timestamp``, ``waba_id``,
+    ``phone_number_id`` and ``display_phone_number`` as :func:`whatsapp_text_message` does."""
+    if kind not in ("button_reply", "list_reply"):
+        raise ValueError("kind is button_reply or list_reply")
+    chosen: dict[str, Any] = {"id": reply_id, "title": title}
+    if description is not None and kind == "list_reply":
+        chosen["description"] = description
+    content = {"type": kind, kind: chosen}
+    return _whatsapp_inbound(from_, "interactive", content, context_id=context_id, **message)
+
+
+def whatsapp_media_message(
+    *,
+    from_: str,
+    media_id: str,
+    kind: str = "image",
+    mime_type: str = "image/jpeg",
+    sha256: str | None = None,
+    caption: str | None = None,
+    filename: str | None = None,
+    **message: Any,
+) -> dict[str, Any]:
+    """The ``messages`` webhook of a contact's ``image``, ``document``, ``audio``, ``video``
+    or ``sticker`` (*kind*): ``{kind: {"id", "mime_type", "sha256", "caption"?,
+    "filename"?}}``; *message* as for :func:`whatsapp_interactive_reply`. Store the bytes with
+    :meth:`~antifragile.sandbox.WhatsAppSimulator.add_media` for *media_id*."""
+    content: dict[str, Any] = {"id": media_id, "mime_type": mime_type}
+    if sha256 is not None:
+        content["sha256"] = sha256
+    if caption is not None:
+        content["caption"] = caption
+    if filename is not None:
+        content["filename"] = filename
+    return _whatsapp_inbound(from_, kind, content, **message)
 
 
 def whatsapp_status(
@@ -248,12 +330,15 @@ class WebhookSender:
         }
         return self._post("whatsapp", url, body, headers)
 
-    def send_twilio(self, url: str, params: FormParams, *, auth_token: str) -> Delivery:
-        """POST the form *params* to *url*, signed with *auth_token* over *url* as given."""
+    def send_twilio(
+        self, url: str, params: FormParams, *, auth_token: str, algorithm: str = "sha1"
+    ) -> Delivery:
+        """POST the form *params* to *url*, signed with *auth_token* over *url* as given
+        (HMAC-SHA1, or HMAC-SHA256 with ``algorithm="sha256"``)."""
         body = urlencode(_pairs(params)).encode()
         headers = {
             "content-type": "application/x-www-form-urlencoded",
-            "x-twilio-signature": twilio_signature(auth_token, url, params),
+            "x-twilio-signature": twilio_signature(auth_token, url, params, algorithm=algorithm),
         }
         return self._post("twilio", url, body, headers)
 

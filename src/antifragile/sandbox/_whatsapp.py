@@ -4,8 +4,10 @@
   ``190``; a token outside ``access_tokens`` (when given) is 401 code ``190`` too.
 * **Validation** -- a body that is not a JSON object, ``messaging_product`` other than
   ``"whatsapp"``, a missing ``to``, an unknown ``type``, a text without ``body`` or one longer
-  than 4096 characters, or a template without ``name``/``language.code`` is 400 with Graph code
-  ``100`` (invalid parameter). An unknown ``phone_number_id`` (when ``phone_number_ids`` is
+  than 4096 characters, a template without ``name``/``language.code``, or an ``interactive``
+  message (reply buttons, list) over Cloud API's limits (see
+  :mod:`antifragile.sandbox._whatsapp_payloads`) is 400 with Graph code ``100`` (invalid
+  parameter). An unknown ``phone_number_id`` (when ``phone_number_ids`` is
   given) is 400 code ``100`` too.
 * **Success** -- 200 ``{"messaging_product": "whatsapp", "contacts": [{"input", "wa_id"}],
   "messages": [{"id": "wamid...."}]}``; the message is recorded as an effect.
@@ -14,9 +16,23 @@
 * **Throttling** -- Cloud API refuses with error *codes*, not HTTP 429: ``130429`` (throughput,
   ``throughput`` messages per second per phone number), ``131056`` (pair rate: more than one
   message to the same recipient within ``pair_interval`` seconds) and ``80007`` (account
-  level). The HTTP status of these answers is ``throttle_status`` (400 by default: integrators
-  report 400, Meta's table was not confirmed). There is no ``Retry-After`` and no idempotency
-  key: a repeated request sends the message again.
+  level); a fault with a ``code`` (``{"kind": "error", "status": 400, "code": 80007}`` in a
+  fault file) plays any Graph code. The HTTP status of these answers is ``throttle_status``
+  (400 by default: integrators report 400, Meta's table was not confirmed). There is no
+  ``Retry-After`` and no idempotency key: a repeated request sends the message again.
+* **Media and receipts** -- ``image``, ``document``, ``audio``, ``video`` and ``sticker``
+  messages by ``link`` (http/https) or ``id`` (one stored with :meth:`add_media`), a caption
+  at most 1024 characters (image, document, video), a ``filename`` only on a document; a
+  mark-as-read body (``{"status": "read", "message_id", "typing_indicator"?: {"type":
+  "text"}}``) answers ``{"success": true}`` and is kept in ``read_receipts``. The media
+  endpoint ``GET /{version}/{media_id}`` answers ``{"url", "mime_type", "sha256",
+  "file_size", "id"}``, the URL serving the bytes.
+* **Window and templates** -- with ``window`` (seconds; ``24 * 3600`` as Cloud API), a
+  free-form message (anything but a template) to a contact who has not written within it
+  (:meth:`WhatsAppSimulator.customer_wrote`) is 400 code ``131047``; with ``templates``
+  (``{name: {language: body parameter count}}``) a template send is checked: an unknown
+  name or language is 404 code ``132001``, another number of body parameters 400 ``132000``,
+  a template in ``paused_templates`` 400 ``132015``.
 * **Status webhooks** -- once a message is accepted, and when the sandbox has a callback URL
   for ``whatsapp``: ``statuses[]`` webhooks ``sent``, ``delivered`` and (with ``read``)
   ``read``, or a ``failed`` status with ``errors[{code: 131026, ...}]`` when the webhook faults
@@ -26,20 +42,29 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from antifragile.inbound import whatsapp_signature
 from antifragile.sandbox._server import IncomingRequest
 from antifragile.sandbox._simulator import Call, Reply, Route, Simulator
 from antifragile.sandbox._status import RETRY_DELAYS, Notice
+from antifragile.sandbox._whatsapp_payloads import (
+    interactive_problem,
+    media_problem,
+    template_problem,
+)
 
 #: the error of an undeliverable message in a ``failed`` status
 UNDELIVERABLE = 131026
+
+#: a free-form message outside the customer-service window
+REENGAGEMENT = 131047
 
 #: the longest text body Cloud API accepts
 MAX_TEXT = 4096
@@ -65,7 +90,8 @@ _THROTTLE_TEXT: dict[int, tuple[str, str]] = {
     ),
 }
 
-_TYPES = frozenset({"text", "template"})
+_MEDIA = frozenset({"image", "document", "audio", "video", "sticker"})
+_TYPES = frozenset({"text", "template", "interactive"}) | _MEDIA
 
 
 def _trace() -> str:
@@ -94,6 +120,9 @@ class WhatsAppSimulator(Simulator):
         throughput: int = 80,
         pair_interval: float = 0.0,
         throttle_status: int = 400,
+        window: float | None = None,
+        templates: Mapping[str, Mapping[str, int]] | None = None,
+        paused_templates: Iterable[str] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.access_tokens = None if access_tokens is None else frozenset(access_tokens)
@@ -110,10 +139,100 @@ class WhatsAppSimulator(Simulator):
         self._window: float | None = None
         self._used = 0
         self._last_to: dict[tuple[str, str], float] = {}
+        self.window = window
+        self.templates = None if templates is None else {k: dict(v) for k, v in templates.items()}
+        self.paused_templates = frozenset(paused_templates)
+        self._inbound: dict[str, float] = {}
+        self._media: dict[str, tuple[bytes, str]] = {}
+        #: ``(message_id, typing)`` of each mark-as-read request, in order
+        self.read_receipts: list[tuple[str, bool]] = []
         super().__init__()
 
     def routes(self) -> Iterable[Route]:
-        return [Route("POST", "/{version}/{phone_number_id}/messages", self.send_message)]
+        return [
+            Route("POST", "/{version}/{phone_number_id}/messages", self.send_message),
+            Route("POST", "/_sandbox/customers/{wa_id}", self._customer_route),
+            Route("GET", "/_media/{media_id}", self._media_download),
+            Route("GET", "/{version}/{media_id}", self._media_info),
+        ]
+
+    def add_media(self, content: bytes, mime_type: str = "image/jpeg") -> str:
+        """Store a medium (as a contact's upload would be) and return its media id, for an
+        inbound webhook (:func:`~antifragile.sandbox.whatsapp_media_message`)."""
+        media_id = str(secrets.randbelow(10**15) + 10**15)
+        with self._lock:
+            self._media[media_id] = (content, mime_type)
+        return media_id
+
+    def _media_info(self, call: Call) -> Reply:
+        media_id = call.params["media_id"]
+        with self._lock:
+            found = self._media.get(media_id)
+        if found is None:
+            return self.graph_error(
+                400,
+                100,
+                f"Unsupported get request. Object with ID '{media_id}' does not exist.",
+                type="GraphMethodException",
+                subcode=33,
+            )
+        content, mime = found
+        host = call.headers.get("host", "127.0.0.1")
+        return Reply(
+            200,
+            {
+                "messaging_product": "whatsapp",
+                "url": f"http://{host}/{self.name}/_media/{media_id}",
+                "mime_type": mime,
+                "sha256": hashlib.sha256(content).hexdigest(),
+                "file_size": str(len(content)),
+                "id": media_id,
+            },
+        )
+
+    def _media_download(self, call: Call) -> Reply:
+        with self._lock:
+            found = self._media.get(call.params["media_id"])
+        if found is None:
+            return self.graph_error(404, 100, "Media not found.")
+        content, mime = found
+        return Reply(200, body=content, headers={"content-type": mime})
+
+    def _mark_read(self, body: dict[str, Any]) -> Reply:
+        message_id = body.get("message_id")
+        if not isinstance(message_id, str) or not message_id:
+            return self._invalid("The parameter message_id is required.")
+        typing = body.get("typing_indicator")
+        if typing is not None and typing != {"type": "text"}:
+            return self._invalid("typing_indicator must be {'type': 'text'}.")
+        with self._lock:
+            self.read_receipts.append((message_id, typing is not None))
+        return Reply(200, {"success": True})
+
+    def customer_wrote(self, wa_id: str, *, ago: float = 0.0) -> None:
+        """Record that *wa_id* last wrote *ago* seconds ago: it opens (or, 24 hours old,
+        closes) the customer-service window free-form messages need when ``window`` is set.
+        Over HTTP: ``POST /whatsapp/_sandbox/customers/{wa_id}`` with ``{"ago": seconds}``."""
+        with self._lock:
+            self._inbound[wa_id.lstrip("+")] = self._clock() - ago
+
+    def _customer_route(self, call: Call) -> Reply:
+        try:
+            body = call.json() if call.request.body else {}
+            ago = float(body.get("ago", 0.0)) if isinstance(body, dict) else None
+        except (TypeError, ValueError):
+            ago = None
+        if ago is None:
+            return self._invalid('The body is {"ago": <seconds>}.')
+        self.customer_wrote(call.params["wa_id"], ago=ago)
+        return Reply(200, {"success": True})
+
+    def _window_closed(self, to: str) -> bool:
+        if self.window is None:
+            return False
+        with self._lock:
+            last = self._inbound.get(to)
+        return last is None or self._clock() - last >= self.window
 
     def reset(self) -> None:
         with self._lock:
@@ -146,6 +265,15 @@ class WhatsAppSimulator(Simulator):
             code, (f"(#{code}) Rate limit hit", "Rate limit hit.")
         )
         return self.graph_error(self.throttle_status, code, message, details=details)
+
+    def coded_error(self, status: int, code: int) -> Reply:
+        """A Graph error with *code* (a fault's ``code``: ``80007``, ``131056``, ``131047``...):
+        a throttling code under ``throttle_status`` when the fault says 429."""
+        if code in _THROTTLE_TEXT:
+            message, details = _THROTTLE_TEXT[code]
+            answer = self.throttle_status if status == 429 else status
+            return self.graph_error(answer, code, message, details=details)
+        return self.graph_error(status, code, f"(#{code}) Error {code}")
 
     def error(self, status: int, message: str | None = None) -> Reply:
         if status == 401:
@@ -212,6 +340,14 @@ class WhatsAppSimulator(Simulator):
                 return self._invalid(
                     f"Param text['body'] must be at most {MAX_TEXT} characters long."
                 )
+        elif kind == "interactive":
+            problem = interactive_problem(body.get("interactive"))
+            if problem is not None:
+                return self._invalid(problem)
+        elif kind in _MEDIA:
+            problem = media_problem(kind, body.get(kind), self._media)
+            if problem is not None:
+                return self._invalid(problem)
         else:
             template = body.get("template")
             language = template.get("language") if isinstance(template, dict) else None
@@ -222,6 +358,27 @@ class WhatsAppSimulator(Simulator):
                 or not isinstance(language.get("code"), str)
             ):
                 return self._invalid("The parameter template['name'] and language are required.")
+        return None
+
+    def _policy(self, body: dict[str, Any], to: str) -> Reply | None:
+        """A template send checked against ``templates``; a free-form one against the
+        customer-service ``window`` (``131047``)."""
+        if body.get("type") == "template":
+            if self.templates is None:
+                return None
+            problem = template_problem(body["template"], self.templates, self.paused_templates)
+            if problem is None:
+                return None
+            (code, status, message), details = problem
+            return self.graph_error(status, code, message, details=details)
+        if self._window_closed(to):
+            return self.graph_error(
+                400,
+                REENGAGEMENT,
+                "(#131047) Re-engagement message",
+                details="Message failed to send because more than 24 hours have passed since "
+                "the customer last replied to this number.",
+            )
         return None
 
     def send_message(self, call: Call) -> Reply:
@@ -238,10 +395,15 @@ class WhatsAppSimulator(Simulator):
             body = call.json()
         except ValueError:
             return self._invalid("The request body is not valid JSON.")
+        if isinstance(body, dict) and body.get("status") == "read":
+            return self._mark_read(body)
         invalid = self._validate(body)
         if invalid is not None:
             return invalid
         to = str(body["to"]).lstrip("+")
+        refused = self._policy(body, to)
+        if refused is not None:
+            return refused
         now = self._clock()
         with self._lock:
             if self.pair_interval > 0:
