@@ -25,6 +25,7 @@ from jwt.algorithms import RSAAlgorithm
 from antifragile import (
     CircuitBreaker,
     CircuitOpenError,
+    ConfigurationError,
     Constant,
     FakeClock,
     InvalidRequestError,
@@ -802,3 +803,50 @@ async def test_a_dead_reply_and_a_permanently_failed_one_each_make_one_task(admi
     for message_id in (dead_id, failed_id):
         shown = _data(await admin.client.get(f"/v1/admin/messages/{message_id}"))
         assert shown["task_id"] == task_id_for(f"reply-failed:{message_id}")
+
+
+# -- numbers and durations at the edge ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("delay", ["9" * 400, 1e308, "1e5", "99999999999w", -1, "nan", "inf", "5x"])
+async def test_an_overflowing_delay_is_refused_and_nothing_is_saved(
+    admin: Admin, delay: object
+) -> None:
+    """``{"delay": "999...9"}`` (400 digits) once saved a job with ``run_at = inf`` and broke
+    every later listing: now 400 VALIDATION, the job stays dead, and the jobs list answers."""
+    response = await admin.client.post(f"/v1/admin/dlq/{admin.charge}/retry", json={"delay": delay})
+    _error(response, 400, "VALIDATION")
+    response = await admin.client.post(
+        "/v1/admin/dlq/retry", json={"ids": [admin.charge], "delay": delay}
+    )
+    _error(response, 400, "VALIDATION")
+    assert await admin.state(admin.charge) is JobState.DEAD
+    listed = _data(await admin.client.get("/v1/admin/jobs"))
+    assert {item["id"] for item in listed["items"]} >= {admin.charge, admin.notify}
+
+
+async def test_offsets_and_limits_are_bounded(admin: Admin) -> None:
+    """``offset=99999999999999999999`` overflowed SQLite (500): now 400 VALIDATION, as is an
+    offset past a million or a limit past 500, on every listing."""
+    for path in ("/v1/admin/jobs", "/v1/admin/dlq", "/v1/admin/messages"):
+        for query in ("offset=99999999999999999999", "offset=1000001", "limit=501", "limit=0"):
+            _error(await admin.client.get(f"{path}?{query}"), 400, "VALIDATION")
+        assert _data(await admin.client.get(f"{path}?offset=1000000"))["items"] == []
+
+
+async def test_the_job_store_refuses_non_finite_times(admin: Admin) -> None:
+    """Below the API too: a redrive with an infinite delay and an enqueue at an infinite or
+    NaN time raise ConfigurationError; nothing is saved."""
+    jobs = admin.jobs
+    with pytest.raises(ConfigurationError):
+        await jobs.dlq.retry([admin.charge], delay=float("inf"))
+    assert await admin.state(admin.charge) is JobState.DEAD
+    before = len(await jobs.find(JobFilter(), limit=100))
+    hello = jobs.registry["hello"]
+    with pytest.raises(ConfigurationError):
+        await hello.configure(run_at=float("inf")).enqueue()
+    with pytest.raises(ConfigurationError):
+        await hello.configure(run_at=float("nan")).enqueue()
+    with pytest.raises(ConfigurationError):
+        await hello.configure(delay=float("inf")).enqueue()
+    assert len(await jobs.find(JobFilter(), limit=100)) == before

@@ -163,18 +163,28 @@ DurationValue = Annotated[
 ]
 
 
+#: the longest duration the admin API takes (ten years, in seconds)
+MAX_DURATION = 10 * 365 * 86400.0
+#: the largest ``offset`` a listing takes
+MAX_OFFSET = 1_000_000
+
+
 def _seconds(value: float | str | None, field: str) -> float | None:
     if value is None:
         return None
+    seconds: float | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        if value >= 0 and value != float("inf"):
-            return float(value)
-    elif isinstance(value, str):
+        seconds = float(value)
+    elif isinstance(value, str) and len(value) <= 32:
         match = _DURATION.match(value)
         if match is not None:
-            return float(match.group(1)) * _UNITS[match.group(2).lower()]
+            seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
+    if seconds is not None and 0 <= seconds <= MAX_DURATION:  # refuses nan and inf too
+        return seconds
     raise ApiError(
-        400, ErrorCode.VALIDATION, f"{field}: not a duration (seconds, or e.g. 90s, 15m, 2h, 7d)"
+        400,
+        ErrorCode.VALIDATION,
+        f"{field}: not a duration (seconds, or e.g. 90s, 15m, 2h, 7d; ten years at most)",
     )
 
 
@@ -258,7 +268,7 @@ class TaskChanges(_Body):
     status: str | None = Field(None, min_length=1, max_length=50)
     assignee: str | None = Field(None, max_length=200)
     priority: str | None = Field(None, min_length=1, max_length=50)
-    due: float | None = Field(None, description="epoch seconds", allow_inf_nan=False)
+    due: float | None = Field(None, ge=0, le=1e11, description="epoch seconds", allow_inf_nan=False)
 
 
 class FlagBody(_Body):
@@ -384,7 +394,7 @@ def message_view(
 
 
 Limit = Annotated[int, Query(ge=1, le=500, description="items per page")]
-Offset = Annotated[int, Query(ge=0, description="items to skip")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip")]
 JobId = Annotated[str, Path(min_length=1, max_length=100)]
 
 router = APIRouter(

@@ -590,9 +590,23 @@ async def require_admin(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
     api_key: Annotated[str | None, Security(_api_key)],
 ) -> Principal:
-    """FastAPI dependency of every admin route: the caller's :class:`Principal`, or a 401."""
+    """FastAPI dependency of every admin route: the caller's :class:`Principal`, or a 401
+    (the principal :class:`~antifragile.service._bodylimit.EdgeGuard` found before the body
+    was read, when it did)."""
+    known = getattr(request.state, "principal", None)
+    if isinstance(known, Principal):
+        return known
     auth = admin_auth_for(request)
     credential = bearer.credentials.strip() if bearer is not None else (api_key or "").strip()
     principal = await auth.authenticate(credential or None)
     request.state.principal = principal
     return principal
+
+
+def credential_of(request: Request) -> str | None:
+    """The credential a request presents: a Bearer token, else the ``X-API-Key`` header."""
+    authorization = request.headers.get("authorization", "")
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.headers.get("x-api-key", "").strip() or None

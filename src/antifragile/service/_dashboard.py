@@ -70,7 +70,7 @@ from antifragile.service._admin import (
 from antifragile.service._admin import (
     mark_sent as mark_sent_one,
 )
-from antifragile.service._auth import AdminAuth, Principal, admin_auth_for
+from antifragile.service._auth import AdminAuth, Principal, admin_auth_for, credential_of
 from antifragile.service._envelope import ApiError
 from antifragile.service._limits import limit_by_ip
 from antifragile.stores import KeyValueStore
@@ -276,22 +276,13 @@ async def _from_cookie(request: Request) -> DashboardSession | None:
     return DashboardSession(principal, csrf=record["csrf"], key=key)
 
 
-def _header_credential(request: Request) -> str | None:
-    authorization = request.headers.get("authorization", "")
-    scheme, _, value = authorization.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    api_key = request.headers.get("x-api-key", "").strip()
-    return api_key or None
-
-
 async def current_session(request: Request) -> DashboardSession | None:
     """The dashboard session of *request* (cookie, else header credential), or ``None``.
     A header credential that does not authenticate is a 401."""
     session = await _from_cookie(request)
     if session is not None:
         return session
-    credential = _header_credential(request)
+    credential = credential_of(request)
     if credential is None:
         return None
     principal = await admin_auth_for(request).authenticate(credential)
