@@ -274,13 +274,20 @@ async def test_jwt_from_a_jwks_served_over_http(tmp_path: Path) -> None:
             {
                 "ANTIFRAGILE_JWT_JWKS_URL": f"{server.url}/.well-known/jwks.json",
                 "ANTIFRAGILE_JWT_ISSUER": "https://issuer.test",
+                "ANTIFRAGILE_JWT_AUDIENCE": "antifragile-admin",
                 "ANTIFRAGILE_JWT_AUTHORIZED_PARTIES": "https://admin.test, https://other.test",
             }
         )
         backend = await _backend(tmp_path / "jwt.db", settings)
         try:
             now = int(backend.clock.time())
-            claims = {"sub": "user_9", "iss": "https://issuer.test", "iat": now, "exp": now + 60}
+            claims = {
+                "sub": "user_9",
+                "iss": "https://issuer.test",
+                "aud": "antifragile-admin",
+                "iat": now,
+                "exp": now + 60,
+            }
             good = jwt.encode(
                 {**claims, "azp": "https://admin.test"}, key, "RS256", headers={"kid": "k1"}
             )

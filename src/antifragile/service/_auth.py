@@ -64,6 +64,8 @@ APIKEY_PREFIX = "apikey:"
 KEY_PREFIX = "af_"
 #: the one JWT signing algorithm accepted
 JWT_ALGORITHM = "RS256"
+#: the shortest RSA key accepted for JWTs (from a PEM key or a JWKS)
+MIN_RSA_BITS = 2048
 
 WWW_AUTHENTICATE = 'Bearer realm="antifragile-admin"'
 NOT_CONFIGURED = (
@@ -304,7 +306,7 @@ def _load_public_key(text: str) -> RSAPublicKey:
         raise ConfigurationError("ANTIFRAGILE_JWT_PUBLIC_KEY is not a PEM public key") from None
     if not isinstance(key, RSAPublicKey):
         raise ConfigurationError("ANTIFRAGILE_JWT_PUBLIC_KEY must be an RSA public key (RS256)")
-    if key.key_size < 2048:
+    if key.key_size < MIN_RSA_BITS:
         raise ConfigurationError("ANTIFRAGILE_JWT_PUBLIC_KEY: RSA keys shorter than 2048 bits")
     return key
 
@@ -397,6 +399,10 @@ class JwtVerifier:
             if jwk.key_type != "RSA" or jwk.public_key_use not in (None, "sig"):
                 continue
             if jwk.algorithm_name != JWT_ALGORITHM:
+                continue
+            size = getattr(jwk.key, "key_size", 0)
+            if size < MIN_RSA_BITS:  # as for a PEM key: a short RSA key is refused
+                _log.warning("JWKS key %r refused: RSA keys shorter than 2048 bits", jwk.key_id)
                 continue
             keys[jwk.key_id or ""] = jwk.key
         self._keys = keys
@@ -509,6 +515,7 @@ class AdminAuth:
                 raise ConfigurationError(
                     "set ANTIFRAGILE_JWT_JWKS_URL or ANTIFRAGILE_JWT_PUBLIC_KEY, not both"
                 )
+            check_issuer_audience(settings)
             verifier = JwtVerifier(
                 jwks_url=jwks_url or None,
                 public_key=public_key or None,
@@ -551,6 +558,27 @@ class AdminAuth:
                 "credentials cannot be checked right now",
                 retryable=True,
             ) from None
+
+
+def check_issuer_audience(settings: Any) -> None:
+    """A JWT key without ``iss`` and ``aud`` checks makes any token that key signed (for any
+    application) an admin: refused unless explicitly allowed, and then logged."""
+    issuer = getattr(settings, "jwt_issuer", None)
+    audience = tuple(getattr(settings, "jwt_audience", ()) or ())
+    if issuer and audience:
+        return
+    if getattr(settings, "jwt_allow_any_issuer_audience", False):
+        _log.warning(
+            "admin JWTs are accepted without %s checks "
+            "(ANTIFRAGILE_JWT_ALLOW_ANY_ISSUER_AUDIENCE is on)",
+            " and ".join(n for n, v in (("issuer", issuer), ("audience", audience)) if not v),
+        )
+        return
+    raise ConfigurationError(
+        "a JWT key (ANTIFRAGILE_JWT_JWKS_URL / ANTIFRAGILE_JWT_PUBLIC_KEY) needs "
+        "ANTIFRAGILE_JWT_ISSUER and ANTIFRAGILE_JWT_AUDIENCE, so that only tokens issued for "
+        "this service are admins (or set ANTIFRAGILE_JWT_ALLOW_ANY_ISSUER_AUDIENCE=on)"
+    )
 
 
 def _unauthorized(message: str) -> ApiError:
