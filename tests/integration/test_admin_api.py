@@ -857,3 +857,109 @@ async def test_the_job_store_refuses_non_finite_times(admin: Admin) -> None:
     with pytest.raises(ConfigurationError):
         await hello.configure(delay=float("inf")).enqueue()
     assert len(await jobs.find(JobFilter(), limit=100)) == before
+
+
+# -- scopes, expiry, last use and cascading revocation ------------------------------------------
+
+
+async def _new_key(client: httpx.AsyncClient, name: str, **options: Any) -> tuple[str, str]:
+    created = _data(await client.post("/v1/admin/api-keys", json={"name": name, **options}), 201)
+    return created["id"], created["key"]
+
+
+def _route_calls() -> list[tuple[str, str]]:
+    calls = []
+    for route in admin_router.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        path = route.path.replace("{action}", "reset")
+        for name in ("job_id", "provider", "key", "task_id", "name", "key_id", "message_id"):
+            path = path.replace("{" + name + "}", "x")
+        calls.extend((method, path) for method in sorted(route.methods or ()))
+    return calls
+
+
+async def test_every_admin_route_enforces_its_scope(admin: Admin) -> None:
+    """A read key passes every GET but api-keys and is 403 FORBIDDEN on every action; an
+    operate key passes the actions but no key management; only an admin key manages keys."""
+    needs = {"read": 0, "operate": 0, "admin": 0}
+    keys = {}
+    for scope in ("read", "operate", "admin"):
+        keys[scope] = (await _new_key(admin.client, scope, scopes=[scope]))[1]
+    for method, path in _route_calls():
+        needed = "admin" if "/api-keys" in path else "read" if method == "GET" else "operate"
+        needs[needed] += 1
+        for scope, key in keys.items():
+            async with _client(admin.app, **{"x-api-key": key}) as client:
+                response = await client.request(method, path, json={})
+            allowed = ("read", "operate", "admin").index(scope) >= (
+                "read",
+                "operate",
+                "admin",
+            ).index(needed)
+            if allowed:
+                assert response.status_code != 403, (scope, method, path, response.text)
+            else:
+                error = _error(response, 403, "FORBIDDEN")
+                assert needed in error["message"], (scope, method, path)
+    assert needs["read"] >= 10 and needs["operate"] >= 10 and needs["admin"] == 3
+
+
+async def test_a_leaked_operate_key_cannot_mint_a_successor(admin: Admin) -> None:
+    """The default key (read + operate) cannot create keys; an admin key's children die with
+    it (to any depth) unless revoked with cascade=false."""
+    _, operate = await _new_key(admin.client, "ops")
+    async with _client(admin.app, **{"x-api-key": operate}) as leaked:
+        _error(await leaked.post("/v1/admin/api-keys", json={"name": "mine"}), 403, "FORBIDDEN")
+        assert _data(await leaked.get("/v1/admin/whoami"))["kind"] == "api_key"
+    parent_id, parent = await _new_key(admin.client, "parent", scopes=["admin"])
+    async with _client(admin.app, **{"x-api-key": parent}) as client:
+        child_id, child = await _new_key(client, "child", scopes=["admin"])
+    async with _client(admin.app, **{"x-api-key": child}) as client:
+        grandchild_id, grandchild = await _new_key(client, "grandchild")
+        listed = _data(await client.get("/v1/admin/api-keys"))["items"]
+    made_by = {item["id"]: item["created_by"] for item in listed}
+    assert made_by[child_id] == parent_id and made_by[grandchild_id] == child_id
+    assert made_by[parent_id] == "env:1"
+    revoked = _data(await admin.client.delete(f"/v1/admin/api-keys/{parent_id}"))
+    assert sorted(revoked["also_revoked"]) == sorted([child_id, grandchild_id])
+    for key in (parent, child, grandchild):
+        async with _client(admin.app, **{"x-api-key": key}) as client:
+            _error(await client.get("/v1/admin/whoami"), 401, "AUTH")
+    # cascade=false: only the key itself
+    lone_id, lone = await _new_key(admin.client, "lone", scopes=["admin"])
+    async with _client(admin.app, **{"x-api-key": lone}) as client:
+        _, kept = await _new_key(client, "kept")
+    answer = _data(await admin.client.delete(f"/v1/admin/api-keys/{lone_id}?cascade=false"))
+    assert answer["also_revoked"] == []
+    async with _client(admin.app, **{"x-api-key": kept}) as client:
+        assert _data(await client.get("/v1/admin/whoami"))["kind"] == "api_key"
+
+
+async def test_keys_expire_and_record_their_last_use(admin: Admin) -> None:
+    """A key made with ``expires_in`` stops working once the (fake) clock passes it; its
+    last-used time is written on use, at most once a minute; a bad expiry is 400."""
+    key_id, key = await _new_key(admin.client, "temp", expires_in="1h")
+    clock = admin.backend.clock
+
+    async def last_used() -> float | None:
+        items = _data(await admin.client.get("/v1/admin/api-keys"))["items"]
+        found: float | None = next(i for i in items if i["id"] == key_id)["last_used_at"]
+        return found
+
+    assert await last_used() is None
+    async with _client(admin.app, **{"x-api-key": key}) as client:
+        _data(await client.get("/v1/admin/whoami"))
+        first = await last_used()
+        assert first == clock.time()
+        clock.advance(30)
+        _data(await client.get("/v1/admin/whoami"))
+        assert await last_used() == first
+        clock.advance(31)
+        _data(await client.get("/v1/admin/whoami"))
+        assert await last_used() == clock.time()
+        clock.advance(3600)
+        _error(await client.get("/v1/admin/whoami"), 401, "AUTH")
+    for bad in ({"expires_in": "9" * 400}, {"expires_in": -5}, {"scopes": ["root"]}):
+        response = await admin.client.post("/v1/admin/api-keys", json={"name": "x", **bad})
+        _error(response, 400, "VALIDATION")

@@ -131,6 +131,10 @@ async def test_listing_shows_no_secrets(clock: FakeClock) -> None:
             "created_at": clock.time(),
             "revoked_at": None,
             "active": True,
+            "scopes": ["read", "operate"],
+            "expires_at": None,
+            "last_used_at": None,
+            "created_by": None,
         }
     ]
     assert hash_key(created.key) not in json.dumps(listed)
@@ -536,3 +540,15 @@ async def test_short_rsa_keys_from_a_jwks_are_refused(
     assert (await verifier.verify(_token(rsa_key, clock)))["sub"] == "user_1"
     with pytest.raises(ConfigurationError, match="2048"):
         JwtVerifier(public_key=_pem(short))
+
+
+async def test_a_key_stored_before_scopes_keeps_every_scope(clock: FakeClock) -> None:
+    """A key record without ``scopes`` (stored by an earlier version, when every key could do
+    everything and only admins made keys) still holds every scope after the upgrade."""
+    store = MemoryStore()
+    keys = ApiKeys(store.kv, clock=clock)
+    key = "af_0123456789abcdef_legacysecret"
+    record = {"name": "old", "hash": hash_key(key), "created_at": 1.0, "revoked_at": None}
+    await store.kv.set(APIKEY_PREFIX + "0123456789abcdef", record, now=clock.time())
+    principal = await keys.verify(key)
+    assert principal.scopes == frozenset({"read", "operate", "admin"})

@@ -63,8 +63,9 @@ from antifragile.jobs import (
 from antifragile.jobs._view import job_view as _job_view
 from antifragile.observability import mask_pii
 from antifragile.policies import CircuitBreaker
-from antifragile.service._auth import Principal, admin_auth_for, require_admin
+from antifragile.service._auth import DEFAULT_SCOPES, Principal, admin_auth_for, require_admin
 from antifragile.service._envelope import ApiError, error_responses, ok
+from antifragile.service._keys import require_scope
 from antifragile.service._limits import limit_by_ip
 
 # -- views ----------------------------------------------------------------------------------------
@@ -277,6 +278,12 @@ class FlagBody(_Body):
 
 class NewKeyBody(_Body):
     name: str = Field(min_length=1, max_length=100, description="who or what uses the key")
+    scopes: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SCOPES),
+        max_length=3,
+        description="read, operate and/or admin (each includes the ones before it)",
+    )
+    expires_in: DurationValue | None = Field(None, description="the key stops working after this")
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -332,6 +339,11 @@ def _dump(value: Any) -> Any:
 
 def _who(principal: Principal) -> str:
     return principal.name or principal.subject
+
+
+def _creator(principal: Principal) -> str:
+    """What a new key records as its maker: a key id, ``env:<n>``, or ``jwt:<sub>``."""
+    return f"jwt:{principal.subject}" if principal.kind == "jwt" else principal.subject
 
 
 def _replies(request: Request) -> Replies:
@@ -401,8 +413,8 @@ router = APIRouter(
     prefix="/v1/admin",
     tags=["admin"],
     # the client's IP limit first: it also bounds guessing at credentials
-    dependencies=[Depends(limit_by_ip), Depends(require_admin)],
-    responses=error_responses(400, 401, 404, 429, 500, 503),
+    dependencies=[Depends(limit_by_ip), Depends(require_admin), Depends(require_scope)],
+    responses=error_responses(400, 401, 403, 404, 429, 500, 503),
 )
 
 # -- the dead-letter queue ----------------------------------------------------------------------
@@ -828,10 +840,18 @@ async def set_flag(request: Request, name: str, body: FlagBody) -> JSONResponse:
 
 
 @router.post("/api-keys", summary="Create an admin API key", status_code=201)
-async def create_key(request: Request, body: NewKeyBody) -> JSONResponse:
-    """The key's plaintext is in this response only: store it now."""
+async def create_key(
+    request: Request,
+    body: NewKeyBody,
+    principal: Annotated[Principal, Depends(require_admin)],
+) -> JSONResponse:
+    """The key's plaintext is in this response only: store it now. Needs the ``admin`` scope;
+    the new key records who made it, and revoking that one revokes it too."""
+    expires_in = _seconds(body.expires_in, "expires_in")
     try:
-        created = await admin_auth_for(request).keys.create(body.name)
+        created = await admin_auth_for(request).keys.create(
+            body.name, scopes=body.scopes, expires_in=expires_in, created_by=_creator(principal)
+        )
     except ConfigurationError as exc:
         raise _bad(exc) from None
     return ok({**created.info.to_json(), "key": created.key}, status=201)
@@ -844,11 +864,17 @@ async def list_keys(request: Request, include_revoked: bool = True) -> JSONRespo
 
 
 @router.delete("/api-keys/{key_id}", summary="Revoke an admin API key")
-async def revoke_key(request: Request, key_id: str) -> JSONResponse:
-    revoked = await admin_auth_for(request).keys.revoke(key_id)
+async def revoke_key(
+    request: Request,
+    key_id: Annotated[str, Path(min_length=1, max_length=64)],
+    cascade: Annotated[
+        bool, Query(description="revoke the keys this one created too (to any depth)")
+    ] = True,
+) -> JSONResponse:
+    revoked, also = await admin_auth_for(request).keys.revoke_all(key_id, cascade=cascade)
     if revoked is None:
         raise _not_found(f"no API key {key_id!r}")
-    return ok(revoked.to_json())
+    return ok({**revoked.to_json(), "also_revoked": also})
 
 
 @router.get("/whoami", summary="The caller's identity")

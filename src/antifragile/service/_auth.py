@@ -30,6 +30,7 @@ message that says how to configure it: secure by default.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hashlib
 import hmac
 import ipaddress
@@ -99,15 +100,44 @@ class SigningKeysUnavailable(AntifragileError):
     default_retryable = True
 
 
+#: what an admin credential may do: ``read`` (every GET), ``operate`` (actions: retry, resolve,
+#: breakers, flags, tasks, sessions, ai-results) and ``admin`` (API key management); each one
+#: includes the ones before it
+SCOPES: tuple[str, ...] = ("read", "operate", "admin")
+#: the scopes of a key created without any named
+DEFAULT_SCOPES: tuple[str, ...] = ("read", "operate")
+ALL_SCOPES = frozenset(SCOPES)
+#: how often a key's last-used time is written at most (seconds)
+LAST_USED_EVERY = 60.0
+
+
+def expand_scopes(names: Iterable[str]) -> tuple[str, ...]:
+    """The scopes *names* grant (each includes the ones below it), in order; ConfigurationError
+    for an unknown name or none at all."""
+    wanted = [str(n).strip().lower() for n in names if str(n).strip()]
+    unknown = sorted(set(wanted) - ALL_SCOPES)
+    if unknown or not wanted:
+        raise ConfigurationError(
+            f"scopes are some of {', '.join(SCOPES)}" + (f"; unknown: {unknown}" if unknown else "")
+        )
+    top = max(SCOPES.index(n) for n in wanted)
+    return SCOPES[: top + 1]
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who made an admin request: ``kind`` of credential and ``subject`` (a key id, ``env:<n>``
-    for a bootstrap key, or the token's ``sub``)."""
+    """Who made an admin request: ``kind`` of credential, ``subject`` (a key id, ``env:<n>``
+    for a bootstrap key, or the token's ``sub``) and the ``scopes`` it holds (bootstrap keys and
+    JWTs hold every scope)."""
 
     kind: Literal["api_key", "bootstrap_key", "jwt"]
     subject: str
     name: str | None = None
     claims: Mapping[str, Any] = field(default_factory=dict)
+    scopes: frozenset[str] = ALL_SCOPES
+
+    def can(self, scope: str) -> bool:
+        return scope in self.scopes
 
 
 def hash_key(key: str) -> str:
@@ -145,10 +175,17 @@ class ApiKeyInfo:
     name: str
     created_at: float
     revoked_at: float | None = None
+    scopes: tuple[str, ...] = SCOPES
+    expires_at: float | None = None
+    last_used_at: float | None = None
+    created_by: str | None = None
 
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -157,6 +194,10 @@ class ApiKeyInfo:
             "created_at": self.created_at,
             "revoked_at": self.revoked_at,
             "active": self.active,
+            "scopes": list(self.scopes),
+            "expires_at": self.expires_at,
+            "last_used_at": self.last_used_at,
+            "created_by": self.created_by,
         }
 
 
@@ -168,15 +209,25 @@ class NewApiKey:
     key: str = field(repr=False)
 
 
+def _optional_time(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 def _info(key_id: str, value: Any) -> ApiKeyInfo | None:
     if not isinstance(value, Mapping) or not isinstance(value.get("hash"), str):
         return None
-    revoked = value.get("revoked_at")
+    scopes = value.get("scopes")
+    creator = value.get("created_by")
     return ApiKeyInfo(
         id=key_id,
         name=str(value.get("name") or ""),
         created_at=float(value.get("created_at") or 0.0),
-        revoked_at=None if revoked is None else float(revoked),
+        revoked_at=_optional_time(value.get("revoked_at")),
+        # a key stored before scopes existed was made by an admin and could do everything
+        scopes=tuple(str(n) for n in scopes) if isinstance(scopes, list) else SCOPES,
+        expires_at=_optional_time(value.get("expires_at")),
+        last_used_at=_optional_time(value.get("last_used_at")),
+        created_by=None if creator is None else str(creator),
     )
 
 
@@ -224,21 +275,44 @@ class ApiKeys:
             raise ConfigurationError("API keys cannot be managed: no store was given")
         return _kv_of(self._source)
 
-    async def create(self, name: str) -> NewApiKey:
-        """Issue a key named *name*; the returned plaintext is not kept anywhere."""
+    async def create(
+        self,
+        name: str,
+        *,
+        scopes: Iterable[str] = DEFAULT_SCOPES,
+        expires_in: float | None = None,
+        created_by: str | None = None,
+    ) -> NewApiKey:
+        """Issue a key named *name* holding *scopes* (see :data:`SCOPES`), expiring after
+        *expires_in* seconds (never when ``None``), made by the key id *created_by*; the
+        returned plaintext is not kept anywhere."""
         name = (name or "").strip()
         if not name or len(name) > 100 or not name.isprintable():
             raise ConfigurationError("an API key needs a name: 1-100 printable characters")
+        granted = expand_scopes(scopes)
+        if expires_in is not None and not 0 < expires_in <= 10 * 365 * 86400.0:
+            raise ConfigurationError("an API key expires after 0 seconds to ten years")
         now = self.clock.time()
+        expires_at = None if expires_in is None else now + expires_in
         while True:
             key_id = secrets.token_hex(8)
             key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
-            record = {"name": name, "hash": hash_key(key), "created_at": now, "revoked_at": None}
+            record = {
+                "name": name,
+                "hash": hash_key(key),
+                "created_at": now,
+                "revoked_at": None,
+                "scopes": list(granted),
+                "expires_at": expires_at,
+                "last_used_at": None,
+                "created_by": created_by,
+            }
             stored = await self.kv.compare_and_set(
                 APIKEY_PREFIX + key_id, record, expected_version=None, now=now
             )
             if stored is not None:  # an id collision (vanishingly rare) draws again
-                return NewApiKey(ApiKeyInfo(key_id, name, now), key)
+                info = ApiKeyInfo(key_id, name, now, None, granted, expires_at, None, created_by)
+                return NewApiKey(info, key)
 
     async def get(self, key_id: str) -> ApiKeyInfo | None:
         record = await self.kv.get(APIKEY_PREFIX + key_id, now=self.clock.time())
@@ -253,17 +327,41 @@ class ApiKeys:
             keys = [info for info in keys if info.active]
         return sorted(keys, key=lambda info: (info.created_at, info.id))
 
-    async def revoke(self, key_id: str) -> ApiKeyInfo | None:
+    async def revoke(self, key_id: str, *, cascade: bool = True) -> ApiKeyInfo | None:
         """Revoke a stored key (it stops working at once); ``None`` when there is no such key.
-        Revoking a revoked key changes nothing."""
+        With *cascade* (the default) the keys it created, and theirs, are revoked too -- so a
+        leaked key cannot leave a successor behind. Revoking a revoked key changes nothing
+        (but still cascades)."""
+        return (await self.revoke_all(key_id, cascade=cascade))[0]
+
+    async def revoke_all(
+        self, key_id: str, *, cascade: bool = True
+    ) -> tuple[ApiKeyInfo | None, builtins.list[str]]:
+        """:meth:`revoke`, and the ids of the other keys the cascade revoked now."""
         current = await self.get(key_id)
         if current is None:
-            return None
-        if current.revoked_at is not None:
-            return current
+            return None, []
         now = self.clock.time()
-        merged = await self.kv.merge(APIKEY_PREFIX + key_id, {"revoked_at": now}, now=now)
-        return _info(key_id, merged.value)
+        if current.revoked_at is None:
+            merged = await self.kv.merge(APIKEY_PREFIX + key_id, {"revoked_at": now}, now=now)
+            current = _info(key_id, merged.value) or current
+        if not cascade:
+            return current, []
+        keys = await self.list()
+        doomed = {key_id}
+        grew = True
+        while grew:  # the keys made by a doomed key are doomed, to any depth
+            grew = False
+            for info in keys:
+                if info.created_by in doomed and info.id not in doomed:
+                    doomed.add(info.id)
+                    grew = True
+        also: builtins.list[str] = []
+        for info in keys:
+            if info.id in doomed and info.id != key_id and info.active:
+                await self.kv.merge(APIKEY_PREFIX + info.id, {"revoked_at": now}, now=now)
+                also.append(info.id)
+        return current, also
 
     async def verify(self, presented: str) -> Principal:
         """The principal of an API key; raises :class:`CredentialsRejected` otherwise."""
@@ -284,7 +382,16 @@ class ApiKeys:
             raise CredentialsRejected("unknown API key id or wrong secret")
         if value.get("revoked_at") is not None:
             raise CredentialsRejected("revoked API key")
-        return Principal("api_key", key_id, name=str(value.get("name") or ""))
+        info = _info(key_id, value)
+        now = self.clock.time()
+        if info is None or info.expired(now):
+            raise CredentialsRejected("expired API key")
+        if info.last_used_at is None or now - info.last_used_at >= LAST_USED_EVERY:
+            try:  # at most one write a minute per key, and never a refusal for it
+                await self.kv.merge(APIKEY_PREFIX + key_id, {"last_used_at": now}, now=now)
+            except StoreError as exc:
+                _log.warning("the last use of an API key could not be recorded: %s", exc.code)
+        return Principal("api_key", key_id, name=info.name, scopes=frozenset(info.scopes))
 
 
 # -- JWTs ----------------------------------------------------------------------------------------
