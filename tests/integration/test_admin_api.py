@@ -43,7 +43,7 @@ from antifragile.inbound._tasks import Tasks, task_id_for
 from antifragile.jobs import JobContext, JobFilter, Jobs, JobState, Worker
 from antifragile.sandbox import Fault, FlakyServer
 from antifragile.service._admin import admin_router
-from antifragile.service._auth import MISSING, NOT_CONFIGURED
+from antifragile.service._auth import MISSING, NOT_CONFIGURED, SCOPES
 from antifragile.service._envelope import RequestContextMiddleware, install_error_handlers
 from antifragile.service._limits import InboundLimits
 from antifragile.service._settings import Settings
@@ -892,17 +892,15 @@ async def test_every_admin_route_enforces_its_scope(admin: Admin) -> None:
         for scope, key in keys.items():
             async with _client(admin.app, **{"x-api-key": key}) as client:
                 response = await client.request(method, path, json={})
-            allowed = ("read", "operate", "admin").index(scope) >= (
-                "read",
-                "operate",
-                "admin",
-            ).index(needed)
+            allowed = SCOPES.index(scope) >= SCOPES.index(needed)
             if allowed:
                 assert response.status_code != 403, (scope, method, path, response.text)
             else:
                 error = _error(response, 403, "FORBIDDEN")
                 assert needed in error["message"], (scope, method, path)
-    assert needs["read"] >= 10 and needs["operate"] >= 10 and needs["admin"] == 3
+    assert needs["read"] >= 10
+    assert needs["operate"] >= 10
+    assert needs["admin"] == 3
 
 
 async def test_a_leaked_operate_key_cannot_mint_a_successor(admin: Admin) -> None:
@@ -919,7 +917,8 @@ async def test_a_leaked_operate_key_cannot_mint_a_successor(admin: Admin) -> Non
         grandchild_id, grandchild = await _new_key(client, "grandchild")
         listed = _data(await client.get("/v1/admin/api-keys"))["items"]
     made_by = {item["id"]: item["created_by"] for item in listed}
-    assert made_by[child_id] == parent_id and made_by[grandchild_id] == child_id
+    assert made_by[child_id] == parent_id
+    assert made_by[grandchild_id] == child_id
     assert made_by[parent_id] == "env:1"
     revoked = _data(await admin.client.delete(f"/v1/admin/api-keys/{parent_id}"))
     assert sorted(revoked["also_revoked"]) == sorted([child_id, grandchild_id])
