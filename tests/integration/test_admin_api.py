@@ -868,7 +868,7 @@ async def _new_key(client: httpx.AsyncClient, name: str, **options: Any) -> tupl
 
 
 def _route_calls() -> list[tuple[str, str]]:
-    calls = []
+    calls: list[tuple[str, str]] = []
     for route in admin_router.routes:
         if not isinstance(route, APIRoute):
             continue
