@@ -145,6 +145,12 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def session_binding(token: str, key_hash: str) -> str:
+    """A keyed hash binding a session (its secret *token*) to the key it was opened with (the
+    key's :func:`hash_key`): stored with the session, useless without the token."""
+    return hmac.new(token.encode(), key_hash.encode(), hashlib.sha256).hexdigest()
+
+
 def _parse_key(key: str) -> tuple[str, str] | None:
     """``(id, secret)`` of an ``af_<id>_<secret>`` key, else ``None``."""
     if not key.startswith(KEY_PREFIX):
@@ -268,6 +274,14 @@ class ApiKeys:
     @property
     def has_bootstrap(self) -> bool:
         return bool(self._bootstrap)
+
+    def bootstrap_bound(self, token: str, binding: str) -> bool:
+        """Whether *binding* (:func:`session_binding` of *token* and a key's hash) names one of
+        the bootstrap keys configured now."""
+        found = False
+        for digest in self._bootstrap:  # every one compared: the time tells nothing
+            found |= hmac.compare_digest(session_binding(token, digest), binding)
+        return found
 
     @property
     def kv(self) -> KeyValueStore:
