@@ -552,3 +552,27 @@ async def test_a_key_stored_before_scopes_keeps_every_scope(clock: FakeClock) ->
     await store.kv.set(APIKEY_PREFIX + "0123456789abcdef", record, now=clock.time())
     principal = await keys.verify(key)
     assert principal.scopes == frozenset({"read", "operate", "admin"})
+
+
+@pytest.mark.parametrize(
+    "weak", ["aaaaaaaaaaaaaaaa", "abcdefghijklmnop", "0123456789abcdef", "passwordpassword"]
+)
+def test_low_entropy_bootstrap_keys_are_refused(weak: str) -> None:
+    """Long enough is not enough: a key of few distinct characters, of runs, or of little
+    estimated entropy is refused -- and the message never holds the key."""
+    with pytest.raises(ConfigurationError, match="too easy to guess") as refused:
+        ApiKeys(None, bootstrap=["a-Strong-random-K3y-9f3Qz7Lm", weak])
+    assert weak not in str(refused.value)
+    assert "key 2" in str(refused.value)
+    ApiKeys(None, bootstrap=[f"sha256:{hash_key(weak)}"])  # a hash cannot be judged: accepted
+
+
+def test_a_weak_bootstrap_key_stops_the_app_at_start() -> None:
+    """The check runs when the app's middleware is built (at start-up), not at the first
+    admin request."""
+    from antifragile.service import Settings
+    from antifragile.service._bodylimit import EdgeGuard
+
+    settings = Settings.from_env({"ANTIFRAGILE_ADMIN_API_KEYS": "aaaaaaaaaaaaaaaa"})
+    with pytest.raises(ConfigurationError, match="too easy to guess"):
+        EdgeGuard(lambda scope, receive, send: None, settings)  # type: ignore[arg-type,return-value]

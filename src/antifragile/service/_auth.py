@@ -54,6 +54,7 @@ from pydantic import SecretStr
 from antifragile.errors import AntifragileError, ConfigurationError, ErrorCode, StoreError
 from antifragile.jobs import Jobs
 from antifragile.policies import SYSTEM_CLOCK, Clock
+from antifragile.service._entropy import weakness
 from antifragile.service._envelope import ApiError
 from antifragile.stores import KeyValueStore
 
@@ -267,6 +268,12 @@ class ApiKeys:
                 if len(text) < 16:
                     raise ConfigurationError(
                         "ANTIFRAGILE_ADMIN_API_KEYS: every key must be at least 16 characters"
+                    )
+                weak = weakness(text)
+                if weak is not None:  # the key itself is never in the message
+                    raise ConfigurationError(
+                        f"ANTIFRAGILE_ADMIN_API_KEYS: key {len(hashes) + 1} is too easy to "
+                        f"guess ({weak}); use a random one, e.g. openssl rand -base64 24"
                     )
                 hashes.append(hash_key(text))
         self._bootstrap: tuple[str, ...] = tuple(hashes)

@@ -86,10 +86,12 @@ class EdgeGuard:
         )
         self.read_timeout = float(getattr(settings, "body_read_timeout", DEFAULT_BODY_READ_TIMEOUT))
         self.docs_auth = bool(getattr(settings, "docs_require_auth", False))
-        if getattr(settings, "jwt_jwks_url", None) or getattr(settings, "jwt_public_key", None):
-            from antifragile.service._auth import check_issuer_audience
+        # the credentials' settings are checked at start-up, not at the first admin request
+        from antifragile.service._auth import ApiKeys, check_issuer_audience
 
-            check_issuer_audience(settings)  # at start-up, not at the first admin request
+        ApiKeys(None, bootstrap=getattr(settings, "admin_api_keys", ()))
+        if getattr(settings, "jwt_jwks_url", None) or getattr(settings, "jwt_public_key", None):
+            check_issuer_audience(settings)
 
     def limit_for(self, path: str) -> int:
         """The body size limit of the route class of *path* (bytes)."""
