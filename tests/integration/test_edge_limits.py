@@ -20,6 +20,8 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from antifragile.inbound import twilio_signature
+from antifragile.sandbox import twilio_inbound_message
 from antifragile.service import Settings, create_app
 from tests._service_standin import StandInAssistant, free_port
 from tests.integration.test_metrics_endpoint import QuietServer
@@ -177,6 +179,52 @@ async def test_api_docs_can_require_credentials(make_app: Apps) -> None:
         assert (await client.get("/openapi.json")).json()["info"]["title"] == "antifragile"
     async with _client(await make_app()) as anonymous:
         assert (await anonymous.get("/openapi.json")).status_code == 200
+
+
+async def test_whatsapp_verify_token_guesses_are_rate_limited(make_app: Apps) -> None:
+    """The subscription handshake (GET) counts against the per-IP limit: with 3 requests a
+    minute, three wrong verify tokens are 403, the fourth guess is 429 -- even the right one."""
+    app = await make_app(
+        ANTIFRAGILE_INBOUND_IP_RATE="3/60", ANTIFRAGILE_WHATSAPP_VERIFY_TOKEN="verify-tok-1"
+    )
+    params = {"hub.mode": "subscribe", "hub.challenge": "42"}
+    async with _client(app) as client:
+        for guess in range(3):
+            response = await client.get(
+                "/v1/webhooks/whatsapp", params={**params, "hub.verify_token": f"guess-{guess}"}
+            )
+            assert _code(response, 403) == "FORBIDDEN"
+        response = await client.get(
+            "/v1/webhooks/whatsapp", params={**params, "hub.verify_token": "verify-tok-1"}
+        )
+        assert _code(response, 429) == "RATE_LIMITED"
+
+
+async def test_twilio_signatures_only_over_an_allowed_host(make_app: Apps) -> None:
+    """Without a public URL, the client's Host named the URL a Twilio signature covers: a
+    delivery signed for another deployment could be replayed by naming its host. With
+    ANTIFRAGILE_ALLOWED_HOSTS, a correctly signed delivery naming another host is 401
+    SIGNATURE_INVALID; one naming an allowed host is accepted."""
+    token = "twilio-token-edge-1"
+    app = await make_app(
+        ANTIFRAGILE_TWILIO_AUTH_TOKEN=token, ANTIFRAGILE_ALLOWED_HOSTS="assistant.example.com"
+    )
+    params = twilio_inbound_message(
+        from_="+447700900123", to="+15550001111", body="hi", message_sid="SM" + "1" * 32
+    )
+    for host, status in (("other-deployment.example", 401), ("assistant.example.com", 200)):
+        url = f"https://{host}/v1/webhooks/twilio"
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app), base_url=f"https://{host}"
+        ) as client:
+            response = await client.post(
+                "/v1/webhooks/twilio",
+                data=params,
+                headers={"x-twilio-signature": twilio_signature(token, url, params)},
+            )
+        assert response.status_code == status, response.text
+        if status == 401:
+            assert _code(response, 401) == "SIGNATURE_INVALID"
 
 
 # -- a real server ----------------------------------------------------------------------------

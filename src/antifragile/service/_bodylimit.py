@@ -25,6 +25,7 @@ and read time.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from typing import Any
 
@@ -33,6 +34,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from antifragile.errors import ErrorCode
 from antifragile.service._envelope import ApiError, api_error_response, error_response
+
+_log = logging.getLogger("antifragile.service.edge")
 
 #: the error code of a body that did not arrive in time
 REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
@@ -92,6 +95,16 @@ class EdgeGuard:
         ApiKeys(None, bootstrap=getattr(settings, "admin_api_keys", ()))
         if getattr(settings, "jwt_jwks_url", None) or getattr(settings, "jwt_public_key", None):
             check_issuer_audience(settings)
+        url_signed = getattr(settings, "twilio_auth_tokens", ()) or getattr(
+            settings, "hubspot_webhook_secrets", ()
+        )
+        if url_signed and not (
+            getattr(settings, "public_url", None) or getattr(settings, "allowed_hosts", ())
+        ):
+            _log.warning(
+                "Twilio/HubSpot signatures are checked over the URL the client's Host names: "
+                "set ANTIFRAGILE_PUBLIC_URL (or ANTIFRAGILE_ALLOWED_HOSTS)"
+            )
 
     def limit_for(self, path: str) -> int:
         """The body size limit of the route class of *path* (bytes)."""

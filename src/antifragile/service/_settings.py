@@ -106,6 +106,8 @@ class Settings(BaseModel):
     body_read_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 30.0
     docs_require_auth: bool = False
     jwt_allow_any_issuer_audience: bool = False
+    #: without a public URL, the Host values a Twilio or HubSpot delivery may name
+    allowed_hosts: tuple[str, ...] = ()
 
     #: jobs in flight at most in the service's own worker
     worker_concurrency: Annotated[int, Field(ge=1)] = 10
@@ -314,6 +316,7 @@ _FIELDS: dict[str, _Field] = {
     "body_read_timeout": _Field("ANTIFRAGILE_BODY_READ_TIMEOUT", _seconds),
     "docs_require_auth": _Field("ANTIFRAGILE_DOCS_REQUIRE_AUTH", _switch),
     "jwt_allow_any_issuer_audience": _Field("ANTIFRAGILE_JWT_ALLOW_ANY_ISSUER_AUDIENCE", _switch),
+    "allowed_hosts": _Field("ANTIFRAGILE_ALLOWED_HOSTS", _list),
     "alert_slack": _Field("ANTIFRAGILE_ALERT_SLACK", _switch),
     "alert_email": _Field("ANTIFRAGILE_ALERT_EMAIL", _secrets, True),
     "alert_dlq_threshold": _Field("ANTIFRAGILE_ALERT_DLQ_THRESHOLD", _positive_int),

@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 from starlette.datastructures import URL
@@ -78,6 +78,7 @@ from antifragile.inbound._webhooks import (
 from antifragile.observability import current_request_id
 from antifragile.policies import SYSTEM_CLOCK, Clock
 from antifragile.service._envelope import ApiError, api_error_response, error_responses, ok
+from antifragile.service._limits import limit_by_ip
 from antifragile.service._settings import Settings
 from antifragile.service._state import ServiceState
 
@@ -328,6 +329,10 @@ class WebhookHandlers:
         self.clock = clock
         self.limit = settings.webhook_max_bytes
         self.public_url = settings.public_url
+        #: the hosts a URL-signed delivery (Twilio, HubSpot) may name without a public URL
+        self.allowed_hosts = frozenset(
+            h.lower() for h in getattr(settings, "allowed_hosts", ()) or ()
+        )
         self.whatsapp_secrets = Settings.reveal(settings.whatsapp_app_secrets)
         self.verify_tokens = Settings.reveal(settings.whatsapp_verify_tokens)
         self.twilio_tokens = Settings.reveal(settings.twilio_auth_tokens)
@@ -346,6 +351,20 @@ class WebhookHandlers:
             f"{PREFIX}/calcom": self.calcom,
             f"{PREFIX}/hubspot": self.hubspot,
         }
+
+    def _signed_url(self, scope: Scope) -> str:
+        """The URL a Twilio or HubSpot signature covers: the public URL's when configured;
+        else the received one, whose ``Host`` must be one of ``ANTIFRAGILE_ALLOWED_HOSTS``
+        when that is set (``401 SIGNATURE_INVALID`` otherwise)."""
+        if not self.public_url and self.allowed_hosts:
+            host = (_header(scope, "host") or "").lower()
+            if host not in self.allowed_hosts and host.rsplit(":", 1)[0] not in self.allowed_hosts:
+                raise ApiError(
+                    401,
+                    ErrorCode.SIGNATURE_INVALID,
+                    "the request's Host is not one of ANTIFRAGILE_ALLOWED_HOSTS",
+                )
+        return signed_url(scope, self.public_url)
 
     async def _check_ip(self, scope: Scope) -> None:
         limits = getattr(self.app_state, "limits", None)
@@ -397,7 +416,7 @@ class WebhookHandlers:
         if content_type not in (_FORM, _JSON):
             raise _unsupported(content_type, f"{_FORM} or {_JSON}")
         body = await read_body(receive, self.limit, length)
-        url = signed_url(scope, self.public_url)
+        url = self._signed_url(scope)
         if content_type == _FORM:
             params = _form(body)
             verify_twilio(url, params, signature, self.twilio_tokens)
@@ -469,7 +488,7 @@ class WebhookHandlers:
         body, signature = await self._json_body(scope, receive, _HUBSPOT_SIGNATURE)
         verify_hubspot(
             scope["method"],
-            signed_url(scope, self.public_url),
+            self._signed_url(scope),
             body,
             signature,
             _header(scope, HUBSPOT_TIMESTAMP),
@@ -519,10 +538,12 @@ def webhooks_router(handlers: WebhookHandlers) -> APIRouter:
     @router.get(
         "/whatsapp",
         summary="WhatsApp subscription handshake",
+        # the verify token can be guessed only as fast as the per-IP limit allows
+        dependencies=[Depends(limit_by_ip)],
         response_class=PlainTextResponse,
         responses={
             200: {"content": {"text/plain": {}}, "description": "The hub.challenge, echoed"},
-            **error_responses(400, 403, 500),
+            **error_responses(400, 403, 429, 500),
         },
     )
     async def whatsapp_verify(request: Request) -> Response:
