@@ -11,6 +11,7 @@ uvicorn server over a socket.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,11 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
-from antifragile.inbound import twilio_signature
-from antifragile.sandbox import twilio_inbound_message
+from antifragile.inbound import twilio_signature, whatsapp_signature
+from antifragile.observability import Metrics
+from antifragile.sandbox import twilio_inbound_message, whatsapp_text_message
 from antifragile.service import Settings, create_app
 from tests._service_standin import StandInAssistant, free_port
 from tests.integration.test_metrics_endpoint import QuietServer
@@ -225,6 +228,45 @@ async def test_twilio_signatures_only_over_an_allowed_host(make_app: Apps) -> No
         assert response.status_code == status, response.text
         if status == 401:
             assert _code(response, 401) == "SIGNATURE_INVALID"
+
+
+async def test_a_delivery_older_than_the_dedup_ttl_is_ignored_and_counted(
+    make_app: Apps,
+) -> None:
+    """A correctly signed WhatsApp message timestamped 400 days ago (older than the inbox
+    TTL, after which its dedup record is gone and the same bytes would be processed again)
+    is answered 200 with ``stale: 1`` and nothing recorded, and counted as
+    ``antifragile_inbound_rejected_total{code="STALE_EVENT"}``; a fresh one is recorded."""
+    secret = "wa-edge-secret-1"
+    app = await make_app(ANTIFRAGILE_WHATSAPP_APP_SECRET=secret, ANTIFRAGILE_INBOX_TTL="7d")
+    assistant = make_app.opened[-1]
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    assistant.metrics = metrics  # type: ignore[attr-defined]
+    now = int(assistant.clock.time())
+    answers = []
+    for age, mid in ((400 * 86400, "wamid.old"), (60, "wamid.new")):
+        payload = json.dumps(
+            whatsapp_text_message(
+                from_="447700900123", body="hi", message_id=mid, timestamp=now - age
+            )
+        ).encode()
+        async with _client(app) as client:
+            response = await client.post(
+                "/v1/webhooks/whatsapp",
+                content=payload,
+                headers={
+                    "content-type": "application/json",
+                    "x-hub-signature-256": whatsapp_signature(secret, payload),
+                },
+            )
+        assert response.status_code == 200, response.text
+        answers.append(response.json()["data"])
+    assert answers[0] == {"received": 1, "recorded": [], "duplicates": [], "stale": 1}
+    assert answers[1]["stale"] == 0
+    assert len(answers[1]["recorded"]) == 1
+    labels = {"channel": "whatsapp", "code": "STALE_EVENT"}
+    assert registry.get_sample_value("antifragile_inbound_rejected_total", labels) == 1
 
 
 # -- a real server ----------------------------------------------------------------------------

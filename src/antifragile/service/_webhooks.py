@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -82,6 +83,10 @@ from antifragile.service._limits import limit_by_ip
 from antifragile.service._settings import Settings
 from antifragile.service._state import ServiceState
 
+_log = logging.getLogger("antifragile.service.webhooks")
+#: the code counted for an event dated before the inbox TTL
+STALE_EVENT = "STALE_EVENT"
+
 #: what Twilio is answered with: TwiML that sends nothing back on its own
 EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
 
@@ -104,6 +109,9 @@ class WebhookResult(BaseModel):
     received: int
     recorded: list[str]
     duplicates: list[str]
+    #: events the provider dated more than ``ANTIFRAGILE_INBOX_TTL`` ago: not recorded (their
+    #: dedup record may be gone, so they would be processed again)
+    stale: int = 0
 
 
 WebhookEnvelope = SuccessEnvelope[WebhookResult]
@@ -220,7 +228,8 @@ def _accepted(events: int, recorded: list[Any]) -> JSONResponse:
     duplicates: list[str] = []
     for item in recorded:
         (created if item.created else duplicates).append(item.id)
-    return ok({"received": events, "recorded": created, "duplicates": duplicates})
+    stale = events - len(recorded)  # one record per event, but for the stale ones
+    return ok({"received": events, "recorded": created, "duplicates": duplicates, "stale": stale})
 
 
 def _form(body: bytes) -> dict[str, list[str]]:
@@ -329,6 +338,7 @@ class WebhookHandlers:
         self.clock = clock
         self.limit = settings.webhook_max_bytes
         self.public_url = settings.public_url
+        self.inbox_ttl = settings.inbox_ttl
         #: the hosts a URL-signed delivery (Twilio, HubSpot) may name without a public URL
         self.allowed_hosts = frozenset(
             h.lower() for h in getattr(settings, "allowed_hosts", ()) or ()
@@ -383,6 +393,7 @@ class WebhookHandlers:
 
     async def _ingest(self, events: list[InboundEvent]) -> list[Any]:
         assistant = self.state.require_assistant()
+        events = self._fresh(events, assistant)
         if not events:
             return []
         recorded = list(await assistant.ingest(events, request_id=current_request_id()))
@@ -391,6 +402,24 @@ class WebhookHandlers:
             new = sum(1 for item in recorded if item.created)
             metrics.inbound(events[0].channel.value, received=new, duplicates=len(recorded) - new)
         return recorded
+
+    def _fresh(self, events: list[InboundEvent], assistant: Any) -> list[InboundEvent]:
+        """*events* without those dated more than the inbox TTL ago: a replay of signed bytes
+        once their dedup record expired would be processed again. Each one left out is
+        counted (``antifragile_inbound_rejected_total{code="STALE_EVENT"}``) and logged."""
+        clock = getattr(assistant, "clock", self.clock)
+        oldest = clock.time() - self.inbox_ttl
+        fresh = [e for e in events if e.occurred_at is None or e.occurred_at >= oldest]
+        if len(fresh) < len(events):
+            stale = len(events) - len(fresh)
+            _log.warning(
+                "%d %s event(s) dated before the inbox TTL ignored", stale, events[0].channel.value
+            )
+            metrics = getattr(assistant, "metrics", None)
+            if metrics is not None:
+                for _ in range(stale):
+                    metrics.rejected(events[0].channel.value, STALE_EVENT)
+        return fresh
 
     def rejected(self, channel: str, exc: ApiError | AntifragileError) -> None:
         """Count a refused delivery (``antifragile_inbound_rejected_total``)."""
