@@ -26,6 +26,7 @@ from antifragile.inbound import twilio_signature, whatsapp_signature
 from antifragile.observability import Metrics
 from antifragile.sandbox import twilio_inbound_message, whatsapp_text_message
 from antifragile.service import Settings, create_app
+from antifragile.service._server import guarded_h11
 from tests._service_standin import StandInAssistant, free_port
 from tests.integration.test_metrics_endpoint import QuietServer
 
@@ -291,10 +292,12 @@ async def _exchange(port: int, head: bytes, body: bytes = b"") -> bytes:
         await writer.wait_closed()
 
 
-async def _serve(app: FastAPI) -> tuple[QuietServer, asyncio.Task[Any], int]:
+async def _serve(app: FastAPI, **options: Any) -> tuple[QuietServer, asyncio.Task[Any], int]:
     port = free_port()
     server = QuietServer(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", **options
+        )
     )
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -341,6 +344,26 @@ async def test_a_stalled_body_is_answered_408_and_closed(make_app: Apps) -> None
         assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
         assert b"REQUEST_TIMEOUT" in answer
         assert b"connection: close" in answer.lower()
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def test_slow_headers_are_cut_off_by_the_server(make_app: Apps) -> None:
+    """A client that opens a connection and sends half its headers is disconnected once the
+    header deadline passes (``antifragile serve``'s protocol, here with 0.2 s); a client that
+    sends its request whole on the same server is answered."""
+    app = await make_app()
+    server, task, port = await _serve(app, http=guarded_h11(0.2))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /health HTTP/1.1\r\nHost: edge.test\r\nX-Slow: ")
+        await writer.drain()
+        assert await reader.read() == b""  # closed by the server, nothing answered
+        writer.close()
+        await writer.wait_closed()
+        answer = await _exchange(port, b"GET /ready HTTP/1.1\r\nHost: edge.test\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
     finally:
         server.should_exit = True
         await task
