@@ -1,6 +1,8 @@
 """The admin API under ``/v1/admin``: dead letters, replies, jobs, breakers, sessions, tasks, ...
 
-Every route needs an admin credential (:func:`~antifragile.service._auth.require_admin`), counts
+Every route needs an admin credential (:func:`~antifragile.service._auth.require_admin`) holding
+the route's scope (:func:`~antifragile.service._keys.require_scope`: read for GET, operate for
+actions, admin for ``/api-keys``), counts
 against the client's IP limit (:func:`~antifragile.service._limits.limit_by_ip`, when the app has
 ``app.state.limits``) and answers the envelope. The router reads the running assistant from
 ``app.state.assistant`` (``jobs``, ``breakers()``, ``sessions``, ``tasks``, ``flags``).
@@ -24,8 +26,9 @@ against the client's IP limit (:func:`~antifragile.service._limits.limit_by_ip`,
 * ``GET /tasks?status=``, ``GET /tasks/{id}``, ``PATCH /tasks/{id}`` (status, assignee,
   priority, due);
 * ``GET /flags``, ``GET /flags/{name}``, ``PUT /flags/{name}`` ``{"enabled": true}``;
-* ``POST /api-keys`` (the plaintext key is in that response only), ``GET /api-keys``,
-  ``DELETE /api-keys/{id}`` (revoke); ``GET /whoami``.
+* ``POST /api-keys`` (``scopes``, ``expires_in``; the plaintext key is in that response only),
+  ``GET /api-keys``, ``DELETE /api-keys/{id}`` (revoke, with the keys it created unless
+  ``cascade=false``); ``GET /whoami``.
 
 Payloads, errors and histories are redacted (credentials) and personal data masked (phone
 numbers, emails) before they are answered. A missing resource is ``404 NOT_FOUND``; a bad

@@ -7,7 +7,12 @@ A request to ``/v1/admin/...`` carries one credential::
     X-API-Key: af_3f9c0a1b2c3d4e5f_kP...                  # an API key
 
 **API keys** have the form ``af_<id>_<secret>``. Only the SHA-256 of a key is stored, in the
-key-value entry ``apikey:<id>`` (``{name, hash, created_at, revoked_at}``); a key is looked up
+key-value entry ``apikey:<id>`` (``{name, hash, created_at, revoked_at, scopes, expires_at,
+last_used_at, created_by}``; a record without ``scopes``, from before they existed, holds every
+scope). A key holds scopes (:data:`SCOPES`: read, operate, admin), may expire, records its last
+use (at most once a minute) and who created it; revoking it revokes the keys it created, to
+any depth, unless ``cascade=False``. Bootstrap keys are refused when they are easy to guess
+(:mod:`antifragile.service._entropy`). A key is looked up
 by its id and checked by a constant-time comparison of hashes, so the plaintext exists only in
 the response that created it. Several keys are active at once (rotate: create the new one, move
 the clients, revoke the old one). Keys given in ``ANTIFRAGILE_ADMIN_API_KEYS`` (comma-separated,
@@ -17,9 +22,12 @@ plaintext or ``sha256:<hex>``) are accepted too -- the way to make the first cal
 before anything else), by a key from the JWKS at ``ANTIFRAGILE_JWT_JWKS_URL`` (fetched over
 HTTPS -- plain HTTP only on loopback --, cached, fetched again when a token names an unknown
 ``kid``, at most every ``jwks_min_refresh`` seconds) or by the PEM key in
-``ANTIFRAGILE_JWT_PUBLIC_KEY``. ``exp`` is required; ``exp``, ``nbf`` and ``iat`` are checked
-against the injected clock with ``ANTIFRAGILE_JWT_LEEWAY`` seconds of leeway; ``iss``, ``aud`` and
-``azp`` (the authorized party, as in Clerk session tokens) when configured.
+``ANTIFRAGILE_JWT_PUBLIC_KEY`` (RSA keys of 2048 bits at least, from either). The settings need
+an issuer and an audience with a JWT key (:func:`check_issuer_audience`), unless
+``ANTIFRAGILE_JWT_ALLOW_ANY_ISSUER_AUDIENCE`` is on. ``exp`` is required; ``exp``, ``nbf`` and
+``iat`` are checked against the injected clock with ``ANTIFRAGILE_JWT_LEEWAY`` seconds of
+leeway; ``iss``, ``aud`` and ``azp`` (the authorized party, as in Clerk session tokens) when
+configured.
 
 Any failure is a 401 ``AUTH`` envelope with ``WWW-Authenticate: Bearer`` and the same message --
 never which part of a credential was wrong (the reason goes to the log, without the credential).
