@@ -324,6 +324,7 @@ async def test_a_real_server_answers_before_a_declared_huge_body_is_sent(
         answer = await _exchange(port, head)
         expected = b"413" if authorized else b"401"
         assert answer.startswith(b"HTTP/1.1 " + expected), answer[:200]
+        assert b"connection: close" in answer.lower()  # closed, not drained
     finally:
         server.should_exit = True
         await task

@@ -127,6 +127,9 @@ class EdgeGuard:
         except ApiError as exc:
             refused = api_error_response(exc)
         if refused is not None:
+            if _content_length(scope) != 0 or _chunked(scope):
+                # the body is not read: close rather than drain it for the next request
+                refused.headers["Connection"] = "close"
             await refused(scope, receive, send)
             return
         limit = self.limit_for(path)
@@ -192,6 +195,13 @@ def _content_length(scope: Scope) -> int | None:
                 return None
             return int(text)
     return 0
+
+
+def _chunked(scope: Scope) -> bool:
+    return any(
+        name == b"transfer-encoding" and b"chunked" in value.lower()
+        for name, value in scope.get("headers", ())
+    )
 
 
 def _too_large(limit: int) -> Any:
