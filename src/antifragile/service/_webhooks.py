@@ -47,7 +47,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from antifragile.errors import AntifragileError, ErrorCode, SuccessEnvelope
 from antifragile.inbound._delivery import CORRELATION_QUERY
-from antifragile.inbound._model import InboundEvent
+from antifragile.inbound._model import EventKind, InboundEvent
 from antifragile.inbound._status_webhooks import (
     CALCOM_SIGNATURE,
     HUBSPOT_SIGNATURE,
@@ -404,12 +404,18 @@ class WebhookHandlers:
         return recorded
 
     def _fresh(self, events: list[InboundEvent], assistant: Any) -> list[InboundEvent]:
-        """*events* without those dated more than the inbox TTL ago: a replay of signed bytes
-        once their dedup record expired would be processed again. Each one left out is
-        counted (``antifragile_inbound_rejected_total{code="STALE_EVENT"}``) and logged."""
+        """*events* without the customer messages dated more than the inbox TTL ago: a replay
+        of signed bytes once their dedup record expired would be processed (answered) again.
+        Each one left out is counted (``antifragile_inbound_rejected_total{code=
+        "STALE_EVENT"}``) and logged. Delivery statuses only ever move a reply forward, and the
+        status webhooks that sign a timestamp refuse old ones themselves."""
         clock = getattr(assistant, "clock", self.clock)
         oldest = clock.time() - self.inbox_ttl
-        fresh = [e for e in events if e.occurred_at is None or e.occurred_at >= oldest]
+        fresh = [
+            e
+            for e in events
+            if e.kind is not EventKind.MESSAGE or e.occurred_at is None or e.occurred_at >= oldest
+        ]
         if len(fresh) < len(events):
             stale = len(events) - len(fresh)
             _log.warning(
