@@ -72,9 +72,9 @@ _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _NAMED_LOGGERS = ("uvicorn", "uvicorn.access", "uvicorn.error", "httpx")
 
 
-def _own_handlers(root: logging.Logger) -> list[logging.Handler]:
-    """The root logger's handlers, without the capturing ones pytest swaps at every phase."""
-    return [h for h in root.handlers if type(h).__module__ != "_pytest.logging"]
+def _own_handlers(logger: logging.Logger) -> list[logging.Handler]:
+    """A logger's handlers, without the capturing ones pytest swaps at every phase."""
+    return [h for h in logger.handlers if type(h).__module__ != "_pytest.logging"]
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ class ProcessState:
             gc_frozen=gc.get_freeze_count(),
             tracing=tracing_enabled(),
             named=tuple(
-                (logger.propagate, tuple(logger.handlers))
+                (logger.propagate, tuple(_own_handlers(logger)))
                 for logger in map(logging.getLogger, _NAMED_LOGGERS)
             ),
         )
@@ -148,7 +148,9 @@ class ProcessState:
         for name, (propagate, handlers) in zip(_NAMED_LOGGERS, self.named, strict=True):
             logger = logging.getLogger(name)
             logger.propagate = propagate
-            logger.handlers[:] = handlers
+            for handler in _own_handlers(logger):
+                if handler not in handlers:
+                    logger.removeHandler(handler)
 
 
 def check_process_state(before: ProcessState, fail: Callable[[str], object]) -> None:

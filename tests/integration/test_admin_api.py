@@ -25,6 +25,7 @@ from jwt.algorithms import RSAAlgorithm
 from antifragile import (
     CircuitBreaker,
     CircuitOpenError,
+    ConfigurationError,
     Constant,
     FakeClock,
     InvalidRequestError,
@@ -42,7 +43,7 @@ from antifragile.inbound._tasks import Tasks, task_id_for
 from antifragile.jobs import JobContext, JobFilter, Jobs, JobState, Worker
 from antifragile.sandbox import Fault, FlakyServer
 from antifragile.service._admin import admin_router
-from antifragile.service._auth import MISSING, NOT_CONFIGURED
+from antifragile.service._auth import MISSING, NOT_CONFIGURED, SCOPES
 from antifragile.service._envelope import RequestContextMiddleware, install_error_handlers
 from antifragile.service._limits import InboundLimits
 from antifragile.service._settings import Settings
@@ -273,13 +274,20 @@ async def test_jwt_from_a_jwks_served_over_http(tmp_path: Path) -> None:
             {
                 "ANTIFRAGILE_JWT_JWKS_URL": f"{server.url}/.well-known/jwks.json",
                 "ANTIFRAGILE_JWT_ISSUER": "https://issuer.test",
+                "ANTIFRAGILE_JWT_AUDIENCE": "antifragile-admin",
                 "ANTIFRAGILE_JWT_AUTHORIZED_PARTIES": "https://admin.test, https://other.test",
             }
         )
         backend = await _backend(tmp_path / "jwt.db", settings)
         try:
             now = int(backend.clock.time())
-            claims = {"sub": "user_9", "iss": "https://issuer.test", "iat": now, "exp": now + 60}
+            claims = {
+                "sub": "user_9",
+                "iss": "https://issuer.test",
+                "aud": "antifragile-admin",
+                "iat": now,
+                "exp": now + 60,
+            }
             good = jwt.encode(
                 {**claims, "azp": "https://admin.test"}, key, "RS256", headers={"kid": "k1"}
             )
@@ -879,3 +887,155 @@ async def test_a_dead_reply_and_a_permanently_failed_one_each_make_one_task(admi
     for message_id in (dead_id, failed_id):
         shown = _data(await admin.client.get(f"/v1/admin/messages/{message_id}"))
         assert shown["task_id"] == task_id_for(f"reply-failed:{message_id}")
+
+
+# -- numbers and durations at the edge ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("delay", ["9" * 400, 1e308, "1e5", "99999999999w", -1, "nan", "inf", "5x"])
+async def test_an_overflowing_delay_is_refused_and_nothing_is_saved(
+    admin: Admin, delay: object
+) -> None:
+    """``{"delay": "999...9"}`` (400 digits) once saved a job with ``run_at = inf`` and broke
+    every later listing: now 400 VALIDATION, the job stays dead, and the jobs list answers."""
+    response = await admin.client.post(f"/v1/admin/dlq/{admin.charge}/retry", json={"delay": delay})
+    _error(response, 400, "VALIDATION")
+    response = await admin.client.post(
+        "/v1/admin/dlq/retry", json={"ids": [admin.charge], "delay": delay}
+    )
+    _error(response, 400, "VALIDATION")
+    assert await admin.state(admin.charge) is JobState.DEAD
+    listed = _data(await admin.client.get("/v1/admin/jobs"))
+    assert {item["id"] for item in listed["items"]} >= {admin.charge, admin.notify}
+
+
+async def test_offsets_and_limits_are_bounded(admin: Admin) -> None:
+    """``offset=99999999999999999999`` overflowed SQLite (500): now 400 VALIDATION, as is an
+    offset past a million or a limit past 500, on every listing."""
+    for path in ("/v1/admin/jobs", "/v1/admin/dlq", "/v1/admin/messages"):
+        for query in ("offset=99999999999999999999", "offset=1000001", "limit=501", "limit=0"):
+            _error(await admin.client.get(f"{path}?{query}"), 400, "VALIDATION")
+        assert _data(await admin.client.get(f"{path}?offset=1000000"))["items"] == []
+
+
+async def test_the_job_store_refuses_non_finite_times(admin: Admin) -> None:
+    """Below the API too: a redrive with an infinite delay and an enqueue at an infinite or
+    NaN time raise ConfigurationError; nothing is saved."""
+    jobs = admin.jobs
+    with pytest.raises(ConfigurationError):
+        await jobs.dlq.retry([admin.charge], delay=float("inf"))
+    assert await admin.state(admin.charge) is JobState.DEAD
+    before = len(await jobs.find(JobFilter(), limit=100))
+    hello = jobs.registry["hello"]
+    with pytest.raises(ConfigurationError):
+        await hello.configure(run_at=float("inf")).enqueue()
+    with pytest.raises(ConfigurationError):
+        await hello.configure(run_at=float("nan")).enqueue()
+    with pytest.raises(ConfigurationError):
+        await hello.configure(delay=float("inf")).enqueue()
+    assert len(await jobs.find(JobFilter(), limit=100)) == before
+
+
+# -- scopes, expiry, last use and cascading revocation ------------------------------------------
+
+
+async def _new_key(client: httpx.AsyncClient, name: str, **options: Any) -> tuple[str, str]:
+    created = _data(await client.post("/v1/admin/api-keys", json={"name": name, **options}), 201)
+    return created["id"], created["key"]
+
+
+def _route_calls() -> list[tuple[str, str]]:
+    calls: list[tuple[str, str]] = []
+    for route in admin_router.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        path = route.path.replace("{action}", "reset")
+        for name in ("job_id", "provider", "key", "task_id", "name", "key_id", "message_id"):
+            path = path.replace("{" + name + "}", "x")
+        calls.extend((method, path) for method in sorted(route.methods or ()))
+    return calls
+
+
+async def test_every_admin_route_enforces_its_scope(admin: Admin) -> None:
+    """A read key passes every GET but api-keys and is 403 FORBIDDEN on every action; an
+    operate key passes the actions but no key management; only an admin key manages keys."""
+    needs = {"read": 0, "operate": 0, "admin": 0}
+    keys = {}
+    for scope in ("read", "operate", "admin"):
+        keys[scope] = (await _new_key(admin.client, scope, scopes=[scope]))[1]
+    for method, path in _route_calls():
+        needed = "admin" if "/api-keys" in path else "read" if method == "GET" else "operate"
+        needs[needed] += 1
+        for scope, key in keys.items():
+            async with _client(admin.app, **{"x-api-key": key}) as client:
+                response = await client.request(method, path, json={})
+            allowed = SCOPES.index(scope) >= SCOPES.index(needed)
+            if allowed:
+                assert response.status_code != 403, (scope, method, path, response.text)
+            else:
+                error = _error(response, 403, "FORBIDDEN")
+                assert needed in error["message"], (scope, method, path)
+    assert needs["read"] >= 10
+    assert needs["operate"] >= 10
+    assert needs["admin"] == 3
+
+
+async def test_a_leaked_operate_key_cannot_mint_a_successor(admin: Admin) -> None:
+    """The default key (read + operate) cannot create keys; an admin key's children die with
+    it (to any depth) unless revoked with cascade=false."""
+    _, operate = await _new_key(admin.client, "ops")
+    async with _client(admin.app, **{"x-api-key": operate}) as leaked:
+        _error(await leaked.post("/v1/admin/api-keys", json={"name": "mine"}), 403, "FORBIDDEN")
+        assert _data(await leaked.get("/v1/admin/whoami"))["kind"] == "api_key"
+    parent_id, parent = await _new_key(admin.client, "parent", scopes=["admin"])
+    async with _client(admin.app, **{"x-api-key": parent}) as client:
+        child_id, child = await _new_key(client, "child", scopes=["admin"])
+    async with _client(admin.app, **{"x-api-key": child}) as client:
+        grandchild_id, grandchild = await _new_key(client, "grandchild")
+        listed = _data(await client.get("/v1/admin/api-keys"))["items"]
+    made_by = {item["id"]: item["created_by"] for item in listed}
+    assert made_by[child_id] == parent_id
+    assert made_by[grandchild_id] == child_id
+    assert made_by[parent_id] == "env:1"
+    revoked = _data(await admin.client.delete(f"/v1/admin/api-keys/{parent_id}"))
+    assert sorted(revoked["also_revoked"]) == sorted([child_id, grandchild_id])
+    for key in (parent, child, grandchild):
+        async with _client(admin.app, **{"x-api-key": key}) as client:
+            _error(await client.get("/v1/admin/whoami"), 401, "AUTH")
+    # cascade=false: only the key itself
+    lone_id, lone = await _new_key(admin.client, "lone", scopes=["admin"])
+    async with _client(admin.app, **{"x-api-key": lone}) as client:
+        _, kept = await _new_key(client, "kept")
+    answer = _data(await admin.client.delete(f"/v1/admin/api-keys/{lone_id}?cascade=false"))
+    assert answer["also_revoked"] == []
+    async with _client(admin.app, **{"x-api-key": kept}) as client:
+        assert _data(await client.get("/v1/admin/whoami"))["kind"] == "api_key"
+
+
+async def test_keys_expire_and_record_their_last_use(admin: Admin) -> None:
+    """A key made with ``expires_in`` stops working once the (fake) clock passes it; its
+    last-used time is written on use, at most once a minute; a bad expiry is 400."""
+    key_id, key = await _new_key(admin.client, "temp", expires_in="1h")
+    clock = admin.backend.clock
+
+    async def last_used() -> float | None:
+        items = _data(await admin.client.get("/v1/admin/api-keys"))["items"]
+        found: float | None = next(i for i in items if i["id"] == key_id)["last_used_at"]
+        return found
+
+    assert await last_used() is None
+    async with _client(admin.app, **{"x-api-key": key}) as client:
+        _data(await client.get("/v1/admin/whoami"))
+        first = await last_used()
+        assert first == clock.time()
+        clock.advance(30)
+        _data(await client.get("/v1/admin/whoami"))
+        assert await last_used() == first
+        clock.advance(31)
+        _data(await client.get("/v1/admin/whoami"))
+        assert await last_used() == clock.time()
+        clock.advance(3600)
+        _error(await client.get("/v1/admin/whoami"), 401, "AUTH")
+    for bad in ({"expires_in": "9" * 400}, {"expires_in": -5}, {"scopes": ["root"]}):
+        response = await admin.client.post("/v1/admin/api-keys", json={"name": "x", **bad})
+        _error(response, 400, "VALIDATION")

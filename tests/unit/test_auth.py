@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
+from jwt.warnings import InsecureKeyLengthWarning
 
 from antifragile import FakeClock
 from antifragile.errors import ConfigurationError, redact
@@ -129,6 +131,10 @@ async def test_listing_shows_no_secrets(clock: FakeClock) -> None:
             "created_at": clock.time(),
             "revoked_at": None,
             "active": True,
+            "scopes": ["read", "operate"],
+            "expires_at": None,
+            "last_used_at": None,
+            "created_by": None,
         }
     ]
     assert hash_key(created.key) not in json.dumps(listed)
@@ -476,3 +482,97 @@ async def test_failures_do_not_say_what_was_wrong(
     assert len(messages) == 1
     assert (await auth.authenticate(created.key)).kind == "api_key"
     assert (await auth.authenticate(_token(rsa_key, clock))).kind == "jwt"
+
+
+# -- issuer, audience and key size ----------------------------------------------------------------
+
+
+def test_a_jwt_key_needs_an_issuer_and_an_audience(
+    rsa_key: rsa.RSAPrivateKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With only a PEM key (or a JWKS URL), any token that key signed was an admin: now the
+    settings are refused unless both issuer and audience are set, or the opt-out is on --
+    which is logged."""
+    from antifragile.service import Settings
+
+    pem = _pem(rsa_key)
+    for env in (
+        {"ANTIFRAGILE_JWT_PUBLIC_KEY": pem},
+        {"ANTIFRAGILE_JWT_PUBLIC_KEY": pem, "ANTIFRAGILE_JWT_ISSUER": ISSUER},
+        {"ANTIFRAGILE_JWT_JWKS_URL": "https://issuer.test/jwks", "ANTIFRAGILE_JWT_AUDIENCE": "a"},
+    ):
+        with pytest.raises(ConfigurationError, match="ANTIFRAGILE_JWT_AUDIENCE"):
+            AdminAuth.from_settings(Settings.from_env(env), kv=None)
+    full = {"ANTIFRAGILE_JWT_ISSUER": ISSUER, "ANTIFRAGILE_JWT_AUDIENCE": "admin"}
+    assert AdminAuth.from_settings(
+        Settings.from_env({"ANTIFRAGILE_JWT_PUBLIC_KEY": pem, **full}), kv=None
+    ).configured
+    caplog.set_level("WARNING", logger="antifragile.service.auth")
+    opted = {"ANTIFRAGILE_JWT_PUBLIC_KEY": pem, "ANTIFRAGILE_JWT_ALLOW_ANY_ISSUER_AUDIENCE": "on"}
+    assert AdminAuth.from_settings(Settings.from_env(opted), kv=None).jwt is not None
+    assert "without issuer and audience checks" in caplog.text
+
+
+async def test_a_token_for_another_audience_is_refused(
+    rsa_key: rsa.RSAPrivateKey, clock: FakeClock
+) -> None:
+    """A token the same key signed for another application (another ``aud``) is no admin."""
+    verifier = _pem_verifier(rsa_key, clock, issuer=ISSUER, audience="antifragile")
+    assert (await verifier.verify(_token(rsa_key, clock, aud="antifragile")))["sub"] == "user_1"
+    for aud in ("another-app", None):
+        with pytest.raises(CredentialsRejected):
+            await verifier.verify(_token(rsa_key, clock, aud=aud))
+
+
+async def test_short_rsa_keys_from_a_jwks_are_refused(
+    jwks: Jwks, rsa_key: rsa.RSAPrivateKey, clock: FakeClock
+) -> None:
+    """A 1024-bit key in the JWKS is dropped, as a PEM key of that size is refused: a token it
+    signed is rejected; the 2048-bit key next to it still works."""
+    short = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    jwks.keys = [_jwk(short, "weak"), _jwk(rsa_key, "k1")]
+    verifier = JwtVerifier(jwks_url=jwks.url, clock=clock, jwks_min_refresh=0)
+    with warnings.catch_warnings():  # the attacker's side signs with the short key anyway
+        warnings.simplefilter("ignore", InsecureKeyLengthWarning)
+        weak = _token(short, clock, kid="weak")
+    with pytest.raises(CredentialsRejected):
+        await verifier.verify(weak)
+    assert (await verifier.verify(_token(rsa_key, clock)))["sub"] == "user_1"
+    with pytest.raises(ConfigurationError, match="2048"):
+        JwtVerifier(public_key=_pem(short))
+
+
+async def test_a_key_stored_before_scopes_keeps_every_scope(clock: FakeClock) -> None:
+    """A key record without ``scopes`` (stored by an earlier version, when every key could do
+    everything and only admins made keys) still holds every scope after the upgrade."""
+    store = MemoryStore()
+    keys = ApiKeys(store.kv, clock=clock)
+    key = "af_0123456789abcdef_legacysecret"
+    record = {"name": "old", "hash": hash_key(key), "created_at": 1.0, "revoked_at": None}
+    await store.kv.set(APIKEY_PREFIX + "0123456789abcdef", record, now=clock.time())
+    principal = await keys.verify(key)
+    assert principal.scopes == frozenset({"read", "operate", "admin"})
+
+
+@pytest.mark.parametrize(
+    "weak", ["aaaaaaaaaaaaaaaa", "abcdefghijklmnop", "0123456789abcdef", "passwordpassword"]
+)
+def test_low_entropy_bootstrap_keys_are_refused(weak: str) -> None:
+    """Long enough is not enough: a key of few distinct characters, of runs, or of little
+    estimated entropy is refused -- and the message never holds the key."""
+    with pytest.raises(ConfigurationError, match="too easy to guess") as refused:
+        ApiKeys(None, bootstrap=["a-Strong-random-K3y-9f3Qz7Lm", weak])
+    assert weak not in str(refused.value)
+    assert "key 2" in str(refused.value)
+    ApiKeys(None, bootstrap=[f"sha256:{hash_key(weak)}"])  # a hash cannot be judged: accepted
+
+
+def test_a_weak_bootstrap_key_stops_the_app_at_start() -> None:
+    """The check runs when the app's middleware is built (at start-up), not at the first
+    admin request."""
+    from antifragile.service import Settings
+    from antifragile.service._bodylimit import EdgeGuard
+
+    settings = Settings.from_env({"ANTIFRAGILE_ADMIN_API_KEYS": "aaaaaaaaaaaaaaaa"})
+    with pytest.raises(ConfigurationError, match="too easy to guess"):
+        EdgeGuard(lambda scope, receive, send: None, settings)  # type: ignore[arg-type,return-value]

@@ -244,6 +244,7 @@ def _serve(
     import uvicorn
 
     from antifragile.service._app import create_app
+    from antifragile.service._server import HEADER_TIMEOUT, MAX_HEADER_BYTES, guarded_h11
 
     sock = bind_port(host, port)  # a port in use is one error line, before anything starts
     app = create_app(settings, run_worker=worker, run_scheduler=scheduler, freeze_gc=True)
@@ -258,6 +259,10 @@ def _serve(
             proxy_headers=proxy_headers,
             forwarded_allow_ips=forwarded_allow_ips,
             server_header=False,
+            # slow clients: a deadline for headers, idle keep-alive closed, headers bounded
+            http=guarded_h11(HEADER_TIMEOUT),
+            timeout_keep_alive=5,
+            h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         ),
         metrics,
     )

@@ -9,6 +9,7 @@ types.
 from __future__ import annotations
 
 import builtins
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -129,9 +130,12 @@ class DeadLetters:
     async def retry(self, target: Target, *, delay: Duration = 0.0) -> int:
         """Send the dead jobs named by *target* back to the queue (attempts counted again from
         zero, history kept, status flags back to pending); how many were redriven."""
+        wait = seconds(delay)
+        if not (wait >= 0 and math.isfinite(wait)):  # an infinite run_at breaks every listing
+            raise ConfigurationError(f"delay must be a finite number of seconds >= 0, got {wait!r}")
         now = self._jobs.clock.time()
         return await self._jobs.queue.redrive(
-            self._filter(target, (JobState.DEAD,)), now=now, delay=seconds(delay)
+            self._filter(target, (JobState.DEAD,)), now=now, delay=wait
         )
 
     async def resolve(self, target: Target, *, reason: str) -> int:

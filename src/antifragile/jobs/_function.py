@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -115,14 +116,16 @@ def _run_at(now: float, delay: Duration | None, run_at: float | datetime | None)
         raise ConfigurationError("give either delay or run_at, not both")
     if delay is not None:
         wait = seconds(delay)
-        if not wait >= 0:
-            raise ConfigurationError(f"delay must be >= 0 seconds, got {delay!r}")
+        if not (wait >= 0 and math.isfinite(wait)):
+            raise ConfigurationError(f"delay must be a finite number of seconds >= 0, got {wait!r}")
         return now + wait
     if isinstance(run_at, datetime):
         if run_at.tzinfo is None:
             raise ConfigurationError("run_at must be a timezone-aware datetime")
         return run_at.timestamp()
     if run_at is not None:
+        if not math.isfinite(float(run_at)):
+            raise ConfigurationError(f"run_at must be a finite time, got {run_at!r}")
         return float(run_at)
     return now
 

@@ -1,6 +1,8 @@
 """The admin API under ``/v1/admin``: dead letters, replies, jobs, breakers, sessions, tasks, ...
 
-Every route needs an admin credential (:func:`~antifragile.service._auth.require_admin`), counts
+Every route needs an admin credential (:func:`~antifragile.service._auth.require_admin`) holding
+the route's scope (:func:`~antifragile.service._keys.require_scope`: read for GET, operate for
+actions, admin for ``/api-keys``), counts
 against the client's IP limit (:func:`~antifragile.service._limits.limit_by_ip`, when the app has
 ``app.state.limits``) and answers the envelope. The router reads the running assistant from
 ``app.state.assistant`` (``jobs``, ``breakers()``, ``sessions``, ``tasks``, ``flags``).
@@ -24,8 +26,9 @@ against the client's IP limit (:func:`~antifragile.service._limits.limit_by_ip`,
 * ``GET /tasks?status=``, ``GET /tasks/{id}``, ``PATCH /tasks/{id}`` (status, assignee,
   priority, due);
 * ``GET /flags``, ``GET /flags/{name}``, ``PUT /flags/{name}`` ``{"enabled": true}``;
-* ``POST /api-keys`` (the plaintext key is in that response only), ``GET /api-keys``,
-  ``DELETE /api-keys/{id}`` (revoke); ``GET /whoami``.
+* ``POST /api-keys`` (``scopes``, ``expires_in``; the plaintext key is in that response only),
+  ``GET /api-keys``, ``DELETE /api-keys/{id}`` (revoke, with the keys it created unless
+  ``cascade=false``); ``GET /whoami``.
 
 Payloads, errors and histories are redacted (credentials) and personal data masked (phone
 numbers, emails) before they are answered. A missing resource is ``404 NOT_FOUND``; a bad
@@ -63,12 +66,12 @@ from antifragile.jobs import (
 from antifragile.jobs._view import job_view as _job_view
 from antifragile.observability import mask_pii
 from antifragile.policies import CircuitBreaker
-from antifragile.service._auth import Principal, admin_auth_for, require_admin
+from antifragile.service._auth import DEFAULT_SCOPES, Principal, admin_auth_for, require_admin
 from antifragile.service._envelope import ApiError, error_responses, ok
+from antifragile.service._keys import require_scope
 from antifragile.service._limits import limit_by_ip
 from antifragile.service._schemas import (
     ApiKeyList,
-    ApiKeyView,
     BreakerView,
     FlagView,
     Identity,
@@ -84,6 +87,7 @@ from antifragile.service._schemas import (
     ResolvedOne,
     Retried,
     RetriedOne,
+    RevokedApiKeyView,
     SessionList,
     SessionReset,
     SessionView,
@@ -188,18 +192,28 @@ DurationValue = Annotated[
 ]
 
 
+#: the longest duration the admin API takes (ten years, in seconds)
+MAX_DURATION = 10 * 365 * 86400.0
+#: the largest ``offset`` a listing takes
+MAX_OFFSET = 1_000_000
+
+
 def _seconds(value: float | str | None, field: str) -> float | None:
     if value is None:
         return None
+    seconds: float | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        if value >= 0 and value != float("inf"):
-            return float(value)
-    elif isinstance(value, str):
+        seconds = float(value)
+    elif isinstance(value, str) and len(value) <= 32:
         match = _DURATION.match(value)
         if match is not None:
-            return float(match.group(1)) * _UNITS[match.group(2).lower()]
+            seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
+    if seconds is not None and 0 <= seconds <= MAX_DURATION:  # refuses nan and inf too
+        return seconds
     raise ApiError(
-        400, ErrorCode.VALIDATION, f"{field}: not a duration (seconds, or e.g. 90s, 15m, 2h, 7d)"
+        400,
+        ErrorCode.VALIDATION,
+        f"{field}: not a duration (seconds, or e.g. 90s, 15m, 2h, 7d; ten years at most)",
     )
 
 
@@ -283,7 +297,7 @@ class TaskChanges(_Body):
     status: str | None = Field(None, min_length=1, max_length=50)
     assignee: str | None = Field(None, max_length=200)
     priority: str | None = Field(None, min_length=1, max_length=50)
-    due: float | None = Field(None, description="epoch seconds", allow_inf_nan=False)
+    due: float | None = Field(None, ge=0, le=1e11, description="epoch seconds", allow_inf_nan=False)
 
 
 class FlagBody(_Body):
@@ -292,6 +306,12 @@ class FlagBody(_Body):
 
 class NewKeyBody(_Body):
     name: str = Field(min_length=1, max_length=100, description="who or what uses the key")
+    scopes: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SCOPES),
+        max_length=3,
+        description="read, operate and/or admin (each includes the ones before it)",
+    )
+    expires_in: DurationValue | None = Field(None, description="the key stops working after this")
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -347,6 +367,11 @@ def _dump(value: Any) -> Any:
 
 def _who(principal: Principal) -> str:
     return principal.name or principal.subject
+
+
+def _creator(principal: Principal) -> str:
+    """What a new key records as its maker: a key id, ``env:<n>``, or ``jwt:<sub>``."""
+    return f"jwt:{principal.subject}" if principal.kind == "jwt" else principal.subject
 
 
 def _replies(request: Request) -> Replies:
@@ -409,15 +434,15 @@ def message_view(
 
 
 Limit = Annotated[int, Query(ge=1, le=500, description="items per page")]
-Offset = Annotated[int, Query(ge=0, description="items to skip")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip")]
 JobId = Annotated[str, Path(min_length=1, max_length=100)]
 
 router = APIRouter(
     prefix="/v1/admin",
     tags=["admin"],
     # the client's IP limit first: it also bounds guessing at credentials
-    dependencies=[Depends(limit_by_ip), Depends(require_admin)],
-    responses=error_responses(400, 401, 404, 429, 500, 503),
+    dependencies=[Depends(limit_by_ip), Depends(require_admin), Depends(require_scope)],
+    responses=error_responses(400, 401, 403, 404, 429, 500, 503),
 )
 
 # -- the dead-letter queue ----------------------------------------------------------------------
@@ -939,10 +964,18 @@ async def set_flag(request: Request, name: str, body: FlagBody) -> JSONResponse:
     status_code=201,
     responses=answers(NewApiKeyView, "The new key, with its plaintext (shown once)", status=201),
 )
-async def create_key(request: Request, body: NewKeyBody) -> JSONResponse:
-    """The key's plaintext is in this response only: store it now."""
+async def create_key(
+    request: Request,
+    body: NewKeyBody,
+    principal: Annotated[Principal, Depends(require_admin)],
+) -> JSONResponse:
+    """The key's plaintext is in this response only: store it now. Needs the ``admin`` scope;
+    the new key records who made it, and revoking that one revokes it too."""
+    expires_in = _seconds(body.expires_in, "expires_in")
     try:
-        created = await admin_auth_for(request).keys.create(body.name)
+        created = await admin_auth_for(request).keys.create(
+            body.name, scopes=body.scopes, expires_in=expires_in, created_by=_creator(principal)
+        )
     except ConfigurationError as exc:
         raise _bad(exc) from None
     return ok({**created.info.to_json(), "key": created.key}, status=201)
@@ -962,14 +995,21 @@ async def list_keys(request: Request, include_revoked: bool = True) -> JSONRespo
 @router.delete(
     "/api-keys/{key_id}",
     summary="Revoke an admin API key",
-    responses=answers(ApiKeyView, "The key, revoked"),
+    responses=answers(RevokedApiKeyView, "The key, revoked, and the keys revoked with it"),
 )
-async def revoke_key(request: Request, key_id: str) -> JSONResponse:
-    """Revoke the key: it and the dashboard sessions it opened stop working at once."""
-    revoked = await admin_auth_for(request).keys.revoke(key_id)
+async def revoke_key(
+    request: Request,
+    key_id: Annotated[str, Path(min_length=1, max_length=64)],
+    cascade: Annotated[
+        bool, Query(description="revoke the keys this one created too (to any depth)")
+    ] = True,
+) -> JSONResponse:
+    """Revoke the key: it and the dashboard sessions it opened stop working at once (and,
+    with ``cascade``, every key it created)."""
+    revoked, also = await admin_auth_for(request).keys.revoke_all(key_id, cascade=cascade)
     if revoked is None:
         raise _not_found(f"no API key {key_id!r}")
-    return ok(revoked.to_json())
+    return ok({**revoked.to_json(), "also_revoked": also})
 
 
 @router.get(

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from antifragile.inbound import Channel, EventKind, InboundEvent
 from antifragile.service._auth import require_admin
 from antifragile.service._envelope import ApiError, error_responses, ok, request_id
+from antifragile.service._keys import require_scope
 from antifragile.service._limits import limit_by_ip
 from antifragile.service._schemas import AIAccepted, answers
 
@@ -62,8 +63,8 @@ class AIResult(BaseModel):
 router = APIRouter(
     prefix="/v1",
     tags=["inbound"],
-    dependencies=[Depends(limit_by_ip), Depends(require_admin)],
-    responses=error_responses(400, 401, 429, 500, 503),
+    dependencies=[Depends(limit_by_ip), Depends(require_admin), Depends(require_scope)],
+    responses=error_responses(400, 401, 403, 429, 500, 503),
 )
 
 

@@ -17,6 +17,7 @@ from antifragile.errors import ErrorCode
 from antifragile.inbound._alerts import CONDITIONS, AlertConfig, Alerts
 from antifragile.service._auth import require_admin
 from antifragile.service._envelope import ApiError, error_responses, ok
+from antifragile.service._keys import require_scope
 from antifragile.service._limits import limit_by_ip
 from antifragile.service._schemas import AlertsView, answers
 from antifragile.service._settings import Settings
@@ -36,7 +37,7 @@ def alert_config(settings: Settings) -> AlertConfig:
 router = APIRouter(
     prefix="/v1/admin",
     tags=["admin"],
-    dependencies=[Depends(limit_by_ip), Depends(require_admin)],
+    dependencies=[Depends(limit_by_ip), Depends(require_admin), Depends(require_scope)],
     responses=error_responses(400, 401, 404, 429, 500, 503),
 )
 

@@ -34,6 +34,7 @@ from antifragile.service._admin import admin_router
 from antifragile.service._ai import router as ai_router
 from antifragile.service._alerts_api import alerts_router
 from antifragile.service._api_docs import api_docs_router
+from antifragile.service._bodylimit import EdgeGuard
 from antifragile.service._dashboard import dashboard_router
 from antifragile.service._envelope import RequestContextMiddleware, install_error_handlers
 from antifragile.service._health import health_router
@@ -169,6 +170,7 @@ def create_app(
     webhooks = WebhookHandlers(state, app.state)
     # the last middleware added is the outermost: request ids and timing wrap the fast path
     app.add_middleware(WebhookFastPath, handlers=webhooks)
+    app.add_middleware(EdgeGuard, settings=settings)  # limits, credentials, then the body
     install_observability(app)  # the tracing middleware (inside the request id's) and /metrics
     app.add_middleware(RequestContextMiddleware)
     app.include_router(webhooks_router(webhooks))

@@ -7,7 +7,12 @@ A request to ``/v1/admin/...`` carries one credential::
     X-API-Key: af_3f9c0a1b2c3d4e5f_kP...                  # an API key
 
 **API keys** have the form ``af_<id>_<secret>``. Only the SHA-256 of a key is stored, in the
-key-value entry ``apikey:<id>`` (``{name, hash, created_at, revoked_at}``); a key is looked up
+key-value entry ``apikey:<id>`` (``{name, hash, created_at, revoked_at, scopes, expires_at,
+last_used_at, created_by}``; a record without ``scopes``, from before they existed, holds every
+scope). A key holds scopes (:data:`SCOPES`: read, operate, admin), may expire, records its last
+use (at most once a minute) and who created it; revoking it revokes the keys it created, to
+any depth, unless ``cascade=False``. Bootstrap keys are refused when they are easy to guess
+(:mod:`antifragile.service._entropy`). A key is looked up
 by its id and checked by a constant-time comparison of hashes, so the plaintext exists only in
 the response that created it. Several keys are active at once (rotate: create the new one, move
 the clients, revoke the old one). Keys given in ``ANTIFRAGILE_ADMIN_API_KEYS`` (comma-separated,
@@ -17,9 +22,12 @@ plaintext or ``sha256:<hex>``) are accepted too -- the way to make the first cal
 before anything else), by a key from the JWKS at ``ANTIFRAGILE_JWT_JWKS_URL`` (fetched over
 HTTPS -- plain HTTP only on loopback --, cached, fetched again when a token names an unknown
 ``kid``, at most every ``jwks_min_refresh`` seconds) or by the PEM key in
-``ANTIFRAGILE_JWT_PUBLIC_KEY``. ``exp`` is required; ``exp``, ``nbf`` and ``iat`` are checked
-against the injected clock with ``ANTIFRAGILE_JWT_LEEWAY`` seconds of leeway; ``iss``, ``aud`` and
-``azp`` (the authorized party, as in Clerk session tokens) when configured.
+``ANTIFRAGILE_JWT_PUBLIC_KEY`` (RSA keys of 2048 bits at least, from either). The settings need
+an issuer and an audience with a JWT key (:func:`check_issuer_audience`), unless
+``ANTIFRAGILE_JWT_ALLOW_ANY_ISSUER_AUDIENCE`` is on. ``exp`` is required; ``exp``, ``nbf`` and
+``iat`` are checked against the injected clock with ``ANTIFRAGILE_JWT_LEEWAY`` seconds of
+leeway; ``iss``, ``aud`` and ``azp`` (the authorized party, as in Clerk session tokens) when
+configured.
 
 Any failure is a 401 ``AUTH`` envelope with ``WWW-Authenticate: Bearer`` and the same message --
 never which part of a credential was wrong (the reason goes to the log, without the credential).
@@ -30,6 +38,7 @@ message that says how to configure it: secure by default.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hashlib
 import hmac
 import ipaddress
@@ -53,6 +62,7 @@ from pydantic import SecretStr
 from antifragile.errors import AntifragileError, ConfigurationError, ErrorCode, StoreError
 from antifragile.jobs import Jobs
 from antifragile.policies import SYSTEM_CLOCK, Clock
+from antifragile.service._entropy import weakness
 from antifragile.service._envelope import ApiError
 from antifragile.stores import KeyValueStore
 
@@ -64,6 +74,8 @@ APIKEY_PREFIX = "apikey:"
 KEY_PREFIX = "af_"
 #: the one JWT signing algorithm accepted
 JWT_ALGORITHM = "RS256"
+#: the shortest RSA key accepted for JWTs (from a PEM key or a JWKS)
+MIN_RSA_BITS = 2048
 
 WWW_AUTHENTICATE = 'Bearer realm="antifragile-admin"'
 NOT_CONFIGURED = (
@@ -97,20 +109,55 @@ class SigningKeysUnavailable(AntifragileError):
     default_retryable = True
 
 
+#: what an admin credential may do: ``read`` (every GET), ``operate`` (actions: retry, resolve,
+#: breakers, flags, tasks, sessions, ai-results) and ``admin`` (API key management); each one
+#: includes the ones before it
+SCOPES: tuple[str, ...] = ("read", "operate", "admin")
+#: the scopes of a key created without any named
+DEFAULT_SCOPES: tuple[str, ...] = ("read", "operate")
+ALL_SCOPES = frozenset(SCOPES)
+#: how often a key's last-used time is written at most (seconds)
+LAST_USED_EVERY = 60.0
+
+
+def expand_scopes(names: Iterable[str]) -> tuple[str, ...]:
+    """The scopes *names* grant (each includes the ones below it), in order; ConfigurationError
+    for an unknown name or none at all."""
+    wanted = [str(n).strip().lower() for n in names if str(n).strip()]
+    unknown = sorted(set(wanted) - ALL_SCOPES)
+    if unknown or not wanted:
+        raise ConfigurationError(
+            f"scopes are some of {', '.join(SCOPES)}" + (f"; unknown: {unknown}" if unknown else "")
+        )
+    top = max(SCOPES.index(n) for n in wanted)
+    return SCOPES[: top + 1]
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who made an admin request: ``kind`` of credential and ``subject`` (a key id, ``env:<n>``
-    for a bootstrap key, or the token's ``sub``)."""
+    """Who made an admin request: ``kind`` of credential, ``subject`` (a key id, ``env:<n>``
+    for a bootstrap key, or the token's ``sub``) and the ``scopes`` it holds (bootstrap keys and
+    JWTs hold every scope)."""
 
     kind: Literal["api_key", "bootstrap_key", "jwt"]
     subject: str
     name: str | None = None
     claims: Mapping[str, Any] = field(default_factory=dict)
+    scopes: frozenset[str] = ALL_SCOPES
+
+    def can(self, scope: str) -> bool:
+        return scope in self.scopes
 
 
 def hash_key(key: str) -> str:
     """The stored form of an API key: SHA-256, hex."""
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def session_binding(token: str, key_hash: str) -> str:
+    """A keyed hash binding a session (its secret *token*) to the key it was opened with (the
+    key's :func:`hash_key`): stored with the session, useless without the token."""
+    return hmac.new(token.encode(), key_hash.encode(), hashlib.sha256).hexdigest()
 
 
 def _parse_key(key: str) -> tuple[str, str] | None:
@@ -143,10 +190,17 @@ class ApiKeyInfo:
     name: str
     created_at: float
     revoked_at: float | None = None
+    scopes: tuple[str, ...] = SCOPES
+    expires_at: float | None = None
+    last_used_at: float | None = None
+    created_by: str | None = None
 
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -155,6 +209,10 @@ class ApiKeyInfo:
             "created_at": self.created_at,
             "revoked_at": self.revoked_at,
             "active": self.active,
+            "scopes": list(self.scopes),
+            "expires_at": self.expires_at,
+            "last_used_at": self.last_used_at,
+            "created_by": self.created_by,
         }
 
 
@@ -166,15 +224,25 @@ class NewApiKey:
     key: str = field(repr=False)
 
 
+def _optional_time(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 def _info(key_id: str, value: Any) -> ApiKeyInfo | None:
     if not isinstance(value, Mapping) or not isinstance(value.get("hash"), str):
         return None
-    revoked = value.get("revoked_at")
+    scopes = value.get("scopes")
+    creator = value.get("created_by")
     return ApiKeyInfo(
         id=key_id,
         name=str(value.get("name") or ""),
         created_at=float(value.get("created_at") or 0.0),
-        revoked_at=None if revoked is None else float(revoked),
+        revoked_at=_optional_time(value.get("revoked_at")),
+        # a key stored before scopes existed was made by an admin and could do everything
+        scopes=tuple(str(n) for n in scopes) if isinstance(scopes, list) else SCOPES,
+        expires_at=_optional_time(value.get("expires_at")),
+        last_used_at=_optional_time(value.get("last_used_at")),
+        created_by=None if creator is None else str(creator),
     )
 
 
@@ -209,6 +277,12 @@ class ApiKeys:
                     raise ConfigurationError(
                         "ANTIFRAGILE_ADMIN_API_KEYS: every key must be at least 16 characters"
                     )
+                weak = weakness(text)
+                if weak is not None:  # the key itself is never in the message
+                    raise ConfigurationError(
+                        f"ANTIFRAGILE_ADMIN_API_KEYS: key {len(hashes) + 1} is too easy to "
+                        f"guess ({weak}); use a random one, e.g. openssl rand -base64 24"
+                    )
                 hashes.append(hash_key(text))
         self._bootstrap: tuple[str, ...] = tuple(hashes)
 
@@ -216,27 +290,58 @@ class ApiKeys:
     def has_bootstrap(self) -> bool:
         return bool(self._bootstrap)
 
+    def bootstrap_bound(self, token: str, binding: str) -> bool:
+        """Whether *binding* (:func:`session_binding` of *token* and a key's hash) names one of
+        the bootstrap keys configured now."""
+        found = False
+        for digest in self._bootstrap:  # every one compared: the time tells nothing
+            found |= hmac.compare_digest(session_binding(token, digest), binding)
+        return found
+
     @property
     def kv(self) -> KeyValueStore:
         if self._source is None:
             raise ConfigurationError("API keys cannot be managed: no store was given")
         return _kv_of(self._source)
 
-    async def create(self, name: str) -> NewApiKey:
-        """Issue a key named *name*; the returned plaintext is not kept anywhere."""
+    async def create(
+        self,
+        name: str,
+        *,
+        scopes: Iterable[str] = DEFAULT_SCOPES,
+        expires_in: float | None = None,
+        created_by: str | None = None,
+    ) -> NewApiKey:
+        """Issue a key named *name* holding *scopes* (see :data:`SCOPES`), expiring after
+        *expires_in* seconds (never when ``None``), made by the key id *created_by*; the
+        returned plaintext is not kept anywhere."""
         name = (name or "").strip()
         if not name or len(name) > 100 or not name.isprintable():
             raise ConfigurationError("an API key needs a name: 1-100 printable characters")
+        granted = expand_scopes(scopes)
+        if expires_in is not None and not 0 < expires_in <= 10 * 365 * 86400.0:
+            raise ConfigurationError("an API key expires after 0 seconds to ten years")
         now = self.clock.time()
+        expires_at = None if expires_in is None else now + expires_in
         while True:
             key_id = secrets.token_hex(8)
             key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
-            record = {"name": name, "hash": hash_key(key), "created_at": now, "revoked_at": None}
+            record = {
+                "name": name,
+                "hash": hash_key(key),
+                "created_at": now,
+                "revoked_at": None,
+                "scopes": list(granted),
+                "expires_at": expires_at,
+                "last_used_at": None,
+                "created_by": created_by,
+            }
             stored = await self.kv.compare_and_set(
                 APIKEY_PREFIX + key_id, record, expected_version=None, now=now
             )
             if stored is not None:  # an id collision (vanishingly rare) draws again
-                return NewApiKey(ApiKeyInfo(key_id, name, now), key)
+                info = ApiKeyInfo(key_id, name, now, None, granted, expires_at, None, created_by)
+                return NewApiKey(info, key)
 
     async def get(self, key_id: str) -> ApiKeyInfo | None:
         record = await self.kv.get(APIKEY_PREFIX + key_id, now=self.clock.time())
@@ -251,17 +356,41 @@ class ApiKeys:
             keys = [info for info in keys if info.active]
         return sorted(keys, key=lambda info: (info.created_at, info.id))
 
-    async def revoke(self, key_id: str) -> ApiKeyInfo | None:
+    async def revoke(self, key_id: str, *, cascade: bool = True) -> ApiKeyInfo | None:
         """Revoke a stored key (it stops working at once); ``None`` when there is no such key.
-        Revoking a revoked key changes nothing."""
+        With *cascade* (the default) the keys it created, and theirs, are revoked too -- so a
+        leaked key cannot leave a successor behind. Revoking a revoked key changes nothing
+        (but still cascades)."""
+        return (await self.revoke_all(key_id, cascade=cascade))[0]
+
+    async def revoke_all(
+        self, key_id: str, *, cascade: bool = True
+    ) -> tuple[ApiKeyInfo | None, builtins.list[str]]:
+        """:meth:`revoke`, and the ids of the other keys the cascade revoked now."""
         current = await self.get(key_id)
         if current is None:
-            return None
-        if current.revoked_at is not None:
-            return current
+            return None, []
         now = self.clock.time()
-        merged = await self.kv.merge(APIKEY_PREFIX + key_id, {"revoked_at": now}, now=now)
-        return _info(key_id, merged.value)
+        if current.revoked_at is None:
+            merged = await self.kv.merge(APIKEY_PREFIX + key_id, {"revoked_at": now}, now=now)
+            current = _info(key_id, merged.value) or current
+        if not cascade:
+            return current, []
+        keys = await self.list()
+        doomed = {key_id}
+        grew = True
+        while grew:  # the keys made by a doomed key are doomed, to any depth
+            grew = False
+            for info in keys:
+                if info.created_by in doomed and info.id not in doomed:
+                    doomed.add(info.id)
+                    grew = True
+        also: builtins.list[str] = []
+        for info in keys:
+            if info.id in doomed and info.id != key_id and info.active:
+                await self.kv.merge(APIKEY_PREFIX + info.id, {"revoked_at": now}, now=now)
+                also.append(info.id)
+        return current, also
 
     async def verify(self, presented: str) -> Principal:
         """The principal of an API key; raises :class:`CredentialsRejected` otherwise."""
@@ -282,7 +411,16 @@ class ApiKeys:
             raise CredentialsRejected("unknown API key id or wrong secret")
         if value.get("revoked_at") is not None:
             raise CredentialsRejected("revoked API key")
-        return Principal("api_key", key_id, name=str(value.get("name") or ""))
+        info = _info(key_id, value)
+        now = self.clock.time()
+        if info is None or info.expired(now):
+            raise CredentialsRejected("expired API key")
+        if info.last_used_at is None or now - info.last_used_at >= LAST_USED_EVERY:
+            try:  # at most one write a minute per key, and never a refusal for it
+                await self.kv.merge(APIKEY_PREFIX + key_id, {"last_used_at": now}, now=now)
+            except StoreError as exc:
+                _log.warning("the last use of an API key could not be recorded: %s", exc.code)
+        return Principal("api_key", key_id, name=info.name, scopes=frozenset(info.scopes))
 
 
 # -- JWTs ----------------------------------------------------------------------------------------
@@ -304,7 +442,7 @@ def _load_public_key(text: str) -> RSAPublicKey:
         raise ConfigurationError("ANTIFRAGILE_JWT_PUBLIC_KEY is not a PEM public key") from None
     if not isinstance(key, RSAPublicKey):
         raise ConfigurationError("ANTIFRAGILE_JWT_PUBLIC_KEY must be an RSA public key (RS256)")
-    if key.key_size < 2048:
+    if key.key_size < MIN_RSA_BITS:
         raise ConfigurationError("ANTIFRAGILE_JWT_PUBLIC_KEY: RSA keys shorter than 2048 bits")
     return key
 
@@ -397,6 +535,10 @@ class JwtVerifier:
             if jwk.key_type != "RSA" or jwk.public_key_use not in (None, "sig"):
                 continue
             if jwk.algorithm_name != JWT_ALGORITHM:
+                continue
+            size = getattr(jwk.key, "key_size", 0)
+            if size < MIN_RSA_BITS:  # as for a PEM key: a short RSA key is refused
+                _log.warning("JWKS key %r refused: RSA keys shorter than 2048 bits", jwk.key_id)
                 continue
             keys[jwk.key_id or ""] = jwk.key
         self._keys = keys
@@ -509,6 +651,7 @@ class AdminAuth:
                 raise ConfigurationError(
                     "set ANTIFRAGILE_JWT_JWKS_URL or ANTIFRAGILE_JWT_PUBLIC_KEY, not both"
                 )
+            check_issuer_audience(settings)
             verifier = JwtVerifier(
                 jwks_url=jwks_url or None,
                 public_key=public_key or None,
@@ -553,6 +696,27 @@ class AdminAuth:
             ) from None
 
 
+def check_issuer_audience(settings: Any) -> None:
+    """A JWT key without ``iss`` and ``aud`` checks makes any token that key signed (for any
+    application) an admin: refused unless explicitly allowed, and then logged."""
+    issuer = getattr(settings, "jwt_issuer", None)
+    audience = tuple(getattr(settings, "jwt_audience", ()) or ())
+    if issuer and audience:
+        return
+    if getattr(settings, "jwt_allow_any_issuer_audience", False):
+        _log.warning(
+            "admin JWTs are accepted without %s checks "
+            "(ANTIFRAGILE_JWT_ALLOW_ANY_ISSUER_AUDIENCE is on)",
+            " and ".join(n for n, v in (("issuer", issuer), ("audience", audience)) if not v),
+        )
+        return
+    raise ConfigurationError(
+        "a JWT key (ANTIFRAGILE_JWT_JWKS_URL / ANTIFRAGILE_JWT_PUBLIC_KEY) needs "
+        "ANTIFRAGILE_JWT_ISSUER and ANTIFRAGILE_JWT_AUDIENCE, so that only tokens issued for "
+        "this service are admins (or set ANTIFRAGILE_JWT_ALLOW_ANY_ISSUER_AUDIENCE=on)"
+    )
+
+
 def _unauthorized(message: str) -> ApiError:
     return ApiError(401, ErrorCode.AUTH, message, headers={"WWW-Authenticate": WWW_AUTHENTICATE})
 
@@ -590,9 +754,23 @@ async def require_admin(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
     api_key: Annotated[str | None, Security(_api_key)],
 ) -> Principal:
-    """FastAPI dependency of every admin route: the caller's :class:`Principal`, or a 401."""
+    """FastAPI dependency of every admin route: the caller's :class:`Principal`, or a 401
+    (the principal :class:`~antifragile.service._bodylimit.EdgeGuard` found before the body
+    was read, when it did)."""
+    known = getattr(request.state, "principal", None)
+    if isinstance(known, Principal):
+        return known
     auth = admin_auth_for(request)
     credential = bearer.credentials.strip() if bearer is not None else (api_key or "").strip()
     principal = await auth.authenticate(credential or None)
     request.state.principal = principal
     return principal
+
+
+def credential_of(request: Request) -> str | None:
+    """The credential a request presents: a Bearer token, else the ``X-API-Key`` header."""
+    authorization = request.headers.get("authorization", "")
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.headers.get("x-api-key", "").strip() or None

@@ -45,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -80,7 +81,15 @@ from antifragile.service._admin import (
 from antifragile.service._admin import (
     mark_sent as mark_sent_one,
 )
-from antifragile.service._auth import AdminAuth, Principal, admin_auth_for
+from antifragile.service._auth import (
+    ALL_SCOPES,
+    AdminAuth,
+    Principal,
+    admin_auth_for,
+    credential_of,
+    hash_key,
+    session_binding,
+)
 from antifragile.service._dashboard_views import (
     conversation,
     graphs,
@@ -91,7 +100,8 @@ from antifragile.service._dashboard_views import (
     worker_rows,
 )
 from antifragile.service._envelope import ApiError
-from antifragile.service._limits import limit_by_ip
+from antifragile.service._limits import client_ip, limit_by_ip
+from antifragile.service._login import LoginThrottle, account_of
 from antifragile.stores import KeyValueStore
 
 #: the cookie that carries a dashboard session's token
@@ -246,14 +256,24 @@ def _now(request: Request) -> float:
     return _jobs(request).clock.time()
 
 
-async def _still_allowed(auth: AdminAuth, record: Mapping[str, Any]) -> bool:
+async def _still_allowed(
+    auth: AdminAuth, record: Mapping[str, Any], token: str
+) -> frozenset[str] | None:
+    """The scopes the session's credential still holds, or ``None`` when it no longer works:
+    a stored key revoked or expired, the bootstrap key it was opened with removed (the
+    session holds a keyed hash of it: :func:`session_binding`), JWTs no longer configured."""
     kind = record.get("kind")
     if kind == "api_key":
         info = await auth.keys.get(str(record.get("subject") or ""))
-        return info is not None and info.active
+        if info is None or not info.active or info.expired(auth.keys.clock.time()):
+            return None
+        return frozenset(info.scopes)
     if kind == "bootstrap_key":
-        return auth.keys.has_bootstrap
-    return kind == "jwt" and auth.jwt is not None
+        bound = record.get("binding")
+        if isinstance(bound, str) and auth.keys.bootstrap_bound(token, bound):
+            return ALL_SCOPES
+        return None
+    return ALL_SCOPES if kind == "jwt" and auth.jwt is not None else None
 
 
 async def _from_cookie(request: Request) -> DashboardSession | None:
@@ -271,22 +291,17 @@ async def _from_cookie(request: Request) -> DashboardSession | None:
     if not isinstance(expires, int | float) or expires <= now:
         await kv.delete(key, now=now)
         return None
-    if not await _still_allowed(admin_auth_for(request), record):
+    scopes = await _still_allowed(admin_auth_for(request), record, token)
+    if scopes is None:
         await kv.delete(key, now=now)
         return None
     principal = Principal(
-        record["kind"], str(record.get("subject") or ""), name=record.get("name") or None
+        record["kind"],
+        str(record.get("subject") or ""),
+        name=record.get("name") or None,
+        scopes=scopes,
     )
     return DashboardSession(principal, csrf=record["csrf"], key=key)
-
-
-def _header_credential(request: Request) -> str | None:
-    authorization = request.headers.get("authorization", "")
-    scheme, _, value = authorization.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    api_key = request.headers.get("x-api-key", "").strip()
-    return api_key or None
 
 
 async def current_session(request: Request) -> DashboardSession | None:
@@ -295,7 +310,7 @@ async def current_session(request: Request) -> DashboardSession | None:
     session = await _from_cookie(request)
     if session is not None:
         return session
-    credential = _header_credential(request)
+    credential = credential_of(request)
     if credential is None:
         return None
     principal = await admin_auth_for(request).authenticate(credential)
@@ -316,7 +331,9 @@ async def require_session(request: Request) -> DashboardSession:
     return session
 
 
-async def _open_session(request: Request, principal: Principal) -> tuple[str, float]:
+async def _open_session(
+    request: Request, principal: Principal, credential: str
+) -> tuple[str, float]:
     now = _now(request)
     ttl = SESSION_TTL
     exp = principal.claims.get("exp") if principal.kind == "jwt" else None
@@ -331,6 +348,8 @@ async def _open_session(request: Request, principal: Principal) -> tuple[str, fl
         "created_at": now,
         "expires_at": now + ttl,
     }
+    if principal.kind == "bootstrap_key":  # bound to that key: removing it ends the session
+        record["binding"] = session_binding(token, hash_key(credential))
     await _kv(request).set(_token_key(token), record, now=now, ttl=ttl)
     return token, ttl
 
@@ -516,6 +535,18 @@ router = APIRouter(
     prefix="/dashboard", include_in_schema=False, dependencies=[Depends(limit_by_ip)]
 )
 Session = Annotated[DashboardSession, Depends(require_session)]
+
+
+async def require_operator(session: Session) -> DashboardSession:
+    """The session of an action (retry, resolve, mark sent): its key needs ``operate``."""
+    if not session.principal.can("operate"):
+        raise ApiError(
+            403, ErrorCode.FORBIDDEN, "this credential does not hold the 'operate' scope"
+        )
+    return session
+
+
+Operator = Annotated[DashboardSession, Depends(require_operator)]
 Filter = Annotated[str | None, Query(max_length=200)]
 JobId = Annotated[str, Path(min_length=1, max_length=100)]
 
@@ -581,16 +612,29 @@ async def login(request: Request) -> Response:
     _check_origin(request)
     form = await _form(request)
     credential = form.get("api_key", "").strip()
+    throttle, ip, account = _throttle(request), client_ip(request), account_of(credential)
+    wait = throttle.wait(ip, account)
+    if wait > 0:
+        raise ApiError(
+            429,
+            ErrorCode.RATE_LIMITED,
+            "too many failed sign-ins; wait before trying again",
+            retryable=True,
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
     try:
         principal = await admin_auth_for(request).authenticate(credential or None)
     except ApiError as exc:
         if exc.status != 401:
             raise
+        if credential:
+            throttle.failed(ip, account)
         message = _LOGIN_FAILED if credential else "Enter an admin API key."
         if not admin_auth_for(request).configured:
             message = exc.message
         return _html("dashboard_login.html", status=401, error=message)
-    token, ttl = await _open_session(request, principal)
+    throttle.succeeded(ip, account)
+    token, ttl = await _open_session(request, principal, credential)
     response = _redirect("/dashboard")
     response.set_cookie(
         COOKIE,
@@ -599,9 +643,24 @@ async def login(request: Request) -> Response:
         path="/dashboard",
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=_over_tls(request),
     )
     return response
+
+
+def _over_tls(request: Request) -> bool:
+    """Whether the cookie must be ``Secure``: the request came over TLS (directly, or through
+    a proxy trusted with ``--proxy-headers``) or the service's public URL is https."""
+    public = getattr(getattr(request.app.state, "settings", None), "public_url", None) or ""
+    return request.url.scheme == "https" or public.lower().startswith("https://")
+
+
+def _throttle(request: Request) -> LoginThrottle:
+    throttle: LoginThrottle | None = getattr(request.app.state, "login_throttle", None)
+    if throttle is None:
+        throttle = LoginThrottle(clock=_jobs(request).clock)
+        request.app.state.login_throttle = throttle
+    return throttle
 
 
 @router.post("/logout")
@@ -616,7 +675,7 @@ async def logout(request: Request, session: Session) -> Response:
 
 
 @router.post("/dlq/{job_id}/retry")
-async def retry(request: Request, session: Session, job_id: JobId) -> Response:
+async def retry(request: Request, session: Operator, job_id: JobId) -> Response:
     """Redrive one dead job -- the admin API's ``POST /v1/admin/dlq/{id}/retry`` (form field
     ``force`` set: "send anyway", for a reply whose outcome is unknown)."""
     form = await _form(request)
@@ -634,7 +693,7 @@ async def retry(request: Request, session: Session, job_id: JobId) -> Response:
 
 
 @router.post("/dlq/{job_id}/mark-sent")
-async def mark_sent(request: Request, session: Session, job_id: JobId) -> Response:
+async def mark_sent(request: Request, session: Operator, job_id: JobId) -> Response:
     """Close a dead reply as sent -- the admin API's ``POST /v1/admin/dlq/{id}/mark-sent``."""
     form = await _form(request)
     _check_csrf(request, session, form)
@@ -649,7 +708,7 @@ async def mark_sent(request: Request, session: Session, job_id: JobId) -> Respon
 
 
 @router.post("/dlq/{job_id}/resolve")
-async def resolve(request: Request, session: Session, job_id: JobId) -> Response:
+async def resolve(request: Request, session: Operator, job_id: JobId) -> Response:
     """Close one dead job with a reason -- the admin API's ``POST /v1/admin/dlq/{id}/resolve``."""
     form = await _form(request)
     _check_csrf(request, session, form)

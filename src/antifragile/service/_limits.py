@@ -234,8 +234,8 @@ async def limit_by_ip(request: Request) -> None:
     """FastAPI dependency: refuse a request over its IP's limit (429 RATE_LIMITED with
     ``Retry-After``). Uses ``request.app.state.limits``; without one, nothing is limited."""
     limits: InboundLimits | None = getattr(request.app.state, "limits", None)
-    if limits is None:
-        return
+    if limits is None or getattr(request.state, "antifragile.ip_checked", False):
+        return  # no limits, or the edge took this request's token already
     wait = await limits.check_ip(client_ip(request))
     if wait > 0.0:
         raise ApiError(

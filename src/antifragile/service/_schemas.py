@@ -223,6 +223,14 @@ class ApiKeyView(BaseModel):
     created_at: float
     revoked_at: float | None
     active: bool
+    scopes: list[str] = Field(description="read, operate and/or admin")
+    expires_at: float | None = Field(description="when the key stops working (none: never)")
+    last_used_at: float | None = Field(description="last accepted use (updated once a minute)")
+    created_by: str | None = Field(description="the key that created this one, if any")
+
+
+class RevokedApiKeyView(ApiKeyView):
+    also_revoked: list[str] = Field(description="the keys it created, revoked with it")
 
 
 class NewApiKeyView(ApiKeyView):

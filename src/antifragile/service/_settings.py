@@ -98,6 +98,17 @@ class Settings(BaseModel):
     inbound_ip_rate: Rate | None = Rate(6000, 60.0)
     inbound_sender_rate: Rate | None = Rate(30, 60.0)
 
+    #: the edge (service._bodylimit, service._keys): body limits of the admin API and of the
+    #: dashboard's forms (bytes), how long a body may stall (seconds), credentials for the API
+    #: docs, and the explicit opt-out from JWT issuer and audience checks
+    api_max_bytes: Annotated[int, Field(ge=1)] = 256 * 1024
+    dashboard_max_bytes: Annotated[int, Field(ge=1)] = 16 * 1024
+    body_read_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 30.0
+    docs_require_auth: bool = False
+    jwt_allow_any_issuer_audience: bool = False
+    #: without a public URL, the Host values a Twilio or HubSpot delivery may name
+    allowed_hosts: tuple[str, ...] = ()
+
     #: jobs in flight at most in the service's own worker
     worker_concurrency: Annotated[int, Field(ge=1)] = 10
 
@@ -313,6 +324,12 @@ _FIELDS: dict[str, _Field] = {
     "inbound_ip_rate": _Field("ANTIFRAGILE_INBOUND_IP_RATE", parse_rate),
     "inbound_sender_rate": _Field("ANTIFRAGILE_INBOUND_SENDER_RATE", parse_rate),
     "worker_concurrency": _Field("ANTIFRAGILE_WORKER_CONCURRENCY", _positive_int),
+    "api_max_bytes": _Field("ANTIFRAGILE_API_MAX_BYTES", _positive_int),
+    "dashboard_max_bytes": _Field("ANTIFRAGILE_DASHBOARD_MAX_BYTES", _positive_int),
+    "body_read_timeout": _Field("ANTIFRAGILE_BODY_READ_TIMEOUT", _seconds),
+    "docs_require_auth": _Field("ANTIFRAGILE_DOCS_REQUIRE_AUTH", _switch),
+    "jwt_allow_any_issuer_audience": _Field("ANTIFRAGILE_JWT_ALLOW_ANY_ISSUER_AUDIENCE", _switch),
+    "allowed_hosts": _Field("ANTIFRAGILE_ALLOWED_HOSTS", _list),
     "alert_slack": _Field("ANTIFRAGILE_ALERT_SLACK", _switch),
     "api_docs": _Field("ANTIFRAGILE_API_DOCS", _switch),
     "alert_email": _Field("ANTIFRAGILE_ALERT_EMAIL", _secrets, True),

@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 from starlette.datastructures import URL
@@ -46,7 +47,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from antifragile.errors import AntifragileError, ErrorCode, SuccessEnvelope
 from antifragile.inbound._delivery import CORRELATION_QUERY
-from antifragile.inbound._model import InboundEvent
+from antifragile.inbound._model import EventKind, InboundEvent
 from antifragile.inbound._status_webhooks import (
     CALCOM_SIGNATURE,
     HUBSPOT_SIGNATURE,
@@ -78,8 +79,13 @@ from antifragile.inbound._webhooks import (
 from antifragile.observability import current_request_id
 from antifragile.policies import SYSTEM_CLOCK, Clock
 from antifragile.service._envelope import ApiError, api_error_response, error_responses, ok
+from antifragile.service._limits import limit_by_ip
 from antifragile.service._settings import Settings
 from antifragile.service._state import ServiceState
+
+_log = logging.getLogger("antifragile.service.webhooks")
+#: the code counted for an event dated before the inbox TTL
+STALE_EVENT = "STALE_EVENT"
 
 #: what Twilio is answered with: TwiML that sends nothing back on its own
 EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
@@ -109,6 +115,9 @@ class WebhookResult(BaseModel):
     received: int
     recorded: list[str]
     duplicates: list[str]
+    #: events the provider dated more than ``ANTIFRAGILE_INBOX_TTL`` ago: not recorded (their
+    #: dedup record may be gone, so they would be processed again)
+    stale: int = 0
 
 
 WebhookEnvelope = SuccessEnvelope[WebhookResult]
@@ -225,7 +234,8 @@ def _accepted(events: int, recorded: list[Any]) -> JSONResponse:
     duplicates: list[str] = []
     for item in recorded:
         (created if item.created else duplicates).append(item.id)
-    return ok({"received": events, "recorded": created, "duplicates": duplicates})
+    stale = events - len(recorded)  # one record per event, but for the stale ones
+    return ok({"received": events, "recorded": created, "duplicates": duplicates, "stale": stale})
 
 
 def _form(body: bytes) -> dict[str, list[str]]:
@@ -334,6 +344,11 @@ class WebhookHandlers:
         self.clock = clock
         self.limit = settings.webhook_max_bytes
         self.public_url = settings.public_url
+        self.inbox_ttl = settings.inbox_ttl
+        #: the hosts a URL-signed delivery (Twilio, HubSpot) may name without a public URL
+        self.allowed_hosts = frozenset(
+            h.lower() for h in getattr(settings, "allowed_hosts", ()) or ()
+        )
         self.whatsapp_secrets = Settings.reveal(settings.whatsapp_app_secrets)
         self.verify_tokens = Settings.reveal(settings.whatsapp_verify_tokens)
         self.twilio_tokens = Settings.reveal(settings.twilio_auth_tokens)
@@ -353,6 +368,20 @@ class WebhookHandlers:
             f"{PREFIX}/hubspot": self.hubspot,
         }
 
+    def _signed_url(self, scope: Scope) -> str:
+        """The URL a Twilio or HubSpot signature covers: the public URL's when configured;
+        else the received one, whose ``Host`` must be one of ``ANTIFRAGILE_ALLOWED_HOSTS``
+        when that is set (``401 SIGNATURE_INVALID`` otherwise)."""
+        if not self.public_url and self.allowed_hosts:
+            host = (_header(scope, "host") or "").lower()
+            if host not in self.allowed_hosts and host.rsplit(":", 1)[0] not in self.allowed_hosts:
+                raise ApiError(
+                    401,
+                    ErrorCode.SIGNATURE_INVALID,
+                    "the request's Host is not one of ANTIFRAGILE_ALLOWED_HOSTS",
+                )
+        return signed_url(scope, self.public_url)
+
     async def _check_ip(self, scope: Scope) -> None:
         limits = getattr(self.app_state, "limits", None)
         if limits is None:
@@ -370,6 +399,7 @@ class WebhookHandlers:
 
     async def _ingest(self, events: list[InboundEvent]) -> list[Any]:
         assistant = self.state.require_assistant()
+        events = self._fresh(events, assistant)
         if not events:
             return []
         recorded = list(await assistant.ingest(events, request_id=current_request_id()))
@@ -378,6 +408,30 @@ class WebhookHandlers:
             new = sum(1 for item in recorded if item.created)
             metrics.inbound(events[0].channel.value, received=new, duplicates=len(recorded) - new)
         return recorded
+
+    def _fresh(self, events: list[InboundEvent], assistant: Any) -> list[InboundEvent]:
+        """*events* without the customer messages dated more than the inbox TTL ago: a replay
+        of signed bytes once their dedup record expired would be processed (answered) again.
+        Each one left out is counted (``antifragile_inbound_rejected_total{code=
+        "STALE_EVENT"}``) and logged. Delivery statuses only ever move a reply forward, and the
+        status webhooks that sign a timestamp refuse old ones themselves."""
+        clock = getattr(assistant, "clock", self.clock)
+        oldest = clock.time() - self.inbox_ttl
+        fresh = [
+            e
+            for e in events
+            if e.kind is not EventKind.MESSAGE or e.occurred_at is None or e.occurred_at >= oldest
+        ]
+        if len(fresh) < len(events):
+            stale = len(events) - len(fresh)
+            _log.warning(
+                "%d %s event(s) dated before the inbox TTL ignored", stale, events[0].channel.value
+            )
+            metrics = getattr(assistant, "metrics", None)
+            if metrics is not None:
+                for _ in range(stale):
+                    metrics.rejected(events[0].channel.value, STALE_EVENT)
+        return fresh
 
     def rejected(self, channel: str, exc: ApiError | AntifragileError) -> None:
         """Count a refused delivery (``antifragile_inbound_rejected_total``)."""
@@ -403,7 +457,7 @@ class WebhookHandlers:
         if content_type not in (_FORM, _JSON):
             raise _unsupported(content_type, f"{_FORM} or {_JSON}")
         body = await read_body(receive, self.limit, length)
-        url = signed_url(scope, self.public_url)
+        url = self._signed_url(scope)
         if content_type == _FORM:
             params = _form(body)
             verify_twilio(url, params, signature, self.twilio_tokens)
@@ -475,7 +529,7 @@ class WebhookHandlers:
         body, signature = await self._json_body(scope, receive, _HUBSPOT_SIGNATURE)
         verify_hubspot(
             scope["method"],
-            signed_url(scope, self.public_url),
+            self._signed_url(scope),
             body,
             signature,
             _header(scope, HUBSPOT_TIMESTAMP),
@@ -525,10 +579,12 @@ def webhooks_router(handlers: WebhookHandlers) -> APIRouter:
     @router.get(
         "/whatsapp",
         summary="WhatsApp subscription handshake",
+        # the verify token can be guessed only as fast as the per-IP limit allows
+        dependencies=[Depends(limit_by_ip)],
         response_class=PlainTextResponse,
         responses={
             200: {"content": {"text/plain": {}}, "description": "The hub.challenge, echoed"},
-            **error_responses(400, 403, 500),
+            **error_responses(400, 403, 429, 500),
         },
     )
     async def whatsapp_verify(request: Request) -> Response:
