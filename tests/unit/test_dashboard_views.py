@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from antifragile import FakeClock
-from antifragile.jobs import Job, JobContext, Jobs, JobState
+from antifragile.jobs import Job, JobContext, Jobs, JobState, ProcessBeat
 from antifragile.service._dashboard_views import (
     GRAPH_BUCKET,
     activity,
@@ -150,3 +150,42 @@ async def test_the_workers_are_the_owners_of_live_leases() -> None:
         clock.advance(45)  # host-a's leases ran out: it may be gone
         later = await worker_rows(jobs, now=clock.time())
         assert [row.name for row in later] == ["host-b:2:bb"]
+
+
+async def test_workers_come_from_their_heartbeats_alive_or_silent() -> None:
+    """A worker that wrote a heartbeat shows even while it holds no job; one whose heartbeat
+    went stale shows as silent (after the alive ones); its held jobs are counted on its row."""
+    clock = FakeClock()
+    async with Jobs(database_url="memory://", clock=clock) as jobs:
+
+        @jobs.job(queue="email")
+        async def send(ctx: JobContext, n: int) -> None: ...
+
+        start = clock.time()
+        await jobs.queue.beat(
+            ProcessBeat("host-a:1:worker:aa", "worker", "host-a", 1, ("email",), start, start),
+            now=start,
+        )
+        await jobs.queue.beat(
+            ProcessBeat("host-s:3:scheduler:ss", "scheduler", "host-s", 3, None, start, start),
+            now=start,
+        )
+        idle = await worker_rows(jobs, now=start)
+        assert [(row.name, row.jobs, row.alive, row.queues) for row in idle] == [
+            ("host-a:1:worker:aa", 0, True, ("email",))
+        ]
+        clock.advance(30)
+        late = clock.time()
+        await jobs.queue.beat(
+            ProcessBeat("host-b:2:worker:bb", "worker", "host-b", 2, None, late, late), now=late
+        )
+        await send.enqueue(1)
+        await jobs.queue.claim(worker="host-b:2:worker:bb", limit=1, lease=60, now=late)
+        clock.advance(40)  # host-a silent for 70 s, host-b for 40 s (and holding a lease)
+        rows = await worker_rows(jobs, now=clock.time(), dead_after=60)
+        assert [(row.name, row.jobs, row.alive) for row in rows] == [
+            ("host-b:2:worker:bb", 1, True),
+            ("host-a:1:worker:aa", 0, False),
+        ]
+        assert rows[0].queues == ()
+        assert rows[0].started_at == late

@@ -63,6 +63,7 @@ from antifragile.errors import ErrorCode
 from antifragile.inbound._replies import SEND_JOB, Replies
 from antifragile.jobs import DeadLetterFilter, JobFilter, Jobs, JobState
 from antifragile.jobs._ids import short_id
+from antifragile.jobs._liveness import DEAD_AFTER
 from antifragile.service._admin import (
     MarkSentBody,
     ResolveBody,
@@ -504,7 +505,13 @@ async def _panels(request: Request, filters: Mapping[str, str]) -> dict[str, Any
     return {
         "now": now,
         "graphs": graphs(found),
-        "workers": await worker_rows(jobs, now=now),
+        "workers": await worker_rows(
+            jobs,
+            now=now,
+            dead_after=getattr(
+                getattr(request.app.state, "settings", None), "worker_dead_after", DEAD_AFTER
+            ),
+        ),
         "tasks": await task_rows(getattr(assistant, "tasks", None)),
         "filters": filters,
         "breakers": await fresh_breaker_views(breakers),

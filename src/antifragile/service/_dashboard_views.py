@@ -11,14 +11,16 @@ and starting (the current minute also counts the oldest job still waiting). They
 from the :data:`GRAPH_JOBS` most recently changed jobs, and drawn on the server as ``<svg>``
 (no script, no library, nothing loaded from elsewhere).
 
-**Workers** (:func:`worker_rows`): the one place the workers panel reads. Today the store knows
-a worker by the leases it holds: each owner of a running job's lease, with its jobs, queues
-and the lease's expiry. A worker that holds no job does not show.
+**Workers** (:func:`worker_rows`): the one place the workers panel reads: every worker's
+heartbeat row (:mod:`antifragile.jobs._liveness`; alive, or silent once it is older than the
+dead-after threshold) with the jobs whose leases it holds, plus any other owner of a live lease
+(a worker that writes no heartbeat).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -30,9 +32,12 @@ from markupsafe import Markup, escape
 
 from antifragile.inbound._replies import Replies
 from antifragile.jobs import Job, JobFilter, Jobs, JobState
+from antifragile.jobs._liveness import DEAD_AFTER
 from antifragile.jobs._view import attempts_of
 from antifragile.observability._redaction import mask_email, mask_phone
 from antifragile.service._admin import job_view, mask_personal, message_view
+
+_log = logging.getLogger("antifragile.service.dashboard")
 
 #: the graphs' span and bar width (seconds)
 GRAPH_WINDOW = 3600.0
@@ -230,22 +235,47 @@ class WorkerRow:
 
     name: str
     jobs: int
+    #: the queues it serves (its heartbeat), else those of the jobs it holds; empty: every queue
     queues: tuple[str, ...]
     #: when the worker last showed it was alive (epoch seconds), if the store says
     last_seen: float | None
     #: until when its leases run (epoch seconds): past that, its jobs go to other workers
     lease_until: float | None
+    #: alive (a recent heartbeat or a live lease), or silent (its heartbeat is stale)
+    alive: bool = True
+    #: when it started (epoch seconds), from its heartbeat
+    started_at: float | None = None
 
 
-async def worker_rows(jobs: Jobs, *, now: float) -> list[WorkerRow]:
-    """The workers the job store knows of (see the module docs): today the owners of the
-    leases on running jobs, busiest first."""
+async def worker_rows(jobs: Jobs, *, now: float, dead_after: float = DEAD_AFTER) -> list[WorkerRow]:
+    """The workers the job store knows of (see the module docs): every heartbeat row of a
+    worker (alive, or silent for *dead_after* seconds), with the jobs it holds, and any other
+    owner of a live lease; alive first, busiest first."""
     running = await jobs.find(JobFilter(states=(JobState.RUNNING,)), limit=WORKER_JOBS)
     owners: dict[str, list[Job]] = {}
     for job in running:
         if job.lease_owner and (job.lease_until is None or job.lease_until > now):
             owners.setdefault(job.lease_owner, []).append(job)
-    rows = [
+    try:
+        beats = [beat for beat in await jobs.queue.processes() if beat.kind == "worker"]
+    except Exception as exc:  # the panel still shows the lease owners
+        _log.warning("dashboard: heartbeats not readable: %s", type(exc).__name__)
+        beats = []
+    rows = []
+    for beat in beats:
+        held = owners.pop(beat.id, [])
+        rows.append(
+            WorkerRow(
+                name=beat.id,
+                jobs=len(held),
+                queues=beat.queues or (),
+                last_seen=max([beat.last_seen, *(job.updated_at for job in held)]),
+                lease_until=max((job.lease_until or 0.0) for job in held) or None if held else None,
+                alive=bool(held) or beat.alive(now=now, threshold=dead_after),
+                started_at=beat.started_at,
+            )
+        )
+    rows.extend(
         WorkerRow(
             name=owner,
             jobs=len(held),
@@ -254,8 +284,8 @@ async def worker_rows(jobs: Jobs, *, now: float) -> list[WorkerRow]:
             lease_until=max((job.lease_until or 0.0) for job in held) or None,
         )
         for owner, held in owners.items()
-    ]
-    return sorted(rows, key=lambda row: (-row.jobs, row.name))
+    )
+    return sorted(rows, key=lambda row: (not row.alive, -row.jobs, row.name))
 
 
 def task_row(task: Mapping[str, Any]) -> dict[str, Any]:
