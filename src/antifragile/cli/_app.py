@@ -8,6 +8,7 @@ import typer
 
 import antifragile
 from antifragile.cli._demo import demo
+from antifragile.cli._erase import erase
 from antifragile.cli._jobs import dlq_app, jobs_app, worker
 from antifragile.cli._migrate import migrate
 from antifragile.cli._sandbox import sandbox
@@ -30,6 +31,7 @@ app.command()(worker)
 app.command()(serve)
 app.command()(health)
 app.command()(breakers)
+app.command()(erase)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(dlq_app, name="dlq")
 

@@ -630,12 +630,14 @@ class Sessions:
 
     async def reset(self, key: str) -> bool:
         """Start *key*'s session over: the contact's next message starts the flow again (a new
-        round, so the actions run again for it). Whether there was a session."""
+        round, so the actions run again for it) and brings the phone number back; until then
+        the record holds neither the answers nor the phone. Whether there was a session."""
 
         def change(record: SessionRecord | None) -> SessionRecord | None:
             if record is None:
                 return None
-            return _fresh(record, now=self.clock.time(), flags=tuple(record.flags))
+            fresh = _fresh(record, now=self.clock.time(), flags=tuple(record.flags))
+            return fresh.replace(phone="")
 
         return await self._update(key, change) is not None
 

@@ -35,6 +35,7 @@ from antifragile.service._ai import router as ai_router
 from antifragile.service._alerts_api import alerts_router
 from antifragile.service._dashboard import dashboard_router
 from antifragile.service._envelope import RequestContextMiddleware, install_error_handlers
+from antifragile.service._erasure_api import router as erasure_router
 from antifragile.service._health import health_router
 from antifragile.service._limits import InboundLimits
 from antifragile.service._metrics import install_observability
@@ -168,6 +169,7 @@ def create_app(
     app.include_router(alerts_router)
     app.include_router(dashboard_router)
     app.include_router(ai_router)
+    app.include_router(erasure_router)
     for router in routers:
         app.include_router(router)
     _document_errors(app)
