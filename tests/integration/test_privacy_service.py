@@ -67,7 +67,7 @@ class Service:
 @pytest.fixture
 def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
     simulators = [
-        WhatsAppSimulator(access_tokens=[WA_TOKEN], phone_number_ids=[PHONE_ID], throughput=1e6),
+        WhatsAppSimulator(access_tokens=[WA_TOKEN], phone_number_ids=[PHONE_ID], throughput=10**6),
         SlackSimulator(hooks=[HOOK], rate=1e6, burst=1e6),
     ]
     with ProviderSandbox(simulators) as sandbox:
