@@ -222,3 +222,28 @@ def test_a_session_reset_forgets_the_phone_number(service: Service) -> None:
     wait_until(lambda: service.effects("whatsapp") == 2)
     (value,) = service.rows(f"SELECT value FROM antifragile_kv WHERE key = '{key}'")[0]
     assert json.loads(value)["phone"] == PHONE
+
+
+def test_with_a_data_key_personal_data_is_stored_encrypted_and_still_erasable(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``ANTIFRAGILE_DATA_KEYS`` the inbox and the session hold ciphertext where the
+    phone number, the text and the answers were; the conversation works as before, and
+    erasure still finds every record."""
+    monkeypatch.setenv("ANTIFRAGILE_DATA_KEYS", "k1-5e0c7d2a9b8f4e6d1c3a5b7e9f0d2c4a")
+    service.say("Hello there")
+    service.say("Ada Lovelace")
+    wait_until(lambda: service.effects("whatsapp") == 2)
+    stored = json.dumps(
+        service.rows("SELECT payload FROM antifragile_inbox")
+        + service.rows("SELECT value FROM antifragile_kv WHERE key LIKE 'session:%'")
+    )
+    for plain in (PHONE, "Hello there", "Ada Lovelace"):
+        assert plain not in stored
+    assert "$sealed" in stored
+    key = Sessions.key_for("acme", PHONE)
+    shown = service.admin.get(f"/v1/admin/sessions/{key}").json()["data"]
+    assert shown["phone"].startswith("+4477")
+    erased = service.admin.post("/v1/admin/erasure", json={"phone": PHONE}).json()["data"]
+    assert erased["erased"]["inbox"] == 2
+    assert erased["erased"]["sessions"] == 1

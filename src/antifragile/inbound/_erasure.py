@@ -42,6 +42,7 @@ from typing import Any
 from antifragile.errors import ConfigurationError
 from antifragile.inbound._pipeline import sender_ordering_key
 from antifragile.inbound._replies import kv_of
+from antifragile.inbound._sealing import unseal_all
 from antifragile.jobs import FINAL, Job, JobFilter, Jobs
 from antifragile.observability import mask_email, mask_phone, reference
 from antifragile.observability._personal import _UNKEYED, data_keys
@@ -174,7 +175,7 @@ async def erase(
     offset = 0
     while True:
         page = await queue.find_inbound(limit=_PAGE, offset=offset)
-        inbox.extend(entry.id for entry in page if matches(entry.payload))
+        inbox.extend(entry.id for entry in page if matches(unseal_all(entry.payload)))
         if len(page) < _PAGE:
             break
         offset += _PAGE
@@ -202,7 +203,7 @@ async def erase(
 
     store = kv if kv is not None else kv_of(jobs)
     for entry in await store.scan("", now=now, limit=_KV_LIMIT):
-        if not matches(entry.key, entry.value):
+        if not matches(entry.key, unseal_all(entry.value)):
             continue
         prefix = entry.key.split(":", 1)[0]
         kind = KV_KINDS.get(prefix, f"kv:{prefix}")

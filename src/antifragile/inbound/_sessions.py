@@ -16,7 +16,8 @@ the queue writes in the same record are never overwritten. Records expire ``rete
 seconds (30 days by default) after their last change.
 
 The record is a typed, frozen :class:`~antifragile.inbound.SessionRecord` (its stored JSON is
-written and read only by its ``to_json``/``from_json``): ``key``, ``tenant_id``, ``flow``,
+written and read only by its ``to_stored_json``/``from_json``; with a data key configured the
+phone, the answers and the recent messages are stored encrypted): ``key``, ``tenant_id``, ``flow``,
 ``channel``, ``phone``, ``round`` (the conversation's number), ``step`` (the question waiting
 for an answer), ``fields`` (the answers), ``progress_status`` (``new`` | ``in_progress`` |
 ``completed``), one status flag per action of the flow (``email_status``, ``shopify_status``,
@@ -433,7 +434,7 @@ class Sessions:
                 return None
             written = await kv.compare_and_set(
                 key,
-                new.to_json(),
+                new.to_stored_json(),
                 expected_version=None if current is None else current.version,
                 now=now,
                 ttl=self.retention,
@@ -478,7 +479,11 @@ class Sessions:
             else:
                 written = (
                     await kv.compare_and_set(
-                        key, new.to_json(), expected_version=expected, now=now, ttl=self.retention
+                        key,
+                        new.to_stored_json(),
+                        expected_version=expected,
+                        now=now,
+                        ttl=self.retention,
                     )
                     is not None
                 )
@@ -532,7 +537,7 @@ class Sessions:
             assert isinstance(queue, RecordQueue)
             saved = await queue.save_and_enqueue(
                 new.key,
-                new.to_json(),
+                new.to_stored_json(),
                 expected_version=expected,
                 jobs=batch,
                 now=now,
@@ -550,7 +555,7 @@ class Sessions:
             await self._record_jobs(new.key, moved)
             return True
         written = await kv.compare_and_set(
-            new.key, new.to_json(), expected_version=expected, now=now, ttl=self.retention
+            new.key, new.to_stored_json(), expected_version=expected, now=now, ttl=self.retention
         )
         if written is None:
             return False
