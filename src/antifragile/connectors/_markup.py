@@ -98,14 +98,27 @@ class MessageTemplate:
     def render(self, variables: Mapping[str, Any]) -> str:
         """The message; a ConfigurationError naming the template when a variable is missing
         or the source does not parse."""
-        try:
-            compiled = environment(self.markup).from_string(self.source)
-            return compiled.render(dict(variables))
-        except jinja2.TemplateSyntaxError as exc:
-            raise ConfigurationError(
-                f"template {self.name!r} does not parse: {exc.message} (line {exc.lineno})"
-            ) from exc
-        except jinja2.UndefinedError as exc:
-            raise ConfigurationError(
-                f"template {self.name!r}: missing variable: {exc.message}"
-            ) from exc
+        label = f"template {self.name!r}"
+        return render_compiled(compile_source(self.markup, self.source, label), variables, label)
+
+
+def compile_source(markup: str, source: str, label: str) -> jinja2.Template:
+    """*source* compiled in *markup*'s environment; a ConfigurationError starting with
+    *label* when it does not parse."""
+    try:
+        return environment(markup).from_string(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ConfigurationError(
+            f"{label} does not parse: {exc.message} (line {exc.lineno})"
+        ) from exc
+
+
+def render_compiled(compiled: jinja2.Template, variables: Mapping[str, Any], label: str) -> str:
+    """*compiled* rendered with *variables*; a ConfigurationError starting with *label* for a
+    missing variable or any other failure."""
+    try:
+        return compiled.render(dict(variables))
+    except jinja2.UndefinedError as exc:
+        raise ConfigurationError(f"{label}: missing variable: {exc.message}") from exc
+    except jinja2.TemplateError as exc:
+        raise ConfigurationError(f"{label} failed to render: {exc}") from exc

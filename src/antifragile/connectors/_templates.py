@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 import jinja2
 
-from antifragile.connectors._markup import environment
+from antifragile.connectors._markup import compile_source, render_compiled
 from antifragile.errors import ConfigurationError
 from antifragile.policies import SYSTEM_CLOCK, Clock
 from antifragile.stores import Store
@@ -146,8 +146,6 @@ class EmailTemplates:
             DEFAULT_TEMPLATES if defaults is None else defaults
         )
         self._clock = clock
-        self._text = environment("text")
-        self._html = environment("html")
 
     async def get(self, name: str) -> EmailTemplate:
         """The template *name*: its override in the store, else the default."""
@@ -196,26 +194,11 @@ class EmailTemplates:
         source: str | None = getattr(template, part)
         if source is None:
             return None
-        environment = self._html if part == "html" else self._text
-        try:
-            return environment.from_string(source)
-        except jinja2.TemplateSyntaxError as exc:
-            raise ConfigurationError(
-                f"template {template.name!r} ({part}) does not parse: {exc.message} "
-                f"(line {exc.lineno})"
-            ) from exc
+        markup = "html" if part == "html" else "text"
+        return compile_source(markup, source, f"template {template.name!r} ({part})")
 
     def _render(self, template: EmailTemplate, part: Part, variables: Mapping[str, Any]) -> str:
         compiled = self._compile(template, part)
         if compiled is None:
             return ""
-        try:
-            return compiled.render(dict(variables))
-        except jinja2.UndefinedError as exc:
-            raise ConfigurationError(
-                f"template {template.name!r} ({part}): missing variable: {exc.message}"
-            ) from exc
-        except jinja2.TemplateError as exc:
-            raise ConfigurationError(
-                f"template {template.name!r} ({part}) failed to render: {exc}"
-            ) from exc
+        return render_compiled(compiled, variables, f"template {template.name!r} ({part})")
