@@ -28,6 +28,7 @@ Pure functions in the bottom layer, so that every layer may use them.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import os
@@ -165,6 +166,7 @@ _EMAIL = re.compile(r"(?<![\w.%+-])[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9-]+(?:\.[
 _E164 = re.compile(r"(?<![\w+%])(?:\+|%2[Bb])\d(?:[ .-]?\d){6,14}(?![\d])")
 
 
+@functools.lru_cache(maxsize=4096)
 def personal_key(name: str) -> bool:
     """Whether a field called *name* holds data about a person (see the module docs)."""
     words = [w.lower() for w in _WORD.findall(name)]
@@ -213,39 +215,49 @@ def is_reference(value: object) -> bool:
     return isinstance(value, str) and value.startswith(REFERENCE_PREFIX) and len(value) == 28
 
 
-def _replace_shapes(text: str, key: bytes) -> str:
+class _Key:
+    """The key of references, looked up only when a payload holds something to replace."""
+
+    def __init__(self, key: bytes | None) -> None:
+        self._key = key
+
+    def __call__(self) -> bytes:
+        if self._key is None:
+            keys = data_keys()
+            self._key = keys[0] if keys else _UNKEYED
+        return self._key
+
+
+def _replace_shapes(text: str, key: _Key) -> str:
     if "@" in text or "%40" in text:
-        text = _EMAIL.sub(lambda m: reference(m.group(0), key=key), text)
+        text = _EMAIL.sub(lambda m: reference(m.group(0), key=key()), text)
     if "+" in text or "%2" in text:
-        text = _E164.sub(lambda m: reference(m.group(0), key=key), text)
+        text = _E164.sub(lambda m: reference(m.group(0), key=key()), text)
     return text
 
 
-def _whole(value: Any, key: bytes) -> Any:
+def _whole(value: Any, key: _Key) -> Any:
     """The reference of a personal field's value (kept: ``None``, booleans, references)."""
     if value is None or isinstance(value, bool) or is_reference(value):
         return value
     if isinstance(value, str):
-        return reference(value, key=key) if value.strip() else value
+        return reference(value, key=key()) if value.strip() else value
     if isinstance(value, int | float):
-        return reference(str(value), key=key)
+        return reference(str(value), key=key())
     if isinstance(value, list | tuple):
         return [_whole(item, key) for item in value]
     if isinstance(value, Mapping):
         return {k: _whole(v, key) for k, v in value.items()}
-    return reference(str(value), key=key)
+    return reference(str(value), key=key())
 
 
 def pseudonymise(value: Any, *, key: bytes | None = None) -> Any:
     """A copy of the JSON *value* with personal data replaced by references (module docs);
     *value* itself when there is none (cheap: one pass, no copy of an unchanged value)."""
-    if key is None:
-        keys = data_keys()
-        key = keys[0] if keys else _UNKEYED
-    return _visit(value, key)
+    return _visit(value, _Key(key))
 
 
-def _visit(value: Any, key: bytes) -> Any:
+def _visit(value: Any, key: _Key) -> Any:
     if isinstance(value, str):
         new = _replace_shapes(value, key)
         return value if new == value else new
