@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from antifragile.cli._jobs import DatabaseUrl, _run
-from antifragile.inbound._erasure import ErasureReport
-from antifragile.inbound._erasure import erase as erase_records
 from antifragile.jobs import Jobs
 from antifragile.jobs._app import DEFAULT_DATABASE_URL
+
+if TYPE_CHECKING:
+    from antifragile.inbound._erasure import ErasureReport
 
 
 def erase(
@@ -56,6 +57,11 @@ def erase(
         if not typer.confirm("Erase every record about this customer?", default=False):
             console.print("nothing erased")
             raise typer.Exit(1)
+
+    # the inbound layer needs the service extra: imported when the command runs
+
+    # the inbound layer needs the service extra: imported when the command runs
+    from antifragile.inbound._erasure import erase as erase_records
 
     async def action(jobs: Jobs) -> ErasureReport:
         return await erase_records(jobs, phone=phone, email=email, dry_run=dry_run)
