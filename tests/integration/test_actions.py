@@ -155,16 +155,16 @@ class Run:
         return recorded.id
 
     async def message(
-        self, text: str, *, handler: str | None = None
+        self, text: str, *, handler: str | None = None, profile: str = "Ada"
     ) -> tuple[SagaResult, Job, HandlerResult, str]:
-        job_id, answer, inbox_id = await self.begin(text, handler=handler)
+        job_id, answer, inbox_id = await self.begin(text, handler=handler, profile=profile)
         job = await self.settle(job_id)
         result = SagaResult.from_job(job)
         assert result is not None, job
         return result, job, answer, inbox_id
 
     async def begin(
-        self, text: str, *, handler: str | None = None
+        self, text: str, *, handler: str | None = None, profile: str = "Ada"
     ) -> tuple[str, HandlerResult, str]:
         """Record, classify and handle *text*; start its saga: the saga's job id."""
         self.count += 1
@@ -175,7 +175,7 @@ class Run:
             "1234",
             sender=PHONE,
             text=text,
-            data={"profile_name": "Ada"},
+            data={"profile_name": profile},
         )
         inbox_id = await self.record(event)
         classification = self.classifier.classify_text(text)
@@ -406,6 +406,33 @@ async def test_the_actions_a_flow_completes_with_run_from_a_handler_too(
     (post,) = slack_texts(sandbox)
     assert post.startswith("New UNKNOWN message for Corner Shop: Ada (+4477")
     assert_no_pii(post)
+
+
+SLACK_MARKUP = "<!channel> <!here> <https://evil.example|your refund> & <@U123>"
+
+
+async def test_customer_text_reaches_slack_as_text_never_as_markup(
+    run: Run, handlers: Handlers, sandbox: ProviderSandbox
+) -> None:
+    """Mentions and links typed by a customer -- in the message and in the profile name --
+    are posted to Slack escaped (``&lt;!channel&gt;``): no ping, no link, no mention; the
+    business's own text around them is unchanged."""
+    await run.message(f"How much does it cost? {SLACK_MARKUP}")
+
+    @handlers.on_message("LEAD", actions=["notify_slack"], name="lead_markup")
+    async def lead(ctx: MessageContext) -> str:
+        return "Thanks!"
+
+    await run.message("hello", handler="lead_markup", profile="<!channel> Eve")
+    sales, contact = slack_texts(sandbox)
+    assert sales.startswith("New PRICING_INQUIRY (")
+    assert "Message: How much does it cost? &lt;!channel&gt; &lt;!here&gt; " in sales
+    assert "&lt;https://evil.example|your refund&gt; &amp; &lt;@U123&gt;" in sales
+    assert contact.startswith("New UNKNOWN message for Corner Shop: &lt;!channel&gt; (+4477")
+    for posted in (sales, contact):
+        assert "<!" not in posted
+        assert "<http" not in posted
+        assert "<@" not in posted
 
 
 async def test_a_step_failing_for_good_compensates_the_order(

@@ -134,7 +134,7 @@ async def test_a_saga_whose_steps_all_succeed_completes(jobs: Jobs, clock: FakeC
     compensation runs; the job's result is a completed SagaResult with each step's result."""
     rec = Recorder()
     saga = checkout(jobs, rec)
-    started = await saga.start({"amount": 42, "email": "ada@example.com"})
+    started = await saga.start({"amount": 42, "customer_id": "c-7"})
     job = await settle(jobs, Worker(jobs), clock, started.id)
 
     assert job.state is JobState.SUCCEEDED
@@ -154,7 +154,7 @@ async def test_a_saga_whose_steps_all_succeed_completes(jobs: Jobs, clock: FakeC
         "customer": "customer-done",
         "charge": {"charge_id": "ch_42"},
     }
-    assert rec.seen["email"].data == {"amount": 42, "email": "ada@example.com"}
+    assert rec.seen["email"].data == {"amount": 42, "customer_id": "c-7"}
 
 
 async def test_step_3_failing_for_good_compensates_2_then_1(jobs: Jobs, clock: FakeClock) -> None:

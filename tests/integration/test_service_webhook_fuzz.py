@@ -56,7 +56,8 @@ SHOPIFY_SECRET = "shopify-fuzz-secret"
 #: the deliveries: WhatsApp, Twilio as a form and as JSON (bodySHA256), Shopify
 PROVIDERS = ["whatsapp", "twilio-form", "twilio-json", "shopify"]
 CODES = {code.value for code in ErrorCode}
-_VALID_REQUEST_ID = re.compile(rb"[\x20-\x7e]{1,128}")
+# the ids the service keeps: a safe charset, not a bare run of phone-number digits
+_VALID_REQUEST_ID = re.compile(rb"(?!\d{7,15}\Z)[A-Za-z0-9._:-]{1,128}")
 
 FUZZ = settings(
     max_examples=40,

@@ -66,13 +66,13 @@ async def test_transient_failures_retry_on_schedule_then_succeed(
     attempts: list[int] = []
 
     @jobs.job(retry=Retry(attempts=5, backoff=Constant(60)))
-    async def sync_contact(ctx: JobContext, email: str) -> str:
+    async def sync_contact(ctx: JobContext, contact_id: str) -> str:
         attempts.append(ctx.attempt)
         if ctx.attempt < 3:
             raise UpstreamUnavailableError("HTTP 503", status=503, provider="hubspot")
-        return f"synced {email}"
+        return f"synced {contact_id}"
 
-    enqueued = await sync_contact.enqueue("a@example.com")
+    enqueued = await sync_contact.enqueue("c-1")
     worker = Worker(jobs)
     start = clock.time()
     assert await worker.run_until_idle() == 1
@@ -86,7 +86,7 @@ async def test_transient_failures_retry_on_schedule_then_succeed(
     await worker.run_until_idle()
     job = await _job(jobs, enqueued.id)
     assert attempts == [1, 2, 3]
-    assert (job.state, job.attempts, job.result) == (JobState.SUCCEEDED, 3, "synced a@example.com")
+    assert (job.state, job.attempts, job.result) == (JobState.SUCCEEDED, 3, "synced c-1")
     assert [h["code"] for h in job.history] == ["UPSTREAM_UNAVAILABLE"] * 2 + [None]
     assert [h["status"] for h in job.history[:2]] == [503, 503]
     assert job.first_failed_at == start

@@ -149,12 +149,36 @@ async def test_a_missing_request_id_is_generated(client: httpx.AsyncClient) -> N
 
 @pytest.mark.parametrize(
     "given",
-    [b"x" * 129, b"caf\xc3\xa9", b"", b"tab\there"],
-    ids=["too-long", "non-ascii", "empty", "control-char"],
+    [
+        b"x" * 129,
+        b"caf\xc3\xa9",
+        b"",
+        b"tab\there",
+        b"ada@example.com",
+        b"ada%40example.com",
+        b"%2B447700900123",
+        b"+447700900123",
+        b"447700900123",
+        b'a"b<script>',
+    ],
+    ids=[
+        "too-long",
+        "non-ascii",
+        "empty",
+        "control-char",
+        "email",
+        "encoded-email",
+        "encoded-phone",
+        "phone",
+        "bare-phone-digits",
+        "markup",
+    ],
 )
 async def test_an_invalid_request_id_is_replaced(client: httpx.AsyncClient, given: bytes) -> None:
-    """An x-request-id that is too long, not printable ASCII or empty is not trusted: a new
-    one is drawn and echoed instead."""
+    """An x-request-id that is too long, empty, outside ``A-Z a-z 0-9 . _ : -`` or a bare run
+    of phone-number digits is not trusted -- request ids reach logs and rows unmasked, so one
+    carrying an email address or a phone number must never be kept: a new one is drawn and
+    echoed instead."""
     response = await client.get("/ok", headers=[(b"x-request-id", given)])
     rid = response.headers["x-request-id"]
     assert HEX32.fullmatch(rid)
@@ -162,8 +186,9 @@ async def test_an_invalid_request_id_is_replaced(client: httpx.AsyncClient, give
 
 
 async def test_a_128_character_request_id_is_kept(client: httpx.AsyncClient) -> None:
-    """128 printable characters (quotes included) is the longest id accepted as is."""
-    given = 'a"b\\' + "c" * 124
+    """128 characters of the safe set is the longest id accepted as is (a uuid, a trace id,
+    ``svc:1765111111.5-a_b`` all are)."""
+    given = "a.b_c:d-1765111111" + "c" * 110
     response = await client.get("/ok", headers={"x-request-id": given})
     assert response.headers["x-request-id"] == given
     assert response.json()["meta"]["request_id"] == given

@@ -9,6 +9,7 @@ import typer
 import antifragile
 from antifragile.cli._backup import backup, restore
 from antifragile.cli._demo import demo
+from antifragile.cli._erase import erase
 from antifragile.cli._jobs import dlq_app, jobs_app, worker
 from antifragile.cli._migrate import migrate
 from antifragile.cli._prune import jobs_prune
@@ -35,6 +36,7 @@ app.command()(breakers)
 app.command()(backup)
 app.command()(restore)
 jobs_app.command("prune")(jobs_prune)
+app.command()(erase)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(dlq_app, name="dlq")
 

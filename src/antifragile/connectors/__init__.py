@@ -9,6 +9,7 @@ be pointed at the :class:`~antifragile.sandbox.ProviderSandbox` or any stand-in 
 from antifragile.connectors._calcom import Booking, CalComConnector, booking_link, calcom_policy
 from antifragile.connectors._correlation import REF_ARG, correlation_for, is_correlation
 from antifragile.connectors._hubspot import Contact, HubSpotConnector, hubspot_policy
+from antifragile.connectors._markup import ESCAPERS, MessageTemplate, escape_slack
 from antifragile.connectors._messaging import DeliveryUnknownError
 from antifragile.connectors._outcome import OutcomeUnknownError
 from antifragile.connectors._overrides import (
@@ -53,6 +54,7 @@ from antifragile.connectors._whatsapp import (
 
 __all__ = [
     "DEFAULT_TEMPLATES",
+    "ESCAPERS",
     "PROVIDERS",
     "REF_ARG",
     "Booking",
@@ -64,6 +66,7 @@ __all__ = [
     "EmailTemplates",
     "HubSpotConnector",
     "InventoryLevel",
+    "MessageTemplate",
     "OutcomeUnknownError",
     "PolicyOverrides",
     "RenderedEmail",
@@ -87,6 +90,7 @@ __all__ = [
     "booking_link",
     "calcom_policy",
     "correlation_for",
+    "escape_slack",
     "hubspot_policy",
     "idempotency_key_for",
     "is_correlation",

@@ -18,9 +18,11 @@ the default of the same name and may add new names. :meth:`EmailTemplates.save` 
 **Rendering.** Templates run in Jinja2's sandbox (overrides are data, not code) with
 ``StrictUndefined``: a variable the caller did not pass is a
 :class:`~antifragile.ConfigurationError` naming the template and the part, as are an unknown
-template name and a template that does not parse. The html part is autoescaped (a customer's
-``<script>`` arrives as text); the subject and text parts are not, and a subject is folded onto
-one line (a header cannot carry line breaks).
+template name and a template that does not parse. Each part is rendered in its markup's
+environment (:mod:`antifragile.connectors._markup`, the one every outbound channel's templates
+use): the html part is ``html`` -- autoescaped, a customer's ``<script>`` arrives as text --,
+the subject and text parts are ``text``, and a subject is folded onto one line (a header cannot
+carry line breaks).
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import jinja2
-from jinja2.sandbox import SandboxedEnvironment
 
+from antifragile.connectors._markup import compile_source, render_compiled
 from antifragile.errors import ConfigurationError
 from antifragile.policies import SYSTEM_CLOCK, Clock
 from antifragile.stores import Store
@@ -125,14 +127,6 @@ DEFAULT_TEMPLATES: Mapping[str, EmailTemplate] = {
 _LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
 
 
-def _environment(autoescape: bool) -> SandboxedEnvironment:
-    return SandboxedEnvironment(
-        autoescape=autoescape,
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-    )
-
-
 class EmailTemplates:
     """Named email templates: package defaults, overrides in *store*'s key-value store.
 
@@ -152,8 +146,6 @@ class EmailTemplates:
             DEFAULT_TEMPLATES if defaults is None else defaults
         )
         self._clock = clock
-        self._text = _environment(autoescape=False)
-        self._html = _environment(autoescape=True)
 
     async def get(self, name: str) -> EmailTemplate:
         """The template *name*: its override in the store, else the default."""
@@ -202,26 +194,11 @@ class EmailTemplates:
         source: str | None = getattr(template, part)
         if source is None:
             return None
-        environment = self._html if part == "html" else self._text
-        try:
-            return environment.from_string(source)
-        except jinja2.TemplateSyntaxError as exc:
-            raise ConfigurationError(
-                f"template {template.name!r} ({part}) does not parse: {exc.message} "
-                f"(line {exc.lineno})"
-            ) from exc
+        markup = "html" if part == "html" else "text"
+        return compile_source(markup, source, f"template {template.name!r} ({part})")
 
     def _render(self, template: EmailTemplate, part: Part, variables: Mapping[str, Any]) -> str:
         compiled = self._compile(template, part)
         if compiled is None:
             return ""
-        try:
-            return compiled.render(dict(variables))
-        except jinja2.UndefinedError as exc:
-            raise ConfigurationError(
-                f"template {template.name!r} ({part}): missing variable: {exc.message}"
-            ) from exc
-        except jinja2.TemplateError as exc:
-            raise ConfigurationError(
-                f"template {template.name!r} ({part}) failed to render: {exc}"
-            ) from exc
+        return render_compiled(compiled, variables, f"template {template.name!r} ({part})")

@@ -101,6 +101,7 @@ from antifragile.connectors import (
     Connectors,
     EmailTemplate,
     EmailTemplates,
+    MessageTemplate,
     OutcomeUnknownError,
 )
 from antifragile.errors import (
@@ -159,6 +160,23 @@ SUMMARY_TEMPLATE = EmailTemplate(
         '<tr><th align="left">Channel</th><td>{{ channel }}</td></tr>\n'
         '<tr><th align="left">Completed</th><td>{{ completed_at }}</td></tr>\n</table>\n'
     ),
+)
+
+#: the Slack messages of ``notify_sales`` and ``notify_slack``: Slack ``mrkdwn`` templates, so
+#: whatever a customer wrote (a profile name, the message) is escaped, never markup
+SALES_SLACK = MessageTemplate(
+    "notify_sales",
+    "slack",
+    "New {{ intent }} ({{ confidence }}) from {{ phone }} via {{ channel }} for {{ business }}"
+    "{% if details %}\nDetails: {{ details }}{% endif %}"
+    "{% if excerpt %}\nMessage: {{ excerpt }}{% endif %}"
+    "{% for name, shown in results %}\n{{ name }}: {{ shown }}{% endfor %}"
+    "\nInbox: {{ inbox_id }}",
+)
+CONTACT_SLACK = MessageTemplate(
+    "notify_slack",
+    "slack",
+    "New {{ what }} for {{ business }}: {{ first_name }} ({{ phone }}) via {{ channel }}.",
 )
 
 _EMAIL_TEXT = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
@@ -762,31 +780,32 @@ async def _end_post(ctx: ActionContext) -> None:
 
 async def notify_sales(ctx: ActionContext) -> dict[str, Any]:
     c = ctx.classification
-    lines = [
-        f"New {c.intent} ({c.confidence:.0%}) from {_masked(ctx.event)} via "
-        f"{ctx.event.channel.value} for {ctx.tenant.name or ctx.tenant.id}",
-    ]
-    details = _describe(ctx)
-    if details:
-        lines.append(f"Details: {details}")
-    excerpt = _scrub_text(ctx.event.text)
-    if excerpt:
-        lines.append(f"Message: {excerpt}")
+    results = []
     for name, result in ctx.results.items():
         if isinstance(result, Mapping):
             shown = {k: v for k, v in result.items() if k in _SHOWN_RESULTS and v is not None}
             if shown:
-                lines.append(f"{name}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
-    lines.append(f"Inbox: {ctx.inbox_id}")
+                results.append((name, ", ".join(f"{k}={v}" for k, v in shown.items())))
+    text = SALES_SLACK.render(
+        {
+            "intent": c.intent,
+            "confidence": f"{c.confidence:.0%}",
+            "phone": _masked(ctx.event),
+            "channel": ctx.event.channel.value,
+            "business": ctx.tenant.name or ctx.tenant.id,
+            "details": _describe(ctx),
+            "excerpt": _scrub_text(ctx.event.text),
+            "results": results,
+            "inbox_id": ctx.inbox_id,
+        }
+    )
     try:
         if await _begin_post(ctx) is not None:
             # an earlier run stopped in the middle of the call: the post may exist
             raise OutcomeUnknownError(
                 "an earlier run stopped while posting to Slack", provider="slack"
             )
-        reference = await ctx.connectors.slack.post_message(
-            "\n".join(lines), reference=ctx.idempotency_key
-        )
+        reference = await ctx.connectors.slack.post_message(text, reference=ctx.idempotency_key)
         await _end_post(ctx)
     except OutcomeUnknownError:
         # it may be in the channel: posting again could show it twice; a person decides
@@ -1007,10 +1026,14 @@ async def notify_slack(ctx: ActionContext) -> dict[str, Any]:
         if ctx.session is not None
         else f"{ctx.classification.intent} message"
     )
-    text = (
-        f"New {what} for {ctx.tenant.name or ctx.tenant.id}: "
-        f"{contact.first_name or 'a contact'} ({mask_phone(contact.phone)}) via "
-        f"{contact.channel}."
+    text = CONTACT_SLACK.render(
+        {
+            "what": what,
+            "business": ctx.tenant.name or ctx.tenant.id,
+            "first_name": contact.first_name or "a contact",
+            "phone": mask_phone(contact.phone),
+            "channel": contact.channel,
+        }
     )
     earlier = await _begin_post(ctx)
     if earlier is not None:

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from antifragile.inbound._sealing import seal, unseal
+
 
 class Channel(enum.StrEnum):
     """Where an inbound event came from (and where a reply to it goes)."""
@@ -77,18 +79,27 @@ class InboundEvent:
             "data": dict(self.data),
         }
 
+    def to_sealed_json(self) -> dict[str, Any]:
+        """:meth:`to_json` with the sender, the text and the data sealed when a data key is
+        configured (:mod:`antifragile.inbound._sealing`): what the inbox stores."""
+        data = self.to_json()
+        for name in ("sender", "text", "data"):
+            data[name] = seal(data[name])
+        return data
+
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> InboundEvent:
+        """The event of :meth:`to_json` or :meth:`to_sealed_json`."""
         return cls(
             channel=Channel(data["channel"]),
             event_id=str(data["event_id"]),
             kind=EventKind(data["kind"]),
             tenant_key=str(data["tenant_key"]),
-            sender=data.get("sender"),
-            text=data.get("text"),
+            sender=unseal(data.get("sender")),
+            text=unseal(data.get("text")),
             topic=data.get("topic"),
             occurred_at=data.get("occurred_at"),
-            data=dict(data.get("data") or {}),
+            data=dict(unseal(data.get("data")) or {}),
         )
 
 

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from antifragile.inbound._sealing import seal, unseal
+
 ProgressStatus = Literal["new", "in_progress", "completed"]
 #: the values of a status flag
 FLAG_VALUES = ("none", "pending", "sent", "failed", "skipped")
@@ -124,13 +126,22 @@ class SessionRecord:
             data["twilio_whatsapp"] = self.twilio_whatsapp
         return data
 
+    def to_stored_json(self) -> dict[str, Any]:
+        """:meth:`to_json` with the phone, the answers and the recent messages sealed when a
+        data key is configured (:mod:`antifragile.inbound._sealing`): what the store keeps."""
+        data = self.to_json()
+        for name in ("phone", "fields", "recent"):
+            data[name] = seal(data[name])
+        return data
+
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SessionRecord:
-        """The record stored as *data* (fields it does not model go to ``extra``)."""
+        """The record stored as *data* -- by :meth:`to_json` or :meth:`to_stored_json` --
+        (fields it does not model go to ``extra``)."""
         known = {f.name for f in dataclasses.fields(cls)} - {"flags", "extra"}
         progress = data.get("progress_status")
-        fields = data.get("fields")
-        recent = data.get("recent")
+        fields = unseal(data.get("fields"))
+        recent = unseal(data.get("recent"))
         jobs = data.get("jobs")
         redrives = data.get("redrives")
         actions = data.get("actions")
@@ -140,7 +151,7 @@ class SessionRecord:
             tenant_id=str(data.get("tenant_id") or ""),
             flow=str(data.get("flow") or ""),
             channel=str(data.get("channel") or ""),
-            phone=str(data.get("phone") or ""),
+            phone=str(unseal(data.get("phone")) or ""),
             round=_int(data.get("round")),
             step=_int(data.get("step")),
             fields={str(k): str(v) for k, v in fields.items()}

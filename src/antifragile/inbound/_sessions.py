@@ -16,7 +16,8 @@ the queue writes in the same record are never overwritten. Records expire ``rete
 seconds (30 days by default) after their last change.
 
 The record is a typed, frozen :class:`~antifragile.inbound.SessionRecord` (its stored JSON is
-written and read only by its ``to_json``/``from_json``): ``key``, ``tenant_id``, ``flow``,
+written and read only by its ``to_stored_json``/``from_json``; with a data key configured the
+phone, the answers and the recent messages are stored encrypted): ``key``, ``tenant_id``, ``flow``,
 ``channel``, ``phone``, ``round`` (the conversation's number), ``step`` (the question waiting
 for an answer), ``fields`` (the answers), ``progress_status`` (``new`` | ``in_progress`` |
 ``completed``), one status flag per action of the flow (``email_status``, ``shopify_status``,
@@ -442,7 +443,7 @@ class Sessions:
                 return None
             written = await kv.compare_and_set(
                 key,
-                new.to_json(),
+                new.to_stored_json(),
                 expected_version=None if current is None else current.version,
                 now=now,
                 ttl=self.retention,
@@ -487,7 +488,11 @@ class Sessions:
             else:
                 written = (
                     await kv.compare_and_set(
-                        key, new.to_json(), expected_version=expected, now=now, ttl=self.retention
+                        key,
+                        new.to_stored_json(),
+                        expected_version=expected,
+                        now=now,
+                        ttl=self.retention,
                     )
                     is not None
                 )
@@ -541,7 +546,7 @@ class Sessions:
             assert isinstance(queue, RecordQueue)
             saved = await queue.save_and_enqueue(
                 new.key,
-                new.to_json(),
+                new.to_stored_json(),
                 expected_version=expected,
                 jobs=batch,
                 now=now,
@@ -559,7 +564,7 @@ class Sessions:
             await self._record_jobs(new.key, moved)
             return True
         written = await kv.compare_and_set(
-            new.key, new.to_json(), expected_version=expected, now=now, ttl=self.retention
+            new.key, new.to_stored_json(), expected_version=expected, now=now, ttl=self.retention
         )
         if written is None:
             return False
@@ -639,12 +644,14 @@ class Sessions:
 
     async def reset(self, key: str) -> bool:
         """Start *key*'s session over: the contact's next message starts the flow again (a new
-        round, so the actions run again for it). Whether there was a session."""
+        round, so the actions run again for it) and brings the phone number back; until then
+        the record holds neither the answers nor the phone. Whether there was a session."""
 
         def change(record: SessionRecord | None) -> SessionRecord | None:
             if record is None:
                 return None
-            return _fresh(record, now=self.clock.time(), flags=tuple(record.flags))
+            fresh = _fresh(record, now=self.clock.time(), flags=tuple(record.flags))
+            return fresh.replace(phone="")
 
         return await self._update(key, change) is not None
 

@@ -555,3 +555,12 @@ class MemoryJobQueue:
                 if self._events.get((entry.channel, entry.event_id)) == entry.id:
                     del self._events[(entry.channel, entry.event_id)]
         return len(doomed)
+
+    async def delete_inbound(self, ids: Sequence[str]) -> int:
+        with self._lock:
+            doomed = [self._inbox[i] for i in dict.fromkeys(ids) if i in self._inbox]
+            for entry in doomed:
+                del self._inbox[entry.id]
+                if self._events.get((entry.channel, entry.event_id)) == entry.id:
+                    del self._events[(entry.channel, entry.event_id)]
+        return len(doomed)

@@ -9,6 +9,13 @@ and not hours later in a worker.
 Secrets never persist in a payload: a field whose name looks like a credential (``token``,
 ``api_key``, ``password``, ``secret``, ``authorization``, ...) is refused, at any depth. Pass a
 reference instead (a credential name, a customer id) and look the secret up when the job runs.
+
+Nor do people: a payload carries references, not personal data. Whatever is encoded goes
+through :func:`~antifragile.observability.pseudonymise` -- a field named for a person
+(``customer_email``, ``phone_number``, ``full_name``...) and every email address and E.164
+phone number in any string, at any depth, become a reference (``pii_`` and a keyed hash), the
+same for the same person. Pass a record's id and read the person from the record when the job
+runs.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import pydantic
 import pydantic_core
 
 from antifragile.errors import REDACTED, ConfigurationError, redact
+from antifragile.observability import pseudonymise
 
 _WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 _SECRET_WORDS = frozenset(
@@ -214,7 +222,8 @@ class PayloadCodec:
         if self._scalars is not None:
             quick = self._scalar_payload(args, kwargs)
             if quick is not None:
-                return quick
+                personal: dict[str, Any] = pseudonymise(quick)
+                return personal
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
@@ -240,7 +249,8 @@ class PayloadCodec:
                 f"job {self.job!r}: the payload cannot be stored as JSON: {exc}"
             ) from None
         check_no_secrets(payload, job=self.job)
-        return payload
+        pseudonymised: dict[str, Any] = pseudonymise(payload)
+        return pseudonymised
 
     def _scalar_payload(
         self, args: tuple[Any, ...], kwargs: Mapping[str, Any]

@@ -295,6 +295,7 @@ SELECT {_INBOX_COLUMNS} FROM {{inbox}} WHERE channel = %(channel)s::text
 ORDER BY received_at DESC, id DESC LIMIT %(limit)s::int8 OFFSET %(offset)s::int8
 """
 PURGE_INBOUND = "DELETE FROM {inbox} WHERE expires_at <= %(now)s::float8"
+DELETE_INBOUND = "DELETE FROM {inbox} WHERE id = ANY(%(ids)s::text[])"
 
 PROCESS_BEAT = """
 INSERT INTO {processes} (id, kind, host, pid, queues, started_at, last_seen)
@@ -839,6 +840,7 @@ class _Statements:
         self.find_inbound = self.text(FIND_INBOUND)
         self.find_inbound_channel = self.text(FIND_INBOUND_CHANNEL)
         self.purge_inbound = self.text(PURGE_INBOUND)
+        self.delete_inbound = self.text(DELETE_INBOUND)
         self.sqlalchemy_enqueue = _for_sqlalchemy(self.enqueue)
         self.sqlalchemy_enqueue_existing = _for_sqlalchemy(self.enqueue_existing)
 
@@ -1322,6 +1324,12 @@ class PostgresJobQueue:
 
     async def purge_inbound(self, *, now: float) -> int:
         return await self._count(self._sql.purge_inbound, {"now": float(now)})
+
+    async def delete_inbound(self, ids: Sequence[str]) -> int:
+        unique = list(dict.fromkeys(ids))
+        if not unique:
+            return 0
+        return await self._count(self._sql.delete_inbound, {"ids": unique})
 
 
 # -- the caller's connections (transactional outbox) -------------------------------------------

@@ -195,6 +195,11 @@ class JobQueue(Protocol):
         """Delete the entries expired at *now* (``expires_at <= now``); the count."""
         ...
 
+    async def delete_inbound(self, ids: Sequence[str]) -> int:
+        """Delete the entries *ids* (erasure), in one statement; the count. An id that is not
+        there counts nothing; the entries' jobs are left alone."""
+        ...
+
 
 @runtime_checkable
 class RecordQueue(Protocol):

@@ -1027,3 +1027,15 @@ class SQLiteJobQueue:
 
     async def purge_inbound(self, *, now: float) -> int:
         return await self._db.run(_change, _INBOX_PURGE, [now])
+
+    async def delete_inbound(self, ids: Sequence[str]) -> int:
+        unique = list(dict.fromkeys(ids))
+        if not unique:
+            return 0
+        deleted = 0
+        for start in range(0, len(unique), 500):  # SQLite's limit on bound parameters
+            chunk = unique[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            sql = f"DELETE FROM antifragile_inbox WHERE id IN ({marks})"
+            deleted += await self._db.run(_change, sql, chunk)
+        return deleted

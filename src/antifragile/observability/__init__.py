@@ -45,6 +45,7 @@ from antifragile.observability._events import (
     StoreFallback,
 )
 from antifragile.observability._moved import moved_attribute as _moved_attribute
+from antifragile.observability._personal import personal_key, pseudonymise, reference
 from antifragile.observability._propagation import (
     Activator,
     Injector,
@@ -140,6 +141,9 @@ __all__ = [
     "mask_pii",
     "mask_values",
     "new_request_id",
+    "personal_key",
+    "pseudonymise",
+    "reference",
     "register_activator",
     "register_injector",
     "request_context",

@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 
+from antifragile.observability._personal import mask_encoded
+
 REDACTED = "[REDACTED]"
 
 #: the character that stands for a hidden one in masked personal data
@@ -155,6 +157,8 @@ def mask_pii(text: str) -> str:
     seconds or milliseconds (a bare run of 10 or 13 digits starting with ``1``, which no phone
     number written without ``+`` can be).
     """
+    if "%" in text:  # a query string's %2B447700900123 and ada%40example.com
+        text = mask_encoded(text, mask_phone, mask_email)
     if "@" in text:
         text = _EMAIL.sub(lambda m: mask_email(m.group(0)), text)
     if any(c.isdigit() for c in text):

@@ -37,6 +37,7 @@ from antifragile.service._api_docs import api_docs_router
 from antifragile.service._bodylimit import EdgeGuard
 from antifragile.service._dashboard import dashboard_router
 from antifragile.service._envelope import RequestContextMiddleware, install_error_handlers
+from antifragile.service._erasure_api import router as erasure_router
 from antifragile.service._health import health_router
 from antifragile.service._limits import InboundLimits
 from antifragile.service._metrics import install_observability
@@ -181,6 +182,7 @@ def create_app(
     app.include_router(ai_router)
     if settings.api_docs:
         app.include_router(api_docs_router)
+    app.include_router(erasure_router)
     for router in routers:
         app.include_router(router)
     _document_errors(app)

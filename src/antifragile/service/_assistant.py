@@ -441,7 +441,7 @@ class Assistant:
                         event_id=event.event_id,
                         kind=event.kind.value,
                         tenant_key=event.tenant_key,
-                        payload=event.to_json(),
+                        payload=event.to_sealed_json(),
                         ttl=ttl,
                         job=configured.prepare(entry_id),
                         id=entry_id,

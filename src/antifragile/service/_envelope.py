@@ -7,10 +7,12 @@ Every JSON response is one of the envelope models of :mod:`antifragile.errors`
     {"success": false, "error": {"code", "message", "retryable"}, "meta": {"request_id": ...}}
 
 :class:`RequestContextMiddleware` (pure ASGI, a few attribute look-ups per request) takes the
-caller's ``x-request-id`` when it is printable ASCII of at most 128 characters, or draws a new
-one; makes it the current request id (outbound calls and enqueued jobs carry it); echoes it on
-every response; and turns an exception no handler took into a ``500 INTERNAL`` envelope -- logged
-with the request id, never with a traceback in the body.
+caller's ``x-request-id`` when it is at most 128 characters of ``A-Z a-z 0-9 . _ : -`` and not
+a bare run of 7 to 15 digits (a phone number, perhaps: request ids reach logs and rows as they
+are, so one that could carry personal data -- an email address, ``%2B44...`` -- is not
+trusted), or draws a new one; makes it the current request id (outbound calls and enqueued
+jobs carry it); echoes it on every response; and turns an exception no handler took into a
+``500 INTERNAL`` envelope -- logged with the request id, never with a traceback in the body.
 
 :func:`install_error_handlers` maps every other failure to the envelope with a stable code:
 :class:`ApiError`, any :class:`~antifragile.AntifragileError` (status from its code, or its own
@@ -60,7 +62,7 @@ _log = logging.getLogger("antifragile.service")
 
 REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID_HEADER = REQUEST_ID_HEADER.encode()
-_VALID_REQUEST_ID = re.compile(rb"[\x20-\x7e]{1,128}")
+_VALID_REQUEST_ID = re.compile(rb"(?!\d{7,15}\Z)[A-Za-z0-9._:-]{1,128}")
 
 # when the current request started (time.perf_counter()), for meta.duration_ms
 _started: ContextVar[float | None] = ContextVar("antifragile_request_started", default=None)

@@ -3,7 +3,8 @@
 * ``read`` -- every ``GET`` of ``/v1/admin`` (and ``/v1/admin/whoami``);
 * ``operate`` -- every other method: redrive, resolve, purge, breakers, flags, tasks, session
   resets, ``POST /v1/ai-results``;
-* ``admin`` -- everything under ``/v1/admin/api-keys`` (creating, listing, revoking keys).
+* ``admin`` -- everything under ``/v1/admin/api-keys`` (creating, listing, revoking keys) and
+  ``POST /v1/admin/erasure`` (erasing a customer's records).
 
 A scope includes the ones before it (:data:`~antifragile.service._auth.SCOPES`). A credential
 without the scope a route needs is answered ``403 FORBIDDEN``, naming the scope. Bootstrap keys
@@ -26,7 +27,7 @@ _READING = frozenset({"GET", "HEAD", "OPTIONS"})
 
 def scope_for(method: str, path: str) -> str:
     """The scope a request of *method* to the route *path* (its template) needs."""
-    if "/api-keys" in path:
+    if "/api-keys" in path or path.endswith("/erasure"):
         return "admin"
     return "read" if method.upper() in _READING else "operate"
 
