@@ -42,6 +42,7 @@ the same event waits, then finds this one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -64,6 +65,7 @@ from antifragile.jobs._model import (
     Recorded,
     StatusFlag,
 )
+from antifragile.jobs._wakeup import SQLiteWakeups, Wake
 from antifragile.stores import Versioned
 from antifragile.stores._codec import encode
 from antifragile.stores._sqlite import (
@@ -260,6 +262,8 @@ _COUNTS = "SELECT queue, state, count(*) FROM antifragile_jobs GROUP BY queue, s
 _OLDEST_READY = f"""
 SELECT queue, min(run_at) FROM antifragile_jobs WHERE {_READY} AND run_at <= ? GROUP BY queue
 """
+#: the earliest time a waiting job falls due after now (an idle worker sleeps until then)
+_NEXT_DUE = f"SELECT min(run_at) FROM antifragile_jobs WHERE {_READY} AND run_at > ?"
 _OLDEST_EXPIRED = """
 SELECT queue, min(run_at) FROM antifragile_jobs
 WHERE state = 'running' AND lease_until <= ? GROUP BY queue
@@ -805,9 +809,20 @@ class SQLiteJobQueue:
             )
         self.store = store
         self._db = store._db
+        self._wakeups = SQLiteWakeups(store._db.path)
 
     def __repr__(self) -> str:
         return f"SQLiteJobQueue({self.store!r})"
+
+    def wakeups(self, wake: Wake) -> contextlib.AbstractAsyncContextManager[None]:
+        """While entered, *wake* is called when jobs are committed by any queue on this
+        database file, in this process or another (see :mod:`antifragile.jobs._wakeup`)."""
+        return self._wakeups.listening(wake)
+
+    async def next_due(self, *, now: float) -> float | None:
+        """The earliest ``run_at`` after *now* of a job waiting to run (``None``: none)."""
+        rows = await self._db.run(_select, _NEXT_DUE, [now])
+        return None if not rows or rows[0][0] is None else float(rows[0][0])
 
     async def enqueue(
         self, jobs: Sequence[NewJob], *, now: float, connection: Any = None
@@ -818,7 +833,9 @@ class SQLiteJobQueue:
         if connection is None:
             if not rows:
                 return []
-            return await self._db.run(_enqueue, rows, flags)
+            enqueued = await self._db.run(_enqueue, rows, flags)
+            self._wakeups.notify()
+            return enqueued
         conn = _driver_connection(connection)
         try:
             _check_same_file(conn, self._db.path)
@@ -913,7 +930,10 @@ class SQLiteJobQueue:
             "lease_owner = NULL, lease_until = NULL, updated_at = ? "
             f"WHERE state = 'dead' AND {_FINISHED}{_and(terms)} RETURNING status_flag"
         )
-        return await self._db.run(_redrive, sql, [now + delay, now, *params], now)
+        count = await self._db.run(_redrive, sql, [now + delay, now, *params], now)
+        if count:
+            self._wakeups.notify()
+        return count
 
     async def resolve(self, where: JobFilter, *, reason: str, now: float) -> int:
         terms, params = _where(where)
@@ -948,6 +968,8 @@ class SQLiteJobQueue:
             _save_and_enqueue, key, text, expected_version, now, expires_at, rows, flags
         )
         self._db.wrote(now)
+        if saved is not None and rows:
+            self._wakeups.notify()
         return saved
 
     # -- the inbox ------------------------------------------------------------------------------
@@ -961,7 +983,10 @@ class SQLiteJobQueue:
         rows = [_inbox_row(entry, now) for entry in entries]
         jobs = [None if e.job is None else _row(e.job, now) for e in entries]
         flags = [None if e.job is None else _flag_params(e.job, now) for e in entries]
-        return await self._db.run(_record, rows, jobs, flags)
+        recorded = await self._db.run(_record, rows, jobs, flags)
+        if any(r.created for r in recorded):
+            self._wakeups.notify()
+        return recorded
 
     async def get_inbound(self, inbox_id: str) -> InboxEntry | None:
         rows = await self._db.run(_select, _INBOX_GET, [inbox_id])
