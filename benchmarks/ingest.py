@@ -30,7 +30,7 @@ For each contender:
    seconds; a request's latency runs from its scheduled start to its answer, so queueing in the
    server counts. p50, p99 and max.
 
-Targets (from the issue): the service at least 50% of the bare endpoint's rate; p99 at most
+Targets: the service at least 60% of the bare endpoint's rate; p99 at most
 25 ms at half the maximum rate. Results go to ``benchmarks/results/ingest.json`` and a table to
 ``ingest.md`` (``ingest-quick.*`` with ``--quick``).
 
