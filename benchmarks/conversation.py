@@ -43,15 +43,15 @@ if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import json
+import runpy
 import statistics
 import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
 
 import httpx
 
@@ -60,20 +60,10 @@ from antifragile.sandbox import ProviderSandbox, WhatsAppSimulator, whatsapp_sig
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _ingest() -> Any:
-    """The ingest benchmark beside this file: its signed WhatsApp deliveries and helpers."""
-    spec = importlib.util.spec_from_file_location(
-        "bench_ingest", Path(__file__).with_name("ingest.py")
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-ingest = _ingest()
+#: the ingest benchmark beside this file: its signed WhatsApp deliveries and helpers
+ingest = SimpleNamespace(
+    **runpy.run_path(str(Path(__file__).with_name("ingest.py")), run_name="bench_ingest")
+)
 APP_SECRET: str = ingest.APP_SECRET
 PATH: str = ingest.PATH
 ACCESS_TOKEN = "bench-access-token"
@@ -266,16 +256,11 @@ def main() -> None:
         results.append(measure("sqlite", f"sqlite:///{scratch / 'service.db'}", args, scratch))
     if "postgres" in wanted:
         if ingest._pg_up(args.url):
-            import psycopg
-
-            schema = f"bench_conversation_{os.getpid()}"
-            sep = "&" if "?" in args.url else "?"
+            url, schema = ingest._pg_schema_url(args.url)
             try:
-                url = f"{args.url}{sep}schema={schema}"
                 results.append(measure("postgres", url, args, scratch))
             finally:
-                with psycopg.connect(args.url, autocommit=True) as conn:
-                    conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
+                ingest._pg_drop_schema(args.url, schema)
         else:
             skipped.append("postgres (no PostgreSQL answered)")
     for f in results:

@@ -434,10 +434,15 @@ CLAIM_SOME = _claim(" AND queue = ANY(%(queues)s::text[])")
 # the cost that disables sorting would make the server compile the claim (hundreds of ms). The
 # claim's plan is generic: with sorting off it walks the claim index whatever the parameters,
 # and planning it again for every claim (the ordering-key check makes it costlier to plan)
-# would cost more than running it
+# would cost more than running it. The claim's commit does not wait for its WAL to reach the
+# disk (synchronous_commit off, for this transaction only): a claim lost with a server crash
+# only makes the job claimable again, as an expired lease would -- at least once either way --,
+# and the job's later outcome, committed durably, makes the WAL before it durable too. An idle
+# worker's claim is on the path of every job's start, and need not wait for an fsync.
 _NO_SORT = (
     b"SELECT set_config('enable_sort', 'off', true), set_config('jit', 'off', true),"
-    b" set_config('plan_cache_mode', 'force_generic_plan', true)"
+    b" set_config('plan_cache_mode', 'force_generic_plan', true),"
+    b" set_config('synchronous_commit', 'off', true)"
 )
 
 HEARTBEAT = """

@@ -18,11 +18,12 @@ at ``status_flag.key`` exactly as :meth:`~antifragile.stores.KeyValueStore.merge
 entry is created if absent or expired, its version grows by one, its expiry is kept). An entry
 holding something other than a JSON object is left alone.
 
-Concurrent enqueues share one transaction (group commit): while one enqueue's transaction is in
-flight, the enqueues that arrive meanwhile wait together and go into the next one, each under a
-savepoint of its own (a caller whose jobs fail gets its error; the others' jobs are kept), and
-each caller returns only after the commit of its own jobs -- ``synchronous=FULL`` and every
-acknowledged job durable, at one ``fsync`` per group. After each commit the workers listening
+Concurrent operations share one transaction (the store's group commit, see
+:meth:`~antifragile.stores._sqlite._Database.run`): while one transaction is in flight, the
+enqueues, claims and completions that arrive meanwhile wait together and go into the next one,
+each under a savepoint of its own (a caller whose statement fails gets its error; the others'
+rows are kept), and each caller returns only after the commit -- ``synchronous=FULL`` and every
+acknowledged job durable, at one ``fsync`` per group. After each enqueue the workers listening
 to the database are woken (:mod:`antifragile.jobs._wakeup`).
 
 The transactional outbox: ``enqueue(..., connection=c)`` writes the jobs with the caller's own
@@ -49,7 +50,6 @@ the same event waits, then finds this one.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -471,76 +471,11 @@ def _insert(
     return enqueued
 
 
-_Group = tuple[list[_Row], list[_FlagParams | None]]
-
-
-def _enqueue_groups(
-    conn: sqlite3.Connection, groups: list[_Group]
-) -> list[list[Enqueued] | sqlite3.Error]:
-    """The enqueues of several callers in one transaction (one commit), each under a savepoint
-    of its own: a caller whose jobs fail gets its error, and the others' jobs are kept."""
-    results: list[list[Enqueued] | sqlite3.Error] = []
+def _enqueue(
+    conn: sqlite3.Connection, rows: list[_Row], flags: list[_FlagParams | None]
+) -> list[Enqueued]:
     with _immediate(conn):
-        for rows, flags in groups:
-            conn.execute(f"SAVEPOINT {_SAVEPOINT}")
-            try:
-                results.append(_insert(conn, rows, flags))
-            except sqlite3.Error as exc:
-                conn.execute(f"ROLLBACK TO {_SAVEPOINT}")
-                results.append(exc)
-            conn.execute(f"RELEASE {_SAVEPOINT}")
-    return results
-
-
-class _GroupCommit:
-    """Concurrent enqueues share one transaction (group commit).
-
-    While one enqueue transaction is in flight, the enqueues that arrive meanwhile wait
-    together and go into the next transaction; each caller still returns only once its own jobs
-    are committed. Under load, many small durable transactions (one ``fsync`` each) become a
-    few larger ones; a lone enqueue is never delayed."""
-
-    def __init__(self, queue: SQLiteJobQueue) -> None:
-        self._queue = queue
-        self._pending: list[tuple[_Group, asyncio.Future[list[Enqueued]]]] = []
-        self._task: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    async def enqueue(self, rows: list[_Row], flags: list[_FlagParams | None]) -> list[Enqueued]:
-        loop = asyncio.get_running_loop()
-        if self._task is not None and self._loop is not loop:  # another loop's batch is open
-            return await self._queue._enqueue_now([(rows, flags)])
-        future: asyncio.Future[list[Enqueued]] = loop.create_future()
-        self._pending.append(((rows, flags), future))
-        if self._task is None:
-            self._loop = loop
-            self._task = loop.create_task(self._drain(), name="antifragile-sqlite-enqueue")
-        return await future
-
-    async def _drain(self) -> None:
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                try:
-                    results = await self._queue._db.run(_enqueue_groups, [g for g, _ in batch])
-                except BaseException as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    if not isinstance(exc, Exception):
-                        raise
-                    continue
-                self._queue._wakeups.notify()
-                for (_, future), result in zip(batch, results, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(result, sqlite3.Error):
-                        future.set_exception(self._queue._db.translate(result))
-                    else:
-                        future.set_result(result)
-        finally:
-            self._task = None
-            self._loop = None
+        return _insert(conn, rows, flags)
 
 
 def _record(
@@ -680,13 +615,16 @@ def _select(conn: sqlite3.Connection, sql: str, params: list[Any]) -> list[_Row]
 
 
 def _stats(conn: sqlite3.Connection, now: float) -> list[QueueStats]:
-    conn.execute("BEGIN")  # one snapshot for the counts and the lag
+    own = not conn.in_transaction  # else a shared transaction is one snapshot already
+    if own:
+        conn.execute("BEGIN")  # one snapshot for the counts and the lag
     try:
         counts = conn.execute(_COUNTS).fetchall()
         ready = conn.execute(_OLDEST_READY, (now,)).fetchall()
         expired = conn.execute(_OLDEST_EXPIRED, (now,)).fetchall()
     finally:
-        conn.execute("COMMIT")
+        if own:
+            conn.execute("COMMIT")
     per_queue: dict[str, dict[str, int]] = {}
     for queue, state, count in counts:
         per_queue.setdefault(queue, dict.fromkeys(_STATES, 0))[state] = count
@@ -883,7 +821,6 @@ class SQLiteJobQueue:
         self.store = store
         self._db = store._db
         self._wakeups = SQLiteWakeups(store._db.path)
-        self._groups = _GroupCommit(self)
 
     def __repr__(self) -> str:
         return f"SQLiteJobQueue({self.store!r})"
@@ -907,20 +844,15 @@ class SQLiteJobQueue:
         if connection is None:
             if not rows:
                 return []
-            return await self._groups.enqueue(rows, flags)
+            enqueued = await self._db.run(_enqueue, rows, flags)
+            self._wakeups.notify()
+            return enqueued
         conn = _driver_connection(connection)
         try:
             _check_same_file(conn, self._db.path)
             return _enqueue_outbox(conn, rows, flags)
         except sqlite3.Error as exc:
             raise self._db.translate(exc) from exc
-
-    async def _enqueue_now(self, groups: list[_Group]) -> list[Enqueued]:
-        (result,) = await self._db.run(_enqueue_groups, groups)
-        if isinstance(result, sqlite3.Error):
-            raise self._db.translate(result) from result
-        self._wakeups.notify()
-        return result
 
     async def claim(
         self,
