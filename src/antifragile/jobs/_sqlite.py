@@ -18,12 +18,12 @@ at ``status_flag.key`` exactly as :meth:`~antifragile.stores.KeyValueStore.merge
 entry is created if absent or expired, its version grows by one, its expiry is kept). An entry
 holding something other than a JSON object is left alone.
 
-Concurrent operations share one transaction (the store's group commit, see
-:meth:`~antifragile.stores._sqlite._Database.run`): while one transaction is in flight, the
-enqueues, claims and completions that arrive meanwhile wait together and go into the next one,
-each under a savepoint of its own (a caller whose statement fails gets its error; the others'
-rows are kept), and each caller returns only after the commit -- ``synchronous=FULL`` and every
-acknowledged job durable, at one ``fsync`` per group. After each enqueue the workers listening
+Concurrent enqueues and inbox records share one transaction (the store's group commit, see
+:meth:`~antifragile.stores._sqlite._Database.run_shared`): while one transaction is in flight, the
+enqueues that arrive meanwhile wait together and go into the next one, each under a savepoint of
+its own (a caller whose statement fails gets its error; the others' rows are kept), and each
+caller returns only after the commit -- ``synchronous=FULL`` and every acknowledged job durable,
+at one ``fsync`` per group. After each enqueue the workers listening
 to the database are woken (:mod:`antifragile.jobs._wakeup`).
 
 The transactional outbox: ``enqueue(..., connection=c)`` writes the jobs with the caller's own
@@ -844,7 +844,7 @@ class SQLiteJobQueue:
         if connection is None:
             if not rows:
                 return []
-            enqueued = await self._db.run(_enqueue, rows, flags)
+            enqueued = await self._db.run_shared(_enqueue, rows, flags)
             self._wakeups.notify()
             return enqueued
         conn = _driver_connection(connection)
@@ -994,7 +994,7 @@ class SQLiteJobQueue:
         rows = [_inbox_row(entry, now) for entry in entries]
         jobs = [None if e.job is None else _row(e.job, now) for e in entries]
         flags = [None if e.job is None else _flag_params(e.job, now) for e in entries]
-        recorded = await self._db.run(_record, rows, jobs, flags)
+        recorded = await self._db.run_shared(_record, rows, jobs, flags)
         if any(r.created for r in recorded):
             self._wakeups.notify()
         return recorded

@@ -5,9 +5,10 @@ operation is a single function call in that thread -- one thread hop -- and insi
 statement (``INSERT ... ON CONFLICT ... DO UPDATE ... RETURNING``, ``UPDATE ... RETURNING``) or
 one ``BEGIN IMMEDIATE ... COMMIT`` transaction. ``BEGIN IMMEDIATE`` takes the database's write
 lock before the first read, so a read-modify-write can never act on a stale snapshot, and it holds
-across processes: any number of processes may open the same file. Operations that arrive while
-the thread is busy share one transaction, each under a savepoint of its own (group commit, see
-:meth:`_Database.run`): one ``fsync`` for the group, every caller answered after the commit.
+across processes: any number of processes may open the same file. Enqueues that arrive while the
+thread is busy share one transaction, each under a savepoint of its own (group commit, see
+:meth:`_Database.run_shared`): one ``fsync`` for the group, every caller answered after the
+commit.
 
 Connection settings:
 
@@ -130,12 +131,14 @@ def _savepoint(conn: sqlite3.Connection, name: str) -> Iterator[None]:
     conn.execute(f"RELEASE {name}")
 
 
+#: (function, args, kwargs, loop, future, whether it may share a transaction)
 _Call = tuple[
     Callable[..., Any],
     tuple[Any, ...],
     dict[str, Any],
     asyncio.AbstractEventLoop,
     "asyncio.Future[Any]",
+    bool,
 ]
 
 
@@ -263,13 +266,33 @@ class _Database:
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        """Run ``fn(connection, *args, **kwargs)`` in the store's thread.
+        """Run ``fn(connection, *args, **kwargs)`` in the store's thread, by itself."""
+        return await self._submit(fn, args, kwargs, shared=False)
 
-        Operations that arrive while the thread is busy wait together and then run in one
-        shared ``BEGIN IMMEDIATE ... COMMIT`` transaction, each under a savepoint of its own
-        (group commit): one ``fsync`` for all of them, an operation that fails is rolled back
-        alone, and every caller gets its result only once the shared transaction committed.
-        A lone operation runs by itself, as it is."""
+    async def run_shared(
+        self,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Run ``fn(connection, *args, **kwargs)`` in the store's thread, sharing a commit.
+
+        Shared operations that arrive while the thread is busy wait together and then run in
+        one ``BEGIN IMMEDIATE ... COMMIT`` transaction, each under a savepoint of its own (group
+        commit): one ``fsync`` for all of them, an operation that fails is rolled back alone,
+        and every caller gets its result only once the shared transaction committed. A lone
+        operation runs by itself, as it is. *fn* must be one transaction (``_immediate``) that
+        keeps nothing when it raises."""
+        return await self._submit(fn, args, kwargs, shared=True)
+
+    async def _submit(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        shared: bool,
+    ) -> T:
         if self._closed:
             raise StoreUnavailableError(f"the SQLite store for {self.shown_path} is closed")
         conn, executor = self._conn, self._executor
@@ -281,7 +304,7 @@ class _Database:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         with self._lock:
-            self._pending.append((fn, args, kwargs, loop, future))
+            self._pending.append((fn, args, kwargs, loop, future, shared))
             start, self._draining = not self._draining, True
         if start:
             try:
@@ -303,13 +326,24 @@ class _Database:
                 if not batch:
                     self._draining = False
                     return
-            if len(batch) == 1:
-                fn, args, kwargs, loop, future = batch[0]
-                result, error = self._call(conn, fn, args, kwargs)
-                with contextlib.suppress(RuntimeError):  # its loop closed meanwhile
-                    loop.call_soon_threadsafe(_settle, future, result, error)
-                continue
-            self._run_together(conn, batch)
+            group: list[_Call] = []
+            for call in [*batch, None]:
+                if call is not None and call[5]:
+                    group.append(call)  # shared: joins the group
+                    continue
+                if len(group) > 1:
+                    self._run_together(conn, group)
+                elif group:
+                    self._run_alone(conn, group[0])
+                group = []
+                if call is not None:
+                    self._run_alone(conn, call)
+
+    def _run_alone(self, conn: sqlite3.Connection, call: _Call) -> None:
+        fn, args, kwargs, loop, future, _ = call
+        result, error = self._call(conn, fn, args, kwargs)
+        with contextlib.suppress(RuntimeError):  # its loop closed meanwhile
+            loop.call_soon_threadsafe(_settle, future, result, error)
 
     def _call(
         self,
@@ -331,7 +365,7 @@ class _Database:
         outcomes: list[tuple[Any, BaseException | None]] = []
         try:
             with _immediate(conn):
-                for fn, args, kwargs, _, _ in batch:
+                for fn, args, kwargs, _, _, _ in batch:
                     try:
                         with _savepoint(conn, "antifragile_caller"):
                             outcome = self._call(conn, fn, args, kwargs)
@@ -344,7 +378,7 @@ class _Database:
             error = self.translate(exc)
             error.__cause__ = exc
             outcomes = [(None, error)] * len(batch)
-        for (_, _, _, loop, future), (result, failure) in zip(batch, outcomes, strict=True):
+        for (_, _, _, loop, future, _), (result, failure) in zip(batch, outcomes, strict=True):
             with contextlib.suppress(RuntimeError):  # its loop closed meanwhile
                 loop.call_soon_threadsafe(_settle, future, result, failure)
 
