@@ -19,8 +19,9 @@ There is no transactional outbox: ``enqueue(..., connection=...)`` is a Configur
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -43,6 +44,7 @@ from antifragile.jobs._model import (
     Recorded,
     StatusFlag,
 )
+from antifragile.jobs._wakeup import LOCAL, Wake
 from antifragile.policies import SYSTEM_CLOCK, Clock
 from antifragile.stores._codec import decode, encode
 from antifragile.stores._memory import MemoryStore
@@ -53,6 +55,12 @@ __all__ = ["MemoryJobQueue"]
 #: recorded when a job is taken over from a worker whose lease ran out (as the SQL backends do)
 LEASE_EXPIRED_MESSAGE = "its worker stopped renewing the lease (crashed, killed or stalled)"
 _KINDS = frozenset({"succeeded", "retry", "defer", "dead", "release"})
+
+
+@contextlib.asynccontextmanager
+async def _listening(key: str, wake: Wake) -> AsyncIterator[None]:
+    with LOCAL.listening(key, wake):
+        yield
 
 
 def _json(value: Any) -> Any:
@@ -110,9 +118,21 @@ class MemoryJobQueue:
         self._inbox: dict[str, InboxEntry] = {}
         self._events: dict[tuple[str, str], str] = {}  # (channel, event id) -> entry id
         self._processes: dict[str, ProcessBeat] = {}
+        self._key = f"memory-queue:{id(self)}"
 
     def __repr__(self) -> str:
         return f"MemoryJobQueue({self._store!r})"
+
+    def wakeups(self, wake: Wake) -> contextlib.AbstractAsyncContextManager[None]:
+        """While entered, *wake* is called when jobs are enqueued (see
+        :mod:`antifragile.jobs._wakeup`)."""
+        return _listening(self._key, wake)
+
+    async def next_due(self, *, now: float) -> float | None:
+        """The earliest ``run_at`` after *now* of a job waiting to run (``None``: none)."""
+        with self._lock:
+            due = [j.run_at for j in self._jobs.values() if j.state in CLAIMABLE and j.run_at > now]
+        return min(due, default=None)
 
     @property
     def store(self) -> MemoryStore:
@@ -219,7 +239,9 @@ class MemoryJobQueue:
             )
         prepared = [self._prepared(job) for job in jobs]
         with self._lock:
-            return [self._insert(job, now) for job in prepared]
+            enqueued = [self._insert(job, now) for job in prepared]
+        LOCAL.notify(self._key)
+        return enqueued
 
     async def save_and_enqueue(
         self,
@@ -248,6 +270,7 @@ class MemoryJobQueue:
         saved = await kv.get(key, now=now)
         if saved is None:  # cannot happen: written in this very step
             raise ConfigurationError(f"the entry {key!r} vanished while it was written")
+        LOCAL.notify(self._key)
         return saved, enqueued
 
     async def claim(
@@ -449,6 +472,7 @@ class MemoryJobQueue:
                     if job.status_flag is not None:
                         self._flag(job.status_flag, job.status_flag.pending, now)
                     count += 1
+        LOCAL.notify(self._key)
         return count
 
     async def resolve(self, where: JobFilter, *, reason: str, now: float) -> int:
@@ -532,6 +556,7 @@ class MemoryJobQueue:
                 )
                 self._events[event] = entry.id
                 recorded.append(Recorded(entry.id, True, job_id))
+        LOCAL.notify(self._key)
         return recorded
 
     async def get_inbound(self, inbox_id: str) -> InboxEntry | None:

@@ -19,11 +19,13 @@ trip whatever the batch size; statements are prepared on the server once per con
   runs in a transaction that first turns sorting off (``set_config(..., true)``, pipelined with
   the claim: still one round trip), so that it walks the claim index and stops after *limit*
   rows even when the planner's statistics think the backlog is small.
-* ``enqueue`` inserts its batch from parallel arrays (``unnest``) with ``ON CONFLICT DO
-  NOTHING``; only when some jobs were not created does a second statement read which existing
-  job each one names. ``heartbeat`` takes an id array. ``complete`` sends its batch as one
-  ``jsonb`` object keyed by job id and read per row, so its plan never joins the table with an
-  input whose size a prepared statement cannot know.
+* ``enqueue`` inserts its batch from parallel arrays (``unnest``) -- a single job from scalar
+  parameters, which cost the client far less to send -- with ``ON CONFLICT DO NOTHING``, and
+  notifies the queue's channel once (``pg_notify``, in the same transaction) for the workers
+  that ``LISTEN`` (:meth:`PostgresJobQueue.wakeups`); only when some jobs were not created
+  does a second statement read which existing job each one names. ``heartbeat`` takes an id
+  array. ``complete`` sends its batch as one ``jsonb`` object keyed by job id and read per row,
+  so its plan never joins the table with an input whose size a prepared statement cannot know.
 * A job's status flag (a field of a JSON object in ``antifragile_kv``) is merged by the same
   statement that records the job's outcome: ``value || {field: flag}`` and ``version + 1``
   (the entry's expiry kept), or a new entry when there is none (an expired entry is replaced).
@@ -57,15 +59,19 @@ statement (psycopg outside autocommit, SQLAlchemy's autobegin), and it is the ca
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import json
+import logging
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import psycopg
 import psycopg.errors
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow, tuple_row
 from psycopg_pool import PoolClosed
 
@@ -85,6 +91,7 @@ from antifragile.jobs._model import (
     Recorded,
     StatusFlag,
 )
+from antifragile.jobs._wakeup import Wake
 from antifragile.stores import Versioned
 from antifragile.stores._codec import decode, encode
 from antifragile.stores._postgres import PostgresStore
@@ -94,6 +101,15 @@ __all__ = ["PostgresJobQueue"]
 #: how often enqueue tries again for jobs that were neither inserted nor found (their
 #: duplicate was deleted between the two statements)
 _ENQUEUE_ROUNDS = 5
+
+#: the longest identifier PostgreSQL keeps (a channel name is one)
+_MAX_CHANNEL = 63
+#: how long the listening connection waits for a notification before it checks that it is
+#: still alive (seconds), and the longest pause before it connects again after a failure
+_LISTEN_CHECK = 30.0
+_LISTEN_BACKOFF = 5.0
+
+_log = logging.getLogger("antifragile.jobs.postgres")
 
 _STATES = {state.value: state for state in JobState}
 _OUTCOME_KINDS = frozenset({"succeeded", "retry", "defer", "dead", "release"})
@@ -197,10 +213,36 @@ def _insert_jobs(source: str) -> str:
     })"""
 
 
+def _notified(source: str) -> str:
+    """The CTE ``notified``: one ``pg_notify`` on the queue's channel when *source* has rows
+    (delivered to the listening workers when the transaction commits). It runs only when the
+    statement's result joins it (``LEFT JOIN notified ON TRUE``: at most one row)."""
+    return (
+        "notified AS (SELECT pg_notify('{channel}', '') AS sent"
+        f" FROM (SELECT 1 FROM {source} LIMIT 1) AS one)"
+    )
+
+
 ENQUEUE = f"""
 WITH input AS ({_JOBS_INPUT}
-), {_insert_jobs("input")}
-SELECT id FROM inserted
+), {_insert_jobs("input")}, {_notified("inserted")}
+SELECT i.id FROM inserted AS i LEFT JOIN notified ON TRUE
+"""
+
+#: a single job, as scalar parameters: a single-job enqueue costs the client no array dumping
+_ONE_JOB_INPUT = """(
+    SELECT %(id)s::text AS id, %(name)s::text AS name, %(queue)s::text AS queue,
+           %(priority)s::int4 AS priority, %(payload)s::text AS payload,
+           %(payload_version)s::int4 AS payload_version,
+           %(idempotency_key)s::text AS idempotency_key,
+           %(max_attempts)s::int4 AS max_attempts, %(run_at)s::float8 AS run_at,
+           %(provider)s::text AS provider, %(timeout)s::float8 AS timeout,
+           %(status_flag)s::text AS status_flag, %(state_data)s::text AS state_data,
+           %(context)s::text AS context, %(ordering_key)s::text AS ordering_key, 1 AS ord)"""
+
+ENQUEUE_ONE = f"""
+WITH {_insert_jobs(_ONE_JOB_INPUT)}, {_notified("inserted")}
+SELECT i.id FROM inserted AS i LEFT JOIN notified ON TRUE
 """
 
 # -- the inbox --
@@ -251,7 +293,7 @@ WITH entries AS ({_ENTRIES_INPUT}
 ), input AS (
     SELECT i.* FROM ({_ENTRY_JOBS_INPUT}) AS i
     WHERE i.id IN (SELECT e.job_id FROM entries AS e JOIN recorded AS r ON r.id = e.id)
-), {_insert_jobs("input")}
+), {_insert_jobs("input")}, {_notified("inserted")}
 SELECT e.ord, r.id IS NOT NULL, coalesce(r.id, d.id), coalesce(r.job_id, d.job_id),
        EXISTS (SELECT 1 FROM inserted AS n WHERE n.id = e.job_id)
 FROM entries AS e
@@ -260,6 +302,7 @@ LEFT JOIN LATERAL (
     SELECT d.id, d.job_id FROM {{inbox}} AS d
     WHERE d.channel = e.channel AND d.event_id = e.event_id
       AND d.expires_at > %(now)s::float8) AS d ON TRUE
+LEFT JOIN notified ON TRUE
 ORDER BY e.ord
 """
 
@@ -407,10 +450,15 @@ CLAIM_SOME = _claim(" AND queue = ANY(%(queues)s::text[])")
 # the cost that disables sorting would make the server compile the claim (hundreds of ms). The
 # claim's plan is generic: with sorting off it walks the claim index whatever the parameters,
 # and planning it again for every claim (the ordering-key check makes it costlier to plan)
-# would cost more than running it
+# would cost more than running it. The claim's commit does not wait for its WAL to reach the
+# disk (synchronous_commit off, for this transaction only): a claim lost with a server crash
+# only makes the job claimable again, as an expired lease would -- at least once either way --,
+# and the job's later outcome, committed durably, makes the WAL before it durable too. An idle
+# worker's claim is on the path of every job's start, and need not wait for an fsync.
 _NO_SORT = (
     b"SELECT set_config('enable_sort', 'off', true), set_config('jit', 'off', true),"
-    b" set_config('plan_cache_mode', 'force_generic_plan', true)"
+    b" set_config('plan_cache_mode', 'force_generic_plan', true),"
+    b" set_config('synchronous_commit', 'off', true)"
 )
 
 HEARTBEAT = """
@@ -517,8 +565,13 @@ WITH redriven AS (
         " AS fields"
         " FROM redriven AS r WHERE r.status_flag IS NOT NULL GROUP BY 1 ORDER BY 1"
     )
-})
-SELECT count(*) FROM redriven
+}), {_notified("redriven")}
+SELECT count(*) FROM redriven LEFT JOIN notified ON TRUE
+"""
+
+#: the earliest time a waiting job falls due after now (an idle worker sleeps until then)
+NEXT_DUE = f"""
+SELECT min(run_at) FROM {{jobs}} WHERE state IN {_CLAIMABLE_SQL} AND run_at > %(now)s::float8
 """
 
 RESOLVE = """
@@ -706,6 +759,27 @@ def _enqueue_params(jobs: Sequence[NewJob], now: float) -> dict[str, Any]:
     }
 
 
+def _job_values(job: NewJob) -> dict[str, Any]:
+    """A job's values as a single enqueue and the inbox's jobs send them."""
+    return {
+        "id": job.id,
+        "name": job.name,
+        "queue": job.queue,
+        "priority": int(job.priority),
+        "payload": encode(job.payload),
+        "payload_version": int(job.payload_version),
+        "idempotency_key": job.idempotency_key,
+        "max_attempts": int(job.max_attempts),
+        "run_at": float(job.run_at),
+        "provider": job.provider,
+        "timeout": None if job.timeout is None else float(job.timeout),
+        "status_flag": None if job.status_flag is None else encode(job.status_flag.to_json()),
+        "state_data": None if job.state_data is None else encode(job.state_data),
+        "context": encode(dict(job.context)) if job.context else None,
+        "ordering_key": job.ordering_key,
+    }
+
+
 def _record_params(entries: Sequence[NewInboxEntry], now: float) -> dict[str, Any]:
     """RECORD_INBOUND's parameters: the entries, and the jobs of those that have one (the same
     values as enqueue sends)."""
@@ -729,28 +803,7 @@ def _record_params(entries: Sequence[NewInboxEntry], now: float) -> dict[str, An
             }
         )
         if job is not None:
-            jobs.append(
-                {
-                    "id": job.id,
-                    "name": job.name,
-                    "queue": job.queue,
-                    "priority": int(job.priority),
-                    "payload": encode(job.payload),
-                    "payload_version": int(job.payload_version),
-                    "idempotency_key": job.idempotency_key,
-                    "max_attempts": int(job.max_attempts),
-                    "run_at": float(job.run_at),
-                    "provider": job.provider,
-                    "timeout": None if job.timeout is None else float(job.timeout),
-                    "status_flag": None
-                    if job.status_flag is None
-                    else encode(job.status_flag.to_json()),
-                    "state_data": None if job.state_data is None else encode(job.state_data),
-                    "context": encode(dict(job.context)) if job.context else None,
-                    "ordering_key": job.ordering_key,
-                    "ord": len(jobs) + 1,
-                }
-            )
+            jobs.append({**_job_values(job), "ord": len(jobs) + 1})
     return {"now": now, "entries": encode(records), "jobs": encode(jobs)}
 
 
@@ -812,6 +865,14 @@ def _nul_error(exc: StoreError) -> ConfigurationError | None:
 # -- the queue --------------------------------------------------------------------------------
 
 
+def channel_name(schema: str) -> str:
+    """The ``LISTEN``/``NOTIFY`` channel of the queue in *schema* (at most 63 bytes)."""
+    name = f"antifragile_jobs.{schema}"
+    if len(name.encode()) > _MAX_CHANNEL:
+        name = "antifragile_jobs." + hashlib.sha256(schema.encode()).hexdigest()[:32]
+    return name
+
+
 class _Statements:
     """The SQL with the store's schema-qualified table names, as psycopg and SQLAlchemy text."""
 
@@ -822,7 +883,9 @@ class _Statements:
         self.processes = f"{_quote(schema)}.antifragile_processes"
         # inside a string literal (nextval's argument)
         self.ordering_seq = f"{_quote(schema)}.antifragile_jobs_ordering_seq".replace("'", "''")
+        self.channel = channel_name(schema)
         self.enqueue = self.text(ENQUEUE)
+        self.enqueue_one = self.text(ENQUEUE_ONE)
         self.enqueue_existing = self.text(ENQUEUE_EXISTING)
         self.claim_any = self.text(CLAIM_ANY)
         self.claim_one = self.text(CLAIM_ONE)
@@ -832,6 +895,7 @@ class _Statements:
         self.save_progress = self.text(SAVE_PROGRESS)
         self.wake_deferred = self.text(WAKE_DEFERRED)
         self.get = self.text(GET)
+        self.next_due = self.text(NEXT_DUE)
         self.stats = self.text(STATS)
         self.record_inbound = self.text(RECORD_INBOUND)
         self.inbound_first = self.text(INBOUND_FIRST)
@@ -842,6 +906,7 @@ class _Statements:
         self.purge_inbound = self.text(PURGE_INBOUND)
         self.delete_inbound = self.text(DELETE_INBOUND)
         self.sqlalchemy_enqueue = _for_sqlalchemy(self.enqueue)
+        self.sqlalchemy_enqueue_one = _for_sqlalchemy(self.enqueue_one)
         self.sqlalchemy_enqueue_existing = _for_sqlalchemy(self.enqueue_existing)
 
     def text(self, template: str, where: str = "") -> str:
@@ -851,6 +916,7 @@ class _Statements:
             .replace("{inbox}", self.inbox)
             .replace("{processes}", self.processes)
             .replace("{ordering_seq}", self.ordering_seq)
+            .replace("{channel}", self.channel.replace("'", "''"))
             .replace("{where}", where)
         )
 
@@ -875,6 +941,52 @@ class PostgresJobQueue:
     def store(self) -> PostgresStore:
         """The store the queue lives in (status flags are its ``kv`` entries)."""
         return self._store
+
+    # -- wake-ups -----------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def wakeups(self, wake: Wake) -> AsyncIterator[None]:
+        """While entered, *wake* is called when jobs are committed to this queue: a connection
+        of its own ``LISTEN``s on the queue's channel, which every enqueueing transaction
+        notifies once (see :mod:`antifragile.jobs._wakeup`). A lost connection is opened again
+        (and *wake* called, for what may have been missed meanwhile)."""
+        task = asyncio.create_task(self._listen(wake), name="antifragile-jobs-listen")
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _listen(self, wake: Wake) -> None:
+        pause = 0.1
+        listen = sql.SQL("LISTEN {}").format(sql.Identifier(self._sql.channel))
+        while True:
+            conn: AsyncConnection[TupleRow] | None = None
+            try:
+                conn = await self._db.connect()
+                await conn.execute(listen)
+                pause = 0.1
+                wake()  # whatever was committed while nobody listened
+                while True:
+                    async for _ in conn.notifies(timeout=_LISTEN_CHECK):
+                        wake()
+                    await conn.execute("SELECT 1")  # quiet for a while: still there?
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                _log.warning("listening for new jobs failed (%s); polling until it is back", exc)
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+            wake()
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _LISTEN_BACKOFF)
+
+    async def next_due(self, *, now: float) -> float | None:
+        """The earliest ``run_at`` after *now* of a job waiting to run (``None``: none)."""
+        rows = await self._fetch(self._sql.next_due, {"now": float(now)})
+        return None if not rows or rows[0][0] is None else float(rows[0][0])
 
     # -- running statements -----------------------------------------------------------------
 
@@ -967,14 +1079,17 @@ class PostgresJobQueue:
         outcome: dict[str, Enqueued] = {}  # by the id of each unique job
         pending = unique
         for _ in range(_ENQUEUE_ROUNDS):
-            params = _enqueue_params(pending, now)
+            if len(pending) == 1:  # scalar parameters: no arrays to build and dump
+                params = {"now": now, **_job_values(pending[0])}
+                query, sqlalchemy_query = self._sql.enqueue_one, self._sql.sqlalchemy_enqueue_one
+            else:
+                params = _enqueue_params(pending, now)
+                query, sqlalchemy_query = self._sql.enqueue, self._sql.sqlalchemy_enqueue
             try:
                 if connection is None:
-                    rows = await self._fetch(self._sql.enqueue, params)
+                    rows = await self._fetch(query, params)
                 else:
-                    rows = await self._fetch_on(
-                        connection, self._sql.enqueue, self._sql.sqlalchemy_enqueue, params
-                    )
+                    rows = await self._fetch_on(connection, query, sqlalchemy_query, params)
             except StoreError as exc:
                 raise (_nul_error(exc) or exc) from exc.__cause__
             created = {row[0] for row in rows}

@@ -18,6 +18,14 @@ at ``status_flag.key`` exactly as :meth:`~antifragile.stores.KeyValueStore.merge
 entry is created if absent or expired, its version grows by one, its expiry is kept). An entry
 holding something other than a JSON object is left alone.
 
+Concurrent enqueues and inbox records share one transaction (the store's group commit, see
+:meth:`~antifragile.stores._sqlite._Database.run_shared`): while one transaction is in flight, the
+enqueues that arrive meanwhile wait together and go into the next one, each under a savepoint of
+its own (a caller whose statement fails gets its error; the others' rows are kept), and each
+caller returns only after the commit -- ``synchronous=FULL`` and every acknowledged job durable,
+at one ``fsync`` per group. After each enqueue the workers listening
+to the database are woken (:mod:`antifragile.jobs._wakeup`).
+
 The transactional outbox: ``enqueue(..., connection=c)`` writes the jobs with the caller's own
 connection, in the caller's thread, inside the caller's transaction -- they commit or roll back
 with the caller's rows. *c* is a :class:`sqlite3.Connection`, or an SQLAlchemy ``Session`` or
@@ -42,6 +50,7 @@ the same event waits, then finds this one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -65,6 +74,7 @@ from antifragile.jobs._model import (
     Recorded,
     StatusFlag,
 )
+from antifragile.jobs._wakeup import SQLiteWakeups, Wake
 from antifragile.stores import Versioned
 from antifragile.stores._codec import encode
 from antifragile.stores._sqlite import (
@@ -261,6 +271,8 @@ _COUNTS = "SELECT queue, state, count(*) FROM antifragile_jobs GROUP BY queue, s
 _OLDEST_READY = f"""
 SELECT queue, min(run_at) FROM antifragile_jobs WHERE {_READY} AND run_at <= ? GROUP BY queue
 """
+#: the earliest time a waiting job falls due after now (an idle worker sleeps until then)
+_NEXT_DUE = f"SELECT min(run_at) FROM antifragile_jobs WHERE {_READY} AND run_at > ?"
 _OLDEST_EXPIRED = """
 SELECT queue, min(run_at) FROM antifragile_jobs
 WHERE state = 'running' AND lease_until <= ? GROUP BY queue
@@ -626,13 +638,16 @@ def _select(conn: sqlite3.Connection, sql: str, params: list[Any]) -> list[_Row]
 
 
 def _stats(conn: sqlite3.Connection, now: float) -> list[QueueStats]:
-    conn.execute("BEGIN")  # one snapshot for the counts and the lag
+    own = not conn.in_transaction  # else a shared transaction is one snapshot already
+    if own:
+        conn.execute("BEGIN")  # one snapshot for the counts and the lag
     try:
         counts = conn.execute(_COUNTS).fetchall()
         ready = conn.execute(_OLDEST_READY, (now,)).fetchall()
         expired = conn.execute(_OLDEST_EXPIRED, (now,)).fetchall()
     finally:
-        conn.execute("COMMIT")
+        if own:
+            conn.execute("COMMIT")
     per_queue: dict[str, dict[str, int]] = {}
     for queue, state, count in counts:
         per_queue.setdefault(queue, dict.fromkeys(_STATES, 0))[state] = count
@@ -828,9 +843,20 @@ class SQLiteJobQueue:
             )
         self.store = store
         self._db = store._db
+        self._wakeups = SQLiteWakeups(store._db.path)
 
     def __repr__(self) -> str:
         return f"SQLiteJobQueue({self.store!r})"
+
+    def wakeups(self, wake: Wake) -> contextlib.AbstractAsyncContextManager[None]:
+        """While entered, *wake* is called when jobs are committed by any queue on this
+        database file, in this process or another (see :mod:`antifragile.jobs._wakeup`)."""
+        return self._wakeups.listening(wake)
+
+    async def next_due(self, *, now: float) -> float | None:
+        """The earliest ``run_at`` after *now* of a job waiting to run (``None``: none)."""
+        rows = await self._db.run(_select, _NEXT_DUE, [now])
+        return None if not rows or rows[0][0] is None else float(rows[0][0])
 
     async def enqueue(
         self, jobs: Sequence[NewJob], *, now: float, connection: Any = None
@@ -841,7 +867,9 @@ class SQLiteJobQueue:
         if connection is None:
             if not rows:
                 return []
-            return await self._db.run(_enqueue, rows, flags)
+            enqueued = await self._db.run_shared(_enqueue, rows, flags)
+            self._wakeups.notify()
+            return enqueued
         conn = _driver_connection(connection)
         try:
             _check_same_file(conn, self._db.path)
@@ -936,7 +964,10 @@ class SQLiteJobQueue:
             "lease_owner = NULL, lease_until = NULL, updated_at = ? "
             f"WHERE state = 'dead' AND {_FINISHED}{_and(terms)} RETURNING status_flag"
         )
-        return await self._db.run(_redrive, sql, [now + delay, now, *params], now)
+        count = await self._db.run(_redrive, sql, [now + delay, now, *params], now)
+        if count:
+            self._wakeups.notify()
+        return count
 
     async def resolve(self, where: JobFilter, *, reason: str, now: float) -> int:
         terms, params = _where(where)
@@ -995,6 +1026,8 @@ class SQLiteJobQueue:
             _save_and_enqueue, key, text, expected_version, now, expires_at, rows, flags
         )
         self._db.wrote(now)
+        if saved is not None and rows:
+            self._wakeups.notify()
         return saved
 
     # -- the inbox ------------------------------------------------------------------------------
@@ -1008,7 +1041,10 @@ class SQLiteJobQueue:
         rows = [_inbox_row(entry, now) for entry in entries]
         jobs = [None if e.job is None else _row(e.job, now) for e in entries]
         flags = [None if e.job is None else _flag_params(e.job, now) for e in entries]
-        return await self._db.run(_record, rows, jobs, flags)
+        recorded = await self._db.run_shared(_record, rows, jobs, flags)
+        if any(r.created for r in recorded):
+            self._wakeups.notify()
+        return recorded
 
     async def get_inbound(self, inbox_id: str) -> InboxEntry | None:
         rows = await self._db.run(_select, _INBOX_GET, [inbox_id])

@@ -4,7 +4,8 @@ One loop, on one event loop::
 
     flush finished outcomes (one ``complete`` call for the batch)
       -> claim up to the free slots (one ``claim`` call per batch) -> start a task per job
-      -> wait until a job finishes, the poll interval passes, or stop() is called
+      -> wait until a job finishes, jobs arrive, the next delayed job falls due, the poll
+         interval passes, or stop() is called
 
 * **Leases.** Claimed jobs are leased to this worker for ``lease`` seconds; a heartbeat task
   renews the leases of running jobs every ``heartbeat`` seconds. A worker that dies stops
@@ -19,6 +20,11 @@ One loop, on one event loop::
   as many as would all start within about 50 ms at the measured pace (at most ``batch``); none
   while jobs take long, so a busy worker never sits on jobs another worker could run. Buffered
   jobs' leases are renewed like running ones'; a stopping worker releases them at once.
+* **Wake-ups.** An idle worker does not wait for its next poll to see new work: it listens
+  to its queue (PostgreSQL ``LISTEN``/``NOTIFY``; on SQLite a direct call in one process and a
+  datagram across processes; see :mod:`antifragile.jobs._wakeup`) and claims as soon as jobs
+  are committed, and it sleeps only until the earliest delayed or retried job falls due.
+  ``poll_interval`` bounds every wait all the same: it is the fallback when a wake-up is lost.
 * **Limits.** ``concurrency`` bounds the jobs in flight; ``queue_concurrency`` bounds them per
   queue and ``queue_rates`` (token buckets) paces the starts per queue -- the worker claims
   from a limited queue no more jobs than it may start now.
@@ -105,6 +111,9 @@ DISCOVER_INTERVAL = 2.0
 PREFETCH_HORIZON = 0.05
 #: how often a worker lets a job probe a provider whose breaker is open (seconds)
 PROBE_INTERVAL = 1.0
+#: an idle worker wakes this long after the earliest delayed job's run_at (seconds), so that
+#: its claim sees the job due whatever the timer's rounding
+DUE_MARGIN = 0.001
 #: breaker states in which the worker holds a provider's jobs back
 _HOLDING = frozenset({CircuitState.OPEN, CircuitState.HALF_OPEN, CircuitState.FORCED_OPEN})
 
@@ -330,7 +339,11 @@ class Worker:
             self._wake.set()
         beats = asyncio.create_task(self._heartbeats(), name=f"heartbeat:{self.id}")
         try:
-            await self._main(until_idle)
+            async with contextlib.AsyncExitStack() as stack:
+                listen = None if until_idle else getattr(self.jobs.queue, "wakeups", None)
+                if listen is not None:  # woken when jobs arrive; polling stays the fallback
+                    await stack.enter_async_context(listen(self._wake.set))
+                await self._main(until_idle)
         except BaseException:
             self._release_now = True
             raise
@@ -368,11 +381,27 @@ class Worker:
                 await wake.wait()
                 continue
             free = self.concurrency - len(self._running)
-            timeout = self.poll_interval if free > 0 else None
+            timeout = await self._idle_timeout() if free > 0 else None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout)
             if self._running and self.linger and len(self._outcomes) < self.batch:
                 await asyncio.sleep(self.linger)  # let a few more finish: one batch
+
+    async def _idle_timeout(self) -> float:
+        """How long an idle worker waits: until the earliest delayed or retried job falls due
+        (when the queue can tell), at most the poll interval."""
+        next_due = getattr(self.jobs.queue, "next_due", None)
+        if next_due is None:
+            return self.poll_interval
+        clock = self.jobs.clock
+        try:
+            due: float | None = await next_due(now=clock.time())
+        except Exception as exc:  # the claim that follows will report a failing store
+            _log.debug("reading the next due time failed: %s", exc)
+            return self.poll_interval
+        if due is None:
+            return self.poll_interval
+        return min(self.poll_interval, max(0.0, due - clock.time()) + DUE_MARGIN)
 
     async def _pause(self) -> None:
         """After a store failure: wait a little longer each time (up to 5 s)."""

@@ -5,7 +5,10 @@ operation is a single function call in that thread -- one thread hop -- and insi
 statement (``INSERT ... ON CONFLICT ... DO UPDATE ... RETURNING``, ``UPDATE ... RETURNING``) or
 one ``BEGIN IMMEDIATE ... COMMIT`` transaction. ``BEGIN IMMEDIATE`` takes the database's write
 lock before the first read, so a read-modify-write can never act on a stale snapshot, and it holds
-across processes: any number of processes may open the same file.
+across processes: any number of processes may open the same file. Enqueues that arrive while the
+thread is busy share one transaction, each under a savepoint of its own (group commit, see
+:meth:`_Database.run_shared`): one ``fsync`` for the group, every caller answered after the
+commit.
 
 Connection settings:
 
@@ -36,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -97,15 +101,58 @@ PURGE_GRACE = 300.0
 
 @contextlib.contextmanager
 def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
-    """One ``BEGIN IMMEDIATE ... COMMIT`` transaction, rolled back on any error."""
-    conn.execute("BEGIN IMMEDIATE")
+    """One ``BEGIN IMMEDIATE ... COMMIT`` transaction, rolled back on any error -- or, inside
+    a shared transaction (see :meth:`_Database.run`), a savepoint of it, rolled back alone."""
+    shared = conn.in_transaction
+    if shared:
+        with _savepoint(conn, "antifragile_operation"):
+            yield
+    else:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+
+@contextlib.contextmanager
+def _savepoint(conn: sqlite3.Connection, name: str) -> Iterator[None]:
+    """A savepoint: released when the block ends, rolled back (alone) when it raises."""
+    conn.execute(f"SAVEPOINT {name}")
     try:
         yield
-        conn.execute("COMMIT")
     except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        conn.execute(f"ROLLBACK TO {name}")
+        conn.execute(f"RELEASE {name}")
         raise
+    conn.execute(f"RELEASE {name}")
+
+
+#: (function, args, kwargs, loop, future, whether it may share a transaction)
+_Call = tuple[
+    Callable[..., Any],
+    tuple[Any, ...],
+    dict[str, Any],
+    asyncio.AbstractEventLoop,
+    "asyncio.Future[Any]",
+    bool,
+]
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # its caller was cancelled: the result is dropped
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class _Undo(Exception):
+    """Rolls an operation of a shared transaction back to its savepoint."""
 
 
 def parse_url(url: str) -> tuple[str, int, str]:
@@ -179,6 +226,10 @@ class _Database:
         self._closed = False
         self._opening: asyncio.Lock | None = None
         self._writes = 0
+        #: operations waiting for the thread, and whether it is draining them
+        self._pending: list[_Call] = []
+        self._draining = False
+        self._lock = threading.Lock()
 
     @property
     def shown_path(self) -> str:
@@ -215,7 +266,33 @@ class _Database:
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        """Run ``fn(connection, *args, **kwargs)`` in the store's thread."""
+        """Run ``fn(connection, *args, **kwargs)`` in the store's thread, by itself."""
+        return await self._submit(fn, args, kwargs, shared=False)
+
+    async def run_shared(
+        self,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Run ``fn(connection, *args, **kwargs)`` in the store's thread, sharing a commit.
+
+        Shared operations that arrive while the thread is busy wait together and then run in
+        one ``BEGIN IMMEDIATE ... COMMIT`` transaction, each under a savepoint of its own (group
+        commit): one ``fsync`` for all of them, an operation that fails is rolled back alone,
+        and every caller gets its result only once the shared transaction committed. A lone
+        operation runs by itself, as it is. *fn* must be one transaction (``_immediate``) that
+        keeps nothing when it raises."""
+        return await self._submit(fn, args, kwargs, shared=True)
+
+    async def _submit(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        shared: bool,
+    ) -> T:
         if self._closed:
             raise StoreUnavailableError(f"the SQLite store for {self.shown_path} is closed")
         conn, executor = self._conn, self._executor
@@ -224,14 +301,86 @@ class _Database:
                 f"the SQLite store for {self.shown_path} is not open: await store.open() first, "
                 "or create it with open_store()"
             )
-
-        def call() -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        with self._lock:
+            self._pending.append((fn, args, kwargs, loop, future, shared))
+            start, self._draining = not self._draining, True
+        if start:
             try:
-                return fn(conn, *args, **kwargs)
-            except sqlite3.Error as exc:
-                raise self.translate(exc) from exc
+                executor.submit(self._drain, conn)
+            except RuntimeError:  # shut down meanwhile
+                with self._lock:
+                    self._pending.clear()
+                    self._draining = False
+                raise StoreUnavailableError(
+                    f"the SQLite store for {self.shown_path} is closed"
+                ) from None
+        return await future
 
-        return await asyncio.get_running_loop().run_in_executor(executor, call)
+    def _drain(self, conn: sqlite3.Connection) -> None:
+        """In the store's thread: run the waiting operations until none is left."""
+        while True:
+            with self._lock:
+                batch, self._pending = self._pending, []
+                if not batch:
+                    self._draining = False
+                    return
+            group: list[_Call] = []
+            for call in [*batch, None]:
+                if call is not None and call[5]:
+                    group.append(call)  # shared: joins the group
+                    continue
+                if len(group) > 1:
+                    self._run_together(conn, group)
+                elif group:
+                    self._run_alone(conn, group[0])
+                group = []
+                if call is not None:
+                    self._run_alone(conn, call)
+
+    def _run_alone(self, conn: sqlite3.Connection, call: _Call) -> None:
+        fn, args, kwargs, loop, future, _ = call
+        result, error = self._call(conn, fn, args, kwargs)
+        with contextlib.suppress(RuntimeError):  # its loop closed meanwhile
+            loop.call_soon_threadsafe(_settle, future, result, error)
+
+    def _call(
+        self,
+        conn: sqlite3.Connection,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> tuple[Any, BaseException | None]:
+        try:
+            return fn(conn, *args, **kwargs), None
+        except sqlite3.Error as exc:
+            error = self.translate(exc)
+            error.__cause__ = exc
+            return None, error
+        except Exception as exc:
+            return None, exc
+
+    def _run_together(self, conn: sqlite3.Connection, batch: list[_Call]) -> None:
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        try:
+            with _immediate(conn):
+                for fn, args, kwargs, _, _, _ in batch:
+                    try:
+                        with _savepoint(conn, "antifragile_caller"):
+                            outcome = self._call(conn, fn, args, kwargs)
+                            if outcome[1] is not None:
+                                raise _Undo
+                    except _Undo:
+                        pass
+                    outcomes.append(outcome)
+        except sqlite3.Error as exc:  # the shared commit failed: nothing of the batch is kept
+            error = self.translate(exc)
+            error.__cause__ = exc
+            outcomes = [(None, error)] * len(batch)
+        for (_, _, _, loop, future, _), (result, failure) in zip(batch, outcomes, strict=True):
+            with contextlib.suppress(RuntimeError):  # its loop closed meanwhile
+                loop.call_soon_threadsafe(_settle, future, result, failure)
 
     def wrote(self, now: float) -> None:
         """Count a write made at the caller's *now*; now and then collect expired rows.

@@ -1,0 +1,239 @@
+"""Waking idle workers when jobs arrive, instead of leaving them to their next poll.
+
+A queue that can wake its workers has two more methods, which :class:`~antifragile.jobs.Worker`
+uses when they are there (polling stays as the fallback, so a lost wake-up costs at most one
+poll interval):
+
+* ``wakeups(wake)`` -- an async context manager: while it is entered, ``wake()`` is called
+  (on the worker's event loop) soon after jobs were committed to the queue by anyone.
+* ``next_due(now=...)`` -- the earliest ``run_at`` after *now* of a job waiting to run (or
+  ``None``): an idle worker sleeps until then, capped by its poll interval, so a delayed or
+  retried job starts when it falls due rather than on the next poll.
+
+How the news travels depends on the backend:
+
+* **In one process** (:class:`LocalWakers`): the enqueuer calls every worker listening to the
+  same database directly (``call_soon_threadsafe`` on the worker's loop). ``antifragile
+  serve`` runs its API and its worker in one process, so a webhook's job starts at once.
+* **Across processes on SQLite** (:class:`WakeSockets`): each listening worker binds a unix
+  datagram socket in a directory beside the database (``<database>-wake/``, or a directory in
+  the temporary directory named after the database's path when that one is too long for a
+  socket address). After its commit an enqueuer sends one byte to each socket there (the
+  listing is cached and read again when the directory changes). A datagram costs a few
+  microseconds, reaches the worker's event loop at once, and needs no busy loop; a socket
+  whose worker died is refused by the kernel and removed. ``PRAGMA data_version`` was the
+  other candidate: it needs no file, but only tells a connection that *someone* wrote when it
+  asks -- the worker would have to ask every few milliseconds, and every completion and
+  heartbeat would look like news.
+* **PostgreSQL**: workers ``LISTEN`` on a channel named after the store's schema and the
+  enqueueing statement calls ``pg_notify`` inside its own transaction (delivered when it
+  commits, one notification per transaction); see :mod:`antifragile.jobs._postgres`.
+
+Jobs written through the transactional outbox on SQLite (``enqueue(..., connection=...)``)
+commit with the caller's transaction, which the queue cannot see: they start on the next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+
+_log = logging.getLogger("antifragile.jobs.wakeup")
+
+Wake = Callable[[], None]
+
+#: the longest path a unix socket address holds on Linux (108 bytes with the terminating NUL)
+_MAX_SOCKET_PATH = 107
+#: an enqueuer reads the socket directory again at least this often (seconds), whatever its
+#: modification time says (which may be coarser than the time between two changes)
+_RELIST_AFTER = 1.0
+
+
+def _wake_on(loop: asyncio.AbstractEventLoop, wake: Wake) -> Wake:
+    """*wake*, callable from any thread: run on *loop*."""
+
+    def call() -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            wake()
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(wake)
+
+    return call
+
+
+class LocalWakers:
+    """The workers of this process listening to one queue, by the queue's identity."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wakers: dict[str, dict[int, Wake]] = {}
+
+    def notify(self, key: str) -> None:
+        """Wake every worker of this process listening to *key*."""
+        wakers = self._wakers.get(key)
+        if not wakers:
+            return
+        for wake in list(wakers.values()):
+            wake()
+
+    @contextlib.contextmanager
+    def listening(self, key: str, wake: Wake) -> Iterator[None]:
+        """Call *wake* (on the current event loop) whenever :meth:`notify` names *key*."""
+        token = id(wake)
+        call = _wake_on(asyncio.get_running_loop(), wake)
+        with self._lock:
+            self._wakers.setdefault(key, {})[token] = call
+        try:
+            yield
+        finally:
+            with self._lock:
+                wakers = self._wakers.get(key, {})
+                wakers.pop(token, None)
+                if not wakers:
+                    self._wakers.pop(key, None)
+
+
+#: the one registry of this process (a worker and an enqueuer on one database meet here)
+LOCAL = LocalWakers()
+
+
+def sqlite_key(path: str) -> str:
+    """The identity of a SQLite database file, the same for every spelling of its path."""
+    if path == ":memory:" or not path:
+        return f"memory:{id(path)}"
+    return os.path.realpath(path)
+
+
+def socket_directory(path: str) -> str | None:
+    """Where the wake sockets of the database at *path* live (``None``: an in-memory one)."""
+    if path == ":memory:" or not path:
+        return None
+    real = os.path.realpath(path)
+    beside = f"{real}-wake"
+    if len(os.fsencode(beside)) + 1 + 32 <= _MAX_SOCKET_PATH:
+        return beside
+    digest = hashlib.sha256(os.fsencode(real)).hexdigest()[:24]
+    return os.path.join(tempfile.gettempdir(), f"antifragile-wake-{digest}")
+
+
+class WakeSockets:
+    """Wake-ups across processes through unix datagram sockets in one directory."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self._own: set[str] = set()  # this process's sockets: woken through LocalWakers
+        self._listing: list[str] = []
+        self._listed: tuple[int, float] | None = None  # (directory mtime, when listed)
+
+    def _targets(self) -> list[str]:
+        try:
+            mtime = os.stat(self.directory).st_mtime_ns
+        except OSError:
+            return []
+        now = time.monotonic()
+        listed = self._listed
+        if listed is None or listed[0] != mtime or now - listed[1] > _RELIST_AFTER:
+            try:
+                names = os.listdir(self.directory)
+            except OSError:
+                return []
+            self._listing = [
+                os.path.join(self.directory, n)
+                for n in names
+                if n.endswith(".sock") and n not in self._own
+            ]
+            self._listed = (mtime, now)
+        return self._listing
+
+    def poke(self) -> None:
+        """Wake the listeners of other processes (best effort, never raises)."""
+        targets = self._targets()
+        if not targets:
+            return
+        stale = False
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+            sender.setblocking(False)
+            for target in targets:
+                try:
+                    sender.sendto(b"!", target)
+                except (BlockingIOError, InterruptedError):
+                    pass  # its buffer is full: it has wake-ups waiting already
+                except (ConnectionRefusedError, FileNotFoundError):
+                    stale = True  # its worker is gone
+                    with contextlib.suppress(OSError):
+                        os.unlink(target)
+                except OSError:
+                    stale = True
+        if stale:
+            self._listed = None
+
+    @contextlib.asynccontextmanager
+    async def listening(self, wake: Wake) -> AsyncIterator[None]:
+        """Call *wake* on this loop whenever another process pokes the directory."""
+        loop = asyncio.get_running_loop()
+        name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}.sock"
+        address = os.path.join(self.directory, name)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            os.makedirs(self.directory, mode=0o770, exist_ok=True)
+            sock.bind(address)
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            _log.warning("cannot listen for wake-ups at %s (%s): polling only", address, exc)
+            yield
+            return
+
+        def readable() -> None:
+            with contextlib.suppress(OSError):
+                while sock.recv(64):
+                    pass
+            wake()
+
+        self._own.add(name)
+        loop.add_reader(sock.fileno(), readable)
+        try:
+            yield
+        finally:
+            loop.remove_reader(sock.fileno())
+            sock.close()
+            self._own.discard(name)
+            with contextlib.suppress(OSError):
+                os.unlink(address)
+
+
+class SQLiteWakeups:
+    """The wake-ups of one SQLite database: in this process, then through its sockets."""
+
+    def __init__(self, path: str) -> None:
+        self.key = sqlite_key(path)
+        directory = socket_directory(path)
+        self.sockets = None if directory is None else WakeSockets(directory)
+
+    def notify(self) -> None:
+        LOCAL.notify(self.key)
+        if self.sockets is not None:
+            self.sockets.poke()
+
+    @contextlib.asynccontextmanager
+    async def listening(self, wake: Wake) -> AsyncIterator[None]:
+        with LOCAL.listening(self.key, wake):
+            if self.sockets is None:
+                yield
+            else:
+                async with self.sockets.listening(wake):
+                    yield
