@@ -92,13 +92,14 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, Literal, TypeVar, cast, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from antifragile.connectors import (
     DEFAULT_TEMPLATES,
     Booking,
     Connectors,
+    EmailChain,
     EmailTemplate,
     EmailTemplates,
     OutcomeUnknownError,
@@ -894,6 +895,15 @@ async def undo_flag_for_review(ctx: ActionContext) -> dict[str, Any]:
     return {"cancelled": task_id}
 
 
+def _email_chain(ctx: ActionContext) -> EmailChain:
+    """The connectors' email chain (``ANTIFRAGILE_EMAIL_CHAIN``); Resend alone, its unknown
+    sends kept in the jobs' store, for connectors without one."""
+    chain = getattr(ctx.connectors, "email_chain", None)
+    if callable(chain):
+        return cast(EmailChain, chain())
+    return EmailChain({"resend": ctx.connectors.resend}, kv=_post_kv(ctx), clock=ctx.clock)
+
+
 async def send_email(ctx: ActionContext) -> dict[str, Any]:
     owner = ctx.tenant.owner_email
     if not owner:
@@ -912,14 +922,14 @@ async def send_email(ctx: ActionContext) -> dict[str, Any]:
             f"Inbox: {ctx.inbox_id}",
         ]
     )
-    sent = await ctx.connectors.resend.send_email(
+    sent = await _email_chain(ctx).send_email(
         sender=ctx.email_sender,
         to=owner,
         subject=f"[{ctx.tenant.name or ctx.tenant.id}] New {c.intent} message",
         text=body,
         idempotency_key=ctx.idempotency_key,
     )
-    return {"email_id": sent.id}
+    return {"email_id": sent.id, "provider": sent.provider}
 
 
 async def create_shopify_customer(ctx: ActionContext) -> dict[str, Any]:
@@ -986,7 +996,7 @@ async def send_summary_email(ctx: ActionContext) -> dict[str, Any]:
         None, defaults={**DEFAULT_TEMPLATES, SUMMARY_TEMPLATE.name: SUMMARY_TEMPLATE}
     )
     email = await templates.render(SUMMARY_TEMPLATE.name, variables)
-    sent = await ctx.connectors.resend.send_email(
+    sent = await _email_chain(ctx).send_email(
         sender=ctx.email_sender,
         to=owner,
         subject=email.subject,
@@ -994,8 +1004,10 @@ async def send_summary_email(ctx: ActionContext) -> dict[str, Any]:
         html=email.html,
         idempotency_key=ctx.idempotency_key,
     )
-    await ctx.remember(summary_email_sent=True, summary_email_id=sent.id)
-    return {"email_id": sent.id}
+    await ctx.remember(
+        summary_email_sent=True, summary_email_id=sent.id, summary_email_provider=sent.provider
+    )
+    return {"email_id": sent.id, "provider": sent.provider}
 
 
 async def notify_slack(ctx: ActionContext) -> dict[str, Any]:
