@@ -34,7 +34,12 @@ from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from antifragile.connectors._calcom import CalComConnector, calcom_policy
-from antifragile.connectors._failover import EmailChain, email_chain_from_env
+from antifragile.connectors._failover import (
+    CHAIN_ENV,
+    EmailChain,
+    chain_from,
+    email_chain_from_env,
+)
 from antifragile.connectors._hubspot import HubSpotConnector, hubspot_policy
 from antifragile.connectors._resend import ResendConnector, resend_policy
 from antifragile.connectors._sendgrid import SendGridConnector, sendgrid_policy
@@ -184,9 +189,16 @@ class Connectors:
         return policy.replace(breaker=shared)
 
     def configured(self, provider: str) -> bool:
-        """Whether *provider*'s connector exists or can be built (its settings are there)."""
+        """Whether *provider*'s connector exists or can be built (its settings are there);
+        ``"email"``: whether a provider of the email chain can."""
         if provider in self._given or provider in self._built:
             return True
+        if provider == "email":  # the email chain: any of its providers will do
+            try:
+                chain = chain_from(os.environ.get(CHAIN_ENV))
+            except ConfigurationError:
+                return False
+            return any(self.configured(p) for p in chain)
         if provider not in _FACTORIES:
             return False
         if provider == "smtp":  # an SMTP connector builds with defaults: require a host

@@ -49,10 +49,10 @@ a missing integration must not undo the others.
 ``create_support_ticket``  --        a high-priority ``support_ticket`` task (kept even when
                                      a later step fails: a complaint stays recorded)
 ``flag_for_review``        --        a ``review`` task; compensation: cancel it
-``send_email``             resend    an email to the tenant's owner, with the message
+``send_email``             email     an email to the tenant's owner, with the message
 ``create_shopify_customer`` shopify  a Shopify customer from the contact's email
 ``create_hubspot_contact`` hubspot   a HubSpot contact from the contact's email
-``send_summary_email``     resend    the owner's summary (template ``session_summary``): a
+``send_summary_email``     email     the owner's summary (template ``session_summary``): a
                                      completed flow's answers, or the message
 ``notify_slack``           slack     a short Slack message: first name, masked phone
 ``book_call``              calcom    a Cal.com booking when the message names a day, a time
@@ -895,6 +895,11 @@ async def undo_flag_for_review(ctx: ActionContext) -> dict[str, Any]:
     return {"cancelled": task_id}
 
 
+#: the provider of the email actions: the email chain (``ANTIFRAGILE_EMAIL_CHAIN``), whose own
+#: providers' breakers it reads -- so a worker never holds an email back for the primary's breaker
+EMAIL = "email"
+
+
 def _email_chain(ctx: ActionContext) -> EmailChain:
     """The connectors' email chain (``ANTIFRAGILE_EMAIL_CHAIN``); Resend alone, its unknown
     sends kept in the jobs' store, for connectors without one."""
@@ -1170,7 +1175,7 @@ def _register_builtins(actions: Actions) -> None:
     )
     actions.register("create_support_ticket", create_support_ticket)
     actions.register("flag_for_review", flag_for_review, compensate=undo_flag_for_review)
-    actions.register("send_email", send_email, provider="resend", on_unknown="resend")
+    actions.register("send_email", send_email, provider=EMAIL, on_unknown="resend")
     actions.register(
         "create_shopify_customer",
         create_shopify_customer,
@@ -1195,7 +1200,7 @@ def _register_builtins(actions: Actions) -> None:
     actions.register(
         "send_summary_email",
         send_summary_email,
-        provider="resend",
+        provider=EMAIL,
         flag="email_status",
         feature="summary_email",
         job="sessions.summary_email",
