@@ -56,6 +56,7 @@ import os
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from email.utils import parseaddr
 from typing import Any
 
 from antifragile.connectors._outcome import OutcomeUnknownError
@@ -180,6 +181,17 @@ def verdict(provider: str, error: BaseException) -> str:
     return "raise"  # 400/422, a key conflict: the email itself is refused
 
 
+def _email_for(connector: Any, name: str, email: dict[str, Any]) -> dict[str, Any]:
+    """*email* as *connector* takes it: SendGrid wants ``"Name <a@b>"`` as name and email."""
+    sender = email["sender"]
+    if _provider_of(connector, name) != "sendgrid" or not isinstance(sender, str):
+        return email
+    display, address = parseaddr(sender)
+    if not address:
+        return email
+    return {**email, "sender": {"email": address, "name": display} if display else address}
+
+
 class EmailChain:
     """Send through the first healthy provider of an ordered chain (see the module docs).
 
@@ -252,7 +264,9 @@ class EmailChain:
                 passed.append(name)
                 continue
             try:
-                sent = await connector.send_email(**email, idempotency_key=idempotency_key)
+                sent = await connector.send_email(
+                    **_email_for(connector, name, email), idempotency_key=idempotency_key
+                )
             except Exception as exc:
                 what = verdict(_provider_of(connector, name), exc)
                 if what == "raise":
@@ -291,7 +305,9 @@ class EmailChain:
         if connector is not None and _provider_of(connector, name) in REPLAYABLE:
             if _available(connector, self.clock.time()):
                 try:
-                    sent = await connector.send_email(**email, idempotency_key=key)
+                    sent = await connector.send_email(
+                        **_email_for(connector, name, email), idempotency_key=key
+                    )
                 except Exception as exc:
                     if verdict(_provider_of(connector, name), exc) == "raise":
                         raise
