@@ -20,13 +20,14 @@ from antifragile import (
     Policy,
     Retry,
 )
-from antifragile.connectors import Connectors, EmailChain, EmailUnsettledError
+from antifragile.connectors import Connectors, EmailChain, EmailUnsettledError, SMTPConnector
 from antifragile.connectors._failover import CHAIN_ENV, SETTLE_WINDOW_ENV, email_serving
 from antifragile.sandbox import (
     ProviderFault,
     ProviderSandbox,
     ResendSimulator,
     SendGridSimulator,
+    SMTPSandbox,
 )
 
 RESEND_KEY = "re_test_key"
@@ -209,3 +210,71 @@ async def test_a_refused_email_is_raised_not_failed_over(
             idempotency_key="bad/1",
         )
     assert not [r for r in sandbox.requests if r.path.startswith("/sendgrid")]
+
+
+async def test_three_providers_the_last_one_sends_when_both_before_it_are_down(
+    sandbox: ProviderSandbox, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``resend,sendgrid,smtp``: Resend and SendGrid answer 503 in their own formats (nothing
+    sent), so the SMTP server takes the email, once; the chain names both it passed over."""
+    monkeypatch.setenv(CHAIN_ENV, "resend,sendgrid,smtp")
+    sandbox.faults("resend", SEND, chaos=[(1.0, ProviderFault.error(503))])
+    sandbox.faults("sendgrid", "POST /v3/mail/send", chaos=[(1.0, ProviderFault.error(503))])
+    with SMTPSandbox() as smtp:
+        registry = Connectors(
+            base_urls={
+                "resend": sandbox.base_url("resend"),
+                "sendgrid": sandbox.base_url("sendgrid"),
+                "smtp": f"{smtp.host}:{smtp.port}",
+            },
+            options={"resend": {"api_key": RESEND_KEY}, "sendgrid": {"api_key": SENDGRID_KEY}},
+            policies={p: _policy(p, clock) for p in ("resend", "sendgrid", "smtp")},
+            clock=clock,
+        )
+        async with registry:
+            sent = await registry.email_chain().send_email(
+                sender="Shop <shop@example.com>",
+                to="owner@example.com",
+                subject="New intake",
+                text="Summary",
+                idempotency_key="intake/3",
+            )
+        assert (sent.provider, sent.passed_over) == ("smtp", ("resend", "sendgrid"))
+        assert len(smtp.effects()) == 1
+    assert sandbox.effects() == []
+
+
+async def test_two_mailboxes_an_unknown_outcome_is_not_sent_again_at_that_mailbox(
+    clock: FakeClock,
+) -> None:
+    """Two SMTP mailboxes: a 451 at the first passes the email to the second. A drop after
+    ``DATA`` at the first (the server kept the message) blocks the second for the window;
+    after it the second sends and the first is not asked again."""
+    with SMTPSandbox() as first, SMTPSandbox() as second:
+        chain = EmailChain(
+            {
+                "smtp-a": SMTPConnector(
+                    first.host, first.port, policy=_policy("smtp-a", clock), clock=clock
+                ),
+                "smtp-b": SMTPConnector(
+                    second.host, second.port, policy=_policy("smtp-b", clock), clock=clock
+                ),
+            },
+            settle_window=60.0,
+            clock=clock,
+        )
+        first.faults(["tempfail", "tempfail"])
+        sent = await send(chain, "m/1")
+        assert sent == "smtp-b"
+        first.faults(["ambiguous"])
+        with pytest.raises(EmailUnsettledError):
+            await send(chain, "m/2")
+        with pytest.raises(EmailUnsettledError):
+            await send(chain, "m/2")
+        assert len(second.effects()) == 1
+        clock.advance(61)
+        assert await send(chain, "m/2") == "smtp-b"
+        assert len(first.effects()) == 1  # the message the drop hid: kept once, not sent again
+        assert len(second.effects()) == 2
+        for connector in chain.senders.values():
+            await connector.aclose()
