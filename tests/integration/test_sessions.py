@@ -1253,3 +1253,38 @@ async def test_summary_emails_fail_over_to_sendgrid_while_resend_is_down(
         assert set(by_provider[4:8]) == {"sendgrid"}
         assert by_provider[8:] == ["resend"] * 4
         assert len(sandbox.effects("resend")) + len(sendgrid.effects("sendgrid")) == 12
+
+
+async def test_an_unknown_summary_send_defers_its_job_until_settled(
+    tmp_path: Path,
+    clock: FakeClock,
+    sandbox: ProviderSandbox,
+    providers: Providers,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Resend keeps the summary and the answer is lost: the job is deferred (no attempt
+    counted, nothing dead) rather than sent elsewhere; once Resend answers, the job's next run
+    settles it under the same key -- one email, ``email_status`` sent."""
+    monkeypatch.setenv("ANTIFRAGILE_EMAIL_CHAIN", "resend,sendgrid")
+    with ProviderSandbox([SendGridSimulator(api_keys=["SG.test"])]) as sendgrid:
+        registry = Connectors(
+            instances={"resend": providers.resend, "slack": providers.slack},
+            base_urls={"sendgrid": sendgrid.base_url("sendgrid")},
+            options={"sendgrid": {"api_key": "SG.test"}},
+            clock=clock,
+        )
+        world = build(tmp_path, clock, sandbox, cast(Providers, registry))
+        async with world.jobs, registry:
+            sandbox.faults("resend", "POST /emails", script=[ProviderFault.ambiguous()] * 3)
+            await world.complete()
+            await world.worker.run_until_idle()
+            [job] = await world.all_jobs("sessions.summary_email")
+            assert (job.state.value, job.attempts) == ("queued", 0)  # deferred: no attempt
+            assert (await world.record())["email_status"] != "sent"
+            for _ in range(4):
+                clock.advance(31)
+                await world.worker.run_until_idle()
+            assert (await world.record())["email_status"] == "sent"
+            assert await world.jobs.dlq.list() == []
+        assert len(sandbox.effects("resend")) == 1
+        assert sendgrid.effects("sendgrid") == []

@@ -98,10 +98,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from antifragile.connectors import (
     DEFAULT_TEMPLATES,
     Booking,
+    ChainSent,
     Connectors,
     EmailChain,
     EmailTemplate,
     EmailTemplates,
+    EmailUnsettledError,
     OutcomeUnknownError,
 )
 from antifragile.errors import (
@@ -120,7 +122,7 @@ from antifragile.inbound._model import Channel, Classification, EventKind, Inbou
 from antifragile.inbound._replies import mask_phone, scrub
 from antifragile.inbound._session_record import SessionRecord
 from antifragile.inbound._tasks import Tasks
-from antifragile.jobs import Enqueued, JobContext, Jobs, Saga, Step, StepContext
+from antifragile.jobs import Enqueued, JobContext, JobDeferred, Jobs, Saga, Step, StepContext
 from antifragile.policies import Clock, Retry
 from antifragile.stores import KeyValueStore
 
@@ -909,6 +911,20 @@ def _email_chain(ctx: ActionContext) -> EmailChain:
     return EmailChain({"resend": ctx.connectors.resend}, kv=_post_kv(ctx), clock=ctx.clock)
 
 
+#: the longest an email job waits before it asks again whether an unknown send is settled
+UNSETTLED_RECHECK = 30.0
+
+
+async def _send_through_chain(ctx: ActionContext, **email: Any) -> ChainSent:
+    """Send *email* through the chain under the action's key; while an earlier send's outcome
+    is unknown the job is deferred (no attempt counted) and asks again."""
+    try:
+        return await _email_chain(ctx).send_email(**email, idempotency_key=ctx.idempotency_key)
+    except EmailUnsettledError as exc:
+        wait = min(exc.retry_after or UNSETTLED_RECHECK, UNSETTLED_RECHECK)
+        raise JobDeferred(str(exc), delay=wait) from exc
+
+
 async def send_email(ctx: ActionContext) -> dict[str, Any]:
     owner = ctx.tenant.owner_email
     if not owner:
@@ -927,12 +943,12 @@ async def send_email(ctx: ActionContext) -> dict[str, Any]:
             f"Inbox: {ctx.inbox_id}",
         ]
     )
-    sent = await _email_chain(ctx).send_email(
+    sent = await _send_through_chain(
+        ctx,
         sender=ctx.email_sender,
         to=owner,
         subject=f"[{ctx.tenant.name or ctx.tenant.id}] New {c.intent} message",
         text=body,
-        idempotency_key=ctx.idempotency_key,
     )
     return {"email_id": sent.id, "provider": sent.provider}
 
@@ -1001,13 +1017,13 @@ async def send_summary_email(ctx: ActionContext) -> dict[str, Any]:
         None, defaults={**DEFAULT_TEMPLATES, SUMMARY_TEMPLATE.name: SUMMARY_TEMPLATE}
     )
     email = await templates.render(SUMMARY_TEMPLATE.name, variables)
-    sent = await _email_chain(ctx).send_email(
+    sent = await _send_through_chain(
+        ctx,
         sender=ctx.email_sender,
         to=owner,
         subject=email.subject,
         text=email.text,
         html=email.html,
-        idempotency_key=ctx.idempotency_key,
     )
     await ctx.remember(
         summary_email_sent=True, summary_email_id=sent.id, summary_email_provider=sent.provider
