@@ -14,6 +14,8 @@ import httpx
 import pytest
 
 import antifragile
+from antifragile import Policy
+from antifragile.connectors import Connectors
 from antifragile.errors import UpstreamUnavailableError
 from antifragile.policies import CircuitBreaker, FakeClock
 from antifragile.service import Settings, create_app
@@ -180,3 +182,30 @@ async def test_the_app_builds_and_closes_its_own_assistant(
         async with httpx.AsyncClient(transport=transport, base_url="http://s") as client:
             assert (await client.get("/ready")).status_code == 200
     assert [(a.opened, a.closed) for a in built] == [(1, 1)]
+
+
+async def test_the_serving_email_provider_shows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With an email chain configured, ``email:serving`` names the provider the next email
+    goes to: the fallback while the primary's breaker is open, the primary once it is not."""
+    clock = FakeClock()
+    monkeypatch.setenv("ANTIFRAGILE_EMAIL_CHAIN", "resend,sendgrid")
+    resend = CircuitBreaker("resend", minimum_calls=2, window=2, clock=clock)
+    connectors = Connectors(
+        options={"resend": {"api_key": "re_x"}, "sendgrid": {"api_key": "SG.x"}},
+        policies={"resend": Policy("resend", breaker=resend, clock=clock)},
+        clock=clock,
+    )
+    assistant = StandInAssistant(settings_for(tmp_path))
+    assistant.connectors = connectors  # type: ignore[attr-defined]
+    async with serving(assistant) as (client, _):
+        data = (await client.get("/health")).json()["data"]
+        assert data["dependencies"]["email:serving"] == "resend"
+        trip(resend)
+        data = (await client.get("/health")).json()["data"]
+        assert data["dependencies"]["email:serving"] == "sendgrid"
+        clock.advance(resend.config.open_duration)
+        data = (await client.get("/health")).json()["data"]
+        assert data["dependencies"]["email:serving"] == "resend"
+    await connectors.aclose()

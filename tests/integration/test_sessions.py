@@ -19,6 +19,7 @@ from typing import Any, cast
 import pytest
 
 from antifragile import (
+    CircuitBreaker,
     ConfigurationError,
     FakeClock,
     InvalidRequestError,
@@ -72,6 +73,7 @@ from antifragile.sandbox import (
     ProviderFault,
     ProviderSandbox,
     ResendSimulator,
+    SendGridSimulator,
     ShopifySimulator,
     Simulator,
     SlackSimulator,
@@ -1191,3 +1193,98 @@ async def test_a_twilio_reply_whose_worker_died_mid_call_is_found_in_the_message
     assert stored is not None
     assert (stored["status"], stored["provider_message_id"]) == ("sent", sent.sid)
     assert len(world.effects("twilio")) == 1
+
+
+async def test_summary_emails_fail_over_to_sendgrid_while_resend_is_down(
+    tmp_path: Path,
+    clock: FakeClock,
+    sandbox: ProviderSandbox,
+    providers: Providers,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With ``ANTIFRAGILE_EMAIL_CHAIN=resend,sendgrid``, intakes completed while Resend answers
+    503 get their summary from SendGrid -- the worker does not hold the jobs back for Resend's
+    open breaker -- and those after its recovery from Resend again: every summary once, every
+    ``email_status`` sent, nothing dead."""
+    monkeypatch.setenv("ANTIFRAGILE_EMAIL_CHAIN", "resend,sendgrid")
+    resend_policy = Policy(
+        "resend",
+        timeout=5.0,
+        retry=Retry(attempts=1),
+        breaker=CircuitBreaker("resend", minimum_calls=2, window=4, open_duration=60.0),
+        budget=None,
+        clock=clock,
+    )
+    with ProviderSandbox([SendGridSimulator(api_keys=["SG.test"])]) as sendgrid:
+        registry = Connectors(
+            instances={
+                "whatsapp": providers.whatsapp,
+                "twilio": providers.twilio,
+                "shopify": providers.shopify,
+                "hubspot": providers.hubspot,
+                "slack": providers.slack,
+            },
+            base_urls={
+                "resend": sandbox.base_url("resend"),
+                "sendgrid": sendgrid.base_url("sendgrid"),
+            },
+            options={"resend": {"api_key": RESEND_KEY}, "sendgrid": {"api_key": "SG.test"}},
+            policies={"resend": resend_policy, "sendgrid": no_retry("sendgrid", clock)},
+            clock=clock,
+        )
+        world = build(tmp_path, clock, sandbox, cast(Providers, registry))
+        senders = [f"1555000{i:04d}" for i in range(12)]
+        async with world.jobs, registry:
+            for i, sender in enumerate(senders):
+                if i == 4:
+                    sandbox.faults(
+                        "resend", "POST /emails", chaos=[(1.0, ProviderFault.error(503))]
+                    )
+                if i == 8:
+                    sandbox.clear_faults("resend")
+                    clock.advance(61)  # Resend's breaker may probe again
+                await world.complete(sender=sender)
+                await world.worker.run_until_idle()
+            records = [await world.record(sender) for sender in senders]
+            assert {r["email_status"] for r in records} == {"sent"}
+            assert await world.jobs.dlq.list() == []
+        by_provider = [r["summary_email_provider"] for r in records]
+        assert by_provider[:4] == ["resend"] * 4
+        assert set(by_provider[4:8]) == {"sendgrid"}
+        assert by_provider[8:] == ["resend"] * 4
+        assert len(sandbox.effects("resend")) + len(sendgrid.effects("sendgrid")) == 12
+
+
+async def test_an_unknown_summary_send_defers_its_job_until_settled(
+    tmp_path: Path,
+    clock: FakeClock,
+    sandbox: ProviderSandbox,
+    providers: Providers,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Resend keeps the summary and the answer is lost: the job is deferred (no attempt
+    counted, nothing dead) rather than sent elsewhere; once Resend answers, the job's next run
+    settles it under the same key -- one email, ``email_status`` sent."""
+    monkeypatch.setenv("ANTIFRAGILE_EMAIL_CHAIN", "resend,sendgrid")
+    with ProviderSandbox([SendGridSimulator(api_keys=["SG.test"])]) as sendgrid:
+        registry = Connectors(
+            instances={"resend": providers.resend, "slack": providers.slack},
+            base_urls={"sendgrid": sendgrid.base_url("sendgrid")},
+            options={"sendgrid": {"api_key": "SG.test"}},
+            clock=clock,
+        )
+        world = build(tmp_path, clock, sandbox, cast(Providers, registry))
+        async with world.jobs, registry:
+            sandbox.faults("resend", "POST /emails", script=[ProviderFault.ambiguous()] * 3)
+            await world.complete()
+            await world.worker.run_until_idle()
+            [job] = await world.all_jobs("sessions.summary_email")
+            assert (job.state.value, job.attempts) == ("queued", 0)  # deferred: no attempt
+            assert (await world.record())["email_status"] != "sent"
+            for _ in range(4):
+                clock.advance(31)
+                await world.worker.run_until_idle()
+            assert (await world.record())["email_status"] == "sent"
+            assert await world.jobs.dlq.list() == []
+        assert len(sandbox.effects("resend")) == 1
+        assert sendgrid.effects("sendgrid") == []

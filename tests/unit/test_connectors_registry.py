@@ -126,3 +126,21 @@ def test_every_provider_has_a_typed_property() -> None:
     """Each known provider is reachable as a property of the same name."""
     for provider in PROVIDERS:
         assert isinstance(getattr(Connectors, provider), property), provider
+
+
+async def test_the_email_chain_is_configured_when_one_of_its_providers_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``configured("email")`` -- the email actions' provider -- asks the chain's providers;
+    the chain is built once, in the setting's order."""
+    monkeypatch.setenv("ANTIFRAGILE_EMAIL_CHAIN", "resend,sendgrid")
+    assert not Connectors().configured("email")
+    connectors = Connectors(options={"sendgrid": {"api_key": "SG.x"}})
+    assert connectors.configured("email")
+    monkeypatch.setenv("ANTIFRAGILE_EMAIL_CHAIN", "smtp,smtp")
+    assert not Connectors().configured("email")
+    monkeypatch.setenv("ANTIFRAGILE_EMAIL_CHAIN", "sendgrid")
+    chain = connectors.email_chain()
+    assert chain.names == ("sendgrid",)
+    assert connectors.email_chain() is chain
+    await connectors.aclose()

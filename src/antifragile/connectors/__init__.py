@@ -8,6 +8,7 @@ be pointed at the :class:`~antifragile.sandbox.ProviderSandbox` or any stand-in 
 
 from antifragile.connectors._calcom import Booking, CalComConnector, booking_link, calcom_policy
 from antifragile.connectors._correlation import REF_ARG, correlation_for, is_correlation
+from antifragile.connectors._failover import ChainSent, EmailChain, EmailUnsettledError
 from antifragile.connectors._hubspot import Contact, HubSpotConnector, hubspot_policy
 from antifragile.connectors._markup import ESCAPERS, MessageTemplate, escape_slack
 from antifragile.connectors._messaging import DeliveryUnknownError
@@ -59,11 +60,14 @@ __all__ = [
     "REF_ARG",
     "Booking",
     "CalComConnector",
+    "ChainSent",
     "Connectors",
     "Contact",
     "DeliveryUnknownError",
+    "EmailChain",
     "EmailTemplate",
     "EmailTemplates",
+    "EmailUnsettledError",
     "HubSpotConnector",
     "InventoryLevel",
     "MessageTemplate",

@@ -34,6 +34,12 @@ from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from antifragile.connectors._calcom import CalComConnector, calcom_policy
+from antifragile.connectors._failover import (
+    CHAIN_ENV,
+    EmailChain,
+    chain_from,
+    email_chain_from_env,
+)
 from antifragile.connectors._hubspot import HubSpotConnector, hubspot_policy
 from antifragile.connectors._resend import ResendConnector, resend_policy
 from antifragile.connectors._sendgrid import SendGridConnector, sendgrid_policy
@@ -116,6 +122,7 @@ class Connectors:
         self.store = store
         self.timeout = timeout
         self._built: dict[str, Any] = {}
+        self._email_chain: EmailChain | None = None
 
     def __repr__(self) -> str:
         return f"Connectors(built={sorted(self._built)!r}, given={sorted(self._given)!r})"
@@ -182,9 +189,16 @@ class Connectors:
         return policy.replace(breaker=shared)
 
     def configured(self, provider: str) -> bool:
-        """Whether *provider*'s connector exists or can be built (its settings are there)."""
+        """Whether *provider*'s connector exists or can be built (its settings are there);
+        ``"email"``: whether a provider of the email chain can."""
         if provider in self._given or provider in self._built:
             return True
+        if provider == "email":  # the email chain: any of its providers will do
+            try:
+                chain = chain_from(os.environ.get(CHAIN_ENV))
+            except ConfigurationError:
+                return False
+            return any(self.configured(p) for p in chain)
         if provider not in _FACTORIES:
             return False
         if provider == "smtp":  # an SMTP connector builds with defaults: require a host
@@ -210,6 +224,15 @@ class Connectors:
             if isinstance(breaker, CircuitBreaker):
                 found[provider] = breaker
         return found
+
+    def email_chain(self) -> EmailChain:
+        """The email providers in ``ANTIFRAGILE_EMAIL_CHAIN`` order (``resend`` alone when
+        unset), built once; unsettled sends kept in the store's key-value table when there is
+        a store (see :mod:`antifragile.connectors._failover`)."""
+        if self._email_chain is None:
+            kv = self.store.kv if self.store is not None else None
+            self._email_chain = email_chain_from_env(self.get, kv=kv, clock=self.clock)
+        return self._email_chain
 
     async def aclose(self) -> None:
         """Close the connectors built here (not the given ones); they are built anew if used

@@ -49,10 +49,10 @@ a missing integration must not undo the others.
 ``create_support_ticket``  --        a high-priority ``support_ticket`` task (kept even when
                                      a later step fails: a complaint stays recorded)
 ``flag_for_review``        --        a ``review`` task; compensation: cancel it
-``send_email``             resend    an email to the tenant's owner, with the message
+``send_email``             email     an email to the tenant's owner, with the message
 ``create_shopify_customer`` shopify  a Shopify customer from the contact's email
 ``create_hubspot_contact`` hubspot   a HubSpot contact from the contact's email
-``send_summary_email``     resend    the owner's summary (template ``session_summary``): a
+``send_summary_email``     email     the owner's summary (template ``session_summary``): a
                                      completed flow's answers, or the message
 ``notify_slack``           slack     a short Slack message: first name, masked phone
 ``book_call``              calcom    a Cal.com booking when the message names a day, a time
@@ -92,15 +92,18 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, Literal, TypeVar, cast, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from antifragile.connectors import (
     DEFAULT_TEMPLATES,
     Booking,
+    ChainSent,
     Connectors,
+    EmailChain,
     EmailTemplate,
     EmailTemplates,
+    EmailUnsettledError,
     MessageTemplate,
     OutcomeUnknownError,
 )
@@ -120,7 +123,7 @@ from antifragile.inbound._model import Channel, Classification, EventKind, Inbou
 from antifragile.inbound._replies import mask_phone, scrub
 from antifragile.inbound._session_record import SessionRecord
 from antifragile.inbound._tasks import Tasks
-from antifragile.jobs import Enqueued, JobContext, Jobs, Saga, Step, StepContext
+from antifragile.jobs import Enqueued, JobContext, JobDeferred, Jobs, Saga, Step, StepContext
 from antifragile.policies import Clock, Retry
 from antifragile.stores import KeyValueStore
 
@@ -913,6 +916,34 @@ async def undo_flag_for_review(ctx: ActionContext) -> dict[str, Any]:
     return {"cancelled": task_id}
 
 
+#: the provider of the email actions: the email chain (``ANTIFRAGILE_EMAIL_CHAIN``), whose own
+#: providers' breakers it reads -- so a worker never holds an email back for the primary's breaker
+EMAIL = "email"
+
+
+def _email_chain(ctx: ActionContext) -> EmailChain:
+    """The connectors' email chain (``ANTIFRAGILE_EMAIL_CHAIN``); Resend alone, its unknown
+    sends kept in the jobs' store, for connectors without one."""
+    chain = getattr(ctx.connectors, "email_chain", None)
+    if callable(chain):
+        return cast(EmailChain, chain())
+    return EmailChain({"resend": ctx.connectors.resend}, kv=_post_kv(ctx), clock=ctx.clock)
+
+
+#: the longest an email job waits before it asks again whether an unknown send is settled
+UNSETTLED_RECHECK = 30.0
+
+
+async def _send_through_chain(ctx: ActionContext, **email: Any) -> ChainSent:
+    """Send *email* through the chain under the action's key; while an earlier send's outcome
+    is unknown the job is deferred (no attempt counted) and asks again."""
+    try:
+        return await _email_chain(ctx).send_email(**email, idempotency_key=ctx.idempotency_key)
+    except EmailUnsettledError as exc:
+        wait = min(exc.retry_after or UNSETTLED_RECHECK, UNSETTLED_RECHECK)
+        raise JobDeferred(str(exc), delay=wait) from exc
+
+
 async def send_email(ctx: ActionContext) -> dict[str, Any]:
     owner = ctx.tenant.owner_email
     if not owner:
@@ -931,14 +962,14 @@ async def send_email(ctx: ActionContext) -> dict[str, Any]:
             f"Inbox: {ctx.inbox_id}",
         ]
     )
-    sent = await ctx.connectors.resend.send_email(
+    sent = await _send_through_chain(
+        ctx,
         sender=ctx.email_sender,
         to=owner,
         subject=f"[{ctx.tenant.name or ctx.tenant.id}] New {c.intent} message",
         text=body,
-        idempotency_key=ctx.idempotency_key,
     )
-    return {"email_id": sent.id}
+    return {"email_id": sent.id, "provider": sent.provider}
 
 
 async def create_shopify_customer(ctx: ActionContext) -> dict[str, Any]:
@@ -1005,16 +1036,18 @@ async def send_summary_email(ctx: ActionContext) -> dict[str, Any]:
         None, defaults={**DEFAULT_TEMPLATES, SUMMARY_TEMPLATE.name: SUMMARY_TEMPLATE}
     )
     email = await templates.render(SUMMARY_TEMPLATE.name, variables)
-    sent = await ctx.connectors.resend.send_email(
+    sent = await _send_through_chain(
+        ctx,
         sender=ctx.email_sender,
         to=owner,
         subject=email.subject,
         text=email.text,
         html=email.html,
-        idempotency_key=ctx.idempotency_key,
     )
-    await ctx.remember(summary_email_sent=True, summary_email_id=sent.id)
-    return {"email_id": sent.id}
+    await ctx.remember(
+        summary_email_sent=True, summary_email_id=sent.id, summary_email_provider=sent.provider
+    )
+    return {"email_id": sent.id, "provider": sent.provider}
 
 
 async def notify_slack(ctx: ActionContext) -> dict[str, Any]:
@@ -1181,7 +1214,7 @@ def _register_builtins(actions: Actions) -> None:
     )
     actions.register("create_support_ticket", create_support_ticket)
     actions.register("flag_for_review", flag_for_review, compensate=undo_flag_for_review)
-    actions.register("send_email", send_email, provider="resend", on_unknown="resend")
+    actions.register("send_email", send_email, provider=EMAIL, on_unknown="resend")
     actions.register(
         "create_shopify_customer",
         create_shopify_customer,
@@ -1206,7 +1239,7 @@ def _register_builtins(actions: Actions) -> None:
     actions.register(
         "send_summary_email",
         send_summary_email,
-        provider="resend",
+        provider=EMAIL,
         flag="email_status",
         feature="summary_email",
         job="sessions.summary_email",

@@ -9,6 +9,9 @@
   process-local state);
 * ``breaker:<provider>`` -- each provider breaker's state (``closed``, ``open``,
   ``half_open``...); an open one makes it ``degraded`` (its jobs wait; nothing is lost);
+* ``email:serving`` -- when ``ANTIFRAGILE_EMAIL_CHAIN`` names an email chain: the provider the
+  next email goes to (``none`` when every one is skipped; see
+  :mod:`antifragile.connectors._failover`);
 * ``secret:<VARIABLE>`` -- ``missing`` when a configured channel lacks the secret its webhooks
   are verified with (``ANTIFRAGILE_WHATSAPP_APP_SECRET``...): ``degraded``, those webhooks are
   refused (see :mod:`antifragile.service._checks`).
@@ -37,6 +40,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 import antifragile
+from antifragile.connectors._failover import email_serving
 from antifragile.errors import ErrorCode, ErrorEnvelope, SuccessEnvelope
 from antifragile.jobs._liveness import liveness
 from antifragile.observability import current_request_id
@@ -186,6 +190,9 @@ async def health_report(
     live = await _liveness(state, within) if results[0] == "up" else {}
     if live.get("problems") and status == "healthy":
         status = "degraded"
+    serving = email_serving(getattr(state.assistant, "connectors", None))
+    if serving is not None:
+        dependencies["email:serving"] = serving
     for variable in _missing_secrets(state):
         dependencies[f"secret:{variable}"] = "missing"
         if status == "healthy":
