@@ -91,6 +91,7 @@ def sandbox(
     from antifragile.sandbox import (  # the sandbox extra
         CalComSimulator,
         HubSpotSimulator,
+        OpenAISimulator,
         ProviderSandbox,
         ResendSimulator,
         SendGridSimulator,
@@ -120,6 +121,7 @@ def sandbox(
                 SlackSimulator(rate=slack_rate, burst=slack_burst),
                 sendgrid,
                 CalComSimulator(webhook_secret=calcom_webhook_secret),
+                OpenAISimulator(),
             ],
             fault_file=faults,
             host=host,

@@ -61,6 +61,11 @@ from antifragile.inbound._intents import (
     extract_entities,
     find_emails,
 )
+from antifragile.inbound._llm_intents import (
+    LLMIntentClassifier,
+    LLMIntentConfig,
+    mask_personal_data,
+)
 from antifragile.inbound._model import (
     DEFAULT_GRACEFUL_REPLY,
     Channel,
@@ -178,6 +183,8 @@ __all__ = [
     "Intent",
     "InvalidTaskError",
     "KeywordClassifier",
+    "LLMIntentClassifier",
+    "LLMIntentConfig",
     "MalformedPayloadError",
     "MessageContext",
     "RecentTurn",
@@ -196,6 +203,7 @@ __all__ = [
     "calcom_signature",
     "extract_entities",
     "find_emails",
+    "mask_personal_data",
     "flows_from_mapping",
     "hubspot_signature",
     "load_flows",

@@ -420,6 +420,12 @@ class Metrics:
         self.intents = counter(
             "intents", "Messages classified, by intent and classifier", ["intent", "source"]
         )
+        self.intent_classifier = counter(
+            "intent_classifier",
+            "Messages classified, by the classifier that answered (llm or keywords) and why "
+            "the model did not (none when it did)",
+            ["classifier", "reason"],
+        )
         self.intent_confidence = histogram(
             "intent_confidence", "Confidence of detected intents", ["intent"], CONFIDENCE_BUCKETS
         )
