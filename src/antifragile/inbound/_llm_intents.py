@@ -86,17 +86,20 @@ DEFAULT_PROMPT = (
 
 _PHONE = re.compile(r"(?<![\w])\+?\d[\d\s().-]{5,}\d(?!\w)")
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _MAX_ENTITY_TEXT = 200
 
 
 def mask_personal_data(text: str) -> str:
     """*text* with email addresses as ``[email]`` and phone numbers (7 digits or more) as
-    ``[phone]``; what is left is all the model sees of the customer."""
+    ``[phone]`` (an ISO date is kept); what is left is all the model sees of the customer."""
     masked = _EMAIL.sub("[email]", text)
 
     def phone(match: re.Match[str]) -> str:
-        digits = sum(c.isdigit() for c in match.group(0))
-        return "[phone]" if digits >= 7 else match.group(0)
+        found = match.group(0)
+        if _ISO_DATE.fullmatch(found) or sum(c.isdigit() for c in found) < 7:
+            return found
+        return "[phone]"
 
     return _PHONE.sub(phone, masked)
 
@@ -202,7 +205,7 @@ def _error_code(response: httpx.Response) -> str | None:
 
 def _failure(response: httpx.Response) -> IntegrationError:
     status = response.status_code
-    where = {"provider": "llm", "operation": "chat.completions", "status": status}
+    where: dict[str, Any] = {"provider": "llm", "operation": "chat.completions", "status": status}
     if status == 429:
         if _error_code(response) == "insufficient_quota":
             return QuotaExhaustedError("insufficient_quota", code="QUOTA_EXHAUSTED", **where)
