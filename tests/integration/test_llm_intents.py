@@ -15,7 +15,13 @@ import pytest
 from prometheus_client import generate_latest
 
 from antifragile import ConfigurationError, FakeClock, Retry
-from antifragile.inbound import LLMIntentClassifier, LLMIntentConfig, mask_personal_data
+from antifragile.inbound import (
+    KeywordClassifier,
+    LLMIntentClassifier,
+    LLMIntentConfig,
+    TenantClassifiers,
+    mask_personal_data,
+)
 from antifragile.inbound._pipeline import PROCESS_JOB, MessagePipeline
 from antifragile.jobs import JobContext, JobState, NewInboxEntry, new_job_id
 from antifragile.observability import Metrics
@@ -207,6 +213,17 @@ async def test_json_object_mode_and_the_tenant_settings(
         LLMIntentConfig.from_mapping({**settings, "timeout": 0}, env=os.environ)
 
 
+async def test_tenant_classifiers_route_by_tenant(classifier: LLMIntentClassifier) -> None:
+    """Each tenant has its classifier; the others, and calls without a tenant, the default."""
+    keywords = KeywordClassifier()
+    tenants = TenantClassifiers({"acme": classifier}, default=keywords)
+    assert (await tenants.classify_for("acme", TEXT)).source == "llm"
+    assert (await tenants.classify_for("other", TEXT)).source == "keywords"
+    assert (await tenants.classify(TEXT)).source == "keywords"
+    await tenants.aclose()
+    assert classifier._client.is_closed
+
+
 def test_masking_keeps_quantities_and_times() -> None:
     assert mask_personal_data("3 boxes at 15:30 on 2026-12-01") == "3 boxes at 15:30 on 2026-12-01"
     assert mask_personal_data("call 555-123-4567 or +1 (555) 123 4567") == (
@@ -222,8 +239,8 @@ async def test_the_pipeline_replies_whichever_classifier_answers(
     sandbox: ProviderSandbox,
     providers: Providers,
 ) -> None:
-    """The ``inbound.process`` job classifies through the model (or the keywords when it
-    fails) and the contact's reply goes out through the WhatsApp simulator either way."""
+    """The ``inbound.process`` job classifies through the tenant's model (or the keywords when
+    it fails) and the contact's reply goes out through the WhatsApp simulator either way."""
     text = TEXT
     if fault != "good":
         script, text, _, _ = FAULTS[fault]
@@ -234,7 +251,7 @@ async def test_the_pipeline_replies_whichever_classifier_answers(
     pipeline = MessagePipeline(
         world.jobs,
         tenants=[TENANT],
-        classifier=llm,
+        classifier=TenantClassifiers({TENANT.id: llm}),
         handlers=None,
         actions=None,
         sessions=world.sessions,

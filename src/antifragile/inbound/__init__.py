@@ -64,6 +64,7 @@ from antifragile.inbound._intents import (
 from antifragile.inbound._llm_intents import (
     LLMIntentClassifier,
     LLMIntentConfig,
+    TenantClassifiers,
     mask_personal_data,
 )
 from antifragile.inbound._model import (
@@ -199,6 +200,7 @@ __all__ = [
     "TaskNotFoundError",
     "Tasks",
     "Tenant",
+    "TenantClassifiers",
     "WebhookError",
     "calcom_signature",
     "extract_entities",

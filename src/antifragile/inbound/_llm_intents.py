@@ -58,7 +58,7 @@ from antifragile.errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
-from antifragile.inbound._intents import KeywordClassifier
+from antifragile.inbound._intents import Classifier, KeywordClassifier
 from antifragile.inbound._model import Classification, Intent
 from antifragile.policies import (
     SYSTEM_CLOCK,
@@ -422,3 +422,29 @@ class LLMIntentClassifier:
                 return result
         self._count("keywords", reason)
         return await self.fallback.classify(text)
+
+
+class TenantClassifiers:
+    """A classifier per tenant (an :class:`LLMIntentClassifier` each, say), and *default* for
+    the others. The message pipeline calls :meth:`classify_for` with the message's tenant."""
+
+    def __init__(
+        self, classifiers: Mapping[str, Classifier], default: Classifier | None = None
+    ) -> None:
+        self.classifiers = dict(classifiers)
+        self.default: Classifier = default if default is not None else KeywordClassifier()
+
+    async def classify_for(self, tenant: str, text: str) -> Classification:
+        """The classification of *text* by *tenant*'s classifier (the default one if none)."""
+        return await self.classifiers.get(tenant, self.default).classify(text)
+
+    async def classify(self, text: str) -> Classification:
+        """The default classifier's classification (no tenant known)."""
+        return await self.default.classify(text)
+
+    async def aclose(self) -> None:
+        """Close the classifiers that hold connections."""
+        for classifier in {id(c): c for c in [*self.classifiers.values(), self.default]}.values():
+            close = getattr(classifier, "aclose", None)
+            if callable(close):
+                await close()
