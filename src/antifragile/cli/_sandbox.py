@@ -140,6 +140,9 @@ def sandbox(
                 hook = f"{server.base_url(provider)}/services/T00000000/B00000000/XXXXXXXX"
                 typer.echo(f"  ANTIFRAGILE_SLACK_WEBHOOK_URL={hook}")
                 continue
+            if provider == "openai":  # the base_url of an LLM intent classifier's settings
+                typer.echo(f"  LLM intents base_url={server.base_url(provider)}/v1")
+                continue
             typer.echo(f"  ANTIFRAGILE_{provider.upper()}_BASE_URL={server.base_url(provider)}")
         if smtp is not None:
             typer.echo(f"  ANTIFRAGILE_SMTP_HOST={smtp.host} ANTIFRAGILE_SMTP_PORT={smtp.port}")
