@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 
-from antifragile import ConfigurationError, FakeClock, Retry
+from antifragile import ConfigurationError, FakeClock
 from antifragile.inbound import (
     KeywordClassifier,
     LLMIntentClassifier,
@@ -22,8 +22,7 @@ from antifragile.inbound import (
     TenantClassifiers,
     mask_personal_data,
 )
-from antifragile.inbound._pipeline import PROCESS_JOB, MessagePipeline
-from antifragile.jobs import JobContext, JobState, NewInboxEntry, new_job_id
+from antifragile.jobs import JobState
 from antifragile.observability import Metrics
 from antifragile.sandbox import (
     DEFAULT_CHAT_RULES,
@@ -37,6 +36,7 @@ from tests.integration.test_sessions import (
     TENANT,
     Providers,
     build,
+    process_once,
     simulators,
 )
 from tests.integration.test_sessions import clock as clock
@@ -248,44 +248,8 @@ async def test_the_pipeline_replies_whichever_classifier_answers(
             sandbox.faults("openai", script=script)
     world = build(tmp_path, clock, sandbox, providers)
     llm = LLMIntentClassifier(_config(sandbox), tenant=TENANT.id, clock=clock)
-    pipeline = MessagePipeline(
-        world.jobs,
-        tenants=[TENANT],
-        classifier=TenantClassifiers({TENANT.id: llm}),
-        handlers=None,
-        actions=None,
-        sessions=world.sessions,
-        replies=world.replies,
-        tasks=None,
-        connectors=providers,
-        clock=clock,
-    )
-
-    @world.jobs.job(name=PROCESS_JOB, queue="inbound", retry=Retry(attempts=1))
-    async def process(ctx: JobContext, inbox_id: str) -> dict[str, Any]:
-        return (await pipeline.process(ctx, inbox_id)).to_json()
-
     try:
-        async with world.jobs:
-            event = world.event(text)
-            entry_id = new_job_id()
-            await world.jobs.queue.record_inbound(
-                [
-                    NewInboxEntry(
-                        channel=event.channel.value,
-                        event_id=event.event_id,
-                        kind=event.kind.value,
-                        tenant_key=event.tenant_key,
-                        payload=event.to_json(),
-                        ttl=3600.0,
-                        job=process.prepare(entry_id),
-                        id=entry_id,
-                    )
-                ],
-                now=clock.time(),
-            )
-            await world.worker.run_until_idle()
-            (job,) = await world.all_jobs(PROCESS_JOB)
+        job, _ = await process_once(world, providers, TenantClassifiers({TENANT.id: llm}), text)
     finally:
         await llm.aclose()
     assert job.state is JobState.SUCCEEDED
