@@ -48,6 +48,7 @@ RULES = (
     ChatRule(r"shouting", "SHOUTING", 0.9),
     ChatRule(r"overconfident", "ORDER_REQUEST", 7.0),
     ChatRule(r"chatter", content="Sure! The intent is probably pricing."),
+    ChatRule(r"croissants", "ORDER_REQUEST", 0.95, {"product": "croissants", "quantity": 12}),
     *DEFAULT_CHAT_RULES,
 )
 
@@ -136,6 +137,17 @@ async def test_a_good_answer_is_used_and_no_personal_data_reaches_the_model(
     for secret in ("7700", "900123", "ada@example.com", CONTACT):
         assert secret not in raw
     assert _counted(metrics) == {("llm", "none"): 1.0}
+
+
+async def test_the_rules_entities_join_the_models(classifier: LLMIntentClassifier) -> None:
+    """The model's entities are kept; the ones the keyword rules find in the text win."""
+    result = await classifier.classify("3 boxes of croissants for tomorrow, to ada@example.com")
+    assert result.source == "llm"
+    assert result.entities["product"] == "croissants"
+    assert (result.entities["quantity"], result.entities["unit"]) == (3, "boxes")
+    assert result.entities["date_text"] == "tomorrow"
+    assert result.entities["has_email"] is True
+    assert "ada@example.com" not in str(result.entities)
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))

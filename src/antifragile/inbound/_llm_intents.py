@@ -21,7 +21,9 @@ asked for as structured output: ``response_format`` ``json_schema`` (the default
 **Validation.** The message content must be a JSON object with an ``intent`` among the
 configured ones (or ``UNKNOWN``), a ``confidence`` within [0, 1] and ``entities`` (an object of
 scalars). Anything else -- a refusal, malformed JSON, an unknown intent, a confidence of 7 -- is
-garbage: it is not used and counts as a failure of the model for the breaker.
+garbage: it is not used and counts as a failure of the model for the breaker. The entities the
+keyword rules find in the text (:func:`~antifragile.inbound.extract_entities`: quantities, dates
+resolved to ISO, ``has_email``...) are added to the model's, and win over them.
 
 **Resilience.** Every call goes through a :class:`~antifragile.Policy` with a short attempt
 timeout, a total timeout, one retry of transient failures under a retry budget, and a circuit
@@ -39,7 +41,7 @@ import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
@@ -409,7 +411,7 @@ class LLMIntentClassifier:
                 result = await self.policy.arun(
                     lambda: self._ask(body), operation="chat.completions"
                 )
-            except IntegrationError as exc:
+            except Exception as exc:  # whatever went wrong, the keywords answer
                 reason = _reason(exc)
                 if reason == "quota":
                     self._paused_until = self.clock.time() + self.config.quota_pause
@@ -419,7 +421,9 @@ class LLMIntentClassifier:
                 )
             else:
                 self._count("llm", "none")
-                return result
+                # the entities found by the rules (dates resolved, has_email) are authoritative
+                found = self.fallback.classify_text(text).entities
+                return replace(result, entities={**result.entities, **found})
         self._count("keywords", reason)
         return await self.fallback.classify(text)
 
