@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 
-from antifragile import ConfigurationError, FakeClock
+from antifragile import ConfigurationError, Constant, FakeClock, Policy, Retry, RetryBudget
 from antifragile.inbound import (
     KeywordClassifier,
     LLMIntentClassifier,
@@ -234,6 +234,30 @@ async def test_tenant_classifiers_route_by_tenant(classifier: LLMIntentClassifie
     assert (await tenants.classify(TEXT)).source == "keywords"
     await tenants.aclose()
     assert classifier._client.is_closed
+
+
+async def test_a_spent_retry_budget_stops_the_retry(
+    sandbox: ProviderSandbox, clock: FakeClock, metrics: Metrics
+) -> None:
+    """With no retry budget left, a 5xx is not tried again: the keywords answer at once."""
+    config = _config(sandbox)
+    policy = Policy(
+        "llm-intents:acme",
+        timeout=config.timeout,
+        total_timeout=config.total_timeout,
+        retry=Retry(attempts=2, backoff=Constant(0.1)),
+        budget=RetryBudget(0.0, min_retries_per_second=0.0, clock=clock),
+        breaker=None,
+        clock=clock,
+    )
+    made = LLMIntentClassifier(config, policy=policy, clock=clock, metrics=metrics)
+    sandbox.faults("openai", script=[ProviderFault.error(503)] * 2)
+    try:
+        assert (await made.classify(TEXT)).source == "keywords"
+    finally:
+        await made.aclose()
+    assert len(_model_requests(sandbox)) == 1
+    assert _counted(metrics) == {("keywords", "retry_budget"): 1.0}
 
 
 def test_masking_keeps_quantities_and_times() -> None:

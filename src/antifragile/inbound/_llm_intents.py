@@ -276,7 +276,9 @@ def _reason(exc: BaseException) -> str:
         return "garbage"
     if isinstance(exc, CircuitOpenError):
         return "circuit_open"
-    if isinstance(exc, RetryBudgetExhaustedError):
+    if isinstance(exc, RetryBudgetExhaustedError) or (
+        getattr(exc, "give_up_reason", None) == "retry_budget_exhausted"
+    ):
         return "retry_budget"
     if isinstance(exc, RateLimitedError):
         return "rate_limited"
