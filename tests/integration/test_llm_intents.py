@@ -236,6 +236,23 @@ async def test_tenant_classifiers_route_by_tenant(classifier: LLMIntentClassifie
     assert classifier._client.is_closed
 
 
+async def test_a_refused_key_is_not_retried(
+    sandbox: ProviderSandbox, clock: FakeClock, metrics: Metrics
+) -> None:
+    """A 401 is the tenant's mistake, not the model's: asked once, the keywords answer."""
+    config = LLMIntentConfig(
+        base_url=f"{sandbox.base_url('openai')}/v1", model="gpt-4o-mini", api_key="sk-wrong"
+    )
+    made = LLMIntentClassifier(config, clock=clock, metrics=metrics)
+    try:
+        assert (await made.classify(TEXT)).source == "keywords"
+    finally:
+        await made.aclose()
+    (request,) = _model_requests(sandbox)
+    assert request.headers["authorization"] == "Bearer sk-wrong"
+    assert _counted(metrics) == {("keywords", "error"): 1.0}
+
+
 async def test_a_spent_retry_budget_stops_the_retry(
     sandbox: ProviderSandbox, clock: FakeClock, metrics: Metrics
 ) -> None:
