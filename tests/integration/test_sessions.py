@@ -277,6 +277,51 @@ def build(
     return World(clock, sandbox, jobs, replies, sessions, worker)
 
 
+async def process_once(
+    world: World, providers: Providers, classifier: Any, text: str
+) -> tuple[Job, MessagePipeline]:
+    """One WhatsApp message of ``CONTACT`` through the ``inbound.process`` job (one attempt) of
+    a pipeline with *classifier* and the world's sessions: the finished job, and the pipeline."""
+    pipeline = MessagePipeline(
+        world.jobs,
+        tenants=[TENANT],
+        classifier=classifier,
+        handlers=None,
+        actions=None,
+        sessions=world.sessions,
+        replies=world.replies,
+        tasks=None,
+        connectors=providers,
+        clock=world.clock,
+    )
+
+    @world.jobs.job(name=PROCESS_JOB, queue="inbound", retry=Retry(attempts=1))
+    async def process(ctx: JobContext, inbox_id: str) -> dict[str, Any]:
+        return (await pipeline.process(ctx, inbox_id)).to_json()
+
+    async with world.jobs:
+        event = world.event(text)
+        entry_id = new_job_id()
+        await world.jobs.queue.record_inbound(
+            [
+                NewInboxEntry(
+                    channel=event.channel.value,
+                    event_id=event.event_id,
+                    kind=event.kind.value,
+                    tenant_key=event.tenant_key,
+                    payload=event.to_json(),
+                    ttl=3600.0,
+                    job=process.prepare(entry_id),
+                    id=entry_id,
+                )
+            ],
+            now=world.clock.time(),
+        )
+        await world.worker.run_until_idle()
+        (job,) = await world.all_jobs(PROCESS_JOB)
+    return job, pipeline
+
+
 @pytest.fixture
 async def world(
     tmp_path: Path, clock: FakeClock, sandbox: ProviderSandbox, providers: Providers
@@ -731,49 +776,13 @@ async def test_the_pipeline_answers_a_failure_with_the_flow_graceful_reply(
     flow_text = "Sorry -- the bakery team will call you back today."
     flow = dataclasses.replace(DEFAULT_FLOW, graceful_reply=flow_text)
     world = build(tmp_path, clock, sandbox, providers, flows={"intake": flow})
-    pipeline = MessagePipeline(
-        world.jobs,
-        tenants=[TENANT],
-        classifier=_BrokenClassifier(),
-        handlers=None,
-        actions=None,
-        sessions=world.sessions,
-        replies=world.replies,
-        tasks=None,
-        connectors=providers,
-        clock=clock,
-    )
-
-    @world.jobs.job(name=PROCESS_JOB, queue="inbound", retry=Retry(attempts=1))
-    async def process(ctx: JobContext, inbox_id: str) -> dict[str, Any]:
-        return (await pipeline.process(ctx, inbox_id)).to_json()
-
-    async with world.jobs:
-        event = world.event("Hello")
-        entry_id = new_job_id()
-        await world.jobs.queue.record_inbound(
-            [
-                NewInboxEntry(
-                    channel=event.channel.value,
-                    event_id=event.event_id,
-                    kind=event.kind.value,
-                    tenant_key=event.tenant_key,
-                    payload=event.to_json(),
-                    ttl=3600.0,
-                    job=process.prepare(entry_id),
-                    id=entry_id,
-                )
-            ],
-            now=clock.time(),
-        )
-        await world.worker.run_until_idle()
-        (job,) = await world.all_jobs(PROCESS_JOB)
-        assert job.state is JobState.SUCCEEDED
-        assert job.result is not None
-        assert (job.result["status"], job.result["graceful"]) == ("replied", True)
-        (sent,) = world.effects("whatsapp")
-        assert sent.data["to"] == CONTACT
-        assert sent.data["text"]["body"] == flow_text
+    job, pipeline = await process_once(world, providers, _BrokenClassifier(), "Hello")
+    assert job.state is JobState.SUCCEEDED
+    assert job.result is not None
+    assert (job.result["status"], job.result["graceful"]) == ("replied", True)
+    (sent,) = world.effects("whatsapp")
+    assert sent.data["to"] == CONTACT
+    assert sent.data["text"]["body"] == flow_text
     own = Tenant("b", graceful_reply="We'll be right with you.")
     assert pipeline.graceful_reply(own) == "We'll be right with you."
 

@@ -91,6 +91,7 @@ def sandbox(
     from antifragile.sandbox import (  # the sandbox extra
         CalComSimulator,
         HubSpotSimulator,
+        OpenAISimulator,
         ProviderSandbox,
         ResendSimulator,
         SendGridSimulator,
@@ -120,6 +121,7 @@ def sandbox(
                 SlackSimulator(rate=slack_rate, burst=slack_burst),
                 sendgrid,
                 CalComSimulator(webhook_secret=calcom_webhook_secret),
+                OpenAISimulator(),
             ],
             fault_file=faults,
             host=host,
@@ -137,6 +139,9 @@ def sandbox(
             if provider == "slack":  # a webhook URL, not a base URL; any T.../B.../... path
                 hook = f"{server.base_url(provider)}/services/T00000000/B00000000/XXXXXXXX"
                 typer.echo(f"  ANTIFRAGILE_SLACK_WEBHOOK_URL={hook}")
+                continue
+            if provider == "openai":  # the base_url of an LLM intent classifier's settings
+                typer.echo(f"  LLM intents base_url={server.base_url(provider)}/v1")
                 continue
             typer.echo(f"  ANTIFRAGILE_{provider.upper()}_BASE_URL={server.base_url(provider)}")
         if smtp is not None:

@@ -61,6 +61,12 @@ from antifragile.inbound._intents import (
     extract_entities,
     find_emails,
 )
+from antifragile.inbound._llm_intents import (
+    LLMIntentClassifier,
+    LLMIntentConfig,
+    TenantClassifiers,
+    mask_personal_data,
+)
 from antifragile.inbound._model import (
     DEFAULT_GRACEFUL_REPLY,
     Channel,
@@ -178,6 +184,8 @@ __all__ = [
     "Intent",
     "InvalidTaskError",
     "KeywordClassifier",
+    "LLMIntentClassifier",
+    "LLMIntentConfig",
     "MalformedPayloadError",
     "MessageContext",
     "RecentTurn",
@@ -192,6 +200,7 @@ __all__ = [
     "TaskNotFoundError",
     "Tasks",
     "Tenant",
+    "TenantClassifiers",
     "WebhookError",
     "calcom_signature",
     "extract_entities",
@@ -199,6 +208,7 @@ __all__ = [
     "flows_from_mapping",
     "hubspot_signature",
     "load_flows",
+    "mask_personal_data",
     "parse_calcom",
     "parse_flows",
     "parse_hubspot",

@@ -298,7 +298,7 @@ class MessagePipeline:
         inbox_id: str,
         result: PipelineResult,
     ) -> None:
-        classification = await self._classify(event)
+        classification = await self._classify(event, tenant.id)
         if self.jobs.observer is not None:
             self.jobs.observer.on_event(
                 IntentDetected(
@@ -369,12 +369,16 @@ class MessagePipeline:
             session=session,
         )
 
-    async def _classify(self, event: InboundEvent) -> Classification:
+    async def _classify(self, event: InboundEvent, tenant_id: str) -> Classification:
         given = event.data.get("classification") if event.data else None
         if isinstance(given, Mapping):
             return Classification.from_json({**given, "source": given.get("source", "ai")})
         if not event.text:
             return Classification(Intent.UNKNOWN.value, 0.0, source="none")
+        for_tenant = getattr(self.classifier, "classify_for", None)  # per-tenant classifiers
+        if callable(for_tenant):
+            chosen: Classification = await for_tenant(tenant_id, event.text)
+            return chosen
         classification: Classification = await self.classifier.classify(event.text)
         return classification
 

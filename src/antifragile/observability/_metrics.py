@@ -25,6 +25,7 @@ name                                           type       labels
 ``inbound_duplicates_total``                   counter    channel
 ``inbound_rejected_total``                     counter    channel, code
 ``intents_total``                              counter    intent, source
+``intent_classifier_total``                    counter    classifier, reason
 ``intent_confidence``                          histogram  intent
 ``delivery_statuses_total``                    counter    provider, status, matched
 ``outbound_attempts_total``                    counter    provider, operation, outcome
@@ -121,6 +122,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "antifragile_inbound_duplicates_total",
     "antifragile_inbound_rejected_total",
     "antifragile_intents_total",
+    "antifragile_intent_classifier_total",
     "antifragile_intent_confidence",
     "antifragile_delivery_statuses_total",
     "antifragile_outbound_attempts_total",
@@ -419,6 +421,12 @@ class Metrics:
         )
         self.intents = counter(
             "intents", "Messages classified, by intent and classifier", ["intent", "source"]
+        )
+        self.intent_classifier = counter(
+            "intent_classifier",
+            "Messages classified, by the classifier that answered (llm or keywords) and why "
+            "the model did not (none when it did)",
+            ["classifier", "reason"],
         )
         self.intent_confidence = histogram(
             "intent_confidence", "Confidence of detected intents", ["intent"], CONFIDENCE_BUCKETS

@@ -22,6 +22,7 @@ from antifragile.sandbox._calcom import CalComSimulator
 from antifragile.sandbox._engine import WEBHOOKS, FaultPlan, ProviderFault, ProviderFaultKind
 from antifragile.sandbox._faults import Chaos, Fault, FaultKind, Phase, Quota
 from antifragile.sandbox._hubspot import HubSpotSimulator
+from antifragile.sandbox._openai import DEFAULT_CHAT_RULES, ChatRule, OpenAISimulator
 from antifragile.sandbox._resend import ResendSimulator
 from antifragile.sandbox._sandbox import ProviderSandbox
 from antifragile.sandbox._sendgrid import SendGridSimulator
@@ -75,11 +76,13 @@ if not _typing.TYPE_CHECKING:
 
 
 __all__ = [
+    "DEFAULT_CHAT_RULES",
     "RETRY_DELAYS",
     "WEBHOOKS",
     "CalComSimulator",
     "Call",
     "Chaos",
+    "ChatRule",
     "Delivery",
     "DeliveryStatus",
     "Effect",
@@ -90,6 +93,7 @@ __all__ = [
     "FlakyServer",
     "HubSpotSimulator",
     "IncomingRequest",
+    "OpenAISimulator",
     "Phase",
     "ProviderFault",
     "ProviderFaultKind",
