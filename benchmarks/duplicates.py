@@ -470,7 +470,9 @@ async def _service(
     assistant = Assistant(settings, jobs=jobs)
     app = create_app(settings, assistant=assistant)
     server = _QuietServer(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="on")
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="error", lifespan="on", log_config=None
+        )
     )
     task = asyncio.create_task(server.serve())
 
