@@ -3,7 +3,8 @@
 Policies run on a FakeClock: back-offs, ``Retry-After`` waits and limiter pauses are recorded in
 ``clock.sleeps`` instead of being waited out. Where the simulator's leaky bucket matters it runs
 on the same fake clock, so a wait of the client drains the bucket. The sandbox's effect record
-is the ground truth for "how many customers were created".
+is the ground truth for "how many customers were created". These tests speak the REST Admin
+API (``ANTIFRAGILE_SHOPIFY_API=rest``); the GraphQL one is in ``test_shopify_graphql.py``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from antifragile.connectors import (
     ShopifyConnector,
     ShopifyCustomer,
 )
-from antifragile.connectors._shopify import ACCESS_TOKEN_ENV, BASE_URL_ENV
+from antifragile.connectors._shopify import ACCESS_TOKEN_ENV, API_ENV, BASE_URL_ENV
 from antifragile.sandbox import ProviderFault, ProviderSandbox, ShopifySimulator
 from tests.integration._faults import FAULT_KINDS
 
@@ -44,6 +45,12 @@ LIMIT_HEADER = "x-shopify-shop-api-call-limit"
 
 
 Connect = Callable[..., ShopifyConnector]
+
+
+@pytest.fixture(autouse=True)
+def rest_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every connector here speaks REST, the setting that keeps it available."""
+    monkeypatch.setenv(API_ENV, "rest")
 
 
 @pytest.fixture
