@@ -9,7 +9,7 @@ API (``ANTIFRAGILE_SHOPIFY_API=rest``); the GraphQL one is in ``test_shopify_gra
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -34,6 +34,7 @@ from antifragile.connectors import (
 from antifragile.connectors._shopify import ACCESS_TOKEN_ENV, API_ENV, BASE_URL_ENV
 from antifragile.sandbox import ProviderFault, ProviderSandbox, ShopifySimulator
 from tests.integration._faults import FAULT_KINDS
+from tests.integration._shopify import Connect, connectors
 
 TOKEN = "shpat_test_token"
 CREATE = "POST /admin/api/{version}/customers.json"
@@ -42,9 +43,6 @@ DELETE_DRAFT = "DELETE /admin/api/{version}/draft_orders/{file}"
 ORDER = "POST /admin/api/{version}/orders.json"
 LIST_ORDERS = "GET /admin/api/{version}/orders.json"
 LIMIT_HEADER = "x-shopify-shop-api-call-limit"
-
-
-Connect = Callable[..., ShopifyConnector]
 
 
 @pytest.fixture(autouse=True)
@@ -70,19 +68,8 @@ def sandbox() -> Iterator[ProviderSandbox]:
 @pytest.fixture
 async def connect(sandbox: ProviderSandbox, clock: FakeClock) -> AsyncIterator[Connect]:
     """Build connectors for the sandbox on the fake clock; they are closed afterwards."""
-    made: list[ShopifyConnector] = []
-
-    def factory(token: str = TOKEN, **options: Any) -> ShopifyConnector:
-        options.setdefault("timeout", 0.3)
-        options.setdefault("base_url", sandbox.base_url("shopify"))
-        options.setdefault("clock", clock)
-        connector = ShopifyConnector(token, **options)
-        made.append(connector)
-        return connector
-
-    yield factory
-    for connector in made:
-        await connector.aclose()
+    async with connectors(sandbox.base_url("shopify"), clock, TOKEN) as factory:
+        yield factory
 
 
 def customer_effects(sandbox: ProviderSandbox) -> list[Any]:
