@@ -1,5 +1,5 @@
-"""Shopify Admin REST: customers (exactly once, by email), orders and draft orders (exactly
-once, by reconciliation), inventory levels.
+"""Shopify Admin API: customers (exactly once, by email) over GraphQL by default or REST,
+orders and draft orders (exactly once, by reconciliation) and inventory levels over REST.
 
 ::
 
@@ -14,6 +14,21 @@ once, by reconciliation), inventory levels.
 server) and ``ANTIFRAGILE_SHOPIFY_ACCESS_TOKEN`` the Admin API access token, sent as
 ``X-Shopify-Access-Token``. Arguments to :class:`ShopifyConnector` override both; *api_version*
 (``2025-01`` by default) picks the ``/admin/api/{version}`` path.
+
+**API.** *api* (``ANTIFRAGILE_SHOPIFY_API``; ``graphql`` by default, or ``rest``) picks what
+customers go through: GraphQL ``customerCreate`` and ``customers(first:, query:)`` at
+``POST /admin/api/{version}/graphql.json``, or REST ``customers.json``. Orders, draft orders
+and inventory levels are REST calls under either setting.
+
+**GraphQL cost** (``antifragile.connectors._shopify_graphql``): Shopify limits GraphQL by calculated query cost, a
+bucket of points refilled at a restore rate. The policy's limiter counts points (1000, 50 per
+second, until Shopify says otherwise); each call reserves its cost (10 for a mutation,
+``2 + first`` for a connection), and every answer's ``extensions.cost.throttleStatus`` sets
+the limiter's size, pace and tokens to ``maximumAvailable``, ``restoreRate`` and
+``currentlyAvailable``. A ``THROTTLED`` answer (HTTP 200, ``errors[].extensions.code``) is sent
+again once the bucket has refilled -- the next reservation waits ``(requested cost - currently
+available) / restore rate`` -- up to 5 times, then :class:`~antifragile.RateLimitedError`.
+``userErrors`` are :class:`~antifragile.InvalidRequestError` (a taken email excepted, below).
 
 **Default policy** (:func:`shopify_policy`): Shopify's REST limit is a leaky bucket of 40
 requests per app and shop that leaks 2 per second, so a token bucket of 2 per second with a
@@ -33,9 +48,10 @@ lost connections and timeouts :class:`~antifragile.NetworkError` /
 :class:`~antifragile.UpstreamTimeoutError`. A 2xx whose body is not the expected object is a
 transient :class:`~antifragile.UpstreamUnavailableError`.
 
-**Exactly once.** Shopify's REST API has no idempotency keys, but a customer's email is a
+**Exactly once.** Shopify takes no idempotency key for customers, but a customer's email is a
 natural key: Shopify refuses a second customer with the same email with 422 ``{"errors":
-{"email": ["has already been taken"]}}``. :meth:`ShopifyConnector.create_customer` builds on it:
+{"email": ["has already been taken"]}}`` (REST) or the ``userErrors`` entry "Email has already
+been taken" on ``email`` (GraphQL). :meth:`ShopifyConnector.create_customer` builds on it:
 
 * sending the same customer again can never create a second one, so the create is replayed
   after a 5xx or an *ambiguous* failure (the connection drops or times out after Shopify may

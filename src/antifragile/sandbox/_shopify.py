@@ -1,4 +1,6 @@
-"""A Shopify Admin REST simulator: customers, orders, draft orders and inventory levels.
+"""A Shopify Admin API simulator: customers, orders, draft orders and inventory levels over
+REST, and customers over GraphQL (``POST .../graphql.json``, with its cost bucket and
+``THROTTLED`` answers: see :mod:`antifragile.sandbox._shopify_graphql`).
 
 Every path is under ``/admin/api/{version}`` (a version like ``2024-01``, or ``unstable``;
 anything else is 404).
