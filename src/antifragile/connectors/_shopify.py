@@ -20,8 +20,8 @@ customers go through: GraphQL ``customerCreate`` and ``customers(first:, query:)
 ``POST /admin/api/{version}/graphql.json``, or REST ``customers.json``. Orders, draft orders
 and inventory levels are REST calls under either setting.
 
-**GraphQL cost** (``antifragile.connectors._shopify_graphql``): Shopify limits GraphQL by calculated query cost, a
-bucket of points refilled at a restore rate. The policy's limiter counts points (1000, 50 per
+**GraphQL cost**: Shopify limits GraphQL by calculated query cost, a bucket of points
+refilled at a restore rate. The policy's limiter counts points (1000, 50 per
 second, until Shopify says otherwise); each call reserves its cost (10 for a mutation,
 ``2 + first`` for a connection), and every answer's ``extensions.cost.throttleStatus`` sets
 the limiter's size, pace and tokens to ``maximumAvailable``, ``restoreRate`` and
