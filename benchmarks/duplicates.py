@@ -337,7 +337,9 @@ async def _target(
 
     elif provider == "shopify":
         shopify = await stack.enter_async_context(
-            ShopifyConnector(_TOKENS["shopify"], base_url=base, clock=clock, timeout=2.0)
+            ShopifyConnector(  # REST: its customers endpoint is where faults and effects are
+                _TOKENS["shopify"], base_url=base, clock=clock, timeout=2.0, api="rest"
+            )
         )
 
         async def operation(ctx: JobContext, n: int) -> object:

@@ -213,7 +213,9 @@ async def _antifragile(
 
             else:
                 shopify = await stack.enter_async_context(
-                    ShopifyConnector(_SHOPIFY_TOKEN, base_url=base, api_version=_SHOPIFY_VERSION)
+                    ShopifyConnector(  # REST: the leaky bucket of requests measured here
+                        _SHOPIFY_TOKEN, base_url=base, api_version=_SHOPIFY_VERSION, api="rest"
+                    )
                 )
                 breaker = shopify.policy.breaker
 

@@ -376,7 +376,7 @@ async def test_contact_actions_create_the_customer_contact_and_owner_email(
     assert email.data["to"] == ["owner@shop.example"]
     assert email.idempotency_key == f"send-email/saga:{job.id}:1"
     assert EMAIL in email.data["text"]
-    (customer,) = sandbox.effects("shopify", "POST /admin/api/{version}/customers.json")
+    (customer,) = sandbox.effects("shopify", "POST /admin/api/{version}/graphql.json")
     assert customer.data["customer"]["email"] == EMAIL
     assert customer.data["customer"]["phone"] == f"+{PHONE}"
     (contact,) = sandbox.effects("hubspot")

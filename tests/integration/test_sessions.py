@@ -95,7 +95,7 @@ HOOK = "T0001/B0001/sEcReTtOkEn1234"
 
 CONTACT = "447700900123"
 OWNER = "owner@acme.example"
-CUSTOMERS = "POST /admin/api/{version}/customers.json"
+CUSTOMERS = "POST /admin/api/{version}/graphql.json"  # customerCreate and the lookup
 
 TENANT = Tenant(
     "acme",

@@ -3,12 +3,13 @@
 Policies run on a FakeClock: back-offs, ``Retry-After`` waits and limiter pauses are recorded in
 ``clock.sleeps`` instead of being waited out. Where the simulator's leaky bucket matters it runs
 on the same fake clock, so a wait of the client drains the bucket. The sandbox's effect record
-is the ground truth for "how many customers were created".
+is the ground truth for "how many customers were created". These tests speak the REST Admin
+API (``ANTIFRAGILE_SHOPIFY_API=rest``); the GraphQL one is in ``test_shopify_graphql.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -30,9 +31,10 @@ from antifragile.connectors import (
     ShopifyConnector,
     ShopifyCustomer,
 )
-from antifragile.connectors._shopify import ACCESS_TOKEN_ENV, BASE_URL_ENV
+from antifragile.connectors._shopify import ACCESS_TOKEN_ENV, API_ENV, BASE_URL_ENV
 from antifragile.sandbox import ProviderFault, ProviderSandbox, ShopifySimulator
 from tests.integration._faults import FAULT_KINDS
+from tests.integration._shopify import Connect, connectors
 
 TOKEN = "shpat_test_token"
 CREATE = "POST /admin/api/{version}/customers.json"
@@ -43,7 +45,10 @@ LIST_ORDERS = "GET /admin/api/{version}/orders.json"
 LIMIT_HEADER = "x-shopify-shop-api-call-limit"
 
 
-Connect = Callable[..., ShopifyConnector]
+@pytest.fixture(autouse=True)
+def rest_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every connector here speaks REST, the setting that keeps it available."""
+    monkeypatch.setenv(API_ENV, "rest")
 
 
 @pytest.fixture
@@ -63,19 +68,8 @@ def sandbox() -> Iterator[ProviderSandbox]:
 @pytest.fixture
 async def connect(sandbox: ProviderSandbox, clock: FakeClock) -> AsyncIterator[Connect]:
     """Build connectors for the sandbox on the fake clock; they are closed afterwards."""
-    made: list[ShopifyConnector] = []
-
-    def factory(token: str = TOKEN, **options: Any) -> ShopifyConnector:
-        options.setdefault("timeout", 0.3)
-        options.setdefault("base_url", sandbox.base_url("shopify"))
-        options.setdefault("clock", clock)
-        connector = ShopifyConnector(token, **options)
-        made.append(connector)
-        return connector
-
-    yield factory
-    for connector in made:
-        await connector.aclose()
+    async with connectors(sandbox.base_url("shopify"), clock, TOKEN) as factory:
+        yield factory
 
 
 def customer_effects(sandbox: ProviderSandbox) -> list[Any]:

@@ -1,5 +1,5 @@
-"""Shopify Admin REST: customers (exactly once, by email), orders and draft orders (exactly
-once, by reconciliation), inventory levels.
+"""Shopify Admin API: customers (exactly once, by email) over GraphQL by default or REST,
+orders and draft orders (exactly once, by reconciliation) and inventory levels over REST.
 
 ::
 
@@ -14,6 +14,21 @@ once, by reconciliation), inventory levels.
 server) and ``ANTIFRAGILE_SHOPIFY_ACCESS_TOKEN`` the Admin API access token, sent as
 ``X-Shopify-Access-Token``. Arguments to :class:`ShopifyConnector` override both; *api_version*
 (``2025-01`` by default) picks the ``/admin/api/{version}`` path.
+
+**API.** *api* (``ANTIFRAGILE_SHOPIFY_API``; ``graphql`` by default, or ``rest``) picks what
+customers go through: GraphQL ``customerCreate`` and ``customers(first:, query:)`` at
+``POST /admin/api/{version}/graphql.json``, or REST ``customers.json``. Orders, draft orders
+and inventory levels are REST calls under either setting.
+
+**GraphQL cost**: Shopify limits GraphQL by calculated query cost, a bucket of points
+refilled at a restore rate. The policy's limiter counts points (1000, 50 per
+second, until Shopify says otherwise); each call reserves its cost (10 for a mutation,
+``2 + first`` for a connection), and every answer's ``extensions.cost.throttleStatus`` sets
+the limiter's size, pace and tokens to ``maximumAvailable``, ``restoreRate`` and
+``currentlyAvailable``. A ``THROTTLED`` answer (HTTP 200, ``errors[].extensions.code``) is sent
+again once the bucket has refilled -- the next reservation waits ``(requested cost - currently
+available) / restore rate`` -- up to 5 times, then :class:`~antifragile.RateLimitedError`.
+``userErrors`` are :class:`~antifragile.InvalidRequestError` (a taken email excepted, below).
 
 **Default policy** (:func:`shopify_policy`): Shopify's REST limit is a leaky bucket of 40
 requests per app and shop that leaks 2 per second, so a token bucket of 2 per second with a
@@ -33,9 +48,10 @@ lost connections and timeouts :class:`~antifragile.NetworkError` /
 :class:`~antifragile.UpstreamTimeoutError`. A 2xx whose body is not the expected object is a
 transient :class:`~antifragile.UpstreamUnavailableError`.
 
-**Exactly once.** Shopify's REST API has no idempotency keys, but a customer's email is a
+**Exactly once.** Shopify takes no idempotency key for customers, but a customer's email is a
 natural key: Shopify refuses a second customer with the same email with 422 ``{"errors":
-{"email": ["has already been taken"]}}``. :meth:`ShopifyConnector.create_customer` builds on it:
+{"email": ["has already been taken"]}}`` (REST) or the ``userErrors`` entry "Email has already
+been taken" on ``email`` (GraphQL). :meth:`ShopifyConnector.create_customer` builds on it:
 
 * sending the same customer again can never create a second one, so the create is replayed
   after a 5xx or an *ambiguous* failure (the connection drops or times out after Shopify may
@@ -85,6 +101,7 @@ twice, or a draft already gone, answers ``False`` the second time.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -92,6 +109,7 @@ from typing import Any
 
 import httpx
 
+from antifragile.connectors import _shopify_graphql as gql
 from antifragile.connectors._base import HTTPConnector, masks_pii, required_from
 from antifragile.connectors._outcome import (
     OutcomeUnknownError,
@@ -121,8 +139,16 @@ from antifragile.policies import (
 
 BASE_URL_ENV = "ANTIFRAGILE_SHOPIFY_BASE_URL"
 ACCESS_TOKEN_ENV = "ANTIFRAGILE_SHOPIFY_ACCESS_TOKEN"
+API_ENV = "ANTIFRAGILE_SHOPIFY_API"
 DEFAULT_API_VERSION = "2025-01"
 PROVIDER = "shopify"
+
+#: the APIs the connector speaks (``api=``): the GraphQL Admin API, or the legacy REST one
+GRAPHQL = "graphql"
+REST = "rest"
+
+#: how many ``THROTTLED`` answers one GraphQL call waits out before it gives up
+_THROTTLED_ROUNDS = 5
 
 #: operation names in errors and events
 CREATE_CUSTOMER = "create_customer"
@@ -144,14 +170,23 @@ _PAGE = 250
 _MAX_PAGES = 20
 
 
-def shopify_policy(*, clock: Clock = SYSTEM_CLOCK, timeout: float = 10.0) -> Policy:
-    """The default policy of :class:`ShopifyConnector` (see the module docs)."""
+def shopify_policy(
+    *, clock: Clock = SYSTEM_CLOCK, timeout: float = 10.0, api: str = GRAPHQL
+) -> Policy:
+    """The default policy of :class:`ShopifyConnector` (see the module docs): its limiter
+    counts cost points (1000, restored at 50 per second, until Shopify's ``throttleStatus``
+    says otherwise) for the GraphQL API, requests (40, leaking 2 per second) for REST."""
+    bucket = (
+        TokenBucket(50.0, burst=1000.0, max_wait=30.0)
+        if api == GRAPHQL
+        else TokenBucket(2.0, burst=40.0, max_wait=30.0)
+    )
     return Policy(
         PROVIDER,
         timeout=timeout,
         total_timeout=60.0,
         retry=Retry(attempts=5, backoff=Exponential(0.5, cap=10.0)),
-        rate=TokenBucket(2.0, burst=40.0, max_wait=30.0),
+        rate=bucket,
         clock=clock,
     )
 
@@ -169,6 +204,11 @@ class ShopifyCustomer:
     email: str | None
     data: dict[str, Any] = field(repr=False)
     found_existing: bool = False
+
+    @property
+    def gid(self) -> str:
+        """The GraphQL Admin API's id: ``gid://shopify/Customer/{id}``."""
+        return f"gid://shopify/Customer/{self.id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +307,11 @@ class ShopifyConnector(HTTPConnector):
         reconcile_window: float = 600.0,
         reconcile_grace: float = 2.0,
         reconcile_rounds: int = 3,
+        api: str | None = None,
     ) -> None:
+        chosen = (api or os.environ.get(API_ENV) or GRAPHQL).strip().lower()
+        if chosen not in (GRAPHQL, REST):
+            raise ConfigurationError(f"api must be {GRAPHQL!r} or {REST!r}, got {chosen!r}")
         if reconcile_window < 0 or reconcile_grace < 0 or reconcile_rounds < 1:
             raise ConfigurationError(
                 "reconcile_window and reconcile_grace must be >= 0 and reconcile_rounds >= 1"
@@ -285,11 +329,16 @@ class ShopifyConnector(HTTPConnector):
             raise ConfigurationError(f"not an API version: {api_version!r}")
         self.base_url = url.rstrip("/")
         self.api_version = api_version
+        self.api = chosen
         self.reconcile_window = float(reconcile_window)
         self.reconcile_grace = float(reconcile_grace)
         self.reconcile_rounds = int(reconcile_rounds)
         self._clock = clock
-        self.policy = policy if policy is not None else shopify_policy(clock=clock, timeout=timeout)
+        self.policy = (
+            policy
+            if policy is not None
+            else shopify_policy(clock=clock, timeout=timeout, api=chosen)
+        )
         self._auth = {"x-shopify-access-token": token}
         self.client = ResilientClient(
             PROVIDER,
@@ -342,6 +391,61 @@ class ShopifyConnector(HTTPConnector):
             )
         return answer
 
+    async def _graphql(
+        self,
+        document: str,
+        variables: dict[str, Any],
+        operation: str,
+        *,
+        cost: float,
+        replay_safe: bool | None = None,
+    ) -> dict[str, Any]:
+        """Send one GraphQL document; its ``data`` (module docs: cost and ``THROTTLED``).
+
+        *cost* points are reserved from the limiter before each send (the policy takes one of
+        them). Every answer's ``throttleStatus`` sets the limiter to Shopify's bucket, so after
+        a ``THROTTLED`` answer the next reservation waits
+        ``(requested cost - currently available) / restore rate``."""
+        limiter = self.policy.rate
+        wait = 0.0
+        for _ in range(_THROTTLED_ROUNDS):
+            if limiter is not None and cost > 1:
+                await limiter.aacquire(cost - 1.0, operation=operation)
+            elif wait > 0:
+                await self._clock.asleep(wait)
+            answer = await self._call(
+                "POST",
+                "graphql.json",
+                operation,
+                replay_safe=replay_safe,
+                json={"query": document, "variables": variables},
+            )
+            gql.observe(limiter, answer, operation)
+            if "THROTTLED" in gql.error_codes(answer):
+                wait = gql.refill_wait(answer, cost)
+                continue
+            data = answer.get("data")
+            if answer.get("errors") and not isinstance(data, dict):
+                raise gql.query_errors(answer, operation, PROVIDER)
+            if not isinstance(data, dict):
+                raise UpstreamUnavailableError(
+                    "Shopify answered without data (malformed body)",
+                    provider=PROVIDER,
+                    operation=operation,
+                    status=200,
+                    replay_safe=replay_safe is not False,
+                    detail=json.dumps(answer)[:500],
+                )
+            return data
+        raise RateLimitedError(
+            f"Shopify throttled the query {_THROTTLED_ROUNDS} times (cost bucket empty)",
+            provider=PROVIDER,
+            operation=operation,
+            status=200,
+            retry_after=wait,
+            replay_safe=True,
+        )
+
     # -- customers ------------------------------------------------------------------------------
 
     @masks_pii("email", "phone", "extra")
@@ -376,6 +480,8 @@ class ShopifyConnector(HTTPConnector):
         }
         fields.update({k: v for k, v in optional.items() if v is not None})
         fields["email"] = email
+        if self.api == GRAPHQL:
+            return await self._create_customer_graphql(email, fields)
         try:
             # replaying is safe: Shopify refuses a second customer with the same email
             answer = await self._call(
@@ -388,29 +494,9 @@ class ShopifyConnector(HTTPConnector):
         except InvalidRequestError as exc:
             if not _email_taken(exc.detail):
                 raise
-            existing = await self.find_customer_by_email(email)
-            if existing is None:
-                raise TransientError(
-                    f"Shopify says {email!r} is taken but the search does not find it yet",
-                    provider=PROVIDER,
-                    operation=CREATE_CUSTOMER,
-                    status=exc.status,
-                    request_id=exc.request_id,
-                    replay_safe=True,
-                    detail=exc.detail,
-                ) from exc
-            return existing
-        except (RateLimitedError, IntegrationError) as exc:
-            if isinstance(exc, RateLimitedError) or not exc.retryable:
-                raise
-            # ambiguous failure or 5xx after every attempt: did an attempt create it?
-            try:
-                existing = await self.find_customer_by_email(email)
-            except IntegrationError:
-                raise exc from None
-            if existing is None:
-                raise
-            return existing
+            return await self._taken(email, exc)
+        except IntegrationError as exc:
+            return await self._created_before(email, exc)
         customer = answer.get("customer")
         if not isinstance(customer, dict) or not isinstance(customer.get("id"), int):
             raise UpstreamUnavailableError(
@@ -422,9 +508,99 @@ class ShopifyConnector(HTTPConnector):
             )
         return _customer(customer, found_existing=False)
 
+    async def _create_customer_graphql(self, email: str, fields: dict[str, Any]) -> ShopifyCustomer:
+        """``customerCreate``; a ``userErrors`` entry saying the email is taken leads to the
+        customer that has it (module docs)."""
+        try:
+            # replaying is safe: Shopify refuses a second customer with the same email
+            data = await self._graphql(
+                gql.CUSTOMER_CREATE,
+                {"input": gql.customer_input(fields)},
+                CREATE_CUSTOMER,
+                cost=gql.MUTATION_COST,
+                replay_safe=True,
+            )
+        except IntegrationError as exc:
+            return await self._created_before(email, exc)
+        payload = data.get("customerCreate")
+        payload = payload if isinstance(payload, dict) else {}
+        user_errors = payload.get("userErrors")
+        if isinstance(user_errors, list) and user_errors:
+            refused = InvalidRequestError(
+                redact(f"Shopify refused the customer: {gql.user_error_text(user_errors)}"),
+                provider=PROVIDER,
+                operation=CREATE_CUSTOMER,
+                status=200,
+                replay_safe=True,
+                detail=json.dumps(user_errors)[:500],
+            )
+            if not gql.email_taken(user_errors):
+                raise refused
+            return await self._taken(email, refused)
+        customer = payload.get("customer")
+        if not isinstance(customer, dict) or gql.legacy_id(customer) is None:
+            raise UpstreamUnavailableError(
+                "Shopify answered without a customer (malformed body)",
+                provider=PROVIDER,
+                operation=CREATE_CUSTOMER,
+                status=200,
+                replay_safe=True,
+                detail=json.dumps(data)[:500],
+            )
+        return _customer(customer, found_existing=False)
+
+    async def _taken(self, email: str, refusal: IntegrationError) -> ShopifyCustomer:
+        """The customer Shopify says has *email* already (*refusal* said so)."""
+        existing = await self.find_customer_by_email(email)
+        if existing is None:
+            raise TransientError(
+                f"Shopify says {email!r} is taken but the search does not find it yet",
+                provider=PROVIDER,
+                operation=CREATE_CUSTOMER,
+                status=refusal.status,
+                request_id=refusal.request_id,
+                replay_safe=True,
+                detail=refusal.detail,
+            ) from refusal
+        return existing
+
+    async def _created_before(self, email: str, failure: IntegrationError) -> ShopifyCustomer:
+        """After *failure* (every attempt made): the customer an attempt may have created,
+        looked up by email, or *failure* raised when there is none (or it is a refusal)."""
+        if isinstance(failure, RateLimitedError) or not failure.retryable:
+            raise failure
+        # ambiguous failure or 5xx after every attempt: did an attempt create it?
+        try:
+            existing = await self.find_customer_by_email(email)
+        except IntegrationError:
+            raise failure from None
+        if existing is None:
+            raise failure
+        return existing
+
     @masks_pii("query")
     async def search_customers(self, query: str, *, limit: int = 50) -> list[dict[str, Any]]:
-        """Customers matching Shopify's search *query* (``email:a@b.example``), at most *limit*."""
+        """Customers matching Shopify's search *query* (``email:a@b.example``), at most *limit*
+        (the GraphQL API's ``customers`` nodes, or REST's customer objects)."""
+        if self.api == GRAPHQL:
+            data = await self._graphql(
+                gql.CUSTOMERS,
+                {"first": limit, "query": query},
+                SEARCH_CUSTOMERS,
+                cost=gql.query_cost(limit),
+            )
+            connection = data.get("customers")
+            nodes = connection.get("nodes") if isinstance(connection, dict) else None
+            if not isinstance(nodes, list):
+                raise UpstreamUnavailableError(
+                    "Shopify answered without customers (malformed body)",
+                    provider=PROVIDER,
+                    operation=SEARCH_CUSTOMERS,
+                    status=200,
+                    replay_safe=True,
+                    detail=json.dumps(data)[:500],
+                )
+            return [c for c in nodes if isinstance(c, dict)]
         answer = await self._call(
             "GET",
             "customers/search.json",
@@ -448,11 +624,7 @@ class ShopifyConnector(HTTPConnector):
         wanted = email.strip().lower()
         for customer in await self.search_customers(f"email:{email.strip()}", limit=10):
             found = customer.get("email")
-            if (
-                isinstance(found, str)
-                and found.lower() == wanted
-                and isinstance(customer.get("id"), int)
-            ):
+            if isinstance(found, str) and found.lower() == wanted and _id_of(customer) is not None:
                 return _customer(customer, found_existing=True)
         return None
 
@@ -721,10 +893,18 @@ class ShopifyConnector(HTTPConnector):
         return f"ShopifyConnector(base_url={self.base_url!r}, api_version={self.api_version!r})"
 
 
+def _id_of(data: dict[str, Any]) -> int | None:
+    """A customer's numeric id: REST's ``id``, or the GraphQL object's legacy id."""
+    raw = data.get("id")
+    return raw if isinstance(raw, int) and not isinstance(raw, bool) else gql.legacy_id(data)
+
+
 def _customer(data: dict[str, Any], *, found_existing: bool) -> ShopifyCustomer:
     email = data.get("email")
+    ident = _id_of(data)
+    assert ident is not None
     return ShopifyCustomer(
-        int(data["id"]),
+        ident,
         email if isinstance(email, str) else None,
         data,
         found_existing=found_existing,

@@ -1,4 +1,6 @@
-"""A Shopify Admin REST simulator: customers, orders, draft orders and inventory levels.
+"""A Shopify Admin API simulator: customers, orders, draft orders and inventory levels over
+REST, and customers over GraphQL (``POST .../graphql.json``, with its cost bucket and
+``THROTTLED`` answers: see :mod:`antifragile.sandbox._shopify_graphql`).
 
 Every path is under ``/admin/api/{version}`` (a version like ``2024-01``, or ``unstable``;
 anything else is 404).
@@ -47,6 +49,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
+from antifragile.sandbox import _shopify_graphql as gql
 from antifragile.sandbox._server import IncomingRequest
 from antifragile.sandbox._simulator import Call, Reply, Route, Simulator
 
@@ -93,12 +96,15 @@ class ShopifySimulator(Simulator):
         leak_rate: float = 2.0,
         inventory: Iterable[tuple[int, int, int]] = (),
         clock: Callable[[], float] = time.monotonic,
+        cost_bucket: float = 1000.0,
+        restore_rate: float = 50.0,
     ) -> None:
         self.access_tokens = None if access_tokens is None else frozenset(access_tokens)
         self.bucket_size = bucket_size
         self.leak_rate = leak_rate
         self._inventory = [(int(i), int(loc), int(n)) for i, loc, n in inventory]
         self._clock = clock
+        self.cost_bucket = gql.CostBucket(cost_bucket, restore_rate, clock)
         self._lock = threading.Lock()
         self._level = 0.0
         self._stamp: float | None = None
@@ -121,6 +127,7 @@ class ShopifySimulator(Simulator):
             Route("GET", f"{_PREFIX}/draft_orders.json", self.list_draft_orders),
             Route("DELETE", f"{_PREFIX}/draft_orders/{{file}}", self.delete_draft_order),
             Route("GET", f"{_PREFIX}/inventory_levels.json", self.inventory_levels),
+            Route("POST", f"{_PREFIX}/graphql.json", self.graphql),
         ]
 
     def reset(self) -> None:
@@ -132,6 +139,7 @@ class ShopifySimulator(Simulator):
             self._draft_orders.clear()
             self._orders.clear()
             self._created.clear()
+        self.cost_bucket.reset()
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -187,12 +195,16 @@ class ShopifySimulator(Simulator):
         return reply.with_headers({"Retry-After": _float_seconds(retry_after)})
 
     def decorate(self, request: IncomingRequest, reply: Reply) -> Reply:
+        if request.path.endswith("/graphql.json"):
+            return reply  # the GraphQL API's limit is its cost bucket, in the body
         with self._lock:
             self._leak(self._clock())
             used = min(self.bucket_size, math.ceil(self._level - 1e-9))
         return reply.with_headers({"X-Shopify-Shop-Api-Call-Limit": f"{used}/{self.bucket_size}"})
 
     def throttle(self, request: IncomingRequest) -> Reply | None:
+        if request.path.endswith("/graphql.json"):
+            return None  # throttled by cost, in the handler
         with self._lock:
             self._leak(self._clock())
             if self._level + 1 <= self.bucket_size + 1e-9:
@@ -241,38 +253,103 @@ class ShopifySimulator(Simulator):
         if not isinstance(fields, dict):
             return self.error(400, "Required parameter missing or invalid: customer")
         with self._lock:
-            errors = self._customer_errors(fields)
-            if errors:
+            customer, errors = self._add_customer(fields)
+            if customer is None:
                 return self.invalid(errors)
-            customer_id = self._next_id()
-            stamp = _now_text()
-            email = fields.get("email")
-            phone = fields.get("phone")
-            customer: dict[str, Any] = {
-                "id": customer_id,
-                "email": email.lower() if isinstance(email, str) else None,
-                "first_name": fields.get("first_name"),
-                "last_name": fields.get("last_name"),
-                "phone": phone,
-                "state": "disabled",
-                "orders_count": 0,
-                "total_spent": "0.00",
-                "verified_email": bool(fields.get("verified_email", False)),
-                "tags": fields.get("tags", "") or "",
-                "note": fields.get("note"),
-                "currency": "USD",
-                "addresses": list(fields.get("addresses") or []),
-                "admin_graphql_api_id": f"gid://shopify/Customer/{customer_id}",
-                "created_at": stamp,
-                "updated_at": stamp,
-            }
-            self._customers[customer_id] = customer
-            if isinstance(email, str):
-                self._by_email[email.lower()] = customer_id
-            if isinstance(phone, str):
-                self._by_phone[_digits(phone)] = customer_id
-            call.commit(str(customer_id), body)
+            call.commit(str(customer["id"]), body)
             return Reply(201, {"customer": dict(customer)})
+
+    def _add_customer(
+        self, fields: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, dict[str, list[str]]]:
+        """Keep a new customer (lock held): it, or ``None`` and the field errors."""
+        errors = self._customer_errors(fields)
+        if errors:
+            return None, errors
+        customer_id = self._next_id()
+        stamp = _now_text()
+        email = fields.get("email")
+        phone = fields.get("phone")
+        customer: dict[str, Any] = {
+            "id": customer_id,
+            "email": email.lower() if isinstance(email, str) else None,
+            "first_name": fields.get("first_name"),
+            "last_name": fields.get("last_name"),
+            "phone": phone,
+            "state": "disabled",
+            "orders_count": 0,
+            "total_spent": "0.00",
+            "verified_email": bool(fields.get("verified_email", False)),
+            "tags": fields.get("tags", "") or "",
+            "note": fields.get("note"),
+            "currency": "USD",
+            "addresses": list(fields.get("addresses") or []),
+            "admin_graphql_api_id": f"gid://shopify/Customer/{customer_id}",
+            "created_at": stamp,
+            "updated_at": stamp,
+        }
+        self._customers[customer_id] = customer
+        if isinstance(email, str):
+            self._by_email[email.lower()] = customer_id
+        if isinstance(phone, str):
+            self._by_phone[_digits(phone)] = customer_id
+        return customer, {}
+
+    # -- GraphQL Admin API ----------------------------------------------------------------------
+
+    def fill_cost(self, available: float) -> None:
+        """Leave *available* points in the GraphQL cost bucket."""
+        self.cost_bucket.set_available(available)
+
+    def graphql(self, call: Call) -> Reply:
+        if not _VERSION.match(call.params["version"]):
+            return self.error(404)
+        document = gql.request_of(call)
+        if document is None:
+            return self.error(400, "Required parameter missing or invalid: query")
+        parsed = gql.parse(*document)
+        if parsed is None:
+            return gql.query_error("syntax error: not a query this sandbox knows")
+        kind, root, arguments = parsed
+        known = {"mutation": ("customerCreate",), "query": ("customers",)}
+        if root not in known.get(kind, ()):
+            parent = "Mutation" if kind == "mutation" else "QueryRoot"
+            return gql.query_error(f"Field '{root}' doesn't exist on type '{parent}'")
+        cost = gql.cost_of(kind, arguments)
+        if not self.cost_bucket.spend(cost):
+            return gql.answer(None, cost, self.cost_bucket, throttled=True)
+        if root == "customerCreate":
+            data = self._graphql_customer_create(call, arguments)
+        else:
+            data = self._graphql_customers(arguments)
+        return gql.answer(data, cost, self.cost_bucket)
+
+    def _graphql_customer_create(self, call: Call, arguments: dict[str, Any]) -> dict[str, Any]:
+        customer_input = arguments.get("input")
+        if not isinstance(customer_input, dict):
+            refused = [{"field": ["input"], "message": "Input is invalid"}]
+            return {"customerCreate": {"customer": None, "userErrors": refused}}
+        fields = gql.rest_fields(customer_input)
+        with self._lock:
+            customer, errors = self._add_customer(fields)
+            if customer is None:
+                payload = {"customer": None, "userErrors": gql.user_errors(errors)}
+                return {"customerCreate": payload}
+            # recorded as the REST create records it: one shape of effect for both APIs
+            call.commit(str(customer["id"]), {"customer": fields})
+            shown = gql.as_graphql_customer(customer)
+        return {"customerCreate": {"customer": shown, "userErrors": []}}
+
+    def _graphql_customers(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        first = arguments.get("first")
+        limit = first if isinstance(first, int) and 0 < first <= 250 else 50
+        given = arguments.get("query")
+        query = given if isinstance(given, str) else ""
+        with self._lock:
+            found = [
+                gql.as_graphql_customer(c) for c in self._customers.values() if _matches(c, query)
+            ][:limit]
+        return {"customers": {"nodes": found, "edges": [{"node": c} for c in found]}}
 
     def search_customers(self, call: Call) -> Reply:
         if not _VERSION.match(call.params["version"]):
