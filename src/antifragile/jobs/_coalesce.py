@@ -18,7 +18,8 @@ its item. *send* returns one answer per item, in order: an exception instance in
 that job alone (retried or dead-lettered by its retry policy); an exception *send* raises fails
 every job of the batch alike (a transient one retries them all). A job cancelled while it waits
 (its lease lost, the worker stopping) leaves the batch: its item may still be sent, so *send*
-must be idempotent -- an upsert by a natural key, as every job's side effect should be.
+must be idempotent -- an upsert by a natural key, as every job's side effect should be. The
+batch is sent in the context of the job whose item opened it (its request id is the request's).
 
 How big the batches get follows from how many jobs of the kind run at once: a worker runs at
 most ``concurrency`` jobs and claims at most ``batch`` per round, so batches of 100 need a
