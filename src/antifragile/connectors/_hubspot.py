@@ -121,6 +121,10 @@ class Contact:
     properties: Mapping[str, str] = field(default_factory=dict)
 
 
+#: an email HubSpot could take: something@domain.tld, no spaces
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
 def _hubspot_error(detail: str | None) -> dict[str, Any]:
     """HubSpot's error body, parsed from an error excerpt (empty when it is not one)."""
     if not detail:
@@ -365,6 +369,54 @@ class HubSpotConnector(HTTPConnector):
             )
             found.extend(self._upserted(response, chunk))
         return found
+
+    @masks_pii("contacts")
+    async def upsert_contacts_each(
+        self, contacts: Sequence[tuple[str, Mapping[str, str]]]
+    ) -> list[Contact | IntegrationError]:
+        """Like :meth:`upsert_contacts` (at most 100 per request), but one answer per contact:
+        its :class:`Contact`, or the error that concerns it alone.
+
+        A contact without a plausible email is answered with an
+        :class:`~antifragile.InvalidRequestError` and not sent. When HubSpot refuses a batch
+        for its content (a 4xx other than 429, or a 207 with errors), each of its contacts is
+        sent alone, so that only the contacts it refuses get errors. A transient failure of a
+        batch (429, 5xx, a timeout, after the policy's retries) is the answer of each of its
+        contacts. Emails repeated (in any case) are sent once and answered alike.
+        """
+        answers: list[Contact | IntegrationError | None] = [None] * len(contacts)
+        unique: dict[str, tuple[str, Mapping[str, str]]] = {}
+        for index, (email, properties) in enumerate(contacts):
+            address = (email or "").strip()
+            if not _EMAIL.fullmatch(address):
+                answers[index] = InvalidRequestError(
+                    "a HubSpot contact needs a valid email",
+                    provider=PROVIDER,
+                    operation=UPSERT_CONTACTS,
+                )
+                continue
+            unique[address.lower()] = (address, {**properties, "email": address})
+        keys = list(unique)
+        found: dict[str, Contact | IntegrationError] = {}
+        for start in range(0, len(keys), BATCH_LIMIT):
+            chunk = keys[start : start + BATCH_LIMIT]
+            try:
+                done = await self.upsert_contacts([unique[key] for key in chunk])
+            except IntegrationError as exc:
+                if exc.retryable or len(chunk) == 1:  # it concerns the whole batch
+                    found.update(dict.fromkeys(chunk, exc))
+                    continue
+                for key in chunk:  # find the contacts HubSpot refuses, one by one
+                    try:
+                        found[key] = (await self.upsert_contacts([unique[key]]))[0]
+                    except IntegrationError as alone:
+                        found[key] = alone
+                continue
+            found.update(zip(chunk, done, strict=True))
+        for index, (email, _) in enumerate(contacts):
+            if answers[index] is None:
+                answers[index] = found[(email or "").strip().lower()]
+        return [answer for answer in answers if answer is not None]
 
     def _upserted(self, response: httpx.Response, chunk: list[dict[str, Any]]) -> list[Contact]:
         expected = len(chunk)

@@ -118,6 +118,7 @@ from antifragile.inbound._echo import Echo, Echoes
 from antifragile.inbound._flags import check_flag_name
 from antifragile.inbound._flows import Flow
 from antifragile.inbound._handlers import BookingSettings, Handlers, RegisteredHandler
+from antifragile.inbound._hubspot_contacts import upsert_contact
 from antifragile.inbound._intents import find_emails
 from antifragile.inbound._model import Channel, Classification, EventKind, InboundEvent, Tenant
 from antifragile.inbound._replies import mask_phone, scrub
@@ -997,8 +998,9 @@ async def create_hubspot_contact(ctx: ActionContext) -> dict[str, Any]:
         "lastname": contact.last_name,
         "phone": contact.e164,
     }
-    created = await ctx.connectors.hubspot.create_contact(
-        contact.email, {k: v for k, v in properties.items() if v}
+    # contacts due at once (a backlog after an outage) share one batch upsert by email
+    created = await upsert_contact(
+        ctx.connectors.hubspot, contact.email, {k: v for k, v in properties.items() if v}
     )
     await ctx.remember(hubspot_contact_id=created.id)
     return {"contact_id": created.id, "created": created.created}

@@ -11,6 +11,7 @@ from antifragile.jobs._app import (
     JobNotFoundError,
     Jobs,
 )
+from antifragile.jobs._coalesce import Coalescer
 from antifragile.jobs._cron import Cron
 from antifragile.jobs._memory import MemoryJobQueue
 from antifragile.jobs._model import (
@@ -70,6 +71,7 @@ __all__ = [
     "FINAL",
     "UNFINISHED",
     "WAKE_CODES",
+    "Coalescer",
     "ConfiguredJob",
     "Cron",
     "DeadLetterFilter",
