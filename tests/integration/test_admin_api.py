@@ -336,7 +336,8 @@ async def test_dlq_show_has_the_history_redacted(admin: Admin) -> None:
     assert SECRET_KEY not in response.text
     assert "a@example.com" not in response.text
     _error(await admin.client.get(f"/v1/admin/dlq/{admin.done}"), 404, "NOT_FOUND")
-    _error(await admin.client.get("/v1/admin/dlq/nope"), 404, "NOT_FOUND")
+    _error(await admin.client.get("/v1/admin/dlq/nope"), 400, "BAD_REQUEST")  # not an id
+    _error(await admin.client.get("/v1/admin/dlq/" + "f" * 32), 404, "NOT_FOUND")
 
 
 async def test_dlq_retry_one_and_by_filter(admin: Admin) -> None:
@@ -435,7 +436,13 @@ async def test_jobs_list_show_and_stats(admin: Admin) -> None:
     both = _data(await admin.client.get("/v1/admin/jobs?state=dead&state=succeeded&queue=email"))
     assert {item["id"] for item in both["items"]} == {admin.notify, admin.done}
     assert _data(await admin.client.get(f"/v1/admin/jobs/{admin.done}"))["state"] == "succeeded"
-    _error(await admin.client.get("/v1/admin/jobs/unknown"), 404, "NOT_FOUND")
+    _error(await admin.client.get("/v1/admin/jobs/unknown"), 400, "BAD_REQUEST")
+    _error(await admin.client.get("/v1/admin/jobs/ffffffff"), 404, "NOT_FOUND")
+    # the short id (as every view shows it) and any unique ending name the job too
+    short = _data(await admin.client.get(f"/v1/admin/jobs/{admin.done[-10:]}"))
+    assert short["id"] == admin.done
+    assert short["short_id"] == admin.done[-10:]
+    assert _data(await admin.client.get(f"/v1/admin/dlq/{admin.charge[-6:]}"))["id"] == admin.charge
     _error(await admin.client.get("/v1/admin/jobs?state=sleeping"), 400, "VALIDATION")
     stats = {
         entry["queue"]: entry for entry in _data(await admin.client.get("/v1/admin/jobs/stats"))
@@ -855,7 +862,7 @@ async def test_mark_sent_resolves_the_job_and_flags_the_reply_sent(admin: Admin)
     assert record["awaiting_since"] is None
     _error(await admin.client.post(f"/v1/admin/dlq/{job_id}/mark-sent"), 404, "NOT_FOUND")
     _error(await admin.client.post(f"/v1/admin/dlq/{admin.charge}/mark-sent"), 409, "NOT_A_REPLY")
-    _error(await admin.client.post("/v1/admin/dlq/nope/mark-sent"), 404, "NOT_FOUND")
+    _error(await admin.client.post("/v1/admin/dlq/nope/mark-sent"), 400, "BAD_REQUEST")
 
 
 async def test_a_dead_reply_and_a_permanently_failed_one_each_make_one_task(admin: Admin) -> None:

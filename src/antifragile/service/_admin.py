@@ -63,6 +63,7 @@ from antifragile.jobs import (
     Jobs,
     JobState,
 )
+from antifragile.jobs._ids import find_job
 from antifragile.jobs._view import job_view as _job_view
 from antifragile.observability import mask_pii
 from antifragile.policies import CircuitBreaker
@@ -435,7 +436,38 @@ def message_view(
 
 Limit = Annotated[int, Query(ge=1, le=500, description="items per page")]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip")]
-JobId = Annotated[str, Path(min_length=1, max_length=100)]
+
+
+async def _job_named(
+    request: Request,
+    job_id: Annotated[
+        str,
+        Path(
+            min_length=1,
+            max_length=100,
+            description="the job's id, its short id (last 10 characters) or at least 4 of its "
+            "first or last hex digits",
+        ),
+    ],
+) -> str:
+    """The full id of the job *job_id* names (:func:`~antifragile.jobs._ids.find_job`): ``400
+    BAD_REQUEST`` for text that cannot be an id, ``409 CONFLICT`` naming the candidates when
+    it matches several jobs, ``404`` when none."""
+    try:
+        job = await find_job(_jobs(request).queue, job_id)
+    except JobNotFoundError as exc:
+        if exc.code == ErrorCode.BAD_REQUEST:
+            raise ApiError(400, ErrorCode.BAD_REQUEST, exc.message) from None
+        if exc.code == ErrorCode.CONFLICT:
+            raise ApiError(409, ErrorCode.CONFLICT, exc.message) from None
+        raise _not_found(exc.message) from None
+    return job.id
+
+
+#: a job named as an operator types it (full id, short id, prefix or ending), as its full id
+JobId = Annotated[str, Depends(_job_named)]
+#: a stored reply's id
+MessageId = Annotated[str, Path(min_length=1, max_length=100)]
 
 router = APIRouter(
     prefix="/v1/admin",
@@ -685,7 +717,7 @@ async def list_messages(
     summary="Show one outbound reply",
     responses=answers(MessageView, "The reply"),
 )
-async def show_message(request: Request, message_id: JobId) -> JSONResponse:
+async def show_message(request: Request, message_id: MessageId) -> JSONResponse:
     """One reply: number masked, its text, job status flag, delivery status and times,
     provider message id, and any operator action on it."""
     record = await _replies(request).get(message_id)
