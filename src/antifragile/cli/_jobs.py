@@ -703,25 +703,21 @@ def dlq_retry(
         queue, name, provider, code, _duration_option(older_than), _duration_option(newer_than)
     )
 
-    async def action(jobs: Jobs) -> tuple[_Plan, int, bool, float]:
-        plan = await _plan(jobs, "retry", ids or [], everything, flt)
-        now = jobs.clock.time()
-        if not _go_ahead(plan, dry_run=dry_run, yes=yes):
-            return plan, 0, False, now
-        return plan, await jobs.dlq.retry(plan.ids, delay=wait), True, now
+    async def act(jobs: Jobs, plan: _Plan) -> int:
+        return await jobs.dlq.retry(plan.ids, delay=wait)
 
-    plan, count, done, now = _run(console, database_url, action)
-    _report(
+    _bulk(
         console,
-        plan,
-        count,
-        done=done,
+        database_url,
+        "retry",
+        (ids or [], everything, flt),
+        act,
         dry_run=dry_run,
+        yes=yes,
         as_json=as_json,
         wide=wide,
-        now=now,
         extra={"delay": wait},
-        said=f"redrove {count} job(s)" + (f", running in {delay}" if wait else ""),
+        said=lambda count: f"redrove {count} job(s)" + (f", running in {delay}" if wait else ""),
     )
 
 
@@ -756,14 +752,55 @@ def dlq_resolve(
         queue, name, provider, code, _duration_option(older_than), _duration_option(newer_than)
     )
 
-    async def action(jobs: Jobs) -> tuple[_Plan, int, bool, float]:
+    async def act(jobs: Jobs, plan: _Plan) -> int:
+        return await jobs.dlq.resolve(plan.ids, reason=reason)
+
+    def check() -> None:
         if not reason.strip():
             raise ConfigurationError("--reason is required: say why these jobs are closed")
-        plan = await _plan(jobs, "resolve", ids or [], everything, flt)
+
+    _bulk(
+        console,
+        database_url,
+        "resolve",
+        (ids or [], everything, flt),
+        act,
+        dry_run=dry_run,
+        yes=yes,
+        as_json=as_json,
+        wide=wide,
+        extra={"reason": reason.strip()},
+        said=lambda count: f"resolved {count} job(s)",
+        check=check,
+    )
+
+
+def _bulk(
+    console: Console,
+    database_url: str,
+    verb: str,
+    selection: tuple[list[str], bool, DeadLetterFilter],
+    act: Callable[[Jobs, _Plan], Awaitable[int]],
+    *,
+    dry_run: bool,
+    yes: bool,
+    as_json: bool,
+    wide: bool,
+    extra: dict[str, Any],
+    said: Callable[[int], str],
+    check: Callable[[], None] = lambda: None,
+) -> None:
+    """Plan a bulk retry or resolve, ask (unless --yes / --dry-run), act on exactly the jobs
+    listed, and report."""
+    ids, everything, flt = selection
+
+    async def action(jobs: Jobs) -> tuple[_Plan, int, bool, float]:
+        check()
+        plan = await _plan(jobs, verb, ids, everything, flt)
         now = jobs.clock.time()
         if not _go_ahead(plan, dry_run=dry_run, yes=yes):
             return plan, 0, False, now
-        return plan, await jobs.dlq.resolve(plan.ids, reason=reason), True, now
+        return plan, await act(jobs, plan), True, now
 
     plan, count, done, now = _run(console, database_url, action)
     _report(
@@ -775,8 +812,8 @@ def dlq_resolve(
         as_json=as_json,
         wide=wide,
         now=now,
-        extra={"reason": reason.strip()},
-        said=f"resolved {count} job(s)",
+        extra=extra,
+        said=said(count),
     )
 
 
