@@ -94,6 +94,9 @@ async def test_blind_resend_duplicates_what_the_default_policy_does_not(
     assert figures.review == 0
 
 
+# 200 operations each waiting for a status echo: on a loaded machine this takes minutes, so the
+# hang guard is wider than the suite's default 120 s (it bounds a hang, not the speed)
+@pytest.mark.timeout(480)
 @pytest.mark.parametrize("provider", ["whatsapp", "twilio", "sendgrid", "calcom"])
 async def test_with_status_webhooks_unknown_outcomes_settle_by_their_echo(
     provider: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
