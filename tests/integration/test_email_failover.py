@@ -51,10 +51,17 @@ def sandbox() -> Iterator[ProviderSandbox]:
         yield running
 
 
-def _policy(name: str, clock: FakeClock) -> Policy:
+@pytest.fixture
+def timeouts() -> dict[str, float]:
+    """Each provider's attempt timeout: generous, so a loaded machine never turns an answered
+    send into an unknown outcome; a test of a hanging provider shortens that provider's."""
+    return {"resend": 30.0, "sendgrid": 30.0}
+
+
+def _policy(name: str, clock: FakeClock, timeout: float) -> Policy:
     return Policy(
         name,
-        timeout=0.3,
+        timeout=timeout,
         total_timeout=None,
         retry=Retry(attempts=2, backoff=Exponential(0.01, cap=0.05)),
         rate=None,
@@ -65,14 +72,17 @@ def _policy(name: str, clock: FakeClock) -> Policy:
 
 @pytest.fixture
 async def connectors(
-    sandbox: ProviderSandbox, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    sandbox: ProviderSandbox,
+    clock: FakeClock,
+    timeouts: dict[str, float],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Connectors]:
     monkeypatch.setenv(CHAIN_ENV, "resend,sendgrid")
     monkeypatch.setenv(SETTLE_WINDOW_ENV, "600")
     registry = Connectors(
         base_urls={p: sandbox.base_url(p) for p in ("resend", "sendgrid")},
         options={"resend": {"api_key": RESEND_KEY}, "sendgrid": {"api_key": SENDGRID_KEY}},
-        policies={p: _policy(p, clock) for p in ("resend", "sendgrid")},
+        policies={p: _policy(p, clock, timeouts[p]) for p in ("resend", "sendgrid")},
         clock=clock,
     )
     yield registry
@@ -176,6 +186,7 @@ async def test_unknown_outcome_at_resend_blocks_failover_until_reconciled(
     assert await send(chain, "intake/y") == "resend"  # the record is gone: a normal send
 
 
+@pytest.mark.parametrize("timeouts", [{"resend": 0.3, "sendgrid": 30.0}])
 async def test_unknown_outcome_times_out_after_the_window_then_the_next_provider_sends(
     sandbox: ProviderSandbox, connectors: Connectors, clock: FakeClock
 ) -> None:
@@ -228,7 +239,7 @@ async def test_three_providers_the_last_one_sends_when_both_before_it_are_down(
                 "smtp": f"{smtp.host}:{smtp.port}",
             },
             options={"resend": {"api_key": RESEND_KEY}, "sendgrid": {"api_key": SENDGRID_KEY}},
-            policies={p: _policy(p, clock) for p in ("resend", "sendgrid", "smtp")},
+            policies={p: _policy(p, clock, 30.0) for p in ("resend", "sendgrid", "smtp")},
             clock=clock,
         )
         async with registry:
@@ -254,10 +265,10 @@ async def test_two_mailboxes_an_unknown_outcome_is_not_sent_again_at_that_mailbo
         chain = EmailChain(
             {
                 "smtp-a": SMTPConnector(
-                    first.host, first.port, policy=_policy("smtp-a", clock), clock=clock
+                    first.host, first.port, policy=_policy("smtp-a", clock, 30.0), clock=clock
                 ),
                 "smtp-b": SMTPConnector(
-                    second.host, second.port, policy=_policy("smtp-b", clock), clock=clock
+                    second.host, second.port, policy=_policy("smtp-b", clock, 30.0), clock=clock
                 ),
             },
             settle_window=60.0,

@@ -72,13 +72,15 @@ def sandbox() -> Iterator[ProviderSandbox]:
         yield running
 
 
-def _config(sandbox: ProviderSandbox, **options: Any) -> LLMIntentConfig:
+def _config(sandbox: ProviderSandbox, *, hangs: bool = False, **options: Any) -> LLMIntentConfig:
+    """Short timeouts only where the model hangs: elsewhere a loaded machine must never turn
+    an answer into a timeout."""
     return LLMIntentConfig(
         base_url=f"{sandbox.base_url('openai')}/v1",
         model="gpt-4o-mini",
         api_key=KEY,
-        timeout=0.3,
-        total_timeout=1.0,
+        timeout=0.3 if hangs else 10.0,
+        total_timeout=1.0 if hangs else 20.0,
         **options,
     )
 
@@ -90,9 +92,14 @@ async def metrics() -> Metrics:
 
 @pytest.fixture
 async def classifier(
-    sandbox: ProviderSandbox, clock: FakeClock, metrics: Metrics
+    request: pytest.FixtureRequest, sandbox: ProviderSandbox, clock: FakeClock, metrics: Metrics
 ) -> AsyncIterator[LLMIntentClassifier]:
-    made = LLMIntentClassifier(_config(sandbox), tenant="acme", clock=clock, metrics=metrics)
+    hangs = getattr(request.node, "callspec", None) is not None and (
+        request.node.callspec.params.get("fault") == "hang"
+    )
+    made = LLMIntentClassifier(
+        _config(sandbox, hangs=hangs), tenant="acme", clock=clock, metrics=metrics
+    )
     yield made
     await made.aclose()
 
@@ -300,7 +307,9 @@ async def test_the_pipeline_replies_whichever_classifier_answers(
         if script:
             sandbox.faults("openai", script=script)
     world = build(tmp_path, clock, sandbox, providers)
-    llm = LLMIntentClassifier(_config(sandbox), tenant=TENANT.id, clock=clock)
+    llm = LLMIntentClassifier(
+        _config(sandbox, hangs=fault == "hang"), tenant=TENANT.id, clock=clock
+    )
     try:
         job, _ = await process_once(world, providers, TenantClassifiers({TENANT.id: llm}), text)
     finally:

@@ -189,7 +189,7 @@ async def test_a_bucket_that_never_refills_in_time_is_rate_limited(
     slow.fill_cost(0)
     with ProviderSandbox([slow]) as running:
         async with ShopifyConnector(
-            TOKEN, base_url=running.base_url("shopify"), clock=clock, timeout=0.3
+            TOKEN, base_url=running.base_url("shopify"), clock=clock, timeout=10.0
         ) as shopify:
             with pytest.raises(RateLimitedError):
                 await shopify.create_customer(email="ada@example.com")
