@@ -13,13 +13,15 @@ Connect = Callable[..., ShopifyConnector]
 
 
 @asynccontextmanager
-async def connectors(base_url: str, clock: FakeClock, token: str) -> AsyncIterator[Connect]:
-    """A factory of connectors for *base_url* on the fake *clock* (0.3 s per attempt); each one
-    made is closed on the way out."""
+async def connectors(
+    base_url: str, clock: FakeClock, token: str, attempt_timeout: float
+) -> AsyncIterator[Connect]:
+    """A factory of connectors for *base_url* on the fake *clock* (*attempt_timeout* seconds per
+    attempt); each one made is closed on the way out."""
     made: list[ShopifyConnector] = []
 
     def factory(token: str = token, **options: Any) -> ShopifyConnector:
-        options.setdefault("timeout", 0.3)
+        options.setdefault("timeout", attempt_timeout)
         options.setdefault("base_url", base_url)
         options.setdefault("clock", clock)
         connector = ShopifyConnector(token, **options)

@@ -57,11 +57,13 @@ def sandbox() -> Iterator[ProviderSandbox]:
 
 
 @pytest.fixture
-async def connect(sandbox: ProviderSandbox, clock: FakeClock) -> AsyncIterator[Connect]:
+async def connect(
+    sandbox: ProviderSandbox, clock: FakeClock, attempt_timeout: float
+) -> AsyncIterator[Connect]:
     made: list[CalComConnector] = []
 
     def factory(api_key: str = KEY, **options: Any) -> CalComConnector:
-        options.setdefault("timeout", 0.3)
+        options.setdefault("timeout", attempt_timeout)
         options.setdefault("base_url", sandbox.base_url("calcom"))
         connector = CalComConnector(api_key, clock=clock, **options)
         made.append(connector)

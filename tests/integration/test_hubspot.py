@@ -47,11 +47,13 @@ def sandbox() -> Iterator[ProviderSandbox]:
 
 
 @pytest.fixture
-async def connect(sandbox: ProviderSandbox, clock: FakeClock) -> AsyncIterator[Connect]:
+async def connect(
+    sandbox: ProviderSandbox, clock: FakeClock, attempt_timeout: float
+) -> AsyncIterator[Connect]:
     made: list[HubSpotConnector] = []
 
     def factory(token: str = TOKEN, **options: Any) -> HubSpotConnector:
-        options.setdefault("timeout", 0.3)
+        options.setdefault("timeout", attempt_timeout)
         connector = HubSpotConnector(
             token, base_url=sandbox.base_url("hubspot"), clock=clock, **options
         )

@@ -55,12 +55,14 @@ def sandbox() -> Iterator[ProviderSandbox]:
 
 
 @pytest.fixture
-async def connect(sandbox: ProviderSandbox, clock: FakeClock) -> AsyncIterator[Connect]:
+async def connect(
+    sandbox: ProviderSandbox, clock: FakeClock, attempt_timeout: float
+) -> AsyncIterator[Connect]:
     """Build connectors for the sandbox on the fake clock; they are closed afterwards."""
     made: list[ResendConnector] = []
 
     def factory(api_key: str = KEY, **options: Any) -> ResendConnector:
-        options.setdefault("timeout", 0.3)
+        options.setdefault("timeout", attempt_timeout)
         connector = ResendConnector(
             api_key, base_url=sandbox.base_url("resend"), clock=clock, **options
         )

@@ -56,11 +56,13 @@ def sandbox(clock: FakeClock) -> Iterator[ProviderSandbox]:
 
 
 @pytest.fixture
-async def connect(sandbox: ProviderSandbox, clock: FakeClock) -> AsyncIterator[Connect]:
+async def connect(
+    sandbox: ProviderSandbox, clock: FakeClock, attempt_timeout: float
+) -> AsyncIterator[Connect]:
     made: list[SendGridConnector] = []
 
     def factory(api_key: str = KEY, **options: Any) -> SendGridConnector:
-        options.setdefault("timeout", 0.3)
+        options.setdefault("timeout", attempt_timeout)
         options.setdefault("base_url", sandbox.base_url("sendgrid"))
         connector = SendGridConnector(api_key, clock=clock, **options)
         made.append(connector)

@@ -66,9 +66,11 @@ def sandbox() -> Iterator[ProviderSandbox]:
 
 
 @pytest.fixture
-async def connect(sandbox: ProviderSandbox, clock: FakeClock) -> AsyncIterator[Connect]:
+async def connect(
+    sandbox: ProviderSandbox, clock: FakeClock, attempt_timeout: float
+) -> AsyncIterator[Connect]:
     """Build connectors for the sandbox on the fake clock; they are closed afterwards."""
-    async with connectors(sandbox.base_url("shopify"), clock, TOKEN) as factory:
+    async with connectors(sandbox.base_url("shopify"), clock, TOKEN, attempt_timeout) as factory:
         yield factory
 
 

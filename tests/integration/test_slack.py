@@ -55,11 +55,13 @@ def hook_url(sandbox: ProviderSandbox, hook: str = HOOK) -> str:
 
 
 @pytest.fixture
-async def connect(sandbox: ProviderSandbox, clock: FakeClock) -> AsyncIterator[Connect]:
+async def connect(
+    sandbox: ProviderSandbox, clock: FakeClock, attempt_timeout: float
+) -> AsyncIterator[Connect]:
     made: list[SlackConnector] = []
 
     def factory(hook: str = HOOK, **options: Any) -> SlackConnector:
-        options.setdefault("timeout", 0.3)
+        options.setdefault("timeout", attempt_timeout)
         connector = SlackConnector(hook_url(sandbox, hook), clock=clock, **options)
         made.append(connector)
         return connector

@@ -61,11 +61,13 @@ def sandbox() -> Iterator[ProviderSandbox]:
 
 
 @pytest.fixture
-async def connect(sandbox: ProviderSandbox, clock: FakeClock) -> AsyncIterator[Connect]:
+async def connect(
+    sandbox: ProviderSandbox, clock: FakeClock, attempt_timeout: float
+) -> AsyncIterator[Connect]:
     made: list[TwilioConnector] = []
 
     def factory(account_sid: str = SID, auth_token: str = TOKEN, **options: Any) -> TwilioConnector:
-        options.setdefault("timeout", 0.3)
+        options.setdefault("timeout", attempt_timeout)
         options.setdefault("base_url", sandbox.base_url("twilio"))
         options.setdefault("clock", clock)
         connector = TwilioConnector(account_sid, auth_token, **options)

@@ -72,11 +72,13 @@ def sandbox() -> Iterator[ProviderSandbox]:
 
 
 @pytest.fixture
-async def connect(sandbox: ProviderSandbox, clock: FakeClock) -> AsyncIterator[Connect]:
+async def connect(
+    sandbox: ProviderSandbox, clock: FakeClock, attempt_timeout: float
+) -> AsyncIterator[Connect]:
     made: list[WhatsAppConnector] = []
 
     def factory(access_token: str = TOKEN, **options: Any) -> WhatsAppConnector:
-        options.setdefault("timeout", 0.3)
+        options.setdefault("timeout", attempt_timeout)
         options.setdefault("phone_number_id", PHONE)
         options.setdefault("base_url", sandbox.base_url("whatsapp"))
         connector = WhatsAppConnector(access_token, clock=clock, **options)
