@@ -102,7 +102,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -161,6 +161,10 @@ DELETE_DRAFT_ORDER = "delete_draft_order"
 INVENTORY_LEVELS = "inventory_levels"
 
 _TAKEN = "has already been taken"
+
+#: GraphQL lookups: (query, connection field, time field, operation name)
+ORDERS_QUERY = (gql.ORDERS, "orders", "createdAt", LIST_ORDERS)
+DRAFT_ORDERS_QUERY = (gql.DRAFT_ORDERS, "draftOrders", "updatedAt", LIST_DRAFT_ORDERS)
 
 #: the ``note_attributes`` name an order's (or draft order's) reconcile key is stored under
 RECONCILE_ATTRIBUTE = "antifragile-key"
@@ -406,6 +410,8 @@ class ShopifyConnector(HTTPConnector):
         them). Every answer's ``throttleStatus`` sets the limiter to Shopify's bucket, so after
         a ``THROTTLED`` answer the next reservation waits
         ``(requested cost - currently available) / restore rate``."""
+        if replay_safe is None and document.startswith("query"):
+            replay_safe = True  # a read, though POSTed: sending it again changes nothing
         limiter = self.policy.rate
         wait = 0.0
         for _ in range(_THROTTLED_ROUNDS):
@@ -650,6 +656,10 @@ class ShopifyConnector(HTTPConnector):
         """
         if not line_items:
             raise ConfigurationError("a draft order needs at least one line item")
+        if self.api == GRAPHQL:
+            return await self._create_draft_graphql(
+                line_items, customer_id, note, reconcile_key, check_first, extra or {}
+            )
         fields: dict[str, Any] = dict(extra or {})
         fields["line_items"] = [dict(line) for line in line_items]
         if customer_id is not None:
@@ -678,11 +688,49 @@ class ShopifyConnector(HTTPConnector):
             return draft
         _tag(fields, reconcile_key)
         draft, _ = await self._create_reconciled(
-            "draft_orders",
-            "draft_order",
-            CREATE_DRAFT_ORDER,
-            fields,
+            self._rest_create("draft_orders", "draft_order", CREATE_DRAFT_ORDER, fields),
+            lambda since: self._find("draft_orders", "draft_order", reconcile_key, since),
             reconcile_key,
+            check_first=check_first,
+        )
+        return draft
+
+    async def _create_draft_graphql(
+        self,
+        line_items: Sequence[Mapping[str, Any]],
+        customer_id: int | str | None,
+        note: str | None,
+        key: str | None,
+        check_first: bool,
+        extra: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """``draftOrderCreate``, reconciled by *key* like the REST create (module docs)."""
+        variables = {
+            "input": gql.draft_input(
+                line_items, key, customer_id=customer_id, note=note, extra=extra
+            )
+        }
+        send = self._graphql_create(
+            gql.DRAFT_ORDER_CREATE,
+            variables,
+            "draftOrderCreate",
+            "draftOrder",
+            CREATE_DRAFT_ORDER,
+        )
+        if key is None:
+            try:
+                return await send()
+            except IntegrationError as exc:
+                if not _maybe_created(exc):
+                    raise
+                unknown = outcome_unknown(exc, "")
+                raise (
+                    unknown if isinstance(unknown, OutcomeUnknownError) else _unknown(exc, "")
+                ) from exc
+        draft, _ = await self._create_reconciled(
+            send,
+            lambda since: self._find_graphql(DRAFT_ORDERS_QUERY, key, since),
+            key,
             check_first=check_first,
         )
         return draft
@@ -692,6 +740,8 @@ class ShopifyConnector(HTTPConnector):
     ) -> dict[str, Any] | None:
         """The draft order whose ``antifragile-key`` note attribute is *reconcile_key*, among
         those updated since *since* (epoch seconds; every one when ``None``), or ``None``."""
+        if self.api == GRAPHQL:
+            return await self._find_graphql(DRAFT_ORDERS_QUERY, reconcile_key, since)
         return await self._find("draft_orders", "draft_order", reconcile_key, since)
 
     @masks_pii("email", "extra")
@@ -723,6 +773,29 @@ class ShopifyConnector(HTTPConnector):
             raise ConfigurationError("an order needs at least one line item")
         if not idempotency_key:
             raise ConfigurationError("create_order needs an idempotency_key to reconcile by")
+        if self.api == GRAPHQL:
+            variables = {
+                "order": gql.order_input(
+                    line_items,
+                    idempotency_key,
+                    customer_id=customer_id,
+                    email=email,
+                    tags=tags,
+                    note=note,
+                    financial_status=financial_status,
+                    extra=extra or {},
+                ),
+                "options": {"sendReceipt": send_receipt},
+            }
+            node, found = await self._create_reconciled(
+                self._graphql_create(
+                    gql.ORDER_CREATE, variables, "orderCreate", "order", CREATE_ORDER
+                ),
+                lambda since: self._find_graphql(ORDERS_QUERY, idempotency_key, since),
+                idempotency_key,
+                check_first=check_first,
+            )
+            return _order(node, found_existing=found)
         fields: dict[str, Any] = dict(extra or {})
         fields["line_items"] = [dict(line) for line in line_items]
         optional: dict[str, Any] = {
@@ -736,7 +809,10 @@ class ShopifyConnector(HTTPConnector):
         fields["send_receipt"] = send_receipt
         _tag(fields, idempotency_key)
         order, found = await self._create_reconciled(
-            "orders", "order", CREATE_ORDER, fields, idempotency_key, check_first=check_first
+            self._rest_create("orders", "order", CREATE_ORDER, fields),
+            lambda since: self._find("orders", "order", idempotency_key, since),
+            idempotency_key,
+            check_first=check_first,
         )
         return _order(order, found_existing=found)
 
@@ -745,53 +821,84 @@ class ShopifyConnector(HTTPConnector):
     ) -> ShopifyOrder | None:
         """The order whose ``antifragile-key`` note attribute is *idempotency_key*, among those
         created since *since* (epoch seconds; every one when ``None``), or ``None``."""
-        found = await self._find("orders", "order", idempotency_key, since)
+        found = (
+            await self._find_graphql(ORDERS_QUERY, idempotency_key, since)
+            if self.api == GRAPHQL
+            else await self._find("orders", "order", idempotency_key, since)
+        )
         return None if found is None else _order(found, found_existing=True)
+
+    def _rest_create(
+        self, resource: str, wrapper: str, operation: str, fields: dict[str, Any]
+    ) -> Callable[[], Awaitable[dict[str, Any]]]:
+        """A send of *fields* under *wrapper* to ``POST {resource}.json``: the object made."""
+
+        async def send() -> dict[str, Any]:
+            answer = await self._call(
+                "POST", f"{resource}.json", operation, replay_safe=False, json={wrapper: fields}
+            )
+            created = answer.get(wrapper)
+            if not isinstance(created, dict) or not isinstance(created.get("id"), int):
+                raise UpstreamUnavailableError(
+                    f"Shopify answered without a {wrapper} (malformed body)",
+                    provider=PROVIDER,
+                    operation=operation,
+                    status=201,
+                    replay_safe=False,
+                    detail=json.dumps(answer)[:500],
+                )
+            return created
+
+        return send
+
+    def _graphql_create(
+        self,
+        document: str,
+        variables: dict[str, Any],
+        mutation: str,
+        field: str,
+        operation: str,
+    ) -> Callable[[], Awaitable[dict[str, Any]]]:
+        """A send of the create *mutation*: the *field* object of its payload (``userErrors``
+        an InvalidRequestError, see :func:`gql.mutation_payload`)."""
+
+        async def send() -> dict[str, Any]:
+            data = await self._graphql(
+                document, variables, operation, cost=gql.MUTATION_COST, replay_safe=False
+            )
+            return gql.mutation_payload(data, mutation, field, operation, PROVIDER)
+
+        return send
 
     async def _create_reconciled(
         self,
-        resource: str,
-        wrapper: str,
-        operation: str,
-        fields: dict[str, Any],
+        send: Callable[[], Awaitable[dict[str, Any]]],
+        find: Callable[[float], Awaitable[dict[str, Any] | None]],
         key: str,
         *,
         check_first: bool,
     ) -> tuple[dict[str, Any], bool]:
-        """Create *fields* under *wrapper* at ``{resource}.json``, reconciling ambiguous
-        failures by *key* (module docs); the object and whether it was found existing."""
+        """*send* the create, reconciling ambiguous failures by *key* with *find* (module
+        docs); the object and whether it was found existing."""
         started = self._clock.time()
         since = started - self.reconcile_window
         if check_first:
-            existing = await self._find(resource, wrapper, key, since)
+            existing = await find(since)
             if existing is not None:
                 return existing, True
         failure: IntegrationError | None = None
         for _ in range(self.reconcile_rounds):
             try:
-                answer = await self._call(
-                    "POST", f"{resource}.json", operation, replay_safe=False, json={wrapper: fields}
-                )
-                created = answer.get(wrapper)
-                if not isinstance(created, dict) or not isinstance(created.get("id"), int):
-                    raise UpstreamUnavailableError(
-                        f"Shopify answered without a {wrapper} (malformed body)",
-                        provider=PROVIDER,
-                        operation=operation,
-                        status=201,
-                        replay_safe=False,
-                        detail=json.dumps(answer)[:500],
-                    )
-                return created, False
+                return await send(), False
             except IntegrationError as exc:
                 if not _maybe_created(exc):
                     raise
                 failure = exc
             try:
-                existing = await self._find(resource, wrapper, key, since)
+                existing = await find(since)
                 if existing is None and self.reconcile_grace > 0:
                     await self._clock.asleep(self.reconcile_grace)
-                    existing = await self._find(resource, wrapper, key, since)
+                    existing = await find(since)
             except IntegrationError as lookup:
                 unknown = outcome_unknown(failure, key)
                 if not isinstance(unknown, OutcomeUnknownError):
@@ -839,10 +946,55 @@ class ShopifyConnector(HTTPConnector):
             cursor = max(ids)
         return None
 
-    async def delete_draft_order(self, draft_order_id: int) -> bool:
-        """Delete a draft order (``DELETE /draft_orders/{id}.json``): ``True`` when deleted,
-        ``False`` when Shopify does not know it (deleted already). Replayed when ambiguous:
-        deleting twice has one effect."""
+    async def _find_graphql(
+        self, lookup: tuple[str, str, str, str], key: str, since: float | None
+    ) -> dict[str, Any] | None:
+        """The newest order or draft order carrying *key* in its custom attributes, read newest
+        first (``sortKey: CREATED_AT`` / ``UPDATED_AT``, ``reverse: true``) until one older than
+        *since*; ``None`` when there is none. *lookup*: the query, its connection's field, the
+        time field and the operation name."""
+        document, field, moment, operation = lookup
+        cursor: str | None = None
+        for _ in range(_MAX_PAGES):
+            data = await self._graphql(
+                document,
+                {"first": gql.LOOKUP_PAGE, "after": cursor},
+                operation,
+                cost=gql.query_cost(gql.LOOKUP_PAGE),
+            )
+            nodes, cursor = gql.connection(data, field, operation, PROVIDER)
+            for node in nodes:
+                if gql.carries(node, key):
+                    return node
+            stamps = [gql.stamp(n, moment) for n in nodes]
+            older = since is not None and any(t is not None and t < since for t in stamps)
+            if cursor is None or older:
+                return None
+        return None
+
+    async def delete_draft_order(self, draft_order_id: int | str) -> bool:
+        """Delete a draft order (``draftOrderDelete``, or REST ``DELETE
+        /draft_orders/{id}.json``) by its number or global id: ``True`` when deleted, ``False``
+        when Shopify does not know it (deleted already: a ``userErrors`` entry on ``id``, or
+        404). Replayed when ambiguous: deleting twice has one effect."""
+        if self.api == GRAPHQL:
+            data = await self._graphql(
+                gql.DRAFT_ORDER_DELETE,
+                {"input": {"id": gql.gid("DraftOrder", draft_order_id)}},
+                DELETE_DRAFT_ORDER,
+                cost=gql.MUTATION_COST,
+                replay_safe=True,
+            )
+            payload = data.get("draftOrderDelete")
+            payload = payload if isinstance(payload, dict) else {}
+            user_errors = payload.get("userErrors")
+            if isinstance(user_errors, list) and user_errors:
+                if gql.on_id(user_errors):
+                    return False
+                raise gql.refused(user_errors, DELETE_DRAFT_ORDER, PROVIDER)
+            return True
+        if isinstance(draft_order_id, str):
+            draft_order_id = gql.legacy_id({"id": draft_order_id}) or -1
         try:
             await self._call(
                 "DELETE", f"draft_orders/{int(draft_order_id)}.json", DELETE_DRAFT_ORDER
@@ -867,6 +1019,11 @@ class ShopifyConnector(HTTPConnector):
             params["location_ids"] = locations
         if not params:
             raise ConfigurationError("inventory_levels needs inventory_item_ids or location_ids")
+        if self.api == GRAPHQL:
+            return await self._inventory_graphql(
+                {int(i) for i in items.split(",") if i},
+                {int(i) for i in locations.split(",") if i},
+            )
         answer = await self._call("GET", "inventory_levels.json", INVENTORY_LEVELS, params=params)
         levels = answer.get("inventory_levels")
         if not isinstance(levels, list):
@@ -889,12 +1046,45 @@ class ShopifyConnector(HTTPConnector):
             and isinstance(level.get("location_id"), int)
         ]
 
+    async def _inventory_graphql(
+        self, items: set[int], locations: set[int]
+    ) -> list[InventoryLevel]:
+        """``nodes(ids:)`` of the inventory items (or, without items, the locations), each with
+        its ``inventoryLevels``; filtered by the other set when both are given."""
+        ids = (
+            [gql.gid("InventoryItem", i) for i in sorted(items)]
+            if items
+            else [gql.gid("Location", i) for i in sorted(locations)]
+        )
+        data = await self._graphql(
+            gql.INVENTORY_LEVELS,
+            {"ids": ids, "first": gql.LEVELS_PAGE},
+            INVENTORY_LEVELS,
+            cost=gql.nodes_cost(len(ids)),
+        )
+        nodes = data.get("nodes")
+        if not isinstance(nodes, list):
+            raise UpstreamUnavailableError(
+                "Shopify answered without inventory levels (malformed body)",
+                provider=PROVIDER,
+                operation=INVENTORY_LEVELS,
+                status=200,
+                replay_safe=True,
+                detail=json.dumps(data)[:500],
+            )
+        return [
+            InventoryLevel(item, location, available)
+            for node in nodes
+            for item, location, available in gql.levels(node)
+            if (not items or item in items) and (not locations or location in locations)
+        ]
+
     def __repr__(self) -> str:
         return f"ShopifyConnector(base_url={self.base_url!r}, api_version={self.api_version!r})"
 
 
 def _id_of(data: dict[str, Any]) -> int | None:
-    """A customer's numeric id: REST's ``id``, or the GraphQL object's legacy id."""
+    """An object's numeric id: REST's ``id``, or the GraphQL object's legacy id."""
     raw = data.get("id")
     return raw if isinstance(raw, int) and not isinstance(raw, bool) else gql.legacy_id(data)
 
@@ -913,8 +1103,10 @@ def _customer(data: dict[str, Any], *, found_existing: bool) -> ShopifyCustomer:
 
 def _order(data: dict[str, Any], *, found_existing: bool) -> ShopifyOrder:
     name = data.get("name")
+    ident = _id_of(data)
+    assert ident is not None
     return ShopifyOrder(
-        int(data["id"]),
+        ident,
         name if isinstance(name, str) else None,
         data,
         found_existing=found_existing,
