@@ -1,5 +1,5 @@
-"""Shopify Admin API: customers (exactly once, by email) over GraphQL by default or REST,
-orders and draft orders (exactly once, by reconciliation) and inventory levels over REST.
+"""Shopify Admin API, over GraphQL by default or REST: customers (exactly once, by email),
+orders and draft orders (exactly once, by reconciliation) and inventory levels.
 
 ::
 
@@ -15,20 +15,25 @@ server) and ``ANTIFRAGILE_SHOPIFY_ACCESS_TOKEN`` the Admin API access token, sen
 ``X-Shopify-Access-Token``. Arguments to :class:`ShopifyConnector` override both; *api_version*
 (``2025-01`` by default) picks the ``/admin/api/{version}`` path.
 
-**API.** *api* (``ANTIFRAGILE_SHOPIFY_API``; ``graphql`` by default, or ``rest``) picks what
-customers go through: GraphQL ``customerCreate`` and ``customers(first:, query:)`` at
-``POST /admin/api/{version}/graphql.json``, or REST ``customers.json``. Orders, draft orders
-and inventory levels are REST calls under either setting.
+**API.** *api* (``ANTIFRAGILE_SHOPIFY_API``; ``graphql`` by default, or ``rest``) picks the
+Admin API every call goes through: GraphQL at ``POST /admin/api/{version}/graphql.json``
+(``customerCreate``, ``customers``, ``orderCreate``, ``orders``, ``draftOrderCreate``,
+``draftOrders``, ``draftOrderDelete``, ``nodes`` of inventory items or locations with their
+``inventoryLevels``), or REST (``customers.json``, ``orders.json``, ``draft_orders.json``,
+``inventory_levels.json``).
 
 **GraphQL cost**: Shopify limits GraphQL by calculated query cost, a bucket of points
 refilled at a restore rate. The policy's limiter counts points (1000, 50 per
 second, until Shopify says otherwise); each call reserves its cost (10 for a mutation,
-``2 + first`` for a connection), and every answer's ``extensions.cost.throttleStatus`` sets
+``2 + first`` for a connection, ``1 + ids * (2 + 50)`` for inventory levels), and every
+answer's ``extensions.cost.throttleStatus`` sets
 the limiter's size, pace and tokens to ``maximumAvailable``, ``restoreRate`` and
 ``currentlyAvailable``. A ``THROTTLED`` answer (HTTP 200, ``errors[].extensions.code``) is sent
 again once the bucket has refilled -- the next reservation waits ``(requested cost - currently
 available) / restore rate`` -- up to 5 times, then :class:`~antifragile.RateLimitedError`.
-``userErrors`` are :class:`~antifragile.InvalidRequestError` (a taken email excepted, below).
+``userErrors`` are :class:`~antifragile.InvalidRequestError` (Shopify refused the input: not
+retried, not looked up; a taken email excepted, below, and a draft order already deleted).
+A GraphQL query is a ``POST`` but a read: it is replayed after any transient failure.
 
 **Default policy** (:func:`shopify_policy`): Shopify's REST limit is a leaky bucket of 40
 requests per app and shop that leaks 2 per second, so a token bucket of 2 per second with a
@@ -71,18 +76,22 @@ If Shopify says the email is taken but the search does not find it yet (Shopify'
 lags behind writes), a retryable :class:`~antifragile.TransientError` is raised so that a later
 try finds it.
 
-Orders and draft orders have no natural key and REST takes no idempotency key, so
+Orders and draft orders have no natural key, REST takes no idempotency key and Shopify's
+``@idempotent`` directive does not cover ``orderCreate`` nor ``draftOrderCreate`` (only
+inventory and refund mutations, from API version 2026-01), so
 :meth:`~ShopifyConnector.create_order` and :meth:`~ShopifyConnector.create_draft_order` tag
-each one with the caller's key -- the ``note_attributes`` entry ``antifragile-key`` -- and
-reconcile instead of resending blindly:
+each one with the caller's key -- the custom attribute (REST: ``note_attributes`` entry)
+``antifragile-key``, one datum under two names -- and reconcile instead of resending blindly:
 
 * the create is sent again in-process only when it surely was not sent (a connection never
   made, a 429);
 * after an ambiguous failure (a lost answer, a timeout, a 5xx, a 2xx that does not parse) the
-  connector lists what was created since the call began (``GET /orders.json?status=any&
-  created_at_min=..`` or ``GET /draft_orders.json?updated_at_min=..``, paged by ``since_id``)
-  and looks for the key: found, that order is returned (``found_existing=True``); absent, it
-  waits *reconcile_grace* seconds and looks once more, then sends again -- up to
+  connector lists what was created since the call began (GraphQL ``orders`` / ``draftOrders``
+  newest first, ``sortKey: CREATED_AT`` / ``UPDATED_AT`` with ``reverse: true``, 50 a page,
+  until one older than the call; REST ``GET /orders.json?status=any&created_at_min=..`` or
+  ``GET /draft_orders.json?updated_at_min=..``, paged by ``since_id``) and looks for the
+  key: found, that order is returned (``found_existing=True``); absent, it waits
+  *reconcile_grace* seconds and looks once more, then sends again -- up to
   *reconcile_rounds* sends;
 * a lookup that fails turns the ambiguous failure into
   :class:`~antifragile.connectors.OutcomeUnknownError` (not retryable: a durable job stops

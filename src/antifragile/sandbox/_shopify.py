@@ -1,6 +1,13 @@
 """A Shopify Admin API simulator: customers, orders, draft orders and inventory levels over
-REST, and customers over GraphQL (``POST .../graphql.json``, with its cost bucket and
-``THROTTLED`` answers: see :mod:`antifragile.sandbox._shopify_graphql`).
+REST and over GraphQL (``POST .../graphql.json``, with its cost bucket and ``THROTTLED``
+answers: see :mod:`antifragile.sandbox._shopify_graphql`), one store for both.
+
+Faults can be set on one GraphQL operation -- the endpoint ``POST
+/admin/api/{version}/graphql.json orderCreate`` (its root field after the path) -- before
+those of the whole GraphQL endpoint; effects are recorded under the GraphQL endpoint, with the
+REST object's fields (``{"order": {...}}``, ``{"draft_order": {...}}``; a delete
+``{"draft_order": {"id": n}}``). Answers name their headers as Shopify does
+(``Content-Type``, ``X-Shopify-Shop-Api-Call-Limit``, ``Retry-After``).
 
 Every path is under ``/admin/api/{version}`` (a version like ``2024-01``, or ``unstable``;
 anything else is 404).

@@ -9,6 +9,23 @@ its arguments come from ``variables`` (``$name``) or literals. Known root fields
   already been taken"}`` and no customer. Recorded as an effect, like the REST create.
 * ``customers(first: N, query: "email:a@b.example")`` -- ``{"nodes": [...], "edges":
   [{"node": ...}]}``, the same search as REST.
+* ``orderCreate(order: $order, options: $options)`` -- ``OrderCreateOrderInput`` (``lineItems``
+  with ``title``, ``quantity``, ``priceSet.shopMoney.amount`` or ``variantId``;
+  ``customer.toAssociate.id``, ``email``, ``tags``, ``note``, ``customAttributes``,
+  ``financialStatus``) -> ``{"order": {...}, "userErrors": []}``; refused input is
+  ``userErrors`` ``[{"field": ["order", "lineItems"], "message", "code": "INVALID"}]``.
+* ``draftOrderCreate(input: $input)`` -- ``DraftOrderInput`` (``lineItems`` with
+  ``originalUnitPrice``, ``purchasingEntity.customerId``, ``note``, ``customAttributes``) ->
+  ``{"draftOrder": {...}, "userErrors": []}``; ``draftOrderDelete(input: {id})`` ->
+  ``{"deletedId"}``, or for a draft it does not know ``userErrors`` ``[{"field": ["id"],
+  "message": "Draft order does not exist"}]`` (that message is the simulator's own).
+* ``orders`` / ``draftOrders(first:, after:, reverse:, query: "created_at:>=..")`` --
+  ``{"nodes", "edges", "pageInfo": {"hasNextPage", "endCursor"}}`` in creation order (newest
+  first with ``reverse: true``).
+* ``nodes(ids: [...])`` of ``gid://shopify/InventoryItem/N`` or ``gid://shopify/Location/N``,
+  each with ``inventoryLevels { nodes { item { id } location { id } quantities { name
+  quantity } } }`` (``available`` and ``on_hand``); an unknown id is ``null``. Its cost is
+  ``1 + ids * (2 + first)`` of the ``inventoryLevels(first:)`` inside.
 
 An answer always has ``extensions.cost`` (``requestedQueryCost``, ``actualQueryCost``,
 ``throttleStatus`` ``{maximumAvailable, currentlyAvailable, restoreRate}``). A mutation costs 10
