@@ -9,6 +9,7 @@ truth for "how many orders were created".
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -18,8 +19,8 @@ import pytest
 from antifragile import FakeClock, InvalidRequestError, RateLimitedError
 from antifragile.connectors import InventoryLevel, OutcomeUnknownError
 from antifragile.connectors._shopify import API_ENV
-from antifragile.sandbox import ProviderFault, ProviderSandbox, ShopifySimulator
-from tests.integration._faults import FAULT_KINDS
+from antifragile.sandbox import FlakyServer, ProviderFault, ProviderSandbox, ShopifySimulator
+from tests.integration._faults import FAULT_KINDS, GATEWAY_FAULTS
 from tests.integration._shopify import Connect, connectors
 
 TOKEN = "shpat_graphql_orders"
@@ -364,3 +365,21 @@ def test_header_names_keep_shopifys_casing_on_the_wire(clock: FakeClock) -> None
         assert "Content-Type" in names
     assert "Content-Type" in graphql
     assert "Retry-After" in limited
+
+
+@pytest.mark.parametrize("gateway", list(GATEWAY_FAULTS))
+async def test_a_gateway_answer_is_an_unknown_outcome_when_nothing_can_be_looked_up(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch, gateway: str
+) -> None:
+    """A bodiless 502 or an HTML 504 from a gateway is not Shopify speaking: the order may
+    exist. With every answer a gateway's, the lookup fails too -- a non-retryable
+    OutcomeUnknownError carrying the key, after one ``orderCreate``."""
+    monkeypatch.delenv(API_ENV, raising=False)
+    with FlakyServer(default=GATEWAY_FAULTS[gateway]) as server:
+        async with connectors(server.url, clock, TOKEN) as factory:
+            with pytest.raises(OutcomeUnknownError) as caught:
+                await factory().create_order([LAMP], idempotency_key="order/gw")
+        sent = [json.loads(r.body)["query"].split("(")[0] for r in server.requests]
+    assert caught.value.reconcile_key == "order/gw"
+    assert not caught.value.retryable
+    assert sent.count("mutation orderCreate") == 1
