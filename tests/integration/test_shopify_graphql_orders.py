@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -180,7 +181,8 @@ async def test_lookup_reads_pages_newest_first_until_older_than_the_call(
     sandbox: ProviderSandbox, connect: Connect
 ) -> None:
     """The lookup reads ``orders`` newest first 50 a page and follows ``endCursor``: an order
-    made 60 creates earlier is found on the second page."""
+    made 60 creates earlier is found on the second page; a lookup since a later time stops
+    after the first page, whose orders are older."""
     shopify = connect()
     wanted = await shopify.create_order([LAMP], idempotency_key="order/old")
     for n in range(60):
@@ -190,6 +192,10 @@ async def test_lookup_reads_pages_newest_first_until_older_than_the_call(
     assert found.id == wanted.id
     pages = [r.json()["variables"] for r in sandbox.requests if "orders(" in r.json()["query"]]
     assert [p["after"] is None for p in pages] == [True, False]
+    # a page that reaches back before *since* is the last one read
+    looked = len(sandbox.requests)
+    assert await shopify.find_order("order/old", since=time.time() + 3600) is None
+    assert len(sandbox.requests) == looked + 1
 
 
 async def test_user_errors_are_invalid_request_not_retried_nor_looked_up(
