@@ -57,9 +57,9 @@ HOOK = "T000/B000/XXXX"
 GONE_HOOK = "T000/B000/GONE"
 PHONE = "447700900123"
 EMAIL = "ada@example.com"
-DRAFTS = "POST /admin/api/{version}/draft_orders.json"
-LIST_DRAFTS = "GET /admin/api/{version}/draft_orders.json"
-DELETE_DRAFT = "DELETE /admin/api/{version}/draft_orders/{file}"
+GRAPHQL = "POST /admin/api/{version}/graphql.json"
+DRAFTS = f"{GRAPHQL} draftOrderCreate"  # faults on one GraphQL operation
+LIST_DRAFTS = f"{GRAPHQL} draftOrders"
 TENANT = Tenant(
     "shop", name="Corner Shop", whatsapp_phone_number_id="1234", owner_email="owner@shop.example"
 )
@@ -222,6 +222,16 @@ def slack_texts(sandbox: ProviderSandbox) -> list[str]:
     return [str(e.data["text"]) for e in sandbox.effects("slack")]
 
 
+def draft_effects(sandbox: ProviderSandbox, *, deleted: bool = False) -> list[Any]:
+    """Draft orders created (or *deleted*) through the GraphQL Admin API: its effects hold
+    the draft's fields, a delete's only its id."""
+    return [
+        e
+        for e in sandbox.effects("shopify", GRAPHQL)
+        if "draft_order" in e.data and ("line_items" not in e.data["draft_order"]) == deleted
+    ]
+
+
 def assert_no_pii(value: Any) -> None:
     dumped = json.dumps(value, default=str)
     assert PHONE not in dumped
@@ -251,7 +261,7 @@ async def test_order_request_notifies_sales_and_drafts_an_order(
     assert "[email]" in posted
     assert PHONE not in posted
     assert EMAIL not in posted
-    (draft,) = sandbox.effects("shopify", DRAFTS)
+    (draft,) = draft_effects(sandbox)
     fields = draft.data["draft_order"]
     assert fields["line_items"] == [{"title": "Requested: boxes", "price": "0.00", "quantity": 3}]
     assert {"name": "antifragile-key", "value": f"saga:{job.id}:2"} in fields["note_attributes"]
@@ -461,8 +471,8 @@ async def test_a_step_failing_for_good_compensates_the_order(
     assert result.failed is not None
     assert (result.failed.name, result.failed.code) == ("notify_sales", "NOT_FOUND")
     assert result.compensated == ("create_order",)
-    (draft,) = sandbox.effects("shopify", DRAFTS)
-    (deleted,) = sandbox.effects("shopify", DELETE_DRAFT)
+    (draft,) = draft_effects(sandbox)
+    (deleted,) = draft_effects(sandbox, deleted=True)
     assert deleted.id == draft.id
     assert sandbox.effects("slack") == []
 
@@ -480,7 +490,7 @@ async def test_an_unconfigured_provider_is_skipped_not_failed(
         await connectors.aclose()
     assert result.status == "completed"
     assert result.results["notify_sales"] == {"skipped": "slack is not configured"}
-    assert len(sandbox.effects("shopify", DRAFTS)) == 1
+    assert len(draft_effects(sandbox)) == 1
 
 
 async def test_an_ambiguous_draft_order_is_reconciled_by_its_key(
@@ -494,7 +504,7 @@ async def test_an_ambiguous_draft_order_is_reconciled_by_its_key(
     assert result.status == "completed"
     outcome = result.results["create_order"]
     assert "outcome" not in outcome
-    drafts = sandbox.effects("shopify", DRAFTS)
+    drafts = draft_effects(sandbox)
     assert len(drafts) == 1
     simulator = sandbox.simulator("shopify")
     assert isinstance(simulator, ShopifySimulator)
@@ -517,7 +527,7 @@ async def test_an_ambiguous_draft_order_that_cannot_be_looked_up_becomes_a_recon
     assert result.status == "completed"
     outcome = result.results["create_order"]
     assert outcome["outcome"] == "unknown"
-    assert len(sandbox.effects("shopify", DRAFTS)) == 1
+    assert len(draft_effects(sandbox)) == 1
     task = await Tasks(jobs).get(outcome["task_id"])
     assert task is not None
     assert (task["type"], task["priority"]) == ("reconcile", "high")
@@ -532,7 +542,7 @@ async def test_delete_draft_order_deletes_once(
     draft = await connectors.shopify.create_draft_order([{"title": "x", "price": "1.00"}])
     assert await connectors.shopify.delete_draft_order(draft["id"]) is True
     assert await connectors.shopify.delete_draft_order(draft["id"]) is False
-    assert len(sandbox.effects("shopify", DELETE_DRAFT)) == 1
+    assert len(draft_effects(sandbox, deleted=True)) == 1
 
 
 async def test_action_errors_leave_without_personal_data(

@@ -170,6 +170,38 @@ def test_whatsapp_statuses_are_recorded(service: Service, sender: WebhookSender)
     assert len(service.by_event(f"{message_id}:read")) == 1
 
 
+def test_whatsapp_value_errors_become_failed_status_events(
+    service: Service, sender: WebhookSender
+) -> None:
+    """A ``value.errors`` notification (an error of the account or the webhook, about no one
+    message: here the throughput limit's kind) is recorded as an event of its own -- a
+    ``failed`` status with the error's code -- and a redelivery of the same body is a
+    duplicate."""
+    code = 130000 + uuid.uuid4().int % 999  # a body of its own in the module's shared inbox
+    payload = whatsapp_status(message_id=wamid(), recipient_id="447700900123")
+    value = payload["entry"][0]["changes"][0]["value"]
+    del value["statuses"]  # the same envelope, an error instead of a status
+    value["errors"] = [
+        {
+            "code": code,
+            "title": "Rate limit hit",
+            "message": "Rate limit hit",
+            "error_data": {"details": "Message failed to send"},
+        }
+    ]
+    first = sender.send_whatsapp(service.hook("whatsapp"), payload, app_secret=WA_SECRET)
+    again = sender.send_whatsapp(service.hook("whatsapp"), payload, app_secret=WA_SECRET)
+    assert (first.status, again.status) == (200, 200)
+    (entry,) = [
+        e
+        for e in service.inbox("whatsapp")
+        if e.event_id.startswith("error:") and str(code) in json.dumps(e.payload)
+    ]
+    assert entry.payload["kind"] == "status"
+    assert entry.payload["data"]["status"] == "failed"
+    assert entry.payload["data"]["error_code"] == str(code)
+
+
 def test_a_rotated_secret_still_verifies(service: Service, sender: WebhookSender) -> None:
     """Both secrets of a rotation (comma-separated) are accepted."""
     message_id = wamid()

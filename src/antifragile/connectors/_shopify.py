@@ -1,5 +1,5 @@
-"""Shopify Admin API: customers (exactly once, by email) over GraphQL by default or REST,
-orders and draft orders (exactly once, by reconciliation) and inventory levels over REST.
+"""Shopify Admin API, over GraphQL by default or REST: customers (exactly once, by email),
+orders and draft orders (exactly once, by reconciliation) and inventory levels.
 
 ::
 
@@ -15,20 +15,25 @@ server) and ``ANTIFRAGILE_SHOPIFY_ACCESS_TOKEN`` the Admin API access token, sen
 ``X-Shopify-Access-Token``. Arguments to :class:`ShopifyConnector` override both; *api_version*
 (``2025-01`` by default) picks the ``/admin/api/{version}`` path.
 
-**API.** *api* (``ANTIFRAGILE_SHOPIFY_API``; ``graphql`` by default, or ``rest``) picks what
-customers go through: GraphQL ``customerCreate`` and ``customers(first:, query:)`` at
-``POST /admin/api/{version}/graphql.json``, or REST ``customers.json``. Orders, draft orders
-and inventory levels are REST calls under either setting.
+**API.** *api* (``ANTIFRAGILE_SHOPIFY_API``; ``graphql`` by default, or ``rest``) picks the
+Admin API every call goes through: GraphQL at ``POST /admin/api/{version}/graphql.json``
+(``customerCreate``, ``customers``, ``orderCreate``, ``orders``, ``draftOrderCreate``,
+``draftOrders``, ``draftOrderDelete``, ``nodes`` of inventory items or locations with their
+``inventoryLevels``), or REST (``customers.json``, ``orders.json``, ``draft_orders.json``,
+``inventory_levels.json``).
 
 **GraphQL cost**: Shopify limits GraphQL by calculated query cost, a bucket of points
 refilled at a restore rate. The policy's limiter counts points (1000, 50 per
 second, until Shopify says otherwise); each call reserves its cost (10 for a mutation,
-``2 + first`` for a connection), and every answer's ``extensions.cost.throttleStatus`` sets
+``2 + first`` for a connection, ``1 + ids * (2 + 50)`` for inventory levels), and every
+answer's ``extensions.cost.throttleStatus`` sets
 the limiter's size, pace and tokens to ``maximumAvailable``, ``restoreRate`` and
 ``currentlyAvailable``. A ``THROTTLED`` answer (HTTP 200, ``errors[].extensions.code``) is sent
 again once the bucket has refilled -- the next reservation waits ``(requested cost - currently
 available) / restore rate`` -- up to 5 times, then :class:`~antifragile.RateLimitedError`.
-``userErrors`` are :class:`~antifragile.InvalidRequestError` (a taken email excepted, below).
+``userErrors`` are :class:`~antifragile.InvalidRequestError` (Shopify refused the input: not
+retried, not looked up; a taken email excepted, below, and a draft order already deleted).
+A GraphQL query is a ``POST`` but a read: it is replayed after any transient failure.
 
 **Default policy** (:func:`shopify_policy`): Shopify's REST limit is a leaky bucket of 40
 requests per app and shop that leaks 2 per second, so a token bucket of 2 per second with a
@@ -71,18 +76,22 @@ If Shopify says the email is taken but the search does not find it yet (Shopify'
 lags behind writes), a retryable :class:`~antifragile.TransientError` is raised so that a later
 try finds it.
 
-Orders and draft orders have no natural key and REST takes no idempotency key, so
+Orders and draft orders have no natural key, REST takes no idempotency key and Shopify's
+``@idempotent`` directive does not cover ``orderCreate`` nor ``draftOrderCreate`` (only
+inventory and refund mutations, from API version 2026-01), so
 :meth:`~ShopifyConnector.create_order` and :meth:`~ShopifyConnector.create_draft_order` tag
-each one with the caller's key -- the ``note_attributes`` entry ``antifragile-key`` -- and
-reconcile instead of resending blindly:
+each one with the caller's key -- the custom attribute (REST: ``note_attributes`` entry)
+``antifragile-key``, one datum under two names -- and reconcile instead of resending blindly:
 
 * the create is sent again in-process only when it surely was not sent (a connection never
   made, a 429);
 * after an ambiguous failure (a lost answer, a timeout, a 5xx, a 2xx that does not parse) the
-  connector lists what was created since the call began (``GET /orders.json?status=any&
-  created_at_min=..`` or ``GET /draft_orders.json?updated_at_min=..``, paged by ``since_id``)
-  and looks for the key: found, that order is returned (``found_existing=True``); absent, it
-  waits *reconcile_grace* seconds and looks once more, then sends again -- up to
+  connector lists what was created since the call began (GraphQL ``orders`` / ``draftOrders``
+  newest first, ``sortKey: CREATED_AT`` / ``UPDATED_AT`` with ``reverse: true``, 50 a page,
+  until one older than the call; REST ``GET /orders.json?status=any&created_at_min=..`` or
+  ``GET /draft_orders.json?updated_at_min=..``, paged by ``since_id``) and looks for the
+  key: found, that order is returned (``found_existing=True``); absent, it waits
+  *reconcile_grace* seconds and looks once more, then sends again -- up to
   *reconcile_rounds* sends;
 * a lookup that fails turns the ambiguous failure into
   :class:`~antifragile.connectors.OutcomeUnknownError` (not retryable: a durable job stops
@@ -102,7 +111,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -161,6 +170,10 @@ DELETE_DRAFT_ORDER = "delete_draft_order"
 INVENTORY_LEVELS = "inventory_levels"
 
 _TAKEN = "has already been taken"
+
+#: GraphQL lookups: (query, connection field, time field, operation name)
+ORDERS_QUERY = (gql.ORDERS, "orders", "createdAt", LIST_ORDERS)
+DRAFT_ORDERS_QUERY = (gql.DRAFT_ORDERS, "draftOrders", "updatedAt", LIST_DRAFT_ORDERS)
 
 #: the ``note_attributes`` name an order's (or draft order's) reconcile key is stored under
 RECONCILE_ATTRIBUTE = "antifragile-key"
@@ -406,6 +419,8 @@ class ShopifyConnector(HTTPConnector):
         them). Every answer's ``throttleStatus`` sets the limiter to Shopify's bucket, so after
         a ``THROTTLED`` answer the next reservation waits
         ``(requested cost - currently available) / restore rate``."""
+        if replay_safe is None and document.startswith("query"):
+            replay_safe = True  # a read, though POSTed: sending it again changes nothing
         limiter = self.policy.rate
         wait = 0.0
         for _ in range(_THROTTLED_ROUNDS):
@@ -650,6 +665,10 @@ class ShopifyConnector(HTTPConnector):
         """
         if not line_items:
             raise ConfigurationError("a draft order needs at least one line item")
+        if self.api == GRAPHQL:
+            return await self._create_draft_graphql(
+                line_items, customer_id, note, reconcile_key, check_first, extra or {}
+            )
         fields: dict[str, Any] = dict(extra or {})
         fields["line_items"] = [dict(line) for line in line_items]
         if customer_id is not None:
@@ -678,11 +697,49 @@ class ShopifyConnector(HTTPConnector):
             return draft
         _tag(fields, reconcile_key)
         draft, _ = await self._create_reconciled(
-            "draft_orders",
-            "draft_order",
-            CREATE_DRAFT_ORDER,
-            fields,
+            self._rest_create("draft_orders", "draft_order", CREATE_DRAFT_ORDER, fields),
+            lambda since: self._find("draft_orders", "draft_order", reconcile_key, since),
             reconcile_key,
+            check_first=check_first,
+        )
+        return draft
+
+    async def _create_draft_graphql(
+        self,
+        line_items: Sequence[Mapping[str, Any]],
+        customer_id: int | str | None,
+        note: str | None,
+        key: str | None,
+        check_first: bool,
+        extra: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """``draftOrderCreate``, reconciled by *key* like the REST create (module docs)."""
+        variables = {
+            "input": gql.draft_input(
+                line_items, key, customer_id=customer_id, note=note, extra=extra
+            )
+        }
+        send = self._graphql_create(
+            gql.DRAFT_ORDER_CREATE,
+            variables,
+            "draftOrderCreate",
+            "draftOrder",
+            CREATE_DRAFT_ORDER,
+        )
+        if key is None:
+            try:
+                return await send()
+            except IntegrationError as exc:
+                if not _maybe_created(exc):
+                    raise
+                unknown = outcome_unknown(exc, "")
+                raise (
+                    unknown if isinstance(unknown, OutcomeUnknownError) else _unknown(exc, "")
+                ) from exc
+        draft, _ = await self._create_reconciled(
+            send,
+            lambda since: self._find_graphql(DRAFT_ORDERS_QUERY, key, since),
+            key,
             check_first=check_first,
         )
         return draft
@@ -692,6 +749,8 @@ class ShopifyConnector(HTTPConnector):
     ) -> dict[str, Any] | None:
         """The draft order whose ``antifragile-key`` note attribute is *reconcile_key*, among
         those updated since *since* (epoch seconds; every one when ``None``), or ``None``."""
+        if self.api == GRAPHQL:
+            return await self._find_graphql(DRAFT_ORDERS_QUERY, reconcile_key, since)
         return await self._find("draft_orders", "draft_order", reconcile_key, since)
 
     @masks_pii("email", "extra")
@@ -723,6 +782,29 @@ class ShopifyConnector(HTTPConnector):
             raise ConfigurationError("an order needs at least one line item")
         if not idempotency_key:
             raise ConfigurationError("create_order needs an idempotency_key to reconcile by")
+        if self.api == GRAPHQL:
+            variables = {
+                "order": gql.order_input(
+                    line_items,
+                    idempotency_key,
+                    customer_id=customer_id,
+                    email=email,
+                    tags=tags,
+                    note=note,
+                    financial_status=financial_status,
+                    extra=extra or {},
+                ),
+                "options": {"sendReceipt": send_receipt},
+            }
+            node, found = await self._create_reconciled(
+                self._graphql_create(
+                    gql.ORDER_CREATE, variables, "orderCreate", "order", CREATE_ORDER
+                ),
+                lambda since: self._find_graphql(ORDERS_QUERY, idempotency_key, since),
+                idempotency_key,
+                check_first=check_first,
+            )
+            return _order(node, found_existing=found)
         fields: dict[str, Any] = dict(extra or {})
         fields["line_items"] = [dict(line) for line in line_items]
         optional: dict[str, Any] = {
@@ -736,7 +818,10 @@ class ShopifyConnector(HTTPConnector):
         fields["send_receipt"] = send_receipt
         _tag(fields, idempotency_key)
         order, found = await self._create_reconciled(
-            "orders", "order", CREATE_ORDER, fields, idempotency_key, check_first=check_first
+            self._rest_create("orders", "order", CREATE_ORDER, fields),
+            lambda since: self._find("orders", "order", idempotency_key, since),
+            idempotency_key,
+            check_first=check_first,
         )
         return _order(order, found_existing=found)
 
@@ -745,53 +830,84 @@ class ShopifyConnector(HTTPConnector):
     ) -> ShopifyOrder | None:
         """The order whose ``antifragile-key`` note attribute is *idempotency_key*, among those
         created since *since* (epoch seconds; every one when ``None``), or ``None``."""
-        found = await self._find("orders", "order", idempotency_key, since)
+        found = (
+            await self._find_graphql(ORDERS_QUERY, idempotency_key, since)
+            if self.api == GRAPHQL
+            else await self._find("orders", "order", idempotency_key, since)
+        )
         return None if found is None else _order(found, found_existing=True)
+
+    def _rest_create(
+        self, resource: str, wrapper: str, operation: str, fields: dict[str, Any]
+    ) -> Callable[[], Awaitable[dict[str, Any]]]:
+        """A send of *fields* under *wrapper* to ``POST {resource}.json``: the object made."""
+
+        async def send() -> dict[str, Any]:
+            answer = await self._call(
+                "POST", f"{resource}.json", operation, replay_safe=False, json={wrapper: fields}
+            )
+            created = answer.get(wrapper)
+            if not isinstance(created, dict) or not isinstance(created.get("id"), int):
+                raise UpstreamUnavailableError(
+                    f"Shopify answered without a {wrapper} (malformed body)",
+                    provider=PROVIDER,
+                    operation=operation,
+                    status=201,
+                    replay_safe=False,
+                    detail=json.dumps(answer)[:500],
+                )
+            return created
+
+        return send
+
+    def _graphql_create(
+        self,
+        document: str,
+        variables: dict[str, Any],
+        mutation: str,
+        field: str,
+        operation: str,
+    ) -> Callable[[], Awaitable[dict[str, Any]]]:
+        """A send of the create *mutation*: the *field* object of its payload (``userErrors``
+        an InvalidRequestError, see :func:`gql.mutation_payload`)."""
+
+        async def send() -> dict[str, Any]:
+            data = await self._graphql(
+                document, variables, operation, cost=gql.MUTATION_COST, replay_safe=False
+            )
+            return gql.mutation_payload(data, mutation, field, operation, PROVIDER)
+
+        return send
 
     async def _create_reconciled(
         self,
-        resource: str,
-        wrapper: str,
-        operation: str,
-        fields: dict[str, Any],
+        send: Callable[[], Awaitable[dict[str, Any]]],
+        find: Callable[[float], Awaitable[dict[str, Any] | None]],
         key: str,
         *,
         check_first: bool,
     ) -> tuple[dict[str, Any], bool]:
-        """Create *fields* under *wrapper* at ``{resource}.json``, reconciling ambiguous
-        failures by *key* (module docs); the object and whether it was found existing."""
+        """*send* the create, reconciling ambiguous failures by *key* with *find* (module
+        docs); the object and whether it was found existing."""
         started = self._clock.time()
         since = started - self.reconcile_window
         if check_first:
-            existing = await self._find(resource, wrapper, key, since)
+            existing = await find(since)
             if existing is not None:
                 return existing, True
         failure: IntegrationError | None = None
         for _ in range(self.reconcile_rounds):
             try:
-                answer = await self._call(
-                    "POST", f"{resource}.json", operation, replay_safe=False, json={wrapper: fields}
-                )
-                created = answer.get(wrapper)
-                if not isinstance(created, dict) or not isinstance(created.get("id"), int):
-                    raise UpstreamUnavailableError(
-                        f"Shopify answered without a {wrapper} (malformed body)",
-                        provider=PROVIDER,
-                        operation=operation,
-                        status=201,
-                        replay_safe=False,
-                        detail=json.dumps(answer)[:500],
-                    )
-                return created, False
+                return await send(), False
             except IntegrationError as exc:
                 if not _maybe_created(exc):
                     raise
                 failure = exc
             try:
-                existing = await self._find(resource, wrapper, key, since)
+                existing = await find(since)
                 if existing is None and self.reconcile_grace > 0:
                     await self._clock.asleep(self.reconcile_grace)
-                    existing = await self._find(resource, wrapper, key, since)
+                    existing = await find(since)
             except IntegrationError as lookup:
                 unknown = outcome_unknown(failure, key)
                 if not isinstance(unknown, OutcomeUnknownError):
@@ -839,10 +955,55 @@ class ShopifyConnector(HTTPConnector):
             cursor = max(ids)
         return None
 
-    async def delete_draft_order(self, draft_order_id: int) -> bool:
-        """Delete a draft order (``DELETE /draft_orders/{id}.json``): ``True`` when deleted,
-        ``False`` when Shopify does not know it (deleted already). Replayed when ambiguous:
-        deleting twice has one effect."""
+    async def _find_graphql(
+        self, lookup: tuple[str, str, str, str], key: str, since: float | None
+    ) -> dict[str, Any] | None:
+        """The newest order or draft order carrying *key* in its custom attributes, read newest
+        first (``sortKey: CREATED_AT`` / ``UPDATED_AT``, ``reverse: true``) until one older than
+        *since*; ``None`` when there is none. *lookup*: the query, its connection's field, the
+        time field and the operation name."""
+        document, field, moment, operation = lookup
+        cursor: str | None = None
+        for _ in range(_MAX_PAGES):
+            data = await self._graphql(
+                document,
+                {"first": gql.LOOKUP_PAGE, "after": cursor},
+                operation,
+                cost=gql.query_cost(gql.LOOKUP_PAGE),
+            )
+            nodes, cursor = gql.connection(data, field, operation, PROVIDER)
+            for node in nodes:
+                if gql.carries(node, key):
+                    return node
+            stamps = [gql.stamp(n, moment) for n in nodes]
+            older = since is not None and any(t is not None and t < since for t in stamps)
+            if cursor is None or older:
+                return None
+        return None
+
+    async def delete_draft_order(self, draft_order_id: int | str) -> bool:
+        """Delete a draft order (``draftOrderDelete``, or REST ``DELETE
+        /draft_orders/{id}.json``) by its number or global id: ``True`` when deleted, ``False``
+        when Shopify does not know it (deleted already: a ``userErrors`` entry on ``id``, or
+        404). Replayed when ambiguous: deleting twice has one effect."""
+        if self.api == GRAPHQL:
+            data = await self._graphql(
+                gql.DRAFT_ORDER_DELETE,
+                {"input": {"id": gql.gid("DraftOrder", draft_order_id)}},
+                DELETE_DRAFT_ORDER,
+                cost=gql.MUTATION_COST,
+                replay_safe=True,
+            )
+            payload = data.get("draftOrderDelete")
+            payload = payload if isinstance(payload, dict) else {}
+            user_errors = payload.get("userErrors")
+            if isinstance(user_errors, list) and user_errors:
+                if gql.on_id(user_errors):
+                    return False
+                raise gql.refused(user_errors, DELETE_DRAFT_ORDER, PROVIDER)
+            return True
+        if isinstance(draft_order_id, str):
+            draft_order_id = gql.legacy_id({"id": draft_order_id}) or -1
         try:
             await self._call(
                 "DELETE", f"draft_orders/{int(draft_order_id)}.json", DELETE_DRAFT_ORDER
@@ -867,6 +1028,11 @@ class ShopifyConnector(HTTPConnector):
             params["location_ids"] = locations
         if not params:
             raise ConfigurationError("inventory_levels needs inventory_item_ids or location_ids")
+        if self.api == GRAPHQL:
+            return await self._inventory_graphql(
+                {int(i) for i in items.split(",") if i},
+                {int(i) for i in locations.split(",") if i},
+            )
         answer = await self._call("GET", "inventory_levels.json", INVENTORY_LEVELS, params=params)
         levels = answer.get("inventory_levels")
         if not isinstance(levels, list):
@@ -889,12 +1055,45 @@ class ShopifyConnector(HTTPConnector):
             and isinstance(level.get("location_id"), int)
         ]
 
+    async def _inventory_graphql(
+        self, items: set[int], locations: set[int]
+    ) -> list[InventoryLevel]:
+        """``nodes(ids:)`` of the inventory items (or, without items, the locations), each with
+        its ``inventoryLevels``; filtered by the other set when both are given."""
+        ids = (
+            [gql.gid("InventoryItem", i) for i in sorted(items)]
+            if items
+            else [gql.gid("Location", i) for i in sorted(locations)]
+        )
+        data = await self._graphql(
+            gql.INVENTORY_LEVELS,
+            {"ids": ids, "first": gql.LEVELS_PAGE},
+            INVENTORY_LEVELS,
+            cost=gql.nodes_cost(len(ids)),
+        )
+        nodes = data.get("nodes")
+        if not isinstance(nodes, list):
+            raise UpstreamUnavailableError(
+                "Shopify answered without inventory levels (malformed body)",
+                provider=PROVIDER,
+                operation=INVENTORY_LEVELS,
+                status=200,
+                replay_safe=True,
+                detail=json.dumps(data)[:500],
+            )
+        return [
+            InventoryLevel(item, location, available)
+            for node in nodes
+            for item, location, available in gql.levels(node)
+            if (not items or item in items) and (not locations or location in locations)
+        ]
+
     def __repr__(self) -> str:
         return f"ShopifyConnector(base_url={self.base_url!r}, api_version={self.api_version!r})"
 
 
 def _id_of(data: dict[str, Any]) -> int | None:
-    """A customer's numeric id: REST's ``id``, or the GraphQL object's legacy id."""
+    """An object's numeric id: REST's ``id``, or the GraphQL object's legacy id."""
     raw = data.get("id")
     return raw if isinstance(raw, int) and not isinstance(raw, bool) else gql.legacy_id(data)
 
@@ -913,8 +1112,10 @@ def _customer(data: dict[str, Any], *, found_existing: bool) -> ShopifyCustomer:
 
 def _order(data: dict[str, Any], *, found_existing: bool) -> ShopifyOrder:
     name = data.get("name")
+    ident = _id_of(data)
+    assert ident is not None
     return ShopifyOrder(
-        int(data["id"]),
+        ident,
         name if isinstance(name, str) else None,
         data,
         found_existing=found_existing,

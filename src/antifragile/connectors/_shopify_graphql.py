@@ -5,9 +5,17 @@ answers read into the connector's errors (see the connector's module docs)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
-from antifragile.errors import AuthenticationError, IntegrationError, InvalidRequestError, redact
+from antifragile.errors import (
+    AuthenticationError,
+    IntegrationError,
+    InvalidRequestError,
+    UpstreamUnavailableError,
+    redact,
+)
 from antifragile.policies import RateLimitInfo, TokenBucket
 
 #: the cost the connector reserves for a mutation before it knows the real one (Shopify
@@ -26,6 +34,61 @@ CUSTOMERS = (
     "query customers($first: Int!, $query: String) {"
     f" customers(first: $first, query: $query) {{ nodes {{ {CUSTOMER_FIELDS} }} }} }}"
 )
+
+_ATTRIBUTES = "customAttributes { key value }"
+_TOTAL = "totalPriceSet { shopMoney { amount currencyCode } }"
+ORDER_FIELDS = (
+    f"id legacyResourceId name email note tags {_ATTRIBUTES} displayFinancialStatus {_TOTAL}"
+    " createdAt"
+)
+DRAFT_FIELDS = f"id legacyResourceId name status {_ATTRIBUTES} {_TOTAL} invoiceUrl createdAt"
+
+ORDER_CREATE = (
+    "mutation orderCreate($order: OrderCreateOrderInput!, $options: OrderCreateOptionsInput) {"
+    f" orderCreate(order: $order, options: $options) {{ order {{ {ORDER_FIELDS} }}"
+    " userErrors { field message code } } }"
+)
+
+DRAFT_ORDER_CREATE = (
+    "mutation draftOrderCreate($input: DraftOrderInput!) {"
+    f" draftOrderCreate(input: $input) {{ draftOrder {{ {DRAFT_FIELDS} }}"
+    " userErrors { field message } } }"
+)
+
+DRAFT_ORDER_DELETE = (
+    "mutation draftOrderDelete($input: DraftOrderDeleteInput!) {"
+    " draftOrderDelete(input: $input) { deletedId userErrors { field message } } }"
+)
+
+#: newest first, so that a lookup reads only what was created since the call began
+ORDERS = (
+    "query orders($first: Int!, $after: String) {"
+    " orders(first: $first, after: $after, sortKey: CREATED_AT, reverse: true) {"
+    f" nodes {{ {ORDER_FIELDS} }} pageInfo {{ hasNextPage endCursor }} }} }}"
+)
+
+DRAFT_ORDERS = (
+    "query draftOrders($first: Int!, $after: String) {"
+    " draftOrders(first: $first, after: $after, sortKey: UPDATED_AT, reverse: true) {"
+    f" nodes {{ {DRAFT_FIELDS} updatedAt }} pageInfo {{ hasNextPage endCursor }} }} }}"
+)
+
+_LEVELS = "inventoryLevels(first: $first) { nodes { ...level } }"
+INVENTORY_LEVELS = (
+    "query inventoryLevels($ids: [ID!]!, $first: Int!) { nodes(ids: $ids) { id"
+    f" ... on InventoryItem {{ {_LEVELS} }} ... on Location {{ {_LEVELS} }} }} }}"
+    " fragment level on InventoryLevel { item { id } location { id }"
+    ' quantities(names: ["available"]) { name quantity } }'
+)
+
+#: a lookup's page size: small enough to keep its cost low, a window's orders in a page or two
+LOOKUP_PAGE = 50
+
+#: inventory levels read per item or location
+LEVELS_PAGE = 50
+
+#: the key of the custom attribute (REST: note attribute) an order's reconcile key is kept in
+KEY_ATTRIBUTE = "antifragile-key"
 
 #: codes of top-level errors that mean the token is refused
 _AUTH_CODES = frozenset({"ACCESS_DENIED", "UNAUTHORIZED", "FORBIDDEN"})
@@ -170,4 +233,208 @@ def customer_input(fields: dict[str, Any]) -> dict[str, Any]:
             found["tags"] = [t.strip() for t in value.split(",") if t.strip()]
         else:
             found[names.get(name, name)] = value
+    return found
+
+
+def gid(kind: str, number: int | str) -> str:
+    """``gid://shopify/{kind}/{number}`` (a global id is passed through as it is)."""
+    text = str(number)
+    return text if text.startswith("gid://") else f"gid://shopify/{kind}/{int(text)}"
+
+
+def nodes_cost(count: int) -> float:
+    """The cost reserved for :data:`INVENTORY_LEVELS` over *count* ids."""
+    return 1.0 + count * (2.0 + LEVELS_PAGE)
+
+
+def _line(line: Mapping[str, Any], price_field: str, currency: str) -> dict[str, Any]:
+    """A REST-style line item (``title``, ``price``, ``quantity``, ``variant_id``) in GraphQL
+    names; other keys are passed as they are (GraphQL names)."""
+    found: dict[str, Any] = {}
+    for name, value in line.items():
+        if name == "variant_id":
+            found["variantId"] = gid("ProductVariant", value)
+        elif name == "price":
+            found[price_field] = (
+                {"shopMoney": {"amount": str(value), "currencyCode": currency}}
+                if price_field == "priceSet"
+                else str(value)
+            )
+        elif name != "currency":
+            found[name] = value
+    return found
+
+
+def order_input(
+    line_items: Sequence[Mapping[str, Any]],
+    key: str,
+    *,
+    customer_id: int | str | None,
+    email: str | None,
+    tags: Sequence[str] | None,
+    note: str | None,
+    financial_status: str | None,
+    extra: Mapping[str, Any],
+) -> dict[str, Any]:
+    """An ``OrderCreateOrderInput`` carrying *key* as the ``antifragile-key`` custom
+    attribute. A line's price is a ``MoneyBagInput`` in the line's ``currency``, else the
+    order's (*extra* ``currency``), else ``USD``."""
+    found: dict[str, Any] = dict(extra)
+    currency = str(found.get("currency") or "USD")
+    found["lineItems"] = [
+        _line(line, "priceSet", str(line.get("currency") or currency)) for line in line_items
+    ]
+    if customer_id is not None:
+        found["customer"] = {"toAssociate": {"id": gid("Customer", customer_id)}}
+    optional = {"email": email, "tags": None if tags is None else list(tags), "note": note}
+    found.update({k: v for k, v in optional.items() if v is not None})
+    if financial_status is not None:
+        found["financialStatus"] = financial_status.upper()
+    found["customAttributes"] = tagged(found.get("customAttributes"), key)
+    return found
+
+
+def draft_input(
+    line_items: Sequence[Mapping[str, Any]],
+    key: str | None,
+    *,
+    customer_id: int | str | None,
+    note: str | None,
+    extra: Mapping[str, Any],
+) -> dict[str, Any]:
+    """A ``DraftOrderInput``; with *key*, carrying it as the ``antifragile-key`` custom
+    attribute."""
+    found: dict[str, Any] = dict(extra)
+    found["lineItems"] = [_line(line, "originalUnitPrice", "") for line in line_items]
+    if customer_id is not None:
+        found["purchasingEntity"] = {"customerId": gid("Customer", customer_id)}
+    if note is not None:
+        found["note"] = note
+    if key is not None:
+        found["customAttributes"] = tagged(found.get("customAttributes"), key)
+    return found
+
+
+def tagged(attributes: Any, key: str) -> list[dict[str, Any]]:
+    """*attributes* (``[{key, value}]``) with *key* as the one ``antifragile-key``."""
+    kept = [
+        dict(a)
+        for a in attributes or []
+        if isinstance(a, Mapping) and a.get("key") != KEY_ATTRIBUTE
+    ]
+    return [*kept, {"key": KEY_ATTRIBUTE, "value": key}]
+
+
+def carries(node: dict[str, Any], key: str) -> bool:
+    """Whether *node*'s ``customAttributes`` hold ``antifragile-key`` = *key*."""
+    attributes = node.get("customAttributes")
+    return isinstance(attributes, list) and any(
+        isinstance(a, dict) and a.get("key") == KEY_ATTRIBUTE and a.get("value") == key
+        for a in attributes
+    )
+
+
+def mutation_payload(
+    data: dict[str, Any], mutation: str, field: str, operation: str, provider: str
+) -> dict[str, Any]:
+    """The *field* object of *mutation*'s payload in *data* (``orderCreate`` -> ``order``).
+
+    ``userErrors`` are an :class:`~antifragile.InvalidRequestError` (Shopify refused the input:
+    nothing was created, not retried); a payload without the object is a transient
+    :class:`~antifragile.UpstreamUnavailableError` that may follow a create (``replay_safe``
+    false: reconciled, not sent again blindly)."""
+    payload = data.get(mutation)
+    payload = payload if isinstance(payload, dict) else {}
+    user_errors = payload.get("userErrors")
+    if isinstance(user_errors, list) and user_errors:
+        raise refused(user_errors, operation, provider)
+    created = payload.get(field)
+    if not isinstance(created, dict) or legacy_id(created) is None:
+        raise UpstreamUnavailableError(
+            f"Shopify answered without a {field} (malformed body)",
+            provider=provider,
+            operation=operation,
+            status=200,
+            replay_safe=False,
+            detail=json.dumps(data)[:500],
+        )
+    return created
+
+
+def refused(user_errors: list[Any], operation: str, provider: str) -> InvalidRequestError:
+    """``userErrors`` as the :class:`~antifragile.InvalidRequestError` they are (with their
+    ``code`` when the payload gives one)."""
+    codes = sorted({str(e["code"]) for e in user_errors if isinstance(e, dict) and e.get("code")})
+    suffix = f" ({', '.join(codes)})" if codes else ""
+    return InvalidRequestError(
+        redact(f"Shopify refused the input: {user_error_text(user_errors)}{suffix}"),
+        provider=provider,
+        operation=operation,
+        status=200,
+        replay_safe=True,
+        detail=json.dumps(user_errors)[:500],
+    )
+
+
+def on_id(user_errors: list[Any]) -> bool:
+    """Whether every ``userErrors`` entry is about the ``id`` argument (an unknown object)."""
+    return bool(user_errors) and all(
+        isinstance(e, dict) and isinstance(e.get("field"), list) and e["field"][-1:] == ["id"]
+        for e in user_errors
+    )
+
+
+def connection(
+    data: dict[str, Any], field: str, operation: str, provider: str
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The nodes of connection *field* and the cursor of the next page (``None``: last)."""
+    found = data.get(field)
+    nodes = found.get("nodes") if isinstance(found, dict) else None
+    if not isinstance(nodes, list):
+        raise UpstreamUnavailableError(
+            f"Shopify answered without {field} (malformed body)",
+            provider=provider,
+            operation=operation,
+            status=200,
+            replay_safe=True,
+            detail=json.dumps(data)[:500],
+        )
+    info = found.get("pageInfo") if isinstance(found, dict) else None
+    more = isinstance(info, dict) and info.get("hasNextPage") is True
+    cursor = info.get("endCursor") if isinstance(info, dict) and more else None
+    return [n for n in nodes if isinstance(n, dict)], cursor if isinstance(cursor, str) else None
+
+
+def stamp(node: dict[str, Any], field: str) -> float | None:
+    """*node*'s ISO 8601 time *field* (``createdAt``) as epoch seconds, if it parses."""
+    value = node.get(field)
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def levels(node: Any) -> list[tuple[int, int, int | None]]:
+    """``(inventory item, location, available)`` of each level of an inventory item or
+    location node (numbers from their global ids)."""
+    found: list[tuple[int, int, int | None]] = []
+    connection = node.get("inventoryLevels") if isinstance(node, dict) else None
+    nodes = connection.get("nodes") if isinstance(connection, dict) else None
+    for level in nodes if isinstance(nodes, list) else []:
+        if not isinstance(level, dict):
+            continue
+        item = level.get("item")
+        location = level.get("location")
+        item_id = legacy_id(item) if isinstance(item, dict) else None
+        location_id = legacy_id(location) if isinstance(location, dict) else None
+        if item_id is None or location_id is None:
+            continue
+        available: int | None = None
+        for quantity in level.get("quantities") or []:
+            if isinstance(quantity, dict) and quantity.get("name") == "available":
+                value = quantity.get("quantity")
+                available = value if isinstance(value, int) else None
+        found.append((item_id, location_id, available))
     return found

@@ -66,6 +66,7 @@ from antifragile.connectors._outcome import graph_error_answer
 from antifragile.errors import (
     ConfigurationError,
     IntegrationError,
+    PermanentError,
     RateLimitedError,
     UpstreamUnavailableError,
     redact,
@@ -184,6 +185,12 @@ class WhatsAppMedia:
     @property
     def size(self) -> int:
         return len(self.content)
+
+
+def _size(value: Any) -> int | None:
+    """A medium's ``file_size`` (Cloud API sends it as a string) as a number, if it is one."""
+    text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
+    return int(text) if text.isdigit() else None
 
 
 def outside_window(error: BaseException) -> bool:
@@ -482,10 +489,21 @@ class WhatsAppConnector(HTTPConnector):
 
         await self.policy.arun(attempt, operation=MARK_READ, replay_safe=True)
 
-    async def download_media(self, media_id: str) -> WhatsAppMedia:
+    async def download_media(self, media_id: str, *, max_bytes: int | None = None) -> WhatsAppMedia:
         """Download the medium *media_id* of an inbound message (ids from webhooks live 7 days):
         ``GET /{version}/{media_id}`` for its short-lived URL, then that URL with the same
-        token; the bytes are checked against the ``sha256`` Cloud API gives."""
+        token; the bytes are checked against the ``sha256`` Cloud API gives.
+
+        With *max_bytes*, a medium whose ``file_size`` is larger is refused before it is
+        downloaded (and one that turns out larger, after): a :class:`~antifragile.PermanentError`
+        (not retried)."""
+
+        def too_large(size: int, operation: str) -> PermanentError:
+            return PermanentError(
+                f"the medium is {size} bytes, over the limit of {max_bytes}",
+                provider=PROVIDER,
+                operation=operation,
+            )
 
         async def attempt() -> WhatsAppMedia:
             info = await self.client.get(
@@ -504,9 +522,14 @@ class WhatsAppConnector(HTTPConnector):
                     operation=GET_MEDIA,
                     status=info.status_code,
                 )
+            announced = _size(answer.get("file_size"))
+            if max_bytes is not None and announced is not None and announced > max_bytes:
+                raise too_large(announced, GET_MEDIA)
             got = await self.client.get(
                 url, headers=self._auth, operation=DOWNLOAD_MEDIA, replay_safe=True
             )
+            if max_bytes is not None and len(got.content) > max_bytes:
+                raise too_large(len(got.content), DOWNLOAD_MEDIA)
             digest = answer.get("sha256")
             if isinstance(digest, str) and hashlib.sha256(got.content).hexdigest() != digest:
                 raise UpstreamUnavailableError(

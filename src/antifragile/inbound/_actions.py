@@ -861,7 +861,11 @@ async def create_order(ctx: ActionContext) -> dict[str, Any]:
             key=f"{ctx.idempotency_key}:unknown",
         )
         return {"outcome": "unknown", "task_id": task["id"]}
-    return {"draft_order_id": draft.get("id"), "name": draft.get("name")}
+    # REST's ``id`` is the number; the GraphQL Admin API's is a global id, its number
+    # ``legacyResourceId``
+    number = draft.get("legacyResourceId", draft.get("id"))
+    draft_id = int(number) if isinstance(number, int | str) and str(number).isdigit() else None
+    return {"draft_order_id": draft_id, "name": draft.get("name")}
 
 
 async def undo_create_order(ctx: ActionContext) -> dict[str, Any]:

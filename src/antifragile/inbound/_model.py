@@ -163,6 +163,10 @@ class Tenant:
     ``whatsapp_read_receipts`` is what the service does with each WhatsApp Cloud message it
     processes: ``"read"`` marks it read (blue ticks), ``"typing"`` also shows the typing
     indicator until the reply; unset (or ``"off"``), neither.
+
+    ``whatsapp_media_download`` ``"on"`` downloads each image, document, audio, video or
+    sticker a contact sends on WhatsApp Cloud (a durable job; see
+    :mod:`antifragile.inbound._media`); unset (or ``"off"``), media are recorded only.
     """
 
     id: str
@@ -177,6 +181,7 @@ class Tenant:
     whatsapp_template_language: str = "en_US"
     whatsapp_template_parameters: str = "{text}"
     whatsapp_read_receipts: str | None = None
+    whatsapp_media_download: str | None = None
 
     def matches(self, event: InboundEvent) -> bool:
         key = event.tenant_key

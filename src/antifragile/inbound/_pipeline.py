@@ -9,6 +9,7 @@ runs :meth:`MessagePipeline.process`::
       -> validate (a message needs a sender)
       -> resolve the tenant (WhatsApp phone-number id / Twilio number / shop domain)
       -> per-sender rate limit
+      -> a WhatsApp medium, for a tenant that asks: its download (a durable job of its own)
       -> classify (pluggable; pre-classified results posted to /v1/ai-results skip this)
       -> the tenant's conversation flow, while the sender is in one
          otherwise the intent handler chosen by intent, priority and minimum confidence
@@ -183,8 +184,12 @@ class MessagePipeline:
         limiter: SenderLimiter | None = None,
         clock: Clock = SYSTEM_CLOCK,
         deliveries: DeliveryStatuses | None = None,
+        media: Any = None,
     ) -> None:
         self.jobs = jobs
+        #: downloads inbound WhatsApp media for the tenants that ask (a
+        #: :class:`~antifragile.inbound._media.MediaDownloads`; ``None``: never)
+        self.media = media
         self.tenants = list(tenants)
         self.classifier = classifier
         self.handlers = handlers
@@ -255,6 +260,10 @@ class MessagePipeline:
             result.status = "rate_limited"
             return result
         await self._acknowledge(event, tenant)
+        if self.media is not None:
+            media_job = await self.media.enqueue(event, tenant, inbox_id)
+            if media_job is not None:
+                result.extra["media_job"] = media_job
         try:
             await self._converse(ctx, event, tenant, inbox_id, result)
         except Exception as exc:

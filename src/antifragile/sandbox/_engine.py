@@ -370,10 +370,15 @@ class FaultEngine:
                 if provider is None or key[0] == provider:
                     del self._plans[key]
 
-    def pick(self, provider: str, endpoint: str) -> tuple[ProviderFault | None, float]:
-        """The fault for a request to *endpoint* (or ``None``) and the latency to add."""
+    def pick(
+        self, provider: str, endpoint: str, operation: str | None = None
+    ) -> tuple[ProviderFault | None, float]:
+        """The fault for a request to *endpoint* (or ``None``) and the latency to add; the plans
+        of *operation* (a finer endpoint name: one GraphQL operation, say) come first."""
         now = time.monotonic()
         keys = [(provider, endpoint)]
+        if operation is not None:
+            keys.insert(0, (provider, operation))
         if endpoint != WEBHOOKS:
             keys.append((provider, ANY_ENDPOINT))
         with self._lock:

@@ -69,8 +69,9 @@ ADMIN_PREFIX = "/_sandbox"
 
 
 def _answer(reply: Reply) -> Fault:
-    headers = {"content-type": "application/json", **reply.headers}
-    if reply.json is None and "content-type" not in {k.lower() for k in reply.headers}:
+    named = "content-type" in {k.lower() for k in reply.headers}
+    headers = {**({} if named else {"content-type": "application/json"}), **reply.headers}
+    if reply.json is None and not named:
         headers.pop("content-type")
     fault = Fault.ok(reply.status, body=reply.content(), headers=headers)
     return fault if reply.status < 400 else replace(fault, kind="status")
@@ -287,7 +288,9 @@ class ProviderSandbox:
             status = 405 if simulator.allowed_methods(path) else 404
             return _answer(simulator.decorate(request, simulator.error(status)))
         route, params = found
-        fault, latency = self.engine.pick(provider, route.endpoint)
+        fault, latency = self.engine.pick(
+            provider, route.endpoint, simulator.operation(route, request)
+        )
         if fault is not None:
             if fault.kind == "latency":
                 latency += fault.seconds

@@ -1,6 +1,13 @@
 """A Shopify Admin API simulator: customers, orders, draft orders and inventory levels over
-REST, and customers over GraphQL (``POST .../graphql.json``, with its cost bucket and
-``THROTTLED`` answers: see :mod:`antifragile.sandbox._shopify_graphql`).
+REST and over GraphQL (``POST .../graphql.json``, with its cost bucket and ``THROTTLED``
+answers: see :mod:`antifragile.sandbox._shopify_graphql`), one store for both.
+
+Faults can be set on one GraphQL operation -- the endpoint ``POST
+/admin/api/{version}/graphql.json orderCreate`` (its root field after the path) -- before
+those of the whole GraphQL endpoint; effects are recorded under the GraphQL endpoint, with the
+REST object's fields (``{"order": {...}}``, ``{"draft_order": {...}}``; a delete
+``{"draft_order": {"id": n}}``). Answers name their headers as Shopify does
+(``Content-Type``, ``X-Shopify-Shop-Api-Call-Limit``, ``Retry-After``).
 
 Every path is under ``/admin/api/{version}`` (a version like ``2024-01``, or ``unstable``;
 anything else is 404).
@@ -46,7 +53,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
 from antifragile.sandbox import _shopify_graphql as gql
@@ -57,6 +64,8 @@ _PREFIX = "/admin/api/{version}"
 _VERSION = re.compile(r"^(\d{4}-\d{2}|unstable)$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()-]{5,20}$")
+
+_JSON = "application/json; charset=utf-8"
 
 _MESSAGES: dict[int, str] = {
     400: "Bad Request",
@@ -195,12 +204,14 @@ class ShopifySimulator(Simulator):
         return reply.with_headers({"Retry-After": _float_seconds(retry_after)})
 
     def decorate(self, request: IncomingRequest, reply: Reply) -> Reply:
+        # header names as Shopify writes them (clients that read them case-sensitively exist)
+        named = reply.with_headers({"Content-Type": _JSON}) if reply.json is not None else reply
         if request.path.endswith("/graphql.json"):
-            return reply  # the GraphQL API's limit is its cost bucket, in the body
+            return named  # the GraphQL API's limit is its cost bucket, in the body
         with self._lock:
             self._leak(self._clock())
             used = min(self.bucket_size, math.ceil(self._level - 1e-9))
-        return reply.with_headers({"X-Shopify-Shop-Api-Call-Limit": f"{used}/{self.bucket_size}"})
+        return named.with_headers({"X-Shopify-Shop-Api-Call-Limit": f"{used}/{self.bucket_size}"})
 
     def throttle(self, request: IncomingRequest) -> Reply | None:
         if request.path.endswith("/graphql.json"):
@@ -301,6 +312,12 @@ class ShopifySimulator(Simulator):
         """Leave *available* points in the GraphQL cost bucket."""
         self.cost_bucket.set_available(available)
 
+    #: the GraphQL root fields the simulator answers, by operation kind
+    _GRAPHQL_FIELDS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "mutation": ("customerCreate", "orderCreate", "draftOrderCreate", "draftOrderDelete"),
+        "query": ("customers", "orders", "draftOrders", "nodes"),
+    }
+
     def graphql(self, call: Call) -> Reply:
         if not _VERSION.match(call.params["version"]):
             return self.error(404)
@@ -311,18 +328,42 @@ class ShopifySimulator(Simulator):
         if parsed is None:
             return gql.query_error("syntax error: not a query this sandbox knows")
         kind, root, arguments = parsed
-        known = {"mutation": ("customerCreate",), "query": ("customers",)}
-        if root not in known.get(kind, ()):
+        if root not in self._GRAPHQL_FIELDS.get(kind, ()):
             parent = "Mutation" if kind == "mutation" else "QueryRoot"
             return gql.query_error(f"Field '{root}' doesn't exist on type '{parent}'")
-        cost = gql.cost_of(kind, arguments)
+        cost = (
+            gql.nodes_cost(document[0], document[1], arguments.get("ids"))
+            if root == "nodes"
+            else gql.cost_of(kind, arguments)
+        )
         if not self.cost_bucket.spend(cost):
             return gql.answer(None, cost, self.cost_bucket, throttled=True)
-        if root == "customerCreate":
-            data = self._graphql_customer_create(call, arguments)
-        else:
-            data = self._graphql_customers(arguments)
-        return gql.answer(data, cost, self.cost_bucket)
+        handlers: dict[str, Callable[[Call, dict[str, Any]], dict[str, Any]]] = {
+            "customerCreate": self._graphql_customer_create,
+            "customers": self._graphql_customers,
+            "orderCreate": self._graphql_order_create,
+            "orders": self._graphql_orders,
+            "draftOrderCreate": self._graphql_draft_create,
+            "draftOrders": self._graphql_drafts,
+            "draftOrderDelete": self._graphql_draft_delete,
+            "nodes": self._graphql_nodes,
+        }
+        return gql.answer(handlers[root](call, arguments), cost, self.cost_bucket)
+
+    operations = tuple(
+        f"POST {_PREFIX}/graphql.json {field}"
+        for fields in _GRAPHQL_FIELDS.values()
+        for field in fields
+    )
+
+    def operation(self, route: Route, request: IncomingRequest) -> str | None:
+        """``POST .../graphql.json orderCreate``: faults can be set on one GraphQL operation
+        (its root field), before those of the whole GraphQL endpoint."""
+        if not route.pattern.endswith("/graphql.json"):
+            return None
+        root = gql.root_field(request.body)
+        name = f"{route.endpoint} {root}"
+        return name if name in self.operations else None
 
     def _graphql_customer_create(self, call: Call, arguments: dict[str, Any]) -> dict[str, Any]:
         customer_input = arguments.get("input")
@@ -340,7 +381,7 @@ class ShopifySimulator(Simulator):
             shown = gql.as_graphql_customer(customer)
         return {"customerCreate": {"customer": shown, "userErrors": []}}
 
-    def _graphql_customers(self, arguments: dict[str, Any]) -> dict[str, Any]:
+    def _graphql_customers(self, call: Call, arguments: dict[str, Any]) -> dict[str, Any]:
         first = arguments.get("first")
         limit = first if isinstance(first, int) and 0 < first <= 250 else 50
         given = arguments.get("query")
@@ -350,6 +391,109 @@ class ShopifySimulator(Simulator):
                 gql.as_graphql_customer(c) for c in self._customers.values() if _matches(c, query)
             ][:limit]
         return {"customers": {"nodes": found, "edges": [{"node": c} for c in found]}}
+
+    def _graphql_order_create(self, call: Call, arguments: dict[str, Any]) -> dict[str, Any]:
+        given = arguments.get("order")
+        if not isinstance(given, dict):
+            refused = [{"field": ["order"], "message": "Order is invalid", "code": "INVALID"}]
+            return {"orderCreate": {"order": None, "userErrors": refused}}
+        fields = gql.order_fields(given)
+        options = arguments.get("options")
+        if isinstance(options, dict) and isinstance(options.get("sendReceipt"), bool):
+            fields["send_receipt"] = options["sendReceipt"]
+        with self._lock:
+            order, errors = self._add_order(fields)
+            if order is None:
+                refused = gql.mutation_errors(errors, "order", coded=True)
+                return {"orderCreate": {"order": None, "userErrors": refused}}
+            call.commit(str(order["id"]), {"order": fields})
+            shown = gql.as_graphql_order(order)
+        return {"orderCreate": {"order": shown, "userErrors": []}}
+
+    def _graphql_draft_create(self, call: Call, arguments: dict[str, Any]) -> dict[str, Any]:
+        given = arguments.get("input")
+        if not isinstance(given, dict):
+            refused = [{"field": ["input"], "message": "Input is invalid"}]
+            return {"draftOrderCreate": {"draftOrder": None, "userErrors": refused}}
+        fields = gql.draft_fields(given)
+        with self._lock:
+            draft, errors = self._add_draft(fields)
+            if draft is None:
+                refused = gql.mutation_errors(errors, "input")
+                return {"draftOrderCreate": {"draftOrder": None, "userErrors": refused}}
+            call.commit(str(draft["id"]), {"draft_order": fields})
+            shown = gql.as_graphql_draft(draft)
+        return {"draftOrderCreate": {"draftOrder": shown, "userErrors": []}}
+
+    def _graphql_draft_delete(self, call: Call, arguments: dict[str, Any]) -> dict[str, Any]:
+        given = arguments.get("input")
+        gid = given.get("id") if isinstance(given, dict) else None
+        number = gql.gid_number(gid, "DraftOrder")
+        with self._lock:
+            draft = None if number is None else self._draft_orders.pop(number, None)
+            if draft is None:
+                refused = [{"field": ["id"], "message": "Draft order does not exist"}]
+                return {"draftOrderDelete": {"deletedId": None, "userErrors": refused}}
+            call.commit(str(number), {"draft_order": {"id": number}})
+        return {"draftOrderDelete": {"deletedId": gid, "userErrors": []}}
+
+    def _graphql_listed(
+        self,
+        items: dict[int, dict[str, Any]],
+        shown: Callable[[dict[str, Any]], dict[str, Any]],
+        arguments: dict[str, Any],
+    ) -> dict[str, Any]:
+        """A connection of *items* (``first``, ``after``, ``reverse``; ``query``
+        ``created_at:>=`` / ``updated_at:>=``), in id order -- creation order, which is what
+        ``sortKey: CREATED_AT`` / ``UPDATED_AT`` give here, where nothing is updated."""
+        since = gql.since_of(arguments.get("query"))
+        floor: float | None = None
+        if since is not None:
+            try:
+                floor = datetime.fromisoformat(since[1].replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                floor = None
+        with self._lock:
+            chosen = [
+                shown(item)
+                for number, item in sorted(items.items())
+                if floor is None or self._created.get(number, 0.0) >= floor
+            ]
+        nodes, info = gql.page(
+            chosen,
+            arguments.get("after"),
+            arguments.get("first"),
+            reverse=arguments.get("reverse") is True,
+        )
+        return {"nodes": nodes, "edges": [{"node": n} for n in nodes], "pageInfo": info}
+
+    def _graphql_orders(self, call: Call, arguments: dict[str, Any]) -> dict[str, Any]:
+        return {"orders": self._graphql_listed(self._orders, gql.as_graphql_order, arguments)}
+
+    def _graphql_drafts(self, call: Call, arguments: dict[str, Any]) -> dict[str, Any]:
+        listed = self._graphql_listed(self._draft_orders, gql.as_graphql_draft, arguments)
+        return {"draftOrders": listed}
+
+    def _graphql_nodes(self, call: Call, arguments: dict[str, Any]) -> dict[str, Any]:
+        """``nodes(ids:)`` of inventory items and locations, each with its ``inventoryLevels``
+        (unknown ids are ``null``)."""
+        ids = arguments.get("ids")
+        found: list[dict[str, Any] | None] = []
+        for gid in ids if isinstance(ids, list) else [ids]:
+            item = gql.gid_number(gid, "InventoryItem")
+            location = gql.gid_number(gid, "Location")
+            levels = [
+                gql.inventory_level(i, loc, n)
+                for i, loc, n in self._inventory
+                if (item is not None and i == item) or (location is not None and loc == location)
+            ]
+            known = {i for i, _, _ in self._inventory} if item is not None else set()
+            places = {loc for _, loc, _ in self._inventory} if location is not None else set()
+            if item in known or location in places:
+                found.append({"id": gid, "inventoryLevels": {"nodes": levels}})
+            else:
+                found.append(None)
+        return {"nodes": found}
 
     def search_customers(self, call: Call) -> Reply:
         if not _VERSION.match(call.params["version"]):
@@ -365,35 +509,36 @@ class ShopifySimulator(Simulator):
 
     # -- draft orders ---------------------------------------------------------------------------
 
-    def _lines(self, lines: Any) -> tuple[float, Reply | None]:
-        """The total of *lines* (a list of line items), or a 422 refusing them."""
+    @staticmethod
+    def _lines(lines: Any) -> tuple[float, dict[str, list[str]]]:
+        """The total of *lines* (a list of line items), or the field errors refusing them."""
         if not isinstance(lines, list) or not lines:
-            return 0.0, self.invalid({"line_items": ["must have at least one line item"]})
+            return 0.0, {"line_items": ["must have at least one line item"]}
         total = 0.0
         for line in lines:
             if not isinstance(line, dict):
-                return 0.0, self.invalid({"line_items": ["is invalid"]})
+                return 0.0, {"line_items": ["is invalid"]}
             quantity = line.get("quantity", 1)
             if not isinstance(quantity, int) or quantity < 1:
-                return 0.0, self.invalid({"line_items": ["quantity must be greater than 0"]})
+                return 0.0, {"line_items": ["quantity must be greater than 0"]}
             if line.get("variant_id") is None:
                 if not isinstance(line.get("title"), str) or not line["title"]:
-                    return 0.0, self.invalid({"line_items": ["title can't be blank"]})
+                    return 0.0, {"line_items": ["title can't be blank"]}
                 price = _price(line.get("price"))
                 if price is None:
-                    return 0.0, self.invalid({"line_items": ["price is invalid"]})
+                    return 0.0, {"line_items": ["price is invalid"]}
                 total += price * quantity
-        return total, None
+        return total, {}
 
-    def _customer_of(self, fields: dict[str, Any]) -> tuple[Any, Reply | None]:
-        """The order's customer, expanded from ``{"id"}`` (lock held), or a 422."""
+    def _customer_of(self, fields: dict[str, Any]) -> tuple[Any, dict[str, list[str]]]:
+        """The order's customer, expanded from ``{"id"}`` (lock held), or the field errors."""
         customer = fields.get("customer")
         if isinstance(customer, dict) and customer.get("id") is not None:
             known = self._customers.get(_int(customer["id"], -1))
             if known is None:
-                return None, self.invalid({"customer": ["is invalid"]})
-            return dict(known), None
-        return customer, None
+                return None, {"customer": ["is invalid"]}
+            return dict(known), {}
+        return customer, {}
 
     def _resource(self, call: Call, key: str) -> tuple[dict[str, Any], Reply | None]:
         """The ``{key: {...}}`` object of a create request, or the answer refusing it (an
@@ -413,35 +558,42 @@ class ShopifySimulator(Simulator):
         fields, refused = self._resource(call, "draft_order")
         if refused is not None:
             return refused
-        lines = fields.get("line_items")
-        total, refused = self._lines(lines)
-        if refused is not None:
-            return refused
         with self._lock:
-            customer, refused = self._customer_of(fields)
-            if refused is not None:
-                return refused
-            order_id = self._next_id()
-            stamp = _now_text()
-            draft: dict[str, Any] = {
-                "id": order_id,
-                "name": f"#D{len(self._draft_orders) + 1}",
-                "status": "open",
-                "line_items": lines,
-                "customer": customer,
-                "note": fields.get("note"),
-                "note_attributes": list(fields.get("note_attributes") or []),
-                "currency": "USD",
-                "subtotal_price": f"{total:.2f}",
-                "total_price": f"{total:.2f}",
-                "admin_graphql_api_id": f"gid://shopify/DraftOrder/{order_id}",
-                "created_at": stamp,
-                "updated_at": stamp,
-            }
-            self._draft_orders[order_id] = draft
-            self._created[order_id] = time.time()
-            call.commit(str(order_id), {"draft_order": fields})
+            draft, errors = self._add_draft(fields)
+            if draft is None:
+                return self.invalid(errors)
+            call.commit(str(draft["id"]), {"draft_order": fields})
             return Reply(201, {"draft_order": dict(draft)})
+
+    def _add_draft(
+        self, fields: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, dict[str, list[str]]]:
+        """Keep a new draft order (lock held): it, or ``None`` and the field errors."""
+        lines = fields.get("line_items")
+        total, errors = self._lines(lines)
+        customer, refused = self._customer_of(fields) if not errors else (None, {})
+        if errors or refused:
+            return None, errors or refused
+        order_id = self._next_id()
+        stamp = _now_text()
+        draft: dict[str, Any] = {
+            "id": order_id,
+            "name": f"#D{len(self._draft_orders) + 1}",
+            "status": "open",
+            "line_items": lines,
+            "customer": customer,
+            "note": fields.get("note"),
+            "note_attributes": list(fields.get("note_attributes") or []),
+            "currency": "USD",
+            "subtotal_price": f"{total:.2f}",
+            "total_price": f"{total:.2f}",
+            "admin_graphql_api_id": f"gid://shopify/DraftOrder/{order_id}",
+            "created_at": stamp,
+            "updated_at": stamp,
+        }
+        self._draft_orders[order_id] = draft
+        self._created[order_id] = time.time()
+        return draft, {}
 
     def list_draft_orders(self, call: Call) -> Reply:
         if not _VERSION.match(call.params["version"]):
@@ -476,48 +628,59 @@ class ShopifySimulator(Simulator):
         fields, refused = self._resource(call, "order")
         if refused is not None:
             return refused
-        lines = fields.get("line_items")
-        total, refused = self._lines(lines)
-        if refused is not None:
-            return refused
-        email = fields.get("email")
-        if email is not None and (not isinstance(email, str) or not _EMAIL.match(email)):
-            return self.invalid({"email": ["is invalid"]})
         with self._lock:
-            customer, refused = self._customer_of(fields)
-            if refused is not None:
-                return refused
-            order_id = self._next_id()
-            number = 1000 + len(self._orders) + 1
-            stamp = _now_text()
-            if email is None and isinstance(customer, dict):
-                email = customer.get("email")
-            order: dict[str, Any] = {
-                "id": order_id,
-                "name": f"#{number}",
-                "order_number": number,
-                "email": email,
-                "financial_status": fields.get("financial_status") or "paid",
-                "fulfillment_status": None,
-                "line_items": [{"id": self._next_id(), **line} for line in lines or ()],
-                "customer": customer,
-                "tags": fields.get("tags", "") or "",
-                "note": fields.get("note"),
-                "note_attributes": list(fields.get("note_attributes") or []),
-                "currency": "USD",
-                "subtotal_price": f"{total:.2f}",
-                "total_price": f"{total:.2f}",
-                "test": bool(fields.get("test", False)),
-                "cancelled_at": None,
-                "closed_at": None,
-                "admin_graphql_api_id": f"gid://shopify/Order/{order_id}",
-                "created_at": stamp,
-                "updated_at": stamp,
-            }
-            self._orders[order_id] = order
-            self._created[order_id] = time.time()
-            call.commit(str(order_id), {"order": fields})
+            order, errors = self._add_order(fields)
+            if order is None:
+                return self.invalid(errors)
+            call.commit(str(order["id"]), {"order": fields})
             return Reply(201, {"order": dict(order)})
+
+    def _add_order(
+        self, fields: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, dict[str, list[str]]]:
+        """Keep a new order (lock held): it, or ``None`` and the field errors."""
+        lines = fields.get("line_items")
+        total, errors = self._lines(lines)
+        email = fields.get("email")
+        if (
+            not errors
+            and email is not None
+            and not (isinstance(email, str) and _EMAIL.match(email))
+        ):
+            errors = {"email": ["is invalid"]}
+        customer, refused = self._customer_of(fields) if not errors else (None, {})
+        if errors or refused:
+            return None, errors or refused
+        order_id = self._next_id()
+        number = 1000 + len(self._orders) + 1
+        stamp = _now_text()
+        if email is None and isinstance(customer, dict):
+            email = customer.get("email")
+        order: dict[str, Any] = {
+            "id": order_id,
+            "name": f"#{number}",
+            "order_number": number,
+            "email": email,
+            "financial_status": fields.get("financial_status") or "paid",
+            "fulfillment_status": None,
+            "line_items": [{"id": self._next_id(), **line} for line in lines or ()],
+            "customer": customer,
+            "tags": fields.get("tags", "") or "",
+            "note": fields.get("note"),
+            "note_attributes": list(fields.get("note_attributes") or []),
+            "currency": "USD",
+            "subtotal_price": f"{total:.2f}",
+            "total_price": f"{total:.2f}",
+            "test": bool(fields.get("test", False)),
+            "cancelled_at": None,
+            "closed_at": None,
+            "admin_graphql_api_id": f"gid://shopify/Order/{order_id}",
+            "created_at": stamp,
+            "updated_at": stamp,
+        }
+        self._orders[order_id] = order
+        self._created[order_id] = time.time()
+        return order, {}
 
     def list_orders(self, call: Call) -> Reply:
         if not _VERSION.match(call.params["version"]):

@@ -190,7 +190,16 @@ class Simulator:
 
     @property
     def endpoints(self) -> list[str]:
-        return [r.endpoint for r in self._routes]
+        return [r.endpoint for r in self._routes] + list(self.operations)
+
+    #: finer endpoint names faults may be set on (one GraphQL operation of an endpoint, say):
+    #: see :meth:`operation`
+    operations: tuple[str, ...] = ()
+
+    def operation(self, route: Route, request: IncomingRequest) -> str | None:
+        """The name among :attr:`operations` of what *request* asks *route* for, if any: its
+        faults come before the route's own."""
+        return None
 
     def allowed_methods(self, path: str) -> list[str]:
         return [r.method for r in self._routes if r.match(path) is not None]

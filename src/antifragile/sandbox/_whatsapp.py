@@ -26,7 +26,9 @@
   mark-as-read body (``{"status": "read", "message_id", "typing_indicator"?: {"type":
   "text"}}``) answers ``{"success": true}`` and is kept in ``read_receipts``. The media
   endpoint ``GET /{version}/{media_id}`` answers ``{"url", "mime_type", "sha256",
-  "file_size", "id"}``, the URL serving the bytes.
+  "file_size", "id"}`` (``file_size`` a string, as Cloud API sends it), the URL serving the
+  bytes to the same bearer token for ``media_url_ttl`` seconds (300, Cloud API's 5 minutes;
+  then 404 code ``100``). Faults on ``GET /_media/{media_id}`` script the download.
 * **Window and templates** -- with ``window`` (seconds; ``24 * 3600`` as Cloud API), a
   free-form message (anything but a template) to a contact who has not written within it
   (:meth:`WhatsAppSimulator.customer_wrote`) is 400 code ``131047``; with ``templates``
@@ -49,6 +51,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+from urllib.parse import parse_qs
 
 from antifragile.inbound import whatsapp_signature
 from antifragile.sandbox._server import IncomingRequest
@@ -124,6 +127,7 @@ class WhatsAppSimulator(Simulator):
         templates: Mapping[str, Mapping[str, int]] | None = None,
         paused_templates: Iterable[str] = (),
         clock: Callable[[], float] = time.monotonic,
+        media_url_ttl: float = 300.0,
     ) -> None:
         self.access_tokens = None if access_tokens is None else frozenset(access_tokens)
         self.phone_number_ids = None if phone_number_ids is None else frozenset(phone_number_ids)
@@ -144,6 +148,9 @@ class WhatsAppSimulator(Simulator):
         self.paused_templates = frozenset(paused_templates)
         self._inbound: dict[str, float] = {}
         self._media: dict[str, tuple[bytes, str]] = {}
+        self.media_url_ttl = media_url_ttl
+        #: download URLs handed out: nonce -> (media id, when it stops working)
+        self._media_urls: dict[str, tuple[str, float]] = {}
         #: ``(message_id, typing)`` of each mark-as-read request, in order
         self.read_receipts: list[tuple[str, bool]] = []
         super().__init__()
@@ -178,11 +185,14 @@ class WhatsAppSimulator(Simulator):
             )
         content, mime = found
         host = call.headers.get("host", "127.0.0.1")
+        nonce = secrets.token_urlsafe(12)
+        with self._lock:
+            self._media_urls[nonce] = (media_id, self._clock() + self.media_url_ttl)
         return Reply(
             200,
             {
                 "messaging_product": "whatsapp",
-                "url": f"http://{host}/{self.name}/_media/{media_id}",
+                "url": f"http://{host}/{self.name}/_media/{media_id}?mid={nonce}",
                 "mime_type": mime,
                 "sha256": hashlib.sha256(content).hexdigest(),
                 "file_size": str(len(content)),
@@ -191,8 +201,12 @@ class WhatsAppSimulator(Simulator):
         )
 
     def _media_download(self, call: Call) -> Reply:
+        media_id = call.params["media_id"]
+        nonce = parse_qs(call.request.query).get("mid", [""])[-1]
         with self._lock:
-            found = self._media.get(call.params["media_id"])
+            issued = self._media_urls.get(nonce)
+            live = issued is not None and issued[0] == media_id and self._clock() < issued[1]
+            found = self._media.get(media_id) if live else None
         if found is None:
             return self.graph_error(404, 100, "Media not found.")
         content, mime = found

@@ -48,6 +48,7 @@ from antifragile.inbound._actions import ActionFunction, Applies, OnUnknown
 from antifragile.inbound._alerts import Alerts
 from antifragile.inbound._echo import Echoes
 from antifragile.inbound._handlers import HandlerFunction
+from antifragile.inbound._media import MediaDownloads, MediaHook
 from antifragile.inbound._pipeline import (
     PROCESS_JOB,
     CommerceHandler,
@@ -222,6 +223,15 @@ class Assistant:
         self.state_store: Store | None = None
         self._owned_store: Store | None = None
         self._wired_limits = False
+        #: downloads the WhatsApp media of tenants with ``whatsapp_media_download = "on"``
+        #: into ``settings.whatsapp_media_dir`` (or to :meth:`on_whatsapp_media`'s hook)
+        self.media = MediaDownloads(
+            self.jobs,
+            self.connectors,
+            directory=self.settings.whatsapp_media_dir,
+            max_bytes=self.settings.whatsapp_media_max_bytes,
+            tenants=self.tenants,
+        )
         self.pipeline = MessagePipeline(
             self.jobs,
             tenants=self.tenants,
@@ -235,6 +245,7 @@ class Assistant:
             limiter=limiter if limiter is not None else self.limits,
             clock=clock,
             deliveries=self.deliveries,
+            media=self.media,
         )
         pipeline = self.pipeline
 
@@ -312,6 +323,14 @@ class Assistant:
         called after each provider delivery status is recorded (see
         :class:`~antifragile.inbound.DeliveryStatuses`)."""
         return self.deliveries.on_status(hook)
+
+    def on_whatsapp_media(self, hook: MediaHook) -> MediaHook:
+        """``@assistant.on_whatsapp_media`` registers ``async def hook(media, event, tenant)``,
+        handed each inbound WhatsApp medium downloaded for a tenant that asks
+        (``whatsapp_media_download = "on"``) instead of the media directory; returned
+        unchanged."""
+        self.media.hook = hook
+        return hook
 
     @overload
     def job(

@@ -34,6 +34,7 @@ from typing import Annotated, Any, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from antifragile.errors import ConfigurationError, redact
+from antifragile.inbound._media import DEFAULT_MEDIA_MAX_BYTES
 from antifragile.inbound._model import Tenant
 
 PREFIX = "ANTIFRAGILE_"
@@ -133,6 +134,12 @@ class Settings(BaseModel):
     #: and resolved dead-letter jobs (seconds)
     retention_succeeded: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 7 * 86400.0
     retention_resolved: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 30 * 86400.0
+
+    #: inbound WhatsApp media (antifragile.inbound._media): where the media of tenants with
+    #: ``whatsapp_media_download = "on"`` are stored (``None``: not stored, unless a hook
+    #: takes them), and the largest one downloaded (bytes)
+    whatsapp_media_dir: Path | None = None
+    whatsapp_media_max_bytes: Annotated[int, Field(ge=1)] = DEFAULT_MEDIA_MAX_BYTES
 
     #: the raw tables of the config file
     service: dict[str, Any] = {}
@@ -341,6 +348,8 @@ _FIELDS: dict[str, _Field] = {
     "queue_lag_threshold": _Field("ANTIFRAGILE_QUEUE_LAG_THRESHOLD", _seconds),
     "retention_succeeded": _Field("ANTIFRAGILE_RETENTION_SUCCEEDED", _seconds),
     "retention_resolved": _Field("ANTIFRAGILE_RETENTION_RESOLVED", _seconds),
+    "whatsapp_media_dir": _Field("ANTIFRAGILE_WHATSAPP_MEDIA_DIR", _optional_text),
+    "whatsapp_media_max_bytes": _Field("ANTIFRAGILE_WHATSAPP_MEDIA_MAX_BYTES", _positive_int),
 }
 # variables whose empty value means "none" (rather than "not set")
 _BLANK_MEANS_NONE = frozenset({"inbound_ip_rate", "inbound_sender_rate"})
