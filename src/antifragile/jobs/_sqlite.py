@@ -855,7 +855,7 @@ class SQLiteJobQueue:
 
     async def next_due(self, *, now: float) -> float | None:
         """The earliest ``run_at`` after *now* of a job waiting to run (``None``: none)."""
-        rows = await self._db.run(_select, _NEXT_DUE, [now])
+        rows = await self._db.read(_select, _NEXT_DUE, [now])
         return None if not rows or rows[0][0] is None else float(rows[0][0])
 
     async def enqueue(
@@ -944,7 +944,7 @@ class SQLiteJobQueue:
         return await self._db.run(_save_progress, job_id, worker, text, now)
 
     async def get(self, job_id: str) -> Job | None:
-        return await self._db.run(_get, job_id)
+        return await self._db.read(_get, job_id)
 
     async def find(self, where: JobFilter, *, limit: int = 100, offset: int = 0) -> list[Job]:
         terms, params = _where(where)
@@ -952,10 +952,10 @@ class SQLiteJobQueue:
             f"SELECT {_COLUMNS} FROM antifragile_jobs WHERE 1{_and(terms)} "
             "ORDER BY updated_at DESC, id DESC LIMIT ? OFFSET ?"
         )
-        return await self._db.run(_find, sql, [*params, max(0, limit), max(0, offset)])
+        return await self._db.read(_find, sql, [*params, max(0, limit), max(0, offset)])
 
     async def stats(self, *, now: float) -> list[QueueStats]:
-        return await self._db.run(_stats, now)
+        return await self._db.read(_stats, now)
 
     async def redrive(self, where: JobFilter, *, now: float, delay: float = 0.0) -> int:
         terms, params = _where(where)
@@ -1001,7 +1001,7 @@ class SQLiteJobQueue:
         return await self._db.run(_change, _PROCESS_LEAVE, [process_id]) > 0
 
     async def processes(self) -> list[ProcessBeat]:
-        return [_process(row) for row in await self._db.run(_select, _PROCESS_LIST, [])]
+        return [_process(row) for row in await self._db.read(_select, _PROCESS_LIST, [])]
 
     async def forget_processes(self, *, before: float) -> int:
         return await self._db.run(_change, _PROCESS_FORGET, [before])
@@ -1047,7 +1047,7 @@ class SQLiteJobQueue:
         return recorded
 
     async def get_inbound(self, inbox_id: str) -> InboxEntry | None:
-        rows = await self._db.run(_select, _INBOX_GET, [inbox_id])
+        rows = await self._db.read(_select, _INBOX_GET, [inbox_id])
         return _inbox_entry(rows[0]) if rows else None
 
     async def find_inbound(
@@ -1059,7 +1059,7 @@ class SQLiteJobQueue:
         else:
             sql = _INBOX_FIND.format(where=" WHERE channel = ?")
             params.insert(0, channel)
-        return [_inbox_entry(row) for row in await self._db.run(_select, sql, params)]
+        return [_inbox_entry(row) for row in await self._db.read(_select, sql, params)]
 
     async def purge_inbound(self, *, now: float) -> int:
         return await self._db.run(_change, _INBOX_PURGE, [now])
