@@ -1142,10 +1142,12 @@ class PostgresJobQueue:
         jobs: Sequence[NewJob],
         now: float,
         ttl: float | None = None,
+        alongside: Mapping[str, Any] | None = None,
     ) -> tuple[Versioned, list[Enqueued]] | None:
         """See :meth:`~antifragile.jobs.RecordQueue.save_and_enqueue`: one transaction on
-        one pooled connection -- the compare-and-set, then the statements of
-        ``enqueue(connection=...)``, then the entry read back."""
+        one pooled connection -- the compare-and-set, the entries alongside (created when
+        absent), then the statements of ``enqueue(connection=...)``, then the entry read
+        back."""
         now = float(now)
         params: dict[str, Any] = {
             "key": key,
@@ -1162,6 +1164,9 @@ class PostgresJobQueue:
                 cursor = await conn.execute(query.encode(), params)
                 if await cursor.fetchone() is None:
                     return None
+                for other, other_value in (alongside or {}).items():
+                    created = {**params, "key": other, "value": encode(other_value)}
+                    await conn.execute(self._sql.text(SAVE_CREATE).encode(), created)
                 enqueued = await self.enqueue(jobs, now=now, connection=conn) if jobs else []
                 cursor = await conn.execute(self._sql.text(SAVED).encode(), {"key": key})
                 row = await cursor.fetchone()

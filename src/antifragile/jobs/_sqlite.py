@@ -54,7 +54,7 @@ import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from antifragile.errors import ConfigurationError, StoreError
@@ -558,9 +558,10 @@ def _save_and_enqueue(
     expires_at: float | None,
     rows: list[_Row],
     flags: list[_FlagParams | None],
+    alongside: list[tuple[str, str]],
 ) -> tuple[Versioned, list[Enqueued]] | None:
-    """Compare-and-set the entry *key*, then insert the jobs; one transaction (nothing of
-    either when the version does not match)."""
+    """Compare-and-set the entry *key*, create the entries *alongside* that are absent, then
+    insert the jobs; one transaction (nothing of any when the version does not match)."""
     with _immediate(conn):
         if expected is None:
             version = _kv_create(conn, key, text, now, expires_at)
@@ -568,6 +569,8 @@ def _save_and_enqueue(
             version = _kv_update_at(conn, key, text, expected, now, expires_at)
         if version is None:
             return None
+        for other, other_text in alongside:
+            _kv_create(conn, other, other_text, now, expires_at)
         enqueued = _insert(conn, rows, flags) if rows else []
         saved = _kv_get(conn, key, now)
     if saved is None:  # cannot happen: written in this very transaction
@@ -1015,15 +1018,17 @@ class SQLiteJobQueue:
         jobs: Sequence[NewJob],
         now: float,
         ttl: float | None = None,
+        alongside: Mapping[str, Any] | None = None,
     ) -> tuple[Versioned, list[Enqueued]] | None:
         """See :meth:`~antifragile.jobs.RecordQueue.save_and_enqueue`: one ``BEGIN
-        IMMEDIATE`` transaction for the compare-and-set and the jobs."""
+        IMMEDIATE`` transaction for the compare-and-set, the entries alongside and the jobs."""
         text = encode(value)
         expires_at = None if ttl is None else now + ttl
         rows = [_row(job, now) for job in jobs]
         flags = [_flag_params(job, now) for job in jobs]
+        others = [(k, encode(v)) for k, v in (alongside or {}).items()]
         saved = await self._db.run(
-            _save_and_enqueue, key, text, expected_version, now, expires_at, rows, flags
+            _save_and_enqueue, key, text, expected_version, now, expires_at, rows, flags, others
         )
         self._db.wrote(now)
         if saved is not None and rows:

@@ -289,9 +289,10 @@ class _Database:
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        """Run the read-only ``fn(connection, *args, **kwargs)`` in the store's thread: inside
-        the next shared transaction when writes wait beside it (answered after its commit),
-        else by itself, without a transaction (reads never take the write lock alone)."""
+        """Run the read-only ``fn(connection, *args, **kwargs)`` in the store's thread, by
+        itself and without a transaction of its own: it sees what is committed, and is answered
+        at once -- it never waits for the commit of writes that arrived beside it (they run after
+        it, so it is read before them) and never takes the write lock."""
         return await self._submit(fn, args, kwargs, _READ)
 
     async def run_alone(
@@ -349,14 +350,22 @@ class _Database:
                 if call is not None and call[5] != _ALONE:
                     group.append(call)  # a write or a read: joins the group
                     continue
-                if len(group) > 1 and any(c[5] == _WRITE for c in group):
-                    self._run_together(conn, group)
-                else:
-                    for alone in group:
-                        self._run_alone(conn, alone)
+                self._run_group(conn, group)
                 group = []
                 if call is not None:
                     self._run_alone(conn, call)
+
+    def _run_group(self, conn: sqlite3.Connection, group: list[_Call]) -> None:
+        """The reads of *group* first, each by itself and answered at once (they see what is
+        committed, never waiting for a commit), then its writes in one shared transaction."""
+        writes = [call for call in group if call[5] == _WRITE]
+        for call in group:
+            if call[5] == _READ:
+                self._run_alone(conn, call)
+        if len(writes) > 1:
+            self._run_together(conn, writes)
+        elif writes:
+            self._run_alone(conn, writes[0])
 
     def _run_alone(self, conn: sqlite3.Connection, call: _Call) -> None:
         fn, args, kwargs, loop, future, _ = call
