@@ -1,8 +1,8 @@
-"""Concurrent enqueues on SQLite share one commit, and stay durable and separate.
+"""Concurrent writes on SQLite share one commit, and stay durable and separate.
 
 The statements the store's connection runs are traced (SQLite's own trace callback), so the
 test counts real ``COMMIT`` statements. A kill -9 of a process in the middle of concurrent
-enqueues loses none that it acknowledged.
+writes loses none that it acknowledged.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -124,3 +125,140 @@ async def test_acknowledged_enqueues_survive_kill_9(tmp_path: Path) -> None:
         stored = {row[0] for row in conn.execute("SELECT id FROM antifragile_jobs")}
     conn.close()
     assert set(acknowledged) <= stored
+
+
+async def test_writes_of_every_kind_share_commits(jobs: Jobs) -> None:
+    """Key-value writes, idempotency claims, leases, rate-limit takes and enqueues that arrive
+    together share commits, and each caller's write is there afterwards."""
+    store = jobs.queue.store  # type: ignore[attr-defined]
+    db = store._db
+    statements: list[str] = []
+    now = time.time()
+    await db.run(lambda conn: conn.set_trace_callback(statements.append))
+    try:
+        writes = await asyncio.gather(
+            *(store.kv.set(f"k{n}", {"n": n}, now=now) for n in range(10)),
+            *(
+                store.kv.compare_and_set(f"c{n}", n, expected_version=None, now=now)
+                for n in range(5)
+            ),
+            *(store.kv.merge(f"m{n}", {"n": n}, now=now) for n in range(5)),
+            *(store.idempotency.claim(f"i{n}", owner="o", now=now, ttl=60.0) for n in range(5)),
+            *(store.leases.acquire(f"l{n}", owner="o", now=now, ttl=60.0) for n in range(5)),
+            *(
+                store.rate_limits.take(f"r{n}", tokens=1, rate=1, burst=5, max_wait=0, now=now)
+                for n in range(5)
+            ),
+            *(jobs.queue.enqueue([_new()], now=now) for _ in range(5)),
+        )
+    finally:
+        await db.run(lambda conn: conn.set_trace_callback(None))
+    assert all(result is not None for result in writes)
+    assert 1 <= statements.count("COMMIT") < len(writes)
+    for n in range(10):
+        found = await store.kv.get(f"k{n}", now=now)
+        assert found is not None
+        assert found.value == {"n": n}
+    for n in range(5):
+        assert (await store.kv.get(f"c{n}", now=now)) is not None
+        assert (await store.kv.get(f"m{n}", now=now)) is not None
+        assert (await store.idempotency.get(f"i{n}", now=now)) is not None
+        assert (await store.leases.holder(f"l{n}", now=now)) is not None
+
+
+async def test_a_read_beside_waiting_writes_sees_what_is_committed(jobs: Jobs) -> None:
+    """While the store's thread is busy, a write and then a read of the same key wait together:
+    the read runs first, outside the writes' transaction, and sees the committed value (never
+    one that is not committed yet); the write lands after it."""
+    store = jobs.queue.store  # type: ignore[attr-defined]
+    db = store._db
+    now = time.time()
+    await store.kv.set("key", "committed", now=now)
+    started, gate = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        started.set()
+        gate.wait(30)
+
+    holding = asyncio.create_task(db.run(hold))
+    await eventually(started.is_set)
+    write = asyncio.create_task(store.kv.set("key", "pending", now=now))
+    other = asyncio.create_task(store.kv.set("other", "pending", now=now))
+    read = asyncio.create_task(store.kv.get("key", now=now))
+    await asyncio.sleep(0)  # all three are waiting for the thread now
+    gate.set()
+    await holding
+    seen = await read
+    await write
+    await other
+    assert seen is not None
+    assert seen.value == "committed"
+    after = await store.kv.get("key", now=now)
+    assert after is not None
+    assert after.value == "pending"
+
+
+async def test_acknowledged_writes_of_every_kind_survive_kill_9(tmp_path: Path) -> None:
+    """A process writes key-value entries, records with their jobs and idempotency claims
+    concurrently (sharing commits) and prints each key once its write returned; it is killed
+    with SIGKILL mid-stream; every printed key is in the database."""
+    path = tmp_path / "writes.db"
+    script = textwrap.dedent(
+        f"""
+        import asyncio, sys, time
+        from antifragile.jobs import Jobs, NewJob
+
+        def say(key):
+            sys.stdout.write(key + "\\n")
+            sys.stdout.flush()
+
+        async def one(jobs, n):
+            store, now = jobs.queue.store, time.time()
+            await store.kv.set(f"kv-{{n}}", {{"n": n}}, now=now)
+            say(f"kv-{{n}}")
+            job = NewJob(name="n", queue="q", payload={{}}, run_at=now, max_attempts=1,
+                         id=f"job-{{n}}")
+            await jobs.queue.save_and_enqueue(f"rec-{{n}}", {{"n": n}}, expected_version=None,
+                                              jobs=[job], now=now, alongside={{f"al-{{n}}": n}})
+            say(f"rec-{{n}}")
+            await store.idempotency.claim(f"idem-{{n}}", owner="o", now=now, ttl=3600)
+            say(f"idem-{{n}}")
+
+        async def main():
+            async with Jobs(database_url={f"sqlite:///{path}"!r}) as jobs:
+                n = 0
+                while True:
+                    await asyncio.gather(*(one(jobs, n + i) for i in range(8)))
+                    n += 8
+
+        asyncio.run(main())
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, env=env, stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    acknowledged: list[str] = []
+    while len(acknowledged) < 240:
+        line = await proc.stdout.readline()
+        if not line:
+            break
+        acknowledged.append(line.decode().strip())
+    proc.send_signal(signal.SIGKILL)
+    rest = await proc.stdout.read()
+    await proc.wait()
+    acknowledged += [line for line in rest.decode().split() if line]
+    assert len(acknowledged) >= 240
+    with sqlite3.connect(path) as conn:
+        stored = {row[0] for row in conn.execute("SELECT key FROM antifragile_kv")}
+        stored |= {row[0] for row in conn.execute("SELECT key FROM antifragile_idempotency")}
+        jobs = {row[0] for row in conn.execute("SELECT id FROM antifragile_jobs")}
+    conn.close()
+    assert set(acknowledged) <= stored
+    records = [key for key in acknowledged if key.startswith("rec-")]
+    assert records
+    for key in records:  # a record came with its job and the entry alongside it
+        n = key.removeprefix("rec-")
+        assert f"job-{n}" in jobs
+        assert f"al-{n}" in stored
