@@ -130,8 +130,8 @@ async def test_acknowledged_enqueues_survive_kill_9(tmp_path: Path) -> None:
 async def test_writes_of_every_kind_share_commits(jobs: Jobs) -> None:
     """Key-value writes, idempotency claims, leases, rate-limit takes and enqueues that arrive
     together share commits, and each caller's write is there afterwards."""
-    store = jobs.queue.store  # type: ignore[attr-defined]
-    db = store._db
+    store = jobs.queue.store
+    db = store._db  # type: ignore[attr-defined]
     statements: list[str] = []
     now = time.time()
     await db.run(lambda conn: conn.set_trace_callback(statements.append))
@@ -170,8 +170,8 @@ async def test_a_read_beside_waiting_writes_sees_what_is_committed(jobs: Jobs) -
     """While the store's thread is busy, a write and then a read of the same key wait together:
     the read runs first, outside the writes' transaction, and sees the committed value (never
     one that is not committed yet); the write lands after it."""
-    store = jobs.queue.store  # type: ignore[attr-defined]
-    db = store._db
+    store = jobs.queue.store
+    db = store._db  # type: ignore[attr-defined]
     now = time.time()
     await store.kv.set("key", "committed", now=now)
     started, gate = threading.Event(), threading.Event()

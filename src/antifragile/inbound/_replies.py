@@ -13,7 +13,10 @@
 key-value table under ``outmsg:{id}`` (for ``retention`` seconds, 30 days by default) and
 enqueues the job ``replies.send`` (queue ``replies``, provider ``whatsapp`` or ``twilio`` so
 that the provider's circuit breaker defers it) whose payload is only the message id: the phone
-number and the text never enter a job payload, a job's history or the dead-letter queue.
+number and the text never enter a job payload, a job's history or the dead-letter queue. The
+record, the index its status webhooks find it by (``outref:``) and the job are written in one
+transaction (:meth:`Replies.write`); :meth:`Replies.prepare` makes a reply without writing it, so
+that a session writes it in the transaction of its own record.
 
 **Once per key.** The message id is derived from *key* (and the tenant), and the job carries
 *key* as its idempotency key: sending with the same key again stores and enqueues nothing new,

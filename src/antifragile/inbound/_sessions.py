@@ -51,6 +51,11 @@ provider is not configured, or its ``applies`` check says no (no owner email, no
 collected). Adding an integration is registering an action and naming it in a flow's
 ``on_complete``; nothing here changes.
 
+**The reply with the turn.** The message pipeline asks for the turn with a reply key
+(:meth:`Sessions.handle`): the record's change and the turn's reply -- its stored message, index
+and send job (:meth:`~antifragile.inbound.Replies.prepare`) -- are then one transaction, so a
+session never advances without its reply and a message costs one durable write for both.
+
 **One transaction.** The record's completion -- the last answer, ``completed``, the flags
 ``pending``/``skipped``, the jobs' ids -- and the jobs themselves are written in one
 transaction of the job database (:meth:`~antifragile.jobs.RecordQueue.save_and_enqueue`: the

@@ -18,13 +18,14 @@ at ``status_flag.key`` exactly as :meth:`~antifragile.stores.KeyValueStore.merge
 entry is created if absent or expired, its version grows by one, its expiry is kept). An entry
 holding something other than a JSON object is left alone.
 
-Concurrent enqueues and inbox records share one transaction (the store's group commit, see
-:meth:`~antifragile.stores._sqlite._Database.run_shared`): while one transaction is in flight, the
-enqueues that arrive meanwhile wait together and go into the next one, each under a savepoint of
-its own (a caller whose statement fails gets its error; the others' rows are kept), and each
-caller returns only after the commit -- ``synchronous=FULL`` and every acknowledged job durable,
-at one ``fsync`` per group. After each enqueue the workers listening
-to the database are woken (:mod:`antifragile.jobs._wakeup`).
+Concurrent writes share one transaction (the store's group commit, see
+:meth:`~antifragile.stores._sqlite._Database.run`): while one transaction is in flight, the
+enqueues, inbox records, claims and completions that arrive meanwhile wait together and go into
+the next one, each under a savepoint of its own (a caller whose statement fails gets its error;
+the others' rows are kept), and each caller returns only after the commit -- ``synchronous=FULL``
+and every acknowledged job durable, at one ``fsync`` per group. Reads (``get``, ``find``,
+``stats``, the inbox's) do not wait for it: they run first, and see what is committed. After each
+enqueue the workers listening to the database are woken (:mod:`antifragile.jobs._wakeup`).
 
 The transactional outbox: ``enqueue(..., connection=c)`` writes the jobs with the caller's own
 connection, in the caller's thread, inside the caller's transaction -- they commit or roll back

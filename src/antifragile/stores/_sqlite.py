@@ -5,10 +5,11 @@ operation is a single function call in that thread -- one thread hop -- and insi
 statement (``INSERT ... ON CONFLICT ... DO UPDATE ... RETURNING``, ``UPDATE ... RETURNING``) or
 one ``BEGIN IMMEDIATE ... COMMIT`` transaction. ``BEGIN IMMEDIATE`` takes the database's write
 lock before the first read, so a read-modify-write can never act on a stale snapshot, and it holds
-across processes: any number of processes may open the same file. Enqueues that arrive while the
+across processes: any number of processes may open the same file. Writes that arrive while the
 thread is busy share one transaction, each under a savepoint of its own (group commit, see
-:meth:`_Database.run_shared`): one ``fsync`` for the group, every caller answered after the
-commit.
+:meth:`_Database.run`): one ``fsync`` for the group, every caller answered after the commit.
+Reads that arrive with them run first, outside that transaction, and are answered at once
+(:meth:`_Database.read`).
 
 Connection settings:
 
