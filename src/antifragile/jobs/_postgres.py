@@ -1159,17 +1159,22 @@ class PostgresJobQueue:
             query = self._sql.text(SAVE_CREATE)
         else:
             query, params["expected"] = self._sql.text(SAVE_UPDATE), int(expected_version)
+        # a job whose status flag is on the entry changes it: then the entry is read back
+        flagged = any(job.status_flag is not None and job.status_flag.key == key for job in jobs)
         try:
             async with self._db.connection() as conn, conn.transaction():
                 cursor = await conn.execute(query.encode(), params)
-                if await cursor.fetchone() is None:
+                written = await cursor.fetchone()
+                if written is None:
                     return None
+                row: tuple[Any, ...] | None = (params["value"], written[0], params["expires_at"])
                 for other, other_value in (alongside or {}).items():
                     created = {**params, "key": other, "value": encode(other_value)}
                     await conn.execute(self._sql.text(SAVE_CREATE).encode(), created)
                 enqueued = await self.enqueue(jobs, now=now, connection=conn) if jobs else []
-                cursor = await conn.execute(self._sql.text(SAVED).encode(), {"key": key})
-                row = await cursor.fetchone()
+                if flagged:
+                    cursor = await conn.execute(self._sql.text(SAVED).encode(), {"key": key})
+                    row = await cursor.fetchone()
         except PoolClosed:
             raise ConfigurationError("the PostgreSQL store is closed") from None
         except psycopg.Error as exc:
@@ -1177,7 +1182,7 @@ class PostgresJobQueue:
         if row is None:  # cannot happen: written in this very transaction
             raise StoreError(f"the entry {key!r} vanished while it was written; try again")
         self._db.wrote(now)
-        return Versioned(key, decode(row[0]), row[1], row[2]), enqueued
+        return Versioned(key, decode(row[0]), int(row[1]), row[2]), enqueued
 
     async def claim(
         self,
