@@ -132,8 +132,8 @@ def _savepoint(conn: sqlite3.Connection, name: str) -> Iterator[None]:
     conn.execute(f"RELEASE {name}")
 
 
-#: how an operation runs: in a shared transaction (a write), inside one when a write shares it
-#: (a read), or never in one
+#: how an operation runs: a write shares a transaction with the writes waiting beside it, a read
+#: runs before them by itself (it sees what is committed), and an operation "alone" never shares
 _WRITE, _READ, _ALONE = 0, 1, 2
 #: (function, args, kwargs, loop, future, kind)
 _Call = tuple[
