@@ -1,4 +1,5 @@
-"""Concurrent writes on SQLite share one commit, and stay durable and separate.
+"""Concurrent enqueues (and records saved with their jobs) on SQLite share one commit, and stay
+durable and separate.
 
 The statements the store's connection runs are traced (SQLite's own trace callback), so the
 test counts real ``COMMIT`` statements. A kill -9 of a process in the middle of concurrent
@@ -14,7 +15,6 @@ import signal
 import sqlite3
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -127,80 +127,43 @@ async def test_acknowledged_enqueues_survive_kill_9(tmp_path: Path) -> None:
     assert set(acknowledged) <= stored
 
 
-async def test_writes_of_every_kind_share_commits(jobs: Jobs) -> None:
-    """Key-value writes, idempotency claims, leases, rate-limit takes and enqueues that arrive
-    together share commits, and each caller's write is there afterwards."""
-    store = jobs.queue.store
-    db = store._db  # type: ignore[attr-defined]
+async def test_records_saved_with_their_jobs_share_commits(jobs: Jobs) -> None:
+    """Records written with their jobs (``save_and_enqueue``: a session's turn with its reply)
+    that arrive together share commits with each other and with enqueues; each record, the
+    entries alongside it and its job are there afterwards."""
+    queue = jobs.queue
+    db = queue.store._db  # type: ignore[attr-defined]
     statements: list[str] = []
     now = time.time()
     await db.run(lambda conn: conn.set_trace_callback(statements.append))
     try:
-        writes = await asyncio.gather(
-            *(store.kv.set(f"k{n}", {"n": n}, now=now) for n in range(10)),
+        saved = await asyncio.gather(
             *(
-                store.kv.compare_and_set(f"c{n}", n, expected_version=None, now=now)
-                for n in range(5)
+                queue.save_and_enqueue(  # type: ignore[attr-defined]
+                    f"session:{n}",
+                    {"step": n},
+                    expected_version=None,
+                    jobs=[_new(id=f"reply-{n}")],
+                    now=now,
+                    alongside={f"outmsg:{n}": {"text": "hi"}},
+                )
+                for n in range(12)
             ),
-            *(store.kv.merge(f"m{n}", {"n": n}, now=now) for n in range(5)),
-            *(store.idempotency.claim(f"i{n}", owner="o", now=now, ttl=60.0) for n in range(5)),
-            *(store.leases.acquire(f"l{n}", owner="o", now=now, ttl=60.0) for n in range(5)),
-            *(
-                store.rate_limits.take(f"r{n}", tokens=1, rate=1, burst=5, max_wait=0, now=now)
-                for n in range(5)
-            ),
-            *(jobs.queue.enqueue([_new()], now=now) for _ in range(5)),
+            *(queue.enqueue([_new()], now=now) for _ in range(4)),
         )
     finally:
         await db.run(lambda conn: conn.set_trace_callback(None))
-    assert all(result is not None for result in writes)
-    assert 1 <= statements.count("COMMIT") < len(writes)
-    for n in range(10):
-        found = await store.kv.get(f"k{n}", now=now)
-        assert found is not None
-        assert found.value == {"n": n}
-    for n in range(5):
-        assert (await store.kv.get(f"c{n}", now=now)) is not None
-        assert (await store.kv.get(f"m{n}", now=now)) is not None
-        assert (await store.idempotency.get(f"i{n}", now=now)) is not None
-        assert (await store.leases.holder(f"l{n}", now=now)) is not None
-
-
-async def test_a_read_beside_waiting_writes_sees_what_is_committed(jobs: Jobs) -> None:
-    """While the store's thread is busy, a write and then a read of the same key wait together:
-    the read runs first, outside the writes' transaction, and sees the committed value (never
-    one that is not committed yet); the write lands after it."""
-    store = jobs.queue.store
-    db = store._db  # type: ignore[attr-defined]
-    now = time.time()
-    await store.kv.set("key", "committed", now=now)
-    started, gate = threading.Event(), threading.Event()
-
-    def hold(conn: sqlite3.Connection) -> None:
-        started.set()
-        gate.wait(30)
-
-    holding = asyncio.create_task(db.run(hold))
-    await eventually(started.is_set)
-    write = asyncio.create_task(store.kv.set("key", "pending", now=now))
-    other = asyncio.create_task(store.kv.set("other", "pending", now=now))
-    read = asyncio.create_task(store.kv.get("key", now=now))
-    await asyncio.sleep(0)  # all three are waiting for the thread now
-    gate.set()
-    await holding
-    seen = await read
-    await write
-    await other
-    assert seen is not None
-    assert seen.value == "committed"
-    after = await store.kv.get("key", now=now)
-    assert after is not None
-    assert after.value == "pending"
+    assert all(result is not None for result in saved)
+    assert 1 <= statements.count("COMMIT") < len(saved)
+    for n in range(12):
+        assert await queue.store.kv.get(f"session:{n}", now=now) is not None
+        assert await queue.store.kv.get(f"outmsg:{n}", now=now) is not None
+        assert await queue.get(f"reply-{n}") is not None
 
 
 async def test_acknowledged_writes_of_every_kind_survive_kill_9(tmp_path: Path) -> None:
-    """A process writes key-value entries, records with their jobs and idempotency claims
-    concurrently (sharing commits) and prints each key once its write returned; it is killed
+    """A process writes key-value entries, records with their jobs (sharing commits) and
+    idempotency claims concurrently and prints each key once its write returned; it is killed
     with SIGKILL mid-stream; every printed key is in the database."""
     path = tmp_path / "writes.db"
     script = textwrap.dedent(

@@ -18,14 +18,14 @@ at ``status_flag.key`` exactly as :meth:`~antifragile.stores.KeyValueStore.merge
 entry is created if absent or expired, its version grows by one, its expiry is kept). An entry
 holding something other than a JSON object is left alone.
 
-Concurrent writes share one transaction (the store's group commit, see
-:meth:`~antifragile.stores._sqlite._Database.run`): while one transaction is in flight, the
-enqueues, inbox records, claims and completions that arrive meanwhile wait together and go into
-the next one, each under a savepoint of its own (a caller whose statement fails gets its error;
-the others' rows are kept), and each caller returns only after the commit -- ``synchronous=FULL``
-and every acknowledged job durable, at one ``fsync`` per group. Reads (``get``, ``find``,
-``stats``, the inbox's) do not wait for it: they run first, and see what is committed. After each
-enqueue the workers listening to the database are woken (:mod:`antifragile.jobs._wakeup`).
+Concurrent enqueues, inbox records and records saved with their jobs (``save_and_enqueue``)
+share one transaction (the store's group commit, see
+:meth:`~antifragile.stores._sqlite._Database.run_shared`): while one transaction is in flight,
+the ones that arrive meanwhile wait together and go into the next one, each under a savepoint of
+its own (a caller whose statement fails gets its error; the others' rows are kept), and each
+caller returns only after the commit -- ``synchronous=FULL`` and every acknowledged job durable,
+at one ``fsync`` per group. After each enqueue the workers listening to the database are woken
+(:mod:`antifragile.jobs._wakeup`).
 
 The transactional outbox: ``enqueue(..., connection=c)`` writes the jobs with the caller's own
 connection, in the caller's thread, inside the caller's transaction -- they commit or roll back
@@ -859,7 +859,7 @@ class SQLiteJobQueue:
 
     async def next_due(self, *, now: float) -> float | None:
         """The earliest ``run_at`` after *now* of a job waiting to run (``None``: none)."""
-        rows = await self._db.read(_select, _NEXT_DUE, [now])
+        rows = await self._db.run(_select, _NEXT_DUE, [now])
         return None if not rows or rows[0][0] is None else float(rows[0][0])
 
     async def enqueue(
@@ -948,7 +948,7 @@ class SQLiteJobQueue:
         return await self._db.run(_save_progress, job_id, worker, text, now)
 
     async def get(self, job_id: str) -> Job | None:
-        return await self._db.read(_get, job_id)
+        return await self._db.run(_get, job_id)
 
     async def find(self, where: JobFilter, *, limit: int = 100, offset: int = 0) -> list[Job]:
         terms, params = _where(where)
@@ -956,10 +956,10 @@ class SQLiteJobQueue:
             f"SELECT {_COLUMNS} FROM antifragile_jobs WHERE 1{_and(terms)} "
             "ORDER BY updated_at DESC, id DESC LIMIT ? OFFSET ?"
         )
-        return await self._db.read(_find, sql, [*params, max(0, limit), max(0, offset)])
+        return await self._db.run(_find, sql, [*params, max(0, limit), max(0, offset)])
 
     async def stats(self, *, now: float) -> list[QueueStats]:
-        return await self._db.read(_stats, now)
+        return await self._db.run(_stats, now)
 
     async def redrive(self, where: JobFilter, *, now: float, delay: float = 0.0) -> int:
         terms, params = _where(where)
@@ -1005,7 +1005,7 @@ class SQLiteJobQueue:
         return await self._db.run(_change, _PROCESS_LEAVE, [process_id]) > 0
 
     async def processes(self) -> list[ProcessBeat]:
-        return [_process(row) for row in await self._db.read(_select, _PROCESS_LIST, [])]
+        return [_process(row) for row in await self._db.run(_select, _PROCESS_LIST, [])]
 
     async def forget_processes(self, *, before: float) -> int:
         return await self._db.run(_change, _PROCESS_FORGET, [before])
@@ -1028,7 +1028,7 @@ class SQLiteJobQueue:
         rows = [_row(job, now) for job in jobs]
         flags = [_flag_params(job, now) for job in jobs]
         others = [(k, encode(v)) for k, v in (alongside or {}).items()]
-        saved = await self._db.run(
+        saved = await self._db.run_shared(
             _save_and_enqueue, key, text, expected_version, now, expires_at, rows, flags, others
         )
         self._db.wrote(now)
@@ -1053,7 +1053,7 @@ class SQLiteJobQueue:
         return recorded
 
     async def get_inbound(self, inbox_id: str) -> InboxEntry | None:
-        rows = await self._db.read(_select, _INBOX_GET, [inbox_id])
+        rows = await self._db.run(_select, _INBOX_GET, [inbox_id])
         return _inbox_entry(rows[0]) if rows else None
 
     async def find_inbound(
@@ -1065,7 +1065,7 @@ class SQLiteJobQueue:
         else:
             sql = _INBOX_FIND.format(where=" WHERE channel = ?")
             params.insert(0, channel)
-        return [_inbox_entry(row) for row in await self._db.read(_select, sql, params)]
+        return [_inbox_entry(row) for row in await self._db.run(_select, sql, params)]
 
     async def purge_inbound(self, *, now: float) -> int:
         return await self._db.run(_change, _INBOX_PURGE, [now])

@@ -5,11 +5,10 @@ operation is a single function call in that thread -- one thread hop -- and insi
 statement (``INSERT ... ON CONFLICT ... DO UPDATE ... RETURNING``, ``UPDATE ... RETURNING``) or
 one ``BEGIN IMMEDIATE ... COMMIT`` transaction. ``BEGIN IMMEDIATE`` takes the database's write
 lock before the first read, so a read-modify-write can never act on a stale snapshot, and it holds
-across processes: any number of processes may open the same file. Writes that arrive while the
+across processes: any number of processes may open the same file. Enqueues that arrive while the
 thread is busy share one transaction, each under a savepoint of its own (group commit, see
-:meth:`_Database.run`): one ``fsync`` for the group, every caller answered after the commit.
-Reads that arrive with them run first, outside that transaction, and are answered at once
-(:meth:`_Database.read`).
+:meth:`_Database.run_shared`): one ``fsync`` for the group, every caller answered after the
+commit.
 
 Connection settings:
 
@@ -132,17 +131,14 @@ def _savepoint(conn: sqlite3.Connection, name: str) -> Iterator[None]:
     conn.execute(f"RELEASE {name}")
 
 
-#: how an operation runs: a write shares a transaction with the writes waiting beside it, a read
-#: runs before them by itself (it sees what is committed), and an operation "alone" never shares
-_WRITE, _READ, _ALONE = 0, 1, 2
-#: (function, args, kwargs, loop, future, kind)
+#: (function, args, kwargs, loop, future, whether it may share a transaction)
 _Call = tuple[
     Callable[..., Any],
     tuple[Any, ...],
     dict[str, Any],
     asyncio.AbstractEventLoop,
     "asyncio.Future[Any]",
-    int,
+    bool,
 ]
 
 
@@ -270,48 +266,32 @@ class _Database:
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
+        """Run ``fn(connection, *args, **kwargs)`` in the store's thread, by itself."""
+        return await self._submit(fn, args, kwargs, shared=False)
+
+    async def run_shared(
+        self,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
         """Run ``fn(connection, *args, **kwargs)`` in the store's thread, sharing a commit.
 
-        Operations that arrive while the thread is busy wait together and then run in one
-        ``BEGIN IMMEDIATE ... COMMIT`` transaction, each under a savepoint of its own (group
+        Shared operations that arrive while the thread is busy wait together and then run in
+        one ``BEGIN IMMEDIATE ... COMMIT`` transaction, each under a savepoint of its own (group
         commit): one ``fsync`` for all of them, an operation that fails is rolled back alone,
-        and every caller gets its result only once the shared transaction committed -- never
-        before, so nothing a caller is told can be lost to a crash. A lone operation runs by
-        itself, as it is. *fn* must be one statement or one transaction (``_immediate``), and
-        keep nothing when it raises."""
-        return await self._submit(fn, args, kwargs, _WRITE)
-
-    #: the same as :meth:`run`: every write shares commits
-    run_shared = run
-
-    async def read(
-        self,
-        fn: Callable[Concatenate[sqlite3.Connection, P], T],
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> T:
-        """Run the read-only ``fn(connection, *args, **kwargs)`` in the store's thread, by
-        itself and without a transaction of its own: it sees what is committed, and is answered
-        at once -- it never waits for the commit of writes that arrived beside it (they run after
-        it, so it is read before them) and never takes the write lock."""
-        return await self._submit(fn, args, kwargs, _READ)
-
-    async def run_alone(
-        self,
-        fn: Callable[Concatenate[sqlite3.Connection, P], T],
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> T:
-        """Run ``fn(connection, *args, **kwargs)`` in the store's thread, never in a shared
-        transaction (migrations, schema checks: they manage their own)."""
-        return await self._submit(fn, args, kwargs, _ALONE)
+        and every caller gets its result only once the shared transaction committed. A lone
+        operation runs by itself, as it is. *fn* must be one transaction (``_immediate``) that
+        keeps nothing when it raises."""
+        return await self._submit(fn, args, kwargs, shared=True)
 
     async def _submit(
         self,
         fn: Callable[..., T],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        kind: int,
+        *,
+        shared: bool,
     ) -> T:
         if self._closed:
             raise StoreUnavailableError(f"the SQLite store for {self.shown_path} is closed")
@@ -324,7 +304,7 @@ class _Database:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         with self._lock:
-            self._pending.append((fn, args, kwargs, loop, future, kind))
+            self._pending.append((fn, args, kwargs, loop, future, shared))
             start, self._draining = not self._draining, True
         if start:
             try:
@@ -348,25 +328,16 @@ class _Database:
                     return
             group: list[_Call] = []
             for call in [*batch, None]:
-                if call is not None and call[5] != _ALONE:
-                    group.append(call)  # a write or a read: joins the group
+                if call is not None and call[5]:
+                    group.append(call)  # shared: joins the group
                     continue
-                self._run_group(conn, group)
+                if len(group) > 1:
+                    self._run_together(conn, group)
+                elif group:
+                    self._run_alone(conn, group[0])
                 group = []
                 if call is not None:
                     self._run_alone(conn, call)
-
-    def _run_group(self, conn: sqlite3.Connection, group: list[_Call]) -> None:
-        """The reads of *group* first, each by itself and answered at once (they see what is
-        committed, never waiting for a commit), then its writes in one shared transaction."""
-        writes = [call for call in group if call[5] == _WRITE]
-        for call in group:
-            if call[5] == _READ:
-                self._run_alone(conn, call)
-        if len(writes) > 1:
-            self._run_together(conn, writes)
-        elif writes:
-            self._run_alone(conn, writes[0])
 
     def _run_alone(self, conn: sqlite3.Connection, call: _Call) -> None:
         fn, args, kwargs, loop, future, _ = call
@@ -687,7 +658,7 @@ class SQLiteKeyValueStore:
         self._db = db
 
     async def get(self, key: str, *, now: float) -> Versioned | None:
-        return await self._db.read(_kv_get, key, now)
+        return await self._db.run(_kv_get, key, now)
 
     async def set(
         self, key: str, value: JSON, *, now: float, ttl: float | None = None
@@ -731,7 +702,7 @@ class SQLiteKeyValueStore:
         return await self._db.run(_kv_delete, key, expected_version, now)
 
     async def scan(self, prefix: str, *, now: float, limit: int = 100) -> list[Versioned]:
-        return await self._db.read(_kv_scan, prefix, now, limit)
+        return await self._db.run(_kv_scan, prefix, now, limit)
 
 
 # -- idempotency -------------------------------------------------------------------------------
@@ -847,7 +818,7 @@ class SQLiteIdempotencyStore:
         return await self._db.run(_idem_complete, key, owner, outcome.value, text, now, now + ttl)
 
     async def get(self, key: str, *, now: float) -> IdempotencyRecord | None:
-        return await self._db.read(_idem_get, key, now)
+        return await self._db.run(_idem_get, key, now)
 
     async def release(self, key: str, *, owner: str) -> bool:
         return await self._db.run(_idem_release, key, owner)
@@ -931,7 +902,7 @@ class SQLiteLeaseStore:
         return await self._db.run(_lease_release, name, owner)
 
     async def holder(self, name: str, *, now: float) -> Lease | None:
-        return await self._db.read(_lease_holder, name, now)
+        return await self._db.run(_lease_holder, name, now)
 
 
 # -- rate limits -------------------------------------------------------------------------------
@@ -1115,7 +1086,7 @@ class SQLiteBreakerStore:
         self._db = db
 
     async def load(self, name: str) -> BreakerRecord:
-        return await self._db.read(_breaker_load, name)
+        return await self._db.run(_breaker_load, name)
 
     async def compare_and_set(self, expected: BreakerRecord, new: BreakerRecord) -> BreakerRecord:
         check_breaker_names(expected, new)
@@ -1208,16 +1179,16 @@ class SQLiteStore:
 
     async def ping(self) -> float:
         started = time.perf_counter()
-        await self._db.read(lambda conn: conn.execute("SELECT 1").fetchone())
+        await self._db.run(lambda conn: conn.execute("SELECT 1").fetchone())
         return time.perf_counter() - started
 
     async def migrate(self) -> list[int]:
         """Apply the migrations this database lacks; the versions applied (oldest first)."""
-        return await self._db.run_alone(_migrate, self._db.clock.time())
+        return await self._db.run(_migrate, self._db.clock.time())
 
     async def schema_version(self) -> int:
         """The newest migration applied to the database (0 for an empty one)."""
-        return await self._db.read(_schema_version)
+        return await self._db.run(_schema_version)
 
     async def purge_expired(self, *, now: float) -> int:
         """Delete the key-value and idempotency rows expired at *now*; how many.
