@@ -124,3 +124,64 @@ async def test_a_failing_job_insert_keeps_the_record_unchanged(
     assert stored is not None
     assert (stored.value, stored.version) == (record(1), before.version)
     assert await job_queue.find(JobFilter()) == []
+
+
+async def test_entries_alongside_are_created_with_the_record_or_not_at_all(
+    job_queue: JobQueue, job_backend: JobBackend, clock: FakeClock
+) -> None:
+    """Entries *alongside* the record are created in its transaction when absent (with its
+    ttl), a live one is kept as it is, a job's status flag may name one of them; a stale
+    version writes none of them, and a job that cannot be inserted takes them back with the
+    record."""
+    assert isinstance(job_queue, RecordQueue)
+    kv = job_queue.store.kv
+    now = clock.time()
+    await kv.set("kept", {"first": True}, now=now)
+    message = NewJob(
+        name="replies.send",
+        queue="replies",
+        run_at=0.0,
+        max_attempts=3,
+        payload={"message_id": "m1"},
+        idempotency_key="reply:1",
+        status_flag=StatusFlag("outmsg:m1", "status"),
+    )
+    saved = await job_queue.save_and_enqueue(
+        KEY,
+        record(1),
+        expected_version=None,
+        jobs=[message],
+        now=now,
+        ttl=600.0,
+        alongside={"outmsg:m1": {"text": "hi"}, "kept": {"first": False}},
+    )
+    assert saved is not None
+    assert saved[0].value == record(1)
+    outmsg = await kv.get("outmsg:m1", now=now)
+    assert outmsg is not None
+    assert outmsg.value == {"text": "hi", "status": "pending"}
+    assert outmsg.expires_at == pytest.approx(now + 600.0)
+    kept = await kv.get("kept", now=now)
+    assert kept is not None
+    assert kept.value == {"first": True}
+
+    stale = await job_queue.save_and_enqueue(
+        KEY, record(2), expected_version=None, jobs=[], now=now, alongside={"other": 1}
+    )
+    assert stale is None
+    assert await kv.get("other", now=now) is None
+
+    await _make_job_inserts_fail(job_backend)
+    with pytest.raises(StoreError):
+        await job_queue.save_and_enqueue(
+            KEY,
+            record(2),
+            expected_version=saved[0].version,
+            jobs=[job("explode", "boom:1")],
+            now=now,
+            alongside={"other": 1},
+        )
+    assert await kv.get("other", now=now) is None
+    stored = await kv.get(KEY, now=now)
+    assert stored is not None
+    assert stored.value == record(1)

@@ -11,6 +11,7 @@ observed by wrapping each assistant's pipeline: every run is recorded when it st
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -21,6 +22,7 @@ import pytest
 
 from antifragile.inbound import Channel, EventKind, InboundEvent
 from antifragile.inbound._pipeline import sender_ordering_key
+from antifragile.inbound._sessions import advance
 from antifragile.jobs import JobContext, JobFilter, JobState, Worker
 from antifragile.sandbox import ProviderSandbox
 from antifragile.service import Assistant, Settings
@@ -177,3 +179,48 @@ async def test_a_senders_ordering_key_is_a_hash_not_the_phone_number(
     assert job.ordering_key == sender_ordering_key("default", sender)
     assert status_job is not None
     assert status_job.ordering_key is None
+
+
+async def test_each_senders_replies_answer_their_messages_in_order_under_concurrency(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight senders' messages, five each, arrive interleaved and are processed by two workers
+    at once (their store operations sharing commits). Every message is answered by a reply
+    written with its session's turn, and each sender's replies are what the flow says to
+    those messages in arrival order (the flow's own turns, replayed here one by one)."""
+    senders = [f"4477009007{n:02d}" for n in range(8)]
+    texts = ["Hello", "Ada Lovelace", "not an email", "ada@example.com", "A cake"]
+    async with assistants(tmp_path, monkeypatch, 2) as (first, second):
+        arrived: dict[str, list[tuple[str, InboundEvent]]] = defaultdict(list)
+        for n, text in enumerate(texts):
+            for sender in senders:
+                event = dataclasses.replace(message(sender, n), text=text)
+                (recorded,) = await first.ingest([event])
+                arrived[sender].append((str(recorded.job_id), event))
+        workers = [
+            first.worker(concurrency=10, poll_interval=0.02),
+            second.worker(concurrency=10, poll_interval=0.02),
+        ]
+        await run_until_processed(workers, first, len(senders) * len(texts))
+        tenant = first.tenants[0]
+        flow = first.sessions.flow_for(tenant)
+        assert flow is not None
+        answered: dict[str, list[str]] = defaultdict(list)
+        expected: dict[str, list[str]] = defaultdict(list)
+        for sender in senders:
+            record = None
+            for job_id, event in arrived[sender]:
+                job = await first.jobs.get(job_id)
+                assert job is not None
+                assert job.result is not None
+                assert job.result["handler"] == "session"
+                stored = await first.replies.get(str(job.result["reply_message"]))
+                assert stored is not None
+                answered[sender].append(str(stored["text"]))
+                key = first.sessions.key_for(tenant.id, sender)
+                record, turn = advance(record, flow, tenant, event, key=key, now=0.0)
+                assert turn is not None
+                expected[sender].append(turn.reply)
+        replies = await first.jobs.find(JobFilter(name="replies.send"), limit=1000)
+    assert answered == expected
+    assert len(replies) == len(senders) * len(texts)

@@ -946,6 +946,44 @@ async def test_a_completion_whose_jobs_cannot_be_enqueued_is_not_recorded_and_it
     assert len(world.effects("hubspot")) == 1
 
 
+async def test_a_turn_is_written_with_its_reply_or_not_at_all(tmp_path: Path, world: World) -> None:
+    """With a reply key, a turn and its reply -- the stored message, its correlation index and
+    its send job -- are one transaction: when the job cannot be inserted, neither the session
+    nor the message is kept. The replay writes both; handling the event once more writes
+    nothing, and the customer gets one message."""
+    first = world.event("Hello")
+    message_id = Replies.message_id(TENANT.id, "reply:first")
+    kv = _queue_kv(world.jobs)
+    _hold_job_inserts(tmp_path / "sessions.db", on=True)
+    with pytest.raises(Exception, match="held up"):
+        await world.sessions.handle(TENANT, first, reply_key="reply:first")
+    assert await world.sessions.get(Sessions.key_for(TENANT.id, CONTACT)) is None
+    assert await world.replies.get(message_id) is None
+    assert await kv.scan("outref:", now=world.clock.time()) == []
+    assert await world.all_jobs() == []
+
+    _hold_job_inserts(tmp_path / "sessions.db", on=False)
+    turn = await world.sessions.handle(TENANT, first, reply_key="reply:first")  # the replay
+    assert turn is not None
+    assert turn.reply_message == message_id
+    record = await world.record()
+    assert (record["progress_status"], record["step"]) == ("in_progress", 0)
+    stored = await world.replies.get(message_id)
+    assert stored is not None
+    assert (stored["text"], stored["status"]) == (turn.reply, "pending")
+    assert len(await kv.scan("outref:", now=world.clock.time())) == 1
+    (job,) = await world.all_jobs("replies.send")
+    assert job.idempotency_key == "reply:first"
+
+    again = await world.sessions.handle(TENANT, first, reply_key="reply:first")
+    assert again is not None
+    assert (again.reply, again.reply_message) == (turn.reply, None)  # answered before
+    assert len(await world.all_jobs("replies.send")) == 1
+    await world.worker.run_until_idle()
+    assert len(world.effects("whatsapp")) == 1
+    assert (await world.replies.get(message_id) or {}).get("status") == "sent"
+
+
 async def test_an_integration_is_one_action_registration(
     tmp_path: Path, clock: FakeClock, sandbox: ProviderSandbox, providers: Providers
 ) -> None:

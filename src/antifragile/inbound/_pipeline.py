@@ -326,12 +326,17 @@ class MessagePipeline:
         choices: tuple[tuple[str, str], ...] = ()
         turn = None
         if self.sessions is not None and event.channel is not Channel.API:
-            turn = await self.sessions.handle(tenant, event)
+            turn = await self._session_turn(tenant, event, inbox_id)
         if turn is not None:
             reply, choices = turn.reply, turn.choices
             result.handler = "session"
             result.session_step = turn.step
             result.session_completed = turn.completed
+            written = getattr(turn, "reply_message", None)
+            if written:  # the reply was written with the session's record
+                result.reply_message = written
+                result.status = "replied"
+                reply = None
         else:
             handler = self.handlers.choose(classification)
             result.handler = handler.name
@@ -355,6 +360,15 @@ class MessagePipeline:
         if reply:
             result.reply_message = await self._reply(tenant, event, inbox_id, reply, choices)
             result.status = "replied"
+
+    async def _session_turn(self, tenant: Tenant, event: InboundEvent, inbox_id: str) -> Any:
+        """The sessions' turn for *event*; the built-in sessions write its reply with the
+        session's record (one transaction), others are only asked for the turn."""
+        from antifragile.inbound._sessions import Sessions
+
+        if isinstance(self.sessions, Sessions):
+            return await self.sessions.handle(tenant, event, reply_key=_reply_key(inbox_id))
+        return await self.sessions.handle(tenant, event)
 
     def _message_context(
         self,
@@ -413,7 +427,7 @@ class MessagePipeline:
         text: str,
         choices: tuple[tuple[str, str], ...] = (),
     ) -> str:
-        key = f"reply:{inbox_id}"
+        key = _reply_key(inbox_id)
         if event.channel is Channel.API:
             channel = Channel(str(event.data.get("reply_channel") or Channel.WHATSAPP.value))
             assert event.sender is not None
@@ -423,6 +437,11 @@ class MessagePipeline:
             return sent
         message_id: str = await self.replies.reply(tenant, event, text, key=key, choices=choices)
         return message_id
+
+
+def _reply_key(inbox_id: str) -> str:
+    """The idempotency key of the reply to the inbox entry *inbox_id*: one reply per message."""
+    return f"reply:{inbox_id}"
 
 
 def _unpack(outcome: Any) -> tuple[str | None, dict[str, Any]]:

@@ -13,7 +13,10 @@
 key-value table under ``outmsg:{id}`` (for ``retention`` seconds, 30 days by default) and
 enqueues the job ``replies.send`` (queue ``replies``, provider ``whatsapp`` or ``twilio`` so
 that the provider's circuit breaker defers it) whose payload is only the message id: the phone
-number and the text never enter a job payload, a job's history or the dead-letter queue.
+number and the text never enter a job payload, a job's history or the dead-letter queue. The
+record, the index its status webhooks find it by (``outref:``) and the job are written in one
+transaction (:meth:`Replies.write`); :meth:`Replies.prepare` makes a reply without writing it, so
+that a session writes it in the transaction of its own record.
 
 **Once per key.** The message id is derived from *key* (and the tenant), and the job carries
 *key* as its idempotency key: sending with the same key again stores and enqueues nothing new,
@@ -60,7 +63,7 @@ import hashlib
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from antifragile.connectors import (
@@ -98,7 +101,16 @@ from antifragile.inbound._echo import (
 from antifragile.inbound._flows import render
 from antifragile.inbound._model import Channel, InboundEvent, Tenant
 from antifragile.inbound._tasks import Tasks
-from antifragile.jobs import JobContext, JobDeferred, JobFunction, Jobs, StatusFlag
+from antifragile.jobs import (
+    Enqueued,
+    JobContext,
+    JobDeferred,
+    JobFunction,
+    Jobs,
+    NewJob,
+    RecordQueue,
+    StatusFlag,
+)
 from antifragile.jobs._policy import decide_failure
 from antifragile.observability._redaction import MASK
 from antifragile.observability._redaction import mask_email as mask_email  # imported from here too
@@ -204,6 +216,18 @@ def scrubbed(*values: str | None) -> Iterator[None]:
     except BaseException as exc:
         scrub(exc, values)
         raise
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedReply:
+    """A reply ready to be written (:meth:`Replies.prepare`): its *message_id*, the key-value
+    *entries* to create -- the message's record first, then its correlation index --, the
+    *job* that sends it, and the recipient *to* (for the log, masked)."""
+
+    message_id: str
+    entries: Mapping[str, Any]
+    job: NewJob
+    to: str
 
 
 def kv_of(jobs: Jobs) -> KeyValueStore:
@@ -358,9 +382,10 @@ class Replies:
         tenant's template: a new message, once (key ``template:{message_id}``)."""
         keep = ("channel", "tenant_id", "to", "from", "text", "last_inbound", "template")
         fields = {k: record.get(k) for k in keep}
-        new_id = await self._store_and_enqueue(
+        prepared = self._prepare(
             {**fields, "choices": None, "template_only": True}, f"template:{message_id}"
         )
+        new_id = await self.write(prepared)
         await kv_of(self.jobs).merge(
             OUTMSG_PREFIX + message_id, {"resent_as": new_id}, now=self.clock.time()
         )
@@ -406,7 +431,36 @@ class Replies:
         template_only: bool = False,
         values: Mapping[str, Any] | None = None,
     ) -> str:
-        """Store the reply and enqueue its job; the message id (see the module docs).
+        """Store the reply and enqueue its job; the message id (see the module docs and
+        :meth:`prepare`, which takes the same arguments)."""
+        prepared = self.prepare(
+            tenant=tenant,
+            channel=channel,
+            to=to,
+            text=text,
+            key=key,
+            choices=choices,
+            last_inbound=last_inbound,
+            template_only=template_only,
+            values=values,
+        )
+        return await self.write(prepared)
+
+    def prepare(
+        self,
+        *,
+        tenant: Tenant,
+        channel: Channel,
+        to: str,
+        text: str,
+        key: str,
+        choices: Sequence[tuple[str, str]] = (),
+        last_inbound: float | None = None,
+        template_only: bool = False,
+        values: Mapping[str, Any] | None = None,
+    ) -> PreparedReply:
+        """The reply :meth:`send` stores and enqueues, not written yet: :meth:`write` writes
+        it, or a session writes it in the transaction of its own record.
 
         *to* is the recipient as the provider takes it (WhatsApp: digits with country code;
         Twilio: ``+E164`` or ``whatsapp:+E164``); *key* makes the send happen once.
@@ -454,38 +508,68 @@ class Replies:
             "template_only": template_only,
             "template": None if template is None else template.to_json(),
         }
-        return await self._store_and_enqueue(fields, key)
+        return self._prepare(fields, key)
 
-    async def _store_and_enqueue(self, fields: Mapping[str, Any], key: str) -> str:
-        """Keep the message (*fields*: channel, tenant, recipient, text...) under the id of
-        *key* and enqueue its job, once per key; its id."""
-        tenant_id, channel, to = str(fields["tenant_id"]), Channel(fields["channel"]), fields["to"]
+    def _prepare(self, fields: Mapping[str, Any], key: str) -> PreparedReply:
+        """The message (*fields*: channel, tenant, recipient, text...) under the id of *key*,
+        its correlation index and its job."""
+        tenant_id, channel = str(fields["tenant_id"]), Channel(fields["channel"])
         message_id = self.message_id(tenant_id, key)
-        await self.jobs.open()
-        kv = kv_of(self.jobs)
-        now = self.clock.time()
-        record = {"id": message_id, **fields, "status": "new", "created_at": now}
-        # keep the first record of this key (a second send with the key changes nothing)
-        await kv.compare_and_set(
-            OUTMSG_PREFIX + message_id, record, expected_version=None, now=now, ttl=self.retention
-        )
-        # the provider echoes correlation_for(message_id) in its status webhooks: an index from
-        # that correlation back to the message lets a status find it before the send returns
-        await kv.compare_and_set(
-            correlation_index_key(message_id),
-            {"message_id": message_id},
-            expected_version=None,
-            now=now,
-            ttl=self.retention,
-        )
+        record = {"id": message_id, **fields, "status": "new", "created_at": self.clock.time()}
         new = self.job.configure(
             idempotency_key=key,
             status=StatusFlag(OUTMSG_PREFIX + message_id, "status"),
         ).prepare(message_id=message_id)
-        enqueued = await self.jobs.enqueue_many([replace(new, provider=channel.value)])
-        if enqueued[0].created:
-            _log.info("reply %s to %s enqueued", message_id, mask_phone(to))
-        return message_id
+        # the provider echoes correlation_for(message_id) in its status webhooks: an index from
+        # that correlation back to the message lets a status find it before the send returns
+        return PreparedReply(
+            message_id,
+            {
+                OUTMSG_PREFIX + message_id: record,
+                correlation_index_key(message_id): {"message_id": message_id},
+            },
+            replace(new, provider=channel.value),
+            str(fields["to"]),
+        )
+
+    async def write(self, prepared: PreparedReply) -> str:
+        """Store a reply made by :meth:`prepare` and enqueue its job, once per key (a second write
+        with its key changes nothing); the message id. On a queue that writes records and jobs
+        together (:class:`~antifragile.jobs.RecordQueue`), the record, its index and the job
+        are one transaction."""
+        await self.jobs.open()
+        now = self.clock.time()
+        (record_key, record), *others = prepared.entries.items()
+        queue = self.jobs.queue
+        if isinstance(queue, RecordQueue):
+            saved = await queue.save_and_enqueue(
+                record_key,
+                record,
+                expected_version=None,
+                jobs=[prepared.job],
+                now=now,
+                ttl=self.retention,
+                alongside=dict(others),
+            )
+            if saved is not None:
+                self.written(prepared, saved[1])
+                return prepared.message_id
+        # stored before (a second send with the key): keep the first record, and enqueue
+        # under the key (the job the first send enqueued, when there was one)
+        kv = kv_of(self.jobs)
+        for entry_key, value in prepared.entries.items():
+            await kv.compare_and_set(
+                entry_key, value, expected_version=None, now=now, ttl=self.retention
+            )
+        self.written(prepared, await self.jobs.enqueue_many([prepared.job]))
+        return prepared.message_id
+
+    def written(self, prepared: PreparedReply, enqueued: Sequence[Enqueued]) -> None:
+        """Note that *prepared* was written (its job *enqueued*): observed and logged."""
+        created = [e.created for e in enqueued]
+        self.jobs.observed_enqueue([prepared.job], created)
+        if any(created):
+            _log.info("reply %s to %s enqueued", prepared.message_id, mask_phone(prepared.to))
 
     async def reply(
         self,
@@ -498,13 +582,25 @@ class Replies:
     ) -> str:
         """Reply to the sender of *event* on its channel (see :meth:`send`); *key* defaults to
         ``reply:{channel}:{event_id}`` -- one reply per inbound event."""
+        return await self.write(self.prepare_reply(tenant, event, text, key=key, choices=choices))
+
+    def prepare_reply(
+        self,
+        tenant: Tenant,
+        event: InboundEvent,
+        text: str,
+        *,
+        key: str | None = None,
+        choices: Sequence[tuple[str, str]] = (),
+    ) -> PreparedReply:
+        """The reply :meth:`reply` writes, not written yet (see :meth:`prepare`)."""
         if not event.sender:
             raise ConfigurationError("this event has no sender to reply to")
         if event.channel is Channel.TWILIO:
             to = twilio_address(event.sender, dict(event.data))
         else:
             to = event.sender.lstrip("+")
-        return await self.send(
+        return self.prepare(
             tenant=tenant,
             channel=event.channel,
             to=to,

@@ -51,6 +51,11 @@ provider is not configured, or its ``applies`` check says no (no owner email, no
 collected). Adding an integration is registering an action and naming it in a flow's
 ``on_complete``; nothing here changes.
 
+**The reply with the turn.** The message pipeline asks for the turn with a reply key
+(:meth:`Sessions.handle`): the record's change and the turn's reply -- its stored message, index
+and send job (:meth:`~antifragile.inbound.Replies.prepare`) -- are then one transaction, so a
+session never advances without its reply and a message costs one durable write for both.
+
 **One transaction.** The record's completion -- the last answer, ``completed``, the flags
 ``pending``/``skipped``, the jobs' ids -- and the jobs themselves are written in one
 transaction of the job database (:meth:`~antifragile.jobs.RecordQueue.save_and_enqueue`: the
@@ -86,6 +91,7 @@ altogether, the pipeline answers with :meth:`Sessions.graceful_reply`.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import hashlib
 import logging
 import os
@@ -118,6 +124,7 @@ from antifragile.inbound._model import (
 )
 from antifragile.inbound._replies import (
     ConnectorSource,
+    PreparedReply,
     Replies,
     kv_of,
     mask_phone,
@@ -182,6 +189,9 @@ class SessionTurn:
     #: ``(id, label)`` of each option when the reply asks a ``choice`` question: sent as
     #: WhatsApp reply buttons or a list, whose tapped id comes back as the answer
     choices: tuple[tuple[str, str], ...] = ()
+    #: the id of the reply written with the record (:meth:`Sessions.handle` with
+    #: ``reply_key``), ``None`` when the reply is still to be sent
+    reply_message: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,7 +465,9 @@ class Sessions:
 
     # -- a turn -----------------------------------------------------------------------------
 
-    async def handle(self, tenant: Tenant, event: InboundEvent) -> SessionTurn | None:
+    async def handle(
+        self, tenant: Tenant, event: InboundEvent, *, reply_key: str | None = None
+    ) -> SessionTurn | None:
         """Advance *event*'s sender through *tenant*'s flow; the turn to answer with.
 
         ``None`` when the flow has nothing to say: the tenant has no flow, the event is not a
@@ -464,6 +476,12 @@ class Sessions:
         and changes nothing. The turn that completes the flow is written in the transaction
         that enqueues the flow's actions (see the module docs); when that fails, this raises
         and nothing of the turn is kept.
+
+        With *reply_key*, the turn's reply (:meth:`~antifragile.inbound.Replies.reply` with
+        that key) is written in the record's transaction too, when the records live beside
+        the jobs and keep as long as the replies': the turn's ``reply_message`` is then its id,
+        and there is never an advanced session without its reply. Otherwise (and for a message
+        handled before) ``reply_message`` is ``None`` and the caller sends the reply.
         """
         flow = self.flow_for(tenant)
         if flow is None or event.kind is not EventKind.MESSAGE or not event.sender:
@@ -482,9 +500,13 @@ class Sessions:
                 if turn is not None and turn.completed and record is not None:
                     await self._enqueue_missing(record, tenant, flow)  # a replay
                 break
+            assert turn is not None  # a record to write always comes with its turn
+            reply = self._reply_with(tenant, event, turn, reply_key)
             expected = None if current is None else current.version
-            if turn is not None and turn.completed:
-                written = await self._complete(kv, new, expected, tenant, flow, now)
+            if turn.completed:
+                written = await self._complete(kv, new, expected, tenant, flow, now, reply)
+            elif reply is not None:
+                written = await self._save(new, expected, now, reply)
             else:
                 written = (
                     await kv.compare_and_set(
@@ -497,6 +519,8 @@ class Sessions:
                     is not None
                 )
             if written:
+                if reply is not None:
+                    turn = dataclasses.replace(turn, reply_message=reply.message_id)
                 break
             self.conflicts += 1
         else:
@@ -514,6 +538,43 @@ class Sessions:
             )
         return turn
 
+    def _reply_with(
+        self, tenant: Tenant, event: InboundEvent, turn: SessionTurn, reply_key: str | None
+    ) -> PreparedReply | None:
+        """The turn's reply, to be written with the record -- or ``None``: no *reply_key*, the
+        records are kept in another store, the queue cannot write records with jobs, or the
+        replies keep their records for another time than the sessions."""
+        if reply_key is None or self._kv is not None or not turn.reply:
+            return None
+        if not isinstance(self.jobs.queue, RecordQueue):
+            return None
+        if getattr(self.replies, "retention", None) != self.retention:
+            return None
+        return self.replies.prepare_reply(
+            tenant, event, turn.reply, key=reply_key, choices=turn.choices
+        )
+
+    async def _save(
+        self, new: SessionRecord, expected: int | None, now: float, reply: PreparedReply
+    ) -> bool:
+        """Write *new* with *reply* (its records and job) in one transaction; whether it was
+        written (``False``: the record changed meanwhile, nothing was written)."""
+        queue = self.jobs.queue
+        assert isinstance(queue, RecordQueue)
+        saved = await queue.save_and_enqueue(
+            new.key,
+            new.to_stored_json(),
+            expected_version=expected,
+            jobs=[reply.job],
+            now=now,
+            ttl=self.retention,
+            alongside=reply.entries,
+        )
+        if saved is None:
+            return False
+        self.replies.written(reply, saved[1])
+        return True
+
     def _flag_fields(self, flow: Flow) -> tuple[str, ...]:
         registry = self.actions.registry
         return tuple(registry[n].flag_field for n in flow.on_complete if n in registry)
@@ -526,9 +587,11 @@ class Sessions:
         tenant: Tenant,
         flow: Flow,
         now: float,
+        reply: PreparedReply | None = None,
     ) -> bool:
-        """Write the completing record *new* with its actions' jobs; whether it was written
-        (``False``: the record changed meanwhile, nothing was written)."""
+        """Write the completing record *new* with its actions' jobs (and *reply*, its records
+        and job, when given); whether it was written (``False``: the record changed
+        meanwhile, nothing was written)."""
         actions = [self.actions.get(name) for name in flow.on_complete]
         tenant = self.tenants.get(tenant.id) or tenant  # the one the jobs will find
         wanted = [a for a in actions if await self._applies(a, new, tenant, flow)]
@@ -548,13 +611,16 @@ class Sessions:
                 new.key,
                 new.to_stored_json(),
                 expected_version=expected,
-                jobs=batch,
+                jobs=batch if reply is None else [*batch, reply.job],
                 now=now,
                 ttl=self.retention,
+                alongside=None if reply is None else reply.entries,
             )
             if saved is None:
                 return False
-            _, enqueued = saved
+            enqueued = saved[1][: len(batch)]
+            if reply is not None:
+                self.replies.written(reply, saved[1][len(batch) :])
             self.jobs.observed_enqueue(batch, [e.created for e in enqueued])
             moved = {
                 a.name: e.id

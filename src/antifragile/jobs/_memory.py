@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -252,20 +252,27 @@ class MemoryJobQueue:
         jobs: Sequence[NewJob],
         now: float,
         ttl: float | None = None,
+        alongside: Mapping[str, Any] | None = None,
     ) -> tuple[Versioned, list[Enqueued]] | None:
-        """See :meth:`~antifragile.jobs.RecordQueue.save_and_enqueue`: the entry and the jobs in
-        one step under the queue's lock (the entry put back if the jobs cannot be written)."""
+        """See :meth:`~antifragile.jobs.RecordQueue.save_and_enqueue`: the entries and the jobs
+        in one step under the queue's lock (the entries put back if the jobs cannot be
+        written)."""
         prepared = [self._prepared(job) for job in jobs]
         kv = self._store.kv
         with self._lock:
             swapped = kv.swap(key, value, expected_version=expected_version, now=now, ttl=ttl)
             if swapped is None:
                 return None
-            _, undo = swapped
+            undos = [swapped[1]]
             try:
+                for other, other_value in (alongside or {}).items():
+                    created = kv.swap(other, other_value, expected_version=None, now=now, ttl=ttl)
+                    if created is not None:
+                        undos.append(created[1])
                 enqueued = [self._insert(job, now) for job in prepared]
             except BaseException:
-                undo()
+                for undo in reversed(undos):
+                    undo()
                 raise
         saved = await kv.get(key, now=now)
         if saved is None:  # cannot happen: written in this very step

@@ -371,6 +371,20 @@ WHERE key = %(key)s AND version = %(expected)s::bigint
 RETURNING version
 """
 SAVED = "SELECT value, version, expires_at FROM {kv} WHERE key = %(key)s"
+#: the compare-and-set (``{save}``: SAVE_CREATE or SAVE_UPDATE) with the entries alongside it,
+#: created when absent, in one statement -- only when the compare-and-set wrote
+SAVE_ALONGSIDE = """
+WITH saved AS ({save}), others AS (
+    INSERT INTO {kv} AS o (key, value, version, expires_at)
+    SELECT t.key, t.value, 1, %(expires_at)s::float8
+    FROM unnest(%(other_keys)s::text[], %(other_values)s::text[]) AS t(key, value)
+    WHERE EXISTS (SELECT 1 FROM saved)
+    ON CONFLICT (key) DO UPDATE SET
+        value = EXCLUDED.value, version = 1, expires_at = EXCLUDED.expires_at
+    WHERE o.expires_at <= %(now)s::float8
+)
+SELECT version FROM saved
+"""
 
 # the jobs that were not inserted: which existing job each one names
 ENQUEUE_EXISTING = """
@@ -1142,10 +1156,12 @@ class PostgresJobQueue:
         jobs: Sequence[NewJob],
         now: float,
         ttl: float | None = None,
+        alongside: Mapping[str, Any] | None = None,
     ) -> tuple[Versioned, list[Enqueued]] | None:
         """See :meth:`~antifragile.jobs.RecordQueue.save_and_enqueue`: one transaction on
-        one pooled connection -- the compare-and-set, then the statements of
-        ``enqueue(connection=...)``, then the entry read back."""
+        one pooled connection -- the compare-and-set, the entries alongside (created when
+        absent), then the statements of ``enqueue(connection=...)``, then the entry read
+        back."""
         now = float(now)
         params: dict[str, Any] = {
             "key": key,
@@ -1153,18 +1169,27 @@ class PostgresJobQueue:
             "now": now,
             "expires_at": None if ttl is None else now + float(ttl),
         }
-        if expected_version is None:
-            query = self._sql.text(SAVE_CREATE)
-        else:
-            query, params["expected"] = self._sql.text(SAVE_UPDATE), int(expected_version)
+        save = SAVE_CREATE if expected_version is None else SAVE_UPDATE
+        if expected_version is not None:
+            params["expected"] = int(expected_version)
+        if alongside:
+            save = SAVE_ALONGSIDE.replace("{save}", save.strip())
+            params["other_keys"] = list(alongside)
+            params["other_values"] = [encode(v) for v in alongside.values()]
+        query = self._sql.text(save)
+        # a job whose status flag is on the entry changes it: then the entry is read back
+        flagged = any(job.status_flag is not None and job.status_flag.key == key for job in jobs)
         try:
             async with self._db.connection() as conn, conn.transaction():
                 cursor = await conn.execute(query.encode(), params)
-                if await cursor.fetchone() is None:
+                written = await cursor.fetchone()
+                if written is None:
                     return None
+                row: tuple[Any, ...] | None = (params["value"], written[0], params["expires_at"])
                 enqueued = await self.enqueue(jobs, now=now, connection=conn) if jobs else []
-                cursor = await conn.execute(self._sql.text(SAVED).encode(), {"key": key})
-                row = await cursor.fetchone()
+                if flagged:
+                    cursor = await conn.execute(self._sql.text(SAVED).encode(), {"key": key})
+                    row = await cursor.fetchone()
         except PoolClosed:
             raise ConfigurationError("the PostgreSQL store is closed") from None
         except psycopg.Error as exc:
@@ -1172,7 +1197,7 @@ class PostgresJobQueue:
         if row is None:  # cannot happen: written in this very transaction
             raise StoreError(f"the entry {key!r} vanished while it was written; try again")
         self._db.wrote(now)
-        return Versioned(key, decode(row[0]), row[1], row[2]), enqueued
+        return Versioned(key, decode(row[0]), int(row[1]), row[2]), enqueued
 
     async def claim(
         self,

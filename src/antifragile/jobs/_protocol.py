@@ -15,7 +15,7 @@ window however often its provider delivers it, and never lost once acknowledged.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from antifragile.jobs._model import (
@@ -216,11 +216,14 @@ class RecordQueue(Protocol):
         jobs: Sequence[NewJob],
         now: float,
         ttl: float | None = None,
+        alongside: Mapping[str, Any] | None = None,
     ) -> tuple[Versioned, list[Enqueued]] | None:
         """Compare-and-set the key-value entry *key* to *value* -- created when
         *expected_version* is ``None`` (and no live entry exists), else replaced only at that
-        version -- and enqueue *jobs* exactly as :meth:`JobQueue.enqueue` would (idempotency
-        keys, status flags set pending), all in one transaction.
+        version -- then create the entries *alongside* (key to value, with the same *ttl*)
+        that do not exist yet (a live one is kept as it is), and enqueue *jobs* exactly as
+        :meth:`JobQueue.enqueue` would (idempotency keys, status flags set pending), all in
+        one transaction.
 
         Returns the entry as stored (after the jobs' status flags were set) and one
         ``Enqueued`` per job, or ``None`` when the version did not match: then nothing was

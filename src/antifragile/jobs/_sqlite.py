@@ -18,13 +18,14 @@ at ``status_flag.key`` exactly as :meth:`~antifragile.stores.KeyValueStore.merge
 entry is created if absent or expired, its version grows by one, its expiry is kept). An entry
 holding something other than a JSON object is left alone.
 
-Concurrent enqueues and inbox records share one transaction (the store's group commit, see
-:meth:`~antifragile.stores._sqlite._Database.run_shared`): while one transaction is in flight, the
-enqueues that arrive meanwhile wait together and go into the next one, each under a savepoint of
+Concurrent enqueues, inbox records and records saved with their jobs (``save_and_enqueue``)
+share one transaction (the store's group commit, see
+:meth:`~antifragile.stores._sqlite._Database.run_shared`): while one transaction is in flight,
+the ones that arrive meanwhile wait together and go into the next one, each under a savepoint of
 its own (a caller whose statement fails gets its error; the others' rows are kept), and each
 caller returns only after the commit -- ``synchronous=FULL`` and every acknowledged job durable,
-at one ``fsync`` per group. After each enqueue the workers listening
-to the database are woken (:mod:`antifragile.jobs._wakeup`).
+at one ``fsync`` per group. After each enqueue the workers listening to the database are woken
+(:mod:`antifragile.jobs._wakeup`).
 
 The transactional outbox: ``enqueue(..., connection=c)`` writes the jobs with the caller's own
 connection, in the caller's thread, inside the caller's transaction -- they commit or roll back
@@ -54,7 +55,7 @@ import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from antifragile.errors import ConfigurationError, StoreError
@@ -558,9 +559,10 @@ def _save_and_enqueue(
     expires_at: float | None,
     rows: list[_Row],
     flags: list[_FlagParams | None],
+    alongside: list[tuple[str, str]],
 ) -> tuple[Versioned, list[Enqueued]] | None:
-    """Compare-and-set the entry *key*, then insert the jobs; one transaction (nothing of
-    either when the version does not match)."""
+    """Compare-and-set the entry *key*, create the entries *alongside* that are absent, then
+    insert the jobs; one transaction (nothing of any when the version does not match)."""
     with _immediate(conn):
         if expected is None:
             version = _kv_create(conn, key, text, now, expires_at)
@@ -568,6 +570,8 @@ def _save_and_enqueue(
             version = _kv_update_at(conn, key, text, expected, now, expires_at)
         if version is None:
             return None
+        for other, other_text in alongside:
+            _kv_create(conn, other, other_text, now, expires_at)
         enqueued = _insert(conn, rows, flags) if rows else []
         saved = _kv_get(conn, key, now)
     if saved is None:  # cannot happen: written in this very transaction
@@ -1015,15 +1019,17 @@ class SQLiteJobQueue:
         jobs: Sequence[NewJob],
         now: float,
         ttl: float | None = None,
+        alongside: Mapping[str, Any] | None = None,
     ) -> tuple[Versioned, list[Enqueued]] | None:
         """See :meth:`~antifragile.jobs.RecordQueue.save_and_enqueue`: one ``BEGIN
-        IMMEDIATE`` transaction for the compare-and-set and the jobs."""
+        IMMEDIATE`` transaction for the compare-and-set, the entries alongside and the jobs."""
         text = encode(value)
         expires_at = None if ttl is None else now + ttl
         rows = [_row(job, now) for job in jobs]
         flags = [_flag_params(job, now) for job in jobs]
-        saved = await self._db.run(
-            _save_and_enqueue, key, text, expected_version, now, expires_at, rows, flags
+        others = [(k, encode(v)) for k, v in (alongside or {}).items()]
+        saved = await self._db.run_shared(
+            _save_and_enqueue, key, text, expected_version, now, expires_at, rows, flags, others
         )
         self._db.wrote(now)
         if saved is not None and rows:
