@@ -41,6 +41,8 @@ from antifragile.connectors._failover import (
     email_chain_from_env,
 )
 from antifragile.connectors._hubspot import HubSpotConnector, hubspot_policy
+from antifragile.connectors._mailchimp import MailchimpConnector, mailchimp_policy
+from antifragile.connectors._mandrill import MandrillConnector, mandrill_policy
 from antifragile.connectors._resend import ResendConnector, resend_policy
 from antifragile.connectors._sendgrid import SendGridConnector, sendgrid_policy
 from antifragile.connectors._shopify import ShopifyConnector, shopify_policy
@@ -63,6 +65,8 @@ _FACTORIES: Mapping[str, Callable[..., Any]] = {
     "sendgrid": SendGridConnector,
     "smtp": SMTPConnector,
     "calcom": CalComConnector,
+    "mandrill": MandrillConnector,
+    "mailchimp": MailchimpConnector,
 }
 
 # each connector's default policy, built here when its breaker is to be shared (the keyword
@@ -77,6 +81,8 @@ _DEFAULT_POLICIES: Mapping[str, Callable[..., Policy]] = {
     "sendgrid": sendgrid_policy,
     "smtp": lambda *, clock, timeout=None: smtp_policy(clock=clock),
     "calcom": calcom_policy,
+    "mandrill": mandrill_policy,
+    "mailchimp": mailchimp_policy,
 }
 
 #: the providers a :class:`Connectors` knows, by name
@@ -284,6 +290,14 @@ class Connectors:
     @property
     def calcom(self) -> CalComConnector:
         return cast(CalComConnector, self.get("calcom"))
+
+    @property
+    def mandrill(self) -> MandrillConnector:
+        return cast(MandrillConnector, self.get("mandrill"))
+
+    @property
+    def mailchimp(self) -> MailchimpConnector:
+        return cast(MailchimpConnector, self.get("mailchimp"))
 
 
 def _smtp_env() -> bool:
