@@ -33,7 +33,8 @@ Subscribed``...), 404 :class:`~antifragile.NotFoundError` (an unknown list), 429
 **Exactly once.** ``PUT /lists/{list_id}/members/{subscriber_hash}`` -- the hash is the MD5 hex
 of the lower-cased address (:func:`subscriber_hash`) -- creates the member or updates it: the
 same request twice leaves one member with the same fields. So every failure, ambiguous ones
-included, is safely retried in-process and by a durable job, and no reconciliation is needed.
+included (a 200 whose body is not the member is asked again up to 3 times), is safely retried
+in-process and by a durable job, and no reconciliation is needed.
 ``status_if_new`` applies only when the member is created: an existing member's subscription
 status (an unsubscribe, say) is never changed.
 """
@@ -68,6 +69,8 @@ UPSERT_MEMBER = "upsert_member"
 #: Mailchimp's limit of simultaneous connections per user account
 MAX_CONNECTIONS = 10
 
+#: how often a 200 without the member is asked again (the PUT is safe to repeat)
+_MALFORMED_TRIES = 3
 #: the subscription statuses a new member may get
 STATUSES = frozenset({"subscribed", "unsubscribed", "cleaned", "pending", "transactional"})
 
@@ -185,12 +188,25 @@ class MailchimpConnector(HTTPConnector):
         body: dict[str, Any] = {"email_address": email.strip(), "status_if_new": status_if_new}
         if merge_fields:
             body["merge_fields"] = dict(merge_fields)
+        for _ in range(_MALFORMED_TRIES):
+            answer = await self._put(f"/lists/{audience}/members/{member_id}", body)
+            if isinstance(answer, dict) and isinstance(answer.get("id"), str):
+                status = answer.get("status")
+                return Member(answer["id"], audience, status if isinstance(status, str) else "")
+        # a PUT is safe to send again: a durable job retries it
+        raise UpstreamUnavailableError(
+            "Mailchimp answered without the member (malformed body)",
+            provider=PROVIDER,
+            operation=UPSERT_MEMBER,
+            status=200,
+            replay_safe=True,
+        )
+
+    async def _put(self, path: str, body: dict[str, Any]) -> Any:
+        """The JSON answer to ``PUT path`` (``None`` when it is not JSON)."""
         try:
             response = await self.client.put(
-                f"/lists/{audience}/members/{member_id}",
-                json=body,
-                headers=self._auth,
-                operation=UPSERT_MEMBER,
+                path, json=body, headers=self._auth, operation=UPSERT_MEMBER
             )
         except IntegrationError as exc:
             problem = _problem(exc.detail)
@@ -199,20 +215,9 @@ class MailchimpConnector(HTTPConnector):
                 exc.args = (exc.message,)
             raise
         try:
-            answer = response.json()
+            return response.json()
         except ValueError:
-            answer = None
-        if not isinstance(answer, dict) or not isinstance(answer.get("id"), str):
-            # a PUT is safe to send again: a durable job retries it
-            raise UpstreamUnavailableError(
-                "Mailchimp answered without the member (malformed body)",
-                provider=PROVIDER,
-                operation=UPSERT_MEMBER,
-                status=response.status_code,
-                replay_safe=True,
-            )
-        status = answer.get("status")
-        return Member(answer["id"], audience, status if isinstance(status, str) else "")
+            return None
 
     def __repr__(self) -> str:
         return f"MailchimpConnector(base_url={self.base_url!r})"
