@@ -30,6 +30,7 @@ class Channel(enum.StrEnum):
     RESEND = "resend"
     CALCOM = "calcom"
     HUBSPOT = "hubspot"
+    MANDRILL = "mandrill"
     API = "api"  # pre-classified messages posted to /v1/ai-results
 
 

@@ -32,9 +32,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import re
 import secrets
@@ -44,6 +41,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
+from antifragile.inbound import mandrill_signature as mandrill_signature
 from antifragile.sandbox._server import IncomingRequest
 from antifragile.sandbox._simulator import Call, Reply, Route, Simulator
 from antifragile.sandbox._status import Notice
@@ -85,14 +83,6 @@ _ERRORS: dict[int, tuple[int, str, str]] = {
     ),
     503: (-1, "ServiceUnavailable", "The service is unavailable. Please try again later."),
 }
-
-
-def mandrill_signature(key: str, url: str, params: Mapping[str, str]) -> str:
-    """``X-Mandrill-Signature``: base64 HMAC-SHA1 with the webhook's *key* over *url* followed
-    by each POST parameter's name and value, names sorted."""
-    signed = url + "".join(name + params[name] for name in sorted(params))
-    digest = hmac.new(key.encode(), signed.encode(), hashlib.sha1).digest()
-    return base64.b64encode(digest).decode()
 
 
 class MandrillSimulator(Simulator):

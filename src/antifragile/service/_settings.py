@@ -79,6 +79,10 @@ class Settings(BaseModel):
     resend_webhook_secrets: tuple[SecretStr, ...] = ()
     calcom_webhook_secrets: tuple[SecretStr, ...] = ()
     hubspot_webhook_secrets: tuple[SecretStr, ...] = ()
+    #: the Mandrill webhook's keys, and its URL exactly as configured at Mandrill (the
+    #: signature covers it; default: the public URL + /v1/webhooks/mandrill)
+    mandrill_webhook_keys: tuple[SecretStr, ...] = ()
+    mandrill_webhook_url: str | None = None
 
     #: the largest webhook body accepted (bytes)
     webhook_max_bytes: Annotated[int, Field(ge=1)] = DEFAULT_WEBHOOK_MAX_BYTES
@@ -312,6 +316,8 @@ _FIELDS: dict[str, _Field] = {
     "resend_webhook_secrets": _Field("ANTIFRAGILE_RESEND_WEBHOOK_SECRET", _secrets, True),
     "calcom_webhook_secrets": _Field("ANTIFRAGILE_CALCOM_WEBHOOK_SECRET", _secrets, True),
     "hubspot_webhook_secrets": _Field("ANTIFRAGILE_HUBSPOT_WEBHOOK_SECRET", _secrets, True),
+    "mandrill_webhook_keys": _Field("ANTIFRAGILE_MANDRILL_WEBHOOK_KEY", _secrets, True),
+    "mandrill_webhook_url": _Field("ANTIFRAGILE_MANDRILL_WEBHOOK_URL", _url),
     "webhook_max_bytes": _Field("ANTIFRAGILE_WEBHOOK_MAX_BYTES", _positive_int),
     "inbox_ttl": _Field("ANTIFRAGILE_INBOX_TTL", _seconds),
     "admin_api_keys": _Field("ANTIFRAGILE_ADMIN_API_KEYS", _secrets, True),
