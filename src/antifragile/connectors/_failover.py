@@ -39,8 +39,8 @@ blocks every other provider for that key until it is *settled*:
   again to that provider alone: its answer is the first send's (the email went out once) or a
   fresh send; with a *reconcile* function (``(provider, key) -> True | False | None``: sent, not
   sent, still unknown), e.g. a lookup of SendGrid's Event Webhook events, its answer settles it;
-  without one, a connector with a ``lookup_sent(key)`` of its own (Mandrill searches its
-  messages' metadata) is asked instead;
+  when it has no answer (or there is none), a connector with a ``lookup_sent(key)`` of its own
+  (Mandrill searches its messages' metadata) is asked;
 * *timed out* -- after *settle_window* seconds (``ANTIFRAGILE_EMAIL_SETTLE_WINDOW``, 900 by
   default) without an answer the send is taken as not made and the chain goes on (a provider
   without keys is not asked again: a second request there could be a second email).
@@ -85,6 +85,8 @@ DEFAULT_SETTLE_WINDOW = 900.0
 UNKNOWN_PREFIX = "email-unknown:"
 #: the providers whose API deduplicates a repeated request by its key
 REPLAYABLE = frozenset({"resend"})
+#: the providers a chain may name (the connectors that send email)
+EMAIL_PROVIDERS: tuple[str, ...] = ("resend", "sendgrid", "smtp", "mandrill")
 
 _OPEN = frozenset({CircuitState.OPEN, CircuitState.FORCED_OPEN})
 # transport failures raised before any byte of the request was written (errors/_classify.py)
@@ -118,6 +120,12 @@ def chain_from(value: str | None) -> tuple[str, ...]:
     names = tuple(n.strip().lower() for n in (value or "").split(",") if n.strip())
     if len(set(names)) != len(names):
         raise ConfigurationError(f"{CHAIN_ENV} names a provider twice: {value!r}")
+    unknown = [n for n in names if n not in EMAIL_PROVIDERS]
+    if unknown:
+        raise ConfigurationError(
+            f"{CHAIN_ENV}: {', '.join(unknown)} cannot send email; "
+            f"the chain's providers are {', '.join(EMAIL_PROVIDERS)}"
+        )
     return names or ("resend",)
 
 
@@ -325,10 +333,8 @@ class EmailChain:
                     return self._sent(name, sent, key, ())
         elif connector is not None and (self.reconcile is not None or _lookup(connector)):
             lookup = _lookup(connector)
-            if self.reconcile is not None:
-                found = await self.reconcile(name, key)
-            else:
-                assert lookup is not None
+            found = await self.reconcile(name, key) if self.reconcile is not None else None
+            if found is None and lookup is not None:
                 found = await lookup(key)
             if found is True:
                 await self.kv.delete(record_key, now=self.clock.time())

@@ -12,7 +12,9 @@
 last ``-`` is the data centre (``...-us21`` -> ``us21``), which makes the default address
 ``https://us21.api.mailchimp.com/3.0`` (``ANTIFRAGILE_MAILCHIMP_BASE_URL`` overrides it;
 ``{sandbox.url}/mailchimp`` for the sandbox). ``ANTIFRAGILE_MAILCHIMP_LIST_ID`` is the audience
-used when none is given (a tenant's ``mailchimp_list_id`` names its own). Authentication is
+used when none is given (a tenant's ``mailchimp_list_id`` names its own) and
+``ANTIFRAGILE_MAILCHIMP_STATUS_IF_NEW`` a new member's status (``pending`` by default: Mailchimp
+asks the contact to confirm -- double opt-in -- before any campaign reaches them). Authentication is
 HTTP Basic with any user name and the key as password.
 
 **Default policy** (:func:`mailchimp_policy`): Mailchimp allows **10 simultaneous connections**
@@ -64,6 +66,10 @@ from antifragile.policies import SYSTEM_CLOCK, Bulkhead, Clock, Exponential, Pol
 BASE_URL_ENV = "ANTIFRAGILE_MAILCHIMP_BASE_URL"
 API_KEY_ENV = "ANTIFRAGILE_MAILCHIMP_API_KEY"
 LIST_ID_ENV = "ANTIFRAGILE_MAILCHIMP_LIST_ID"
+STATUS_ENV = "ANTIFRAGILE_MAILCHIMP_STATUS_IF_NEW"
+#: a new member's status unless configured: ``pending`` -- Mailchimp asks the contact to
+#: confirm (double opt-in) before any campaign reaches them
+DEFAULT_STATUS_IF_NEW = "pending"
 PROVIDER = "mailchimp"
 UPSERT_MEMBER = "upsert_member"
 #: Mailchimp's limit of simultaneous connections per user account
@@ -143,6 +149,7 @@ class MailchimpConnector(HTTPConnector):
         *,
         base_url: str | None = None,
         list_id: str | None = None,
+        status_if_new: str | None = None,
         policy: Policy | None = None,
         timeout: float = 10.0,
         clock: Clock = SYSTEM_CLOCK,
@@ -152,6 +159,11 @@ class MailchimpConnector(HTTPConnector):
         given = base_url or os.environ.get(BASE_URL_ENV)
         self.base_url = (given or f"https://{data_center(key)}.api.mailchimp.com/3.0").rstrip("/")
         self.list_id = list_id or os.environ.get(LIST_ID_ENV) or None
+        self.status_if_new = (
+            status_if_new or os.environ.get(STATUS_ENV) or DEFAULT_STATUS_IF_NEW
+        ).strip()
+        if self.status_if_new not in STATUSES:
+            raise ConfigurationError(f"status_if_new is one of {', '.join(sorted(STATUSES))}")
         self.policy = (
             policy if policy is not None else mailchimp_policy(clock=clock, timeout=timeout)
         )
@@ -172,7 +184,7 @@ class MailchimpConnector(HTTPConnector):
         email: str,
         *,
         list_id: str | None = None,
-        status_if_new: str = "subscribed",
+        status_if_new: str | None = None,
         merge_fields: Mapping[str, str] | None = None,
     ) -> Member:
         """Add *email* to the audience *list_id* (default: the connector's), or update its
@@ -180,6 +192,7 @@ class MailchimpConnector(HTTPConnector):
         audience = list_id or self.list_id
         if not audience:
             raise ConfigurationError(f"no Mailchimp list: pass list_id= or set {LIST_ID_ENV}")
+        status_if_new = status_if_new or self.status_if_new
         if status_if_new not in STATUSES:
             raise ConfigurationError(f"status_if_new is one of {', '.join(sorted(STATUSES))}")
         if "@" not in email:

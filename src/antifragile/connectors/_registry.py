@@ -30,7 +30,7 @@ raises :class:`~antifragile.ConfigurationError` then, and :meth:`configured` tel
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 from antifragile.connectors._calcom import CalComConnector, calcom_policy
@@ -129,6 +129,9 @@ class Connectors:
         self.timeout = timeout
         self._built: dict[str, Any] = {}
         self._email_chain: EmailChain | None = None
+        self._email_chains: dict[tuple[str, ...], EmailChain] = {}
+        #: the email chains tenants name (``Tenant.email_chain``), for :meth:`configured`
+        self.tenant_email_chains: list[tuple[str, ...]] = []
 
     def __repr__(self) -> str:
         return f"Connectors(built={sorted(self._built)!r}, given={sorted(self._given)!r})"
@@ -204,7 +207,8 @@ class Connectors:
                 chain = chain_from(os.environ.get(CHAIN_ENV))
             except ConfigurationError:
                 return False
-            return any(self.configured(p) for p in chain)
+            chains = [chain, *self.tenant_email_chains]
+            return any(self.configured(p) for names in chains for p in names)
         if provider not in _FACTORIES:
             return False
         if provider == "smtp":  # an SMTP connector builds with defaults: require a host
@@ -231,12 +235,20 @@ class Connectors:
                 found[provider] = breaker
         return found
 
-    def email_chain(self) -> EmailChain:
+    def email_chain(self, providers: Sequence[str] | None = None) -> EmailChain:
         """The email providers in ``ANTIFRAGILE_EMAIL_CHAIN`` order (``resend`` alone when
-        unset), built once; unsettled sends kept in the store's key-value table when there is
-        a store (see :mod:`antifragile.connectors._failover`)."""
+        unset) -- or in *providers*' order (a tenant's own chain) --, built once each;
+        unsettled sends kept in the store's key-value table when there is a store (see
+        :mod:`antifragile.connectors._failover`)."""
+        kv = self.store.kv if self.store is not None else None
+        if providers:
+            names = tuple(providers)
+            chain = self._email_chains.get(names)
+            if chain is None:
+                chain = email_chain_from_env(self.get, kv=kv, clock=self.clock, providers=names)
+                self._email_chains[names] = chain
+            return chain
         if self._email_chain is None:
-            kv = self.store.kv if self.store is not None else None
             self._email_chain = email_chain_from_env(self.get, kv=kv, clock=self.clock)
         return self._email_chain
 

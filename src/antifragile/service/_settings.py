@@ -10,6 +10,10 @@ named by ``ANTIFRAGILE_CONFIG`` (or *config_path*). The file may hold::
     [tenants.acme]       # one table per tenant: the fields of antifragile.inbound.Tenant
     name = "Acme"
     whatsapp_phone_number_id = "106540352242922"
+    [tenants.acme.llm]   # the tenant's intent model (antifragile.inbound LLMIntentConfig)
+    base_url = "https://api.openai.com/v1"
+    model = "gpt-4o-mini"
+    api_key_env = "ACME_OPENAI_API_KEY"   # the variable holding the key (or <it>_FILE)
 
     [flows.intake]       # conversation flows, kept raw (see antifragile.inbound load_flows)
     [providers.shopify]  # policy overrides per provider, kept raw
@@ -141,6 +145,8 @@ class Settings(BaseModel):
     #: the raw tables of the config file
     service: dict[str, Any] = {}
     tenants: dict[str, Tenant] = {}
+    #: each tenant's ``[tenants.<id>.llm]`` table, raw (the model's key is never in it)
+    tenant_llm: dict[str, dict[str, Any]] = {}
     flows: dict[str, Any] = {}
     providers: dict[str, Any] = {}
     features: dict[str, Any] = {}
@@ -422,15 +428,29 @@ def _load_file(path: Path) -> dict[str, Any]:
         )
     service = _table(data, "service", path)
     values: dict[str, Any] = {}
-    settable = set(Settings.model_fields) - {"service", "tenants", "flows", "providers", "features"}
+    settable = set(Settings.model_fields) - {
+        "service",
+        "tenants",
+        "tenant_llm",
+        "flows",
+        "providers",
+        "features",
+    }
     for name, value in service.items():
         if name not in settable:
             raise ConfigurationError(f"{path}: [service] has no setting {name!r}")
         values[name] = _coerce_file_value(name, value, path)
     tenants: dict[str, Tenant] = {}
+    tenant_llm: dict[str, dict[str, Any]] = {}
     for tenant_id, table in _table(data, "tenants", path).items():
         if not isinstance(table, dict):
             raise ConfigurationError(f"{path}: [tenants.{tenant_id}] must be a table")
+        if "llm" in table:
+            table = dict(table)
+            llm = table.pop("llm")
+            if not isinstance(llm, dict):
+                raise ConfigurationError(f"{path}: [tenants.{tenant_id}.llm] must be a table")
+            tenant_llm[tenant_id] = llm
         unknown = sorted(set(table) - _TENANT_FIELDS)
         if unknown:
             raise ConfigurationError(
@@ -447,6 +467,7 @@ def _load_file(path: Path) -> dict[str, Any]:
         # secrets live only in their SecretStr fields, never in the raw table
         service={k: ("***" if k in _SECRET_FIELDS else v) for k, v in service.items()},
         tenants=tenants,
+        tenant_llm=tenant_llm,
         flows=_table(data, "flows", path),
         providers=_table(data, "providers", path),
         features=_table(data, "features", path),
