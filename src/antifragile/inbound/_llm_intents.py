@@ -158,14 +158,14 @@ class LLMIntentConfig:
             "total_timeout",
             "quota_pause",
         }
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigurationError(f"unknown LLM intent setting(s): {', '.join(unknown)}")
         if "api_key" in data:
             raise ConfigurationError(
                 "the model's key is never written in the settings: name the variable holding "
                 "it with api_key_env"
             )
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigurationError(f"unknown LLM intent setting(s): {', '.join(unknown)}")
         variable = data.get("api_key_env")
         if not isinstance(variable, str) or not variable:
             raise ConfigurationError("api_key_env must name the variable holding the key")

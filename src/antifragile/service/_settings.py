@@ -450,6 +450,11 @@ def _load_file(path: Path) -> dict[str, Any]:
             llm = table.pop("llm")
             if not isinstance(llm, dict):
                 raise ConfigurationError(f"{path}: [tenants.{tenant_id}.llm] must be a table")
+            if "api_key" in llm:  # kept out of the settings: never held, never shown
+                raise ConfigurationError(
+                    f"{path}: [tenants.{tenant_id}.llm] holds api_key: the model's key is "
+                    "never written in the settings; name the variable holding it with api_key_env"
+                )
             tenant_llm[tenant_id] = llm
         unknown = sorted(set(table) - _TENANT_FIELDS)
         if unknown:
