@@ -83,7 +83,7 @@ from antifragile.connectors._outcome import (
     mandrill_error_answer,
     outcome_unknown,
 )
-from antifragile.connectors._quota import until_monthly_reset
+from antifragile.connectors._quota import paused_refusal, until_monthly_reset
 from antifragile.connectors._resend import idempotency_key_for
 from antifragile.errors import (
     AuthenticationError,
@@ -239,19 +239,12 @@ class MandrillConnector(HTTPConnector):
         return refined
 
     def _paused(self) -> RateLimitedError | None:
-        until = self.quota_paused_until
-        now = self.clock.time()
-        if until is None or now >= until:
-            return None
-        return RateLimitedError(
-            f"mandrill.send_email: the account queues its sends (quota or pause); sends paused "
-            f"for {until - now:.0f} s",
-            provider=PROVIDER,
-            operation=SEND_EMAIL,
-            status=429,
-            retry_after=until - now,
-            replay_safe=True,
-            local=True,
+        return paused_refusal(
+            PROVIDER,
+            SEND_EMAIL,
+            self.quota_paused_until,
+            self.clock.time(),
+            "the account queues its sends (quota spent or sending paused)",
         )
 
     @masks_pii("sender", "to", "cc", "bcc", "reply_to")
