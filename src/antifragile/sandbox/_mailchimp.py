@@ -10,9 +10,9 @@
   ``Invalid Resource`` with ``errors[{field, message}]``. A new member is created with that
   status, an existing one has its merge fields updated and keeps its status (unless ``status``
   is given); 200 with the member (``id`` = the hash, ``email_address``, ``status``,
-  ``merge_fields``, ``list_id``). Each change is recorded as an effect whose
-  ``idempotency_key`` is ``<list_id>/<hash>`` -- so the effect log shows one member per address
-  however many times it was sent. ``GET`` the same path reads a member (404 when absent).
+  ``merge_fields``, ``list_id``). Each creation or change is recorded as an effect whose
+  ``idempotency_key`` is ``<list_id>/<hash>``; the same request again changes nothing and
+  records nothing -- so the effect log counts what the upserts did, not how often they came. ``GET`` the same path reads a member (404 when absent).
 * **Errors** -- ``application/problem+json`` ``{"type", "title", "status", "detail",
   "instance"}``.
 * **Connections** -- Mailchimp allows ``max_connections`` (10) simultaneous connections per
@@ -213,6 +213,8 @@ class MailchimpSimulator(Simulator):
             if status is not None:
                 member["status"] = status
             member["merge_fields"] = {**member["merge_fields"], **(fields or {})}
+            changed = member != existing
             self._members[(list_id, member_id)] = member
-        call.commit(member_id, body, f"{list_id}/{member_id}")
+        if changed:  # the same PUT again changes nothing: no new effect
+            call.commit(member_id, body, f"{list_id}/{member_id}")
         return Reply(200, member)
