@@ -12,7 +12,8 @@
   is given); 200 with the member (``id`` = the hash, ``email_address``, ``status``,
   ``merge_fields``, ``list_id``). Each creation or change is recorded as an effect whose
   ``idempotency_key`` is ``<list_id>/<hash>``; the same request again changes nothing and
-  records nothing -- so the effect log counts what the upserts did, not how often they came. ``GET`` the same path reads a member (404 when absent).
+  records nothing -- so the effect log counts what the upserts did, not how often they came.
+  ``GET`` the same path reads a member (404 when absent).
 * **Errors** -- ``application/problem+json`` ``{"type", "title", "status", "detail",
   "instance"}``.
 * **Connections** -- Mailchimp allows ``max_connections`` (10) simultaneous connections per

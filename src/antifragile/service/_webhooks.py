@@ -723,7 +723,11 @@ def webhooks_router(handlers: WebhookHandlers) -> APIRouter:
     @router.head(
         "/mandrill",
         summary="Mandrill webhook check",
-        responses={200: {"description": "The URL answers (Mandrill checks it when added)"}},
+        response_class=Response,
+        responses={
+            200: {"description": "The URL answers (Mandrill checks it when added)"},
+            **error_responses(500),
+        },
     )
     async def mandrill_check() -> Response:
         """Answer the ``HEAD`` request Mandrill sends when the webhook is added."""
