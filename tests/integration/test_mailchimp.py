@@ -82,11 +82,12 @@ def test_subscriber_hash_is_md5_of_the_lowercased_address() -> None:
 async def test_upsert_creates_then_updates_one_member(
     sandbox: ProviderSandbox, simulator: MailchimpSimulator, connect: Connect
 ) -> None:
-    """A PUT by the hash creates the member with ``status_if_new``; again with other merge
-    fields it updates the same member (Basic auth, the key as password)."""
+    """A PUT by the hash creates the member with ``status_if_new`` (``pending`` by default:
+    double opt-in); again with other merge fields it updates the same member (Basic auth, the
+    key as password)."""
     connector = connect()
     first = await connector.upsert_member("Ada@Example.com", merge_fields={"FNAME": "Ada"})
-    assert first == Member(subscriber_hash("ada@example.com"), LIST, "subscribed")
+    assert first == Member(subscriber_hash("ada@example.com"), LIST, "pending")
     await connector.upsert_member("ada@example.com", merge_fields={"LNAME": "Lovelace"})
     (member,) = simulator.members(LIST)
     assert member["merge_fields"] == {"FNAME": "Ada", "LNAME": "Lovelace"}
