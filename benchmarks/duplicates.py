@@ -84,6 +84,8 @@ from antifragile import FakeClock, Retry, TransientError
 from antifragile.connectors import (
     CalComConnector,
     HubSpotConnector,
+    MailchimpConnector,
+    MandrillConnector,
     OutcomeUnknownError,
     ResendConnector,
     SendGridConnector,
@@ -100,6 +102,8 @@ from antifragile.sandbox import (
     CalComSimulator,
     Effect,
     HubSpotSimulator,
+    MailchimpSimulator,
+    MandrillSimulator,
     ProviderFault,
     ProviderSandbox,
     ResendSimulator,
@@ -130,12 +134,14 @@ PROVIDERS: tuple[str, ...] = (
     "sendgrid",
     "smtp",
     "calcom",
+    "mandrill",
+    "mailchimp",
 )
 #: providers whose connector replays safely (an idempotency key, or a natural key)
-IDEMPOTENT: frozenset[str] = frozenset({"resend", "shopify", "hubspot"})
+IDEMPOTENT: frozenset[str] = frozenset({"resend", "shopify", "hubspot", "mailchimp"})
 STRATEGIES: tuple[Strategy, ...] = ("default", "blind_resend")
 #: providers whose status webhooks echo a send's correlation (measured ``--status-webhooks``)
-ECHOING: tuple[str, ...] = ("whatsapp", "twilio", "sendgrid", "calcom")
+ECHOING: tuple[str, ...] = ("whatsapp", "twilio", "sendgrid", "calcom", "mandrill")
 
 #: the endpoint whose requests draw the faults and whose effects are counted
 ENDPOINTS: dict[str, str] = {
@@ -148,6 +154,8 @@ ENDPOINTS: dict[str, str] = {
     "sendgrid": "POST /v3/mail/send",
     "smtp": "DATA",
     "calcom": "POST /v2/bookings",
+    "mandrill": "POST /messages/send",
+    "mailchimp": "PUT /lists/{list_id}/members/{subscriber_hash}",
 }
 
 _TOKENS = {
@@ -158,6 +166,8 @@ _TOKENS = {
     "twilio": "test-auth-token",
     "sendgrid": "SG.test-key",
     "calcom": "cal_test_key",
+    "mandrill": "md-test-key",
+    "mailchimp": "0123456789abcdef-us21",
 }
 _TWILIO_SID = "AC" + "0123456789abcdef" * 2
 _WHATSAPP_PHONE = "106540352242922"
@@ -165,9 +175,11 @@ _SLACK_HOOK = "T0001/B0001/sEcReTtOkEn1234"
 _SMTP_USERS = {"app": "s3cret"}
 _WHATSAPP_SECRET = "bench-app-secret"
 _CALCOM_SECRET = "bench-cal-secret"
+_MANDRILL_KEY = "bench-mandrill-key"
+_AUDIENCE = "bench-list"
 _T0 = datetime(2027, 1, 4, 9, 0, tzinfo=UTC)
 #: the prefix of the key whose correlation a provider's send carries (the connector's own)
-_REFERENCES = {"sendgrid": "send-email/", "calcom": "create-booking/"}
+_REFERENCES = {"sendgrid": "send-email/", "calcom": "create-booking/", "mandrill": "send-email/"}
 _OP = re.compile(r"op-(\d+)(?!\d)")
 
 
@@ -223,13 +235,15 @@ def _counted(
     prefix = f"/{provider}/"
 
     def requests() -> int:
-        return sum(1 for r in sandbox.requests if r.path.startswith(prefix) and r.method == "POST")
+        return sum(
+            1 for r in sandbox.requests if r.path.startswith(prefix) and r.method in ("POST", "PUT")
+        )
 
     def ambiguous() -> int:
         return sum(
             1
             for r in sandbox.requests
-            if r.path.startswith(prefix) and r.method == "POST" and r.fault == "reset"
+            if r.path.startswith(prefix) and r.method in ("POST", "PUT") and r.fault == "reset"
         )
 
     return requests, ambiguous
@@ -303,6 +317,10 @@ async def _target(
         "calcom": lambda: CalComSimulator(
             api_keys=[_TOKENS["calcom"]], rate_limit=1_000_000, webhook_secret=_CALCOM_SECRET
         ),
+        "mandrill": lambda: MandrillSimulator(
+            api_keys=[_TOKENS["mandrill"]], webhook_key=_MANDRILL_KEY
+        ),
+        "mailchimp": lambda: MailchimpSimulator(api_keys=[_TOKENS["mailchimp"]], lists=[_AUDIENCE]),
     }
     urls = {}
     if service_url is not None and provider != "twilio":  # Twilio: the StatusCallback URL
@@ -427,6 +445,32 @@ async def _target(
                 idempotency_key=ctx.idempotency_key,
             )
 
+    elif provider == "mandrill":
+        mandrill = await stack.enter_async_context(
+            MandrillConnector(_TOKENS["mandrill"], base_url=base, clock=clock, timeout=2.0)
+        )
+
+        async def operation(ctx: JobContext, n: int) -> object:
+            return await mandrill.send_email(
+                sender="shop@example.com",
+                to="owner@example.com",
+                subject=f"Order op-{n}",
+                text=f"Order op-{n} is in.",
+                idempotency_key=ctx.idempotency_key,
+            )
+
+    elif provider == "mailchimp":
+        mailchimp = await stack.enter_async_context(
+            MailchimpConnector(
+                _TOKENS["mailchimp"], base_url=base, list_id=_AUDIENCE, clock=clock, timeout=2.0
+            )
+        )
+
+        async def operation(ctx: JobContext, n: int) -> object:
+            return await mailchimp.upsert_member(
+                f"op-{n}@example.com", merge_fields={"FNAME": "Ada"}
+            )
+
     else:
         raise ValueError(f"unknown provider {provider!r}; one of {PROVIDERS}")
     return _Target(operation, effects, requests, ambiguous_count, clock, sandbox)
@@ -463,6 +507,7 @@ async def _service(
         "ANTIFRAGILE_WHATSAPP_APP_SECRET": _WHATSAPP_SECRET,
         "ANTIFRAGILE_TWILIO_AUTH_TOKEN": _TOKENS["twilio"],
         "ANTIFRAGILE_CALCOM_WEBHOOK_SECRET": _CALCOM_SECRET,
+        "ANTIFRAGILE_MANDRILL_WEBHOOK_KEY": _MANDRILL_KEY,
     }
     if provider == "sendgrid":
         simulator = sandbox.simulator("sendgrid")

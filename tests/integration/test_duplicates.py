@@ -42,12 +42,13 @@ def _chaos_happened(figures: Figures) -> None:
     assert figures.faults_ambiguous > figures.operations // 5  # the chaos really happened
 
 
-@pytest.mark.parametrize("provider", ["resend", "shopify", "hubspot", "twilio"])
+@pytest.mark.parametrize("provider", ["resend", "shopify", "hubspot", "twilio", "mailchimp"])
 async def test_exactly_500_effects_for_500_operations(
     provider: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """500 operations through durable jobs with 30% ambiguous failures and 10% 5xx: Resend
-    (idempotency key), Shopify and HubSpot (the email as natural key) replay safely, Twilio
+    (idempotency key), Shopify, HubSpot and Mailchimp (the email as natural key) replay safely,
+    Twilio
     looks an ambiguous send up in its message log before sending again -- and the sandbox
     records exactly 500 effects, one per operation, every job succeeded, none dead-lettered."""
     figures = await measure(provider, operations=500, directory=tmp_path)
@@ -60,7 +61,9 @@ async def test_exactly_500_effects_for_500_operations(
     _chaos_happened(figures)
 
 
-@pytest.mark.parametrize("provider", ["whatsapp", "slack", "sendgrid", "smtp", "calcom"])
+@pytest.mark.parametrize(
+    "provider", ["whatsapp", "slack", "sendgrid", "smtp", "calcom", "mandrill"]
+)
 async def test_no_duplicate_and_nothing_lost_without_idempotency(
     provider: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -97,7 +100,7 @@ async def test_blind_resend_duplicates_what_the_default_policy_does_not(
 # 200 operations each waiting for a status echo: on a loaded machine this takes minutes, so the
 # hang guard is wider than the suite's default 120 s (it bounds a hang, not the speed)
 @pytest.mark.timeout(480)
-@pytest.mark.parametrize("provider", ["whatsapp", "twilio", "sendgrid", "calcom"])
+@pytest.mark.parametrize("provider", ["whatsapp", "twilio", "sendgrid", "calcom", "mandrill"])
 async def test_with_status_webhooks_unknown_outcomes_settle_by_their_echo(
     provider: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -226,8 +226,10 @@ async def test_json_object_mode_and_the_tenant_settings(
     assert json.loads(request.body)["response_format"] == {"type": "json_object"}
     with pytest.raises(ConfigurationError, match="unset"):
         LLMIntentConfig.from_mapping({**settings, "api_key_env": "NOT_SET_ANYWHERE"}, env={})
-    with pytest.raises(ConfigurationError, match="unknown"):
+    with pytest.raises(ConfigurationError, match="never written in the settings"):
         LLMIntentConfig.from_mapping({**settings, "api_key": KEY}, env=os.environ)
+    with pytest.raises(ConfigurationError, match="unknown"):
+        LLMIntentConfig.from_mapping({**settings, "temperature": 0}, env=os.environ)
     with pytest.raises(ConfigurationError, match="timeout"):
         LLMIntentConfig.from_mapping({**settings, "timeout": 0}, env=os.environ)
 

@@ -144,3 +144,25 @@ async def test_the_email_chain_is_configured_when_one_of_its_providers_is(
     assert chain.names == ("sendgrid",)
     assert connectors.email_chain() is chain
     await connectors.aclose()
+
+
+async def test_a_tenants_own_chain_is_built_once_and_counts_as_configured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``email_chain(providers)`` builds a tenant's chain once per provider list; its providers
+    make ``configured("email")`` true even when the service's chain has none configured; a
+    chain naming a provider that sends no email is refused."""
+    monkeypatch.delenv("ANTIFRAGILE_EMAIL_CHAIN", raising=False)
+    monkeypatch.delenv("ANTIFRAGILE_RESEND_API_KEY", raising=False)
+    connectors = Connectors(options={"mandrill": {"api_key": "md-x"}})
+    assert not connectors.configured("email")
+    connectors.tenant_email_chains = [("mandrill", "smtp")]
+    assert connectors.configured("email")
+    chain = connectors.email_chain(("mandrill", "smtp"))
+    assert chain.names == ("mandrill", "smtp")
+    assert connectors.email_chain(("mandrill", "smtp")) is chain
+    assert connectors.email_chain(("mandrill",)) is not chain
+    monkeypatch.setenv("ANTIFRAGILE_EMAIL_CHAIN", "mandrill,slack")
+    with pytest.raises(ConfigurationError, match="slack cannot send email"):
+        connectors.email_chain()
+    await connectors.aclose()

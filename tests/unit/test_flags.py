@@ -30,12 +30,13 @@ class CountingKV(MemoryKeyValueStore):
 
 
 async def test_documented_flags_default_on_and_unknown_ones_off(clock: FakeClock) -> None:
-    """The four flags the service reads are on until changed; an unknown flag is off."""
+    """The flags the service reads are on until changed; an unknown flag is off."""
     flags = FeatureFlags(MemoryStore().kv, clock=clock)
-    for name in ("hubspot_sync", "shopify_sync", "slack_notify", "summary_email"):
+    known = {"hubspot_sync", "mailchimp_sync", "shopify_sync", "slack_notify", "summary_email"}
+    for name in known:
         assert await flags.is_enabled(name) is True
     assert await flags.is_enabled("brand_new") is False
-    assert set(DEFAULT_FLAGS) == {"hubspot_sync", "shopify_sync", "slack_notify", "summary_email"}
+    assert set(DEFAULT_FLAGS) == known
 
 
 async def test_given_defaults_override_the_built_in_ones(clock: FakeClock) -> None:

@@ -14,6 +14,7 @@ from antifragile.connectors._outcome import (
     calcom_error_answer,
     graph_error_answer,
     hubspot_error_answer,
+    mandrill_error_answer,
     resend_error_answer,
     sendgrid_error_answer,
     shopify_error_answer,
@@ -100,6 +101,15 @@ OWN_BODIES: list[tuple[Rule, Any]] = [
         },
     ),
     (slack_error_answer, {"ok": False, "error": "internal_error"}),
+    (
+        mandrill_error_answer,
+        {
+            "status": "error",
+            "code": -1,
+            "name": "GeneralError",
+            "message": "An unknown error occurred processing your request. Please try again later.",
+        },
+    ),
 ]
 
 

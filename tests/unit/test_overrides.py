@@ -160,9 +160,9 @@ def test_every_known_provider_has_a_default_policy() -> None:
     for provider in PROVIDERS:
         assert isinstance(policy_for(provider), Policy)
     with pytest.raises(ConfigurationError, match="unknown provider"):
-        parse_overrides({"providers": {"mailchimp": {"attempts": 2}}})
+        parse_overrides({"providers": {"mailgun": {"attempts": 2}}})
     with pytest.raises(ConfigurationError, match="no connector"):
-        policy_for("mailchimp")
+        policy_for("mailgun")
 
 
 @pytest.mark.parametrize(

@@ -40,7 +40,7 @@ def sandbox(
         typer.Option(
             envvar="ANTIFRAGILE_SANDBOX_WEBHOOK_URLS",
             help="Where a provider's status webhooks go: PROVIDER=URL (repeatable; "
-            "whatsapp, twilio, sendgrid, resend, calcom, hubspot).",
+            "whatsapp, twilio, sendgrid, resend, calcom, hubspot, mandrill).",
         ),
     ] = None,
     time_scale: Annotated[
@@ -72,6 +72,13 @@ def sandbox(
             help="The secret Cal.com webhooks are signed with.",
         ),
     ] = None,
+    mandrill_webhook_key: Annotated[
+        str,
+        typer.Option(
+            envvar="ANTIFRAGILE_SANDBOX_MANDRILL_WEBHOOK_KEY",
+            help="The key Mandrill webhooks are signed with (X-Mandrill-Signature).",
+        ),
+    ] = "sandbox-mandrill-key",
     hubspot_client_secret: Annotated[
         str,
         typer.Option(
@@ -91,6 +98,8 @@ def sandbox(
     from antifragile.sandbox import (  # the sandbox extra
         CalComSimulator,
         HubSpotSimulator,
+        MailchimpSimulator,
+        MandrillSimulator,
         OpenAISimulator,
         ProviderSandbox,
         ResendSimulator,
@@ -122,6 +131,8 @@ def sandbox(
                 sendgrid,
                 CalComSimulator(webhook_secret=calcom_webhook_secret),
                 OpenAISimulator(),
+                MandrillSimulator(webhook_key=mandrill_webhook_key),
+                MailchimpSimulator(),
             ],
             fault_file=faults,
             host=host,

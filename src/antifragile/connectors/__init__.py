@@ -10,9 +10,16 @@ from antifragile.connectors._calcom import Booking, CalComConnector, booking_lin
 from antifragile.connectors._correlation import REF_ARG, correlation_for, is_correlation
 from antifragile.connectors._failover import ChainSent, EmailChain, EmailUnsettledError
 from antifragile.connectors._hubspot import Contact, HubSpotConnector, hubspot_policy
+from antifragile.connectors._mailchimp import (
+    MailchimpConnector,
+    Member,
+    mailchimp_policy,
+    subscriber_hash,
+)
+from antifragile.connectors._mandrill import MandrillConnector, MandrillSent, mandrill_policy
 from antifragile.connectors._markup import ESCAPERS, MessageTemplate, escape_slack
 from antifragile.connectors._messaging import DeliveryUnknownError
-from antifragile.connectors._outcome import OutcomeUnknownError
+from antifragile.connectors._outcome import OutcomeUnknownError, ProviderRefusedError
 from antifragile.connectors._overrides import (
     PolicyOverrides,
     apply_overrides,
@@ -70,9 +77,14 @@ __all__ = [
     "EmailUnsettledError",
     "HubSpotConnector",
     "InventoryLevel",
+    "MailchimpConnector",
+    "MandrillConnector",
+    "MandrillSent",
+    "Member",
     "MessageTemplate",
     "OutcomeUnknownError",
     "PolicyOverrides",
+    "ProviderRefusedError",
     "RenderedEmail",
     "ResendConnector",
     "SMTPConnector",
@@ -99,6 +111,8 @@ __all__ = [
     "idempotency_key_for",
     "is_correlation",
     "load_overrides",
+    "mailchimp_policy",
+    "mandrill_policy",
     "message_id_for",
     "parse_overrides",
     "policies_for",
@@ -108,6 +122,7 @@ __all__ = [
     "shopify_policy",
     "slack_policy",
     "smtp_policy",
+    "subscriber_hash",
     "twilio_policy",
     "whatsapp_policy",
 ]

@@ -39,6 +39,8 @@ blocks every other provider for that key until it is *settled*:
   again to that provider alone: its answer is the first send's (the email went out once) or a
   fresh send; with a *reconcile* function (``(provider, key) -> True | False | None``: sent, not
   sent, still unknown), e.g. a lookup of SendGrid's Event Webhook events, its answer settles it;
+  when it has no answer (or there is none), a connector with a ``lookup_sent(key)`` of its own
+  (Mandrill searches its messages' metadata) is asked;
 * *timed out* -- after *settle_window* seconds (``ANTIFRAGILE_EMAIL_SETTLE_WINDOW``, 900 by
   default) without an answer the send is taken as not made and the chain goes on (a provider
   without keys is not asked again: a second request there could be a second email).
@@ -59,7 +61,7 @@ from dataclasses import dataclass
 from email.utils import parseaddr
 from typing import Any
 
-from antifragile.connectors._outcome import OutcomeUnknownError
+from antifragile.connectors._outcome import OutcomeUnknownError, ProviderRefusedError
 from antifragile.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -83,6 +85,8 @@ DEFAULT_SETTLE_WINDOW = 900.0
 UNKNOWN_PREFIX = "email-unknown:"
 #: the providers whose API deduplicates a repeated request by its key
 REPLAYABLE = frozenset({"resend"})
+#: the providers a chain may name (the connectors that send email)
+EMAIL_PROVIDERS: tuple[str, ...] = ("resend", "sendgrid", "smtp", "mandrill")
 
 _OPEN = frozenset({CircuitState.OPEN, CircuitState.FORCED_OPEN})
 # transport failures raised before any byte of the request was written (errors/_classify.py)
@@ -116,6 +120,12 @@ def chain_from(value: str | None) -> tuple[str, ...]:
     names = tuple(n.strip().lower() for n in (value or "").split(",") if n.strip())
     if len(set(names)) != len(names):
         raise ConfigurationError(f"{CHAIN_ENV} names a provider twice: {value!r}")
+    unknown = [n for n in names if n not in EMAIL_PROVIDERS]
+    if unknown:
+        raise ConfigurationError(
+            f"{CHAIN_ENV}: {', '.join(unknown)} cannot send email; "
+            f"the chain's providers are {', '.join(EMAIL_PROVIDERS)}"
+        )
     return names or ("resend",)
 
 
@@ -145,6 +155,13 @@ def _available(connector: Any, now: float) -> bool:
     return not (isinstance(paused, int | float) and now < paused)
 
 
+def _lookup(connector: Any) -> Callable[[str], Awaitable[bool | None]] | None:
+    """The connector's own lookup of a send by the caller's key (Mandrill's
+    ``lookup_sent``: a search of its message metadata), if it has one."""
+    lookup = getattr(connector, "lookup_sent", None)
+    return lookup if callable(lookup) else None
+
+
 def _provider_answer(detail: str | None) -> bool:
     """Whether an error body is the provider speaking (JSON), not a gateway's page."""
     try:
@@ -159,7 +176,7 @@ def verdict(provider: str, error: BaseException) -> str:
     provider may send), ``"unknown"`` (it may have been sent) or ``"raise"``."""
     if isinstance(error, OutcomeUnknownError):
         return "unknown"
-    if isinstance(error, ConfigurationError):
+    if isinstance(error, ConfigurationError | ProviderRefusedError):
         return "next"
     if not isinstance(error, IntegrationError):
         return "raise"
@@ -314,8 +331,11 @@ class EmailChain:
                 else:
                     await self.kv.delete(record_key, now=self.clock.time())
                     return self._sent(name, sent, key, ())
-        elif connector is not None and self.reconcile is not None:
-            found = await self.reconcile(name, key)
+        elif connector is not None and (self.reconcile is not None or _lookup(connector)):
+            lookup = _lookup(connector)
+            found = await self.reconcile(name, key) if self.reconcile is not None else None
+            if found is None and lookup is not None:
+                found = await lookup(key)
             if found is True:
                 await self.kv.delete(record_key, now=self.clock.time())
                 return ChainSent(name, "", key)

@@ -38,6 +38,12 @@ class OutcomeUnknownError(PermanentError):
         self.reconcile_key = reconcile_key
 
 
+class ProviderRefusedError(PermanentError):
+    """The provider refused the request for reasons of its own -- the account, its plan, its
+    sending domain -- not because of the request: trying again there will not help, another
+    provider may act on it (an email chain moves on)."""
+
+
 def outcome_unknown(error: IntegrationError, reconcile_key: str) -> IntegrationError:
     """*error* as an :class:`OutcomeUnknownError` when it is ambiguous, else *error* itself.
 
@@ -189,3 +195,15 @@ def slack_error_answer(response: httpx.Response) -> bool:
     except UnicodeDecodeError:
         return False
     return _SLACK_TOKEN.fullmatch(text) is not None
+
+
+def mandrill_error_answer(response: httpx.Response) -> bool:
+    """Mailchimp Transactional (Mandrill): ``{"status": "error", "code": <int>, "name",
+    "message"}``."""
+    body = _json_of(response)
+    return (
+        isinstance(body, dict)
+        and body.get("status") == "error"
+        and _text(body.get("name"))
+        and _number(body.get("code"))
+    )

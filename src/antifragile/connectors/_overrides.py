@@ -65,6 +65,8 @@ from typing import Any
 
 from antifragile.connectors._calcom import calcom_policy
 from antifragile.connectors._hubspot import hubspot_policy
+from antifragile.connectors._mailchimp import mailchimp_policy
+from antifragile.connectors._mandrill import mandrill_policy
 from antifragile.connectors._resend import resend_policy
 from antifragile.connectors._sendgrid import sendgrid_policy
 from antifragile.connectors._shopify import shopify_policy
@@ -102,6 +104,8 @@ DEFAULT_POLICIES: Mapping[str, Callable[..., Policy]] = {
     "sendgrid": sendgrid_policy,
     "smtp": _smtp,
     "calcom": calcom_policy,
+    "mandrill": mandrill_policy,
+    "mailchimp": mailchimp_policy,
 }
 
 

@@ -30,7 +30,7 @@ raises :class:`~antifragile.ConfigurationError` then, and :meth:`configured` tel
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 from antifragile.connectors._calcom import CalComConnector, calcom_policy
@@ -41,6 +41,8 @@ from antifragile.connectors._failover import (
     email_chain_from_env,
 )
 from antifragile.connectors._hubspot import HubSpotConnector, hubspot_policy
+from antifragile.connectors._mailchimp import MailchimpConnector, mailchimp_policy
+from antifragile.connectors._mandrill import MandrillConnector, mandrill_policy
 from antifragile.connectors._resend import ResendConnector, resend_policy
 from antifragile.connectors._sendgrid import SendGridConnector, sendgrid_policy
 from antifragile.connectors._shopify import ShopifyConnector, shopify_policy
@@ -63,6 +65,8 @@ _FACTORIES: Mapping[str, Callable[..., Any]] = {
     "sendgrid": SendGridConnector,
     "smtp": SMTPConnector,
     "calcom": CalComConnector,
+    "mandrill": MandrillConnector,
+    "mailchimp": MailchimpConnector,
 }
 
 # each connector's default policy, built here when its breaker is to be shared (the keyword
@@ -77,6 +81,8 @@ _DEFAULT_POLICIES: Mapping[str, Callable[..., Policy]] = {
     "sendgrid": sendgrid_policy,
     "smtp": lambda *, clock, timeout=None: smtp_policy(clock=clock),
     "calcom": calcom_policy,
+    "mandrill": mandrill_policy,
+    "mailchimp": mailchimp_policy,
 }
 
 #: the providers a :class:`Connectors` knows, by name
@@ -123,6 +129,9 @@ class Connectors:
         self.timeout = timeout
         self._built: dict[str, Any] = {}
         self._email_chain: EmailChain | None = None
+        self._email_chains: dict[tuple[str, ...], EmailChain] = {}
+        #: the email chains tenants name (``Tenant.email_chain``), for :meth:`configured`
+        self.tenant_email_chains: list[tuple[str, ...]] = []
 
     def __repr__(self) -> str:
         return f"Connectors(built={sorted(self._built)!r}, given={sorted(self._given)!r})"
@@ -198,7 +207,8 @@ class Connectors:
                 chain = chain_from(os.environ.get(CHAIN_ENV))
             except ConfigurationError:
                 return False
-            return any(self.configured(p) for p in chain)
+            chains = [chain, *self.tenant_email_chains]
+            return any(self.configured(p) for names in chains for p in names)
         if provider not in _FACTORIES:
             return False
         if provider == "smtp":  # an SMTP connector builds with defaults: require a host
@@ -225,12 +235,20 @@ class Connectors:
                 found[provider] = breaker
         return found
 
-    def email_chain(self) -> EmailChain:
+    def email_chain(self, providers: Sequence[str] | None = None) -> EmailChain:
         """The email providers in ``ANTIFRAGILE_EMAIL_CHAIN`` order (``resend`` alone when
-        unset), built once; unsettled sends kept in the store's key-value table when there is
-        a store (see :mod:`antifragile.connectors._failover`)."""
+        unset) -- or in *providers*' order (a tenant's own chain) --, built once each;
+        unsettled sends kept in the store's key-value table when there is a store (see
+        :mod:`antifragile.connectors._failover`)."""
+        kv = self.store.kv if self.store is not None else None
+        if providers:
+            names = tuple(providers)
+            chain = self._email_chains.get(names)
+            if chain is None:
+                chain = email_chain_from_env(self.get, kv=kv, clock=self.clock, providers=names)
+                self._email_chains[names] = chain
+            return chain
         if self._email_chain is None:
-            kv = self.store.kv if self.store is not None else None
             self._email_chain = email_chain_from_env(self.get, kv=kv, clock=self.clock)
         return self._email_chain
 
@@ -284,6 +302,14 @@ class Connectors:
     @property
     def calcom(self) -> CalComConnector:
         return cast(CalComConnector, self.get("calcom"))
+
+    @property
+    def mandrill(self) -> MandrillConnector:
+        return cast(MandrillConnector, self.get("mandrill"))
+
+    @property
+    def mailchimp(self) -> MailchimpConnector:
+        return cast(MailchimpConnector, self.get("mailchimp"))
 
 
 def _smtp_env() -> bool:

@@ -64,7 +64,7 @@ import httpx
 from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii, required_from
 from antifragile.connectors._correlation import REF_ARG, correlation_for
 from antifragile.connectors._outcome import resend_error_answer
-from antifragile.connectors._quota import until_daily_reset, until_monthly_reset
+from antifragile.connectors._quota import paused_refusal, until_daily_reset, until_monthly_reset
 from antifragile.errors import (
     ConfigurationError,
     ConflictError,
@@ -239,19 +239,12 @@ class ResendConnector(HTTPConnector):
 
     def _paused(self) -> RateLimitedError | None:
         """The refusal of a send while a spent quota pauses sends (nothing is sent)."""
-        until = self.quota_paused_until
-        now = self.clock.time()
-        if until is None or now >= until:
-            return None
-        return RateLimitedError(
-            f"resend.send_email: the sending quota is spent; sends paused for {until - now:.0f} s "
-            "until it resets",
-            provider=PROVIDER,
-            operation=SEND_EMAIL,
-            status=429,
-            retry_after=until - now,
-            replay_safe=True,
-            local=True,  # nothing was asked of Resend: a job waiting here keeps its attempts
+        return paused_refusal(
+            PROVIDER,
+            SEND_EMAIL,
+            self.quota_paused_until,
+            self.clock.time(),
+            "the sending quota is spent until it resets",
         )
 
     @masks_pii("sender", "to", "cc", "bcc", "reply_to")

@@ -58,7 +58,16 @@ a missing integration must not undo the others.
 ``book_call``              calcom    a Cal.com booking when the message names a day, a time
                                      and an email (and an event type is configured), else
                                      the booking link
+``add_to_audience``        mailchimp the contact (email, first and last name) added to the
+                                     tenant's Mailchimp audience, or updated there
 =========================  ========  =====================================================
+
+The email actions send through the tenant's email chain (``Tenant.email_chain``, else
+``ANTIFRAGILE_EMAIL_CHAIN``) from the tenant's ``email_from`` (else the *email_sender*); a send
+whose outcome is unknown at one provider is settled by that provider's status webhooks (its
+echo, with *echoes*) or its own lookup (Mandrill) before another provider may send it.
+``add_to_audience`` is not in a flow's default ``on_complete``: a flow names it to use it (its
+status flag ``mailchimp_status``, feature ``mailchimp_sync``, job ``sessions.mailchimp_member``).
 
 The last four are what a flow completes with by default: each registers the status flag, the
 feature flag, the job name and the check (``applies``) its run as a flow's job uses
@@ -106,7 +115,9 @@ from antifragile.connectors import (
     EmailUnsettledError,
     MessageTemplate,
     OutcomeUnknownError,
+    idempotency_key_for,
 )
+from antifragile.connectors._failover import chain_from
 from antifragile.errors import (
     AntifragileError,
     ConfigurationError,
@@ -310,6 +321,11 @@ class ActionContext:
     @property
     def idempotency_key(self) -> str:
         return self.step.idempotency_key
+
+    @property
+    def sender(self) -> str:
+        """The ``from`` of this tenant's emails: its ``email_from``, else the service's."""
+        return self.tenant.email_from or self.email_sender
 
     @property
     def clock(self) -> Clock:
@@ -927,12 +943,31 @@ EMAIL = "email"
 
 
 def _email_chain(ctx: ActionContext) -> EmailChain:
-    """The connectors' email chain (``ANTIFRAGILE_EMAIL_CHAIN``); Resend alone, its unknown
-    sends kept in the jobs' store, for connectors without one."""
-    chain = getattr(ctx.connectors, "email_chain", None)
-    if callable(chain):
-        return cast(EmailChain, chain())
-    return EmailChain({"resend": ctx.connectors.resend}, kv=_post_kv(ctx), clock=ctx.clock)
+    """The tenant's email chain (``Tenant.email_chain``), else the connectors' one
+    (``ANTIFRAGILE_EMAIL_CHAIN``); Resend alone, its unknown sends kept in the jobs' store, for
+    connectors without one. With *echoes*, a send left unknown is settled by its provider's
+    status webhooks."""
+    own = ctx.tenant.email_chain
+    build = getattr(ctx.connectors, "email_chain", None)
+    if callable(build):
+        chain = cast(EmailChain, build(chain_from(own)) if own else build())
+    else:
+        chain = EmailChain({"resend": ctx.connectors.resend}, kv=_post_kv(ctx), clock=ctx.clock)
+    if chain.reconcile is None and ctx.echoes is not None:
+        chain.reconcile = _echo_reconcile(ctx.echoes)
+    return chain
+
+
+def _echo_reconcile(echoes: Echoes) -> Callable[[str, str], Awaitable[bool | None]]:
+    """A chain's *reconcile* from the providers' status webhooks: a send whose correlation
+    (``send-email/<key>``'s) came back ``sent``, ``delivered``, ``read`` -- or ``bounced``: it
+    went out -- is settled as sent; no echo yet is no answer."""
+
+    async def reconcile(provider: str, key: str) -> bool | None:
+        echo = await echoes.check(idempotency_key_for("send-email", key), provider)
+        return True if echo.state in ("confirmed", "failed") else None
+
+    return reconcile
 
 
 #: the longest an email job waits before it asks again whether an unknown send is settled
@@ -969,7 +1004,7 @@ async def send_email(ctx: ActionContext) -> dict[str, Any]:
     )
     sent = await _send_through_chain(
         ctx,
-        sender=ctx.email_sender,
+        sender=ctx.sender,
         to=owner,
         subject=f"[{ctx.tenant.name or ctx.tenant.id}] New {c.intent} message",
         text=body,
@@ -1044,7 +1079,7 @@ async def send_summary_email(ctx: ActionContext) -> dict[str, Any]:
     email = await templates.render(SUMMARY_TEMPLATE.name, variables)
     sent = await _send_through_chain(
         ctx,
-        sender=ctx.email_sender,
+        sender=ctx.sender,
         to=owner,
         subject=email.subject,
         text=email.text,
@@ -1096,6 +1131,24 @@ async def notify_slack(ctx: ActionContext) -> dict[str, Any]:
     if earlier is not None:
         return {"reference": reference, "repeat_of_unknown": earlier}
     return {"reference": reference}
+
+
+async def add_to_audience(ctx: ActionContext) -> dict[str, Any]:
+    """The contact added to (or updated in) the tenant's Mailchimp audience: the email and the
+    first and last names, nothing more; new members get the connector's ``status_if_new``."""
+    contact = ctx.contact
+    if not contact.email:
+        return {"skipped": "no email collected" if ctx.session else "no email in the message"}
+    mailchimp = ctx.connectors.mailchimp
+    audience = ctx.tenant.mailchimp_list_id or mailchimp.list_id
+    if not audience:
+        return {"skipped": "no Mailchimp audience (list id) for this tenant"}
+    names = {"FNAME": contact.first_name, "LNAME": contact.last_name}
+    member = await mailchimp.upsert_member(
+        contact.email, list_id=audience, merge_fields={k: v for k, v in names.items() if v}
+    )
+    await ctx.remember(mailchimp_member_id=member.id)
+    return {"member_id": member.id, "list_id": member.list_id, "status": member.status}
 
 
 def _has_owner_email(tenant: Tenant, contact: Contact) -> bool:
@@ -1251,6 +1304,16 @@ def _register_builtins(actions: Actions) -> None:
         job="sessions.summary_email",
         applies=_has_owner_email,
         on_unknown="resend",
+    )
+    actions.register(
+        "add_to_audience",
+        add_to_audience,
+        provider="mailchimp",
+        flag="mailchimp_status",
+        feature="mailchimp_sync",
+        job="sessions.mailchimp_member",
+        applies=_has_email,
+        on_unknown="resend",  # a PUT by the subscriber hash: sending it again is harmless
     )
     actions.register(
         "notify_slack",

@@ -36,6 +36,7 @@ FLAG_PREFIX = "flag:"
 #: the flags the service reads, and their values until an operator changes them
 DEFAULT_FLAGS: Mapping[str, bool] = {
     "hubspot_sync": True,  # create a HubSpot contact when an intake completes
+    "mailchimp_sync": True,  # add the contact to the Mailchimp audience (add_to_audience)
     "shopify_sync": True,  # create a Shopify customer when an intake completes
     "slack_notify": True,  # post to Slack when an intake completes
     "summary_email": True,  # email the owner a summary when an intake completes

@@ -145,7 +145,8 @@ class LLMIntentConfig:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, env: Mapping[str, str]) -> LLMIntentConfig:
         """A tenant's settings: the key comes from the variable named ``api_key_env`` in
-        *env* (never from the settings themselves, so it stays out of files and logs)."""
+        *env*, or from the file its ``<name>_FILE`` variable names (never from the settings
+        themselves, so it stays out of files and logs)."""
         known = {
             "base_url",
             "model",
@@ -157,15 +158,22 @@ class LLMIntentConfig:
             "total_timeout",
             "quota_pause",
         }
+        if "api_key" in data:
+            raise ConfigurationError(
+                "the model's key is never written in the settings: name the variable holding "
+                "it with api_key_env"
+            )
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigurationError(f"unknown LLM intent setting(s): {', '.join(unknown)}")
         variable = data.get("api_key_env")
         if not isinstance(variable, str) or not variable:
             raise ConfigurationError("api_key_env must name the variable holding the key")
-        key = env.get(variable, "")
+        key = env.get(variable, "") or _key_file(variable, env)
         if not key:
-            raise ConfigurationError(f"the variable {variable} holding the model's key is unset")
+            raise ConfigurationError(
+                f"the variable {variable} (or {variable}_FILE) holding the model's key is unset"
+            )
         options = {k: v for k, v in data.items() if k != "api_key_env"}
         if "intents" in options:
             options["intents"] = tuple(options["intents"])
@@ -173,6 +181,20 @@ class LLMIntentConfig:
             return cls(api_key=key, **options)
         except TypeError as exc:
             raise ConfigurationError(f"invalid LLM intent settings: {exc}") from None
+
+
+def _key_file(variable: str, env: Mapping[str, str]) -> str:
+    """The content of the file ``<variable>_FILE`` names (stripped), or ``""``."""
+    path = env.get(f"{variable}_FILE", "")
+    if not path:
+        return ""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"{variable}_FILE: cannot read the model's key file ({exc.strerror})"
+        ) from None
 
 
 class QuotaExhaustedError(PermanentError):

@@ -30,6 +30,7 @@ class Channel(enum.StrEnum):
     RESEND = "resend"
     CALCOM = "calcom"
     HUBSPOT = "hubspot"
+    MANDRILL = "mandrill"
     API = "api"  # pre-classified messages posted to /v1/ai-results
 
 
@@ -182,6 +183,12 @@ class Tenant:
     whatsapp_template_parameters: str = "{text}"
     whatsapp_read_receipts: str | None = None
     whatsapp_media_download: str | None = None
+    #: the tenant's email providers in failover order (``"mandrill,smtp"``; the service's
+    #: ``ANTIFRAGILE_EMAIL_CHAIN`` when unset), the ``from`` of its emails, and the Mailchimp
+    #: audience its completed contacts join (``add_to_audience``)
+    email_chain: str | None = None
+    email_from: str | None = None
+    mailchimp_list_id: str | None = None
 
     def matches(self, event: InboundEvent) -> bool:
         key = event.tenant_key

@@ -11,6 +11,10 @@ Each signs its deliveries its own way:
   (:func:`verify_svix`); :func:`parse_resend` reads the ``email.*`` event.
 * **Cal.com** -- ``X-Cal-Signature-256``: lowercase hex HMAC-SHA256 of the body with the
   subscription's secret (:func:`verify_calcom`); :func:`parse_calcom` reads the booking trigger.
+* **Mandrill** (Mailchimp Transactional) -- ``X-Mandrill-Signature``: base64 HMAC-SHA1 with the
+  webhook's key over the webhook's URL (exactly as configured at Mandrill) followed by each POST
+  field's name and value, names sorted (:func:`verify_mandrill`); :func:`parse_mandrill` reads
+  the ``mandrill_events`` batch.
 * **HubSpot** (v3) -- ``X-HubSpot-Signature-v3``: base64 HMAC-SHA256 with the app's client
   secret over method + URI + body + ``X-HubSpot-Request-Timestamp`` (milliseconds)
   (:func:`verify_hubspot`); :func:`parse_hubspot` reads the batch of subscription events.
@@ -41,13 +45,18 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key, lo
 from antifragile.inbound._delivery import CORRELATION_KEY, DeliveryStatus
 from antifragile.inbound._model import Channel, InboundEvent
 from antifragile.inbound._webhooks import (
+    FormParams,
+    MalformedPayloadError,
     SignatureError,
     _checked,
+    _equal,
     _id,
     _list,
     _load_json,
     _object,
     _presented,
+    _twilio_digest,
+    _twilio_message,
     _usable,
     _utf8,
 )
@@ -488,3 +497,93 @@ def parse_hubspot(body: bytes) -> list[InboundEvent]:
     ``other``. Property values are not kept."""
     events = _list(_load_json(body, "HubSpot"), "the HubSpot body", required=True)
     return _checked([_hubspot_event(item, f"[{i}]") for i, item in enumerate(events)])
+
+
+# -- Mandrill (Mailchimp Transactional) ----------------------------------------------------------
+
+MANDRILL_SIGNATURE = "X-Mandrill-Signature"
+#: the one POST field of a Mandrill webhook: a JSON array of events
+MANDRILL_EVENTS = "mandrill_events"
+
+
+def mandrill_signature(key: str, url: str, params: FormParams) -> str:
+    """``X-Mandrill-Signature`` for a POST of the form *params* to *url*: base64 HMAC-SHA1 with
+    the webhook's *key* over the URL followed by each field's name and value, names sorted."""
+    return _twilio_digest(key, _twilio_message(url, params), "sha1")
+
+
+def verify_mandrill(
+    url: str, params: FormParams, signature: str | None, keys: Sequence[str]
+) -> None:
+    """Check ``X-Mandrill-Signature`` for a delivery to *url* (the webhook's URL exactly as
+    configured at Mandrill) with the form *params*, with each of *keys*; raise
+    :class:`~antifragile.inbound.SignatureError` unless one matches. (Mandrill signs no
+    timestamp: a replay is caught by the deduplication of its events.)"""
+    presented = _presented(signature, MANDRILL_SIGNATURE)
+    usable = _usable(keys, "Mandrill webhook key")
+    matched = False
+    for key in usable:
+        matched |= _equal(mandrill_signature(key, url, params), presented)
+    if not matched:
+        raise SignatureError(f"the {MANDRILL_SIGNATURE} header does not match the request")
+
+
+_MANDRILL_STATUSES = {
+    "send": "sent",
+    "deferral": "deferred",
+    "hard_bounce": "bounced",
+    "soft_bounce": "bounced",
+    "open": "read",
+    "click": "read",
+    "spam": "complained",
+    "reject": "failed",
+}
+
+
+def _mandrill_event(item: Any, where: str) -> InboundEvent | None:
+    event = _object(item, where)
+    message = event.get("msg")
+    if not isinstance(message, dict) and "type" in event:
+        return None  # a sync event (whitelist, blacklist: ``type``, ``action``) is about no send
+    kind = _id(event.get("event"), f"{where}.event")
+    if kind == "inbound" or not isinstance(message, dict):
+        if kind == "inbound":
+            return None  # an inbound email: not a status of something sent
+        raise MalformedPayloadError(f"{where}.msg is not a JSON object")
+    message_id = _id(message.get("_id", event.get("_id")), f"{where}.msg._id")
+    ts = event.get("ts")
+    occurred = float(ts) if isinstance(ts, int | float) and not isinstance(ts, bool) else None
+    metadata = message.get("metadata")
+    correlation = metadata.get(CORRELATION_KEY) if isinstance(metadata, dict) else None
+    details: dict[str, Any] = {}
+    if isinstance(message.get("state"), str):
+        details["state"] = message["state"]
+    code = message.get("bounce_description")
+    status = _MANDRILL_STATUSES.get(kind.lower(), "other")
+    return DeliveryStatus(
+        provider=Channel.MANDRILL.value,
+        event_id=f"{message_id}:{kind}:{ts if occurred is not None else ''}",
+        status=status,
+        provider_status=kind,
+        provider_message_id=message_id,
+        correlation=str(correlation) if isinstance(correlation, str | int) else None,
+        error_code=code if isinstance(code, str) and status in ("bounced", "failed") else None,
+        occurred_at=occurred,
+        details=details,
+    ).event(Channel.MANDRILL, Channel.MANDRILL.value)
+
+
+def parse_mandrill(params: FormParams) -> list[InboundEvent]:
+    """The events of a Mandrill webhook's form *params*: ``mandrill_events``, a JSON array of
+    ``{"event", "ts", "_id", "msg": {"_id", "state", "metadata", ...}}``, one ``status`` event
+    each, ``{_id}:{event}:{ts}`` as event id (Mandrill gives events no id of their own), the
+    message ``_id`` as the provider message id, the ``antifragile_ref`` metadata entry as
+    correlation. Sync events (no ``msg``) give no event; an empty array (Mandrill's check of a
+    new webhook) gives none. Addresses, subjects, URLs and user agents are not kept."""
+    raw = params.get(MANDRILL_EVENTS)
+    values = [raw] if isinstance(raw, str) else list(raw or [])
+    if len(values) != 1:
+        raise MalformedPayloadError(f"the Mandrill body has no single {MANDRILL_EVENTS} field")
+    events = _list(_load_json(_utf8(values[0]), "Mandrill"), MANDRILL_EVENTS, required=True)
+    found = [_mandrill_event(item, f"[{i}]") for i, item in enumerate(events)]
+    return _checked([e for e in found if e is not None])

@@ -22,6 +22,8 @@ from antifragile.sandbox._calcom import CalComSimulator
 from antifragile.sandbox._engine import WEBHOOKS, FaultPlan, ProviderFault, ProviderFaultKind
 from antifragile.sandbox._faults import Chaos, Fault, FaultKind, Phase, Quota
 from antifragile.sandbox._hubspot import HubSpotSimulator
+from antifragile.sandbox._mailchimp import MailchimpSimulator
+from antifragile.sandbox._mandrill import MandrillSimulator, mandrill_signature
 from antifragile.sandbox._openai import DEFAULT_CHAT_RULES, ChatRule, OpenAISimulator
 from antifragile.sandbox._resend import ResendSimulator
 from antifragile.sandbox._sandbox import ProviderSandbox
@@ -93,6 +95,8 @@ __all__ = [
     "FlakyServer",
     "HubSpotSimulator",
     "IncomingRequest",
+    "MailchimpSimulator",
+    "MandrillSimulator",
     "OpenAISimulator",
     "Phase",
     "ProviderFault",
@@ -116,6 +120,7 @@ __all__ = [
     "WhatsAppSimulator",
     "calcom_signature",
     "hubspot_signature",
+    "mandrill_signature",
     "shopify_signature",
     "svix_signature",
     "twilio_inbound_message",

@@ -12,6 +12,12 @@
   answers 429 ``rate_limit_exceeded`` with ``retry-after``; a 429 fault (``error`` or
   ``rate_limited``) with any ``code`` answers ``insufficient_quota``; so does every request once
   ``quota`` requests have been answered (a fault document may set ``simulators.openai.quota``).
+* **Rate limits** -- every answer carries ``x-ratelimit-limit-requests``,
+  ``x-ratelimit-remaining-requests``, ``x-ratelimit-reset-requests`` and the same three for
+  ``-tokens``; the resets are durations as OpenAI writes them (``1s``, ``6m0s``, ``12ms``).
+  The windows are a minute long: ``requests_per_minute`` requests and ``tokens_per_minute``
+  tokens (a request counts its messages' characters / 4). A request past either limit is 429
+  ``rate_limit_exceeded`` with ``retry-after`` (seconds) until the window ends.
 * **Effects** -- every answered request is recorded (its JSON), so tests can see exactly what
   reached the model.
 """
@@ -22,7 +28,8 @@ import json
 import math
 import re
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,7 +86,16 @@ class OpenAISimulator(Simulator):
         rules: Sequence[ChatRule] = DEFAULT_CHAT_RULES,
         api_key: str | None = None,
         quota: float = math.inf,
+        requests_per_minute: int = 500,
+        tokens_per_minute: int = 200_000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.requests_per_minute = requests_per_minute
+        self.tokens_per_minute = tokens_per_minute
+        self._clock = clock
+        self._window: float | None = None
+        self._requests = 0
+        self._tokens = 0
         self.rules = tuple(rules)
         self._compiled = [(re.compile(r.pattern, re.IGNORECASE), r) for r in self.rules]
         self.api_key = api_key
@@ -89,7 +105,7 @@ class OpenAISimulator(Simulator):
         super().__init__()
 
     #: a fault document's ``simulators.openai`` may change the requests the account can pay for
-    settable = frozenset({"quota"})
+    settable = frozenset({"quota", "requests_per_minute", "tokens_per_minute"})
 
     def routes(self) -> Iterable[Route]:
         return [Route("POST", "/v1/chat/completions", self.chat_completions)]
@@ -97,6 +113,33 @@ class OpenAISimulator(Simulator):
     def reset(self) -> None:
         with self._lock:
             self._answered = 0
+            self._window, self._requests, self._tokens = None, 0, 0
+
+    # -- x-ratelimit-* --------------------------------------------------------------------------
+
+    def _roll(self, now: float) -> float:
+        """The start of the current one-minute window (a new one once the last has ended)."""
+        if self._window is None or now - self._window >= 60.0:
+            self._window, self._requests, self._tokens = now, 0, 0
+        return self._window
+
+    def _limit_headers(self, now: float) -> dict[str, str]:
+        reset = _duration(self._roll(now) + 60.0 - now)
+        return {
+            "x-ratelimit-limit-requests": str(self.requests_per_minute),
+            "x-ratelimit-remaining-requests": str(
+                max(0, self.requests_per_minute - self._requests)
+            ),
+            "x-ratelimit-reset-requests": reset,
+            "x-ratelimit-limit-tokens": str(self.tokens_per_minute),
+            "x-ratelimit-remaining-tokens": str(max(0, self.tokens_per_minute - self._tokens)),
+            "x-ratelimit-reset-tokens": reset,
+        }
+
+    def decorate(self, request: IncomingRequest, reply: Reply) -> Reply:
+        with self._lock:
+            computed = self._limit_headers(self._clock())
+        return Reply(reply.status, reply.json, reply.body, {**computed, **reply.headers})
 
     # -- the provider's answers -----------------------------------------------------------------
 
@@ -133,10 +176,23 @@ class OpenAISimulator(Simulator):
         return None
 
     def throttle(self, request: IncomingRequest) -> Reply | None:
+        now = self._clock()
+        tokens = max(1, len(request.body) // 4)
         with self._lock:
             if self._answered >= self.quota:
                 return self.insufficient_quota()
-        return None
+            start = self._roll(now)
+            over = (
+                self._requests >= self.requests_per_minute
+                or self._tokens + tokens > self.tokens_per_minute
+            )
+            if not over:
+                self._requests += 1
+                self._tokens += tokens
+                return None
+            wait = start + 60.0 - now
+            headers = self._limit_headers(now)
+        return self.rate_limited(wait).with_headers(headers)
 
     # -- POST /v1/chat/completions --------------------------------------------------------------
 
@@ -179,3 +235,13 @@ class OpenAISimulator(Simulator):
                 "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
             },
         )
+
+
+def _duration(seconds: float) -> str:
+    """*seconds* as OpenAI writes a reset: ``12ms``, ``1.5s``, ``6m0s``."""
+    if seconds < 1.0:
+        return f"{max(0, round(seconds * 1000))}ms"
+    minutes, rest = divmod(seconds, 60.0)
+    if minutes:
+        return f"{int(minutes)}m{rest:.0f}s"
+    return f"{rest:.3g}s"

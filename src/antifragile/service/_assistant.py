@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypedDict, TypeVar, Unpack, overload
 
 from antifragile.connectors import PROVIDERS, Connectors, parse_overrides, policies_for
+from antifragile.connectors._failover import chain_from
 from antifragile.errors import ConfigurationError
 from antifragile.inbound import (
     Actions,
@@ -38,10 +40,13 @@ from antifragile.inbound import (
     Handlers,
     InboundEvent,
     KeywordClassifier,
+    LLMIntentClassifier,
+    LLMIntentConfig,
     Replies,
     Sessions,
     Tasks,
     Tenant,
+    TenantClassifiers,
     flows_from_mapping,
 )
 from antifragile.inbound._actions import ActionFunction, Applies, OnUnknown
@@ -80,7 +85,7 @@ from antifragile.policies import (
     Retry,
 )
 from antifragile.service._alerts_api import alert_config
-from antifragile.service._checks import check_tenants
+from antifragile.service._checks import check_tenant_email, check_tenants
 from antifragile.service._limits import InboundLimits
 from antifragile.service._metrics import metrics_for, observe_connectors
 from antifragile.service._settings import Settings
@@ -123,6 +128,27 @@ class _ScheduleOptions(TypedDict, total=False):
     priority: int
     provider: str | None
     max_catch_up: int
+
+
+def tenant_classifiers(
+    settings: Settings, *, metrics: Any = None, clock: Clock = SYSTEM_CLOCK
+) -> Classifier:
+    """The intent classifier of the service: an :class:`~antifragile.inbound.LLMIntentClassifier`
+    for each tenant with an ``llm`` table (its key read from the environment now, so a missing
+    one stops the start), the keyword classifier for the others -- or the keyword classifier
+    alone when no tenant has a model."""
+    if not settings.tenant_llm:
+        return KeywordClassifier()
+    models: dict[str, Classifier] = {}
+    for tenant_id, table in settings.tenant_llm.items():
+        try:
+            config = LLMIntentConfig.from_mapping(table, env=os.environ)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"tenant {tenant_id!r} llm: {exc.message}") from None
+        models[tenant_id] = LLMIntentClassifier(
+            config, tenant=tenant_id, metrics=metrics, clock=clock
+        )
+    return TenantClassifiers(models, default=KeywordClassifier())
 
 
 def state_store_url(settings: Settings) -> str:
@@ -181,7 +207,16 @@ class Assistant:
         self.tenants: list[Tenant] = list(self.settings.tenant_list()) or [DEFAULT_TENANT]
         self.flows: dict[str, Flow] = flows_from_mapping(self.settings.flows)
         check_tenants(self.tenants, self.flows)  # a misspelt flow stops the start, not intake
-        self.classifier: Classifier = classifier if classifier is not None else KeywordClassifier()
+        check_tenant_email(self.tenants)  # so does a tenant's misspelt email chain
+        if isinstance(self.connectors, Connectors):
+            self.connectors.tenant_email_chains = [
+                chain_from(t.email_chain) for t in self.tenants if t.email_chain
+            ]
+        self.classifier: Classifier = (
+            classifier
+            if classifier is not None
+            else tenant_classifiers(self.settings, metrics=self.metrics, clock=clock)
+        )
         self.handlers = Handlers()
         self.handlers.register_defaults()
         self.flags = FeatureFlags(self.jobs, clock=clock, defaults=self.settings.features)
@@ -411,6 +446,9 @@ class Assistant:
 
     async def close(self) -> None:
         try:
+            close_classifier = getattr(self.classifier, "aclose", None)
+            if isinstance(self.classifier, TenantClassifiers) and callable(close_classifier):
+                await close_classifier()  # the models' connections it opened
             if self._owns_connectors:
                 await self.connectors.aclose()
         finally:

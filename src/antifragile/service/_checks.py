@@ -19,8 +19,10 @@ from __future__ import annotations
 import difflib
 import logging
 from collections.abc import Iterable, Mapping
+from email.utils import parseaddr
 from typing import Any
 
+from antifragile.connectors._failover import chain_from
 from antifragile.errors import ConfigurationError
 from antifragile.inbound._flows import Flow
 from antifragile.inbound._model import Tenant
@@ -28,6 +30,7 @@ from antifragile.service._settings import ENVIRONMENT, PREFIX, Settings
 
 __all__ = [
     "KNOWN_VARIABLES",
+    "check_tenant_email",
     "check_tenants",
     "closest",
     "log_startup_warnings",
@@ -83,6 +86,13 @@ _OTHER_VARIABLES = frozenset(
         "ANTIFRAGILE_CALCOM_USERNAME",
         "ANTIFRAGILE_SANDBOX_CALCOM_WEBHOOK_SECRET",
         "ANTIFRAGILE_SANDBOX_HUBSPOT_CLIENT_SECRET",
+        "ANTIFRAGILE_SANDBOX_MANDRILL_WEBHOOK_KEY",
+        "ANTIFRAGILE_MANDRILL_API_KEY",
+        "ANTIFRAGILE_MANDRILL_BASE_URL",
+        "ANTIFRAGILE_MAILCHIMP_API_KEY",
+        "ANTIFRAGILE_MAILCHIMP_BASE_URL",
+        "ANTIFRAGILE_MAILCHIMP_LIST_ID",
+        "ANTIFRAGILE_MAILCHIMP_STATUS_IF_NEW",
         "ANTIFRAGILE_SANDBOX_RESEND_WEBHOOK_SECRET",
         "ANTIFRAGILE_SANDBOX_TIME_SCALE",
         "ANTIFRAGILE_SANDBOX_WEBHOOK_URLS",
@@ -123,6 +133,27 @@ def check_tenants(tenants: Iterable[Tenant], flows: Mapping[str, Flow]) -> None:
             f"{hint}define [flows.{tenant.flow}] or set the tenant's flow to one of: "
             f"{', '.join(sorted(flows)) or 'none'}"
         )
+
+
+def check_tenant_email(tenants: Iterable[Tenant]) -> None:
+    """Raise :class:`~antifragile.ConfigurationError` when a tenant's email settings are
+    wrong: an ``email_chain`` naming a provider twice or one that cannot send email, an
+    ``email_from`` that is not an address, an empty ``mailchimp_list_id``."""
+    for tenant in tenants:
+        where = f"tenant {tenant.id!r}"
+        if tenant.email_chain is not None:
+            if not tenant.email_chain.strip():
+                raise ConfigurationError(f"{where}: email_chain is empty (unset it instead)")
+            try:
+                chain_from(tenant.email_chain)
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"{where}: email_chain: {exc.message}") from None
+        if tenant.email_from is not None and "@" not in parseaddr(tenant.email_from)[1]:
+            raise ConfigurationError(
+                f'{where}: email_from is not an email address ("Name <a@b.example>" or a@b.example)'
+            )
+        if tenant.mailchimp_list_id is not None and not tenant.mailchimp_list_id.strip():
+            raise ConfigurationError(f"{where}: mailchimp_list_id is empty (unset it instead)")
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:

@@ -10,6 +10,10 @@ named by ``ANTIFRAGILE_CONFIG`` (or *config_path*). The file may hold::
     [tenants.acme]       # one table per tenant: the fields of antifragile.inbound.Tenant
     name = "Acme"
     whatsapp_phone_number_id = "106540352242922"
+    [tenants.acme.llm]   # the tenant's intent model (antifragile.inbound LLMIntentConfig)
+    base_url = "https://api.openai.com/v1"
+    model = "gpt-4o-mini"
+    api_key_env = "ACME_OPENAI_API_KEY"   # the variable holding the key (or <it>_FILE)
 
     [flows.intake]       # conversation flows, kept raw (see antifragile.inbound load_flows)
     [providers.shopify]  # policy overrides per provider, kept raw
@@ -80,6 +84,10 @@ class Settings(BaseModel):
     resend_webhook_secrets: tuple[SecretStr, ...] = ()
     calcom_webhook_secrets: tuple[SecretStr, ...] = ()
     hubspot_webhook_secrets: tuple[SecretStr, ...] = ()
+    #: the Mandrill webhook's keys, and its URL exactly as configured at Mandrill (the
+    #: signature covers it; default: the public URL + /v1/webhooks/mandrill)
+    mandrill_webhook_keys: tuple[SecretStr, ...] = ()
+    mandrill_webhook_url: str | None = None
 
     #: the largest webhook body accepted (bytes)
     webhook_max_bytes: Annotated[int, Field(ge=1)] = DEFAULT_WEBHOOK_MAX_BYTES
@@ -144,6 +152,8 @@ class Settings(BaseModel):
     #: the raw tables of the config file
     service: dict[str, Any] = {}
     tenants: dict[str, Tenant] = {}
+    #: each tenant's ``[tenants.<id>.llm]`` table, raw (the model's key is never in it)
+    tenant_llm: dict[str, dict[str, Any]] = {}
     flows: dict[str, Any] = {}
     providers: dict[str, Any] = {}
     features: dict[str, Any] = {}
@@ -319,6 +329,8 @@ _FIELDS: dict[str, _Field] = {
     "resend_webhook_secrets": _Field("ANTIFRAGILE_RESEND_WEBHOOK_SECRET", _secrets, True),
     "calcom_webhook_secrets": _Field("ANTIFRAGILE_CALCOM_WEBHOOK_SECRET", _secrets, True),
     "hubspot_webhook_secrets": _Field("ANTIFRAGILE_HUBSPOT_WEBHOOK_SECRET", _secrets, True),
+    "mandrill_webhook_keys": _Field("ANTIFRAGILE_MANDRILL_WEBHOOK_KEY", _secrets, True),
+    "mandrill_webhook_url": _Field("ANTIFRAGILE_MANDRILL_WEBHOOK_URL", _url),
     "webhook_max_bytes": _Field("ANTIFRAGILE_WEBHOOK_MAX_BYTES", _positive_int),
     "inbox_ttl": _Field("ANTIFRAGILE_INBOX_TTL", _seconds),
     "admin_api_keys": _Field("ANTIFRAGILE_ADMIN_API_KEYS", _secrets, True),
@@ -425,15 +437,34 @@ def _load_file(path: Path) -> dict[str, Any]:
         )
     service = _table(data, "service", path)
     values: dict[str, Any] = {}
-    settable = set(Settings.model_fields) - {"service", "tenants", "flows", "providers", "features"}
+    settable = set(Settings.model_fields) - {
+        "service",
+        "tenants",
+        "tenant_llm",
+        "flows",
+        "providers",
+        "features",
+    }
     for name, value in service.items():
         if name not in settable:
             raise ConfigurationError(f"{path}: [service] has no setting {name!r}")
         values[name] = _coerce_file_value(name, value, path)
     tenants: dict[str, Tenant] = {}
+    tenant_llm: dict[str, dict[str, Any]] = {}
     for tenant_id, table in _table(data, "tenants", path).items():
         if not isinstance(table, dict):
             raise ConfigurationError(f"{path}: [tenants.{tenant_id}] must be a table")
+        if "llm" in table:
+            table = dict(table)
+            llm = table.pop("llm")
+            if not isinstance(llm, dict):
+                raise ConfigurationError(f"{path}: [tenants.{tenant_id}.llm] must be a table")
+            if "api_key" in llm:  # kept out of the settings: never held, never shown
+                raise ConfigurationError(
+                    f"{path}: [tenants.{tenant_id}.llm] holds api_key: the model's key is "
+                    "never written in the settings; name the variable holding it with api_key_env"
+                )
+            tenant_llm[tenant_id] = llm
         unknown = sorted(set(table) - _TENANT_FIELDS)
         if unknown:
             raise ConfigurationError(
@@ -450,6 +481,7 @@ def _load_file(path: Path) -> dict[str, Any]:
         # secrets live only in their SecretStr fields, never in the raw table
         service={k: ("***" if k in _SECRET_FIELDS else v) for k, v in service.items()},
         tenants=tenants,
+        tenant_llm=tenant_llm,
         flows=_table(data, "flows", path),
         providers=_table(data, "providers", path),
         features=_table(data, "features", path),

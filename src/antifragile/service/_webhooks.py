@@ -1,12 +1,13 @@
 """The provider webhook routes: ``/v1/webhooks/{whatsapp,twilio,shopify}`` and the status
-webhooks ``/v1/webhooks/{sendgrid,resend,calcom,hubspot}``.
+webhooks ``/v1/webhooks/{sendgrid,resend,calcom,hubspot,mandrill}``.
 
 Every delivery goes the same way, and nothing is recorded unless all of it succeeds:
 
 1. **size** -- a ``Content-Length`` above ``ANTIFRAGILE_WEBHOOK_MAX_BYTES`` is refused at once
    (``413 PAYLOAD_TOO_LARGE``), and the body is read in chunks, refused as soon as it grows past
    the limit (a body sent without a length is never buffered whole);
-2. **content type** -- JSON for all but Twilio, a form (or JSON) for Twilio, else
+2. **content type** -- JSON for all but Twilio and Mandrill, a form (or JSON) for Twilio, a
+   form for Mandrill, else
    ``415 UNSUPPORTED_MEDIA_TYPE``;
 3. **signature** -- checked over the raw bytes *before* anything is parsed; a missing, wrong or
    (SendGrid, Resend, HubSpot) stale one is ``401 SIGNATURE_INVALID``. Twilio and HubSpot sign
@@ -52,6 +53,7 @@ from antifragile.inbound._status_webhooks import (
     CALCOM_SIGNATURE,
     HUBSPOT_SIGNATURE,
     HUBSPOT_TIMESTAMP,
+    MANDRILL_SIGNATURE,
     SENDGRID_SIGNATURE,
     SENDGRID_TIMESTAMP,
     SVIX_ID,
@@ -59,10 +61,12 @@ from antifragile.inbound._status_webhooks import (
     SVIX_TIMESTAMP,
     parse_calcom,
     parse_hubspot,
+    parse_mandrill,
     parse_resend,
     parse_sendgrid,
     verify_calcom,
     verify_hubspot,
+    verify_mandrill,
     verify_sendgrid,
     verify_svix,
 )
@@ -103,6 +107,7 @@ _SENDGRID_SIGNATURE = (SENDGRID_SIGNATURE.lower().encode(),)
 _SVIX_SIGNATURE = (SVIX_SIGNATURE.encode(),)
 _CALCOM_SIGNATURE = (CALCOM_SIGNATURE.lower().encode(),)
 _HUBSPOT_SIGNATURE = (HUBSPOT_SIGNATURE.lower().encode(),)
+_MANDRILL_SIGNATURE = (MANDRILL_SIGNATURE.lower().encode(),)
 
 
 class TwimlResponse(Response):
@@ -357,6 +362,8 @@ class WebhookHandlers:
         self.resend_secrets = Settings.reveal(settings.resend_webhook_secrets)
         self.calcom_secrets = Settings.reveal(settings.calcom_webhook_secrets)
         self.hubspot_secrets = Settings.reveal(settings.hubspot_webhook_secrets)
+        self.mandrill_keys = Settings.reveal(getattr(settings, "mandrill_webhook_keys", ()))
+        self.mandrill_url: str | None = getattr(settings, "mandrill_webhook_url", None)
         #: POST handlers by path, for the fast path
         self.by_path = {
             f"{PREFIX}/whatsapp": self.whatsapp,
@@ -366,6 +373,7 @@ class WebhookHandlers:
             f"{PREFIX}/resend": self.resend,
             f"{PREFIX}/calcom": self.calcom,
             f"{PREFIX}/hubspot": self.hubspot,
+            f"{PREFIX}/mandrill": self.mandrill,
         }
 
     def _signed_url(self, scope: Scope) -> str:
@@ -539,6 +547,19 @@ class WebhookHandlers:
         events = parse_hubspot(body)
         return _accepted(len(events), await self._ingest(events))
 
+    @_counted("mandrill")
+    async def mandrill(self, scope: Scope, receive: Receive) -> Response:
+        await self._check_ip(scope)
+        content_type, length, signature = _scan(scope, _MANDRILL_SIGNATURE)
+        if content_type != _FORM:
+            raise _unsupported(content_type, _FORM)
+        body = await read_body(receive, self.limit, length)
+        params = _form(body)
+        url = self.mandrill_url or self._signed_url(scope)
+        verify_mandrill(url, params, signature, self.mandrill_keys)
+        events = parse_mandrill(params)
+        return _accepted(len(events), await self._ingest(events))
+
 
 class WebhookFastPath:
     """Pure ASGI: answers ``POST /v1/webhooks/<provider>`` straight from the handlers,
@@ -698,5 +719,33 @@ def webhooks_router(handlers: WebhookHandlers) -> APIRouter:
         """Verify ``X-HubSpot-Signature-v3`` (timestamp within 5 minutes), then record each
         subscription event (deduplicated on ``eventId``)."""
         return await handlers.hubspot(request.scope, request.receive)
+
+    @router.head(
+        "/mandrill",
+        summary="Mandrill webhook check",
+        response_class=Response,
+        responses={
+            200: {"description": "The URL answers (Mandrill checks it when added)"},
+            **error_responses(500),
+        },
+    )
+    async def mandrill_check() -> Response:
+        """Answer the ``HEAD`` request Mandrill sends when the webhook is added."""
+        return Response(status_code=200)
+
+    @router.post(
+        "/mandrill",
+        summary="Mandrill (Mailchimp Transactional) webhook (delivery statuses)",
+        responses=_ACCEPTED,
+        openapi_extra=_body_doc(
+            _FORM,
+            MANDRILL_SIGNATURE,
+            "base64 HMAC-SHA1 of the webhook URL and the sorted POST fields, webhook key",
+        ),
+    )
+    async def mandrill(request: Request) -> Response:
+        """Verify ``X-Mandrill-Signature`` over the webhook's URL and ``mandrill_events``, then
+        record each event as a delivery status (deduplicated on message id, event and time)."""
+        return await handlers.mandrill(request.scope, request.receive)
 
     return router
