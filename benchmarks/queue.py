@@ -76,7 +76,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -835,6 +835,17 @@ def report(payload: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _versions(names: tuple[str, ...]) -> dict[str, str | None]:
+    """The installed version of each package (``None``: not installed)."""
+    found: dict[str, str | None] = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -869,10 +880,9 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "sqlite": sqlite3.sqlite_version,
         "postgres": measured["postgres"],
-        "versions": {
-            name: version(name)
-            for name in ("antifragile", "huey", "procrastinate", "psycopg", "pgqueuer", "dbos")
-        },
+        "versions": _versions(
+            ("antifragile", "huey", "procrastinate", "psycopg", "asyncpg", "pgqueuer", "dbos")
+        ),
         "jobs": jobs,
         "latency_jobs": latency_jobs,
         "rate": args.rate,

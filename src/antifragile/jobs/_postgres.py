@@ -1008,11 +1008,16 @@ class PostgresJobQueue:
         The claim must walk a claim index in order and stop after *limit* rows. Left to
         itself the planner sorts every ready row instead whenever its statistics say that few
         are ready -- a fresh table, or a backlog that arrived since the last ANALYZE -- which
-        costs a full sort per claim just when the backlog is largest. Both statements go out
-        in one pipeline: one round trip."""
+        costs a full sort per claim just when the backlog is largest.
+
+        Both statements go out in one pipeline with a single ``Sync`` (on leaving the block):
+        one round trip. Without an explicit ``BEGIN``, the statements before a ``Sync`` form
+        one implicit transaction, which the ``Sync`` commits -- so the settings hold for the
+        claim, and its rows are read only once it is committed. (An explicit transaction
+        block would cost three round trips: psycopg syncs after ``BEGIN`` and ``COMMIT``.)"""
         try:
-            async with self._db.connection() as conn, conn.pipeline():
-                async with conn.transaction():
+            async with self._db.connection() as conn:
+                async with conn.pipeline():
                     await conn.execute(_NO_SORT, prepare=True)
                     cursor = await conn.execute(query.encode(), params, prepare=True)
                 return await cursor.fetchall()
