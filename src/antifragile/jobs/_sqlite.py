@@ -34,8 +34,10 @@ with the caller's rows. *c* is a :class:`sqlite3.Connection`, or an SQLAlchemy `
 ConfigurationError). The jobs are written under a savepoint, so a failed enqueue leaves the
 caller's transaction as it was; a connection with no transaction open gets one begun (and not
 committed), except one in autocommit mode, which is refused -- its writes would commit one by
-one. While the caller's transaction holds the database's write lock, other writers (the store's
-own connection included) wait for it, up to their busy timeout.
+one. While the caller's transaction holds the database's write lock, other writers (the
+store's own connection included) wait for it, up to their busy timeout. Workers are woken once
+the caller's transaction is over (the queue watches the connection's ``in_transaction``; see
+:mod:`antifragile.jobs._wakeup`).
 
 The inbox (table ``antifragile_inbox``): :meth:`SQLiteJobQueue.record_inbound` is one thread hop
 and one ``BEGIN IMMEDIATE`` transaction for the whole batch. Each entry is one
@@ -74,7 +76,7 @@ from antifragile.jobs._model import (
     Recorded,
     StatusFlag,
 )
-from antifragile.jobs._wakeup import SQLiteWakeups, Wake
+from antifragile.jobs._wakeup import SQLiteWakeups, Wake, after_transaction
 from antifragile.stores import Versioned
 from antifragile.stores._codec import encode
 from antifragile.stores._sqlite import (
@@ -873,9 +875,12 @@ class SQLiteJobQueue:
         conn = _driver_connection(connection)
         try:
             _check_same_file(conn, self._db.path)
-            return _enqueue_outbox(conn, rows, flags)
+            enqueued = _enqueue_outbox(conn, rows, flags)
         except sqlite3.Error as exc:
             raise self._db.translate(exc) from exc
+        if rows:  # the workers hear of the jobs once the caller's transaction is over
+            after_transaction(lambda: conn.in_transaction, self._wakeups.notify)
+        return enqueued
 
     async def claim(
         self,
