@@ -577,10 +577,26 @@ def _save_and_enqueue(
     return saved, enqueued
 
 
-def _claim(conn: sqlite3.Connection, sql: tuple[str, str], params: dict[str, Any]) -> list[Job]:
-    with _immediate(conn):
-        expired = conn.execute(_ANY_EXPIRED, (params["now"],)).fetchone() is not None
-        rows = conn.execute(sql[expired], params).fetchall()
+def _claim(
+    conn: sqlite3.Connection, sql: tuple[str, str], params: dict[str, Any], relaxed: str | None
+) -> list[Job]:
+    # A claim's commit does not wait for an fsync (synchronous=NORMAL for its transaction
+    # only, in WAL mode: its frames reach the disk with the next durable commit or
+    # checkpoint). A claim lost with a power cut only makes its jobs claimable again, as an
+    # expired lease would -- at least once either way --, and the jobs' outcomes, committed
+    # durably, make the claim durable too. An idle worker's claim is on the path of every
+    # job's start and need not wait for the disk; enqueues and outcomes still do. *relaxed*
+    # is the store's own synchronous setting, to go back to (None: keep it throughout).
+    relax = relaxed is not None and not conn.in_transaction
+    if relax:
+        conn.execute("PRAGMA synchronous = NORMAL")
+    try:
+        with _immediate(conn):
+            expired = conn.execute(_ANY_EXPIRED, (params["now"],)).fetchone() is not None
+            rows = conn.execute(sql[expired], params).fetchall()
+    finally:
+        if relax:
+            conn.execute(f"PRAGMA synchronous = {relaxed}")
     jobs = [_job(row) for row in rows]
     jobs.sort(key=_claim_order)
     return jobs
@@ -907,7 +923,15 @@ class SQLiteJobQueue:
             sql, params["queue"] = _CLAIM_ONE, queues[0]
         else:
             sql, params["queues"] = _CLAIM_SOME, _dumps(list(queues))
-        return await self._db.run(_claim, sql, params)
+        return await self._db.run(_claim, sql, params, self._relaxed_claims())
+
+    def _relaxed_claims(self) -> str | None:
+        """The store's synchronous setting when claims may commit without an fsync (WAL, and
+        a setting that syncs every commit), else None."""
+        synchronous = self._db.synchronous
+        if self._db.journal_mode == "wal" and synchronous in ("full", "extra"):
+            return synchronous.upper()
+        return None
 
     async def heartbeat(
         self, job_ids: Sequence[str], *, worker: str, lease: float, now: float
