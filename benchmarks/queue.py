@@ -29,7 +29,9 @@ For each contender:
    ``--rate`` per second, after 20 warm-up jobs that are not counted; a job's latency is its start
    time minus the time just before its enqueue call. It shows how soon an idle worker notices new
    work: a wake-up (antifragile, procrastinate, pgqueuer) or its polling interval (huey 0.1 s,
-   DBOS 1 s).
+   DBOS 1 s). The enqueue call's own duration (its durable commit) is reported beside it.
+   For antifragile the trickle is repeated with the worker in this process, as ``antifragile
+   serve`` runs its API and its worker, woken directly by the enqueue.
 4. **CPU per job.** The CPU time of this process while it enqueues, and of the worker process
    while it drains, per 1,000 jobs: unlike a rate, it hardly depends on the machine's load.
 
