@@ -29,7 +29,9 @@ For each contender:
    ``--rate`` per second, after 20 warm-up jobs that are not counted; a job's latency is its start
    time minus the time just before its enqueue call. It shows how soon an idle worker notices new
    work: a wake-up (antifragile, procrastinate, pgqueuer) or its polling interval (huey 0.1 s,
-   DBOS 1 s).
+   DBOS 1 s). The enqueue call's own duration (its durable commit) is reported beside it.
+   For antifragile the trickle is repeated with the worker in this process, as ``antifragile
+   serve`` runs its API and its worker, woken directly by the enqueue.
 4. **CPU per job.** The CPU time of this process while it enqueues, and of the worker process
    while it drains, per 1,000 jobs: unlike a rate, it hardly depends on the machine's load.
 
@@ -76,7 +78,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -152,6 +154,13 @@ TARGETS = {
     "postgres enqueue": ("antifragile-postgres", "pgqueuer-postgres", "enqueue_per_s", 1.2),
     "postgres drain": ("antifragile-postgres", "pgqueuer-postgres", "drain_per_s", 1.5),
 }
+#: antifragile's latencies against their targets: (contender, figure, limit in ms, what)
+LATENCY_TARGETS = (
+    ("antifragile-postgres", "latency_p50_ms", 5.0, "p50, worker in another process"),
+    ("antifragile-postgres", "latency_p99_ms", 25.0, "p99, worker in another process"),
+    ("antifragile-sqlite", "latency_p50_ms", 20.0, "p50, worker in another process"),
+    ("antifragile-sqlite", "latency_local_p50_ms", 5.0, "p50, worker in this process"),
+)
 POLL = 0.01  # how often this process looks at the record file and the database (seconds)
 STALL = 60.0  # give up when no job has started for this long (seconds)
 
@@ -298,6 +307,10 @@ class Contender:
     async def teardown(self) -> None:
         raise NotImplementedError
 
+    def local_jobs(self) -> Jobs | None:
+        """The jobs a worker in this process can run (antifragile only), else None."""
+        return None
+
 
 class AntifragileSQLite(Contender):
     key = "antifragile-sqlite"
@@ -313,6 +326,9 @@ class AntifragileSQLite(Contender):
 
     async def finished(self, records: int) -> int:
         return sum(s.counts.get("succeeded", 0) for s in await self.jobs.stats())
+
+    def local_jobs(self) -> Jobs | None:
+        return self.jobs
 
     async def teardown(self) -> None:
         await self.jobs.close()
@@ -547,6 +563,8 @@ class Round:
     latency_max_ms: float
     duplicates: int
     details: dict[str, Any]
+    #: (p50, p99) with the worker in this process, as ``antifragile serve`` runs it (or None)
+    local_latency: tuple[float, float] | None = None
 
 
 def _percentile(values: list[float], p: float) -> float:
@@ -583,6 +601,56 @@ async def _wait_for(
         elif time.monotonic() - since > STALL:
             raise RuntimeError(f"no job started for {STALL:g}s {what} ({seen} recorded)")
         await asyncio.sleep(POLL)
+
+
+async def _trickle(contender: Contender, first: int, count: int, rate: float) -> list[float]:
+    """Enqueue jobs *first* .. *first* + *count* - 1 at a steady *rate* per second; how long
+    each enqueue call took (ms) -- the durable commit is part of every job's latency."""
+    calls: list[float] = []
+    t0 = time.perf_counter()
+    for i, n in enumerate(range(first, first + count)):
+        delay = t0 + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        began = time.perf_counter()
+        await contender.enqueue(n, time.time())
+        calls.append((time.perf_counter() - began) * 1000)
+    return calls
+
+
+async def local_latency(
+    contender: Contender, jobs: Jobs, scratch: Path, latency_jobs: int, rate: float
+) -> list[float]:
+    """Latencies (ms) with an idle worker in this very process -- how ``antifragile serve``
+    runs its API and its worker -- woken directly by the enqueue."""
+    global _record_fd
+    record = scratch / "records-local.txt"
+    record.touch()
+    records = Records(record)
+    _record_fd = os.open(record, os.O_WRONLY | os.O_APPEND)
+    first = 1_000_000_000  # numbers of their own, beside the jobs of the other phases
+    worker = jobs.worker()  # the worker's defaults, as `antifragile serve` runs it
+    task = asyncio.create_task(worker.run())
+    try:
+        await _trickle(contender, first, WARMUP_JOBS + latency_jobs, rate)
+        seen, since = 0, time.monotonic()
+        while records.poll() < WARMUP_JOBS + latency_jobs:
+            if task.done():
+                task.result()
+                raise RuntimeError("the in-process worker stopped")
+            if len(records.rows) != seen:
+                seen, since = len(records.rows), time.monotonic()
+            elif time.monotonic() - since > STALL:
+                raise RuntimeError(f"no job started for {STALL:g}s in the in-process run")
+            await asyncio.sleep(POLL)
+    finally:
+        worker.stop()
+        await task
+        os.close(_record_fd)
+        _record_fd = None
+    return [
+        (started - sent) * 1000 for n, sent, started in records.rows if n >= first + WARMUP_JOBS
+    ]
 
 
 async def run_contender(contender: Contender, jobs: int, latency_jobs: int, rate: float) -> Round:
@@ -632,12 +700,7 @@ async def run_contender(contender: Contender, jobs: int, latency_jobs: int, rate
 
         # 3. latency, the worker idle: a steady trickle of jobs
         total = jobs + WARMUP_JOBS + latency_jobs
-        t0 = time.perf_counter()
-        for i, n in enumerate(range(jobs, total)):
-            delay = t0 + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await contender.enqueue(n, time.time())
+        calls = await _trickle(contender, jobs, WARMUP_JOBS + latency_jobs, rate)
 
         async def all_started() -> bool:
             return records.poll() >= total
@@ -650,6 +713,7 @@ async def run_contender(contender: Contender, jobs: int, latency_jobs: int, rate
             "enqueue_seconds": enqueue_s,
             "drain_seconds": drain_s,
             "latency_mean_ms": statistics.fmean(latencies),
+            "enqueue_call_p50_ms": _percentile(calls[WARMUP_JOBS:], 50),
         }
         cpu = {
             "enqueue_cpu_ms_per_1000": enqueue_cpu / jobs * 1e6,
@@ -657,6 +721,14 @@ async def run_contender(contender: Contender, jobs: int, latency_jobs: int, rate
         }
         if isinstance(contender, HueySQLite):
             details["sqlite_synchronous"] = contender.synchronous
+
+        # 4. antifragile: latency again with the worker in this process (as `serve` runs it)
+        local: tuple[float, float] | None = None
+        local_jobs = contender.local_jobs()
+        if local_jobs is not None:
+            await _stop(worker)
+            in_process = await local_latency(contender, local_jobs, scratch, latency_jobs, rate)
+            local = (_percentile(in_process, 50), _percentile(in_process, 99))
         return Round(
             enqueue_per_s=jobs / enqueue_s,
             drain_per_s=jobs / drain_s,
@@ -665,18 +737,26 @@ async def run_contender(contender: Contender, jobs: int, latency_jobs: int, rate
             latency_max_ms=max(latencies),
             duplicates=len(numbers) - len(set(numbers)),
             details={**details, **cpu},
+            local_latency=local,
         )
     finally:
-        if worker is not None and worker.returncode is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(worker.wait(), 30)
-            except TimeoutError:
-                worker.kill()
-                await worker.wait()
+        if worker is not None:
+            await _stop(worker)
         with contextlib.suppress(Exception):
             await contender.teardown()
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+async def _stop(worker: asyncio.subprocess.Process) -> None:
+    """Stop a worker process (SIGTERM, then SIGKILL after 30 s)."""
+    if worker.returncode is not None:
+        return
+    worker.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(worker.wait(), 30)
+    except TimeoutError:
+        worker.kill()
+        await worker.wait()
 
 
 async def postgres_info(url: str) -> dict[str, str] | None:
@@ -711,7 +791,13 @@ async def measure(
             per_key[key].append(result)
             print(
                 f"  enqueue {result.enqueue_per_s:,.0f}/s, drain {result.drain_per_s:,.0f}/s, "
-                f"latency p50 {result.latency_p50_ms:.1f} ms, p99 {result.latency_p99_ms:.1f} ms",
+                f"latency p50 {result.latency_p50_ms:.1f} ms, p99 {result.latency_p99_ms:.1f} ms"
+                + (
+                    ""
+                    if result.local_latency is None
+                    else f"; in one process p50 {result.local_latency[0]:.1f} ms, "
+                    f"p99 {result.local_latency[1]:.1f} ms"
+                ),
                 file=sys.stderr,
                 flush=True,
             )
@@ -725,6 +811,9 @@ async def measure(
             "latency_p50_ms": statistics.median(x.latency_p50_ms for x in runs),
             "latency_p99_ms": statistics.median(x.latency_p99_ms for x in runs),
             "latency_max_ms": max(x.latency_max_ms for x in runs),
+            "enqueue_call_p50_ms": statistics.median(
+                x.details["enqueue_call_p50_ms"] for x in runs
+            ),
             "enqueue_cpu_ms_per_1000": statistics.median(
                 x.details["enqueue_cpu_ms_per_1000"] for x in runs
             ),
@@ -732,18 +821,46 @@ async def measure(
                 x.details["drain_cpu_ms_per_1000"] for x in runs
             ),
             "duplicates": sum(x.duplicates for x in runs),
+            **_local_medians(runs),
             "rounds": [
                 {
                     "enqueue_per_s": x.enqueue_per_s,
                     "drain_per_s": x.drain_per_s,
                     "latency_p50_ms": x.latency_p50_ms,
                     "latency_p99_ms": x.latency_p99_ms,
+                    **_local_medians([x]),
                     **x.details,
                 }
                 for x in runs
             ],
         }
     return {"postgres": pg, "results": results}
+
+
+def _local_medians(runs: list[Round]) -> dict[str, float]:
+    """The in-process latency figures of *runs* (medians), when they were measured."""
+    local = [x.local_latency for x in runs if x.local_latency is not None]
+    if not local:
+        return {}
+    return {
+        "latency_local_p50_ms": statistics.median(p50 for p50, _ in local),
+        "latency_local_p99_ms": statistics.median(p99 for _, p99 in local),
+    }
+
+
+def latency_checks(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """antifragile's latencies against their targets (each the median over rounds)."""
+    checks: list[dict[str, Any]] = []
+    for key, figure, target, what in LATENCY_TARGETS:
+        result = results.get(key)
+        if result is None or figure not in result:
+            continue
+        value = result[figure]
+        checks.append(
+            {"contender": key, "figure": figure, "what": what, "value": value, "target": target}
+            | {"met": value <= target}
+        )
+    return checks
 
 
 def ratios(results: dict[str, Any]) -> dict[str, Any]:
@@ -785,15 +902,16 @@ def report(payload: dict[str, Any]) -> str:
         + (" and the PostgreSQL server." if pg else "."),
         "",
         "| contender | enqueue jobs/s | enqueue CPU ms/1k | drain jobs/s | drain CPU ms/1k "
-        "| latency p50 ms | latency p99 ms |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| latency p50 ms | latency p99 ms | of which the enqueue call, p50 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for result in results.values():
         lines.append(
             f"| {result['label']} | {result['enqueue_per_s']:,.0f} | "
             f"{result['enqueue_cpu_ms_per_1000']:,.0f} | "
             f"{result['drain_per_s']:,.0f} | {result['drain_cpu_ms_per_1000']:,.0f} | "
-            f"{result['latency_p50_ms']:.1f} | {result['latency_p99_ms']:.1f} |"
+            f"{result['latency_p50_ms']:.1f} | {result['latency_p99_ms']:.1f} | "
+            f"{result['enqueue_call_p50_ms']:.1f} |"
         )
     if payload["ratios"]:
         lines += ["", "antifragile over its peer on the same database (this run):", ""]
@@ -804,6 +922,31 @@ def report(payload: dict[str, Any]) -> str:
                 f"- {what}: {LABELS[r['ours']]} {r['ratio']:.2f}x {LABELS[r['theirs']]} "
                 f"(worst round {r['worst_round']:.2f}x; target ≥ {r['target']:g}x: {verdict})"
             )
+    local = [r for r in results.values() if "latency_local_p50_ms" in r]
+    if local:
+        lines += [
+            "",
+            "Latency with the worker in the enqueuing process (as `antifragile serve` runs its "
+            "API and its worker), same trickle:",
+            "",
+            "| contender | latency p50 ms | latency p99 ms |",
+            "|---|---:|---:|",
+        ]
+        for r in local:
+            lines.append(
+                f"| {r['label']} | {r['latency_local_p50_ms']:.1f} | "
+                f"{r['latency_local_p99_ms']:.1f} |"
+            )
+    if payload.get("latency_checks"):
+        lines += ["", "antifragile's enqueue-to-start latency against its targets:", ""]
+        for c in payload["latency_checks"]:
+            verdict = "met" if c["met"] else "**missed**"
+            lines.append(
+                f"- {LABELS[c['contender']]}, {c['what']}: {c['value']:.1f} ms "
+                f"(target ≤ {c['target']:g} ms: {verdict})"
+            )
+    if payload.get("load"):
+        lines += ["", f"Load average when the run began and ended: {payload['load']}."]
     lines += [
         "",
         "Enqueue: one call per job, one transaction each. Drain: from the first job's start to "
@@ -835,6 +978,22 @@ def report(payload: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _load() -> str:
+    """The machine's load averages over 1, 5 and 15 minutes."""
+    return ", ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def _versions(names: tuple[str, ...]) -> dict[str, str | None]:
+    """The installed version of each package (``None``: not installed)."""
+    found: dict[str, str | None] = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -859,6 +1018,7 @@ def main() -> None:
     rounds = args.rounds or (1 if args.quick else 3)
     keys = [k for k in CONTENDERS if not args.only or k in args.only]
 
+    load_before = _load()
     measured = asyncio.run(measure(keys, args.url, jobs, latency_jobs, args.rate, rounds))
     results = measured["results"]
     payload: dict[str, Any] = {
@@ -869,10 +1029,9 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "sqlite": sqlite3.sqlite_version,
         "postgres": measured["postgres"],
-        "versions": {
-            name: version(name)
-            for name in ("antifragile", "huey", "procrastinate", "psycopg", "pgqueuer", "dbos")
-        },
+        "versions": _versions(
+            ("antifragile", "huey", "procrastinate", "psycopg", "asyncpg", "pgqueuer", "dbos")
+        ),
         "jobs": jobs,
         "latency_jobs": latency_jobs,
         "rate": args.rate,
@@ -880,6 +1039,8 @@ def main() -> None:
         "skipped": [k for k in keys if k not in results],
         "results": results,
         "ratios": ratios(results),
+        "latency_checks": latency_checks(results),
+        "load": f"{load_before} before, {_load()} after",
     }
     table = report(payload)
     print(table)

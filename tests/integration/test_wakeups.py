@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -66,6 +68,22 @@ async def running(url: str) -> AsyncIterator[tuple[Jobs, list[str]]]:
             await task
 
 
+def _watch_idle(jobs: Jobs, done: list[str]) -> list[int]:
+    """How many jobs had run each time the worker went idle: a worker reads the next due time
+    right before it waits, so an entry *n* means it waited after the *n*-th job."""
+    idle: list[int] = []
+    queue: Any = jobs.queue
+    next_due = queue.next_due
+
+    async def reading(*, now: float) -> float | None:
+        due: float | None = await next_due(now=now)
+        idle.append(len(done))
+        return due
+
+    queue.next_due = reading
+    return idle
+
+
 def _new(tag: str, run_at: float) -> NewJob:
     return NewJob(name="note", queue="q", payload={"tag": tag}, run_at=run_at, max_attempts=1)
 
@@ -82,6 +100,73 @@ async def test_an_enqueue_from_another_connection_wakes_an_idle_worker(
         await eventually(lambda: done == ["first"])
         await other.queue.enqueue([_new("second", time.time())], now=time.time())
         await eventually(lambda: done == ["first", "second"])
+
+
+async def test_an_outbox_enqueue_wakes_the_worker_once_the_callers_transaction_commits(
+    url: str, running: tuple[Jobs, list[str]], request: pytest.FixtureRequest
+) -> None:
+    """Jobs enqueued inside the caller's own transaction (``connection=``) wake the idle worker
+    when that transaction commits -- on PostgreSQL through the notification the commit
+    delivers, on SQLite because the queue watches the caller's connection. The transaction
+    stays open over several turns of the event loop first: nothing runs before the commit."""
+    jobs, done = running
+    idle = _watch_idle(jobs, done)
+    await jobs.queue.enqueue([_new("first", time.time())], now=time.time())
+    await eventually(lambda: 1 in idle)  # the worker waits now, an hour from its poll
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+        try:
+            conn.execute("BEGIN")
+            await jobs.queue.enqueue(
+                [_new("outbox", time.time())], now=time.time(), connection=conn
+            )
+            for _ in range(20):
+                await asyncio.sleep(0.005)  # the watch backs off while the transaction is open
+            assert done == ["first"]
+            conn.commit()
+            await eventually(lambda: done == ["first", "outbox"])
+        finally:
+            conn.close()
+        return
+    postgres_url: str = request.getfixturevalue("postgres_url")
+    async with await psycopg.AsyncConnection.connect(postgres_url) as pg:
+        async with pg.transaction():
+            await jobs.queue.enqueue([_new("outbox", time.time())], now=time.time(), connection=pg)
+            for _ in range(20):
+                await asyncio.sleep(0.005)
+            assert done == ["first"]
+        await eventually(lambda: done == ["first", "outbox"])
+
+
+async def test_an_outbox_enqueue_rolled_back_runs_nothing_and_later_jobs_still_wake(
+    tmp_path: Path,
+) -> None:
+    """On SQLite a rolled-back outbox transaction wakes the worker for nothing; the next
+    outbox enqueue on the same connection, committed, runs."""
+    path = tmp_path / "jobs.db"
+    done: list[str] = []
+    jobs = _app(f"sqlite:///{path}", done)
+    async with jobs:
+        idle = _watch_idle(jobs, done)
+        worker = Worker(jobs, poll_interval=HOUR)
+        task = asyncio.create_task(worker.run())
+        await jobs.queue.enqueue([_new("first", time.time())], now=time.time())
+        await eventually(lambda: 1 in idle)  # the worker waits now, an hour from its poll
+        conn = sqlite3.connect(path)
+        try:
+            conn.execute("BEGIN")
+            await jobs.queue.enqueue(
+                [_new("undone", time.time())], now=time.time(), connection=conn
+            )
+            conn.rollback()
+            conn.execute("BEGIN")
+            await jobs.queue.enqueue([_new("kept", time.time())], now=time.time(), connection=conn)
+            conn.commit()
+            await eventually(lambda: done == ["first", "kept"])
+        finally:
+            conn.close()
+            worker.stop(release=True)
+            await task
 
 
 async def test_a_delayed_job_wakes_the_worker_when_it_falls_due(

@@ -184,12 +184,13 @@ _JOBS_INPUT = """
                            status_flag, state_data, context, ordering_key, ord)"""
 
 
-def _insert_jobs(source: str) -> str:
+def _insert_jobs(source: str, *, flags: bool = True) -> str:
     """The CTEs ``inserted`` (the jobs of *source*, rows of ``_JOBS_INPUT``, whose id and
-    idempotency key are new) and ``flags`` (their status flags set pending): how every job
-    enters the queue, by enqueue or with an inbox entry. A job with an ordering key draws its
-    place from the jobs' ordering sequence, in batch order."""
-    return f"""inserted AS (
+    idempotency key are new) and ``flags`` (their status flags set pending; left out with
+    *flags* false, for a job known to have none): how every job enters the queue, by enqueue
+    or with an inbox entry. A job with an ordering key draws its place from the jobs' ordering
+    sequence, in batch order."""
+    inserted = f"""inserted AS (
     INSERT INTO {{jobs}} (id, name, queue, state, priority, payload, payload_version,
         idempotency_key, attempts, max_attempts, run_at, created_at, updated_at, provider,
         timeout, status_flag, state_data, context, ordering_key, ordering_seq)
@@ -202,7 +203,10 @@ def _insert_jobs(source: str) -> str:
     FROM {source} AS s ORDER BY s.ord
     ON CONFLICT DO NOTHING
     RETURNING id, status_flag
-), flags AS ({
+)"""
+    if not flags:
+        return inserted
+    return f"""{inserted}, flags AS ({
         _merge_flags(
             "SELECT n.status_flag ->> 'key' AS key,"
             " jsonb_object_agg(n.status_flag ->> 'field', n.status_flag -> 'pending'"
@@ -242,6 +246,12 @@ _ONE_JOB_INPUT = """(
 
 ENQUEUE_ONE = f"""
 WITH {_insert_jobs(_ONE_JOB_INPUT)}, {_notified("inserted")}
+SELECT i.id FROM inserted AS i LEFT JOIN notified ON TRUE
+"""
+
+#: a single job without a status flag (most jobs): no key-value merge for the server to run
+ENQUEUE_ONE_UNFLAGGED = f"""
+WITH {_insert_jobs(_ONE_JOB_INPUT, flags=False)}, {_notified("inserted")}
 SELECT i.id FROM inserted AS i LEFT JOIN notified ON TRUE
 """
 
@@ -900,6 +910,7 @@ class _Statements:
         self.channel = channel_name(schema)
         self.enqueue = self.text(ENQUEUE)
         self.enqueue_one = self.text(ENQUEUE_ONE)
+        self.enqueue_one_unflagged = self.text(ENQUEUE_ONE_UNFLAGGED)
         self.enqueue_existing = self.text(ENQUEUE_EXISTING)
         self.claim_any = self.text(CLAIM_ANY)
         self.claim_one = self.text(CLAIM_ONE)
@@ -921,6 +932,7 @@ class _Statements:
         self.delete_inbound = self.text(DELETE_INBOUND)
         self.sqlalchemy_enqueue = _for_sqlalchemy(self.enqueue)
         self.sqlalchemy_enqueue_one = _for_sqlalchemy(self.enqueue_one)
+        self.sqlalchemy_enqueue_one_unflagged = _for_sqlalchemy(self.enqueue_one_unflagged)
         self.sqlalchemy_enqueue_existing = _for_sqlalchemy(self.enqueue_existing)
 
     def text(self, template: str, where: str = "") -> str:
@@ -1022,11 +1034,16 @@ class PostgresJobQueue:
         The claim must walk a claim index in order and stop after *limit* rows. Left to
         itself the planner sorts every ready row instead whenever its statistics say that few
         are ready -- a fresh table, or a backlog that arrived since the last ANALYZE -- which
-        costs a full sort per claim just when the backlog is largest. Both statements go out
-        in one pipeline: one round trip."""
+        costs a full sort per claim just when the backlog is largest.
+
+        Both statements go out in one pipeline with a single ``Sync`` (on leaving the block):
+        one round trip. Without an explicit ``BEGIN``, the statements before a ``Sync`` form
+        one implicit transaction, which the ``Sync`` commits -- so the settings hold for the
+        claim, and its rows are read only once it is committed. (An explicit transaction
+        block would cost three round trips: psycopg syncs after ``BEGIN`` and ``COMMIT``.)"""
         try:
-            async with self._db.connection() as conn, conn.pipeline():
-                async with conn.transaction():
+            async with self._db.connection() as conn:
+                async with conn.pipeline():
                     await conn.execute(_NO_SORT, prepare=True)
                     cursor = await conn.execute(query.encode(), params, prepare=True)
                 return await cursor.fetchall()
@@ -1095,7 +1112,12 @@ class PostgresJobQueue:
         for _ in range(_ENQUEUE_ROUNDS):
             if len(pending) == 1:  # scalar parameters: no arrays to build and dump
                 params = {"now": now, **_job_values(pending[0])}
-                query, sqlalchemy_query = self._sql.enqueue_one, self._sql.sqlalchemy_enqueue_one
+                if pending[0].status_flag is None:
+                    query = self._sql.enqueue_one_unflagged
+                    sqlalchemy_query = self._sql.sqlalchemy_enqueue_one_unflagged
+                else:
+                    query = self._sql.enqueue_one
+                    sqlalchemy_query = self._sql.sqlalchemy_enqueue_one
             else:
                 params = _enqueue_params(pending, now)
                 query, sqlalchemy_query = self._sql.enqueue, self._sql.sqlalchemy_enqueue

@@ -35,8 +35,10 @@ with the caller's rows. *c* is a :class:`sqlite3.Connection`, or an SQLAlchemy `
 ConfigurationError). The jobs are written under a savepoint, so a failed enqueue leaves the
 caller's transaction as it was; a connection with no transaction open gets one begun (and not
 committed), except one in autocommit mode, which is refused -- its writes would commit one by
-one. While the caller's transaction holds the database's write lock, other writers (the store's
-own connection included) wait for it, up to their busy timeout.
+one. While the caller's transaction holds the database's write lock, other writers (the
+store's own connection included) wait for it, up to their busy timeout. Workers are woken once
+the caller's transaction is over (the queue watches the connection's ``in_transaction``; see
+:mod:`antifragile.jobs._wakeup`).
 
 The inbox (table ``antifragile_inbox``): :meth:`SQLiteJobQueue.record_inbound` is one thread hop
 and one ``BEGIN IMMEDIATE`` transaction for the whole batch. Each entry is one
@@ -75,7 +77,7 @@ from antifragile.jobs._model import (
     Recorded,
     StatusFlag,
 )
-from antifragile.jobs._wakeup import SQLiteWakeups, Wake
+from antifragile.jobs._wakeup import SQLiteWakeups, Wake, after_transaction
 from antifragile.stores import Versioned
 from antifragile.stores._codec import encode
 from antifragile.stores._sqlite import (
@@ -579,10 +581,26 @@ def _save_and_enqueue(
     return saved, enqueued
 
 
-def _claim(conn: sqlite3.Connection, sql: tuple[str, str], params: dict[str, Any]) -> list[Job]:
-    with _immediate(conn):
-        expired = conn.execute(_ANY_EXPIRED, (params["now"],)).fetchone() is not None
-        rows = conn.execute(sql[expired], params).fetchall()
+def _claim(
+    conn: sqlite3.Connection, sql: tuple[str, str], params: dict[str, Any], relaxed: str | None
+) -> list[Job]:
+    # A claim's commit does not wait for an fsync (synchronous=NORMAL for its transaction
+    # only, in WAL mode: its frames reach the disk with the next durable commit or
+    # checkpoint). A claim lost with a power cut only makes its jobs claimable again, as an
+    # expired lease would -- at least once either way --, and the jobs' outcomes, committed
+    # durably, make the claim durable too. An idle worker's claim is on the path of every
+    # job's start and need not wait for the disk; enqueues and outcomes still do. *relaxed*
+    # is the store's own synchronous setting, to go back to (None: keep it throughout).
+    relax = relaxed is not None and not conn.in_transaction
+    if relax:
+        conn.execute("PRAGMA synchronous = NORMAL")
+    try:
+        with _immediate(conn):
+            expired = conn.execute(_ANY_EXPIRED, (params["now"],)).fetchone() is not None
+            rows = conn.execute(sql[expired], params).fetchall()
+    finally:
+        if relax:
+            conn.execute(f"PRAGMA synchronous = {relaxed}")
     jobs = [_job(row) for row in rows]
     jobs.sort(key=_claim_order)
     return jobs
@@ -877,9 +895,12 @@ class SQLiteJobQueue:
         conn = _driver_connection(connection)
         try:
             _check_same_file(conn, self._db.path)
-            return _enqueue_outbox(conn, rows, flags)
+            enqueued = _enqueue_outbox(conn, rows, flags)
         except sqlite3.Error as exc:
             raise self._db.translate(exc) from exc
+        if rows:  # the workers hear of the jobs once the caller's transaction is over
+            after_transaction(lambda: conn.in_transaction, self._wakeups.notify)
+        return enqueued
 
     async def claim(
         self,
@@ -906,7 +927,15 @@ class SQLiteJobQueue:
             sql, params["queue"] = _CLAIM_ONE, queues[0]
         else:
             sql, params["queues"] = _CLAIM_SOME, _dumps(list(queues))
-        return await self._db.run(_claim, sql, params)
+        return await self._db.run(_claim, sql, params, self._relaxed_claims())
+
+    def _relaxed_claims(self) -> str | None:
+        """The store's synchronous setting when claims may commit without an fsync (WAL, and
+        a setting that syncs every commit), else None."""
+        synchronous = self._db.synchronous
+        if self._db.journal_mode == "wal" and synchronous in ("full", "extra"):
+            return synchronous.upper()
+        return None
 
     async def heartbeat(
         self, job_ids: Sequence[str], *, worker: str, lease: float, now: float

@@ -30,7 +30,15 @@ How the news travels depends on the backend:
   commits, one notification per transaction); see :mod:`antifragile.jobs._postgres`.
 
 Jobs written through the transactional outbox on SQLite (``enqueue(..., connection=...)``)
-commit with the caller's transaction, which the queue cannot see: they start on the next poll.
+commit with the caller's transaction, whose commit the queue does not make: Python's
+:mod:`sqlite3` has no commit hook. The queue watches the caller's connection instead
+(:func:`after_transaction`): a timer on the event loop looks at its ``in_transaction`` -- an
+attribute read, no statement, no lock -- soon after the enqueue, then less and less often, and
+wakes the workers once the transaction is over (committed; a rollback wakes them for nothing).
+A short transaction is seen to end within a millisecond or so; a long one within
+:data:`OUTBOX_WATCH_LONGEST` of its end. After :data:`OUTBOX_WATCH_FOR` the watch gives up and
+polling finds the jobs. A caller that commits and at once opens its next transaction before
+the watch looks again hides that commit until the next one ends (or the next poll).
 """
 
 from __future__ import annotations
@@ -56,6 +64,13 @@ _MAX_SOCKET_PATH = 107
 #: an enqueuer reads the socket directory again at least this often (seconds), whatever its
 #: modification time says (which may be coarser than the time between two changes)
 _RELIST_AFTER = 1.0
+#: the first look at an outbox caller's transaction comes this soon after the enqueue
+#: (seconds); each later look waits twice as long, up to OUTBOX_WATCH_LONGEST
+OUTBOX_WATCH_FIRST = 0.0005
+OUTBOX_WATCH_LONGEST = 0.05
+#: how long an outbox enqueue's transaction is watched at most (seconds): polling is the
+#: fallback for a transaction held open longer
+OUTBOX_WATCH_FOR = 60.0
 
 
 def _wake_on(loop: asyncio.AbstractEventLoop, wake: Wake) -> Wake:
@@ -73,6 +88,27 @@ def _wake_on(loop: asyncio.AbstractEventLoop, wake: Wake) -> Wake:
             loop.call_soon_threadsafe(wake)
 
     return call
+
+
+def after_transaction(in_transaction: Callable[[], bool], wake: Wake) -> None:
+    """Call *wake* on this event loop once *in_transaction()* is false (or raises, e.g. for a
+    closed connection), looking on timers that back off; give up after OUTBOX_WATCH_FOR.
+
+    No task is made, only timer callbacks: nothing is left to cancel when the loop closes."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + OUTBOX_WATCH_FOR
+
+    def look(delay: float) -> None:
+        try:
+            open_ = in_transaction()
+        except Exception:  # closed, or unusable: its transaction is over either way
+            open_ = False
+        if not open_:
+            wake()
+        elif loop.time() < give_up:
+            loop.call_later(delay, look, min(delay * 2, OUTBOX_WATCH_LONGEST))
+
+    loop.call_later(OUTBOX_WATCH_FIRST, look, OUTBOX_WATCH_FIRST * 2)
 
 
 class LocalWakers:
