@@ -40,7 +40,7 @@ def sandbox(
         typer.Option(
             envvar="ANTIFRAGILE_SANDBOX_WEBHOOK_URLS",
             help="Where a provider's status webhooks go: PROVIDER=URL (repeatable; "
-            "whatsapp, twilio, sendgrid, resend, calcom, hubspot).",
+            "whatsapp, twilio, sendgrid, resend, calcom, calendly, acuity, hubspot).",
         ),
     ] = None,
     time_scale: Annotated[
@@ -72,6 +72,20 @@ def sandbox(
             help="The secret Cal.com webhooks are signed with.",
         ),
     ] = None,
+    calendly_signing_key: Annotated[
+        str,
+        typer.Option(
+            envvar="ANTIFRAGILE_SANDBOX_CALENDLY_SIGNING_KEY",
+            help="The signing key Calendly webhooks are signed with.",
+        ),
+    ] = "sandbox-calendly-signing-key",
+    acuity_api_key: Annotated[
+        str,
+        typer.Option(
+            envvar="ANTIFRAGILE_SANDBOX_ACUITY_API_KEY",
+            help="The API key Acuity accepts (user id 1) and signs its webhooks with.",
+        ),
+    ] = "sandbox-acuity-key",
     hubspot_client_secret: Annotated[
         str,
         typer.Option(
@@ -89,7 +103,9 @@ def sandbox(
     changes them); GET /_sandbox/deliveries counts what was delivered.
     """
     from antifragile.sandbox import (  # the sandbox extra
+        AcuitySimulator,
         CalComSimulator,
+        CalendlySimulator,
         HubSpotSimulator,
         OpenAISimulator,
         ProviderSandbox,
@@ -121,6 +137,8 @@ def sandbox(
                 SlackSimulator(rate=slack_rate, burst=slack_burst),
                 sendgrid,
                 CalComSimulator(webhook_secret=calcom_webhook_secret),
+                CalendlySimulator(signing_key=calendly_signing_key),
+                AcuitySimulator(api_key=acuity_api_key),
                 OpenAISimulator(),
             ],
             fault_file=faults,

@@ -33,7 +33,9 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
+from antifragile.connectors._acuity import AcuityConnector, acuity_policy
 from antifragile.connectors._calcom import CalComConnector, calcom_policy
+from antifragile.connectors._calendly import CalendlyConnector, calendly_policy
 from antifragile.connectors._failover import (
     CHAIN_ENV,
     EmailChain,
@@ -63,6 +65,8 @@ _FACTORIES: Mapping[str, Callable[..., Any]] = {
     "sendgrid": SendGridConnector,
     "smtp": SMTPConnector,
     "calcom": CalComConnector,
+    "calendly": CalendlyConnector,
+    "acuity": AcuityConnector,
 }
 
 # each connector's default policy, built here when its breaker is to be shared (the keyword
@@ -77,6 +81,8 @@ _DEFAULT_POLICIES: Mapping[str, Callable[..., Policy]] = {
     "sendgrid": sendgrid_policy,
     "smtp": lambda *, clock, timeout=None: smtp_policy(clock=clock),
     "calcom": calcom_policy,
+    "calendly": calendly_policy,
+    "acuity": acuity_policy,
 }
 
 #: the providers a :class:`Connectors` knows, by name
@@ -284,6 +290,14 @@ class Connectors:
     @property
     def calcom(self) -> CalComConnector:
         return cast(CalComConnector, self.get("calcom"))
+
+    @property
+    def calendly(self) -> CalendlyConnector:
+        return cast(CalendlyConnector, self.get("calendly"))
+
+    @property
+    def acuity(self) -> AcuityConnector:
+        return cast(AcuityConnector, self.get("acuity"))
 
 
 def _smtp_env() -> bool:
