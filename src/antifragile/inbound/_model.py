@@ -29,6 +29,8 @@ class Channel(enum.StrEnum):
     SENDGRID = "sendgrid"
     RESEND = "resend"
     CALCOM = "calcom"
+    CALENDLY = "calendly"
+    ACUITY = "acuity"
     HUBSPOT = "hubspot"
     API = "api"  # pre-classified messages posted to /v1/ai-results
 
@@ -177,6 +179,9 @@ class Tenant:
     whatsapp_template_language: str = "en_US"
     whatsapp_template_parameters: str = "{text}"
     whatsapp_read_receipts: str | None = None
+    #: the scheduling provider ``book_call`` uses for this tenant (``calcom``, ``calendly``,
+    #: ``acuity``; unset: the service's ``ANTIFRAGILE_BOOKING_PROVIDER``)
+    booking_provider: str | None = None
 
     def matches(self, event: InboundEvent) -> bool:
         key = event.tenant_key
