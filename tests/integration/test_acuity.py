@@ -17,6 +17,7 @@ from antifragile import (
     AuthenticationError,
     ConfigurationError,
     FakeClock,
+    IntegrationError,
     InvalidRequestError,
     Policy,
     RateLimitedError,
@@ -112,12 +113,21 @@ async def test_bad_credentials_are_an_authentication_error(
 async def test_a_taken_time_is_refused_and_validation_errors_are_not_retried(
     sandbox: ProviderSandbox, connect: Connect
 ) -> None:
-    """Booking a taken time is 400 ``not_available``; a bad email is 400; neither is retried
-    and no second appointment exists."""
+    """Booking a time another customer took is 400 ``not_available``; a bad email is 400;
+    neither is retried and no second appointment exists. The same customer asking for the same
+    time again gets the appointment that exists (looked up first)."""
     connector = connect()
-    await book(connector)
+    first = await book(connector)
+    assert (await book(connector, key="lead/1-again")).id == first.id
     with pytest.raises(InvalidRequestError) as taken:
-        await book(connector, key="lead/2")
+        await connector.create_appointment(
+            datetime=WHEN,
+            appointment_type_id=1,
+            first_name="Grace",
+            last_name="Hopper",
+            email="grace@example.com",
+            idempotency_key="lead/2",
+        )
     assert "not_available" in str(taken.value)
     with pytest.raises(InvalidRequestError):
         await connector.create_appointment(
@@ -148,13 +158,15 @@ async def test_every_fault_kind_ends_in_one_appointment(
         assert 1.0 in clock.sleeps
 
 
-async def test_look_up_failing_too_is_outcome_unknown(
+async def test_look_up_refused_is_outcome_unknown(
     sandbox: ProviderSandbox, connect: Connect
 ) -> None:
-    """When the answer is lost and the look-up fails as well, the outcome is unknown: a
-    non-retryable OutcomeUnknownError with the key; nothing is booked again."""
+    """When the answer is lost and the look-up after it is refused for good (401), the outcome
+    is unknown: a non-retryable OutcomeUnknownError with the key; nothing is booked again."""
     sandbox.faults("acuity", BOOK, script=[ProviderFault.ambiguous()])
-    sandbox.faults("acuity", "GET /appointments", script=[ProviderFault.error(401)] * 3)
+    sandbox.faults(
+        "acuity", "GET /appointments", script=[ProviderFault.latency(0.0), ProviderFault.error(401)]
+    )
     with pytest.raises(OutcomeUnknownError) as caught:
         await book(connect())
     assert caught.value.reconcile_key == "create-appointment/lead/1"
@@ -162,17 +174,40 @@ async def test_look_up_failing_too_is_outcome_unknown(
     assert len(sandbox.effects("acuity", BOOK)) == 1
 
 
+async def test_look_up_failing_for_now_is_retryable_and_the_retry_books_nothing_more(
+    sandbox: ProviderSandbox, connect: Connect
+) -> None:
+    """When the answer is lost and the look-up fails for now (5xx until attempts run out), the
+    call raises a retryable error; called again -- as a durable job's retry does -- it looks
+    first, finds the appointment, and books nothing more."""
+    connector = connect(policy=Policy("acuity", retry=Retry(attempts=2), breaker=None))
+    sandbox.faults("acuity", BOOK, script=[ProviderFault.ambiguous()])
+    sandbox.faults(
+        "acuity",
+        "GET /appointments",
+        script=[ProviderFault.latency(0.0), ProviderFault.error(503), ProviderFault.error(503)],
+    )
+    with pytest.raises(IntegrationError) as caught:
+        await book(connector)
+    assert caught.value.retryable
+    assert not isinstance(caught.value, OutcomeUnknownError)
+    again = await book(connector)
+    assert again.reconciled
+    assert [e.id for e in sandbox.effects("acuity", BOOK)] == [str(again.id)]
+
+
 @pytest.mark.parametrize("gateway", list(GATEWAY_FAULTS))
-async def test_gateway_5xx_with_nothing_booked_is_unknown_after_the_rounds(
+async def test_a_gateway_failing_the_look_up_sends_no_booking(
     clock: FakeClock, gateway: str
 ) -> None:
-    """A gateway that always answers 502/504 leaves every booking unknown and every look-up
-    failing: an OutcomeUnknownError, one booking request (a look-up that fails stops it)."""
+    """A gateway that always answers 502/504 fails the look-up made before booking: a
+    retryable error once attempts run out, and no booking request was sent."""
     with FlakyServer(default=GATEWAY_FAULTS[gateway]) as server:
         async with AcuityConnector(USER, KEY, base_url=server.url, clock=clock) as connector:
-            with pytest.raises(OutcomeUnknownError):
+            with pytest.raises(IntegrationError) as caught:
                 await book(connector)
-        assert sum(1 for r in server.requests if r.method == "POST") == 1
+        assert caught.value.retryable
+        assert not any(r.method == "POST" for r in server.requests)
 
 
 async def test_duplicate_rate_with_look_up_under_chaos(

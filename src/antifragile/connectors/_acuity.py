@@ -30,16 +30,19 @@ per attempt, 60 s per call; a circuit breaker for the provider.
 validation message, or a time that is not available), 404 :class:`~antifragile.NotFoundError`,
 429 :class:`~antifragile.RateLimitedError`; ``error`` and ``message`` are added to the message.
 
-**Exactly once: look up after an ambiguous failure.** Acuity takes no idempotency key and a
-booking request is not sent again blindly. When a request may have reached Acuity without an
-answer (a reset, a timeout, a 5xx that is not Acuity's own error body), the connector looks the
+**Exactly once: look up, before booking and after an ambiguous failure.** Acuity takes no
+idempotency key and a booking request is not sent again blindly. Every call first looks the
 appointment up -- ``GET /appointments?email=&minDate=&maxDate=&appointmentTypeID=``, matching
-the email and the start instant -- and returns it when found (``reconciled``), else books again
-with the same request. If the slot is then refused (400), our own earlier request may have taken
-it meanwhile, so it looks once more before reporting the refusal. After
-:data:`RECONCILE_ROUNDS` unsettled rounds it raises :class:`OutcomeUnknownError` (not
-retryable) carrying ``create-appointment/<key>``. The slot itself is the backstop: Acuity refuses
-a second booking of a time with no slot left.
+the email and the start instant -- so a call run again (a job's retry, a run killed in the
+middle of the request) finds what an earlier run booked (``reconciled``). When a request may
+have reached Acuity without an answer (a reset, a timeout, a 5xx that is not Acuity's own error
+body), it looks again: found, it is returned; absent, the request is sent again. If the slot is
+then refused (400), our own earlier request may have taken it meanwhile, so it looks once more
+before reporting the refusal. A look-up that fails for now (the breaker open, a 5xx) raises a
+retryable :class:`~antifragile.UpstreamUnavailableError` -- safe, since the next call looks
+first; one refused for good, or :data:`RECONCILE_ROUNDS` unsettled rounds, raise
+:class:`OutcomeUnknownError` (not retryable) carrying ``create-appointment/<key>``. The slot
+itself is the backstop: Acuity refuses a second booking of a time with no slot left.
 """
 
 from __future__ import annotations
@@ -342,6 +345,13 @@ class AcuityConnector(HTTPConnector):
                 body[name] = value
         if fields is not None:
             body["fields"] = [dict(f) for f in fields]
+        # look before booking: a call run again (a job's retry, a run killed mid-request) finds
+        # the appointment an earlier run made; a failing look-up sends nothing
+        found = await self.find_appointment(
+            email=email, datetime=datetime, appointment_type_id=appointment_type_id
+        )
+        if found is not None:
+            return _appointment(found.data, key, reconciled=True)
         unknown: IntegrationError | None = None
         for _ in range(RECONCILE_ROUNDS):
             try:
@@ -393,13 +403,22 @@ class AcuityConnector(HTTPConnector):
                 email=email, datetime=datetime, appointment_type_id=appointment_type_id
             )
         except IntegrationError as exc:
-            raise OutcomeUnknownError(
-                f"outcome unknown and the look-up failed (reconcile {key!r} by email and "
-                f"time): {exc.message}",
+            if not exc.retryable:
+                raise OutcomeUnknownError(
+                    f"outcome unknown and the look-up was refused (reconcile {key!r} by email "
+                    f"and time): {exc.message}",
+                    provider=PROVIDER,
+                    operation=CREATE_APPOINTMENT,
+                    replay_safe=False,
+                    reconcile_key=key,
+                ) from exc
+            # the next call looks the appointment up before it books: safe to call again
+            raise UpstreamUnavailableError(
+                f"outcome unknown and the look-up failed for now ({exc.message}); call again "
+                "later: it looks the appointment up first",
                 provider=PROVIDER,
                 operation=CREATE_APPOINTMENT,
-                replay_safe=False,
-                reconcile_key=key,
+                replay_safe=True,
             ) from exc
         if found is None:
             return None
