@@ -34,6 +34,7 @@ from antifragile.inbound import (
 from antifragile.sandbox import (
     AcuitySimulator,
     CalendlySimulator,
+    ProviderFault,
     ProviderSandbox,
     WhatsAppSimulator,
     whatsapp_text_message,
@@ -180,7 +181,8 @@ async def test_calendly_link_sent_then_booked_through_it_settles_the_session(
     """A completed flow with Calendly as the tenant's provider: one single-use link is made and
     sent to the contact on WhatsApp (``booking_status`` ``link_sent``); the contact books
     through it; Calendly's signed ``invitee.created`` reaches the service, is recorded once and
-    moves the session to ``booked``; the cancellation to ``cancelled``."""
+    moves the session to ``booked`` (a duplicated delivery is recorded once); the cancellation
+    to ``cancelled``."""
     world: World = await make_world("calendly")
     await complete_flow(world)
     links = world.sandbox.effects("calendly", "POST /scheduling_links")
@@ -189,11 +191,16 @@ async def test_calendly_link_sent_then_booked_through_it_settles_the_session(
     (url,) = {
         u for t in world.sent_texts() for u in re.findall(r"http://[^\s\"\\]+/d/[^\s\"\\]+", t)
     }
+    # Calendly delivers the booking's webhook twice: recorded once
+    world.sandbox.faults("calendly", "webhooks", script=[ProviderFault.duplicated()])
     async with httpx.AsyncClient(timeout=30.0) as customer:
         booked = await customer.post(url, json={"start_time": "2026-12-15T15:00:00Z"})
     assert booked.status_code == 200
     await world.settle_webhooks()
     assert await world.booking_status() == "booked"
+    copies = [a for a in world.sandbox.webhooks.attempts if a.provider == "calendly"]
+    assert sorted(a.copy for a in copies) == [1, 2]
+    assert all(a.answered == 200 for a in copies)
     inbox = await world.assistant.jobs.queue.find_inbound(channel="calendly", limit=10)
     assert [e.payload["data"]["status"] for e in inbox] == ["confirmed"]
     assert "ada@example.com" not in json.dumps([e.payload for e in inbox])
