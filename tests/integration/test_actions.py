@@ -374,16 +374,17 @@ async def test_schedule_call_through_calendly_makes_one_single_use_link(
     run_with: Callable[..., Run], sandbox: ProviderSandbox
 ) -> None:
     """With Calendly as the tenant's provider, SCHEDULE_CALL makes one single-use link for the
-    contact (prefilled, carrying the step key's correlation); no Cal.com booking is made."""
+    contact (carrying the step key's correlation); the saga keeps the link without its prefill
+    (no email); no Cal.com booking is made."""
     result, job, _, _ = await run_with("calendly").message(
         f"Can we schedule a call tomorrow at 3pm? {EMAIL}"
     )
     outcome = result.results["book_call"]
     assert outcome["provider"] == "calendly"
     (link,) = sandbox.effects("calendly", "POST /scheduling_links")
-    assert outcome["link"].startswith(f"{sandbox.base_url('calendly')}/d/{link.id}?")
-    ref = correlation_for(f"scheduling-link/saga:{job.id}:1")
-    assert f"utm_content={ref}" in outcome["link"]
+    assert outcome["link"] == f"{sandbox.base_url('calendly')}/d/{link.id}"
+    assert outcome["correlation"] == correlation_for(f"scheduling-link/saga:{job.id}:1")
+    assert EMAIL not in json.dumps(job.result)  # the prefilled link is not kept
     assert sandbox.effects("calcom") == []
 
 

@@ -1268,7 +1268,13 @@ async def _book_calendly(ctx: ActionContext) -> dict[str, Any]:
     sent = await _tell(
         ctx, f"Here is your link to pick a time for our call: {link.booking_url}", "link"
     )
-    return {"provider": "calendly", "link": link.booking_url, "link_message": sent}
+    # the result is kept with the job: the link without the prefill (no name, no email)
+    return {
+        "provider": "calendly",
+        "link": link.raw_url,
+        "correlation": link.correlation,
+        "link_message": sent,
+    }
 
 
 async def _book_acuity(ctx: ActionContext) -> dict[str, Any]:
