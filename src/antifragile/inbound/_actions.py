@@ -1225,13 +1225,17 @@ async def _tell(ctx: ActionContext, text: str, suffix: str) -> str | None:
         return None
     if contact.channel not in (Channel.WHATSAPP.value, Channel.TWILIO.value):
         return None
-    return await ctx.replies.send(
-        tenant=ctx.tenant,
-        channel=Channel(contact.channel),
-        to=contact.phone,
-        text=text,
-        key=f"{ctx.idempotency_key}:{suffix}",
-    )
+    try:
+        return await ctx.replies.send(
+            tenant=ctx.tenant,
+            channel=Channel(contact.channel),
+            to=contact.phone,
+            text=text,
+            key=f"{ctx.idempotency_key}:{suffix}",
+        )
+    except ConfigurationError as exc:  # the tenant cannot send on that channel
+        _logger.warning("book_call could not message the contact: %s", exc.message)
+        return None
 
 
 async def book_call(ctx: ActionContext) -> dict[str, Any]:
