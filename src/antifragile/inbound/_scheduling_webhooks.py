@@ -114,9 +114,13 @@ def parse_calendly(body: bytes) -> list[InboundEvent]:
     details: dict[str, Any] = {}
     scheduled = payload.get("scheduled_event")
     if isinstance(scheduled, dict):
-        for name in ("uri", "start_time", "event_type"):
+        for name, kept_as in (
+            ("uri", "event_uri"),
+            ("start_time", "event_start_time"),
+            ("event_type", "event_type"),
+        ):
             if isinstance(scheduled.get(name), str):
-                details[f"event_{name}" if name != "event_type" else "event_type"] = scheduled[name]
+                details[kept_as] = scheduled[name]
     if isinstance(payload.get("rescheduled"), bool):
         details["rescheduled"] = payload["rescheduled"]
     return _checked(
