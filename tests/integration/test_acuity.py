@@ -7,6 +7,10 @@ looking it up by email and time; the sandbox's effect record counts the appointm
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hashlib
+import hmac
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -27,6 +31,7 @@ from antifragile.connectors import AcuityConnector, Appointment, OutcomeUnknownE
 from antifragile.connectors._acuity import API_KEY_ENV, BASE_URL_ENV, USER_ID_ENV
 from antifragile.sandbox import AcuitySimulator, FlakyServer, ProviderFault, ProviderSandbox
 from tests.integration._faults import FAULT_KINDS, GATEWAY_FAULTS
+from tests.integration.test_sandbox_status_webhooks import Receiver
 
 USER, KEY = "4242", "acuity-test-key"
 BOOK = "POST /appointments"
@@ -279,3 +284,40 @@ def test_configuration_comes_from_the_environment(monkeypatch: pytest.MonkeyPatc
         AcuityConnector()
     monkeypatch.delenv(BASE_URL_ENV)
     assert AcuityConnector("1", "k").base_url == "https://acuityscheduling.com/api/v1"
+
+
+async def test_webhooks_signed_retried_and_lost_on_cue() -> None:
+    """The simulator posts ``action=scheduled`` (form, no appointment in it) signed
+    ``X-Acuity-Signature`` = base64 HMAC-SHA256 of the body with the API key -- checked here
+    with hmac -- retries a 500 on its schedule, and sends nothing for a ``lost`` fault."""
+    receiver = Receiver()
+    try:
+        simulator = AcuitySimulator(user_id=USER, api_key=KEY, rate_limit=100_000)
+        with ProviderSandbox(
+            [simulator], webhook_urls={"acuity": receiver.url + "/hook"}, time_scale=0.0001
+        ) as sandbox:
+            receiver.answers = [500]
+            async with AcuityConnector(
+                USER, KEY, base_url=sandbox.base_url("acuity"), timeout=5.0
+            ) as connector:
+                first = await book(connector)
+                assert await asyncio.to_thread(sandbox.webhooks.wait_idle, 30.0)
+                sandbox.faults("acuity", "webhooks", script=[ProviderFault.lost_webhooks()])
+                await book(connector, key="lead/2", when="2026-12-01T10:00:00-0500")
+                assert await asyncio.to_thread(sandbox.webhooks.wait_idle, 30.0)
+        bodies = [r.body for r in receiver.received]
+        assert len(bodies) == 2  # the 500, then the retry; nothing for the lost one
+        assert bodies[0] == bodies[1]
+        form = receiver.received[1].form()
+        assert form == {
+            "action": "scheduled",
+            "id": str(first.id),
+            "calendarID": "1",
+            "appointmentTypeID": "1",
+        }
+        digest = hmac.new(KEY.encode(), bodies[1], hashlib.sha256).digest()
+        assert (
+            receiver.received[1].headers["x-acuity-signature"] == base64.b64encode(digest).decode()
+        )
+    finally:
+        receiver.close()

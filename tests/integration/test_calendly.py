@@ -8,6 +8,9 @@ reported by ``invitee.created`` carrying the link's correlation.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import hmac
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -27,6 +30,7 @@ from antifragile.connectors import CalendlyConnector, SchedulingLink, correlatio
 from antifragile.connectors._calendly import BASE_URL_ENV, TOKEN_ENV
 from antifragile.sandbox import CalendlySimulator, FlakyServer, ProviderSandbox
 from tests.integration._faults import FAULT_KINDS, GATEWAY_FAULTS
+from tests.integration.test_sandbox_status_webhooks import Receiver
 
 TOKEN = "calendly-test-token"
 LINKS = "POST /scheduling_links"
@@ -204,3 +208,38 @@ def test_configuration_comes_from_the_environment(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(ConfigurationError):
         CalendlyConnector()
     assert CalendlyConnector("t").base_url == "https://api.calendly.com"
+
+
+async def test_invitee_webhook_signed_and_410_is_final() -> None:
+    """A booking through the link makes the simulator post ``invitee.created`` with the link's
+    ``utm_content`` in ``tracking``, signed ``t=<unix>,v1=<hex HMAC-SHA256(key, "t." +
+    body)>`` -- checked here with hmac; a 410 answer is final (Calendly drops the
+    subscription): no retry."""
+    receiver = Receiver()
+    try:
+        simulator = CalendlySimulator(tokens=[TOKEN], signing_key="k3y")
+        with ProviderSandbox(
+            [simulator], webhook_urls={"calendly": receiver.url + "/hook"}, time_scale=0.0001
+        ) as sandbox:
+            receiver.answers = [410]
+            async with CalendlyConnector(
+                TOKEN, base_url=sandbox.base_url("calendly"), timeout=5.0
+            ) as connector:
+                link = await link_for(connector)
+            async with httpx.AsyncClient(timeout=10.0) as customer:
+                booked = await customer.post(
+                    link.booking_url, json={"start_time": "2026-12-01T10:00:00Z"}
+                )
+            assert booked.status_code == 200
+            assert await asyncio.to_thread(sandbox.webhooks.wait_idle, 30.0)
+        (delivery,) = receiver.received
+        body = delivery.json()
+        assert body["event"] == "invitee.created"
+        assert body["payload"]["tracking"]["utm_content"] == link.correlation
+        parts = dict(
+            p.split("=", 1) for p in delivery.headers["calendly-webhook-signature"].split(",")
+        )
+        signed = parts["t"].encode() + b"." + delivery.body
+        assert parts["v1"] == hmac.new(b"k3y", signed, hashlib.sha256).hexdigest()
+    finally:
+        receiver.close()
