@@ -1,7 +1,8 @@
 """Duplicate effects per provider, through durable jobs, under ambiguous failures.
 
 For each provider, ``--operations`` durable jobs (500 by default) each perform one operation --
-send an email, create a customer or a contact, send a message, post to Slack, book a call --
+send an email, create a customer or a contact, send a message, post to Slack, book a call or an
+appointment --
 through the provider's connector with its **default policy**, against the provider's simulator
 in a :class:`~antifragile.sandbox.ProviderSandbox` (real HTTP on loopback; SMTP through
 :class:`~antifragile.sandbox.SMTPSandbox`). The jobs run on a real SQLite job queue worked by a
@@ -31,8 +32,11 @@ send's correlation (WhatsApp, Twilio, SendGrid, Cal.com):
   attempt spent) until the status carrying its correlation settles it; nothing within the
   provider's window (10 minutes of the jobs' clock) would go to review.
 
-Resend, Shopify and HubSpot have an idempotency key or a natural key; only ``default`` runs for
-them. The sandbox's effect record is the ground truth: ``effects`` counts the effects recorded,
+Resend, Shopify and HubSpot have an idempotency key or a natural key, and Acuity's connector
+looks an appointment up before it books again (by email and time); only ``default`` runs for
+them. Calendly is not measured here: a single-use link is safe to make again by design (an
+orphan link books nothing), and its one effect that counts -- the booking -- is the customer's.
+The sandbox's effect record is the ground truth: ``effects`` counts the effects recorded,
 ``duplicates`` the effects beyond the first of an operation, ``review`` the jobs dead-lettered
 with an unknown outcome (``review_sent``: of those, how many had in fact taken effect),
 ``other_dead`` the jobs dead for another reason, ``lost`` the operations with neither an effect
@@ -82,6 +86,7 @@ import uvicorn
 
 from antifragile import FakeClock, Retry, TransientError
 from antifragile.connectors import (
+    AcuityConnector,
     CalComConnector,
     HubSpotConnector,
     MailchimpConnector,
@@ -99,6 +104,7 @@ from antifragile.inbound import Echoes
 from antifragile.jobs import JobContext, JobFilter, Jobs, JobState, Worker
 from antifragile.policies import Constant
 from antifragile.sandbox import (
+    AcuitySimulator,
     CalComSimulator,
     Effect,
     HubSpotSimulator,
@@ -136,9 +142,11 @@ PROVIDERS: tuple[str, ...] = (
     "calcom",
     "mandrill",
     "mailchimp",
+    "acuity",
 )
-#: providers whose connector replays safely (an idempotency key, or a natural key)
-IDEMPOTENT: frozenset[str] = frozenset({"resend", "shopify", "hubspot", "mailchimp"})
+#: providers whose connector replays safely (an idempotency key, or a natural key) -- or, for
+#: Acuity, looks the effect up before any resend, which a job cannot switch off
+IDEMPOTENT: frozenset[str] = frozenset({"resend", "shopify", "hubspot", "mailchimp", "acuity"})
 STRATEGIES: tuple[Strategy, ...] = ("default", "blind_resend")
 #: providers whose status webhooks echo a send's correlation (measured ``--status-webhooks``)
 ECHOING: tuple[str, ...] = ("whatsapp", "twilio", "sendgrid", "calcom", "mandrill")
@@ -156,6 +164,7 @@ ENDPOINTS: dict[str, str] = {
     "calcom": "POST /v2/bookings",
     "mandrill": "POST /messages/send",
     "mailchimp": "PUT /lists/{list_id}/members/{subscriber_hash}",
+    "acuity": "POST /appointments",
 }
 
 _TOKENS = {
@@ -168,6 +177,7 @@ _TOKENS = {
     "calcom": "cal_test_key",
     "mandrill": "md-test-key",
     "mailchimp": "0123456789abcdef-us21",
+    "acuity": "acuity-test-key",
 }
 _TWILIO_SID = "AC" + "0123456789abcdef" * 2
 _WHATSAPP_PHONE = "106540352242922"
@@ -321,6 +331,10 @@ async def _target(
             api_keys=[_TOKENS["mandrill"]], webhook_key=_MANDRILL_KEY
         ),
         "mailchimp": lambda: MailchimpSimulator(api_keys=[_TOKENS["mailchimp"]], lists=[_AUDIENCE]),
+        # one time for every operation (each its own customer): enough slots for all of them
+        "acuity": lambda: AcuitySimulator(
+            api_key=_TOKENS["acuity"], rate_limit=1_000_000, slots=1_000_000
+        ),
     }
     urls = {}
     if service_url is not None and provider != "twilio":  # Twilio: the StatusCallback URL
@@ -469,6 +483,21 @@ async def _target(
         async def operation(ctx: JobContext, n: int) -> object:
             return await mailchimp.upsert_member(
                 f"op-{n}@example.com", merge_fields={"FNAME": "Ada"}
+            )
+
+    elif provider == "acuity":
+        acuity = await stack.enter_async_context(
+            AcuityConnector("1", _TOKENS["acuity"], base_url=base, clock=clock, timeout=2.0)
+        )
+
+        async def operation(ctx: JobContext, n: int) -> object:
+            return await acuity.create_appointment(
+                datetime="2027-01-05T09:00:00-0500",
+                appointment_type_id=1,
+                first_name="Ada",
+                last_name="Lovelace",
+                email=f"op-{n}@example.com",
+                idempotency_key=ctx.idempotency_key,
             )
 
     else:

@@ -9,8 +9,9 @@ back-offs and rate-limit waits advance it instead of sleeping.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,9 @@ from antifragile.inbound import (
 )
 from antifragile.jobs import FINAL, Job, Jobs, JobState, NewInboxEntry, SagaResult, Worker
 from antifragile.sandbox import (
+    AcuitySimulator,
     CalComSimulator,
+    CalendlySimulator,
     HubSpotSimulator,
     ProviderFault,
     ProviderSandbox,
@@ -64,6 +67,8 @@ TENANT = Tenant(
     "shop", name="Corner Shop", whatsapp_phone_number_id="1234", owner_email="owner@shop.example"
 )
 BOOKING = BookingSettings(username="alice", event_type_slug="intro", event_type_id=7)
+CALENDLY_TOKEN = "calendly-actions-token"
+ACUITY_KEY = "acuity-actions-key"
 
 
 @pytest.fixture
@@ -79,6 +84,8 @@ def sandbox() -> Iterator[ProviderSandbox]:
         ResendSimulator(api_keys=[RESEND_KEY], rate_limit=1000),
         HubSpotSimulator(tokens=[HUBSPOT_TOKEN]),
         CalComSimulator(api_keys=[CAL_KEY], event_types=[EventType(7, "intro", "alice")]),
+        CalendlySimulator(tokens=[CALENDLY_TOKEN]),
+        AcuitySimulator(user_id="1", api_key=ACUITY_KEY, timezone="UTC"),
     ]
     with ProviderSandbox(simulators) as running:
         yield running
@@ -93,12 +100,16 @@ def connectors_for(
         "resend": sandbox.base_url("resend"),
         "hubspot": sandbox.base_url("hubspot"),
         "calcom": sandbox.base_url("calcom"),
+        "calendly": sandbox.base_url("calendly"),
+        "acuity": sandbox.base_url("acuity"),
     }
     options: dict[str, dict[str, Any]] = {
         "shopify": {"access_token": SHOPIFY_TOKEN},
         "resend": {"api_key": RESEND_KEY},
         "hubspot": {"access_token": HUBSPOT_TOKEN},
         "calcom": {"api_key": CAL_KEY},
+        "calendly": {"token": CALENDLY_TOKEN},
+        "acuity": {"user_id": "1", "api_key": ACUITY_KEY},
     }
     base_urls.pop(without, None)
     options.pop(without, None)
@@ -353,6 +364,56 @@ async def test_schedule_call_without_a_time_gives_the_link_only(
     result, _, _, _ = await run.message("Can we book a call?")
     assert result.results["book_call"] == {"link": "https://cal.com/alice/intro"}
     assert sandbox.effects("calcom") == []
+
+
+@pytest.fixture
+def run_with(
+    jobs: Jobs, handlers: Handlers, connectors: Connectors, clock: FakeClock
+) -> Callable[..., Run]:
+    """A :class:`Run` whose tenant books with *provider* (and *booking* settings)."""
+
+    def make(provider: str, booking: BookingSettings = BOOKING) -> Run:
+        tenant = dataclasses.replace(TENANT, booking_provider=provider)
+        actions = Actions(connectors, tenants={TENANT.id: tenant}, booking=booking)
+        return Run(jobs, handlers, actions, clock)
+
+    return make
+
+
+async def test_schedule_call_through_calendly_makes_one_single_use_link(
+    run_with: Callable[..., Run], sandbox: ProviderSandbox
+) -> None:
+    """With Calendly as the tenant's provider, SCHEDULE_CALL makes one single-use link for the
+    contact (carrying the step key's correlation); the saga keeps the link without its prefill
+    (no email); no Cal.com booking is made."""
+    result, job, _, _ = await run_with("calendly").message(
+        f"Can we schedule a call tomorrow at 3pm? {EMAIL}"
+    )
+    outcome = result.results["book_call"]
+    assert outcome["provider"] == "calendly"
+    (link,) = sandbox.effects("calendly", "POST /scheduling_links")
+    assert outcome["link"] == f"{sandbox.base_url('calendly')}/d/{link.id}"
+    assert outcome["correlation"] == correlation_for(f"scheduling-link/saga:{job.id}:1")
+    assert EMAIL not in json.dumps(job.result)  # the prefilled link is not kept
+    assert sandbox.effects("calcom") == []
+
+
+async def test_schedule_call_through_acuity_books_the_time_named(
+    run_with: Callable[..., Run], sandbox: ProviderSandbox
+) -> None:
+    """With Acuity, SCHEDULE_CALL naming a day, a time and an email books that appointment
+    once; without a time it books nothing and offers the next free times."""
+    run = run_with("acuity", dataclasses.replace(BOOKING, acuity_appointment_type_id=1))
+    result, _, _, _ = await run.message(f"Can we schedule a call tomorrow at 3pm? {EMAIL}")
+    outcome = result.results["book_call"]
+    (appointment,) = sandbox.effects("acuity", "POST /appointments")
+    assert appointment.data["datetime"] == "2023-11-15T15:00:00+00:00"
+    assert appointment.data["email"] == EMAIL
+    assert outcome["appointment_id"] == int(appointment.id)
+    offered, _, _, _ = await run.message("Can we book a call?")
+    assert offered.results["book_call"]["booked"] is False
+    assert len(offered.results["book_call"]["options"]) == 3
+    assert len(sandbox.effects("acuity", "POST /appointments")) == 1
 
 
 async def test_unknown_messages_are_flagged_for_review(run: Run, jobs: Jobs) -> None:

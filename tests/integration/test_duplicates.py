@@ -42,14 +42,16 @@ def _chaos_happened(figures: Figures) -> None:
     assert figures.faults_ambiguous > figures.operations // 5  # the chaos really happened
 
 
-@pytest.mark.parametrize("provider", ["resend", "shopify", "hubspot", "twilio", "mailchimp"])
+@pytest.mark.parametrize(
+    "provider", ["resend", "shopify", "hubspot", "twilio", "mailchimp", "acuity"]
+)
 async def test_exactly_500_effects_for_500_operations(
     provider: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """500 operations through durable jobs with 30% ambiguous failures and 10% 5xx: Resend
     (idempotency key), Shopify, HubSpot and Mailchimp (the email as natural key) replay safely,
-    Twilio
-    looks an ambiguous send up in its message log before sending again -- and the sandbox
+    Twilio looks an ambiguous send up in its message log before sending again, Acuity looks the
+    appointment up by email and time before booking and after a lost answer -- and the sandbox
     records exactly 500 effects, one per operation, every job succeeded, none dead-lettered."""
     figures = await measure(provider, operations=500, directory=tmp_path)
     _show(figures, capsys)

@@ -33,7 +33,9 @@ def client(server: FlakyServer) -> Iterator[httpx.Client]:
 def test_public_names() -> None:
     """The sandbox package exports exactly these names (their order is checked by the linter)."""
     assert set(antifragile.sandbox.__all__) == {
+        "AcuitySimulator",
         "CalComSimulator",
+        "CalendlySimulator",
         "Call",
         "Chaos",
         "Delivery",
@@ -73,7 +75,9 @@ def test_public_names() -> None:
         "WebhookAttempt",
         "WebhookSender",
         "WhatsAppSimulator",
+        "acuity_signature",
         "calcom_signature",
+        "calendly_signature",
         "hubspot_signature",
         "mandrill_signature",
         "shopify_signature",

@@ -40,7 +40,7 @@ def sandbox(
         typer.Option(
             envvar="ANTIFRAGILE_SANDBOX_WEBHOOK_URLS",
             help="Where a provider's status webhooks go: PROVIDER=URL (repeatable; "
-            "whatsapp, twilio, sendgrid, resend, calcom, hubspot, mandrill).",
+            "whatsapp, twilio, sendgrid, resend, calcom, calendly, acuity, hubspot, mandrill).",
         ),
     ] = None,
     time_scale: Annotated[
@@ -79,6 +79,20 @@ def sandbox(
             help="The key Mandrill webhooks are signed with (X-Mandrill-Signature).",
         ),
     ] = "sandbox-mandrill-key",
+    calendly_signing_key: Annotated[
+        str,
+        typer.Option(
+            envvar="ANTIFRAGILE_SANDBOX_CALENDLY_SIGNING_KEY",
+            help="The signing key Calendly webhooks are signed with.",
+        ),
+    ] = "sandbox-calendly-signing-key",
+    acuity_api_key: Annotated[
+        str,
+        typer.Option(
+            envvar="ANTIFRAGILE_SANDBOX_ACUITY_API_KEY",
+            help="The API key Acuity accepts (user id 1) and signs its webhooks with.",
+        ),
+    ] = "sandbox-acuity-key",
     hubspot_client_secret: Annotated[
         str,
         typer.Option(
@@ -96,7 +110,9 @@ def sandbox(
     changes them); GET /_sandbox/deliveries counts what was delivered.
     """
     from antifragile.sandbox import (  # the sandbox extra
+        AcuitySimulator,
         CalComSimulator,
+        CalendlySimulator,
         HubSpotSimulator,
         MailchimpSimulator,
         MandrillSimulator,
@@ -130,6 +146,8 @@ def sandbox(
                 SlackSimulator(rate=slack_rate, burst=slack_burst),
                 sendgrid,
                 CalComSimulator(webhook_secret=calcom_webhook_secret),
+                CalendlySimulator(signing_key=calendly_signing_key),
+                AcuitySimulator(api_key=acuity_api_key),
                 OpenAISimulator(),
                 MandrillSimulator(webhook_key=mandrill_webhook_key),
                 MailchimpSimulator(),

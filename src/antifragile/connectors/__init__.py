@@ -6,7 +6,19 @@ Resend: ``ANTIFRAGILE_RESEND_BASE_URL`` and ``ANTIFRAGILE_RESEND_API_KEY``), so 
 be pointed at the :class:`~antifragile.sandbox.ProviderSandbox` or any stand-in server.
 """
 
+from antifragile.connectors._acuity import (
+    AcuityConnector,
+    Appointment,
+    AvailableTime,
+    acuity_policy,
+)
 from antifragile.connectors._calcom import Booking, CalComConnector, booking_link, calcom_policy
+from antifragile.connectors._calendly import (
+    CalendlyConnector,
+    CalendlyEventType,
+    SchedulingLink,
+    calendly_policy,
+)
 from antifragile.connectors._correlation import REF_ARG, correlation_for, is_correlation
 from antifragile.connectors._failover import ChainSent, EmailChain, EmailUnsettledError
 from antifragile.connectors._hubspot import Contact, HubSpotConnector, hubspot_policy
@@ -65,8 +77,13 @@ __all__ = [
     "ESCAPERS",
     "PROVIDERS",
     "REF_ARG",
+    "AcuityConnector",
+    "Appointment",
+    "AvailableTime",
     "Booking",
     "CalComConnector",
+    "CalendlyConnector",
+    "CalendlyEventType",
     "ChainSent",
     "Connectors",
     "Contact",
@@ -89,6 +106,7 @@ __all__ = [
     "ResendConnector",
     "SMTPConnector",
     "SMTPSent",
+    "SchedulingLink",
     "SendGridConnector",
     "SendGridSent",
     "SentEmail",
@@ -102,9 +120,11 @@ __all__ = [
     "WhatsAppConnector",
     "WhatsAppMedia",
     "WhatsAppTemplate",
+    "acuity_policy",
     "apply_overrides",
     "booking_link",
     "calcom_policy",
+    "calendly_policy",
     "correlation_for",
     "escape_slack",
     "hubspot_policy",

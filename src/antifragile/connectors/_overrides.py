@@ -25,8 +25,8 @@
 
 Each ``[providers.<name>]`` table names a provider the connectors know (``whatsapp``,
 ``twilio``, ``shopify``, ``hubspot``, ``slack``, ``resend``, ``sendgrid``, ``smtp``,
-``calcom``) and holds any of these keys (all optional; a key left out keeps the provider's
-default):
+``calcom``, ``calendly``, ``acuity``) and holds any of these keys (all optional; a key left
+out keeps the provider's default):
 
 ========================  ==========================================================  =========
 key                       meaning                                                     valid
@@ -63,7 +63,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from antifragile.connectors._acuity import acuity_policy
 from antifragile.connectors._calcom import calcom_policy
+from antifragile.connectors._calendly import calendly_policy
 from antifragile.connectors._hubspot import hubspot_policy
 from antifragile.connectors._mailchimp import mailchimp_policy
 from antifragile.connectors._mandrill import mandrill_policy
@@ -106,6 +108,8 @@ DEFAULT_POLICIES: Mapping[str, Callable[..., Policy]] = {
     "calcom": calcom_policy,
     "mandrill": mandrill_policy,
     "mailchimp": mailchimp_policy,
+    "calendly": calendly_policy,
+    "acuity": acuity_policy,
 }
 
 

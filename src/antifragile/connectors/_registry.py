@@ -33,7 +33,9 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
+from antifragile.connectors._acuity import AcuityConnector, acuity_policy
 from antifragile.connectors._calcom import CalComConnector, calcom_policy
+from antifragile.connectors._calendly import CalendlyConnector, calendly_policy
 from antifragile.connectors._failover import (
     CHAIN_ENV,
     EmailChain,
@@ -67,6 +69,8 @@ _FACTORIES: Mapping[str, Callable[..., Any]] = {
     "calcom": CalComConnector,
     "mandrill": MandrillConnector,
     "mailchimp": MailchimpConnector,
+    "calendly": CalendlyConnector,
+    "acuity": AcuityConnector,
 }
 
 # each connector's default policy, built here when its breaker is to be shared (the keyword
@@ -83,6 +87,8 @@ _DEFAULT_POLICIES: Mapping[str, Callable[..., Policy]] = {
     "calcom": calcom_policy,
     "mandrill": mandrill_policy,
     "mailchimp": mailchimp_policy,
+    "calendly": calendly_policy,
+    "acuity": acuity_policy,
 }
 
 #: the providers a :class:`Connectors` knows, by name
@@ -310,6 +316,14 @@ class Connectors:
     @property
     def mailchimp(self) -> MailchimpConnector:
         return cast(MailchimpConnector, self.get("mailchimp"))
+
+    @property
+    def calendly(self) -> CalendlyConnector:
+        return cast(CalendlyConnector, self.get("calendly"))
+
+    @property
+    def acuity(self) -> AcuityConnector:
+        return cast(AcuityConnector, self.get("acuity"))
 
 
 def _smtp_env() -> bool:

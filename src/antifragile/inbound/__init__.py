@@ -26,6 +26,7 @@ from antifragile.inbound._alerts import (
     AlertsObserver,
     ErrorRate,
 )
+from antifragile.inbound._bookings import BOOKING_STATUS, BookingStatuses
 from antifragile.inbound._delivery import (
     CORRELATION_KEY,
     STATUS_RANK,
@@ -79,6 +80,14 @@ from antifragile.inbound._model import (
 from antifragile.inbound._pipeline import CommerceContext
 from antifragile.inbound._replies import (
     Replies,
+)
+from antifragile.inbound._scheduling_webhooks import (
+    acuity_signature,
+    calendly_signature,
+    parse_acuity,
+    parse_calendly,
+    verify_acuity,
+    verify_calendly,
 )
 from antifragile.inbound._session_record import RecentTurn, SessionRecord
 from antifragile.inbound._sessions import (
@@ -147,6 +156,7 @@ if not _typing.TYPE_CHECKING:
 
 
 __all__ = [
+    "BOOKING_STATUS",
     "CORRELATION_KEY",
     "DEFAULT_FLOW",
     "DEFAULT_FLOWS",
@@ -165,6 +175,7 @@ __all__ = [
     "Alerts",
     "AlertsObserver",
     "BookingSettings",
+    "BookingStatuses",
     "Channel",
     "Classification",
     "Classifier",
@@ -205,7 +216,9 @@ __all__ = [
     "Tenant",
     "TenantClassifiers",
     "WebhookError",
+    "acuity_signature",
     "calcom_signature",
+    "calendly_signature",
     "extract_entities",
     "find_emails",
     "flows_from_mapping",
@@ -213,7 +226,9 @@ __all__ = [
     "load_flows",
     "mandrill_signature",
     "mask_personal_data",
+    "parse_acuity",
     "parse_calcom",
+    "parse_calendly",
     "parse_flows",
     "parse_hubspot",
     "parse_mandrill",
@@ -226,7 +241,9 @@ __all__ = [
     "svix_signature",
     "twilio_body_hash",
     "twilio_signature",
+    "verify_acuity",
     "verify_calcom",
+    "verify_calendly",
     "verify_hubspot",
     "verify_mandrill",
     "verify_sendgrid",

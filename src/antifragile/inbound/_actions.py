@@ -55,9 +55,13 @@ a missing integration must not undo the others.
 ``send_summary_email``     email     the owner's summary (template ``session_summary``): a
                                      completed flow's answers, or the message
 ``notify_slack``           slack     a short Slack message: first name, masked phone
-``book_call``              calcom    a Cal.com booking when the message names a day, a time
-                                     and an email (and an event type is configured), else
-                                     the booking link
+``book_call``              (see      a call through the tenant's scheduling provider
+                           below)    (:func:`scheduling_provider`): Cal.com -- a booking when
+                                     the message names a day, a time and an email (and an
+                                     event type is configured), else the booking link;
+                                     Calendly -- a single-use link sent to the contact;
+                                     Acuity -- an appointment at the time named, else the
+                                     next free times offered
 ``add_to_audience``        mailchimp the contact (email, first and last name) added to the
                                      tenant's Mailchimp audience, or updated there
 =========================  ========  =====================================================
@@ -83,7 +87,11 @@ actions write a *sending* mark (``sending:<key>``) before they post, so a run ki
 middle of the call is known to the next one: ``notify_slack`` (``resend``) posts again and says
 so in its result (``repeat_of_unknown``), ``notify_sales`` opens a reconcile task. With
 *echoes* (the service's actions have them), ``book_call`` waits for Cal.com's
-``BOOKING_CREATED`` echoing the booking's key before it opens a task.
+``BOOKING_CREATED`` echoing the booking's key before it opens a task. ``book_call`` notes what
+it arranged on the contact's session (``booking_status``: ``link_sent``, ``booked``), which the
+provider's webhook then settles (:mod:`antifragile.inbound._bookings`); with *replies* (the
+service's actions have them) it sends the contact Calendly's link, Acuity's free times or its
+confirmation.
 
 An outcome the provider leaves unknown becomes a task for a person instead of a retry that could
 act twice: Slack may or may not have posted and cannot be asked. A Shopify draft order carries
@@ -100,7 +108,7 @@ import re
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal, TypeVar, cast, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -115,6 +123,7 @@ from antifragile.connectors import (
     EmailUnsettledError,
     MessageTemplate,
     OutcomeUnknownError,
+    correlation_for,
     idempotency_key_for,
 )
 from antifragile.connectors._failover import chain_from
@@ -123,8 +132,10 @@ from antifragile.errors import (
     ConfigurationError,
     ConflictError,
     ErrorCode,
+    InvalidRequestError,
     TransientError,
 )
+from antifragile.inbound._bookings import SCHEDULING_PROVIDERS, remember_booking, settle_booking
 from antifragile.inbound._echo import Echo, Echoes
 from antifragile.inbound._flags import check_flag_name
 from antifragile.inbound._flows import Flow
@@ -132,7 +143,7 @@ from antifragile.inbound._handlers import BookingSettings, Handlers, RegisteredH
 from antifragile.inbound._hubspot_contacts import upsert_contact
 from antifragile.inbound._intents import find_emails
 from antifragile.inbound._model import Channel, Classification, EventKind, InboundEvent, Tenant
-from antifragile.inbound._replies import mask_phone, scrub
+from antifragile.inbound._replies import Replies, mask_phone, scrub
 from antifragile.inbound._session_record import SessionRecord
 from antifragile.inbound._tasks import Tasks
 from antifragile.jobs import Enqueued, JobContext, JobDeferred, Jobs, Saga, Step, StepContext
@@ -283,6 +294,7 @@ class ActionContext:
     templates: EmailTemplates | None = None
     remember_fields: Callable[[dict[str, Any]], Awaitable[None]] | None = None
     echoes: Echoes | None = None
+    replies: Replies | None = None
 
     @property
     def contact(self) -> Contact:
@@ -418,6 +430,8 @@ class Actions:
     ) -> None:
         self.connectors = connectors
         self.echoes = echoes
+        #: sends ``book_call``'s links and confirmations to the contact (the service sets it)
+        self.replies: Replies | None = None
         self.tasks = tasks
         self.tenants: Mapping[str, Tenant] = tenants if tenants is not None else {}
         self.booking = booking if booking is not None else BookingSettings.from_env()
@@ -658,6 +672,7 @@ class Actions:
             email_sender=self.email_sender,
             handler=str(data.get("handler") or ""),
             echoes=self.echoes,
+            replies=self.replies,
         )
 
     def get(self, name: str) -> RegisteredAction:
@@ -718,6 +733,7 @@ class Actions:
             templates=templates,
             remember_fields=remember,
             echoes=self.echoes,
+            replies=self.replies,
         )
         return await _call(action.fn, action_ctx)
 
@@ -1198,11 +1214,229 @@ def _start_utc(day: str, time: str, zone: str) -> str | None:
     return local.astimezone(ZoneInfo("UTC")).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def book_call(ctx: ActionContext) -> dict[str, Any]:
-    link = ctx.booking.link()
+def scheduling_provider(ctx: ActionContext) -> str | None:
+    """The scheduling provider ``book_call`` uses for *ctx*: the tenant's ``booking_provider``,
+    else the service's (``ANTIFRAGILE_BOOKING_PROVIDER``), else the first of Cal.com, Calendly
+    and Acuity that is configured; ``None`` when the one named (or every one) is not."""
+    named = ctx.tenant.booking_provider or ctx.booking.provider
+    if named:
+        if named not in SCHEDULING_PROVIDERS:
+            raise ConfigurationError(
+                f"booking provider {named!r} is not one of {', '.join(SCHEDULING_PROVIDERS)}"
+            )
+        return named if named == "calcom" or ctx.connectors.configured(named) else None
+    for provider in ("calendly", "acuity"):
+        if ctx.connectors.configured(provider) and not ctx.connectors.configured("calcom"):
+            return provider
+    return "calcom"
+
+
+def _requested_slot(ctx: ActionContext) -> tuple[str | None, str | None]:
+    """The day and time the contact asked for: the message's entities, or a completed
+    session's ``date`` and ``time`` answers."""
+    if ctx.session is not None:
+        fields = ctx.session.fields
+        return fields.get("date") or None, fields.get("time") or None
     entities = ctx.classification.entities
-    emails = find_emails(ctx.event.text)
     day, time = entities.get("date"), entities.get("time")
+    return (day if isinstance(day, str) else None, time if isinstance(time, str) else None)
+
+
+def _session_key(ctx: ActionContext) -> str | None:
+    """The key of the contact's session with the tenant (whether or not one exists)."""
+    if ctx.session is not None:
+        return ctx.session.key
+    phone = ctx.contact.phone
+    if not phone:
+        return None
+    from antifragile.inbound._sessions import Sessions  # _sessions imports this module
+
+    return Sessions.key_for(ctx.tenant.id, phone)
+
+
+async def _note_booking(
+    ctx: ActionContext,
+    provider: str,
+    status: str,
+    *,
+    correlation: str | None = None,
+    provider_id: str | None = None,
+) -> None:
+    """Index the booking to the contact's session and move its ``booking_status``."""
+    kv = _post_kv(ctx)
+    key = _session_key(ctx)
+    if kv is None or key is None:
+        return
+    now = ctx.clock.time()
+    await remember_booking(
+        kv, key, provider, now=now, correlation=correlation, provider_id=provider_id
+    )
+    await settle_booking(kv, key, status, now=now)
+
+
+async def _tell(ctx: ActionContext, text: str, suffix: str) -> str | None:
+    """Send *text* to the contact on their channel (once per action run and *suffix*); the
+    message id, or ``None`` when there is no way to reach them here."""
+    contact = ctx.contact
+    if ctx.replies is None or not contact.phone:
+        return None
+    if contact.channel not in (Channel.WHATSAPP.value, Channel.TWILIO.value):
+        return None
+    try:
+        return await ctx.replies.send(
+            tenant=ctx.tenant,
+            channel=Channel(contact.channel),
+            to=contact.phone,
+            text=text,
+            key=f"{ctx.idempotency_key}:{suffix}",
+        )
+    except ConfigurationError as exc:  # the tenant cannot send on that channel
+        _logger.warning("book_call could not message the contact: %s", exc.message)
+        return None
+
+
+async def book_call(ctx: ActionContext) -> dict[str, Any]:
+    """Arrange a call through the tenant's scheduling provider (:func:`scheduling_provider`):
+    a Calendly single-use link sent to the contact, an Acuity appointment booked (or free
+    times offered), a Cal.com booking (or its booking link)."""
+    provider = scheduling_provider(ctx)
+    if provider == "calendly":
+        return await _book_calendly(ctx)
+    if provider == "acuity":
+        return await _book_acuity(ctx)
+    if provider is None:
+        return {"skipped": "no scheduling provider is configured"}
+    return await _book_calcom(ctx)
+
+
+async def _book_calendly(ctx: ActionContext) -> dict[str, Any]:
+    calendly = ctx.connectors.calendly
+    event_type = ctx.booking.calendly_event_type
+    if not event_type:
+        active = [t for t in await calendly.event_types() if t.active]
+        if not active:
+            raise ConfigurationError("the Calendly user has no active event type")
+        event_type = active[0].uri
+    contact = ctx.contact
+    # safe to repeat: an unsent single-use link books nothing (see the connector)
+    link = await calendly.create_scheduling_link(
+        event_type=event_type,
+        idempotency_key=ctx.idempotency_key,
+        name=contact.name or None,
+        email=contact.email,
+    )
+    await _note_booking(ctx, "calendly", "link_sent", correlation=link.correlation)
+    sent = await _tell(
+        ctx, f"Here is your link to pick a time for our call: {link.booking_url}", "link"
+    )
+    # the result is kept with the job: the link without the prefill (no name, no email)
+    return {
+        "provider": "calendly",
+        "link": link.raw_url,
+        "correlation": link.correlation,
+        "link_message": sent,
+    }
+
+
+async def _book_acuity(ctx: ActionContext) -> dict[str, Any]:
+    acuity = ctx.connectors.acuity
+    type_id = ctx.booking.acuity_appointment_type_id
+    if type_id is None:
+        raise ConfigurationError(
+            "book_call with Acuity needs ANTIFRAGILE_ACUITY_APPOINTMENT_TYPE_ID"
+        )
+    contact = ctx.contact
+    day, time = _requested_slot(ctx)
+    zone = ctx.booking.time_zone
+    start = _start_local(day, time, zone) if day and time else None
+    if start is None or not contact.email:
+        # nothing to book yet: offer the next free times
+        today = datetime.fromtimestamp(ctx.clock.time(), ZoneInfo(zone)).date()
+        options: list[str] = []
+        for month in (today.strftime("%Y-%m"), _next_month(today)):
+            for free_day in await acuity.available_dates(
+                appointment_type_id=type_id, month=month, timezone=zone
+            ):
+                if free_day < today.isoformat():
+                    continue
+                times = await acuity.available_times(
+                    appointment_type_id=type_id, date=free_day, timezone=zone
+                )
+                options += [t.time for t in times[: 3 - len(options)]]
+                if len(options) >= 3:
+                    break
+            if len(options) >= 3:
+                break
+        if options:
+            await _tell(
+                ctx,
+                "Happy to set up a call! Free times: "
+                + ", ".join(_shown(t) for t in options)
+                + ". Reply with the day and time that suits you.",
+                "options",
+            )
+        return {"provider": "acuity", "booked": False, "options": options}
+    first, last = _split_name(contact.name or "Customer")
+    try:
+        appointment = await acuity.create_appointment(
+            datetime=start,
+            appointment_type_id=type_id,
+            first_name=first or "Customer",
+            last_name=last or "-",
+            email=contact.email,
+            idempotency_key=ctx.idempotency_key,
+            timezone=zone,
+        )
+    except InvalidRequestError as exc:  # the time is not free (or not valid)
+        return {"provider": "acuity", "booked": False, "reason": exc.message[:200]}
+    except OutcomeUnknownError as exc:
+        task = await ctx.tasks.create(
+            type="reconcile",
+            title=(
+                f"Check Acuity for an appointment at {start} ({exc.reconcile_key}, {ctx.source})"
+            ),
+            priority="high",
+            source=ctx.source,
+            key=f"{ctx.idempotency_key}:unknown",
+        )
+        return {"provider": "acuity", "outcome": "unknown", "task_id": task["id"]}
+    await _note_booking(ctx, "acuity", "booked", provider_id=str(appointment.id))
+    await _tell(ctx, f"Your call is booked for {_shown(appointment.datetime)}.", "booked")
+    return {
+        "provider": "acuity",
+        "appointment_id": appointment.id,
+        "start": appointment.datetime,
+        "reconciled": appointment.reconciled,
+    }
+
+
+def _start_local(day: str, time: str, zone: str) -> str | None:
+    """*day* and *time* in *zone* as ISO 8601 with its offset (Acuity's form)."""
+    try:
+        local = datetime.fromisoformat(f"{day}T{time}").replace(tzinfo=ZoneInfo(zone))
+    except (ValueError, ZoneInfoNotFoundError):
+        return None
+    return local.isoformat()
+
+
+def _next_month(day: date) -> str:
+    return (day.replace(day=28) + timedelta(days=4)).strftime("%Y-%m")
+
+
+def _shown(stamp: str) -> str:
+    try:
+        moment = datetime.fromisoformat(stamp)
+    except ValueError:
+        return stamp
+    return moment.strftime("%a %d %b %H:%M")
+
+
+async def _book_calcom(ctx: ActionContext) -> dict[str, Any]:
+    link = ctx.booking.link()
+    emails = find_emails(ctx.event.text) if ctx.session is None else []
+    if ctx.session is not None and ctx.contact.email:
+        emails = [ctx.contact.email]
+    day, time = _requested_slot(ctx)
     settings = ctx.booking
     can_book = settings.event_type_id is not None or settings.username is not None
     if not (can_book and emails and isinstance(day, str) and isinstance(time, str)):
@@ -1216,7 +1450,7 @@ async def book_call(ctx: ActionContext) -> dict[str, Any]:
     async def create() -> Booking:
         return await ctx.connectors.calcom.create_booking(
             start=start,
-            attendee_name=_profile_name(ctx.event) or "Customer",
+            attendee_name=ctx.contact.name or "Customer",
             attendee_email=emails[0],
             attendee_time_zone=settings.time_zone,
             idempotency_key=ctx.idempotency_key,
@@ -1227,16 +1461,15 @@ async def book_call(ctx: ActionContext) -> dict[str, Any]:
             username=None if settings.event_type_id is not None else settings.username,
         )
 
+    reference = f"create-booking/{ctx.idempotency_key}"
     try:
         if ctx.echoes is not None:
             # a lost answer waits (deferred) for Cal.com's BOOKING_CREATED carrying its key
             outcome = await ctx.echoes.send_once(
-                ctx.idempotency_key,
-                "calcom",
-                create,
-                reference=f"create-booking/{ctx.idempotency_key}",
+                ctx.idempotency_key, "calcom", create, reference=reference
             )
             if isinstance(outcome, Echo):
+                await _note_booking(ctx, "calcom", "booked", correlation=correlation_for(reference))
                 return {
                     "link": link,
                     "booking_uid": outcome.provider_message_id,
@@ -1259,6 +1492,7 @@ async def book_call(ctx: ActionContext) -> dict[str, Any]:
             key=f"{ctx.idempotency_key}:unknown",
         )
         return {"link": link, "outcome": "unknown", "task_id": task["id"]}
+    await _note_booking(ctx, "calcom", "booked", correlation=correlation_for(reference))
     return {"link": link, "booking_uid": booking.uid, "start": booking.start}
 
 
@@ -1294,7 +1528,7 @@ def _register_builtins(actions: Actions) -> None:
         applies=_has_email,
         on_unknown="reconcile",
     )
-    actions.register("book_call", book_call)
+    actions.register("book_call", book_call, on_unknown="reconcile")
     actions.register(
         "send_summary_email",
         send_summary_email,

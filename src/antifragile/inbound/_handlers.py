@@ -56,15 +56,26 @@ EVENT_TYPE_ENV = "ANTIFRAGILE_CALCOM_EVENT_TYPE"
 EVENT_TYPE_ID_ENV = "ANTIFRAGILE_CALCOM_EVENT_TYPE_ID"
 PUBLIC_URL_ENV = "ANTIFRAGILE_CALCOM_PUBLIC_URL"
 TIME_ZONE_ENV = "ANTIFRAGILE_CALCOM_TIME_ZONE"
+#: which scheduling provider ``book_call`` uses (a tenant's ``booking_provider`` wins)
+PROVIDER_ENV = "ANTIFRAGILE_BOOKING_PROVIDER"
+#: the time zone of the times customers name (wins over ``ANTIFRAGILE_CALCOM_TIME_ZONE``)
+BOOKING_TIME_ZONE_ENV = "ANTIFRAGILE_BOOKING_TIME_ZONE"
+CALENDLY_EVENT_TYPE_ENV = "ANTIFRAGILE_CALENDLY_EVENT_TYPE"
+ACUITY_TYPE_ENV = "ANTIFRAGILE_ACUITY_APPOINTMENT_TYPE_ID"
 
 
 @dataclass(frozen=True, slots=True)
 class BookingSettings:
-    """Where customers book calls: a Cal.com user's event type.
+    """Where customers book calls: a Cal.com user's event type, a Calendly event type or an
+    Acuity appointment type.
 
-    *username* and *event_type_slug* make the public booking link (:meth:`link`, no network);
-    *event_type_id* is what the ``book_call`` action books through the API when the message
-    names a day and a time; *time_zone* is the attendee's, for such bookings.
+    *provider* is the scheduling provider ``book_call`` uses (``calcom``, ``calendly`` or
+    ``acuity``; ``None``: the first configured, Cal.com first). Cal.com: *username* and
+    *event_type_slug* make the public booking link (:meth:`link`, no network); *event_type_id*
+    is what ``book_call`` books through the API when the message names a day and a time.
+    Calendly: *calendly_event_type* is the URI of the event type single-use links are made for
+    (``None``: the token's user's first active one). Acuity: *acuity_appointment_type_id* is
+    the appointment type booked. *time_zone* is the one the customer's day and time are in.
     """
 
     username: str | None = None
@@ -72,20 +83,32 @@ class BookingSettings:
     event_type_id: int | None = None
     public_url: str = DEFAULT_PUBLIC_URL
     time_zone: str = "UTC"
+    provider: str | None = None
+    calendly_event_type: str | None = None
+    acuity_appointment_type_id: int | None = None
 
     @classmethod
     def from_env(cls) -> BookingSettings:
         """From ``ANTIFRAGILE_CALCOM_USERNAME``, ``_EVENT_TYPE`` (slug), ``_EVENT_TYPE_ID``,
-        ``_PUBLIC_URL`` and ``_TIME_ZONE`` (each optional)."""
-        raw_id = os.environ.get(EVENT_TYPE_ID_ENV, "").strip()
-        if raw_id and not raw_id.isdigit():
-            raise ConfigurationError(f"{EVENT_TYPE_ID_ENV} must be a number")
+        ``_PUBLIC_URL`` and ``_TIME_ZONE``, ``ANTIFRAGILE_BOOKING_PROVIDER`` and
+        ``_TIME_ZONE``, ``ANTIFRAGILE_CALENDLY_EVENT_TYPE`` and
+        ``ANTIFRAGILE_ACUITY_APPOINTMENT_TYPE_ID`` (each optional)."""
+        raw_id = _number_env(EVENT_TYPE_ID_ENV)
+        acuity_type = _number_env(ACUITY_TYPE_ENV)
+        provider = (os.environ.get(PROVIDER_ENV) or "").strip().lower() or None
+        if provider is not None and provider not in ("calcom", "calendly", "acuity"):
+            raise ConfigurationError(f"{PROVIDER_ENV} is calcom, calendly or acuity")
         return cls(
             username=os.environ.get(USERNAME_ENV) or None,
             event_type_slug=os.environ.get(EVENT_TYPE_ENV) or "30min",
-            event_type_id=int(raw_id) if raw_id else None,
+            event_type_id=raw_id,
             public_url=os.environ.get(PUBLIC_URL_ENV) or DEFAULT_PUBLIC_URL,
-            time_zone=os.environ.get(TIME_ZONE_ENV) or "UTC",
+            time_zone=os.environ.get(BOOKING_TIME_ZONE_ENV)
+            or os.environ.get(TIME_ZONE_ENV)
+            or "UTC",
+            provider=provider,
+            calendly_event_type=os.environ.get(CALENDLY_EVENT_TYPE_ENV) or None,
+            acuity_appointment_type_id=acuity_type,
         )
 
     def link(self, **prefill: str) -> str | None:
@@ -299,8 +322,20 @@ def _order_reply(ctx: MessageContext) -> str:
     )
 
 
+def _number_env(name: str) -> int | None:
+    raw = os.environ.get(name, "").strip()
+    if raw and not raw.isdigit():
+        raise ConfigurationError(f"{name} must be a number")
+    return int(raw) if raw else None
+
+
 def booking_reply(settings: BookingSettings) -> str:
-    """The reply to a request for a call: the booking link when there is one."""
+    """The reply to a request for a call: the booking link when there is one (Calendly's
+    single-use link follows in a message of its own)."""
+    if settings.provider == "calendly":
+        return "Happy to set up a call! I'm sending you a link to pick a time."
+    if settings.provider == "acuity":
+        return "Happy to set up a call! I'll confirm the time with you here."
     link = settings.link()
     if link is None:
         return "Happy to set up a call! Our team will reach out shortly to find a time."

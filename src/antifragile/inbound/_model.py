@@ -29,6 +29,8 @@ class Channel(enum.StrEnum):
     SENDGRID = "sendgrid"
     RESEND = "resend"
     CALCOM = "calcom"
+    CALENDLY = "calendly"
+    ACUITY = "acuity"
     HUBSPOT = "hubspot"
     MANDRILL = "mandrill"
     API = "api"  # pre-classified messages posted to /v1/ai-results
@@ -189,6 +191,9 @@ class Tenant:
     email_chain: str | None = None
     email_from: str | None = None
     mailchimp_list_id: str | None = None
+    #: the scheduling provider ``book_call`` uses for this tenant (``calcom``, ``calendly``,
+    #: ``acuity``; unset: the service's ``ANTIFRAGILE_BOOKING_PROVIDER``)
+    booking_provider: str | None = None
 
     def matches(self, event: InboundEvent) -> bool:
         key = event.tenant_key

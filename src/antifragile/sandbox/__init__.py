@@ -18,7 +18,9 @@ provider acts and the answer is lost -- and a record of every side effect it acc
 import importlib as _importlib
 import typing as _typing
 
+from antifragile.sandbox._acuity import AcuitySimulator, acuity_signature
 from antifragile.sandbox._calcom import CalComSimulator
+from antifragile.sandbox._calendly import CalendlySimulator, calendly_signature
 from antifragile.sandbox._engine import WEBHOOKS, FaultPlan, ProviderFault, ProviderFaultKind
 from antifragile.sandbox._faults import Chaos, Fault, FaultKind, Phase, Quota
 from antifragile.sandbox._hubspot import HubSpotSimulator
@@ -81,7 +83,9 @@ __all__ = [
     "DEFAULT_CHAT_RULES",
     "RETRY_DELAYS",
     "WEBHOOKS",
+    "AcuitySimulator",
     "CalComSimulator",
+    "CalendlySimulator",
     "Call",
     "Chaos",
     "ChatRule",
@@ -118,7 +122,9 @@ __all__ = [
     "WebhookAttempt",
     "WebhookSender",
     "WhatsAppSimulator",
+    "acuity_signature",
     "calcom_signature",
+    "calendly_signature",
     "hubspot_signature",
     "mandrill_signature",
     "shopify_signature",

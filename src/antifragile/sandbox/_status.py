@@ -80,6 +80,11 @@ RETRY_DELAYS: Mapping[str, tuple[float, ...]] = {
     "resend": (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0),
     # Cal.com: not documented; the sandbox retries like Svix's first steps
     "calcom": (5.0, 300.0, 1800.0),
+    # Calendly: exponential back-off for 24 h, then the subscription is disabled (the first
+    # delay is not documented): doubling from 1 min within 24 h
+    "calendly": _doubling(60.0, _DAY),
+    # Acuity: retries not documented; the sandbox retries like Svix's first steps
+    "acuity": (5.0, 300.0, 1800.0),
     # HubSpot Webhooks API: up to 10 retries spread over 24 h: doubling from 1 min
     "hubspot": tuple(60.0 * 2**n for n in range(10)),
 }

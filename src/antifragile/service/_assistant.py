@@ -31,6 +31,7 @@ from antifragile.connectors._failover import chain_from
 from antifragile.errors import ConfigurationError
 from antifragile.inbound import (
     Actions,
+    BookingStatuses,
     Classifier,
     DeliveryHook,
     DeliveryStatuses,
@@ -232,6 +233,9 @@ class Assistant:
         self.replies = Replies(
             self.jobs, self.connectors, clock=clock, deliveries=self.deliveries, tasks=self.tasks
         )
+        self.actions.replies = self.replies  # book_call sends links and confirmations
+        #: settles sessions' booking_status from the scheduling providers' webhooks
+        self.bookings = BookingStatuses(self.deliveries)
         self.sessions = Sessions(
             self.jobs,
             self.connectors,

@@ -88,6 +88,9 @@ class Settings(BaseModel):
     #: signature covers it; default: the public URL + /v1/webhooks/mandrill)
     mandrill_webhook_keys: tuple[SecretStr, ...] = ()
     mandrill_webhook_url: str | None = None
+    calendly_webhook_signing_keys: tuple[SecretStr, ...] = ()
+    #: Acuity signs its webhooks with the account's API key
+    acuity_webhook_keys: tuple[SecretStr, ...] = ()
 
     #: the largest webhook body accepted (bytes)
     webhook_max_bytes: Annotated[int, Field(ge=1)] = DEFAULT_WEBHOOK_MAX_BYTES
@@ -331,6 +334,10 @@ _FIELDS: dict[str, _Field] = {
     "hubspot_webhook_secrets": _Field("ANTIFRAGILE_HUBSPOT_WEBHOOK_SECRET", _secrets, True),
     "mandrill_webhook_keys": _Field("ANTIFRAGILE_MANDRILL_WEBHOOK_KEY", _secrets, True),
     "mandrill_webhook_url": _Field("ANTIFRAGILE_MANDRILL_WEBHOOK_URL", _url),
+    "calendly_webhook_signing_keys": _Field(
+        "ANTIFRAGILE_CALENDLY_WEBHOOK_SIGNING_KEY", _secrets, True
+    ),
+    "acuity_webhook_keys": _Field("ANTIFRAGILE_ACUITY_WEBHOOK_KEY", _secrets, True),
     "webhook_max_bytes": _Field("ANTIFRAGILE_WEBHOOK_MAX_BYTES", _positive_int),
     "inbox_ttl": _Field("ANTIFRAGILE_INBOX_TTL", _seconds),
     "admin_api_keys": _Field("ANTIFRAGILE_ADMIN_API_KEYS", _secrets, True),

@@ -1,18 +1,18 @@
 """The provider webhook routes: ``/v1/webhooks/{whatsapp,twilio,shopify}`` and the status
-webhooks ``/v1/webhooks/{sendgrid,resend,calcom,hubspot,mandrill}``.
+webhooks ``/v1/webhooks/{sendgrid,resend,calcom,calendly,acuity,hubspot,mandrill}``.
 
 Every delivery goes the same way, and nothing is recorded unless all of it succeeds:
 
 1. **size** -- a ``Content-Length`` above ``ANTIFRAGILE_WEBHOOK_MAX_BYTES`` is refused at once
    (``413 PAYLOAD_TOO_LARGE``), and the body is read in chunks, refused as soon as it grows past
    the limit (a body sent without a length is never buffered whole);
-2. **content type** -- JSON for all but Twilio and Mandrill, a form (or JSON) for Twilio, a
-   form for Mandrill, else
+2. **content type** -- JSON for all but Twilio, Mandrill and Acuity, a form (or JSON) for
+   Twilio, a form for Mandrill and Acuity, else
    ``415 UNSUPPORTED_MEDIA_TYPE``;
 3. **signature** -- checked over the raw bytes *before* anything is parsed; a missing, wrong or
-   (SendGrid, Resend, HubSpot) stale one is ``401 SIGNATURE_INVALID``. Twilio and HubSpot sign
-   the URL they called: ``ANTIFRAGILE_PUBLIC_URL`` plus the path and query when set (behind a
-   proxy), else the URL as received;
+   (SendGrid, Resend, Calendly, HubSpot) stale one is ``401 SIGNATURE_INVALID``. Twilio and
+   HubSpot sign the URL they called: ``ANTIFRAGILE_PUBLIC_URL`` plus the path and query when
+   set (behind a proxy), else the URL as received;
 4. **parse** into events (``400 MALFORMED_PAYLOAD`` when the body is not what the provider
    sends), then **record** them in the inbox with their processing jobs, in one transaction,
    deduplicated by the provider's event id -- a redelivery is answered 200 as a duplicate.
@@ -49,6 +49,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from antifragile.errors import AntifragileError, ErrorCode, SuccessEnvelope
 from antifragile.inbound._delivery import CORRELATION_QUERY
 from antifragile.inbound._model import EventKind, InboundEvent
+from antifragile.inbound._scheduling_webhooks import (
+    ACUITY_SIGNATURE,
+    CALENDLY_SIGNATURE,
+    parse_acuity,
+    parse_calendly,
+    verify_acuity,
+    verify_calendly,
+)
 from antifragile.inbound._status_webhooks import (
     CALCOM_SIGNATURE,
     HUBSPOT_SIGNATURE,
@@ -108,6 +116,8 @@ _SVIX_SIGNATURE = (SVIX_SIGNATURE.encode(),)
 _CALCOM_SIGNATURE = (CALCOM_SIGNATURE.lower().encode(),)
 _HUBSPOT_SIGNATURE = (HUBSPOT_SIGNATURE.lower().encode(),)
 _MANDRILL_SIGNATURE = (MANDRILL_SIGNATURE.lower().encode(),)
+_CALENDLY_SIGNATURE = (CALENDLY_SIGNATURE.lower().encode(),)
+_ACUITY_SIGNATURE = (ACUITY_SIGNATURE.lower().encode(),)
 
 
 class TwimlResponse(Response):
@@ -364,6 +374,8 @@ class WebhookHandlers:
         self.hubspot_secrets = Settings.reveal(settings.hubspot_webhook_secrets)
         self.mandrill_keys = Settings.reveal(getattr(settings, "mandrill_webhook_keys", ()))
         self.mandrill_url: str | None = getattr(settings, "mandrill_webhook_url", None)
+        self.calendly_keys = Settings.reveal(settings.calendly_webhook_signing_keys)
+        self.acuity_keys = Settings.reveal(settings.acuity_webhook_keys)
         #: POST handlers by path, for the fast path
         self.by_path = {
             f"{PREFIX}/whatsapp": self.whatsapp,
@@ -372,6 +384,8 @@ class WebhookHandlers:
             f"{PREFIX}/sendgrid": self.sendgrid,
             f"{PREFIX}/resend": self.resend,
             f"{PREFIX}/calcom": self.calcom,
+            f"{PREFIX}/calendly": self.calendly,
+            f"{PREFIX}/acuity": self.acuity,
             f"{PREFIX}/hubspot": self.hubspot,
             f"{PREFIX}/mandrill": self.mandrill,
         }
@@ -530,6 +544,24 @@ class WebhookHandlers:
         body, signature = await self._json_body(scope, receive, _CALCOM_SIGNATURE)
         verify_calcom(body, signature, self.calcom_secrets)
         events = parse_calcom(body)
+        return _accepted(len(events), await self._ingest(events))
+
+    @_counted("calendly")
+    async def calendly(self, scope: Scope, receive: Receive) -> Response:
+        body, signature = await self._json_body(scope, receive, _CALENDLY_SIGNATURE)
+        verify_calendly(body, signature, self.calendly_keys, now=self.clock.time())
+        events = parse_calendly(body)
+        return _accepted(len(events), await self._ingest(events))
+
+    @_counted("acuity")
+    async def acuity(self, scope: Scope, receive: Receive) -> Response:
+        await self._check_ip(scope)
+        content_type, length, signature = _scan(scope, _ACUITY_SIGNATURE)
+        if content_type != _FORM:
+            raise _unsupported(content_type, _FORM)
+        body = await read_body(receive, self.limit, length)
+        verify_acuity(body, signature, self.acuity_keys)
+        events = parse_acuity({k: v[-1] for k, v in _form(body).items() if v})
         return _accepted(len(events), await self._ingest(events))
 
     @_counted("hubspot")
@@ -704,6 +736,34 @@ def webhooks_router(handlers: WebhookHandlers) -> APIRouter:
         """Verify ``X-Cal-Signature-256``, then record the booking trigger as a status
         (deduplicated on the booking uid and trigger)."""
         return await handlers.calcom(request.scope, request.receive)
+
+    @router.post(
+        "/calendly",
+        summary="Calendly webhook (invitee.created / invitee.canceled)",
+        responses=_ACCEPTED,
+        openapi_extra=_body_doc(
+            _JSON,
+            CALENDLY_SIGNATURE,
+            "t=<unix seconds>,v1=<hex HMAC-SHA256 of t.body, signing key>",
+        ),
+    )
+    async def calendly(request: Request) -> Response:
+        """Verify ``Calendly-Webhook-Signature`` (``t`` within 3 minutes), then record the
+        invitee event as a booking status (deduplicated on the invitee URI and event)."""
+        return await handlers.calendly(request.scope, request.receive)
+
+    @router.post(
+        "/acuity",
+        summary="Acuity Scheduling webhook (appointment scheduled / canceled)",
+        responses=_ACCEPTED,
+        openapi_extra=_body_doc(
+            _FORM, ACUITY_SIGNATURE, "base64 HMAC-SHA256 of the body, the account's API key"
+        ),
+    )
+    async def acuity(request: Request) -> Response:
+        """Verify ``X-Acuity-Signature``, then record the appointment action as a booking
+        status (deduplicated on the appointment id and action)."""
+        return await handlers.acuity(request.scope, request.receive)
 
     @router.post(
         "/hubspot",
