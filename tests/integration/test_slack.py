@@ -135,7 +135,7 @@ async def test_one_message_per_second_limit(clock: FakeClock) -> None:
     with ProviderSandbox([SlackSimulator(clock=clock.monotonic)]) as small:
         policy = Policy("slack", clock=clock, retry=Retry(attempts=3))
         url = f"{small.base_url('slack')}/services/{HOOK}"
-        async with SlackConnector(url, policy=policy, timeout=1.0) as slack:
+        async with SlackConnector(url, policy=policy, timeout=30.0) as slack:
             await slack.post_message("one")
             await slack.post_message("two")
         assert [r.status for r in small.requests] == [200, 429, 200]
@@ -147,7 +147,7 @@ async def test_default_limiter_paces_posts_before_slack_refuses(clock: FakeClock
     """The default policy's bucket (1/s) spaces posts so Slack's ~1/s limit is never hit."""
     with ProviderSandbox([SlackSimulator(clock=clock.monotonic)]) as small:
         url = f"{small.base_url('slack')}/services/{HOOK}"
-        async with SlackConnector(url, clock=clock, timeout=1.0) as slack:
+        async with SlackConnector(url, clock=clock, timeout=30.0) as slack:
             for n in range(4):
                 await slack.post_message(f"m{n}")
         assert [r.status for r in small.requests] == [200] * 4
