@@ -8,18 +8,23 @@ from typing import Any
 
 from antifragile import FakeClock
 from antifragile.connectors import ShopifyConnector
+from antifragile.sandbox import ProviderSandbox
+from tests.integration._faults import attempt_timeout
 
 Connect = Callable[..., ShopifyConnector]
 
 
 @asynccontextmanager
-async def connectors(base_url: str, clock: FakeClock, token: str) -> AsyncIterator[Connect]:
-    """A factory of connectors for *base_url* on the fake *clock* (0.3 s per attempt); each one
-    made is closed on the way out."""
+async def connectors(
+    sandbox: ProviderSandbox, clock: FakeClock, token: str
+) -> AsyncIterator[Connect]:
+    """A factory of connectors for *sandbox*'s Shopify on the fake *clock* (the attempt timeout
+    short only while a scripted fault hangs); each one made is closed on the way out."""
+    base_url = sandbox.base_url("shopify")
     made: list[ShopifyConnector] = []
 
     def factory(token: str = token, **options: Any) -> ShopifyConnector:
-        options.setdefault("timeout", 0.3)
+        options.setdefault("timeout", attempt_timeout(sandbox))
         options.setdefault("base_url", base_url)
         options.setdefault("clock", clock)
         connector = ShopifyConnector(token, **options)

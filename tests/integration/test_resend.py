@@ -34,7 +34,7 @@ from antifragile.connectors import (
 )
 from antifragile.connectors._resend import API_KEY_ENV, BASE_URL_ENV
 from antifragile.sandbox import Fault, FlakyServer, ProviderFault, ProviderSandbox, ResendSimulator
-from tests.integration._faults import FAULT_KINDS
+from tests.integration._faults import FAULT_KINDS, attempt_timeout
 
 KEY = "re_test_key"
 SEND = "POST /emails"
@@ -60,7 +60,7 @@ async def connect(sandbox: ProviderSandbox, clock: FakeClock) -> AsyncIterator[C
     made: list[ResendConnector] = []
 
     def factory(api_key: str = KEY, **options: Any) -> ResendConnector:
-        options.setdefault("timeout", 0.3)
+        options.setdefault("timeout", attempt_timeout(sandbox))
         connector = ResendConnector(
             api_key, base_url=sandbox.base_url("resend"), clock=clock, **options
         )

@@ -68,7 +68,7 @@ def sandbox() -> Iterator[ProviderSandbox]:
 @pytest.fixture
 async def connect(sandbox: ProviderSandbox, clock: FakeClock) -> AsyncIterator[Connect]:
     """Build connectors for the sandbox on the fake clock; they are closed afterwards."""
-    async with connectors(sandbox.base_url("shopify"), clock, TOKEN) as factory:
+    async with connectors(sandbox, clock, TOKEN) as factory:
         yield factory
 
 

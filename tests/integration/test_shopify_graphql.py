@@ -56,7 +56,7 @@ async def connect(
 ) -> AsyncIterator[Connect]:
     """Connectors for the sandbox on the fake clock (no API setting in the environment)."""
     monkeypatch.delenv(API_ENV, raising=False)
-    async with connectors(sandbox.base_url("shopify"), clock, TOKEN) as factory:
+    async with connectors(sandbox, clock, TOKEN) as factory:
         yield factory
 
 

@@ -28,7 +28,12 @@ from antifragile import (
 from antifragile.connectors import OutcomeUnknownError, SlackConnector
 from antifragile.connectors._slack import WEBHOOK_URL_ENV
 from antifragile.sandbox import Fault, FlakyServer, ProviderFault, ProviderSandbox, SlackSimulator
-from tests.integration._faults import FAULT_KINDS, GATEWAY_FAULTS, sent_once_or_flagged
+from tests.integration._faults import (
+    FAULT_KINDS,
+    GATEWAY_FAULTS,
+    attempt_timeout,
+    sent_once_or_flagged,
+)
 
 HOOK = "T0001/B0001/sEcReTtOkEn1234"
 SECRET = "sEcReTtOkEn1234"
@@ -59,7 +64,7 @@ async def connect(sandbox: ProviderSandbox, clock: FakeClock) -> AsyncIterator[C
     made: list[SlackConnector] = []
 
     def factory(hook: str = HOOK, **options: Any) -> SlackConnector:
-        options.setdefault("timeout", 0.3)
+        options.setdefault("timeout", attempt_timeout(sandbox))
         connector = SlackConnector(hook_url(sandbox, hook), clock=clock, **options)
         made.append(connector)
         return connector

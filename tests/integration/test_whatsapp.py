@@ -46,7 +46,12 @@ from antifragile.sandbox import (
     ProviderSandbox,
     WhatsAppSimulator,
 )
-from tests.integration._faults import FAULT_KINDS, GATEWAY_FAULTS, sent_once_or_flagged
+from tests.integration._faults import (
+    FAULT_KINDS,
+    GATEWAY_FAULTS,
+    attempt_timeout,
+    sent_once_or_flagged,
+)
 
 TOKEN = "EAAG-test-token"
 PHONE = "106540352242922"
@@ -76,7 +81,7 @@ async def connect(sandbox: ProviderSandbox, clock: FakeClock) -> AsyncIterator[C
     made: list[WhatsAppConnector] = []
 
     def factory(access_token: str = TOKEN, **options: Any) -> WhatsAppConnector:
-        options.setdefault("timeout", 0.3)
+        options.setdefault("timeout", attempt_timeout(sandbox))
         options.setdefault("phone_number_id", PHONE)
         options.setdefault("base_url", sandbox.base_url("whatsapp"))
         connector = WhatsAppConnector(access_token, clock=clock, **options)
