@@ -240,12 +240,13 @@ async def _run_posts(sandbox: ProviderSandbox, connector: SlackConnector, n: int
 async def test_duplicate_rate_under_ambiguous_failures(
     clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """300 posts while 30% of requests fail ambiguously (posted, answer lost) and 10% get a
+    """150 posts while 30% of requests fail ambiguously (posted, answer lost) and 10% get a
     5xx (not posted). By default the connector sends no duplicate and loses nothing silently:
     every post is either acknowledged or flagged OutcomeUnknown (for review). With
     ``retry_ambiguous`` every post arrives, and about half get a duplicate (a resend can be lost
-    again, and a 5xx is resent too)."""
-    n = 300
+    again, and a 5xx is resent too). The answered requests have a generous timeout: a busy
+    machine must not add unknown outcomes of its own."""
+    n = 150
     chaos = [(0.3, ProviderFault.ambiguous()), (0.1, ProviderFault.error(503))]
     results: dict[str, tuple[int, int, int, int]] = {}
     for mode in ("default", "retry_ambiguous"):
@@ -258,12 +259,12 @@ async def test_duplicate_rate_under_ambiguous_failures(
                 retry=Retry(attempts=10),
                 budget=None,
                 breaker=None,
-                timeout=1.0,
+                timeout=30.0,
             )
             async with SlackConnector(
                 hook_url(sandbox),
                 policy=policy,
-                timeout=1.0,
+                timeout=30.0,
                 retry_ambiguous=mode == "retry_ambiguous",
             ) as slack:
                 unknown = await _run_posts(sandbox, slack, n)
