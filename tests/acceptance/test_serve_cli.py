@@ -91,10 +91,10 @@ def test_serve_answers_health_and_ready(served: tuple[str, Path]) -> None:
     """The served app answers /ready and /health (healthy, database up) on the SQLite
     default, created in the working directory."""
     url, workdir = served
-    ready = httpx.get(f"{url}/ready")
+    ready = httpx.get(f"{url}/ready", timeout=30)
     assert ready.status_code == 200
     assert ready.json()["data"] == {"ready": True}
-    health = httpx.get(f"{url}/health", headers={"x-request-id": "acceptance-1"})
+    health = httpx.get(f"{url}/health", headers={"x-request-id": "acceptance-1"}, timeout=30)
     assert health.status_code == 200
     body = health.json()
     assert body["data"]["status"] == "healthy"
@@ -231,11 +231,11 @@ def test_serve_without_a_worker_expects_workers(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process)
-        data = httpx.get(f"{url}/health").json()["data"]
+        data = httpx.get(f"{url}/health", timeout=30).json()["data"]
         assert data["status"] == "degraded"
         assert data["workers"]["alive"] == 0
         assert data["problems"] == ["no worker is alive: jobs are recorded but not run"]
-        assert httpx.head(f"{url}/health").status_code == 200
+        assert httpx.head(f"{url}/health", timeout=30).status_code == 200
     finally:
         out, err = stop(process)
     assert process.returncode == 0, f"{out}\n{err}"
