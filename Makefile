@@ -13,7 +13,6 @@ test: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $(VENV)/site
-	# the slowest tests close the report: where the suite's time goes, run after run
 	$(BIN)/pytest --durations=25
 	$(MAKE) release-check
 
