@@ -84,7 +84,8 @@ class _Collect(logging.Handler):
 
 
 def _open(port: int, data: bytes) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    # generous: a busy machine may be slow to complete a connection the server will accept
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
     if data:
         with contextlib.suppress(OSError):
             sock.sendall(data)
