@@ -47,6 +47,11 @@ def test_sandbox_command_serves_until_ctrl_c(tmp_path: Path) -> None:
         assert effects["count"] == 1
     finally:
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=60)
+        try:
+            out, err = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # never leave the process (and its pipes) behind
+            process.kill()
+            process.communicate()
+            raise
     assert process.returncode == 0, err
     assert "sandbox stopped" in out

@@ -126,7 +126,12 @@ def test_the_sandbox_command_takes_the_slack_burst() -> None:
         assert statuses == [200, 200, 429]
     finally:
         process.send_signal(signal.SIGINT)
-        process.communicate(timeout=60)
+        try:
+            process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # never leave the process (and its pipes) behind
+            process.kill()
+            process.communicate()
+            raise
     assert process.returncode == 0
 
 
