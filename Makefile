@@ -13,7 +13,7 @@ test: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $(VENV)/site
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=25
 	$(MAKE) release-check
 
 # The package as users get it: build the sdist and the wheel, check their metadata (twine),

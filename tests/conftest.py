@@ -170,33 +170,3 @@ def process_state_unchanged() -> Iterator[None]:
     before = ProcessState.now()
     yield
     check_process_state(before, lambda message: pytest.fail(message, pytrace=False))
-
-
-#: the attempt timeout of a connector whose provider is meant to hang: short, the hang is the point
-HANG_TIMEOUT = 0.3
-#: the attempt timeout of a connector whose provider answers: generous, so that a loaded machine
-#: never turns an answer into a timeout (and an answered call into an unknown outcome)
-ANSWER_TIMEOUT = 10.0
-
-
-def _hangs(value: object) -> bool:
-    from antifragile.sandbox import ProviderFault
-
-    if isinstance(value, ProviderFault):
-        return value.kind == "hang" or (value.kind == "ambiguous" and value.lost == "hang")
-    if isinstance(value, str):
-        return "hang" in value
-    if isinstance(value, list | tuple):
-        return any(_hangs(item) for item in value)
-    return False
-
-
-@pytest.fixture
-def attempt_timeout(request: pytest.FixtureRequest) -> float:
-    """The attempt timeout for a test's connectors: :data:`HANG_TIMEOUT` when the test is
-    marked ``hangs`` or one of its parameters is (or names) a hang, else :data:`ANSWER_TIMEOUT`."""
-    callspec = getattr(request.node, "callspec", None)
-    params = callspec.params.values() if callspec is not None else ()
-    if request.node.get_closest_marker("hangs") or any(_hangs(p) for p in params):
-        return HANG_TIMEOUT
-    return ANSWER_TIMEOUT

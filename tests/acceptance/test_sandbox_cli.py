@@ -33,12 +33,25 @@ def test_sandbox_command_serves_until_ctrl_c(tmp_path: Path) -> None:
         assert base == f"ANTIFRAGILE_RESEND_BASE_URL={url}/resend"
         email = {"from": "a@example.com", "to": "b@example.com", "subject": "s", "text": "t"}
         auth = {"authorization": "Bearer re_cli"}
-        assert httpx.post(f"{url}/resend/emails", json=email, headers=auth).status_code == 503
-        assert httpx.post(f"{url}/resend/emails", json=email, headers=auth).status_code == 200
-        effects = httpx.get(f"{url}/_sandbox/effects", params={"provider": "resend"}).json()
+        assert (
+            httpx.post(f"{url}/resend/emails", json=email, headers=auth, timeout=30).status_code
+            == 503
+        )
+        assert (
+            httpx.post(f"{url}/resend/emails", json=email, headers=auth, timeout=30).status_code
+            == 200
+        )
+        effects = httpx.get(
+            f"{url}/_sandbox/effects", params={"provider": "resend"}, timeout=30
+        ).json()
         assert effects["count"] == 1
     finally:
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=15)
+        try:
+            out, err = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # never leave the process (and its pipes) behind
+            process.kill()
+            process.communicate()
+            raise
     assert process.returncode == 0, err
     assert "sandbox stopped" in out

@@ -91,10 +91,10 @@ def test_serve_answers_health_and_ready(served: tuple[str, Path]) -> None:
     """The served app answers /ready and /health (healthy, database up) on the SQLite
     default, created in the working directory."""
     url, workdir = served
-    ready = httpx.get(f"{url}/ready")
+    ready = httpx.get(f"{url}/ready", timeout=30)
     assert ready.status_code == 200
     assert ready.json()["data"] == {"ready": True}
-    health = httpx.get(f"{url}/health", headers={"x-request-id": "acceptance-1"})
+    health = httpx.get(f"{url}/health", headers={"x-request-id": "acceptance-1"}, timeout=30)
     assert health.status_code == 200
     body = health.json()
     assert body["data"]["status"] == "healthy"
@@ -165,6 +165,28 @@ def test_serve_without_the_api_stops_on_sigterm(tmp_path: Path) -> None:
     out, err = stop(process)
     assert process.returncode == 0, f"{out}\n{err}"
     assert "Traceback" not in out + err
+    # the standard library's event loop unless another is asked for
+    assert "; asyncio event loop" in err
+
+
+def test_serve_on_uvloop_needs_it_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--loop uvloop`` (or ``ANTIFRAGILE_LOOP=uvloop``) is an opt-in that needs the uvloop
+    package: without it, one error line and exit 1 before anything starts; an unknown loop is
+    a usage error."""
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # not importable, installed or not
+    database = tmp_path / "never.db"
+    env = {"ANTIFRAGILE_DATABASE_URL": f"sqlite:///{database}"}
+    for args, extra in ((["--loop", "uvloop"], {}), ([], {"ANTIFRAGILE_LOOP": "uvloop"})):
+        result = runner.invoke(app, ["serve", "--port", "0", *args], env={**env, **extra})
+        assert result.exit_code == 1, result.output
+        assert "needs the uvloop package" in result.output
+        assert "Traceback" not in result.output
+    assert not database.exists()
+    unknown = runner.invoke(app, ["serve", "--loop", "tokio"], env=env)
+    assert unknown.exit_code == 2
+    assert "tokio" in unknown.output
 
 
 def test_serve_refuses_a_bad_setting(tmp_path: Path) -> None:
@@ -209,11 +231,11 @@ def test_serve_without_a_worker_expects_workers(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process)
-        data = httpx.get(f"{url}/health").json()["data"]
+        data = httpx.get(f"{url}/health", timeout=30).json()["data"]
         assert data["status"] == "degraded"
         assert data["workers"]["alive"] == 0
         assert data["problems"] == ["no worker is alive: jobs are recorded but not run"]
-        assert httpx.head(f"{url}/health").status_code == 200
+        assert httpx.head(f"{url}/health", timeout=30).status_code == 200
     finally:
         out, err = stop(process)
     assert process.returncode == 0, f"{out}\n{err}"

@@ -147,7 +147,7 @@ def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service
         )
         with (
             running_server(app) as url,
-            WebhookSender() as sender,
+            WebhookSender(timeout=30.0) as sender,
             httpx.Client(base_url=url, headers={"X-API-Key": ADMIN_KEY}, timeout=10) as admin,
         ):
             yield Service(url, sandbox, sender, admin)
@@ -230,7 +230,7 @@ def test_bad_signatures_are_401_and_record_nothing(service: Service) -> None:
     payload = whatsapp_text_message(from_="447700900999", body="hi", phone_number_id=PHONE_ID)
     wrong = service.sender.send_whatsapp(url, payload, app_secret="not-the-secret")
     assert wrong.status == 401
-    unsigned = httpx.post(url, json=payload)
+    unsigned = httpx.post(url, json=payload, timeout=30)
     assert unsigned.status_code == 401
     body = unsigned.json()
     assert body["success"] is False
@@ -287,7 +287,7 @@ def test_ai_results_need_credentials_and_a_valid_body(service: Service) -> None:
         "intent": "X",
         "confidence": 0.5,
     }
-    assert httpx.post(f"{service.url}/v1/ai-results", json=body).status_code == 401
+    assert httpx.post(f"{service.url}/v1/ai-results", json=body, timeout=30).status_code == 401
     bad = service.admin.post("/v1/ai-results", json={**body, "confidence": 2})
     assert bad.status_code == 400
     assert bad.json()["error"]["code"] == "VALIDATION"

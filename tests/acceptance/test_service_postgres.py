@@ -110,7 +110,7 @@ def test_api_and_two_workers_on_postgres_run_each_integration_once(
                     ("447700900222", "grace@example.com"),
                 ]
             }
-            with WebhookSender() as sender:
+            with WebhookSender(timeout=30.0) as sender:
                 for step in range(len(ANSWERS) + 1):
                     for phone, script in scripts.items():
                         text = script[step]

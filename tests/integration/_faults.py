@@ -10,6 +10,29 @@ import pytest
 from antifragile.connectors import OutcomeUnknownError
 from antifragile.sandbox import Fault, ProviderFault, ProviderSandbox
 
+#: a connector's attempt timeout when the provider answers: generous, so that a busy machine
+#: never turns a slow answer into a timeout (and a send into an unknown outcome)
+ANSWERED_TIMEOUT = 10.0
+#: ... when a scripted fault holds the request without an answer: the timeout ends the wait
+HANG_TIMEOUT = 0.3
+
+
+def _holds_a_request(plans: object) -> bool:
+    if isinstance(plans, dict):
+        if plans.get("kind") == "hang" or plans.get("lost") == "hang":
+            return True
+        return any(_holds_a_request(value) for value in plans.values())
+    if isinstance(plans, list):
+        return any(_holds_a_request(value) for value in plans)
+    return False
+
+
+def attempt_timeout(sandbox: ProviderSandbox) -> float:
+    """The attempt timeout of a connector made now for *sandbox*: short only while its fault
+    plans hold a request without an answer (a hang, an ambiguous failure lost by a hang)."""
+    return HANG_TIMEOUT if _holds_a_request(sandbox.engine.to_dict()) else ANSWERED_TIMEOUT
+
+
 FAULT_KINDS: dict[str, ProviderFault] = {
     "latency": ProviderFault.latency(0.05),
     "5xx": ProviderFault.error(503),

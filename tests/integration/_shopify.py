@@ -8,20 +8,26 @@ from typing import Any
 
 from antifragile import FakeClock
 from antifragile.connectors import ShopifyConnector
+from antifragile.sandbox import ProviderSandbox
+from tests.integration._faults import ANSWERED_TIMEOUT, attempt_timeout
 
 Connect = Callable[..., ShopifyConnector]
 
 
 @asynccontextmanager
 async def connectors(
-    base_url: str, clock: FakeClock, token: str, attempt_timeout: float
+    target: ProviderSandbox | str, clock: FakeClock, token: str
 ) -> AsyncIterator[Connect]:
-    """A factory of connectors for *base_url* on the fake *clock* (*attempt_timeout* seconds per
-    attempt); each one made is closed on the way out."""
+    """A factory of connectors for a sandbox's Shopify (the attempt timeout short only while a
+    scripted fault hangs) or for a base URL (an answering server), on the fake *clock*; each one
+    made is closed on the way out."""
+    base_url = target if isinstance(target, str) else target.base_url("shopify")
     made: list[ShopifyConnector] = []
 
     def factory(token: str = token, **options: Any) -> ShopifyConnector:
-        options.setdefault("timeout", attempt_timeout)
+        options.setdefault(
+            "timeout", ANSWERED_TIMEOUT if isinstance(target, str) else attempt_timeout(target)
+        )
         options.setdefault("base_url", base_url)
         options.setdefault("clock", clock)
         connector = ShopifyConnector(token, **options)

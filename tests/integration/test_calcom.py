@@ -35,7 +35,12 @@ from antifragile.connectors import (
 )
 from antifragile.connectors._calcom import API_KEY_ENV, BASE_URL_ENV
 from antifragile.sandbox import CalComSimulator, FlakyServer, ProviderFault, ProviderSandbox
-from tests.integration._faults import FAULT_KINDS, GATEWAY_FAULTS, sent_once_or_flagged
+from tests.integration._faults import (
+    FAULT_KINDS,
+    GATEWAY_FAULTS,
+    attempt_timeout,
+    sent_once_or_flagged,
+)
 
 KEY = "cal_test_key"
 BOOK = "POST /v2/bookings"
@@ -57,13 +62,11 @@ def sandbox() -> Iterator[ProviderSandbox]:
 
 
 @pytest.fixture
-async def connect(
-    sandbox: ProviderSandbox, clock: FakeClock, attempt_timeout: float
-) -> AsyncIterator[Connect]:
+async def connect(sandbox: ProviderSandbox, clock: FakeClock) -> AsyncIterator[Connect]:
     made: list[CalComConnector] = []
 
     def factory(api_key: str = KEY, **options: Any) -> CalComConnector:
-        options.setdefault("timeout", attempt_timeout)
+        options.setdefault("timeout", attempt_timeout(sandbox))
         options.setdefault("base_url", sandbox.base_url("calcom"))
         connector = CalComConnector(api_key, clock=clock, **options)
         made.append(connector)

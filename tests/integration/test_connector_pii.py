@@ -281,7 +281,7 @@ async def test_smtp_errors_carry_only_masked_addresses(rejecting_smtp: tuple[str
     """A real SMTP server refuses the recipient, echoing the address in its reply: the
     connector's exception holds only the masked address."""
     host, port = rejecting_smtp
-    smtp = SMTPConnector(host, port, clock=FakeClock(), timeout=2.0)
+    smtp = SMTPConnector(host, port, clock=FakeClock(), timeout=30.0)
     with pytest.raises(IntegrationError) as caught:
         await smtp.send_email(
             sender="shop@shop.example", to=EMAIL, subject="s", text="t", idempotency_key="k1"

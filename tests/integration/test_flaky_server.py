@@ -26,7 +26,8 @@ def server() -> Iterator[FlakyServer]:
 
 @pytest.fixture
 def client(server: FlakyServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=2.0) as http:
+    # requests meant to be answered wait generously; a test of a slow answer passes its own
+    with httpx.Client(base_url=server.url, timeout=30.0) as http:
         yield http
 
 

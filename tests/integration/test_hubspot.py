@@ -26,7 +26,7 @@ from antifragile import (
 from antifragile.connectors import Contact, HubSpotConnector
 from antifragile.connectors._hubspot import ACCESS_TOKEN_ENV, BASE_URL_ENV
 from antifragile.sandbox import HubSpotSimulator, ProviderFault, ProviderSandbox
-from tests.integration._faults import FAULT_KINDS
+from tests.integration._faults import FAULT_KINDS, attempt_timeout
 
 TOKEN = "pat-na1-test-token"
 CREATE = "POST /crm/v3/objects/contacts"
@@ -47,13 +47,11 @@ def sandbox() -> Iterator[ProviderSandbox]:
 
 
 @pytest.fixture
-async def connect(
-    sandbox: ProviderSandbox, clock: FakeClock, attempt_timeout: float
-) -> AsyncIterator[Connect]:
+async def connect(sandbox: ProviderSandbox, clock: FakeClock) -> AsyncIterator[Connect]:
     made: list[HubSpotConnector] = []
 
     def factory(token: str = TOKEN, **options: Any) -> HubSpotConnector:
-        options.setdefault("timeout", attempt_timeout)
+        options.setdefault("timeout", attempt_timeout(sandbox))
         connector = HubSpotConnector(
             token, base_url=sandbox.base_url("hubspot"), clock=clock, **options
         )

@@ -94,7 +94,7 @@ def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service
         app = create_app(settings, run_worker=True, worker_options={"poll_interval": 0.02})
         with (
             running_server(app) as url,
-            WebhookSender() as sender,
+            WebhookSender(timeout=30.0) as sender,
             httpx.Client(base_url=url, headers={"X-API-Key": ADMIN_KEY}, timeout=30) as admin,
         ):
             yield Service(url, db, sandbox, sender, admin)

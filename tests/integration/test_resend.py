@@ -34,7 +34,7 @@ from antifragile.connectors import (
 )
 from antifragile.connectors._resend import API_KEY_ENV, BASE_URL_ENV
 from antifragile.sandbox import Fault, FlakyServer, ProviderFault, ProviderSandbox, ResendSimulator
-from tests.integration._faults import FAULT_KINDS
+from tests.integration._faults import FAULT_KINDS, attempt_timeout
 
 KEY = "re_test_key"
 SEND = "POST /emails"
@@ -55,14 +55,12 @@ def sandbox() -> Iterator[ProviderSandbox]:
 
 
 @pytest.fixture
-async def connect(
-    sandbox: ProviderSandbox, clock: FakeClock, attempt_timeout: float
-) -> AsyncIterator[Connect]:
+async def connect(sandbox: ProviderSandbox, clock: FakeClock) -> AsyncIterator[Connect]:
     """Build connectors for the sandbox on the fake clock; they are closed afterwards."""
     made: list[ResendConnector] = []
 
     def factory(api_key: str = KEY, **options: Any) -> ResendConnector:
-        options.setdefault("timeout", attempt_timeout)
+        options.setdefault("timeout", attempt_timeout(sandbox))
         connector = ResendConnector(
             api_key, base_url=sandbox.base_url("resend"), clock=clock, **options
         )

@@ -120,12 +120,18 @@ def test_the_sandbox_command_takes_the_slack_burst() -> None:
         assert process.stdout is not None
         url = process.stdout.readline().split()[3]
         statuses = [
-            httpx.post(f"{url}/slack{HOOK}", json={"text": "hi"}).status_code for _ in range(3)
+            httpx.post(f"{url}/slack{HOOK}", json={"text": "hi"}, timeout=30).status_code
+            for _ in range(3)
         ]
         assert statuses == [200, 200, 429]
     finally:
         process.send_signal(signal.SIGINT)
-        process.communicate(timeout=15)
+        try:
+            process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # never leave the process (and its pipes) behind
+            process.kill()
+            process.communicate()
+            raise
     assert process.returncode == 0
 
 

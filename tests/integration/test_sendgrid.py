@@ -33,7 +33,12 @@ from antifragile.connectors import (
 )
 from antifragile.connectors._sendgrid import API_KEY_ENV, BASE_URL_ENV
 from antifragile.sandbox import FlakyServer, ProviderFault, ProviderSandbox, SendGridSimulator
-from tests.integration._faults import FAULT_KINDS, GATEWAY_FAULTS, sent_once_or_flagged
+from tests.integration._faults import (
+    FAULT_KINDS,
+    GATEWAY_FAULTS,
+    attempt_timeout,
+    sent_once_or_flagged,
+)
 
 KEY = "SG.test-key"
 SEND = "POST /v3/mail/send"
@@ -56,13 +61,11 @@ def sandbox(clock: FakeClock) -> Iterator[ProviderSandbox]:
 
 
 @pytest.fixture
-async def connect(
-    sandbox: ProviderSandbox, clock: FakeClock, attempt_timeout: float
-) -> AsyncIterator[Connect]:
+async def connect(sandbox: ProviderSandbox, clock: FakeClock) -> AsyncIterator[Connect]:
     made: list[SendGridConnector] = []
 
     def factory(api_key: str = KEY, **options: Any) -> SendGridConnector:
-        options.setdefault("timeout", attempt_timeout)
+        options.setdefault("timeout", attempt_timeout(sandbox))
         options.setdefault("base_url", sandbox.base_url("sendgrid"))
         connector = SendGridConnector(api_key, clock=clock, **options)
         made.append(connector)

@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Callable, Iterator
 
 from antifragile.sandbox import Fault, FlakyServer, SMTPSandbox
+from antifragile.sandbox._server import _closed
 from tests.integration.test_shared_state import Proxy
 
 ROUNDS = 20
@@ -83,7 +84,8 @@ class _Collect(logging.Handler):
 
 
 def _open(port: int, data: bytes) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    # generous: a busy machine may be slow to complete a connection the server will accept
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
     if data:
         with contextlib.suppress(OSError):
             sock.sendall(data)
@@ -198,3 +200,31 @@ def test_a_stopped_server_can_start_again_on_its_port() -> None:
         while chunk := sock.recv(65536):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 200 ")
+
+
+async def test_a_connection_whose_close_wait_was_cancelled_is_forgotten() -> None:
+    """A connection task that stop cancels while it waits for its connection to close cancels
+    the connection's close future with it (asyncio hands every waiter the same future). The
+    stop's own wait for that connection then ends at once -- and forgets the connection, or
+    the stop would wait for it round after round, never ending (a thread left spinning)."""
+    accepted: list[asyncio.StreamWriter] = []
+    server = await asyncio.start_server(lambda _, peer: accepted.append(peer), "127.0.0.1", 0)
+    host, port = server.sockets[0].getsockname()[:2]
+    _, writer = await asyncio.open_connection(host, port)
+    try:
+        waiting = asyncio.create_task(writer.wait_closed())
+        await asyncio.sleep(0)  # the task now waits on the connection's close future
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        writer.transport.abort()
+        writers = {writer}
+        with contextlib.suppress(asyncio.CancelledError):  # the cancelled close future's
+            await asyncio.wait_for(_closed(writer, writers), timeout=30.0)
+        assert writers == set()
+    finally:
+        for each in (writer, *accepted):
+            each.transport.abort()
+        await asyncio.sleep(0)  # the aborted connections close
+        server.close()
+        await server.wait_closed()

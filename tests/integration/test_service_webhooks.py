@@ -93,7 +93,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 
 @pytest.fixture
 def sender() -> Iterator[WebhookSender]:
-    with WebhookSender() as sender:
+    with WebhookSender(timeout=30.0) as sender:
         yield sender
 
 
@@ -272,7 +272,7 @@ def test_too_large_is_413_before_verification(service: Service) -> None:
     payload = whatsapp_text_message(
         from_="447700900123", body="x" * MAX_BYTES, message_id=message_id
     )
-    with WebhookSender() as sender:
+    with WebhookSender(timeout=30.0) as sender:
         delivery = sender.send_whatsapp(service.hook("whatsapp"), payload, app_secret=WA_SECRET)
     assert_refused(delivery, 413, "PAYLOAD_TOO_LARGE")
 
@@ -460,7 +460,7 @@ def test_the_apps_worker_processes_recorded_events(tmp_path: Path) -> None:
     settings = make_settings(database)
     assistant = StandInAssistant(settings)
     app = create_app(settings, assistant=assistant, run_worker=True, run_scheduler=True)
-    with running_server(app) as url, WebhookSender() as sender:
+    with running_server(app) as url, WebhookSender(timeout=30.0) as sender:
         payload = whatsapp_text_message(from_="447700900123", body="hi", message_id=wamid())
         delivery = sender.send_whatsapp(
             f"{url}/v1/webhooks/whatsapp", payload, app_secret=WA_SECRET

@@ -66,11 +66,9 @@ def sandbox() -> Iterator[ProviderSandbox]:
 
 
 @pytest.fixture
-async def connect(
-    sandbox: ProviderSandbox, clock: FakeClock, attempt_timeout: float
-) -> AsyncIterator[Connect]:
+async def connect(sandbox: ProviderSandbox, clock: FakeClock) -> AsyncIterator[Connect]:
     """Build connectors for the sandbox on the fake clock; they are closed afterwards."""
-    async with connectors(sandbox.base_url("shopify"), clock, TOKEN, attempt_timeout) as factory:
+    async with connectors(sandbox, clock, TOKEN) as factory:
         yield factory
 
 

@@ -52,14 +52,11 @@ def sandbox(simulator: ShopifySimulator) -> Iterator[ProviderSandbox]:
 
 @pytest.fixture
 async def connect(
-    sandbox: ProviderSandbox,
-    clock: FakeClock,
-    attempt_timeout: float,
-    monkeypatch: pytest.MonkeyPatch,
+    sandbox: ProviderSandbox, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Connect]:
     """Connectors for the sandbox on the fake clock (no API setting in the environment)."""
     monkeypatch.delenv(API_ENV, raising=False)
-    async with connectors(sandbox.base_url("shopify"), clock, TOKEN, attempt_timeout) as factory:
+    async with connectors(sandbox, clock, TOKEN) as factory:
         yield factory
 
 

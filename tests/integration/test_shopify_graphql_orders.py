@@ -21,7 +21,6 @@ from antifragile import FakeClock, InvalidRequestError, RateLimitedError
 from antifragile.connectors import InventoryLevel, OutcomeUnknownError
 from antifragile.connectors._shopify import API_ENV
 from antifragile.sandbox import FlakyServer, ProviderFault, ProviderSandbox, ShopifySimulator
-from tests.conftest import ANSWER_TIMEOUT
 from tests.integration._faults import FAULT_KINDS, GATEWAY_FAULTS
 from tests.integration._shopify import Connect, connectors
 
@@ -60,13 +59,10 @@ def sandbox(simulator: ShopifySimulator) -> Iterator[ProviderSandbox]:
 
 @pytest.fixture
 async def connect(
-    sandbox: ProviderSandbox,
-    clock: FakeClock,
-    attempt_timeout: float,
-    monkeypatch: pytest.MonkeyPatch,
+    sandbox: ProviderSandbox, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Connect]:
     monkeypatch.delenv(API_ENV, raising=False)
-    async with connectors(sandbox.base_url("shopify"), clock, TOKEN, attempt_timeout) as factory:
+    async with connectors(sandbox, clock, TOKEN) as factory:
         yield factory
 
 
@@ -244,7 +240,7 @@ async def test_an_empty_bucket_that_never_refills_is_rate_limited(
     )
     slow.fill_cost(0)
     with ProviderSandbox([slow]) as running:
-        async with connectors(running.base_url("shopify"), clock, TOKEN, 10.0) as factory:
+        async with connectors(running, clock, TOKEN) as factory:
             with pytest.raises(RateLimitedError) as caught:
                 await factory().create_order([LAMP], idempotency_key="order/1")
         assert caught.value.retryable
@@ -386,7 +382,7 @@ async def test_a_gateway_answer_is_an_unknown_outcome_when_nothing_can_be_looked
     OutcomeUnknownError carrying the key, after one ``orderCreate``."""
     monkeypatch.delenv(API_ENV, raising=False)
     with FlakyServer(default=GATEWAY_FAULTS[gateway]) as server:
-        async with connectors(server.url, clock, TOKEN, ANSWER_TIMEOUT) as factory:
+        async with connectors(server.url, clock, TOKEN) as factory:
             with pytest.raises(OutcomeUnknownError) as caught:
                 await factory().create_order([LAMP], idempotency_key="order/gw")
         sent = [json.loads(r.body)["query"].split("(")[0] for r in server.requests]

@@ -35,7 +35,7 @@ from antifragile.connectors import (
 )
 from antifragile.connectors._twilio import ACCOUNT_SID_ENV, AUTH_TOKEN_ENV, BASE_URL_ENV
 from antifragile.sandbox import FlakyServer, ProviderFault, ProviderSandbox, TwilioSimulator
-from tests.integration._faults import FAULT_KINDS, GATEWAY_FAULTS
+from tests.integration._faults import FAULT_KINDS, GATEWAY_FAULTS, attempt_timeout
 
 SID = "AC" + "0123456789abcdef" * 2
 TOKEN = "test-auth-token"
@@ -61,13 +61,11 @@ def sandbox() -> Iterator[ProviderSandbox]:
 
 
 @pytest.fixture
-async def connect(
-    sandbox: ProviderSandbox, clock: FakeClock, attempt_timeout: float
-) -> AsyncIterator[Connect]:
+async def connect(sandbox: ProviderSandbox, clock: FakeClock) -> AsyncIterator[Connect]:
     made: list[TwilioConnector] = []
 
     def factory(account_sid: str = SID, auth_token: str = TOKEN, **options: Any) -> TwilioConnector:
-        options.setdefault("timeout", attempt_timeout)
+        options.setdefault("timeout", attempt_timeout(sandbox))
         options.setdefault("base_url", sandbox.base_url("twilio"))
         options.setdefault("clock", clock)
         connector = TwilioConnector(account_sid, auth_token, **options)

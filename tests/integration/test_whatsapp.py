@@ -46,7 +46,12 @@ from antifragile.sandbox import (
     ProviderSandbox,
     WhatsAppSimulator,
 )
-from tests.integration._faults import FAULT_KINDS, GATEWAY_FAULTS, sent_once_or_flagged
+from tests.integration._faults import (
+    FAULT_KINDS,
+    GATEWAY_FAULTS,
+    attempt_timeout,
+    sent_once_or_flagged,
+)
 
 TOKEN = "EAAG-test-token"
 PHONE = "106540352242922"
@@ -72,13 +77,11 @@ def sandbox() -> Iterator[ProviderSandbox]:
 
 
 @pytest.fixture
-async def connect(
-    sandbox: ProviderSandbox, clock: FakeClock, attempt_timeout: float
-) -> AsyncIterator[Connect]:
+async def connect(sandbox: ProviderSandbox, clock: FakeClock) -> AsyncIterator[Connect]:
     made: list[WhatsAppConnector] = []
 
     def factory(access_token: str = TOKEN, **options: Any) -> WhatsAppConnector:
-        options.setdefault("timeout", attempt_timeout)
+        options.setdefault("timeout", attempt_timeout(sandbox))
         options.setdefault("phone_number_id", PHONE)
         options.setdefault("base_url", sandbox.base_url("whatsapp"))
         connector = WhatsAppConnector(access_token, clock=clock, **options)

@@ -8,6 +8,7 @@ from antifragile import (
     AuthenticationError,
     CircuitOpenError,
     ConfigurationError,
+    DeadlineExceededError,
     InvalidRequestError,
     NetworkError,
     RateLimitedError,
@@ -23,6 +24,7 @@ from antifragile.connectors._failover import (
     settle_window_from,
     verdict,
 )
+from antifragile.connectors._outcome import error_body
 
 RESEND_503 = '{"statusCode": 503, "name": "application_error", "message": "down"}'
 
@@ -55,13 +57,35 @@ def test_settle_window_setting() -> None:
         ("resend", InvalidRequestError("bad from", status=422), "raise"),
         ("sendgrid", UpstreamUnavailableError("5xx", status=503), "next"),
         ("sendgrid", OutcomeUnknownError("lost", reconcile_key="k"), "unknown"),
+        ("resend", UpstreamUnavailableError("no id", status=200, detail="{}"), "unknown"),
+        ("resend", DeadlineExceededError("deadline passed"), "unknown"),
+        ("resend", UpstreamTimeoutError("PoolTimeout: no connection"), "next"),
         ("smtp", NetworkError("ConnectError: refused", replay_safe=True), "next"),
+        ("smtp", NetworkError("reset after DATA", replay_safe=False), "unknown"),
+        ("mailbox", UpstreamUnavailableError("502", status=502, replay_safe=False), "unknown"),
         ("smtp", ConfigurationError("no host"), "next"),
         ("smtp", ValueError("a bug"), "raise"),
     ],
 )
 def test_verdict_of_each_failure(provider: str, error: Exception, expected: str) -> None:
     assert verdict(provider, error) == expected
+
+
+@pytest.mark.parametrize(
+    ("detail", "expected"),
+    [
+        (RESEND_503, {"statusCode": 503, "name": "application_error", "message": "down"}),
+        ("<html><body>502 Bad Gateway</body></html>", None),
+        ('{"cut short', None),
+        ("[1, 2]", None),
+        ("{}", None),
+        (None, None),
+    ],
+)
+def test_error_body_is_the_providers_json_object_only(
+    detail: str | None, expected: dict[str, object] | None
+) -> None:
+    assert error_body(detail) == expected
 
 
 def test_serving_entry_only_with_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:

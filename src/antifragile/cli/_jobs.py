@@ -218,7 +218,12 @@ def worker(
         typer.Option(min=0.05, help="Lease renewal period (s) [default: lease / 3]."),
     ] = None,
     poll_interval: Annotated[
-        float, typer.Option(min=0.01, help="Wait between looks at an empty queue (s).")
+        float,
+        typer.Option(
+            min=0.01,
+            help="Longest idle wait before looking at the queue again (s); new jobs wake the "
+            "worker at once, this is the fallback when a wake-up is lost.",
+        ),
     ] = 0.2,
     batch: Annotated[int, typer.Option(min=1, help="Jobs claimed or completed per call.")] = 50,
     grace: Annotated[

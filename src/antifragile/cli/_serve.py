@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -52,6 +54,31 @@ _log = logging.getLogger("antifragile.cli")
 
 URL_ENV = "ANTIFRAGILE_URL"
 DEFAULT_URL = "http://127.0.0.1:8000"
+LOOP_ENV = "ANTIFRAGILE_LOOP"
+#: the event loops ``serve`` runs on: the standard library's unless uvloop is asked for
+LOOPS = ("asyncio", "uvloop")
+
+
+def _loop(value: str) -> str:
+    loop = value.strip().lower()
+    if loop not in LOOPS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(LOOPS)}")
+    return loop
+
+
+def _loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """What makes the event loop *loop* (``None``: asyncio's own); uvloop must be installed."""
+    if loop == "asyncio":
+        return None
+    try:
+        uvloop = importlib.import_module("uvloop")
+    except ImportError:
+        raise ConfigurationError(
+            f"--loop uvloop ({LOOP_ENV}=uvloop) needs the uvloop package: pip install uvloop"
+        ) from None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
 
 UrlOption = Annotated[
     str,
@@ -179,6 +206,16 @@ def serve(
     forwarded_allow_ips: Annotated[
         str, typer.Option(help="Proxies trusted for X-Forwarded-* headers.")
     ] = "127.0.0.1",
+    loop: Annotated[
+        str,
+        typer.Option(
+            "--loop",
+            envvar=LOOP_ENV,
+            callback=_loop,
+            help="The event loop: asyncio (the standard library's) or uvloop (opt-in; needs "
+            "the uvloop package).",
+        ),
+    ] = "asyncio",
 ) -> None:
     """Run the service: HTTP API, worker and scheduler (all three by default).
 
@@ -192,6 +229,7 @@ def serve(
             raise ConfigurationError(
                 "nothing to run: --no-api, --no-worker and --no-scheduler all given"
             )
+        _loop_factory(loop)  # uvloop asked for but not installed: one line, before anything starts
         settings = _settings(config)
         if database_url:
             settings = settings.model_copy(update={"database_url": database_url})
@@ -212,6 +250,7 @@ def serve(
             proxy_headers=proxy_headers,
             forwarded_allow_ips=forwarded_allow_ips,
             metrics=(metrics_host, metrics_port),
+            loop=loop,
         )
 
 
@@ -226,20 +265,23 @@ def _serve(
     proxy_headers: bool,
     forwarded_allow_ips: str,
     metrics: tuple[str, int | None],
+    loop: str = "asyncio",
 ) -> None:
     from antifragile.service._settings import safe_url
 
     api, worker, scheduler = parts["api"], parts["worker"], parts["scheduler"]
     running = ", ".join(name for name, on in parts.items() if on)
     _log.info(
-        "antifragile serve%s: %s; database %s",
+        "antifragile serve%s: %s; database %s; %s event loop",
         f" on http://{host}:{port}" if api else "",
         running,
         safe_url(settings.database_url),
-        extra={"parts": running, "database": safe_url(settings.database_url)},
+        loop,
+        extra={"parts": running, "database": safe_url(settings.database_url), "loop": loop},
     )
     if not api:
-        asyncio.run(_run_background(settings, worker, scheduler, metrics))
+        with asyncio.Runner(loop_factory=_loop_factory(loop)) as background:
+            background.run(_run_background(settings, worker, scheduler, metrics))
         return
     import uvicorn
 
@@ -256,6 +298,7 @@ def _serve(
             log_level=log_level.lower(),
             log_config=None,  # uvicorn's records go through the JSON logging too
             lifespan="on",
+            loop=loop,  # never "auto": what happens to be installed does not change the service
             proxy_headers=proxy_headers,
             forwarded_allow_ips=forwarded_allow_ips,
             server_header=False,

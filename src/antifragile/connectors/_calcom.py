@@ -46,7 +46,6 @@ since it cannot tell our booking from someone else's.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -60,6 +59,7 @@ from antifragile.connectors._correlation import REF_ARG, correlation_for
 from antifragile.connectors._outcome import (
     OutcomeUnknownError,
     calcom_error_answer,
+    error_body,
     outcome_unknown,
 )
 from antifragile.connectors._resend import idempotency_key_for
@@ -141,13 +141,8 @@ def booking_link(
 
 
 def _calcom_error(detail: str | None) -> str | None:
-    if not detail:
-        return None
-    try:
-        body = json.loads(detail)
-    except ValueError:
-        return None
-    error = body.get("error") if isinstance(body, dict) else None
+    body = error_body(detail)
+    error = body.get("error") if body is not None else None
     if not isinstance(error, dict):
         return None
     parts = [error.get(k) for k in ("code", "message")]

@@ -53,7 +53,6 @@ an email a provider accepted without answering, and that no lookup finds within 
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -61,18 +60,18 @@ from dataclasses import dataclass
 from email.utils import parseaddr
 from typing import Any
 
-from antifragile.connectors._outcome import OutcomeUnknownError, ProviderRefusedError
+from antifragile.connectors._outcome import (
+    OutcomeUnknownError,
+    ProviderRefusedError,
+    may_have_acted,
+)
 from antifragile.errors import (
     AuthenticationError,
     ConfigurationError,
-    DeadlineExceededError,
     IntegrationError,
-    NetworkError,
     RateLimitedError,
     RejectedError,
     TransientError,
-    UpstreamTimeoutError,
-    UpstreamUnavailableError,
 )
 from antifragile.policies import SYSTEM_CLOCK, CircuitState, Clock
 from antifragile.stores import KeyValueStore
@@ -89,8 +88,6 @@ REPLAYABLE = frozenset({"resend"})
 EMAIL_PROVIDERS: tuple[str, ...] = ("resend", "sendgrid", "smtp", "mandrill")
 
 _OPEN = frozenset({CircuitState.OPEN, CircuitState.FORCED_OPEN})
-# transport failures raised before any byte of the request was written (errors/_classify.py)
-_NOT_SENT = ("ConnectError", "ConnectTimeout", "PoolTimeout", "ConnectionRefusedError")
 
 Reconcile = Callable[[str, str], Awaitable[bool | None]]
 
@@ -162,15 +159,6 @@ def _lookup(connector: Any) -> Callable[[str], Awaitable[bool | None]] | None:
     return lookup if callable(lookup) else None
 
 
-def _provider_answer(detail: str | None) -> bool:
-    """Whether an error body is the provider speaking (JSON), not a gateway's page."""
-    try:
-        body = json.loads(detail or "")
-    except ValueError:
-        return False
-    return isinstance(body, dict) and bool(body)
-
-
 def verdict(provider: str, error: BaseException) -> str:
     """What a failed send at *provider* calls for: ``"next"`` (nothing was sent: the next
     provider may send), ``"unknown"`` (it may have been sent) or ``"raise"``."""
@@ -180,19 +168,11 @@ def verdict(provider: str, error: BaseException) -> str:
         return "next"
     if not isinstance(error, IntegrationError):
         return "raise"
+    # a send that may have been made blocks every other provider until it is settled
+    if may_have_acted(error, keyed=provider in REPLAYABLE):
+        return "unknown"
     if isinstance(error, RejectedError | RateLimitedError | AuthenticationError):
         return "next"
-    if isinstance(error, UpstreamUnavailableError):
-        if provider not in REPLAYABLE:  # its connector raised the ambiguous ones as unknown
-            return "next"
-        # a 5xx in the provider's own format failed the request as a whole; a gateway's page
-        # or a 200 without the email's id may hide a send
-        server = error.status is not None and error.status >= 500
-        return "next" if server and _provider_answer(error.detail) else "unknown"
-    if isinstance(error, UpstreamTimeoutError | NetworkError | DeadlineExceededError):
-        if error.message.startswith(_NOT_SENT):
-            return "next"
-        return "unknown" if provider in REPLAYABLE or not error.replay_safe else "next"
     if error.retryable or (error.status is not None and error.status >= 500):
         return "next"
     return "raise"  # 400/422, a key conflict: the email itself is refused

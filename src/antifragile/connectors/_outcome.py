@@ -21,7 +21,17 @@ from typing import Any
 
 import httpx
 
-from antifragile.errors import ErrorCode, IntegrationError, PermanentError
+from antifragile.errors import (
+    DeadlineExceededError,
+    ErrorCode,
+    IntegrationError,
+    NetworkError,
+    PermanentError,
+    RateLimitedError,
+    TransientError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
 
 
 class OutcomeUnknownError(PermanentError):
@@ -44,13 +54,17 @@ class ProviderRefusedError(PermanentError):
     provider may act on it (an email chain moves on)."""
 
 
-def outcome_unknown(error: IntegrationError, reconcile_key: str) -> IntegrationError:
-    """*error* as an :class:`OutcomeUnknownError` when it is ambiguous, else *error* itself.
+def ambiguous(error: IntegrationError) -> bool:
+    """Whether *error* leaves the request's outcome unknown: a transient failure after the
+    request may have been handled (``replay_safe`` false). Rate limits, refusals before
+    sending and permanent 4xx answers are not."""
+    return not (error.replay_safe or isinstance(error, PermanentError) or not error.retryable)
 
-    Ambiguous: a transient failure after the request may have been handled (``replay_safe``
-    false). Rate limits, refusals before sending and permanent 4xx answers are not.
-    """
-    if error.replay_safe or isinstance(error, PermanentError) or not error.retryable:
+
+def outcome_unknown(error: IntegrationError, reconcile_key: str) -> IntegrationError:
+    """*error* as an :class:`OutcomeUnknownError` when it is :func:`ambiguous`, else *error*
+    itself."""
+    if not ambiguous(error):
         return error
     unknown = OutcomeUnknownError(
         f"outcome unknown, not sent again (reconcile with {reconcile_key!r}): {error.message}",
@@ -65,6 +79,47 @@ def outcome_unknown(error: IntegrationError, reconcile_key: str) -> IntegrationE
     )
     unknown.give_up_reason = error.give_up_reason
     return unknown
+
+
+# transport failures raised before any byte of the request was written (errors/_classify.py
+# names the error after them)
+_NOT_SENT = ("ConnectError", "ConnectTimeout", "PoolTimeout", "ConnectionRefusedError")
+
+
+def may_have_acted(error: BaseException, *, keyed: bool) -> bool:
+    """Whether the provider may have acted on a request that failed with *error*.
+
+    *keyed*: the provider deduplicates a repeated request by its idempotency key, so the
+    request was sent as ``replay_safe`` and that flag says nothing of what happened: the
+    error's kind does. A lost answer (a timeout, a dropped connection, a passed deadline after
+    the request went out) or a 5xx that is not in the provider's own error format (a gateway's
+    page, a 200 without the expected body) may hide an effect. Without a key the connector
+    has said so itself (:class:`OutcomeUnknownError`, or an :func:`ambiguous` error).
+    """
+    if isinstance(error, OutcomeUnknownError):
+        return True
+    if not isinstance(error, TransientError) or isinstance(error, RateLimitedError):
+        return False
+    if error.message.startswith(_NOT_SENT):
+        return False
+    if not keyed:
+        return ambiguous(error)
+    if isinstance(error, UpstreamUnavailableError):
+        server = error.status is not None and error.status >= 500
+        return not (server and error_body(error.detail) is not None)
+    return isinstance(error, UpstreamTimeoutError | NetworkError | DeadlineExceededError)
+
+
+def error_body(detail: str | None) -> dict[str, Any] | None:
+    """An error's body excerpt as the JSON object the provider answered, or ``None`` when it
+    is not one (no body, a gateway's HTML page, cut short)."""
+    if not detail:
+        return None
+    try:
+        body = json.loads(detail)
+    except (ValueError, RecursionError):
+        return None
+    return body if isinstance(body, dict) and body else None
 
 
 # -- "not processed": a 5xx that carries the provider's own error body ---------------------------

@@ -54,7 +54,6 @@ in the ``tags`` of each of its webhook events (``email.sent``, ``email.delivered
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -63,7 +62,7 @@ import httpx
 
 from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii, required_from
 from antifragile.connectors._correlation import REF_ARG, correlation_for
-from antifragile.connectors._outcome import resend_error_answer
+from antifragile.connectors._outcome import error_body, resend_error_answer
 from antifragile.connectors._quota import paused_refusal, until_daily_reset, until_monthly_reset
 from antifragile.errors import (
     ConfigurationError,
@@ -131,13 +130,8 @@ class SentEmail:
 
 def _resend_error(detail: str | None) -> tuple[str | None, str | None]:
     """Resend's error ``name`` and ``message`` from an error body excerpt."""
-    if not detail:
-        return None, None
-    try:
-        body = json.loads(detail)
-    except ValueError:
-        return None, None
-    if not isinstance(body, dict):
+    body = error_body(detail)
+    if body is None:
         return None, None
     name, message = body.get("name"), body.get("message")
     return (

@@ -45,7 +45,6 @@ reconciliation.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +55,7 @@ from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii
 from antifragile.connectors._correlation import REF_ARG, correlation_for
 from antifragile.connectors._outcome import (
     OutcomeUnknownError,
+    error_body,
     outcome_unknown,
     sendgrid_error_answer,
 )
@@ -98,13 +98,8 @@ class SendGridSent:
 
 def _sendgrid_errors(detail: str | None) -> str | None:
     """``message (field)`` of each entry of SendGrid's ``errors`` array, joined."""
-    if not detail:
-        return None
-    try:
-        body = json.loads(detail)
-    except ValueError:
-        return None
-    errors = body.get("errors") if isinstance(body, dict) else None
+    body = error_body(detail)
+    errors = body.get("errors") if body is not None else None
     if not isinstance(errors, list):
         return None
     parts: list[str] = []

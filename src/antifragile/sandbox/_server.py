@@ -377,11 +377,15 @@ class FlakyServer(LoopThread):
         except Exception:  # a bug here must not end the server; say what it was
             _log.exception("FlakyServer connection %d failed", number)
         finally:
-            if not writer.is_closing():
-                writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-            self._writers.discard(writer)
+            try:
+                if not writer.is_closing():
+                    writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+            finally:
+                # also when stop cancels this task while it waits for the close (which cancels
+                # the connection's close future): stop has aborted the connection already
+                self._writers.discard(writer)
 
     async def _serve(
         self,
@@ -532,9 +536,14 @@ async def drain_loop(close: Callable[[], Iterable[Awaitable[object]]]) -> None:
 
 
 async def _closed(writer: asyncio.StreamWriter, writers: set[asyncio.StreamWriter]) -> None:
-    with contextlib.suppress(Exception):
-        await writer.wait_closed()
-    writers.discard(writer)
+    """Wait for an aborted connection to be closed, then forget it -- also when its close
+    future was cancelled (a task cancelled while waiting for the close): that wait raises
+    CancelledError at once, and a writer left in *writers* would be waited for forever."""
+    try:
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+    finally:
+        writers.discard(writer)
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:

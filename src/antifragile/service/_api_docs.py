@@ -14,15 +14,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from functools import cache
-from importlib import resources
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment
 from markupsafe import Markup, escape
 
 from antifragile.service._limits import limit_by_ip
+from antifragile.service._pages import page_asset, page_templates
 
 #: where the page is served
 DOCS_PATH = "/docs"
@@ -125,21 +125,7 @@ def models(schema: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
 
 @cache
 def _templates() -> Environment:
-    env = Environment(
-        loader=PackageLoader("antifragile.service", "templates"),
-        autoescape=select_autoescape(default=True, default_for_string=True),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["type_of"] = type_of
-    env.filters["prose"] = prose
-    return env
-
-
-@cache
-def _style() -> bytes:
-    return resources.files("antifragile.service").joinpath("templates", "api_docs.css").read_bytes()
+    return page_templates({"type_of": type_of, "prose": prose})
 
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(limit_by_ip)])
@@ -163,7 +149,8 @@ async def api_docs(request: Request) -> HTMLResponse:
 
 @router.get(DOCS_PATH + "/assets/api_docs.css")
 async def api_docs_style() -> Response:
-    return Response(_style(), media_type="text/css; charset=utf-8", headers=_HEADERS)
+    style = page_asset("api_docs.css")
+    return Response(style, media_type="text/css; charset=utf-8", headers=_HEADERS)
 
 
 #: the API reference's router (included unless ``ANTIFRAGILE_API_DOCS=off``)

@@ -51,13 +51,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
-from importlib import resources
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment
 
 from antifragile.errors import ErrorCode
 from antifragile.inbound._replies import SEND_JOB, Replies
@@ -103,6 +102,7 @@ from antifragile.service._dashboard_views import (
 from antifragile.service._envelope import ApiError
 from antifragile.service._limits import client_ip, limit_by_ip
 from antifragile.service._login import LoginThrottle, account_of
+from antifragile.service._pages import page_asset, page_templates
 from antifragile.stores import KeyValueStore
 
 #: the cookie that carries a dashboard session's token
@@ -175,22 +175,7 @@ def _age(seconds: Any) -> str:
 
 @cache
 def _templates() -> Environment:
-    env = Environment(
-        loader=PackageLoader("antifragile.service", "templates"),
-        autoescape=select_autoescape(default=True, default_for_string=True),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["when"] = _when
-    env.filters["age"] = _age
-    env.filters["short_id"] = short_id
-    return env
-
-
-@cache
-def _asset(name: str) -> bytes:
-    return resources.files("antifragile.service").joinpath("templates", name).read_bytes()
+    return page_templates({"when": _when, "age": _age, "short_id": short_id})
 
 
 def _html(template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
@@ -603,7 +588,7 @@ async def asset(name: str) -> Response:
     if media_type is None:
         raise ApiError(404, ErrorCode.NOT_FOUND, f"no dashboard asset {name[:40]!r}")
     headers = {**_SECURITY_HEADERS, "Cache-Control": "no-cache"}
-    return Response(_asset(name), media_type=media_type, headers=headers)
+    return Response(page_asset(name), media_type=media_type, headers=headers)
 
 
 @router.get("/login")
