@@ -227,7 +227,8 @@ async def test_url_signed_webhooks_without_a_known_url_are_refused_whatever_the_
     )
     log_startup_warnings({}, settings, [], None)
     lines = [r.getMessage() for r in caplog.records if "PUBLIC_URL" in r.getMessage()]
-    assert len(lines) == 1 and "Twilio and HubSpot webhooks" in lines[0], lines
+    assert len(lines) == 1, lines
+    assert "Twilio and HubSpot webhooks" in lines[0]
     assert "\n" not in lines[0]
 
     params = twilio_inbound_message(
