@@ -96,6 +96,14 @@ async def test_erasure_by_phone_deletes_that_persons_records_and_nothing_else(
 ) -> None:
     await populate(jobs, job_store, clock)
 
+    # a dead job's error names the person by reference only
+    (refused,) = [
+        job
+        for job in await jobs.queue.find(JobFilter(states=(JobState.DEAD,)))
+        if job.payload == {"order": "o-1"}
+    ]
+    assert refused.last_error == f"crm: the CRM refused {reference(PHONE)} (HTTP 400)"
+    assert PHONE[1:] not in str(refused.history)
     dry = await erase(jobs, phone="0044 7700 900123".replace("0044", "+44"), dry_run=True)
     report = await erase(jobs, phone=PHONE)
 

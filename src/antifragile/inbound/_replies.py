@@ -97,6 +97,7 @@ from antifragile.inbound._echo import (
 )
 from antifragile.inbound._flows import render
 from antifragile.inbound._model import Channel, InboundEvent, Tenant
+from antifragile.inbound._sealing import MESSAGE_FIELDS, open_fields, seal_fields
 from antifragile.inbound._tasks import Tasks
 from antifragile.jobs import JobContext, JobDeferred, JobFunction, Jobs, StatusFlag
 from antifragile.jobs._policy import decide_failure
@@ -465,9 +466,14 @@ class Replies:
         kv = kv_of(self.jobs)
         now = self.clock.time()
         record = {"id": message_id, **fields, "status": "new", "created_at": now}
-        # keep the first record of this key (a second send with the key changes nothing)
+        # keep the first record of this key (a second send with the key changes nothing); the
+        # recipient and the text sealed with a data key
         await kv.compare_and_set(
-            OUTMSG_PREFIX + message_id, record, expected_version=None, now=now, ttl=self.retention
+            OUTMSG_PREFIX + message_id,
+            seal_fields(record, MESSAGE_FIELDS),
+            expected_version=None,
+            now=now,
+            ttl=self.retention,
         )
         # the provider echoes correlation_for(message_id) in its status webhooks: an index from
         # that correlation back to the message lets a status find it before the send returns
@@ -518,7 +524,9 @@ class Replies:
         """The stored message (with its status and provider id), or ``None``."""
         await self.jobs.open()
         found = await kv_of(self.jobs).get(OUTMSG_PREFIX + message_id, now=self.clock.time())
-        return dict(found.value) if found is not None and isinstance(found.value, dict) else None
+        if found is None or not isinstance(found.value, dict):
+            return None
+        return open_fields(found.value, MESSAGE_FIELDS)
 
     async def recent(
         self,
@@ -534,7 +542,11 @@ class Replies:
         after skipping *offset*. Reads at most *scan_limit* records."""
         await self.jobs.open()
         found = await kv_of(self.jobs).scan(OUTMSG_PREFIX, now=self.clock.time(), limit=scan_limit)
-        records = [dict(item.value) for item in found if isinstance(item.value, dict)]
+        records = [
+            open_fields(item.value, MESSAGE_FIELDS)
+            for item in found
+            if isinstance(item.value, dict)
+        ]
         records = [
             record
             for record in records
@@ -568,7 +580,7 @@ class Replies:
         }
         merged = await kv.merge(OUTMSG_PREFIX + message_id, changes, now=now)
         _log.info("reply %s: sending again, asked by %s", message_id, by)
-        return dict(merged.value) if isinstance(merged.value, dict) else {}
+        return open_fields(merged.value, MESSAGE_FIELDS) if isinstance(merged.value, dict) else {}
 
     async def wait_again(self, message_id: str) -> None:
         """Start a fresh wait for the echo of a reply whose outcome is unknown (its window
@@ -597,7 +609,7 @@ class Replies:
         }
         merged = await kv.merge(OUTMSG_PREFIX + message_id, changes, now=now)
         _log.info("reply %s: marked as sent by %s", message_id, by)
-        return dict(merged.value) if isinstance(merged.value, dict) else {}
+        return open_fields(merged.value, MESSAGE_FIELDS) if isinstance(merged.value, dict) else {}
 
     # -- the job ----------------------------------------------------------------------------
 
@@ -609,7 +621,7 @@ class Replies:
         if found is None or not isinstance(found.value, dict):
             _log.warning("reply %s: its record is gone (expired?); nothing to send", message_id)
             return {"status": "expired"}
-        record = found.value
+        record = open_fields(found.value, MESSAGE_FIELDS)
         if record.get("provider_message_id"):
             provider_id = str(record["provider_message_id"])
             await self.deliveries.settle(message_id, str(record["channel"]), provider_id)
@@ -622,7 +634,7 @@ class Replies:
                 return settled
             again = await kv.get(key, now=self.clock.time())  # as _unknown left it
             if again is not None and isinstance(again.value, dict):
-                record = again.value
+                record = open_fields(again.value, MESSAGE_FIELDS)
         now = self.clock.time()
         await kv.merge(key, {"sending_since": now, "awaiting_since": None}, now=now)
         try:

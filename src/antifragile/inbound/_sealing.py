@@ -7,6 +7,10 @@ messages -- and opened when they are read: a copy of the database, a backup or a
 table shows ciphertext. Without it they are stored as they are (and this module changes
 nothing).
 
+The personal parts of each record (:data:`MESSAGE_FIELDS` of an outbound message,
+:data:`TASK_FIELDS` of a task) are sealed and opened by :func:`seal_fields` and
+:func:`open_fields`.
+
 A sealed value is the JSON object ``{"$sealed": "<Fernet token>"}`` in place of the value:
 Fernet (AES-128-CBC with HMAC-SHA256, from ``cryptography``) under a key derived from the
 secret with SHA-256, so a secret of any length works (give it 32 random bytes' worth:
@@ -94,6 +98,22 @@ def unseal(value: Any) -> Any:
             "the record expired?)"
         ) from None
     return json.loads(plain)
+
+
+#: the fields of an outbound message record that are about its recipient
+MESSAGE_FIELDS = ("to", "text", "template", "choices")
+#: the fields of a task that may name a person (a title typed by an operator, the assignee)
+TASK_FIELDS = ("title", "assignee")
+
+
+def seal_fields(record: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """A copy of *record* with the fields *names* sealed (:func:`seal`)."""
+    return {k: seal(v) if k in names else v for k, v in record.items()}
+
+
+def open_fields(record: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """A copy of *record* with the fields *names* opened (:func:`unseal`)."""
+    return {k: unseal(v) if k in names else v for k, v in record.items()}
 
 
 def unseal_all(value: Any) -> Any:
