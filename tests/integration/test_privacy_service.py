@@ -5,6 +5,7 @@ and by ``antifragile erase``, once; a session reset forgets the phone number."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -256,6 +257,10 @@ def test_with_a_data_key_personal_data_is_stored_encrypted_and_still_erasable(
     # every table: the inbox, sessions, outbound messages (recipient, text), jobs
     for plain in (PHONE, "Hello there", "Ada Lovelace", *sent):
         assert plain not in stored
+    # nor a plain hash of the number (a session's key, an ordering key): they are keyed
+    for guessable in (f"acme\x00{PHONE}", PHONE):
+        assert hashlib.sha256(guessable.encode()).hexdigest()[:24] not in stored
+    assert Sessions.key_for("acme", PHONE) in stored
     assert "$sealed" in stored
     outbound = service.rows("SELECT value FROM antifragile_kv WHERE key LIKE 'outmsg:%'")
     assert len(outbound) == 2

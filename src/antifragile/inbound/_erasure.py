@@ -16,8 +16,9 @@ record is about the person when its key or its JSON holds
 * the email address, in any case (``%40`` for ``@`` too);
 * the person's **reference** (:func:`~antifragile.observability.reference` under every
   configured data key and without one), which job payloads carry instead of the value;
-* the hash a session's key is made of (``session:{tenant}:{sha256(phone)[:24]}``), and the
-  ordering key of the person's inbound jobs (for the tenants named).
+* the hash a session's key is made of (``session:{tenant}:{hash(phone)[:24]}``), and the
+  ordering key of the person's inbound jobs (for the tenants named) -- under every configured
+  data key and unkeyed.
 
 Beside them, the idempotency records of the store (:class:`~antifragile.stores.IdempotencyStore`:
 claims of effects, with their keys and stored results) are searched the same way.
@@ -37,7 +38,6 @@ millions of records, and it can run while the service runs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -45,13 +45,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from antifragile.errors import ConfigurationError
-from antifragile.inbound._pipeline import sender_ordering_key
+from antifragile.inbound._pipeline import sender_ordering_keys
 from antifragile.inbound._replies import kv_of
 from antifragile.inbound._sealing import unseal_all
+from antifragile.inbound._sessions import SESSION_PURPOSE
 from antifragile.jobs import FINAL, Job, JobFilter, Jobs
 from antifragile.jobs._model import CLAIMABLE
 from antifragile.observability import mask_email, mask_phone, reference
-from antifragile.observability._personal import _UNKEYED, data_keys
+from antifragile.observability._personal import _UNKEYED, data_keys, lookup_hashes
 from antifragile.stores import KeyValueStore
 
 #: what each key-value prefix holds, as the counts name it
@@ -120,8 +121,10 @@ class _Matcher:
                 raise ConfigurationError("a phone number has 7 to 15 digits")
             spelled = r"[\s().-]*".join(digits)
             patterns.append(rf"(?<!\d){spelled}(?!\d)")
-            literals.append(hashlib.sha256(digits.encode()).hexdigest()[:24])
-            literals.extend(sender_ordering_key(t, digits) for t in tenants)
+            # the hashes of session keys and ordering keys, under every data key and unkeyed
+            literals.extend(h[:24] for h in lookup_hashes(SESSION_PURPOSE, digits))
+            for tenant in tenants:
+                literals.extend(sender_ordering_keys(tenant, digits))
             literals.extend(reference(digits, key=key) for key in keys)
         if email is not None:
             address = email.strip()
