@@ -3,7 +3,8 @@
 ``ANTIFRAGILE_DATA_KEYS`` holds one or more secrets, comma-separated. When it is set, the
 personal parts of the records the service keeps are **sealed** before they are stored -- the
 inbox's message (sender, text, profile name), a session's phone number, answers and recent
-messages -- and opened when they are read: a copy of the database, a backup or a look at a
+messages, an outbound message's recipient and text, a task's title and assignee -- and opened
+when they are read: a copy of the database, a backup or a look at a
 table shows ciphertext. Without it they are stored as they are (and this module changes
 nothing).
 
@@ -18,7 +19,8 @@ secret with SHA-256, so a secret of any length works (give it 32 random bytes' w
 
 **Rotation.** The first key seals; every key opens. To rotate, put the new key first and keep
 the old ones after it until every record sealed with them has expired (inbox 7 days,
-sessions 30 days by default), then drop them. A sealed record none of the keys opens -- the
+sessions and outbound messages 30 days by default; tasks when deleted or updated), then drop
+them. A sealed record none of the keys opens -- the
 key that sealed it was removed too early -- is a :class:`~antifragile.ConfigurationError`
 that says so, never a silent empty value.
 
