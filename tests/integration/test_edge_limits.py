@@ -87,6 +87,11 @@ def _client(app: FastAPI, **headers: str) -> httpx.AsyncClient:
     )
 
 
+def _https_client(app: FastAPI, host: str) -> httpx.AsyncClient:
+    """A client whose requests name *host* (as a provider calling that deployment would)."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=f"https://{host}")
+
+
 def _code(response: httpx.Response, status: int) -> str:
     assert response.status_code == status, response.text
     body = response.json()
@@ -238,9 +243,7 @@ async def test_url_signed_webhooks_without_a_known_url_are_refused_whatever_the_
     body = json.dumps([{"eventId": 1, "subscriptionType": "contact.creation"}]).encode()
     timestamp = str(int(assistant.clock.time() * 1000))
     hubspot_url = f"https://{host}/v1/webhooks/hubspot"
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app), base_url=f"https://{host}"
-    ) as client:
+    async with _https_client(app, host) as client:
         twilio = await client.post(
             "/v1/webhooks/twilio",
             data=params,
@@ -284,9 +287,7 @@ async def test_twilio_signatures_only_over_an_allowed_host(make_app: Apps) -> No
     )
     for host, status in (("other-deployment.example", 401), ("assistant.example.com", 200)):
         url = f"https://{host}/v1/webhooks/twilio"
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app), base_url=f"https://{host}"
-        ) as client:
+        async with _https_client(app, host) as client:
             response = await client.post(
                 "/v1/webhooks/twilio",
                 data=params,
