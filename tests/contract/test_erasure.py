@@ -1,7 +1,8 @@
 """Contract: erasure finds every record about one person -- inbox entries, finished and dead
-jobs, key-value records (sessions, outbound messages, tasks) -- by phone number or email
-address, in any spelling or as its reference, deletes them and nothing else, and is
-idempotent; ``delete_inbound`` deletes entries by id.
+jobs, waiting jobs (cancelled), key-value records (sessions, outbound messages, tasks),
+idempotency records -- by phone number or email address, in any spelling or as its
+reference, deletes them and nothing else, leaves a running job to its worker, and is
+idempotent; ``delete_inbound`` deletes entries by id, ``cancel`` waiting jobs only.
 
 Every test runs on each job-queue backend (memory, SQLite, PostgreSQL in its own schema).
 """
@@ -17,7 +18,7 @@ from antifragile.inbound import Sessions
 from antifragile.inbound._erasure import erase
 from antifragile.jobs import JobContext, JobFilter, JobQueue, Jobs, JobState, NewInboxEntry, Worker
 from antifragile.observability import reference
-from antifragile.stores import Store
+from antifragile.stores import IdempotencyStatus, Store
 
 PHONE, OTHER_PHONE = "+447700900123", "+447700900999"
 EMAIL, OTHER_EMAIL = "Ada@Example.com", "grace@example.com"
@@ -73,6 +74,16 @@ async def populate(jobs: Jobs, store: Store, clock: FakeClock) -> None:
         await kv.set(f"outmsg:{phone[-3:]}", {"to": f"whatsapp:{phone}", "text": "hi"}, now=now)
     await kv.set("task:t1", {"title": f"Call {PHONE[:3]} {PHONE[3:7]} {PHONE[7:]}"}, now=now)
     await kv.set("template:x", {"subject": "not about anyone", "text": "1447700900123"}, now=now)
+    idempotency = store.idempotency
+    for key, result in (
+        (f"welcome:{reference(PHONE)}", {"sent": True}),
+        ("receipt:o-1", {"sent_to": f"whatsapp:{PHONE}"}),
+        (f"welcome:{reference(OTHER_PHONE)}", {"sent": True}),
+    ):
+        await idempotency.claim(key, owner="w1", now=now, ttl=3600)
+        await idempotency.complete(
+            key, owner="w1", status=IdempotencyStatus.SUCCEEDED, result=result, now=now, ttl=3600
+        )
 
 
 @pytest.fixture
@@ -85,6 +96,14 @@ async def test_erasure_by_phone_deletes_that_persons_records_and_nothing_else(
 ) -> None:
     await populate(jobs, job_store, clock)
 
+    # a dead job's error names the person by reference only
+    (refused,) = [
+        job
+        for job in await jobs.queue.find(JobFilter(states=(JobState.DEAD,)))
+        if job.payload == {"order": "o-1"}
+    ]
+    assert refused.last_error == f"crm: the CRM refused {reference(PHONE)} (HTTP 400)"
+    assert PHONE[1:] not in str(refused.history)
     dry = await erase(jobs, phone="0044 7700 900123".replace("0044", "+44"), dry_run=True)
     report = await erase(jobs, phone=PHONE)
 
@@ -95,11 +114,16 @@ async def test_erasure_by_phone_deletes_that_persons_records_and_nothing_else(
         "sessions": 1,
         "outbound_messages": 1,
         "tasks": 1,
+        "jobs_cancelled": 1,  # the reminder waited: it is not run for an erased person
+        "idempotency": 2,  # by its reference in the key, by the number in the result
     }
     assert dry.counts == expected
     assert dry.dry_run is True
     assert report.counts == expected
-    assert report.jobs_pending == 1  # the reminder waits: its payload is a reference
+    assert report.jobs_pending == 0
+    assert await jobs.queue.find(JobFilter(name="remind")) == []
+    left = await job_store.idempotency.scan("", now=clock.time())
+    assert [r.key for r in left] == [f"welcome:{reference(OTHER_PHONE)}"]
     inbox = await jobs.queue.find_inbound()
     assert [e.payload["sender"] for e in inbox] == [OTHER_PHONE.lstrip("+")]
     dead = await jobs.queue.find(JobFilter(states=(JobState.DEAD,)))
@@ -125,6 +149,56 @@ async def test_erasure_by_email_finds_it_in_any_case_and_as_its_reference(
     succeeded = await jobs.queue.find(JobFilter(states=(JobState.SUCCEEDED,)))
     assert [job.result for job in succeeded] == [{"greeted": OTHER_EMAIL}]
     assert (await erase(jobs, email=EMAIL)).total == 0
+
+
+async def test_a_running_job_is_left_to_its_worker_and_a_waiting_one_is_cancelled(
+    jobs: Jobs, clock: FakeClock
+) -> None:
+    """A job a worker holds is not deleted under it (``jobs_pending``); one waiting is
+    cancelled; once the running one has finished, erasing again deletes it and finds
+    nothing else."""
+
+    @jobs.job(queue="crm")
+    async def notify(ctx: JobContext, phone_number: str) -> None:
+        return None
+
+    await notify.enqueue(PHONE)
+    await jobs.open()
+    (held,) = await jobs.queue.claim(worker="w1", limit=1, lease=600, now=clock.time())
+    assert held.payload == {"phone_number": reference(PHONE)}
+    other = await notify.enqueue(OTHER_PHONE)
+    await notify.configure(delay=60).enqueue(PHONE)
+
+    report = await erase(jobs, phone=PHONE)
+
+    assert report.counts["jobs_cancelled"] == 1
+    assert report.jobs_pending == 1
+    assert report.to_json()["jobs_pending"] == 1
+    remaining = await jobs.queue.find(JobFilter())
+    assert sorted(job.id for job in remaining) == sorted([held.id, other.id])
+    await Worker(jobs).run_until_idle()  # the held job's lease is its worker's: not taken
+    clock.advance(601)
+    await Worker(jobs).run_until_idle()  # taken over and finished
+    after = await erase(jobs, phone=PHONE)
+    assert after.counts["jobs"] == 1
+    assert after.jobs_pending == 0
+    assert (await erase(jobs, phone=PHONE)).total == 0
+
+
+async def test_cancel_deletes_only_waiting_jobs(jobs: Jobs, clock: FakeClock) -> None:
+    @jobs.job(queue="q")
+    async def step(ctx: JobContext, n: int) -> int:
+        return n
+
+    first = await step.enqueue(1)
+    await jobs.open()
+    (held,) = await jobs.queue.claim(worker="w1", limit=1, lease=600, now=clock.time())
+    assert held.id == first.id
+    second = await step.enqueue(2)
+    third = await step.configure(delay=60).enqueue(3)
+    assert await jobs.queue.cancel([first.id, second.id, third.id, "nope", second.id]) == 2
+    assert [job.id for job in await jobs.queue.find(JobFilter())] == [first.id]
+    assert await jobs.queue.cancel([]) == 0
 
 
 async def test_erasure_needs_someone_well_formed(jobs: Jobs) -> None:

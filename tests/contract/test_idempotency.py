@@ -304,3 +304,33 @@ async def test_concurrent_completes_have_one_winner(store: Store, clock: FakeClo
     record = await store.idempotency.get("k", now=now)
     assert record is not None
     assert record.result == done.index(True)
+
+
+async def test_scan_lists_live_records_by_prefix_in_key_order_and_delete_drops_any(
+    store: Store, clock: FakeClock
+) -> None:
+    """scan returns the live records whose key starts with the prefix (``""``: all), in key
+    order, at most *limit*; expired ones are not listed. delete drops a record whatever its
+    state (processing or completed) and says whether there was one. Keys with the characters
+    a backend escapes ({, }, %, *) are listed as written."""
+    idem = store.idempotency
+    now = clock.time()
+    keys = ["mail:b", "mail:a{1}", "mail:%*", "sms:1"]
+    for key in keys:
+        await idem.claim(key, owner="w1", now=now, ttl=60)
+    await idem.complete("mail:b", owner="w1", status=SUCCEEDED, result={"n": 1}, now=now, ttl=60)
+    await idem.claim("mail:old", owner="w1", now=now - 120, ttl=60)  # expired
+
+    listed = await idem.scan("mail:", now=now)
+    assert [r.key for r in listed] == sorted(["mail:b", "mail:a{1}", "mail:%*"])
+    assert next(r for r in listed if r.key == "mail:b").result == {"n": 1}
+    assert [r.key for r in await idem.scan("", now=now, limit=2)] == sorted(keys)[:2]
+    assert await idem.scan("", now=now, limit=0) == []
+
+    assert await idem.delete("mail:b") is True  # completed
+    assert await idem.delete("mail:a{1}") is True  # processing
+    assert await idem.delete("mail:b") is False
+    assert await idem.get("mail:b", now=now) is None
+    assert [r.key for r in await idem.scan("", now=now)] == ["mail:%*", "sms:1"]
+    # a deleted key may be claimed afresh
+    assert (await idem.claim("mail:b", owner="w2", now=now, ttl=60)).acquired

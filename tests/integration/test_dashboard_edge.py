@@ -9,6 +9,7 @@ exactly when the cookie's session is alive, which is how a session is probed her
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from antifragile.service import Settings, create_app
 from antifragile.service._dashboard import COOKIE
 from antifragile.service._login import FREE_FAILURES
 from tests._service_standin import StandInAssistant
+from tests.conftest import REDIS_URL, require_service
 
 KEY_A = "Dashboard-Key-A-9f3Qz7LmT2"
 KEY_B = "Dashboard-Key-B-4xWv8RnK1p"
@@ -136,7 +138,7 @@ async def test_login_guesses_back_off_per_address_and_per_account(service: Servi
         service.clock.advance(2)
         assert (await _login(client, KEY_A)).status_code == 303
         assert (await _login(client, "wrong-key-0123456789")).status_code == 401  # reset
-    app.state.login_throttle.succeeded("127.0.0.1", None)
+    await app.state.login_throttle.succeeded("127.0.0.1", None)
     guess = "af_0123456789abcdef_guess"
     for n in range(FREE_FAILURES + 1):
         async with httpx.AsyncClient(
@@ -168,3 +170,32 @@ async def test_the_session_cookie_is_secure_over_tls_or_an_https_public_url(
         login = await _login(client, KEY_A)
     assert login.status_code == 303
     assert ("secure" in login.headers["set-cookie"].lower()) is secure
+
+
+async def test_login_backoff_is_shared_by_every_api_process(service: Service) -> None:
+    """Two API processes (two apps, each with its own connection to the shared-state store,
+    Redis here) count one address's failures together: a guesser alternating between them
+    is locked after the same five failures as against one, and the lockout holds on both."""
+    require_service("redis", REDIS_URL)
+    one = await service.start(KEY_A, ANTIFRAGILE_REDIS_URL=REDIS_URL)
+    two = await service.start(KEY_A, ANTIFRAGILE_REDIS_URL=REDIS_URL)
+    address = f"10.{secrets.randbelow(250)}.{secrets.randbelow(250)}.{secrets.randbelow(250)}"
+
+    def client(app: FastAPI) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            transport=httpx.ASGITransport(app, client=(address, 1000)), base_url="http://dash.test"
+        )
+
+    for n in range(FREE_FAILURES + 1):
+        async with client((one, two)[n % 2]) as guesser:
+            assert (await _login(guesser, "wrong-key-0123456789")).status_code == 401
+    for app in (one, two):
+        async with client(app) as guesser:
+            refused = await _login(guesser, KEY_A)
+        assert refused.status_code == 429
+        assert refused.headers["retry-after"] == "1"
+    service.clock.advance(1)
+    async with client(two) as guesser:
+        assert (await _login(guesser, KEY_A)).status_code == 303  # and the failures forgotten
+    async with client(one) as guesser:
+        assert (await _login(guesser, "wrong-key-0123456789")).status_code == 401

@@ -22,10 +22,11 @@ import uvicorn
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from antifragile.inbound import twilio_signature, whatsapp_signature
+from antifragile.inbound import hubspot_signature, twilio_signature, whatsapp_signature
 from antifragile.observability import Metrics
 from antifragile.sandbox import twilio_inbound_message, whatsapp_text_message
 from antifragile.service import Settings, create_app
+from antifragile.service._checks import log_startup_warnings
 from antifragile.service._server import guarded_h11
 from tests._service_standin import StandInAssistant, free_port
 from tests.integration.test_metrics_endpoint import QuietServer
@@ -84,6 +85,11 @@ def _client(app: FastAPI, **headers: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         transport=httpx.ASGITransport(app), base_url="http://edge.test", headers=headers
     )
+
+
+def _https_client(app: FastAPI, host: str) -> httpx.AsyncClient:
+    """A client whose requests name *host* (as a provider calling that deployment would)."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=f"https://{host}")
 
 
 def _code(response: httpx.Response, status: int) -> str:
@@ -204,11 +210,74 @@ async def test_whatsapp_verify_token_guesses_are_rate_limited(make_app: Apps) ->
         assert _code(response, 429) == "RATE_LIMITED"
 
 
+async def test_url_signed_webhooks_without_a_known_url_are_refused_whatever_the_host(
+    make_app: Apps, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Twilio and HubSpot sign the URL they called. Without ANTIFRAGILE_PUBLIC_URL or
+    ANTIFRAGILE_ALLOWED_HOSTS the client's Host would decide that URL, so a delivery signed for
+    another deployment could be replayed here by naming its host: such deliveries -- signed
+    correctly over the URL they name -- are refused 403 PUBLIC_URL_REQUIRED, before their body
+    is read and with nothing recorded; the start-up check names the cause in one line and
+    /health says ``public_url: missing`` (degraded)."""
+    token, secret = "twilio-token-edge-1", "hubspot-secret-edge-1"
+    caplog.set_level("WARNING", logger="antifragile.config")
+    app = await make_app(
+        ANTIFRAGILE_TWILIO_AUTH_TOKEN=token, ANTIFRAGILE_HUBSPOT_WEBHOOK_SECRET=secret
+    )
+    assistant = make_app.opened[-1]
+    settings = _settings(
+        make_app.tmp_path,
+        ANTIFRAGILE_TWILIO_AUTH_TOKEN=token,
+        ANTIFRAGILE_HUBSPOT_WEBHOOK_SECRET=secret,
+    )
+    log_startup_warnings({}, settings, [], None)
+    lines = [r.getMessage() for r in caplog.records if "PUBLIC_URL" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert "Twilio and HubSpot webhooks" in lines[0]
+    assert "\n" not in lines[0]
+
+    params = twilio_inbound_message(
+        from_="+447700900123", to="+15550001111", body="hi", message_sid="SM" + "2" * 32
+    )
+    host = "other-deployment.example"
+    body = json.dumps([{"eventId": 1, "subscriptionType": "contact.creation"}]).encode()
+    timestamp = str(int(assistant.clock.time() * 1000))
+    hubspot_url = f"https://{host}/v1/webhooks/hubspot"
+    async with _https_client(app, host) as client:
+        twilio = await client.post(
+            "/v1/webhooks/twilio",
+            data=params,
+            headers={
+                "x-twilio-signature": twilio_signature(
+                    token, f"https://{host}/v1/webhooks/twilio", params
+                )
+            },
+        )
+        hubspot = await client.post(
+            "/v1/webhooks/hubspot",
+            content=body,
+            headers={
+                "content-type": "application/json",
+                "x-hubspot-request-timestamp": timestamp,
+                "x-hubspot-signature-v3": hubspot_signature(
+                    secret, "POST", hubspot_url, body, timestamp
+                ),
+            },
+        )
+        health = await client.get("/health")
+    for response in (twilio, hubspot):
+        assert _code(response, 403) == "PUBLIC_URL_REQUIRED"
+        assert "ANTIFRAGILE_PUBLIC_URL" in response.json()["error"]["message"]
+    assert await assistant.jobs.queue.find_inbound(limit=10) == []
+    report = health.json()["data"]
+    assert report["dependencies"]["public_url"] == "missing"
+    assert report["status"] == "degraded"
+
+
 async def test_twilio_signatures_only_over_an_allowed_host(make_app: Apps) -> None:
-    """Without a public URL, the client's Host named the URL a Twilio signature covers: a
-    delivery signed for another deployment could be replayed by naming its host. With
-    ANTIFRAGILE_ALLOWED_HOSTS, a correctly signed delivery naming another host is 401
-    SIGNATURE_INVALID; one naming an allowed host is accepted."""
+    """With ANTIFRAGILE_ALLOWED_HOSTS (and no public URL) the received URL is checked only
+    when its Host is allowed: a correctly signed delivery naming another host is 401
+    SIGNATURE_INVALID; one naming an allowed host is accepted; /health has no complaint."""
     token = "twilio-token-edge-1"
     app = await make_app(
         ANTIFRAGILE_TWILIO_AUTH_TOKEN=token, ANTIFRAGILE_ALLOWED_HOSTS="assistant.example.com"
@@ -218,15 +287,15 @@ async def test_twilio_signatures_only_over_an_allowed_host(make_app: Apps) -> No
     )
     for host, status in (("other-deployment.example", 401), ("assistant.example.com", 200)):
         url = f"https://{host}/v1/webhooks/twilio"
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app), base_url=f"https://{host}"
-        ) as client:
+        async with _https_client(app, host) as client:
             response = await client.post(
                 "/v1/webhooks/twilio",
                 data=params,
                 headers={"x-twilio-signature": twilio_signature(token, url, params)},
             )
+            health = await client.get("/health")
         assert response.status_code == status, response.text
+        assert "public_url" not in health.json()["data"]["dependencies"]
         if status == 401:
             assert _code(response, 401) == "SIGNATURE_INVALID"
 

@@ -5,6 +5,7 @@ and by ``antifragile erase``, once; a session reset forgets the phone number."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -224,23 +225,53 @@ def test_a_session_reset_forgets_the_phone_number(service: Service) -> None:
     assert json.loads(value)["phone"] == PHONE
 
 
+def _body(message: dict[str, Any]) -> str:
+    """The text of a WhatsApp message the sandbox accepted (a text or an interactive one)."""
+    if message.get("type") == "interactive":
+        return str(message["interactive"]["body"]["text"])
+    return str(message["text"]["body"])
+
+
 def test_with_a_data_key_personal_data_is_stored_encrypted_and_still_erasable(
     service: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With ``ANTIFRAGILE_DATA_KEYS`` the inbox and the session hold ciphertext where the
-    phone number, the text and the answers were; the conversation works as before, and
-    erasure still finds every record."""
+    """With ``ANTIFRAGILE_DATA_KEYS`` no table holds the phone number, what the customer wrote
+    or what was sent to them: the inbox, the session and the outbound messages (recipient,
+    text) hold ciphertext, keys and job rows hashes keyed with the data key; the
+    conversation works as before, the admin API shows the replies, and erasure still finds
+    every record."""
     monkeypatch.setenv("ANTIFRAGILE_DATA_KEYS", "k1-5e0c7d2a9b8f4e6d1c3a5b7e9f0d2c4a")
     service.say("Hello there")
     service.say("Ada Lovelace")
     wait_until(lambda: service.effects("whatsapp") == 2)
+    sent = [_body(effect.data) for effect in service.sandbox.effects("whatsapp")]
     stored = json.dumps(
-        service.rows("SELECT payload FROM antifragile_inbox")
-        + service.rows("SELECT value FROM antifragile_kv WHERE key LIKE 'session:%'")
+        service.rows("SELECT id, payload FROM antifragile_inbox")
+        + service.rows("SELECT key, value FROM antifragile_kv")
+        + service.rows(
+            "SELECT payload, result, state_data, last_error, history, idempotency_key, "
+            "ordering_key FROM antifragile_jobs"
+        )
+        + service.rows("SELECT key, result, fingerprint FROM antifragile_idempotency")
     )
-    for plain in (PHONE, "Hello there", "Ada Lovelace"):
+    # every table: the inbox, sessions, outbound messages (recipient, text), jobs
+    for plain in (PHONE, "Hello there", "Ada Lovelace", *sent):
         assert plain not in stored
+    # nor a plain hash of the number (a session's key, an ordering key): they are keyed
+    for guessable in (f"acme\x00{PHONE}", PHONE):
+        assert hashlib.sha256(guessable.encode()).hexdigest()[:24] not in stored
+    assert Sessions.key_for("acme", PHONE) in stored
     assert "$sealed" in stored
+    outbound = service.rows("SELECT value FROM antifragile_kv WHERE key LIKE 'outmsg:%'")
+    assert len(outbound) == 2
+    for (value,) in outbound:
+        record = json.loads(value)
+        assert set(record["to"]) == {"$sealed"}
+        assert set(record["text"]) == {"$sealed"}
+    listed = service.admin.get("/v1/admin/messages").json()["data"]["items"]
+    shown = [service.admin.get(f"/v1/admin/messages/{m['id']}").json()["data"] for m in listed]
+    assert sorted(m["text"] for m in shown) == sorted(sent)
+    assert {m["to"] for m in shown} == {"+4477••••••23"}
     key = Sessions.key_for("acme", PHONE)
     shown = service.admin.get(f"/v1/admin/sessions/{key}").json()["data"]
     assert shown["phone"].startswith("+4477")

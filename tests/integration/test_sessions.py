@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import hmac
 import json
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -1335,3 +1337,75 @@ async def test_an_unknown_summary_send_defers_its_job_until_settled(
             assert await world.jobs.dlq.list() == []
         assert len(sandbox.effects("resend")) == 1
         assert sendgrid.effects("sendgrid") == []
+
+
+K1, K2 = "session-key-one-8c1f3e5a7b9d2f4e6a8c0e2f", "session-key-two-1b3d5f7a9c2e4f6b8d0a2c4e"
+
+
+def _hmac_key(key: str, digits: str = CONTACT) -> str:
+    digest = hmac.new(key.encode(), f"session\x00{digits}".encode(), hashlib.sha256).hexdigest()
+    return f"session:{TENANT.id}:{digest[:24]}"
+
+
+async def test_session_keys_are_keyed_with_the_data_key_and_move_on_rotation(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a data key a session's key is a plain SHA-256 of the number (guessable); with
+    one, an HMAC under it. A session written before the key -- or under a key since rotated
+    behind a new one -- is found by the next message (the conversation goes on where it was)
+    and moved to the current key: the old key is gone."""
+    unkeyed = f"session:{TENANT.id}:{hashlib.sha256(CONTACT.encode()).hexdigest()[:24]}"
+    kv = world.jobs.queue.store.kv
+    monkeypatch.delenv("ANTIFRAGILE_DATA_KEYS", raising=False)
+    assert Sessions.key_for(TENANT.id, CONTACT) == unkeyed
+    assert (await world.say("Hello")).step == 0
+    assert await kv.get(unkeyed, now=world.clock.time()) is not None
+
+    monkeypatch.setenv("ANTIFRAGILE_DATA_KEYS", K1)
+    assert Sessions.keys_for(TENANT.id, CONTACT) == [_hmac_key(K1), unkeyed]
+    turn = await world.say(ANSWERS[0])
+    assert (turn.step, turn.session_key) == (1, _hmac_key(K1))  # the name was the answer
+    assert await kv.get(unkeyed, now=world.clock.time()) is None
+    moved = await world.sessions.get(_hmac_key(K1))
+    assert moved is not None
+    assert (moved.key, moved.phone, dict(moved.fields)) == (
+        _hmac_key(K1),
+        CONTACT,
+        {"name": ANSWERS[0]},
+    )
+
+    monkeypatch.setenv("ANTIFRAGILE_DATA_KEYS", f"{K2},{K1}")  # rotated: the new key first
+    assert Sessions.keys_for(TENANT.id, CONTACT) == [_hmac_key(K2), _hmac_key(K1), unkeyed]
+    turn = await world.say(ANSWERS[1])
+    assert (turn.step, turn.session_key) == (2, _hmac_key(K2))
+    assert await kv.get(_hmac_key(K1), now=world.clock.time()) is None
+    assert [e.key for e in await kv.scan("session:", now=world.clock.time())] == [_hmac_key(K2)]
+
+
+async def test_a_session_whose_action_jobs_are_pending_stays_at_its_key_until_they_finish(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The jobs of a completed session's actions name its key: while any is pending, a
+    message after a rotation finds the session where it is and leaves it there; once they
+    have run, the next message moves it."""
+    monkeypatch.setenv("ANTIFRAGILE_DATA_KEYS", K1)
+    await world.complete()
+    record = await world.sessions.get(_hmac_key(K1))
+    assert record is not None
+    assert "pending" in record.flags.values()
+
+    monkeypatch.setenv("ANTIFRAGILE_DATA_KEYS", f"{K2},{K1}")
+    assert await world.sessions.handle(TENANT, world.event("Thanks!")) is None  # completed
+    kv = world.jobs.queue.store.kv
+    assert await kv.get(_hmac_key(K1), now=world.clock.time()) is not None
+    assert await kv.get(_hmac_key(K2), now=world.clock.time()) is None
+
+    await world.worker.run_until_idle()
+    done = await world.sessions.get(_hmac_key(K1))
+    assert done is not None
+    assert set(done.flags.values()) <= {"sent", "skipped"}
+    await world.sessions.handle(TENANT, world.event("Thanks again"))
+    assert await kv.get(_hmac_key(K1), now=world.clock.time()) is None
+    found = await world.sessions.get(_hmac_key(K2))
+    assert found is not None
+    assert found.progress_status == "completed"

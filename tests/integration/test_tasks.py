@@ -4,7 +4,9 @@ with filters, updates that do not lose each other, and clear errors for bad inpu
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -107,3 +109,34 @@ async def test_bad_input_is_a_validation_error(tasks: Tasks) -> None:
     with pytest.raises(TaskNotFoundError) as missing:
         await tasks.update("t-missing", status="done")
     assert missing.value.code == "NOT_FOUND"
+
+
+async def test_with_a_data_key_title_and_assignee_are_stored_encrypted(
+    tasks: Tasks, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A title an operator typed may name a customer, and the assignee is a person: with
+    ANTIFRAGILE_DATA_KEYS both are ciphertext in the store, and every read (get, list, the
+    record an update answers) shows them as written; an update keeps them sealed."""
+    monkeypatch.setenv("ANTIFRAGILE_DATA_KEYS", "task-key-3f9b1d7c5e2a4086b1d3f5a7c9e0b2d4")
+    task = await tasks.create(
+        type="call", title="Call Ada Lovelace back", assignee="ana@shop.example"
+    )
+
+    def raw() -> str:
+        with closing(sqlite3.connect(tmp_path / "tasks.db")) as conn:
+            return str(conn.execute("SELECT value FROM antifragile_kv").fetchall())
+
+    assert "Ada Lovelace" not in raw()
+    assert "ana@shop.example" not in raw()
+    assert "$sealed" in raw()
+    assert await tasks.get(task["id"]) == task
+    updated = await tasks.update(task["id"], status="done", assignee="bo@shop.example")
+    assert updated["title"] == "Call Ada Lovelace back"
+    assert updated["assignee"] == "bo@shop.example"
+    assert "bo@shop.example" not in raw()
+    (listed,) = await tasks.list()
+    assert (listed["title"], listed["assignee"], listed["status"]) == (
+        "Call Ada Lovelace back",
+        "bo@shop.example",
+        "done",
+    )

@@ -77,6 +77,6 @@ def erase(
     console.print(table)
     if report.jobs_pending:
         console.print(
-            f"{report.jobs_pending} job(s) about this customer are still waiting or running: "
+            f"{report.jobs_pending} job(s) about this customer are still running: "
             "run erase again once they have finished"
         )

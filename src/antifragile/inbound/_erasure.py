@@ -16,15 +16,21 @@ record is about the person when its key or its JSON holds
 * the email address, in any case (``%40`` for ``@`` too);
 * the person's **reference** (:func:`~antifragile.observability.reference` under every
   configured data key and without one), which job payloads carry instead of the value;
-* the hash a session's key is made of (``session:{tenant}:{sha256(phone)[:24]}``), and the
-  ordering key of the person's inbound jobs (for the tenants named).
+* the hash a session's key is made of (``session:{tenant}:{hash(phone)[:24]}``), and the
+  ordering key of the person's inbound jobs (for the tenants named) -- under every configured
+  data key and unkeyed.
 
-**What happens.** Inbox entries and key-value records are deleted. Jobs in a final state
-(succeeded, dead, resolved) are deleted. A job still waiting or running is left to finish --
-its payload holds references only, and what it names is gone -- and counted under
-``jobs_pending``: erase again once it has finished. The counts say, per kind of record, how
-many were deleted (with ``dry_run``: how many would be). A second erasure of the same person
-finds nothing: erasure is idempotent.
+Beside them, the idempotency records of the store (:class:`~antifragile.stores.IdempotencyStore`:
+claims of effects, with their keys and stored results) are searched the same way.
+
+**What happens.** Inbox entries, key-value records and idempotency records are deleted. Jobs in
+a final state (succeeded, dead, resolved) are deleted. A job still **waiting** (scheduled,
+queued, retrying) is cancelled -- deleted before a worker claims it, counted under
+``jobs_cancelled``: it would only act on a person who asked to be forgotten. A job **running**
+is not pulled from under its worker -- its payload holds references only, and what it names is
+gone -- and is counted under ``jobs_pending``: erase again once it has finished. The counts
+say, per kind of record, how many were deleted (with ``dry_run``: how many would be). A second
+erasure of the same person finds nothing: erasure is idempotent.
 
 It reads every record once (the store has no index by person, on purpose): minutes for
 millions of records, and it can run while the service runs.
@@ -32,7 +38,6 @@ millions of records, and it can run while the service runs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -40,12 +45,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from antifragile.errors import ConfigurationError
-from antifragile.inbound._pipeline import sender_ordering_key
+from antifragile.inbound._pipeline import sender_ordering_keys
 from antifragile.inbound._replies import kv_of
 from antifragile.inbound._sealing import unseal_all
+from antifragile.inbound._sessions import SESSION_PURPOSE
 from antifragile.jobs import FINAL, Job, JobFilter, Jobs
+from antifragile.jobs._model import CLAIMABLE
 from antifragile.observability import mask_email, mask_phone, reference
-from antifragile.observability._personal import _UNKEYED, data_keys
+from antifragile.observability._personal import _UNKEYED, data_keys, lookup_hashes
 from antifragile.stores import KeyValueStore
 
 #: what each key-value prefix holds, as the counts name it
@@ -60,6 +67,10 @@ KV_KINDS: Mapping[str, str] = {
     "sending": "sending_marks",
     "alert": "alerts",
 }
+#: the count of the idempotency records erased
+IDEMPOTENCY = "idempotency"
+#: the count of the waiting jobs cancelled
+CANCELLED = "jobs_cancelled"
 #: records read per page
 _PAGE = 500
 #: key-value records read at most (the store's scan takes one limit)
@@ -69,8 +80,9 @@ _KV_LIMIT = 10_000_000
 @dataclass(frozen=True, slots=True)
 class ErasureReport:
     """What an erasure deleted (or, with ``dry_run``, would delete): a count per kind of
-    record (``inbox``, ``jobs``, ``dlq``, ``sessions``, ``outbound_messages``, ``tasks``...)
-    and ``jobs_pending``, the matching jobs still waiting or running (left to finish)."""
+    record (``inbox``, ``jobs``, ``dlq``, ``sessions``, ``outbound_messages``, ``tasks``...;
+    ``jobs_cancelled`` the waiting jobs deleted, ``idempotency`` the idempotency records) and
+    ``jobs_pending``, the matching jobs still running (left to finish)."""
 
     subject: str
     dry_run: bool
@@ -109,8 +121,10 @@ class _Matcher:
                 raise ConfigurationError("a phone number has 7 to 15 digits")
             spelled = r"[\s().-]*".join(digits)
             patterns.append(rf"(?<!\d){spelled}(?!\d)")
-            literals.append(hashlib.sha256(digits.encode()).hexdigest()[:24])
-            literals.extend(sender_ordering_key(t, digits) for t in tenants)
+            # the hashes of session keys and ordering keys, under every data key and unkeyed
+            literals.extend(h[:24] for h in lookup_hashes(SESSION_PURPOSE, digits))
+            for tenant in tenants:
+                literals.extend(sender_ordering_keys(tenant, digits))
             literals.extend(reference(digits, key=key) for key in keys)
         if email is not None:
             address = email.strip()
@@ -151,6 +165,20 @@ def _job_fields(job: Job) -> tuple[Any, ...]:
     )
 
 
+async def _erase_idempotency(jobs: Jobs, matches: _Matcher, *, now: float, dry_run: bool) -> int:
+    """Delete (count, with *dry_run*) the idempotency records of the job store about the
+    person: their key, owner, fingerprint or stored result names them."""
+    store = getattr(getattr(jobs.queue, "store", None), "idempotency", None)
+    if store is None:
+        return 0
+    erased = 0
+    for record in await store.scan("", now=now, limit=_KV_LIMIT):
+        about = matches(record.key, record.owner or "", record.fingerprint or "", record.result)
+        if about and (dry_run or await store.delete(record.key)):
+            erased += 1
+    return erased
+
+
 async def erase(
     jobs: Jobs,
     *,
@@ -182,6 +210,7 @@ async def erase(
     counts["inbox"] = len(inbox) if dry_run else await queue.delete_inbound(inbox)
 
     done: list[Job] = []
+    waiting: list[str] = []
     pending = 0
     offset = 0
     while True:
@@ -190,6 +219,8 @@ async def erase(
             if matches(*_job_fields(job)):
                 if job.state in FINAL:
                     done.append(job)
+                elif job.state in CLAIMABLE:
+                    waiting.append(job.id)
                 else:
                     pending += 1
         if len(found) < _PAGE:
@@ -200,6 +231,13 @@ async def erase(
         await queue.purge(JobFilter(ids=tuple(job.id for job in done)), now=now)
     counts["dlq"] = dead
     counts["jobs"] = len(done) - dead
+    if dry_run:
+        counts[CANCELLED] = len(waiting)
+    else:
+        cancelled = await queue.cancel(waiting)
+        counts[CANCELLED] = cancelled
+        pending += len(waiting) - cancelled  # claimed meanwhile: running now
+    counts[IDEMPOTENCY] = await _erase_idempotency(jobs, matches, now=now, dry_run=dry_run)
 
     store = kv if kv is not None else kv_of(jobs)
     for entry in await store.scan("", now=now, limit=_KV_LIMIT):

@@ -34,7 +34,6 @@ Different customers' messages run concurrently.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +52,7 @@ from antifragile.inbound._model import (
 )
 from antifragile.jobs import JobContext, Jobs
 from antifragile.observability import IntentDetected, current_request_id
+from antifragile.observability._personal import lookup_hashes
 from antifragile.policies import SYSTEM_CLOCK, Clock
 
 _log = logging.getLogger("antifragile.inbound")
@@ -61,11 +61,24 @@ _log = logging.getLogger("antifragile.inbound")
 PROCESS_JOB = "inbound.process"
 
 
+#: what the hash in a sender's ordering key is computed for (the domain of its HMAC)
+ORDERING_PURPOSE = "ordering"
+
+
 def sender_ordering_key(tenant_id: str, sender: str) -> str:
     """The ordering key of a sender's messages to *tenant_id*: a hash (never the phone number
-    itself), so that a job, a log line or the dead-letter queue can show it."""
-    digest = hashlib.sha256(f"{tenant_id}\x00{sender}".encode()).hexdigest()[:32]
-    return f"inbound:{digest}"
+    itself), so that a job, a log line or the dead-letter queue can show it -- keyed with the
+    current data key when one is configured, so that it cannot be matched against guessed
+    numbers. (A key rotation starts new ordering keys: the messages of a sender in flight
+    across it are ordered among themselves on each side of it.)"""
+    return sender_ordering_keys(tenant_id, sender)[0]
+
+
+def sender_ordering_keys(tenant_id: str, sender: str) -> list[str]:
+    """Every ordering key *sender*'s jobs may carry, the current one first: under each data
+    key, then unkeyed (what erasure looks for)."""
+    text = f"{tenant_id}\x00{sender}"
+    return [f"inbound:{digest[:32]}" for digest in lookup_hashes(ORDERING_PURPOSE, text)]
 
 
 class SenderLimiter(Protocol):

@@ -100,6 +100,7 @@ from antifragile.inbound._echo import (
 )
 from antifragile.inbound._flows import render
 from antifragile.inbound._model import Channel, InboundEvent, Tenant
+from antifragile.inbound._sealing import MESSAGE_FIELDS, open_fields, seal_fields
 from antifragile.inbound._tasks import Tasks
 from antifragile.jobs import (
     Enqueued,
@@ -525,7 +526,8 @@ class Replies:
         return PreparedReply(
             message_id,
             {
-                OUTMSG_PREFIX + message_id: record,
+                # the recipient and the text sealed with a data key
+                OUTMSG_PREFIX + message_id: seal_fields(record, MESSAGE_FIELDS),
                 correlation_index_key(message_id): {"message_id": message_id},
             },
             replace(new, provider=channel.value),
@@ -614,7 +616,9 @@ class Replies:
         """The stored message (with its status and provider id), or ``None``."""
         await self.jobs.open()
         found = await kv_of(self.jobs).get(OUTMSG_PREFIX + message_id, now=self.clock.time())
-        return dict(found.value) if found is not None and isinstance(found.value, dict) else None
+        if found is None or not isinstance(found.value, dict):
+            return None
+        return open_fields(found.value, MESSAGE_FIELDS)
 
     async def recent(
         self,
@@ -630,7 +634,11 @@ class Replies:
         after skipping *offset*. Reads at most *scan_limit* records."""
         await self.jobs.open()
         found = await kv_of(self.jobs).scan(OUTMSG_PREFIX, now=self.clock.time(), limit=scan_limit)
-        records = [dict(item.value) for item in found if isinstance(item.value, dict)]
+        records = [
+            open_fields(item.value, MESSAGE_FIELDS)
+            for item in found
+            if isinstance(item.value, dict)
+        ]
         records = [
             record
             for record in records
@@ -664,7 +672,7 @@ class Replies:
         }
         merged = await kv.merge(OUTMSG_PREFIX + message_id, changes, now=now)
         _log.info("reply %s: sending again, asked by %s", message_id, by)
-        return dict(merged.value) if isinstance(merged.value, dict) else {}
+        return open_fields(merged.value, MESSAGE_FIELDS) if isinstance(merged.value, dict) else {}
 
     async def wait_again(self, message_id: str) -> None:
         """Start a fresh wait for the echo of a reply whose outcome is unknown (its window
@@ -693,7 +701,7 @@ class Replies:
         }
         merged = await kv.merge(OUTMSG_PREFIX + message_id, changes, now=now)
         _log.info("reply %s: marked as sent by %s", message_id, by)
-        return dict(merged.value) if isinstance(merged.value, dict) else {}
+        return open_fields(merged.value, MESSAGE_FIELDS) if isinstance(merged.value, dict) else {}
 
     # -- the job ----------------------------------------------------------------------------
 
@@ -705,7 +713,7 @@ class Replies:
         if found is None or not isinstance(found.value, dict):
             _log.warning("reply %s: its record is gone (expired?); nothing to send", message_id)
             return {"status": "expired"}
-        record = found.value
+        record = open_fields(found.value, MESSAGE_FIELDS)
         if record.get("provider_message_id"):
             provider_id = str(record["provider_message_id"])
             await self.deliveries.settle(message_id, str(record["channel"]), provider_id)
@@ -718,7 +726,7 @@ class Replies:
                 return settled
             again = await kv.get(key, now=self.clock.time())  # as _unknown left it
             if again is not None and isinstance(again.value, dict):
-                record = again.value
+                record = open_fields(again.value, MESSAGE_FIELDS)
         now = self.clock.time()
         await kv.merge(key, {"sending_since": now, "awaiting_since": None}, now=now)
         try:

@@ -3,9 +3,14 @@
 ``ANTIFRAGILE_DATA_KEYS`` holds one or more secrets, comma-separated. When it is set, the
 personal parts of the records the service keeps are **sealed** before they are stored -- the
 inbox's message (sender, text, profile name), a session's phone number, answers and recent
-messages -- and opened when they are read: a copy of the database, a backup or a look at a
+messages, an outbound message's recipient and text, a task's title and assignee -- and opened
+when they are read: a copy of the database, a backup or a look at a
 table shows ciphertext. Without it they are stored as they are (and this module changes
 nothing).
+
+The personal parts of each record (:data:`MESSAGE_FIELDS` of an outbound message,
+:data:`TASK_FIELDS` of a task) are sealed and opened by :func:`seal_fields` and
+:func:`open_fields`.
 
 A sealed value is the JSON object ``{"$sealed": "<Fernet token>"}`` in place of the value:
 Fernet (AES-128-CBC with HMAC-SHA256, from ``cryptography``) under a key derived from the
@@ -14,7 +19,8 @@ secret with SHA-256, so a secret of any length works (give it 32 random bytes' w
 
 **Rotation.** The first key seals; every key opens. To rotate, put the new key first and keep
 the old ones after it until every record sealed with them has expired (inbox 7 days,
-sessions 30 days by default), then drop them. A sealed record none of the keys opens -- the
+sessions and outbound messages 30 days by default; tasks when deleted or updated), then drop
+them. A sealed record none of the keys opens -- the
 key that sealed it was removed too early -- is a :class:`~antifragile.ConfigurationError`
 that says so, never a silent empty value.
 
@@ -94,6 +100,22 @@ def unseal(value: Any) -> Any:
             "the record expired?)"
         ) from None
     return json.loads(plain)
+
+
+#: the fields of an outbound message record that are about its recipient
+MESSAGE_FIELDS = ("to", "text", "template", "choices")
+#: the fields of a task that may name a person (a title typed by an operator, the assignee)
+TASK_FIELDS = ("title", "assignee")
+
+
+def seal_fields(record: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """A copy of *record* with the fields *names* sealed (:func:`seal`)."""
+    return {k: seal(v) if k in names else v for k, v in record.items()}
+
+
+def open_fields(record: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """A copy of *record* with the fields *names* opened (:func:`unseal`)."""
+    return {k: unseal(v) if k in names else v for k, v in record.items()}
 
 
 def unseal_all(value: Any) -> Any:

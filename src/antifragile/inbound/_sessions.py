@@ -8,9 +8,18 @@
         await replies.reply(tenant, event, turn.reply)
 
 **State.** One JSON record per contact and tenant in the key-value store beside the job queue,
-under :meth:`Sessions.key_for` -- ``session:{tenant}:{sha256(phone)[:24]}``, so no key, job
+under :meth:`Sessions.key_for` -- ``session:{tenant}:{hash(phone)[:24]}``, so no key, job
 payload or log line carries the phone number; the record itself holds it (a reply needs it)
-and stays in the store. Every change is a compare-and-set on the record's version, retried on
+and stays in the store. The hash is an HMAC-SHA256 under the current data key when
+``ANTIFRAGILE_DATA_KEYS`` is set -- a plain hash of a phone number could be matched against
+guessed numbers by anyone who reads the store -- else a SHA-256. A contact's message looks
+the session up under the current key, then under each older data key and unkeyed (records
+written before the key, or before a rotation: :meth:`Sessions.keys_for`); a record found under
+an older one is **moved** to the current key (written there, deleted from the old one), so a
+rotation loses no conversation. A completed session whose actions still have jobs running or
+failed (their payloads name the key) stays where it is until they are done.
+
+Every change is a compare-and-set on the record's version, retried on
 a conflict, so two messages of one contact processed at once both count, and the status flags
 the queue writes in the same record are never overwritten. Records expire ``retention``
 seconds (30 days by default) after their last change.
@@ -92,7 +101,6 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
-import hashlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -143,6 +151,7 @@ from antifragile.jobs import (
     StatusFlag,
 )
 from antifragile.jobs._app import RETRYABLE_CODES
+from antifragile.observability._personal import lookup_hashes
 from antifragile.policies import Clock, Retry
 from antifragile.stores import KeyValueStore, Versioned
 
@@ -150,6 +159,8 @@ _log = logging.getLogger("antifragile.inbound.sessions")
 
 #: key prefix of the session records
 SESSION_PREFIX = "session:"
+#: what the hash in a session's key is computed for (the domain of its HMAC)
+SESSION_PURPOSE = "session"
 NUDGE_JOB = "sessions.nudge"
 SWEEP_JOB = "sessions.sweep"
 #: the queue of the jobs a completed session's actions run as
@@ -398,9 +409,53 @@ class Sessions:
 
     @staticmethod
     def key_for(tenant_id: str, phone: str) -> str:
-        """The key of *phone*'s session with *tenant_id* (the phone only as a hash)."""
+        """The key of *phone*'s session with *tenant_id* (the phone only as a hash: keyed with
+        the current data key when one is configured)."""
+        return Sessions.keys_for(tenant_id, phone)[0]
+
+    @staticmethod
+    def keys_for(tenant_id: str, phone: str) -> builtins.list[str]:
+        """The keys *phone*'s session with *tenant_id* may be stored under, the current one
+        first: one per data key, then the unkeyed one (see the module docs)."""
         digits = phone.removeprefix("whatsapp:").lstrip("+").strip()
-        return f"{SESSION_PREFIX}{tenant_id}:{hashlib.sha256(digits.encode()).hexdigest()[:24]}"
+        return [
+            f"{SESSION_PREFIX}{tenant_id}:{digest[:24]}"
+            for digest in lookup_hashes(SESSION_PURPOSE, digits)
+        ]
+
+    async def _locate(self, kv: KeyValueStore, tenant_id: str, phone: str) -> str:
+        """The key the session of *phone* is at: the current one, unless it is only found
+        under an older one -- then it is moved to the current key, or, while jobs of its
+        actions may still name the old key, left there (and that key answered)."""
+        current, *older = self.keys_for(tenant_id, phone)
+        if not older:
+            return current
+        now = self.clock.time()
+        if await kv.get(current, now=now) is not None:
+            return current
+        for old in older:
+            found = await kv.get(old, now=now)
+            record = _parse(found)
+            if found is None or record is None:
+                continue
+            if not _movable(record):
+                return old
+            written = await kv.compare_and_set(
+                current,
+                record.replace(key=current).to_stored_json(),
+                expected_version=None,
+                now=now,
+                ttl=self.retention,
+            )
+            if written is None:
+                return current  # another message moved it (or started one) meanwhile
+            if not await kv.delete(old, expected_version=found.version, now=now):
+                # the old record changed meanwhile: keep it, drop the copy
+                await kv.delete(current, expected_version=written.version, now=now)
+                return old
+            _log.info("session moved to its current key", extra={"session": current})
+            return current
+        return current
 
     async def _store(self) -> KeyValueStore:
         if self._kv is not None:
@@ -488,9 +543,9 @@ class Sessions:
             return None
         if event.channel not in (Channel.WHATSAPP, Channel.TWILIO):
             return None
-        key = self.key_for(tenant.id, event.sender)
         flags = self._flag_fields(flow)
         kv = await self._store()
+        key = await self._locate(kv, tenant.id, event.sender)
         for _ in range(_MAX_CAS):
             now = self.clock.time()
             current = await kv.get(key, now=now)
@@ -909,6 +964,13 @@ class Sessions:
 
 
 # -- pure logic: one turn, record shapes ------------------------------------------------------
+
+
+def _movable(record: SessionRecord) -> bool:
+    """Whether *record* may move to another key: no job of its actions is still to run or to
+    be redriven (a ``pending`` or ``failed`` flag: their payloads and status flags name the
+    key)."""
+    return not any(value in ("pending", "failed") for value in record.flags.values())
 
 
 def _parse(entry: Versioned | None) -> SessionRecord | None:

@@ -17,7 +17,9 @@ under ``task:<id>``::
 ``status`` is ``open``, ``done`` or ``cancelled``; ``priority`` ``low``, ``normal``, ``high`` or
 ``urgent``; ``due``, ``created_at`` and ``updated_at`` are epoch seconds (from the injected
 clock); ``source`` says where the task came from (``inbox:<id>``, ``saga:<job id>:<step>``).
-Titles name what to do, not who asked: no phone numbers or emails in them.
+Titles name what to do, not who asked: no phone numbers or emails in them. A title typed by an
+operator may name a person all the same, and the assignee is one: with a data key configured
+(``ANTIFRAGILE_DATA_KEYS``) both are stored encrypted (:mod:`antifragile.inbound._sealing`).
 
 **Idempotent creation.** ``create(key=...)`` derives the task id from the key (a hash of it), and
 creates the record with a compare-and-set that only succeeds when the key is absent: the same key
@@ -39,6 +41,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from antifragile.errors import AntifragileError, ConfigurationError, ErrorCode
+from antifragile.inbound._sealing import TASK_FIELDS, open_fields, seal_fields
 from antifragile.policies import Clock
 
 if TYPE_CHECKING:
@@ -166,13 +169,13 @@ class Tasks:
         storage_key = PREFIX + record["id"]
         for _ in range(_CAS_TRIES):
             written = await self.kv.compare_and_set(
-                storage_key, record, expected_version=None, now=now
+                storage_key, seal_fields(record, TASK_FIELDS), expected_version=None, now=now
             )
             if written is not None:
                 return record
             existing = await self.kv.get(storage_key, now=now)
             if existing is not None and isinstance(existing.value, dict):
-                return dict(existing.value)
+                return open_fields(existing.value, TASK_FIELDS)
         raise TaskConflictError(f"task {record['id']} could not be created (it keeps changing)")
 
     async def get(self, id: str) -> dict[str, Any] | None:
@@ -180,7 +183,7 @@ class Tasks:
         found = await self.kv.get(PREFIX + id, now=self._now())
         if found is None or not isinstance(found.value, dict):
             return None
-        return dict(found.value)
+        return open_fields(found.value, TASK_FIELDS)
 
     async def list(
         self, status: str | None = None, limit: int = 100, *, type: str | None = None
@@ -192,7 +195,7 @@ class Tasks:
             raise InvalidTaskError("limit must be >= 1")
         entries = await self.kv.scan(PREFIX, now=self._now(), limit=SCAN_LIMIT)
         found = [
-            dict(e.value)
+            open_fields(e.value, TASK_FIELDS)
             for e in entries
             if isinstance(e.value, dict)
             and (status is None or e.value.get("status") == status)
@@ -228,9 +231,9 @@ class Tasks:
             current = await self.kv.get(key, now=now)
             if current is None or not isinstance(current.value, Mapping):
                 raise TaskNotFoundError(f"no task {id!r}")
-            record = {**current.value, **checked, "updated_at": now}
+            record = {**open_fields(current.value, TASK_FIELDS), **checked, "updated_at": now}
             written = await self.kv.compare_and_set(
-                key, record, expected_version=current.version, now=now
+                key, seal_fields(record, TASK_FIELDS), expected_version=current.version, now=now
             )
             if written is not None:
                 return record

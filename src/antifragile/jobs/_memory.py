@@ -507,6 +507,17 @@ class MemoryJobQueue:
                 self._delete(job)
         return len(doomed)
 
+    async def cancel(self, ids: Sequence[str]) -> int:
+        with self._lock:
+            doomed = [
+                self._jobs[i]
+                for i in dict.fromkeys(ids)
+                if i in self._jobs and self._jobs[i].state in CLAIMABLE
+            ]
+            for job in doomed:
+                self._delete(job)
+        return len(doomed)
+
     # -- liveness ---------------------------------------------------------------------------------
 
     async def beat(self, process: ProcessBeat, *, now: float) -> None:

@@ -71,6 +71,7 @@ from antifragile.errors import (
     classify_exception,
     redact,
 )
+from antifragile.observability import pseudonymise
 from antifragile.policies import Exponential, Retry, default_retry_on
 from antifragile.policies._clock import seconds
 
@@ -201,14 +202,22 @@ class ErrorInfo:
     retryable: bool
 
 
+def _recorded(text: str) -> str:
+    """*text* as a job's record keeps it: credentials redacted, email addresses and phone
+    numbers replaced by their references (the dead-letter queue holds no personal data)."""
+    replaced: str = pseudonymise(redact(text))
+    return replaced
+
+
 def describe_error(exc: BaseException, *, limit: int = 1000) -> ErrorInfo:
-    """The code, redacted message and HTTP status of *exc*, as a job's history keeps them."""
+    """The code, redacted message and HTTP status of *exc*, as a job's history keeps them
+    (phone numbers and email addresses in the message replaced by their references)."""
     if isinstance(exc, IntegrationError):
-        return ErrorInfo(exc.code, redact(str(exc))[:limit], exc.status, exc.retryable)
+        return ErrorInfo(exc.code, _recorded(str(exc))[:limit], exc.status, exc.retryable)
     if isinstance(exc, AntifragileError):
-        return ErrorInfo(exc.code, redact(str(exc))[:limit], None, exc.retryable)
+        return ErrorInfo(exc.code, _recorded(str(exc))[:limit], None, exc.retryable)
     error = classify_exception(exc)
-    text = redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)[:limit]
+    text = _recorded(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)[:limit]
     if error is not None:
         return ErrorInfo(error.code, text, error.status, error.retryable)
     return ErrorInfo(str(ErrorCode.INTERNAL), text, None, True)

@@ -350,6 +350,10 @@ ORDER BY received_at DESC, id DESC LIMIT %(limit)s::int8 OFFSET %(offset)s::int8
 PURGE_INBOUND = "DELETE FROM {inbox} WHERE expires_at <= %(now)s::float8"
 DELETE_INBOUND = "DELETE FROM {inbox} WHERE id = ANY(%(ids)s::text[])"
 
+CANCEL = """
+DELETE FROM {jobs} WHERE id = ANY(%(ids)s::text[]) AND state IN ('scheduled', 'queued', 'retrying')
+"""
+
 PROCESS_BEAT = """
 INSERT INTO {processes} (id, kind, host, pid, queues, started_at, last_seen)
 VALUES (%(id)s::text, %(kind)s::text, %(host)s::text, %(pid)s::int4, %(queues)s::jsonb,
@@ -930,6 +934,7 @@ class _Statements:
         self.find_inbound_channel = self.text(FIND_INBOUND_CHANNEL)
         self.purge_inbound = self.text(PURGE_INBOUND)
         self.delete_inbound = self.text(DELETE_INBOUND)
+        self.cancel = self.text(CANCEL)
         self.sqlalchemy_enqueue = _for_sqlalchemy(self.enqueue)
         self.sqlalchemy_enqueue_one = _for_sqlalchemy(self.enqueue_one)
         self.sqlalchemy_enqueue_one_unflagged = _for_sqlalchemy(self.enqueue_one_unflagged)
@@ -1334,6 +1339,12 @@ class PostgresJobQueue:
             return 0
         params["limit"] = int(limit)
         return await self._count(self._sql.text(PURGE_BATCH, condition), params)
+
+    async def cancel(self, ids: Sequence[str]) -> int:
+        unique = list(dict.fromkeys(ids))
+        if not unique:
+            return 0
+        return await self._count(self._sql.cancel, {"ids": unique})
 
     # -- liveness -----------------------------------------------------------------------------
 

@@ -141,6 +141,12 @@ class JobQueue(Protocol):
         bounded batches so that no statement holds the table for long."""
         ...
 
+    async def cancel(self, ids: Sequence[str]) -> int:
+        """Delete the jobs with *ids* that are **waiting** (scheduled, queued, retrying); a job
+        running, or in a final state, is left as it is. The count deleted (erasure uses it:
+        a waiting job about an erased person is not run)."""
+        ...
+
     # -- liveness -----------------------------------------------------------------------------
 
     async def beat(self, process: ProcessBeat, *, now: float) -> None:

@@ -1023,6 +1023,19 @@ class SQLiteJobQueue:
         )
         return await self._db.run(_change, sql, [*params, limit])
 
+    async def cancel(self, ids: Sequence[str]) -> int:
+        unique = list(dict.fromkeys(ids))
+        deleted = 0
+        for start in range(0, len(unique), 500):  # SQLite's limit on bound parameters
+            chunk = unique[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            sql = (
+                f"DELETE FROM antifragile_jobs WHERE id IN ({marks}) "
+                "AND state IN ('scheduled', 'queued', 'retrying')"
+            )
+            deleted += await self._db.run(_change, sql, chunk)
+        return deleted
+
     # -- liveness -------------------------------------------------------------------------------
 
     async def beat(self, process: ProcessBeat, *, now: float) -> None:

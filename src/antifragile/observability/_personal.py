@@ -187,6 +187,33 @@ def data_keys(environ: Mapping[str, str] | None = None) -> list[bytes]:
     return [k.strip().encode() for k in raw.split(",") if k.strip()]
 
 
+def lookup_hash(purpose: str, text: str, *, key: bytes | None) -> str:
+    """The hex hash a record about a person is found by (a session's key, an ordering key, a
+    rate-limit bucket): HMAC-SHA256 of *purpose* and *text* under *key* -- a data key -- or,
+    with ``None``, the plain SHA-256 of *text* that records written without a data key carry
+    (which anyone who reads the store can match against guessed phone numbers)."""
+    if key is None:
+        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    message = f"{purpose}\x00{text}".encode("utf-8", "surrogatepass")
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def lookup_hashes(purpose: str, text: str) -> list[str]:
+    """The hashes a record about *text* may be stored under, newest first: under each
+    configured data key (the current one first), then unkeyed (records written before a key
+    was configured). Without a data key: the unkeyed one alone. A look-up tries them in this
+    order and moves a record found under an older one (see :mod:`antifragile.inbound`)."""
+    found = [lookup_hash(purpose, text, key=key) for key in data_keys()]
+    found.append(lookup_hash(purpose, text, key=None))
+    return list(dict.fromkeys(found))
+
+
+def current_lookup_hash(purpose: str, text: str) -> str:
+    """The hash a record about *text* is written under now (:func:`lookup_hashes`' first)."""
+    keys = data_keys()
+    return lookup_hash(purpose, text, key=keys[0] if keys else None)
+
+
 def normalise(value: str) -> str:
     """The form of a personal value its reference is computed from: an email address
     lower-cased, a phone number (``+``/``%2B``, a scheme, separators) its digits only, any

@@ -95,16 +95,6 @@ class EdgeGuard:
         ApiKeys(None, bootstrap=getattr(settings, "admin_api_keys", ()))
         if getattr(settings, "jwt_jwks_url", None) or getattr(settings, "jwt_public_key", None):
             check_issuer_audience(settings)
-        url_signed = getattr(settings, "twilio_auth_tokens", ()) or getattr(
-            settings, "hubspot_webhook_secrets", ()
-        )
-        if url_signed and not (
-            getattr(settings, "public_url", None) or getattr(settings, "allowed_hosts", ())
-        ):
-            _log.warning(
-                "Twilio/HubSpot signatures are checked over the URL the client's Host names: "
-                "set ANTIFRAGILE_PUBLIC_URL (or ANTIFRAGILE_ALLOWED_HOSTS)"
-            )
 
     def limit_for(self, path: str) -> int:
         """The body size limit of the route class of *path* (bytes)."""

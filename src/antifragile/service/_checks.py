@@ -12,6 +12,11 @@
   without ``ANTIFRAGILE_TWILIO_AUTH_TOKEN``, a tenant's shop without
   ``ANTIFRAGILE_SHOPIFY_WEBHOOK_SECRET``) is a warning at start and a ``missing`` entry in
   ``/health``, which makes the service ``degraded``: its inbound messages are refused.
+* **Signed URLs** (:func:`unverifiable_webhooks`): Twilio and HubSpot sign the URL they called;
+  with one of them set up and neither ``ANTIFRAGILE_PUBLIC_URL`` nor
+  ``ANTIFRAGILE_ALLOWED_HOSTS``, that URL is not known (the client's ``Host`` must not decide
+  it) and their webhooks are refused: a warning at start and ``public_url: missing`` in
+  ``/health`` (``degraded``).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ __all__ = [
     "log_startup_warnings",
     "missing_secrets",
     "unknown_variables",
+    "unverifiable_webhooks",
 ]
 
 _log = logging.getLogger("antifragile.config")
@@ -201,11 +207,31 @@ def missing_secrets(settings: Settings, tenants: Iterable[Tenant], connectors: A
     return missing
 
 
+def unverifiable_webhooks(
+    settings: Settings, tenants: Iterable[Tenant], connectors: Any
+) -> list[str]:
+    """The providers whose webhooks sign the URL they called (Twilio, HubSpot) that are set up
+    -- their secret is set, or (Twilio) a tenant is routed through it or its connector is
+    configured -- while the service knows no URL to check them over (neither
+    ``ANTIFRAGILE_PUBLIC_URL`` nor ``ANTIFRAGILE_ALLOWED_HOSTS``): their webhooks are refused."""
+    if getattr(settings, "public_url", None) or getattr(settings, "allowed_hosts", ()):
+        return []
+    found: list[str] = []
+    routed = any(getattr(tenant, "twilio_number", None) for tenant in tenants)
+    built = connectors is not None and connectors.configured("twilio")
+    if getattr(settings, "twilio_auth_tokens", ()) or routed or built:
+        found.append("twilio")
+    if getattr(settings, "hubspot_webhook_secrets", ()):
+        found.append("hubspot")
+    return found
+
+
 def log_startup_warnings(
     environ: Mapping[str, str], settings: Settings, tenants: Iterable[Tenant], connectors: Any
 ) -> None:
     """Log (logger ``antifragile.config``, level warning) each unknown variable and each
     missing secret (see the module docs)."""
+    tenant_list = list(tenants)
     for name, suggestion in unknown_variables(environ):
         hint = f"; did you mean {suggestion}?" if suggestion else ""
         _log.warning(
@@ -214,11 +240,19 @@ def log_startup_warnings(
             hint,
             extra={"variable": name, "suggestion": suggestion},
         )
-    for variable in missing_secrets(settings, tenants, connectors):
+    for variable in missing_secrets(settings, tenant_list, connectors):
         _log.warning(
             "%s is not set: the channel's webhooks cannot be verified and are refused; "
             "set it (or %s_FILE)",
             variable,
             variable,
             extra={"variable": variable},
+        )
+    providers = unverifiable_webhooks(settings, tenant_list, connectors)
+    if providers:
+        _log.warning(
+            "ANTIFRAGILE_PUBLIC_URL is not set: %s webhooks sign the URL they called and are "
+            "refused (403 PUBLIC_URL_REQUIRED); set it (or ANTIFRAGILE_ALLOWED_HOSTS)",
+            " and ".join(p.capitalize().replace("Hubspot", "HubSpot") for p in providers),
+            extra={"variable": "ANTIFRAGILE_PUBLIC_URL", "providers": providers},
         )

@@ -605,7 +605,7 @@ async def login(request: Request) -> Response:
     form = await _form(request)
     credential = form.get("api_key", "").strip()
     throttle, ip, account = _throttle(request), client_ip(request), account_of(credential)
-    wait = throttle.wait(ip, account)
+    wait = await throttle.wait(ip, account)
     if wait > 0:
         raise ApiError(
             429,
@@ -620,12 +620,12 @@ async def login(request: Request) -> Response:
         if exc.status != 401:
             raise
         if credential:
-            throttle.failed(ip, account)
+            await throttle.failed(ip, account)
         message = _LOGIN_FAILED if credential else "Enter an admin API key."
         if not admin_auth_for(request).configured:
             message = exc.message
         return _html("dashboard_login.html", status=401, error=message)
-    throttle.succeeded(ip, account)
+    await throttle.succeeded(ip, account)
     token, ttl = await _open_session(request, principal, credential)
     response = _redirect("/dashboard")
     response.set_cookie(
@@ -648,10 +648,14 @@ def _over_tls(request: Request) -> bool:
 
 
 def _throttle(request: Request) -> LoginThrottle:
+    """The app's sign-in backoff, shared through the assistant's shared-state store (Redis,
+    else the job database) while it has one."""
     throttle: LoginThrottle | None = getattr(request.app.state, "login_throttle", None)
     if throttle is None:
         throttle = LoginThrottle(clock=_jobs(request).clock)
         request.app.state.login_throttle = throttle
+    state_store = getattr(_assistant(request), "state_store", None)
+    throttle.store = getattr(state_store, "kv", None)
     return throttle
 
 

@@ -72,7 +72,10 @@ class ErasureReport(BaseModel):
     dry_run: bool
     erased: dict[str, int] = Field(description="records erased, per kind")
     total: int
-    jobs_pending: int = Field(description="waiting or running jobs about them (kept: references)")
+    jobs_pending: int = Field(
+        description="running jobs about them (left to their worker: references); waiting "
+        "ones are cancelled and counted under erased.jobs_cancelled"
+    )
 
 
 @router.post(
@@ -81,8 +84,9 @@ class ErasureReport(BaseModel):
     responses=answers(ErasureReport, "What was erased, per kind of record"),
 )
 async def post_erasure(request: Request, body: ErasureRequest) -> JSONResponse:
-    """Delete the customer's inbox entries, sessions, outbound messages, tasks, finished jobs
-    and dead-letter entries; ``data.erased`` counts them per kind (``dry_run``: would)."""
+    """Delete the customer's inbox entries, sessions, outbound messages, tasks, finished jobs,
+    dead-letter entries and idempotency records, and cancel their waiting jobs;
+    ``data.erased`` counts them per kind (``dry_run``: would)."""
     assistant = getattr(request.app.state, "assistant", None)
     if assistant is None:
         raise ApiError(503, ErrorCode.STORE_UNAVAILABLE, "the service is starting; retry later")

@@ -14,7 +14,10 @@
   :mod:`antifragile.connectors._failover`);
 * ``secret:<VARIABLE>`` -- ``missing`` when a configured channel lacks the secret its webhooks
   are verified with (``ANTIFRAGILE_WHATSAPP_APP_SECRET``...): ``degraded``, those webhooks are
-  refused (see :mod:`antifragile.service._checks`).
+  refused (see :mod:`antifragile.service._checks`);
+* ``public_url`` -- ``missing`` when Twilio or HubSpot is set up and neither
+  ``ANTIFRAGILE_PUBLIC_URL`` nor ``ANTIFRAGILE_ALLOWED_HOSTS`` says which URL their signatures
+  cover: ``degraded``, those webhooks are refused.
 
 Liveness (when the database answers): ``workers`` and ``schedulers`` -- how many are alive
 (their heartbeat rows, see :mod:`antifragile.jobs._liveness`), how many rows are stale and when
@@ -166,6 +169,15 @@ def _missing_secrets(state: ServiceState) -> list[str]:
     return missing_secrets(state.settings, tenants, getattr(assistant, "connectors", None))
 
 
+def _unverifiable(state: ServiceState) -> list[str]:
+    """The URL-signing providers set up without a known URL (:func:`unverifiable_webhooks`)."""
+    from antifragile.service._checks import unverifiable_webhooks
+
+    assistant = state.assistant
+    tenants = getattr(assistant, "tenants", None) or state.settings.tenant_list()
+    return unverifiable_webhooks(state.settings, tenants, getattr(assistant, "connectors", None))
+
+
 async def health_report(
     state: ServiceState, *, within: float = DEFAULT_CHECK_TIMEOUT
 ) -> dict[str, Any]:
@@ -195,6 +207,10 @@ async def health_report(
         dependencies["email:serving"] = serving
     for variable in _missing_secrets(state):
         dependencies[f"secret:{variable}"] = "missing"
+        if status == "healthy":
+            status = "degraded"
+    if _unverifiable(state):
+        dependencies["public_url"] = "missing"
         if status == "healthy":
             status = "degraded"
     return {

@@ -32,7 +32,6 @@ store too.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Mapping
@@ -41,6 +40,7 @@ from typing import Any
 from fastapi import Request
 
 from antifragile.errors import ConfigurationError, ErrorCode, StoreError
+from antifragile.observability._personal import current_lookup_hash
 from antifragile.policies import SYSTEM_CLOCK, Clock
 from antifragile.service._envelope import ApiError
 from antifragile.service._settings import Rate, parse_rate
@@ -69,7 +69,9 @@ def as_rate(value: RateSpec) -> Rate:
 
 
 def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    """The hash a shared bucket's key carries for an address or a sender (keyed with the
+    current data key when one is configured: a phone number's is not guessable)."""
+    return current_lookup_hash("limit", text)[:24]
 
 
 class _Buckets:

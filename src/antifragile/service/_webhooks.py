@@ -10,9 +10,11 @@ Every delivery goes the same way, and nothing is recorded unless all of it succe
    Twilio, a form for Mandrill and Acuity, else
    ``415 UNSUPPORTED_MEDIA_TYPE``;
 3. **signature** -- checked over the raw bytes *before* anything is parsed; a missing, wrong or
-   (SendGrid, Resend, Calendly, HubSpot) stale one is ``401 SIGNATURE_INVALID``. Twilio and
-   HubSpot sign the URL they called: ``ANTIFRAGILE_PUBLIC_URL`` plus the path and query when
-   set (behind a proxy), else the URL as received;
+   (SendGrid, Resend, Calendly, HubSpot) stale one is ``401 SIGNATURE_INVALID``. Twilio,
+   HubSpot and Mandrill sign the URL they called: ``ANTIFRAGILE_PUBLIC_URL`` plus the path and
+   query (Mandrill: ``ANTIFRAGILE_MANDRILL_WEBHOOK_URL`` when set), or the URL as received when
+   its ``Host`` is one of ``ANTIFRAGILE_ALLOWED_HOSTS``; with neither set they are refused
+   (``403 PUBLIC_URL_REQUIRED``) -- the client's ``Host`` never decides it;
 4. **parse** into events (``400 MALFORMED_PAYLOAD`` when the body is not what the provider
    sends), then **record** them in the inbox with their processing jobs, in one transaction,
    deduplicated by the provider's event id -- a redelivery is answered 200 as a duplicate.
@@ -393,16 +395,26 @@ class WebhookHandlers:
     def _signed_url(self, scope: Scope) -> str:
         """The URL a Twilio or HubSpot signature covers: the public URL's when configured;
         else the received one, whose ``Host`` must be one of ``ANTIFRAGILE_ALLOWED_HOSTS``
-        when that is set (``401 SIGNATURE_INVALID`` otherwise)."""
-        if not self.public_url and self.allowed_hosts:
-            host = (_header(scope, "host") or "").lower()
-            if host not in self.allowed_hosts and host.rsplit(":", 1)[0] not in self.allowed_hosts:
-                raise ApiError(
-                    401,
-                    ErrorCode.SIGNATURE_INVALID,
-                    "the request's Host is not one of ANTIFRAGILE_ALLOWED_HOSTS",
-                )
-        return signed_url(scope, self.public_url)
+        (``401 SIGNATURE_INVALID`` otherwise). With neither configured the URL is not known --
+        the client's ``Host`` would decide it -- and the delivery is refused
+        (``403 PUBLIC_URL_REQUIRED``)."""
+        if self.public_url:
+            return signed_url(scope, self.public_url)
+        if not self.allowed_hosts:
+            raise ApiError(
+                403,
+                ErrorCode.PUBLIC_URL_REQUIRED,
+                "the URL this webhook's signature covers is not configured: set "
+                "ANTIFRAGILE_PUBLIC_URL (or ANTIFRAGILE_ALLOWED_HOSTS)",
+            )
+        host = (_header(scope, "host") or "").lower()
+        if host not in self.allowed_hosts and host.rsplit(":", 1)[0] not in self.allowed_hosts:
+            raise ApiError(
+                401,
+                ErrorCode.SIGNATURE_INVALID,
+                "the request's Host is not one of ANTIFRAGILE_ALLOWED_HOSTS",
+            )
+        return signed_url(scope, None)
 
     async def _check_ip(self, scope: Scope) -> None:
         limits = getattr(self.app_state, "limits", None)
@@ -478,8 +490,8 @@ class WebhookHandlers:
         content_type, length, signature = _scan(scope, _TWILIO_SIGNATURE)
         if content_type not in (_FORM, _JSON):
             raise _unsupported(content_type, f"{_FORM} or {_JSON}")
-        body = await read_body(receive, self.limit, length)
         url = self._signed_url(scope)
+        body = await read_body(receive, self.limit, length)
         if content_type == _FORM:
             params = _form(body)
             verify_twilio(url, params, signature, self.twilio_tokens)

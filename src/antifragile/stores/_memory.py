@@ -283,6 +283,17 @@ class MemoryIdempotencyStore:
             del self._data[key]
             return True
 
+    async def scan(self, prefix: str, *, now: float, limit: int = 100) -> list[IdempotencyRecord]:
+        with self._lock:
+            keys = sorted(
+                k for k, row in self._data.items() if k.startswith(prefix) and now < row.expires_at
+            )
+            return [self._data[k].record(k) for k in keys[: max(0, limit)]]
+
+    async def delete(self, key: str) -> bool:
+        with self._lock:
+            return self._data.pop(key, None) is not None
+
 
 class MemoryLeaseStore:
     """:class:`~antifragile.stores.LeaseStore` in a dict."""

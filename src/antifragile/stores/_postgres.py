@@ -247,6 +247,22 @@ FROM antifragile_idempotency
 WHERE key = %(key)s AND expires_at > %(now)s::float8
 """
 
+IDEM_SCAN_RANGE: LiteralString = """
+SELECT key, status, owner, fingerprint, result, created_at, expires_at
+FROM antifragile_idempotency
+WHERE key >= %(lower)s AND key < %(upper)s AND expires_at > %(now)s::float8
+ORDER BY key LIMIT %(limit)s::bigint
+"""
+
+IDEM_SCAN_FROM: LiteralString = """
+SELECT key, status, owner, fingerprint, result, created_at, expires_at
+FROM antifragile_idempotency
+WHERE key >= %(lower)s AND starts_with(key, %(lower)s) AND expires_at > %(now)s::float8
+ORDER BY key LIMIT %(limit)s::bigint
+"""
+
+IDEM_DELETE: LiteralString = "DELETE FROM antifragile_idempotency WHERE key = %(key)s"
+
 IDEM_RELEASE: LiteralString = """
 DELETE FROM antifragile_idempotency
 WHERE key = %(key)s AND owner = %(owner)s AND status = 'processing'
@@ -905,6 +921,15 @@ class PostgresIdempotencyStore:
 
     async def release(self, key: str, *, owner: str) -> bool:
         return await self._db.execute(IDEM_RELEASE, {"key": key, "owner": owner}) == 1
+
+    async def scan(self, prefix: str, *, now: float, limit: int = 100) -> list[IdempotencyRecord]:
+        upper = prefix_end(prefix)
+        params = {"lower": prefix, "upper": upper, "now": float(now), "limit": max(0, int(limit))}
+        rows = await self._db.fetchall(IDEM_SCAN_FROM if upper is None else IDEM_SCAN_RANGE, params)
+        return [_idempotency_record(r[0], r[1:]) for r in rows]
+
+    async def delete(self, key: str) -> bool:
+        return await self._db.execute(IDEM_DELETE, {"key": key}) == 1
 
 
 class PostgresLeaseStore:

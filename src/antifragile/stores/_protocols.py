@@ -196,6 +196,15 @@ class IdempotencyStore(Protocol):
         answer may be either, as a backend may have collected the record meanwhile."""
         ...
 
+    async def scan(self, prefix: str, *, now: float, limit: int = 100) -> list[IdempotencyRecord]:
+        """Live records whose key starts with *prefix* (``""``: all), in key order, at most
+        *limit* (erasure reads them to find the ones about a person)."""
+        ...
+
+    async def delete(self, key: str) -> bool:
+        """Drop the record of *key*, whatever its state; whether there was one."""
+        ...
+
 
 # -- leases / locks ---------------------------------------------------------------------------
 

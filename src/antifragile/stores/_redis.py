@@ -552,6 +552,11 @@ def _name(value: str) -> str:
     return value.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
 
 
+def _unname(value: str) -> str:
+    """The inverse of :func:`_name`."""
+    return value.replace("%7D", "}").replace("%7B", "{").replace("%25", "%")
+
+
 def _safe_url(url: str) -> tuple[str, list[str]]:
     """*url* with its password masked, and the secrets found in it."""
     parts = urlsplit(url)
@@ -975,6 +980,40 @@ class RedisIdempotencyStore(_Part):
     async def release(self, key: str, *, owner: str) -> bool:
         store = self._store
         return bool(await store._run("idem_release", [store._key("idem", key)], [owner]))
+
+    async def scan(self, prefix: str, *, now: float, limit: int = 100) -> list[IdempotencyRecord]:
+        """A SCAN over the records' keys (a full pass over the keyspace: for erasure, not a
+        hot path)."""
+        if limit <= 0:
+            return []
+        store = self._store
+        client = store._need_client()
+        head = f"{store.prefix}{{idem:"
+        pattern = _glob_escape(head + _name(prefix)) + "*"
+        names: list[str] = []
+        try:
+            async for raw in client.scan_iter(match=pattern, count=1000):
+                text = raw.decode() if isinstance(raw, bytes) else str(raw)
+                if text.endswith("}") and text.startswith(head):
+                    names.append(_unname(text[len(head) : -1]))
+        except Exception as exc:
+            raise store._translate(exc) from None
+        found: list[IdempotencyRecord] = []
+        for name in sorted(set(names)):
+            record = await self.get(name, now=now)
+            if record is not None:
+                found.append(record)
+                if len(found) >= limit:
+                    break
+        return found
+
+    async def delete(self, key: str) -> bool:
+        store = self._store
+        client = store._need_client()
+        try:
+            return bool(await client.delete(store._key("idem", key)))
+        except Exception as exc:
+            raise store._translate(exc) from None
 
 
 class RedisLeaseStore(_Part):

@@ -784,6 +784,23 @@ def _idem_release(conn: sqlite3.Connection, key: str, owner: str) -> bool:
     return cursor.rowcount > 0
 
 
+def _idem_scan(
+    conn: sqlite3.Connection, prefix: str, now: float, limit: int
+) -> list[IdempotencyRecord]:
+    end = prefix_end(prefix)
+    sql = f"SELECT key, {_IDEM_COLUMNS} FROM antifragile_idempotency WHERE key >= :lo"
+    if end is not None:
+        sql += " AND key < :hi"
+    sql += " AND expires_at > :now ORDER BY key LIMIT :limit"
+    rows = conn.execute(sql, {"lo": prefix, "hi": end, "now": now, "limit": max(0, limit)})
+    return [_idem_record(row[0], row[1:]) for row in rows]
+
+
+def _idem_delete(conn: sqlite3.Connection, key: str) -> bool:
+    cursor = conn.execute("DELETE FROM antifragile_idempotency WHERE key = ?", (key,))
+    return cursor.rowcount > 0
+
+
 class SQLiteIdempotencyStore:
     """:class:`~antifragile.stores.IdempotencyStore` on SQLite."""
 
@@ -822,6 +839,12 @@ class SQLiteIdempotencyStore:
 
     async def release(self, key: str, *, owner: str) -> bool:
         return await self._db.run(_idem_release, key, owner)
+
+    async def scan(self, prefix: str, *, now: float, limit: int = 100) -> list[IdempotencyRecord]:
+        return await self._db.run(_idem_scan, prefix, now, limit)
+
+    async def delete(self, key: str) -> bool:
+        return await self._db.run(_idem_delete, key)
 
 
 # -- leases ------------------------------------------------------------------------------------
