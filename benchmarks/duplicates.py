@@ -537,6 +537,8 @@ async def _service(
         "ANTIFRAGILE_TWILIO_AUTH_TOKEN": _TOKENS["twilio"],
         "ANTIFRAGILE_CALCOM_WEBHOOK_SECRET": _CALCOM_SECRET,
         "ANTIFRAGILE_MANDRILL_WEBHOOK_KEY": _MANDRILL_KEY,
+        # the URL the URL-signed webhooks (Twilio, Mandrill) are checked against
+        "ANTIFRAGILE_PUBLIC_URL": f"http://127.0.0.1:{port}",
     }
     if provider == "sendgrid":
         simulator = sandbox.simulator("sendgrid")
