@@ -15,7 +15,9 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-IDEMPOTENT = ("resend", "shopify", "hubspot")
+IDEMPOTENT = ("shopify", "hubspot")
+#: the owner's summary email goes through Resend, else Mailchimp Transactional (Mandrill)
+EMAIL_CHAIN = ("resend", "mandrill")
 
 
 def _command() -> list[str]:
@@ -57,7 +59,10 @@ def test_quick_demo_exits_0_and_says_effects_match(
     effects match what the customers caused, exactly once."""
     done, _ = quick_run
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "Effects match for the idempotent providers (resend, shopify, hubspot)" in done.stdout
+    assert (
+        "Effects match for the idempotent providers (resend, mandrill, shopify, hubspot)"
+        in done.stdout
+    )
     assert "Traceback" not in done.stdout + done.stderr
 
 
@@ -113,8 +118,9 @@ def test_quick_demo_counts_every_effect_and_the_baseline(
     quick_run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
     """Every customer completed the flow; each idempotent provider recorded exactly one effect
-    per customer; the naive baseline, on the same script, sent more requests in all; the worker
-    was restarted once and the backlog drained after recovery."""
+    per customer (the summary email once across the email chain); the naive baseline, on the
+    same script, sent more requests in all; the worker was restarted once and the backlog
+    drained after recovery."""
     _, report = quick_run
     summary = _summary(report)
     customers = summary["customers"]
@@ -126,6 +132,7 @@ def test_quick_demo_counts_every_effect_and_the_baseline(
         assert effects["recorded"] == customers
         assert effects["duplicates"] == effects["missing"] == 0
         assert effects["exactly_once"] is True
+    _assert_one_email_each(summary)
     attempts = sum(t["attempts"] for t in summary["effects"].values())
     naive_attempts = sum(t["attempts"] for t in summary["naive"].values())
     assert naive_attempts > attempts
@@ -139,20 +146,11 @@ def test_quick_demo_counts_every_effect_and_the_baseline(
     assert whatsapp["missing"] <= len(dead_replies)
 
 
-def test_a_fault_script_file_replaces_the_default(tmp_path: Path) -> None:
-    """``--faults FILE`` plays the given script (here: only HubSpot timing out after acting,
-    no baseline, two customers) and the effects still match."""
+def _play_script(tmp_path: Path, text: str, customers: int) -> dict[str, Any]:
+    """``antifragile demo --quick --no-baseline --faults FILE`` with *text* as the file: it
+    exits 0, and its summary.json."""
     script = tmp_path / "faults.yaml"
-    script.write_text(
-        "name: hubspot only\n"
-        "faults:\n"
-        "  - provider: hubspot\n"
-        "    endpoint: POST /crm/v3/objects/contacts\n"
-        "    start: 0\n"
-        "    end: 3\n"
-        "    chaos: [{p: 0.5, kind: ambiguous, lost: hang}]\n",
-        encoding="utf-8",
-    )
+    script.write_text(text, encoding="utf-8")
     report = tmp_path / "report"
     done = subprocess.run(
         [
@@ -160,7 +158,7 @@ def test_a_fault_script_file_replaces_the_default(tmp_path: Path) -> None:
             "demo",
             "--quick",
             "--customers",
-            "2",
+            str(customers),
             "--no-baseline",
             "--faults",
             str(script),
@@ -169,15 +167,73 @@ def test_a_fault_script_file_replaces_the_default(tmp_path: Path) -> None:
         ],
         capture_output=True,
         text=True,
-        timeout=90,
+        timeout=120,
         check=False,
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    summary = _summary(report)
+    return _summary(report)
+
+
+def test_a_fault_script_file_replaces_the_default(tmp_path: Path) -> None:
+    """``--faults FILE`` plays the given script (here: only HubSpot timing out after acting,
+    no baseline, two customers) and the effects still match."""
+    summary = _play_script(
+        tmp_path,
+        "name: hubspot only\n"
+        "faults:\n"
+        "  - provider: hubspot\n"
+        "    endpoint: POST /crm/v3/objects/contacts\n"
+        "    start: 0\n"
+        "    end: 3\n"
+        "    chaos: [{p: 0.5, kind: ambiguous, lost: hang}]\n",
+        customers=2,
+    )
     assert summary["script"]["name"] == "hubspot only"
     assert summary["naive"] is None
     assert summary["effects"]["hubspot"]["exactly_once"] is True
+
+
+def _assert_one_email_each(summary: dict[str, Any]) -> None:
+    """Each customer's summary email went out exactly once across the email chain."""
+    chain = [summary["effects"][p] for p in EMAIL_CHAIN]
+    assert sum(t["recorded"] for t in chain) == summary["customers"]
+    assert sum(t["expected"] for t in chain) == summary["customers"]
+    for tally in chain:
+        assert tally["duplicates"] == tally["missing"] == 0
+        assert tally["exactly_once"] is True
+
+
+def test_with_resend_down_the_summary_emails_go_out_through_mandrill_once_each(
+    tmp_path: Path,
+) -> None:
+    """A fault script taking Resend down (503 to every request) for 20 s, longer than the
+    customers' conversations take: the summary emails fail over to Mailchimp Transactional
+    (Mandrill), each sent exactly once across the chain; every reply delivered, nothing for an
+    operator."""
+    summary = _play_script(
+        tmp_path,
+        "name: resend down\n"
+        "faults:\n"
+        "  - provider: resend\n"
+        "    label: Resend down (503)\n"
+        "    start: 0\n"
+        "    end: 20\n"
+        "    chaos: [{p: 1.0, kind: error, status: 503}]\n",
+        customers=3,
+    )
+    assert summary["script"]["faults"][0]["provider"] == "resend"
+    _assert_one_email_each(summary)
+    resend, mandrill = (summary["effects"][p] for p in EMAIL_CHAIN)
+    # Resend was asked and refused; the chain's second provider sent (a conversation ending
+    # after the window, on a slow machine, may send through Resend again: still once overall)
+    assert summary["conversations"] == summary["customers"]
+    assert resend["attempts"] > 0
+    assert mandrill["recorded"] >= 1
+    assert mandrill["attempts"] >= mandrill["recorded"]
+    assert summary["replies_missing"] == 0
+    assert summary["dlq_needing_operator"] == 0
+    assert summary["cap_hit"] is False
 
 
 def test_a_bad_fault_script_is_a_clear_error(tmp_path: Path) -> None:
@@ -194,5 +250,6 @@ def test_a_bad_fault_script_is_a_clear_error(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert done.returncode == 2
-    assert "provider" in done.stdout + done.stderr
+    assert "unknown provider 'myspace'" in done.stdout + done.stderr
+    assert "mandrill" in done.stdout + done.stderr  # the providers it may name
     assert "Traceback" not in done.stdout + done.stderr

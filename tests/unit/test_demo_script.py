@@ -174,3 +174,35 @@ def test_status_webhook_faults_are_accepted_for_whatsapp_only() -> None:
     )
     with pytest.raises(ConfigurationError, match="webhooks"):
         check_endpoints(wrong)
+
+
+def test_a_script_may_fault_mandrill_and_names_the_providers_when_wrong() -> None:
+    """Mailchimp Transactional (``mandrill``), the email chain's second provider, can be
+    faulted like the others, on its own endpoints; an unknown provider is named in the error
+    with the list of those a script may name."""
+    from antifragile.demo._run import check_endpoints
+
+    script = FaultScript.from_dict(
+        {
+            "faults": [
+                {
+                    "provider": "mandrill",
+                    "endpoint": "POST /messages/send",
+                    "start": 0,
+                    "end": 5,
+                    "chaos": [{"p": 1.0, "kind": "error", "status": 500}],
+                }
+            ]
+        }
+    )
+    check_endpoints(script)
+    assert set(script.document(seed=1)) == {"mandrill"}
+    wrong = FaultScript.from_dict(
+        {"faults": [{"provider": "mandrill", "endpoint": "POST /emails", "start": 0, "end": 1}]}
+    )
+    with pytest.raises(ConfigurationError, match="POST /messages/send"):
+        check_endpoints(wrong)
+    with pytest.raises(ConfigurationError) as caught:
+        FaultScript.from_dict({"faults": [{"provider": "mailgun", "start": 0, "end": 1}]})
+    assert "unknown provider 'mailgun'" in caught.value.message
+    assert "mandrill" in caught.value.message

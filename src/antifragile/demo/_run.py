@@ -43,7 +43,7 @@ import logging
 import socket
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ import uvicorn
 
 from antifragile.connectors import Connectors
 from antifragile.demo._scenario import (
+    EMAIL_CHAIN,
     IDEMPOTENT,
     PROVIDERS,
     REPLIES_PER_CONVERSATION,
@@ -67,6 +68,7 @@ from antifragile.jobs import Job, JobFilter, JobState, Worker
 from antifragile.policies import CircuitBreaker, Exponential, Policy, Retry
 from antifragile.sandbox import (
     HubSpotSimulator,
+    MandrillSimulator,
     ProviderSandbox,
     ResendSimulator,
     ShopifySimulator,
@@ -87,6 +89,7 @@ ADMIN_KEY = "demo-admin-key-0123456789"
 WA_TOKEN = "EAAG-demo-token"
 PHONE_ID = "106540352242922"
 RESEND_KEY = "re_demo_key_12345"
+MANDRILL_KEY = "md-demo-key-12345"
 SHOPIFY_TOKEN = "shpat_demo_token"
 HUBSPOT_TOKEN = "pat-demo-token"
 HOOK = "T0001/B0001/demoSeCrEt1234"
@@ -306,6 +309,7 @@ def simulators() -> list[Any]:
             app_secret=APP_SECRET,
         ),
         ResendSimulator(api_keys=[RESEND_KEY], rate_limit=10**6),
+        MandrillSimulator(api_keys=[MANDRILL_KEY], search_limit=10**6),
         ShopifySimulator(access_tokens=[SHOPIFY_TOKEN], bucket_size=10**6),
         HubSpotSimulator(tokens=[HUBSPOT_TOKEN], burst=10**6),
         SlackSimulator(hooks=[HOOK], rate=1e6, burst=1e6),
@@ -335,6 +339,7 @@ def _connectors(sandbox: ProviderSandbox, pace: Pace) -> Connectors:
         base_urls={
             "whatsapp": sandbox.base_url("whatsapp"),
             "resend": sandbox.base_url("resend"),
+            "mandrill": sandbox.base_url("mandrill"),
             "shopify": sandbox.base_url("shopify"),
             "hubspot": sandbox.base_url("hubspot"),
             "slack": f"{sandbox.base_url('slack')}/services/{HOOK}",
@@ -342,6 +347,7 @@ def _connectors(sandbox: ProviderSandbox, pace: Pace) -> Connectors:
         options={
             "whatsapp": {"access_token": WA_TOKEN, "phone_number_id": PHONE_ID},
             "resend": {"api_key": RESEND_KEY},
+            "mandrill": {"api_key": MANDRILL_KEY},
             "shopify": {"access_token": SHOPIFY_TOKEN, "reconcile_grace": 0.2},
             "hubspot": {"access_token": HUBSPOT_TOKEN},
         },
@@ -354,7 +360,7 @@ def _settings(directory: Path, database_url: str | None) -> Settings:
     config = directory / "antifragile.toml"
     config.write_text(
         f'[tenants.{TENANT}]\nname = "Acme Bakery"\nwhatsapp_phone_number_id = "{PHONE_ID}"\n'
-        f'owner_email = "{OWNER}"\n',
+        f'owner_email = "{OWNER}"\nemail_chain = "{",".join(EMAIL_CHAIN)}"\n',
         encoding="utf-8",
     )
     return Settings.from_env(
@@ -433,7 +439,9 @@ def tally(
     sandbox: ProviderSandbox, customers: Sequence[Customer], provider: str, *, attempts: int
 ) -> Tally:
     """*provider*'s accepted effects matched to *customers* (each should cause one, or five
-    WhatsApp replies)."""
+    WhatsApp replies); a provider of the email chain is counted with the chain."""
+    if provider in EMAIL_CHAIN:
+        return chain_tallies(sandbox, customers, attempts={provider: attempts})[provider]
     effects = sandbox.effects(provider)
     want = REPLIES_PER_CONVERSATION if provider == "whatsapp" else 1
     duplicates = missing = 0
@@ -452,6 +460,39 @@ def tally(
         missing=missing,
         attempts=attempts,
     )
+
+
+def chain_tallies(
+    sandbox: ProviderSandbox, customers: Sequence[Customer], *, attempts: Mapping[str, int]
+) -> dict[str, Tally]:
+    """The email chain's providers' effects, counted together: each customer should cause one
+    summary email across the chain. The email counts at the first provider of the chain that
+    sent it (its *expected*); a second one anywhere is a duplicate where it was recorded, and a
+    customer without any is missing at the chain's first provider."""
+    effects = {p: sandbox.effects(p) for p in EMAIL_CHAIN}
+    expected = dict.fromkeys(EMAIL_CHAIN, 0)
+    missing = 0
+    for customer in customers:
+        got = {p: sum(1 for e in effects[p] if _belongs(p, e, customer)) for p in EMAIL_CHAIN}
+        first = next((p for p in EMAIL_CHAIN if got[p]), None)
+        if first is None:
+            missing += 1
+        expected[first or EMAIL_CHAIN[0]] += 1
+    out = {}
+    for provider in EMAIL_CHAIN:
+        recorded = len(effects[provider])
+        lacking = missing if provider == EMAIL_CHAIN[0] else 0
+        # every effect beyond the one email counted here is a duplicate (or no customer's)
+        duplicates = recorded - (expected[provider] - lacking)
+        out[provider] = Tally(
+            provider,
+            expected=expected[provider],
+            recorded=recorded,
+            duplicates=duplicates,
+            missing=lacking,
+            attempts=attempts.get(provider, 0),
+        )
+    return out
 
 
 #: the final statuses of a WhatsApp message that reached the phone
@@ -833,6 +874,9 @@ class DemoRun:
                 # minutes) for a few seconds here, and looks at its record more often
                 assistant.replies.windows["whatsapp"] = pace.echo_window
                 assistant.replies.poll = pace.echo_poll
+                # an email whose outcome is unknown at a provider of the chain blocks the others
+                # for as long (production: 15 minutes)
+                connectors.email_chain(EMAIL_CHAIN).settle_window = pace.echo_window
                 stack.push_async_callback(assistant.close)
                 self._assistant = assistant
                 await self._serve(stack, assistant, settings)

@@ -37,10 +37,14 @@ from antifragile.errors import ConfigurationError
 from antifragile.sandbox import FaultPlan
 from antifragile.sandbox._engine import ANY_ENDPOINT, read_fault_file
 
-#: the providers the demo's service talks to, in display order
-PROVIDERS: tuple[str, ...] = ("whatsapp", "resend", "shopify", "hubspot", "slack")
-#: providers whose effects must be exactly once after recovery (idempotency key or reconcile)
-IDEMPOTENT: tuple[str, ...] = ("resend", "shopify", "hubspot")
+#: the providers the demo's service talks to, in display order (a fault script names them)
+PROVIDERS: tuple[str, ...] = ("whatsapp", "resend", "mandrill", "shopify", "hubspot", "slack")
+#: the email chain of the owner's summary email, in order: Resend, then Mailchimp Transactional
+#: (Mandrill) when Resend is passed over; one summary email per customer across the chain
+EMAIL_CHAIN: tuple[str, ...] = ("resend", "mandrill")
+#: providers whose effects must be exactly once after recovery (idempotency key or reconcile;
+#: the email chain's providers together)
+IDEMPOTENT: tuple[str, ...] = ("resend", "mandrill", "shopify", "hubspot")
 #: replies a customer gets for a whole intake conversation (greeting + 3 questions + thanks)
 REPLIES_PER_CONVERSATION = 5
 
@@ -165,7 +169,9 @@ def _window(entry: Any, index: int, source: str) -> FaultWindow:
         raise ConfigurationError(f"{where}: unknown field(s) {', '.join(unknown)}")
     provider = entry.get("provider")
     if provider not in PROVIDERS:
-        raise ConfigurationError(f"{where}: 'provider' is one of {', '.join(PROVIDERS)}")
+        raise ConfigurationError(
+            f"{where}: unknown provider {provider!r}; 'provider' is one of {', '.join(PROVIDERS)}"
+        )
     start, end = _seconds(entry.get("start")), _seconds(entry.get("end"))
     if start is None or end is None:
         raise ConfigurationError(f"{where}: 'start' and 'end' are seconds")
