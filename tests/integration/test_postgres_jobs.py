@@ -23,7 +23,7 @@ import psycopg
 import pytest
 
 from antifragile import ConfigurationError, FakeClock
-from antifragile.jobs import Job, JobFilter, NewJob, Outcome, StatusFlag
+from antifragile.jobs import Enqueued, Job, JobFilter, NewJob, Outcome, StatusFlag
 from antifragile.jobs._postgres import _JOB_FIELDS, _NO_SORT, CLAIM_ANY, PostgresJobQueue
 from antifragile.stores._postgres import PostgresStore
 
@@ -194,6 +194,49 @@ async def test_outbox_on_a_psycopg_async_connection(
         await queue.enqueue([new_job(now, "dropped")], now=now, connection=conn)
         await conn.rollback()
     assert [j.id for j in await _jobs(queue)] == ["kept"]
+
+
+async def test_a_single_job_by_position_is_stored_as_by_name(
+    postgres_url: str, queue: PostgresJobQueue, clock: FakeClock
+) -> None:
+    """A single job sent with positional parameters (on the store's connections) is stored
+    exactly as the same job sent with named ones (on the caller's connection), every field
+    set, with and without a status flag; a repeat of either is found, not inserted."""
+    now = clock.time()
+    fields: dict[str, Any] = {
+        "priority": 7,
+        "payload_version": 2,
+        "provider": "twilio",
+        "timeout": 12.5,
+        "state_data": {"step": 1},
+        "context": {"request_id": "r-1"},
+        "ordering_key": "k",
+    }
+    pairs = [("pos", "named", None), ("pos-flag", "named-flag", FLAG)]
+    for positional, named, flag in pairs:
+        made = await queue.enqueue(
+            [new_job(now, positional, idempotency_key=positional, status_flag=flag, **fields)],
+            now=now,
+        )
+        assert made == [Enqueued(positional, True)]
+        async with await psycopg.AsyncConnection.connect(postgres_url) as conn:
+            job = new_job(now, named, idempotency_key=named, status_flag=flag, **fields)
+            await queue.enqueue([job], now=now, connection=conn)
+            await conn.commit()
+        again = new_job(now, "other", idempotency_key=positional, **fields)
+        assert await queue.enqueue([again], now=now) == [Enqueued(positional, False)]
+    stored = {j.id: j for j in await _jobs(queue)}
+    assert sorted(stored) == ["named", "named-flag", "pos", "pos-flag"]
+    skip = {"id", "idempotency_key", "payload", "ordering_seq"}
+    for positional, named, _ in pairs:
+        a, b = stored[positional], stored[named]
+        for name in _JOB_FIELDS:
+            if name not in skip:
+                assert getattr(a, name) == getattr(b, name), name
+        assert (a.payload, b.payload) == ({"id": positional}, {"id": named})
+        assert a.ordering_seq is not None
+        assert a.state_data == {"step": 1}
+    assert stored["pos-flag"].status_flag is not None
 
 
 def _async_url(url: str) -> str:

@@ -553,3 +553,32 @@ def test_scalar_payloads_take_the_quick_path_with_the_same_result() -> None:
     for args, kwargs in bad:
         with pytest.raises(ConfigurationError):
             codec.encode(args, kwargs)
+
+
+def test_unannotated_parameters_take_the_quick_path_for_plain_scalars() -> None:
+    """An unannotated parameter (``Any``) stores a str, int, bool or finite float as given,
+    the payload the validating path gives; other values (a list, a non-finite float) take the
+    validating path, and personal data in a string is pseudonymised on either path."""
+    from antifragile.jobs._payload import PayloadCodec
+
+    async def job(ctx, n, sent):  # type: ignore[no-untyped-def]
+        return None
+
+    codec = PayloadCodec(job, "quick")
+    slow = PayloadCodec(job, "slow")
+    slow._build()
+    slow._scalars = None  # force the validating path
+    assert codec._scalars is not None
+    rng = random.Random(11)
+    for _ in range(200):
+        drawn = (
+            rng.choice([rng.randint(-9, 9), "x" * rng.randint(0, 2), rng.random() < 0.5]),
+            rng.uniform(-1e9, 1e9),
+        )
+        quick = codec.encode(drawn, {})
+        assert quick == slow.encode(drawn, {})
+        assert [type(v) for v in quick.values()] == [type(v) for v in drawn]
+    assert codec.encode(([1, "a"], 2.5), {}) == {"n": [1, "a"], "sent": 2.5}
+    assert codec.encode(("ada@example.com", 1), {})["n"].startswith("pii_")
+    with pytest.raises(ConfigurationError):
+        codec.encode((1, math.inf), {})

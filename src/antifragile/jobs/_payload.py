@@ -20,6 +20,7 @@ runs.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import json
@@ -56,6 +57,7 @@ _SECRET_PAIRS = frozenset({("api", "key"), ("private", "key"), ("access", "key")
 _SCALARS: frozenset[type] = frozenset({str, int, bool, float})
 
 
+@functools.lru_cache(maxsize=4096)
 def looks_secret(name: str) -> bool:
     """Whether a field called *name* probably holds a credential.
 
@@ -158,9 +160,10 @@ class PayloadCodec:
         )
         self._fn = fn
         self._model: type[pydantic.BaseModel] | None = None
-        #: parameter names and types when every parameter is a required str/int/bool/float:
-        #: arguments of exactly those types are their own payload (no validation needed)
-        self._scalars: tuple[tuple[str, type], ...] | None = None
+        #: parameter names and types when every parameter is a required str/int/bool/float
+        #: or unannotated (``Any``): arguments of exactly those types (any of the four for
+        #: ``Any``) are their own payload (no validation needed)
+        self._scalars: tuple[tuple[str, Any], ...] | None = None
         if self.params:
             try:
                 self._build()
@@ -179,13 +182,13 @@ class PayloadCodec:
                 f"job {self.job!r}: cannot read its annotations: {exc}"
             ) from None
         fields: dict[str, Any] = {}
-        scalars: list[tuple[str, type]] = []
+        scalars: list[tuple[str, Any]] = []
         for param in self.params:
             annotation = hints.get(param.name, Any)
             default = ... if param.default is inspect.Parameter.empty else param.default
             fields[param.name] = (annotation, default)
             if (
-                annotation in _SCALARS
+                (annotation in _SCALARS or annotation is Any)
                 and default is ...
                 and param.kind is not inspect.Parameter.VAR_POSITIONAL
                 and param.kind is not inspect.Parameter.VAR_KEYWORD
@@ -264,14 +267,14 @@ class PayloadCodec:
             return None
         payload: dict[str, Any] = {}
         for (name, kind), value in zip(scalars, args, strict=False):
-            if type(value) is not kind:
+            if type(value) is not kind and (kind is not Any or type(value) not in _SCALARS):
                 return None
             payload[name] = value
         for name, kind in scalars[len(args) :]:
             if name in self._positional or name not in kwargs:
                 return None
             value = kwargs[name]
-            if type(value) is not kind:
+            if type(value) is not kind and (kind is not Any or type(value) not in _SCALARS):
                 return None
             payload[name] = value
         for value in payload.values():

@@ -787,25 +787,56 @@ def _enqueue_params(jobs: Sequence[NewJob], now: float) -> dict[str, Any]:
     }
 
 
+#: the names of _job_row's values, in its order
+_JOB_VALUE_NAMES = (
+    "id", "name", "queue", "priority", "payload", "payload_version", "idempotency_key",
+    "max_attempts", "run_at", "provider", "timeout", "status_flag", "state_data", "context",
+    "ordering_key",
+)  # fmt: skip
+
+
+def _job_row(job: NewJob) -> tuple[Any, ...]:
+    """A job's values as a single enqueue and the inbox's jobs send them (_JOB_VALUE_NAMES)."""
+    return (
+        job.id,
+        job.name,
+        job.queue,
+        int(job.priority),
+        encode(job.payload),
+        int(job.payload_version),
+        job.idempotency_key,
+        int(job.max_attempts),
+        float(job.run_at),
+        job.provider,
+        None if job.timeout is None else float(job.timeout),
+        None if job.status_flag is None else encode(job.status_flag.to_json()),
+        None if job.state_data is None else encode(job.state_data),
+        encode(dict(job.context)) if job.context else None,
+        job.ordering_key,
+    )
+
+
 def _job_values(job: NewJob) -> dict[str, Any]:
-    """A job's values as a single enqueue and the inbox's jobs send them."""
-    return {
-        "id": job.id,
-        "name": job.name,
-        "queue": job.queue,
-        "priority": int(job.priority),
-        "payload": encode(job.payload),
-        "payload_version": int(job.payload_version),
-        "idempotency_key": job.idempotency_key,
-        "max_attempts": int(job.max_attempts),
-        "run_at": float(job.run_at),
-        "provider": job.provider,
-        "timeout": None if job.timeout is None else float(job.timeout),
-        "status_flag": None if job.status_flag is None else encode(job.status_flag.to_json()),
-        "state_data": None if job.state_data is None else encode(job.state_data),
-        "context": encode(dict(job.context)) if job.context else None,
-        "ordering_key": job.ordering_key,
-    }
+    """A job's values by name (_job_row)."""
+    return dict(zip(_JOB_VALUE_NAMES, _job_row(job), strict=True))
+
+
+_NAMED_PARAM = re.compile(r"%\((\w+)\)s")
+
+
+class _Positional:
+    """A statement with psycopg's named parameters (``%(name)s``) written as positional ones
+    (``%s``, a repeated name repeated): its parameters travel as a list built by index, which
+    spares psycopg the reordering of a dict on every call."""
+
+    def __init__(self, query: str, names: Sequence[str]) -> None:
+        index = {name: position for position, name in enumerate(names)}
+        self.query = _NAMED_PARAM.sub("%s", query).encode()
+        self.positions = tuple(index[m.group(1)] for m in _NAMED_PARAM.finditer(query))
+
+    def params(self, values: Sequence[Any]) -> list[Any]:
+        """The statement's parameters from *values* (in the order of the names given)."""
+        return [values[position] for position in self.positions]
 
 
 def _record_params(entries: Sequence[NewInboxEntry], now: float) -> dict[str, Any]:
@@ -935,6 +966,10 @@ class _Statements:
         self.purge_inbound = self.text(PURGE_INBOUND)
         self.delete_inbound = self.text(DELETE_INBOUND)
         self.cancel = self.text(CANCEL)
+        # the single-job statements on the store's own connections: now, then _job_row
+        one_names = ("now", *_JOB_VALUE_NAMES)
+        self.positional_enqueue_one = _Positional(self.enqueue_one, one_names)
+        self.positional_enqueue_one_unflagged = _Positional(self.enqueue_one_unflagged, one_names)
         self.sqlalchemy_enqueue = _for_sqlalchemy(self.enqueue)
         self.sqlalchemy_enqueue_one = _for_sqlalchemy(self.enqueue_one)
         self.sqlalchemy_enqueue_one_unflagged = _for_sqlalchemy(self.enqueue_one_unflagged)
@@ -1024,14 +1059,7 @@ class PostgresJobQueue:
     async def _fetch(self, query: str, params: Mapping[str, Any]) -> list[TupleRow]:
         """Rows of one statement on a pooled connection (prepared on the server, by psycopg,
         the first time each connection runs it)."""
-        try:
-            async with self._db.connection() as conn:
-                cursor = await conn.execute(query.encode(), params, prepare=True)
-                return await cursor.fetchall() if cursor.description else []
-        except PoolClosed:
-            raise ConfigurationError("the PostgreSQL store is closed") from None
-        except psycopg.Error as exc:
-            raise self._db.translate(exc) from exc
+        return await self._db.prepared(query.encode(), params)
 
     async def _claim_rows(self, query: str, params: Mapping[str, Any]) -> list[TupleRow]:
         """Rows of a claim, planned with sorting disabled for its transaction.
@@ -1115,22 +1143,8 @@ class PostgresJobQueue:
         outcome: dict[str, Enqueued] = {}  # by the id of each unique job
         pending = unique
         for _ in range(_ENQUEUE_ROUNDS):
-            if len(pending) == 1:  # scalar parameters: no arrays to build and dump
-                params = {"now": now, **_job_values(pending[0])}
-                if pending[0].status_flag is None:
-                    query = self._sql.enqueue_one_unflagged
-                    sqlalchemy_query = self._sql.sqlalchemy_enqueue_one_unflagged
-                else:
-                    query = self._sql.enqueue_one
-                    sqlalchemy_query = self._sql.sqlalchemy_enqueue_one
-            else:
-                params = _enqueue_params(pending, now)
-                query, sqlalchemy_query = self._sql.enqueue, self._sql.sqlalchemy_enqueue
             try:
-                if connection is None:
-                    rows = await self._fetch(query, params)
-                else:
-                    rows = await self._fetch_on(connection, query, sqlalchemy_query, params)
+                rows = await self._insert(pending, now, connection)
             except StoreError as exc:
                 raise (_nul_error(exc) or exc) from exc.__cause__
             created = {row[0] for row in rows}
@@ -1173,6 +1187,32 @@ class PostgresJobQueue:
             made = outcome[first.id]
             result.append(made if job is first else Enqueued(made.id, False))
         return result
+
+    async def _insert(
+        self, jobs: Sequence[NewJob], now: float, connection: Any
+    ) -> list[tuple[Any, ...]]:
+        """The first statement of enqueue: the ids of the *jobs* it inserted."""
+        flagged = jobs[0].status_flag is not None
+        if len(jobs) == 1 and connection is None:
+            # scalar parameters, by position: no arrays to dump, no dict to build and reorder
+            one = self._sql.positional_enqueue_one
+            if not flagged:
+                one = self._sql.positional_enqueue_one_unflagged
+            return await self._db.prepared(one.query, one.params((now, *_job_row(jobs[0]))))
+        if len(jobs) == 1:  # scalar parameters on the caller's connection
+            params = {"now": now, **_job_values(jobs[0])}
+            if flagged:
+                query = self._sql.enqueue_one
+                sqlalchemy_query = self._sql.sqlalchemy_enqueue_one
+            else:
+                query = self._sql.enqueue_one_unflagged
+                sqlalchemy_query = self._sql.sqlalchemy_enqueue_one_unflagged
+        else:
+            params = _enqueue_params(jobs, now)
+            query, sqlalchemy_query = self._sql.enqueue, self._sql.sqlalchemy_enqueue
+        if connection is None:
+            return await self._fetch(query, params)
+        return await self._fetch_on(connection, query, sqlalchemy_query, params)
 
     async def save_and_enqueue(
         self,

@@ -278,6 +278,11 @@ def _whole(value: Any, key: _Key) -> Any:
     return reference(str(value), key=key())
 
 
+#: JSON scalars that hold no personal data on their own (checked before the costlier
+#: ``isinstance`` tests; a personal field's number is replaced by ``_whole``)
+_PLAIN: frozenset[type] = frozenset({int, float, bool})
+
+
 def pseudonymise(value: Any, *, key: bytes | None = None) -> Any:
     """A copy of the JSON *value* with personal data replaced by references (module docs);
     *value* itself when there is none (cheap: one pass, no copy of an unchanged value)."""
@@ -285,6 +290,8 @@ def pseudonymise(value: Any, *, key: bytes | None = None) -> Any:
 
 
 def _visit(value: Any, key: _Key) -> Any:
+    if value is None or type(value) in _PLAIN:
+        return value
     if isinstance(value, str):
         new = _replace_shapes(value, key)
         return value if new == value else new

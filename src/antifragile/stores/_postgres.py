@@ -78,13 +78,13 @@ import contextlib
 import hashlib
 import math
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, LiteralString
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import psycopg.errors
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection, pq, sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout, TooManyRequests
@@ -694,6 +694,32 @@ class _Database:
                 "the PostgreSQL store is not open: await store.open() (or use open_store) first"
             )
         return self.pool
+
+    async def prepared(
+        self, query: bytes, params: Sequence[Any] | Mapping[str, Any]
+    ) -> list[TupleRow]:
+        """The rows of one statement (none when it returns none), prepared on the server by
+        psycopg the first time each connection runs it.
+
+        The hot path of the job queue: the connection is taken from the pool and given back
+        directly, which spares a context manager and a ``COMMIT`` check per call; the pool
+        resets and replaces a returned connection exactly as on leaving ``connection()`` (a
+        statement on these autocommit connections leaves no transaction open)."""
+        try:
+            pool = self._pool()
+            conn = await pool.getconn(timeout=self.wait())
+            try:
+                cursor = await conn.execute(query, params, prepare=True)
+                result = cursor.pgresult
+                if result is None or result.status != pq.ExecStatus.TUPLES_OK:
+                    return []
+                return await cursor.fetchall()
+            finally:
+                await pool.putconn(conn)
+        except PoolClosed:
+            raise ConfigurationError("the PostgreSQL store is closed") from None
+        except psycopg.Error as exc:
+            raise self.translate(exc) from exc
 
     async def fetchone(
         self, query: LiteralString, params: Mapping[str, Any] | None = None
