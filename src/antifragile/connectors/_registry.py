@@ -94,6 +94,9 @@ _DEFAULT_POLICIES: Mapping[str, Callable[..., Policy]] = {
 #: the providers a :class:`Connectors` knows, by name
 PROVIDERS: tuple[str, ...] = tuple(_FACTORIES)
 
+#: the providers whose connector pauses sends while a quota is spent (see ``QuotaPause``)
+_QUOTA_PAUSED = frozenset({"resend", "mandrill", "hubspot"})
+
 
 class Connectors:
     """A lazily built connector per provider (see the module docs).
@@ -189,6 +192,8 @@ class Connectors:
                     clock=kwargs["clock"], **({} if timeout is None else {"timeout": timeout})
                 )
             kwargs["policy"] = self._share_breaker(provider, policy, self.store)
+        if self.store is not None and provider in _QUOTA_PAUSED:
+            kwargs.setdefault("quota_store", self.store.kv)  # one quota pause for all processes
         connector = factory(**kwargs)
         self._built[provider] = connector
         return connector
