@@ -22,6 +22,9 @@ here runs on *clock*. With a *store*, a connector built with its default policy 
 :class:`~antifragile.SharedCircuitBreaker` named after the provider, so every process that
 shares the store trips and recovers together -- and the workers, given :meth:`breakers`, defer
 that provider's jobs while it is open.
+The quota pauses of Resend, Mandrill and HubSpot (a spent sending quota or daily limit) are
+shared through the store's key-value table too (``quota-pause:<provider>``), so one process's
+429 stops the others' sends until the reset without a request each.
 
 A provider whose settings are missing is not an error until it is used: ``connectors.shopify``
 raises :class:`~antifragile.ConfigurationError` then, and :meth:`configured` tells beforehand.
@@ -103,7 +106,7 @@ class Connectors:
 
     *instances* are connectors built by the caller (never closed here); *base_urls*, *options*
     and *policies* configure the ones built here; *clock* is theirs; *store* shares their
-    breakers; *timeout* is the per-attempt timeout of their default policies.
+    breakers and quota pauses; *timeout* is the per-attempt timeout of their default policies.
     """
 
     def __init__(
