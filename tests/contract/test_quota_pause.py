@@ -13,11 +13,17 @@ import pytest
 from antifragile import FakeClock, RateLimitedError
 from antifragile.connectors import Connectors, ResendConnector
 from antifragile.connectors._quota import PAUSE_KEY_PREFIX, QuotaPause, until_daily_reset
-from antifragile.sandbox import HubSpotSimulator, ProviderSandbox, ResendSimulator
+from antifragile.sandbox import (
+    HubSpotSimulator,
+    MandrillSimulator,
+    ProviderSandbox,
+    ResendSimulator,
+)
 from antifragile.stores import Store, open_store
 
 KEY = "re_test_key_12345"
 TOKEN = "pat-na1-test-token"
+MANDRILL_KEY = "md-test-key"
 
 
 def registry(
@@ -102,6 +108,37 @@ async def test_a_spent_hubspot_daily_limit_pauses_the_other_process(
             assert (await second.hubspot.create_contact("d@example.com")).created
             assert (await first.hubspot.create_contact("e@example.com")).created
             assert [r.status for r in sandbox.requests] == [201, 429, 201, 201]
+        finally:
+            await first.aclose()
+            await second.aclose()
+
+
+async def test_a_queued_mandrill_send_pauses_the_other_process(
+    store: Store, peer_store: Store, clock: FakeClock
+) -> None:
+    """Mandrill queues a send for a spent hourly quota: the process that saw it and the other
+    one both refuse further sends locally until the next hour."""
+    simulator = MandrillSimulator(api_keys=[MANDRILL_KEY])
+    simulator.queued_reason = "hourly-quota-exhausted"
+    with ProviderSandbox([simulator]) as sandbox:
+        url = sandbox.base_url("mandrill")
+        first = registry(store, clock, "mandrill", url, {"api_key": MANDRILL_KEY})
+        second = registry(peer_store, clock, "mandrill", url, {"api_key": MANDRILL_KEY})
+        try:
+            sent = await first.mandrill.send_email(**email(1))
+            assert sent.queued_reason == "hourly-quota-exhausted"
+            for connectors, n in ((first, 2), (second, 3)):
+                with pytest.raises(RateLimitedError) as refused:
+                    await connectors.mandrill.send_email(**email(n))
+                assert refused.value.local is True
+            assert len(sandbox.requests) == 1
+            assert second.mandrill.quota_paused_until == first.mandrill.quota_paused_until
+
+            simulator.queued_reason = None
+            clock.advance(3600)
+            assert (await second.mandrill.send_email(**email(4))).status == "sent"
+            assert (await first.mandrill.send_email(**email(5))).status == "sent"
+            assert len(sandbox.requests) == 3
         finally:
             await first.aclose()
             await second.aclose()
