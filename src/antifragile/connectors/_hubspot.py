@@ -55,7 +55,7 @@ import httpx
 
 from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii, required_from
 from antifragile.connectors._outcome import hubspot_error_answer
-from antifragile.connectors._quota import until_daily_reset
+from antifragile.connectors._quota import QuotaPause, paused_refusal, until_daily_reset
 from antifragile.errors import (
     ConfigurationError,
     ConflictError,
@@ -74,6 +74,7 @@ from antifragile.policies import (
     Retry,
     TokenBucket,
 )
+from antifragile.stores import KeyValueStore
 
 BASE_URL_ENV = "ANTIFRAGILE_HUBSPOT_BASE_URL"
 ACCESS_TOKEN_ENV = "ANTIFRAGILE_HUBSPOT_ACCESS_TOKEN"
@@ -200,6 +201,7 @@ class HubSpotConnector(HTTPConnector):
         clock: Clock = SYSTEM_CLOCK,
         client: httpx.AsyncClient | None = None,
         daily_reset_timezone: str = "UTC",
+        quota_store: KeyValueStore | None = None,
     ) -> None:
         try:
             self.daily_reset_zone: tzinfo = ZoneInfo(daily_reset_timezone)
@@ -208,8 +210,7 @@ class HubSpotConnector(HTTPConnector):
                 f"daily_reset_timezone {daily_reset_timezone!r} is not a known time zone"
             ) from None
         self.clock = clock
-        #: epoch seconds until which HubSpot's daily limit is spent (``None``: not known to be)
-        self.daily_paused_until: float | None = None
+        self._quota = QuotaPause(PROVIDER, clock=clock, kv=quota_store)
         token = required_from(
             access_token,
             ACCESS_TOKEN_ENV,
@@ -230,6 +231,16 @@ class HubSpotConnector(HTTPConnector):
         )
         self.client.refine = self._refine
 
+    @property
+    def daily_paused_until(self) -> float | None:
+        """Epoch seconds until which HubSpot's daily limit is spent (``None``: not known to
+        be); shared by the processes of the registry's store when there is one."""
+        return self._quota.until
+
+    @daily_paused_until.setter
+    def daily_paused_until(self, until: float | None) -> None:
+        self._quota.until = until
+
     def _refine(self, error: IntegrationError, response: httpx.Response) -> IntegrationError:
         """A 429's real wait: the burst window (``X-HubSpot-RateLimit-Interval-Milliseconds``,
         else 10 s) when HubSpot sends no ``Retry-After``; the next daily reset for ``DAILY``,
@@ -241,7 +252,7 @@ class HubSpotConnector(HTTPConnector):
         if policy_name == DAILY_POLICY:
             now = self.clock.time()
             wait = until_daily_reset(now, self.daily_reset_zone)
-            self.daily_paused_until = now + wait
+            self._quota.start(now + wait)
         elif policy_name in BURST_POLICIES and "retry-after" not in response.headers:
             announced = response.headers.get("x-hubspot-ratelimit-interval-milliseconds", "")
             try:
@@ -260,6 +271,12 @@ class HubSpotConnector(HTTPConnector):
     async def _send(
         self, method: str, url: str, body: dict[str, Any], operation: str, replay_safe: bool
     ) -> httpx.Response:
+        await self._quota.sync()
+        paused = paused_refusal(
+            PROVIDER, operation, self._quota.until, self.clock.time(), "the daily limit is spent"
+        )
+        if paused is not None:
+            raise paused
         try:
             return await self.client.request(
                 method,
@@ -270,6 +287,7 @@ class HubSpotConnector(HTTPConnector):
                 replay_safe=replay_safe,
             )
         except IntegrationError as exc:
+            await self._quota.sync()  # a DAILY 429 pauses the other processes too
             _mapped(exc)  # the same error, HubSpot's category added to its message
             raise
 

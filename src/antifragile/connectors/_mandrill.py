@@ -83,7 +83,7 @@ from antifragile.connectors._outcome import (
     mandrill_error_answer,
     outcome_unknown,
 )
-from antifragile.connectors._quota import paused_refusal, until_monthly_reset
+from antifragile.connectors._quota import QuotaPause, paused_refusal, until_monthly_reset
 from antifragile.connectors._resend import idempotency_key_for
 from antifragile.errors import (
     AuthenticationError,
@@ -95,6 +95,7 @@ from antifragile.errors import (
 )
 from antifragile.http import ResilientClient
 from antifragile.policies import SYSTEM_CLOCK, Clock, Exponential, Policy, Retry
+from antifragile.stores import KeyValueStore
 
 BASE_URL_ENV = "ANTIFRAGILE_MANDRILL_BASE_URL"
 API_KEY_ENV = "ANTIFRAGILE_MANDRILL_API_KEY"
@@ -192,6 +193,7 @@ class MandrillConnector(HTTPConnector):
         timeout: float = 10.0,
         clock: Clock = SYSTEM_CLOCK,
         client: httpx.AsyncClient | None = None,
+        quota_store: KeyValueStore | None = None,
     ) -> None:
         self._key = required_from(
             api_key, API_KEY_ENV, needs="Mandrill needs an API key", arg="api_key"
@@ -211,8 +213,18 @@ class MandrillConnector(HTTPConnector):
         )
         self.client.refine = self._refine
         self.clock = clock
-        #: epoch seconds until which sends are paused by a spent quota or a paused account
-        self.quota_paused_until: float | None = None
+        self._quota = QuotaPause(PROVIDER, clock=clock, kv=quota_store)
+
+    @property
+    def quota_paused_until(self) -> float | None:
+        """Epoch seconds until which sends are paused by a spent quota or a paused
+        account (``None``: they are not); shared by the processes of the registry's store
+        when there is one."""
+        return self._quota.until
+
+    @quota_paused_until.setter
+    def quota_paused_until(self, until: float | None) -> None:
+        self._quota.until = until
 
     def _refine(self, error: IntegrationError, response: httpx.Response) -> IntegrationError:
         """Mandrill's error ``name`` decides the error, whatever the HTTP status."""
@@ -272,6 +284,7 @@ class MandrillConnector(HTTPConnector):
         """
         if html is None and text is None:
             raise ConfigurationError("an email needs html or text")
+        await self._quota.sync()
         paused = self._paused()
         if paused is not None:
             raise paused
@@ -308,7 +321,9 @@ class MandrillConnector(HTTPConnector):
             response = await self.client.post("/messages/send", json=body, operation=SEND_EMAIL)
         except IntegrationError as exc:
             raise outcome_unknown(exc, key) from exc
-        return self._read(response, key)
+        sent = self._read(response, key)
+        await self._quota.sync()  # a pause the answer announced stops the other processes too
+        return sent
 
     def _read(self, response: httpx.Response, key: str) -> MandrillSent:
         """The accepted send in a 200 answer, or the error its recipients' statuses call for."""
@@ -349,7 +364,7 @@ class MandrillConnector(HTTPConnector):
         if reason is not None:
             now = self.clock.time()
             wait = _next_hour(now) if reason in _HOURLY_PAUSES else until_monthly_reset(now)
-            self.quota_paused_until = now + wait
+            self._quota.start(now + wait)
         queued = first.get("queued_reason")
         return MandrillSent(
             id=str(first.get("_id") or ""),

@@ -22,6 +22,9 @@ here runs on *clock*. With a *store*, a connector built with its default policy 
 :class:`~antifragile.SharedCircuitBreaker` named after the provider, so every process that
 shares the store trips and recovers together -- and the workers, given :meth:`breakers`, defer
 that provider's jobs while it is open.
+The quota pauses of Resend, Mandrill and HubSpot (a spent sending quota or daily limit) are
+shared through the store's key-value table too (``quota-pause:<provider>``), so one process's
+429 stops the others' sends until the reset without a request each.
 
 A provider whose settings are missing is not an error until it is used: ``connectors.shopify``
 raises :class:`~antifragile.ConfigurationError` then, and :meth:`configured` tells beforehand.
@@ -94,13 +97,16 @@ _DEFAULT_POLICIES: Mapping[str, Callable[..., Policy]] = {
 #: the providers a :class:`Connectors` knows, by name
 PROVIDERS: tuple[str, ...] = tuple(_FACTORIES)
 
+#: the providers whose connector pauses sends while a quota is spent (see ``QuotaPause``)
+_QUOTA_PAUSED = frozenset({"resend", "mandrill", "hubspot"})
+
 
 class Connectors:
     """A lazily built connector per provider (see the module docs).
 
     *instances* are connectors built by the caller (never closed here); *base_urls*, *options*
     and *policies* configure the ones built here; *clock* is theirs; *store* shares their
-    breakers; *timeout* is the per-attempt timeout of their default policies.
+    breakers and quota pauses; *timeout* is the per-attempt timeout of their default policies.
     """
 
     def __init__(
@@ -189,6 +195,8 @@ class Connectors:
                     clock=kwargs["clock"], **({} if timeout is None else {"timeout": timeout})
                 )
             kwargs["policy"] = self._share_breaker(provider, policy, self.store)
+        if self.store is not None and provider in _QUOTA_PAUSED:
+            kwargs.setdefault("quota_store", self.store.kv)  # one quota pause for all processes
         connector = factory(**kwargs)
         self._built[provider] = connector
         return connector

@@ -63,7 +63,12 @@ import httpx
 from antifragile.connectors._base import HTTPConnector, base_url_from, masks_pii, required_from
 from antifragile.connectors._correlation import REF_ARG, correlation_for
 from antifragile.connectors._outcome import error_body, resend_error_answer
-from antifragile.connectors._quota import paused_refusal, until_daily_reset, until_monthly_reset
+from antifragile.connectors._quota import (
+    QuotaPause,
+    paused_refusal,
+    until_daily_reset,
+    until_monthly_reset,
+)
 from antifragile.errors import (
     ConfigurationError,
     ConflictError,
@@ -82,6 +87,7 @@ from antifragile.policies import (
     Retry,
     TokenBucket,
 )
+from antifragile.stores import KeyValueStore
 
 BASE_URL_ENV = "ANTIFRAGILE_RESEND_BASE_URL"
 API_KEY_ENV = "ANTIFRAGILE_RESEND_API_KEY"
@@ -192,6 +198,7 @@ class ResendConnector(HTTPConnector):
         timeout: float = 10.0,
         clock: Clock = SYSTEM_CLOCK,
         client: httpx.AsyncClient | None = None,
+        quota_store: KeyValueStore | None = None,
     ) -> None:
         key = required_from(api_key, API_KEY_ENV, needs="Resend needs an API key", arg="api_key")
         self.base_url = base_url_from(base_url, BASE_URL_ENV, DEFAULT_BASE_URL)
@@ -208,8 +215,17 @@ class ResendConnector(HTTPConnector):
         )
         self.client.refine = self._refine
         self.clock = clock
-        #: epoch seconds until which sends are paused by a spent quota (``None``: they are not)
-        self.quota_paused_until: float | None = None
+        self._quota = QuotaPause(PROVIDER, clock=clock, kv=quota_store)
+
+    @property
+    def quota_paused_until(self) -> float | None:
+        """Epoch seconds until which sends are paused by a spent quota (``None``: they are
+        not); shared by the processes of the registry's store when there is one."""
+        return self._quota.until
+
+    @quota_paused_until.setter
+    def quota_paused_until(self, until: float | None) -> None:
+        self._quota.until = until
 
     def _refine(self, error: IntegrationError, response: httpx.Response) -> IntegrationError:
         """A quota 429 (``daily_quota_exceeded``, ``monthly_quota_exceeded``) pauses sends
@@ -226,7 +242,7 @@ class ResendConnector(HTTPConnector):
         if wait is None or wait <= 0:
             wait = until_reset(now)
         error.retry_after = wait
-        self.quota_paused_until = now + wait
+        self._quota.start(now + wait)
         if self.policy.rate is not None:
             self.policy.rate.pause(wait)
         return error
@@ -266,6 +282,7 @@ class ResendConnector(HTTPConnector):
         """
         if html is None and text is None:
             raise ConfigurationError("an email needs html or text")
+        await self._quota.sync()
         paused = self._paused()
         if paused is not None:
             raise paused
@@ -294,6 +311,7 @@ class ResendConnector(HTTPConnector):
                 operation=SEND_EMAIL,
             )
         except IntegrationError as exc:
+            await self._quota.sync()  # a quota 429 pauses the other processes too
             mapped = _mapped(exc)
             if mapped is exc:
                 raise
