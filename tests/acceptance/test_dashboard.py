@@ -80,7 +80,8 @@ def declare_sync(assistant: Assistant, flags: Path) -> JobFunction[[str], dict[s
         flag = flags / f"{contact}.fail"
         if flag.exists():
             flag.unlink()
-            raise UpstreamUnavailableError("the CRM answered 503")
+            # with a long unbroken token, as a provider's request id is: it must wrap on a phone
+            raise UpstreamUnavailableError(f"the CRM answered 503 [trace={'0f' * 40}]")
         return {"contact": contact, "synced": "yes"}
 
     return sync_contact
@@ -554,7 +555,10 @@ def sign_in(page: Any, dashboard: Dashboard) -> None:
 
 
 def assert_fits(page: Any, width: int, where: str) -> None:
-    """Nothing scrolls the page sideways, and every visible button is inside the viewport."""
+    """Nothing scrolls the page sideways, and every visible button is inside the viewport --
+    measured once the page has loaded: a stylesheet still on its way (a busy machine) would
+    leave the tables unstyled, wider than the screen."""
+    page.wait_for_load_state("load")
     scroll_width = page.evaluate("document.documentElement.scrollWidth")
     wide = page.evaluate(
         """(width) => Array.from(document.querySelectorAll("body *"))
