@@ -500,6 +500,12 @@ def _insert(
 def _enqueue(
     conn: sqlite3.Connection, rows: list[_Row], flags: list[_FlagParams | None]
 ) -> list[Enqueued]:
+    if len(rows) == 1 and rows[0][7] is None and flags[0] is None:
+        # one job, no idempotency key to look up, no flag to set: one INSERT, a transaction
+        # of its own (it takes the write lock as it starts, as BEGIN IMMEDIATE would, and
+        # commits -- with the same fsync -- as it ends), or a part of the shared one
+        conn.execute(_INSERT, rows[0])
+        return [Enqueued(rows[0][0], True)]
     with _immediate(conn):
         return _insert(conn, rows, flags)
 

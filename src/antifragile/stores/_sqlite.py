@@ -97,31 +97,49 @@ _URL_OPTIONS = {
 PURGE_EVERY = 1000
 #: rows are deleted only once expired this many seconds before the writer's ``now``
 PURGE_GRACE = 300.0
-#: an operation run in the caller's thread (see :meth:`_Database.run_shared`) that took longer
-#: than this (seconds, by ``time.perf_counter``: a slow disk, a loaded machine) blocked its event
-#: loop for as long; the following operations go to the store's thread for HERE_PAUSE seconds.
-#: A performance heuristic only: correctness and durability are the same on either path.
+#: an operation run in the caller's thread (see :meth:`_Database._run_here`) blocks its event
+#: loop while it runs: when the moving average of their durations (seconds, by
+#: ``time.perf_counter``; each new one weighs HERE_WEIGHT) passes HERE_SLOW_AFTER -- a slow
+#: disk, rather than one preempted operation -- the following operations go to the store's
+#: thread for HERE_PAUSE seconds. A performance heuristic only: results and durability are the
+#: same on either path.
 HERE_SLOW_AFTER = 0.005
+HERE_WEIGHT = 0.25
 HERE_PAUSE = 1.0
 
 
-@contextlib.contextmanager
-def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+class _immediate:  # noqa: N801 - used as a function: ``with _immediate(conn):``
     """One ``BEGIN IMMEDIATE ... COMMIT`` transaction, rolled back on any error -- or, inside
-    a shared transaction (see :meth:`_Database.run`), a savepoint of it, rolled back alone."""
-    shared = conn.in_transaction
-    if shared:
-        with _savepoint(conn, "antifragile_operation"):
-            yield
-    else:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+    a shared transaction (see :meth:`_Database.run_shared`), a savepoint of it, rolled back
+    alone. (A class rather than a generator: it wraps every operation, and costs less so.)"""
+
+    __slots__ = ("conn", "shared")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.shared = False
+
+    def __enter__(self) -> None:
+        conn = self.conn
+        self.shared = conn.in_transaction
+        conn.execute("SAVEPOINT antifragile_operation" if self.shared else "BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        conn = self.conn
+        if self.shared:
+            if kind is not None:
+                conn.execute("ROLLBACK TO antifragile_operation")
+            conn.execute("RELEASE antifragile_operation")
+            return
+        if kind is None:
+            try:
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        elif conn.in_transaction:
+            conn.execute("ROLLBACK")
 
 
 @contextlib.contextmanager
@@ -239,6 +257,8 @@ class _Database:
         self._lock = threading.Lock()
         #: operations run in the store's thread until then (time.perf_counter()), see _run_here
         self._here_after = 0.0
+        #: the moving average of the durations of operations run in a caller's thread
+        self._here_average = 0.0
         #: whether the connection's busy_timeout is busy_timeout_ms (else 0, see _run_here)
         self._busy_timeout_set = True
 
@@ -356,9 +376,9 @@ class _Database:
         to the store's thread together and share a commit. Alone, it runs *fn* at once, with
         ``busy_timeout`` 0: when another connection holds the write lock, the operation (rolled
         back whole, as every shared operation is) goes to the thread, which waits for the lock
-        without blocking the event loop. An operation that took longer than
-        :data:`HERE_SLOW_AFTER` (a slow disk, a loaded machine) sends the following ones to the
-        thread for :data:`HERE_PAUSE` seconds, and so does a lock held by another connection.
+        without blocking the event loop. When these operations take long on average (past
+        :data:`HERE_SLOW_AFTER`: a slow disk), the following ones go to the thread for
+        :data:`HERE_PAUSE` seconds, and so they do after a lock held by another connection.
         """
         fn, args, kwargs, _, future, _ = call
         assert future is not None
@@ -399,8 +419,11 @@ class _Database:
         except BaseException:
             self._release(conn, executor)
             raise
-        if time.perf_counter() - started > HERE_SLOW_AFTER:
-            self._here_after = time.perf_counter() + HERE_PAUSE
+        ended = time.perf_counter()
+        average = self._here_average + HERE_WEIGHT * (ended - started - self._here_average)
+        if average > HERE_SLOW_AFTER:  # a slow disk: the thread waits for it for a while
+            self._here_after, average = ended + HERE_PAUSE, 0.0
+        self._here_average = average
         self._release(conn, executor)
         if error is not None:
             raise error
