@@ -108,7 +108,7 @@ HERE_WEIGHT = 0.25
 HERE_PAUSE = 1.0
 
 
-class _immediate:  # noqa: N801 - used as a function: ``with _immediate(conn):``
+class _immediate:  # lower case: used like the function it was, ``with _immediate(conn):``
     """One ``BEGIN IMMEDIATE ... COMMIT`` transaction, rolled back on any error -- or, inside
     a shared transaction (see :meth:`_Database.run_shared`), a savepoint of it, rolled back
     alone. (A class rather than a generator: it wraps every operation, and costs less so.)"""
