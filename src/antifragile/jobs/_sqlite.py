@@ -1,8 +1,10 @@
 """The job queue on SQLite: :class:`SQLiteJobQueue`, on a :class:`~antifragile.stores.SQLiteStore`.
 
 The queue shares its store's one connection and thread: every operation is one function call in
-that thread (one thread hop) and, inside it, one ``BEGIN IMMEDIATE ... COMMIT`` transaction, so
-any number of processes may work the same database file. A claim is one
+that thread (one thread hop; a lone enqueue on an idle store runs in the caller's thread instead,
+see :mod:`antifragile.stores._sqlite`) and, inside it, one ``BEGIN IMMEDIATE ... COMMIT``
+transaction -- a single job without idempotency key or status flag is one ``INSERT``, a
+transaction of its own --, so any number of processes may work the same database file. A claim is one
 ``UPDATE ... WHERE rowid IN (SELECT ... LIMIT ?) RETURNING ...`` statement over the partial
 "ready" indexes (merged with the expired leases, after an index probe finds any). A job with an
 ordering key is taken only in its turn: a ``NOT EXISTS`` over its key's unfinished jobs (index
@@ -20,8 +22,9 @@ holding something other than a JSON object is left alone.
 
 Concurrent enqueues, inbox records and records saved with their jobs (``save_and_enqueue``)
 share one transaction (the store's group commit, see
-:meth:`~antifragile.stores._sqlite._Database.run_shared`): while one transaction is in flight,
-the ones that arrive meanwhile wait together and go into the next one, each under a savepoint of
+:meth:`~antifragile.stores._sqlite._Database.run_shared`): while one transaction is in flight
+(or when several callers come at the same moment), the ones that arrive meanwhile wait together
+and go into the next one, each under a savepoint of
 its own (a caller whose statement fails gets its error; the others' rows are kept), and each
 caller returns only after the commit -- ``synchronous=FULL`` and every acknowledged job durable,
 at one ``fsync`` per group. After each enqueue the workers listening to the database are woken

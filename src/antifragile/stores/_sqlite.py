@@ -1,14 +1,34 @@
 """The SQLite backend, the default: ``sqlite:///relative/path.db``, ``sqlite:////abs/path.db``.
 
-One store owns one :mod:`sqlite3` connection, used only by one dedicated worker thread. Every
-operation is a single function call in that thread -- one thread hop -- and inside it either one
-statement (``INSERT ... ON CONFLICT ... DO UPDATE ... RETURNING``, ``UPDATE ... RETURNING``) or
-one ``BEGIN IMMEDIATE ... COMMIT`` transaction. ``BEGIN IMMEDIATE`` takes the database's write
-lock before the first read, so a read-modify-write can never act on a stale snapshot, and it holds
-across processes: any number of processes may open the same file. Enqueues that arrive while the
-thread is busy share one transaction, each under a savepoint of its own (group commit, see
-:meth:`_Database.run_shared`): one ``fsync`` for the group, every caller answered after the
-commit.
+One store owns one :mod:`sqlite3` connection and one dedicated thread, and the connection is
+used by one thread at a time. Every operation is a single function call -- in the store's
+thread (one thread hop), or, for a lone write on an idle store, in the caller's own thread (see
+below) -- and inside it either one statement (``INSERT ... ON CONFLICT ... DO UPDATE ...
+RETURNING``, ``UPDATE ... RETURNING``) or one ``BEGIN IMMEDIATE ... COMMIT`` transaction.
+``BEGIN IMMEDIATE`` takes the database's write lock before the first read, so a
+read-modify-write can never act on a stale snapshot, and it holds across processes: any number
+of processes may open the same file. Enqueues that arrive while the connection is busy share one
+transaction, each under a savepoint of its own (group commit, see :meth:`_Database.run_shared`):
+one ``fsync`` for the group, every caller answered after the commit.
+
+Who runs an operation: the connection is held by whoever set ``_Database._draining`` (under a
+lock) -- the store's thread while it works through the operations waiting in ``_pending``, or a
+caller. A shared write (an enqueue, an inbox record, a record saved with its jobs) that finds
+the store idle is run by its caller, on the caller's thread, with no hop and no wake-up of the
+event loop from another thread: the caller holds the connection, lets its event loop run once
+(callers ready at the same moment then queue behind it, and all of them go to the store's
+thread to share a commit), and, still alone, runs the transaction itself -- the same function,
+the same ``BEGIN IMMEDIATE ... COMMIT`` (or single statement) and the same ``fsync`` before it
+returns, so durability is the same on either path. Callers arriving meanwhile (other threads,
+other event loops) wait in ``_pending`` and are handed to the store's thread when it is done.
+Such a call blocks its event loop for as long as the commit takes, so: it runs with
+``busy_timeout`` 0, and a write lock held by another connection sends it (rolled back whole) to
+the store's thread, which waits for the lock without blocking the loop; and when these calls
+take long on average (a slow disk: more than ``HERE_SLOW_AFTER``), writes go to the store's
+thread for ``HERE_PAUSE`` seconds. Every other operation -- reads, scans, purges, migrations,
+claims and completions -- runs in the store's thread, as does the store's own housekeeping;
+:meth:`SQLiteStore.close` waits its turn behind the operations that came before it, wherever
+they run.
 
 Connection settings:
 
@@ -31,7 +51,8 @@ writer's own ``now`` less ``PURGE_GRACE`` seconds (never by the store's clock), 
 :meth:`SQLiteStore.purge_expired`. Lease rows are kept, so fencing tokens never repeat.
 
 A coroutine cancelled while its operation runs does not cancel the operation: the thread finishes
-it (a transaction is never left half done) and the result is dropped.
+it (a transaction is never left half done) and the result is dropped. (A call that runs in its
+caller's thread cannot be cancelled halfway: it holds the event loop until it is done.)
 """
 
 from __future__ import annotations
