@@ -125,7 +125,7 @@ PURGE_GRACE = 300.0
 #: thread for HERE_PAUSE seconds. A performance heuristic only: results and durability are the
 #: same on either path.
 HERE_SLOW_AFTER = 0.005
-HERE_WEIGHT = 0.25
+HERE_WEIGHT = 0.1
 HERE_PAUSE = 1.0
 
 
