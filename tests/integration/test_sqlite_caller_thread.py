@@ -85,6 +85,7 @@ async def trace(jobs: Jobs) -> AsyncIterator[_Trace]:
 
     db = _db(jobs)
     await db.run(install)
+    await eventually(lambda: not db._draining)  # the store's thread saw it had nothing left
     traced.seen.clear()
     yield traced
     await db.run(lambda conn: conn.set_trace_callback(None))

@@ -4,13 +4,13 @@ The queue shares its store's one connection and thread: every operation is one f
 that thread (one thread hop; a lone enqueue on an idle store runs in the caller's thread instead,
 see :mod:`antifragile.stores._sqlite`) and, inside it, one ``BEGIN IMMEDIATE ... COMMIT``
 transaction -- a single job without idempotency key or status flag is one ``INSERT``, a
-transaction of its own --, so any number of processes may work the same database file. A claim is one
-``UPDATE ... WHERE rowid IN (SELECT ... LIMIT ?) RETURNING ...`` statement over the partial
-"ready" indexes (merged with the expired leases, after an index probe finds any). A job with an
-ordering key is taken only in its turn: a ``NOT EXISTS`` over its key's unfinished jobs (index
-``antifragile_jobs_ordering_open``), evaluated only for jobs that have a key; a keyed job's place
-is one more than the highest taken (``antifragile_jobs_ordering_seq``). Heartbeats are
-one ``UPDATE`` for the whole batch, and completions at most two -- plain successes, and the
+transaction of its own --, so any number of processes may work the same database file. A
+claim is one ``UPDATE ... WHERE rowid IN (SELECT ... LIMIT ?) RETURNING ...`` statement over the
+partial "ready" indexes (merged with the expired leases, after an index probe finds any). A job
+with an ordering key is taken only in its turn: a ``NOT EXISTS`` over its key's unfinished jobs
+(index ``antifragile_jobs_ordering_open``), evaluated only for jobs that have a key; a keyed
+job's place is one more than the highest taken (``antifragile_jobs_ordering_seq``). Heartbeats
+are one ``UPDATE`` for the whole batch, and completions at most two -- plain successes, and the
 other outcomes with their per-job values -- each batch passed as one JSON array and read with
 ``json_each``. History is appended and status flags are merged with SQLite's JSON functions, in
 the same transaction as the job's state.
