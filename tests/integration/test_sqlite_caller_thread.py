@@ -209,7 +209,7 @@ async def test_an_operation_here_never_overlaps_one_in_the_store_thread(jobs: Jo
         async def go() -> None:
             for n in range(300):  # mostly alone (run here when the store is idle)
                 size = 1 if n % 5 else 3
-                burst = [db.run_shared(operation, 10_000 + n * 10 + i) for i in range(size)]
+                burst = [db.run_shared_here(operation, 10_000 + n * 10 + i) for i in range(size)]
                 got = await asyncio.gather(*burst)
                 assert got == [10_000 + n * 10 + i for i in range(size)]
                 await asyncio.sleep(0.0003 * (n % 3))
@@ -224,9 +224,11 @@ async def test_an_operation_here_never_overlaps_one_in_the_store_thread(jobs: Jo
         other.start()
     try:
         for n in range(150):
-            calls: list[Any] = [db.run_shared(operation, n * 10 + i) for i in range(n % 5 + 1)]
+            calls: list[Any] = [db.run_shared_here(operation, n * 10 + i) for i in range(n % 5 + 1)]
             if n % 3 == 0:
                 calls.append(db.run(operation, n * 10 + 9))
+            if n % 7 == 0:
+                calls.append(db.run_shared(operation, n * 10 + 8))
             if n % 4 == 0:
                 calls.append(jobs.queue.enqueue([_new(f"stress-{n}")], now=NOW))
             got = await asyncio.gather(*calls)
@@ -313,7 +315,7 @@ async def test_closing_from_another_thread_waits_for_an_operation_running_here(
         return threading.get_ident()
 
     try:
-        assert await db.run_shared(operation) == threading.get_ident()
+        assert await db.run_shared_here(operation) == threading.get_ident()
     finally:
         await asyncio.to_thread(closing_thread.join, 60)
     assert closed.is_set()

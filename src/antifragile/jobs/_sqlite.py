@@ -898,7 +898,7 @@ class SQLiteJobQueue:
         if connection is None:
             if not rows:
                 return []
-            enqueued = await self._db.run_shared(_enqueue, rows, flags)
+            enqueued = await self._db.run_shared_here(_enqueue, rows, flags)
             self._wakeups.notify()
             return enqueued
         conn = _driver_connection(connection)
@@ -1079,7 +1079,7 @@ class SQLiteJobQueue:
         rows = [_row(job, now) for job in jobs]
         flags = [_flag_params(job, now) for job in jobs]
         others = [(k, encode(v)) for k, v in (alongside or {}).items()]
-        saved = await self._db.run_shared(
+        saved = await self._db.run_shared_here(
             _save_and_enqueue, key, text, expected_version, now, expires_at, rows, flags, others
         )
         self._db.wrote(now)

@@ -13,10 +13,10 @@ one ``fsync`` for the group, every caller answered after the commit.
 
 Who runs an operation: the connection is held by whoever set ``_Database._draining`` (under a
 lock) -- the store's thread while it works through the operations waiting in ``_pending``, or a
-caller. A shared write (an enqueue, an inbox record, a record saved with its jobs) that finds
-the store idle is run by its caller, on the caller's thread, with no hop and no wake-up of the
-event loop from another thread: the caller holds the connection, lets its event loop run once
-(callers ready at the same moment then queue behind it, and all of them go to the store's
+caller. An enqueue, or a record saved with its jobs, that finds the store idle is run by its
+caller (:meth:`_Database.run_shared_here`), on the caller's thread, with no hop and no wake-up
+of the event loop from another thread: the caller holds the connection, lets its event loop run
+once (callers ready at the same moment then queue behind it, and all of them go to the store's
 thread to share a commit), and, still alone, runs the transaction itself -- the same function,
 the same ``BEGIN IMMEDIATE ... COMMIT`` (or single statement) and the same ``fsync`` before it
 returns, so durability is the same on either path. Callers arriving meanwhile (other threads,
@@ -26,7 +26,8 @@ Such a call blocks its event loop for as long as the commit takes, so: it runs w
 the store's thread, which waits for the lock without blocking the loop; and when these calls
 take long on average (a slow disk: more than ``HERE_SLOW_AFTER``), writes go to the store's
 thread for ``HERE_PAUSE`` seconds. Every other operation -- reads, scans, purges, migrations,
-claims and completions -- runs in the store's thread, as does the store's own housekeeping;
+claims and completions, and the inbox's records, whose server goes on accepting webhooks while
+their commit is in flight -- runs in the store's thread, as does the store's own housekeeping;
 :meth:`SQLiteStore.close` waits its turn behind the operations that came before it, wherever
 they run.
 
@@ -124,7 +125,7 @@ PURGE_GRACE = 300.0
 #: disk, rather than one preempted operation -- the following operations go to the store's
 #: thread for HERE_PAUSE seconds. A performance heuristic only: results and durability are the
 #: same on either path.
-HERE_SLOW_AFTER = 0.005
+HERE_SLOW_AFTER = 0.002
 HERE_WEIGHT = 0.1
 HERE_PAUSE = 1.0
 
@@ -327,15 +328,26 @@ class _Database:
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        """Run ``fn(connection, *args, **kwargs)``, sharing a commit with concurrent callers.
+        """Run ``fn(connection, *args, **kwargs)`` in the store's thread, sharing a commit.
 
         Shared operations that arrive while the connection is busy wait together and then run
         in one ``BEGIN IMMEDIATE ... COMMIT`` transaction in the store's thread, each under a
         savepoint of its own (group commit): one ``fsync`` for all of them, an operation that
         fails is rolled back alone, and every caller gets its result only once the shared
-        transaction committed. A lone operation on an idle store runs by itself, in the
-        caller's own thread (see :meth:`_run_here`). *fn* must be one transaction
-        (``_immediate``) that keeps nothing when it raises."""
+        transaction committed. A lone operation runs by itself, as it is. *fn* must be one
+        transaction (``_immediate``) that keeps nothing when it raises."""
+        return await self._submit(fn, args, kwargs, shared=True, here=False)
+
+    async def run_shared_here(
+        self,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """As :meth:`run_shared`, except that a lone operation on an idle store runs in the
+        caller's own thread (see :meth:`_run_here`): for the writes of callers that await one
+        at a time (an enqueue). The inbox's batches keep to the store's thread: a web server's
+        event loop goes on accepting requests while their commit is in flight."""
         return await self._submit(fn, args, kwargs, shared=True, here=True)
 
     async def _submit(
