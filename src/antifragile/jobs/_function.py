@@ -145,6 +145,10 @@ class EnqueueOptions:
     ordering_key: str | None = None
 
 
+#: the options of a plain ``enqueue`` (immutable: one for all)
+_NO_OPTIONS = EnqueueOptions()
+
+
 def _checked_context(context: Mapping[str, str]) -> dict[str, str]:
     """*context* as a plain dict of strings (ConfigurationError otherwise)."""
     checked = dict(context)
@@ -275,11 +279,11 @@ class JobFunction(Generic[P, R]):
         """Validate a payload and build the job to enqueue, without enqueueing it (for
         :meth:`Jobs.enqueue_many`). The job carries the current request's context (see
         :func:`~antifragile.observability.capture_context`)."""
-        return self._prepare(EnqueueOptions(), args, kwargs)
+        return self._prepare(_NO_OPTIONS, args, kwargs)
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Enqueued:
         """Validate the payload and enqueue the job to run as soon as a worker is free."""
-        new = self._prepare(EnqueueOptions(), args, kwargs)
+        new = self._prepare(_NO_OPTIONS, args, kwargs)
         return (await self.jobs.enqueue_many([new]))[0]
 
     def configure(

@@ -1,14 +1,16 @@
 """The job queue on SQLite: :class:`SQLiteJobQueue`, on a :class:`~antifragile.stores.SQLiteStore`.
 
 The queue shares its store's one connection and thread: every operation is one function call in
-that thread (one thread hop) and, inside it, one ``BEGIN IMMEDIATE ... COMMIT`` transaction, so
-any number of processes may work the same database file. A claim is one
-``UPDATE ... WHERE rowid IN (SELECT ... LIMIT ?) RETURNING ...`` statement over the partial
-"ready" indexes (merged with the expired leases, after an index probe finds any). A job with an
-ordering key is taken only in its turn: a ``NOT EXISTS`` over its key's unfinished jobs (index
-``antifragile_jobs_ordering_open``), evaluated only for jobs that have a key; a keyed job's place
-is one more than the highest taken (``antifragile_jobs_ordering_seq``). Heartbeats are
-one ``UPDATE`` for the whole batch, and completions at most two -- plain successes, and the
+that thread (one thread hop; a lone enqueue on an idle store runs in the caller's thread instead,
+see :mod:`antifragile.stores._sqlite`) and, inside it, one ``BEGIN IMMEDIATE ... COMMIT``
+transaction -- a single job without idempotency key or status flag is one ``INSERT``, a
+transaction of its own --, so any number of processes may work the same database file. A
+claim is one ``UPDATE ... WHERE rowid IN (SELECT ... LIMIT ?) RETURNING ...`` statement over the
+partial "ready" indexes (merged with the expired leases, after an index probe finds any). A job
+with an ordering key is taken only in its turn: a ``NOT EXISTS`` over its key's unfinished jobs
+(index ``antifragile_jobs_ordering_open``), evaluated only for jobs that have a key; a keyed
+job's place is one more than the highest taken (``antifragile_jobs_ordering_seq``). Heartbeats
+are one ``UPDATE`` for the whole batch, and completions at most two -- plain successes, and the
 other outcomes with their per-job values -- each batch passed as one JSON array and read with
 ``json_each``. History is appended and status flags are merged with SQLite's JSON functions, in
 the same transaction as the job's state.
@@ -20,8 +22,9 @@ holding something other than a JSON object is left alone.
 
 Concurrent enqueues, inbox records and records saved with their jobs (``save_and_enqueue``)
 share one transaction (the store's group commit, see
-:meth:`~antifragile.stores._sqlite._Database.run_shared`): while one transaction is in flight,
-the ones that arrive meanwhile wait together and go into the next one, each under a savepoint of
+:meth:`~antifragile.stores._sqlite._Database.run_shared`): while one transaction is in flight
+(or when several callers come at the same moment), the ones that arrive meanwhile wait together
+and go into the next one, each under a savepoint of
 its own (a caller whose statement fails gets its error; the others' rows are kept), and each
 caller returns only after the commit -- ``synchronous=FULL`` and every acknowledged job durable,
 at one ``fsync`` per group. After each enqueue the workers listening to the database are woken
@@ -500,6 +503,12 @@ def _insert(
 def _enqueue(
     conn: sqlite3.Connection, rows: list[_Row], flags: list[_FlagParams | None]
 ) -> list[Enqueued]:
+    if len(rows) == 1 and rows[0][7] is None and flags[0] is None:
+        # one job, no idempotency key to look up, no flag to set: one INSERT, a transaction
+        # of its own (it takes the write lock as it starts, as BEGIN IMMEDIATE would, and
+        # commits -- with the same fsync -- as it ends), or a part of the shared one
+        conn.execute(_INSERT, rows[0])
+        return [Enqueued(rows[0][0], True)]
     with _immediate(conn):
         return _insert(conn, rows, flags)
 
@@ -889,7 +898,7 @@ class SQLiteJobQueue:
         if connection is None:
             if not rows:
                 return []
-            enqueued = await self._db.run_shared(_enqueue, rows, flags)
+            enqueued = await self._db.run_shared_here(_enqueue, rows, flags)
             self._wakeups.notify()
             return enqueued
         conn = _driver_connection(connection)
@@ -1070,7 +1079,7 @@ class SQLiteJobQueue:
         rows = [_row(job, now) for job in jobs]
         flags = [_flag_params(job, now) for job in jobs]
         others = [(k, encode(v)) for k, v in (alongside or {}).items()]
-        saved = await self._db.run_shared(
+        saved = await self._db.run_shared_here(
             _save_and_enqueue, key, text, expected_version, now, expires_at, rows, flags, others
         )
         self._db.wrote(now)

@@ -19,7 +19,9 @@ How the news travels depends on the backend:
   datagram socket in a directory beside the database (``<database>-wake/``, or a directory in
   the temporary directory named after the database's path when that one is too long for a
   socket address). After its commit an enqueuer sends one byte to each socket there (the
-  listing is cached and read again when the directory changes). A datagram costs a few
+  listing is cached and read again when the directory changes; the enqueuer looks at the
+  directory at most every 20 ms (``_RESTAT_AFTER``), so a worker that started listening a
+  moment ago may miss one wake-up and find its job on its next poll). A datagram costs a few
   microseconds, reaches the worker's event loop at once, and needs no busy loop; a socket
   whose worker died is refused by the kernel and removed. ``PRAGMA data_version`` was the
   other candidate: it needs no file, but only tells a connection that *someone* wrote when it
@@ -64,6 +66,10 @@ _MAX_SOCKET_PATH = 107
 #: an enqueuer reads the socket directory again at least this often (seconds), whatever its
 #: modification time says (which may be coarser than the time between two changes)
 _RELIST_AFTER = 1.0
+#: an enqueuer looks at the directory's modification time at most this often (seconds): a
+#: worker that started listening less than this ago may miss a wake-up, and finds the job on
+#: its next poll (or claim) instead
+_RESTAT_AFTER = 0.02
 #: the first look at an outbox caller's transaction comes this soon after the enqueue
 #: (seconds); each later look waits twice as long, up to OUTBOX_WATCH_LONGEST
 OUTBOX_WATCH_FIRST = 0.0005
@@ -174,13 +180,18 @@ class WakeSockets:
         self._own: set[str] = set()  # this process's sockets: woken through LocalWakers
         self._listing: list[str] = []
         self._listed: tuple[int, float] | None = None  # (directory mtime, when listed)
+        self._looked = -_RESTAT_AFTER  # when the directory was last looked at (monotonic)
 
     def _targets(self) -> list[str]:
+        now = time.monotonic()
+        if now - self._looked < _RESTAT_AFTER:
+            return self._listing
+        self._looked = now
         try:
             mtime = os.stat(self.directory).st_mtime_ns
         except OSError:
+            self._listing, self._listed = [], None
             return []
-        now = time.monotonic()
         listed = self._listed
         if listed is None or listed[0] != mtime or now - listed[1] > _RELIST_AFTER:
             try:
@@ -215,7 +226,7 @@ class WakeSockets:
                 except OSError:
                     stale = True
         if stale:
-            self._listed = None
+            self._listed, self._looked = None, -_RESTAT_AFTER
 
     @contextlib.asynccontextmanager
     async def listening(self, wake: Wake) -> AsyncIterator[None]:

@@ -1,14 +1,35 @@
 """The SQLite backend, the default: ``sqlite:///relative/path.db``, ``sqlite:////abs/path.db``.
 
-One store owns one :mod:`sqlite3` connection, used only by one dedicated worker thread. Every
-operation is a single function call in that thread -- one thread hop -- and inside it either one
-statement (``INSERT ... ON CONFLICT ... DO UPDATE ... RETURNING``, ``UPDATE ... RETURNING``) or
-one ``BEGIN IMMEDIATE ... COMMIT`` transaction. ``BEGIN IMMEDIATE`` takes the database's write
-lock before the first read, so a read-modify-write can never act on a stale snapshot, and it holds
-across processes: any number of processes may open the same file. Enqueues that arrive while the
-thread is busy share one transaction, each under a savepoint of its own (group commit, see
-:meth:`_Database.run_shared`): one ``fsync`` for the group, every caller answered after the
-commit.
+One store owns one :mod:`sqlite3` connection and one dedicated thread, and the connection is
+used by one thread at a time. Every operation is a single function call -- in the store's
+thread (one thread hop), or, for a lone write on an idle store, in the caller's own thread (see
+below) -- and inside it either one statement (``INSERT ... ON CONFLICT ... DO UPDATE ...
+RETURNING``, ``UPDATE ... RETURNING``) or one ``BEGIN IMMEDIATE ... COMMIT`` transaction.
+``BEGIN IMMEDIATE`` takes the database's write lock before the first read, so a
+read-modify-write can never act on a stale snapshot, and it holds across processes: any number
+of processes may open the same file. Enqueues that arrive while the connection is busy share one
+transaction, each under a savepoint of its own (group commit, see :meth:`_Database.run_shared`):
+one ``fsync`` for the group, every caller answered after the commit.
+
+Who runs an operation: the connection is held by whoever set ``_Database._draining`` (under a
+lock) -- the store's thread while it works through the operations waiting in ``_pending``, or a
+caller. An enqueue, or a record saved with its jobs, that finds the store idle is run by its
+caller (:meth:`_Database.run_shared_here`), on the caller's thread, with no hop and no wake-up
+of the event loop from another thread: the caller holds the connection, lets its event loop run
+once (callers ready at the same moment then queue behind it, and all of them go to the store's
+thread to share a commit), and, still alone, runs the transaction itself -- the same function,
+the same ``BEGIN IMMEDIATE ... COMMIT`` (or single statement) and the same ``fsync`` before it
+returns, so durability is the same on either path. Callers arriving meanwhile (other threads,
+other event loops) wait in ``_pending`` and are handed to the store's thread when it is done.
+Such a call blocks its event loop for as long as the commit takes, so: it runs with
+``busy_timeout`` 0, and a write lock held by another connection sends it (rolled back whole) to
+the store's thread, which waits for the lock without blocking the loop; and when these calls
+take long on average (a slow disk: more than ``HERE_SLOW_AFTER``), writes go to the store's
+thread for ``HERE_PAUSE`` seconds. Every other operation -- reads, scans, purges, migrations,
+claims and completions, and the inbox's records, whose server goes on accepting webhooks while
+their commit is in flight -- runs in the store's thread, as does the store's own housekeeping;
+:meth:`SQLiteStore.close` waits its turn behind the operations that came before it, wherever
+they run.
 
 Connection settings:
 
@@ -31,7 +52,8 @@ writer's own ``now`` less ``PURGE_GRACE`` seconds (never by the store's clock), 
 :meth:`SQLiteStore.purge_expired`. Lease rows are kept, so fencing tokens never repeat.
 
 A coroutine cancelled while its operation runs does not cancel the operation: the thread finishes
-it (a transaction is never left half done) and the result is dropped.
+it (a transaction is never left half done) and the result is dropped. (A call that runs in its
+caller's thread cannot be cancelled halfway: it holds the event loop until it is done.)
 """
 
 from __future__ import annotations
@@ -97,25 +119,49 @@ _URL_OPTIONS = {
 PURGE_EVERY = 1000
 #: rows are deleted only once expired this many seconds before the writer's ``now``
 PURGE_GRACE = 300.0
+#: an operation run in the caller's thread (see :meth:`_Database._run_here`) blocks its event
+#: loop while it runs: when the moving average of their durations (seconds, by
+#: ``time.perf_counter``; each new one weighs HERE_WEIGHT) passes HERE_SLOW_AFTER -- a slow
+#: disk, rather than one preempted operation -- the following operations go to the store's
+#: thread for HERE_PAUSE seconds. A performance heuristic only: results and durability are the
+#: same on either path.
+HERE_SLOW_AFTER = 0.002
+HERE_WEIGHT = 0.1
+HERE_PAUSE = 1.0
 
 
-@contextlib.contextmanager
-def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+class _immediate:  # lower case: used like the function it was, ``with _immediate(conn):``
     """One ``BEGIN IMMEDIATE ... COMMIT`` transaction, rolled back on any error -- or, inside
-    a shared transaction (see :meth:`_Database.run`), a savepoint of it, rolled back alone."""
-    shared = conn.in_transaction
-    if shared:
-        with _savepoint(conn, "antifragile_operation"):
-            yield
-    else:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+    a shared transaction (see :meth:`_Database.run_shared`), a savepoint of it, rolled back
+    alone. (A class rather than a generator: it wraps every operation, and costs less so.)"""
+
+    __slots__ = ("conn", "shared")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.shared = False
+
+    def __enter__(self) -> None:
+        conn = self.conn
+        self.shared = conn.in_transaction
+        conn.execute("SAVEPOINT antifragile_operation" if self.shared else "BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        conn = self.conn
+        if self.shared:
+            if kind is not None:
+                conn.execute("ROLLBACK TO antifragile_operation")
+            conn.execute("RELEASE antifragile_operation")
+            return
+        if kind is None:
+            try:
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        elif conn.in_transaction:
+            conn.execute("ROLLBACK")
 
 
 @contextlib.contextmanager
@@ -131,19 +177,20 @@ def _savepoint(conn: sqlite3.Connection, name: str) -> Iterator[None]:
     conn.execute(f"RELEASE {name}")
 
 
-#: (function, args, kwargs, loop, future, whether it may share a transaction)
+#: (function, args, kwargs, loop, future, whether it may share a transaction); no loop and no
+#: future for the store's own housekeeping, which nobody waits for
 _Call = tuple[
     Callable[..., Any],
     tuple[Any, ...],
     dict[str, Any],
-    asyncio.AbstractEventLoop,
-    "asyncio.Future[Any]",
+    "asyncio.AbstractEventLoop | None",
+    "asyncio.Future[Any] | None",
     bool,
 ]
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():  # its caller was cancelled: the result is dropped
+def _settle(future: asyncio.Future[Any] | None, result: Any, error: BaseException | None) -> None:
+    if future is None or future.done():  # its caller was cancelled: the result is dropped
         return
     if error is not None:
         future.set_exception(error)
@@ -230,6 +277,12 @@ class _Database:
         self._pending: list[_Call] = []
         self._draining = False
         self._lock = threading.Lock()
+        #: operations run in the store's thread until then (time.perf_counter()), see _run_here
+        self._here_after = 0.0
+        #: the moving average of the durations of operations run in a caller's thread
+        self._here_average = 0.0
+        #: whether the connection's busy_timeout is busy_timeout_ms (else 0, see _run_here)
+        self._busy_timeout_set = True
 
     @property
     def shown_path(self) -> str:
@@ -267,7 +320,7 @@ class _Database:
         **kwargs: P.kwargs,
     ) -> T:
         """Run ``fn(connection, *args, **kwargs)`` in the store's thread, by itself."""
-        return await self._submit(fn, args, kwargs, shared=False)
+        return await self._submit(fn, args, kwargs, shared=False, here=False)
 
     async def run_shared(
         self,
@@ -277,13 +330,25 @@ class _Database:
     ) -> T:
         """Run ``fn(connection, *args, **kwargs)`` in the store's thread, sharing a commit.
 
-        Shared operations that arrive while the thread is busy wait together and then run in
-        one ``BEGIN IMMEDIATE ... COMMIT`` transaction, each under a savepoint of its own (group
-        commit): one ``fsync`` for all of them, an operation that fails is rolled back alone,
-        and every caller gets its result only once the shared transaction committed. A lone
-        operation runs by itself, as it is. *fn* must be one transaction (``_immediate``) that
-        keeps nothing when it raises."""
-        return await self._submit(fn, args, kwargs, shared=True)
+        Shared operations that arrive while the connection is busy wait together and then run
+        in one ``BEGIN IMMEDIATE ... COMMIT`` transaction in the store's thread, each under a
+        savepoint of its own (group commit): one ``fsync`` for all of them, an operation that
+        fails is rolled back alone, and every caller gets its result only once the shared
+        transaction committed. A lone operation runs by itself, as it is. *fn* must be one
+        transaction (``_immediate``) that keeps nothing when it raises."""
+        return await self._submit(fn, args, kwargs, shared=True, here=False)
+
+    async def run_shared_here(
+        self,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """As :meth:`run_shared`, except that a lone operation on an idle store runs in the
+        caller's own thread (see :meth:`_run_here`): for the writes of callers that await one
+        at a time (an enqueue). The inbox's batches keep to the store's thread: a web server's
+        event loop goes on accepting requests while their commit is in flight."""
+        return await self._submit(fn, args, kwargs, shared=True, here=True)
 
     async def _submit(
         self,
@@ -292,6 +357,7 @@ class _Database:
         kwargs: dict[str, Any],
         *,
         shared: bool,
+        here: bool,
     ) -> T:
         if self._closed:
             raise StoreUnavailableError(f"the SQLite store for {self.shown_path} is closed")
@@ -303,23 +369,115 @@ class _Database:
             )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
+        call: _Call = (fn, args, kwargs, loop, future, shared)
         with self._lock:
-            self._pending.append((fn, args, kwargs, loop, future, shared))
+            self._pending.append(call)
             start, self._draining = not self._draining, True
         if start:
-            try:
-                executor.submit(self._drain, conn)
-            except RuntimeError:  # shut down meanwhile
-                with self._lock:
-                    self._pending.clear()
-                    self._draining = False
-                raise StoreUnavailableError(
-                    f"the SQLite store for {self.shown_path} is closed"
-                ) from None
+            if here and time.perf_counter() >= self._here_after:
+                result: T = await self._run_here(conn, executor, call)
+                return result
+            self._start(conn, executor)
         return await future
+
+    def _start(self, conn: sqlite3.Connection, executor: ThreadPoolExecutor) -> None:
+        """Hand the connection, and the operations waiting, to the store's thread (or, once it
+        is shut down, fail them)."""
+        try:
+            executor.submit(self._drain, conn)
+        except RuntimeError:  # shut down meanwhile
+            with self._lock:
+                waiting, self._pending = self._pending, []
+                self._draining = False
+            for _, _, _, loop, future, _ in waiting:
+                if loop is not None:
+                    closed = StoreUnavailableError(
+                        f"the SQLite store for {self.shown_path} is closed"
+                    )
+                    with contextlib.suppress(RuntimeError):  # its loop closed meanwhile
+                        loop.call_soon_threadsafe(_settle, future, None, closed)
+
+    async def _run_here(
+        self, conn: sqlite3.Connection, executor: ThreadPoolExecutor, call: _Call
+    ) -> Any:
+        """Run *call* in the caller's thread: the store was idle when it came, and it holds the
+        connection (``_draining``) -- the store's thread is not running, and whoever comes
+        meanwhile waits in ``_pending``.
+
+        First the caller lets its event loop run once, so that callers ready at the same
+        moment (``asyncio.gather``, a burst of requests) register too: if any did, they all go
+        to the store's thread together and share a commit. Alone, it runs *fn* at once, with
+        ``busy_timeout`` 0: when another connection holds the write lock, the operation (rolled
+        back whole, as every shared operation is) goes to the thread, which waits for the lock
+        without blocking the event loop. When these operations take long on average (past
+        :data:`HERE_SLOW_AFTER`: a slow disk), the following ones go to the thread for
+        :data:`HERE_PAUSE` seconds, and so they do after a lock held by another connection.
+        """
+        fn, args, kwargs, _, future, _ = call
+        assert future is not None
+        try:
+            await asyncio.sleep(0)
+        except BaseException:  # cancelled: the thread runs what waits, this call included
+            future.cancel()  # (its result is dropped, as when cancelled in the thread)
+            self._start(conn, executor)
+            raise
+        with self._lock:
+            alone = len(self._pending) == 1  # only this call: nobody else came
+            if alone:
+                self._pending.clear()
+        if not alone:
+            self._start(conn, executor)
+            return await future
+        started = time.perf_counter()
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            if self._busy_timeout_set:
+                conn.execute("PRAGMA busy_timeout = 0")
+                self._busy_timeout_set = False
+            result = fn(conn, *args, **kwargs)
+        except sqlite3.Error as exc:
+            code = getattr(exc, "sqlite_errorcode", None)
+            busy = code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            if busy and not conn.in_transaction:  # nothing was kept: wait in the thread
+                self._here_after = time.perf_counter() + HERE_PAUSE
+                with self._lock:
+                    self._pending.insert(0, call)
+                self._start(conn, executor)
+                return await future
+            error = self.translate(exc)
+            error.__cause__ = exc
+        except Exception as exc:
+            error = exc
+        except BaseException:
+            self._release(conn, executor)
+            raise
+        ended = time.perf_counter()
+        average = self._here_average + HERE_WEIGHT * (ended - started - self._here_average)
+        if average > HERE_SLOW_AFTER:  # a slow disk: the thread waits for it for a while
+            self._here_after, average = ended + HERE_PAUSE, 0.0
+        self._here_average = average
+        self._release(conn, executor)
+        if error is not None:
+            raise error
+        return result
+
+    def _release(self, conn: sqlite3.Connection, executor: ThreadPoolExecutor) -> None:
+        """After an operation in the caller's thread: the connection is free again, or goes
+        to the store's thread for the callers (of other threads) that came meanwhile."""
+        with self._lock:
+            more = bool(self._pending)
+            if not more:
+                self._draining = False
+        if more:
+            self._start(conn, executor)
 
     def _drain(self, conn: sqlite3.Connection) -> None:
         """In the store's thread: run the waiting operations until none is left."""
+        if not self._busy_timeout_set:  # set to 0 by an operation in a caller's thread
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms:d}")
+                self._busy_timeout_set = True
         while True:
             with self._lock:
                 batch, self._pending = self._pending, []
@@ -342,8 +500,9 @@ class _Database:
     def _run_alone(self, conn: sqlite3.Connection, call: _Call) -> None:
         fn, args, kwargs, loop, future, _ = call
         result, error = self._call(conn, fn, args, kwargs)
-        with contextlib.suppress(RuntimeError):  # its loop closed meanwhile
-            loop.call_soon_threadsafe(_settle, future, result, error)
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # its loop closed meanwhile
+                loop.call_soon_threadsafe(_settle, future, result, error)
 
     def _call(
         self,
@@ -379,22 +538,28 @@ class _Database:
             error.__cause__ = exc
             outcomes = [(None, error)] * len(batch)
         for (_, _, _, loop, future, _), (result, failure) in zip(batch, outcomes, strict=True):
-            with contextlib.suppress(RuntimeError):  # its loop closed meanwhile
-                loop.call_soon_threadsafe(_settle, future, result, failure)
+            if loop is not None:
+                with contextlib.suppress(RuntimeError):  # its loop closed meanwhile
+                    loop.call_soon_threadsafe(_settle, future, result, failure)
 
     def wrote(self, now: float) -> None:
         """Count a write made at the caller's *now*; now and then collect expired rows.
 
         Collection goes by the callers' time, never the store's clock, and keeps a grace
-        period, so it only ever deletes rows that every caller already sees as absent.
+        period, so it only ever deletes rows that every caller already sees as absent. It
+        waits its turn in the store's thread like any operation (nobody waits for it).
         """
         self._writes += 1
         if self._writes % PURGE_EVERY or self._closed:
             return
         conn, executor = self._conn, self._executor
-        if conn is not None and executor is not None:
-            with contextlib.suppress(RuntimeError):  # shut down meanwhile
-                executor.submit(_purge_quietly, conn, now - PURGE_GRACE)
+        if conn is None or executor is None:
+            return
+        with self._lock:
+            self._pending.append((_purge_quietly, (now - PURGE_GRACE,), {}, None, None, False))
+            start, self._draining = not self._draining, True
+        if start:
+            self._start(conn, executor)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -435,7 +600,7 @@ class _Database:
                 self.path,
                 timeout=self.busy_timeout_ms / 1000,
                 isolation_level=None,
-                check_same_thread=True,
+                check_same_thread=False,  # used by one thread at a time, see _run_here
             )
         except sqlite3.Error as exc:
             raise self.translate(exc) from exc
@@ -465,8 +630,15 @@ class _Database:
         if executor is None:
             return
         try:
-            if conn is not None:
-                await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+            if conn is not None:  # after every operation that came before, wherever it runs
+                loop = asyncio.get_running_loop()
+                future: asyncio.Future[None] = loop.create_future()
+                with self._lock:
+                    self._pending.append((_close, (), {}, loop, future, False))
+                    start, self._draining = not self._draining, True
+                if start:
+                    self._start(conn, executor)
+                await future
         finally:
             executor.shutdown(wait=True)
 
@@ -528,6 +700,10 @@ def _purge(conn: sqlite3.Connection, now: float) -> int:
             "DELETE FROM antifragile_idempotency WHERE expires_at <= ?", (now,)
         ).rowcount
     return kv + idem
+
+
+def _close(conn: sqlite3.Connection) -> None:
+    conn.close()
 
 
 def _purge_quietly(conn: sqlite3.Connection, now: float) -> None:
