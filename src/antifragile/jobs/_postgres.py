@@ -39,7 +39,11 @@ trip whatever the batch size; statements are prepared on the server once per con
   concurrent writer of the same event waits for the first, then finds it -- and inserts the
   jobs of the entries it created through the same CTEs as ``enqueue``. Every lookup goes
   through a unique index (``LATERAL`` per entry), whatever the planner thinks of the batch
-  size. Repeats of an event within a batch are folded before the statement is sent.
+  size. Repeats of an event within a batch are folded before the statement is sent. Concurrent
+  calls share one statement (group commit, as on SQLite): while one is in flight, the calls
+  that arrive meanwhile go together into the next; each caller is answered after the commit,
+  and a shared statement that fails is run again caller by caller, so that one caller's bad
+  entries cost only that caller.
 * History grows by ``history || [attempt]`` in SQL; the row is never read back into Python.
 * A claim returns only the columns it does not know already; JSON columns travel as text and
   are decoded here.

@@ -595,13 +595,13 @@ class _GroupCommit:
         try:
             recorded = await assistant.jobs.queue.record_inbound(flat, now=assistant.clock.time())
         except BaseException as exc:
-            if len(batch) > 1 and isinstance(exc, Exception):
-                if not isinstance(exc, StoreUnavailableError):
-                    # perhaps one request's entries failed the batch: each request's on their
-                    # own, so that the others are recorded and only that one gets the error
-                    for one in batch:
-                        await self._flush([one])
-                    return
+            shared = len(batch) > 1 and isinstance(exc, Exception)
+            if shared and not isinstance(exc, StoreUnavailableError):
+                # perhaps one request's entries failed the batch: each request's on their own,
+                # so that the others are recorded and only that one gets the error
+                for one in batch:
+                    await self._flush([one])
+                return
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
