@@ -21,7 +21,7 @@ import pytest
 from antifragile import FakeClock
 from antifragile.errors import StoreError
 from antifragile.jobs import JobFilter, NewInboxEntry, NewJob, Recorded, new_job_id
-from antifragile.jobs._postgres import PostgresJobQueue
+from antifragile.jobs._postgres import PostgresJobQueue, _record_params
 from antifragile.stores._postgres import PostgresStore
 
 TTL = 7 * 24 * 3600.0
@@ -189,3 +189,27 @@ async def test_callers_are_answered_after_their_commit(
 
     seen = await asyncio.wait_for(asyncio.gather(*(record_and_look(i) for i in range(10))), 60)
     assert all(seen)
+
+
+async def test_the_record_looks_entries_up_by_index_on_an_unanalysed_inbox(
+    queue: PostgresJobQueue, postgres_url: str, schema: str, clock: FakeClock
+) -> None:
+    """A fresh inbox that has grown since it was created (no statistics yet, as in a new
+    schema under load): the record statement's generic plan still finds an event's entry
+    through the unique index, never by reading the whole inbox."""
+    now = clock.time()
+    for start in range(0, 2000, 200):
+        await queue.record_inbound(
+            [entry(f"wamid.{i}", now=now) for i in range(start, start + 200)], now=now
+        )
+    batch = [entry(f"wamid.new-{i}", now=now) for i in range(16)]
+    params = _record_params(batch, [now] * len(batch))
+    async with await psycopg.AsyncConnection.connect(postgres_url) as conn:
+        await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        cursor = await conn.execute(
+            b"EXPLAIN (COSTS OFF) " + queue._sql.record_inbound.encode(), params
+        )
+        plan = "\n".join(row[0] for row in await cursor.fetchall())
+        await conn.rollback()
+    assert "Seq Scan on antifragile_inbox" not in plan, plan
+    assert "Index Scan using antifragile_inbox_event" in plan, plan

@@ -38,12 +38,14 @@ trip whatever the batch size; statements are prepared on the server once per con
   NOTHING`` -- a live entry is neither changed nor locked, so a duplicate writes nothing, and a
   concurrent writer of the same event waits for the first, then finds it -- and inserts the
   jobs of the entries it created through the same CTEs as ``enqueue``. Every lookup goes
-  through a unique index (``LATERAL`` per entry), whatever the planner thinks of the batch
-  size. Repeats of an event within a batch are folded before the statement is sent. Concurrent
-  calls share one statement (group commit, as on SQLite): while one is in flight, the calls
-  that arrive meanwhile go together into the next; each caller is answered after the commit,
-  and a shared statement that fails is run again caller by caller, so that one caller's bad
-  entries cost only that caller.
+  through a unique index (``LATERAL ... LIMIT 1`` per entry: without the limit the planner
+  may turn the look-ups into a join that reads the whole inbox, as it does on a table it has
+  no statistics for yet), whatever the planner thinks of the batch size; only the entries that
+  were not inserted are looked up as duplicates. Repeats of an event within a batch are
+  folded before the statement is sent. Concurrent calls share one statement (group commit,
+  as on SQLite): while one is in flight, the calls that arrive meanwhile go together into the
+  next; each caller is answered after the commit, and a shared statement that fails is run
+  again caller by caller, so that one caller's bad entries cost only that caller.
 * History grows by ``history || [attempt]`` in SQL; the row is never read back into Python.
 * A claim returns only the columns it does not know already; JSON columns travel as text and
   are decoded here.
@@ -289,7 +291,7 @@ WITH entries AS ({_ENTRIES_INPUT}
             CROSS JOIN LATERAL (
                 SELECT x.id FROM {{inbox}} AS x
                 WHERE x.channel = e.channel AND x.event_id = e.event_id
-                  AND x.expires_at <= e.now) AS x))
+                  AND x.expires_at <= e.now LIMIT 1) AS x))
       AND expires_at <= %(now)s::float8
     RETURNING id
 ), recorded AS (
@@ -316,8 +318,9 @@ FROM entries AS e
 LEFT JOIN recorded AS r ON r.id = e.id
 LEFT JOIN LATERAL (
     SELECT d.id, d.job_id FROM {{inbox}} AS d
-    WHERE d.channel = e.channel AND d.event_id = e.event_id
-      AND d.expires_at > e.now) AS d ON TRUE
+    WHERE r.id IS NULL  -- only a duplicate is looked up
+      AND d.channel = e.channel AND d.event_id = e.event_id
+      AND d.expires_at > e.now LIMIT 1) AS d ON TRUE
 LEFT JOIN notified ON TRUE
 ORDER BY e.ord
 """
