@@ -1515,11 +1515,19 @@ class PostgresJobQueue:
     def _next_inbox_group(self) -> None:
         """The statement in flight is over: record the calls that waited meanwhile."""
         if self._inbox_waiting:
-            self._inbox_task = asyncio.get_running_loop().create_task(
-                self._record_waiting(), name="antifragile-inbox-group"
-            )
-        else:
-            self._inbox_busy = False
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # a caller's coroutine closed outside its loop
+                for call in self._inbox_waiting:
+                    with contextlib.suppress(RuntimeError):  # their loop closed too
+                        call.future.cancel()
+                self._inbox_waiting = []
+            else:
+                self._inbox_task = loop.create_task(
+                    self._record_waiting(), name="antifragile-inbox-group"
+                )
+                return
+        self._inbox_busy = False
 
     async def _record_waiting(self) -> None:
         try:
