@@ -130,6 +130,15 @@ async def test_ok_is_the_success_envelope_with_request_id_and_duration(
     assert response.headers["x-request-id"] == "req-123"
 
 
+def test_the_plain_envelope_is_the_same_as_oks() -> None:
+    """ok_plain (the webhooks' answer, built without a model) renders the bytes ok() does."""
+    from antifragile.service._envelope import ok_plain
+
+    data = {"received": 2, "recorded": ["a"], "duplicates": ["b"], "stale": 0, "x": None}
+    assert ok_plain(data).body == ok(data).body
+    assert ok_plain(data).headers["content-type"] == ok(data).headers["content-type"]
+
+
 async def test_ok_with_another_status(client: httpx.AsyncClient) -> None:
     """ok(data, status=201) keeps the envelope and sets the status."""
     response = await client.post("/created")

@@ -38,8 +38,14 @@ trip whatever the batch size; statements are prepared on the server once per con
   NOTHING`` -- a live entry is neither changed nor locked, so a duplicate writes nothing, and a
   concurrent writer of the same event waits for the first, then finds it -- and inserts the
   jobs of the entries it created through the same CTEs as ``enqueue``. Every lookup goes
-  through a unique index (``LATERAL`` per entry), whatever the planner thinks of the batch
-  size. Repeats of an event within a batch are folded before the statement is sent.
+  through a unique index (``LATERAL ... LIMIT 1`` per entry: without the limit the planner
+  may turn the look-ups into a join that reads the whole inbox, as it does on a table it has
+  no statistics for yet), whatever the planner thinks of the batch size; only the entries that
+  were not inserted are looked up as duplicates. Repeats of an event within a batch are
+  folded before the statement is sent. Concurrent calls share one statement (group commit,
+  as on SQLite): while one is in flight, the calls that arrive meanwhile go together into the
+  next; each caller is answered after the commit, and a shared statement that fails is run
+  again caller by caller, so that one caller's bad entries cost only that caller.
 * History grows by ``history || [attempt]`` in SQL; the row is never read back into Python.
 * A claim returns only the columns it does not know already; JSON columns travel as text and
   are decoded here.
@@ -75,7 +81,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow, tuple_row
 from psycopg_pool import PoolClosed
 
-from antifragile.errors import ConfigurationError, StoreError
+from antifragile.errors import ConfigurationError, StoreError, StoreUnavailableError
 from antifragile.jobs._model import (
     WAKE_CODES,
     Enqueued,
@@ -263,11 +269,13 @@ SELECT i.id FROM inserted AS i LEFT JOIN notified ON TRUE
 #: the batch of record_inbound: one JSON array of entries and one of their jobs. One parameter
 #: each costs far less to send and parse than an array per column, and as the server cannot
 #: see how many rows a JSON array holds, its generic plan is as good as a custom one: the
-#: prepared statement soon runs without being planned again. Payloads travel as JSON text.
+#: prepared statement soon runs without being planned again. Payloads travel as JSON text (as
+#: a JSON value they would be unescaped, and a NUL refused). Each entry carries the ``now`` of
+#: its caller (the callers of one group commit differ); the jobs get the latest of them.
 _ENTRIES_INPUT = """
     SELECT * FROM json_to_recordset(%(entries)s::json) AS e(
         id text, channel text, event_id text, kind text, tenant_key text, payload text,
-        expires_at float8, job_id text, job_key text, request_id text, ord int8)"""
+        now float8, expires_at float8, job_id text, job_key text, request_id text, ord int8)"""
 _ENTRY_JOBS_INPUT = """
     SELECT * FROM json_to_recordset(%(jobs)s::json) AS i(
         id text, name text, queue text, priority int4, payload text, payload_version int4,
@@ -283,14 +291,14 @@ WITH entries AS ({_ENTRIES_INPUT}
             CROSS JOIN LATERAL (
                 SELECT x.id FROM {{inbox}} AS x
                 WHERE x.channel = e.channel AND x.event_id = e.event_id
-                  AND x.expires_at <= %(now)s::float8) AS x))
+                  AND x.expires_at <= e.now LIMIT 1) AS x))
       AND expires_at <= %(now)s::float8
     RETURNING id
 ), recorded AS (
     INSERT INTO {{inbox}} (id, channel, event_id, kind, tenant_key, payload, received_at,
         expires_at, job_id, request_id)
-    SELECT e.id, e.channel, e.event_id, e.kind, e.tenant_key, e.payload::json,
-           %(now)s::float8, e.expires_at,
+    SELECT e.id, e.channel, e.event_id, e.kind, e.tenant_key, e.payload::json, e.now,
+           e.expires_at,
            CASE WHEN e.job_key IS NULL THEN e.job_id
                 ELSE coalesce((SELECT k.id FROM {{jobs}} AS k WHERE k.idempotency_key = e.job_key),
                               e.job_id) END,
@@ -310,8 +318,9 @@ FROM entries AS e
 LEFT JOIN recorded AS r ON r.id = e.id
 LEFT JOIN LATERAL (
     SELECT d.id, d.job_id FROM {{inbox}} AS d
-    WHERE d.channel = e.channel AND d.event_id = e.event_id
-      AND d.expires_at > %(now)s::float8) AS d ON TRUE
+    WHERE r.id IS NULL  -- only a duplicate is looked up
+      AND d.channel = e.channel AND d.event_id = e.event_id
+      AND d.expires_at > e.now LIMIT 1) AS d ON TRUE
 LEFT JOIN notified ON TRUE
 ORDER BY e.ord
 """
@@ -822,6 +831,15 @@ def _job_values(job: NewJob) -> dict[str, Any]:
 
 
 _NAMED_PARAM = re.compile(r"%\((\w+)\)s")
+_SQL_COMMENT = re.compile(r"--[^\n]*")
+
+
+def _compact(query: str) -> str:
+    """*query* without its comments and runs of white space (for SQL whose string literals
+    hold neither ``--`` nor significant white space). psycopg converts a statement's
+    placeholders on every call unless its text is at most 4096 bytes long; the inbox's
+    statement is longer than that as written."""
+    return " ".join(_SQL_COMMENT.sub("", query).split())
 
 
 class _Positional:
@@ -839,12 +857,12 @@ class _Positional:
         return [values[position] for position in self.positions]
 
 
-def _record_params(entries: Sequence[NewInboxEntry], now: float) -> dict[str, Any]:
-    """RECORD_INBOUND's parameters: the entries, and the jobs of those that have one (the same
-    values as enqueue sends)."""
+def _record_params(entries: Sequence[NewInboxEntry], nows: Sequence[float]) -> dict[str, Any]:
+    """RECORD_INBOUND's parameters: the entries (each with its caller's *nows*), and the jobs of
+    those that have one (the same values as enqueue sends, at the latest of *nows*)."""
     records: list[dict[str, Any]] = []
     jobs: list[dict[str, Any]] = []
-    for position, entry in enumerate(entries, 1):
+    for position, (entry, now) in enumerate(zip(entries, nows, strict=True), 1):
         job = entry.job
         records.append(
             {
@@ -854,6 +872,7 @@ def _record_params(entries: Sequence[NewInboxEntry], now: float) -> dict[str, An
                 "kind": entry.kind,
                 "tenant_key": entry.tenant_key,
                 "payload": encode(entry.payload),
+                "now": now,
                 "expires_at": now + float(entry.ttl),
                 "job_id": None if job is None else job.id,
                 "job_key": None if job is None else job.idempotency_key,
@@ -863,7 +882,7 @@ def _record_params(entries: Sequence[NewInboxEntry], now: float) -> dict[str, An
         )
         if job is not None:
             jobs.append({**_job_values(job), "ord": len(jobs) + 1})
-    return {"now": now, "entries": encode(records), "jobs": encode(jobs)}
+    return {"now": max(nows), "entries": encode(records), "jobs": encode(jobs)}
 
 
 def _inbox_entry(row: TupleRow) -> InboxEntry:
@@ -924,6 +943,33 @@ def _nul_error(exc: StoreError) -> ConfigurationError | None:
 # -- the queue --------------------------------------------------------------------------------
 
 
+class _InboxCall:
+    """A record_inbound call waiting for the next group's statement."""
+
+    __slots__ = ("entries", "future", "now")
+
+    def __init__(
+        self, entries: Sequence[NewInboxEntry], now: float, future: asyncio.Future[list[Recorded]]
+    ) -> None:
+        self.entries = entries
+        self.now = now
+        self.future = future
+
+
+def _settle(
+    future: asyncio.Future[list[Recorded]],
+    result: list[Recorded] | None,
+    error: BaseException | None,
+) -> None:
+    if future.done():  # its caller was cancelled meanwhile
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        assert result is not None
+        future.set_result(result)
+
+
 def channel_name(schema: str) -> str:
     """The ``LISTEN``/``NOTIFY`` channel of the queue in *schema* (at most 63 bytes)."""
     name = f"antifragile_jobs.{schema}"
@@ -957,7 +1003,7 @@ class _Statements:
         self.get = self.text(GET)
         self.next_due = self.text(NEXT_DUE)
         self.stats = self.text(STATS)
-        self.record_inbound = self.text(RECORD_INBOUND)
+        self.record_inbound = _compact(self.text(RECORD_INBOUND))
         self.inbound_first = self.text(INBOUND_FIRST)
         self.inbound_set_job = self.text(INBOUND_SET_JOB)
         self.get_inbound = self.text(GET_INBOUND)
@@ -999,6 +1045,11 @@ class PostgresJobQueue:
         self._store = store
         self._db = store._db  # the store's pool and its error translation
         self._sql = _Statements(store.schema)
+        # record_inbound's group commit: whether a statement is in flight, the calls waiting
+        # for the next one, and the task that records them
+        self._inbox_busy = False
+        self._inbox_waiting: list[_InboxCall] = []
+        self._inbox_task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"PostgresJobQueue({self._store!r})"
@@ -1429,6 +1480,15 @@ class PostgresJobQueue:
     ) -> list[Recorded]:
         """See :meth:`JobQueue.record_inbound`.
 
+        Concurrent calls share one statement (group commit): a call that finds none in flight
+        runs at once; the calls that arrive while a statement is in flight wait together and go
+        into the next one, as one batch (an event repeated across them is recorded by the first
+        and a duplicate for the others, as within a batch). Every caller is answered once the
+        statement that holds its entries has committed. When a shared statement fails for any
+        reason but an unreachable server, each of its callers' batches is recorded again on its
+        own, so that a caller whose entries cannot be recorded gets its error and the others
+        keep theirs. Each entry is checked for expiry, and received, at its own caller's *now*.
+
         One statement (``RECORD_INBOUND``: one round trip, atomic on its own) records the
         batch and enqueues the jobs of its new entries. Two rare cases take one more statement
         each, after it: a duplicate whose first entry was committed by another writer while
@@ -1442,6 +1502,83 @@ class PostgresJobQueue:
         if not entries:
             return []
         now = float(now)
+        if self._inbox_busy:  # a statement is in flight: go with the next group
+            call = _InboxCall(entries, now, asyncio.get_running_loop().create_future())
+            self._inbox_waiting.append(call)
+            return await call.future
+        self._inbox_busy = True
+        try:
+            return await self._record(entries, [now] * len(entries))
+        finally:
+            self._next_inbox_group()
+
+    def _next_inbox_group(self) -> None:
+        """The statement in flight is over: record the calls that waited meanwhile."""
+        if self._inbox_waiting:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # a caller's coroutine closed outside its loop
+                for call in self._inbox_waiting:
+                    with contextlib.suppress(RuntimeError):  # their loop closed too
+                        call.future.cancel()
+                self._inbox_waiting = []
+            else:
+                self._inbox_task = loop.create_task(
+                    self._record_waiting(), name="antifragile-inbox-group"
+                )
+                return
+        self._inbox_busy = False
+
+    async def _record_waiting(self) -> None:
+        try:
+            while self._inbox_waiting:
+                group, self._inbox_waiting = self._inbox_waiting, []
+                await self._record_group(group)
+        finally:
+            self._inbox_busy = False
+            self._inbox_task = None
+            left, self._inbox_waiting = self._inbox_waiting, []
+            for call in left:  # only when cancelled
+                call.future.cancel()
+
+    async def _record_group(self, group: list[_InboxCall]) -> None:
+        """Record the batches of *group* in one statement and answer each caller."""
+        entries = [entry for call in group for entry in call.entries]
+        nows = [call.now for call in group for _ in call.entries]
+        try:
+            recorded = await self._record(entries, nows)
+        except asyncio.CancelledError:
+            for call in group:
+                call.future.cancel()
+            raise
+        except Exception as exc:
+            if len(group) == 1 or isinstance(exc, StoreUnavailableError):
+                for call in group:
+                    _settle(call.future, None, exc)
+                return
+            # perhaps one caller's entries failed the statement: each batch on its own
+            for call in group:
+                try:
+                    alone = await self._record(call.entries, [call.now] * len(call.entries))
+                except asyncio.CancelledError:
+                    for other in group:
+                        other.future.cancel()
+                    raise
+                except Exception as error:
+                    _settle(call.future, None, error)
+                else:
+                    _settle(call.future, alone, None)
+            return
+        start = 0
+        for call in group:
+            end = start + len(call.entries)
+            _settle(call.future, recorded[start:end], None)
+            start = end
+
+    async def _record(self, entries: Sequence[NewInboxEntry], nows: list[float]) -> list[Recorded]:
+        """Record *entries* (each at its caller's time in *nows*): RECORD_INBOUND, and the rare
+        statements after it (see :meth:`record_inbound`)."""
+        now = max(nows)
         firsts: dict[tuple[str, str], int] = {}  # the first entry of each event in the batch
         for index, entry in enumerate(entries):
             firsts.setdefault((entry.channel, entry.event_id), index)
@@ -1449,8 +1586,9 @@ class PostgresJobQueue:
         pending = list(firsts.values())
         for _ in range(_ENQUEUE_ROUNDS):
             batch = [entries[index] for index in pending]
+            params = _record_params(batch, [nows[index] for index in pending])
             try:
-                rows = await self._fetch(self._sql.record_inbound, _record_params(batch, now))
+                rows = await self._fetch(self._sql.record_inbound, params)
             except StoreError as exc:
                 raise (_nul_error(exc) or exc) from exc.__cause__
             unseen: list[int] = []

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypedDict, TypeVa
 
 from antifragile.connectors import PROVIDERS, Connectors, parse_overrides, policies_for
 from antifragile.connectors._failover import chain_from
-from antifragile.errors import ConfigurationError
+from antifragile.errors import ConfigurationError, StoreUnavailableError
 from antifragile.inbound import (
     Actions,
     BookingStatuses,
@@ -558,7 +558,9 @@ class _GroupCommit:
     arrive meanwhile wait together and go into the next transaction as one batch; each request
     still waits for the commit of its own entries before its 200. Under load this turns many
     small durable transactions (one ``fsync`` each on SQLite) into a few larger ones, without
-    ever delaying a lone request.
+    ever delaying a lone request. When a shared batch fails (but for an unreachable store),
+    each request's entries are recorded again on their own: a request whose entries cannot be
+    recorded gets its error, and the others their 200.
     """
 
     def __init__(self, assistant: Assistant) -> None:
@@ -593,6 +595,13 @@ class _GroupCommit:
         try:
             recorded = await assistant.jobs.queue.record_inbound(flat, now=assistant.clock.time())
         except BaseException as exc:
+            shared = len(batch) > 1 and isinstance(exc, Exception)
+            if shared and not isinstance(exc, StoreUnavailableError):
+                # perhaps one request's entries failed the batch: each request's on their own,
+                # so that the others are recorded and only that one gets the error
+                for one in batch:
+                    await self._flush([one])
+                return
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)

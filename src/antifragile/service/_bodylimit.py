@@ -220,7 +220,10 @@ class _Bounded:
         if self.done:
             return await self.receive()
         try:
-            message = await asyncio.wait_for(self.receive(), self.timeout)
+            # a deadline on this task (asyncio.timeout), not a task of its own (wait_for):
+            # every request's body goes through here
+            async with asyncio.timeout(self.timeout):
+                message = await self.receive()
         except TimeoutError:
             self.refused = True
             raise BodyTimeout() from None

@@ -82,12 +82,24 @@ def duration_ms() -> float | None:
 # -- success ------------------------------------------------------------------------------------
 
 
+#: the success envelope of any data, parametrised once: pydantic keeps a parametrised generic
+#: model only while something refers to it, and building it again costs milliseconds
+_ANY_SUCCESS = SuccessEnvelope[Any]
+
+
 def ok(data: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> JSONResponse:
     """The success envelope of *data*, with the request id and the time spent so far."""
-    envelope = SuccessEnvelope[Any](
+    envelope = _ANY_SUCCESS(
         data=data, meta=Meta(request_id=current_request_id(), duration_ms=duration_ms())
     )
     return JSONResponse(envelope.model_dump(mode="json"), status_code=status, headers=headers)
+
+
+def ok_plain(data: dict[str, Any]) -> JSONResponse:
+    """:func:`ok` for *data* made of JSON values only (dicts, lists, strings, numbers, booleans,
+    ``None``): the same envelope, built without a model (the webhooks' hot path)."""
+    meta = {"request_id": current_request_id(), "duration_ms": duration_ms()}
+    return JSONResponse({"success": True, "data": data, "meta": meta})
 
 
 # -- failure ------------------------------------------------------------------------------------

@@ -92,7 +92,12 @@ from antifragile.inbound._webhooks import (
 )
 from antifragile.observability import current_request_id
 from antifragile.policies import SYSTEM_CLOCK, Clock
-from antifragile.service._envelope import ApiError, api_error_response, error_responses, ok
+from antifragile.service._envelope import (
+    ApiError,
+    api_error_response,
+    error_responses,
+    ok_plain,
+)
 from antifragile.service._limits import limit_by_ip
 from antifragile.service._settings import Settings
 from antifragile.service._state import ServiceState
@@ -252,7 +257,9 @@ def _accepted(events: int, recorded: list[Any]) -> JSONResponse:
     for item in recorded:
         (created if item.created else duplicates).append(item.id)
     stale = events - len(recorded)  # one record per event, but for the stale ones
-    return ok({"received": events, "recorded": created, "duplicates": duplicates, "stale": stale})
+    return ok_plain(
+        {"received": events, "recorded": created, "duplicates": duplicates, "stale": stale}
+    )
 
 
 def _form(body: bytes) -> dict[str, list[str]]:

@@ -1,0 +1,215 @@
+"""Concurrent inbox records on PostgreSQL share one statement (group commit), and stay durable
+and separate.
+
+While one ``record_inbound`` statement is in flight, the calls that arrive meanwhile go
+together into the next one. Transactions are counted by the server itself: each inbox row's
+``xmin`` is the id of the transaction that inserted it, so the number of distinct ``xmin`` in
+a fresh schema is the number of transactions that recorded entries. A caller whose entries
+cannot be recorded gets its error; the callers that shared its statement keep theirs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from antifragile import FakeClock
+from antifragile.errors import StoreError
+from antifragile.jobs import JobFilter, NewInboxEntry, NewJob, Recorded, new_job_id
+from antifragile.jobs._postgres import PostgresJobQueue, _record_params
+from antifragile.stores._postgres import PostgresStore
+
+TTL = 7 * 24 * 3600.0
+
+
+def _admin(url: str, query: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        cursor = conn.execute(query.encode())
+        return cursor.fetchall() if cursor.description else []
+
+
+def entry(event_id: str, *, now: float, name: str = "inbound.process") -> NewInboxEntry:
+    inbox_id = new_job_id()
+    job = NewJob(
+        name=name,
+        queue="inbound",
+        payload={"inbox_id": inbox_id},
+        run_at=now,
+        max_attempts=5,
+        idempotency_key=f"inbound:{inbox_id}",
+    )
+    return NewInboxEntry(
+        channel="whatsapp",
+        event_id=event_id,
+        kind="message",
+        tenant_key="acme",
+        payload={"text": "Do you deliver to Leeds?"},
+        ttl=TTL,
+        job=job,
+        id=inbox_id,
+    )
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def schema(postgres_url: str) -> Iterator[str]:
+    name = f"ingest_{uuid.uuid4().hex[:12]}"
+    yield name
+    _admin(postgres_url, f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+@pytest.fixture
+async def queue(
+    postgres_url: str, schema: str, clock: FakeClock
+) -> AsyncIterator[PostgresJobQueue]:
+    store = PostgresStore(postgres_url, schema=schema, clock=clock)
+    await store.open()
+    try:
+        yield PostgresJobQueue(store)
+    finally:
+        await store.close()
+
+
+def transactions(url: str, schema: str) -> int:
+    """How many transactions inserted the schema's inbox rows."""
+    rows = _admin(url, f'SELECT count(DISTINCT xmin::text) FROM "{schema}".antifragile_inbox')
+    return int(rows[0][0])
+
+
+def _refuse_jobs_named_explode(url: str, schema: str) -> None:
+    quoted = f'"{schema}"'
+    _admin(
+        url,
+        f"CREATE FUNCTION {quoted}.explode() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        "BEGIN IF NEW.name = 'explode' THEN RAISE EXCEPTION 'refused'; END IF; "
+        "RETURN NEW; END $$",
+    )
+    _admin(
+        url,
+        f"CREATE TRIGGER explode BEFORE INSERT ON {quoted}.antifragile_jobs "
+        f"FOR EACH ROW EXECUTE FUNCTION {quoted}.explode()",
+    )
+
+
+async def test_concurrent_records_share_transactions(
+    queue: PostgresJobQueue, postgres_url: str, schema: str, clock: FakeClock
+) -> None:
+    """40 concurrent calls of one entry each: every entry and its job recorded, in far fewer
+    transactions than calls (the first call runs alone, the others wait for it together)."""
+    now = clock.time()
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            *(queue.record_inbound([entry(f"wamid.{i}", now=now)], now=now) for i in range(40))
+        ),
+        60,
+    )
+    assert all(batch[0].created for batch in results)
+    assert len({batch[0].id for batch in results}) == 40
+    assert transactions(postgres_url, schema) < 40
+    assert len(await queue.find_inbound(limit=100)) == 40
+    assert len(await queue.find(JobFilter(queue="inbound"), limit=100)) == 40
+    for (recorded,) in results:
+        stored = await queue.get_inbound(recorded.id)
+        assert stored is not None
+        assert stored.job_id == recorded.job_id
+
+
+async def test_a_duplicate_within_a_group_names_the_first(
+    queue: PostgresJobQueue, postgres_url: str, schema: str, clock: FakeClock
+) -> None:
+    """Calls of one group delivering the same event: the first call creates it, the later ones
+    are duplicates naming its entry and job; nothing is enqueued twice."""
+    now = clock.time()
+    calls = [queue.record_inbound([entry("wamid.lead", now=now)], now=now)]
+    calls += [
+        queue.record_inbound([entry("wamid.same", now=now), entry(f"wamid.{i}", now=now)], now=now)
+        for i in range(5)
+    ]
+    lead, *group = await asyncio.wait_for(asyncio.gather(*calls), 60)
+    assert lead[0].created
+    firsts = [batch[0] for batch in group]
+    assert firsts[0].created
+    assert all(not r.created for r in firsts[1:])
+    assert {(r.id, r.job_id) for r in firsts} == {(firsts[0].id, firsts[0].job_id)}
+    assert all(batch[1].created for batch in group)
+    assert transactions(postgres_url, schema) == 2
+    assert len(await queue.find(JobFilter(queue="inbound"), limit=100)) == 1 + 1 + 5
+
+
+async def test_a_failing_caller_does_not_take_the_others_down(
+    queue: PostgresJobQueue, postgres_url: str, schema: str, clock: FakeClock
+) -> None:
+    """A caller whose job cannot be inserted, in a group: it gets the error and nothing of its
+    batch is kept; the callers that shared its statement have their entries and jobs."""
+    _refuse_jobs_named_explode(postgres_url, schema)
+    now = clock.time()
+    lead = queue.record_inbound([entry("wamid.lead", now=now)], now=now)
+    first = queue.record_inbound([entry("wamid.first", now=now)], now=now)
+    boom = queue.record_inbound(
+        [entry("wamid.boom-ok", now=now), entry("wamid.boom", now=now, name="explode")], now=now
+    )
+    last = queue.record_inbound([entry("wamid.last", now=now)], now=now)
+    results = await asyncio.wait_for(
+        asyncio.gather(lead, first, boom, last, return_exceptions=True), 60
+    )
+    assert isinstance(results[2], StoreError)
+    kept: list[list[Recorded]] = []
+    for result in (results[0], results[1], results[3]):
+        assert not isinstance(result, BaseException)
+        kept.append(result)
+    assert all(batch[0].created for batch in kept)
+    recorded = {e.event_id for e in await queue.find_inbound(limit=100)}
+    assert recorded == {"wamid.lead", "wamid.first", "wamid.last"}
+    assert len(await queue.find(JobFilter(queue="inbound"), limit=100)) == 3
+
+
+async def test_callers_are_answered_after_their_commit(
+    queue: PostgresJobQueue, postgres_url: str, schema: str, clock: FakeClock
+) -> None:
+    """Each caller's entries are visible to another connection as soon as its call returns."""
+    now = clock.time()
+
+    async def record_and_look(i: int) -> bool:
+        (recorded,) = await queue.record_inbound([entry(f"wamid.{i}", now=now)], now=now)
+        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+            cursor = await conn.execute(
+                f'SELECT 1 FROM "{schema}".antifragile_inbox WHERE id = %s'.encode(),
+                (recorded.id,),
+            )
+            return await cursor.fetchone() is not None
+
+    seen = await asyncio.wait_for(asyncio.gather(*(record_and_look(i) for i in range(10))), 60)
+    assert all(seen)
+
+
+async def test_the_record_looks_entries_up_by_index_on_an_unanalysed_inbox(
+    queue: PostgresJobQueue, postgres_url: str, schema: str, clock: FakeClock
+) -> None:
+    """A fresh inbox that has grown since it was created (no statistics yet, as in a new
+    schema under load): the record statement's generic plan still finds an event's entry
+    through the unique index, never by reading the whole inbox."""
+    now = clock.time()
+    for start in range(0, 2000, 200):
+        await queue.record_inbound(
+            [entry(f"wamid.{i}", now=now) for i in range(start, start + 200)], now=now
+        )
+    batch = [entry(f"wamid.new-{i}", now=now) for i in range(16)]
+    params = _record_params(batch, [now] * len(batch))
+    async with await psycopg.AsyncConnection.connect(postgres_url) as conn:
+        await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        cursor = await conn.execute(
+            b"EXPLAIN (COSTS OFF) " + queue._sql.record_inbound.encode(), params
+        )
+        plan = "\n".join(row[0] for row in await cursor.fetchall())
+        await conn.rollback()
+    assert "Seq Scan on antifragile_inbox" not in plan, plan
+    assert "Index Scan using antifragile_inbox_event" in plan, plan
