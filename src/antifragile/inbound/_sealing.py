@@ -34,6 +34,7 @@ import base64
 import functools
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +64,8 @@ def _fernet(keys: tuple[bytes, ...]) -> MultiFernet:
 
 
 def _current() -> MultiFernet | None:
+    if not os.environ.get(DATA_KEYS_ENV):  # no data key: the common case, one look-up
+        return None
     keys = tuple(data_keys())
     return _fernet(keys) if keys else None
 
