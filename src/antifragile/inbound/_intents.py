@@ -145,6 +145,8 @@ class Classifier(Protocol):
 
 def normalize(text: str) -> str:
     """*text* lower-cased, accents removed (``"Cuánto"`` -> ``"cuanto"``), spaces collapsed."""
+    if text.isascii():  # nothing to decompose, no accent to remove
+        return " ".join(text.casefold().split())
     decomposed = unicodedata.normalize("NFKD", text)
     plain = "".join(c for c in decomposed if not unicodedata.combining(c))
     return " ".join(plain.casefold().replace("\u2019", "'").split())
