@@ -113,6 +113,8 @@ TASK_FIELDS = ("title", "assignee")
 
 def seal_fields(record: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
     """A copy of *record* with the fields *names* sealed (:func:`seal`)."""
+    if _current() is None:  # no data key: nothing is sealed
+        return dict(record)
     return {k: seal(v) if k in names else v for k, v in record.items()}
 
 
