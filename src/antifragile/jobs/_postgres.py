@@ -1269,10 +1269,11 @@ class PostgresJobQueue:
         ttl: float | None = None,
         alongside: Mapping[str, Any] | None = None,
     ) -> tuple[Versioned, list[Enqueued]] | None:
-        """See :meth:`~antifragile.jobs.RecordQueue.save_and_enqueue`: one transaction on
-        one pooled connection -- the compare-and-set, the entries alongside (created when
-        absent), then the statements of ``enqueue(connection=...)``, then the entry read
-        back."""
+        """See :meth:`~antifragile.jobs.RecordQueue.save_and_enqueue`: one statement
+        (:func:`_save_enqueue`, one round trip) -- or, when a job's status flag is on the
+        entry itself or two jobs share an id or idempotency key, one transaction on one
+        pooled connection: the compare-and-set, the entries alongside (created when absent),
+        then the statements of ``enqueue(connection=...)``, then the entry read back."""
         now = float(now)
         params: dict[str, Any] = {
             "key": key,
