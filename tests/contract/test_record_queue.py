@@ -187,6 +187,11 @@ async def test_entries_alongside_are_created_with_the_record_or_not_at_all(
     assert stored.value == record(1)
 
 
+#: a text that JSON escapes (quotes, a backslash, a newline, a control character) and that is
+#: not ASCII
+TEXT = 'Olá "Zoë" \\ \n\x01 ✓'
+
+
 def _reply_job(message: str, key: str) -> NewJob:
     return NewJob(
         name="replies.send",
@@ -218,7 +223,7 @@ async def test_status_flags_land_only_with_the_jobs_that_were_inserted(
         jobs=[_reply_job("m2", "reply:2"), _reply_job("m3", "reply:3"), _reply_job("m4", "r4")],
         now=now,
         ttl=600.0,
-        alongside={"outmsg:m2": {"text": "second"}, "outmsg:m3": {"text": "hi"}},
+        alongside={"outmsg:m2": {"text": "second"}, "outmsg:m3": {"text": TEXT}},
     )
     assert saved is not None
     kept, named, elsewhere = saved[1]
@@ -227,7 +232,7 @@ async def test_status_flags_land_only_with_the_jobs_that_were_inserted(
     values = {k: await kv.get(f"outmsg:{k}", now=now) for k in ("m2", "m3", "m4")}
     assert {k: v.value if v else None for k, v in values.items()} == {
         "m2": {"text": "first", "status": "pending"},
-        "m3": {"text": "hi"},
+        "m3": {"text": TEXT},
         "m4": {"text": "elsewhere", "status": "pending"},
     }
     assert len(await job_queue.find(JobFilter())) == 3

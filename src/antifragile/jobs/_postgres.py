@@ -1334,7 +1334,7 @@ class PostgresJobQueue:
             template = SAVE_ENQUEUE_ONE if one else SAVE_ENQUEUE
             text = self._sql.text(template.replace("{save}", save.strip()))
             statement = self._save_enqueue[save, one] = text.encode()
-        values = {**params, "others": json.dumps(dict(zip(*others, strict=True)))}
+        values = {**params, "others": encode(dict(zip(*others, strict=True)))}
         values.update(_job_values(jobs[0]) if one else _enqueue_params(jobs, now))
         try:
             rows = await self._db.prepared(statement, values)
