@@ -185,3 +185,54 @@ async def test_entries_alongside_are_created_with_the_record_or_not_at_all(
     stored = await kv.get(KEY, now=now)
     assert stored is not None
     assert stored.value == record(1)
+
+
+#: a text that JSON escapes (quotes, a backslash, a newline, a control character) and that is
+#: not ASCII
+TEXT = 'Olá "Zoë" \\ \n\x01 ✓'
+
+
+def _reply_job(message: str, key: str) -> NewJob:
+    return NewJob(
+        name="replies.send",
+        queue="replies",
+        run_at=0.0,
+        max_attempts=3,
+        payload={"message_id": message},
+        idempotency_key=key,
+        status_flag=StatusFlag(f"outmsg:{message}", "status"),
+    )
+
+
+async def test_status_flags_land_only_with_the_jobs_that_were_inserted(
+    job_queue: JobQueue, clock: FakeClock
+) -> None:
+    """A job's status flag is set pending in the entry it names -- created alongside, kept
+    alongside or elsewhere -- exactly when the job is inserted: a job whose idempotency key
+    is known already (the existing job is named) leaves a newly created entry as given."""
+    assert isinstance(job_queue, RecordQueue)
+    kv = job_queue.store.kv
+    now = clock.time()
+    await kv.set("outmsg:m2", {"text": "first"}, now=now)
+    await kv.set("outmsg:m4", {"text": "elsewhere"}, now=now)
+    [existing] = await job_queue.enqueue([job("replies.send", "reply:3")], now=now)
+    saved = await job_queue.save_and_enqueue(
+        KEY,
+        record(1),
+        expected_version=None,
+        jobs=[_reply_job("m2", "reply:2"), _reply_job("m3", "reply:3"), _reply_job("m4", "r4")],
+        now=now,
+        ttl=600.0,
+        alongside={"outmsg:m2": {"text": "second"}, "outmsg:m3": {"text": TEXT}},
+    )
+    assert saved is not None
+    kept, named, elsewhere = saved[1]
+    assert (kept.created, named.created, elsewhere.created) == (True, False, True)
+    assert named.id == existing.id
+    values = {k: await kv.get(f"outmsg:{k}", now=now) for k in ("m2", "m3", "m4")}
+    assert {k: v.value if v else None for k, v in values.items()} == {
+        "m2": {"text": "first", "status": "pending"},
+        "m3": {"text": TEXT},
+        "m4": {"text": "elsewhere", "status": "pending"},
+    }
+    assert len(await job_queue.find(JobFilter())) == 3

@@ -189,3 +189,42 @@ async def test_keyword_classifier_is_a_classifier(classifier: KeywordClassifier)
     for candidate in (classifier, Fixed()):
         assert isinstance(candidate, Classifier)
         assert isinstance(await candidate.classify("x"), Classification)
+
+
+def _pattern_by_pattern(classifier: KeywordClassifier, text: str) -> dict[str, float]:
+    """The scores of *text* found by searching every pattern on its own."""
+    plain = " ".join(text.casefold().split())
+    scores: dict[str, float] = {}
+    for intent, patterns in classifier.rules.items():
+        score = 0.0
+        for pattern in patterns:
+            match = pattern.search(plain)
+            if match is not None:
+                score += 1.5 if " " in match.group(0).strip() else 1.0
+        if score > 0:
+            scores[intent] = score
+    return scores
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Hi, I would like to order 3 boxes of tea please",
+        "how much is the price of shipping? hello",
+        "hellothere orderly pricey",
+        "cancel my order, I want a refund; where is my package",
+        "talk to a human please, book a demo tomorrow",
+        "",
+        "ok",
+    ],
+)
+def test_the_scores_are_those_of_each_pattern_searched_alone(text: str) -> None:
+    """An intent's patterns are screened by one search of the text; the scores are exactly
+    those of every pattern searched on its own -- also for rules that cannot be joined (a
+    backreference) and after the rules were replaced."""
+    classifier = KeywordClassifier()
+    assert classifier.scores(text) == _pattern_by_pattern(classifier, text)
+    custom = KeywordClassifier({"ECHO": [r"(\w+) \1", "hello"], "ORDER": ["order", "boxes"]})
+    assert custom.scores(text) == _pattern_by_pattern(custom, text)
+    custom.rules = {"ORDER": KeywordClassifier({"ORDER": ["tea", "ok"]}).rules["ORDER"]}
+    assert custom.scores(text) == _pattern_by_pattern(custom, text)

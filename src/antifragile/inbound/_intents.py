@@ -145,16 +145,30 @@ class Classifier(Protocol):
 
 def normalize(text: str) -> str:
     """*text* lower-cased, accents removed (``"Cuánto"`` -> ``"cuanto"``), spaces collapsed."""
+    if text.isascii():  # nothing to decompose, no accent to remove
+        return " ".join(text.casefold().split())
     decomposed = unicodedata.normalize("NFKD", text)
     plain = "".join(c for c in decomposed if not unicodedata.combining(c))
     return " ".join(plain.casefold().replace("\u2019", "'").split())
+
+
+#: what a rule's pattern is wrapped in: it matches whole words only
+_BEFORE, _AFTER = r"(?<!\w)(?:", r")(?!\w)"
+
+
+def _inner(pattern: re.Pattern[str]) -> str | None:
+    """The rule inside *pattern* made by :func:`_compile` (``None``: not made by it)."""
+    text = pattern.pattern
+    if text.startswith(_BEFORE) and text.endswith(_AFTER):
+        return text[len(_BEFORE) : -len(_AFTER)]
+    return None
 
 
 def _compile(intent: str, pattern: str) -> re.Pattern[str]:
     if not isinstance(pattern, str) or not pattern.strip():
         raise ConfigurationError(f"intent {intent!r}: a pattern must be a non-empty string")
     try:
-        return re.compile(rf"(?<!\w)(?:{normalize(pattern)})(?!\w)")
+        return re.compile(f"{_BEFORE}{normalize(pattern)}{_AFTER}")
     except re.error as exc:
         raise ConfigurationError(f"intent {intent!r}: invalid pattern {pattern!r}: {exc}") from None
 
@@ -247,7 +261,11 @@ def _day(words: str, today: date) -> date:
 def extract_entities(text: str | None, *, today: date | None = None) -> dict[str, Any]:
     """The entities of *text* (see the module docs); *today* resolves relative dates (none
     given: dates are kept as the words only, ``date_text``)."""
-    plain = normalize(text or "")
+    return _entities(text, normalize(text or ""), today)
+
+
+def _entities(text: str | None, plain: str, today: date | None) -> dict[str, Any]:
+    """:func:`extract_entities` of *text*, whose normalized form is *plain*."""
     entities: dict[str, Any] = {}
     items = [{"quantity": int(m.group(1)), "unit": m.group(2)} for m in _QUANTITY.finditer(plain)]
     if items:
@@ -328,6 +346,8 @@ class KeywordClassifier:
         if not compiled:
             raise ConfigurationError("a KeywordClassifier needs at least one intent with rules")
         self.rules = compiled
+        #: by intent: its patterns and the one pattern that screens for them (``_screen``)
+        self._screens: dict[str, tuple[tuple[re.Pattern[str], ...], re.Pattern[str] | None]] = {}
         self.threshold = float(threshold)
         self.clock = clock
         self.timezone = timezone
@@ -337,9 +357,14 @@ class KeywordClassifier:
 
     def scores(self, text: str) -> dict[str, float]:
         """The score of every intent whose rules match *text* (see the module docs)."""
-        plain = normalize(text)
+        return self._scores(normalize(text))
+
+    def _scores(self, plain: str) -> dict[str, float]:
         scores: dict[str, float] = {}
         for intent, patterns in self.rules.items():
+            screen = self._screen(intent, patterns)
+            if screen is not None and screen.search(plain) is None:
+                continue  # none of the intent's patterns matches
             score = 0.0
             for pattern in patterns:
                 match = pattern.search(plain)
@@ -349,11 +374,35 @@ class KeywordClassifier:
                 scores[intent] = score
         return scores
 
+    def _screen(self, intent: str, patterns: tuple[re.Pattern[str], ...]) -> re.Pattern[str] | None:
+        """One pattern matching where any of *patterns* matches (a message's text is searched
+        once per intent, not once per pattern, for the intents it does not mention), or
+        ``None`` when they cannot be joined (capturing groups: a backreference would change
+        its meaning)."""
+        known = self._screens.get(intent)
+        if known is not None and known[0] is patterns:
+            return known[1]
+        screen: re.Pattern[str] | None = None
+        inner = [_inner(p) for p in patterns]
+        if len(patterns) > 1 and all(
+            p.groups == 0 and p.flags == patterns[0].flags and i is not None
+            for p, i in zip(patterns, inner, strict=True)
+        ):
+            try:
+                screen = re.compile(
+                    _BEFORE + "|".join(f"(?:{i})" for i in inner) + _AFTER, patterns[0].flags
+                )
+            except re.error:
+                screen = None
+        self._screens[intent] = (patterns, screen)
+        return screen
+
     def classify_text(self, text: str) -> Classification:
         """:meth:`classify` without the ``await`` (it does no I/O)."""
         today = datetime.fromtimestamp(self.clock.time(), self._zone).date()
-        entities = extract_entities(text, today=today)
-        ranked = sorted(self.scores(text).items(), key=lambda item: -item[1])
+        plain = normalize(text)
+        entities = _entities(text, plain, today)
+        ranked = sorted(self._scores(plain).items(), key=lambda item: -item[1])
         if not ranked:
             return Classification(_UNKNOWN, 0.0, entities, KEYWORDS_SOURCE)
         best_intent, best = ranked[0]

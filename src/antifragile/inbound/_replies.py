@@ -64,7 +64,7 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard, cast
 
 from antifragile.connectors import (
     HubSpotConnector,
@@ -231,15 +231,35 @@ class PreparedReply:
     to: str
 
 
+#: whether instances of a class are a runtime-checked protocol, by protocol and class (the
+#: check looks for every method by name: too slow for each message)
+_KINDS: dict[tuple[type, type], bool] = {}
+
+
+def is_kind(value: object, protocol: type) -> bool:
+    """``isinstance(value, protocol)`` for a runtime-checkable *protocol*, answered once per
+    class of *value*."""
+    key = (protocol, type(value))
+    known = _KINDS.get(key)
+    if known is None:
+        known = _KINDS[key] = isinstance(value, protocol)
+    return known
+
+
+def is_record_queue(queue: object) -> TypeGuard[RecordQueue]:
+    """Whether *queue* writes records and jobs in one transaction (:class:`RecordQueue`)."""
+    return is_kind(queue, RecordQueue)
+
+
 def kv_of(jobs: Jobs) -> KeyValueStore:
     """The key-value store beside the queue of *jobs* (where status flags land)."""
     kv = getattr(getattr(jobs.queue, "store", None), "kv", None)
-    if not isinstance(kv, KeyValueStore):
+    if not is_kind(kv, KeyValueStore):
         raise ConfigurationError(
             "replies and sessions keep their records in the key-value store beside the job "
             "queue; this queue has none"
         )
-    return kv
+    return cast(KeyValueStore, kv)
 
 
 def _template_fallback(record: Mapping[str, Any], code: str | None) -> bool:
@@ -543,7 +563,7 @@ class Replies:
         now = self.clock.time()
         (record_key, record), *others = prepared.entries.items()
         queue = self.jobs.queue
-        if isinstance(queue, RecordQueue):
+        if is_record_queue(queue):
             saved = await queue.save_and_enqueue(
                 record_key,
                 record,
@@ -570,7 +590,7 @@ class Replies:
         """Note that *prepared* was written (its job *enqueued*): observed and logged."""
         created = [e.created for e in enqueued]
         self.jobs.observed_enqueue([prepared.job], created)
-        if any(created):
+        if any(created) and _log.isEnabledFor(logging.INFO):
             _log.info("reply %s to %s enqueued", prepared.message_id, mask_phone(prepared.to))
 
     async def reply(

@@ -134,6 +134,7 @@ from antifragile.inbound._replies import (
     ConnectorSource,
     PreparedReply,
     Replies,
+    is_record_queue,
     kv_of,
     mask_phone,
     twilio_address,
@@ -146,7 +147,6 @@ from antifragile.jobs import (
     Jobs,
     JobState,
     NewJob,
-    RecordQueue,
     Schedule,
     StatusFlag,
 )
@@ -580,7 +580,7 @@ class Sessions:
             self.conflicts += 1
         else:
             raise SessionConflictError(f"session {key}: too many concurrent updates; try again")
-        if turn is not None:
+        if turn is not None and _log.isEnabledFor(logging.INFO):
             _log.info(
                 "session completed" if turn.completed else "session advanced",
                 extra={
@@ -601,7 +601,7 @@ class Sessions:
         replies keep their records for another time than the sessions."""
         if reply_key is None or self._kv is not None or not turn.reply:
             return None
-        if not isinstance(self.jobs.queue, RecordQueue):
+        if not is_record_queue(self.jobs.queue):
             return None
         if getattr(self.replies, "retention", None) != self.retention:
             return None
@@ -615,7 +615,7 @@ class Sessions:
         """Write *new* with *reply* (its records and job) in one transaction; whether it was
         written (``False``: the record changed meanwhile, nothing was written)."""
         queue = self.jobs.queue
-        assert isinstance(queue, RecordQueue)
+        assert is_record_queue(queue)
         saved = await queue.save_and_enqueue(
             new.key,
             new.to_stored_json(),
@@ -652,7 +652,7 @@ class Sessions:
         wanted = [a for a in actions if await self._applies(a, new, tenant, flow)]
         batch = [self._prepare(a, new.key, new.round) for a in wanted]
         queue = self.jobs.queue
-        atomic = self._kv is None and isinstance(queue, RecordQueue)
+        atomic = self._kv is None and is_record_queue(queue)
         flags = {a.flag_field: "skipped" for a in actions}
         flags.update({a.flag_field: "pending" if atomic else "none" for a in wanted})
         new = new.replace(
@@ -661,7 +661,7 @@ class Sessions:
             jobs={a.name: job.id for a, job in zip(wanted, batch, strict=True)} if atomic else {},
         )
         if atomic:
-            assert isinstance(queue, RecordQueue)
+            assert is_record_queue(queue)
             saved = await queue.save_and_enqueue(
                 new.key,
                 new.to_stored_json(),

@@ -409,6 +409,48 @@ WITH saved AS ({save}), others AS (
 SELECT version FROM saved
 """
 
+
+def _save_enqueue(source: str) -> str:
+    """save_and_enqueue in one statement (``{save}``: SAVE_CREATE or SAVE_UPDATE; *source*:
+    the jobs, ``_JOBS_INPUT`` or ``_ONE_JOB_INPUT``): the compare-and-set, the jobs (only
+    when it wrote) and the entries alongside (created when absent). A job's status flag on an
+    entry this statement creates is written into the new entry; one on another existing entry
+    is merged as enqueue merges it. (A flag on the saved entry itself would change its row
+    twice: save_and_enqueue keeps its transaction for that.)"""
+    return f"""
+WITH saved AS ({{save}}), input AS (
+    SELECT j.* FROM {source} AS j WHERE EXISTS (SELECT 1 FROM saved)
+), {_insert_jobs("input", flags=False)}, pending AS (
+    SELECT n.status_flag ->> 'key' AS key,
+           jsonb_object_agg(n.status_flag ->> 'field', n.status_flag -> 'pending'
+                            ORDER BY n.id) AS fields
+    FROM inserted AS n WHERE n.status_flag IS NOT NULL GROUP BY 1
+), others AS (
+    INSERT INTO {{kv}} AS o (key, value, version, expires_at)
+    SELECT t.key,
+           CASE WHEN p.fields IS NULL THEN t.value ELSE (t.value::jsonb || p.fields)::text END,
+           1, %(expires_at)s::float8
+    FROM json_each_text(%(others)s::json) AS t(key, value)
+    LEFT JOIN pending AS p ON p.key = t.key
+    WHERE EXISTS (SELECT 1 FROM saved)
+    ON CONFLICT (key) DO UPDATE SET
+        value = EXCLUDED.value, version = 1, expires_at = EXCLUDED.expires_at
+    WHERE o.expires_at <= %(now)s::float8
+    RETURNING key
+), flags AS ({
+        _merge_flags(
+            "SELECT p.key, p.fields FROM pending AS p"
+            " WHERE p.key NOT IN (SELECT key FROM others) ORDER BY 1"
+        )
+    }), {_notified("inserted")}
+SELECT (SELECT version FROM saved), ARRAY(SELECT id FROM inserted)
+FROM (SELECT 1) AS one LEFT JOIN notified ON TRUE
+"""
+
+
+SAVE_ENQUEUE = _save_enqueue(f"({_JOBS_INPUT})")
+SAVE_ENQUEUE_ONE = _save_enqueue(_ONE_JOB_INPUT)
+
 # the jobs that were not inserted: which existing job each one names
 ENQUEUE_EXISTING = """
 SELECT id, idempotency_key FROM {jobs}
@@ -1050,6 +1092,8 @@ class PostgresJobQueue:
         self._inbox_busy = False
         self._inbox_waiting: list[_InboxCall] = []
         self._inbox_task: asyncio.Task[None] | None = None
+        #: SAVE_ENQUEUE by its compare-and-set, made on first use
+        self._save_enqueue: dict[tuple[str, bool], bytes] = {}
 
     def __repr__(self) -> str:
         return f"PostgresJobQueue({self._store!r})"
@@ -1276,10 +1320,11 @@ class PostgresJobQueue:
         ttl: float | None = None,
         alongside: Mapping[str, Any] | None = None,
     ) -> tuple[Versioned, list[Enqueued]] | None:
-        """See :meth:`~antifragile.jobs.RecordQueue.save_and_enqueue`: one transaction on
-        one pooled connection -- the compare-and-set, the entries alongside (created when
-        absent), then the statements of ``enqueue(connection=...)``, then the entry read
-        back."""
+        """See :meth:`~antifragile.jobs.RecordQueue.save_and_enqueue`: one statement
+        (:func:`_save_enqueue`, one round trip) -- or, when a job's status flag is on the
+        entry itself or two jobs share an id or idempotency key, one transaction on one
+        pooled connection: the compare-and-set, the entries alongside (created when absent),
+        then the statements of ``enqueue(connection=...)``, then the entry read back."""
         now = float(now)
         params: dict[str, Any] = {
             "key": key,
@@ -1287,16 +1332,19 @@ class PostgresJobQueue:
             "now": now,
             "expires_at": None if ttl is None else now + float(ttl),
         }
-        save = SAVE_CREATE if expected_version is None else SAVE_UPDATE
+        cas = save = SAVE_CREATE if expected_version is None else SAVE_UPDATE
         if expected_version is not None:
             params["expected"] = int(expected_version)
         if alongside:
             save = SAVE_ALONGSIDE.replace("{save}", save.strip())
             params["other_keys"] = list(alongside)
             params["other_values"] = [encode(v) for v in alongside.values()]
-        query = self._sql.text(save)
         # a job whose status flag is on the entry changes it: then the entry is read back
         flagged = any(job.status_flag is not None and job.status_flag.key == key for job in jobs)
+        if jobs and not flagged and _distinct(jobs):
+            others = (params.pop("other_keys", []), params.pop("other_values", []))
+            return await self._save_with_jobs(key, params, cas, jobs, now, others)
+        query = self._sql.text(save)
         try:
             async with self._db.connection() as conn, conn.transaction():
                 cursor = await conn.execute(query.encode(), params)
@@ -1316,6 +1364,44 @@ class PostgresJobQueue:
             raise StoreError(f"the entry {key!r} vanished while it was written; try again")
         self._db.wrote(now)
         return Versioned(key, decode(row[0]), int(row[1]), row[2]), enqueued
+
+    async def _save_with_jobs(
+        self,
+        key: str,
+        params: dict[str, Any],
+        save: str,
+        jobs: Sequence[NewJob],
+        now: float,
+        others: tuple[list[str], list[str]],
+    ) -> tuple[Versioned, list[Enqueued]] | None:
+        """save_and_enqueue as one statement (SAVE_ENQUEUE, its own transaction): one round
+        trip instead of four. *others*: the keys and encoded values of the entries alongside
+        (one JSON object for the statement: cheaper to send than two arrays). The jobs it did
+        not insert name existing ones (their idempotency key or id), found afterwards as
+        enqueue finds them."""
+        one = len(jobs) == 1  # scalar parameters: no arrays to dump
+        statement = self._save_enqueue.get((save, one))
+        if statement is None:
+            template = SAVE_ENQUEUE_ONE if one else SAVE_ENQUEUE
+            text = self._sql.text(template.replace("{save}", save.strip()))
+            statement = self._save_enqueue[save, one] = text.encode()
+        values = {**params, "others": encode(dict(zip(*others, strict=True)))}
+        values.update(_job_values(jobs[0]) if one else _enqueue_params(jobs, now))
+        try:
+            rows = await self._db.prepared(statement, values)
+        except StoreError as exc:
+            raise (_nul_error(exc) or exc) from exc.__cause__
+        if not rows or rows[0][0] is None:
+            return None
+        self._db.wrote(now)
+        created = set(rows[0][1] or ())
+        outcome = {job.id: Enqueued(job.id, True) for job in jobs if job.id in created}
+        missed = [job for job in jobs if job.id not in created]
+        if missed:  # enqueued before: the existing jobs (inserted again when gone meanwhile)
+            for job, made in zip(missed, await self.enqueue(missed, now=now), strict=True):
+                outcome[job.id] = made
+        saved = Versioned(key, decode(params["value"]), int(rows[0][0]), params["expires_at"])
+        return saved, [outcome[job.id] for job in jobs]
 
     async def claim(
         self,
@@ -1701,6 +1787,12 @@ def _sqlalchemy_kind(connection: Any) -> str | None:
     if isinstance(connection, AsyncSession | SAAsyncConnection):
         return "async"
     return None
+
+
+def _distinct(jobs: Sequence[NewJob]) -> bool:
+    """Whether no two of *jobs* share an id or an idempotency key."""
+    keys = [job.idempotency_key for job in jobs if job.idempotency_key is not None]
+    return len({job.id for job in jobs}) == len(jobs) and len(set(keys)) == len(keys)
 
 
 def _check_connection(connection: Any) -> None:

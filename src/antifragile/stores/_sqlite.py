@@ -1177,7 +1177,9 @@ class SQLiteRateLimitStore:
         now: float,
     ) -> TokenGrant:
         take_tokens(None, tokens=tokens, rate=rate, burst=burst, max_wait=max_wait, now=now)
-        return await self._db.run(_rate_take, key, tokens, rate, burst, max_wait, now)
+        # shares a commit with the writes waiting beside it (group commit): a busy inbound
+        # worker takes its senders' tokens in the transactions of their turns
+        return await self._db.run_shared(_rate_take, key, tokens, rate, burst, max_wait, now)
 
     async def refund(
         self, key: str, *, tokens: float, rate: float, burst: float, now: float
