@@ -94,7 +94,7 @@ from antifragile.jobs._model import (
 from antifragile.jobs._wakeup import Wake
 from antifragile.stores import Versioned
 from antifragile.stores._codec import decode, encode
-from antifragile.stores._postgres import PostgresStore
+from antifragile.stores._postgres import LoneStatement, PostgresStore
 
 __all__ = ["PostgresJobQueue"]
 
@@ -833,6 +833,8 @@ class _Positional:
         index = {name: position for position, name in enumerate(names)}
         self.query = _NAMED_PARAM.sub("%s", query).encode()
         self.positions = tuple(index[m.group(1)] for m in _NAMED_PARAM.finditer(query))
+        #: the statement for the store's lone statements (:meth:`_Database.lone`)
+        self.statement = LoneStatement(self.query)
 
     def params(self, values: Sequence[Any]) -> list[Any]:
         """The statement's parameters from *values* (in the order of the names given)."""
@@ -968,8 +970,8 @@ class _Statements:
         self.cancel = self.text(CANCEL)
         # the single-job statements on the store's own connections: now, then _job_row
         one_names = ("now", *_JOB_VALUE_NAMES)
-        self.positional_enqueue_one = _Positional(self.enqueue_one, one_names)
-        self.positional_enqueue_one_unflagged = _Positional(self.enqueue_one_unflagged, one_names)
+        self.lone_enqueue_one = _Positional(self.enqueue_one, one_names)
+        self.lone_enqueue_one_unflagged = _Positional(self.enqueue_one_unflagged, one_names)
         self.sqlalchemy_enqueue = _for_sqlalchemy(self.enqueue)
         self.sqlalchemy_enqueue_one = _for_sqlalchemy(self.enqueue_one)
         self.sqlalchemy_enqueue_one_unflagged = _for_sqlalchemy(self.enqueue_one_unflagged)
@@ -1119,8 +1121,21 @@ class PostgresJobQueue:
         self, jobs: Sequence[NewJob], *, now: float, connection: Any = None
     ) -> list[Enqueued]:
         now = float(now)
+        inserted: list[tuple[Any, ...]] | None = None  # the first statement's rows, if run
         if connection is not None:
             _check_connection(connection)
+        elif len(jobs) == 1:  # one job, as applications mostly enqueue: the shortest path
+            job = jobs[0]
+            one = self._sql.lone_enqueue_one
+            if job.status_flag is None:
+                one = self._sql.lone_enqueue_one_unflagged
+            try:
+                new_ids = await self._db.lone(one.statement, one.params((now, *_job_row(job))))
+            except StoreError as exc:
+                raise (_nul_error(exc) or exc) from exc.__cause__
+            if new_ids:
+                return [Enqueued(job.id, True)]
+            inserted = []  # a duplicate: found below
         # one row per id and per idempotency key: a repeat names the first one
         first_by_key: dict[str, NewJob] = {}
         first_by_id: dict[str, NewJob] = {}
@@ -1143,10 +1158,13 @@ class PostgresJobQueue:
         outcome: dict[str, Enqueued] = {}  # by the id of each unique job
         pending = unique
         for _ in range(_ENQUEUE_ROUNDS):
-            try:
-                rows = await self._insert(pending, now, connection)
-            except StoreError as exc:
-                raise (_nul_error(exc) or exc) from exc.__cause__
+            if inserted is not None:
+                rows, inserted = inserted, None
+            else:
+                try:
+                    rows = await self._insert(pending, now, connection)
+                except StoreError as exc:
+                    raise (_nul_error(exc) or exc) from exc.__cause__
             created = {row[0] for row in rows}
             missed = [job for job in pending if job.id not in created]
             for job in pending:
@@ -1193,12 +1211,12 @@ class PostgresJobQueue:
     ) -> list[tuple[Any, ...]]:
         """The first statement of enqueue: the ids of the *jobs* it inserted."""
         flagged = jobs[0].status_flag is not None
-        if len(jobs) == 1 and connection is None:
-            # scalar parameters, by position: no arrays to dump, no dict to build and reorder
-            one = self._sql.positional_enqueue_one
+        if len(jobs) == 1 and connection is None:  # again, after a duplicate went away
+            one = self._sql.lone_enqueue_one
             if not flagged:
-                one = self._sql.positional_enqueue_one_unflagged
-            return await self._db.prepared(one.query, one.params((now, *_job_row(jobs[0]))))
+                one = self._sql.lone_enqueue_one_unflagged
+            ids = await self._db.lone(one.statement, one.params((now, *_job_row(jobs[0]))))
+            return [(id_,) for id_ in ids]
         if len(jobs) == 1:  # scalar parameters on the caller's connection
             params = {"now": now, **_job_values(jobs[0])}
             if flagged:

@@ -77,7 +77,9 @@ import asyncio
 import contextlib
 import hashlib
 import math
+import re
 import time
+import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, LiteralString
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -86,6 +88,7 @@ import psycopg
 import psycopg.errors
 from psycopg import AsyncConnection, pq, sql
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq.abc import PGconn, PGresult
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout, TooManyRequests
 
@@ -141,6 +144,8 @@ PURGE_EVERY = 1000
 PURGE_GRACE = 300.0
 #: rows deleted per statement when purging (each batch is its own short transaction)
 PURGE_BATCH = 5000
+#: what a :class:`LoneStatement`'s parameters may be (sent as text)
+LoneParam = str | int | float | None
 
 # -- SQL ------------------------------------------------------------------------------------
 # Parameters are named (``%(name)s``); casts pin every parameter's type so that the text is
@@ -513,6 +518,112 @@ def _split_url(url: str) -> tuple[str, dict[str, str]]:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), own
 
 
+_PLACEHOLDER = re.compile(rb"%[s%]")
+
+
+class LoneStatement:
+    """A statement for :meth:`_Database.lone`, written with psycopg's positional placeholders
+    (``%s``); every parameter must carry a cast (``%s::int4``), since the server learns the
+    parameters' types from the text alone, and every column it returns is read as text."""
+
+    __slots__ = ("name", "query", "text")
+
+    def __init__(self, query: bytes) -> None:
+        numbers = iter(range(1, query.count(b"%s") + 1))
+        #: the statement as psycopg takes it (on a pooled connection)
+        self.query = query
+        #: the statement as the server takes it: ``$1``, ``$2``... (and ``%%`` as ``%``)
+        self.text = _PLACEHOLDER.sub(
+            lambda m: b"%" if m.group() == b"%%" else b"$%d" % next(numbers), query
+        )
+        #: its name when prepared on the kept connection (psycopg's own start with ``_pg3_``)
+        self.name = b"antifragile_" + hashlib.sha256(query).hexdigest()[:24].encode()
+
+
+def _lone_param(value: LoneParam, encoding: str) -> bytes | None:
+    """*value* as a text parameter, as psycopg would send it (a NUL in a string refused)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+        return value.encode(encoding)
+    if isinstance(value, bool):  # before int: bool is an int
+        return b"true" if value else b"false"
+    if isinstance(value, int):
+        return b"%d" % value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return repr(value).encode()
+        if math.isnan(value):
+            return b"NaN"
+        return b"Infinity" if value > 0 else b"-Infinity"
+    raise TypeError(f"cannot send {type(value).__name__} as a parameter")
+
+
+async def _give_back(
+    pool: AsyncConnectionPool[AsyncConnection[TupleRow]], conn: AsyncConnection[TupleRow]
+) -> None:
+    """Return *conn* to *pool*: the pool keeps it if idle and sound, else (broken, or left in
+    the middle of a statement, which closes it here) replaces it; a closed pool closes it."""
+    if conn.pgconn.transaction_status not in (
+        pq.TransactionStatus.IDLE,
+        pq.TransactionStatus.UNKNOWN,
+    ):
+        await conn.close()
+    await pool.putconn(conn)
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _socket_ready(fileno: int, *, write: bool = False) -> None:
+    """Until the connection's socket can be read (or written, with *write*)."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+    if write:
+        loop.add_writer(fileno, _wake, future)
+    else:
+        loop.add_reader(fileno, _wake, future)
+    try:
+        await future
+    finally:
+        if write:
+            loop.remove_writer(fileno)
+        else:
+            loop.remove_reader(fileno)
+
+
+async def _results(pgconn: PGconn) -> list[PGresult]:
+    """The results of what was just sent on *pgconn* (libpq's asynchronous command processing:
+    flush, then read until no result is left)."""
+    while pgconn.flush():  # 1: some of it still to be sent
+        await _socket_ready(pgconn.socket, write=True)
+        pgconn.consume_input()
+    results: list[PGresult] = []
+    while True:
+        while pgconn.is_busy():
+            await _socket_ready(pgconn.socket)
+            pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is None:
+            return results
+        results.append(result)
+
+
+def _check_results(results: list[PGresult], encoding: str) -> PGresult:
+    """The last of *results*, once none of them is an error (else the error, as psycopg
+    raises it)."""
+    for result in results:
+        if result.status == pq.ExecStatus.FATAL_ERROR:
+            raise psycopg.errors.error_from_result(result, encoding=encoding)
+    if not results:
+        raise psycopg.InterfaceError("the server sent no result")
+    return results[-1]
+
+
 class _Database:
     """The pool, the connection settings, and the translation of driver errors."""
 
@@ -541,6 +652,16 @@ class _Database:
         self.writes = 0
         self.purging: asyncio.Task[int] | None = None
         self.draining: asyncio.Task[None] | None = None
+        #: the connection kept out of the pool for lone statements (:meth:`lone`), the
+        #: ``time.monotonic()`` when it was taken, and whether a statement is running on it
+        self.kept: AsyncConnection[TupleRow] | None = None
+        self.kept_since = 0.0
+        self.kept_busy = False
+        #: the lone statements prepared on each connection (they stay when it goes back to the
+        #: pool: taken again, it need not prepare them again)
+        self.kept_prepared: weakref.WeakKeyDictionary[AsyncConnection[TupleRow], set[bytes]] = (
+            weakref.WeakKeyDictionary()
+        )
         try:
             params = conninfo_to_dict(conninfo)
         except psycopg.Error as exc:
@@ -653,6 +774,9 @@ class _Database:
             purging.cancel()
             await asyncio.wait([purging])  # its outcome is of no interest any more
         pool, self.pool = self.pool, None
+        kept, self.kept = self.kept, None
+        if kept is not None and pool is not None and not self.kept_busy:
+            await _give_back(pool, kept)  # one in use goes back once its statement ends
         if pool is not None:
             await pool.close()
 
@@ -720,6 +844,93 @@ class _Database:
             raise ConfigurationError("the PostgreSQL store is closed") from None
         except psycopg.Error as exc:
             raise self.translate(exc) from exc
+
+    async def lone(self, statement: LoneStatement, params: Sequence[LoneParam]) -> list[Any]:
+        """The first column of the rows of one statement in autocommit, read as text: the hot
+        path of a single enqueue.
+
+        A lone statement (one caller awaiting one statement, as an application enqueues a job)
+        runs on a connection kept out of the pool for them, driven through libpq's own
+        asynchronous interface (psycopg's documented ``pgconn``): the statement prepared on
+        the server once, then one message out and one result back, sparing the pool's
+        checkout and return and psycopg's cursor for every call. While a statement runs on it
+        the next one goes to the pool (:meth:`prepared`), as it does when the pool may hold a
+        single connection (the kept one counts towards ``max_size``).
+
+        The kept connection is checked before each statement (a connection the server ended
+        while it was idle is given back and another one taken, so a restarted server costs
+        no failed call), given back when a statement on it failed to complete, when it is
+        older than the pool's ``max_lifetime``, and on close."""
+        if self.kept_busy or self.max_size < 2:
+            rows = await self.prepared(statement.query, params)
+            return [row[0] for row in rows]
+        pool = self._pool()
+        self.kept_busy = True
+        conn: AsyncConnection[TupleRow] | None = None
+        try:
+            conn = self.kept
+            if conn is None or not self._usable(conn, pool):
+                conn = await self._keep(pool)
+            return await self._run_kept(conn, statement, params)
+        except PoolClosed:
+            raise ConfigurationError("the PostgreSQL store is closed") from None
+        except psycopg.Error as exc:
+            raise self.translate(exc) from exc
+        finally:
+            self.kept_busy = False
+            if conn is not None and (
+                conn is not self.kept or conn.pgconn.transaction_status != pq.TransactionStatus.IDLE
+            ):
+                # the store closed meanwhile, or the connection broke or was interrupted
+                if conn is self.kept:
+                    self.kept = None
+                await _give_back(pool, conn)
+
+    def _usable(self, conn: AsyncConnection[TupleRow], pool: AsyncConnectionPool[Any]) -> bool:
+        """Whether the kept *conn* may run the next statement: the server has not ended it
+        while it was idle (reading what it sent costs one system call) and it is not older
+        than the pool's ``max_lifetime``."""
+        pgconn = conn.pgconn
+        try:
+            pgconn.consume_input()
+        except psycopg.OperationalError:
+            return False
+        return (
+            pgconn.status == pq.ConnStatus.OK
+            and pgconn.transaction_status == pq.TransactionStatus.IDLE
+            and not pgconn.is_busy()  # nothing arrived unasked (a FATAL notice)
+            and time.monotonic() - self.kept_since < pool.max_lifetime
+        )
+
+    async def _keep(self, pool: AsyncConnectionPool[AsyncConnection[TupleRow]]) -> Any:
+        """Give the kept connection back to *pool* and take another one from it."""
+        old, self.kept = self.kept, None
+        if old is not None:
+            await _give_back(pool, old)
+        conn = await pool.getconn(timeout=self.wait())
+        self.kept, self.kept_since = conn, time.monotonic()
+        return conn
+
+    async def _run_kept(
+        self, conn: AsyncConnection[TupleRow], statement: LoneStatement, params: Sequence[LoneParam]
+    ) -> list[Any]:
+        pgconn = conn.pgconn
+        encoding = conn.info.encoding
+        values = [_lone_param(value, encoding) for value in params]
+        prepared = self.kept_prepared.setdefault(conn, set())
+        if statement.name not in prepared:
+            pgconn.send_prepare(statement.name, statement.text)
+            _check_results(await _results(pgconn), encoding)
+            prepared.add(statement.name)
+        pgconn.send_query_prepared(statement.name, values)
+        result = _check_results(await _results(pgconn), encoding)
+        if result.status != pq.ExecStatus.TUPLES_OK:
+            return []
+        rows: list[Any] = []
+        for row in range(result.ntuples):
+            value = result.get_value(row, 0)
+            rows.append(None if value is None else value.decode(encoding))
+        return rows
 
     async def fetchone(
         self, query: LiteralString, params: Mapping[str, Any] | None = None
