@@ -79,7 +79,6 @@ import hashlib
 import math
 import re
 import time
-import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, LiteralString
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -574,6 +573,25 @@ async def _give_back(
     await pool.putconn(conn)
 
 
+def _lone_params(params: Sequence[LoneParam], encoding: str) -> list[bytes | None]:
+    """:func:`_lone_param` of each of *params* (the common kinds inline: this runs for every
+    parameter of every single enqueue)."""
+    values: list[bytes | None] = []
+    append = values.append
+    for value in params:
+        if type(value) is str and "\x00" not in value:
+            append(value.encode(encoding))
+        elif value is None:
+            append(None)
+        elif type(value) is int:
+            append(b"%d" % value)
+        elif type(value) is float and math.isfinite(value):
+            append(repr(value).encode())
+        else:
+            append(_lone_param(value, encoding))
+    return values
+
+
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -657,11 +675,9 @@ class _Database:
         self.kept: AsyncConnection[TupleRow] | None = None
         self.kept_since = 0.0
         self.kept_busy = False
-        #: the lone statements prepared on each connection (they stay when it goes back to the
-        #: pool: taken again, it need not prepare them again)
-        self.kept_prepared: weakref.WeakKeyDictionary[AsyncConnection[TupleRow], set[bytes]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self.kept_encoding = "utf-8"  # the kept connection's, as Python names it
+        #: the names of the lone statements prepared on the kept connection
+        self.kept_prepared: set[bytes] = set()
         try:
             params = conninfo_to_dict(conninfo)
         except psycopg.Error as exc:
@@ -888,17 +904,19 @@ class _Database:
 
     def _usable(self, conn: AsyncConnection[TupleRow], pool: AsyncConnectionPool[Any]) -> bool:
         """Whether the kept *conn* may run the next statement: the server has not ended it
-        while it was idle (reading what it sent costs one system call) and it is not older
+        while it was idle (reading what it sent costs two system calls) and it is not older
         than the pool's ``max_lifetime``."""
         pgconn = conn.pgconn
         try:
+            # a server ending a connection sends a FATAL message, then closes it: the first
+            # read takes the message (libpq reports it as a notice), the second meets the end
+            pgconn.consume_input()
             pgconn.consume_input()
         except psycopg.OperationalError:
             return False
         return (
             pgconn.status == pq.ConnStatus.OK
             and pgconn.transaction_status == pq.TransactionStatus.IDLE
-            and not pgconn.is_busy()  # nothing arrived unasked (a FATAL notice)
             and time.monotonic() - self.kept_since < pool.max_lifetime
         )
 
@@ -909,19 +927,23 @@ class _Database:
             await _give_back(pool, old)
         conn = await pool.getconn(timeout=self.wait())
         self.kept, self.kept_since = conn, time.monotonic()
+        self.kept_encoding = conn.info.encoding
+        self.kept_prepared = set()
         return conn
 
     async def _run_kept(
         self, conn: AsyncConnection[TupleRow], statement: LoneStatement, params: Sequence[LoneParam]
     ) -> list[Any]:
         pgconn = conn.pgconn
-        encoding = conn.info.encoding
-        values = [_lone_param(value, encoding) for value in params]
-        prepared = self.kept_prepared.setdefault(conn, set())
-        if statement.name not in prepared:
+        encoding = self.kept_encoding
+        values = _lone_params(params, encoding)
+        if statement.name not in self.kept_prepared:
             pgconn.send_prepare(statement.name, statement.text)
-            _check_results(await _results(pgconn), encoding)
-            prepared.add(statement.name)
+            try:
+                _check_results(await _results(pgconn), encoding)
+            except psycopg.errors.DuplicatePreparedStatement:
+                pass  # kept before, and prepared then (the name is the text's hash)
+            self.kept_prepared.add(statement.name)
         pgconn.send_query_prepared(statement.name, values)
         result = _check_results(await _results(pgconn), encoding)
         if result.status != pq.ExecStatus.TUPLES_OK:
