@@ -821,26 +821,6 @@ def _job_values(job: NewJob) -> dict[str, Any]:
     return dict(zip(_JOB_VALUE_NAMES, _job_row(job), strict=True))
 
 
-_NAMED_PARAM = re.compile(r"%\((\w+)\)s")
-
-
-class _Positional:
-    """A statement with psycopg's named parameters (``%(name)s``) written as positional ones
-    (``%s``, a repeated name repeated): its parameters travel as a list built by index, which
-    spares psycopg the reordering of a dict on every call."""
-
-    def __init__(self, query: str, names: Sequence[str]) -> None:
-        index = {name: position for position, name in enumerate(names)}
-        self.query = _NAMED_PARAM.sub("%s", query).encode()
-        self.positions = tuple(index[m.group(1)] for m in _NAMED_PARAM.finditer(query))
-        #: the statement for the store's lone statements (:meth:`_Database.lone`)
-        self.statement = LoneStatement(self.query)
-
-    def params(self, values: Sequence[Any]) -> list[Any]:
-        """The statement's parameters from *values* (in the order of the names given)."""
-        return [values[position] for position in self.positions]
-
-
 def _record_params(entries: Sequence[NewInboxEntry], now: float) -> dict[str, Any]:
     """RECORD_INBOUND's parameters: the entries, and the jobs of those that have one (the same
     values as enqueue sends)."""
@@ -970,8 +950,8 @@ class _Statements:
         self.cancel = self.text(CANCEL)
         # the single-job statements on the store's own connections: now, then _job_row
         one_names = ("now", *_JOB_VALUE_NAMES)
-        self.lone_enqueue_one = _Positional(self.enqueue_one, one_names)
-        self.lone_enqueue_one_unflagged = _Positional(self.enqueue_one_unflagged, one_names)
+        self.lone_enqueue_one = LoneStatement(self.enqueue_one, one_names)
+        self.lone_enqueue_one_unflagged = LoneStatement(self.enqueue_one_unflagged, one_names)
         self.sqlalchemy_enqueue = _for_sqlalchemy(self.enqueue)
         self.sqlalchemy_enqueue_one = _for_sqlalchemy(self.enqueue_one)
         self.sqlalchemy_enqueue_one_unflagged = _for_sqlalchemy(self.enqueue_one_unflagged)
@@ -1130,7 +1110,7 @@ class PostgresJobQueue:
             if job.status_flag is None:
                 one = self._sql.lone_enqueue_one_unflagged
             try:
-                new_ids = await self._db.lone(one.statement, one.params((now, *_job_row(job))))
+                new_ids = await self._db.lone(one, (now, *_job_row(job)))
             except StoreError as exc:
                 raise (_nul_error(exc) or exc) from exc.__cause__
             if new_ids:
@@ -1215,7 +1195,7 @@ class PostgresJobQueue:
             one = self._sql.lone_enqueue_one
             if not flagged:
                 one = self._sql.lone_enqueue_one_unflagged
-            ids = await self._db.lone(one.statement, one.params((now, *_job_row(jobs[0]))))
+            ids = await self._db.lone(one, (now, *_job_row(jobs[0])))
             return [(id_,) for id_ in ids]
         if len(jobs) == 1:  # scalar parameters on the caller's connection
             params = {"now": now, **_job_values(jobs[0])}

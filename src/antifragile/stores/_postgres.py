@@ -69,6 +69,10 @@ service answers webhooks 503 at once instead of after the acquire timeout), and 
 connection is replaced.
 Connections show up in ``pg_stat_activity`` as ``antifragile`` unless the URL sets
 ``application_name``.
+
+Lone statements. A single job's enqueue -- one caller awaiting one statement, the commonest call
+of all -- runs on a connection kept out of the pool (:meth:`_Database.lone`), prepared once and
+driven through libpq directly; the others, and any made while it is busy, use the pool.
 """
 
 from __future__ import annotations
@@ -517,26 +521,31 @@ def _split_url(url: str) -> tuple[str, dict[str, str]]:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), own
 
 
-_PLACEHOLDER = re.compile(rb"%[s%]")
+_NAMED_PARAM = re.compile(r"%\((\w+)\)s")
 
 
 class LoneStatement:
-    """A statement for :meth:`_Database.lone`, written with psycopg's positional placeholders
-    (``%s``); every parameter must carry a cast (``%s::int4``), since the server learns the
-    parameters' types from the text alone, and every column it returns is read as text."""
+    """A statement for :meth:`_Database.lone`, written with psycopg's named parameters
+    (``%(name)s``) and run with their values given by position, in the order of *names*.
 
-    __slots__ = ("name", "query", "text")
+    Every parameter must carry a cast (``%(n)s::int4``, the same one wherever a name repeats):
+    the server learns the parameters' types from the text alone. Every column the statement
+    returns is read as text."""
 
-    def __init__(self, query: bytes) -> None:
-        numbers = iter(range(1, query.count(b"%s") + 1))
-        #: the statement as psycopg takes it (on a pooled connection)
-        self.query = query
-        #: the statement as the server takes it: ``$1``, ``$2``... (and ``%%`` as ``%``)
-        self.text = _PLACEHOLDER.sub(
-            lambda m: b"%" if m.group() == b"%%" else b"$%d" % next(numbers), query
-        )
-        #: its name when prepared on the kept connection (psycopg's own start with ``_pg3_``)
-        self.name = b"antifragile_" + hashlib.sha256(query).hexdigest()[:24].encode()
+    __slots__ = ("name", "positions", "query", "text")
+
+    def __init__(self, query: str, names: Sequence[str]) -> None:
+        index = {name: position for position, name in enumerate(names)}
+        #: the statement as psycopg takes it on a pooled connection: ``%s`` for each parameter
+        #: in the text, a repeated name repeated, whose values are these positions of *names*
+        self.query = _NAMED_PARAM.sub("%s", query).encode()
+        self.positions = tuple(index[m.group(1)] for m in _NAMED_PARAM.finditer(query))
+        #: the statement as the server prepares it: ``$n`` for the n-th of *names*, so each value
+        #: travels once however often the text uses it
+        text = _NAMED_PARAM.sub(lambda m: f"${index[m.group(1)] + 1}", query)
+        self.text = text.replace("%%", "%").encode()
+        #: its name on the kept connection (psycopg names its own ``_pg3_...``)
+        self.name = b"antifragile_" + hashlib.sha256(self.text).hexdigest()[:24].encode()
 
 
 def _lone_param(value: LoneParam, encoding: str) -> bytes | None:
@@ -862,8 +871,8 @@ class _Database:
             raise self.translate(exc) from exc
 
     async def lone(self, statement: LoneStatement, params: Sequence[LoneParam]) -> list[Any]:
-        """The first column of the rows of one statement in autocommit, read as text: the hot
-        path of a single enqueue.
+        """The first column of the rows of one statement in autocommit, read as text, with the
+        values of its parameters in the order of its names: the hot path of a single enqueue.
 
         A lone statement (one caller awaiting one statement, as an application enqueues a job)
         runs on a connection kept out of the pool for them, driven through libpq's own
@@ -878,7 +887,8 @@ class _Database:
         no failed call), given back when a statement on it failed to complete, when it is
         older than the pool's ``max_lifetime``, and on close."""
         if self.kept_busy or self.max_size < 2:
-            rows = await self.prepared(statement.query, params)
+            positional = [params[position] for position in statement.positions]
+            rows = await self.prepared(statement.query, positional)
             return [row[0] for row in rows]
         pool = self._pool()
         self.kept_busy = True
