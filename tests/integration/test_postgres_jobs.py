@@ -322,8 +322,8 @@ async def test_a_kept_connection_ended_during_a_statement_is_replaced(
     postgres_url: str, schema: str, queue: PostgresJobQueue, clock: FakeClock
 ) -> None:
     """When the server ends the kept connection while a statement waits on it, that enqueue
-    raises StoreUnavailableError (retryable); the connection is given back, and a later
-    enqueue succeeds on another one."""
+    raises StoreUnavailableError (retryable) and the store counts the server as down; the
+    connection is given back, enqueues succeed on the pool, then on another kept one."""
     now = clock.time()
     await queue.enqueue([new_job(now, "before")], now=now)
     pid = _kept_pid(queue)
@@ -346,9 +346,11 @@ async def test_a_kept_connection_ended_during_a_statement_is_replaced(
         except StoreUnavailableError:  # the pool is still replacing its connections
             return False
 
-    await eventually(enqueued, interval=0.1)
+    await eventually(enqueued, interval=0.1)  # on the pool while the server counts as down
+    await eventually(lambda: queue._db.down_since is None, interval=0.1)
+    assert await queue.enqueue([new_job(now, "later")], now=now) == [Enqueued("later", True)]
     assert _kept_pid(queue) != pid
-    assert sorted(j.id for j in await _jobs(queue)) == ["after", "before"]
+    assert sorted(j.id for j in await _jobs(queue)) == ["after", "before", "later"]
 
 
 async def test_a_cancelled_single_enqueue_gives_its_connection_back(
@@ -386,7 +388,8 @@ async def test_closing_the_store_during_a_single_enqueue_lets_it_finish(
     try:
         await queue.enqueue([new_job(now, "before")], now=now)
         task = asyncio.create_task(queue.enqueue([new_job(now, "during")], now=now))
-        await eventually(lambda: store._db.kept_busy)
+        await asyncio.sleep(0)  # the task runs until it waits for the server's answer
+        assert store._db.kept_busy
     finally:
         await store.close()
     assert await task == [Enqueued("during", True)]
@@ -394,6 +397,32 @@ async def test_closing_the_store_during_a_single_enqueue_lets_it_finish(
     await eventually(lambda: _admin(postgres_url, count) == [(0,)])
     rows = _admin(postgres_url, f'SELECT id FROM "{schema}".antifragile_jobs ORDER BY id')
     assert rows == [("before",), ("during",)]
+
+
+async def test_while_the_server_is_known_down_single_enqueues_use_the_pool(
+    queue: PostgresJobQueue, clock: FakeClock
+) -> None:
+    """Once an operation found the server unreachable, single enqueues take pooled connections
+    (which wait only briefly while it is down) and the kept connection goes back to the pool,
+    which replaces it; once a connection succeeds again, one is kept anew."""
+    now = clock.time()
+    await queue.enqueue([new_job(now, "before")], now=now)
+    pid = _kept_pid(queue)
+    queue._db.mark_down()  # as an operation that met a dropped connection does
+    made: list[Enqueued] = []
+
+    async def enqueued() -> bool:
+        try:
+            made.extend(await queue.enqueue([new_job(now, "during")], now=now))
+        except StoreUnavailableError:  # the pool is still replacing its connections
+            return False
+        return True
+
+    await eventually(enqueued, interval=0.1)
+    assert made[0].id == "during"  # created, or found when a failed try had written it
+    await eventually(lambda: queue._db.down_since is None, interval=0.1)
+    assert await queue.enqueue([new_job(now, "after")], now=now) == [Enqueued("after", True)]
+    assert _kept_pid(queue) != pid
 
 
 async def test_a_pool_of_one_connection_keeps_none(

@@ -798,10 +798,10 @@ class _Database:
         if purging is not None and not purging.done():
             purging.cancel()
             await asyncio.wait([purging])  # its outcome is of no interest any more
+        if not self.kept_busy:  # one in use goes back once its statement ends
+            await self._release_kept()
         pool, self.pool = self.pool, None
-        kept, self.kept = self.kept, None
-        if kept is not None and pool is not None and not self.kept_busy:
-            await _give_back(pool, kept)  # one in use goes back once its statement ends
+        self.kept = None
         if pool is not None:
             await pool.close()
 
@@ -880,13 +880,17 @@ class _Database:
         the server once, then one message out and one result back, sparing the pool's
         checkout and return and psycopg's cursor for every call. While a statement runs on it
         the next one goes to the pool (:meth:`prepared`), as it does when the pool may hold a
-        single connection (the kept one counts towards ``max_size``).
+        single connection (the kept one counts towards ``max_size``) and while the server is
+        known to be down (the kept one is given back then, and the pool's rules for an outage
+        apply: a short wait for a connection, then StoreUnavailableError).
 
         The kept connection is checked before each statement (a connection the server ended
         while it was idle is given back and another one taken, so a restarted server costs
         no failed call), given back when a statement on it failed to complete, when it is
         older than the pool's ``max_lifetime``, and on close."""
-        if self.kept_busy or self.max_size < 2:
+        if self.kept_busy or self.max_size < 2 or self.down_since is not None:
+            if self.down_since is not None and self.kept is not None and not self.kept_busy:
+                await self._release_kept()  # the pool replaces it with the others
             positional = [params[position] for position in statement.positions]
             rows = await self.prepared(statement.query, positional)
             return [row[0] for row in rows]
@@ -905,12 +909,20 @@ class _Database:
         finally:
             self.kept_busy = False
             if conn is not None and (
-                conn is not self.kept or conn.pgconn.transaction_status != pq.TransactionStatus.IDLE
+                conn is not self.kept
+                or self.pool is not pool
+                or conn.pgconn.transaction_status != pq.TransactionStatus.IDLE
             ):
                 # the store closed meanwhile, or the connection broke or was interrupted
                 if conn is self.kept:
                     self.kept = None
                 await _give_back(pool, conn)
+
+    async def _release_kept(self) -> None:
+        """Give the kept connection back to the pool (not while a statement runs on it)."""
+        kept, self.kept = self.kept, None
+        if kept is not None and self.pool is not None:
+            await _give_back(self.pool, kept)
 
     def _usable(self, conn: AsyncConnection[TupleRow], pool: AsyncConnectionPool[Any]) -> bool:
         """Whether the kept *conn* may run the next statement: the server has not ended it
