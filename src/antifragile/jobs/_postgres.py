@@ -1105,16 +1105,12 @@ class PostgresJobQueue:
         if connection is not None:
             _check_connection(connection)
         elif len(jobs) == 1:  # one job, as applications mostly enqueue: the shortest path
-            job = jobs[0]
-            one = self._sql.lone_enqueue_one
-            if job.status_flag is None:
-                one = self._sql.lone_enqueue_one_unflagged
             try:
-                new_ids = await self._db.lone(one, (now, *_job_row(job)))
+                new_ids = await self._insert_one(jobs[0], now)
             except StoreError as exc:
                 raise (_nul_error(exc) or exc) from exc.__cause__
             if new_ids:
-                return [Enqueued(job.id, True)]
+                return [Enqueued(jobs[0].id, True)]
             inserted = []  # a duplicate: found below
         # one row per id and per idempotency key: a repeat names the first one
         first_by_key: dict[str, NewJob] = {}
@@ -1192,11 +1188,7 @@ class PostgresJobQueue:
         """The first statement of enqueue: the ids of the *jobs* it inserted."""
         flagged = jobs[0].status_flag is not None
         if len(jobs) == 1 and connection is None:  # again, after a duplicate went away
-            one = self._sql.lone_enqueue_one
-            if not flagged:
-                one = self._sql.lone_enqueue_one_unflagged
-            ids = await self._db.lone(one, (now, *_job_row(jobs[0])))
-            return [(id_,) for id_ in ids]
+            return [(id_,) for id_ in await self._insert_one(jobs[0], now)]
         if len(jobs) == 1:  # scalar parameters on the caller's connection
             params = {"now": now, **_job_values(jobs[0])}
             if flagged:
@@ -1211,6 +1203,14 @@ class PostgresJobQueue:
         if connection is None:
             return await self._fetch(query, params)
         return await self._fetch_on(connection, query, sqlalchemy_query, params)
+
+    async def _insert_one(self, job: NewJob, now: float) -> list[Any]:
+        """A single job inserted by the store's lone statement (one round trip, on the
+        connection it keeps for them): its id if it was inserted (none: a duplicate)."""
+        one = self._sql.lone_enqueue_one
+        if job.status_flag is None:
+            one = self._sql.lone_enqueue_one_unflagged
+        return await self._db.lone(one, (now, *_job_row(job)))
 
     async def save_and_enqueue(
         self,

@@ -680,7 +680,9 @@ class _Database:
         self.purging: asyncio.Task[int] | None = None
         self.draining: asyncio.Task[None] | None = None
         #: the connection kept out of the pool for lone statements (:meth:`lone`), the
-        #: ``time.monotonic()`` when it was taken, and whether a statement is running on it
+        #: ``time.monotonic()`` when it was taken (the clock the pool measures its
+        #: ``max_lifetime`` with: a connection's age, not the application's time), and whether
+        #: a statement is running on it
         self.kept: AsyncConnection[TupleRow] | None = None
         self.kept_since = 0.0
         self.kept_busy = False
