@@ -22,10 +22,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from antifragile import ConfigurationError, FakeClock
+from antifragile import ConfigurationError, FakeClock, StoreUnavailableError
 from antifragile.jobs import Enqueued, Job, JobFilter, NewJob, Outcome, StatusFlag
 from antifragile.jobs._postgres import _JOB_FIELDS, _NO_SORT, CLAIM_ANY, PostgresJobQueue
 from antifragile.stores._postgres import PostgresStore
+from tests._waiting import eventually
 
 SPAWN = multiprocessing.get_context("spawn")
 PROCESSES = 4
@@ -237,6 +238,211 @@ async def test_a_single_job_by_position_is_stored_as_by_name(
         assert a.ordering_seq is not None
         assert a.state_data == {"step": 1}
     assert stored["pos-flag"].status_flag is not None
+
+
+# -- the connection kept for single enqueues ---------------------------------------------------
+
+
+def _kept_pid(queue: PostgresJobQueue) -> int:
+    """The server process of the connection the store keeps for single enqueues."""
+    kept = queue._db.kept
+    assert kept is not None
+    return kept.pgconn.backend_pid
+
+
+def _checkouts(queue: PostgresJobQueue) -> int:
+    """How many connections the store's pool has handed out so far."""
+    pool = queue._db.pool
+    assert pool is not None
+    return pool.get_stats().get("requests_num", 0)
+
+
+def _with_application(url: str, name: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}application_name={name}"
+
+
+async def test_single_enqueues_one_after_another_share_one_kept_connection(
+    queue: PostgresJobQueue, clock: FakeClock
+) -> None:
+    """Awaited one at a time, single enqueues all run on the connection kept out of the pool:
+    none takes a connection from the pool."""
+    now = clock.time()
+    assert await queue.enqueue([new_job(now, "first")], now=now) == [Enqueued("first", True)]
+    pid, checkouts = _kept_pid(queue), _checkouts(queue)
+    for n in range(20):
+        flag = FLAG if n % 2 else None
+        made = await queue.enqueue([new_job(now, f"j{n}", status_flag=flag)], now=now)
+        assert made == [Enqueued(f"j{n}", True)]
+    assert (_kept_pid(queue), _checkouts(queue)) == (pid, checkouts)
+    assert len(await _jobs(queue)) == 21
+
+
+async def test_enqueues_meanwhile_go_to_the_pool(queue: PostgresJobQueue, clock: FakeClock) -> None:
+    """While a single enqueue runs on the kept connection, the others started meanwhile take
+    pooled connections; every job is stored once, and repeats are found."""
+    now = clock.time()
+    await queue.enqueue([new_job(now, "first")], now=now)
+    pid, checkouts = _kept_pid(queue), _checkouts(queue)
+    jobs = [
+        new_job(now, f"j{n}", idempotency_key=f"k{n}", status_flag=FLAG if n % 2 else None)
+        for n in range(10)
+    ]
+    made = await asyncio.gather(*(queue.enqueue([job], now=now) for job in jobs))
+    assert made == [[Enqueued(f"j{n}", True)] for n in range(10)]
+    assert _checkouts(queue) >= checkouts + 9  # all but the first went to the pool
+    repeats = [new_job(now, f"again{n}", idempotency_key=f"k{n}") for n in range(10)]
+    again = await asyncio.gather(*(queue.enqueue([job], now=now) for job in repeats))
+    assert again == [[Enqueued(f"j{n}", False)] for n in range(10)]
+    assert _kept_pid(queue) == pid
+    assert len(await _jobs(queue)) == 11
+
+
+async def test_a_kept_connection_the_server_ended_is_replaced_before_use(
+    postgres_url: str, queue: PostgresJobQueue, clock: FakeClock
+) -> None:
+    """A kept connection the server ended while it was idle is noticed before the next
+    statement: that enqueue succeeds on a new connection, and the store is not marked down."""
+    now = clock.time()
+    await queue.enqueue([new_job(now, "before")], now=now)
+    pid = _kept_pid(queue)
+    # ended, and gone (the server waits up to 30 s for its process to exit)
+    assert _admin(postgres_url, "SELECT pg_terminate_backend(%s, 30000)", (pid,)) == [(True,)]
+    assert await queue.enqueue([new_job(now, "after")], now=now) == [Enqueued("after", True)]
+    assert _kept_pid(queue) != pid
+    assert queue._db.down_since is None
+    assert sorted(j.id for j in await _jobs(queue)) == ["after", "before"]
+
+
+async def _blocked_on_a_lock(url: str, pid: int) -> bool:
+    rows = _admin(url, "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,))
+    return rows == [("Lock",)]
+
+
+async def test_a_kept_connection_ended_during_a_statement_is_replaced(
+    postgres_url: str, schema: str, queue: PostgresJobQueue, clock: FakeClock
+) -> None:
+    """When the server ends the kept connection while a statement waits on it, that enqueue
+    raises StoreUnavailableError (retryable) and the store counts the server as down; the
+    connection is given back, enqueues succeed on the pool, then on another kept one."""
+    now = clock.time()
+    await queue.enqueue([new_job(now, "before")], now=now)
+    pid = _kept_pid(queue)
+    with psycopg.connect(postgres_url) as locker:
+        locker.execute(f'LOCK TABLE "{schema}".antifragile_jobs IN ACCESS EXCLUSIVE MODE'.encode())
+        task = asyncio.create_task(queue.enqueue([new_job(now, "lost")], now=now))
+        await eventually(lambda: _blocked_on_a_lock(postgres_url, pid))
+        _admin(postgres_url, "SELECT pg_terminate_backend(%s, 30000)", (pid,))
+        with pytest.raises(StoreUnavailableError) as raised:
+            await task
+        assert raised.value.retryable
+        locker.rollback()
+    assert queue._db.kept is None
+
+    async def enqueued() -> bool:
+        try:
+            return await queue.enqueue([new_job(now, "after")], now=now) == [
+                Enqueued("after", True)
+            ]
+        except StoreUnavailableError:  # the pool is still replacing its connections
+            return False
+
+    await eventually(enqueued, interval=0.1)  # on the pool while the server counts as down
+    await eventually(lambda: queue._db.down_since is None, interval=0.1)
+    assert await queue.enqueue([new_job(now, "later")], now=now) == [Enqueued("later", True)]
+    assert _kept_pid(queue) != pid
+    assert sorted(j.id for j in await _jobs(queue)) == ["after", "before", "later"]
+
+
+async def test_a_cancelled_single_enqueue_gives_its_connection_back(
+    postgres_url: str, schema: str, queue: PostgresJobQueue, clock: FakeClock
+) -> None:
+    """A single enqueue cancelled while its statement runs leaves no half-used connection
+    behind: the kept one is closed and given back to the pool, the next enqueue takes
+    another one."""
+    now = clock.time()
+    await queue.enqueue([new_job(now, "before")], now=now)
+    pid = _kept_pid(queue)
+    with psycopg.connect(postgres_url) as locker:
+        locker.execute(f'LOCK TABLE "{schema}".antifragile_jobs IN ACCESS EXCLUSIVE MODE'.encode())
+        task = asyncio.create_task(queue.enqueue([new_job(now, "cancelled")], now=now))
+        await eventually(lambda: _blocked_on_a_lock(postgres_url, pid))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert queue._db.kept is None
+        locker.rollback()
+    assert await queue.enqueue([new_job(now, "after")], now=now) == [Enqueued("after", True)]
+    assert _kept_pid(queue) != pid
+
+
+async def test_closing_the_store_during_a_single_enqueue_lets_it_finish(
+    postgres_url: str, schema: str, clock: FakeClock
+) -> None:
+    """Closing the store while a single enqueue runs on the kept connection: the enqueue
+    finishes (its job committed), then that connection is closed too -- none is left open."""
+    application = f"af_{uuid.uuid4().hex[:8]}"
+    store = PostgresStore(_with_application(postgres_url, application), schema=schema)
+    await store.open()
+    queue = PostgresJobQueue(store)
+    now = clock.time()
+    try:
+        await queue.enqueue([new_job(now, "before")], now=now)
+        task = asyncio.create_task(queue.enqueue([new_job(now, "during")], now=now))
+        await asyncio.sleep(0)  # the task runs until it waits for the server's answer
+        assert store._db.kept_busy
+    finally:
+        await store.close()
+    assert await task == [Enqueued("during", True)]
+    count = f"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{application}'"
+    await eventually(lambda: _admin(postgres_url, count) == [(0,)])
+    rows = _admin(postgres_url, f'SELECT id FROM "{schema}".antifragile_jobs ORDER BY id')
+    assert rows == [("before",), ("during",)]
+
+
+async def test_while_the_server_is_known_down_single_enqueues_use_the_pool(
+    queue: PostgresJobQueue, clock: FakeClock
+) -> None:
+    """Once an operation found the server unreachable, single enqueues take pooled connections
+    (which wait only briefly while it is down) and the kept connection goes back to the pool,
+    which replaces it; once a connection succeeds again, one is kept anew."""
+    now = clock.time()
+    await queue.enqueue([new_job(now, "before")], now=now)
+    pid = _kept_pid(queue)
+    queue._db.mark_down()  # as an operation that met a dropped connection does
+    made: list[Enqueued] = []
+
+    async def enqueued() -> bool:
+        try:
+            made.extend(await queue.enqueue([new_job(now, "during")], now=now))
+        except StoreUnavailableError:  # the pool is still replacing its connections
+            return False
+        return True
+
+    await eventually(enqueued, interval=0.1)
+    assert made[0].id == "during"  # created, or found when a failed try had written it
+    await eventually(lambda: queue._db.down_since is None, interval=0.1)
+    assert await queue.enqueue([new_job(now, "after")], now=now) == [Enqueued("after", True)]
+    assert _kept_pid(queue) != pid
+
+
+async def test_a_pool_of_one_connection_keeps_none(
+    postgres_url: str, schema: str, clock: FakeClock
+) -> None:
+    """With ``max_size=1`` no connection is kept out of the pool: single enqueues take the
+    pool's only connection, which the store's other operations need too."""
+    store = PostgresStore(postgres_url, schema=schema, max_size=1)
+    await store.open()
+    try:
+        queue = PostgresJobQueue(store)
+        now = clock.time()
+        for n in range(3):
+            assert await queue.enqueue([new_job(now, f"j{n}")], now=now) == [
+                Enqueued(f"j{n}", True)
+            ]
+            assert len(await _jobs(queue)) == n + 1
+        assert store._db.kept is None
+    finally:
+        await store.close()
 
 
 def _async_url(url: str) -> str:

@@ -100,7 +100,7 @@ from antifragile.jobs._model import (
 from antifragile.jobs._wakeup import Wake
 from antifragile.stores import Versioned
 from antifragile.stores._codec import decode, encode
-from antifragile.stores._postgres import PostgresStore
+from antifragile.stores._postgres import LoneStatement, PostgresStore
 
 __all__ = ["PostgresJobQueue"]
 
@@ -872,7 +872,6 @@ def _job_values(job: NewJob) -> dict[str, Any]:
     return dict(zip(_JOB_VALUE_NAMES, _job_row(job), strict=True))
 
 
-_NAMED_PARAM = re.compile(r"%\((\w+)\)s")
 _SQL_COMMENT = re.compile(r"--[^\n]*")
 
 
@@ -882,21 +881,6 @@ def _compact(query: str) -> str:
     placeholders on every call unless its text is at most 4096 bytes long; the inbox's
     statement is longer than that as written."""
     return " ".join(_SQL_COMMENT.sub("", query).split())
-
-
-class _Positional:
-    """A statement with psycopg's named parameters (``%(name)s``) written as positional ones
-    (``%s``, a repeated name repeated): its parameters travel as a list built by index, which
-    spares psycopg the reordering of a dict on every call."""
-
-    def __init__(self, query: str, names: Sequence[str]) -> None:
-        index = {name: position for position, name in enumerate(names)}
-        self.query = _NAMED_PARAM.sub("%s", query).encode()
-        self.positions = tuple(index[m.group(1)] for m in _NAMED_PARAM.finditer(query))
-
-    def params(self, values: Sequence[Any]) -> list[Any]:
-        """The statement's parameters from *values* (in the order of the names given)."""
-        return [values[position] for position in self.positions]
 
 
 def _record_params(entries: Sequence[NewInboxEntry], nows: Sequence[float]) -> dict[str, Any]:
@@ -1056,8 +1040,8 @@ class _Statements:
         self.cancel = self.text(CANCEL)
         # the single-job statements on the store's own connections: now, then _job_row
         one_names = ("now", *_JOB_VALUE_NAMES)
-        self.positional_enqueue_one = _Positional(self.enqueue_one, one_names)
-        self.positional_enqueue_one_unflagged = _Positional(self.enqueue_one_unflagged, one_names)
+        self.lone_enqueue_one = LoneStatement(self.enqueue_one, one_names)
+        self.lone_enqueue_one_unflagged = LoneStatement(self.enqueue_one_unflagged, one_names)
         self.sqlalchemy_enqueue = _for_sqlalchemy(self.enqueue)
         self.sqlalchemy_enqueue_one = _for_sqlalchemy(self.enqueue_one)
         self.sqlalchemy_enqueue_one_unflagged = _for_sqlalchemy(self.enqueue_one_unflagged)
@@ -1214,8 +1198,17 @@ class PostgresJobQueue:
         self, jobs: Sequence[NewJob], *, now: float, connection: Any = None
     ) -> list[Enqueued]:
         now = float(now)
+        inserted: list[tuple[Any, ...]] | None = None  # the first statement's rows, if run
         if connection is not None:
             _check_connection(connection)
+        elif len(jobs) == 1:  # one job, as applications mostly enqueue: the shortest path
+            try:
+                new_ids = await self._insert_one(jobs[0], now)
+            except StoreError as exc:
+                raise (_nul_error(exc) or exc) from exc.__cause__
+            if new_ids:
+                return [Enqueued(jobs[0].id, True)]
+            inserted = []  # a duplicate: found below
         # one row per id and per idempotency key: a repeat names the first one
         first_by_key: dict[str, NewJob] = {}
         first_by_id: dict[str, NewJob] = {}
@@ -1238,10 +1231,13 @@ class PostgresJobQueue:
         outcome: dict[str, Enqueued] = {}  # by the id of each unique job
         pending = unique
         for _ in range(_ENQUEUE_ROUNDS):
-            try:
-                rows = await self._insert(pending, now, connection)
-            except StoreError as exc:
-                raise (_nul_error(exc) or exc) from exc.__cause__
+            if inserted is not None:
+                rows, inserted = inserted, None
+            else:
+                try:
+                    rows = await self._insert(pending, now, connection)
+                except StoreError as exc:
+                    raise (_nul_error(exc) or exc) from exc.__cause__
             created = {row[0] for row in rows}
             missed = [job for job in pending if job.id not in created]
             for job in pending:
@@ -1288,12 +1284,8 @@ class PostgresJobQueue:
     ) -> list[tuple[Any, ...]]:
         """The first statement of enqueue: the ids of the *jobs* it inserted."""
         flagged = jobs[0].status_flag is not None
-        if len(jobs) == 1 and connection is None:
-            # scalar parameters, by position: no arrays to dump, no dict to build and reorder
-            one = self._sql.positional_enqueue_one
-            if not flagged:
-                one = self._sql.positional_enqueue_one_unflagged
-            return await self._db.prepared(one.query, one.params((now, *_job_row(jobs[0]))))
+        if len(jobs) == 1 and connection is None:  # again, after a duplicate went away
+            return [(id_,) for id_ in await self._insert_one(jobs[0], now)]
         if len(jobs) == 1:  # scalar parameters on the caller's connection
             params = {"now": now, **_job_values(jobs[0])}
             if flagged:
@@ -1308,6 +1300,14 @@ class PostgresJobQueue:
         if connection is None:
             return await self._fetch(query, params)
         return await self._fetch_on(connection, query, sqlalchemy_query, params)
+
+    async def _insert_one(self, job: NewJob, now: float) -> list[Any]:
+        """A single job inserted by the store's lone statement (one round trip, on the
+        connection it keeps for them): its id if it was inserted (none: a duplicate)."""
+        one = self._sql.lone_enqueue_one
+        if job.status_flag is None:
+            one = self._sql.lone_enqueue_one_unflagged
+        return await self._db.lone(one, (now, *_job_row(job)))
 
     async def save_and_enqueue(
         self,

@@ -69,6 +69,10 @@ service answers webhooks 503 at once instead of after the acquire timeout), and 
 connection is replaced.
 Connections show up in ``pg_stat_activity`` as ``antifragile`` unless the URL sets
 ``application_name``.
+
+Lone statements. A single job's enqueue -- one caller awaiting one statement, the commonest call
+of all -- runs on a connection kept out of the pool (:meth:`_Database.lone`), prepared once and
+driven through libpq directly; the others, and any made while it is busy, use the pool.
 """
 
 from __future__ import annotations
@@ -77,6 +81,7 @@ import asyncio
 import contextlib
 import hashlib
 import math
+import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, LiteralString
@@ -86,6 +91,7 @@ import psycopg
 import psycopg.errors
 from psycopg import AsyncConnection, pq, sql
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq.abc import PGconn, PGresult
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout, TooManyRequests
 
@@ -141,6 +147,8 @@ PURGE_EVERY = 1000
 PURGE_GRACE = 300.0
 #: rows deleted per statement when purging (each batch is its own short transaction)
 PURGE_BATCH = 5000
+#: what a :class:`LoneStatement`'s parameters may be (sent as text)
+LoneParam = str | int | float | None
 
 # -- SQL ------------------------------------------------------------------------------------
 # Parameters are named (``%(name)s``); casts pin every parameter's type so that the text is
@@ -513,6 +521,136 @@ def _split_url(url: str) -> tuple[str, dict[str, str]]:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), own
 
 
+_NAMED_PARAM = re.compile(r"%\((\w+)\)s")
+
+
+class LoneStatement:
+    """A statement for :meth:`_Database.lone`, written with psycopg's named parameters
+    (``%(name)s``) and run with their values given by position, in the order of *names*.
+
+    Every parameter must carry a cast (``%(n)s::int4``, the same one wherever a name repeats):
+    the server learns the parameters' types from the text alone. Every column the statement
+    returns is read as text."""
+
+    __slots__ = ("name", "positions", "query", "text")
+
+    def __init__(self, query: str, names: Sequence[str]) -> None:
+        index = {name: position for position, name in enumerate(names)}
+        #: the statement as psycopg takes it on a pooled connection: ``%s`` for each parameter
+        #: in the text, a repeated name repeated, whose values are these positions of *names*
+        self.query = _NAMED_PARAM.sub("%s", query).encode()
+        self.positions = tuple(index[m.group(1)] for m in _NAMED_PARAM.finditer(query))
+        #: the statement as the server prepares it: ``$n`` for the n-th of *names*, so each value
+        #: travels once however often the text uses it
+        text = _NAMED_PARAM.sub(lambda m: f"${index[m.group(1)] + 1}", query)
+        self.text = text.replace("%%", "%").encode()
+        #: its name on the kept connection (psycopg names its own ``_pg3_...``)
+        self.name = b"antifragile_" + hashlib.sha256(self.text).hexdigest()[:24].encode()
+
+
+def _lone_param(value: LoneParam, encoding: str) -> bytes | None:
+    """*value* as a text parameter, as psycopg would send it (a NUL in a string refused)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+        return value.encode(encoding)
+    if isinstance(value, bool):  # before int: bool is an int
+        return b"true" if value else b"false"
+    if isinstance(value, int):
+        return b"%d" % value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return repr(value).encode()
+        if math.isnan(value):
+            return b"NaN"
+        return b"Infinity" if value > 0 else b"-Infinity"
+    raise TypeError(f"cannot send {type(value).__name__} as a parameter")
+
+
+async def _give_back(
+    pool: AsyncConnectionPool[AsyncConnection[TupleRow]], conn: AsyncConnection[TupleRow]
+) -> None:
+    """Return *conn* to *pool*: the pool keeps it if idle and sound, else (broken, or left in
+    the middle of a statement, which closes it here) replaces it; a closed pool closes it."""
+    if conn.pgconn.transaction_status not in (
+        pq.TransactionStatus.IDLE,
+        pq.TransactionStatus.UNKNOWN,
+    ):
+        await conn.close()
+    await pool.putconn(conn)
+
+
+def _lone_params(params: Sequence[LoneParam], encoding: str) -> list[bytes | None]:
+    """:func:`_lone_param` of each of *params* (the common kinds inline: this runs for every
+    parameter of every single enqueue)."""
+    values: list[bytes | None] = []
+    append = values.append
+    for value in params:
+        if type(value) is str and "\x00" not in value:
+            append(value.encode(encoding))
+        elif value is None:
+            append(None)
+        elif type(value) is int:
+            append(b"%d" % value)
+        elif type(value) is float and math.isfinite(value):
+            append(repr(value).encode())
+        else:
+            append(_lone_param(value, encoding))
+    return values
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _socket_ready(fileno: int, *, write: bool = False) -> None:
+    """Until the connection's socket can be read (or written, with *write*)."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+    if write:
+        loop.add_writer(fileno, _wake, future)
+    else:
+        loop.add_reader(fileno, _wake, future)
+    try:
+        await future
+    finally:
+        if write:
+            loop.remove_writer(fileno)
+        else:
+            loop.remove_reader(fileno)
+
+
+async def _results(pgconn: PGconn) -> list[PGresult]:
+    """The results of what was just sent on *pgconn* (libpq's asynchronous command processing:
+    flush, then read until no result is left)."""
+    while pgconn.flush():  # 1: some of it still to be sent
+        await _socket_ready(pgconn.socket, write=True)
+        pgconn.consume_input()
+    results: list[PGresult] = []
+    while True:
+        while pgconn.is_busy():
+            await _socket_ready(pgconn.socket)
+            pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is None:
+            return results
+        results.append(result)
+
+
+def _check_results(results: list[PGresult], encoding: str) -> PGresult:
+    """The last of *results*, once none of them is an error (else the error, as psycopg
+    raises it)."""
+    for result in results:
+        if result.status == pq.ExecStatus.FATAL_ERROR:
+            raise psycopg.errors.error_from_result(result, encoding=encoding)
+    if not results:
+        raise psycopg.InterfaceError("the server sent no result")
+    return results[-1]
+
+
 class _Database:
     """The pool, the connection settings, and the translation of driver errors."""
 
@@ -541,6 +679,16 @@ class _Database:
         self.writes = 0
         self.purging: asyncio.Task[int] | None = None
         self.draining: asyncio.Task[None] | None = None
+        #: the connection kept out of the pool for lone statements (:meth:`lone`), the
+        #: ``time.monotonic()`` when it was taken (the clock the pool measures its
+        #: ``max_lifetime`` with: a connection's age, not the application's time), and whether
+        #: a statement is running on it
+        self.kept: AsyncConnection[TupleRow] | None = None
+        self.kept_since = 0.0
+        self.kept_busy = False
+        self.kept_encoding = "utf-8"  # the kept connection's, as Python names it
+        #: the names of the lone statements prepared on the kept connection
+        self.kept_prepared: set[bytes] = set()
         try:
             params = conninfo_to_dict(conninfo)
         except psycopg.Error as exc:
@@ -652,7 +800,10 @@ class _Database:
         if purging is not None and not purging.done():
             purging.cancel()
             await asyncio.wait([purging])  # its outcome is of no interest any more
+        if not self.kept_busy:  # one in use goes back once its statement ends
+            await self._release_kept()
         pool, self.pool = self.pool, None
+        self.kept = None
         if pool is not None:
             await pool.close()
 
@@ -720,6 +871,112 @@ class _Database:
             raise ConfigurationError("the PostgreSQL store is closed") from None
         except psycopg.Error as exc:
             raise self.translate(exc) from exc
+
+    async def lone(self, statement: LoneStatement, params: Sequence[LoneParam]) -> list[Any]:
+        """The first column of the rows of one statement in autocommit, read as text, with the
+        values of its parameters in the order of its names: the hot path of a single enqueue.
+
+        A lone statement (one caller awaiting one statement, as an application enqueues a job)
+        runs on a connection kept out of the pool for them, driven through libpq's own
+        asynchronous interface (psycopg's documented ``pgconn``): the statement prepared on
+        the server once, then one message out and one result back, sparing the pool's
+        checkout and return and psycopg's cursor for every call. While a statement runs on it
+        the next one goes to the pool (:meth:`prepared`), as it does when the pool may hold a
+        single connection (the kept one counts towards ``max_size``) and while the server is
+        known to be down (the kept one is given back then, and the pool's rules for an outage
+        apply: a short wait for a connection, then StoreUnavailableError).
+
+        The kept connection is checked before each statement (a connection the server ended
+        while it was idle is given back and another one taken, so a restarted server costs
+        no failed call), given back when a statement on it failed to complete, when it is
+        older than the pool's ``max_lifetime``, and on close."""
+        if self.kept_busy or self.max_size < 2 or self.down_since is not None:
+            if self.down_since is not None and self.kept is not None and not self.kept_busy:
+                await self._release_kept()  # the pool replaces it with the others
+            positional = [params[position] for position in statement.positions]
+            rows = await self.prepared(statement.query, positional)
+            return [row[0] for row in rows]
+        pool = self._pool()
+        self.kept_busy = True
+        conn: AsyncConnection[TupleRow] | None = None
+        try:
+            conn = self.kept
+            if conn is None or not self._usable(conn, pool):
+                conn = await self._keep(pool)
+            return await self._run_kept(conn, statement, params)
+        except PoolClosed:
+            raise ConfigurationError("the PostgreSQL store is closed") from None
+        except psycopg.Error as exc:
+            raise self.translate(exc) from exc
+        finally:
+            self.kept_busy = False
+            if conn is not None and (
+                conn is not self.kept
+                or self.pool is not pool
+                or conn.pgconn.transaction_status != pq.TransactionStatus.IDLE
+            ):
+                # the store closed meanwhile, or the connection broke or was interrupted
+                if conn is self.kept:
+                    self.kept = None
+                await _give_back(pool, conn)
+
+    async def _release_kept(self) -> None:
+        """Give the kept connection back to the pool (not while a statement runs on it)."""
+        kept, self.kept = self.kept, None
+        if kept is not None and self.pool is not None:
+            await _give_back(self.pool, kept)
+
+    def _usable(self, conn: AsyncConnection[TupleRow], pool: AsyncConnectionPool[Any]) -> bool:
+        """Whether the kept *conn* may run the next statement: the server has not ended it
+        while it was idle (reading what it sent costs two system calls) and it is not older
+        than the pool's ``max_lifetime``."""
+        pgconn = conn.pgconn
+        try:
+            # a server ending a connection sends a FATAL message, then closes it: the first
+            # read takes the message (libpq reports it as a notice), the second meets the end
+            pgconn.consume_input()
+            pgconn.consume_input()
+        except psycopg.OperationalError:
+            return False
+        return (
+            pgconn.status == pq.ConnStatus.OK
+            and pgconn.transaction_status == pq.TransactionStatus.IDLE
+            and time.monotonic() - self.kept_since < pool.max_lifetime
+        )
+
+    async def _keep(self, pool: AsyncConnectionPool[AsyncConnection[TupleRow]]) -> Any:
+        """Give the kept connection back to *pool* and take another one from it."""
+        old, self.kept = self.kept, None
+        if old is not None:
+            await _give_back(pool, old)
+        conn = await pool.getconn(timeout=self.wait())
+        self.kept, self.kept_since = conn, time.monotonic()
+        self.kept_encoding = conn.info.encoding
+        self.kept_prepared = set()
+        return conn
+
+    async def _run_kept(
+        self, conn: AsyncConnection[TupleRow], statement: LoneStatement, params: Sequence[LoneParam]
+    ) -> list[Any]:
+        pgconn = conn.pgconn
+        encoding = self.kept_encoding
+        values = _lone_params(params, encoding)
+        if statement.name not in self.kept_prepared:
+            pgconn.send_prepare(statement.name, statement.text)
+            try:
+                _check_results(await _results(pgconn), encoding)
+            except psycopg.errors.DuplicatePreparedStatement:
+                pass  # kept before, and prepared then (the name is the text's hash)
+            self.kept_prepared.add(statement.name)
+        pgconn.send_query_prepared(statement.name, values)
+        result = _check_results(await _results(pgconn), encoding)
+        if result.status != pq.ExecStatus.TUPLES_OK:
+            return []
+        rows: list[Any] = []
+        for row in range(result.ntuples):
+            value = result.get_value(row, 0)
+            rows.append(None if value is None else value.decode(encoding))
+        return rows
 
     async def fetchone(
         self, query: LiteralString, params: Mapping[str, Any] | None = None
