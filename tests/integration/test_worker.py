@@ -545,6 +545,75 @@ async def test_a_job_over_its_timeout_is_retried_with_code_timeout(jobs: Jobs) -
     assert "timeout of 0.05s" in (job.last_error or "")
 
 
+async def test_each_job_meets_its_own_timeout_whatever_the_order_of_deadlines(
+    jobs: Jobs,
+) -> None:
+    """Jobs bounded by different timeouts, started in an order other than their deadlines':
+    each one past its own deadline is cancelled and retried (code TIMEOUT), and a job within
+    its timeout -- running all the while -- succeeds untouched."""
+    release = asyncio.Event()
+
+    @jobs.job(timeout=60, retry=Retry(attempts=2, backoff=Constant(100)))
+    async def patient(ctx: JobContext) -> str:
+        await release.wait()
+        return "done"
+
+    @jobs.job(timeout=0.2, retry=Retry(attempts=2, backoff=Constant(100)))
+    async def later_deadline(ctx: JobContext) -> None:
+        await asyncio.sleep(60)
+
+    @jobs.job(timeout=0.05, retry=Retry(attempts=2, backoff=Constant(100)))
+    async def earlier_deadline(ctx: JobContext) -> None:
+        await asyncio.sleep(60)
+
+    ok = await patient.enqueue()
+    late = await later_deadline.enqueue()
+    early = await earlier_deadline.enqueue()
+    worker = Worker(jobs)
+
+    async def let_go() -> None:
+        await eventually(lambda: worker.counts["retry"] == 2)
+        release.set()
+
+    helper = asyncio.create_task(let_go())
+    assert await worker.run_until_idle() == 3
+    await helper
+    assert worker.counts == {"retry": 2, "succeeded": 1}
+    for enqueued, limit in ((late, "0.2"), (early, "0.05")):
+        job = await _job(jobs, enqueued.id)
+        assert (job.state, job.last_error_code) == (JobState.RETRYING, "TIMEOUT")
+        assert f"timeout of {limit}s" in (job.last_error or "")
+    assert (await _job(jobs, ok.id)).state is JobState.SUCCEEDED
+
+
+async def test_a_timeout_error_of_the_job_itself_is_not_its_deadline(jobs: Jobs) -> None:
+    """A TimeoutError the job raises (an outbound call's own) fails the attempt as any error
+    does; a job that survives its deadline's cancellation ends as it returns, as under
+    ``asyncio.timeout``."""
+
+    @jobs.job(timeout=60, retry=Retry(attempts=2, backoff=Constant(100)))
+    async def own(ctx: JobContext) -> None:
+        raise TimeoutError("the provider took too long")
+
+    @jobs.job(timeout=0.05, retry=Retry(attempts=2, backoff=Constant(100)))
+    async def stubborn(ctx: JobContext) -> str:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            return "stopped in time"
+        return "slept"
+
+    failed = await own.enqueue()
+    kept = await stubborn.enqueue()
+    worker = Worker(jobs)
+    assert await worker.run_until_idle() == 2
+    job = await _job(jobs, failed.id)
+    assert job.state is JobState.RETRYING
+    assert "ran longer than its timeout" not in (job.last_error or "")
+    job = await _job(jobs, kept.id)
+    assert (job.state, job.result) == (JobState.SUCCEEDED, "stopped in time")
+
+
 async def test_unknown_job_names_are_retried_not_lost(jobs: Jobs, clock: FakeClock) -> None:
     """A job no function here knows (a deployment in progress) is retried later, not dropped."""
     other = Jobs(jobs.queue, clock=clock)

@@ -76,6 +76,7 @@ from antifragile.jobs._model import (
     QueueStats,
     Recorded,
     StatusFlag,
+    build_job,
 )
 from antifragile.jobs._wakeup import SQLiteWakeups, Wake, after_transaction
 from antifragile.stores import Versioned
@@ -359,7 +360,7 @@ def _job(row: tuple[Any, ...]) -> Job:
         ordering_key,
         ordering_seq,
     ) = row
-    return Job(
+    return build_job(
         id_,
         name,
         queue,

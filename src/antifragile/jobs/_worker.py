@@ -104,6 +104,8 @@ if TYPE_CHECKING:
     from antifragile.jobs._app import Jobs
 
 _log = logging.getLogger("antifragile.jobs.worker")
+#: the logger of the jobs' own records (``ctx.logger``) and of their failed attempts
+_run_log = logging.getLogger("antifragile.jobs.run")
 
 #: how often a worker that has no queue list refreshes the names of the queues (seconds)
 DISCOVER_INTERVAL = 2.0
@@ -128,6 +130,72 @@ def _jsonable(value: Any) -> Any:
         return pydantic_core.to_jsonable_python(value)
     except pydantic_core.PydanticSerializationError:
         return repr(value)[:1000]
+
+
+class _Limits:
+    """The timeouts of the running jobs, on one timer of the event loop.
+
+    What ``asyncio.timeout`` does for one job -- at its deadline the job's task is cancelled,
+    and the cancellation becomes a timeout where the job's run ends -- for every job at once:
+    instead of a timer per job (made and cancelled for each, though almost every job ends long
+    before its deadline), one timer waits for the earliest deadline. When it fires, the jobs
+    past their deadline are cancelled and it waits for the next one.
+    """
+
+    __slots__ = ("_deadlines", "_loop", "_timer", "_timer_at")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        #: task -> [deadline (loop time), expired, the task's cancelling() when it started]
+        self._deadlines: dict[asyncio.Task[Any], list[Any]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+
+    def start(self, task: asyncio.Task[Any], timeout: float) -> list[Any]:
+        """Bound *task*'s run to *timeout* seconds from now; the entry :meth:`end` takes."""
+        deadline = self._loop.time() + timeout
+        entry = [deadline, False, task.cancelling()]
+        self._deadlines[task] = entry
+        if deadline < self._timer_at:
+            self._arm(deadline)
+        return entry
+
+    def end(self, task: asyncio.Task[Any], entry: list[Any]) -> bool:
+        """The bound run of *task* ended; whether its deadline cancelled it (and no other
+        cancellation is pending: as ``asyncio.timeout`` decides)."""
+        self._deadlines.pop(task, None)
+        if not entry[1]:
+            return False
+        cancelling: int = entry[2]
+        return task.uncancel() <= cancelling
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self._loop.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self._timer, due = None, self._timer_at
+        self._timer_at = math.inf
+        due = max(due, self._loop.time())
+        earliest = math.inf
+        for task, entry in list(self._deadlines.items()):
+            if entry[1]:
+                continue
+            if entry[0] <= due:
+                entry[1] = True
+                task.cancel()
+            elif entry[0] < earliest:
+                earliest = entry[0]
+        if earliest < math.inf:
+            self._arm(earliest)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_at = None, math.inf
+        self._deadlines.clear()
 
 
 class WorkerOptions(TypedDict, total=False):
@@ -248,6 +316,7 @@ class Worker:
         self._lost: set[str] = set()
         self._outcomes: list[Outcome] = []
         self._wake: asyncio.Event | None = None
+        self._limits: _Limits | None = None  # the running jobs' timeouts (made by the first)
         self._active = False
         self._stopping = False
         self._release_now = False
@@ -353,6 +422,9 @@ class Worker:
             finally:
                 beats.cancel()
                 await asyncio.gather(beats, return_exceptions=True)
+                limits, self._limits = self._limits, None
+                if limits is not None:
+                    limits.close()
                 self._active = False
                 self._stopping = self._release_now = False
 
@@ -709,7 +781,8 @@ class Worker:
     async def _attempt(self, job: Job) -> Outcome:
         clock = self.jobs.clock
         now = clock.time()
-        lost = sum(1 for entry in job.history if entry.get("code") == "LEASE_EXPIRED")
+        history = job.history
+        lost = sum(1 for entry in history if entry.get("code") == "LEASE_EXPIRED") if history else 0
         if lost >= self.max_lost_leases:
             # its workers keep dying while running it (a poison job): stop before it takes
             # down another one; lost runs are not attempts, so this has its own limit
@@ -754,7 +827,7 @@ class Worker:
             clock=clock,
             worker=self.id,
             logger=logging.LoggerAdapter(
-                logging.getLogger("antifragile.jobs.run"),
+                _run_log,
                 {
                     "job_id": job.id,
                     "job": job.name,
@@ -771,22 +844,27 @@ class Worker:
             if timeout is None:
                 result = await fn.fn(ctx, *args, **kwargs)
             else:
-                limit = asyncio.timeout(timeout)
+                limits = self._limits
+                if limits is None:
+                    limits = self._limits = _Limits(asyncio.get_running_loop())
+                task = asyncio.current_task()
+                assert task is not None
+                entry = limits.start(task, timeout)
                 try:
-                    async with limit:
-                        result = await fn.fn(ctx, *args, **kwargs)
-                except TimeoutError:
-                    if not limit.expired():
-                        raise
-                    raise _JobTimeout(
-                        f"job {job.name!r} ran longer than its timeout of {timeout:g}s"
-                    ) from None
+                    result = await fn.fn(ctx, *args, **kwargs)
+                except BaseException as exc:
+                    if limits.end(task, entry) and isinstance(exc, asyncio.CancelledError):
+                        raise _JobTimeout(
+                            f"job {job.name!r} ran longer than its timeout of {timeout:g}s"
+                        ) from None
+                    raise
+                limits.end(task, entry)
         except Exception as exc:
             return self._failed(job, fn, exc, started_at, clock.monotonic() - t0)
         duration = clock.monotonic() - t0
-        self._observe_attempt(job, duration, None, None)
-        attempt = None
-        if job.history:  # keep the successful attempt beside the failed ones
+        if self.jobs.observer is not None:
+            self._observe_attempt(job, duration, None, None)
+        if history:  # keep the successful attempt beside the failed ones
             attempt = {
                 "number": job.attempts + 1,
                 "started_at": started_at,
@@ -795,7 +873,10 @@ class Worker:
                 "message": "succeeded",
                 "status": None,
             }
-        return Outcome(job.id, "succeeded", result=_jsonable(result), attempt=attempt)
+            return Outcome(job.id, "succeeded", result=_jsonable(result), attempt=attempt)
+        if result is None:
+            return Outcome(job.id, "succeeded")
+        return Outcome(job.id, "succeeded", result=_jsonable(result))
 
     def _failed(
         self,
@@ -847,8 +928,7 @@ class Worker:
                         from_retry_after=decision.from_retry_after,
                     )
                 )
-            job_log = logging.getLogger("antifragile.jobs.run")
-            job_log.info(
+            _run_log.info(
                 "job %s (%s) attempt %d failed with %s; next run in %.1fs",
                 job.id,
                 job.name,
