@@ -188,11 +188,12 @@ def _claim_sql(queue_term: str, *, expired: bool) -> str:
             WHERE state = 'running' AND lease_until <= :now{queue_term}{_IN_ORDER}
             ORDER BY priority DESC, run_at, id LIMIT :limit))
     ORDER BY priority DESC, run_at, id LIMIT :limit"""
-    else:
-        chosen = f"SELECT rid FROM ({ready})"
+        takeover = _TAKEOVER
+    else:  # only ready jobs: no lost run to record
+        chosen, takeover = f"SELECT rid FROM ({ready})", ""
     return f"""
 UPDATE antifragile_jobs
-SET state = 'running', lease_owner = :worker, lease_until = :until, updated_at = :now{_TAKEOVER}
+SET state = 'running', lease_owner = :worker, lease_until = :until, updated_at = :now{takeover}
 WHERE rowid IN ({chosen})
 RETURNING {_COLUMNS}
 """

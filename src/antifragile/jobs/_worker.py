@@ -18,7 +18,9 @@ One loop, on one event loop::
 * **Prefetch.** When jobs are short, the worker claims a few more than its free slots and keeps
   them leased in a local buffer, so that claims come in full batches: by default (``prefetch=None``)
   as many as would all start within about 50 ms at the measured pace (at most ``batch``); none
-  while jobs take long, so a busy worker never sits on jobs another worker could run. Buffered
+  while jobs take long, so a busy worker never sits on jobs another worker could run. The
+  buffer's share fills up the statement that claims for the free slots (never a statement of
+  its own), and the buffer is topped up once it has run half empty, not job by job. Buffered
   jobs' leases are renewed like running ones'; a stopping worker releases them at once.
 * **Wake-ups.** An idle worker does not wait for its next poll to see new work: it listens
   to its queue (PostgreSQL ``LISTEN``/``NOTIFY``; on SQLite a direct call in one process and a
@@ -593,7 +595,14 @@ class Worker:
         were started or claimed (-1: the store failed)."""
         progress = self._fill()
         free = self.concurrency - len(self._running) - len(self._ready)
-        extra = max(0, self._prefetch_target() - max(0, len(self._ready) - max(0, free)))
+        buffered = max(0, len(self._ready) - max(0, free))
+        target = self._prefetch_target()
+        if free > 0:  # the buffer's share fills the claims' statements up, and no more
+            extra = min(max(0, target - buffered), -free % self.batch)
+        elif buffered <= target // 2:  # topped up once half empty, not job by job
+            extra = target - buffered
+        else:
+            extra = 0
         if free <= 0 and extra <= 0:
             return progress
         try:
