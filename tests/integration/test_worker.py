@@ -676,6 +676,35 @@ async def test_the_real_loop_drains_a_queue(tmp_path: Path) -> None:
         assert len(succeeded) == 500
 
 
+async def test_prefetch_claims_in_full_batches_not_job_by_job(
+    jobs: Jobs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The buffer's share goes into the statement that claims for the free slots (one
+    statement of at most ``batch`` jobs), and the buffer is topped up once half empty: a
+    backlog is claimed a few jobs at a time, never one by one, and every job runs once."""
+    ran: list[int] = []
+
+    @jobs.job
+    async def tick(ctx: JobContext, n: int) -> None:
+        ran.append(n)
+
+    await jobs.enqueue_many([tick.prepare(n) for n in range(40)])
+    limits: list[int] = []
+    claim = jobs.queue.claim
+
+    async def counted(**kwargs: Any) -> list[Job]:
+        limits.append(kwargs["limit"])
+        return await claim(**kwargs)
+
+    monkeypatch.setattr(jobs.queue, "claim", counted)
+    worker = Worker(jobs, concurrency=2, batch=5, prefetch=5)
+    assert await worker.run_until_idle() == 40
+    assert sorted(ran) == list(range(40))
+    assert max(limits) <= 5
+    assert min(limits) >= 3  # half of the buffer at least: no top-up job by job
+    assert len(limits) <= 40 // 3 + 2
+
+
 async def test_prefetched_jobs_are_leased_and_released_on_stop(jobs: Jobs) -> None:
     """With prefetch, claimed jobs wait leased in the worker's buffer while the slots are busy;
     a stop releases them at once, none counted as an attempt."""
