@@ -705,6 +705,44 @@ async def test_prefetch_claims_in_full_batches_not_job_by_job(
     assert len(limits) <= 40 // 3 + 2
 
 
+async def test_outcomes_carried_by_a_failed_claim_are_recorded_later(
+    jobs: Jobs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker records outcomes with its next claim (one transaction); when that call
+    fails, the outcomes are kept and recorded by a later one: every job of a backlog ends
+    succeeded, once, and the counts say so."""
+    from antifragile.errors import StoreUnavailableError
+
+    ran: list[int] = []
+
+    @jobs.job
+    async def tick(ctx: JobContext, n: int) -> None:
+        ran.append(n)
+
+    await jobs.enqueue_many([tick.prepare(n) for n in range(30)])
+    together = jobs.queue.complete_and_claim  # type: ignore[attr-defined]
+    calls: list[int] = []
+
+    async def flaky(outcomes: list[Any], **kwargs: Any) -> Any:
+        calls.append(len(outcomes))
+        if len(calls) == 2:
+            raise StoreUnavailableError("the disk went away for a moment")
+        return await together(outcomes, **kwargs)
+
+    monkeypatch.setattr(jobs.queue, "complete_and_claim", flaky)
+    worker = Worker(jobs, concurrency=2, batch=5, prefetch=5, poll_interval=0.01)
+    running = asyncio.create_task(worker.run())
+    await eventually(lambda: worker.counts["succeeded"] == 30)
+    worker.stop()
+    await asyncio.wait_for(running, 60)
+    assert sorted(ran) == list(range(30))
+    assert worker.counts == {"succeeded": 30}
+    assert len(calls) > 2
+    done = await jobs.find(JobFilter(states=(JobState.SUCCEEDED,)), limit=50)
+    assert len(done) == 30
+    assert all(job.attempts == 1 for job in done)
+
+
 async def test_prefetched_jobs_are_leased_and_released_on_stop(jobs: Jobs) -> None:
     """With prefetch, claimed jobs wait leased in the worker's buffer while the slots are busy;
     a stop releases them at once, none counted as an attempt."""

@@ -608,6 +608,23 @@ def _claim(
     return jobs
 
 
+def _complete_and_claim(
+    conn: sqlite3.Connection,
+    plain: str | None,
+    others: str | None,
+    worker: str,
+    now: float,
+    sql: tuple[str, str],
+    params: dict[str, Any],
+) -> tuple[list[str], list[Job]]:
+    """``_complete`` then ``_claim``, in one transaction (each under a savepoint of it),
+    committed as durably as the outcomes need."""
+    with _immediate(conn):
+        recorded = _complete(conn, plain, others, worker, now)
+        claimed = _claim(conn, sql, params, None)
+    return recorded, claimed
+
+
 def _heartbeat(conn: sqlite3.Connection, ids: str, worker: str, until: float) -> list[str]:
     with _immediate(conn):
         return [row[0] for row in conn.execute(_HEARTBEAT, (until, ids, worker)).fetchall()]
@@ -825,6 +842,38 @@ def _outcome(outcome: Outcome, now: float) -> list[Any]:
     return [outcome.job_id, "dead", counted, None, None, attempt, 1, *_error(outcome)]
 
 
+def _completion_params(outcomes: Sequence[Outcome], now: float) -> tuple[str | None, str | None]:
+    """``_complete``'s plain successes (a JSON list of ids) and other outcomes (a JSON list of
+    rows), each None when there is none."""
+    plain: dict[str, None] = {}
+    others: dict[str, list[Any]] = {}
+    for outcome in outcomes:  # a job named twice: its last outcome counts
+        if outcome.kind == "succeeded" and outcome.result is None and outcome.attempt is None:
+            plain[outcome.job_id] = None
+            others.pop(outcome.job_id, None)
+        else:
+            others[outcome.job_id] = _outcome(outcome, now)
+            plain.pop(outcome.job_id, None)
+    return (
+        _dumps(list(plain)) if plain else None,
+        _dumps(list(others.values())) if others else None,
+    )
+
+
+def _claim_params(
+    worker: str, limit: int, lease: float, now: float, queues: Sequence[str] | None
+) -> tuple[tuple[str, str], dict[str, Any]]:
+    """The claim statements (without, with expired leases) for *queues*, and their values."""
+    params: dict[str, Any] = {"worker": worker, "until": now + lease, "now": now, "limit": limit}
+    if queues is None:
+        return _CLAIM_ANY, params
+    if len(queues) == 1:
+        params["queue"] = queues[0]
+        return _CLAIM_ONE, params
+    params["queues"] = _dumps(list(queues))
+    return _CLAIM_SOME, params
+
+
 def _inbox_row(entry: NewInboxEntry, now: float) -> _Row:
     return (
         entry.id,
@@ -917,19 +966,33 @@ class SQLiteJobQueue:
             raise ConfigurationError(f"lease must be > 0 seconds, got {lease!r}")
         if limit < 1 or (queues is not None and not queues):
             return []
-        params: dict[str, Any] = {
-            "worker": worker,
-            "until": now + lease,
-            "now": now,
-            "limit": limit,
-        }
-        if queues is None:
-            sql = _CLAIM_ANY
-        elif len(queues) == 1:
-            sql, params["queue"] = _CLAIM_ONE, queues[0]
-        else:
-            sql, params["queues"] = _CLAIM_SOME, _dumps(list(queues))
+        sql, params = _claim_params(worker, limit, lease, now, queues)
         return await self._db.run(_claim, sql, params, self._relaxed_claims())
+
+    async def complete_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        *,
+        worker: str,
+        now: float,
+        limit: int,
+        lease: float,
+        queues: Sequence[str] | None = None,
+    ) -> tuple[list[str], list[Job]]:
+        """:meth:`complete` the *outcomes*, then :meth:`claim` up to *limit* jobs -- in one
+        transaction (one thread hop, one commit), as a busy worker does between two batches.
+        Returns what each returns; an error keeps neither."""
+        if not lease > 0:
+            raise ConfigurationError(f"lease must be > 0 seconds, got {lease!r}")
+        if limit < 1 or (queues is not None and not queues):
+            return await self.complete(outcomes, worker=worker, now=now), []
+        if not outcomes:
+            return [], await self.claim(
+                worker=worker, limit=limit, lease=lease, now=now, queues=queues
+            )
+        plain, others = _completion_params(outcomes, now)
+        sql, params = _claim_params(worker, limit, lease, now, queues)
+        return await self._db.run(_complete_and_claim, plain, others, worker, now, sql, params)
 
     def _relaxed_claims(self) -> str | None:
         """The store's synchronous setting when claims may commit without an fsync (WAL, and
@@ -951,22 +1014,8 @@ class SQLiteJobQueue:
     async def complete(self, outcomes: Sequence[Outcome], *, worker: str, now: float) -> list[str]:
         if not outcomes:
             return []
-        plain: dict[str, None] = {}
-        others: dict[str, list[Any]] = {}
-        for outcome in outcomes:  # a job named twice: its last outcome counts
-            if outcome.kind == "succeeded" and outcome.result is None and outcome.attempt is None:
-                plain[outcome.job_id] = None
-                others.pop(outcome.job_id, None)
-            else:
-                others[outcome.job_id] = _outcome(outcome, now)
-                plain.pop(outcome.job_id, None)
-        return await self._db.run(
-            _complete,
-            _dumps(list(plain)) if plain else None,
-            _dumps(list(others.values())) if others else None,
-            worker,
-            now,
-        )
+        plain, others = _completion_params(outcomes, now)
+        return await self._db.run(_complete, plain, others, worker, now)
 
     async def wake_deferred(self, provider: str, *, now: float, limit: int | None = None) -> int:
         """See :meth:`JobQueue.wake_deferred`: one ``UPDATE`` over the ready jobs."""

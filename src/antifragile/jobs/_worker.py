@@ -14,7 +14,9 @@ One loop, on one event loop::
   dropped by the queue.
 * **Batched outcomes.** Outcomes of finished jobs are collected and recorded together before
   the next claim (after a short ``linger`` when the worker was idle), so a busy worker costs
-  two statements per batch of jobs, not two per job.
+  two statements per batch of jobs, not two per job. A queue that can record them in the
+  claim's own transaction (SQLite: ``complete_and_claim``) does, when no breaker or queue limit
+  needs a look in between: one commit per batch.
 * **Prefetch.** When jobs are short, the worker claims a few more than its free slots and keeps
   them leased in a local buffer, so that claims come in full batches: by default (``prefetch=None``)
   as many as would all start within about 50 ms at the measured pace (at most ``batch``); none
@@ -317,6 +319,8 @@ class Worker:
         self._per_queue: Counter[str] = Counter()
         self._lost: set[str] = set()
         self._outcomes: list[Outcome] = []
+        #: until when (loop time) held outcomes may wait for the next claim (see _hold)
+        self._hold_until: float | None = None
         self._wake: asyncio.Event | None = None
         self._limits: _Limits | None = None  # the running jobs' timeouts (made by the first)
         self._active = False
@@ -435,12 +439,20 @@ class Worker:
         assert wake is not None
         while not self._stopping:
             wake.clear()
-            if self._outcomes and not await self._flush(raise_errors=until_idle):
+            # the outcomes go with the next claim when the queue records both at once
+            carry = (
+                not self.jobs.breakers
+                and not self._limited
+                and getattr(self.jobs.queue, "complete_and_claim", None) is not None
+            )
+            if self._outcomes and not carry and not await self._flush(raise_errors=until_idle):
                 await self._pause()
                 continue
             if self.jobs.breakers:
                 await self._watch_breakers(raise_errors=until_idle)
-            started = await self._claim_round(raise_errors=until_idle)
+            started = await self._claim_round(
+                raise_errors=until_idle, carry=carry, hold=carry and not until_idle
+            )
             if started < 0:  # the store failed
                 await self._pause()
                 continue
@@ -456,6 +468,9 @@ class Worker:
                 continue
             free = self.concurrency - len(self._running)
             timeout = await self._idle_timeout() if free > 0 else None
+            if self._outcomes and self._hold_until is not None:  # held: wake when it ends
+                held = max(0.0, self._hold_until - asyncio.get_running_loop().time())
+                timeout = held if timeout is None else min(timeout, held)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout)
             if self._running and self.linger and len(self._outcomes) < self.batch:
@@ -590,9 +605,13 @@ class Worker:
         self._ready.extend(claimed)
         self._fill()
 
-    async def _claim_round(self, *, raise_errors: bool) -> int:
+    async def _claim_round(
+        self, *, raise_errors: bool, carry: bool = False, hold: bool = False
+    ) -> int:
         """Start buffered jobs, then claim for the free slots (and the buffer); how many jobs
-        were started or claimed (-1: the store failed)."""
+        were started or claimed (-1: the store failed). With *carry*, the finished jobs'
+        outcomes are recorded with the claim -- by themselves when no claim is due, unless
+        *hold* lets them wait a little for the next one (see :meth:`_hold`)."""
         progress = self._fill()
         free = self.concurrency - len(self._running) - len(self._ready)
         buffered = max(0, len(self._ready) - max(0, free))
@@ -604,10 +623,16 @@ class Worker:
         else:
             extra = 0
         if free <= 0 and extra <= 0:
+            if carry and self._outcomes and not (hold and self._hold()):
+                # no claim due soon: the outcomes go by themselves
+                if not await self._flush(raise_errors=raise_errors):
+                    return -1
+                progress += self._fill()  # slots of the jobs that finished meanwhile
             return progress
         try:
             if not self._limited:
-                return progress + await self._claim(self.queues, max(0, free) + extra)
+                want = max(0, free) + extra
+                return progress + await self._claim(self.queues, want, carry=carry)
             for queue in self._limited:
                 room = min(self._room(queue), free)
                 if room > 0:
@@ -625,6 +650,18 @@ class Worker:
             self._failures += 1
             _log.warning("claiming jobs failed (%s); trying again", exc)
             return -1
+
+    def _hold(self) -> bool:
+        """Whether the finished jobs' outcomes may wait for the next claim (to share its
+        transaction) rather than be recorded now: while buffered jobs run, fewer than a batch
+        of them, and for at most ``PREFETCH_HORIZON`` (the buffer is meant to start within
+        about that long; a timer of the loop, as for pacing)."""
+        if len(self._outcomes) >= self.batch or not self._ready:
+            return False
+        now = asyncio.get_running_loop().time()
+        if self._hold_until is None:
+            self._hold_until = now + PREFETCH_HORIZON
+        return now < self._hold_until
 
     def _room(self, queue: str) -> int:
         """How many jobs of *queue* may start now."""
@@ -647,17 +684,34 @@ class Worker:
             self._known_at = loop.time()
         return [q for q in self._known if q not in self._limited]
 
-    async def _claim(self, queues: Sequence[str] | None, limit: int) -> int:
+    async def _claim(self, queues: Sequence[str] | None, limit: int, *, carry: bool = False) -> int:
         started = 0
         while limit > 0:
             n = min(limit, self.batch)
-            claimed = await self.jobs.queue.claim(
-                worker=self.id,
-                limit=n,
-                lease=self.lease,
-                now=self.jobs.clock.time(),
-                queues=queues,
-            )
+            if carry and self._outcomes:  # recorded in the claim's own transaction
+                batch, self._outcomes = self._outcomes, []
+                self._hold_until = None
+                try:
+                    recorded, claimed = await self.jobs.queue.complete_and_claim(  # type: ignore[attr-defined]
+                        batch,
+                        worker=self.id,
+                        now=self.jobs.clock.time(),
+                        limit=n,
+                        lease=self.lease,
+                        queues=queues,
+                    )
+                except BaseException:
+                    self._outcomes[:0] = batch
+                    raise
+                self._recorded(batch, recorded)
+            else:
+                claimed = await self.jobs.queue.claim(
+                    worker=self.id,
+                    limit=n,
+                    lease=self.lease,
+                    now=self.jobs.clock.time(),
+                    queues=queues,
+                )
             self._failures = 0
             self._take(claimed)
             started += len(claimed)
@@ -678,6 +732,7 @@ class Worker:
 
     async def _flush(self, *, raise_errors: bool) -> bool:
         batch, self._outcomes = self._outcomes, []
+        self._hold_until = None
         try:
             recorded = await self.jobs.queue.complete(
                 batch, worker=self.id, now=self.jobs.clock.time()
@@ -690,6 +745,11 @@ class Worker:
             _log.warning("recording %d outcome(s) failed (%s); trying again", len(batch), exc)
             return False
         self._failures = 0
+        self._recorded(batch, recorded)
+        return True
+
+    def _recorded(self, batch: list[Outcome], recorded: list[str]) -> None:
+        """Count the outcomes of *batch*; warn of those the queue ignored (not in *recorded*)."""
         if len(recorded) < len(batch):
             kept = set(recorded)
             ignored = [o.job_id for o in batch if o.job_id not in kept]
@@ -700,7 +760,6 @@ class Worker:
             )
         for outcome in batch:
             self.counts[outcome.kind] += 1
-        return True
 
     async def _heartbeats(self) -> None:
         while True:
