@@ -103,6 +103,7 @@ from antifragile.observability import (
     current_request_id,
 )
 from antifragile.policies import CircuitState, TokenBucket
+from antifragile.policies._timeout import TimeoutScope, Watchdog, watchdog
 
 if TYPE_CHECKING:
     from antifragile.jobs._app import Jobs
@@ -129,77 +130,18 @@ class _JobTimeout(AntifragileError):
     default_retryable = True
 
 
+def _timed_out(dog: Watchdog, scope: TimeoutScope) -> bool:
+    """End *scope*; whether its deadline cancelled its task and nothing else did (then the
+    cancellation is the timeout's own: ``asyncio.timeout``'s rule)."""
+    dog.exit(scope)
+    return scope.expired and scope.task.uncancel() == 0
+
+
 def _jsonable(value: Any) -> Any:
     try:
         return pydantic_core.to_jsonable_python(value)
     except pydantic_core.PydanticSerializationError:
         return repr(value)[:1000]
-
-
-class _Limits:
-    """The timeouts of the running jobs, on one timer of the event loop.
-
-    What ``asyncio.timeout`` does for one job -- at its deadline the job's task is cancelled,
-    and the cancellation becomes a timeout where the job's run ends -- for every job at once:
-    instead of a timer per job (made and cancelled for each, though almost every job ends long
-    before its deadline), one timer waits for the earliest deadline. When it fires, the jobs
-    past their deadline are cancelled and it waits for the next one.
-    """
-
-    __slots__ = ("_deadlines", "_loop", "_timer", "_timer_at")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        #: task -> [deadline (loop time), expired, the task's cancelling() when it started]
-        self._deadlines: dict[asyncio.Task[Any], list[Any]] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = math.inf
-
-    def start(self, task: asyncio.Task[Any], timeout: float) -> list[Any]:
-        """Bound *task*'s run to *timeout* seconds from now; the entry :meth:`end` takes."""
-        deadline = self._loop.time() + timeout
-        entry = [deadline, False, task.cancelling()]
-        self._deadlines[task] = entry
-        if deadline < self._timer_at:
-            self._arm(deadline)
-        return entry
-
-    def end(self, task: asyncio.Task[Any], entry: list[Any]) -> bool:
-        """The bound run of *task* ended; whether its deadline cancelled it (and no other
-        cancellation is pending: as ``asyncio.timeout`` decides)."""
-        self._deadlines.pop(task, None)
-        if not entry[1]:
-            return False
-        cancelling: int = entry[2]
-        return task.uncancel() <= cancelling
-
-    def _arm(self, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = when
-        self._timer = self._loop.call_at(when, self._fire)
-
-    def _fire(self) -> None:
-        self._timer, due = None, self._timer_at
-        self._timer_at = math.inf
-        due = max(due, self._loop.time())
-        earliest = math.inf
-        for task, entry in list(self._deadlines.items()):
-            if entry[1]:
-                continue
-            if entry[0] <= due:
-                entry[1] = True
-                task.cancel()
-            elif entry[0] < earliest:
-                earliest = entry[0]
-        if earliest < math.inf:
-            self._arm(earliest)
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer, self._timer_at = None, math.inf
-        self._deadlines.clear()
 
 
 class WorkerOptions(TypedDict, total=False):
@@ -322,7 +264,6 @@ class Worker:
         #: until when (loop time) held outcomes may wait for the next claim (see _hold)
         self._hold_until: float | None = None
         self._wake: asyncio.Event | None = None
-        self._limits: _Limits | None = None  # the running jobs' timeouts (made by the first)
         self._active = False
         self._stopping = False
         self._release_now = False
@@ -428,9 +369,6 @@ class Worker:
             finally:
                 beats.cancel()
                 await asyncio.gather(beats, return_exceptions=True)
-                limits, self._limits = self._limits, None
-                if limits is not None:
-                    limits.close()
                 self._active = False
                 self._stopping = self._release_now = False
 
@@ -911,22 +849,18 @@ class Worker:
             args, kwargs = fn.decode(job)
             if timeout is None:
                 result = await fn.fn(ctx, *args, **kwargs)
-            else:
-                limits = self._limits
-                if limits is None:
-                    limits = self._limits = _Limits(asyncio.get_running_loop())
-                task = asyncio.current_task()
-                assert task is not None
-                entry = limits.start(task, timeout)
+            else:  # the loop's one watchdog, not a timer per job (see policies._timeout)
+                dog = watchdog()
+                scope = dog.enter(dog.loop_time() + timeout)
                 try:
                     result = await fn.fn(ctx, *args, **kwargs)
                 except BaseException as exc:
-                    if limits.end(task, entry) and isinstance(exc, asyncio.CancelledError):
+                    if _timed_out(dog, scope) and isinstance(exc, asyncio.CancelledError):
                         raise _JobTimeout(
                             f"job {job.name!r} ran longer than its timeout of {timeout:g}s"
                         ) from None
                     raise
-                limits.end(task, entry)
+                _timed_out(dog, scope)
         except Exception as exc:
             return self._failed(job, fn, exc, started_at, clock.monotonic() - t0)
         duration = clock.monotonic() - t0
