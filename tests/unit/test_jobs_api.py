@@ -652,3 +652,30 @@ def test_jobs_built_from_stored_values_are_the_jobs_the_dataclass_makes() -> Non
         built.state = JobState.SUCCEEDED  # type: ignore[misc]
     with pytest.raises(ValueError):
         build_job(*values[:-1])
+
+
+def test_the_sqlite_queues_json_reader_reads_as_json_loads_does() -> None:
+    """The SQLite queue's reader of stored JSON gives what ``json.loads`` gives -- the same
+    values, and the same errors for text that is not one JSON value -- whatever surrounds the
+    value."""
+    import json
+
+    from antifragile.jobs._sqlite import _loads
+
+    texts = [
+        '{"n": 1, "sent": 1765140000.5}',
+        '{"a": [1, 2.5, "x", null, true]}',
+        " {} ",
+        "[]\n",
+        '"text"',
+        "0",
+        '{"a": NaN}',
+    ]
+    for text in texts:
+        assert repr(_loads(text)) == repr(json.loads(text))
+    for bad in ["", "{", '{"a": 1} x', "\ufeff{}", "[1] [2]"]:
+        with pytest.raises(ValueError) as ours:
+            _loads(bad)
+        with pytest.raises(ValueError) as theirs:
+            json.loads(bad)
+        assert str(ours.value) == str(theirs.value)
