@@ -129,3 +129,43 @@ async def test_a_failed_complete_and_claim_keeps_neither(tmp_path: Path) -> None
         assert sorted(s for (s,) in states) == ["queued", "queued", "running"]
     finally:
         await store.close()
+
+
+async def test_a_claimed_job_is_the_job_the_queue_then_holds(tmp_path: Path) -> None:
+    """A claim fills in the values it sets itself (state, lease owner and expiry, updated_at)
+    instead of reading them back: each job it returns equals the job read afterwards, for a
+    fresh claim and for one that takes over an expired lease (whose lost run joins the
+    history)."""
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    await store.open()
+    try:
+        queue = SQLiteJobQueue(store)
+        now = 1000.0
+        await queue.enqueue(
+            [
+                NewJob(
+                    name="note",
+                    queue="q",
+                    payload={"tag": str(n)},
+                    run_at=now,
+                    max_attempts=3,
+                    timeout=30,
+                    context={"request_id": f"r{n}"},
+                )
+                for n in range(3)
+            ],
+            now=now,
+        )
+        fresh = await queue.claim(worker="a", limit=2, lease=5.0, now=now)
+        assert fresh == [await queue.get(job.id) for job in fresh]
+        later = now + 10  # the first claim's leases ran out
+        taken = await queue.claim(worker="b", limit=3, lease=5.0, now=later)
+        assert len(fresh) == 2
+        assert len(taken) == 3
+        for job in fresh:
+            assert (job.lease_owner, job.lease_until, job.updated_at) == ("a", now + 5, now)
+        held = [await queue.get(job.id) for job in taken]
+        assert taken == held
+        assert sum(len(job.history) for job in taken) == 2  # the two lost runs
+    finally:
+        await store.close()

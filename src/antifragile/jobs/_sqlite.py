@@ -95,6 +95,14 @@ _COLUMNS = (
     "first_failed_at, last_failed_at, last_error_code, last_error, history, result, resolution, "
     "status_flag, state_data, context, ordering_key, ordering_seq"
 )
+#: what a claim returns: the columns but those the claim itself sets (state, lease owner and
+#: expiry, updated_at), which ``_claimed`` fills in from the claim's own values
+_CLAIMED_COLUMNS = (
+    "id, name, queue, priority, payload, payload_version, idempotency_key, attempts, "
+    "max_attempts, run_at, created_at, provider, timeout, first_failed_at, last_failed_at, "
+    "last_error_code, last_error, history, result, resolution, status_flag, state_data, "
+    "context, ordering_key, ordering_seq"
+)
 #: the WHERE terms that match the partial indexes' own, so the planner may use them
 _READY = "state IN ('scheduled', 'queued', 'retrying')"
 _FINISHED = "state IN ('succeeded', 'dead', 'resolved')"
@@ -212,7 +220,7 @@ def _claim_sql(queue_term: str, *, expired: bool) -> str:
 UPDATE antifragile_jobs
 SET state = 'running', lease_owner = :worker, lease_until = :until, updated_at = :now{takeover}
 WHERE rowid IN ({chosen})
-RETURNING {_COLUMNS}
+RETURNING {_CLAIMED_COLUMNS}
 """
 
 
@@ -396,6 +404,68 @@ def _job(row: tuple[Any, ...]) -> Job:
         None if timeout is None else float(timeout),
         lease_owner,
         None if lease_until is None else float(lease_until),
+        None if first_failed_at is None else float(first_failed_at),
+        None if last_failed_at is None else float(last_failed_at),
+        last_error_code,
+        last_error,
+        () if history == "[]" else tuple(_loads(history)),
+        None if result is None else _loads(result),
+        resolution,
+        None if status_flag is None else _flag(status_flag),
+        None if state_data is None else _loads(state_data),
+        {} if context is None else _loads(context),
+        ordering_key,
+        ordering_seq,
+    )
+
+
+def _claimed(row: tuple[Any, ...], worker: str, until: float, now: float) -> Job:
+    """A Job from a row of ``_CLAIMED_COLUMNS`` that *worker* now holds until *until*."""
+    (
+        id_,
+        name,
+        queue,
+        priority,
+        payload,
+        payload_version,
+        idempotency_key,
+        attempts,
+        max_attempts,
+        run_at,
+        created_at,
+        provider,
+        timeout,
+        first_failed_at,
+        last_failed_at,
+        last_error_code,
+        last_error,
+        history,
+        result,
+        resolution,
+        status_flag,
+        state_data,
+        context,
+        ordering_key,
+        ordering_seq,
+    ) = row
+    return build_job(
+        id_,
+        name,
+        queue,
+        JobState.RUNNING,
+        priority,
+        _loads(payload),
+        payload_version,
+        idempotency_key,
+        attempts,
+        max_attempts,
+        float(run_at),
+        float(created_at),
+        now,
+        provider,
+        None if timeout is None else float(timeout),
+        worker,
+        until,
         None if first_failed_at is None else float(first_failed_at),
         None if last_failed_at is None else float(last_failed_at),
         last_error_code,
@@ -620,7 +690,8 @@ def _claim(
     finally:
         if relax:
             conn.execute(f"PRAGMA synchronous = {relaxed}")
-    jobs = [_job(row) for row in rows]
+    worker, until, now = params["worker"], float(params["until"]), float(params["now"])
+    jobs = [_claimed(row, worker, until, now) for row in rows]
     jobs.sort(key=_claim_order)
     return jobs
 
