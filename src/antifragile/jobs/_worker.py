@@ -263,6 +263,7 @@ class Worker:
         self._outcomes: list[Outcome] = []
         #: until when (loop time) held outcomes may wait for the next claim (see _hold)
         self._hold_until: float | None = None
+        self._hold_timer: asyncio.TimerHandle | None = None  # wakes the loop when it ends
         self._wake: asyncio.Event | None = None
         self._active = False
         self._stopping = False
@@ -369,6 +370,7 @@ class Worker:
             finally:
                 beats.cancel()
                 await asyncio.gather(beats, return_exceptions=True)
+                self._end_hold()
                 self._active = False
                 self._stopping = self._release_now = False
 
@@ -404,11 +406,11 @@ class Worker:
                     continue
                 await wake.wait()
                 continue
+            if self._outcomes and self._hold_until is not None:
+                await wake.wait()  # held: until a job finishes or the hold ends (its timer)
+                continue
             free = self.concurrency - len(self._running)
             timeout = await self._idle_timeout() if free > 0 else None
-            if self._outcomes and self._hold_until is not None:  # held: wake when it ends
-                held = max(0.0, self._hold_until - asyncio.get_running_loop().time())
-                timeout = held if timeout is None else min(timeout, held)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout)
             if self._running and self.linger and len(self._outcomes) < self.batch:
@@ -596,10 +598,19 @@ class Worker:
         about that long; a timer of the loop, as for pacing)."""
         if len(self._outcomes) >= self.batch or not self._ready:
             return False
-        now = asyncio.get_running_loop().time()
-        if self._hold_until is None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._hold_until is None and self._wake is not None:
             self._hold_until = now + PREFETCH_HORIZON
-        return now < self._hold_until
+            self._hold_timer = loop.call_at(self._hold_until, self._wake.set)
+        return self._hold_until is not None and now < self._hold_until
+
+    def _end_hold(self) -> None:
+        """The held outcomes are being recorded (or the loop ends): no hold any more."""
+        self._hold_until = None
+        timer, self._hold_timer = self._hold_timer, None
+        if timer is not None:
+            timer.cancel()
 
     def _room(self, queue: str) -> int:
         """How many jobs of *queue* may start now."""
@@ -628,7 +639,7 @@ class Worker:
             n = min(limit, self.batch)
             if carry and self._outcomes:  # recorded in the claim's own transaction
                 batch, self._outcomes = self._outcomes, []
-                self._hold_until = None
+                self._end_hold()
                 try:
                     recorded, claimed = await self.jobs.queue.complete_and_claim(  # type: ignore[attr-defined]
                         batch,
@@ -670,7 +681,7 @@ class Worker:
 
     async def _flush(self, *, raise_errors: bool) -> bool:
         batch, self._outcomes = self._outcomes, []
-        self._hold_until = None
+        self._end_hold()
         try:
             recorded = await self.jobs.queue.complete(
                 batch, worker=self.id, now=self.jobs.clock.time()
