@@ -743,6 +743,35 @@ async def test_outcomes_carried_by_a_failed_claim_are_recorded_later(
     assert all(job.attempts == 1 for job in done)
 
 
+async def test_outcomes_held_for_the_next_claim_are_recorded_when_none_comes(
+    jobs: Jobs,
+) -> None:
+    """A finished job's outcome may wait for the next claim while buffered jobs run; when no
+    claim comes (the buffer stays more than half full, the running job does not finish), it is
+    recorded by itself all the same."""
+    gate = asyncio.Event()
+
+    @jobs.job
+    async def step(ctx: JobContext, n: int) -> None:
+        if n > 0:
+            await gate.wait()
+
+    first = await step.enqueue(0)
+    await jobs.enqueue_many([step.prepare(n) for n in range(1, 6)])
+    worker = Worker(jobs, concurrency=1, prefetch=4, shutdown_grace=0, poll_interval=0.01)
+    running = asyncio.create_task(worker.run())
+
+    async def first_recorded() -> bool:
+        return (await _job(jobs, first.id)).state is JobState.SUCCEEDED
+
+    await eventually(first_recorded)
+    assert worker.counts == {"succeeded": 1}
+    assert len(await jobs.find(JobFilter(states=(JobState.RUNNING,)))) == 4  # 1 + 3 buffered
+    worker.stop()
+    await asyncio.wait_for(running, 60)
+    gate.set()
+
+
 async def test_prefetched_jobs_are_leased_and_released_on_stop(jobs: Jobs) -> None:
     """With prefetch, claimed jobs wait leased in the worker's buffer while the slots are busy;
     a stop releases them at once, none counted as an attempt."""
