@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from antifragile.errors import ConfigurationError
 from antifragile.jobs import NewJob, Outcome
 from antifragile.jobs._sqlite import SQLiteJobQueue
 from antifragile.stores._sqlite import SQLiteStore
@@ -51,5 +52,120 @@ async def test_a_claim_leaves_the_stores_synchronous_setting_as_it_was(
         assert await _synchronous(store) == _LEVELS[level]
         done = await queue.complete([Outcome(claimed[0].id, "succeeded")], worker="w", now=now)
         assert done == [claimed[0].id]
+    finally:
+        await store.close()
+
+
+async def test_completing_and_claiming_at_once_is_completing_then_claiming(
+    tmp_path: Path,
+) -> None:
+    """``complete_and_claim`` records the outcomes and claims the next jobs as ``complete``
+    then ``claim`` do -- same ids recorded (an outcome for a job not held is ignored), same
+    jobs claimed in the same order, same rows after --, in one transaction that commits as
+    durably as outcomes do, and that keeps nothing when it fails."""
+    rows: dict[str, list[tuple[Any, ...]]] = {}
+    results: dict[str, tuple[list[str], list[Any]]] = {}
+    for way in ("apart", "together"):
+        store = SQLiteStore(f"sqlite:///{tmp_path / way}.db")
+        await store.open()
+        try:
+            queue = SQLiteJobQueue(store)
+            now = 1000.0
+            jobs = [
+                NewJob(
+                    name="note",
+                    queue="q",
+                    payload={"tag": str(n)},
+                    run_at=now,
+                    max_attempts=3,
+                    id=f"{n:032x}",
+                )
+                for n in range(6)
+            ]
+            await queue.enqueue(jobs, now=now)
+            first = await queue.claim(worker="w", limit=3, lease=30.0, now=now)
+            outcomes = [
+                Outcome(first[0].id, "succeeded"),
+                Outcome(first[1].id, "succeeded", result={"ok": 1}),
+                Outcome(first[2].id, "retry", run_at=now + 60, error_code="TIMEOUT", error="t"),
+                Outcome("f" * 32, "succeeded"),  # not held: ignored
+            ]
+            later = now + 1
+            if way == "apart":
+                recorded = await queue.complete(outcomes, worker="w", now=later)
+                claimed = await queue.claim(worker="w", limit=2, lease=30.0, now=later)
+            else:
+                recorded, claimed = await queue.complete_and_claim(
+                    outcomes, worker="w", now=later, limit=2, lease=30.0
+                )
+                assert await _synchronous(store) == _LEVELS["full"]
+            results[way] = (sorted(recorded), claimed)
+            rows[way] = await store._db.run(
+                lambda conn: conn.execute("SELECT * FROM antifragile_jobs ORDER BY id").fetchall()
+            )
+        finally:
+            await store.close()
+    assert results["together"] == results["apart"]
+    assert len(results["together"][0]) == 3
+    assert len(results["together"][1]) == 2
+    assert rows["together"] == rows["apart"]
+
+
+async def test_a_failed_complete_and_claim_keeps_neither(tmp_path: Path) -> None:
+    """An outcome the queue refuses fails the whole call: no job is claimed, none recorded."""
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    await store.open()
+    try:
+        queue = SQLiteJobQueue(store)
+        now = 1000.0
+        await queue.enqueue([_job(str(n), now) for n in range(3)], now=now)
+        (held,) = await queue.claim(worker="w", limit=1, lease=30.0, now=now)
+        bad = Outcome(held.id, "vanish")  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError):
+            await queue.complete_and_claim([bad], worker="w", now=now, limit=2, lease=30.0)
+        states = await store._db.run(
+            lambda conn: conn.execute("SELECT state FROM antifragile_jobs").fetchall()
+        )
+        assert sorted(s for (s,) in states) == ["queued", "queued", "running"]
+    finally:
+        await store.close()
+
+
+async def test_a_claimed_job_is_the_job_the_queue_then_holds(tmp_path: Path) -> None:
+    """A claim fills in the values it sets itself (state, lease owner and expiry, updated_at)
+    instead of reading them back: each job it returns equals the job read afterwards, for a
+    fresh claim and for one that takes over an expired lease (whose lost run joins the
+    history)."""
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    await store.open()
+    try:
+        queue = SQLiteJobQueue(store)
+        now = 1000.0
+        await queue.enqueue(
+            [
+                NewJob(
+                    name="note",
+                    queue="q",
+                    payload={"tag": str(n)},
+                    run_at=now,
+                    max_attempts=3,
+                    timeout=30,
+                    context={"request_id": f"r{n}"},
+                )
+                for n in range(3)
+            ],
+            now=now,
+        )
+        fresh = await queue.claim(worker="a", limit=2, lease=5.0, now=now)
+        assert fresh == [await queue.get(job.id) for job in fresh]
+        later = now + 10  # the first claim's leases ran out
+        taken = await queue.claim(worker="b", limit=3, lease=5.0, now=later)
+        assert len(fresh) == 2
+        assert len(taken) == 3
+        for job in fresh:
+            assert (job.lease_owner, job.lease_until, job.updated_at) == ("a", now + 5, now)
+        held = [await queue.get(job.id) for job in taken]
+        assert taken == held
+        assert sum(len(job.history) for job in taken) == 2  # the two lost runs
     finally:
         await store.close()

@@ -545,6 +545,75 @@ async def test_a_job_over_its_timeout_is_retried_with_code_timeout(jobs: Jobs) -
     assert "timeout of 0.05s" in (job.last_error or "")
 
 
+async def test_each_job_meets_its_own_timeout_whatever_the_order_of_deadlines(
+    jobs: Jobs,
+) -> None:
+    """Jobs bounded by different timeouts, started in an order other than their deadlines':
+    each one past its own deadline is cancelled and retried (code TIMEOUT), and a job within
+    its timeout -- running all the while -- succeeds untouched."""
+    release = asyncio.Event()
+
+    @jobs.job(timeout=60, retry=Retry(attempts=2, backoff=Constant(100)))
+    async def patient(ctx: JobContext) -> str:
+        await release.wait()
+        return "done"
+
+    @jobs.job(timeout=0.2, retry=Retry(attempts=2, backoff=Constant(100)))
+    async def later_deadline(ctx: JobContext) -> None:
+        await asyncio.sleep(60)
+
+    @jobs.job(timeout=0.05, retry=Retry(attempts=2, backoff=Constant(100)))
+    async def earlier_deadline(ctx: JobContext) -> None:
+        await asyncio.sleep(60)
+
+    ok = await patient.enqueue()
+    late = await later_deadline.enqueue()
+    early = await earlier_deadline.enqueue()
+    worker = Worker(jobs)
+
+    async def let_go() -> None:
+        await eventually(lambda: worker.counts["retry"] == 2)
+        release.set()
+
+    helper = asyncio.create_task(let_go())
+    assert await worker.run_until_idle() == 3
+    await helper
+    assert worker.counts == {"retry": 2, "succeeded": 1}
+    for enqueued, limit in ((late, "0.2"), (early, "0.05")):
+        job = await _job(jobs, enqueued.id)
+        assert (job.state, job.last_error_code) == (JobState.RETRYING, "TIMEOUT")
+        assert f"timeout of {limit}s" in (job.last_error or "")
+    assert (await _job(jobs, ok.id)).state is JobState.SUCCEEDED
+
+
+async def test_a_timeout_error_of_the_job_itself_is_not_its_deadline(jobs: Jobs) -> None:
+    """A TimeoutError the job raises (an outbound call's own) fails the attempt as any error
+    does; a job that survives its deadline's cancellation ends as it returns, as under
+    ``asyncio.timeout``."""
+
+    @jobs.job(timeout=60, retry=Retry(attempts=2, backoff=Constant(100)))
+    async def own(ctx: JobContext) -> None:
+        raise TimeoutError("the provider took too long")
+
+    @jobs.job(timeout=0.05, retry=Retry(attempts=2, backoff=Constant(100)))
+    async def stubborn(ctx: JobContext) -> str:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            return "stopped in time"
+        return "slept"
+
+    failed = await own.enqueue()
+    kept = await stubborn.enqueue()
+    worker = Worker(jobs)
+    assert await worker.run_until_idle() == 2
+    job = await _job(jobs, failed.id)
+    assert job.state is JobState.RETRYING
+    assert "ran longer than its timeout" not in (job.last_error or "")
+    job = await _job(jobs, kept.id)
+    assert (job.state, job.result) == (JobState.SUCCEEDED, "stopped in time")
+
+
 async def test_unknown_job_names_are_retried_not_lost(jobs: Jobs, clock: FakeClock) -> None:
     """A job no function here knows (a deployment in progress) is retried later, not dropped."""
     other = Jobs(jobs.queue, clock=clock)
@@ -605,6 +674,102 @@ async def test_the_real_loop_drains_a_queue(tmp_path: Path) -> None:
         assert sorted(done) == list(range(500))
         succeeded = await jobs.find(JobFilter(states=(JobState.SUCCEEDED,)), limit=1000)
         assert len(succeeded) == 500
+
+
+async def test_prefetch_claims_in_full_batches_not_job_by_job(
+    jobs: Jobs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The buffer's share goes into the statement that claims for the free slots (one
+    statement of at most ``batch`` jobs), and the buffer is topped up once half empty: a
+    backlog is claimed a few jobs at a time, never one by one, and every job runs once."""
+    ran: list[int] = []
+
+    @jobs.job
+    async def tick(ctx: JobContext, n: int) -> None:
+        ran.append(n)
+
+    await jobs.enqueue_many([tick.prepare(n) for n in range(40)])
+    limits: list[int] = []
+    claim = jobs.queue.claim
+
+    async def counted(**kwargs: Any) -> list[Job]:
+        limits.append(kwargs["limit"])
+        return await claim(**kwargs)
+
+    monkeypatch.setattr(jobs.queue, "claim", counted)
+    worker = Worker(jobs, concurrency=2, batch=5, prefetch=5)
+    assert await worker.run_until_idle() == 40
+    assert sorted(ran) == list(range(40))
+    assert max(limits) <= 5
+    assert min(limits) >= 3  # half of the buffer at least: no top-up job by job
+    assert len(limits) <= 40 // 3 + 2
+
+
+async def test_outcomes_carried_by_a_failed_claim_are_recorded_later(
+    jobs: Jobs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker records outcomes with its next claim (one transaction); when that call
+    fails, the outcomes are kept and recorded by a later one: every job of a backlog ends
+    succeeded, once, and the counts say so."""
+    from antifragile.errors import StoreUnavailableError
+
+    ran: list[int] = []
+
+    @jobs.job
+    async def tick(ctx: JobContext, n: int) -> None:
+        ran.append(n)
+
+    await jobs.enqueue_many([tick.prepare(n) for n in range(30)])
+    together = jobs.queue.complete_and_claim  # type: ignore[attr-defined]
+    calls: list[int] = []
+
+    async def flaky(outcomes: list[Any], **kwargs: Any) -> Any:
+        calls.append(len(outcomes))
+        if len(calls) == 2:
+            raise StoreUnavailableError("the disk went away for a moment")
+        return await together(outcomes, **kwargs)
+
+    monkeypatch.setattr(jobs.queue, "complete_and_claim", flaky)
+    worker = Worker(jobs, concurrency=2, batch=5, prefetch=5, poll_interval=0.01)
+    running = asyncio.create_task(worker.run())
+    await eventually(lambda: worker.counts["succeeded"] == 30)
+    worker.stop()
+    await asyncio.wait_for(running, 60)
+    assert sorted(ran) == list(range(30))
+    assert worker.counts == {"succeeded": 30}
+    assert len(calls) > 2
+    done = await jobs.find(JobFilter(states=(JobState.SUCCEEDED,)), limit=50)
+    assert len(done) == 30
+    assert all(job.attempts == 1 for job in done)
+
+
+async def test_outcomes_held_for_the_next_claim_are_recorded_when_none_comes(
+    jobs: Jobs,
+) -> None:
+    """A finished job's outcome may wait for the next claim while buffered jobs run; when no
+    claim comes (the buffer stays more than half full, the running job does not finish), it is
+    recorded by itself all the same."""
+    gate = asyncio.Event()
+
+    @jobs.job
+    async def step(ctx: JobContext, n: int) -> None:
+        if n > 0:
+            await gate.wait()
+
+    first = await step.enqueue(0)
+    await jobs.enqueue_many([step.prepare(n) for n in range(1, 6)])
+    worker = Worker(jobs, concurrency=1, prefetch=4, shutdown_grace=0, poll_interval=0.01)
+    running = asyncio.create_task(worker.run())
+
+    async def first_recorded() -> bool:
+        return (await _job(jobs, first.id)).state is JobState.SUCCEEDED
+
+    await eventually(first_recorded)
+    assert worker.counts == {"succeeded": 1}
+    assert len(await jobs.find(JobFilter(states=(JobState.RUNNING,)))) == 4  # 1 + 3 buffered
+    worker.stop()
+    await asyncio.wait_for(running, 60)
+    gate.set()
 
 
 async def test_prefetched_jobs_are_leased_and_released_on_stop(jobs: Jobs) -> None:

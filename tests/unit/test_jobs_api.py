@@ -582,3 +582,100 @@ def test_unannotated_parameters_take_the_quick_path_for_plain_scalars() -> None:
     assert codec.encode(("ada@example.com", 1), {})["n"].startswith("pii_")
     with pytest.raises(ConfigurationError):
         codec.encode((1, math.inf), {})
+
+
+def test_stored_scalar_payloads_decode_on_the_quick_path_with_the_same_arguments() -> None:
+    """A stored payload holding exactly the parameters, each of exactly its scalar type, gives
+    the arguments validation gives (same values, same types, positional-only ones by
+    position); any other payload -- a value to coerce, a missing or unknown field -- takes the
+    validating path and its coercions and errors."""
+    from antifragile.jobs._payload import PayloadCodec
+
+    async def job(
+        ctx: JobContext, name: str, /, count: int, ratio: float, on: bool, tag: Any
+    ) -> None:
+        return None
+
+    codec = PayloadCodec(job, "quick")
+    slow = PayloadCodec(job, "slow")
+    slow._build()
+    slow._scalars = None  # force the validating path
+    assert codec._scalars is not None
+    rng = random.Random(5)
+    for _ in range(200):
+        payload = {
+            "name": "n" * rng.randint(0, 3),
+            "count": rng.randint(-(2**70), 2**70),
+            "ratio": rng.uniform(-1e9, 1e9),
+            "on": rng.random() < 0.5,
+            "tag": rng.choice([1, "x", True, 2.5]),
+        }
+        quick = codec.decode(payload)
+        assert quick == slow.decode(payload)
+        assert [type(v) for v in quick[0]] == [str]
+        assert [type(v) for v in quick[1].values()] == [
+            type(payload[k]) for k in ("count", "ratio", "on", "tag")
+        ]
+    base = {"name": "a", "count": 1, "ratio": 1.5, "on": True, "tag": None}
+    coerced = {**base, "count": "3", "ratio": 2}
+    args, kwargs = codec.decode(coerced)
+    assert (args, kwargs) == slow.decode(coerced)
+    assert (kwargs["count"], type(kwargs["ratio"])) == (3, float)
+    listed = {**base, "tag": [1]}
+    expected = (("a",), {"count": 1, "ratio": 1.5, "on": True, "tag": [1]})
+    assert codec.decode(listed) == slow.decode(listed) == expected
+    for wrong in ({k: v for k, v in base.items() if k != "on"}, {**base, "extra": 1}):
+        with pytest.raises(ConfigurationError):
+            codec.decode(wrong)
+
+
+def test_jobs_built_from_stored_values_are_the_jobs_the_dataclass_makes() -> None:
+    """``build_job`` (how the queues turn claimed rows into jobs) makes the very Job that
+    ``Job(*values)`` makes: equal, frozen, every field set; a wrong number of
+    values is refused."""
+    import dataclasses
+
+    from antifragile.jobs._model import build_job
+
+    values = (
+        "0" * 32, "send", "default", JobState.RUNNING, 3, {"n": 1}, 2, "key", 1, 5,
+        1.5, 1.0, 2.0, "hubspot", 30.0, "w", 40.0, 1.2, 1.3, "TIMEOUT", "slow",
+        ({"number": 1, "code": "TIMEOUT"},), {"ok": True}, None,
+        StatusFlag("k", "f"), {"step": 2}, {"request_id": "r"}, "order", 7,
+    )  # fmt: skip
+    built = build_job(*values)
+    made = Job(*values)
+    assert built == made
+    assert dataclasses.astuple(built) == dataclasses.astuple(made)
+    assert type(built) is Job
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.state = JobState.SUCCEEDED  # type: ignore[misc]
+    with pytest.raises(ValueError):
+        build_job(*values[:-1])
+
+
+def test_the_sqlite_queues_json_reader_reads_as_json_loads_does() -> None:
+    """The SQLite queue's reader of stored JSON gives what ``json.loads`` gives -- the same
+    values, and the same errors for text that is not one JSON value -- whatever surrounds the
+    value."""
+    import json
+
+    from antifragile.jobs._sqlite import _loads
+
+    texts = [
+        '{"n": 1, "sent": 1765140000.5}',
+        '{"a": [1, 2.5, "x", null, true]}',
+        " {} ",
+        "[]\n",
+        '"text"',
+        "0",
+        '{"a": NaN}',
+    ]
+    for text in texts:
+        assert repr(_loads(text)) == repr(json.loads(text))
+    for bad in ["", "{", '{"a": 1} x', "\ufeff{}", "[1] [2]"]:
+        with pytest.raises(ValueError) as ours:
+            _loads(bad)
+        with pytest.raises(ValueError) as theirs:
+            json.loads(bad)
+        assert str(ours.value) == str(theirs.value)

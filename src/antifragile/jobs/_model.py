@@ -36,7 +36,7 @@ import math
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from antifragile.errors import ConfigurationError
@@ -171,6 +171,21 @@ class Job:
     context: dict[str, str] = field(default_factory=dict)
     ordering_key: str | None = None
     ordering_seq: int | None = None
+
+
+#: the setters of Job's slots, in field order (see :func:`build_job`)
+_JOB_SLOTS = tuple(Job.__dict__[f.name].__set__ for f in fields(Job))
+
+
+def build_job(*values: Any) -> Job:
+    """The :class:`Job` ``Job(*values)`` makes -- *values* are all its fields, in order --
+    made faster: the frozen dataclass's ``__init__`` sets each field through
+    ``object.__setattr__``, which costs as much again as reading the row it comes from. The
+    queues turn every claimed row into a job with it."""
+    job = object.__new__(Job)
+    for set_field, value in zip(_JOB_SLOTS, values, strict=True):
+        set_field(job, value)
+    return job
 
 
 @dataclass(frozen=True, slots=True)

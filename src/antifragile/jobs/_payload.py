@@ -288,6 +288,10 @@ class PayloadCodec:
             if payload not in (None, {}):
                 raise ConfigurationError(f"job {self.job!r}: takes no payload, got {payload!r}")
             return (), {}
+        if self._scalars is not None and type(payload) is dict:
+            quick = self._scalar_arguments(payload)
+            if quick is not None:
+                return quick
         model = self._model_or_error()
         try:
             instance = model.model_validate(payload)
@@ -296,5 +300,26 @@ class PayloadCodec:
                 f"job {self.job!r}: the stored payload does not fit the function: {_describe(exc)}"
             ) from None
         values = {name: getattr(instance, name) for name in model.model_fields}
+        positional = tuple(values.pop(name) for name in self._positional)
+        return positional, values
+
+    def _scalar_arguments(
+        self, payload: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        """The arguments of a stored payload that holds exactly the parameters, each of
+        exactly its scalar type (validation would return every value unchanged); ``None`` for
+        any other payload, which takes the validating path."""
+        scalars = self._scalars
+        assert scalars is not None
+        if len(payload) != len(scalars):
+            return None
+        values: dict[str, Any] = {}
+        for name, kind in scalars:
+            value = payload.get(name, payload)  # the payload itself stands for "missing"
+            if type(value) is not kind and (kind is not Any or type(value) not in _SCALARS):
+                return None
+            values[name] = value
+        if not self._positional:
+            return (), values
         positional = tuple(values.pop(name) for name in self._positional)
         return positional, values

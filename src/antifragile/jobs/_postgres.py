@@ -96,6 +96,7 @@ from antifragile.jobs._model import (
     QueueStats,
     Recorded,
     StatusFlag,
+    build_job,
 )
 from antifragile.jobs._wakeup import Wake
 from antifragile.stores import Versioned
@@ -749,7 +750,7 @@ def _history(text: str | None) -> tuple[dict[str, Any], ...]:
 
 def _job(row: TupleRow) -> Job:
     """A Job from a row of ``_JOB_FIELDS``."""
-    return Job(
+    return build_job(
         row[0],
         row[1],
         row[2],
@@ -784,7 +785,7 @@ def _job(row: TupleRow) -> Job:
 
 def _claimed(row: TupleRow, worker: str, until: float, now: float) -> Job:
     """A Job from a row of ``_CLAIMED_FIELDS`` that *worker* now holds until *until*."""
-    return Job(
+    return build_job(
         row[0],
         row[1],
         row[2],

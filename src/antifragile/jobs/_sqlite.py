@@ -79,6 +79,7 @@ from antifragile.jobs._model import (
     QueueStats,
     Recorded,
     StatusFlag,
+    build_job,
 )
 from antifragile.jobs._wakeup import SQLiteWakeups, Wake, after_transaction
 from antifragile.stores import Versioned
@@ -97,6 +98,14 @@ _COLUMNS = (
     "first_failed_at, last_failed_at, last_error_code, last_error, history, result, resolution, "
     "status_flag, state_data, context, ordering_key, ordering_seq"
 )
+#: what a claim returns: the columns but those the claim itself sets (state, lease owner and
+#: expiry, updated_at), which ``_claimed`` fills in from the claim's own values
+_CLAIMED_COLUMNS = (
+    "id, name, queue, priority, payload, payload_version, idempotency_key, attempts, "
+    "max_attempts, run_at, created_at, provider, timeout, first_failed_at, last_failed_at, "
+    "last_error_code, last_error, history, result, resolution, status_flag, state_data, "
+    "context, ordering_key, ordering_seq"
+)
 #: the WHERE terms that match the partial indexes' own, so the planner may use them
 _READY = "state IN ('scheduled', 'queued', 'retrying')"
 _FINISHED = "state IN ('succeeded', 'dead', 'resolved')"
@@ -104,7 +113,24 @@ _STATES = {state.value: state for state in JobState}
 _KINDS = frozenset({"succeeded", "retry", "defer", "dead", "release"})
 _SAVEPOINT = "antifragile_enqueue"
 
-_loads = json.loads
+_raw_decode = json.JSONDecoder().raw_decode
+
+
+def _loads(text: str) -> Any:
+    """``json.loads(text)``, quicker on the short, compact JSON the queue writes (a claimed
+    job's payload): what ``json.loads`` adds around the decoding itself -- a check for a
+    byte-order mark, two whitespace scans -- costs more than decoding a small object. Text
+    that has anything around its value, or is not JSON, goes through ``json.loads`` (the same
+    value, the same errors)."""
+    try:
+        value, end = _raw_decode(text)
+    except ValueError:
+        return json.loads(text)
+    if end != len(text):
+        return json.loads(text)
+    return value
+
+
 _dumps = json.dumps
 
 
@@ -190,13 +216,14 @@ def _claim_sql(queue_term: str, *, expired: bool) -> str:
             WHERE state = 'running' AND lease_until <= :now{queue_term}{_IN_ORDER}
             ORDER BY priority DESC, run_at, id LIMIT :limit))
     ORDER BY priority DESC, run_at, id LIMIT :limit"""
-    else:
-        chosen = f"SELECT rid FROM ({ready})"
+        takeover = _TAKEOVER
+    else:  # only ready jobs: no lost run to record
+        chosen, takeover = f"SELECT rid FROM ({ready})", ""
     return f"""
 UPDATE antifragile_jobs
-SET state = 'running', lease_owner = :worker, lease_until = :until, updated_at = :now{_TAKEOVER}
+SET state = 'running', lease_owner = :worker, lease_until = :until, updated_at = :now{takeover}
 WHERE rowid IN ({chosen})
-RETURNING {_COLUMNS}
+RETURNING {_CLAIMED_COLUMNS}
 """
 
 
@@ -362,7 +389,7 @@ def _job(row: tuple[Any, ...]) -> Job:
         ordering_key,
         ordering_seq,
     ) = row
-    return Job(
+    return build_job(
         id_,
         name,
         queue,
@@ -380,6 +407,68 @@ def _job(row: tuple[Any, ...]) -> Job:
         None if timeout is None else float(timeout),
         lease_owner,
         None if lease_until is None else float(lease_until),
+        None if first_failed_at is None else float(first_failed_at),
+        None if last_failed_at is None else float(last_failed_at),
+        last_error_code,
+        last_error,
+        () if history == "[]" else tuple(_loads(history)),
+        None if result is None else _loads(result),
+        resolution,
+        None if status_flag is None else _flag(status_flag),
+        None if state_data is None else _loads(state_data),
+        {} if context is None else _loads(context),
+        ordering_key,
+        ordering_seq,
+    )
+
+
+def _claimed(row: tuple[Any, ...], worker: str, until: float, now: float) -> Job:
+    """A Job from a row of ``_CLAIMED_COLUMNS`` that *worker* now holds until *until*."""
+    (
+        id_,
+        name,
+        queue,
+        priority,
+        payload,
+        payload_version,
+        idempotency_key,
+        attempts,
+        max_attempts,
+        run_at,
+        created_at,
+        provider,
+        timeout,
+        first_failed_at,
+        last_failed_at,
+        last_error_code,
+        last_error,
+        history,
+        result,
+        resolution,
+        status_flag,
+        state_data,
+        context,
+        ordering_key,
+        ordering_seq,
+    ) = row
+    return build_job(
+        id_,
+        name,
+        queue,
+        JobState.RUNNING,
+        priority,
+        _loads(payload),
+        payload_version,
+        idempotency_key,
+        attempts,
+        max_attempts,
+        float(run_at),
+        float(created_at),
+        now,
+        provider,
+        None if timeout is None else float(timeout),
+        worker,
+        until,
         None if first_failed_at is None else float(first_failed_at),
         None if last_failed_at is None else float(last_failed_at),
         last_error_code,
@@ -610,9 +699,27 @@ def _claim(
     finally:
         if relax:
             conn.execute(f"PRAGMA synchronous = {relaxed}")
-    jobs = [_job(row) for row in rows]
+    worker, until, now = params["worker"], float(params["until"]), float(params["now"])
+    jobs = [_claimed(row, worker, until, now) for row in rows]
     jobs.sort(key=_claim_order)
     return jobs
+
+
+def _complete_and_claim(
+    conn: sqlite3.Connection,
+    plain: str | None,
+    others: str | None,
+    worker: str,
+    now: float,
+    sql: tuple[str, str],
+    params: dict[str, Any],
+) -> tuple[list[str], list[Job]]:
+    """``_complete`` then ``_claim``, in one transaction (each under a savepoint of it),
+    committed as durably as the outcomes need."""
+    with _immediate(conn):
+        recorded = _complete(conn, plain, others, worker, now)
+        claimed = _claim(conn, sql, params, None)
+    return recorded, claimed
 
 
 def _heartbeat(conn: sqlite3.Connection, ids: str, worker: str, until: float) -> list[str]:
@@ -832,6 +939,38 @@ def _outcome(outcome: Outcome, now: float) -> list[Any]:
     return [outcome.job_id, "dead", counted, None, None, attempt, 1, *_error(outcome)]
 
 
+def _completion_params(outcomes: Sequence[Outcome], now: float) -> tuple[str | None, str | None]:
+    """``_complete``'s plain successes (a JSON list of ids) and other outcomes (a JSON list of
+    rows), each None when there is none."""
+    plain: dict[str, None] = {}
+    others: dict[str, list[Any]] = {}
+    for outcome in outcomes:  # a job named twice: its last outcome counts
+        if outcome.kind == "succeeded" and outcome.result is None and outcome.attempt is None:
+            plain[outcome.job_id] = None
+            others.pop(outcome.job_id, None)
+        else:
+            others[outcome.job_id] = _outcome(outcome, now)
+            plain.pop(outcome.job_id, None)
+    return (
+        _dumps(list(plain)) if plain else None,
+        _dumps(list(others.values())) if others else None,
+    )
+
+
+def _claim_params(
+    worker: str, limit: int, lease: float, now: float, queues: Sequence[str] | None
+) -> tuple[tuple[str, str], dict[str, Any]]:
+    """The claim statements (without, with expired leases) for *queues*, and their values."""
+    params: dict[str, Any] = {"worker": worker, "until": now + lease, "now": now, "limit": limit}
+    if queues is None:
+        return _CLAIM_ANY, params
+    if len(queues) == 1:
+        params["queue"] = queues[0]
+        return _CLAIM_ONE, params
+    params["queues"] = _dumps(list(queues))
+    return _CLAIM_SOME, params
+
+
 def _inbox_row(entry: NewInboxEntry, now: float) -> _Row:
     return (
         entry.id,
@@ -924,19 +1063,33 @@ class SQLiteJobQueue:
             raise ConfigurationError(f"lease must be > 0 seconds, got {lease!r}")
         if limit < 1 or (queues is not None and not queues):
             return []
-        params: dict[str, Any] = {
-            "worker": worker,
-            "until": now + lease,
-            "now": now,
-            "limit": limit,
-        }
-        if queues is None:
-            sql = _CLAIM_ANY
-        elif len(queues) == 1:
-            sql, params["queue"] = _CLAIM_ONE, queues[0]
-        else:
-            sql, params["queues"] = _CLAIM_SOME, _dumps(list(queues))
+        sql, params = _claim_params(worker, limit, lease, now, queues)
         return await self._db.run(_claim, sql, params, self._relaxed_claims())
+
+    async def complete_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        *,
+        worker: str,
+        now: float,
+        limit: int,
+        lease: float,
+        queues: Sequence[str] | None = None,
+    ) -> tuple[list[str], list[Job]]:
+        """:meth:`complete` the *outcomes*, then :meth:`claim` up to *limit* jobs -- in one
+        transaction (one thread hop, one commit), as a busy worker does between two batches.
+        Returns what each returns; an error keeps neither."""
+        if not lease > 0:
+            raise ConfigurationError(f"lease must be > 0 seconds, got {lease!r}")
+        if limit < 1 or (queues is not None and not queues):
+            return await self.complete(outcomes, worker=worker, now=now), []
+        if not outcomes:
+            return [], await self.claim(
+                worker=worker, limit=limit, lease=lease, now=now, queues=queues
+            )
+        plain, others = _completion_params(outcomes, now)
+        sql, params = _claim_params(worker, limit, lease, now, queues)
+        return await self._db.run(_complete_and_claim, plain, others, worker, now, sql, params)
 
     def _relaxed_claims(self) -> str | None:
         """The store's synchronous setting when claims may commit without an fsync (WAL, and
@@ -958,22 +1111,8 @@ class SQLiteJobQueue:
     async def complete(self, outcomes: Sequence[Outcome], *, worker: str, now: float) -> list[str]:
         if not outcomes:
             return []
-        plain: dict[str, None] = {}
-        others: dict[str, list[Any]] = {}
-        for outcome in outcomes:  # a job named twice: its last outcome counts
-            if outcome.kind == "succeeded" and outcome.result is None and outcome.attempt is None:
-                plain[outcome.job_id] = None
-                others.pop(outcome.job_id, None)
-            else:
-                others[outcome.job_id] = _outcome(outcome, now)
-                plain.pop(outcome.job_id, None)
-        return await self._db.run(
-            _complete,
-            _dumps(list(plain)) if plain else None,
-            _dumps(list(others.values())) if others else None,
-            worker,
-            now,
-        )
+        plain, others = _completion_params(outcomes, now)
+        return await self._db.run(_complete, plain, others, worker, now)
 
     async def wake_deferred(self, provider: str, *, now: float, limit: int | None = None) -> int:
         """See :meth:`JobQueue.wake_deferred`: one ``UPDATE`` over the ready jobs."""

@@ -14,11 +14,15 @@ One loop, on one event loop::
   dropped by the queue.
 * **Batched outcomes.** Outcomes of finished jobs are collected and recorded together before
   the next claim (after a short ``linger`` when the worker was idle), so a busy worker costs
-  two statements per batch of jobs, not two per job.
+  two statements per batch of jobs, not two per job. A queue that can record them in the
+  claim's own transaction (SQLite: ``complete_and_claim``) does, when no breaker or queue limit
+  needs a look in between: one commit per batch.
 * **Prefetch.** When jobs are short, the worker claims a few more than its free slots and keeps
   them leased in a local buffer, so that claims come in full batches: by default (``prefetch=None``)
   as many as would all start within about 50 ms at the measured pace (at most ``batch``); none
-  while jobs take long, so a busy worker never sits on jobs another worker could run. Buffered
+  while jobs take long, so a busy worker never sits on jobs another worker could run. The
+  buffer's share fills up the statement that claims for the free slots (never a statement of
+  its own), and the buffer is topped up once it has run half empty, not job by job. Buffered
   jobs' leases are renewed like running ones'; a stopping worker releases them at once.
 * **Wake-ups.** An idle worker does not wait for its next poll to see new work: it listens
   to its queue (PostgreSQL ``LISTEN``/``NOTIFY``; on SQLite a direct call in one process and a
@@ -99,11 +103,14 @@ from antifragile.observability import (
     current_request_id,
 )
 from antifragile.policies import CircuitState, TokenBucket
+from antifragile.policies._timeout import TimeoutScope, Watchdog, watchdog
 
 if TYPE_CHECKING:
     from antifragile.jobs._app import Jobs
 
 _log = logging.getLogger("antifragile.jobs.worker")
+#: the logger of the jobs' own records (``ctx.logger``) and of their failed attempts
+_run_log = logging.getLogger("antifragile.jobs.run")
 
 #: how often a worker that has no queue list refreshes the names of the queues (seconds)
 DISCOVER_INTERVAL = 2.0
@@ -121,6 +128,13 @@ _HOLDING = frozenset({CircuitState.OPEN, CircuitState.HALF_OPEN, CircuitState.FO
 class _JobTimeout(AntifragileError):
     default_code = ErrorCode.TIMEOUT
     default_retryable = True
+
+
+def _timed_out(dog: Watchdog, scope: TimeoutScope) -> bool:
+    """End *scope*; whether its deadline cancelled its task and nothing else did (then the
+    cancellation is the timeout's own: ``asyncio.timeout``'s rule)."""
+    dog.exit(scope)
+    return scope.expired and scope.task.uncancel() == 0
 
 
 def _jsonable(value: Any) -> Any:
@@ -247,6 +261,9 @@ class Worker:
         self._per_queue: Counter[str] = Counter()
         self._lost: set[str] = set()
         self._outcomes: list[Outcome] = []
+        #: until when (loop time) held outcomes may wait for the next claim (see _hold)
+        self._hold_until: float | None = None
+        self._hold_timer: asyncio.TimerHandle | None = None  # wakes the loop when it ends
         self._wake: asyncio.Event | None = None
         self._active = False
         self._stopping = False
@@ -353,6 +370,7 @@ class Worker:
             finally:
                 beats.cancel()
                 await asyncio.gather(beats, return_exceptions=True)
+                self._end_hold()
                 self._active = False
                 self._stopping = self._release_now = False
 
@@ -361,12 +379,20 @@ class Worker:
         assert wake is not None
         while not self._stopping:
             wake.clear()
-            if self._outcomes and not await self._flush(raise_errors=until_idle):
+            # the outcomes go with the next claim when the queue records both at once
+            carry = (
+                not self.jobs.breakers
+                and not self._limited
+                and getattr(self.jobs.queue, "complete_and_claim", None) is not None
+            )
+            if self._outcomes and not carry and not await self._flush(raise_errors=until_idle):
                 await self._pause()
                 continue
             if self.jobs.breakers:
                 await self._watch_breakers(raise_errors=until_idle)
-            started = await self._claim_round(raise_errors=until_idle)
+            started = await self._claim_round(
+                raise_errors=until_idle, carry=carry, hold=carry and not until_idle
+            )
             if started < 0:  # the store failed
                 await self._pause()
                 continue
@@ -379,6 +405,9 @@ class Worker:
                 if self._outcomes:
                     continue
                 await wake.wait()
+                continue
+            if self._outcomes and self._hold_until is not None:
+                await wake.wait()  # held: until a job finishes or the hold ends (its timer)
                 continue
             free = self.concurrency - len(self._running)
             timeout = await self._idle_timeout() if free > 0 else None
@@ -516,17 +545,34 @@ class Worker:
         self._ready.extend(claimed)
         self._fill()
 
-    async def _claim_round(self, *, raise_errors: bool) -> int:
+    async def _claim_round(
+        self, *, raise_errors: bool, carry: bool = False, hold: bool = False
+    ) -> int:
         """Start buffered jobs, then claim for the free slots (and the buffer); how many jobs
-        were started or claimed (-1: the store failed)."""
+        were started or claimed (-1: the store failed). With *carry*, the finished jobs'
+        outcomes are recorded with the claim -- by themselves when no claim is due, unless
+        *hold* lets them wait a little for the next one (see :meth:`_hold`)."""
         progress = self._fill()
         free = self.concurrency - len(self._running) - len(self._ready)
-        extra = max(0, self._prefetch_target() - max(0, len(self._ready) - max(0, free)))
+        buffered = max(0, len(self._ready) - max(0, free))
+        target = self._prefetch_target()
+        if free > 0:  # the buffer's share fills the claims' statements up, and no more
+            extra = min(max(0, target - buffered), -free % self.batch)
+        elif buffered <= target // 2:  # topped up once half empty, not job by job
+            extra = target - buffered
+        else:
+            extra = 0
         if free <= 0 and extra <= 0:
+            if carry and self._outcomes and not (hold and self._hold()):
+                # no claim due soon: the outcomes go by themselves
+                if not await self._flush(raise_errors=raise_errors):
+                    return -1
+                progress += self._fill()  # slots of the jobs that finished meanwhile
             return progress
         try:
             if not self._limited:
-                return progress + await self._claim(self.queues, max(0, free) + extra)
+                want = max(0, free) + extra
+                return progress + await self._claim(self.queues, want, carry=carry)
             for queue in self._limited:
                 room = min(self._room(queue), free)
                 if room > 0:
@@ -544,6 +590,27 @@ class Worker:
             self._failures += 1
             _log.warning("claiming jobs failed (%s); trying again", exc)
             return -1
+
+    def _hold(self) -> bool:
+        """Whether the finished jobs' outcomes may wait for the next claim (to share its
+        transaction) rather than be recorded now: while buffered jobs run, fewer than a batch
+        of them, and for at most ``PREFETCH_HORIZON`` (the buffer is meant to start within
+        about that long; a timer of the loop, as for pacing)."""
+        if len(self._outcomes) >= self.batch or not self._ready:
+            return False
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._hold_until is None and self._wake is not None:
+            self._hold_until = now + PREFETCH_HORIZON
+            self._hold_timer = loop.call_at(self._hold_until, self._wake.set)
+        return self._hold_until is not None and now < self._hold_until
+
+    def _end_hold(self) -> None:
+        """The held outcomes are being recorded (or the loop ends): no hold any more."""
+        self._hold_until = None
+        timer, self._hold_timer = self._hold_timer, None
+        if timer is not None:
+            timer.cancel()
 
     def _room(self, queue: str) -> int:
         """How many jobs of *queue* may start now."""
@@ -566,17 +633,34 @@ class Worker:
             self._known_at = loop.time()
         return [q for q in self._known if q not in self._limited]
 
-    async def _claim(self, queues: Sequence[str] | None, limit: int) -> int:
+    async def _claim(self, queues: Sequence[str] | None, limit: int, *, carry: bool = False) -> int:
         started = 0
         while limit > 0:
             n = min(limit, self.batch)
-            claimed = await self.jobs.queue.claim(
-                worker=self.id,
-                limit=n,
-                lease=self.lease,
-                now=self.jobs.clock.time(),
-                queues=queues,
-            )
+            if carry and self._outcomes:  # recorded in the claim's own transaction
+                batch, self._outcomes = self._outcomes, []
+                self._end_hold()
+                try:
+                    recorded, claimed = await self.jobs.queue.complete_and_claim(  # type: ignore[attr-defined]
+                        batch,
+                        worker=self.id,
+                        now=self.jobs.clock.time(),
+                        limit=n,
+                        lease=self.lease,
+                        queues=queues,
+                    )
+                except BaseException:
+                    self._outcomes[:0] = batch
+                    raise
+                self._recorded(batch, recorded)
+            else:
+                claimed = await self.jobs.queue.claim(
+                    worker=self.id,
+                    limit=n,
+                    lease=self.lease,
+                    now=self.jobs.clock.time(),
+                    queues=queues,
+                )
             self._failures = 0
             self._take(claimed)
             started += len(claimed)
@@ -597,6 +681,7 @@ class Worker:
 
     async def _flush(self, *, raise_errors: bool) -> bool:
         batch, self._outcomes = self._outcomes, []
+        self._end_hold()
         try:
             recorded = await self.jobs.queue.complete(
                 batch, worker=self.id, now=self.jobs.clock.time()
@@ -609,6 +694,11 @@ class Worker:
             _log.warning("recording %d outcome(s) failed (%s); trying again", len(batch), exc)
             return False
         self._failures = 0
+        self._recorded(batch, recorded)
+        return True
+
+    def _recorded(self, batch: list[Outcome], recorded: list[str]) -> None:
+        """Count the outcomes of *batch*; warn of those the queue ignored (not in *recorded*)."""
         if len(recorded) < len(batch):
             kept = set(recorded)
             ignored = [o.job_id for o in batch if o.job_id not in kept]
@@ -619,7 +709,6 @@ class Worker:
             )
         for outcome in batch:
             self.counts[outcome.kind] += 1
-        return True
 
     async def _heartbeats(self) -> None:
         while True:
@@ -709,7 +798,8 @@ class Worker:
     async def _attempt(self, job: Job) -> Outcome:
         clock = self.jobs.clock
         now = clock.time()
-        lost = sum(1 for entry in job.history if entry.get("code") == "LEASE_EXPIRED")
+        history = job.history
+        lost = sum(1 for entry in history if entry.get("code") == "LEASE_EXPIRED") if history else 0
         if lost >= self.max_lost_leases:
             # its workers keep dying while running it (a poison job): stop before it takes
             # down another one; lost runs are not attempts, so this has its own limit
@@ -754,7 +844,7 @@ class Worker:
             clock=clock,
             worker=self.id,
             logger=logging.LoggerAdapter(
-                logging.getLogger("antifragile.jobs.run"),
+                _run_log,
                 {
                     "job_id": job.id,
                     "job": job.name,
@@ -770,23 +860,24 @@ class Worker:
             args, kwargs = fn.decode(job)
             if timeout is None:
                 result = await fn.fn(ctx, *args, **kwargs)
-            else:
-                limit = asyncio.timeout(timeout)
+            else:  # the loop's one watchdog, not a timer per job (see policies._timeout)
+                dog = watchdog()
+                scope = dog.enter(dog.loop_time() + timeout)
                 try:
-                    async with limit:
-                        result = await fn.fn(ctx, *args, **kwargs)
-                except TimeoutError:
-                    if not limit.expired():
-                        raise
-                    raise _JobTimeout(
-                        f"job {job.name!r} ran longer than its timeout of {timeout:g}s"
-                    ) from None
+                    result = await fn.fn(ctx, *args, **kwargs)
+                except BaseException as exc:
+                    if _timed_out(dog, scope) and isinstance(exc, asyncio.CancelledError):
+                        raise _JobTimeout(
+                            f"job {job.name!r} ran longer than its timeout of {timeout:g}s"
+                        ) from None
+                    raise
+                _timed_out(dog, scope)
         except Exception as exc:
             return self._failed(job, fn, exc, started_at, clock.monotonic() - t0)
         duration = clock.monotonic() - t0
-        self._observe_attempt(job, duration, None, None)
-        attempt = None
-        if job.history:  # keep the successful attempt beside the failed ones
+        if self.jobs.observer is not None:
+            self._observe_attempt(job, duration, None, None)
+        if history:  # keep the successful attempt beside the failed ones
             attempt = {
                 "number": job.attempts + 1,
                 "started_at": started_at,
@@ -795,7 +886,10 @@ class Worker:
                 "message": "succeeded",
                 "status": None,
             }
-        return Outcome(job.id, "succeeded", result=_jsonable(result), attempt=attempt)
+            return Outcome(job.id, "succeeded", result=_jsonable(result), attempt=attempt)
+        if result is None:
+            return Outcome(job.id, "succeeded")
+        return Outcome(job.id, "succeeded", result=_jsonable(result))
 
     def _failed(
         self,
@@ -847,8 +941,7 @@ class Worker:
                         from_retry_after=decision.from_retry_after,
                     )
                 )
-            job_log = logging.getLogger("antifragile.jobs.run")
-            job_log.info(
+            _run_log.info(
                 "job %s (%s) attempt %d failed with %s; next run in %.1fs",
                 job.id,
                 job.name,
