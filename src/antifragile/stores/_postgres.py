@@ -83,7 +83,7 @@ import hashlib
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, LiteralString
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -157,7 +157,7 @@ LoneParam = str | int | float | None
 
 KV_GET: LiteralString = """
 SELECT value, version, expires_at FROM antifragile_kv
-WHERE key = %(key)s AND (expires_at IS NULL OR expires_at > %(now)s::float8)
+WHERE key = %(key)s::text AND (expires_at IS NULL OR expires_at > %(now)s::float8)
 """
 
 KV_SET: LiteralString = """
@@ -325,7 +325,7 @@ WITH taken AS (
 SELECT tokens, stamp, true FROM taken
 UNION ALL
 SELECT tokens, stamp, false FROM antifragile_rate_limits
-WHERE key = %(key)s AND NOT EXISTS (SELECT FROM taken)
+WHERE key = %(key)s::text AND NOT EXISTS (SELECT FROM taken)
 """
 
 # no token before until = now + seconds, and at most one then (the level at until, capped at 1)
@@ -601,6 +601,48 @@ def _lone_params(params: Sequence[LoneParam], encoding: str) -> list[bytes | Non
     return values
 
 
+def _bool_column(value: bytes, encoding: str) -> bool:
+    return value == b"t"
+
+
+def _int_column(value: bytes, encoding: str) -> int:
+    return int(value)
+
+
+def _float_column(value: bytes, encoding: str) -> float:
+    return float(value)  # also "NaN", "Infinity" and "-Infinity", as the server writes them
+
+
+def _text_column(value: bytes, encoding: str) -> str:
+    return value.decode(encoding)
+
+
+#: how a column of a lone statement's result is read, by the type's oid (the types psycopg
+#: reads as bool, int and float; any other is read as its text)
+_COLUMN_READERS: dict[int, Callable[[bytes, str], Any]] = {
+    16: _bool_column,  # bool
+    20: _int_column,  # int8
+    21: _int_column,  # int2
+    23: _int_column,  # int4
+    700: _float_column,  # float4
+    701: _float_column,  # float8
+}
+
+
+def _lone_rows(result: PGresult, encoding: str) -> list[tuple[Any, ...]]:
+    """The rows of *result* (text format), each column read by its type."""
+    readers = [_COLUMN_READERS.get(result.ftype(c), _text_column) for c in range(result.nfields)]
+    get_value = result.get_value
+    rows: list[tuple[Any, ...]] = []
+    for row in range(result.ntuples):
+        values: list[Any] = []
+        for column, read in enumerate(readers):
+            value = get_value(row, column)
+            values.append(None if value is None else read(value, encoding))
+        rows.append(tuple(values))
+    return rows
+
+
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -873,8 +915,19 @@ class _Database:
             raise self.translate(exc) from exc
 
     async def lone(self, statement: LoneStatement, params: Sequence[LoneParam]) -> list[Any]:
-        """The first column of the rows of one statement in autocommit, read as text, with the
-        values of its parameters in the order of its names: the hot path of a single enqueue.
+        """The first column of the rows of :meth:`lone_rows`."""
+        return [row[0] for row in await self.lone_rows(statement, params)]
+
+    async def lone_rows(
+        self, statement: LoneStatement, params: Sequence[LoneParam]
+    ) -> list[tuple[Any, ...]]:
+        """The rows of one statement in autocommit, with the values of its parameters in the
+        order of its names: the hot path of a single enqueue, and of the single reads and
+        writes every inbound message makes (its inbox entry, session, sender's bucket).
+
+        Columns of type text, varchar, integer, float and boolean read as psycopg reads them
+        (``str``, ``int``, ``float``, ``bool``; SQL NULL as ``None``); on the kept connection
+        any other type reads as its text, so a statement returns only those types.
 
         A lone statement (one caller awaiting one statement, as an application enqueues a job)
         runs on a connection kept out of the pool for them, driven through libpq's own
@@ -894,8 +947,7 @@ class _Database:
             if self.down_since is not None and self.kept is not None and not self.kept_busy:
                 await self._release_kept()  # the pool replaces it with the others
             positional = [params[position] for position in statement.positions]
-            rows = await self.prepared(statement.query, positional)
-            return [row[0] for row in rows]
+            return await self.prepared(statement.query, positional)
         pool = self._pool()
         self.kept_busy = True
         conn: AsyncConnection[TupleRow] | None = None
@@ -957,7 +1009,7 @@ class _Database:
 
     async def _run_kept(
         self, conn: AsyncConnection[TupleRow], statement: LoneStatement, params: Sequence[LoneParam]
-    ) -> list[Any]:
+    ) -> list[tuple[Any, ...]]:
         pgconn = conn.pgconn
         encoding = self.kept_encoding
         values = _lone_params(params, encoding)
@@ -972,11 +1024,7 @@ class _Database:
         result = _check_results(await _results(pgconn), encoding)
         if result.status != pq.ExecStatus.TUPLES_OK:
             return []
-        rows: list[Any] = []
-        for row in range(result.ntuples):
-            value = result.get_value(row, 0)
-            rows.append(None if value is None else value.decode(encoding))
-        return rows
+        return _lone_rows(result, encoding)
 
     async def fetchone(
         self, query: LiteralString, params: Mapping[str, Any] | None = None
@@ -1038,6 +1086,11 @@ class _Database:
 # -- the protocols ------------------------------------------------------------------------------
 
 
+#: the single statements every inbound message runs, on the kept connection (:meth:`lone_rows`)
+_LONE_KV_GET = LoneStatement(KV_GET, ("key", "now"))
+_LONE_RATE_TAKE = LoneStatement(RATE_TAKE, ("key", "tokens", "rate", "burst", "max_wait", "now"))
+
+
 class PostgresKeyValueStore:
     """KeyValueStore on the table ``antifragile_kv``.
 
@@ -1049,9 +1102,10 @@ class PostgresKeyValueStore:
         self._db = db
 
     async def get(self, key: str, *, now: float) -> Versioned | None:
-        row = await self._db.fetchone(KV_GET, {"key": key, "now": float(now)})
-        if row is None:
+        rows = await self._db.lone_rows(_LONE_KV_GET, (key, float(now)))
+        if not rows:
             return None
+        row = rows[0]
         return Versioned(key, decode(row[0]), row[1], row[2])
 
     async def set(
@@ -1267,16 +1321,10 @@ class PostgresRateLimitStore:
     ) -> TokenGrant:
         check_rate(rate)
         n, rate, burst, max_wait = float(tokens), float(rate), float(burst), float(max_wait)
-        params = {
-            "key": key,
-            "tokens": n,
-            "rate": rate,
-            "burst": burst,
-            "max_wait": max_wait,
-            "now": float(now),
-        }
+        params = (key, n, rate, burst, max_wait, float(now))
         for _ in range(_STALE_RETRIES):
-            row = await self._db.fetchone(RATE_TAKE, params)
+            rows = await self._db.lone_rows(_LONE_RATE_TAKE, params)
+            row = rows[0] if rows else None
             if row is not None and row[2]:
                 left = row[0]
                 return TokenGrant(True, -left / rate if left < 0 else 0.0)
