@@ -531,8 +531,8 @@ class LoneStatement:
     (``%(name)s``) and run with their values given by position, in the order of *names*.
 
     Every parameter must carry a cast (``%(n)s::int4``, the same one wherever a name repeats):
-    the server learns the parameters' types from the text alone. Every column the statement
-    returns is read as text."""
+    the server learns the parameters' types from the text alone. Its columns are read as
+    :meth:`_Database.lone_rows` says."""
 
     __slots__ = ("name", "positions", "query", "text")
 
