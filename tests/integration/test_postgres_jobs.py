@@ -11,6 +11,7 @@ not depend on the caller's ``search_path``, and the claim's plan on a backlog.
 from __future__ import annotations
 
 import asyncio
+import math
 import multiprocessing
 import uuid
 from collections import Counter
@@ -22,10 +23,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from antifragile import ConfigurationError, FakeClock, StoreUnavailableError
+from antifragile import ConfigurationError, FakeClock, StoreError, StoreUnavailableError
 from antifragile.jobs import Enqueued, Job, JobFilter, NewJob, Outcome, StatusFlag
 from antifragile.jobs._postgres import _JOB_FIELDS, _NO_SORT, CLAIM_ANY, PostgresJobQueue
-from antifragile.stores._postgres import PostgresStore
+from antifragile.stores._postgres import LONE_CONNECTIONS, LoneStatement, PostgresStore
 from tests._waiting import eventually
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -244,8 +245,8 @@ async def test_a_single_job_by_position_is_stored_as_by_name(
 
 
 def _kept_pid(queue: PostgresJobQueue) -> int:
-    """The server process of the connection the store keeps for single enqueues."""
-    kept = queue._db.kept
+    """The server process of the first connection the store keeps for single enqueues."""
+    kept = queue._db.kept_slots[0].conn
     assert kept is not None
     return kept.pgconn.backend_pid
 
@@ -278,8 +279,9 @@ async def test_single_enqueues_one_after_another_share_one_kept_connection(
 
 
 async def test_enqueues_meanwhile_go_to_the_pool(queue: PostgresJobQueue, clock: FakeClock) -> None:
-    """While a single enqueue runs on the kept connection, the others started meanwhile take
-    pooled connections; every job is stored once, and repeats are found."""
+    """While a single enqueue runs on the kept connection, the others started meanwhile keep
+    a few more connections and take pooled ones beyond those; every job is stored once, and
+    repeats are found."""
     now = clock.time()
     await queue.enqueue([new_job(now, "first")], now=now)
     pid, checkouts = _kept_pid(queue), _checkouts(queue)
@@ -289,7 +291,9 @@ async def test_enqueues_meanwhile_go_to_the_pool(queue: PostgresJobQueue, clock:
     ]
     made = await asyncio.gather(*(queue.enqueue([job], now=now) for job in jobs))
     assert made == [[Enqueued(f"j{n}", True)] for n in range(10)]
-    assert _checkouts(queue) >= checkouts + 9  # all but the first went to the pool
+    assert _checkouts(queue) >= checkouts + 9  # all but the first took a pooled connection
+    kept = [slot.conn.pgconn.backend_pid for slot in queue._db.kept_slots if slot.conn]
+    assert len(kept) == len(set(kept)) == LONE_CONNECTIONS
     repeats = [new_job(now, f"again{n}", idempotency_key=f"k{n}") for n in range(10)]
     again = await asyncio.gather(*(queue.enqueue([job], now=now) for job in repeats))
     assert again == [[Enqueued(f"j{n}", False)] for n in range(10)]
@@ -336,7 +340,7 @@ async def test_a_kept_connection_ended_during_a_statement_is_replaced(
             await task
         assert raised.value.retryable
         locker.rollback()
-    assert queue._db.kept is None
+    assert queue._db.kept_slots[0].conn is None
 
     async def enqueued() -> bool:
         try:
@@ -369,7 +373,7 @@ async def test_a_cancelled_single_enqueue_gives_its_connection_back(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert queue._db.kept is None
+        assert queue._db.kept_slots[0].conn is None
         locker.rollback()
     assert await queue.enqueue([new_job(now, "after")], now=now) == [Enqueued("after", True)]
     assert _kept_pid(queue) != pid
@@ -389,7 +393,7 @@ async def test_closing_the_store_during_a_single_enqueue_lets_it_finish(
         await queue.enqueue([new_job(now, "before")], now=now)
         task = asyncio.create_task(queue.enqueue([new_job(now, "during")], now=now))
         await asyncio.sleep(0)  # the task runs until it waits for the server's answer
-        assert store._db.kept_busy
+        assert store._db.kept_slots[0].busy
     finally:
         await store.close()
     assert await task == [Enqueued("during", True)]
@@ -425,6 +429,52 @@ async def test_while_the_server_is_known_down_single_enqueues_use_the_pool(
     assert _kept_pid(queue) != pid
 
 
+_TYPED = LoneStatement(
+    "SELECT %(t)s::text, %(i)s::int8, %(f)s::float8, %(b)s::bool, NULL::text, 2::int4, "
+    "1.5::float4, 'Infinity'::float8, (-%(i)s)::int2, %(b)s::bool AND false, 'x'::varchar "
+    "FROM generate_series(1, %(n)s::int4)",
+    ("t", "i", "f", "b", "n"),
+)
+
+
+async def test_lone_rows_read_as_on_a_pooled_connection(queue: PostgresJobQueue) -> None:
+    """A lone statement's rows have the same values and types on a kept connection as on a
+    pooled one (the path taken while every kept connection is busy)."""
+    db = queue._db
+    params = ("naïve 'text'", 7, 0.1, True, 2)
+    kept = await db.lone_rows(_TYPED, params)
+    assert db.kept_slots[0].conn is not None  # it ran there
+    for slot in db.kept_slots:
+        slot.busy = True
+    try:
+        checkouts = _checkouts(queue)
+        pooled = await db.lone_rows(_TYPED, params)
+        assert _checkouts(queue) == checkouts + 1
+    finally:
+        for slot in db.kept_slots:
+            slot.busy = False
+    row = ("naïve 'text'", 7, 0.1, True, None, 2, 1.5, math.inf, -7, False, "x")
+    assert kept == pooled == [row, row]
+    assert [[type(v) for v in r] for r in kept] == [[type(v) for v in r] for r in pooled]
+    assert await db.lone(_TYPED, params) == ["naïve 'text'"] * 2
+    assert await db.lone_rows(_TYPED, ("", 0, 0.0, False, 0)) == []
+
+
+async def test_a_failed_lone_statement_leaves_the_kept_connection_usable(
+    queue: PostgresJobQueue,
+) -> None:
+    """A statement the server refuses raises psycopg's error as a StoreError, and the same
+    kept connection runs the next one."""
+    db = queue._db
+    await db.lone_rows(_TYPED, ("a", 1, 1.0, True, 1))
+    pid = _kept_pid(queue)
+    failing = LoneStatement("SELECT 1 / %(n)s::int4", ("n",))
+    with pytest.raises(StoreError, match="division by zero"):
+        await db.lone_rows(failing, (0,))
+    assert await db.lone_rows(failing, (1,)) == [(1,)]
+    assert _kept_pid(queue) == pid
+
+
 async def test_a_pool_of_one_connection_keeps_none(
     postgres_url: str, schema: str, clock: FakeClock
 ) -> None:
@@ -440,7 +490,7 @@ async def test_a_pool_of_one_connection_keeps_none(
                 Enqueued(f"j{n}", True)
             ]
             assert len(await _jobs(queue)) == n + 1
-        assert store._db.kept is None
+        assert store._db.kept_slots == []
     finally:
         await store.close()
 

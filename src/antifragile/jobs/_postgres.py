@@ -1043,6 +1043,7 @@ class _Statements:
         one_names = ("now", *_JOB_VALUE_NAMES)
         self.lone_enqueue_one = LoneStatement(self.enqueue_one, one_names)
         self.lone_enqueue_one_unflagged = LoneStatement(self.enqueue_one_unflagged, one_names)
+        self.lone_get_inbound = LoneStatement(self.get_inbound, ("id",))
         self.sqlalchemy_enqueue = _for_sqlalchemy(self.enqueue)
         self.sqlalchemy_enqueue_one = _for_sqlalchemy(self.enqueue_one)
         self.sqlalchemy_enqueue_one_unflagged = _for_sqlalchemy(self.enqueue_one_unflagged)
@@ -1746,7 +1747,7 @@ class PostgresJobQueue:
         return [index for index in unseen if index in missing]
 
     async def get_inbound(self, inbox_id: str) -> InboxEntry | None:
-        rows = await self._fetch(self._sql.get_inbound, {"id": inbox_id})
+        rows = await self._db.lone_rows(self._sql.lone_get_inbound, (inbox_id,))
         return _inbox_entry(rows[0]) if rows else None
 
     async def find_inbound(

@@ -71,8 +71,10 @@ Connections show up in ``pg_stat_activity`` as ``antifragile`` unless the URL se
 ``application_name``.
 
 Lone statements. A single job's enqueue -- one caller awaiting one statement, the commonest call
-of all -- runs on a connection kept out of the pool (:meth:`_Database.lone`), prepared once and
-driven through libpq directly; the others, and any made while it is busy, use the pool.
+of all -- and the single reads and writes of every inbound message (its inbox entry, session and
+sender's rate-limit bucket) run on a few connections kept out of the pool
+(:meth:`_Database.lone_rows`), prepared once and driven through libpq directly; the others, and
+any made while every kept connection is busy, use the pool.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ import hashlib
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, LiteralString
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -157,7 +159,7 @@ LoneParam = str | int | float | None
 
 KV_GET: LiteralString = """
 SELECT value, version, expires_at FROM antifragile_kv
-WHERE key = %(key)s AND (expires_at IS NULL OR expires_at > %(now)s::float8)
+WHERE key = %(key)s::text AND (expires_at IS NULL OR expires_at > %(now)s::float8)
 """
 
 KV_SET: LiteralString = """
@@ -325,7 +327,7 @@ WITH taken AS (
 SELECT tokens, stamp, true FROM taken
 UNION ALL
 SELECT tokens, stamp, false FROM antifragile_rate_limits
-WHERE key = %(key)s AND NOT EXISTS (SELECT FROM taken)
+WHERE key = %(key)s::text AND NOT EXISTS (SELECT FROM taken)
 """
 
 # no token before until = now + seconds, and at most one then (the level at until, capped at 1)
@@ -529,8 +531,8 @@ class LoneStatement:
     (``%(name)s``) and run with their values given by position, in the order of *names*.
 
     Every parameter must carry a cast (``%(n)s::int4``, the same one wherever a name repeats):
-    the server learns the parameters' types from the text alone. Every column the statement
-    returns is read as text."""
+    the server learns the parameters' types from the text alone. Its columns are read as
+    :meth:`_Database.lone_rows` says."""
 
     __slots__ = ("name", "positions", "query", "text")
 
@@ -601,6 +603,48 @@ def _lone_params(params: Sequence[LoneParam], encoding: str) -> list[bytes | Non
     return values
 
 
+def _bool_column(value: bytes, encoding: str) -> bool:
+    return value == b"t"
+
+
+def _int_column(value: bytes, encoding: str) -> int:
+    return int(value)
+
+
+def _float_column(value: bytes, encoding: str) -> float:
+    return float(value)  # also "NaN", "Infinity" and "-Infinity", as the server writes them
+
+
+def _text_column(value: bytes, encoding: str) -> str:
+    return value.decode(encoding)
+
+
+#: how a column of a lone statement's result is read, by the type's oid (the types psycopg
+#: reads as bool, int and float; any other is read as its text)
+_COLUMN_READERS: dict[int, Callable[[bytes, str], Any]] = {
+    16: _bool_column,  # bool
+    20: _int_column,  # int8
+    21: _int_column,  # int2
+    23: _int_column,  # int4
+    700: _float_column,  # float4
+    701: _float_column,  # float8
+}
+
+
+def _lone_rows(result: PGresult, encoding: str) -> list[tuple[Any, ...]]:
+    """The rows of *result* (text format), each column read by its type."""
+    readers = [_COLUMN_READERS.get(result.ftype(c), _text_column) for c in range(result.nfields)]
+    get_value = result.get_value
+    rows: list[tuple[Any, ...]] = []
+    for row in range(result.ntuples):
+        values: list[Any] = []
+        for column, read in enumerate(readers):
+            value = get_value(row, column)
+            values.append(None if value is None else read(value, encoding))
+        rows.append(tuple(values))
+    return rows
+
+
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -651,6 +695,50 @@ def _check_results(results: list[PGresult], encoding: str) -> PGresult:
     return results[-1]
 
 
+#: at most this many connections are kept out of the pool for lone statements
+LONE_CONNECTIONS = 4
+
+
+class _Kept:
+    """A connection kept out of the pool for lone statements (:meth:`_Database.lone_rows`),
+    the ``time.monotonic()`` when it was taken (the clock the pool measures its
+    ``max_lifetime`` with: a connection's age, not the application's time), whether a
+    statement is running on it, its encoding (as Python names it) and the names of the lone
+    statements prepared on it."""
+
+    __slots__ = ("busy", "conn", "encoding", "prepared", "since")
+
+    def __init__(self) -> None:
+        self.conn: AsyncConnection[TupleRow] | None = None
+        self.since = 0.0
+        self.busy = False
+        self.encoding = "utf-8"
+        self.prepared: set[bytes] = set()
+
+
+async def _run_kept(
+    slot: _Kept,
+    conn: AsyncConnection[TupleRow],
+    statement: LoneStatement,
+    params: Sequence[LoneParam],
+) -> list[tuple[Any, ...]]:
+    pgconn = conn.pgconn
+    encoding = slot.encoding
+    values = _lone_params(params, encoding)
+    if statement.name not in slot.prepared:
+        pgconn.send_prepare(statement.name, statement.text)
+        try:
+            _check_results(await _results(pgconn), encoding)
+        except psycopg.errors.DuplicatePreparedStatement:
+            pass  # kept before, and prepared then (the name is the text's hash)
+        slot.prepared.add(statement.name)
+    pgconn.send_query_prepared(statement.name, values)
+    result = _check_results(await _results(pgconn), encoding)
+    if result.status != pq.ExecStatus.TUPLES_OK:
+        return []
+    return _lone_rows(result, encoding)
+
+
 class _Database:
     """The pool, the connection settings, and the translation of driver errors."""
 
@@ -679,16 +767,10 @@ class _Database:
         self.writes = 0
         self.purging: asyncio.Task[int] | None = None
         self.draining: asyncio.Task[None] | None = None
-        #: the connection kept out of the pool for lone statements (:meth:`lone`), the
-        #: ``time.monotonic()`` when it was taken (the clock the pool measures its
-        #: ``max_lifetime`` with: a connection's age, not the application's time), and whether
-        #: a statement is running on it
-        self.kept: AsyncConnection[TupleRow] | None = None
-        self.kept_since = 0.0
-        self.kept_busy = False
-        self.kept_encoding = "utf-8"  # the kept connection's, as Python names it
-        #: the names of the lone statements prepared on the kept connection
-        self.kept_prepared: set[bytes] = set()
+        #: the connections kept out of the pool for lone statements (:meth:`lone_rows`): at
+        #: most :data:`LONE_CONNECTIONS`, and at most half of ``max_size``; each is taken from
+        #: the pool the first time every kept one before it is busy
+        self.kept_slots = [_Kept() for _ in range(min(LONE_CONNECTIONS, max_size // 2))]
         try:
             params = conninfo_to_dict(conninfo)
         except psycopg.Error as exc:
@@ -800,10 +882,10 @@ class _Database:
         if purging is not None and not purging.done():
             purging.cancel()
             await asyncio.wait([purging])  # its outcome is of no interest any more
-        if not self.kept_busy:  # one in use goes back once its statement ends
-            await self._release_kept()
+        await self._release_kept()  # one in use goes back once its statement ends
         pool, self.pool = self.pool, None
-        self.kept = None
+        for slot in self.kept_slots:
+            slot.conn = None
         if pool is not None:
             await pool.close()
 
@@ -873,64 +955,88 @@ class _Database:
             raise self.translate(exc) from exc
 
     async def lone(self, statement: LoneStatement, params: Sequence[LoneParam]) -> list[Any]:
-        """The first column of the rows of one statement in autocommit, read as text, with the
-        values of its parameters in the order of its names: the hot path of a single enqueue.
+        """The first column of the rows of :meth:`lone_rows`."""
+        return [row[0] for row in await self.lone_rows(statement, params)]
+
+    async def lone_rows(
+        self, statement: LoneStatement, params: Sequence[LoneParam]
+    ) -> list[tuple[Any, ...]]:
+        """The rows of one statement in autocommit, with the values of its parameters in the
+        order of its names: the hot path of a single enqueue, and of the single reads and
+        writes every inbound message makes (its inbox entry, session, sender's bucket).
+
+        Columns of type text, varchar, integer, float and boolean read as psycopg reads them
+        (``str``, ``int``, ``float``, ``bool``; SQL NULL as ``None``); on the kept connection
+        any other type reads as its text, so a statement returns only those types.
 
         A lone statement (one caller awaiting one statement, as an application enqueues a job)
         runs on a connection kept out of the pool for them, driven through libpq's own
         asynchronous interface (psycopg's documented ``pgconn``): the statement prepared on
-        the server once, then one message out and one result back, sparing the pool's
-        checkout and return and psycopg's cursor for every call. While a statement runs on it
-        the next one goes to the pool (:meth:`prepared`), as it does when the pool may hold a
-        single connection (the kept one counts towards ``max_size``) and while the server is
-        known to be down (the kept one is given back then, and the pool's rules for an outage
-        apply: a short wait for a connection, then StoreUnavailableError).
+        the server once per connection, then one message out and one result back, sparing the
+        pool's checkout and return and psycopg's cursor for every call. One statement runs on
+        a kept connection at a time; a statement started while every kept connection is busy
+        takes the next one from the pool and keeps it too, up to :data:`LONE_CONNECTIONS` and
+        half of ``max_size`` (the kept ones count towards it); beyond that it runs on a pooled
+        connection (:meth:`prepared`). No caller ever waits for a kept connection. With
+        ``max_size=1`` nothing is kept, and while the server is known to be down the kept ones
+        are given back and the pool's rules for an outage apply (a short wait for a
+        connection, then StoreUnavailableError).
 
-        The kept connection is checked before each statement (a connection the server ended
-        while it was idle is given back and another one taken, so a restarted server costs
-        no failed call), given back when a statement on it failed to complete, when it is
-        older than the pool's ``max_lifetime``, and on close."""
-        if self.kept_busy or self.max_size < 2 or self.down_since is not None:
-            if self.down_since is not None and self.kept is not None and not self.kept_busy:
-                await self._release_kept()  # the pool replaces it with the others
+        A kept connection is checked before each statement (one the server ended while it was
+        idle is given back and another one taken, so a restarted server costs no failed call),
+        given back when a statement on it failed to complete, when it is older than the
+        pool's ``max_lifetime``, and on close."""
+        slot = None
+        if self.down_since is None:
+            for candidate in self.kept_slots:
+                if not candidate.busy:
+                    slot = candidate
+                    break
+        if slot is None:
+            if self.down_since is not None:
+                await self._release_kept()  # the pool replaces them with the others
             positional = [params[position] for position in statement.positions]
-            rows = await self.prepared(statement.query, positional)
-            return [row[0] for row in rows]
+            return await self.prepared(statement.query, positional)
         pool = self._pool()
-        self.kept_busy = True
+        slot.busy = True
         conn: AsyncConnection[TupleRow] | None = None
         try:
-            conn = self.kept
-            if conn is None or not self._usable(conn, pool):
-                conn = await self._keep(pool)
-            return await self._run_kept(conn, statement, params)
+            conn = slot.conn
+            if conn is None or not self._usable(slot, pool):
+                conn = await self._keep(slot, pool)
+            return await _run_kept(slot, conn, statement, params)
         except PoolClosed:
             raise ConfigurationError("the PostgreSQL store is closed") from None
         except psycopg.Error as exc:
             raise self.translate(exc) from exc
         finally:
-            self.kept_busy = False
+            slot.busy = False
             if conn is not None and (
-                conn is not self.kept
+                conn is not slot.conn
                 or self.pool is not pool
                 or conn.pgconn.transaction_status != pq.TransactionStatus.IDLE
             ):
                 # the store closed meanwhile, or the connection broke or was interrupted
-                if conn is self.kept:
-                    self.kept = None
+                if conn is slot.conn:
+                    slot.conn = None
                 await _give_back(pool, conn)
 
     async def _release_kept(self) -> None:
-        """Give the kept connection back to the pool (not while a statement runs on it)."""
-        kept, self.kept = self.kept, None
-        if kept is not None and self.pool is not None:
-            await _give_back(self.pool, kept)
+        """Give the kept connections back to the pool (not those a statement runs on: they go
+        back once it ends)."""
+        for slot in self.kept_slots:
+            if slot.busy:
+                continue
+            kept, slot.conn = slot.conn, None
+            if kept is not None and self.pool is not None:
+                await _give_back(self.pool, kept)
 
-    def _usable(self, conn: AsyncConnection[TupleRow], pool: AsyncConnectionPool[Any]) -> bool:
-        """Whether the kept *conn* may run the next statement: the server has not ended it
-        while it was idle (reading what it sent costs two system calls) and it is not older
-        than the pool's ``max_lifetime``."""
-        pgconn = conn.pgconn
+    def _usable(self, slot: _Kept, pool: AsyncConnectionPool[Any]) -> bool:
+        """Whether the connection kept in *slot* may run the next statement: the server has
+        not ended it while it was idle (reading what it sent costs two system calls) and it is
+        not older than the pool's ``max_lifetime``."""
+        assert slot.conn is not None
+        pgconn = slot.conn.pgconn
         try:
             # a server ending a connection sends a FATAL message, then closes it: the first
             # read takes the message (libpq reports it as a notice), the second meets the end
@@ -941,42 +1047,21 @@ class _Database:
         return (
             pgconn.status == pq.ConnStatus.OK
             and pgconn.transaction_status == pq.TransactionStatus.IDLE
-            and time.monotonic() - self.kept_since < pool.max_lifetime
+            and time.monotonic() - slot.since < pool.max_lifetime
         )
 
-    async def _keep(self, pool: AsyncConnectionPool[AsyncConnection[TupleRow]]) -> Any:
-        """Give the kept connection back to *pool* and take another one from it."""
-        old, self.kept = self.kept, None
+    async def _keep(
+        self, slot: _Kept, pool: AsyncConnectionPool[AsyncConnection[TupleRow]]
+    ) -> AsyncConnection[TupleRow]:
+        """Give the connection kept in *slot* back to *pool* and keep another one from it."""
+        old, slot.conn = slot.conn, None
         if old is not None:
             await _give_back(pool, old)
         conn = await pool.getconn(timeout=self.wait())
-        self.kept, self.kept_since = conn, time.monotonic()
-        self.kept_encoding = conn.info.encoding
-        self.kept_prepared = set()
+        slot.conn, slot.since = conn, time.monotonic()
+        slot.encoding = conn.info.encoding
+        slot.prepared = set()
         return conn
-
-    async def _run_kept(
-        self, conn: AsyncConnection[TupleRow], statement: LoneStatement, params: Sequence[LoneParam]
-    ) -> list[Any]:
-        pgconn = conn.pgconn
-        encoding = self.kept_encoding
-        values = _lone_params(params, encoding)
-        if statement.name not in self.kept_prepared:
-            pgconn.send_prepare(statement.name, statement.text)
-            try:
-                _check_results(await _results(pgconn), encoding)
-            except psycopg.errors.DuplicatePreparedStatement:
-                pass  # kept before, and prepared then (the name is the text's hash)
-            self.kept_prepared.add(statement.name)
-        pgconn.send_query_prepared(statement.name, values)
-        result = _check_results(await _results(pgconn), encoding)
-        if result.status != pq.ExecStatus.TUPLES_OK:
-            return []
-        rows: list[Any] = []
-        for row in range(result.ntuples):
-            value = result.get_value(row, 0)
-            rows.append(None if value is None else value.decode(encoding))
-        return rows
 
     async def fetchone(
         self, query: LiteralString, params: Mapping[str, Any] | None = None
@@ -1038,6 +1123,11 @@ class _Database:
 # -- the protocols ------------------------------------------------------------------------------
 
 
+#: the single statements every inbound message runs, on the kept connection (:meth:`lone_rows`)
+_LONE_KV_GET = LoneStatement(KV_GET, ("key", "now"))
+_LONE_RATE_TAKE = LoneStatement(RATE_TAKE, ("key", "tokens", "rate", "burst", "max_wait", "now"))
+
+
 class PostgresKeyValueStore:
     """KeyValueStore on the table ``antifragile_kv``.
 
@@ -1049,9 +1139,10 @@ class PostgresKeyValueStore:
         self._db = db
 
     async def get(self, key: str, *, now: float) -> Versioned | None:
-        row = await self._db.fetchone(KV_GET, {"key": key, "now": float(now)})
-        if row is None:
+        rows = await self._db.lone_rows(_LONE_KV_GET, (key, float(now)))
+        if not rows:
             return None
+        row = rows[0]
         return Versioned(key, decode(row[0]), row[1], row[2])
 
     async def set(
@@ -1267,16 +1358,10 @@ class PostgresRateLimitStore:
     ) -> TokenGrant:
         check_rate(rate)
         n, rate, burst, max_wait = float(tokens), float(rate), float(burst), float(max_wait)
-        params = {
-            "key": key,
-            "tokens": n,
-            "rate": rate,
-            "burst": burst,
-            "max_wait": max_wait,
-            "now": float(now),
-        }
+        params = (key, n, rate, burst, max_wait, float(now))
         for _ in range(_STALE_RETRIES):
-            row = await self._db.fetchone(RATE_TAKE, params)
+            rows = await self._db.lone_rows(_LONE_RATE_TAKE, params)
+            row = rows[0] if rows else None
             if row is not None and row[2]:
                 left = row[0]
                 return TokenGrant(True, -left / rate if left < 0 else 0.0)
