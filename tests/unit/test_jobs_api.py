@@ -679,3 +679,35 @@ def test_the_sqlite_queues_json_reader_reads_as_json_loads_does() -> None:
         with pytest.raises(ValueError) as theirs:
             json.loads(bad)
         assert str(ours.value) == str(theirs.value)
+
+
+def test_job_ids_increase_in_the_order_they_are_made() -> None:
+    """Ids made within one millisecond keep their order (jobs of equal priority and due time
+    are claimed by id), and so do ids made from several threads at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from antifragile.jobs import new_job_id
+
+    made = [new_job_id() for _ in range(5_000)]
+    assert made == sorted(made)
+    assert len(set(made)) == len(made)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in made)
+    with ThreadPoolExecutor(4) as pool:
+        batches = list(pool.map(lambda _: [new_job_id() for _ in range(2_000)], range(4)))
+    for batch in batches:
+        assert batch == sorted(batch)
+    assert len({i for batch in batches for i in batch}) == 8_000
+
+
+def test_job_ids_keep_increasing_when_the_system_clock_steps_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from antifragile.jobs import _model, new_job_id
+
+    before = new_job_id()
+    now = [float(int(before[:12], 16)) / 1000 - 3600.0]  # an hour back (an NTP step)
+    monkeypatch.setattr(_model, "_wall", lambda: now[0])
+    after = [new_job_id() for _ in range(3)]
+    assert [before, *after] == sorted([before, *after])
+    assert after[0][:12] == before[:12]  # the same millisecond, one more
+    assert int(after[0], 16) == int(before, 16) + 1

@@ -1,8 +1,9 @@
 """The short form of a job id, and finding a job from the part of its id an operator typed.
 
-A job id is 12 hex digits of milliseconds then 20 random hex digits, so jobs made within the same
-minutes share their first digits: the short form is the *last* :data:`SHORT_ID_LENGTH` digits
-(40 random bits), the form the CLI tables, the admin API (``short_id``) and the dashboard show.
+A job id is 12 hex digits of milliseconds then 20 hex digits (random, counted up within a
+millisecond), so jobs made within the same minutes share their first digits: the short form is
+the *last* :data:`SHORT_ID_LENGTH` digits (40 bits), the form the CLI tables, the admin API
+(``short_id``) and the dashboard show.
 An operator may name a job by its full id, by its short form, or by any prefix or ending of at
 least :data:`MIN_ID_PART` hex digits, as with git commits.
 """

@@ -34,6 +34,7 @@ from __future__ import annotations
 import enum
 import math
 import os
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -69,9 +70,34 @@ WAKE_CODES: tuple[str, ...] = ("CIRCUIT_OPEN", "RATE_LIMITED")
 FINAL: frozenset[JobState] = frozenset({JobState.SUCCEEDED, JobState.DEAD, JobState.RESOLVED})
 
 
+#: the last id made in this process: (milliseconds, tail), see :func:`new_job_id`
+_last_id: tuple[int, int] = (0, 0)
+_id_lock = threading.Lock()
+_TAIL = 1 << 80
+#: the system clock ids are made from (wall time, so that ids of several processes interleave)
+_wall = time.time
+
+
 def new_job_id() -> str:
-    """A time-ordered id: 12 hex digits of milliseconds, then 20 random hex digits."""
-    return f"{int(time.time() * 1000):012x}{os.urandom(10).hex()}"
+    """A time-ordered id: 12 hex digits of milliseconds, then 20 hex digits, random for the
+    first id of a millisecond.
+
+    Ids made in one process are strictly increasing, in the order they were made: within a
+    millisecond (or while the system clock stepped back) the next id is the previous one plus
+    one. Jobs of equal priority and due time are claimed by id, so they start in the order
+    they were enqueued."""
+    global _last_id
+    ms = int(_wall() * 1000)
+    with _id_lock:
+        last_ms, last_tail = _last_id
+        if ms > last_ms:
+            tail = int.from_bytes(os.urandom(10))
+        else:
+            ms, tail = last_ms, last_tail + 1
+            if tail == _TAIL:
+                ms, tail = ms + 1, 0
+        _last_id = (ms, tail)
+    return f"{ms:012x}{tail:020x}"
 
 
 @dataclass(frozen=True, slots=True)
