@@ -423,65 +423,9 @@ def _job(row: tuple[Any, ...]) -> Job:
 
 
 def _claimed(row: tuple[Any, ...], worker: str, until: float, now: float) -> Job:
-    """A Job from a row of ``_CLAIMED_COLUMNS`` that *worker* now holds until *until*."""
-    (
-        id_,
-        name,
-        queue,
-        priority,
-        payload,
-        payload_version,
-        idempotency_key,
-        attempts,
-        max_attempts,
-        run_at,
-        created_at,
-        provider,
-        timeout,
-        first_failed_at,
-        last_failed_at,
-        last_error_code,
-        last_error,
-        history,
-        result,
-        resolution,
-        status_flag,
-        state_data,
-        context,
-        ordering_key,
-        ordering_seq,
-    ) = row
-    return build_job(
-        id_,
-        name,
-        queue,
-        JobState.RUNNING,
-        priority,
-        _loads(payload),
-        payload_version,
-        idempotency_key,
-        attempts,
-        max_attempts,
-        float(run_at),
-        float(created_at),
-        now,
-        provider,
-        None if timeout is None else float(timeout),
-        worker,
-        until,
-        None if first_failed_at is None else float(first_failed_at),
-        None if last_failed_at is None else float(last_failed_at),
-        last_error_code,
-        last_error,
-        () if history == "[]" else tuple(_loads(history)),
-        None if result is None else _loads(result),
-        resolution,
-        None if status_flag is None else _flag(status_flag),
-        None if state_data is None else _loads(state_data),
-        {} if context is None else _loads(context),
-        ordering_key,
-        ordering_seq,
-    )
+    """A Job from a row of ``_CLAIMED_COLUMNS`` that *worker* now holds until *until*: the
+    row of ``_COLUMNS`` with the values the claim set itself filled in."""
+    return _job((*row[:3], "running", *row[3:11], now, *row[11:13], worker, until, *row[13:]))
 
 
 def _inbox_entry(row: tuple[Any, ...]) -> InboxEntry:
