@@ -11,26 +11,17 @@ cannot be recorded gets its error; the callers that shared its statement keep th
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import psycopg
-import pytest
 
 from antifragile import FakeClock
 from antifragile.errors import StoreError
 from antifragile.jobs import JobFilter, NewInboxEntry, NewJob, Recorded, new_job_id
 from antifragile.jobs._postgres import PostgresJobQueue, _record_params
-from antifragile.stores._postgres import PostgresStore
+from tests.integration._postgres import admin
 
+# The clock, schema and queue fixtures are tests/integration/conftest.py's.
 TTL = 7 * 24 * 3600.0
-
-
-def _admin(url: str, query: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        cursor = conn.execute(query.encode())
-        return cursor.fetchall() if cursor.description else []
 
 
 def entry(event_id: str, *, now: float, name: str = "inbound.process") -> NewInboxEntry:
@@ -55,45 +46,21 @@ def entry(event_id: str, *, now: float, name: str = "inbound.process") -> NewInb
     )
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def schema(postgres_url: str) -> Iterator[str]:
-    name = f"ingest_{uuid.uuid4().hex[:12]}"
-    yield name
-    _admin(postgres_url, f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-
-
-@pytest.fixture
-async def queue(
-    postgres_url: str, schema: str, clock: FakeClock
-) -> AsyncIterator[PostgresJobQueue]:
-    store = PostgresStore(postgres_url, schema=schema, clock=clock)
-    await store.open()
-    try:
-        yield PostgresJobQueue(store)
-    finally:
-        await store.close()
-
-
 def transactions(url: str, schema: str) -> int:
     """How many transactions inserted the schema's inbox rows."""
-    rows = _admin(url, f'SELECT count(DISTINCT xmin::text) FROM "{schema}".antifragile_inbox')
+    rows = admin(url, f'SELECT count(DISTINCT xmin::text) FROM "{schema}".antifragile_inbox')
     return int(rows[0][0])
 
 
 def _refuse_jobs_named_explode(url: str, schema: str) -> None:
     quoted = f'"{schema}"'
-    _admin(
+    admin(
         url,
         f"CREATE FUNCTION {quoted}.explode() RETURNS trigger LANGUAGE plpgsql AS $$ "
         "BEGIN IF NEW.name = 'explode' THEN RAISE EXCEPTION 'refused'; END IF; "
         "RETURN NEW; END $$",
     )
-    _admin(
+    admin(
         url,
         f"CREATE TRIGGER explode BEFORE INSERT ON {quoted}.antifragile_jobs "
         f"FOR EACH ROW EXECUTE FUNCTION {quoted}.explode()",

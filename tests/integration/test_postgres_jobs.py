@@ -11,6 +11,7 @@ not depend on the caller's ``search_path``, and the claim's plan on a backlog.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import multiprocessing
 import uuid
@@ -28,7 +29,9 @@ from antifragile.jobs import Enqueued, Job, JobFilter, NewJob, Outcome, StatusFl
 from antifragile.jobs._postgres import _JOB_FIELDS, _NO_SORT, CLAIM_ANY, PostgresJobQueue
 from antifragile.stores._postgres import LONE_CONNECTIONS, LoneStatement, PostgresStore
 from tests._waiting import eventually
+from tests.integration._postgres import admin, open_queue
 
+# The clock, schema and queue fixtures are tests/integration/conftest.py's.
 SPAWN = multiprocessing.get_context("spawn")
 PROCESSES = 4
 LEASE = 30.0
@@ -40,45 +43,11 @@ def new_job(now: float, id: str, **fields: Any) -> NewJob:
     return NewJob(name="noop", payload={"id": id}, run_at=now, max_attempts=3, id=id, **fields)
 
 
-def _admin(url: str, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        cursor = conn.execute(query.encode(), params)
-        return cursor.fetchall() if cursor.description else []
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def schema(postgres_url: str) -> Iterator[str]:
-    """A schema of this test's own, dropped afterwards whatever happened."""
-    name = f"jobs_{uuid.uuid4().hex[:12]}"
-    yield name
-    _admin(postgres_url, f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-
-
-@pytest.fixture
-async def queue(
-    postgres_url: str, schema: str, clock: FakeClock
-) -> AsyncIterator[PostgresJobQueue]:
-    store = PostgresStore(postgres_url, schema=schema, clock=clock)
-    await store.open()
-    try:
-        yield PostgresJobQueue(store)
-    finally:
-        await store.close()
-
-
 # -- several OS processes ------------------------------------------------------------------------
 
 
 async def _drain(url: str, schema: str, worker: str, now: float, barrier: Any) -> list[str]:
-    store = PostgresStore(url, schema=schema, max_size=2)
-    await store.open()
-    try:
-        queue = PostgresJobQueue(store)
+    async with open_queue(url, schema, max_size=2) as queue:
         barrier.wait(30)  # start together, so that the processes really contend
         claimed: list[str] = []
         while jobs := await queue.claim(worker=worker, limit=25, lease=3600, now=now):
@@ -87,8 +56,6 @@ async def _drain(url: str, schema: str, worker: str, now: float, barrier: Any) -
             recorded = await queue.complete(outcomes, worker=worker, now=now)
             assert sorted(recorded) == sorted(job.id for job in jobs)
         return claimed
-    finally:
-        await store.close()
 
 
 def _run_drain(url: str, schema: str, worker: str, now: float, barrier: Any) -> list[str]:
@@ -258,6 +225,13 @@ def _checkouts(queue: PostgresJobQueue) -> int:
     return pool.get_stats().get("requests_num", 0)
 
 
+async def _keep_a_connection(queue: PostgresJobQueue, now: float, id: str = "before") -> int:
+    """Enqueue one job alone, which keeps a connection out of the pool; that connection's
+    server process."""
+    await queue.enqueue([new_job(now, id)], now=now)
+    return _kept_pid(queue)
+
+
 def _with_application(url: str, name: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}application_name={name}"
 
@@ -283,8 +257,7 @@ async def test_enqueues_meanwhile_go_to_the_pool(queue: PostgresJobQueue, clock:
     a few more connections and take pooled ones beyond those; every job is stored once, and
     repeats are found."""
     now = clock.time()
-    await queue.enqueue([new_job(now, "first")], now=now)
-    pid, checkouts = _kept_pid(queue), _checkouts(queue)
+    pid, checkouts = await _keep_a_connection(queue, now, "first"), _checkouts(queue)
     jobs = [
         new_job(now, f"j{n}", idempotency_key=f"k{n}", status_flag=FLAG if n % 2 else None)
         for n in range(10)
@@ -307,10 +280,9 @@ async def test_a_kept_connection_the_server_ended_is_replaced_before_use(
     """A kept connection the server ended while it was idle is noticed before the next
     statement: that enqueue succeeds on a new connection, and the store is not marked down."""
     now = clock.time()
-    await queue.enqueue([new_job(now, "before")], now=now)
-    pid = _kept_pid(queue)
+    pid = await _keep_a_connection(queue, now)
     # ended, and gone (the server waits up to 30 s for its process to exit)
-    assert _admin(postgres_url, "SELECT pg_terminate_backend(%s, 30000)", (pid,)) == [(True,)]
+    assert admin(postgres_url, "SELECT pg_terminate_backend(%s, 30000)", (pid,)) == [(True,)]
     assert await queue.enqueue([new_job(now, "after")], now=now) == [Enqueued("after", True)]
     assert _kept_pid(queue) != pid
     assert queue._db.down_since is None
@@ -318,8 +290,25 @@ async def test_a_kept_connection_the_server_ended_is_replaced_before_use(
 
 
 async def _blocked_on_a_lock(url: str, pid: int) -> bool:
-    rows = _admin(url, "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,))
+    rows = admin(url, "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,))
     return rows == [("Lock",)]
+
+
+@contextlib.asynccontextmanager
+async def _enqueue_behind_a_lock(
+    url: str, schema: str, queue: PostgresJobQueue, job: NewJob
+) -> AsyncIterator[tuple[int, asyncio.Task[list[Enqueued]]]]:
+    """After a job "before" has kept a connection, *job* enqueued alone on that connection while
+    another one holds the jobs table locked: (the kept connection's server process, the enqueue's
+    task), once the statement waits on the lock. The lock is let go on leaving."""
+    now = job.run_at
+    pid = await _keep_a_connection(queue, now)
+    with psycopg.connect(url) as locker:
+        locker.execute(f'LOCK TABLE "{schema}".antifragile_jobs IN ACCESS EXCLUSIVE MODE'.encode())
+        task = asyncio.create_task(queue.enqueue([job], now=now))
+        await eventually(lambda: _blocked_on_a_lock(url, pid))
+        yield pid, task
+        locker.rollback()
 
 
 async def test_a_kept_connection_ended_during_a_statement_is_replaced(
@@ -329,17 +318,12 @@ async def test_a_kept_connection_ended_during_a_statement_is_replaced(
     raises StoreUnavailableError (retryable) and the store counts the server as down; the
     connection is given back, enqueues succeed on the pool, then on another kept one."""
     now = clock.time()
-    await queue.enqueue([new_job(now, "before")], now=now)
-    pid = _kept_pid(queue)
-    with psycopg.connect(postgres_url) as locker:
-        locker.execute(f'LOCK TABLE "{schema}".antifragile_jobs IN ACCESS EXCLUSIVE MODE'.encode())
-        task = asyncio.create_task(queue.enqueue([new_job(now, "lost")], now=now))
-        await eventually(lambda: _blocked_on_a_lock(postgres_url, pid))
-        _admin(postgres_url, "SELECT pg_terminate_backend(%s, 30000)", (pid,))
+    lost = new_job(now, "lost")
+    async with _enqueue_behind_a_lock(postgres_url, schema, queue, lost) as (pid, task):
+        admin(postgres_url, "SELECT pg_terminate_backend(%s, 30000)", (pid,))
         with pytest.raises(StoreUnavailableError) as raised:
             await task
         assert raised.value.retryable
-        locker.rollback()
     assert queue._db.kept_slots[0].conn is None
 
     async def enqueued() -> bool:
@@ -364,17 +348,12 @@ async def test_a_cancelled_single_enqueue_gives_its_connection_back(
     behind: the kept one is closed and given back to the pool, the next enqueue takes
     another one."""
     now = clock.time()
-    await queue.enqueue([new_job(now, "before")], now=now)
-    pid = _kept_pid(queue)
-    with psycopg.connect(postgres_url) as locker:
-        locker.execute(f'LOCK TABLE "{schema}".antifragile_jobs IN ACCESS EXCLUSIVE MODE'.encode())
-        task = asyncio.create_task(queue.enqueue([new_job(now, "cancelled")], now=now))
-        await eventually(lambda: _blocked_on_a_lock(postgres_url, pid))
+    cancelled = new_job(now, "cancelled")
+    async with _enqueue_behind_a_lock(postgres_url, schema, queue, cancelled) as (pid, task):
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         assert queue._db.kept_slots[0].conn is None
-        locker.rollback()
     assert await queue.enqueue([new_job(now, "after")], now=now) == [Enqueued("after", True)]
     assert _kept_pid(queue) != pid
 
@@ -398,8 +377,8 @@ async def test_closing_the_store_during_a_single_enqueue_lets_it_finish(
         await store.close()
     assert await task == [Enqueued("during", True)]
     count = f"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{application}'"
-    await eventually(lambda: _admin(postgres_url, count) == [(0,)])
-    rows = _admin(postgres_url, f'SELECT id FROM "{schema}".antifragile_jobs ORDER BY id')
+    await eventually(lambda: admin(postgres_url, count) == [(0,)])
+    rows = admin(postgres_url, f'SELECT id FROM "{schema}".antifragile_jobs ORDER BY id')
     assert rows == [("before",), ("during",)]
 
 
@@ -410,8 +389,7 @@ async def test_while_the_server_is_known_down_single_enqueues_use_the_pool(
     (which wait only briefly while it is down) and the kept connection goes back to the pool,
     which replaces it; once a connection succeeds again, one is kept anew."""
     now = clock.time()
-    await queue.enqueue([new_job(now, "before")], now=now)
-    pid = _kept_pid(queue)
+    pid = await _keep_a_connection(queue, now)
     queue._db.mark_down()  # as an operation that met a dropped connection does
     made: list[Enqueued] = []
 
@@ -480,19 +458,14 @@ async def test_a_pool_of_one_connection_keeps_none(
 ) -> None:
     """With ``max_size=1`` no connection is kept out of the pool: single enqueues take the
     pool's only connection, which the store's other operations need too."""
-    store = PostgresStore(postgres_url, schema=schema, max_size=1)
-    await store.open()
-    try:
-        queue = PostgresJobQueue(store)
+    async with open_queue(postgres_url, schema, max_size=1) as queue:
         now = clock.time()
         for n in range(3):
             assert await queue.enqueue([new_job(now, f"j{n}")], now=now) == [
                 Enqueued(f"j{n}", True)
             ]
             assert len(await _jobs(queue)) == n + 1
-        assert store._db.kept_slots == []
-    finally:
-        await store.close()
+        assert queue._db.kept_slots == []
 
 
 def _async_url(url: str) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from contextlib import closing
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,26 @@ from antifragile.stores._sqlite import SQLiteStore
 _LEVELS = {"normal": 1, "full": 2, "extra": 3}
 
 
-def _job(tag: str, now: float) -> NewJob:
-    return NewJob(name="note", queue="q", payload={"tag": tag}, run_at=now, max_attempts=1)
+def _job(tag: str, now: float, *, max_attempts: int = 1, **fields: Any) -> NewJob:
+    return NewJob(
+        name="note",
+        queue="q",
+        payload={"tag": tag},
+        run_at=now,
+        max_attempts=max_attempts,
+        **fields,
+    )
+
+
+@asynccontextmanager
+async def _opened(url: str) -> AsyncIterator[tuple[SQLiteStore, SQLiteJobQueue]]:
+    """An open store at *url* and its job queue; the store is closed on leaving."""
+    store = SQLiteStore(url)
+    await store.open()
+    try:
+        yield store, SQLiteJobQueue(store)
+    finally:
+        await store.close()
 
 
 async def _synchronous(store: SQLiteStore) -> Any:
@@ -36,10 +55,7 @@ async def test_a_claim_leaves_the_stores_synchronous_setting_as_it_was(
     URL says; the claim is committed (another connection sees the job running) and the
     outcome that follows is recorded."""
     path = tmp_path / "jobs.db"
-    store = SQLiteStore(f"sqlite:///{path}?synchronous={level}")
-    await store.open()
-    try:
-        queue = SQLiteJobQueue(store)
+    async with _opened(f"sqlite:///{path}?synchronous={level}") as (store, queue):
         now = time.time()
         await queue.enqueue([_job("a", now)], now=now)
         claimed = await queue.claim(worker="w", limit=10, lease=30.0, now=now)
@@ -52,8 +68,6 @@ async def test_a_claim_leaves_the_stores_synchronous_setting_as_it_was(
         assert await _synchronous(store) == _LEVELS[level]
         done = await queue.complete([Outcome(claimed[0].id, "succeeded")], worker="w", now=now)
         assert done == [claimed[0].id]
-    finally:
-        await store.close()
 
 
 async def test_completing_and_claiming_at_once_is_completing_then_claiming(
@@ -66,22 +80,9 @@ async def test_completing_and_claiming_at_once_is_completing_then_claiming(
     rows: dict[str, list[tuple[Any, ...]]] = {}
     results: dict[str, tuple[list[str], list[Any]]] = {}
     for way in ("apart", "together"):
-        store = SQLiteStore(f"sqlite:///{tmp_path / way}.db")
-        await store.open()
-        try:
-            queue = SQLiteJobQueue(store)
+        async with _opened(f"sqlite:///{tmp_path / way}.db") as (store, queue):
             now = 1000.0
-            jobs = [
-                NewJob(
-                    name="note",
-                    queue="q",
-                    payload={"tag": str(n)},
-                    run_at=now,
-                    max_attempts=3,
-                    id=f"{n:032x}",
-                )
-                for n in range(6)
-            ]
+            jobs = [_job(str(n), now, max_attempts=3, id=f"{n:032x}") for n in range(6)]
             await queue.enqueue(jobs, now=now)
             first = await queue.claim(worker="w", limit=3, lease=30.0, now=now)
             outcomes = [
@@ -103,8 +104,6 @@ async def test_completing_and_claiming_at_once_is_completing_then_claiming(
             rows[way] = await store._db.run(
                 lambda conn: conn.execute("SELECT * FROM antifragile_jobs ORDER BY id").fetchall()
             )
-        finally:
-            await store.close()
     assert results["together"] == results["apart"]
     assert len(results["together"][0]) == 3
     assert len(results["together"][1]) == 2
@@ -113,10 +112,7 @@ async def test_completing_and_claiming_at_once_is_completing_then_claiming(
 
 async def test_a_failed_complete_and_claim_keeps_neither(tmp_path: Path) -> None:
     """An outcome the queue refuses fails the whole call: no job is claimed, none recorded."""
-    store = SQLiteStore(f"sqlite:///{tmp_path / 'jobs.db'}")
-    await store.open()
-    try:
-        queue = SQLiteJobQueue(store)
+    async with _opened(f"sqlite:///{tmp_path / 'jobs.db'}") as (store, queue):
         now = 1000.0
         await queue.enqueue([_job(str(n), now) for n in range(3)], now=now)
         (held,) = await queue.claim(worker="w", limit=1, lease=30.0, now=now)
@@ -127,8 +123,6 @@ async def test_a_failed_complete_and_claim_keeps_neither(tmp_path: Path) -> None
             lambda conn: conn.execute("SELECT state FROM antifragile_jobs").fetchall()
         )
         assert sorted(s for (s,) in states) == ["queued", "queued", "running"]
-    finally:
-        await store.close()
 
 
 async def test_a_claimed_job_is_the_job_the_queue_then_holds(tmp_path: Path) -> None:
@@ -136,26 +130,13 @@ async def test_a_claimed_job_is_the_job_the_queue_then_holds(tmp_path: Path) -> 
     instead of reading them back: each job it returns equals the job read afterwards, for a
     fresh claim and for one that takes over an expired lease (whose lost run joins the
     history)."""
-    store = SQLiteStore(f"sqlite:///{tmp_path / 'jobs.db'}")
-    await store.open()
-    try:
-        queue = SQLiteJobQueue(store)
+    async with _opened(f"sqlite:///{tmp_path / 'jobs.db'}") as (_, queue):
         now = 1000.0
-        await queue.enqueue(
-            [
-                NewJob(
-                    name="note",
-                    queue="q",
-                    payload={"tag": str(n)},
-                    run_at=now,
-                    max_attempts=3,
-                    timeout=30,
-                    context={"request_id": f"r{n}"},
-                )
-                for n in range(3)
-            ],
-            now=now,
-        )
+        jobs = [
+            _job(str(n), now, max_attempts=3, timeout=30, context={"request_id": f"r{n}"})
+            for n in range(3)
+        ]
+        await queue.enqueue(jobs, now=now)
         fresh = await queue.claim(worker="a", limit=2, lease=5.0, now=now)
         assert fresh == [await queue.get(job.id) for job in fresh]
         later = now + 10  # the first claim's leases ran out
@@ -167,5 +148,3 @@ async def test_a_claimed_job_is_the_job_the_queue_then_holds(tmp_path: Path) -> 
         held = [await queue.get(job.id) for job in taken]
         assert taken == held
         assert sum(len(job.history) for job in taken) == 2  # the two lost runs
-    finally:
-        await store.close()

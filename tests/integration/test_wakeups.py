@@ -25,10 +25,8 @@ from antifragile.jobs import JobContext, Jobs, NewJob, Worker
 from antifragile.jobs._postgres import channel_name
 from antifragile.jobs._wakeup import socket_directory
 from tests._waiting import eventually
-from tests.integration.test_postgres_jobs import schema
 
-__all__ = ["schema"]  # a fixture of this module too
-
+# The schema fixture is tests/integration/conftest.py's.
 HOUR = 3600.0
 ROOT = Path(__file__).resolve().parents[2]
 

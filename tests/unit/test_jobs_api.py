@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,7 +34,7 @@ from antifragile.jobs import (
     JobState,
     StatusFlag,
 )
-from antifragile.jobs._payload import looks_secret, redact_payload
+from antifragile.jobs._payload import PayloadCodec, looks_secret, redact_payload
 from antifragile.jobs._policy import (
     PROBE_WAIT,
     decide_failure,
@@ -517,22 +517,28 @@ def _job(
     )
 
 
+def _quick_and_validating(job: Callable[..., Any]) -> tuple[PayloadCodec, PayloadCodec]:
+    """Two codecs of *job*'s payload: one as a job function gets it, and one held to the
+    validating path (no quick path for scalars)."""
+    codec = PayloadCodec(job, "quick")
+    slow = PayloadCodec(job, "slow")
+    slow._build()
+    slow._scalars = None  # force the validating path
+    return codec, slow
+
+
 def test_scalar_payloads_take_the_quick_path_with_the_same_result() -> None:
     """Arguments of exactly their parameter's scalar type are stored as given (no validation
     pass), and give the same payload the validating path gives; anything else -- a coercion, a
     keyword-only argument passed by position, a non-finite float, a missing or unknown
     argument -- takes the validating path and its errors."""
-    from antifragile.jobs._payload import PayloadCodec
 
     async def job(
         ctx: JobContext, name: str, count: int, ratio: float, on: bool, *, tag: str
     ) -> None:
         return None
 
-    codec = PayloadCodec(job, "quick")
-    slow = PayloadCodec(job, "slow")
-    slow._build()
-    slow._scalars = None  # force the validating path
+    codec, slow = _quick_and_validating(job)
     rng = random.Random(7)
     for _ in range(200):
         drawn = (
@@ -559,15 +565,11 @@ def test_unannotated_parameters_take_the_quick_path_for_plain_scalars() -> None:
     """An unannotated parameter (``Any``) stores a str, int, bool or finite float as given,
     the payload the validating path gives; other values (a list, a non-finite float) take the
     validating path, and personal data in a string is pseudonymised on either path."""
-    from antifragile.jobs._payload import PayloadCodec
 
     async def job(ctx, n, sent):  # type: ignore[no-untyped-def]
         return None
 
-    codec = PayloadCodec(job, "quick")
-    slow = PayloadCodec(job, "slow")
-    slow._build()
-    slow._scalars = None  # force the validating path
+    codec, slow = _quick_and_validating(job)
     assert codec._scalars is not None
     rng = random.Random(11)
     for _ in range(200):
@@ -589,17 +591,13 @@ def test_stored_scalar_payloads_decode_on_the_quick_path_with_the_same_arguments
     the arguments validation gives (same values, same types, positional-only ones by
     position); any other payload -- a value to coerce, a missing or unknown field -- takes the
     validating path and its coercions and errors."""
-    from antifragile.jobs._payload import PayloadCodec
 
     async def job(
         ctx: JobContext, name: str, /, count: int, ratio: float, on: bool, tag: Any
     ) -> None:
         return None
 
-    codec = PayloadCodec(job, "quick")
-    slow = PayloadCodec(job, "slow")
-    slow._build()
-    slow._scalars = None  # force the validating path
+    codec, slow = _quick_and_validating(job)
     assert codec._scalars is not None
     rng = random.Random(5)
     for _ in range(200):
