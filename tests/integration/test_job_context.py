@@ -162,16 +162,26 @@ async def test_ingest_stores_the_webhook_requests_id_with_the_process_job(
 ) -> None:
     """``Assistant.ingest(events, request_id="rid-1")`` creates an ``inbound.process`` job
     whose context holds ``request_id: "rid-1"``; without a request id, the current request's
-    is used."""
+    is used, and a given one wins over the current one."""
     assistant = Assistant(Settings(database_url=f"sqlite:///{tmp_path / 'service.db'}"))
     await assistant.open()
     try:
         first = InboundEvent(Channel.WHATSAPP, "wamid.1", EventKind.MESSAGE, "acme", text="hi")
         second = InboundEvent(Channel.WHATSAPP, "wamid.2", EventKind.MESSAGE, "acme", text="yo")
+        third = InboundEvent(Channel.WHATSAPP, "wamid.3", EventKind.MESSAGE, "acme", text="ok")
+        fourth = InboundEvent(Channel.WHATSAPP, "wamid.4", EventKind.MESSAGE, "acme", text="no")
         [recorded] = await assistant.ingest([first], request_id="rid-1")
         with request_context("rid-outer"):
             [other] = await assistant.ingest([second], request_id=None)
-        for entry, expected in ((recorded, "rid-1"), (other, "rid-outer")):
+            [same] = await assistant.ingest([third], request_id="rid-outer")
+            [given] = await assistant.ingest([fourth], request_id="rid-given")
+        expectations = (
+            (recorded, "rid-1"),
+            (other, "rid-outer"),
+            (same, "rid-outer"),
+            (given, "rid-given"),
+        )
+        for entry, expected in expectations:
             assert entry.created
             assert entry.job_id is not None
             job = await assistant.jobs.get(entry.job_id)

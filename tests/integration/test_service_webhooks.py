@@ -103,6 +103,20 @@ def wamid() -> str:
     return f"wamid.{uuid.uuid4().hex}"
 
 
+async def post_whatsapp(client: httpx.AsyncClient) -> httpx.Response:
+    """POST a new signed WhatsApp text message to the app behind *client*."""
+    payload = whatsapp_text_message(from_="447700900123", body="hi", message_id=wamid())
+    body = json.dumps(payload).encode()
+    return await client.post(
+        "/v1/webhooks/whatsapp",
+        content=body,
+        headers={
+            "content-type": "application/json",
+            "x-hub-signature-256": whatsapp_signature(WA_SECRET, body),
+        },
+    )
+
+
 def body_of(response: bytes) -> dict[str, Any]:
     return dict(httpx.Response(200, content=response).json())
 
@@ -519,18 +533,43 @@ async def test_the_ip_limit_applies_to_webhooks(tmp_path: Path) -> None:
         async with httpx.AsyncClient(transport=transport, base_url="http://s") as client:
             statuses = []
             for _ in range(3):
-                payload = whatsapp_text_message(from_="447700900123", body="hi", message_id=wamid())
-                body = json.dumps(payload).encode()
-                response = await client.post(
-                    "/v1/webhooks/whatsapp",
-                    content=body,
-                    headers={
-                        "content-type": "application/json",
-                        "x-hub-signature-256": whatsapp_signature(WA_SECRET, body),
-                    },
-                )
+                response = await post_whatsapp(client)
                 statuses.append(response.status_code)
             assert statuses == [200, 200, 429]
             assert_refused(response, 429, "RATE_LIMITED")
             assert int(response.headers["retry-after"]) >= 1
             assert len(await assistant.jobs.queue.find_inbound()) == 2
+
+
+async def test_middleware_added_after_create_app_sees_every_webhook(tmp_path: Path) -> None:
+    """A webhook POST takes a shorter way past the framework's own outer layers, but never past
+    middleware added to the app: one added after ``create_app`` sees every delivery (the first
+    and the later ones), and the answers carry the request id as before."""
+    settings = make_settings(tmp_path / "outer.db")
+    assistant = StandInAssistant(settings)
+    app = create_app(settings, assistant=assistant)
+    seen: list[str] = []
+
+    class Outer:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http":
+                seen.append(f"{scope['method']} {scope['path']}")
+            await self.inner(scope, receive, send)
+
+    app.add_middleware(Outer)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://s") as client:
+            for _ in range(3):
+                response = await post_whatsapp(client)
+                assert response.status_code == 200, response.text
+                assert response.headers["x-request-id"] == response.json()["meta"]["request_id"]
+            refused = await client.post(
+                "/v1/webhooks/whatsapp", content=b"{}", headers={"content-type": "text/plain"}
+            )
+            assert_refused(refused, 415, "UNSUPPORTED_MEDIA_TYPE")
+    assert seen == ["POST /v1/webhooks/whatsapp"] * 4
+    assert len(await assistant.jobs.queue.find_inbound()) == 3

@@ -395,3 +395,16 @@ async def test_openapi_lists_error_envelopes_and_codes() -> None:
         assert ref.endswith("/ErrorEnvelope")
     assert "SIGNATURE_INVALID" in whatsapp["401"]["description"]
     assert "HTTPValidationError" not in schema["components"]["schemas"]
+
+
+def test_envelope_responses_have_the_frameworks_json_bytes() -> None:
+    """The envelope's response encodes exactly as the framework's JSONResponse (compact,
+    non-ASCII kept, NaN refused), with an encoder built once."""
+    from fastapi.responses import JSONResponse
+
+    from antifragile.service._envelope import EnvelopeResponse
+
+    content = {"success": True, "data": {"text": "café ☕", "n": [1, 2.5, None]}, "meta": {}}
+    assert EnvelopeResponse(content).body == JSONResponse(content).body
+    with pytest.raises(ValueError):
+        EnvelopeResponse({"x": float("nan")})

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from antifragile.inbound._sealing import seal, unseal
+from antifragile.inbound._sealing import seal, sealing, unseal
 
 
 class Channel(enum.StrEnum):
@@ -86,8 +86,9 @@ class InboundEvent:
         """:meth:`to_json` with the sender, the text and the data sealed when a data key is
         configured (:mod:`antifragile.inbound._sealing`): what the inbox stores."""
         data = self.to_json()
-        for name in ("sender", "text", "data"):
-            data[name] = seal(data[name])
+        if sealing():  # no data key (the common case): nothing to seal, one look-up
+            for name in ("sender", "text", "data"):
+                data[name] = seal(data[name])
         return data
 
     @classmethod

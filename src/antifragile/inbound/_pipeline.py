@@ -52,7 +52,7 @@ from antifragile.inbound._model import (
 )
 from antifragile.jobs import JobContext, Jobs
 from antifragile.observability import IntentDetected, current_request_id
-from antifragile.observability._personal import lookup_hashes
+from antifragile.observability._personal import current_lookup_hash, lookup_hashes
 from antifragile.policies import SYSTEM_CLOCK, Clock
 
 _log = logging.getLogger("antifragile.inbound")
@@ -70,8 +70,10 @@ def sender_ordering_key(tenant_id: str, sender: str) -> str:
     itself), so that a job, a log line or the dead-letter queue can show it -- keyed with the
     current data key when one is configured, so that it cannot be matched against guessed
     numbers. (A key rotation starts new ordering keys: the messages of a sender in flight
-    across it are ordered among themselves on each side of it.)"""
-    return sender_ordering_keys(tenant_id, sender)[0]
+    across it are ordered among themselves on each side of it.) The first of
+    :func:`sender_ordering_keys`, computed alone."""
+    text = f"{tenant_id}\x00{sender}"
+    return f"inbound:{current_lookup_hash(ORDERING_PURPOSE, text)[:32]}"
 
 
 def sender_ordering_keys(tenant_id: str, sender: str) -> list[str]:

@@ -63,6 +63,11 @@ def _fernet(keys: tuple[bytes, ...]) -> MultiFernet:
     return MultiFernet(derived)
 
 
+def sealing() -> bool:
+    """Whether a data key is configured (:func:`seal` seals with it)."""
+    return bool(os.environ.get(DATA_KEYS_ENV))
+
+
 def _current() -> MultiFernet | None:
     if not os.environ.get(DATA_KEYS_ENV):  # no data key: the common case, one look-up
         return None

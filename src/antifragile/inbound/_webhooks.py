@@ -572,6 +572,8 @@ def _whatsapp_value_errors(
     """``value.errors``: errors of the account or the webhook, about no one message -- each a
     ``failed`` status without a message id, so that it is recorded and counted. Its id is
     derived from the body (a redelivery of the same body is a duplicate)."""
+    if not errors:  # the common case: no hash of the body to take
+        return []
     digest = hashlib.sha256(body).hexdigest()[:24]
     return [
         DeliveryStatus(

@@ -488,28 +488,40 @@ class Assistant:
         them; different customers' run concurrently."""
         if not events:
             return []
+        current = current_request_id()
+        if current is not None and request_id in (None, current):
+            # the jobs' request id is current already (a webhook's): prepare() captures it
+            return await self._inbox.record(self._entries(events, request_id))
+        with request_context(request_id or current):  # captured by prepare()
+            entries = self._entries(events, request_id)
+        return await self._inbox.record(entries)
+
+    def _entries(
+        self, events: Sequence[InboundEvent], request_id: str | None
+    ) -> list[NewInboxEntry]:
+        """The inbox entries of *events*, each with its processing job (which captures the
+        current request id)."""
         ttl = self.settings.inbox_ttl
         entries = []
-        with request_context(request_id or current_request_id()):  # captured by prepare()
-            for event in events:
-                entry_id = new_job_id()
-                configured = self._process.configure(
-                    idempotency_key=f"inbound:{entry_id}", ordering_key=self._ordering_key(event)
+        for event in events:
+            entry_id = new_job_id()
+            configured = self._process.configure(
+                idempotency_key=f"inbound:{entry_id}", ordering_key=self._ordering_key(event)
+            )
+            entries.append(
+                NewInboxEntry(
+                    channel=event.channel.value,
+                    event_id=event.event_id,
+                    kind=event.kind.value,
+                    tenant_key=event.tenant_key,
+                    payload=event.to_sealed_json(),
+                    ttl=ttl,
+                    job=configured.prepare(entry_id),
+                    id=entry_id,
+                    request_id=request_id,
                 )
-                entries.append(
-                    NewInboxEntry(
-                        channel=event.channel.value,
-                        event_id=event.event_id,
-                        kind=event.kind.value,
-                        tenant_key=event.tenant_key,
-                        payload=event.to_sealed_json(),
-                        ttl=ttl,
-                        job=configured.prepare(entry_id),
-                        id=entry_id,
-                        request_id=request_id,
-                    )
-                )
-        return await self._inbox.record(entries)
+            )
+        return entries
 
     def _ordering_key(self, event: InboundEvent) -> str | None:
         """The ordering key of *event*'s job: its tenant's and sender's for a customer's

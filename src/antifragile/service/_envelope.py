@@ -23,6 +23,7 @@ locations, never the input values) and Starlette's HTTP exceptions (``404 NOT_FO
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -81,6 +82,18 @@ def duration_ms() -> float | None:
 
 # -- success ------------------------------------------------------------------------------------
 
+#: the encoder of :class:`JSONResponse`'s ``render`` (the same options), built once rather than
+#: on every response
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"))
+
+
+class EnvelopeResponse(JSONResponse):
+    """A :class:`~fastapi.responses.JSONResponse` -- the same bytes -- whose JSON encoder is
+    built once, not per response."""
+
+    def render(self, content: Any) -> bytes:
+        return _ENCODER.encode(content).encode("utf-8")
+
 
 #: the success envelope of any data, parametrised once: pydantic keeps a parametrised generic
 #: model only while something refers to it, and building it again costs milliseconds
@@ -99,7 +112,7 @@ def ok_plain(data: dict[str, Any]) -> JSONResponse:
     """:func:`ok` for *data* made of JSON values only (dicts, lists, strings, numbers, booleans,
     ``None``): the same envelope, built without a model (the webhooks' hot path)."""
     meta = {"request_id": current_request_id(), "duration_ms": duration_ms()}
-    return JSONResponse({"success": True, "data": data, "meta": meta})
+    return EnvelopeResponse({"success": True, "data": data, "meta": meta})
 
 
 # -- failure ------------------------------------------------------------------------------------
@@ -148,7 +161,7 @@ def error_response(
         ),
         meta=Meta(request_id=current_request_id(), duration_ms=duration_ms()),
     )
-    return JSONResponse(envelope.model_dump(mode="json"), status_code=status, headers=headers)
+    return EnvelopeResponse(envelope.model_dump(mode="json"), status_code=status, headers=headers)
 
 
 #: the HTTP status answered for an error code
