@@ -542,9 +542,8 @@ async def test_the_ip_limit_applies_to_webhooks(tmp_path: Path) -> None:
 
 
 async def test_middleware_added_after_create_app_sees_every_webhook(tmp_path: Path) -> None:
-    """A webhook POST takes a shorter way past the framework's own outer layers, but never past
-    middleware added to the app: one added after ``create_app`` sees every delivery (the first
-    and the later ones), and the answers carry the request id as before."""
+    """Middleware added to the app after ``create_app`` sees every webhook delivery (the first
+    and the later ones, and a refused one), and the answers carry the request id."""
     settings = make_settings(tmp_path / "outer.db")
     assistant = StandInAssistant(settings)
     app = create_app(settings, assistant=assistant)

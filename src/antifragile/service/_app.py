@@ -74,63 +74,6 @@ async def _stop(tasks: Sequence[asyncio.Task[Any]], grace: float) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-class _ServiceApp(FastAPI):
-    """The service's FastAPI app, with a shorter way in for the webhook POSTs (the hot path).
-
-    The framework wraps the app's own middleware in three of its own: the last-resort 500
-    (which :class:`RequestContextMiddleware` already is), FastAPI's native OpenTelemetry and
-    its body limit. While neither of the last two has anything to do -- no OpenTelemetry
-    provider configured, no ``max_body_size``, no ``root_path`` -- a webhook POST goes straight
-    to the outermost middleware added to the app (the request id's, or one added after
-    ``create_app``), which leads through the edge guard to :class:`WebhookFastPath`: the
-    same middleware, the same answers, a few frames and look-ups fewer per request.
-    """
-
-    _webhook_paths: frozenset[str] = frozenset()
-    _user_stack: Any = None
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["method"] == "POST"
-            and scope["path"] in self._webhook_paths
-            and self.middleware_stack is not None
-            and not self.root_path
-            and getattr(self, "max_body_size", None) is None
-            and not _telemetry_on(self)
-        ):
-            stack = self._user_stack
-            if stack is None:
-                stack = self._user_stack = _outermost_user_middleware(self)
-            scope["app"] = self
-            await stack(scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)
-
-
-def _telemetry_on(app: FastAPI) -> bool:
-    """Whether FastAPI's native OpenTelemetry (FastAPI 0.165 and later) would observe a
-    request now."""
-    telemetry = getattr(app, "_native_telemetry", None)
-    return telemetry is not None and bool(telemetry.enabled())
-
-
-def _outermost_user_middleware(app: FastAPI) -> Any:
-    """The instance of the outermost middleware added to *app* in its built stack (the stack
-    itself when none was added or it cannot be found)."""
-    stack: Any = app.middleware_stack
-    if app.user_middleware:
-        wanted: Any = app.user_middleware[0].cls
-        node = stack
-        for _ in range(16):  # the framework's own layers come first: a handful at most
-            if node is None:
-                break
-            if type(node) is wanted:
-                return node
-            node = getattr(node, "app", None)
-    return stack
-
-
 def create_app(
     settings: Settings | None = None,
     *,
@@ -205,7 +148,7 @@ def create_app(
                 if given is None:
                     await current.close()
 
-    app = _ServiceApp(
+    app = FastAPI(
         title="antifragile",
         version=antifragile.__version__,
         summary="Keeps conversations and integrations working when providers fail.",
@@ -226,7 +169,6 @@ def create_app(
     )
     install_error_handlers(app)
     webhooks = WebhookHandlers(state, app.state)
-    app._webhook_paths = frozenset(webhooks.by_path)
     # the last middleware added is the outermost: request ids and timing wrap the fast path
     app.add_middleware(WebhookFastPath, handlers=webhooks)
     app.add_middleware(EdgeGuard, settings=settings)  # limits, credentials, then the body
