@@ -460,6 +460,63 @@ async def test_lone_rows_read_as_on_a_pooled_connection(queue: PostgresJobQueue)
     assert await db.lone_rows(_TYPED, ("", 0, 0.0, False, 0)) == []
 
 
+async def test_a_record_with_one_job_is_saved_on_the_kept_connection(
+    queue: PostgresJobQueue, clock: FakeClock
+) -> None:
+    """A record written with one job and entries alongside (a session's turn with its reply)
+    runs on a kept connection, without a pooled one -- or on a pooled one while every kept
+    connection is busy -- with the same outcome either way: the record at its new version,
+    the job created (or, for a known idempotency key, the existing one named), the entries
+    alongside created when absent; a stale version writes nothing."""
+    now = clock.time()
+    await queue.enqueue([new_job(now, "first")], now=now)  # keeps a connection
+    db = queue._db
+    checkouts = _checkouts(queue)
+    for kept in (True, False):
+        if not kept:
+            for slot in db.kept_slots:
+                slot.busy = True
+        try:
+            key = f"session:{kept}"
+            reply = new_job(now, f"reply-{kept}", idempotency_key=f"reply:{kept}")
+            created = await queue.save_and_enqueue(
+                key,
+                {"step": 1},
+                expected_version=None,
+                jobs=[reply],
+                now=now,
+                ttl=60.0,
+                alongside={f"out:{kept}": {"to": "x"}},
+            )
+            assert created is not None
+            assert (created[0].version, created[1]) == (1, [Enqueued(reply.id, True)])
+            if kept:
+                assert _checkouts(queue) == checkouts  # no pooled connection was taken
+            else:
+                assert _checkouts(queue) == checkouts + 1
+            again = new_job(now, f"again-{kept}", idempotency_key=f"reply:{kept}")
+            updated = await queue.save_and_enqueue(
+                key, {"step": 2}, expected_version=1, jobs=[again], now=now, ttl=60.0
+            )
+            assert updated is not None
+            assert (updated[0].version, updated[1]) == (2, [Enqueued(reply.id, False)])
+            stale = await queue.save_and_enqueue(
+                key, {"step": 3}, expected_version=1, jobs=[new_job(now, "x")], now=now
+            )
+            assert stale is None
+            entry = await queue.store.kv.get(key, now=now)
+            assert entry is not None
+            assert (entry.value, entry.version) == ({"step": 2}, 2)
+            out = await queue.store.kv.get(f"out:{kept}", now=now)
+            assert out is not None
+            assert out.value == {"to": "x"}
+        finally:
+            for slot in db.kept_slots:
+                slot.busy = False
+        checkouts = _checkouts(queue)
+    assert sorted(j.id for j in await _jobs(queue)) == ["first", "reply-False", "reply-True"]
+
+
 async def test_a_failed_lone_statement_leaves_the_kept_connection_usable(
     queue: PostgresJobQueue,
 ) -> None:

@@ -71,8 +71,9 @@ Connections show up in ``pg_stat_activity`` as ``antifragile`` unless the URL se
 ``application_name``.
 
 Lone statements. A single job's enqueue -- one caller awaiting one statement, the commonest call
-of all -- and the single reads and writes of every inbound message (its inbox entry, session and
-sender's rate-limit bucket) run on a few connections kept out of the pool
+of all -- and the single reads and writes of every inbound message (its inbox entry, session,
+sender's rate-limit bucket, and the session's turn written with its reply and the reply's job)
+run on a few connections kept out of the pool
 (:meth:`_Database.lone_rows`), prepared once and driven through libpq directly; the others, and
 any made while every kept connection is busy, use the pool.
 """
@@ -963,7 +964,8 @@ class _Database:
     ) -> list[tuple[Any, ...]]:
         """The rows of one statement in autocommit, with the values of its parameters in the
         order of its names: the hot path of a single enqueue, and of the single reads and
-        writes every inbound message makes (its inbox entry, session, sender's bucket).
+        writes every inbound message makes (its inbox entry, session, sender's bucket, the
+        session's turn with its reply).
 
         Columns of type text, varchar, integer, float and boolean read as psycopg reads them
         (``str``, ``int``, ``float``, ``bool``; SQL NULL as ``None``); on the kept connection
