@@ -70,6 +70,15 @@ connection is replaced.
 Connections show up in ``pg_stat_activity`` as ``antifragile`` unless the URL sets
 ``application_name``.
 
+Rate-limit takes. A take commits without waiting for its WAL to reach the disk
+(``synchronous_commit`` off, for its own transaction only): the commit of a take that wrote its
+bucket costs the server no ``fsync`` of its own. A crash of the server (not of the application:
+the take is committed) can forget the takes of its last moments, and a forgotten take can only
+leave more tokens in a bucket -- the same as when the store cannot be reached and limiters fall
+back to their process's own state. The WAL is written in order, so the next durable commit on
+the server makes every take before it durable too: an inbound message's take is on disk once its
+session turn or reply is.
+
 Lone statements. A single job's enqueue -- one caller awaiting one statement, the commonest call
 of all -- and the single reads and writes of every inbound message (its inbox entry, session,
 sender's rate-limit bucket, and the session's turn written with its reply and the reply's job)
@@ -310,6 +319,9 @@ WHERE name = %(name)s AND owner IS NOT NULL AND expires_at > %(now)s::float8
 # the arithmetic of stores._common.take_tokens, term for term, so that every backend rounds
 # alike: level = min(burst, tokens + (now - stamp) * rate); wait = (n - level) / rate; granted
 # when wait <= max_wait (also when wait <= 0), and then tokens = level - n, stamp = now.
+# Whichever row it returns (the bucket it wrote, or the one it locked and left), it turns
+# synchronous_commit off for its own transaction (the fourth column, unread): see "Rate-limit
+# takes" in the module docs.
 RATE_TAKE: LiteralString = """
 WITH taken AS (
     INSERT INTO antifragile_rate_limits AS b (key, tokens, stamp)
@@ -323,11 +335,12 @@ WITH taken AS (
     WHERE (%(tokens)s::float8
            - LEAST(%(burst)s::float8, b.tokens + (%(now)s::float8 - b.stamp) * %(rate)s::float8))
           / %(rate)s::float8 <= %(max_wait)s::float8
-    RETURNING b.tokens, b.stamp
+    RETURNING b.tokens, b.stamp, set_config('synchronous_commit', 'off', true) AS unsynced
 )
-SELECT tokens, stamp, true FROM taken
+SELECT tokens, stamp, true, unsynced FROM taken
 UNION ALL
-SELECT tokens, stamp, false FROM antifragile_rate_limits
+SELECT tokens, stamp, false, set_config('synchronous_commit', 'off', true)
+FROM antifragile_rate_limits
 WHERE key = %(key)s::text AND NOT EXISTS (SELECT FROM taken)
 """
 
