@@ -26,7 +26,12 @@ import pytest
 from antifragile import ConfigurationError, FakeClock, StoreError, StoreUnavailableError
 from antifragile.jobs import Enqueued, Job, JobFilter, NewJob, Outcome, StatusFlag
 from antifragile.jobs._postgres import _JOB_FIELDS, _NO_SORT, CLAIM_ANY, PostgresJobQueue
-from antifragile.stores._postgres import LONE_CONNECTIONS, LoneStatement, PostgresStore
+from antifragile.stores._postgres import (
+    LONE_CONNECTIONS,
+    POOL_RESERVE,
+    LoneStatement,
+    PostgresStore,
+)
 from tests._waiting import eventually
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -532,12 +537,13 @@ async def test_a_failed_lone_statement_leaves_the_kept_connection_usable(
     assert _kept_pid(queue) == pid
 
 
-async def test_a_pool_of_one_connection_keeps_none(
-    postgres_url: str, schema: str, clock: FakeClock
+@pytest.mark.parametrize("max_size", [1, 2])
+async def test_a_pool_of_two_connections_or_fewer_keeps_none(
+    postgres_url: str, schema: str, clock: FakeClock, max_size: int
 ) -> None:
-    """With ``max_size=1`` no connection is kept out of the pool: single enqueues take the
-    pool's only connection, which the store's other operations need too."""
-    store = PostgresStore(postgres_url, schema=schema, max_size=1)
+    """With ``max_size`` of 2 or less no connection is kept out of the pool: single enqueues
+    take the pool's connections, which the store's other operations need too."""
+    store = PostgresStore(postgres_url, schema=schema, max_size=max_size)
     await store.open()
     try:
         queue = PostgresJobQueue(store)
@@ -548,6 +554,28 @@ async def test_a_pool_of_one_connection_keeps_none(
             ]
             assert len(await _jobs(queue)) == n + 1
         assert store._db.kept_slots == []
+    finally:
+        await store.close()
+
+
+async def test_the_pool_keeps_its_reserve_for_other_operations(
+    postgres_url: str, schema: str, clock: FakeClock
+) -> None:
+    """A small pool keeps no more connections than ``max_size`` less POOL_RESERVE: with many
+    single enqueues at once, those beyond the kept connections run on the pool, and every job
+    is stored."""
+    store = PostgresStore(postgres_url, schema=schema, max_size=5)
+    await store.open()
+    try:
+        queue = PostgresJobQueue(store)
+        now = clock.time()
+        jobs = [new_job(now, f"j{n}") for n in range(12)]
+        made = await asyncio.gather(*(queue.enqueue([job], now=now) for job in jobs))
+        assert made == [[Enqueued(f"j{n}", True)] for n in range(12)]
+        kept = [slot for slot in store._db.kept_slots if slot.conn is not None]
+        assert len(store._db.kept_slots) == 5 - POOL_RESERVE
+        assert 1 <= len(kept) <= 5 - POOL_RESERVE
+        assert len(await _jobs(queue)) == 12
     finally:
         await store.close()
 

@@ -709,8 +709,12 @@ def _check_results(results: list[PGresult], encoding: str) -> PGresult:
     return results[-1]
 
 
-#: at most this many connections are kept out of the pool for lone statements
-LONE_CONNECTIONS = 4
+#: at most this many connections are kept out of the pool for lone statements (as many as a
+#: worker's default concurrency of 10 has statements in flight, less the pool's reserve)
+LONE_CONNECTIONS = 8
+#: the pool keeps at least this many of its ``max_size`` connections from being kept for lone
+#: statements: for the store's other operations (a worker's claims, completions and heartbeats)
+POOL_RESERVE = 2
 
 
 class _Kept:
@@ -782,9 +786,9 @@ class _Database:
         self.purging: asyncio.Task[int] | None = None
         self.draining: asyncio.Task[None] | None = None
         #: the connections kept out of the pool for lone statements (:meth:`lone_rows`): at
-        #: most :data:`LONE_CONNECTIONS`, and at most half of ``max_size``; each is taken from
-        #: the pool the first time every kept one before it is busy
-        self.kept_slots = [_Kept() for _ in range(min(LONE_CONNECTIONS, max_size // 2))]
+        #: most :data:`LONE_CONNECTIONS`, and ``max_size`` less :data:`POOL_RESERVE`; each is
+        #: taken from the pool the first time every kept one before it is busy
+        self.kept_slots = [_Kept() for _ in range(min(LONE_CONNECTIONS, max_size - POOL_RESERVE))]
         try:
             params = conninfo_to_dict(conninfo)
         except psycopg.Error as exc:
@@ -991,11 +995,11 @@ class _Database:
         pool's checkout and return and psycopg's cursor for every call. One statement runs on
         a kept connection at a time; a statement started while every kept connection is busy
         takes the next one from the pool and keeps it too, up to :data:`LONE_CONNECTIONS` and
-        half of ``max_size`` (the kept ones count towards it); beyond that it runs on a pooled
-        connection (:meth:`prepared`). No caller ever waits for a kept connection. With
-        ``max_size=1`` nothing is kept, and while the server is known to be down the kept ones
-        are given back and the pool's rules for an outage apply (a short wait for a
-        connection, then StoreUnavailableError).
+        ``max_size`` less :data:`POOL_RESERVE` (the kept ones count towards it); beyond that it
+        runs on a pooled connection (:meth:`prepared`). No caller ever waits for a kept
+        connection. With ``max_size`` of 2 or less nothing is kept, and while the server is
+        known to be down the kept ones are given back and the pool's rules for an outage apply
+        (a short wait for a connection, then StoreUnavailableError).
 
         A kept connection is checked before each statement (one the server ended while it was
         idle is given back and another one taken, so a restarted server costs no failed call),
