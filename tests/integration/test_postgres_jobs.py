@@ -27,7 +27,12 @@ import pytest
 from antifragile import ConfigurationError, FakeClock, StoreError, StoreUnavailableError
 from antifragile.jobs import Enqueued, Job, JobFilter, NewJob, Outcome, StatusFlag
 from antifragile.jobs._postgres import _JOB_FIELDS, _NO_SORT, CLAIM_ANY, PostgresJobQueue
-from antifragile.stores._postgres import LONE_CONNECTIONS, LoneStatement, PostgresStore
+from antifragile.stores._postgres import (
+    LONE_CONNECTIONS,
+    POOL_RESERVE,
+    LoneStatement,
+    PostgresStore,
+)
 from tests._waiting import eventually
 from tests.integration._postgres import admin, open_queue
 
@@ -438,6 +443,63 @@ async def test_lone_rows_read_as_on_a_pooled_connection(queue: PostgresJobQueue)
     assert await db.lone_rows(_TYPED, ("", 0, 0.0, False, 0)) == []
 
 
+async def test_a_record_with_one_job_is_saved_on_the_kept_connection(
+    queue: PostgresJobQueue, clock: FakeClock
+) -> None:
+    """A record written with one job and entries alongside (a session's turn with its reply)
+    runs on a kept connection, without a pooled one -- or on a pooled one while every kept
+    connection is busy -- with the same outcome either way: the record at its new version,
+    the job created (or, for a known idempotency key, the existing one named), the entries
+    alongside created when absent; a stale version writes nothing."""
+    now = clock.time()
+    await queue.enqueue([new_job(now, "first")], now=now)  # keeps a connection
+    db = queue._db
+    checkouts = _checkouts(queue)
+    for kept in (True, False):
+        if not kept:
+            for slot in db.kept_slots:
+                slot.busy = True
+        try:
+            key = f"session:{kept}"
+            reply = new_job(now, f"reply-{kept}", idempotency_key=f"reply:{kept}")
+            created = await queue.save_and_enqueue(
+                key,
+                {"step": 1},
+                expected_version=None,
+                jobs=[reply],
+                now=now,
+                ttl=60.0,
+                alongside={f"out:{kept}": {"to": "x"}},
+            )
+            assert created is not None
+            assert (created[0].version, created[1]) == (1, [Enqueued(reply.id, True)])
+            if kept:
+                assert _checkouts(queue) == checkouts  # no pooled connection was taken
+            else:
+                assert _checkouts(queue) == checkouts + 1
+            again = new_job(now, f"again-{kept}", idempotency_key=f"reply:{kept}")
+            updated = await queue.save_and_enqueue(
+                key, {"step": 2}, expected_version=1, jobs=[again], now=now, ttl=60.0
+            )
+            assert updated is not None
+            assert (updated[0].version, updated[1]) == (2, [Enqueued(reply.id, False)])
+            stale = await queue.save_and_enqueue(
+                key, {"step": 3}, expected_version=1, jobs=[new_job(now, "x")], now=now
+            )
+            assert stale is None
+            entry = await queue.store.kv.get(key, now=now)
+            assert entry is not None
+            assert (entry.value, entry.version) == ({"step": 2}, 2)
+            out = await queue.store.kv.get(f"out:{kept}", now=now)
+            assert out is not None
+            assert out.value == {"to": "x"}
+        finally:
+            for slot in db.kept_slots:
+                slot.busy = False
+        checkouts = _checkouts(queue)
+    assert sorted(j.id for j in await _jobs(queue)) == ["first", "reply-False", "reply-True"]
+
+
 async def test_a_failed_lone_statement_leaves_the_kept_connection_usable(
     queue: PostgresJobQueue,
 ) -> None:
@@ -453,12 +515,13 @@ async def test_a_failed_lone_statement_leaves_the_kept_connection_usable(
     assert _kept_pid(queue) == pid
 
 
-async def test_a_pool_of_one_connection_keeps_none(
-    postgres_url: str, schema: str, clock: FakeClock
+@pytest.mark.parametrize("max_size", [1, 2])
+async def test_a_pool_of_two_connections_or_fewer_keeps_none(
+    postgres_url: str, schema: str, clock: FakeClock, max_size: int
 ) -> None:
-    """With ``max_size=1`` no connection is kept out of the pool: single enqueues take the
-    pool's only connection, which the store's other operations need too."""
-    async with open_queue(postgres_url, schema, max_size=1) as queue:
+    """With ``max_size`` of 2 or less no connection is kept out of the pool: single enqueues
+    take the pool's connections, which the store's other operations need too."""
+    async with open_queue(postgres_url, schema, max_size=max_size) as queue:
         now = clock.time()
         for n in range(3):
             assert await queue.enqueue([new_job(now, f"j{n}")], now=now) == [
@@ -466,6 +529,23 @@ async def test_a_pool_of_one_connection_keeps_none(
             ]
             assert len(await _jobs(queue)) == n + 1
         assert queue._db.kept_slots == []
+
+
+async def test_the_pool_keeps_its_reserve_for_other_operations(
+    postgres_url: str, schema: str, clock: FakeClock
+) -> None:
+    """A small pool keeps no more connections than ``max_size`` less POOL_RESERVE: with many
+    single enqueues at once, those beyond the kept connections run on the pool, and every job
+    is stored."""
+    async with open_queue(postgres_url, schema, max_size=5) as queue:
+        now = clock.time()
+        jobs = [new_job(now, f"j{n}") for n in range(12)]
+        made = await asyncio.gather(*(queue.enqueue([job], now=now) for job in jobs))
+        assert made == [[Enqueued(f"j{n}", True)] for n in range(12)]
+        kept = [slot for slot in queue._db.kept_slots if slot.conn is not None]
+        assert len(queue._db.kept_slots) == 5 - POOL_RESERVE
+        assert 1 <= len(kept) <= 5 - POOL_RESERVE
+        assert len(await _jobs(queue)) == 12
 
 
 def _async_url(url: str) -> str:

@@ -643,6 +643,38 @@ async def test_purge_expired_deletes_only_expired_rows(postgres_url: str, migrat
         await store.close()
 
 
+async def test_a_take_commits_without_waiting_for_the_wal_flush(
+    postgres_url: str, migrated: str
+) -> None:
+    """The take statement turns synchronous_commit off for its own transaction, whether it
+    takes from the bucket or is refused by it; the connection's own setting is left as it was
+    once the transaction ends; the store's takes grant and refuse as before."""
+    store = PostgresStore(postgres_url, schema=migrated)
+    await store.open()
+    try:
+        bucket = {"tokens": 1.0, "rate": 0.001, "burst": 1.0, "max_wait": 0.0}
+        assert (await store.rate_limits.take("k", now=0.0, **bucket)).granted
+        assert not (await store.rate_limits.take("k", now=0.0, **bucket)).granted
+    finally:
+        await store.close()
+    params = {"key": "t", **bucket, "now": 0.0}
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        await conn.execute(f'SET search_path TO "{migrated}"'.encode())
+        await conn.execute("SET synchronous_commit TO on")
+        for granted in (True, False):
+            async with conn.transaction(force_rollback=True):
+                cursor = await conn.execute(postgres_module.RATE_TAKE, params)
+                row = await cursor.fetchone()
+                assert row is not None
+                assert row[2] is granted
+                cursor = await conn.execute("SHOW synchronous_commit")
+                assert await cursor.fetchone() == ("off",)
+            if granted:  # taken for real, for the refusal that follows
+                await conn.execute(postgres_module.RATE_TAKE, params)
+            cursor = await conn.execute("SHOW synchronous_commit")
+            assert await cursor.fetchone() == ("on",)
+
+
 async def test_writes_collect_expired_rows_now_and_then(
     postgres_url: str, migrated: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

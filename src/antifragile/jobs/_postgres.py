@@ -381,7 +381,7 @@ PROCESS_FORGET = "DELETE FROM {processes} WHERE last_seen < %(before)s::float8"
 # save_and_enqueue: the compare-and-set of a key-value entry, in the transaction of the jobs
 SAVE_CREATE = """
 INSERT INTO {kv} AS e (key, value, version, expires_at)
-VALUES (%(key)s, %(value)s, 1, %(expires_at)s::float8)
+VALUES (%(key)s::text, %(value)s::text, 1, %(expires_at)s::float8)
 ON CONFLICT (key) DO UPDATE SET
     value = EXCLUDED.value, version = 1, expires_at = EXCLUDED.expires_at
 WHERE e.expires_at <= %(now)s::float8
@@ -389,8 +389,8 @@ RETURNING version
 """
 SAVE_UPDATE = """
 UPDATE {kv}
-SET value = %(value)s, version = version + 1, expires_at = %(expires_at)s::float8
-WHERE key = %(key)s AND version = %(expected)s::bigint
+SET value = %(value)s::text, version = version + 1, expires_at = %(expires_at)s::float8
+WHERE key = %(key)s::text AND version = %(expected)s::bigint
   AND (expires_at IS NULL OR expires_at > %(now)s::float8)
 RETURNING version
 """
@@ -411,13 +411,14 @@ SELECT version FROM saved
 """
 
 
-def _save_enqueue(source: str) -> str:
+def _save_enqueue(source: str, inserted: str = "ARRAY(SELECT id FROM inserted)") -> str:
     """save_and_enqueue in one statement (``{save}``: SAVE_CREATE or SAVE_UPDATE; *source*:
     the jobs, ``_JOBS_INPUT`` or ``_ONE_JOB_INPUT``): the compare-and-set, the jobs (only
     when it wrote) and the entries alongside (created when absent). A job's status flag on an
     entry this statement creates is written into the new entry; one on another existing entry
     is merged as enqueue merges it. (A flag on the saved entry itself would change its row
-    twice: save_and_enqueue keeps its transaction for that.)"""
+    twice: save_and_enqueue keeps its transaction for that.) It returns the new version (NULL:
+    the compare-and-set lost) and *inserted*: the ids of the jobs inserted."""
     return f"""
 WITH saved AS ({{save}}), input AS (
     SELECT j.* FROM {source} AS j WHERE EXISTS (SELECT 1 FROM saved)
@@ -444,13 +445,16 @@ WITH saved AS ({{save}}), input AS (
             " WHERE p.key NOT IN (SELECT key FROM others) ORDER BY 1"
         )
     }), {_notified("inserted")}
-SELECT (SELECT version FROM saved), ARRAY(SELECT id FROM inserted)
+SELECT (SELECT version FROM saved), {inserted}
 FROM (SELECT 1) AS one LEFT JOIN notified ON TRUE
 """
 
 
 SAVE_ENQUEUE = _save_enqueue(f"({_JOBS_INPUT})")
-SAVE_ENQUEUE_ONE = _save_enqueue(_ONE_JOB_INPUT)
+#: a single job, as scalar parameters: its id when it was inserted (NULL: not inserted), so
+#: that the statement runs as a lone statement (:meth:`_Database.lone_rows`, which reads no
+#: arrays)
+SAVE_ENQUEUE_ONE = _save_enqueue(_ONE_JOB_INPUT, "(SELECT id FROM inserted)")
 
 # the jobs that were not inserted: which existing job each one names
 ENQUEUE_EXISTING = """
@@ -1049,6 +1053,16 @@ class _Statements:
         self.sqlalchemy_enqueue_one_unflagged = _for_sqlalchemy(self.enqueue_one_unflagged)
         self.sqlalchemy_enqueue_existing = _for_sqlalchemy(self.enqueue_existing)
 
+    def save_enqueue_one(self, save: str) -> LoneStatement:
+        """SAVE_ENQUEUE_ONE with the compare-and-set *save* (SAVE_CREATE or SAVE_UPDATE) as
+        a lone statement: the entry's key, value, now, expiry (and the version expected, for
+        SAVE_UPDATE), the entries alongside, then the job's values (_job_row)."""
+        entry: tuple[str, ...] = ("key", "value", "now", "expires_at")
+        if save == SAVE_UPDATE:
+            entry = (*entry, "expected")
+        text = self.text(SAVE_ENQUEUE_ONE.replace("{save}", save.strip()))
+        return LoneStatement(text, (*entry, "others", *_JOB_VALUE_NAMES))
+
     def text(self, template: str, where: str = "") -> str:
         return (
             template.replace("{jobs}", self.jobs)
@@ -1078,8 +1092,9 @@ class PostgresJobQueue:
         self._inbox_busy = False
         self._inbox_waiting: list[_InboxCall] = []
         self._inbox_task: asyncio.Task[None] | None = None
-        #: SAVE_ENQUEUE by its compare-and-set, made on first use
-        self._save_enqueue: dict[tuple[str, bool], bytes] = {}
+        #: SAVE_ENQUEUE and SAVE_ENQUEUE_ONE by their compare-and-set, made on first use
+        self._save_enqueue: dict[str, bytes] = {}
+        self._save_enqueue_one: dict[str, LoneStatement] = {}
 
     def __repr__(self) -> str:
         return f"PostgresJobQueue({self._store!r})"
@@ -1381,22 +1396,31 @@ class PostgresJobQueue:
         (one JSON object for the statement: cheaper to send than two arrays). The jobs it did
         not insert name existing ones (their idempotency key or id), found afterwards as
         enqueue finds them."""
-        one = len(jobs) == 1  # scalar parameters: no arrays to dump
-        statement = self._save_enqueue.get((save, one))
-        if statement is None:
-            template = SAVE_ENQUEUE_ONE if one else SAVE_ENQUEUE
-            text = self._sql.text(template.replace("{save}", save.strip()))
-            statement = self._save_enqueue[save, one] = text.encode()
-        values = {**params, "others": encode(dict(zip(*others, strict=True)))}
-        values.update(_job_values(jobs[0]) if one else _enqueue_params(jobs, now))
+        encoded_others = encode(dict(zip(*others, strict=True)))
         try:
-            rows = await self._db.prepared(statement, values)
+            if len(jobs) == 1:  # a session's turn with its reply: the store's lone statement
+                one = self._save_enqueue_one.get(save)
+                if one is None:
+                    one = self._save_enqueue_one[save] = self._sql.save_enqueue_one(save)
+                entry: list[Any] = [params["key"], params["value"], now, params["expires_at"]]
+                if "expected" in params:
+                    entry.append(params["expected"])
+                rows = await self._db.lone_rows(one, (*entry, encoded_others, *_job_row(jobs[0])))
+                inserted = [rows[0][1]] if rows and rows[0][1] is not None else []
+            else:
+                statement = self._save_enqueue.get(save)
+                if statement is None:
+                    text = self._sql.text(SAVE_ENQUEUE.replace("{save}", save.strip()))
+                    statement = self._save_enqueue[save] = text.encode()
+                values = {**params, "others": encoded_others, **_enqueue_params(jobs, now)}
+                rows = await self._db.prepared(statement, values)
+                inserted = list(rows[0][1] or ()) if rows else []
         except StoreError as exc:
             raise (_nul_error(exc) or exc) from exc.__cause__
         if not rows or rows[0][0] is None:
             return None
         self._db.wrote(now)
-        created = set(rows[0][1] or ())
+        created = set(inserted)
         outcome = {job.id: Enqueued(job.id, True) for job in jobs if job.id in created}
         missed = [job for job in jobs if job.id not in created]
         if missed:  # enqueued before: the existing jobs (inserted again when gone meanwhile)

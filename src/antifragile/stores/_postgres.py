@@ -70,9 +70,19 @@ connection is replaced.
 Connections show up in ``pg_stat_activity`` as ``antifragile`` unless the URL sets
 ``application_name``.
 
+Rate-limit takes. A take commits without waiting for its WAL to reach the disk
+(``synchronous_commit`` off, for its own transaction only): the commit of a take that wrote its
+bucket costs the server no ``fsync`` of its own. A crash of the server (not of the application:
+the take is committed) can forget the takes of its last moments, and a forgotten take can only
+leave more tokens in a bucket -- the same as when the store cannot be reached and limiters fall
+back to their process's own state. The WAL is written in order, so the next durable commit on
+the server makes every take before it durable too: an inbound message's take is on disk once its
+session turn or reply is.
+
 Lone statements. A single job's enqueue -- one caller awaiting one statement, the commonest call
-of all -- and the single reads and writes of every inbound message (its inbox entry, session and
-sender's rate-limit bucket) run on a few connections kept out of the pool
+of all -- and the single reads and writes of every inbound message (its inbox entry, session,
+sender's rate-limit bucket, and the session's turn written with its reply and the reply's job)
+run on a few connections kept out of the pool
 (:meth:`_Database.lone_rows`), prepared once and driven through libpq directly; the others, and
 any made while every kept connection is busy, use the pool.
 """
@@ -309,6 +319,9 @@ WHERE name = %(name)s AND owner IS NOT NULL AND expires_at > %(now)s::float8
 # the arithmetic of stores._common.take_tokens, term for term, so that every backend rounds
 # alike: level = min(burst, tokens + (now - stamp) * rate); wait = (n - level) / rate; granted
 # when wait <= max_wait (also when wait <= 0), and then tokens = level - n, stamp = now.
+# Whichever row it returns (the bucket it wrote, or the one it locked and left), it turns
+# synchronous_commit off for its own transaction (the fourth column, unread): see "Rate-limit
+# takes" in the module docs.
 RATE_TAKE: LiteralString = """
 WITH taken AS (
     INSERT INTO antifragile_rate_limits AS b (key, tokens, stamp)
@@ -322,11 +335,12 @@ WITH taken AS (
     WHERE (%(tokens)s::float8
            - LEAST(%(burst)s::float8, b.tokens + (%(now)s::float8 - b.stamp) * %(rate)s::float8))
           / %(rate)s::float8 <= %(max_wait)s::float8
-    RETURNING b.tokens, b.stamp
+    RETURNING b.tokens, b.stamp, set_config('synchronous_commit', 'off', true) AS unsynced
 )
-SELECT tokens, stamp, true FROM taken
+SELECT tokens, stamp, true, unsynced FROM taken
 UNION ALL
-SELECT tokens, stamp, false FROM antifragile_rate_limits
+SELECT tokens, stamp, false, set_config('synchronous_commit', 'off', true)
+FROM antifragile_rate_limits
 WHERE key = %(key)s::text AND NOT EXISTS (SELECT FROM taken)
 """
 
@@ -695,8 +709,12 @@ def _check_results(results: list[PGresult], encoding: str) -> PGresult:
     return results[-1]
 
 
-#: at most this many connections are kept out of the pool for lone statements
-LONE_CONNECTIONS = 4
+#: at most this many connections are kept out of the pool for lone statements (as many as a
+#: worker's default concurrency of 10 has statements in flight, less the pool's reserve)
+LONE_CONNECTIONS = 8
+#: the pool keeps at least this many of its ``max_size`` connections from being kept for lone
+#: statements: for the store's other operations (a worker's claims, completions and heartbeats)
+POOL_RESERVE = 2
 
 
 class _Kept:
@@ -768,9 +786,9 @@ class _Database:
         self.purging: asyncio.Task[int] | None = None
         self.draining: asyncio.Task[None] | None = None
         #: the connections kept out of the pool for lone statements (:meth:`lone_rows`): at
-        #: most :data:`LONE_CONNECTIONS`, and at most half of ``max_size``; each is taken from
-        #: the pool the first time every kept one before it is busy
-        self.kept_slots = [_Kept() for _ in range(min(LONE_CONNECTIONS, max_size // 2))]
+        #: most :data:`LONE_CONNECTIONS`, and ``max_size`` less :data:`POOL_RESERVE`; each is
+        #: taken from the pool the first time every kept one before it is busy
+        self.kept_slots = [_Kept() for _ in range(min(LONE_CONNECTIONS, max_size - POOL_RESERVE))]
         try:
             params = conninfo_to_dict(conninfo)
         except psycopg.Error as exc:
@@ -963,7 +981,8 @@ class _Database:
     ) -> list[tuple[Any, ...]]:
         """The rows of one statement in autocommit, with the values of its parameters in the
         order of its names: the hot path of a single enqueue, and of the single reads and
-        writes every inbound message makes (its inbox entry, session, sender's bucket).
+        writes every inbound message makes (its inbox entry, session, sender's bucket, the
+        session's turn with its reply).
 
         Columns of type text, varchar, integer, float and boolean read as psycopg reads them
         (``str``, ``int``, ``float``, ``bool``; SQL NULL as ``None``); on the kept connection
@@ -976,11 +995,11 @@ class _Database:
         pool's checkout and return and psycopg's cursor for every call. One statement runs on
         a kept connection at a time; a statement started while every kept connection is busy
         takes the next one from the pool and keeps it too, up to :data:`LONE_CONNECTIONS` and
-        half of ``max_size`` (the kept ones count towards it); beyond that it runs on a pooled
-        connection (:meth:`prepared`). No caller ever waits for a kept connection. With
-        ``max_size=1`` nothing is kept, and while the server is known to be down the kept ones
-        are given back and the pool's rules for an outage apply (a short wait for a
-        connection, then StoreUnavailableError).
+        ``max_size`` less :data:`POOL_RESERVE` (the kept ones count towards it); beyond that it
+        runs on a pooled connection (:meth:`prepared`). No caller ever waits for a kept
+        connection. With ``max_size`` of 2 or less nothing is kept, and while the server is
+        known to be down the kept ones are given back and the pool's rules for an outage apply
+        (a short wait for a connection, then StoreUnavailableError).
 
         A kept connection is checked before each statement (one the server ended while it was
         idle is given back and another one taken, so a restarted server costs no failed call),
