@@ -11,6 +11,7 @@ cannot be recorded gets its error; the callers that shared its statement keep th
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import psycopg
 
@@ -180,3 +181,54 @@ async def test_the_record_looks_entries_up_by_index_on_an_unanalysed_inbox(
         await conn.rollback()
     assert "Seq Scan on antifragile_inbox" not in plan, plan
     assert "Index Scan using antifragile_inbox_event" in plan, plan
+
+
+async def test_an_inbox_record_does_not_scan_the_inbox_whatever_its_plan(
+    queue: PostgresJobQueue, postgres_url: str, schema: str, clock: FakeClock
+) -> None:
+    """A prepared statement's plan is made once, while the inbox is small, and kept as it
+    grows (no statistics until autovacuum comes by): even a plan made for a small inbox reads
+    no inbox row beyond those of the events it records -- a scan of the whole inbox per
+    webhook would make every record slower than the last."""
+    now = clock.time()
+    for batch in range(5):  # the inbox the server sees when it makes the plan
+        await queue.record_inbound(
+            [entry(f"wamid.a{batch}.{i}", now=now) for i in range(10)], now=now
+        )
+    sql = queue._sql.record_inbound
+    for name, n in (("entries", 1), ("jobs", 2), ("now", 3)):
+        sql = sql.replace(f"%({name})s", f"${n}")
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{schema}"'.encode())
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        # by the simple protocol: the statement's own $n are PREPARE's, not this call's
+        prepared = conn.pgconn.exec_(b"PREPARE record(text, text, float8) AS " + sql.encode())
+        assert prepared.status == psycopg.pq.ExecStatus.COMMAND_OK, prepared.error_message
+        bound = psycopg.ClientCursor(conn)  # values bound here: EXECUTE takes no parameters
+        first = _record_params([entry(f"wamid.p{i}", now=now) for i in range(10)], [now] * 10)
+        execute = "EXECUTE record(%s::text, %s::text, %s::float8)"
+        bound.execute(execute, (first["entries"], first["jobs"], first["now"]))  # plans it
+        for batch in range(20):  # the inbox grows to 1,050 entries
+            await queue.record_inbound(
+                [entry(f"wamid.b{batch}.{i}", now=now) for i in range(50)], now=now
+            )
+        params = _record_params([entry(f"wamid.c{i}", now=now) for i in range(10)], [now] * 10)
+        plan = bound.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + execute,
+            (params["entries"], params["jobs"], params["now"]),
+        ).fetchone()
+    assert plan is not None
+    scanned: list[tuple[str, int]] = []
+
+    def visit(node: dict[str, Any]) -> None:
+        if node.get("Relation Name") == "antifragile_inbox" and "Scan" in node["Node Type"]:
+            rows = node.get("Actual Rows", 0) * node.get("Actual Loops", 0)
+            scanned.append((node["Node Type"], rows + node.get("Rows Removed by Filter", 0)))
+        for child in node.get("Plans", []):
+            visit(child)
+
+    visit(plan[0][0]["Plan"])
+    assert scanned, "the plan reads the inbox"
+    assert all(read <= 20 for _, read in scanned), scanned
+    recorded = await queue.find_inbound()
+    assert len(recorded) >= 100

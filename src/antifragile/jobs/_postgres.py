@@ -285,14 +285,17 @@ _ENTRY_JOBS_INPUT = """
 
 RECORD_INBOUND = f"""
 WITH entries AS ({_ENTRIES_INPUT}
+), gone AS (
+    SELECT ARRAY(
+        SELECT x.id FROM entries AS e
+        CROSS JOIN LATERAL (
+            SELECT x.id FROM {{inbox}} AS x
+            WHERE x.channel = e.channel AND x.event_id = e.event_id
+              AND x.expires_at <= e.now LIMIT 1) AS x) AS ids
 ), expired AS (
     DELETE FROM {{inbox}}
-    WHERE id = ANY(ARRAY(
-            SELECT x.id FROM entries AS e
-            CROSS JOIN LATERAL (
-                SELECT x.id FROM {{inbox}} AS x
-                WHERE x.channel = e.channel AND x.event_id = e.event_id
-                  AND x.expires_at <= e.now LIMIT 1) AS x))
+    WHERE id = ANY((SELECT g.ids FROM gone AS g)::text[])
+      AND (SELECT cardinality(g.ids) FROM gone AS g) > 0  -- else no scan at all
       AND expires_at <= %(now)s::float8
     RETURNING id
 ), recorded AS (
