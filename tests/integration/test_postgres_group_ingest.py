@@ -11,7 +11,6 @@ cannot be recorded gets its error; the callers that shared its statement keep th
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import psycopg
 
@@ -19,7 +18,7 @@ from antifragile import FakeClock
 from antifragile.errors import StoreError
 from antifragile.jobs import JobFilter, NewInboxEntry, NewJob, Recorded, new_job_id
 from antifragile.jobs._postgres import PostgresJobQueue, _record_params
-from tests.integration._postgres import admin
+from tests.integration._postgres import KeptPlan, admin
 
 # The clock, schema and queue fixtures are tests/integration/conftest.py's.
 TTL = 7 * 24 * 3600.0
@@ -195,40 +194,23 @@ async def test_an_inbox_record_does_not_scan_the_inbox_whatever_its_plan(
         await queue.record_inbound(
             [entry(f"wamid.a{batch}.{i}", now=now) for i in range(10)], now=now
         )
-    sql = queue._sql.record_inbound
-    for name, n in (("entries", 1), ("jobs", 2), ("now", 3)):
-        sql = sql.replace(f"%({name})s", f"${n}")
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f'SET search_path TO "{schema}"'.encode())
-        conn.execute("SET plan_cache_mode = force_generic_plan")
-        # by the simple protocol: the statement's own $n are PREPARE's, not this call's
-        prepared = conn.pgconn.exec_(b"PREPARE record(text, text, float8) AS " + sql.encode())
-        assert prepared.status == psycopg.pq.ExecStatus.COMMAND_OK, prepared.error_message
-        bound = psycopg.ClientCursor(conn)  # values bound here: EXECUTE takes no parameters
-        first = _record_params([entry(f"wamid.p{i}", now=now) for i in range(10)], [now] * 10)
-        execute = "EXECUTE record(%s::text, %s::text, %s::float8)"
-        bound.execute(execute, (first["entries"], first["jobs"], first["now"]))  # plans it
-        for batch in range(20):  # the inbox grows to 1,050 entries
+    kept = KeptPlan(
+        postgres_url,
+        schema,
+        queue._sql.record_inbound,
+        {"entries": "text", "jobs": "text", "now": "float8"},
+    )
+    try:
+        kept.execute(_record_params([entry(f"wamid.p{i}", now=now) for i in range(10)], [now] * 10))
+        for batch in range(20):  # the inbox grows to 1,060 entries
             await queue.record_inbound(
                 [entry(f"wamid.b{batch}.{i}", now=now) for i in range(50)], now=now
             )
         params = _record_params([entry(f"wamid.c{i}", now=now) for i in range(10)], [now] * 10)
-        plan = bound.execute(
-            "EXPLAIN (ANALYZE, FORMAT JSON) " + execute,
-            (params["entries"], params["jobs"], params["now"]),
-        ).fetchone()
-    assert plan is not None
-    scanned: list[tuple[str, int]] = []
-
-    def visit(node: dict[str, Any]) -> None:
-        if node.get("Relation Name") == "antifragile_inbox" and "Scan" in node["Node Type"]:
-            rows = node.get("Actual Rows", 0) * node.get("Actual Loops", 0)
-            scanned.append((node["Node Type"], rows + node.get("Rows Removed by Filter", 0)))
-        for child in node.get("Plans", []):
-            visit(child)
-
-    visit(plan[0][0]["Plan"])
-    assert scanned, "the plan reads the inbox"
-    assert all(read <= 20 for _, read in scanned), scanned
+        read = kept.rows_read("antifragile_inbox", params)
+    finally:
+        kept.close()
+    assert read, "the plan reads the inbox"
+    assert all(rows <= 20 for rows in read), read
     recorded = await queue.find_inbound()
     assert len(recorded) >= 100

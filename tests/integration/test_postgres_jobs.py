@@ -34,7 +34,7 @@ from antifragile.stores._postgres import (
     PostgresStore,
 )
 from tests._waiting import eventually
-from tests.integration._postgres import admin, open_queue
+from tests.integration._postgres import KeptPlan, admin, open_queue
 
 # The clock, schema and queue fixtures are tests/integration/conftest.py's.
 SPAWN = multiprocessing.get_context("spawn")
@@ -696,3 +696,35 @@ async def test_a_claim_walks_the_claim_index_instead_of_sorting_the_backlog(
     ]
     assert scans[0]["Actual Rows"] <= 10
     assert not [n for n in nodes(ready) if n["Node Type"] == "Sort"]
+
+
+async def test_looking_up_existing_jobs_reads_only_theirs_whatever_the_plan(
+    queue: PostgresJobQueue, postgres_url: str, schema: str, clock: FakeClock
+) -> None:
+    """The look-up of the jobs an enqueue found already there (a repeated idempotency key) is
+    planned once, maybe while the table was small: even that plan reads only the jobs it
+    looks for once the table is large."""
+    now = clock.time()
+    await queue.enqueue(
+        [new_job(now, f"k{n}", idempotency_key=f"key-{n}") for n in range(5)], now=now
+    )
+    kept = KeptPlan(
+        postgres_url, schema, queue._sql.enqueue_existing, {"keys": "text[]", "ids": "text[]"}
+    )
+    try:
+        kept.execute({"keys": ["key-1"], "ids": ["k2"]})
+        for batch in range(10):  # the table grows to 1,005 jobs
+            await queue.enqueue(
+                [
+                    new_job(now, f"b{batch}.{n}", idempotency_key=f"b{batch}.{n}")
+                    for n in range(100)
+                ],
+                now=now,
+            )
+        read = kept.rows_read("antifragile_jobs", {"keys": ["b3.7", "key-4"], "ids": ["b9.9"]})
+    finally:
+        kept.close()
+    assert read, "the plan reads the jobs"
+    assert all(rows <= 10 for rows in read), read
+    again = await queue.enqueue([new_job(now, "other", idempotency_key="b3.7")], now=now)
+    assert again == [Enqueued("b3.7", False)]

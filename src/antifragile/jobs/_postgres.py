@@ -459,10 +459,16 @@ SAVE_ENQUEUE = _save_enqueue(f"({_JOBS_INPUT})")
 #: arrays)
 SAVE_ENQUEUE_ONE = _save_enqueue(_ONE_JOB_INPUT, "(SELECT id FROM inserted)")
 
-# the jobs that were not inserted: which existing job each one names
+# the jobs that were not inserted: which existing job each one names (an index look-up per key
+# and per id, whatever plan the server keeps: made while the table was small, a plan of one
+# scan for all of them would read every job)
 ENQUEUE_EXISTING = """
-SELECT id, idempotency_key FROM {jobs}
-WHERE idempotency_key = ANY(%(keys)s::text[]) OR id = ANY(%(ids)s::text[])
+SELECT j.id, j.idempotency_key FROM unnest(%(keys)s::text[]) AS k(key)
+CROSS JOIN LATERAL (
+    SELECT id, idempotency_key FROM {jobs} WHERE idempotency_key = k.key LIMIT 1) AS j
+UNION
+SELECT j.id, j.idempotency_key FROM unnest(%(ids)s::text[]) AS i(id)
+CROSS JOIN LATERAL (SELECT id, idempotency_key FROM {jobs} WHERE id = i.id LIMIT 1) AS j
 """
 
 
