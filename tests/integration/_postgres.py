@@ -60,15 +60,19 @@ class KeptPlan:
 
     def __init__(self, url: str, schema: str, query: str, types: dict[str, str]) -> None:
         self.conn = psycopg.connect(url, autocommit=True)
-        self.conn.execute(f'SET search_path TO "{schema}"'.encode())
-        self.conn.execute("SET plan_cache_mode = force_generic_plan")
         self.names = list(types)
         for n, name in enumerate(self.names, 1):
             query = query.replace(f"%({name})s", f"${n}")
-        # by the simple protocol: the statement's own $n are PREPARE's, not this call's
-        declared = ", ".join(types.values())
-        result = self.conn.pgconn.exec_(f"PREPARE kept({declared}) AS {query}".encode())
-        assert result.status == psycopg.pq.ExecStatus.COMMAND_OK, result.error_message
+        try:
+            self.conn.execute(f'SET search_path TO "{schema}"'.encode())
+            self.conn.execute("SET plan_cache_mode = force_generic_plan")
+            # by the simple protocol: the statement's own $n are PREPARE's, not this call's
+            declared = ", ".join(types.values())
+            result = self.conn.pgconn.exec_(f"PREPARE kept({declared}) AS {query}".encode())
+            assert result.status == psycopg.pq.ExecStatus.COMMAND_OK, result.error_message
+        except BaseException:
+            self.conn.close()
+            raise
         casts = ", ".join(f"%s::{kind}" for kind in types.values())
         self.call = f"EXECUTE kept({casts})"
         self.cursor = psycopg.ClientCursor(self.conn)  # values bound here: no parameters

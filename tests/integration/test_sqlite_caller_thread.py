@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator
-from contextlib import closing
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,21 @@ async def jobs(tmp_path: Path) -> AsyncIterator[Jobs]:
 def _db(jobs: Jobs) -> _Database:
     db: _Database = jobs.queue.store._db  # type: ignore[attr-defined]
     return db
+
+
+@asynccontextmanager
+async def _on_either_path(
+    tmp_path: Path, *, here: bool, query: str = ""
+) -> AsyncIterator[tuple[Jobs, Path]]:
+    """Jobs on a SQLite file of their own, and the file: with *here*, a lone write on an idle
+    store runs on the caller's thread as usual; without, every operation goes to the store's
+    thread."""
+    path = tmp_path / ("here" if here else "thread") / "jobs.db"
+    path.parent.mkdir()
+    async with Jobs(database_url=f"sqlite:///{path}{query}") as jobs:
+        if not here:
+            _db(jobs)._here_after = float("inf")  # every operation to the store's thread
+        yield jobs, path
 
 
 class _Trace:
@@ -157,12 +172,8 @@ async def test_the_callers_thread_and_the_store_thread_give_the_same_results(
     tmp_path: Path,
 ) -> None:
     outcomes = []
-    for name, here in (("here", True), ("thread", False)):
-        path = tmp_path / name / "jobs.db"
-        path.parent.mkdir()
-        async with Jobs(database_url=f"sqlite:///{path}") as jobs:
-            if not here:
-                _db(jobs)._here_after = float("inf")  # every operation to the store's thread
+    for here in (True, False):
+        async with _on_either_path(tmp_path, here=here) as (jobs, _):
             outcomes.append(await _scenario(jobs, _db(jobs).shown_path))
     here_out, thread_out = outcomes
     assert here_out == thread_out
@@ -264,12 +275,8 @@ async def test_a_lock_held_past_the_busy_timeout_is_the_same_error_on_either_pat
     tmp_path: Path,
 ) -> None:
     messages = []
-    for name, here in (("here", True), ("thread", False)):
-        path = tmp_path / name / "jobs.db"
-        path.parent.mkdir()
-        async with Jobs(database_url=f"sqlite:///{path}?busy_timeout=50") as jobs:
-            if not here:
-                _db(jobs)._here_after = float("inf")
+    for here in (True, False):
+        async with _on_either_path(tmp_path, here=here, query="?busy_timeout=50") as (jobs, path):
             with closing(sqlite3.connect(path, isolation_level=None)) as other:
                 other.execute("BEGIN IMMEDIATE")
                 with pytest.raises(StoreUnavailableError) as caught:

@@ -413,6 +413,12 @@ WITH saved AS ({save}), others AS (
 SELECT version FROM saved
 """
 
+#: the parameters of each compare-and-set, in the order a lone statement takes them
+_SAVE_NAMES: dict[str, tuple[str, ...]] = {
+    SAVE_CREATE: ("key", "value", "now", "expires_at"),
+    SAVE_UPDATE: ("key", "value", "now", "expires_at", "expected"),
+}
+
 
 def _save_enqueue(source: str, inserted: str = "ARRAY(SELECT id FROM inserted)") -> str:
     """save_and_enqueue in one statement (``{save}``: SAVE_CREATE or SAVE_UPDATE; *source*:
@@ -1066,11 +1072,8 @@ class _Statements:
         """SAVE_ENQUEUE_ONE with the compare-and-set *save* (SAVE_CREATE or SAVE_UPDATE) as
         a lone statement: the entry's key, value, now, expiry (and the version expected, for
         SAVE_UPDATE), the entries alongside, then the job's values (_job_row)."""
-        entry: tuple[str, ...] = ("key", "value", "now", "expires_at")
-        if save == SAVE_UPDATE:
-            entry = (*entry, "expected")
         text = self.text(SAVE_ENQUEUE_ONE.replace("{save}", save.strip()))
-        return LoneStatement(text, (*entry, "others", *_JOB_VALUE_NAMES))
+        return LoneStatement(text, (*_SAVE_NAMES[save], "others", *_JOB_VALUE_NAMES))
 
     def text(self, template: str, where: str = "") -> str:
         return (
@@ -1411,9 +1414,7 @@ class PostgresJobQueue:
                 one = self._save_enqueue_one.get(save)
                 if one is None:
                     one = self._save_enqueue_one[save] = self._sql.save_enqueue_one(save)
-                entry: list[Any] = [params["key"], params["value"], now, params["expires_at"]]
-                if "expected" in params:
-                    entry.append(params["expected"])
+                entry = [params[name] for name in _SAVE_NAMES[save]]
                 rows = await self._db.lone_rows(one, (*entry, encoded_others, *_job_row(jobs[0])))
                 inserted = [rows[0][1]] if rows and rows[0][1] is not None else []
             else:
