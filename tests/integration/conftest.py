@@ -1,8 +1,10 @@
-"""Fixtures of the PostgreSQL job-queue tests (test_postgres_jobs, test_postgres_group_ingest,
-test_wakeups).
+"""Fixtures shared by the integration tests.
 
-``schema`` is a scratch schema of the test's own, ``queue`` a :class:`PostgresJobQueue` in it on
-a store that reads ``clock``. A module that defines a fixture of one of these names uses its own.
+``clock`` is a :class:`FakeClock` at its default start, for any test that drives time itself.
+``schema`` is a scratch PostgreSQL schema of the test's own, ``queue`` a
+:class:`PostgresJobQueue` in it on a store that reads ``clock`` (test_postgres_jobs,
+test_postgres_group_ingest, test_wakeups). A module that defines a fixture of one of these names
+uses its own.
 """
 
 from __future__ import annotations

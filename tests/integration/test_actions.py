@@ -72,11 +72,6 @@ ACUITY_KEY = "acuity-actions-key"
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def sandbox() -> Iterator[ProviderSandbox]:
     simulators = [
         ShopifySimulator(access_tokens=[SHOPIFY_TOKEN], bucket_size=100_000),

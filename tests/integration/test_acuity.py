@@ -41,11 +41,6 @@ Connect = Callable[..., AcuityConnector]
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def sandbox() -> Iterator[ProviderSandbox]:
     simulator = AcuitySimulator(user_id=USER, api_key=KEY, rate_limit=100_000)
     with ProviderSandbox([simulator]) as running:

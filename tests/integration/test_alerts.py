@@ -43,11 +43,6 @@ EMAILS = "POST /emails"
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def sandbox() -> Iterator[ProviderSandbox]:
     simulators = [
         ResendSimulator(api_keys=[RESEND_KEY], rate_limit=10**6),

@@ -51,11 +51,6 @@ Connect = Callable[..., CalComConnector]
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def sandbox() -> Iterator[ProviderSandbox]:
     with ProviderSandbox([CalComSimulator(api_keys=[KEY], rate_limit=100_000)]) as running:
         yield running

@@ -39,11 +39,6 @@ Connect = Callable[..., CalendlyConnector]
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def sandbox() -> Iterator[ProviderSandbox]:
     with ProviderSandbox([CalendlySimulator(tokens=[TOKEN], rate_limit=100_000)]) as running:
         yield running

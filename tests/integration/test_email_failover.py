@@ -37,11 +37,6 @@ OPEN_FOR = 30.0
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def sandbox() -> Iterator[ProviderSandbox]:
     simulators = [
         ResendSimulator(api_keys=[RESEND_KEY], rate_limit=100_000, daily_quota=None),

@@ -36,11 +36,6 @@ Connect = Callable[..., HubSpotConnector]
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def sandbox() -> Iterator[ProviderSandbox]:
     with ProviderSandbox([HubSpotSimulator(tokens=[TOKEN], burst=100_000)]) as running:
         yield running

@@ -30,11 +30,6 @@ def email_of(number: int) -> str:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def sandbox(clock: FakeClock) -> Iterator[ProviderSandbox]:
     simulator = HubSpotSimulator(tokens=[TOKEN], burst=10_000, clock=clock.monotonic)
     with ProviderSandbox([simulator]) as running:

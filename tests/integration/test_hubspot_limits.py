@@ -30,11 +30,6 @@ CREATE = "POST /crm/v3/objects/contacts"
 UPSERT = "POST /crm/v3/objects/contacts/batch/upsert"
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
 def connector(
     sandbox: ProviderSandbox, clock: FakeClock, daily_reset_timezone: str = "UTC"
 ) -> HubSpotConnector:

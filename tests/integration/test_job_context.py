@@ -37,11 +37,6 @@ from antifragile.service._settings import Settings
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 async def jobs(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Jobs]:
     app = Jobs(database_url=f"sqlite:///{tmp_path / 'jobs.db'}", clock=clock)
     async with app:

@@ -37,11 +37,6 @@ Connect = Callable[..., MailchimpConnector]
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def simulator() -> MailchimpSimulator:
     return MailchimpSimulator(api_keys=[KEY], lists=[LIST])
 

@@ -47,11 +47,6 @@ Connect = Callable[..., MandrillConnector]
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def simulator() -> MandrillSimulator:
     return MandrillSimulator(api_keys=[KEY])
 

@@ -31,11 +31,6 @@ from antifragile.stores import open_store
 from tests.conftest import POSTGRES_URL, require_service
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 async def jobs(
     request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock

@@ -38,11 +38,6 @@ def _prefix() -> str:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 async def store(redis_url: str, clock: FakeClock) -> AsyncIterator[RedisStore]:
     opened = RedisStore(redis_url, clock=clock, prefix=_prefix(), flush_prefix_on_close=True)
     await opened.open()

@@ -44,11 +44,6 @@ Connect = Callable[..., ResendConnector]
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def sandbox() -> Iterator[ProviderSandbox]:
     with ProviderSandbox([ResendSimulator(api_keys=[KEY], rate_limit=10_000)]) as running:
         yield running

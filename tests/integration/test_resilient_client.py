@@ -92,11 +92,6 @@ def server() -> Iterator[FlakyServer]:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def recorder() -> RecordingObserver:
     return RecordingObserver()
 

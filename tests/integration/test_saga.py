@@ -41,11 +41,6 @@ Behaviour = Callable[[int], Awaitable[Any]]  # called with the call's number (fr
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def db(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'sagas.db'}"
 

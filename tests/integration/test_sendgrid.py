@@ -48,11 +48,6 @@ Connect = Callable[..., SendGridConnector]
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def sandbox(clock: FakeClock) -> Iterator[ProviderSandbox]:
     """SendGrid on the policies' clock: its epoch ``X-RateLimit-Reset`` is read on that clock."""
     simulator = SendGridSimulator(api_keys=[KEY], rate_limit=100_000, clock=clock.time)

@@ -189,11 +189,6 @@ def no_retry(name: str, clock: FakeClock) -> Policy:
     )
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
 def simulators(whatsapp: WhatsAppSimulator | None = None) -> list[Simulator]:
     """The simulators of every provider a session uses (*whatsapp* instead of the default)."""
     default = WhatsAppSimulator(

@@ -27,11 +27,6 @@ PROVIDER = "resend"
 BREAKER_KEYS = (f"antifragile:{{breaker:{PROVIDER}}}", f"antifragile:{{breaker:{PROVIDER}}}:w")
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
 @pytest.fixture(autouse=True)
 def _resend_configured(monkeypatch: pytest.MonkeyPatch) -> None:
     """A configured provider, so each assistant builds its connector (never called here)."""

@@ -135,11 +135,6 @@ class Switchable:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 async def store(clock: FakeClock) -> Store:
     return await open_store("memory://", clock=clock)
 

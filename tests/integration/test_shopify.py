@@ -52,11 +52,6 @@ def rest_api(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def sandbox() -> Iterator[ProviderSandbox]:
     simulator = ShopifySimulator(
         access_tokens=[TOKEN], bucket_size=100_000, inventory=[(11, 1, 5), (12, 1, 0), (11, 2, 7)]

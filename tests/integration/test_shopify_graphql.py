@@ -33,11 +33,6 @@ REST_CREATE = "POST /admin/api/{version}/customers.json"
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def simulator(clock: FakeClock) -> ShopifySimulator:
     return ShopifySimulator(
         access_tokens=[TOKEN], cost_bucket=1000, restore_rate=50, clock=clock.monotonic

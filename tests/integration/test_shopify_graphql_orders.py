@@ -36,11 +36,6 @@ LAMP = {"title": "Lamp", "price": "5.00", "quantity": 1}
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def simulator(clock: FakeClock) -> ShopifySimulator:
     return ShopifySimulator(
         access_tokens=[TOKEN],

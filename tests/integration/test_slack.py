@@ -44,11 +44,6 @@ Connect = Callable[..., SlackConnector]
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def sandbox() -> Iterator[ProviderSandbox]:
     simulator = SlackSimulator(hooks=[HOOK], gone=["T0001/B0002/gOnE"], rate=1e6, burst=1e6)
     with ProviderSandbox([simulator]) as running:

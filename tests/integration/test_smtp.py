@@ -45,11 +45,6 @@ Connect = Callable[..., SMTPConnector]
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def smtp() -> Iterator[SMTPSandbox]:
     with SMTPSandbox(users=USERS) as running:
         yield running

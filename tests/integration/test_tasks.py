@@ -17,11 +17,6 @@ from antifragile.jobs import Jobs
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 async def jobs(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Jobs]:
     async with Jobs(database_url=f"sqlite:///{tmp_path / 'tasks.db'}", clock=clock) as opened:
         yield opened

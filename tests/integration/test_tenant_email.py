@@ -51,11 +51,6 @@ SHOP = Tenant(
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def sandbox() -> Iterator[ProviderSandbox]:
     simulators = [
         MandrillSimulator(api_keys=[MANDRILL_KEY]),

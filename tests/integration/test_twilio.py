@@ -49,11 +49,6 @@ Connect = Callable[..., TwilioConnector]
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def sandbox() -> Iterator[ProviderSandbox]:
     simulator = TwilioSimulator(credentials={SID: TOKEN}, concurrency=10_000)
     with ProviderSandbox([simulator]) as running:

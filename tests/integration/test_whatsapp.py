@@ -63,11 +63,6 @@ Connect = Callable[..., WhatsAppConnector]
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def sandbox() -> Iterator[ProviderSandbox]:
     simulator = WhatsAppSimulator(
         access_tokens=[TOKEN], phone_number_ids=[PHONE], throughput=10_000

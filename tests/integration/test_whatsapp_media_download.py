@@ -39,11 +39,6 @@ MEDIA_JOBS = JobFilter(name="whatsapp.media")
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def simulator(clock: FakeClock) -> WhatsAppSimulator:
     return WhatsAppSimulator(access_tokens=[TOKEN], phone_number_ids=[PHONE], clock=clock.monotonic)
 

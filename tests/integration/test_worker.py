@@ -41,11 +41,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 async def jobs(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Jobs]:
     app = Jobs(database_url=f"sqlite:///{tmp_path / 'jobs.db'}", clock=clock)
     async with app:
