@@ -29,7 +29,13 @@ thread for ``HERE_PAUSE`` seconds. Every other operation -- reads, scans, purges
 claims and completions, and the inbox's records, whose server goes on accepting webhooks while
 their commit is in flight -- runs in the store's thread, as does the store's own housekeeping;
 :meth:`SQLiteStore.close` waits its turn behind the operations that came before it, wherever
-they run.
+they run. The exception: point reads (a key-value entry, an inbox entry by its id) run in the
+caller's thread on a second, read-only connection, when the database has one (a file in WAL
+mode; see :meth:`_Database.read_here`): they see what is committed, as reads in the store's
+thread do, without waiting behind a commit's ``fsync``.
+
+Rate-limit takes and job claims commit without waiting for an ``fsync`` (``synchronous=NORMAL``
+for their own transactions, in WAL mode; see :class:`_unsynced`).
 
 Connection settings:
 
@@ -196,6 +202,15 @@ def _settle(future: asyncio.Future[Any] | None, result: Any, error: BaseExceptio
         future.set_exception(error)
     else:
         future.set_result(result)
+
+
+#: a future and what to settle it with: a result, or an error
+_Settled = tuple[asyncio.Future[Any] | None, Any, BaseException | None]
+
+
+def _settle_all(answers: list[_Settled]) -> None:
+    for future, result, error in answers:
+        _settle(future, result, error)
 
 
 class _unsynced:  # lower case: used like a function, ``with _unsynced(conn, relaxed):``
@@ -608,10 +623,14 @@ class _Database:
             error = self.translate(exc)
             error.__cause__ = exc
             outcomes = [(None, error)] * len(batch)
+        # one wake-up of each caller's event loop for all of its callers in the group
+        settled: dict[asyncio.AbstractEventLoop, list[_Settled]] = {}
         for (_, _, _, loop, future, _), (result, failure) in zip(batch, outcomes, strict=True):
             if loop is not None:
-                with contextlib.suppress(RuntimeError):  # its loop closed meanwhile
-                    loop.call_soon_threadsafe(_settle, future, result, failure)
+                settled.setdefault(loop, []).append((future, result, failure))
+        for loop, answers in settled.items():
+            with contextlib.suppress(RuntimeError):  # its loop closed meanwhile
+                loop.call_soon_threadsafe(_settle_all, answers)
 
     def wrote(self, now: float) -> None:
         """Count a write made at the caller's *now*; now and then collect expired rows.
