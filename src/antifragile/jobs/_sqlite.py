@@ -956,10 +956,13 @@ class SQLiteJobQueue:
     def __repr__(self) -> str:
         return f"SQLiteJobQueue({self.store!r})"
 
-    def wakeups(self, wake: Wake) -> contextlib.AbstractAsyncContextManager[None]:
+    def wakeups(
+        self, wake: Wake, *, queues: Sequence[str] | None = None
+    ) -> contextlib.AbstractAsyncContextManager[None]:
         """While entered, *wake* is called when jobs are committed by any queue on this
-        database file, in this process or another (see :mod:`antifragile.jobs._wakeup`)."""
-        return self._wakeups.listening(wake)
+        database file, in this process or another (see :mod:`antifragile.jobs._wakeup`),
+        -- in this process, only by jobs of one of *queues* when given."""
+        return self._wakeups.listening(wake, queues)
 
     async def next_due(self, *, now: float) -> float | None:
         """The earliest ``run_at`` after *now* of a job waiting to run (``None``: none)."""
@@ -976,7 +979,7 @@ class SQLiteJobQueue:
             if not rows:
                 return []
             enqueued = await self._db.run_shared_here(_enqueue, rows, flags)
-            self._wakeups.notify()
+            self._wakeups.notify({job.queue for job in jobs})
             return enqueued
         conn = _driver_connection(connection)
         try:
@@ -1153,7 +1156,7 @@ class SQLiteJobQueue:
         )
         self._db.wrote(now)
         if saved is not None and rows:
-            self._wakeups.notify()
+            self._wakeups.notify({job.queue for job in jobs})
         return saved
 
     # -- the inbox ------------------------------------------------------------------------------
@@ -1169,7 +1172,7 @@ class SQLiteJobQueue:
         flags = [None if e.job is None else _flag_params(e.job, now) for e in entries]
         recorded = await self._db.run_shared(_record, rows, jobs, flags)
         if any(r.created for r in recorded):
-            self._wakeups.notify()
+            self._wakeups.notify({e.job.queue for e in entries if e.job is not None})
         return recorded
 
     async def get_inbound(self, inbox_id: str) -> InboxEntry | None:
