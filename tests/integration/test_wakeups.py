@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from antifragile.jobs import JobContext, Jobs, NewJob, Worker
+from antifragile.jobs import JobContext, JobFilter, Jobs, NewInboxEntry, NewJob, Worker
 from antifragile.jobs._postgres import channel_name
 from antifragile.jobs._wakeup import socket_directory
 from tests._waiting import eventually
@@ -293,3 +293,71 @@ def test_the_notify_is_sent_once_per_transaction(postgres_url: str, schema: str)
         got = list(listener.notifies(timeout=30.0, stop_after=1))
         got += listener.notifies(timeout=0.5, stop_after=10)
     assert len(got) == 1
+
+
+def _counter(woken: dict[str, int]) -> Any:
+    """A factory of wake callbacks that count, each under its name, in *woken*."""
+
+    def waker(name: str) -> Any:
+        def wake() -> None:
+            woken[name] += 1
+
+        return wake
+
+    return waker
+
+
+def _job_of(queue: str) -> NewJob:
+    return NewJob(name="note", queue=queue, payload={}, run_at=time.time(), max_attempts=1)
+
+
+async def test_a_worker_of_some_queues_is_woken_by_their_jobs_only(
+    postgres_url: str, schema: str
+) -> None:
+    """Each enqueueing transaction notifies once per queue of its jobs, the queue's name the
+    payload: a listener of queue "a" is not woken by a job of "b" (its notification comes
+    first on the same connection, so the count shows it), a listener of every queue is woken
+    by both, and a notification without a payload (an older version's) wakes both."""
+    url = f"{postgres_url}{'&' if '?' in postgres_url else '?'}schema={schema}"
+    woken = {"a": 0, "all": 0}
+    waker, job = _counter(woken), _job_of
+
+    async with Jobs(database_url=url) as jobs:
+        queue: Any = jobs.queue
+        async with queue.wakeups(waker("a"), queues=["a"]), queue.wakeups(waker("all")):
+            # each listener wakes once when it starts listening (for what it may have missed)
+            await eventually(lambda: woken == {"a": 1, "all": 1})
+            await jobs.queue.enqueue([job("b")], now=time.time())
+            await jobs.queue.enqueue([job("a")], now=time.time())
+            await eventually(lambda: woken["a"] == 2 and woken["all"] == 3)
+            await jobs.queue.enqueue([job("a"), job("b"), job("a")], now=time.time())
+            await eventually(lambda: woken["a"] == 3 and woken["all"] >= 4)
+            async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as c:
+                await c.execute(f'NOTIFY "{channel_name(schema)}"'.encode())
+            await eventually(lambda: woken["a"] == 4)
+
+
+async def test_a_sqlite_worker_of_some_queues_is_woken_by_their_jobs_in_its_process(
+    tmp_path: Path,
+) -> None:
+    """In the enqueuer's own process a listener of queue "a" is woken by jobs of "a" only (an
+    enqueue, a record saved with its jobs, an inbox record), a listener of every queue by all."""
+    woken = {"a": 0, "all": 0}
+    waker, job = _counter(woken), _job_of
+
+    async with Jobs(database_url=f"sqlite:///{tmp_path / 'jobs.db'}") as jobs:
+        queue: Any = jobs.queue
+        async with queue.wakeups(waker("a"), queues=["a"]), queue.wakeups(waker("all")):
+            await jobs.queue.enqueue([job("b")], now=time.time())
+            assert woken == {"a": 0, "all": 1}
+            await jobs.queue.enqueue([job("b"), job("a")], now=time.time())
+            assert woken == {"a": 1, "all": 2}
+            await queue.save_and_enqueue(
+                "record", {"n": 1}, expected_version=None, jobs=[job("b")], now=time.time()
+            )
+            assert woken == {"a": 1, "all": 3}
+            entry = NewInboxEntry("whatsapp", "wamid.1", "message", "t", {}, 60.0, job("a"))
+            await jobs.queue.record_inbound([entry], now=time.time())
+            assert woken == {"a": 2, "all": 4}
+            await jobs.queue.redrive(JobFilter(), now=time.time())  # nothing dead: no wake
+            assert woken == {"a": 2, "all": 4}

@@ -123,9 +123,11 @@ class MemoryJobQueue:
     def __repr__(self) -> str:
         return f"MemoryJobQueue({self._store!r})"
 
-    def wakeups(self, wake: Wake) -> contextlib.AbstractAsyncContextManager[None]:
-        """While entered, *wake* is called when jobs are enqueued (see
-        :mod:`antifragile.jobs._wakeup`)."""
+    def wakeups(
+        self, wake: Wake, *, queues: Sequence[str] | None = None
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """While entered, *wake* is called when jobs are enqueued, whatever their queue
+        (*queues* is not looked at; see :mod:`antifragile.jobs._wakeup`)."""
         return _listening(self._key, wake)
 
     async def next_due(self, *, now: float) -> float | None:

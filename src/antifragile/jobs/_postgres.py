@@ -209,7 +209,7 @@ def _insert_jobs(source: str, *, flags: bool = True) -> str:
            CASE WHEN s.ordering_key IS NOT NULL THEN nextval('{{ordering_seq}}') END
     FROM {source} AS s ORDER BY s.ord
     ON CONFLICT DO NOTHING
-    RETURNING id, status_flag
+    RETURNING id, status_flag, queue
 )"""
     if not flags:
         return inserted
@@ -225,12 +225,14 @@ def _insert_jobs(source: str, *, flags: bool = True) -> str:
 
 
 def _notified(source: str) -> str:
-    """The CTE ``notified``: one ``pg_notify`` on the queue's channel when *source* has rows
-    (delivered to the listening workers when the transaction commits). It runs only when the
-    statement's result joins it (``LEFT JOIN notified ON TRUE``: at most one row)."""
+    """The CTE ``notified``: one ``pg_notify`` on the queue's channel for each queue of the
+    jobs in *source*, the queue's name its payload (delivered to the listening workers when
+    the transaction commits; none when *source* has no rows), so that a worker is woken only by
+    jobs of the queues it serves. It runs only when the statement's result joins it
+    (``LEFT JOIN notified ON TRUE``: one row, an aggregate)."""
     return (
-        "notified AS (SELECT pg_notify('{channel}', '') AS sent"
-        f" FROM (SELECT 1 FROM {source} LIMIT 1) AS one)"
+        "notified AS (SELECT count(pg_notify('{channel}', q.queue)) AS sent"
+        f" FROM (SELECT DISTINCT queue FROM {source}) AS q)"
     )
 
 
@@ -656,7 +658,7 @@ WITH redriven AS (
     UPDATE {{jobs}} SET state = 'queued', attempts = 0, run_at = %(run_at)s::float8,
         lease_owner = NULL, lease_until = NULL, updated_at = %(now)s::float8
     WHERE state = 'dead' AND {{where}}
-    RETURNING id, status_flag
+    RETURNING id, status_flag, queue
 ), flags AS ({
     _merge_flags(
         "SELECT r.status_flag ->> 'key' AS key,"
@@ -1119,19 +1121,24 @@ class PostgresJobQueue:
     # -- wake-ups -----------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def wakeups(self, wake: Wake) -> AsyncIterator[None]:
-        """While entered, *wake* is called when jobs are committed to this queue: a connection
-        of its own ``LISTEN``s on the queue's channel, which every enqueueing transaction
-        notifies once (see :mod:`antifragile.jobs._wakeup`). A lost connection is opened again
-        (and *wake* called, for what may have been missed meanwhile)."""
-        task = asyncio.create_task(self._listen(wake), name="antifragile-jobs-listen")
+    async def wakeups(
+        self, wake: Wake, *, queues: Sequence[str] | None = None
+    ) -> AsyncIterator[None]:
+        """While entered, *wake* is called when jobs are committed to this queue -- to one of
+        *queues* when given: a connection of its own ``LISTEN``s on the queue's channel, which
+        every enqueueing transaction notifies once per queue of its jobs, the queue's name the
+        payload (see :mod:`antifragile.jobs._wakeup`); a notification without a payload (from
+        an older version) wakes every listener. A lost connection is opened again (and *wake*
+        called, for what may have been missed meanwhile)."""
+        served = None if queues is None else frozenset(queues)
+        task = asyncio.create_task(self._listen(wake, served), name="antifragile-jobs-listen")
         try:
             yield
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
-    async def _listen(self, wake: Wake) -> None:
+    async def _listen(self, wake: Wake, served: frozenset[str] | None) -> None:
         pause = 0.1
         listen = sql.SQL("LISTEN {}").format(sql.Identifier(self._sql.channel))
         while True:
@@ -1142,8 +1149,9 @@ class PostgresJobQueue:
                 pause = 0.1
                 wake()  # whatever was committed while nobody listened
                 while True:
-                    async for _ in conn.notifies(timeout=_LISTEN_CHECK):
-                        wake()
+                    async for note in conn.notifies(timeout=_LISTEN_CHECK):
+                        if served is None or not note.payload or note.payload in served:
+                            wake()
                     await conn.execute("SELECT 1")  # quiet for a while: still there?
             except asyncio.CancelledError:
                 raise

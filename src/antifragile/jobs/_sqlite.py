@@ -90,6 +90,7 @@ from antifragile.stores._sqlite import (
     _kv_create,
     _kv_get,
     _kv_update_at,
+    _unsynced,
 )
 
 _COLUMNS = (
@@ -633,16 +634,9 @@ def _claim(
     # durably, make the claim durable too. An idle worker's claim is on the path of every
     # job's start and need not wait for the disk; enqueues and outcomes still do. *relaxed*
     # is the store's own synchronous setting, to go back to (None: keep it throughout).
-    relax = relaxed is not None and not conn.in_transaction
-    if relax:
-        conn.execute("PRAGMA synchronous = NORMAL")
-    try:
-        with _immediate(conn):
-            expired = conn.execute(_ANY_EXPIRED, (params["now"],)).fetchone() is not None
-            rows = conn.execute(sql[expired], params).fetchall()
-    finally:
-        if relax:
-            conn.execute(f"PRAGMA synchronous = {relaxed}")
+    with _unsynced(conn, relaxed), _immediate(conn):
+        expired = conn.execute(_ANY_EXPIRED, (params["now"],)).fetchone() is not None
+        rows = conn.execute(sql[expired], params).fetchall()
     worker, until, now = params["worker"], float(params["until"]), float(params["now"])
     jobs = [_claimed(row, worker, until, now) for row in rows]
     jobs.sort(key=_claim_order)
@@ -962,10 +956,13 @@ class SQLiteJobQueue:
     def __repr__(self) -> str:
         return f"SQLiteJobQueue({self.store!r})"
 
-    def wakeups(self, wake: Wake) -> contextlib.AbstractAsyncContextManager[None]:
+    def wakeups(
+        self, wake: Wake, *, queues: Sequence[str] | None = None
+    ) -> contextlib.AbstractAsyncContextManager[None]:
         """While entered, *wake* is called when jobs are committed by any queue on this
-        database file, in this process or another (see :mod:`antifragile.jobs._wakeup`)."""
-        return self._wakeups.listening(wake)
+        database file, in this process or another (see :mod:`antifragile.jobs._wakeup`),
+        -- in this process, only by jobs of one of *queues* when given."""
+        return self._wakeups.listening(wake, queues)
 
     async def next_due(self, *, now: float) -> float | None:
         """The earliest ``run_at`` after *now* of a job waiting to run (``None``: none)."""
@@ -982,7 +979,7 @@ class SQLiteJobQueue:
             if not rows:
                 return []
             enqueued = await self._db.run_shared_here(_enqueue, rows, flags)
-            self._wakeups.notify()
+            self._wakeups.notify({job.queue for job in jobs})
             return enqueued
         conn = _driver_connection(connection)
         try:
@@ -1008,7 +1005,7 @@ class SQLiteJobQueue:
         if limit < 1 or (queues is not None and not queues):
             return []
         sql, params = _claim_params(worker, limit, lease, now, queues)
-        return await self._db.run(_claim, sql, params, self._relaxed_claims())
+        return await self._db.run(_claim, sql, params, self._db.relaxed())
 
     async def complete_and_claim(
         self,
@@ -1034,14 +1031,6 @@ class SQLiteJobQueue:
         plain, others = _completion_params(outcomes, now)
         sql, params = _claim_params(worker, limit, lease, now, queues)
         return await self._db.run(_complete_and_claim, plain, others, worker, now, sql, params)
-
-    def _relaxed_claims(self) -> str | None:
-        """The store's synchronous setting when claims may commit without an fsync (WAL, and
-        a setting that syncs every commit), else None."""
-        synchronous = self._db.synchronous
-        if self._db.journal_mode == "wal" and synchronous in ("full", "extra"):
-            return synchronous.upper()
-        return None
 
     async def heartbeat(
         self, job_ids: Sequence[str], *, worker: str, lease: float, now: float
@@ -1167,7 +1156,7 @@ class SQLiteJobQueue:
         )
         self._db.wrote(now)
         if saved is not None and rows:
-            self._wakeups.notify()
+            self._wakeups.notify({job.queue for job in jobs})
         return saved
 
     # -- the inbox ------------------------------------------------------------------------------
@@ -1183,11 +1172,11 @@ class SQLiteJobQueue:
         flags = [None if e.job is None else _flag_params(e.job, now) for e in entries]
         recorded = await self._db.run_shared(_record, rows, jobs, flags)
         if any(r.created for r in recorded):
-            self._wakeups.notify()
+            self._wakeups.notify({e.job.queue for e in entries if e.job is not None})
         return recorded
 
     async def get_inbound(self, inbox_id: str) -> InboxEntry | None:
-        rows = await self._db.run(_select, _INBOX_GET, [inbox_id])
+        rows = await self._db.read_here(_select, _INBOX_GET, [inbox_id])
         return _inbox_entry(rows[0]) if rows else None
 
     async def find_inbound(

@@ -5,7 +5,10 @@ uses when they are there (polling stays as the fallback, so a lost wake-up costs
 poll interval):
 
 * ``wakeups(wake)`` -- an async context manager: while it is entered, ``wake()`` is called
-  (on the worker's event loop) soon after jobs were committed to the queue by anyone.
+  (on the worker's event loop) soon after jobs were committed to the queue by anyone. A worker
+  that serves some queues only passes them too (``wakeups(wake, queues=[...])``), and a queue
+  that can tell jobs of other queues apart does not wake it for those (PostgreSQL; SQLite in
+  the enqueuer's own process).
 * ``next_due(now=...)`` -- the earliest ``run_at`` after *now* of a job waiting to run (or
   ``None``): an idle worker sleeps until then, capped by its poll interval, so a delayed or
   retried job starts when it falls due rather than on the next poll.
@@ -13,8 +16,10 @@ poll interval):
 How the news travels depends on the backend:
 
 * **In one process** (:class:`LocalWakers`): the enqueuer calls every worker listening to the
-  same database directly (``call_soon_threadsafe`` on the worker's loop). ``antifragile
-  serve`` runs its API and its worker in one process, so a webhook's job starts at once.
+  same database directly (``call_soon_threadsafe`` on the worker's loop) -- on SQLite, those
+  that serve a queue of the jobs (a worker of inbound messages is not woken by their
+  replies). ``antifragile serve`` runs its API and its worker in one process, so a webhook's
+  job starts at once.
 * **Across processes on SQLite** (:class:`WakeSockets`): each listening worker binds a unix
   datagram socket in a directory beside the database (``<database>-wake/``, or a directory in
   the temporary directory named after the database's path when that one is too long for a
@@ -29,7 +34,8 @@ How the news travels depends on the backend:
   heartbeat would look like news.
 * **PostgreSQL**: workers ``LISTEN`` on a channel named after the store's schema and the
   enqueueing statement calls ``pg_notify`` inside its own transaction (delivered when it
-  commits, one notification per transaction); see :mod:`antifragile.jobs._postgres`.
+  commits, one notification per transaction and queue of its jobs, the queue's name the
+  payload: a worker of other queues is not woken); see :mod:`antifragile.jobs._postgres`.
 
 Jobs written through the transactional outbox on SQLite (``enqueue(..., connection=...)``)
 commit with the caller's transaction, whose commit the queue does not make: Python's
@@ -55,7 +61,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
 
 _log = logging.getLogger("antifragile.jobs.wakeup")
 
@@ -118,27 +124,34 @@ def after_transaction(in_transaction: Callable[[], bool], wake: Wake) -> None:
 
 
 class LocalWakers:
-    """The workers of this process listening to one queue, by the queue's identity."""
+    """The workers of this process listening to one queue, by the queue's identity, each with
+    the names of the queues (``queue`` of a job) it serves, or None for all of them."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._wakers: dict[str, dict[int, Wake]] = {}
+        self._wakers: dict[str, dict[int, tuple[Wake, frozenset[str] | None]]] = {}
 
-    def notify(self, key: str) -> None:
-        """Wake every worker of this process listening to *key*."""
+    def notify(self, key: str, queues: Collection[str] | None = None) -> None:
+        """Wake every worker of this process listening to *key* that serves one of *queues*
+        (the queues of the jobs just committed; None: not known, every worker)."""
         wakers = self._wakers.get(key)
         if not wakers:
             return
-        for wake in list(wakers.values()):
-            wake()
+        for wake, served in list(wakers.values()):
+            if served is None or queues is None or not served.isdisjoint(queues):
+                wake()
 
     @contextlib.contextmanager
-    def listening(self, key: str, wake: Wake) -> Iterator[None]:
-        """Call *wake* (on the current event loop) whenever :meth:`notify` names *key*."""
+    def listening(
+        self, key: str, wake: Wake, queues: Collection[str] | None = None
+    ) -> Iterator[None]:
+        """Call *wake* (on the current event loop) whenever :meth:`notify` names *key* (and
+        one of *queues*, when given)."""
         token = id(wake)
         call = _wake_on(asyncio.get_running_loop(), wake)
+        served = None if queues is None else frozenset(queues)
         with self._lock:
-            self._wakers.setdefault(key, {})[token] = call
+            self._wakers.setdefault(key, {})[token] = (call, served)
         try:
             yield
         finally:
@@ -271,14 +284,18 @@ class SQLiteWakeups:
         directory = socket_directory(path)
         self.sockets = None if directory is None else WakeSockets(directory)
 
-    def notify(self) -> None:
-        LOCAL.notify(self.key)
+    def notify(self, queues: Collection[str] | None = None) -> None:
+        """Wake the workers of this process that serve one of *queues* (None: every one), and
+        every listening worker of the other processes."""
+        LOCAL.notify(self.key, queues)
         if self.sockets is not None:
             self.sockets.poke()
 
     @contextlib.asynccontextmanager
-    async def listening(self, wake: Wake) -> AsyncIterator[None]:
-        with LOCAL.listening(self.key, wake):
+    async def listening(
+        self, wake: Wake, queues: Collection[str] | None = None
+    ) -> AsyncIterator[None]:
+        with LOCAL.listening(self.key, wake, queues):
             if self.sockets is None:
                 yield
             else:

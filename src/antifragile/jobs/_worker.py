@@ -359,7 +359,9 @@ class Worker:
             async with contextlib.AsyncExitStack() as stack:
                 listen = None if until_idle else getattr(self.jobs.queue, "wakeups", None)
                 if listen is not None:  # woken when jobs arrive; polling stays the fallback
-                    await stack.enter_async_context(listen(self._wake.set))
+                    # (by jobs of the queues it serves, where the queue can tell them apart)
+                    served = {} if self.queues is None else {"queues": self.queues}
+                    await stack.enter_async_context(listen(self._wake.set, **served))
                 await self._main(until_idle)
         except BaseException:
             self._release_now = True

@@ -29,7 +29,13 @@ thread for ``HERE_PAUSE`` seconds. Every other operation -- reads, scans, purges
 claims and completions, and the inbox's records, whose server goes on accepting webhooks while
 their commit is in flight -- runs in the store's thread, as does the store's own housekeeping;
 :meth:`SQLiteStore.close` waits its turn behind the operations that came before it, wherever
-they run.
+they run. The exception: point reads (a key-value entry, an inbox entry by its id) run in the
+caller's thread on a second, read-only connection, when the database has one (a file in WAL
+mode; see :meth:`_Database.read_here`): they see what is committed, as reads in the store's
+thread do, without waiting behind a commit's ``fsync``.
+
+Rate-limit takes and job claims commit without waiting for an ``fsync`` (``synchronous=NORMAL``
+for their own transactions, in WAL mode; see :class:`_unsynced`).
 
 Connection settings:
 
@@ -198,6 +204,37 @@ def _settle(future: asyncio.Future[Any] | None, result: Any, error: BaseExceptio
         future.set_result(result)
 
 
+#: a future and what to settle it with: a result, or an error
+_Settled = tuple[asyncio.Future[Any] | None, Any, BaseException | None]
+
+
+def _settle_all(answers: list[_Settled]) -> None:
+    for future, result, error in answers:
+        _settle(future, result, error)
+
+
+class _unsynced:  # lower case: used like a function, ``with _unsynced(conn, relaxed):``
+    """The transaction inside commits without waiting for an ``fsync`` (``synchronous=NORMAL``
+    for it alone, in WAL mode: its frames reach the disk with the next durable commit or
+    checkpoint, and a crash of the application loses nothing; a power cut can). *relaxed* is
+    the store's own setting to go back to (:meth:`_Database.relaxed`; None: keep it
+    throughout); inside a transaction already (a shared one), nothing changes."""
+
+    __slots__ = ("conn", "relaxed")
+
+    def __init__(self, conn: sqlite3.Connection, relaxed: str | None) -> None:
+        self.conn = conn
+        self.relaxed = None if conn.in_transaction else relaxed
+
+    def __enter__(self) -> None:
+        if self.relaxed is not None:
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+
+    def __exit__(self, *_: object) -> None:
+        if self.relaxed is not None:
+            self.conn.execute(f"PRAGMA synchronous = {self.relaxed}")
+
+
 class _Undo(Exception):
     """Rolls an operation of a shared transaction back to its savepoint."""
 
@@ -283,6 +320,11 @@ class _Database:
         self._here_average = 0.0
         #: whether the connection's busy_timeout is busy_timeout_ms (else 0, see _run_here)
         self._busy_timeout_set = True
+        #: a second, read-only connection for point reads in the caller's thread (see
+        #: read_here), held by whoever holds _reader_lock; None until open, and for a database
+        #: that is not in WAL mode or is in memory
+        self._reader: sqlite3.Connection | None = None
+        self._reader_lock = threading.Lock()
 
     @property
     def shown_path(self) -> str:
@@ -310,6 +352,15 @@ class _Database:
         if isinstance(exc, sqlite3.OperationalError):
             return StoreUnavailableError(f"cannot use {where}: {exc}")
         return StoreError(f"{where} failed: {exc}")
+
+    def relaxed(self) -> str | None:
+        """The synchronous setting to go back to after a commit that need not wait for an
+        ``fsync`` (see :class:`_unsynced`) when such commits are possible (WAL, and a setting
+        that syncs every commit), else None (every commit as the setting says)."""
+        synchronous = self.synchronous
+        if self.journal_mode == "wal" and synchronous in ("full", "extra"):
+            return synchronous.upper()
+        return None
 
     # -- running ------------------------------------------------------------------------------
 
@@ -349,6 +400,34 @@ class _Database:
         at a time (an enqueue). The inbox's batches keep to the store's thread: a web server's
         event loop goes on accepting requests while their commit is in flight."""
         return await self._submit(fn, args, kwargs, shared=True, here=True)
+
+    async def read_here(
+        self,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Run the read ``fn(connection, *args, **kwargs)`` in the caller's thread, on the
+        store's read-only connection: for point reads (a row by its key), which take less
+        than the thread hop they save. In WAL mode a reader sees every committed transaction
+        and never waits for the writer, so such a read does not queue behind a commit's
+        ``fsync`` in the store's thread -- and it reads only what is committed, as a read in
+        the store's thread does (which never runs inside a transaction). Without that
+        connection (a database in memory or not in WAL mode), while another thread reads on
+        it, or when it finds the database busy (``busy_timeout`` 0: the event loop never
+        waits for a lock), the read runs in the store's thread (:meth:`run`)."""
+        reader = self._reader
+        if reader is not None and not self._closed and self._reader_lock.acquire(blocking=False):
+            try:
+                if self._reader is reader:  # not closed meanwhile
+                    return fn(reader, *args, **kwargs)
+            except sqlite3.Error as exc:
+                code = getattr(exc, "sqlite_errorcode", None)
+                if code is None or code & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                    raise self.translate(exc) from exc
+            finally:
+                self._reader_lock.release()
+        return await self._submit(fn, args, kwargs, shared=False, here=False)
 
     async def _submit(
         self,
@@ -473,7 +552,16 @@ class _Database:
             self._start(conn, executor)
 
     def _drain(self, conn: sqlite3.Connection) -> None:
-        """In the store's thread: run the waiting operations until none is left."""
+        """In the store's thread: run the waiting operations until none is left.
+
+        The shared operations of what waits run as one group (one commit) at the place of the
+        last of them; the others run alone, in the order they came. Everything waiting came
+        while none of it was answered (concurrent operations, any order of which is one its
+        callers may see), and nothing comes after ``_close``, the last of a store's
+        operations; so a read or a claim that came between two shared operations no longer
+        splits their commit in two, and operations that came before the group's last member
+        are answered before its ``fsync``.
+        """
         if not self._busy_timeout_set:  # set to 0 by an operation in a caller's thread
             with contextlib.suppress(sqlite3.Error):
                 conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms:d}")
@@ -484,18 +572,16 @@ class _Database:
                 if not batch:
                     self._draining = False
                     return
-            group: list[_Call] = []
-            for call in [*batch, None]:
-                if call is not None and call[5]:
-                    group.append(call)  # shared: joins the group
-                    continue
-                if len(group) > 1:
-                    self._run_together(conn, group)
-                elif group:
-                    self._run_alone(conn, group[0])
-                group = []
-                if call is not None:
+            group = [call for call in batch if call[5]]
+            last = group[-1] if group else None
+            for call in batch:
+                if not call[5]:
                     self._run_alone(conn, call)
+                elif call is last:
+                    if len(group) > 1:
+                        self._run_together(conn, group)
+                    else:
+                        self._run_alone(conn, call)
 
     def _run_alone(self, conn: sqlite3.Connection, call: _Call) -> None:
         fn, args, kwargs, loop, future, _ = call
@@ -537,10 +623,14 @@ class _Database:
             error = self.translate(exc)
             error.__cause__ = exc
             outcomes = [(None, error)] * len(batch)
+        # one wake-up of each caller's event loop for all of its callers in the group
+        settled: dict[asyncio.AbstractEventLoop, list[_Settled]] = {}
         for (_, _, _, loop, future, _), (result, failure) in zip(batch, outcomes, strict=True):
             if loop is not None:
-                with contextlib.suppress(RuntimeError):  # its loop closed meanwhile
-                    loop.call_soon_threadsafe(_settle, future, result, failure)
+                settled.setdefault(loop, []).append((future, result, failure))
+        for loop, answers in settled.items():
+            with contextlib.suppress(RuntimeError):  # its loop closed meanwhile
+                loop.call_soon_threadsafe(_settle_all, answers)
 
     def wrote(self, now: float) -> None:
         """Count a write made at the caller's *now*; now and then collect expired rows.
@@ -614,6 +704,8 @@ class _Database:
                 _migrate(conn, self.clock.time())
             else:
                 _check_schema(conn)
+            if self.path != ":memory:" and self.journal_mode == "wal":
+                self._reader = _open_reader(self.path)
         except BaseException as exc:
             conn.close()
             if isinstance(exc, sqlite3.Error):
@@ -641,6 +733,22 @@ class _Database:
                 await future
         finally:
             executor.shutdown(wait=True)
+            with self._reader_lock:  # once a read under way in another thread is done
+                reader, self._reader = self._reader, None
+            if reader is not None:
+                reader.close()
+
+
+def _open_reader(path: str) -> sqlite3.Connection:
+    """The read-only connection of :meth:`_Database.read_here` (for a database in WAL mode)."""
+    reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        reader.execute("PRAGMA busy_timeout = 0")
+        reader.execute("PRAGMA query_only = ON")
+    except BaseException:
+        reader.close()
+        raise
+    return reader
 
 
 def _applied_versions(conn: sqlite3.Connection) -> set[int]:
@@ -834,7 +942,7 @@ class SQLiteKeyValueStore:
         self._db = db
 
     async def get(self, key: str, *, now: float) -> Versioned | None:
-        return await self._db.run(_kv_get, key, now)
+        return await self._db.read_here(_kv_get, key, now)
 
     async def set(
         self, key: str, value: JSON, *, now: float, ttl: float | None = None
@@ -1132,8 +1240,11 @@ def _rate_take(
     burst: float,
     max_wait: float,
     now: float,
+    relaxed: str | None,
 ) -> TokenGrant:
-    with _immediate(conn):
+    """Take from the bucket *key*; the commit does not wait for an ``fsync`` (*relaxed*, see
+    "Rate-limit takes" in :class:`SQLiteRateLimitStore`)."""
+    with _unsynced(conn, relaxed), _immediate(conn):
         grant, bucket = take_tokens(
             _bucket(conn, key), tokens=tokens, rate=rate, burst=burst, max_wait=max_wait, now=now
         )
@@ -1161,7 +1272,15 @@ def _rate_refund(
 
 
 class SQLiteRateLimitStore:
-    """:class:`~antifragile.stores.RateLimitStore` on SQLite."""
+    """:class:`~antifragile.stores.RateLimitStore` on SQLite.
+
+    Rate-limit takes: in WAL mode a take commits without waiting for an ``fsync``
+    (``synchronous=NORMAL`` for its own transaction, as a job claim does): a crash of the
+    application loses nothing, and a power cut can forget the takes of the last moments -- a
+    forgotten take can only leave more tokens in a bucket, as on PostgreSQL, where a take
+    commits without waiting for the WAL flush. The WAL is written in order, so the next durable
+    commit makes every take before it durable too.
+    """
 
     def __init__(self, db: _Database) -> None:
         self._db = db
@@ -1177,9 +1296,8 @@ class SQLiteRateLimitStore:
         now: float,
     ) -> TokenGrant:
         take_tokens(None, tokens=tokens, rate=rate, burst=burst, max_wait=max_wait, now=now)
-        # shares a commit with the writes waiting beside it (group commit): a busy inbound
-        # worker takes its senders' tokens in the transactions of their turns
-        return await self._db.run_shared(_rate_take, key, tokens, rate, burst, max_wait, now)
+        relaxed = self._db.relaxed()
+        return await self._db.run(_rate_take, key, tokens, rate, burst, max_wait, now, relaxed)
 
     async def refund(
         self, key: str, *, tokens: float, rate: float, burst: float, now: float
