@@ -230,7 +230,7 @@ async def test_payloads_are_stored_as_their_json_text_byte_for_byte(
     odd = [
         {"text": 'a"b\\c\x00d\n\t', "emoji": "caf\u00e9 \U0001f600 \u2028\u2029"},
         {"n": [1, 2.5, -0.0, 1e300, None, True, False], "o": {"": {}, "k": []}},
-        {"text": "]}, {\"payload\": 1}, ["},
+        {"text": ']}, {"payload": 1}, ['},
         {"deep": [[[{"x": "\\u0000"}]]]},
     ]
     batch = [entry(f"wamid.odd{i}", now=now, payload=p) for i, p in enumerate(odd)]
