@@ -1,6 +1,7 @@
-"""The body reads' deadlines (:class:`antifragile.service._bodylimit._ReadDeadlines`): the reads
-of one event loop share one timer, yet each stalled read -- and only it -- times out (its own deadline: the
-timer is armed again for the reads left); a cancellation from elsewhere stays a cancellation."""
+"""The body reads' deadlines (:class:`antifragile.service._bodylimit._ReadDeadlines`): the
+reads of one event loop share one timer, yet each stalled read -- and only it -- times out (at
+its own deadline: the timer is armed again for the reads left); a cancellation from elsewhere
+stays a cancellation."""
 
 from __future__ import annotations
 
