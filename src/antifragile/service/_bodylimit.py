@@ -90,6 +90,8 @@ class EdgeGuard:
         self.read_timeout = float(getattr(settings, "body_read_timeout", DEFAULT_BODY_READ_TIMEOUT))
         self.docs_auth = bool(getattr(settings, "docs_require_auth", False))
         self._read_deadlines: _ReadDeadlines | None = None
+        #: the prefixes of every path _admit checks (a path under none of them is not)
+        self._guarded = (*_IP_LIMITED, *_DOCS) if self.docs_auth else _IP_LIMITED
         # the credentials' settings are checked at start-up, not at the first admin request
         from antifragile.service._auth import ApiKeys, check_issuer_audience
 
@@ -172,6 +174,8 @@ class EdgeGuard:
     async def _admit(self, scope: Scope, path: str) -> Any:
         """``None`` when the request may go on (having checked its IP and credentials where
         its route wants them); raises :class:`ApiError` otherwise."""
+        if not path.startswith(self._guarded):  # the webhooks and the rest of the API
+            return None
         docs = self.docs_auth and _under(path, _DOCS)
         if not (_under(path, _IP_LIMITED) or docs):
             return None
