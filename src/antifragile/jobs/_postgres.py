@@ -913,11 +913,9 @@ def _record_params(entries: Sequence[NewInboxEntry], nows: Sequence[float]) -> d
     """RECORD_INBOUND's parameters: the entries (each with its caller's *nows*), and the jobs of
     those that have one (the same values as enqueue sends, at the latest of *nows*)."""
     records: list[dict[str, Any]] = []
-    payloads: list[str] = []
     jobs: list[dict[str, Any]] = []
     for position, (entry, now) in enumerate(zip(entries, nows, strict=True), 1):
         job = entry.job
-        payloads.append(encode(entry.payload))
         records.append(
             {
                 "id": entry.id,
@@ -938,8 +936,9 @@ def _record_params(entries: Sequence[NewInboxEntry], nows: Sequence[float]) -> d
     return {
         "now": max(nows),
         "entries": encode(records),
-        # each element is one payload's JSON text, stored as it is (see _ENTRIES_INPUT)
-        "payloads": f"[{','.join(payloads)}]",
+        # an array of the payloads: each element is the payload's own JSON text (the same
+        # text as encode(payload) on its own), stored as it is (see _ENTRIES_INPUT)
+        "payloads": encode([entry.payload for entry in entries]),
         "jobs": encode(jobs),
     }
 
