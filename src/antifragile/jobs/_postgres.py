@@ -932,7 +932,9 @@ def _record_params(entries: Sequence[NewInboxEntry], nows: Sequence[float]) -> d
             }
         )
         if job is not None:
-            jobs.append({**_job_values(job), "ord": len(jobs) + 1})
+            values = _job_values(job)
+            values["ord"] = len(jobs) + 1
+            jobs.append(values)
     return {
         "now": max(nows),
         "entries": encode(records),
