@@ -11,6 +11,7 @@ cannot be recorded gets its error; the callers that shared its statement keep th
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import psycopg
 
@@ -18,13 +19,16 @@ from antifragile import FakeClock
 from antifragile.errors import StoreError
 from antifragile.jobs import JobFilter, NewInboxEntry, NewJob, Recorded, new_job_id
 from antifragile.jobs._postgres import PostgresJobQueue, _record_params
+from antifragile.stores._codec import encode
 from tests.integration._postgres import KeptPlan, admin
 
 # The clock, schema and queue fixtures are tests/integration/conftest.py's.
 TTL = 7 * 24 * 3600.0
 
 
-def entry(event_id: str, *, now: float, name: str = "inbound.process") -> NewInboxEntry:
+def entry(
+    event_id: str, *, now: float, name: str = "inbound.process", payload: Any = None
+) -> NewInboxEntry:
     inbox_id = new_job_id()
     job = NewJob(
         name=name,
@@ -39,7 +43,7 @@ def entry(event_id: str, *, now: float, name: str = "inbound.process") -> NewInb
         event_id=event_id,
         kind="message",
         tenant_key="acme",
-        payload={"text": "Do you deliver to Leeds?"},
+        payload={"text": "Do you deliver to Leeds?"} if payload is None else payload,
         ttl=TTL,
         job=job,
         id=inbox_id,
@@ -198,7 +202,7 @@ async def test_an_inbox_record_does_not_scan_the_inbox_whatever_its_plan(
         postgres_url,
         schema,
         queue._sql.record_inbound,
-        {"entries": "text", "jobs": "text", "now": "float8"},
+        {"entries": "text", "payloads": "text", "jobs": "text", "now": "float8"},
     )
     try:
         kept.execute(_record_params([entry(f"wamid.p{i}", now=now) for i in range(10)], [now] * 10))
@@ -214,3 +218,31 @@ async def test_an_inbox_record_does_not_scan_the_inbox_whatever_its_plan(
     assert all(rows <= 20 for rows in read), read
     recorded = await queue.find_inbound()
     assert len(recorded) >= 100
+
+
+async def test_payloads_are_stored_as_their_json_text_byte_for_byte(
+    queue: PostgresJobQueue, postgres_url: str, schema: str, clock: FakeClock
+) -> None:
+    """Each entry's payload column holds exactly its compact JSON text (the text readers of
+    the inbox get back), whatever it holds -- quotes, backslashes, escapes, non-ASCII, line
+    separators, NUL -- and whichever entries of a shared statement it sits among."""
+    now = clock.time()
+    odd = [
+        {"text": 'a"b\\c\x00d\n\t', "emoji": "caf\u00e9 \U0001f600 \u2028\u2029"},
+        {"n": [1, 2.5, -0.0, 1e300, None, True, False], "o": {"": {}, "k": []}},
+        {"text": ']}, {"payload": 1}, ['},
+        {"deep": [[[{"x": "\\u0000"}]]]},
+    ]
+    batch = [entry(f"wamid.odd{i}", now=now, payload=p) for i, p in enumerate(odd)]
+    recorded = await queue.record_inbound(batch, now=now)
+    assert all(r.created for r in recorded)
+    rows = admin(
+        postgres_url,
+        f'SELECT id, payload::text FROM "{schema}".antifragile_inbox',
+    )
+    stored = {row[0]: row[1] for row in rows}
+    for item, payload in zip(batch, odd, strict=True):
+        assert stored[item.id] == encode(payload)
+        got = await queue.get_inbound(item.id)
+        assert got is not None
+        assert got.payload == payload

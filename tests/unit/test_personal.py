@@ -109,3 +109,46 @@ def test_url_encoded_phone_numbers_and_emails_are_masked_in_logs() -> None:
     assert "447700900123" not in masked
     assert "ada%40example.com" not in masked
     assert "from=+4477" in masked
+
+
+def test_lookup_hashes_follow_the_data_keys_as_they_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The keys' variable is parsed once per value, yet read on every call: a key rotated in
+    (or removed) applies to the very next hash, and a value seen before gives its keys again."""
+    import hashlib
+    import hmac
+
+    from antifragile.observability._personal import (
+        current_data_key,
+        current_lookup_hash,
+        data_keys,
+        lookup_hashes,
+    )
+
+    def keyed(key: bytes) -> str:
+        return hmac.new(key, b"limit\x00+447700900123", hashlib.sha256).hexdigest()
+
+    unkeyed = hashlib.sha256(b"+447700900123").hexdigest()
+    monkeypatch.delenv("ANTIFRAGILE_DATA_KEYS", raising=False)
+    assert current_data_key() is None
+    assert current_lookup_hash("limit", "+447700900123") == unkeyed
+    monkeypatch.setenv("ANTIFRAGILE_DATA_KEYS", " key-one ,")
+    assert data_keys() == [b"key-one"]
+    assert current_lookup_hash("limit", "+447700900123") == keyed(b"key-one")
+    monkeypatch.setenv("ANTIFRAGILE_DATA_KEYS", "key-two, key-one")
+    assert current_data_key() == b"key-two"
+    assert current_lookup_hash("limit", "+447700900123") == keyed(b"key-two")
+    assert lookup_hashes("limit", "+447700900123") == [
+        keyed(b"key-two"),
+        keyed(b"key-one"),
+        unkeyed,
+    ]
+    keys = data_keys()
+    keys.append(b"mutated")  # a caller's list of its own: the next call is not affected
+    assert data_keys() == [b"key-two", b"key-one"]
+    monkeypatch.setenv("ANTIFRAGILE_DATA_KEYS", " key-one ,")
+    assert current_lookup_hash("limit", "+447700900123") == keyed(b"key-one")
+    assert data_keys({"ANTIFRAGILE_DATA_KEYS": "other"}) == [b"other"]
+    monkeypatch.setenv("ANTIFRAGILE_DATA_KEYS", "")
+    assert current_lookup_hash("limit", "+447700900123") == unkeyed

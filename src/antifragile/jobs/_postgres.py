@@ -269,16 +269,22 @@ SELECT i.id FROM inserted AS i LEFT JOIN notified ON TRUE
 # job that has it. The results say, per entry: whether it was created, its id and job id (the
 # first entry's for a duplicate, when this statement's snapshot sees it) and whether its job
 # was inserted (to find the entries whose job id must be corrected, see record_inbound).
-#: the batch of record_inbound: one JSON array of entries and one of their jobs. One parameter
-#: each costs far less to send and parse than an array per column, and as the server cannot
-#: see how many rows a JSON array holds, its generic plan is as good as a custom one: the
-#: prepared statement soon runs without being planned again. Payloads travel as JSON text (as
-#: a JSON value they would be unescaped, and a NUL refused). Each entry carries the ``now`` of
-#: its caller (the callers of one group commit differ); the jobs get the latest of them.
+#: the batch of record_inbound: one JSON array of entries, one of their payloads and one of
+#: their jobs. One parameter each costs far less to send and parse than an array per column,
+#: and as the server cannot see how many rows a JSON array holds, its generic plan is as good
+#: as a custom one: the prepared statement soon runs without being planned again. The payloads
+#: are an array of their own, each element the payload's JSON text as encoded, read back by
+#: json_array_elements: as json (not jsonb) each element is the very text sent, never
+#: unescaped (inside the entries, json_to_recordset would unescape it and refuse a NUL), and it
+#: is not escaped into a string of JSON text either (encoding it twice). Each entry carries
+#: the ``now`` of its caller (the callers of one group commit differ); the jobs get the latest
+#: of them.
 _ENTRIES_INPUT = """
-    SELECT * FROM json_to_recordset(%(entries)s::json) AS e(
-        id text, channel text, event_id text, kind text, tenant_key text, payload text,
-        now float8, expires_at float8, job_id text, job_key text, request_id text, ord int8)"""
+    SELECT e.*, p.payload FROM json_to_recordset(%(entries)s::json) AS e(
+        id text, channel text, event_id text, kind text, tenant_key text,
+        now float8, expires_at float8, job_id text, job_key text, request_id text, ord int8)
+    JOIN json_array_elements(%(payloads)s::json) WITH ORDINALITY AS p(payload, ord)
+      ON p.ord = e.ord"""
 _ENTRY_JOBS_INPUT = """
     SELECT * FROM json_to_recordset(%(jobs)s::json) AS i(
         id text, name text, queue text, priority int4, payload text, payload_version int4,
@@ -303,7 +309,7 @@ WITH entries AS ({_ENTRIES_INPUT}
 ), recorded AS (
     INSERT INTO {{inbox}} (id, channel, event_id, kind, tenant_key, payload, received_at,
         expires_at, job_id, request_id)
-    SELECT e.id, e.channel, e.event_id, e.kind, e.tenant_key, e.payload::json, e.now,
+    SELECT e.id, e.channel, e.event_id, e.kind, e.tenant_key, e.payload, e.now,
            e.expires_at,
            CASE WHEN e.job_key IS NULL THEN e.job_id
                 ELSE coalesce((SELECT k.id FROM {{jobs}} AS k WHERE k.idempotency_key = e.job_key),
@@ -919,7 +925,6 @@ def _record_params(entries: Sequence[NewInboxEntry], nows: Sequence[float]) -> d
                 "event_id": entry.event_id,
                 "kind": entry.kind,
                 "tenant_key": entry.tenant_key,
-                "payload": encode(entry.payload),
                 "now": now,
                 "expires_at": now + float(entry.ttl),
                 "job_id": None if job is None else job.id,
@@ -929,8 +934,17 @@ def _record_params(entries: Sequence[NewInboxEntry], nows: Sequence[float]) -> d
             }
         )
         if job is not None:
-            jobs.append({**_job_values(job), "ord": len(jobs) + 1})
-    return {"now": max(nows), "entries": encode(records), "jobs": encode(jobs)}
+            values = _job_values(job)
+            values["ord"] = len(jobs) + 1
+            jobs.append(values)
+    return {
+        "now": max(nows),
+        "entries": encode(records),
+        # an array of the payloads: each element is the payload's own JSON text (the same
+        # text as encode(payload) on its own), stored as it is (see _ENTRIES_INPUT)
+        "payloads": encode([entry.payload for entry in entries]),
+        "jobs": encode(jobs),
+    }
 
 
 def _inbox_entry(row: TupleRow) -> InboxEntry:

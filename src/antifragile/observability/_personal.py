@@ -181,10 +181,23 @@ def personal_key(name: str) -> bool:
     return any(part in joined for part in _PERSONAL_PARTS)
 
 
+@functools.lru_cache(maxsize=8)
+def _parse_keys(raw: str) -> tuple[bytes, ...]:
+    """The data keys *raw* (the variable's value) names, current first; parsed once per value,
+    so a changed value -- a key rotated in -- is parsed anew."""
+    return tuple(k.strip().encode() for k in raw.split(",") if k.strip())
+
+
 def data_keys(environ: Mapping[str, str] | None = None) -> list[bytes]:
     """The configured data keys, current first (``ANTIFRAGILE_DATA_KEYS``: comma-separated)."""
-    raw = (os.environ if environ is None else environ).get(DATA_KEYS_ENV, "")
-    return [k.strip().encode() for k in raw.split(",") if k.strip()]
+    return list(_parse_keys((os.environ if environ is None else environ).get(DATA_KEYS_ENV, "")))
+
+
+def current_data_key() -> bytes | None:
+    """The current data key (``ANTIFRAGILE_DATA_KEYS``' first), ``None`` without one: the
+    variable is read on every call (a rotated key applies at once), its value parsed once."""
+    keys = _parse_keys(os.environ.get(DATA_KEYS_ENV, ""))
+    return keys[0] if keys else None
 
 
 def lookup_hash(purpose: str, text: str, *, key: bytes | None) -> str:
@@ -195,7 +208,7 @@ def lookup_hash(purpose: str, text: str, *, key: bytes | None) -> str:
     if key is None:
         return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
     message = f"{purpose}\x00{text}".encode("utf-8", "surrogatepass")
-    return hmac.new(key, message, hashlib.sha256).hexdigest()
+    return hmac.digest(key, message, "sha256").hex()  # hmac.new(...).hexdigest(), in one call
 
 
 def lookup_hashes(purpose: str, text: str) -> list[str]:
@@ -210,8 +223,7 @@ def lookup_hashes(purpose: str, text: str) -> list[str]:
 
 def current_lookup_hash(purpose: str, text: str) -> str:
     """The hash a record about *text* is written under now (:func:`lookup_hashes`' first)."""
-    keys = data_keys()
-    return lookup_hash(purpose, text, key=keys[0] if keys else None)
+    return lookup_hash(purpose, text, key=current_data_key())
 
 
 def normalise(value: str) -> str:

@@ -89,12 +89,26 @@ class EdgeGuard:
         )
         self.read_timeout = float(getattr(settings, "body_read_timeout", DEFAULT_BODY_READ_TIMEOUT))
         self.docs_auth = bool(getattr(settings, "docs_require_auth", False))
+        self._read_deadlines: _ReadDeadlines | None = None
+        #: the prefixes of every path _admit checks (a path under none of them is not)
+        self._guarded = (*_IP_LIMITED, *_DOCS) if self.docs_auth else _IP_LIMITED
         # the credentials' settings are checked at start-up, not at the first admin request
         from antifragile.service._auth import ApiKeys, check_issuer_audience
 
         ApiKeys(None, bootstrap=getattr(settings, "admin_api_keys", ()))
         if getattr(settings, "jwt_jwks_url", None) or getattr(settings, "jwt_public_key", None):
             check_issuer_audience(settings)
+
+    def _deadlines(self) -> _ReadDeadlines | None:
+        """The body reads' deadlines on the running loop (``None`` without a read timeout)."""
+        timeout = self.read_timeout
+        if not (math.isfinite(timeout) and timeout > 0):
+            return None
+        loop = asyncio.get_running_loop()
+        deadlines = self._read_deadlines
+        if deadlines is None or deadlines.loop is not loop:
+            deadlines = self._read_deadlines = _ReadDeadlines(loop, timeout)
+        return deadlines
 
     def limit_for(self, path: str) -> int:
         """The body size limit of the route class of *path* (bytes)."""
@@ -133,7 +147,7 @@ class EdgeGuard:
             await _too_large(limit)(scope, receive, send)
             return
         started = False
-        bounded = _Bounded(receive, limit, self.read_timeout)
+        bounded = _Bounded(receive, limit, self._deadlines())
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
@@ -160,6 +174,8 @@ class EdgeGuard:
     async def _admit(self, scope: Scope, path: str) -> Any:
         """``None`` when the request may go on (having checked its IP and credentials where
         its route wants them); raises :class:`ApiError` otherwise."""
+        if not path.startswith(self._guarded):  # the webhooks and the rest of the API
+            return None
         docs = self.docs_auth and _under(path, _DOCS)
         if not (_under(path, _IP_LIMITED) or docs):
             return None
@@ -202,28 +218,88 @@ def _too_large(limit: int) -> Any:
     return response
 
 
+class _ReadDeadlines:
+    """The body reads under way on one event loop, each with its deadline, under one timer.
+
+    A read's deadline is *timeout* seconds after it started; every read has the same
+    *timeout*, so the reads, kept in the order they started, are in the order of their
+    deadlines, and one timer -- at the earliest deadline -- serves them all. A read past its
+    deadline has its task cancelled (as ``asyncio.timeout`` does; :meth:`_Bounded.__call__`
+    turns that into :class:`BodyTimeout`). Most reads end at once (the body has arrived):
+    they cost a dictionary entry, not a timer of their own to schedule and cancel.
+    """
+
+    __slots__ = ("loop", "reads", "timeout", "timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self.loop = loop
+        self.timeout = timeout
+        #: each read under way: its task and its deadline (loop time)
+        self.reads: dict[_Bounded, tuple[asyncio.Task[Any], float]] = {}
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, read: _Bounded, task: asyncio.Task[Any]) -> None:
+        deadline = self.loop.time() + self.timeout
+        self.reads[read] = (task, deadline)
+        if self.timer is None:
+            self.timer = self.loop.call_at(deadline, self._expire)
+
+    def discard(self, read: _Bounded) -> None:
+        self.reads.pop(read, None)
+
+    def _expire(self) -> None:
+        self.timer = None
+        now = self.loop.time()
+        for read, (task, deadline) in list(self.reads.items()):
+            if deadline > now:  # the earliest deadline still to come
+                self.timer = self.loop.call_at(deadline, self._expire)
+                return
+            del self.reads[read]
+            read.expired = True
+            task.cancel()
+
+
 class _Bounded:
     """*receive* counting the body's bytes (refused past *limit*) and bounding the wait for
-    each chunk by *timeout* while the body is incomplete."""
+    each chunk by *timeout* while the body is incomplete (the reads of one event loop share
+    one timer: *deadlines*)."""
 
-    __slots__ = ("done", "limit", "receive", "received", "refused", "timeout")
+    __slots__ = ("deadlines", "done", "expired", "limit", "receive", "received", "refused")
 
-    def __init__(self, receive: Receive, limit: int, timeout: float) -> None:
+    def __init__(self, receive: Receive, limit: int, deadlines: _ReadDeadlines | None) -> None:
         self.receive = receive
         self.limit = limit
-        self.timeout = timeout if math.isfinite(timeout) and timeout > 0 else None
+        self.deadlines = deadlines
         self.received = 0
         self.done = False
         self.refused = False
+        #: set by *deadlines* when it cancelled the read under way
+        self.expired = False
+
+    async def _read(self) -> Message:
+        """The next message, within the deadline (a deadline on this task, not a task of its
+        own as ``wait_for`` would make: every request's body goes through here)."""
+        deadlines = self.deadlines
+        task = asyncio.current_task()
+        if deadlines is None or task is None:
+            return await self.receive()
+        cancelling = task.cancelling()
+        deadlines.add(self, task)
+        try:
+            return await self.receive()
+        except asyncio.CancelledError:
+            # ours (and no other cancellation meanwhile): the deadline passed
+            if self.expired and task.uncancel() <= cancelling:
+                raise TimeoutError from None
+            raise
+        finally:
+            deadlines.discard(self)
 
     async def __call__(self) -> Message:
         if self.done:
             return await self.receive()
         try:
-            # a deadline on this task (asyncio.timeout), not a task of its own (wait_for):
-            # every request's body goes through here
-            async with asyncio.timeout(self.timeout):
-                message = await self.receive()
+            message = await self._read()
         except TimeoutError:
             self.refused = True
             raise BodyTimeout() from None
