@@ -204,9 +204,11 @@ _READY_QUEUES = f"""q(name) AS (
         UNION ALL
         SELECT (SELECT min(queue) FROM antifragile_jobs WHERE {_READY} AND queue > q.name)
         FROM q WHERE q.name IS NOT NULL)"""
+#: the queues a claim names (``:queues``, a JSON array): the CTE for :func:`_claim_sql`
+_NAMED_QUEUES = "q(name) AS (SELECT DISTINCT value FROM json_each(:queues))"
 
 
-def _claim_sql(queue_term: str, *, expired: bool) -> str:
+def _claim_sql(queue_term: str, *, expired: bool, by_queue: str | None = None) -> str:
     """Lease the first ``:limit`` runnable jobs in claim order. With *expired*, running jobs
     whose lease ran out are runnable too: each kind is taken in order from its own index, and
     the two are merged. A job with an ordering key is runnable only in its turn
@@ -214,20 +216,20 @@ def _claim_sql(queue_term: str, *, expired: bool) -> str:
     holds it back, so a claim takes at most one job per key.
 
     Ready jobs are taken from the one claim index, ``(queue, priority DESC, run_at, id)``:
-    for the named queues (*queue_term*), their first ``:limit`` in order; for any queue
-    (*queue_term* empty), the first ``:limit`` of each queue that has ready jobs
-    (``_READY_QUEUES``), merged -- the first ``:limit`` of all are among them, so a claim
-    costs one seek and at most ``:limit`` index entries per such queue. (An index in the
-    any-queue order would spare the merge, at one more b-tree written by every enqueue,
-    claim and completion: a fifth of a single enqueue's pages.)"""
-    if queue_term:
+    for one queue, its first ``:limit`` in order; for several (*by_queue*: a CTE ``q(name)``
+    of their names, ``_READY_QUEUES`` for any queue), the first ``:limit`` of each, merged --
+    the first ``:limit`` of all are among them, so a claim costs one seek and at most
+    ``:limit`` index entries per queue that has ready jobs. (An index in the any-queue order
+    would spare the merge, at one more b-tree written by every enqueue, claim and completion:
+    a fifth of a single enqueue's pages.)"""
+    if by_queue is None:
         ready = f"""
             SELECT rowid AS rid, priority, run_at, id FROM antifragile_jobs
             WHERE {_READY} AND run_at <= :now{queue_term}{_IN_ORDER}
             ORDER BY priority DESC, run_at, id LIMIT :limit"""
     else:
         ready = f"""
-            WITH RECURSIVE {_READY_QUEUES}
+            WITH RECURSIVE {by_queue}
             SELECT j.rowid AS rid, j.priority, j.run_at, j.id FROM q, antifragile_jobs AS j
             WHERE j.rowid IN (
                 SELECT rowid FROM antifragile_jobs
@@ -261,9 +263,15 @@ _ANY, _ONE, _SOME = (
     " AND queue IN (SELECT value FROM json_each(:queues))",
 )
 #: (without, with) the running jobs whose lease ran out, per kind of queue filter
-_CLAIM_ANY = (_claim_sql(_ANY, expired=False), _claim_sql(_ANY, expired=True))
+_CLAIM_ANY = (
+    _claim_sql(_ANY, expired=False, by_queue=_READY_QUEUES),
+    _claim_sql(_ANY, expired=True, by_queue=_READY_QUEUES),
+)
 _CLAIM_ONE = (_claim_sql(_ONE, expired=False), _claim_sql(_ONE, expired=True))
-_CLAIM_SOME = (_claim_sql(_SOME, expired=False), _claim_sql(_SOME, expired=True))
+_CLAIM_SOME = (
+    _claim_sql(_SOME, expired=False, by_queue=_NAMED_QUEUES),
+    _claim_sql(_SOME, expired=True, by_queue=_NAMED_QUEUES),
+)
 #: whether any lease ran out (an index probe; claims skip the takeover branch when none did)
 _ANY_EXPIRED = "SELECT 1 FROM antifragile_jobs WHERE state = 'running' AND lease_until <= ? LIMIT 1"
 
