@@ -347,7 +347,7 @@ async def test_a_claim_across_queues_takes_jobs_in_claim_order(
     await job_queue.enqueue(
         [job(now, id=i, queue=q, priority=p, delay=d) for i, q, p, d in jobs], now=now
     )
-    taken = []
+    taken: list[str] = []
     while claimed := await job_queue.claim(
         worker="w", limit=1, lease=LEASE, now=now, queues=queues
     ):
