@@ -18,10 +18,18 @@ main branch: ``git archive main src | tar -x -C /tmp/main``), interleaved: each 
 with each, in a fresh process, alternating which goes first, so that both meet the same
 conditions; the medians of both and their ratio are reported.
 
+``--pages`` (SQLite only) counts instead what the enqueues write: the WAL frames (database pages)
+per enqueue, and which b-tree each belongs to (the table, each index). It truncates the WAL
+from a second connection (a checkpoint, between two enqueues) before every 100 enqueues, too
+few to reach SQLite's automatic checkpoint, then reads the frames they appended: a figure that,
+unlike CPU and wall time, does not depend on the machine's load, and the one a schema change
+moves (a page is 4 KiB written to the WAL, and ``fsync``-ed, at every commit).
+
     python benchmarks/enqueue_cpu.py
     python benchmarks/enqueue_cpu.py --synchronous normal --jobs 3000 --rounds 5
     python benchmarks/enqueue_cpu.py --jobs 3000 --rounds 1 --profile
     python benchmarks/enqueue_cpu.py --rounds 5 --against /tmp/main/src
+    python benchmarks/enqueue_cpu.py --pages
     python benchmarks/enqueue_cpu.py --database-url postgresql
     python benchmarks/enqueue_cpu.py --database-url postgresql --rounds 5 --against /tmp/main/src
     python benchmarks/enqueue_cpu.py --database-url postgresql://user@host:5432/db
@@ -44,11 +52,14 @@ import contextlib
 import cProfile
 import json
 import pstats
+import sqlite3
 import statistics
+import struct
 import subprocess
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -113,6 +124,72 @@ async def per_enqueue(
         finally:
             await app.close()
     return cpu / jobs * 1e6, wall / jobs * 1e6
+
+
+#: enqueues between two truncations of the WAL in ``--pages``: fewer than SQLite's automatic
+#: checkpoint (1,000 pages) lets through, so every frame they write stays in the file
+PAGES_CYCLE = 100
+_WAL_HEADER, _FRAME_HEADER = 32, 24
+
+
+def _frames(path: str, page_size: int) -> list[tuple[int, bool]]:
+    """The frames of the WAL of *path*, in order: (page number, whether it ends a commit)."""
+    with contextlib.suppress(FileNotFoundError), open(f"{path}-wal", "rb") as wal:
+        data = wal.read()
+        frames = []
+        for offset in range(_WAL_HEADER, len(data) - _FRAME_HEADER + 1, _FRAME_HEADER + page_size):
+            page, size_after = struct.unpack_from(">II", data, offset)
+            frames.append((page, size_after != 0))
+        return frames
+    return []
+
+
+async def pages_per_enqueue(jobs: int) -> tuple[int, int, Counter[str]]:
+    """(commits, page size, WAL frames by b-tree) of *jobs* single-job enqueues, on a fresh
+    SQLite file."""
+    async with _scratch("sqlite", "full") as database_url:
+        path = database_url.removeprefix("sqlite:///").split("?", 1)[0]
+        app = Jobs(database_url=database_url)
+        app.job("noop")(_noop)
+        fn: Any = app.registry["noop"]
+        await app.open()
+        by_page: Counter[int] = Counter()
+        commits = 0
+        outside = sqlite3.connect(path, isolation_level=None)
+        try:
+            page_size = int(outside.execute("PRAGMA page_size").fetchone()[0])
+            for n in range(WARM_UP):
+                await fn.enqueue(n, time.time())
+            done = 0
+            while done < jobs:
+                # the store is idle between two awaited enqueues: the checkpoint gets its lock
+                outside.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                for n in range(min(PAGES_CYCLE, jobs - done)):
+                    await fn.enqueue(done + n, time.time())
+                frames = _frames(path, page_size)
+                by_page.update(page for page, _ in frames)
+                commits += sum(ends for _, ends in frames)
+                done += PAGES_CYCLE
+            names = dict(outside.execute("SELECT pageno, name FROM dbstat"))
+        finally:
+            outside.close()
+            await app.close()
+    trees: Counter[str] = Counter()
+    for page, count in by_page.items():
+        trees[names.get(page, f"page {page} (freed since)")] += count
+    return commits, page_size, trees
+
+
+def print_pages(jobs: int) -> None:
+    commits, page_size, trees = asyncio.run(pages_per_enqueue(jobs))
+    total = sum(trees.values())
+    written = total * (page_size + _FRAME_HEADER) / jobs / 1024
+    print(
+        f"{commits} commits for {jobs} enqueues: {total / jobs:.2f} WAL frames"
+        f" ({written:.1f} KiB) per enqueue, by b-tree:"
+    )
+    for tree, count in trees.most_common():
+        print(f"  {count / jobs:.2f}  {tree}")
 
 
 def _load() -> str:
@@ -205,6 +282,9 @@ def _arguments() -> argparse.Namespace:
         "--synchronous", choices=["full", "normal"], default="full", help="SQLite only [full]"
     )
     parser.add_argument("--profile", action="store_true", help="cProfile the last round")
+    parser.add_argument(
+        "--pages", action="store_true", help="SQLite: WAL frames per enqueue, by b-tree"
+    )
     parser.add_argument("--against", help="another checkout's src folder, compared interleaved")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -222,12 +302,16 @@ def _arguments() -> argparse.Namespace:
         args.jobs = DEFAULT_JOBS[_kind(args.database_url)]
     if args.against and args.profile:
         parser.error("--profile runs in this process: leave out --against")
+    if args.pages and (_kind(args.database_url) != "sqlite" or args.against or args.profile):
+        parser.error("--pages: SQLite only, without --against or --profile")
     return args
 
 
 if __name__ == "__main__":
     arguments = _arguments()
-    if arguments.against:
+    if arguments.pages:
+        print_pages(arguments.jobs)
+    elif arguments.against:
         compare(arguments)
     else:
         asyncio.run(main(arguments))

@@ -327,6 +327,36 @@ async def test_claim_filters_by_queue(job_queue: JobQueue, clock: FakeClock) -> 
     assert await job_queue.claim(worker="w", limit=10, lease=LEASE, now=now) == []
 
 
+@pytest.mark.parametrize("queues", [None, ["crm", "chat", "email"], ["chat", "crm"]])
+async def test_a_claim_across_queues_takes_jobs_in_claim_order(
+    job_queue: JobQueue, clock: FakeClock, queues: list[str] | None
+) -> None:
+    """Claims of one job at a time from several queues (or from all) take the due jobs of
+    those queues in one order across them: priority first, then due time, then id."""
+    now = clock.time()
+    jobs = [  # (id, queue, priority, due in)
+        ("a", "crm", 0, -3.0),
+        ("b", "chat", 0, -5.0),
+        ("c", "email", 2, -1.0),
+        ("d", "crm", 1, -2.0),
+        ("e", "chat", 1, -2.0),
+        ("f", "chat", 0, -4.0),
+        ("g", "email", 0, -6.0),
+        ("h", "crm", 9, 60.0),  # not due
+    ]
+    await job_queue.enqueue(
+        [job(now, id=i, queue=q, priority=p, delay=d) for i, q, p, d in jobs], now=now
+    )
+    taken: list[str] = []
+    while claimed := await job_queue.claim(
+        worker="w", limit=1, lease=LEASE, now=now, queues=queues
+    ):
+        taken.extend(j.id for j in claimed)
+    queue_of = {i: q for i, q, _, _ in jobs}
+    expected = [i for i in "cdegbfa" if queues is None or queue_of[i] in queues]
+    assert taken == expected
+
+
 async def test_a_live_lease_keeps_other_workers_out(job_queue: JobQueue, clock: FakeClock) -> None:
     """A job whose lease is live is claimed by nobody else, not even by its own worker again."""
     now = clock.time()

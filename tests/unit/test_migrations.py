@@ -261,7 +261,6 @@ EXPECTED_SQLITE_INDEXES = {
     "antifragile_idempotency_expires_at",
     "antifragile_jobs_idempotency_key",
     "antifragile_jobs_claim_queue",
-    "antifragile_jobs_claim_any",
     "antifragile_jobs_leases",
     "antifragile_jobs_finished",
     "antifragile_jobs_dead_queue",
@@ -331,6 +330,24 @@ def test_the_inbox_table_has_a_column_per_inbox_entry_field() -> None:
     assert EXPECTED_SQLITE_SCHEMA["antifragile_inbox"] == [f.name for f in fields(InboxEntry)]
 
 
+def _database_at(path: Path, version: int) -> sqlite3.Connection:
+    """A connection to a new SQLite database at *path* migrated to schema *version* (the
+    shipped migrations up to it, recorded as applied), as an older release left it."""
+    raw = sqlite3.connect(path)
+    raw.execute(
+        "CREATE TABLE antifragile_migrations ("
+        "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+    )
+    for migration in load_migrations("sqlite")[:version]:
+        for statement in split_statements(migration.sql):
+            raw.execute(statement)
+        raw.execute(
+            "INSERT INTO antifragile_migrations VALUES (?, ?, 0)",
+            (migration.version, migration.name),
+        )
+    return raw
+
+
 async def test_jobs_written_before_the_context_column_read_back_with_an_empty_context(
     tmp_path: Path,
 ) -> None:
@@ -340,18 +357,7 @@ async def test_jobs_written_before_the_context_column_read_back_with_an_empty_co
     from antifragile.stores._sqlite import SQLiteStore
 
     db = tmp_path / "v3.db"
-    with closing(sqlite3.connect(db)) as raw:
-        raw.execute(
-            "CREATE TABLE antifragile_migrations ("
-            "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
-        )
-        for migration in load_migrations("sqlite")[:3]:
-            for statement in split_statements(migration.sql):
-                raw.execute(statement)
-            raw.execute(
-                "INSERT INTO antifragile_migrations VALUES (?, ?, 0)",
-                (migration.version, migration.name),
-            )
+    with closing(_database_at(db, 3)) as raw:
         raw.execute(
             "INSERT INTO antifragile_jobs (id, name, queue, state, payload, max_attempts, run_at,"
             " created_at, updated_at) VALUES ('old', 'noop', 'default', 'queued', '{}', 3, 0, 0, 0)"
@@ -381,18 +387,7 @@ async def test_jobs_written_before_ordering_keys_run_unordered_beside_keyed_ones
     from antifragile.stores._sqlite import SQLiteStore
 
     db = tmp_path / "v4.db"
-    with closing(sqlite3.connect(db)) as raw:
-        raw.execute(
-            "CREATE TABLE antifragile_migrations ("
-            "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
-        )
-        for migration in load_migrations("sqlite")[:4]:
-            for statement in split_statements(migration.sql):
-                raw.execute(statement)
-            raw.execute(
-                "INSERT INTO antifragile_migrations VALUES (?, ?, 0)",
-                (migration.version, migration.name),
-            )
+    with closing(_database_at(db, 4)) as raw:
         raw.execute(
             "INSERT INTO antifragile_jobs (id, name, queue, state, payload, max_attempts, run_at,"
             " created_at, updated_at) VALUES ('old', 'noop', 'default', 'queued', '{}', 3, 0, 0, 0)"
@@ -415,3 +410,53 @@ async def test_jobs_written_before_ordering_keys_run_unordered_beside_keyed_ones
         ]
     finally:
         await store.close()
+
+
+async def test_jobs_of_a_version_6_database_are_claimed_from_any_queue_in_order(
+    tmp_path: Path,
+) -> None:
+    """A populated database at schema version 6 (with the any-queue claim index) upgrades to
+    the latest version, which drops that index and keeps every row; a claim from any queue
+    id), and no running, scheduled or finished one."""
+    from antifragile.jobs import JobFilter
+    from antifragile.jobs._sqlite import SQLiteJobQueue
+    from antifragile.stores._sqlite import SQLiteStore
+
+    db = tmp_path / "v6.db"
+    with closing(_database_at(db, 6)) as raw:
+        jobs = [  # (id, queue, state, priority, run_at)
+            ("a1", "alpha", "queued", 0, 3.0),
+            ("a2", "alpha", "retrying", 5, 4.0),
+            ("a3", "alpha", "scheduled", 9, 50.0),  # not due yet
+            ("b1", "beta", "queued", 0, 1.0),
+            ("b2", "beta", "running", 9, 0.0),  # leased until 100
+            ("b3", "beta", "queued", 0, 2.0),
+            ("c1", "gamma", "succeeded", 9, 0.0),
+            ("c2", "gamma", "scheduled", 1, 5.0),  # due at 5
+        ]
+        raw.executemany(
+            "INSERT INTO antifragile_jobs (id, name, queue, state, priority, payload,"
+            " max_attempts, run_at, created_at, updated_at, lease_owner, lease_until)"
+            " VALUES (?, 'noop', ?, ?, ?, '{}', 3, ?, 0, 0,"
+            " CASE WHEN ?3 = 'running' THEN 'w0' END, CASE WHEN ?3 = 'running' THEN 100 END)",
+            jobs,
+        )
+        raw.commit()
+        indexes_before = {r[0] for r in raw.execute("SELECT name FROM sqlite_master")}
+    assert "antifragile_jobs_claim_any" in indexes_before
+    store = SQLiteStore(f"sqlite:///{db}")
+    await store.open()
+    try:
+        assert await store.schema_version() == latest_version("sqlite")
+        queue = SQLiteJobQueue(store)
+        first = await queue.claim(worker="w", limit=2, lease=30.0, now=10.0)
+        rest = await queue.claim(worker="w", limit=10, lease=30.0, now=10.0)
+        ordered = sorted(first, key=lambda j: (-j.priority, j.run_at, j.id))
+        assert [j.id for j in ordered] == ["a2", "c2"]
+        assert sorted(j.id for j in rest) == ["a1", "b1", "b3"]
+        assert {j.id for j in await queue.find(JobFilter(), limit=100)} == {j[0] for j in jobs}
+    finally:
+        await store.close()
+    with closing(sqlite3.connect(db)) as raw:
+        indexes_after = {r[0] for r in raw.execute("SELECT name FROM sqlite_master")}
+    assert indexes_after == indexes_before - {"antifragile_jobs_claim_any"}
