@@ -39,7 +39,6 @@ from tests.integration.test_sessions import (
     process_once,
     simulators,
 )
-from tests.integration.test_sessions import clock as clock
 from tests.integration.test_sessions import providers as providers
 
 KEY = "sk-test-llm-key"

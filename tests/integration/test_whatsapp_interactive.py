@@ -25,12 +25,11 @@ from tests.integration.test_sessions import (
     Providers,
     World,
     build,
-    clock,
     providers,
     sandbox,
 )
 
-__all__ = ["clock", "providers", "sandbox"]  # fixtures shared with the sessions tests
+__all__ = ["providers", "sandbox"]  # fixtures shared with the sessions tests
 
 SIZES = ("S", "M", "L")
 SLOTS = tuple(f"{day} {part}" for day in ("Mon", "Tue", "Wed") for part in ("am", "pm"))

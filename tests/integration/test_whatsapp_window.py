@@ -27,7 +27,7 @@ from antifragile.sandbox import ProviderSandbox, WhatsAppSimulator, whatsapp_sta
 from tests.integration import test_sessions as base
 from tests.integration.test_sessions import CONTACT, PHONE_ID, WA_TOKEN, World
 
-clock, providers = base.clock, base.providers  # fixtures shared with the sessions tests
+providers = base.providers  # a fixture shared with the sessions tests
 
 DAY = 24 * 3600.0
 STRANGER = "15550009999"
