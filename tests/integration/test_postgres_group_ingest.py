@@ -11,7 +11,6 @@ cannot be recorded gets its error; the callers that shared its statement keep th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
 from typing import Any
 
 import psycopg
@@ -275,22 +274,26 @@ def _hold_jobs_named_slow_until_waited_on(url: str, schema: str, *, then_fail: b
     return key
 
 
-async def _record_while_held(
-    url: str,
-    key: int,
-    held: Coroutine[Any, Any, list[Recorded]],
-    waiting: Coroutine[Any, Any, list[Recorded]],
-) -> tuple[list[Recorded] | BaseException, list[Recorded] | BaseException]:
-    """Run *held* until it holds the advisory lock *key* (its entries inserted, uncommitted),
-    then *waiting* beside it; their results or errors."""
-    first = asyncio.create_task(held)
-    query = "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = 0 AND objid = %s"
-    while True:  # (the lock shows once its statement has inserted the entries)
-        if first.done() or admin(url, query, (key,)):
-            break
-        await asyncio.sleep(0.01)
-    second = asyncio.create_task(waiting)
-    return await asyncio.gather(first, second, return_exceptions=True)
+async def _race(
+    queue: PostgresJobQueue, url: str, schema: str, clock: FakeClock, *, then_fail: bool
+) -> tuple[list[Recorded] | BaseException, list[Recorded] | BaseException, str]:
+    """Record ``wamid.same`` (and a ``slow`` job's entry) through *queue*, and -- once that
+    transaction holds its uncommitted entries -- ``wamid.same`` again through a queue of another
+    store: both results or errors, and the second's inbox id."""
+    key = _hold_jobs_named_slow_until_waited_on(url, schema, then_fail=then_fail)
+    now = clock.time()
+    first = [entry("wamid.same", now=now), entry("wamid.held", now=now, name="slow")]
+    second = [entry("wamid.same", now=now)]
+    async with open_queue(url, schema, clock=clock) as other:
+        held = asyncio.create_task(queue.record_inbound(first, now=now))
+        query = "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = 0 AND objid = %s"
+        while True:  # (the lock shows once its statement has inserted the entries)
+            if held.done() or admin(url, query, (key,)):
+                break
+            await asyncio.sleep(0.01)
+        waiting = asyncio.create_task(other.record_inbound(second, now=now))
+        one, two = await asyncio.wait_for(asyncio.gather(held, waiting, return_exceptions=True), 60)
+    return one, two, second[0].id
 
 
 async def test_an_event_in_two_statements_in_flight_is_recorded_once(
@@ -299,20 +302,7 @@ async def test_an_event_in_two_statements_in_flight_is_recorded_once(
     """Two writers (two stores' connections, as two processes) record the same event at once:
     the second waits for the first's uncommitted entry (the first commits only once it does),
     then is a duplicate naming the first's entry and job; the processing job is enqueued once."""
-    key = _hold_jobs_named_slow_until_waited_on(postgres_url, schema, then_fail=False)
-    now = clock.time()
-    first = [entry("wamid.same", now=now), entry("wamid.held", now=now, name="slow")]
-    second = [entry("wamid.same", now=now)]
-    async with open_queue(postgres_url, schema, clock=clock) as other:
-        recorded, again = await asyncio.wait_for(
-            _record_while_held(
-                postgres_url,
-                key,
-                queue.record_inbound(first, now=now),
-                other.record_inbound(second, now=now),
-            ),
-            60,
-        )
+    recorded, again, _ = await _race(queue, postgres_url, schema, clock, then_fail=False)
     assert not isinstance(recorded, BaseException)
     assert not isinstance(again, BaseException)
     assert recorded[0].created
@@ -333,24 +323,11 @@ async def test_an_event_whose_first_statement_fails_is_recorded_by_the_other(
     """Two writers record the same event at once and the first fails after the second began
     waiting for its entry: the first's caller gets its error, and the second creates the event
     with its own processing job."""
-    key = _hold_jobs_named_slow_until_waited_on(postgres_url, schema, then_fail=True)
-    now = clock.time()
-    first = [entry("wamid.same", now=now), entry("wamid.held", now=now, name="slow")]
-    second = [entry("wamid.same", now=now)]
-    async with open_queue(postgres_url, schema, clock=clock) as other:
-        failed, recorded = await asyncio.wait_for(
-            _record_while_held(
-                postgres_url,
-                key,
-                queue.record_inbound(first, now=now),
-                other.record_inbound(second, now=now),
-            ),
-            60,
-        )
+    failed, recorded, second_id = await _race(queue, postgres_url, schema, clock, then_fail=True)
     assert isinstance(failed, StoreError)
     assert not isinstance(recorded, BaseException)
     assert recorded[0].created
-    assert recorded[0].id == second[0].id
+    assert recorded[0].id == second_id
     inbox = await queue.find_inbound(limit=100)
     assert [e.event_id for e in inbox] == ["wamid.same"]
     jobs = await queue.find(JobFilter(queue="inbound"), limit=100)
