@@ -20,7 +20,7 @@ from antifragile.errors import StoreError
 from antifragile.jobs import JobFilter, NewInboxEntry, NewJob, Recorded, new_job_id
 from antifragile.jobs._postgres import PostgresJobQueue, _record_params
 from antifragile.stores._codec import encode
-from tests.integration._postgres import KeptPlan, admin
+from tests.integration._postgres import KeptPlan, admin, open_queue
 
 # The clock, schema and queue fixtures are tests/integration/conftest.py's.
 TTL = 7 * 24 * 3600.0
@@ -246,3 +246,89 @@ async def test_payloads_are_stored_as_their_json_text_byte_for_byte(
         got = await queue.get_inbound(item.id)
         assert got is not None
         assert got.payload == payload
+
+
+def _hold_jobs_named_slow_until_waited_on(url: str, schema: str, *, then_fail: bool) -> int:
+    """A job named ``slow`` is inserted only once another transaction waits for the one
+    inserting it (as a statement recording the same event waits on the inbox's unique index);
+    with *then_fail*, that insert then fails. Meanwhile the transaction holds the advisory lock
+    whose key this returns."""
+    quoted = f'"{schema}"'
+    key = int(schema[-8:], 16) & 0x7FFFFFFF
+    outcome = "RAISE EXCEPTION 'refused';" if then_fail else ""
+    admin(
+        url,
+        f"CREATE FUNCTION {quoted}.slow() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        f"BEGIN IF NEW.name = 'slow' THEN PERFORM pg_advisory_xact_lock({key}); "
+        "WHILE NOT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'transactionid' "
+        "AND NOT granted AND pid <> pg_backend_pid() "
+        "AND transactionid = (txid_current() %% 4294967296)::text::xid) "
+        f"LOOP PERFORM pg_sleep(0.01); END LOOP; {outcome} END IF; "
+        "RETURN NEW; END $$",
+    )
+    admin(
+        url,
+        f"CREATE TRIGGER slow BEFORE INSERT ON {quoted}.antifragile_jobs "
+        f"FOR EACH ROW EXECUTE FUNCTION {quoted}.slow()",
+    )
+    return key
+
+
+async def _race(
+    queue: PostgresJobQueue, url: str, schema: str, clock: FakeClock, *, then_fail: bool
+) -> tuple[list[Recorded] | BaseException, list[Recorded] | BaseException, str]:
+    """Record ``wamid.same`` (and a ``slow`` job's entry) through *queue*, and -- once that
+    transaction holds its uncommitted entries -- ``wamid.same`` again through a queue of another
+    store: both results or errors, and the second's inbox id."""
+    key = _hold_jobs_named_slow_until_waited_on(url, schema, then_fail=then_fail)
+    now = clock.time()
+    first = [entry("wamid.same", now=now), entry("wamid.held", now=now, name="slow")]
+    second = [entry("wamid.same", now=now)]
+    async with open_queue(url, schema, clock=clock) as other:
+        held = asyncio.create_task(queue.record_inbound(first, now=now))
+        query = "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = 0 AND objid = %s"
+        while True:  # (the lock shows once its statement has inserted the entries)
+            if held.done() or admin(url, query, (key,)):
+                break
+            await asyncio.sleep(0.01)
+        waiting = asyncio.create_task(other.record_inbound(second, now=now))
+        one, two = await asyncio.wait_for(asyncio.gather(held, waiting, return_exceptions=True), 60)
+    return one, two, second[0].id
+
+
+async def test_an_event_in_two_statements_in_flight_is_recorded_once(
+    queue: PostgresJobQueue, postgres_url: str, schema: str, clock: FakeClock
+) -> None:
+    """Two writers (two stores' connections, as two processes) record the same event at once:
+    the second waits for the first's uncommitted entry (the first commits only once it does),
+    then is a duplicate naming the first's entry and job; the processing job is enqueued once."""
+    recorded, again, _ = await _race(queue, postgres_url, schema, clock, then_fail=False)
+    assert not isinstance(recorded, BaseException)
+    assert not isinstance(again, BaseException)
+    assert recorded[0].created
+    assert recorded[1].created
+    assert not again[0].created
+    assert (again[0].id, again[0].job_id) == (recorded[0].id, recorded[0].job_id)
+    assert transactions(postgres_url, schema) == 1
+    inbox = await queue.find_inbound(limit=100)
+    assert sorted(e.event_id for e in inbox) == ["wamid.held", "wamid.same"]
+    jobs = await queue.find(JobFilter(queue="inbound"), limit=100)
+    assert {job.id for job in jobs} == {recorded[0].job_id, recorded[1].job_id}
+    assert len(jobs) == 2
+
+
+async def test_an_event_whose_first_statement_fails_is_recorded_by_the_other(
+    queue: PostgresJobQueue, postgres_url: str, schema: str, clock: FakeClock
+) -> None:
+    """Two writers record the same event at once and the first fails after the second began
+    waiting for its entry: the first's caller gets its error, and the second creates the event
+    with its own processing job."""
+    failed, recorded, second_id = await _race(queue, postgres_url, schema, clock, then_fail=True)
+    assert isinstance(failed, StoreError)
+    assert not isinstance(recorded, BaseException)
+    assert recorded[0].created
+    assert recorded[0].id == second_id
+    inbox = await queue.find_inbound(limit=100)
+    assert [e.event_id for e in inbox] == ["wamid.same"]
+    jobs = await queue.find(JobFilter(queue="inbound"), limit=100)
+    assert [job.id for job in jobs] == [recorded[0].job_id]
