@@ -263,16 +263,20 @@ _ANY, _ONE, _SOME = (
     " AND queue = :queue",
     " AND queue IN (SELECT value FROM json_each(:queues))",
 )
-#: (without, with) the running jobs whose lease ran out, per kind of queue filter
-_CLAIM_ANY = (
-    _claim_sql(_ANY, expired=False, by_queue=_READY_QUEUES),
-    _claim_sql(_ANY, expired=True, by_queue=_READY_QUEUES),
-)
-_CLAIM_ONE = (_claim_sql(_ONE, expired=False), _claim_sql(_ONE, expired=True))
-_CLAIM_SOME = (
-    _claim_sql(_SOME, expired=False, by_queue=_NAMED_QUEUES),
-    _claim_sql(_SOME, expired=True, by_queue=_NAMED_QUEUES),
-)
+
+
+def _claims(queue_term: str, by_queue: str | None = None) -> tuple[str, str]:
+    """A claim's statements (without, with) the running jobs whose lease ran out."""
+    return (
+        _claim_sql(queue_term, expired=False, by_queue=by_queue),
+        _claim_sql(queue_term, expired=True, by_queue=by_queue),
+    )
+
+
+#: the claim's statements per kind of queue filter (see _claims)
+_CLAIM_ANY = _claims(_ANY, _READY_QUEUES)
+_CLAIM_ONE = _claims(_ONE)
+_CLAIM_SOME = _claims(_SOME, _NAMED_QUEUES)
 #: whether any lease ran out (an index probe; claims skip the takeover branch when none did)
 _ANY_EXPIRED = "SELECT 1 FROM antifragile_jobs WHERE state = 'running' AND lease_until <= ? LIMIT 1"
 
